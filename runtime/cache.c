@@ -1,0 +1,2 @@
+/* cache.c - placeholder, being written. */
+typedef int weft_placeholder_cache;

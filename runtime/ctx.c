@@ -1,0 +1,2 @@
+/* ctx.c - placeholder, being written. */
+typedef int weft_placeholder_ctx;

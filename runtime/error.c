@@ -1,0 +1,2 @@
+/* error.c - placeholder, being written. */
+typedef int weft_placeholder_error;

@@ -1,0 +1,2 @@
+/* host.c - placeholder, being written. */
+typedef int weft_placeholder_host;

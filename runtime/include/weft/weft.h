@@ -1,0 +1,149 @@
+/* weft.h - the embedding API of libweft: load plugins, load a graph from
+ * YAML, validate it, run it on a libuv loop, and read its events.
+ *
+ * Every function returns 0 or a negative WEFT_E* code (see weft/error.h);
+ * weft_ctx_error() then holds a message that says where (file:line:col,
+ * node id) and what to do.  Handles are created by weft_<noun>_new/_load and
+ * freed by the matching _free. */
+#ifndef WEFT_H
+#define WEFT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "weft/error.h"
+#include "weft/plugin.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define WEFT_API __declspec(dllexport)
+#else
+#define WEFT_API __attribute__((visibility("default")))
+#endif
+
+/* ---- Errors ------------------------------------------------------------- */
+
+WEFT_API const char *weft_strerror(int err);
+WEFT_API const char *weft_err_name(int err);
+/* Process exit code for an error: 0 ok, 2 bad input or usage, 130 cancelled,
+ * 1 any other failure. */
+WEFT_API int weft_exit_code(int err);
+WEFT_API const char *weft_version(void);
+
+/* ---- Context ------------------------------------------------------------ */
+
+/* A context holds the op registry (plugins), the output cache, settings and
+ * the last error.  One per process is typical; not thread-safe. */
+typedef struct weft_ctx weft_ctx;
+
+WEFT_API int weft_ctx_new(weft_ctx **out);
+WEFT_API void weft_ctx_free(weft_ctx *ctx);
+/* The last error's message ("graph.yaml:12:5: unknown op 'KSamplr' (did you
+ * mean 'KSampler'?)"); "" when none.  (transfer none) */
+WEFT_API const char *weft_ctx_error(const weft_ctx *ctx);
+
+/* Worker threads for node work and kernels (0 = number of CPUs). */
+WEFT_API void weft_ctx_set_threads(weft_ctx *ctx, int n);
+WEFT_API int weft_ctx_threads(const weft_ctx *ctx);
+/* Directory SaveImage writes into (default "output") and relative input
+ * paths resolve against (default "."). Copied. */
+WEFT_API int weft_ctx_set_output_dir(weft_ctx *ctx, const char *dir);
+WEFT_API int weft_ctx_set_input_dir(weft_ctx *ctx, const char *dir);
+
+/* ---- Plugins ------------------------------------------------------------ */
+
+/* Loads one plugin file and registers its nodes. */
+WEFT_API int weft_plugin_load(weft_ctx *ctx, const char *path);
+/* Loads every *.so in dir (sorted by name). A missing dir is not an error. */
+WEFT_API int weft_plugin_load_dir(weft_ctx *ctx, const char *dir);
+/* Loads the plugin path: the built-in directory, then each entry of
+ * WEFT_PLUGIN_PATH (colon-separated), then extra_dirs (NULL-terminated, may
+ * be NULL) - the --plugin-dir arguments. */
+WEFT_API int weft_plugin_load_default(weft_ctx *ctx,
+                                      const char *const *extra_dirs);
+/* Registers a plugin from a descriptor already in memory (statically linked
+ * nodes, tests).  origin names it in messages. */
+WEFT_API int weft_plugin_register(weft_ctx *ctx, const weft_plugin *plugin,
+                                  const char *origin);
+
+WEFT_API int weft_op_count(const weft_ctx *ctx);
+WEFT_API const weft_node_def *weft_op_at(const weft_ctx *ctx, int i);
+WEFT_API const weft_node_def *weft_op_find(const weft_ctx *ctx,
+                                           const char *op);
+/* The file a registered op came from.  (transfer none) */
+WEFT_API const char *weft_op_origin(const weft_ctx *ctx, const char *op);
+/* Prints an op's documentation, gst-inspect style. */
+WEFT_API void weft_op_print(const weft_node_def *def, FILE *out);
+
+/* ---- Graphs ------------------------------------------------------------- */
+
+typedef struct weft_graph weft_graph;
+
+/* Parses a YAML graph file and resolves its ops against the registry; checks
+ * everything that can be checked without running (types, references,
+ * cycles, required inputs, param ranges). */
+WEFT_API int weft_graph_load(weft_ctx *ctx, const char *path,
+                             weft_graph **out);
+/* Same from memory; name is used in messages in place of a file name. */
+WEFT_API int weft_graph_load_string(weft_ctx *ctx, const char *text,
+                                    size_t len, const char *name,
+                                    weft_graph **out);
+WEFT_API void weft_graph_free(weft_graph *g);
+
+/* Sets a graph input from text (--set name=value); parsed by the input's
+ * declared type, range-checked. */
+WEFT_API int weft_graph_set_input(weft_ctx *ctx, weft_graph *g,
+                                  const char *name, const char *value);
+WEFT_API int weft_graph_node_count(const weft_graph *g);
+/* Writes the graph in Graphviz dot. */
+WEFT_API int weft_graph_write_dot(const weft_graph *g, FILE *out);
+
+/* ---- Running ------------------------------------------------------------ */
+
+typedef enum weft_event_kind {
+  WEFT_EV_RUN_START = 0,
+  WEFT_EV_NODE_START,
+  WEFT_EV_NODE_PROGRESS,
+  WEFT_EV_NODE_DONE,
+  WEFT_EV_NODE_CACHED,
+  WEFT_EV_NODE_FAILED,
+  WEFT_EV_LOG,
+  WEFT_EV_RUN_DONE
+} weft_event_kind;
+
+typedef struct weft_event {
+  weft_event_kind kind;
+  double t;             /* seconds since the run started */
+  const char *node_id;  /* NULL for run-level events */
+  const char *op;
+  int64_t k, n;         /* progress: step k of n */
+  int status;           /* NODE_FAILED / RUN_DONE: 0 or WEFT_E* */
+  weft_log_level level; /* LOG */
+  const char *message;  /* LOG, NODE_FAILED; NULL otherwise */
+  double ms;            /* NODE_DONE: run time of the node */
+  int n_done, n_cached, n_total; /* RUN_DONE: counts */
+} weft_event;
+
+/* Events are delivered on the thread that called weft_graph_run. */
+typedef void (*weft_event_cb)(const weft_event *ev, void *user);
+WEFT_API void weft_ctx_set_event_cb(weft_ctx *ctx, weft_event_cb cb,
+                                    void *user);
+
+/* Runs the graph to completion on a libuv loop: nodes whose inputs are ready
+ * run at the same time on the thread pool.  Outputs are cached in the ctx:
+ * running again re-executes only nodes whose op, params or inputs changed.
+ * Returns 0, WEFT_ECANCELED, or the first failing node's code. */
+WEFT_API int weft_graph_run(weft_ctx *ctx, weft_graph *g);
+/* Requests cancellation of the run in progress; safe from any thread and
+ * from a signal handler. */
+WEFT_API void weft_ctx_cancel(weft_ctx *ctx);
+/* Drops every cached output. */
+WEFT_API void weft_ctx_cache_clear(weft_ctx *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEFT_H */

@@ -1,0 +1,2 @@
+/* plugin_load.c - placeholder, being written. */
+typedef int weft_placeholder_plugin_load;

@@ -1,0 +1,2 @@
+/* registry.c - placeholder, being written. */
+typedef int weft_placeholder_registry;

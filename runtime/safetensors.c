@@ -1,0 +1,2 @@
+/* safetensors.c - placeholder, being written. */
+typedef int weft_placeholder_safetensors;

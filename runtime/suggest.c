@@ -1,0 +1,2 @@
+/* suggest.c - placeholder, being written. */
+typedef int weft_placeholder_suggest;

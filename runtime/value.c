@@ -1,0 +1,2 @@
+/* value.c - placeholder, being written. */
+typedef int weft_placeholder_value;
