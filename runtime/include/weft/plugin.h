@@ -163,7 +163,7 @@ typedef struct weft_value weft_value;   /* opaque, refcounted */
 typedef struct weft_call weft_call;
 typedef struct weft_host weft_host;
 typedef struct weft_plan weft_plan;
-typedef struct weft_st_file weft_weights; /* an open safetensors file */
+typedef struct weft_weights weft_weights; /* an open safetensors file */
 
 enum {
   WEFT_NODE_OUTPUT = 1u << 0,   /* has side effects (writes files): always runs,

@@ -137,9 +137,20 @@ WEFT_API void weft_ctx_set_event_cb(weft_ctx *ctx, weft_event_cb cb,
  * running again re-executes only nodes whose op, params or inputs changed.
  * Returns 0, WEFT_ECANCELED, or the first failing node's code. */
 WEFT_API int weft_graph_run(weft_ctx *ctx, weft_graph *g);
-/* Requests cancellation of the run in progress; safe from any thread and
- * from a signal handler. */
+/* Requests cancellation of the run in progress; safe from any thread (not
+ * from a signal handler: use weft_ctx_set_handle_sigint). Nodes see it
+ * through is_cancelled; nothing new starts; the run returns
+ * WEFT_ECANCELED once the nodes in flight have returned. */
 WEFT_API void weft_ctx_cancel(weft_ctx *ctx);
+/* While a run is in progress, SIGINT cancels it (a second SIGINT kills the
+ * process).  Off by default: libraries should not take signals. */
+WEFT_API void weft_ctx_set_handle_sigint(weft_ctx *ctx, int on);
+/* The graph's named outputs, after a successful run. */
+WEFT_API int weft_graph_output_count(const weft_graph *g);
+WEFT_API const char *weft_graph_output_name(const weft_graph *g, int i);
+/* Formats output i (a scalar's value, or a tensor's type and shape). */
+WEFT_API int weft_graph_output_format(const weft_graph *g, int i, char *buf,
+                                      size_t len);
 /* Drops every cached output. */
 WEFT_API void weft_ctx_cache_clear(weft_ctx *ctx);
 

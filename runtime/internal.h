@@ -1,0 +1,267 @@
+/* internal.h - libweft's private structures, shared by the runtime's files
+ * and its tests.  Nothing here is part of the ABI. */
+#ifndef WEFT_INTERNAL_H
+#define WEFT_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <uv.h>
+
+#include "weft/safetensors.h"
+#include "weft/weft.h"
+
+#define WEFT__ERRLEN 4096
+
+/* A place in a source file; file is owned by the graph (or static). */
+typedef struct weft_loc {
+  const char *file;
+  int line, col; /* 1-based; 0 = unknown */
+} weft_loc;
+
+/* ---- values (value.c) --------------------------------------------------- */
+
+typedef enum {
+  WEFT__V_TENSOR,
+  WEFT__V_OBJECT,
+  WEFT__V_INT,
+  WEFT__V_FLOAT,
+  WEFT__V_STRING,
+} weft__vkind;
+
+typedef struct weft__attr {
+  char *name;
+  weft_value *value;
+} weft__attr;
+
+struct weft_value {
+  atomic_int refs;
+  weft__vkind kind;
+  weft_type type;
+  const char *type_name; /* custom types; static (plugins stay loaded) */
+  weft_tensor t;         /* TENSOR */
+  void *mem;             /* TENSOR storage, freed with the value */
+  void *obj;             /* OBJECT */
+  void (*obj_destroy)(void *);
+  int64_t i;             /* INT, BOOL, ENUM index */
+  double f;              /* FLOAT */
+  char *s;               /* STRING, ENUM name (owned) */
+  weft__attr *attrs;
+  int n_attrs;
+};
+
+weft_value *weft__value_int(weft_type type, int64_t x);
+weft_value *weft__value_float(double x);
+weft_value *weft__value_string(weft_type type, const char *s);
+weft_value *weft__value_tensor(weft_type type, weft_dtype dt, int ndim,
+                               const int64_t *shape);
+weft_value *weft__value_object(weft_type type, const char *type_name,
+                               void *ptr, void (*destroy)(void *));
+void weft__value_retain(weft_value *v);
+void weft__value_release(weft_value *v);
+/* Feeds a value's identity into a running hash: scalars by content, tensors
+ * and objects by address (they are produced by nodes whose keys already
+ * cover their content). */
+uint64_t weft__value_hash(const weft_value *v, uint64_t seed);
+/* Formats a scalar for messages and reports; "<IMAGE [1,64,64,3]>" else. */
+void weft__value_format(const weft_value *v, char *buf, size_t len);
+
+const char *weft__type_name(weft_type t, const char *custom);
+int weft__type_from_name(const char *name, weft_type *out);
+bool weft__type_is_scalar(weft_type t);
+
+/* ---- registry (registry.c, plugin_load.c) ------------------------------- */
+
+typedef struct weft__op {
+  weft_node_def def;        /* normalised copy: full size, zero-filled */
+  weft_port_def *inputs;    /* normalised arrays */
+  weft_port_def *outputs;
+  weft_param_def *params;
+  char *origin;             /* file the op came from */
+} weft__op;
+
+/* ---- weights cache (host.c) --------------------------------------------- */
+
+/* What plugins hold as weft_weights: one shared mapping per path. */
+struct weft_weights {
+  weft_ctx *ctx;
+  char *path;
+  weft_st_file *file;
+  int refs;             /* under ctx->lock */
+};
+
+/* ---- output cache (cache.c) --------------------------------------------- */
+
+typedef struct weft__centry {
+  uint64_t key;
+  weft_value **outs;
+  int n_outs;
+  uint64_t gen;   /* last run that produced or used it */
+} weft__centry;
+
+typedef struct weft__cache {
+  weft__centry *e;
+  int n, cap;
+  uint64_t gen;
+} weft__cache;
+
+void weft__cache_init(weft__cache *c);
+void weft__cache_free(weft__cache *c);
+weft__centry *weft__cache_get(weft__cache *c, uint64_t key);
+/* Stores outs (takes a reference to each). */
+int weft__cache_put(weft__cache *c, uint64_t key, weft_value **outs, int n);
+/* Drops entries neither made nor used by the current generation. */
+void weft__cache_trim(weft__cache *c);
+
+/* ---- context (ctx.c) ---------------------------------------------------- */
+
+struct weft_ctx {
+  char err[WEFT__ERRLEN];
+  int threads;
+  char *output_dir;
+  char *input_dir;
+  weft_event_cb ev_cb;
+  void *ev_user;
+
+  weft__op *ops;
+  int n_ops, cap_ops;
+
+  weft__cache cache;
+
+  uv_mutex_t lock;          /* weights cache, cancel hand-off */
+  weft_weights **weights;
+  int n_weights, cap_weights;
+
+  atomic_int cancelled;
+  uv_async_t *wake;         /* the running loop's wake-up, under lock */
+  int handle_sigint;
+};
+
+extern const weft_host weft__host;
+
+/* Records an error in ctx ("file:line:col: message") and returns code. */
+int weft__err(weft_ctx *ctx, int code, const weft_loc *loc, const char *fmt,
+              ...) __attribute__((format(printf, 4, 5)));
+int weft__verr(weft_ctx *ctx, int code, const weft_loc *loc, const char *fmt,
+               va_list ap);
+/* Appends " (did you mean 'x'?)" to ctx->err when a close name exists. */
+void weft__err_suggest(weft_ctx *ctx, const char *name,
+                       const char *const *candidates, int n);
+
+/* ---- suggest.c ---------------------------------------------------------- */
+
+/* Edit distance (optimal string alignment, case-insensitive). */
+int weft__edit_distance(const char *a, const char *b);
+/* The candidate closest to name, or NULL when none is close enough. */
+const char *weft__closest(const char *name, const char *const *cand, int n);
+
+/* ---- graphs (graph_load.c, graph_resolve.c) ----------------------------- */
+
+typedef enum {
+  WEFT__B_NONE = 0, /* not given: default (param) or unconnected (input) */
+  WEFT__B_CONST,    /* a constant from the YAML */
+  WEFT__B_INPUT,    /* $name: a graph input */
+  WEFT__B_NODE,     /* node.output */
+} weft__bkind;
+
+typedef struct weft__bind {
+  weft__bkind kind;
+  weft_loc loc;
+  char *text;         /* as written */
+  int is_quoted;      /* CONST written as a quoted YAML string */
+  int node, port;     /* NODE: resolved source node and output index */
+  int input;          /* INPUT: graph input index */
+  weft_value *value;  /* CONST: parsed value; NONE param: the default */
+} weft__bind;
+
+typedef struct weft__kv {
+  char *name;
+  weft_loc loc;       /* of the key */
+  weft__bind bind;
+} weft__kv;
+
+typedef struct weft__gnode {
+  char *id;
+  weft_loc loc;
+  char *op;
+  weft_loc op_loc;
+  const weft__op *rop;
+  weft__kv *raw_inputs;
+  int n_raw_inputs;
+  weft__kv *raw_params;
+  int n_raw_params;
+  weft__bind *inputs;  /* [n_inputs] resolved */
+  weft__bind *params;  /* [n_params] resolved */
+  void *state;
+  bool created;
+} weft__gnode;
+
+typedef struct weft__ginput {
+  char *name;
+  weft_loc loc;
+  weft_type type;
+  char *doc;
+  weft_value *value;   /* default, or what --set gave */
+  double min, max;     /* min > max: unbounded */
+  char **choices;      /* ENUM-like STRING inputs; NULL-terminated or NULL */
+} weft__ginput;
+
+typedef struct weft__goutput {
+  char *name;
+  weft_loc loc;
+  weft__bind ref;      /* NODE */
+} weft__goutput;
+
+struct weft_graph {
+  weft_ctx *ctx;
+  char *file;
+  int version;
+  weft__ginput *inputs;
+  int n_inputs;
+  weft__gnode *nodes;
+  int n_nodes;
+  weft__goutput *outputs;
+  int n_outputs;
+  int *order;          /* topological order of node indices */
+  /* after a run: the graph outputs' values */
+  weft_value **out_values;
+};
+
+/* graph_load.c: YAML -> raw graph (names unresolved). */
+int weft__graph_parse(weft_ctx *ctx, const char *text, size_t len,
+                      const char *name, weft_graph **out);
+/* graph_resolve.c: ops, ports, params, types, references, cycles. */
+int weft__graph_resolve(weft_ctx *ctx, weft_graph *g);
+/* Parses text into a value of the given scalar type (CLI --set, YAML). */
+int weft__parse_scalar(weft_ctx *ctx, const weft_loc *loc, weft_type type,
+                       const char *const *choices, double min, double max,
+                       const char *what, const char *text,
+                       weft_value **out);
+/* Converts a scalar value for a param of another scalar type (INT->FLOAT);
+ * returns a new reference or NULL when the types do not fit. */
+weft_value *weft__scalar_convert(weft_value *v, const weft_param_def *p);
+
+int weft__graph_find_node(const weft_graph *g, const char *id);
+int weft__graph_find_input(const weft_graph *g, const char *name);
+
+/* ---- scheduler (sched_uv.c) --------------------------------------------- */
+
+/* A call in flight: the public weft_call plus what host functions need. */
+typedef struct weft__run weft__run;
+typedef struct weft__callpriv {
+  weft_ctx *ctx;
+  weft__run *run;
+  int node;
+  char err[WEFT__ERRLEN];
+} weft__callpriv;
+
+/* Delivers an event from any thread (queued to the loop when running). */
+void weft__emit_progress(weft_call *call, int64_t k, int64_t n);
+void weft__emit_log(weft_call *call, weft_log_level lvl, const char *msg);
+
+/* host.c: opens a weights file through the ctx's shared cache. */
+weft_weights *weft__weights_open(weft_ctx *ctx, const char *path, char *err,
+                                 size_t errlen);
+void weft__weights_release(weft_weights *w);
+
+#endif /* WEFT_INTERNAL_H */
