@@ -56,3 +56,8 @@ const char *weft__closest(const char *name, const char *const *cand, int n) {
   if (limit < 2) limit = 2;
   return best_d <= limit && best_d < (int)longer ? best : NULL;
 }
+
+const char *weft_closest_name(const char *name, const char *const *cand,
+                              int n) {
+  return weft__closest(name, cand, n);
+}

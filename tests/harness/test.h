@@ -25,6 +25,22 @@ const char *weft_test_tmpdir(void);
 /* Skip this case with a reason (exit code 77, which meson reports as SKIP). */
 void weft_test_skip(const char *why) __attribute__((noreturn));
 
+/* Runs argv (argv[0] a path) with stdout and stderr captured into malloc'd
+ * strings (caller frees; either may be NULL to discard).  Returns the exit
+ * status, 128+signal if it was killed, or -1 if it could not start.
+ * timeout_s > 0 kills it (SIGKILL) after that long. */
+int weft_test_spawn(const char *const argv[], char **out, char **err,
+                    int timeout_s);
+/* Path of a program built in the build tree ("cli/weft"). */
+const char *weft_test_built(const char *rel);
+/* Reads a whole file into a malloc'd, NUL-terminated string (NULL if it
+ * cannot); *len gets its length when len is not NULL. */
+char *weft_test_read_file(const char *path, size_t *len);
+/* Writes text to dir/name and returns the path (static buffer per call
+ * site is not needed: the result is malloc'd; caller frees). */
+char *weft_test_write_file(const char *dir, const char *name,
+                           const char *text);
+
 #define TEST(name)                                                             \
   static void test_##name(void);                                               \
   __attribute__((constructor)) static void test_reg_##name(void) {             \

@@ -32,6 +32,10 @@ WEFT_API const char *weft_err_name(int err);
  * 1 any other failure. */
 WEFT_API int weft_exit_code(int err);
 WEFT_API const char *weft_version(void);
+/* The candidate closest to a misspelt name ("KSamplr" -> "KSampler"), or
+ * NULL when none is close; for "did you mean" messages. */
+WEFT_API const char *weft_closest_name(const char *name,
+                                       const char *const *candidates, int n);
 
 /* ---- Context ------------------------------------------------------------ */
 

@@ -1,0 +1,121 @@
+/* common.c - what the weft subcommands share: options, context set-up,
+ * graph loading and error reporting. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+
+int weft_cli_common_opt(weft_cli_opts *o, int c, const char *arg) {
+  switch (c) {
+  case OPT_PLUGIN_DIR:
+    if (o->n_plugin_dirs >= 63) {
+      fprintf(stderr, "weft: too many --plugin-dir options\n");
+      return -1;
+    }
+    o->plugin_dirs[o->n_plugin_dirs++] = arg;
+    return 1;
+  case OPT_SET:
+    if (!strchr(arg, '=') || arg[0] == '=') {
+      fprintf(stderr, "weft: --set %s: expected name=value\n", arg);
+      return -1;
+    }
+    if (o->n_sets >= 256) {
+      fprintf(stderr, "weft: too many --set options\n");
+      return -1;
+    }
+    o->sets[o->n_sets++] = arg;
+    return 1;
+  case OPT_THREADS: {
+    char *end;
+    long n = strtol(arg, &end, 10);
+    if (*end || n < 1 || n > 1024) {
+      fprintf(stderr, "weft: --threads %s: expected a number from 1 to 1024\n",
+              arg);
+      return -1;
+    }
+    o->threads = (int)n;
+    return 1;
+  }
+  default: return 0;
+  }
+}
+
+int weft_cli_fail(weft_ctx *ctx, int err) {
+  const char *msg = ctx ? weft_ctx_error(ctx) : "";
+  fprintf(stderr, "weft: %s\n", *msg ? msg : weft_strerror(err));
+  return weft_exit_code(err);
+}
+
+weft_ctx *weft_cli_ctx(const weft_cli_opts *o, int *code) {
+  weft_ctx *ctx = NULL;
+  int r = weft_ctx_new(&ctx);
+  if (r) {
+    *code = weft_cli_fail(NULL, r);
+    return NULL;
+  }
+  int threads = o->threads;
+  const char *env = getenv("WEFT_THREADS");
+  if (!threads && env && *env) {
+    char *end;
+    long n = strtol(env, &end, 10);
+    if (*end || n < 1 || n > 1024) {
+      fprintf(stderr, "weft: WEFT_THREADS=%s: expected a number from 1 to "
+                      "1024\n", env);
+      weft_ctx_free(ctx);
+      *code = 2;
+      return NULL;
+    }
+    threads = (int)n;
+  }
+  weft_ctx_set_threads(ctx, threads);
+  /* libuv's pool runs independent branches side by side; it is sized once,
+   * before its first use, from the environment */
+  if (!getenv("UV_THREADPOOL_SIZE")) {
+    char n[16];
+    int t = weft_ctx_threads(ctx);
+    snprintf(n, sizeof n, "%d", t < 4 ? 4 : t);
+    setenv("UV_THREADPOOL_SIZE", n, 0);
+  }
+  if ((o->output_dir && (r = weft_ctx_set_output_dir(ctx, o->output_dir))) ||
+      (o->input_dir && (r = weft_ctx_set_input_dir(ctx, o->input_dir)))) {
+    *code = weft_cli_fail(ctx, r);
+    weft_ctx_free(ctx);
+    return NULL;
+  }
+  const char *dirs[65];
+  for (int i = 0; i < o->n_plugin_dirs; i++) dirs[i] = o->plugin_dirs[i];
+  dirs[o->n_plugin_dirs] = NULL;
+  if ((r = weft_plugin_load_default(ctx, dirs))) {
+    *code = weft_cli_fail(ctx, r);
+    weft_ctx_free(ctx);
+    return NULL;
+  }
+  return ctx;
+}
+
+weft_graph *weft_cli_graph(weft_ctx *ctx, const weft_cli_opts *o,
+                           const char *path, int *code) {
+  weft_graph *g = NULL;
+  int r = weft_graph_load(ctx, path, &g);
+  for (int i = 0; !r && i < o->n_sets; i++) {
+    char name[256];
+    const char *eq = strchr(o->sets[i], '=');
+    size_t n = (size_t)(eq - o->sets[i]);
+    if (n >= sizeof name) n = sizeof name - 1;
+    memcpy(name, o->sets[i], n);
+    name[n] = 0;
+    r = weft_graph_set_input(ctx, g, name, eq + 1);
+  }
+  if (r) {
+    *code = weft_cli_fail(ctx, r);
+    weft_graph_free(g);
+    return NULL;
+  }
+  return g;
+}
+
+const char *weft_cli_closest(const char *name, const char *const *cand,
+                             int n) {
+  return weft_closest_name(name, cand, n);
+}
