@@ -202,10 +202,9 @@ static int cmp_meta(const void *a, const void *b) {
 }
 
 /* Reads one tensor entry.  Returns 0, or WEFT_EFORMAT after writing err;
- * t->key is set by the caller; *end receives the end of data_offsets. */
+ * t->key is set by the caller.  The layout is checked later, over all. */
 static int parse_entry(const char *name, const char *key, json_t *v,
-                       weft_st_tensor *t, uint64_t *end, char *err,
-                       size_t errlen) {
+                       weft_st_tensor *t, char *err, size_t errlen) {
   char kb[256];
 #define BAD(...)                                                               \
   do {                                                                         \
@@ -272,7 +271,6 @@ static int parse_entry(const char *name, const char *key, json_t *v,
     BAD("data_offsets begin %lld > end %lld", (long long)b, (long long)e);
   t->offset = (uint64_t)b;
   t->nbytes = (uint64_t)(e - b);
-  *end = (uint64_t)e;
   if (t->nbytes != need) {
     char sb[WEFT_MAX_DIMS * 21 + 4];
     size_t o = 0;
@@ -480,8 +478,7 @@ static int parse(weft_st_file *f, char *err, size_t errlen) {
     }
     weft_st_tensor *t = &f->tensors[f->n];
     memset(t, 0, sizeof *t);
-    uint64_t end;
-    rc = parse_entry(name, k, v, t, &end, err, errlen);
+    rc = parse_entry(name, k, v, t, err, errlen);
     if (rc) goto out;
     t->key = strdup(k);
     if (!t->key) {
@@ -741,6 +738,7 @@ typedef struct wtensor {
 struct weft_st_writer {
   wtensor *t;
   int32_t n, cap;
+  int32_t *table; /* indices into t, -1 empty; [2 * cap], rebuilt on growth */
   meta_entry *meta;
   int32_t n_meta, cap_meta;
 };
@@ -756,6 +754,7 @@ void weft_st_writer_free(weft_st_writer *w) {
   for (int32_t i = 0; i < w->n; i++)
     free(w->t[i].key);
   free(w->t);
+  free(w->table);
   for (int32_t i = 0; i < w->n_meta; i++) {
     free(w->meta[i].key);
     free(w->meta[i].value);
@@ -790,15 +789,31 @@ int weft_st_writer_add(weft_st_writer *w, const char *key, weft_st_dtype dtype,
       nbytes > (uint64_t)INT64_MAX)
     return WEFT_ERANGE;
   if (nbytes > 0 && !data) return WEFT_EINVAL;
-  for (int32_t i = 0; i < w->n; i++)
-    if (strcmp(w->t[i].key, key) == 0) return WEFT_EDUP;
   if (w->n == w->cap) {
+    if (w->cap > INT32_MAX / 4) return WEFT_ERANGE;
     int32_t nc = w->cap ? w->cap * 2 : 16;
     wtensor *nt = realloc(w->t, (size_t)nc * sizeof *nt);
     if (!nt) return WEFT_ENOMEM;
     w->t = nt;
+    int32_t *tab = malloc((size_t)nc * 2 * sizeof *tab);
+    if (!tab) return WEFT_ENOMEM;
+    free(w->table);
+    w->table = tab;
     w->cap = nc;
+    memset(tab, 0xff, (size_t)nc * 2 * sizeof *tab);
+    uint32_t mask = (uint32_t)nc * 2 - 1;
+    for (int32_t i = 0; i < w->n; i++) {
+      uint32_t h = (uint32_t)hash_key(w->t[i].key) & mask;
+      while (tab[h] >= 0)
+        h = (h + 1) & mask;
+      tab[h] = i;
+    }
   }
+  /* checkpoints and LoRA merges add thousands of keys: hash, not scan */
+  uint32_t mask = (uint32_t)w->cap * 2 - 1;
+  uint32_t h = (uint32_t)hash_key(key) & mask;
+  for (; w->table[h] >= 0; h = (h + 1) & mask)
+    if (strcmp(w->t[w->table[h]].key, key) == 0) return WEFT_EDUP;
   wtensor *t = &w->t[w->n];
   memset(t, 0, sizeof *t);
   t->key = strdup(key);
@@ -809,7 +824,7 @@ int weft_st_writer_add(weft_st_writer *w, const char *key, weft_st_dtype dtype,
     t->shape[i] = shape[i];
   t->nbytes = nbytes;
   t->data = data;
-  w->n++;
+  w->table[h] = w->n++;
   return 0;
 }
 

@@ -672,6 +672,11 @@ TEST(writer_many_keys_all_found) {
     snprintf(key, sizeof key, "model.layers.%d.weight", i);
     ASSERT_OK(weft_st_writer_add(w, key, WEFT_ST_U8, 1, &one, &data[i]));
   }
+  for (int i = 0; i < N; i += 97) { /* every key is still known */
+    snprintf(key, sizeof key, "model.layers.%d.weight", i);
+    ASSERT_EQ(weft_st_writer_add(w, key, WEFT_ST_U8, 1, &one, &data[i]),
+              WEFT_EDUP);
+  }
   const char *p = path_in_tmp("many.safetensors");
   ASSERT_OK(weft_st_writer_save(w, p, NULL, 0));
   weft_st_writer_free(w);
@@ -1113,5 +1118,27 @@ TEST(inspect_malformed_file_returns_2) {
   ASSERT_EQ(c.rc, 2);
   ASSERT_CONTAINS(c.err, "weft: ");
   ASSERT_CONTAINS(c.err, "No such file or directory");
+  captured_free(&c);
+}
+
+TEST(inspect_shows_family_and_readable_sizes) {
+  static uint8_t big[3000];
+  int64_t s[2] = {1, 768}, s2[1] = {3000 - 768 * 2};
+  weft_st_writer *w;
+  ASSERT_OK(weft_st_writer_new(&w));
+  ASSERT_OK(weft_st_writer_add(w, UNET_K "attn2.to_k.weight", WEFT_ST_F16, 2, s,
+                               big));
+  ASSERT_OK(weft_st_writer_add(w, "model.diffusion_model.out.0.weight",
+                               WEFT_ST_U8, 1, s2, big));
+  const char *p = path_in_tmp("sd1.safetensors");
+  ASSERT_OK(weft_st_writer_save(w, p, NULL, 0));
+  weft_st_writer_free(w);
+  const char *argv[] = {"inspect", p};
+  captured c = run_inspect(2, argv);
+  ASSERT_EQ(c.rc, 0);
+  ASSERT_CONTAINS(c.out, "F16           1 tensor            1536 bytes "
+                         "(1.50 KiB)\n");
+  ASSERT_CONTAINS(c.out, "total:    3000 bytes (2.93 KiB)\n");
+  ASSERT_CONTAINS(c.out, "metadata: 0 entries\nfamily:   SD1.x\n");
   captured_free(&c);
 }
