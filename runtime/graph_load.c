@@ -142,8 +142,12 @@ static int parse_param_value(parser *p, const yaml_node_t *v, weft__bind *b,
 typedef int (*value_parser)(parser *, const yaml_node_t *, weft__bind *,
                             const char *);
 
-static int parse_kvs(parser *p, const yaml_node_t *map, const char *what,
-                     value_parser vp, weft__kv **out, int *n_out) {
+/* Parses a node's params or inputs mapping; kind is "param" or "input". */
+static int parse_kvs(parser *p, const yaml_node_t *map, const char *node_id,
+                     const char *kind, value_parser vp, weft__kv **out,
+                     int *n_out) {
+  char what[300];
+  snprintf(what, sizeof what, "%ss of node '%s'", kind, node_id);
   int r = expect(p, map, YAML_MAPPING_NODE, what);
   if (r || (r = check_keys(p, map, what))) return r;
   int n = (int)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
@@ -159,8 +163,8 @@ static int parse_kvs(parser *p, const yaml_node_t *map, const char *what,
     kv[i].loc = node_loc(p, k);
     *n_out = i + 1;
     if (!kv[i].name) return WEFT_ENOMEM;
-    char w[256];
-    snprintf(w, sizeof w, "%s '%s'", what, scalar(k));
+    char w[600];
+    snprintf(w, sizeof w, "node '%s' %s '%s'", node_id, kind, scalar(k));
     if ((r = vp(p, v, &kv[i].bind, w))) return r;
   }
   return 0;
@@ -317,21 +321,20 @@ static int parse_node(parser *p, const yaml_node_t *k, const yaml_node_t *v,
     yaml_node_t *kk = yaml_document_get_node(&p->doc, pr->key);
     yaml_node_t *vv = yaml_document_get_node(&p->doc, pr->value);
     const char *key = scalar(kk);
-    char w[300];
     if (strcmp(key, "op") == 0) {
-      if ((r = expect(p, vv, YAML_SCALAR_NODE, what))) return r;
+      char w[300];
+      snprintf(w, sizeof w, "the op of node '%s'", n->id);
+      if ((r = expect(p, vv, YAML_SCALAR_NODE, w))) return r;
       if (!(n->op = strdup(scalar(vv)))) return WEFT_ENOMEM;
       n->op_loc = node_loc(p, vv);
     } else if (strcmp(key, "params") == 0) {
-      snprintf(w, sizeof w, "params of node '%s'", n->id);
       if (vv->type == YAML_SCALAR_NODE && !*scalar(vv)) continue; /* empty */
-      if ((r = parse_kvs(p, vv, w, parse_param_value, &n->raw_params,
-                         &n->n_raw_params)))
+      if ((r = parse_kvs(p, vv, n->id, "param", parse_param_value,
+                         &n->raw_params, &n->n_raw_params)))
         return r;
     } else if (strcmp(key, "inputs") == 0) {
-      snprintf(w, sizeof w, "inputs of node '%s'", n->id);
       if (vv->type == YAML_SCALAR_NODE && !*scalar(vv)) continue;
-      if ((r = parse_kvs(p, vv, w, parse_ref, &n->raw_inputs,
+      if ((r = parse_kvs(p, vv, n->id, "input", parse_ref, &n->raw_inputs,
                          &n->n_raw_inputs)))
         return r;
     } else if (strcmp(key, "doc") == 0) {

@@ -2,7 +2,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
 
-#include <ftw.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,49 +14,9 @@ typedef struct {
 
 static test_entry g_tests[MAX_TESTS];
 static int g_n;
-static char g_tmp[4096];
 
 void weft_test_register(const char *name, weft_test_fn fn) {
   if (g_n < MAX_TESTS) g_tests[g_n++] = (test_entry){name, fn};
-}
-
-const char *weft_test_srcdir(void) {
-  const char *s = getenv("WEFT_TEST_SRCDIR");
-  return s ? s : "tests";
-}
-
-const char *weft_test_builddir(void) {
-  const char *s = getenv("WEFT_TEST_BUILDDIR");
-  return s ? s : ".";
-}
-
-static int rm_cb(const char *p, const struct stat *sb, int flag,
-                 struct FTW *ftw) {
-  (void)sb, (void)flag, (void)ftw;
-  return remove(p);
-}
-
-static void tmp_cleanup(void) {
-  if (g_tmp[0] && !getenv("WEFT_TEST_KEEP")) nftw(g_tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-const char *weft_test_tmpdir(void) {
-  if (!g_tmp[0]) {
-    const char *base = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof g_tmp, "%s/weft-test-XXXXXX", base ? base : "/tmp");
-    if (!mkdtemp(g_tmp)) {
-      perror("mkdtemp");
-      abort();
-    }
-    atexit(tmp_cleanup);
-  }
-  return g_tmp;
-}
-
-void weft_test_skip(const char *why) {
-  fprintf(stderr, "SKIP: %s\n", why);
-  fflush(stderr);
-  exit(77);
 }
 
 static int run_one(const test_entry *t) {

@@ -1,5 +1,5 @@
-/* spawn.c - test helpers: run a program with its output captured, read and
- * write files. */
+/* util.c - test helpers: directories, skipping, running a program with its
+ * output captured, reading and writing files. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -16,6 +16,50 @@
 #include <unistd.h>
 
 #include "test.h"
+
+#include <ftw.h>
+
+static char g_tmp[4096];
+
+const char *weft_test_srcdir(void) {
+  const char *s = getenv("WEFT_TEST_SRCDIR");
+  return s ? s : "tests";
+}
+
+const char *weft_test_builddir(void) {
+  const char *s = getenv("WEFT_TEST_BUILDDIR");
+  return s ? s : ".";
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int flag,
+                 struct FTW *ftw) {
+  (void)sb, (void)flag, (void)ftw;
+  return remove(p);
+}
+
+static void tmp_cleanup(void) {
+  if (g_tmp[0] && !getenv("WEFT_TEST_KEEP")) nftw(g_tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *weft_test_tmpdir(void) {
+  if (!g_tmp[0]) {
+    const char *base = getenv("TMPDIR");
+    snprintf(g_tmp, sizeof g_tmp, "%s/weft-test-XXXXXX", base ? base : "/tmp");
+    if (!mkdtemp(g_tmp)) {
+      perror("mkdtemp");
+      abort();
+    }
+    atexit(tmp_cleanup);
+  }
+  return g_tmp;
+}
+
+void weft_test_skip(const char *why) {
+  fprintf(stderr, "SKIP: %s\n", why);
+  fflush(stderr);
+  exit(77);
+}
+
 
 extern char **environ;
 
