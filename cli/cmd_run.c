@@ -28,16 +28,16 @@ static void run_usage(FILE *out) {
         out);
 }
 
-static void print_outputs(const weft_graph *g, const weft_cli_events *ev,
-                          bool quiet) {
+static void print_outputs(const weft_graph *g, bool json, bool quiet) {
   for (int i = 0; i < weft_graph_output_count(g); i++) {
     char val[4096];
     if (weft_graph_output_format(g, i, val, sizeof val)) continue;
     const char *name = weft_graph_output_name(g, i);
-    if (ev && weft_cli_events_json(ev)) {
+    if (json) {
       json_t *o = json_pack("{s:s, s:s, s:s}", "event", "output", "name",
                             name, "value", val);
-      char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+      char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII |
+                                           JSON_REAL_PRECISION(9)) : NULL;
       if (s) puts(s);
       free(s);
       json_decref(o);
@@ -89,12 +89,13 @@ int weft_cmd_run(int argc, char **argv) {
     weft_ctx_set_event_cb(ctx, weft_cli_events_cb, ev);
     weft_ctx_set_handle_sigint(ctx, 1);
     int r = weft_graph_run(ctx, g);
+    bool json = weft_cli_events_json(ev);
     weft_cli_events_free(ev);
     ev = NULL;
     if (r)
       code = weft_cli_fail(ctx, r);
     else
-      print_outputs(g, NULL, o.quiet);
+      print_outputs(g, json, o.quiet);
   }
   weft_cli_events_free(ev);
   weft_graph_free(g);

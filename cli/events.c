@@ -97,7 +97,8 @@ static void put_json(const weft_event *ev) {
     break;
   default: break;
   }
-  char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+  char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII |
+                                  JSON_REAL_PRECISION(9));
   if (s) {
     puts(s);
     fflush(stdout);

@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -98,11 +99,40 @@ static bool running_from_build_tree(void) {
   return strncmp(exe, WEFT_BUILD_DIR, lb) == 0 && exe[lb] == '/';
 }
 
+/* The installed plugin directory, found relative to the file holding this
+ * code (the weft binary, or libweft.so for an embedding program), so that a
+ * moved or DESTDIR-staged install finds its own plugins; the configured
+ * absolute directory is the fallback. */
+static void installed_dir(char *out, size_t n) {
+  Dl_info info;
+  char self[PATH_MAX];
+  snprintf(out, n, "%s", WEFT_PLUGIN_DIR);
+  if (!dladdr((void *)(uintptr_t)installed_dir, &info) || !info.dli_fname ||
+      !realpath(info.dli_fname, self))
+    return;
+  char *slash = strrchr(self, '/');
+  if (!slash) return;
+  *slash = 0;
+  const char *rel[] = {WEFT_PLUGIN_RELDIR, "weft/plugins"};
+  for (int i = 0; i < 2; i++) {
+    char cand[PATH_MAX + 64];
+    struct stat st;
+    if (rel[i][0] == '/') continue;
+    snprintf(cand, sizeof cand, "%s/%s", self, rel[i]);
+    if (stat(cand, &st) == 0 && S_ISDIR(st.st_mode)) {
+      snprintf(out, n, "%s", cand);
+      return;
+    }
+  }
+}
+
 int weft_plugin_load_default(weft_ctx *ctx, const char *const *extra_dirs) {
+  char builtin[PATH_MAX + 64];
+  installed_dir(builtin, sizeof builtin);
   int r = running_from_build_tree()
               ? for_each_entry(ctx, WEFT_BUILD_DIR "/nodes", is_visible,
                                weft_plugin_load_dir)
-                                    : weft_plugin_load_dir(ctx, WEFT_PLUGIN_DIR);
+                                    : weft_plugin_load_dir(ctx, builtin);
   if (r) return r;
   const char *env = getenv("WEFT_PLUGIN_PATH");
   if (env && *env) {

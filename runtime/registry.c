@@ -46,10 +46,11 @@ static int copy_ports(weft_ctx *ctx, const char *origin, const char *op,
     }
     for (int j = 0; j < i; j++)
       if (strcmp(a[j].name, a[i].name) == 0) {
+        int r = weft__err(ctx, WEFT_EPLUGIN, NULL,
+                          "%s: node '%s': two %s named '%s'", origin, op,
+                          what, a[i].name);
         free(a);
-        return weft__err(ctx, WEFT_EPLUGIN, NULL,
-                         "%s: node '%s': two %s named '%s'", origin, op, what,
-                         a[i].name);
+        return r;
       }
   }
   *out = a;
