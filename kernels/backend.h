@@ -1,0 +1,106 @@
+/* backend.h - the kernel backend interface, after ggml-backend: a small
+ * vtable each device backend fills (kernels/cpu now, kernels/cuda later), so
+ * a model node calls one set of ops whatever device its tensors live on.
+ *
+ * A backend is { iface, ctx }.  Buffers are device memory: on the CPU plain
+ * 64-byte aligned host memory, on CUDA device pointers.  Ops take pointers
+ * into such buffers and the argument structs of kernels/ops.h; a backend
+ * may run them asynchronously (CUDA: on its stream), and synchronize waits.
+ * Members marked (optional) may be NULL. */
+#ifndef WEFT_KERNELS_BACKEND_H
+#define WEFT_KERNELS_BACKEND_H
+
+#include "kernels/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum weft_device_kind {
+  WEFT_DEVICE_KIND_CPU = 0,
+  WEFT_DEVICE_KIND_CUDA = 1
+} weft_device_kind;
+
+typedef enum weft_copy_kind {
+  WEFT_COPY_HOST_TO_DEVICE = 0,
+  WEFT_COPY_DEVICE_TO_HOST,
+  WEFT_COPY_DEVICE_TO_DEVICE
+} weft_copy_kind;
+
+typedef struct weft_backend weft_backend;
+
+typedef struct weft_backend_iface {
+  uint32_t struct_size; /* sizeof(weft_backend_iface) of the filler */
+  const char *name;     /* "cpu", "cuda" */
+  weft_device_kind device_kind;
+
+  /* Frees the backend and its context. */
+  void (*free)(weft_backend *be);
+  /* (optional) threads of a CPU backend; 0 or a WEFT_E* code. */
+  int (*set_threads)(weft_backend *be, int n_threads);
+  /* (optional) waits until all queued work is done. */
+  int (*synchronize)(weft_backend *be);
+
+  /* Buffers.  alloc returns NULL when out of memory (transfer full: release
+   * with buffer_free of the same backend). */
+  void *(*buffer_alloc)(weft_backend *be, size_t nbytes);
+  void (*buffer_free)(weft_backend *be, void *buf);
+  int (*buffer_copy)(weft_backend *be, void *dst, const void *src,
+                     size_t nbytes, weft_copy_kind kind);
+
+  /* Ops: see kernels/cpu/cpu.h for each one's contract. */
+  int (*gemm)(weft_backend *be, const weft_gemm_args *a);
+  int (*linear)(weft_backend *be, const float *x, int64_t rows,
+                int64_t in_features, const float *weight, const float *bias,
+                int64_t out_features, float *y);
+  int (*conv2d)(weft_backend *be, const weft_conv2d_args *a);
+  size_t (*conv2d_scratch_bytes)(weft_backend *be, const weft_conv2d_args *a);
+  int (*attention)(weft_backend *be, const weft_attn_args *a);
+  size_t (*attention_scratch_bytes)(weft_backend *be, const weft_attn_args *a);
+  int (*group_norm)(weft_backend *be, const float *x, float *y, int64_t batch,
+                    int64_t channels, int64_t spatial, int64_t groups,
+                    float eps, const float *gamma, const float *beta,
+                    weft_act act);
+  int (*layer_norm)(weft_backend *be, const float *x, float *y, int64_t rows,
+                    int64_t dim, float eps, const float *gamma,
+                    const float *beta);
+  int (*softmax)(weft_backend *be, const float *x, float *y, int64_t rows,
+                 int64_t dim);
+  int (*act)(weft_backend *be, weft_act act, const float *x, float *y,
+             int64_t n);
+  int (*gated_act)(weft_backend *be, weft_act act, const float *x, float *y,
+                   int64_t rows, int64_t dim);
+  int (*binary)(weft_backend *be, weft_binop op, const float *a, int a_ndim,
+                const int64_t *a_shape, const float *b, int b_ndim,
+                const int64_t *b_shape, float *y);
+  int (*scale_add)(weft_backend *be, float *y, float alpha, const float *a,
+                   float beta, const float *b, int64_t n);
+  int (*upsample_nearest2x)(weft_backend *be, const float *x, float *y,
+                            int64_t planes, int64_t h, int64_t w);
+  int (*concat)(weft_backend *be, int n, const float *const *xs, int ndim,
+                const int64_t *const *shapes, int axis, float *y);
+  int (*timestep_embedding)(weft_backend *be, const float *t, int64_t n,
+                            int64_t dim, int flip_sin_to_cos,
+                            float downscale_freq_shift, float scale,
+                            float max_period, float *y);
+  int (*convert)(weft_backend *be, void *dst, weft_dtype dst_type,
+                 const void *src, weft_dtype src_type, int64_t n);
+} weft_backend_iface;
+
+struct weft_backend {
+  const weft_backend_iface *iface;
+  void *ctx; /* the backend's own context (weft_cpu_ctx for "cpu") */
+};
+
+/* A CPU backend over a new weft_cpu_ctx (n_threads as weft_cpu_ctx_new).
+ * (transfer full: release with weft_backend_free) */
+weft_backend *weft_backend_cpu_new(int n_threads);
+
+static inline void weft_backend_free(weft_backend *be) {
+  if (be) be->iface->free(be);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,192 @@
+/* conv.c - 2-D convolution (NCHW) as GEMM: 1x1 stride-1 convolutions read
+ * the input directly as the GEMM's B matrix; everything else goes through
+ * im2col in blocks of output columns, so the column buffer stays about
+ * WEFT_CONV_BLOCK_BYTES whatever the image size (a full 3x3 im2col of a
+ * 320-channel 64x64 map would be 47 MB). */
+#include <cblas.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* About twice a core's L2 and a quarter of this machine's L3: the block is
+ * written once and read once by OpenBLAS's packing, so it only needs to stay
+ * in the outer cache between the two (measured with tools/bench_kernels). */
+#ifndef WEFT_CONV_BLOCK_BYTES
+#define WEFT_CONV_BLOCK_BYTES (2u << 20)
+#endif
+
+static bool is_pointwise(const weft_conv2d_args *a) {
+  return a->k_h == 1 && a->k_w == 1 && a->stride_h == 1 && a->stride_w == 1 &&
+         a->pad_top == 0 && a->pad_left == 0 && a->pad_bottom == 0 &&
+         a->pad_right == 0;
+}
+
+/* Shapes only (the scratch size is asked before buffers exist). */
+static int check_shapes(const weft_conv2d_args *a, int64_t *h_out,
+                        int64_t *w_out) {
+  if (!a) return WEFT_EINVAL;
+  if (a->batch < 0 || a->c_in <= 0 || a->h_in <= 0 || a->w_in <= 0 ||
+      a->c_out <= 0 || a->k_h <= 0 || a->k_w <= 0 || a->stride_h <= 0 ||
+      a->stride_w <= 0 || a->pad_top < 0 || a->pad_left < 0 ||
+      a->pad_bottom < 0 || a->pad_right < 0)
+    return WEFT_EINVAL;
+  *h_out = weft_conv2d_out_size(a->h_in, a->k_h, a->stride_h, a->pad_top,
+                                a->pad_bottom);
+  *w_out = weft_conv2d_out_size(a->w_in, a->k_w, a->stride_w, a->pad_left,
+                                a->pad_right);
+  if (*h_out <= 0 || *w_out <= 0) return WEFT_EINVAL;
+  int64_t k = a->c_in * a->k_h * a->k_w, n = *h_out * *w_out;
+  if (k > INT_MAX || n > INT_MAX || a->c_out > INT_MAX) return WEFT_EINVAL;
+  if ((a->x_bstride && a->x_bstride < a->c_in * a->h_in * a->w_in) ||
+      (a->y_bstride && a->y_bstride < a->c_out * n))
+    return WEFT_EINVAL;
+  return 0;
+}
+
+static int check(const weft_conv2d_args *a, int64_t *h_out, int64_t *w_out) {
+  int rc = check_shapes(a, h_out, w_out);
+  if (rc == 0 && (!a->x || !a->weight || !a->y)) rc = WEFT_EINVAL;
+  return rc;
+}
+
+/* Output columns per im2col block. */
+static int64_t block_cols(int64_t k, int64_t n) {
+  int64_t nb = (int64_t)(WEFT_CONV_BLOCK_BYTES / sizeof(float)) / k;
+  if (nb < 64) nb = 64; /* narrower blocks starve the GEMM */
+  nb = nb / 16 * 16;
+  return nb < n ? nb : n;
+}
+
+size_t weft_cpu_conv2d_scratch_bytes(const weft_cpu_ctx *ctx,
+                                     const weft_conv2d_args *a) {
+  (void)ctx;
+  int64_t h_out, w_out;
+  if (check_shapes(a, &h_out, &w_out) != 0 || is_pointwise(a)) return 0;
+  int64_t k = a->c_in * a->k_h * a->k_w;
+  return (size_t)(k * block_cols(k, h_out * w_out)) * sizeof(float);
+}
+
+typedef struct im2col_job {
+  const weft_conv2d_args *a;
+  const float *x; /* this image */
+  float *col;     /* [k, nb] */
+  int64_t h_out, w_out, n0, nb;
+} im2col_job;
+
+/* Fills rows [kb, ke) of the column block; row r = (c, ky, kx). */
+static void im2col_rows(void *arg, int64_t kb, int64_t ke, int tid) {
+  (void)tid;
+  const im2col_job *j = arg;
+  const weft_conv2d_args *a = j->a;
+  const int64_t kk = a->k_h * a->k_w, sw = a->stride_w, w_in = a->w_in;
+  for (int64_t r = kb; r < ke; r++) {
+    int64_t c = r / kk, ky = (r % kk) / a->k_w, kx = r % a->k_w;
+    const float *plane = j->x + c * a->h_in * w_in;
+    float *dst = j->col + r * j->nb;
+    /* Valid output columns: 0 <= ox*sw + kx - pad_left < w_in. */
+    int64_t off = kx - a->pad_left;
+    int64_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+    int64_t hi = (w_in - off + sw - 1) / sw;
+    if (hi > j->w_out) hi = j->w_out;
+    if (hi < lo) hi = lo;
+    int64_t n = j->n0, end = j->n0 + j->nb;
+    while (n < end) {
+      int64_t oy = n / j->w_out, ox0 = n % j->w_out;
+      int64_t ox1 = j->w_out < ox0 + (end - n) ? j->w_out : ox0 + (end - n);
+      int64_t iy = oy * a->stride_h + ky - a->pad_top;
+      int64_t cnt = ox1 - ox0;
+      if (iy < 0 || iy >= a->h_in) {
+        memset(dst, 0, (size_t)cnt * sizeof(float));
+      } else {
+        const float *row = plane + iy * w_in;
+        int64_t v0 = ox0 > lo ? ox0 : lo, v1 = ox1 < hi ? ox1 : hi;
+        int64_t ox = ox0;
+        for (; ox < v0 && ox < ox1; ox++)
+          dst[ox - ox0] = 0.0f;
+        if (sw == 1) {
+          if (v1 > v0)
+            memcpy(dst + (v0 - ox0), row + v0 + off,
+                   (size_t)(v1 - v0) * sizeof(float));
+          ox = v1 > v0 ? v1 : ox;
+        } else {
+          for (; ox < v1; ox++)
+            dst[ox - ox0] = row[ox * sw + off];
+        }
+        for (; ox < ox1; ox++)
+          dst[ox - ox0] = 0.0f;
+      }
+      dst += cnt;
+      n += cnt;
+    }
+  }
+}
+
+typedef struct bias_job {
+  float *y;
+  const float *bias;
+  int64_t ld, cols;
+} bias_job;
+
+static void add_bias(void *arg, int64_t b, int64_t e, int tid) {
+  (void)tid;
+  const bias_job *j = arg;
+  for (int64_t o = b; o < e; o++) {
+    float *y = j->y + o * j->ld, bv = j->bias[o];
+    for (int64_t i = 0; i < j->cols; i++)
+      y[i] += bv;
+  }
+}
+
+int weft_cpu_conv2d(weft_cpu_ctx *ctx, const weft_conv2d_args *a) {
+  int64_t h_out, w_out;
+  int rc = check(a, &h_out, &w_out);
+  if (rc != 0) return rc;
+  const int64_t n = h_out * w_out, k = a->c_in * a->k_h * a->k_w;
+  const int64_t xs = a->x_bstride ? a->x_bstride : a->c_in * a->h_in * a->w_in;
+  const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * n;
+  const int64_t bias_grain = 1 + (1 << 15) / n;
+
+  if (is_pointwise(a)) {
+    for (int64_t b = 0; b < a->batch; b++) {
+      float *y = a->y + b * ys;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)a->c_out,
+                  (int)n, (int)k, 1.0f, a->weight, (int)k, a->x + b * xs,
+                  (int)n, 0.0f, y, (int)n);
+      if (a->bias) {
+        bias_job bj = {y, a->bias, n, n};
+        weft__parallel_for(ctx, a->c_out, bias_grain, add_bias, &bj);
+      }
+    }
+    return 0;
+  }
+
+  int64_t nb = block_cols(k, n);
+  float *col = a->scratch;
+  if (col) {
+    int64_t fit = (int64_t)(a->scratch_bytes / sizeof(float)) / k;
+    if (fit < 1) return WEFT_EINVAL;
+    if (fit < nb) nb = fit;
+  } else {
+    col = weft__alloc((size_t)(k * nb) * sizeof(float));
+    if (!col) return WEFT_ENOMEM;
+  }
+  for (int64_t b = 0; b < a->batch; b++) {
+    for (int64_t n0 = 0; n0 < n; n0 += nb) {
+      int64_t cols = n - n0 < nb ? n - n0 : nb;
+      im2col_job j = {a, a->x + b * xs, col, h_out, w_out, n0, cols};
+      weft__parallel_for(ctx, k, 1 + (1 << 14) / cols, im2col_rows, &j);
+      float *y = a->y + b * ys + n0;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)a->c_out,
+                  (int)cols, (int)k, 1.0f, a->weight, (int)k, col, (int)cols,
+                  0.0f, y, (int)n);
+      if (a->bias) {
+        bias_job bj = {y, a->bias, n, cols};
+        weft__parallel_for(ctx, a->c_out, 1 + (1 << 15) / cols, add_bias, &bj);
+      }
+    }
+  }
+  if (col != a->scratch) free(col);
+  return 0;
+}

@@ -1,0 +1,182 @@
+/* layout.c - data movement and small generators: nearest 2x upsampling,
+ * concat, timestep embeddings and dtype conversion. */
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define PAR_ELEMS (1 << 15)
+
+typedef struct up_job {
+  const float *x;
+  float *y;
+  int64_t h, w;
+} up_job;
+
+static void up_rows(void *arg, int64_t b, int64_t e, int tid) {
+  (void)tid;
+  const up_job *j = arg;
+  for (int64_t r = b; r < e; r++) { /* r = plane * h + row */
+    const float *src = j->x + r * j->w;
+    float *d0 = j->y + r * 4 * j->w; /* output rows 2*row and 2*row+1 */
+    for (int64_t i = 0; i < j->w; i++)
+      d0[2 * i] = d0[2 * i + 1] = src[i];
+    memcpy(d0 + 2 * j->w, d0, (size_t)(2 * j->w) * sizeof(float));
+  }
+}
+
+int weft_cpu_upsample_nearest2x(weft_cpu_ctx *ctx, const float *x, float *y,
+                                int64_t planes, int64_t h, int64_t w) {
+  if (!x || !y || planes < 0 || h < 0 || w < 0) return WEFT_EINVAL;
+  if (w == 0) return 0;
+  up_job j = {x, y, h, w};
+  weft__parallel_for(ctx, planes * h, 1 + PAR_ELEMS / (4 * w), up_rows, &j);
+  return 0;
+}
+
+typedef struct cat_job {
+  int n;
+  const float *const *xs;
+  const int64_t *inner; /* elements of input i per outer index */
+  int64_t total_inner;
+  float *y;
+} cat_job;
+
+static void cat_outer(void *arg, int64_t b, int64_t e, int tid) {
+  (void)tid;
+  const cat_job *j = arg;
+  for (int64_t o = b; o < e; o++) {
+    float *dst = j->y + o * j->total_inner;
+    for (int i = 0; i < j->n; i++) {
+      memcpy(dst, j->xs[i] + o * j->inner[i],
+             (size_t)j->inner[i] * sizeof(float));
+      dst += j->inner[i];
+    }
+  }
+}
+
+int weft_cpu_concat(weft_cpu_ctx *ctx, int n, const float *const *xs, int ndim,
+                    const int64_t *const *shapes, int axis, float *y) {
+  if (n <= 0 || n > 1024 || !xs || !shapes || !y || ndim <= 0 ||
+      ndim > WEFT_MAX_DIMS || axis < 0 || axis >= ndim)
+    return WEFT_EINVAL;
+  int64_t inner[1024];
+  int64_t outer = 1, after = 1, total = 0;
+  for (int d = 0; d < axis; d++)
+    outer *= shapes[0][d];
+  for (int d = axis + 1; d < ndim; d++)
+    after *= shapes[0][d];
+  for (int i = 0; i < n; i++) {
+    if (!xs[i] || !shapes[i]) return WEFT_EINVAL;
+    for (int d = 0; d < ndim; d++)
+      if (shapes[i][d] < 0 || (d != axis && shapes[i][d] != shapes[0][d]))
+        return WEFT_EINVAL;
+    inner[i] = shapes[i][axis] * after;
+    total += inner[i];
+  }
+  if (total == 0) return 0;
+  cat_job j = {n, xs, inner, total, y};
+  weft__parallel_for(ctx, outer, 1 + PAR_ELEMS / total, cat_outer, &j);
+  return 0;
+}
+
+int weft_cpu_timestep_embedding(weft_cpu_ctx *ctx, const float *t, int64_t n,
+                                int64_t dim, int flip_sin_to_cos,
+                                float downscale_freq_shift, float scale,
+                                float max_period, float *y) {
+  (void)ctx;
+  if (!t || !y || n < 0 || dim <= 0 || max_period <= 0) return WEFT_EINVAL;
+  const int64_t half = dim / 2;
+  /* Same float32 operation order as diffusers' get_timestep_embedding:
+   * exponent = -log(max_period) * arange(half) / (half - shift);
+   * freq = exp(exponent); arg = scale * (t * freq); [sin, cos] (or
+   * [cos, sin] when flipped); an odd dim gets a zero last column.
+   * exp is evaluated in double and rounded once: torch's vectorised expf
+   * is within 1 ulp of that, and an ulp in freq moves t*freq by ~1e-4
+   * rad at t = 999. */
+  const float neg_log = (float)-log((double)max_period);
+  const float denom = (float)half - downscale_freq_shift;
+  for (int64_t i = 0; i < n; i++) {
+    float *row = y + i * dim;
+    for (int64_t k = 0; k < half; k++) {
+      float ex = neg_log * (float)k;
+      ex = ex / denom;
+      float freq = (float)exp((double)ex);
+      float arg = scale * (t[i] * freq);
+      float s = sinf(arg), c = cosf(arg);
+      row[flip_sin_to_cos ? half + k : k] = s;
+      row[flip_sin_to_cos ? k : half + k] = c;
+    }
+    if (dim % 2) row[dim - 1] = 0.0f;
+  }
+  return 0;
+}
+
+typedef struct conv_job {
+  const weft__vec *vec;
+  void *dst;
+  const void *src;
+  int kind; /* 0 f16->f32, 1 f32->f16, 2 bf16->f32, 3 f32->bf16 */
+} conv_job;
+
+static void convert_range(void *arg, int64_t b, int64_t e, int tid) {
+  (void)tid;
+  const conv_job *j = arg;
+  switch (j->kind) {
+  case 0:
+    j->vec->f16_to_f32((const uint16_t *)j->src + b, (float *)j->dst + b,
+                       e - b);
+    break;
+  case 1:
+    j->vec->f32_to_f16((const float *)j->src + b, (uint16_t *)j->dst + b,
+                       e - b);
+    break;
+  case 2:
+    j->vec->bf16_to_f32((const uint16_t *)j->src + b, (float *)j->dst + b,
+                        e - b);
+    break;
+  case 3:
+    j->vec->f32_to_bf16((const float *)j->src + b, (uint16_t *)j->dst + b,
+                        e - b);
+    break;
+  default: break;
+  }
+}
+
+int weft_cpu_convert(weft_cpu_ctx *ctx, void *dst, weft_dtype dst_type,
+                     const void *src, weft_dtype src_type, int64_t n) {
+  if (!dst || !src || n < 0) return WEFT_EINVAL;
+  if (dst_type == src_type) {
+    size_t es = weft_dtype_size(dst_type);
+    if (!es) return WEFT_EINVAL;
+    memmove(dst, src, (size_t)n * es);
+    return 0;
+  }
+  int kind;
+  if (src_type == WEFT_F16 && dst_type == WEFT_F32)
+    kind = 0;
+  else if (src_type == WEFT_F32 && dst_type == WEFT_F16)
+    kind = 1;
+  else if (src_type == WEFT_BF16 && dst_type == WEFT_F32)
+    kind = 2;
+  else if (src_type == WEFT_F32 && dst_type == WEFT_BF16)
+    kind = 3;
+  else if (src_type == WEFT_F16 && dst_type == WEFT_BF16) {
+    /* Through f32: every f16 is exact in f32, so one rounding. */
+    const uint16_t *s = src;
+    uint16_t *d = dst;
+    for (int64_t i = 0; i < n; i++)
+      d[i] = weft__f32_to_bf16(weft__f16_to_f32(s[i]));
+    return 0;
+  } else if (src_type == WEFT_BF16 && dst_type == WEFT_F16) {
+    const uint16_t *s = src;
+    uint16_t *d = dst;
+    for (int64_t i = 0; i < n; i++)
+      d[i] = weft__f32_to_f16(weft__bf16_to_f32(s[i]));
+    return 0;
+  } else
+    return WEFT_EUNSUPPORTED;
+  conv_job j = {ctx->vec, dst, src, kind};
+  weft__parallel_for(ctx, n, 1 << 16, convert_range, &j);
+  return 0;
+}

@@ -1,0 +1,150 @@
+/* ops.h - argument types of the numeric kernels, shared by every backend
+ * (kernels/cpu now, kernels/cuda later).
+ *
+ * Conventions.  Everything is fp32 unless a dtype is named.  Shapes and
+ * strides are in elements (int64_t).  Layouts are torch's: row-major, NCHW
+ * images, Linear weights [out, in], conv weights [O, I, kh, kw].  A kernel
+ * never keeps a pointer past its return; every buffer is borrowed
+ * (transfer none) and stays owned by the caller.  Functions return 0 or a
+ * negative WEFT_E* code (WEFT_EINVAL for shapes that do not fit,
+ * WEFT_ENOMEM when internal scratch cannot be allocated); on error the
+ * output is unspecified. */
+#ifndef WEFT_KERNELS_OPS_H
+#define WEFT_KERNELS_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "weft/plugin.h" /* weft_dtype, WEFT_E* codes */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Pointwise activations.  GELU_ERF is torch's gelu(approximate="none"),
+ * GELU_TANH gelu(approximate="tanh"), QUICK_GELU CLIP's x*sigmoid(1.702x). */
+typedef enum weft_act {
+  WEFT_ACT_NONE = 0,
+  WEFT_ACT_SILU,
+  WEFT_ACT_GELU_ERF,
+  WEFT_ACT_GELU_TANH,
+  WEFT_ACT_QUICK_GELU,
+  WEFT_ACT_COUNT
+} weft_act;
+
+typedef enum weft_binop {
+  WEFT_BIN_ADD = 0,
+  WEFT_BIN_SUB,
+  WEFT_BIN_MUL,
+  WEFT_BIN_DIV,
+  WEFT_BIN_COUNT
+} weft_binop;
+
+/* C = alpha * op(A) @ op(B) + beta * C, row-major; op(A) is [m,k], op(B)
+ * [k,n], C [m,n]; op(X) = X^T when trans_x.  lda/ldb/ldc are row strides of
+ * the matrices as stored (A stored [k,m] when trans_a).  batch > 1 repeats
+ * the product with each pointer advanced by its stride_* (0 = the same
+ * matrix for every item, e.g. one weight for all images).  batch 0 means 1.
+ * With beta == 0, C is not read (NaNs in it do not propagate). */
+typedef struct weft_gemm_args {
+  int64_t m, n, k;
+  int trans_a, trans_b;
+  float alpha, beta;
+  const float *a;
+  int64_t lda;
+  const float *b;
+  int64_t ldb;
+  float *c;
+  int64_t ldc;
+  int64_t batch;
+  int64_t stride_a, stride_b, stride_c;
+} weft_gemm_args;
+
+/* 2-D convolution, torch's F.conv2d with groups=1 and dilation 1.
+ * x [batch, c_in, h_in, w_in], weight [c_out, c_in, k_h, k_w], bias [c_out]
+ * or NULL, y [batch, c_out, h_out, w_out] with
+ *   h_out = (h_in + pad_top + pad_bottom - k_h) / stride_h + 1
+ * (weft_conv2d_out_size).  Padding may be asymmetric (the VAE encoder's
+ * F.pad(x, (0,1,0,1)) + stride-2 conv is pad_bottom = pad_right = 1).
+ * Images may sit inside larger buffers: x_bstride / y_bstride are the
+ * element distances between consecutive images (0 = packed), so a conv can
+ * write straight into the channel slice of a concat buffer.  Each image
+ * itself is contiguous CHW.  scratch (optional) lets a memory planner supply
+ * the temporary buffer: at least weft_cpu_conv2d_scratch_bytes() bytes;
+ * NULL makes the kernel allocate and free it itself.  x and y must not
+ * overlap. */
+typedef struct weft_conv2d_args {
+  int64_t batch, c_in, h_in, w_in;
+  int64_t c_out, k_h, k_w;
+  int64_t stride_h, stride_w;
+  int64_t pad_top, pad_left, pad_bottom, pad_right;
+  const float *x;
+  int64_t x_bstride;
+  const float *weight;
+  const float *bias;
+  float *y;
+  int64_t y_bstride;
+  void *scratch;
+  size_t scratch_bytes;
+} weft_conv2d_args;
+
+static inline int64_t weft_conv2d_out_size(int64_t in, int64_t k,
+                                           int64_t stride, int64_t pad_begin,
+                                           int64_t pad_end) {
+  int64_t span = in + pad_begin + pad_end - k;
+  return span < 0 || stride <= 0 ? 0 : span / stride + 1;
+}
+
+/* Scaled dot-product attention, torch's F.scaled_dot_product_attention:
+ *   o = softmax(scale * q @ k^T [+ causal mask]) @ v
+ * q [batch, heads, lq, d], k [batch, heads, lk, d], v [batch, heads, lk, dv],
+ * o [batch, heads, lq, dv], each addressed through its own strides for the
+ * batch, head and sequence axes; the last (feature) axis must be contiguous.
+ * Both layouts diffusers produces work without copies:
+ *   [B,H,L,d] contiguous: s_b = H*L*d, s_h = L*d, s_l = d
+ *   [B,L,H*d] (the projections' output): s_b = L*H*d, s_h = d, s_l = H*d
+ * (weft_attn_strides_bhld / weft_attn_strides_blhd fill these).
+ * scale 0 means 1/sqrt(d).  causal masks key j > query i (torch's
+ * is_causal, aligned at the top-left; CLIP's text encoder).  Queries are
+ * processed q_chunk rows at a time (0 = 256), so the score buffer is
+ * q_chunk x lk floats per head in flight, never lq x lk.  o must not overlap
+ * q, k or v. */
+typedef struct weft_attn_strides {
+  int64_t b, h, l;
+} weft_attn_strides;
+
+typedef struct weft_attn_args {
+  int64_t batch, heads, lq, lk, d, dv;
+  const float *q;
+  weft_attn_strides q_s;
+  const float *k;
+  weft_attn_strides k_s;
+  const float *v;
+  weft_attn_strides v_s;
+  float *o;
+  weft_attn_strides o_s;
+  float scale;
+  int causal;
+  int64_t q_chunk;
+  void *scratch;
+  size_t scratch_bytes;
+} weft_attn_args;
+
+/* Strides of a contiguous [B, H, L, d] tensor. */
+static inline weft_attn_strides weft_attn_strides_bhld(int64_t heads,
+                                                       int64_t len, int64_t d) {
+  weft_attn_strides s = {heads * len * d, len * d, d};
+  return s;
+}
+
+/* Strides of head views into a contiguous [B, L, H*d] tensor. */
+static inline weft_attn_strides weft_attn_strides_blhd(int64_t heads,
+                                                       int64_t len, int64_t d) {
+  weft_attn_strides s = {len * heads * d, d, heads * d};
+  return s;
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif
