@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 #include <yaml.h>
 
 #include "internal.h"
@@ -60,29 +61,42 @@ typedef struct pair_iter {
   yaml_node_pair_t *at, *end;
 } pair_iter;
 
-/* Iterates a mapping's pairs, checking that every key is a scalar and that
- * no key repeats (libyaml accepts duplicates; a silent "last one wins" would
- * hide typos). */
+/* Checks that every key of a mapping is a scalar and that no key repeats
+ * (libyaml accepts duplicates; a silent "last one wins" would hide typos).
+ * Linear: keys go into an open-addressing table of their hashes. */
 static int check_keys(parser *p, const yaml_node_t *map, const char *what) {
-  for (yaml_node_pair_t *a = map->data.mapping.pairs.start;
-       a < map->data.mapping.pairs.top; a++) {
+  int n = (int)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+  int cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  int *slot = malloc((size_t)cap * sizeof *slot);
+  if (!slot) return WEFT_ENOMEM;
+  for (int i = 0; i < cap; i++) slot[i] = -1;
+  int r = 0;
+  for (int i = 0; i < n && !r; i++) {
+    yaml_node_pair_t *a = &map->data.mapping.pairs.start[i];
     yaml_node_t *k = yaml_document_get_node(&p->doc, a->key);
     if (!k || k->type != YAML_SCALAR_NODE) {
       weft_loc l = k ? node_loc(p, k) : (weft_loc){p->g->file, 0, 0};
-      return weft__err(p->ctx, WEFT_ESYNTAX, &l,
-                       "keys of %s must be plain names", what);
+      r = weft__err(p->ctx, WEFT_ESYNTAX, &l, "keys of %s must be plain names",
+                    what);
+      break;
     }
-    for (yaml_node_pair_t *b = map->data.mapping.pairs.start; b < a; b++) {
-      yaml_node_t *kb = yaml_document_get_node(&p->doc, b->key);
+    int h = (int)(XXH64(scalar(k), strlen(scalar(k)), 0) & (uint64_t)(cap - 1));
+    for (; slot[h] >= 0; h = (h + 1) & (cap - 1)) {
+      yaml_node_t *kb = yaml_document_get_node(
+          &p->doc, map->data.mapping.pairs.start[slot[h]].key);
       if (strcmp(scalar(kb), scalar(k)) == 0) {
         weft_loc l = node_loc(p, k), lb = node_loc(p, kb);
-        return weft__err(p->ctx, WEFT_EDUP, &l,
-                         "duplicate key '%s' in %s (first at line %d)",
-                         scalar(k), what, lb.line);
+        r = weft__err(p->ctx, WEFT_EDUP, &l,
+                      "duplicate key '%s' in %s (first at line %d)", scalar(k),
+                      what, lb.line);
+        break;
       }
     }
+    slot[h] = i;
   }
-  return 0;
+  free(slot);
+  return r;
 }
 
 static void bind_free(weft__bind *b) {
@@ -505,6 +519,7 @@ void weft_graph_free(weft_graph *g) {
   free(g->outputs);
   free(g->out_values);
   free(g->order);
+  free(g->id_index);
   free(g->file);
   free(g);
 }

@@ -5,12 +5,46 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "internal.h"
 
+/* Node ids are looked up once per reference: an open-addressing index keeps
+ * resolving a graph of thousands of nodes linear. */
+static uint64_t id_hash(const char *id) { return XXH64(id, strlen(id), 0); }
+
+static int build_index(weft_graph *g) {
+  int cap = 16;
+  while (cap < g->n_nodes * 2) cap *= 2;
+  free(g->id_index);
+  g->id_index = malloc((size_t)cap * sizeof *g->id_index);
+  if (!g->id_index) return WEFT_ENOMEM;
+  g->id_cap = cap;
+  for (int i = 0; i < cap; i++) g->id_index[i] = -1;
+  for (int i = 0; i < g->n_nodes; i++) {
+    int h = (int)(id_hash(g->nodes[i].id) & (uint64_t)(cap - 1));
+    while (g->id_index[h] >= 0) {
+      const weft__gnode *o = &g->nodes[g->id_index[h]];
+      if (strcmp(o->id, g->nodes[i].id) == 0)
+        return weft__err(g->ctx, WEFT_EDUP, &g->nodes[i].loc,
+                         "duplicate node id '%s' (first at line %d)",
+                         g->nodes[i].id, o->loc.line);
+      h = (h + 1) & (cap - 1);
+    }
+    g->id_index[h] = i;
+  }
+  return 0;
+}
+
 int weft__graph_find_node(const weft_graph *g, const char *id) {
-  for (int i = 0; i < g->n_nodes; i++)
-    if (strcmp(g->nodes[i].id, id) == 0) return i;
+  if (!g->id_index) {
+    for (int i = 0; i < g->n_nodes; i++)
+      if (strcmp(g->nodes[i].id, id) == 0) return i;
+    return -1;
+  }
+  int h = (int)(id_hash(id) & (uint64_t)(g->id_cap - 1));
+  for (; g->id_index[h] >= 0; h = (h + 1) & (g->id_cap - 1))
+    if (strcmp(g->nodes[g->id_index[h]].id, id) == 0) return g->id_index[h];
   return -1;
 }
 
@@ -493,17 +527,32 @@ static int report_cycle(weft_ctx *ctx, const weft_graph *g,
   return r;
 }
 
+/* Kahn's algorithm over consumer lists (CSR), so ordering is linear in the
+ * number of edges. */
 static int order_nodes(weft_ctx *ctx, weft_graph *g) {
   int n = g->n_nodes;
   int *indeg = calloc((size_t)n, sizeof *indeg);
+  int *start = calloc((size_t)n + 1, sizeof *start);
   int *queue = malloc((size_t)n * sizeof *queue);
   g->order = malloc((size_t)n * sizeof *g->order);
-  if (!indeg || !queue || !g->order) {
-    free(indeg), free(queue);
+  int edges = 0;
+  for (int i = 0; i < n; i++)
+    for (int k = 0; for_each_dep(&g->nodes[i], k) >= 0; k++) edges++;
+  int *cons = malloc((size_t)(edges ? edges : 1) * sizeof *cons);
+  int *fill = calloc((size_t)n + 1, sizeof *fill);
+  if (!indeg || !start || !queue || !g->order || !cons || !fill) {
+    free(indeg), free(start), free(queue), free(cons), free(fill);
     return WEFT_ENOMEM;
   }
   for (int i = 0; i < n; i++)
-    for (int k = 0; for_each_dep(&g->nodes[i], k) >= 0; k++) indeg[i]++;
+    for (int k = 0, s; (s = for_each_dep(&g->nodes[i], k)) >= 0; k++) {
+      indeg[i]++;
+      start[s + 1]++;
+    }
+  for (int i = 0; i < n; i++) start[i + 1] += start[i];
+  for (int i = 0; i < n; i++)
+    for (int k = 0, s; (s = for_each_dep(&g->nodes[i], k)) >= 0; k++)
+      cons[start[s] + fill[s]++] = i;
   int head = 0, tail = 0;
   for (int i = 0; i < n; i++)
     if (indeg[i] == 0) queue[tail++] = i;
@@ -511,27 +560,20 @@ static int order_nodes(weft_ctx *ctx, weft_graph *g) {
   while (head < tail) {
     int u = queue[head++];
     g->order[done++] = u;
-    /* consumers of u: the graph is small enough for a scan */
-    for (int v = 0; v < n; v++)
-      for (int k = 0, s; (s = for_each_dep(&g->nodes[v], k)) >= 0; k++)
-        if (s == u && --indeg[v] == 0) queue[tail++] = v;
+    for (int e = start[u]; e < start[u + 1]; e++)
+      if (--indeg[cons[e]] == 0) queue[tail++] = cons[e];
   }
   int r = 0;
   if (done < n) r = report_cycle(ctx, g, indeg);
-  free(indeg);
-  free(queue);
+  free(indeg), free(start), free(queue), free(cons), free(fill);
   return r;
 }
 
 int weft__graph_resolve(weft_ctx *ctx, weft_graph *g) {
   int r;
+  if ((r = build_index(g))) return r;
   for (int i = 0; i < g->n_nodes; i++) {
     weft__gnode *n = &g->nodes[i];
-    for (int j = 0; j < i; j++)
-      if (strcmp(g->nodes[j].id, n->id) == 0)
-        return weft__err(ctx, WEFT_EDUP, &n->loc,
-                         "duplicate node id '%s' (first at line %d)", n->id,
-                         g->nodes[j].loc.line);
     n->rop = NULL;
     for (int k = 0; k < ctx->n_ops && !n->rop; k++)
       if (strcmp(ctx->ops[k].def.op, n->op) == 0) n->rop = &ctx->ops[k];

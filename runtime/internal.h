@@ -223,6 +223,8 @@ struct weft_graph {
   weft__goutput *outputs;
   int n_outputs;
   int *order;          /* topological order of node indices */
+  int *id_index;       /* open-addressing index of node ids */
+  int id_cap;
   /* after a run: the graph outputs' values */
   weft_value **out_values;
 };

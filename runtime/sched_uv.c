@@ -66,6 +66,9 @@ struct weft__run {
   bool closing;
   int n_need, n_done, n_cached;
   int sigints;
+  int *inline_q;         /* inline nodes ready to run (a stack) */
+  int inline_n;
+  bool inline_busy;
 };
 
 static double now_s(const weft__run *r) {
@@ -284,6 +287,20 @@ static void dispatch(weft__run *r, int i) {
   r->in_flight++;
   emit_node(r, WEFT_EV_NODE_START, i);
   s->work.data = s;
+  if (d->flags & WEFT_NODE_INLINE) {
+    /* run here; a chain of inline nodes is drained iteratively, not by
+     * recursion through after_work_cb */
+    r->inline_q[r->inline_n++] = i;
+    if (r->inline_busy) return;
+    r->inline_busy = true;
+    while (r->inline_n > 0) {
+      nstate *is = &r->ns[r->inline_q[--r->inline_n]];
+      work_cb(&is->work);
+      after_work_cb(&is->work, 0);
+    }
+    r->inline_busy = false;
+    return;
+  }
   int rc = uv_queue_work(&r->loop, &s->work, work_cb, after_work_cb);
   if (rc) {
     r->in_flight--;
@@ -496,6 +513,7 @@ static void run_free(weft__run *r) {
     free(s->consumers);
   }
   free(r->ns);
+  free(r->inline_q);
   for (int i = 0; i < r->qn; i++) free(r->q[i].message);
   free(r->q);
 }
@@ -516,7 +534,12 @@ int weft_graph_run(weft_ctx *ctx, weft_graph *g) {
     g->out_values = NULL;
   }
   r->ns = calloc((size_t)g->n_nodes, sizeof *r->ns);
-  if (!r->ns) return WEFT_ENOMEM;
+  r->inline_q = malloc((size_t)g->n_nodes * sizeof *r->inline_q);
+  if (!r->ns || !r->inline_q) {
+    free(r->ns);
+    free(r->inline_q);
+    return WEFT_ENOMEM;
+  }
   weft_event start = {.kind = WEFT_EV_RUN_START, .n_total = g->n_nodes};
   emit(r, &start);
   int rc = prepare(r);

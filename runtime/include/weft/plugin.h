@@ -169,6 +169,10 @@ enum {
   WEFT_NODE_OUTPUT = 1u << 0,   /* has side effects (writes files): always runs,
                                    never served from the cache */
   WEFT_NODE_NO_CACHE = 1u << 1, /* outputs must not be cached */
+  WEFT_NODE_INLINE = 1u << 2,   /* takes microseconds (a constant, a small
+                                   bookkeeping step): run on the scheduler's
+                                   own thread instead of the worker pool,
+                                   saving two thread hand-offs */
 };
 
 typedef struct weft_node_def {

@@ -220,12 +220,19 @@ static int noop_run(weft_call *c) {
 }
 static const weft_node_def test_noop = {
     .struct_size = sizeof(weft_node_def), .op = "TestNoop",
-    .category = "test", .doc = "Does nothing.", .inputs = noop_in,
-    .n_inputs = 1, .outputs = int_out, .n_outputs = 1, .params = noop_params,
-    .n_params = 1, .flags = WEFT_NODE_NO_CACHE, .run = noop_run};
+    .category = "test", .doc = "Does nothing, on the worker pool.",
+    .inputs = noop_in, .n_inputs = 1, .outputs = int_out, .n_outputs = 1,
+    .params = noop_params, .n_params = 1, .flags = WEFT_NODE_NO_CACHE,
+    .run = noop_run};
+static const weft_node_def test_noop_inline = {
+    .struct_size = sizeof(weft_node_def), .op = "TestNoopInline",
+    .category = "test", .doc = "Does nothing, on the scheduler's thread.",
+    .inputs = noop_in, .n_inputs = 1, .outputs = int_out, .n_outputs = 1,
+    .params = noop_params, .n_params = 1,
+    .flags = WEFT_NODE_NO_CACHE | WEFT_NODE_INLINE, .run = noop_run};
 
 static const weft_node_def *const nodes[] = {
     &test_int,  &test_add,  &test_string, &test_image, &test_fail,
-    &test_barrier, &test_spin, &test_count, &test_noop};
+    &test_barrier, &test_spin, &test_count, &test_noop, &test_noop_inline};
 
 WEFT_PLUGIN_DEFINE("testnodes", "1.0", nodes)
