@@ -269,7 +269,7 @@ static const weft_port_def save_outputs[] = {
      .type = WEFT_TYPE_IMAGE,
      .doc = "The input images, unchanged (ComfyUI's output slot 0)."},
     {.struct_size = sizeof(weft_port_def),
-     .name = "paths",
+     .name = "files",
      .type = WEFT_TYPE_STRING,
      .doc = "The written files' paths, one per line."},
 };

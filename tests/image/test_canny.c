@@ -125,7 +125,7 @@ TEST(canny_stops_when_cancelled) {
 static void against_kornia(const char *name, double lo, double hi) {
   weft__png_image img;
   char err[256], rel[128];
-  ASSERT_OK(weft__png_read(fixture("photo_64x48.png"), &img, err, sizeof err));
+  ASSERT_OK(weft__png_read(fixture("photo.png"), &img, err, sizeof err));
   uint8_t e[64 * 48];
   ASSERT_OK(canny_edges(img.rgb, 48, 64, 3, lo, hi, e, NULL, NULL));
   snprintf(rel, sizeof rel, "canny/%s.u8", name);

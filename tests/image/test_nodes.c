@@ -55,7 +55,7 @@ TEST(plugin_declares_comfyui_nodes) {
   ASSERT(d->flags & WEFT_NODE_OUTPUT);
   ASSERT_STR_EQ(d->inputs[0].name, "images");
   ASSERT_STR_EQ(param(d, "filename_prefix")->def_string, "weft");
-  ASSERT_STR_EQ(d->outputs[1].name, "paths");
+  ASSERT_STR_EQ(d->outputs[1].name, "files");
 
   d = fake_node(&r, "ImageScale");
   ASSERT_STR_EQ(d->inputs[0].name, "image");
@@ -96,14 +96,14 @@ TEST(load_image_gives_rgb_and_empty_64x64_mask) {
   const weft_node_def *d = fake_node(&r, "LoadImage");
   weft_value *out[2];
   ASSERT_OK(fake_run_node(&r, d, NULL, out, "image",
-                          fake_string(fixture("photo_64x48.png")), NULL));
+                          fake_string(fixture("photo.png")), NULL));
   const weft_tensor *t = fake_tensor_of(out[0]);
   ASSERT_EQ(fake_type_of(out[0]), WEFT_TYPE_IMAGE);
   ASSERT(t->ndim == 4 && t->shape[0] == 1 && t->shape[1] == 48 &&
          t->shape[2] == 64 && t->shape[3] == 3);
   weft__png_image img;
   char err[256];
-  ASSERT_OK(weft__png_read(fixture("photo_64x48.png"), &img, err, sizeof err));
+  ASSERT_OK(weft__png_read(fixture("photo.png"), &img, err, sizeof err));
   ASSERT(memcmp(t->data, img.rgb, sizeof(float) * 48 * 64 * 3) == 0);
   weft__png_image_free(&img);
   const weft_tensor *m = fake_tensor_of(out[1]);

@@ -35,7 +35,7 @@ static weft__png_image read_ok(const char *path) {
   } while (0)
 
 TEST(png_reads_rgb8_photo) {
-  weft__png_image img = read_ok(fixture("photo_64x48.png"));
+  weft__png_image img = read_ok(fixture("photo.png"));
   ASSERT_EQ(img.width, 64);
   ASSERT_EQ(img.height, 48);
   ASSERT_EQ(img.bit_depth, 8);
@@ -360,7 +360,7 @@ TEST(png_bad_signature_only) {
 
 TEST(png_bad_truncated_in_idat) {
   size_t n;
-  uint8_t *d = load("photo_64x48.png", &n);
+  uint8_t *d = load("photo.png", &n);
   long idat = png_chunk_offset(d, n, "IDAT");
   ASSERT(idat > 0);
   write_file(tmp_path("t.png"), d, (size_t)idat + 8 + 100);
@@ -370,7 +370,7 @@ TEST(png_bad_truncated_in_idat) {
 
 TEST(png_bad_truncated_before_iend) {
   size_t n;
-  uint8_t *d = load("photo_64x48.png", &n);
+  uint8_t *d = load("photo.png", &n);
   long iend = png_chunk_offset(d, n, "IEND");
   ASSERT(iend > 0);
   write_file(tmp_path("t.png"), d, (size_t)iend);
