@@ -1,19 +1,7 @@
 /* test_rng.c - torch.manual_seed + torch.randn reproduced bit for bit,
  * against values torch produced (tests/fixtures/sd15_tiny/noise.safetensors). */
+#include "fixture.h"
 #include "rng.h"
-#include "test.h"
-#include "weft/safetensors.h"
-
-static weft_st_file *open_fixture(const char *name) {
-  char path[4096], err[1024];
-  snprintf(path, sizeof path, "%s/fixtures/sd15_tiny/%s", weft_test_srcdir(),
-           name);
-  weft_st_file *f = NULL;
-  int r = weft_st_open(path, &f, err, sizeof err);
-  if (r) fprintf(stderr, "%s\n", err);
-  ASSERT_OK(r);
-  return f;
-}
 
 TEST(mt19937_matches_reference_sequence) {
   /* std::mt19937 with the default seed 5489: the 10000th output is
