@@ -26,11 +26,16 @@ struct weft_clip_tok {
    * last symbol (with "</w>"): byte_id[b] + 256. */
   int32_t byte_id[256];
   /* Merge table: open addressing on (left id, right id). */
-  uint64_t *mkey; /* (left << 32 | right) + 1; 0 = empty */
-  int32_t *mrank;
-  int32_t *mnew;
+  struct merge {
+    uint32_t key; /* left * VOCAB + right + 1; 0 = empty */
+    int32_t rank, new_id;
+  } * merges;
   size_t mcap; /* power of two */
 };
+
+static uint32_t pair_key(int32_t a, int32_t b) {
+  return (uint32_t)a * WEFT_CLIP_VOCAB_SIZE + (uint32_t)b + 1;
+}
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
@@ -491,15 +496,47 @@ static int read_merges(const char *path, char **buf, size_t *lines_off,
   return 0;
 }
 
-static int32_t vocab_find(const weft_clip_tok *t, const int32_t *slots,
-                          size_t cap, const char *s, size_t n) {
-  size_t i = hash_bytes(s, n) & (cap - 1);
-  while (slots[i] >= 0) {
-    const char *cand = t->text + t->tok_off[slots[i]];
-    if (strncmp(cand, s, n) == 0 && cand[n] == '\0') return slots[i];
-    i = (i + 1) & (cap - 1);
+/* String -> id table used while loading: open addressing, each slot an id
+ * and the hash's top bits (compared before the strings). */
+typedef struct {
+  struct str_slot {
+    int32_t id; /* -1: empty */
+    uint32_t tag;
+  } * slot;
+  size_t cap;
+} str_index;
+
+static int32_t vocab_find(const weft_clip_tok *t, const str_index *x,
+                          const char *s, size_t n) {
+  uint64_t h = hash_u64(hash_bytes(s, n));
+  uint32_t tag = (uint32_t)(h >> 32);
+  for (size_t i = h & (x->cap - 1); x->slot[i].id >= 0;
+       i = (i + 1) & (x->cap - 1)) {
+    if (x->slot[i].tag != tag) continue;
+    const char *cand = t->text + t->tok_off[x->slot[i].id];
+    if (strncmp(cand, s, n) == 0 && cand[n] == '\0') return x->slot[i].id;
   }
   return -1;
+}
+
+/* Insert id under its string; a later id of the same string replaces the
+ * earlier one (CLIP builds a dict from the list).  Returns true when the
+ * string was there already. */
+static bool vocab_insert(const weft_clip_tok *t, str_index *x, int32_t id) {
+  const char *s = t->text + t->tok_off[id];
+  uint64_t h = hash_u64(hash_bytes(s, strlen(s)));
+  uint32_t tag = (uint32_t)(h >> 32);
+  size_t i = h & (x->cap - 1);
+  for (; x->slot[i].id >= 0; i = (i + 1) & (x->cap - 1)) {
+    if (x->slot[i].tag == tag &&
+        strcmp(t->text + t->tok_off[x->slot[i].id], s) == 0) {
+      x->slot[i].id = id;
+      return true;
+    }
+  }
+  x->slot[i].id = id;
+  x->slot[i].tag = tag;
+  return false;
 }
 
 int weft_clip_tok_load(const char *path, weft_clip_tok **out, char *err,
@@ -512,7 +549,7 @@ int weft_clip_tok_load(const char *path, weft_clip_tok **out, char *err,
   weft_clip_tok *t = calloc(1, sizeof *t);
   size_t *lines = malloc((N_MERGES + 1) * sizeof *lines);
   char *raw = NULL;
-  int32_t *slots = NULL;
+  str_index idx = {NULL, (size_t)1 << 17};
   int rc = WEFT_ENOMEM;
   if (!t || !lines) goto fail;
   rc = read_merges(path, &raw, lines, err, errlen);
@@ -568,32 +605,28 @@ int weft_clip_tok_load(const char *path, weft_clip_tok **out, char *err,
     pos += l + 1;
   }
 
-  /* String -> id, for resolving the merges' halves (CLIP's vocabulary has
-   * no duplicate strings). */
-  size_t scap = 1 << 17;
-  slots = malloc(scap * sizeof *slots);
-  if (!slots) goto fail;
-  memset(slots, 0xff, scap * sizeof *slots);
-  for (int32_t id = 0; id < WEFT_CLIP_VOCAB_SIZE; id++) {
-    const char *s = t->text + t->tok_off[id];
-    size_t i = hash_bytes(s, strlen(s)) & (scap - 1);
-    while (slots[i] >= 0 && strcmp(t->text + t->tok_off[slots[i]], s) != 0)
-      i = (i + 1) & (scap - 1);
-    slots[i] = id;
-  }
+  /* String -> id, for resolving the merges' halves. */
+  idx.slot = malloc(idx.cap * sizeof *idx.slot);
+  if (!idx.slot) goto fail;
+  memset(idx.slot, 0xff, idx.cap * sizeof *idx.slot);
+  bool dups = false;
+  for (int32_t id = 0; id < WEFT_CLIP_VOCAB_SIZE; id++)
+    dups |= vocab_insert(t, &idx, id);
 
   t->mcap = 1 << 17;
-  t->mkey = calloc(t->mcap, sizeof *t->mkey);
-  t->mrank = malloc(t->mcap * sizeof *t->mrank);
-  t->mnew = malloc(t->mcap * sizeof *t->mnew);
-  if (!t->mkey || !t->mrank || !t->mnew) goto fail;
+  t->merges = calloc(t->mcap, sizeof *t->merges);
+  if (!t->merges) goto fail;
   for (int i = 1; i <= N_MERGES; i++) {
     const char *line = raw + lines[i];
     const char *sp = strchr(line, ' ');
-    int32_t a = vocab_find(t, slots, scap, line, (size_t)(sp - line));
-    int32_t b = vocab_find(t, slots, scap, sp + 1, strlen(sp + 1));
-    const char *joined = t->text + t->tok_off[N_BASE + i - 1];
-    int32_t c = vocab_find(t, slots, scap, joined, strlen(joined));
+    int32_t a = vocab_find(t, &idx, line, (size_t)(sp - line));
+    int32_t b = vocab_find(t, &idx, sp + 1, strlen(sp + 1));
+    /* the merged token's id: its own unless a later entry repeats it */
+    int32_t c = N_BASE + i - 1;
+    if (dups) {
+      const char *joined = t->text + t->tok_off[c];
+      c = vocab_find(t, &idx, joined, strlen(joined));
+    }
     if (a < 0 || b < 0 || c < 0) {
       set_err(err, errlen,
               "%s:%d: merge \"%.40s\" uses a token not in the "
@@ -602,17 +635,14 @@ int weft_clip_tok_load(const char *path, weft_clip_tok **out, char *err,
       rc = WEFT_EFORMAT;
       goto fail;
     }
-    uint64_t key = ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1;
+    uint32_t key = pair_key(a, b);
     size_t h = hash_u64(key) & (t->mcap - 1);
-    while (t->mkey[h] && t->mkey[h] != key)
+    while (t->merges[h].key && t->merges[h].key != key)
       h = (h + 1) & (t->mcap - 1);
-    if (!t->mkey[h]) { /* CLIP's list has each pair once */
-      t->mkey[h] = key;
-      t->mrank[h] = i - 1;
-      t->mnew[h] = c;
-    }
+    if (!t->merges[h].key) /* CLIP's list has each pair once */
+      t->merges[h] = (struct merge){key, i - 1, c};
   }
-  free(slots);
+  free(idx.slot);
   free(raw);
   free(lines);
   *out = t;
@@ -620,7 +650,7 @@ int weft_clip_tok_load(const char *path, weft_clip_tok **out, char *err,
 
 fail:
   if (rc == WEFT_ENOMEM) set_err(err, errlen, "%s: out of memory", path);
-  free(slots);
+  free(idx.slot);
   free(raw);
   free(lines);
   weft_clip_tok_free(t);
@@ -630,9 +660,7 @@ fail:
 void weft_clip_tok_free(weft_clip_tok *t) {
   if (!t) return;
   free(t->text);
-  free(t->mkey);
-  free(t->mrank);
-  free(t->mnew);
+  free(t->merges);
   free(t);
 }
 
@@ -643,12 +671,12 @@ const char *weft_clip_tok_token(const weft_clip_tok *t, int32_t id) {
 
 static bool merge_find(const weft_clip_tok *t, int32_t a, int32_t b,
                        int32_t *rank, int32_t *new_id) {
-  uint64_t key = ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1;
+  uint32_t key = pair_key(a, b);
   size_t h = hash_u64(key) & (t->mcap - 1);
-  while (t->mkey[h]) {
-    if (t->mkey[h] == key) {
-      *rank = t->mrank[h];
-      *new_id = t->mnew[h];
+  while (t->merges[h].key) {
+    if (t->merges[h].key == key) {
+      *rank = t->merges[h].rank;
+      *new_id = t->merges[h].new_id;
       return true;
     }
     h = (h + 1) & (t->mcap - 1);
