@@ -40,6 +40,7 @@ typedef struct read_ctx {
   char msg[256];     /* the first error libpng (or our read callback) raised */
   int code;          /* WEFT_E* for that error */
   char warning[128]; /* the last warning: often the detail of an error */
+  uint64_t src_size; /* bytes in the source, 0 if unknown */
 } read_ctx;
 
 static void on_read_error(png_structp png, png_const_charp msg) {
@@ -98,10 +99,46 @@ static int copy_text(read_ctx *c) {
   return 0;
 }
 
+/* libpng allocates a chunk's buffer from the length the file claims, before
+ * reading it: a 200-byte file whose tEXt says 1.7 GB would get 1.7 GB.
+ * Its own buffers (rows, zlib state, text) never need more than this, so
+ * larger requests fail, which libpng reports as a bad chunk. */
+#define LIBPNG_ALLOC_MAX ((png_alloc_size_t)64 << 20)
+
+static png_voidp capped_malloc(png_structp png, png_alloc_size_t size) {
+  (void)png;
+  return size <= LIBPNG_ALLOC_MAX ? malloc(size) : NULL;
+}
+
+static void capped_free(png_structp png, png_voidp p) {
+  (void)png;
+  free(p);
+}
+
+/* One decoded row (8 or 16 bits, RGB or RGBA) to floats. */
+static void convert_row(const uint8_t *r, png_uint_32 w, int ch, int depth,
+                        float *rgb, float *alpha) {
+  for (png_uint_32 x = 0; x < w; x++)
+    for (int k = 0; k < ch; k++) {
+      float v;
+      if (depth == 16) {
+        const uint8_t *p = r + ((size_t)x * ch + k) * 2; /* big endian */
+        v = (float)((p[0] << 8) | p[1]) / 65535.0f;
+      } else {
+        v = (float)r[(size_t)x * ch + k] / 255.0f;
+      }
+      if (k < 3)
+        rgb[(size_t)x * 3 + k] = v;
+      else
+        alpha[x] = v;
+    }
+}
+
 static int read_impl(read_ctx *c) {
   weft__png_image *img = c->img;
-  c->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, on_read_error,
-                                  on_read_warning);
+  c->png =
+      png_create_read_struct_2(PNG_LIBPNG_VER_STRING, c, on_read_error,
+                               on_read_warning, c, capped_malloc, capped_free);
   if (!c->png) return WEFT_ENOMEM;
   c->info = png_create_info_struct(c->png);
   if (!c->info) return WEFT_ENOMEM;
@@ -111,6 +148,10 @@ static int read_impl(read_ctx *c) {
   png_set_sig_bytes(c->png, 8);
   /* Our own limits below give the clearer message; lift libpng's. */
   png_set_user_limits(c->png, 0x7fffffffu, 0x7fffffffu);
+  /* Decompressed text up to 64 MiB, at most 1000 ancillary chunks kept
+   * (capped_malloc bounds the rest). */
+  png_set_chunk_malloc_max(c->png, LIBPNG_ALLOC_MAX);
+  png_set_chunk_cache_max(c->png, 1000);
   png_read_info(c->png, c->info);
 
   png_uint_32 w = 0, h = 0;
@@ -122,6 +163,18 @@ static int read_impl(read_ctx *c) {
              "image is %ux%u pixels; weft refuses more than %d per side or "
              "2^28 in all",
              (unsigned)w, (unsigned)h, WEFT__PNG_MAX_SIDE);
+    return WEFT_EFORMAT;
+  }
+  /* Deflate packs at most 1032:1, so a file of src_size bytes holds at most
+   * that many times its size in raw rows.  Checked before allocating, so a
+   * tiny file cannot claim a giant image and have us allocate for it. */
+  uint64_t raw = ((uint64_t)png_get_rowbytes(c->png, c->info) + 1) * h;
+  if (c->src_size && raw > c->src_size * 1032 + 4096) {
+    snprintf(c->msg, sizeof c->msg,
+             "%ux%u pixels need %llu bytes of image data; a %llu-byte file "
+             "cannot hold them (truncated or corrupt)",
+             (unsigned)w, (unsigned)h, (unsigned long long)raw,
+             (unsigned long long)c->src_size);
     return WEFT_EFORMAT;
   }
   img->width = (int32_t)w;
@@ -150,9 +203,12 @@ static int read_impl(read_ctx *c) {
     return WEFT_EINTERNAL;
   }
 
+  /* Interlaced images need every row at once; others are converted row by
+   * row through one buffer. */
   size_t npix = (size_t)w * h;
-  c->pixels = malloc(rowbytes * h);
-  c->rows = malloc(sizeof *c->rows * h);
+  size_t nrows = interlace != PNG_INTERLACE_NONE ? h : 1;
+  c->pixels = malloc(rowbytes * nrows);
+  c->rows = malloc(sizeof *c->rows * nrows);
   img->rgb = malloc(npix * 3 * sizeof *img->rgb);
   if (ch == 4) img->alpha = malloc(npix * sizeof *img->alpha);
   if (!c->pixels || !c->rows || !img->rgb || (ch == 4 && !img->alpha)) {
@@ -160,34 +216,60 @@ static int read_impl(read_ctx *c) {
              (unsigned)w, (unsigned)h);
     return WEFT_ENOMEM;
   }
-  for (png_uint_32 y = 0; y < h; y++)
+  for (size_t y = 0; y < nrows; y++)
     c->rows[y] = c->pixels + rowbytes * y;
-  png_read_image(c->png, c->rows);
+  if (nrows > 1) png_read_image(c->png, c->rows);
+  for (png_uint_32 y = 0; y < h; y++) {
+    if (nrows == 1) png_read_row(c->png, c->rows[0], NULL);
+    convert_row(c->rows[nrows > 1 ? y : 0], w, ch, out_depth,
+                img->rgb + (size_t)y * w * 3,
+                img->alpha ? img->alpha + (size_t)y * w : NULL);
+  }
   /* Text chunks after IDAT land in the same info struct. */
   png_read_end(c->png, c->info);
-
-  for (png_uint_32 y = 0; y < h; y++) {
-    const uint8_t *r = c->rows[y];
-    float *rgb = img->rgb + (size_t)y * w * 3;
-    float *a = img->alpha ? img->alpha + (size_t)y * w : NULL;
-    for (png_uint_32 x = 0; x < w; x++) {
-      for (int k = 0; k < ch; k++) {
-        float v;
-        if (out_depth == 16) {
-          const uint8_t *p = r + ((size_t)x * ch + k) * 2; /* big endian */
-          v = (float)((p[0] << 8) | p[1]) / 65535.0f;
-        } else {
-          v = (float)r[(size_t)x * ch + k] / 255.0f;
-        }
-        if (k < 3)
-          rgb[(size_t)x * 3 + k] = v;
-        else
-          a[x] = v;
-      }
-    }
-  }
   int rc = copy_text(c);
   if (rc) snprintf(c->msg, sizeof c->msg, "out of memory for text chunks");
+  return rc;
+}
+
+/* Reads from fp (closed here); name is what messages call the source. */
+static int read_fp(FILE *fp, const char *name, uint64_t src_size,
+                   weft__png_image *img, char *err, size_t errlen) {
+  uint8_t sig[8];
+  size_t got = fread(sig, 1, sizeof sig, fp);
+  if (got < sizeof sig || png_sig_cmp(sig, 0, sizeof sig) != 0) {
+    int ioerr = ferror(fp);
+    fclose(fp);
+    if (ioerr) {
+      set_err(err, errlen, "cannot read '%s'", name);
+      return WEFT_EIO;
+    }
+    if (got < sizeof sig)
+      set_err(err, errlen,
+              "'%s' is not a PNG file: only %zu bytes, shorter than the PNG "
+              "signature",
+              name, got);
+    else
+      set_err(err, errlen, "'%s' is not a PNG file (bad signature)", name);
+    return WEFT_EFORMAT;
+  }
+  read_ctx c;
+  memset(&c, 0, sizeof c);
+  c.path = name;
+  c.fp = fp;
+  c.img = img;
+  c.src_size = src_size;
+  int rc = read_impl(&c);
+  if (c.png) png_destroy_read_struct(&c.png, c.info ? &c.info : NULL, NULL);
+  free(c.rows);
+  free(c.pixels);
+  fclose(fp);
+  if (rc) {
+    if (rc == WEFT_ENOMEM && !c.msg[0])
+      snprintf(c.msg, sizeof c.msg, "out of memory");
+    set_err(err, errlen, "cannot read PNG '%s': %s", name, c.msg);
+    weft__png_image_free(img);
+  }
   return rc;
 }
 
@@ -200,41 +282,29 @@ int weft__png_read(const char *path, weft__png_image *img, char *err,
     set_err(err, errlen, "cannot open '%s': %s", path, strerror(e));
     return e == ENOENT || e == ENOTDIR ? WEFT_ENOENT : WEFT_EIO;
   }
-  uint8_t sig[8];
-  size_t got = fread(sig, 1, sizeof sig, fp);
-  if (got < sizeof sig || png_sig_cmp(sig, 0, sizeof sig) != 0) {
-    int ioerr = ferror(fp);
-    fclose(fp);
-    if (ioerr) {
-      set_err(err, errlen, "cannot read '%s'", path);
-      return WEFT_EIO;
-    }
-    if (got < sizeof sig)
-      set_err(err, errlen,
-              "'%s' is not a PNG file: only %zu bytes, shorter than the PNG "
-              "signature",
-              path, got);
-    else
-      set_err(err, errlen, "'%s' is not a PNG file (bad signature)", path);
+  struct stat st;
+  uint64_t size = fstat(fileno(fp), &st) == 0 && S_ISREG(st.st_mode)
+                      ? (uint64_t)st.st_size
+                      : 0;
+  return read_fp(fp, path, size, img, err, errlen);
+}
+
+int weft__png_read_mem(const void *data, size_t n, const char *name,
+                       weft__png_image *img, char *err, size_t errlen) {
+  memset(img, 0, sizeof *img);
+  if (n == 0) { /* fmemopen refuses an empty buffer */
+    set_err(err, errlen,
+            "'%s' is not a PNG file: only 0 bytes, shorter than the PNG "
+            "signature",
+            name);
     return WEFT_EFORMAT;
   }
-  read_ctx c;
-  memset(&c, 0, sizeof c);
-  c.path = path;
-  c.fp = fp;
-  c.img = img;
-  int rc = read_impl(&c);
-  if (c.png) png_destroy_read_struct(&c.png, c.info ? &c.info : NULL, NULL);
-  free(c.rows);
-  free(c.pixels);
-  fclose(fp);
-  if (rc) {
-    if (rc == WEFT_ENOMEM && !c.msg[0])
-      snprintf(c.msg, sizeof c.msg, "out of memory");
-    set_err(err, errlen, "cannot read PNG '%s': %s", path, c.msg);
-    weft__png_image_free(img);
+  FILE *fp = fmemopen((void *)data, n, "rb");
+  if (!fp) {
+    set_err(err, errlen, "cannot read '%s': %s", name, strerror(errno));
+    return WEFT_ENOMEM;
   }
-  return rc;
+  return read_fp(fp, name, n, img, err, errlen);
 }
 
 void weft__png_image_free(weft__png_image *img) {

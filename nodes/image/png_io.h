@@ -50,6 +50,11 @@ int weft__png_read(const char *path, weft__png_image *img, char *err,
                    size_t errlen);
 void weft__png_image_free(weft__png_image *img);
 
+/* The same from n bytes in memory; name stands for the source in messages.
+ * Never returns WEFT_ENOENT. */
+int weft__png_read_mem(const void *data, size_t n, const char *name,
+                       weft__png_image *img, char *err, size_t errlen);
+
 /* The text chunk named key, or NULL (borrowed from img). */
 const char *weft__png_text_get(const weft__png_image *img, const char *key);
 

@@ -504,3 +504,52 @@ TEST(png_bad_flipped_bytes_are_errors_not_crashes) {
   ASSERT(errors > (int)n / 2); /* CRCs catch nearly every flip */
   free(d);
 }
+
+TEST(png_reads_from_memory_like_from_file) {
+  size_t n;
+  uint8_t *d = read_file(fixture("fmt/rgb8_text_4x3.png"), &n);
+  weft__png_image a = read_ok(fixture("fmt/rgb8_text_4x3.png")), b;
+  char err[256];
+  ASSERT_OK(weft__png_read_mem(d, n, "upload", &b, err, sizeof err));
+  ASSERT(a.width == b.width && a.height == b.height && b.n_text == 3);
+  ASSERT(memcmp(a.rgb, b.rgb, sizeof(float) * 4 * 3 * 3) == 0);
+  weft__png_image_free(&b);
+  ASSERT_EQ(weft__png_read_mem(d, 20, "upload", &b, err, sizeof err),
+            WEFT_EFORMAT);
+  ASSERT_CONTAINS(err, "cannot read PNG 'upload': unexpected end of file");
+  ASSERT_EQ(weft__png_read_mem(d, 0, "upload", &b, err, sizeof err),
+            WEFT_EFORMAT);
+  ASSERT_CONTAINS(err, "'upload' is not a PNG file");
+  weft__png_image_free(&a);
+  free(d);
+}
+
+TEST(png_bad_small_file_claiming_huge_image) {
+  /* 16384 x 16384 is within the limits, but a few hundred bytes cannot
+   * hold it: refused before any allocation. */
+  size_t n;
+  uint8_t *d = load("gray_16x16.png", &n);
+  set_ihdr_size(d, 16384, 16384);
+  write_file(tmp_path("claim.png"), d, n);
+  free(d);
+  expect_bad(tmp_path("claim.png"), WEFT_EFORMAT,
+             "16384x16384 pixels need 268451840 bytes of image data");
+}
+
+TEST(png_bad_chunk_claiming_gigabytes) {
+  /* Found by fuzz_png: a tEXt chunk whose length field says 1.7 GB. */
+  size_t n;
+  uint8_t *d = load("gray_16x16.png", &n);
+  uint8_t *e = malloc(n + 12);
+  memcpy(e, d, 33); /* signature + IHDR */
+  memcpy(e + 33,
+         "\x66\x75\x6e\x7a"
+         "tEXt"
+         "key\0value",
+         17);
+  memcpy(e + 50, d + 33, n - 33);
+  write_file(tmp_path("chunk.png"), e, n + 17);
+  free(d);
+  free(e);
+  expect_bad(tmp_path("chunk.png"), WEFT_EFORMAT, "cannot read PNG");
+}
