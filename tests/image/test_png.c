@@ -540,7 +540,7 @@ TEST(png_bad_chunk_claiming_gigabytes) {
   /* Found by fuzz_png: a tEXt chunk whose length field says 1.7 GB. */
   size_t n;
   uint8_t *d = load("gray_16x16.png", &n);
-  uint8_t *e = malloc(n + 12);
+  uint8_t *e = malloc(n + 17);
   memcpy(e, d, 33); /* signature + IHDR */
   memcpy(e + 33,
          "\x66\x75\x6e\x7a"
