@@ -341,19 +341,27 @@ static int save_run(weft_call *call) {
       goto done;
     }
     /* A name another writer took meanwhile is skipped, never overwritten. */
+    int reported = 0; /* host->error already called */
     for (int tries = 0;; tries++, counter++) {
       if (weft__save_file_name(name, b, counter, fname, sizeof fname) ||
           snprintf(file, sizeof file, "%s/%s", dir, fname) >=
               (int)sizeof file) {
         host->error(call, "output file name for '%s' is too long", name);
         rc = WEFT_EINVAL;
+        reported = 1;
         break;
       }
       rc = weft__png_publish(tmp, file, 1, err, sizeof err);
-      if (rc != WEFT_EDUP || tries > 100000) break;
+      if (rc != WEFT_EDUP) break;
+      if (tries >= 100000) {
+        host->error(call, "no free file name for '%s' in '%s'", name, dir);
+        rc = WEFT_EIO;
+        reported = 1;
+        break;
+      }
     }
     if (rc) {
-      if (rc != WEFT_EINVAL) host->error(call, "%s", err);
+      if (!reported) host->error(call, "%s", err);
       remove(tmp);
       goto done;
     }
@@ -373,6 +381,7 @@ static int save_run(weft_call *call) {
   }
   weft_value *pv = host->string_new(call, paths ? paths : "");
   if (!pv) {
+    host->error(call, "out of memory");
     rc = WEFT_ENOMEM;
     goto done;
   }

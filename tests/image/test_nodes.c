@@ -500,3 +500,24 @@ TEST(nodes_copy_strided_inputs) {
   fake_release(out[0]);
   fake_release(img);
 }
+
+TEST(save_image_never_overwrites) {
+  /* With %batch_num% the counter scan looks for the literal prefix and
+   * finds nothing (ComfyUI then overwrites); the rename refuses a taken
+   * name and weft moves on to the next counter. */
+  fake_run r;
+  fake_init(&r);
+  r.output_dir = weft_test_tmpdir();
+  weft_value *img = test_image(1, 2, 2, 3), *out[2];
+  ASSERT_OK(save(&r, img, "n%batch_num%", out));
+  ASSERT_STR_EQ(fake_string_of(out[1]), tmp_path("n0_00001_.png"));
+  fake_release(out[0]);
+  fake_release(out[1]);
+  ASSERT_OK(save(&r, img, "n%batch_num%", out));
+  ASSERT_STR_EQ(fake_string_of(out[1]), tmp_path("n0_00002_.png"));
+  fake_release(out[0]);
+  fake_release(out[1]);
+  ASSERT_EQ(count_entries(weft_test_tmpdir(), ""), 2);
+  fake_release(img);
+  ASSERT_EQ(fake_live_values(), 0);
+}
