@@ -1,0 +1,136 @@
+/* sd.h - Stable Diffusion 1.x/2.x model code: checkpoint sources and key
+ * translation, architecture configs, and the CLIP text encoder, UNet and VAE
+ * forward passes over a kernel backend (kernels/backend.h).  Internal to
+ * the sd plugin and its tests. */
+#ifndef WEFT_SD_H
+#define WEFT_SD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+#include "weft/plugin.h"
+
+#define SD_ERRLEN 1024
+
+/* ---- weight sources ------------------------------------------------------ */
+
+/* One safetensors file, seen through callbacks so that the plugin (host
+ * weights service) and the tests (the reader directly) share this code. */
+typedef struct sd_file {
+  void *handle;
+  int (*get)(void *handle, const char *key, weft_tensor *view);
+  const char *(*meta)(void *handle, const char *key);
+  int32_t (*count)(void *handle);
+  const char *(*key_at)(void *handle, int32_t i);
+  const char *path; /* for messages */
+} sd_file;
+
+typedef enum sd_layout {
+  SD_LAYOUT_LDM,      /* one file: model.diffusion_model.*, first_stage_model.*,
+                         cond_stage_model.transformer.* */
+  SD_LAYOUT_DIFFUSERS /* a folder: unet/, vae/, text_encoder/ */
+} sd_layout;
+
+typedef enum sd_part { SD_UNET = 0, SD_VAE, SD_CLIP, SD_PARTS } sd_part;
+
+typedef struct sd_unet_cfg {
+  int in_channels, out_channels;
+  int n_levels;
+  int channels[8];        /* block_out_channels */
+  bool attn[8];           /* level i of the down path has cross-attention */
+  bool up_attn[8];        /* up block i (deepest first) has cross-attention */
+  int layers_per_block;
+  int transformer_depth;
+  int heads[8];           /* attention heads per level (0: use head_dim) */
+  int head_dim;           /* SD2 style: channels / head_dim heads */
+  int context_dim;
+  int norm_groups;
+  float norm_eps;
+  bool linear_proj;       /* use_linear_projection (SD2) */
+  bool mid_attn;
+} sd_unet_cfg;
+
+typedef struct sd_vae_cfg {
+  int in_channels, out_channels, latent_channels;
+  int n_levels;
+  int channels[8];
+  int layers_per_block;
+  int norm_groups;
+  float scaling_factor;
+  bool quant_conv, post_quant_conv;
+} sd_vae_cfg;
+
+typedef struct sd_clip_cfg {
+  int vocab, max_pos, hidden, layers, heads, intermediate;
+  float eps;
+  bool quick_gelu;
+  int eos_token; /* pooled output: the first EOS (or the argmax id) */
+} sd_clip_cfg;
+
+typedef struct sd_ckpt {
+  sd_layout layout;
+  sd_file files[SD_PARTS]; /* LDM: the same file three times */
+  bool has[SD_PARTS];
+  sd_unet_cfg unet;
+  sd_vae_cfg vae;
+  sd_clip_cfg clip;
+  char clip_prefix[64];   /* where text_model.* lives in its file */
+  char err[SD_ERRLEN];
+} sd_ckpt;
+
+/* Reads configs: JSON from config_json[part] (a diffusers config.json
+ * text, or NULL) or the single file's "weft.config" metadata, with anything
+ * missing derived from tensor shapes and the family's conventions.  The
+ * files must be set; returns 0 or a WEFT_E* code with ck->err set. */
+int sd_ckpt_configure(sd_ckpt *ck, const char *const config_json[SD_PARTS]);
+
+/* Fetches a weight by its diffusers name (translated for LDM files) as
+ * float32: *out is malloc'd (caller frees).  numel, when > 0, must match.
+ * Returns 0, or WEFT_ENOENT / WEFT_EFORMAT with ck->err naming the key. */
+int sd_weight(sd_ckpt *ck, sd_part part, const char *name, int64_t numel,
+              float **out);
+/* The LDM name of a diffusers name ("" when it has none). */
+void sd_ldm_name(const sd_ckpt *ck, sd_part part, const char *name, char *out,
+                 size_t len);
+
+/* ---- models ------------------------------------------------------------- */
+
+typedef struct sd_clip sd_clip;
+typedef struct sd_unet sd_unet;
+typedef struct sd_vae sd_vae;
+
+int sd_clip_load(sd_ckpt *ck, sd_clip **out);
+void sd_clip_free(sd_clip *m);
+const sd_clip_cfg *sd_clip_config(const sd_clip *m);
+/* ids [batch, 77] -> hidden [batch, 77, hidden] after `layer` layers
+ * (layer <= 0 counts from the end: 0 or -1 = all layers, -2 = penultimate)
+ * with the final layer norm applied (as ComfyUI does for clip skip);
+ * pooled [batch, hidden] (may be NULL): the returned state at the first
+ * EOS token (transformers' pooled output when all layers run). */
+int sd_clip_forward(sd_clip *m, weft_backend *be, const int32_t *ids,
+                    int64_t batch, int layer, float *hidden, float *pooled);
+
+int sd_unet_load(sd_ckpt *ck, sd_unet **out);
+void sd_unet_free(sd_unet *m);
+const sd_unet_cfg *sd_unet_config(const sd_unet *m);
+/* x [b, in, h, w], t [b] timesteps, ctx [b, ctx_len, context_dim] ->
+ * out [b, out, h, w].  h and w must be multiples of 2^(levels-1). */
+int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
+                    int64_t h, int64_t w, const float *t, const float *ctx,
+                    int64_t ctx_len, float *out);
+
+int sd_vae_load(sd_ckpt *ck, sd_vae **out);
+void sd_vae_free(sd_vae *m);
+const sd_vae_cfg *sd_vae_config(const sd_vae *m);
+/* image [b, 3, h, w] in [-1, 1] -> moments [b, 2*latent, h/f, w/f] (mean
+ * then logvar, after quant_conv). */
+int sd_vae_encode(sd_vae *m, weft_backend *be, const float *image, int64_t b,
+                  int64_t h, int64_t w, float *moments);
+/* latent [b, latent, h, w] (unscaled) -> image [b, 3, h*f, w*f] */
+int sd_vae_decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
+                  int64_t h, int64_t w, float *image);
+int sd_vae_factor(const sd_vae *m); /* 2^(levels-1) */
+
+#endif

@@ -1,0 +1,263 @@
+/* sd_layers.c - loading and running the layers the SD models are made of,
+ * following diffusers' modules (ResnetBlock2D, Attention). */
+#include "sd_layers.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int w(sd_ckpt *ck, sd_part p, const char *prefix, const char *leaf,
+             int64_t n, float **out) {
+  char name[512];
+  snprintf(name, sizeof name, "%s%s", prefix, leaf);
+  return sd_weight(ck, p, name, n, out);
+}
+
+int sd_load_linear(sd_ckpt *ck, sd_part p, const char *name, int64_t in,
+                   int64_t out, bool bias, sd_linear *l) {
+  memset(l, 0, sizeof *l);
+  l->in = in;
+  l->out = out;
+  CK(w(ck, p, name, "weight", in * out, &l->w));
+  if (bias) CK(w(ck, p, name, "bias", out, &l->b));
+  return 0;
+}
+
+int sd_load_conv(sd_ckpt *ck, sd_part p, const char *name, int64_t cin,
+                 int64_t cout, int64_t k, int64_t stride, int64_t pad,
+                 sd_conv *c) {
+  memset(c, 0, sizeof *c);
+  *c = (sd_conv){NULL, NULL, cin, cout, k, stride, pad};
+  CK(w(ck, p, name, "weight", cout * cin * k * k, &c->w));
+  CK(w(ck, p, name, "bias", cout, &c->b));
+  return 0;
+}
+
+int sd_load_norm(sd_ckpt *ck, sd_part p, const char *name, int64_t c,
+                 sd_norm *n) {
+  memset(n, 0, sizeof *n);
+  n->c = c;
+  CK(w(ck, p, name, "weight", c, &n->g));
+  CK(w(ck, p, name, "bias", c, &n->b));
+  return 0;
+}
+
+int sd_load_resnet(sd_ckpt *ck, sd_part p, const char *name, int64_t cin,
+                   int64_t cout, int64_t temb_dim, int groups, float eps,
+                   sd_resnet *r) {
+  memset(r, 0, sizeof *r);
+  r->cin = cin;
+  r->cout = cout;
+  r->groups = groups;
+  r->eps = eps;
+  char sub[512];
+#define SUB(s) (snprintf(sub, sizeof sub, "%s%s", name, s), sub)
+  CK(sd_load_norm(ck, p, SUB("norm1."), cin, &r->norm1));
+  CK(sd_load_conv(ck, p, SUB("conv1."), cin, cout, 3, 1, 1, &r->conv1));
+  if (temb_dim > 0)
+    CK(sd_load_linear(ck, p, SUB("time_emb_proj."), temb_dim, cout, true,
+                      &r->temb));
+  CK(sd_load_norm(ck, p, SUB("norm2."), cout, &r->norm2));
+  CK(sd_load_conv(ck, p, SUB("conv2."), cout, cout, 3, 1, 1, &r->conv2));
+  if (cin != cout)
+    CK(sd_load_conv(ck, p, SUB("conv_shortcut."), cin, cout, 1, 1, 0,
+                    &r->shortcut));
+#undef SUB
+  return 0;
+}
+
+int sd_load_attn(sd_ckpt *ck, sd_part p, const char *name, int64_t dim,
+                 int64_t ctx_dim, int heads, bool qkv_bias, sd_attn *a) {
+  memset(a, 0, sizeof *a);
+  a->dim = dim;
+  a->ctx_dim = ctx_dim;
+  a->heads = heads;
+  char sub[512];
+#define SUB(s) (snprintf(sub, sizeof sub, "%s%s", name, s), sub)
+  CK(sd_load_linear(ck, p, SUB("to_q."), dim, dim, qkv_bias, &a->q));
+  CK(sd_load_linear(ck, p, SUB("to_k."), ctx_dim, dim, qkv_bias, &a->k));
+  CK(sd_load_linear(ck, p, SUB("to_v."), ctx_dim, dim, qkv_bias, &a->v));
+  CK(sd_load_linear(ck, p, SUB("to_out.0."), dim, dim, true, &a->out));
+#undef SUB
+  return 0;
+}
+
+void sd_free_linear(sd_linear *l) {
+  free(l->w);
+  free(l->b);
+  l->w = l->b = NULL;
+}
+
+void sd_free_conv(sd_conv *c) {
+  free(c->w);
+  free(c->b);
+  c->w = c->b = NULL;
+}
+
+void sd_free_norm(sd_norm *n) {
+  free(n->g);
+  free(n->b);
+  n->g = n->b = NULL;
+}
+
+void sd_free_resnet(sd_resnet *r) {
+  sd_free_norm(&r->norm1);
+  sd_free_norm(&r->norm2);
+  sd_free_conv(&r->conv1);
+  sd_free_conv(&r->conv2);
+  sd_free_conv(&r->shortcut);
+  sd_free_linear(&r->temb);
+}
+
+void sd_free_attn(sd_attn *a) {
+  sd_free_linear(&a->q);
+  sd_free_linear(&a->k);
+  sd_free_linear(&a->v);
+  sd_free_linear(&a->out);
+}
+
+/* ---- running -------------------------------------------------------------- */
+
+float *sd_alloc(weft_backend *be, int64_t n) {
+  return be->iface->buffer_alloc(be, (size_t)(n > 0 ? n : 1) * sizeof(float));
+}
+
+void sd_free(weft_backend *be, float *p) {
+  if (p) be->iface->buffer_free(be, p);
+}
+
+int sd_run_linear(weft_backend *be, const sd_linear *l, const float *x,
+                  int64_t rows, float *y) {
+  return be->iface->linear(be, x, rows, l->in, l->w, l->b, l->out, y);
+}
+
+static int conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
+                int64_t h, int64_t w, int64_t pt, int64_t pl, int64_t pb,
+                int64_t pr, float *y, int64_t *ho, int64_t *wo) {
+  weft_conv2d_args a = {
+      .batch = b, .c_in = c->cin, .h_in = h, .w_in = w, .c_out = c->cout,
+      .k_h = c->k, .k_w = c->k, .stride_h = c->stride, .stride_w = c->stride,
+      .pad_top = pt, .pad_left = pl, .pad_bottom = pb, .pad_right = pr,
+      .x = x, .weight = c->w, .bias = c->b, .y = y};
+  *ho = weft_conv2d_out_size(h, c->k, c->stride, pt, pb);
+  *wo = weft_conv2d_out_size(w, c->k, c->stride, pl, pr);
+  return be->iface->conv2d(be, &a);
+}
+
+int sd_run_conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
+                int64_t h, int64_t w, float *y, int64_t *ho, int64_t *wo) {
+  return conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad, y, ho, wo);
+}
+
+int sd_run_conv_pad_br(weft_backend *be, const sd_conv *c, const float *x,
+                       int64_t b, int64_t h, int64_t w, float *y, int64_t *ho,
+                       int64_t *wo) {
+  return conv(be, c, x, b, h, w, 0, 0, 1, 1, y, ho, wo);
+}
+
+int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
+                  int64_t b, int64_t h, int64_t w, const float *temb_act,
+                  float *y) {
+  int64_t hw = h * w, ho, wo;
+  int rc = 0;
+  float *t1 = sd_alloc(be, b * r->cin * hw);
+  float *t2 = sd_alloc(be, b * r->cout * hw);
+  float *tp = r->temb.w ? sd_alloc(be, b * r->cout) : NULL;
+  if (!t1 || !t2 || (r->temb.w && !tp)) {
+    rc = WEFT_ENOMEM;
+    goto out;
+  }
+  if ((rc = be->iface->group_norm(be, x, t1, b, r->cin, hw, r->groups, r->eps,
+                                  r->norm1.g, r->norm1.b, WEFT_ACT_SILU)) ||
+      (rc = sd_run_conv(be, &r->conv1, t1, b, h, w, t2, &ho, &wo)))
+    goto out;
+  if (tp) {
+    if ((rc = sd_run_linear(be, &r->temb, temb_act, b, tp))) goto out;
+    int64_t as[4] = {b, r->cout, h, w}, bs[4] = {b, r->cout, 1, 1};
+    if ((rc = be->iface->binary(be, WEFT_BIN_ADD, t2, 4, as, tp, 4, bs, t2)))
+      goto out;
+  }
+  /* norm2 + SiLU (+ dropout, an identity at inference) -> conv2 */
+  if ((rc = be->iface->group_norm(be, t2, t2, b, r->cout, hw, r->groups,
+                                  r->eps, r->norm2.g, r->norm2.b,
+                                  WEFT_ACT_SILU)) ||
+      (rc = sd_run_conv(be, &r->conv2, t2, b, h, w, y, &ho, &wo)))
+    goto out;
+  if (r->shortcut.w) {
+    if ((rc = sd_run_conv(be, &r->shortcut, x, b, h, w, t2, &ho, &wo)) ||
+        (rc = be->iface->scale_add(be, y, 1.0f, y, 1.0f, t2,
+                                   b * r->cout * hw)))
+      goto out;
+  } else {
+    rc = be->iface->scale_add(be, y, 1.0f, y, 1.0f, x, b * r->cout * hw);
+  }
+out:
+  sd_free(be, t1);
+  sd_free(be, t2);
+  sd_free(be, tp);
+  return rc;
+}
+
+int sd_run_linear_from_nchw(weft_backend *be, const sd_linear *l,
+                            const float *x, int64_t b, int64_t hw, float *y) {
+  /* y[b] = x[b]^T W^T: A = x[b] stored [in, hw], B = W stored [out, in] */
+  weft_gemm_args g = {.m = hw, .n = l->out, .k = l->in, .trans_a = 1,
+                      .trans_b = 1, .alpha = 1.0f, .beta = 0.0f, .a = x,
+                      .lda = hw, .b = l->w, .ldb = l->in, .c = y,
+                      .ldc = l->out, .batch = b, .stride_a = l->in * hw,
+                      .stride_b = 0, .stride_c = hw * l->out};
+  CK(be->iface->gemm(be, &g));
+  if (!l->b) return 0;
+  int64_t ys[2] = {b * hw, l->out}, bs[1] = {l->out};
+  return be->iface->binary(be, WEFT_BIN_ADD, y, 2, ys, l->b, 1, bs, y);
+}
+
+int sd_run_linear_to_nchw(weft_backend *be, const sd_linear *l,
+                          const float *x, int64_t b, int64_t hw, float *y) {
+  /* y[b] = W x[b]^T: A = W [out, in], B = x[b] stored [hw, in] */
+  weft_gemm_args g = {.m = l->out, .n = hw, .k = l->in, .trans_a = 0,
+                      .trans_b = 1, .alpha = 1.0f, .beta = 0.0f, .a = l->w,
+                      .lda = l->in, .b = x, .ldb = l->in, .c = y, .ldc = hw,
+                      .batch = b, .stride_a = 0, .stride_b = hw * l->in,
+                      .stride_c = l->out * hw};
+  CK(be->iface->gemm(be, &g));
+  if (!l->b) return 0;
+  int64_t ys[3] = {b, l->out, hw}, bs[2] = {l->out, 1};
+  return be->iface->binary(be, WEFT_BIN_ADD, y, 3, ys, l->b, 2, bs, y);
+}
+
+int sd_run_attn(weft_backend *be, const sd_attn *a, const float *x, int64_t b,
+                int64_t lq, const float *ctx, int64_t lk, bool causal,
+                float *y) {
+  const float *kv_in = ctx ? ctx : x;
+  int64_t lkv = ctx ? lk : lq;
+  int64_t d = a->dim / a->heads;
+  float *q = sd_alloc(be, b * lq * a->dim);
+  float *k = sd_alloc(be, b * lkv * a->dim);
+  float *v = sd_alloc(be, b * lkv * a->dim);
+  float *o = sd_alloc(be, b * lq * a->dim);
+  int rc = 0;
+  if (!q || !k || !v || !o) {
+    rc = WEFT_ENOMEM;
+    goto out;
+  }
+  if ((rc = sd_run_linear(be, &a->q, x, b * lq, q)) ||
+      (rc = sd_run_linear(be, &a->k, kv_in, b * lkv, k)) ||
+      (rc = sd_run_linear(be, &a->v, kv_in, b * lkv, v)))
+    goto out;
+  weft_attn_args at = {
+      .batch = b, .heads = a->heads, .lq = lq, .lk = lkv, .d = d, .dv = d,
+      .q = q, .q_s = weft_attn_strides_blhd(a->heads, lq, d),
+      .k = k, .k_s = weft_attn_strides_blhd(a->heads, lkv, d),
+      .v = v, .v_s = weft_attn_strides_blhd(a->heads, lkv, d),
+      .o = o, .o_s = weft_attn_strides_blhd(a->heads, lq, d),
+      .causal = causal};
+  if ((rc = be->iface->attention(be, &at))) goto out;
+  rc = sd_run_linear(be, &a->out, o, b * lq, y);
+out:
+  sd_free(be, q);
+  sd_free(be, k);
+  sd_free(be, v);
+  sd_free(be, o);
+  return rc;
+}

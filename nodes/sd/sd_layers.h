@@ -1,0 +1,100 @@
+/* sd_layers.h - the building blocks the SD models share (linear, conv,
+ * norms, ResNet blocks, attention), holding float32 weights and running
+ * through a kernel backend. */
+#ifndef WEFT_SD_LAYERS_H
+#define WEFT_SD_LAYERS_H
+
+#include "sd.h"
+
+#define CK(expr)                                                               \
+  do {                                                                         \
+    int ck_r_ = (expr);                                                        \
+    if (ck_r_) return ck_r_;                                                   \
+  } while (0)
+
+typedef struct sd_linear {
+  float *w, *b; /* w [out, in], b [out] or NULL */
+  int64_t in, out;
+} sd_linear;
+
+typedef struct sd_conv {
+  float *w, *b;
+  int64_t cin, cout, k, stride, pad;
+} sd_conv;
+
+typedef struct sd_norm {
+  float *g, *b;
+  int64_t c;
+} sd_norm;
+
+typedef struct sd_resnet {
+  sd_norm norm1, norm2;
+  sd_conv conv1, conv2, shortcut; /* shortcut.w NULL when cin == cout */
+  sd_linear temb;                 /* temb.w NULL in the VAE */
+  int64_t cin, cout;
+  int groups;
+  float eps;
+} sd_resnet;
+
+typedef struct sd_attn {
+  sd_linear q, k, v, out;
+  int64_t dim, ctx_dim;
+  int heads;
+} sd_attn;
+
+/* Loading: name is a prefix ("down_blocks.0.resnets.1."); each returns 0
+ * or a WEFT_E* code with ck->err set. */
+int sd_load_linear(sd_ckpt *ck, sd_part p, const char *name, int64_t in,
+                   int64_t out, bool bias, sd_linear *l);
+int sd_load_conv(sd_ckpt *ck, sd_part p, const char *name, int64_t cin,
+                 int64_t cout, int64_t k, int64_t stride, int64_t pad,
+                 sd_conv *c);
+int sd_load_norm(sd_ckpt *ck, sd_part p, const char *name, int64_t c,
+                 sd_norm *n);
+int sd_load_resnet(sd_ckpt *ck, sd_part p, const char *name, int64_t cin,
+                   int64_t cout, int64_t temb_dim, int groups, float eps,
+                   sd_resnet *r);
+/* diffusers' Attention: to_q/to_k/to_v (biased when qkv_bias: the VAE's)
+ * and to_out.0 with bias */
+int sd_load_attn(sd_ckpt *ck, sd_part p, const char *name, int64_t dim,
+                 int64_t ctx_dim, int heads, bool qkv_bias, sd_attn *a);
+
+void sd_free_linear(sd_linear *l);
+void sd_free_conv(sd_conv *c);
+void sd_free_norm(sd_norm *n);
+void sd_free_resnet(sd_resnet *r);
+void sd_free_attn(sd_attn *a);
+
+/* ---- running ---- */
+
+/* Scratch buffers through the backend (plain malloc on the CPU). */
+float *sd_alloc(weft_backend *be, int64_t n);
+void sd_free(weft_backend *be, float *p);
+
+int sd_run_linear(weft_backend *be, const sd_linear *l, const float *x,
+                  int64_t rows, float *y);
+/* x [b, cin, h, w] -> y [b, cout, ho, wo]; ho and wo get the output size */
+int sd_run_conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
+                int64_t h, int64_t w, float *y, int64_t *ho, int64_t *wo);
+/* the VAE encoder's downsampler: F.pad(x, (0,1,0,1)) then stride-2 conv */
+int sd_run_conv_pad_br(weft_backend *be, const sd_conv *c, const float *x,
+                       int64_t b, int64_t h, int64_t w, float *y, int64_t *ho,
+                       int64_t *wo);
+/* y = resnet(x, temb_act): temb_act [b, temb_dim] is silu(temb) or NULL */
+int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
+                  int64_t b, int64_t h, int64_t w, const float *temb_act,
+                  float *y);
+/* A linear layer applied per pixel of NCHW images, writing channels-last:
+ * x [b, in, hw] -> y [b, hw, out] (a 1x1 conv fused with the permute). */
+int sd_run_linear_from_nchw(weft_backend *be, const sd_linear *l,
+                            const float *x, int64_t b, int64_t hw, float *y);
+/* The reverse: x [b, hw, in] -> y [b, out, hw]. */
+int sd_run_linear_to_nchw(weft_backend *be, const sd_linear *l,
+                          const float *x, int64_t b, int64_t hw, float *y);
+/* Multi-head attention: x [b, lq, dim] (queries), ctx [b, lk, ctx_dim] or
+ * NULL (self-attention) -> y [b, lq, dim].  causal for CLIP. */
+int sd_run_attn(weft_backend *be, const sd_attn *a, const float *x, int64_t b,
+                int64_t lq, const float *ctx, int64_t lk, bool causal,
+                float *y);
+
+#endif

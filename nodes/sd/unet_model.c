@@ -1,0 +1,431 @@
+/* unet_model.c - diffusers' UNet2DConditionModel for SD1.x/SD2.x: time
+ * embedding, ResNet blocks, spatial transformers with self- and
+ * cross-attention and GEGLU feed-forward, down/up sampling with skips. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sd_layers.h"
+
+typedef struct tblock {
+  sd_norm n1, n2, n3;
+  sd_attn attn1, attn2;
+  sd_linear ff_in, ff_out;
+} tblock;
+
+/* Transformer2DModel; proj_in/out as per-pixel linears (a 1x1 conv is the
+ * same map, so SD1's conv projections and SD2's linear ones share code) */
+typedef struct xformer {
+  sd_norm norm;
+  sd_linear proj_in, proj_out;
+  tblock *blocks;
+  int depth;
+  int64_t c;
+} xformer;
+
+typedef struct level {
+  sd_resnet *res;
+  xformer *attn; /* NULL entries when the level has none */
+  int n;
+  sd_conv sample; /* down: stride-2 conv; up: conv after 2x nearest */
+  bool has_sample;
+  int64_t cout;
+} level;
+
+struct sd_unet {
+  sd_unet_cfg cfg;
+  int64_t c0, temb_dim;
+  sd_linear t1, t2;
+  sd_conv conv_in, conv_out;
+  level down[8], up[8];
+  sd_resnet mid_res[2];
+  xformer mid_attn;
+  bool mid_has_attn;
+  sd_norm out_norm;
+};
+
+const sd_unet_cfg *sd_unet_config(const sd_unet *m) { return &m->cfg; }
+
+static void free_xformer(xformer *x) {
+  sd_free_norm(&x->norm);
+  sd_free_linear(&x->proj_in);
+  sd_free_linear(&x->proj_out);
+  for (int i = 0; x->blocks && i < x->depth; i++) {
+    tblock *b = &x->blocks[i];
+    sd_free_norm(&b->n1), sd_free_norm(&b->n2), sd_free_norm(&b->n3);
+    sd_free_attn(&b->attn1), sd_free_attn(&b->attn2);
+    sd_free_linear(&b->ff_in), sd_free_linear(&b->ff_out);
+  }
+  free(x->blocks);
+  x->blocks = NULL;
+}
+
+static void free_level(level *l) {
+  for (int j = 0; l->res && j < l->n; j++) {
+    sd_free_resnet(&l->res[j]);
+    if (l->attn) free_xformer(&l->attn[j]);
+  }
+  free(l->res);
+  free(l->attn);
+  sd_free_conv(&l->sample);
+}
+
+void sd_unet_free(sd_unet *m) {
+  if (!m) return;
+  sd_free_linear(&m->t1), sd_free_linear(&m->t2);
+  sd_free_conv(&m->conv_in), sd_free_conv(&m->conv_out);
+  for (int i = 0; i < m->cfg.n_levels; i++) {
+    free_level(&m->down[i]);
+    free_level(&m->up[i]);
+  }
+  sd_free_resnet(&m->mid_res[0]), sd_free_resnet(&m->mid_res[1]);
+  free_xformer(&m->mid_attn);
+  sd_free_norm(&m->out_norm);
+  free(m);
+}
+
+static int heads_for(const sd_unet_cfg *c, int level, int64_t ch) {
+  if (c->head_dim > 0) return (int)(ch / c->head_dim);
+  return c->heads[level];
+}
+
+static int load_xformer(sd_ckpt *ck, const char *pre, int64_t c, int heads,
+                        int depth, int64_t ctx_dim, xformer *x) {
+  char n[512];
+  memset(x, 0, sizeof *x);
+  x->c = c;
+  x->depth = depth;
+  snprintf(n, sizeof n, "%snorm.", pre);
+  CK(sd_load_norm(ck, SD_UNET, n, c, &x->norm));
+  snprintf(n, sizeof n, "%sproj_in.", pre);
+  CK(sd_load_linear(ck, SD_UNET, n, c, c, true, &x->proj_in));
+  snprintf(n, sizeof n, "%sproj_out.", pre);
+  CK(sd_load_linear(ck, SD_UNET, n, c, c, true, &x->proj_out));
+  x->blocks = calloc((size_t)depth, sizeof *x->blocks);
+  if (!x->blocks) return WEFT_ENOMEM;
+  for (int d = 0; d < depth; d++) {
+    tblock *b = &x->blocks[d];
+    char p[400];
+    snprintf(p, sizeof p, "%stransformer_blocks.%d.", pre, d);
+#define SUB(s) (snprintf(n, sizeof n, "%s%s", p, s), n)
+    CK(sd_load_norm(ck, SD_UNET, SUB("norm1."), c, &b->n1));
+    CK(sd_load_attn(ck, SD_UNET, SUB("attn1."), c, c, heads, false,
+                    &b->attn1));
+    CK(sd_load_norm(ck, SD_UNET, SUB("norm2."), c, &b->n2));
+    CK(sd_load_attn(ck, SD_UNET, SUB("attn2."), c, ctx_dim, heads, false,
+                    &b->attn2));
+    CK(sd_load_norm(ck, SD_UNET, SUB("norm3."), c, &b->n3));
+    CK(sd_load_linear(ck, SD_UNET, SUB("ff.net.0.proj."), c, 8 * c, true,
+                      &b->ff_in));
+    CK(sd_load_linear(ck, SD_UNET, SUB("ff.net.2."), 4 * c, c, true,
+                      &b->ff_out));
+#undef SUB
+  }
+  return 0;
+}
+
+static int load_all(sd_ckpt *ck, sd_unet *m) {
+  const sd_unet_cfg *c = &m->cfg;
+  const int n = c->n_levels, L = c->layers_per_block;
+  const float eps = c->norm_eps;
+  const int g = c->norm_groups;
+  char p[256];
+  m->c0 = c->channels[0];
+  m->temb_dim = 4 * m->c0;
+  CK(sd_load_linear(ck, SD_UNET, "time_embedding.linear_1.", m->c0,
+                    m->temb_dim, true, &m->t1));
+  CK(sd_load_linear(ck, SD_UNET, "time_embedding.linear_2.", m->temb_dim,
+                    m->temb_dim, true, &m->t2));
+  CK(sd_load_conv(ck, SD_UNET, "conv_in.", c->in_channels, m->c0, 3, 1, 1,
+                  &m->conv_in));
+  int64_t ch = m->c0;
+  for (int i = 0; i < n; i++) {
+    level *lv = &m->down[i];
+    lv->n = L;
+    lv->cout = c->channels[i];
+    lv->res = calloc((size_t)L, sizeof *lv->res);
+    lv->attn = c->attn[i] ? calloc((size_t)L, sizeof *lv->attn) : NULL;
+    if (!lv->res || (c->attn[i] && !lv->attn)) return WEFT_ENOMEM;
+    for (int j = 0; j < L; j++) {
+      snprintf(p, sizeof p, "down_blocks.%d.resnets.%d.", i, j);
+      CK(sd_load_resnet(ck, SD_UNET, p, ch, lv->cout, m->temb_dim, g, eps,
+                        &lv->res[j]));
+      ch = lv->cout;
+      if (lv->attn) {
+        snprintf(p, sizeof p, "down_blocks.%d.attentions.%d.", i, j);
+        CK(load_xformer(ck, p, ch, heads_for(c, i, ch), c->transformer_depth,
+                        c->context_dim, &lv->attn[j]));
+      }
+    }
+    if (i < n - 1) {
+      snprintf(p, sizeof p, "down_blocks.%d.downsamplers.0.conv.", i);
+      CK(sd_load_conv(ck, SD_UNET, p, ch, ch, 3, 2, 1, &lv->sample));
+      lv->has_sample = true;
+    }
+  }
+  int mid_heads = heads_for(c, n - 1, ch);
+  CK(sd_load_resnet(ck, SD_UNET, "mid_block.resnets.0.", ch, ch, m->temb_dim,
+                    g, eps, &m->mid_res[0]));
+  m->mid_has_attn = c->mid_attn;
+  if (c->mid_attn)
+    CK(load_xformer(ck, "mid_block.attentions.0.", ch, mid_heads,
+                    c->transformer_depth, c->context_dim, &m->mid_attn));
+  CK(sd_load_resnet(ck, SD_UNET, "mid_block.resnets.1.", ch, ch, m->temb_dim,
+                    g, eps, &m->mid_res[1]));
+  /* up block i mirrors level n-1-i; its resnets take the running channels
+   * plus the skip popped from the down path */
+  int64_t skips[64];
+  int ns = 0;
+  skips[ns++] = m->c0;
+  for (int i = 0; i < n; i++) {
+    for (int j = 0; j < L; j++) skips[ns++] = c->channels[i];
+    if (i < n - 1) skips[ns++] = c->channels[i];
+  }
+  for (int i = 0; i < n; i++) {
+    level *lv = &m->up[i];
+    int lvl = n - 1 - i;
+    lv->n = L + 1;
+    lv->cout = c->channels[lvl];
+    lv->res = calloc((size_t)(L + 1), sizeof *lv->res);
+    lv->attn = c->up_attn[i] ? calloc((size_t)(L + 1), sizeof *lv->attn) : NULL;
+    if (!lv->res || (c->up_attn[i] && !lv->attn)) return WEFT_ENOMEM;
+    for (int j = 0; j <= L; j++) {
+      int64_t skip = skips[--ns];
+      snprintf(p, sizeof p, "up_blocks.%d.resnets.%d.", i, j);
+      CK(sd_load_resnet(ck, SD_UNET, p, ch + skip, lv->cout, m->temb_dim, g,
+                        eps, &lv->res[j]));
+      ch = lv->cout;
+      if (lv->attn) {
+        snprintf(p, sizeof p, "up_blocks.%d.attentions.%d.", i, j);
+        CK(load_xformer(ck, p, ch, heads_for(c, lvl, ch),
+                        c->transformer_depth, c->context_dim, &lv->attn[j]));
+      }
+    }
+    if (i < n - 1) {
+      snprintf(p, sizeof p, "up_blocks.%d.upsamplers.0.conv.", i);
+      CK(sd_load_conv(ck, SD_UNET, p, ch, ch, 3, 1, 1, &lv->sample));
+      lv->has_sample = true;
+    }
+  }
+  CK(sd_load_norm(ck, SD_UNET, "conv_norm_out.", ch, &m->out_norm));
+  CK(sd_load_conv(ck, SD_UNET, "conv_out.", ch, c->out_channels, 3, 1, 1,
+                  &m->conv_out));
+  return 0;
+}
+
+int sd_unet_load(sd_ckpt *ck, sd_unet **out) {
+  *out = NULL;
+  sd_unet *m = calloc(1, sizeof *m);
+  if (!m) return WEFT_ENOMEM;
+  m->cfg = ck->unet;
+  int r = load_all(ck, m);
+  if (r) {
+    sd_unet_free(m);
+    return r;
+  }
+  *out = m;
+  return 0;
+}
+
+/* ---- forward -------------------------------------------------------------- */
+
+static int run_tblock(weft_backend *be, const tblock *b, float *h, int64_t bs,
+                      int64_t l, const float *ctx, int64_t lk, float *t,
+                      float *u) {
+  const int64_t c = b->n1.c, rows = bs * l;
+  const float eps = 1e-5f;
+  CK(be->iface->layer_norm(be, h, t, rows, c, eps, b->n1.g, b->n1.b));
+  CK(sd_run_attn(be, &b->attn1, t, bs, l, NULL, 0, false, t));
+  CK(be->iface->scale_add(be, h, 1.0f, h, 1.0f, t, rows * c));
+  CK(be->iface->layer_norm(be, h, t, rows, c, eps, b->n2.g, b->n2.b));
+  CK(sd_run_attn(be, &b->attn2, t, bs, l, ctx, lk, false, t));
+  CK(be->iface->scale_add(be, h, 1.0f, h, 1.0f, t, rows * c));
+  CK(be->iface->layer_norm(be, h, t, rows, c, eps, b->n3.g, b->n3.b));
+  CK(sd_run_linear(be, &b->ff_in, t, rows, u));
+  CK(be->iface->gated_act(be, WEFT_ACT_GELU_ERF, u, u, rows, 4 * c));
+  CK(sd_run_linear(be, &b->ff_out, u, rows, t));
+  return be->iface->scale_add(be, h, 1.0f, h, 1.0f, t, rows * c);
+}
+
+/* x [bs, c, hw] -> y [bs, c, hw] = x + transformer(x) */
+static int run_xformer(weft_backend *be, const xformer *x, int groups,
+                       const float *in, int64_t bs, int64_t hw,
+                       const float *ctx, int64_t lk, float *y) {
+  const int64_t c = x->c;
+  float *n = sd_alloc(be, bs * c * hw), *h = sd_alloc(be, bs * hw * c);
+  float *t = sd_alloc(be, bs * hw * c), *u = sd_alloc(be, bs * hw * 8 * c);
+  int rc = 0;
+  if (!n || !h || !t || !u) {
+    rc = WEFT_ENOMEM;
+    goto out;
+  }
+  if ((rc = be->iface->group_norm(be, in, n, bs, c, hw, groups, 1e-6f,
+                                  x->norm.g, x->norm.b, WEFT_ACT_NONE)) ||
+      (rc = sd_run_linear_from_nchw(be, &x->proj_in, n, bs, hw, h)))
+    goto out;
+  for (int d = 0; d < x->depth; d++)
+    if ((rc = run_tblock(be, &x->blocks[d], h, bs, hw, ctx, lk, t, u)))
+      goto out;
+  /* y may be in: project into n, then add the residual elementwise */
+  if ((rc = sd_run_linear_to_nchw(be, &x->proj_out, h, bs, hw, n)) ||
+      (rc = be->iface->scale_add(be, y, 1.0f, n, 1.0f, in, bs * c * hw)))
+    goto out;
+out:
+  sd_free(be, n), sd_free(be, h), sd_free(be, t), sd_free(be, u);
+  return rc;
+}
+
+typedef struct fmap {
+  float *d;
+  int64_t c, h, w;
+} fmap;
+
+int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
+                    int64_t h, int64_t w, const float *t, const float *ctx,
+                    int64_t ctx_len, float *out) {
+  const sd_unet_cfg *c = &m->cfg;
+  const int n = c->n_levels, L = c->layers_per_block;
+  const int64_t f = (int64_t)1 << (n - 1);
+  if (h % f || w % f) return WEFT_EINVAL;
+  int rc = 0;
+  fmap stack[64];
+  int ns = 0;
+  float *temb = sd_alloc(be, b * m->temb_dim);
+  float *tmp = sd_alloc(be, b * m->temb_dim);
+  float *cur = NULL;
+  int64_t ch = m->c0, hh = h, ww = w, ho, wo;
+  if (!temb || !tmp) {
+    rc = WEFT_ENOMEM;
+    goto out;
+  }
+  /* time embedding; every resnet applies SiLU to it first, so do it once */
+  if ((rc = be->iface->timestep_embedding(be, t, b, m->c0, 1, 0.0f, 1.0f,
+                                          10000.0f, tmp)) ||
+      (rc = sd_run_linear(be, &m->t1, tmp, b, temb)) ||
+      (rc = be->iface->act(be, WEFT_ACT_SILU, temb, temb, b * m->temb_dim)) ||
+      (rc = sd_run_linear(be, &m->t2, temb, b, tmp)) ||
+      (rc = be->iface->act(be, WEFT_ACT_SILU, tmp, temb, b * m->temb_dim)))
+    goto out;
+#define NEWMAP(C, H, W)                                                        \
+  (stack[ns] = (fmap){sd_alloc(be, b * (C) * (H) * (W)), (C), (H), (W)},       \
+   stack[ns].d ? stack[ns++].d : NULL)
+  /* conv_in */
+  if (!(cur = NEWMAP(ch, hh, ww))) {
+    rc = WEFT_ENOMEM;
+    goto out;
+  }
+  if ((rc = sd_run_conv(be, &m->conv_in, x, b, hh, ww, cur, &ho, &wo)))
+    goto out;
+  for (int i = 0; i < n; i++) {
+    const level *lv = &m->down[i];
+    for (int j = 0; j < L; j++) {
+      float *nx = NEWMAP(lv->cout, hh, ww);
+      if (!nx) {
+        rc = WEFT_ENOMEM;
+        goto out;
+      }
+      if ((rc = sd_run_resnet(be, &lv->res[j], cur, b, hh, ww, temb, nx)))
+        goto out;
+      if (lv->attn &&
+          (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b, hh * ww,
+                            ctx, ctx_len, nx)))
+        goto out;
+      cur = nx;
+      ch = lv->cout;
+    }
+    if (lv->has_sample) {
+      int64_t h2 = (hh + 1) / 2, w2 = (ww + 1) / 2;
+      float *nx = NEWMAP(ch, h2, w2);
+      if (!nx) {
+        rc = WEFT_ENOMEM;
+        goto out;
+      }
+      if ((rc = sd_run_conv(be, &lv->sample, cur, b, hh, ww, nx, &ho, &wo)))
+        goto out;
+      cur = nx, hh = ho, ww = wo;
+    }
+  }
+  /* middle: the stack keeps every skip; cur is its top */
+  {
+    float *a = sd_alloc(be, b * ch * hh * ww), *bb = sd_alloc(be, b * ch * hh * ww);
+    if (!a || !bb) {
+      sd_free(be, a), sd_free(be, bb);
+      rc = WEFT_ENOMEM;
+      goto out;
+    }
+    if ((rc = sd_run_resnet(be, &m->mid_res[0], cur, b, hh, ww, temb, a)) ||
+        (m->mid_has_attn &&
+         (rc = run_xformer(be, &m->mid_attn, c->norm_groups, a, b, hh * ww, ctx,
+                           ctx_len, a))) ||
+        (rc = sd_run_resnet(be, &m->mid_res[1], a, b, hh, ww, temb, bb))) {
+      sd_free(be, a), sd_free(be, bb);
+      goto out;
+    }
+    sd_free(be, a);
+    cur = bb;
+  }
+  /* up path: cur is owned here (not on the stack) */
+  for (int i = 0; i < n; i++) {
+    const level *lv = &m->up[i];
+    for (int j = 0; j <= L; j++) {
+      fmap sk = stack[--ns];
+      int64_t cc = ch + sk.c;
+      float *cat = sd_alloc(be, b * cc * hh * ww);
+      float *nx = cat ? sd_alloc(be, b * lv->cout * hh * ww) : NULL;
+      if (!nx) {
+        sd_free(be, cat), sd_free(be, sk.d), sd_free(be, cur);
+        cur = NULL;
+        rc = WEFT_ENOMEM;
+        goto out;
+      }
+      int64_t s1[4] = {b, ch, hh, ww}, s2[4] = {b, sk.c, hh, ww};
+      const float *xs[2] = {cur, sk.d};
+      const int64_t *shapes[2] = {s1, s2};
+      rc = be->iface->concat(be, 2, xs, 4, shapes, 1, cat);
+      sd_free(be, sk.d), sd_free(be, cur);
+      cur = nx;
+      if (!rc) rc = sd_run_resnet(be, &lv->res[j], cat, b, hh, ww, temb, nx);
+      sd_free(be, cat);
+      if (rc) goto out_up;
+      ch = lv->cout;
+      if (lv->attn &&
+          (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b, hh * ww,
+                            ctx, ctx_len, nx)))
+        goto out_up;
+    }
+    if (lv->has_sample) {
+      float *u = sd_alloc(be, b * ch * 4 * hh * ww);
+      float *nx = u ? sd_alloc(be, b * ch * 4 * hh * ww) : NULL;
+      if (!nx) {
+        sd_free(be, u);
+        rc = WEFT_ENOMEM;
+        goto out_up;
+      }
+      rc = be->iface->upsample_nearest2x(be, cur, u, b * ch, hh, ww);
+      hh *= 2, ww *= 2;
+      if (!rc) rc = sd_run_conv(be, &lv->sample, u, b, hh, ww, nx, &ho, &wo);
+      sd_free(be, u), sd_free(be, cur);
+      cur = nx;
+      if (rc) goto out_up;
+    }
+  }
+  {
+    float *nrm = sd_alloc(be, b * ch * hh * ww);
+    if (!nrm) {
+      rc = WEFT_ENOMEM;
+      goto out_up;
+    }
+    rc = be->iface->group_norm(be, cur, nrm, b, ch, hh * ww, c->norm_groups,
+                               c->norm_eps, m->out_norm.g, m->out_norm.b,
+                               WEFT_ACT_SILU);
+    if (!rc) rc = sd_run_conv(be, &m->conv_out, nrm, b, hh, ww, out, &ho, &wo);
+    sd_free(be, nrm);
+  }
+out_up:
+  sd_free(be, cur);
+out:
+  while (ns > 0) sd_free(be, stack[--ns].d);
+  sd_free(be, temb), sd_free(be, tmp);
+  return rc;
+#undef NEWMAP
+}

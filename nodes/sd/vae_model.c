@@ -1,0 +1,313 @@
+/* vae_model.c - diffusers' AutoencoderKL (the SD VAE): encoder to the
+ * posterior's moments, decoder from a latent, with single-head attention in
+ * the middle blocks. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sd_layers.h"
+
+typedef struct vlevel {
+  sd_resnet *res;
+  int n;
+  sd_conv sample;
+  bool has_sample;
+  int64_t cout;
+} vlevel;
+
+typedef struct vmid {
+  sd_resnet res[2];
+  sd_norm norm;
+  sd_attn attn;
+} vmid;
+
+typedef struct vside {
+  sd_conv conv_in, conv_out;
+  vlevel lv[8];
+  vmid mid;
+  sd_norm norm_out;
+} vside;
+
+struct sd_vae {
+  sd_vae_cfg cfg;
+  vside enc, dec;
+  sd_conv quant, post_quant;
+};
+
+static const float EPS = 1e-6f;
+
+const sd_vae_cfg *sd_vae_config(const sd_vae *m) { return &m->cfg; }
+int sd_vae_factor(const sd_vae *m) { return 1 << (m->cfg.n_levels - 1); }
+
+static void free_side(vside *s, int n) {
+  sd_free_conv(&s->conv_in), sd_free_conv(&s->conv_out);
+  for (int i = 0; i < n; i++) {
+    for (int j = 0; s->lv[i].res && j < s->lv[i].n; j++)
+      sd_free_resnet(&s->lv[i].res[j]);
+    free(s->lv[i].res);
+    sd_free_conv(&s->lv[i].sample);
+  }
+  sd_free_resnet(&s->mid.res[0]), sd_free_resnet(&s->mid.res[1]);
+  sd_free_norm(&s->mid.norm);
+  sd_free_attn(&s->mid.attn);
+  sd_free_norm(&s->norm_out);
+}
+
+void sd_vae_free(sd_vae *m) {
+  if (!m) return;
+  free_side(&m->enc, m->cfg.n_levels);
+  free_side(&m->dec, m->cfg.n_levels);
+  sd_free_conv(&m->quant), sd_free_conv(&m->post_quant);
+  free(m);
+}
+
+static int load_mid(sd_ckpt *ck, const char *side, int64_t ch, int groups,
+                    vmid *mid) {
+  char p[256];
+  snprintf(p, sizeof p, "%s.mid_block.resnets.0.", side);
+  CK(sd_load_resnet(ck, SD_VAE, p, ch, ch, 0, groups, EPS, &mid->res[0]));
+  snprintf(p, sizeof p, "%s.mid_block.attentions.0.group_norm.", side);
+  CK(sd_load_norm(ck, SD_VAE, p, ch, &mid->norm));
+  snprintf(p, sizeof p, "%s.mid_block.attentions.0.", side);
+  CK(sd_load_attn(ck, SD_VAE, p, ch, ch, 1, true, &mid->attn));
+  snprintf(p, sizeof p, "%s.mid_block.resnets.1.", side);
+  return sd_load_resnet(ck, SD_VAE, p, ch, ch, 0, groups, EPS, &mid->res[1]);
+}
+
+static int load_all(sd_ckpt *ck, sd_vae *m) {
+  const sd_vae_cfg *c = &m->cfg;
+  const int n = c->n_levels, L = c->layers_per_block, g = c->norm_groups;
+  const int64_t lat = c->latent_channels;
+  char p[256];
+  /* encoder */
+  int64_t ch = c->channels[0];
+  CK(sd_load_conv(ck, SD_VAE, "encoder.conv_in.", c->in_channels, ch, 3, 1, 1,
+                  &m->enc.conv_in));
+  for (int i = 0; i < n; i++) {
+    vlevel *lv = &m->enc.lv[i];
+    lv->n = L;
+    lv->cout = c->channels[i];
+    if (!(lv->res = calloc((size_t)L, sizeof *lv->res))) return WEFT_ENOMEM;
+    for (int j = 0; j < L; j++) {
+      snprintf(p, sizeof p, "encoder.down_blocks.%d.resnets.%d.", i, j);
+      CK(sd_load_resnet(ck, SD_VAE, p, ch, lv->cout, 0, g, EPS, &lv->res[j]));
+      ch = lv->cout;
+    }
+    if (i < n - 1) {
+      snprintf(p, sizeof p, "encoder.down_blocks.%d.downsamplers.0.conv.", i);
+      CK(sd_load_conv(ck, SD_VAE, p, ch, ch, 3, 2, 0, &lv->sample));
+      lv->has_sample = true;
+    }
+  }
+  CK(load_mid(ck, "encoder", ch, g, &m->enc.mid));
+  CK(sd_load_norm(ck, SD_VAE, "encoder.conv_norm_out.", ch, &m->enc.norm_out));
+  CK(sd_load_conv(ck, SD_VAE, "encoder.conv_out.", ch, 2 * lat, 3, 1, 1,
+                  &m->enc.conv_out));
+  if (c->quant_conv)
+    CK(sd_load_conv(ck, SD_VAE, "quant_conv.", 2 * lat, 2 * lat, 1, 1, 0,
+                    &m->quant));
+  /* decoder */
+  if (c->post_quant_conv)
+    CK(sd_load_conv(ck, SD_VAE, "post_quant_conv.", lat, lat, 1, 1, 0,
+                    &m->post_quant));
+  ch = c->channels[n - 1];
+  CK(sd_load_conv(ck, SD_VAE, "decoder.conv_in.", lat, ch, 3, 1, 1,
+                  &m->dec.conv_in));
+  CK(load_mid(ck, "decoder", ch, g, &m->dec.mid));
+  for (int i = 0; i < n; i++) {
+    vlevel *lv = &m->dec.lv[i];
+    lv->n = L + 1;
+    lv->cout = c->channels[n - 1 - i];
+    if (!(lv->res = calloc((size_t)(L + 1), sizeof *lv->res)))
+      return WEFT_ENOMEM;
+    for (int j = 0; j <= L; j++) {
+      snprintf(p, sizeof p, "decoder.up_blocks.%d.resnets.%d.", i, j);
+      CK(sd_load_resnet(ck, SD_VAE, p, ch, lv->cout, 0, g, EPS, &lv->res[j]));
+      ch = lv->cout;
+    }
+    if (i < n - 1) {
+      snprintf(p, sizeof p, "decoder.up_blocks.%d.upsamplers.0.conv.", i);
+      CK(sd_load_conv(ck, SD_VAE, p, ch, ch, 3, 1, 1, &lv->sample));
+      lv->has_sample = true;
+    }
+  }
+  CK(sd_load_norm(ck, SD_VAE, "decoder.conv_norm_out.", ch, &m->dec.norm_out));
+  return sd_load_conv(ck, SD_VAE, "decoder.conv_out.", ch, c->out_channels, 3,
+                      1, 1, &m->dec.conv_out);
+}
+
+int sd_vae_load(sd_ckpt *ck, sd_vae **out) {
+  *out = NULL;
+  sd_vae *m = calloc(1, sizeof *m);
+  if (!m) return WEFT_ENOMEM;
+  m->cfg = ck->vae;
+  int r = load_all(ck, m);
+  if (r) {
+    sd_vae_free(m);
+    return r;
+  }
+  *out = m;
+  return 0;
+}
+
+/* ---- forward -------------------------------------------------------------- */
+
+/* x <- x + attn(group_norm(x)), one head over the h*w pixels */
+static int run_mid_attn(weft_backend *be, const vmid *mid, int groups,
+                        float *x, int64_t b, int64_t ch, int64_t hw) {
+  float *n = sd_alloc(be, b * ch * hw), *t = sd_alloc(be, b * hw * ch);
+  int rc = 0;
+  if (!n || !t) {
+    rc = WEFT_ENOMEM;
+    goto out;
+  }
+  const sd_attn *a = &mid->attn;
+  float *q = NULL, *k = NULL, *v = NULL;
+  if ((rc = be->iface->group_norm(be, x, n, b, ch, hw, groups, EPS,
+                                  mid->norm.g, mid->norm.b, WEFT_ACT_NONE)))
+    goto out;
+  q = sd_alloc(be, b * hw * ch), k = sd_alloc(be, b * hw * ch);
+  v = sd_alloc(be, b * hw * ch);
+  if (!q || !k || !v) {
+    rc = WEFT_ENOMEM;
+  } else if (!(rc = sd_run_linear_from_nchw(be, &a->q, n, b, hw, q)) &&
+             !(rc = sd_run_linear_from_nchw(be, &a->k, n, b, hw, k)) &&
+             !(rc = sd_run_linear_from_nchw(be, &a->v, n, b, hw, v))) {
+    weft_attn_args at = {
+        .batch = b, .heads = 1, .lq = hw, .lk = hw, .d = ch, .dv = ch,
+        .q = q, .q_s = weft_attn_strides_bhld(1, hw, ch),
+        .k = k, .k_s = weft_attn_strides_bhld(1, hw, ch),
+        .v = v, .v_s = weft_attn_strides_bhld(1, hw, ch),
+        .o = t, .o_s = weft_attn_strides_bhld(1, hw, ch)};
+    if (!(rc = be->iface->attention(be, &at)) &&
+        !(rc = sd_run_linear_to_nchw(be, &a->out, t, b, hw, n)))
+      rc = be->iface->scale_add(be, x, 1.0f, x, 1.0f, n, b * ch * hw);
+  }
+  sd_free(be, q), sd_free(be, k), sd_free(be, v);
+out:
+  sd_free(be, n), sd_free(be, t);
+  return rc;
+}
+
+/* cur (owned) through resnets -> returns the new owned buffer in *cur */
+static int run_resnets(weft_backend *be, const vlevel *lv, float **cur,
+                       int64_t b, int64_t h, int64_t w) {
+  for (int j = 0; j < lv->n; j++) {
+    float *nx = sd_alloc(be, b * lv->cout * h * w);
+    if (!nx) return WEFT_ENOMEM;
+    int rc = sd_run_resnet(be, &lv->res[j], *cur, b, h, w, NULL, nx);
+    sd_free(be, *cur);
+    *cur = nx;
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static int run_mid(weft_backend *be, const vmid *mid, int groups, float **cur,
+                   int64_t b, int64_t ch, int64_t h, int64_t w) {
+  for (int r = 0; r < 2; r++) {
+    float *nx = sd_alloc(be, b * ch * h * w);
+    if (!nx) return WEFT_ENOMEM;
+    int rc = sd_run_resnet(be, &mid->res[r], *cur, b, h, w, NULL, nx);
+    sd_free(be, *cur);
+    *cur = nx;
+    if (rc) return rc;
+    if (r == 0) CK(run_mid_attn(be, mid, groups, *cur, b, ch, h * w));
+  }
+  return 0;
+}
+
+/* norm_out + SiLU + conv_out */
+static int run_out(weft_backend *be, const vside *s, int groups, float *cur,
+                   int64_t b, int64_t ch, int64_t h, int64_t w, float *y) {
+  int64_t ho, wo;
+  CK(be->iface->group_norm(be, cur, cur, b, ch, h * w, groups, EPS,
+                           s->norm_out.g, s->norm_out.b, WEFT_ACT_SILU));
+  return sd_run_conv(be, &s->conv_out, cur, b, h, w, y, &ho, &wo);
+}
+
+int sd_vae_encode(sd_vae *m, weft_backend *be, const float *image, int64_t b,
+                  int64_t h, int64_t w, float *moments) {
+  const sd_vae_cfg *c = &m->cfg;
+  const int n = c->n_levels, g = c->norm_groups;
+  int64_t f = sd_vae_factor(m), ho, wo, ch = c->channels[0];
+  if (h % f || w % f) return WEFT_EINVAL;
+  float *cur = sd_alloc(be, b * ch * h * w);
+  if (!cur) return WEFT_ENOMEM;
+  int rc = sd_run_conv(be, &m->enc.conv_in, image, b, h, w, cur, &ho, &wo);
+  for (int i = 0; i < n && !rc; i++) {
+    const vlevel *lv = &m->enc.lv[i];
+    if ((rc = run_resnets(be, lv, &cur, b, h, w))) break;
+    ch = lv->cout;
+    if (lv->has_sample) {
+      float *nx = sd_alloc(be, b * ch * (h / 2) * (w / 2));
+      if (!nx) {
+        rc = WEFT_ENOMEM;
+        break;
+      }
+      rc = sd_run_conv_pad_br(be, &lv->sample, cur, b, h, w, nx, &ho, &wo);
+      sd_free(be, cur);
+      cur = nx, h = ho, w = wo;
+    }
+  }
+  if (!rc) rc = run_mid(be, &m->enc.mid, g, &cur, b, ch, h, w);
+  int64_t lat2 = 2 * c->latent_channels;
+  float *mo = rc ? NULL : sd_alloc(be, b * lat2 * h * w);
+  if (!rc && !mo) rc = WEFT_ENOMEM;
+  if (!rc) rc = run_out(be, &m->enc, g, cur, b, ch, h, w, c->quant_conv ? mo
+                                                                        : moments);
+  if (!rc && c->quant_conv)
+    rc = sd_run_conv(be, &m->quant, mo, b, h, w, moments, &ho, &wo);
+  sd_free(be, mo);
+  sd_free(be, cur);
+  return rc;
+}
+
+int sd_vae_decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
+                  int64_t h, int64_t w, float *image) {
+  const sd_vae_cfg *c = &m->cfg;
+  const int n = c->n_levels, g = c->norm_groups;
+  const int64_t lat = c->latent_channels;
+  int64_t ho, wo, ch = c->channels[n - 1];
+  float *z = NULL;
+  const float *in = latent;
+  int rc = 0;
+  if (c->post_quant_conv) {
+    if (!(z = sd_alloc(be, b * lat * h * w))) return WEFT_ENOMEM;
+    if ((rc = sd_run_conv(be, &m->post_quant, latent, b, h, w, z, &ho, &wo))) {
+      sd_free(be, z);
+      return rc;
+    }
+    in = z;
+  }
+  float *cur = sd_alloc(be, b * ch * h * w);
+  if (!cur) {
+    sd_free(be, z);
+    return WEFT_ENOMEM;
+  }
+  rc = sd_run_conv(be, &m->dec.conv_in, in, b, h, w, cur, &ho, &wo);
+  sd_free(be, z);
+  if (!rc) rc = run_mid(be, &m->dec.mid, g, &cur, b, ch, h, w);
+  for (int i = 0; i < n && !rc; i++) {
+    const vlevel *lv = &m->dec.lv[i];
+    if ((rc = run_resnets(be, lv, &cur, b, h, w))) break;
+    ch = lv->cout;
+    if (lv->has_sample) {
+      float *u = sd_alloc(be, b * ch * 4 * h * w);
+      float *nx = u ? sd_alloc(be, b * ch * 4 * h * w) : NULL;
+      if (!nx) {
+        sd_free(be, u);
+        rc = WEFT_ENOMEM;
+        break;
+      }
+      rc = be->iface->upsample_nearest2x(be, cur, u, b * ch, h, w);
+      h *= 2, w *= 2;
+      if (!rc) rc = sd_run_conv(be, &lv->sample, u, b, h, w, nx, &ho, &wo);
+      sd_free(be, u), sd_free(be, cur);
+      cur = nx;
+    }
+  }
+  if (!rc) rc = run_out(be, &m->dec, g, cur, b, ch, h, w, image);
+  sd_free(be, cur);
+  return rc;
+}

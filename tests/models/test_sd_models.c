@@ -1,0 +1,152 @@
+/* test_sd_models.c - the CLIP text encoder, UNet and VAE against
+ * transformers/diffusers outputs on the tiny SD1.5 fixture (fp32 compute,
+ * fp16 weights), from both the single-file and the diffusers layout. */
+#include "sd_fixture.h"
+
+/* fp32 compute against fp32 torch with the same (fp16-exact) weights */
+#define TOL 1e-4
+
+static weft_backend *backend(void) {
+  weft_backend *be = weft_backend_cpu_new(2);
+  ASSERT(be != NULL);
+  return be;
+}
+
+static void check_clip(sd_layout layout) {
+  fx_model m;
+  fx_model_open(&m, layout);
+  ASSERT_EQ(m.ck.clip.hidden, 32);
+  ASSERT_EQ(m.ck.clip.layers, 2);
+  sd_clip *clip = NULL;
+  int r = sd_clip_load(&m.ck, &clip);
+  if (r) fprintf(stderr, "%s\n", m.ck.err);
+  ASSERT_OK(r);
+  weft_st_file *io = fx_open("clip_io.safetensors");
+  const weft_st_tensor *ids64 = weft_st_find(io, "input_ids");
+  int64_t batch = ids64->shape[0];
+  int32_t *ids = malloc((size_t)(batch * 77) * sizeof *ids);
+  for (int64_t i = 0; i < batch * 77; i++) {
+    int64_t v;
+    memcpy(&v, (const char *)ids64->data + 8 * i, 8);
+    ids[i] = (int32_t)v;
+  }
+  weft_backend *be = backend();
+  float *hid = malloc((size_t)(batch * 77 * 32) * sizeof *hid);
+  float *pooled = malloc((size_t)(batch * 32) * sizeof *pooled);
+  ASSERT_OK(sd_clip_forward(clip, be, ids, batch, 0, hid, pooled));
+  const weft_st_tensor *want = weft_st_find(io, "last_hidden_state");
+  double d = max_abs_diff(hid, want->data, batch * 77 * 32);
+  fprintf(stderr, "clip last_hidden_state max diff %.3g\n", d);
+  ASSERT(d <= TOL);
+  want = weft_st_find(io, "pooled_output");
+  d = max_abs_diff(pooled, want->data, batch * 32);
+  ASSERT(d <= TOL);
+  ASSERT_OK(sd_clip_forward(clip, be, ids, batch, -2, hid, NULL));
+  want = weft_st_find(io, "clip_skip_2");
+  d = max_abs_diff(hid, want->data, batch * 77 * 32);
+  fprintf(stderr, "clip skip 2 max diff %.3g\n", d);
+  ASSERT(d <= TOL);
+  free(ids), free(hid), free(pooled);
+  weft_backend_free(be);
+  weft_st_close(io);
+  sd_clip_free(clip);
+  fx_model_close(&m);
+}
+
+TEST(clip_matches_transformers_single_file) { check_clip(SD_LAYOUT_LDM); }
+TEST(clip_matches_transformers_diffusers_folder) {
+  check_clip(SD_LAYOUT_DIFFUSERS);
+}
+
+static void check_unet(sd_layout layout) {
+  fx_model m;
+  fx_model_open(&m, layout);
+  ASSERT_EQ(m.ck.unet.n_levels, 2);
+  ASSERT_EQ(m.ck.unet.layers_per_block, 2);
+  ASSERT(m.ck.unet.attn[0] && !m.ck.unet.attn[1]);
+  sd_unet *unet = NULL;
+  int r = sd_unet_load(&m.ck, &unet);
+  if (r) fprintf(stderr, "%s\n", m.ck.err);
+  ASSERT_OK(r);
+  weft_st_file *io = fx_open("unet_io.safetensors");
+  weft_backend *be = backend();
+  const char *cases[] = {"a", "b", "c"};
+  for (int c = 0; c < 3; c++) {
+    char key[64];
+    snprintf(key, sizeof key, "%s/sample", cases[c]);
+    const weft_st_tensor *x = weft_st_find(io, key);
+    snprintf(key, sizeof key, "%s/timestep", cases[c]);
+    const weft_st_tensor *t = weft_st_find(io, key);
+    snprintf(key, sizeof key, "%s/encoder_hidden_states", cases[c]);
+    const weft_st_tensor *ctx = weft_st_find(io, key);
+    snprintf(key, sizeof key, "%s/out", cases[c]);
+    const weft_st_tensor *want = weft_st_find(io, key);
+    ASSERT(x && t && ctx && want);
+    int64_t n = (int64_t)(want->nbytes / 4);
+    float *out = malloc((size_t)n * sizeof *out);
+    ASSERT_OK(sd_unet_forward(unet, be, x->data, x->shape[0], x->shape[2],
+                              x->shape[3], t->data, ctx->data, ctx->shape[1],
+                              out));
+    double d = max_abs_diff(out, want->data, n);
+    fprintf(stderr, "unet case %s max diff %.3g\n", cases[c], d);
+    ASSERT(d <= TOL);
+    free(out);
+  }
+  weft_backend_free(be);
+  weft_st_close(io);
+  sd_unet_free(unet);
+  fx_model_close(&m);
+}
+
+TEST(unet_matches_diffusers_single_file) { check_unet(SD_LAYOUT_LDM); }
+TEST(unet_matches_diffusers_diffusers_folder) {
+  check_unet(SD_LAYOUT_DIFFUSERS);
+}
+
+static void check_vae(sd_layout layout) {
+  fx_model m;
+  fx_model_open(&m, layout);
+  sd_vae *vae = NULL;
+  int r = sd_vae_load(&m.ck, &vae);
+  if (r) fprintf(stderr, "%s\n", m.ck.err);
+  ASSERT_OK(r);
+  ASSERT_EQ(sd_vae_factor(vae), 8);
+  weft_st_file *io = fx_open("vae_io.safetensors");
+  weft_backend *be = backend();
+  const char *cases[] = {"a", "b"};
+  for (int c = 0; c < 2; c++) {
+    char key[64];
+    snprintf(key, sizeof key, "%s/image", cases[c]);
+    const weft_st_tensor *img = weft_st_find(io, key);
+    snprintf(key, sizeof key, "%s/moments", cases[c]);
+    const weft_st_tensor *mom = weft_st_find(io, key);
+    snprintf(key, sizeof key, "%s/latent", cases[c]);
+    const weft_st_tensor *lat = weft_st_find(io, key);
+    snprintf(key, sizeof key, "%s/decoded", cases[c]);
+    const weft_st_tensor *dec = weft_st_find(io, key);
+    ASSERT(img && mom && lat && dec);
+    int64_t nm = (int64_t)(mom->nbytes / 4), nd = (int64_t)(dec->nbytes / 4);
+    float *moments = malloc((size_t)nm * sizeof(float));
+    float *decoded = malloc((size_t)nd * sizeof(float));
+    ASSERT_OK(sd_vae_encode(vae, be, img->data, img->shape[0], img->shape[2],
+                            img->shape[3], moments));
+    double d = max_abs_diff(moments, mom->data, nm);
+    fprintf(stderr, "vae encode %s max diff %.3g\n", cases[c], d);
+    ASSERT(d <= TOL);
+    ASSERT_OK(sd_vae_decode(vae, be, lat->data, lat->shape[0], lat->shape[2],
+                            lat->shape[3], decoded));
+    d = max_abs_diff(decoded, dec->data, nd);
+    fprintf(stderr, "vae decode %s max diff %.3g\n", cases[c], d);
+    ASSERT(d <= TOL);
+    free(moments), free(decoded);
+  }
+  weft_backend_free(be);
+  weft_st_close(io);
+  sd_vae_free(vae);
+  fx_model_close(&m);
+}
+
+TEST(vae_matches_diffusers_single_file) { check_vae(SD_LAYOUT_LDM); }
+TEST(vae_matches_diffusers_diffusers_folder) {
+  check_vae(SD_LAYOUT_DIFFUSERS);
+}
