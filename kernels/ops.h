@@ -105,9 +105,12 @@ static inline int64_t weft_conv2d_out_size(int64_t in, int64_t k,
  *   [B,L,H*d] (the projections' output): s_b = L*H*d, s_h = d, s_l = H*d
  * (weft_attn_strides_bhld / weft_attn_strides_blhd fill these).
  * scale 0 means 1/sqrt(d).  causal masks key j > query i (torch's
- * is_causal, aligned at the top-left; CLIP's text encoder).  Queries are
- * processed q_chunk rows at a time (0 = 256), so the score buffer is
- * q_chunk x lk floats per head in flight, never lq x lk.  o must not overlap
+ * is_causal, aligned at the top-left; CLIP's text encoder).  The score
+ * buffer is bounded, never lq x lk: the BLAS path works on q_chunk query
+ * rows at a time (0 = 256), the AVX2 kernel on 24-row blocks per thread.
+ * scratch (optional): at least weft_cpu_attention_scratch_bytes() bytes,
+ * 64-byte aligned, for the same context and thread count; NULL makes the
+ * kernel allocate it.  o must not overlap
  * q, k or v. */
 typedef struct weft_attn_strides {
   int64_t b, h, l;

@@ -1,8 +1,10 @@
-/* attention.c - scaled dot-product attention in query chunks: per (batch,
- * head) and per chunk of q_chunk query rows, S = scale * Q K^T (one GEMM),
- * a row softmax in place (on the pool), then O = S V (one GEMM).  Only a
- * q_chunk x lk score block exists at a time.  With a causal mask a chunk
- * only multiplies against the keys its last row can see. */
+/* attention.c - scaled dot-product attention.  With AVX2 the fused kernel
+ * of attention_avx2.c runs.  Otherwise (and as its cross-check in tests)
+ * this BLAS path: per (batch, head) and per chunk of q_chunk query rows,
+ * S = scale * Q K^T (one GEMM), a row softmax in place (on the pool), then
+ * O = S V (one GEMM).  Only a q_chunk x lk score block exists at a time.
+ * With a causal mask a chunk only multiplies against the keys its last row
+ * can see. */
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
@@ -39,10 +41,22 @@ static int check(const weft_attn_args *a) {
   return rc;
 }
 
+static bool use_fused(const weft_cpu_ctx *ctx) {
+#ifdef WEFT_HAVE_AVX2_BUILD
+  return ctx->vec == &weft__vec_avx2;
+#else
+  (void)ctx;
+  return false;
+#endif
+}
+
 size_t weft_cpu_attention_scratch_bytes(const weft_cpu_ctx *ctx,
                                         const weft_attn_args *a) {
-  (void)ctx;
   if (check_shapes(a) != 0) return 0;
+#ifdef WEFT_HAVE_AVX2_BUILD
+  if (use_fused(ctx))
+    return (size_t)ctx->pool.n_threads * weft__attn_avx2_thread_bytes(a);
+#endif
   return (size_t)(chunk_rows(a) * a->lk) * sizeof(float);
 }
 
@@ -72,6 +86,19 @@ int weft_cpu_attention(weft_cpu_ctx *ctx, const weft_attn_args *a) {
   const int64_t chunk = chunk_rows(a);
   const float scale =
       a->scale != 0 ? a->scale : (float)(1.0 / sqrt((double)a->d));
+#ifdef WEFT_HAVE_AVX2_BUILD
+  if (use_fused(ctx)) {
+    size_t per = weft__attn_avx2_thread_bytes(a);
+    size_t need = per * (size_t)ctx->pool.n_threads;
+    void *buf = a->scratch;
+    if (buf && (a->scratch_bytes < need || ((uintptr_t)buf & 63)))
+      return WEFT_EINVAL;
+    if (!buf && !(buf = weft__alloc(need))) return WEFT_ENOMEM;
+    rc = weft__attn_avx2(ctx, a, scale, buf, per);
+    if (buf != a->scratch) free(buf);
+    return rc;
+  }
+#endif
   float *s = a->scratch;
   if (s) {
     if (a->scratch_bytes < (size_t)(chunk * a->lk) * sizeof(float))

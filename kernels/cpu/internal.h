@@ -67,6 +67,14 @@ extern const weft__vec weft__vec_avx2;
 #endif
 bool weft__cpu_has_avx2(void);
 
+#ifdef WEFT_HAVE_AVX2_BUILD
+/* Fused AVX2 attention (attention_avx2.c).  scratch holds n_threads slices
+ * of per_thread = weft__attn_avx2_thread_bytes(a) bytes, 64-byte aligned. */
+size_t weft__attn_avx2_thread_bytes(const weft_attn_args *a);
+int weft__attn_avx2(weft_cpu_ctx *ctx, const weft_attn_args *a, float scale,
+                    void *scratch, size_t per_thread);
+#endif
+
 /* ---- Context ------------------------------------------------------------ */
 
 struct weft_cpu_ctx {

@@ -15,50 +15,11 @@
 #include <math.h>
 
 #include "internal.h"
-
-static const int32_t mask_tab[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
-                                     0,  0,  0,  0,  0,  0,  0,  0};
-
-static inline __m256i tail_mask(int64_t r) {
-  return _mm256_loadu_si256((const __m256i *)(mask_tab + 8 - r));
-}
-
-static inline __m256 v_exp(__m256 x) {
-  const __m256 log2e = _mm256_set1_ps(0x1.715476p+0f);
-  const __m256 ln2_hi = _mm256_set1_ps(0x1.62e4p-1f);
-  const __m256 ln2_lo = _mm256_set1_ps(0x1.7f7d1cp-20f);
-  __m256 nanm = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-  /* Outside [-104, 89] the result is 0 or Inf anyway; clamping keeps n in
-   * a range whose two half-scales below are normal floats. */
-  __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-104.0f)),
-                            _mm256_set1_ps(89.0f));
-  __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, log2e),
-                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, ln2_hi, xc);
-  r = _mm256_fnmadd_ps(n, ln2_lo, r);
-  __m256 p = _mm256_set1_ps(0x1.6a244cp-10f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0x1.1239d4p-7f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0x1.5558f2p-5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0x1.555492p-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0x1.fffffcp-2f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
-  p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
-  /* 2^n as two factors 2^n1 * 2^n2 so subnormal results come out right. */
-  __m256i ni = _mm256_cvtps_epi32(n);
-  __m256i n1 = _mm256_srai_epi32(ni, 1);
-  __m256i n2 = _mm256_sub_epi32(ni, n1);
-  const __m256i bias = _mm256_set1_epi32(127);
-  __m256 s1 =
-      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
-  __m256 s2 =
-      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-  __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
-  return _mm256_blendv_ps(y, x, nanm);
-}
+#include "simd_avx2.h"
 
 /* x * sigmoid(k x) = x / (1 + exp(-k x)) */
 static inline __m256 v_xsigmoid(__m256 x, __m256 kx) {
-  __m256 e = v_exp(_mm256_sub_ps(_mm256_setzero_ps(), kx));
+  __m256 e = weft__v_exp(_mm256_sub_ps(_mm256_setzero_ps(), kx));
   return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 
@@ -85,7 +46,7 @@ static inline __m256 v_one_plus_erf(__m256 z) {
   q = _mm256_fmadd_ps(q, ac, _mm256_set1_ps(6.351469755e-01f));
   q = _mm256_fmadd_ps(q, ac, _mm256_set1_ps(1.286495626e-01f));
   q = _mm256_fmadd_ps(q, ac, ac);
-  __m256 ec = v_exp(_mm256_sub_ps(_mm256_setzero_ps(), q));
+  __m256 ec = weft__v_exp(_mm256_sub_ps(_mm256_setzero_ps(), q));
   ec = _mm256_and_ps(ec, _mm256_cmp_ps(a, _mm256_set1_ps(4.0f), _CMP_LT_OQ));
   __m256 neg = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ);
   __m256 large =
@@ -122,7 +83,7 @@ static void a_act(weft_act act, const float *x, float *y, int64_t n) {
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(y + i, v_act(act, _mm256_loadu_ps(x + i)));
   if (i < n) {
-    __m256i m = tail_mask(n - i);
+    __m256i m = weft__tail_mask(n - i);
     _mm256_maskstore_ps(y + i, m, v_act(act, _mm256_maskload_ps(x + i, m)));
   }
 }
@@ -134,7 +95,7 @@ static void a_gated(weft_act act, const float *a, const float *g, float *y,
     _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(a + i),
                                           v_act(act, _mm256_loadu_ps(g + i))));
   if (i < n) {
-    __m256i m = tail_mask(n - i);
+    __m256i m = weft__tail_mask(n - i);
     __m256 v = _mm256_mul_ps(_mm256_maskload_ps(a + i, m),
                              v_act(act, _mm256_maskload_ps(g + i, m)));
     _mm256_maskstore_ps(y + i, m, v);
@@ -149,31 +110,39 @@ static void a_affine_act(const float *x, float *y, int64_t n, float scale,
     _mm256_storeu_ps(
         y + i, v_act(act, _mm256_fmadd_ps(_mm256_loadu_ps(x + i), sc, sh)));
   if (i < n) {
-    __m256i m = tail_mask(n - i);
+    __m256i m = weft__tail_mask(n - i);
     __m256 v =
         v_act(act, _mm256_fmadd_ps(_mm256_maskload_ps(x + i, m), sc, sh));
     _mm256_maskstore_ps(y + i, m, v);
   }
 }
 
+static inline __m256 norm8(__m256 x, __m256 mu, __m256 rs, const float *g,
+                           const float *b, __m256i m, int masked) {
+  __m256 v = _mm256_mul_ps(_mm256_sub_ps(x, mu), rs);
+  if (g)
+    v = _mm256_mul_ps(v, masked ? _mm256_maskload_ps(g, m) : _mm256_loadu_ps(g));
+  if (b)
+    v = _mm256_add_ps(v, masked ? _mm256_maskload_ps(b, m) : _mm256_loadu_ps(b));
+  return v;
+}
+
 static void a_norm_row(const float *x, float *y, int64_t n, float mean,
                        float rstd, const float *gamma, const float *beta) {
   __m256 mu = _mm256_set1_ps(mean), rs = _mm256_set1_ps(rstd);
+  __m256i all = weft__tail_mask(8);
   int64_t i = 0;
-  for (; i < n; i += 8) {
-    __m256i m = tail_mask(n - i < 8 ? n - i : 8);
-    __m256 v =
-        _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), mu), rs);
-    if (gamma) v = _mm256_mul_ps(v, _mm256_maskload_ps(gamma + i, m));
-    if (beta) v = _mm256_add_ps(v, _mm256_maskload_ps(beta + i, m));
-    _mm256_maskstore_ps(y + i, m, v);
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, norm8(_mm256_loadu_ps(x + i), mu, rs,
+                                  gamma ? gamma + i : NULL,
+                                  beta ? beta + i : NULL, all, 0));
+  if (i < n) {
+    __m256i m = weft__tail_mask(n - i);
+    _mm256_maskstore_ps(y + i, m,
+                        norm8(_mm256_maskload_ps(x + i, m), mu, rs,
+                              gamma ? gamma + i : NULL,
+                              beta ? beta + i : NULL, m, 1));
   }
-}
-
-static inline double hsum_pd(__m256d v) {
-  __m128d s =
-      _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
-  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
 }
 
 static double a_sum(const float *x, int64_t n) {
@@ -184,7 +153,7 @@ static double a_sum(const float *x, int64_t n) {
     s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
     s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
   }
-  double s = hsum_pd(_mm256_add_pd(s0, s1));
+  double s = weft__hsum_pd(_mm256_add_pd(s0, s1));
   for (; i < n; i++)
     s += x[i];
   return s;
@@ -202,7 +171,7 @@ static double a_sqdev(const float *x, int64_t n, double mean) {
     s0 = _mm256_fmadd_pd(d0, d0, s0);
     s1 = _mm256_fmadd_pd(d1, d1, s1);
   }
-  double s = hsum_pd(_mm256_add_pd(s0, s1));
+  double s = weft__hsum_pd(_mm256_add_pd(s0, s1));
   for (; i < n; i++) {
     double d = x[i] - mean;
     s += d * d;
@@ -212,35 +181,11 @@ static double a_sqdev(const float *x, int64_t n, double mean) {
 
 static void a_softmax_row(const float *x, float *y, int64_t n) {
   if (n <= 0) return;
-  const __m256 ninf = _mm256_set1_ps(-INFINITY);
-  __m256 mx = ninf;
+  /* An all -Inf row gives NaN, as torch's softmax does. */
+  double sum = weft__avx2_exp_row(x, y, n, weft__avx2_max_row(x, n));
+  __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    mx = _mm256_max_ps(mx, _mm256_loadu_ps(x + i));
-  if (i < n) {
-    __m256i m = tail_mask(n - i);
-    __m256 v = _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + i, m),
-                                _mm256_castsi256_ps(m));
-    mx = _mm256_max_ps(mx, v);
-  }
-  __m128 h =
-      _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-  float maxv = _mm_cvtss_f32(h);
-  /* An all -Inf row: torch gives NaN (exp(-inf - -inf)); keep that. */
-  __m256 mv = _mm256_set1_ps(maxv);
-  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
-  for (i = 0; i < n; i += 8) {
-    __m256i m = tail_mask(n - i < 8 ? n - i : 8);
-    __m256 e = v_exp(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), mv));
-    e = _mm256_and_ps(e, _mm256_castsi256_ps(m));
-    _mm256_maskstore_ps(y + i, m, e);
-    s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-    s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-  }
-  __m256 inv = _mm256_set1_ps((float)(1.0 / hsum_pd(_mm256_add_pd(s0, s1))));
-  for (i = 0; i + 8 <= n; i += 8)
     _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), inv));
   for (; i < n; i++)
     y[i] *= _mm256_cvtss_f32(inv);

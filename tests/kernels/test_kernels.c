@@ -689,40 +689,49 @@ TEST(attention_matches_reference_in_both_layouts_with_chunking) {
 }
 
 TEST(attention_uses_caller_scratch_and_checks_its_size) {
-  weft_cpu_ctx *ctx = weft_cpu_ctx_new(2);
+  weft_cpu_isa isas[2];
+  int n_isa = kr_isas(isas);
   uint64_t s = 12;
   float *q = kr_rand(&s, 2 * 10 * 4, -1, 1), *k = kr_rand(&s, 2 * 6 * 4, -1, 1);
   float *v = kr_rand(&s, 2 * 6 * 4, -1, 1);
   float o1[80], o2[80];
-  weft_attn_args a = {.batch = 1,
-                      .heads = 2,
-                      .lq = 10,
-                      .lk = 6,
-                      .d = 4,
-                      .dv = 4,
-                      .q = q,
-                      .q_s = weft_attn_strides_bhld(2, 10, 4),
-                      .k = k,
-                      .k_s = weft_attn_strides_bhld(2, 6, 4),
-                      .v = v,
-                      .v_s = weft_attn_strides_bhld(2, 6, 4),
-                      .o = o1,
-                      .o_s = weft_attn_strides_bhld(2, 10, 4),
-                      .q_chunk = 3};
-  ASSERT_EQ(weft_cpu_attention_scratch_bytes(ctx, &a), 3 * 6 * sizeof(float));
-  ASSERT_OK(weft_cpu_attention(ctx, &a));
-  float scratch[18];
-  a.o = o2, a.scratch = scratch, a.scratch_bytes = sizeof scratch;
-  ASSERT_OK(weft_cpu_attention(ctx, &a));
-  ASSERT(memcmp(o1, o2, sizeof o1) == 0);
-  a.scratch_bytes = sizeof scratch - 4;
-  ASSERT_EQ(weft_cpu_attention(ctx, &a), WEFT_EINVAL);
-  /* an explicit scale equal to the default gives the same result */
-  a.scratch = NULL, a.scale = 0.5f;
-  ASSERT_OK(weft_cpu_attention(ctx, &a));
-  ASSERT(memcmp(o1, o2, sizeof o1) == 0);
+  for (int ii = 0; ii < n_isa; ii++) {
+    weft_cpu_ctx *ctx = kr_ctx(isas[ii], 2);
+    weft_attn_args a = {.batch = 1,
+                        .heads = 2,
+                        .lq = 10,
+                        .lk = 6,
+                        .d = 4,
+                        .dv = 4,
+                        .q = q,
+                        .q_s = weft_attn_strides_bhld(2, 10, 4),
+                        .k = k,
+                        .k_s = weft_attn_strides_bhld(2, 6, 4),
+                        .v = v,
+                        .v_s = weft_attn_strides_bhld(2, 6, 4),
+                        .o = o1,
+                        .o_s = weft_attn_strides_bhld(2, 10, 4),
+                        .q_chunk = 3};
+    size_t need = weft_cpu_attention_scratch_bytes(ctx, &a);
+    if (isas[ii] == WEFT_CPU_ISA_PORTABLE)
+      ASSERT_EQ(need, 3 * 6 * sizeof(float)); /* one q_chunk x lk block */
+    ASSERT(need > 0);
+    ASSERT_OK(weft_cpu_attention(ctx, &a));
+    void *scratch = NULL;
+    ASSERT_OK(posix_memalign(&scratch, 64, need));
+    a.o = o2, a.scratch = scratch, a.scratch_bytes = need;
+    ASSERT_OK(weft_cpu_attention(ctx, &a));
+    ASSERT(memcmp(o1, o2, sizeof o1) == 0);
+    a.scratch_bytes = need - 4;
+    ASSERT_EQ(weft_cpu_attention(ctx, &a), WEFT_EINVAL);
+    /* an explicit scale equal to the default gives the same result */
+    a.scratch = NULL, a.scale = 0.5f;
+    ASSERT_OK(weft_cpu_attention(ctx, &a));
+    ASSERT(memcmp(o1, o2, sizeof o1) == 0);
+    free(scratch);
+    weft_cpu_ctx_free(ctx);
+  }
   free(q), free(k), free(v);
-  weft_cpu_ctx_free(ctx);
 }
 
 /* ---- pointwise --------------------------------------------------------------
