@@ -333,7 +333,7 @@ int weft_clip_parse_weights(const char *utf8, size_t len, int disable_weights,
   }
   for (size_t i = 0; !rc && i < sp.n; i++) {
     buf b = {0};
-    rc = buf_reserve(&b, 0);
+    if (!(rc = buf_reserve(&b, 0))) b.v[0] = '\0';
     for (size_t k = sp.v[i].lo; !rc && k < sp.v[i].hi; k++)
       rc = buf_put_cp(&b, unescape(esc.v[k]));
     w[i] = (weft_clip_weighted){b.v, b.n, sp.v[i].w};
@@ -665,7 +665,7 @@ static int put_json_string(buf *b, const char *s, size_t n) {
   return rc ? rc : buf_printf(b, "\"");
 }
 
-char *weft_clip_chunks_json(const weft_clip_chunks *c) {
+static char *chunks_json(const weft_clip_chunks *c) {
   buf b = {0};
   int rc = buf_printf(&b, "{\"n_chunks\":%zu,\"chunks\":[", c->n_chunks);
   for (size_t k = 0; k < c->n_chunks && !rc; k++) {
@@ -707,7 +707,7 @@ char *weft_clip_chunks_json(const weft_clip_chunks *c) {
   return b.v;
 }
 
-char *weft_clip_chunks_text(const weft_clip_chunks *c) {
+static char *chunks_text(const weft_clip_chunks *c) {
   buf b = {0};
   int rc = buf_reserve(&b, 0);
   if (!rc) b.v[0] = '\0';
@@ -750,4 +750,25 @@ char *weft_clip_chunks_text(const weft_clip_chunks *c) {
     return NULL;
   }
   return b.v;
+}
+
+/* Numbers are written in the "C" locale whatever the host program set with
+ * setlocale (a decimal comma would break the JSON). */
+static char *in_c_locale(char *(*fn)(const weft_clip_chunks *),
+                         const weft_clip_chunks *c) {
+  locale_t c_loc = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+  if (!c_loc) return NULL;
+  locale_t old = uselocale(c_loc);
+  char *r = fn(c);
+  uselocale(old);
+  freelocale(c_loc);
+  return r;
+}
+
+char *weft_clip_chunks_json(const weft_clip_chunks *c) {
+  return in_c_locale(chunks_json, c);
+}
+
+char *weft_clip_chunks_text(const weft_clip_chunks *c) {
+  return in_c_locale(chunks_text, c);
 }

@@ -758,6 +758,7 @@ static int push_pair(const weft_clip_tok *t, scratch *sc, int32_t pos) {
 static int bpe_word(const weft_clip_tok *t, scratch *sc, const unsigned char *w,
                     size_t n, weft__ids *out) {
   if (n == 0) return 0;
+  if (n >= INT32_MAX) return WEFT_ERANGE; /* symbol links are int32 */
   if (n > sc->s_cap) {
     sym *s = realloc(sc->s, n * sizeof *s);
     if (!s) return WEFT_ENOMEM;

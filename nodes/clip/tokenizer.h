@@ -5,8 +5,10 @@
  * Text pipeline of weft_clip_tok_encode, as transformers 5.x / tokenizers:
  *   1. "<|endoftext|>" written in the text becomes id 49407 (matched on the
  *      raw text);
- *   2. every other stretch: NFC, runs of Unicode White_Space -> " ",
- *      per-character lower-case (no final-sigma rule: "ΟΔΟΣ" -> "οδοσ");
+ *   2. every other stretch: NFC (with the Unicode 9.0 data of the Rust
+ *      normaliser: marks added later count as starters), runs of Unicode
+ *      White_Space -> " ", per-character lower-case (no final-sigma rule:
+ *      "ΟΔΟΣ" -> "οδοσ"; "İ" -> "i" + U+0307);
  *   3. "<|startoftext|>" in the normalised text becomes id 49406 (ComfyUI's
  *      tokenizer_config marks it "normalized", so "<|StartOfText|>" does too);
  *   4. CLIP's split regex  <|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|
@@ -47,7 +49,8 @@ void weft_clip_tok_free(weft_clip_tok *t);
 
 /* Raw BPE ids of utf8[0..len) without BOS/EOS: transformers'
  * tokenizer(text)["input_ids"][1:-1].  *ids is malloc'd (the caller frees it;
- * NULL when *n is 0).  Returns 0 or WEFT_ENOMEM. */
+ * NULL when *n is 0).  Returns 0, WEFT_ENOMEM, or WEFT_ERANGE for a single
+ * word (a run of letters, say) of 2 GiB or more. */
 int weft_clip_tok_encode(const weft_clip_tok *t, const char *utf8, size_t len,
                          int32_t **ids, size_t *n);
 
@@ -88,10 +91,12 @@ typedef struct weft_clip_chunks {
  *   (ComfyUI has no [] de-emphasis); "embedding:NAME" after white space is
  *   an embedding reference: weft has none, so like ComfyUI with a missing
  *   embedding the name is dropped and a warning added;
- *   a piece of fewer than 8 tokens that does not fit in the current chunk
- *   moves whole to the next one; longer pieces are split at the boundary.
+ *   each piece of one weight (cut before "embedding:") is tokenized whole,
+ *   as ComfyUI has done since 2025 (before, it cut at spaces): a piece of
+ *   fewer than 8 tokens that does not fit in the current chunk moves whole
+ *   to the next one; longer pieces are split at the boundary.
  * opts NULL means SD1.x.  On success *out is owned by the caller
- * (weft_clip_chunks_free); returns 0 or WEFT_ENOMEM. */
+ * (weft_clip_chunks_free); returns 0 or an error of weft_clip_tok_encode. */
 int weft_clip_chunks_build(const weft_clip_tok *t, const char *utf8, size_t len,
                            const weft_clip_chunk_opts *opts,
                            weft_clip_chunks **out);
