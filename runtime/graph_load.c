@@ -218,7 +218,7 @@ static int parse_graph_input(parser *p, const yaml_node_t *k,
                              const yaml_node_t *v, weft__ginput *in) {
   in->name = strdup(scalar(k));
   in->loc = node_loc(p, k);
-  in->min = 1, in->max = 0;
+  in->min = -INFINITY, in->max = INFINITY; /* bounds set below, if any */
   if (!in->name) return WEFT_ENOMEM;
   if (!valid_id(in->name))
     return weft__err(p->ctx, WEFT_ESYNTAX, &in->loc,
@@ -251,10 +251,8 @@ static int parse_graph_input(parser *p, const yaml_node_t *k,
         if (!(in->doc = strdup(scalar(vv)))) return WEFT_ENOMEM;
       } else if (strcmp(key, "min") == 0) {
         if ((r = parse_number(p, vv, what, &in->min))) return r;
-        if (in->max < in->min) in->max = INFINITY;
       } else if (strcmp(key, "max") == 0) {
         if ((r = parse_number(p, vv, what, &in->max))) return r;
-        if (in->min > in->max) in->min = -INFINITY;
       } else if (strcmp(key, "choices") == 0) {
         if ((r = expect(p, vv, YAML_SEQUENCE_NODE, what))) return r;
         int n = (int)(vv->data.sequence.items.top -

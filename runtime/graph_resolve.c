@@ -87,8 +87,17 @@ int weft__parse_scalar(weft_ctx *ctx, const weft_loc *loc, weft_type type,
                          "%s: '%s' is not an integer (INT)", what, text);
       x = (long long)d;
     } else if (errno == ERANGE) {
-      return weft__err(ctx, WEFT_ERANGE, loc,
-                       "%s: %s does not fit in a 64-bit integer", what, text);
+      /* ComfyUI seeds go up to 2^64 - 1: a param whose range reaches past
+       * INT64_MAX takes the unsigned value, stored as its bit pattern */
+      errno = 0;
+      unsigned long long u = strtoull(text, &end, 0);
+      if (text[0] == '-' || errno || *end || !ranged || max < 9.3e18)
+        return weft__err(ctx, WEFT_ERANGE, loc,
+                         "%s: %s does not fit in a 64-bit integer", what,
+                         text);
+      if ((double)u > max) return out_of_range(ctx, loc, what, text, min, max);
+      *out = weft__value_int(WEFT_TYPE_INT, (int64_t)u);
+      break;
     }
     if (ranged && ((double)x < min || (double)x > max))
       return out_of_range(ctx, loc, what, text, min, max);

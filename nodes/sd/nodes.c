@@ -1,0 +1,890 @@
+/* nodes.c - the sd plugin: ComfyUI's core Stable Diffusion nodes
+ * (CheckpointLoaderSimple, CLIPTextEncode, CLIPSetLastLayer,
+ * EmptyLatentImage, KSampler, KSamplerAdvanced, VAEDecode, VAEEncode) over
+ * the CPU model code. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "brownian.h"
+#include "rng.h"
+#include "samplers.h"
+#include "sd_objects.h"
+
+#ifndef WEFT_CLIP_VOCAB_INSTALLED
+#define WEFT_CLIP_VOCAB_INSTALLED ""
+#endif
+
+/* ---- the bundle ------------------------------------------------------------ */
+
+typedef struct wfile {
+  const weft_host *host;
+  weft_weights *w;
+} wfile;
+
+static int wf_get(void *h, const char *key, weft_tensor *v) {
+  wfile *f = h;
+  return f->host->weights_get(f->w, key, v);
+}
+static const char *wf_meta(void *h, const char *key) {
+  wfile *f = h;
+  return f->host->weights_meta(f->w, key);
+}
+static int32_t wf_count(void *h) {
+  wfile *f = h;
+  return f->host->weights_count(f->w);
+}
+static const char *wf_key(void *h, int32_t i) {
+  wfile *f = h;
+  return f->host->weights_key(f->w, i);
+}
+
+typedef struct bundle_impl {
+  sd_bundle pub;
+  wfile files[SD_PARTS];
+  char paths[SD_PARTS][PATH_MAX + 256];
+} bundle_impl;
+
+void sd_bundle_retain(sd_bundle *b) { atomic_fetch_add(&b->refs, 1); }
+
+void sd_bundle_release(sd_bundle *b) {
+  if (!b || atomic_fetch_sub(&b->refs, 1) != 1) return;
+  sd_unet_free(b->unet);
+  sd_clip_free(b->clip);
+  sd_vae_free(b->vae);
+  weft_clip_tok_free(b->tok);
+  weft_backend_free(b->be);
+  for (int p = 0; p < SD_PARTS; p++)
+    if (b->weights[p]) b->host->weights_release(b->weights[p]);
+  free(b);
+}
+
+static void ref_destroy(void *p) {
+  sd_ref *r = p;
+  sd_bundle_release(r->bundle);
+  free(r);
+}
+
+static weft_value *ref_value(weft_call *c, weft_type type, sd_bundle *b,
+                             int clip_layer) {
+  sd_ref *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  sd_bundle_retain(b);
+  r->bundle = b;
+  r->clip_layer = clip_layer;
+  return c->host->object_new(c, type, NULL, r, ref_destroy);
+}
+
+static void cond_destroy(void *p) {
+  sd_cond *c = p;
+  free(c->ctx);
+  free(c->pooled);
+  free(c);
+}
+
+/* ---- paths ----------------------------------------------------------------- */
+
+/* Relative paths resolve against the input directory. */
+static void resolve(weft_call *c, const char *path, char *out, size_t len) {
+  if (path[0] == '/')
+    snprintf(out, len, "%s", path);
+  else
+    snprintf(out, len, "%s/%s", c->host->input_dir(c), path);
+}
+
+static bool is_file(const char *p) {
+  struct stat st;
+  return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The CLIP vocabulary: $WEFT_CLIP_VOCAB, beside this plugin (the build tree
+ * copies it there), or where meson installed it. */
+static int find_vocab(char *out, size_t len) {
+  const char *env = getenv("WEFT_CLIP_VOCAB");
+  if (env && *env) {
+    snprintf(out, len, "%s", env);
+    return 0;
+  }
+  Dl_info info;
+  char self[PATH_MAX];
+  if (dladdr((void *)(uintptr_t)find_vocab, &info) && info.dli_fname &&
+      realpath(info.dli_fname, self)) {
+    char *slash = strrchr(self, '/');
+    if (slash) {
+      *slash = 0;
+      snprintf(out, len, "%s/bpe_simple_vocab_16e6.txt.gz", self);
+      if (is_file(out)) return 0;
+    }
+  }
+  snprintf(out, len, "%s", WEFT_CLIP_VOCAB_INSTALLED);
+  return is_file(out) ? 0 : WEFT_ENOENT;
+}
+
+/* ---- CheckpointLoaderSimple ------------------------------------------------ */
+
+enum { LOADER_CKPT };
+
+static char *read_text(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  char *buf = NULL;
+  size_t n = 0, cap = 0;
+  for (;;) {
+    if (n + 4096 + 1 > cap) {
+      cap = (n + 4096 + 1) * 2;
+      char *nb = realloc(buf, cap);
+      if (!nb) {
+        free(buf);
+        fclose(f);
+        return NULL;
+      }
+      buf = nb;
+    }
+    size_t k = fread(buf + n, 1, 4096, f);
+    n += k;
+    if (k == 0) break;
+  }
+  fclose(f);
+  if (buf) buf[n] = 0;
+  return buf;
+}
+
+static int open_part(weft_call *c, bundle_impl *bi, int p, const char *path) {
+  sd_bundle *b = &bi->pub;
+  b->weights[p] = c->host->weights_open(c, path);
+  if (!b->weights[p]) return WEFT_EFORMAT; /* the host recorded why */
+  bi->files[p] = (wfile){c->host, b->weights[p]};
+  snprintf(bi->paths[p], sizeof bi->paths[p], "%s", path);
+  b->ck.files[p] = (sd_file){&bi->files[p], wf_get, wf_meta, wf_count,
+                             wf_key, bi->paths[p]};
+  b->ck.has[p] = true;
+  return 0;
+}
+
+/* prediction type and betas from a diffusers scheduler config */
+static void scheduler_config(sd_bundle *b, const char *json) {
+  b->prediction = json && strstr(json, "\"v_prediction\"") ? SD_PRED_V
+                                                            : SD_PRED_EPS;
+}
+
+static int open_diffusers(weft_call *c, bundle_impl *bi, const char *dir,
+                          char *cfg[SD_PARTS]) {
+  static const char *const sub[SD_PARTS] = {"unet", "vae", "text_encoder"};
+  static const char *const files[SD_PARTS][3] = {
+      {"diffusion_pytorch_model.safetensors",
+       "diffusion_pytorch_model.fp16.safetensors", NULL},
+      {"diffusion_pytorch_model.safetensors",
+       "diffusion_pytorch_model.fp16.safetensors", NULL},
+      {"model.safetensors", "model.fp16.safetensors", NULL}};
+  bi->pub.ck.layout = SD_LAYOUT_DIFFUSERS;
+  for (int p = 0; p < SD_PARTS; p++) {
+    char path[PATH_MAX + 128];
+    bool found = false;
+    for (int k = 0; files[p][k] && !found; k++) {
+      snprintf(path, sizeof path, "%s/%s/%s", dir, sub[p], files[p][k]);
+      found = is_file(path);
+    }
+    if (!found) {
+      c->host->error(c, "%s: not a diffusers model folder: no %s/%s",
+                     dir, sub[p], files[p][0]);
+      return WEFT_ENOENT;
+    }
+    int r = open_part(c, bi, p, path);
+    if (r) return r;
+    snprintf(path, sizeof path, "%s/%s/config.json", dir, sub[p]);
+    cfg[p] = read_text(path);
+    if (!cfg[p]) {
+      c->host->error(c, "%s: cannot read %s", dir, path);
+      return WEFT_ENOENT;
+    }
+  }
+  char path[PATH_MAX + 64];
+  snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", dir);
+  char *sched = read_text(path);
+  scheduler_config(&bi->pub, sched);
+  free(sched);
+  return 0;
+}
+
+static int open_single(weft_call *c, bundle_impl *bi, const char *path) {
+  bi->pub.ck.layout = SD_LAYOUT_LDM;
+  int r = open_part(c, bi, 0, path);
+  if (r) return r;
+  for (int p = 1; p < SD_PARTS; p++) {
+    bi->pub.ck.files[p] = bi->pub.ck.files[0];
+    bi->pub.ck.has[p] = true;
+  }
+  const char *meta = c->host->weights_meta(bi->pub.weights[0], "weft.config");
+  scheduler_config(&bi->pub, meta);
+  return 0;
+}
+
+static int loader_run(weft_call *c) {
+  const weft_host *h = c->host;
+  char path[PATH_MAX];
+  resolve(c, weft_param_string(c, LOADER_CKPT), path, sizeof path);
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    h->error(c, "%s: %s", path, strerror(errno));
+    return WEFT_ENOENT;
+  }
+  bundle_impl *bi = calloc(1, sizeof *bi);
+  if (!bi) return WEFT_ENOMEM;
+  sd_bundle *b = &bi->pub;
+  atomic_init(&b->refs, 1);
+  b->host = h;
+  char *cfg[SD_PARTS] = {0};
+  int r = S_ISDIR(st.st_mode) ? open_diffusers(c, bi, path, cfg)
+                              : open_single(c, bi, path);
+  if (!r && (r = sd_ckpt_configure(&b->ck, (const char *const *)cfg)))
+    h->error(c, "%s", b->ck.err);
+  for (int p = 0; p < SD_PARTS; p++) free(cfg[p]);
+  if (!r && ((r = sd_unet_load(&b->ck, &b->unet)) ||
+             (r = sd_clip_load(&b->ck, &b->clip)) ||
+             (r = sd_vae_load(&b->ck, &b->vae))))
+    h->error(c, "%s", b->ck.err);
+  char vocab[PATH_MAX], err[512];
+  if (!r && find_vocab(vocab, sizeof vocab)) {
+    h->error(c, "cannot find the CLIP vocabulary bpe_simple_vocab_16e6.txt.gz "
+                "(set WEFT_CLIP_VOCAB)");
+    r = WEFT_ENOENT;
+  }
+  if (!r && (r = weft_clip_tok_load(vocab, &b->tok, err, sizeof err)))
+    h->error(c, "%s", err);
+  if (!r && !(b->be = weft_backend_cpu_new(h->threads(c)))) {
+    h->error(c, "cannot start the CPU backend");
+    r = WEFT_ENOMEM;
+  }
+  if (r) {
+    sd_bundle_release(b);
+    return r;
+  }
+  weft_schedule_init(&b->sched, 0.00085, 0.012);
+  b->latent_scale = b->ck.vae.scaling_factor;
+  c->outputs[0] = ref_value(c, WEFT_TYPE_MODEL, b, -1);
+  c->outputs[1] = ref_value(c, WEFT_TYPE_CLIP, b, -1);
+  c->outputs[2] = ref_value(c, WEFT_TYPE_VAE, b, -1);
+  sd_bundle_release(b); /* the three values hold it now */
+  return c->outputs[0] && c->outputs[1] && c->outputs[2] ? 0 : WEFT_ENOMEM;
+}
+
+/* an edited checkpoint must load again: its size and mtime join the key */
+static uint64_t loader_fingerprint(weft_call *c) {
+  char path[PATH_MAX + 64];
+  resolve(c, weft_param_string(c, LOADER_CKPT), path, sizeof path);
+  struct stat st;
+  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+    strncat(path, "/unet/diffusion_pytorch_model.safetensors",
+            sizeof path - strlen(path) - 1);
+    stat(path, &st);
+  } else if (stat(path, &st) != 0) {
+    return 0;
+  }
+  return (uint64_t)st.st_size * 1000003u ^ (uint64_t)st.st_mtim.tv_sec * 31u ^
+         (uint64_t)st.st_mtim.tv_nsec;
+}
+
+/* ---- CLIPTextEncode / CLIPSetLastLayer ------------------------------------ */
+
+static sd_ref *ref_of(weft_call *c, int input) {
+  return c->host->value_object(c->inputs[input]);
+}
+
+static int encode_chunks(sd_bundle *b, int layer, const int32_t *ids, int64_t n,
+                         float *out, float *pooled) {
+  return sd_clip_forward(b->clip, b->be, ids, n, layer, out, pooled);
+}
+
+static int clip_encode_run(weft_call *c) {
+  const weft_host *h = c->host;
+  sd_ref *ref = ref_of(c, 0);
+  sd_bundle *b = ref->bundle;
+  const char *text = weft_param_string(c, 0);
+  weft_clip_chunks *ch = NULL;
+  if (weft_clip_chunks_build(b->tok, text, strlen(text), NULL, &ch))
+    return WEFT_ENOMEM;
+  if (ch->warnings) h->log(c, WEFT_LOG_WARN, "%s", ch->warnings);
+  const int64_t L = WEFT_CLIP_CHUNK_LEN, D = b->clip ? sd_clip_config(b->clip)->hidden : 0;
+  int64_t n = (int64_t)ch->n_chunks + (ch->has_weights ? 1 : 0);
+  int32_t *ids = malloc((size_t)(n * L) * sizeof *ids);
+  float *z = malloc((size_t)(n * L * D) * sizeof *z);
+  float *pooled = malloc((size_t)(n * D) * sizeof *pooled);
+  sd_cond *cond = calloc(1, sizeof *cond);
+  int r = 0;
+  if (!ids || !z || !pooled || !cond) {
+    r = WEFT_ENOMEM;
+    goto out;
+  }
+  for (size_t k = 0; k < ch->n_chunks; k++)
+    memcpy(ids + k * L, ch->ids[k], (size_t)L * sizeof *ids);
+  if (ch->has_weights) { /* ComfyUI's empty prompt: BOS EOS, then padding */
+    int32_t *e = ids + (n - 1) * L;
+    e[0] = WEFT_CLIP_BOS;
+    for (int64_t i = 1; i < L; i++) e[i] = WEFT_CLIP_EOS;
+  }
+  int layer = ref->clip_layer < 0 ? ref->clip_layer + 1 : ref->clip_layer;
+  if ((r = encode_chunks(b, layer, ids, n, z, pooled))) {
+    h->error(c, "text encoder failed: %s", r == WEFT_EINVAL
+                                               ? "clip layer out of range"
+                                               : "out of memory");
+    goto out;
+  }
+  if (ch->has_weights) {
+    /* z = (z - z_empty) * w + z_empty for every weighted token */
+    const float *ze = z + (n - 1) * L * D;
+    for (size_t k = 0; k < ch->n_chunks; k++)
+      for (int64_t j = 0; j < L; j++) {
+        double w = ch->weights[k][j];
+        if (w == 1.0) continue;
+        float *zk = z + ((int64_t)k * L + j) * D;
+        for (int64_t d = 0; d < D; d++)
+          zk[d] = (float)((zk[d] - ze[j * D + d]) * w + ze[j * D + d]);
+      }
+  }
+  cond->tokens = (int64_t)ch->n_chunks * L;
+  cond->dim = D;
+  cond->ctx = z;
+  cond->pooled = pooled; /* the first chunk's pooled output */
+  z = NULL, pooled = NULL;
+  c->outputs[0] = h->object_new(c, WEFT_TYPE_CONDITIONING, NULL, cond,
+                                cond_destroy);
+  cond = NULL;
+  if (!c->outputs[0]) r = WEFT_ENOMEM;
+out:
+  weft_clip_chunks_free(ch);
+  free(ids), free(z), free(pooled);
+  if (cond) cond_destroy(cond);
+  return r;
+}
+
+static int clip_set_last_layer_run(weft_call *c) {
+  sd_ref *ref = ref_of(c, 0);
+  int layer = (int)weft_param_int(c, 0);
+  int layers = sd_clip_config(ref->bundle->clip)->layers;
+  if (-layer > layers) {
+    c->host->error(c, "stop_at_clip_layer %d: the text encoder has only %d "
+                      "layers", layer, layers);
+    return WEFT_ERANGE;
+  }
+  c->outputs[0] = ref_value(c, WEFT_TYPE_CLIP, ref->bundle, layer);
+  return c->outputs[0] ? 0 : WEFT_ENOMEM;
+}
+
+/* ---- EmptyLatentImage ------------------------------------------------------ */
+
+static int empty_latent_run(weft_call *c) {
+  int64_t w = weft_param_int(c, 0), h = weft_param_int(c, 1);
+  int64_t b = weft_param_int(c, 2);
+  int64_t shape[4] = {b, 4, h / 8, w / 8};
+  weft_tensor t;
+  c->outputs[0] = c->host->tensor_new(c, WEFT_TYPE_LATENT, WEFT_F32, 4, shape,
+                                      &t);
+  if (!c->outputs[0]) return WEFT_ENOMEM;
+  memset(t.data, 0, (size_t)weft_tensor_numel(&t) * sizeof(float));
+  return 0;
+}
+
+/* ---- KSampler -------------------------------------------------------------- */
+
+typedef struct sampling {
+  weft_call *call;
+  sd_bundle *b;
+  int64_t batch, ch, h, w, n;
+  float cfg;
+  const float *ctx;  /* [2 * batch, tokens, dim]: uncond rows then cond */
+  int64_t tokens;
+  float *x_in, *eps, *t;
+  /* noise */
+  weft_noise_kind kind;
+  weft_torch_gen gen;
+  weft_brownian brown;
+  float *tmp;
+} sampling;
+
+static int denoise(void *user, const float *x, float sigma, float *den) {
+  sampling *s = user;
+  const int64_t n = s->n;
+  const bool cfg1 = s->cfg == 1.0f; /* ComfyUI skips the uncond pass */
+  const int64_t rows = cfg1 ? s->batch : 2 * s->batch;
+  const float cin = 1.0f / sqrtf(sigma * sigma + 1.0f);
+  for (int64_t r = 0; r < rows; r++) {
+    for (int64_t i = 0; i < n / s->batch; i++)
+      s->x_in[r * (n / s->batch) + i] = x[(r % s->batch) * (n / s->batch) + i] *
+                                        cin;
+    s->t[r] = (float)weft_schedule_timestep(&s->b->sched, sigma);
+  }
+  const float *ctx = cfg1 ? s->ctx + s->batch * s->tokens * s->b->ck.unet.context_dim
+                          : s->ctx;
+  int r = sd_unet_forward(s->b->unet, s->b->be, s->x_in, rows, s->h, s->w,
+                          s->t, ctx, s->tokens, s->eps);
+  if (r) return r;
+  /* denoised = x - eps * sigma (eps), or the v-prediction form */
+  const int64_t per = n;
+  for (int64_t k = 0; k < rows; k++)
+    for (int64_t i = 0; i < per / s->batch; i++) {
+      int64_t xi = (k % s->batch) * (per / s->batch) + i;
+      float *o = s->eps + k * (per / s->batch) + i;
+      if (s->b->prediction == SD_PRED_V)
+        *o = x[xi] / (sigma * sigma + 1.0f) -
+             *o * sigma / sqrtf(sigma * sigma + 1.0f);
+      else
+        *o = x[xi] - *o * sigma;
+    }
+  if (cfg1) {
+    memcpy(den, s->eps, (size_t)n * sizeof *den);
+  } else {
+    const float *u = s->eps, *cc = s->eps + n;
+    for (int64_t i = 0; i < n; i++) den[i] = u[i] + (cc[i] - u[i]) * s->cfg;
+  }
+  return 0;
+}
+
+static int noise(void *user, float sigma, float sigma_next, float *out) {
+  sampling *s = user;
+  if (s->kind == WEFT_NOISE_BROWNIAN)
+    weft_brownian_noise(&s->brown, sigma, sigma_next, out, s->tmp);
+  else
+    weft_torch_randn(&s->gen, out, s->n);
+  return 0;
+}
+
+static int step(void *user, int k, int total, const float *x) {
+  (void)x;
+  sampling *s = user;
+  s->call->host->progress(s->call, k, total);
+  return s->call->host->is_cancelled(s->call) ? WEFT_ECANCELED : 0;
+}
+
+/* Lays out [uncond x batch, cond x batch] contexts, each repeated up to the
+ * least common multiple of the two lengths as ComfyUI does (repeating keys
+ * leaves attention unchanged). */
+static float *cfg_context(const sd_cond *u, const sd_cond *c, int64_t batch,
+                          int64_t *tokens) {
+  int64_t a = u->tokens, b = c->tokens, g = a, r = b;
+  while (r) {
+    int64_t t = g % r;
+    g = r;
+    r = t;
+  }
+  int64_t l = a / g * b, d = c->dim;
+  float *ctx = malloc((size_t)(2 * batch * l * d) * sizeof *ctx);
+  if (!ctx) return NULL;
+  for (int64_t k = 0; k < 2 * batch; k++) {
+    const sd_cond *src = k < batch ? u : c;
+    for (int64_t rep = 0; rep < l / src->tokens; rep++)
+      memcpy(ctx + (k * l + rep * src->tokens) * d, src->ctx,
+             (size_t)(src->tokens * d) * sizeof *ctx);
+  }
+  *tokens = l;
+  return ctx;
+}
+
+typedef struct ksampler_args {
+  uint64_t seed;
+  bool add_noise;
+  int steps;
+  float cfg;
+  const char *sampler, *scheduler;
+  double denoise;
+  int start, end;          /* KSamplerAdvanced; start -1 for KSampler */
+  bool force_full_denoise;
+} ksampler_args;
+
+static int ksample(weft_call *c, const ksampler_args *a) {
+  const weft_host *h = c->host;
+  sd_bundle *b = ref_of(c, 0)->bundle;
+  const sd_cond *pos = h->value_object(c->inputs[1]);
+  const sd_cond *neg = h->value_object(c->inputs[2]);
+  const weft_tensor *lat = h->value_tensor(c->inputs[3]);
+  const sd_unet_cfg *ucfg = sd_unet_config(b->unet);
+  if (lat->ndim != 4 || lat->dtype != WEFT_F32 ||
+      lat->shape[1] != ucfg->in_channels) {
+    h->error(c, "latent_image has %lld channels; the model takes %d",
+             lat->ndim == 4 ? (long long)lat->shape[1] : -1LL,
+             ucfg->in_channels);
+    return WEFT_ETYPE;
+  }
+  if (pos->dim != ucfg->context_dim || neg->dim != ucfg->context_dim) {
+    h->error(c, "conditioning width %lld does not match the model's %d "
+                "(a text encoder from another model?)",
+             (long long)pos->dim, ucfg->context_dim);
+    return WEFT_ETYPE;
+  }
+  int64_t f = (int64_t)1 << (ucfg->n_levels - 1);
+  if (lat->shape[2] % f || lat->shape[3] % f) {
+    h->error(c, "latent %lldx%lld is not a multiple of %lld (image size "
+                "must be a multiple of %lld)",
+             (long long)lat->shape[3], (long long)lat->shape[2], (long long)f,
+             (long long)(8 * f));
+    return WEFT_EINVAL;
+  }
+  sampling s = {.call = c, .b = b, .batch = lat->shape[0],
+                .ch = lat->shape[1], .h = lat->shape[2], .w = lat->shape[3],
+                .cfg = a->cfg};
+  s.n = s.batch * s.ch * s.h * s.w;
+  int cap = (int)(a->steps / (a->denoise > 0 ? a->denoise : 1)) + 8;
+  float *sig = malloc((size_t)cap * sizeof *sig);
+  if (!sig) return WEFT_ENOMEM;
+  int ns = weft_ksampler_sigmas(&b->sched, a->scheduler, a->sampler, a->steps,
+                                a->start >= 0 ? 1.0 : a->denoise, sig, cap);
+  if (ns >= 0 && a->start >= 0)
+    ns = weft_sigmas_window(sig, ns, a->start, a->end, a->force_full_denoise);
+  int64_t shape[4] = {s.batch, s.ch, s.h, s.w};
+  weft_tensor out;
+  c->outputs[0] = h->tensor_new(c, WEFT_TYPE_LATENT, WEFT_F32, 4, shape, &out);
+  if (!c->outputs[0]) {
+    free(sig);
+    return WEFT_ENOMEM;
+  }
+  float *x = out.data;
+  const float scale = b->latent_scale;
+  if (ns < 2) { /* nothing to sample (denoise 0, or a window past the end) */
+    memcpy(x, lat->data, (size_t)s.n * sizeof *x);
+    free(sig);
+    return 0;
+  }
+  float *nz = malloc((size_t)s.n * sizeof *nz);
+  float *latent_in = malloc((size_t)s.n * sizeof *latent_in);
+  float *ctx = cfg_context(neg, pos, s.batch, &s.tokens);
+  s.x_in = malloc((size_t)(2 * s.n) * sizeof *s.x_in);
+  s.eps = malloc((size_t)(2 * s.n) * sizeof *s.eps);
+  s.t = malloc((size_t)(2 * s.batch) * sizeof *s.t);
+  s.tmp = malloc((size_t)s.n * sizeof *s.tmp);
+  int r = 0;
+  if (!nz || !latent_in || !ctx || !s.x_in || !s.eps || !s.t || !s.tmp) {
+    r = WEFT_ENOMEM;
+    goto out;
+  }
+  s.ctx = ctx;
+  /* ComfyUI's prepare_noise: torch.manual_seed(seed); randn(latent shape) */
+  weft_torch_gen g;
+  weft_torch_gen_seed(&g, a->seed);
+  if (a->add_noise)
+    weft_torch_randn(&g, nz, s.n);
+  else
+    memset(nz, 0, (size_t)s.n * sizeof *nz);
+  const float *lin = lat->data;
+  for (int64_t i = 0; i < s.n; i++) latent_in[i] = lin[i] * scale;
+  weft_sampler_start(x, nz, latent_in, s.n, sig[0],
+                     weft_schedule_sigma_max(&b->sched));
+  s.kind = (weft_noise_kind)weft_sampler_noise_kind(a->sampler);
+  if (s.kind == WEFT_NOISE_DEFAULT) {
+    weft_torch_gen_seed(&s.gen, a->seed + 1); /* ComfyUI's CPU noise sampler */
+  } else if (s.kind == WEFT_NOISE_BROWNIAN) {
+    float lo = sig[ns - 1] > 0 ? sig[ns - 1] : sig[ns - 2], hi = sig[0];
+    for (int i = 0; i < ns; i++)
+      if (sig[i] > 0 && sig[i] < lo) lo = sig[i];
+    if ((r = weft_brownian_init(&s.brown, s.n, lo, hi, a->seed))) goto out;
+  }
+  weft_sampler_io io = {s.n, denoise, noise, step, &s};
+  r = weft_sample(a->sampler, &io, x, sig, ns);
+  if (s.kind == WEFT_NOISE_BROWNIAN) weft_brownian_free(&s.brown);
+  if (r == WEFT_ECANCELED)
+    h->error(c, "cancelled");
+  else if (r)
+    h->error(c, "sampling failed: %s", r == WEFT_ENOMEM ? "out of memory"
+                                                         : "model error");
+  for (int64_t i = 0; !r && i < s.n; i++) x[i] /= scale;
+out:
+  free(sig), free(nz), free(latent_in), free(ctx);
+  free(s.x_in), free(s.eps), free(s.t), free(s.tmp);
+  return r;
+}
+
+enum { KS_SEED, KS_STEPS, KS_CFG, KS_SAMPLER, KS_SCHEDULER, KS_DENOISE };
+
+static int ksampler_run(weft_call *c) {
+  ksampler_args a = {
+      .seed = (uint64_t)weft_param_int(c, KS_SEED), .add_noise = true,
+      .steps = (int)weft_param_int(c, KS_STEPS),
+      .cfg = (float)weft_param_float(c, KS_CFG),
+      .sampler = weft_param_string(c, KS_SAMPLER),
+      .scheduler = weft_param_string(c, KS_SCHEDULER),
+      .denoise = weft_param_float(c, KS_DENOISE), .start = -1};
+  return ksample(c, &a);
+}
+
+enum {
+  KA_ADD_NOISE, KA_SEED, KA_STEPS, KA_CFG, KA_SAMPLER, KA_SCHEDULER,
+  KA_START, KA_END, KA_LEFTOVER
+};
+
+static int ksampler_adv_run(weft_call *c) {
+  ksampler_args a = {
+      .seed = (uint64_t)weft_param_int(c, KA_SEED),
+      .add_noise = weft_param_int(c, KA_ADD_NOISE) == 0,
+      .steps = (int)weft_param_int(c, KA_STEPS),
+      .cfg = (float)weft_param_float(c, KA_CFG),
+      .sampler = weft_param_string(c, KA_SAMPLER),
+      .scheduler = weft_param_string(c, KA_SCHEDULER), .denoise = 1.0,
+      .start = (int)weft_param_int(c, KA_START),
+      .end = (int)weft_param_int(c, KA_END),
+      .force_full_denoise = weft_param_int(c, KA_LEFTOVER) == 0};
+  return ksample(c, &a);
+}
+
+/* ---- VAEDecode / VAEEncode ------------------------------------------------- */
+
+static int vae_decode_run(weft_call *c) {
+  const weft_host *h = c->host;
+  const weft_tensor *lat = h->value_tensor(c->inputs[0]);
+  sd_bundle *b = ref_of(c, 1)->bundle;
+  const sd_vae_cfg *vc = sd_vae_config(b->vae);
+  if (lat->ndim != 4 || lat->shape[1] != vc->latent_channels) {
+    h->error(c, "samples have %lld channels; the VAE takes %d",
+             lat->ndim == 4 ? (long long)lat->shape[1] : -1LL,
+             vc->latent_channels);
+    return WEFT_ETYPE;
+  }
+  int64_t B = lat->shape[0], hh = lat->shape[2], ww = lat->shape[3];
+  int64_t f = sd_vae_factor(b->vae), H = hh * f, W = ww * f;
+  float *img = malloc((size_t)(B * 3 * H * W) * sizeof *img);
+  if (!img) return WEFT_ENOMEM;
+  int r = sd_vae_decode(b->vae, b->be, lat->data, B, hh, ww, img);
+  if (r) {
+    free(img);
+    h->error(c, "VAE decode failed");
+    return r;
+  }
+  int64_t shape[4] = {B, H, W, 3};
+  weft_tensor t;
+  c->outputs[0] = h->tensor_new(c, WEFT_TYPE_IMAGE, WEFT_F32, 4, shape, &t);
+  if (!c->outputs[0]) {
+    free(img);
+    return WEFT_ENOMEM;
+  }
+  /* [-1, 1] NCHW -> [0, 1] NHWC, clamped as ComfyUI does */
+  float *o = t.data;
+  for (int64_t bb = 0; bb < B; bb++)
+    for (int64_t ch = 0; ch < 3; ch++)
+      for (int64_t i = 0; i < H * W; i++) {
+        float v = (img[(bb * 3 + ch) * H * W + i] + 1.0f) / 2.0f;
+        o[(bb * H * W + i) * 3 + ch] = v < 0 ? 0 : v > 1 ? 1 : v;
+      }
+  free(img);
+  return 0;
+}
+
+static int vae_encode_run(weft_call *c) {
+  const weft_host *h = c->host;
+  const weft_tensor *px = h->value_tensor(c->inputs[0]);
+  sd_bundle *b = ref_of(c, 1)->bundle;
+  int64_t f = sd_vae_factor(b->vae);
+  if (px->ndim != 4 || px->shape[3] < 3) {
+    h->error(c, "pixels must be an IMAGE [batch, height, width, channels]");
+    return WEFT_ETYPE;
+  }
+  int64_t B = px->shape[0], H0 = px->shape[1], W0 = px->shape[2];
+  int64_t C0 = px->shape[3];
+  /* ComfyUI crops to a multiple of the downscale, centred */
+  int64_t H = H0 / f * f, W = W0 / f * f;
+  if (H == 0 || W == 0) {
+    h->error(c, "image %lldx%lld is smaller than %lld pixels", (long long)W0,
+             (long long)H0, (long long)f);
+    return WEFT_EINVAL;
+  }
+  int64_t oy = (H0 % f) / 2, ox = (W0 % f) / 2;
+  float *in = malloc((size_t)(B * 3 * H * W) * sizeof *in);
+  int64_t lat = sd_vae_config(b->vae)->latent_channels;
+  float *mom = malloc((size_t)(B * 2 * lat * (H / f) * (W / f)) * sizeof *mom);
+  if (!in || !mom) {
+    free(in), free(mom);
+    return WEFT_ENOMEM;
+  }
+  const float *p = px->data;
+  for (int64_t bb = 0; bb < B; bb++)
+    for (int64_t y = 0; y < H; y++)
+      for (int64_t x = 0; x < W; x++)
+        for (int64_t ch = 0; ch < 3; ch++)
+          in[((bb * 3 + ch) * H + y) * W + x] =
+              p[((bb * H0 + y + oy) * W0 + x + ox) * C0 + ch] * 2.0f - 1.0f;
+  int r = sd_vae_encode(b->vae, b->be, in, B, H, W, mom);
+  free(in);
+  if (r) {
+    free(mom);
+    h->error(c, "VAE encode failed");
+    return r;
+  }
+  int64_t shape[4] = {B, lat, H / f, W / f};
+  weft_tensor t;
+  c->outputs[0] = h->tensor_new(c, WEFT_TYPE_LATENT, WEFT_F32, 4, shape, &t);
+  if (!c->outputs[0]) {
+    free(mom);
+    return WEFT_ENOMEM;
+  }
+  /* the posterior's mode (its mean), as ComfyUI's VAEEncode */
+  int64_t hw = (H / f) * (W / f);
+  for (int64_t bb = 0; bb < B; bb++)
+    memcpy((float *)t.data + bb * lat * hw, mom + bb * 2 * lat * hw,
+           (size_t)(lat * hw) * sizeof(float));
+  free(mom);
+  return 0;
+}
+
+/* ---- descriptors ----------------------------------------------------------- */
+
+#define PORT(n, t, d) {sizeof(weft_port_def), n, t, NULL, 0, d}
+#define P_INT(n, def, lo, hi, d)                                               \
+  {sizeof(weft_param_def), n, WEFT_TYPE_INT, def, 0, NULL, lo, hi, NULL, 0, d}
+#define P_FLOAT(n, def, lo, hi, d)                                             \
+  {sizeof(weft_param_def), n, WEFT_TYPE_FLOAT, 0, def, NULL, lo, hi, NULL, 0, d}
+#define P_ENUM(n, def, ch, d)                                                  \
+  {sizeof(weft_param_def), n, WEFT_TYPE_ENUM, def, 0, NULL, 1, 0, ch, 0, d}
+#define P_STR(n, def, fl, d)                                                   \
+  {sizeof(weft_param_def), n, WEFT_TYPE_STRING, 0, 0, def, 1, 0, NULL, fl, d}
+
+static const weft_param_def loader_params[] = {
+    P_STR("ckpt_name", "models/default/weft-shapes-v1.safetensors",
+          WEFT_PARAM_PATH,
+          "a single-file checkpoint (.safetensors, original layout) or a "
+          "diffusers folder; relative paths resolve against --input-dir"),
+};
+static const weft_port_def loader_out[] = {
+    PORT("MODEL", WEFT_TYPE_MODEL, "the denoising UNet and its schedule"),
+    PORT("CLIP", WEFT_TYPE_CLIP, "the text encoder and tokenizer"),
+    PORT("VAE", WEFT_TYPE_VAE, "the image autoencoder"),
+};
+static const weft_node_def loader_def = {
+    .struct_size = sizeof(weft_node_def), .op = "CheckpointLoaderSimple",
+    .category = "loaders",
+    .doc = "Loads a Stable Diffusion 1.x/2.x checkpoint. The architecture is "
+           "read from the tensors (and config.json or 'weft.config' "
+           "metadata), not from flags.",
+    .outputs = loader_out, .n_outputs = 3, .params = loader_params,
+    .n_params = 1, .run = loader_run, .fingerprint = loader_fingerprint};
+
+static const weft_port_def clip_in[] = {
+    PORT("clip", WEFT_TYPE_CLIP, "the text encoder")};
+static const weft_param_def encode_params[] = {
+    P_STR("text", "", WEFT_PARAM_MULTILINE,
+          "the prompt; (word:1.2) and (word) weight words, \\( \\) are "
+          "literal"),
+};
+static const weft_port_def cond_out[] = {
+    PORT("CONDITIONING", WEFT_TYPE_CONDITIONING, "the encoded prompt")};
+static const weft_node_def encode_def = {
+    .struct_size = sizeof(weft_node_def), .op = "CLIPTextEncode",
+    .category = "conditioning",
+    .doc = "Encodes a prompt with the CLIP text encoder: ComfyUI's emphasis "
+           "syntax and 75-token chunks.",
+    .inputs = clip_in, .n_inputs = 1, .outputs = cond_out, .n_outputs = 1,
+    .params = encode_params, .n_params = 1, .run = clip_encode_run};
+
+static const weft_param_def last_layer_params[] = {
+    P_INT("stop_at_clip_layer", -1, -24, -1,
+          "-1: the last layer; -2: the penultimate (clip skip 2)"),
+};
+static const weft_port_def clip_out[] = {
+    PORT("CLIP", WEFT_TYPE_CLIP, "the text encoder, stopping early")};
+static const weft_node_def last_layer_def = {
+    .struct_size = sizeof(weft_node_def), .op = "CLIPSetLastLayer",
+    .category = "conditioning",
+    .doc = "Uses the output of an earlier text-encoder layer (clip skip).",
+    .inputs = clip_in, .n_inputs = 1, .outputs = clip_out, .n_outputs = 1,
+    .params = last_layer_params, .n_params = 1,
+    .flags = WEFT_NODE_INLINE, .run = clip_set_last_layer_run};
+
+static const weft_param_def empty_params[] = {
+    P_INT("width", 512, 16, 16384, "image width in pixels (multiple of 8)"),
+    P_INT("height", 512, 16, 16384, "image height in pixels (multiple of 8)"),
+    P_INT("batch_size", 1, 1, 4096, "images per batch"),
+};
+static const weft_port_def latent_out[] = {
+    PORT("LATENT", WEFT_TYPE_LATENT, "a latent [batch, 4, height/8, width/8]")};
+static const weft_node_def empty_def = {
+    .struct_size = sizeof(weft_node_def), .op = "EmptyLatentImage",
+    .category = "latent",
+    .doc = "An all-zero latent of the given size, to sample from.",
+    .outputs = latent_out, .n_outputs = 1, .params = empty_params,
+    .n_params = 3, .run = empty_latent_run};
+
+static const weft_port_def ks_in[] = {
+    PORT("model", WEFT_TYPE_MODEL, "the denoiser"),
+    PORT("positive", WEFT_TYPE_CONDITIONING, "what to draw"),
+    PORT("negative", WEFT_TYPE_CONDITIONING, "what to avoid"),
+    PORT("latent_image", WEFT_TYPE_LATENT, "the starting latent"),
+};
+static const char *const sampler_choices[] = {
+    "euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms",
+    "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "ddim", "ddpm", "uni_pc", NULL};
+static const char *const scheduler_choices[] = {
+    "normal", "karras", "exponential", "sgm_uniform", "simple",
+    "ddim_uniform", "beta", NULL};
+static const weft_param_def ks_params[] = {
+    [KS_SEED] = P_INT("seed", 0, 0, 18446744073709551615.0,
+                      "noise seed (torch.manual_seed, as ComfyUI)"),
+    [KS_STEPS] = P_INT("steps", 20, 1, 10000, "sampling steps"),
+    [KS_CFG] = P_FLOAT("cfg", 8.0, 0.0, 100.0, "classifier-free guidance"),
+    [KS_SAMPLER] = P_ENUM("sampler_name", 0, sampler_choices, "sampler"),
+    [KS_SCHEDULER] = P_ENUM("scheduler", 0, scheduler_choices,
+                            "noise schedule"),
+    [KS_DENOISE] = P_FLOAT("denoise", 1.0, 0.0, 1.0,
+                           "how much of the schedule to run (img2img < 1)"),
+};
+static const weft_node_def ksampler_def = {
+    .struct_size = sizeof(weft_node_def), .op = "KSampler",
+    .category = "sampling",
+    .doc = "Denoises a latent with ComfyUI's samplers and schedulers; the "
+           "same seed gives ComfyUI's starting noise.",
+    .inputs = ks_in, .n_inputs = 4, .outputs = latent_out, .n_outputs = 1,
+    .params = ks_params, .n_params = 6, .run = ksampler_run};
+
+static const char *const enable_disable[] = {"enable", "disable", NULL};
+static const char *const disable_enable[] = {"disable", "enable", NULL};
+static const weft_param_def ka_params[] = {
+    [KA_ADD_NOISE] = P_ENUM("add_noise", 0, enable_disable,
+                            "start from noise (disable: continue a latent)"),
+    [KA_SEED] = P_INT("noise_seed", 0, 0, 18446744073709551615.0,
+                      "noise seed"),
+    [KA_STEPS] = P_INT("steps", 20, 1, 10000, "steps of the whole schedule"),
+    [KA_CFG] = P_FLOAT("cfg", 8.0, 0.0, 100.0, "classifier-free guidance"),
+    [KA_SAMPLER] = P_ENUM("sampler_name", 0, sampler_choices, "sampler"),
+    [KA_SCHEDULER] = P_ENUM("scheduler", 0, scheduler_choices,
+                            "noise schedule"),
+    [KA_START] = P_INT("start_at_step", 0, 0, 10000, "first step to run"),
+    [KA_END] = P_INT("end_at_step", 10000, 0, 10000, "step to stop at"),
+    [KA_LEFTOVER] = P_ENUM("return_with_leftover_noise", 0, disable_enable,
+                           "enable: stop without denoising fully"),
+};
+static const weft_node_def ksampler_adv_def = {
+    .struct_size = sizeof(weft_node_def), .op = "KSamplerAdvanced",
+    .category = "sampling",
+    .doc = "KSampler over a window of the schedule (start/end step), with "
+           "optional noise and leftover noise, for multi-stage graphs.",
+    .inputs = ks_in, .n_inputs = 4, .outputs = latent_out, .n_outputs = 1,
+    .params = ka_params, .n_params = 9, .run = ksampler_adv_run};
+
+static const weft_port_def decode_in[] = {
+    PORT("samples", WEFT_TYPE_LATENT, "the latent"),
+    PORT("vae", WEFT_TYPE_VAE, "the autoencoder"),
+};
+static const weft_port_def image_out[] = {
+    PORT("IMAGE", WEFT_TYPE_IMAGE, "images [batch, height, width, 3] in 0..1")};
+static const weft_node_def decode_def = {
+    .struct_size = sizeof(weft_node_def), .op = "VAEDecode",
+    .category = "latent", .doc = "Decodes latents into images.",
+    .inputs = decode_in, .n_inputs = 2, .outputs = image_out, .n_outputs = 1,
+    .run = vae_decode_run};
+
+static const weft_port_def encode_in[] = {
+    PORT("pixels", WEFT_TYPE_IMAGE, "images [batch, height, width, C]"),
+    PORT("vae", WEFT_TYPE_VAE, "the autoencoder"),
+};
+static const weft_node_def vae_encode_def = {
+    .struct_size = sizeof(weft_node_def), .op = "VAEEncode",
+    .category = "latent",
+    .doc = "Encodes images into latents (the posterior's mean), cropping to "
+           "a multiple of 8 pixels.",
+    .inputs = encode_in, .n_inputs = 2, .outputs = latent_out, .n_outputs = 1,
+    .run = vae_encode_run};
+
+static const weft_node_def *const nodes[] = {
+    &loader_def,   &encode_def,       &last_layer_def, &empty_def,
+    &ksampler_def, &ksampler_adv_def, &decode_def,     &vae_encode_def};
+
+WEFT_PLUGIN_DEFINE("sd", "0.1", nodes)
