@@ -126,8 +126,8 @@ void weft__emit_log(weft_call *call, weft_log_level lvl, const char *msg) {
 
 static void maybe_finish(weft__run *r);
 
-static void on_wake(uv_async_t *h) {
-  weft__run *r = h->data;
+/* Delivers the events worker threads queued, in their order. */
+static void drain(weft__run *r) {
   uv_mutex_lock(&r->qlock);
   qevent *q = r->q;
   int n = r->qn;
@@ -143,6 +143,11 @@ static void on_wake(uv_async_t *h) {
     free(q[i].message);
   }
   free(q);
+}
+
+static void on_wake(uv_async_t *h) {
+  weft__run *r = h->data;
+  drain(r);
   if (atomic_load(&r->ctx->cancelled) && !r->stopping) {
     r->stopping = true;
     if (!r->status) r->status = WEFT_ECANCELED;
@@ -223,6 +228,7 @@ static void after_work_cb(uv_work_t *w, int status) {
   int i = (int)(s - r->ns);
   const weft__op *op = r->g->nodes[i].rop;
   r->in_flight--;
+  drain(r); /* the node's progress and logs come before its end */
   int rc = status == UV_ECANCELED ? WEFT_ECANCELED : s->rc;
   char msg[WEFT__ERRLEN];
   snprintf(msg, sizeof msg, "%s", s->priv.err);

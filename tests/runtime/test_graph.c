@@ -389,3 +389,35 @@ TEST(tensor_values_flow_between_nodes) {
   weft_graph_free(g);
   weft_ctx_free(ctx);
 }
+
+typedef struct prog_rec {
+  int progress_seen, done_seen, progress_after_done, last_k;
+} prog_rec;
+
+static void prog_cb(const weft_event *e, void *user) {
+  prog_rec *p = user;
+  if (e->kind == WEFT_EV_NODE_PROGRESS) {
+    p->progress_seen++;
+    p->progress_after_done += p->done_seen;
+    ASSERT(e->k == p->last_k + 1 && e->n == 5);
+    p->last_k = (int)e->k;
+  }
+  if (e->kind == WEFT_EV_NODE_DONE) p->done_seen++;
+}
+
+TEST(progress_events_arrive_in_order_before_node_done) {
+  weft_ctx *ctx = test_ctx();
+  const char *y = "version: 1\nnodes:\n  p: {op: TestProgress}\n";
+  weft_graph *g;
+  ASSERT_OK(load(ctx, y, &g));
+  for (int round = 0; round < 20; round++) {
+    prog_rec p = {0};
+    weft_ctx_set_event_cb(ctx, prog_cb, &p);
+    ASSERT_OK(weft_graph_run(ctx, g));
+    ASSERT_EQ(p.progress_seen, 5);
+    ASSERT_EQ(p.done_seen, 1);
+    ASSERT_EQ(p.progress_after_done, 0);
+  }
+  weft_graph_free(g);
+  weft_ctx_free(ctx);
+}

@@ -179,6 +179,18 @@ static const weft_node_def test_spin = {
     .outputs = int_out, .n_outputs = 1, .flags = WEFT_NODE_NO_CACHE,
     .run = spin_run};
 
+/* ---- TestProgress: reports steps 1..5 and returns ---- */
+static int progress_run(weft_call *c) {
+  for (int i = 1; i <= 5; i++) c->host->progress(c, i, 5);
+  c->outputs[0] = c->host->int_new(c, 5);
+  return 0;
+}
+static const weft_node_def test_progress = {
+    .struct_size = sizeof(weft_node_def), .op = "TestProgress",
+    .category = "test", .doc = "Reports five steps of progress.",
+    .outputs = int_out, .n_outputs = 1, .flags = WEFT_NODE_NO_CACHE,
+    .run = progress_run};
+
 /* ---- TestCount: appends a line to a file each time it runs ---- */
 static const weft_port_def count_in[] = {
     {sizeof(weft_port_def), "value", WEFT_TYPE_INT, NULL, 0, NULL},
@@ -233,6 +245,7 @@ static const weft_node_def test_noop_inline = {
 
 static const weft_node_def *const nodes[] = {
     &test_int,  &test_add,  &test_string, &test_image, &test_fail,
-    &test_barrier, &test_spin, &test_count, &test_noop, &test_noop_inline};
+    &test_barrier, &test_spin, &test_count, &test_noop, &test_noop_inline,
+    &test_progress};
 
 WEFT_PLUGIN_DEFINE("testnodes", "1.0", nodes)
