@@ -12,6 +12,7 @@ int weft_cmd_validate(int argc, char **argv);
 int weft_cmd_graph(int argc, char **argv);
 int weft_cmd_nodes(int argc, char **argv);
 int weft_cmd_inspect(int argc, char **argv);
+int weft_cmd_tokenize(int argc, char **argv);
 
 /* Options most commands share. */
 typedef struct weft_cli_opts {

@@ -17,6 +17,7 @@ static const struct command {
     {"nodes", weft_cmd_nodes, "list node types, or document one"},
     {"graph", weft_cmd_graph, "print a graph (Graphviz dot)"},
     {"inspect", weft_cmd_inspect, "describe a .safetensors file"},
+    {"tokenize", weft_cmd_tokenize, "show how CLIP splits and weights a prompt"},
 };
 
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])

@@ -375,6 +375,43 @@ static int clip_set_last_layer_run(weft_call *c) {
   return c->outputs[0] ? 0 : WEFT_ENOMEM;
 }
 
+/* ---- CLIPTokenize (for `weft tokenize`) ---------------------------------- */
+
+static void tok_destroy(void *p) { weft_clip_tok_free(p); }
+
+static int clip_tokenize_run(weft_call *c) {
+  const weft_host *h = c->host;
+  const weft_clip_tok *tok = NULL;
+  weft_clip_tok *own = NULL;
+  if (c->inputs[0]) {
+    tok = ref_of(c, 0)->bundle->tok;
+  } else {
+    char vocab[PATH_MAX], err[512];
+    if (find_vocab(vocab, sizeof vocab)) {
+      h->error(c, "cannot find the CLIP vocabulary (set WEFT_CLIP_VOCAB)");
+      return WEFT_ENOENT;
+    }
+    if (weft_clip_tok_load(vocab, &own, err, sizeof err)) {
+      h->error(c, "%s", err);
+      return WEFT_EFORMAT;
+    }
+    tok = own;
+  }
+  const char *text = weft_param_string(c, 0);
+  weft_clip_chunks *ch = NULL;
+  int r = weft_clip_chunks_build(tok, text, strlen(text), NULL, &ch);
+  char *out = NULL;
+  if (!r)
+    out = weft_param_int(c, 1) == 1 ? weft_clip_chunks_json(ch)
+                                    : weft_clip_chunks_text(ch);
+  if (!r && !out) r = WEFT_ENOMEM;
+  if (!r && !(c->outputs[0] = h->string_new(c, out))) r = WEFT_ENOMEM;
+  free(out);
+  weft_clip_chunks_free(ch);
+  tok_destroy(own);
+  return r;
+}
+
 /* ---- EmptyLatentImage ------------------------------------------------------ */
 
 static int empty_latent_run(weft_call *c) {
@@ -789,6 +826,27 @@ static const weft_node_def last_layer_def = {
     .params = last_layer_params, .n_params = 1,
     .flags = WEFT_NODE_INLINE, .run = clip_set_last_layer_run};
 
+static const weft_port_def tokenize_in[] = {
+    {sizeof(weft_port_def), "clip", WEFT_TYPE_CLIP, NULL, WEFT_PORT_OPTIONAL,
+     "the model's text encoder (default: the CLIP vocabulary)"},
+};
+static const char *const tokenize_formats[] = {"text", "json", NULL};
+static const weft_param_def tokenize_params[] = {
+    P_STR("text", "", WEFT_PARAM_MULTILINE, "the prompt"),
+    P_ENUM("format", 0, tokenize_formats,
+           "text: a line per 77-token chunk; json: one object"),
+};
+static const weft_port_def tokenize_out[] = {
+    PORT("tokens", WEFT_TYPE_STRING, "the chunks' token ids and weights")};
+static const weft_node_def tokenize_def = {
+    .struct_size = sizeof(weft_node_def), .op = "CLIPTokenize",
+    .category = "conditioning",
+    .doc = "Shows how a prompt is tokenized: the ids of each 77-token chunk "
+           "and the weights the emphasis syntax gives (weft tokenize).",
+    .inputs = tokenize_in, .n_inputs = 1, .outputs = tokenize_out,
+    .n_outputs = 1, .params = tokenize_params, .n_params = 2,
+    .run = clip_tokenize_run};
+
 static const weft_param_def empty_params[] = {
     P_INT("width", 512, 16, 16384, "image width in pixels (multiple of 8)"),
     P_INT("height", 512, 16, 16384, "image height in pixels (multiple of 8)"),
@@ -885,6 +943,7 @@ static const weft_node_def vae_encode_def = {
 
 static const weft_node_def *const nodes[] = {
     &loader_def,   &encode_def,       &last_layer_def, &empty_def,
-    &ksampler_def, &ksampler_adv_def, &decode_def,     &vae_encode_def};
+    &ksampler_def, &ksampler_adv_def, &decode_def,     &vae_encode_def,
+    &tokenize_def};
 
 WEFT_PLUGIN_DEFINE("sd", "0.1", nodes)

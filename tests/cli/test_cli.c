@@ -226,3 +226,20 @@ TEST(sigint_cancels_cleanly_with_exit_130) {
   ASSERT_CONTAINS(rest, "\"error\":\"ECANCELED\"");
   ASSERT_CONTAINS(rest, "\"status\":\"ECANCELED\"");
 }
+
+TEST(tokenize_prints_chunks_and_weights) {
+  const char *a[] = {weft(), "tokenize", "a", "photo", "of", "a", "(cat:1.5)",
+                     NULL};
+  char *out;
+  ASSERT_EQ(weft_test_spawn(a, &out, NULL, 30), 0);
+  ASSERT_STR_EQ(out, "chunk 1/1: 49406 320 1125 539 320 2368:1.5 49407 "
+                     "(+70 pad)\n");
+  free(out);
+  const char *b[] = {weft(), "tokenize", "--json", "a photo of a cat", NULL};
+  ASSERT_EQ(weft_test_spawn(b, &out, NULL, 30), 0);
+  ASSERT(strncmp(out, "{\"n_chunks\":1,\"chunks\":[{\"ids\":[49406,320,1125,539,"
+                      "320,2368,49407,49407,", 70) == 0);
+  free(out);
+  const char *c[] = {weft(), "tokenize", NULL};
+  ASSERT_EQ(weft_test_spawn(c, NULL, NULL, 30), 2);
+}
