@@ -2,7 +2,8 @@
  * the input directly as the GEMM's B matrix; everything else goes through
  * im2col in blocks of output columns, so the column buffer stays about
  * WEFT_CONV_BLOCK_BYTES whatever the image size (a full 3x3 im2col of a
- * 320-channel 64x64 map would be 47 MB). */
+ * 320-channel 64x64 map would be 47 MB, of a 128-channel 512x512 VAE map
+ * 1.2 GB). */
 #include <cblas.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -10,12 +11,17 @@
 
 #include "internal.h"
 
-/* About twice a core's L2 and a quarter of this machine's L3: the block is
- * written once and read once by OpenBLAS's packing, so it only needs to stay
- * in the outer cache between the two (measured with tools/bench_kernels). */
+/* Column blocks: about WEFT_CONV_BLOCK_BYTES of im2col matrix, but never
+ * narrower than WEFT_CONV_MIN_COLS columns unless the image has fewer.
+ * Measured with tools/bench_kernels on OpenBLAS 0.3.21 (Zen): a GEMM
+ * writing a block of <= 320 columns into the wider output (ldc = h*w) runs
+ * at a third of the speed of one with >= 384 (OpenBLAS packs the whole
+ * block as one panel then, which overflows L2), and 8 MB blocks beat 2 MB
+ * ones.  The block is written once and read once by OpenBLAS's packing. */
 #ifndef WEFT_CONV_BLOCK_BYTES
-#define WEFT_CONV_BLOCK_BYTES (2u << 20)
+#define WEFT_CONV_BLOCK_BYTES (8u << 20)
 #endif
+#define WEFT_CONV_MIN_COLS 384
 
 static bool is_pointwise(const weft_conv2d_args *a) {
   return a->k_h == 1 && a->k_w == 1 && a->stride_h == 1 && a->stride_w == 1 &&
@@ -51,11 +57,14 @@ static int check(const weft_conv2d_args *a, int64_t *h_out, int64_t *w_out) {
   return rc;
 }
 
-/* Output columns per im2col block. */
+/* Output columns per im2col block: blocks of equal width (a multiple of
+ * 16) so the last one is not a narrow, slow remainder. */
 static int64_t block_cols(int64_t k, int64_t n) {
   int64_t nb = (int64_t)(WEFT_CONV_BLOCK_BYTES / sizeof(float)) / k;
-  if (nb < 64) nb = 64; /* narrower blocks starve the GEMM */
-  nb = nb / 16 * 16;
+  if (nb < WEFT_CONV_MIN_COLS) nb = WEFT_CONV_MIN_COLS;
+  if (nb >= n) return n;
+  int64_t blocks = (n + nb - 1) / nb;
+  nb = ((n + blocks - 1) / blocks + 15) / 16 * 16;
   return nb < n ? nb : n;
 }
 
