@@ -518,6 +518,7 @@ void weft_graph_free(weft_graph *g) {
   free(g->out_values);
   free(g->order);
   free(g->id_index);
+  free(g->source);
   free(g->file);
   free(g);
 }
@@ -531,6 +532,12 @@ int weft__graph_parse(weft_ctx *ctx, const char *text, size_t len,
     return WEFT_ENOMEM;
   }
   g->ctx = ctx;
+  if (!(g->source = malloc(len + 1))) {
+    weft_graph_free(g);
+    return WEFT_ENOMEM;
+  }
+  memcpy(g->source, text, len);
+  g->source[len] = 0;
   parser p = {.ctx = ctx, .g = g};
   yaml_parser_t yp;
   if (!yaml_parser_initialize(&yp)) {

@@ -267,4 +267,5 @@ const weft_host weft__host = {
     .weights_key = h_weights_key,
     .weights_get = h_weights_get,
     .weights_meta = h_weights_meta,
+    .run_info = weft__run_info,
 };

@@ -227,6 +227,7 @@ struct weft_graph {
   int id_cap;
   /* after a run: the graph outputs' values */
   weft_value **out_values;
+  char *source;        /* the YAML text */
 };
 
 /* graph_load.c: YAML -> raw graph (names unresolved). */
@@ -256,6 +257,16 @@ typedef struct weft__callpriv {
   int node;
   char err[WEFT__ERRLEN];
 } weft__callpriv;
+
+/* graph_meta.c: the graph's input values as one JSON object, and the graph
+ * in ComfyUI's API format with every param's value resolved (param_values:
+ * per node, the values the run uses, or NULL for the graph's own).  Both
+ * malloc'd; NULL when out of memory. */
+char *weft__graph_inputs_json(const weft_graph *g);
+char *weft__graph_comfy_json(const weft_graph *g,
+                             weft_value *const *const *param_values);
+/* The run_info host service (sched_uv.c). */
+const char *weft__run_info(weft_call *call, const char *key);
 
 /* Delivers an event from any thread (queued to the loop when running). */
 void weft__emit_progress(weft_call *call, int64_t k, int64_t n);

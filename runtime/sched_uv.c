@@ -69,6 +69,8 @@ struct weft__run {
   int *inline_q;         /* inline nodes ready to run (a stack) */
   int inline_n;
   bool inline_busy;
+  uv_mutex_t info_lock;  /* run_info's strings, made on first request */
+  char *info_inputs, *info_prompt;
 };
 
 static double now_s(const weft__run *r) {
@@ -165,6 +167,34 @@ static void on_sigint(uv_signal_t *h, int signum) {
     return;
   }
   weft_ctx_cancel(r->ctx);
+}
+
+/* ---- run_info ------------------------------------------------------------ */
+
+const char *weft__run_info(weft_call *call, const char *key) {
+  weft__callpriv *p = call->priv;
+  weft__run *r = p->run;
+  if (!r) return NULL;
+  if (!strcmp(key, "graph")) return r->g->source;
+  if (!strcmp(key, "graph_file")) return r->g->file;
+  const char *out = NULL;
+  uv_mutex_lock(&r->info_lock);
+  if (!strcmp(key, "inputs")) {
+    if (!r->info_inputs) r->info_inputs = weft__graph_inputs_json(r->g);
+    out = r->info_inputs;
+  } else if (!strcmp(key, "prompt")) {
+    if (!r->info_prompt) {
+      weft_value *const **pv = malloc((size_t)r->g->n_nodes * sizeof *pv);
+      if (pv) {
+        for (int i = 0; i < r->g->n_nodes; i++) pv[i] = r->ns[i].pars;
+        r->info_prompt = weft__graph_comfy_json(r->g, pv);
+        free(pv);
+      }
+    }
+    out = r->info_prompt;
+  }
+  uv_mutex_unlock(&r->info_lock);
+  return out;
 }
 
 /* ---- node execution ------------------------------------------------------ */
@@ -520,6 +550,8 @@ static void run_free(weft__run *r) {
   }
   free(r->ns);
   free(r->inline_q);
+  free(r->info_inputs);
+  free(r->info_prompt);
   for (int i = 0; i < r->qn; i++) free(r->q[i].message);
   free(r->q);
 }
@@ -546,15 +578,18 @@ int weft_graph_run(weft_ctx *ctx, weft_graph *g) {
     free(r->inline_q);
     return WEFT_ENOMEM;
   }
+  uv_mutex_init(&r->info_lock);
   weft_event start = {.kind = WEFT_EV_RUN_START, .n_total = g->n_nodes};
   emit(r, &start);
   int rc = prepare(r);
   if (rc) {
     run_free(r);
+    uv_mutex_destroy(&r->info_lock);
     return rc;
   }
   if ((rc = uv_loop_init(&r->loop))) {
     run_free(r);
+    uv_mutex_destroy(&r->info_lock);
     return weft__err(ctx, WEFT_EINTERNAL, NULL, "uv_loop_init: %s",
                      uv_strerror(rc));
   }
@@ -596,6 +631,7 @@ int weft_graph_run(weft_ctx *ctx, weft_graph *g) {
                      .n_total = r->n_need};
   emit(r, &done);
   run_free(r);
+  uv_mutex_destroy(&r->info_lock);
   return rc;
 }
 

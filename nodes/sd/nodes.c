@@ -430,12 +430,8 @@ static int empty_latent_run(weft_call *c) {
 
 typedef struct sampling {
   weft_call *call;
-  sd_bundle *b;
-  int64_t batch, ch, h, w, n;
-  float cfg;
-  const float *ctx;  /* [2 * batch, tokens, dim]: uncond rows then cond */
-  int64_t tokens;
-  float *x_in, *eps, *t;
+  sd_denoiser den;
+  int64_t n;
   /* noise */
   weft_noise_kind kind;
   weft_torch_gen gen;
@@ -445,40 +441,7 @@ typedef struct sampling {
 
 static int denoise(void *user, const float *x, float sigma, float *den) {
   sampling *s = user;
-  const int64_t n = s->n;
-  const bool cfg1 = s->cfg == 1.0f; /* ComfyUI skips the uncond pass */
-  const int64_t rows = cfg1 ? s->batch : 2 * s->batch;
-  const float cin = 1.0f / sqrtf(sigma * sigma + 1.0f);
-  for (int64_t r = 0; r < rows; r++) {
-    for (int64_t i = 0; i < n / s->batch; i++)
-      s->x_in[r * (n / s->batch) + i] = x[(r % s->batch) * (n / s->batch) + i] *
-                                        cin;
-    s->t[r] = (float)weft_schedule_timestep(&s->b->sched, sigma);
-  }
-  const float *ctx = cfg1 ? s->ctx + s->batch * s->tokens * s->b->ck.unet.context_dim
-                          : s->ctx;
-  int r = sd_unet_forward(s->b->unet, s->b->be, s->x_in, rows, s->h, s->w,
-                          s->t, ctx, s->tokens, s->eps);
-  if (r) return r;
-  /* denoised = x - eps * sigma (eps), or the v-prediction form */
-  const int64_t per = n;
-  for (int64_t k = 0; k < rows; k++)
-    for (int64_t i = 0; i < per / s->batch; i++) {
-      int64_t xi = (k % s->batch) * (per / s->batch) + i;
-      float *o = s->eps + k * (per / s->batch) + i;
-      if (s->b->prediction == SD_PRED_V)
-        *o = x[xi] / (sigma * sigma + 1.0f) -
-             *o * sigma / sqrtf(sigma * sigma + 1.0f);
-      else
-        *o = x[xi] - *o * sigma;
-    }
-  if (cfg1) {
-    memcpy(den, s->eps, (size_t)n * sizeof *den);
-  } else {
-    const float *u = s->eps, *cc = s->eps + n;
-    for (int64_t i = 0; i < n; i++) den[i] = u[i] + (cc[i] - u[i]) * s->cfg;
-  }
-  return 0;
+  return sd_denoise(&s->den, x, sigma, den);
 }
 
 static int noise(void *user, float sigma, float sigma_next, float *out) {
@@ -495,30 +458,6 @@ static int step(void *user, int k, int total, const float *x) {
   sampling *s = user;
   s->call->host->progress(s->call, k, total);
   return s->call->host->is_cancelled(s->call) ? WEFT_ECANCELED : 0;
-}
-
-/* Lays out [uncond x batch, cond x batch] contexts, each repeated up to the
- * least common multiple of the two lengths as ComfyUI does (repeating keys
- * leaves attention unchanged). */
-static float *cfg_context(const sd_cond *u, const sd_cond *c, int64_t batch,
-                          int64_t *tokens) {
-  int64_t a = u->tokens, b = c->tokens, g = a, r = b;
-  while (r) {
-    int64_t t = g % r;
-    g = r;
-    r = t;
-  }
-  int64_t l = a / g * b, d = c->dim;
-  float *ctx = malloc((size_t)(2 * batch * l * d) * sizeof *ctx);
-  if (!ctx) return NULL;
-  for (int64_t k = 0; k < 2 * batch; k++) {
-    const sd_cond *src = k < batch ? u : c;
-    for (int64_t rep = 0; rep < l / src->tokens; rep++)
-      memcpy(ctx + (k * l + rep * src->tokens) * d, src->ctx,
-             (size_t)(src->tokens * d) * sizeof *ctx);
-  }
-  *tokens = l;
-  return ctx;
 }
 
 typedef struct ksampler_args {
@@ -560,10 +499,8 @@ static int ksample(weft_call *c, const ksampler_args *a) {
              (long long)(8 * f));
     return WEFT_EINVAL;
   }
-  sampling s = {.call = c, .b = b, .batch = lat->shape[0],
-                .ch = lat->shape[1], .h = lat->shape[2], .w = lat->shape[3],
-                .cfg = a->cfg};
-  s.n = s.batch * s.ch * s.h * s.w;
+  sampling s = {.call = c};
+  s.n = lat->shape[0] * lat->shape[1] * lat->shape[2] * lat->shape[3];
   int cap = (int)(a->steps / (a->denoise > 0 ? a->denoise : 1)) + 8;
   float *sig = malloc((size_t)cap * sizeof *sig);
   if (!sig) return WEFT_ENOMEM;
@@ -571,7 +508,8 @@ static int ksample(weft_call *c, const ksampler_args *a) {
                                 a->start >= 0 ? 1.0 : a->denoise, sig, cap);
   if (ns >= 0 && a->start >= 0)
     ns = weft_sigmas_window(sig, ns, a->start, a->end, a->force_full_denoise);
-  int64_t shape[4] = {s.batch, s.ch, s.h, s.w};
+  int64_t shape[4] = {lat->shape[0], lat->shape[1], lat->shape[2],
+                      lat->shape[3]};
   weft_tensor out;
   c->outputs[0] = h->tensor_new(c, WEFT_TYPE_LATENT, WEFT_F32, 4, shape, &out);
   if (!c->outputs[0]) {
@@ -587,17 +525,16 @@ static int ksample(weft_call *c, const ksampler_args *a) {
   }
   float *nz = malloc((size_t)s.n * sizeof *nz);
   float *latent_in = malloc((size_t)s.n * sizeof *latent_in);
-  float *ctx = cfg_context(neg, pos, s.batch, &s.tokens);
-  s.x_in = malloc((size_t)(2 * s.n) * sizeof *s.x_in);
-  s.eps = malloc((size_t)(2 * s.n) * sizeof *s.eps);
-  s.t = malloc((size_t)(2 * s.batch) * sizeof *s.t);
   s.tmp = malloc((size_t)s.n * sizeof *s.tmp);
   int r = 0;
-  if (!nz || !latent_in || !ctx || !s.x_in || !s.eps || !s.t || !s.tmp) {
+  if (!nz || !latent_in || !s.tmp) {
     r = WEFT_ENOMEM;
     goto out;
   }
-  s.ctx = ctx;
+  if ((r = sd_denoiser_init(&s.den, b->unet, b->be, &b->sched, b->prediction,
+                            shape, a->cfg, neg->ctx, neg->tokens, pos->ctx,
+                            pos->tokens)))
+    goto out;
   /* ComfyUI's prepare_noise: torch.manual_seed(seed); randn(latent shape) */
   weft_torch_gen g;
   weft_torch_gen_seed(&g, a->seed);
@@ -628,8 +565,8 @@ static int ksample(weft_call *c, const ksampler_args *a) {
                                                          : "model error");
   for (int64_t i = 0; !r && i < s.n; i++) x[i] /= scale;
 out:
-  free(sig), free(nz), free(latent_in), free(ctx);
-  free(s.x_in), free(s.eps), free(s.t), free(s.tmp);
+  sd_denoiser_free(&s.den);
+  free(sig), free(nz), free(latent_in), free(s.tmp);
   return r;
 }
 

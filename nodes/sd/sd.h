@@ -133,4 +133,39 @@ int sd_vae_decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
                   int64_t h, int64_t w, float *image);
 int sd_vae_factor(const sd_vae *m); /* 2^(levels-1) */
 
+/* ---- the denoiser a sampler calls ---------------------------------------- */
+
+#include "schedule.h"
+
+typedef enum sd_prediction { SD_PRED_EPS = 0, SD_PRED_V } sd_prediction;
+
+/* ComfyUI's CFG denoiser over an SD UNet: D(x, sigma) = uncond + (cond -
+ * uncond) * cfg of the model's denoised estimates, cond and uncond in one
+ * UNet batch (uncond rows first), the UNet fed x / sqrt(sigma^2 + 1) at the
+ * integer timestep nearest sigma; cfg == 1 skips the uncond half. */
+typedef struct sd_denoiser {
+  sd_unet *unet;
+  weft_backend *be;
+  const weft_schedule *sched;
+  sd_prediction pred;
+  int64_t batch, per;  /* latents, and elements per latent */
+  int64_t h, w;
+  float cfg;
+  float *ctx;          /* [2 * batch, tokens, dim] */
+  int64_t tokens, dim;
+  float *x_in, *out, *t;
+} sd_denoiser;
+
+/* shape [batch, channels, h, w]; the contexts [tokens, dim] (one prompt
+ * each) are repeated to their lengths' least common multiple, as ComfyUI
+ * does (repeated keys leave attention unchanged).  0 or WEFT_ENOMEM. */
+int sd_denoiser_init(sd_denoiser *d, sd_unet *unet, weft_backend *be,
+                     const weft_schedule *sched, sd_prediction pred,
+                     const int64_t shape[4], float cfg, const float *uncond,
+                     int64_t uncond_tokens, const float *cond,
+                     int64_t cond_tokens);
+void sd_denoiser_free(sd_denoiser *d);
+/* The weft_sampler_io denoise callback (user = the sd_denoiser). */
+int sd_denoise(void *user, const float *x, float sigma, float *denoised);
+
 #endif

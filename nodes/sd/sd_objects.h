@@ -10,8 +10,6 @@
 #include "sd.h"
 #include "tokenizer.h"
 
-typedef enum sd_prediction { SD_PRED_EPS = 0, SD_PRED_V } sd_prediction;
-
 /* One loaded checkpoint.  Refcounted: every MODEL, CLIP and VAE value made
  * from it holds a reference. */
 typedef struct sd_bundle {

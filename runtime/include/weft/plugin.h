@@ -31,7 +31,7 @@ extern "C" {
 #endif
 
 #define WEFT_ABI_MAJOR 1
-#define WEFT_ABI_MINOR 0
+#define WEFT_ABI_MINOR 1
 
 #if defined(_WIN32)
 #define WEFT_PLUGIN_EXPORT __declspec(dllexport)
@@ -335,6 +335,16 @@ struct weft_host {
                      weft_tensor *view);
   /* A __metadata__ entry, or NULL. */
   const char *(*weights_meta)(const weft_weights *w, const char *key);
+
+  /* ---- ABI 1.1 ---- */
+
+  /* What the run is, for nodes that record it (SaveImage's PNG text):
+   *   "graph"       the graph's YAML source
+   *   "graph_file"  its file name
+   *   "inputs"      the graph inputs' values, one JSON object
+   *   "prompt"      the run in ComfyUI's API format (JSON), values resolved
+   * NULL for an unknown key.  Valid until the run ends.  (transfer none) */
+  const char *(*run_info)(weft_call *call, const char *key);
 };
 
 /* ---- Convenience wrappers ----------------------------------------------- */

@@ -1,0 +1,93 @@
+/* test_txt2img.c - graphs/txt2img.yaml end to end through the weft command
+ * on the tiny checkpoint, against diffusers' StableDiffusionPipeline with
+ * EulerDiscreteScheduler and the same initial noise (txt2img_e2e*.fixtures):
+ * every pixel within 2/255.  Both checkpoint layouts give the same image. */
+#include "png_io.h"
+#include "sd_fixture.h"
+
+static char *run_graph(const char *ckpt, const char *scheduler, int steps,
+                       const char *outdir) {
+  char graph[4096], ck[4096], st[32], sc[64];
+  snprintf(graph, sizeof graph, "%s/../graphs/txt2img.yaml",
+           weft_test_srcdir());
+  snprintf(ck, sizeof ck, "ckpt=%s/fixtures/sd15_tiny/%s", weft_test_srcdir(),
+           ckpt);
+  snprintf(st, sizeof st, "steps=%d", steps);
+  snprintf(sc, sizeof sc, "scheduler=%s", scheduler);
+  const char *a[] = {weft_test_built("cli/weft"), "run", graph,
+                     "--set", ck,
+                     "--set", "prompt=a watercolor fox in a snowy forest",
+                     "--set", "negative=blurry, low quality",
+                     "--set", "seed=42", "--set", st, "--set", sc,
+                     "--set", "cfg=7.5", "--set", "sampler=euler",
+                     "--set", "width=64", "--set", "height=64",
+                     "--output-dir", outdir, "-q", NULL};
+  char *out = NULL, *err = NULL;
+  int code = weft_test_spawn(a, &out, &err, 120);
+  if (code) fprintf(stderr, "weft run: %s", err);
+  ASSERT_EQ(code, 0);
+  free(out);
+  free(err);
+  char *png = malloc(8192);
+  snprintf(png, 8192, "%s/txt2img_00001_.png", outdir);
+  return png;
+}
+
+static void compare(const char *png, const char *fixture, const char *key,
+                    int tol) {
+  weft__png_image img;
+  char err[1024];
+  int r = weft__png_read(png, &img, err, sizeof err);
+  if (r) fprintf(stderr, "%s\n", err);
+  ASSERT_OK(r);
+  ASSERT_EQ(img.width, 64);
+  ASSERT_EQ(img.height, 64);
+  weft_st_file *f = fx_open(fixture);
+  const weft_st_tensor *want = weft_st_find(f, key);
+  ASSERT(want && want->nbytes == 64 * 64 * 3);
+  const uint8_t *w = want->data;
+  int worst = 0;
+  for (int i = 0; i < 64 * 64 * 3; i++) {
+    int got = (int)lrintf(img.rgb[i] * 255.0f);
+    int d = abs(got - w[i]);
+    if (d > worst) worst = d;
+  }
+  fprintf(stderr, "%s %s: max pixel diff %d/255\n", fixture, key, worst);
+  ASSERT(worst <= tol);
+  weft_st_close(f);
+  weft__png_image_free(&img);
+}
+
+static char *subdir(const char *name) {
+  char *d = malloc(4096);
+  snprintf(d, 4096, "%s/%s", weft_test_tmpdir(), name);
+  return d;
+}
+
+TEST(txt2img_euler_normal_matches_diffusers) {
+  char *dir = subdir("normal");
+  char *png = run_graph("diffusers", "normal", 10, dir);
+  compare(png, "txt2img_e2e_normal.safetensors", "image", 2);
+  compare(png, "txt2img_e2e_normal.safetensors", "comfy_image", 2);
+  free(png), free(dir);
+}
+
+TEST(txt2img_euler_simple_matches_diffusers) {
+  char *dir = subdir("simple");
+  char *png = run_graph("diffusers", "simple", 8, dir);
+  compare(png, "txt2img_e2e.safetensors", "image", 2);
+  compare(png, "txt2img_e2e.safetensors", "comfy_image", 2);
+  free(png), free(dir);
+}
+
+TEST(single_file_and_diffusers_folder_give_the_same_image) {
+  char *da = subdir("a"), *db = subdir("b");
+  char *pa = run_graph("diffusers", "normal", 10, da);
+  char *pb = run_graph("sd15_tiny.safetensors", "normal", 10, db);
+  weft__png_image a, b;
+  ASSERT_OK(weft__png_read(pa, &a, NULL, 0));
+  ASSERT_OK(weft__png_read(pb, &b, NULL, 0));
+  ASSERT_EQ(memcmp(a.rgb, b.rgb, 64 * 64 * 3 * sizeof(float)), 0);
+  weft__png_image_free(&a), weft__png_image_free(&b);
+  free(pa), free(pb), free(da), free(db);
+}
