@@ -260,6 +260,14 @@ static int loader_run(weft_call *c) {
     h->error(c, "cannot start the CPU backend");
     r = WEFT_ENOMEM;
   }
+  if (!r) {
+    char unused[1024];
+    int n = sd_ckpt_unused(&b->ck, unused, sizeof unused);
+    if (n)
+      h->log(c, WEFT_LOG_WARN, "%s: %d tensors not used by the model: %s",
+             path, n, unused);
+  }
+  sd_ckpt_release(&b->ck);
   if (r) {
     sd_bundle_release(b);
     return r;

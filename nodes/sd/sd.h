@@ -78,6 +78,8 @@ typedef struct sd_ckpt {
   sd_clip_cfg clip;
   char clip_prefix[64];   /* where text_model.* lives in its file */
   char err[SD_ERRLEN];
+  char **used;            /* keys sd_weight read, to name the ones left */
+  int n_used, cap_used;
 } sd_ckpt;
 
 /* Reads configs: JSON from config_json[part] (a diffusers config.json
@@ -91,6 +93,15 @@ int sd_ckpt_configure(sd_ckpt *ck, const char *const config_json[SD_PARTS]);
  * Returns 0, or WEFT_ENOENT / WEFT_EFORMAT with ck->err naming the key. */
 int sd_weight(sd_ckpt *ck, sd_part part, const char *name, int64_t numel,
               float **out);
+/* Lists the tensors of the model parts that no loaded layer read (an
+ * architecture weft got wrong, or extra weights), as "N unused: a, b, ..."
+ * into out (at most len bytes); returns N.  Known leftovers of real
+ * checkpoints (position_ids, EMA copies, schedule buffers) are not
+ * counted. */
+int sd_ckpt_unused(const sd_ckpt *ck, char *out, size_t len);
+/* Frees what the loads recorded. */
+void sd_ckpt_release(sd_ckpt *ck);
+
 /* The LDM name of a diffusers name ("" when it has none). */
 void sd_ldm_name(const sd_ckpt *ck, sd_part part, const char *name, char *out,
                  size_t len);

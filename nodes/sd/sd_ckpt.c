@@ -207,6 +207,16 @@ int sd_weight(sd_ckpt *ck, sd_part part, const char *name, int64_t numel,
   if (r)
     return fail(ck, WEFT_EFORMAT, "%s: tensor '%s' has a dtype weft cannot "
                 "read", f->path, key);
+  if (ck->n_used == ck->cap_used) {
+    int cap = ck->cap_used ? 2 * ck->cap_used : 1024;
+    char **nu = realloc(ck->used, (size_t)cap * sizeof *nu);
+    if (!nu) return fail(ck, WEFT_ENOMEM, "out of memory");
+    ck->used = nu;
+    ck->cap_used = cap;
+  }
+  if (!(ck->used[ck->n_used] = strdup(key)))
+    return fail(ck, WEFT_ENOMEM, "out of memory");
+  ck->n_used++;
   int64_t n = weft_tensor_numel(&v);
   if (numel > 0 && n != numel)
     return fail(ck, WEFT_EFORMAT,
@@ -564,4 +574,57 @@ int sd_ckpt_configure(sd_ckpt *ck, const char *const config_json[SD_PARTS]) {
   }
   json_decref(meta);
   return r;
+}
+
+/* ---- what was left over ------------------------------------------------ */
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool ignorable(const char *k) {
+  static const char *const ends[] = {"position_ids", NULL};
+  for (int i = 0; ends[i]; i++) {
+    size_t lk = strlen(k), le = strlen(ends[i]);
+    if (lk >= le && !strcmp(k + lk - le, ends[i])) return true;
+  }
+  return false;
+}
+
+int sd_ckpt_unused(const sd_ckpt *ck, char *out, size_t len) {
+  char **used = malloc((size_t)(ck->n_used + 1) * sizeof *used);
+  if (!used) return 0;
+  memcpy(used, ck->used, (size_t)ck->n_used * sizeof *used);
+  qsort(used, (size_t)ck->n_used, sizeof *used, cmp_str);
+  int count = 0;
+  size_t w = 0;
+  out[0] = 0;
+  for (int p = 0; p < SD_PARTS; p++) {
+    const sd_file *f = &ck->files[p];
+    if (!ck->has[p]) continue;
+    /* a single file holds every part: scan it once, as the UNet's */
+    if (ck->layout == SD_LAYOUT_LDM && p > 0) break;
+    for (int32_t i = 0; i < f->count(f->handle); i++) {
+      const char *k = f->key_at(f->handle, i);
+      bool mine = ck->layout != SD_LAYOUT_LDM;
+      for (int q = 0; q < SD_PARTS && !mine; q++)
+        mine = !strncmp(k, ldm_prefix[q], strlen(ldm_prefix[q]));
+      if (!mine || ignorable(k) ||
+          bsearch(&k, used, (size_t)ck->n_used, sizeof *used, cmp_str))
+        continue;
+      if (count < 8 && w < len)
+        w += (size_t)snprintf(out + w, len - w, "%s%s", count ? ", " : "", k);
+      count++;
+    }
+  }
+  if (count > 8 && w < len) snprintf(out + w, len - w, ", ...");
+  free(used);
+  return count;
+}
+
+void sd_ckpt_release(sd_ckpt *ck) {
+  for (int i = 0; i < ck->n_used; i++) free(ck->used[i]);
+  free(ck->used);
+  ck->used = NULL;
+  ck->n_used = ck->cap_used = 0;
 }

@@ -150,3 +150,46 @@ TEST(vae_matches_diffusers_single_file) { check_vae(SD_LAYOUT_LDM); }
 TEST(vae_matches_diffusers_diffusers_folder) {
   check_vae(SD_LAYOUT_DIFFUSERS);
 }
+
+TEST(unused_tensors_are_named) {
+  fx_model m;
+  fx_model_open(&m, SD_LAYOUT_LDM);
+  sd_unet *unet = NULL;
+  sd_clip *clip = NULL;
+  ASSERT_OK(sd_unet_load(&m.ck, &unet));
+  ASSERT_OK(sd_clip_load(&m.ck, &clip));
+  char buf[1024];
+  /* the VAE was not loaded: its tensors are reported, by name */
+  int n = sd_ckpt_unused(&m.ck, buf, sizeof buf);
+  int vae = 0;
+  for (int32_t i = 0; i < weft_st_count(m.files[0]); i++)
+    vae += !strncmp(weft_st_at(m.files[0], i)->key, "first_stage_model.", 18);
+  ASSERT_EQ(n, vae);
+  ASSERT(vae > 100);
+  ASSERT(strncmp(buf, "first_stage_model.", 18) == 0);
+  ASSERT_CONTAINS(buf, ", ...");
+  sd_vae *v = NULL;
+  ASSERT_OK(sd_vae_load(&m.ck, &v));
+  ASSERT_EQ(sd_ckpt_unused(&m.ck, buf, sizeof buf), 0);
+  ASSERT_STR_EQ(buf, "");
+  sd_unet_free(unet), sd_clip_free(clip), sd_vae_free(v);
+  fx_model_close(&m);
+}
+
+TEST(missing_tensor_is_named) {
+  fx_model m;
+  fx_model_open(&m, SD_LAYOUT_LDM);
+  float *w = NULL;
+  ASSERT_EQ(sd_weight(&m.ck, SD_UNET, "down_blocks.0.resnets.0.conv9.weight", 0,
+                      &w),
+            WEFT_ENOENT);
+  ASSERT_CONTAINS(m.ck.err, "sd15_tiny.safetensors: missing tensor "
+                            "'model.diffusion_model.input_blocks.1.0.conv9."
+                            "weight'");
+  /* a wrong element count names the tensor and both counts */
+  ASSERT_EQ(sd_weight(&m.ck, SD_UNET, "conv_in.weight", 7, &w), WEFT_EFORMAT);
+  ASSERT_CONTAINS(m.ck.err, "tensor 'model.diffusion_model.input_blocks.0.0."
+                            "weight' has 1152 elements, the architecture "
+                            "needs 7");
+  fx_model_close(&m);
+}
