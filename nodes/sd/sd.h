@@ -80,6 +80,10 @@ typedef struct sd_ckpt {
   char err[SD_ERRLEN];
   char **used;            /* keys sd_weight read, to name the ones left */
   int n_used, cap_used;
+  /* No files: every weight is drawn at random (benchmarks at real model
+   * sizes); configs must then come as JSON. */
+  bool random_weights;
+  uint64_t rng;
 } sd_ckpt;
 
 /* Reads configs: JSON from config_json[part] (a diffusers config.json
