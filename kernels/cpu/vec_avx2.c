@@ -121,9 +121,11 @@ static inline __m256 norm8(__m256 x, __m256 mu, __m256 rs, const float *g,
                            const float *b, __m256i m, int masked) {
   __m256 v = _mm256_mul_ps(_mm256_sub_ps(x, mu), rs);
   if (g)
-    v = _mm256_mul_ps(v, masked ? _mm256_maskload_ps(g, m) : _mm256_loadu_ps(g));
+    v = _mm256_mul_ps(v,
+                      masked ? _mm256_maskload_ps(g, m) : _mm256_loadu_ps(g));
   if (b)
-    v = _mm256_add_ps(v, masked ? _mm256_maskload_ps(b, m) : _mm256_loadu_ps(b));
+    v = _mm256_add_ps(v,
+                      masked ? _mm256_maskload_ps(b, m) : _mm256_loadu_ps(b));
   return v;
 }
 
@@ -140,8 +142,8 @@ static void a_norm_row(const float *x, float *y, int64_t n, float mean,
     __m256i m = weft__tail_mask(n - i);
     _mm256_maskstore_ps(y + i, m,
                         norm8(_mm256_maskload_ps(x + i, m), mu, rs,
-                              gamma ? gamma + i : NULL,
-                              beta ? beta + i : NULL, m, 1));
+                              gamma ? gamma + i : NULL, beta ? beta + i : NULL,
+                              m, 1));
   }
 }
 
