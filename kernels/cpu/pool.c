@@ -4,6 +4,9 @@
  * on a machine with few cores they share the CPUs with OpenBLAS's own
  * threads, and a spinning worker would steal time from a running GEMM. */
 #include <cblas.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,9 +178,17 @@ int weft_cpu_get_threads(const weft_cpu_ctx *ctx) {
 
 bool weft__cpu_has_avx2(void) {
 #ifdef WEFT_HAVE_AVX2_BUILD
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+  /* CPUID directly: clang 14's __builtin_cpu_supports knows no "f16c" */
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  bool fma = c & bit_FMA, f16c = c & bit_F16C, osxsave = c & bit_OSXSAVE;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  bool avx2 = b & bit_AVX2;
+  if (!(fma && f16c && avx2 && osxsave)) return false;
+  /* the OS must save the YMM registers (XCR0 bits 1 and 2) */
+  unsigned lo, hi;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (lo & 6) == 6;
 #else
   return false;
 #endif

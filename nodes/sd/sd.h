@@ -69,6 +69,14 @@ typedef struct sd_clip_cfg {
   int eos_token; /* pooled output: the first EOS (or the argmax id) */
 } sd_clip_cfg;
 
+/* A weight the models hold, by its diffusers name: what LoRA patches. */
+typedef struct sd_param {
+  sd_part part;
+  char *name;     /* "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight" */
+  float *data;    /* the model's own array (stable for the model's life) */
+  int64_t numel;
+} sd_param;
+
 typedef struct sd_ckpt {
   sd_layout layout;
   sd_file files[SD_PARTS]; /* LDM: the same file three times */
@@ -80,6 +88,8 @@ typedef struct sd_ckpt {
   char err[SD_ERRLEN];
   char **used;            /* keys sd_weight read, to name the ones left */
   int n_used, cap_used;
+  sd_param *params;       /* every weight loaded, for LoRA */
+  int n_params, cap_params;
   /* No files: every weight is drawn at random (benchmarks at real model
    * sizes); configs must then come as JSON. */
   bool random_weights;
@@ -103,8 +113,13 @@ int sd_weight(sd_ckpt *ck, sd_part part, const char *name, int64_t numel,
  * checkpoints (position_ids, EMA copies, schedule buffers) are not
  * counted. */
 int sd_ckpt_unused(const sd_ckpt *ck, char *out, size_t len);
-/* Frees what the loads recorded. */
+/* Frees what the loads recorded (the used-key list); keep_params keeps the
+ * parameter registry (freed later by sd_ckpt_free_params). */
 void sd_ckpt_release(sd_ckpt *ck);
+void sd_ckpt_free_params(sd_ckpt *ck);
+/* The registry entry of a diffusers name, or NULL. */
+const sd_param *sd_ckpt_param(const sd_ckpt *ck, sd_part part,
+                              const char *name);
 
 /* The LDM name of a diffusers name ("" when it has none). */
 void sd_ldm_name(const sd_ckpt *ck, sd_part part, const char *name, char *out,

@@ -268,6 +268,22 @@ int sd_weight(sd_ckpt *ck, sd_part part, const char *name, int64_t numel,
     return fail(ck, WEFT_EFORMAT, "%s: tensor '%s' is not a float tensor",
                 f->path, key);
   }
+  if (ck->n_params == ck->cap_params) {
+    int cap = ck->cap_params ? 2 * ck->cap_params : 1024;
+    sd_param *np = realloc(ck->params, (size_t)cap * sizeof *np);
+    if (!np) {
+      free(w);
+      return fail(ck, WEFT_ENOMEM, "out of memory");
+    }
+    ck->params = np;
+    ck->cap_params = cap;
+  }
+  char *pn = strdup(name);
+  if (!pn) {
+    free(w);
+    return fail(ck, WEFT_ENOMEM, "out of memory");
+  }
+  ck->params[ck->n_params++] = (sd_param){part, pn, w, n};
   *out = w;
   return 0;
 }
@@ -648,4 +664,19 @@ void sd_ckpt_release(sd_ckpt *ck) {
   free(ck->used);
   ck->used = NULL;
   ck->n_used = ck->cap_used = 0;
+}
+
+void sd_ckpt_free_params(sd_ckpt *ck) {
+  for (int i = 0; i < ck->n_params; i++) free(ck->params[i].name);
+  free(ck->params);
+  ck->params = NULL;
+  ck->n_params = ck->cap_params = 0;
+}
+
+const sd_param *sd_ckpt_param(const sd_ckpt *ck, sd_part part,
+                              const char *name) {
+  for (int i = 0; i < ck->n_params; i++)
+    if (ck->params[i].part == part && !strcmp(ck->params[i].name, name))
+      return &ck->params[i];
+  return NULL;
 }
