@@ -54,6 +54,11 @@ void sd_bundle_retain(sd_bundle *b) { atomic_fetch_add(&b->refs, 1); }
 
 void sd_bundle_release(sd_bundle *b) {
   if (!b || atomic_fetch_sub(&b->refs, 1) != 1) return;
+  for (int p = 0; p < SD_PARTS; p++) {
+    sd_patch_state_free(&b->patch[p]);
+    pthread_mutex_destroy(&b->lock[p]);
+  }
+  sd_ckpt_free_params(&b->ck);
   sd_unet_free(b->unet);
   sd_clip_free(b->clip);
   sd_vae_free(b->vae);
@@ -64,20 +69,54 @@ void sd_bundle_release(sd_bundle *b) {
   free(b);
 }
 
+int sd_bundle_acquire(sd_bundle *b, sd_part part, const sd_ref *ref) {
+  pthread_mutex_lock(&b->lock[part]);
+  int r = sd_patch_apply(&b->patch[part], part, ref->patches, ref->n_patches);
+  if (r) pthread_mutex_unlock(&b->lock[part]);
+  return r;
+}
+
+void sd_bundle_unacquire(sd_bundle *b, sd_part part) {
+  pthread_mutex_unlock(&b->lock[part]);
+}
+
 static void ref_destroy(void *p) {
   sd_ref *r = p;
+  for (int i = 0; i < r->n_patches; i++) sd_lora_release(r->patches[i].lora);
+  free(r->patches);
   sd_bundle_release(r->bundle);
   free(r);
 }
 
-static weft_value *ref_value(weft_call *c, weft_type type, sd_bundle *b,
-                             int clip_layer) {
+/* A new MODEL/CLIP/VAE value on bundle b: base's patches (may be NULL)
+ * plus one more LoRA when add is set. */
+static weft_value *ref_value_patched(weft_call *c, weft_type type,
+                                     sd_bundle *b, int clip_layer,
+                                     const sd_ref *base, const sd_patch *add) {
   sd_ref *r = calloc(1, sizeof *r);
   if (!r) return NULL;
+  int n = (base ? base->n_patches : 0) + (add ? 1 : 0);
+  if (n && !(r->patches = malloc((size_t)n * sizeof *r->patches))) {
+    free(r);
+    return NULL;
+  }
+  for (int i = 0; base && i < base->n_patches; i++) {
+    r->patches[r->n_patches++] = base->patches[i];
+    sd_lora_retain(base->patches[i].lora);
+  }
+  if (add) {
+    r->patches[r->n_patches++] = *add;
+    sd_lora_retain(add->lora);
+  }
   sd_bundle_retain(b);
   r->bundle = b;
   r->clip_layer = clip_layer;
   return c->host->object_new(c, type, NULL, r, ref_destroy);
+}
+
+static weft_value *ref_value(weft_call *c, weft_type type, sd_bundle *b,
+                             int clip_layer) {
+  return ref_value_patched(c, type, b, clip_layer, NULL, NULL);
 }
 
 static void cond_destroy(void *p) {
@@ -238,6 +277,7 @@ static int loader_run(weft_call *c) {
   sd_bundle *b = &bi->pub;
   atomic_init(&b->refs, 1);
   b->host = h;
+  for (int p = 0; p < SD_PARTS; p++) pthread_mutex_init(&b->lock[p], NULL);
   char *cfg[SD_PARTS] = {0};
   int r = S_ISDIR(st.st_mode) ? open_diffusers(c, bi, path, cfg)
                               : open_single(c, bi, path);
@@ -297,11 +337,79 @@ static uint64_t loader_fingerprint(weft_call *c) {
          (uint64_t)st.st_mtim.tv_nsec;
 }
 
-/* ---- CLIPTextEncode / CLIPSetLastLayer ------------------------------------ */
+/* ---- LoraLoader ------------------------------------------------------------ */
 
 static sd_ref *ref_of(weft_call *c, int input) {
   return c->host->value_object(c->inputs[input]);
 }
+
+enum { LORA_NAME, LORA_STRENGTH_MODEL, LORA_STRENGTH_CLIP };
+
+/* Matches the LoRA file against bundle b's weights. */
+static int lora_for(weft_call *c, const char *path, sd_bundle *b,
+                    sd_lora **out) {
+  const weft_host *h = c->host;
+  weft_weights *w = h->weights_open(c, path);
+  if (!w) return WEFT_EFORMAT;
+  wfile wf = {h, w};
+  sd_file f = {&wf, wf_get, wf_meta, wf_count, wf_key, path};
+  char unmatched[1024], err[1024];
+  int n_unmatched = 0;
+  int r = sd_lora_load(&f, &b->ck, out, unmatched, sizeof unmatched,
+                       &n_unmatched, err, sizeof err);
+  h->weights_release(w);
+  if (r) {
+    h->error(c, "%s", r == WEFT_ENOMEM ? "out of memory" : err);
+    return r;
+  }
+  if (n_unmatched)
+    h->log(c, WEFT_LOG_WARN, "%s: %d LoRA tensors match no weight of the "
+           "model: %s", path, n_unmatched, unmatched);
+  return 0;
+}
+
+static int lora_run_common(weft_call *c, bool with_clip) {
+  char path[PATH_MAX];
+  resolve(c, weft_param_string(c, LORA_NAME), path, sizeof path);
+  if (!is_file(path)) {
+    c->host->error(c, "%s: %s", path, strerror(errno ? errno : ENOENT));
+    return WEFT_ENOENT;
+  }
+  const sd_ref *mref = ref_of(c, 0), *cref = with_clip ? ref_of(c, 1) : NULL;
+  float sm = (float)weft_param_float(c, LORA_STRENGTH_MODEL);
+  float sc = with_clip ? (float)weft_param_float(c, LORA_STRENGTH_CLIP) : 0;
+  sd_lora *lm = NULL, *lc = NULL;
+  int r = 0;
+  /* ComfyUI: both strengths 0 pass the inputs through untouched */
+  if ((sm != 0 || sc != 0) && (r = lora_for(c, path, mref->bundle, &lm)))
+    return r;
+  if (lm && cref) {
+    if (cref->bundle == mref->bundle) {
+      lc = lm;
+      sd_lora_retain(lc);
+    } else if ((r = lora_for(c, path, cref->bundle, &lc))) {
+      sd_lora_release(lm);
+      return r;
+    }
+  }
+  sd_patch pm = {lm, sm}, pc = {lc, sc};
+  c->outputs[0] = ref_value_patched(c, WEFT_TYPE_MODEL, mref->bundle, -1, mref,
+                                    lm && lm->n_unet && sm != 0 ? &pm : NULL);
+  if (with_clip)
+    c->outputs[1] = ref_value_patched(c, WEFT_TYPE_CLIP, cref->bundle,
+                                      cref->clip_layer, cref,
+                                      lc && lc->n_clip && sc != 0 ? &pc : NULL);
+  sd_lora_release(lm);
+  sd_lora_release(lc);
+  return c->outputs[0] && (!with_clip || c->outputs[1]) ? 0 : WEFT_ENOMEM;
+}
+
+static int lora_run(weft_call *c) { return lora_run_common(c, true); }
+static int lora_model_only_run(weft_call *c) {
+  return lora_run_common(c, false);
+}
+
+/* ---- CLIPTextEncode / CLIPSetLastLayer ------------------------------------ */
 
 static int encode_chunks(sd_bundle *b, int layer, const int32_t *ids, int64_t n,
                          float *out, float *pooled) {
@@ -336,7 +444,10 @@ static int clip_encode_run(weft_call *c) {
     for (int64_t i = 1; i < L; i++) e[i] = WEFT_CLIP_EOS;
   }
   int layer = ref->clip_layer < 0 ? ref->clip_layer + 1 : ref->clip_layer;
-  if ((r = encode_chunks(b, layer, ids, n, z, pooled))) {
+  if ((r = sd_bundle_acquire(b, SD_CLIP, ref))) goto out;
+  r = encode_chunks(b, layer, ids, n, z, pooled);
+  sd_bundle_unacquire(b, SD_CLIP);
+  if (r) {
     h->error(c, "text encoder failed: %s", r == WEFT_EINVAL
                                                ? "clip layer out of range"
                                                : "out of memory");
@@ -379,7 +490,8 @@ static int clip_set_last_layer_run(weft_call *c) {
                       "layers", layer, layers);
     return WEFT_ERANGE;
   }
-  c->outputs[0] = ref_value(c, WEFT_TYPE_CLIP, ref->bundle, layer);
+  c->outputs[0] =
+      ref_value_patched(c, WEFT_TYPE_CLIP, ref->bundle, layer, ref, NULL);
   return c->outputs[0] ? 0 : WEFT_ENOMEM;
 }
 
@@ -564,7 +676,11 @@ static int ksample(weft_call *c, const ksampler_args *a) {
     if ((r = weft_brownian_init(&s.brown, s.n, lo, hi, a->seed))) goto out;
   }
   weft_sampler_io io = {s.n, denoise, noise, step, &s};
-  r = weft_sample(a->sampler, &io, x, sig, ns);
+  const sd_ref *mref = ref_of(c, 0);
+  if (!(r = sd_bundle_acquire(b, SD_UNET, mref))) {
+    r = weft_sample(a->sampler, &io, x, sig, ns);
+    sd_bundle_unacquire(b, SD_UNET);
+  }
   if (s.kind == WEFT_NOISE_BROWNIAN) weft_brownian_free(&s.brown);
   if (r == WEFT_ECANCELED)
     h->error(c, "cancelled");
@@ -740,6 +856,37 @@ static const weft_node_def loader_def = {
     .outputs = loader_out, .n_outputs = 3, .params = loader_params,
     .n_params = 1, .run = loader_run, .fingerprint = loader_fingerprint};
 
+static const weft_port_def lora_in[] = {
+    PORT("model", WEFT_TYPE_MODEL, "the model to patch"),
+    PORT("clip", WEFT_TYPE_CLIP, "the text encoder to patch"),
+};
+static const weft_param_def lora_params[] = {
+    P_STR("lora_name", "", WEFT_PARAM_PATH,
+          "a LoRA .safetensors (kohya/A1111 or diffusers/PEFT keys, LoCon)"),
+    P_FLOAT("strength_model", 1.0, -100.0, 100.0, "scale of the UNet change"),
+    P_FLOAT("strength_clip", 1.0, -100.0, 100.0,
+            "scale of the text-encoder change"),
+};
+static const weft_port_def lora_out[] = {
+    PORT("MODEL", WEFT_TYPE_MODEL, "the patched model"),
+    PORT("CLIP", WEFT_TYPE_CLIP, "the patched text encoder"),
+};
+static const weft_node_def lora_def = {
+    .struct_size = sizeof(weft_node_def), .op = "LoraLoader",
+    .category = "loaders",
+    .doc = "Applies a LoRA to a model and its text encoder. The weights are "
+           "merged when used, from the base weights, so stacked LoRAs and "
+           "changed strengths never reload the checkpoint.",
+    .inputs = lora_in, .n_inputs = 2, .outputs = lora_out, .n_outputs = 2,
+    .params = lora_params, .n_params = 3, .run = lora_run,
+    .fingerprint = loader_fingerprint};
+static const weft_node_def lora_model_only_def = {
+    .struct_size = sizeof(weft_node_def), .op = "LoraLoaderModelOnly",
+    .category = "loaders", .doc = "Applies a LoRA to a model's UNet only.",
+    .inputs = lora_in, .n_inputs = 1, .outputs = lora_out, .n_outputs = 1,
+    .params = lora_params, .n_params = 2, .run = lora_model_only_run,
+    .fingerprint = loader_fingerprint};
+
 static const weft_port_def clip_in[] = {
     PORT("clip", WEFT_TYPE_CLIP, "the text encoder")};
 static const weft_param_def encode_params[] = {
@@ -889,6 +1036,6 @@ static const weft_node_def vae_encode_def = {
 static const weft_node_def *const nodes[] = {
     &loader_def,   &encode_def,       &last_layer_def, &empty_def,
     &ksampler_def, &ksampler_adv_def, &decode_def,     &vae_encode_def,
-    &tokenize_def};
+    &tokenize_def, &lora_def,         &lora_model_only_def};
 
 WEFT_PLUGIN_DEFINE("sd", "0.1", nodes)

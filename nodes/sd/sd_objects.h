@@ -4,8 +4,10 @@
 #ifndef WEFT_SD_OBJECTS_H
 #define WEFT_SD_OBJECTS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
+#include "lora.h"
 #include "schedule.h"
 #include "sd.h"
 #include "tokenizer.h"
@@ -25,6 +27,10 @@ typedef struct sd_bundle {
   weft_schedule sched;
   sd_prediction prediction;
   float latent_scale;
+  /* LoRA: the weights of a part are patched in place for whoever holds its
+   * lock (ComfyUI's patch-on-use), so nodes using other patch sets wait */
+  pthread_mutex_t lock[SD_PARTS];
+  sd_patch_state patch[SD_PARTS];
 } sd_bundle;
 
 void sd_bundle_retain(sd_bundle *b);
@@ -34,7 +40,13 @@ void sd_bundle_release(sd_bundle *b);
 typedef struct sd_ref {
   sd_bundle *bundle;
   int clip_layer; /* CLIP: CLIPSetLastLayer's stop_at_clip_layer (-1) */
+  sd_patch *patches; /* LoRAs on this MODEL's UNet or CLIP's text encoder */
+  int n_patches;
 } sd_ref;
+
+/* Locks a part of the bundle with exactly these patches applied. */
+int sd_bundle_acquire(sd_bundle *b, sd_part part, const sd_ref *ref);
+void sd_bundle_unacquire(sd_bundle *b, sd_part part);
 
 /* CONDITIONING: cross-attention context [tokens, dim] for one prompt, and
  * the pooled output [dim] */
