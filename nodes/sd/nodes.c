@@ -14,6 +14,7 @@
 #include "brownian.h"
 #include "rng.h"
 #include "samplers.h"
+#include "sd_nodes.h"
 #include "sd_objects.h"
 
 #ifndef WEFT_CLIP_VOCAB_INSTALLED
@@ -552,6 +553,11 @@ typedef struct sampling {
   weft_call *call;
   sd_denoiser den;
   int64_t n;
+  /* inpainting (ComfyUI's KSamplerX0Inpaint): 1 where the sampler works */
+  float *mask;
+  const float *latent;  /* the scaled input latent */
+  const float *noise0;  /* the noise the unmasked part is kept at */
+  float *x_in, *fresh;
   /* noise */
   weft_noise_kind kind;
   weft_torch_gen gen;
@@ -561,7 +567,39 @@ typedef struct sampling {
 
 static int denoise(void *user, const float *x, float sigma, float *den) {
   sampling *s = user;
-  return sd_denoise(&s->den, x, sigma, den);
+  if (!s->mask) return sd_denoise(&s->den, x, sigma, den);
+  /* outside the mask the model sees the original latent, noised to this
+   * sigma, and its estimate there is the original latent */
+  const float *m = s->mask;
+  for (int64_t i = 0; i < s->n; i++)
+    s->x_in[i] =
+        x[i] * m[i] + (s->latent[i] + s->noise0[i] * sigma) * (1.0f - m[i]);
+  int r = sd_denoise(&s->den, s->x_in, sigma, den);
+  if (r) return r;
+  for (int64_t i = 0; i < s->n; i++)
+    den[i] = den[i] * m[i] + s->latent[i] * (1.0f - m[i]);
+  return 0;
+}
+
+/* comfy.utils.reshape_mask: the mask [n, 1, H, W] bilinearly resized to the
+ * latent's h x w, repeated over channels and batch */
+static float *latent_mask(const weft_tensor *mask, const int64_t shape[4]) {
+  int64_t B = shape[0], C = shape[1], h = shape[2], w = shape[3];
+  int64_t H = mask->shape[mask->ndim - 2], W = mask->shape[mask->ndim - 1];
+  int64_t n = weft_tensor_numel(mask) / (H * W);
+  float *small = malloc((size_t)(n * h * w) * sizeof *small);
+  float *out = malloc((size_t)(B * C * h * w) * sizeof *out);
+  if (!small || !out || sd_latent_resize(mask->data, n, H, W, small, h, w, 1,
+                                         false)) {
+    free(small), free(out);
+    return NULL;
+  }
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t ch = 0; ch < C; ch++)
+      memcpy(out + (b * C + ch) * h * w, small + (b % n) * h * w,
+             (size_t)(h * w) * sizeof *out);
+  free(small);
+  return out;
 }
 
 static int noise(void *user, float sigma, float sigma_next, float *out) {
@@ -611,14 +649,6 @@ static int ksample(weft_call *c, const ksampler_args *a) {
              (long long)pos->dim, ucfg->context_dim);
     return WEFT_ETYPE;
   }
-  int64_t f = (int64_t)1 << (ucfg->n_levels - 1);
-  if (lat->shape[2] % f || lat->shape[3] % f) {
-    h->error(c, "latent %lldx%lld is not a multiple of %lld (image size "
-                "must be a multiple of %lld)",
-             (long long)lat->shape[3], (long long)lat->shape[2], (long long)f,
-             (long long)(8 * f));
-    return WEFT_EINVAL;
-  }
   sampling s = {.call = c};
   s.n = lat->shape[0] * lat->shape[1] * lat->shape[2] * lat->shape[3];
   int cap = (int)(a->steps / (a->denoise > 0 ? a->denoise : 1)) + 8;
@@ -666,6 +696,28 @@ static int ksample(weft_call *c, const ksampler_args *a) {
   for (int64_t i = 0; i < s.n; i++) latent_in[i] = lin[i] * scale;
   weft_sampler_start(x, nz, latent_in, s.n, sig[0],
                      weft_schedule_sigma_max(&b->sched));
+  const weft_value *nm = h->value_get_attr(c->inputs[3], "noise_mask");
+  if (nm) {
+    const weft_tensor *mt = h->value_tensor(nm);
+    if (!mt || mt->ndim < 2 || !(s.mask = latent_mask(mt, shape)) ||
+        !(s.x_in = malloc((size_t)s.n * sizeof *s.x_in))) {
+      r = mt ? WEFT_ENOMEM : WEFT_ETYPE;
+      goto out;
+    }
+    s.latent = latent_in;
+    s.noise0 = nz;
+    if (!strcmp(a->sampler, "ddim")) {
+      /* ComfyUI's ddim inpaints with fresh noise: randn from seed + 1 */
+      if (!(s.fresh = malloc((size_t)s.n * sizeof *s.fresh))) {
+        r = WEFT_ENOMEM;
+        goto out;
+      }
+      weft_torch_gen g2;
+      weft_torch_gen_seed(&g2, a->seed + 1);
+      weft_torch_randn(&g2, s.fresh, s.n);
+      s.noise0 = s.fresh;
+    }
+  }
   s.kind = (weft_noise_kind)weft_sampler_noise_kind(a->sampler);
   if (s.kind == WEFT_NOISE_DEFAULT) {
     weft_torch_gen_seed(&s.gen, a->seed + 1); /* ComfyUI's CPU noise sampler */
@@ -690,7 +742,8 @@ static int ksample(weft_call *c, const ksampler_args *a) {
   for (int64_t i = 0; !r && i < s.n; i++) x[i] /= scale;
 out:
   sd_denoiser_free(&s.den);
-  free(sig), free(nz), free(latent_in), free(s.tmp);
+  free(sig), free(nz), free(latent_in), free(s.tmp), free(s.mask),
+      free(s.x_in), free(s.fresh);
   return r;
 }
 
@@ -728,35 +781,15 @@ static int ksampler_adv_run(weft_call *c) {
 
 /* ---- VAEDecode / VAEEncode ------------------------------------------------- */
 
-static int vae_decode_run(weft_call *c) {
-  const weft_host *h = c->host;
-  const weft_tensor *lat = h->value_tensor(c->inputs[0]);
-  sd_bundle *b = ref_of(c, 1)->bundle;
-  const sd_vae_cfg *vc = sd_vae_config(b->vae);
-  if (lat->ndim != 4 || lat->shape[1] != vc->latent_channels) {
-    h->error(c, "samples have %lld channels; the VAE takes %d",
-             lat->ndim == 4 ? (long long)lat->shape[1] : -1LL,
-             vc->latent_channels);
-    return WEFT_ETYPE;
-  }
-  int64_t B = lat->shape[0], hh = lat->shape[2], ww = lat->shape[3];
-  int64_t f = sd_vae_factor(b->vae), H = hh * f, W = ww * f;
-  float *img = malloc((size_t)(B * 3 * H * W) * sizeof *img);
-  if (!img) return WEFT_ENOMEM;
-  int r = sd_vae_decode(b->vae, b->be, lat->data, B, hh, ww, img);
-  if (r) {
-    free(img);
-    h->error(c, "VAE decode failed");
-    return r;
-  }
+/* [-1, 1] NCHW -> an IMAGE value [B, H, W, 3] in [0, 1], clamped as
+ * ComfyUI's VAE.process_output */
+static int image_output(weft_call *c, const float *img, int64_t B, int64_t H,
+                        int64_t W) {
   int64_t shape[4] = {B, H, W, 3};
   weft_tensor t;
-  c->outputs[0] = h->tensor_new(c, WEFT_TYPE_IMAGE, WEFT_F32, 4, shape, &t);
-  if (!c->outputs[0]) {
-    free(img);
-    return WEFT_ENOMEM;
-  }
-  /* [-1, 1] NCHW -> [0, 1] NHWC, clamped as ComfyUI does */
+  c->outputs[0] = c->host->tensor_new(c, WEFT_TYPE_IMAGE, WEFT_F32, 4, shape,
+                                      &t);
+  if (!c->outputs[0]) return WEFT_ENOMEM;
   float *o = t.data;
   for (int64_t bb = 0; bb < B; bb++)
     for (int64_t ch = 0; ch < 3; ch++)
@@ -764,77 +797,283 @@ static int vae_decode_run(weft_call *c) {
         float v = (img[(bb * 3 + ch) * H * W + i] + 1.0f) / 2.0f;
         o[(bb * H * W + i) * 3 + ch] = v < 0 ? 0 : v > 1 ? 1 : v;
       }
-  free(img);
   return 0;
 }
 
-static int vae_encode_run(weft_call *c) {
-  const weft_host *h = c->host;
-  const weft_tensor *px = h->value_tensor(c->inputs[0]);
+static const weft_tensor *decode_input(weft_call *c, sd_bundle *b) {
+  const weft_tensor *lat = c->host->value_tensor(c->inputs[0]);
+  const sd_vae_cfg *vc = sd_vae_config(b->vae);
+  if (!lat || lat->ndim != 4 || lat->shape[1] != vc->latent_channels) {
+    c->host->error(c, "samples have %lld channels; the VAE takes %d",
+                   lat && lat->ndim == 4 ? (long long)lat->shape[1] : -1LL,
+                   vc->latent_channels);
+    return NULL;
+  }
+  return lat;
+}
+
+static int vae_decode_run(weft_call *c) {
   sd_bundle *b = ref_of(c, 1)->bundle;
+  const weft_tensor *lat = decode_input(c, b);
+  if (!lat) return WEFT_ETYPE;
+  int64_t B = lat->shape[0], hh = lat->shape[2], ww = lat->shape[3];
+  int64_t f = sd_vae_factor(b->vae), H = hh * f, W = ww * f;
+  float *img = malloc((size_t)(B * 3 * H * W) * sizeof *img);
+  if (!img) return WEFT_ENOMEM;
+  int r = sd_vae_decode(b->vae, b->be, lat->data, B, hh, ww, img);
+  if (r)
+    c->host->error(c, "VAE decode failed");
+  else
+    r = image_output(c, img, B, H, W);
+  free(img);
+  return r;
+}
+
+static int decode_tile(void *user, const float *in, int64_t h, int64_t w,
+                       float *out) {
+  sd_bundle *b = user;
+  return sd_vae_decode(b->vae, b->be, in, 1, h, w, out);
+}
+
+enum { VT_TILE, VT_OVERLAP, VT_TSIZE, VT_TOVERLAP };
+
+/* VAE.decode_tiled_: three tilings (tall, wide, square) averaged, so no
+ * seam falls in the same place twice */
+static int vae_decode_tiled_run(weft_call *c) {
+  sd_bundle *b = ref_of(c, 1)->bundle;
+  const weft_tensor *lat = decode_input(c, b);
+  if (!lat) return WEFT_ETYPE;
+  int64_t tile = weft_param_int(c, VT_TILE), ov = weft_param_int(c, VT_OVERLAP);
+  if (tile < ov * 4) ov = tile / 4;
+  int64_t f = sd_vae_factor(b->vae), tx = tile / f, ty = tile / f, o = ov / f;
+  int64_t B = lat->shape[0], C = lat->shape[1], hh = lat->shape[2],
+          ww = lat->shape[3], H = hh * f, W = ww * f;
+  float *img = malloc((size_t)(B * 3 * H * W) * sizeof *img);
+  float *pass = malloc((size_t)(3 * H * W) * sizeof *pass);
+  int r = img && pass ? 0 : WEFT_ENOMEM;
+  const int64_t shapes[3][2] = {{tx / 2, ty * 2}, {tx * 2, ty / 2}, {tx, ty}};
+  for (int64_t bb = 0; bb < B && !r; bb++) {
+    float *dst = img + bb * 3 * H * W;
+    for (int p = 0; p < 3 && !r; p++) {
+      r = sd_tiled_scale((const float *)lat->data + bb * C * hh * ww, C, hh, ww,
+                         shapes[p][0], shapes[p][1], o, (double)f, 3,
+                         decode_tile, b, p ? pass : dst);
+      if (!r && p)
+        for (int64_t i = 0; i < 3 * H * W; i++) dst[i] += pass[i];
+      c->host->progress(c, bb * 3 + p + 1, B * 3);
+    }
+    for (int64_t i = 0; !r && i < 3 * H * W; i++) dst[i] /= 3.0f;
+  }
+  if (r == WEFT_EINVAL)
+    c->host->error(c, "tile_size %lld must exceed the overlap %lld",
+                   (long long)tile, (long long)ov);
+  else if (r)
+    c->host->error(c, "tiled VAE decode failed");
+  if (!r) r = image_output(c, img, B, H, W);
+  free(img), free(pass);
+  return r;
+}
+
+/* IMAGE [B, H, W, C] -> pixels NCHW in [0, 1], centre-cropped to a
+ * multiple of the VAE's factor (VAE.vae_encode_crop_pixels).  *out is
+ * malloc'd [B, 3, H', W']. */
+static int crop_pixels(weft_call *c, sd_bundle *b, const weft_tensor *px,
+                       float **out, int64_t *Hc, int64_t *Wc, int64_t *oy,
+                       int64_t *ox) {
   int64_t f = sd_vae_factor(b->vae);
-  if (px->ndim != 4 || px->shape[3] < 3) {
-    h->error(c, "pixels must be an IMAGE [batch, height, width, channels]");
+  if (!px || px->ndim != 4 || px->shape[3] < 3 || px->dtype != WEFT_F32) {
+    c->host->error(c, "pixels must be an IMAGE [batch, height, width, channels]");
     return WEFT_ETYPE;
   }
   int64_t B = px->shape[0], H0 = px->shape[1], W0 = px->shape[2];
-  int64_t C0 = px->shape[3];
-  /* ComfyUI crops to a multiple of the downscale, centred */
-  int64_t H = H0 / f * f, W = W0 / f * f;
+  int64_t C0 = px->shape[3], H = H0 / f * f, W = W0 / f * f;
   if (H == 0 || W == 0) {
-    h->error(c, "image %lldx%lld is smaller than %lld pixels", (long long)W0,
-             (long long)H0, (long long)f);
+    c->host->error(c, "image %lldx%lld is smaller than %lld pixels",
+                   (long long)W0, (long long)H0, (long long)f);
     return WEFT_EINVAL;
   }
-  int64_t oy = (H0 % f) / 2, ox = (W0 % f) / 2;
+  *oy = (H0 % f) / 2, *ox = (W0 % f) / 2;
   float *in = malloc((size_t)(B * 3 * H * W) * sizeof *in);
-  int64_t lat = sd_vae_config(b->vae)->latent_channels;
-  float *mom = malloc((size_t)(B * 2 * lat * (H / f) * (W / f)) * sizeof *mom);
-  if (!in || !mom) {
-    free(in), free(mom);
-    return WEFT_ENOMEM;
-  }
+  if (!in) return WEFT_ENOMEM;
   const float *p = px->data;
   for (int64_t bb = 0; bb < B; bb++)
     for (int64_t y = 0; y < H; y++)
       for (int64_t x = 0; x < W; x++)
         for (int64_t ch = 0; ch < 3; ch++)
           in[((bb * 3 + ch) * H + y) * W + x] =
-              p[((bb * H0 + y + oy) * W0 + x + ox) * C0 + ch] * 2.0f - 1.0f;
-  int r = sd_vae_encode(b->vae, b->be, in, B, H, W, mom);
-  free(in);
-  if (r) {
-    free(mom);
-    h->error(c, "VAE encode failed");
-    return r;
-  }
-  int64_t shape[4] = {B, lat, H / f, W / f};
-  weft_tensor t;
-  c->outputs[0] = h->tensor_new(c, WEFT_TYPE_LATENT, WEFT_F32, 4, shape, &t);
-  if (!c->outputs[0]) {
-    free(mom);
-    return WEFT_ENOMEM;
-  }
-  /* the posterior's mode (its mean), as ComfyUI's VAEEncode */
-  int64_t hw = (H / f) * (W / f);
-  for (int64_t bb = 0; bb < B; bb++)
-    memcpy((float *)t.data + bb * lat * hw, mom + bb * 2 * lat * hw,
-           (size_t)(lat * hw) * sizeof(float));
-  free(mom);
+              p[((bb * H0 + y + *oy) * W0 + x + *ox) * C0 + ch];
+  *out = in, *Hc = H, *Wc = W;
   return 0;
+}
+
+/* pixels [1, 3, h, w] in [0, 1] -> the posterior's mean [lat, h/f, w/f] */
+static int encode_tile(void *user, const float *in, int64_t h, int64_t w,
+                       float *out) {
+  sd_bundle *b = user;
+  int64_t f = sd_vae_factor(b->vae), lat = sd_vae_config(b->vae)->latent_channels;
+  float *x = malloc((size_t)(3 * h * w) * sizeof *x);
+  float *mom = malloc((size_t)(2 * lat * (h / f) * (w / f)) * sizeof *mom);
+  int r = x && mom ? 0 : WEFT_ENOMEM;
+  if (!r) {
+    for (int64_t i = 0; i < 3 * h * w; i++) x[i] = in[i] * 2.0f - 1.0f;
+    r = sd_vae_encode(b->vae, b->be, x, 1, h, w, mom);
+  }
+  if (!r) memcpy(out, mom, (size_t)(lat * (h / f) * (w / f)) * sizeof *out);
+  free(x), free(mom);
+  return r;
+}
+
+static int latent_output(weft_call *c, weft_tensor *t, int64_t B, int64_t lat,
+                         int64_t h, int64_t w) {
+  int64_t shape[4] = {B, lat, h, w};
+  c->outputs[0] = c->host->tensor_new(c, WEFT_TYPE_LATENT, WEFT_F32, 4, shape,
+                                      t);
+  return c->outputs[0] ? 0 : WEFT_ENOMEM;
+}
+
+static int encode_pixels(weft_call *c, sd_bundle *b, const float *in,
+                         int64_t B, int64_t H, int64_t W) {
+  int64_t f = sd_vae_factor(b->vae), lat = sd_vae_config(b->vae)->latent_channels;
+  weft_tensor t;
+  int r = latent_output(c, &t, B, lat, H / f, W / f);
+  int64_t per = lat * (H / f) * (W / f);
+  for (int64_t bb = 0; bb < B && !r; bb++) {
+    r = encode_tile(b, in + bb * 3 * H * W, H, W, (float *)t.data + bb * per);
+    if (r) c->host->error(c, "VAE encode failed");
+  }
+  return r;
+}
+
+static int vae_encode_run(weft_call *c) {
+  sd_bundle *b = ref_of(c, 1)->bundle;
+  const weft_tensor *px = c->host->value_tensor(c->inputs[0]);
+  float *in = NULL;
+  int64_t H, W, oy, ox;
+  int r = crop_pixels(c, b, px, &in, &H, &W, &oy, &ox);
+  if (!r) r = encode_pixels(c, b, in, px->shape[0], H, W);
+  free(in);
+  return r;
+}
+
+enum { VE_TILE, VE_OVERLAP, VE_TSIZE, VE_TOVERLAP };
+
+static int vae_encode_tiled_run(weft_call *c) {
+  sd_bundle *b = ref_of(c, 1)->bundle;
+  const weft_tensor *px = c->host->value_tensor(c->inputs[0]);
+  float *in = NULL;
+  int64_t H, W, oy, ox;
+  int r = crop_pixels(c, b, px, &in, &H, &W, &oy, &ox);
+  if (r) return r;
+  int64_t f = sd_vae_factor(b->vae), lat = sd_vae_config(b->vae)->latent_channels;
+  int64_t tx = weft_param_int(c, VE_TILE), ty = tx;
+  int64_t ov = weft_param_int(c, VE_OVERLAP);
+  int64_t B = px->shape[0], h = H / f, w = W / f, per = lat * h * w;
+  weft_tensor t;
+  float *pass = malloc((size_t)per * sizeof *pass);
+  r = pass ? latent_output(c, &t, B, lat, h, w) : WEFT_ENOMEM;
+  /* VAE.encode_tiled_: square, wide, tall tilings summed, then / 3 */
+  const int64_t shapes[3][2] = {{tx, ty}, {tx * 2, ty / 2}, {tx / 2, ty * 2}};
+  for (int64_t bb = 0; bb < B && !r; bb++) {
+    float *dst = (float *)t.data + bb * per;
+    for (int p = 0; p < 3 && !r; p++) {
+      r = sd_tiled_scale(in + bb * 3 * H * W, 3, H, W, shapes[p][0],
+                         shapes[p][1], ov, 1.0 / (double)f, lat, encode_tile,
+                         b, p ? pass : dst);
+      if (!r && p)
+        for (int64_t i = 0; i < per; i++) dst[i] += pass[i];
+    }
+    for (int64_t i = 0; !r && i < per; i++) dst[i] /= 3.0f;
+  }
+  if (r == WEFT_EINVAL)
+    c->host->error(c, "tile_size %lld must exceed the overlap %lld",
+                   (long long)tx, (long long)ov);
+  else if (r)
+    c->host->error(c, "tiled VAE encode failed");
+  free(in), free(pass);
+  return r;
+}
+
+enum { VI_GROW };
+
+/* nodes.py VAEEncodeForInpaint: masked pixels go to grey before encoding,
+ * and the mask, grown by a box filter, becomes the latent's noise mask */
+static int vae_encode_inpaint_run(weft_call *c) {
+  const weft_host *h = c->host;
+  sd_bundle *b = ref_of(c, 1)->bundle;
+  const weft_tensor *px = h->value_tensor(c->inputs[0]);
+  const weft_tensor *mask = h->value_tensor(c->inputs[2]);
+  if (!mask || mask->ndim < 2 || mask->dtype != WEFT_F32) {
+    h->error(c, "mask must be a MASK [batch, height, width]");
+    return WEFT_ETYPE;
+  }
+  float *in = NULL;
+  int64_t H, W, oy, ox;
+  int r = crop_pixels(c, b, px, &in, &H, &W, &oy, &ox);
+  if (r) return r;
+  int64_t B = px->shape[0], H0 = px->shape[1], W0 = px->shape[2];
+  int64_t MH = mask->shape[mask->ndim - 2], MW = mask->shape[mask->ndim - 1];
+  int64_t n = weft_tensor_numel(mask) / (MH * MW);
+  int64_t g = weft_param_int(c, VI_GROW), pad = (g + 1) / 2; /* ceil((g-1)/2) */
+  float *full = malloc((size_t)(n * H0 * W0) * sizeof *full);
+  float *grown = malloc((size_t)(n * H * W) * sizeof *grown);
+  if (!full || !grown) r = WEFT_ENOMEM;
+  /* the mask at the image's size (bilinear), cropped like the pixels */
+  if (!r) r = sd_latent_resize(mask->data, n, MH, MW, full, H0, W0, 1, false);
+  for (int64_t k = 0; k < n && !r; k++) {
+    const float *mk = full + k * H0 * W0;
+    for (int64_t y = 0; y < H; y++)
+      for (int64_t x = 0; x < W; x++) {
+        float v;
+        if (g == 0) {
+          v = rintf(mk[(y + oy) * W0 + x + ox]);
+        } else { /* conv2d(round(mask), ones(g, g), padding=pad), clamped */
+          float acc = 0;
+          for (int64_t dy = 0; dy < g; dy++)
+            for (int64_t dx = 0; dx < g; dx++) {
+              int64_t yy = y + dy - pad, xx = x + dx - pad;
+              if (yy >= 0 && yy < H && xx >= 0 && xx < W)
+                acc += rintf(mk[(yy + oy) * W0 + xx + ox]);
+            }
+          v = acc < 0 ? 0 : acc > 1 ? 1 : acc;
+        }
+        grown[(k * H + y) * W + x] = rintf(v);
+      }
+    /* masked pixels to 0.5: (p - 0.5) * (1 - round(mask)) + 0.5 */
+  }
+  for (int64_t bb = 0; bb < B && !r; bb++) {
+    const float *mk = full + (bb % n) * H0 * W0;
+    for (int64_t ch = 0; ch < 3; ch++)
+      for (int64_t y = 0; y < H; y++)
+        for (int64_t x = 0; x < W; x++) {
+          float m = 1.0f - rintf(mk[(y + oy) * W0 + x + ox]);
+          float *p = &in[((bb * 3 + ch) * H + y) * W + x];
+          *p = (*p - 0.5f) * m + 0.5f;
+        }
+  }
+  if (!r) r = encode_pixels(c, b, in, B, H, W);
+  if (!r) {
+    int64_t ms[4] = {n, 1, H, W};
+    weft_tensor mt;
+    weft_value *mv = h->tensor_new(c, WEFT_TYPE_MASK, WEFT_F32, 4, ms, &mt);
+    if (!mv) {
+      r = WEFT_ENOMEM;
+    } else {
+      memcpy(mt.data, grown, (size_t)(n * H * W) * sizeof(float));
+      r = h->value_set_attr(c->outputs[0], "noise_mask", mv);
+      h->value_release(mv);
+    }
+  }
+  free(in), free(full), free(grown);
+  return r;
 }
 
 /* ---- descriptors ----------------------------------------------------------- */
 
-#define PORT(n, t, d) {sizeof(weft_port_def), n, t, NULL, 0, d}
-#define P_INT(n, def, lo, hi, d)                                               \
-  {sizeof(weft_param_def), n, WEFT_TYPE_INT, def, 0, NULL, lo, hi, NULL, 0, d}
-#define P_FLOAT(n, def, lo, hi, d)                                             \
-  {sizeof(weft_param_def), n, WEFT_TYPE_FLOAT, 0, def, NULL, lo, hi, NULL, 0, d}
-#define P_ENUM(n, def, ch, d)                                                  \
-  {sizeof(weft_param_def), n, WEFT_TYPE_ENUM, def, 0, NULL, 1, 0, ch, 0, d}
-#define P_STR(n, def, fl, d)                                                   \
-  {sizeof(weft_param_def), n, WEFT_TYPE_STRING, 0, 0, def, 1, 0, NULL, fl, d}
+#define PORT SD_PORT
+#define P_INT SD_P_INT
+#define P_FLOAT SD_P_FLOAT
+#define P_ENUM SD_P_ENUM
+#define P_STR SD_P_STR
 
 static const weft_param_def loader_params[] = {
     P_STR("ckpt_name", "models/default/weft-shapes-v1.safetensors",
@@ -1033,9 +1272,58 @@ static const weft_node_def vae_encode_def = {
     .inputs = encode_in, .n_inputs = 2, .outputs = latent_out, .n_outputs = 1,
     .run = vae_encode_run};
 
+static const weft_param_def decode_tiled_params[] = {
+    [VT_TILE] = P_INT("tile_size", 512, 64, 4096, "tile side in pixels"),
+    [VT_OVERLAP] = P_INT("overlap", 64, 0, 4096,
+                         "pixels tiles share (at most tile_size / 4)"),
+    [VT_TSIZE] = P_INT("temporal_size", 64, 8, 4096, "video models only"),
+    [VT_TOVERLAP] = P_INT("temporal_overlap", 8, 4, 4096, "video models only"),
+};
+static const weft_node_def decode_tiled_def = {
+    .struct_size = sizeof(weft_node_def), .op = "VAEDecodeTiled",
+    .category = "_for_testing",
+    .doc = "Decodes latents tile by tile (three overlapping tilings "
+           "averaged, as ComfyUI), so large images fit in bounded memory.",
+    .inputs = decode_in, .n_inputs = 2, .outputs = image_out, .n_outputs = 1,
+    .params = decode_tiled_params, .n_params = 4, .run = vae_decode_tiled_run};
+
+static const weft_param_def encode_tiled_params[] = {
+    [VE_TILE] = P_INT("tile_size", 512, 64, 4096, "tile side in pixels"),
+    [VE_OVERLAP] = P_INT("overlap", 64, 0, 4096, "pixels tiles share"),
+    [VE_TSIZE] = P_INT("temporal_size", 64, 8, 4096, "video models only"),
+    [VE_TOVERLAP] = P_INT("temporal_overlap", 8, 4, 4096, "video models only"),
+};
+static const weft_node_def encode_tiled_def = {
+    .struct_size = sizeof(weft_node_def), .op = "VAEEncodeTiled",
+    .category = "_for_testing",
+    .doc = "Encodes images tile by tile (three tilings averaged).",
+    .inputs = encode_in, .n_inputs = 2, .outputs = latent_out, .n_outputs = 1,
+    .params = encode_tiled_params, .n_params = 4, .run = vae_encode_tiled_run};
+
+static const weft_port_def inpaint_in[] = {
+    PORT("pixels", WEFT_TYPE_IMAGE, "images [batch, height, width, C]"),
+    PORT("vae", WEFT_TYPE_VAE, "the autoencoder"),
+    PORT("mask", WEFT_TYPE_MASK, "1 where the image is to be repainted"),
+};
+static const weft_param_def inpaint_params[] = {
+    [VI_GROW] = P_INT("grow_mask_by", 6, 0, 64,
+                      "pixels the noise mask grows, for seamless edges"),
+};
+static const weft_node_def encode_inpaint_def = {
+    .struct_size = sizeof(weft_node_def), .op = "VAEEncodeForInpaint",
+    .category = "latent/inpaint",
+    .doc = "Encodes an image for inpainting: masked pixels are set to grey "
+           "and the grown mask becomes the latent's noise mask.",
+    .inputs = inpaint_in, .n_inputs = 3, .outputs = latent_out,
+    .n_outputs = 1, .params = inpaint_params, .n_params = 1,
+    .run = vae_encode_inpaint_run};
+
 static const weft_node_def *const nodes[] = {
     &loader_def,   &encode_def,       &last_layer_def, &empty_def,
     &ksampler_def, &ksampler_adv_def, &decode_def,     &vae_encode_def,
-    &tokenize_def, &lora_def,         &lora_model_only_def};
+    &tokenize_def, &lora_def,         &lora_model_only_def,
+    &sd_latent_upscale_def, &sd_latent_upscale_by_def,
+    &sd_set_noise_mask_def, &decode_tiled_def,  &encode_tiled_def,
+    &encode_inpaint_def};
 
 WEFT_PLUGIN_DEFINE("sd", "0.1", nodes)

@@ -146,7 +146,8 @@ int sd_unet_load(sd_ckpt *ck, sd_unet **out);
 void sd_unet_free(sd_unet *m);
 const sd_unet_cfg *sd_unet_config(const sd_unet *m);
 /* x [b, in, h, w], t [b] timesteps, ctx [b, ctx_len, context_dim] ->
- * out [b, out, h, w].  h and w must be multiples of 2^(levels-1). */
+ * out [b, out, h, w].  Any size: where a downsampling rounds an odd size up,
+ * the upsampling returns to the skip's size, as diffusers and ComfyUI do. */
 int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
                     int64_t h, int64_t w, const float *t, const float *ctx,
                     int64_t ctx_len, float *out);
@@ -162,6 +163,18 @@ int sd_vae_encode(sd_vae *m, weft_backend *be, const float *image, int64_t b,
 int sd_vae_decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
                   int64_t h, int64_t w, float *image);
 int sd_vae_factor(const sd_vae *m); /* 2^(levels-1) */
+
+/* ---- tiles ------------------------------------------------------------------ */
+
+/* fn maps a [cin, h, w] tile to [cout, round(h*up), round(w*up)]. */
+typedef int (*sd_tile_fn)(void *user, const float *in, int64_t h, int64_t w,
+                          float *out);
+/* comfy.utils.tiled_scale on one image s [cin, H, W] -> output
+ * [cout, round(H*up), round(W*up)]: tiles of tile_x x tile_y with `overlap`
+ * (input units), blended with linear feathering. */
+int sd_tiled_scale(const float *s, int64_t cin, int64_t H, int64_t W,
+                   int64_t tile_x, int64_t tile_y, int64_t overlap, double up,
+                   int64_t cout, sd_tile_fn fn, void *user, float *output);
 
 /* ---- the denoiser a sampler calls ---------------------------------------- */
 

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 static int w(sd_ckpt *ck, sd_part p, const char *prefix, const char *leaf,
@@ -260,4 +261,24 @@ out:
   sd_free(be, v);
   sd_free(be, o);
   return rc;
+}
+
+int sd_upsample_nearest(weft_backend *be, const float *x, float *y,
+                        int64_t planes, int64_t h, int64_t w, int64_t oh,
+                        int64_t ow) {
+  if (oh == 2 * h && ow == 2 * w)
+    return be->iface->upsample_nearest2x(be, x, y, planes, h, w);
+  /* torch's "nearest": source = floor(dst * in / out), the scale in float */
+  const float sy = (float)h / (float)oh, sx = (float)w / (float)ow;
+  for (int64_t p = 0; p < planes; p++)
+    for (int64_t i = 0; i < oh; i++) {
+      int64_t si = (int64_t)floorf((float)i * sy);
+      si = si < h - 1 ? si : h - 1;
+      for (int64_t j = 0; j < ow; j++) {
+        int64_t sj = (int64_t)floorf((float)j * sx);
+        sj = sj < w - 1 ? sj : w - 1;
+        y[(p * oh + i) * ow + j] = x[(p * h + si) * w + sj];
+      }
+    }
+  return 0;
 }

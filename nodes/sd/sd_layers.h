@@ -91,6 +91,11 @@ int sd_run_linear_from_nchw(weft_backend *be, const sd_linear *l,
 /* The reverse: x [b, hw, in] -> y [b, out, hw]. */
 int sd_run_linear_to_nchw(weft_backend *be, const sd_linear *l,
                           const float *x, int64_t b, int64_t hw, float *y);
+/* torch's F.interpolate(mode="nearest") of planes h x w -> oh x ow (the
+ * backend's 2x kernel when it is exactly 2x). */
+int sd_upsample_nearest(weft_backend *be, const float *x, float *y,
+                        int64_t planes, int64_t h, int64_t w, int64_t oh,
+                        int64_t ow);
 /* Multi-head attention: x [b, lq, dim] (queries), ctx [b, lk, ctx_dim] or
  * NULL (self-attention) -> y [b, lq, dim].  causal for CLIP. */
 int sd_run_attn(weft_backend *be, const sd_attn *a, const float *x, int64_t b,

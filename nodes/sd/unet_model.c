@@ -285,8 +285,7 @@ int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
                     int64_t ctx_len, float *out) {
   const sd_unet_cfg *c = &m->cfg;
   const int n = c->n_levels, L = c->layers_per_block;
-  const int64_t f = (int64_t)1 << (n - 1);
-  if (h % f || w % f) return WEFT_EINVAL;
+  if (h < 1 || w < 1) return WEFT_EINVAL;
   int rc = 0;
   fmap stack[64];
   int ns = 0;
@@ -394,15 +393,18 @@ int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
         goto out_up;
     }
     if (lv->has_sample) {
-      float *u = sd_alloc(be, b * ch * 4 * hh * ww);
-      float *nx = u ? sd_alloc(be, b * ch * 4 * hh * ww) : NULL;
+      /* up to the next skip's size: 2x, or less where a downsampling
+       * rounded an odd size up (ComfyUI's and diffusers' output_shape) */
+      int64_t th = stack[ns - 1].h, tw = stack[ns - 1].w;
+      float *u = sd_alloc(be, b * ch * th * tw);
+      float *nx = u ? sd_alloc(be, b * ch * th * tw) : NULL;
       if (!nx) {
         sd_free(be, u);
         rc = WEFT_ENOMEM;
         goto out_up;
       }
-      rc = be->iface->upsample_nearest2x(be, cur, u, b * ch, hh, ww);
-      hh *= 2, ww *= 2;
+      rc = sd_upsample_nearest(be, cur, u, b * ch, hh, ww, th, tw);
+      hh = th, ww = tw;
       if (!rc) rc = sd_run_conv(be, &lv->sample, u, b, hh, ww, nx, &ho, &wo);
       sd_free(be, u), sd_free(be, cur);
       cur = nx;
