@@ -13,6 +13,8 @@ int weft_cmd_graph(int argc, char **argv);
 int weft_cmd_nodes(int argc, char **argv);
 int weft_cmd_inspect(int argc, char **argv);
 int weft_cmd_tokenize(int argc, char **argv);
+int weft_cmd_batch(int argc, char **argv);
+int weft_cmd_convert(int argc, char **argv);
 
 /* Options most commands share. */
 typedef struct weft_cli_opts {

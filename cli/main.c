@@ -13,11 +13,13 @@ static const struct command {
   const char *summary;
 } commands[] = {
     {"run", weft_cmd_run, "run a graph (YAML)"},
+    {"batch", weft_cmd_batch, "run a graph over a manifest or sweeps"},
     {"validate", weft_cmd_validate, "check a graph without running it"},
     {"nodes", weft_cmd_nodes, "list node types, or document one"},
     {"graph", weft_cmd_graph, "print a graph (Graphviz dot)"},
     {"inspect", weft_cmd_inspect, "describe a .safetensors file"},
     {"tokenize", weft_cmd_tokenize, "show how CLIP splits and weights a prompt"},
+    {"convert", weft_cmd_convert, "ComfyUI API JSON to a YAML graph, or back"},
 };
 
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])

@@ -629,7 +629,10 @@ int weft_graph_load(weft_ctx *ctx, const char *path, weft_graph **out) {
     free(buf);
     return weft__err(ctx, WEFT_EIO, NULL, "%s: read error", path);
   }
-  int r = weft_graph_load_string(ctx, buf, len, path, out);
+  /* a PNG weft wrote, or a ComfyUI API workflow (comfy_import.c) */
+  int r = weft__import_kind(path, buf, len)
+              ? weft__import_load(ctx, buf, len, path, out)
+              : weft_graph_load_string(ctx, buf, len, path, out);
   free(buf);
   return r;
 }

@@ -277,4 +277,23 @@ weft_weights *weft__weights_open(weft_ctx *ctx, const char *path, char *err,
                                  size_t errlen);
 void weft__weights_release(weft_weights *w);
 
+/* ---- imports (comfy_import.c) ------------------------------------------- */
+
+/* What weft_graph_load finds in a file: a YAML graph, a PNG (its embedded
+ * graph), or JSON (a ComfyUI API workflow).  PNGs are known by their
+ * signature, JSON by a .json name or a leading '{' (not in .yaml/.yml). */
+enum { WEFT__IMPORT_NONE = 0, WEFT__IMPORT_PNG, WEFT__IMPORT_JSON };
+int weft__import_kind(const char *path, const char *buf, size_t len);
+/* Loads a PNG's graph (the "weft" text chunk: its YAML with the stored
+ * input values applied; else ComfyUI's "prompt") or a JSON workflow; YAML
+ * goes to weft_graph_load_string.  path names the source in messages. */
+int weft__import_load(weft_ctx *ctx, const char *buf, size_t len,
+                      const char *path, weft_graph **out);
+/* Converts ComfyUI API-format JSON (a workflow, or a POST /prompt body) to
+ * weft YAML and loads it, checking it fully.  Errors read "name: node '3'
+ * (KSampler) input 'steps': ...".  *yaml_out (malloc'd, caller frees) and
+ * *g_out (caller frees) are each optional (NULL: not wanted). */
+int weft__comfy_import(weft_ctx *ctx, const char *json, size_t len,
+                       const char *name, char **yaml_out, weft_graph **g_out);
+
 #endif /* WEFT_INTERNAL_H */

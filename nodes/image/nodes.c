@@ -14,6 +14,7 @@
 
 #include "ops.h"
 #include "png_io.h"
+#include "png_meta.h"
 #include "save_path.h"
 #include "weft/plugin.h"
 
@@ -274,6 +275,38 @@ static const weft_port_def save_outputs[] = {
      .doc = "The written files' paths, one per line."},
 };
 
+/* The PNG text chunks (png_meta.h): "parameters" when a sampler made the
+ * image, "prompt" and "weft" whenever the host describes the run.  Fills
+ * text (values malloc'd, keys static) and returns how many; a chunk that
+ * cannot be made is left out with a warning, never failing the save. */
+static int32_t save_metadata(weft_call *call, int64_t w, int64_t h,
+                             weft__png_text text[3]) {
+  const weft_host *host = call->host;
+  if (!HOST_HAS(host, run_info)) return 0;
+  const char *prompt = host->run_info(call, "prompt");
+  char *vals[3] = {
+      weft__meta_parameters(prompt, call->node_id, w, h),
+      weft__meta_ascii_json(prompt),
+      weft__meta_weft_record(host->run_info(call, "graph"),
+                             host->run_info(call, "inputs"),
+                             host->run_info(call, "graph_file")),
+  };
+  static const char *const keys[3] = {"parameters", "prompt", "weft"};
+  int32_t n = 0;
+  for (int i = 0; i < 3; i++) {
+    if (vals[i]) {
+      text[n].key = (char *)keys[i];
+      text[n++].value = vals[i];
+    } else if (i > 0 && HOST_HAS(host, log)) {
+      host->log(call, WEFT_LOG_WARN,
+                "PNG text '%s' left out (no run "
+                "description, or out of memory)",
+                keys[i]);
+    }
+  }
+  return n;
+}
+
 static int save_run(weft_call *call) {
   const weft_host *host = call->host;
   image_in im;
@@ -282,6 +315,8 @@ static int save_run(weft_call *call) {
   char err[1024], prefix[1024], sub[1024], name[512], dir[PATH_MAX];
   char *paths = NULL;
   size_t paths_len = 0;
+  weft__png_text text[3];
+  int32_t n_text = 0;
   if (im.c != 1 && im.c != 3 && im.c != 4) {
     host->error(call,
                 "input 'images' has %lld channels; PNG takes 1 (gray), 3 "
@@ -324,6 +359,7 @@ static int save_run(weft_call *call) {
     rc = WEFT_EINVAL;
     goto done;
   }
+  n_text = save_metadata(call, im.w, im.h, text);
   int64_t counter = weft__next_counter(dir, name);
   int64_t item = im.h * im.w * im.c;
   for (int64_t b = 0; b < im.b; b++) {
@@ -334,7 +370,7 @@ static int save_run(weft_call *call) {
     weft__png_pixels px = {im.data + b * item, (int32_t)im.w, (int32_t)im.h,
                            (int32_t)im.c};
     char tmp[PATH_MAX + 64], file[PATH_MAX + 600], fname[600];
-    rc = weft__png_write_temp(dir, &px, NULL, 0, WEFT__PNG_LEVEL, tmp,
+    rc = weft__png_write_temp(dir, &px, text, n_text, WEFT__PNG_LEVEL, tmp,
                               sizeof tmp, err, sizeof err);
     if (rc) {
       host->error(call, "%s", err);
@@ -389,6 +425,8 @@ static int save_run(weft_call *call) {
   call->outputs[0] = call->inputs[0];
   call->outputs[1] = pv;
 done:
+  for (int32_t i = 0; i < n_text; i++)
+    free(text[i].value);
   free(paths);
   image_done(&im);
   return rc;
