@@ -145,12 +145,49 @@ int sd_clip_forward(sd_clip *m, weft_backend *be, const int32_t *ids,
 int sd_unet_load(sd_ckpt *ck, sd_unet **out);
 void sd_unet_free(sd_unet *m);
 const sd_unet_cfg *sd_unet_config(const sd_unet *m);
-/* x [b, in, h, w], t [b] timesteps, ctx [b, ctx_len, context_dim] ->
- * out [b, out, h, w].  Any size: where a downsampling rounds an odd size up,
- * the upsampling returns to the skip's size, as diffusers and ComfyUI do. */
+/* ControlNet residuals for one UNet call, already scaled: down[i] is added
+ * to the i-th skip the down path keeps (conv_in's output first), mid to
+ * the middle block's output.  Shapes match those tensors. */
+typedef struct sd_control {
+  const float *const *down;
+  int n;
+  const float *mid;
+} sd_control;
+
+/* x [b, in, h, w], t [b] timesteps, ctx [b, ctx_len, context_dim], control
+ * NULL or residuals -> out [b, out, h, w].  Any size: where a downsampling
+ * rounds an odd size up, the upsampling returns to the skip's size, as
+ * diffusers and ComfyUI do. */
 int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
                     int64_t h, int64_t w, const float *t, const float *ctx,
-                    int64_t ctx_len, float *out);
+                    int64_t ctx_len, const sd_control *ctl, float *out);
+
+/* The two halves, for ControlNets (which are a UNet's down path and middle):
+ * encode keeps the skips, the middle's output and the time embedding. */
+typedef struct sd_fmap {
+  float *d;
+  int64_t c, h, w;
+} sd_fmap;
+typedef struct sd_unet_feats {
+  sd_fmap skip[64];
+  int n;
+  sd_fmap mid;
+  float *temb;
+  int64_t b;
+} sd_unet_feats;
+/* add_in (may be NULL) is added to conv_in's output (a ControlNet's hint). */
+int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
+                   int64_t h, int64_t w, const float *t, const float *ctx,
+                   int64_t ctx_len, const float *add_in, sd_unet_feats *f);
+/* Consumes f (frees its buffers). */
+int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
+                   const float *ctx, int64_t ctx_len, const sd_control *ctl,
+                   float *out);
+void sd_unet_feats_free(weft_backend *be, sd_unet_feats *f);
+/* A UNet (or, encoder_only, just its down path and middle) from the tensors
+ * of `part` with the given architecture. */
+int sd_unet_load_part(sd_ckpt *ck, sd_part part, const sd_unet_cfg *cfg,
+                      bool encoder_only, sd_unet **out);
 
 int sd_vae_load(sd_ckpt *ck, sd_vae **out);
 void sd_vae_free(sd_vae *m);

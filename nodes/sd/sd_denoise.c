@@ -68,7 +68,7 @@ int sd_denoise(void *user, const float *x, float sigma, float *den) {
   }
   const float *ctx = cfg1 ? d->ctx + B * d->tokens * d->dim : d->ctx;
   int rc = sd_unet_forward(d->unet, d->be, d->x_in, rows, d->h, d->w, d->t,
-                           ctx, d->tokens, d->out);
+                           ctx, d->tokens, NULL, d->out);
   if (rc) return rc;
   /* the model's estimate of x0 per row: eps -> x - eps * sigma; v ->
    * x / (sigma^2 + 1) - v * sigma / sqrt(sigma^2 + 1) */

@@ -34,6 +34,8 @@ typedef struct level {
 
 struct sd_unet {
   sd_unet_cfg cfg;
+  bool encoder_only; /* a ControlNet's copy: down path and middle only */
+  int64_t mid_c;
   int64_t c0, temb_dim;
   sd_linear t1, t2;
   sd_conv conv_in, conv_out;
@@ -89,18 +91,18 @@ static int heads_for(const sd_unet_cfg *c, int level, int64_t ch) {
   return c->heads[level];
 }
 
-static int load_xformer(sd_ckpt *ck, const char *pre, int64_t c, int heads,
-                        int depth, int64_t ctx_dim, xformer *x) {
+static int load_xformer(sd_ckpt *ck, sd_part part, const char *pre, int64_t c,
+                        int heads, int depth, int64_t ctx_dim, xformer *x) {
   char n[512];
   memset(x, 0, sizeof *x);
   x->c = c;
   x->depth = depth;
   snprintf(n, sizeof n, "%snorm.", pre);
-  CK(sd_load_norm(ck, SD_UNET, n, c, &x->norm));
+  CK(sd_load_norm(ck, part, n, c, &x->norm));
   snprintf(n, sizeof n, "%sproj_in.", pre);
-  CK(sd_load_linear(ck, SD_UNET, n, c, c, true, &x->proj_in));
+  CK(sd_load_linear(ck, part, n, c, c, true, &x->proj_in));
   snprintf(n, sizeof n, "%sproj_out.", pre);
-  CK(sd_load_linear(ck, SD_UNET, n, c, c, true, &x->proj_out));
+  CK(sd_load_linear(ck, part, n, c, c, true, &x->proj_out));
   x->blocks = calloc((size_t)depth, sizeof *x->blocks);
   if (!x->blocks) return WEFT_ENOMEM;
   for (int d = 0; d < depth; d++) {
@@ -108,23 +110,24 @@ static int load_xformer(sd_ckpt *ck, const char *pre, int64_t c, int heads,
     char p[400];
     snprintf(p, sizeof p, "%stransformer_blocks.%d.", pre, d);
 #define SUB(s) (snprintf(n, sizeof n, "%s%s", p, s), n)
-    CK(sd_load_norm(ck, SD_UNET, SUB("norm1."), c, &b->n1));
-    CK(sd_load_attn(ck, SD_UNET, SUB("attn1."), c, c, heads, false,
+    CK(sd_load_norm(ck, part, SUB("norm1."), c, &b->n1));
+    CK(sd_load_attn(ck, part, SUB("attn1."), c, c, heads, false,
                     &b->attn1));
-    CK(sd_load_norm(ck, SD_UNET, SUB("norm2."), c, &b->n2));
-    CK(sd_load_attn(ck, SD_UNET, SUB("attn2."), c, ctx_dim, heads, false,
+    CK(sd_load_norm(ck, part, SUB("norm2."), c, &b->n2));
+    CK(sd_load_attn(ck, part, SUB("attn2."), c, ctx_dim, heads, false,
                     &b->attn2));
-    CK(sd_load_norm(ck, SD_UNET, SUB("norm3."), c, &b->n3));
-    CK(sd_load_linear(ck, SD_UNET, SUB("ff.net.0.proj."), c, 8 * c, true,
+    CK(sd_load_norm(ck, part, SUB("norm3."), c, &b->n3));
+    CK(sd_load_linear(ck, part, SUB("ff.net.0.proj."), c, 8 * c, true,
                       &b->ff_in));
-    CK(sd_load_linear(ck, SD_UNET, SUB("ff.net.2."), 4 * c, c, true,
+    CK(sd_load_linear(ck, part, SUB("ff.net.2."), 4 * c, c, true,
                       &b->ff_out));
 #undef SUB
   }
   return 0;
 }
 
-static int load_all(sd_ckpt *ck, sd_unet *m) {
+static int load_all(sd_ckpt *ck, sd_part part, bool encoder_only,
+                    sd_unet *m) {
   const sd_unet_cfg *c = &m->cfg;
   const int n = c->n_levels, L = c->layers_per_block;
   const float eps = c->norm_eps;
@@ -132,11 +135,11 @@ static int load_all(sd_ckpt *ck, sd_unet *m) {
   char p[256];
   m->c0 = c->channels[0];
   m->temb_dim = 4 * m->c0;
-  CK(sd_load_linear(ck, SD_UNET, "time_embedding.linear_1.", m->c0,
+  CK(sd_load_linear(ck, part, "time_embedding.linear_1.", m->c0,
                     m->temb_dim, true, &m->t1));
-  CK(sd_load_linear(ck, SD_UNET, "time_embedding.linear_2.", m->temb_dim,
+  CK(sd_load_linear(ck, part, "time_embedding.linear_2.", m->temb_dim,
                     m->temb_dim, true, &m->t2));
-  CK(sd_load_conv(ck, SD_UNET, "conv_in.", c->in_channels, m->c0, 3, 1, 1,
+  CK(sd_load_conv(ck, part, "conv_in.", c->in_channels, m->c0, 3, 1, 1,
                   &m->conv_in));
   int64_t ch = m->c0;
   for (int i = 0; i < n; i++) {
@@ -148,30 +151,32 @@ static int load_all(sd_ckpt *ck, sd_unet *m) {
     if (!lv->res || (c->attn[i] && !lv->attn)) return WEFT_ENOMEM;
     for (int j = 0; j < L; j++) {
       snprintf(p, sizeof p, "down_blocks.%d.resnets.%d.", i, j);
-      CK(sd_load_resnet(ck, SD_UNET, p, ch, lv->cout, m->temb_dim, g, eps,
+      CK(sd_load_resnet(ck, part, p, ch, lv->cout, m->temb_dim, g, eps,
                         &lv->res[j]));
       ch = lv->cout;
       if (lv->attn) {
         snprintf(p, sizeof p, "down_blocks.%d.attentions.%d.", i, j);
-        CK(load_xformer(ck, p, ch, heads_for(c, i, ch), c->transformer_depth,
+        CK(load_xformer(ck, part, p, ch, heads_for(c, i, ch), c->transformer_depth,
                         c->context_dim, &lv->attn[j]));
       }
     }
     if (i < n - 1) {
       snprintf(p, sizeof p, "down_blocks.%d.downsamplers.0.conv.", i);
-      CK(sd_load_conv(ck, SD_UNET, p, ch, ch, 3, 2, 1, &lv->sample));
+      CK(sd_load_conv(ck, part, p, ch, ch, 3, 2, 1, &lv->sample));
       lv->has_sample = true;
     }
   }
   int mid_heads = heads_for(c, n - 1, ch);
-  CK(sd_load_resnet(ck, SD_UNET, "mid_block.resnets.0.", ch, ch, m->temb_dim,
+  CK(sd_load_resnet(ck, part, "mid_block.resnets.0.", ch, ch, m->temb_dim,
                     g, eps, &m->mid_res[0]));
   m->mid_has_attn = c->mid_attn;
   if (c->mid_attn)
-    CK(load_xformer(ck, "mid_block.attentions.0.", ch, mid_heads,
+    CK(load_xformer(ck, part, "mid_block.attentions.0.", ch, mid_heads,
                     c->transformer_depth, c->context_dim, &m->mid_attn));
-  CK(sd_load_resnet(ck, SD_UNET, "mid_block.resnets.1.", ch, ch, m->temb_dim,
+  CK(sd_load_resnet(ck, part, "mid_block.resnets.1.", ch, ch, m->temb_dim,
                     g, eps, &m->mid_res[1]));
+  m->mid_c = ch;
+  if (encoder_only) return 0;
   /* up block i mirrors level n-1-i; its resnets take the running channels
    * plus the skip popped from the down path */
   int64_t skips[64];
@@ -192,39 +197,45 @@ static int load_all(sd_ckpt *ck, sd_unet *m) {
     for (int j = 0; j <= L; j++) {
       int64_t skip = skips[--ns];
       snprintf(p, sizeof p, "up_blocks.%d.resnets.%d.", i, j);
-      CK(sd_load_resnet(ck, SD_UNET, p, ch + skip, lv->cout, m->temb_dim, g,
+      CK(sd_load_resnet(ck, part, p, ch + skip, lv->cout, m->temb_dim, g,
                         eps, &lv->res[j]));
       ch = lv->cout;
       if (lv->attn) {
         snprintf(p, sizeof p, "up_blocks.%d.attentions.%d.", i, j);
-        CK(load_xformer(ck, p, ch, heads_for(c, lvl, ch),
+        CK(load_xformer(ck, part, p, ch, heads_for(c, lvl, ch),
                         c->transformer_depth, c->context_dim, &lv->attn[j]));
       }
     }
     if (i < n - 1) {
       snprintf(p, sizeof p, "up_blocks.%d.upsamplers.0.conv.", i);
-      CK(sd_load_conv(ck, SD_UNET, p, ch, ch, 3, 1, 1, &lv->sample));
+      CK(sd_load_conv(ck, part, p, ch, ch, 3, 1, 1, &lv->sample));
       lv->has_sample = true;
     }
   }
-  CK(sd_load_norm(ck, SD_UNET, "conv_norm_out.", ch, &m->out_norm));
-  CK(sd_load_conv(ck, SD_UNET, "conv_out.", ch, c->out_channels, 3, 1, 1,
+  CK(sd_load_norm(ck, part, "conv_norm_out.", ch, &m->out_norm));
+  CK(sd_load_conv(ck, part, "conv_out.", ch, c->out_channels, 3, 1, 1,
                   &m->conv_out));
   return 0;
 }
 
-int sd_unet_load(sd_ckpt *ck, sd_unet **out) {
+int sd_unet_load_part(sd_ckpt *ck, sd_part part, const sd_unet_cfg *cfg,
+                      bool encoder_only, sd_unet **out) {
   *out = NULL;
   sd_unet *m = calloc(1, sizeof *m);
   if (!m) return WEFT_ENOMEM;
-  m->cfg = ck->unet;
-  int r = load_all(ck, m);
+  m->cfg = *cfg;
+  m->encoder_only = encoder_only;
+  int r = load_all(ck, part, encoder_only, m);
   if (r) {
     sd_unet_free(m);
     return r;
   }
   *out = m;
   return 0;
+}
+
+int sd_unet_load(sd_ckpt *ck, sd_unet **out) {
+  return sd_unet_load_part(ck, SD_UNET, &ck->unet, false, out);
 }
 
 /* ---- forward -------------------------------------------------------------- */
@@ -275,23 +286,25 @@ out:
   return rc;
 }
 
-typedef struct fmap {
-  float *d;
-  int64_t c, h, w;
-} fmap;
+void sd_unet_feats_free(weft_backend *be, sd_unet_feats *f) {
+  for (int i = 0; i < f->n; i++) sd_free(be, f->skip[i].d);
+  sd_free(be, f->mid.d);
+  sd_free(be, f->temb);
+  memset(f, 0, sizeof *f);
+}
 
-int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
-                    int64_t h, int64_t w, const float *t, const float *ctx,
-                    int64_t ctx_len, float *out) {
+int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
+                   int64_t h, int64_t w, const float *t, const float *ctx,
+                   int64_t ctx_len, const float *add_in, sd_unet_feats *f) {
   const sd_unet_cfg *c = &m->cfg;
   const int n = c->n_levels, L = c->layers_per_block;
+  memset(f, 0, sizeof *f);
   if (h < 1 || w < 1) return WEFT_EINVAL;
+  f->b = b;
   int rc = 0;
-  fmap stack[64];
-  int ns = 0;
-  float *temb = sd_alloc(be, b * m->temb_dim);
   float *tmp = sd_alloc(be, b * m->temb_dim);
-  float *cur = NULL;
+  f->temb = sd_alloc(be, b * m->temb_dim);
+  float *cur = NULL, *temb = f->temb;
   int64_t ch = m->c0, hh = h, ww = w, ho, wo;
   if (!temb || !tmp) {
     rc = WEFT_ENOMEM;
@@ -306,14 +319,17 @@ int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
       (rc = be->iface->act(be, WEFT_ACT_SILU, tmp, temb, b * m->temb_dim)))
     goto out;
 #define NEWMAP(C, H, W)                                                        \
-  (stack[ns] = (fmap){sd_alloc(be, b * (C) * (H) * (W)), (C), (H), (W)},       \
-   stack[ns].d ? stack[ns++].d : NULL)
-  /* conv_in */
+  (f->skip[f->n] = (sd_fmap){sd_alloc(be, b * (C) * (H) * (W)), (C), (H), (W)}, \
+   f->skip[f->n].d ? f->skip[f->n++].d : NULL)
+  /* conv_in (+ a ControlNet's hint embedding) */
   if (!(cur = NEWMAP(ch, hh, ww))) {
     rc = WEFT_ENOMEM;
     goto out;
   }
-  if ((rc = sd_run_conv(be, &m->conv_in, x, b, hh, ww, cur, &ho, &wo)))
+  if ((rc = sd_run_conv(be, &m->conv_in, x, b, hh, ww, cur, &ho, &wo)) ||
+      (add_in &&
+       (rc = be->iface->scale_add(be, cur, 1.0f, cur, 1.0f, add_in,
+                                  b * ch * hh * ww))))
     goto out;
   for (int i = 0; i < n; i++) {
     const level *lv = &m->down[i];
@@ -344,36 +360,60 @@ int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
       cur = nx, hh = ho, ww = wo;
     }
   }
-  /* middle: the stack keeps every skip; cur is its top */
-  {
-    float *a = sd_alloc(be, b * ch * hh * ww), *bb = sd_alloc(be, b * ch * hh * ww);
-    if (!a || !bb) {
-      sd_free(be, a), sd_free(be, bb);
-      rc = WEFT_ENOMEM;
-      goto out;
-    }
-    if ((rc = sd_run_resnet(be, &m->mid_res[0], cur, b, hh, ww, temb, a)) ||
-        (m->mid_has_attn &&
-         (rc = run_xformer(be, &m->mid_attn, c->norm_groups, a, b, hh * ww, ctx,
-                           ctx_len, a))) ||
-        (rc = sd_run_resnet(be, &m->mid_res[1], a, b, hh, ww, temb, bb))) {
-      sd_free(be, a), sd_free(be, bb);
-      goto out;
-    }
+#undef NEWMAP
+  /* middle */
+  float *a = sd_alloc(be, b * ch * hh * ww);
+  f->mid = (sd_fmap){sd_alloc(be, b * ch * hh * ww), ch, hh, ww};
+  if (!a || !f->mid.d) {
     sd_free(be, a);
-    cur = bb;
+    rc = WEFT_ENOMEM;
+    goto out;
   }
-  /* up path: cur is owned here (not on the stack) */
+  if ((rc = sd_run_resnet(be, &m->mid_res[0], cur, b, hh, ww, temb, a)) ||
+      (m->mid_has_attn &&
+       (rc = run_xformer(be, &m->mid_attn, c->norm_groups, a, b, hh * ww, ctx,
+                         ctx_len, a))) ||
+      (rc = sd_run_resnet(be, &m->mid_res[1], a, b, hh, ww, temb, f->mid.d))) {
+    sd_free(be, a);
+    goto out;
+  }
+  sd_free(be, a);
+out:
+  sd_free(be, tmp);
+  if (rc) sd_unet_feats_free(be, f);
+  return rc;
+}
+
+int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
+                   const float *ctx, int64_t ctx_len, const sd_control *ctl,
+                   float *out) {
+  const sd_unet_cfg *c = &m->cfg;
+  const int n = c->n_levels, L = c->layers_per_block;
+  const int64_t b = f->b;
+  if (m->encoder_only) return WEFT_EINVAL;
+  int rc = 0;
+  /* ControlNet residuals: onto the skips and the middle, scaled already */
+  for (int i = 0; ctl && i < ctl->n && i < f->n && !rc; i++)
+    rc = be->iface->scale_add(be, f->skip[i].d, 1.0f, f->skip[i].d, 1.0f,
+                              ctl->down[i],
+                              b * f->skip[i].c * f->skip[i].h * f->skip[i].w);
+  if (!rc && ctl && ctl->mid)
+    rc = be->iface->scale_add(be, f->mid.d, 1.0f, f->mid.d, 1.0f, ctl->mid,
+                              b * f->mid.c * f->mid.h * f->mid.w);
+  if (rc) return rc;
+  float *cur = f->mid.d;
+  f->mid.d = NULL; /* owned here now */
+  int64_t ch = f->mid.c, hh = f->mid.h, ww = f->mid.w, ho, wo;
+  const float *temb = f->temb;
   for (int i = 0; i < n; i++) {
     const level *lv = &m->up[i];
     for (int j = 0; j <= L; j++) {
-      fmap sk = stack[--ns];
+      sd_fmap sk = f->skip[--f->n];
       int64_t cc = ch + sk.c;
       float *cat = sd_alloc(be, b * cc * hh * ww);
       float *nx = cat ? sd_alloc(be, b * lv->cout * hh * ww) : NULL;
       if (!nx) {
-        sd_free(be, cat), sd_free(be, sk.d), sd_free(be, cur);
-        cur = NULL;
+        sd_free(be, cat), sd_free(be, sk.d);
         rc = WEFT_ENOMEM;
         goto out;
       }
@@ -385,37 +425,37 @@ int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
       cur = nx;
       if (!rc) rc = sd_run_resnet(be, &lv->res[j], cat, b, hh, ww, temb, nx);
       sd_free(be, cat);
-      if (rc) goto out_up;
+      if (rc) goto out;
       ch = lv->cout;
       if (lv->attn &&
           (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b, hh * ww,
                             ctx, ctx_len, nx)))
-        goto out_up;
+        goto out;
     }
     if (lv->has_sample) {
       /* up to the next skip's size: 2x, or less where a downsampling
        * rounded an odd size up (ComfyUI's and diffusers' output_shape) */
-      int64_t th = stack[ns - 1].h, tw = stack[ns - 1].w;
+      int64_t th = f->skip[f->n - 1].h, tw = f->skip[f->n - 1].w;
       float *u = sd_alloc(be, b * ch * th * tw);
       float *nx = u ? sd_alloc(be, b * ch * th * tw) : NULL;
       if (!nx) {
         sd_free(be, u);
         rc = WEFT_ENOMEM;
-        goto out_up;
+        goto out;
       }
       rc = sd_upsample_nearest(be, cur, u, b * ch, hh, ww, th, tw);
       hh = th, ww = tw;
       if (!rc) rc = sd_run_conv(be, &lv->sample, u, b, hh, ww, nx, &ho, &wo);
       sd_free(be, u), sd_free(be, cur);
       cur = nx;
-      if (rc) goto out_up;
+      if (rc) goto out;
     }
   }
   {
     float *nrm = sd_alloc(be, b * ch * hh * ww);
     if (!nrm) {
       rc = WEFT_ENOMEM;
-      goto out_up;
+      goto out;
     }
     rc = be->iface->group_norm(be, cur, nrm, b, ch, hh * ww, c->norm_groups,
                                c->norm_eps, m->out_norm.g, m->out_norm.b,
@@ -423,11 +463,17 @@ int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
     if (!rc) rc = sd_run_conv(be, &m->conv_out, nrm, b, hh, ww, out, &ho, &wo);
     sd_free(be, nrm);
   }
-out_up:
-  sd_free(be, cur);
 out:
-  while (ns > 0) sd_free(be, stack[--ns].d);
-  sd_free(be, temb), sd_free(be, tmp);
+  sd_free(be, cur);
+  sd_unet_feats_free(be, f);
   return rc;
-#undef NEWMAP
+}
+
+int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
+                    int64_t h, int64_t w, const float *t, const float *ctx,
+                    int64_t ctx_len, const sd_control *ctl, float *out) {
+  sd_unet_feats f;
+  int rc = sd_unet_encode(m, be, x, b, h, w, t, ctx, ctx_len, NULL, &f);
+  if (rc) return rc;
+  return sd_unet_decode(m, be, &f, ctx, ctx_len, ctl, out);
 }
