@@ -24,8 +24,7 @@
 
 #include "internal.h"
 
-/* ---- a growable string -----------------------------------------------------
- */
+/* ---- a growable string --------------------------------------------------- */
 
 typedef struct sbuf {
   char *s;
@@ -81,8 +80,7 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
   free(big);
 }
 
-/* ---- YAML text -------------------------------------------------------------
- */
+/* ---- YAML text ----------------------------------------------------------- */
 
 /* Decodes one UTF-8 code point (the input is valid UTF-8: jansson checked
  * it); returns its length. */
@@ -188,8 +186,7 @@ static void fmt_double(char *buf, size_t len, double x) {
   }
 }
 
-/* ---- the workflow ----------------------------------------------------------
- */
+/* ---- the workflow -------------------------------------------------------- */
 
 /* One API node.  key/class_type/title are borrowed from the JSON tree. */
 typedef struct cnode {
@@ -367,19 +364,19 @@ static int assign_ids(importer *m) {
   return 0;
 }
 
-/* ComfyUI's is_link: [source id, output index].  Integer ids are taken too
- * (hand-written workflows use them). */
-static bool as_link(json_t *v, char *src, size_t srclen, json_int_t *slot) {
+/* ComfyUI's is_link: [source id (a string), output index]. */
+static bool as_link(json_t *v, const char **src, json_int_t *slot) {
   if (!json_is_array(v) || json_array_size(v) != 2) return false;
   json_t *a = json_array_get(v, 0), *b = json_array_get(v, 1);
-  if (!json_is_integer(b)) return false;
-  if (json_is_string(a))
-    snprintf(src, srclen, "%s", json_string_value(a));
-  else if (json_is_integer(a))
-    snprintf(src, srclen, "%" JSON_INTEGER_FORMAT, json_integer_value(a));
+  if (!json_is_string(a)) return false;
+  if (json_is_integer(b))
+    *slot = json_integer_value(b);
+  else if (json_is_real(b) && fabs(json_real_value(b)) < 1e9 &&
+           json_real_value(b) == floor(json_real_value(b)))
+    *slot = (json_int_t)json_real_value(b);
   else
     return false;
-  *slot = json_integer_value(b);
+  *src = json_string_value(a);
   return true;
 }
 
@@ -488,11 +485,13 @@ static int map_input(importer *m, cnode *c, const char *name, json_t *v) {
   const weft__op *op = c->op;
   int pi = port_index(op, name), ai = param_index(op, name);
   /* ComfyUI wraps list constants so they cannot read as links */
+  const char *src = NULL;
+  json_int_t slot = 0;
+  bool link = false;
   if (json_is_object(v) && json_object_get(v, "__value__"))
     v = json_object_get(v, "__value__");
-  char src[512];
-  json_int_t slot;
-  bool link = as_link(v, src, sizeof src, &slot);
+  else
+    link = as_link(v, &src, &slot);
   if (pi < 0 && ai < 0) {
     if (ui_only_widget(name) && !link) return note_ignored(c, name);
     node_err(m, WEFT_ENOENT, c, NULL, "%s has no input '%s'", op->def.op, name);
@@ -799,7 +798,7 @@ static void drop_yaml_position(weft_ctx *ctx, const char *name) {
   if (*q++ != ':' || !isdigit((unsigned char)*q)) return;
   while (isdigit((unsigned char)*q))
     q++;
-  if (*q != ':') return;
+  if (*q++ != ':') return;
   memmove(p, q, strlen(q) + 1);
 }
 
@@ -879,8 +878,7 @@ int weft__comfy_import(weft_ctx *ctx, const char *json, size_t len,
   return r;
 }
 
-/* ---- PNG text -------------------------------------------------------------
- */
+/* ---- PNG text ------------------------------------------------------------ */
 
 typedef struct png_meta {
   char *weft, *prompt; /* UTF-8, malloc'd */
