@@ -450,6 +450,12 @@ static int run_batch(batch *b, int64_t max_failures) {
 }
 
 static void dry_run(const batch *b) {
+  int64_t n = b->plan.n_jobs, idx = b->shard.index, step = b->shard.count;
+  if (!b->prog.quiet)
+    fprintf(stderr, "weft: shard %s (%s): %lld of %lld jobs (dry run)\n",
+            b->shard_text, b->shard.source,
+            (long long)(idx < n ? (n - idx + step - 1) / step : 0),
+            (long long)n);
   for (int64_t j = b->shard.index; j < b->plan.n_jobs; j += b->shard.count) {
     char *set = weft__batch_job_set_json(&b->plan, j);
     printf("%lld\t%s\t%s\n", (long long)j, b->plan.outputs[j],
