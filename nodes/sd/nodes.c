@@ -23,24 +23,19 @@
 
 /* ---- the bundle ------------------------------------------------------------ */
 
-typedef struct wfile {
-  const weft_host *host;
-  weft_weights *w;
-} wfile;
-
-static int wf_get(void *h, const char *key, weft_tensor *v) {
+int wf_get(void *h, const char *key, weft_tensor *v) {
   wfile *f = h;
   return f->host->weights_get(f->w, key, v);
 }
-static const char *wf_meta(void *h, const char *key) {
+const char *wf_meta(void *h, const char *key) {
   wfile *f = h;
   return f->host->weights_meta(f->w, key);
 }
-static int32_t wf_count(void *h) {
+int32_t wf_count(void *h) {
   wfile *f = h;
   return f->host->weights_count(f->w);
 }
-static const char *wf_key(void *h, int32_t i) {
+const char *wf_key(void *h, int32_t i) {
   wfile *f = h;
   return f->host->weights_key(f->w, i);
 }
@@ -120,8 +115,9 @@ static weft_value *ref_value(weft_call *c, weft_type type, sd_bundle *b,
   return ref_value_patched(c, type, b, clip_layer, NULL, NULL);
 }
 
-static void cond_destroy(void *p) {
+void sd_cond_destroy(void *p) {
   sd_cond *c = p;
+  sd_ctrl_release(c->control);
   free(c->ctx);
   free(c->pooled);
   free(c);
@@ -130,14 +126,14 @@ static void cond_destroy(void *p) {
 /* ---- paths ----------------------------------------------------------------- */
 
 /* Relative paths resolve against the input directory. */
-static void resolve(weft_call *c, const char *path, char *out, size_t len) {
+void sd_resolve(weft_call *c, const char *path, char *out, size_t len) {
   if (path[0] == '/')
     snprintf(out, len, "%s", path);
   else
     snprintf(out, len, "%s/%s", c->host->input_dir(c), path);
 }
 
-static bool is_file(const char *p) {
+bool sd_is_file(const char *p) {
   struct stat st;
   return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
@@ -158,11 +154,11 @@ static int find_vocab(char *out, size_t len) {
     if (slash) {
       *slash = 0;
       snprintf(out, len, "%s/bpe_simple_vocab_16e6.txt.gz", self);
-      if (is_file(out)) return 0;
+      if (sd_is_file(out)) return 0;
     }
   }
   snprintf(out, len, "%s", WEFT_CLIP_VOCAB_INSTALLED);
-  return is_file(out) ? 0 : WEFT_ENOENT;
+  return sd_is_file(out) ? 0 : WEFT_ENOENT;
 }
 
 /* ---- CheckpointLoaderSimple ------------------------------------------------ */
@@ -227,7 +223,7 @@ static int open_diffusers(weft_call *c, bundle_impl *bi, const char *dir,
     bool found = false;
     for (int k = 0; files[p][k] && !found; k++) {
       snprintf(path, sizeof path, "%s/%s/%s", dir, sub[p], files[p][k]);
-      found = is_file(path);
+      found = sd_is_file(path);
     }
     if (!found) {
       c->host->error(c, "%s: not a diffusers model folder: no %s/%s",
@@ -267,7 +263,7 @@ static int open_single(weft_call *c, bundle_impl *bi, const char *path) {
 static int loader_run(weft_call *c) {
   const weft_host *h = c->host;
   char path[PATH_MAX];
-  resolve(c, weft_param_string(c, LOADER_CKPT), path, sizeof path);
+  sd_resolve(c, weft_param_string(c, LOADER_CKPT), path, sizeof path);
   struct stat st;
   if (stat(path, &st) != 0) {
     h->error(c, "%s: %s", path, strerror(errno));
@@ -323,9 +319,9 @@ static int loader_run(weft_call *c) {
 }
 
 /* an edited checkpoint must load again: its size and mtime join the key */
-static uint64_t loader_fingerprint(weft_call *c) {
+uint64_t sd_file_fingerprint(weft_call *c) {
   char path[PATH_MAX + 64];
-  resolve(c, weft_param_string(c, LOADER_CKPT), path, sizeof path);
+  sd_resolve(c, weft_param_string(c, LOADER_CKPT), path, sizeof path);
   struct stat st;
   if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
     strncat(path, "/unet/diffusion_pytorch_model.safetensors",
@@ -340,7 +336,7 @@ static uint64_t loader_fingerprint(weft_call *c) {
 
 /* ---- LoraLoader ------------------------------------------------------------ */
 
-static sd_ref *ref_of(weft_call *c, int input) {
+sd_ref *sd_ref_of(weft_call *c, int input) {
   return c->host->value_object(c->inputs[input]);
 }
 
@@ -371,12 +367,12 @@ static int lora_for(weft_call *c, const char *path, sd_bundle *b,
 
 static int lora_run_common(weft_call *c, bool with_clip) {
   char path[PATH_MAX];
-  resolve(c, weft_param_string(c, LORA_NAME), path, sizeof path);
-  if (!is_file(path)) {
+  sd_resolve(c, weft_param_string(c, LORA_NAME), path, sizeof path);
+  if (!sd_is_file(path)) {
     c->host->error(c, "%s: %s", path, strerror(errno ? errno : ENOENT));
     return WEFT_ENOENT;
   }
-  const sd_ref *mref = ref_of(c, 0), *cref = with_clip ? ref_of(c, 1) : NULL;
+  const sd_ref *mref = sd_ref_of(c, 0), *cref = with_clip ? sd_ref_of(c, 1) : NULL;
   float sm = (float)weft_param_float(c, LORA_STRENGTH_MODEL);
   float sc = with_clip ? (float)weft_param_float(c, LORA_STRENGTH_CLIP) : 0;
   sd_lora *lm = NULL, *lc = NULL;
@@ -419,7 +415,7 @@ static int encode_chunks(sd_bundle *b, int layer, const int32_t *ids, int64_t n,
 
 static int clip_encode_run(weft_call *c) {
   const weft_host *h = c->host;
-  sd_ref *ref = ref_of(c, 0);
+  sd_ref *ref = sd_ref_of(c, 0);
   sd_bundle *b = ref->bundle;
   const char *text = weft_param_string(c, 0);
   weft_clip_chunks *ch = NULL;
@@ -472,18 +468,18 @@ static int clip_encode_run(weft_call *c) {
   cond->pooled = pooled; /* the first chunk's pooled output */
   z = NULL, pooled = NULL;
   c->outputs[0] = h->object_new(c, WEFT_TYPE_CONDITIONING, NULL, cond,
-                                cond_destroy);
+                                sd_cond_destroy);
   cond = NULL;
   if (!c->outputs[0]) r = WEFT_ENOMEM;
 out:
   weft_clip_chunks_free(ch);
   free(ids), free(z), free(pooled);
-  if (cond) cond_destroy(cond);
+  if (cond) sd_cond_destroy(cond);
   return r;
 }
 
 static int clip_set_last_layer_run(weft_call *c) {
-  sd_ref *ref = ref_of(c, 0);
+  sd_ref *ref = sd_ref_of(c, 0);
   int layer = (int)weft_param_int(c, 0);
   int layers = sd_clip_config(ref->bundle->clip)->layers;
   if (-layer > layers) {
@@ -505,7 +501,7 @@ static int clip_tokenize_run(weft_call *c) {
   const weft_clip_tok *tok = NULL;
   weft_clip_tok *own = NULL;
   if (c->inputs[0]) {
-    tok = ref_of(c, 0)->bundle->tok;
+    tok = sd_ref_of(c, 0)->bundle->tok;
   } else {
     char vocab[PATH_MAX], err[512];
     if (find_vocab(vocab, sizeof vocab)) {
@@ -631,7 +627,7 @@ typedef struct ksampler_args {
 
 static int ksample(weft_call *c, const ksampler_args *a) {
   const weft_host *h = c->host;
-  sd_bundle *b = ref_of(c, 0)->bundle;
+  sd_bundle *b = sd_ref_of(c, 0)->bundle;
   const sd_cond *pos = h->value_object(c->inputs[1]);
   const sd_cond *neg = h->value_object(c->inputs[2]);
   const weft_tensor *lat = h->value_tensor(c->inputs[3]);
@@ -685,6 +681,14 @@ static int ksample(weft_call *c, const ksampler_args *a) {
                             shape, a->cfg, neg->ctx, neg->tokens, pos->ctx,
                             pos->tokens)))
     goto out;
+  sd_ctrl_pair ctrl = {{neg->control, pos->control}, &b->sched,
+                       shape[1] * shape[2] * shape[3],
+                       sd_unet_config(b->unet)->context_dim};
+  if (!ctrl.chain[0] && pos->apply_to_uncond) ctrl.chain[0] = pos->control;
+  if (ctrl.chain[0] || ctrl.chain[1]) {
+    s.den.control = sd_ctrl_eval;
+    s.den.control_user = &ctrl;
+  }
   /* ComfyUI's prepare_noise: torch.manual_seed(seed); randn(latent shape) */
   weft_torch_gen g;
   weft_torch_gen_seed(&g, a->seed);
@@ -728,7 +732,7 @@ static int ksample(weft_call *c, const ksampler_args *a) {
     if ((r = weft_brownian_init(&s.brown, s.n, lo, hi, a->seed))) goto out;
   }
   weft_sampler_io io = {s.n, denoise, noise, step, &s};
-  const sd_ref *mref = ref_of(c, 0);
+  const sd_ref *mref = sd_ref_of(c, 0);
   if (!(r = sd_bundle_acquire(b, SD_UNET, mref))) {
     r = weft_sample(a->sampler, &io, x, sig, ns);
     sd_bundle_unacquire(b, SD_UNET);
@@ -813,7 +817,7 @@ static const weft_tensor *decode_input(weft_call *c, sd_bundle *b) {
 }
 
 static int vae_decode_run(weft_call *c) {
-  sd_bundle *b = ref_of(c, 1)->bundle;
+  sd_bundle *b = sd_ref_of(c, 1)->bundle;
   const weft_tensor *lat = decode_input(c, b);
   if (!lat) return WEFT_ETYPE;
   int64_t B = lat->shape[0], hh = lat->shape[2], ww = lat->shape[3];
@@ -840,7 +844,7 @@ enum { VT_TILE, VT_OVERLAP, VT_TSIZE, VT_TOVERLAP };
 /* VAE.decode_tiled_: three tilings (tall, wide, square) averaged, so no
  * seam falls in the same place twice */
 static int vae_decode_tiled_run(weft_call *c) {
-  sd_bundle *b = ref_of(c, 1)->bundle;
+  sd_bundle *b = sd_ref_of(c, 1)->bundle;
   const weft_tensor *lat = decode_input(c, b);
   if (!lat) return WEFT_ETYPE;
   int64_t tile = weft_param_int(c, VT_TILE), ov = weft_param_int(c, VT_OVERLAP);
@@ -945,7 +949,7 @@ static int encode_pixels(weft_call *c, sd_bundle *b, const float *in,
 }
 
 static int vae_encode_run(weft_call *c) {
-  sd_bundle *b = ref_of(c, 1)->bundle;
+  sd_bundle *b = sd_ref_of(c, 1)->bundle;
   const weft_tensor *px = c->host->value_tensor(c->inputs[0]);
   float *in = NULL;
   int64_t H, W, oy, ox;
@@ -958,7 +962,7 @@ static int vae_encode_run(weft_call *c) {
 enum { VE_TILE, VE_OVERLAP, VE_TSIZE, VE_TOVERLAP };
 
 static int vae_encode_tiled_run(weft_call *c) {
-  sd_bundle *b = ref_of(c, 1)->bundle;
+  sd_bundle *b = sd_ref_of(c, 1)->bundle;
   const weft_tensor *px = c->host->value_tensor(c->inputs[0]);
   float *in = NULL;
   int64_t H, W, oy, ox;
@@ -999,7 +1003,7 @@ enum { VI_GROW };
  * and the mask, grown by a box filter, becomes the latent's noise mask */
 static int vae_encode_inpaint_run(weft_call *c) {
   const weft_host *h = c->host;
-  sd_bundle *b = ref_of(c, 1)->bundle;
+  sd_bundle *b = sd_ref_of(c, 1)->bundle;
   const weft_tensor *px = h->value_tensor(c->inputs[0]);
   const weft_tensor *mask = h->value_tensor(c->inputs[2]);
   if (!mask || mask->ndim < 2 || mask->dtype != WEFT_F32) {
@@ -1093,7 +1097,7 @@ static const weft_node_def loader_def = {
            "read from the tensors (and config.json or 'weft.config' "
            "metadata), not from flags.",
     .outputs = loader_out, .n_outputs = 3, .params = loader_params,
-    .n_params = 1, .run = loader_run, .fingerprint = loader_fingerprint};
+    .n_params = 1, .run = loader_run, .fingerprint = sd_file_fingerprint};
 
 static const weft_port_def lora_in[] = {
     PORT("model", WEFT_TYPE_MODEL, "the model to patch"),
@@ -1118,13 +1122,13 @@ static const weft_node_def lora_def = {
            "changed strengths never reload the checkpoint.",
     .inputs = lora_in, .n_inputs = 2, .outputs = lora_out, .n_outputs = 2,
     .params = lora_params, .n_params = 3, .run = lora_run,
-    .fingerprint = loader_fingerprint};
+    .fingerprint = sd_file_fingerprint};
 static const weft_node_def lora_model_only_def = {
     .struct_size = sizeof(weft_node_def), .op = "LoraLoaderModelOnly",
     .category = "loaders", .doc = "Applies a LoRA to a model's UNet only.",
     .inputs = lora_in, .n_inputs = 1, .outputs = lora_out, .n_outputs = 1,
     .params = lora_params, .n_params = 2, .run = lora_model_only_run,
-    .fingerprint = loader_fingerprint};
+    .fingerprint = sd_file_fingerprint};
 
 static const weft_port_def clip_in[] = {
     PORT("clip", WEFT_TYPE_CLIP, "the text encoder")};
@@ -1324,6 +1328,7 @@ static const weft_node_def *const nodes[] = {
     &tokenize_def, &lora_def,         &lora_model_only_def,
     &sd_latent_upscale_def, &sd_latent_upscale_by_def,
     &sd_set_noise_mask_def, &decode_tiled_def,  &encode_tiled_def,
-    &encode_inpaint_def};
+    &encode_inpaint_def, &sd_controlnet_loader_def, &sd_controlnet_apply_def,
+    &sd_controlnet_apply_adv_def};
 
 WEFT_PLUGIN_DEFINE("sd", "0.1", nodes)

@@ -33,7 +33,15 @@ typedef enum sd_layout {
   SD_LAYOUT_DIFFUSERS /* a folder: unet/, vae/, text_encoder/ */
 } sd_layout;
 
-typedef enum sd_part { SD_UNET = 0, SD_VAE, SD_CLIP, SD_PARTS } sd_part;
+/* The parts of a checkpoint, and a ControlNet's (its own file). */
+typedef enum sd_part {
+  SD_UNET = 0,
+  SD_VAE,
+  SD_CLIP,
+  SD_PARTS,
+  SD_CONTROL = SD_PARTS,
+  SD_ALL_PARTS
+} sd_part;
 
 typedef struct sd_unet_cfg {
   int in_channels, out_channels;
@@ -79,11 +87,14 @@ typedef struct sd_param {
 
 typedef struct sd_ckpt {
   sd_layout layout;
-  sd_file files[SD_PARTS]; /* LDM: the same file three times */
-  bool has[SD_PARTS];
+  sd_file files[SD_ALL_PARTS]; /* LDM: the same file three times */
+  bool has[SD_ALL_PARTS];
   sd_unet_cfg unet;
   sd_vae_cfg vae;
   sd_clip_cfg clip;
+  sd_unet_cfg control;    /* a ControlNet's encoder */
+  int hint_channels[8];   /* its conditioning embedding's widths */
+  int n_hint;
   char clip_prefix[64];   /* where text_model.* lives in its file */
   char err[SD_ERRLEN];
   char **used;            /* keys sd_weight read, to name the ones left */
@@ -101,6 +112,10 @@ typedef struct sd_ckpt {
  * missing derived from tensor shapes and the family's conventions.  The
  * files must be set; returns 0 or a WEFT_E* code with ck->err set. */
 int sd_ckpt_configure(sd_ckpt *ck, const char *const config_json[SD_PARTS]);
+
+/* A ControlNet file (files[SD_CONTROL] set): its config from JSON (a
+ * diffusers ControlNetModel config.json, or NULL) or from the tensors. */
+int sd_ckpt_configure_control(sd_ckpt *ck, const char *config_json);
 
 /* Fetches a weight by its diffusers name (translated for LDM files) as
  * float32: *out is malloc'd (caller frees).  numel, when > 0, must match.
@@ -201,6 +216,30 @@ int sd_vae_decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
                   int64_t h, int64_t w, float *image);
 int sd_vae_factor(const sd_vae *m); /* 2^(levels-1) */
 
+/* ---- ControlNet ---------------------------------------------------------- */
+
+typedef struct sd_cnet sd_cnet;
+int sd_cnet_load(sd_ckpt *ck, sd_cnet **out);
+void sd_cnet_free(sd_cnet *m);
+/* The UNet's input channels and the hint's downscale (8 for SD). */
+int sd_cnet_hint_factor(const sd_cnet *m);
+/* Residuals for a UNet call: x [b, in, h, w] (the UNet's input, already
+ * scaled), t [b], ctx [b, lk, dim], hint [b, 3, h*f, w*f] in 0..1.  out
+ * gets malloc'd residual buffers (down[n], mid) multiplied by strength and
+ * ADDED to what out already holds when accumulate (chained ControlNets). */
+typedef struct sd_cnet_out {
+  float *down[64];
+  int64_t down_numel[64];
+  int n;
+  float *mid;
+  int64_t mid_numel;
+} sd_cnet_out;
+int sd_cnet_forward(sd_cnet *m, weft_backend *be, const float *x, int64_t b,
+                    int64_t h, int64_t w, const float *t, const float *ctx,
+                    int64_t lk, const float *hint, float strength,
+                    sd_cnet_out *out);
+void sd_cnet_out_free(sd_cnet_out *o);
+
 /* ---- tiles ------------------------------------------------------------------ */
 
 /* fn maps a [cin, h, w] tile to [cout, round(h*up), round(w*up)]. */
@@ -234,6 +273,13 @@ typedef struct sd_denoiser {
   float *ctx;          /* [2 * batch, tokens, dim] */
   int64_t tokens, dim;
   float *x_in, *out, *t;
+  /* ControlNets (may be NULL): fills out with residuals for the UNet call
+   * on x_in [rows, C, h, w] (rows: uncond then cond, or cond only when
+   * cond_only), at sigma with timesteps t and contexts ctx */
+  int (*control)(void *user, const float *x_in, int64_t rows, bool cond_only,
+                 int64_t h, int64_t w, const float *t, const float *ctx,
+                 int64_t tokens, float sigma, sd_cnet_out *out);
+  void *control_user;
 } sd_denoiser;
 
 /* shape [batch, channels, h, w]; the contexts [tokens, dim] (one prompt

@@ -22,9 +22,9 @@ static int fail(sd_ckpt *ck, int code, const char *fmt, ...) {
 
 /* ---- names ---------------------------------------------------------------- */
 
-static const char *const ldm_prefix[SD_PARTS] = {
+static const char *const ldm_prefix[SD_ALL_PARTS] = {
     "model.diffusion_model.", "first_stage_model.",
-    "cond_stage_model.transformer."};
+    "cond_stage_model.transformer.", "control_model."};
 
 /* resnet sub-names: diffusers -> LDM UNet */
 static const char *unet_resnet(const char *rest, char *buf, size_t len) {
@@ -150,11 +150,38 @@ static void vae_ldm(const sd_vae_cfg *c, const char *n, char *out,
   snprintf(out, len, "%s", n);
 }
 
+/* A ControlNet's own layers; the rest are named as in the UNet */
+static void control_ldm(const sd_ckpt *ck, const char *n, char *out,
+                        size_t len) {
+  int i, off = 0;
+  const char *ce = "controlnet_cond_embedding.";
+  size_t lce = strlen(ce);
+  if (!strncmp(n, ce, lce)) {
+    const char *r = n + lce;
+    int nb = 2 * (ck->n_hint - 1); /* convs between conv_in and conv_out */
+    if (!strncmp(r, "conv_in.", 8))
+      snprintf(out, len, "input_hint_block.0.%s", r + 8);
+    else if (!strncmp(r, "conv_out.", 9))
+      snprintf(out, len, "input_hint_block.%d.%s", 2 * (nb + 1), r + 9);
+    else if (sscanf(r, "blocks.%d.%n", &i, &off) == 1 && off)
+      snprintf(out, len, "input_hint_block.%d.%s", 2 * (i + 1), r + off);
+    else
+      snprintf(out, len, "%s", n);
+  } else if (sscanf(n, "controlnet_down_blocks.%d.%n", &i, &off) == 1 && off) {
+    snprintf(out, len, "zero_convs.%d.0.%s", i, n + off);
+  } else if (!strncmp(n, "controlnet_mid_block.", 21)) {
+    snprintf(out, len, "middle_block_out.0.%s", n + 21);
+  } else {
+    unet_ldm(&ck->control, n, out, len);
+  }
+}
+
 void sd_ldm_name(const sd_ckpt *ck, sd_part part, const char *name, char *out,
                  size_t len) {
   char tmp[512];
   switch (part) {
   case SD_UNET: unet_ldm(&ck->unet, name, tmp, sizeof tmp); break;
+  case SD_CONTROL: control_ldm(ck, name, tmp, sizeof tmp); break;
   case SD_VAE: vae_ldm(&ck->vae, name, tmp, sizeof tmp); break;
   default: snprintf(tmp, sizeof tmp, "%s", name); break;
   }
@@ -305,8 +332,7 @@ static bool json_bool(json_t *o, const char *k, bool def) {
   return json_is_boolean(v) ? json_is_true(v) : def;
 }
 
-static int unet_from_json(sd_ckpt *ck, json_t *o) {
-  sd_unet_cfg *c = &ck->unet;
+static int unet_cfg_from_json(sd_ckpt *ck, json_t *o, sd_unet_cfg *c) {
   json_t *boc = json_object_get(o, "block_out_channels");
   json_t *down = json_object_get(o, "down_block_types");
   json_t *up = json_object_get(o, "up_block_types");
@@ -344,6 +370,10 @@ static int unet_from_json(sd_ckpt *ck, json_t *o) {
   }
   c->head_dim = 0;
   return 0;
+}
+
+static int unet_from_json(sd_ckpt *ck, json_t *o) {
+  return unet_cfg_from_json(ck, o, &ck->unet);
 }
 
 static int vae_from_json(sd_ckpt *ck, json_t *o) {
@@ -392,23 +422,24 @@ static int count_indices(sd_ckpt *ck, sd_part part, const char *fmt) {
   }
 }
 
-static int unet_infer(sd_ckpt *ck) {
-  sd_unet_cfg *c = &ck->unet;
+/* The architecture of a UNet (or a ControlNet's encoder: part
+ * SD_CONTROL) from its tensors. */
+static int unet_infer_part(sd_ckpt *ck, sd_part part, sd_unet_cfg *c) {
   memset(c, 0, sizeof *c);
-  int64_t c0 = dim_of(ck, SD_UNET, "conv_in.weight", 0);
+  int64_t c0 = dim_of(ck, part, "conv_in.weight", 0);
   if (c0 <= 0)
     return fail(ck, WEFT_EFORMAT, "%s: no UNet found (missing '%s')",
-                ck->files[SD_UNET].path,
-                ck->layout == SD_LAYOUT_LDM
-                    ? "model.diffusion_model.input_blocks.0.0.weight"
-                    : "conv_in.weight");
-  c->in_channels = (int)dim_of(ck, SD_UNET, "conv_in.weight", 1);
-  c->out_channels = (int)dim_of(ck, SD_UNET, "conv_out.weight", 0);
+                ck->files[part].path,
+                ck->layout == SD_LAYOUT_LDM ? "...input_blocks.0.0.weight"
+                                            : "conv_in.weight");
+  c->in_channels = (int)dim_of(ck, part, "conv_in.weight", 1);
+  c->out_channels = (int)dim_of(ck, part, "conv_out.weight", 0);
   if (ck->layout == SD_LAYOUT_LDM) {
     /* input_blocks.K: K = (L+1)(i+1) holds level i's downsampler (".0.op"),
      * and there are n_levels * (L+1) blocks in all */
-    const sd_file *f = &ck->files[SD_UNET];
-    const char *pre = "model.diffusion_model.input_blocks.";
+    const sd_file *f = &ck->files[part];
+    char pre[96];
+    snprintf(pre, sizeof pre, "%sinput_blocks.", ldm_prefix[part]);
     size_t lp = strlen(pre);
     int max_in = -1, first_ds = -1, n_ds = 0;
     for (int32_t k = 0; k < f->count(f->handle); k++) {
@@ -430,25 +461,25 @@ static int unet_infer(sd_ckpt *ck) {
                   "%s: the UNet's input_blocks do not form an SD UNet",
                   f->path);
   } else {
-    c->n_levels = count_indices(ck, SD_UNET,
+    c->n_levels = count_indices(ck, part,
                                 "down_blocks.%d.resnets.0.conv1.weight");
     c->layers_per_block = count_indices(
-        ck, SD_UNET, "down_blocks.0.resnets.%d.conv1.weight");
+        ck, part, "down_blocks.0.resnets.%d.conv1.weight");
     if (c->n_levels < 1 || c->n_levels > 8 || c->layers_per_block < 1)
       return fail(ck, WEFT_EFORMAT, "%s: cannot work out the UNet's levels",
-                  ck->files[SD_UNET].path);
+                  ck->files[part].path);
   }
   char name[256];
   for (int i = 0; i < c->n_levels; i++) {
     snprintf(name, sizeof name, "down_blocks.%d.resnets.0.conv1.weight", i);
-    c->channels[i] = (int)dim_of(ck, SD_UNET, name, 0);
+    c->channels[i] = (int)dim_of(ck, part, name, 0);
     snprintf(name, sizeof name, "down_blocks.%d.attentions.0.proj_in.weight",
              i);
-    c->attn[i] = has(ck, SD_UNET, name);
+    c->attn[i] = has(ck, part, name);
     c->up_attn[c->n_levels - 1 - i] = c->attn[i];
   }
   /* with up_attn known, the up-sampler names translate */
-  c->mid_attn = has(ck, SD_UNET, "mid_block.attentions.0.proj_in.weight");
+  c->mid_attn = has(ck, part, "mid_block.attentions.0.proj_in.weight");
   int first = -1;
   for (int i = 0; i < c->n_levels && first < 0; i++)
     if (c->attn[i]) first = i;
@@ -459,14 +490,14 @@ static int unet_infer(sd_ckpt *ck) {
     snprintf(base, sizeof base, "down_blocks.%d.attentions.0.", first);
     snprintf(name, sizeof name, "%sproj_in.weight", base);
     weft_tensor v;
-    get_view(ck, SD_UNET, name, &v);
+    get_view(ck, part, name, &v);
     c->linear_proj = v.ndim == 2;
     snprintf(name, sizeof name,
              "%stransformer_blocks.0.attn2.to_k.weight", base);
-    c->context_dim = (int)dim_of(ck, SD_UNET, name, 1);
+    c->context_dim = (int)dim_of(ck, part, name, 1);
     char fmt[200];
     snprintf(fmt, sizeof fmt, "%stransformer_blocks.%%d.norm1.weight", base);
-    c->transformer_depth = count_indices(ck, SD_UNET, fmt);
+    c->transformer_depth = count_indices(ck, part, fmt);
   }
   c->norm_groups = 32;
   c->norm_eps = 1e-5f;
@@ -477,6 +508,10 @@ static int unet_infer(sd_ckpt *ck) {
   else
     for (int i = 0; i < c->n_levels; i++) c->heads[i] = 8;
   return 0;
+}
+
+static int unet_infer(sd_ckpt *ck) {
+  return unet_infer_part(ck, SD_UNET, &ck->unet);
 }
 
 static int vae_infer(sd_ckpt *ck) {
@@ -636,15 +671,17 @@ int sd_ckpt_unused(const sd_ckpt *ck, char *out, size_t len) {
   int count = 0;
   size_t w = 0;
   out[0] = 0;
-  for (int p = 0; p < SD_PARTS; p++) {
+  bool scanned = false;
+  for (int p = 0; p < SD_ALL_PARTS; p++) {
     const sd_file *f = &ck->files[p];
     if (!ck->has[p]) continue;
-    /* a single file holds every part: scan it once, as the UNet's */
-    if (ck->layout == SD_LAYOUT_LDM && p > 0) break;
+    /* a single file holds every part: scan it once */
+    if (ck->layout == SD_LAYOUT_LDM && scanned) break;
+    scanned = true;
     for (int32_t i = 0; i < f->count(f->handle); i++) {
       const char *k = f->key_at(f->handle, i);
       bool mine = ck->layout != SD_LAYOUT_LDM;
-      for (int q = 0; q < SD_PARTS && !mine; q++)
+      for (int q = 0; q < SD_ALL_PARTS && !mine; q++)
         mine = !strncmp(k, ldm_prefix[q], strlen(ldm_prefix[q]));
       if (!mine || ignorable(k) ||
           bsearch(&k, used, (size_t)ck->n_used, sizeof *used, cmp_str))
@@ -679,4 +716,47 @@ const sd_param *sd_ckpt_param(const sd_ckpt *ck, sd_part part,
     if (ck->params[i].part == part && !strcmp(ck->params[i].name, name))
       return &ck->params[i];
   return NULL;
+}
+
+/* ---- ControlNets ----------------------------------------------------------- */
+
+int sd_ckpt_configure_control(sd_ckpt *ck, const char *config_json) {
+  int r = 0;
+  json_t *cfg = config_json ? json_loads(config_json, 0, NULL) : NULL;
+  if (config_json && !cfg) {
+    r = fail(ck, WEFT_EFORMAT, "%s: config.json is not valid JSON",
+             ck->files[SD_CONTROL].path);
+  } else if (cfg) {
+    /* diffusers' ControlNetModel config is a UNet's without up blocks */
+    r = unet_cfg_from_json(ck, cfg, &ck->control);
+    json_t *ce = json_object_get(cfg, "conditioning_embedding_out_channels");
+    ck->n_hint = 0;
+    for (size_t i = 0; json_is_array(ce) && i < json_array_size(ce) && i < 8;
+         i++)
+      ck->hint_channels[ck->n_hint++] =
+          (int)json_integer_value(json_array_get(ce, i));
+  } else {
+    r = unet_infer_part(ck, SD_CONTROL, &ck->control);
+    /* the hint convs: input_hint_block.{0, 2, ...}, every other one a
+     * stride-2 change of width; their output widths give the list */
+    ck->n_hint = 0;
+    for (int k = 0; !r && k < 32; k += 2) {
+      char key[96];
+      snprintf(key, sizeof key, "control_model.input_hint_block.%d.weight", k);
+      weft_tensor v;
+      const sd_file *f = &ck->files[SD_CONTROL];
+      if (f->get(f->handle, key, &v) != 0) break;
+      /* conv_in (0) and the stride-2 convs (4, 8, 12, ...) give the widths */
+      if ((k / 2) % 2 == 0) {
+        if (ck->n_hint < 8) ck->hint_channels[ck->n_hint++] = (int)v.shape[0];
+      }
+    }
+    /* conv_out (index 2 + 4 * (levels - 1) + 2) has an odd k / 2 and is
+     * left out: it maps to the UNet's width, not a level */
+  }
+  if (!r && ck->n_hint < 1)
+    r = fail(ck, WEFT_EFORMAT, "%s: no ControlNet hint block found",
+             ck->files[SD_CONTROL].path);
+  json_decref(cfg);
+  return r;
 }

@@ -67,8 +67,19 @@ int sd_denoise(void *user, const float *x, float sigma, float *den) {
     d->t[r] = t;
   }
   const float *ctx = cfg1 ? d->ctx + B * d->tokens * d->dim : d->ctx;
-  int rc = sd_unet_forward(d->unet, d->be, d->x_in, rows, d->h, d->w, d->t,
-                           ctx, d->tokens, NULL, d->out);
+  sd_cnet_out co;
+  memset(&co, 0, sizeof co);
+  sd_control ctl = {0};
+  int rc = 0;
+  if (d->control) {
+    rc = d->control(d->control_user, d->x_in, rows, cfg1, d->h, d->w, d->t,
+                    ctx, d->tokens, sigma, &co);
+    ctl = (sd_control){(const float *const *)co.down, co.n, co.mid};
+  }
+  if (!rc)
+    rc = sd_unet_forward(d->unet, d->be, d->x_in, rows, d->h, d->w, d->t, ctx,
+                         d->tokens, co.n || co.mid ? &ctl : NULL, d->out);
+  sd_cnet_out_free(&co);
   if (rc) return rc;
   /* the model's estimate of x0 per row: eps -> x - eps * sigma; v ->
    * x / (sigma^2 + 1) - v * sigma / sqrt(sigma^2 + 1) */

@@ -17,6 +17,43 @@
 #define SD_P_STR(n, def, fl, d)                                                \
   {sizeof(weft_param_def), n, WEFT_TYPE_STRING, 0, 0, def, 1, 0, NULL, fl, d}
 
+/* nodes.c: shared plugin helpers */
+#include "sd_objects.h"
+
+/* A host weights handle seen as an sd_file (handle = the wfile). */
+typedef struct wfile {
+  const weft_host *host;
+  weft_weights *w;
+} wfile;
+int wf_get(void *h, const char *key, weft_tensor *v);
+const char *wf_meta(void *h, const char *key);
+int32_t wf_count(void *h);
+const char *wf_key(void *h, int32_t i);
+/* Relative paths resolve against the input directory. */
+void sd_resolve(weft_call *c, const char *path, char *out, size_t len);
+bool sd_is_file(const char *p);
+/* The sd_ref of an input holding a MODEL, CLIP or VAE. */
+sd_ref *sd_ref_of(weft_call *c, int input);
+/* The fingerprint of the file (or diffusers folder) named by param 0. */
+uint64_t sd_file_fingerprint(weft_call *c);
+void sd_cond_destroy(void *p);
+
+/* control_nodes.c */
+extern const weft_node_def sd_controlnet_loader_def;
+extern const weft_node_def sd_controlnet_apply_def;
+extern const weft_node_def sd_controlnet_apply_adv_def;
+/* The sd_denoiser control callback over CONDITIONING control chains
+ * (user: an sd_ctrl_pair). */
+typedef struct sd_ctrl_pair {
+  struct sd_ctrl *chain[2]; /* uncond, cond */
+  const weft_schedule *sched;
+  int64_t row_numel;        /* elements of one latent */
+  int64_t ctx_dim;
+} sd_ctrl_pair;
+int sd_ctrl_eval(void *user, const float *x_in, int64_t rows, bool cond_only,
+                 int64_t h, int64_t w, const float *t, const float *ctx,
+                 int64_t tokens, float sigma, sd_cnet_out *out);
+
 /* latent_nodes.c */
 extern const weft_node_def sd_latent_upscale_def;
 extern const weft_node_def sd_latent_upscale_by_def;

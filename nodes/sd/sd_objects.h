@@ -48,12 +48,37 @@ typedef struct sd_ref {
 int sd_bundle_acquire(sd_bundle *b, sd_part part, const sd_ref *ref);
 void sd_bundle_unacquire(sd_bundle *b, sd_part part);
 
-/* CONDITIONING: cross-attention context [tokens, dim] for one prompt, and
- * the pooled output [dim] */
+/* A loaded ControlNet (CONTROL_NET values). */
+typedef struct sd_cnet_obj {
+  atomic_int refs;
+  sd_ckpt ck;
+  sd_cnet *model;
+  weft_backend *be;
+  char *path;
+} sd_cnet_obj;
+void sd_cnet_obj_release(sd_cnet_obj *o);
+
+/* A ControlNet applied to a conditioning, chained to the one applied
+ * before it (their residuals add up, as ComfyUI's control_merge). */
+typedef struct sd_ctrl {
+  atomic_int refs;
+  sd_cnet_obj *cnet;
+  float *hint;               /* [hb, 3, hh, hw] in 0..1 */
+  int64_t hb, hh, hw;
+  float strength;
+  double start, end;         /* start_percent, end_percent */
+  struct sd_ctrl *prev;
+} sd_ctrl;
+void sd_ctrl_release(sd_ctrl *c);
+
+/* CONDITIONING: cross-attention context [tokens, dim] for one prompt, the
+ * pooled output [dim], and the ControlNets applied to it */
 typedef struct sd_cond {
   float *ctx;
   int64_t tokens, dim;
   float *pooled;
+  sd_ctrl *control;
+  bool apply_to_uncond; /* ControlNetApply: the negative gets it too */
 } sd_cond;
 
 #endif
