@@ -231,7 +231,7 @@ int weft__ledger_open(const char *dir, weft__ledger *l, char *err,
     return rc;
   }
   /* sorted by key, the last line of each key kept */
-  qsort(l->e, (size_t)l->n, sizeof *l->e, by_key_then_seq);
+  if (l->n > 1) qsort(l->e, (size_t)l->n, sizeof *l->e, by_key_then_seq);
   int j = 0;
   for (int i = 0; i < l->n; i++) {
     if (i + 1 < l->n && !strcmp(l->e[i].key, l->e[i + 1].key)) {

@@ -40,8 +40,7 @@ int weft__bprog_init(weft__bprog *p, const char *mode, bool quiet,
 }
 
 /* Writes o as one line on stdout and frees it. */
-static void emit(weft__bprog *p, json_t *o) {
-  (void)p;
+static void emit(json_t *o) {
   char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII |
                               JSON_REAL_PRECISION(9) | JSON_PRESERVE_ORDER);
   if (s) {
@@ -115,7 +114,7 @@ void weft__bprog_batch_start(weft__bprog *p, const char *graph,
     json_object_set_new(o, "shard", json_string(shard));
     json_object_set_new(o, "shard_source", json_string(sh->source));
     json_object_set_new(o, "shard_jobs", json_integer(p->total));
-    emit(p, o);
+    emit(o);
   }
 }
 
@@ -125,7 +124,7 @@ void weft__bprog_job_skipped(weft__bprog *p, int64_t job, const char *output) {
     json_t *o = event(p, "job_skipped");
     json_object_set_new(o, "job", json_integer(job));
     json_object_set_new(o, "output", json_string(output));
-    emit(p, o);
+    emit(o);
   }
 }
 
@@ -140,7 +139,7 @@ void weft__bprog_job_start(weft__bprog *p, int64_t job, const char *output,
     json_object_set_new(o, "output", json_string(output));
     json_t *in = inputs ? json_loads(inputs, 0, NULL) : NULL;
     json_object_set_new(o, "inputs", in ? in : json_object());
-    emit(p, o);
+    emit(o);
   }
   draw(p);
 }
@@ -155,7 +154,7 @@ void weft__bprog_job_done(weft__bprog *p, int64_t job, const char *output,
     json_object_set_new(o, "output", json_string(output));
     json_object_set_new(o, "ms", json_real(ms));
     json_object_set_new(o, "size", json_integer(size));
-    emit(p, o);
+    emit(o);
   }
   draw(p);
 }
@@ -170,7 +169,7 @@ void weft__bprog_job_failed(weft__bprog *p, int64_t job, const char *output,
     json_object_set_new(o, "output", json_string(output));
     json_object_set_new(o, "ms", json_real(ms));
     json_object_set_new(o, "error", json_string(message));
-    emit(p, o);
+    emit(o);
   }
   /* a failure is worth a line of its own in every mode */
   weft__bprog_note(p, "weft: job %lld (%s) failed: %s", (long long)job, output,
@@ -232,7 +231,7 @@ static void node_json(weft__bprog *p, const weft_event *ev) {
   }
   /* node events keep the runtime's clock: seconds since the run started */
   json_object_set_new(o, "run_t", json_real(ev->t));
-  emit(p, o);
+  emit(o);
 }
 
 void weft__bprog_node_event(const weft_event *ev, void *user) {
@@ -270,7 +269,7 @@ void weft__bprog_batch_done(weft__bprog *p, bool cancelled) {
                         json_string(cancelled   ? "cancelled"
                                     : p->failed ? "failed"
                                                 : "ok"));
-    emit(p, o);
+    emit(o);
   }
   fprintf(stderr, "done %lld, skipped %lld, failed %lld (of %lld)\n",
           (long long)p->done, (long long)p->skipped, (long long)p->failed,
