@@ -441,7 +441,11 @@ static const weft_node_def save_image = {
            "highest already there; an existing file is never overwritten).  "
            "Values are clipped to 0..1 and truncated to 8 bits like "
            "ComfyUI; each file is written to a temporary name, fsynced and "
-           "renamed, so an interrupted run leaves no half image.",
+           "renamed, so an interrupted run leaves no half image.  Every PNG "
+           "carries the run as text: A1111's \"parameters\" (when a sampler "
+           "made the image), ComfyUI's \"prompt\" (API JSON, which ComfyUI "
+           "loads) and \"weft\" (the graph and its inputs: weft run "
+           "IMAGE.png makes it again); see docs/comfyui.md.",
     .inputs = save_inputs,
     .n_inputs = 1,
     .outputs = save_outputs,
