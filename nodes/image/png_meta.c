@@ -93,14 +93,18 @@ static bool class_is(json_t *node, const char *const *classes) {
   return false;
 }
 
-/* Breadth first upstream from the node a link (or, with start, a node)
- * points at, the nearest node of one of classes; the start node itself
- * counts only when it is reached through a link. */
+/* Breadth first upstream from the node a link (or, with from_node, a
+ * node) points at, the nearest node of one of classes; the start node
+ * itself counts only when reached through a link.  At a node with a linked
+ * input named prefer, only that input is followed: conditioning that passes
+ * a ControlNetApplyAdvanced (inputs positive and negative) stays on its
+ * side. */
 static json_t *find_upstream(json_t *prompt, json_t *from_link,
-                             json_t *from_node, const char *const *classes) {
+                             json_t *from_node, const char *const *classes,
+                             const char *prefer) {
   size_t cap = json_object_size(prompt) + 1, head = 0, tail = 0;
   json_t **queue = malloc(cap * sizeof *queue);
-  json_t *seen = json_object(); /* id -> true, borrowed ids */
+  json_t *seen = json_object(); /* id -> true */
   json_t *found = NULL;
   if (!queue || !seen) goto done;
   if (from_node) {
@@ -120,9 +124,11 @@ static json_t *find_upstream(json_t *prompt, json_t *from_link,
   while (head < tail && !found) {
     json_t *node = queue[head++];
     json_t *in = json_object_get(node, "inputs");
+    json_t *only = prefer ? json_object_get(in, prefer) : NULL;
     const char *name;
     json_t *v;
     json_object_foreach(in, name, v) {
+      if (only && link_target(prompt, only) && v != only) continue;
       json_t *t = link_target(prompt, v);
       if (!t) continue;
       const char *id = json_string_value(json_array_get(v, 0));
@@ -204,10 +210,10 @@ static void field(sbuf *b, const char *key, const char *value) {
   json_decref(s);
 }
 
-static const char *text_of(json_t *prompt, json_t *cond_link,
+static const char *text_of(json_t *prompt, json_t *ks, const char *side,
                            json_t **encoder) {
   static const char *const enc[] = {"CLIPTextEncode", NULL};
-  json_t *n = find_upstream(prompt, cond_link, NULL, enc);
+  json_t *n = find_upstream(prompt, input_of(ks, side), NULL, enc, side);
   if (encoder) *encoder = n;
   return n ? json_string_value(input_of(n, "text")) : NULL;
 }
@@ -222,7 +228,8 @@ char *weft__meta_parameters(const char *prompt_json, const char *save_id,
   json_t *prompt = json_loads(prompt_json, 0, NULL);
   json_t *save =
       json_is_object(prompt) ? json_object_get(prompt, save_id) : NULL;
-  json_t *ks = save ? find_upstream(prompt, NULL, save, samplers) : NULL;
+  json_t *ks =
+      save ? find_upstream(prompt, NULL, save, samplers, "images") : NULL;
   if (!ks) {
     json_decref(prompt);
     return NULL;
@@ -230,8 +237,8 @@ char *weft__meta_parameters(const char *prompt_json, const char *save_id,
   bool advanced = class_is(ks, samplers + 1);
   sbuf b = {0};
   json_t *pos_enc = NULL;
-  const char *pos = text_of(prompt, input_of(ks, "positive"), &pos_enc);
-  const char *neg = text_of(prompt, input_of(ks, "negative"), NULL);
+  const char *pos = text_of(prompt, ks, "positive", &pos_enc);
+  const char *neg = text_of(prompt, ks, "negative", NULL);
   sb_printf(&b, "%s\n", pos ? pos : "");
   if (neg && *neg) sb_printf(&b, "Negative prompt: %s\n", neg);
   /* "Steps" opens the line; fields are ", Key: value" after it */
@@ -262,7 +269,7 @@ char *weft__meta_parameters(const char *prompt_json, const char *save_id,
     field(&b, "Seed", buf);
   }
   json_t *lat =
-      find_upstream(prompt, input_of(ks, "latent_image"), NULL, latents);
+      find_upstream(prompt, input_of(ks, "latent_image"), NULL, latents, NULL);
   json_t *lw = input_of(lat, "width"), *lh = input_of(lat, "height");
   if (json_is_integer(lw) && json_is_integer(lh))
     snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT "x%" JSON_INTEGER_FORMAT,
@@ -270,7 +277,8 @@ char *weft__meta_parameters(const char *prompt_json, const char *save_id,
   else
     snprintf(buf, sizeof buf, "%" PRId64 "x%" PRId64, width, height);
   field(&b, "Size", buf);
-  json_t *ckpt = find_upstream(prompt, input_of(ks, "model"), NULL, loaders);
+  json_t *ckpt =
+      find_upstream(prompt, input_of(ks, "model"), NULL, loaders, "model");
   const char *path = json_string_value(input_of(ckpt, "ckpt_name"));
   if (path) {
     /* A1111 names a model by its file name without folder and extension */
@@ -293,9 +301,9 @@ char *weft__meta_parameters(const char *prompt_json, const char *save_id,
     fmt_number(buf, sizeof buf, x);
     field(&b, "Denoising strength", buf);
   }
-  json_t *skip =
-      pos_enc ? find_upstream(prompt, input_of(pos_enc, "clip"), NULL, skips)
-              : NULL;
+  json_t *skip = pos_enc ? find_upstream(prompt, input_of(pos_enc, "clip"),
+                                         NULL, skips, "clip")
+                         : NULL;
   json_t *layer = input_of(skip, "stop_at_clip_layer");
   if (json_is_integer(layer) && json_integer_value(layer) <= -2) {
     snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT,

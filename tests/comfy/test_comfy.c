@@ -947,6 +947,22 @@ TEST(a1111_parameters_follow_the_graph_upstream) {
       "[\"skip\", 0], \"text\": \"\"}},"
       "\"cn\": {\"class_type\": \"ControlNetApply\", \"inputs\": "
       "{\"conditioning\": [\"p\", 0], \"strength\": 1}},"
+      "\"p2\": {\"class_type\": \"CLIPTextEncode\", \"inputs\": {\"clip\": "
+      "[\"c\", 1], \"text\": \"a\\nb\"}},"
+      "\"n2\": {\"class_type\": \"CLIPTextEncode\", \"inputs\": {\"clip\": "
+      "[\"c\", 1], \"text\": \"ugly\"}},"
+      "\"cna\": {\"class_type\": \"ControlNetApplyAdvanced\", \"inputs\": "
+      "{\"strength\": 1, \"positive\": [\"p2\", 0], \"negative\": [\"n2\", "
+      "0]}},"
+      "\"k2\": {\"class_type\": \"KSampler\", \"inputs\": {\"model\": "
+      "[\"c\", 0], \"positive\": [\"cna\", 0], \"negative\": [\"cna\", 1], "
+      "\"latent_image\": [\"e\", 0], \"seed\": 1, \"steps\": 2, \"cfg\": 8, "
+      "\"sampler_name\": \"euler\", \"scheduler\": \"normal\", \"denoise\": "
+      "1}},"
+      "\"e\": {\"class_type\": \"EmptyLatentImage\", \"inputs\": "
+      "{\"width\": 512, \"height\": 768}},"
+      "\"s3\": {\"class_type\": \"SaveImage\", \"inputs\": {\"images\": "
+      "[\"k2\", 0]}},"
       "\"enc\": {\"class_type\": \"VAEEncode\", \"inputs\": {\"vae\": [\"c\", "
       "2]}},"
       "\"k\": {\"class_type\": \"KSamplerAdvanced\", \"inputs\": {\"model\": "
@@ -964,6 +980,13 @@ TEST(a1111_parameters_follow_the_graph_upstream) {
   ASSERT_STR_EQ(t, "a: b\nSteps: 30, Sampler: DPM++ SDE, Schedule type: SGM "
                    "Uniform, CFG scale: 4.25, Seed: 5, Size: 96x80, Model: "
                    "\"my,model.v2\", Clip skip: 2");
+  free(t);
+  /* through ControlNetApplyAdvanced each side keeps its own text; the
+   * sampled latent saved as is (an unusual graph) still counts */
+  t = weft__meta_parameters(prompt, "s3", 64, 96);
+  ASSERT_STR_EQ(t, "a\nb\nNegative prompt: ugly\nSteps: 2, Sampler: Euler, "
+                   "CFG scale: 8, Seed: 1, Size: 512x768, Model: "
+                   "\"my,model.v2\"");
   free(t);
   /* nothing samples what s2 saves; an unknown node id neither */
   ASSERT(weft__meta_parameters(prompt, "s2", 8, 8) == NULL);
