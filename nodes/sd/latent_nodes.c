@@ -5,31 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops.h"
 #include "sd_nodes.h"
 
-/* ComfyUI's latent methods, in its order; bislerp is not supported */
-static const char *const latent_methods[] = {"nearest-exact", "bilinear",
-                                             "area", "bicubic", NULL};
-static const weft__resize_mode method_mode[] = {
-    WEFT__RESIZE_NEAREST_EXACT, WEFT__RESIZE_BILINEAR, WEFT__RESIZE_AREA,
-    WEFT__RESIZE_BICUBIC};
 static const char *const crop_choices[] = {"disabled", "center", NULL};
-
-/* Python's round(): half to even */
-static int64_t py_round(double x) { return (int64_t)nearbyint(x); }
-
-int sd_latent_resize(const float *src, int64_t planes, int64_t h, int64_t w,
-                     float *dst, int64_t oh, int64_t ow, int mode, bool crop) {
-  /* each plane is a one-channel image for the image plugin's resampler,
-   * which is torch's interpolate */
-  for (int64_t p = 0; p < planes; p++) {
-    int r = weft__image_scale(src + p * h * w, h, w, 1, dst + p * oh * ow, oh,
-                              ow, method_mode[mode], crop, NULL);
-    if (r) return r;
-  }
-  return 0;
-}
 
 static int upscale_to(weft_call *c, const weft_tensor *lat, int mode, bool crop,
                       int64_t ow, int64_t oh) {
@@ -61,26 +39,14 @@ static int latent_upscale_run(weft_call *c) {
   if (!lat) return WEFT_ETYPE;
   int64_t w = weft_param_int(c, LU_WIDTH), h = weft_param_int(c, LU_HEIGHT);
   int64_t lh = lat->shape[2], lw = lat->shape[3];
-  if (w == 0 && h == 0) {
+  int64_t ow, oh;
+  if (!sd_latent_upscale_size(lw, lh, w, h, &ow, &oh)) {
     c->outputs[0] = c->inputs[0];
     c->host->value_retain(c->inputs[0]);
     return 0;
   }
-  /* ComfyUI: sizes in pixels, at least 64, a 0 keeps the aspect ratio */
-  if (w == 0) {
-    h = h > 64 ? h : 64;
-    w = py_round((double)lw * (double)h / (double)lh);
-    w = w > 64 ? w : 64;
-  } else if (h == 0) {
-    w = w > 64 ? w : 64;
-    h = py_round((double)lh * (double)w / (double)lw);
-    h = h > 64 ? h : 64;
-  } else {
-    w = w > 64 ? w : 64;
-    h = h > 64 ? h : 64;
-  }
   return upscale_to(c, lat, (int)weft_param_int(c, LU_METHOD),
-                    weft_param_int(c, LU_CROP) == 1, w / 8, h / 8);
+                    weft_param_int(c, LU_CROP) == 1, ow, oh);
 }
 
 enum { LB_METHOD, LB_SCALE };
@@ -89,8 +55,8 @@ static int latent_upscale_by_run(weft_call *c) {
   const weft_tensor *lat = latent_in(c);
   if (!lat) return WEFT_ETYPE;
   double s = weft_param_float(c, LB_SCALE);
-  int64_t w = py_round((double)lat->shape[3] * s);
-  int64_t h = py_round((double)lat->shape[2] * s);
+  int64_t w, h;
+  sd_latent_upscale_by_size(lat->shape[3], lat->shape[2], s, &w, &h);
   if (w < 1 || h < 1) {
     c->host->error(c, "scale_by %g makes an empty latent", s);
     return WEFT_ERANGE;
@@ -135,7 +101,7 @@ static const weft_port_def latent_out[] = {
     SD_PORT("LATENT", WEFT_TYPE_LATENT, "the result")};
 
 static const weft_param_def upscale_params[] = {
-    [LU_METHOD] = SD_P_ENUM("upscale_method", 0, latent_methods,
+    [LU_METHOD] = SD_P_ENUM("upscale_method", 0, sd_latent_methods,
                             "resampling (torch's interpolate modes)"),
     [LU_WIDTH] = SD_P_INT("width", 512, 0, 16384,
                           "pixels (latent * 8); 0 keeps the aspect ratio"),
@@ -154,7 +120,7 @@ const weft_node_def sd_latent_upscale_def = {
     .run = latent_upscale_run};
 
 static const weft_param_def upscale_by_params[] = {
-    [LB_METHOD] = SD_P_ENUM("upscale_method", 0, latent_methods,
+    [LB_METHOD] = SD_P_ENUM("upscale_method", 0, sd_latent_methods,
                             "resampling"),
     [LB_SCALE] = SD_P_FLOAT("scale_by", 1.5, 0.01, 8.0, "factor"),
 };

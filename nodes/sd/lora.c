@@ -3,6 +3,7 @@
  * rank, computed in float32 from the base weights. */
 #include "lora.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,7 +97,28 @@ typedef struct group {
   int param;
   weft_tensor t[3];
   bool have[3];
+  int peft; /* 0: not PEFT-named, 1: unet., 2: text_encoder. */
 } group;
+
+/* diffusers keeps a PEFT LoRA's alpha and rank in the file's metadata
+ * ("lora_adapter_metadata": {"unet.lora_alpha": 2.0, "unet.r": 4, ...});
+ * without it the scale is 1 (alpha = r) */
+static void peft_scales(const sd_file *f, double scale[3]) {
+  scale[0] = scale[1] = scale[2] = 1.0;
+  const char *meta = f->meta ? f->meta(f->handle, "lora_adapter_metadata")
+                             : NULL;
+  json_t *o = meta ? json_loads(meta, 0, NULL) : NULL;
+  static const char *const comp[3] = {NULL, "unet", "text_encoder"};
+  for (int k = 1; k < 3 && o; k++) {
+    char ka[64], kr[64];
+    snprintf(ka, sizeof ka, "%s.lora_alpha", comp[k]);
+    snprintf(kr, sizeof kr, "%s.r", comp[k]);
+    json_t *a = json_object_get(o, ka), *r = json_object_get(o, kr);
+    if (json_is_number(a) && json_is_number(r) && json_number_value(r) > 0)
+      scale[k] = json_number_value(a) / json_number_value(r);
+  }
+  json_decref(o);
+}
 
 static float *to_f32(const weft_tensor *v, int64_t *n) {
   *n = weft_tensor_numel(v);
@@ -172,6 +194,8 @@ int sd_lora_load(const sd_file *f, const sd_ckpt *ck, sd_lora **out,
     int gi = 0;
     while (gi < ng && g[gi].param != hit->param) gi++;
     if (gi == ng) g[ng++].param = hit->param;
+    if (!strncmp(st, "unet.", 5)) g[gi].peft = 1;
+    if (!strncmp(st, "text_encoder.", 13)) g[gi].peft = 2;
     if (f->get(f->handle, key, &g[gi].t[kind])) {
       snprintf(err, errlen, "%s: tensor '%s' has a dtype weft cannot read",
                f->path, key);
@@ -180,6 +204,8 @@ int sd_lora_load(const sd_file *f, const sd_ckpt *ck, sd_lora **out,
     }
     g[gi].have[kind] = true;
   }
+  double peft_scale[3];
+  peft_scales(f, peft_scale);
   l->t = calloc((size_t)(ng ? ng : 1), sizeof *l->t);
   if (!l->t) {
     rc = WEFT_ENOMEM;
@@ -208,7 +234,8 @@ int sd_lora_load(const sd_file *f, const sd_ckpt *ck, sd_lora **out,
       rc = WEFT_EFORMAT;
       goto out;
     }
-    float scale = alpha ? alpha[0] / (float)rank : 1.0f;
+    float scale = alpha ? alpha[0] / (float)rank
+                        : (float)peft_scale[g[gi].peft];
     int64_t in = nd / rank;
     float *delta = malloc((size_t)p->numel * sizeof *delta);
     if (!delta) {

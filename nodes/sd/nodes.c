@@ -833,12 +833,6 @@ static int vae_decode_run(weft_call *c) {
   return r;
 }
 
-static int decode_tile(void *user, const float *in, int64_t h, int64_t w,
-                       float *out) {
-  sd_bundle *b = user;
-  return sd_vae_decode(b->vae, b->be, in, 1, h, w, out);
-}
-
 enum { VT_TILE, VT_OVERLAP, VT_TSIZE, VT_TOVERLAP };
 
 /* VAE.decode_tiled_: three tilings (tall, wide, square) averaged, so no
@@ -849,24 +843,16 @@ static int vae_decode_tiled_run(weft_call *c) {
   if (!lat) return WEFT_ETYPE;
   int64_t tile = weft_param_int(c, VT_TILE), ov = weft_param_int(c, VT_OVERLAP);
   if (tile < ov * 4) ov = tile / 4;
-  int64_t f = sd_vae_factor(b->vae), tx = tile / f, ty = tile / f, o = ov / f;
+  int64_t f = sd_vae_factor(b->vae), t = tile / f, o = ov / f;
   int64_t B = lat->shape[0], C = lat->shape[1], hh = lat->shape[2],
           ww = lat->shape[3], H = hh * f, W = ww * f;
   float *img = malloc((size_t)(B * 3 * H * W) * sizeof *img);
-  float *pass = malloc((size_t)(3 * H * W) * sizeof *pass);
-  int r = img && pass ? 0 : WEFT_ENOMEM;
-  const int64_t shapes[3][2] = {{tx / 2, ty * 2}, {tx * 2, ty / 2}, {tx, ty}};
+  int r = img ? 0 : WEFT_ENOMEM;
   for (int64_t bb = 0; bb < B && !r; bb++) {
-    float *dst = img + bb * 3 * H * W;
-    for (int p = 0; p < 3 && !r; p++) {
-      r = sd_tiled_scale((const float *)lat->data + bb * C * hh * ww, C, hh, ww,
-                         shapes[p][0], shapes[p][1], o, (double)f, 3,
-                         decode_tile, b, p ? pass : dst);
-      if (!r && p)
-        for (int64_t i = 0; i < 3 * H * W; i++) dst[i] += pass[i];
-      c->host->progress(c, bb * 3 + p + 1, B * 3);
-    }
-    for (int64_t i = 0; !r && i < 3 * H * W; i++) dst[i] /= 3.0f;
+    r = sd_vae_decode_tiled(b->vae, b->be,
+                            (const float *)lat->data + bb * C * hh * ww, hh, ww,
+                            t, t, o, img + bb * 3 * H * W);
+    c->host->progress(c, bb + 1, B);
   }
   if (r == WEFT_EINVAL)
     c->host->error(c, "tile_size %lld must exceed the overlap %lld",
@@ -874,7 +860,7 @@ static int vae_decode_tiled_run(weft_call *c) {
   else if (r)
     c->host->error(c, "tiled VAE decode failed");
   if (!r) r = image_output(c, img, B, H, W);
-  free(img), free(pass);
+  free(img);
   return r;
 }
 
@@ -910,23 +896,6 @@ static int crop_pixels(weft_call *c, sd_bundle *b, const weft_tensor *px,
   return 0;
 }
 
-/* pixels [1, 3, h, w] in [0, 1] -> the posterior's mean [lat, h/f, w/f] */
-static int encode_tile(void *user, const float *in, int64_t h, int64_t w,
-                       float *out) {
-  sd_bundle *b = user;
-  int64_t f = sd_vae_factor(b->vae), lat = sd_vae_config(b->vae)->latent_channels;
-  float *x = malloc((size_t)(3 * h * w) * sizeof *x);
-  float *mom = malloc((size_t)(2 * lat * (h / f) * (w / f)) * sizeof *mom);
-  int r = x && mom ? 0 : WEFT_ENOMEM;
-  if (!r) {
-    for (int64_t i = 0; i < 3 * h * w; i++) x[i] = in[i] * 2.0f - 1.0f;
-    r = sd_vae_encode(b->vae, b->be, x, 1, h, w, mom);
-  }
-  if (!r) memcpy(out, mom, (size_t)(lat * (h / f) * (w / f)) * sizeof *out);
-  free(x), free(mom);
-  return r;
-}
-
 static int latent_output(weft_call *c, weft_tensor *t, int64_t B, int64_t lat,
                          int64_t h, int64_t w) {
   int64_t shape[4] = {B, lat, h, w};
@@ -942,7 +911,8 @@ static int encode_pixels(weft_call *c, sd_bundle *b, const float *in,
   int r = latent_output(c, &t, B, lat, H / f, W / f);
   int64_t per = lat * (H / f) * (W / f);
   for (int64_t bb = 0; bb < B && !r; bb++) {
-    r = encode_tile(b, in + bb * 3 * H * W, H, W, (float *)t.data + bb * per);
+    r = sd_vae_encode_one(b->vae, b->be, in + bb * 3 * H * W, H, W,
+                          (float *)t.data + bb * per);
     if (r) c->host->error(c, "VAE encode failed");
   }
   return r;
@@ -969,31 +939,21 @@ static int vae_encode_tiled_run(weft_call *c) {
   int r = crop_pixels(c, b, px, &in, &H, &W, &oy, &ox);
   if (r) return r;
   int64_t f = sd_vae_factor(b->vae), lat = sd_vae_config(b->vae)->latent_channels;
-  int64_t tx = weft_param_int(c, VE_TILE), ty = tx;
-  int64_t ov = weft_param_int(c, VE_OVERLAP);
+  int64_t tx = weft_param_int(c, VE_TILE), ov = weft_param_int(c, VE_OVERLAP);
   int64_t B = px->shape[0], h = H / f, w = W / f, per = lat * h * w;
   weft_tensor t;
-  float *pass = malloc((size_t)per * sizeof *pass);
-  r = pass ? latent_output(c, &t, B, lat, h, w) : WEFT_ENOMEM;
-  /* VAE.encode_tiled_: square, wide, tall tilings summed, then / 3 */
-  const int64_t shapes[3][2] = {{tx, ty}, {tx * 2, ty / 2}, {tx / 2, ty * 2}};
+  r = latent_output(c, &t, B, lat, h, w);
   for (int64_t bb = 0; bb < B && !r; bb++) {
-    float *dst = (float *)t.data + bb * per;
-    for (int p = 0; p < 3 && !r; p++) {
-      r = sd_tiled_scale(in + bb * 3 * H * W, 3, H, W, shapes[p][0],
-                         shapes[p][1], ov, 1.0 / (double)f, lat, encode_tile,
-                         b, p ? pass : dst);
-      if (!r && p)
-        for (int64_t i = 0; i < per; i++) dst[i] += pass[i];
-    }
-    for (int64_t i = 0; !r && i < per; i++) dst[i] /= 3.0f;
+    r = sd_vae_encode_tiled(b->vae, b->be, in + bb * 3 * H * W, H, W, tx, tx,
+                            ov, (float *)t.data + bb * per);
+    c->host->progress(c, bb + 1, B);
   }
   if (r == WEFT_EINVAL)
     c->host->error(c, "tile_size %lld must exceed the overlap %lld",
                    (long long)tx, (long long)ov);
   else if (r)
     c->host->error(c, "tiled VAE encode failed");
-  free(in), free(pass);
+  free(in);
   return r;
 }
 

@@ -252,6 +252,46 @@ int sd_tiled_scale(const float *s, int64_t cin, int64_t H, int64_t W,
                    int64_t tile_x, int64_t tile_y, int64_t overlap, double up,
                    int64_t cout, sd_tile_fn fn, void *user, float *output);
 
+/* The VAE over tiles, as ComfyUI's VAEDecodeTiled / VAEEncodeTiled: three
+ * tilings (decode: tall, wide, square; encode: square, wide, tall) averaged.
+ * One image: latent [lat, h, w] (tiles in latent units) -> image
+ * [3, h*f, w*f] in [-1, 1]; pixels [3, H, W] in 0..1 (tiles in pixels) ->
+ * latent [lat, H/f, W/f], the posterior's mean.  WEFT_EINVAL when a tile
+ * is not larger than the overlap where tiling is needed. */
+typedef struct sd_vae_tiles {
+  sd_vae *vae;
+  weft_backend *be;
+} sd_vae_tiles;
+int sd_vae_decode_tiled(sd_vae *vae, weft_backend *be, const float *latent,
+                        int64_t h, int64_t w, int64_t tile_x, int64_t tile_y,
+                        int64_t overlap, float *image);
+int sd_vae_encode_tiled(sd_vae *vae, weft_backend *be, const float *pixels,
+                        int64_t H, int64_t W, int64_t tile_x, int64_t tile_y,
+                        int64_t overlap, float *latent);
+/* pixels [3, h, w] in 0..1 -> the posterior's mean [lat, h/f, w/f] */
+int sd_vae_encode_one(sd_vae *vae, weft_backend *be, const float *pixels,
+                      int64_t h, int64_t w, float *latent);
+
+/* ---- latent resizing (LatentUpscale, LatentUpscaleBy) ---------------------- */
+
+/* LatentUpscale's methods, in ComfyUI's order (bislerp is not supported),
+ * NULL-terminated */
+enum { SD_LATENT_METHODS = 4 };
+extern const char *const sd_latent_methods[SD_LATENT_METHODS + 1];
+
+/* Resizes planes of h x w floats to oh x ow with method (an index into
+ * sd_latent_methods), optionally center-cropped to the new aspect first. */
+int sd_latent_resize(const float *src, int64_t planes, int64_t h, int64_t w,
+                     float *dst, int64_t oh, int64_t ow, int method, bool crop);
+
+/* LatentUpscale's target latent size from pixel width/height (0 keeps the
+ * aspect, at least 64 px each): false when both are 0 (no change). */
+bool sd_latent_upscale_size(int64_t lw, int64_t lh, int64_t width,
+                            int64_t height, int64_t *ow, int64_t *oh);
+/* LatentUpscaleBy: round(size * scale), Python rounding. */
+void sd_latent_upscale_by_size(int64_t lw, int64_t lh, double scale,
+                               int64_t *ow, int64_t *oh);
+
 /* ---- the denoiser a sampler calls ---------------------------------------- */
 
 #include "schedule.h"

@@ -59,9 +59,5 @@ extern const weft_node_def sd_latent_upscale_def;
 extern const weft_node_def sd_latent_upscale_by_def;
 extern const weft_node_def sd_set_noise_mask_def;
 
-/* Resizes planes of h x w floats to oh x ow with one of LatentUpscale's
- * methods (index into its list), optionally center-cropped first. */
-int sd_latent_resize(const float *src, int64_t planes, int64_t h, int64_t w,
-                     float *dst, int64_t oh, int64_t ow, int mode, bool crop);
 
 #endif

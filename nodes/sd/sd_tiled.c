@@ -1,48 +1,71 @@
-/* sd_tiled.c - comfy.utils.tiled_scale: run a function over overlapping
- * tiles of an image or latent and blend the results with linear feathering,
- * so a large input needs only one tile's memory at a time. */
+/* sd_tiled.c - comfy.utils.tiled_scale (tiled_scale_multidim in 2-D): run a
+ * function over overlapping tiles of an image or latent and blend the
+ * results with linear feathering, so a large input needs one tile's memory
+ * at a time.  Tile placement, feathering and summation order follow
+ * ComfyUI's, so the result is the same to float rounding. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sd.h"
 
-/* Python's round() and slice bounds, to place tiles exactly as ComfyUI */
+/* Python's round(): half to even */
 static int64_t py_round(double x) { return (int64_t)nearbyint(x); }
 
-static void py_slice(int64_t start, int64_t stop, int64_t len, int64_t *a,
-                     int64_t *b) {
-  if (start < 0) start += len;
-  if (stop < 0) stop += len;
-  *a = start < 0 ? 0 : start > len ? len : start;
-  *b = stop < 0 ? 0 : stop > len ? len : stop;
-  if (*b < *a) *b = *a;
+/* the feather of one dimension: ones, then for t < feather the t-th entry
+ * from each end times (t + 1) / feather; none when feather >= len */
+static void feather_1d(float *f, int64_t len, int64_t feather) {
+  for (int64_t i = 0; i < len; i++) f[i] = 1.0f;
+  if (feather >= len) return;
+  for (int64_t t = 0; t < feather; t++) {
+    float a = (float)((double)(t + 1) / (double)feather);
+    f[t] *= a;
+    f[len - 1 - t] *= a;
+  }
+}
+
+/* tile starts along one dimension */
+static int64_t positions(int64_t size, int64_t tile, int64_t overlap,
+                         int64_t *pos, int64_t cap) {
+  if (size <= tile) {
+    pos[0] = 0;
+    return 1;
+  }
+  int64_t n = 0;
+  for (int64_t p = 0; p < size - overlap && n < cap; p += tile - overlap) {
+    int64_t q = p < size - overlap ? p : size - overlap;
+    pos[n++] = q > 0 ? q : 0;
+  }
+  return n;
 }
 
 int sd_tiled_scale(const float *s, int64_t cin, int64_t H, int64_t W,
                    int64_t tile_x, int64_t tile_y, int64_t overlap, double up,
                    int64_t cout, sd_tile_fn fn, void *user, float *output) {
-  if (tile_x <= overlap || tile_y <= overlap || tile_x < 1 || tile_y < 1)
-    return WEFT_EINVAL;
+  if (tile_x < 1 || tile_y < 1) return WEFT_EINVAL;
   const int64_t OH = py_round(H * up), OW = py_round(W * up);
+  if (H <= tile_y && W <= tile_x) return fn(user, s, H, W, output);
+  /* ComfyUI divides by a zero range step there */
+  if ((H > tile_y && tile_y <= overlap) || (W > tile_x && tile_x <= overlap))
+    return WEFT_EINVAL;
+  int64_t py[4096], px[4096];
+  int64_t ny = positions(H, tile_y, overlap, py, 4096);
+  int64_t nx = positions(W, tile_x, overlap, px, 4096);
+  const int64_t mh = py_round(tile_y * up) + 1, mw = py_round(tile_x * up) + 1;
   float *out = calloc((size_t)(cout * OH * OW), sizeof *out);
   float *div = calloc((size_t)(OH * OW), sizeof *div);
   float *in = malloc((size_t)(cin * tile_y * tile_x) * sizeof *in);
-  float *ps = malloc((size_t)(cout * (py_round(tile_y * up) + 1) *
-                              (py_round(tile_x * up) + 1)) * sizeof *ps);
-  float *mask = malloc((size_t)((py_round(tile_y * up) + 1) *
-                                (py_round(tile_x * up) + 1)) * sizeof *mask);
+  float *ps = malloc((size_t)(cout * mh * mw) * sizeof *ps);
+  float *fy = malloc((size_t)mh * sizeof *fy), *fx = malloc((size_t)mw * sizeof *fx);
   int rc = 0;
-  if (!out || !div || !in || !ps || !mask) {
+  if (!out || !div || !in || !ps || !fy || !fx) {
     rc = WEFT_ENOMEM;
     goto done;
   }
   const int64_t feather = py_round(overlap * up);
-  for (int64_t y0 = 0; y0 < H && !rc; y0 += tile_y - overlap)
-    for (int64_t x0 = 0; x0 < W && !rc; x0 += tile_x - overlap) {
-      int64_t x = x0 < W - overlap ? x0 : W - overlap;
-      int64_t y = y0 < H - overlap ? y0 : H - overlap;
-      x = x > 0 ? x : 0, y = y > 0 ? y : 0;
+  for (int64_t iy = 0; iy < ny && !rc; iy++)
+    for (int64_t ix = 0; ix < nx && !rc; ix++) {
+      int64_t y = py[iy], x = px[ix];
       int64_t th = tile_y < H - y ? tile_y : H - y;
       int64_t tw = tile_x < W - x ? tile_x : W - x;
       for (int64_t c = 0; c < cin; c++)
@@ -51,40 +74,99 @@ int sd_tiled_scale(const float *s, int64_t cin, int64_t H, int64_t W,
                  (size_t)tw * sizeof *in);
       int64_t ph = py_round(th * up), pw = py_round(tw * up);
       if ((rc = fn(user, in, th, tw, ps))) break;
-      for (int64_t i = 0; i < ph * pw; i++) mask[i] = 1.0f;
-      for (int64_t t = 0; t < feather; t++) {
-        float f = (float)((1.0 / (double)feather) * (double)(t + 1));
-        int64_t a, b;
-        py_slice(t, t + 1, ph, &a, &b);
-        for (int64_t r = a; r < b; r++)
-          for (int64_t q = 0; q < pw; q++) mask[r * pw + q] *= f;
-        py_slice(ph - 1 - t, ph - t, ph, &a, &b);
-        for (int64_t r = a; r < b; r++)
-          for (int64_t q = 0; q < pw; q++) mask[r * pw + q] *= f;
-        py_slice(t, t + 1, pw, &a, &b);
-        for (int64_t r = 0; r < ph; r++)
-          for (int64_t q = a; q < b; q++) mask[r * pw + q] *= f;
-        py_slice(pw - 1 - t, pw - t, pw, &a, &b);
-        for (int64_t r = 0; r < ph; r++)
-          for (int64_t q = a; q < b; q++) mask[r * pw + q] *= f;
-      }
+      feather_1d(fy, ph, feather);
+      feather_1d(fx, pw, feather);
       int64_t oy = py_round(y * up), ox = py_round(x * up);
-      int64_t rows = OH - oy < ph ? OH - oy : ph, cols = OW - ox < pw ? OW - ox
-                                                                        : pw;
+      int64_t rows = OH - oy < ph ? OH - oy : ph;
+      int64_t cols = OW - ox < pw ? OW - ox : pw;
       for (int64_t c = 0; c < cout; c++)
         for (int64_t r = 0; r < rows; r++)
           for (int64_t q = 0; q < cols; q++)
             out[(c * OH + oy + r) * OW + ox + q] +=
-                ps[(c * ph + r) * pw + q] * mask[r * pw + q];
+                ps[(c * ph + r) * pw + q] * (fy[r] * fx[q]);
       for (int64_t r = 0; r < rows; r++)
         for (int64_t q = 0; q < cols; q++)
-          div[(oy + r) * OW + ox + q] += mask[r * pw + q];
+          div[(oy + r) * OW + ox + q] += fy[r] * fx[q];
     }
   if (!rc)
     for (int64_t c = 0; c < cout; c++)
       for (int64_t i = 0; i < OH * OW; i++)
         output[c * OH * OW + i] = out[c * OH * OW + i] / div[i];
 done:
-  free(out), free(div), free(in), free(ps), free(mask);
+  free(out), free(div), free(in), free(ps), free(fy), free(fx);
   return rc;
+}
+
+/* ---- the VAE's tiled passes (comfy/sd.py decode_tiled_, encode_tiled_) -- */
+
+static int decode_tile(void *user, const float *in, int64_t h, int64_t w,
+                       float *out) {
+  sd_vae_tiles *t = user;
+  return sd_vae_decode(t->vae, t->be, in, 1, h, w, out);
+}
+
+static int encode_tile(void *user, const float *in, int64_t h, int64_t w,
+                       float *out) {
+  sd_vae_tiles *t = user;
+  int64_t f = sd_vae_factor(t->vae);
+  int64_t lat = sd_vae_config(t->vae)->latent_channels;
+  float *x = malloc((size_t)(3 * h * w) * sizeof *x);
+  float *mom = malloc((size_t)(2 * lat * (h / f) * (w / f)) * sizeof *mom);
+  int r = x && mom ? 0 : WEFT_ENOMEM;
+  if (!r) {
+    for (int64_t i = 0; i < 3 * h * w; i++) x[i] = in[i] * 2.0f - 1.0f;
+    r = sd_vae_encode(t->vae, t->be, x, 1, h, w, mom);
+  }
+  /* the posterior's mode: its mean, the first half of the moments */
+  if (!r) memcpy(out, mom, (size_t)(lat * (h / f) * (w / f)) * sizeof *out);
+  free(x), free(mom);
+  return r;
+}
+
+int sd_vae_encode_one(sd_vae *vae, weft_backend *be, const float *pixels,
+                      int64_t h, int64_t w, float *latent) {
+  sd_vae_tiles t = {vae, be};
+  return encode_tile(&t, pixels, h, w, latent);
+}
+
+/* three passes, summed in ComfyUI's order, then / 3 */
+static int three_passes(const float *s, int64_t cin, int64_t H, int64_t W,
+                        const int64_t tiles[3][2], int64_t overlap, double up,
+                        int64_t cout, sd_tile_fn fn, void *user, float *out) {
+  int64_t n = cout * (int64_t)nearbyint(H * up) * (int64_t)nearbyint(W * up);
+  float *pass = malloc((size_t)n * sizeof *pass);
+  if (!pass) return WEFT_ENOMEM;
+  int r = 0;
+  for (int p = 0; p < 3 && !r; p++) {
+    r = sd_tiled_scale(s, cin, H, W, tiles[p][0], tiles[p][1], overlap, up,
+                       cout, fn, user, p ? pass : out);
+    if (!r && p)
+      for (int64_t i = 0; i < n; i++) out[i] += pass[i];
+  }
+  for (int64_t i = 0; !r && i < n; i++) out[i] /= 3.0f;
+  free(pass);
+  return r;
+}
+
+int sd_vae_decode_tiled(sd_vae *vae, weft_backend *be, const float *latent,
+                        int64_t h, int64_t w, int64_t tile_x, int64_t tile_y,
+                        int64_t overlap, float *image) {
+  sd_vae_tiles t = {vae, be};
+  const int64_t tiles[3][2] = {
+      {tile_x / 2, tile_y * 2}, {tile_x * 2, tile_y / 2}, {tile_x, tile_y}};
+  return three_passes(latent, sd_vae_config(vae)->latent_channels, h, w,
+                      tiles, overlap, (double)sd_vae_factor(vae), 3,
+                      decode_tile, &t, image);
+}
+
+int sd_vae_encode_tiled(sd_vae *vae, weft_backend *be, const float *pixels,
+                        int64_t H, int64_t W, int64_t tile_x, int64_t tile_y,
+                        int64_t overlap, float *latent) {
+  sd_vae_tiles t = {vae, be};
+  const int64_t tiles[3][2] = {
+      {tile_x, tile_y}, {tile_x * 2, tile_y / 2}, {tile_x / 2, tile_y * 2}};
+  return three_passes(pixels, 3, H, W, tiles, overlap,
+                      1.0 / (double)sd_vae_factor(vae),
+                      sd_vae_config(vae)->latent_channels, encode_tile, &t,
+                      latent);
 }
