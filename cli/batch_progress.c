@@ -72,7 +72,7 @@ static void draw(weft__bprog *p) {
   int64_t ran = p->done + p->failed;
   if (p->t_first >= 0 && ran > 0) {
     double s = now - p->t_first, per = s / (double)ran;
-    snprintf(rate, sizeof rate, ", %.2f img/s", (double)p->done / s);
+    snprintf(rate, sizeof rate, " %.2f img/s", (double)p->done / s);
     double left = per * (double)(p->to_run - ran);
     if (left < 0) left = 0;
     long l = (long)(left + 0.5);
