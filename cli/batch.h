@@ -247,6 +247,12 @@ int weft__batch_apply(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g,
  * (texts as given).  malloc'd; caller frees. */
 char *weft__batch_job_set_json(const weft__batch_plan *p, int64_t job);
 
+/* Parses weft__graph_inputs_json's text; integers beyond int64 (seeds up
+ * to 2^64 - 1) become strings of their digits.  NULL if it is not a JSON
+ * object.  The caller owns the result (json_decref). */
+typedef struct json_t json_t;
+json_t *weft__batch_inputs_load(const char *js);
+
 /* Not yet in weft.h: the graph's inputs and their current values as a JSON
  * object (runtime/graph_meta.c; malloc'd, caller frees). */
 char *weft__graph_inputs_json(const weft_graph *g);

@@ -1,8 +1,10 @@
 /* batch_plan.c - binds a manifest and sweeps to a graph: every job's inputs,
  * checked by the graph's own input parser, its output name and its
  * identity key, all before the first job runs. */
+#include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +63,66 @@ static char *value_text(const json_t *v) {
   case JSON_FALSE: return strdup("false");
   default: return NULL;
   }
+}
+
+/* Integers outside int64 (a seed up to 2^64 - 1, which the runtime writes
+ * as a bare number) quoted, so that jansson keeps their digits. */
+static char *quote_big_ints(const char *js) {
+  size_t n = strlen(js);
+  char *out = malloc(2 * n + 1), *w = out;
+  if (!out) return NULL;
+  bool in_str = false;
+  for (const char *r = js; *r;) {
+    if (in_str) {
+      if (*r == '\\' && r[1])
+        *w++ = *r++;
+      else if (*r == '"')
+        in_str = false;
+      *w++ = *r++;
+      continue;
+    }
+    if (*r == '"') {
+      in_str = true;
+      *w++ = *r++;
+      continue;
+    }
+    if (*r == '-' || (*r >= '0' && *r <= '9')) {
+      const char *e = r + (*r == '-');
+      while (*e >= '0' && *e <= '9')
+        e++;
+      bool integer = !strchr(".eE", *e);
+      errno = 0;
+      if (integer && e - r > 18 && (strtoll(r, NULL, 10), errno == ERANGE)) {
+        *w++ = '"';
+        memcpy(w, r, (size_t)(e - r));
+        w += e - r;
+        *w++ = '"';
+        r = e;
+        continue;
+      }
+      while (r < e)
+        *w++ = *r++;
+      continue;
+    }
+    *w++ = *r++;
+  }
+  *w = 0;
+  return out;
+}
+
+json_t *weft__batch_inputs_load(const char *js) {
+  if (!js) return NULL;
+  json_t *o = json_loads(js, 0, NULL);
+  if (!o) {
+    char *q = quote_big_ints(js);
+    o = q ? json_loads(q, 0, NULL) : NULL;
+    free(q);
+  }
+  if (o && !json_is_object(o)) {
+    json_decref(o);
+    o = NULL;
+  }
+  return o;
 }
 
 static int find(char *const *names, int n, const char *name) {
@@ -206,9 +268,9 @@ static int read_graph_hash(const char *path, char hex[33], char *err,
 static int read_inputs(weft__batch_plan *p, weft_graph *g, char *err,
                        size_t errlen) {
   char *js = weft__graph_inputs_json(g);
-  json_t *o = js ? json_loads(js, 0, NULL) : NULL;
+  json_t *o = weft__batch_inputs_load(js);
   free(js);
-  if (!json_is_object(o)) {
+  if (!o) {
     json_decref(o);
     return fail(err, errlen, WEFT_ENOMEM, "out of memory");
   }
@@ -262,8 +324,8 @@ static int check_unique(const weft__batch_plan *p, char *err, size_t errlen) {
 static int name_job(weft__batch_plan *p, weft_graph *g, int64_t job,
                     const char **vals, char *err, size_t errlen) {
   char *js = weft__graph_inputs_json(g);
-  json_t *o = js ? json_loads(js, 0, NULL) : NULL;
-  if (!json_is_object(o)) {
+  json_t *o = weft__batch_inputs_load(js);
+  if (!o) {
     free(js);
     json_decref(o);
     return fail(err, errlen, WEFT_ENOMEM, "out of memory");

@@ -137,7 +137,7 @@ void weft__bprog_job_start(weft__bprog *p, int64_t job, const char *output,
     json_t *o = event(p, "job_start");
     json_object_set_new(o, "job", json_integer(job));
     json_object_set_new(o, "output", json_string(output));
-    json_t *in = inputs ? json_loads(inputs, 0, NULL) : NULL;
+    json_t *in = weft__batch_inputs_load(inputs);
     json_object_set_new(o, "inputs", in ? in : json_object());
     emit(o);
   }

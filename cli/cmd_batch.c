@@ -284,7 +284,7 @@ static int record(batch *b, int64_t job, const char *inputs, bool ok,
     json_object_set_new(o, "error", json_string(error));
   }
   json_object_set_new(o, "ms", json_real(ms));
-  json_t *in = inputs ? json_loads(inputs, 0, NULL) : NULL;
+  json_t *in = weft__batch_inputs_load(inputs);
   json_object_set_new(o, "inputs", in ? in : json_object());
   json_object_set_new(o, "graph", json_string(b->graph_path));
   json_object_set_new(o, "graph_xxh128", json_string(b->plan.graph_hash));

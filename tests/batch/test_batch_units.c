@@ -2,6 +2,7 @@
  * parsing (JSON lines, CSV), sweeps, output-name templates and slugs,
  * shards from flags and environments, the ledger and file hashes. */
 #include <fcntl.h>
+#include <jansson.h>
 #include <unistd.h>
 
 #include "batch.h"
@@ -566,4 +567,25 @@ TEST(ledger_is_created_empty_in_a_new_directory) {
   ASSERT_OK(weft__batch_rmtree(dir));
   ASSERT(access(dir, F_OK) != 0);
   ASSERT_OK(weft__batch_rmtree(dir)); /* gone already: fine */
+}
+
+TEST(graph_inputs_json_keeps_seeds_beyond_int64_as_digits) {
+  json_t *o = weft__batch_inputs_load(
+      "{\"seed\":18446744073709551615,\"small\":-9223372036854775808,"
+      "\"s\":\"99999999999999999999 \\\" 1e400\",\"f\":1.5e300,"
+      "\"neg\":-18446744073709551615,\"b\":true}");
+  ASSERT(o != NULL);
+  ASSERT_STR_EQ(json_string_value(json_object_get(o, "seed")),
+                "18446744073709551615");
+  ASSERT(json_integer_value(json_object_get(o, "small")) == INT64_MIN);
+  ASSERT_STR_EQ(json_string_value(json_object_get(o, "s")),
+                "99999999999999999999 \" 1e400");
+  ASSERT(json_real_value(json_object_get(o, "f")) == 1.5e300);
+  ASSERT_STR_EQ(json_string_value(json_object_get(o, "neg")),
+                "-18446744073709551615");
+  ASSERT(json_is_true(json_object_get(o, "b")));
+  json_decref(o);
+  ASSERT(weft__batch_inputs_load("[1]") == NULL);
+  ASSERT(weft__batch_inputs_load("{") == NULL);
+  ASSERT(weft__batch_inputs_load(NULL) == NULL);
 }
