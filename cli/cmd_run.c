@@ -9,9 +9,11 @@
 #include "commands.h"
 
 static void run_usage(FILE *out) {
-  fputs("usage: weft run GRAPH.yaml [options]\n"
+  fputs("usage: weft run GRAPH [options]\n"
         "\n"
         "Runs a graph. Nodes whose inputs are ready run at the same time.\n"
+        "GRAPH is a weft YAML file, a ComfyUI API workflow (.json), or a PNG\n"
+        "weft or ComfyUI wrote (the graph it carries).\n"
         "Ctrl-C cancels cleanly (exit 130); no half-written file is left.\n"
         "\n"
         "  --set NAME=VALUE    set a graph input (repeatable)\n"
@@ -104,7 +106,7 @@ int weft_cmd_run(int argc, char **argv) {
 }
 
 static void validate_usage(FILE *out) {
-  fputs("usage: weft validate GRAPH.yaml [--set NAME=VALUE]... "
+  fputs("usage: weft validate GRAPH [--set NAME=VALUE]... "
         "[--plugin-dir DIR]...\n"
         "\n"
         "Checks a graph without running it: YAML syntax, ops, ports and\n"
@@ -147,7 +149,7 @@ int weft_cmd_validate(int argc, char **argv) {
 }
 
 static void graph_usage(FILE *out) {
-  fputs("usage: weft graph GRAPH.yaml --dot [--set NAME=VALUE]... "
+  fputs("usage: weft graph GRAPH --dot [--set NAME=VALUE]... "
         "[--plugin-dir DIR]...\n"
         "\n"
         "Prints the graph in Graphviz dot; render it with\n"

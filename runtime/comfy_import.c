@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "json_u64.h"
 
 /* ---- a growable string --------------------------------------------------- */
 
@@ -381,11 +382,25 @@ static bool as_link(json_t *v, const char **src, json_int_t *slot) {
 }
 
 /* A constant as text, as ComfyUI would coerce it (str(), int(), float()). */
-static bool const_text(json_t *v, char *buf, size_t len, const char **text) {
+/* A JSON constant as the text weft's scalar parser reads.  u64: the
+ * param's range reaches past 2^63 - 1, so a negative integer is the bit
+ * pattern of one above it (how weft before 0.1 stored such seeds). */
+static bool const_text(json_t *v, bool u64, char *buf, size_t len,
+                       const char **text) {
+  uint64_t big;
   switch (json_typeof(v)) {
-  case JSON_STRING: *text = json_string_value(v); return true;
+  case JSON_STRING:
+    if (!weft__json_is_u64(v, &big)) {
+      *text = json_string_value(v);
+      return true;
+    }
+    snprintf(buf, len, "%" PRIu64, big);
+    break;
   case JSON_INTEGER:
-    snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    if (u64 && json_integer_value(v) < 0)
+      snprintf(buf, len, "%" PRIu64, (uint64_t)json_integer_value(v));
+    else
+      snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
     break;
   case JSON_REAL: fmt_double(buf, len, json_real_value(v)); break;
   case JSON_TRUE: snprintf(buf, len, "true"); break;
@@ -517,7 +532,8 @@ static int map_input(importer *m, cnode *c, const char *name, json_t *v) {
   const weft_param_def *p = &op->params[ai];
   char buf[64];
   const char *text = NULL;
-  if (!const_text(v, buf, sizeof buf, &text)) {
+  bool u64 = p->type == WEFT_TYPE_INT && p->min >= 0 && p->max >= 9.3e18;
+  if (!const_text(v, u64, buf, sizeof buf, &text)) {
     if (json_is_array(v))
       return node_err(m, WEFT_ETYPE, c, name,
                       "a list is neither a link [node_id, output_index] nor "
@@ -833,13 +849,13 @@ static int find_prompt(weft_ctx *ctx, json_t *root, const char *name,
 static int parse_json(weft_ctx *ctx, const char *text, size_t len,
                       const char *name, json_t **out) {
   json_error_t e;
-  *out = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
+  *out = weft__json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
   if (*out) return 0;
   weft_loc loc = {name, e.line > 0 ? e.line : 0, e.column > 0 ? e.column : 0};
   if (loc.line && !loc.col) loc.col = 1;
   return weft__err(ctx, WEFT_ESYNTAX, &loc, "invalid JSON: %s%s", e.text,
                    strstr(e.text, "too big integer")
-                       ? " (weft reads integers up to 2^63-1)"
+                       ? " (weft reads integers up to 2^64-1)"
                        : "");
 }
 
@@ -1008,15 +1024,11 @@ static int apply_input(weft_ctx *ctx, weft_graph *g, const char *path,
   weft__ginput *in = &g->inputs[i];
   char buf[64];
   const char *text = NULL;
-  if (json_is_integer(v) && json_integer_value(v) < 0 &&
-      in->type == WEFT_TYPE_INT && in->min >= 0) {
-    /* a seed above 2^63-1 is stored as its 64-bit pattern */
-    snprintf(buf, sizeof buf, "%" PRIu64, (uint64_t)json_integer_value(v));
-    text = buf;
-  } else if (json_is_real(v)) {
+  bool u64 = in->type == WEFT_TYPE_INT && in->min >= 0;
+  if (json_is_real(v)) {
     snprintf(buf, sizeof buf, "%.17g", json_real_value(v));
     text = buf;
-  } else if (!const_text(v, buf, sizeof buf, &text)) {
+  } else if (!const_text(v, u64, buf, sizeof buf, &text)) {
     return weft__err(ctx, WEFT_EFORMAT, &loc,
                      "the 'weft' text chunk gives input '%s' %s", name,
                      json_kind(v));
@@ -1039,7 +1051,7 @@ static int load_weft_record(weft_ctx *ctx, const char *text, const char *path,
                             weft_graph **out) {
   weft_loc loc = {path, 0, 0};
   json_error_t e;
-  json_t *root = json_loads(text, 0, &e);
+  json_t *root = weft__json_loadb(text, strlen(text), 0, &e);
   if (!json_is_object(root)) {
     json_decref(root);
     return weft__err(ctx, WEFT_EFORMAT, &loc,

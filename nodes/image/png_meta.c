@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_u64.h"
+
 /* ---- sampler names ------------------------------------------------------ */
 
 /* ComfyUI sampler_name -> A1111's label, as A1111's sd_samplers_kdiffusion
@@ -225,7 +227,8 @@ char *weft__meta_parameters(const char *prompt_json, const char *save_id,
   static const char *const loaders[] = {"CheckpointLoaderSimple", NULL};
   static const char *const skips[] = {"CLIPSetLastLayer", NULL};
   if (!prompt_json || !save_id) return NULL;
-  json_t *prompt = json_loads(prompt_json, 0, NULL);
+  json_t *prompt =
+      weft__json_loadb(prompt_json, strlen(prompt_json), 0, NULL);
   json_t *save =
       json_is_object(prompt) ? json_object_get(prompt, save_id) : NULL;
   json_t *ks =
@@ -263,9 +266,13 @@ char *weft__meta_parameters(const char *prompt_json, const char *save_id,
     field(&b, "CFG scale", buf);
   }
   json_t *seed = input_of(ks, advanced ? "noise_seed" : "seed");
-  if (json_is_integer(seed)) {
-    /* seeds above 2^63-1 travel as their 64-bit pattern */
-    snprintf(buf, sizeof buf, "%" PRIu64, (uint64_t)json_integer_value(seed));
+  uint64_t big;
+  if (weft__json_is_u64(seed, &big)) {
+    snprintf(buf, sizeof buf, "%" PRIu64, big);
+    field(&b, "Seed", buf);
+  } else if (json_is_integer(seed)) {
+    snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT,
+             json_integer_value(seed));
     field(&b, "Seed", buf);
   }
   json_t *lat =
@@ -321,21 +328,22 @@ char *weft__meta_parameters(const char *prompt_json, const char *save_id,
 /* ---- the weft record and ASCII JSON ------------------------------------- */
 
 static char *dump_ascii(json_t *o) {
-  char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII |
-                                  JSON_REAL_PRECISION(17))
-              : NULL;
-  json_decref(o);
-  return s;
+  return weft__json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII |
+                                 JSON_REAL_PRECISION(17));
 }
 
 char *weft__meta_ascii_json(const char *json) {
-  return json ? dump_ascii(json_loads(json, JSON_DECODE_ANY, NULL)) : NULL;
+  return json ? dump_ascii(weft__json_loadb(json, strlen(json), JSON_DECODE_ANY,
+                                          NULL))
+              : NULL;
 }
 
 char *weft__meta_weft_record(const char *graph, const char *inputs_json,
                              const char *graph_file) {
   if (!graph) return NULL;
-  json_t *inputs = inputs_json ? json_loads(inputs_json, 0, NULL) : NULL;
+  json_t *inputs =
+      inputs_json ? weft__json_loadb(inputs_json, strlen(inputs_json), 0, NULL)
+                  : NULL;
   if (!json_is_object(inputs)) {
     json_decref(inputs);
     inputs = json_object();

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "json_u64.h"
 #include "png_io.h"
 #include "png_meta.h"
 #include "test.h"
@@ -710,7 +711,9 @@ TEST(png_carries_parameters_prompt_and_weft) {
                         "Model: sd15_tiny");
   /* ComfyUI's "prompt": API JSON ComfyUI's Load rebuilds the graph from */
   char *prompt = png_text(png, "prompt");
-  json_t *p = json_loads(prompt, 0, NULL);
+  /* 2^64-1 is written as the number ComfyUI reads (Python's ints) */
+  ASSERT_CONTAINS(prompt, "\"seed\":18446744073709551615");
+  json_t *p = weft__json_loadb(prompt, strlen(prompt), 0, NULL);
   ASSERT(p != NULL);
   json_t *ks = json_object_get(p, "sample");
   ASSERT_STR_EQ(json_string_value(json_object_get(ks, "class_type")),
@@ -728,7 +731,7 @@ TEST(png_carries_parameters_prompt_and_weft) {
       CKPT);
   /* "weft": the YAML, the inputs, the file */
   char *rec = png_text(png, "weft");
-  json_t *w = json_loads(rec, 0, NULL);
+  json_t *w = weft__json_loadb(rec, strlen(rec), 0, NULL);
   ASSERT_EQ(json_integer_value(json_object_get(w, "version")), 1);
   char *graph = path_of("%s/../graphs/txt2img.yaml", weft_test_srcdir());
   char *yaml = weft_test_read_file(graph, NULL);
@@ -739,8 +742,9 @@ TEST(png_carries_parameters_prompt_and_weft) {
   ASSERT_STR_EQ(json_string_value(json_object_get(wi, "sampler")),
                 "euler_ancestral");
   ASSERT_EQ(json_integer_value(json_object_get(wi, "width")), 64);
-  /* 2^64-1 travels as its bit pattern */
-  ASSERT_EQ(json_integer_value(json_object_get(wi, "seed")), -1);
+  uint64_t seed = 0;
+  ASSERT(weft__json_is_u64(json_object_get(wi, "seed"), &seed));
+  ASSERT(seed == UINT64_MAX);
   json_decref(p), json_decref(w);
   free(yaml), free(graph), free(rec), free(prompt), free(params), free(png);
   free(d);
@@ -1030,4 +1034,30 @@ TEST(weft_graph_in_json_syntax_is_not_a_comfy_workflow) {
   ASSERT_EQ(run_weft(a, &out, NULL), 0);
   ASSERT_CONTAINS(out, "g.json: ok (1 node)");
   free(out), free(p);
+}
+
+TEST(json_u64_reads_and_writes_seeds_above_int64) {
+  const char *in = "{\"a\":18446744073709551615,\"b\":[9223372036854775808,"
+                   "9223372036854775807,-5,1.5e3],\"c\":\"18446744073709551615"
+                   "\",\"d\":\"x\\\"\\u0001u64:7\"}";
+  json_t *o = weft__json_loadb(in, strlen(in), 0, NULL);
+  ASSERT(o != NULL);
+  uint64_t u = 0;
+  ASSERT(weft__json_is_u64(json_object_get(o, "a"), &u));
+  ASSERT(u == UINT64_MAX);
+  json_t *b = json_object_get(o, "b");
+  ASSERT(weft__json_is_u64(json_array_get(b, 0), &u));
+  ASSERT(u == 9223372036854775808u);
+  ASSERT_EQ(json_integer_value(json_array_get(b, 1)), INT64_MAX);
+  ASSERT_EQ(json_integer_value(json_array_get(b, 2)), -5);
+  ASSERT(json_real_value(json_array_get(b, 3)) == 1500.0);
+  ASSERT(!weft__json_is_u64(json_object_get(o, "c"), &u));
+  char *s = weft__json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+  ASSERT_STR_EQ(s, "{\"a\":18446744073709551615,\"b\":[9223372036854775808,"
+                   "9223372036854775807,-5,1500.0],\"c\":\"18446744073709551615"
+                   "\",\"d\":\"x\\\"\\u0001u64:7\"}");
+  free(s);
+  /* beyond 2^64 - 1 stays an error */
+  json_error_t e;
+  ASSERT(weft__json_loadb("[18446744073709551616]", 22, 0, &e) == NULL);
 }
