@@ -1,6 +1,7 @@
 /* batch_manifest.c - reads `weft batch --manifest` files: JSON lines or CSV
  * into rows of input values, with file:line in every error. */
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "json_u64.h"
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -114,7 +116,7 @@ static int parse_jsonl(weft__batch_manifest *m, const char *text, size_t len,
       k++;
     if (k == n) continue; /* blank line */
     json_error_t je;
-    json_t *o = json_loadb(s, n, JSON_REJECT_DUPLICATES, &je);
+    json_t *o = weft__json_loadb(s, n, JSON_REJECT_DUPLICATES, &je);
     if (!o)
       return fail(err, errlen, WEFT_ESYNTAX, "%s:%d:%d: invalid JSON: %s",
                   m->name, line, je.column > 0 ? je.column : 1, je.text);
@@ -142,8 +144,14 @@ static int parse_jsonl(weft__batch_manifest *m, const char *text, size_t len,
                   m->name, line);
         break;
       }
+      uint64_t big;
       switch (json_typeof(v)) {
-      case JSON_STRING: val = json_string_value(v); break;
+      case JSON_STRING:
+        if (weft__json_is_u64(v, &big))
+          snprintf(buf, sizeof buf, "%" PRIu64, big);
+        else
+          val = json_string_value(v);
+        break;
       case JSON_INTEGER:
         snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT,
                  json_integer_value(v));

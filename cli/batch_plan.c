@@ -2,6 +2,7 @@
  * checked by the graph's own input parser, its output name and its
  * identity key, all before the first job runs. */
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "json_u64.h"
 
 /* Jobs in one batch; more is a mistake or wants splitting into batches. */
 #define MAX_JOBS 10000000
@@ -46,8 +48,12 @@ void weft__batch_plan_free(weft__batch_plan *p) {
  * same value; NULL for null (no value). malloc'd. */
 static char *value_text(const json_t *v) {
   char buf[64];
+  uint64_t big;
   switch (json_typeof(v)) {
-  case JSON_STRING: return strdup(json_string_value(v));
+  case JSON_STRING:
+    if (!weft__json_is_u64(v, &big)) return strdup(json_string_value(v));
+    snprintf(buf, sizeof buf, "%" PRIu64, big);
+    return strdup(buf);
   case JSON_INTEGER:
     snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
     return strdup(buf);
@@ -65,59 +71,10 @@ static char *value_text(const json_t *v) {
   }
 }
 
-/* Integers outside int64 (a seed up to 2^64 - 1, which the runtime writes
- * as a bare number) quoted, so that jansson keeps their digits. */
-static char *quote_big_ints(const char *js) {
-  size_t n = strlen(js);
-  char *out = malloc(2 * n + 1), *w = out;
-  if (!out) return NULL;
-  bool in_str = false;
-  for (const char *r = js; *r;) {
-    if (in_str) {
-      if (*r == '\\' && r[1])
-        *w++ = *r++;
-      else if (*r == '"')
-        in_str = false;
-      *w++ = *r++;
-      continue;
-    }
-    if (*r == '"') {
-      in_str = true;
-      *w++ = *r++;
-      continue;
-    }
-    if (*r == '-' || (*r >= '0' && *r <= '9')) {
-      const char *e = r + (*r == '-');
-      while (*e >= '0' && *e <= '9')
-        e++;
-      bool integer = !strchr(".eE", *e);
-      errno = 0;
-      if (integer && e - r > 18 && (strtoll(r, NULL, 10), errno == ERANGE)) {
-        *w++ = '"';
-        memcpy(w, r, (size_t)(e - r));
-        w += e - r;
-        *w++ = '"';
-        r = e;
-        continue;
-      }
-      while (r < e)
-        *w++ = *r++;
-      continue;
-    }
-    *w++ = *r++;
-  }
-  *w = 0;
-  return out;
-}
-
 json_t *weft__batch_inputs_load(const char *js) {
   if (!js) return NULL;
-  json_t *o = json_loads(js, 0, NULL);
-  if (!o) {
-    char *q = quote_big_ints(js);
-    o = q ? json_loads(q, 0, NULL) : NULL;
-    free(q);
-  }
+  /* seeds up to 2^64 - 1 come as marked strings (json_u64.h) */
+  json_t *o = weft__json_loadb(js, strlen(js), 0, NULL);
   if (o && !json_is_object(o)) {
     json_decref(o);
     o = NULL;

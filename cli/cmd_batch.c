@@ -17,13 +17,14 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "json_u64.h"
 #include "commands.h"
 
 #define MAX_SWEEPS 64
 
 static void usage(FILE *out) {
   fputs(
-      "usage: weft batch GRAPH.yaml [--manifest FILE] [--sweep "
+      "usage: weft batch GRAPH [--manifest FILE] [--sweep "
       "NAME=VALUES]...\n"
       "                  [--output TEMPLATE] [--output-dir DIR] [options]\n"
       "\n"
@@ -290,9 +291,8 @@ static int record(batch *b, int64_t job, const char *inputs, bool ok,
   json_object_set_new(o, "graph_xxh128", json_string(b->plan.graph_hash));
   json_object_set_new(o, "shard", json_string(b->shard_text));
   json_object_set_new(o, "time", json_string(when));
-  char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER |
-                                 JSON_REAL_PRECISION(9));
-  json_decref(o);
+  char *line = weft__json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                       JSON_REAL_PRECISION(9));
   if (!line) return WEFT_ENOMEM;
   char err[1024];
   int rc = weft__ledger_append(&b->ledger, line, err, sizeof err);

@@ -193,6 +193,32 @@ static bool scalar_fits(weft_type from, weft_type to) {
          (from == WEFT_TYPE_ENUM && to == WEFT_TYPE_STRING);
 }
 
+/* A graph input's value against the range of a numeric param it feeds
+ * (ComfyUI's unsigned seeds: a negative INT is its 64-bit pattern). */
+static int check_range(weft_ctx *ctx, const weft_loc *loc, const char *what,
+                       const weft_value *v, const weft_param_def *p) {
+  if (p->min > p->max || !v) return 0;
+  double x;
+  char text[64];
+  if (p->type == WEFT_TYPE_INT && v->kind == WEFT__V_INT) {
+    bool u = v->i < 0 && p->max >= 9.3e18;
+    x = u ? (double)(uint64_t)v->i : (double)v->i;
+    if (u)
+      snprintf(text, sizeof text, "%llu", (unsigned long long)(uint64_t)v->i);
+    else
+      snprintf(text, sizeof text, "%lld", (long long)v->i);
+  } else if (p->type == WEFT_TYPE_FLOAT && (v->kind == WEFT__V_FLOAT ||
+                                            v->kind == WEFT__V_INT)) {
+    x = v->kind == WEFT__V_FLOAT ? v->f : (double)v->i;
+    snprintf(text, sizeof text, "%.17g", x);
+  } else {
+    return 0;
+  }
+  return x < p->min || x > p->max
+             ? out_of_range(ctx, loc, what, text, p->min, p->max)
+             : 0;
+}
+
 static weft_value *param_default(const weft_param_def *p) {
   switch (p->type) {
   case WEFT_TYPE_INT:
@@ -375,6 +401,11 @@ static int resolve_input_ref(weft_ctx *ctx, weft_graph *g, weft__bind *b,
       return WEFT_ERANGE;
     }
     weft__value_release(cv);
+    char what[512];
+    snprintf(what, sizeof what, "%s: graph input '%s' default", consumer,
+             in->name);
+    int r = check_range(ctx, &b->loc, what, in->value, p);
+    if (r) return r;
   }
   b->input = i;
   return 0;
@@ -643,6 +674,36 @@ int weft_graph_set_input(weft_ctx *ctx, weft_graph *g, const char *name,
                              (const char *const *)in->choices, in->min,
                              in->max, what, value, &v);
   if (r) return r;
+  /* the value must suit every param it feeds (the input's own range may
+   * be wider than theirs) */
+  for (int k = 0; k < g->n_nodes && !r; k++) {
+    const weft__gnode *n = &g->nodes[k];
+    for (int j = 0; n->rop && j < n->rop->def.n_params && !r; j++) {
+      const weft__bind *b = &n->params[j];
+      if (b->kind != WEFT__B_INPUT || b->input != i) continue;
+      const weft_param_def *p = &n->rop->params[j];
+      char feeds[600];
+      snprintf(feeds, sizeof feeds, "%s (node '%s' param '%s')", what, n->id,
+               p->name);
+      weft_value *cv = weft__scalar_convert(v, p);
+      if (!cv) {
+        r = weft__err(ctx, WEFT_ERANGE, NULL, "%s: '%s' is not one of the "
+                      "param's choices", feeds, value);
+        if (p->choices) {
+          int nc = 0;
+          while (p->choices[nc]) nc++;
+          weft__err_suggest(ctx, value, p->choices, nc);
+        }
+      } else {
+        r = check_range(ctx, NULL, feeds, v, p);
+      }
+      weft__value_release(cv);
+    }
+  }
+  if (r) {
+    weft__value_release(v);
+    return r;
+  }
   weft__value_release(in->value);
   in->value = v;
   return 0;

@@ -8,22 +8,28 @@ WEFT_DEBS=(
   libxxhash-dev libopenblas-dev libssl-dev
   clang libclang-rt-dev            # fuzz targets, sanitizers
 )
+# Only the tests need these (tools/test.sh installs them).
+WEFT_TEST_DEBS=(
+  slurm-wlm                        # tests/slurm: a real one-node Slurm array
+)
 
+# weft_install_deps [test]: the build's packages (and the tests' with "test")
 weft_install_deps() {
-  local missing=()
-  for p in "${WEFT_DEBS[@]}"; do
+  local missing=() want=("${WEFT_DEBS[@]}")
+  [ "${1:-}" = test ] && want+=("${WEFT_TEST_DEBS[@]}")
+  for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
       missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "installing: ${missing[*]}"
   local sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  [ "$(id -u)" -ne 0 ] && sudo="sudo -n"
   $sudo apt-get update -qq &&
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
       --no-install-recommends "${missing[@]}"
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-  weft_install_deps
+  weft_install_deps "$@"
 fi

@@ -7,6 +7,11 @@
 set -u
 cd "$(dirname "$0")/.."
 [ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
+# what is missing, as root (a fresh machine); otherwise say what would be
+source tools/deps.sh
+if [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null; then
+  weft_install_deps test || echo "warning: could not install every package"
+fi
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 fuzz_seconds=${WEFT_FUZZ_SECONDS:-60}

@@ -139,7 +139,7 @@ TEST(help_describes_batch) {
   const char *a[] = {weft(), "batch", "--help", NULL};
   char *out;
   ASSERT_EQ(weft_test_spawn(a, &out, NULL, 10), 0);
-  ASSERT_CONTAINS(out, "usage: weft batch GRAPH.yaml [--manifest FILE]");
+  ASSERT_CONTAINS(out, "usage: weft batch GRAPH [--manifest FILE]");
   ASSERT_CONTAINS(out, "--max-failures N");
   free(out);
   const char *b[] = {weft(), "--help", NULL};

@@ -39,7 +39,8 @@ TEST(help_lists_commands) {
   free(out);
   const char *b[] = {weft(), "run", "--help", NULL};
   ASSERT_EQ(weft_test_spawn(b, &out, NULL, 10), 0);
-  ASSERT_CONTAINS(out, "usage: weft run GRAPH.yaml");
+  ASSERT_CONTAINS(out, "usage: weft run GRAPH [options]");
+  ASSERT_CONTAINS(out, "ComfyUI API workflow");
   ASSERT_CONTAINS(out, "--set NAME=VALUE");
   free(out);
 }

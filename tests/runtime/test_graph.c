@@ -334,7 +334,7 @@ TEST(graph_input_without_default_must_be_set) {
   weft_ctx_free(ctx);
 }
 
-TEST(enum_param_fed_by_string_input_is_checked_at_run) {
+TEST(enum_param_fed_by_string_input_is_checked_when_set) {
   weft_ctx *ctx = test_ctx();
   const char *y = "version: 1\n"
                   "inputs: {m: add}\n"
@@ -348,11 +348,41 @@ TEST(enum_param_fed_by_string_input_is_checked_at_run) {
   ASSERT_OK(weft_graph_set_input(ctx, g, "m", "subtract"));
   ASSERT_OK(weft_graph_run(ctx, g));
   ASSERT_STR_EQ(output(g, 0), "0");
-  ASSERT_OK(weft_graph_set_input(ctx, g, "m", "substract"));
-  ASSERT_EQ(weft_graph_run(ctx, g), WEFT_ERANGE);
-  ASSERT_CONTAINS(weft_ctx_error(ctx), "input 'm' = 'substract' is not one of "
-                                       "the param's choices (did you mean "
-                                       "'subtract'?)");
+  ASSERT_EQ(weft_graph_set_input(ctx, g, "m", "substract"), WEFT_ERANGE);
+  ASSERT_CONTAINS(weft_ctx_error(ctx),
+                  "--set m (node 's' param 'mode'): 'substract' is not one of "
+                  "the param's choices (did you mean 'subtract'?)");
+  /* the input keeps its last good value */
+  ASSERT_OK(weft_graph_run(ctx, g));
+  ASSERT_STR_EQ(output(g, 0), "0");
+  weft_graph_free(g);
+  weft_ctx_free(ctx);
+}
+
+TEST(param_range_holds_for_values_from_graph_inputs) {
+  weft_ctx *ctx = test_ctx();
+  const char *y = "version: 1\n"
+                  "inputs: {w: {type: INT, default: 5000}}\n"
+                  "nodes:\n"
+                  "  img: {op: TestImage, params: {width: $w, height: 2}}\n"
+                  "outputs: {img: img.IMAGE}\n";
+  weft_graph *g;
+  ASSERT_EQ(load(ctx, y, &g), WEFT_ERANGE);
+  ASSERT_CONTAINS(weft_ctx_error(ctx),
+                  "node 'img' param 'width': graph input 'w' default: 5000 "
+                  "is outside [1, 4096]");
+  const char *y2 = "version: 1\n"
+                   "inputs: {w: {type: INT, default: 16}}\n"
+                   "nodes:\n"
+                   "  img: {op: TestImage, params: {width: $w, height: 2}}\n"
+                   "outputs: {img: img.IMAGE}\n";
+  ASSERT_OK(load(ctx, y2, &g));
+  ASSERT_EQ(weft_graph_set_input(ctx, g, "w", "5000"), WEFT_ERANGE);
+  ASSERT_CONTAINS(weft_ctx_error(ctx),
+                  "--set w (node 'img' param 'width'): 5000 is outside "
+                  "[1, 4096]");
+  ASSERT_EQ(weft_graph_set_input(ctx, g, "w", "0"), WEFT_ERANGE);
+  ASSERT_OK(weft_graph_set_input(ctx, g, "w", "4096"));
   weft_graph_free(g);
   weft_ctx_free(ctx);
 }
