@@ -1,0 +1,656 @@
+/* backend_cuda.c - the CUDA backend's weft_backend vtable: construction,
+ * buffers and copies, and for every op the same argument checks as
+ * kernels/cpu before its kernels are queued on the backend's stream. */
+#include <cublas_v2.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define CTX(be) WEFT__CUDA_CTX(be)
+
+/* ---- errors ---------------------------------------------------------------
+ */
+
+int weft__cuda_fail(weft__cuda_ctx *ctx, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+int weft__cuda_check(weft__cuda_ctx *ctx, cudaError_t e, const char *what) {
+  if (e == cudaSuccess) return 0;
+  return weft__cuda_fail(
+      ctx, e == cudaErrorMemoryAllocation ? WEFT_ENOMEM : WEFT_EDEVICE,
+      "%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+/* Every entry point makes the backend's device current: one process may
+ * drive several devices from one thread. */
+static int enter(weft__cuda_ctx *ctx) {
+  return weft__cuda_check(ctx, cudaSetDevice(ctx->device), "cudaSetDevice");
+}
+
+#define ENTER(ctx)                                                             \
+  do {                                                                         \
+    int rc_ = enter(ctx);                                                      \
+    if (rc_) return rc_;                                                       \
+  } while (0)
+
+/* ---- construction ------------------------------------------------------- */
+
+void weft_cuda_options_init(weft_cuda_options *opt) {
+  memset(opt, 0, sizeof *opt);
+  opt->struct_size = sizeof *opt;
+}
+
+int weft_cuda_device_count(void) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+bool weft_cuda_available(void) {
+  return weft_cuda_device_count() > 0;
+}
+
+static const weft_backend_iface cuda_iface;
+
+static void ctx_free(weft__cuda_ctx *ctx) {
+  if (!ctx) return;
+  cudaSetDevice(ctx->device);
+  if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+  weft__cudnn_destroy(ctx);
+  if (ctx->blas) cublasDestroy((cublasHandle_t)ctx->blas);
+  weft__cuda_cache_destroy(ctx);
+  if (ctx->stream) cudaStreamDestroy(ctx->stream);
+  free(ctx);
+}
+
+static int apply_math_mode(weft__cuda_ctx *ctx) {
+  cublasStatus_t st = cublasSetMathMode((cublasHandle_t)ctx->blas,
+                                        ctx->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                  : CUBLAS_DEFAULT_MATH);
+  if (st != CUBLAS_STATUS_SUCCESS)
+    return weft__cuda_fail(ctx, WEFT_EDEVICE, "cublasSetMathMode: %s",
+                           cublasGetStatusString(st));
+  return 0;
+}
+
+weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
+                                       size_t err_size) {
+  weft_cuda_options o;
+  weft_cuda_options_init(&o);
+  if (opt) {
+    /* read only the fields the caller's struct has */
+    size_t n = opt->struct_size < sizeof o ? opt->struct_size : sizeof o;
+    memcpy(&o, opt, n);
+    o.struct_size = sizeof o;
+  }
+  char dummy[1];
+  if (!err || !err_size) {
+    err = dummy;
+    err_size = sizeof dummy;
+  }
+  err[0] = 0;
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    snprintf(err, err_size, "CUDA device %d: %s", o.device,
+             cudaGetErrorString(e));
+    return NULL;
+  }
+  if (o.device < 0 || o.device >= count) {
+    snprintf(err, err_size,
+             "CUDA device %d does not exist (%d device%s present)", o.device,
+             count, count == 1 ? "" : "s");
+    return NULL;
+  }
+  weft_backend *be = calloc(1, sizeof *be);
+  weft__cuda_ctx *ctx = calloc(1, sizeof *ctx);
+  if (!be || !ctx || weft__cuda_cache_init(&ctx->cache) != 0) {
+    free(be);
+    free(ctx);
+    snprintf(err, err_size, "out of host memory");
+    return NULL;
+  }
+  ctx->device = o.device;
+  ctx->tf32 = o.allow_tf32 != 0;
+  ctx->conv_algo = o.conv_algo;
+  struct cudaDeviceProp prop;
+  if ((e = cudaSetDevice(o.device)) != cudaSuccess ||
+      (e = cudaGetDeviceProperties(&prop, o.device)) != cudaSuccess ||
+      (e = cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking)) !=
+          cudaSuccess) {
+    cudaGetLastError();
+    snprintf(err, err_size, "CUDA device %d: %s", o.device,
+             cudaGetErrorString(e));
+    ctx_free(ctx);
+    free(be);
+    return NULL;
+  }
+  snprintf(ctx->device_name, sizeof ctx->device_name, "%s", prop.name);
+  ctx->sm_count = prop.multiProcessorCount;
+  ctx->smem_optin = prop.sharedMemPerBlockOptin;
+  cublasHandle_t h;
+  cublasStatus_t st = cublasCreate(&h);
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    snprintf(err, err_size, "CUDA device %d: cublasCreate: %s", o.device,
+             cublasGetStatusString(st));
+    ctx_free(ctx);
+    free(be);
+    return NULL;
+  }
+  ctx->blas = h;
+  if ((st = cublasSetStream(h, ctx->stream)) != CUBLAS_STATUS_SUCCESS ||
+      apply_math_mode(ctx) != 0) {
+    snprintf(err, err_size, "CUDA device %d: cuBLAS setup: %s", o.device,
+             st != CUBLAS_STATUS_SUCCESS ? cublasGetStatusString(st)
+                                         : ctx->err);
+    ctx_free(ctx);
+    free(be);
+    return NULL;
+  }
+  /* cuDNN is optional at run time too: without it conv2d uses im2col. */
+  if (weft__cudnn_init(ctx, ctx->err, sizeof ctx->err) != 0) {
+    if (o.conv_algo == WEFT_CUDA_CONV_CUDNN) {
+      snprintf(err, err_size, "CUDA device %d: cuDNN asked for: %s", o.device,
+               ctx->err);
+      ctx_free(ctx);
+      free(be);
+      return NULL;
+    }
+  }
+  ctx->err[0] = 0;
+  be->iface = &cuda_iface;
+  be->ctx = ctx;
+  return be;
+}
+
+weft_backend *weft_backend_cuda_new(int device) {
+  weft_cuda_options o;
+  weft_cuda_options_init(&o);
+  o.device = device;
+  char err[512];
+  weft_backend *be = weft_backend_cuda_new_ex(&o, err, sizeof err);
+  if (!be) fprintf(stderr, "weft: %s\n", err);
+  return be;
+}
+
+bool weft_backend_is_cuda(const weft_backend *be) {
+  return be && be->iface == &cuda_iface;
+}
+
+int weft_cuda_set_tf32(weft_backend *be, bool allow) {
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  CTX(be)->tf32 = allow;
+  ENTER(CTX(be));
+  return apply_math_mode(CTX(be));
+}
+
+int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo) {
+  if (!weft_backend_is_cuda(be) || algo < WEFT_CUDA_CONV_AUTO ||
+      algo > WEFT_CUDA_CONV_CUDNN)
+    return WEFT_EINVAL;
+  CTX(be)->conv_algo = algo;
+  return 0;
+}
+
+bool weft_cuda_have_cudnn(const weft_backend *be) {
+  return weft_backend_is_cuda(be) && CTX(be)->cudnn != NULL;
+}
+
+int weft_cuda_mem_stats_get(const weft_backend *be, weft_cuda_mem_stats *st) {
+  if (!weft_backend_is_cuda(be) || !st) return WEFT_EINVAL;
+  weft__cuda_cache *c = &CTX(be)->cache;
+  pthread_mutex_lock(&c->mu);
+  *st = c->st;
+  pthread_mutex_unlock(&c->mu);
+  return 0;
+}
+
+uint64_t weft_cuda_malloc_count(const weft_backend *be) {
+  weft_cuda_mem_stats st;
+  return weft_cuda_mem_stats_get(be, &st) == 0 ? st.n_malloc : 0;
+}
+
+int weft_cuda_trim(weft_backend *be) {
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  ENTER(CTX(be));
+  return weft__cuda_cache_trim(CTX(be));
+}
+
+const char *weft_cuda_last_error(const weft_backend *be) {
+  return weft_backend_is_cuda(be) ? CTX(be)->err : "";
+}
+
+void *weft_cuda_stream(const weft_backend *be) {
+  return weft_backend_is_cuda(be) ? (void *)CTX(be)->stream : NULL;
+}
+
+const char *weft_cuda_device_name(const weft_backend *be) {
+  return weft_backend_is_cuda(be) ? CTX(be)->device_name : "";
+}
+
+/* ---- vtable: lifetime, buffers ------------------------------------------ */
+
+static void be_free(weft_backend *be) {
+  ctx_free(CTX(be));
+  free(be);
+}
+
+static int be_synchronize(weft_backend *be) {
+  ENTER(CTX(be));
+  return weft__cuda_check(CTX(be), cudaStreamSynchronize(CTX(be)->stream),
+                          "cudaStreamSynchronize");
+}
+
+static void *be_alloc(weft_backend *be, size_t nbytes) {
+  if (enter(CTX(be)) != 0) return NULL;
+  return weft__cuda_alloc(CTX(be), nbytes);
+}
+
+static void be_buf_free(weft_backend *be, void *buf) {
+  weft__cuda_free(CTX(be), buf);
+}
+
+static int be_copy(weft_backend *be, void *dst, const void *src, size_t n,
+                   weft_copy_kind kind) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (n == 0) return 0;
+  if (!dst || !src) return WEFT_EINVAL;
+  enum cudaMemcpyKind k;
+  switch (kind) {
+  case WEFT_COPY_HOST_TO_DEVICE: k = cudaMemcpyHostToDevice; break;
+  case WEFT_COPY_DEVICE_TO_HOST: k = cudaMemcpyDeviceToHost; break;
+  case WEFT_COPY_DEVICE_TO_DEVICE: k = cudaMemcpyDeviceToDevice; break;
+  default: return WEFT_EINVAL;
+  }
+  ENTER(ctx);
+  int rc = weft__cuda_check(ctx, cudaMemcpyAsync(dst, src, n, k, ctx->stream),
+                            "cudaMemcpyAsync");
+  if (rc == 0 && kind != WEFT_COPY_DEVICE_TO_DEVICE)
+    rc = weft__cuda_check(ctx, cudaStreamSynchronize(ctx->stream),
+                          "cudaMemcpyAsync (waiting for the copy)");
+  return rc;
+}
+
+/* ---- vtable: ops -------------------------------------------------------- */
+
+#define LAUNCHED(ctx, call, what) weft__cuda_check(ctx, (call), what)
+
+static int be_gemm(weft_backend *be, const weft_gemm_args *a) {
+  ENTER(CTX(be));
+  return weft__cuda_gemm(CTX(be), a);
+}
+
+static int be_linear(weft_backend *be, const float *x, int64_t rows, int64_t in,
+                     const float *w, const float *b, int64_t out, float *y) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (rows < 0 || in < 0 || out < 0) return WEFT_EINVAL;
+  weft_gemm_args g = {.m = rows,
+                      .n = out,
+                      .k = in,
+                      .trans_b = 1,
+                      .alpha = 1.0f,
+                      .beta = 0.0f,
+                      .a = x,
+                      .lda = in ? in : 1,
+                      .b = w,
+                      .ldb = in ? in : 1,
+                      .c = y,
+                      .ldc = out};
+  if (rows == 0 || out == 0) return 0;
+  ENTER(ctx);
+  int rc = weft__cuda_gemm(ctx, &g);
+  if (rc != 0 || !b) return rc;
+  /* bias after the product, as kernels/cpu adds it (same rounding) */
+  return LAUNCHED(ctx, weft__cu_bias_rows(ctx->stream, y, b, rows, out),
+                  "linear bias");
+}
+
+static int be_conv2d(weft_backend *be, const weft_conv2d_args *a) {
+  ENTER(CTX(be));
+  return weft__cuda_conv2d(CTX(be), a);
+}
+
+static size_t be_conv2d_scratch(weft_backend *be, const weft_conv2d_args *a) {
+  if (enter(CTX(be)) != 0) return 0;
+  return weft__cuda_conv2d_scratch_bytes(CTX(be), a);
+}
+
+static int attn_check_shapes(const weft_attn_args *a) {
+  if (!a) return WEFT_EINVAL;
+  if (a->batch < 0 || a->heads < 0 || a->lq < 0 || a->lk <= 0 || a->d <= 0 ||
+      a->dv <= 0 || a->q_chunk < 0)
+    return WEFT_EINVAL;
+  if (a->lk > INT32_MAX || a->lq > INT32_MAX || a->d > INT32_MAX ||
+      a->dv > INT32_MAX)
+    return WEFT_EINVAL;
+  if (a->q_s.l < a->d || a->k_s.l < a->d || a->v_s.l < a->dv ||
+      a->o_s.l < a->dv || a->q_s.l > INT32_MAX || a->k_s.l > INT32_MAX ||
+      a->v_s.l > INT32_MAX || a->o_s.l > INT32_MAX)
+    return WEFT_EINVAL;
+  return 0;
+}
+
+static int be_attention(weft_backend *be, const weft_attn_args *a) {
+  weft__cuda_ctx *ctx = CTX(be);
+  int rc = attn_check_shapes(a);
+  if (rc == 0 && (!a->q || !a->k || !a->v || !a->o)) rc = WEFT_EINVAL;
+  if (rc != 0) return rc;
+  if (a->batch == 0 || a->heads == 0 || a->lq == 0) return 0;
+  ENTER(ctx);
+  const float scale =
+      a->scale != 0 ? a->scale : (float)(1.0 / sqrt((double)a->d));
+  cudaError_t e = weft__cu_attention(ctx->stream, a, scale, ctx->smem_optin);
+  if (e == cudaErrorInvalidValue) {
+    cudaGetLastError();
+    return weft__cuda_fail(ctx, WEFT_EUNSUPPORTED,
+                           "attention: head dim d = %lld does not fit the "
+                           "kernel's shared memory (%zu bytes per block)",
+                           (long long)a->d, ctx->smem_optin);
+  }
+  return LAUNCHED(ctx, e, "attention");
+}
+
+static size_t be_attention_scratch(weft_backend *be, const weft_attn_args *a) {
+  (void)be;
+  (void)a;
+  return 0; /* the tiled kernel keeps its scores in shared memory */
+}
+
+static bool act_ok(weft_act act) {
+  return act >= 0 && act < WEFT_ACT_COUNT;
+}
+
+static int be_group_norm(weft_backend *be, const float *x, float *y,
+                         int64_t batch, int64_t channels, int64_t spatial,
+                         int64_t groups, float eps, const float *gamma,
+                         const float *beta, weft_act act) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (!x || !y || batch < 0 || channels <= 0 || spatial <= 0 || groups <= 0 ||
+      channels % groups != 0 || !act_ok(act))
+    return WEFT_EINVAL;
+  if (batch == 0) return 0;
+  ENTER(ctx);
+  float *scratch =
+      weft__cuda_alloc(ctx, (size_t)(batch * channels) * 2 * sizeof(float));
+  if (!scratch) return WEFT_ENOMEM;
+  int rc =
+      LAUNCHED(ctx,
+               weft__cu_group_norm(ctx->stream, x, y, batch, channels, spatial,
+                                   groups, eps, gamma, beta, (int)act, scratch),
+               "group_norm");
+  weft__cuda_free(ctx, scratch); /* stream-ordered: safe to reuse */
+  return rc;
+}
+
+static int be_layer_norm(weft_backend *be, const float *x, float *y,
+                         int64_t rows, int64_t dim, float eps,
+                         const float *gamma, const float *beta) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (!x || !y || rows < 0 || dim <= 0) return WEFT_EINVAL;
+  if (rows == 0) return 0;
+  ENTER(ctx);
+  return LAUNCHED(
+      ctx, weft__cu_layer_norm(ctx->stream, x, y, rows, dim, eps, gamma, beta),
+      "layer_norm");
+}
+
+static int be_softmax(weft_backend *be, const float *x, float *y, int64_t rows,
+                      int64_t dim) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (!x || !y || rows < 0 || dim <= 0) return WEFT_EINVAL;
+  if (rows == 0) return 0;
+  ENTER(ctx);
+  return LAUNCHED(ctx, weft__cu_softmax(ctx->stream, x, y, rows, dim),
+                  "softmax");
+}
+
+static int be_act(weft_backend *be, weft_act act, const float *x, float *y,
+                  int64_t n) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (!x || !y || n < 0 || !act_ok(act)) return WEFT_EINVAL;
+  if (n == 0 || (act == WEFT_ACT_NONE && x == y)) return 0;
+  ENTER(ctx);
+  if (act == WEFT_ACT_NONE)
+    return LAUNCHED(ctx,
+                    cudaMemcpyAsync(y, x, (size_t)n * sizeof(float),
+                                    cudaMemcpyDeviceToDevice, ctx->stream),
+                    "act (copy)");
+  return LAUNCHED(ctx, weft__cu_act(ctx->stream, (int)act, x, y, n), "act");
+}
+
+static int be_gated_act(weft_backend *be, weft_act act, const float *x,
+                        float *y, int64_t rows, int64_t dim) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (!x || !y || rows < 0 || dim <= 0 || !act_ok(act)) return WEFT_EINVAL;
+  if (rows == 0) return 0;
+  ENTER(ctx);
+  /* In place, row r's output overwrites inputs of rows < r that other
+   * threads may not have read yet: compute into a temporary, copy back. */
+  uintptr_t xb = (uintptr_t)x, yb = (uintptr_t)y;
+  size_t in_bytes = (size_t)(rows * 2 * dim) * sizeof(float);
+  size_t out_bytes = (size_t)(rows * dim) * sizeof(float);
+  bool overlap = yb < xb + in_bytes && xb < yb + out_bytes;
+  float *dst = overlap ? weft__cuda_alloc(ctx, out_bytes) : y;
+  if (!dst) return WEFT_ENOMEM;
+  int rc = LAUNCHED(
+      ctx, weft__cu_gated_act(ctx->stream, (int)act, x, dst, rows, dim),
+      "gated_act");
+  if (rc == 0 && overlap)
+    rc = LAUNCHED(ctx,
+                  cudaMemcpyAsync(y, dst, out_bytes, cudaMemcpyDeviceToDevice,
+                                  ctx->stream),
+                  "gated_act (copy back)");
+  if (overlap) weft__cuda_free(ctx, dst);
+  return rc;
+}
+
+static int be_binary(weft_backend *be, weft_binop op, const float *a,
+                     int a_ndim, const int64_t *a_shape, const float *b,
+                     int b_ndim, const int64_t *b_shape, float *y) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (!a || !b || !y || op < 0 || op >= WEFT_BIN_COUNT || a_ndim < 0 ||
+      b_ndim < 0 || a_ndim > WEFT_MAX_DIMS || b_ndim > WEFT_MAX_DIMS ||
+      (a_ndim && !a_shape) || (b_ndim && !b_shape))
+    return WEFT_EINVAL;
+  int nd = a_ndim > b_ndim ? a_ndim : b_ndim;
+  int64_t shape[WEFT_MAX_DIMS], sa[WEFT_MAX_DIMS], sb[WEFT_MAX_DIMS];
+  int64_t ca = 1, cb = 1, total = 1;
+  for (int d = nd - 1; d >= 0; d--) { /* right-aligned, numpy's rule */
+    int ia = d - (nd - a_ndim), ib = d - (nd - b_ndim);
+    int64_t da = ia >= 0 ? a_shape[ia] : 1, db = ib >= 0 ? b_shape[ib] : 1;
+    if (da < 0 || db < 0 || (da != db && da != 1 && db != 1))
+      return WEFT_EINVAL;
+    shape[d] = da == 1 ? db : da;
+    sa[d] = da == 1 ? 0 : ca;
+    sb[d] = db == 1 ? 0 : cb;
+    ca *= da;
+    cb *= db;
+    total *= shape[d];
+  }
+  if (total == 0) return 0;
+  /* Collapse as kernels/cpu does: drop size-1 dims, merge dims both
+   * operands step through contiguously, so the kernel divides less. */
+  weft__cu_bcast bc;
+  memset(&bc, 0, sizeof bc);
+  int m = 0;
+  for (int d = 0; d < nd; d++) {
+    if (shape[d] == 1) continue;
+    if (m > 0 && bc.sa[m - 1] == sa[d] * shape[d] &&
+        bc.sb[m - 1] == sb[d] * shape[d]) {
+      bc.shape[m - 1] *= shape[d];
+      bc.sa[m - 1] = sa[d];
+      bc.sb[m - 1] = sb[d];
+      continue;
+    }
+    bc.shape[m] = shape[d];
+    bc.sa[m] = sa[d];
+    bc.sb[m] = sb[d];
+    m++;
+  }
+  if (m == 0) { /* scalars */
+    bc.shape[0] = 1;
+    bc.sa[0] = bc.sb[0] = 1;
+    m = 1;
+  }
+  bc.nd = m;
+  ENTER(ctx);
+  return LAUNCHED(ctx,
+                  weft__cu_binary(ctx->stream, (int)op, a, b, y, &bc, total),
+                  "binary");
+}
+
+static int be_scale_add(weft_backend *be, float *y, float alpha, const float *a,
+                        float beta, const float *b, int64_t n) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (!y || !a || n < 0) return WEFT_EINVAL;
+  if (n == 0) return 0;
+  ENTER(ctx);
+  return LAUNCHED(ctx, weft__cu_scale_add(ctx->stream, y, alpha, a, beta, b, n),
+                  "scale_add");
+}
+
+static int be_upsample(weft_backend *be, const float *x, float *y,
+                       int64_t planes, int64_t h, int64_t w) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (!x || !y || planes < 0 || h < 0 || w < 0) return WEFT_EINVAL;
+  if (planes == 0 || h == 0 || w == 0) return 0;
+  ENTER(ctx);
+  return LAUNCHED(ctx, weft__cu_upsample2x(ctx->stream, x, y, planes, h, w),
+                  "upsample_nearest2x");
+}
+
+static int be_concat(weft_backend *be, int n, const float *const *xs, int ndim,
+                     const int64_t *const *shapes, int axis, float *y) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (n <= 0 || n > 1024 || !xs || !shapes || !y || ndim <= 0 ||
+      ndim > WEFT_MAX_DIMS || axis < 0 || axis >= ndim)
+    return WEFT_EINVAL;
+  int64_t outer = 1, after = 1, total = 0;
+  for (int i = 0; i < n; i++) {
+    if (!xs[i] || !shapes[i]) return WEFT_EINVAL;
+    for (int d = 0; d < ndim; d++)
+      if (shapes[i][d] < 0 || (d != axis && shapes[i][d] != shapes[0][d]))
+        return WEFT_EINVAL;
+  }
+  for (int d = 0; d < axis; d++)
+    outer *= shapes[0][d];
+  for (int d = axis + 1; d < ndim; d++)
+    after *= shapes[0][d];
+  for (int i = 0; i < n; i++)
+    total += shapes[i][axis] * after;
+  if (total == 0 || outer == 0) return 0;
+  ENTER(ctx);
+  /* One strided copy per input: its rows of inner_i floats land at column
+   * offset off in rows of total floats. */
+  int64_t off = 0;
+  for (int i = 0; i < n; i++) {
+    int64_t inner = shapes[i][axis] * after;
+    if (inner == 0) continue;
+    cudaError_t e;
+    if (outer == 1)
+      e = cudaMemcpyAsync(y + off, xs[i], (size_t)inner * sizeof(float),
+                          cudaMemcpyDeviceToDevice, ctx->stream);
+    else
+      e = cudaMemcpy2DAsync(y + off, (size_t)total * sizeof(float), xs[i],
+                            (size_t)inner * sizeof(float),
+                            (size_t)inner * sizeof(float), (size_t)outer,
+                            cudaMemcpyDeviceToDevice, ctx->stream);
+    int rc = LAUNCHED(ctx, e, "concat (cudaMemcpy2DAsync)");
+    if (rc) return rc;
+    off += inner;
+  }
+  return 0;
+}
+
+static int be_timestep(weft_backend *be, const float *t, int64_t n, int64_t dim,
+                       int flip, float shift, float scale, float max_period,
+                       float *y) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (!t || !y || n < 0 || dim <= 0 || max_period <= 0) return WEFT_EINVAL;
+  if (n == 0) return 0;
+  ENTER(ctx);
+  /* the same float32 constants as kernels/cpu (see layout.c there) */
+  const float neg_log = (float)-log((double)max_period);
+  const float denom = (float)(dim / 2) - shift;
+  return LAUNCHED(
+      ctx,
+      weft__cu_timestep(ctx->stream, t, n, dim, flip, neg_log, denom, scale, y),
+      "timestep_embedding");
+}
+
+static int be_convert(weft_backend *be, void *dst, weft_dtype dt,
+                      const void *src, weft_dtype st, int64_t n) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (!dst || !src || n < 0) return WEFT_EINVAL;
+  if (dt == st) {
+    size_t es = weft_dtype_size(dt);
+    if (!es) return WEFT_EINVAL;
+    if (n == 0) return 0;
+    ENTER(ctx);
+    return LAUNCHED(ctx,
+                    cudaMemcpyAsync(dst, src, (size_t)n * es,
+                                    cudaMemcpyDeviceToDevice, ctx->stream),
+                    "convert (copy)");
+  }
+  int kind;
+  if (st == WEFT_F16 && dt == WEFT_F32)
+    kind = 0;
+  else if (st == WEFT_F32 && dt == WEFT_F16)
+    kind = 1;
+  else if (st == WEFT_BF16 && dt == WEFT_F32)
+    kind = 2;
+  else if (st == WEFT_F32 && dt == WEFT_BF16)
+    kind = 3;
+  else if (st == WEFT_F16 && dt == WEFT_BF16)
+    kind = 4;
+  else if (st == WEFT_BF16 && dt == WEFT_F16)
+    kind = 5;
+  else
+    return WEFT_EUNSUPPORTED;
+  if (n == 0) return 0;
+  ENTER(ctx);
+  return LAUNCHED(ctx, weft__cu_convert(ctx->stream, kind, dst, src, n),
+                  "convert");
+}
+
+static const weft_backend_iface cuda_iface = {
+    .struct_size = sizeof(weft_backend_iface),
+    .name = "cuda",
+    .device_kind = WEFT_DEVICE_KIND_CUDA,
+    .free = be_free,
+    .set_threads = NULL,
+    .synchronize = be_synchronize,
+    .buffer_alloc = be_alloc,
+    .buffer_free = be_buf_free,
+    .buffer_copy = be_copy,
+    .gemm = be_gemm,
+    .linear = be_linear,
+    .conv2d = be_conv2d,
+    .conv2d_scratch_bytes = be_conv2d_scratch,
+    .attention = be_attention,
+    .attention_scratch_bytes = be_attention_scratch,
+    .group_norm = be_group_norm,
+    .layer_norm = be_layer_norm,
+    .softmax = be_softmax,
+    .act = be_act,
+    .gated_act = be_gated_act,
+    .binary = be_binary,
+    .scale_add = be_scale_add,
+    .upsample_nearest2x = be_upsample,
+    .concat = be_concat,
+    .timestep_embedding = be_timestep,
+    .convert = be_convert,
+};

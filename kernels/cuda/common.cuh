@@ -1,0 +1,78 @@
+// common.cuh - device helpers shared by the kernels/cuda .cu files: launch
+// sizing, the activation functions (the same formulas as kernels/cpu's
+// portable path) and warp/block reductions.
+#ifndef WEFT_KERNELS_CUDA_COMMON_CUH
+#define WEFT_KERNELS_CUDA_COMMON_CUH
+
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+#define WEFT_CU_THREADS 256
+#define WEFT_CU_FULL_MASK 0xffffffffu
+
+// Blocks for a grid-stride loop over n items: enough to fill any GPU, few
+// enough that the block count fits gridDim.x comfortably.
+static inline unsigned weft_cu_blocks(int64_t n, int threads) {
+  int64_t b = (n + threads - 1) / threads;
+  if (b > (1 << 20)) b = 1 << 20;
+  return (unsigned)(b < 1 ? 1 : b);
+}
+
+// kernels/cpu's act1 (vec_portable.c) in device code.  CUDA's expf, erff
+// and tanhf are within 2 ulp of glibc's.
+__device__ __forceinline__ float weft_cu_act1(int act, float x) {
+  switch (act) {
+  case WEFT_ACT_SILU: return x / (1.0f + expf(-x));
+  case WEFT_ACT_GELU_ERF:
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
+  case WEFT_ACT_GELU_TANH: {
+    const float k = 0.7978845608028654f; // sqrt(2/pi)
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+  }
+  case WEFT_ACT_QUICK_GELU: return x / (1.0f + expf(-1.702f * x));
+  default: return x;
+  }
+}
+
+template <typename T> __device__ __forceinline__ T weft_cu_warp_sum(T v) {
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync(WEFT_CU_FULL_MASK, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float weft_cu_warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1)
+    v = fmaxf(v, __shfl_xor_sync(WEFT_CU_FULL_MASK, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every
+// thread gets the result.  `red` is 32 elements of shared memory, free
+// again when this returns.
+template <typename T>
+__device__ __forceinline__ T weft_cu_block_sum(T v, T *red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = blockDim.x >> 5;
+  v = weft_cu_warp_sum(v);
+  __syncthreads(); // red may still be read by a previous reduction
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  T t = lane < warps ? red[lane] : T(0);
+  return weft_cu_warp_sum(t);
+}
+
+__device__ __forceinline__ float weft_cu_block_max(float v, float *red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = blockDim.x >> 5;
+  v = weft_cu_warp_max(v);
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? red[lane] : -INFINITY;
+  return weft_cu_warp_max(t);
+}
+
+#endif

@@ -1,0 +1,215 @@
+/* conv_cuda.c - 2-D convolution (NCHW, fp32): cuDNN where it is built in
+ * and the shape suits it, else im2col + cuBLAS SGEMM.
+ *
+ * The im2col path: 1x1 stride-1 unpadded convolutions are one batched GEMM
+ * straight on the input (y[b] = W x[b]).  Others expand a block of images'
+ * columns, col[i] = [c_in*k_h*k_w, h_out*w_out], and multiply the weight
+ * [c_out, c_in*k_h*k_w] against them in one strided-batched GEMM.  The
+ * column buffer is bounded (WEFT_CUDA_CONV_BLOCK_BYTES): a whole 3x3 im2col
+ * of a 128-channel 512x512 VAE map would be 1.2 GB, so such images go a
+ * block of output columns at a time.  Bias is added after the product, as
+ * kernels/cpu does, so the rounding matches. */
+#include <stdint.h>
+
+#include "internal.h"
+
+#ifndef WEFT_CUDA_CONV_BLOCK_BYTES
+#define WEFT_CUDA_CONV_BLOCK_BYTES ((size_t)64 << 20)
+#endif
+
+static bool is_pointwise(const weft_conv2d_args *a) {
+  return a->k_h == 1 && a->k_w == 1 && a->stride_h == 1 && a->stride_w == 1 &&
+         a->pad_top == 0 && a->pad_left == 0 && a->pad_bottom == 0 &&
+         a->pad_right == 0;
+}
+
+/* kernels/cpu's shape rules (conv.c), so both backends refuse the same. */
+static int check_shapes(const weft_conv2d_args *a, int64_t *h_out,
+                        int64_t *w_out) {
+  if (!a) return WEFT_EINVAL;
+  if (a->batch < 0 || a->c_in <= 0 || a->h_in <= 0 || a->w_in <= 0 ||
+      a->c_out <= 0 || a->k_h <= 0 || a->k_w <= 0 || a->stride_h <= 0 ||
+      a->stride_w <= 0 || a->pad_top < 0 || a->pad_left < 0 ||
+      a->pad_bottom < 0 || a->pad_right < 0)
+    return WEFT_EINVAL;
+  *h_out = weft_conv2d_out_size(a->h_in, a->k_h, a->stride_h, a->pad_top,
+                                a->pad_bottom);
+  *w_out = weft_conv2d_out_size(a->w_in, a->k_w, a->stride_w, a->pad_left,
+                                a->pad_right);
+  if (*h_out <= 0 || *w_out <= 0) return WEFT_EINVAL;
+  int64_t k = a->c_in * a->k_h * a->k_w, n = *h_out * *w_out;
+  if (k > INT32_MAX || n > INT32_MAX || a->c_out > INT32_MAX)
+    return WEFT_EINVAL;
+  if ((a->x_bstride && a->x_bstride < a->c_in * a->h_in * a->w_in) ||
+      (a->y_bstride && a->y_bstride < a->c_out * n))
+    return WEFT_EINVAL;
+  return 0;
+}
+
+static bool cudnn_eligible(const weft__cuda_ctx *ctx,
+                           const weft_conv2d_args *a) {
+  return ctx->cudnn && ctx->conv_algo != WEFT_CUDA_CONV_IM2COL &&
+         weft__cudnn_conv_supported(ctx, a);
+}
+
+typedef enum conv_path { PATH_GEMM, PATH_CUDNN, PATH_IM2COL } conv_path;
+
+/* Which way a (valid) convolution runs; *ws gets cuDNN's workspace. */
+static conv_path choose(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                        size_t *ws) {
+  *ws = 0;
+  if (is_pointwise(a)) return PATH_GEMM;
+  if (cudnn_eligible(ctx, a) && weft__cudnn_conv_plan(ctx, a, ws) == 0)
+    return PATH_CUDNN;
+  ctx->err[0] = 0; /* a refused cuDNN plan is no failure */
+  return PATH_IM2COL;
+}
+
+const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a) {
+  int64_t h_out, w_out;
+  size_t ws;
+  if (!weft_backend_is_cuda(be) || check_shapes(a, &h_out, &w_out) != 0)
+    return NULL;
+  if (cudaSetDevice(WEFT__CUDA_CTX(be)->device) != cudaSuccess) {
+    cudaGetLastError();
+    return NULL;
+  }
+  switch (choose(WEFT__CUDA_CTX(be), a, &ws)) {
+  case PATH_GEMM: return "gemm";
+  case PATH_CUDNN: return "cudnn";
+  default: return "im2col";
+  }
+}
+
+/* The im2col block: n_img whole images, or (n_img = 1) nb output columns
+ * of one image.  cap_floats bounds the column buffer. */
+static void im2col_block(int64_t k, int64_t n, int64_t batch, size_t cap_floats,
+                         int64_t *n_img, int64_t *nb) {
+  int64_t per_img = k * n;
+  if ((size_t)per_img <= cap_floats) {
+    int64_t imgs = (int64_t)(cap_floats / (size_t)per_img);
+    *n_img = imgs < batch ? imgs : batch;
+    if (*n_img < 1) *n_img = 1;
+    *nb = n;
+    return;
+  }
+  *n_img = 1;
+  int64_t cols = (int64_t)(cap_floats / (size_t)k);
+  if (cols < 1) cols = 1;
+  /* equal blocks, a multiple of 128 columns where the cap allows it */
+  int64_t blocks = (n + cols - 1) / cols;
+  int64_t even = ((n + blocks - 1) / blocks + 127) / 128 * 128;
+  *nb = even <= cols ? even : cols;
+  if (*nb > n) *nb = n;
+}
+
+size_t weft__cuda_conv2d_scratch_bytes(weft__cuda_ctx *ctx,
+                                       const weft_conv2d_args *a) {
+  int64_t h_out, w_out;
+  size_t ws;
+  if (check_shapes(a, &h_out, &w_out) != 0) return 0;
+  conv_path p = choose(ctx, a, &ws);
+  if (p == PATH_GEMM) return 0;
+  if (p == PATH_CUDNN) return ws;
+  int64_t k = a->c_in * a->k_h * a->k_w, n = h_out * w_out, n_img, nb;
+  int64_t batch = a->batch > 0 ? a->batch : 1;
+  im2col_block(k, n, batch, WEFT_CUDA_CONV_BLOCK_BYTES / sizeof(float), &n_img,
+               &nb);
+  return (size_t)(n_img * k * nb) * sizeof(float);
+}
+
+int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
+  int64_t h_out, w_out;
+  int rc = check_shapes(a, &h_out, &w_out);
+  if (rc == 0 && (!a->x || !a->weight || !a->y)) rc = WEFT_EINVAL;
+  if (rc != 0) return rc;
+  if (a->batch == 0) return 0;
+  const int64_t n = h_out * w_out, k = a->c_in * a->k_h * a->k_w;
+  const int64_t xs = a->x_bstride ? a->x_bstride : a->c_in * a->h_in * a->w_in;
+  const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * n;
+
+  /* cuDNN plans inside weft__cudnn_conv; a refusal (no deterministic
+   * algorithm in the math mode asked for) falls through to im2col. */
+  conv_path path = is_pointwise(a) ? PATH_GEMM : PATH_IM2COL;
+  if (path != PATH_GEMM && cudnn_eligible(ctx, a)) {
+    rc = weft__cudnn_conv(ctx, a);
+    if (rc == WEFT_EUNSUPPORTED) {
+      ctx->err[0] = 0;
+      rc = 0;
+    } else {
+      path = PATH_CUDNN;
+    }
+  }
+  if (path == PATH_GEMM) {
+    weft_gemm_args g = {.m = a->c_out,
+                        .n = n,
+                        .k = k,
+                        .alpha = 1.0f,
+                        .beta = 0.0f,
+                        .a = a->weight,
+                        .lda = k,
+                        .b = a->x,
+                        .ldb = n,
+                        .c = a->y,
+                        .ldc = n,
+                        .batch = a->batch,
+                        .stride_a = 0,
+                        .stride_b = xs,
+                        .stride_c = ys};
+    rc = weft__cuda_gemm(ctx, &g);
+  } else if (path == PATH_IM2COL) {
+    /* the im2col kernel indexes one image's rows in int */
+    if (a->h_in + a->pad_top + a->pad_bottom > INT32_MAX ||
+        a->w_in + a->pad_left + a->pad_right > INT32_MAX)
+      return weft__cuda_fail(ctx, WEFT_EUNSUPPORTED,
+                             "conv2d: padded image over 2^31 rows/columns");
+    size_t cap = WEFT_CUDA_CONV_BLOCK_BYTES / sizeof(float);
+    float *col = a->scratch;
+    if (col) {
+      cap = a->scratch_bytes / sizeof(float);
+      if (cap < (size_t)k) return WEFT_EINVAL; /* not even one column */
+    }
+    int64_t n_img, nb;
+    im2col_block(k, n, a->batch, cap, &n_img, &nb);
+    if (!col) {
+      col = weft__cuda_alloc(ctx, (size_t)(n_img * k * nb) * sizeof(float));
+      if (!col) return WEFT_ENOMEM;
+    }
+    for (int64_t b0 = 0; b0 < a->batch && rc == 0; b0 += n_img) {
+      int64_t imgs = a->batch - b0 < n_img ? a->batch - b0 : n_img;
+      for (int64_t n0 = 0; n0 < n && rc == 0; n0 += nb) {
+        int64_t cols = n - n0 < nb ? n - n0 : nb;
+        rc = weft__cuda_check(ctx,
+                              weft__cu_im2col(ctx->stream, a, h_out, w_out,
+                                              a->x + b0 * xs, xs, imgs, n0,
+                                              cols, col),
+                              "conv2d im2col");
+        if (rc) break;
+        weft_gemm_args g = {.m = a->c_out,
+                            .n = cols,
+                            .k = k,
+                            .alpha = 1.0f,
+                            .beta = 0.0f,
+                            .a = a->weight,
+                            .lda = k,
+                            .b = col,
+                            .ldb = cols,
+                            .c = a->y + b0 * ys + n0,
+                            .ldc = n,
+                            .batch = imgs,
+                            .stride_a = 0,
+                            .stride_b = k * cols,
+                            .stride_c = ys};
+        rc = weft__cuda_gemm(ctx, &g);
+      }
+    }
+    /* back to the cache; later work on this stream is ordered after ours */
+    if (col != a->scratch) weft__cuda_free(ctx, col);
+  }
+  if (rc == 0 && a->bias)
+    rc = weft__cuda_check(ctx,
+                          weft__cu_bias_planes(ctx->stream, a->y, a->bias,
+                                               a->batch, ys, a->c_out, n, n),
+                          "conv2d bias");
+  return rc;
+}

@@ -1,0 +1,118 @@
+/* cuda.h - weft's CUDA backend: the weft_backend vtable of kernels/backend.h
+ * over one device and one CUDA stream, plus the few controls the CPU backend
+ * has no use for (TF32, convolution algorithm, allocator statistics).
+ *
+ * Buffers from buffer_alloc are device memory.  Every op takes device
+ * pointers, validates its arguments on the host (same WEFT_EINVAL rules as
+ * kernels/cpu), queues its kernels on the backend's stream and returns
+ * without waiting; synchronize() waits and reports an asynchronous failure.
+ * buffer_copy with a host side (HOST_TO_DEVICE, DEVICE_TO_HOST) is
+ * synchronous: the host buffer may be reused or read when it returns;
+ * DEVICE_TO_DEVICE is queued on the stream.
+ *
+ * Numerics: fp32 everywhere, TF32 off unless asked for, so results match
+ * kernels/cpu to float rounding (see kernels/README.md's CUDA section).
+ *
+ * Memory: a caching allocator sits under buffer_alloc/free.  A freed block
+ * returns to the backend's cache (not to the driver) and is handed out again
+ * for a later request of about its size; because all work runs on one
+ * stream, reuse is ordered after every queued use of the block.  Scratch the
+ * ops need (im2col columns, cuDNN workspace, norm statistics) comes from the
+ * same cache, so a steady-state loop makes no cudaMalloc at all:
+ * weft_cuda_mem_stats counts the cudaMalloc/cudaFree calls. */
+#ifndef WEFT_KERNELS_CUDA_H
+#define WEFT_KERNELS_CUDA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How conv2d runs.  AUTO: cuDNN when weft was built with it and the shape
+ * suits it (symmetric padding), else IM2COL.  IM2COL: an own im2col kernel
+ * + cuBLAS SGEMM (1x1 stride-1 convolutions skip the im2col).  CUDNN: cuDNN
+ * where it can, IM2COL where it cannot (asymmetric padding, no cuDNN). */
+typedef enum weft_cuda_conv_algo {
+  WEFT_CUDA_CONV_AUTO = 0,
+  WEFT_CUDA_CONV_IM2COL,
+  WEFT_CUDA_CONV_CUDNN
+} weft_cuda_conv_algo;
+
+typedef struct weft_cuda_options {
+  uint32_t struct_size; /* sizeof(weft_cuda_options) of the caller */
+  int device;           /* CUDA device ordinal */
+  /* Non-zero lets cuBLAS/cuDNN use TF32 tensor cores for fp32 products
+   * (about 1e-3 relative error instead of about 1e-6).  Default 0. */
+  int allow_tf32;
+  weft_cuda_conv_algo conv_algo;
+} weft_cuda_options;
+
+/* Defaults: device 0, TF32 off, AUTO convolutions. */
+void weft_cuda_options_init(weft_cuda_options *opt);
+
+/* true when the CUDA runtime sees at least one device (false without a
+ * driver, without a GPU, or inside a sandbox that hides it). */
+bool weft_cuda_available(void);
+/* Number of CUDA devices (0 when none or no driver). */
+int weft_cuda_device_count(void);
+
+/* A backend on device `device`.  Returns NULL when that device cannot be
+ * used, after printing why to stderr ("weft: CUDA device 0: no CUDA-capable
+ * device is detected").  (transfer full: release with weft_backend_free) */
+weft_backend *weft_backend_cuda_new(int device);
+
+/* As weft_backend_cuda_new with options (NULL: defaults); on failure writes
+ * the reason into err (err_size bytes, may be 0) instead of printing it.
+ * (transfer full: release with weft_backend_free) */
+weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
+                                       size_t err_size);
+
+/* true for a backend made by weft_backend_cuda_new*. */
+bool weft_backend_is_cuda(const weft_backend *be);
+
+/* Changes the options of a live backend (between ops). */
+int weft_cuda_set_tf32(weft_backend *be, bool allow);
+int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo);
+/* Which way conv2d would run these arguments: "gemm" (1x1 stride 1, no
+ * padding), "cudnn" or "im2col"; NULL for invalid arguments or a non-CUDA
+ * backend.  (transfer none: a static string) */
+const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a);
+/* true when weft was built with cuDNN and its handle came up. */
+bool weft_cuda_have_cudnn(const weft_backend *be);
+
+typedef struct weft_cuda_mem_stats {
+  uint64_t n_malloc;  /* cudaMalloc calls since the backend was made */
+  uint64_t n_free;    /* cudaFree calls */
+  size_t reserved;    /* bytes held from the driver (in use + cached) */
+  size_t in_use;      /* bytes handed out and not yet freed */
+  size_t peak_in_use; /* high-water mark of in_use */
+  size_t peak_reserved;
+} weft_cuda_mem_stats;
+
+/* Fills *st (0, or WEFT_EINVAL for a non-CUDA backend). */
+int weft_cuda_mem_stats_get(const weft_backend *be, weft_cuda_mem_stats *st);
+/* cudaMalloc calls so far (0 for a non-CUDA backend). */
+uint64_t weft_cuda_malloc_count(const weft_backend *be);
+/* Waits for the stream and returns every cached (free) block to the
+ * driver.  Blocks in use stay. */
+int weft_cuda_trim(weft_backend *be);
+
+/* The message of the backend's last failure ("" if none): which CUDA,
+ * cuBLAS or cuDNN call failed and its own error string.  (transfer none:
+ * valid until the next op on this backend) */
+const char *weft_cuda_last_error(const weft_backend *be);
+/* The backend's stream as a cudaStream_t (void * keeps this header free of
+ * CUDA's), for events and host callbacks of an executor.  (transfer none) */
+void *weft_cuda_stream(const weft_backend *be);
+/* The device's name ("NVIDIA H200").  (transfer none) */
+const char *weft_cuda_device_name(const weft_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

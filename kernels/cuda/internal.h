@@ -1,0 +1,174 @@
+/* internal.h - private to kernels/cuda: the backend context, the caching
+ * allocator, and the kernel launchers the .cu files export to the C side.
+ * Included from C (backend, allocator, GEMM/conv dispatch) and from CUDA C++
+ * (the kernels), so it names CUDA types only through cuda_runtime_api.h. */
+#ifndef WEFT_KERNELS_CUDA_INTERNAL_H
+#define WEFT_KERNELS_CUDA_INTERNAL_H
+
+#include <cuda_runtime_api.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels/cuda/cuda.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Caching allocator (alloc_cuda.c) ------------------------------------ */
+
+typedef struct weft__cuda_block {
+  void *ptr;
+  size_t size; /* rounded size the block was made with */
+} weft__cuda_block;
+
+typedef struct weft__cuda_cache {
+  pthread_mutex_t mu;
+  weft__cuda_block *free_blocks; /* cached, ready for reuse */
+  size_t n_free_blocks, cap_free_blocks;
+  weft__cuda_block *live; /* handed out */
+  size_t n_live, cap_live;
+  weft_cuda_mem_stats st;
+} weft__cuda_cache;
+
+/* ---- Context ---------------------------------------------------------------
+ */
+
+typedef struct weft__cuda_ctx {
+  int device;
+  char device_name[256];
+  int sm_count;
+  size_t smem_optin; /* max dynamic shared memory per block */
+  cudaStream_t stream;
+  void *blas;  /* cublasHandle_t */
+  void *cudnn; /* cudnnHandle_t, NULL without cuDNN */
+  bool tf32;
+  weft_cuda_conv_algo conv_algo;
+  weft__cuda_cache cache;
+  char err[512]; /* last failure, for weft_cuda_last_error */
+} weft__cuda_ctx;
+
+#define WEFT__CUDA_CTX(be) ((weft__cuda_ctx *)(be)->ctx)
+
+int weft__cuda_cache_init(weft__cuda_cache *c);
+/* Frees every block (live ones too: the backend is going away). */
+void weft__cuda_cache_destroy(weft__cuda_ctx *ctx);
+/* A device block of at least nbytes, NULL when out of memory (ctx->err
+ * says why).  (transfer full: weft__cuda_free) */
+void *weft__cuda_alloc(weft__cuda_ctx *ctx, size_t nbytes);
+void weft__cuda_free(weft__cuda_ctx *ctx, void *p);
+int weft__cuda_cache_trim(weft__cuda_ctx *ctx);
+
+/* ---- Errors ----------------------------------------------------------------
+ */
+
+/* Records "what: CUDA's message" in ctx->err and returns the WEFT_E* code
+ * for e (ENOMEM for allocation failures, EDEVICE otherwise; 0 for
+ * cudaSuccess). */
+int weft__cuda_check(weft__cuda_ctx *ctx, cudaError_t e, const char *what);
+/* Records a formatted message; returns code. */
+int weft__cuda_fail(weft__cuda_ctx *ctx, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- GEMM (gemm_cuda.c) ----------------------------------------------------
+ */
+
+int weft__cuda_gemm(weft__cuda_ctx *ctx, const weft_gemm_args *g);
+
+/* ---- Convolution dispatch (conv_cuda.c) ------------------------------------
+ */
+
+int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a);
+size_t weft__cuda_conv2d_scratch_bytes(weft__cuda_ctx *ctx,
+                                       const weft_conv2d_args *a);
+
+/* ---- cuDNN convolution (conv_cudnn.c; stubs without cuDNN) ----------------
+ */
+
+int weft__cudnn_init(weft__cuda_ctx *ctx, char *err, size_t err_size);
+void weft__cudnn_destroy(weft__cuda_ctx *ctx);
+/* true when cuDNN can run this convolution (symmetric padding, int sizes) */
+bool weft__cudnn_conv_supported(const weft__cuda_ctx *ctx,
+                                const weft_conv2d_args *a);
+/* Picks the algorithm conv2d would run and its workspace bytes; 0, or
+ * WEFT_EUNSUPPORTED when cuDNN has no deterministic algorithm in the
+ * requested math mode (the caller then uses im2col), or WEFT_EDEVICE. */
+int weft__cudnn_conv_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                          size_t *workspace);
+/* y = conv(x, w) (no bias); workspace from a->scratch if large enough.
+ * WEFT_EUNSUPPORTED as weft__cudnn_conv_plan. */
+int weft__cudnn_conv(weft__cuda_ctx *ctx, const weft_conv2d_args *a);
+
+/* ---- Kernel launchers (the .cu files) --------------------------------------
+ * Each queues its kernels on `s` and returns cudaGetLastError() (a launch
+ * failure; faults inside a kernel surface at the next synchronize).  Sizes
+ * are validated by the caller; zero-sized work must not reach them. */
+
+/* pointwise.cu */
+cudaError_t weft__cu_act(cudaStream_t s, int act, const float *x, float *y,
+                         int64_t n);
+cudaError_t weft__cu_gated_act(cudaStream_t s, int act, const float *x,
+                               float *y, int64_t rows, int64_t dim);
+/* Collapsed broadcast: nd dims (1..WEFT_MAX_DIMS), y contiguous. */
+typedef struct weft__cu_bcast {
+  int nd;
+  int64_t shape[8], sa[8], sb[8];
+} weft__cu_bcast;
+cudaError_t weft__cu_binary(cudaStream_t s, int op, const float *a,
+                            const float *b, float *y, const weft__cu_bcast *bc,
+                            int64_t total);
+cudaError_t weft__cu_scale_add(cudaStream_t s, float *y, float alpha,
+                               const float *a, float beta, const float *b,
+                               int64_t n);
+/* c[i*stride_c + r*ldc + j] = beta == 0 ? 0 : beta * c[...] (GEMM, k = 0) */
+cudaError_t weft__cu_scale_matrix(cudaStream_t s, float *c, int64_t batch,
+                                  int64_t stride_c, int64_t m, int64_t n,
+                                  int64_t ldc, float beta);
+/* y[r*cols + j] += bias[j] for rows x cols */
+cudaError_t weft__cu_bias_rows(cudaStream_t s, float *y, const float *bias,
+                               int64_t rows, int64_t cols);
+/* y[b*ys + o*ld + j] += bias[o], b < batch, o < c_out, j < cols */
+cudaError_t weft__cu_bias_planes(cudaStream_t s, float *y, const float *bias,
+                                 int64_t batch, int64_t ys, int64_t c_out,
+                                 int64_t ld, int64_t cols);
+cudaError_t weft__cu_upsample2x(cudaStream_t s, const float *x, float *y,
+                                int64_t planes, int64_t h, int64_t w);
+cudaError_t weft__cu_timestep(cudaStream_t s, const float *t, int64_t n,
+                              int64_t dim, int flip, float neg_log, float denom,
+                              float scale, float *y);
+/* kind: 0 f16->f32, 1 f32->f16, 2 bf16->f32, 3 f32->bf16, 4 f16->bf16,
+ * 5 bf16->f16 */
+cudaError_t weft__cu_convert(cudaStream_t s, int kind, void *dst,
+                             const void *src, int64_t n);
+
+/* im2col.cu: columns of images [img0, img0 + n_img) and output columns
+ * [n0, n0 + nb) of a convolution: col[i][r][j] with r = (c, ky, kx),
+ * i the image in the block, j the column in the block; ld = nb. */
+cudaError_t weft__cu_im2col(cudaStream_t s, const weft_conv2d_args *a,
+                            int64_t h_out, int64_t w_out, const float *x,
+                            int64_t xs, int64_t n_img, int64_t n0, int64_t nb,
+                            float *col);
+
+/* norm.cu.  group_norm needs a scratch of batch * channels * 2 floats. */
+cudaError_t weft__cu_group_norm(cudaStream_t s, const float *x, float *y,
+                                int64_t batch, int64_t channels,
+                                int64_t spatial, int64_t groups, float eps,
+                                const float *gamma, const float *beta, int act,
+                                float *scratch);
+cudaError_t weft__cu_layer_norm(cudaStream_t s, const float *x, float *y,
+                                int64_t rows, int64_t dim, float eps,
+                                const float *gamma, const float *beta);
+cudaError_t weft__cu_softmax(cudaStream_t s, const float *x, float *y,
+                             int64_t rows, int64_t dim);
+
+/* attention.cu.  scale already resolved (never 0).  Returns
+ * cudaErrorInvalidValue when d is too large for shared memory
+ * (smem_optin bytes per block). */
+cudaError_t weft__cu_attention(cudaStream_t s, const weft_attn_args *a,
+                               float scale, size_t smem_optin);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,347 @@
+// pointwise.cu - the memory-bound kernels of the CUDA backend: activations,
+// gated activations, broadcasting binary ops, scale-add, bias adds, GEMM's
+// k = 0 case, nearest 2x upsampling, timestep embeddings and dtype
+// conversion.  Each is a grid-stride loop; the formulas are kernels/cpu's.
+#include "common.cuh"
+
+// ---- activations -----------------------------------------------------------
+
+__global__ void act_kernel(int act, const float *__restrict__ x,
+                           float *__restrict__ y, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = weft_cu_act1(act, x[i]);
+}
+
+// In place (x == y) is fine here: each element is read, then written, by
+// one thread; so no __restrict__ on the in-place-capable kernels.
+__global__ void act_kernel_alias(int act, const float *x, float *y, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = weft_cu_act1(act, x[i]);
+}
+
+extern "C" cudaError_t weft__cu_act(cudaStream_t s, int act, const float *x,
+                                    float *y, int64_t n) {
+  unsigned g = weft_cu_blocks(n, WEFT_CU_THREADS);
+  if (x == y)
+    act_kernel_alias<<<g, WEFT_CU_THREADS, 0, s>>>(act, x, y, n);
+  else
+    act_kernel<<<g, WEFT_CU_THREADS, 0, s>>>(act, x, y, n);
+  return cudaGetLastError();
+}
+
+// y[r, i] = x[r, i] * act(x[r, dim + i]); x and y do not overlap (the
+// caller routes in-place calls through a temporary).
+__global__ void gated_kernel(int act, const float *__restrict__ x,
+                             float *__restrict__ y, int64_t rows, int64_t dim) {
+  const int64_t n = rows * dim;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / dim, c = i - r * dim;
+    const float *row = x + r * 2 * dim;
+    y[i] = row[c] * weft_cu_act1(act, row[dim + c]);
+  }
+}
+
+extern "C" cudaError_t weft__cu_gated_act(cudaStream_t s, int act,
+                                          const float *x, float *y,
+                                          int64_t rows, int64_t dim) {
+  gated_kernel<<<weft_cu_blocks(rows * dim, WEFT_CU_THREADS), WEFT_CU_THREADS,
+                 0, s>>>(act, x, y, rows, dim);
+  return cudaGetLastError();
+}
+
+// ---- broadcasting binary ops -----------------------------------------------
+
+__device__ __forceinline__ float binop(int op, float u, float v) {
+  switch (op) {
+  case WEFT_BIN_ADD: return u + v;
+  case WEFT_BIN_SUB: return u - v;
+  case WEFT_BIN_MUL: return u * v;
+  default: return u / v;
+  }
+}
+
+// One output element per iteration; the offsets of a and b come from the
+// collapsed shape (last dim fastest).  y may be a or b when that operand
+// has the full shape: element i reads its own index before writing it.
+__global__ void binary_kernel(int op, const float *a, const float *b, float *y,
+                              weft__cu_bcast bc, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t rem = i, oa = 0, ob = 0;
+    for (int d = bc.nd - 1; d >= 0; d--) {
+      int64_t idx = rem % bc.shape[d];
+      rem /= bc.shape[d];
+      oa += idx * bc.sa[d];
+      ob += idx * bc.sb[d];
+    }
+    y[i] = binop(op, a[oa], b[ob]);
+  }
+}
+
+// The common cases without index arithmetic: same shape, or one operand a
+// scalar (nd == 1 after collapsing).
+__global__ void binary_flat_kernel(int op, const float *a, int64_t sa,
+                                   const float *b, int64_t sb, float *y,
+                                   int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = binop(op, a[i * sa], b[i * sb]);
+}
+
+// [rows, cols] (op) [cols] or [rows, 1]-style: nd == 2, one operand
+// broadcast along one axis.  Uses 2-D indexing without 64-bit division
+// per element.
+__global__ void binary_2d_kernel(int op, const float *a, const float *b,
+                                 float *y, int64_t rows, int64_t cols,
+                                 int64_t sa0, int64_t sa1, int64_t sb0,
+                                 int64_t sb1) {
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+    for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < cols;
+         c += (int64_t)gridDim.x * blockDim.x)
+      y[r * cols + c] = binop(op, a[r * sa0 + c * sa1], b[r * sb0 + c * sb1]);
+}
+
+extern "C" cudaError_t weft__cu_binary(cudaStream_t s, int op, const float *a,
+                                       const float *b, float *y,
+                                       const weft__cu_bcast *bc,
+                                       int64_t total) {
+  if (bc->nd == 1) {
+    binary_flat_kernel<<<weft_cu_blocks(total, WEFT_CU_THREADS),
+                         WEFT_CU_THREADS, 0, s>>>(op, a, bc->sa[0], b,
+                                                  bc->sb[0], y, total);
+  } else if (bc->nd == 2) {
+    int64_t rows = bc->shape[0], cols = bc->shape[1];
+    dim3 g(weft_cu_blocks(cols, WEFT_CU_THREADS),
+           (unsigned)(rows < 65535 ? rows : 65535));
+    if ((int64_t)g.x * g.y > (1 << 22)) g.x = (unsigned)((1 << 22) / g.y) + 1;
+    binary_2d_kernel<<<g, WEFT_CU_THREADS, 0, s>>>(
+        op, a, b, y, rows, cols, bc->sa[0], bc->sa[1], bc->sb[0], bc->sb[1]);
+  } else {
+    binary_kernel<<<weft_cu_blocks(total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
+                    s>>>(op, a, b, y, *bc, total);
+  }
+  return cudaGetLastError();
+}
+
+// ---- scale-add, bias, k = 0 GEMM -------------------------------------------
+
+__global__ void scale_add_kernel(float *y, float alpha, const float *a,
+                                 float beta, const float *b, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = b ? __fadd_rn(__fmul_rn(alpha, a[i]), __fmul_rn(beta, b[i]))
+             : alpha * a[i];
+}
+
+extern "C" cudaError_t weft__cu_scale_add(cudaStream_t s, float *y, float alpha,
+                                          const float *a, float beta,
+                                          const float *b, int64_t n) {
+  scale_add_kernel<<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
+                     s>>>(y, alpha, a, beta, b, n);
+  return cudaGetLastError();
+}
+
+// Planes of `cols` contiguous floats: plane p = (i, r) starts at
+// i * stride_outer + r * ld.  mode 0: c = beta == 0 ? 0 : beta * c;
+// mode 1: c += bias[r].
+__global__ void planes_kernel(int mode, float *c, const float *bias,
+                              int64_t outer, int64_t stride_outer,
+                              int64_t inner, int64_t ld, int64_t cols,
+                              float beta) {
+  const int64_t planes = outer * inner;
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
+    int64_t i = p / inner, r = p - i * inner;
+    float *row = c + i * stride_outer + r * ld;
+    float bv = mode == 1 ? bias[r] : 0.0f;
+    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < cols;
+         j += (int64_t)gridDim.x * blockDim.x) {
+      if (mode == 1)
+        row[j] += bv;
+      else
+        row[j] = beta == 0.0f ? 0.0f : beta * row[j];
+    }
+  }
+}
+
+static cudaError_t launch_planes(cudaStream_t s, int mode, float *c,
+                                 const float *bias, int64_t outer,
+                                 int64_t stride_outer, int64_t inner,
+                                 int64_t ld, int64_t cols, float beta) {
+  int64_t planes = outer * inner;
+  dim3 g(weft_cu_blocks(cols, WEFT_CU_THREADS),
+         (unsigned)(planes < 65535 ? planes : 65535));
+  // keep the grid bounded; the loops stride over the rest
+  if ((int64_t)g.x * g.y > (1 << 22)) g.x = (unsigned)((1 << 22) / g.y) + 1;
+  planes_kernel<<<g, WEFT_CU_THREADS, 0, s>>>(
+      mode, c, bias, outer, stride_outer, inner, ld, cols, beta);
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t weft__cu_scale_matrix(cudaStream_t s, float *c,
+                                             int64_t batch, int64_t stride_c,
+                                             int64_t m, int64_t n, int64_t ldc,
+                                             float beta) {
+  return launch_planes(s, 0, c, nullptr, batch, stride_c, m, ldc, n, beta);
+}
+
+extern "C" cudaError_t weft__cu_bias_rows(cudaStream_t s, float *y,
+                                          const float *bias, int64_t rows,
+                                          int64_t cols) {
+  // rows x cols with bias along cols: the 2-D binary kernel's shape
+  weft__cu_bcast bc = {};
+  bc.nd = 2;
+  bc.shape[0] = rows;
+  bc.shape[1] = cols;
+  bc.sa[0] = cols;
+  bc.sa[1] = 1;
+  bc.sb[0] = 0;
+  bc.sb[1] = 1;
+  return weft__cu_binary(s, WEFT_BIN_ADD, y, bias, y, &bc, rows * cols);
+}
+
+extern "C" cudaError_t weft__cu_bias_planes(cudaStream_t s, float *y,
+                                            const float *bias, int64_t batch,
+                                            int64_t ys, int64_t c_out,
+                                            int64_t ld, int64_t cols) {
+  return launch_planes(s, 1, y, bias, batch, ys, c_out, ld, cols, 0.0f);
+}
+
+// ---- nearest 2x upsampling -------------------------------------------------
+
+// One input element per iteration, written to its 2x2 output block.
+__global__ void upsample_kernel(const float *__restrict__ x,
+                                float *__restrict__ y, int64_t rows,
+                                int64_t w) {
+  const int64_t n = rows * w;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / w, c = i - r * w; // r = plane * h + row
+    float v = x[i];
+    float *d = y + r * 4 * w + 2 * c; // output rows 2*row and 2*row + 1
+    d[0] = d[1] = v;
+    d[2 * w] = d[2 * w + 1] = v;
+  }
+}
+
+extern "C" cudaError_t weft__cu_upsample2x(cudaStream_t s, const float *x,
+                                           float *y, int64_t planes, int64_t h,
+                                           int64_t w) {
+  upsample_kernel<<<weft_cu_blocks(planes * h * w, WEFT_CU_THREADS),
+                    WEFT_CU_THREADS, 0, s>>>(x, y, planes * h, w);
+  return cudaGetLastError();
+}
+
+// ---- timestep embedding ----------------------------------------------------
+
+// kernels/cpu's float32 operation order (layout.c there); exp, sin and cos
+// in double, rounded once, where glibc's expf/sinf/cosf round correctly.
+__global__ void timestep_kernel(const float *t, int64_t n, int64_t dim,
+                                int flip, float neg_log, float denom,
+                                float scale, float *y) {
+  const int64_t half = dim / 2, total = n * half;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / half, k = i - r * half;
+    float ex = __fmul_rn(neg_log, (float)k);
+    ex = __fdiv_rn(ex, denom);
+    float freq = (float)exp((double)ex);
+    float arg = __fmul_rn(scale, __fmul_rn(t[r], freq));
+    float sv = (float)sin((double)arg), cv = (float)cos((double)arg);
+    float *row = y + r * dim;
+    row[flip ? half + k : k] = sv;
+    row[flip ? k : half + k] = cv;
+  }
+  if (dim % 2)
+    for (int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; r < n;
+         r += (int64_t)gridDim.x * blockDim.x)
+      y[r * dim + dim - 1] = 0.0f;
+}
+
+extern "C" cudaError_t weft__cu_timestep(cudaStream_t s, const float *t,
+                                         int64_t n, int64_t dim, int flip,
+                                         float neg_log, float denom,
+                                         float scale, float *y) {
+  int64_t work = n * (dim / 2) > n ? n * (dim / 2) : n;
+  timestep_kernel<<<weft_cu_blocks(work, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
+                    s>>>(t, n, dim, flip, neg_log, denom, scale, y);
+  return cudaGetLastError();
+}
+
+// ---- dtype conversion (bit-exact ports of kernels/cpu/vec_portable.c) ------
+
+__device__ __forceinline__ float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu, bits;
+  if (e == 0x1f) {
+    bits = sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0);
+  } else if (e == 0) {
+    float v = (float)m * 0x1p-24f; // exact: m < 2^10
+    bits = __float_as_uint(v) | sign;
+  } else {
+    bits = sign | ((e + 112) << 23) | (m << 13);
+  }
+  return __uint_as_float(bits);
+}
+
+__device__ __forceinline__ uint16_t f32_to_f16(float f) {
+  uint32_t x = __float_as_uint(f);
+  uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+  uint32_t ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) // NaN: quiet, top payload bits kept (F16C)
+    return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));
+  if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
+  if (ax >= 0x38800000u) {
+    uint32_t r = ax - 0x38000000u;
+    r += 0x0fffu + ((r >> 13) & 1u);
+    return (uint16_t)(sign | (r >> 13));
+  }
+  if (ax <= 0x33000000u) return sign;
+  uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
+  uint32_t shift = 126 - e;
+  uint32_t h = m >> shift, rem = m & ((1u << shift) - 1),
+           half = 1u << (shift - 1);
+  if (rem > half || (rem == half && (h & 1u))) h++;
+  return (uint16_t)(sign | h);
+}
+
+__device__ __forceinline__ float bf16_to_f32(uint16_t h) {
+  return __uint_as_float((uint32_t)h << 16);
+}
+
+__device__ __forceinline__ uint16_t f32_to_bf16(float f) {
+  uint32_t x = __float_as_uint(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (uint16_t)(x >> 16);
+}
+
+__global__ void convert_kernel(int kind, void *dst, const void *src,
+                               int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    switch (kind) {
+    case 0: ((float *)dst)[i] = f16_to_f32(((const uint16_t *)src)[i]); break;
+    case 1: ((uint16_t *)dst)[i] = f32_to_f16(((const float *)src)[i]); break;
+    case 2: ((float *)dst)[i] = bf16_to_f32(((const uint16_t *)src)[i]); break;
+    case 3: ((uint16_t *)dst)[i] = f32_to_bf16(((const float *)src)[i]); break;
+    case 4: // every f16 is exact in f32: one rounding
+      ((uint16_t *)dst)[i] =
+          f32_to_bf16(f16_to_f32(((const uint16_t *)src)[i]));
+      break;
+    default:
+      ((uint16_t *)dst)[i] =
+          f32_to_f16(bf16_to_f32(((const uint16_t *)src)[i]));
+      break;
+    }
+  }
+}
+
+extern "C" cudaError_t weft__cu_convert(cudaStream_t s, int kind, void *dst,
+                                        const void *src, int64_t n) {
+  convert_kernel<<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+      kind, dst, src, n);
+  return cudaGetLastError();
+}
