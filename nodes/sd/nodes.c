@@ -662,6 +662,13 @@ static int ksample(weft_call *c, const ksampler_args *a) {
     free(sig);
     return WEFT_ENOMEM;
   }
+  /* the output keeps the input's noise mask, as ComfyUI's common_ksampler
+   * copies the latent dict: a second sampler inpaints the same region */
+  const weft_value *nm = h->value_get_attr(c->inputs[3], "noise_mask");
+  if (nm && h->value_set_attr(c->outputs[0], "noise_mask", (weft_value *)nm)) {
+    free(sig);
+    return WEFT_ENOMEM;
+  }
   float *x = out.data;
   const float scale = b->latent_scale;
   if (ns < 2) { /* nothing to sample (denoise 0, or a window past the end) */
@@ -700,7 +707,6 @@ static int ksample(weft_call *c, const ksampler_args *a) {
   for (int64_t i = 0; i < s.n; i++) latent_in[i] = lin[i] * scale;
   weft_sampler_start(x, nz, latent_in, s.n, sig[0],
                      weft_schedule_sigma_max(&b->sched));
-  const weft_value *nm = h->value_get_attr(c->inputs[3], "noise_mask");
   if (nm) {
     const weft_tensor *mt = h->value_tensor(nm);
     if (!mt || mt->ndim < 2 || !(s.mask = latent_mask(mt, shape)) ||
@@ -977,7 +983,8 @@ static int vae_encode_inpaint_run(weft_call *c) {
   int64_t B = px->shape[0], H0 = px->shape[1], W0 = px->shape[2];
   int64_t MH = mask->shape[mask->ndim - 2], MW = mask->shape[mask->ndim - 1];
   int64_t n = weft_tensor_numel(mask) / (MH * MW);
-  int64_t g = weft_param_int(c, VI_GROW), pad = (g + 1) / 2; /* ceil((g-1)/2) */
+  /* nodes.py: padding = ceil((g - 1) / 2), which is g / 2 */
+  int64_t g = weft_param_int(c, VI_GROW), pad = g / 2;
   float *full = malloc((size_t)(n * H0 * W0) * sizeof *full);
   float *grown = malloc((size_t)(n * H * W) * sizeof *grown);
   if (!full || !grown) r = WEFT_ENOMEM;
