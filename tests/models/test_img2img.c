@@ -206,6 +206,11 @@ TEST(img2img_trajectory_matches_comfyui) {
   fprintf(stderr, "img2img: trajectory worst %.3g, out max diff %.3g\n",
           r.worst, d);
   ASSERT(d <= 2e-3);
+  /* diffusers' StableDiffusionImg2ImgPipeline gives the same (the fixture
+   * cross-checked it within 1.2e-5) */
+  d = max_abs_diff(x, ref(f, "diffusers/img2img_latents", 256), 256);
+  fprintf(stderr, "img2img vs diffusers: max diff %.3g\n", d);
+  ASSERT(d <= 2e-3);
   sd_denoiser_free(&r.den);
   weft_st_close(f);
   model_close(&md);
@@ -590,6 +595,16 @@ TEST(graph_img2img_and_inpainting_match_comfyui) {
     }
     weft_st_close(p);
   }
+  /* diffusers' StableDiffusionInpaintPipeline agrees for the block-aligned
+   * rect (model scale) */
+  weft_st_file *rect = probe_file("inpaint_noise_mask");
+  float scaled[256];
+  for (int i = 0; i < 256; i++)
+    scaled[i] = ref(rect, "out", 256)[i] * (float)SCALE;
+  d = max_abs_diff(scaled, ref(f, "diffusers/inpaint_latents", 256), 256);
+  fprintf(stderr, "rect inpaint vs diffusers: max diff %.3g\n", d);
+  ASSERT(d <= 2e-3);
+  weft_st_close(rect);
   /* VAEEncodeForInpaint: grey-filled pixels encoded, the mask grown */
   weft_st_file *efi = probe_file("efi");
   d = max_abs_diff(ref(efi, "out", 256),
