@@ -105,8 +105,10 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
   cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess) {
     cudaGetLastError();
-    snprintf(err, err_size, "CUDA device %d: %s", o.device,
-             cudaGetErrorString(e));
+    snprintf(err, err_size,
+             "CUDA device %d: CUDA is not usable here: %s (no NVIDIA GPU, or "
+             "no driver for this CUDA runtime)",
+             o.device, cudaGetErrorString(e));
     return NULL;
   }
   if (o.device < 0 || o.device >= count) {

@@ -1,0 +1,1299 @@
+/* test_cuda.c - the CUDA backend (kernels/cuda) against the CPU backend:
+ * every op of the weft_backend vtable on random inputs, at SD1.5 shapes
+ * and at odd ones (sizes that are no multiple of any tile), through the
+ * same vtable calls on both backends.  Without a CUDA device every case
+ * but new_reports_missing_device skips.
+ *
+ * Tolerances (|gpu - cpu| per element, M = max |cpu| over the tensor):
+ *   pointwise, norms, softmax:      1e-5 |cpu| + 1e-6 M
+ *   GEMM, linear, conv, attention:  1e-4 M   (sums of hundreds to
+ *                                   thousands of products, summed in
+ *                                   another order; no TF32)
+ *   dtype conversion, copies, layout ops: bit-exact
+ * Each comparison prints its measured error (max abs and max abs / M) so
+ * the log of tools/gpu/run_cuda_tests.sh records them. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/backend.h"
+#include "kernels/cuda/cuda.h"
+#include "test.h"
+
+#define TOL_ELEM_REL 1e-5
+#define TOL_ELEM_MAX 1e-6
+#define TOL_SUM_MAX 1e-4
+
+/* ---- helpers --------------------------------------------------------------
+ */
+
+typedef struct pair {
+  weft_backend *cpu, *gpu;
+} pair;
+
+static pair setup(void) {
+  if (!weft_cuda_available()) weft_test_skip("no CUDA device");
+  pair p;
+  p.gpu = weft_backend_cuda_new(0);
+  ASSERT(p.gpu);
+  p.cpu = weft_backend_cpu_new(0);
+  ASSERT(p.cpu);
+  return p;
+}
+
+static void teardown(pair *p) {
+  ASSERT_OK(p->gpu->iface->synchronize(p->gpu));
+  weft_backend_free(p->gpu);
+  weft_backend_free(p->cpu);
+}
+
+static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static float *rnd(uint64_t *s, int64_t n, float lo, float hi) {
+  float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+  ASSERT(p);
+  for (int64_t i = 0; i < n; i++)
+    p[i] = lo + (hi - lo) * (float)((rng_next(s) >> 40) * 0x1p-24);
+  return p;
+}
+
+static float *hnan(int64_t n) { /* host buffer full of NaN */
+  float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+  ASSERT(p);
+  for (int64_t i = 0; i < n; i++)
+    p[i] = NAN;
+  return p;
+}
+
+/* A device copy of host data (n floats). */
+static float *up(pair *p, const float *h, int64_t n) {
+  float *d = p->gpu->iface->buffer_alloc(p->gpu, (size_t)n * sizeof(float));
+  ASSERT(d);
+  ASSERT_OK(p->gpu->iface->buffer_copy(p->gpu, d, h, (size_t)n * sizeof(float),
+                                       WEFT_COPY_HOST_TO_DEVICE));
+  return d;
+}
+
+/* A device buffer poisoned with NaN, so an element a kernel forgets to
+ * write fails the comparison. */
+static float *dpoison(pair *p, int64_t n) {
+  float *h = hnan(n);
+  float *d = up(p, h, n);
+  free(h);
+  return d;
+}
+
+/* The device buffer's contents (malloc'd; caller frees). */
+static float *down(pair *p, const float *d, int64_t n) {
+  float *h = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+  ASSERT(h);
+  ASSERT_OK(p->gpu->iface->buffer_copy(p->gpu, h, d, (size_t)n * sizeof(float),
+                                       WEFT_COPY_DEVICE_TO_HOST));
+  return h;
+}
+
+static void dfree(pair *p, void *d) {
+  p->gpu->iface->buffer_free(p->gpu, d);
+}
+
+/* Asserts |g - c| <= rel |c| + mrel * max|c| element by element, NaN only
+ * where the CPU has NaN; prints the measured error. */
+static void compare(const char *what, const float *g, const float *c, int64_t n,
+                    double rel, double mrel) {
+  double mx = 0, worst = 0, worst_ratio = 0;
+  int64_t wi = -1;
+  for (int64_t i = 0; i < n; i++)
+    if (isfinite(c[i]) && fabs(c[i]) > mx) mx = fabs(c[i]);
+  for (int64_t i = 0; i < n; i++) {
+    if (isnan(c[i]) || isnan(g[i])) {
+      if (isnan(c[i]) != isnan(g[i])) {
+        fprintf(stderr, "%s[%lld]: gpu %.9g, cpu %.9g\n", what, (long long)i,
+                g[i], c[i]);
+        ASSERT(!"NaN mismatch");
+      }
+      continue;
+    }
+    double e = fabs((double)g[i] - (double)c[i]);
+    double tol = rel * fabs(c[i]) + mrel * mx;
+    if (e > worst) worst = e;
+    double ratio = tol > 0 ? e / tol : (e > 0 ? INFINITY : 0);
+    if (ratio > worst_ratio) {
+      worst_ratio = ratio;
+      wi = i;
+    }
+  }
+  printf("%-44s n=%-9lld max|cpu|=%-10.4g max err=%-10.3g err/max=%.3g\n", what,
+         (long long)n, mx, worst, mx > 0 ? worst / mx : worst);
+  if (worst_ratio > 1) {
+    fprintf(stderr, "%s: element %lld gpu %.9g cpu %.9g (tol %.3g)\n", what,
+            (long long)wi, g[wi], c[wi], rel * fabs(c[wi]) + mrel * mx);
+    ASSERT(!"GPU result outside tolerance");
+  }
+}
+
+static void compare_exact(const char *what, const void *g, const void *c,
+                          size_t bytes) {
+  const unsigned char *a = g, *b = c;
+  for (size_t i = 0; i < bytes; i++)
+    if (a[i] != b[i]) {
+      fprintf(stderr, "%s: first differing byte %zu\n", what, i);
+      ASSERT(!"GPU result not bit-exact");
+    }
+  printf("%-44s bytes=%zu bit-exact\n", what, bytes);
+}
+
+/* Downloads the GPU output d and compares it with the CPU output c. */
+static void check(pair *p, const char *what, const float *d, const float *c,
+                  int64_t n, double rel, double mrel) {
+  float *g = down(p, d, n);
+  compare(what, g, c, n, rel, mrel);
+  free(g);
+}
+
+static void check_exact(pair *p, const char *what, const float *d,
+                        const float *c, int64_t n) {
+  float *g = down(p, d, n);
+  compare_exact(what, g, c, (size_t)n * sizeof(float));
+  free(g);
+}
+
+/* ---- construction, buffers, allocator ------------------------------------ */
+
+TEST(new_reports_missing_device) {
+  /* Runs without a GPU too: the constructor must fail with a message. */
+  weft_cuda_options o;
+  weft_cuda_options_init(&o);
+  o.device = 999;
+  char err[256] = "unset";
+  weft_backend *be = weft_backend_cuda_new_ex(&o, err, sizeof err);
+  ASSERT(be == NULL);
+  ASSERT_CONTAINS(err, "CUDA device 999");
+  printf("message: %s\n", err);
+  ASSERT(!weft_backend_is_cuda(NULL));
+  ASSERT_EQ(weft_cuda_malloc_count(NULL), 0);
+}
+
+TEST(backend_identity) {
+  pair p = setup();
+  ASSERT_STR_EQ(p.gpu->iface->name, "cuda");
+  ASSERT_EQ(p.gpu->iface->device_kind, WEFT_DEVICE_KIND_CUDA);
+  ASSERT_EQ(p.gpu->iface->struct_size, sizeof(weft_backend_iface));
+  ASSERT(weft_backend_is_cuda(p.gpu));
+  ASSERT(!weft_backend_is_cuda(p.cpu));
+  ASSERT(weft_cuda_stream(p.gpu) != NULL);
+  ASSERT(strlen(weft_cuda_device_name(p.gpu)) > 0);
+  printf("device: %s, cuDNN: %s\n", weft_cuda_device_name(p.gpu),
+         weft_cuda_have_cudnn(p.gpu) ? "yes" : "no");
+  ASSERT_OK(p.gpu->iface->synchronize(p.gpu));
+  ASSERT_OK(weft_cuda_set_tf32(p.gpu, true));
+  ASSERT_OK(weft_cuda_set_tf32(p.gpu, false));
+  ASSERT_EQ(weft_cuda_set_conv_algo(p.cpu, WEFT_CUDA_CONV_AUTO), WEFT_EINVAL);
+  teardown(&p);
+}
+
+TEST(buffers_copy_round_trip) {
+  pair p = setup();
+  uint64_t s = 1;
+  const int64_t n = 1000003;
+  float *h = rnd(&s, n, -1, 1);
+  float *a = up(&p, h, n);
+  float *b = dpoison(&p, n);
+  ASSERT_OK(p.gpu->iface->buffer_copy(p.gpu, b, a, (size_t)n * 4,
+                                      WEFT_COPY_DEVICE_TO_DEVICE));
+  check_exact(&p, "copy h2d d2d d2h", b, h, n);
+  /* zero bytes is a no-op; NULL with bytes is refused */
+  ASSERT_OK(p.gpu->iface->buffer_copy(p.gpu, NULL, NULL, 0,
+                                      WEFT_COPY_DEVICE_TO_DEVICE));
+  ASSERT_EQ(
+      p.gpu->iface->buffer_copy(p.gpu, NULL, a, 4, WEFT_COPY_DEVICE_TO_HOST),
+      WEFT_EINVAL);
+  void *z = p.gpu->iface->buffer_alloc(p.gpu, 0);
+  ASSERT(z != NULL);
+  dfree(&p, z);
+  dfree(&p, a);
+  dfree(&p, b);
+  free(h);
+  teardown(&p);
+}
+
+TEST(allocator_reuses_freed_blocks) {
+  pair p = setup();
+  weft_cuda_mem_stats st;
+  void *a = p.gpu->iface->buffer_alloc(p.gpu, 3 << 20);
+  ASSERT(a);
+  ASSERT_OK(weft_cuda_mem_stats_get(p.gpu, &st));
+  ASSERT_EQ(st.n_malloc, 1);
+  ASSERT(st.in_use >= (size_t)3 << 20);
+  dfree(&p, a);
+  void *b = p.gpu->iface->buffer_alloc(p.gpu, (3 << 20) - 100);
+  ASSERT(b == a); /* the cached block, no new cudaMalloc */
+  ASSERT_EQ(weft_cuda_malloc_count(p.gpu), 1);
+  dfree(&p, b);
+  ASSERT_OK(weft_cuda_mem_stats_get(p.gpu, &st));
+  ASSERT_EQ(st.in_use, 0);
+  ASSERT(st.peak_in_use >= (size_t)3 << 20);
+  ASSERT_OK(weft_cuda_trim(p.gpu));
+  ASSERT_OK(weft_cuda_mem_stats_get(p.gpu, &st));
+  ASSERT_EQ(st.n_free, 1);
+  ASSERT_EQ(st.reserved, 0);
+  teardown(&p);
+}
+
+/* The steady state of a model loop: the same ops (with their internal
+ * scratch: im2col columns, group-norm statistics, the in-place GEGLU
+ * temporary, activations freed and re-made each step) make no cudaMalloc
+ * after the first iteration. */
+TEST(steady_state_makes_no_cudamalloc) {
+  pair p = setup();
+  ASSERT_OK(weft_cuda_set_conv_algo(p.gpu, WEFT_CUDA_CONV_IM2COL));
+  uint64_t s = 2;
+  const int64_t c = 64, hw = 32 * 32;
+  float *hx = rnd(&s, 2 * c * hw, -1, 1), *hw3 = rnd(&s, c * c * 9, -.1f, .1f);
+  float *x = up(&p, hx, 2 * c * hw), *w = up(&p, hw3, c * c * 9);
+  uint64_t after_first = 0;
+  for (int it = 0; it < 4; it++) {
+    float *y = p.gpu->iface->buffer_alloc(p.gpu, (size_t)(2 * c * hw) * 4);
+    float *t = p.gpu->iface->buffer_alloc(p.gpu, (size_t)(2 * c * hw) * 4);
+    ASSERT(y && t);
+    ASSERT_OK(p.gpu->iface->group_norm(p.gpu, x, t, 2, c, hw, 32, 1e-5f, NULL,
+                                       NULL, WEFT_ACT_SILU));
+    weft_conv2d_args a = {.batch = 2,
+                          .c_in = c,
+                          .h_in = 32,
+                          .w_in = 32,
+                          .c_out = c,
+                          .k_h = 3,
+                          .k_w = 3,
+                          .stride_h = 1,
+                          .stride_w = 1,
+                          .pad_top = 1,
+                          .pad_left = 1,
+                          .pad_bottom = 1,
+                          .pad_right = 1,
+                          .x = t,
+                          .weight = w,
+                          .y = y};
+    ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+    ASSERT_OK(p.gpu->iface->gated_act(p.gpu, WEFT_ACT_GELU_ERF, y, y,
+                                      2 * c * hw / 64, 32));
+    dfree(&p, y);
+    dfree(&p, t);
+    if (it == 0) after_first = weft_cuda_malloc_count(p.gpu);
+  }
+  ASSERT_OK(p.gpu->iface->synchronize(p.gpu));
+  printf("cudaMalloc calls: %llu after the first step, %llu after four\n",
+         (unsigned long long)after_first,
+         (unsigned long long)weft_cuda_malloc_count(p.gpu));
+  ASSERT_EQ(weft_cuda_malloc_count(p.gpu), after_first);
+  dfree(&p, x);
+  dfree(&p, w);
+  free(hx);
+  free(hw3);
+  teardown(&p);
+}
+
+/* ---- GEMM and linear ------------------------------------------------------
+ */
+
+/* Runs one GEMM on both backends: A, B and C random (C read when beta !=
+ * 0), sizes of the stored matrices from the arguments. */
+static void gemm_case(pair *p, const char *what, weft_gemm_args g,
+                      uint64_t seed) {
+  uint64_t s = seed;
+  int64_t batch = g.batch ? g.batch : 1;
+  int64_t a_rows = g.trans_a ? g.k : g.m, b_rows = g.trans_b ? g.n : g.k;
+  int64_t na = (batch - 1) * g.stride_a + a_rows * g.lda;
+  int64_t nb = (batch - 1) * g.stride_b + b_rows * g.ldb;
+  int64_t nc = (batch - 1) * g.stride_c + g.m * g.ldc;
+  float *ha = rnd(&s, na, -1, 1), *hb = rnd(&s, nb, -1, 1);
+  float *hc = g.beta != 0 ? rnd(&s, nc, -1, 1) : hnan(nc);
+  float *da = up(p, ha, na), *db = up(p, hb, nb), *dc = up(p, hc, nc);
+  weft_gemm_args gc = g, gg = g;
+  gc.a = ha;
+  gc.b = hb;
+  gc.c = hc;
+  gg.a = da;
+  gg.b = db;
+  gg.c = dc;
+  ASSERT_OK(p->cpu->iface->gemm(p->cpu, &gc));
+  ASSERT_OK(p->gpu->iface->gemm(p->gpu, &gg));
+  /* padding between rows/matrices is NaN on the GPU side when beta == 0
+   * and untouched by both: compare only the product's elements */
+  float *got = down(p, dc, nc);
+  int64_t n = batch * g.m * g.n, i = 0;
+  float *gv = malloc((size_t)n * 4), *cv = malloc((size_t)n * 4);
+  ASSERT(gv && cv);
+  for (int64_t bi = 0; bi < batch; bi++)
+    for (int64_t r = 0; r < g.m; r++)
+      for (int64_t j = 0; j < g.n; j++, i++) {
+        gv[i] = got[bi * g.stride_c + r * g.ldc + j];
+        cv[i] = hc[bi * g.stride_c + r * g.ldc + j];
+      }
+  compare(what, gv, cv, n, 0, TOL_SUM_MAX);
+  free(gv);
+  free(cv);
+  free(got);
+  dfree(p, da);
+  dfree(p, db);
+  dfree(p, dc);
+  free(ha);
+  free(hb);
+  free(hc);
+}
+
+TEST(gemm_odd_shapes_all_transposes) {
+  pair p = setup();
+  for (int ta = 0; ta < 2; ta++)
+    for (int tb = 0; tb < 2; tb++) {
+      const int64_t m = 37, n = 53, k = 29;
+      weft_gemm_args g = {.m = m,
+                          .n = n,
+                          .k = k,
+                          .trans_a = ta,
+                          .trans_b = tb,
+                          .alpha = 0.7f,
+                          .beta = 0.3f,
+                          .lda = (ta ? m : k) + 3,
+                          .ldb = (tb ? k : n) + 5,
+                          .ldc = n + 2,
+                          .batch = 3};
+      g.stride_a = 0; /* one A for every item, as a shared weight */
+      g.stride_b = (tb ? n : k) * g.ldb + 7;
+      g.stride_c = m * g.ldc + 1;
+      char what[64];
+      snprintf(what, sizeof what, "gemm 37x53x29 ta=%d tb=%d batch 3", ta, tb);
+      gemm_case(&p, what, g, 10 + 2 * ta + tb);
+    }
+  weft_gemm_args g1 = {
+      .m = 1, .n = 1, .k = 1, .alpha = 1, .lda = 1, .ldb = 1, .ldc = 1};
+  gemm_case(&p, "gemm 1x1x1", g1, 3);
+  teardown(&p);
+}
+
+TEST(gemm_beta_zero_ignores_nan_and_k_zero_scales) {
+  pair p = setup();
+  weft_gemm_args g = {.m = 17,
+                      .n = 9,
+                      .k = 5,
+                      .alpha = 1,
+                      .beta = 0,
+                      .lda = 5,
+                      .ldb = 9,
+                      .ldc = 9};
+  gemm_case(&p, "gemm beta=0 over NaN C", g, 4); /* C starts as NaN */
+  weft_gemm_args k0 = {.m = 6,
+                       .n = 7,
+                       .k = 0,
+                       .alpha = 1,
+                       .beta = 0.5f,
+                       .lda = 1,
+                       .ldb = 7,
+                       .ldc = 8,
+                       .batch = 2,
+                       .stride_c = 60};
+  gemm_case(&p, "gemm k=0 beta=0.5", k0, 5);
+  k0.beta = 0;
+  gemm_case(&p, "gemm k=0 beta=0", k0, 6);
+  teardown(&p);
+}
+
+TEST(gemm_sd_shapes) {
+  pair p = setup();
+  /* q/k/v projection of 64x64 tokens, batch 2, shared weight [320,320] */
+  weft_gemm_args proj = {.m = 4096,
+                         .n = 320,
+                         .k = 320,
+                         .trans_b = 1,
+                         .alpha = 1,
+                         .lda = 320,
+                         .ldb = 320,
+                         .ldc = 320,
+                         .batch = 2,
+                         .stride_a = 4096 * 320,
+                         .stride_b = 0,
+                         .stride_c = 4096 * 320};
+  gemm_case(&p, "gemm proj 4096x320x320 b2", proj, 20);
+  /* feed-forward out: [4096,1280] x [320,1280]^T */
+  weft_gemm_args ff = {.m = 4096,
+                       .n = 320,
+                       .k = 1280,
+                       .trans_b = 1,
+                       .alpha = 1,
+                       .lda = 1280,
+                       .ldb = 1280,
+                       .ldc = 320};
+  gemm_case(&p, "gemm ff 4096x320x1280", ff, 21);
+  /* NCHW -> tokens (sd_run_linear_from_nchw): A = x stored [in, hw] */
+  weft_gemm_args tok = {.m = 4096,
+                        .n = 320,
+                        .k = 320,
+                        .trans_a = 1,
+                        .trans_b = 1,
+                        .alpha = 1,
+                        .lda = 4096,
+                        .ldb = 320,
+                        .ldc = 320,
+                        .batch = 2,
+                        .stride_a = 320 * 4096,
+                        .stride_c = 4096 * 320};
+  gemm_case(&p, "gemm nchw->tokens 4096x320x320 b2", tok, 22);
+  teardown(&p);
+}
+
+TEST(gemm_rejects_what_cpu_rejects) {
+  pair p = setup();
+  float dummy[4] = {0};
+  weft_gemm_args bad[] = {
+      {.m = -1, .n = 1, .k = 1, .lda = 1, .ldb = 1, .ldc = 1},
+      {.m = 2, .n = 2, .k = 3, .lda = 2, .ldb = 2, .ldc = 2}, /* lda < k */
+      {.m = 2, .n = 3, .k = 2, .lda = 2, .ldb = 3, .ldc = 2}, /* ldc < n */
+      {.m = 2, .n = 2, .k = 2, .lda = 2, .ldb = 2, .ldc = 2, .batch = -1},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    bad[i].a = bad[i].b = dummy;
+    bad[i].c = dummy;
+    int rc_c = p.cpu->iface->gemm(p.cpu, &bad[i]);
+    int rc_g = p.gpu->iface->gemm(p.gpu, &bad[i]);
+    ASSERT_EQ(rc_c, WEFT_EINVAL);
+    ASSERT_EQ(rc_g, rc_c);
+  }
+  ASSERT_EQ(p.gpu->iface->gemm(p.gpu, NULL), WEFT_EINVAL);
+  teardown(&p);
+}
+
+static void linear_case(pair *p, const char *what, int64_t rows, int64_t in,
+                        int64_t out, int bias, uint64_t seed) {
+  uint64_t s = seed;
+  float *x = rnd(&s, rows * in, -1, 1), *w = rnd(&s, out * in, -.2f, .2f);
+  float *b = rnd(&s, out, -1, 1), *yc = hnan(rows * out);
+  float *dx = up(p, x, rows * in), *dw = up(p, w, out * in),
+        *db = up(p, b, out), *dy = dpoison(p, rows * out);
+  ASSERT_OK(
+      p->cpu->iface->linear(p->cpu, x, rows, in, w, bias ? b : NULL, out, yc));
+  ASSERT_OK(p->gpu->iface->linear(p->gpu, dx, rows, in, dw, bias ? db : NULL,
+                                  out, dy));
+  check(p, what, dy, yc, rows * out, 0, TOL_SUM_MAX);
+  dfree(p, dx);
+  dfree(p, dw);
+  dfree(p, db);
+  dfree(p, dy);
+  free(x);
+  free(w);
+  free(b);
+  free(yc);
+}
+
+TEST(linear_sd_and_odd_shapes) {
+  pair p = setup();
+  linear_case(&p, "linear context k/v 154x768->320 +b", 154, 768, 320, 1, 30);
+  linear_case(&p, "linear time emb 2x1280->1280 +b", 2, 1280, 1280, 1, 31);
+  linear_case(&p, "linear geglu in 8192x320->2560 +b", 8192, 320, 2560, 1, 32);
+  linear_case(&p, "linear odd 77x33->19", 77, 33, 19, 0, 33);
+  linear_case(&p, "linear odd 1x1->3 +b", 1, 1, 3, 1, 34);
+  teardown(&p);
+}
+
+/* ---- convolution ----------------------------------------------------------
+ */
+
+typedef struct conv_shape {
+  int64_t b, cin, h, w, cout, kh, kw, sh, sw, pt, pl, pb, pr;
+} conv_shape;
+
+static weft_conv2d_args conv_args(const conv_shape *c) {
+  weft_conv2d_args a = {.batch = c->b,
+                        .c_in = c->cin,
+                        .h_in = c->h,
+                        .w_in = c->w,
+                        .c_out = c->cout,
+                        .k_h = c->kh,
+                        .k_w = c->kw,
+                        .stride_h = c->sh,
+                        .stride_w = c->sw,
+                        .pad_top = c->pt,
+                        .pad_left = c->pl,
+                        .pad_bottom = c->pb,
+                        .pad_right = c->pr};
+  return a;
+}
+
+static void conv_case(pair *p, const char *name, const conv_shape *c,
+                      weft_cuda_conv_algo algo, uint64_t seed) {
+  uint64_t s = seed;
+  weft_conv2d_args a = conv_args(c);
+  int64_t ho = weft_conv2d_out_size(c->h, c->kh, c->sh, c->pt, c->pb);
+  int64_t wo = weft_conv2d_out_size(c->w, c->kw, c->sw, c->pl, c->pr);
+  int64_t nx = c->b * c->cin * c->h * c->w,
+          nw = c->cout * c->cin * c->kh * c->kw;
+  int64_t ny = c->b * c->cout * ho * wo;
+  float bound = 1.0f / sqrtf((float)(c->cin * c->kh * c->kw));
+  float *x = rnd(&s, nx, -1, 1), *w = rnd(&s, nw, -bound, bound);
+  float *bias = rnd(&s, c->cout, -1, 1), *yc = hnan(ny);
+  float *dx = up(p, x, nx), *dw = up(p, w, nw), *db = up(p, bias, c->cout),
+        *dy = dpoison(p, ny);
+  a.x = x;
+  a.weight = w;
+  a.bias = bias;
+  a.y = yc;
+  ASSERT_OK(p->cpu->iface->conv2d(p->cpu, &a));
+  ASSERT_OK(weft_cuda_set_conv_algo(p->gpu, algo));
+  a.x = dx;
+  a.weight = dw;
+  a.bias = db;
+  a.y = dy;
+  const char *path = weft_cuda_conv2d_path(p->gpu, &a);
+  ASSERT(path != NULL);
+  ASSERT_OK(p->gpu->iface->conv2d(p->gpu, &a));
+  char what[96];
+  snprintf(what, sizeof what, "conv %s [%s]", name, path);
+  check(p, what, dy, yc, ny, 0, TOL_SUM_MAX);
+  dfree(p, dx);
+  dfree(p, dw);
+  dfree(p, db);
+  dfree(p, dy);
+  free(x);
+  free(w);
+  free(bias);
+  free(yc);
+}
+
+static const conv_shape odd_convs[] = {
+    {2, 5, 13, 11, 7, 3, 3, 1, 1, 1, 1, 1, 1}, /* 3x3 pad 1 */
+    {3, 4, 9, 10, 6, 3, 3, 2, 2, 0, 0, 1, 1},  /* VAE down: asym pad */
+    {2, 6, 8, 8, 5, 1, 1, 1, 1, 0, 0, 0, 0},   /* 1x1: plain GEMM */
+    {1, 3, 7, 9, 4, 2, 4, 2, 1, 1, 2, 0, 1},   /* non-square, asym */
+    {2, 3, 16, 12, 8, 4, 4, 4, 4, 0, 0, 0, 0}, /* patchify */
+    {1, 2, 5, 5, 3, 5, 5, 1, 1, 2, 2, 2, 2},   /* kernel = image */
+    {2, 7, 6, 7, 9, 1, 1, 2, 2, 0, 0, 0, 0},   /* 1x1 stride 2 */
+};
+
+TEST(conv2d_odd_shapes_im2col) {
+  pair p = setup();
+  for (size_t i = 0; i < sizeof odd_convs / sizeof odd_convs[0]; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "odd #%zu", i);
+    conv_case(&p, name, &odd_convs[i], WEFT_CUDA_CONV_IM2COL, 40 + i);
+  }
+  teardown(&p);
+}
+
+TEST(conv2d_odd_shapes_auto) {
+  pair p = setup();
+  for (size_t i = 0; i < sizeof odd_convs / sizeof odd_convs[0]; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "odd #%zu", i);
+    conv_case(&p, name, &odd_convs[i], WEFT_CUDA_CONV_AUTO, 50 + i);
+  }
+  teardown(&p);
+}
+
+static const conv_shape sd_convs[] = {
+    {2, 4, 64, 64, 320, 3, 3, 1, 1, 1, 1, 1, 1},     /* conv_in */
+    {2, 320, 64, 64, 320, 3, 3, 1, 1, 1, 1, 1, 1},   /* resnet 64x64 */
+    {2, 320, 64, 64, 320, 3, 3, 2, 2, 1, 1, 1, 1},   /* downsample */
+    {2, 1280, 8, 8, 1280, 3, 3, 1, 1, 1, 1, 1, 1},   /* resnet 8x8 */
+    {2, 960, 32, 32, 640, 1, 1, 1, 1, 0, 0, 0, 0},   /* skip 1x1 */
+    {1, 128, 256, 256, 128, 3, 3, 1, 1, 1, 1, 1, 1}, /* VAE: column blocks */
+};
+
+TEST(conv2d_sd_shapes_im2col) {
+  pair p = setup();
+  for (size_t i = 0; i < sizeof sd_convs / sizeof sd_convs[0]; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "sd #%zu", i);
+    conv_case(&p, name, &sd_convs[i], WEFT_CUDA_CONV_IM2COL, 60 + i);
+  }
+  teardown(&p);
+}
+
+TEST(conv2d_sd_shapes_auto) {
+  pair p = setup();
+  for (size_t i = 0; i < sizeof sd_convs / sizeof sd_convs[0]; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "sd #%zu", i);
+    conv_case(&p, name, &sd_convs[i], WEFT_CUDA_CONV_AUTO, 70 + i);
+  }
+  teardown(&p);
+}
+
+/* Images inside larger buffers (x_bstride, y_bstride into a concat
+ * buffer's channel slice) and caller scratch, including one so small that
+ * the im2col path must go a few columns at a time. */
+TEST(conv2d_strided_buffers_and_scratch) {
+  pair p = setup();
+  uint64_t s = 80;
+  const conv_shape c = {2, 6, 10, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1};
+  const int64_t xs = 6 * 10 * 9 + 13, ho = 10, wo = 9;
+  const int64_t ctot = 7, ys = ctot * ho * wo; /* 4 of 7 channels */
+  float *x = rnd(&s, 2 * xs, -1, 1), *w = rnd(&s, 4 * 6 * 9, -.3f, .3f);
+  float *y0 = rnd(&s, 2 * ys, -1, 1);
+  for (int algo = 0; algo < 2; algo++)
+    for (int sc = 0; sc < 3; sc++) {
+      weft_cuda_conv_algo al =
+          algo ? WEFT_CUDA_CONV_AUTO : WEFT_CUDA_CONV_IM2COL;
+      float *yc = malloc((size_t)(2 * ys) * 4);
+      ASSERT(yc);
+      memcpy(yc, y0, (size_t)(2 * ys) * 4);
+      float *dx = up(&p, x, 2 * xs), *dw = up(&p, w, 4 * 6 * 9),
+            *dy = up(&p, y0, 2 * ys);
+      weft_conv2d_args a = conv_args(&c);
+      a.x_bstride = xs;
+      a.y_bstride = ys;
+      a.x = x;
+      a.weight = w;
+      a.y = yc + 2 * ho * wo; /* channels 2..5 of 7 */
+      ASSERT_OK(p.cpu->iface->conv2d(p.cpu, &a));
+      ASSERT_OK(weft_cuda_set_conv_algo(p.gpu, al));
+      a.x = dx;
+      a.weight = dw;
+      a.y = dy + 2 * ho * wo;
+      size_t need = p.gpu->iface->conv2d_scratch_bytes(p.gpu, &a);
+      void *scr = NULL;
+      if (sc == 1 && need) { /* exactly what it asked for */
+        scr = p.gpu->iface->buffer_alloc(p.gpu, need);
+        a.scratch = scr;
+        a.scratch_bytes = need;
+      } else if (sc == 2 && al == WEFT_CUDA_CONV_IM2COL) {
+        size_t small = (size_t)(6 * 9 * 17) * 4; /* 17 columns */
+        scr = p.gpu->iface->buffer_alloc(p.gpu, small);
+        a.scratch = scr;
+        a.scratch_bytes = small;
+      }
+      ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+      char what[96];
+      snprintf(what, sizeof what, "conv strided [%s] scratch %s",
+               weft_cuda_conv2d_path(p.gpu, &a),
+               sc == 0   ? "none"
+               : sc == 1 ? "asked"
+                         : "small");
+      /* the whole buffer: channels outside the slice must be untouched */
+      check(&p, what, dy, yc, 2 * ys, 0, TOL_SUM_MAX);
+      if (scr) dfree(&p, scr);
+      dfree(&p, dx);
+      dfree(&p, dw);
+      dfree(&p, dy);
+      free(yc);
+    }
+  free(x);
+  free(w);
+  free(y0);
+  teardown(&p);
+}
+
+TEST(conv2d_rejects_what_cpu_rejects) {
+  pair p = setup();
+  float dummy[64] = {0};
+  conv_shape bad[] = {
+      {1, 0, 4, 4, 2, 3, 3, 1, 1, 1, 1, 1, 1},  /* no input channels */
+      {1, 2, 2, 2, 2, 5, 5, 1, 1, 0, 0, 0, 0},  /* kernel > image */
+      {1, 2, 4, 4, 2, 3, 3, 0, 1, 1, 1, 1, 1},  /* stride 0 */
+      {1, 2, 4, 4, 2, 3, 3, 1, 1, -1, 1, 1, 1}, /* negative pad */
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    weft_conv2d_args a = conv_args(&bad[i]);
+    a.x = a.weight = dummy;
+    a.y = dummy;
+    int rc_c = p.cpu->iface->conv2d(p.cpu, &a);
+    ASSERT_EQ(rc_c, WEFT_EINVAL);
+    ASSERT_EQ(p.gpu->iface->conv2d(p.gpu, &a), rc_c);
+    ASSERT_EQ(p.gpu->iface->conv2d_scratch_bytes(p.gpu, &a), 0);
+  }
+  teardown(&p);
+}
+
+/* ---- attention ------------------------------------------------------------
+ */
+
+typedef struct attn_shape {
+  int64_t b, h, lq, lk, d, dv;
+  int blhd, causal;
+  float scale;
+} attn_shape;
+
+static void attn_case(pair *p, const char *name, const attn_shape *c,
+                      uint64_t seed) {
+  uint64_t s = seed;
+  int64_t nq = c->b * c->h * c->lq * c->d, nk = c->b * c->h * c->lk * c->d;
+  int64_t nv = c->b * c->h * c->lk * c->dv, no = c->b * c->h * c->lq * c->dv;
+  float *q = rnd(&s, nq, -2, 2), *k = rnd(&s, nk, -2, 2),
+        *v = rnd(&s, nv, -1, 1), *oc = hnan(no);
+  float *dq = up(p, q, nq), *dk = up(p, k, nk), *dv = up(p, v, nv),
+        *dout = dpoison(p, no);
+  weft_attn_args a = {.batch = c->b,
+                      .heads = c->h,
+                      .lq = c->lq,
+                      .lk = c->lk,
+                      .d = c->d,
+                      .dv = c->dv,
+                      .scale = c->scale,
+                      .causal = c->causal};
+  if (c->blhd) {
+    a.q_s = weft_attn_strides_blhd(c->h, c->lq, c->d);
+    a.k_s = weft_attn_strides_blhd(c->h, c->lk, c->d);
+    a.v_s = weft_attn_strides_blhd(c->h, c->lk, c->dv);
+    a.o_s = weft_attn_strides_blhd(c->h, c->lq, c->dv);
+  } else {
+    a.q_s = weft_attn_strides_bhld(c->h, c->lq, c->d);
+    a.k_s = weft_attn_strides_bhld(c->h, c->lk, c->d);
+    a.v_s = weft_attn_strides_bhld(c->h, c->lk, c->dv);
+    a.o_s = weft_attn_strides_bhld(c->h, c->lq, c->dv);
+  }
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.o = oc;
+  ASSERT_OK(p->cpu->iface->attention(p->cpu, &a));
+  a.q = dq;
+  a.k = dk;
+  a.v = dv;
+  a.o = dout;
+  ASSERT_EQ(p->gpu->iface->attention_scratch_bytes(p->gpu, &a), 0);
+  ASSERT_OK(p->gpu->iface->attention(p->gpu, &a));
+  char what[96];
+  snprintf(what, sizeof what, "attention %s", name);
+  check(p, what, dout, oc, no, 0, TOL_SUM_MAX);
+  dfree(p, dq);
+  dfree(p, dk);
+  dfree(p, dv);
+  dfree(p, dout);
+  free(q);
+  free(k);
+  free(v);
+  free(oc);
+}
+
+TEST(attention_odd_shapes) {
+  pair p = setup();
+  const attn_shape cs[] = {
+      {2, 3, 37, 45, 40, 24, 0, 0, 0},   /* BHLD */
+      {2, 3, 37, 45, 40, 24, 1, 0, 0},   /* BLHD (diffusers) */
+      {1, 12, 77, 77, 64, 64, 1, 1, 0},  /* CLIP causal */
+      {2, 2, 50, 33, 17, 5, 0, 1, 0.3f}, /* causal lk < lq, scale */
+      {1, 2, 19, 70, 20, 300, 0, 0, 0},  /* dv > 256: feature chunks */
+      {1, 1, 9, 40, 200, 72, 1, 0, 0},   /* large d: > 48 KB shared */
+      {3, 1, 1, 1, 8, 8, 0, 0, 0},       /* one query, one key */
+      {1, 4, 65, 1, 33, 31, 1, 0, 0},    /* one key */
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    char name[96];
+    snprintf(name, sizeof name, "b%lld h%lld %lldx%lld d%lld dv%lld%s%s",
+             (long long)cs[i].b, (long long)cs[i].h, (long long)cs[i].lq,
+             (long long)cs[i].lk, (long long)cs[i].d, (long long)cs[i].dv,
+             cs[i].blhd ? " blhd" : "", cs[i].causal ? " causal" : "");
+    attn_case(&p, name, &cs[i], 90 + i);
+  }
+  teardown(&p);
+}
+
+TEST(attention_sd_shapes) {
+  pair p = setup();
+  const attn_shape cs[] = {
+      {2, 8, 4096, 4096, 40, 40, 1, 0, 0}, /* 64x64 self */
+      {2, 8, 4096, 77, 40, 40, 1, 0, 0},   /* 64x64 cross */
+      {2, 8, 1024, 1024, 80, 80, 1, 0, 0}, /* 32x32 self */
+      {2, 8, 256, 77, 160, 160, 1, 0, 0},  /* 16x16 cross */
+      {2, 8, 64, 64, 160, 160, 1, 0, 0},   /* 8x8 self */
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    char name[96];
+    snprintf(name, sizeof name, "sd b2 h8 %lldx%lld d%lld", (long long)cs[i].lq,
+             (long long)cs[i].lk, (long long)cs[i].d);
+    attn_case(&p, name, &cs[i], 100 + i);
+  }
+  teardown(&p);
+}
+
+TEST(attention_rejects_what_cpu_rejects) {
+  pair p = setup();
+  float dummy[64] = {0};
+  weft_attn_args a = {.batch = 1,
+                      .heads = 1,
+                      .lq = 2,
+                      .lk = 0,
+                      .d = 4,
+                      .dv = 4,
+                      .q = dummy,
+                      .k = dummy,
+                      .v = dummy,
+                      .o = dummy + 32};
+  a.q_s = a.k_s = a.v_s = a.o_s = weft_attn_strides_bhld(1, 2, 4);
+  ASSERT_EQ(p.cpu->iface->attention(p.cpu, &a), WEFT_EINVAL); /* lk = 0 */
+  ASSERT_EQ(p.gpu->iface->attention(p.gpu, &a), WEFT_EINVAL);
+  a.lk = 2;
+  a.k_s.l = 3; /* row stride < d */
+  ASSERT_EQ(p.cpu->iface->attention(p.cpu, &a), WEFT_EINVAL);
+  ASSERT_EQ(p.gpu->iface->attention(p.gpu, &a), WEFT_EINVAL);
+  teardown(&p);
+}
+
+/* ---- normalisation --------------------------------------------------------
+ */
+
+static void gn_case(pair *p, const char *what, int64_t b, int64_t c, int64_t sp,
+                    int64_t g, int affine, weft_act act, int in_place,
+                    uint64_t seed) {
+  uint64_t s = seed;
+  int64_t n = b * c * sp;
+  float *x = rnd(&s, n, -3, 5), *gm = rnd(&s, c, 0.5f, 1.5f),
+        *bt = rnd(&s, c, -.5f, .5f), *yc = hnan(n);
+  float *dx = up(p, x, n), *dg = up(p, gm, c), *db = up(p, bt, c);
+  float *dy = in_place ? dx : dpoison(p, n);
+  ASSERT_OK(p->cpu->iface->group_norm(p->cpu, x, yc, b, c, sp, g, 1e-5f,
+                                      affine ? gm : NULL, affine ? bt : NULL,
+                                      act));
+  ASSERT_OK(p->gpu->iface->group_norm(p->gpu, dx, dy, b, c, sp, g, 1e-5f,
+                                      affine ? dg : NULL, affine ? db : NULL,
+                                      act));
+  check(p, what, dy, yc, n, TOL_ELEM_REL, TOL_ELEM_MAX);
+  if (!in_place) dfree(p, dy);
+  dfree(p, dx);
+  dfree(p, dg);
+  dfree(p, db);
+  free(x);
+  free(gm);
+  free(bt);
+  free(yc);
+}
+
+TEST(group_norm_sd_and_odd_shapes) {
+  pair p = setup();
+  gn_case(&p, "group_norm 2x320x64x64 g32 silu", 2, 320, 4096, 32, 1,
+          WEFT_ACT_SILU, 0, 110);
+  gn_case(&p, "group_norm 2x1280x8x8 g32 in place", 2, 1280, 64, 32, 1,
+          WEFT_ACT_NONE, 1, 111);
+  gn_case(&p, "group_norm 1x128x256x256 g32 (VAE) silu", 1, 128, 65536, 32, 1,
+          WEFT_ACT_SILU, 0, 112);
+  gn_case(&p, "group_norm odd 3x12x7x5 g4 gelu no affine", 3, 12, 35, 4, 0,
+          WEFT_ACT_GELU_ERF, 0, 113);
+  gn_case(&p, "group_norm odd 1x6x1 g6 quick_gelu", 1, 6, 1, 6, 1,
+          WEFT_ACT_QUICK_GELU, 0, 114);
+  ASSERT_EQ(p.gpu->iface->group_norm(p.gpu, (float *)8, (float *)8, 1, 6, 1, 4,
+                                     1e-5f, NULL, NULL, WEFT_ACT_NONE),
+            WEFT_EINVAL); /* 6 channels in 4 groups */
+  teardown(&p);
+}
+
+static void ln_case(pair *p, const char *what, int64_t rows, int64_t dim,
+                    int affine, int in_place, uint64_t seed) {
+  uint64_t s = seed;
+  int64_t n = rows * dim;
+  float *x = rnd(&s, n, -2, 3), *gm = rnd(&s, dim, 0.5f, 1.5f),
+        *bt = rnd(&s, dim, -.5f, .5f), *yc = hnan(n);
+  float *dx = up(p, x, n), *dg = up(p, gm, dim), *db = up(p, bt, dim);
+  float *dy = in_place ? dx : dpoison(p, n);
+  ASSERT_OK(p->cpu->iface->layer_norm(p->cpu, x, yc, rows, dim, 1e-5f,
+                                      affine ? gm : NULL, affine ? bt : NULL));
+  ASSERT_OK(p->gpu->iface->layer_norm(p->gpu, dx, dy, rows, dim, 1e-5f,
+                                      affine ? dg : NULL, affine ? db : NULL));
+  check(p, what, dy, yc, n, TOL_ELEM_REL, TOL_ELEM_MAX);
+  if (!in_place) dfree(p, dy);
+  dfree(p, dx);
+  dfree(p, dg);
+  dfree(p, db);
+  free(x);
+  free(gm);
+  free(bt);
+  free(yc);
+}
+
+TEST(layer_norm_sd_and_odd_shapes) {
+  pair p = setup();
+  ln_case(&p, "layer_norm 8192x320", 8192, 320, 1, 0, 120);
+  ln_case(&p, "layer_norm 154x768 in place", 154, 768, 1, 1, 121);
+  ln_case(&p, "layer_norm odd 37x77 no affine", 37, 77, 0, 0, 122);
+  ln_case(&p, "layer_norm odd 5x1", 5, 1, 1, 0, 123);
+  ln_case(&p, "layer_norm 3x5000", 3, 5000, 1, 0, 124);
+  teardown(&p);
+}
+
+static void softmax_case(pair *p, const char *what, int64_t rows, int64_t dim,
+                         int in_place, uint64_t seed) {
+  uint64_t s = seed;
+  int64_t n = rows * dim;
+  float *x = rnd(&s, n, -10, 10), *yc = hnan(n);
+  float *dx = up(p, x, n), *dy = in_place ? dx : dpoison(p, n);
+  ASSERT_OK(p->cpu->iface->softmax(p->cpu, x, yc, rows, dim));
+  ASSERT_OK(p->gpu->iface->softmax(p->gpu, dx, dy, rows, dim));
+  check(p, what, dy, yc, n, TOL_ELEM_REL, TOL_ELEM_MAX);
+  if (!in_place) dfree(p, dy);
+  dfree(p, dx);
+  free(x);
+  free(yc);
+}
+
+TEST(softmax_rows) {
+  pair p = setup();
+  softmax_case(&p, "softmax 96x77", 96, 77, 0, 130);
+  softmax_case(&p, "softmax 13x1000 in place", 13, 1000, 1, 131);
+  softmax_case(&p, "softmax 4096x4096", 4096, 4096, 0, 132);
+  softmax_case(&p, "softmax 7x1", 7, 1, 0, 133);
+  teardown(&p);
+}
+
+/* ---- pointwise ------------------------------------------------------------
+ */
+
+TEST(act_all_kinds) {
+  pair p = setup();
+  uint64_t s = 140;
+  const int64_t n = (1 << 20) + 3;
+  float *x = rnd(&s, n, -8, 8), *yc = hnan(n);
+  static const char *names[] = {"none", "silu", "gelu_erf", "gelu_tanh",
+                                "quick_gelu"};
+  for (int act = 0; act < WEFT_ACT_COUNT; act++)
+    for (int in_place = 0; in_place < 2; in_place++) {
+      float *dx = up(&p, x, n), *dy = in_place ? dx : dpoison(&p, n);
+      ASSERT_OK(p.cpu->iface->act(p.cpu, (weft_act)act, x, yc, n));
+      ASSERT_OK(p.gpu->iface->act(p.gpu, (weft_act)act, dx, dy, n));
+      char what[64];
+      snprintf(what, sizeof what, "act %s%s", names[act],
+               in_place ? " in place" : "");
+      check(&p, what, dy, yc, n, TOL_ELEM_REL, TOL_ELEM_MAX);
+      if (!in_place) dfree(&p, dy);
+      dfree(&p, dx);
+    }
+  ASSERT_EQ(p.gpu->iface->act(p.gpu, WEFT_ACT_COUNT, (float *)8, (float *)8, 1),
+            WEFT_EINVAL);
+  free(x);
+  free(yc);
+  teardown(&p);
+}
+
+static void gated_case(pair *p, const char *what, weft_act act, int64_t rows,
+                       int64_t dim, int in_place, uint64_t seed) {
+  uint64_t s = seed;
+  float *x = rnd(&s, rows * 2 * dim, -4, 4), *yc = hnan(rows * dim);
+  float *dx = up(p, x, rows * 2 * dim);
+  float *dy = in_place ? dx : dpoison(p, rows * dim);
+  ASSERT_OK(p->cpu->iface->gated_act(p->cpu, act, x, yc, rows, dim));
+  ASSERT_OK(p->gpu->iface->gated_act(p->gpu, act, dx, dy, rows, dim));
+  check(p, what, dy, yc, rows * dim, TOL_ELEM_REL, TOL_ELEM_MAX);
+  if (!in_place) dfree(p, dy);
+  dfree(p, dx);
+  free(x);
+  free(yc);
+}
+
+TEST(gated_act_geglu_and_swiglu) {
+  pair p = setup();
+  gated_case(&p, "geglu 8192x1280", WEFT_ACT_GELU_ERF, 8192, 1280, 0, 150);
+  gated_case(&p, "geglu 8192x1280 in place", WEFT_ACT_GELU_ERF, 8192, 1280, 1,
+             151);
+  gated_case(&p, "swiglu odd 37x33", WEFT_ACT_SILU, 37, 33, 0, 152);
+  gated_case(&p, "swiglu odd 37x33 in place", WEFT_ACT_SILU, 37, 33, 1, 153);
+  teardown(&p);
+}
+
+static void binary_case(pair *p, weft_binop op, int an, const int64_t *as,
+                        int bn, const int64_t *bs, int in_place,
+                        uint64_t seed) {
+  uint64_t s = seed;
+  int64_t na = 1, nb = 1, ny = 1;
+  int nd = an > bn ? an : bn;
+  for (int i = 0; i < an; i++)
+    na *= as[i];
+  for (int i = 0; i < bn; i++)
+    nb *= bs[i];
+  for (int d = 0; d < nd; d++) {
+    int ia = d - (nd - an), ib = d - (nd - bn);
+    int64_t da = ia >= 0 ? as[ia] : 1, db = ib >= 0 ? bs[ib] : 1;
+    ny *= da == 1 ? db : da;
+  }
+  float *a = rnd(&s, na, -2, 2), *b = rnd(&s, nb, 0.5f, 2), *yc = hnan(ny);
+  float *da = up(p, a, na), *db = up(p, b, nb);
+  float *dy = in_place ? da : dpoison(p, ny);
+  if (in_place) ASSERT_EQ(na, ny);
+  ASSERT_OK(p->cpu->iface->binary(p->cpu, op, a, an, as, b, bn, bs, yc));
+  ASSERT_OK(p->gpu->iface->binary(p->gpu, op, da, an, as, db, bn, bs, dy));
+  char what[96];
+  int n = snprintf(what, sizeof what, "binary %c [", "+-*/"[op]);
+  for (int i = 0; i < an && n < 80; i++)
+    n += snprintf(what + n, sizeof what - (size_t)n, "%s%lld", i ? "," : "",
+                  (long long)as[i]);
+  n += snprintf(what + n, sizeof what - (size_t)n, "] [");
+  for (int i = 0; i < bn && n < 80; i++)
+    n += snprintf(what + n, sizeof what - (size_t)n, "%s%lld", i ? "," : "",
+                  (long long)bs[i]);
+  snprintf(what + n, sizeof what - (size_t)n, "]%s",
+           in_place ? " in place" : "");
+  check_exact(p, what, dy, yc, ny); /* one rounding each: bit-exact */
+  if (!in_place) dfree(p, dy);
+  dfree(p, da);
+  dfree(p, db);
+  free(a);
+  free(b);
+  free(yc);
+}
+
+TEST(binary_broadcasting) {
+  pair p = setup();
+  const int64_t s1[] = {2, 320, 64, 64}, s2[] = {2, 320, 1, 1};
+  const int64_t t1[] = {8192, 320}, t2[] = {320};
+  const int64_t u1[] = {3, 1, 5}, u2[] = {4, 1};
+  const int64_t v1[] = {7, 9, 11}, sc[] = {1};
+  const int64_t w1[] = {2, 3, 4, 5, 6}, w2[] = {2, 1, 4, 1, 6};
+  const int64_t x1[] = {2, 320, 4096}, x2[] = {320, 1};
+  for (int op = 0; op < WEFT_BIN_COUNT; op++) {
+    binary_case(&p, (weft_binop)op, 4, s1, 4, s2, 0, 160 + op);
+    binary_case(&p, (weft_binop)op, 2, t1, 1, t2, 1, 170 + op);
+    binary_case(&p, (weft_binop)op, 3, u1, 2, u2, 0, 180 + op);
+    binary_case(&p, (weft_binop)op, 3, v1, 3, v1, 1, 190 + op);
+    binary_case(&p, (weft_binop)op, 3, v1, 0, sc, 0, 200 + op); /* scalar */
+    binary_case(&p, (weft_binop)op, 1, sc, 3, v1, 0, 210 + op);
+    binary_case(&p, (weft_binop)op, 5, w1, 5, w2, 0, 220 + op);
+    binary_case(&p, (weft_binop)op, 3, x1, 2, x2, 0, 230 + op);
+  }
+  const int64_t bad1[] = {3, 4}, bad2[] = {5};
+  ASSERT_EQ(p.gpu->iface->binary(p.gpu, WEFT_BIN_ADD, (float *)8, 2, bad1,
+                                 (float *)8, 1, bad2, (float *)8),
+            WEFT_EINVAL);
+  teardown(&p);
+}
+
+TEST(scale_add_cfg) {
+  pair p = setup();
+  uint64_t s = 240;
+  const int64_t n = 2 * 4 * 64 * 64 * 16 + 1;
+  float *a = rnd(&s, n, -3, 3), *b = rnd(&s, n, -3, 3), *yc = hnan(n);
+  for (int mode = 0; mode < 3; mode++) { /* with b, without b, y == b */
+    float *da = up(&p, a, n), *db = up(&p, b, n);
+    float *dy = mode == 2 ? db : dpoison(&p, n);
+    ASSERT_OK(p.cpu->iface->scale_add(p.cpu, yc, 7.5f, a, -6.5f,
+                                      mode == 1 ? NULL : b, n));
+    ASSERT_OK(p.gpu->iface->scale_add(p.gpu, dy, 7.5f, da, -6.5f,
+                                      mode == 1 ? NULL : db, n));
+    static const char *names[] = {"scale_add a,b", "scale_add a only",
+                                  "scale_add y == b"};
+    check_exact(&p, names[mode], dy, yc, n);
+    if (mode != 2) dfree(&p, dy);
+    dfree(&p, da);
+    dfree(&p, db);
+  }
+  free(a);
+  free(b);
+  free(yc);
+  teardown(&p);
+}
+
+/* ---- layout ---------------------------------------------------------------
+ */
+
+static void upsample_case(pair *p, const char *what, int64_t planes, int64_t h,
+                          int64_t w, uint64_t seed) {
+  uint64_t s = seed;
+  float *x = rnd(&s, planes * h * w, -1, 1), *yc = hnan(planes * h * w * 4);
+  float *dx = up(p, x, planes * h * w), *dy = dpoison(p, planes * h * w * 4);
+  ASSERT_OK(p->cpu->iface->upsample_nearest2x(p->cpu, x, yc, planes, h, w));
+  ASSERT_OK(p->gpu->iface->upsample_nearest2x(p->gpu, dx, dy, planes, h, w));
+  check_exact(p, what, dy, yc, planes * h * w * 4);
+  dfree(p, dx);
+  dfree(p, dy);
+  free(x);
+  free(yc);
+}
+
+TEST(upsample_nearest2x) {
+  pair p = setup();
+  upsample_case(&p, "upsample 2x1280x8x8", 2 * 1280, 8, 8, 250);
+  upsample_case(&p, "upsample 2x640x32x32", 2 * 640, 32, 32, 251);
+  upsample_case(&p, "upsample odd 3x5x7", 3, 5, 7, 252);
+  upsample_case(&p, "upsample odd 1x1x1", 1, 1, 1, 253);
+  teardown(&p);
+}
+
+static void concat_case(pair *p, const char *what, int n, int ndim,
+                        const int64_t *shapes, int axis, uint64_t seed) {
+  uint64_t s = seed;
+  const float *hx[8];
+  const float *dxs[8];
+  const int64_t *sh[8];
+  float *own[8], *down_[8];
+  int64_t ny = 0;
+  for (int i = 0; i < n; i++) {
+    sh[i] = shapes + i * ndim;
+    int64_t ni = 1;
+    for (int d = 0; d < ndim; d++)
+      ni *= sh[i][d];
+    own[i] = rnd(&s, ni, -1, 1);
+    hx[i] = own[i];
+    down_[i] = up(p, own[i], ni > 0 ? ni : 1);
+    dxs[i] = down_[i];
+    ny += ni;
+  }
+  float *yc = hnan(ny), *dy = dpoison(p, ny > 0 ? ny : 1);
+  ASSERT_OK(p->cpu->iface->concat(p->cpu, n, hx, ndim, sh, axis, yc));
+  ASSERT_OK(p->gpu->iface->concat(p->gpu, n, dxs, ndim, sh, axis, dy));
+  check_exact(p, what, dy, yc, ny);
+  for (int i = 0; i < n; i++) {
+    dfree(p, down_[i]);
+    free(own[i]);
+  }
+  dfree(p, dy);
+  free(yc);
+}
+
+TEST(concat_any_axis) {
+  pair p = setup();
+  const int64_t a[] = {2, 320, 32, 32, 2, 640, 32, 32};
+  concat_case(&p, "concat axis 1 (skip)", 2, 4, a, 1, 260);
+  const int64_t b[] = {3, 5, 4, 5};
+  concat_case(&p, "concat axis 0", 2, 2, b, 0, 261);
+  const int64_t c[] = {2, 3, 7, 2, 3, 1, 2, 3, 12};
+  concat_case(&p, "concat last axis, 3 inputs", 3, 3, c, 2, 262);
+  const int64_t d[] = {2, 0, 3, 2, 4, 3};
+  concat_case(&p, "concat with an empty input", 2, 3, d, 1, 263);
+  const int64_t bad[] = {2, 3, 3, 3};
+  float *f = (float *)8;
+  const float *xs[2] = {f, f};
+  const int64_t *shp[2] = {bad, bad + 2};
+  ASSERT_EQ(p.gpu->iface->concat(p.gpu, 2, xs, 2, shp, 1, f), WEFT_EINVAL);
+  teardown(&p);
+}
+
+TEST(timestep_embedding_sd) {
+  pair p = setup();
+  const float t[] = {0, 1, 2.5f, 500, 999, 981.0f};
+  const int64_t n = 6;
+  float *dt = up(&p, t, n);
+  struct {
+    int64_t dim;
+    int flip;
+    float shift, scale, period;
+  } cs[] = {{320, 1, 0, 1, 10000}, {33, 0, 1, 2, 1000}, {1, 1, 0, 1, 10000}};
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    int64_t ny = n * cs[i].dim;
+    float *yc = hnan(ny), *dy = dpoison(&p, ny);
+    ASSERT_OK(p.cpu->iface->timestep_embedding(p.cpu, t, n, cs[i].dim,
+                                               cs[i].flip, cs[i].shift,
+                                               cs[i].scale, cs[i].period, yc));
+    ASSERT_OK(p.gpu->iface->timestep_embedding(p.gpu, dt, n, cs[i].dim,
+                                               cs[i].flip, cs[i].shift,
+                                               cs[i].scale, cs[i].period, dy));
+    char what[64];
+    snprintf(what, sizeof what, "timestep_embedding dim %lld",
+             (long long)cs[i].dim);
+    /* same float arguments; sin/cos within an ulp of glibc's */
+    check(&p, what, dy, yc, ny, 0, 2e-6);
+    dfree(&p, dy);
+    free(yc);
+  }
+  dfree(&p, dt);
+  teardown(&p);
+}
+
+/* ---- dtype conversion -----------------------------------------------------
+ */
+
+static void convert_case(pair *p, const char *what, weft_dtype dt,
+                         const void *src, weft_dtype st, int64_t n) {
+  size_t ss = weft_dtype_size(st), ds = weft_dtype_size(dt);
+  void *dc = malloc((size_t)n * ds), *got = malloc((size_t)n * ds);
+  ASSERT(dc && got);
+  void *dsrc = p->gpu->iface->buffer_alloc(p->gpu, (size_t)n * ss);
+  void *ddst = p->gpu->iface->buffer_alloc(p->gpu, (size_t)n * ds);
+  ASSERT(dsrc && ddst);
+  ASSERT_OK(p->gpu->iface->buffer_copy(p->gpu, dsrc, src, (size_t)n * ss,
+                                       WEFT_COPY_HOST_TO_DEVICE));
+  ASSERT_OK(p->cpu->iface->convert(p->cpu, dc, dt, src, st, n));
+  ASSERT_OK(p->gpu->iface->convert(p->gpu, ddst, dt, dsrc, st, n));
+  ASSERT_OK(p->gpu->iface->buffer_copy(p->gpu, got, ddst, (size_t)n * ds,
+                                       WEFT_COPY_DEVICE_TO_HOST));
+  compare_exact(what, got, dc, (size_t)n * ds);
+  dfree(p, dsrc);
+  dfree(p, ddst);
+  free(dc);
+  free(got);
+}
+
+TEST(convert_bit_exact) {
+  pair p = setup();
+  /* every 16-bit pattern as f16 and as bf16 */
+  uint16_t *all = malloc(65536 * 2);
+  ASSERT(all);
+  for (int i = 0; i < 65536; i++)
+    all[i] = (uint16_t)i;
+  convert_case(&p, "convert f16->f32 (all 65536)", WEFT_F32, all, WEFT_F16,
+               65536);
+  convert_case(&p, "convert bf16->f32 (all 65536)", WEFT_F32, all, WEFT_BF16,
+               65536);
+  convert_case(&p, "convert f16->bf16 (all 65536)", WEFT_BF16, all, WEFT_F16,
+               65536);
+  convert_case(&p, "convert bf16->f16 (all 65536)", WEFT_F16, all, WEFT_BF16,
+               65536);
+  convert_case(&p, "convert f16->f16 (copy)", WEFT_F16, all, WEFT_F16, 65536);
+  /* f32: random bit patterns (NaN payloads, subnormals, everything) plus
+   * the edges of f16 and bf16 rounding */
+  const int64_t n = 1 << 20;
+  uint32_t *bits = malloc((size_t)n * 4);
+  ASSERT(bits);
+  uint64_t s = 270;
+  for (int64_t i = 0; i < n; i++)
+    bits[i] = (uint32_t)rng_next(&s);
+  const uint32_t edges[] = {0x477ff000u, 0x477fefffu, 0x477fe000u, 0x38800000u,
+                            0x387fffffu, 0x33000000u, 0x33000001u, 0x7f800000u,
+                            0xff800000u, 0x7fc00001u, 0xffbfffffu, 0x00000001u,
+                            0x80000000u, 0x3f808000u, 0x3f818000u, 0x7f7fffffu,
+                            0x33800000u, 0x337fffffu};
+  for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
+    bits[i] = edges[i];
+  for (int64_t i = 64; i < 4096; i++) /* values near f16's range */
+    bits[i] = 0x33000000u + (uint32_t)(rng_next(&s) % 0x14800000u);
+  convert_case(&p, "convert f32->f16", WEFT_F16, bits, WEFT_F32, n);
+  convert_case(&p, "convert f32->bf16", WEFT_BF16, bits, WEFT_F32, n);
+  ASSERT_EQ(
+      p.gpu->iface->convert(p.gpu, (void *)8, WEFT_F32, (void *)8, WEFT_I32, 4),
+      WEFT_EUNSUPPORTED);
+  ASSERT_EQ(
+      p.cpu->iface->convert(p.cpu, (void *)8, WEFT_F32, (void *)8, WEFT_I32, 4),
+      WEFT_EUNSUPPORTED);
+  free(bits);
+  free(all);
+  teardown(&p);
+}
+
+/* ---- TF32 -----------------------------------------------------------------
+ */
+
+/* With TF32 allowed a large GEMM is still close (about 1e-3 relative) and
+ * switching it off again restores fp32 accuracy. */
+TEST(tf32_is_opt_in) {
+  pair p = setup();
+  weft_gemm_args g = {.m = 512,
+                      .n = 512,
+                      .k = 2048,
+                      .trans_b = 1,
+                      .alpha = 1,
+                      .lda = 2048,
+                      .ldb = 2048,
+                      .ldc = 512};
+  ASSERT_OK(weft_cuda_set_tf32(p.gpu, true));
+  uint64_t s = 280;
+  float *a = rnd(&s, 512 * 2048, -1, 1), *b = rnd(&s, 512 * 2048, -1, 1);
+  float *cc = hnan(512 * 512);
+  float *da = up(&p, a, 512 * 2048), *db = up(&p, b, 512 * 2048),
+        *dc = dpoison(&p, 512 * 512);
+  weft_gemm_args gc = g, gg = g;
+  gc.a = a, gc.b = b, gc.c = cc;
+  gg.a = da, gg.b = db, gg.c = dc;
+  ASSERT_OK(p.cpu->iface->gemm(p.cpu, &gc));
+  ASSERT_OK(p.gpu->iface->gemm(p.gpu, &gg));
+  check(&p, "gemm 512x512x2048 tf32 allowed", dc, cc, 512 * 512, 0, 1e-2);
+  ASSERT_OK(weft_cuda_set_tf32(p.gpu, false));
+  ASSERT_OK(p.gpu->iface->gemm(p.gpu, &gg));
+  check(&p, "gemm 512x512x2048 tf32 off again", dc, cc, 512 * 512, 0,
+        TOL_SUM_MAX);
+  dfree(&p, da);
+  dfree(&p, db);
+  dfree(&p, dc);
+  free(a);
+  free(b);
+  free(cc);
+  teardown(&p);
+}
