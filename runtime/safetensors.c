@@ -622,7 +622,7 @@ const char *weft_st_meta_value(const weft_st_file *f, int32_t i) {
 }
 
 const char *weft_st_meta(const weft_st_file *f, const char *key) {
-  if (!f || !key) return NULL;
+  if (!f || !key || f->n_meta == 0) return NULL; /* bsearch wants a base */
   meta_entry probe = {(char *)key, NULL};
   const meta_entry *e =
       bsearch(&probe, f->meta, (size_t)f->n_meta, sizeof *f->meta, cmp_meta);

@@ -78,6 +78,7 @@ static inline void fx_model_open(fx_model *m, sd_layout layout) {
 
 static inline void fx_model_close(fx_model *m) {
   sd_ckpt_release(&m->ck);
+  sd_ckpt_free_params(&m->ck);
   for (int p = 0; p < SD_PARTS; p++) {
     if (m->files[p]) weft_st_close(m->files[p]);
     free(m->json[p]);
