@@ -337,7 +337,7 @@ int sd_patch_apply(sd_patch_state *st, sd_part part, const sd_patch *p,
   for (int k = 0; k < n; k++) sd_lora_retain(p[k].lora);
   for (int k = 0; k < st->n_applied; k++) sd_lora_release(st->applied[k].lora);
   free(st->applied);
-  memcpy(copy, p, (size_t)n * sizeof *copy);
+  if (n) memcpy(copy, p, (size_t)n * sizeof *copy); /* p may be NULL */
   st->applied = copy;
   st->n_applied = n;
   return 0;
