@@ -511,12 +511,11 @@ static void write_png(const weft_st_tensor *t, const float *mask,
   free(px);
 }
 
-/* copies the fixture PNG sd15_extras/name into the temp dir */
-static void copy_fixture(const char *name) {
+/* copies tests/fixtures/<dir>/name into the temp dir */
+static void copy_file(const char *dir, const char *name) {
   char src[4096], *data;
   size_t len;
-  snprintf(src, sizeof src, "%s/fixtures/sd15_extras/%s", weft_test_srcdir(),
-           name);
+  snprintf(src, sizeof src, "%s/fixtures/%s/%s", weft_test_srcdir(), dir, name);
   ASSERT((data = weft_test_read_file(src, &len)) != NULL);
   char dst[4096];
   snprintf(dst, sizeof dst, "%s/%s", weft_test_tmpdir(), name);
@@ -524,6 +523,10 @@ static void copy_fixture(const char *name) {
   ASSERT(f && fwrite(data, 1, len, f) == len);
   fclose(f);
   free(data);
+}
+
+static void copy_fixture(const char *name) {
+  copy_file("sd15_extras", name);
 }
 
 /* The fixture's masks are those of its PNGs: LoadImage's MASK is
@@ -625,6 +628,26 @@ TEST(graph_img2img_and_inpainting_match_comfyui) {
   weft_st_close(sm);
   weft_st_close(enc);
   weft_st_close(f);
+}
+
+/* The fixture's input picture: LoadImage(photo.png, 64x48) ->
+ * ImageScale(bicubic, 64, 64, crop disabled), unclamped */
+TEST(graph_image_scale_matches_comfyui) {
+  copy_file("images", "photo.png");
+  run_probe_graph("image_scale_probe.yaml");
+  weft_st_file *f = ex_open("img2img_inpaint.safetensors");
+  weft_st_file *p = probe_file("photo");
+  const weft_st_tensor *in = get(p, "out");
+  const uint8_t *u = get(f, "image_scale/in")->data;
+  ASSERT(in->nbytes == 48 * 64 * 3 * 4);
+  for (int i = 0; i < 48 * 64 * 3; i++)
+    ASSERT_EQ(((const float *)in->data)[i], (float)u[i] / 255.0f);
+  weft_st_file *q = probe_file("scaled");
+  double d = max_abs_diff(ref(q, "out", 64 * 64 * 3),
+                          ref(f, "image_scale/out", 64 * 64 * 3), 64 * 64 * 3);
+  fprintf(stderr, "ImageScale bicubic max diff %.3g\n", d);
+  ASSERT(d <= RESIZE_TOL);
+  weft_st_close(p), weft_st_close(q), weft_st_close(f);
 }
 
 /* VAEEncodeForInpaint's noise mask for any grow_mask_by, as nodes.py
