@@ -128,11 +128,12 @@ static weft_value *h_get_attr(const weft_value *v, const char *name) {
   return NULL;
 }
 
+/* Each run of a run queue has its own directories, copied at submit. */
 static const char *h_output_dir(weft_call *c) {
-  return priv(c)->ctx->output_dir;
+  return weft__run_output_dir(c);
 }
 
-static const char *h_input_dir(weft_call *c) { return priv(c)->ctx->input_dir; }
+static const char *h_input_dir(weft_call *c) { return weft__run_input_dir(c); }
 
 static int h_threads(weft_call *c) { return weft_ctx_threads(priv(c)->ctx); }
 

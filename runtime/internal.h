@@ -96,22 +96,27 @@ typedef struct weft__centry {
   uint64_t key;
   weft_value **outs;
   int n_outs;
-  uint64_t gen;   /* last run that produced or used it */
+  uint64_t gen;   /* the latest run that produced or used it */
 } weft__centry;
 
 typedef struct weft__cache {
   weft__centry *e;
   int n, cap;
-  uint64_t gen;
+  uint64_t gen;   /* the next run's generation */
 } weft__cache;
 
+/* init keeps the generation counter (runs in flight keep theirs). */
 void weft__cache_init(weft__cache *c);
 void weft__cache_free(weft__cache *c);
-weft__centry *weft__cache_get(weft__cache *c, uint64_t key);
-/* Stores outs (takes a reference to each). */
-int weft__cache_put(weft__cache *c, uint64_t key, weft_value **outs, int n);
-/* Drops entries neither made nor used by the current generation. */
-void weft__cache_trim(weft__cache *c);
+/* A new run's generation. */
+uint64_t weft__cache_next_gen(weft__cache *c);
+/* The entry for key, marked as used by generation gen; NULL if none. */
+weft__centry *weft__cache_get(weft__cache *c, uint64_t key, uint64_t gen);
+/* Stores outs made by generation gen (takes a reference to each). */
+int weft__cache_put(weft__cache *c, uint64_t key, weft_value **outs, int n,
+                    uint64_t gen);
+/* Drops entries no generation from gen on made or used. */
+void weft__cache_trim(weft__cache *c, uint64_t gen);
 
 /* ---- context (ctx.c) ---------------------------------------------------- */
 
@@ -133,7 +138,8 @@ struct weft_ctx {
   int n_weights, cap_weights;
 
   atomic_int cancelled;
-  uv_async_t *wake;         /* the running loop's wake-up, under lock */
+  uv_async_t *wake;         /* the run queue's wake-up, under lock; NULL
+                               when none exists */
   int handle_sigint;
 };
 
@@ -249,8 +255,9 @@ int weft__graph_find_input(const weft_graph *g, const char *name);
 
 /* ---- scheduler (sched_uv.c) --------------------------------------------- */
 
-/* A call in flight: the public weft_call plus what host functions need. */
-typedef struct weft__run weft__run;
+/* A call in flight: the public weft_call plus what host functions need.
+ * run is the public weft_run (one run of a weft_runq). */
+typedef struct weft_run weft__run;
 typedef struct weft__callpriv {
   weft_ctx *ctx;
   weft__run *run;
@@ -267,6 +274,11 @@ char *weft__graph_comfy_json(const weft_graph *g,
                              weft_value *const *const *param_values);
 /* The run_info host service (sched_uv.c). */
 const char *weft__run_info(weft_call *call, const char *key);
+
+/* The run's own output and input directories (host services; NULL run:
+ * the ctx's). */
+const char *weft__run_output_dir(weft_call *call);
+const char *weft__run_input_dir(weft_call *call);
 
 /* Delivers an event from any thread (queued to the loop when running). */
 void weft__emit_progress(weft_call *call, int64_t k, int64_t n);

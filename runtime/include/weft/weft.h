@@ -129,9 +129,15 @@ typedef struct weft_event {
   const char *message;  /* LOG, NODE_FAILED; NULL otherwise */
   double ms;            /* NODE_DONE: run time of the node */
   int n_done, n_cached, n_total; /* RUN_DONE: counts */
+  /* Appended with weft_runq: which run the event belongs to (several may be in
+   * flight in a weft_runq).  run_id counts runs from 1 per queue; run_user
+   * is weft_run_opts.user (NULL under weft_graph_run). */
+  uint64_t run_id;
+  void *run_user;
 } weft_event;
 
-/* Events are delivered on the thread that called weft_graph_run. */
+/* Events are delivered on the thread that called weft_graph_run (or the
+ * weft_runq function that runs the loop). */
 typedef void (*weft_event_cb)(const weft_event *ev, void *user);
 WEFT_API void weft_ctx_set_event_cb(weft_ctx *ctx, weft_event_cb cb,
                                     void *user);
@@ -157,6 +163,78 @@ WEFT_API int weft_graph_output_format(const weft_graph *g, int i, char *buf,
                                       size_t len);
 /* Drops every cached output. */
 WEFT_API void weft_ctx_cache_clear(weft_ctx *ctx);
+
+/* ---- Several runs in flight (pipelining) -------------------------------- */
+
+/* A run queue keeps up to `window` runs of one graph in flight on one libuv
+ * loop, each with its own input values, output directory and run_info, all
+ * sharing the ctx's output cache: the next run's early nodes start while
+ * the last one finishes.  A node whose cache key equals that of a node an
+ * earlier run is still computing waits for that result instead of
+ * computing it again (its event says `cached`).  Each run's outputs are
+ * what weft_graph_run would give with the same inputs.
+ *
+ * Everything happens on the calling thread: submit, wait and drain run the
+ * loop, and events and completion callbacks are delivered from inside them.
+ * Completions come in submission order.  One queue (or weft_graph_run) per
+ * ctx at a time; the graph must outlive the queue.  A node instance made by
+ * a plugin's create() never runs for two runs at once. */
+typedef struct weft_runq weft_runq;
+/* One submitted run; valid only inside its completion callback. */
+typedef struct weft_run weft_run;
+
+/* Called once per accepted run, after its last node returned. */
+typedef void (*weft_run_done_cb)(weft_run *run, void *user);
+
+typedef struct weft_run_opts {
+  uint32_t struct_size;   /* sizeof(weft_run_opts): fields may be appended */
+  /* "name=value" input values (NULL-terminated; NULL: none), parsed and
+   * range-checked as weft_graph_set_input does, over the values the graph
+   * holds at submit time (defaults, weft_graph_set_input).  Copied. */
+  const char *const *set;
+  /* Where this run's SaveImage writes (NULL: the ctx's at submit).
+   * Copied. */
+  const char *output_dir;
+  weft_run_done_cb done;  /* may be NULL */
+  void *user;             /* handed to done; events carry it as run_user */
+} weft_run_opts;
+
+/* window: runs in flight at once (submitted and not yet completed), >= 1;
+ * 1 runs them one after another. */
+WEFT_API int weft_runq_new(weft_ctx *ctx, weft_graph *g, int window,
+                           weft_runq **out);
+/* Drains the queue (completion callbacks are called), then frees it. */
+WEFT_API void weft_runq_free(weft_runq *q);
+/* Starts a run with the graph's current input values and opts (may be
+ * NULL).  While the window is full it first runs the loop until the oldest
+ * run completed.  Returns 0 when the run was accepted (its callback will be
+ * called once, with any failure of the run itself: a missing input, a node
+ * that failed, cancellation), or an error with weft_ctx_error set (a bad
+ * `set` pair, out of memory, called from a callback) and no callback.
+ * *id (may be NULL) receives the run's id. */
+WEFT_API int weft_runq_submit(weft_runq *q, const weft_run_opts *opts,
+                              uint64_t *id);
+/* Runs the loop until at least one more run completed; returns at once
+ * when none is pending. */
+WEFT_API int weft_runq_wait(weft_runq *q);
+/* Runs the loop until every submitted run completed. */
+WEFT_API int weft_runq_drain(weft_runq *q);
+/* Runs submitted and not yet completed. */
+WEFT_API int weft_runq_pending(const weft_runq *q);
+
+/* Inside a completion callback: the run's id, user pointer, status (0,
+ * WEFT_ECANCELED or the first failing node's code) and error message ("node
+ * 'x' (Op) failed: ..."; "" when ok), and its graph outputs (ok runs). */
+WEFT_API uint64_t weft_run_id(const weft_run *run);
+WEFT_API void *weft_run_user(const weft_run *run);
+WEFT_API int weft_run_status(const weft_run *run);
+WEFT_API const char *weft_run_error(const weft_run *run);
+/* Formats graph output i of this run, as weft_graph_output_format. */
+WEFT_API int weft_run_output_format(const weft_run *run, int i, char *buf,
+                                    size_t len);
+/* The run's input values as one JSON object (as run_info "inputs").
+ * (transfer none; valid in the callback) */
+WEFT_API const char *weft_run_inputs_json(weft_run *run);
 
 #ifdef __cplusplus
 }

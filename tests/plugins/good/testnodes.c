@@ -1,11 +1,14 @@
 /* testnodes.c - small nodes the runtime's tests and the dispatch benchmark
  * drive: constants, arithmetic, failure, cancellation, a barrier that only
- * concurrent branches pass, and a no-op. Built only for tests. */
+ * concurrent branches pass, a no-op, a gate that waits for a file, run
+ * information, and a stateful instance. Built only for tests. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "weft/plugin.h"
 
@@ -243,9 +246,105 @@ static const weft_node_def test_noop_inline = {
     .params = noop_params, .n_params = 1,
     .flags = WEFT_NODE_NO_CACHE | WEFT_NODE_INLINE, .run = noop_run};
 
+/* ---- TestGate: waits until a file exists (tests order runs by it) ---- */
+static const weft_param_def gate_params[] = {
+    {sizeof(weft_param_def), "file", WEFT_TYPE_STRING, 0, 0, "", 1, 0, NULL,
+     WEFT_PARAM_PATH, "waits until this file exists"},
+    {sizeof(weft_param_def), "value", WEFT_TYPE_INT, 0, 0, NULL, -1e9, 1e9,
+     NULL, 0, "the output"},
+};
+static int gate_run(weft_call *c) {
+  for (int i = 0; i < 10000; i++) {
+    if (access(weft_param_string(c, 0), F_OK) == 0) {
+      c->outputs[0] = c->host->int_new(c, weft_param_int(c, 1));
+      return 0;
+    }
+    if (c->host->is_cancelled(c)) return WEFT_ECANCELED;
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  c->host->error(c, "%s never appeared", weft_param_string(c, 0));
+  return WEFT_ERUN;
+}
+static const weft_node_def test_gate = {
+    .struct_size = sizeof(weft_node_def), .op = "TestGate",
+    .category = "test",
+    .doc = "Outputs `value` once `file` exists (10 s max).",
+    .outputs = int_out, .n_outputs = 1, .params = gate_params, .n_params = 2,
+    .run = gate_run};
+
+/* ---- TestRunInfo: what the host tells a node about its run ---- */
+static const weft_param_def info_params[] = {
+    {sizeof(weft_param_def), "key", WEFT_TYPE_STRING, 0, 0, "inputs", 1, 0,
+     NULL, 0, "output_dir, input_dir, or a run_info key"},
+};
+static const weft_port_def info_in[] = {
+    {sizeof(weft_port_def), "after", WEFT_TYPE_INT, NULL, WEFT_PORT_OPTIONAL,
+     "runs after this"},
+};
+static int info_run(weft_call *c) {
+  const char *key = weft_param_string(c, 0), *v;
+  if (!strcmp(key, "output_dir"))
+    v = c->host->output_dir(c);
+  else if (!strcmp(key, "input_dir"))
+    v = c->host->input_dir(c);
+  else
+    v = c->host->run_info(c, key);
+  c->outputs[0] = c->host->string_new(c, v ? v : "(null)");
+  return 0;
+}
+static const weft_node_def test_run_info = {
+    .struct_size = sizeof(weft_node_def), .op = "TestRunInfo",
+    .category = "test", .doc = "Outputs a directory or a run_info string.",
+    .inputs = info_in, .n_inputs = 1, .outputs = str_out, .n_outputs = 1,
+    .params = info_params, .n_params = 1, .flags = WEFT_NODE_NO_CACHE,
+    .run = info_run};
+
+/* ---- TestState: an instance with state that must not run twice at once -- */
+typedef struct tstate {
+  pthread_mutex_t m;
+  int running, max_running;
+} tstate;
+static int state_create(weft_call *c, void **state) {
+  (void)c;
+  tstate *t = calloc(1, sizeof *t);
+  if (!t) return WEFT_ENOMEM;
+  pthread_mutex_init(&t->m, NULL);
+  *state = t;
+  return 0;
+}
+static void state_destroy(void *state) {
+  tstate *t = state;
+  pthread_mutex_destroy(&t->m);
+  free(t);
+}
+static int state_run(weft_call *c) {
+  tstate *t = c->state;
+  pthread_mutex_lock(&t->m);
+  int now = ++t->running;
+  if (now > t->max_running) t->max_running = now;
+  pthread_mutex_unlock(&t->m);
+  struct timespec ts = {0, 20 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  pthread_mutex_lock(&t->m);
+  t->running--;
+  int max = t->max_running;
+  pthread_mutex_unlock(&t->m);
+  /* how many calls of this instance ran at once, at most, so far */
+  c->outputs[0] = c->host->int_new(c, max);
+  return 0;
+}
+static const weft_node_def test_state = {
+    .struct_size = sizeof(weft_node_def), .op = "TestState",
+    .category = "test",
+    .doc = "Outputs how many runs of this node instance overlapped, at most.",
+    .inputs = noop_in, .n_inputs = 1, .outputs = int_out, .n_outputs = 1,
+    .params = noop_params, .n_params = 1, .flags = WEFT_NODE_NO_CACHE,
+    .create = state_create, .run = state_run, .destroy = state_destroy};
+
 static const weft_node_def *const nodes[] = {
     &test_int,  &test_add,  &test_string, &test_image, &test_fail,
     &test_barrier, &test_spin, &test_count, &test_noop, &test_noop_inline,
-    &test_progress};
+    &test_progress, &test_gate, &test_run_info, &test_state};
 
 WEFT_PLUGIN_DEFINE("testnodes", "1.0", nodes)
