@@ -531,8 +531,8 @@ static void check_latent(const float *got, const float *want,
 /* controlnet_probe.yaml: ControlNetApplyAdvanced and ControlNetApply */
 static void run_e2e(const char *cnet, const char *hint_png, int steps,
                     const char *sched, double start, double end) {
-  char a[12][4200];
-  const char *sets[13];
+  char a[16][4200];
+  const char *sets[17];
   int n = 0;
   const char *src = weft_test_srcdir(), *tmp = weft_test_tmpdir();
   snprintf(a[n++], 4200, "ckpt=%s/fixtures/sd15_tiny/sd15_tiny.safetensors",
@@ -545,6 +545,7 @@ static void run_e2e(const char *cnet, const char *hint_png, int steps,
   snprintf(a[n++], 4200, "end=%g", end);
   snprintf(a[n++], 4200, "out_adv=%s/adv.safetensors", tmp);
   snprintf(a[n++], 4200, "out_old=%s/old.safetensors", tmp);
+  snprintf(a[n++], 4200, "out_chain=%s/chain.safetensors", tmp);
   for (int i = 0; i < n; i++)
     sets[i] = a[i];
   sets[n] = NULL;
@@ -561,7 +562,10 @@ TEST(graph_controlnet_apply_advanced_matches_comfyui) {
   check_latent(adv, want, "ControlNetApplyAdvanced(0.7, 0, 1)");
   /* the deprecated node controls the negative too: the same */
   check_latent(old, want, "ControlNetApply(0.7)");
-  free(adv), free(old), free(hint);
+  /* chained at 0.5 and 0.2: their residuals add (control_merge) */
+  float *chain = read_latent("chain.safetensors");
+  check_latent(chain, want, "chained ControlNetApplyAdvanced(0.5), (0.2)");
+  free(adv), free(old), free(chain), free(hint);
   weft_st_close(f);
 }
 
