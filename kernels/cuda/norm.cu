@@ -11,7 +11,9 @@
 
 // One block per (image, group): mean and rstd over cpg * spatial values,
 // then each channel's (scale, shift) in double, rounded once to float as
-// kernels/cpu/norm.c does: y = act(x * scale + shift).
+// kernels/cpu/norm.c does: y = act(fma(x, scale, shift)), one rounding as
+// the AVX2 path there (its portable path rounds the product too; the two
+// differ where x * scale and shift cancel, e.g. one-element groups).
 __global__ void __launch_bounds__(NORM_THREADS)
     gn_stats_kernel(const float *__restrict__ x, int64_t channels,
                     int64_t spatial, int64_t groups, float eps,
@@ -52,7 +54,7 @@ __global__ void gn_apply_kernel(const float *x, float *y,
     float *yp = y + p * spatial;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
          i < spatial; i += (int64_t)gridDim.x * blockDim.x)
-      yp[i] = weft_cu_act1(act, __fadd_rn(__fmul_rn(xp[i], v.x), v.y));
+      yp[i] = weft_cu_act1(act, fmaf(xp[i], v.x, v.y));
   }
 }
 

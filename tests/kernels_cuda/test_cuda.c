@@ -131,6 +131,7 @@ static void compare(const char *what, const float *g, const float *c, int64_t n,
   }
   printf("%-44s n=%-9lld max|cpu|=%-10.4g max err=%-10.3g err/max=%.3g\n", what,
          (long long)n, mx, worst, mx > 0 ? worst / mx : worst);
+  fflush(stdout); /* an abort below must not lose the line */
   if (worst_ratio > 1) {
     fprintf(stderr, "%s: element %lld gpu %.9g cpu %.9g (tol %.3g)\n", what,
             (long long)wi, g[wi], c[wi], rel * fabs(c[wi]) + mrel * mx);
@@ -147,6 +148,7 @@ static void compare_exact(const char *what, const void *g, const void *c,
       ASSERT(!"GPU result not bit-exact");
     }
   printf("%-44s bytes=%zu bit-exact\n", what, bytes);
+  fflush(stdout);
 }
 
 /* Downloads the GPU output d and compares it with the CPU output c. */
@@ -615,6 +617,9 @@ TEST(conv2d_sd_shapes_im2col) {
 
 TEST(conv2d_sd_shapes_auto) {
   pair p = setup();
+  printf("cuDNN %s\n", weft_cuda_have_cudnn(p.gpu)
+                           ? "available: [cudnn] below where it ran"
+                           : "not built in or not loaded: im2col");
   for (size_t i = 0; i < sizeof sd_convs / sizeof sd_convs[0]; i++) {
     char name[32];
     snprintf(name, sizeof name, "sd #%zu", i);
@@ -838,7 +843,7 @@ TEST(attention_rejects_what_cpu_rejects) {
 
 static void gn_case(pair *p, const char *what, int64_t b, int64_t c, int64_t sp,
                     int64_t g, int affine, weft_act act, int in_place,
-                    uint64_t seed) {
+                    double mrel, uint64_t seed) {
   uint64_t s = seed;
   int64_t n = b * c * sp;
   float *x = rnd(&s, n, -3, 5), *gm = rnd(&s, c, 0.5f, 1.5f),
@@ -851,7 +856,7 @@ static void gn_case(pair *p, const char *what, int64_t b, int64_t c, int64_t sp,
   ASSERT_OK(p->gpu->iface->group_norm(p->gpu, dx, dy, b, c, sp, g, 1e-5f,
                                       affine ? dg : NULL, affine ? db : NULL,
                                       act));
-  check(p, what, dy, yc, n, TOL_ELEM_REL, TOL_ELEM_MAX);
+  check(p, what, dy, yc, n, TOL_ELEM_REL, mrel);
   if (!in_place) dfree(p, dy);
   dfree(p, dx);
   dfree(p, dg);
@@ -865,15 +870,18 @@ static void gn_case(pair *p, const char *what, int64_t b, int64_t c, int64_t sp,
 TEST(group_norm_sd_and_odd_shapes) {
   pair p = setup();
   gn_case(&p, "group_norm 2x320x64x64 g32 silu", 2, 320, 4096, 32, 1,
-          WEFT_ACT_SILU, 0, 110);
+          WEFT_ACT_SILU, 0, TOL_ELEM_MAX, 110);
   gn_case(&p, "group_norm 2x1280x8x8 g32 in place", 2, 1280, 64, 32, 1,
-          WEFT_ACT_NONE, 1, 111);
+          WEFT_ACT_NONE, 1, TOL_ELEM_MAX, 111);
   gn_case(&p, "group_norm 1x128x256x256 g32 (VAE) silu", 1, 128, 65536, 32, 1,
-          WEFT_ACT_SILU, 0, 112);
+          WEFT_ACT_SILU, 0, TOL_ELEM_MAX, 112);
   gn_case(&p, "group_norm odd 3x12x7x5 g4 gelu no affine", 3, 12, 35, 4, 0,
-          WEFT_ACT_GELU_ERF, 0, 113);
-  gn_case(&p, "group_norm odd 1x6x1 g6 quick_gelu", 1, 6, 1, 6, 1,
-          WEFT_ACT_QUICK_GELU, 0, 114);
+          WEFT_ACT_GELU_ERF, 0, TOL_ELEM_MAX, 113);
+  /* One value per group: variance 0, rstd = 1/sqrt(eps) = 316, and
+   * y = x * scale + shift cancels to beta; the rounding of the ~316 |x|
+   * product (FMA or not) is all that is left, so the bound is 1e-3. */
+  gn_case(&p, "group_norm odd 1x6x1 g6 (one value per group)", 1, 6, 1, 6, 1,
+          WEFT_ACT_QUICK_GELU, 0, 1e-3, 114);
   ASSERT_EQ(p.gpu->iface->group_norm(p.gpu, (float *)8, (float *)8, 1, 6, 1, 4,
                                      1e-5f, NULL, NULL, WEFT_ACT_NONE),
             WEFT_EINVAL); /* 6 channels in 4 groups */

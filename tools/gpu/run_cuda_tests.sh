@@ -70,7 +70,8 @@ for d in "${cuda_libdirs[@]}"; do
   for f in "$d"/libcublas.so*; do [ -e "$f" ] && have_cublas=1; done
 done
 if [ $have_cublas = 0 ]; then
-  pyd=$(python3 -c 'import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__))' 2>/dev/null || true)
+  # nvidia.* are namespace packages: __path__, not __file__
+  pyd=$(python3 -c 'import nvidia.cublas as m; print(list(m.__path__)[0])' 2>/dev/null || true)
   [ -n "$pyd" ] && cuda_libdirs+=("$pyd/lib")
 fi
 
@@ -113,7 +114,7 @@ try_cudnn "$cuda_inc" "$cuda_home/lib64" ||
   try_cudnn "$cuda_inc" "$cuda_home/lib" ||
   try_cudnn /usr/include /usr/lib/x86_64-linux-gnu ||
   {
-    pyd=$(python3 -c 'import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))' 2>/dev/null || true)
+    pyd=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)
     [ -n "$pyd" ] && try_cudnn "$pyd/include" "$pyd/lib"
   } || true
 echo "cudnn: $have_cudnn $cudnn_libs" >>"$env_txt"
@@ -240,7 +241,7 @@ if [ "${WEFT_GPU_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null;
 fi
 
 echo "---- $(sed -n 2p "$env_txt")"
-grep -E 'max err|cudaMalloc|device:|message:' "$test_log" | cut -c1-118 | head -90
+grep -E 'max err|cudaMalloc|device:|message:|cuDNN' "$test_log" | cut -c1-118 | head -90
 echo "---- $(grep -c bit-exact "$test_log") bit-exact comparisons"
 cat "$summary"
 say "pass $n_pass, fail $n_fail, skip $n_skip; $(($(date +%s) - t_start)) s in all"
