@@ -169,16 +169,21 @@ int weft__ledger_append(weft__ledger *l, const char *line, char *err,
 
 typedef enum { WEFT__BP_NONE, WEFT__BP_TTY, WEFT__BP_JSON } weft__bp_mode;
 
+/* Jobs in flight the progress line shows (the --pipeline window). */
+#define WEFT__BP_SLOTS 8
+
 typedef struct weft__bprog {
   weft__bp_mode mode;
   bool quiet, node_events;
   double t0;      /* monotonic seconds at the start */
   double t_first; /* when the first job to run started; < 0 before */
-  int64_t job;    /* the job running, for node events; -1 none */
   int64_t total;  /* jobs of this shard */
   int64_t to_run; /* of which not skipped */
   int64_t done, skipped, failed;
-  char node[128]; /* node and step shown on the progress line */
+  struct {
+    int64_t job;          /* -1: free */
+    char node[128];       /* node and step shown on the progress line */
+  } slot[WEFT__BP_SLOTS]; /* the jobs in flight, oldest first */
   bool line_open;
 } weft__bprog;
 
@@ -197,8 +202,8 @@ void weft__bprog_job_done(weft__bprog *p, int64_t job, const char *output,
                           double ms, int64_t size);
 void weft__bprog_job_failed(weft__bprog *p, int64_t job, const char *output,
                             double ms, const char *message);
-/* A runtime event (weft_ctx_set_event_cb's callback; user is the bprog). */
-void weft__bprog_node_event(const weft_event *ev, void *user);
+/* A runtime event of job `job`'s run. */
+void weft__bprog_node_event(weft__bprog *p, const weft_event *ev, int64_t job);
 /* Prints a message line (keeps the progress line below it). */
 void weft__bprog_note(weft__bprog *p, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

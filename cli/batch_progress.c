@@ -1,7 +1,8 @@
 /* batch_progress.c - what `weft batch` shows while it runs: one progress line
  * for the whole batch on a terminal (jobs, images/s, ETA), or JSON lines on
  * stdout with --events=json (job events, and node events with
- * --node-events). */
+ * --node-events).  Several jobs may be in flight (--pipeline): the line
+ * shows each one's node and step. */
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,7 +26,8 @@ int weft__bprog_init(weft__bprog *p, const char *mode, bool quiet,
   p->node_events = node_events;
   p->t0 = weft__bprog_now();
   p->t_first = -1;
-  p->job = -1;
+  for (int i = 0; i < WEFT__BP_SLOTS; i++)
+    p->slot[i].job = -1;
   if (!mode || !strcmp(mode, "auto"))
     p->mode = isatty(STDERR_FILENO) && !quiet ? WEFT__BP_TTY : WEFT__BP_NONE;
   else if (!strcmp(mode, "tty"))
@@ -85,9 +87,10 @@ static void draw(weft__bprog *p) {
   fprintf(stderr, "\r\033[K[%lld/%lld]%s%s", (long long)finished,
           (long long)p->total, rate, eta);
   if (p->failed) fprintf(stderr, ", %lld failed", (long long)p->failed);
-  if (p->job >= 0)
-    fprintf(stderr, " | job %lld%s%s", (long long)p->job, p->node[0] ? " " : "",
-            p->node);
+  for (int i = 0; i < WEFT__BP_SLOTS; i++)
+    if (p->slot[i].job >= 0)
+      fprintf(stderr, " | job %lld%s%s", (long long)p->slot[i].job,
+              p->slot[i].node[0] ? " " : "", p->slot[i].node);
   fflush(stderr);
   p->line_open = true;
 }
@@ -131,8 +134,12 @@ void weft__bprog_job_skipped(weft__bprog *p, int64_t job, const char *output) {
 void weft__bprog_job_start(weft__bprog *p, int64_t job, const char *output,
                            const char *inputs) {
   if (p->t_first < 0) p->t_first = weft__bprog_now();
-  p->job = job;
-  p->node[0] = 0;
+  for (int i = 0; i < WEFT__BP_SLOTS; i++)
+    if (p->slot[i].job < 0) {
+      p->slot[i].job = job;
+      p->slot[i].node[0] = 0;
+      break;
+    }
   if (p->mode == WEFT__BP_JSON) {
     json_t *o = event(p, "job_start");
     json_object_set_new(o, "job", json_integer(job));
@@ -144,10 +151,21 @@ void weft__bprog_job_start(weft__bprog *p, int64_t job, const char *output,
   draw(p);
 }
 
+/* The job left the progress line; later ones move up. */
+static void slot_free(weft__bprog *p, int64_t job) {
+  for (int i = 0; i < WEFT__BP_SLOTS; i++)
+    if (p->slot[i].job == job) {
+      memmove(&p->slot[i], &p->slot[i + 1],
+              (size_t)(WEFT__BP_SLOTS - i - 1) * sizeof p->slot[0]);
+      p->slot[WEFT__BP_SLOTS - 1].job = -1;
+      return;
+    }
+}
+
 void weft__bprog_job_done(weft__bprog *p, int64_t job, const char *output,
                           double ms, int64_t size) {
   p->done++;
-  p->job = -1;
+  slot_free(p, job);
   if (p->mode == WEFT__BP_JSON) {
     json_t *o = event(p, "job_done");
     json_object_set_new(o, "job", json_integer(job));
@@ -162,7 +180,7 @@ void weft__bprog_job_done(weft__bprog *p, int64_t job, const char *output,
 void weft__bprog_job_failed(weft__bprog *p, int64_t job, const char *output,
                             double ms, const char *message) {
   p->failed++;
-  p->job = -1;
+  slot_free(p, job);
   if (p->mode == WEFT__BP_JSON) {
     json_t *o = event(p, "job_failed");
     json_object_set_new(o, "job", json_integer(job));
@@ -195,9 +213,9 @@ static const char *level_name(weft_log_level l) {
   return (unsigned)l < 4 ? n[l] : "?";
 }
 
-static void node_json(weft__bprog *p, const weft_event *ev) {
+static void node_json(weft__bprog *p, const weft_event *ev, int64_t job) {
   json_t *o = event(p, kind_name(ev->kind));
-  json_object_set_new(o, "job", json_integer(p->job));
+  json_object_set_new(o, "job", json_integer(job));
   if (ev->node_id) {
     json_object_set_new(o, "node", json_string(ev->node_id));
     json_object_set_new(o, "op", json_string(ev->op));
@@ -234,23 +252,26 @@ static void node_json(weft__bprog *p, const weft_event *ev) {
   emit(o);
 }
 
-void weft__bprog_node_event(const weft_event *ev, void *user) {
-  weft__bprog *p = user;
+void weft__bprog_node_event(weft__bprog *p, const weft_event *ev, int64_t job) {
   if (p->mode == WEFT__BP_JSON) {
-    if (p->node_events) node_json(p, ev);
+    if (p->node_events) node_json(p, ev, job);
     return;
   }
   if (ev->kind == WEFT_EV_LOG && ev->level >= WEFT_LOG_WARN && !p->quiet) {
-    weft__bprog_note(p, "job %lld: %s: %s: %s", (long long)p->job,
+    weft__bprog_note(p, "job %lld: %s: %s: %s", (long long)job,
                      ev->node_id ? ev->node_id : "weft", level_name(ev->level),
                      ev->message);
     return;
   }
   if (p->mode != WEFT__BP_TTY) return;
+  char *node = NULL;
+  for (int i = 0; i < WEFT__BP_SLOTS && !node; i++)
+    if (p->slot[i].job == job) node = p->slot[i].node;
+  if (!node) return;
   if (ev->kind == WEFT_EV_NODE_START)
-    snprintf(p->node, sizeof p->node, "%s", ev->node_id);
+    snprintf(node, sizeof p->slot[0].node, "%s", ev->node_id);
   else if (ev->kind == WEFT_EV_NODE_PROGRESS && ev->n > 1)
-    snprintf(p->node, sizeof p->node, "%s %lld/%lld", ev->node_id,
+    snprintf(node, sizeof p->slot[0].node, "%s %lld/%lld", ev->node_id,
              (long long)ev->k, (long long)ev->n);
   else
     return;

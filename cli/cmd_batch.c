@@ -1,7 +1,8 @@
 /* cmd_batch.c - `weft batch`: runs one graph over a manifest and/or sweeps,
- * in one process and one context (models load once), with templated,
- * atomically published outputs, a ledger for resume, and sharding for
- * Slurm arrays and Kubernetes indexed Jobs. */
+ * in one process and one context (models load once), several jobs in
+ * flight on one run queue (--pipeline), with templated, atomically
+ * published outputs, a ledger for resume, and sharding for Slurm arrays
+ * and Kubernetes indexed Jobs. */
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -17,10 +18,11 @@
 #include <unistd.h>
 
 #include "batch.h"
-#include "json_u64.h"
 #include "commands.h"
+#include "json_u64.h"
 
 #define MAX_SWEEPS 64
+#define MAX_PIPELINE 64
 
 static void usage(FILE *out) {
   fputs(
@@ -53,6 +55,9 @@ static void usage(FILE *out) {
       "                        from WEFT_SHARD, SLURM_ARRAY_TASK_ID/_COUNT\n"
       "                        or JOB_COMPLETION_INDEX/WEFT_SHARD_COUNT)\n"
       "  --max-failures N      stop after N failed jobs (default: never)\n"
+      "  --pipeline N          jobs in flight at once (default 2): the next\n"
+      "                        job's first nodes run while the last one\n"
+      "                        finishes; 1 runs them one after another\n"
       "  --verify MODE         what resume checks before it skips a job:\n"
       "                        hash (default: size and XXH3-128) or size\n"
       "  --dry-run             check everything, print this shard's jobs\n"
@@ -68,7 +73,7 @@ static void usage(FILE *out) {
       "  -q, --quiet           print only errors and the summary\n"
       "\n"
       "Ends with 'done N, skipped N, failed N (of N)' on stderr. Ctrl-C\n"
-      "finishes the job in progress and stops (twice: cancels it).\n"
+      "finishes the jobs in progress and stops (twice: cancels them).\n"
       "Exit status: 0 every job done, 1 some job failed, 2 bad input or\n"
       "usage (nothing ran), 130 interrupted. docs/batch.md has the details.\n",
       out);
@@ -84,10 +89,12 @@ typedef struct sigwatch {
   pthread_t th;
   bool started;
   sigset_t set, old;
-  atomic_int stop; /* 0 go on, 1 stop after this job, 2 cancel this job */
+  atomic_int stop; /* 0 go on, 1 stop after the jobs in flight, 2 cancel them */
   atomic_int sig;  /* the first signal that asked to stop */
   atomic_bool quit;
-  _Atomic(weft_ctx *) ctx;
+  int pipeline;      /* jobs in flight, for the message */
+  pthread_mutex_t m; /* ctx: cancelled only while its run queue exists */
+  weft_ctx *ctx;
 } sigwatch;
 
 static void *watch(void *arg) {
@@ -102,21 +109,34 @@ static void *watch(void *arg) {
     atomic_compare_exchange_strong(&w->sig, &none, sig);
     if (sig == SIGINT && ++n_int == 1) {
       atomic_store(&w->stop, 1);
-      static const char msg[] = "\nweft: stopping after the job in progress "
+      static const char one[] = "\nweft: stopping after the job in progress "
                                 "(Ctrl-C again cancels it)\n";
-      if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) { /* nothing */
+      static const char some[] = "\nweft: stopping after the jobs in "
+                                 "progress (Ctrl-C again cancels them)\n";
+      const char *msg = w->pipeline > 1 ? some : one;
+      if (write(STDERR_FILENO, msg, strlen(msg)) < 0) { /* nothing */
       }
       continue;
     }
     if (sig == SIGINT && n_int >= 3) _exit(130);
     atomic_store(&w->stop, 2);
-    weft_ctx *ctx = atomic_load(&w->ctx);
-    if (ctx) weft_ctx_cancel(ctx);
+    pthread_mutex_lock(&w->m);
+    if (w->ctx) weft_ctx_cancel(w->ctx);
+    pthread_mutex_unlock(&w->m);
   }
 }
 
-static void sigwatch_start(sigwatch *w) {
+/* Lets the watcher cancel ctx's runs (NULL: no longer). */
+static void sigwatch_set_ctx(sigwatch *w, weft_ctx *ctx) {
+  pthread_mutex_lock(&w->m);
+  w->ctx = ctx;
+  pthread_mutex_unlock(&w->m);
+}
+
+static void sigwatch_start(sigwatch *w, int pipeline) {
   memset(w, 0, sizeof *w);
+  w->pipeline = pipeline;
+  pthread_mutex_init(&w->m, NULL);
   sigemptyset(&w->set);
   sigaddset(&w->set, SIGINT);
   sigaddset(&w->set, SIGTERM);
@@ -132,6 +152,7 @@ static void sigwatch_stop(sigwatch *w) {
     pthread_join(w->th, NULL);
   }
   pthread_sigmask(SIG_SETMASK, &w->old, NULL);
+  pthread_mutex_destroy(&w->m);
 }
 
 /* ---- the batch ---------------------------------------------------------- */
@@ -149,6 +170,11 @@ typedef struct batch {
   sigwatch sw;
   bool verify_hash;
   char shard_text[64];
+  int pipeline; /* jobs in flight at once (--pipeline) */
+  weft_runq *q;
+  int64_t started; /* jobs submitted */
+  bool cancelled;  /* a job ended cancelled */
+  bool fatal;      /* the batch's own files failed */
 } batch;
 
 static char *path_join(const char *a, const char *b) {
@@ -190,8 +216,8 @@ static bool finished(batch *b, int64_t job, char *why, size_t len) {
 
 /* The file the job's graph wrote: the first graph output that names one
  * regular file inside the job's directory. */
-static int produced_file(batch *b, const char *jobdir, char *out, size_t len,
-                         char *msg, size_t msglen) {
+static int produced_file(batch *b, weft_run *run, const char *jobdir, char *out,
+                         size_t len, char *msg, size_t msglen) {
   char real_dir[PATH_MAX];
   if (!realpath(jobdir, real_dir)) {
     snprintf(msg, msglen, "%s: %s", jobdir, strerror(errno));
@@ -203,7 +229,7 @@ static int produced_file(batch *b, const char *jobdir, char *out, size_t len,
   if (!val) return WEFT_ENOMEM;
   int rc = WEFT_ENOENT;
   for (int i = 0; i < weft_graph_output_count(b->g) && rc; i++) {
-    if (weft_graph_output_format(b->g, i, val, cap)) continue;
+    if (weft_run_output_format(run, i, val, cap)) continue;
     char *nl = strchr(val, '\n');
     int lines = 1;
     for (char *p = nl; p; p = strchr(p + 1, '\n'))
@@ -301,57 +327,107 @@ static int record(batch *b, int64_t job, const char *inputs, bool ok,
   return rc;
 }
 
-enum { JOB_DONE, JOB_FAILED, JOB_CANCELLED, JOB_FATAL };
+/* One job in flight: what its completion needs. */
+typedef struct job {
+  batch *b;
+  int64_t num;
+  char *dir;    /* its own output directory, DIR/.weft-tmp/job-N */
+  char *inputs; /* every input's value, JSON */
+  double t0;
+} job;
 
-static int run_job(batch *b, int64_t job) {
-  char name[64], msg[8192] = "";
-  snprintf(name, sizeof name, "job-%lld", (long long)job);
-  char *jobdir = path_join(b->tmproot, name);
-  if (!jobdir) return JOB_FATAL;
-  const char *output = b->plan.outputs[job];
-  weft__batch_rmtree(jobdir);
-  int rc = weft__batch_mkdirs(jobdir, msg, sizeof msg);
-  if (!rc && (rc = weft_ctx_set_output_dir(b->ctx, jobdir)))
-    snprintf(msg, sizeof msg, "%s", weft_ctx_error(b->ctx));
-  if (!rc) rc = weft__batch_apply(&b->plan, b->ctx, b->g, job, msg, sizeof msg);
-  if (rc) {
-    /* the batch's own directories: no later job would fare better */
-    weft__bprog_note(&b->prog, "weft: job %lld: %s", (long long)job, msg);
-    free(jobdir);
-    return JOB_FATAL;
-  }
-  char *inputs = weft__graph_inputs_json(b->g);
-  weft__bprog_job_start(&b->prog, job, output, inputs);
-  double t0 = weft__bprog_now();
-  rc = weft_graph_run(b->ctx, b->g);
-  char file[PATH_MAX], hash[33] = "";
+static void job_free(job *jb) {
+  if (!jb) return;
+  free(jb->dir);
+  free(jb->inputs);
+  free(jb);
+}
+
+/* The run of a job completed (called from inside weft_runq_*, in job
+ * order): publish its file, record it, report it. */
+static void job_finished(weft_run *run, void *user) {
+  job *jb = user;
+  batch *b = jb->b;
+  int64_t j = jb->num;
+  const char *output = b->plan.outputs[j];
+  char msg[8192] = "", file[PATH_MAX], hash[33] = "";
   int64_t size = 0;
+  int rc = weft_run_status(run);
   if (rc == WEFT_ECANCELED) {
-    weft__batch_rmtree(jobdir);
-    free(jobdir);
-    free(inputs);
-    weft__bprog_note(&b->prog, "weft: job %lld (%s) cancelled", (long long)job,
+    weft__batch_rmtree(jb->dir);
+    weft__bprog_note(&b->prog, "weft: job %lld (%s) cancelled", (long long)j,
                      output);
-    return JOB_CANCELLED;
+    b->cancelled = true;
+    job_free(jb);
+    return;
   }
   if (rc) {
-    const char *e = weft_ctx_error(b->ctx);
+    const char *e = weft_run_error(run);
     snprintf(msg, sizeof msg, "%s", *e ? e : weft_strerror(rc));
   }
-  if (!rc) rc = produced_file(b, jobdir, file, sizeof file, msg, sizeof msg);
+  if (!rc)
+    rc = produced_file(b, run, jb->dir, file, sizeof file, msg, sizeof msg);
   if (!rc) rc = weft__batch_file_hash(file, &size, hash, msg, sizeof msg);
   if (!rc) rc = publish(b, file, output, msg, sizeof msg);
-  double ms = (weft__bprog_now() - t0) * 1e3;
-  int status = rc ? JOB_FAILED : JOB_DONE;
-  if (record(b, job, inputs, !rc, size, hash, ms, msg)) status = JOB_FATAL;
-  weft__batch_rmtree(jobdir);
-  free(jobdir);
-  free(inputs);
+  double ms = (weft__bprog_now() - jb->t0) * 1e3;
+  if (record(b, j, jb->inputs, !rc, size, hash, ms, msg)) b->fatal = true;
+  weft__batch_rmtree(jb->dir);
   if (rc)
-    weft__bprog_job_failed(&b->prog, job, output, ms, msg);
+    weft__bprog_job_failed(&b->prog, j, output, ms, msg);
   else
-    weft__bprog_job_done(&b->prog, job, output, ms, size);
-  return status;
+    weft__bprog_job_done(&b->prog, j, output, ms, size);
+  job_free(jb);
+}
+
+/* Sets job j's inputs on the graph and submits its run; the run takes a
+ * copy of them, so the next job may set its own at once.  false: the
+ * batch's own directories failed (no later job would fare better). */
+static bool start_job(batch *b, int64_t j) {
+  char name[64], msg[8192] = "";
+  snprintf(name, sizeof name, "job-%lld", (long long)j);
+  job *jb = calloc(1, sizeof *jb);
+  if (!jb || !(jb->dir = path_join(b->tmproot, name))) {
+    job_free(jb);
+    weft__bprog_note(&b->prog, "weft: job %lld: out of memory", (long long)j);
+    return false;
+  }
+  jb->b = b;
+  jb->num = j;
+  weft__batch_rmtree(jb->dir);
+  int rc = weft__batch_mkdirs(jb->dir, msg, sizeof msg);
+  if (!rc) rc = weft__batch_apply(&b->plan, b->ctx, b->g, j, msg, sizeof msg);
+  if (!rc && !(jb->inputs = weft__graph_inputs_json(b->g))) {
+    snprintf(msg, sizeof msg, "out of memory");
+    rc = WEFT_ENOMEM;
+  }
+  if (rc) {
+    weft__bprog_note(&b->prog, "weft: job %lld: %s", (long long)j, msg);
+    weft__batch_rmtree(jb->dir);
+    job_free(jb);
+    return false;
+  }
+  weft__bprog_job_start(&b->prog, j, b->plan.outputs[j], jb->inputs);
+  jb->t0 = weft__bprog_now();
+  weft_run_opts o = {.struct_size = sizeof o,
+                     .output_dir = jb->dir,
+                     .done = job_finished,
+                     .user = jb};
+  b->started++;
+  if ((rc = weft_runq_submit(b->q, &o, NULL))) {
+    weft__bprog_note(&b->prog, "weft: job %lld: %s", (long long)j,
+                     weft_ctx_error(b->ctx));
+    weft__batch_rmtree(jb->dir);
+    job_free(jb);
+    return false;
+  }
+  return true;
+}
+
+/* The runtime's node events, tagged with their job. */
+static void node_event(const weft_event *ev, void *user) {
+  batch *b = user;
+  const job *jb = ev->run_user;
+  weft__bprog_node_event(&b->prog, ev, jb ? jb->num : -1);
 }
 
 /* Clears what a killed run left in .weft-tmp: all of it when this process
@@ -415,32 +491,51 @@ static int run_batch(batch *b, int64_t max_failures) {
                      "before, %lld to run",
                      b->shard_text, b->shard.source, (long long)p->total,
                      (long long)n, (long long)p->skipped, (long long)p->to_run);
-  /* pass 2: the rest, in job order */
-  weft_ctx_set_event_cb(b->ctx, weft__bprog_node_event, p);
-  bool cancelled = false, fatal = false;
+  /* pass 2: the rest, in job order, up to --pipeline of them in flight:
+   * the next job's first nodes start while the last one finishes */
+  weft_ctx_set_event_cb(b->ctx, node_event, b);
+  if (weft_runq_new(b->ctx, b->g, b->pipeline, &b->q)) {
+    fprintf(stderr, "weft: %s\n", weft_ctx_error(b->ctx));
+    free(todo);
+    return 1;
+  }
+  sigwatch_set_ctx(&b->sw, b->ctx);
+  bool limit = false;
   k = 0;
-  for (int64_t j = idx; j < n && !fatal; j += step, k++) {
+  for (int64_t j = idx; j < n; j += step, k++) {
     if (!todo[k]) continue;
-    if (atomic_load(&b->sw.stop)) {
-      cancelled = true;
+    /* room first, so that what stops the batch is seen before it grows */
+    while (weft_runq_pending(b->q) >= b->pipeline)
+      weft_runq_wait(b->q);
+    if (b->cancelled || b->fatal || atomic_load(&b->sw.stop)) break;
+    if (max_failures > 0 && p->failed >= max_failures) {
+      limit = true;
       break;
     }
-    int st = run_job(b, j);
-    if (st == JOB_CANCELLED) cancelled = true;
-    if (st == JOB_FATAL) fatal = true;
-    if (cancelled) break;
-    if (max_failures > 0 && p->failed >= max_failures) {
-      int64_t left = p->to_run - p->done - p->failed;
-      weft__bprog_note(p,
-                       "weft: stopping after %lld failed job%s "
-                       "(--max-failures %lld); %lld job%s not run",
-                       (long long)p->failed, p->failed == 1 ? "" : "s",
-                       (long long)max_failures, (long long)left,
-                       left == 1 ? "" : "s");
+    if (!start_job(b, j)) {
+      b->fatal = true;
       break;
     }
   }
-  if (!cancelled && atomic_load(&b->sw.stop)) cancelled = true;
+  /* the jobs in flight finish (or end cancelled) and are recorded */
+  weft_runq_drain(b->q);
+  if (!limit && max_failures > 0 && p->failed >= max_failures)
+    limit = !b->cancelled && !b->fatal && !atomic_load(&b->sw.stop);
+  if (limit) {
+    int64_t left = p->to_run - b->started;
+    weft__bprog_note(p,
+                     "weft: stopping after %lld failed job%s "
+                     "(--max-failures %lld); %lld job%s not run",
+                     (long long)p->failed, p->failed == 1 ? "" : "s",
+                     (long long)max_failures, (long long)left,
+                     left == 1 ? "" : "s");
+  }
+  sigwatch_set_ctx(&b->sw, NULL); /* before the queue's wake-up goes */
+  weft_runq_free(b->q);
+  b->q = NULL;
+  weft_ctx_set_event_cb(b->ctx, NULL, NULL);
+  bool cancelled = b->cancelled || atomic_load(&b->sw.stop);
+  bool fatal = b->fatal;
   free(todo);
   rmdir(b->tmproot); /* only when no other shard is using it */
   weft__bprog_batch_done(p, cancelled);
@@ -479,6 +574,7 @@ enum {
   OPT_VERIFY,
   OPT_DRY_RUN,
   OPT_NODE_EVENTS,
+  OPT_PIPELINE,
 };
 
 int weft_cmd_batch(int argc, char **argv) {
@@ -497,11 +593,13 @@ int weft_cmd_batch(int argc, char **argv) {
       {"verify", required_argument, 0, OPT_VERIFY},
       {"dry-run", no_argument, 0, OPT_DRY_RUN},
       {"node-events", no_argument, 0, OPT_NODE_EVENTS},
+      {"pipeline", required_argument, 0, OPT_PIPELINE},
       {0, 0, 0, 0}};
   const char *manifest = NULL, *tpl = "{job:05}.png", *shard_arg = NULL;
   const char *sweeps[MAX_SWEEPS];
   int n_sweeps = 0;
   int64_t max_failures = 0;
+  int pipeline = 2;
   bool dry = false, node_events = false, verify_hash = true;
   int c;
   optind = 1;
@@ -554,6 +652,19 @@ int weft_cmd_batch(int argc, char **argv) {
       break;
     case OPT_DRY_RUN: dry = true; break;
     case OPT_NODE_EVENTS: node_events = true; break;
+    case OPT_PIPELINE: {
+      char *end;
+      long x = strtol(optarg, &end, 10);
+      if (!*optarg || *end || x < 1 || x > MAX_PIPELINE) {
+        fprintf(stderr,
+                "weft: --pipeline %s: expected a number of jobs in flight "
+                "from 1 to %d\n",
+                optarg, MAX_PIPELINE);
+        return 2;
+      }
+      pipeline = (int)x;
+      break;
+    }
     default: usage(stderr); return 2;
     }
   }
@@ -570,6 +681,7 @@ int weft_cmd_batch(int argc, char **argv) {
   b->graph_path = argv[optind];
   b->outdir = o.output_dir ? o.output_dir : "output";
   b->verify_hash = verify_hash;
+  b->pipeline = pipeline;
   o.output_dir = NULL; /* each job gets its own; see run_job */
   int code = 2;
   char err[8192];
@@ -599,12 +711,9 @@ int weft_cmd_batch(int argc, char **argv) {
   }
   snprintf(b->shard_text, sizeof b->shard_text, "%lld/%lld",
            (long long)b->shard.index, (long long)b->shard.count);
-  sigwatch_start(&b->sw);
+  sigwatch_start(&b->sw, b->pipeline);
   b->ctx = weft_cli_ctx(&o, &code);
-  if (b->ctx) {
-    atomic_store(&b->sw.ctx, b->ctx);
-    b->g = weft_cli_graph(b->ctx, &o, b->graph_path, &code);
-  }
+  if (b->ctx) b->g = weft_cli_graph(b->ctx, &o, b->graph_path, &code);
   if (b->g) {
     int rc = weft__batch_plan_build(&b->plan, b->ctx, b->g, b->graph_path,
                                     manifest ? &m : NULL, sw, n_sw, tpl, err,
@@ -621,7 +730,6 @@ int weft_cmd_batch(int argc, char **argv) {
       code = run_batch(b, max_failures);
     }
   }
-  atomic_store(&b->sw.ctx, NULL);
   sigwatch_stop(&b->sw);
 out:
   weft__ledger_close(&b->ledger);

@@ -629,6 +629,7 @@ TEST(failed_jobs_are_recorded_and_the_others_run) {
 }
 
 TEST(max_failures_stops_the_batch) {
+  /* one job at a time: exactly the jobs up to the failure run */
   clean_env();
   const char *dir = outdir("out");
   char *err;
@@ -636,7 +637,7 @@ TEST(max_failures_stops_the_batch) {
                   "--input-dir", images(), "--sweep",
                   "image=gray_16x16.png,nope.png,photo.png,gone.png,"
                   "rgba_32x24.png",
-                  "--max-failures", "1", "-q", NULL),
+                  "--max-failures", "1", "--pipeline", "1", "-q", NULL),
             1);
   ASSERT_CONTAINS(err, "weft: stopping after 1 failed job (--max-failures "
                        "1); 3 jobs not run\n");
@@ -647,7 +648,7 @@ TEST(max_failures_stops_the_batch) {
                   "--input-dir", images(), "--sweep",
                   "image=gray_16x16.png,nope.png,photo.png,gone.png,"
                   "rgba_32x24.png",
-                  "--max-failures", "2", "-q", NULL),
+                  "--max-failures", "2", "--pipeline", "1", "-q", NULL),
             1);
   ASSERT_STR_EQ(last_line(err), "done 1, skipped 1, failed 2 (of 5)");
   free(err);
@@ -659,6 +660,40 @@ TEST(max_failures_stops_the_batch) {
                   "-q", NULL),
             1);
   ASSERT_STR_EQ(last_line(err), "done 1, skipped 2, failed 2 (of 5)");
+  free(err);
+}
+
+TEST(max_failures_with_jobs_in_flight_lets_them_finish) {
+  /* --pipeline 2: a job that started before the failure was seen finishes
+   * and is recorded; none starts after it */
+  clean_env();
+  const char *dir = outdir("out");
+  char *err;
+  ASSERT_EQ(batch(graph("load.yaml"), NULL, &err, "--output-dir", dir,
+                  "--input-dir", images(), "--sweep",
+                  "image=gray_16x16.png,nope.png,photo.png,gone.png,"
+                  "rgba_32x24.png",
+                  "--max-failures", "1", "-q", NULL),
+            1);
+  int done = 0, skipped, failed, total;
+  ASSERT_EQ(sscanf(last_line(err), "done %d, skipped %d, failed %d (of %d)",
+                   &done, &skipped, &failed, &total),
+            4);
+  ASSERT_EQ(failed, 1);
+  ASSERT(done == 1 ||
+         done == 2); /* job 2 may have started before job 1 failed */
+  char want[256];
+  snprintf(want, sizeof want,
+           "weft: stopping after 1 failed job (--max-failures 1); %d jobs "
+           "not run\n",
+           5 - done - failed);
+  ASSERT_CONTAINS(err, want);
+  ASSERT_STR_EQ(listing(dir), done == 1 ? ".weft-ledger.jsonl 00000.png"
+                                        : ".weft-ledger.jsonl 00000.png "
+                                          "00002.png");
+  char *led = ledger_text(dir);
+  ASSERT_EQ(count_lines(led), done + failed);
+  free(led);
   free(err);
 }
 
@@ -686,8 +721,11 @@ TEST(events_json_report_every_job) {
                   "--events=json", NULL),
             0);
   ASSERT_EQ(count_lines(out), 6);
-  const char *want[] = {"batch_start", "job_start", "job_done",
-                        "job_start",   "job_done",  "batch_done"};
+  /* two jobs in flight (--pipeline 2, the default): job 1 starts before
+   * job 0 is done; jobs still finish in job order */
+  const char *want[] = {"batch_start", "job_start", "job_start",
+                        "job_done",    "job_done",  "batch_done"};
+  const int want_job[] = {-1, 0, 1, 0, 1, -1};
   const char *line = out;
   for (int i = 0; i < 6; i++) {
     const char *nl = strchr(line, '\n');
@@ -695,6 +733,8 @@ TEST(events_json_report_every_job) {
     ASSERT(o != NULL);
     ASSERT_STR_EQ(json_string_value(json_object_get(o, "event")), want[i]);
     ASSERT(json_is_real(json_object_get(o, "t")));
+    if (want_job[i] >= 0)
+      ASSERT_EQ(json_integer_value(json_object_get(o, "job")), want_job[i]);
     json_decref(o);
     line = nl + 1;
   }
@@ -721,6 +761,21 @@ TEST(events_json_report_every_job) {
   ASSERT_CONTAINS(out, ",\"job\":2,\"node\":\"save\",\"op\":\"SaveImage\",");
   ASSERT_CONTAINS(out, ",\"done\":1,\"skipped\":2,\"failed\":0,\"total\":3,"
                        "\"status\":\"ok\"}\n");
+  free(out);
+  /* --pipeline 1: one job after another */
+  ASSERT_EQ(batch(graph("flat.yaml"), &out, NULL, "--output-dir", outdir("one"),
+                  "--sweep", "seed=1,2", "--events=json", "--pipeline", "1",
+                  NULL),
+            0);
+  const char *one[] = {"batch_start", "job_start", "job_done",
+                       "job_start",   "job_done",  "batch_done"};
+  line = out;
+  for (int i = 0; i < 6; i++) {
+    char want_ev[64];
+    snprintf(want_ev, sizeof want_ev, "{\"event\":\"%s\"", one[i]);
+    ASSERT(strncmp(line, want_ev, strlen(want_ev)) == 0);
+    line = strchr(line, '\n') + 1;
+  }
   free(out);
 }
 
@@ -778,8 +833,19 @@ TEST(leftover_temporary_directories_are_removed) {
 
 typedef struct child {
   pid_t pid;
-  FILE *out; /* its stdout */
+  FILE *out;                   /* its stdout */
+  int starts, dones, max_open; /* job events read so far */
 } child;
+
+/* Counts job events in one line of stdout. */
+static void tally(child *c, const char *line) {
+  if (strstr(line, "{\"event\":\"job_start\""))
+    c->starts++;
+  else if (strstr(line, "{\"event\":\"job_done\"") ||
+           strstr(line, "{\"event\":\"job_failed\""))
+    c->dones++;
+  if (c->starts - c->dones > c->max_open) c->max_open = c->starts - c->dones;
+}
 
 /* Starts weft with stdout on a pipe and stderr into err_path. */
 static void start(child *c, const char *const *argv, const char *err_path) {
@@ -796,20 +862,23 @@ static void start(child *c, const char *const *argv, const char *err_path) {
   posix_spawn_file_actions_destroy(&fa);
   close(po[1]);
   c->out = fdopen(po[0], "r");
+  c->starts = c->dones = c->max_open = 0;
 }
 
 /* Reads events until the n-th line containing what; false at the end. */
 static bool wait_for(child *c, const char *what, int n) {
   char line[65536];
-  while (n > 0 && fgets(line, sizeof line, c->out))
+  while (n > 0 && fgets(line, sizeof line, c->out)) {
+    tally(c, line);
     if (strstr(line, what)) n--;
+  }
   return n == 0;
 }
 
 static int finish(child *c) {
-  char buf[65536];
-  while (fread(buf, 1, sizeof buf, c->out) > 0) {
-  }
+  char line[65536];
+  while (fgets(line, sizeof line, c->out))
+    tally(c, line);
   fclose(c->out);
   int st;
   ASSERT_EQ(waitpid(c->pid, &st, 0), c->pid);
@@ -865,37 +934,41 @@ TEST(sigint_finishes_the_job_in_progress_and_exits_130) {
   char errp[4096];
   snprintf(errp, sizeof errp, "%s/stderr", weft_test_tmpdir());
   const char *a[32];
-  tiny_argv(a, dir, "seed=1..6", true);
+  tiny_argv(a, dir, "seed=1..12", true);
   child c;
   start(&c, a, errp);
   ASSERT(wait_for(&c, "\"event\":\"job_done\"", 1));
   kill(c.pid, SIGINT);
   ASSERT_EQ(finish(&c), 130);
   char *err = weft_test_read_file(errp, NULL);
-  ASSERT_CONTAINS(err, "weft: stopping after the job in progress (Ctrl-C "
-                       "again cancels it)\n");
+  ASSERT_CONTAINS(err, "weft: stopping after the jobs in progress (Ctrl-C "
+                       "again cancels them)\n");
   int done, skipped, failed, total;
   summary_counts(err, &done, &skipped, &failed, &total);
   free(err);
-  /* the job in progress was finished, nothing after it started */
-  ASSERT(done >= 1 && done <= 2);
+  /* every job that started (at most two at once: --pipeline 2) finished
+   * and was recorded; then nothing more started */
+  ASSERT(done >= 1 && done < 12);
+  ASSERT_EQ(c.starts, done);
+  ASSERT_EQ(c.dones, done);
+  ASSERT(c.max_open >= 1 && c.max_open <= 2);
   ASSERT_EQ(skipped, 0);
   ASSERT_EQ(failed, 0);
-  ASSERT_EQ(total, 6);
+  ASSERT_EQ(total, 12);
   char *led = ledger_text(dir);
   ASSERT_EQ(count_lines(led), done);
   free(led);
-  char want[256] = ".weft-ledger.jsonl";
+  char want[1024] = ".weft-ledger.jsonl";
   for (int s = 1; s <= done; s++)
     snprintf(want + strlen(want), sizeof want - strlen(want),
              " a-red-circle-on-a-blue-background-%02d.png", s);
   ASSERT_STR_EQ(listing(dir), want);
   /* and the rest on the next run */
-  tiny_argv(a, dir, "seed=1..6", false);
+  tiny_argv(a, dir, "seed=1..12", false);
   ASSERT_EQ(weft_test_spawn(a, NULL, &err, 120), 0);
   char line[128];
-  snprintf(line, sizeof line, "done %d, skipped %d, failed 0 (of 6)", 6 - done,
-           done);
+  snprintf(line, sizeof line, "done %d, skipped %d, failed 0 (of 12)",
+           12 - done, done);
   ASSERT_STR_EQ(last_line(err), line);
   free(err);
 }
@@ -1014,4 +1087,140 @@ TEST(kill_9_then_resume_leaves_every_output_once_and_complete) {
     free(x);
     free(y);
   }
+}
+
+/* Appends NULL-terminated extra arguments to a NULL-terminated argv. */
+static void argv_add(const char **a, ...) {
+  int n = 0;
+  while (a[n])
+    n++;
+  va_list ap;
+  va_start(ap, a);
+  const char *s;
+  while ((s = va_arg(ap, const char *)))
+    a[n++] = s;
+  va_end(ap);
+  a[n] = NULL;
+}
+
+/* The ledger's lines without what differs from run to run (ms, time). */
+static char *ledger_stable(const char *dir) {
+  char *led = ledger_text(dir);
+  ASSERT(led != NULL);
+  size_t cap = strlen(led) + 1, len = 0;
+  char *outp = malloc(cap);
+  outp[0] = 0;
+  for (char *line = led; *line;) {
+    char *nl = strchr(line, '\n');
+    json_t *o = json_loadb(line, (size_t)(nl - line), 0, NULL);
+    ASSERT(o != NULL);
+    json_object_del(o, "ms");
+    json_object_del(o, "time");
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    len += (size_t)snprintf(outp + len, cap - len, "%s\n", s);
+    free(s);
+    json_decref(o);
+    line = nl + 1;
+  }
+  free(led);
+  return outp;
+}
+
+/* The index of the first event line with all of the given parts. */
+static int event_index(const char *out, const char *a, const char *b) {
+  int i = 0;
+  for (const char *line = out; *line; i++) {
+    const char *nl = strchr(line, '\n');
+    size_t n = (size_t)(nl - line);
+    char buf[8192];
+    snprintf(buf, sizeof buf, "%.*s", (int)(n < sizeof buf ? n : 0), line);
+    if (strstr(buf, a) && (!b || strstr(buf, b))) return i;
+    line = nl + 1;
+  }
+  return -1;
+}
+
+TEST(pipelined_jobs_give_the_same_files_and_ledger_as_one_at_a_time) {
+  clean_env();
+  const char *one = outdir("one"), *two = outdir("two");
+  const char *a[48];
+  tiny_argv(a, one, "seed=1..4", false);
+  argv_add(a, "--pipeline", "1", NULL);
+  char *err;
+  ASSERT_EQ(weft_test_spawn(a, NULL, &err, 120), 0);
+  ASSERT_STR_EQ(last_line(err), "done 4, skipped 0, failed 0 (of 4)");
+  free(err);
+  tiny_argv(a, two, "seed=1..4", true);
+  argv_add(a, "--pipeline", "2", "--node-events", NULL);
+  char *out;
+  ASSERT_EQ(weft_test_spawn(a, &out, &err, 120), 0);
+  ASSERT_STR_EQ(last_line(err), "done 4, skipped 0, failed 0 (of 4)");
+  free(err);
+  /* the same files, byte for byte, and the same ledger lines in job order
+   * (the key covers every input; the hash every byte) */
+  ASSERT_STR_EQ(listing(one), listing(two));
+  for (int s = 1; s <= 4; s++) {
+    char name[128], p[4096], q[4096];
+    snprintf(name, sizeof name, "a-red-circle-on-a-blue-background-%02d.png",
+             s);
+    snprintf(p, sizeof p, "%s/%s", one, name);
+    snprintf(q, sizeof q, "%s/%s", two, name);
+    size_t n1, n2;
+    char *x = weft_test_read_file(p, &n1), *y = weft_test_read_file(q, &n2);
+    ASSERT(x && y);
+    ASSERT_EQ(n1, n2);
+    ASSERT(memcmp(x, y, n1) == 0);
+    free(x);
+    free(y);
+  }
+  char *l1 = ledger_stable(one), *l2 = ledger_stable(two);
+  /* the output directory differs; nothing else may */
+  ASSERT_EQ(count_lines(l1), 4);
+  ASSERT_STR_EQ(l1, l2);
+  free(l1);
+  free(l2);
+  /* job 1 started before job 0 was done: its sampler waited for job 0's
+   * (the model is shared), its first nodes did not */
+  int start1 = event_index(out, "\"event\":\"job_start\"", "\"job\":1,");
+  int done0 = event_index(out, "\"event\":\"job_done\"", "\"job\":0,");
+  int node1 = event_index(out, "\"event\":\"node_start\"", "\"job\":1,");
+  ASSERT(start1 >= 0 && done0 >= 0 && node1 >= 0);
+  ASSERT(start1 < done0);
+  ASSERT(node1 < done0);
+  /* what job 0 was still computing, job 1 took from it: the checkpoint,
+   * both prompts and the empty latent; its own seed it sampled itself */
+  const char *shared[] = {"ckpt", "positive", "negative", "latent"};
+  for (int i = 0; i < 4; i++) {
+    char want[256];
+    snprintf(want, sizeof want, "\"job\":1,\"node\":\"%s\"", shared[i]);
+    if (event_index(out, "{\"event\":\"node_cached\"", want) < 0)
+      fprintf(stderr, "job 1 has no node_cached for %s\n", shared[i]);
+    ASSERT(event_index(out, "{\"event\":\"node_cached\"", want) >= 0);
+  }
+  ASSERT(event_index(out, "\"event\":\"node_start\"",
+                     "\"job\":1,\"node\":\"sample\"") >= 0);
+  ASSERT_EQ(event_index(out, "\"event\":\"node_start\"",
+                        "\"job\":1,\"node\":\"ckpt\""),
+            -1);
+  free(out);
+}
+
+TEST(pipeline_option_is_checked) {
+  clean_env();
+  char *err;
+  ASSERT_EQ(batch(graph("flat.yaml"), NULL, &err, "--pipeline", "0",
+                  "--dry-run", NULL),
+            2);
+  ASSERT_STR_EQ(err, "weft: --pipeline 0: expected a number of jobs in "
+                     "flight from 1 to 64\n");
+  free(err);
+  ASSERT_EQ(batch(graph("flat.yaml"), NULL, &err, "--pipeline", "2x",
+                  "--dry-run", NULL),
+            2);
+  free(err);
+  const char *h[] = {weft(), "batch", "--help", NULL};
+  char *out;
+  ASSERT_EQ(weft_test_spawn(h, &out, NULL, 10), 0);
+  ASSERT_CONTAINS(out, "--pipeline N          jobs in flight at once");
+  free(out);
 }
