@@ -16,9 +16,9 @@ static int upscale_to(weft_call *c, const weft_tensor *lat, int mode, bool crop,
   c->outputs[0] =
       c->host->tensor_new(c, WEFT_TYPE_LATENT, WEFT_F32, 4, shape, &t);
   if (!c->outputs[0]) return WEFT_ENOMEM;
-  int r = sd_latent_resize(lat->data, lat->shape[0] * lat->shape[1],
-                           lat->shape[2], lat->shape[3], t.data, oh, ow, mode,
-                           crop);
+  int r = sd_latent_resize_nc(lat->data, lat->shape[0], lat->shape[1],
+                              lat->shape[2], lat->shape[3], t.data, oh, ow,
+                              mode, crop);
   if (r) c->host->error(c, "resize failed");
   return r;
 }
@@ -75,8 +75,8 @@ static int set_noise_mask_run(weft_call *c) {
   }
   /* a copy of the latent carrying the mask, reshaped [-1, 1, H, W] */
   weft_tensor t, m;
-  c->outputs[0] = h->tensor_new(c, WEFT_TYPE_LATENT, WEFT_F32, 4, lat->shape,
-                                &t);
+  c->outputs[0] =
+      h->tensor_new(c, WEFT_TYPE_LATENT, WEFT_F32, 4, lat->shape, &t);
   int64_t H = mask->shape[mask->ndim - 2], W = mask->shape[mask->ndim - 1];
   int64_t n = weft_tensor_numel(mask) / (H * W);
   int64_t ms[4] = {n, 1, H, W};
@@ -93,7 +93,7 @@ static int set_noise_mask_run(weft_call *c) {
   return r;
 }
 
-/* ---- descriptors ------------------------------------------------------------ */
+/* ---- descriptors --------------------------------------------------------- */
 
 static const weft_port_def samples_in[] = {
     SD_PORT("samples", WEFT_TYPE_LATENT, "the latent")};
@@ -102,7 +102,8 @@ static const weft_port_def latent_out[] = {
 
 static const weft_param_def upscale_params[] = {
     [LU_METHOD] = SD_P_ENUM("upscale_method", 0, sd_latent_methods,
-                            "resampling (torch's interpolate modes)"),
+                            "resampling: torch's interpolate modes, or bislerp "
+                            "(slerp of the channel vectors)"),
     [LU_WIDTH] = SD_P_INT("width", 512, 0, 16384,
                           "pixels (latent * 8); 0 keeps the aspect ratio"),
     [LU_HEIGHT] = SD_P_INT("height", 512, 0, 16384,
@@ -111,24 +112,35 @@ static const weft_param_def upscale_params[] = {
                           "center: crop to the new aspect ratio first"),
 };
 const weft_node_def sd_latent_upscale_def = {
-    .struct_size = sizeof(weft_node_def), .op = "LatentUpscale",
+    .struct_size = sizeof(weft_node_def),
+    .op = "LatentUpscale",
     .category = "latent",
     .doc = "Resizes a latent to a pixel size (at least 64), as ComfyUI's "
            "LatentUpscale.",
-    .inputs = samples_in, .n_inputs = 1, .outputs = latent_out,
-    .n_outputs = 1, .params = upscale_params, .n_params = 4,
+    .inputs = samples_in,
+    .n_inputs = 1,
+    .outputs = latent_out,
+    .n_outputs = 1,
+    .params = upscale_params,
+    .n_params = 4,
     .run = latent_upscale_run};
 
 static const weft_param_def upscale_by_params[] = {
     [LB_METHOD] = SD_P_ENUM("upscale_method", 0, sd_latent_methods,
-                            "resampling"),
+                            "resampling, as LatentUpscale's"),
     [LB_SCALE] = SD_P_FLOAT("scale_by", 1.5, 0.01, 8.0, "factor"),
 };
 const weft_node_def sd_latent_upscale_by_def = {
-    .struct_size = sizeof(weft_node_def), .op = "LatentUpscaleBy",
-    .category = "latent", .doc = "Resizes a latent by a factor.",
-    .inputs = samples_in, .n_inputs = 1, .outputs = latent_out,
-    .n_outputs = 1, .params = upscale_by_params, .n_params = 2,
+    .struct_size = sizeof(weft_node_def),
+    .op = "LatentUpscaleBy",
+    .category = "latent",
+    .doc = "Resizes a latent by a factor.",
+    .inputs = samples_in,
+    .n_inputs = 1,
+    .outputs = latent_out,
+    .n_outputs = 1,
+    .params = upscale_by_params,
+    .n_params = 2,
     .run = latent_upscale_by_run};
 
 static const weft_port_def mask_in[] = {
@@ -136,9 +148,13 @@ static const weft_port_def mask_in[] = {
     SD_PORT("mask", WEFT_TYPE_MASK, "1 where the sampler may change it"),
 };
 const weft_node_def sd_set_noise_mask_def = {
-    .struct_size = sizeof(weft_node_def), .op = "SetLatentNoiseMask",
+    .struct_size = sizeof(weft_node_def),
+    .op = "SetLatentNoiseMask",
     .category = "latent/inpaint",
     .doc = "Attaches a mask to a latent: KSampler then changes only the "
            "masked area and keeps the rest of the latent.",
-    .inputs = mask_in, .n_inputs = 2, .outputs = latent_out, .n_outputs = 1,
+    .inputs = mask_in,
+    .n_inputs = 2,
+    .outputs = latent_out,
+    .n_outputs = 1,
     .run = set_noise_mask_run};

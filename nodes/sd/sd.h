@@ -274,13 +274,21 @@ int sd_vae_encode_one(sd_vae *vae, weft_backend *be, const float *pixels,
 
 /* ---- latent resizing (LatentUpscale, LatentUpscaleBy) ---------------------- */
 
-/* LatentUpscale's methods, in ComfyUI's order (bislerp is not supported),
- * NULL-terminated */
-enum { SD_LATENT_METHODS = 4 };
+/* LatentUpscale's methods, in ComfyUI's order, NULL-terminated.  The first
+ * four are torch's interpolate on each plane; bislerp slerps the channel
+ * vectors of neighbouring positions (comfy.utils.bislerp). */
+enum { SD_LATENT_BISLERP = 4, SD_LATENT_METHODS = 5 };
 extern const char *const sd_latent_methods[SD_LATENT_METHODS + 1];
 
-/* Resizes planes of h x w floats to oh x ow with method (an index into
- * sd_latent_methods), optionally center-cropped to the new aspect first. */
+/* Resizes a latent [n, c, h, w] to [n, c, oh, ow] with method (an index into
+ * sd_latent_methods), optionally center-cropped to the new aspect first, as
+ * comfy.utils.common_upscale.  dst must not overlap src.  Returns 0,
+ * WEFT_EINVAL (unknown method, empty size or crop) or WEFT_ENOMEM. */
+int sd_latent_resize_nc(const float *src, int64_t n, int64_t c, int64_t h,
+                        int64_t w, float *dst, int64_t oh, int64_t ow,
+                        int method, bool crop);
+/* The same on `planes` planes of h x w floats taken as one channel each
+ * (bislerp then only picks or lerps between neighbours). */
 int sd_latent_resize(const float *src, int64_t planes, int64_t h, int64_t w,
                      float *dst, int64_t oh, int64_t ow, int method, bool crop);
 

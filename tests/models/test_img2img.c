@@ -12,8 +12,8 @@
  * test_trajectories.c, i.e. that / 0.18215 on an unscaled LATENT; latent
  * resizing 1e-5 (torch's float32 interpolation weights against ours, on
  * values up to ~30); images 1/255 (SaveImage truncates: a value near a
- * level may fall either side).  bislerp is not implemented in weft: its
- * references are skipped. */
+ * level may fall either side).  bislerp 1e-5 too (libm's acos/sin and the
+ * summation order against torch's, on the same float32 arithmetic). */
 #include <jansson.h>
 
 #include "png_io.h"
@@ -259,7 +259,7 @@ TEST(latent_upscale_matches_comfyui) {
     const char *method =
         json_string_value(json_object_get(c, "upscale_method"));
     int mi = method_index(method);
-    if (!strcmp(method, "bislerp")) continue; /* not implemented: skipped */
+    if (!strcmp(method, "bislerp")) continue; /* latent_upscale_bislerp */
     ASSERT(mi >= 0);
     const char *input = json_string_value(json_object_get(c, "input"));
     const char *node = json_string_value(json_object_get(c, "node"));
@@ -292,10 +292,91 @@ TEST(latent_upscale_matches_comfyui) {
   weft_st_close(f);
 }
 
+/* comfy.utils.bislerp on the channel vectors: the source positions and
+ * ratios are torch's bit for bit, the slerp is float32 as torch's, so the
+ * outputs differ only by the rounding of acos/sin and of the sums */
 TEST(latent_upscale_bislerp) {
-  weft_test_skip("bislerp is not implemented in weft (LatentUpscale offers "
-                 "nearest-exact, bilinear, area, bicubic); its references in "
-                 "latent_upscale.safetensors are not checked");
+  weft_st_file *f = ex_open("latent_upscale.safetensors");
+  json_t *cases = json_loads(weft_st_meta(f, "cases"), 0, NULL);
+  ASSERT(cases != NULL);
+  const char *key;
+  json_t *c;
+  int checked = 0;
+  json_object_foreach(cases, key, c) {
+    const char *method =
+        json_string_value(json_object_get(c, "upscale_method"));
+    if (strcmp(method, "bislerp")) continue;
+    int mi = method_index(method);
+    ASSERT_EQ(mi, SD_LATENT_BISLERP);
+    const char *input = json_string_value(json_object_get(c, "input"));
+    const char *node = json_string_value(json_object_get(c, "node"));
+    const weft_st_tensor *in = get(f, input);
+    ASSERT(in->ndim == 4 && in->shape[1] == 4);
+    int64_t lh = in->shape[2], lw = in->shape[3], ow = 0, oh = 0;
+    bool crop = false;
+    if (!strcmp(node, "LatentUpscale")) {
+      ASSERT(sd_latent_upscale_size(
+          lw, lh, json_integer_value(json_object_get(c, "width")),
+          json_integer_value(json_object_get(c, "height")), &ow, &oh));
+      crop = !strcmp(json_string_value(json_object_get(c, "crop")), "center");
+    } else {
+      sd_latent_upscale_by_size(
+          lw, lh, json_number_value(json_object_get(c, "scale_by")), &ow, &oh);
+    }
+    json_t *shape = json_object_get(c, "out_shape");
+    ASSERT_EQ(oh, json_integer_value(json_array_get(shape, 2)));
+    ASSERT_EQ(ow, json_integer_value(json_array_get(shape, 3)));
+    const float *want = ref(f, key, 4 * oh * ow);
+    float *out = malloc((size_t)(4 * oh * ow) * sizeof *out);
+    ASSERT_OK(
+        sd_latent_resize_nc(in->data, 1, 4, lh, lw, out, oh, ow, mi, crop));
+    double d = max_abs_diff(out, want, 4 * oh * ow);
+    fprintf(stderr, "%s: max diff %.3g\n", key, d);
+    ASSERT(d <= RESIZE_TOL);
+    free(out);
+    checked++;
+  }
+  ASSERT_EQ(checked, 5);
+  json_decref(cases);
+  weft_st_close(f);
+}
+
+/* bislerp's special cases, values from the fixture generator's port
+ * (tools/fixtures/sd15_extras/comfy_latent.py): opposite vectors are lerped,
+ * a zero vector's direction is zero (so only the other one's direction is
+ * slerped in, its length lerped), an unchanged size copies exactly */
+TEST(bislerp_lerps_opposites_and_slerps_from_zero) {
+  /* [1, 2, 1, 4]: columns (1, 2), (-2, -4), (0, 0), (3, 4) */
+  const float in[8] = {1, -2, 0, 3, 2, -4, 0, 4};
+  const float want[14] = {1,
+                          -0.0714287162f,
+                          -1.78571439f,
+                          -0.707106531f,
+                          0.0239925236f,
+                          1.6329689f,
+                          3,
+                          2,
+                          -0.142857432f,
+                          -3.57142878f,
+                          -1.41421306f,
+                          0.0319900326f,
+                          2.17729187f,
+                          4};
+  float out[14], same[16];
+  ASSERT_OK(
+      sd_latent_resize_nc(in, 1, 2, 1, 4, out, 1, 7, SD_LATENT_BISLERP, false));
+  double d = max_abs_diff(out, want, 14);
+  fprintf(stderr, "bislerp edge cases: max diff %.3g\n", d);
+  ASSERT(d <= 1e-6);
+  /* height 1 -> 2 and width unchanged: every row is the input row */
+  ASSERT_OK(sd_latent_resize_nc(in, 1, 2, 1, 4, same, 2, 4, SD_LATENT_BISLERP,
+                                false));
+  for (int ch = 0; ch < 2; ch++)
+    for (int y = 0; y < 2; y++)
+      ASSERT_EQ(memcmp(same + ch * 8 + y * 4, in + ch * 4, 4 * sizeof *in), 0);
+  ASSERT_EQ(
+      sd_latent_resize_nc(in, 1, 2, 1, 4, out, 1, 7, SD_LATENT_METHODS, false),
+      WEFT_EINVAL);
 }
 
 /* ---- tiled VAE
@@ -720,7 +801,8 @@ TEST(graph_latent_upscale_nodes) {
                {"up_area_128x64_center", 2, 8, 16, true},
                {"up_nearest_h104", 0, 13, 13, false},
                {"by_bilinear_1.5", 1, 12, 12, false},
-               {"by_area_0.5", 2, 4, 4, false}};
+               {"by_area_0.5", 2, 4, 4, false},
+               {"up_bislerp_128x64_center", 4, 8, 16, true}};
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     weft_st_file *p = probe_file(cases[k].probe);
     const weft_st_tensor *t = get(p, "out");
@@ -728,8 +810,8 @@ TEST(graph_latent_upscale_nodes) {
            t->shape[3] == cases[k].ow);
     int64_t n = 4 * cases[k].oh * cases[k].ow;
     float *want = malloc((size_t)n * sizeof *want);
-    ASSERT_OK(sd_latent_resize(lat, 4, 8, 8, want, cases[k].oh, cases[k].ow,
-                               cases[k].method, cases[k].crop));
+    ASSERT_OK(sd_latent_resize_nc(lat, 1, 4, 8, 8, want, cases[k].oh,
+                                  cases[k].ow, cases[k].method, cases[k].crop));
     ASSERT_EQ(memcmp(t->data, want, (size_t)n * sizeof *want), 0);
     free(want);
     weft_st_close(p);
