@@ -4,8 +4,8 @@
  * weights, residuals and the controlled UNet match diffusers, the sampler
  * trajectory with control matches ComfyUI's, and ControlNetLoader /
  * ControlNetApplyAdvanced / ControlNetApply graphs give ComfyUI's latents
- * and images (in process with a latent probe, and graphs/controlnet.yaml
- * through the weft command).
+ * and images (in process with probe.h's latent probe, and
+ * graphs/controlnet.yaml through the weft command).
  *
  * Tolerances: model outputs 1e-4 (fp32 against fp32 torch, as
  * test_sd_models.c); trajectories 1e-3 + 1e-5 |x| per step in model scale,
@@ -16,37 +16,11 @@
  * from sigma_0 instead of sqrt(1 + sigma_0^2): 0.5/255 apart). */
 
 #include "ops.h"
-#include "png_io.h"
+#include "probe.h"
 #include "samplers.h"
 #include "sd_fixture.h"
-#include "weft/weft.h"
 
 #define TOL 1e-4
-
-static weft_st_file *ex_open(const char *rel) {
-  char path[4096], err[1024];
-  snprintf(path, sizeof path, "%s/fixtures/sd15_extras/%s", weft_test_srcdir(),
-           rel);
-  weft_st_file *f = NULL;
-  int r = weft_st_open(path, &f, err, sizeof err);
-  if (r) fprintf(stderr, "%s\n", err);
-  ASSERT_OK(r);
-  return f;
-}
-
-static const weft_st_tensor *get(weft_st_file *f, const char *key) {
-  const weft_st_tensor *t = weft_st_find(f, key);
-  if (!t) fprintf(stderr, "fixture has no '%s'\n", key);
-  ASSERT(t != NULL);
-  return t;
-}
-
-static const float *ref(weft_st_file *f, const char *key, int64_t numel) {
-  const weft_st_tensor *t = get(f, key);
-  ASSERT(t->dtype == WEFT_ST_F32);
-  if (numel) ASSERT_EQ(t->nbytes, numel * 4);
-  return t->data;
-}
 
 /* a U8 [H, W, 3] IMAGE as planes [rows, 3, H, W] of u8 / 255, repeated
  * for each row (caller frees) */
@@ -146,12 +120,13 @@ TEST(both_layouts_load_the_same_controlnet) {
 /* the residuals for controlnet_io's call: [2, ...] each, strength 0.7 */
 static void residuals(sd_cnet *m, weft_st_file *io, sd_cnet_out *out) {
   weft_backend *be = weft_backend_cpu_new(2);
-  float *hint = hint_planes(get(io, "hint"), 2);
+  float *hint = hint_planes(ex_get(io, "hint"), 2);
   memset(out, 0, sizeof *out);
-  float strength = *ref(io, "conditioning_scale", 1);
-  ASSERT_OK(sd_cnet_forward(
-      m, be, ref(io, "sample", 512), 2, 8, 8, ref(io, "timestep", 2),
-      ref(io, "encoder_hidden_states", 2 * 77 * 32), 77, hint, strength, out));
+  float strength = *ex_ref(io, "conditioning_scale", 1);
+  ASSERT_OK(sd_cnet_forward(m, be, ex_ref(io, "sample", 512), 2, 8, 8,
+                            ex_ref(io, "timestep", 2),
+                            ex_ref(io, "encoder_hidden_states", 2 * 77 * 32),
+                            77, hint, strength, out));
   free(hint);
   weft_backend_free(be);
 }
@@ -166,13 +141,13 @@ static void check_residuals(sd_layout layout) {
   for (int i = 0; i < 6; i++) {
     char key[64];
     snprintf(key, sizeof key, "down_residuals.%d", i);
-    const weft_st_tensor *t = get(io, key);
+    const weft_st_tensor *t = ex_get(io, key);
     ASSERT_EQ(o.down_numel[i] * 4, (int64_t)t->nbytes);
     double d = max_abs_diff(o.down[i], t->data, o.down_numel[i]);
     fprintf(stderr, "%s max diff %.3g\n", key, d);
     ASSERT(d <= TOL);
   }
-  const weft_st_tensor *mid = get(io, "mid_residual");
+  const weft_st_tensor *mid = ex_get(io, "mid_residual");
   ASSERT_EQ(o.mid_numel * 4, (int64_t)mid->nbytes);
   double d = max_abs_diff(o.mid, mid->data, o.mid_numel);
   fprintf(stderr, "mid_residual max diff %.3g\n", d);
@@ -195,19 +170,20 @@ TEST(chained_residuals_add) {
   cn_open(&c, SD_LAYOUT_LDM);
   weft_st_file *io = ex_open("controlnet_io.safetensors");
   weft_backend *be = weft_backend_cpu_new(2);
-  float *hint = hint_planes(get(io, "hint"), 2);
+  float *hint = hint_planes(ex_get(io, "hint"), 2);
   sd_cnet_out o;
   memset(&o, 0, sizeof o);
-  const float *x = ref(io, "sample", 512), *t = ref(io, "timestep", 2);
-  const float *ctx = ref(io, "encoder_hidden_states", 2 * 77 * 32);
+  const float *x = ex_ref(io, "sample", 512), *t = ex_ref(io, "timestep", 2);
+  const float *ctx = ex_ref(io, "encoder_hidden_states", 2 * 77 * 32);
   ASSERT_OK(sd_cnet_forward(c.m, be, x, 2, 8, 8, t, ctx, 77, hint, 0.5f, &o));
   ASSERT_OK(sd_cnet_forward(c.m, be, x, 2, 8, 8, t, ctx, 77, hint, 0.2f, &o));
   for (int i = 0; i < 6; i++) {
     char key[64];
     snprintf(key, sizeof key, "down_residuals.%d", i);
-    ASSERT(max_abs_diff(o.down[i], ref(io, key, 0), o.down_numel[i]) <= TOL);
+    ASSERT(max_abs_diff(o.down[i], ex_ref(io, key, 0), o.down_numel[i]) <= TOL);
   }
-  ASSERT(max_abs_diff(o.mid, ref(io, "mid_residual", 0), o.mid_numel) <= TOL);
+  ASSERT(max_abs_diff(o.mid, ex_ref(io, "mid_residual", 0), o.mid_numel) <=
+         TOL);
   sd_cnet_out_free(&o);
   free(hint);
   weft_backend_free(be);
@@ -227,17 +203,17 @@ TEST(unet_with_control_matches_diffusers) {
   sd_cnet_out o;
   residuals(c.m, io, &o);
   float out[512];
-  const float *x = ref(io, "sample", 512), *t = ref(io, "timestep", 2);
-  const float *ctx = ref(io, "encoder_hidden_states", 2 * 77 * 32);
+  const float *x = ex_ref(io, "sample", 512), *t = ex_ref(io, "timestep", 2);
+  const float *ctx = ex_ref(io, "encoder_hidden_states", 2 * 77 * 32);
   sd_control ctl = {(const float *const *)o.down, o.n, o.mid};
   ASSERT_OK(sd_unet_forward(unet, be, x, 2, 8, 8, t, ctx, 77, &ctl, out));
-  double d = max_abs_diff(out, ref(io, "unet_out", 512), 512);
+  double d = max_abs_diff(out, ex_ref(io, "unet_out", 512), 512);
   fprintf(stderr, "unet_out with control max diff %.3g\n", d);
   ASSERT(d <= TOL);
   /* control moved it: the residuals were used */
-  ASSERT(max_abs_diff(out, ref(io, "unet_out_no_control", 512), 512) > 0.5);
+  ASSERT(max_abs_diff(out, ex_ref(io, "unet_out_no_control", 512), 512) > 0.5);
   ASSERT_OK(sd_unet_forward(unet, be, x, 2, 8, 8, t, ctx, 77, NULL, out));
-  ASSERT(max_abs_diff(out, ref(io, "unet_out_no_control", 512), 512) <= TOL);
+  ASSERT(max_abs_diff(out, ex_ref(io, "unet_out_no_control", 512), 512) <= TOL);
   sd_cnet_out_free(&o);
   weft_backend_free(be);
   weft_st_close(io);
@@ -251,8 +227,8 @@ TEST(unet_with_control_matches_diffusers) {
  * center) of a 48x80 hint to 64x64, plane by plane as the apply path does */
 TEST(hint_resize_matches_comfyui) {
   weft_st_file *io = ex_open("controlnet_io.safetensors");
-  const weft_st_tensor *in = get(io, "hint_preprocess/in");
-  const weft_st_tensor *want = get(io, "hint_preprocess/out");
+  const weft_st_tensor *in = ex_get(io, "hint_preprocess/in");
+  const weft_st_tensor *want = ex_get(io, "hint_preprocess/out");
   ASSERT_EQ(in->shape[0], 48);
   ASSERT_EQ(in->shape[1], 80);
   float *src = hint_planes(in, 1), *dst = malloc(3 * 64 * 64 * sizeof *dst);
@@ -267,8 +243,7 @@ TEST(hint_resize_matches_comfyui) {
   weft_st_close(io);
 }
 
-/* ---- the sampler with control, through the core API -----------------------
- */
+/* ---- the sampler with control, through the core API ---------------------- */
 
 typedef struct ctl_run {
   sd_denoiser den;
@@ -338,7 +313,7 @@ static void check_trajectory(const char *pre, const char *sched_name,
   weft_schedule_init(&sched, 0.00085, 0.012);
   char key[128];
 #define K(name) (snprintf(key, sizeof key, "%s/%s", pre, name), key)
-  const weft_st_tensor *sig = get(f, K("sigmas"));
+  const weft_st_tensor *sig = ex_get(f, K("sigmas"));
   ASSERT_EQ(sig->shape[0], steps + 1);
   float mine[64];
   ASSERT_EQ(
@@ -346,33 +321,33 @@ static void check_trajectory(const char *pre, const char *sched_name,
       steps + 1);
   for (int i = 0; i <= steps; i++)
     ASSERT_NEAR(mine[i], ((const float *)sig->data)[i], 1e-6 * (1 + mine[i]));
-  const double *range = get(f, K("percent_range_sigmas"))->data;
+  const double *range = ex_get(f, K("percent_range_sigmas"))->data;
   ctl_run r = {.cn = c.m,
                .be = weft_backend_cpu_new(2),
-               .hint = get(f, "hint"),
+               .hint = ex_get(f, "hint"),
                .strength = 0.7f,
                .lo = range[1],
                .hi = range[0],
-               .active = get(f, K("control_active"))->data,
-               .timesteps = get(f, K("model_timesteps"))->data,
+               .active = ex_get(f, K("control_active"))->data,
+               .timesteps = ex_get(f, K("model_timesteps"))->data,
                .sched = &sched,
                .n_calls = steps,
-               .want_x = ref(f, K("x"), (steps + 1) * 256)};
+               .want_x = ex_ref(f, K("x"), (steps + 1) * 256)};
   int64_t shape[4] = {1, 4, 8, 8};
-  float cfg = *ref(f, "cfg", 1);
+  float cfg = *ex_ref(f, "cfg", 1);
   ASSERT_OK(sd_denoiser_init(&r.den, unet, r.be, &sched, SD_PRED_EPS, shape,
-                             cfg, ref(f, "negative", 77 * 32), 77,
-                             ref(f, "positive", 77 * 32), 77));
+                             cfg, ex_ref(f, "negative", 77 * 32), 77,
+                             ex_ref(f, "positive", 77 * 32), 77));
   r.den.control = ctl_cb;
   r.den.control_user = &r;
   float x[256];
-  weft_sampler_start(x, ref(f, "noise", 256), NULL, 256, mine[0],
+  weft_sampler_start(x, ex_ref(f, "noise", 256), NULL, 256, mine[0],
                      weft_schedule_sigma_max(&sched));
   ASSERT(max_abs_diff(x, r.want_x, 256) <= 1e-4);
   weft_sampler_io io = {256, den_cb, NULL, step_cb, &r};
   ASSERT_OK(weft_sample("euler", &io, x, mine, steps + 1));
   ASSERT_EQ(r.calls, steps);
-  double d = max_abs_diff(x, ref(f, K("latents_final"), 256), 256);
+  double d = max_abs_diff(x, ex_ref(f, K("latents_final"), 256), 256);
   fprintf(stderr, "%s: trajectory worst %.3g, final max diff %.3g\n", pre,
           r.worst, d);
   ASSERT(d <= 2e-3);
@@ -394,190 +369,51 @@ TEST(sampling_with_control_percent_range_matches_comfyui) {
   check_trajectory("comfy_percent", "normal", 6);
 }
 
-/* ---- through graphs
- * ---------------------------------------------------------- */
+/* ---- through graphs ------------------------------------------------------ */
 
-/* ProbeLatent: writes a LATENT to the file named by its param */
-static int probe_latent_run(weft_call *c) {
-  const weft_tensor *t = c->host->value_tensor(c->inputs[0]);
-  const char *path = weft_param_string(c, 0);
-  weft_st_writer *w = NULL;
-  char err[1024];
-  int r = weft_st_writer_new(&w);
-  if (!r)
-    r = weft_st_writer_add(w, "out", WEFT_ST_F32, t->ndim, t->shape, t->data);
-  if (!r) r = weft_st_writer_save(w, path, err, sizeof err);
-  weft_st_writer_free(w);
-  if (r) c->host->error(c, "cannot write %s", path);
-  if (!r && !(c->outputs[0] = c->host->string_new(c, path))) r = WEFT_ENOMEM;
-  return r;
-}
-
-static const weft_port_def latent_in[] = {
-    {sizeof(weft_port_def), "samples", WEFT_TYPE_LATENT, NULL, 0, "probe"}};
-static const weft_port_def path_out[] = {
-    {sizeof(weft_port_def), "path", WEFT_TYPE_STRING, NULL, 0, "probe"}};
-static const weft_param_def probe_params[] = {{sizeof(weft_param_def), "out",
-                                               WEFT_TYPE_STRING, 0, 0, "", 1, 0,
-                                               NULL, 0, "file to write"}};
-static const weft_node_def probe_latent_def = {
-    .struct_size = sizeof(weft_node_def),
-    .op = "ProbeLatent",
-    .category = "test",
-    .doc = "Writes a LATENT to a safetensors file.",
-    .inputs = latent_in,
-    .n_inputs = 1,
-    .outputs = path_out,
-    .n_outputs = 1,
-    .params = probe_params,
-    .n_params = 1,
-    .flags = WEFT_NODE_OUTPUT,
-    .run = probe_latent_run};
-static const weft_node_def *const probe_nodes[] = {&probe_latent_def};
-static const weft_plugin probe_plugin = {sizeof(weft_plugin),
-                                         WEFT_ABI_MAJOR,
-                                         WEFT_ABI_MINOR,
-                                         "controlnet-probes",
-                                         "1",
-                                         probe_nodes,
-                                         1,
-                                         {0}};
-
-/* Runs tests/models/graphs/<name> in process with the built plugins and the
- * probe; sets are "name=value", NULL-terminated. */
-static void run_probe_graph(const char *name, const char *const *sets) {
-  weft_ctx *ctx = NULL;
-  ASSERT_OK(weft_ctx_new(&ctx));
-  weft_ctx_set_threads(ctx, 2);
-  int r = weft_plugin_load_default(ctx, NULL);
-  if (r) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
-  ASSERT_OK(r);
-  ASSERT_OK(weft_plugin_register(ctx, &probe_plugin, "test_controlnet.c"));
-  ASSERT_OK(weft_ctx_set_output_dir(ctx, weft_test_tmpdir()));
-  char path[4096];
-  snprintf(path, sizeof path, "%s/models/graphs/%s", weft_test_srcdir(), name);
-  weft_graph *g = NULL;
-  r = weft_graph_load(ctx, path, &g);
-  if (r) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
-  ASSERT_OK(r);
-  for (int i = 0; sets[i]; i++) {
-    char key[256];
-    const char *eq = strchr(sets[i], '=');
-    snprintf(key, sizeof key, "%.*s", (int)(eq - sets[i]), sets[i]);
-    r = weft_graph_set_input(ctx, g, key, eq + 1);
-    if (r) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
-    ASSERT_OK(r);
-  }
-  r = weft_graph_run(ctx, g);
-  if (r) fprintf(stderr, "run: %s\n", weft_ctx_error(ctx));
-  ASSERT_OK(r);
-  weft_graph_free(g);
-  weft_ctx_free(ctx);
-}
-
-/* a U8 [H, W, 3] fixture image as a PNG in the test's temp dir; returns
- * its path (caller frees) */
-static char *write_png(const weft_st_tensor *t, const char *name) {
-  ASSERT(t->dtype == WEFT_ST_U8 && t->ndim == 3 && t->shape[2] == 3);
-  int64_t n = t->shape[0] * t->shape[1] * 3;
-  float *px = malloc((size_t)n * sizeof *px);
-  const uint8_t *u = t->data;
-  /* the middle of each level: SaveImage-style truncation gives u back */
-  for (int64_t i = 0; i < n; i++)
-    px[i] = ((float)u[i] + 0.5f) / 255.0f;
-  weft__png_pixels p = {px, (int32_t)t->shape[1], (int32_t)t->shape[0], 3};
-  char *path = malloc(4096), err[1024];
-  snprintf(path, 4096, "%s/%s", weft_test_tmpdir(), name);
-  int r = weft__png_write(path, &p, NULL, 0, 6, err, sizeof err);
-  if (r) fprintf(stderr, "%s\n", err);
-  ASSERT_OK(r);
-  free(px);
-  return path;
-}
-
-/* "<tmp>/<name>" (a probe's file) as a malloc'd [1, 4, 8, 8] */
-static float *read_latent(const char *name) {
-  char path[4096], err[1024];
-  snprintf(path, sizeof path, "%s/%s", weft_test_tmpdir(), name);
-  weft_st_file *f = NULL;
-  int r = weft_st_open(path, &f, err, sizeof err);
-  if (r) fprintf(stderr, "%s\n", err);
-  ASSERT_OK(r);
-  const weft_st_tensor *t = weft_st_find(f, "out");
-  ASSERT(t && t->nbytes == 256 * 4);
-  float *x = malloc(256 * sizeof *x);
-  memcpy(x, t->data, 256 * sizeof *x);
-  weft_st_close(f);
-  return x;
-}
-
-/* the unscaled LATENT against a reference: the trajectory tolerance in
- * model scale, divided by the scale */
-static void check_latent(const float *got, const float *want,
-                         const char *what) {
-  const double s = 0.18215;
-  double worst = 0;
-  for (int i = 0; i < 256; i++) {
-    double d = fabs((double)got[i] - want[i]);
-    double tol = (1e-3 + 1e-5 * fabs(want[i] * s)) / s;
-    if (!(d <= tol))
-      fprintf(stderr, "%s [%d]: %.7g want %.7g\n", what, i, got[i], want[i]);
-    ASSERT(d <= tol);
-    worst = d > worst ? d : worst;
-  }
-  fprintf(stderr, "%s: latent max diff %.3g\n", what, worst);
-}
-
-/* controlnet_probe.yaml: ControlNetApplyAdvanced and ControlNetApply */
+/* controlnet_probe.yaml (ControlNetApplyAdvanced, ControlNetApply, chained)
+ * with the hint <temp dir>/<hint_png>; its probes write adv, old, chain */
 static void run_e2e(const char *cnet, const char *hint_png, int steps,
                     const char *sched, double start, double end) {
-  char a[16][4200];
-  const char *sets[17];
-  int n = 0;
-  const char *src = weft_test_srcdir(), *tmp = weft_test_tmpdir();
-  snprintf(a[n++], 4200, "ckpt=%s/fixtures/sd15_tiny/sd15_tiny.safetensors",
-           src);
-  snprintf(a[n++], 4200, "controlnet=%s/fixtures/sd15_extras/%s", src, cnet);
-  snprintf(a[n++], 4200, "hint=%s", hint_png);
-  snprintf(a[n++], 4200, "steps=%d", steps);
-  snprintf(a[n++], 4200, "scheduler=%s", sched);
-  snprintf(a[n++], 4200, "start=%g", start);
-  snprintf(a[n++], 4200, "end=%g", end);
-  snprintf(a[n++], 4200, "out_adv=%s/adv.safetensors", tmp);
-  snprintf(a[n++], 4200, "out_old=%s/old.safetensors", tmp);
-  snprintf(a[n++], 4200, "out_chain=%s/chain.safetensors", tmp);
-  for (int i = 0; i < n; i++)
-    sets[i] = a[i];
-  sets[n] = NULL;
-  run_probe_graph("controlnet_probe.yaml", sets);
+  char a[6][4200];
+  const char *src = weft_test_srcdir();
+  snprintf(a[0], 4200, "controlnet=%s/fixtures/sd15_extras/%s", src, cnet);
+  snprintf(a[1], 4200, "hint=%s/%s", weft_test_tmpdir(), hint_png);
+  snprintf(a[2], 4200, "steps=%d", steps);
+  snprintf(a[3], 4200, "scheduler=%s", sched);
+  snprintf(a[4], 4200, "start=%g", start);
+  snprintf(a[5], 4200, "end=%g", end);
+  const char *sets[] = {a[0], a[1], a[2], a[3], a[4], a[5], NULL};
+  ASSERT_OK(probe_run_graph("controlnet_probe.yaml", sets, NULL, NULL));
 }
 
 TEST(graph_controlnet_apply_advanced_matches_comfyui) {
   weft_st_file *f = ex_open("controlnet_e2e.safetensors");
-  char *hint = write_png(get(f, "hint"), "hint.png");
-  run_e2e("controlnet_tiny.safetensors", hint, 8, "simple", 0, 1);
-  float *adv = read_latent("adv.safetensors");
-  float *old = read_latent("old.safetensors");
-  const float *want = ref(f, "comfy/latent_out", 256);
-  check_latent(adv, want, "ControlNetApplyAdvanced(0.7, 0, 1)");
+  probe_write_png(ex_get(f, "hint"), NULL, "hint.png");
+  run_e2e("controlnet_tiny.safetensors", "hint.png", 8, "simple", 0, 1);
+  float *adv = probe_read("adv", 256);
+  float *old = probe_read("old", 256);
+  const float *want = ex_ref(f, "comfy/latent_out", 256);
+  probe_check_latent(adv, want, 256, "ControlNetApplyAdvanced(0.7, 0, 1)");
   /* the deprecated node controls the negative too: the same */
-  check_latent(old, want, "ControlNetApply(0.7)");
+  probe_check_latent(old, want, 256, "ControlNetApply(0.7)");
   /* chained at 0.5 and 0.2: their residuals add (control_merge) */
-  float *chain = read_latent("chain.safetensors");
-  check_latent(chain, want, "chained ControlNetApplyAdvanced(0.5), (0.2)");
-  free(adv), free(old), free(chain), free(hint);
+  float *chain = probe_read("chain", 256);
+  probe_check_latent(chain, want, 256,
+                     "chained ControlNetApplyAdvanced(0.5), (0.2)");
+  free(adv), free(old), free(chain);
   weft_st_close(f);
 }
 
 TEST(graph_controlnet_percent_range_matches_comfyui) {
   weft_st_file *f = ex_open("controlnet_e2e.safetensors");
-  char *hint = write_png(get(f, "hint"), "hint.png");
+  probe_write_png(ex_get(f, "hint"), NULL, "hint.png");
   /* the diffusers folder this time */
-  run_e2e("controlnet", hint, 6, "normal", 0.1, 0.7);
-  float *adv = read_latent("adv.safetensors");
-  check_latent(adv, ref(f, "comfy_percent/latent_out", 256),
-               "ControlNetApplyAdvanced(0.7, 0.1, 0.7)");
-  free(adv), free(hint);
+  run_e2e("controlnet", "hint.png", 6, "normal", 0.1, 0.7);
+  float *adv = probe_read("adv", 256);
+  probe_check_latent(adv, ex_ref(f, "comfy_percent/latent_out", 256), 256,
+                     "ControlNetApplyAdvanced(0.7, 0.1, 0.7)");
+  free(adv);
   weft_st_close(f);
 }
 
@@ -585,54 +421,30 @@ TEST(graph_controlnet_percent_range_matches_comfyui) {
  * model call: the same latents as the resized hint given directly. */
 TEST(graph_hint_is_resized_as_comfyui) {
   weft_st_file *io = ex_open("controlnet_io.safetensors");
-  char *small = write_png(get(io, "hint_preprocess/in"), "in.png");
-  char *big = write_png(get(io, "hint_preprocess/out"), "out.png");
-  run_e2e("controlnet_tiny.safetensors", small, 3, "normal", 0, 1);
-  float *a = read_latent("adv.safetensors");
-  run_e2e("controlnet_tiny.safetensors", big, 3, "normal", 0, 1);
-  float *b = read_latent("adv.safetensors");
+  probe_write_png(ex_get(io, "hint_preprocess/in"), NULL, "in.png");
+  probe_write_png(ex_get(io, "hint_preprocess/out"), NULL, "out.png");
+  run_e2e("controlnet_tiny.safetensors", "in.png", 3, "normal", 0, 1);
+  float *a = probe_read("adv", 256);
+  run_e2e("controlnet_tiny.safetensors", "out.png", 3, "normal", 0, 1);
+  float *b = probe_read("adv", 256);
   ASSERT_EQ(memcmp(a, b, 256 * sizeof *a), 0);
-  free(a), free(b), free(small), free(big);
+  free(a), free(b);
   weft_st_close(io);
 }
 
-/* ---- graphs/controlnet.yaml through the weft command
- * ------------------------- */
-
-static void compare_png(const char *png, const weft_st_tensor *want, int tol,
-                        const char *what) {
-  weft__png_image img;
-  char err[1024];
-  int r = weft__png_read(png, &img, err, sizeof err);
-  if (r) fprintf(stderr, "%s\n", err);
-  ASSERT_OK(r);
-  ASSERT_EQ(img.width, 64);
-  ASSERT_EQ(img.height, 64);
-  ASSERT(want->dtype == WEFT_ST_U8 && want->nbytes == 64 * 64 * 3);
-  const uint8_t *w = want->data;
-  int worst = 0;
-  for (int i = 0; i < 64 * 64 * 3; i++) {
-    int d = abs((int)lrintf(img.rgb[i] * 255.0f) - w[i]);
-    worst = d > worst ? d : worst;
-  }
-  fprintf(stderr, "%s: max pixel diff %d/255\n", what, worst);
-  ASSERT(worst <= tol);
-  weft__png_image_free(&img);
-}
+/* ---- graphs/controlnet.yaml through the weft command --------------------- */
 
 TEST(controlnet_yaml_matches_comfyui_and_diffusers) {
   weft_st_file *f = ex_open("controlnet_e2e.safetensors");
-  char *hint = write_png(get(f, "hint"), "hint.png");
+  probe_write_png(ex_get(f, "hint"), NULL, "hint.png");
   char g[4096], ck[4096], cn[4096], hi[4200], out[4200];
-  const char *src = weft_test_srcdir();
+  const char *src = weft_test_srcdir(), *tmp = weft_test_tmpdir();
   snprintf(g, sizeof g, "%s/../graphs/controlnet.yaml", src);
   snprintf(ck, sizeof ck, "ckpt=%s/fixtures/sd15_tiny/diffusers", src);
   snprintf(cn, sizeof cn, "controlnet=%s/fixtures/sd15_extras/controlnet", src);
-  snprintf(hi, sizeof hi, "hint=%s", hint);
-  snprintf(out, sizeof out, "%s/out", weft_test_tmpdir());
-  const char *a[] = {weft_test_built("cli/weft"),
-                     "run",
-                     g,
+  snprintf(hi, sizeof hi, "hint=%s/hint.png", tmp);
+  snprintf(out, sizeof out, "%s/out", tmp);
+  const char *a[] = {g,
                      "--set",
                      ck,
                      "--set",
@@ -663,26 +475,14 @@ TEST(controlnet_yaml_matches_comfyui_and_diffusers) {
                      out,
                      "-q",
                      NULL};
-  char *err = NULL;
-  int code = weft_test_spawn(a, NULL, &err, 120);
-  if (code) fprintf(stderr, "weft run: %s", err);
-  ASSERT_EQ(code, 0);
-  free(err);
+  probe_weft_run(a, NULL);
   char png[4300];
   snprintf(png, sizeof png, "%s/controlnet_00001_.png", out);
-  compare_png(png, get(f, "comfy/image"), 1, "vs ComfyUI");
-  compare_png(png, get(f, "diffusers/image"), 2, "vs diffusers");
-  free(hint);
+  probe_compare_png(png, ex_get(f, "comfy/image"), 1, "vs ComfyUI");
+  probe_compare_png(png, ex_get(f, "diffusers/image"), 2, "vs diffusers");
   weft_st_close(f);
 }
 
 TEST(controlnet_yaml_validates) {
-  char g[4096];
-  snprintf(g, sizeof g, "%s/../graphs/controlnet.yaml", weft_test_srcdir());
-  const char *a[] = {weft_test_built("cli/weft"), "validate", g, NULL};
-  char *err = NULL;
-  int code = weft_test_spawn(a, NULL, &err, 60);
-  if (code) fprintf(stderr, "%s", err);
-  ASSERT_EQ(code, 0);
-  free(err);
+  probe_weft_validate("controlnet.yaml");
 }

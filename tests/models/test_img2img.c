@@ -3,9 +3,9 @@
  * upscaling (LatentUpscale, LatentUpscaleBy) and the tiled VAE
  * (VAEDecodeTiled, VAEEncodeTiled) against tests/fixtures/sd15_extras (see
  * tools/fixtures/README.md, "sd15_extras"): the core API (sd.h) directly,
- * the nodes through YAML graphs in process (with probe nodes this file
- * registers), and graphs/img2img.yaml and graphs/inpaint.yaml through the
- * weft command.
+ * the nodes through YAML graphs in process (probe.h's runner and its
+ * ProbeLatent / ProbeImage), and graphs/img2img.yaml and graphs/inpaint.yaml
+ * through the weft command.
  *
  * Tolerances: VAE outputs 1e-4 as test_sd_models.c (fp32 against fp32
  * torch); sampler trajectories 1e-3 + 1e-5 |x| per step in model scale, as
@@ -17,38 +17,13 @@
 #include <jansson.h>
 
 #include "png_io.h"
+#include "probe.h"
 #include "samplers.h"
 #include "sd_fixture.h"
-#include "weft/weft.h"
 
 #define TOL 1e-4
 #define RESIZE_TOL 1e-5
 #define SCALE 0.18215
-
-static weft_st_file *ex_open(const char *rel) {
-  char path[4096], err[1024];
-  snprintf(path, sizeof path, "%s/fixtures/sd15_extras/%s", weft_test_srcdir(),
-           rel);
-  weft_st_file *f = NULL;
-  int r = weft_st_open(path, &f, err, sizeof err);
-  if (r) fprintf(stderr, "%s\n", err);
-  ASSERT_OK(r);
-  return f;
-}
-
-static const weft_st_tensor *get(weft_st_file *f, const char *key) {
-  const weft_st_tensor *t = weft_st_find(f, key);
-  if (!t) fprintf(stderr, "fixture has no '%s'\n", key);
-  ASSERT(t != NULL);
-  return t;
-}
-
-static const float *ref(weft_st_file *f, const char *key, int64_t numel) {
-  const weft_st_tensor *t = get(f, key);
-  ASSERT(t->dtype == WEFT_ST_F32);
-  if (numel) ASSERT_EQ(t->nbytes, numel * 4);
-  return t->data;
-}
 
 /* a U8 [H, W, 3] image as planes [3, H, W] of u8 / 255 (caller frees) */
 static float *planes(const weft_st_tensor *t) {
@@ -91,41 +66,23 @@ static void model_close(model *md) {
   fx_model_close(&md->m);
 }
 
-/* the unscaled LATENT against a reference: the trajectory tolerance in
- * model scale, divided by the scale */
-static void check_latent(const float *got, const float *want, int64_t n,
-                         const char *what) {
-  double worst = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double d = fabs((double)got[i] - want[i]);
-    double tol = (1e-3 + 1e-5 * fabs(want[i] * SCALE)) / SCALE;
-    if (!(d <= tol))
-      fprintf(stderr, "%s [%lld]: %.7g want %.7g\n", what, (long long)i, got[i],
-              want[i]);
-    ASSERT(d <= tol);
-    worst = d > worst ? d : worst;
-  }
-  fprintf(stderr, "%s: latent max diff %.3g\n", what, worst);
-}
-
-/* ---- VAEEncode ------------------------------------------------------------
- */
+/* ---- VAEEncode ----------------------------------------------------------- */
 
 TEST(vae_encode_is_the_posterior_mean) {
   model md;
   model_open(&md, false);
   weft_st_file *f = ex_open("img2img_inpaint.safetensors");
   weft_st_file *t = ex_open("vae_tiled.safetensors");
-  float *px = planes(get(f, "image")), lat[4 * 8 * 12];
+  float *px = planes(ex_get(f, "image")), lat[4 * 8 * 12];
   ASSERT_OK(sd_vae_encode_one(md.vae, md.be, px, 64, 64, lat));
-  double d = max_abs_diff(lat, ref(f, "latent", 256), 256);
+  double d = max_abs_diff(lat, ex_ref(f, "latent", 256), 256);
   fprintf(stderr, "VAEEncode 64x64 max diff %.3g\n", d);
   ASSERT(d <= TOL);
-  ASSERT(max_abs_diff(lat, ref(t, "latent8x8", 256), 256) <= TOL);
+  ASSERT(max_abs_diff(lat, ex_ref(t, "latent8x8", 256), 256) <= TOL);
   free(px);
-  px = planes(get(t, "image64x96"));
+  px = planes(ex_get(t, "image64x96"));
   ASSERT_OK(sd_vae_encode_one(md.vae, md.be, px, 64, 96, lat));
-  d = max_abs_diff(lat, ref(t, "latent8x12", 4 * 8 * 12), 4 * 8 * 12);
+  d = max_abs_diff(lat, ex_ref(t, "latent8x12", 4 * 8 * 12), 4 * 8 * 12);
   fprintf(stderr, "VAEEncode 64x96 max diff %.3g\n", d);
   ASSERT(d <= TOL);
   free(px);
@@ -133,8 +90,7 @@ TEST(vae_encode_is_the_posterior_mean) {
   model_close(&md);
 }
 
-/* ---- img2img through the core API -----------------------------------------
- */
+/* ---- img2img through the core API ---------------------------------------- */
 
 typedef struct traj {
   sd_denoiser den;
@@ -179,36 +135,36 @@ TEST(img2img_trajectory_matches_comfyui) {
   float sig[32];
   int ns = weft_ksampler_sigmas(&sched, "normal", "euler", 6, 0.6, sig, 32);
   ASSERT_EQ(ns, 7);
-  const float *want_sig = ref(f, "img2img/sigmas", 7);
+  const float *want_sig = ex_ref(f, "img2img/sigmas", 7);
   for (int i = 0; i < 7; i++)
     ASSERT_NEAR(sig[i], want_sig[i], 1e-6 * (1 + want_sig[i]));
-  const float *lin = ref(f, "img2img/latent_in", 256);
-  ASSERT(max_abs_diff(lin, ref(f, "latent", 256), 256) == 0);
+  const float *lin = ex_ref(f, "img2img/latent_in", 256);
+  ASSERT(max_abs_diff(lin, ex_ref(f, "latent", 256), 256) == 0);
   float scaled[256], x[256];
   for (int i = 0; i < 256; i++)
     scaled[i] = lin[i] * (float)SCALE;
-  weft_sampler_start(x, ref(f, "noise", 256), scaled, 256, sig[0],
+  weft_sampler_start(x, ex_ref(f, "noise", 256), scaled, 256, sig[0],
                      weft_schedule_sigma_max(&sched));
-  const float *want_x = ref(f, "img2img/x", 7 * 256);
+  const float *want_x = ex_ref(f, "img2img/x", 7 * 256);
   ASSERT(max_abs_diff(x, want_x, 256) <= 1e-5);
   traj r = {.sched = &sched,
-            .timesteps = get(f, "img2img/model_timesteps")->data,
+            .timesteps = ex_get(f, "img2img/model_timesteps")->data,
             .want_x = want_x,
-            .want_den = ref(f, "img2img/denoised", 6 * 256)};
+            .want_den = ex_ref(f, "img2img/denoised", 6 * 256)};
   int64_t shape[4] = {1, 4, 8, 8};
   ASSERT_OK(sd_denoiser_init(&r.den, md.unet, md.be, &sched, SD_PRED_EPS, shape,
-                             5.0f, ref(f, "negative", 77 * 32), 77,
-                             ref(f, "positive", 77 * 32), 77));
+                             5.0f, ex_ref(f, "negative", 77 * 32), 77,
+                             ex_ref(f, "positive", 77 * 32), 77));
   weft_sampler_io io = {256, traj_den, NULL, traj_step, &r};
   ASSERT_OK(weft_sample("euler", &io, x, sig, ns));
   ASSERT_EQ(r.calls, 6);
-  double d = max_abs_diff(x, ref(f, "img2img/samples_out", 256), 256);
+  double d = max_abs_diff(x, ex_ref(f, "img2img/samples_out", 256), 256);
   fprintf(stderr, "img2img: trajectory worst %.3g, out max diff %.3g\n",
           r.worst, d);
   ASSERT(d <= 2e-3);
   /* diffusers' StableDiffusionImg2ImgPipeline gives the same (the fixture
    * cross-checked it within 1.2e-5) */
-  d = max_abs_diff(x, ref(f, "diffusers/img2img_latents", 256), 256);
+  d = max_abs_diff(x, ex_ref(f, "diffusers/img2img_latents", 256), 256);
   fprintf(stderr, "img2img vs diffusers: max diff %.3g\n", d);
   ASSERT(d <= 2e-3);
   sd_denoiser_free(&r.den);
@@ -224,13 +180,13 @@ TEST(noise_masks_reach_latent_size_as_comfyui) {
       {"mask_blob", "inpaint_noise_mask_blob/denoise_mask"},
       {"encode_for_inpaint/noise_mask", "encode_for_inpaint/denoise_mask"}};
   for (int c = 0; c < 3; c++) {
-    const weft_st_tensor *t = get(f, cases[c][0]);
+    const weft_st_tensor *t = ex_get(f, cases[c][0]);
     float full[64 * 64], small[64];
     for (int i = 0; i < 64 * 64; i++)
       full[i] = t->dtype == WEFT_ST_U8 ? (float)((const uint8_t *)t->data)[i]
                                        : ((const float *)t->data)[i];
     ASSERT_OK(sd_latent_resize(full, 1, 64, 64, small, 8, 8, 1, false));
-    const float *want = ref(f, cases[c][1], 256);
+    const float *want = ex_ref(f, cases[c][1], 256);
     for (int ch = 0; ch < 4; ch++) {
       double d = max_abs_diff(small, want + ch * 64, 64);
       ASSERT(d <= 1e-6);
@@ -239,8 +195,7 @@ TEST(noise_masks_reach_latent_size_as_comfyui) {
   weft_st_close(f);
 }
 
-/* ---- latent upscaling ------------------------------------------------------
- */
+/* ---- latent upscaling ---------------------------------------------------- */
 
 static int method_index(const char *m) {
   for (int i = 0; sd_latent_methods[i]; i++)
@@ -263,7 +218,7 @@ TEST(latent_upscale_matches_comfyui) {
     ASSERT(mi >= 0);
     const char *input = json_string_value(json_object_get(c, "input"));
     const char *node = json_string_value(json_object_get(c, "node"));
-    const weft_st_tensor *in = get(f, input);
+    const weft_st_tensor *in = ex_get(f, input);
     int64_t lh = in->shape[2], lw = in->shape[3], ow = 0, oh = 0;
     bool crop = false;
     if (!strcmp(node, "LatentUpscale")) {
@@ -278,7 +233,7 @@ TEST(latent_upscale_matches_comfyui) {
     json_t *shape = json_object_get(c, "out_shape");
     ASSERT_EQ(oh, json_integer_value(json_array_get(shape, 2)));
     ASSERT_EQ(ow, json_integer_value(json_array_get(shape, 3)));
-    const float *want = ref(f, key, 4 * oh * ow);
+    const float *want = ex_ref(f, key, 4 * oh * ow);
     float *out = malloc((size_t)(4 * oh * ow) * sizeof *out);
     ASSERT_OK(sd_latent_resize(in->data, 4, lh, lw, out, oh, ow, mi, crop));
     double d = max_abs_diff(out, want, 4 * oh * ow);
@@ -310,7 +265,7 @@ TEST(latent_upscale_bislerp) {
     ASSERT_EQ(mi, SD_LATENT_BISLERP);
     const char *input = json_string_value(json_object_get(c, "input"));
     const char *node = json_string_value(json_object_get(c, "node"));
-    const weft_st_tensor *in = get(f, input);
+    const weft_st_tensor *in = ex_get(f, input);
     ASSERT(in->ndim == 4 && in->shape[1] == 4);
     int64_t lh = in->shape[2], lw = in->shape[3], ow = 0, oh = 0;
     bool crop = false;
@@ -326,7 +281,7 @@ TEST(latent_upscale_bislerp) {
     json_t *shape = json_object_get(c, "out_shape");
     ASSERT_EQ(oh, json_integer_value(json_array_get(shape, 2)));
     ASSERT_EQ(ow, json_integer_value(json_array_get(shape, 3)));
-    const float *want = ref(f, key, 4 * oh * ow);
+    const float *want = ex_ref(f, key, 4 * oh * ow);
     float *out = malloc((size_t)(4 * oh * ow) * sizeof *out);
     ASSERT_OK(
         sd_latent_resize_nc(in->data, 1, 4, lh, lw, out, oh, ow, mi, crop));
@@ -397,10 +352,10 @@ static void check_decode_tiled(model *md, weft_st_file *f, const char *latent,
   int64_t H = h * 8, W = w * 8;
   float *x = malloc((size_t)(3 * H * W) * sizeof *x);
   float *img = malloc((size_t)(3 * H * W) * sizeof *img);
-  ASSERT_OK(sd_vae_decode_tiled(md->vae, md->be, ref(f, latent, 4 * h * w), h,
-                                w, tile, tile, overlap, x));
+  ASSERT_OK(sd_vae_decode_tiled(md->vae, md->be, ex_ref(f, latent, 4 * h * w),
+                                h, w, tile, tile, overlap, x));
   to_image(x, H, W, img);
-  double d = max_abs_diff(img, ref(f, key, 3 * H * W), 3 * H * W);
+  double d = max_abs_diff(img, ex_ref(f, key, 3 * H * W), 3 * H * W);
   fprintf(stderr, "%s: max diff %.3g\n", key, d);
   ASSERT(d <= TOL);
   free(x), free(img);
@@ -429,11 +384,11 @@ TEST(vae_encode_tiled_matches_comfyui) {
   const char *cases[][2] = {{"image64x64", "encode_tiled/64x64_t64_o16"},
                             {"image64x96", "encode_tiled/64x96_t64_o16"}};
   for (int c = 0; c < 2; c++) {
-    const weft_st_tensor *im = get(f, cases[c][0]);
+    const weft_st_tensor *im = ex_get(f, cases[c][0]);
     int64_t H = im->shape[0], W = im->shape[1], n = 4 * (H / 8) * (W / 8);
     float *px = planes(im), *lat = malloc((size_t)n * sizeof *lat);
     ASSERT_OK(sd_vae_encode_tiled(md.vae, md.be, px, H, W, 64, 64, 16, lat));
-    double d = max_abs_diff(lat, ref(f, cases[c][1], n), n);
+    double d = max_abs_diff(lat, ex_ref(f, cases[c][1], n), n);
     fprintf(stderr, "%s: max diff %.3g\n", cases[c][1], d);
     ASSERT(d <= TOL);
     free(px), free(lat);
@@ -449,148 +404,15 @@ TEST(tiles_not_larger_than_the_overlap_are_refused) {
   model_open(&md, false);
   weft_st_file *f = ex_open("vae_tiled.safetensors");
   float *x = malloc(3 * 64 * 64 * sizeof *x);
-  ASSERT_EQ(sd_vae_decode_tiled(md.vae, md.be, ref(f, "latent8x8", 256), 8, 8,
-                                4, 4, 2, x),
+  ASSERT_EQ(sd_vae_decode_tiled(md.vae, md.be, ex_ref(f, "latent8x8", 256), 8,
+                                8, 4, 4, 2, x),
             WEFT_EINVAL);
   free(x);
   weft_st_close(f);
   model_close(&md);
 }
 
-/* ---- through graphs: probes write LATENT and IMAGE values ------------------
- */
-
-static int probe_run(weft_call *c) {
-  const weft_host *h = c->host;
-  const weft_tensor *t = h->value_tensor(c->inputs[0]);
-  char path[4096], err[1024];
-  /* relative to the output directory (the test's temp dir) */
-  snprintf(path, sizeof path, "%s/%s.safetensors", h->output_dir(c),
-           weft_param_string(c, 0));
-  weft_st_writer *w = NULL;
-  int r = weft_st_writer_new(&w);
-  if (!r)
-    r = weft_st_writer_add(w, "out", WEFT_ST_F32, t->ndim, t->shape, t->data);
-  const weft_value *nm = h->value_get_attr(c->inputs[0], "noise_mask");
-  const weft_tensor *mt = nm ? h->value_tensor(nm) : NULL;
-  if (!r && mt)
-    r = weft_st_writer_add(w, "noise_mask", WEFT_ST_F32, mt->ndim, mt->shape,
-                           mt->data);
-  if (!r) r = weft_st_writer_save(w, path, err, sizeof err);
-  weft_st_writer_free(w);
-  if (r) h->error(c, "cannot write %s", path);
-  if (!r && !(c->outputs[0] = h->string_new(c, path))) r = WEFT_ENOMEM;
-  return r;
-}
-
-static const weft_port_def latent_in[] = {
-    {sizeof(weft_port_def), "samples", WEFT_TYPE_LATENT, NULL, 0, "probe"}};
-static const weft_port_def image_in[] = {
-    {sizeof(weft_port_def), "image", WEFT_TYPE_IMAGE, NULL, 0, "probe"}};
-static const weft_port_def path_out[] = {
-    {sizeof(weft_port_def), "path", WEFT_TYPE_STRING, NULL, 0, "probe"}};
-static const weft_param_def probe_params[] = {
-    {sizeof(weft_param_def), "out", WEFT_TYPE_STRING, 0, 0, "", 1, 0, NULL, 0,
-     "file name to write in the output directory, without .safetensors"}};
-static const weft_node_def probe_latent_def = {
-    .struct_size = sizeof(weft_node_def),
-    .op = "ProbeLatent",
-    .category = "test",
-    .doc = "Writes a LATENT (and its noise_mask) to a safetensors file.",
-    .inputs = latent_in,
-    .n_inputs = 1,
-    .outputs = path_out,
-    .n_outputs = 1,
-    .params = probe_params,
-    .n_params = 1,
-    .flags = WEFT_NODE_OUTPUT,
-    .run = probe_run};
-static const weft_node_def probe_image_def = {
-    .struct_size = sizeof(weft_node_def),
-    .op = "ProbeImage",
-    .category = "test",
-    .doc = "Writes an IMAGE to a safetensors file.",
-    .inputs = image_in,
-    .n_inputs = 1,
-    .outputs = path_out,
-    .n_outputs = 1,
-    .params = probe_params,
-    .n_params = 1,
-    .flags = WEFT_NODE_OUTPUT,
-    .run = probe_run};
-static const weft_node_def *const probe_nodes[] = {&probe_latent_def,
-                                                   &probe_image_def};
-static const weft_plugin probe_plugin = {sizeof(weft_plugin),
-                                         WEFT_ABI_MAJOR,
-                                         WEFT_ABI_MINOR,
-                                         "img2img-probes",
-                                         "1",
-                                         probe_nodes,
-                                         2,
-                                         {0}};
-
-/* Runs tests/models/graphs/<name> in process with the built plugins and the
- * probes, the checkpoint and "dir" (the temp dir) set as inputs. */
-static void run_probe_graph(const char *name) {
-  weft_ctx *ctx = NULL;
-  ASSERT_OK(weft_ctx_new(&ctx));
-  weft_ctx_set_threads(ctx, 2);
-  int r = weft_plugin_load_default(ctx, NULL);
-  if (r) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
-  ASSERT_OK(r);
-  ASSERT_OK(weft_plugin_register(ctx, &probe_plugin, "test_img2img.c"));
-  ASSERT_OK(weft_ctx_set_output_dir(ctx, weft_test_tmpdir()));
-  ASSERT_OK(weft_ctx_set_input_dir(ctx, weft_test_tmpdir()));
-  char path[4096];
-  snprintf(path, sizeof path, "%s/models/graphs/%s", weft_test_srcdir(), name);
-  weft_graph *g = NULL;
-  r = weft_graph_load(ctx, path, &g);
-  if (r) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
-  ASSERT_OK(r);
-  snprintf(path, sizeof path, "%s/fixtures/sd15_tiny/sd15_tiny.safetensors",
-           weft_test_srcdir());
-  ASSERT_OK(weft_graph_set_input(ctx, g, "ckpt", path));
-  r = weft_graph_run(ctx, g);
-  if (r) fprintf(stderr, "run: %s\n", weft_ctx_error(ctx));
-  ASSERT_OK(r);
-  weft_graph_free(g);
-  weft_ctx_free(ctx);
-}
-
-/* a probe's file in the temp dir, opened (caller closes) */
-static weft_st_file *probe_file(const char *name) {
-  char path[4096], err[1024];
-  snprintf(path, sizeof path, "%s/%s.safetensors", weft_test_tmpdir(), name);
-  weft_st_file *f = NULL;
-  int r = weft_st_open(path, &f, err, sizeof err);
-  if (r) fprintf(stderr, "%s\n", err);
-  ASSERT_OK(r);
-  return f;
-}
-
-/* a U8 [H, W, 3] fixture image as tmp/name (a PNG; with mask, the alpha is
- * 1 - mask) */
-static void write_png(const weft_st_tensor *t, const float *mask,
-                      const char *name) {
-  ASSERT(t->dtype == WEFT_ST_U8 && t->ndim == 3 && t->shape[2] == 3);
-  int64_t n = t->shape[0] * t->shape[1];
-  int ch = mask ? 4 : 3;
-  float *px = malloc((size_t)(n * ch) * sizeof *px);
-  const uint8_t *u = t->data;
-  /* the middle of each level: SaveImage-style truncation gives u back */
-  for (int64_t i = 0; i < n; i++) {
-    for (int c = 0; c < 3; c++)
-      px[i * ch + c] = ((float)u[i * 3 + c] + 0.5f) / 255.0f;
-    if (mask) px[i * ch + 3] = 1.0f - mask[i];
-  }
-  weft__png_pixels p = {px, (int32_t)t->shape[1], (int32_t)t->shape[0], ch};
-  char path[4096], err[1024];
-  snprintf(path, sizeof path, "%s/%s", weft_test_tmpdir(), name);
-  int r = weft__png_write(path, &p, NULL, 0, 6, err, sizeof err);
-  if (r) fprintf(stderr, "%s\n", err);
-  ASSERT_OK(r);
-  free(px);
-}
+/* ---- through graphs: probes write LATENT and IMAGE values ---------------- */
 
 /* copies tests/fixtures/<dir>/name into the temp dir */
 static void copy_file(const char *dir, const char *name) {
@@ -614,7 +436,7 @@ static void copy_fixture(const char *name) {
  * 1 - alpha / 255. */
 TEST(inpaint_pngs_hold_the_image_and_masks) {
   weft_st_file *f = ex_open("img2img_inpaint.safetensors");
-  const uint8_t *img = get(f, "image")->data;
+  const uint8_t *img = ex_get(f, "image")->data;
   const char *names[] = {"inpaint_rect.png", "inpaint_blob.png"};
   for (int k = 0; k < 2; k++) {
     char path[4096];
@@ -627,8 +449,9 @@ TEST(inpaint_pngs_hold_the_image_and_masks) {
       ASSERT_EQ(lrintf(p.rgb[i] * 255.0f), img[i]);
     for (int i = 0; i < 64 * 64; i++) {
       float m = 1.0f - p.alpha[i];
-      float want = k ? ref(f, "mask_blob", 4096)[i]
-                     : (float)((const uint8_t *)get(f, "mask_rect")->data)[i];
+      float want =
+          k ? ex_ref(f, "mask_blob", 4096)[i]
+            : (float)((const uint8_t *)ex_get(f, "mask_rect")->data)[i];
       ASSERT_NEAR(m, want, 1e-7);
     }
     weft__png_image_free(&p);
@@ -640,13 +463,13 @@ TEST(inpaint_pngs_hold_the_image_and_masks) {
  * through their nodes: sampled LATENTs, kept regions, noise masks */
 TEST(graph_img2img_and_inpainting_match_comfyui) {
   weft_st_file *f = ex_open("img2img_inpaint.safetensors");
-  write_png(get(f, "image"), NULL, "image.png");
+  probe_write_png(ex_get(f, "image"), NULL, "image.png");
   copy_fixture("inpaint_rect.png");
   copy_fixture("inpaint_blob.png");
-  run_probe_graph("img2img_probe.yaml");
+  ASSERT_OK(probe_run_graph("img2img_probe.yaml", NULL, NULL, NULL));
   weft_st_file *enc = probe_file("encoded");
-  const float *mine = ref(enc, "out", 256);
-  double d = max_abs_diff(mine, ref(f, "latent", 256), 256);
+  const float *mine = ex_ref(enc, "out", 256);
+  double d = max_abs_diff(mine, ex_ref(f, "latent", 256), 256);
   fprintf(stderr, "VAEEncode node max diff %.3g\n", d);
   ASSERT(d <= TOL);
   static const char *const runs[] = {"img2img", "inpaint_noise_mask",
@@ -655,19 +478,19 @@ TEST(graph_img2img_and_inpainting_match_comfyui) {
   for (int k = 0; k < 4; k++) {
     char key[128];
     weft_st_file *p = probe_file(runs[k]);
-    const float *out = ref(p, "out", 256);
+    const float *out = ex_ref(p, "out", 256);
     snprintf(key, sizeof key, "%s/latent_out", runs[k]);
-    check_latent(out, ref(f, key, 256), 256, runs[k]);
+    probe_check_latent(out, ex_ref(f, key, 256), 256, runs[k]);
     if (k > 0) {
       /* the output keeps the input's noise mask (ComfyUI), and outside it
        * the latent is the input's up to the rounding of * and / 0.18215 */
       ASSERT(weft_st_find(p, "noise_mask") != NULL);
       snprintf(key, sizeof key, "%s/keep", runs[k]);
-      const weft_st_tensor *keep = get(f, key);
+      const weft_st_tensor *keep = ex_get(f, key);
       const uint8_t *kp = keep->data;
       const float *in = mine;
       weft_st_file *efi = k == 3 ? probe_file("efi") : NULL;
-      if (efi) in = ref(efi, "out", 256);
+      if (efi) in = ex_ref(efi, "out", 256);
       int kept = 0;
       for (int i = 0; i < 256; i++) {
         if (!kp[i]) continue;
@@ -684,28 +507,28 @@ TEST(graph_img2img_and_inpainting_match_comfyui) {
   weft_st_file *rect = probe_file("inpaint_noise_mask");
   float scaled[256];
   for (int i = 0; i < 256; i++)
-    scaled[i] = ref(rect, "out", 256)[i] * (float)SCALE;
-  d = max_abs_diff(scaled, ref(f, "diffusers/inpaint_latents", 256), 256);
+    scaled[i] = ex_ref(rect, "out", 256)[i] * (float)SCALE;
+  d = max_abs_diff(scaled, ex_ref(f, "diffusers/inpaint_latents", 256), 256);
   fprintf(stderr, "rect inpaint vs diffusers: max diff %.3g\n", d);
   ASSERT(d <= 2e-3);
   weft_st_close(rect);
   /* VAEEncodeForInpaint: grey-filled pixels encoded, the mask grown */
   weft_st_file *efi = probe_file("efi");
-  d = max_abs_diff(ref(efi, "out", 256),
-                   ref(f, "encode_for_inpaint/latent", 256), 256);
+  d = max_abs_diff(ex_ref(efi, "out", 256),
+                   ex_ref(f, "encode_for_inpaint/latent", 256), 256);
   fprintf(stderr, "VAEEncodeForInpaint latent max diff %.3g\n", d);
   ASSERT(d <= TOL);
-  const weft_st_tensor *nm = get(efi, "noise_mask");
+  const weft_st_tensor *nm = ex_get(efi, "noise_mask");
   ASSERT_EQ(nm->nbytes, 64 * 64 * 4);
-  const uint8_t *want = get(f, "encode_for_inpaint/noise_mask")->data;
+  const uint8_t *want = ex_get(f, "encode_for_inpaint/noise_mask")->data;
   for (int i = 0; i < 64 * 64; i++)
     ASSERT_EQ(((const float *)nm->data)[i], (float)want[i]);
   weft_st_close(efi);
   /* SetLatentNoiseMask: the MASK itself, [1, 1, 64, 64] */
   weft_st_file *sm = probe_file("masked_blob");
-  nm = get(sm, "noise_mask");
+  nm = ex_get(sm, "noise_mask");
   ASSERT(nm->ndim == 4 && nm->shape[1] == 1 && nm->shape[2] == 64);
-  ASSERT(max_abs_diff(nm->data, ref(f, "mask_blob", 4096), 4096) <= 1e-7);
+  ASSERT(max_abs_diff(nm->data, ex_ref(f, "mask_blob", 4096), 4096) <= 1e-7);
   weft_st_close(sm);
   weft_st_close(enc);
   weft_st_close(f);
@@ -715,17 +538,18 @@ TEST(graph_img2img_and_inpainting_match_comfyui) {
  * ImageScale(bicubic, 64, 64, crop disabled), unclamped */
 TEST(graph_image_scale_matches_comfyui) {
   copy_file("images", "photo.png");
-  run_probe_graph("image_scale_probe.yaml");
+  ASSERT_OK(probe_run_graph("image_scale_probe.yaml", NULL, NULL, NULL));
   weft_st_file *f = ex_open("img2img_inpaint.safetensors");
   weft_st_file *p = probe_file("photo");
-  const weft_st_tensor *in = get(p, "out");
-  const uint8_t *u = get(f, "image_scale/in")->data;
+  const weft_st_tensor *in = ex_get(p, "out");
+  const uint8_t *u = ex_get(f, "image_scale/in")->data;
   ASSERT(in->nbytes == 48 * 64 * 3 * 4);
   for (int i = 0; i < 48 * 64 * 3; i++)
     ASSERT_EQ(((const float *)in->data)[i], (float)u[i] / 255.0f);
   weft_st_file *q = probe_file("scaled");
-  double d = max_abs_diff(ref(q, "out", 64 * 64 * 3),
-                          ref(f, "image_scale/out", 64 * 64 * 3), 64 * 64 * 3);
+  double d =
+      max_abs_diff(ex_ref(q, "out", 64 * 64 * 3),
+                   ex_ref(f, "image_scale/out", 64 * 64 * 3), 64 * 64 * 3);
   fprintf(stderr, "ImageScale bicubic max diff %.3g\n", d);
   ASSERT(d <= RESIZE_TOL);
   weft_st_close(p), weft_st_close(q), weft_st_close(f);
@@ -753,15 +577,15 @@ static void grown_mask(const float *mask, int g, float *out) {
 
 TEST(graph_inpaint_mask_grows_as_comfyui) {
   weft_st_file *f = ex_open("img2img_inpaint.safetensors");
-  write_png(get(f, "image"), NULL, "image.png");
+  probe_write_png(ex_get(f, "image"), NULL, "image.png");
   copy_fixture("inpaint_rect.png");
   copy_fixture("inpaint_blob.png");
-  run_probe_graph("img2img_probe.yaml");
-  const float *blob = ref(f, "mask_blob", 4096);
+  ASSERT_OK(probe_run_graph("img2img_probe.yaml", NULL, NULL, NULL));
+  const float *blob = ex_ref(f, "mask_blob", 4096);
   float want[4096];
   /* the formula against the fixture's grow 6 first */
   grown_mask(blob, 6, want);
-  const uint8_t *six = get(f, "encode_for_inpaint/noise_mask")->data;
+  const uint8_t *six = ex_get(f, "encode_for_inpaint/noise_mask")->data;
   for (int i = 0; i < 4096; i++)
     ASSERT_EQ(want[i], (float)six[i]);
   const int grows[] = {5, 0};
@@ -769,7 +593,7 @@ TEST(graph_inpaint_mask_grows_as_comfyui) {
     char name[32];
     snprintf(name, sizeof name, "efi%d", grows[k]);
     weft_st_file *p = probe_file(name);
-    const weft_st_tensor *nm = get(p, "noise_mask");
+    const weft_st_tensor *nm = ex_get(p, "noise_mask");
     ASSERT_EQ(nm->nbytes, 4096 * 4);
     grown_mask(blob, grows[k], want);
     int differ = 0;
@@ -787,11 +611,11 @@ TEST(graph_inpaint_mask_grows_as_comfyui) {
  * expected shapes */
 TEST(graph_latent_upscale_nodes) {
   weft_st_file *f = ex_open("img2img_inpaint.safetensors");
-  write_png(get(f, "image"), NULL, "image.png");
+  probe_write_png(ex_get(f, "image"), NULL, "image.png");
   weft_st_close(f);
-  run_probe_graph("upscale_probe.yaml");
+  ASSERT_OK(probe_run_graph("upscale_probe.yaml", NULL, NULL, NULL));
   weft_st_file *enc = probe_file("encoded");
-  const float *lat = ref(enc, "out", 256);
+  const float *lat = ex_ref(enc, "out", 256);
   static const struct {
     const char *probe;
     int method;
@@ -805,7 +629,7 @@ TEST(graph_latent_upscale_nodes) {
                {"up_bislerp_128x64_center", 4, 8, 16, true}};
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     weft_st_file *p = probe_file(cases[k].probe);
-    const weft_st_tensor *t = get(p, "out");
+    const weft_st_tensor *t = ex_get(p, "out");
     ASSERT(t->ndim == 4 && t->shape[2] == cases[k].oh &&
            t->shape[3] == cases[k].ow);
     int64_t n = 4 * cases[k].oh * cases[k].ow;
@@ -823,11 +647,11 @@ TEST(graph_latent_upscale_nodes) {
  * (the overlap lowered to tile_size / 4), the encode against ComfyUI's */
 TEST(graph_tiled_vae_nodes) {
   weft_st_file *f = ex_open("vae_tiled.safetensors");
-  write_png(get(f, "image64x96"), NULL, "image96.png");
-  run_probe_graph("tiled_probe.yaml");
+  probe_write_png(ex_get(f, "image64x96"), NULL, "image96.png");
+  ASSERT_OK(probe_run_graph("tiled_probe.yaml", NULL, NULL, NULL));
   weft_st_file *et = probe_file("enc_tiled");
-  double d = max_abs_diff(ref(et, "out", 4 * 8 * 12),
-                          ref(f, "encode_tiled/64x96_t64_o16", 4 * 8 * 12),
+  double d = max_abs_diff(ex_ref(et, "out", 4 * 8 * 12),
+                          ex_ref(f, "encode_tiled/64x96_t64_o16", 4 * 8 * 12),
                           4 * 8 * 12);
   fprintf(stderr, "VAEEncodeTiled node max diff %.3g\n", d);
   ASSERT(d <= TOL);
@@ -837,12 +661,12 @@ TEST(graph_tiled_vae_nodes) {
   model md;
   model_open(&md, false);
   float *x = malloc(3 * 64 * 96 * sizeof *x), *img = malloc(3 * 64 * 96 * 4);
-  ASSERT_OK(sd_vae_decode_tiled(md.vae, md.be, ref(enc, "out", 4 * 8 * 12), 8,
-                                12, 8, 8, 2, x));
+  ASSERT_OK(sd_vae_decode_tiled(md.vae, md.be, ex_ref(enc, "out", 4 * 8 * 12),
+                                8, 12, 8, 8, 2, x));
   to_image(x, 64, 96, img);
   weft_st_file *a = probe_file("dec_o16"), *b = probe_file("dec_o64");
-  const float *da = ref(a, "out", 3 * 64 * 96),
-              *db = ref(b, "out", 3 * 64 * 96);
+  const float *da = ex_ref(a, "out", 3 * 64 * 96),
+              *db = ex_ref(b, "out", 3 * 64 * 96);
   ASSERT(max_abs_diff(da, img, 3 * 64 * 96) <= 1e-6);
   /* overlap 64 > 64 / 4 is lowered to 16: the same image */
   ASSERT_EQ(memcmp(da, db, 3 * 64 * 96 * sizeof *da), 0);
@@ -852,29 +676,7 @@ TEST(graph_tiled_vae_nodes) {
   weft_st_close(f);
 }
 
-/* ---- graphs/img2img.yaml and graphs/inpaint.yaml through the command -------
- */
-
-static void compare_png(const char *png, const weft_st_tensor *want, int tol,
-                        const char *what) {
-  weft__png_image img;
-  char err[1024];
-  int r = weft__png_read(png, &img, err, sizeof err);
-  if (r) fprintf(stderr, "%s\n", err);
-  ASSERT_OK(r);
-  ASSERT_EQ(img.width, 64);
-  ASSERT_EQ(img.height, 64);
-  ASSERT(want->dtype == WEFT_ST_U8 && want->nbytes == 64 * 64 * 3);
-  const uint8_t *w = want->data;
-  int worst = 0;
-  for (int i = 0; i < 64 * 64 * 3; i++) {
-    int d = abs((int)lrintf(img.rgb[i] * 255.0f) - w[i]);
-    worst = d > worst ? d : worst;
-  }
-  fprintf(stderr, "%s: max pixel diff %d/255\n", what, worst);
-  ASSERT(worst <= tol);
-  weft__png_image_free(&img);
-}
+/* ---- graphs/img2img.yaml and graphs/inpaint.yaml through the command ----- */
 
 static void run_cli(const char *graph, const char *image, const char *extra,
                     const char *prefix) {
@@ -884,9 +686,7 @@ static void run_cli(const char *graph, const char *image, const char *extra,
            weft_test_srcdir());
   snprintf(im, sizeof im, "image=%s/%s", weft_test_tmpdir(), image);
   snprintf(out, sizeof out, "prefix=%s", prefix);
-  const char *a[] = {weft_test_built("cli/weft"),
-                     "run",
-                     g,
+  const char *a[] = {g,
                      "--set",
                      ck,
                      "--set",
@@ -909,21 +709,17 @@ static void run_cli(const char *graph, const char *image, const char *extra,
                      weft_test_tmpdir(),
                      "-q",
                      NULL};
-  char *err = NULL;
-  int code = weft_test_spawn(a, NULL, &err, 120);
-  if (code) fprintf(stderr, "weft run: %s", err);
-  ASSERT_EQ(code, 0);
-  free(err);
+  probe_weft_run(a, NULL);
 }
 
 TEST(img2img_yaml_matches_comfyui) {
   weft_st_file *f = ex_open("img2img_inpaint.safetensors");
-  write_png(get(f, "image"), NULL, "image.png");
+  probe_write_png(ex_get(f, "image"), NULL, "image.png");
   /* size 64: ImageScale leaves the 64x64 picture as it is */
   run_cli("img2img.yaml", "image.png", "size=64", "i2i");
   char png[4200];
   snprintf(png, sizeof png, "%s/i2i_00001_.png", weft_test_tmpdir());
-  compare_png(png, get(f, "img2img/image"), 1, "img2img.yaml");
+  probe_compare_png(png, ex_get(f, "img2img/image"), 1, "img2img.yaml");
   weft_st_close(f);
 }
 
@@ -933,6 +729,7 @@ TEST(inpaint_yaml_matches_comfyui) {
   run_cli("inpaint.yaml", "inpaint_blob.png", "grow=6", "inp");
   char png[4200];
   snprintf(png, sizeof png, "%s/inp_00001_.png", weft_test_tmpdir());
-  compare_png(png, get(f, "encode_for_inpaint/image"), 1, "inpaint.yaml");
+  probe_compare_png(png, ex_get(f, "encode_for_inpaint/image"), 1,
+                    "inpaint.yaml");
   weft_st_close(f);
 }

@@ -3,8 +3,9 @@
  * tools/fixtures/README.md, "sd15_extras"): merged weights, UNet and CLIP
  * outputs, kohya (diffusers and LDM names) vs PEFT files, LoCon, stacking,
  * strength 0, re-merging from the base, unmatched keys; and LoraLoader /
- * LoraLoaderModelOnly through YAML graphs, in process (with probe nodes
- * this file registers) and through the weft command (graphs/lora.yaml).
+ * LoraLoaderModelOnly through YAML graphs, in process (probe.h's runner
+ * with the UNet and conditioning probes this file adds) and through the
+ * weft command (graphs/lora.yaml).
  *
  * Tolerances: UNet and CLIP outputs 1e-4, as test_sd_models.c (fp32
  * compute against fp32 torch with the same weights).  Merged weights 1e-6:
@@ -17,32 +18,12 @@
 #include "kernels/cpu/cpu.h"
 #include "lora.h"
 #include "png_io.h"
+#include "probe.h"
 #include "sd_fixture.h"
 #include "sd_objects.h"
-#include "weft/weft.h"
 
 #define TOL 1e-4
 #define MERGE_TOL 1e-6
-
-static weft_st_file *ex_open(const char *rel) {
-  char path[4096], err[1024];
-  snprintf(path, sizeof path, "%s/fixtures/sd15_extras/%s", weft_test_srcdir(),
-           rel);
-  weft_st_file *f = NULL;
-  int r = weft_st_open(path, &f, err, sizeof err);
-  if (r) fprintf(stderr, "%s\n", err);
-  ASSERT_OK(r);
-  return f;
-}
-
-static const float *ref(weft_st_file *f, const char *key, int64_t numel) {
-  const weft_st_tensor *t = weft_st_find(f, key);
-  if (!t) fprintf(stderr, "fixture has no '%s'\n", key);
-  ASSERT(t != NULL);
-  ASSERT(t->dtype == WEFT_ST_F32);
-  if (numel) ASSERT_EQ(t->nbytes, numel * 4);
-  return t->data;
-}
 
 /* ---- the model with its patch states ------------------------------------- */
 
@@ -111,9 +92,9 @@ static void lm_apply(lmodel *lm, const sd_patch *pu, int nu, const sd_patch *pc,
 
 /* UNet output on lora_refs' inputs [2, 4, 8, 8] (caller frees) */
 static float *unet_out(sd_unet *unet, weft_backend *be, weft_st_file *refs) {
-  const float *x = ref(refs, "unet/sample", 2 * 4 * 8 * 8);
-  const float *t = ref(refs, "unet/timestep", 2);
-  const float *ctx = ref(refs, "unet/encoder_hidden_states", 2 * 77 * 32);
+  const float *x = ex_ref(refs, "unet/sample", 2 * 4 * 8 * 8);
+  const float *t = ex_ref(refs, "unet/timestep", 2);
+  const float *ctx = ex_ref(refs, "unet/encoder_hidden_states", 2 * 77 * 32);
   float *out = malloc(2 * 4 * 8 * 8 * sizeof *out);
   ASSERT_OK(sd_unet_forward(unet, be, x, 2, 8, 8, t, ctx, 77, NULL, out));
   return out;
@@ -141,15 +122,16 @@ static void check_outputs(lmodel *lm, weft_st_file *refs, const char *cs,
   char key[256];
   float *u = unet_out(lm->unet, lm->be, refs);
   snprintf(key, sizeof key, "%s/unet_out", cs);
-  double d = max_abs_diff(u, ref(refs, key, 2 * 4 * 8 * 8), 2 * 4 * 8 * 8);
+  double d = max_abs_diff(u, ex_ref(refs, key, 2 * 4 * 8 * 8), 2 * 4 * 8 * 8);
   fprintf(stderr, "%s unet_out max diff %.3g\n", cs, d);
   ASSERT(d <= TOL);
   /* and the LoRA moved it: a dropped module would show */
   if (strcmp(cs, "base"))
-    ASSERT(max_abs_diff(u, ref(refs, "base/unet_out", 0), 2 * 4 * 8 * 8) > 0.1);
+    ASSERT(max_abs_diff(u, ex_ref(refs, "base/unet_out", 0), 2 * 4 * 8 * 8) >
+           0.1);
   float *h = clip_out(lm->clip, lm->be, refs);
   snprintf(key, sizeof key, "%s/clip_last_hidden_state", clip_case);
-  d = max_abs_diff(h, ref(refs, key, 77 * 32), 77 * 32);
+  d = max_abs_diff(h, ex_ref(refs, key, 77 * 32), 77 * 32);
   fprintf(stderr, "%s clip max diff %.3g\n", cs, d);
   ASSERT(d <= TOL);
   free(u), free(h);
@@ -223,17 +205,16 @@ static bool same_as(lmodel *lm, sd_part part, const float *snap, int64_t n) {
   return same;
 }
 
-/* ---- the core API ----------------------------------------------------------
- */
+/* ---- the core API -------------------------------------------------------- */
 
 TEST(base_model_matches_reference) {
   lmodel lm;
   lm_open(&lm);
   weft_st_file *refs = ex_open("lora_refs.safetensors");
   float *u = unet_out(lm.unet, lm.be, refs);
-  ASSERT(max_abs_diff(u, ref(refs, "base/unet_out", 512), 512) <= TOL);
+  ASSERT(max_abs_diff(u, ex_ref(refs, "base/unet_out", 512), 512) <= TOL);
   float *h = clip_out(lm.clip, lm.be, refs);
-  ASSERT(max_abs_diff(h, ref(refs, "base/clip_last_hidden_state", 77 * 32),
+  ASSERT(max_abs_diff(h, ex_ref(refs, "base/clip_last_hidden_state", 77 * 32),
                       77 * 32) <= TOL);
   free(u), free(h);
   weft_st_close(refs);
@@ -518,20 +499,6 @@ TEST(lora_matching_nothing_is_an_error_naming_its_keys) {
 
 /* ---- through graphs: probe nodes look inside MODEL and CONDITIONING ------ */
 
-/* a tensor [n] written to path as "out" */
-static int save_tensor(weft_call *c, const char *path, const float *data,
-                       int ndim, const int64_t *shape) {
-  weft_st_writer *w = NULL;
-  char err[1024];
-  int r = weft_st_writer_new(&w);
-  if (!r) r = weft_st_writer_add(w, "out", WEFT_ST_F32, ndim, shape, data);
-  if (!r) r = weft_st_writer_save(w, path, err, sizeof err);
-  weft_st_writer_free(w);
-  if (r) c->host->error(c, "cannot write %s", path);
-  if (!r && !(c->outputs[0] = c->host->string_new(c, path))) r = WEFT_ENOMEM;
-  return r;
-}
-
 /* ProbeUNet: the MODEL's UNet, with its LoRAs merged as KSampler merges
  * them, on lora_refs' inputs */
 static int probe_unet_run(weft_call *c) {
@@ -557,14 +524,14 @@ static int probe_unet_run(weft_call *c) {
   weft_backend_free(be);
   weft_st_close(refs);
   const int64_t shape[4] = {2, 4, 8, 8};
-  return r ? r : save_tensor(c, weft_param_string(c, 1), out, 4, shape);
+  return r ? r : probe_save(c, weft_param_string(c, 1), 4, shape, out, NULL);
 }
 
 /* ProbeCond: a CONDITIONING's context [1, tokens, dim] */
 static int probe_cond_run(weft_call *c) {
   const sd_cond *cond = c->host->value_object(c->inputs[0]);
   const int64_t shape[3] = {1, cond->tokens, cond->dim};
-  return save_tensor(c, weft_param_string(c, 0), cond->ctx, 3, shape);
+  return probe_save(c, weft_param_string(c, 0), 3, shape, cond->ctx, NULL);
 }
 
 #define PORT(n, t)                                                             \
@@ -605,108 +572,44 @@ static const weft_node_def probe_cond_def = {.struct_size =
                                              .run = probe_cond_run};
 static const weft_node_def *const probe_nodes[] = {&probe_unet_def,
                                                    &probe_cond_def};
-static const weft_plugin probe_plugin = {sizeof(weft_plugin),
-                                         WEFT_ABI_MAJOR,
-                                         WEFT_ABI_MINOR,
-                                         "lora-probes",
-                                         "1",
-                                         probe_nodes,
-                                         2,
-                                         {0}};
-
-typedef struct logbuf {
-  char text[16384];
-} logbuf;
-
-static void on_event(const weft_event *e, void *user) {
-  logbuf *l = user;
-  if ((e->kind == WEFT_EV_LOG || e->kind == WEFT_EV_NODE_FAILED) &&
-      e->message) {
-    size_t n = strlen(l->text);
-    snprintf(l->text + n, sizeof l->text - n, "%s\n", e->message);
-  }
-}
-
-/* Runs tests/models/graphs/<name> in process with the built plugins and the
- * probes; sets are "name=value"; NULL-terminated.  Returns the run's code;
- * the log (warnings, failures) goes to log. */
-static int run_probe_graph(const char *name, const char *const *sets,
-                           logbuf *log) {
-  weft_ctx *ctx = NULL;
-  ASSERT_OK(weft_ctx_new(&ctx));
-  weft_ctx_set_threads(ctx, 2);
-  int r = weft_plugin_load_default(ctx, NULL);
-  if (r) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
-  ASSERT_OK(r);
-  ASSERT_OK(weft_plugin_register(ctx, &probe_plugin, "test_lora.c"));
-  ASSERT_OK(weft_ctx_set_output_dir(ctx, weft_test_tmpdir()));
-  char path[4096];
-  snprintf(path, sizeof path, "%s/models/graphs/%s", weft_test_srcdir(), name);
-  weft_graph *g = NULL;
-  r = weft_graph_load(ctx, path, &g);
-  if (r) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
-  ASSERT_OK(r);
-  for (int i = 0; sets[i]; i++) {
-    char key[256];
-    const char *eq = strchr(sets[i], '=');
-    snprintf(key, sizeof key, "%.*s", (int)(eq - sets[i]), sets[i]);
-    r = weft_graph_set_input(ctx, g, key, eq + 1);
-    if (r) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
-    ASSERT_OK(r);
-  }
-  memset(log, 0, sizeof *log);
-  weft_ctx_set_event_cb(ctx, on_event, log);
-  r = weft_graph_run(ctx, g);
-  if (r) fprintf(stderr, "run: %s\n%s\n", weft_ctx_error(ctx), log->text);
-  weft_graph_free(g);
-  weft_ctx_free(ctx);
-  return r;
-}
+static const weft_plugin lora_probes = {sizeof(weft_plugin),
+                                        WEFT_ABI_MAJOR,
+                                        WEFT_ABI_MINOR,
+                                        "lora-probes",
+                                        "1",
+                                        probe_nodes,
+                                        2,
+                                        {0}};
 
 /* "<tmp>/<name>.safetensors"'s "out" against the reference key */
 static void check_probe(const char *name, weft_st_file *refs, const char *key,
                         int64_t numel) {
-  char path[4096], err[1024];
-  snprintf(path, sizeof path, "%s/%s.safetensors", weft_test_tmpdir(), name);
-  weft_st_file *f = NULL;
-  int r = weft_st_open(path, &f, err, sizeof err);
-  if (r) fprintf(stderr, "%s\n", err);
-  ASSERT_OK(r);
-  const weft_st_tensor *t = weft_st_find(f, "out");
-  ASSERT(t && (int64_t)t->nbytes == numel * 4);
-  double d = max_abs_diff(t->data, ref(refs, key, numel), numel);
+  weft_st_file *f = probe_file(name);
+  double d =
+      max_abs_diff(ex_ref(f, "out", numel), ex_ref(refs, key, numel), numel);
   fprintf(stderr, "graph %s vs %s: max diff %.3g\n", name, key, d);
   ASSERT(d <= TOL);
   weft_st_close(f);
 }
 
 /* lora_probe.yaml with LoRA (sm, sc) then lora2 (sm2, sc2), its probes
- * against case cs of lora_refs (NULL: no comparison) */
+ * (unet, cond, unet_mo, cond_mo) against case cs of lora_refs (NULL: no
+ * comparison) */
 static void probe_case(const char *lora, double sm, double sc,
                        const char *lora2, double sm2, double sc2,
-                       const char *cs, logbuf *log) {
-  char a[20][4200];
-  int n = 0;
-  const char *sets[21];
-  const char *src = weft_test_srcdir(), *tmp = weft_test_tmpdir();
-  snprintf(a[n++], 4200, "ckpt=%s/fixtures/sd15_tiny/sd15_tiny.safetensors",
+                       const char *cs, probe_log *log) {
+  char a[7][4200];
+  const char *src = weft_test_srcdir();
+  snprintf(a[0], 4200, "refs=%s/fixtures/sd15_extras/lora_refs.safetensors",
            src);
-  snprintf(a[n++], 4200, "refs=%s/fixtures/sd15_extras/lora_refs.safetensors",
-           src);
-  snprintf(a[n++], 4200, "lora=%s/fixtures/sd15_extras/%s", src, lora);
-  snprintf(a[n++], 4200, "strength_model=%g", sm);
-  snprintf(a[n++], 4200, "strength_clip=%g", sc);
-  snprintf(a[n++], 4200, "lora2=%s/fixtures/sd15_extras/%s", src, lora2);
-  snprintf(a[n++], 4200, "strength_model2=%g", sm2);
-  snprintf(a[n++], 4200, "strength_clip2=%g", sc2);
-  snprintf(a[n++], 4200, "out_unet=%s/unet.safetensors", tmp);
-  snprintf(a[n++], 4200, "out_cond=%s/cond.safetensors", tmp);
-  snprintf(a[n++], 4200, "out_unet_mo=%s/unet_mo.safetensors", tmp);
-  snprintf(a[n++], 4200, "out_cond_mo=%s/cond_mo.safetensors", tmp);
-  for (int i = 0; i < n; i++)
-    sets[i] = a[i];
-  sets[n] = NULL;
-  ASSERT_OK(run_probe_graph("lora_probe.yaml", sets, log));
+  snprintf(a[1], 4200, "lora=%s/fixtures/sd15_extras/%s", src, lora);
+  snprintf(a[2], 4200, "strength_model=%g", sm);
+  snprintf(a[3], 4200, "strength_clip=%g", sc);
+  snprintf(a[4], 4200, "lora2=%s/fixtures/sd15_extras/%s", src, lora2);
+  snprintf(a[5], 4200, "strength_model2=%g", sm2);
+  snprintf(a[6], 4200, "strength_clip2=%g", sc2);
+  const char *sets[] = {a[0], a[1], a[2], a[3], a[4], a[5], a[6], NULL};
+  ASSERT_OK(probe_run_graph("lora_probe.yaml", sets, &lora_probes, log));
   if (!cs) return; /* only the log was wanted */
   weft_st_file *refs = ex_open("lora_refs.safetensors");
   char key[256];
@@ -721,30 +624,27 @@ static void probe_case(const char *lora, double sm, double sc,
 }
 
 TEST(graph_lora_loader_matches_diffusers) {
-  logbuf log;
   probe_case("lora_kohya.safetensors", 0.8, 0.6, "lora_b_peft.safetensors", 0,
-             0, "kohya", &log);
+             0, "kohya", NULL);
   weft_st_file *refs = ex_open("lora_refs.safetensors");
   check_probe("unet_mo", refs, "model_only/unet_out", 512);
   weft_st_close(refs);
 }
 
 TEST(graph_stacked_lora_loaders_match_diffusers) {
-  logbuf log;
   probe_case("lora_kohya.safetensors", 0.8, 0.6, "lora_b_peft.safetensors", 1.0,
-             -0.5, "stack", &log);
+             -0.5, "stack", NULL);
 }
 
 TEST(graph_peft_and_locon_match_diffusers) {
-  logbuf log;
   probe_case("lora_peft.safetensors", 0.8, 0.6, "lora_b_peft.safetensors", 0, 0,
-             "peft", &log);
+             "peft", NULL);
   probe_case("locon_kohya.safetensors", 0.8, 0.6, "lora_b_peft.safetensors", 0,
-             0, "locon", &log);
+             0, "locon", NULL);
 }
 
 TEST(graph_lora_warns_naming_unmatched_keys) {
-  logbuf log;
+  probe_log log;
   probe_case("lora_kohya.safetensors", 0.8, 0.6,
              "lora_unmatched_keys.safetensors", 0.5, 0, NULL, &log);
   fprintf(stderr, "log: %s", log.text);
@@ -756,8 +656,7 @@ TEST(graph_lora_warns_naming_unmatched_keys) {
                             "blocks_0_attn1_to_x.");
 }
 
-/* ---- graphs/lora.yaml through the weft command ----------------------------
- */
+/* ---- graphs/lora.yaml through the weft command --------------------------- */
 
 /* weft run ../graphs/<graph> on the tiny checkpoint, 64x64, 4 steps, with
  * extra "--set" values (NULL-terminated); stderr into *err_out (may be
@@ -768,9 +667,7 @@ static void run_cli(const char *graph, const char *const *sets,
   snprintf(g, sizeof g, "%s/../graphs/%s", weft_test_srcdir(), graph);
   snprintf(ck, sizeof ck, "ckpt=%s/fixtures/sd15_tiny/sd15_tiny.safetensors",
            weft_test_srcdir());
-  const char *a[64] = {weft_test_built("cli/weft"),
-                       "run",
-                       g,
+  const char *a[64] = {g,
                        "--set",
                        ck,
                        "--set",
@@ -796,14 +693,7 @@ static void run_cli(const char *graph, const char *const *sets,
     a[n++] = "--set";
     a[n++] = sets[i];
   }
-  char *err = NULL;
-  int code = weft_test_spawn(a, NULL, &err, 120);
-  if (code) fprintf(stderr, "weft run: %s", err);
-  ASSERT_EQ(code, 0);
-  if (err_out)
-    *err_out = err;
-  else
-    free(err);
+  probe_weft_run(a, err_out);
 }
 
 static weft__png_image read_png(const char *dir) {
@@ -849,12 +739,5 @@ TEST(lora_yaml_strength_zero_equals_txt2img) {
 }
 
 TEST(lora_yaml_validates) {
-  char g[4096];
-  snprintf(g, sizeof g, "%s/../graphs/lora.yaml", weft_test_srcdir());
-  const char *a[] = {weft_test_built("cli/weft"), "validate", g, NULL};
-  char *err = NULL;
-  int code = weft_test_spawn(a, NULL, &err, 60);
-  if (code) fprintf(stderr, "%s", err);
-  ASSERT_EQ(code, 0);
-  free(err);
+  probe_weft_validate("lora.yaml");
 }
