@@ -178,7 +178,11 @@ WEFT_API void weft_ctx_cache_clear(weft_ctx *ctx);
  * loop, and events and completion callbacks are delivered from inside them.
  * Completions come in submission order.  One queue (or weft_graph_run) per
  * ctx at a time; the graph must outlive the queue.  A node instance made by
- * a plugin's create() never runs for two runs at once. */
+ * a plugin's create() never runs for two runs at once; nodes of different
+ * runs may use one MODEL/CLIP/VAE object at the same time, as independent
+ * branches of one run may.  After weft_ctx_cancel every run in flight, and
+ * every run submitted to the queue later, ends with WEFT_ECANCELED; a new
+ * queue starts afresh. */
 typedef struct weft_runq weft_runq;
 /* One submitted run; valid only inside its completion callback. */
 typedef struct weft_run weft_run;
