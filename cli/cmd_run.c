@@ -1,5 +1,6 @@
 /* cmd_run.c - `weft run`, `weft validate` and `weft graph`: the commands that
  * load one graph. */
+#include <dlfcn.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -7,6 +8,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "weft_config.h"
 
 static void run_usage(FILE *out) {
   fputs("usage: weft run GRAPH [options]\n"
@@ -24,11 +26,18 @@ static void run_usage(FILE *out) {
         "  --threads N         worker threads (default: WEFT_THREADS or the\n"
         "                      number of CPUs)\n"
         "  --plugin-dir DIR    load plugins from DIR too (repeatable)\n"
+        "  --device DEV        where the models run: cpu, cuda or auto (sets\n"
+        "                      WEFT_DEVICE; default: WEFT_DEVICE, else auto =\n"
+        "                      CUDA when weft was built with it and a GPU is\n"
+        "                      there, else the CPU)\n"
         "  -q, --quiet         print only errors\n"
         "\n"
         "Exit status: 0 ok, 1 a node failed, 2 bad input, 130 cancelled.\n",
         out);
 }
+
+/* weft run's own option codes, after commands.h's shared ones */
+enum { OPT_RUN_DEVICE = 1100 };
 
 static void print_outputs(const weft_graph *g, bool json, bool quiet) {
   for (int i = 0; i < weft_graph_output_count(g); i++) {
@@ -49,6 +58,42 @@ static void print_outputs(const weft_graph *g, bool json, bool quiet) {
   }
 }
 
+/* --device cuda needs a CUDA build and a device the driver sees; the check
+ * asks the driver library itself (the command does not link CUDA), so a
+ * missing GPU is a usage error here, before any node runs.  Returns 0, or
+ * prints why and returns 2. */
+static int check_device(const char *dev) {
+  if (!strcmp(dev, "cpu") || !strcmp(dev, "auto")) return 0;
+  if (strcmp(dev, "cuda") != 0) {
+    fprintf(stderr, "weft: --device %s: expected cpu, cuda or auto\n", dev);
+    return 2;
+  }
+  if (!WEFT_HAVE_CUDA) {
+    fputs("weft: --device cuda: this weft was built without CUDA "
+          "(configure it with -Dcuda=enabled)\n",
+          stderr);
+    return 2;
+  }
+  /* never dlclose'd: the driver keeps state (as the plugins) */
+  void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    fprintf(stderr, "weft: --device cuda: no CUDA driver (%s)\n", dlerror());
+    return 2;
+  }
+  int (*init)(unsigned) = (int (*)(unsigned))dlsym(lib, "cuInit");
+  int (*count)(int *) = (int (*)(int *))dlsym(lib, "cuDeviceGetCount");
+  int n = 0, e = init && count ? init(0) : -1;
+  if (!e) e = count(&n);
+  if (e || n < 1) {
+    fprintf(stderr, "weft: --device cuda: no CUDA device (%s)\n",
+            e == 100 ? "the driver sees none"
+            : e      ? "the driver failed"
+                     : "none visible");
+    return 2;
+  }
+  return 0;
+}
+
 int weft_cmd_run(int argc, char **argv) {
   weft_cli_opts o = {.events = "auto"};
   static const struct option longopts[] = {
@@ -57,7 +102,9 @@ int weft_cmd_run(int argc, char **argv) {
       {"output-dir", required_argument, 0, OPT_OUTPUT_DIR},
       {"input-dir", required_argument, 0, OPT_INPUT_DIR},
       {"quiet", no_argument, 0, OPT_QUIET},
+      {"device", required_argument, 0, OPT_RUN_DEVICE},
       {0, 0, 0, 0}};
+  const char *device = NULL;
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "q", longopts, NULL)) != -1) {
@@ -69,6 +116,7 @@ int weft_cmd_run(int argc, char **argv) {
     case OPT_EVENTS: o.events = optarg; break;
     case OPT_OUTPUT_DIR: o.output_dir = optarg; break;
     case OPT_INPUT_DIR: o.input_dir = optarg; break;
+    case OPT_RUN_DEVICE: device = optarg; break;
     case 'q':
     case OPT_QUIET: o.quiet = true; break;
     default: run_usage(stderr); return 2;
@@ -77,6 +125,11 @@ int weft_cmd_run(int argc, char **argv) {
   if (optind != argc - 1) {
     run_usage(stderr);
     return 2;
+  }
+  if (device) {
+    /* the model plugins read it when their loaders run */
+    if (check_device(device)) return 2;
+    setenv("WEFT_DEVICE", device, 1);
   }
   weft_cli_events *ev = weft_cli_events_new(o.events, o.quiet);
   if (!ev) {

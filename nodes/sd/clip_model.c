@@ -19,12 +19,45 @@ struct sd_clip {
   float *pos_emb; /* [max_pos, hidden] */
   clip_layer *layers;
   sd_norm final_ln;
+  /* on a device backend: the weights there, and the embeddings' host
+   * masters (the lookup runs on the host) */
+  sd_devw *dw;
+  const float *tok_host, *pos_host;
 };
 
 const sd_clip_cfg *sd_clip_config(const sd_clip *m) { return &m->cfg; }
 
+static void clip_visit(void *model, sd_weight_fn fn, void *u) {
+  sd_clip *m = model;
+  if (m->tok_emb) fn(u, &m->tok_emb, (int64_t)m->cfg.vocab * m->cfg.hidden);
+  if (m->pos_emb) fn(u, &m->pos_emb, (int64_t)m->cfg.max_pos * m->cfg.hidden);
+  for (int i = 0; m->layers && i < m->cfg.layers; i++) {
+    clip_layer *l = &m->layers[i];
+    sd_visit_norm(&l->ln1, fn, u);
+    sd_visit_attn(&l->attn, fn, u);
+    sd_visit_norm(&l->ln2, fn, u);
+    sd_visit_linear(&l->fc1, fn, u);
+    sd_visit_linear(&l->fc2, fn, u);
+  }
+  sd_visit_norm(&m->final_ln, fn, u);
+}
+
+int sd_clip_to_backend(sd_clip *m, weft_backend *be) {
+  if (m->dw) return m->dw->be == be ? 0 : WEFT_EINVAL;
+  if (sd_be_is_host(be)) return 0;
+  const float *tok = m->tok_emb, *pos = m->pos_emb;
+  int r = sd_devw_upload(m, clip_visit, be, &m->dw);
+  if (!r) m->tok_host = tok, m->pos_host = pos;
+  return r;
+}
+
+sd_devw *sd_clip_devw(const sd_clip *m) {
+  return m->dw;
+}
+
 void sd_clip_free(sd_clip *m) {
   if (!m) return;
+  sd_devw_release(m->dw, m, clip_visit);
   free(m->tok_emb);
   free(m->pos_emb);
   for (int i = 0; m->layers && i < m->cfg.layers; i++) {
@@ -111,30 +144,49 @@ fail:
   return r;
 }
 
+/* h [batch * L, D] = token + position embeddings (on the host arrays) */
+static int embed(const sd_clip_cfg *c, const float *tok, const float *pos,
+                 const int32_t *ids, int64_t batch, float *h) {
+  const int64_t L = c->max_pos, D = c->hidden;
+  for (int64_t b = 0; b < batch; b++)
+    for (int64_t i = 0; i < L; i++) {
+      int32_t id = ids[b * L + i];
+      if (id < 0 || id >= c->vocab) return WEFT_EINVAL;
+      const float *te = tok + (int64_t)id * D, *pe = pos + i * D;
+      float *o = h + (b * L + i) * D;
+      for (int64_t k = 0; k < D; k++)
+        o[k] = te[k] + pe[k];
+    }
+  return 0;
+}
+
 int sd_clip_forward(sd_clip *m, weft_backend *be, const int32_t *ids,
                     int64_t batch, int layer, float *hidden, float *pooled) {
   const sd_clip_cfg *c = &m->cfg;
   const int64_t L = c->max_pos, D = c->hidden, rows = batch * L;
   int n_layers = layer > 0 ? layer : c->layers + (layer < 0 ? layer + 1 : 0);
   if (n_layers < 1 || n_layers > c->layers) return WEFT_EINVAL;
+  if (!sd_devw_fits(m->dw, be)) return WEFT_EINVAL;
   float *h = sd_alloc(be, rows * D), *t = sd_alloc(be, rows * D);
   float *u = sd_alloc(be, rows * c->intermediate);
+  float *out = NULL, *out_tmp = NULL;
   int rc = 0;
   if (!h || !t || !u) {
     rc = WEFT_ENOMEM;
     goto out;
   }
-  for (int64_t b = 0; b < batch; b++)
-    for (int64_t i = 0; i < L; i++) {
-      int32_t id = ids[b * L + i];
-      if (id < 0 || id >= c->vocab) {
-        rc = WEFT_EINVAL;
-        goto out;
-      }
-      const float *te = m->tok_emb + (int64_t)id * D, *pe = m->pos_emb + i * D;
-      float *o = h + (b * L + i) * D;
-      for (int64_t k = 0; k < D; k++) o[k] = te[k] + pe[k];
-    }
+  if (!m->dw) {
+    if ((rc = embed(c, m->tok_emb, m->pos_emb, ids, batch, h))) goto out;
+  } else {
+    /* the lookup on the host masters, then one copy in */
+    float *hh = malloc((size_t)(rows * D) * sizeof *hh);
+    rc = hh ? embed(c, m->tok_host, m->pos_host, ids, batch, hh) : WEFT_ENOMEM;
+    if (!rc)
+      rc = be->iface->buffer_copy(be, h, hh, (size_t)(rows * D) * sizeof *hh,
+                                  WEFT_COPY_HOST_TO_DEVICE);
+    free(hh);
+    if (rc) goto out;
+  }
   const weft_act act = c->quick_gelu ? WEFT_ACT_QUICK_GELU : WEFT_ACT_GELU_ERF;
   for (int i = 0; i < n_layers; i++) {
     const clip_layer *l = &m->layers[i];
@@ -151,9 +203,11 @@ int sd_clip_forward(sd_clip *m, weft_backend *be, const int32_t *ids,
       goto out;
   }
   /* ComfyUI normalises a skipped layer's output with the final norm too */
-  if ((rc = be->iface->layer_norm(be, h, hidden, rows, D, c->eps,
-                                  m->final_ln.g, m->final_ln.b)))
-    goto out;
+  if ((rc = sd_io_out(be, hidden, rows * D, &out, &out_tmp))) goto out;
+  rc = be->iface->layer_norm(be, h, out, rows, D, c->eps, m->final_ln.g,
+                             m->final_ln.b);
+  rc = sd_io_done(be, rc, hidden, out_tmp, rows * D);
+  if (rc) goto out;
   if (pooled) {
     /* transformers: the state at the first EOS token (argmax for the
      * original vocabulary, where EOS has the largest id) */

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "ops.h"
+#include "sd_device.h"
 #include "sd_nodes.h"
 
 /* ---- objects ----------------------------------------------------------------- */
@@ -24,8 +25,9 @@ typedef struct cnet_impl {
 void sd_cnet_obj_release(sd_cnet_obj *o) {
   if (!o || atomic_fetch_sub(&o->refs, 1) != 1) return;
   cnet_impl *ci = (cnet_impl *)o;
-  sd_cnet_free(o->model);
+  sd_cnet_free(o->model); /* before its backend: device weights */
   weft_backend_free(o->be);
+  pthread_mutex_destroy(&o->be_mu);
   sd_ckpt_free_params(&o->ck);
   sd_ckpt_release(&o->ck);
   if (ci->w) ci->host->weights_release(ci->w);
@@ -103,6 +105,7 @@ static int loader_run(weft_call *c) {
   }
   sd_cnet_obj *o = &ci->pub;
   atomic_init(&o->refs, 1);
+  pthread_mutex_init(&o->be_mu, NULL);
   ci->host = h;
   o->path = strdup(path);
   int r = 0;
@@ -124,7 +127,11 @@ static int loader_run(weft_call *c) {
     if (n)
       h->log(c, WEFT_LOG_WARN, "%s: %d tensors not used by the ControlNet: "
              "%s", path, n, unused);
-    if (!(o->be = weft_backend_cpu_new(h->threads(c)))) r = WEFT_ENOMEM;
+    if (!(o->be = sd_backend_new(c, "the ControlNet", &r)) && !r)
+      r = WEFT_ENOMEM;
+    /* the weights to the device once */
+    if (!r && (r = sd_cnet_to_backend(o->model, o->be)))
+      sd_model_error(c, o->be, r, "copying the ControlNet's weights");
   }
   free(cfg);
   if (r) {
@@ -271,8 +278,12 @@ static int eval_chain(const sd_ctrl *k, const sd_ctrl_pair *p,
     int f = sd_cnet_hint_factor(k->cnet->model);
     float *hint = hint_for(k, rows, h * f, w * f);
     if (!hint) return WEFT_ENOMEM;
-    int r = sd_cnet_forward(k->cnet->model, k->cnet->be, x, rows, h, w, t, ctx,
-                            tokens, hint, k->strength, out);
+    sd_cnet_obj *cn = k->cnet;
+    bool lock = !sd_be_is_host(cn->be); /* one thread at a time there */
+    if (lock) pthread_mutex_lock(&cn->be_mu);
+    int r = sd_cnet_forward(cn->model, cn->be, x, rows, h, w, t, ctx, tokens,
+                            hint, k->strength, out);
+    if (lock) pthread_mutex_unlock(&cn->be_mu);
     free(hint);
     if (r) return r;
   }

@@ -17,10 +17,32 @@ struct sd_cnet {
   int n_zero;
   sd_conv mid_zero;
   int64_t c0, mid_c;
+  sd_devw *dw; /* its own layers on a device backend (enc has its own) */
 };
+
+/* the layers outside the encoder */
+static void cnet_visit(void *model, sd_weight_fn fn, void *u) {
+  sd_cnet *m = model;
+  sd_visit_conv(&m->hint_in, fn, u);
+  for (int i = 0; m->hint && i < 2 * (m->n_hint - 1); i++)
+    sd_visit_conv(&m->hint[i], fn, u);
+  sd_visit_conv(&m->hint_out, fn, u);
+  for (int i = 0; m->zero && i < m->n_zero; i++)
+    sd_visit_conv(&m->zero[i], fn, u);
+  sd_visit_conv(&m->mid_zero, fn, u);
+}
+
+int sd_cnet_to_backend(sd_cnet *m, weft_backend *be) {
+  if (m->dw) return m->dw->be == be ? 0 : WEFT_EINVAL;
+  if (sd_be_is_host(be)) return 0;
+  int r = sd_unet_to_backend(m->enc, be);
+  if (!r) r = sd_devw_upload(m, cnet_visit, be, &m->dw);
+  return r;
+}
 
 void sd_cnet_free(sd_cnet *m) {
   if (!m) return;
+  sd_devw_release(m->dw, m, cnet_visit);
   sd_unet_free(m->enc);
   sd_free_conv(&m->hint_in), sd_free_conv(&m->hint_out);
   for (int i = 0; m->hint && i < 2 * (m->n_hint - 1); i++)
@@ -124,15 +146,28 @@ static int embed_hint(sd_cnet *m, weft_backend *be, const float *hint,
   return rc;
 }
 
-/* out[i] += s * src (allocating out[i] as zeros first) */
-static int accumulate(float **dst, int64_t *dn, const float *src, int64_t n,
-                      float s) {
+/* out[i] += s * src (allocating out[i] as zeros first); src is backend
+ * memory: on a device backend it is added from a host copy */
+static int accumulate(weft_backend *be, float **dst, int64_t *dn,
+                      const float *src, int64_t n, float s) {
   if (!*dst) {
     if (!(*dst = calloc((size_t)n, sizeof **dst))) return WEFT_ENOMEM;
     *dn = n;
   }
   if (*dn != n) return WEFT_EINVAL;
+  float *copy = NULL;
+  if (!sd_be_is_host(be)) {
+    if (!(copy = malloc((size_t)n * sizeof *copy))) return WEFT_ENOMEM;
+    int r = be->iface->buffer_copy(be, copy, src, (size_t)n * sizeof *copy,
+                                   WEFT_COPY_DEVICE_TO_HOST);
+    if (r) {
+      free(copy);
+      return r;
+    }
+    src = copy;
+  }
   for (int64_t i = 0; i < n; i++) (*dst)[i] += s * src[i];
+  free(copy);
   return 0;
 }
 
@@ -141,13 +176,23 @@ int sd_cnet_forward(sd_cnet *m, weft_backend *be, const float *x, int64_t b,
                     int64_t lk, const float *hint, float strength,
                     sd_cnet_out *out) {
   const int64_t f = sd_cnet_hint_factor(m);
-  float *emb = sd_alloc(be, b * m->c0 * h * w);
-  if (!emb) return WEFT_ENOMEM;
-  int rc = embed_hint(m, be, hint, b, h * f, w * f, emb);
+  if (!sd_devw_fits(m->dw, be)) return WEFT_EINVAL;
+  /* host I/O (sd_device.h): on the CPU every pointer passes through */
+  const sd_unet_cfg *uc = sd_unet_config(m->enc);
+  const float *xd, *td, *cd, *hd;
+  float *xt = NULL, *tt = NULL, *ct = NULL, *ht = NULL, *emb = NULL;
+  int rc = sd_io_in(be, x, b * uc->in_channels * h * w, &xd, &xt);
+  if (!rc) rc = sd_io_in(be, t, b, &td, &tt);
+  if (!rc) rc = sd_io_in(be, ctx, b * lk * uc->context_dim, &cd, &ct);
+  if (!rc) rc = sd_io_in(be, hint, b * 3 * h * f * w * f, &hd, &ht);
+  if (!rc && !(emb = sd_alloc(be, b * m->c0 * h * w))) rc = WEFT_ENOMEM;
+  if (!rc) rc = embed_hint(m, be, hd, b, h * f, w * f, emb);
   sd_unet_feats feats;
   memset(&feats, 0, sizeof feats);
-  if (!rc) rc = sd_unet_encode(m->enc, be, x, b, h, w, t, ctx, lk, emb, &feats);
+  if (!rc)
+    rc = sd_unet_encode(m->enc, be, xd, b, h, w, td, cd, lk, emb, &feats);
   sd_free(be, emb);
+  sd_free(be, xt), sd_free(be, tt), sd_free(be, ct), sd_free(be, ht);
   if (rc) return rc;
   if (feats.n != m->n_zero) {
     sd_unet_feats_free(be, &feats);
@@ -163,7 +208,8 @@ int sd_cnet_forward(sd_cnet *m, weft_backend *be, const float *x, int64_t b,
       break;
     }
     rc = sd_run_conv(be, &m->zero[i], s->d, b, s->h, s->w, z, &ho, &wo);
-    if (!rc) rc = accumulate(&out->down[i], &out->down_numel[i], z, n, strength);
+    if (!rc)
+      rc = accumulate(be, &out->down[i], &out->down_numel[i], z, n, strength);
     sd_free(be, z);
   }
   if (!rc) {
@@ -175,7 +221,7 @@ int sd_cnet_forward(sd_cnet *m, weft_backend *be, const float *x, int64_t b,
     if (!rc)
       rc = sd_run_conv(be, &m->mid_zero, mid->d, b, mid->h, mid->w, z, &ho,
                        &wo);
-    if (!rc) rc = accumulate(&out->mid, &out->mid_numel, z, n, strength);
+    if (!rc) rc = accumulate(be, &out->mid, &out->mid_numel, z, n, strength);
     sd_free(be, z);
   }
   sd_unet_feats_free(be, &feats);

@@ -285,7 +285,7 @@ void sd_lora_release(sd_lora *l) {
 
 /* ---- applying ------------------------------------------------------------- */
 
-static bool same_set(const sd_patch_state *st, const sd_patch *p, int n) {
+bool sd_patch_is_applied(const sd_patch_state *st, const sd_patch *p, int n) {
   if (st->n_applied != n) return false;
   for (int i = 0; i < n; i++)
     if (st->applied[i].lora != p[i].lora ||
@@ -302,7 +302,7 @@ static struct backup *backup_of(sd_patch_state *st, float *w) {
 
 int sd_patch_apply(sd_patch_state *st, sd_part part, const sd_patch *p,
                    int n) {
-  if (same_set(st, p, n)) return 0;
+  if (sd_patch_is_applied(st, p, n)) return 0;
   /* back up every weight the new set touches, then restore all backups */
   for (int k = 0; k < n; k++)
     for (int i = 0; i < p[k].lora->n; i++) {
@@ -341,6 +341,13 @@ int sd_patch_apply(sd_patch_state *st, sd_part part, const sd_patch *p,
   st->applied = copy;
   st->n_applied = n;
   return 0;
+}
+
+int sd_patch_sync(const sd_patch_state *st, sd_devw *dw) {
+  int r = 0;
+  for (int i = 0; dw && i < st->n_backups && !r; i++)
+    r = sd_devw_sync(dw, st->backups[i].w);
+  return r;
 }
 
 void sd_patch_state_free(sd_patch_state *st) {

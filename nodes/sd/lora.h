@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 
 #include "sd.h"
+#include "sd_device.h"
 
 typedef struct sd_lora_target {
   const sd_param *param; /* the model weight it changes */
@@ -57,6 +58,18 @@ typedef struct sd_patch_state {
  * that part); a no-op when that set is already applied.  0 or WEFT_ENOMEM. */
 int sd_patch_apply(sd_patch_state *st, sd_part part, const sd_patch *patches,
                    int n);
+/* true when exactly this patch set is applied (sd_patch_apply would do
+ * nothing).  A model on a device copies st's backed-up weights again after
+ * an apply that did something (nodes.c, sd_bundle_acquire). */
+bool sd_patch_is_applied(const sd_patch_state *st, const sd_patch *patches,
+                         int n);
 void sd_patch_state_free(sd_patch_state *st);
+
+/* A model on a device (sd_device.h): copies every weight st ever backed up
+ * -- all that any patch set changed, the rest at its base -- from the host
+ * masters to dw's device copies, so the device holds what the host does,
+ * bit for bit.  Call after an sd_patch_apply that did something.  0 or the
+ * first copy's error. */
+int sd_patch_sync(const sd_patch_state *st, sd_devw *dw);
 
 #endif

@@ -1,7 +1,7 @@
 /* nodes.c - the sd plugin: ComfyUI's core Stable Diffusion nodes
  * (CheckpointLoaderSimple, CLIPTextEncode, CLIPSetLastLayer,
  * EmptyLatentImage, KSampler, KSamplerAdvanced, VAEDecode, VAEEncode) over
- * the CPU model code. */
+ * the model code, on the CPU or on a CUDA device (WEFT_DEVICE). */
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -14,6 +14,7 @@
 #include "brownian.h"
 #include "rng.h"
 #include "samplers.h"
+#include "sd_device.h"
 #include "sd_nodes.h"
 #include "sd_objects.h"
 
@@ -54,6 +55,7 @@ void sd_bundle_release(sd_bundle *b) {
     sd_patch_state_free(&b->patch[p]);
     pthread_mutex_destroy(&b->lock[p]);
   }
+  pthread_mutex_destroy(&b->be_mu);
   sd_ckpt_free_params(&b->ck);
   sd_unet_free(b->unet);
   sd_clip_free(b->clip);
@@ -65,9 +67,39 @@ void sd_bundle_release(sd_bundle *b) {
   free(b);
 }
 
+void sd_bundle_be_lock(sd_bundle *b) {
+  if (!sd_be_is_host(b->be)) pthread_mutex_lock(&b->be_mu);
+}
+
+void sd_bundle_be_unlock(sd_bundle *b) {
+  if (!sd_be_is_host(b->be)) pthread_mutex_unlock(&b->be_mu);
+}
+
+/* After a merge on the host masters: every weight any patch set ever
+ * touched (the state's backups, which hold the rest at its base) copied
+ * to the device again, so the device weights equal the masters bit for
+ * bit (strength 0 gives the base exactly, as on the CPU). */
+static int sync_patched(sd_bundle *b, sd_part part) {
+  sd_devw *dw = part == SD_UNET   ? sd_unet_devw(b->unet)
+                : part == SD_CLIP ? sd_clip_devw(b->clip)
+                                  : NULL;
+  if (!dw) return 0;
+  sd_bundle_be_lock(b);
+  int r = sd_patch_sync(&b->patch[part], dw);
+  sd_bundle_be_unlock(b);
+  return r;
+}
+
 int sd_bundle_acquire(sd_bundle *b, sd_part part, const sd_ref *ref) {
   pthread_mutex_lock(&b->lock[part]);
+  bool same =
+      sd_patch_is_applied(&b->patch[part], ref->patches, ref->n_patches);
   int r = sd_patch_apply(&b->patch[part], part, ref->patches, ref->n_patches);
+  if (!same) {
+    /* after a failed merge too: the device follows the masters */
+    int rs = sync_patched(b, part);
+    if (!r) r = rs;
+  }
   if (r) pthread_mutex_unlock(&b->lock[part]);
   return r;
 }
@@ -275,6 +307,7 @@ static int loader_run(weft_call *c) {
   atomic_init(&b->refs, 1);
   b->host = h;
   for (int p = 0; p < SD_PARTS; p++) pthread_mutex_init(&b->lock[p], NULL);
+  pthread_mutex_init(&b->be_mu, NULL);
   char *cfg[SD_PARTS] = {0};
   int r = S_ISDIR(st.st_mode) ? open_diffusers(c, bi, path, cfg)
                               : open_single(c, bi, path);
@@ -293,9 +326,19 @@ static int loader_run(weft_call *c) {
   }
   if (!r && (r = weft_clip_tok_load(vocab, &b->tok, err, sizeof err)))
     h->error(c, "%s", err);
-  if (!r && !(b->be = weft_backend_cpu_new(h->threads(c)))) {
-    h->error(c, "cannot start the CPU backend");
+  if (!r && !(b->be = sd_backend_new(c, "the checkpoint", &r)) && !r)
     r = WEFT_ENOMEM;
+  if (!r && !sd_be_is_host(b->be)) {
+    /* the weights to the device once; the host arrays stay the masters */
+    const char *part = "UNet";
+    r = sd_unet_to_backend(b->unet, b->be);
+    if (!r) part = "text encoder", r = sd_clip_to_backend(b->clip, b->be);
+    if (!r) part = "VAE", r = sd_vae_to_backend(b->vae, b->be);
+    if (r) {
+      char what[128];
+      snprintf(what, sizeof what, "copying the %s's weights", part);
+      sd_model_error(c, b->be, r, what);
+    }
   }
   if (!r) {
     char unused[1024];
@@ -410,7 +453,10 @@ static int lora_model_only_run(weft_call *c) {
 
 static int encode_chunks(sd_bundle *b, int layer, const int32_t *ids, int64_t n,
                          float *out, float *pooled) {
-  return sd_clip_forward(b->clip, b->be, ids, n, layer, out, pooled);
+  sd_bundle_be_lock(b);
+  int r = sd_clip_forward(b->clip, b->be, ids, n, layer, out, pooled);
+  sd_bundle_be_unlock(b);
+  return r;
 }
 
 static int clip_encode_run(weft_call *c) {
@@ -445,9 +491,11 @@ static int clip_encode_run(weft_call *c) {
   r = encode_chunks(b, layer, ids, n, z, pooled);
   sd_bundle_unacquire(b, SD_CLIP);
   if (r) {
-    h->error(c, "text encoder failed: %s", r == WEFT_EINVAL
-                                               ? "clip layer out of range"
-                                               : "out of memory");
+    if (r == WEFT_EINVAL || sd_be_is_host(b->be))
+      h->error(c, "text encoder failed: %s",
+               r == WEFT_EINVAL ? "clip layer out of range" : "out of memory");
+    else
+      sd_model_error(c, b->be, r, "text encoder failed");
     goto out;
   }
   if (ch->has_weights) {
@@ -547,6 +595,7 @@ static int empty_latent_run(weft_call *c) {
 
 typedef struct sampling {
   weft_call *call;
+  sd_bundle *bundle;
   sd_denoiser den;
   int64_t n;
   /* inpainting (ComfyUI's KSamplerX0Inpaint): 1 where the sampler works */
@@ -561,16 +610,25 @@ typedef struct sampling {
   float *tmp;
 } sampling;
 
+/* one model call on the bundle's backend (sd_bundle_be_lock) */
+static int denoise_locked(sampling *s, const float *x, float sigma,
+                          float *den) {
+  sd_bundle_be_lock(s->bundle);
+  int r = sd_denoise(&s->den, x, sigma, den);
+  sd_bundle_be_unlock(s->bundle);
+  return r;
+}
+
 static int denoise(void *user, const float *x, float sigma, float *den) {
   sampling *s = user;
-  if (!s->mask) return sd_denoise(&s->den, x, sigma, den);
+  if (!s->mask) return denoise_locked(s, x, sigma, den);
   /* outside the mask the model sees the original latent, noised to this
    * sigma, and its estimate there is the original latent */
   const float *m = s->mask;
   for (int64_t i = 0; i < s->n; i++)
     s->x_in[i] =
         x[i] * m[i] + (s->latent[i] + s->noise0[i] * sigma) * (1.0f - m[i]);
-  int r = sd_denoise(&s->den, s->x_in, sigma, den);
+  int r = denoise_locked(s, s->x_in, sigma, den);
   if (r) return r;
   for (int64_t i = 0; i < s->n; i++)
     den[i] = den[i] * m[i] + s->latent[i] * (1.0f - m[i]);
@@ -645,7 +703,7 @@ static int ksample(weft_call *c, const ksampler_args *a) {
              (long long)pos->dim, ucfg->context_dim);
     return WEFT_ETYPE;
   }
-  sampling s = {.call = c};
+  sampling s = {.call = c, .bundle = b};
   s.n = lat->shape[0] * lat->shape[1] * lat->shape[2] * lat->shape[3];
   int cap = (int)(a->steps / (a->denoise > 0 ? a->denoise : 1)) + 8;
   float *sig = malloc((size_t)cap * sizeof *sig);
@@ -746,6 +804,8 @@ static int ksample(weft_call *c, const ksampler_args *a) {
   if (s.kind == WEFT_NOISE_BROWNIAN) weft_brownian_free(&s.brown);
   if (r == WEFT_ECANCELED)
     h->error(c, "cancelled");
+  else if (r && !sd_be_is_host(b->be))
+    sd_model_error(c, b->be, r, "sampling failed");
   else if (r)
     h->error(c, "sampling failed: %s", r == WEFT_ENOMEM ? "out of memory"
                                                          : "model error");
@@ -830,9 +890,11 @@ static int vae_decode_run(weft_call *c) {
   int64_t f = sd_vae_factor(b->vae), H = hh * f, W = ww * f;
   float *img = malloc((size_t)(B * 3 * H * W) * sizeof *img);
   if (!img) return WEFT_ENOMEM;
+  sd_bundle_be_lock(b);
   int r = sd_vae_decode(b->vae, b->be, lat->data, B, hh, ww, img);
+  sd_bundle_be_unlock(b);
   if (r)
-    c->host->error(c, "VAE decode failed");
+    sd_model_error(c, b->be, r, "VAE decode failed");
   else
     r = image_output(c, img, B, H, W);
   free(img);
@@ -855,16 +917,18 @@ static int vae_decode_tiled_run(weft_call *c) {
   float *img = malloc((size_t)(B * 3 * H * W) * sizeof *img);
   int r = img ? 0 : WEFT_ENOMEM;
   for (int64_t bb = 0; bb < B && !r; bb++) {
+    sd_bundle_be_lock(b);
     r = sd_vae_decode_tiled(b->vae, b->be,
                             (const float *)lat->data + bb * C * hh * ww, hh, ww,
                             t, t, o, img + bb * 3 * H * W);
+    sd_bundle_be_unlock(b);
     c->host->progress(c, bb + 1, B);
   }
   if (r == WEFT_EINVAL)
     c->host->error(c, "tile_size %lld must exceed the overlap %lld",
                    (long long)tile, (long long)ov);
   else if (r)
-    c->host->error(c, "tiled VAE decode failed");
+    sd_model_error(c, b->be, r, "tiled VAE decode failed");
   if (!r) r = image_output(c, img, B, H, W);
   free(img);
   return r;
@@ -917,9 +981,11 @@ static int encode_pixels(weft_call *c, sd_bundle *b, const float *in,
   int r = latent_output(c, &t, B, lat, H / f, W / f);
   int64_t per = lat * (H / f) * (W / f);
   for (int64_t bb = 0; bb < B && !r; bb++) {
+    sd_bundle_be_lock(b);
     r = sd_vae_encode_one(b->vae, b->be, in + bb * 3 * H * W, H, W,
                           (float *)t.data + bb * per);
-    if (r) c->host->error(c, "VAE encode failed");
+    sd_bundle_be_unlock(b);
+    if (r) sd_model_error(c, b->be, r, "VAE encode failed");
   }
   return r;
 }
@@ -950,15 +1016,17 @@ static int vae_encode_tiled_run(weft_call *c) {
   weft_tensor t;
   r = latent_output(c, &t, B, lat, h, w);
   for (int64_t bb = 0; bb < B && !r; bb++) {
+    sd_bundle_be_lock(b);
     r = sd_vae_encode_tiled(b->vae, b->be, in + bb * 3 * H * W, H, W, tx, tx,
                             ov, (float *)t.data + bb * per);
+    sd_bundle_be_unlock(b);
     c->host->progress(c, bb + 1, B);
   }
   if (r == WEFT_EINVAL)
     c->host->error(c, "tile_size %lld must exceed the overlap %lld",
                    (long long)tx, (long long)ov);
   else if (r)
-    c->host->error(c, "tiled VAE encode failed");
+    sd_model_error(c, b->be, r, "tiled VAE encode failed");
   free(in);
   return r;
 }

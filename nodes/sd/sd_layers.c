@@ -117,6 +117,37 @@ void sd_free_attn(sd_attn *a) {
   sd_free_linear(&a->out);
 }
 
+void sd_visit_linear(sd_linear *l, sd_weight_fn fn, void *u) {
+  if (l->w) fn(u, &l->w, l->in * l->out);
+  if (l->b) fn(u, &l->b, l->out);
+}
+
+void sd_visit_conv(sd_conv *c, sd_weight_fn fn, void *u) {
+  if (c->w) fn(u, &c->w, c->cout * c->cin * c->k * c->k);
+  if (c->b) fn(u, &c->b, c->cout);
+}
+
+void sd_visit_norm(sd_norm *n, sd_weight_fn fn, void *u) {
+  if (n->g) fn(u, &n->g, n->c);
+  if (n->b) fn(u, &n->b, n->c);
+}
+
+void sd_visit_resnet(sd_resnet *r, sd_weight_fn fn, void *u) {
+  sd_visit_norm(&r->norm1, fn, u);
+  sd_visit_conv(&r->conv1, fn, u);
+  sd_visit_linear(&r->temb, fn, u);
+  sd_visit_norm(&r->norm2, fn, u);
+  sd_visit_conv(&r->conv2, fn, u);
+  sd_visit_conv(&r->shortcut, fn, u);
+}
+
+void sd_visit_attn(sd_attn *a, sd_weight_fn fn, void *u) {
+  sd_visit_linear(&a->q, fn, u);
+  sd_visit_linear(&a->k, fn, u);
+  sd_visit_linear(&a->v, fn, u);
+  sd_visit_linear(&a->out, fn, u);
+}
+
 /* ---- running -------------------------------------------------------------- */
 
 float *sd_alloc(weft_backend *be, int64_t n) {
@@ -263,12 +294,9 @@ out:
   return rc;
 }
 
-int sd_upsample_nearest(weft_backend *be, const float *x, float *y,
-                        int64_t planes, int64_t h, int64_t w, int64_t oh,
-                        int64_t ow) {
-  if (oh == 2 * h && ow == 2 * w)
-    return be->iface->upsample_nearest2x(be, x, y, planes, h, w);
-  /* torch's "nearest": source = floor(dst * in / out), the scale in float */
+/* torch's "nearest": source = floor(dst * in / out), the scale in float */
+static void nearest_host(const float *x, float *y, int64_t planes, int64_t h,
+                         int64_t w, int64_t oh, int64_t ow) {
   const float sy = (float)h / (float)oh, sx = (float)w / (float)ow;
   for (int64_t p = 0; p < planes; p++)
     for (int64_t i = 0; i < oh; i++) {
@@ -280,5 +308,31 @@ int sd_upsample_nearest(weft_backend *be, const float *x, float *y,
         y[(p * oh + i) * ow + j] = x[(p * h + si) * w + sj];
       }
     }
-  return 0;
+}
+
+int sd_upsample_nearest(weft_backend *be, const float *x, float *y,
+                        int64_t planes, int64_t h, int64_t w, int64_t oh,
+                        int64_t ow) {
+  if (oh == 2 * h && ow == 2 * w)
+    return be->iface->upsample_nearest2x(be, x, y, planes, h, w);
+  if (sd_be_is_host(be)) {
+    nearest_host(x, y, planes, h, w, oh, ow);
+    return 0;
+  }
+  /* a device backend has no op for this (odd sizes only): a pure gather,
+   * so doing it on host copies gives the same values */
+  size_t nx = (size_t)(planes * h * w), ny = (size_t)(planes * oh * ow);
+  float *hx = malloc(nx * sizeof *hx), *hy = malloc(ny * sizeof *hy);
+  int rc = hx && hy ? 0 : WEFT_ENOMEM;
+  if (!rc)
+    rc = be->iface->buffer_copy(be, hx, x, nx * sizeof *hx,
+                                WEFT_COPY_DEVICE_TO_HOST);
+  if (!rc) {
+    nearest_host(hx, hy, planes, h, w, oh, ow);
+    rc = be->iface->buffer_copy(be, y, hy, ny * sizeof *hy,
+                                WEFT_COPY_HOST_TO_DEVICE);
+  }
+  free(hx);
+  free(hy);
+  return rc;
 }

@@ -5,6 +5,7 @@
 #define WEFT_SD_LAYERS_H
 
 #include "sd.h"
+#include "sd_device.h"
 
 #define CK(expr)                                                               \
   do {                                                                         \
@@ -65,6 +66,14 @@ void sd_free_norm(sd_norm *n);
 void sd_free_resnet(sd_resnet *r);
 void sd_free_attn(sd_attn *a);
 
+/* Weight visitors (sd_device.h): fn on each non-NULL array of the layer,
+ * in a fixed order. */
+void sd_visit_linear(sd_linear *l, sd_weight_fn fn, void *u);
+void sd_visit_conv(sd_conv *c, sd_weight_fn fn, void *u);
+void sd_visit_norm(sd_norm *n, sd_weight_fn fn, void *u);
+void sd_visit_resnet(sd_resnet *r, sd_weight_fn fn, void *u);
+void sd_visit_attn(sd_attn *a, sd_weight_fn fn, void *u);
+
 /* ---- running ---- */
 
 /* Scratch buffers through the backend (plain malloc on the CPU). */
@@ -92,7 +101,8 @@ int sd_run_linear_from_nchw(weft_backend *be, const sd_linear *l,
 int sd_run_linear_to_nchw(weft_backend *be, const sd_linear *l,
                           const float *x, int64_t b, int64_t hw, float *y);
 /* torch's F.interpolate(mode="nearest") of planes h x w -> oh x ow (the
- * backend's 2x kernel when it is exactly 2x). */
+ * backend's 2x kernel when it is exactly 2x; other sizes on the host, on
+ * host copies for a device backend). */
 int sd_upsample_nearest(weft_backend *be, const float *x, float *y,
                         int64_t planes, int64_t h, int64_t w, int64_t oh,
                         int64_t ow);

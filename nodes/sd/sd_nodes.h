@@ -38,6 +38,23 @@ sd_ref *sd_ref_of(weft_call *c, int input);
 uint64_t sd_file_fingerprint(weft_call *c);
 void sd_cond_destroy(void *p);
 
+/* sd_backend.c */
+/* The backend a loader's models run on, as WEFT_DEVICE says: "cpu", "cuda"
+ * or "auto" (unset: auto = CUDA when weft was built with it and a device
+ * is there, else the CPU).  `what` names the model in the log line.  NULL
+ * after c->host->error, with *code the WEFT_E* code.  (transfer full:
+ * weft_backend_free) */
+weft_backend *sd_backend_new(weft_call *c, const char *what, int *code);
+/* Records that a model call failed: `what` alone on the CPU (as before),
+ * with the error and the device's own message on a device backend. */
+void sd_model_error(weft_call *c, const weft_backend *be, int r,
+                    const char *what);
+/* A device backend serves one thread at a time (one stream, one cuDNN
+ * handle): model calls on a bundle's backend hold its be_mu there.  On
+ * the CPU, which orders its own work, these do nothing. */
+void sd_bundle_be_lock(sd_bundle *b);
+void sd_bundle_be_unlock(sd_bundle *b);
+
 /* control_nodes.c */
 extern const weft_node_def sd_controlnet_loader_def;
 extern const weft_node_def sd_controlnet_apply_def;

@@ -31,6 +31,9 @@ typedef struct sd_bundle {
    * lock (ComfyUI's patch-on-use), so nodes using other patch sets wait */
   pthread_mutex_t lock[SD_PARTS];
   sd_patch_state patch[SD_PARTS];
+  /* on a device backend: held by every model call (sd_bundle_be_lock) and
+   * by the weight copies after a LoRA merge; taken after lock[part] */
+  pthread_mutex_t be_mu;
 } sd_bundle;
 
 void sd_bundle_retain(sd_bundle *b);
@@ -44,7 +47,8 @@ typedef struct sd_ref {
   int n_patches;
 } sd_ref;
 
-/* Locks a part of the bundle with exactly these patches applied. */
+/* Locks a part of the bundle with exactly these patches applied (on a
+ * device backend, the merged weights copied there). */
 int sd_bundle_acquire(sd_bundle *b, sd_part part, const sd_ref *ref);
 void sd_bundle_unacquire(sd_bundle *b, sd_part part);
 
@@ -55,6 +59,7 @@ typedef struct sd_cnet_obj {
   sd_cnet *model;
   weft_backend *be;
   char *path;
+  pthread_mutex_t be_mu; /* as sd_bundle's, around sd_cnet_forward */
 } sd_cnet_obj;
 void sd_cnet_obj_release(sd_cnet_obj *o);
 

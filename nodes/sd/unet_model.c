@@ -44,6 +44,7 @@ struct sd_unet {
   xformer mid_attn;
   bool mid_has_attn;
   sd_norm out_norm;
+  sd_devw *dw; /* the weights on a device backend, or NULL */
 };
 
 const sd_unet_cfg *sd_unet_config(const sd_unet *m) { return &m->cfg; }
@@ -72,8 +73,55 @@ static void free_level(level *l) {
   sd_free_conv(&l->sample);
 }
 
+static void visit_xformer(xformer *x, sd_weight_fn fn, void *u) {
+  sd_visit_norm(&x->norm, fn, u);
+  sd_visit_linear(&x->proj_in, fn, u);
+  sd_visit_linear(&x->proj_out, fn, u);
+  for (int i = 0; x->blocks && i < x->depth; i++) {
+    tblock *b = &x->blocks[i];
+    sd_visit_norm(&b->n1, fn, u), sd_visit_attn(&b->attn1, fn, u);
+    sd_visit_norm(&b->n2, fn, u), sd_visit_attn(&b->attn2, fn, u);
+    sd_visit_norm(&b->n3, fn, u);
+    sd_visit_linear(&b->ff_in, fn, u), sd_visit_linear(&b->ff_out, fn, u);
+  }
+}
+
+static void visit_level(level *l, sd_weight_fn fn, void *u) {
+  for (int j = 0; l->res && j < l->n; j++) {
+    sd_visit_resnet(&l->res[j], fn, u);
+    if (l->attn) visit_xformer(&l->attn[j], fn, u);
+  }
+  sd_visit_conv(&l->sample, fn, u);
+}
+
+static void unet_visit(void *model, sd_weight_fn fn, void *u) {
+  sd_unet *m = model;
+  sd_visit_linear(&m->t1, fn, u), sd_visit_linear(&m->t2, fn, u);
+  sd_visit_conv(&m->conv_in, fn, u);
+  for (int i = 0; i < m->cfg.n_levels; i++)
+    visit_level(&m->down[i], fn, u);
+  sd_visit_resnet(&m->mid_res[0], fn, u);
+  visit_xformer(&m->mid_attn, fn, u);
+  sd_visit_resnet(&m->mid_res[1], fn, u);
+  for (int i = 0; i < m->cfg.n_levels; i++)
+    visit_level(&m->up[i], fn, u);
+  sd_visit_norm(&m->out_norm, fn, u);
+  sd_visit_conv(&m->conv_out, fn, u);
+}
+
+int sd_unet_to_backend(sd_unet *m, weft_backend *be) {
+  if (m->dw) return m->dw->be == be ? 0 : WEFT_EINVAL;
+  if (sd_be_is_host(be)) return 0;
+  return sd_devw_upload(m, unet_visit, be, &m->dw);
+}
+
+sd_devw *sd_unet_devw(const sd_unet *m) {
+  return m->dw;
+}
+
 void sd_unet_free(sd_unet *m) {
   if (!m) return;
+  sd_devw_release(m->dw, m, unet_visit);
   sd_free_linear(&m->t1), sd_free_linear(&m->t2);
   sd_free_conv(&m->conv_in), sd_free_conv(&m->conv_out);
   for (int i = 0; i < m->cfg.n_levels; i++) {
@@ -299,7 +347,7 @@ int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
   const sd_unet_cfg *c = &m->cfg;
   const int n = c->n_levels, L = c->layers_per_block;
   memset(f, 0, sizeof *f);
-  if (h < 1 || w < 1) return WEFT_EINVAL;
+  if (h < 1 || w < 1 || !sd_devw_fits(m->dw, be)) return WEFT_EINVAL;
   f->b = b;
   int rc = 0;
   float *tmp = sd_alloc(be, b * m->temb_dim);
@@ -390,7 +438,7 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
   const sd_unet_cfg *c = &m->cfg;
   const int n = c->n_levels, L = c->layers_per_block;
   const int64_t b = f->b;
-  if (m->encoder_only) return WEFT_EINVAL;
+  if (m->encoder_only || !sd_devw_fits(m->dw, be)) return WEFT_EINVAL;
   int rc = 0;
   /* ControlNet residuals: onto the skips and the middle, scaled already */
   for (int i = 0; ctl && i < ctl->n && i < f->n && !rc; i++)
@@ -472,8 +520,35 @@ out:
 int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
                     int64_t h, int64_t w, const float *t, const float *ctx,
                     int64_t ctx_len, const sd_control *ctl, float *out) {
+  const sd_unet_cfg *c = &m->cfg;
+  /* host I/O (sd_device.h): on the CPU every pointer passes through */
+  const float *xd = NULL, *td = NULL, *cd = NULL, *down[64], *mid = NULL;
+  float *xt = NULL, *tt = NULL, *ct = NULL, *dt[64] = {0}, *mt = NULL;
+  float *od = NULL, *ot = NULL;
+  sd_control dctl = {down, 0, NULL};
   sd_unet_feats f;
-  int rc = sd_unet_encode(m, be, x, b, h, w, t, ctx, ctx_len, NULL, &f);
-  if (rc) return rc;
-  return sd_unet_decode(m, be, &f, ctx, ctx_len, ctl, out);
+  int rc = sd_io_in(be, x, b * c->in_channels * h * w, &xd, &xt);
+  if (!rc) rc = sd_io_in(be, t, b, &td, &tt);
+  if (!rc) rc = sd_io_in(be, ctx, b * ctx_len * c->context_dim, &cd, &ct);
+  if (!rc) rc = sd_unet_encode(m, be, xd, b, h, w, td, cd, ctx_len, NULL, &f);
+  if (rc) goto out;
+  /* the residuals have the shapes of the features they are added to */
+  for (int i = 0; ctl && i < ctl->n && i < f.n && !rc; i++, dctl.n++)
+    rc = sd_io_in(be, ctl->down[i], b * f.skip[i].c * f.skip[i].h * f.skip[i].w,
+                  &down[i], &dt[i]);
+  if (!rc && ctl)
+    rc = sd_io_in(be, ctl->mid, b * f.mid.c * f.mid.h * f.mid.w, &mid, &mt);
+  dctl.mid = mid;
+  if (!rc) rc = sd_io_out(be, out, b * c->out_channels * h * w, &od, &ot);
+  if (rc) {
+    sd_unet_feats_free(be, &f);
+    goto out;
+  }
+  rc = sd_unet_decode(m, be, &f, cd, ctx_len, ctl ? &dctl : NULL, od);
+  rc = sd_io_done(be, rc, out, ot, b * c->out_channels * h * w);
+out:
+  sd_free(be, xt), sd_free(be, tt), sd_free(be, ct), sd_free(be, mt);
+  for (int i = 0; i < 64; i++)
+    sd_free(be, dt[i]);
+  return rc;
 }

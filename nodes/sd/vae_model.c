@@ -32,6 +32,7 @@ struct sd_vae {
   sd_vae_cfg cfg;
   vside enc, dec;
   sd_conv quant, post_quant;
+  sd_devw *dw; /* the weights on a device backend, or NULL */
 };
 
 static const float EPS = 1e-6f;
@@ -53,8 +54,42 @@ static void free_side(vside *s, int n) {
   sd_free_norm(&s->norm_out);
 }
 
+static void visit_side(vside *s, int n, sd_weight_fn fn, void *u) {
+  sd_visit_conv(&s->conv_in, fn, u);
+  for (int i = 0; i < n; i++) {
+    for (int j = 0; s->lv[i].res && j < s->lv[i].n; j++)
+      sd_visit_resnet(&s->lv[i].res[j], fn, u);
+    sd_visit_conv(&s->lv[i].sample, fn, u);
+  }
+  sd_visit_resnet(&s->mid.res[0], fn, u);
+  sd_visit_norm(&s->mid.norm, fn, u);
+  sd_visit_attn(&s->mid.attn, fn, u);
+  sd_visit_resnet(&s->mid.res[1], fn, u);
+  sd_visit_norm(&s->norm_out, fn, u);
+  sd_visit_conv(&s->conv_out, fn, u);
+}
+
+static void vae_visit(void *model, sd_weight_fn fn, void *u) {
+  sd_vae *m = model;
+  visit_side(&m->enc, m->cfg.n_levels, fn, u);
+  sd_visit_conv(&m->quant, fn, u);
+  sd_visit_conv(&m->post_quant, fn, u);
+  visit_side(&m->dec, m->cfg.n_levels, fn, u);
+}
+
+int sd_vae_to_backend(sd_vae *m, weft_backend *be) {
+  if (m->dw) return m->dw->be == be ? 0 : WEFT_EINVAL;
+  if (sd_be_is_host(be)) return 0;
+  return sd_devw_upload(m, vae_visit, be, &m->dw);
+}
+
+sd_devw *sd_vae_devw(const sd_vae *m) {
+  return m->dw;
+}
+
 void sd_vae_free(sd_vae *m) {
   if (!m) return;
+  sd_devw_release(m->dw, m, vae_visit);
   free_side(&m->enc, m->cfg.n_levels);
   free_side(&m->dec, m->cfg.n_levels);
   sd_free_conv(&m->quant), sd_free_conv(&m->post_quant);
@@ -226,12 +261,12 @@ static int run_out(weft_backend *be, const vside *s, int groups, float *cur,
   return sd_run_conv(be, &s->conv_out, cur, b, h, w, y, &ho, &wo);
 }
 
-int sd_vae_encode(sd_vae *m, weft_backend *be, const float *image, int64_t b,
+/* the passes on backend memory */
+static int encode(sd_vae *m, weft_backend *be, const float *image, int64_t b,
                   int64_t h, int64_t w, float *moments) {
   const sd_vae_cfg *c = &m->cfg;
   const int n = c->n_levels, g = c->norm_groups;
-  int64_t f = sd_vae_factor(m), ho, wo, ch = c->channels[0];
-  if (h % f || w % f) return WEFT_EINVAL;
+  int64_t ho, wo, ch = c->channels[0];
   float *cur = sd_alloc(be, b * ch * h * w);
   if (!cur) return WEFT_ENOMEM;
   int rc = sd_run_conv(be, &m->enc.conv_in, image, b, h, w, cur, &ho, &wo);
@@ -263,7 +298,7 @@ int sd_vae_encode(sd_vae *m, weft_backend *be, const float *image, int64_t b,
   return rc;
 }
 
-int sd_vae_decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
+static int decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
                   int64_t h, int64_t w, float *image) {
   const sd_vae_cfg *c = &m->cfg;
   const int n = c->n_levels, g = c->norm_groups;
@@ -309,5 +344,38 @@ int sd_vae_decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
   }
   if (!rc) rc = run_out(be, &m->dec, g, cur, b, ch, h, w, image);
   sd_free(be, cur);
+  return rc;
+}
+
+/* host I/O (sd_device.h): on the CPU the pointers pass through */
+int sd_vae_encode(sd_vae *m, weft_backend *be, const float *image, int64_t b,
+                  int64_t h, int64_t w, float *moments) {
+  const sd_vae_cfg *c = &m->cfg;
+  int64_t f = sd_vae_factor(m);
+  if (h % f || w % f || !sd_devw_fits(m->dw, be)) return WEFT_EINVAL;
+  const int64_t nm = b * 2 * c->latent_channels * (h / f) * (w / f);
+  const float *in;
+  float *in_tmp, *out, *out_tmp = NULL;
+  int rc = sd_io_in(be, image, b * c->in_channels * h * w, &in, &in_tmp);
+  if (!rc) rc = sd_io_out(be, moments, nm, &out, &out_tmp);
+  if (!rc) rc = encode(m, be, in, b, h, w, out);
+  rc = sd_io_done(be, rc, moments, out_tmp, nm);
+  sd_free(be, in_tmp);
+  return rc;
+}
+
+int sd_vae_decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
+                  int64_t h, int64_t w, float *image) {
+  const sd_vae_cfg *c = &m->cfg;
+  int64_t f = sd_vae_factor(m);
+  if (!sd_devw_fits(m->dw, be)) return WEFT_EINVAL;
+  const int64_t ni = b * c->out_channels * h * f * w * f;
+  const float *in;
+  float *in_tmp, *out, *out_tmp = NULL;
+  int rc = sd_io_in(be, latent, b * c->latent_channels * h * w, &in, &in_tmp);
+  if (!rc) rc = sd_io_out(be, image, ni, &out, &out_tmp);
+  if (!rc) rc = decode(m, be, in, b, h, w, out);
+  rc = sd_io_done(be, rc, image, out_tmp, ni);
+  sd_free(be, in_tmp);
   return rc;
 }

@@ -1,0 +1,1086 @@
+/* test_sd_cuda.c - the SD1.x models and nodes on a CUDA device: nodes/sd
+ * over kernels/cuda against the references the CPU tests use
+ * (tests/fixtures/sd15_tiny, sd15_extras) and against the CPU backend, and
+ * the example graphs through `weft run --device cuda` against
+ * `--device cpu`.  Without a CUDA device every case skips, saying so,
+ * except the ones that check how weft refuses one that is missing (which
+ * skip where there is one).  On the GPU machine:
+ * tools/gpu/run_sd_cuda_tests.sh.
+ *
+ * Tolerances (max |a - b| over a tensor):
+ *   outputs vs the diffusers/transformers references: 1e-4, as tests/models
+ *   (fp32 on the GPU with TF32 off, so CUDA differs from the CPU by the
+ *   order of its sums only: kernels/cuda/GPU_RESULTS.md measured about
+ *   1e-6 relative per op);
+ *   the same model on CUDA vs on the CPU backend: 1e-4;
+ *   weights copied to the device and re-copied after LoRA merges: exact;
+ *   graphs: every 8-bit value of the CUDA image within 1/255 of the CPU
+ *   image; the same seed twice on CUDA: the same PNG, byte for byte.
+ *
+ * The "emulated" cases run everywhere: the CPU kernels behind pointers the
+ * host cannot touch (emulated_device.h) drive the models' device paths --
+ * uploads, copies in and out, host work on explicit copies, LoRA re-syncs
+ * -- and must give the CPU backend's results bit for bit. */
+#include <sys/stat.h>
+
+#include "../models/sd_fixture.h"
+#include "emulated_device.h"
+#include "kernels/cuda/cuda.h"
+#include "lora.h"
+#include "png_io.h"
+#include "sd_device.h"
+
+#define TOL 1e-4
+#define TOL_VS_CPU 1e-4
+
+/* ---- helpers
+ * ----------------------------------------------------------------- */
+
+static weft_backend *gpu(void) {
+  if (!weft_cuda_available())
+    weft_test_skip("no CUDA device: these cases need a GPU "
+                   "(tools/gpu/run_sd_cuda_tests.sh runs them on one)");
+  char err[512] = "";
+  weft_backend *be = weft_backend_cuda_new_ex(NULL, err, sizeof err);
+  if (!be) fprintf(stderr, "CUDA backend: %s\n", err);
+  ASSERT(be != NULL);
+  fprintf(stderr, "device: %s, cuDNN %s\n", weft_cuda_device_name(be),
+          weft_cuda_have_cudnn(be) ? "yes" : "no");
+  return be;
+}
+
+static weft_backend *cpu(void) {
+  weft_backend *be = weft_backend_cpu_new(2);
+  ASSERT(be != NULL);
+  return be;
+}
+
+static weft_st_file *ex_open(const char *rel) {
+  char path[4096], err[1024];
+  snprintf(path, sizeof path, "%s/fixtures/sd15_extras/%s", weft_test_srcdir(),
+           rel);
+  weft_st_file *f = NULL;
+  int r = weft_st_open(path, &f, err, sizeof err);
+  if (r) fprintf(stderr, "%s\n", err);
+  ASSERT_OK(r);
+  return f;
+}
+
+static const weft_st_tensor *get(weft_st_file *f, const char *key) {
+  const weft_st_tensor *t = weft_st_find(f, key);
+  if (!t) fprintf(stderr, "fixture has no '%s'\n", key);
+  ASSERT(t != NULL);
+  return t;
+}
+
+static const float *ref(weft_st_file *f, const char *key, int64_t numel) {
+  const weft_st_tensor *t = get(f, key);
+  ASSERT(t->dtype == WEFT_ST_F32);
+  if (numel) ASSERT_EQ(t->nbytes, numel * 4);
+  return t->data;
+}
+
+/* asserts a <= tol after printing it (the script's log keeps the numbers) */
+static void expect(const char *what, double d, double tol) {
+  fprintf(stderr, "%-46s max diff %.3g (tol %.0e)\n", what, d, tol);
+  ASSERT(d <= tol);
+}
+
+/* the model parts of the tiny checkpoint, loaded; on `be` when it is a
+ * device backend */
+typedef struct model {
+  fx_model m;
+  sd_unet *unet;
+  sd_clip *clip;
+  sd_vae *vae;
+} model;
+
+static void model_open(model *md, sd_layout layout, weft_backend *be) {
+  memset(md, 0, sizeof *md);
+  fx_model_open(&md->m, layout);
+  ASSERT_OK(sd_unet_load(&md->m.ck, &md->unet));
+  ASSERT_OK(sd_clip_load(&md->m.ck, &md->clip));
+  ASSERT_OK(sd_vae_load(&md->m.ck, &md->vae));
+  if (be) {
+    ASSERT_OK(sd_unet_to_backend(md->unet, be));
+    ASSERT_OK(sd_clip_to_backend(md->clip, be));
+    ASSERT_OK(sd_vae_to_backend(md->vae, be));
+  }
+}
+
+static void model_close(model *md) {
+  sd_unet_free(md->unet);
+  sd_clip_free(md->clip);
+  sd_vae_free(md->vae);
+  fx_model_close(&md->m);
+}
+
+/* ---- the weights on the device
+ * ------------------------------------------------- */
+
+/* Every weight the loads registered has a device copy equal to its host
+ * master, bit for bit; the models refuse a backend they are not on. */
+TEST(weights_on_the_device_equal_the_host_masters) {
+  weft_backend *g = gpu(), *c = cpu();
+  model md;
+  model_open(&md, SD_LAYOUT_LDM, g);
+  sd_devw *dw[SD_PARTS] = {sd_unet_devw(md.unet), sd_vae_devw(md.vae),
+                           sd_clip_devw(md.clip)};
+  int64_t floats[SD_PARTS] = {0};
+  for (int i = 0; i < md.m.ck.n_params; i++) {
+    const sd_param *p = &md.m.ck.params[i];
+    ASSERT(dw[p->part] != NULL);
+    float *dev = sd_devw_find(dw[p->part], p->data);
+    if (!dev) fprintf(stderr, "'%s' has no device copy\n", p->name);
+    ASSERT(dev != NULL);
+    float *back = malloc((size_t)p->numel * sizeof *back);
+    ASSERT_OK(g->iface->buffer_copy(g, back, dev, (size_t)p->numel * 4,
+                                    WEFT_COPY_DEVICE_TO_HOST));
+    ASSERT_EQ(memcmp(back, p->data, (size_t)p->numel * 4), 0);
+    free(back);
+    floats[p->part] += p->numel;
+  }
+  for (int p = 0; p < SD_PARTS; p++) {
+    /* one buffer per model, each weight 256-byte aligned in it */
+    ASSERT(dw[p]->arena_bytes >= (size_t)floats[p] * 4);
+    ASSERT(dw[p]->arena_bytes < (size_t)floats[p] * 4 + (size_t)dw[p]->n * 256);
+    fprintf(stderr,
+            "part %d: %d weights, %lld floats, %zu bytes on the device\n", p,
+            dw[p]->n, (long long)floats[p], dw[p]->arena_bytes);
+  }
+  ASSERT_EQ(dw[0]->n + dw[1]->n + dw[2]->n, md.m.ck.n_params);
+  /* a model on the GPU does not run on the CPU backend */
+  float out[2 * 4 * 8 * 8];
+  static float x[2 * 4 * 8 * 8], t[2], ctx[2 * 77 * 32];
+  ASSERT_EQ(sd_unet_forward(md.unet, c, x, 2, 8, 8, t, ctx, 77, NULL, out),
+            WEFT_EINVAL);
+  model_close(&md);
+  weft_backend_free(c);
+  weft_backend_free(g);
+}
+
+/* ---- models against the references
+ * ----------------------------------------------- */
+
+static void check_clip(sd_layout layout) {
+  weft_backend *g = gpu(), *c = cpu();
+  model mg, mc;
+  model_open(&mg, layout, g);
+  model_open(&mc, layout, NULL);
+  weft_st_file *io = fx_open("clip_io.safetensors");
+  const weft_st_tensor *ids64 = get(io, "input_ids");
+  int64_t batch = ids64->shape[0], n = batch * 77 * 32;
+  int32_t *ids = malloc((size_t)(batch * 77) * sizeof *ids);
+  for (int64_t i = 0; i < batch * 77; i++) {
+    int64_t v;
+    memcpy(&v, (const char *)ids64->data + 8 * i, 8);
+    ids[i] = (int32_t)v;
+  }
+  float *hg = malloc((size_t)n * 4), *hc = malloc((size_t)n * 4);
+  float *pg = malloc((size_t)(batch * 32) * 4);
+  ASSERT_OK(sd_clip_forward(mg.clip, g, ids, batch, 0, hg, pg));
+  ASSERT_OK(sd_clip_forward(mc.clip, c, ids, batch, 0, hc, NULL));
+  expect("clip last_hidden_state vs transformers",
+         max_abs_diff(hg, ref(io, "last_hidden_state", n), n), TOL);
+  expect("clip pooled_output vs transformers",
+         max_abs_diff(pg, ref(io, "pooled_output", batch * 32), batch * 32),
+         TOL);
+  expect("clip last_hidden_state vs CPU", max_abs_diff(hg, hc, n), TOL_VS_CPU);
+  ASSERT_OK(sd_clip_forward(mg.clip, g, ids, batch, -2, hg, NULL));
+  expect("clip skip 2 vs transformers",
+         max_abs_diff(hg, ref(io, "clip_skip_2", n), n), TOL);
+  /* an id outside the vocabulary is refused on the device too */
+  ids[5] = 1 << 30;
+  ASSERT_EQ(sd_clip_forward(mg.clip, g, ids, 1, 0, hg, NULL), WEFT_EINVAL);
+  free(ids), free(hg), free(hc), free(pg);
+  weft_st_close(io);
+  model_close(&mg), model_close(&mc);
+  weft_backend_free(c), weft_backend_free(g);
+}
+
+TEST(clip_on_cuda_matches_transformers_single_file) {
+  check_clip(SD_LAYOUT_LDM);
+}
+TEST(clip_on_cuda_matches_transformers_diffusers_folder) {
+  check_clip(SD_LAYOUT_DIFFUSERS);
+}
+
+TEST(unet_on_cuda_matches_diffusers) {
+  weft_backend *g = gpu(), *c = cpu();
+  model mg, mc;
+  model_open(&mg, SD_LAYOUT_LDM, g);
+  model_open(&mc, SD_LAYOUT_LDM, NULL);
+  weft_st_file *io = fx_open("unet_io.safetensors");
+  const char *cases[] = {"a", "b", "c"};
+  for (int k = 0; k < 3; k++) {
+    char key[64], what[96];
+    snprintf(key, sizeof key, "%s/sample", cases[k]);
+    const weft_st_tensor *x = get(io, key);
+    snprintf(key, sizeof key, "%s/timestep", cases[k]);
+    const weft_st_tensor *t = get(io, key);
+    snprintf(key, sizeof key, "%s/encoder_hidden_states", cases[k]);
+    const weft_st_tensor *ctx = get(io, key);
+    snprintf(key, sizeof key, "%s/out", cases[k]);
+    const weft_st_tensor *want = get(io, key);
+    int64_t n = (int64_t)(want->nbytes / 4);
+    float *og = malloc((size_t)n * 4), *oc = malloc((size_t)n * 4);
+    ASSERT_OK(sd_unet_forward(mg.unet, g, x->data, x->shape[0], x->shape[2],
+                              x->shape[3], t->data, ctx->data, ctx->shape[1],
+                              NULL, og));
+    ASSERT_OK(sd_unet_forward(mc.unet, c, x->data, x->shape[0], x->shape[2],
+                              x->shape[3], t->data, ctx->data, ctx->shape[1],
+                              NULL, oc));
+    snprintf(what, sizeof what, "unet case %s vs diffusers", cases[k]);
+    expect(what, max_abs_diff(og, want->data, n), TOL);
+    snprintf(what, sizeof what, "unet case %s vs CPU", cases[k]);
+    expect(what, max_abs_diff(og, oc, n), TOL_VS_CPU);
+    free(og), free(oc);
+  }
+  weft_st_close(io);
+  model_close(&mg), model_close(&mc);
+  weft_backend_free(c), weft_backend_free(g);
+}
+
+/* An odd latent (9 x 7): the downsamplings round up and the upsamplings
+ * return to the skips' sizes, which on CUDA runs as a gather on host
+ * copies (sd_upsample_nearest). */
+TEST(unet_on_cuda_odd_size_matches_cpu) {
+  weft_backend *g = gpu(), *c = cpu();
+  model mg, mc;
+  model_open(&mg, SD_LAYOUT_LDM, g);
+  model_open(&mc, SD_LAYOUT_LDM, NULL);
+  enum { B = 2, H = 9, W = 7, N = B * 4 * H * W };
+  float x[N], t[B] = {999.0f, 10.0f}, og[N], oc[N];
+  static float ctx[B * 77 * 32];
+  uint64_t s = 7;
+  for (int i = 0; i < N; i++)
+    s = s * 6364136223846793005ull + 1,
+    x[i] = (float)(s >> 40) / 8388608.0f - 1;
+  for (int i = 0; i < B * 77 * 32; i++)
+    s = s * 6364136223846793005ull + 1,
+    ctx[i] = (float)(s >> 40) / 8388608.0f - 1;
+  ASSERT_OK(sd_unet_forward(mg.unet, g, x, B, H, W, t, ctx, 77, NULL, og));
+  ASSERT_OK(sd_unet_forward(mc.unet, c, x, B, H, W, t, ctx, 77, NULL, oc));
+  expect("unet 9x7 latent vs CPU", max_abs_diff(og, oc, N), TOL_VS_CPU);
+  model_close(&mg), model_close(&mc);
+  weft_backend_free(c), weft_backend_free(g);
+}
+
+TEST(vae_on_cuda_matches_diffusers) {
+  weft_backend *g = gpu();
+  model md;
+  model_open(&md, SD_LAYOUT_DIFFUSERS, g);
+  weft_st_file *io = fx_open("vae_io.safetensors");
+  const char *cases[] = {"a", "b"};
+  for (int k = 0; k < 2; k++) {
+    char key[64], what[96];
+    snprintf(key, sizeof key, "%s/image", cases[k]);
+    const weft_st_tensor *img = get(io, key);
+    snprintf(key, sizeof key, "%s/moments", cases[k]);
+    const weft_st_tensor *mom = get(io, key);
+    snprintf(key, sizeof key, "%s/latent", cases[k]);
+    const weft_st_tensor *lat = get(io, key);
+    snprintf(key, sizeof key, "%s/decoded", cases[k]);
+    const weft_st_tensor *dec = get(io, key);
+    int64_t nm = (int64_t)(mom->nbytes / 4), nd = (int64_t)(dec->nbytes / 4);
+    float *moments = malloc((size_t)nm * 4), *decoded = malloc((size_t)nd * 4);
+    ASSERT_OK(sd_vae_encode(md.vae, g, img->data, img->shape[0], img->shape[2],
+                            img->shape[3], moments));
+    snprintf(what, sizeof what, "vae encode %s vs diffusers", cases[k]);
+    expect(what, max_abs_diff(moments, mom->data, nm), TOL);
+    ASSERT_OK(sd_vae_decode(md.vae, g, lat->data, lat->shape[0], lat->shape[2],
+                            lat->shape[3], decoded));
+    snprintf(what, sizeof what, "vae decode %s vs diffusers", cases[k]);
+    expect(what, max_abs_diff(decoded, dec->data, nd), TOL);
+    free(moments), free(decoded);
+  }
+  weft_st_close(io);
+  model_close(&md);
+  weft_backend_free(g);
+}
+
+/* [-1, 1] planes -> [H, W, 3] in 0..1, clamped (VAEDecode's output) */
+static void to_image(const float *x, int64_t H, int64_t W, float *img) {
+  for (int c = 0; c < 3; c++)
+    for (int64_t i = 0; i < H * W; i++) {
+      float v = (x[c * H * W + i] + 1.0f) / 2.0f;
+      img[i * 3 + c] = v < 0 ? 0 : v > 1 ? 1 : v;
+    }
+}
+
+TEST(tiled_vae_on_cuda_matches_comfyui) {
+  weft_backend *g = gpu();
+  model md;
+  model_open(&md, SD_LAYOUT_LDM, g);
+  weft_st_file *f = ex_open("vae_tiled.safetensors");
+  const struct {
+    const char *latent, *key;
+    int64_t h, w, tile, overlap;
+  } dec[] = {{"latent8x8", "decode_tiled/8x8_t64_o16", 8, 8, 8, 2},
+             {"latent8x12", "decode_tiled/8x12_t64_o16", 8, 12, 8, 2},
+             {"latent8x8", "decode_tiled_/8x8_t4_o1", 8, 8, 4, 1}};
+  for (int k = 0; k < 3; k++) {
+    int64_t H = dec[k].h * 8, W = dec[k].w * 8;
+    float *x = malloc((size_t)(3 * H * W) * 4),
+          *img = malloc((size_t)(3 * H * W) * 4);
+    ASSERT_OK(sd_vae_decode_tiled(
+        md.vae, g, ref(f, dec[k].latent, 4 * dec[k].h * dec[k].w), dec[k].h,
+        dec[k].w, dec[k].tile, dec[k].tile, dec[k].overlap, x));
+    to_image(x, H, W, img);
+    expect(dec[k].key,
+           max_abs_diff(img, ref(f, dec[k].key, 3 * H * W), 3 * H * W), TOL);
+    free(x), free(img);
+  }
+  const char *enc[][2] = {{"image64x64", "encode_tiled/64x64_t64_o16"},
+                          {"image64x96", "encode_tiled/64x96_t64_o16"}};
+  for (int k = 0; k < 2; k++) {
+    const weft_st_tensor *im = get(f, enc[k][0]);
+    int64_t H = im->shape[0], W = im->shape[1], n = 4 * (H / 8) * (W / 8);
+    float *px = malloc((size_t)(3 * H * W) * 4), *lat = malloc((size_t)n * 4);
+    const uint8_t *u = im->data;
+    for (int c = 0; c < 3; c++)
+      for (int64_t i = 0; i < H * W; i++)
+        px[c * H * W + i] = (float)u[i * 3 + c] / 255.0f;
+    ASSERT_OK(sd_vae_encode_tiled(md.vae, g, px, H, W, 64, 64, 16, lat));
+    expect(enc[k][1], max_abs_diff(lat, ref(f, enc[k][1], n), n), TOL);
+    free(px), free(lat);
+  }
+  weft_st_close(f);
+  model_close(&md);
+  weft_backend_free(g);
+}
+
+/* ---- ControlNet
+ * ------------------------------------------------------------------- */
+
+static sd_cnet *cnet_open(sd_ckpt *ck, weft_st_file **f, char **json,
+                          sd_layout layout) {
+  memset(ck, 0, sizeof *ck);
+  ck->layout = layout;
+  bool folder = layout == SD_LAYOUT_DIFFUSERS;
+  *f = ex_open(folder ? "controlnet/diffusion_pytorch_model.safetensors"
+                      : "controlnet_tiny.safetensors");
+  ck->files[SD_CONTROL] = fx_file(*f);
+  ck->has[SD_CONTROL] = true;
+  *json = NULL;
+  if (folder) {
+    char cfg[4096];
+    snprintf(cfg, sizeof cfg, "%s/fixtures/sd15_extras/controlnet/config.json",
+             weft_test_srcdir());
+    ASSERT((*json = weft_test_read_file(cfg, NULL)) != NULL);
+  }
+  sd_cnet *m = NULL;
+  int r = sd_ckpt_configure_control(ck, *json);
+  if (!r) r = sd_cnet_load(ck, &m);
+  if (r) fprintf(stderr, "%s\n", ck->err);
+  ASSERT_OK(r);
+  return m;
+}
+
+static float *hint_planes(const weft_st_tensor *t, int rows) {
+  int64_t H = t->shape[0], W = t->shape[1];
+  float *p = malloc((size_t)(rows * 3 * H * W) * sizeof *p);
+  const uint8_t *u = t->data;
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < 3; c++)
+      for (int64_t i = 0; i < H * W; i++)
+        p[((int64_t)r * 3 + c) * H * W + i] = (float)u[i * 3 + c] / 255.0f;
+  return p;
+}
+
+static void check_controlnet(sd_layout layout) {
+  weft_backend *g = gpu(), *gu = gpu(); /* the ControlNet's and the UNet's */
+  sd_ckpt ck;
+  weft_st_file *f;
+  char *json;
+  sd_cnet *cn = cnet_open(&ck, &f, &json, layout);
+  ASSERT_OK(sd_cnet_to_backend(cn, g));
+  weft_st_file *io = ex_open("controlnet_io.safetensors");
+  float *hint = hint_planes(get(io, "hint"), 2);
+  const float *x = ref(io, "sample", 512), *t = ref(io, "timestep", 2);
+  const float *ctx = ref(io, "encoder_hidden_states", 2 * 77 * 32);
+  sd_cnet_out o;
+  memset(&o, 0, sizeof o);
+  ASSERT_OK(sd_cnet_forward(cn, g, x, 2, 8, 8, t, ctx, 77, hint,
+                            *ref(io, "conditioning_scale", 1), &o));
+  ASSERT_EQ(o.n, 6);
+  for (int i = 0; i < 6; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "down_residuals.%d", i);
+    expect(
+        key,
+        max_abs_diff(o.down[i], ref(io, key, o.down_numel[i]), o.down_numel[i]),
+        TOL);
+  }
+  expect("mid_residual",
+         max_abs_diff(o.mid, ref(io, "mid_residual", o.mid_numel), o.mid_numel),
+         TOL);
+  /* the UNet on its own device backend, with the residuals */
+  model md;
+  model_open(&md, SD_LAYOUT_LDM, gu);
+  float out[512];
+  sd_control ctl = {(const float *const *)o.down, o.n, o.mid};
+  ASSERT_OK(sd_unet_forward(md.unet, gu, x, 2, 8, 8, t, ctx, 77, &ctl, out));
+  expect("unet with control vs diffusers",
+         max_abs_diff(out, ref(io, "unet_out", 512), 512), TOL);
+  sd_cnet_out_free(&o);
+  free(hint);
+  model_close(&md);
+  weft_st_close(io);
+  sd_cnet_free(cn);
+  sd_ckpt_free_params(&ck);
+  sd_ckpt_release(&ck);
+  weft_st_close(f);
+  free(json);
+  weft_backend_free(gu), weft_backend_free(g);
+}
+
+TEST(controlnet_on_cuda_matches_diffusers_single_file) {
+  check_controlnet(SD_LAYOUT_LDM);
+}
+TEST(controlnet_on_cuda_matches_diffusers_diffusers_folder) {
+  check_controlnet(SD_LAYOUT_DIFFUSERS);
+}
+
+/* ---- LoRA
+ * ----------------------------------------------------------------------------
+ */
+
+static sd_lora *lora_open(const sd_ckpt *ck, const char *rel) {
+  char path[4096], err[1024], um[1024];
+  snprintf(path, sizeof path, "%s/fixtures/sd15_extras/%s", weft_test_srcdir(),
+           rel);
+  weft_st_file *f = NULL;
+  ASSERT_OK(weft_st_open(path, &f, err, sizeof err));
+  sd_file file = fx_file(f);
+  sd_lora *l = NULL;
+  int n_um = 0;
+  int r = sd_lora_load(&file, ck, &l, um, sizeof um, &n_um, err, sizeof err);
+  if (r) fprintf(stderr, "%s\n", err);
+  ASSERT_OK(r);
+  ASSERT_EQ(n_um, 0);
+  weft_st_close(f);
+  return l;
+}
+
+static void unet_clip_out(model *md, weft_backend *be, weft_st_file *refs,
+                          float *u, float *h) {
+  ASSERT_OK(sd_unet_forward(
+      md->unet, be, ref(refs, "unet/sample", 512), 2, 8, 8,
+      ref(refs, "unet/timestep", 2),
+      ref(refs, "unet/encoder_hidden_states", 2 * 77 * 32), 77, NULL, u));
+  const weft_st_tensor *ids64 = get(refs, "clip/input_ids");
+  int32_t ids[77];
+  for (int i = 0; i < 77; i++) {
+    int64_t v;
+    memcpy(&v, (const char *)ids64->data + 8 * i, 8);
+    ids[i] = (int32_t)v;
+  }
+  ASSERT_OK(sd_clip_forward(md->clip, be, ids, 1, 0, h, NULL));
+}
+
+/* every device weight of a part equals its host master */
+static void device_equals_masters(model *md, weft_backend *g, sd_part part,
+                                  sd_devw *dw) {
+  for (int i = 0; i < md->m.ck.n_params; i++) {
+    const sd_param *p = &md->m.ck.params[i];
+    if (p->part != part) continue;
+    float *back = malloc((size_t)p->numel * 4);
+    ASSERT_OK(g->iface->buffer_copy(g, back, sd_devw_find(dw, p->data),
+                                    (size_t)p->numel * 4,
+                                    WEFT_COPY_DEVICE_TO_HOST));
+    ASSERT_EQ(memcmp(back, p->data, (size_t)p->numel * 4), 0);
+    free(back);
+  }
+}
+
+/* A kohya LoRA merged on the host masters and copied to the device
+ * (sd_patch_sync, as LoraLoader's nodes do) gives diffusers' outputs;
+ * strength 0 afterwards puts the exact base weights back on the device. */
+TEST(lora_on_cuda_matches_diffusers_and_strength_zero_restores_the_base) {
+  weft_backend *g = gpu();
+  model md;
+  model_open(&md, SD_LAYOUT_LDM, g);
+  weft_st_file *refs = ex_open("lora_refs.safetensors");
+  float u0[512], h0[77 * 32], u[512], h[77 * 32];
+  unet_clip_out(&md, g, refs, u0, h0);
+  expect("base unet_out vs diffusers",
+         max_abs_diff(u0, ref(refs, "base/unet_out", 512), 512), TOL);
+  sd_lora *l = lora_open(&md.m.ck, "lora_kohya.safetensors");
+  sd_patch_state st[SD_PARTS];
+  memset(st, 0, sizeof st);
+  sd_patch pu = {l, 0.8f}, pc = {l, 0.6f};
+  ASSERT_OK(sd_patch_apply(&st[SD_UNET], SD_UNET, &pu, 1));
+  ASSERT_OK(sd_patch_apply(&st[SD_CLIP], SD_CLIP, &pc, 1));
+  ASSERT_OK(sd_patch_sync(&st[SD_UNET], sd_unet_devw(md.unet)));
+  ASSERT_OK(sd_patch_sync(&st[SD_CLIP], sd_clip_devw(md.clip)));
+  device_equals_masters(&md, g, SD_UNET, sd_unet_devw(md.unet));
+  unet_clip_out(&md, g, refs, u, h);
+  expect("kohya unet_out vs diffusers",
+         max_abs_diff(u, ref(refs, "kohya/unet_out", 512), 512), TOL);
+  expect("kohya clip vs diffusers",
+         max_abs_diff(h, ref(refs, "kohya/clip_last_hidden_state", 77 * 32),
+                      77 * 32),
+         TOL);
+  ASSERT(max_abs_diff(u, u0, 512) > 0.1); /* the merge reached the device */
+  /* strength 0: the base again, bit for bit, weights and outputs */
+  sd_patch z = {l, 0.0f};
+  ASSERT_OK(sd_patch_apply(&st[SD_UNET], SD_UNET, &z, 1));
+  ASSERT_OK(sd_patch_apply(&st[SD_CLIP], SD_CLIP, &z, 1));
+  ASSERT_OK(sd_patch_sync(&st[SD_UNET], sd_unet_devw(md.unet)));
+  ASSERT_OK(sd_patch_sync(&st[SD_CLIP], sd_clip_devw(md.clip)));
+  device_equals_masters(&md, g, SD_UNET, sd_unet_devw(md.unet));
+  device_equals_masters(&md, g, SD_CLIP, sd_clip_devw(md.clip));
+  unet_clip_out(&md, g, refs, u, h);
+  ASSERT_EQ(memcmp(u, u0, sizeof u), 0);
+  ASSERT_EQ(memcmp(h, h0, sizeof h), 0);
+  sd_patch_state_free(&st[SD_UNET]), sd_patch_state_free(&st[SD_CLIP]);
+  sd_lora_release(l);
+  weft_st_close(refs);
+  model_close(&md);
+  weft_backend_free(g);
+}
+
+/* ---- the device paths on an emulated device (no GPU needed)
+ * ------------------------ */
+
+static weft_backend *emu(void) {
+  weft_backend *be = emu_backend_new();
+  ASSERT(be != NULL);
+  return be;
+}
+
+static void same(const char *what, const float *a, const float *b, int64_t n) {
+  fprintf(stderr, "%-46s %s\n", what,
+          memcmp(a, b, (size_t)n * 4) ? "DIFFERS" : "bit-identical");
+  ASSERT_EQ(memcmp(a, b, (size_t)n * 4), 0);
+}
+
+TEST(models_on_an_emulated_device_equal_the_cpu_bit_for_bit) {
+  weft_backend *e = emu(), *c = cpu();
+  model me, mc;
+  model_open(&me, SD_LAYOUT_LDM, e);
+  model_open(&mc, SD_LAYOUT_LDM, NULL);
+  /* every registered weight moved, the master kept */
+  sd_devw *dw[SD_PARTS] = {sd_unet_devw(me.unet), sd_vae_devw(me.vae),
+                           sd_clip_devw(me.clip)};
+  for (int i = 0; i < me.m.ck.n_params; i++) {
+    const sd_param *p = &me.m.ck.params[i];
+    const float *dev = sd_devw_find(dw[p->part], p->data);
+    ASSERT(dev != NULL);
+    ASSERT_EQ(memcmp(emu_real(dev), p->data, (size_t)p->numel * 4), 0);
+  }
+  ASSERT_EQ(dw[0]->n + dw[1]->n + dw[2]->n, me.m.ck.n_params);
+  /* CLIP */
+  weft_st_file *io = fx_open("clip_io.safetensors");
+  const weft_st_tensor *ids64 = get(io, "input_ids");
+  int64_t batch = ids64->shape[0], n = batch * 77 * 32;
+  int32_t *ids = malloc((size_t)(batch * 77) * sizeof *ids);
+  for (int64_t i = 0; i < batch * 77; i++) {
+    int64_t v;
+    memcpy(&v, (const char *)ids64->data + 8 * i, 8);
+    ids[i] = (int32_t)v;
+  }
+  float *he = malloc((size_t)n * 4), *hc = malloc((size_t)n * 4);
+  float pe[5 * 32], pc[5 * 32];
+  ASSERT_EQ(batch, 5);
+  ASSERT_OK(sd_clip_forward(me.clip, e, ids, batch, 0, he, pe));
+  ASSERT_OK(sd_clip_forward(mc.clip, c, ids, batch, 0, hc, pc));
+  same("clip hidden", he, hc, n);
+  same("clip pooled", pe, pc, batch * 32);
+  ASSERT_OK(sd_clip_forward(me.clip, e, ids, batch, -2, he, NULL));
+  ASSERT_OK(sd_clip_forward(mc.clip, c, ids, batch, -2, hc, NULL));
+  same("clip skip 2", he, hc, n);
+  free(ids), free(he), free(hc);
+  weft_st_close(io);
+  /* UNet: the fixture's cases and an odd size */
+  io = fx_open("unet_io.safetensors");
+  const char *cases[] = {"a", "b", "c"};
+  for (int k = 0; k < 3; k++) {
+    char key[64];
+    snprintf(key, sizeof key, "%s/sample", cases[k]);
+    const weft_st_tensor *x = get(io, key);
+    snprintf(key, sizeof key, "%s/timestep", cases[k]);
+    const weft_st_tensor *t = get(io, key);
+    snprintf(key, sizeof key, "%s/encoder_hidden_states", cases[k]);
+    const weft_st_tensor *ctx = get(io, key);
+    int64_t m = (int64_t)(x->nbytes / 4);
+    float *oe = malloc((size_t)m * 4), *oc = malloc((size_t)m * 4);
+    ASSERT_OK(sd_unet_forward(me.unet, e, x->data, x->shape[0], x->shape[2],
+                              x->shape[3], t->data, ctx->data, ctx->shape[1],
+                              NULL, oe));
+    ASSERT_OK(sd_unet_forward(mc.unet, c, x->data, x->shape[0], x->shape[2],
+                              x->shape[3], t->data, ctx->data, ctx->shape[1],
+                              NULL, oc));
+    snprintf(key, sizeof key, "unet case %s", cases[k]);
+    same(key, oe, oc, m);
+    free(oe), free(oc);
+  }
+  weft_st_close(io);
+  {
+    enum { B = 1, H = 9, W = 7, N = B * 4 * H * W };
+    float x[N], t[B] = {500.0f}, oe[N], oc[N];
+    static float ctx[B * 77 * 32];
+    for (int i = 0; i < N; i++)
+      x[i] = (float)((i * 37) % 19) / 9.0f - 1.0f;
+    for (int i = 0; i < B * 77 * 32; i++)
+      ctx[i] = (float)(i % 13) / 6.0f - 1;
+    ASSERT_OK(sd_unet_forward(me.unet, e, x, B, H, W, t, ctx, 77, NULL, oe));
+    ASSERT_OK(sd_unet_forward(mc.unet, c, x, B, H, W, t, ctx, 77, NULL, oc));
+    same("unet 9x7", oe, oc, N);
+  }
+  /* VAE, whole and tiled */
+  io = fx_open("vae_io.safetensors");
+  const weft_st_tensor *img = get(io, "b/image"), *lat = get(io, "b/latent");
+  float mo_e[8 * 4 * 6], mo_c[8 * 4 * 6], de[3 * 32 * 48], dc[3 * 32 * 48];
+  ASSERT_OK(sd_vae_encode(me.vae, e, img->data, 1, 32, 48, mo_e));
+  ASSERT_OK(sd_vae_encode(mc.vae, c, img->data, 1, 32, 48, mo_c));
+  same("vae encode", mo_e, mo_c, 8 * 4 * 6);
+  ASSERT_OK(sd_vae_decode(me.vae, e, lat->data, 1, 4, 6, de));
+  ASSERT_OK(sd_vae_decode(mc.vae, c, lat->data, 1, 4, 6, dc));
+  same("vae decode", de, dc, 3 * 32 * 48);
+  weft_st_close(io);
+  weft_st_file *f = ex_open("vae_tiled.safetensors");
+  float *te = malloc(3 * 64 * 64 * 4), *tc = malloc(3 * 64 * 64 * 4);
+  ASSERT_OK(sd_vae_decode_tiled(me.vae, e, ref(f, "latent8x8", 256), 8, 8, 4, 4,
+                                1, te));
+  ASSERT_OK(sd_vae_decode_tiled(mc.vae, c, ref(f, "latent8x8", 256), 8, 8, 4, 4,
+                                1, tc));
+  same("vae decode tiled", te, tc, 3 * 64 * 64);
+  float le[4 * 8 * 8], lc[4 * 8 * 8];
+  ASSERT_OK(sd_vae_encode_tiled(me.vae, e, te, 64, 64, 32, 32, 8, le));
+  ASSERT_OK(sd_vae_encode_tiled(mc.vae, c, te, 64, 64, 32, 32, 8, lc));
+  same("vae encode tiled", le, lc, 4 * 8 * 8);
+  free(te), free(tc);
+  weft_st_close(f);
+  model_close(&me), model_close(&mc);
+  /* every buffer came back: weights and activations */
+  ASSERT_EQ(emu_live(e), 0);
+  weft_backend_free(c), weft_backend_free(e);
+}
+
+TEST(controlnet_on_an_emulated_device_equals_the_cpu_bit_for_bit) {
+  weft_backend *e = emu(), *eu = emu(), *c = cpu();
+  sd_ckpt cke, ckc;
+  weft_st_file *fe, *fc;
+  char *je, *jc;
+  sd_cnet *ne = cnet_open(&cke, &fe, &je, SD_LAYOUT_DIFFUSERS);
+  sd_cnet *nc = cnet_open(&ckc, &fc, &jc, SD_LAYOUT_DIFFUSERS);
+  ASSERT_OK(sd_cnet_to_backend(ne, e));
+  weft_st_file *io = ex_open("controlnet_io.safetensors");
+  float *hint = hint_planes(get(io, "hint"), 2);
+  const float *x = ref(io, "sample", 512), *t = ref(io, "timestep", 2);
+  const float *ctx = ref(io, "encoder_hidden_states", 2 * 77 * 32);
+  sd_cnet_out oe, oc;
+  memset(&oe, 0, sizeof oe), memset(&oc, 0, sizeof oc);
+  /* chained: two strengths accumulate */
+  for (int k = 0; k < 2; k++) {
+    float s = k ? 0.2f : 0.5f;
+    ASSERT_OK(sd_cnet_forward(ne, e, x, 2, 8, 8, t, ctx, 77, hint, s, &oe));
+    ASSERT_OK(sd_cnet_forward(nc, c, x, 2, 8, 8, t, ctx, 77, hint, s, &oc));
+  }
+  ASSERT_EQ(oe.n, oc.n);
+  for (int i = 0; i < oe.n; i++)
+    same("controlnet down residual", oe.down[i], oc.down[i], oe.down_numel[i]);
+  same("controlnet mid residual", oe.mid, oc.mid, oe.mid_numel);
+  model me, mc;
+  model_open(&me, SD_LAYOUT_LDM, eu);
+  model_open(&mc, SD_LAYOUT_LDM, NULL);
+  float ue[512], uc[512];
+  sd_control le = {(const float *const *)oe.down, oe.n, oe.mid};
+  sd_control lc = {(const float *const *)oc.down, oc.n, oc.mid};
+  ASSERT_OK(sd_unet_forward(me.unet, eu, x, 2, 8, 8, t, ctx, 77, &le, ue));
+  ASSERT_OK(sd_unet_forward(mc.unet, c, x, 2, 8, 8, t, ctx, 77, &lc, uc));
+  same("unet with control", ue, uc, 512);
+  sd_cnet_out_free(&oe), sd_cnet_out_free(&oc);
+  free(hint);
+  model_close(&me), model_close(&mc);
+  weft_st_close(io);
+  sd_cnet_free(ne), sd_cnet_free(nc);
+  ASSERT_EQ(emu_live(e), 0);
+  ASSERT_EQ(emu_live(eu), 0);
+  sd_ckpt_free_params(&cke), sd_ckpt_release(&cke), weft_st_close(fe);
+  sd_ckpt_free_params(&ckc), sd_ckpt_release(&ckc), weft_st_close(fc);
+  free(je), free(jc);
+  weft_backend_free(c), weft_backend_free(e), weft_backend_free(eu);
+}
+
+TEST(lora_on_an_emulated_device_equals_the_cpu_bit_for_bit) {
+  weft_backend *e = emu(), *c = cpu();
+  model me, mc;
+  model_open(&me, SD_LAYOUT_LDM, e);
+  model_open(&mc, SD_LAYOUT_LDM, NULL);
+  weft_st_file *refs = ex_open("lora_refs.safetensors");
+  float u0[512], h0[77 * 32], ue[512], he[77 * 32], uc[512], hc[77 * 32];
+  unet_clip_out(&me, e, refs, u0, h0);
+  sd_lora *le = lora_open(&me.m.ck, "lora_kohya.safetensors");
+  sd_lora *lc = lora_open(&mc.m.ck, "lora_kohya.safetensors");
+  sd_patch_state se[SD_PARTS], sc[SD_PARTS];
+  memset(se, 0, sizeof se), memset(sc, 0, sizeof sc);
+  const float strengths[][2] = {{0.8f, 0.6f}, {-0.5f, 1.2f}, {0.0f, 0.0f}};
+  for (int k = 0; k < 3; k++) {
+    sd_patch pe[2] = {{le, strengths[k][0]}, {le, strengths[k][1]}};
+    sd_patch pc[2] = {{lc, strengths[k][0]}, {lc, strengths[k][1]}};
+    ASSERT(!sd_patch_is_applied(&se[SD_UNET], &pe[0], 1));
+    ASSERT_OK(sd_patch_apply(&se[SD_UNET], SD_UNET, &pe[0], 1));
+    ASSERT_OK(sd_patch_apply(&se[SD_CLIP], SD_CLIP, &pe[1], 1));
+    ASSERT(sd_patch_is_applied(&se[SD_UNET], &pe[0], 1));
+    ASSERT_OK(sd_patch_sync(&se[SD_UNET], sd_unet_devw(me.unet)));
+    ASSERT_OK(sd_patch_sync(&se[SD_CLIP], sd_clip_devw(me.clip)));
+    ASSERT_OK(sd_patch_apply(&sc[SD_UNET], SD_UNET, &pc[0], 1));
+    ASSERT_OK(sd_patch_apply(&sc[SD_CLIP], SD_CLIP, &pc[1], 1));
+    unet_clip_out(&me, e, refs, ue, he);
+    unet_clip_out(&mc, c, refs, uc, hc);
+    same("lora unet", ue, uc, 512);
+    same("lora clip", he, hc, 77 * 32);
+  }
+  /* the last was strength 0: the base */
+  same("lora strength 0 unet = base", ue, u0, 512);
+  same("lora strength 0 clip = base", he, h0, 77 * 32);
+  for (int p = 0; p < SD_PARTS; p++)
+    sd_patch_state_free(&se[p]), sd_patch_state_free(&sc[p]);
+  sd_lora_release(le), sd_lora_release(lc);
+  weft_st_close(refs);
+  model_close(&me), model_close(&mc);
+  weft_backend_free(c), weft_backend_free(e);
+}
+
+/* ---- graphs through the weft command
+ * ---------------------------------------------- */
+
+/* weft run <graph> --device dev with "--set" values (NULL-terminated) and
+ * the outputs in dir; stdout (--events json) into *out when out */
+static void weft_run(const char *graph, const char *dev, const char *dir,
+                     const char *const *sets, char **out) {
+  const char *a[80] = {weft_test_built("cli/weft"),
+                       "run",
+                       graph,
+                       "--device",
+                       dev,
+                       "--output-dir",
+                       dir,
+                       "--events",
+                       out ? "json" : "none"};
+  int n = 9;
+  for (int i = 0; sets && sets[i] && n < 76; i++) {
+    a[n++] = "--set";
+    a[n++] = sets[i];
+  }
+  a[n] = NULL;
+  char *err = NULL;
+  int code = weft_test_spawn(a, out, &err, 240);
+  if (code) fprintf(stderr, "weft run --device %s: %s", dev, err);
+  ASSERT_EQ(code, 0);
+  free(err);
+}
+
+static char *path_in(const char *dir, const char *name) {
+  char *p = malloc(8192);
+  snprintf(p, 8192, "%s/%s", dir, name);
+  return p;
+}
+
+static char *subdir(const char *name) {
+  char *d = path_in(weft_test_tmpdir(), name);
+  mkdir(d, 0755);
+  return d;
+}
+
+/* the 8-bit values of a PNG weft wrote (caller frees .rgb) */
+static weft__png_image read_png(const char *dir, const char *file) {
+  char *p = path_in(dir, file);
+  weft__png_image img;
+  char err[1024];
+  int r = weft__png_read(p, &img, err, sizeof err);
+  if (r) fprintf(stderr, "%s\n", err);
+  ASSERT_OK(r);
+  free(p);
+  return img;
+}
+
+/* every value within tol/255; prints the worst and how many differ */
+static void compare_images(const char *what, const char *da, const char *db,
+                           const char *file, int tol) {
+  weft__png_image a = read_png(da, file), b = read_png(db, file);
+  ASSERT_EQ(a.width, b.width);
+  ASSERT_EQ(a.height, b.height);
+  int64_t n = (int64_t)a.width * a.height * 3;
+  int worst = 0;
+  int64_t differ = 0;
+  for (int64_t i = 0; i < n; i++) {
+    int d = abs((int)lrintf(a.rgb[i] * 255) - (int)lrintf(b.rgb[i] * 255));
+    worst = d > worst ? d : worst;
+    differ += d != 0;
+  }
+  fprintf(stderr, "%-46s max %d/255, %lld of %lld values differ (tol %d)\n",
+          what, worst, (long long)differ, (long long)n, tol);
+  ASSERT(worst <= tol);
+  weft__png_image_free(&a), weft__png_image_free(&b);
+}
+
+static void files_identical(const char *da, const char *db, const char *file) {
+  char *pa = path_in(da, file), *pb = path_in(db, file);
+  size_t la = 0, lb = 0;
+  char *a = weft_test_read_file(pa, &la), *b = weft_test_read_file(pb, &lb);
+  ASSERT(a && b);
+  ASSERT_EQ(la, lb);
+  ASSERT_EQ(memcmp(a, b, la), 0);
+  free(a), free(b), free(pa), free(pb);
+}
+
+static const char *srcdir(void) {
+  return weft_test_srcdir();
+}
+
+static char *graph(const char *rel) {
+  char *p = malloc(8192);
+  snprintf(p, 8192, "%s/%s", srcdir(), rel);
+  return p;
+}
+
+/* "name=<tests>/<rel>" (caller frees) */
+static char *set_path(const char *name, const char *rel) {
+  char *p = malloc(8192);
+  snprintf(p, 8192, "%s=%s/%s", name, srcdir(), rel);
+  return p;
+}
+
+TEST(txt2img_yaml_on_cuda_matches_cpu_and_diffusers) {
+  gpu();
+  char *g = graph("../graphs/txt2img.yaml");
+  char *ck = set_path("ckpt", "fixtures/sd15_tiny/diffusers");
+  const char *sets[] = {ck,
+                        "prompt=a watercolor fox in a snowy forest",
+                        "negative=blurry, low quality",
+                        "seed=42",
+                        "steps=10",
+                        "scheduler=normal",
+                        "cfg=7.5",
+                        "sampler=euler",
+                        "width=64",
+                        "height=64",
+                        NULL};
+  char *dc = subdir("cpu"), *dg = subdir("cuda"), *out = NULL;
+  weft_run(g, "cpu", dc, sets, NULL);
+  weft_run(g, "cuda", dg, sets, &out);
+  /* the loader said where it ran (a log event) */
+  ASSERT_CONTAINS(out, "runs on CUDA device 0");
+  compare_images("txt2img.yaml cuda vs cpu", dg, dc, "txt2img_00001_.png", 1);
+  /* and against diffusers' image as the CPU test does (2/255) */
+  weft__png_image img = read_png(dg, "txt2img_00001_.png");
+  weft_st_file *f = fx_open("txt2img_e2e_normal.safetensors");
+  const weft_st_tensor *want = get(f, "image");
+  ASSERT_EQ(want->nbytes, 64 * 64 * 3);
+  int worst = 0;
+  for (int i = 0; i < 64 * 64 * 3; i++) {
+    int d =
+        abs((int)lrintf(img.rgb[i] * 255) - ((const uint8_t *)want->data)[i]);
+    worst = d > worst ? d : worst;
+  }
+  fprintf(stderr, "txt2img.yaml cuda vs diffusers: max %d/255 (tol 2)\n",
+          worst);
+  ASSERT(worst <= 2);
+  weft__png_image_free(&img);
+  weft_st_close(f);
+  free(g), free(ck), free(dc), free(dg), free(out);
+}
+
+TEST(txt2img_yaml_on_cuda_same_seed_gives_the_same_png) {
+  gpu();
+  char *g = graph("../graphs/txt2img.yaml");
+  char *ck = set_path("ckpt", "fixtures/sd15_tiny/sd15_tiny.safetensors");
+  const char *sets[] = {ck,
+                        "prompt=a red circle on a blue background",
+                        "seed=7",
+                        "steps=6",
+                        "width=64",
+                        "height=64",
+                        "sampler=dpmpp_2m_sde",
+                        "scheduler=karras",
+                        NULL};
+  char *da = subdir("a"), *db = subdir("b");
+  weft_run(g, "cuda", da, sets, NULL);
+  weft_run(g, "cuda", db, sets, NULL);
+  files_identical(da, db, "txt2img_00001_.png");
+  free(g), free(ck), free(da), free(db);
+}
+
+TEST(lora_yaml_on_cuda_matches_cpu_and_strength_zero_is_txt2img) {
+  gpu();
+  char *g = graph("../graphs/lora.yaml"), *gt = graph("../graphs/txt2img.yaml");
+  char *ck = set_path("ckpt", "fixtures/sd15_tiny/sd15_tiny.safetensors");
+  char *lo = set_path("lora", "fixtures/sd15_extras/lora_kohya.safetensors");
+  const char *some[] = {ck,
+                        lo,
+                        "strength_model=0.8",
+                        "strength_clip=0.6",
+                        "prompt=a watercolor fox",
+                        "negative=blurry",
+                        "steps=4",
+                        "width=64",
+                        "height=64",
+                        "prefix=out",
+                        NULL};
+  const char *zero[] = {ck,
+                        lo,
+                        "strength_model=0",
+                        "strength_clip=0",
+                        "prompt=a watercolor fox",
+                        "negative=blurry",
+                        "steps=4",
+                        "width=64",
+                        "height=64",
+                        "prefix=out",
+                        NULL};
+  const char *plain[] = {ck,
+                         "prompt=a watercolor fox",
+                         "negative=blurry",
+                         "steps=4",
+                         "width=64",
+                         "height=64",
+                         "prefix=out",
+                         NULL};
+  char *dc = subdir("cpu"), *dg = subdir("cuda"), *dz = subdir("zero"),
+       *dt = subdir("txt");
+  weft_run(g, "cpu", dc, some, NULL);
+  weft_run(g, "cuda", dg, some, NULL);
+  compare_images("lora.yaml cuda vs cpu", dg, dc, "out_00001_.png", 1);
+  weft_run(g, "cuda", dz, zero, NULL);
+  weft_run(gt, "cuda", dt, plain, NULL);
+  compare_images("lora.yaml strength 0 vs txt2img, cuda", dz, dt,
+                 "out_00001_.png", 0);
+  free(g), free(gt), free(ck), free(lo);
+  free(dc), free(dg), free(dz), free(dt);
+}
+
+TEST(controlnet_yaml_on_cuda_matches_cpu) {
+  gpu();
+  char *g = graph("../graphs/controlnet.yaml");
+  char *ck = set_path("ckpt", "fixtures/sd15_tiny/diffusers");
+  char *cn = set_path("controlnet", "fixtures/sd15_extras/controlnet");
+  char *hint = set_path("hint", "fixtures/images/photo.png");
+  const char *sets[] = {ck,
+                        cn,
+                        hint,
+                        "prompt=a photo of a cat",
+                        "negative=blurry, low quality",
+                        "steps=6",
+                        "cfg=5",
+                        "scheduler=simple",
+                        "strength=0.7",
+                        "start_percent=0.1",
+                        "end_percent=0.9",
+                        "width=64",
+                        "height=64",
+                        NULL};
+  char *dc = subdir("cpu"), *dg = subdir("cuda");
+  weft_run(g, "cpu", dc, sets, NULL);
+  weft_run(g, "cuda", dg, sets, NULL);
+  compare_images("controlnet.yaml cuda vs cpu", dg, dc, "controlnet_00001_.png",
+                 1);
+  free(g), free(ck), free(cn), free(hint), free(dc), free(dg);
+}
+
+TEST(img2img_and_inpaint_yaml_on_cuda_match_cpu) {
+  gpu();
+  char *ck = set_path("ckpt", "fixtures/sd15_tiny/sd15_tiny.safetensors");
+  char *photo = set_path("image", "fixtures/images/photo.png");
+  char *blob = set_path("image", "fixtures/sd15_extras/inpaint_blob.png");
+  const char *i2i[] = {ck,
+                       photo,
+                       "size=64",
+                       "steps=6",
+                       "cfg=5",
+                       "denoise=0.6",
+                       "prompt=a photo of a cat",
+                       NULL};
+  const char *inp[] = {
+      ck, blob, "grow=6", "steps=6", "cfg=5", "prompt=a photo of a cat", NULL};
+  char *g1 = graph("../graphs/img2img.yaml"),
+       *g2 = graph("../graphs/inpaint.yaml");
+  char *d1c = subdir("i2i_cpu"), *d1g = subdir("i2i_cuda");
+  char *d2c = subdir("inp_cpu"), *d2g = subdir("inp_cuda");
+  weft_run(g1, "cpu", d1c, i2i, NULL);
+  weft_run(g1, "cuda", d1g, i2i, NULL);
+  compare_images("img2img.yaml cuda vs cpu", d1g, d1c, "img2img_00001_.png", 1);
+  weft_run(g2, "cpu", d2c, inp, NULL);
+  weft_run(g2, "cuda", d2g, inp, NULL);
+  compare_images("inpaint.yaml cuda vs cpu", d2g, d2c, "inpaint_00001_.png", 1);
+  free(ck), free(photo), free(blob), free(g1), free(g2);
+  free(d1c), free(d1g), free(d2c), free(d2g);
+}
+
+TEST(tiled_vae_yaml_on_cuda_matches_cpu) {
+  gpu();
+  char *g = graph("models_cuda/graphs/tiled.yaml");
+  char *ck = set_path("ckpt", "fixtures/sd15_tiny/sd15_tiny.safetensors");
+  char *photo = set_path("image", "fixtures/images/photo.png");
+  const char *sets[] = {ck, photo, "size=128", "tile=64", "overlap=16", NULL};
+  char *dc = subdir("cpu"), *dg = subdir("cuda");
+  weft_run(g, "cpu", dc, sets, NULL);
+  weft_run(g, "cuda", dg, sets, NULL);
+  compare_images("tiled.yaml cuda vs cpu", dg, dc, "tiled_00001_.png", 1);
+  free(g), free(ck), free(photo), free(dc), free(dg);
+}
+
+/* ---- choosing the device
+ * ----------------------------------------------------------- */
+
+static int run_capture(const char *const *argv, char **err) {
+  return weft_test_spawn(argv, NULL, err, 120);
+}
+
+TEST(device_cuda_without_a_gpu_is_a_usage_error) {
+  if (weft_cuda_available()) weft_test_skip("a CUDA device is present");
+  char *g = graph("../graphs/txt2img.yaml");
+  const char *a[] = {
+      weft_test_built("cli/weft"), "run", g, "--device", "cuda", NULL};
+  char *err = NULL;
+  ASSERT_EQ(run_capture(a, &err), 2);
+  ASSERT_CONTAINS(err, "weft: --device cuda: no CUDA");
+  free(err), free(g);
+}
+
+TEST(device_flag_names_the_choices) {
+  char *g = graph("../graphs/txt2img.yaml");
+  const char *a[] = {
+      weft_test_built("cli/weft"), "run", g, "--device", "gpu", NULL};
+  char *err = NULL;
+  ASSERT_EQ(run_capture(a, &err), 2);
+  ASSERT_CONTAINS(err, "weft: --device gpu: expected cpu, cuda or auto");
+  free(err);
+  const char *h[] = {weft_test_built("cli/weft"), "run", "--help", NULL};
+  char *out = NULL;
+  ASSERT_EQ(weft_test_spawn(h, &out, NULL, 60), 0);
+  ASSERT_CONTAINS(out, "--device DEV");
+  free(out), free(g);
+}
+
+/* WEFT_DEVICE is read by the loaders: a bad value names itself there */
+TEST(weft_device_bad_value_is_named_by_the_loader) {
+  char *g = graph("../graphs/txt2img.yaml");
+  char *ck = set_path("ckpt", "fixtures/sd15_tiny/sd15_tiny.safetensors");
+  const char *a[] = {weft_test_built("cli/weft"),
+                     "run",
+                     g,
+                     "--set",
+                     ck,
+                     "--set",
+                     "steps=1",
+                     "--set",
+                     "width=64",
+                     "--set",
+                     "height=64",
+                     "--output-dir",
+                     weft_test_tmpdir(),
+                     "-q",
+                     NULL};
+  setenv("WEFT_DEVICE", "tpu", 1);
+  char *err = NULL;
+  int code = run_capture(a, &err);
+  unsetenv("WEFT_DEVICE");
+  fprintf(stderr, "exit %d: %s", code, err);
+  ASSERT_EQ(code, 2);
+  ASSERT_CONTAINS(err, "WEFT_DEVICE=tpu: expected cpu, cuda or auto");
+  free(err), free(g), free(ck);
+}
