@@ -55,9 +55,10 @@ static void usage(FILE *out) {
       "                        from WEFT_SHARD, SLURM_ARRAY_TASK_ID/_COUNT\n"
       "                        or JOB_COMPLETION_INDEX/WEFT_SHARD_COUNT)\n"
       "  --max-failures N      stop after N failed jobs (default: never)\n"
-      "  --pipeline N          jobs in flight at once (default 2): the next\n"
-      "                        job's first nodes run while the last one\n"
-      "                        finishes; 1 runs them one after another\n"
+      "  --pipeline N          jobs in flight at once: the next job's first\n"
+      "                        nodes run while the last one finishes; 1 runs\n"
+      "                        them one after another (default 2, or 1 with\n"
+      "                        8 threads or more)\n"
       "  --verify MODE         what resume checks before it skips a job:\n"
       "                        hash (default: size and XXH3-128) or size\n"
       "  --dry-run             check everything, print this shard's jobs\n"
@@ -92,8 +93,8 @@ typedef struct sigwatch {
   atomic_int stop; /* 0 go on, 1 stop after the jobs in flight, 2 cancel them */
   atomic_int sig;  /* the first signal that asked to stop */
   atomic_bool quit;
-  int pipeline;      /* jobs in flight, for the message */
   pthread_mutex_t m; /* ctx: cancelled only while its run queue exists */
+  int pipeline;      /* (m) jobs in flight, for the message */
   weft_ctx *ctx;
 } sigwatch;
 
@@ -113,7 +114,9 @@ static void *watch(void *arg) {
                                 "(Ctrl-C again cancels it)\n";
       static const char some[] = "\nweft: stopping after the jobs in "
                                  "progress (Ctrl-C again cancels them)\n";
+      pthread_mutex_lock(&w->m);
       const char *msg = w->pipeline > 1 ? some : one;
+      pthread_mutex_unlock(&w->m);
       if (write(STDERR_FILENO, msg, strlen(msg)) < 0) { /* nothing */
       }
       continue;
@@ -133,9 +136,16 @@ static void sigwatch_set_ctx(sigwatch *w, weft_ctx *ctx) {
   pthread_mutex_unlock(&w->m);
 }
 
-static void sigwatch_start(sigwatch *w, int pipeline) {
-  memset(w, 0, sizeof *w);
+/* The window, known once the context (its thread count) exists. */
+static void sigwatch_set_pipeline(sigwatch *w, int pipeline) {
+  pthread_mutex_lock(&w->m);
   w->pipeline = pipeline;
+  pthread_mutex_unlock(&w->m);
+}
+
+/* before any thread starts: they inherit the blocked signals */
+static void sigwatch_start(sigwatch *w) {
+  memset(w, 0, sizeof *w);
   pthread_mutex_init(&w->m, NULL);
   sigemptyset(&w->set);
   sigaddset(&w->set, SIGINT);
@@ -599,7 +609,7 @@ int weft_cmd_batch(int argc, char **argv) {
   const char *sweeps[MAX_SWEEPS];
   int n_sweeps = 0;
   int64_t max_failures = 0;
-  int pipeline = 2;
+  int pipeline = 0; /* auto */
   bool dry = false, node_events = false, verify_hash = true;
   int c;
   optind = 1;
@@ -711,8 +721,13 @@ int weft_cmd_batch(int argc, char **argv) {
   }
   snprintf(b->shard_text, sizeof b->shard_text, "%lld/%lld",
            (long long)b->shard.index, (long long)b->shard.count);
-  sigwatch_start(&b->sw, b->pipeline);
+  sigwatch_start(&b->sw);
   b->ctx = weft_cli_ctx(&o, &code);
+  /* by default 2 jobs in flight; with 8 threads or more the CPU kernels'
+   * pool, which serves one node at a time, makes overlap slower */
+  if (b->ctx && !b->pipeline)
+    b->pipeline = weft_ctx_threads(b->ctx) < 8 ? 2 : 1;
+  sigwatch_set_pipeline(&b->sw, b->pipeline);
   if (b->ctx) b->g = weft_cli_graph(b->ctx, &o, b->graph_path, &code);
   if (b->g) {
     int rc = weft__batch_plan_build(&b->plan, b->ctx, b->g, b->graph_path,
