@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# run_sd_cuda_tests.sh - builds the whole of weft with -Dcuda=enabled on a
+# GPU machine (meson + ninja) and runs the CUDA model tests
+# (tests/models_cuda: the SD1.x models and the example graphs on the GPU
+# against the fixtures and the CPU), writing logs to $OUT.
+#
+# The GPU machine's image has nvcc, meson, ninja, pkg-config and OpenBLAS,
+# but may lack the headers (and libraries) of libuv, libyaml, libpng,
+# jansson, xxHash and zlib that weft's meson configure requires.  They
+# travel as Debian packages: `--prepare`, run HERE (where apt works),
+# downloads them into .gpu-deps/debs (ignored through .git/info/exclude);
+# on the GPU machine this script unpacks, with dpkg -x into a folder of its
+# own (never into /), the packages of each library the machine's
+# pkg-config does not find, rewrites their .pc files to that folder and
+# puts it first on PKG_CONFIG_PATH (and on LD_LIBRARY_PATH for the tests).
+# OpenBLAS: the machine's own, or .gpu-deps/openblas.tar.xz
+# (tools/gpu/prepare_deps.sh) with a generated openblas.pc.  cuDNN: the
+# toolkit's, or the image's pip package nvidia-cudnn (made visible to meson
+# through CPATH/LIBRARY_PATH); without it conv2d runs as im2col.
+#
+# Usage:
+#   tools/gpu/run_sd_cuda_tests.sh --prepare          # here, once
+#   run(command="tools/gpu/run_sd_cuda_tests.sh", carry=[".gpu-deps"],
+#       timeout_s=200)                                # the device call
+#   OUT=dir tools/gpu/run_sd_cuda_tests.sh [CASE...]  # CASE: test_sd_cuda
+#                                                     # case names
+# Files written to $OUT (the device tool brings back at most 8):
+#   env.txt      GPU, driver, nvcc, meson, which libraries came from where
+#   setup.log    meson setup output (its summary says whether cuDNN was found)
+#   build.log    ninja output
+#   test.log     every case's output: measured errors, images compared
+#   summary.txt  one line per case (OK/FAIL/SKIP, seconds), then totals
+# Environment: WEFT_GPU_JOBS (ninja -j, default nproc), WEFT_GPU_BUILD
+# (build folder, default /tmp/weft-sd-cuda-build), WEFT_GPU_TEST_JOBS
+# (test processes at once, default 4), WEFT_GPU_CASE_TIMEOUT_MULT (meson's
+# --timeout-multiplier, default 1), WEFT_GPU_DEADLINE (s after the start at
+# which the tests are stopped so the logs get written, default 185).
+# Exit status: 0 when every case passed or skipped, 1 otherwise.
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+debs=$root/.gpu-deps/debs
+# library (pkg-config name) -> its Debian packages (runtime, -dev)
+libs=(libuv yaml-0.1 libpng jansson libxxhash zlib)
+declare -A pkgs=(
+  [libuv]="libuv1 libuv1-dev"
+  [yaml-0.1]="libyaml-0-2 libyaml-dev"
+  [libpng]="libpng16-16 libpng-dev"
+  [jansson]="libjansson4 libjansson-dev"
+  [libxxhash]="libxxhash0 libxxhash-dev"
+  [zlib]="zlib1g zlib1g-dev"
+)
+
+if [ "${1:-}" = --prepare ]; then
+  set -e
+  mkdir -p "$debs"
+  if ! grep -qx '/.gpu-deps/' "$root/.git/info/exclude" 2>/dev/null; then
+    echo '/.gpu-deps/' >>"$root/.git/info/exclude"
+  fi
+  all=""
+  for l in "${libs[@]}"; do all+=" ${pkgs[$l]}"; done
+  # shellcheck disable=SC2086
+  (cd "$debs" && apt-get download $all)
+  ls -la "$debs"
+  [ -s "$root/.gpu-deps/openblas.tar.xz" ] || "$root/tools/gpu/prepare_deps.sh"
+  exit 0
+fi
+
+OUT=${OUT:-$root/build-gpu-sd-tests}
+build=${WEFT_GPU_BUILD:-/tmp/weft-sd-cuda-build}
+jobs=${WEFT_GPU_JOBS:-$(nproc)}
+test_jobs=${WEFT_GPU_TEST_JOBS:-4}
+deps=/tmp/weft-gpu-deps
+pcdir=$deps/pkgconfig
+mkdir -p "$OUT" "$pcdir"
+env_txt=$OUT/env.txt
+t_start=$(date +%s)
+say() { echo "[run_sd_cuda_tests] $*"; }
+
+{
+  date -u
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
+  else
+    echo "no nvidia-smi"
+  fi
+  nvcc --version 2>&1 | tail -2
+  echo "cores: $(nproc)"
+} >"$env_txt"
+
+# ---- libraries ---------------------------------------------------------------
+lib_dirs=""
+for l in "${libs[@]}"; do
+  if pkg-config --exists "$l" 2>/dev/null; then
+    echo "$l: the machine's ($(pkg-config --modversion "$l"))" >>"$env_txt"
+    continue
+  fi
+  for p in ${pkgs[$l]}; do
+    deb=$(ls "$debs/${p}"_*.deb 2>/dev/null | head -1)
+    if [ -z "$deb" ]; then
+      say "$l is missing and $debs has no $p package: run $0 --prepare here and carry .gpu-deps"
+      exit 1
+    fi
+    dpkg -x "$deb" "$deps/root"
+  done
+  # the .pc files name /usr: point them at the unpacked tree
+  for pc in "$deps"/root/usr/lib/x86_64-linux-gnu/pkgconfig/"$l".pc \
+    "$deps"/root/usr/share/pkgconfig/"$l".pc; do
+    [ -e "$pc" ] || continue
+    sed -E "s#^(prefix|exec_prefix|libdir|includedir)=/usr#\\1=$deps/root/usr#" \
+      "$pc" >"$pcdir/$l.pc"
+  done
+  echo "$l: carried ($(ls "$debs"/"${pkgs[$l]%% *}"_*.deb | xargs -n1 basename))" >>"$env_txt"
+  lib_dirs=$deps/root/usr/lib/x86_64-linux-gnu:$deps/root/lib/x86_64-linux-gnu
+done
+# absolute symlinks of the -dev packages (libz.so -> /lib/...) into the tree
+if [ -d "$deps/root" ]; then
+  find "$deps/root" -type l | while read -r ln; do
+    t=$(readlink "$ln")
+    case $t in /*) [ -e "$deps/root$t" ] && ln -sf "$deps/root$t" "$ln" ;; esac
+  done
+fi
+if ! pkg-config --exists openblas 2>/dev/null; then
+  if [ ! -f "$root/.gpu-deps/openblas.tar.xz" ]; then
+    say "no OpenBLAS: carry .gpu-deps (tools/gpu/prepare_deps.sh)"
+    exit 1
+  fi
+  mkdir -p "$deps/openblas"
+  tar -xJf "$root/.gpu-deps/openblas.tar.xz" -C "$deps/openblas"
+  (cd "$deps/openblas/lib" && ln -sf libopenblas.so.0 libopenblas.so)
+  cat >"$pcdir/openblas.pc" <<EOF
+libdir=$deps/openblas/lib
+includedir=$deps/openblas/include
+Name: openblas
+Description: OpenBLAS (carried)
+Version: 0.3
+Libs: -L\${libdir} -lopenblas
+Cflags: -I\${includedir}
+EOF
+  lib_dirs=${lib_dirs:+$lib_dirs:}$deps/openblas/lib
+  echo "openblas: carried .gpu-deps/openblas.tar.xz" >>"$env_txt"
+else
+  echo "openblas: the machine's" >>"$env_txt"
+fi
+export PKG_CONFIG_PATH=$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+
+# cuDNN from the pip package when the toolkit has none (meson looks for
+# -lcudnn and cudnn.h: a libcudnn.so link and CPATH/LIBRARY_PATH)
+nvcc_bin=$(command -v nvcc || true)
+cuda_home=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$nvcc_bin")")")}
+cudnn_lib=""
+if [ ! -f "$cuda_home/include/cudnn.h" ]; then
+  pyd=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)
+  if [ -n "$pyd" ] && [ -f "$pyd/include/cudnn.h" ]; then
+    mkdir -p "$deps/cudnn"
+    so=$(ls "$pyd"/lib/libcudnn.so.[0-9]* 2>/dev/null | head -1)
+    [ -n "$so" ] && ln -sf "$so" "$deps/cudnn/libcudnn.so"
+    export CPATH=$pyd/include${CPATH:+:$CPATH}
+    export LIBRARY_PATH=$deps/cudnn${LIBRARY_PATH:+:$LIBRARY_PATH}
+    cudnn_lib=$pyd/lib
+    echo "cudnn: pip package $pyd" >>"$env_txt"
+  fi
+fi
+run_path=$lib_dirs${cudnn_lib:+:$cudnn_lib}
+for d in "$cuda_home/lib64" "$cuda_home/targets/x86_64-linux/lib"; do
+  [ -d "$d" ] && run_path=${run_path:+$run_path:}$d
+done
+export LD_LIBRARY_PATH=${run_path}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+meson_bin=$(command -v meson || echo "python3 -m mesonbuild.mesonmain")
+{
+  echo "meson: $($meson_bin --version 2>&1), ninja: $(ninja --version 2>&1)"
+  echo "PKG_CONFIG_PATH=$PKG_CONFIG_PATH"
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+} >>"$env_txt"
+
+# ---- build -------------------------------------------------------------------
+if [ ! -f "$build/build.ninja" ]; then
+  if ! $meson_bin setup "$build" "$root" -Dcuda=enabled \
+    --buildtype=debugoptimized >"$OUT/setup.log" 2>&1; then
+    say "meson setup failed; see setup.log"
+    tail -30 "$OUT/setup.log"
+    exit 1
+  fi
+fi
+grep -A1 "weft kernels/cuda" "$OUT/setup.log" 2>/dev/null | tail -1 >>"$env_txt"
+# what the cases use: the command, every plugin, the test
+targets=(cli/weft tests/test_sd_cuda)
+while read -r t; do targets+=("$t"); done < <(
+  ninja -C "$build" -t targets all 2>/dev/null |
+    sed -n 's/^\(nodes\/[^:]*\.so\): .*/\1/p')
+if ! ninja -C "$build" -j "$jobs" "${targets[@]}" >"$OUT/build.log" 2>&1; then
+  say "build failed; see build.log"
+  grep -B2 -A12 FAILED "$OUT/build.log" | head -60
+  exit 1
+fi
+t_built=$(date +%s)
+say "configured and built in $((t_built - t_start)) s"
+
+# ---- run ---------------------------------------------------------------------
+args=(--no-rebuild --suite test_sd_cuda --num-processes "$test_jobs"
+  --timeout-multiplier "${WEFT_GPU_CASE_TIMEOUT_MULT:-1}" --print-errorlogs)
+if [ $# -gt 0 ]; then
+  for c in "$@"; do args+=("test_sd_cuda/$c"); done
+fi
+# within the deadline, so the logs still reach $OUT before a device call's
+# own limit
+left=$((${WEFT_GPU_DEADLINE:-185} - ($(date +%s) - t_start)))
+[ $left -lt 30 ] && left=30
+timeout -k 5 "$left" $meson_bin test -C "$build" "${args[@]}" \
+  >"$OUT/meson-test.out" 2>&1
+rc=$?
+[ $rc = 124 ] && say "tests stopped at the deadline ($left s)"
+cp "$build/meson-logs/testlog.txt" "$OUT/test.log" 2>/dev/null
+grep -E '^ *[0-9]+/[0-9]+ ' "$OUT/meson-test.out" |
+  sed -E 's/^ *[0-9]+\/[0-9]+ weft:test_sd_cuda \/ test_sd_cuda\///' >"$OUT/summary.txt"
+grep -E '^(Ok|Fail|Skipped|Timeout):' "$OUT/meson-test.out" >>"$OUT/summary.txt"
+echo "---- $(sed -n 2p "$env_txt")"
+grep -E 'max diff|max [0-9]+/255|bit-identical|DIFFERS|device:|part [0-9]:' \
+  "$OUT/test.log" | sort -u | cut -c1-118 | head -80
+cat "$OUT/summary.txt"
+say "$(($(date +%s) - t_start)) s in all"
+[ $rc = 0 ]
