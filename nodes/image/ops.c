@@ -64,7 +64,9 @@ static int taps_bilinear(axis_taps *t, int64_t in, int64_t out) {
   if (taps_alloc(t, out, 2)) return WEFT_ENOMEM;
   float scale = axis_scale(in, out);
   for (int64_t o = 0; o < out; o++) {
-    float real = scale * ((float)o + 0.5f) - 0.5f;
+    /* one fused multiply-add, as torch computes the source index: it
+     * decides the neighbours when the product lands on an integer */
+    float real = fmaf(scale, (float)o + 0.5f, -0.5f);
     if (real < 0.0f) real = 0.0f;
     int64_t i0 = (int64_t)real;
     int64_t i1 = i0 + (i0 < in - 1 ? 1 : 0);
