@@ -76,10 +76,13 @@ void weft_ctx_set_event_cb(weft_ctx *ctx, weft_event_cb cb, void *user) {
 }
 
 void weft_ctx_cancel(weft_ctx *ctx) {
-  /* async-signal-safe: an atomic store and uv_async_send */
+  /* under the lock: the run queue clears ctx->wake under it before it
+   * closes the handle, so the handle cannot go away between the load and
+   * the send (weft.h: not for signal handlers) */
   atomic_store(&ctx->cancelled, 1);
-  uv_async_t *w = ctx->wake;
-  if (w) uv_async_send(w);
+  uv_mutex_lock(&ctx->lock);
+  if (ctx->wake) uv_async_send(ctx->wake);
+  uv_mutex_unlock(&ctx->lock);
 }
 
 void weft_ctx_cache_clear(weft_ctx *ctx) {
