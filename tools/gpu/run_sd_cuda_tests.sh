@@ -211,7 +211,8 @@ rc=$?
 [ $rc = 124 ] && say "tests stopped at the deadline ($left s)"
 cp "$build/meson-logs/testlog.txt" "$OUT/test.log" 2>/dev/null
 grep -E '^ *[0-9]+/[0-9]+ ' "$OUT/meson-test.out" |
-  sed -E 's/^ *[0-9]+\/[0-9]+ weft:test_sd_cuda \/ test_sd_cuda\///' >"$OUT/summary.txt"
+  sed -E 's#^ *[0-9]+/[0-9]+ ##; s#(test_sd_cuda - )?weft:test_sd_cuda( / |/)(test_sd_cuda/)?##' \
+    >"$OUT/summary.txt"
 grep -E '^(Ok|Fail|Skipped|Timeout):' "$OUT/meson-test.out" >>"$OUT/summary.txt"
 echo "---- $(sed -n 2p "$env_txt")"
 grep -E 'max diff|max [0-9]+/255|bit-identical|DIFFERS|device:|part [0-9]:' \
