@@ -345,7 +345,9 @@ static const weft_port_def loader_out[] = {
     SD_PORT("CONTROL_NET", WEFT_TYPE_CONTROL_NET, "the ControlNet")};
 const weft_node_def sd_controlnet_loader_def = {
     .struct_size = sizeof(weft_node_def), .op = "ControlNetLoader",
-    .category = "loaders", .doc = "Loads an SD1.x/SD2.x ControlNet.",
+    .category = "loaders",
+    .doc = "Loads an SD1.x/SD2.x ControlNet, on the device WEFT_DEVICE "
+           "(weft run --device) names, as CheckpointLoaderSimple.",
     .outputs = loader_out, .n_outputs = 1, .params = loader_params,
     .n_params = 1, .run = loader_run, .fingerprint = sd_file_fingerprint};
 

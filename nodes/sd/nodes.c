@@ -1130,7 +1130,9 @@ static const weft_node_def loader_def = {
     .category = "loaders",
     .doc = "Loads a Stable Diffusion 1.x/2.x checkpoint. The architecture is "
            "read from the tensors (and config.json or 'weft.config' "
-           "metadata), not from flags.",
+           "metadata), not from flags. Its models run where WEFT_DEVICE "
+           "(weft run --device) says: cpu, cuda, or auto (CUDA when built "
+           "with it and a GPU is there).",
     .outputs = loader_out, .n_outputs = 3, .params = loader_params,
     .n_params = 1, .run = loader_run, .fingerprint = sd_file_fingerprint};
 
