@@ -71,6 +71,8 @@ static void usage(FILE *out) {
       "  --threads N           worker threads (default: WEFT_THREADS or the\n"
       "                        number of CPUs)\n"
       "  --plugin-dir DIR      load plugins from DIR too (repeatable)\n"
+      "  --device DEV          where the models run: cpu, cuda or auto (as\n"
+      "                        weft run --device)\n"
       "  -q, --quiet           print only errors and the summary\n"
       "\n"
       "Ends with 'done N, skipped N, failed N (of N)' on stderr. Ctrl-C\n"
@@ -585,6 +587,7 @@ enum {
   OPT_DRY_RUN,
   OPT_NODE_EVENTS,
   OPT_PIPELINE,
+  OPT_DEVICE,
 };
 
 int weft_cmd_batch(int argc, char **argv) {
@@ -604,6 +607,7 @@ int weft_cmd_batch(int argc, char **argv) {
       {"dry-run", no_argument, 0, OPT_DRY_RUN},
       {"node-events", no_argument, 0, OPT_NODE_EVENTS},
       {"pipeline", required_argument, 0, OPT_PIPELINE},
+      {"device", required_argument, 0, OPT_DEVICE},
       {0, 0, 0, 0}};
   const char *manifest = NULL, *tpl = "{job:05}.png", *shard_arg = NULL;
   const char *sweeps[MAX_SWEEPS];
@@ -662,6 +666,9 @@ int weft_cmd_batch(int argc, char **argv) {
       break;
     case OPT_DRY_RUN: dry = true; break;
     case OPT_NODE_EVENTS: node_events = true; break;
+    case OPT_DEVICE:
+      if (weft_cli_use_device(optarg)) return 2;
+      break;
     case OPT_PIPELINE: {
       char *end;
       long x = strtol(optarg, &end, 10);

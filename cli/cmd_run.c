@@ -1,6 +1,5 @@
 /* cmd_run.c - `weft run`, `weft validate` and `weft graph`: the commands that
  * load one graph. */
-#include <dlfcn.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -8,7 +7,6 @@
 #include <string.h>
 
 #include "commands.h"
-#include "weft_config.h"
 
 static void run_usage(FILE *out) {
   fputs("usage: weft run GRAPH [options]\n"
@@ -58,42 +56,6 @@ static void print_outputs(const weft_graph *g, bool json, bool quiet) {
   }
 }
 
-/* --device cuda needs a CUDA build and a device the driver sees; the check
- * asks the driver library itself (the command does not link CUDA), so a
- * missing GPU is a usage error here, before any node runs.  Returns 0, or
- * prints why and returns 2. */
-static int check_device(const char *dev) {
-  if (!strcmp(dev, "cpu") || !strcmp(dev, "auto")) return 0;
-  if (strcmp(dev, "cuda") != 0) {
-    fprintf(stderr, "weft: --device %s: expected cpu, cuda or auto\n", dev);
-    return 2;
-  }
-  if (!WEFT_HAVE_CUDA) {
-    fputs("weft: --device cuda: this weft was built without CUDA "
-          "(configure it with -Dcuda=enabled)\n",
-          stderr);
-    return 2;
-  }
-  /* never dlclose'd: the driver keeps state (as the plugins) */
-  void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    fprintf(stderr, "weft: --device cuda: no CUDA driver (%s)\n", dlerror());
-    return 2;
-  }
-  int (*init)(unsigned) = (int (*)(unsigned))dlsym(lib, "cuInit");
-  int (*count)(int *) = (int (*)(int *))dlsym(lib, "cuDeviceGetCount");
-  int n = 0, e = init && count ? init(0) : -1;
-  if (!e) e = count(&n);
-  if (e || n < 1) {
-    fprintf(stderr, "weft: --device cuda: no CUDA device (%s)\n",
-            e == 100 ? "the driver sees none"
-            : e      ? "the driver failed"
-                     : "none visible");
-    return 2;
-  }
-  return 0;
-}
-
 int weft_cmd_run(int argc, char **argv) {
   weft_cli_opts o = {.events = "auto"};
   static const struct option longopts[] = {
@@ -126,11 +88,7 @@ int weft_cmd_run(int argc, char **argv) {
     run_usage(stderr);
     return 2;
   }
-  if (device) {
-    /* the model plugins read it when their loaders run */
-    if (check_device(device)) return 2;
-    setenv("WEFT_DEVICE", device, 1);
-  }
+  if (device && weft_cli_use_device(device)) return 2;
   weft_cli_events *ev = weft_cli_events_new(o.events, o.quiet);
   if (!ev) {
     fprintf(stderr, "weft: --events %s: expected auto, tty, json or none\n",

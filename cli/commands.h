@@ -51,6 +51,10 @@ enum {
       {"threads", required_argument, 0, OPT_THREADS},                          \
       {"help", no_argument, 0, OPT_HELP}
 
+/* --device DEV: checks cpu|cuda|auto (cuda: a CUDA build and a device the
+ * driver sees) and sets WEFT_DEVICE for the model plugins; 0, or prints why
+ * and returns 2. */
+int weft_cli_use_device(const char *dev);
 /* Creates a context with threads and plugins loaded; prints the error and
  * returns NULL on failure (*code gets the exit code). */
 weft_ctx *weft_cli_ctx(const weft_cli_opts *o, int *code);

@@ -1,10 +1,12 @@
 /* common.c - what the weft subcommands share: options, context set-up,
  * graph loading and error reporting. */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
+#include "weft_config.h"
 
 int weft_cli_common_opt(weft_cli_opts *o, int c, const char *arg) {
   switch (c) {
@@ -118,4 +120,44 @@ weft_graph *weft_cli_graph(weft_ctx *ctx, const weft_cli_opts *o,
 const char *weft_cli_closest(const char *name, const char *const *cand,
                              int n) {
   return weft_closest_name(name, cand, n);
+}
+
+/* --device cuda needs a CUDA build and a device the driver sees; the check
+ * asks the driver library itself (the command does not link CUDA), so a
+ * missing GPU is a usage error here, before any node runs. */
+int weft_cli_use_device(const char *dev) {
+  if (!strcmp(dev, "cpu") || !strcmp(dev, "auto")) {
+    setenv("WEFT_DEVICE", dev, 1);
+    return 0;
+  }
+  if (strcmp(dev, "cuda") != 0) {
+    fprintf(stderr, "weft: --device %s: expected cpu, cuda or auto\n", dev);
+    return 2;
+  }
+  if (!WEFT_HAVE_CUDA) {
+    fputs("weft: --device cuda: this weft was built without CUDA "
+          "(configure it with -Dcuda=enabled)\n",
+          stderr);
+    return 2;
+  }
+  /* never dlclose'd: the driver keeps state (as the plugins) */
+  void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    fprintf(stderr, "weft: --device cuda: no CUDA driver (%s)\n", dlerror());
+    return 2;
+  }
+  int (*init)(unsigned) = (int (*)(unsigned))dlsym(lib, "cuInit");
+  int (*count)(int *) = (int (*)(int *))dlsym(lib, "cuDeviceGetCount");
+  int n = 0, e = init && count ? init(0) : -1;
+  if (!e) e = count(&n);
+  if (e || n < 1) {
+    fprintf(stderr, "weft: --device cuda: no CUDA device (%s)\n",
+            e == 100 ? "the driver sees none"
+            : e      ? "the driver failed"
+                     : "none visible");
+    return 2;
+  }
+  /* the model plugins read it when their loaders run */
+  setenv("WEFT_DEVICE", dev, 1);
+  return 0;
 }

@@ -1224,3 +1224,17 @@ TEST(pipeline_option_is_checked) {
   ASSERT_CONTAINS(out, "--pipeline N          jobs in flight at once");
   free(out);
 }
+
+TEST(device_option_is_checked) {
+  clean_env();
+  char *err;
+  ASSERT_EQ(batch(graph("flat.yaml"), NULL, &err, "--device", "gpu",
+                  "--dry-run", NULL),
+            2);
+  ASSERT_STR_EQ(err, "weft: --device gpu: expected cpu, cuda or auto\n");
+  free(err);
+  ASSERT_EQ(batch(graph("flat.yaml"), NULL, &err, "--device", "cpu",
+                  "--dry-run", NULL),
+            0);
+  free(err);
+}
