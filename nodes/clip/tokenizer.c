@@ -910,7 +910,8 @@ static int encode_stretch(const weft_clip_tok *t, scratch *sc,
       from = i + 1;
     }
   }
-  return split_clip(t, sc, v + from, m - from, out);
+  /* an empty rest adds nothing (and v may be NULL: no pointer arithmetic) */
+  return m > from ? split_clip(t, sc, v + from, m - from, out) : 0;
 }
 
 int weft__clip_tok_encode_cps(const weft_clip_tok *t, const uint32_t *cps,
@@ -926,7 +927,7 @@ int weft__clip_tok_encode_cps(const weft_clip_tok *t, const uint32_t *cps,
       from = i + 1;
     }
   }
-  if (!rc) rc = encode_stretch(t, &sc, cps + from, n - from, out);
+  if (!rc && n > from) rc = encode_stretch(t, &sc, cps + from, n - from, out);
   free(sc.s);
   free(sc.h);
   free(sc.tmp.v);
