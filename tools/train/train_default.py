@@ -178,20 +178,30 @@ def encode_latents(ctx, vae, x):
         return vae.encode(x).latent_dist.sample().float() * configs.LATENT_SCALE
 
 
-def noisy_batch(ctx, lat, offset):
+def noisy_batch(ctx, lat, offset, hi_frac=0.0, hi_min=700):
+    """Noised latents; a fraction hi_frac of the timesteps is drawn from [hi_min, 999]."""
     b = lat.shape[0]
     noise = torch.randn_like(lat)
     if offset:
         noise = noise + offset * torch.randn(b, lat.shape[1], 1, 1, device=lat.device)
     t = torch.randint(0, 1000, (b,), device=lat.device)
+    if hi_frac > 0:
+        hi = torch.rand(b, device=lat.device) < hi_frac
+        t = torch.where(hi, torch.randint(hi_min, 1000, (b,), device=lat.device), t)
     ab = ctx.ab[t][:, None, None, None]
     return ab.sqrt() * lat + (1 - ab).sqrt() * noise, noise, t
 
 
-def snr_weight(ctx, t, gamma=5.0):
+def snr_weight(ctx, t, gamma=5.0, hi_weight=1.0):
+    """min-SNR-gamma weights for eps prediction; hi_weight > 1 also multiplies by
+    clamp(1/SNR, 1, hi_weight), moving high-noise steps towards an x0 loss (with eps
+    prediction, steps near t=999 otherwise carry almost no signal about the image)."""
     ab = ctx.ab[t]
     snr = ab / (1 - ab)
-    return snr.clamp(max=gamma) / snr
+    w = snr.clamp(max=gamma) / snr
+    if hi_weight > 1.0:
+        w = w * (1 / snr).clamp(1.0, hi_weight)
+    return w
 
 
 def drop_captions(ctx, ids, p):
@@ -319,7 +329,7 @@ def stage_base(ctx, feed, vae, te, unet, te_ema, unet_ema, resumed, dec=_nop):
     ema_params = list(te_ema.parameters()) + list(unet_ema.parameters())
     opt = torch.optim.AdamW(params, lr=a_.lr, betas=(0.9, 0.99), weight_decay=0.0,
                             fused=ctx.cuda)
-    warm = 100 if resumed else 300
+    warm = a_.warmup or (100 if resumed else 300)
     step, acc, last_save = 0, [], time.time()
     te.train()
     unet.train()
@@ -328,14 +338,14 @@ def stage_base(ctx, feed, vae, te, unet, te_ema, unet_ema, resumed, dec=_nop):
         ids = torch.from_numpy(b.pop("ids")).to(ctx.dev, non_blocking=True)
         x, _ = render_batch(ctx, b)
         lat = encode_latents(ctx, vae, x)
-        noisy, noise, t = noisy_batch(ctx, lat, a_.noise_offset)
+        noisy, noise, t = noisy_batch(ctx, lat, a_.noise_offset, a_.hi_frac, a_.hi_min)
         ids = drop_captions(ctx, ids, 0.1)
         for g in opt.param_groups:
             g["lr"] = lr_at(a_.lr, step, warm, (time.time() - t0) / max(end - t0, 1))
         with torch.autocast(**ctx.amp):
             cond = te(ids).last_hidden_state
             eps = unet(noisy, t, cond).sample.float()
-        loss = (snr_weight(ctx, t) * ((eps - noise) ** 2).mean((1, 2, 3))).mean()
+        loss = (snr_weight(ctx, t, hi_weight=a_.hi_weight) * ((eps - noise) ** 2).mean((1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -483,6 +493,10 @@ def main():
     ap.add_argument("--cn-lr", type=float, default=3e-4)
     ap.add_argument("--lora-lr", type=float, default=1e-3)
     ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--warmup", type=int, default=0, help="base warm-up steps (0: 300, or 100 when resumed)")
+    ap.add_argument("--hi-frac", type=float, default=0.0, help="base: fraction of timesteps drawn from [hi-min, 999]")
+    ap.add_argument("--hi-min", type=int, default=700)
+    ap.add_argument("--hi-weight", type=float, default=1.0, help="base: cap of the extra 1/SNR weight")
     ap.add_argument("--noise-offset", type=float, default=0.05)
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
