@@ -11,7 +11,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdarg.h>
+#include <stdio.h>
+
 #include "weft/weft.h"
+
+/* Formats a message into err (errlen bytes) and returns code: the batch
+ * parsers' one way to fail. */
+static inline int weft__batch_fail(char *err, size_t errlen, int code,
+                                   const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static inline int weft__batch_fail(char *err, size_t errlen, int code,
+                                   const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return code;
+}
 
 /* ---- manifests (batch_manifest.c) --------------------------------------- */
 

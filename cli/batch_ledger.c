@@ -17,16 +17,6 @@
 
 #include "batch.h"
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return code;
-}
-
 /* ---- files -------------------------------------------------------------- */
 
 static void hex128(XXH128_hash_t h, char hex[33]) {
@@ -44,15 +34,16 @@ int weft__batch_file_hash(const char *path, int64_t *size, char hex[33],
                           char *err, size_t errlen) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return fail(err, errlen, errno == ENOENT ? WEFT_ENOENT : WEFT_EIO, "%s: %s",
-                path, strerror(errno));
+    return weft__batch_fail(err, errlen,
+                            errno == ENOENT ? WEFT_ENOENT : WEFT_EIO, "%s: %s",
+                            path, strerror(errno));
   XXH3_state_t *st = XXH3_createState();
   char *buf = malloc(1 << 20);
   if (!st || !buf) {
     XXH3_freeState(st);
     free(buf);
     close(fd);
-    return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+    return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   }
   XXH3_128bits_reset(st);
   int64_t total = 0;
@@ -61,7 +52,8 @@ int weft__batch_file_hash(const char *path, int64_t *size, char hex[33],
     ssize_t k = read(fd, buf, 1 << 20);
     if (k < 0 && errno == EINTR) continue;
     if (k < 0) {
-      rc = fail(err, errlen, WEFT_EIO, "%s: %s", path, strerror(errno));
+      rc = weft__batch_fail(err, errlen, WEFT_EIO, "%s: %s", path,
+                            strerror(errno));
       break;
     }
     if (k == 0) break;
@@ -80,7 +72,7 @@ int weft__batch_file_hash(const char *path, int64_t *size, char hex[33],
 
 int weft__batch_mkdirs(const char *path, char *err, size_t errlen) {
   char *p = strdup(path);
-  if (!p) return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+  if (!p) return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   int rc = 0;
   for (char *s = p + 1;; s++) {
     if (*s != '/' && *s) continue;
@@ -88,12 +80,13 @@ int weft__batch_mkdirs(const char *path, char *err, size_t errlen) {
     *s = 0;
     struct stat st;
     if (mkdir(p, 0777) && errno != EEXIST) {
-      rc = fail(err, errlen, WEFT_EIO, "cannot create directory %s: %s", p,
-                strerror(errno));
+      rc = weft__batch_fail(err, errlen, WEFT_EIO,
+                            "cannot create directory %s: %s", p,
+                            strerror(errno));
       break;
     }
     if (stat(p, &st) || !S_ISDIR(st.st_mode)) {
-      rc = fail(err, errlen, WEFT_EIO, "%s: not a directory", p);
+      rc = weft__batch_fail(err, errlen, WEFT_EIO, "%s: not a directory", p);
       break;
     }
     *s = c;
@@ -181,18 +174,20 @@ int weft__ledger_open(const char *dir, weft__ledger *l, char *err,
   l->fd = -1;
   size_t n = strlen(dir) + sizeof WEFT__LEDGER_NAME + 2;
   if (!(l->path = malloc(n)))
-    return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+    return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   snprintf(l->path, n, "%s/%s", dir, WEFT__LEDGER_NAME);
   l->fd = open(l->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
   if (l->fd < 0) {
-    int r = fail(err, errlen, WEFT_EIO, "%s: cannot open the ledger: %s",
-                 l->path, strerror(errno));
+    int r = weft__batch_fail(err, errlen, WEFT_EIO,
+                             "%s: cannot open the ledger: %s", l->path,
+                             strerror(errno));
     weft__ledger_close(l);
     return r;
   }
   FILE *f = fopen(l->path, "rb");
   if (!f) {
-    int r = fail(err, errlen, WEFT_EIO, "%s: %s", l->path, strerror(errno));
+    int r = weft__batch_fail(err, errlen, WEFT_EIO, "%s: %s", l->path,
+                             strerror(errno));
     weft__ledger_close(l);
     return r;
   }
@@ -211,7 +206,7 @@ int weft__ledger_open(const char *dir, weft__ledger *l, char *err,
       int c = cap_e ? cap_e * 2 : 64;
       weft__ledger_entry *ne = realloc(l->e, (size_t)c * sizeof *ne);
       if (!ne) {
-        rc = fail(err, errlen, WEFT_ENOMEM, "out of memory");
+        rc = weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
         break;
       }
       l->e = ne;
@@ -289,7 +284,7 @@ int weft__ledger_append(weft__ledger *l, const char *line, char *err,
   char *buf = malloc(n + 2);
   if (!buf) {
     if (locked) flock(l->fd, LOCK_UN);
-    return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+    return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   }
   /* a line cut short by a crash must not swallow this one */
   size_t k = 0;
@@ -307,7 +302,7 @@ int weft__ledger_append(weft__ledger *l, const char *line, char *err,
   free(buf);
   if (locked) flock(l->fd, LOCK_UN);
   if (r)
-    return fail(err, errlen, WEFT_EIO, "%s: cannot append: %s", l->path,
-                strerror(e));
+    return weft__batch_fail(err, errlen, WEFT_EIO, "%s: cannot append: %s",
+                            l->path, strerror(e));
   return 0;
 }

@@ -11,16 +11,6 @@
 #include "batch.h"
 #include "json_u64.h"
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return code;
-}
-
 void weft__batch_manifest_free(weft__batch_manifest *m) {
   for (int i = 0; i < m->n_cols; i++)
     free(m->cols[i]);
@@ -118,20 +108,22 @@ static int parse_jsonl(weft__batch_manifest *m, const char *text, size_t len,
     json_error_t je;
     json_t *o = weft__json_loadb(s, n, JSON_REJECT_DUPLICATES, &je);
     if (!o)
-      return fail(err, errlen, WEFT_ESYNTAX, "%s:%d:%d: invalid JSON: %s",
-                  m->name, line, je.column > 0 ? je.column : 1, je.text);
+      return weft__batch_fail(err, errlen, WEFT_ESYNTAX,
+                              "%s:%d:%d: invalid JSON: %s", m->name, line,
+                              je.column > 0 ? je.column : 1, je.text);
     if (!json_is_object(o)) {
-      int r = fail(err, errlen, WEFT_ETYPE,
-                   "%s:%d: expected a JSON object ({\"input\": value, ...}), "
-                   "got %s",
-                   m->name, line, json_kind(o));
+      int r = weft__batch_fail(
+          err, errlen, WEFT_ETYPE,
+          "%s:%d: expected a JSON object ({\"input\": value, ...}), "
+          "got %s",
+          m->name, line, json_kind(o));
       json_decref(o);
       return r;
     }
     weft__batch_row *row = new_row(m, line);
     if (!row) {
       json_decref(o);
-      return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+      return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
     }
     const char *key;
     json_t *v;
@@ -140,8 +132,8 @@ static int parse_jsonl(weft__batch_manifest *m, const char *text, size_t len,
       char buf[64];
       const char *val = buf;
       if (!key[0]) {
-        rc = fail(err, errlen, WEFT_ESYNTAX, "%s:%d: an empty input name",
-                  m->name, line);
+        rc = weft__batch_fail(err, errlen, WEFT_ESYNTAX,
+                              "%s:%d: an empty input name", m->name, line);
         break;
       }
       uint64_t big;
@@ -161,16 +153,17 @@ static int parse_jsonl(weft__batch_manifest *m, const char *text, size_t len,
       case JSON_FALSE: val = "false"; break;
       case JSON_NULL: continue; /* null: the input keeps its default */
       default:
-        rc = fail(err, errlen, WEFT_ETYPE,
-                  "%s:%d: '%s': expected a string, number or boolean, got %s",
-                  m->name, line, key, json_kind(v));
+        rc = weft__batch_fail(
+            err, errlen, WEFT_ETYPE,
+            "%s:%d: '%s': expected a string, number or boolean, got %s",
+            m->name, line, key, json_kind(v));
         break;
       }
       if (rc) break;
       int col = column(m, key, strlen(key), line);
       char *copy = col >= 0 ? strdup(val) : NULL;
       if (!copy || row_add(row, col, copy)) {
-        rc = fail(err, errlen, WEFT_ENOMEM, "out of memory");
+        rc = weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
         break;
       }
     }
@@ -236,8 +229,9 @@ static int csv_next(const char *name, const char *s, size_t len, size_t *pos,
       size_t start = ++i;
       for (;;) {
         if (i >= len)
-          return fail(err, errlen, WEFT_ESYNTAX,
-                      "%s:%d: a quoted field is never closed", name, qline);
+          return weft__batch_fail(err, errlen, WEFT_ESYNTAX,
+                                  "%s:%d: a quoted field is never closed", name,
+                                  qline);
         if (s[i] == '"') {
           if (i + 1 < len && s[i + 1] == '"') {
             i += 2;
@@ -249,7 +243,7 @@ static int csv_next(const char *name, const char *s, size_t len, size_t *pos,
         i++;
       }
       if (rec_push(r, s + start, i - start, true))
-        return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+        return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
       i++; /* the closing quote */
       if (i < len && s[i] == '\r' && i + 1 < len && s[i + 1] == '\n') i++;
       if (i < len && s[i] != ',' && s[i] != '\n') {
@@ -257,10 +251,11 @@ static int csv_next(const char *name, const char *s, size_t len, size_t *pos,
         size_t bol = i;
         while (bol > 0 && s[bol - 1] != '\n')
           bol--;
-        return fail(err, errlen, WEFT_ESYNTAX,
-                    "%s:%d:%zu: '%c' after a closing quote; a field is either "
-                    "all quoted (\"a, b\") or not quoted at all",
-                    name, *line, i - bol + 1, s[i]);
+        return weft__batch_fail(
+            err, errlen, WEFT_ESYNTAX,
+            "%s:%d:%zu: '%c' after a closing quote; a field is either "
+            "all quoted (\"a, b\") or not quoted at all",
+            name, *line, i - bol + 1, s[i]);
       }
     } else {
       size_t start = i;
@@ -270,7 +265,7 @@ static int csv_next(const char *name, const char *s, size_t len, size_t *pos,
       if (end > start && s[end - 1] == '\r' && (i == len || s[i] == '\n'))
         end--;
       if (rec_push(r, s + start, end - start, false))
-        return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+        return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
     }
     if (i >= len) {
       *pos = i;
@@ -300,9 +295,9 @@ static int parse_csv(weft__batch_manifest *m, const char *text, size_t len,
   } while (rc == 1 && rec_blank(&rec));
   if (rc <= 0) {
     if (rc == 0)
-      rc = fail(err, errlen, WEFT_EFORMAT,
-                "%s: empty CSV file: expected a header row of input names",
-                m->name);
+      rc = weft__batch_fail(
+          err, errlen, WEFT_EFORMAT,
+          "%s: empty CSV file: expected a header row of input names", m->name);
     goto out;
   }
   int n_head = rec.n, head_line = rec.line;
@@ -315,20 +310,20 @@ static int parse_csv(weft__batch_manifest *m, const char *text, size_t len,
     while (b > a && (t[b - 1] == ' ' || t[b - 1] == '\t'))
       b--;
     if (a == b) {
-      rc = fail(err, errlen, WEFT_ESYNTAX,
-                "%s:%d: column %d of the header has no name", m->name,
-                head_line, i + 1);
+      rc = weft__batch_fail(err, errlen, WEFT_ESYNTAX,
+                            "%s:%d: column %d of the header has no name",
+                            m->name, head_line, i + 1);
       goto out;
     }
     for (int k = 0; k < m->n_cols; k++)
       if (strlen(m->cols[k]) == b - a && !memcmp(m->cols[k], t + a, b - a)) {
-        rc = fail(err, errlen, WEFT_EDUP,
-                  "%s:%d: column '%s' appears twice in the header", m->name,
-                  head_line, m->cols[k]);
+        rc = weft__batch_fail(err, errlen, WEFT_EDUP,
+                              "%s:%d: column '%s' appears twice in the header",
+                              m->name, head_line, m->cols[k]);
         goto out;
       }
     if (column(m, t + a, b - a, head_line) < 0) {
-      rc = fail(err, errlen, WEFT_ENOMEM, "out of memory");
+      rc = weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
       goto out;
     }
   }
@@ -336,14 +331,15 @@ static int parse_csv(weft__batch_manifest *m, const char *text, size_t len,
          1) {
     if (rec_blank(&rec)) continue;
     if (rec.n != n_head) {
-      rc = fail(err, errlen, WEFT_EFORMAT,
-                "%s:%d: %d field%s, but the header (line %d) has %d", m->name,
-                rec.line, rec.n, rec.n == 1 ? "" : "s", head_line, n_head);
+      rc = weft__batch_fail(
+          err, errlen, WEFT_EFORMAT,
+          "%s:%d: %d field%s, but the header (line %d) has %d", m->name,
+          rec.line, rec.n, rec.n == 1 ? "" : "s", head_line, n_head);
       goto out;
     }
     weft__batch_row *row = new_row(m, rec.line);
     if (!row) {
-      rc = fail(err, errlen, WEFT_ENOMEM, "out of memory");
+      rc = weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
       goto out;
     }
     for (int i = 0; i < rec.n; i++) {
@@ -352,7 +348,7 @@ static int parse_csv(weft__batch_manifest *m, const char *text, size_t len,
       if (!rec.f[i].quoted && !rec.f[i].text[0]) continue;
       if (row_add(row, i, rec.f[i].text)) {
         rec.f[i].text = NULL;
-        rc = fail(err, errlen, WEFT_ENOMEM, "out of memory");
+        rc = weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
         goto out;
       }
       rec.f[i].text = NULL;
@@ -374,12 +370,12 @@ int weft__batch_manifest_parse(const char *name, const char *text, size_t len,
                                size_t errlen) {
   memset(m, 0, sizeof *m);
   if (!(m->name = strdup(name)))
-    return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+    return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) text += 3, len -= 3;
   if (memchr(text, 0, len)) {
     weft__batch_manifest_free(m);
-    return fail(err, errlen, WEFT_EFORMAT,
-                "%s: contains NUL bytes: not a text file", name);
+    return weft__batch_fail(err, errlen, WEFT_EFORMAT,
+                            "%s: contains NUL bytes: not a text file", name);
   }
   bool json;
   if (ends_with(name, ".csv"))
@@ -405,8 +401,9 @@ int weft__batch_manifest_load(const char *path, weft__batch_manifest *m,
   bool std_in = strcmp(path, "-") == 0;
   FILE *f = std_in ? stdin : fopen(path, "rb");
   if (!f)
-    return fail(err, errlen, errno == ENOENT ? WEFT_ENOENT : WEFT_EIO,
-                "%s: cannot open manifest: %s", path, strerror(errno));
+    return weft__batch_fail(
+        err, errlen, errno == ENOENT ? WEFT_ENOENT : WEFT_EIO,
+        "%s: cannot open manifest: %s", path, strerror(errno));
   char *buf = NULL;
   size_t len = 0, cap = 0;
   for (;;) {
@@ -416,7 +413,7 @@ int weft__batch_manifest_load(const char *path, weft__batch_manifest *m,
       if (!nb) {
         free(buf);
         if (!std_in) fclose(f);
-        return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+        return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
       }
       buf = nb;
     }
@@ -428,7 +425,8 @@ int weft__batch_manifest_load(const char *path, weft__batch_manifest *m,
   if (!std_in) fclose(f);
   if (bad) {
     free(buf);
-    return fail(err, errlen, WEFT_EIO, "%s: cannot read manifest", path);
+    return weft__batch_fail(err, errlen, WEFT_EIO, "%s: cannot read manifest",
+                            path);
   }
   int rc = weft__batch_manifest_parse(std_in ? "<stdin>" : path, buf, len, m,
                                       err, errlen);

@@ -16,16 +16,6 @@
 /* Jobs in one batch; more is a mistake or wants splitting into batches. */
 #define MAX_JOBS 10000000
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return code;
-}
-
 void weft__batch_plan_free(weft__batch_plan *p) {
   for (int i = 0; i < p->n_inputs; i++) {
     free(p->names[i]);
@@ -137,7 +127,8 @@ static int set_one(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g, int in,
   char prefix[300];
   snprintf(prefix, sizeof prefix, "--set %s: ", p->names[in]);
   if (!strncmp(msg, prefix, strlen(prefix))) msg += strlen(prefix);
-  return fail(err, errlen, r, "%s: input '%s': %s", where, p->names[in], msg);
+  return weft__batch_fail(err, errlen, r, "%s: input '%s': %s", where,
+                          p->names[in], msg);
 }
 
 static void where_of(const weft__batch_plan *p, int src, int line, char *buf,
@@ -156,7 +147,7 @@ int weft__batch_apply(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g,
   if (!vals || !src) {
     free(vals);
     free(src);
-    return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+    return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   }
   job_values(p, job, vals, src, &line);
   for (int i = 0; i < p->n_inputs && !rc; i++) {
@@ -197,7 +188,8 @@ char *weft__batch_job_set_json(const weft__batch_plan *p, int64_t job) {
 static int read_graph_hash(const char *path, char hex[33], char *err,
                            size_t errlen) {
   FILE *f = fopen(path, "rb");
-  if (!f) return fail(err, errlen, WEFT_EIO, "%s: cannot read", path);
+  if (!f)
+    return weft__batch_fail(err, errlen, WEFT_EIO, "%s: cannot read", path);
   char *buf = NULL;
   size_t len = 0, cap = 0;
   for (;;) {
@@ -207,7 +199,7 @@ static int read_graph_hash(const char *path, char hex[33], char *err,
       if (!nb) {
         free(buf);
         fclose(f);
-        return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+        return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
       }
       buf = nb;
     }
@@ -229,7 +221,7 @@ static int read_inputs(weft__batch_plan *p, weft_graph *g, char *err,
   free(js);
   if (!o) {
     json_decref(o);
-    return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+    return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   }
   int n = (int)json_object_size(o);
   p->names = calloc((size_t)n + 1, sizeof *p->names);
@@ -237,7 +229,7 @@ static int read_inputs(weft__batch_plan *p, weft_graph *g, char *err,
   p->dirty = calloc((size_t)n + 1, sizeof *p->dirty);
   if (!p->names || !p->base || !p->dirty) {
     json_decref(o);
-    return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+    return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   }
   const char *key;
   json_t *v;
@@ -259,18 +251,19 @@ static int by_name(const void *a, const void *b, void *names) {
 /* Sorting indices by name needs the names: qsort_r's context. */
 static int check_unique(const weft__batch_plan *p, char *err, size_t errlen) {
   int64_t *ix = malloc((size_t)(p->n_jobs + 1) * sizeof *ix);
-  if (!ix) return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+  if (!ix) return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   for (int64_t j = 0; j < p->n_jobs; j++)
     ix[j] = j;
   qsort_r(ix, (size_t)p->n_jobs, sizeof *ix, by_name, p->outputs);
   int rc = 0;
   for (int64_t k = 0; k + 1 < p->n_jobs; k++)
     if (!strcmp(p->outputs[ix[k]], p->outputs[ix[k + 1]])) {
-      rc = fail(err, errlen, WEFT_EDUP,
-                "--output %s: jobs %lld and %lld both write '%s'; add an "
-                "input that tells them apart to the template, or {job}",
-                p->tpl.text, (long long)ix[k], (long long)ix[k + 1],
-                p->outputs[ix[k]]);
+      rc = weft__batch_fail(
+          err, errlen, WEFT_EDUP,
+          "--output %s: jobs %lld and %lld both write '%s'; add an "
+          "input that tells them apart to the template, or {job}",
+          p->tpl.text, (long long)ix[k], (long long)ix[k + 1],
+          p->outputs[ix[k]]);
       break;
     }
   free(ix);
@@ -285,10 +278,11 @@ static int name_job(weft__batch_plan *p, weft_graph *g, int64_t job,
   if (!o) {
     free(js);
     json_decref(o);
-    return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+    return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   }
   char **texts = calloc((size_t)p->n_inputs + 1, sizeof *texts);
-  int rc = texts ? 0 : fail(err, errlen, WEFT_ENOMEM, "out of memory");
+  int rc =
+      texts ? 0 : weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   for (int i = 0; !rc && i < p->n_inputs; i++) {
     texts[i] = value_text(json_object_get(o, p->names[i]));
     if (!texts[i] && !vals[i] && !p->base[i]) {
@@ -297,26 +291,27 @@ static int name_job(weft__batch_plan *p, weft_graph *g, int64_t job,
       if (p->m && p->m->n_rows)
         snprintf(where, sizeof where, " (%s:%d)", p->m->name,
                  p->m->rows[row].line);
-      rc = fail(err, errlen, WEFT_EMISSING,
-                "job %lld%s: input '%s' has no default: give it a value in "
-                "the manifest, with --sweep or with --set",
-                (long long)job, where, p->names[i]);
+      rc = weft__batch_fail(
+          err, errlen, WEFT_EMISSING,
+          "job %lld%s: input '%s' has no default: give it a value in "
+          "the manifest, with --sweep or with --set",
+          (long long)job, where, p->names[i]);
     }
   }
   char *name = NULL;
   if (!rc && !(name = weft__batch_template_render(&p->tpl, job,
                                                   (const char *const *)texts)))
-    rc = fail(err, errlen, WEFT_ENOMEM, "out of memory");
+    rc = weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   char why[4600];
   if (!rc && weft__batch_name_check(name, why, sizeof why))
-    rc = fail(err, errlen, WEFT_EINVAL, "--output %s: job %lld: %s",
-              p->tpl.text, (long long)job, why);
+    rc = weft__batch_fail(err, errlen, WEFT_EINVAL, "--output %s: job %lld: %s",
+                          p->tpl.text, (long long)job, why);
   if (!rc) {
     /* identity: the graph file, every input's value, the output name */
     size_t n = strlen(js) + strlen(name) + 64;
     char *id = malloc(n);
     if (!id) {
-      rc = fail(err, errlen, WEFT_ENOMEM, "out of memory");
+      rc = weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
     } else {
       int k = snprintf(id, n, "%s\n%s\n%s", p->graph_hash, js, name);
       weft__batch_hash_hex(id, (size_t)k, p->keys[job]);
@@ -352,57 +347,61 @@ int weft__batch_plan_build(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g,
   p->col_input = calloc((size_t)n_cols + 1, sizeof *p->col_input);
   p->sw_input = calloc((size_t)n_sw + 1, sizeof *p->sw_input);
   if (!p->col_input || !p->sw_input)
-    return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+    return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   for (int c = 0; c < n_cols; c++) {
     if ((p->col_input[c] = find(p->names, p->n_inputs, m->cols[c])) < 0) {
       unknown_input(p, m->cols[c], msg, sizeof msg);
-      return fail(err, errlen, WEFT_ENOENT, "%s:%d: %s", m->name,
-                  m->col_line[c], msg);
+      return weft__batch_fail(err, errlen, WEFT_ENOENT, "%s:%d: %s", m->name,
+                              m->col_line[c], msg);
     }
   }
   for (int k = 0; k < n_sw; k++) {
     if ((p->sw_input[k] = find(p->names, p->n_inputs, sw[k].name)) < 0) {
       unknown_input(p, sw[k].name, msg, sizeof msg);
-      return fail(err, errlen, WEFT_ENOENT, "--sweep %s: %s", sw[k].arg, msg);
+      return weft__batch_fail(err, errlen, WEFT_ENOENT, "--sweep %s: %s",
+                              sw[k].arg, msg);
     }
     for (int j = 0; j < k; j++)
       if (p->sw_input[j] == p->sw_input[k])
-        return fail(err, errlen, WEFT_EDUP,
-                    "--sweep %s: input '%s' is already swept by --sweep %s",
-                    sw[k].arg, sw[k].name, sw[j].arg);
+        return weft__batch_fail(
+            err, errlen, WEFT_EDUP,
+            "--sweep %s: input '%s' is already swept by --sweep %s", sw[k].arg,
+            sw[k].name, sw[j].arg);
   }
   for (int r = 0; m && r < m->n_rows; r++)
     for (int k = 0; k < m->rows[r].n; k++)
       for (int s = 0; s < n_sw; s++)
         if (p->col_input[m->rows[r].col[k]] == p->sw_input[s])
-          return fail(err, errlen, WEFT_EDUP,
-                      "%s:%d: input '%s' is set here and swept by --sweep "
-                      "%s; drop one",
-                      m->name, m->rows[r].line, sw[s].name, sw[s].arg);
+          return weft__batch_fail(
+              err, errlen, WEFT_EDUP,
+              "%s:%d: input '%s' is set here and swept by --sweep "
+              "%s; drop one",
+              m->name, m->rows[r].line, sw[s].name, sw[s].arg);
   if ((rc = weft__batch_template_parse(tpl, (const char *const *)p->names,
                                        p->n_inputs, &p->tpl, err, errlen)))
     return rc;
   p->combos = 1;
   for (int k = 0; k < n_sw; k++) {
     if (sw[k].n > MAX_JOBS / p->combos)
-      return fail(err, errlen, WEFT_ERANGE,
-                  "the sweeps make more than %d jobs; split the batch",
-                  MAX_JOBS);
+      return weft__batch_fail(
+          err, errlen, WEFT_ERANGE,
+          "the sweeps make more than %d jobs; split the batch", MAX_JOBS);
     p->combos *= sw[k].n;
   }
   int64_t rows = m ? m->n_rows : 1;
   if (rows > MAX_JOBS / p->combos)
-    return fail(err, errlen, WEFT_ERANGE,
-                "%lld manifest rows x %lld sweep values is more than %d "
-                "jobs; split the batch",
-                (long long)rows, (long long)p->combos, MAX_JOBS);
+    return weft__batch_fail(
+        err, errlen, WEFT_ERANGE,
+        "%lld manifest rows x %lld sweep values is more than %d "
+        "jobs; split the batch",
+        (long long)rows, (long long)p->combos, MAX_JOBS);
   p->n_jobs = rows * p->combos;
   p->outputs = calloc((size_t)p->n_jobs + 1, sizeof *p->outputs);
   p->keys = calloc((size_t)p->n_jobs + 1, sizeof *p->keys);
   const char **vals = calloc((size_t)p->n_inputs + 1, sizeof *vals);
   int *src = calloc((size_t)p->n_inputs + 1, sizeof *src);
   if (!p->outputs || !p->keys || !vals || !src) rc = WEFT_ENOMEM;
-  if (rc) fail(err, errlen, rc, "out of memory");
+  if (rc) weft__batch_fail(err, errlen, rc, "out of memory");
   for (int64_t j = 0; !rc && j < p->n_jobs; j++) {
     int line;
     job_values(p, j, vals, src, &line);

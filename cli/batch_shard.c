@@ -12,16 +12,6 @@
 /* More shards than this is a typo, not a cluster. */
 #define MAX_SHARDS 10000000
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return code;
-}
-
 /* A non-negative decimal integer, whole string. */
 static bool number(const char *s, int64_t *out) {
   if (!s || !isdigit((unsigned char)*s)) return false;
@@ -39,19 +29,22 @@ static int parse_pair(const char *label, const char *arg, weft__batch_shard *s,
   char head[32];
   size_t n = slash ? (size_t)(slash - arg) : 0;
   if (!slash || n >= sizeof head)
-    return fail(err, errlen, WEFT_ESYNTAX,
-                "%s: expected I/N, e.g. 0/4 (shards count from 0)", label);
+    return weft__batch_fail(err, errlen, WEFT_ESYNTAX,
+                            "%s: expected I/N, e.g. 0/4 (shards count from 0)",
+                            label);
   memcpy(head, arg, n);
   head[n] = 0;
   int64_t i, c;
   if (!number(head, &i) || !number(slash + 1, &c) || c < 1 || c > MAX_SHARDS)
-    return fail(err, errlen, WEFT_ESYNTAX,
-                "%s: expected I/N with whole numbers, N >= 1, e.g. 0/4", label);
+    return weft__batch_fail(
+        err, errlen, WEFT_ESYNTAX,
+        "%s: expected I/N with whole numbers, N >= 1, e.g. 0/4", label);
   if (i >= c)
-    return fail(err, errlen, WEFT_ERANGE,
-                "%s: shard %lld does not exist; shards of %lld count from "
-                "0 to %lld",
-                label, (long long)i, (long long)c, (long long)c - 1);
+    return weft__batch_fail(
+        err, errlen, WEFT_ERANGE,
+        "%s: shard %lld does not exist; shards of %lld count from "
+        "0 to %lld",
+        label, (long long)i, (long long)c, (long long)c - 1);
   s->index = i;
   s->count = c;
   return 0;
@@ -73,8 +66,9 @@ static int env_num(weft__batch_getenv get, void *user, const char *name,
   *present = v && *v;
   if (!*present) return 0;
   if (!number(v, out))
-    return fail(err, errlen, WEFT_ESYNTAX,
-                "%s=%s: expected a non-negative whole number", name, v);
+    return weft__batch_fail(err, errlen, WEFT_ESYNTAX,
+                            "%s=%s: expected a non-negative whole number", name,
+                            v);
   return 0;
 }
 
@@ -95,26 +89,28 @@ static int from_slurm(weft__batch_getenv get, void *user, int64_t id,
   if (step < 1) step = 1;
   if (!has_count) {
     if (!has_min || !has_max || max < min)
-      return fail(err, errlen, WEFT_EINVAL,
-                  "SLURM_ARRAY_TASK_ID=%lld is set but neither "
-                  "SLURM_ARRAY_TASK_COUNT nor SLURM_ARRAY_TASK_MIN and _MAX: "
-                  "pass --shard I/N",
-                  (long long)id);
+      return weft__batch_fail(
+          err, errlen, WEFT_EINVAL,
+          "SLURM_ARRAY_TASK_ID=%lld is set but neither "
+          "SLURM_ARRAY_TASK_COUNT nor SLURM_ARRAY_TASK_MIN and _MAX: "
+          "pass --shard I/N",
+          (long long)id);
     count = (max - min) / step + 1;
   }
   /* task ids run min, min+step, ...: the shard is the position in that */
   int64_t off = id - min;
   if (count < 1 || off < 0 || off % step || off / step >= count)
-    return fail(err, errlen, WEFT_ERANGE,
-                "SLURM_ARRAY_TASK_ID=%lld does not fit an array of %lld "
-                "task%s from %lld in steps of %lld (an array with gaps, like "
-                "--array=1,3,7?): pass --shard I/N",
-                (long long)id, (long long)count, count == 1 ? "" : "s",
-                (long long)min, (long long)step);
+    return weft__batch_fail(
+        err, errlen, WEFT_ERANGE,
+        "SLURM_ARRAY_TASK_ID=%lld does not fit an array of %lld "
+        "task%s from %lld in steps of %lld (an array with gaps, like "
+        "--array=1,3,7?): pass --shard I/N",
+        (long long)id, (long long)count, count == 1 ? "" : "s", (long long)min,
+        (long long)step);
   if (count > MAX_SHARDS)
-    return fail(err, errlen, WEFT_ERANGE,
-                "SLURM_ARRAY_TASK_COUNT=%lld: too many shards",
-                (long long)count);
+    return weft__batch_fail(err, errlen, WEFT_ERANGE,
+                            "SLURM_ARRAY_TASK_COUNT=%lld: too many shards",
+                            (long long)count);
   s->index = off / step;
   s->count = count;
   snprintf(s->source, sizeof s->source,
@@ -150,16 +146,17 @@ int weft__batch_shard_from_env(weft__batch_getenv get, void *user,
                      errlen)))
       return r;
     if (!has_count || count < 1 || count > MAX_SHARDS)
-      return fail(err, errlen, WEFT_EINVAL,
-                  "JOB_COMPLETION_INDEX=%lld is set (a Kubernetes indexed "
-                  "Job) but WEFT_SHARD_COUNT is not: set it to the Job's "
-                  "completions, or pass --shard I/N",
-                  (long long)id);
+      return weft__batch_fail(
+          err, errlen, WEFT_EINVAL,
+          "JOB_COMPLETION_INDEX=%lld is set (a Kubernetes indexed "
+          "Job) but WEFT_SHARD_COUNT is not: set it to the Job's "
+          "completions, or pass --shard I/N",
+          (long long)id);
     if (id >= count)
-      return fail(err, errlen, WEFT_ERANGE,
-                  "JOB_COMPLETION_INDEX=%lld is not below "
-                  "WEFT_SHARD_COUNT=%lld",
-                  (long long)id, (long long)count);
+      return weft__batch_fail(err, errlen, WEFT_ERANGE,
+                              "JOB_COMPLETION_INDEX=%lld is not below "
+                              "WEFT_SHARD_COUNT=%lld",
+                              (long long)id, (long long)count);
     s->index = id;
     s->count = count;
     snprintf(s->source, sizeof s->source,

@@ -12,16 +12,6 @@
 /* More values than this in one sweep is surely a typo (1..1e9). */
 #define MAX_SWEEP 10000000
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return code;
-}
-
 void weft__batch_sweep_free(weft__batch_sweep *s) {
   for (int64_t i = 0; i < s->n; i++)
     free(s->vals[i]);
@@ -88,11 +78,12 @@ static int parse_range(weft__batch_sweep *s, const char *spec, char *err,
     return 1;
   if (!colon) step = a <= b ? 1 : -1;
   if (step == 0)
-    return fail(err, errlen, WEFT_ERANGE, "--sweep %s: the step is 0", s->arg);
+    return weft__batch_fail(err, errlen, WEFT_ERANGE,
+                            "--sweep %s: the step is 0", s->arg);
   if ((b - a) * step < 0)
-    return fail(err, errlen, WEFT_ERANGE,
-                "--sweep %s: a step of %g never goes from %g to %g", s->arg,
-                step, a, b);
+    return weft__batch_fail(err, errlen, WEFT_ERANGE,
+                            "--sweep %s: a step of %g never goes from %g to %g",
+                            s->arg, step, a, b);
   int dec = da > db ? da : db;
   if (ds > dec) dec = ds;
   int64_t cap = 0;
@@ -106,16 +97,16 @@ static int parse_range(weft__batch_sweep *s, const char *spec, char *err,
         is > 0 ? (unsigned long long)is : 0ull - (unsigned long long)is;
     unsigned long long count = span / mag + 1;
     if (count > MAX_SWEEP)
-      return fail(err, errlen, WEFT_ERANGE,
-                  "--sweep %s: %llu values; at most %d per sweep", s->arg,
-                  count, MAX_SWEEP);
+      return weft__batch_fail(err, errlen, WEFT_ERANGE,
+                              "--sweep %s: %llu values; at most %d per sweep",
+                              s->arg, count, MAX_SWEEP);
     for (unsigned long long k = 0; k < count; k++) {
       char buf[32];
       snprintf(
           buf, sizeof buf, "%lld",
           (long long)((unsigned long long)ia + k * (unsigned long long)is));
       if (push(s, &cap, strdup(buf)))
-        return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+        return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
     }
     return 0;
   }
@@ -123,16 +114,16 @@ static int parse_range(weft__batch_sweep *s, const char *spec, char *err,
    * small slack keeps 0..1:0.1 from losing its last value to rounding */
   double count = floor((b - a) / step + 1e-9) + 1;
   if (count > MAX_SWEEP)
-    return fail(err, errlen, WEFT_ERANGE,
-                "--sweep %s: %.0f values; at most %d per sweep", s->arg, count,
-                MAX_SWEEP);
+    return weft__batch_fail(err, errlen, WEFT_ERANGE,
+                            "--sweep %s: %.0f values; at most %d per sweep",
+                            s->arg, count, MAX_SWEEP);
   for (int64_t k = 0; k < (int64_t)count; k++) {
     char buf[64];
     snprintf(buf, sizeof buf, "%.*f", dec, a + (double)k * step);
     if (!strncmp(buf, "-0", 2) && strspn(buf + 2, ".0") == strlen(buf + 2))
       memmove(buf, buf + 1, strlen(buf)); /* "-0.0" is "0.0" */
     if (push(s, &cap, strdup(buf)))
-      return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+      return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   }
   return 0;
 }
@@ -142,8 +133,9 @@ int weft__batch_sweep_parse(const char *arg, weft__batch_sweep *s, char *err,
   memset(s, 0, sizeof *s);
   const char *eq = strchr(arg, '=');
   if (!eq || eq == arg)
-    return fail(err, errlen, WEFT_ESYNTAX,
-                "--sweep %s: expected name=a,b,c or name=FROM..TO[:STEP]", arg);
+    return weft__batch_fail(
+        err, errlen, WEFT_ESYNTAX,
+        "--sweep %s: expected name=a,b,c or name=FROM..TO[:STEP]", arg);
   if (!(s->arg = strdup(arg)) || !(s->name = strndup(arg, (size_t)(eq - arg))))
     goto oom;
   const char *spec = eq + 1;
@@ -178,5 +170,5 @@ int weft__batch_sweep_parse(const char *arg, weft__batch_sweep *s, char *err,
   return 0;
 oom:
   weft__batch_sweep_free(s);
-  return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+  return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
 }

@@ -10,16 +10,6 @@
 
 #define SLUG_MAX 40
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return code;
-}
-
 void weft__batch_template_free(weft__batch_template *t) {
   for (int i = 0; i < t->n; i++)
     free(t->seg[i].text);
@@ -69,11 +59,12 @@ static int unknown(const char *tpl, const char *name, const char *const *names,
   for (int i = 0; i < n && len + 64 < sizeof list; i++)
     len += (size_t)snprintf(list + len, sizeof list - len, "%s%s",
                             i ? ", " : "", names[i]);
-  int r = fail(err, errlen, WEFT_ENOENT,
-               "--output %s: unknown placeholder '{%s}'%s%s%s; use {job}, an "
-               "input name (%s) or NAME_slug",
-               tpl, name, best ? " (did you mean '{" : "", best ? best : "",
-               best ? "}'?)" : "", len ? list : "the graph has no inputs");
+  int r = weft__batch_fail(
+      err, errlen, WEFT_ENOENT,
+      "--output %s: unknown placeholder '{%s}'%s%s%s; use {job}, an "
+      "input name (%s) or NAME_slug",
+      tpl, name, best ? " (did you mean '{" : "", best ? best : "",
+      best ? "}'?)" : "", len ? list : "the graph has no inputs");
   for (int i = 0; slugs && i < n; i++)
     free(slugs[i]);
   free(slugs);
@@ -88,7 +79,8 @@ int weft__batch_template_parse(const char *tpl, const char *const *names,
   if (!(t->text = strdup(tpl))) goto oom;
   if (!tpl[0]) {
     weft__batch_template_free(t);
-    return fail(err, errlen, WEFT_EINVAL, "--output: empty template");
+    return weft__batch_fail(err, errlen, WEFT_EINVAL,
+                            "--output: empty template");
   }
   char *lit = malloc(strlen(tpl) + 1);
   if (!lit) goto oom;
@@ -100,10 +92,11 @@ int weft__batch_template_parse(const char *tpl, const char *const *names,
       continue;
     }
     if (*p == '}') {
-      rc = fail(err, errlen, WEFT_ESYNTAX,
-                "--output %s: a '}' at column %d closes nothing (write '}}' "
-                "for a literal one)",
-                tpl, (int)(p - tpl) + 1);
+      rc = weft__batch_fail(
+          err, errlen, WEFT_ESYNTAX,
+          "--output %s: a '}' at column %d closes nothing (write '}}' "
+          "for a literal one)",
+          tpl, (int)(p - tpl) + 1);
       break;
     }
     if (*p != '{') {
@@ -112,10 +105,11 @@ int weft__batch_template_parse(const char *tpl, const char *const *names,
     }
     const char *close = strchr(p, '}');
     if (!close) {
-      rc = fail(err, errlen, WEFT_ESYNTAX,
-                "--output %s: the '{' at column %d is never closed (write "
-                "'{{' for a literal one)",
-                tpl, (int)(p - tpl) + 1);
+      rc = weft__batch_fail(
+          err, errlen, WEFT_ESYNTAX,
+          "--output %s: the '{' at column %d is never closed (write "
+          "'{{' for a literal one)",
+          tpl, (int)(p - tpl) + 1);
       break;
     }
     if (nl) {
@@ -138,10 +132,11 @@ int weft__batch_template_parse(const char *tpl, const char *const *names,
       char *end;
       long w = strtol(colon + 1, &end, 10);
       if (!isdigit((unsigned char)colon[1]) || *end || w < 1 || w > 20) {
-        rc = fail(err, errlen, WEFT_ESYNTAX,
-                  "--output %s: '{%s:%s}': the width after ':' is a number "
-                  "from 1 to 20 (e.g. {%s:05})",
-                  tpl, name, colon + 1, name);
+        rc = weft__batch_fail(
+            err, errlen, WEFT_ESYNTAX,
+            "--output %s: '{%s:%s}': the width after ':' is a number "
+            "from 1 to 20 (e.g. {%s:05})",
+            tpl, name, colon + 1, name);
         break;
       }
       width = (int)w;
@@ -171,9 +166,10 @@ int weft__batch_template_parse(const char *tpl, const char *const *names,
       break;
     }
     if (width && slug) {
-      rc = fail(err, errlen, WEFT_ESYNTAX,
-                "--output %s: '{%s_slug:%d}': a slug takes no width", tpl, name,
-                width);
+      rc =
+          weft__batch_fail(err, errlen, WEFT_ESYNTAX,
+                           "--output %s: '{%s_slug:%d}': a slug takes no width",
+                           tpl, name, width);
       break;
     }
     s->width = width;
@@ -189,7 +185,7 @@ int weft__batch_template_parse(const char *tpl, const char *const *names,
   return rc;
 oom:
   weft__batch_template_free(t);
-  return fail(err, errlen, WEFT_ENOMEM, "out of memory");
+  return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
 }
 
 void weft__batch_slug(const char *s, char *out) {
@@ -291,29 +287,35 @@ char *weft__batch_template_render(const weft__batch_template *t, int64_t job,
 
 int weft__batch_name_check(const char *name, char *err, size_t errlen) {
   if (!name[0])
-    return fail(err, errlen, WEFT_EINVAL, "the output name is empty");
+    return weft__batch_fail(err, errlen, WEFT_EINVAL,
+                            "the output name is empty");
   if (name[0] == '/')
-    return fail(err, errlen, WEFT_EINVAL,
-                "'%s': an output name is relative to --output-dir", name);
+    return weft__batch_fail(err, errlen, WEFT_EINVAL,
+                            "'%s': an output name is relative to --output-dir",
+                            name);
   if (strlen(name) > 4000)
-    return fail(err, errlen, WEFT_EINVAL, "'%.40s...': name too long", name);
+    return weft__batch_fail(err, errlen, WEFT_EINVAL,
+                            "'%.40s...': name too long", name);
   const char *part = name;
   for (int first = 1;; first = 0) {
     const char *slash = strchr(part, '/');
     size_t n = slash ? (size_t)(slash - part) : strlen(part);
     if (n == 0)
-      return fail(err, errlen, WEFT_EINVAL,
-                  "'%s': an empty directory name (\"//\" or a trailing '/')",
-                  name);
+      return weft__batch_fail(
+          err, errlen, WEFT_EINVAL,
+          "'%s': an empty directory name (\"//\" or a trailing '/')", name);
     if ((n == 1 && part[0] == '.') || (n == 2 && !strncmp(part, "..", 2)))
-      return fail(err, errlen, WEFT_EINVAL,
-                  "'%s': '.' and '..' are not allowed in output names", name);
+      return weft__batch_fail(
+          err, errlen, WEFT_EINVAL,
+          "'%s': '.' and '..' are not allowed in output names", name);
     if (n > 255)
-      return fail(err, errlen, WEFT_EINVAL,
-                  "'%s': a part of the name is longer than 255 bytes", name);
+      return weft__batch_fail(
+          err, errlen, WEFT_EINVAL,
+          "'%s': a part of the name is longer than 255 bytes", name);
     if (first && !strncmp(part, ".weft-", 6))
-      return fail(err, errlen, WEFT_EINVAL,
-                  "'%s': names starting with '.weft-' are weft's own", name);
+      return weft__batch_fail(
+          err, errlen, WEFT_EINVAL,
+          "'%s': names starting with '.weft-' are weft's own", name);
     if (!slash) break;
     part = slash + 1;
   }
