@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "commands.h"
 
 double weft__bprog_now(void) {
   struct timespec ts;
@@ -194,59 +195,10 @@ void weft__bprog_job_failed(weft__bprog *p, int64_t job, const char *output,
                    message);
 }
 
-static const char *kind_name(weft_event_kind k) {
-  switch (k) {
-  case WEFT_EV_RUN_START: return "run_start";
-  case WEFT_EV_NODE_START: return "node_start";
-  case WEFT_EV_NODE_PROGRESS: return "progress";
-  case WEFT_EV_NODE_DONE: return "node_done";
-  case WEFT_EV_NODE_CACHED: return "node_cached";
-  case WEFT_EV_NODE_FAILED: return "node_failed";
-  case WEFT_EV_LOG: return "log";
-  case WEFT_EV_RUN_DONE: return "run_done";
-  }
-  return "?";
-}
-
-static const char *level_name(weft_log_level l) {
-  static const char *const n[] = {"debug", "info", "warn", "error"};
-  return (unsigned)l < 4 ? n[l] : "?";
-}
-
 static void node_json(weft__bprog *p, const weft_event *ev, int64_t job) {
-  json_t *o = event(p, kind_name(ev->kind));
+  json_t *o = event(p, weft_cli_event_name(ev->kind));
   json_object_set_new(o, "job", json_integer(job));
-  if (ev->node_id) {
-    json_object_set_new(o, "node", json_string(ev->node_id));
-    json_object_set_new(o, "op", json_string(ev->op));
-  }
-  switch (ev->kind) {
-  case WEFT_EV_NODE_PROGRESS:
-    json_object_set_new(o, "k", json_integer(ev->k));
-    json_object_set_new(o, "n", json_integer(ev->n));
-    break;
-  case WEFT_EV_NODE_DONE:
-    json_object_set_new(o, "ms", json_real(ev->ms));
-    break;
-  case WEFT_EV_NODE_FAILED:
-    json_object_set_new(o, "error", json_string(weft_err_name(ev->status)));
-    json_object_set_new(o, "message", json_string(ev->message));
-    break;
-  case WEFT_EV_LOG:
-    json_object_set_new(o, "level", json_string(level_name(ev->level)));
-    json_object_set_new(o, "message", json_string(ev->message));
-    break;
-  case WEFT_EV_RUN_START:
-    json_object_set_new(o, "nodes", json_integer(ev->n_total));
-    break;
-  case WEFT_EV_RUN_DONE:
-    json_object_set_new(o, "status", json_string(weft_err_name(ev->status)));
-    json_object_set_new(o, "done", json_integer(ev->n_done));
-    json_object_set_new(o, "cached", json_integer(ev->n_cached));
-    json_object_set_new(o, "total", json_integer(ev->n_total));
-    break;
-  default: break;
-  }
+  weft_cli_event_fields(o, ev);
   /* node events keep the runtime's clock: seconds since the run started */
   json_object_set_new(o, "run_t", json_real(ev->t));
   emit(o);
@@ -259,8 +211,8 @@ void weft__bprog_node_event(weft__bprog *p, const weft_event *ev, int64_t job) {
   }
   if (ev->kind == WEFT_EV_LOG && ev->level >= WEFT_LOG_WARN && !p->quiet) {
     weft__bprog_note(p, "job %lld: %s: %s: %s", (long long)job,
-                     ev->node_id ? ev->node_id : "weft", level_name(ev->level),
-                     ev->message);
+                     ev->node_id ? ev->node_id : "weft",
+                     weft_cli_level_name(ev->level), ev->message);
     return;
   }
   if (p->mode != WEFT__BP_TTY) return;

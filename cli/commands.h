@@ -73,5 +73,12 @@ weft_cli_events *weft_cli_events_new(const char *mode, bool quiet);
 void weft_cli_events_free(weft_cli_events *e);
 void weft_cli_events_cb(const weft_event *ev, void *user);
 bool weft_cli_events_json(const weft_cli_events *e);
+/* An event's JSON name ("node_done") and a log level's ("warn"). */
+const char *weft_cli_event_name(weft_event_kind k);
+const char *weft_cli_level_name(weft_log_level l);
+/* Adds an event's node, op and kind-specific fields (k/n, ms, error and
+ * message, level, totals) to o, after whatever header the caller wrote. */
+struct json_t;
+void weft_cli_event_fields(struct json_t *o, const weft_event *ev);
 
 #endif

@@ -45,7 +45,7 @@ bool weft_cli_events_json(const weft_cli_events *e) {
   return e->mode == EV_JSON;
 }
 
-static const char *kind_name(weft_event_kind k) {
+const char *weft_cli_event_name(weft_event_kind k) {
   switch (k) {
   case WEFT_EV_RUN_START: return "run_start";
   case WEFT_EV_NODE_START: return "node_start";
@@ -59,15 +59,12 @@ static const char *kind_name(weft_event_kind k) {
   return "?";
 }
 
-static const char *level_name(weft_log_level l) {
+const char *weft_cli_level_name(weft_log_level l) {
   static const char *const n[] = {"debug", "info", "warn", "error"};
   return (unsigned)l < 4 ? n[l] : "?";
 }
 
-static void put_json(const weft_event *ev) {
-  json_t *o = json_object();
-  json_object_set_new(o, "event", json_string(kind_name(ev->kind)));
-  json_object_set_new(o, "t", json_real(ev->t));
+void weft_cli_event_fields(json_t *o, const weft_event *ev) {
   if (ev->node_id) {
     json_object_set_new(o, "node", json_string(ev->node_id));
     json_object_set_new(o, "op", json_string(ev->op));
@@ -77,13 +74,16 @@ static void put_json(const weft_event *ev) {
     json_object_set_new(o, "k", json_integer(ev->k));
     json_object_set_new(o, "n", json_integer(ev->n));
     break;
-  case WEFT_EV_NODE_DONE: json_object_set_new(o, "ms", json_real(ev->ms)); break;
+  case WEFT_EV_NODE_DONE:
+    json_object_set_new(o, "ms", json_real(ev->ms));
+    break;
   case WEFT_EV_NODE_FAILED:
     json_object_set_new(o, "error", json_string(weft_err_name(ev->status)));
     json_object_set_new(o, "message", json_string(ev->message));
     break;
   case WEFT_EV_LOG:
-    json_object_set_new(o, "level", json_string(level_name(ev->level)));
+    json_object_set_new(o, "level",
+                        json_string(weft_cli_level_name(ev->level)));
     json_object_set_new(o, "message", json_string(ev->message));
     break;
   case WEFT_EV_RUN_START:
@@ -97,8 +97,15 @@ static void put_json(const weft_event *ev) {
     break;
   default: break;
   }
-  char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII |
-                                  JSON_REAL_PRECISION(9));
+}
+
+static void put_json(const weft_event *ev) {
+  json_t *o = json_object();
+  json_object_set_new(o, "event", json_string(weft_cli_event_name(ev->kind)));
+  json_object_set_new(o, "t", json_real(ev->t));
+  weft_cli_event_fields(o, ev);
+  char *s =
+      json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(9));
   if (s) {
     puts(s);
     fflush(stdout);
@@ -124,7 +131,7 @@ static void put_tty(weft_cli_events *e, const weft_event *ev) {
     if (ev->level < WEFT_LOG_INFO) return;
     if (e->line_open) fputs("\r\033[K", stderr);
     e->line_open = false;
-    fprintf(stderr, "%s: %s: %s\n", ev->node_id, level_name(ev->level),
+    fprintf(stderr, "%s: %s: %s\n", ev->node_id, weft_cli_level_name(ev->level),
             ev->message);
     return;
   case WEFT_EV_RUN_START: e->total = ev->n_total; return;
@@ -150,8 +157,8 @@ void weft_cli_events_cb(const weft_event *ev, void *user) {
   case EV_TTY: put_tty(e, ev); break;
   case EV_NONE:
     if (ev->kind == WEFT_EV_LOG && ev->level >= WEFT_LOG_WARN && !e->quiet)
-      fprintf(stderr, "%s: %s: %s\n", ev->node_id, level_name(ev->level),
-              ev->message);
+      fprintf(stderr, "%s: %s: %s\n", ev->node_id,
+              weft_cli_level_name(ev->level), ev->message);
     break;
   }
 }
