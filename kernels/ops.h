@@ -12,6 +12,7 @@
 #ifndef WEFT_KERNELS_OPS_H
 #define WEFT_KERNELS_OPS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,64 @@ typedef enum weft_binop {
   WEFT_BIN_DIV,
   WEFT_BIN_COUNT
 } weft_binop;
+
+/* y = a op b with numpy's broadcasting (shapes right-aligned, a 1 stretches),
+ * as loops over nd dims of the output: size-1 dims dropped, and a dim merged
+ * into the next when both operands step through it contiguously (or both
+ * broadcast it), so a backend's inner loop runs long.  sa/sb are element
+ * strides into a and b (0 where broadcast); the last dim is innermost. */
+typedef struct weft_bcast {
+  int nd;
+  int64_t shape[WEFT_MAX_DIMS], sa[WEFT_MAX_DIMS], sb[WEFT_MAX_DIMS];
+  int64_t total; /* elements of y; 0 for an empty one */
+} weft_bcast;
+
+/* 0, or WEFT_EINVAL for shapes that do not broadcast. */
+static inline int weft_bcast_plan(int a_ndim, const int64_t *a_shape,
+                                  int b_ndim, const int64_t *b_shape,
+                                  weft_bcast *p) {
+  if (a_ndim < 0 || b_ndim < 0 || a_ndim > WEFT_MAX_DIMS ||
+      b_ndim > WEFT_MAX_DIMS || (a_ndim && !a_shape) || (b_ndim && !b_shape))
+    return WEFT_EINVAL;
+  int nd = a_ndim > b_ndim ? a_ndim : b_ndim;
+  int64_t shape[WEFT_MAX_DIMS], sa[WEFT_MAX_DIMS], sb[WEFT_MAX_DIMS];
+  int64_t ca = 1, cb = 1, total = 1;
+  for (int d = nd - 1; d >= 0; d--) { /* right-aligned, numpy's rule */
+    int ia = d - (nd - a_ndim), ib = d - (nd - b_ndim);
+    int64_t da = ia >= 0 ? a_shape[ia] : 1, db = ib >= 0 ? b_shape[ib] : 1;
+    if (da < 0 || db < 0 || (da != db && da != 1 && db != 1))
+      return WEFT_EINVAL;
+    shape[d] = da == 1 ? db : da;
+    sa[d] = da == 1 ? 0 : ca;
+    sb[d] = db == 1 ? 0 : cb;
+    ca *= da;
+    cb *= db;
+    total *= shape[d];
+  }
+  int m = 0;
+  for (int d = 0; d < nd; d++) {
+    if (shape[d] == 1) continue;
+    if (m > 0 && p->sa[m - 1] == sa[d] * shape[d] &&
+        p->sb[m - 1] == sb[d] * shape[d]) {
+      p->shape[m - 1] *= shape[d];
+      p->sa[m - 1] = sa[d];
+      p->sb[m - 1] = sb[d];
+      continue;
+    }
+    p->shape[m] = shape[d];
+    p->sa[m] = sa[d];
+    p->sb[m] = sb[d];
+    m++;
+  }
+  if (m == 0) { /* scalars */
+    p->shape[0] = 1;
+    p->sa[0] = p->sb[0] = 1;
+    m = 1;
+  }
+  p->nd = m;
+  p->total = total;
+  return 0;
+}
 
 /* C = alpha * op(A) @ op(B) + beta * C, row-major; op(A) is [m,k], op(B)
  * [k,n], C [m,n]; op(X) = X^T when trans_x.  lda/ldb/ldc are row strides of
@@ -93,6 +152,38 @@ static inline int64_t weft_conv2d_out_size(int64_t in, int64_t k,
                                            int64_t pad_end) {
   int64_t span = in + pad_begin + pad_end - k;
   return span < 0 || stride <= 0 ? 0 : span / stride + 1;
+}
+
+/* A 1x1, stride-1, unpadded conv: one GEMM per image. */
+static inline bool weft_conv2d_is_pointwise(const weft_conv2d_args *a) {
+  return a->k_h == 1 && a->k_w == 1 && a->stride_h == 1 && a->stride_w == 1 &&
+         a->pad_top == 0 && a->pad_left == 0 && a->pad_bottom == 0 &&
+         a->pad_right == 0;
+}
+
+/* The shape rules every backend applies to a conv (buffers not looked at:
+ * a scratch size is asked before they exist): the output size, or
+ * WEFT_EINVAL. */
+static inline int weft_conv2d_check_shapes(const weft_conv2d_args *a,
+                                           int64_t *h_out, int64_t *w_out) {
+  if (!a) return WEFT_EINVAL;
+  if (a->batch < 0 || a->c_in <= 0 || a->h_in <= 0 || a->w_in <= 0 ||
+      a->c_out <= 0 || a->k_h <= 0 || a->k_w <= 0 || a->stride_h <= 0 ||
+      a->stride_w <= 0 || a->pad_top < 0 || a->pad_left < 0 ||
+      a->pad_bottom < 0 || a->pad_right < 0)
+    return WEFT_EINVAL;
+  *h_out = weft_conv2d_out_size(a->h_in, a->k_h, a->stride_h, a->pad_top,
+                                a->pad_bottom);
+  *w_out = weft_conv2d_out_size(a->w_in, a->k_w, a->stride_w, a->pad_left,
+                                a->pad_right);
+  if (*h_out <= 0 || *w_out <= 0) return WEFT_EINVAL;
+  int64_t k = a->c_in * a->k_h * a->k_w, n = *h_out * *w_out;
+  if (k > INT32_MAX || n > INT32_MAX || a->c_out > INT32_MAX)
+    return WEFT_EINVAL;
+  if ((a->x_bstride && a->x_bstride < a->c_in * a->h_in * a->w_in) ||
+      (a->y_bstride && a->y_bstride < a->c_out * n))
+    return WEFT_EINVAL;
+  return 0;
 }
 
 /* Scaled dot-product attention, torch's F.scaled_dot_product_attention:

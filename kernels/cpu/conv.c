@@ -23,36 +23,8 @@
 #endif
 #define WEFT_CONV_MIN_COLS 384
 
-static bool is_pointwise(const weft_conv2d_args *a) {
-  return a->k_h == 1 && a->k_w == 1 && a->stride_h == 1 && a->stride_w == 1 &&
-         a->pad_top == 0 && a->pad_left == 0 && a->pad_bottom == 0 &&
-         a->pad_right == 0;
-}
-
-/* Shapes only (the scratch size is asked before buffers exist). */
-static int check_shapes(const weft_conv2d_args *a, int64_t *h_out,
-                        int64_t *w_out) {
-  if (!a) return WEFT_EINVAL;
-  if (a->batch < 0 || a->c_in <= 0 || a->h_in <= 0 || a->w_in <= 0 ||
-      a->c_out <= 0 || a->k_h <= 0 || a->k_w <= 0 || a->stride_h <= 0 ||
-      a->stride_w <= 0 || a->pad_top < 0 || a->pad_left < 0 ||
-      a->pad_bottom < 0 || a->pad_right < 0)
-    return WEFT_EINVAL;
-  *h_out = weft_conv2d_out_size(a->h_in, a->k_h, a->stride_h, a->pad_top,
-                                a->pad_bottom);
-  *w_out = weft_conv2d_out_size(a->w_in, a->k_w, a->stride_w, a->pad_left,
-                                a->pad_right);
-  if (*h_out <= 0 || *w_out <= 0) return WEFT_EINVAL;
-  int64_t k = a->c_in * a->k_h * a->k_w, n = *h_out * *w_out;
-  if (k > INT_MAX || n > INT_MAX || a->c_out > INT_MAX) return WEFT_EINVAL;
-  if ((a->x_bstride && a->x_bstride < a->c_in * a->h_in * a->w_in) ||
-      (a->y_bstride && a->y_bstride < a->c_out * n))
-    return WEFT_EINVAL;
-  return 0;
-}
-
 static int check(const weft_conv2d_args *a, int64_t *h_out, int64_t *w_out) {
-  int rc = check_shapes(a, h_out, w_out);
+  int rc = weft_conv2d_check_shapes(a, h_out, w_out);
   if (rc == 0 && (!a->x || !a->weight || !a->y)) rc = WEFT_EINVAL;
   return rc;
 }
@@ -72,7 +44,9 @@ size_t weft_cpu_conv2d_scratch_bytes(const weft_cpu_ctx *ctx,
                                      const weft_conv2d_args *a) {
   (void)ctx;
   int64_t h_out, w_out;
-  if (check_shapes(a, &h_out, &w_out) != 0 || is_pointwise(a)) return 0;
+  if (weft_conv2d_check_shapes(a, &h_out, &w_out) != 0 ||
+      weft_conv2d_is_pointwise(a))
+    return 0;
   int64_t k = a->c_in * a->k_h * a->k_w;
   return (size_t)(k * block_cols(k, h_out * w_out)) * sizeof(float);
 }
@@ -157,7 +131,7 @@ int weft_cpu_conv2d(weft_cpu_ctx *ctx, const weft_conv2d_args *a) {
   const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * n;
   const int64_t bias_grain = 1 + (1 << 15) / n;
 
-  if (is_pointwise(a)) {
+  if (weft_conv2d_is_pointwise(a)) {
     for (int64_t b = 0; b < a->batch; b++) {
       float *y = a->y + b * ys;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)a->c_out,

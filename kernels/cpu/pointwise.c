@@ -138,50 +138,17 @@ static void bin_rows(void *arg, int64_t rb, int64_t re, int tid) {
 int weft_cpu_binary(weft_cpu_ctx *ctx, weft_binop op, const float *a,
                     int a_ndim, const int64_t *a_shape, const float *b,
                     int b_ndim, const int64_t *b_shape, float *y) {
-  if (!a || !b || !y || op < 0 || op >= WEFT_BIN_COUNT || a_ndim < 0 ||
-      b_ndim < 0 || a_ndim > WEFT_MAX_DIMS || b_ndim > WEFT_MAX_DIMS ||
-      (a_ndim && !a_shape) || (b_ndim && !b_shape))
+  weft_bcast bc;
+  if (!a || !b || !y || op < 0 || op >= WEFT_BIN_COUNT ||
+      weft_bcast_plan(a_ndim, a_shape, b_ndim, b_shape, &bc))
     return WEFT_EINVAL;
-  int nd = a_ndim > b_ndim ? a_ndim : b_ndim;
-  int64_t shape[WEFT_MAX_DIMS], sa[WEFT_MAX_DIMS], sb[WEFT_MAX_DIMS];
-  int64_t ca = 1, cb = 1, total = 1;
-  for (int d = nd - 1; d >= 0; d--) { /* right-aligned, numpy's rule */
-    int ia = d - (nd - a_ndim), ib = d - (nd - b_ndim);
-    int64_t da = ia >= 0 ? a_shape[ia] : 1, db = ib >= 0 ? b_shape[ib] : 1;
-    if (da < 0 || db < 0 || (da != db && da != 1 && db != 1))
-      return WEFT_EINVAL;
-    shape[d] = da == 1 ? db : da;
-    sa[d] = da == 1 ? 0 : ca;
-    sb[d] = db == 1 ? 0 : cb;
-    ca *= da;
-    cb *= db;
-    total *= shape[d];
-  }
+  int64_t total = bc.total;
   if (total == 0) return 0;
-  /* Collapse: drop size-1 dims, merge a dim into the next when both operands
-   * step through it contiguously (or both broadcast it). */
-  bin_job j = {.op = op, .a = a, .b = b, .y = y};
-  int m = 0;
-  for (int d = 0; d < nd; d++) {
-    if (shape[d] == 1) continue;
-    if (m > 0 && j.sa[m - 1] == sa[d] * shape[d] &&
-        j.sb[m - 1] == sb[d] * shape[d]) {
-      j.shape[m - 1] *= shape[d];
-      j.sa[m - 1] = sa[d];
-      j.sb[m - 1] = sb[d];
-      continue;
-    }
-    j.shape[m] = shape[d];
-    j.sa[m] = sa[d];
-    j.sb[m] = sb[d];
-    m++;
-  }
-  if (m == 0) { /* scalars */
-    j.shape[0] = 1;
-    j.sa[0] = j.sb[0] = 1;
-    m = 1;
-  }
-  j.nd = m;
+  bin_job j = {.op = op, .a = a, .b = b, .y = y, .nd = bc.nd};
+  memcpy(j.shape, bc.shape, sizeof j.shape);
+  memcpy(j.sa, bc.sa, sizeof j.sa);
+  memcpy(j.sb, bc.sb, sizeof j.sb);
+  int m = bc.nd;
   int64_t inner = j.shape[m - 1], rows = total / inner;
   weft__parallel_for(ctx, rows, 1 + PAR_ELEMS / inner, bin_rows, &j);
   return 0;

@@ -463,51 +463,19 @@ static int be_binary(weft_backend *be, weft_binop op, const float *a,
                      int a_ndim, const int64_t *a_shape, const float *b,
                      int b_ndim, const int64_t *b_shape, float *y) {
   weft__cuda_ctx *ctx = CTX(be);
-  if (!a || !b || !y || op < 0 || op >= WEFT_BIN_COUNT || a_ndim < 0 ||
-      b_ndim < 0 || a_ndim > WEFT_MAX_DIMS || b_ndim > WEFT_MAX_DIMS ||
-      (a_ndim && !a_shape) || (b_ndim && !b_shape))
+  weft_bcast p;
+  if (!a || !b || !y || op < 0 || op >= WEFT_BIN_COUNT ||
+      weft_bcast_plan(a_ndim, a_shape, b_ndim, b_shape, &p))
     return WEFT_EINVAL;
-  int nd = a_ndim > b_ndim ? a_ndim : b_ndim;
-  int64_t shape[WEFT_MAX_DIMS], sa[WEFT_MAX_DIMS], sb[WEFT_MAX_DIMS];
-  int64_t ca = 1, cb = 1, total = 1;
-  for (int d = nd - 1; d >= 0; d--) { /* right-aligned, numpy's rule */
-    int ia = d - (nd - a_ndim), ib = d - (nd - b_ndim);
-    int64_t da = ia >= 0 ? a_shape[ia] : 1, db = ib >= 0 ? b_shape[ib] : 1;
-    if (da < 0 || db < 0 || (da != db && da != 1 && db != 1))
-      return WEFT_EINVAL;
-    shape[d] = da == 1 ? db : da;
-    sa[d] = da == 1 ? 0 : ca;
-    sb[d] = db == 1 ? 0 : cb;
-    ca *= da;
-    cb *= db;
-    total *= shape[d];
-  }
+  int64_t total = p.total;
   if (total == 0) return 0;
-  /* Collapse as kernels/cpu does: drop size-1 dims, merge dims both
-   * operands step through contiguously, so the kernel divides less. */
+  /* the same loops kernels/cpu runs (ops.h's weft_bcast_plan) */
   weft__cu_bcast bc;
   memset(&bc, 0, sizeof bc);
-  int m = 0;
-  for (int d = 0; d < nd; d++) {
-    if (shape[d] == 1) continue;
-    if (m > 0 && bc.sa[m - 1] == sa[d] * shape[d] &&
-        bc.sb[m - 1] == sb[d] * shape[d]) {
-      bc.shape[m - 1] *= shape[d];
-      bc.sa[m - 1] = sa[d];
-      bc.sb[m - 1] = sb[d];
-      continue;
-    }
-    bc.shape[m] = shape[d];
-    bc.sa[m] = sa[d];
-    bc.sb[m] = sb[d];
-    m++;
-  }
-  if (m == 0) { /* scalars */
-    bc.shape[0] = 1;
-    bc.sa[0] = bc.sb[0] = 1;
-    m = 1;
-  }
-  bc.nd = m;
+  bc.nd = p.nd;
+  memcpy(bc.shape, p.shape, sizeof bc.shape);
+  memcpy(bc.sa, p.sa, sizeof bc.sa);
+  memcpy(bc.sb, p.sb, sizeof bc.sb);
   ENTER(ctx);
   return LAUNCHED(ctx,
                   weft__cu_binary(ctx->stream, (int)op, a, b, y, &bc, total),

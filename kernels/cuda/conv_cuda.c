@@ -17,35 +17,6 @@
 #define WEFT_CUDA_CONV_BLOCK_BYTES ((size_t)64 << 20)
 #endif
 
-static bool is_pointwise(const weft_conv2d_args *a) {
-  return a->k_h == 1 && a->k_w == 1 && a->stride_h == 1 && a->stride_w == 1 &&
-         a->pad_top == 0 && a->pad_left == 0 && a->pad_bottom == 0 &&
-         a->pad_right == 0;
-}
-
-/* kernels/cpu's shape rules (conv.c), so both backends refuse the same. */
-static int check_shapes(const weft_conv2d_args *a, int64_t *h_out,
-                        int64_t *w_out) {
-  if (!a) return WEFT_EINVAL;
-  if (a->batch < 0 || a->c_in <= 0 || a->h_in <= 0 || a->w_in <= 0 ||
-      a->c_out <= 0 || a->k_h <= 0 || a->k_w <= 0 || a->stride_h <= 0 ||
-      a->stride_w <= 0 || a->pad_top < 0 || a->pad_left < 0 ||
-      a->pad_bottom < 0 || a->pad_right < 0)
-    return WEFT_EINVAL;
-  *h_out = weft_conv2d_out_size(a->h_in, a->k_h, a->stride_h, a->pad_top,
-                                a->pad_bottom);
-  *w_out = weft_conv2d_out_size(a->w_in, a->k_w, a->stride_w, a->pad_left,
-                                a->pad_right);
-  if (*h_out <= 0 || *w_out <= 0) return WEFT_EINVAL;
-  int64_t k = a->c_in * a->k_h * a->k_w, n = *h_out * *w_out;
-  if (k > INT32_MAX || n > INT32_MAX || a->c_out > INT32_MAX)
-    return WEFT_EINVAL;
-  if ((a->x_bstride && a->x_bstride < a->c_in * a->h_in * a->w_in) ||
-      (a->y_bstride && a->y_bstride < a->c_out * n))
-    return WEFT_EINVAL;
-  return 0;
-}
-
 static bool cudnn_eligible(const weft__cuda_ctx *ctx,
                            const weft_conv2d_args *a) {
   return ctx->cudnn && ctx->conv_algo != WEFT_CUDA_CONV_IM2COL &&
@@ -58,7 +29,7 @@ typedef enum conv_path { PATH_GEMM, PATH_CUDNN, PATH_IM2COL } conv_path;
 static conv_path choose(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                         size_t *ws) {
   *ws = 0;
-  if (is_pointwise(a)) return PATH_GEMM;
+  if (weft_conv2d_is_pointwise(a)) return PATH_GEMM;
   if (cudnn_eligible(ctx, a) && weft__cudnn_conv_plan(ctx, a, ws) == 0)
     return PATH_CUDNN;
   ctx->err[0] = 0; /* a refused cuDNN plan is no failure */
@@ -68,7 +39,8 @@ static conv_path choose(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
 const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a) {
   int64_t h_out, w_out;
   size_t ws;
-  if (!weft_backend_is_cuda(be) || check_shapes(a, &h_out, &w_out) != 0)
+  if (!weft_backend_is_cuda(be) ||
+      weft_conv2d_check_shapes(a, &h_out, &w_out) != 0)
     return NULL;
   if (cudaSetDevice(WEFT__CUDA_CTX(be)->device) != cudaSuccess) {
     cudaGetLastError();
@@ -107,7 +79,7 @@ size_t weft__cuda_conv2d_scratch_bytes(weft__cuda_ctx *ctx,
                                        const weft_conv2d_args *a) {
   int64_t h_out, w_out;
   size_t ws;
-  if (check_shapes(a, &h_out, &w_out) != 0) return 0;
+  if (weft_conv2d_check_shapes(a, &h_out, &w_out) != 0) return 0;
   conv_path p = choose(ctx, a, &ws);
   if (p == PATH_GEMM) return 0;
   if (p == PATH_CUDNN) return ws;
@@ -120,7 +92,7 @@ size_t weft__cuda_conv2d_scratch_bytes(weft__cuda_ctx *ctx,
 
 int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   int64_t h_out, w_out;
-  int rc = check_shapes(a, &h_out, &w_out);
+  int rc = weft_conv2d_check_shapes(a, &h_out, &w_out);
   if (rc == 0 && (!a->x || !a->weight || !a->y)) rc = WEFT_EINVAL;
   if (rc != 0) return rc;
   if (a->batch == 0) return 0;
@@ -130,7 +102,7 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
 
   /* cuDNN plans inside weft__cudnn_conv; a refusal (no deterministic
    * algorithm in the math mode asked for) falls through to im2col. */
-  conv_path path = is_pointwise(a) ? PATH_GEMM : PATH_IM2COL;
+  conv_path path = weft_conv2d_is_pointwise(a) ? PATH_GEMM : PATH_IM2COL;
   if (path != PATH_GEMM && cudnn_eligible(ctx, a)) {
     rc = weft__cudnn_conv(ctx, a);
     if (rc == WEFT_EUNSUPPORTED) {
