@@ -127,6 +127,15 @@ SCHEDULER = dict(
 )
 
 
+def sub_env():
+    """The environment of weft's programs: run_sd15_check.sh's library path (the carried
+    libraries) for them only, not for torch."""
+    env = dict(os.environ)
+    if os.environ.get("WEFT_SD15_LD_LIBRARY_PATH"):
+        env["LD_LIBRARY_PATH"] = os.environ["WEFT_SD15_LD_LIBRARY_PATH"]
+    return env
+
+
 def log(msg):
     print(f"[sd15_check {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -618,7 +627,7 @@ def main():
         t0 = time.time()
         try:
             timeout = max(10, left() - 5) if args.deadline else None
-            rc = subprocess.run(cmd, timeout=timeout).returncode
+            rc = subprocess.run(cmd, timeout=timeout, env=sub_env()).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
         status = "ok" if rc == 0 else f"failed (exit {rc})"
@@ -660,7 +669,7 @@ def main():
         log("run: " + " ".join(cmd))
         try:
             timeout = max(10, left() - 3) if args.deadline else None
-            rc = subprocess.run(cmd, timeout=timeout).returncode
+            rc = subprocess.run(cmd, timeout=timeout, env=sub_env()).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
         pngs = sorted(glob.glob(os.path.join(odir, "*.png")))
