@@ -42,22 +42,12 @@ say() { echo "[run_sd15_check +$(($(date +%s) - t_start))s] $*"; }
 export PYTHONUNBUFFERED=1
 cd "$root" || exit 1
 
-# ---- python packages: the carried wheels where diffusers is missing ---------
-if ! python3 -c 'import diffusers' 2>/dev/null; then
-  if ! ls "$root"/.whl/*.whl >/dev/null 2>&1; then
-    say "no diffusers here and no .whl/*.whl carried"
-    exit 1
-  fi
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-    --upgrade --target /tmp/weft-site "$root"/.whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/weft-site${PYTHONPATH:+:$PYTHONPATH}
-fi
 {
   date -u
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 |
     tail -1
   nvcc --version 2>&1 | tail -1
-  python3 -c 'import torch, diffusers, transformers; print("torch", torch.__version__, "diffusers", diffusers.__version__, "transformers", transformers.__version__)'
+  echo "cores: $(nproc)"
 } 2>&1 | sed 's/^/[env] /'
 
 # ---- weft's build ------------------------------------------------------------
@@ -71,12 +61,13 @@ if [ -n "${WEFT_SD15_BUILD:-}" ]; then
   build_pid=$!
   run_path=""
 else
-  # the libraries as tools/gpu/run_sd_cuda_tests.sh brings them: each one
-  # the machine's pkg-config lacks from the carried Debian packages, dpkg -x
-  # into a folder of our own, .pc files rewritten there
+  # the libraries as tools/gpu/run_sd_cuda_tests.sh brings them (its code):
+  # each one the machine's pkg-config lacks from the carried Debian
+  # packages, dpkg -x into a folder of this script's own, .pc files
+  # rewritten to it
   build=/tmp/weft-sd15-build
   debs=$root/.gpu-deps/debs
-  deps=/tmp/weft-gpu-deps
+  deps=/tmp/weft-sd15-deps
   pcdir=$deps/pkgconfig
   mkdir -p "$pcdir"
   libs=(libuv yaml-0.1 libpng jansson libxxhash zlib)
@@ -163,6 +154,7 @@ EOF
   # carried wheels are not meson's business)
   (
     unset PYTHONPATH
+    : >"$OUT/build.log"
     if [ ! -f "$build/build.ninja" ] &&
       ! $meson_bin setup "$build" "$root" -Dcuda=enabled \
         --buildtype=debugoptimized >"$OUT/build.log" 2>&1; then
@@ -178,6 +170,17 @@ EOF
     echo $? >"$build_done"
   ) &
   build_pid=$!
+fi
+
+# ---- python packages: the carried wheels where diffusers is missing --------
+if ! python3 -c 'import diffusers' 2>/dev/null; then
+  if ! ls "$root"/.whl/*.whl >/dev/null 2>&1; then
+    say "no diffusers here and no .whl/*.whl carried"
+    exit 1
+  fi
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target /tmp/weft-site "$root"/.whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/weft-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 # weft's programs get the carried libraries; python keeps its own
 export WEFT_SD15_LD_LIBRARY_PATH=${run_path}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}

@@ -584,7 +584,9 @@ def main():
 
     # ---- diffusers txt2img (while weft builds)
     pipe_imgs = {}
-    if "pipe" in stages and "txt2img" in stages:
+    if "pipe" in stages and "txt2img" in stages and left() < 90:
+        res.stage("pipe", "skipped", error=f"{left():.0f} s left before the deadline: weft's model check first")
+    elif "pipe" in stages and "txt2img" in stages:
         for name, dt in (("fp32", torch.float32), ("fp16", torch.float16)):
             if name == "fp16" and not fp16:
                 continue
@@ -650,7 +652,9 @@ def main():
             ok_all = False
 
     # ---- weft txt2img
-    if "txt2img" in stages:
+    if "txt2img" in stages and left() < 30:
+        res.stage("txt2img", "skipped", error=f"{left():.0f} s left before the deadline")
+    elif "txt2img" in stages:
         t0 = time.time()
         if not wait_build():
             res.stage("txt2img", "failed", error="no weft build")
