@@ -160,12 +160,13 @@ static int register_node(weft_ctx *ctx, const weft_node_def *src,
   for (int i = 0; i < op.def.n_params; i++)
     for (int j = 0; j < op.def.n_inputs; j++)
       if (strcmp(op.params[i].name, op.inputs[j].name) == 0) {
+        r = weft__err(ctx, WEFT_EPLUGIN, NULL,
+                      "%s: node '%s': '%s' is both an input and a param",
+                      origin, name, op.params[i].name);
         free(op.inputs);
         free(op.outputs);
         free(op.params);
-        return weft__err(ctx, WEFT_EPLUGIN, NULL,
-                         "%s: node '%s': '%s' is both an input and a param",
-                         origin, name, op.params[i].name);
+        return r;
       }
   op.def.inputs = op.inputs;
   op.def.outputs = op.outputs;

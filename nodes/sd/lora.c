@@ -332,7 +332,7 @@ int sd_patch_apply(sd_patch_state *st, sd_part part, const sd_patch *p,
       const float s = p[k].strength;
       for (int64_t j = 0; j < t->param->numel; j++) w[j] += s * t->delta[j];
     }
-  sd_patch *copy = malloc((size_t)(n ? n : 1) * sizeof *copy);
+  sd_patch *copy = malloc((n > 0 ? (size_t)n : 1) * sizeof *copy);
   if (!copy) return WEFT_ENOMEM;
   for (int k = 0; k < n; k++) sd_lora_retain(p[k].lora);
   for (int k = 0; k < st->n_applied; k++) sd_lora_release(st->applied[k].lora);
