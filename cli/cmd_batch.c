@@ -73,6 +73,8 @@ static void usage(FILE *out) {
       "  --plugin-dir DIR      load plugins from DIR too (repeatable)\n"
       "  --device DEV          where the models run: cpu, cuda or auto (as\n"
       "                        weft run --device)\n"
+      "  --vram BYTES          device memory the models may hold (as weft\n"
+      "                        run --vram)\n"
       "  -q, --quiet           print only errors and the summary\n"
       "\n"
       "Ends with 'done N, skipped N, failed N (of N)' on stderr. Ctrl-C\n"
@@ -588,6 +590,7 @@ enum {
   OPT_NODE_EVENTS,
   OPT_PIPELINE,
   OPT_DEVICE,
+  OPT_VRAM,
 };
 
 int weft_cmd_batch(int argc, char **argv) {
@@ -608,6 +611,7 @@ int weft_cmd_batch(int argc, char **argv) {
       {"node-events", no_argument, 0, OPT_NODE_EVENTS},
       {"pipeline", required_argument, 0, OPT_PIPELINE},
       {"device", required_argument, 0, OPT_DEVICE},
+      {"vram", required_argument, 0, OPT_VRAM},
       {0, 0, 0, 0}};
   const char *manifest = NULL, *tpl = "{job:05}.png", *shard_arg = NULL;
   const char *sweeps[MAX_SWEEPS];
@@ -668,6 +672,9 @@ int weft_cmd_batch(int argc, char **argv) {
     case OPT_NODE_EVENTS: node_events = true; break;
     case OPT_DEVICE:
       if (weft_cli_use_device(optarg)) return 2;
+      break;
+    case OPT_VRAM:
+      if (weft_cli_use_vram(optarg)) return 2;
       break;
     case OPT_PIPELINE: {
       char *end;

@@ -28,6 +28,9 @@ static void run_usage(FILE *out) {
         "                      WEFT_DEVICE; default: WEFT_DEVICE, else auto =\n"
         "                      CUDA when weft was built with it and a GPU is\n"
         "                      there, else the CPU)\n"
+        "  --vram BYTES        device memory the models may hold (1.5G,\n"
+        "                      1536M, bytes; sets WEFT_VRAM; default: what\n"
+        "                      the device has free)\n"
         "  -q, --quiet         print only errors\n"
         "\n"
         "Exit status: 0 ok, 1 a node failed, 2 bad input, 130 cancelled.\n",
@@ -35,7 +38,7 @@ static void run_usage(FILE *out) {
 }
 
 /* weft run's own option codes, after commands.h's shared ones */
-enum { OPT_RUN_DEVICE = 1100 };
+enum { OPT_RUN_DEVICE = 1100, OPT_RUN_VRAM };
 
 static void print_outputs(const weft_graph *g, bool json, bool quiet) {
   for (int i = 0; i < weft_graph_output_count(g); i++) {
@@ -65,6 +68,7 @@ int weft_cmd_run(int argc, char **argv) {
       {"input-dir", required_argument, 0, OPT_INPUT_DIR},
       {"quiet", no_argument, 0, OPT_QUIET},
       {"device", required_argument, 0, OPT_RUN_DEVICE},
+      {"vram", required_argument, 0, OPT_RUN_VRAM},
       {0, 0, 0, 0}};
   const char *device = NULL;
   int c;
@@ -79,6 +83,9 @@ int weft_cmd_run(int argc, char **argv) {
     case OPT_OUTPUT_DIR: o.output_dir = optarg; break;
     case OPT_INPUT_DIR: o.input_dir = optarg; break;
     case OPT_RUN_DEVICE: device = optarg; break;
+    case OPT_RUN_VRAM:
+      if (weft_cli_use_vram(optarg)) return 2;
+      break;
     case 'q':
     case OPT_QUIET: o.quiet = true; break;
     default: run_usage(stderr); return 2;

@@ -3,6 +3,7 @@
 #define WEFT_CLI_COMMANDS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "weft/weft.h"
 
@@ -55,6 +56,13 @@ enum {
  * driver sees) and sets WEFT_DEVICE for the model plugins; 0, or prints why
  * and returns 2. */
 int weft_cli_use_device(const char *dev);
+/* A byte count as users write it: "1500000000", "1.5G", "1536M", "512k"
+ * (powers of 1024 for k/M/G/T, an optional trailing "B" or "iB").  0 and
+ * *bytes set, or -1 for anything else (negative, empty, junk, overflow). */
+int weft_cli_parse_bytes(const char *s, uint64_t *bytes);
+/* --vram BYTES: parses it and sets WEFT_VRAM (bytes, decimal) for the model
+ * plugins; 0, or prints why and returns 2. */
+int weft_cli_use_vram(const char *s);
 /* Creates a context with threads and plugins loaded; prints the error and
  * returns NULL on failure (*code gets the exit code). */
 weft_ctx *weft_cli_ctx(const weft_cli_opts *o, int *code);

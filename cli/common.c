@@ -1,6 +1,7 @@
 /* common.c - what the weft subcommands share: options, context set-up,
  * graph loading and error reporting. */
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,5 +160,44 @@ int weft_cli_use_device(const char *dev) {
   }
   /* the model plugins read it when their loaders run */
   setenv("WEFT_DEVICE", dev, 1);
+  return 0;
+}
+
+int weft_cli_parse_bytes(const char *s, uint64_t *bytes) {
+  if (!s || !*s || *s == '-' || *s == '+') return -1;
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || !(v >= 0)) return -1;
+  double mul = 1;
+  switch (*end) {
+  case 'k': case 'K': mul = 1024.0; end++; break;
+  case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
+  case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
+  case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
+  default: break;
+  }
+  if (mul > 1 && *end == 'i') end++;
+  if (*end == 'B' || *end == 'b') end++;
+  if (*end) return -1;
+  v *= mul;
+  if (v >= 18446744073709551616.0) return -1;
+  *bytes = (uint64_t)(v + 0.5);
+  return 0;
+}
+
+int weft_cli_use_vram(const char *s) {
+  uint64_t b;
+  if (weft_cli_parse_bytes(s, &b) || b == 0) {
+    fprintf(stderr,
+            "weft: --vram %s: expected a positive byte count such as "
+            "1500000000, 1.5G or 1536M\n",
+            s);
+    return 2;
+  }
+  char buf[32];
+  snprintf(buf, sizeof buf, "%llu", (unsigned long long)b);
+  /* the model plugins read it when their loaders run, as WEFT_DEVICE */
+  setenv("WEFT_VRAM", buf, 1);
   return 0;
 }

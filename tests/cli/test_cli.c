@@ -117,6 +117,23 @@ TEST(bad_set_and_bad_options_exit_2) {
   ASSERT_EQ(weft_test_spawn(d, NULL, &err, 20), 2);
   ASSERT_CONTAINS(err, "--events xml: expected auto, tty, json or none");
   free(err);
+  const char *bad_vram[] = {"1.5x", "-1G", "0", "", "G", "1e30T"};
+  for (size_t i = 0; i < sizeof bad_vram / sizeof *bad_vram; i++) {
+    const char *e[] = {weft(), "run", "--vram", bad_vram[i],
+                       graph("sum.yaml"), NULL};
+    ASSERT_EQ(weft_test_spawn(e, NULL, &err, 20), 2);
+    ASSERT_CONTAINS(err, "expected a positive byte count");
+    free(err);
+  }
+  /* good sizes pass the option and the graph runs */
+  const char *good_vram[] = {"1.5G", "1536MiB", "512k", "1500000000"};
+  for (size_t i = 0; i < sizeof good_vram / sizeof *good_vram; i++) {
+    const char *e[] = {weft(),      "run",  "--plugin-dir",    plugins(),
+                       "--vram",    good_vram[i], graph("sum.yaml"), "-q",
+                       NULL};
+    ASSERT_EQ(weft_test_spawn(e, NULL, &err, 20), 0);
+    free(err);
+  }
 }
 
 TEST(missing_graph_file_exits_2) {
