@@ -76,9 +76,12 @@ int sd_clip_to_backend(sd_clip *m, weft_backend *be);
 int sd_unet_to_backend(sd_unet *m, weft_backend *be);
 int sd_vae_to_backend(sd_vae *m, weft_backend *be);
 int sd_cnet_to_backend(sd_cnet *m, weft_backend *be);
-/* Whether a model with device weights dw (NULL: on the host) runs on be. */
+/* Whether a model with device weights dw (NULL: on the host) runs on be:
+ * its backend, or a recorder over it (kernels/record.h). */
+#include "kernels/record.h"
 static inline bool sd_devw_fits(const sd_devw *dw, const weft_backend *be) {
-  return dw ? dw->be == be : sd_be_is_host(be);
+  return dw ? weft_backend_root(dw->be) == weft_backend_root(be)
+            : sd_be_is_host(be);
 }
 /* A model's device weights (NULL on the host), to re-sync after LoRA
  * merges or to inspect in tests.  (transfer none) */
