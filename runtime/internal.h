@@ -272,6 +272,10 @@ typedef struct weft__callpriv {
 char *weft__graph_inputs_json(const weft_graph *g);
 char *weft__graph_comfy_json(const weft_graph *g,
                              weft_value *const *const *param_values);
+/* How many nodes q's workers started themselves, each after the node before
+ * it in a chain, without going through the loop (sched_uv.c; for tests and
+ * benchmarks). */
+uint64_t weft__runq_continued(weft_runq *q);
 /* The run_info host service (sched_uv.c). */
 const char *weft__run_info(weft_call *call, const char *key);
 

@@ -12,7 +12,24 @@
  * own producers.  When the leader cannot deliver (it failed, or its run
  * stopped before it ran), the first follower is activated - it and its
  * producers run as usual - and leads the rest.  Follow edges always point
- * to earlier runs, so they never form a cycle. */
+ * to earlier runs, so they never form a cycle.
+ *
+ * Worker-side continuation: a chain of pool nodes would cost two thread
+ * wake-ups per node (loop -> worker -> loop).  Instead, a worker that
+ * finishes a node whose run goes on, and that makes a pool node ready,
+ * finishes the node itself and runs that consumer next, without going
+ * through the loop.  Everything it touches (the run's node states and
+ * counters, plugin instances' busy flags, the hand-back list) is under the
+ * queue's scheduler lock, which the loop thread holds whenever it is not
+ * waiting in uv_run.  Cross-run state (the output cache, shares of keys in
+ * flight) and all else (other ready consumers, failures, cancellation,
+ * deferred instances, the run's end) stay with the loop: the worker hands
+ * back a node's publication (cache, followers) and the other ready
+ * consumers through q->back, and its node_done / node_start events through
+ * the event queue, so the event callback still runs only on the loop
+ * thread, in the order the scheduler made the state changes.
+ * WEFT_SCHED_NO_CONTINUE=1 in the environment turns continuation off (for
+ * comparisons). */
 #include <inttypes.h>
 #include <signal.h>
 #include <stddef.h>
@@ -60,12 +77,27 @@ typedef struct qevent {
   int64_t k, n;
   weft_log_level level;
   char *message;
+  double ms;   /* NODE_DONE */
+  uint64_t hr; /* when it happened (uv_hrtime) */
 } qevent;
 
 typedef struct nref {
   weft__run *run;
   int node;
 } nref;
+
+/* What a worker hands back to the loop; each holds one of its run's
+ * in_flight counts until the loop takes it. */
+typedef enum {
+  BACK_PUBLISH,  /* node finished on a worker: cache it, resolve followers */
+  BACK_DISPATCH, /* node made ready on a worker: dispatch it */
+} back_kind;
+
+typedef struct backref {
+  weft__run *run;
+  int node;
+  back_kind kind;
+} backref;
 
 /* A key some run in flight computes, and the nodes of later runs that wait
  * for it. */
@@ -126,21 +158,32 @@ struct weft_runq {
   nref *deferred;
   int n_def, cap_def;
   bool entered; /* inside submit/wait/drain */
+  /* worker-side continuation (see the top of the file) */
+  uv_mutex_t lock; /* the scheduler lock: run state, busy, deferred, back */
+  bool cont;       /* continuation enabled */
+  backref *back;   /* handed back by workers, in order */
+  int back_n, back_cap;
+  uint64_t n_continued; /* nodes started on a worker without the loop */
 };
 
 static bool go(const weft__run *r) {
   return !r->stopping && !atomic_load(&r->ctx->cancelled);
 }
 
-static double now_s(const weft__run *r) {
-  return (double)(uv_hrtime() - r->t0) / 1e9;
-}
-
-static void emit(weft__run *r, weft_event *ev) {
-  ev->t = now_s(r);
+static void emit_at(weft__run *r, weft_event *ev, uint64_t hr) {
+  ev->t = (double)(hr - r->t0) / 1e9;
   ev->run_id = r->id;
   ev->run_user = r->user;
   if (r->ctx->ev_cb) r->ctx->ev_cb(ev, r->ctx->ev_user);
+}
+
+static void drain(weft_runq *q);
+
+/* Loop thread only: events workers queued go first, so the callback sees
+ * events in the order the scheduler made its state changes. */
+static void emit(weft__run *r, weft_event *ev) {
+  drain(r->q);
+  emit_at(r, ev, uv_hrtime());
 }
 
 static void emit_node(weft__run *r, weft_event_kind kind, int i) {
@@ -173,7 +216,9 @@ static int push_ref(nref **a, int *n, int *cap, weft__run *r, int i) {
 
 /* ---- events from worker threads ------------------------------------------ */
 
-static void enqueue(weft_runq *q, const qevent *e) {
+/* Queues an event for the loop; wake: send the loop's wake-up now (a
+ * worker continuing a chain sends one per node, not per event). */
+static void enqueue(weft_runq *q, const qevent *e, bool wake) {
   uv_mutex_lock(&q->qlock);
   if (q->qn == q->qcap) {
     int cap = q->qcap ? q->qcap * 2 : 64;
@@ -188,7 +233,7 @@ static void enqueue(weft_runq *q, const qevent *e) {
   }
   q->q[q->qn++] = *e;
   uv_mutex_unlock(&q->qlock);
-  uv_async_send(&q->wake);
+  if (wake) uv_async_send(&q->wake);
 }
 
 void weft__emit_progress(weft_call *call, int64_t k, int64_t n) {
@@ -198,8 +243,9 @@ void weft__emit_progress(weft_call *call, int64_t k, int64_t n) {
               .kind = WEFT_EV_NODE_PROGRESS,
               .node = p->node,
               .k = k,
-              .n = n};
-  enqueue(p->run->q, &e);
+              .n = n,
+              .hr = uv_hrtime()};
+  enqueue(p->run->q, &e, true);
 }
 
 void weft__emit_log(weft_call *call, weft_log_level lvl, const char *msg) {
@@ -213,13 +259,15 @@ void weft__emit_log(weft_call *call, weft_log_level lvl, const char *msg) {
               .kind = WEFT_EV_LOG,
               .node = p->node,
               .level = lvl,
-              .message = strdup(msg)};
-  if (e.message) enqueue(p->run->q, &e);
+              .message = strdup(msg),
+              .hr = uv_hrtime()};
+  if (e.message) enqueue(p->run->q, &e, true);
 }
 
-/* Delivers the events worker threads queued, in their order.  Every run
- * named there is alive: a run ends only after its nodes returned, and
- * after_work_cb drains before it counts a node as returned. */
+/* Delivers the events worker threads queued, in their order (loop thread,
+ * scheduler lock held).  Every run named there is alive: a run ends only
+ * after its nodes returned, and after_work_cb drains before it counts a
+ * node as returned. */
 static void drain(weft_runq *q) {
   uv_mutex_lock(&q->qlock);
   qevent *ev = q->q;
@@ -235,8 +283,9 @@ static void drain(weft_runq *q) {
                     .k = ev[i].k,
                     .n = ev[i].n,
                     .level = ev[i].level,
-                    .message = ev[i].message};
-    emit(r, &e);
+                    .message = ev[i].message,
+                    .ms = ev[i].ms};
+    emit_at(r, &e, ev[i].hr);
     free(ev[i].message);
   }
   free(ev);
@@ -258,10 +307,15 @@ static void check_cancel(weft_runq *q) {
   }
 }
 
+static void flush_back(weft_runq *q);
+
 static void on_wake(uv_async_t *h) {
   weft_runq *q = h->data;
+  uv_mutex_lock(&q->lock);
+  flush_back(q);
   drain(q);
   check_cancel(q);
+  uv_mutex_unlock(&q->lock);
 }
 
 static void on_sigint(uv_signal_t *h, int signum) {
@@ -414,12 +468,28 @@ static void share_free(share *sh) {
 /* ---- node execution ------------------------------------------------------ */
 
 static void dispatch(weft__run *r, int i);
+static weft_value *param_value(weft__run *r, const weft__gnode *n, int j);
 
-static void work_cb(uv_work_t *w) {
-  nstate *s = w->data;
+static void run_node(nstate *s) {
   s->t_start = uv_hrtime();
   s->rc = s->call.def->run(&s->call);
   s->t_end = uv_hrtime();
+}
+
+static nstate *continue_on_worker(nstate *s);
+
+/* A pool thread runs the node, then, while it can, the consumer its end
+ * made ready.  w->data ends as the node after_work_cb finishes (the one
+ * node of the chain the worker did not finish itself). */
+static void work_cb(uv_work_t *w) {
+  nstate *s = w->data;
+  for (;;) {
+    run_node(s);
+    nstate *next = continue_on_worker(s);
+    if (!next) break;
+    s = next;
+  }
+  w->data = s;
 }
 
 /* Node i's outputs are there: its consumers may be ready. */
@@ -569,7 +639,9 @@ static void undefer(weft_runq *q, int i) {
   }
 }
 
-static void after_work_cb(uv_work_t *w, int status) {
+/* The loop's end of a node (scheduler lock held): the first failure wins,
+ * its outputs are cached and go to followers, its consumers may start. */
+static void node_finish(uv_work_t *w, int status) {
   nstate *s = w->data;
   weft__run *r = s->priv.run;
   weft_runq *q = r->q;
@@ -607,6 +679,169 @@ static void after_work_cb(uv_work_t *w, int status) {
   maybe_finish(r);
 }
 
+static void after_work_cb(uv_work_t *w, int status) {
+  weft_runq *q = ((nstate *)w->data)->priv.run->q;
+  uv_mutex_lock(&q->lock);
+  flush_back(q); /* what the worker handed back came before this end */
+  node_finish(w, status);
+  uv_mutex_unlock(&q->lock);
+}
+
+/* ---- worker-side continuation -------------------------------------------- */
+
+static int push_back(weft_runq *q, weft__run *r, int i, back_kind kind) {
+  if (q->back_n == q->back_cap) {
+    int c = q->back_cap ? q->back_cap * 2 : 16;
+    backref *nb = realloc(q->back, (size_t)c * sizeof *nb);
+    if (!nb) return WEFT_ENOMEM;
+    q->back = nb;
+    q->back_cap = c;
+  }
+  q->back[q->back_n++] = (backref){r, i, kind};
+  r->in_flight++;
+  return 0;
+}
+
+static bool is_deferred(const weft_runq *q, int i) {
+  for (int k = 0; k < q->n_def; k++)
+    if (q->deferred[k].node == i) return true;
+  return false;
+}
+
+/* The consumer of r's node i that i's end makes ready and that a worker
+ * may run at once: a pool node whose plugin instance is free, the first
+ * such in consumer order; -1 if none. */
+static int pick_next(weft__run *r, int i) {
+  weft_runq *q = r->q;
+  for (int c = q->cons_off[i]; c < q->cons_off[i + 1]; c++) {
+    int j = q->cons[c];
+    nstate *cs = &r->ns[j];
+    if (cs->status != NS_WAITING) continue;
+    int edges = 0; /* cons repeats j once per edge from i */
+    for (int e = q->cons_off[i]; e < q->cons_off[i + 1]; e++)
+      edges += q->cons[e] == j;
+    if (cs->waiting != edges) continue;
+    const weft_node_def *d = &r->g->nodes[j].rop->def;
+    if (d->flags & WEFT_NODE_INLINE) continue;
+    if (d->create && q->busy[j]) continue;
+    return j;
+  }
+  return -1;
+}
+
+/* Binds node j's inputs and node-fed params, as dispatch does.  Fails
+ * (nothing else changed) when a param does not convert: the loop's
+ * dispatch then fails the node with its message. */
+static int bind_inputs(weft__run *r, int j) {
+  nstate *s = &r->ns[j];
+  weft__gnode *n = &r->g->nodes[j];
+  const weft_node_def *d = &n->rop->def;
+  for (int k = 0; k < d->n_inputs; k++) {
+    const weft__bind *b = &n->inputs[k];
+    s->ins[k] = b->kind == WEFT__B_NODE ? r->ns[b->node].outs[b->port] : NULL;
+  }
+  for (int k = 0; k < d->n_params; k++) {
+    if (n->params[k].kind != WEFT__B_NODE) continue; /* set in prepare */
+    weft__value_release(s->pars[k]);
+    if (!(s->pars[k] = param_value(r, n, k))) return WEFT_ETYPE;
+  }
+  return 0;
+}
+
+/* Called by a pool thread after running s's node: when the node succeeded,
+ * its run goes on and its end makes a pool node ready, finishes the node
+ * here (the loop publishes it later) and returns the consumer, already
+ * started, for this thread to run next.  Otherwise returns NULL and changes
+ * nothing: after_work_cb finishes the node on the loop. */
+static nstate *continue_on_worker(nstate *s) {
+  weft__run *r = s->priv.run;
+  weft_runq *q = r->q;
+  int i = s->priv.node;
+  const weft__op *op = r->g->nodes[i].rop;
+  char msg[256];
+  if (!q->cont || s->rc != 0 || check_outputs(s, op, msg, sizeof msg))
+    return NULL;
+  uv_mutex_lock(&q->lock);
+  bool stateful = op->def.create != NULL;
+  int j = -1;
+  if (go(r) && !(stateful && is_deferred(q, i))) j = pick_next(r, i);
+  bool publish = s->cacheable || s->leads;
+  if (j < 0 || bind_inputs(r, j) ||
+      (publish && push_back(q, r, i, BACK_PUBLISH))) {
+    uv_mutex_unlock(&q->lock);
+    return NULL;
+  }
+  /* i ends here, as in node_finish (its publication handed back) */
+  r->in_flight--;
+  if (stateful) q->busy[i] = false;
+  s->status = NS_DONE;
+  r->n_done++;
+  qevent ev = {.run = r,
+               .kind = WEFT_EV_NODE_DONE,
+               .node = i,
+               .ms = (double)(s->t_end - s->t_start) / 1e6,
+               .hr = s->t_end};
+  enqueue(q, &ev, false);
+  /* its consumers: j runs here, the others go to the loop */
+  for (int c = q->cons_off[i]; c < q->cons_off[i + 1]; c++) {
+    int k = q->cons[c];
+    nstate *cs = &r->ns[k];
+    if (cs->status != NS_WAITING || --cs->waiting != 0 || k == j) continue;
+    if (push_back(q, r, k, BACK_DISPATCH)) {
+      /* the loop cannot be told: the run stops, failing it loudly */
+      if (!r->status) {
+        r->status = WEFT_ENOMEM;
+        snprintf(r->err, sizeof r->err, "out of memory");
+      }
+      r->stopping = true;
+    }
+  }
+  nstate *ns = &r->ns[j];
+  const weft_node_def *d = &r->g->nodes[j].rop->def;
+  ns->status = NS_RUNNING;
+  ns->priv.err[0] = 0;
+  r->in_flight++;
+  if (d->create) q->busy[j] = true;
+  q->n_continued++;
+  qevent st = {.run = r, .kind = WEFT_EV_NODE_START, .node = j,
+               .hr = uv_hrtime()};
+  enqueue(q, &st, false);
+  uv_mutex_unlock(&q->lock);
+  uv_async_send(&q->wake);
+  return ns;
+}
+
+/* Takes what workers handed back, in order (loop thread, lock held): a node
+ * finished on a worker is cached and resolves its followers; a node made
+ * ready is dispatched unless its run stopped meanwhile. */
+static void flush_back(weft_runq *q) {
+  while (q->back_n > 0) {
+    backref *b = q->back;
+    int n = q->back_n;
+    q->back = NULL;
+    q->back_n = q->back_cap = 0;
+    for (int k = 0; k < n; k++) {
+      weft__run *r = b[k].run;
+      int i = b[k].node;
+      nstate *s = &r->ns[i];
+      r->in_flight--;
+      if (b[k].kind == BACK_PUBLISH) {
+        if (s->cacheable)
+          weft__cache_put(&r->ctx->cache, s->key, s->outs,
+                          r->g->nodes[i].rop->def.n_outputs, r->gen);
+        share *sh = share_take(r, i);
+        for (int f = 0; sh && f < sh->n_fol; f++)
+          follower_resolve(sh->fol[f].run, sh->fol[f].node, s->outs);
+        share_free(sh);
+      } else if (s->status == NS_WAITING && s->waiting == 0 && go(r)) {
+        dispatch(r, i);
+      }
+      maybe_finish(r);
+    }
+    free(b);
+  }
+}
+
 static weft_value *param_value(weft__run *r, const weft__gnode *n, int j) {
   const weft__bind *b = &n->params[j];
   const weft_param_def *p = &n->rop->params[j];
@@ -636,17 +871,9 @@ static void dispatch(weft__run *r, int i) {
     s->status = NS_DEFERRED;
     return;
   }
-  for (int j = 0; j < d->n_inputs; j++) {
-    const weft__bind *b = &n->inputs[j];
-    s->ins[j] = b->kind == WEFT__B_NODE ? r->ns[b->node].outs[b->port] : NULL;
-  }
-  for (int j = 0; j < d->n_params; j++) {
-    if (n->params[j].kind != WEFT__B_NODE) continue; /* set in prepare */
-    weft__value_release(s->pars[j]);
-    if (!(s->pars[j] = param_value(r, n, j))) {
-      fail_node(r, i, WEFT_ETYPE, "an upstream value does not fit the param");
-      return;
-    }
+  if (bind_inputs(r, i)) {
+    fail_node(r, i, WEFT_ETYPE, "an upstream value does not fit the param");
+    return;
   }
   if (d->flags & WEFT_NODE_INLINE &&
       push_ref(&q->inl, &q->inl_n, &q->inl_cap, r, i)) {
@@ -667,8 +894,8 @@ static void dispatch(weft__run *r, int i) {
     while (q->inl_n > 0) {
       nref x = q->inl[--q->inl_n];
       nstate *is = &x.run->ns[x.node];
-      work_cb(&is->work);
-      after_work_cb(&is->work, 0);
+      run_node(is);
+      node_finish(&is->work, 0);
     }
     q->inl_busy = false;
     return;
@@ -997,6 +1224,9 @@ int weft_runq_new(weft_ctx *ctx, weft_graph *g, int window, weft_runq **out) {
                      uv_strerror(rc));
   }
   uv_mutex_init(&q->qlock);
+  uv_mutex_init(&q->lock);
+  const char *nc = getenv("WEFT_SCHED_NO_CONTINUE");
+  q->cont = !(nc && *nc && strcmp(nc, "0") != 0);
   uv_async_init(&q->loop, &q->wake, on_wake);
   q->wake.data = q;
   uv_mutex_lock(&ctx->lock);
@@ -1050,6 +1280,7 @@ static int deliver(weft_runq *q) {
  * (cancelled ones as such; any other is a scheduler bug, failed loudly).
  * Returns false, without touching anything, while work is in flight. */
 static bool unstall(weft_runq *q) {
+  flush_back(q); /* handed-back nodes count as in flight until taken */
   for (weft__run *r = q->head; r; r = r->next)
     if (r->in_flight > 0) return false;
   check_cancel(q); /* a cancelled run with nothing in flight ends here */
@@ -1072,7 +1303,12 @@ static bool unstall(weft_runq *q) {
 static void run_until(weft_runq *q, int target) {
   deliver(q);
   while (q->n_runs > target) {
-    if (!unstall(q)) uv_run(&q->loop, UV_RUN_ONCE);
+    if (!unstall(q)) {
+      /* callbacks take the lock; workers may finish nodes meanwhile */
+      uv_mutex_unlock(&q->lock);
+      uv_run(&q->loop, UV_RUN_ONCE);
+      uv_mutex_lock(&q->lock);
+    }
     deliver(q);
   }
 }
@@ -1114,6 +1350,7 @@ int weft_runq_submit(weft_runq *q, const weft_run_opts *opts, uint64_t *id) {
     memcpy(&o, opts, n);
   }
   q->entered = true;
+  uv_mutex_lock(&q->lock);
   run_until(q, q->window - 1);
   weft_graph *g = q->g;
   int rc = WEFT_ENOMEM;
@@ -1158,11 +1395,13 @@ int weft_runq_submit(weft_runq *q, const weft_run_opts *opts, uint64_t *id) {
   check_cancel(q);
   maybe_finish(r);
   deliver(q);
+  uv_mutex_unlock(&q->lock);
   q->entered = false;
   return 0;
 fail:
   run_free(r);
 fail_early:
+  uv_mutex_unlock(&q->lock);
   q->entered = false;
   if (rc == WEFT_ENOMEM && !r) weft__err(ctx, rc, NULL, "out of memory");
   return rc;
@@ -1171,7 +1410,9 @@ fail_early:
 int weft_runq_wait(weft_runq *q) {
   if (q->entered) return refuse_reentry(q, "weft_runq_wait");
   q->entered = true;
+  uv_mutex_lock(&q->lock);
   if (q->n_runs > 0) run_until(q, q->n_runs - 1);
+  uv_mutex_unlock(&q->lock);
   q->entered = false;
   return 0;
 }
@@ -1179,7 +1420,9 @@ int weft_runq_wait(weft_runq *q) {
 int weft_runq_drain(weft_runq *q) {
   if (q->entered) return refuse_reentry(q, "weft_runq_drain");
   q->entered = true;
+  uv_mutex_lock(&q->lock);
   run_until(q, 0);
+  uv_mutex_unlock(&q->lock);
   q->entered = false;
   return 0;
 }
@@ -1193,7 +1436,9 @@ void weft_runq_free(weft_runq *q) {
   if (q->ctx) {
     if (q->entered) return; /* refused: from one of its own callbacks */
     q->entered = true;
+    uv_mutex_lock(&q->lock);
     run_until(q, 0);
+    uv_mutex_unlock(&q->lock);
     uv_mutex_lock(&q->ctx->lock);
     q->ctx->wake = NULL;
     uv_mutex_unlock(&q->ctx->lock);
@@ -1203,6 +1448,7 @@ void weft_runq_free(weft_runq *q) {
   uv_run(&q->loop, UV_RUN_DEFAULT);
   uv_loop_close(&q->loop);
   uv_mutex_destroy(&q->qlock);
+  uv_mutex_destroy(&q->lock);
   for (int i = 0; i < q->qn; i++)
     free(q->q[i].message);
   free(q->q);
@@ -1210,11 +1456,19 @@ void weft_runq_free(weft_runq *q) {
     share_free(q->smap[i]);
   free(q->smap);
   free(q->inl);
+  free(q->back);
   free(q->deferred);
   free(q->cons_off);
   free(q->cons);
   free(q->busy);
   free(q);
+}
+
+uint64_t weft__runq_continued(weft_runq *q) {
+  uv_mutex_lock(&q->lock);
+  uint64_t n = q->n_continued;
+  uv_mutex_unlock(&q->lock);
+  return n;
 }
 
 /* ---- runs seen from their completion callback ---------------------------- */
