@@ -71,6 +71,7 @@ static void ctx_free(weft__cuda_ctx *ctx) {
   weft__cudnn_destroy(ctx);
   if (ctx->blas) cublasDestroy((cublasHandle_t)ctx->blas);
   weft__cuda_cache_destroy(ctx);
+  weft__cuda_ranges_destroy(&ctx->half);
   if (ctx->stream) cudaStreamDestroy(ctx->stream);
   free(ctx);
 }
@@ -117,6 +118,9 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
              count, count == 1 ? "" : "s");
     return NULL;
   }
+  weft_cuda_precision prec;
+  if (weft__cuda_precision_resolve(o.precision, &prec, err, err_size) != 0)
+    return NULL;
   weft_backend *be = calloc(1, sizeof *be);
   weft__cuda_ctx *ctx = calloc(1, sizeof *ctx);
   if (!be || !ctx || weft__cuda_cache_init(&ctx->cache) != 0) {
@@ -125,7 +129,15 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
     snprintf(err, err_size, "out of host memory");
     return NULL;
   }
+  if (weft__cuda_ranges_init(&ctx->half) != 0) {
+    weft__cuda_cache_destroy(ctx);
+    free(be);
+    free(ctx);
+    snprintf(err, err_size, "out of host memory");
+    return NULL;
+  }
   ctx->device = o.device;
+  ctx->precision = prec;
   ctx->tf32 = o.allow_tf32 != 0;
   ctx->conv_algo = o.conv_algo;
   struct cudaDeviceProp prop;

@@ -10,8 +10,12 @@
  * synchronous: the host buffer may be reused or read when it returns;
  * DEVICE_TO_DEVICE is queued on the stream.
  *
- * Numerics: fp32 everywhere, TF32 off unless asked for, so results match
- * kernels/cpu to float rounding (see kernels/README.md's CUDA section).
+ * Numerics: activations are fp32 in memory.  In FP32 precision every op
+ * computes in fp32, TF32 off unless asked for, so results match kernels/cpu
+ * to float rounding (see kernels/README.md's CUDA section).  In FP16/BF16
+ * precision (the default; weft_cuda_set_precision, WEFT_PRECISION) the
+ * matrix products round their operands to 16 bits and accumulate in fp32
+ * on tensor cores; weights may be stored as 16-bit (weft_cuda_mark_half).
  *
  * Memory: a caching allocator sits under buffer_alloc/free.  A freed block
  * returns to the backend's cache (not to the driver) and is handed out again
@@ -43,6 +47,21 @@ typedef enum weft_cuda_conv_algo {
   WEFT_CUDA_CONV_CUDNN
 } weft_cuda_conv_algo;
 
+/* Compute precision of the matrix products (linear, gemm, conv2d and the
+ * two products of attention).  Activations stay fp32 in memory in every
+ * mode, and norms, activations and elementwise ops always run in fp32.
+ * FP32: fp32 products (TF32 only if asked for).  FP16 / BF16: the operands
+ * are rounded to 16 bits and multiplied on tensor cores with fp32
+ * accumulation, output written as fp32.  AUTO (options only): the
+ * environment variable WEFT_PRECISION (fp32, fp16 or bf16) when set, else
+ * FP16. */
+typedef enum weft_cuda_precision {
+  WEFT_CUDA_PRECISION_AUTO = 0,
+  WEFT_CUDA_FP32 = 1,
+  WEFT_CUDA_FP16 = 2,
+  WEFT_CUDA_BF16 = 3
+} weft_cuda_precision;
+
 typedef struct weft_cuda_options {
   uint32_t struct_size; /* sizeof(weft_cuda_options) of the caller */
   int device;           /* CUDA device ordinal */
@@ -50,9 +69,10 @@ typedef struct weft_cuda_options {
    * (about 1e-3 relative error instead of about 1e-6).  Default 0. */
   int allow_tf32;
   weft_cuda_conv_algo conv_algo;
+  weft_cuda_precision precision; /* default AUTO (WEFT_PRECISION, else FP16) */
 } weft_cuda_options;
 
-/* Defaults: device 0, TF32 off, AUTO convolutions. */
+/* Defaults: device 0, TF32 off, AUTO convolutions, AUTO precision. */
 void weft_cuda_options_init(weft_cuda_options *opt);
 
 /* true when the CUDA runtime sees at least one device (false without a
@@ -84,6 +104,37 @@ int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo);
 const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a);
 /* true when weft was built with cuDNN and its handle came up. */
 bool weft_cuda_have_cudnn(const weft_backend *be);
+
+/* Sets the precision of the matrix products (FP32, FP16 or BF16; not
+ * AUTO) for the ops queued from now on.  0, or WEFT_EINVAL. */
+int weft_cuda_set_precision(weft_backend *be, weft_cuda_precision p);
+/* The backend's precision (never AUTO); WEFT_CUDA_FP32 for a non-CUDA
+ * backend. */
+weft_cuda_precision weft_cuda_get_precision(const weft_backend *be);
+/* "fp32", "fp16", "bf16" ("?" for anything else).  (transfer none) */
+const char *weft_cuda_precision_name(weft_cuda_precision p);
+
+/* Half weights.  Registers the device range [buf, buf + bytes) as holding
+ * 16-bit weights: a weight pointer w passed to linear, conv2d (weight) or
+ * gemm (operand b) that lies inside a registered range is read as 16-bit
+ * elements starting at w (element i at ((const uint16_t *)w)[i]), although
+ * the API types it const float *.  The 16-bit format is the backend's
+ * precision at the time of the call (FP16: IEEE half, BF16: bfloat16) and
+ * stays with the range if the precision changes later (the weights are then
+ * converted on the fly).  Marking needs a 16-bit precision (WEFT_EINVAL in
+ * FP32 mode), a range that overlaps no registered one, and bytes > 0.
+ * Lookups are a binary search over the sorted ranges.  The backend does not
+ * own buf: unmark before freeing it.  0, or WEFT_EINVAL / WEFT_ENOMEM. */
+int weft_cuda_mark_half(weft_backend *be, const void *buf, size_t bytes);
+/* As weft_cuda_mark_half with an explicit format, WEFT_F16 or WEFT_BF16,
+ * whatever the precision. */
+int weft_cuda_mark_half_as(weft_backend *be, const void *buf, size_t bytes,
+                           weft_dtype dtype);
+/* Removes the range that starts at buf; 0, or WEFT_EINVAL when none does. */
+int weft_cuda_unmark_half(weft_backend *be, const void *buf);
+/* The 16-bit format of the registered range holding p (WEFT_F16 or
+ * WEFT_BF16), or WEFT_F32 when p lies in none. */
+weft_dtype weft_cuda_half_dtype(const weft_backend *be, const void *p);
 
 typedef struct weft_cuda_mem_stats {
   uint64_t n_malloc;  /* cudaMalloc calls since the backend was made */

@@ -35,6 +35,19 @@ typedef struct weft__cuda_cache {
 /* ---- Context ---------------------------------------------------------------
  */
 
+/* A registered range of 16-bit weights [lo, hi) (weft_cuda_mark_half). */
+typedef struct weft__cuda_range {
+  uintptr_t lo, hi;
+  weft_dtype dtype; /* WEFT_F16 or WEFT_BF16 */
+} weft__cuda_range;
+
+/* The half-weight ranges, sorted by lo, disjoint. */
+typedef struct weft__cuda_ranges {
+  pthread_mutex_t mu;
+  weft__cuda_range *r;
+  size_t n, cap;
+} weft__cuda_ranges;
+
 typedef struct weft__cuda_ctx {
   int device;
   char device_name[256];
@@ -45,6 +58,8 @@ typedef struct weft__cuda_ctx {
   void *cudnn; /* cudnnHandle_t, NULL without cuDNN */
   bool tf32;
   weft_cuda_conv_algo conv_algo;
+  weft_cuda_precision precision; /* never AUTO */
+  weft__cuda_ranges half;
   weft__cuda_cache cache;
   char err[512]; /* last failure, for weft_cuda_last_error */
 } weft__cuda_ctx;
@@ -59,6 +74,20 @@ void weft__cuda_cache_destroy(weft__cuda_ctx *ctx);
 void *weft__cuda_alloc(weft__cuda_ctx *ctx, size_t nbytes);
 void weft__cuda_free(weft__cuda_ctx *ctx, void *p);
 int weft__cuda_cache_trim(weft__cuda_ctx *ctx);
+
+/* ---- Precision and half weights (precision_cuda.c) ------------------------
+ */
+
+int weft__cuda_ranges_init(weft__cuda_ranges *r);
+void weft__cuda_ranges_destroy(weft__cuda_ranges *r);
+/* WEFT_F16 / WEFT_BF16 for a pointer inside a registered range, else
+ * WEFT_F32. */
+weft_dtype weft__cuda_weight_dtype(weft__cuda_ctx *ctx, const void *p);
+/* Resolves AUTO from the environment (WEFT_PRECISION); 0, or WEFT_EINVAL
+ * with the reason in err. */
+int weft__cuda_precision_resolve(weft_cuda_precision in,
+                                 weft_cuda_precision *out, char *err,
+                                 size_t err_size);
 
 /* ---- Errors ----------------------------------------------------------------
  */

@@ -38,6 +38,8 @@ static pair setup(void) {
   pair p;
   p.gpu = weft_backend_cuda_new(0);
   ASSERT(p.gpu);
+  /* the fp32 cases: fp16/bf16 have their own cases and tolerances */
+  ASSERT_OK(weft_cuda_set_precision(p.gpu, WEFT_CUDA_FP32));
   p.cpu = weft_backend_cpu_new(0);
   ASSERT(p.cpu);
   return p;

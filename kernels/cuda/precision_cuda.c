@@ -1,0 +1,172 @@
+/* precision_cuda.c - the CUDA backend's precision mode (fp32, fp16, bf16
+ * products) and its registry of device ranges that hold 16-bit weights. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+int weft__cuda_ranges_init(weft__cuda_ranges *r) {
+  memset(r, 0, sizeof *r);
+  return pthread_mutex_init(&r->mu, NULL) == 0 ? 0 : WEFT_ENOMEM;
+}
+
+void weft__cuda_ranges_destroy(weft__cuda_ranges *r) {
+  free(r->r);
+  r->r = NULL;
+  r->n = r->cap = 0;
+  pthread_mutex_destroy(&r->mu);
+}
+
+/* Index of the first range with lo > p (ranges sorted by lo). */
+static size_t upper_bound(const weft__cuda_ranges *r, uintptr_t p) {
+  size_t lo = 0, hi = r->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (r->r[mid].lo <= p)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+weft_dtype weft__cuda_weight_dtype(weft__cuda_ctx *ctx, const void *p) {
+  weft__cuda_ranges *r = &ctx->half;
+  if (!p) return WEFT_F32;
+  uintptr_t u = (uintptr_t)p;
+  weft_dtype dt = WEFT_F32;
+  pthread_mutex_lock(&r->mu);
+  if (r->n) {
+    size_t i = upper_bound(r, u);
+    if (i > 0 && u < r->r[i - 1].hi) dt = r->r[i - 1].dtype;
+  }
+  pthread_mutex_unlock(&r->mu);
+  return dt;
+}
+
+int weft__cuda_precision_resolve(weft_cuda_precision in,
+                                 weft_cuda_precision *out, char *err,
+                                 size_t err_size) {
+  if (in == WEFT_CUDA_FP32 || in == WEFT_CUDA_FP16 || in == WEFT_CUDA_BF16) {
+    *out = in;
+    return 0;
+  }
+  if (in != WEFT_CUDA_PRECISION_AUTO) {
+    snprintf(err, err_size,
+             "weft_cuda_options.precision = %d is not a "
+             "weft_cuda_precision",
+             (int)in);
+    return WEFT_EINVAL;
+  }
+  const char *env = getenv("WEFT_PRECISION");
+  if (!env || !*env) {
+    *out = WEFT_CUDA_FP16;
+    return 0;
+  }
+  if (!strcmp(env, "fp32"))
+    *out = WEFT_CUDA_FP32;
+  else if (!strcmp(env, "fp16"))
+    *out = WEFT_CUDA_FP16;
+  else if (!strcmp(env, "bf16"))
+    *out = WEFT_CUDA_BF16;
+  else {
+    snprintf(err, err_size,
+             "environment variable WEFT_PRECISION=\"%.64s\": expected fp32, "
+             "fp16 or bf16",
+             env);
+    return WEFT_EINVAL;
+  }
+  return 0;
+}
+
+int weft_cuda_set_precision(weft_backend *be, weft_cuda_precision p) {
+  if (!weft_backend_is_cuda(be) ||
+      (p != WEFT_CUDA_FP32 && p != WEFT_CUDA_FP16 && p != WEFT_CUDA_BF16))
+    return WEFT_EINVAL;
+  WEFT__CUDA_CTX(be)->precision = p;
+  return 0;
+}
+
+weft_cuda_precision weft_cuda_get_precision(const weft_backend *be) {
+  return weft_backend_is_cuda(be) ? WEFT__CUDA_CTX(be)->precision
+                                  : WEFT_CUDA_FP32;
+}
+
+const char *weft_cuda_precision_name(weft_cuda_precision p) {
+  switch (p) {
+  case WEFT_CUDA_FP32: return "fp32";
+  case WEFT_CUDA_FP16: return "fp16";
+  case WEFT_CUDA_BF16: return "bf16";
+  default: return "?";
+  }
+}
+
+int weft_cuda_mark_half_as(weft_backend *be, const void *buf, size_t bytes,
+                           weft_dtype dtype) {
+  if (!weft_backend_is_cuda(be) || !buf || bytes == 0 ||
+      (dtype != WEFT_F16 && dtype != WEFT_BF16))
+    return WEFT_EINVAL;
+  uintptr_t lo = (uintptr_t)buf, hi = lo + bytes;
+  if (hi < lo) return WEFT_EINVAL;
+  weft__cuda_ranges *r = &WEFT__CUDA_CTX(be)->half;
+  int rc = 0;
+  pthread_mutex_lock(&r->mu);
+  size_t i = upper_bound(r, lo); /* insert before i */
+  if ((i > 0 && r->r[i - 1].hi > lo) || (i < r->n && r->r[i].lo < hi)) {
+    rc = weft__cuda_fail(WEFT__CUDA_CTX(be), WEFT_EINVAL,
+                         "weft_cuda_mark_half(%p, %zu bytes): overlaps a "
+                         "range already marked",
+                         buf, bytes);
+    goto out;
+  }
+  if (r->n == r->cap) {
+    size_t nc = r->cap ? r->cap * 2 : 16;
+    weft__cuda_range *na = realloc(r->r, nc * sizeof *na);
+    if (!na) {
+      rc = WEFT_ENOMEM;
+      goto out;
+    }
+    r->r = na;
+    r->cap = nc;
+  }
+  memmove(r->r + i + 1, r->r + i, (r->n - i) * sizeof *r->r);
+  r->r[i] = (weft__cuda_range){lo, hi, dtype};
+  r->n++;
+out:
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+int weft_cuda_mark_half(weft_backend *be, const void *buf, size_t bytes) {
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  weft_cuda_precision p = WEFT__CUDA_CTX(be)->precision;
+  if (p == WEFT_CUDA_FP32)
+    return weft__cuda_fail(WEFT__CUDA_CTX(be), WEFT_EINVAL,
+                           "weft_cuda_mark_half: the backend computes in "
+                           "fp32; set fp16 or bf16 first (or use "
+                           "weft_cuda_mark_half_as)");
+  return weft_cuda_mark_half_as(be, buf, bytes,
+                                p == WEFT_CUDA_BF16 ? WEFT_BF16 : WEFT_F16);
+}
+
+int weft_cuda_unmark_half(weft_backend *be, const void *buf) {
+  if (!weft_backend_is_cuda(be) || !buf) return WEFT_EINVAL;
+  weft__cuda_ranges *r = &WEFT__CUDA_CTX(be)->half;
+  uintptr_t lo = (uintptr_t)buf;
+  int rc = WEFT_EINVAL;
+  pthread_mutex_lock(&r->mu);
+  size_t i = upper_bound(r, lo);
+  if (i > 0 && r->r[i - 1].lo == lo) {
+    memmove(r->r + i - 1, r->r + i, (r->n - i) * sizeof *r->r);
+    r->n--;
+    rc = 0;
+  }
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+weft_dtype weft_cuda_half_dtype(const weft_backend *be, const void *p) {
+  if (!weft_backend_is_cuda(be)) return WEFT_F32;
+  return weft__cuda_weight_dtype(WEFT__CUDA_CTX(be), p);
+}
