@@ -264,8 +264,8 @@ void weft__emit_log(weft_call *call, weft_log_level lvl, const char *msg) {
   if (e.message) enqueue(p->run->q, &e, true);
 }
 
-/* Delivers the events worker threads queued, in their order (loop thread,
- * scheduler lock held).  Every run named there is alive: a run ends only
+/* Delivers the events worker threads queued, in their order (loop thread
+ * only).  Every run named there is alive: a run ends only
  * after its nodes returned, and after_work_cb drains before it counts a
  * node as returned. */
 static void drain(weft_runq *q) {
@@ -313,9 +313,13 @@ static void on_wake(uv_async_t *h) {
   weft_runq *q = h->data;
   uv_mutex_lock(&q->lock);
   flush_back(q);
-  drain(q);
   check_cancel(q);
   uv_mutex_unlock(&q->lock);
+  /* events of nodes a worker is chaining come here: the callback runs
+   * without the lock, so a slow callback does not stall the worker (the
+   * loop is the only thread that emits, so the order stays that of the
+   * queue) */
+  drain(q);
 }
 
 static void on_sigint(uv_signal_t *h, int signum) {
