@@ -390,7 +390,7 @@ def stage_cn(ctx, feed, vae, te, unet, cn, dec=_nop):
         x, m = render_batch(ctx, b)
         hint = m.expand(-1, 3, -1, -1).contiguous()
         lat = encode_latents(ctx, vae, x)
-        noisy, noise, t = noisy_batch(ctx, lat, a_.noise_offset)
+        noisy, noise, t = noisy_batch(ctx, lat, a_.noise_offset, a_.cn_hi_frac, a_.hi_min)
         ids = drop_captions(ctx, ids, 0.1)
         for g in opt.param_groups:
             g["lr"] = lr_at(a_.cn_lr, step, 100, (time.time() - t0) / max(end - t0, 1))
@@ -400,7 +400,10 @@ def stage_cn(ctx, feed, vae, te, unet, cn, dec=_nop):
             down, mid = cn(noisy, t, encoder_hidden_states=cond, controlnet_cond=hint, return_dict=False)
             eps = unet(noisy, t, cond, down_block_additional_residuals=down,
                        mid_block_additional_residual=mid).sample.float()
-        loss = (snr_weight(ctx, t) * ((eps - noise) ** 2).mean((1, 2, 3))).mean()
+        # where the shape goes is decided at high noise, where an eps loss barely sees x0:
+        # the same high-noise weighting as the base (--cn-hi-frac, --cn-hi-weight)
+        w = snr_weight(ctx, t, hi_weight=a_.cn_hi_weight)
+        loss = (w * ((eps - noise) ** 2).mean((1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -497,6 +500,8 @@ def main():
     ap.add_argument("--hi-frac", type=float, default=0.0, help="base: fraction of timesteps drawn from [hi-min, 999]")
     ap.add_argument("--hi-min", type=int, default=700)
     ap.add_argument("--hi-weight", type=float, default=1.0, help="base: cap of the extra 1/SNR weight")
+    ap.add_argument("--cn-hi-frac", type=float, default=0.0, help="ControlNet: as --hi-frac")
+    ap.add_argument("--cn-hi-weight", type=float, default=1.0, help="ControlNet: as --hi-weight")
     ap.add_argument("--noise-offset", type=float, default=0.05)
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
