@@ -1,28 +1,54 @@
-/* sd_forward.c - runs one SD1.x diffusers folder's CLIP text encoder, UNet
- * and VAE decoder through weft's model code (nodes/sd: sd_ckpt, sd_clip,
- * sd_unet, sd_vae) on the CPU or CUDA backend, on inputs read from a
- * safetensors file, and writes the outputs to another: the weft half of
- * tools/gpu/sd15_check.py (which makes the inputs and diffusers'
- * references and compares).
+/* sd_forward.c - runs one SD1.x diffusers folder's CLIP text encoder, UNet,
+ * VAE decoder and (optionally) a ControlNet through weft's model code
+ * (nodes/sd: sd_ckpt, sd_clip, sd_unet, sd_vae, sd_cnet) on the CPU or CUDA
+ * backend: the weft half of tools/gpu/sd15_check.py (which makes the inputs
+ * and diffusers' references and compares) and of tools/gpu/bench_sd15.py
+ * (--bench: timings and device memory).
  *
  *   sd_forward --model DIR --in IO.safetensors --out OUT.safetensors
- *              [--device cpu|cuda] [--parts clip,unet,vae] [--threads N]
+ *              [--device cpu|cuda] [--parts clip,unet,vae,cnet]
+ *              [--control CNET_DIR] [--threads N]
+ *   sd_forward --model DIR --bench OUT.json [--device cpu|cuda]
+ *              [--latent 64] [--steps 20] [--reps 20] [--txt2img-reps 3]
+ *              [--threads N]
  *
  * Inputs (all F32 but the ids):
  *   clip.input_ids  I64 [b, 77]
  *   unet.x [b, 4, h, w], unet.t [b], unet.ctx [b, tokens, dim]
  *   vae.z [1, 4, h, w] (unscaled: what diffusers' vae.decode takes)
+ *   cnet.x [b, 4, h, w], cnet.t [b], cnet.ctx [b, tokens, dim],
+ *   cnet.hint [b, 3, 8h, 8w] in 0..1 (part cnet, with --control)
  * Outputs: clip.last_hidden_state [b, 77, hidden], clip.pooled [b, hidden],
- * unet.out [b, 4, h, w], vae.image [1, 3, 8h, 8w]; metadata: the device and
- * each part's load and forward seconds.  The file is rewritten after each
- * part, so a later failure leaves the earlier outputs.  Exit status 0, 1
- * when a part failed, 2 for bad arguments. */
+ * unet.out [b, 4, h, w], vae.image [1, 3, 8h, 8w], cnet.down.I [b, n/b]
+ * (the residuals at strength 1, flattened per row, I = 0..11 for SD1.x),
+ * cnet.mid [b, n/b] and cnet.unet_out [b, 4, h, w] (the UNet on cnet.x with
+ * those residuals); metadata: the device, the precision and each part's
+ * load and forward seconds.  The file is rewritten after each part, so a
+ * later failure leaves the earlier outputs.
+ *
+ * --bench loads the three models once and times, in this order: txt2img
+ * as the graph does it (two 77-token prompts encoded one at a time, --steps
+ * Euler steps at CFG 7.5 with the UNet at batch 2, VAE decode; the
+ * median of --txt2img-reps after one warm-up), the UNet alone at batch 2
+ * and the VAE decode at batch 1 (medians of --reps after 3 warm-ups), and
+ * the text encoder at batch 2; every time is wall-clock between backend
+ * synchronizations (the forward passes copy their outputs to the host,
+ * which waits for the device).  Device memory: weft's allocator statistics
+ * (peak bytes handed out, peak reserved from the driver) and
+ * cudaMemGetInfo's used bytes (total - free: the whole device, the CUDA
+ * context included), after the loads, after txt2img and at the end.
+ * Exit status 0, 1 when a part failed, 2 for bad arguments. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <cuda_runtime_api.h>
+
 #include "kernels/cuda/cuda.h"
+#include "samplers.h"
+#include "schedule.h"
 #include "sd.h"
 #include "sd_device.h"
 #include "weft/safetensors.h"
@@ -32,6 +58,23 @@ static double now(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* The backend's precision ("fp32", "fp16", "bf16") when this libweft has
+ * precision modes (weft_cuda_get_precision), else "fp32" (the CUDA
+ * backend's only mode before them).  Weak references under other names, so
+ * that sd_forward builds and runs against either backend. */
+extern int weft__sdf_get_precision(const weft_backend *be) __asm__(
+    "weft_cuda_get_precision") __attribute__((weak));
+extern const char *
+weft__sdf_precision_name(int p) __asm__("weft_cuda_precision_name")
+    __attribute__((weak));
+
+static const char *precision_name(const weft_backend *be) {
+  if (!weft_backend_is_cuda(be)) return "fp32";
+  if (!weft__sdf_get_precision || !weft__sdf_precision_name)
+    return "fp32 (no precision modes in this build)";
+  return weft__sdf_precision_name(weft__sdf_get_precision(be));
 }
 
 /* ---- the model folder ------------------------------------------------------
@@ -72,6 +115,7 @@ typedef struct folder {
   sd_ckpt ck;
   weft_st_file *files[SD_PARTS];
   char *json[SD_PARTS];
+  weft_st_file *control; /* --control's weights, or NULL */
 } folder;
 
 /* Opens DIR/{unet,vae,text_encoder} as nodes/sd's CheckpointLoaderSimple
@@ -106,6 +150,34 @@ static int folder_open(folder *m, const char *dir) {
   return 0;
 }
 
+/* A diffusers ControlNet folder (config.json and
+ * diffusion_pytorch_model.safetensors, what ControlNetLoader reads) into
+ * the checkpoint's control slot; 0 or 1 (message printed). */
+static int control_open(folder *m, const char *dir) {
+  char path[4096], err[1024];
+  snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+  if (weft_st_open(path, &m->control, err, sizeof err)) {
+    fprintf(stderr, "sd_forward: %s\n", err);
+    return 1;
+  }
+  m->ck.files[SD_CONTROL] = (sd_file){
+      m->control, st_get, st_meta, st_count, st_key, weft_st_path(m->control)};
+  m->ck.has[SD_CONTROL] = true;
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  char *json = slurp(path);
+  if (!json) {
+    fprintf(stderr, "sd_forward: cannot read %s\n", path);
+    return 1;
+  }
+  int r = sd_ckpt_configure_control(&m->ck, json);
+  free(json);
+  if (r) {
+    fprintf(stderr, "sd_forward: %s: %s\n", dir, m->ck.err);
+    return 1;
+  }
+  return 0;
+}
+
 static void folder_close(folder *m) {
   sd_ckpt_release(&m->ck);
   sd_ckpt_free_params(&m->ck);
@@ -113,6 +185,7 @@ static void folder_close(folder *m) {
     if (m->files[p]) weft_st_close(m->files[p]);
     free(m->json[p]);
   }
+  if (m->control) weft_st_close(m->control);
 }
 
 /* ---- inputs and outputs
@@ -147,14 +220,20 @@ static void *input(weft_st_file *f, const char *key, weft_st_dtype dt, int ndim,
  * them). */
 typedef struct outputs {
   weft_st_writer *w;
-  void *keep[16];
+  void *keep[64];
   int n;
   const char *path;
 } outputs;
 
+/* Adds an output; data (malloc'd) is the outputs' from now on, freed at
+ * the end even when adding fails. */
 static int out_add(outputs *o, const char *key, float *data, int ndim,
                    const int64_t *shape) {
-  if (o->n < 16) o->keep[o->n++] = data;
+  if (o->n >= 64) {
+    free(data);
+    return WEFT_ENOMEM;
+  }
+  o->keep[o->n++] = data;
   return weft_st_writer_add(o->w, key, WEFT_ST_F32, ndim, shape, data);
 }
 
@@ -315,17 +394,330 @@ static int run_vae(folder *m, weft_backend *be, weft_st_file *in, outputs *o) {
   return bad;
 }
 
+/* The ControlNet on cnet.x / cnet.t / cnet.ctx / cnet.hint at strength 1,
+ * then the UNet on the same inputs with those residuals. */
+static int run_cnet(folder *m, weft_backend *be, weft_st_file *in, outputs *o) {
+  int64_t xs[4], ts[1], cs[3], hs[4];
+  float *x = input(in, "cnet.x", WEFT_ST_F32, 4, xs);
+  float *t = input(in, "cnet.t", WEFT_ST_F32, 1, ts);
+  float *ctx = input(in, "cnet.ctx", WEFT_ST_F32, 3, cs);
+  float *hint = input(in, "cnet.hint", WEFT_ST_F32, 4, hs);
+  float *uout = NULL;
+  sd_cnet *cn = NULL;
+  sd_unet *unet = NULL;
+  sd_cnet_out co;
+  memset(&co, 0, sizeof co);
+  int bad = 1;
+  if (!x || !t || !ctx || !hint) goto done;
+  if (ts[0] != xs[0] || cs[0] != xs[0] || hs[0] != xs[0] || hs[1] != 3) {
+    fprintf(stderr, "sd_forward: cnet.x, cnet.t, cnet.ctx and cnet.hint "
+                    "disagree on the batch (or the hint is not RGB)\n");
+    goto done;
+  }
+  double t0 = now();
+  int r = sd_cnet_load(&m->ck, &cn);
+  if (!r) r = sd_cnet_to_backend(cn, be);
+  if (report("loading the ControlNet", r, be, &m->ck)) goto done;
+  const int64_t f = sd_cnet_hint_factor(cn);
+  if (hs[2] != xs[2] * f || hs[3] != xs[3] * f) {
+    fprintf(stderr, "sd_forward: cnet.hint is %lldx%lld, expected %lldx%lld\n",
+            (long long)hs[2], (long long)hs[3], (long long)(xs[2] * f),
+            (long long)(xs[3] * f));
+    goto done;
+  }
+  double t1 = now();
+  r = sd_cnet_forward(cn, be, x, xs[0], xs[2], xs[3], t, ctx, cs[1], hint, 1.0f,
+                      &co);
+  double t2 = now();
+  if (report("the ControlNet's forward pass", r, be, &m->ck)) goto done;
+  r = sd_unet_load(&m->ck, &unet);
+  if (!r) r = sd_unet_to_backend(unet, be);
+  if (report("loading the UNet", r, be, &m->ck)) goto done;
+  int64_t us[4] = {xs[0], sd_unet_config(unet)->out_channels, xs[2], xs[3]};
+  uout = malloc((size_t)(us[0] * us[1] * us[2] * us[3]) * sizeof *uout);
+  if (!uout) goto done;
+  sd_control ctl = {(const float *const *)co.down, co.n, co.mid};
+  double t3 = now();
+  r = sd_unet_forward(unet, be, x, xs[0], xs[2], xs[3], t, ctx, cs[1], &ctl,
+                      uout);
+  double t4 = now();
+  if (report("the controlled UNet's forward pass", r, be, &m->ck)) goto done;
+  bad = 0;
+  for (int i = 0; i < co.n && !bad; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "cnet.down.%d", i);
+    int64_t s2[2] = {xs[0], co.down_numel[i] / xs[0]};
+    bad = out_add(o, key, co.down[i], 2, s2) != 0;
+    co.down[i] = NULL; /* the outputs' now */
+  }
+  int64_t m2[2] = {xs[0], co.mid_numel / xs[0]};
+  if (!bad) bad = out_add(o, "cnet.mid", co.mid, 2, m2) != 0;
+  co.mid = NULL;
+  if (!bad) bad = out_add(o, "cnet.unet_out", uout, 4, us) != 0;
+  uout = NULL;
+  if (!bad) {
+    out_meta_seconds(o, "cnet.load_s", t1 - t0);
+    out_meta_seconds(o, "cnet.forward_s", t2 - t1);
+    out_meta_seconds(o, "cnet.unet_forward_s", t4 - t3);
+    fprintf(stderr,
+            "cnet: batch %lld, %lldx%lld, %d residuals, load %.2f s, "
+            "forward %.3f s, controlled UNet %.3f s\n",
+            (long long)xs[0], (long long)xs[2], (long long)xs[3], co.n, t1 - t0,
+            t2 - t1, t4 - t3);
+  }
+done:
+  sd_cnet_out_free(&co);
+  sd_cnet_free(cn);
+  sd_unet_free(unet);
+  free(x), free(t), free(ctx), free(hint), free(uout);
+  return bad;
+}
+
+/* ---- --bench
+ * ------------------------------------------------------------------
+ */
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* median of v[0..n-1] (sorts v); NAN when n == 0 */
+static double median(double *v, int n) {
+  if (n <= 0) return NAN;
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int sync_be(weft_backend *be) {
+  return be->iface->synchronize ? be->iface->synchronize(be) : 0;
+}
+
+/* Device memory now, as a JSON object into f: weft's allocator statistics
+ * and cudaMemGetInfo (the whole device). */
+static void json_mem(FILE *f, const char *name, weft_backend *be) {
+  fprintf(f, "  \"%s\": {", name);
+  weft_cuda_mem_stats st;
+  if (weft_backend_is_cuda(be) && !weft_cuda_mem_stats_get(be, &st))
+    fprintf(f,
+            "\"weft_in_use\": %zu, \"weft_peak_in_use\": %zu, "
+            "\"weft_reserved\": %zu, \"weft_peak_reserved\": %zu, "
+            "\"n_malloc\": %llu, ",
+            st.in_use, st.peak_in_use, st.reserved, st.peak_reserved,
+            (unsigned long long)st.n_malloc);
+  size_t fr = 0, tot = 0;
+  if (weft_backend_is_cuda(be) && cudaMemGetInfo(&fr, &tot) == cudaSuccess)
+    fprintf(f, "\"cuda_used\": %zu, \"cuda_total\": %zu, ", tot - fr, tot);
+  fprintf(f, "\"ok\": true},\n");
+}
+
+/* "median": m, "min": a, "n": n of the seconds in v */
+static void json_times(FILE *f, const char *name, double *v, int n) {
+  double lo = NAN;
+  for (int i = 0; i < n; i++)
+    if (i == 0 || v[i] < lo) lo = v[i];
+  double med = median(v, n);
+  fprintf(f, "  \"%s\": {\"median_s\": %.6f, \"min_s\": %.6f, \"n\": %d},\n",
+          name, isnan(med) ? -1.0 : med, isnan(lo) ? -1.0 : lo, n);
+}
+
+static int denoise_cb(void *u, const float *x, float s, float *o) {
+  return sd_denoise(u, x, s, o);
+}
+
+typedef struct bench_opts {
+  int latent, steps, reps, t2i_reps;
+} bench_opts;
+
+/* Token ids of a short prompt and of "", padded with <|endoftext|> to 77
+ * (what the graph's CLIPTextEncode feeds the model; the cost does not depend
+ * on the ids). */
+static void bench_ids(int32_t ids[2][77]) {
+  static const int32_t words[] = {49406, 320,  8853, 539,  550,
+                                  18376, 6765, 320,  4558, 49407};
+  for (int i = 0; i < 77; i++) {
+    ids[0][i] = i < 10 ? words[i] : 49407;
+    ids[1][i] = i == 0 ? 49406 : 49407;
+  }
+}
+
+static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
+                     const char *json, const char *dev_name) {
+  FILE *f = fopen(json, "w");
+  if (!f) {
+    perror(json);
+    return 1;
+  }
+  fprintf(f, "{\n  \"device\": \"%s\",\n  \"precision\": \"%s\",\n", dev_name,
+          precision_name(be));
+  json_mem(f, "mem_start", be);
+  int bad = 0;
+  sd_clip *clip = NULL;
+  sd_unet *unet = NULL;
+  sd_vae *vae = NULL;
+  double t0 = now();
+  int r = sd_clip_load(&m->ck, &clip);
+  if (!r) r = sd_clip_to_backend(clip, be);
+  double t1 = now();
+  if (!r) r = sd_unet_load(&m->ck, &unet);
+  if (!r) r = sd_unet_to_backend(unet, be);
+  double t2 = now();
+  if (!r) r = sd_vae_load(&m->ck, &vae);
+  if (!r) r = sd_vae_to_backend(vae, be);
+  double t3 = now();
+  if (report("loading the models", r, be, &m->ck)) {
+    bad = 1;
+    goto done;
+  }
+  fprintf(f, "  \"load_s\": {\"clip\": %.4f, \"unet\": %.4f, \"vae\": %.4f},\n",
+          t1 - t0, t2 - t1, t3 - t2);
+  fprintf(stderr, "bench: loaded clip %.2f s, unet %.2f s, vae %.2f s (%s)\n",
+          t1 - t0, t2 - t1, t3 - t2, precision_name(be));
+  json_mem(f, "mem_loaded", be);
+  fflush(f);
+
+  const int64_t L = bo->latent, D = sd_clip_config(clip)->hidden;
+  const int64_t lat = 4 * L * L, img_n = 3 * (8 * L) * (8 * L);
+  int32_t ids[2][77];
+  bench_ids(ids);
+  float *ctx = malloc((size_t)(2 * 77 * D) * sizeof *ctx);
+  float *x = malloc((size_t)(2 * lat) * sizeof *x);
+  float *out = malloc((size_t)(2 * lat) * sizeof *out);
+  float *img = malloc((size_t)img_n * 2 * sizeof *img);
+  int n_t2i = bo->t2i_reps, n = bo->reps;
+  double *tt = calloc((size_t)(4 * (n_t2i + 1) + 3 * (n + 3)), sizeof *tt);
+  if (!ctx || !x || !out || !img || !tt) {
+    bad = 1;
+    goto freeall;
+  }
+  /* txt2img: text (two encodes), sampling, decode, total */
+  weft_schedule sched;
+  weft_schedule_init(&sched, 0.00085, 0.012);
+  float sig[1100];
+  int ns = weft_ksampler_sigmas(&sched, "normal", "euler", bo->steps, 1.0, sig,
+                                1100);
+  double *tx = tt, *ts = tt + (n_t2i + 1), *td = tt + 2 * (n_t2i + 1),
+         *tot = tt + 3 * (n_t2i + 1);
+  int k = 0;
+  for (int rep = -1; rep < n_t2i && !bad; rep++) {
+    double a = now();
+    r = sd_clip_forward(clip, be, ids[0], 1, 0, ctx, NULL);
+    if (!r) r = sd_clip_forward(clip, be, ids[1], 1, 0, ctx + 77 * D, NULL);
+    if (!r) r = sync_be(be);
+    double b = now();
+    sd_denoiser den;
+    int64_t shape[4] = {1, 4, L, L};
+    if (!r)
+      r = sd_denoiser_init(&den, unet, be, &sched, SD_PRED_EPS, shape, 7.5f,
+                           ctx + 77 * D, 77, ctx, 77);
+    if (!r) {
+      for (int64_t i = 0; i < lat; i++)
+        x[i] = sinf((float)i * 0.37f) * sqrtf(1.0f + sig[0] * sig[0]);
+      weft_sampler_io io = {lat, denoise_cb, NULL, NULL, &den};
+      r = weft_sample("euler", &io, x, sig, ns);
+      sd_denoiser_free(&den);
+    }
+    if (!r) r = sync_be(be);
+    double c = now();
+    for (int64_t i = 0; i < lat && !r; i++)
+      x[i] /= 0.18215f;
+    if (!r) r = sd_vae_decode(vae, be, x, 1, L, L, img);
+    if (!r) r = sync_be(be);
+    double d = now();
+    if (report("txt2img", r, be, &m->ck)) {
+      bad = 1;
+      break;
+    }
+    fprintf(stderr,
+            "bench: txt2img %s: text %.3f s, sampling %.3f s, decode %.3f "
+            "s, total %.3f s\n",
+            rep < 0 ? "warm-up" : "run", b - a, c - b, d - c, d - a);
+    if (rep >= 0) {
+      tx[k] = b - a, ts[k] = c - b, td[k] = d - c, tot[k] = d - a;
+      k++;
+    }
+  }
+  fprintf(f,
+          "  \"txt2img\": {\"latent\": %lld, \"steps\": %d, \"cfg\": 7.5},\n",
+          (long long)L, bo->steps);
+  json_times(f, "txt2img_text", tx, k);
+  json_times(f, "txt2img_sampling", ts, k);
+  json_times(f, "txt2img_decode", td, k);
+  json_times(f, "txt2img_total", tot, k);
+  json_mem(f, "mem_after_txt2img", be);
+  fflush(f);
+
+  /* the UNet at batch 2 (a CFG step), the VAE decode, the text encoder */
+  double *tu = tt + 4 * (n_t2i + 1), *tv = tu + (n + 3), *tc = tv + (n + 3);
+  float tsteps[2] = {999.0f, 999.0f};
+  int ku = 0, kv = 0, kc = 0;
+  for (int64_t i = 0; i < 2 * lat; i++)
+    x[i] = sinf((float)i * 0.71f);
+  for (int rep = -3; rep < n && !bad; rep++) {
+    if ((r = sync_be(be))) break;
+    double a = now();
+    r = sd_unet_forward(unet, be, x, 2, L, L, tsteps, ctx, 77, NULL, out);
+    if (!r) r = sync_be(be);
+    double b = now();
+    if (r) break;
+    if (rep >= 0) tu[ku++] = b - a;
+  }
+  if (report("the UNet", r, be, &m->ck)) bad = 1;
+  for (int rep = -3; rep < n && !bad; rep++) {
+    if ((r = sync_be(be))) break;
+    double a = now();
+    r = sd_vae_decode(vae, be, x, 1, L, L, img);
+    if (!r) r = sync_be(be);
+    double b = now();
+    if (r) break;
+    if (rep >= 0) tv[kv++] = b - a;
+  }
+  if (!bad && report("the VAE decoder", r, be, &m->ck)) bad = 1;
+  for (int rep = -3; rep < n && !bad; rep++) {
+    if ((r = sync_be(be))) break;
+    double a = now();
+    r = sd_clip_forward(clip, be, &ids[0][0], 2, 0, ctx, NULL);
+    if (!r) r = sync_be(be);
+    double b = now();
+    if (r) break;
+    if (rep >= 0) tc[kc++] = b - a;
+  }
+  if (!bad && report("the text encoder", r, be, &m->ck)) bad = 1;
+  fprintf(f, "  \"unet_batch\": 2,\n");
+  json_times(f, "unet_step", tu, ku);
+  json_times(f, "vae_decode", tv, kv);
+  json_times(f, "clip_batch2", tc, kc);
+  if (ku && kv && kc)
+    fprintf(stderr,
+            "bench: unet step (batch 2) %.4f s, vae decode %.4f s, "
+            "text encoder (batch 2) %.4f s (medians of %d)\n",
+            tu[ku / 2], tv[kv / 2], tc[kc / 2], n);
+freeall:
+  free(ctx), free(x), free(out), free(img), free(tt);
+done:
+  json_mem(f, "mem_end", be);
+  fprintf(f, "  \"ok\": %s\n}\n", bad ? "false" : "true");
+  fclose(f);
+  sd_clip_free(clip), sd_unet_free(unet), sd_vae_free(vae);
+  return bad;
+}
+
 static int usage(void) {
-  fprintf(stderr, "usage: sd_forward --model DIR --in IO.safetensors --out "
-                  "OUT.safetensors [--device cpu|cuda] [--parts "
-                  "clip,unet,vae] [--threads N]\n");
+  fprintf(stderr,
+          "usage: sd_forward --model DIR --in IO.safetensors --out "
+          "OUT.safetensors [--device cpu|cuda] [--parts clip,unet,vae,cnet] "
+          "[--control CNET_DIR] [--threads N]\n"
+          "       sd_forward --model DIR --bench OUT.json [--device cpu|cuda] "
+          "[--latent 64] [--steps 20] [--reps 20] [--txt2img-reps 3] "
+          "[--threads N]\n");
   return 2;
 }
 
 int main(int argc, char **argv) {
   const char *model = NULL, *inp = NULL, *outp = NULL, *device = "cuda";
-  const char *parts = "clip,unet,vae";
+  const char *parts = "clip,unet,vae", *control = NULL, *bench = NULL;
   int threads = 0;
+  bench_opts bo = {64, 20, 20, 3};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) return usage();
@@ -339,13 +731,32 @@ int main(int argc, char **argv) {
       device = v;
     else if (!strcmp(a, "--parts"))
       parts = v;
+    else if (!strcmp(a, "--control"))
+      control = v;
     else if (!strcmp(a, "--threads"))
       threads = atoi(v);
+    else if (!strcmp(a, "--bench"))
+      bench = v;
+    else if (!strcmp(a, "--latent"))
+      bo.latent = atoi(v);
+    else if (!strcmp(a, "--steps"))
+      bo.steps = atoi(v);
+    else if (!strcmp(a, "--reps"))
+      bo.reps = atoi(v);
+    else if (!strcmp(a, "--txt2img-reps"))
+      bo.t2i_reps = atoi(v);
     else
       return usage();
     i++;
   }
-  if (!model || !inp || !outp) return usage();
+  if (!model || (!bench && (!inp || !outp))) return usage();
+  if (bo.latent < 1 || bo.steps < 1 || bo.steps > 1000 || bo.reps < 1 ||
+      bo.t2i_reps < 1)
+    return usage();
+  if (!bench && strstr(parts, "cnet") && !control) {
+    fprintf(stderr, "sd_forward: the cnet part needs --control DIR\n");
+    return 2;
+  }
   weft_backend *be = NULL;
   char dev_name[256] = "cpu";
   if (!strcmp(device, "cuda")) {
@@ -366,25 +777,36 @@ int main(int argc, char **argv) {
     fprintf(stderr, "sd_forward: cannot start the %s backend\n", device);
     return 1;
   }
-  fprintf(stderr, "sd_forward: device %s\n", dev_name);
+  fprintf(stderr, "sd_forward: device %s, precision %s\n", dev_name,
+          precision_name(be));
+  folder m;
+  int bad = folder_open(&m, model);
+  if (!bad && control) bad = control_open(&m, control);
+  if (bench) {
+    if (!bad) bad = run_bench(&m, be, &bo, bench, dev_name);
+    folder_close(&m);
+    weft_backend_free(be);
+    return bad;
+  }
   char err[1024];
   weft_st_file *in = NULL;
   if (weft_st_open(inp, &in, err, sizeof err)) {
     fprintf(stderr, "sd_forward: %s\n", err);
+    folder_close(&m);
     weft_backend_free(be);
     return 2;
   }
-  folder m;
-  int bad = folder_open(&m, model);
   outputs o = {.path = outp};
   if (!bad && weft_st_writer_new(&o.w)) bad = 1;
   if (!bad) {
     weft_st_writer_meta(o.w, "device", dev_name);
+    weft_st_writer_meta(o.w, "precision", precision_name(be));
     weft_st_writer_meta(o.w, "model", model);
     /* each part on its own: its weights freed before the next loads */
     if (strstr(parts, "clip")) bad |= run_clip(&m, be, in, &o) || out_save(&o);
     if (strstr(parts, "unet")) bad |= run_unet(&m, be, in, &o) || out_save(&o);
     if (strstr(parts, "vae")) bad |= run_vae(&m, be, in, &o) || out_save(&o);
+    if (strstr(parts, "cnet")) bad |= run_cnet(&m, be, in, &o) || out_save(&o);
     char unused[1024];
     if (sd_ckpt_unused(&m.ck, unused, sizeof unused) &&
         !strcmp(parts, "clip,unet,vae"))
