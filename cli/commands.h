@@ -16,6 +16,7 @@ int weft_cmd_inspect(int argc, char **argv);
 int weft_cmd_tokenize(int argc, char **argv);
 int weft_cmd_batch(int argc, char **argv);
 int weft_cmd_convert(int argc, char **argv);
+int weft_cmd_plan(int argc, char **argv);
 
 /* Options most commands share. */
 typedef struct weft_cli_opts {

@@ -15,6 +15,7 @@ static const struct command {
     {"run", weft_cmd_run, "run a graph (YAML)"},
     {"batch", weft_cmd_batch, "run a graph over a manifest or sweeps"},
     {"validate", weft_cmd_validate, "check a graph without running it"},
+    {"plan", weft_cmd_plan, "print a graph's memory plan (weights, arenas)"},
     {"nodes", weft_cmd_nodes, "list node types, or document one"},
     {"graph", weft_cmd_graph, "print a graph (Graphviz dot)"},
     {"inspect", weft_cmd_inspect, "describe a .safetensors file"},

@@ -17,6 +17,7 @@
 #include "sd_device.h"
 #include "sd_nodes.h"
 #include "sd_objects.h"
+#include "sd_plan.h"
 
 #ifndef WEFT_CLIP_VOCAB_INSTALLED
 #define WEFT_CLIP_VOCAB_INSTALLED ""
@@ -191,6 +192,36 @@ static int find_vocab(char *out, size_t len) {
   }
   snprintf(out, len, "%s", WEFT_CLIP_VOCAB_INSTALLED);
   return sd_is_file(out) ? 0 : WEFT_ENOENT;
+}
+
+/* ---- plan mode (weft plan) ------------------------------------------------- */
+
+/* float32 bytes of a part's weights (the registry LoRA uses) */
+static uint64_t part_bytes(const sd_bundle *b, sd_part part) {
+  uint64_t n = 0;
+  for (int i = 0; i < b->ck.n_params; i++)
+    if (b->ck.params[i].part == part)
+      n += (uint64_t)b->ck.params[i].numel * sizeof(float);
+  return n;
+}
+
+/* What a model node's plan reports: where it runs, the part's weights (one
+ * id per bundle and part, so every node on them is seen to share them),
+ * and the recorded forward's arena and copies (calls forwards per run). */
+static void plan_fill(weft_plan *plan, const sd_bundle *b, sd_part part,
+                      const char *name, const weft_rec_stats *st,
+                      uint64_t calls) {
+  plan->device = sd_be_is_host(b->be) ? WEFT_DEVICE_CPU : 0;
+  plan->weight_bytes = part_bytes(b, part);
+  if (!WEFT_PLAN_HAS(plan, weights)) return;
+  plan->arena_bytes = st->arena.arena;
+  plan->arena_lower_bound = st->arena.lower_bound;
+  plan->arena_naive = st->arena.naive;
+  plan->h2d_bytes = st->h2d_bytes * calls;
+  plan->d2h_bytes = st->d2h_bytes * calls;
+  plan->n_weights = 1;
+  plan->weights[0] = (weft_plan_weights){
+      (uint64_t)(uintptr_t)b << 2 | (uint64_t)part, plan->weight_bytes, name};
 }
 
 /* ---- CheckpointLoaderSimple ------------------------------------------------ */
@@ -451,15 +482,34 @@ static int lora_model_only_run(weft_call *c) {
 
 /* ---- CLIPTextEncode / CLIPSetLastLayer ------------------------------------ */
 
+typedef struct clip_args {
+  sd_bundle *b;
+  int layer;
+  const int32_t *ids;
+  int64_t n;
+  float *out, *pooled;
+} clip_args;
+
+static int clip_fn(void *user, weft_backend *be) {
+  clip_args *a = user;
+  return sd_clip_forward(a->b->clip, be, a->ids, a->n, a->layer, a->out,
+                         a->pooled);
+}
+
+/* plan: the forward recorded only (no LoRA merge, nothing computed) */
 static int encode_chunks(sd_bundle *b, int layer, const int32_t *ids, int64_t n,
-                         float *out, float *pooled) {
+                         float *out, float *pooled, weft_plan *plan) {
+  clip_args a = {b, layer, ids, n, out, pooled};
+  weft_rec_stats st;
   sd_bundle_be_lock(b);
-  int r = sd_clip_forward(b->clip, b->be, ids, n, layer, out, pooled);
+  int r = plan ? sd_plan_call(b->be, clip_fn, &a, true, &st)
+               : sd_clip_forward(b->clip, b->be, ids, n, layer, out, pooled);
   sd_bundle_be_unlock(b);
+  if (!r && plan) plan_fill(plan, b, SD_CLIP, "text encoder", &st, 1);
   return r;
 }
 
-static int clip_encode_run(weft_call *c) {
+static int clip_encode_common(weft_call *c, weft_plan *plan) {
   const weft_host *h = c->host;
   sd_ref *ref = sd_ref_of(c, 0);
   sd_bundle *b = ref->bundle;
@@ -471,8 +521,8 @@ static int clip_encode_run(weft_call *c) {
   const int64_t L = WEFT_CLIP_CHUNK_LEN, D = b->clip ? sd_clip_config(b->clip)->hidden : 0;
   int64_t n = (int64_t)ch->n_chunks + (ch->has_weights ? 1 : 0);
   int32_t *ids = malloc((size_t)(n * L) * sizeof *ids);
-  float *z = malloc((size_t)(n * L * D) * sizeof *z);
-  float *pooled = malloc((size_t)(n * D) * sizeof *pooled);
+  float *z = calloc((size_t)(n * L * D), sizeof *z);
+  float *pooled = calloc((size_t)(n * D), sizeof *pooled);
   sd_cond *cond = calloc(1, sizeof *cond);
   int r = 0;
   if (!ids || !z || !pooled || !cond) {
@@ -487,9 +537,13 @@ static int clip_encode_run(weft_call *c) {
     for (int64_t i = 1; i < L; i++) e[i] = WEFT_CLIP_EOS;
   }
   int layer = ref->clip_layer < 0 ? ref->clip_layer + 1 : ref->clip_layer;
-  if ((r = sd_bundle_acquire(b, SD_CLIP, ref))) goto out;
-  r = encode_chunks(b, layer, ids, n, z, pooled);
-  sd_bundle_unacquire(b, SD_CLIP);
+  if (plan) {
+    r = encode_chunks(b, layer, ids, n, z, pooled, plan);
+  } else {
+    if ((r = sd_bundle_acquire(b, SD_CLIP, ref))) goto out;
+    r = encode_chunks(b, layer, ids, n, z, pooled, NULL);
+    sd_bundle_unacquire(b, SD_CLIP);
+  }
   if (r) {
     if (r == WEFT_EINVAL || sd_be_is_host(b->be))
       h->error(c, "text encoder failed: %s",
@@ -524,6 +578,11 @@ out:
   free(ids), free(z), free(pooled);
   if (cond) sd_cond_destroy(cond);
   return r;
+}
+
+static int clip_encode_run(weft_call *c) { return clip_encode_common(c, NULL); }
+static int clip_encode_plan(weft_call *c, weft_plan *plan) {
+  return clip_encode_common(c, plan);
 }
 
 static int clip_set_last_layer_run(weft_call *c) {
@@ -608,13 +667,17 @@ typedef struct sampling {
   weft_torch_gen gen;
   weft_brownian brown;
   float *tmp;
+  /* the UNet's activations: recorded on the first call, then from one
+   * arena (dplan.d NULL: unplanned, WEFT_ARENA=0) */
+  sd_denoise_plan dplan;
 } sampling;
 
 /* one model call on the bundle's backend (sd_bundle_be_lock) */
 static int denoise_locked(sampling *s, const float *x, float sigma,
                           float *den) {
   sd_bundle_be_lock(s->bundle);
-  int r = sd_denoise(&s->den, x, sigma, den);
+  int r = s->dplan.d ? sd_denoise_planned(&s->dplan, x, sigma, den)
+                     : sd_denoise(&s->den, x, sigma, den);
   sd_bundle_be_unlock(s->bundle);
   return r;
 }
@@ -683,7 +746,43 @@ typedef struct ksampler_args {
   bool force_full_denoise;
 } ksampler_args;
 
-static int ksample(weft_call *c, const ksampler_args *a) {
+/* plan mode: one UNet call (the CFG batch every step makes) recorded
+ * without computing; ControlNets are left out (their residuals add copies
+ * in, not activations the UNet keeps) */
+static int ksample_plan(weft_call *c, sd_bundle *b, const sd_cond *pos,
+                        const sd_cond *neg, const int64_t shape[4],
+                        const ksampler_args *a, int calls, weft_plan *plan) {
+  sd_denoiser den;
+  int r = sd_denoiser_init(&den, b->unet, b->be, &b->sched, b->prediction,
+                           shape, a->cfg, neg->ctx, neg->tokens, pos->ctx,
+                           pos->tokens);
+  if (r) return r;
+  int64_t n = shape[0] * shape[1] * shape[2] * shape[3];
+  float *x = calloc((size_t)n, sizeof *x), *dn = calloc((size_t)n, sizeof *dn);
+  weft_rec *rec = weft_rec_new(b->be);
+  weft_rec_stats st;
+  r = x && dn && rec ? weft_rec_begin(rec, WEFT_REC_DRY) : WEFT_ENOMEM;
+  if (!r) {
+    den.be = weft_rec_backend(rec);
+    sd_bundle_be_lock(b);
+    r = sd_denoise(&den, x, 1.0f, dn);
+    sd_bundle_be_unlock(b);
+    int re = weft_rec_end(rec);
+    if (!r) r = re;
+  }
+  if (!r) {
+    weft_rec_stats_get(rec, &st);
+    plan_fill(plan, b, SD_UNET, "UNet", &st, (uint64_t)(calls > 0 ? calls : 0));
+  } else {
+    sd_model_error(c, b->be, r, "planning the UNet call failed");
+  }
+  weft_rec_free(rec);
+  free(x), free(dn);
+  sd_denoiser_free(&den);
+  return r;
+}
+
+static int ksample(weft_call *c, const ksampler_args *a, weft_plan *plan) {
   const weft_host *h = c->host;
   sd_bundle *b = sd_ref_of(c, 0)->bundle;
   const sd_cond *pos = h->value_object(c->inputs[1]);
@@ -729,6 +828,12 @@ static int ksample(weft_call *c, const ksampler_args *a) {
   }
   float *x = out.data;
   const float scale = b->latent_scale;
+  if (plan) { /* the output's shape is all plan mode promises */
+    memset(x, 0, (size_t)s.n * sizeof *x);
+    int r = ns < 2 ? 0 : ksample_plan(c, b, pos, neg, shape, a, ns - 1, plan);
+    free(sig);
+    return r;
+  }
   if (ns < 2) { /* nothing to sample (denoise 0, or a window past the end) */
     memcpy(x, lat->data, (size_t)s.n * sizeof *x);
     free(sig);
@@ -754,6 +859,7 @@ static int ksample(weft_call *c, const ksampler_args *a) {
     s.den.control = sd_ctrl_eval;
     s.den.control_user = &ctrl;
   }
+  if (sd_plan_enabled()) sd_denoise_plan_init(&s.dplan, &s.den);
   /* ComfyUI's prepare_noise: torch.manual_seed(seed); randn(latent shape) */
   weft_torch_gen g;
   weft_torch_gen_seed(&g, a->seed);
@@ -810,7 +916,17 @@ static int ksample(weft_call *c, const ksampler_args *a) {
     h->error(c, "sampling failed: %s", r == WEFT_ENOMEM ? "out of memory"
                                                          : "model error");
   for (int64_t i = 0; !r && i < s.n; i++) x[i] /= scale;
+  weft_rec_stats st;
+  if (sd_denoise_plan_stats(&s.dplan, 0, &st))
+    h->log(c, WEFT_LOG_DEBUG,
+           "UNet activations: arena %llu bytes (lower bound %llu, unplanned "
+           "%llu), %d replays, %llu misses",
+           (unsigned long long)st.arena.arena,
+           (unsigned long long)st.arena.lower_bound,
+           (unsigned long long)st.arena.naive, st.replays,
+           (unsigned long long)st.misses);
 out:
+  sd_denoise_plan_free(&s.dplan);
   sd_denoiser_free(&s.den);
   free(sig), free(nz), free(latent_in), free(s.tmp), free(s.mask),
       free(s.x_in), free(s.fresh);
@@ -819,15 +935,23 @@ out:
 
 enum { KS_SEED, KS_STEPS, KS_CFG, KS_SAMPLER, KS_SCHEDULER, KS_DENOISE };
 
-static int ksampler_run(weft_call *c) {
-  ksampler_args a = {
+static ksampler_args ksampler_args_of(weft_call *c) {
+  return (ksampler_args){
       .seed = (uint64_t)weft_param_int(c, KS_SEED), .add_noise = true,
       .steps = (int)weft_param_int(c, KS_STEPS),
       .cfg = (float)weft_param_float(c, KS_CFG),
       .sampler = weft_param_string(c, KS_SAMPLER),
       .scheduler = weft_param_string(c, KS_SCHEDULER),
       .denoise = weft_param_float(c, KS_DENOISE), .start = -1};
-  return ksample(c, &a);
+}
+
+static int ksampler_run(weft_call *c) {
+  ksampler_args a = ksampler_args_of(c);
+  return ksample(c, &a, NULL);
+}
+static int ksampler_plan(weft_call *c, weft_plan *plan) {
+  ksampler_args a = ksampler_args_of(c);
+  return ksample(c, &a, plan);
 }
 
 enum {
@@ -835,8 +959,8 @@ enum {
   KA_START, KA_END, KA_LEFTOVER
 };
 
-static int ksampler_adv_run(weft_call *c) {
-  ksampler_args a = {
+static ksampler_args ksampler_adv_args_of(weft_call *c) {
+  return (ksampler_args){
       .seed = (uint64_t)weft_param_int(c, KA_SEED),
       .add_noise = weft_param_int(c, KA_ADD_NOISE) == 0,
       .steps = (int)weft_param_int(c, KA_STEPS),
@@ -846,7 +970,15 @@ static int ksampler_adv_run(weft_call *c) {
       .start = (int)weft_param_int(c, KA_START),
       .end = (int)weft_param_int(c, KA_END),
       .force_full_denoise = weft_param_int(c, KA_LEFTOVER) == 0};
-  return ksample(c, &a);
+}
+
+static int ksampler_adv_run(weft_call *c) {
+  ksampler_args a = ksampler_adv_args_of(c);
+  return ksample(c, &a, NULL);
+}
+static int ksampler_adv_plan(weft_call *c, weft_plan *plan) {
+  ksampler_args a = ksampler_adv_args_of(c);
+  return ksample(c, &a, plan);
 }
 
 /* ---- VAEDecode / VAEEncode ------------------------------------------------- */
@@ -882,23 +1014,52 @@ static const weft_tensor *decode_input(weft_call *c, sd_bundle *b) {
   return lat;
 }
 
-static int vae_decode_run(weft_call *c) {
+typedef struct vae_args {
+  sd_vae *vae;
+  const float *in;
+  int64_t b, h, w;
+  float *out;
+} vae_args;
+
+static int vae_decode_fn(void *user, weft_backend *be) {
+  vae_args *a = user;
+  return sd_vae_decode(a->vae, be, a->in, a->b, a->h, a->w, a->out);
+}
+
+static int vae_encode_fn(void *user, weft_backend *be) {
+  vae_args *a = user;
+  return sd_vae_encode_one(a->vae, be, a->in, a->h, a->w, a->out);
+}
+
+/* The decode's activations are planned before it runs (one arena); plan
+ * mode stops after the recording and outputs a black image. */
+static int vae_decode_common(weft_call *c, weft_plan *plan) {
   sd_bundle *b = sd_ref_of(c, 1)->bundle;
   const weft_tensor *lat = decode_input(c, b);
   if (!lat) return WEFT_ETYPE;
   int64_t B = lat->shape[0], hh = lat->shape[2], ww = lat->shape[3];
   int64_t f = sd_vae_factor(b->vae), H = hh * f, W = ww * f;
-  float *img = malloc((size_t)(B * 3 * H * W) * sizeof *img);
+  float *img = calloc((size_t)(B * 3 * H * W), sizeof *img);
   if (!img) return WEFT_ENOMEM;
+  vae_args a = {b->vae, lat->data, B, hh, ww, img};
+  weft_rec_stats st;
   sd_bundle_be_lock(b);
-  int r = sd_vae_decode(b->vae, b->be, lat->data, B, hh, ww, img);
+  int r = plan || sd_plan_enabled()
+              ? sd_plan_call(b->be, vae_decode_fn, &a, plan != NULL, &st)
+              : sd_vae_decode(b->vae, b->be, lat->data, B, hh, ww, img);
   sd_bundle_be_unlock(b);
   if (r)
     sd_model_error(c, b->be, r, "VAE decode failed");
   else
     r = image_output(c, img, B, H, W);
+  if (!r && plan) plan_fill(plan, b, SD_VAE, "VAE", &st, 1);
   free(img);
   return r;
+}
+
+static int vae_decode_run(weft_call *c) { return vae_decode_common(c, NULL); }
+static int vae_decode_plan(weft_call *c, weft_plan *plan) {
+  return vae_decode_common(c, plan);
 }
 
 enum { VT_TILE, VT_OVERLAP, VT_TSIZE, VT_TOVERLAP };
@@ -975,11 +1136,22 @@ static int latent_output(weft_call *c, weft_tensor *t, int64_t B, int64_t lat,
 }
 
 static int encode_pixels(weft_call *c, sd_bundle *b, const float *in,
-                         int64_t B, int64_t H, int64_t W) {
+                         int64_t B, int64_t H, int64_t W, weft_plan *plan) {
   int64_t f = sd_vae_factor(b->vae), lat = sd_vae_config(b->vae)->latent_channels;
   weft_tensor t;
   int r = latent_output(c, &t, B, lat, H / f, W / f);
   int64_t per = lat * (H / f) * (W / f);
+  if (!r && plan) { /* one image recorded: each runs alone, the same way */
+    memset(t.data, 0, (size_t)(B * per) * sizeof(float));
+    vae_args a = {b->vae, in, 1, H, W, t.data};
+    weft_rec_stats st;
+    sd_bundle_be_lock(b);
+    r = sd_plan_call(b->be, vae_encode_fn, &a, true, &st);
+    sd_bundle_be_unlock(b);
+    if (r) sd_model_error(c, b->be, r, "planning the VAE encode failed");
+    else plan_fill(plan, b, SD_VAE, "VAE", &st, (uint64_t)B);
+    return r;
+  }
   for (int64_t bb = 0; bb < B && !r; bb++) {
     sd_bundle_be_lock(b);
     r = sd_vae_encode_one(b->vae, b->be, in + bb * 3 * H * W, H, W,
@@ -990,15 +1162,20 @@ static int encode_pixels(weft_call *c, sd_bundle *b, const float *in,
   return r;
 }
 
-static int vae_encode_run(weft_call *c) {
+static int vae_encode_common(weft_call *c, weft_plan *plan) {
   sd_bundle *b = sd_ref_of(c, 1)->bundle;
   const weft_tensor *px = c->host->value_tensor(c->inputs[0]);
   float *in = NULL;
   int64_t H, W, oy, ox;
   int r = crop_pixels(c, b, px, &in, &H, &W, &oy, &ox);
-  if (!r) r = encode_pixels(c, b, in, px->shape[0], H, W);
+  if (!r) r = encode_pixels(c, b, in, px->shape[0], H, W, plan);
   free(in);
   return r;
+}
+
+static int vae_encode_run(weft_call *c) { return vae_encode_common(c, NULL); }
+static int vae_encode_plan(weft_call *c, weft_plan *plan) {
+  return vae_encode_common(c, plan);
 }
 
 enum { VE_TILE, VE_OVERLAP, VE_TSIZE, VE_TOVERLAP };
@@ -1089,7 +1266,7 @@ static int vae_encode_inpaint_run(weft_call *c) {
           *p = (*p - 0.5f) * m + 0.5f;
         }
   }
-  if (!r) r = encode_pixels(c, b, in, B, H, W);
+  if (!r) r = encode_pixels(c, b, in, B, H, W, NULL);
   if (!r) {
     int64_t ms[4] = {n, 1, H, W};
     weft_tensor mt;
@@ -1182,7 +1359,8 @@ static const weft_node_def encode_def = {
     .doc = "Encodes a prompt with the CLIP text encoder: ComfyUI's emphasis "
            "syntax and 75-token chunks.",
     .inputs = clip_in, .n_inputs = 1, .outputs = cond_out, .n_outputs = 1,
-    .params = encode_params, .n_params = 1, .run = clip_encode_run};
+    .params = encode_params, .n_params = 1, .plan = clip_encode_plan,
+    .run = clip_encode_run};
 
 static const weft_param_def last_layer_params[] = {
     P_INT("stop_at_clip_layer", -1, -24, -1,
@@ -1262,7 +1440,8 @@ static const weft_node_def ksampler_def = {
     .doc = "Denoises a latent with ComfyUI's samplers and schedulers; the "
            "same seed gives ComfyUI's starting noise.",
     .inputs = ks_in, .n_inputs = 4, .outputs = latent_out, .n_outputs = 1,
-    .params = ks_params, .n_params = 6, .run = ksampler_run};
+    .params = ks_params, .n_params = 6, .plan = ksampler_plan,
+    .run = ksampler_run};
 
 static const char *const enable_disable[] = {"enable", "disable", NULL};
 static const char *const disable_enable[] = {"disable", "enable", NULL};
@@ -1287,7 +1466,8 @@ static const weft_node_def ksampler_adv_def = {
     .doc = "KSampler over a window of the schedule (start/end step), with "
            "optional noise and leftover noise, for multi-stage graphs.",
     .inputs = ks_in, .n_inputs = 4, .outputs = latent_out, .n_outputs = 1,
-    .params = ka_params, .n_params = 9, .run = ksampler_adv_run};
+    .params = ka_params, .n_params = 9, .plan = ksampler_adv_plan,
+    .run = ksampler_adv_run};
 
 static const weft_port_def decode_in[] = {
     PORT("samples", WEFT_TYPE_LATENT, "the latent"),
@@ -1299,7 +1479,7 @@ static const weft_node_def decode_def = {
     .struct_size = sizeof(weft_node_def), .op = "VAEDecode",
     .category = "latent", .doc = "Decodes latents into images.",
     .inputs = decode_in, .n_inputs = 2, .outputs = image_out, .n_outputs = 1,
-    .run = vae_decode_run};
+    .plan = vae_decode_plan, .run = vae_decode_run};
 
 static const weft_port_def encode_in[] = {
     PORT("pixels", WEFT_TYPE_IMAGE, "images [batch, height, width, C]"),
@@ -1311,7 +1491,7 @@ static const weft_node_def vae_encode_def = {
     .doc = "Encodes images into latents (the posterior's mean), cropping to "
            "a multiple of 8 pixels.",
     .inputs = encode_in, .n_inputs = 2, .outputs = latent_out, .n_outputs = 1,
-    .run = vae_encode_run};
+    .plan = vae_encode_plan, .run = vae_encode_run};
 
 static const weft_param_def decode_tiled_params[] = {
     [VT_TILE] = P_INT("tile_size", 512, 64, 4096, "tile side in pixels"),

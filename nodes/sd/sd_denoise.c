@@ -100,3 +100,112 @@ int sd_denoise(void *user, const float *x, float sigma, float *den) {
   }
   return 0;
 }
+
+/* ---- planned model calls (sd_plan.h) ------------------------------------ */
+
+#include "sd_plan.h"
+
+bool sd_plan_enabled(void) {
+  const char *e = getenv("WEFT_ARENA");
+  return !(e && !strcmp(e, "0"));
+}
+
+/* Starts a pass of recorder i: a replay once planned, else a recording
+ * that runs.  Without memory for it the call simply runs unplanned. */
+static void plan_start(sd_denoise_plan *p, int i) {
+  if (!p->rec[i] && !(p->rec[i] = weft_rec_new(p->inner))) return;
+  weft_rec *r = p->rec[i];
+  weft_rec_mode m = weft_rec_planned(r) ? WEFT_REC_REPLAY : WEFT_REC_TRACE;
+  if (weft_rec_begin(r, m)) return;
+  p->d->be = weft_rec_backend(r);
+  p->active = i;
+}
+
+static void plan_end(sd_denoise_plan *p) {
+  if (p->active < 0) return;
+  weft_rec *r = p->rec[p->active];
+  weft_rec_stats before, after;
+  weft_rec_stats_get(r, &before);
+  weft_rec_end(r);
+  weft_rec_stats_get(r, &after);
+  if (after.diverged != before.diverged) {
+    /* never serve a stale plan twice: record again on the next call */
+    weft_rec_free(r);
+    p->rec[p->active] = NULL;
+  }
+  p->d->be = p->inner;
+  p->active = -1;
+}
+
+/* The denoiser's ControlNet callback, hooked: the residuals decide which
+ * recording the UNet call that follows belongs to. */
+static int plan_control(void *user, const float *x_in, int64_t rows,
+                        bool cond_only, int64_t h, int64_t w, const float *t,
+                        const float *ctx, int64_t tokens, float sigma,
+                        sd_cnet_out *out) {
+  sd_denoise_plan *p = user;
+  int r = p->control(p->control_user, x_in, rows, cond_only, h, w, t, ctx,
+                     tokens, sigma, out);
+  if (!r) plan_start(p, out->n || out->mid ? 1 : 0);
+  return r;
+}
+
+int sd_denoise_plan_init(sd_denoise_plan *p, sd_denoiser *d) {
+  memset(p, 0, sizeof *p);
+  p->d = d;
+  p->inner = d->be;
+  p->active = -1;
+  p->control = d->control;
+  p->control_user = d->control_user;
+  if (d->control) {
+    d->control = plan_control;
+    d->control_user = p;
+  }
+  return 0;
+}
+
+void sd_denoise_plan_free(sd_denoise_plan *p) {
+  if (!p->d) return;
+  p->d->be = p->inner;
+  p->d->control = p->control;
+  p->d->control_user = p->control_user;
+  for (int i = 0; i < 2; i++) weft_rec_free(p->rec[i]);
+  memset(p, 0, sizeof *p);
+}
+
+int sd_denoise_planned(void *user, const float *x, float sigma, float *den) {
+  sd_denoise_plan *p = user;
+  p->active = -1;
+  if (!p->control) plan_start(p, 0);
+  int r = sd_denoise(p->d, x, sigma, den);
+  plan_end(p);
+  return r;
+}
+
+bool sd_denoise_plan_stats(const sd_denoise_plan *p, int i,
+                           weft_rec_stats *st) {
+  if (i < 0 || i > 1 || !p->rec[i]) return false;
+  weft_rec_stats_get(p->rec[i], st);
+  return true;
+}
+
+int sd_plan_call(weft_backend *be, int (*fn)(void *user, weft_backend *be),
+                 void *user, bool dry_only, weft_rec_stats *st) {
+  weft_rec *r = weft_rec_new(be);
+  if (!r) return WEFT_ENOMEM;
+  int rc = weft_rec_begin(r, WEFT_REC_DRY);
+  if (!rc) {
+    rc = fn(user, weft_rec_backend(r));
+    int re = weft_rec_end(r);
+    if (!rc) rc = re;
+  }
+  if (st) weft_rec_stats_get(r, st);
+  if (!rc && !dry_only) {
+    /* no arena (out of device memory): the forward runs unplanned */
+    bool planned = !weft_rec_begin(r, WEFT_REC_REPLAY);
+    rc = fn(user, planned ? weft_rec_backend(r) : be);
+    if (planned) weft_rec_end(r);
+  }
+  weft_rec_free(r);
+  return rc;
+}

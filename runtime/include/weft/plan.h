@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "weft/error.h"
 
@@ -75,6 +76,75 @@ int weft_residency_plan(const uint64_t *bytes, int32_t n_blocks,
                         weft_plan_step *steps, int32_t n_steps,
                         uint64_t budget, weft_residency_stats *stats);
 void weft_residency_free(weft_plan_step *steps, int32_t n_steps);
+
+/* ---- a whole graph (weft plan) --------------------------------------------
+ *
+ * Plan mode walks the graph once, in topological order, on the calling
+ * thread: a node with a plan callback plans (see struct weft_plan in
+ * weft/plugin.h: it reports its device, weights and activation arena and
+ * stores outputs of the right shapes), a node without one runs for real
+ * (loaders, EmptyLatentImage: cheap), and an output node (SaveImage) is
+ * skipped, as is a node fed by one.  Nothing is written and nothing is
+ * cached.  The weights the nodes name are then placed under the VRAM
+ * budget by weft_residency_plan (whole models as blocks; on the CPU the
+ * budget does not apply). */
+
+typedef struct weft_ctx weft_ctx;
+typedef struct weft_graph weft_graph;
+
+typedef enum weft_plan_status {
+  WEFT_PLAN_PLANNED = 0, /* its plan callback ran */
+  WEFT_PLAN_RAN,         /* no plan callback: it ran */
+  WEFT_PLAN_SKIPPED      /* an output node, or fed by a skipped node */
+} weft_plan_status;
+
+typedef struct weft_plan_row {
+  const char *node_id; /* (transfer none: the graph's, valid while it is) */
+  const char *op;
+  int32_t device;      /* WEFT_DEVICE_CPU (-1) or a CUDA ordinal */
+  weft_plan_status status;
+  int32_t n_blocks;    /* weight blocks the node uses: block[] indexes */
+  int32_t block[4];    /* weft_plan_report.blocks */
+  uint64_t weights_bytes;    /* the node's own weights */
+  uint64_t weights_resident; /* weights resident while it runs (all blocks
+                                loaded so far and not evicted) */
+  uint64_t weights_loaded;   /* weights transferred for it (device only) */
+  uint64_t arena;            /* its activation arena */
+  uint64_t arena_lower_bound;
+  uint64_t arena_naive;
+  uint64_t h2d, d2h;         /* activation copies (device only) */
+  uint64_t transfers;        /* weights_loaded + h2d + d2h */
+  uint64_t peak;             /* weights_resident + arena */
+} weft_plan_row;
+
+typedef struct weft_plan_block {
+  const char *name; /* "UNet" (transfer none: the plugin's) */
+  uint64_t bytes;
+  bool streamed;    /* larger than the budget alone: it streams through */
+} weft_plan_block;
+
+typedef struct weft_plan_report {
+  weft_plan_row *rows; /* in execution order */
+  int32_t n_rows;
+  weft_plan_block *blocks;
+  int32_t n_blocks;
+  uint64_t budget;     /* device bytes; 0: unlimited */
+  bool on_device;      /* some node runs on a device */
+  uint64_t peak;       /* the largest row peak */
+  int32_t peak_row;    /* its row, -1 when there are none */
+  uint64_t weights_loaded; /* all weight transfers */
+} weft_plan_report;
+
+/* Plans graph g (its current input values) under budget device bytes
+ * (0: unlimited).  Returns 0 with *out set, or a WEFT_E* code with
+ * weft_ctx_error naming the node (file:line:col) that failed.
+ * (transfer full: weft_plan_report_free; g must outlive the report) */
+int weft_graph_plan(weft_ctx *ctx, weft_graph *g, uint64_t budget,
+                    weft_plan_report **out);
+void weft_plan_report_free(weft_plan_report *r);
+/* The report as a table (one row a node, then the graph's peak), or as one
+ * JSON object (json != 0) with exact byte counts.  0 or WEFT_EIO. */
+int weft_plan_print(const weft_plan_report *r, FILE *out, int json);
 
 #ifdef __cplusplus
 }

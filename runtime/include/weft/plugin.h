@@ -31,7 +31,7 @@ extern "C" {
 #endif
 
 #define WEFT_ABI_MAJOR 1
-#define WEFT_ABI_MINOR 1
+#define WEFT_ABI_MINOR 2
 
 #if defined(_WIN32)
 #define WEFT_PLUGIN_EXPORT __declspec(dllexport)
@@ -225,15 +225,45 @@ typedef const weft_plugin *(*weft_plugin_entry_fn)(const weft_host *host);
 
 /* ---- The planning record ------------------------------------------------ */
 
+/* Weights a node needs resident while it runs: one model's UNet, VAE,
+ * ... Nodes naming the same id share them (two samplers on one MODEL). */
+typedef struct weft_plan_weights {
+  uint64_t id;      /* non-zero; equal ids are the same weights */
+  uint64_t bytes;
+  const char *name; /* "UNet"; static, or valid while the node's inputs are */
+} weft_plan_weights;
+
+#define WEFT_PLAN_MAX_WEIGHTS 4
+
 /* Filled by a node's plan callback.  The runtime sizes arenas and decides
- * residency from it; a field a plugin does not set keeps its zero default. */
+ * residency from it; a field a plugin does not set keeps its zero default.
+ *
+ * Plan mode (weft plan): the runtime walks the graph once, in order, and
+ * calls plan instead of run for a node that has it.  plan stores every
+ * output, of its declared type and with the shapes run would give (the
+ * contents are unspecified: zeros do), so downstream plan callbacks see
+ * shapes; it computes nothing it can avoid.  The runtime reads only fields
+ * inside struct_size and hands in a zeroed record of its own size. */
 struct weft_plan {
   uint32_t struct_size;
   int32_t device;             /* preferred device; WEFT_DEVICE_CPU default */
   uint64_t scratch_bytes;     /* temporary memory during run */
   uint64_t weight_bytes;      /* weights that must be resident during run */
   uint64_t flops;             /* estimate, for reports */
+  /* ---- ABI 1.2: memory planning ---- */
+  uint64_t arena_bytes;       /* activations: the one arena the run uses */
+  uint64_t arena_lower_bound; /* the most activation bytes alive at once */
+  uint64_t arena_naive;       /* all activations, nothing shared */
+  uint64_t h2d_bytes;         /* activation copies host -> device */
+  uint64_t d2h_bytes;         /* and back */
+  int32_t n_weights;          /* entries of weights[] */
+  int32_t reserved2_;
+  weft_plan_weights weights[WEFT_PLAN_MAX_WEIGHTS];
 };
+/* Whether a plan record has room for field f (a plugin built against this
+ * header checks before writing a field newer than ABI 1.0). */
+#define WEFT_PLAN_HAS(plan, f)                                                 \
+  ((plan)->struct_size >= offsetof(struct weft_plan, f) + sizeof((plan)->f))
 
 /* ---- Logging ------------------------------------------------------------ */
 
