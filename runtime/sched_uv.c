@@ -164,14 +164,19 @@ struct weft_runq {
   backref *back;   /* handed back by workers, in order */
   int back_n, back_cap;
   uint64_t n_continued; /* nodes started on a worker without the loop */
+  uint64_t last_hr;     /* time of the last event delivered (loop thread) */
 };
 
 static bool go(const weft__run *r) {
   return !r->stopping && !atomic_load(&r->ctx->cancelled);
 }
 
+/* hr: when it happened; never before an event already delivered (a worker
+ * may take its time before it queues), so times never go back. */
 static void emit_at(weft__run *r, weft_event *ev, uint64_t hr) {
-  ev->t = (double)(hr - r->t0) / 1e9;
+  if (hr < r->q->last_hr) hr = r->q->last_hr;
+  r->q->last_hr = hr;
+  ev->t = hr > r->t0 ? (double)(hr - r->t0) / 1e9 : 0;
   ev->run_id = r->id;
   ev->run_user = r->user;
   if (r->ctx->ev_cb) r->ctx->ev_cb(ev, r->ctx->ev_user);
