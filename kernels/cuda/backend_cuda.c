@@ -69,6 +69,7 @@ static void ctx_free(weft__cuda_ctx *ctx) {
   cudaSetDevice(ctx->device);
   if (ctx->stream) cudaStreamSynchronize(ctx->stream);
   weft__cudnn_destroy(ctx);
+  weft__cuda_lt_destroy(ctx);
   if (ctx->blas) cublasDestroy((cublasHandle_t)ctx->blas);
   weft__cuda_cache_destroy(ctx);
   weft__cuda_ranges_destroy(&ctx->half);
@@ -170,6 +171,11 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
     snprintf(err, err_size, "CUDA device %d: cuBLAS setup: %s", o.device,
              st != CUBLAS_STATUS_SUCCESS ? cublasGetStatusString(st)
                                          : ctx->err);
+    ctx_free(ctx);
+    free(be);
+    return NULL;
+  }
+  if (weft__cuda_lt_init(ctx, err, err_size) != 0) {
     ctx_free(ctx);
     free(be);
     return NULL;
@@ -325,11 +331,15 @@ static int be_linear(weft_backend *be, const float *x, int64_t rows, int64_t in,
                       .ldc = out};
   if (rows == 0 || out == 0) return 0;
   ENTER(ctx);
-  int rc = weft__cuda_gemm(ctx, &g);
-  if (rc != 0 || !b) return rc;
-  /* bias after the product, as kernels/cpu adds it (same rounding) */
-  return LAUNCHED(ctx, weft__cu_bias_rows(ctx->stream, y, b, rows, out),
-                  "linear bias");
+  /* weights (and a bias) may be 16-bit (weft_cuda_mark_half); the bias is
+   * added in fp32: after the product in FP32 precision, as kernels/cpu
+   * adds it, in cuBLASLt's epilogue in FP16/BF16 */
+  void *tb = NULL;
+  const float *bias = b ? weft__cuda_f32_view(ctx, b, out, &tb) : NULL;
+  if (b && !bias) return WEFT_ENOMEM;
+  int rc = weft__cuda_gemm_ex(ctx, &g, WEFT__DT_LOOKUP, WEFT__DT_LOOKUP, bias);
+  weft__cuda_free(ctx, tb);
+  return rc;
 }
 
 static int be_conv2d(weft_backend *be, const weft_conv2d_args *a) {
@@ -366,6 +376,8 @@ static int be_attention(weft_backend *be, const weft_attn_args *a) {
   ENTER(ctx);
   const float scale =
       a->scale != 0 ? a->scale : (float)(1.0 / sqrt((double)a->d));
+  if (ctx->precision != WEFT_CUDA_FP32)
+    return weft__cuda_attention16(ctx, a, scale);
   cudaError_t e = weft__cu_attention(ctx->stream, a, scale, ctx->smem_optin);
   if (e == cudaErrorInvalidValue) {
     cudaGetLastError();
@@ -378,9 +390,10 @@ static int be_attention(weft_backend *be, const weft_attn_args *a) {
 }
 
 static size_t be_attention_scratch(weft_backend *be, const weft_attn_args *a) {
-  (void)be;
-  (void)a;
-  return 0; /* the tiled kernel keeps its scores in shared memory */
+  /* fp32: the tiled kernel keeps its scores in shared memory */
+  if (CTX(be)->precision == WEFT_CUDA_FP32 || attn_check_shapes(a) != 0)
+    return 0;
+  return weft__cuda_attention16_scratch(a);
 }
 
 static bool act_ok(weft_act act) {

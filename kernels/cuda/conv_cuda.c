@@ -1,5 +1,6 @@
-/* conv_cuda.c - 2-D convolution (NCHW, fp32): cuDNN where it is built in
- * and the shape suits it, else im2col + cuBLAS SGEMM.
+/* conv_cuda.c - 2-D convolution (NCHW, fp32 activations): cuDNN where it
+ * is built in and the shape suits it, else im2col + cuBLAS SGEMM; in
+ * FP16/BF16 precision im2col into 16-bit columns + cuBLASLt.
  *
  * The im2col path: 1x1 stride-1 unpadded convolutions are one batched GEMM
  * straight on the input (y[b] = W x[b]).  Others expand a block of images'
@@ -8,7 +9,16 @@
  * column buffer is bounded (WEFT_CUDA_CONV_BLOCK_BYTES): a whole 3x3 im2col
  * of a 128-channel 512x512 VAE map would be 1.2 GB, so such images go a
  * block of output columns at a time.  Bias is added after the product, as
- * kernels/cpu does, so the rounding matches. */
+ * kernels/cpu does, so the rounding matches.
+ *
+ * FP16/BF16 precision: the im2col kernel rounds the columns to 16 bits as
+ * it writes them (half the scratch of fp32), the weight is used as stored
+ * when it is registered half (weft_cuda_mark_half) or rounded once per call
+ * into scratch, and gemm_lt.c multiplies with fp32 accumulation into the
+ * fp32 output.  cuDNN is not used there: its legacy API wants x, w and y of
+ * one type, so a 16-bit cuDNN convolution would round the output to 16
+ * bits too and pay two more conversions.  In FP32 precision a registered
+ * half weight is widened to fp32 scratch first. */
 #include <stdint.h>
 
 #include "internal.h"
@@ -20,7 +30,7 @@
 static bool cudnn_eligible(const weft__cuda_ctx *ctx,
                            const weft_conv2d_args *a) {
   return ctx->cudnn && ctx->conv_algo != WEFT_CUDA_CONV_IM2COL &&
-         weft__cudnn_conv_supported(ctx, a);
+         ctx->precision == WEFT_CUDA_FP32 && weft__cudnn_conv_supported(ctx, a);
 }
 
 typedef enum conv_path { PATH_GEMM, PATH_CUDNN, PATH_IM2COL } conv_path;
@@ -85,9 +95,88 @@ size_t weft__cuda_conv2d_scratch_bytes(weft__cuda_ctx *ctx,
   if (p == PATH_CUDNN) return ws;
   int64_t k = a->c_in * a->k_h * a->k_w, n = h_out * w_out, n_img, nb;
   int64_t batch = a->batch > 0 ? a->batch : 1;
-  im2col_block(k, n, batch, WEFT_CUDA_CONV_BLOCK_BYTES / sizeof(float), &n_img,
-               &nb);
-  return (size_t)(n_img * k * nb) * sizeof(float);
+  const size_t es = ctx->precision == WEFT_CUDA_FP32 ? sizeof(float) : 2;
+  im2col_block(k, n, batch, WEFT_CUDA_CONV_BLOCK_BYTES / es, &n_img, &nb);
+  return (size_t)(n_img * k * nb) * es;
+}
+
+/* The im2col + GEMM path, blocks of images or of output columns. */
+static int run_im2col(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                      int64_t w_out, int64_t n, int64_t k, int64_t xs,
+                      int64_t ys) {
+  /* the im2col kernel indexes one image's rows in int */
+  if (a->h_in + a->pad_top + a->pad_bottom > INT32_MAX ||
+      a->w_in + a->pad_left + a->pad_right > INT32_MAX)
+    return weft__cuda_fail(ctx, WEFT_EUNSUPPORTED,
+                           "conv2d: padded image over 2^31 rows/columns");
+  const weft_dtype want = weft__cuda_compute_dtype(ctx);
+  const size_t es = want == WEFT_F32 ? sizeof(float) : 2;
+  size_t cap = WEFT_CUDA_CONV_BLOCK_BYTES / es;
+  void *col = a->scratch;
+  if (col) {
+    cap = a->scratch_bytes / es;
+    if (cap < (size_t)k) return WEFT_EINVAL; /* not even one column */
+  }
+  int64_t n_img, nb;
+  im2col_block(k, n, a->batch, cap, &n_img, &nb);
+  if (!col) {
+    col = weft__cuda_alloc(ctx, (size_t)(n_img * k * nb) * es);
+    if (!col) return WEFT_ENOMEM;
+  }
+  /* 16-bit: the weight as stored when it is registered in the compute
+   * type, else rounded once for all blocks */
+  int rc = 0;
+  const float *w = a->weight;
+  void *wtmp = NULL;
+  if (want != WEFT_F32) {
+    weft_dtype wdt = weft__cuda_weight_dtype(ctx, a->weight);
+    if (wdt != want) {
+      wtmp = weft__cuda_alloc(ctx, (size_t)(a->c_out * k) * 2);
+      if (!wtmp)
+        rc = WEFT_ENOMEM;
+      else
+        rc = weft__cuda_check(ctx,
+                              weft__cu_pack(ctx->stream, a->weight, wdt, wtmp,
+                                            want, 1, 1, 0, 0, 1, a->c_out * k,
+                                            a->c_out * k),
+                              "conv2d: rounding the weight to 16 bits");
+      w = wtmp;
+    }
+  }
+  for (int64_t b0 = 0; b0 < a->batch && rc == 0; b0 += n_img) {
+    int64_t imgs = a->batch - b0 < n_img ? a->batch - b0 : n_img;
+    for (int64_t n0 = 0; n0 < n && rc == 0; n0 += nb) {
+      int64_t cols = n - n0 < nb ? n - n0 : nb;
+      cudaError_t e =
+          want == WEFT_F32
+              ? weft__cu_im2col(ctx->stream, a, n / w_out, w_out,
+                                a->x + b0 * xs, xs, imgs, n0, cols, col)
+              : weft__cu_im2col16(ctx->stream, a, w_out, a->x + b0 * xs, xs,
+                                  imgs, n0, cols, col, (int)want);
+      rc = weft__cuda_check(ctx, e, "conv2d im2col");
+      if (rc) break;
+      weft_gemm_args g = {.m = a->c_out,
+                          .n = cols,
+                          .k = k,
+                          .alpha = 1.0f,
+                          .beta = 0.0f,
+                          .a = w,
+                          .lda = k,
+                          .b = col,
+                          .ldb = cols,
+                          .c = a->y + b0 * ys + n0,
+                          .ldc = n,
+                          .batch = imgs,
+                          .stride_a = 0,
+                          .stride_b = k * cols,
+                          .stride_c = ys};
+      rc = weft__cuda_gemm_ex(ctx, &g, want, want, NULL);
+    }
+  }
+  /* back to the cache; later work on this stream is ordered after ours */
+  if (col != a->scratch) weft__cuda_free(ctx, col);
+  weft__cuda_free(ctx, wtmp);
+  return rc;
 }
 
 int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
@@ -99,6 +188,20 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   const int64_t n = h_out * w_out, k = a->c_in * a->k_h * a->k_w;
   const int64_t xs = a->x_bstride ? a->x_bstride : a->c_in * a->h_in * a->w_in;
   const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * n;
+
+  /* A bias registered as half is widened (it is added in fp32); so is the
+   * weight in FP32 precision, where every path reads fp32. */
+  weft_conv2d_args aa = *a;
+  void *wtmp = NULL, *btmp = NULL;
+  if (ctx->precision == WEFT_CUDA_FP32 &&
+      !(aa.weight = weft__cuda_f32_view(ctx, a->weight, a->c_out * k, &wtmp)))
+    return WEFT_ENOMEM;
+  if (a->bias &&
+      !(aa.bias = weft__cuda_f32_view(ctx, a->bias, a->c_out, &btmp))) {
+    weft__cuda_free(ctx, wtmp);
+    return WEFT_ENOMEM;
+  }
+  a = &aa;
 
   /* cuDNN plans inside weft__cudnn_conv; a refusal (no deterministic
    * algorithm in the math mode asked for) falls through to im2col. */
@@ -113,6 +216,8 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     }
   }
   if (path == PATH_GEMM) {
+    /* weight [c_out, c_in] times each image's [c_in, hw]: the GEMM
+     * dispatch rounds x (and an unregistered weight) in 16-bit precision */
     weft_gemm_args g = {.m = a->c_out,
                         .n = n,
                         .k = k,
@@ -130,58 +235,14 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                         .stride_c = ys};
     rc = weft__cuda_gemm(ctx, &g);
   } else if (path == PATH_IM2COL) {
-    /* the im2col kernel indexes one image's rows in int */
-    if (a->h_in + a->pad_top + a->pad_bottom > INT32_MAX ||
-        a->w_in + a->pad_left + a->pad_right > INT32_MAX)
-      return weft__cuda_fail(ctx, WEFT_EUNSUPPORTED,
-                             "conv2d: padded image over 2^31 rows/columns");
-    size_t cap = WEFT_CUDA_CONV_BLOCK_BYTES / sizeof(float);
-    float *col = a->scratch;
-    if (col) {
-      cap = a->scratch_bytes / sizeof(float);
-      if (cap < (size_t)k) return WEFT_EINVAL; /* not even one column */
-    }
-    int64_t n_img, nb;
-    im2col_block(k, n, a->batch, cap, &n_img, &nb);
-    if (!col) {
-      col = weft__cuda_alloc(ctx, (size_t)(n_img * k * nb) * sizeof(float));
-      if (!col) return WEFT_ENOMEM;
-    }
-    for (int64_t b0 = 0; b0 < a->batch && rc == 0; b0 += n_img) {
-      int64_t imgs = a->batch - b0 < n_img ? a->batch - b0 : n_img;
-      for (int64_t n0 = 0; n0 < n && rc == 0; n0 += nb) {
-        int64_t cols = n - n0 < nb ? n - n0 : nb;
-        rc = weft__cuda_check(ctx,
-                              weft__cu_im2col(ctx->stream, a, h_out, w_out,
-                                              a->x + b0 * xs, xs, imgs, n0,
-                                              cols, col),
-                              "conv2d im2col");
-        if (rc) break;
-        weft_gemm_args g = {.m = a->c_out,
-                            .n = cols,
-                            .k = k,
-                            .alpha = 1.0f,
-                            .beta = 0.0f,
-                            .a = a->weight,
-                            .lda = k,
-                            .b = col,
-                            .ldb = cols,
-                            .c = a->y + b0 * ys + n0,
-                            .ldc = n,
-                            .batch = imgs,
-                            .stride_a = 0,
-                            .stride_b = k * cols,
-                            .stride_c = ys};
-        rc = weft__cuda_gemm(ctx, &g);
-      }
-    }
-    /* back to the cache; later work on this stream is ordered after ours */
-    if (col != a->scratch) weft__cuda_free(ctx, col);
+    rc = run_im2col(ctx, a, w_out, n, k, xs, ys);
   }
   if (rc == 0 && a->bias)
     rc = weft__cuda_check(ctx,
                           weft__cu_bias_planes(ctx->stream, a->y, a->bias,
                                                a->batch, ys, a->c_out, n, n),
                           "conv2d bias");
+  weft__cuda_free(ctx, wtmp);
+  weft__cuda_free(ctx, btmp);
   return rc;
 }

@@ -2,7 +2,11 @@
 // (conv_cuda.c): for each image i of a block and each output column j of
 // [n0, n0 + nb), col[i][r][j] = x[i][c][iy][ix] with r = (c, ky, kx) and
 // zeros in the padding.  One output element per thread, consecutive
-// threads on consecutive columns, so the writes coalesce.
+// threads on consecutive columns, so the writes coalesce.  The 16-bit
+// variant (FP16/BF16 precision) rounds each value to 16 bits as it writes.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include "common.cuh"
 
 struct im2col_params {
@@ -14,8 +18,22 @@ struct im2col_params {
   int64_t total; // n_img * k * nb
 };
 
+// Output element types: float, or a 16-bit dtype (WEFT_F16 / WEFT_BF16)
+// stored as uint16_t.
+__device__ __forceinline__ void put(float *col, int64_t i, int dt, float v) {
+  (void)dt;
+  col[i] = v;
+}
+
+__device__ __forceinline__ void put(uint16_t *col, int64_t i, int dt,
+                                    float v) {
+  col[i] = dt == WEFT_F16 ? __half_as_ushort(__float2half_rn(v))
+                          : __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+
+template <typename T>
 __global__ void im2col_kernel(im2col_params p, const float *__restrict__ x,
-                              float *__restrict__ col) {
+                              T *__restrict__ col, int dt) {
   const int kk = p.k_h * p.k_w;
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
        idx < p.total; idx += (int64_t)gridDim.x * blockDim.x) {
@@ -30,16 +48,13 @@ __global__ void im2col_kernel(im2col_params p, const float *__restrict__ x,
     float v = 0.0f;
     if (iy >= 0 && iy < p.h_in && ix >= 0 && ix < p.w_in)
       v = x[img * p.xs + ((int64_t)c * p.h_in + iy) * p.w_in + ix];
-    col[idx] = v;
+    put(col, idx, dt, v);
   }
 }
 
-extern "C" cudaError_t weft__cu_im2col(cudaStream_t s,
-                                       const weft_conv2d_args *a, int64_t h_out,
-                                       int64_t w_out, const float *x,
-                                       int64_t xs, int64_t n_img, int64_t n0,
-                                       int64_t nb, float *col) {
-  (void)h_out;
+static void fill_params(im2col_params *pp, const weft_conv2d_args *a,
+                        int64_t w_out, int64_t xs, int64_t n_img, int64_t n0,
+                        int64_t nb) {
   // conv_cuda.c checked k and h_out * w_out fit an int; so do the sizes
   // (h_in * w_in <= x's image), and strides and pads below the sizes
   // matter only where they fit too.
@@ -59,7 +74,31 @@ extern "C" cudaError_t weft__cu_im2col(cudaStream_t s,
   p.n0 = n0;
   p.nb = nb;
   p.total = n_img * p.k * nb;
-  im2col_kernel<<<weft_cu_blocks(p.total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
-                  s>>>(p, x, col);
+  *pp = p;
+}
+
+extern "C" cudaError_t weft__cu_im2col(cudaStream_t s,
+                                       const weft_conv2d_args *a, int64_t h_out,
+                                       int64_t w_out, const float *x,
+                                       int64_t xs, int64_t n_img, int64_t n0,
+                                       int64_t nb, float *col) {
+  (void)h_out;
+  im2col_params p;
+  fill_params(&p, a, w_out, xs, n_img, n0, nb);
+  im2col_kernel<float><<<weft_cu_blocks(p.total, WEFT_CU_THREADS),
+                         WEFT_CU_THREADS, 0, s>>>(p, x, col, WEFT_F32);
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t weft__cu_im2col16(cudaStream_t s,
+                                         const weft_conv2d_args *a,
+                                         int64_t w_out, const float *x,
+                                         int64_t xs, int64_t n_img, int64_t n0,
+                                         int64_t nb, void *col, int dt) {
+  im2col_params p;
+  fill_params(&p, a, w_out, xs, n_img, n0, nb);
+  im2col_kernel<uint16_t><<<weft_cu_blocks(p.total, WEFT_CU_THREADS),
+                            WEFT_CU_THREADS, 0, s>>>(p, x, (uint16_t *)col,
+                                                     dt);
   return cudaGetLastError();
 }

@@ -56,6 +56,9 @@ typedef struct weft__cuda_ctx {
   cudaStream_t stream;
   void *blas;  /* cublasHandle_t */
   void *cudnn; /* cudnnHandle_t, NULL without cuDNN */
+  void *lt;    /* cublasLtHandle_t */
+  void *lt_ws; /* cuBLASLt workspace (from the cache, made on first use) */
+  size_t lt_ws_bytes;
   bool tf32;
   weft_cuda_conv_algo conv_algo;
   weft_cuda_precision precision; /* never AUTO */
@@ -104,6 +107,55 @@ int weft__cuda_fail(weft__cuda_ctx *ctx, int code, const char *fmt, ...)
  */
 
 int weft__cuda_gemm(weft__cuda_ctx *ctx, const weft_gemm_args *g);
+/* The GEMM every product goes through.  a_dt / b_dt: how A and B are
+ * stored (WEFT_F32, WEFT_F16, WEFT_BF16), or WEFT__DT_LOOKUP to ask the
+ * half-weight registry.  bias: NULL, or [n] fp32 added to every row of C
+ * after the product (a cuBLASLt epilogue in 16-bit precision).  In FP32
+ * precision 16-bit operands are widened to fp32 first; in FP16/BF16
+ * precision fp32 (or the other 16-bit type's) operands are rounded into
+ * dense 16-bit scratch and the product runs on cuBLASLt (fp32 accumulate,
+ * fp32 C). */
+#define WEFT__DT_LOOKUP (-1)
+int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
+                       int b_dt, const float *bias);
+/* A 16-bit product for gemm_lt.c: row-major as weft_gemm_args (op flags,
+ * row strides ld and batch strides s* in elements), A and B stored as dt
+ * (WEFT_F16 or WEFT_BF16), C fp32; bias as weft__cuda_gemm_ex's (batch 1,
+ * ldc == n).  Sizes are valid, k > 0, batch >= 1. */
+typedef struct weft__cuda_mm {
+  int trans_a, trans_b;
+  int64_t m, n, k, batch;
+  float alpha, beta;
+  const void *a;
+  int64_t lda, sa;
+  const void *b;
+  int64_t ldb, sb;
+  float *c;
+  int64_t ldc, sc;
+  const float *bias;
+  weft_dtype dt;
+} weft__cuda_mm;
+/* cublasLtMatmul (fp32 compute, bias epilogue); where cuBLASLt offers no
+ * algorithm (odd alignments), cublasGemmStridedBatchedEx + a bias kernel. */
+int weft__cuda_mm16(weft__cuda_ctx *ctx, const weft__cuda_mm *mm);
+/* The compute dtype of the backend: WEFT_F32, WEFT_F16 or WEFT_BF16. */
+weft_dtype weft__cuda_compute_dtype(const weft__cuda_ctx *ctx);
+/* An fp32 view of n elements at p: p itself when it is not registered as
+ * half, else a converted copy in *tmp (free with weft__cuda_free after
+ * the ops that read it are queued).  NULL with ctx->err set on failure. */
+const float *weft__cuda_f32_view(weft__cuda_ctx *ctx, const float *p, int64_t n,
+                                 void **tmp);
+int weft__cuda_lt_init(weft__cuda_ctx *ctx, char *err, size_t err_size);
+void weft__cuda_lt_destroy(weft__cuda_ctx *ctx);
+
+/* ---- Attention in 16-bit precision (attention_half.c) ----------------------
+ */
+
+/* Scratch bytes of the 16-bit attention (16-bit copies of q, k, v and one
+ * block of fp32 scores and 16-bit probabilities). */
+size_t weft__cuda_attention16_scratch(const weft_attn_args *a);
+int weft__cuda_attention16(weft__cuda_ctx *ctx, const weft_attn_args *a,
+                           float scale);
 
 /* ---- Convolution dispatch (conv_cuda.c) ------------------------------------
  */
@@ -171,6 +223,20 @@ cudaError_t weft__cu_timestep(cudaStream_t s, const float *t, int64_t n,
 cudaError_t weft__cu_convert(cudaStream_t s, int kind, void *dst,
                              const void *src, int64_t n);
 
+/* half.cu.  dtype codes are weft_dtype values.  Packs item t = o * n_inner
+ * + i (o < n_outer, i < n_inner) of rows x cols elements at
+ * src + o * s_outer + i * s_inner (row stride ld, in elements) into dense
+ * dst[t][rows][cols], converting sdt to ddt (round to nearest even). */
+cudaError_t weft__cu_pack(cudaStream_t s, const void *src, int sdt, void *dst,
+                          int ddt, int64_t n_outer, int64_t n_inner,
+                          int64_t s_outer, int64_t s_inner, int64_t rows,
+                          int64_t cols, int64_t ld);
+/* p (16-bit ddt, rows x lk) = softmax of each row of sc (fp32, rows x lk);
+ * row r is query q0 + r % nq for the causal mask. */
+cudaError_t weft__cu_softmax16(cudaStream_t s, const float *sc, void *p,
+                               int ddt, int64_t rows, int64_t lk, int causal,
+                               int64_t q0, int64_t nq);
+
 /* im2col.cu: columns of images [img0, img0 + n_img) and output columns
  * [n0, n0 + nb) of a convolution: col[i][r][j] with r = (c, ky, kx),
  * i the image in the block, j the column in the block; ld = nb. */
@@ -178,6 +244,11 @@ cudaError_t weft__cu_im2col(cudaStream_t s, const weft_conv2d_args *a,
                             int64_t h_out, int64_t w_out, const float *x,
                             int64_t xs, int64_t n_img, int64_t n0, int64_t nb,
                             float *col);
+/* The same columns rounded to 16 bits (dt WEFT_F16 or WEFT_BF16). */
+cudaError_t weft__cu_im2col16(cudaStream_t s, const weft_conv2d_args *a,
+                              int64_t w_out, const float *x, int64_t xs,
+                              int64_t n_img, int64_t n0, int64_t nb, void *col,
+                              int dt);
 
 /* norm.cu.  group_norm needs a scratch of batch * channels * 2 floats. */
 cudaError_t weft__cu_group_norm(cudaStream_t s, const float *x, float *y,

@@ -1,0 +1,191 @@
+/* gemm_lt.c - the 16-bit products of the FP16/BF16 precision modes:
+ * cublasLtMatmul with fp16 or bf16 A and B, fp32 accumulation
+ * (CUBLAS_COMPUTE_32F) and fp32 C/D, linear's bias as a cuBLASLt epilogue.
+ *
+ * Row-major to column-major as gemm_cuda.c: D^T[n,m] = op(B)^T op(A)^T,
+ * so cuBLASLt's A is our B and its B our A.  The workspace is one block
+ * from the backend's caching allocator, made on first use and kept until
+ * the backend goes, so steady-state calls make no cudaMalloc.
+ *
+ * cuBLASLt's heuristic assumes 256-byte aligned matrices unless told
+ * otherwise; weights inside a marked block and row strides like 77
+ * elements are not, so each call states the alignment it really has
+ * (pointer, row stride and batch stride together).  Where cuBLASLt then
+ * offers no algorithm, cublasGemmStridedBatchedEx_64 (same types, any
+ * alignment) runs instead, with the bias as a separate kernel. */
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <stdio.h>
+
+#include "internal.h"
+
+#define LT(ctx) ((cublasLtHandle_t)(ctx)->lt)
+
+/* 32 MiB: what cuBLAS recommends for Hopper. */
+#define LT_WS_BYTES ((size_t)32 << 20)
+
+int weft__cuda_lt_init(weft__cuda_ctx *ctx, char *err, size_t err_size) {
+  cublasLtHandle_t h;
+  cublasStatus_t st = cublasLtCreate(&h);
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    snprintf(err, err_size, "cublasLtCreate: %s", cublasGetStatusString(st));
+    return WEFT_EDEVICE;
+  }
+  ctx->lt = h;
+  return 0;
+}
+
+void weft__cuda_lt_destroy(weft__cuda_ctx *ctx) {
+  if (ctx->lt_ws) weft__cuda_free(ctx, ctx->lt_ws);
+  ctx->lt_ws = NULL;
+  ctx->lt_ws_bytes = 0;
+  if (ctx->lt) cublasLtDestroy(LT(ctx));
+  ctx->lt = NULL;
+}
+
+/* The alignment every element row of a matrix keeps: the lowest set bit
+ * of the address, the row stride and the batch stride in bytes, capped at
+ * cuBLASLt's default of 256. */
+static uint32_t alignment(const void *p, int64_t ld, int64_t stride,
+                          size_t es) {
+  uint64_t v =
+      (uint64_t)(uintptr_t)p | (uint64_t)ld * es | (uint64_t)stride * es | 256u;
+  return (uint32_t)(v & (~v + 1));
+}
+
+typedef struct lt_objs {
+  cublasLtMatmulDesc_t op;
+  cublasLtMatrixLayout_t la, lb, lc;
+  cublasLtMatmulPreference_t pref;
+} lt_objs;
+
+static void lt_free(lt_objs *o) {
+  if (o->pref) cublasLtMatmulPreferenceDestroy(o->pref);
+  if (o->lc) cublasLtMatrixLayoutDestroy(o->lc);
+  if (o->lb) cublasLtMatrixLayoutDestroy(o->lb);
+  if (o->la) cublasLtMatrixLayoutDestroy(o->la);
+  if (o->op) cublasLtMatmulDescDestroy(o->op);
+}
+
+static cublasStatus_t layout(cublasLtMatrixLayout_t *l, cudaDataType_t t,
+                             int64_t rows, int64_t cols, int64_t ld,
+                             int64_t batch, int64_t stride) {
+  cublasStatus_t st =
+      cublasLtMatrixLayoutCreate(l, t, (uint64_t)rows, (uint64_t)cols, ld);
+  if (st != CUBLAS_STATUS_SUCCESS || batch == 1) return st;
+  int32_t bc = (int32_t)batch;
+  st = cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                        &bc, sizeof bc);
+  if (st != CUBLAS_STATUS_SUCCESS) return st;
+  return cublasLtMatrixLayoutSetAttribute(
+      *l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride);
+}
+
+#define LT_CK(call)                                                            \
+  do {                                                                         \
+    st = (call);                                                               \
+    if (st != CUBLAS_STATUS_SUCCESS) {                                         \
+      what = #call;                                                            \
+      goto out;                                                                \
+    }                                                                          \
+  } while (0)
+
+/* 0; WEFT_EUNSUPPORTED when cuBLASLt has no algorithm for this problem
+ * (ctx->err untouched); another code with ctx->err set. */
+static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
+  if (!ctx->lt || mm->batch > INT32_MAX) return WEFT_EUNSUPPORTED;
+  if (!ctx->lt_ws) {
+    ctx->lt_ws = weft__cuda_alloc(ctx, LT_WS_BYTES);
+    if (ctx->lt_ws)
+      ctx->lt_ws_bytes = LT_WS_BYTES;
+    else
+      ctx->err[0] = 0; /* run without a workspace */
+  }
+  const cudaDataType_t t = mm->dt == WEFT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  lt_objs o = {0};
+  cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+  const char *what = "";
+  int rc = 0;
+  /* cuBLASLt's A = our B (n x k after op), its B = our A (k x m). */
+  const cublasOperation_t ta = mm->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t tb = mm->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  LT_CK(cublasLtMatmulDescCreate(&o.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  LT_CK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
+                                       sizeof ta));
+  LT_CK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
+                                       sizeof tb));
+  if (mm->bias) {
+    const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+    const void *bp = mm->bias;
+    LT_CK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                         &ep, sizeof ep));
+    LT_CK(cublasLtMatmulDescSetAttribute(
+        o.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp));
+  }
+  LT_CK(layout(&o.la, t, mm->trans_b ? mm->k : mm->n,
+               mm->trans_b ? mm->n : mm->k, mm->ldb, mm->batch, mm->sb));
+  LT_CK(layout(&o.lb, t, mm->trans_a ? mm->m : mm->k,
+               mm->trans_a ? mm->k : mm->m, mm->lda, mm->batch, mm->sa));
+  LT_CK(layout(&o.lc, CUDA_R_32F, mm->n, mm->m, mm->ldc, mm->batch, mm->sc));
+  LT_CK(cublasLtMatmulPreferenceCreate(&o.pref));
+  const uint64_t ws = ctx->lt_ws_bytes;
+  const uint32_t al_a = alignment(mm->b, mm->ldb, mm->sb, 2);
+  const uint32_t al_b = alignment(mm->a, mm->lda, mm->sa, 2);
+  const uint32_t al_c = alignment(mm->c, mm->ldc, mm->sc, 4);
+  LT_CK(cublasLtMatmulPreferenceSetAttribute(
+      o.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  LT_CK(cublasLtMatmulPreferenceSetAttribute(
+      o.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+  LT_CK(cublasLtMatmulPreferenceSetAttribute(
+      o.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+  LT_CK(cublasLtMatmulPreferenceSetAttribute(
+      o.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
+  LT_CK(cublasLtMatmulPreferenceSetAttribute(
+      o.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
+  cublasLtMatmulHeuristicResult_t res;
+  int got = 0;
+  st = cublasLtMatmulAlgoGetHeuristic(LT(ctx), o.op, o.la, o.lb, o.lc, o.lc,
+                                      o.pref, 1, &res, &got);
+  if (st != CUBLAS_STATUS_SUCCESS || got < 1) {
+    rc = WEFT_EUNSUPPORTED; /* no algorithm: the caller falls back */
+    st = CUBLAS_STATUS_SUCCESS;
+    goto out;
+  }
+  LT_CK(cublasLtMatmul(LT(ctx), o.op, &mm->alpha, mm->b, o.la, mm->a, o.lb,
+                       &mm->beta, mm->c, o.lc, mm->c, o.lc, &res.algo,
+                       ctx->lt_ws, ctx->lt_ws_bytes, ctx->stream));
+out:
+  lt_free(&o);
+  if (st != CUBLAS_STATUS_SUCCESS)
+    rc = weft__cuda_fail(
+        ctx, st == CUBLAS_STATUS_ALLOC_FAILED ? WEFT_ENOMEM : WEFT_EDEVICE,
+        "%s (m=%lld n=%lld k=%lld batch=%lld, %s): %s", what, (long long)mm->m,
+        (long long)mm->n, (long long)mm->k, (long long)mm->batch,
+        mm->dt == WEFT_BF16 ? "bf16" : "fp16", cublasGetStatusString(st));
+  return rc;
+}
+
+int weft__cuda_mm16(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
+  int rc = lt_matmul(ctx, mm);
+  if (rc != WEFT_EUNSUPPORTED) return rc;
+  const cudaDataType_t t = mm->dt == WEFT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  cublasStatus_t st = cublasGemmStridedBatchedEx_64(
+      (cublasHandle_t)ctx->blas, mm->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+      mm->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, mm->n, mm->m, mm->k, &mm->alpha,
+      mm->b, t, mm->ldb, mm->sb, mm->a, t, mm->lda, mm->sa, &mm->beta, mm->c,
+      CUDA_R_32F, mm->ldc, mm->sc, mm->batch, CUBLAS_COMPUTE_32F,
+      CUBLAS_GEMM_DEFAULT);
+  if (st != CUBLAS_STATUS_SUCCESS)
+    return weft__cuda_fail(
+        ctx, st == CUBLAS_STATUS_ALLOC_FAILED ? WEFT_ENOMEM : WEFT_EDEVICE,
+        "cublasGemmStridedBatchedEx (m=%lld n=%lld k=%lld batch=%lld, %s): "
+        "%s",
+        (long long)mm->m, (long long)mm->n, (long long)mm->k,
+        (long long)mm->batch, mm->dt == WEFT_BF16 ? "bf16" : "fp16",
+        cublasGetStatusString(st));
+  if (mm->bias)
+    return weft__cuda_check(
+        ctx, weft__cu_bias_rows(ctx->stream, mm->c, mm->bias, mm->m, mm->n),
+        "gemm bias");
+  return 0;
+}

@@ -1,0 +1,138 @@
+// half.cu - the kernels of the fp16/bf16 precision modes: packing fp32 (or
+// other 16-bit) operands into dense 16-bit matrices for cuBLASLt, the
+// reverse (16-bit weights to fp32 for FP32 mode), and the row softmax of
+// the 16-bit attention path (fp32 scores in, 16-bit probabilities out).
+// Rounding is round-to-nearest-even, as kernels/cpu's and pointwise.cu's
+// conversions, so a weight converted here equals one converted by
+// be_convert and marked half.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "common.cuh"
+
+// dtype codes of the launchers: weft_dtype values (WEFT_F32, WEFT_F16,
+// WEFT_BF16).
+__device__ __forceinline__ float ld_elem(const void *p, int64_t i, int dt) {
+  if (dt == WEFT_F32) return ((const float *)p)[i];
+  uint16_t h = ((const uint16_t *)p)[i];
+  if (dt == WEFT_F16) return __half2float(__ushort_as_half(h));
+  return __uint_as_float((uint32_t)h << 16);
+}
+
+__device__ __forceinline__ uint16_t to16(float v, int dt) {
+  if (dt == WEFT_F16) return __half_as_ushort(__float2half_rn(v));
+  return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+
+__device__ __forceinline__ void st_elem(void *p, int64_t i, int dt, float v) {
+  if (dt == WEFT_F32)
+    ((float *)p)[i] = v;
+  else
+    ((uint16_t *)p)[i] = to16(v, dt);
+}
+
+// General pack: item t of n_outer * n_inner, element (r, c) of its
+// rows x cols matrix at src[o * s_outer + i * s_inner + r * ld + c], to
+// dst[t][r][c] dense.  A 16-bit to 16-bit pack of the same type is a copy;
+// f16 -> bf16 goes through fp32 (exact), one rounding.
+__global__ void pack_kernel(const void *__restrict__ src, int sdt,
+                            void *__restrict__ dst, int ddt, int64_t n_inner,
+                            int64_t s_outer, int64_t s_inner, int64_t rows,
+                            int64_t cols, int64_t ld, int64_t total) {
+  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+       idx < total; idx += (int64_t)gridDim.x * blockDim.x) {
+    int64_t c = idx % cols, t = idx / cols;
+    int64_t r = t % rows;
+    t /= rows;
+    int64_t o = t / n_inner, i = t % n_inner;
+    int64_t si = o * s_outer + i * s_inner + r * ld + c;
+    if (sdt == ddt && sdt != WEFT_F32)
+      ((uint16_t *)dst)[idx] = ((const uint16_t *)src)[si];
+    else
+      st_elem(dst, idx, ddt, ld_elem(src, si, sdt));
+  }
+}
+
+// Contiguous fp32 -> 16-bit, four elements per thread (src 16-byte and dst
+// 8-byte aligned, n a multiple of 4: the launcher checks).
+__global__ void f32_to_16_vec4(const float4 *__restrict__ src, int ddt,
+                               uint2 *__restrict__ dst, int64_t n4) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    float4 v = src[i];
+    uint2 o;
+    o.x = (uint32_t)to16(v.x, ddt) | ((uint32_t)to16(v.y, ddt) << 16);
+    o.y = (uint32_t)to16(v.z, ddt) | ((uint32_t)to16(v.w, ddt) << 16);
+    dst[i] = o;
+  }
+}
+
+extern "C" cudaError_t weft__cu_pack(cudaStream_t s, const void *src, int sdt,
+                                     void *dst, int ddt, int64_t n_outer,
+                                     int64_t n_inner, int64_t s_outer,
+                                     int64_t s_inner, int64_t rows,
+                                     int64_t cols, int64_t ld) {
+  const int64_t total = n_outer * n_inner * rows * cols;
+  if (total <= 0) return cudaSuccess;
+  // Dense source: one flat run of total elements.
+  const bool flat = ld == cols && (n_inner == 1 || s_inner == rows * cols) &&
+                    (n_outer == 1 || s_outer == n_inner * rows * cols);
+  if (flat && sdt == WEFT_F32 && ddt != WEFT_F32 && total % 4 == 0 &&
+      (uintptr_t)src % 16 == 0 && (uintptr_t)dst % 8 == 0) {
+    const int64_t n4 = total / 4;
+    f32_to_16_vec4<<<weft_cu_blocks(n4, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
+                     s>>>((const float4 *)src, ddt, (uint2 *)dst, n4);
+    return cudaGetLastError();
+  }
+  if (flat) {
+    n_outer = n_inner = 1;
+    s_outer = s_inner = 0;
+    rows = 1;
+    cols = ld = total;
+  }
+  pack_kernel<<<weft_cu_blocks(total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
+                s>>>(src, sdt, dst, ddt, n_inner, s_outer, s_inner, rows, cols,
+                     ld, total);
+  return cudaGetLastError();
+}
+
+// ---- softmax of the 16-bit attention path ---------------------------------
+
+#define SM16_THREADS 128
+
+// One block per row of s (rows x lk fp32, row stride lk): p = softmax(s)
+// written as 16-bit (row stride lk).  Row r is query q0 + r % nq; with
+// causal, keys past it are masked (p = 0).  Key 0 is never masked, so every
+// row has a finite maximum.  Scores already carry the scale.
+__global__ void __launch_bounds__(SM16_THREADS)
+    softmax16_kernel(const float *__restrict__ sc, uint16_t *__restrict__ p,
+                     int ddt, int64_t rows, int64_t lk, int causal,
+                     int64_t q0, int64_t nq) {
+  __shared__ float red[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const float *sr = sc + r * lk;
+    uint16_t *pr = p + r * lk;
+    const int64_t kend = causal ? min(lk, q0 + r % nq + 1) : lk;
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < kend; j += blockDim.x)
+      mx = fmaxf(mx, sr[j]);
+    mx = weft_cu_block_max(mx, red);
+    float sum = 0.0f;
+    for (int64_t j = threadIdx.x; j < kend; j += blockDim.x)
+      sum += expf(sr[j] - mx);
+    sum = weft_cu_block_sum(sum, red);
+    const float inv = 1.0f / sum;
+    for (int64_t j = threadIdx.x; j < lk; j += blockDim.x)
+      pr[j] = to16(j < kend ? expf(sr[j] - mx) * inv : 0.0f, ddt);
+  }
+}
+
+extern "C" cudaError_t weft__cu_softmax16(cudaStream_t s, const float *sc,
+                                          void *p, int ddt, int64_t rows,
+                                          int64_t lk, int causal, int64_t q0,
+                                          int64_t nq) {
+  const unsigned g = rows < (1 << 20) ? (unsigned)rows : (1u << 20);
+  softmax16_kernel<<<g, SM16_THREADS, 0, s>>>(sc, (uint16_t *)p, ddt, rows, lk,
+                                              causal, q0, nq);
+  return cudaGetLastError();
+}
