@@ -19,35 +19,54 @@ struct sd_clip {
   float *pos_emb; /* [max_pos, hidden] */
   clip_layer *layers;
   sd_norm final_ln;
-  /* on a device backend: the weights there, and the embeddings' host
-   * masters (the lookup runs on the host) */
-  sd_devw *dw;
-  const float *tok_host, *pos_host;
+  sd_devw *dw; /* the weights on a device backend, or NULL */
 };
 
-const sd_clip_cfg *sd_clip_config(const sd_clip *m) { return &m->cfg; }
+const sd_clip_cfg *sd_clip_config(const sd_clip *m) {
+  return &m->cfg;
+}
 
-static void clip_visit(void *model, sd_weight_fn fn, void *u) {
+/* The blocks: 0 the embeddings (tables read on the host: nothing on the
+ * device), 1 + i layer i, then the final norm (fp32, always resident). */
+static void clip_visit(void *model, sd_wvisit *v) {
   sd_clip *m = model;
-  if (m->tok_emb) fn(u, &m->tok_emb, (int64_t)m->cfg.vocab * m->cfg.hidden);
-  if (m->pos_emb) fn(u, &m->pos_emb, (int64_t)m->cfg.max_pos * m->cfg.hidden);
+  char name[64];
+  v->block(v, "embeddings");
+  if (m->tok_emb)
+    v->weight(v, &m->tok_emb, (int64_t)m->cfg.vocab * m->cfg.hidden, SD_W_HOST);
+  if (m->pos_emb)
+    v->weight(v, &m->pos_emb, (int64_t)m->cfg.max_pos * m->cfg.hidden,
+              SD_W_HOST);
   for (int i = 0; m->layers && i < m->cfg.layers; i++) {
     clip_layer *l = &m->layers[i];
-    sd_visit_norm(&l->ln1, fn, u);
-    sd_visit_attn(&l->attn, fn, u);
-    sd_visit_norm(&l->ln2, fn, u);
-    sd_visit_linear(&l->fc1, fn, u);
-    sd_visit_linear(&l->fc2, fn, u);
+    snprintf(name, sizeof name, "encoder.layers.%d", i);
+    v->block(v, name);
+    sd_wv_norm(v, &l->ln1);
+    sd_wv_attn(v, &l->attn, false);
+    sd_wv_norm(v, &l->ln2);
+    sd_wv_linear(v, &l->fc1);
+    sd_wv_linear(v, &l->fc2);
   }
-  sd_visit_norm(&m->final_ln, fn, u);
+  v->block(v, "final_layer_norm");
+  sd_wv_norm(v, &m->final_ln);
+}
+
+int sd_clip_to_vram(sd_clip *m, sd_vram *vr) {
+  if (m->dw) return m->dw->vr == vr ? 0 : WEFT_EINVAL;
+  return sd_devw_upload(m, clip_visit, vr, "text encoder", &m->dw);
 }
 
 int sd_clip_to_backend(sd_clip *m, weft_backend *be) {
   if (m->dw) return m->dw->be == be ? 0 : WEFT_EINVAL;
   if (sd_be_is_host(be)) return 0;
-  const float *tok = m->tok_emb, *pos = m->pos_emb;
-  int r = sd_devw_upload(m, clip_visit, be, &m->dw);
-  if (!r) m->tok_host = tok, m->pos_host = pos;
+  uint64_t budget;
+  char err[256];
+  if (sd_vram_env_budget(UINT64_MAX, &budget, err, sizeof err))
+    return WEFT_EINVAL;
+  sd_vram *vr = sd_vram_new(be, budget, WEFT_F32, NULL, false);
+  if (!vr) return WEFT_ENOMEM;
+  int r = sd_clip_to_vram(m, vr);
+  sd_vram_release(vr); /* the model holds it */
   return r;
 }
 
@@ -57,7 +76,7 @@ sd_devw *sd_clip_devw(const sd_clip *m) {
 
 void sd_clip_free(sd_clip *m) {
   if (!m) return;
-  sd_devw_release(m->dw, m, clip_visit);
+  sd_devw_release(m->dw);
   free(m->tok_emb);
   free(m->pos_emb);
   for (int i = 0; m->layers && i < m->cfg.layers; i++) {
@@ -104,7 +123,8 @@ int sd_clip_load(sd_ckpt *ck, sd_clip **out) {
     r = WEFT_EFORMAT;
     goto fail;
   }
-  if ((r = sd_weight(ck, SD_CLIP, "text_model.embeddings.token_embedding.weight",
+  if ((r = sd_weight(ck, SD_CLIP,
+                     "text_model.embeddings.token_embedding.weight",
                      (int64_t)c->vocab * hd, &m->tok_emb)) ||
       (r = sd_weight(ck, SD_CLIP,
                      "text_model.embeddings.position_embedding.weight",
@@ -178,9 +198,9 @@ int sd_clip_forward(sd_clip *m, weft_backend *be, const int32_t *ids,
   if (!m->dw) {
     if ((rc = embed(c, m->tok_emb, m->pos_emb, ids, batch, h))) goto out;
   } else {
-    /* the lookup on the host masters, then one copy in */
+    /* the lookup on the host tables, then one copy in */
     float *hh = malloc((size_t)(rows * D) * sizeof *hh);
-    rc = hh ? embed(c, m->tok_host, m->pos_host, ids, batch, hh) : WEFT_ENOMEM;
+    rc = hh ? embed(c, m->tok_emb, m->pos_emb, ids, batch, hh) : WEFT_ENOMEM;
     if (!rc)
       rc = be->iface->buffer_copy(be, h, hh, (size_t)(rows * D) * sizeof *hh,
                                   WEFT_COPY_HOST_TO_DEVICE);
@@ -190,7 +210,8 @@ int sd_clip_forward(sd_clip *m, weft_backend *be, const int32_t *ids,
   const weft_act act = c->quick_gelu ? WEFT_ACT_QUICK_GELU : WEFT_ACT_GELU_ERF;
   for (int i = 0; i < n_layers; i++) {
     const clip_layer *l = &m->layers[i];
-    if ((rc = be->iface->layer_norm(be, h, t, rows, D, c->eps, l->ln1.g,
+    if ((rc = sd_devw_use(m->dw, 1 + i)) ||
+        (rc = be->iface->layer_norm(be, h, t, rows, D, c->eps, l->ln1.g,
                                     l->ln1.b)) ||
         (rc = sd_run_attn(be, &l->attn, t, batch, L, NULL, 0, true, t)) ||
         (rc = be->iface->scale_add(be, h, 1.0f, h, 1.0f, t, rows * D)) ||

@@ -11,50 +11,73 @@
 struct sd_cnet {
   sd_unet *enc;
   sd_conv hint_in, hint_out;
-  sd_conv *hint;   /* [2 * (n_hint - 1)] */
+  sd_conv *hint; /* [2 * (n_hint - 1)] */
   int n_hint;
-  sd_conv *zero;   /* one per skip */
+  sd_conv *zero; /* one per skip */
   int n_zero;
   sd_conv mid_zero;
   int64_t c0, mid_c;
   sd_devw *dw; /* its own layers on a device backend (enc has its own) */
 };
 
-/* the layers outside the encoder */
-static void cnet_visit(void *model, sd_weight_fn fn, void *u) {
+/* The layers outside the encoder, two blocks: 0 the hint embedding (runs
+ * before the encoder), 1 the zero convolutions (after it). */
+static void cnet_visit(void *model, sd_wvisit *v) {
   sd_cnet *m = model;
-  sd_visit_conv(&m->hint_in, fn, u);
+  v->block(v, "controlnet_cond_embedding");
+  sd_wv_conv(v, &m->hint_in);
   for (int i = 0; m->hint && i < 2 * (m->n_hint - 1); i++)
-    sd_visit_conv(&m->hint[i], fn, u);
-  sd_visit_conv(&m->hint_out, fn, u);
+    sd_wv_conv(v, &m->hint[i]);
+  sd_wv_conv(v, &m->hint_out);
+  v->block(v, "controlnet_down_blocks+mid_block");
   for (int i = 0; m->zero && i < m->n_zero; i++)
-    sd_visit_conv(&m->zero[i], fn, u);
-  sd_visit_conv(&m->mid_zero, fn, u);
+    sd_wv_conv(v, &m->zero[i]);
+  sd_wv_conv(v, &m->mid_zero);
+}
+
+int sd_cnet_to_vram(sd_cnet *m, sd_vram *vr) {
+  if (m->dw) return m->dw->vr == vr ? 0 : WEFT_EINVAL;
+  int r = sd_unet_to_vram(m->enc, vr);
+  if (!r) r = sd_devw_upload(m, cnet_visit, vr, "ControlNet", &m->dw);
+  return r;
 }
 
 int sd_cnet_to_backend(sd_cnet *m, weft_backend *be) {
   if (m->dw) return m->dw->be == be ? 0 : WEFT_EINVAL;
   if (sd_be_is_host(be)) return 0;
-  int r = sd_unet_to_backend(m->enc, be);
-  if (!r) r = sd_devw_upload(m, cnet_visit, be, &m->dw);
+  uint64_t budget;
+  char err[256];
+  if (sd_vram_env_budget(UINT64_MAX, &budget, err, sizeof err))
+    return WEFT_EINVAL;
+  sd_vram *vr = sd_vram_new(be, budget, WEFT_F32, NULL, false);
+  if (!vr) return WEFT_ENOMEM;
+  int r = sd_cnet_to_vram(m, vr);
+  sd_vram_release(vr); /* the models hold it */
   return r;
+}
+
+sd_devw *sd_cnet_devw(const sd_cnet *m, bool encoder) {
+  return encoder ? sd_unet_devw(m->enc) : m->dw;
 }
 
 void sd_cnet_free(sd_cnet *m) {
   if (!m) return;
-  sd_devw_release(m->dw, m, cnet_visit);
+  sd_devw_release(m->dw);
   sd_unet_free(m->enc);
   sd_free_conv(&m->hint_in), sd_free_conv(&m->hint_out);
   for (int i = 0; m->hint && i < 2 * (m->n_hint - 1); i++)
     sd_free_conv(&m->hint[i]);
   free(m->hint);
-  for (int i = 0; m->zero && i < m->n_zero; i++) sd_free_conv(&m->zero[i]);
+  for (int i = 0; m->zero && i < m->n_zero; i++)
+    sd_free_conv(&m->zero[i]);
   free(m->zero);
   sd_free_conv(&m->mid_zero);
   free(m);
 }
 
-int sd_cnet_hint_factor(const sd_cnet *m) { return 1 << (m->n_hint - 1); }
+int sd_cnet_hint_factor(const sd_cnet *m) {
+  return 1 << (m->n_hint - 1);
+}
 
 static int load(sd_ckpt *ck, sd_cnet *m) {
   const sd_unet_cfg *c = &ck->control;
@@ -84,7 +107,8 @@ static int load(sd_ckpt *ck, sd_cnet *m) {
   int n = 0;
   widths[n++] = m->c0;
   for (int i = 0; i < c->n_levels; i++) {
-    for (int j = 0; j < c->layers_per_block; j++) widths[n++] = c->channels[i];
+    for (int j = 0; j < c->layers_per_block; j++)
+      widths[n++] = c->channels[i];
     if (i < c->n_levels - 1) widths[n++] = c->channels[i];
   }
   m->zero = calloc((size_t)n, sizeof *m->zero);
@@ -114,7 +138,8 @@ int sd_cnet_load(sd_ckpt *ck, sd_cnet **out) {
 }
 
 void sd_cnet_out_free(sd_cnet_out *o) {
-  for (int i = 0; i < o->n; i++) free(o->down[i]);
+  for (int i = 0; i < o->n; i++)
+    free(o->down[i]);
   free(o->mid);
   memset(o, 0, sizeof *o);
 }
@@ -124,13 +149,16 @@ void sd_cnet_out_free(sd_cnet_out *o) {
 static int embed_hint(sd_cnet *m, weft_backend *be, const float *hint,
                       int64_t b, int64_t H, int64_t W, float *out) {
   int64_t ho, wo, c = m->hint_in.cout;
+  int rc = sd_devw_use(m->dw, 0);
+  if (rc) return rc;
   float *cur = sd_alloc(be, b * c * H * W);
   if (!cur) return WEFT_ENOMEM;
-  int rc = sd_run_conv(be, &m->hint_in, hint, b, H, W, cur, &ho, &wo);
+  rc = sd_run_conv(be, &m->hint_in, hint, b, H, W, cur, &ho, &wo);
   if (!rc) rc = be->iface->act(be, WEFT_ACT_SILU, cur, cur, b * c * H * W);
   for (int i = 0; i < 2 * (m->n_hint - 1) && !rc; i++) {
     const sd_conv *cv = &m->hint[i];
-    int64_t oh = (H + 2 - 3) / cv->stride + 1, ow = (W + 2 - 3) / cv->stride + 1;
+    int64_t oh = (H + 2 - 3) / cv->stride + 1,
+            ow = (W + 2 - 3) / cv->stride + 1;
     float *nx = sd_alloc(be, b * cv->cout * oh * ow);
     if (!nx) {
       rc = WEFT_ENOMEM;
@@ -166,7 +194,8 @@ static int accumulate(weft_backend *be, float **dst, int64_t *dn,
     }
     src = copy;
   }
-  for (int64_t i = 0; i < n; i++) (*dst)[i] += s * src[i];
+  for (int64_t i = 0; i < n; i++)
+    (*dst)[i] += s * src[i];
   free(copy);
   return 0;
 }
@@ -199,6 +228,7 @@ int sd_cnet_forward(sd_cnet *m, weft_backend *be, const float *x, int64_t b,
     return WEFT_EINVAL;
   }
   int64_t ho, wo;
+  rc = sd_devw_use(m->dw, 1);
   for (int i = 0; i < feats.n && !rc; i++) {
     const sd_fmap *s = &feats.skip[i];
     int64_t n = b * s->c * s->h * s->w;
@@ -219,8 +249,8 @@ int sd_cnet_forward(sd_cnet *m, weft_backend *be, const float *x, int64_t b,
     float *z = sd_alloc(be, n);
     if (!z) rc = WEFT_ENOMEM;
     if (!rc)
-      rc = sd_run_conv(be, &m->mid_zero, mid->d, b, mid->h, mid->w, z, &ho,
-                       &wo);
+      rc =
+          sd_run_conv(be, &m->mid_zero, mid->d, b, mid->h, mid->w, z, &ho, &wo);
     if (!rc) rc = accumulate(be, &out->mid, &out->mid_numel, z, n, strength);
     sd_free(be, z);
   }

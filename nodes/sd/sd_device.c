@@ -1,8 +1,13 @@
-/* sd_device.c - a model's weights in one buffer of a device backend, with
- * the host arrays kept as masters, and the host<->backend copies of the
- * forward passes' inputs and outputs (see sd_device.h). */
+/* sd_device.c - the models' weights in device memory under a budget: the
+ * blocks each model's visitor lists, a host image of them (16-bit where the
+ * backend computes in fp16/bf16), one pool of device memory they are loaded
+ * into, Belady eviction over the cyclic schedule, prefetch on a copy
+ * stream, compaction; and the host<->backend copies of the forward passes'
+ * inputs and outputs (see sd_device.h). */
 #include "sd_device.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,132 +15,809 @@
 
 /* every weight starts on a 256-byte boundary (cuBLAS and cuDNN want at
  * least 16) */
-#define SD_ALIGN_FLOATS 64
+#define SD_ALIGN 256
 
-static int64_t padded(int64_t numel) {
-  return (numel + SD_ALIGN_FLOATS - 1) / SD_ALIGN_FLOATS * SD_ALIGN_FLOATS;
+static size_t pad(size_t n) {
+  return (n + SD_ALIGN - 1) / SD_ALIGN * SD_ALIGN;
 }
 
-typedef struct count_ctx {
-  int n;
-  int64_t floats;
-} count_ctx;
+/* ---- visiting layers
+ * --------------------------------------------------------- */
 
-static void count_one(void *user, float **w, int64_t numel) {
-  (void)w;
-  count_ctx *c = user;
-  c->n++;
-  c->floats += padded(numel);
+static void wv(sd_wvisit *v, float **w, int64_t numel, sd_wkind k) {
+  if (*w) v->weight(v, w, numel, k);
 }
 
-typedef struct upload_ctx {
-  sd_devw *dw;
-  int64_t off; /* floats into the arena */
-  int cap;
-  int rc;
-} upload_ctx;
+void sd_wv_linear(sd_wvisit *v, sd_linear *l) {
+  wv(v, &l->w, l->in * l->out, SD_W_HALF);
+  wv(v, &l->b, l->out, SD_W_F32);
+}
 
-static void upload_one(void *user, float **w, int64_t numel) {
-  upload_ctx *u = user;
-  sd_devw *dw = u->dw;
-  if (u->rc) return;
-  if (dw->n == u->cap) { /* the counting pass and this one disagree */
-    u->rc = WEFT_EINVAL;
-    return;
+void sd_wv_linear_f32(sd_wvisit *v, sd_linear *l) {
+  wv(v, &l->w, l->in * l->out, SD_W_F32);
+  wv(v, &l->b, l->out, SD_W_F32);
+}
+
+void sd_wv_conv(sd_wvisit *v, sd_conv *c) {
+  wv(v, &c->w, c->cout * c->cin * c->k * c->k, SD_W_HALF);
+  wv(v, &c->b, c->cout, SD_W_F32);
+}
+
+void sd_wv_norm(sd_wvisit *v, sd_norm *n) {
+  wv(v, &n->g, n->c, SD_W_F32);
+  wv(v, &n->b, n->c, SD_W_F32);
+}
+
+/* the order of sd_visit_resnet */
+void sd_wv_resnet(sd_wvisit *v, sd_resnet *r) {
+  sd_wv_norm(v, &r->norm1);
+  sd_wv_conv(v, &r->conv1);
+  sd_wv_linear(v, &r->temb);
+  sd_wv_norm(v, &r->norm2);
+  sd_wv_conv(v, &r->conv2);
+  sd_wv_conv(v, &r->shortcut);
+}
+
+void sd_wv_attn(sd_wvisit *v, sd_attn *a, bool out_f32) {
+  sd_wv_linear(v, &a->q);
+  sd_wv_linear(v, &a->k);
+  sd_wv_linear(v, &a->v);
+  if (out_f32)
+    sd_wv_linear_f32(v, &a->out);
+  else
+    sd_wv_linear(v, &a->out);
+}
+
+/* ---- 16-bit conversion
+ * ------------------------------------------------------- */
+
+static uint32_t bits_of(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+uint16_t sd_f32_to_bf16(float f) {
+  uint32_t u = bits_of(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even */
+  return (uint16_t)(u >> 16);
+}
+
+uint16_t sd_f32_to_f16(float f) {
+  uint32_t u = bits_of(f);
+  uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return sign | 0x7e00u;  /* NaN */
+  if (a >= 0x477ff000u) return sign | 0x7c00u; /* rounds to >= 65520: inf */
+  if (a >= 0x38800000u) {                      /* normal half */
+    uint32_t r = a - 0x38000000u;              /* rebias 127 -> 15 */
+    r += 0xfffu + ((r >> 13) & 1u);
+    return sign | (uint16_t)(r >> 13);
   }
-  float *dev = (float *)dw->arena + u->off;
-  u->rc = dw->be->iface->buffer_copy(
-      dw->be, dev, *w, (size_t)numel * sizeof(float), WEFT_COPY_HOST_TO_DEVICE);
-  if (u->rc) return;
-  dw->e[dw->n++] = (sd_devw_entry){*w, dev, numel};
-  *w = dev;
-  u->off += padded(numel);
+  if (a < 0x33000000u) return sign; /* below half the smallest subnormal */
+  /* subnormal half: the mantissa with its implicit bit, shifted */
+  uint32_t m = (a & 0x7fffffu) | 0x800000u;
+  int shift = 126 - (int)(a >> 23); /* 14 .. 24 more than a normal's 13 */
+  uint32_t q = m >> shift, rem = m & ((1u << shift) - 1),
+           half = 1u << (shift - 1);
+  if (rem > half || (rem == half && (q & 1u))) q++;
+  return sign | (uint16_t)q;
 }
 
-typedef struct restore_ctx {
+/* ---- the budget from the environment
+ * ----------------------------------------- */
+
+int sd_vram_env_budget(uint64_t dflt, uint64_t *out, char *err, size_t n) {
+  const char *s = getenv("WEFT_VRAM");
+  *out = dflt;
+  if (!s || !*s) return 0;
+  char *end = NULL;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (*s == '-' || !end || *end || v == 0) {
+    snprintf(err, n,
+             "WEFT_VRAM=%s: expected a positive number of bytes (weft run "
+             "--vram 1.5G sets it)",
+             s);
+    return -1;
+  }
+  *out = (uint64_t)v;
+  return 0;
+}
+
+/* ---- the pool
+ * ------------------------------------------------------------------ */
+
+struct sd_vram {
+  weft_backend *be;
+  uint64_t budget;
+  weft_dtype half; /* WEFT_F32: no 16-bit weights */
+  sd_xfer x;
+  bool has_x;
+  bool prefetch;
+  int refs;
+  void *pool;
+  size_t pool_bytes;
+  bool marked;      /* the pool is registered as 16-bit weights */
+  sd_devw **models; /* joined, in order */
+  int n_models, cap_models;
+  void *after; /* the compute-stream event uploads wait for */
+  sd_vram_stats st;
+  char err[512];
+};
+
+sd_vram *sd_vram_new(weft_backend *be, uint64_t budget, weft_dtype half,
+                     const sd_xfer *xfer, bool prefetch) {
+  sd_vram *vr = calloc(1, sizeof *vr);
+  if (!vr) {
+    if (xfer && xfer->free) xfer->free(xfer->ctx);
+    return NULL;
+  }
+  vr->be = be;
+  vr->budget = budget;
+  vr->prefetch = prefetch;
+  vr->refs = 1;
+  if (xfer) vr->x = *xfer, vr->has_x = true;
+  /* 16-bit weights need the backend to read them */
+  vr->half = half != WEFT_F32 && vr->has_x && vr->x.mark_half ? half : WEFT_F32;
+  if (vr->has_x && vr->x.event_new && vr->x.upload && vr->x.record_compute &&
+      vr->x.compute_wait)
+    vr->after = vr->x.event_new(vr->x.ctx);
+  return vr;
+}
+
+void sd_vram_retain(sd_vram *vr) {
+  vr->refs++;
+}
+
+static bool async(const sd_vram *vr) {
+  return vr->after != NULL;
+}
+
+static void pool_free(sd_vram *vr) {
+  if (!vr->pool) return;
+  if (vr->marked) vr->x.unmark_half(vr->x.ctx, vr->pool);
+  vr->be->iface->buffer_free(vr->be, vr->pool);
+  vr->pool = NULL;
+  vr->pool_bytes = 0;
+  vr->marked = false;
+}
+
+void sd_vram_release(sd_vram *vr) {
+  if (!vr || --vr->refs > 0) return;
+  pool_free(vr);
+  if (vr->after) vr->x.event_free(vr->x.ctx, vr->after);
+  if (vr->has_x && vr->x.free) vr->x.free(vr->x.ctx);
+  free(vr->models);
+  free(vr);
+}
+
+const sd_vram_stats *sd_vram_get_stats(const sd_vram *vr) {
+  return &vr->st;
+}
+uint64_t sd_vram_budget(const sd_vram *vr) {
+  return vr->budget;
+}
+size_t sd_vram_pool_bytes(const sd_vram *vr) {
+  return vr->pool_bytes;
+}
+const char *sd_vram_error(const sd_vram *vr) {
+  return vr->err;
+}
+
+static uint64_t blocks_total(const sd_vram *vr) {
+  uint64_t t = 0;
+  for (int i = 0; i < vr->n_models; i++)
+    for (int b = 0; b < vr->models[i]->n_blocks; b++)
+      t += vr->models[i]->blk[b].bytes;
+  return t;
+}
+
+static uint64_t f32_total(const sd_vram *vr) {
+  uint64_t t = 0;
+  for (int i = 0; i < vr->n_models; i++)
+    t += vr->models[i]->f32_bytes;
+  return t;
+}
+
+/* bytes the blocks may use: the budget less the always-resident weights */
+static uint64_t pool_cap(const sd_vram *vr, uint64_t f32) {
+  return vr->budget > f32 ? vr->budget - f32 : 0;
+}
+
+bool sd_vram_streaming(const sd_vram *vr) {
+  return blocks_total(vr) > pool_cap(vr, f32_total(vr));
+}
+
+static uint64_t resident_bytes(const sd_vram *vr) {
+  uint64_t t = 0;
+  for (int i = 0; i < vr->n_models; i++)
+    for (int b = 0; b < vr->models[i]->n_blocks; b++)
+      if (vr->models[i]->blk[b].pool_off >= 0) t += vr->models[i]->blk[b].bytes;
+  return t;
+}
+
+/* the model's pointers of block b at base (NULL: not resident) */
+static void point_block(sd_devw *dw, int b, char *base) {
+  const sd_devw_block *k = &dw->blk[b];
+  for (int i = k->first; i < k->first + k->n; i++)
+    if (dw->e[i].kind == SD_W_HALF)
+      *dw->e[i].field = base ? (float *)(base + dw->e[i].off) : NULL;
+}
+
+/* the compute stream waits for block b's upload before touching it */
+static int settle(sd_vram *vr, sd_devw_block *k) {
+  if (!k->pending) return 0;
+  k->pending = false;
+  return vr->x.compute_wait(vr->x.ctx, k->copy_ev);
+}
+
+/* Drops block b.  An upload of it still in flight is waited for by the
+ * compute stream, so that a compaction there cannot move another block
+ * into its range before the copy has landed (later uploads follow it on
+ * the copy stream anyway). */
+static int evict(sd_vram *vr, sd_devw *dw, int b) {
+  int rc = settle(vr, &dw->blk[b]);
+  dw->blk[b].pool_off = -1;
+  point_block(dw, b, NULL);
+  vr->st.evictions++;
+  return rc;
+}
+
+static int evict_all(sd_vram *vr) {
+  int rc = 0;
+  for (int i = 0; i < vr->n_models; i++)
+    for (int b = 0; b < vr->models[i]->n_blocks; b++)
+      if (vr->models[i]->blk[b].pool_off >= 0 && vr->models[i]->blk[b].bytes) {
+        int r = evict(vr, vr->models[i], b);
+        if (!rc) rc = r;
+      }
+  return rc;
+}
+
+/* copies block b from the image to pool offset off */
+static int upload(sd_vram *vr, sd_devw *dw, int b, size_t off, bool ahead) {
+  sd_devw_block *k = &dw->blk[b];
+  char *dst = (char *)vr->pool + off;
+  const char *src = (const char *)dw->image + k->img_off;
+  int rc;
+  if (async(vr) && k->copy_ev) {
+    /* after everything queued on the compute stream so far: the evicted
+     * blocks' last uses and any compaction */
+    rc = vr->x.record_compute(vr->x.ctx, vr->after);
+    if (!rc)
+      rc = vr->x.upload(vr->x.ctx, dst, src, k->bytes, vr->after, k->copy_ev);
+    if (!rc) k->pending = true;
+  } else {
+    rc = vr->be->iface->buffer_copy(vr->be, dst, src, k->bytes,
+                                    WEFT_COPY_HOST_TO_DEVICE);
+  }
+  if (rc) return rc;
+  k->pool_off = (int64_t)off;
+  k->loads++;
+  point_block(dw, b, dst);
+  vr->st.loads++;
+  vr->st.loaded_bytes += k->bytes;
+  if (ahead) vr->st.prefetches++;
+  uint64_t res = resident_bytes(vr);
+  if (res > vr->st.peak_resident) vr->st.peak_resident = res;
+  return 0;
+}
+
+typedef struct placed {
   sd_devw *dw;
-  int i;
-} restore_ctx;
+  int b;
+  size_t off, bytes;
+} placed;
 
-/* the i-th array visited is the i-th entry: the visiting order is fixed */
-static void restore_one(void *user, float **w, int64_t numel) {
-  (void)numel;
-  restore_ctx *r = user;
-  if (r->i < r->dw->n && *w == r->dw->e[r->i].dev) *w = r->dw->e[r->i].host;
-  r->i++;
-}
-
-static int cmp_host(const void *a, const void *b) {
-  uintptr_t x = (uintptr_t)((const sd_devw_entry *)a)->host;
-  uintptr_t y = (uintptr_t)((const sd_devw_entry *)b)->host;
+static int cmp_placed(const void *a, const void *b) {
+  size_t x = ((const placed *)a)->off, y = ((const placed *)b)->off;
   return x < y ? -1 : x > y;
 }
 
-static void devw_free(sd_devw *dw) {
-  if (dw->arena) dw->be->iface->buffer_free(dw->be, dw->arena);
-  free(dw->e);
-  free(dw->sorted);
-  free(dw);
+/* the resident blocks by pool offset (caller frees; *n may be 0) */
+static placed *list_resident(sd_vram *vr, int *n) {
+  int cap = 0;
+  for (int i = 0; i < vr->n_models; i++)
+    cap += vr->models[i]->n_blocks;
+  placed *p = malloc((size_t)(cap ? cap : 1) * sizeof *p);
+  *n = 0;
+  if (!p) return NULL;
+  for (int i = 0; i < vr->n_models; i++)
+    for (int b = 0; b < vr->models[i]->n_blocks; b++) {
+      sd_devw_block *k = &vr->models[i]->blk[b];
+      if (k->pool_off >= 0 && k->bytes)
+        p[(*n)++] = (placed){vr->models[i], b, (size_t)k->pool_off, k->bytes};
+    }
+  qsort(p, (size_t)*n, sizeof *p, cmp_placed);
+  return p;
 }
 
-int sd_devw_upload(void *model, sd_visit_fn visit, weft_backend *be,
-                   sd_devw **out) {
+/* first gap of `need` bytes; -1 if none */
+static int64_t find_gap(const placed *p, int n, size_t pool, size_t need) {
+  size_t at = 0;
+  for (int i = 0; i <= n; i++) {
+    size_t end = i < n ? p[i].off : pool;
+    if (end >= at && end - at >= need) return (int64_t)at;
+    if (i < n) at = p[i].off + p[i].bytes;
+  }
+  return -1;
+}
+
+/* Moves every resident block down to close the gaps, on the compute
+ * stream (after their uploads); overlapping moves go through a temporary
+ * buffer, or are loaded again from the image when none can be had. */
+static int compact(sd_vram *vr) {
+  int n, rc = 0;
+  placed *p = list_resident(vr, &n);
+  if (!p) return WEFT_ENOMEM;
+  weft_backend *be = vr->be;
+  size_t at = 0;
+  for (int i = 0; i < n && !rc; i++) {
+    sd_devw_block *k = &p[i].dw->blk[p[i].b];
+    if (p[i].off != at) {
+      char *src = (char *)vr->pool + p[i].off, *dst = (char *)vr->pool + at;
+      if ((rc = settle(vr, k))) break;
+      if (p[i].off - at >= k->bytes) {
+        rc = be->iface->buffer_copy(be, dst, src, k->bytes,
+                                    WEFT_COPY_DEVICE_TO_DEVICE);
+      } else {
+        void *tmp = be->iface->buffer_alloc(be, k->bytes);
+        if (tmp) {
+          rc = be->iface->buffer_copy(be, tmp, src, k->bytes,
+                                      WEFT_COPY_DEVICE_TO_DEVICE);
+          if (!rc)
+            rc = be->iface->buffer_copy(be, dst, tmp, k->bytes,
+                                        WEFT_COPY_DEVICE_TO_DEVICE);
+          be->iface->buffer_free(be, tmp); /* after the copies: same stream */
+        } else {
+          rc = be->iface->buffer_copy(be, dst,
+                                      (const char *)p[i].dw->image + k->img_off,
+                                      k->bytes, WEFT_COPY_HOST_TO_DEVICE);
+        }
+      }
+      if (rc) break;
+      k->pool_off = (int64_t)at;
+      point_block(p[i].dw, p[i].b, dst);
+      vr->st.moves++;
+      vr->st.moved_bytes += k->bytes;
+    }
+    at += k->bytes;
+  }
+  free(p);
+  return rc;
+}
+
+/* How far ahead block c of model m is needed when block t of model dw is
+ * about to run: models run their blocks in a cycle, so the distance is the
+ * cyclic one; another model's blocks come after the running model's. */
+static uint64_t distance(const sd_devw *dw, int t, const sd_devw *m, int c) {
+  if (m == dw) return (uint64_t)((c - t + m->n_blocks) % m->n_blocks);
+  int from = m->pos < 0 ? 0 : m->pos + 1;
+  return (uint64_t)dw->n_blocks + 1 +
+         (uint64_t)((c - from + 2 * m->n_blocks) % m->n_blocks);
+}
+
+/* Makes room for block t of dw and loads it.  Victims by Belady's rule
+ * (furthest next use; on a tie the larger block), never t itself nor
+ * `keep` (the block running now).  WEFT_ERANGE when the room cannot be
+ * made without evicting keep. */
+static int load(sd_vram *vr, sd_devw *dw, int t, int keep, bool ahead) {
+  const size_t need = dw->blk[t].bytes;
+  uint64_t res = resident_bytes(vr);
+  size_t kept =
+      keep >= 0 && dw->blk[keep].pool_off >= 0 ? dw->blk[keep].bytes : 0;
+  if (need + kept > vr->pool_bytes) return WEFT_ERANGE; /* before evicting */
+  while (res + need > vr->pool_bytes) {
+    sd_devw *vm = NULL;
+    int vb = -1;
+    uint64_t vd = 0;
+    for (int i = 0; i < vr->n_models; i++) {
+      sd_devw *m = vr->models[i];
+      for (int c = 0; c < m->n_blocks; c++) {
+        if (m->blk[c].pool_off < 0 || !m->blk[c].bytes) continue;
+        if (m == dw && (c == t || c == keep)) continue;
+        uint64_t d = distance(dw, t, m, c);
+        if (vb < 0 || d > vd ||
+            (d == vd && m->blk[c].bytes > vm->blk[vb].bytes))
+          vm = m, vb = c, vd = d;
+      }
+    }
+    if (vb < 0) return WEFT_ERANGE;
+    res -= vm->blk[vb].bytes;
+    int rc = evict(vr, vm, vb);
+    if (rc) return rc;
+  }
+  int n;
+  placed *p = list_resident(vr, &n);
+  if (!p) return WEFT_ENOMEM;
+  int64_t off = find_gap(p, n, vr->pool_bytes, need);
+  free(p);
+  if (off < 0) {
+    int rc = compact(vr);
+    if (rc) return rc;
+    off = (int64_t)res; /* everything resident now sits below res */
+  }
+  return upload(vr, dw, t, (size_t)off, ahead);
+}
+
+/* (Re)sizes the pool for the models joined so far: min(what the budget
+ * leaves, what all blocks take).  A new size drops every block. */
+static int size_pool(sd_vram *vr) {
+  uint64_t want = blocks_total(vr), cap = pool_cap(vr, f32_total(vr));
+  size_t size = (size_t)(want < cap ? want : cap);
+  if (size == vr->pool_bytes && (vr->pool || !size)) return 0;
+  int rc = evict_all(vr);
+  if (!rc && vr->pool && vr->be->iface->synchronize)
+    rc = vr->be->iface->synchronize(vr->be); /* the old pool's last uses */
+  pool_free(vr);
+  if (rc) return rc;
+  if (!size) return 0;
+  if (!(vr->pool = vr->be->iface->buffer_alloc(vr->be, size))) {
+    snprintf(vr->err, sizeof vr->err,
+             "cannot allocate %zu bytes of device memory for the weights' "
+             "pool (budget %" PRIu64 " bytes)",
+             size, vr->budget);
+    return WEFT_ENOMEM;
+  }
+  vr->pool_bytes = size;
+  if (vr->half != WEFT_F32) {
+    rc = vr->x.mark_half(vr->x.ctx, vr->pool, size, vr->half);
+    if (rc) {
+      pool_free(vr);
+      return rc;
+    }
+    vr->marked = true;
+  }
+  return 0;
+}
+
+/* Loads blocks in order, every model's, while they fit without evicting
+ * (all of them when nothing streams). */
+static int preload(sd_vram *vr) {
+  for (int i = 0; i < vr->n_models; i++) {
+    sd_devw *m = vr->models[i];
+    for (int b = 0; b < m->n_blocks; b++) {
+      if (m->blk[b].pool_off >= 0 || !m->blk[b].bytes) continue;
+      if (resident_bytes(vr) + m->blk[b].bytes > vr->pool_bytes) return 0;
+      int n;
+      placed *p = list_resident(vr, &n);
+      if (!p) return WEFT_ENOMEM;
+      int64_t off = find_gap(p, n, vr->pool_bytes, m->blk[b].bytes);
+      free(p);
+      int rc = off < 0 ? compact(vr) : 0;
+      if (!rc)
+        rc =
+            upload(vr, m, b, off < 0 ? resident_bytes(vr) : (size_t)off, false);
+      if (rc) return rc;
+    }
+  }
+  return 0;
+}
+
+static void mb(char *out, size_t n, uint64_t bytes) {
+  snprintf(out, n, "%.1f MiB", (double)bytes / (1024.0 * 1024.0));
+}
+
+/* Adds dw to vr: checks every block against what the budget leaves. */
+static int join(sd_vram *vr, sd_devw *dw) {
+  vr->err[0] = 0;
+  uint64_t f32 = f32_total(vr) + dw->f32_bytes, cap = pool_cap(vr, f32);
+  for (int b = 0; b < dw->n_blocks; b++)
+    if (dw->blk[b].bytes > cap) {
+      char need[32], left[32], bud[32], fixed[32];
+      mb(need, sizeof need, dw->blk[b].bytes), mb(left, sizeof left, cap);
+      mb(bud, sizeof bud, vr->budget), mb(fixed, sizeof fixed, f32);
+      snprintf(vr->err, sizeof vr->err,
+               "the %s's block '%s' needs %s (%zu bytes) of device memory "
+               "but the budget of %s (%" PRIu64
+               " bytes, --vram / WEFT_VRAM) leaves %s for streamed weights "
+               "after %s of always-resident biases and norms: raise the "
+               "budget",
+               dw->model, dw->blk[b].name, need, dw->blk[b].bytes, bud,
+               vr->budget, left, fixed);
+      return WEFT_ERANGE;
+    }
+  if (vr->n_models == vr->cap_models) {
+    int nc = vr->cap_models ? 2 * vr->cap_models : 4;
+    sd_devw **nm = realloc(vr->models, (size_t)nc * sizeof *nm);
+    if (!nm) return WEFT_ENOMEM;
+    vr->models = nm, vr->cap_models = nc;
+  }
+  vr->models[vr->n_models++] = dw;
+  int rc = size_pool(vr);
+  if (!rc) rc = preload(vr);
+  return rc;
+}
+
+static void leave(sd_vram *vr, sd_devw *dw) {
+  for (int i = 0; i < vr->n_models; i++)
+    if (vr->models[i] == dw) {
+      for (int b = 0; b < dw->n_blocks; b++)
+        if (dw->blk[b].pool_off >= 0 && dw->blk[b].bytes) evict(vr, dw, b);
+      /* the copies and uses of its blocks before its image and F32 weights
+       * go (the caching allocator orders reuse, the host image does not) */
+      if (vr->be->iface->synchronize) vr->be->iface->synchronize(vr->be);
+      memmove(&vr->models[i], &vr->models[i + 1],
+              (size_t)(vr->n_models - i - 1) * sizeof *vr->models);
+      vr->n_models--;
+      break;
+    }
+  if (!vr->n_models) pool_free(vr);
+}
+
+/* ---- collecting a model's weights
+ * ---------------------------------------------- */
+
+typedef struct collect {
+  sd_wvisit v;
+  sd_devw *dw;
+  int cap_e, cap_b;
+  int rc;
+} collect;
+
+static void col_block(sd_wvisit *v, const char *name) {
+  collect *c = (collect *)v;
+  sd_devw *dw = c->dw;
+  if (c->rc) return;
+  if (dw->n_blocks == c->cap_b) {
+    int nc = c->cap_b ? 2 * c->cap_b : 16;
+    sd_devw_block *nb = realloc(dw->blk, (size_t)nc * sizeof *nb);
+    if (!nb) {
+      c->rc = WEFT_ENOMEM;
+      return;
+    }
+    dw->blk = nb, c->cap_b = nc;
+  }
+  sd_devw_block *k = &dw->blk[dw->n_blocks++];
+  memset(k, 0, sizeof *k);
+  snprintf(k->name, sizeof k->name, "%s", name);
+  k->pool_off = -1;
+  k->first = dw->n;
+}
+
+static void col_weight(sd_wvisit *v, float **w, int64_t numel, sd_wkind kind) {
+  collect *c = (collect *)v;
+  sd_devw *dw = c->dw;
+  if (!dw->n_blocks) col_block(v, "weights");
+  if (c->rc) return;
+  if (dw->n == c->cap_e) {
+    int nc = c->cap_e ? 2 * c->cap_e : 64;
+    sd_devw_entry *ne = realloc(dw->e, (size_t)nc * sizeof *ne);
+    if (!ne) {
+      c->rc = WEFT_ENOMEM;
+      return;
+    }
+    dw->e = ne, c->cap_e = nc;
+  }
+  int b = dw->n_blocks - 1;
+  dw->e[dw->n++] =
+      (sd_devw_entry){*w, w, numel, kind, kind == SD_W_HALF ? b : -1, 0};
+  dw->blk[b].n++;
+}
+
+typedef struct host_idx {
+  uintptr_t host;
+  int i;
+} host_idx;
+
+static int cmp_host_idx(const void *a, const void *b) {
+  uintptr_t x = ((const host_idx *)a)->host, y = ((const host_idx *)b)->host;
+  return x < y ? -1 : x > y;
+}
+
+/* dw->sorted: the entries by host address */
+static int sort_entries(sd_devw *dw) {
+  host_idx *h = malloc((size_t)(dw->n ? dw->n : 1) * sizeof *h);
+  if (!h) return WEFT_ENOMEM;
+  for (int i = 0; i < dw->n; i++)
+    h[i] = (host_idx){(uintptr_t)dw->e[i].host, i};
+  qsort(h, (size_t)dw->n, sizeof *h, cmp_host_idx);
+  for (int i = 0; i < dw->n; i++)
+    dw->sorted[i] = h[i].i;
+  free(h);
+  return 0;
+}
+
+/* writes entry i's 16-bit or fp32 values into the image */
+static void fill_image(sd_devw *dw, const sd_devw_entry *e) {
+  char *dst = (char *)dw->image + dw->blk[e->block].img_off + e->off;
+  const weft_dtype h = dw->vr->half;
+  if (h == WEFT_F32) {
+    memcpy(dst, e->host, (size_t)e->numel * sizeof(float));
+    return;
+  }
+  uint16_t *d = (uint16_t *)dst;
+  for (int64_t i = 0; i < e->numel; i++)
+    d[i] =
+        h == WEFT_BF16 ? sd_f32_to_bf16(e->host[i]) : sd_f32_to_f16(e->host[i]);
+}
+
+static void devw_free(sd_devw *dw) {
+  sd_vram *vr = dw->vr;
+  for (int b = 0; b < dw->n_blocks; b++)
+    if (dw->blk[b].copy_ev) vr->x.event_free(vr->x.ctx, dw->blk[b].copy_ev);
+  if (dw->f32) dw->be->iface->buffer_free(dw->be, dw->f32);
+  if (dw->image) {
+    if (vr->has_x && vr->x.host_free)
+      vr->x.host_free(vr->x.ctx, dw->image);
+    else
+      free(dw->image);
+  }
+  free(dw->e);
+  free(dw->sorted);
+  free(dw->blk);
+  free(dw);
+  sd_vram_release(vr);
+}
+
+/* points every field back at its master */
+static void restore(sd_devw *dw) {
+  for (int i = 0; i < dw->n; i++)
+    *dw->e[i].field = dw->e[i].host;
+}
+
+int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
+                   const char *name, sd_devw **out) {
   *out = NULL;
-  count_ctx c = {0, 0};
-  visit(model, count_one, &c);
   sd_devw *dw = calloc(1, sizeof *dw);
   if (!dw) return WEFT_ENOMEM;
-  dw->be = be;
-  dw->e = malloc((size_t)(c.n ? c.n : 1) * sizeof *dw->e);
-  dw->sorted = malloc((size_t)(c.n ? c.n : 1) * sizeof *dw->sorted);
-  dw->arena_bytes = (size_t)c.floats * sizeof(float);
-  if (!dw->e || !dw->sorted) {
+  sd_vram_retain(vr);
+  dw->vr = vr;
+  dw->be = vr->be;
+  dw->pos = -1;
+  dw->elem = vr->half == WEFT_F32 ? 4 : 2;
+  snprintf(dw->model, sizeof dw->model, "%s", name);
+  collect c = {{col_block, col_weight}, dw, 0, 0, 0};
+  visit(model, &c.v);
+  int rc = c.rc;
+  if (!rc && !(dw->sorted = malloc((size_t)(dw->n ? dw->n : 1) * sizeof(int))))
+    rc = WEFT_ENOMEM;
+  if (!rc) rc = sort_entries(dw);
+  if (rc) {
     devw_free(dw);
-    return WEFT_ENOMEM;
+    return rc;
   }
-  if (c.floats && !(dw->arena = be->iface->buffer_alloc(be, dw->arena_bytes))) {
+  /* layout: each block's matrices one after another in the image; the
+   * F32 weights in their own buffer */
+  for (int b = 0; b < dw->n_blocks; b++) {
+    sd_devw_block *k = &dw->blk[b];
+    k->img_off = dw->image_bytes;
+    for (int i = k->first; i < k->first + k->n; i++) {
+      sd_devw_entry *e = &dw->e[i];
+      if (e->kind == SD_W_HALF) {
+        e->off = k->bytes;
+        k->bytes += pad((size_t)e->numel * dw->elem);
+      } else if (e->kind == SD_W_F32) {
+        e->off = dw->f32_bytes;
+        dw->f32_bytes += pad((size_t)e->numel * sizeof(float));
+      }
+    }
+    dw->image_bytes += k->bytes;
+    if (k->bytes && async(vr) && !(k->copy_ev = vr->x.event_new(vr->x.ctx)))
+      rc = WEFT_ENOMEM;
+  }
+  dw->arena_bytes = dw->image_bytes + dw->f32_bytes;
+  weft_backend *be = vr->be;
+  if (!rc && dw->f32_bytes &&
+      !(dw->f32 = be->iface->buffer_alloc(be, dw->f32_bytes)))
+    rc = WEFT_ENOMEM;
+  if (!rc && dw->image_bytes) {
+    dw->image = vr->has_x && vr->x.host_alloc
+                    ? vr->x.host_alloc(vr->x.ctx, dw->image_bytes)
+                    : malloc(dw->image_bytes);
+    if (!dw->image) rc = WEFT_ENOMEM;
+  }
+  for (int i = 0; !rc && i < dw->n; i++) {
+    sd_devw_entry *e = &dw->e[i];
+    if (e->kind == SD_W_HALF) fill_image(dw, e);
+    if (e->kind == SD_W_F32)
+      rc = be->iface->buffer_copy(be, (char *)dw->f32 + e->off, e->host,
+                                  (size_t)e->numel * sizeof(float),
+                                  WEFT_COPY_HOST_TO_DEVICE);
+  }
+  if (!rc) {
+    /* F32 weights point at the device now; blocks as they load */
+    for (int i = 0; i < dw->n; i++)
+      if (dw->e[i].kind == SD_W_F32)
+        *dw->e[i].field = (float *)((char *)dw->f32 + dw->e[i].off);
+      else if (dw->e[i].kind == SD_W_HALF)
+        *dw->e[i].field = NULL;
+    rc = join(vr, dw);
+    if (rc) {
+      leave(vr, dw);
+      restore(dw);
+    }
+  }
+  if (rc) {
     devw_free(dw);
-    return WEFT_ENOMEM;
+    return rc;
   }
-  upload_ctx u = {dw, 0, c.n, 0};
-  visit(model, upload_one, &u);
-  if (u.rc) {
-    restore_ctx r = {dw, 0};
-    visit(model, restore_one, &r);
-    devw_free(dw);
-    return u.rc;
-  }
-  memcpy(dw->sorted, dw->e, (size_t)dw->n * sizeof *dw->e);
-  qsort(dw->sorted, (size_t)dw->n, sizeof *dw->sorted, cmp_host);
   *out = dw;
   return 0;
 }
 
-void sd_devw_release(sd_devw *dw, void *model, sd_visit_fn visit) {
+void sd_devw_release(sd_devw *dw) {
   if (!dw) return;
-  restore_ctx r = {dw, 0};
-  visit(model, restore_one, &r);
+  leave(dw->vr, dw);
+  restore(dw);
   devw_free(dw);
 }
 
+int sd_devw_use(sd_devw *dw, int b) {
+  if (!dw) return 0;
+  if (b < 0 || b >= dw->n_blocks) return WEFT_EINVAL;
+  sd_vram *vr = dw->vr;
+  sd_devw_block *k = &dw->blk[b];
+  dw->pos = b;
+  int rc = 0;
+  if (k->bytes && k->pool_off < 0) rc = load(vr, dw, b, -1, false);
+  if (!rc) rc = settle(vr, k);
+  if (rc || !vr->prefetch) return rc;
+  /* the next block with weights, on the copy stream while b computes;
+   * skipped when only evicting b itself would make room */
+  int nx = b + 1;
+  while (nx < dw->n_blocks && !dw->blk[nx].bytes)
+    nx++;
+  if (nx == dw->n_blocks || dw->blk[nx].pool_off >= 0) return 0;
+  rc = load(vr, dw, nx, b, true);
+  return rc == WEFT_ERANGE ? 0 : rc;
+}
+
 static const sd_devw_entry *entry_of(const sd_devw *dw, const float *host) {
-  if (!dw || !dw->n) return NULL;
-  sd_devw_entry key = {(float *)host, NULL, 0};
-  return bsearch(&key, dw->sorted, (size_t)dw->n, sizeof *dw->sorted, cmp_host);
+  if (!dw) return NULL;
+  int lo = 0, hi = dw->n - 1;
+  while (lo <= hi) {
+    int mid = (lo + hi) / 2;
+    const sd_devw_entry *e = &dw->e[dw->sorted[mid]];
+    if (e->host == host) return e;
+    if ((uintptr_t)e->host < (uintptr_t)host)
+      lo = mid + 1;
+    else
+      hi = mid - 1;
+  }
+  return NULL;
 }
 
 float *sd_devw_find(const sd_devw *dw, const float *host) {
   const sd_devw_entry *e = entry_of(dw, host);
-  return e ? e->dev : NULL;
+  if (!e || e->kind == SD_W_HOST) return NULL;
+  if (e->kind == SD_W_F32) return (float *)((char *)dw->f32 + e->off);
+  const sd_devw_block *k = &dw->blk[e->block];
+  if (k->pool_off < 0) return NULL;
+  return (float *)((char *)dw->vr->pool + k->pool_off + e->off);
 }
 
 int sd_devw_sync(sd_devw *dw, const float *host) {
   const sd_devw_entry *e = entry_of(dw, host);
   if (!e) return WEFT_ENOENT;
+  weft_backend *be = dw->be;
+  if (e->kind == SD_W_HOST) return 0;
   /* on the backend's stream: after every queued use of the old values */
-  return dw->be->iface->buffer_copy(dw->be, e->dev, e->host,
-                                    (size_t)e->numel * sizeof(float),
-                                    WEFT_COPY_HOST_TO_DEVICE);
+  if (e->kind == SD_W_F32)
+    return be->iface->buffer_copy(be, (char *)dw->f32 + e->off, e->host,
+                                  (size_t)e->numel * sizeof(float),
+                                  WEFT_COPY_HOST_TO_DEVICE);
+  sd_devw_block *k = &dw->blk[e->block];
+  if (k->pending) {
+    /* an upload in flight still reads the image: let it finish */
+    int rc = settle(dw->vr, k);
+    if (!rc && be->iface->synchronize) rc = be->iface->synchronize(be);
+    if (rc) return rc;
+  }
+  fill_image(dw, e);
+  if (k->pool_off < 0) return 0; /* loads from the image next time */
+  size_t off = k->img_off + e->off;
+  return be->iface->buffer_copy(be, (char *)dw->vr->pool + k->pool_off + e->off,
+                                (const char *)dw->image + off,
+                                (size_t)e->numel * dw->elem,
+                                WEFT_COPY_HOST_TO_DEVICE);
+}
+
+int sd_devw_block_index(const sd_devw *dw, const char *name) {
+  for (int b = 0; dw && b < dw->n_blocks; b++)
+    if (!strcmp(dw->blk[b].name, name)) return b;
+  return -1;
 }
 
 /* ---- host I/O

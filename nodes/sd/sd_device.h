@@ -1,7 +1,9 @@
-/* sd_device.h - the SD models on a device backend (CUDA): moving a loaded
- * model's weights into buffers of the backend while the host arrays stay
- * the masters (LoRA patches them, then the touched tensors are copied
- * again), and the memory contract of the forward passes there.
+/* sd_device.h - the SD models on a device backend (CUDA): their weights in
+ * device memory under a budget (whole models resident when they fit,
+ * streamed block by block when they do not), 16-bit copies of the matrices
+ * where the backend computes in fp16/bf16, the host arrays kept as the
+ * masters (LoRA patches them, then the touched tensors are copied again),
+ * and the memory contract of the forward passes there.
  *
  * Memory contract.  The forward passes of sd.h -- sd_clip_forward,
  * sd_unet_forward, sd_vae_encode, sd_vae_decode, sd_cnet_forward and the
@@ -12,7 +14,31 @@
  * nothing is copied and nothing changes.  The two UNet halves,
  * sd_unet_encode and sd_unet_decode, work on backend memory: x, t, ctx,
  * add_in, the features and the sd_control residuals.  Internal to the sd
- * plugin and its tests. */
+ * plugin and its tests.
+ *
+ * Weights on a device.  Every model lists its weights through a visitor
+ * (sd_model_visit_fn), in execution order, cut into BLOCKS (a UNet's time
+ * embedding + conv_in, each down block, the middle, each up block, the
+ * output; a VAE's encoder and decoder levels; a CLIP layer; ...).  Each
+ * weight has a kind:
+ *   SD_W_HALF  a matrix read only as a linear/conv2d weight or gemm operand
+ *              b: stored 16-bit when the backend computes in fp16/bf16
+ *              (weft_cuda_mark_half), streamed with its block;
+ *   SD_W_F32   biases, norms and matrices used otherwise: fp32, always
+ *              resident (a few percent of a model);
+ *   SD_W_HOST  read on the host only (CLIP's embedding tables): never
+ *              copied.
+ * All models on one backend share one sd_vram: a budget of device bytes
+ * and one pool of device memory for the blocks.  The F32 weights are
+ * allocated outside the pool but counted in the budget.  When every
+ * block fits, all are loaded once and stay; otherwise a block is loaded
+ * when a forward pass is about to run it (sd_devw_use), evicting resident
+ * blocks by Belady's rule over the known cyclic schedule (a model runs its
+ * blocks in order, pass after pass: the block whose next use is furthest
+ * away goes first; other models' blocks before the running model's), and
+ * the next block is prefetched on a copy stream while this one computes.
+ * The pool is compacted (device-to-device moves) when the free bytes
+ * suffice but no single gap does, so the loads are exactly Belady's. */
 #ifndef WEFT_SD_DEVICE_H
 #define WEFT_SD_DEVICE_H
 
@@ -26,56 +52,191 @@ static inline bool sd_be_is_host(const weft_backend *be) {
   return be->iface->device_kind == WEFT_DEVICE_KIND_CPU;
 }
 
-/* ---- a model's weights on a device -----------------------------------------
- */
+/* ---- visiting a model's weights ------------------------------------------ */
 
-/* Called once per weight array of a model: *w is the array's pointer (the
- * callee may replace it), numel its length in floats. */
+/* Called once per weight array of a layer (sd_layers.h's visitors): *w is
+ * the array's pointer (the callee may replace it), numel its length. */
 typedef void (*sd_weight_fn)(void *user, float **w, int64_t numel);
-/* Calls fn on every non-NULL weight array of a model, always in the same
- * order. */
-typedef void (*sd_visit_fn)(void *model, sd_weight_fn fn, void *user);
+
+typedef enum sd_wkind { SD_W_HALF = 0, SD_W_F32, SD_W_HOST } sd_wkind;
+
+/* What a model's visitor calls: block() starts a new block (its name in
+ * messages: "up_blocks.1"), weight() lists one array of the current block.
+ * *w is the model's own pointer field: it stays valid (the model never
+ * moves it) and is repointed at the device copy. */
+typedef struct sd_wvisit sd_wvisit;
+struct sd_wvisit {
+  void (*block)(sd_wvisit *v, const char *name);
+  void (*weight)(sd_wvisit *v, float **w, int64_t numel, sd_wkind kind);
+};
+/* Lists every weight of the model, always in the same order. */
+typedef void (*sd_model_visit_fn)(void *model, sd_wvisit *v);
+
+/* The layers of sd_layers.h: matrices SD_W_HALF, biases and norms SD_W_F32
+ * (a linear whose weight is used as gemm operand a -- sd_run_linear_to_nchw
+ * -- goes through sd_wv_linear_f32). */
+struct sd_linear;
+struct sd_conv;
+struct sd_norm;
+struct sd_resnet;
+struct sd_attn;
+void sd_wv_linear(sd_wvisit *v, struct sd_linear *l);
+void sd_wv_linear_f32(sd_wvisit *v, struct sd_linear *l);
+void sd_wv_conv(sd_wvisit *v, struct sd_conv *c);
+void sd_wv_norm(sd_wvisit *v, struct sd_norm *n);
+void sd_wv_resnet(sd_wvisit *v, struct sd_resnet *r);
+/* out_f32: the output projection runs through sd_run_linear_to_nchw */
+void sd_wv_attn(sd_wvisit *v, struct sd_attn *a, bool out_f32);
+
+/* ---- the device memory of the models on one backend ---------------------- */
+
+/* Asynchronous copies and 16-bit weights, supplied by the plugin for a CUDA
+ * backend (sd_backend.c over kernels/cuda/stream.h); NULL members (or no
+ * sd_xfer at all) mean synchronous buffer_copy and fp32 weights.  Events
+ * are opaque.  Every call returns 0 or a WEFT_E* code. */
+typedef struct sd_xfer {
+  void *ctx;
+  /* pinned host memory for the 16-bit/fp32 images the blocks load from */
+  void *(*host_alloc)(void *ctx, size_t n);
+  void (*host_free)(void *ctx, void *p);
+  void *(*event_new)(void *ctx);
+  void (*event_free)(void *ctx, void *ev);
+  /* records ev on the compute stream (after all work queued so far) */
+  int (*record_compute)(void *ctx, void *ev);
+  /* on the copy stream: waits for `after`, copies n bytes host -> device,
+   * records `done` */
+  int (*upload)(void *ctx, void *dst, const void *src, size_t n, void *after,
+                void *done);
+  /* the compute stream waits for ev */
+  int (*compute_wait)(void *ctx, void *ev);
+  /* registers/unregisters device memory holding 16-bit weights of dtype */
+  int (*mark_half)(void *ctx, void *buf, size_t n, weft_dtype dtype);
+  int (*unmark_half)(void *ctx, void *buf);
+  /* frees ctx (with the sd_vram) */
+  void (*free)(void *ctx);
+} sd_xfer;
+
+typedef struct sd_vram_stats {
+  uint64_t loads;         /* blocks copied host -> pool */
+  uint64_t loaded_bytes;
+  uint64_t prefetches;    /* of those, issued ahead of use */
+  uint64_t evictions;     /* blocks dropped from the pool */
+  uint64_t moves;         /* blocks moved by compaction */
+  uint64_t moved_bytes;
+  uint64_t peak_resident; /* the most pool bytes resident at once */
+} sd_vram_stats;
+
+typedef struct sd_vram sd_vram;
+
+/* A budget of `budget` device bytes for the weights of the models put on
+ * be (UINT64_MAX: no limit).  half: WEFT_F32, or WEFT_F16/WEFT_BF16 to
+ * store SD_W_HALF weights as 16-bit (needs xfer->mark_half).  xfer (may be
+ * NULL) is copied; its ctx is freed with the sd_vram.  prefetch: load the
+ * next block on the copy stream ahead of use (off: loads on use only,
+ * exactly the decisions of weft_residency_plan).  (transfer full:
+ * sd_vram_release; every model holds a reference too) */
+sd_vram *sd_vram_new(weft_backend *be, uint64_t budget, weft_dtype half,
+                     const sd_xfer *xfer, bool prefetch);
+void sd_vram_retain(sd_vram *vr);
+void sd_vram_release(sd_vram *vr);
+const sd_vram_stats *sd_vram_get_stats(const sd_vram *vr);
+uint64_t sd_vram_budget(const sd_vram *vr);
+/* Whether the blocks are streamed (they do not all fit). */
+bool sd_vram_streaming(const sd_vram *vr);
+/* The pool's size in bytes (0 before a model joins). */
+size_t sd_vram_pool_bytes(const sd_vram *vr);
+/* Why the last call failed ("" if none): which block, how many bytes, the
+ * budget.  (transfer none: until the next call on vr) */
+const char *sd_vram_error(const sd_vram *vr);
+
+/* ---- a model's weights on a device ---------------------------------------- */
 
 typedef struct sd_devw_entry {
-  float *host; /* the master (the array sd_weight made; in ck->params) */
-  float *dev;  /* its copy in the backend's buffer */
+  float *host;   /* the master (the array sd_weight made; in ck->params) */
+  float **field; /* the model's pointer to it */
   int64_t numel;
+  sd_wkind kind;
+  int block;     /* its block (SD_W_HALF), -1 otherwise */
+  size_t off;    /* bytes into its block, or into the F32 arena */
 } sd_devw_entry;
 
-/* The device copies of one model's weights: one buffer of `be` holding
- * them all (256-byte aligned each). */
+typedef struct sd_devw_block {
+  char name[64];
+  size_t bytes;     /* its SD_W_HALF matrices, each 256-byte aligned */
+  size_t img_off;   /* where it starts in the host image */
+  int64_t pool_off; /* where it is in the pool, -1 when not resident */
+  int first, n;     /* its entries: e[first .. first + n) */
+  void *copy_ev;    /* its last upload (with an sd_xfer) */
+  bool pending;     /* the compute stream has not waited for copy_ev */
+  uint64_t loads;   /* times loaded */
+} sd_devw_block;
+
+/* The device copies of one model's weights. */
 typedef struct sd_devw {
   weft_backend *be;
-  void *arena;
-  size_t arena_bytes;
+  sd_vram *vr;
+  char model[32];   /* "UNet", for messages */
   sd_devw_entry *e; /* in visiting order */
   int n;
-  sd_devw_entry *sorted; /* the same, by host address, for lookups */
+  int *sorted;      /* entry indices by host address, for lookups */
+  sd_devw_block *blk;
+  int n_blocks;
+  void *f32;        /* the SD_W_F32 weights (one buffer of be) */
+  size_t f32_bytes;
+  void *image;      /* the blocks as uploaded (16-bit or fp32), host */
+  size_t image_bytes;
+  size_t elem;      /* 2 or 4: bytes per SD_W_HALF element */
+  int pos;          /* the block used last, -1 */
+  size_t arena_bytes; /* device bytes: blocks + F32 weights */
 } sd_devw;
 
-/* Copies every weight `visit` reaches into one new buffer of be and points
- * the model at the copies; the host arrays are kept (their pointers in
- * *out).  On failure the model is left as it was.  0, WEFT_ENOMEM (the
- * device is full) or the backend's copy error.  (transfer full: release
- * with sd_devw_release, before the backend is freed) */
-int sd_devw_upload(void *model, sd_visit_fn visit, weft_backend *be,
-                   sd_devw **out);
-/* Points the model back at its host arrays and frees the device buffer and
+/* Puts a model on vr's backend: the F32 weights into a buffer there, the
+ * blocks into a host image (16-bit when vr says so) and, when they fit,
+ * into the pool; the model's pointers then lead to device memory (NULL for
+ * a block not resident).  On failure the model is left as it was:
+ * WEFT_ERANGE when one block alone exceeds what the budget leaves for it
+ * (sd_vram_error names it), WEFT_ENOMEM, or a copy's error.  `model`
+ * names it in messages.  (transfer full: sd_devw_release, before the
+ * backend is freed; it holds a reference to vr) */
+int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
+                   const char *name, sd_devw **out);
+/* Points the model back at its host arrays, frees its device memory and
  * dw (NULL: nothing). */
-void sd_devw_release(sd_devw *dw, void *model, sd_visit_fn visit);
-/* The device copy of a host master, or NULL when it is not one of dw's. */
+void sd_devw_release(sd_devw *dw);
+/* Makes block b resident before a forward pass runs it (loading it now,
+ * or waiting for its prefetch), then prefetches the model's next block.
+ * 0 for dw NULL (a host model); else 0 or a WEFT_E* code. */
+int sd_devw_use(sd_devw *dw, int b);
+/* The device copy of a host master, or NULL when it is not one of dw's or
+ * its block is not resident (16-bit when the block is). */
 float *sd_devw_find(const sd_devw *dw, const float *host);
-/* Copies a host master (changed by a LoRA merge) to its device copy again:
- * 0, WEFT_ENOENT when host is not one of dw's, or the copy's error. */
+/* After a LoRA merge changed a host master: its 16-bit/fp32 image and, if
+ * resident, its device copy follow.  0 (also for SD_W_HOST weights),
+ * WEFT_ENOENT when host is not one of dw's, or the copy's error. */
 int sd_devw_sync(sd_devw *dw, const float *host);
+/* The block index named `name`, or -1. */
+int sd_devw_block_index(const sd_devw *dw, const char *name);
 
-/* Each model on a backend: its weights moved there by sd_devw_upload.  A
- * no-op (0) on a host backend.  The model then runs on `be` only, and be
- * must outlive it (the model's free releases the buffer through be). */
+/* fp32 -> IEEE half / bfloat16, rounding to nearest even (NaN stays NaN). */
+uint16_t sd_f32_to_f16(float f);
+uint16_t sd_f32_to_bf16(float f);
+
+/* Each model on a backend.  _to_backend: on a private sd_vram with the
+ * budget WEFT_VRAM names (unset: no limit), fp32 weights and synchronous
+ * copies; _to_vram: on a shared one (the plugin's, sd_backend.c).  A
+ * no-op (0) on a host backend.  The model then runs on that backend only,
+ * and the backend must outlive it. */
 int sd_clip_to_backend(sd_clip *m, weft_backend *be);
 int sd_unet_to_backend(sd_unet *m, weft_backend *be);
 int sd_vae_to_backend(sd_vae *m, weft_backend *be);
 int sd_cnet_to_backend(sd_cnet *m, weft_backend *be);
+int sd_clip_to_vram(sd_clip *m, sd_vram *vr);
+int sd_unet_to_vram(sd_unet *m, sd_vram *vr);
+int sd_vae_to_vram(sd_vae *m, sd_vram *vr);
+int sd_cnet_to_vram(sd_cnet *m, sd_vram *vr);
+/* The budget WEFT_VRAM sets (decimal bytes), or dflt when unset; -1 with
+ * a message in err when it is not a positive number. */
+int sd_vram_env_budget(uint64_t dflt, uint64_t *out, char *err, size_t n);
 /* Whether a model with device weights dw (NULL: on the host) runs on be:
  * its backend, or a recorder over it (kernels/record.h). */
 #include "kernels/record.h"
@@ -88,6 +249,8 @@ static inline bool sd_devw_fits(const sd_devw *dw, const weft_backend *be) {
 sd_devw *sd_clip_devw(const sd_clip *m);
 sd_devw *sd_unet_devw(const sd_unet *m);
 sd_devw *sd_vae_devw(const sd_vae *m);
+/* A ControlNet's two parts: its UNet encoder's and its own layers'. */
+sd_devw *sd_cnet_devw(const sd_cnet *m, bool encoder);
 
 /* ---- host I/O of the forward passes
  * ------------------------------------------ */

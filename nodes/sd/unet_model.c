@@ -47,7 +47,9 @@ struct sd_unet {
   sd_devw *dw; /* the weights on a device backend, or NULL */
 };
 
-const sd_unet_cfg *sd_unet_config(const sd_unet *m) { return &m->cfg; }
+const sd_unet_cfg *sd_unet_config(const sd_unet *m) {
+  return &m->cfg;
+}
 
 static void free_xformer(xformer *x) {
   sd_free_norm(&x->norm);
@@ -73,46 +75,81 @@ static void free_level(level *l) {
   sd_free_conv(&l->sample);
 }
 
-static void visit_xformer(xformer *x, sd_weight_fn fn, void *u) {
-  sd_visit_norm(&x->norm, fn, u);
-  sd_visit_linear(&x->proj_in, fn, u);
-  sd_visit_linear(&x->proj_out, fn, u);
+/* proj_out runs through sd_run_linear_to_nchw (its weight is gemm operand
+ * a): fp32 */
+static void visit_xformer(sd_wvisit *v, xformer *x) {
+  sd_wv_norm(v, &x->norm);
+  sd_wv_linear(v, &x->proj_in);
+  sd_wv_linear_f32(v, &x->proj_out);
   for (int i = 0; x->blocks && i < x->depth; i++) {
     tblock *b = &x->blocks[i];
-    sd_visit_norm(&b->n1, fn, u), sd_visit_attn(&b->attn1, fn, u);
-    sd_visit_norm(&b->n2, fn, u), sd_visit_attn(&b->attn2, fn, u);
-    sd_visit_norm(&b->n3, fn, u);
-    sd_visit_linear(&b->ff_in, fn, u), sd_visit_linear(&b->ff_out, fn, u);
+    sd_wv_norm(v, &b->n1), sd_wv_attn(v, &b->attn1, false);
+    sd_wv_norm(v, &b->n2), sd_wv_attn(v, &b->attn2, false);
+    sd_wv_norm(v, &b->n3);
+    sd_wv_linear(v, &b->ff_in), sd_wv_linear(v, &b->ff_out);
   }
 }
 
-static void visit_level(level *l, sd_weight_fn fn, void *u) {
+static void visit_level(sd_wvisit *v, level *l) {
   for (int j = 0; l->res && j < l->n; j++) {
-    sd_visit_resnet(&l->res[j], fn, u);
-    if (l->attn) visit_xformer(&l->attn[j], fn, u);
+    sd_wv_resnet(v, &l->res[j]);
+    if (l->attn) visit_xformer(v, &l->attn[j]);
   }
-  sd_visit_conv(&l->sample, fn, u);
+  sd_wv_conv(v, &l->sample);
 }
 
-static void unet_visit(void *model, sd_weight_fn fn, void *u) {
+/* The blocks, in execution order: 0 the time embedding and conv_in, 1 + i
+ * down block i, 1 + n the middle, 2 + n + i up block i, 2 + 2n the output
+ * (an encoder-only copy has its up and output blocks empty). */
+#define BLK_DOWN(i) (1 + (i))
+#define BLK_MID(n) (1 + (n))
+#define BLK_UP(n, i) (2 + (n) + (i))
+#define BLK_OUT(n) (2 + 2 * (n))
+
+static void unet_visit(void *model, sd_wvisit *v) {
   sd_unet *m = model;
-  sd_visit_linear(&m->t1, fn, u), sd_visit_linear(&m->t2, fn, u);
-  sd_visit_conv(&m->conv_in, fn, u);
-  for (int i = 0; i < m->cfg.n_levels; i++)
-    visit_level(&m->down[i], fn, u);
-  sd_visit_resnet(&m->mid_res[0], fn, u);
-  visit_xformer(&m->mid_attn, fn, u);
-  sd_visit_resnet(&m->mid_res[1], fn, u);
-  for (int i = 0; i < m->cfg.n_levels; i++)
-    visit_level(&m->up[i], fn, u);
-  sd_visit_norm(&m->out_norm, fn, u);
-  sd_visit_conv(&m->conv_out, fn, u);
+  char name[64];
+  v->block(v, "time_embedding+conv_in");
+  sd_wv_linear(v, &m->t1), sd_wv_linear(v, &m->t2);
+  sd_wv_conv(v, &m->conv_in);
+  for (int i = 0; i < m->cfg.n_levels; i++) {
+    snprintf(name, sizeof name, "down_blocks.%d", i);
+    v->block(v, name);
+    visit_level(v, &m->down[i]);
+  }
+  v->block(v, "mid_block");
+  sd_wv_resnet(v, &m->mid_res[0]);
+  visit_xformer(v, &m->mid_attn);
+  sd_wv_resnet(v, &m->mid_res[1]);
+  for (int i = 0; i < m->cfg.n_levels; i++) {
+    snprintf(name, sizeof name, "up_blocks.%d", i);
+    v->block(v, name);
+    visit_level(v, &m->up[i]);
+  }
+  v->block(v, "conv_norm_out+conv_out");
+  sd_wv_norm(v, &m->out_norm);
+  sd_wv_conv(v, &m->conv_out);
+}
+
+int sd_unet_to_vram(sd_unet *m, sd_vram *vr) {
+  if (m->dw) return m->dw->vr == vr ? 0 : WEFT_EINVAL;
+  return sd_devw_upload(m, unet_visit, vr,
+                        m->encoder_only ? "ControlNet encoder" : "UNet",
+                        &m->dw);
 }
 
 int sd_unet_to_backend(sd_unet *m, weft_backend *be) {
   if (m->dw) return m->dw->be == be ? 0 : WEFT_EINVAL;
   if (sd_be_is_host(be)) return 0;
-  return sd_devw_upload(m, unet_visit, be, &m->dw);
+  uint64_t budget;
+  char err[256];
+  if (sd_vram_env_budget(UINT64_MAX, &budget, err, sizeof err))
+    return WEFT_EINVAL;
+  sd_vram *vr = sd_vram_new(be, budget, WEFT_F32, NULL, false);
+  if (!vr) return WEFT_ENOMEM;
+  int r = sd_unet_to_vram(m, vr);
+  sd_vram_release(vr); /* the model holds it */
+  return r;
 }
 
 sd_devw *sd_unet_devw(const sd_unet *m) {
@@ -121,7 +158,7 @@ sd_devw *sd_unet_devw(const sd_unet *m) {
 
 void sd_unet_free(sd_unet *m) {
   if (!m) return;
-  sd_devw_release(m->dw, m, unet_visit);
+  sd_devw_release(m->dw);
   sd_free_linear(&m->t1), sd_free_linear(&m->t2);
   sd_free_conv(&m->conv_in), sd_free_conv(&m->conv_out);
   for (int i = 0; i < m->cfg.n_levels; i++) {
@@ -159,23 +196,20 @@ static int load_xformer(sd_ckpt *ck, sd_part part, const char *pre, int64_t c,
     snprintf(p, sizeof p, "%stransformer_blocks.%d.", pre, d);
 #define SUB(s) (snprintf(n, sizeof n, "%s%s", p, s), n)
     CK(sd_load_norm(ck, part, SUB("norm1."), c, &b->n1));
-    CK(sd_load_attn(ck, part, SUB("attn1."), c, c, heads, false,
-                    &b->attn1));
+    CK(sd_load_attn(ck, part, SUB("attn1."), c, c, heads, false, &b->attn1));
     CK(sd_load_norm(ck, part, SUB("norm2."), c, &b->n2));
     CK(sd_load_attn(ck, part, SUB("attn2."), c, ctx_dim, heads, false,
                     &b->attn2));
     CK(sd_load_norm(ck, part, SUB("norm3."), c, &b->n3));
     CK(sd_load_linear(ck, part, SUB("ff.net.0.proj."), c, 8 * c, true,
                       &b->ff_in));
-    CK(sd_load_linear(ck, part, SUB("ff.net.2."), 4 * c, c, true,
-                      &b->ff_out));
+    CK(sd_load_linear(ck, part, SUB("ff.net.2."), 4 * c, c, true, &b->ff_out));
 #undef SUB
   }
   return 0;
 }
 
-static int load_all(sd_ckpt *ck, sd_part part, bool encoder_only,
-                    sd_unet *m) {
+static int load_all(sd_ckpt *ck, sd_part part, bool encoder_only, sd_unet *m) {
   const sd_unet_cfg *c = &m->cfg;
   const int n = c->n_levels, L = c->layers_per_block;
   const float eps = c->norm_eps;
@@ -183,8 +217,8 @@ static int load_all(sd_ckpt *ck, sd_part part, bool encoder_only,
   char p[256];
   m->c0 = c->channels[0];
   m->temb_dim = 4 * m->c0;
-  CK(sd_load_linear(ck, part, "time_embedding.linear_1.", m->c0,
-                    m->temb_dim, true, &m->t1));
+  CK(sd_load_linear(ck, part, "time_embedding.linear_1.", m->c0, m->temb_dim,
+                    true, &m->t1));
   CK(sd_load_linear(ck, part, "time_embedding.linear_2.", m->temb_dim,
                     m->temb_dim, true, &m->t2));
   CK(sd_load_conv(ck, part, "conv_in.", c->in_channels, m->c0, 3, 1, 1,
@@ -204,8 +238,8 @@ static int load_all(sd_ckpt *ck, sd_part part, bool encoder_only,
       ch = lv->cout;
       if (lv->attn) {
         snprintf(p, sizeof p, "down_blocks.%d.attentions.%d.", i, j);
-        CK(load_xformer(ck, part, p, ch, heads_for(c, i, ch), c->transformer_depth,
-                        c->context_dim, &lv->attn[j]));
+        CK(load_xformer(ck, part, p, ch, heads_for(c, i, ch),
+                        c->transformer_depth, c->context_dim, &lv->attn[j]));
       }
     }
     if (i < n - 1) {
@@ -215,14 +249,14 @@ static int load_all(sd_ckpt *ck, sd_part part, bool encoder_only,
     }
   }
   int mid_heads = heads_for(c, n - 1, ch);
-  CK(sd_load_resnet(ck, part, "mid_block.resnets.0.", ch, ch, m->temb_dim,
-                    g, eps, &m->mid_res[0]));
+  CK(sd_load_resnet(ck, part, "mid_block.resnets.0.", ch, ch, m->temb_dim, g,
+                    eps, &m->mid_res[0]));
   m->mid_has_attn = c->mid_attn;
   if (c->mid_attn)
     CK(load_xformer(ck, part, "mid_block.attentions.0.", ch, mid_heads,
                     c->transformer_depth, c->context_dim, &m->mid_attn));
-  CK(sd_load_resnet(ck, part, "mid_block.resnets.1.", ch, ch, m->temb_dim,
-                    g, eps, &m->mid_res[1]));
+  CK(sd_load_resnet(ck, part, "mid_block.resnets.1.", ch, ch, m->temb_dim, g,
+                    eps, &m->mid_res[1]));
   m->mid_c = ch;
   if (encoder_only) return 0;
   /* up block i mirrors level n-1-i; its resnets take the running channels
@@ -231,7 +265,8 @@ static int load_all(sd_ckpt *ck, sd_part part, bool encoder_only,
   int ns = 0;
   skips[ns++] = m->c0;
   for (int i = 0; i < n; i++) {
-    for (int j = 0; j < L; j++) skips[ns++] = c->channels[i];
+    for (int j = 0; j < L; j++)
+      skips[ns++] = c->channels[i];
     if (i < n - 1) skips[ns++] = c->channels[i];
   }
   for (int i = 0; i < n; i++) {
@@ -245,8 +280,8 @@ static int load_all(sd_ckpt *ck, sd_part part, bool encoder_only,
     for (int j = 0; j <= L; j++) {
       int64_t skip = skips[--ns];
       snprintf(p, sizeof p, "up_blocks.%d.resnets.%d.", i, j);
-      CK(sd_load_resnet(ck, part, p, ch + skip, lv->cout, m->temb_dim, g,
-                        eps, &lv->res[j]));
+      CK(sd_load_resnet(ck, part, p, ch + skip, lv->cout, m->temb_dim, g, eps,
+                        &lv->res[j]));
       ch = lv->cout;
       if (lv->attn) {
         snprintf(p, sizeof p, "up_blocks.%d.attentions.%d.", i, j);
@@ -286,7 +321,8 @@ int sd_unet_load(sd_ckpt *ck, sd_unet **out) {
   return sd_unet_load_part(ck, SD_UNET, &ck->unet, false, out);
 }
 
-/* ---- forward -------------------------------------------------------------- */
+/* ---- forward --------------------------------------------------------------
+ */
 
 static int run_tblock(weft_backend *be, const tblock *b, float *h, int64_t bs,
                       int64_t l, const float *ctx, int64_t lk, float *t,
@@ -335,7 +371,8 @@ out:
 }
 
 void sd_unet_feats_free(weft_backend *be, sd_unet_feats *f) {
-  for (int i = 0; i < f->n; i++) sd_free(be, f->skip[i].d);
+  for (int i = 0; i < f->n; i++)
+    sd_free(be, f->skip[i].d);
   sd_free(be, f->mid.d);
   sd_free(be, f->temb);
   memset(f, 0, sizeof *f);
@@ -358,6 +395,7 @@ int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
     rc = WEFT_ENOMEM;
     goto out;
   }
+  if ((rc = sd_devw_use(m->dw, 0))) goto out;
   /* time embedding; every resnet applies SiLU to it first, so do it once */
   if ((rc = be->iface->timestep_embedding(be, t, b, m->c0, 1, 0.0f, 1.0f,
                                           10000.0f, tmp)) ||
@@ -367,7 +405,8 @@ int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
       (rc = be->iface->act(be, WEFT_ACT_SILU, tmp, temb, b * m->temb_dim)))
     goto out;
 #define NEWMAP(C, H, W)                                                        \
-  (f->skip[f->n] = (sd_fmap){sd_alloc(be, b * (C) * (H) * (W)), (C), (H), (W)}, \
+  (f->skip[f->n] =                                                             \
+       (sd_fmap){sd_alloc(be, b * (C) * (H) * (W)), (C), (H), (W)},            \
    f->skip[f->n].d ? f->skip[f->n++].d : NULL)
   /* conv_in (+ a ControlNet's hint embedding) */
   if (!(cur = NEWMAP(ch, hh, ww))) {
@@ -375,12 +414,12 @@ int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
     goto out;
   }
   if ((rc = sd_run_conv(be, &m->conv_in, x, b, hh, ww, cur, &ho, &wo)) ||
-      (add_in &&
-       (rc = be->iface->scale_add(be, cur, 1.0f, cur, 1.0f, add_in,
-                                  b * ch * hh * ww))))
+      (add_in && (rc = be->iface->scale_add(be, cur, 1.0f, cur, 1.0f, add_in,
+                                            b * ch * hh * ww))))
     goto out;
   for (int i = 0; i < n; i++) {
     const level *lv = &m->down[i];
+    if ((rc = sd_devw_use(m->dw, BLK_DOWN(i)))) goto out;
     for (int j = 0; j < L; j++) {
       float *nx = NEWMAP(lv->cout, hh, ww);
       if (!nx) {
@@ -389,9 +428,8 @@ int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
       }
       if ((rc = sd_run_resnet(be, &lv->res[j], cur, b, hh, ww, temb, nx)))
         goto out;
-      if (lv->attn &&
-          (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b, hh * ww,
-                            ctx, ctx_len, nx)))
+      if (lv->attn && (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b,
+                                        hh * ww, ctx, ctx_len, nx)))
         goto out;
       cur = nx;
       ch = lv->cout;
@@ -410,6 +448,7 @@ int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
   }
 #undef NEWMAP
   /* middle */
+  if ((rc = sd_devw_use(m->dw, BLK_MID(n)))) goto out;
   float *a = sd_alloc(be, b * ch * hh * ww);
   f->mid = (sd_fmap){sd_alloc(be, b * ch * hh * ww), ch, hh, ww};
   if (!a || !f->mid.d) {
@@ -418,9 +457,8 @@ int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
     goto out;
   }
   if ((rc = sd_run_resnet(be, &m->mid_res[0], cur, b, hh, ww, temb, a)) ||
-      (m->mid_has_attn &&
-       (rc = run_xformer(be, &m->mid_attn, c->norm_groups, a, b, hh * ww, ctx,
-                         ctx_len, a))) ||
+      (m->mid_has_attn && (rc = run_xformer(be, &m->mid_attn, c->norm_groups, a,
+                                            b, hh * ww, ctx, ctx_len, a))) ||
       (rc = sd_run_resnet(be, &m->mid_res[1], a, b, hh, ww, temb, f->mid.d))) {
     sd_free(be, a);
     goto out;
@@ -455,6 +493,7 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
   const float *temb = f->temb;
   for (int i = 0; i < n; i++) {
     const level *lv = &m->up[i];
+    if ((rc = sd_devw_use(m->dw, BLK_UP(n, i)))) goto out;
     for (int j = 0; j <= L; j++) {
       sd_fmap sk = f->skip[--f->n];
       int64_t cc = ch + sk.c;
@@ -475,9 +514,8 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
       sd_free(be, cat);
       if (rc) goto out;
       ch = lv->cout;
-      if (lv->attn &&
-          (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b, hh * ww,
-                            ctx, ctx_len, nx)))
+      if (lv->attn && (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b,
+                                        hh * ww, ctx, ctx_len, nx)))
         goto out;
     }
     if (lv->has_sample) {
@@ -499,6 +537,7 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
       if (rc) goto out;
     }
   }
+  if ((rc = sd_devw_use(m->dw, BLK_OUT(n)))) goto out;
   {
     float *nrm = sd_alloc(be, b * ch * hh * ww);
     if (!nrm) {

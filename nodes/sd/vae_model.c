@@ -37,8 +37,12 @@ struct sd_vae {
 
 static const float EPS = 1e-6f;
 
-const sd_vae_cfg *sd_vae_config(const sd_vae *m) { return &m->cfg; }
-int sd_vae_factor(const sd_vae *m) { return 1 << (m->cfg.n_levels - 1); }
+const sd_vae_cfg *sd_vae_config(const sd_vae *m) {
+  return &m->cfg;
+}
+int sd_vae_factor(const sd_vae *m) {
+  return 1 << (m->cfg.n_levels - 1);
+}
 
 static void free_side(vside *s, int n) {
   sd_free_conv(&s->conv_in), sd_free_conv(&s->conv_out);
@@ -54,33 +58,78 @@ static void free_side(vside *s, int n) {
   sd_free_norm(&s->norm_out);
 }
 
-static void visit_side(vside *s, int n, sd_weight_fn fn, void *u) {
-  sd_visit_conv(&s->conv_in, fn, u);
-  for (int i = 0; i < n; i++) {
-    for (int j = 0; s->lv[i].res && j < s->lv[i].n; j++)
-      sd_visit_resnet(&s->lv[i].res[j], fn, u);
-    sd_visit_conv(&s->lv[i].sample, fn, u);
-  }
-  sd_visit_resnet(&s->mid.res[0], fn, u);
-  sd_visit_norm(&s->mid.norm, fn, u);
-  sd_visit_attn(&s->mid.attn, fn, u);
-  sd_visit_resnet(&s->mid.res[1], fn, u);
-  sd_visit_norm(&s->norm_out, fn, u);
-  sd_visit_conv(&s->conv_out, fn, u);
+/* The blocks, in execution order (n levels): encoder 0 conv_in + down
+ * block 0, i down block i, n the middle + conv_out + quant_conv; decoder
+ * n + 1 post_quant_conv + conv_in + the middle, n + 2 + i up block i,
+ * 2n + 2 conv_out.  The attention's output projection runs through
+ * sd_run_linear_to_nchw (gemm operand a): fp32. */
+#define BLK_ENC_DOWN(i) (i)
+#define BLK_ENC_OUT(n) (n)
+#define BLK_DEC_IN(n) ((n) + 1)
+#define BLK_DEC_UP(n, i) ((n) + 2 + (i))
+#define BLK_DEC_OUT(n) (2 * (n) + 2)
+
+static void visit_mid(sd_wvisit *v, vmid *mid) {
+  sd_wv_resnet(v, &mid->res[0]);
+  sd_wv_norm(v, &mid->norm);
+  sd_wv_attn(v, &mid->attn, true);
+  sd_wv_resnet(v, &mid->res[1]);
 }
 
-static void vae_visit(void *model, sd_weight_fn fn, void *u) {
+static void visit_level(sd_wvisit *v, vlevel *lv) {
+  for (int j = 0; lv->res && j < lv->n; j++)
+    sd_wv_resnet(v, &lv->res[j]);
+  sd_wv_conv(v, &lv->sample);
+}
+
+static void vae_visit(void *model, sd_wvisit *v) {
   sd_vae *m = model;
-  visit_side(&m->enc, m->cfg.n_levels, fn, u);
-  sd_visit_conv(&m->quant, fn, u);
-  sd_visit_conv(&m->post_quant, fn, u);
-  visit_side(&m->dec, m->cfg.n_levels, fn, u);
+  const int n = m->cfg.n_levels;
+  char name[64];
+  for (int i = 0; i < n; i++) {
+    snprintf(name, sizeof name,
+             i ? "encoder.down_blocks.%d" : "encoder.conv_in+down_blocks.%d",
+             i);
+    v->block(v, name);
+    if (!i) sd_wv_conv(v, &m->enc.conv_in);
+    visit_level(v, &m->enc.lv[i]);
+  }
+  v->block(v, "encoder.mid_block+conv_out+quant_conv");
+  visit_mid(v, &m->enc.mid);
+  sd_wv_norm(v, &m->enc.norm_out);
+  sd_wv_conv(v, &m->enc.conv_out);
+  sd_wv_conv(v, &m->quant);
+  v->block(v, "post_quant_conv+decoder.conv_in+mid_block");
+  sd_wv_conv(v, &m->post_quant);
+  sd_wv_conv(v, &m->dec.conv_in);
+  visit_mid(v, &m->dec.mid);
+  for (int i = 0; i < n; i++) {
+    snprintf(name, sizeof name, "decoder.up_blocks.%d", i);
+    v->block(v, name);
+    visit_level(v, &m->dec.lv[i]);
+  }
+  v->block(v, "decoder.conv_out");
+  sd_wv_norm(v, &m->dec.norm_out);
+  sd_wv_conv(v, &m->dec.conv_out);
+}
+
+int sd_vae_to_vram(sd_vae *m, sd_vram *vr) {
+  if (m->dw) return m->dw->vr == vr ? 0 : WEFT_EINVAL;
+  return sd_devw_upload(m, vae_visit, vr, "VAE", &m->dw);
 }
 
 int sd_vae_to_backend(sd_vae *m, weft_backend *be) {
   if (m->dw) return m->dw->be == be ? 0 : WEFT_EINVAL;
   if (sd_be_is_host(be)) return 0;
-  return sd_devw_upload(m, vae_visit, be, &m->dw);
+  uint64_t budget;
+  char err[256];
+  if (sd_vram_env_budget(UINT64_MAX, &budget, err, sizeof err))
+    return WEFT_EINVAL;
+  sd_vram *vr = sd_vram_new(be, budget, WEFT_F32, NULL, false);
+  if (!vr) return WEFT_ENOMEM;
+  int r = sd_vae_to_vram(m, vr);
+  sd_vram_release(vr); /* the model holds it */
+  return r;
 }
 
 sd_devw *sd_vae_devw(const sd_vae *m) {
@@ -89,7 +138,7 @@ sd_devw *sd_vae_devw(const sd_vae *m) {
 
 void sd_vae_free(sd_vae *m) {
   if (!m) return;
-  sd_devw_release(m->dw, m, vae_visit);
+  sd_devw_release(m->dw);
   free_side(&m->enc, m->cfg.n_levels);
   free_side(&m->dec, m->cfg.n_levels);
   sd_free_conv(&m->quant), sd_free_conv(&m->post_quant);
@@ -185,11 +234,12 @@ int sd_vae_load(sd_ckpt *ck, sd_vae **out) {
   return 0;
 }
 
-/* ---- forward -------------------------------------------------------------- */
+/* ---- forward --------------------------------------------------------------
+ */
 
 /* x <- x + attn(group_norm(x)), one head over the h*w pixels */
-static int run_mid_attn(weft_backend *be, const vmid *mid, int groups,
-                        float *x, int64_t b, int64_t ch, int64_t hw) {
+static int run_mid_attn(weft_backend *be, const vmid *mid, int groups, float *x,
+                        int64_t b, int64_t ch, int64_t hw) {
   float *n = sd_alloc(be, b * ch * hw), *t = sd_alloc(be, b * hw * ch);
   int rc = 0;
   if (!n || !t) {
@@ -198,8 +248,8 @@ static int run_mid_attn(weft_backend *be, const vmid *mid, int groups,
   }
   const sd_attn *a = &mid->attn;
   float *q = NULL, *k = NULL, *v = NULL;
-  if ((rc = be->iface->group_norm(be, x, n, b, ch, hw, groups, EPS,
-                                  mid->norm.g, mid->norm.b, WEFT_ACT_NONE)))
+  if ((rc = be->iface->group_norm(be, x, n, b, ch, hw, groups, EPS, mid->norm.g,
+                                  mid->norm.b, WEFT_ACT_NONE)))
     goto out;
   q = sd_alloc(be, b * hw * ch), k = sd_alloc(be, b * hw * ch);
   v = sd_alloc(be, b * hw * ch);
@@ -208,12 +258,20 @@ static int run_mid_attn(weft_backend *be, const vmid *mid, int groups,
   } else if (!(rc = sd_run_linear_from_nchw(be, &a->q, n, b, hw, q)) &&
              !(rc = sd_run_linear_from_nchw(be, &a->k, n, b, hw, k)) &&
              !(rc = sd_run_linear_from_nchw(be, &a->v, n, b, hw, v))) {
-    weft_attn_args at = {
-        .batch = b, .heads = 1, .lq = hw, .lk = hw, .d = ch, .dv = ch,
-        .q = q, .q_s = weft_attn_strides_bhld(1, hw, ch),
-        .k = k, .k_s = weft_attn_strides_bhld(1, hw, ch),
-        .v = v, .v_s = weft_attn_strides_bhld(1, hw, ch),
-        .o = t, .o_s = weft_attn_strides_bhld(1, hw, ch)};
+    weft_attn_args at = {.batch = b,
+                         .heads = 1,
+                         .lq = hw,
+                         .lk = hw,
+                         .d = ch,
+                         .dv = ch,
+                         .q = q,
+                         .q_s = weft_attn_strides_bhld(1, hw, ch),
+                         .k = k,
+                         .k_s = weft_attn_strides_bhld(1, hw, ch),
+                         .v = v,
+                         .v_s = weft_attn_strides_bhld(1, hw, ch),
+                         .o = t,
+                         .o_s = weft_attn_strides_bhld(1, hw, ch)};
     if (!(rc = be->iface->attention(be, &at)) &&
         !(rc = sd_run_linear_to_nchw(be, &a->out, t, b, hw, n)))
       rc = be->iface->scale_add(be, x, 1.0f, x, 1.0f, n, b * ch * hw);
@@ -269,10 +327,13 @@ static int encode(sd_vae *m, weft_backend *be, const float *image, int64_t b,
   int64_t ho, wo, ch = c->channels[0];
   float *cur = sd_alloc(be, b * ch * h * w);
   if (!cur) return WEFT_ENOMEM;
-  int rc = sd_run_conv(be, &m->enc.conv_in, image, b, h, w, cur, &ho, &wo);
+  int rc = sd_devw_use(m->dw, BLK_ENC_DOWN(0));
+  if (!rc) rc = sd_run_conv(be, &m->enc.conv_in, image, b, h, w, cur, &ho, &wo);
   for (int i = 0; i < n && !rc; i++) {
     const vlevel *lv = &m->enc.lv[i];
-    if ((rc = run_resnets(be, lv, &cur, b, h, w))) break;
+    if ((i && (rc = sd_devw_use(m->dw, BLK_ENC_DOWN(i)))) ||
+        (rc = run_resnets(be, lv, &cur, b, h, w)))
+      break;
     ch = lv->cout;
     if (lv->has_sample) {
       float *nx = sd_alloc(be, b * ch * (h / 2) * (w / 2));
@@ -285,12 +346,14 @@ static int encode(sd_vae *m, weft_backend *be, const float *image, int64_t b,
       cur = nx, h = ho, w = wo;
     }
   }
+  if (!rc) rc = sd_devw_use(m->dw, BLK_ENC_OUT(n));
   if (!rc) rc = run_mid(be, &m->enc.mid, g, &cur, b, ch, h, w);
   int64_t lat2 = 2 * c->latent_channels;
   float *mo = rc ? NULL : sd_alloc(be, b * lat2 * h * w);
   if (!rc && !mo) rc = WEFT_ENOMEM;
-  if (!rc) rc = run_out(be, &m->enc, g, cur, b, ch, h, w, c->quant_conv ? mo
-                                                                        : moments);
+  if (!rc)
+    rc =
+        run_out(be, &m->enc, g, cur, b, ch, h, w, c->quant_conv ? mo : moments);
   if (!rc && c->quant_conv)
     rc = sd_run_conv(be, &m->quant, mo, b, h, w, moments, &ho, &wo);
   sd_free(be, mo);
@@ -306,7 +369,8 @@ static int decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
   int64_t ho, wo, ch = c->channels[n - 1];
   float *z = NULL;
   const float *in = latent;
-  int rc = 0;
+  int rc = sd_devw_use(m->dw, BLK_DEC_IN(n));
+  if (rc) return rc;
   if (c->post_quant_conv) {
     if (!(z = sd_alloc(be, b * lat * h * w))) return WEFT_ENOMEM;
     if ((rc = sd_run_conv(be, &m->post_quant, latent, b, h, w, z, &ho, &wo))) {
@@ -325,7 +389,9 @@ static int decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
   if (!rc) rc = run_mid(be, &m->dec.mid, g, &cur, b, ch, h, w);
   for (int i = 0; i < n && !rc; i++) {
     const vlevel *lv = &m->dec.lv[i];
-    if ((rc = run_resnets(be, lv, &cur, b, h, w))) break;
+    if ((rc = sd_devw_use(m->dw, BLK_DEC_UP(n, i))) ||
+        (rc = run_resnets(be, lv, &cur, b, h, w)))
+      break;
     ch = lv->cout;
     if (lv->has_sample) {
       float *u = sd_alloc(be, b * ch * 4 * h * w);
@@ -342,6 +408,7 @@ static int decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
       cur = nx;
     }
   }
+  if (!rc) rc = sd_devw_use(m->dw, BLK_DEC_OUT(n));
   if (!rc) rc = run_out(be, &m->dec, g, cur, b, ch, h, w, image);
   sd_free(be, cur);
   return rc;

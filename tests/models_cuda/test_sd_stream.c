@@ -1,0 +1,665 @@
+/* test_sd_stream.c - the models' weights under a device memory budget
+ * (nodes/sd/sd_device.c, issue 7) on the emulated device of
+ * emulated_device.h, so it runs without a GPU: a budget that forces the
+ * UNet and the VAE to stream block by block gives the fully resident
+ * results bit for bit; the number of block loads is what
+ * weft_residency_plan (Belady) predicts for the same schedule; a budget
+ * below the largest block is refused naming the block and the sizes; LoRA
+ * re-syncs reach streamed blocks; and asynchronous copies (a fake copy
+ * stream that runs its copies late, or early) are waited for before use
+ * and never overwrite a block that is running.
+ *
+ * Models: the tiny SD1.5-shaped fixture (tests/fixtures/sd15_tiny).  All
+ * comparisons are exact (memcmp): the emulated device runs the CPU kernels,
+ * so streaming changes where weights live, never a value. */
+#include <math.h>
+
+#include "../models/sd_fixture.h"
+#include "emulated_device.h"
+#include "lora.h"
+#include "sd_device.h"
+#include "weft/plan.h"
+
+/* ---- helpers ---------------------------------------------------------------
+ */
+
+static weft_backend *emu(void) {
+  weft_backend *be = emu_backend_new();
+  ASSERT(be != NULL);
+  return be;
+}
+
+static void same(const char *what, const float *a, const float *b, int64_t n) {
+  int d = memcmp(a, b, (size_t)n * 4);
+  fprintf(stderr, "%-52s %s\n", what, d ? "DIFFERS" : "bit-identical");
+  ASSERT_EQ(d, 0);
+}
+
+typedef struct model {
+  fx_model m;
+  sd_unet *unet;
+  sd_vae *vae;
+  sd_vram *vr;
+} model;
+
+/* the tiny UNet and VAE on vr (NULL: on the host) */
+static void open_on(model *md, sd_vram *vr) {
+  memset(md, 0, sizeof *md);
+  fx_model_open(&md->m, SD_LAYOUT_LDM);
+  ASSERT_OK(sd_unet_load(&md->m.ck, &md->unet));
+  ASSERT_OK(sd_vae_load(&md->m.ck, &md->vae));
+  md->vr = vr;
+  if (vr) {
+    int r = sd_unet_to_vram(md->unet, vr);
+    if (r) fprintf(stderr, "%s\n", sd_vram_error(vr));
+    ASSERT_OK(r);
+    ASSERT_OK(sd_vae_to_vram(md->vae, vr));
+  }
+}
+
+static void close_model(model *md) {
+  sd_unet_free(md->unet);
+  sd_vae_free(md->vae);
+  fx_model_close(&md->m);
+}
+
+/* UNet case a of the fixture, `steps` times in a row -> out (each pass
+ * the same input: a sampler's schedule of UNet calls) */
+typedef struct unet_in {
+  weft_st_file *io;
+  const weft_st_tensor *x, *t, *ctx;
+  int64_t n;
+} unet_in;
+
+static unet_in unet_input(void) {
+  unet_in u;
+  u.io = fx_open("unet_io.safetensors");
+  u.x = weft_st_find(u.io, "a/sample");
+  u.t = weft_st_find(u.io, "a/timestep");
+  u.ctx = weft_st_find(u.io, "a/encoder_hidden_states");
+  ASSERT(u.x && u.t && u.ctx);
+  u.n = (int64_t)(u.x->nbytes / 4);
+  return u;
+}
+
+static void run_unet(sd_unet *m, weft_backend *be, const unet_in *u,
+                     float *out) {
+  ASSERT_OK(sd_unet_forward(m, be, u->x->data, u->x->shape[0], u->x->shape[2],
+                            u->x->shape[3], u->t->data, u->ctx->data,
+                            u->ctx->shape[1], NULL, out));
+}
+
+/* What weft_residency_plan says for `passes` UNet passes over dw's blocks
+ * (those with weights, in order) under budget bytes. */
+static weft_residency_stats planned(const sd_devw *dw, int passes,
+                                    uint64_t budget) {
+  uint64_t bytes[128];
+  int ids[128], nb = 0;
+  for (int b = 0; b < dw->n_blocks; b++)
+    if (dw->blk[b].bytes) bytes[nb] = dw->blk[b].bytes, ids[nb] = b, nb++;
+  (void)ids;
+  int n = nb * passes;
+  weft_plan_step *steps = calloc((size_t)n, sizeof *steps);
+  ASSERT(steps != NULL);
+  for (int s = 0; s < n; s++)
+    steps[s].block = s % nb;
+  weft_residency_stats st;
+  ASSERT_OK(weft_residency_plan(bytes, nb, steps, n, budget, &st));
+  weft_residency_free(steps, n);
+  free(steps);
+  return st;
+}
+
+static uint64_t largest_block(const sd_devw *dw) {
+  uint64_t m = 0;
+  for (int b = 0; b < dw->n_blocks; b++)
+    if (dw->blk[b].bytes > m) m = dw->blk[b].bytes;
+  return m;
+}
+
+static uint64_t all_blocks(const sd_devw *dw) {
+  uint64_t t = 0;
+  for (int b = 0; b < dw->n_blocks; b++)
+    t += dw->blk[b].bytes;
+  return t;
+}
+
+/* ---- the blocks -------------------------------------------------------------
+ */
+
+/* The UNet's blocks follow its execution order and hold every matrix once;
+ * biases and norms are fp32 outside them; the budget is not exceeded. */
+TEST(unet_blocks_are_in_execution_order_and_cover_every_weight) {
+  weft_backend *e = emu();
+  sd_vram *vr = sd_vram_new(e, UINT64_MAX, WEFT_F32, NULL, false);
+  model md;
+  open_on(&md, vr);
+  const sd_devw *dw = sd_unet_devw(md.unet);
+  const char *names[] = {"time_embedding+conv_in",
+                         "down_blocks.0",
+                         "down_blocks.1",
+                         "mid_block",
+                         "up_blocks.0",
+                         "up_blocks.1",
+                         "conv_norm_out+conv_out"};
+  ASSERT_EQ(md.m.ck.unet.n_levels, 2);
+  ASSERT_EQ(dw->n_blocks, 7);
+  for (int b = 0; b < 7; b++) {
+    fprintf(stderr, "block %d %-28s %8zu bytes\n", b, dw->blk[b].name,
+            dw->blk[b].bytes);
+    ASSERT_STR_EQ(dw->blk[b].name, names[b]);
+    ASSERT(dw->blk[b].bytes > 0);
+    ASSERT_EQ(sd_devw_block_index(dw, names[b]), b);
+  }
+  /* every UNet weight is one entry, its device copy equal to the master */
+  int64_t n_unet = 0, f32 = 0;
+  for (int i = 0; i < md.m.ck.n_params; i++) {
+    const sd_param *p = &md.m.ck.params[i];
+    if (p->part != SD_UNET) continue;
+    n_unet++;
+    const float *d = sd_devw_find(dw, p->data);
+    ASSERT(d != NULL);
+    ASSERT_EQ(memcmp(emu_real(d), p->data, (size_t)p->numel * 4), 0);
+  }
+  ASSERT_EQ(dw->n, n_unet);
+  for (int i = 0; i < dw->n; i++) {
+    f32 += dw->e[i].kind == SD_W_F32;
+    /* norms and biases (1-d) fp32; proj_out too (gemm operand a) */
+    if (dw->e[i].kind == SD_W_HALF) ASSERT(dw->e[i].block >= 0);
+  }
+  ASSERT(f32 > 0);
+  ASSERT(!sd_vram_streaming(vr));
+  ASSERT_EQ(sd_vram_pool_bytes(vr),
+            all_blocks(dw) + all_blocks(sd_vae_devw(md.vae)));
+  close_model(&md);
+  sd_vram_release(vr);
+  ASSERT_EQ(emu_live(e), 0);
+  weft_backend_free(e);
+}
+
+/* ---- streaming against the resident models ------------------------------- */
+
+/* Budgets from "the largest block alone" up to "almost everything": each
+ * streams, gives the resident outputs bit for bit over several passes, and
+ * loads exactly the blocks Belady's plan loads (no prefetch: loads on use,
+ * the planner's own model of time). */
+TEST(streamed_unet_equals_resident_and_loads_match_the_residency_plan) {
+  weft_backend *er = emu();
+  sd_vram *vres = sd_vram_new(er, UINT64_MAX, WEFT_F32, NULL, false);
+  model res;
+  open_on(&res, vres);
+  const sd_devw *rdw = sd_unet_devw(res.unet);
+  unet_in u = unet_input();
+  enum { PASSES = 4 };
+  float *want = malloc((size_t)u.n * 4), *got = malloc((size_t)u.n * 4);
+  run_unet(res.unet, er, &u, want);
+  const uint64_t big = largest_block(rdw), total = all_blocks(rdw);
+  const uint64_t f32 = rdw->f32_bytes;
+  for (int k = 0; k < 5; k++) {
+    /* the pool: big + k/5 of the rest, the budget adds the fp32 weights */
+    uint64_t pool = big + (total - big) * (uint64_t)k / 5;
+    weft_backend *e = emu();
+    sd_vram *vr = sd_vram_new(e, pool + f32, WEFT_F32, NULL, false);
+    model md;
+    memset(&md, 0, sizeof md);
+    fx_model_open(&md.m, SD_LAYOUT_LDM);
+    ASSERT_OK(sd_unet_load(&md.m.ck, &md.unet));
+    ASSERT_OK(sd_unet_to_vram(md.unet, vr));
+    ASSERT(sd_vram_streaming(vr));
+    ASSERT_EQ(sd_vram_pool_bytes(vr), pool);
+    const sd_devw *dw = sd_unet_devw(md.unet);
+    for (int p = 0; p < PASSES; p++) {
+      run_unet(md.unet, e, &u, got);
+      char what[96];
+      snprintf(what, sizeof what, "unet pool %llu pass %d vs resident",
+               (unsigned long long)pool, p);
+      same(what, got, want, u.n);
+    }
+    weft_residency_stats plan = planned(dw, PASSES, pool);
+    const sd_vram_stats *st = sd_vram_get_stats(vr);
+    fprintf(stderr,
+            "pool %8llu of %8llu: %llu loads (%llu bytes), plan %d loads "
+            "(%llu bytes), %llu compaction moves, peak %llu\n",
+            (unsigned long long)pool, (unsigned long long)total,
+            (unsigned long long)st->loads, (unsigned long long)st->loaded_bytes,
+            plan.loads, (unsigned long long)plan.loaded_bytes,
+            (unsigned long long)st->moves,
+            (unsigned long long)st->peak_resident);
+    ASSERT_EQ(st->loads, (uint64_t)plan.loads);
+    ASSERT_EQ(st->loaded_bytes, plan.loaded_bytes);
+    ASSERT(st->peak_resident <= pool);
+    ASSERT(st->loads > (uint64_t)(PASSES)); /* it did stream */
+    sd_unet_free(md.unet);
+    fx_model_close(&md.m);
+    sd_vram_release(vr);
+    ASSERT_EQ(emu_live(e), 0);
+    weft_backend_free(e);
+  }
+  free(want), free(got);
+  weft_st_close(u.io);
+  close_model(&res);
+  sd_vram_release(vres);
+  weft_backend_free(er);
+}
+
+/* With prefetch (the default in the plugin) the outputs are the same; the
+ * prefetches never evict the block that is running. */
+TEST(streamed_unet_with_prefetch_equals_resident) {
+  weft_backend *er = emu(), *e = emu();
+  sd_vram *vres = sd_vram_new(er, UINT64_MAX, WEFT_F32, NULL, false);
+  model res;
+  open_on(&res, vres);
+  const sd_devw *rdw = sd_unet_devw(res.unet);
+  unet_in u = unet_input();
+  float *want = malloc((size_t)u.n * 4), *got = malloc((size_t)u.n * 4);
+  run_unet(res.unet, er, &u, want);
+  uint64_t pool = largest_block(rdw) * 2;
+  sd_vram *vr = sd_vram_new(e, pool + rdw->f32_bytes, WEFT_F32, NULL, true);
+  model md;
+  memset(&md, 0, sizeof md);
+  fx_model_open(&md.m, SD_LAYOUT_LDM);
+  ASSERT_OK(sd_unet_load(&md.m.ck, &md.unet));
+  ASSERT_OK(sd_unet_to_vram(md.unet, vr));
+  for (int p = 0; p < 3; p++) {
+    run_unet(md.unet, e, &u, got);
+    same("unet streamed with prefetch vs resident", got, want, u.n);
+  }
+  const sd_vram_stats *st = sd_vram_get_stats(vr);
+  fprintf(stderr, "prefetch: %llu loads, %llu ahead of use, %llu moves\n",
+          (unsigned long long)st->loads, (unsigned long long)st->prefetches,
+          (unsigned long long)st->moves);
+  ASSERT(st->prefetches > 0);
+  ASSERT(st->peak_resident <= pool);
+  sd_unet_free(md.unet);
+  fx_model_close(&md.m);
+  sd_vram_release(vr);
+  ASSERT_EQ(emu_live(e), 0);
+  free(want), free(got);
+  weft_st_close(u.io);
+  close_model(&res);
+  sd_vram_release(vres);
+  weft_backend_free(er), weft_backend_free(e);
+}
+
+/* The VAE (encode and decode) and the UNet sharing one small budget: the
+ * VAE evicts UNet blocks and the other way round; all bit-identical. */
+TEST(unet_and_vae_sharing_a_budget_equal_resident) {
+  weft_backend *er = emu(), *e = emu();
+  sd_vram *vres = sd_vram_new(er, UINT64_MAX, WEFT_F32, NULL, false);
+  model res;
+  open_on(&res, vres);
+  const sd_devw *ru = sd_unet_devw(res.unet), *rv = sd_vae_devw(res.vae);
+  uint64_t big = largest_block(ru) > largest_block(rv) ? largest_block(ru)
+                                                       : largest_block(rv);
+  uint64_t budget = big + big / 2 + ru->f32_bytes + rv->f32_bytes;
+  sd_vram *vr = sd_vram_new(e, budget, WEFT_F32, NULL, true);
+  model md;
+  open_on(&md, vr);
+  ASSERT(sd_vram_streaming(vr));
+  unet_in u = unet_input();
+  weft_st_file *io = fx_open("vae_io.safetensors");
+  const weft_st_tensor *img = weft_st_find(io, "b/image"),
+                       *lat = weft_st_find(io, "b/latent");
+  ASSERT(img && lat);
+  float *ua = malloc((size_t)u.n * 4), *ub = malloc((size_t)u.n * 4);
+  float mo_a[8 * 4 * 6], mo_b[8 * 4 * 6], da[3 * 32 * 48], db[3 * 32 * 48];
+  for (int k = 0; k < 2; k++) {
+    run_unet(res.unet, er, &u, ua);
+    run_unet(md.unet, e, &u, ub);
+    same("unet sharing the budget", ub, ua, u.n);
+    ASSERT_OK(sd_vae_decode(res.vae, er, lat->data, 1, 4, 6, da));
+    ASSERT_OK(sd_vae_decode(md.vae, e, lat->data, 1, 4, 6, db));
+    same("vae decode sharing the budget", db, da, 3 * 32 * 48);
+    ASSERT_OK(sd_vae_encode(res.vae, er, img->data, 1, 32, 48, mo_a));
+    ASSERT_OK(sd_vae_encode(md.vae, e, img->data, 1, 32, 48, mo_b));
+    same("vae encode sharing the budget", mo_b, mo_a, 8 * 4 * 6);
+  }
+  const sd_vram_stats *st = sd_vram_get_stats(vr);
+  fprintf(stderr, "shared budget %llu: %llu loads, %llu evictions\n",
+          (unsigned long long)budget, (unsigned long long)st->loads,
+          (unsigned long long)st->evictions);
+  ASSERT(st->peak_resident <= sd_vram_pool_bytes(vr));
+  free(ua), free(ub);
+  weft_st_close(io);
+  weft_st_close(u.io);
+  close_model(&md), close_model(&res);
+  sd_vram_release(vr), sd_vram_release(vres);
+  ASSERT_EQ(emu_live(e), 0);
+  weft_backend_free(er), weft_backend_free(e);
+}
+
+/* ---- a budget too small -----------------------------------------------------
+ */
+
+TEST(budget_below_the_largest_block_is_refused_naming_it) {
+  weft_backend *e = emu();
+  sd_vram *probe = sd_vram_new(e, UINT64_MAX, WEFT_F32, NULL, false);
+  model md;
+  open_on(&md, probe);
+  const sd_devw *dw = sd_unet_devw(md.unet);
+  uint64_t big = largest_block(dw), f32 = dw->f32_bytes;
+  char big_name[64] = "";
+  for (int b = 0; b < dw->n_blocks; b++)
+    if (dw->blk[b].bytes == big)
+      snprintf(big_name, sizeof big_name, "%s", dw->blk[b].name);
+  ASSERT(big_name[0] != 0);
+  close_model(&md);
+  sd_vram_release(probe);
+  ASSERT_EQ(emu_live(e), 0);
+
+  sd_vram *vr = sd_vram_new(e, big + f32 - 1, WEFT_F32, NULL, false);
+  memset(&md, 0, sizeof md);
+  fx_model_open(&md.m, SD_LAYOUT_LDM);
+  ASSERT_OK(sd_unet_load(&md.m.ck, &md.unet));
+  ASSERT_EQ(sd_unet_to_vram(md.unet, vr), WEFT_ERANGE);
+  const char *err = sd_vram_error(vr);
+  fprintf(stderr, "%s\n", err);
+  char want[128];
+  snprintf(want, sizeof want, "the UNet's block '%s' needs", big_name);
+  ASSERT_CONTAINS(err, want);
+  snprintf(want, sizeof want, "(%llu bytes)", (unsigned long long)big);
+  ASSERT_CONTAINS(err, want);
+  snprintf(want, sizeof want, "(%llu bytes, --vram / WEFT_VRAM)",
+           (unsigned long long)(big + f32 - 1));
+  ASSERT_CONTAINS(err, want);
+  ASSERT(sd_unet_devw(md.unet) == NULL);
+  ASSERT_EQ(emu_live(e), 0);
+  /* the model was left as it was: it still runs on the host */
+  weft_backend *c = weft_backend_cpu_new(2);
+  unet_in u = unet_input();
+  float *out = malloc((size_t)u.n * 4);
+  run_unet(md.unet, c, &u, out);
+  const weft_st_tensor *ref = weft_st_find(u.io, "a/out");
+  ASSERT(max_abs_diff(out, ref->data, u.n) < 1e-4);
+  free(out);
+  weft_st_close(u.io);
+  /* exactly the largest block fits */
+  sd_vram *ok = sd_vram_new(e, big + f32, WEFT_F32, NULL, false);
+  ASSERT_OK(sd_unet_to_vram(md.unet, ok));
+  sd_unet_free(md.unet);
+  fx_model_close(&md.m);
+  sd_vram_release(ok);
+  sd_vram_release(vr);
+  ASSERT_EQ(emu_live(e), 0);
+  weft_backend_free(c), weft_backend_free(e);
+}
+
+TEST(weft_vram_is_read_as_decimal_bytes) {
+  uint64_t b = 0;
+  char err[256] = "";
+  unsetenv("WEFT_VRAM");
+  ASSERT_EQ(sd_vram_env_budget(77, &b, err, sizeof err), 0);
+  ASSERT_EQ(b, 77);
+  setenv("WEFT_VRAM", "1610612736", 1);
+  ASSERT_EQ(sd_vram_env_budget(77, &b, err, sizeof err), 0);
+  ASSERT_EQ(b, 1610612736ull);
+  const char *bad[] = {"1.5G", "-3", "0", "12x"};
+  for (int i = 0; i < 4; i++) {
+    setenv("WEFT_VRAM", bad[i], 1);
+    ASSERT_EQ(sd_vram_env_budget(77, &b, err, sizeof err), -1);
+    ASSERT_CONTAINS(err, "WEFT_VRAM=");
+    ASSERT_CONTAINS(err, "expected a positive number of bytes");
+  }
+  unsetenv("WEFT_VRAM");
+}
+
+/* The old entry point reads WEFT_VRAM too (one budget per model). */
+TEST(to_backend_honours_weft_vram) {
+  weft_backend *e = emu();
+  model md;
+  memset(&md, 0, sizeof md);
+  fx_model_open(&md.m, SD_LAYOUT_LDM);
+  ASSERT_OK(sd_unet_load(&md.m.ck, &md.unet));
+  setenv("WEFT_VRAM", "1000", 1);
+  ASSERT_EQ(sd_unet_to_backend(md.unet, e), WEFT_ERANGE);
+  setenv("WEFT_VRAM", "abc", 1);
+  ASSERT_EQ(sd_unet_to_backend(md.unet, e), WEFT_EINVAL);
+  unsetenv("WEFT_VRAM");
+  ASSERT_OK(sd_unet_to_backend(md.unet, e));
+  ASSERT(!sd_vram_streaming(sd_unet_devw(md.unet)->vr));
+  sd_unet_free(md.unet);
+  fx_model_close(&md.m);
+  ASSERT_EQ(emu_live(e), 0);
+  weft_backend_free(e);
+}
+
+/* ---- 16-bit conversion
+ * --------------------------------------------------------- */
+
+TEST(f32_to_f16_and_bf16_round_to_nearest_even) {
+  ASSERT_EQ(sd_f32_to_f16(1.0f), 0x3c00);
+  ASSERT_EQ(sd_f32_to_f16(-2.0f), 0xc000);
+  ASSERT_EQ(sd_f32_to_f16(65504.0f), 0x7bff); /* largest half */
+  ASSERT_EQ(sd_f32_to_f16(65520.0f), 0x7c00); /* rounds to inf */
+  ASSERT_EQ(sd_f32_to_f16(65519.0f), 0x7bff);
+  ASSERT_EQ(sd_f32_to_f16(6.103515625e-05f), 0x0400);   /* smallest normal */
+  ASSERT_EQ(sd_f32_to_f16(5.9604645e-08f), 0x0001);     /* smallest subnormal */
+  ASSERT_EQ(sd_f32_to_f16(2.98e-08f), 0x0000);          /* below half of it */
+  ASSERT_EQ(sd_f32_to_f16(2.99e-08f), 0x0001);          /* above half of it */
+  ASSERT_EQ(sd_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie -> even */
+  ASSERT_EQ(sd_f32_to_f16(1.0f + 3.0f / 2048), 0x3c02); /* tie -> even */
+  ASSERT_EQ(sd_f32_to_f16(0.1f), 0x2e66);
+  ASSERT_EQ(sd_f32_to_f16(-0.0f), 0x8000);
+  ASSERT_EQ(sd_f32_to_f16(1.0f / 0.0f), 0x7c00);
+  ASSERT_EQ(sd_f32_to_f16(0.0f / 0.0f) & 0x7c00, 0x7c00);
+  ASSERT(sd_f32_to_f16(0.0f / 0.0f) & 0x03ff);
+  ASSERT_EQ(sd_f32_to_bf16(1.0f), 0x3f80);
+  ASSERT_EQ(sd_f32_to_bf16(0.1f), 0x3dcd);
+  ASSERT_EQ(sd_f32_to_bf16(1.0f + 1.0f / 256), 0x3f80); /* tie -> even */
+  ASSERT_EQ(sd_f32_to_bf16(1.0f + 3.0f / 256), 0x3f82);
+  ASSERT(sd_f32_to_bf16(0.0f / 0.0f) & 0x007f);
+  /* every half value survives f32 -> f16 exactly */
+  for (uint32_t h = 0; h < 0x7c00; h++) {
+    uint32_t e = h >> 10, m = h & 0x3ff;
+    float f =
+        e ? ldexpf((float)(m | 0x400), (int)e - 25) : ldexpf((float)m, -24);
+    ASSERT_EQ(sd_f32_to_f16(f), h);
+    ASSERT_EQ(sd_f32_to_f16(-f), h | 0x8000);
+  }
+}
+
+/* ---- LoRA on streamed weights
+ * ------------------------------------------------- */
+
+static sd_lora *lora_open(const sd_ckpt *ck) {
+  char path[4096], err[1024], um[1024];
+  snprintf(path, sizeof path, "%s/fixtures/sd15_extras/lora_kohya.safetensors",
+           weft_test_srcdir());
+  weft_st_file *f = NULL;
+  ASSERT_OK(weft_st_open(path, &f, err, sizeof err));
+  sd_file file = fx_file(f);
+  sd_lora *l = NULL;
+  int n_um = 0;
+  int r = sd_lora_load(&file, ck, &l, um, sizeof um, &n_um, err, sizeof err);
+  if (r) fprintf(stderr, "%s\n", err);
+  ASSERT_OK(r);
+  weft_st_close(f);
+  return l;
+}
+
+/* A merge synced while some blocks are out of the pool: they load the
+ * merged values later, the resident ones are patched in place; strength 0
+ * gives the base back exactly. */
+TEST(lora_on_a_streamed_unet_equals_the_cpu) {
+  weft_backend *e = emu(), *c = weft_backend_cpu_new(2);
+  model base;
+  memset(&base, 0, sizeof base);
+  fx_model_open(&base.m, SD_LAYOUT_LDM);
+  ASSERT_OK(sd_unet_load(&base.m.ck, &base.unet));
+  model md;
+  memset(&md, 0, sizeof md);
+  fx_model_open(&md.m, SD_LAYOUT_LDM);
+  ASSERT_OK(sd_unet_load(&md.m.ck, &md.unet));
+  /* the budget: a third of the blocks (sizes from a third copy) */
+  weft_backend *ep = emu();
+  sd_vram *probe = sd_vram_new(ep, UINT64_MAX, WEFT_F32, NULL, false);
+  model pm;
+  open_on(&pm, probe);
+  const sd_devw *pd = sd_unet_devw(pm.unet);
+  uint64_t budget = largest_block(pd) + all_blocks(pd) / 3 + pd->f32_bytes;
+  close_model(&pm);
+  sd_vram_release(probe);
+  weft_backend_free(ep);
+  sd_vram *vr = sd_vram_new(e, budget, WEFT_F32, NULL, true);
+  ASSERT_OK(sd_unet_to_vram(md.unet, vr));
+  ASSERT(sd_vram_streaming(vr));
+  unet_in u = unet_input();
+  float *ue = malloc((size_t)u.n * 4), *uc = malloc((size_t)u.n * 4),
+        *u0 = malloc((size_t)u.n * 4);
+  run_unet(md.unet, e, &u, u0);
+  sd_lora *le = lora_open(&md.m.ck), *lc = lora_open(&base.m.ck);
+  sd_patch_state se, sc;
+  memset(&se, 0, sizeof se), memset(&sc, 0, sizeof sc);
+  const float strengths[] = {0.8f, -0.5f, 0.0f};
+  for (int k = 0; k < 3; k++) {
+    sd_patch pe = {le, strengths[k]}, pc = {lc, strengths[k]};
+    ASSERT_OK(sd_patch_apply(&se, SD_UNET, &pe, 1));
+    ASSERT_OK(sd_patch_sync(&se, sd_unet_devw(md.unet)));
+    ASSERT_OK(sd_patch_apply(&sc, SD_UNET, &pc, 1));
+    run_unet(md.unet, e, &u, ue);
+    run_unet(base.unet, c, &u, uc);
+    same("lora on a streamed unet vs cpu", ue, uc, u.n);
+  }
+  same("lora strength 0 on a streamed unet = base", ue, u0, u.n);
+  sd_patch_state_free(&se), sd_patch_state_free(&sc);
+  sd_lora_release(le), sd_lora_release(lc);
+  free(ue), free(uc), free(u0);
+  weft_st_close(u.io);
+  close_model(&md), close_model(&base);
+  sd_vram_release(vr);
+  ASSERT_EQ(emu_live(e), 0);
+  weft_backend_free(c), weft_backend_free(e);
+}
+
+/* ---- a fake copy stream
+ * ----------------------------------------------------------- */
+
+/* Copies queue in order (one copy stream); `late` runs them only when the
+ * compute side waits for their event (so a use without a wait reads stale
+ * memory), otherwise at once (so a copy into a block still to run would
+ * clobber it).  The emulated compute is synchronous: "after" events are
+ * always complete. */
+typedef struct fake_copy {
+  void *dst;
+  const void *src;
+  size_t n;
+  int *done;
+} fake_copy;
+
+typedef struct fake_stream {
+  bool late;
+  fake_copy q[4096];
+  int head, tail;
+  int events, waits, uploads, pinned;
+} fake_stream;
+
+static void fs_run_until(fake_stream *s, const int *ev) {
+  while (s->head < s->tail) {
+    fake_copy *c = &s->q[s->head++];
+    memcpy(emu_real(c->dst), c->src, c->n);
+    *c->done = 1;
+    if (c->done == ev) break;
+  }
+}
+
+static void *fs_host_alloc(void *ctx, size_t n) {
+  ((fake_stream *)ctx)->pinned++;
+  return malloc(n);
+}
+static void fs_host_free(void *ctx, void *p) {
+  ((fake_stream *)ctx)->pinned--;
+  free(p);
+}
+static void *fs_event_new(void *ctx) {
+  ((fake_stream *)ctx)->events++;
+  return calloc(1, sizeof(int));
+}
+static void fs_event_free(void *ctx, void *ev) {
+  ((fake_stream *)ctx)->events--;
+  free(ev);
+}
+static int fs_record(void *ctx, void *ev) {
+  (void)ctx;
+  *(int *)ev = 1;
+  return 0;
+}
+static int fs_upload(void *ctx, void *dst, const void *src, size_t n,
+                     void *after, void *done) {
+  fake_stream *s = ctx;
+  ASSERT(*(int *)after == 1);
+  ASSERT(s->tail < 4096);
+  *(int *)done = 0;
+  s->q[s->tail++] = (fake_copy){dst, src, n, done};
+  s->uploads++;
+  if (!s->late) fs_run_until(s, done);
+  return 0;
+}
+static int fs_wait(void *ctx, void *ev) {
+  fake_stream *s = ctx;
+  s->waits++;
+  if (!*(int *)ev) fs_run_until(s, ev);
+  ASSERT(*(int *)ev == 1);
+  return 0;
+}
+
+static void fake_stream_run(bool late) {
+  weft_backend *er = emu(), *e = emu();
+  sd_vram *vres = sd_vram_new(er, UINT64_MAX, WEFT_F32, NULL, false);
+  model res;
+  open_on(&res, vres);
+  const sd_devw *ru = sd_unet_devw(res.unet);
+  fake_stream *fs = calloc(1, sizeof *fs);
+  fs->late = late;
+  sd_xfer x = {.ctx = fs,
+               .host_alloc = fs_host_alloc,
+               .host_free = fs_host_free,
+               .event_new = fs_event_new,
+               .event_free = fs_event_free,
+               .record_compute = fs_record,
+               .upload = fs_upload,
+               .compute_wait = fs_wait};
+  uint64_t budget =
+      largest_block(ru) * 2 + ru->f32_bytes + sd_vae_devw(res.vae)->f32_bytes;
+  sd_vram *vr = sd_vram_new(e, budget, WEFT_F32, &x, true);
+  model md;
+  open_on(&md, vr);
+  unet_in u = unet_input();
+  float *a = malloc((size_t)u.n * 4), *b = malloc((size_t)u.n * 4);
+  run_unet(res.unet, er, &u, a);
+  weft_st_file *io = fx_open("vae_io.safetensors");
+  const weft_st_tensor *lat = weft_st_find(io, "b/latent");
+  float da[3 * 32 * 48], db[3 * 32 * 48];
+  ASSERT_OK(sd_vae_decode(res.vae, er, lat->data, 1, 4, 6, da));
+  for (int k = 0; k < 3; k++) {
+    run_unet(md.unet, e, &u, b);
+    same(late ? "unet, copies run late" : "unet, copies run early", b, a, u.n);
+    ASSERT_OK(sd_vae_decode(md.vae, e, lat->data, 1, 4, 6, db));
+    same(late ? "vae, copies run late" : "vae, copies run early", db, da,
+         3 * 32 * 48);
+  }
+  const sd_vram_stats *st = sd_vram_get_stats(vr);
+  fprintf(stderr, "%llu loads through the copy stream, %llu ahead, %d waits\n",
+          (unsigned long long)st->loads, (unsigned long long)st->prefetches,
+          fs->waits);
+  ASSERT_EQ((uint64_t)fs->uploads, st->loads);
+  ASSERT(st->prefetches > 0);
+  ASSERT(fs->pinned == 2); /* the UNet's and the VAE's images */
+  free(a), free(b);
+  weft_st_close(io);
+  weft_st_close(u.io);
+  close_model(&md), close_model(&res);
+  sd_vram_release(vr), sd_vram_release(vres);
+  ASSERT_EQ(fs->pinned, 0);
+  ASSERT_EQ(fs->events, 0);
+  free(fs);
+  ASSERT_EQ(emu_live(e), 0);
+  weft_backend_free(er), weft_backend_free(e);
+}
+
+TEST(copy_stream_late_copies_are_waited_for) {
+  fake_stream_run(true);
+}
+
+TEST(copy_stream_early_copies_never_clobber_a_running_block) {
+  fake_stream_run(false);
+}
