@@ -417,6 +417,20 @@ static void drop_placeless(weft_rec *r) {
   }
 }
 
+/* The arena for the planned recording: kept while plans fit in it. */
+static int ensure_arena(weft_rec *r) {
+  uint64_t need = r->arena_st.arena;
+  if (need <= r->arena_cap && (r->arena || !need)) return 0;
+  if (r->arena) r->inner->iface->buffer_free(r->inner, r->arena);
+  r->arena = NULL;
+  r->arena_cap = 0;
+  if (!(r->arena = r->inner->iface->buffer_alloc(r->inner, (size_t)need)))
+    return WEFT_ENOMEM;
+  r->arena_cap = need;
+  r->arena_allocs++;
+  return 0;
+}
+
 int weft_rec_begin(weft_rec *r, weft_rec_mode mode) {
   drop_placeless(r);
   r->now = 0;
@@ -431,18 +445,9 @@ int weft_rec_begin(weft_rec *r, weft_rec_mode mode) {
     memset(&r->arena_st, 0, sizeof r->arena_st);
   } else if (mode == WEFT_REC_REPLAY) {
     if (!r->planned) return WEFT_EINVAL;
-    uint64_t need = r->arena_st.arena;
-    if (need > r->arena_cap || (need && !r->arena)) {
-      if (r->arena) r->inner->iface->buffer_free(r->inner, r->arena);
-      r->arena = NULL;
-      r->arena_cap = 0;
-      r->arena = r->inner->iface->buffer_alloc(r->inner, (size_t)need);
-      if (!r->arena) {
-        r->mode = WEFT_REC_PASS;
-        return WEFT_ENOMEM;
-      }
-      r->arena_cap = need;
-      r->arena_allocs++;
+    if (ensure_arena(r)) {
+      r->mode = WEFT_REC_PASS;
+      return WEFT_ENOMEM;
     }
     r->replays++;
   }
@@ -461,6 +466,9 @@ int weft_rec_end(weft_rec *r) {
     r->n_ops = r->now;
     rc = weft_arena_plan(r->t, r->n, REC_ALIGN, &r->arena_st);
     r->planned = rc == 0;
+    /* a trace is followed by replays: their arena now, so that they
+     * allocate nothing (a failure shows again at the replay's begin) */
+    if (r->planned && mode == WEFT_REC_TRACE) ensure_arena(r);
   } else if (mode == WEFT_REC_REPLAY) {
     if (!r->broken && (r->next != r->n || r->now != r->n_ops))
       r->diverged_pass = true;

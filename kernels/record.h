@@ -22,7 +22,8 @@
  *           recorded one (else from the inner allocator: a miss, and every
  *           later allocation of the pass goes there too); frees of arena
  *           buffers do nothing.  The arena is one inner buffer_alloc, made
- *           on the first replay and kept while later plans fit in it.
+ *           when a TRACE is planned (or by the first replay of a DRY plan)
+ *           and kept while later plans fit in it.
  *
  * After a DRY or TRACE pass weft_rec_end plans the arena (weft_arena_plan,
  * 256-byte alignment).  The recorded sequence must be what the next passes
@@ -88,7 +89,8 @@ weft_backend *weft_rec_inner(const weft_rec *r);
  * fits (WEFT_ENOMEM when the inner backend cannot).  0 or a WEFT_E* code. */
 int weft_rec_begin(weft_rec *r, weft_rec_mode mode);
 /* Ends the pass (the wrapper forwards everything until the next begin).
- * After DRY or TRACE: plans the arena (0, WEFT_ENOMEM).  After REPLAY:
+ * After DRY or TRACE: plans the arena (0, WEFT_ENOMEM); after TRACE also
+ * makes it, so that the replays to come allocate nothing.  After REPLAY:
  * counts a divergence when the pass allocated or ran other than recorded.
  * Buffers still alive at the end of a recording live to its last op. */
 int weft_rec_end(weft_rec *r);

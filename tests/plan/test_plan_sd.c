@@ -1,0 +1,267 @@
+/* test_plan_sd.c - planned activations in the sd models (nodes/sd/sd_plan.h)
+ * on the tiny SD1.5 fixture: a sampler's UNet calls from one arena give the
+ * unplanned latents byte for byte, and after the first step the backend
+ * sees no allocation at all; the VAE planned before it runs is exact too;
+ * through an emulated device the recordings take the device paths. */
+#include <math.h>
+
+#include "../models/sd_fixture.h"
+#include "../models_cuda/emulated_device.h"
+#include "counting.h"
+#include "sd_device.h"
+#include "sd_plan.h"
+
+enum { STEPS = 5 };
+static const float SIGMAS[STEPS] = {14.6f, 6.1f, 2.2f, 0.7f, 0.1f};
+
+static float frand(uint64_t *s) {
+  *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+  return (float)((*s >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+typedef struct unet_case {
+  fx_model m;
+  sd_unet *unet;
+  weft_schedule sched;
+  int64_t shape[4];
+  float *uncond, *cond, *x0;
+  int64_t tokens, dim, n;
+} unet_case;
+
+static void case_open(unet_case *u, int64_t h, int64_t w) {
+  memset(u, 0, sizeof *u);
+  fx_model_open(&u->m, SD_LAYOUT_LDM);
+  int r = sd_unet_load(&u->m.ck, &u->unet);
+  if (r) fprintf(stderr, "%s\n", u->m.ck.err);
+  ASSERT_OK(r);
+  weft_schedule_init(&u->sched, 0.00085, 0.012);
+  const sd_unet_cfg *c = sd_unet_config(u->unet);
+  int64_t shape[4] = {1, c->in_channels, h, w};
+  memcpy(u->shape, shape, sizeof shape);
+  u->tokens = 77;
+  u->dim = c->context_dim;
+  u->n = shape[0] * shape[1] * shape[2] * shape[3];
+  u->uncond = malloc((size_t)(u->tokens * u->dim) * sizeof(float));
+  u->cond = malloc((size_t)(u->tokens * u->dim) * sizeof(float));
+  u->x0 = malloc((size_t)u->n * sizeof(float));
+  uint64_t s = 0x9e3779b97f4a7c15ull;
+  for (int64_t i = 0; i < u->tokens * u->dim; i++) {
+    u->uncond[i] = frand(&s);
+    u->cond[i] = frand(&s);
+  }
+  for (int64_t i = 0; i < u->n; i++)
+    u->x0[i] = frand(&s) * SIGMAS[0];
+}
+
+static void case_close(unet_case *u) {
+  free(u->uncond), free(u->cond), free(u->x0);
+  sd_unet_free(u->unet);
+  fx_model_close(&u->m);
+}
+
+/* An euler-like trajectory of STEPS model calls on be; planned: through
+ * sd_denoise_plan as KSampler does.  traj gets x after every step
+ * [STEPS][n]; allocs[k] the inner backend's buffer_alloc + buffer_free
+ * calls in step k (be must be a counting backend, or NULL allocs). */
+static void sample(unet_case *u, weft_backend *be, bool planned, float *traj,
+                   int64_t *allocs, weft_rec_stats *st) {
+  sd_denoiser d;
+  ASSERT_OK(sd_denoiser_init(&d, u->unet, be, &u->sched, SD_PRED_EPS, u->shape,
+                             7.5f, u->uncond, u->tokens, u->cond, u->tokens));
+  sd_denoise_plan p;
+  memset(&p, 0, sizeof p);
+  if (planned) ASSERT_OK(sd_denoise_plan_init(&p, &d));
+  float *x = malloc((size_t)u->n * sizeof *x);
+  float *den = malloc((size_t)u->n * sizeof *den);
+  memcpy(x, u->x0, (size_t)u->n * sizeof *x);
+  for (int k = 0; k < STEPS; k++) {
+    int64_t before = allocs ? CNT(be)->allocs + CNT(be)->frees : 0;
+    ASSERT_OK(planned ? sd_denoise_planned(&p, x, SIGMAS[k], den)
+                      : sd_denoise(&d, x, SIGMAS[k], den));
+    if (allocs) allocs[k] = CNT(be)->allocs + CNT(be)->frees - before;
+    float next = k + 1 < STEPS ? SIGMAS[k + 1] : 0.0f;
+    for (int64_t i = 0; i < u->n; i++)
+      x[i] = den[i] + (x[i] - den[i]) * (next / SIGMAS[k]);
+    memcpy(traj + k * u->n, x, (size_t)u->n * sizeof *x);
+  }
+  ASSERT(d.be == be); /* the recorder is hooked in per call only */
+  if (planned && st) ASSERT(sd_denoise_plan_stats(&p, 0, st));
+  sd_denoise_plan_free(&p);
+  free(x), free(den);
+  sd_denoiser_free(&d);
+}
+
+static void print_stats(const char *what, const weft_rec_stats *st) {
+  fprintf(stderr,
+          "%s: arena %llu, lower bound %llu, naive %llu bytes; %d buffers, "
+          "%d ops\n",
+          what, (unsigned long long)st->arena.arena,
+          (unsigned long long)st->arena.lower_bound,
+          (unsigned long long)st->arena.naive, st->n_tensors, st->n_ops);
+}
+
+TEST(sampler_from_one_arena_gives_the_unplanned_latents_byte_for_byte) {
+  unet_case u;
+  case_open(&u, 8, 8);
+  weft_backend *be = cnt_backend_new(false);
+  float *want = malloc((size_t)(STEPS * u.n) * sizeof *want);
+  float *got = malloc((size_t)(STEPS * u.n) * sizeof *got);
+  int64_t allocs[STEPS], plain[STEPS];
+  weft_rec_stats st;
+  sample(&u, be, false, want, plain, NULL);
+  sample(&u, be, true, got, allocs, &st);
+  ASSERT(memcmp(got, want, (size_t)(STEPS * u.n) * sizeof *got) == 0);
+  print_stats("UNet, CFG batch 2 at 8x8", &st);
+  /* step 1 runs as before (its buffers, then the arena); every later step
+   * allocates and frees nothing, where the unplanned steps do */
+  ASSERT_EQ(allocs[0], plain[0] + 1);
+  for (int k = 1; k < STEPS; k++) {
+    ASSERT(plain[k] > 0);
+    ASSERT_EQ(allocs[k], 0);
+  }
+  ASSERT_EQ(st.replays, STEPS - 1);
+  ASSERT_EQ(st.misses, 0);
+  ASSERT_EQ(st.diverged, 0);
+  ASSERT_EQ(st.arena_allocs, 1);
+  ASSERT_EQ(st.arena_bytes, st.arena.arena);
+  ASSERT(st.arena.arena >= st.arena.lower_bound);
+  ASSERT(st.arena.arena < st.arena.naive);
+  ASSERT_EQ(CNT(be)->live, 0);
+  free(want), free(got);
+  weft_backend_free(be);
+  case_close(&u);
+}
+
+TEST(dry_recording_of_a_unet_call_plans_what_the_run_records) {
+  unet_case u;
+  case_open(&u, 8, 16);
+  weft_backend *be = cnt_backend_new(false);
+  float *traj = malloc((size_t)(STEPS * u.n) * sizeof *traj);
+  weft_rec_stats run;
+  sample(&u, be, true, traj, NULL, &run);
+  /* plan mode's recording: nothing computed, nothing from the backend */
+  sd_denoiser d;
+  ASSERT_OK(sd_denoiser_init(&d, u.unet, be, &u.sched, SD_PRED_EPS, u.shape,
+                             7.5f, u.uncond, u.tokens, u.cond, u.tokens));
+  weft_rec *r = weft_rec_new(be);
+  float *den = malloc((size_t)u.n * sizeof *den);
+  int64_t allocs = CNT(be)->allocs;
+  ASSERT_OK(weft_rec_begin(r, WEFT_REC_DRY));
+  d.be = weft_rec_backend(r);
+  ASSERT_OK(sd_denoise(&d, u.x0, SIGMAS[0], den));
+  ASSERT_OK(weft_rec_end(r));
+  ASSERT_EQ(CNT(be)->allocs, allocs);
+  weft_rec_stats dry;
+  weft_rec_stats_get(r, &dry);
+  print_stats("UNet DRY", &dry);
+  ASSERT_EQ(dry.arena.arena, run.arena.arena);
+  ASSERT_EQ(dry.arena.lower_bound, run.arena.lower_bound);
+  ASSERT_EQ(dry.arena.naive, run.arena.naive);
+  ASSERT_EQ(dry.n_tensors, run.n_tensors);
+  ASSERT_EQ(dry.n_ops, run.n_ops);
+  int32_t nd, nr;
+  const weft_plan_tensor *td = weft_rec_tensors(r, &nd);
+  ASSERT_EQ(nd, dry.n_tensors);
+  (void)nr;
+  for (int32_t i = 0; i < nd; i++)
+    ASSERT(td[i].last >= td[i].first);
+  weft_rec_free(r);
+  free(den), free(traj);
+  d.be = be;
+  sd_denoiser_free(&d);
+  weft_backend_free(be);
+  case_close(&u);
+}
+
+typedef struct dec_args {
+  sd_vae *vae;
+  const float *lat;
+  float *img;
+} dec_args;
+
+static int dec_fn(void *user, weft_backend *be) {
+  dec_args *a = user;
+  return sd_vae_decode(a->vae, be, a->lat, 1, 8, 8, a->img);
+}
+
+TEST(vae_decode_planned_before_it_runs_is_exact_with_one_allocation) {
+  fx_model m;
+  fx_model_open(&m, SD_LAYOUT_LDM);
+  sd_vae *vae = NULL;
+  ASSERT_OK(sd_vae_load(&m.ck, &vae));
+  const sd_vae_cfg *c = sd_vae_config(vae);
+  int64_t f = sd_vae_factor(vae), nl = c->latent_channels * 64,
+          ni = 3 * 64 * f * f;
+  float *lat = malloc((size_t)nl * sizeof *lat);
+  float *want = malloc((size_t)ni * sizeof *want);
+  float *got = malloc((size_t)ni * sizeof *got);
+  uint64_t s = 7;
+  for (int64_t i = 0; i < nl; i++)
+    lat[i] = frand(&s) * 3.0f;
+  weft_backend *be = cnt_backend_new(false);
+  ASSERT_OK(sd_vae_decode(vae, be, lat, 1, 8, 8, want));
+  int64_t allocs = CNT(be)->allocs, frees = CNT(be)->frees;
+  dec_args a = {vae, lat, got};
+  weft_rec_stats st;
+  ASSERT_OK(sd_plan_call(be, dec_fn, &a, false, &st));
+  ASSERT(memcmp(got, want, (size_t)ni * sizeof *got) == 0);
+  ASSERT_EQ(CNT(be)->allocs - allocs, 1); /* the arena */
+  ASSERT_EQ(CNT(be)->frees - frees, 1);
+  print_stats("VAE decode 8x8 latent", &st);
+  ASSERT(st.arena.arena >= st.arena.lower_bound);
+  ASSERT(st.arena.arena < st.arena.naive);
+  /* dry_only: recorded, nothing run, nothing allocated */
+  memset(got, 0, (size_t)ni * sizeof *got);
+  ASSERT_OK(sd_plan_call(be, dec_fn, &a, true, NULL));
+  ASSERT_EQ(CNT(be)->allocs - allocs, 1);
+  ASSERT(got[0] == 0.0f && got[ni - 1] == 0.0f);
+  free(lat), free(want), free(got);
+  weft_backend_free(be);
+  sd_vae_free(vae);
+  fx_model_close(&m);
+}
+
+TEST(on_a_device_backend_planned_sampling_is_exact_and_dry_touches_nothing) {
+  unet_case u;
+  case_open(&u, 8, 8);
+  weft_backend *cpu = weft_backend_cpu_new(2);
+  float *want = malloc((size_t)(STEPS * u.n) * sizeof *want);
+  float *got = malloc((size_t)(STEPS * u.n) * sizeof *got);
+  sample(&u, cpu, false, want, NULL, NULL);
+  weft_backend *emu = emu_backend_new();
+  ASSERT_OK(sd_unet_to_backend(u.unet, emu));
+  int64_t live = ((emu_ctx *)emu->ctx)->live;
+  weft_rec_stats st;
+  sample(&u, emu, true, got, NULL, &st);
+  ASSERT(memcmp(got, want, (size_t)(STEPS * u.n) * sizeof *got) == 0);
+  ASSERT_EQ(st.misses, 0);
+  ASSERT_EQ(st.diverged, 0);
+  /* the device path copies x, t and ctx in and the output out */
+  ASSERT(st.h2d_bytes > 0 && st.d2h_bytes > 0);
+  ASSERT_EQ(st.d2h_bytes, (uint64_t)(2 * u.n) * sizeof(float));
+  ASSERT_EQ(((emu_ctx *)emu->ctx)->live, live);
+  /* a DRY call hands out unmapped addresses: a host access would fault */
+  sd_denoiser d;
+  ASSERT_OK(sd_denoiser_init(&d, u.unet, emu, &u.sched, SD_PRED_EPS, u.shape,
+                             7.5f, u.uncond, u.tokens, u.cond, u.tokens));
+  weft_rec *r = weft_rec_new(emu);
+  float *den = malloc((size_t)u.n * sizeof *den);
+  ASSERT_OK(weft_rec_begin(r, WEFT_REC_DRY));
+  d.be = weft_rec_backend(r);
+  ASSERT_OK(sd_denoise(&d, u.x0, SIGMAS[0], den));
+  ASSERT_OK(weft_rec_end(r));
+  weft_rec_stats dry;
+  weft_rec_stats_get(r, &dry);
+  ASSERT_EQ(dry.arena.arena, st.arena.arena);
+  ASSERT_EQ(dry.h2d_bytes, st.h2d_bytes);
+  ASSERT_EQ(((emu_ctx *)emu->ctx)->live, live);
+  weft_rec_free(r);
+  d.be = emu;
+  sd_denoiser_free(&d);
+  free(den), free(want), free(got);
+  sd_unet_free(u.unet); /* its device weights, before the backend */
+  u.unet = NULL;
+  weft_backend_free(emu);
+  weft_backend_free(cpu);
+  case_close(&u);
+}
