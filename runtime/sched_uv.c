@@ -163,6 +163,8 @@ struct weft_runq {
   bool cont;       /* continuation enabled */
   backref *back;   /* handed back by workers, in order */
   int back_n, back_cap;
+  backref *spare; /* flush_back's other buffer */
+  int spare_cap;
   uint64_t n_continued; /* nodes started on a worker without the loop */
   uint64_t last_hr;     /* time of the last event delivered (loop thread) */
 };
@@ -826,18 +828,35 @@ static nstate *continue_on_worker(nstate *s) {
 static void flush_back(weft_runq *q) {
   while (q->back_n > 0) {
     backref *b = q->back;
-    int n = q->back_n;
-    q->back = NULL;
-    q->back_n = q->back_cap = 0;
+    int n = q->back_n, cap = q->back_cap;
+    q->back = q->spare; /* two buffers, swapped: no allocation per flush */
+    q->back_cap = q->spare_cap;
+    q->back_n = 0;
+    q->spare = NULL;
+    q->spare_cap = 0;
+    /* the output cache is the loop's alone: it is filled without the lock,
+     * so a worker chaining cacheable nodes does not wait for it (the runs
+     * and their finished nodes' outputs stay: each item holds in_flight) */
+    bool put = false;
+    for (int k = 0; k < n && !put; k++)
+      put = b[k].kind == BACK_PUBLISH && b[k].run->ns[b[k].node].cacheable;
+    if (put) {
+      uv_mutex_unlock(&q->lock);
+      for (int k = 0; k < n; k++) {
+        weft__run *r = b[k].run;
+        nstate *s = &r->ns[b[k].node];
+        if (b[k].kind == BACK_PUBLISH && s->cacheable)
+          weft__cache_put(&r->ctx->cache, s->key, s->outs,
+                          r->g->nodes[b[k].node].rop->def.n_outputs, r->gen);
+      }
+      uv_mutex_lock(&q->lock);
+    }
     for (int k = 0; k < n; k++) {
       weft__run *r = b[k].run;
       int i = b[k].node;
       nstate *s = &r->ns[i];
       r->in_flight--;
       if (b[k].kind == BACK_PUBLISH) {
-        if (s->cacheable)
-          weft__cache_put(&r->ctx->cache, s->key, s->outs,
-                          r->g->nodes[i].rop->def.n_outputs, r->gen);
         share *sh = share_take(r, i);
         for (int f = 0; sh && f < sh->n_fol; f++)
           follower_resolve(sh->fol[f].run, sh->fol[f].node, s->outs);
@@ -847,7 +866,9 @@ static void flush_back(weft_runq *q) {
       }
       maybe_finish(r);
     }
-    free(b);
+    free(q->spare);
+    q->spare = b;
+    q->spare_cap = cap;
   }
 }
 
@@ -1466,6 +1487,7 @@ void weft_runq_free(weft_runq *q) {
   free(q->smap);
   free(q->inl);
   free(q->back);
+  free(q->spare);
   free(q->deferred);
   free(q->cons_off);
   free(q->cons);
