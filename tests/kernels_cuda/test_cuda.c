@@ -10,6 +10,16 @@
  *                                   thousands of products, summed in
  *                                   another order; no TF32)
  *   dtype conversion, copies, layout ops: bit-exact
+ * In FP16 / BF16 precision (the fp16_* and bf16_* cases) the products
+ * round their operands to 16 bits and accumulate in fp32:
+ *   GEMM, linear, conv vs the CPU on the fp32 inputs: 1e-3 M (fp16),
+ *     8e-3 M (bf16); a numpy model of the rounding (inputs uniform in
+ *     [-1, 1], K = 29 .. 2880) gives 2.5-3.0e-4 M and 1.9-2.3e-3 M
+ *   the same vs the CPU on inputs rounded to 16 bits on the host:
+ *     1e-4 M (a product of two 16-bit values is exact in fp32, so only the
+ *     summation order differs: this checks layouts and conversions tightly)
+ *   attention (q, k, v and the probabilities rounded): 2.5e-3 M (fp16),
+ *     1.6e-2 M (bf16); the model gives up to 8e-4 M and 5e-3 M
  * Each comparison prints its measured error (max abs and max abs / M) so
  * the log of tools/gpu/run_cuda_tests.sh records them. */
 #include <math.h>
@@ -29,20 +39,63 @@
 /* ---- helpers --------------------------------------------------------------
  */
 
+#define TOL16_SUM_F16 1e-3
+#define TOL16_SUM_BF16 8e-3
+#define TOL16_ATTN_F16 2.5e-3
+#define TOL16_ATTN_BF16 1.6e-2
+
 typedef struct pair {
   weft_backend *cpu, *gpu;
+  weft_cuda_precision prec;
+  weft_dtype dt;   /* the 16-bit type of prec, WEFT_F32 for FP32 */
+  double tol_sum;  /* GEMM, linear, conv vs the CPU (x M) */
+  double tol_attn; /* attention vs the CPU (x M) */
 } pair;
 
-static pair setup(void) {
+static pair setup_prec(weft_cuda_precision prec) {
   if (!weft_cuda_available()) weft_test_skip("no CUDA device");
   pair p;
   p.gpu = weft_backend_cuda_new(0);
   ASSERT(p.gpu);
-  /* the fp32 cases: fp16/bf16 have their own cases and tolerances */
-  ASSERT_OK(weft_cuda_set_precision(p.gpu, WEFT_CUDA_FP32));
+  ASSERT_OK(weft_cuda_set_precision(p.gpu, prec));
+  ASSERT_EQ(weft_cuda_get_precision(p.gpu), prec);
+  p.prec = prec;
+  p.dt = prec == WEFT_CUDA_FP16   ? WEFT_F16
+         : prec == WEFT_CUDA_BF16 ? WEFT_BF16
+                                  : WEFT_F32;
+  p.tol_sum = prec == WEFT_CUDA_FP16   ? TOL16_SUM_F16
+              : prec == WEFT_CUDA_BF16 ? TOL16_SUM_BF16
+                                       : TOL_SUM_MAX;
+  p.tol_attn = prec == WEFT_CUDA_FP16   ? TOL16_ATTN_F16
+               : prec == WEFT_CUDA_BF16 ? TOL16_ATTN_BF16
+                                        : TOL_SUM_MAX;
+  printf("precision: %s\n", weft_cuda_precision_name(prec));
   p.cpu = weft_backend_cpu_new(0);
   ASSERT(p.cpu);
   return p;
+}
+
+/* The fp32 cases: fp16/bf16 have their own cases and tolerances. */
+static pair setup(void) {
+  return setup_prec(WEFT_CUDA_FP32);
+}
+
+/* A host copy of x rounded to dt (F16/BF16) and back, through the CPU
+ * backend's conversions (round to nearest even); a plain copy for F32.
+ * (transfer full: free) */
+static float *rounded(pair *p, const float *x, int64_t n, weft_dtype dt) {
+  float *r = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+  ASSERT(r);
+  if (dt == WEFT_F32) {
+    memcpy(r, x, (size_t)n * sizeof(float));
+    return r;
+  }
+  uint16_t *h = malloc((size_t)(n > 0 ? n : 1) * 2);
+  ASSERT(h);
+  ASSERT_OK(p->cpu->iface->convert(p->cpu, h, dt, x, WEFT_F32, n));
+  ASSERT_OK(p->cpu->iface->convert(p->cpu, r, WEFT_F32, h, dt, n));
+  free(h);
+  return r;
 }
 
 static void teardown(pair *p) {
@@ -326,24 +379,49 @@ static void gemm_case(pair *p, const char *what, weft_gemm_args g,
   gg.a = da;
   gg.b = db;
   gg.c = dc;
+  /* 16-bit precision: the CPU also on A and B rounded to 16 bits */
+  float *hc16 = NULL, *ha16 = NULL, *hb16 = NULL;
+  if (p->dt != WEFT_F32) {
+    hc16 = malloc((size_t)nc * 4);
+    ASSERT(hc16);
+    memcpy(hc16, hc, (size_t)nc * 4);
+    ha16 = rounded(p, ha, na, p->dt);
+    hb16 = rounded(p, hb, nb, p->dt);
+    weft_gemm_args g16 = gc;
+    g16.a = ha16;
+    g16.b = hb16;
+    g16.c = hc16;
+    ASSERT_OK(p->cpu->iface->gemm(p->cpu, &g16));
+  }
   ASSERT_OK(p->cpu->iface->gemm(p->cpu, &gc));
   ASSERT_OK(p->gpu->iface->gemm(p->gpu, &gg));
   /* padding between rows/matrices is NaN on the GPU side when beta == 0
    * and untouched by both: compare only the product's elements */
   float *got = down(p, dc, nc);
   int64_t n = batch * g.m * g.n, i = 0;
-  float *gv = malloc((size_t)n * 4), *cv = malloc((size_t)n * 4);
-  ASSERT(gv && cv);
+  float *gv = malloc((size_t)n * 4), *cv = malloc((size_t)n * 4),
+        *cv16 = malloc((size_t)n * 4);
+  ASSERT(gv && cv && cv16);
   for (int64_t bi = 0; bi < batch; bi++)
     for (int64_t r = 0; r < g.m; r++)
       for (int64_t j = 0; j < g.n; j++, i++) {
         gv[i] = got[bi * g.stride_c + r * g.ldc + j];
         cv[i] = hc[bi * g.stride_c + r * g.ldc + j];
+        if (hc16) cv16[i] = hc16[bi * g.stride_c + r * g.ldc + j];
       }
-  compare(what, gv, cv, n, 0, TOL_SUM_MAX);
+  compare(what, gv, cv, n, 0, p->tol_sum);
+  if (hc16) {
+    char w2[128];
+    snprintf(w2, sizeof w2, "%s vs rounded", what);
+    compare(w2, gv, cv16, n, 0, TOL_SUM_MAX);
+  }
   free(gv);
   free(cv);
+  free(cv16);
   free(got);
+  free(hc16);
+  free(ha16);
+  free(hb16);
   dfree(p, da);
   dfree(p, db);
   dfree(p, dc);
@@ -352,8 +430,7 @@ static void gemm_case(pair *p, const char *what, weft_gemm_args g,
   free(hc);
 }
 
-TEST(gemm_odd_shapes_all_transposes) {
-  pair p = setup();
+static void gemm_odd_shapes_all_transposes_body(pair *p) {
   for (int ta = 0; ta < 2; ta++)
     for (int tb = 0; tb < 2; tb++) {
       const int64_t m = 37, n = 53, k = 29;
@@ -373,16 +450,20 @@ TEST(gemm_odd_shapes_all_transposes) {
       g.stride_c = m * g.ldc + 1;
       char what[64];
       snprintf(what, sizeof what, "gemm 37x53x29 ta=%d tb=%d batch 3", ta, tb);
-      gemm_case(&p, what, g, 10 + 2 * ta + tb);
+      gemm_case(p, what, g, 10 + 2 * ta + tb);
     }
   weft_gemm_args g1 = {
       .m = 1, .n = 1, .k = 1, .alpha = 1, .lda = 1, .ldb = 1, .ldc = 1};
-  gemm_case(&p, "gemm 1x1x1", g1, 3);
+  gemm_case(p, "gemm 1x1x1", g1, 3);
+}
+
+TEST(gemm_odd_shapes_all_transposes) {
+  pair p = setup();
+  gemm_odd_shapes_all_transposes_body(&p);
   teardown(&p);
 }
 
-TEST(gemm_beta_zero_ignores_nan_and_k_zero_scales) {
-  pair p = setup();
+static void gemm_beta_zero_ignores_nan_and_k_zero_scales_body(pair *p) {
   weft_gemm_args g = {.m = 17,
                       .n = 9,
                       .k = 5,
@@ -391,7 +472,7 @@ TEST(gemm_beta_zero_ignores_nan_and_k_zero_scales) {
                       .lda = 5,
                       .ldb = 9,
                       .ldc = 9};
-  gemm_case(&p, "gemm beta=0 over NaN C", g, 4); /* C starts as NaN */
+  gemm_case(p, "gemm beta=0 over NaN C", g, 4); /* C starts as NaN */
   weft_gemm_args k0 = {.m = 6,
                        .n = 7,
                        .k = 0,
@@ -402,14 +483,18 @@ TEST(gemm_beta_zero_ignores_nan_and_k_zero_scales) {
                        .ldc = 8,
                        .batch = 2,
                        .stride_c = 60};
-  gemm_case(&p, "gemm k=0 beta=0.5", k0, 5);
+  gemm_case(p, "gemm k=0 beta=0.5", k0, 5);
   k0.beta = 0;
-  gemm_case(&p, "gemm k=0 beta=0", k0, 6);
+  gemm_case(p, "gemm k=0 beta=0", k0, 6);
+}
+
+TEST(gemm_beta_zero_ignores_nan_and_k_zero_scales) {
+  pair p = setup();
+  gemm_beta_zero_ignores_nan_and_k_zero_scales_body(&p);
   teardown(&p);
 }
 
-TEST(gemm_sd_shapes) {
-  pair p = setup();
+static void gemm_sd_shapes_body(pair *p) {
   /* q/k/v projection of 64x64 tokens, batch 2, shared weight [320,320] */
   weft_gemm_args proj = {.m = 4096,
                          .n = 320,
@@ -423,7 +508,7 @@ TEST(gemm_sd_shapes) {
                          .stride_a = 4096 * 320,
                          .stride_b = 0,
                          .stride_c = 4096 * 320};
-  gemm_case(&p, "gemm proj 4096x320x320 b2", proj, 20);
+  gemm_case(p, "gemm proj 4096x320x320 b2", proj, 20);
   /* feed-forward out: [4096,1280] x [320,1280]^T */
   weft_gemm_args ff = {.m = 4096,
                        .n = 320,
@@ -433,7 +518,7 @@ TEST(gemm_sd_shapes) {
                        .lda = 1280,
                        .ldb = 1280,
                        .ldc = 320};
-  gemm_case(&p, "gemm ff 4096x320x1280", ff, 21);
+  gemm_case(p, "gemm ff 4096x320x1280", ff, 21);
   /* NCHW -> tokens (sd_run_linear_from_nchw): A = x stored [in, hw] */
   weft_gemm_args tok = {.m = 4096,
                         .n = 320,
@@ -447,7 +532,12 @@ TEST(gemm_sd_shapes) {
                         .batch = 2,
                         .stride_a = 320 * 4096,
                         .stride_c = 4096 * 320};
-  gemm_case(&p, "gemm nchw->tokens 4096x320x320 b2", tok, 22);
+  gemm_case(p, "gemm nchw->tokens 4096x320x320 b2", tok, 22);
+}
+
+TEST(gemm_sd_shapes) {
+  pair p = setup();
+  gemm_sd_shapes_body(&p);
   teardown(&p);
 }
 
@@ -483,7 +573,18 @@ static void linear_case(pair *p, const char *what, int64_t rows, int64_t in,
       p->cpu->iface->linear(p->cpu, x, rows, in, w, bias ? b : NULL, out, yc));
   ASSERT_OK(p->gpu->iface->linear(p->gpu, dx, rows, in, dw, bias ? db : NULL,
                                   out, dy));
-  check(p, what, dy, yc, rows * out, 0, TOL_SUM_MAX);
+  check(p, what, dy, yc, rows * out, 0, p->tol_sum);
+  if (p->dt != WEFT_F32) { /* the CPU on x and w rounded to 16 bits */
+    float *x16 = rounded(p, x, rows * in, p->dt),
+          *w16 = rounded(p, w, out * in, p->dt);
+    ASSERT_OK(p->cpu->iface->linear(p->cpu, x16, rows, in, w16, bias ? b : NULL,
+                                    out, yc));
+    char w2[128];
+    snprintf(w2, sizeof w2, "%s vs rounded", what);
+    check(p, w2, dy, yc, rows * out, 0, TOL_SUM_MAX);
+    free(x16);
+    free(w16);
+  }
   dfree(p, dx);
   dfree(p, dw);
   dfree(p, db);
@@ -494,13 +595,17 @@ static void linear_case(pair *p, const char *what, int64_t rows, int64_t in,
   free(yc);
 }
 
+static void linear_sd_and_odd_shapes_body(pair *p) {
+  linear_case(p, "linear context k/v 154x768->320 +b", 154, 768, 320, 1, 30);
+  linear_case(p, "linear time emb 2x1280->1280 +b", 2, 1280, 1280, 1, 31);
+  linear_case(p, "linear geglu in 8192x320->2560 +b", 8192, 320, 2560, 1, 32);
+  linear_case(p, "linear odd 77x33->19", 77, 33, 19, 0, 33);
+  linear_case(p, "linear odd 1x1->3 +b", 1, 1, 3, 1, 34);
+}
+
 TEST(linear_sd_and_odd_shapes) {
   pair p = setup();
-  linear_case(&p, "linear context k/v 154x768->320 +b", 154, 768, 320, 1, 30);
-  linear_case(&p, "linear time emb 2x1280->1280 +b", 2, 1280, 1280, 1, 31);
-  linear_case(&p, "linear geglu in 8192x320->2560 +b", 8192, 320, 2560, 1, 32);
-  linear_case(&p, "linear odd 77x33->19", 77, 33, 19, 0, 33);
-  linear_case(&p, "linear odd 1x1->3 +b", 1, 1, 3, 1, 34);
+  linear_sd_and_odd_shapes_body(&p);
   teardown(&p);
 }
 
@@ -554,10 +659,25 @@ static void conv_case(pair *p, const char *name, const conv_shape *c,
   a.y = dy;
   const char *path = weft_cuda_conv2d_path(p->gpu, &a);
   ASSERT(path != NULL);
+  /* cuDNN's legacy API is fp32 only here (conv_cuda.c says why) */
+  if (p->dt != WEFT_F32) ASSERT(strcmp(path, "cudnn") != 0);
   ASSERT_OK(p->gpu->iface->conv2d(p->gpu, &a));
   char what[96];
   snprintf(what, sizeof what, "conv %s [%s]", name, path);
-  check(p, what, dy, yc, ny, 0, TOL_SUM_MAX);
+  check(p, what, dy, yc, ny, 0, p->tol_sum);
+  if (p->dt != WEFT_F32) { /* the CPU on x and w rounded to 16 bits */
+    float *x16 = rounded(p, x, nx, p->dt), *w16 = rounded(p, w, nw, p->dt);
+    a.x = x16;
+    a.weight = w16;
+    a.bias = bias;
+    a.y = yc;
+    ASSERT_OK(p->cpu->iface->conv2d(p->cpu, &a));
+    char w2[128];
+    snprintf(w2, sizeof w2, "%s vs rounded", what);
+    check(p, w2, dy, yc, ny, 0, TOL_SUM_MAX);
+    free(x16);
+    free(w16);
+  }
   dfree(p, dx);
   dfree(p, dw);
   dfree(p, db);
@@ -588,13 +708,17 @@ TEST(conv2d_odd_shapes_im2col) {
   teardown(&p);
 }
 
-TEST(conv2d_odd_shapes_auto) {
-  pair p = setup();
+static void conv2d_odd_shapes_auto_body(pair *p) {
   for (size_t i = 0; i < sizeof odd_convs / sizeof odd_convs[0]; i++) {
     char name[32];
     snprintf(name, sizeof name, "odd #%zu", i);
-    conv_case(&p, name, &odd_convs[i], WEFT_CUDA_CONV_AUTO, 50 + i);
+    conv_case(p, name, &odd_convs[i], WEFT_CUDA_CONV_AUTO, 50 + i);
   }
+}
+
+TEST(conv2d_odd_shapes_auto) {
+  pair p = setup();
+  conv2d_odd_shapes_auto_body(&p);
   teardown(&p);
 }
 
@@ -617,24 +741,27 @@ TEST(conv2d_sd_shapes_im2col) {
   teardown(&p);
 }
 
-TEST(conv2d_sd_shapes_auto) {
-  pair p = setup();
-  printf("cuDNN %s\n", weft_cuda_have_cudnn(p.gpu)
+static void conv2d_sd_shapes_auto_body(pair *p) {
+  printf("cuDNN %s\n", weft_cuda_have_cudnn(p->gpu)
                            ? "available: [cudnn] below where it ran"
                            : "not built in or not loaded: im2col");
   for (size_t i = 0; i < sizeof sd_convs / sizeof sd_convs[0]; i++) {
     char name[32];
     snprintf(name, sizeof name, "sd #%zu", i);
-    conv_case(&p, name, &sd_convs[i], WEFT_CUDA_CONV_AUTO, 70 + i);
+    conv_case(p, name, &sd_convs[i], WEFT_CUDA_CONV_AUTO, 70 + i);
   }
+}
+
+TEST(conv2d_sd_shapes_auto) {
+  pair p = setup();
+  conv2d_sd_shapes_auto_body(&p);
   teardown(&p);
 }
 
 /* Images inside larger buffers (x_bstride, y_bstride into a concat
  * buffer's channel slice) and caller scratch, including one so small that
  * the im2col path must go a few columns at a time. */
-TEST(conv2d_strided_buffers_and_scratch) {
-  pair p = setup();
+static void conv2d_strided_buffers_and_scratch_body(pair *p) {
   uint64_t s = 80;
   const conv_shape c = {2, 6, 10, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1};
   const int64_t xs = 6 * 10 * 9 + 13, ho = 10, wo = 9;
@@ -648,49 +775,54 @@ TEST(conv2d_strided_buffers_and_scratch) {
       float *yc = malloc((size_t)(2 * ys) * 4);
       ASSERT(yc);
       memcpy(yc, y0, (size_t)(2 * ys) * 4);
-      float *dx = up(&p, x, 2 * xs), *dw = up(&p, w, 4 * 6 * 9),
-            *dy = up(&p, y0, 2 * ys);
+      float *dx = up(p, x, 2 * xs), *dw = up(p, w, 4 * 6 * 9),
+            *dy = up(p, y0, 2 * ys);
       weft_conv2d_args a = conv_args(&c);
       a.x_bstride = xs;
       a.y_bstride = ys;
       a.x = x;
       a.weight = w;
       a.y = yc + 2 * ho * wo; /* channels 2..5 of 7 */
-      ASSERT_OK(p.cpu->iface->conv2d(p.cpu, &a));
-      ASSERT_OK(weft_cuda_set_conv_algo(p.gpu, al));
+      ASSERT_OK(p->cpu->iface->conv2d(p->cpu, &a));
+      ASSERT_OK(weft_cuda_set_conv_algo(p->gpu, al));
       a.x = dx;
       a.weight = dw;
       a.y = dy + 2 * ho * wo;
-      size_t need = p.gpu->iface->conv2d_scratch_bytes(p.gpu, &a);
+      size_t need = p->gpu->iface->conv2d_scratch_bytes(p->gpu, &a);
       void *scr = NULL;
       if (sc == 1 && need) { /* exactly what it asked for */
-        scr = p.gpu->iface->buffer_alloc(p.gpu, need);
+        scr = p->gpu->iface->buffer_alloc(p->gpu, need);
         a.scratch = scr;
         a.scratch_bytes = need;
       } else if (sc == 2 && al == WEFT_CUDA_CONV_IM2COL) {
         size_t small = (size_t)(6 * 9 * 17) * 4; /* 17 columns */
-        scr = p.gpu->iface->buffer_alloc(p.gpu, small);
+        scr = p->gpu->iface->buffer_alloc(p->gpu, small);
         a.scratch = scr;
         a.scratch_bytes = small;
       }
-      ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+      ASSERT_OK(p->gpu->iface->conv2d(p->gpu, &a));
       char what[96];
       snprintf(what, sizeof what, "conv strided [%s] scratch %s",
-               weft_cuda_conv2d_path(p.gpu, &a),
+               weft_cuda_conv2d_path(p->gpu, &a),
                sc == 0   ? "none"
                : sc == 1 ? "asked"
                          : "small");
       /* the whole buffer: channels outside the slice must be untouched */
-      check(&p, what, dy, yc, 2 * ys, 0, TOL_SUM_MAX);
-      if (scr) dfree(&p, scr);
-      dfree(&p, dx);
-      dfree(&p, dw);
-      dfree(&p, dy);
+      check(p, what, dy, yc, 2 * ys, 0, p->tol_sum);
+      if (scr) dfree(p, scr);
+      dfree(p, dx);
+      dfree(p, dw);
+      dfree(p, dy);
       free(yc);
     }
   free(x);
   free(w);
   free(y0);
+}
+
+TEST(conv2d_strided_buffers_and_scratch) {
+  pair p = setup();
+  conv2d_strided_buffers_and_scratch_body(&p);
   teardown(&p);
 }
 
@@ -761,11 +893,29 @@ static void attn_case(pair *p, const char *name, const attn_shape *c,
   a.k = dk;
   a.v = dv;
   a.o = dout;
-  ASSERT_EQ(p->gpu->iface->attention_scratch_bytes(p->gpu, &a), 0);
+  size_t need = p->gpu->iface->attention_scratch_bytes(p->gpu, &a);
+  if (p->dt == WEFT_F32)
+    ASSERT_EQ(need, 0);
+  else
+    ASSERT(need > 0); /* 16-bit q, k, v, scores and probabilities */
   ASSERT_OK(p->gpu->iface->attention(p->gpu, &a));
   char what[96];
   snprintf(what, sizeof what, "attention %s", name);
-  check(p, what, dout, oc, no, 0, TOL_SUM_MAX);
+  check(p, what, dout, oc, no, 0, p->tol_attn);
+  if (need > 0 && need < ((size_t)256 << 20)) { /* again in caller scratch */
+    void *scr = p->gpu->iface->buffer_alloc(p->gpu, need);
+    ASSERT(scr);
+    a.scratch = scr;
+    a.scratch_bytes = need;
+    float *h = hnan(no);
+    ASSERT_OK(p->gpu->iface->buffer_copy(
+        p->gpu, dout, h, (size_t)no * sizeof(float), WEFT_COPY_HOST_TO_DEVICE));
+    free(h);
+    ASSERT_OK(p->gpu->iface->attention(p->gpu, &a));
+    snprintf(what, sizeof what, "attention %s, scratch", name);
+    check(p, what, dout, oc, no, 0, p->tol_attn);
+    dfree(p, scr);
+  }
   dfree(p, dq);
   dfree(p, dk);
   dfree(p, dv);
@@ -776,8 +926,7 @@ static void attn_case(pair *p, const char *name, const attn_shape *c,
   free(oc);
 }
 
-TEST(attention_odd_shapes) {
-  pair p = setup();
+static void attention_odd_shapes_body(pair *p) {
   const attn_shape cs[] = {
       {2, 3, 37, 45, 40, 24, 0, 0, 0},   /* BHLD */
       {2, 3, 37, 45, 40, 24, 1, 0, 0},   /* BLHD (diffusers) */
@@ -794,13 +943,17 @@ TEST(attention_odd_shapes) {
              (long long)cs[i].b, (long long)cs[i].h, (long long)cs[i].lq,
              (long long)cs[i].lk, (long long)cs[i].d, (long long)cs[i].dv,
              cs[i].blhd ? " blhd" : "", cs[i].causal ? " causal" : "");
-    attn_case(&p, name, &cs[i], 90 + i);
+    attn_case(p, name, &cs[i], 90 + i);
   }
+}
+
+TEST(attention_odd_shapes) {
+  pair p = setup();
+  attention_odd_shapes_body(&p);
   teardown(&p);
 }
 
-TEST(attention_sd_shapes) {
-  pair p = setup();
+static void attention_sd_shapes_body(pair *p) {
   const attn_shape cs[] = {
       {2, 8, 4096, 4096, 40, 40, 1, 0, 0}, /* 64x64 self */
       {2, 8, 4096, 77, 40, 40, 1, 0, 0},   /* 64x64 cross */
@@ -812,8 +965,13 @@ TEST(attention_sd_shapes) {
     char name[96];
     snprintf(name, sizeof name, "sd b2 h8 %lldx%lld d%lld", (long long)cs[i].lq,
              (long long)cs[i].lk, (long long)cs[i].d);
-    attn_case(&p, name, &cs[i], 100 + i);
+    attn_case(p, name, &cs[i], 100 + i);
   }
+}
+
+TEST(attention_sd_shapes) {
+  pair p = setup();
+  attention_sd_shapes_body(&p);
   teardown(&p);
 }
 
@@ -1266,6 +1424,514 @@ TEST(convert_bit_exact) {
   free(bits);
   free(all);
   teardown(&p);
+}
+
+/* ---- the op cases in FP16 and BF16 precision -----------------------------
+ * The same cases as above on a backend in 16-bit precision, each checked
+ * against the CPU on the fp32 inputs (TOL16_*) and, for GEMM, linear and
+ * conv, on inputs rounded to 16 bits (1e-4 M). */
+
+TEST(fp16_gemm) {
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  gemm_odd_shapes_all_transposes_body(&p);
+  gemm_beta_zero_ignores_nan_and_k_zero_scales_body(&p);
+  gemm_sd_shapes_body(&p);
+  teardown(&p);
+}
+
+TEST(fp16_linear) {
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  linear_sd_and_odd_shapes_body(&p);
+  teardown(&p);
+}
+
+TEST(fp16_conv2d_odd_and_strided) {
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  conv2d_odd_shapes_auto_body(&p);
+  conv2d_strided_buffers_and_scratch_body(&p);
+  teardown(&p);
+}
+
+TEST(fp16_conv2d_sd_shapes) {
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  conv2d_sd_shapes_auto_body(&p);
+  teardown(&p);
+}
+
+TEST(fp16_attention_odd_shapes) {
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  attention_odd_shapes_body(&p);
+  teardown(&p);
+}
+
+TEST(fp16_attention_sd_shapes) {
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  attention_sd_shapes_body(&p);
+  teardown(&p);
+}
+
+TEST(bf16_gemm) {
+  pair p = setup_prec(WEFT_CUDA_BF16);
+  gemm_odd_shapes_all_transposes_body(&p);
+  gemm_beta_zero_ignores_nan_and_k_zero_scales_body(&p);
+  gemm_sd_shapes_body(&p);
+  teardown(&p);
+}
+
+TEST(bf16_linear) {
+  pair p = setup_prec(WEFT_CUDA_BF16);
+  linear_sd_and_odd_shapes_body(&p);
+  teardown(&p);
+}
+
+TEST(bf16_conv2d_odd_and_strided) {
+  pair p = setup_prec(WEFT_CUDA_BF16);
+  conv2d_odd_shapes_auto_body(&p);
+  conv2d_strided_buffers_and_scratch_body(&p);
+  teardown(&p);
+}
+
+TEST(bf16_conv2d_sd_shapes) {
+  pair p = setup_prec(WEFT_CUDA_BF16);
+  conv2d_sd_shapes_auto_body(&p);
+  teardown(&p);
+}
+
+TEST(bf16_attention_odd_shapes) {
+  pair p = setup_prec(WEFT_CUDA_BF16);
+  attention_odd_shapes_body(&p);
+  teardown(&p);
+}
+
+TEST(bf16_attention_sd_shapes) {
+  pair p = setup_prec(WEFT_CUDA_BF16);
+  attention_sd_shapes_body(&p);
+  teardown(&p);
+}
+
+/* ---- precision mode and half weights --------------------------------------
+ */
+
+/* WEFT_PRECISION picks the precision of a new backend, options override
+ * it, a bad value names the variable; the default is FP16. */
+TEST(precision_default_env_and_options) {
+  if (!weft_cuda_available()) weft_test_skip("no CUDA device");
+  const char *old = getenv("WEFT_PRECISION");
+  char *saved = old ? strdup(old) : NULL;
+  static const struct {
+    const char *env;
+    weft_cuda_precision want;
+  } cs[] = {{NULL, WEFT_CUDA_FP16},
+            {"fp32", WEFT_CUDA_FP32},
+            {"fp16", WEFT_CUDA_FP16},
+            {"bf16", WEFT_CUDA_BF16}};
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    if (cs[i].env)
+      setenv("WEFT_PRECISION", cs[i].env, 1);
+    else
+      unsetenv("WEFT_PRECISION");
+    weft_backend *be = weft_backend_cuda_new(0);
+    ASSERT(be);
+    ASSERT_EQ(weft_cuda_get_precision(be), cs[i].want);
+    weft_backend_free(be);
+  }
+  /* explicit options win over the environment */
+  setenv("WEFT_PRECISION", "bf16", 1);
+  weft_cuda_options o;
+  weft_cuda_options_init(&o);
+  ASSERT_EQ(o.precision, WEFT_CUDA_PRECISION_AUTO);
+  o.precision = WEFT_CUDA_FP32;
+  char err[256] = "";
+  weft_backend *be = weft_backend_cuda_new_ex(&o, err, sizeof err);
+  ASSERT(be);
+  ASSERT_EQ(weft_cuda_get_precision(be), WEFT_CUDA_FP32);
+  ASSERT_OK(weft_cuda_set_precision(be, WEFT_CUDA_BF16));
+  ASSERT_EQ(weft_cuda_get_precision(be), WEFT_CUDA_BF16);
+  ASSERT_EQ(weft_cuda_set_precision(be, WEFT_CUDA_PRECISION_AUTO), WEFT_EINVAL);
+  ASSERT_EQ(weft_cuda_set_precision(be, (weft_cuda_precision)7), WEFT_EINVAL);
+  ASSERT_EQ(weft_cuda_get_precision(be), WEFT_CUDA_BF16);
+  weft_backend_free(be);
+  /* a bad value fails the constructor and says which variable */
+  setenv("WEFT_PRECISION", "fp8", 1);
+  o.precision = WEFT_CUDA_PRECISION_AUTO;
+  be = weft_backend_cuda_new_ex(&o, err, sizeof err);
+  ASSERT(be == NULL);
+  ASSERT_CONTAINS(err, "WEFT_PRECISION");
+  ASSERT_CONTAINS(err, "fp8");
+  printf("message: %s\n", err);
+  if (saved)
+    setenv("WEFT_PRECISION", saved, 1);
+  else
+    unsetenv("WEFT_PRECISION");
+  free(saved);
+  ASSERT_STR_EQ(weft_cuda_precision_name(WEFT_CUDA_BF16), "bf16");
+  ASSERT_EQ(weft_cuda_get_precision(NULL), WEFT_CUDA_FP32);
+}
+
+/* The registry of half-weight ranges: lookups inside and outside, the
+ * type recorded at marking, overlaps and unknown ranges refused. */
+TEST(half_weight_registry) {
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  weft_backend *be = p.gpu;
+  unsigned char *blk = be->iface->buffer_alloc(be, 4096);
+  ASSERT(blk);
+  ASSERT_EQ(weft_cuda_half_dtype(be, blk), WEFT_F32);
+  ASSERT_OK(weft_cuda_mark_half(be, blk + 1024, 1024)); /* fp16 */
+  ASSERT_OK(weft_cuda_set_precision(be, WEFT_CUDA_BF16));
+  ASSERT_OK(weft_cuda_mark_half(be, blk, 512)); /* bf16 */
+  ASSERT_OK(weft_cuda_mark_half_as(be, blk + 3000, 10, WEFT_F16));
+  ASSERT_EQ(weft_cuda_half_dtype(be, blk), WEFT_BF16);
+  ASSERT_EQ(weft_cuda_half_dtype(be, blk + 511), WEFT_BF16);
+  ASSERT_EQ(weft_cuda_half_dtype(be, blk + 512), WEFT_F32);
+  ASSERT_EQ(weft_cuda_half_dtype(be, blk + 1023), WEFT_F32);
+  ASSERT_EQ(weft_cuda_half_dtype(be, blk + 1024), WEFT_F16);
+  ASSERT_EQ(weft_cuda_half_dtype(be, blk + 2047), WEFT_F16);
+  ASSERT_EQ(weft_cuda_half_dtype(be, blk + 2048), WEFT_F32);
+  ASSERT_EQ(weft_cuda_half_dtype(be, blk + 3009), WEFT_F16);
+  ASSERT_EQ(weft_cuda_half_dtype(be, blk + 3010), WEFT_F32);
+  /* overlaps (either side, inside, around) and bad arguments */
+  ASSERT_EQ(weft_cuda_mark_half(be, blk + 2000, 100), WEFT_EINVAL);
+  ASSERT_EQ(weft_cuda_mark_half(be, blk + 1500, 10), WEFT_EINVAL);
+  ASSERT_EQ(weft_cuda_mark_half(be, blk + 1000, 4000), WEFT_EINVAL);
+  ASSERT_EQ(weft_cuda_mark_half(be, blk + 500, 20), WEFT_EINVAL);
+  ASSERT_EQ(weft_cuda_mark_half(be, blk + 2048, 0), WEFT_EINVAL);
+  ASSERT_EQ(weft_cuda_mark_half(be, NULL, 16), WEFT_EINVAL);
+  ASSERT_EQ(weft_cuda_mark_half_as(be, blk + 2048, 16, WEFT_F32), WEFT_EINVAL);
+  ASSERT_EQ(weft_cuda_mark_half(p.cpu, blk + 2048, 16), WEFT_EINVAL);
+  ASSERT_OK(weft_cuda_set_precision(be, WEFT_CUDA_FP32));
+  ASSERT_EQ(weft_cuda_mark_half(be, blk + 2048, 16), WEFT_EINVAL);
+  ASSERT_CONTAINS(weft_cuda_last_error(be), "fp32");
+  /* the ranges keep their type whatever the precision now */
+  ASSERT_EQ(weft_cuda_half_dtype(be, blk + 1024), WEFT_F16);
+  /* unmark: by start only */
+  ASSERT_EQ(weft_cuda_unmark_half(be, blk + 1025), WEFT_EINVAL);
+  ASSERT_OK(weft_cuda_unmark_half(be, blk + 1024));
+  ASSERT_EQ(weft_cuda_unmark_half(be, blk + 1024), WEFT_EINVAL);
+  ASSERT_EQ(weft_cuda_half_dtype(be, blk + 1500), WEFT_F32);
+  ASSERT_EQ(weft_cuda_half_dtype(be, blk + 100), WEFT_BF16);
+  /* many ranges: sorted insertion from both ends */
+  unsigned char *big = be->iface->buffer_alloc(be, 1 << 20);
+  ASSERT(big);
+  for (int i = 0; i < 200; i++) {
+    int j = i % 2 ? 199 - i / 2 : i / 2;
+    ASSERT_OK(weft_cuda_mark_half_as(be, big + j * 4096, 2048,
+                                     j % 3 ? WEFT_F16 : WEFT_BF16));
+  }
+  for (int j = 0; j < 200; j++) {
+    ASSERT_EQ(weft_cuda_half_dtype(be, big + j * 4096 + 2047),
+              j % 3 ? WEFT_F16 : WEFT_BF16);
+    ASSERT_EQ(weft_cuda_half_dtype(be, big + j * 4096 + 2048), WEFT_F32);
+  }
+  for (int j = 0; j < 200; j++)
+    ASSERT_OK(weft_cuda_unmark_half(be, big + j * 4096));
+  ASSERT_OK(weft_cuda_unmark_half(be, blk));
+  ASSERT_OK(weft_cuda_unmark_half(be, blk + 3000));
+  dfree(&p, big);
+  dfree(&p, blk);
+  teardown(&p);
+}
+
+/* A device buffer of `pad` + n 16-bit values of type dt: the fp32 weights
+ * w converted on the device, starting at element `pad` (pad 1 leaves them
+ * only 2-byte aligned).  The block is marked half as dt. */
+static uint16_t *marked_block(pair *p, const float *dw, int64_t n, int64_t pad,
+                              weft_dtype dt, void **block) {
+  uint16_t *b = p->gpu->iface->buffer_alloc(p->gpu, (size_t)(n + pad) * 2);
+  ASSERT(b);
+  ASSERT_OK(p->gpu->iface->convert(p->gpu, b + pad, dt, dw, WEFT_F32, n));
+  ASSERT_OK(weft_cuda_mark_half_as(p->gpu, b, (size_t)(n + pad) * 2, dt));
+  ASSERT_EQ(weft_cuda_half_dtype(p->gpu, b + pad), dt);
+  *block = b;
+  return b + pad;
+}
+
+static void unmark_free(pair *p, void *block) {
+  ASSERT_OK(weft_cuda_unmark_half(p->gpu, block));
+  dfree(p, block);
+}
+
+/* linear, 3x3 conv, 1x1 conv and a batched GEMM with weights stored as
+ * 16-bit wdt (marked) against the CPU on inputs rounded as the GPU rounds
+ * them (weights to wdt, activations to the compute type, none in FP32
+ * precision where marked weights are widened) and, where wdt is the
+ * compute type, against the same weights given as fp32 (rounded on each
+ * call).  Weights at offset 0 and at an odd element offset. */
+static void half_weights_case(weft_cuda_precision prec, weft_dtype wdt) {
+  pair p = setup_prec(prec);
+  uint64_t s = 300 + (uint64_t)prec * 10 + (uint64_t)wdt;
+  const bool widen = prec == WEFT_CUDA_FP32;
+  for (int64_t pad = 0; pad < 2; pad++) {
+    char tag[64];
+    snprintf(tag, sizeof tag, "%s weights in %s, offset %lld",
+             wdt == WEFT_BF16 ? "bf16" : "fp16", weft_cuda_precision_name(prec),
+             (long long)pad);
+    /* linear 154x768 -> 320 + bias, the bias marked too */
+    {
+      const int64_t rows = 154, in = 768, out = 320;
+      float *x = rnd(&s, rows * in, -1, 1), *w = rnd(&s, out * in, -.2f, .2f);
+      float *b = rnd(&s, out, -1, 1), *yc = hnan(rows * out);
+      float *dx = up(&p, x, rows * in), *dw = up(&p, w, out * in),
+            *db = up(&p, b, out), *dy1 = dpoison(&p, rows * out),
+            *dy2 = dpoison(&p, rows * out);
+      void *wblk, *bblk;
+      const float *wh =
+          (const float *)marked_block(&p, dw, out * in, pad, wdt, &wblk);
+      const float *bh =
+          (const float *)marked_block(&p, db, out, pad, wdt, &bblk);
+      ASSERT_OK(p.gpu->iface->linear(p.gpu, dx, rows, in, wh, bh, out, dy1));
+      float *x16 = rounded(&p, x, rows * in, p.dt);
+      float *w16 = rounded(&p, w, out * in, wdt),
+            *b16 = rounded(&p, b, out, wdt);
+      ASSERT_OK(p.cpu->iface->linear(p.cpu, x16, rows, in, w16, b16, out, yc));
+      char what[160];
+      snprintf(what, sizeof what, "linear marked vs cpu rounded (%s)", tag);
+      check(&p, what, dy1, yc, rows * out, 0, TOL_SUM_MAX);
+      if (!widen && wdt == p.dt) { /* fp32 weights rounded per call */
+        ASSERT_OK(p.gpu->iface->linear(p.gpu, dx, rows, in, dw, bh, out, dy2));
+        float *g1 = down(&p, dy1, rows * out);
+        snprintf(what, sizeof what, "linear marked vs fp32 weights (%s)", tag);
+        check(&p, what, dy2, g1, rows * out, 0, TOL_SUM_MAX);
+        free(g1);
+      }
+      unmark_free(&p, wblk);
+      unmark_free(&p, bblk);
+      dfree(&p, dx);
+      dfree(&p, dw);
+      dfree(&p, db);
+      dfree(&p, dy1);
+      dfree(&p, dy2);
+      free(x);
+      free(w);
+      free(b);
+      free(yc);
+      free(x16);
+      free(w16);
+      free(b16);
+    }
+    /* conv 3x3 (im2col) and 1x1 (GEMM), bias fp32 */
+    static const conv_shape cs[] = {
+        {2, 64, 16, 16, 48, 3, 3, 1, 1, 1, 1, 1, 1},
+        {2, 96, 8, 8, 40, 1, 1, 1, 1, 0, 0, 0, 0},
+        {1, 8, 9, 10, 6, 3, 3, 2, 2, 0, 0, 1, 1},
+    };
+    for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+      const conv_shape *c = &cs[ci];
+      weft_conv2d_args a = conv_args(c);
+      int64_t ho = weft_conv2d_out_size(c->h, c->kh, c->sh, c->pt, c->pb);
+      int64_t wo = weft_conv2d_out_size(c->w, c->kw, c->sw, c->pl, c->pr);
+      int64_t nx = c->b * c->cin * c->h * c->w,
+              nw = c->cout * c->cin * c->kh * c->kw,
+              ny = c->b * c->cout * ho * wo;
+      float bound = 1.0f / sqrtf((float)(c->cin * c->kh * c->kw));
+      float *x = rnd(&s, nx, -1, 1), *w = rnd(&s, nw, -bound, bound);
+      float *bias = rnd(&s, c->cout, -1, 1), *yc = hnan(ny);
+      float *dx = up(&p, x, nx), *dw = up(&p, w, nw),
+            *db = up(&p, bias, c->cout), *dy1 = dpoison(&p, ny),
+            *dy2 = dpoison(&p, ny);
+      void *wblk;
+      const float *wh =
+          (const float *)marked_block(&p, dw, nw, pad, wdt, &wblk);
+      ASSERT_OK(weft_cuda_set_conv_algo(p.gpu, WEFT_CUDA_CONV_AUTO));
+      a.x = dx;
+      a.weight = wh;
+      a.bias = db;
+      a.y = dy1;
+      const char *path = weft_cuda_conv2d_path(p.gpu, &a);
+      ASSERT(path);
+      ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+      float *x16 = rounded(&p, x, nx, p.dt);
+      float *w16 = rounded(&p, w, nw, wdt);
+      weft_conv2d_args ac = a;
+      ac.x = x16;
+      ac.weight = w16;
+      ac.bias = bias;
+      ac.y = yc;
+      ASSERT_OK(p.cpu->iface->conv2d(p.cpu, &ac));
+      char what[160];
+      snprintf(what, sizeof what, "conv #%zu [%s] marked vs cpu rounded (%s)",
+               ci, path, tag);
+      check(&p, what, dy1, yc, ny, 0, TOL_SUM_MAX);
+      if (!widen && wdt == p.dt) {
+        a.weight = dw;
+        a.y = dy2;
+        ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+        float *g1 = down(&p, dy1, ny);
+        snprintf(what, sizeof what, "conv #%zu marked vs fp32 weights (%s)", ci,
+                 tag);
+        check(&p, what, dy2, g1, ny, 0, TOL_SUM_MAX);
+        free(g1);
+      }
+      unmark_free(&p, wblk);
+      dfree(&p, dx);
+      dfree(&p, dw);
+      dfree(&p, db);
+      dfree(&p, dy1);
+      dfree(&p, dy2);
+      free(x);
+      free(w);
+      free(bias);
+      free(yc);
+      free(x16);
+      free(w16);
+    }
+    /* batched GEMM, shared weight as B (trans_b, stride 0) */
+    {
+      const int64_t m = 300, n = 96, k = 160, batch = 2;
+      float *ha = rnd(&s, batch * m * k, -1, 1), *hb = rnd(&s, n * k, -1, 1);
+      float *hc = hnan(batch * m * n);
+      float *da = up(&p, ha, batch * m * k), *db = up(&p, hb, n * k),
+            *dc = dpoison(&p, batch * m * n);
+      void *bblk;
+      const float *bh =
+          (const float *)marked_block(&p, db, n * k, pad, wdt, &bblk);
+      weft_gemm_args g = {.m = m,
+                          .n = n,
+                          .k = k,
+                          .trans_b = 1,
+                          .alpha = 1.0f,
+                          .lda = k,
+                          .ldb = k,
+                          .ldc = n,
+                          .batch = batch,
+                          .stride_a = m * k,
+                          .stride_b = 0,
+                          .stride_c = m * n};
+      weft_gemm_args gg = g, gc = g;
+      gg.a = da;
+      gg.b = bh;
+      gg.c = dc;
+      ASSERT_OK(p.gpu->iface->gemm(p.gpu, &gg));
+      float *a16 = rounded(&p, ha, batch * m * k, p.dt);
+      float *b16 = rounded(&p, hb, n * k, wdt);
+      gc.a = a16;
+      gc.b = b16;
+      gc.c = hc;
+      ASSERT_OK(p.cpu->iface->gemm(p.cpu, &gc));
+      char what[160];
+      snprintf(what, sizeof what, "gemm b2 marked B vs cpu rounded (%s)", tag);
+      check(&p, what, dc, hc, batch * m * n, 0, TOL_SUM_MAX);
+      unmark_free(&p, bblk);
+      dfree(&p, da);
+      dfree(&p, db);
+      dfree(&p, dc);
+      free(ha);
+      free(hb);
+      free(hc);
+      free(a16);
+      free(b16);
+    }
+  }
+  teardown(&p);
+}
+
+TEST(half_weights_fp16) {
+  half_weights_case(WEFT_CUDA_FP16, WEFT_F16);
+}
+
+TEST(half_weights_bf16) {
+  half_weights_case(WEFT_CUDA_BF16, WEFT_BF16);
+}
+
+/* bf16 weights on an fp16 backend: rounded to fp16 on the fly (every
+ * bf16 weight here but the tiniest is exact in fp16) */
+TEST(half_weights_bf16_on_fp16_backend) {
+  half_weights_case(WEFT_CUDA_FP16, WEFT_BF16);
+}
+
+TEST(half_weights_widened_in_fp32) {
+  half_weights_case(WEFT_CUDA_FP32, WEFT_F16);
+}
+
+/* A model-like loop in 16-bit precision (linear with marked and fp32
+ * weights, 3x3 and 1x1 conv, GEMM, attention, group norm) makes no
+ * cudaMalloc after its first step: the cuBLASLt workspace and every
+ * 16-bit scratch come from the cache. */
+static void steady_state_16(weft_cuda_precision prec) {
+  pair p = setup_prec(prec);
+  uint64_t s = 400;
+  const int64_t c = 64, hw = 16 * 16, tok = 2 * hw;
+  float *hx = rnd(&s, 2 * c * hw, -1, 1), *hw3 = rnd(&s, c * c * 9, -.1f, .1f);
+  float *hl = rnd(&s, c * c, -.1f, .1f);
+  float *x = up(&p, hx, 2 * c * hw), *w = up(&p, hw3, c * c * 9),
+        *wl = up(&p, hl, c * c);
+  void *blk;
+  const float *wlh = (const float *)marked_block(&p, wl, c * c, 0, p.dt, &blk);
+  uint64_t after_first = 0;
+  for (int it = 0; it < 4; it++) {
+    float *y = p.gpu->iface->buffer_alloc(p.gpu, (size_t)(2 * c * hw) * 4);
+    float *t = p.gpu->iface->buffer_alloc(p.gpu, (size_t)(2 * c * hw) * 4);
+    float *u = p.gpu->iface->buffer_alloc(p.gpu, (size_t)(2 * c * hw) * 4);
+    ASSERT(y && t && u);
+    ASSERT_OK(p.gpu->iface->group_norm(p.gpu, x, t, 2, c, hw, 32, 1e-5f, NULL,
+                                       NULL, WEFT_ACT_SILU));
+    weft_conv2d_args a = {.batch = 2,
+                          .c_in = c,
+                          .h_in = 16,
+                          .w_in = 16,
+                          .c_out = c,
+                          .k_h = 3,
+                          .k_w = 3,
+                          .stride_h = 1,
+                          .stride_w = 1,
+                          .pad_top = 1,
+                          .pad_left = 1,
+                          .pad_bottom = 1,
+                          .pad_right = 1,
+                          .x = t,
+                          .weight = w,
+                          .y = y};
+    ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+    weft_conv2d_args a1 = a;
+    a1.k_h = a1.k_w = 1;
+    a1.pad_top = a1.pad_left = a1.pad_bottom = a1.pad_right = 0;
+    a1.x = y;
+    a1.weight = wlh;
+    a1.y = t;
+    ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a1));
+    ASSERT_OK(p.gpu->iface->linear(p.gpu, t, tok, c, wlh, NULL, c, y));
+    ASSERT_OK(p.gpu->iface->linear(p.gpu, y, tok, c, wl, NULL, c, u));
+    weft_attn_args at = {.batch = 2,
+                         .heads = 2,
+                         .lq = hw,
+                         .lk = hw,
+                         .d = c / 2,
+                         .dv = c / 2,
+                         .q = u,
+                         .k = y,
+                         .v = t};
+    at.q_s = at.k_s = at.v_s = weft_attn_strides_blhd(2, hw, c / 2);
+    float *o = p.gpu->iface->buffer_alloc(p.gpu, (size_t)(2 * c * hw) * 4);
+    ASSERT(o);
+    at.o = o;
+    at.o_s = weft_attn_strides_blhd(2, hw, c / 2);
+    ASSERT_OK(p.gpu->iface->attention(p.gpu, &at));
+    dfree(&p, o);
+    dfree(&p, y);
+    dfree(&p, t);
+    dfree(&p, u);
+    if (it == 0) after_first = weft_cuda_malloc_count(p.gpu);
+  }
+  ASSERT_OK(p.gpu->iface->synchronize(p.gpu));
+  printf("%s: cudaMalloc calls: %llu after the first step, %llu after four\n",
+         weft_cuda_precision_name(prec), (unsigned long long)after_first,
+         (unsigned long long)weft_cuda_malloc_count(p.gpu));
+  ASSERT_EQ(weft_cuda_malloc_count(p.gpu), after_first);
+  unmark_free(&p, blk);
+  dfree(&p, x);
+  dfree(&p, w);
+  dfree(&p, wl);
+  free(hx);
+  free(hw3);
+  free(hl);
+  teardown(&p);
+}
+
+TEST(steady_state_fp16_makes_no_cudamalloc) {
+  steady_state_16(WEFT_CUDA_FP16);
+}
+
+TEST(steady_state_bf16_makes_no_cudamalloc) {
+  steady_state_16(WEFT_CUDA_BF16);
 }
 
 /* ---- TF32 -----------------------------------------------------------------

@@ -20,6 +20,8 @@
 #   build.log    compiler output
 #   test.log     every case's output (measured errors vs the CPU backend)
 #   summary.txt  one line per case: PASS/FAIL/SKIP, seconds
+#   precision.txt the measured errors of the fp16/bf16 cases (fp16_*,
+#                bf16_*, half_*, steady_state_*16*), grouped by case
 #   sanitize.log compute-sanitizer memcheck of the small cases (when the
 #                tool works on the machine; WEFT_GPU_SANITIZE=0 skips it)
 # Environment: WEFT_GPU_JOBS (parallel compiles, default nproc),
@@ -224,7 +226,9 @@ if [ "${WEFT_GPU_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null;
   : >"$san"
   for c in gemm_odd_shapes_all_transposes conv2d_odd_shapes_im2col \
     attention_odd_shapes conv2d_odd_shapes_auto concat_any_axis \
-    upsample_nearest2x steady_state_makes_no_cudamalloc; do
+    upsample_nearest2x steady_state_makes_no_cudamalloc \
+    half_weights_fp16 fp16_attention_odd_shapes fp16_gemm \
+    steady_state_bf16_makes_no_cudamalloc; do
     left=$((deadline - ($(date +%s) - t_start)))
     if [ $left -lt 15 ]; then
       echo "==== memcheck $c: skipped (deadline)" >>"$san"
@@ -240,9 +244,25 @@ if [ "${WEFT_GPU_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null;
     "$(grep -c '^exit 0$' "$san")" "$(grep -c '^exit ' "$san")" >>"$summary"
 fi
 
+# The 16-bit cases' errors, by case (awk keeps the "==== case" headers
+# of those cases and their measurement lines).
+awk '/^==== /{keep = ($2 ~ /^(fp16_|bf16_|half_|precision_|steady_state_(fp16|bf16))/); if (keep) print; next}
+     keep && /max err|cudaMalloc|precision:|message:|skip/' "$test_log" >"$OUT/precision.txt"
+
 echo "---- $(sed -n 2p "$env_txt")"
-grep -E 'max err|cudaMalloc|device:|message:|cuDNN' "$test_log" | cut -c1-118 | head -90
+grep -E 'max err|cudaMalloc|device:|message:|cuDNN' "$test_log" | cut -c1-118 | head -60
 echo "---- $(grep -c bit-exact "$test_log") bit-exact comparisons"
+# worst err/max of each 16-bit comparison kind (the tolerance is in test_cuda.c)
+echo "---- fp16/bf16: worst err/max per case (precision.txt has every line)"
+awk '/^==== /{c = $2; next} /err\/max=/{split($0, f, "err/max="); v = f[2] + 0;
+     k = c (index($0, "vs rounded") ? " (vs rounded)" : "");
+     if (!(k in w) || v > w[k]) w[k] = v}
+     END {for (k in w) printf "%-58s %.3g\n", k, w[k]}' "$OUT/precision.txt" | sort
+# the end of each failing case's log
+for c in $(awk '$1 ~ /^FAIL/ {print $3}' "$summary"); do
+  echo "---- FAILED $c (last lines)"
+  awk -v c="$c" '/^==== /{on = ($2 == c); next} on' "$test_log" | tail -12 | cut -c1-200
+done
 cat "$summary"
 say "pass $n_pass, fail $n_fail, skip $n_skip; $(($(date +%s) - t_start)) s in all"
 [ $n_fail = 0 ]
