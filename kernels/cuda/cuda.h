@@ -114,6 +114,13 @@ weft_cuda_precision weft_cuda_get_precision(const weft_backend *be);
 /* "fp32", "fp16", "bf16" ("?" for anything else).  (transfer none) */
 const char *weft_cuda_precision_name(weft_cuda_precision p);
 
+/* 16-bit products run so far: *lt on cublasLtMatmul, *fallback on
+ * cublasGemmStridedBatchedEx (where cuBLASLt had no algorithm, e.g. for
+ * operands only 2-byte aligned).  0, or WEFT_EINVAL for a non-CUDA
+ * backend. */
+int weft_cuda_gemm16_counts(const weft_backend *be, uint64_t *lt,
+                            uint64_t *fallback);
+
 /* Half weights.  Registers the device range [buf, buf + bytes) as holding
  * 16-bit weights: a weight pointer w passed to linear, conv2d (weight) or
  * gemm (operand b) that lies inside a registered range is read as 16-bit

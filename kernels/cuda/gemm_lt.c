@@ -151,9 +151,14 @@ static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
     st = CUBLAS_STATUS_SUCCESS;
     goto out;
   }
-  LT_CK(cublasLtMatmul(LT(ctx), o.op, &mm->alpha, mm->b, o.la, mm->a, o.lb,
-                       &mm->beta, mm->c, o.lc, mm->c, o.lc, &res.algo,
-                       ctx->lt_ws, ctx->lt_ws_bytes, ctx->stream));
+  st = cublasLtMatmul(LT(ctx), o.op, &mm->alpha, mm->b, o.la, mm->a, o.lb,
+                      &mm->beta, mm->c, o.lc, mm->c, o.lc, &res.algo,
+                      ctx->lt_ws, ctx->lt_ws_bytes, ctx->stream);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
+    rc = WEFT_EUNSUPPORTED;
+    st = CUBLAS_STATUS_SUCCESS;
+  }
+  what = "cublasLtMatmul";
 out:
   lt_free(&o);
   if (st != CUBLAS_STATUS_SUCCESS)
@@ -167,7 +172,9 @@ out:
 
 int weft__cuda_mm16(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
   int rc = lt_matmul(ctx, mm);
+  if (rc == 0) ctx->n_lt++;
   if (rc != WEFT_EUNSUPPORTED) return rc;
+  ctx->n_lt_fallback++;
   const cudaDataType_t t = mm->dt == WEFT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
   cublasStatus_t st = cublasGemmStridedBatchedEx_64(
       (cublasHandle_t)ctx->blas, mm->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,

@@ -59,6 +59,7 @@ typedef struct weft__cuda_ctx {
   void *lt;    /* cublasLtHandle_t */
   void *lt_ws; /* cuBLASLt workspace (from the cache, made on first use) */
   size_t lt_ws_bytes;
+  uint64_t n_lt, n_lt_fallback; /* 16-bit products on cuBLASLt / GemmEx */
   bool tf32;
   weft_cuda_conv_algo conv_algo;
   weft_cuda_precision precision; /* never AUTO */

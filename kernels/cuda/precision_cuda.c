@@ -170,3 +170,11 @@ weft_dtype weft_cuda_half_dtype(const weft_backend *be, const void *p) {
   if (!weft_backend_is_cuda(be)) return WEFT_F32;
   return weft__cuda_weight_dtype(WEFT__CUDA_CTX(be), p);
 }
+
+int weft_cuda_gemm16_counts(const weft_backend *be, uint64_t *lt,
+                            uint64_t *fallback) {
+  if (!weft_backend_is_cuda(be) || !lt || !fallback) return WEFT_EINVAL;
+  *lt = WEFT__CUDA_CTX(be)->n_lt;
+  *fallback = WEFT__CUDA_CTX(be)->n_lt_fallback;
+  return 0;
+}

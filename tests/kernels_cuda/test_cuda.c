@@ -100,6 +100,12 @@ static float *rounded(pair *p, const float *x, int64_t n, weft_dtype dt) {
 
 static void teardown(pair *p) {
   ASSERT_OK(p->gpu->iface->synchronize(p->gpu));
+  uint64_t lt = 0, fb = 0;
+  ASSERT_OK(weft_cuda_gemm16_counts(p->gpu, &lt, &fb));
+  if (lt || fb)
+    printf("cuBLASLt products: %llu, GemmEx fallbacks: %llu\n",
+           (unsigned long long)lt, (unsigned long long)fb);
+  if (p->dt != WEFT_F32) ASSERT(lt > 0); /* the 16-bit path did run */
   weft_backend_free(p->gpu);
   weft_backend_free(p->cpu);
 }
@@ -1628,7 +1634,10 @@ TEST(half_weight_registry) {
   ASSERT_OK(weft_cuda_unmark_half(be, blk + 3000));
   dfree(&p, big);
   dfree(&p, blk);
-  teardown(&p);
+  /* no products ran: not teardown, which checks that they did */
+  ASSERT_OK(be->iface->synchronize(be));
+  weft_backend_free(p.gpu);
+  weft_backend_free(p.cpu);
 }
 
 /* A device buffer of `pad` + n 16-bit values of type dt: the fp32 weights

@@ -247,7 +247,7 @@ fi
 # The 16-bit cases' errors, by case (awk keeps the "==== case" headers
 # of those cases and their measurement lines).
 awk '/^==== /{keep = ($2 ~ /^(fp16_|bf16_|half_|precision_|steady_state_(fp16|bf16))/); if (keep) print; next}
-     keep && /max err|cudaMalloc|precision:|message:|skip/' "$test_log" >"$OUT/precision.txt"
+     keep && /max err|cudaMalloc|precision:|message:|skip|cuBLASLt/' "$test_log" >"$OUT/precision.txt"
 
 echo "---- $(sed -n 2p "$env_txt")"
 grep -E 'max err|cudaMalloc|device:|message:|cuDNN' "$test_log" | cut -c1-118 | head -60
