@@ -122,10 +122,12 @@ int weft_cuda_gemm16_counts(const weft_backend *be, uint64_t *lt,
                             uint64_t *fallback);
 
 /* Half weights.  Registers the device range [buf, buf + bytes) as holding
- * 16-bit weights: a weight pointer w passed to linear, conv2d (weight) or
- * gemm (operand b) that lies inside a registered range is read as 16-bit
- * elements starting at w (element i at ((const uint16_t *)w)[i]), although
- * the API types it const float *.  The 16-bit format is the backend's
+ * 16-bit weights: a pointer passed to linear (weight, bias), conv2d
+ * (weight, bias) or gemm (a, b) that lies inside a registered range is
+ * read as 16-bit elements starting there (element i of w at
+ * ((const uint16_t *)w)[i]), although the API types it const float *.
+ * No other operand is looked up: norm parameters, embeddings and
+ * activations must stay fp32.  The 16-bit format is the backend's
  * precision at the time of the call (FP16: IEEE half, BF16: bfloat16) and
  * stays with the range if the precision changes later (the weights are then
  * converted on the fly).  Marking needs a 16-bit precision (WEFT_EINVAL in
