@@ -451,10 +451,14 @@ static int run_cnet(folder *m, weft_backend *be, weft_st_file *in, outputs *o) {
     co.down[i] = NULL; /* the outputs' now */
   }
   int64_t m2[2] = {xs[0], co.mid_numel / xs[0]};
-  if (!bad) bad = out_add(o, "cnet.mid", co.mid, 2, m2) != 0;
-  co.mid = NULL;
-  if (!bad) bad = out_add(o, "cnet.unet_out", uout, 4, us) != 0;
-  uout = NULL;
+  if (!bad) {
+    bad = out_add(o, "cnet.mid", co.mid, 2, m2) != 0;
+    co.mid = NULL; /* the outputs' now */
+  }
+  if (!bad) {
+    bad = out_add(o, "cnet.unet_out", uout, 4, us) != 0;
+    uout = NULL;
+  }
   if (!bad) {
     out_meta_seconds(o, "cnet.load_s", t1 - t0);
     out_meta_seconds(o, "cnet.forward_s", t2 - t1);
