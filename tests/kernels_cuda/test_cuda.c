@@ -568,13 +568,19 @@ TEST(gemm_rejects_what_cpu_rejects) {
   teardown(&p);
 }
 
+/* bias: 0 none, 1 a bias, 2 a bias and x, w, bias and y one float past
+ * their buffers' (aligned) starts: 4-byte aligned operands. */
 static void linear_case(pair *p, const char *what, int64_t rows, int64_t in,
                         int64_t out, int bias, uint64_t seed) {
   uint64_t s = seed;
-  float *x = rnd(&s, rows * in, -1, 1), *w = rnd(&s, out * in, -.2f, .2f);
-  float *b = rnd(&s, out, -1, 1), *yc = hnan(rows * out);
-  float *dx = up(p, x, rows * in), *dw = up(p, w, out * in),
-        *db = up(p, b, out), *dy = dpoison(p, rows * out);
+  const int64_t o = bias == 2 ? 1 : 0;
+  float *x = rnd(&s, rows * in + o, -1, 1),
+        *w = rnd(&s, out * in + o, -.2f, .2f);
+  float *b = rnd(&s, out + o, -1, 1), *yc = hnan(rows * out);
+  float *dx0 = up(p, x, rows * in + o), *dw0 = up(p, w, out * in + o),
+        *db0 = up(p, b, out + o), *dy0 = dpoison(p, rows * out + o);
+  float *dx = dx0 + o, *dw = dw0 + o, *db = db0 + o, *dy = dy0 + o;
+  x += o, w += o, b += o;
   ASSERT_OK(
       p->cpu->iface->linear(p->cpu, x, rows, in, w, bias ? b : NULL, out, yc));
   ASSERT_OK(p->gpu->iface->linear(p->gpu, dx, rows, in, dw, bias ? db : NULL,
@@ -591,13 +597,13 @@ static void linear_case(pair *p, const char *what, int64_t rows, int64_t in,
     free(x16);
     free(w16);
   }
-  dfree(p, dx);
-  dfree(p, dw);
-  dfree(p, db);
-  dfree(p, dy);
-  free(x);
-  free(w);
-  free(b);
+  dfree(p, dx0);
+  dfree(p, dw0);
+  dfree(p, db0);
+  dfree(p, dy0);
+  free(x - o);
+  free(w - o);
+  free(b - o);
   free(yc);
 }
 
@@ -607,6 +613,8 @@ static void linear_sd_and_odd_shapes_body(pair *p) {
   linear_case(p, "linear geglu in 8192x320->2560 +b", 8192, 320, 2560, 1, 32);
   linear_case(p, "linear odd 77x33->19", 77, 33, 19, 0, 33);
   linear_case(p, "linear odd 1x1->3 +b", 1, 1, 3, 1, 34);
+  linear_case(p, "linear 154x768->320 +b, 4-byte aligned", 154, 768, 320, 2,
+              35);
 }
 
 TEST(linear_sd_and_odd_shapes) {
