@@ -156,7 +156,18 @@ static int residency(weft_plan_report *rep) {
   int32_t n_steps = 0;
   for (int32_t i = 0; i < rep->n_rows; i++)
     n_steps += rep->rows[i].n_blocks;
+  /* the budget holds the weights and, at any time, one node's activation
+   * arena: the weights get what the largest arena of a device node leaves */
   uint64_t budget = rep->on_device && rep->budget ? rep->budget : UINT64_MAX;
+  uint64_t max_arena = 0;
+  for (int32_t i = 0; i < rep->n_rows; i++)
+    if (rep->rows[i].device != WEFT_DEVICE_CPU &&
+        rep->rows[i].arena > max_arena)
+      max_arena = rep->rows[i].arena;
+  if (budget != UINT64_MAX) {
+    rep->arena_over_budget = max_arena >= budget;
+    if (!rep->arena_over_budget) budget -= max_arena;
+  }
   uint64_t *bytes = calloc((size_t)rep->n_blocks + 1, sizeof *bytes);
   weft_plan_step *steps = calloc((size_t)n_steps + 1, sizeof *steps);
   int32_t *map = calloc((size_t)rep->n_blocks + 1, sizeof *map);
@@ -373,6 +384,8 @@ static int print_json(const weft_plan_report *r, FILE *out) {
                             : json_null());
     json_object_set_new(o, "weights_loaded",
                         json_integer((json_int_t)r->weights_loaded));
+    json_object_set_new(o, "arena_over_budget",
+                        json_boolean(r->arena_over_budget));
     if (json_dumpf(o, out, JSON_INDENT(2) | JSON_ENSURE_ASCII) ||
         fputc('\n', out) == EOF)
       rc = WEFT_EIO;
@@ -422,6 +435,8 @@ PLAN_API int weft_plan_print(const weft_plan_report *r, FILE *out, int json) {
             r->peak, r->rows[r->peak_row].node_id, bud);
   else
     fprintf(out, "peak: 0 B (no node plans memory); budget %s\n", bud);
+  if (r->arena_over_budget)
+    fprintf(out, "note: an activation arena alone exceeds the budget\n");
   for (int32_t k = 0; k < r->n_blocks; k++)
     if (r->blocks[k].streamed) {
       char b[32];

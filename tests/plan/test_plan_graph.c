@@ -420,7 +420,8 @@ TEST(residency_without_a_budget_loads_each_model_once) {
 TEST(residency_under_a_budget_evicts_by_next_use) {
   weft_ctx *ctx;
   weft_graph *g;
-  /* 150 bytes hold one model: each node loads its own, evicting the other */
+  /* 150 bytes less b's arena hold one model: each node loads its own,
+   * evicting the other */
   weft_plan_report *rep = plan_graph(150, &ctx, &g);
   const uint64_t want[3][3] = {
       {100, 100, 110}, {100, 100, 120}, {100, 100, 105}};
@@ -446,7 +447,7 @@ TEST(residency_under_a_budget_evicts_by_next_use) {
   json_decref(root);
   free(buf);
   done(rep, ctx, g);
-  /* 250 bytes keep both: d finds its model still there */
+  /* 250 bytes (230 for weights) keep both: d finds its model there */
   rep = plan_graph(250, &ctx, &g);
   const uint64_t want2[3][3] = {
       {100, 100, 110}, {200, 100, 220}, {200, 0, 205}};
@@ -457,10 +458,13 @@ TEST(residency_under_a_budget_evicts_by_next_use) {
 TEST(a_model_larger_than_the_budget_streams_through_it) {
   weft_ctx *ctx;
   weft_graph *g;
+  /* 50 bytes less the largest arena (b's 20) leave 30 for weights */
   weft_plan_report *rep = plan_graph(50, &ctx, &g);
-  const uint64_t want[3][3] = {{50, 100, 60}, {50, 100, 70}, {50, 100, 55}};
+  const uint64_t want[3][3] = {{30, 100, 40}, {30, 100, 50}, {30, 100, 35}};
   check_rows(rep, want);
   ASSERT(rep->blocks[0].streamed && rep->blocks[1].streamed);
+  ASSERT(!rep->arena_over_budget);
+  ASSERT(rep->peak <= 50);
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
@@ -468,5 +472,9 @@ TEST(a_model_larger_than_the_budget_streams_through_it) {
   fclose(f);
   ASSERT_CONTAINS(buf, "is larger than the budget: it streams");
   free(buf);
+  done(rep, ctx, g);
+  /* 20 bytes: b's arena alone fills it */
+  rep = plan_graph(20, &ctx, &g);
+  ASSERT(rep->arena_over_budget);
   done(rep, ctx, g);
 }

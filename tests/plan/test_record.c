@@ -91,8 +91,7 @@ TEST(trace_records_lifetimes_and_plans_the_arena_at_the_lower_bound) {
   weft_backend_free(inner);
 }
 
-TEST(
-    replays_allocate_nothing_from_the_inner_backend_and_compute_the_same_bits) {
+TEST(replays_allocate_nothing_from_the_inner_backend_and_give_same_bits) {
   weft_backend *inner = cnt_backend_new(false);
   weft_rec *r = weft_rec_new(inner);
   float x[N], want[N], out[N];

@@ -85,9 +85,11 @@ void weft_residency_free(weft_plan_step *steps, int32_t n_steps);
  * stores outputs of the right shapes), a node without one runs for real
  * (loaders, EmptyLatentImage: cheap), and an output node (SaveImage) is
  * skipped, as is a node fed by one.  Nothing is written and nothing is
- * cached.  The weights the nodes name are then placed under the VRAM
- * budget by weft_residency_plan (whole models as blocks; on the CPU the
- * budget does not apply). */
+ * cached.  The weights the nodes name are then placed by
+ * weft_residency_plan (whole models as blocks) under the VRAM budget less
+ * the largest activation arena of a device node, so that every node's peak
+ * fits; a model larger than that streams through it.  On the CPU the
+ * budget does not apply.  Weights count from their first use. */
 
 typedef struct weft_ctx weft_ctx;
 typedef struct weft_graph weft_graph;
@@ -133,6 +135,7 @@ typedef struct weft_plan_report {
   uint64_t peak;       /* the largest row peak */
   int32_t peak_row;    /* its row, -1 when there are none */
   uint64_t weights_loaded; /* all weight transfers */
+  bool arena_over_budget;  /* a device node's arena alone fills the budget */
 } weft_plan_report;
 
 /* Plans graph g (its current input values) under budget device bytes
