@@ -52,8 +52,16 @@ int sd_cnet_to_backend(sd_cnet *m, weft_backend *be) {
   sd_vram *vr = sd_vram_new(be, budget, WEFT_F32, NULL, false);
   if (!vr) return WEFT_ENOMEM;
   int r = sd_cnet_to_vram(m, vr);
-  sd_vram_release(vr); /* the models hold it */
+  if (!r) r = sd_vram_commit(vr);
+  if (r) sd_cnet_to_host(m); /* as it was */
+  sd_vram_release(vr);       /* the models hold it */
   return r;
+}
+
+void sd_cnet_to_host(sd_cnet *m) {
+  sd_devw_release(m->dw);
+  m->dw = NULL;
+  sd_unet_to_host(m->enc);
 }
 
 sd_devw *sd_cnet_devw(const sd_cnet *m, bool encoder) {

@@ -1,6 +1,10 @@
 /* sd_backend.c - which backend the sd plugin's models run on, from
- * WEFT_DEVICE (cpu, cuda or auto; `weft run --device` sets it), and the
- * device's own words when a model call fails there. */
+ * WEFT_DEVICE (cpu, cuda or auto; `weft run --device` sets it), the device
+ * memory their weights may take (WEFT_VRAM; `weft run --vram` sets it),
+ * the copy stream and 16-bit weights of a CUDA device, and the device's
+ * own words when a model call fails there. */
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +13,7 @@
 
 #if WEFT_SD_CUDA
 #include "kernels/cuda/cuda.h"
+#include "kernels/cuda/stream.h"
 #endif
 
 weft_backend *sd_backend_new(weft_call *c, const char *what, int *code) {
@@ -87,4 +92,162 @@ void sd_model_error(weft_call *c, const weft_backend *be, int r,
 #endif
   c->host->error(c, "%s on %s: %s%s%s", what, be->iface->name, err_text(r),
                  *why ? ": " : "", why);
+}
+
+/* ---- the weights' device memory ----------------------------------------- */
+
+#if WEFT_SD_CUDA
+/* sd_xfer over a copy stream of the backend (kernels/cuda/stream.h) */
+typedef struct cuda_xfer {
+  weft_cuda_copier *cp;
+  weft_backend *be;
+} cuda_xfer;
+
+static void *cx_host_alloc(void *u, size_t n) {
+  return weft_cuda_host_alloc(((cuda_xfer *)u)->cp, n);
+}
+static void cx_host_free(void *u, void *p) {
+  weft_cuda_host_free(((cuda_xfer *)u)->cp, p);
+}
+static void *cx_event_new(void *u) {
+  return weft_cuda_event_new(((cuda_xfer *)u)->cp);
+}
+static void cx_event_free(void *u, void *ev) {
+  weft_cuda_event_free(((cuda_xfer *)u)->cp, ev);
+}
+static int cx_record(void *u, void *ev) {
+  return weft_cuda_record_compute(((cuda_xfer *)u)->cp, ev);
+}
+static int cx_upload(void *u, void *dst, const void *src, size_t n, void *after,
+                     void *done) {
+  return weft_cuda_copy_async(((cuda_xfer *)u)->cp, dst, src, n, after, done);
+}
+static int cx_wait(void *u, void *ev) {
+  return weft_cuda_wait_compute(((cuda_xfer *)u)->cp, ev);
+}
+static int cx_mark(void *u, void *buf, size_t n, weft_dtype dt) {
+  return weft_cuda_mark_half_as(((cuda_xfer *)u)->be, buf, n, dt);
+}
+static int cx_unmark(void *u, void *buf) {
+  return weft_cuda_unmark_half(((cuda_xfer *)u)->be, buf);
+}
+static void cx_free(void *u) {
+  cuda_xfer *x = u;
+  weft_cuda_copier_free(x->cp);
+  free(x);
+}
+
+int sd_cuda_xfer(weft_backend *be, sd_xfer *out, weft_dtype *half, char *err,
+                 size_t n) {
+  weft_cuda_precision p = weft_cuda_get_precision(be);
+  *half = p == WEFT_CUDA_FP16   ? WEFT_F16
+          : p == WEFT_CUDA_BF16 ? WEFT_BF16
+                                : WEFT_F32;
+  cuda_xfer *cx = calloc(1, sizeof *cx);
+  if (!cx) {
+    snprintf(err, n, "out of memory");
+    return WEFT_ENOMEM;
+  }
+  if (!(cx->cp = weft_cuda_copier_new(be, err, n))) {
+    free(cx);
+    return WEFT_EDEVICE;
+  }
+  cx->be = be;
+  *out = (sd_xfer){.ctx = cx,
+                   .host_alloc = cx_host_alloc,
+                   .host_free = cx_host_free,
+                   .event_new = cx_event_new,
+                   .event_free = cx_event_free,
+                   .record_compute = cx_record,
+                   .upload = cx_upload,
+                   .compute_wait = cx_wait,
+                   .mark_half = cx_mark,
+                   .unmark_half = cx_unmark,
+                   .free = cx_free};
+  return 0;
+}
+
+/* The default budget on a device with `free` bytes free: what is left
+ * after a margin for activations and scratch (a fifth, at least 2 GiB;
+ * half when the device has less than 4 GiB free). */
+static uint64_t default_budget(uint64_t free_bytes) {
+  const uint64_t gib = (uint64_t)1 << 30;
+  if (free_bytes < 4 * gib) return free_bytes / 2;
+  uint64_t margin = free_bytes / 5 > 2 * gib ? free_bytes / 5 : 2 * gib;
+  return free_bytes - margin;
+}
+#endif
+
+sd_vram *sd_vram_for(weft_call *c, weft_backend *be, const char *what,
+                     int *code) {
+  const weft_host *h = c->host;
+  *code = 0;
+  uint64_t dflt = UINT64_MAX, budget;
+  const char *from = "no limit";
+  weft_dtype half = WEFT_F32;
+  sd_xfer *xp = NULL;
+#if WEFT_SD_CUDA
+  sd_xfer xf;
+  if (weft_backend_is_cuda(be)) {
+    size_t fr = 0, tot = 0;
+    if (!weft_cuda_mem_info(be, &fr, &tot)) {
+      dflt = default_budget(fr);
+      from = "the device's free memory less a margin for activations";
+    }
+    char err[256] = "";
+    if (!sd_cuda_xfer(be, &xf, &half, err, sizeof err)) {
+      xp = &xf;
+    } else {
+      h->log(c, WEFT_LOG_WARN,
+             "%s: no copy stream (%s): weights load synchronously, in fp32",
+             what, err);
+      half = WEFT_F32;
+    }
+  }
+#endif
+  char err[256];
+  if (sd_vram_env_budget(dflt, &budget, err, sizeof err)) {
+    if (xp) xp->free(xp->ctx);
+    h->error(c, "%s", err);
+    *code = WEFT_EINVAL;
+    return NULL;
+  }
+  if (getenv("WEFT_VRAM") && *getenv("WEFT_VRAM")) from = "WEFT_VRAM";
+  sd_vram *vr = sd_vram_new(be, budget, half, xp, true);
+  if (!vr) {
+    h->error(c, "out of memory");
+    *code = WEFT_ENOMEM;
+    return NULL;
+  }
+  if (budget == UINT64_MAX)
+    h->log(c, WEFT_LOG_INFO, "%s: weights on %s without a budget (%s)", what,
+           be->iface->name, half == WEFT_F32 ? "fp32" : "16-bit matrices");
+  else
+    h->log(c, WEFT_LOG_INFO, "%s: weights on %s within %.1f MiB (%s), %s", what,
+           be->iface->name, (double)budget / 1048576.0, from,
+           half == WEFT_F32   ? "fp32"
+           : half == WEFT_F16 ? "fp16 matrices"
+                              : "bf16 matrices");
+  return vr;
+}
+
+void sd_vram_report(weft_call *c, const weft_backend *be, const sd_vram *vr,
+                    int r, const char *what) {
+  const char *why = vr ? sd_vram_error(vr) : "";
+  if (*why)
+    c->host->error(c, "%s: %s", what, why);
+  else
+    sd_model_error(c, be, r, what);
+}
+
+void sd_vram_log(weft_call *c, const sd_vram *vr, const char *what) {
+  const sd_vram_stats *st = sd_vram_get_stats(vr);
+  if (sd_vram_streaming(vr))
+    c->host->log(c, WEFT_LOG_INFO,
+                 "%s: the weights do not fit the budget: blocks stream "
+                 "through a %.1f MiB pool (%" PRIu64 " loaded so far)",
+                 what, (double)sd_vram_pool_bytes(vr) / 1048576.0, st->loads);
+  else
+    c->host->log(c, WEFT_LOG_INFO, "%s: all weights resident (%.1f MiB)", what,
+                 (double)sd_vram_pool_bytes(vr) / 1048576.0);
 }

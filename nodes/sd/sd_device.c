@@ -142,6 +142,7 @@ struct sd_vram {
   sd_devw **models; /* joined, in order */
   int n_models, cap_models;
   void *after; /* the compute-stream event uploads wait for */
+  bool dirty;  /* models joined since the pool was sized */
   sd_vram_stats st;
   char err[512];
 };
@@ -345,8 +346,12 @@ static int64_t find_gap(const placed *p, int n, size_t pool, size_t need) {
 }
 
 /* Moves every resident block down to close the gaps, on the compute
- * stream (after their uploads); overlapping moves go through a temporary
- * buffer, or are loaded again from the image when none can be had. */
+ * stream (after their uploads): device-to-device in pieces no larger than
+ * the distance moved (no piece overlaps itself), or loaded again from the
+ * image when that distance is under SD_MOVE_CHUNK_MIN.  No memory beyond
+ * the pool is needed. */
+#define SD_MOVE_CHUNK_MIN ((size_t)4 << 20)
+
 static int compact(sd_vram *vr) {
   int n, rc = 0;
   placed *p = list_resident(vr, &n);
@@ -358,23 +363,21 @@ static int compact(sd_vram *vr) {
     if (p[i].off != at) {
       char *src = (char *)vr->pool + p[i].off, *dst = (char *)vr->pool + at;
       if ((rc = settle(vr, k))) break;
-      if (p[i].off - at >= k->bytes) {
-        rc = be->iface->buffer_copy(be, dst, src, k->bytes,
-                                    WEFT_COPY_DEVICE_TO_DEVICE);
-      } else {
-        void *tmp = be->iface->buffer_alloc(be, k->bytes);
-        if (tmp) {
-          rc = be->iface->buffer_copy(be, tmp, src, k->bytes,
+      const size_t gap = p[i].off - at;
+      if (gap >= SD_MOVE_CHUNK_MIN || gap >= k->bytes) {
+        /* in pieces of at most `gap` bytes, lowest first: each piece's
+         * source lies above its destination and is read before a later
+         * piece overwrites it (one stream, in order) */
+        for (size_t d = 0; d < k->bytes && !rc; d += gap) {
+          size_t len = k->bytes - d < gap ? k->bytes - d : gap;
+          rc = be->iface->buffer_copy(be, dst + d, src + d, len,
                                       WEFT_COPY_DEVICE_TO_DEVICE);
-          if (!rc)
-            rc = be->iface->buffer_copy(be, dst, tmp, k->bytes,
-                                        WEFT_COPY_DEVICE_TO_DEVICE);
-          be->iface->buffer_free(be, tmp); /* after the copies: same stream */
-        } else {
-          rc = be->iface->buffer_copy(be, dst,
-                                      (const char *)p[i].dw->image + k->img_off,
-                                      k->bytes, WEFT_COPY_HOST_TO_DEVICE);
         }
+      } else {
+        /* a sliver of a gap: load it again instead of many tiny moves */
+        rc = be->iface->buffer_copy(be, dst,
+                                    (const char *)p[i].dw->image + k->img_off,
+                                    k->bytes, WEFT_COPY_HOST_TO_DEVICE);
       }
       if (rc) break;
       k->pool_off = (int64_t)at;
@@ -525,8 +528,15 @@ static int join(sd_vram *vr, sd_devw *dw) {
     vr->models = nm, vr->cap_models = nc;
   }
   vr->models[vr->n_models++] = dw;
+  vr->dirty = true;
+  return 0;
+}
+
+int sd_vram_commit(sd_vram *vr) {
+  if (!vr->dirty) return 0;
   int rc = size_pool(vr);
   if (!rc) rc = preload(vr);
+  if (!rc) vr->dirty = false;
   return rc;
 }
 
@@ -750,8 +760,8 @@ int sd_devw_use(sd_devw *dw, int b) {
   sd_vram *vr = dw->vr;
   sd_devw_block *k = &dw->blk[b];
   dw->pos = b;
-  int rc = 0;
-  if (k->bytes && k->pool_off < 0) rc = load(vr, dw, b, -1, false);
+  int rc = sd_vram_commit(vr);
+  if (!rc && k->bytes && k->pool_off < 0) rc = load(vr, dw, b, -1, false);
   if (!rc) rc = settle(vr, k);
   if (rc || !vr->prefetch) return rc;
   /* the next block with weights, on the copy stream while b computes;

@@ -117,11 +117,11 @@ typedef struct sd_xfer {
 } sd_xfer;
 
 typedef struct sd_vram_stats {
-  uint64_t loads;         /* blocks copied host -> pool */
+  uint64_t loads; /* blocks copied host -> pool */
   uint64_t loaded_bytes;
-  uint64_t prefetches;    /* of those, issued ahead of use */
-  uint64_t evictions;     /* blocks dropped from the pool */
-  uint64_t moves;         /* blocks moved by compaction */
+  uint64_t prefetches; /* of those, issued ahead of use */
+  uint64_t evictions;  /* blocks dropped from the pool */
+  uint64_t moves;      /* blocks moved by compaction */
   uint64_t moved_bytes;
   uint64_t peak_resident; /* the most pool bytes resident at once */
 } sd_vram_stats;
@@ -145,19 +145,25 @@ uint64_t sd_vram_budget(const sd_vram *vr);
 bool sd_vram_streaming(const sd_vram *vr);
 /* The pool's size in bytes (0 before a model joins). */
 size_t sd_vram_pool_bytes(const sd_vram *vr);
+/* Sizes the pool for the models joined so far and loads blocks in order
+ * while they fit (all of them when nothing streams).  The first
+ * sd_devw_use does it too; _to_backend does it at once.  0 or a WEFT_E*
+ * code (ENOMEM: the pool cannot be allocated, sd_vram_error says so). */
+int sd_vram_commit(sd_vram *vr);
 /* Why the last call failed ("" if none): which block, how many bytes, the
  * budget.  (transfer none: until the next call on vr) */
 const char *sd_vram_error(const sd_vram *vr);
 
-/* ---- a model's weights on a device ---------------------------------------- */
+/* ---- a model's weights on a device ----------------------------------------
+ */
 
 typedef struct sd_devw_entry {
   float *host;   /* the master (the array sd_weight made; in ck->params) */
   float **field; /* the model's pointer to it */
   int64_t numel;
   sd_wkind kind;
-  int block;     /* its block (SD_W_HALF), -1 otherwise */
-  size_t off;    /* bytes into its block, or into the F32 arena */
+  int block;  /* its block (SD_W_HALF), -1 otherwise */
+  size_t off; /* bytes into its block, or into the F32 arena */
 } sd_devw_entry;
 
 typedef struct sd_devw_block {
@@ -178,24 +184,24 @@ typedef struct sd_devw {
   char model[32];   /* "UNet", for messages */
   sd_devw_entry *e; /* in visiting order */
   int n;
-  int *sorted;      /* entry indices by host address, for lookups */
+  int *sorted; /* entry indices by host address, for lookups */
   sd_devw_block *blk;
   int n_blocks;
-  void *f32;        /* the SD_W_F32 weights (one buffer of be) */
+  void *f32; /* the SD_W_F32 weights (one buffer of be) */
   size_t f32_bytes;
-  void *image;      /* the blocks as uploaded (16-bit or fp32), host */
+  void *image; /* the blocks as uploaded (16-bit or fp32), host */
   size_t image_bytes;
-  size_t elem;      /* 2 or 4: bytes per SD_W_HALF element */
-  int pos;          /* the block used last, -1 */
+  size_t elem;        /* 2 or 4: bytes per SD_W_HALF element */
+  int pos;            /* the block used last, -1 */
   size_t arena_bytes; /* device bytes: blocks + F32 weights */
 } sd_devw;
 
 /* Puts a model on vr's backend: the F32 weights into a buffer there, the
- * blocks into a host image (16-bit when vr says so) and, when they fit,
- * into the pool; the model's pointers then lead to device memory (NULL for
- * a block not resident).  On failure the model is left as it was:
- * WEFT_ERANGE when one block alone exceeds what the budget leaves for it
- * (sd_vram_error names it), WEFT_ENOMEM, or a copy's error.  `model`
+ * blocks into a host image (16-bit when vr says so), and into the pool at
+ * sd_vram_commit (or the first use); the model's pointers then lead to
+ * device memory (NULL for a block not resident).  On failure the model is left
+ * as it was: WEFT_ERANGE when one block alone exceeds what the budget leaves
+ * for it (sd_vram_error names it), WEFT_ENOMEM, or a copy's error.  `model`
  * names it in messages.  (transfer full: sd_devw_release, before the
  * backend is freed; it holds a reference to vr) */
 int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
@@ -234,6 +240,12 @@ int sd_clip_to_vram(sd_clip *m, sd_vram *vr);
 int sd_unet_to_vram(sd_unet *m, sd_vram *vr);
 int sd_vae_to_vram(sd_vae *m, sd_vram *vr);
 int sd_cnet_to_vram(sd_cnet *m, sd_vram *vr);
+/* Each model back on the host: its device weights released (nothing if
+ * it has none); it then runs on a host backend only. */
+void sd_clip_to_host(sd_clip *m);
+void sd_unet_to_host(sd_unet *m);
+void sd_vae_to_host(sd_vae *m);
+void sd_cnet_to_host(sd_cnet *m);
 /* The budget WEFT_VRAM sets (decimal bytes), or dflt when unset; -1 with
  * a message in err when it is not a positive number. */
 int sd_vram_env_budget(uint64_t dflt, uint64_t *out, char *err, size_t n);
@@ -251,6 +263,32 @@ sd_devw *sd_unet_devw(const sd_unet *m);
 sd_devw *sd_vae_devw(const sd_vae *m);
 /* A ControlNet's two parts: its UNet encoder's and its own layers'. */
 sd_devw *sd_cnet_devw(const sd_cnet *m, bool encoder);
+
+/* ---- the plugin's side (sd_backend.c; not in the model library) ---------- */
+
+/* The sd_vram for the models a loader puts on device backend be: the
+ * budget WEFT_VRAM says (default: on CUDA the device's free memory less a
+ * margin for activations, a fifth and at least 2 GiB), 16-bit matrices
+ * when the backend computes in fp16/bf16, uploads on a copy stream with
+ * prefetch.  Logs the choice ("the checkpoint: weights on cuda within
+ * 1536.0 MiB (WEFT_VRAM), fp16 matrices").  NULL after c->host->error
+ * with *code set.  (transfer full: sd_vram_release) */
+sd_vram *sd_vram_for(weft_call *c, weft_backend *be, const char *what,
+                     int *code);
+/* (Built with CUDA only.)  The sd_xfer of a CUDA backend: a new copy
+ * stream, pinned images, half marking; *half the 16-bit format its
+ * precision asks for (WEFT_F32 in FP32 mode).  0, or a WEFT_E* code with
+ * the reason in err.  (transfer full: pass it to sd_vram_new, which frees
+ * it) */
+int sd_cuda_xfer(weft_backend *be, sd_xfer *out, weft_dtype *half, char *err,
+                 size_t n);
+/* Records a failed _to_vram: sd_vram_error's words when it has some (a
+ * budget too small names the block and the sizes), else as
+ * sd_model_error. */
+void sd_vram_report(weft_call *c, const weft_backend *be, const sd_vram *vr,
+                    int r, const char *what);
+/* Logs whether the models fit (resident) or stream, and the pool's size. */
+void sd_vram_log(weft_call *c, const sd_vram *vr, const char *what);
 
 /* ---- host I/O of the forward passes
  * ------------------------------------------ */

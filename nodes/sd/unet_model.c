@@ -148,8 +148,14 @@ int sd_unet_to_backend(sd_unet *m, weft_backend *be) {
   sd_vram *vr = sd_vram_new(be, budget, WEFT_F32, NULL, false);
   if (!vr) return WEFT_ENOMEM;
   int r = sd_unet_to_vram(m, vr);
+  if (!r && (r = sd_vram_commit(vr))) sd_unet_to_host(m); /* as it was */
   sd_vram_release(vr); /* the model holds it */
   return r;
+}
+
+void sd_unet_to_host(sd_unet *m) {
+  sd_devw_release(m->dw);
+  m->dw = NULL;
 }
 
 sd_devw *sd_unet_devw(const sd_unet *m) {

@@ -128,8 +128,14 @@ int sd_vae_to_backend(sd_vae *m, weft_backend *be) {
   sd_vram *vr = sd_vram_new(be, budget, WEFT_F32, NULL, false);
   if (!vr) return WEFT_ENOMEM;
   int r = sd_vae_to_vram(m, vr);
+  if (!r && (r = sd_vram_commit(vr))) sd_vae_to_host(m); /* as it was */
   sd_vram_release(vr); /* the model holds it */
   return r;
+}
+
+void sd_vae_to_host(sd_vae *m) {
+  sd_devw_release(m->dw);
+  m->dw = NULL;
 }
 
 sd_devw *sd_vae_devw(const sd_vae *m) {

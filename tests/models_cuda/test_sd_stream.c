@@ -54,6 +54,7 @@ static void open_on(model *md, sd_vram *vr) {
     if (r) fprintf(stderr, "%s\n", sd_vram_error(vr));
     ASSERT_OK(r);
     ASSERT_OK(sd_vae_to_vram(md->vae, vr));
+    ASSERT_OK(sd_vram_commit(vr));
   }
 }
 
@@ -206,6 +207,8 @@ TEST(streamed_unet_equals_resident_and_loads_match_the_residency_plan) {
     ASSERT_OK(sd_unet_load(&md.m.ck, &md.unet));
     ASSERT_OK(sd_unet_to_vram(md.unet, vr));
     ASSERT(sd_vram_streaming(vr));
+    ASSERT_EQ(sd_vram_pool_bytes(vr), 0); /* sized at the first use */
+    ASSERT_OK(sd_vram_commit(vr));
     ASSERT_EQ(sd_vram_pool_bytes(vr), pool);
     const sd_devw *dw = sd_unet_devw(md.unet);
     for (int p = 0; p < PASSES; p++) {
@@ -560,6 +563,16 @@ static void fs_run_until(fake_stream *s, const int *ev) {
     *c->done = 1;
     if (c->done == ev) break;
   }
+  if (s->head == s->tail) s->head = s->tail = 0;
+}
+static int fs_mark(void *ctx, void *buf, size_t n, weft_dtype dt) {
+  (void)ctx, (void)buf, (void)n;
+  ASSERT(dt == WEFT_F16);
+  return 0;
+}
+static int fs_unmark(void *ctx, void *buf) {
+  (void)ctx, (void)buf;
+  return 0;
 }
 
 static void *fs_host_alloc(void *ctx, size_t n) {
@@ -662,4 +675,135 @@ TEST(copy_stream_late_copies_are_waited_for) {
 
 TEST(copy_stream_early_copies_never_clobber_a_running_block) {
   fake_stream_run(false);
+}
+
+/* ---- SD1.5 sizes under a 1.5 GiB budget
+ * ------------------------------------------ */
+
+static const char *sd15_json[SD_PARTS] = {
+    "{\"block_out_channels\":[320,640,1280,1280],\"down_block_types\":["
+    "\"CrossAttnDownBlock2D\",\"CrossAttnDownBlock2D\","
+    "\"CrossAttnDownBlock2D\","
+    "\"DownBlock2D\"],\"up_block_types\":[\"UpBlock2D\",\"CrossAttnUpBlock2D\","
+    "\"CrossAttnUpBlock2D\",\"CrossAttnUpBlock2D\"],\"layers_per_block\":2,"
+    "\"attention_head_dim\":8,\"cross_attention_dim\":768,\"in_channels\":4,"
+    "\"out_channels\":4,\"norm_num_groups\":32}",
+    "{\"block_out_channels\":[128,256,512,512],\"layers_per_block\":2,"
+    "\"latent_channels\":4}",
+    "{\"hidden_size\":768,\"num_hidden_layers\":12,\"num_attention_heads\":12,"
+    "\"intermediate_size\":3072,\"hidden_act\":\"quick_gelu\"}"};
+
+static void print_blocks(const sd_devw *dw) {
+  uint64_t t = 0;
+  for (int b = 0; b < dw->n_blocks; b++) {
+    if (!dw->blk[b].bytes) continue;
+    fprintf(stderr, "  %-12s %-44s %8.1f MiB\n", dw->model, dw->blk[b].name,
+            (double)dw->blk[b].bytes / 1048576.0);
+    t += dw->blk[b].bytes;
+  }
+  fprintf(stderr, "  %-12s %-44s %8.1f MiB (+ %.1f MiB fp32 resident)\n",
+          dw->model, "all blocks", (double)t / 1048576.0,
+          (double)dw->f32_bytes / 1048576.0);
+}
+
+static void sd15_txt2img(bool prefetch) {
+  sd_ckpt ck;
+  memset(&ck, 0, sizeof ck);
+  ck.random_weights = true;
+  ck.layout = SD_LAYOUT_DIFFUSERS;
+  for (int p = 0; p < SD_PARTS; p++)
+    ck.has[p] = true;
+  ASSERT_OK(sd_ckpt_configure(&ck, sd15_json));
+  sd_unet *unet = NULL;
+  sd_clip *clip = NULL;
+  sd_vae *vae = NULL;
+  ASSERT_OK(sd_unet_load(&ck, &unet));
+  ASSERT_OK(sd_clip_load(&ck, &clip));
+  ASSERT_OK(sd_vae_load(&ck, &vae));
+  weft_backend *e = emu();
+  fake_stream *fs = calloc(1, sizeof *fs);
+  sd_xfer x = {.ctx = fs,
+               .host_alloc = fs_host_alloc,
+               .host_free = fs_host_free,
+               .event_new = fs_event_new,
+               .event_free = fs_event_free,
+               .record_compute = fs_record,
+               .upload = fs_upload,
+               .compute_wait = fs_wait,
+               .mark_half = fs_mark,
+               .unmark_half = fs_unmark};
+  const uint64_t budget = 1610612736ull; /* --vram 1.5G */
+  sd_vram *vr = sd_vram_new(e, budget, WEFT_F16, &x, prefetch);
+  /* the loader's order */
+  ASSERT_OK(sd_unet_to_vram(unet, vr));
+  ASSERT_OK(sd_clip_to_vram(clip, vr));
+  ASSERT_OK(sd_vae_to_vram(vae, vr));
+  ASSERT(sd_vram_streaming(vr));
+  ASSERT_OK(sd_vram_commit(vr));
+  sd_devw *du = sd_unet_devw(unet), *dc = sd_clip_devw(clip),
+          *dv = sd_vae_devw(vae);
+  if (prefetch) print_blocks(du), print_blocks(dc), print_blocks(dv);
+  const sd_vram_stats *st = sd_vram_get_stats(vr);
+  fprintf(stderr,
+          "%s: pool %.1f MiB of the %.1f MiB budget; at load %llu "
+          "blocks (%.1f MiB)\n",
+          prefetch ? "prefetch" : "loads on use (Belady exactly)",
+          (double)sd_vram_pool_bytes(vr) / 1048576.0,
+          (double)budget / 1048576.0, (unsigned long long)st->loads,
+          (double)st->loaded_bytes / 1048576.0);
+  uint64_t l0 = st->loads, b0 = st->loaded_bytes;
+  for (int i = 0; i < 12; i++)
+    ASSERT_OK(sd_devw_use(dc, 1 + i));
+  fprintf(stderr, "  text encoder: %llu loads, %.1f MiB\n",
+          (unsigned long long)(st->loads - l0),
+          (double)(st->loaded_bytes - b0) / 1048576.0);
+  for (int step = 0; step < 20; step++) {
+    l0 = st->loads, b0 = st->loaded_bytes;
+    for (int b = 0; b < du->n_blocks; b++)
+      ASSERT_OK(sd_devw_use(du, b));
+    if (step < 3 || step == 19)
+      fprintf(stderr, "  UNet step %2d: %llu loads, %.1f MiB\n", step + 1,
+              (unsigned long long)(st->loads - l0),
+              (double)(st->loaded_bytes - b0) / 1048576.0);
+    ASSERT(st->loads > l0); /* it streams */
+  }
+  l0 = st->loads, b0 = st->loaded_bytes;
+  for (int b = 5; b < dv->n_blocks; b++)
+    ASSERT_OK(sd_devw_use(dv, b));
+  fprintf(stderr, "  VAE decode: %llu loads, %.1f MiB\n",
+          (unsigned long long)(st->loads - l0),
+          (double)(st->loaded_bytes - b0) / 1048576.0);
+  fprintf(stderr,
+          "  total %llu loads (%llu ahead), %.1f MiB; %llu "
+          "compaction moves (%.1f MiB); peak resident %.1f MiB\n",
+          (unsigned long long)st->loads, (unsigned long long)st->prefetches,
+          (double)st->loaded_bytes / 1048576.0, (unsigned long long)st->moves,
+          (double)st->moved_bytes / 1048576.0,
+          (double)st->peak_resident / 1048576.0);
+  ASSERT(st->peak_resident <= sd_vram_pool_bytes(vr));
+  ASSERT(sd_vram_pool_bytes(vr) + du->f32_bytes + dc->f32_bytes +
+             dv->f32_bytes <=
+         budget);
+  sd_unet_free(unet), sd_clip_free(clip), sd_vae_free(vae);
+  sd_vram_release(vr);
+  ASSERT_EQ(fs->pinned, 0);
+  free(fs);
+  ASSERT_EQ(emu_live(e), 0);
+  weft_backend_free(e);
+  sd_ckpt_free_params(&ck);
+  sd_ckpt_release(&ck);
+}
+
+/* SD1.5's shapes (random weights, fp16 matrices) through the txt2img
+ * schedule -- the text encoder, 20 UNet steps, the VAE decoder -- under
+ * `--vram 1.5G`: the per-block sizes and the bytes streamed per step.
+ * No compute (the emulated device cannot read 16-bit weights): only the
+ * residency decisions and copies.  About 8 GB of host memory, so it runs
+ * when WEFT_TEST_SD15=1. */
+TEST(sd15_txt2img_schedule_under_1_5_gib) {
+  const char *on = getenv("WEFT_TEST_SD15");
+  if (!on || strcmp(on, "1"))
+    weft_test_skip("set WEFT_TEST_SD15=1 (needs about 8 GB of memory)");
+  sd15_txt2img(true);
+  sd15_txt2img(false);
 }
