@@ -218,7 +218,7 @@ static int residency(weft_plan_report *rep) {
     r->transfers = r->weights_loaded + r->h2d + r->d2h;
     r->peak = r->weights_resident + r->arena;
     rep->weights_loaded += r->weights_loaded;
-    if (rep->peak_row < 0 || r->peak > rep->peak) {
+    if (r->peak > rep->peak) {
       rep->peak = r->peak;
       rep->peak_row = i;
     }

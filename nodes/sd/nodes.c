@@ -1212,7 +1212,7 @@ enum { VI_GROW };
 
 /* nodes.py VAEEncodeForInpaint: masked pixels go to grey before encoding,
  * and the mask, grown by a box filter, becomes the latent's noise mask */
-static int vae_encode_inpaint_run(weft_call *c) {
+static int vae_encode_inpaint_common(weft_call *c, weft_plan *plan) {
   const weft_host *h = c->host;
   sd_bundle *b = sd_ref_of(c, 1)->bundle;
   const weft_tensor *px = h->value_tensor(c->inputs[0]);
@@ -1266,7 +1266,7 @@ static int vae_encode_inpaint_run(weft_call *c) {
           *p = (*p - 0.5f) * m + 0.5f;
         }
   }
-  if (!r) r = encode_pixels(c, b, in, B, H, W, NULL);
+  if (!r) r = encode_pixels(c, b, in, B, H, W, plan);
   if (!r) {
     int64_t ms[4] = {n, 1, H, W};
     weft_tensor mt;
@@ -1281,6 +1281,13 @@ static int vae_encode_inpaint_run(weft_call *c) {
   }
   free(in), free(full), free(grown);
   return r;
+}
+
+static int vae_encode_inpaint_run(weft_call *c) {
+  return vae_encode_inpaint_common(c, NULL);
+}
+static int vae_encode_inpaint_plan(weft_call *c, weft_plan *plan) {
+  return vae_encode_inpaint_common(c, plan);
 }
 
 /* ---- descriptors ----------------------------------------------------------- */
@@ -1537,7 +1544,7 @@ static const weft_node_def encode_inpaint_def = {
            "and the grown mask becomes the latent's noise mask.",
     .inputs = inpaint_in, .n_inputs = 3, .outputs = latent_out,
     .n_outputs = 1, .params = inpaint_params, .n_params = 1,
-    .run = vae_encode_inpaint_run};
+    .plan = vae_encode_inpaint_plan, .run = vae_encode_inpaint_run};
 
 static const weft_node_def *const nodes[] = {
     &loader_def,   &encode_def,       &last_layer_def, &empty_def,
