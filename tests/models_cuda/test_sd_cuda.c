@@ -22,6 +22,7 @@
  * uploads, copies in and out, host work on explicit copies, LoRA re-syncs
  * -- and must give the CPU backend's results bit for bit. */
 #include <sys/stat.h>
+#include <time.h>
 
 #include "../models/sd_fixture.h"
 #include "emulated_device.h"
@@ -44,6 +45,9 @@ static weft_backend *gpu(void) {
   weft_backend *be = weft_backend_cuda_new_ex(NULL, err, sizeof err);
   if (!be) fprintf(stderr, "CUDA backend: %s\n", err);
   ASSERT(be != NULL);
+  /* fp32 products: the references and the CPU are fp32 (the 16-bit cases
+   * switch it themselves) */
+  ASSERT_OK(weft_cuda_set_precision(be, WEFT_CUDA_FP32));
   fprintf(stderr, "device: %s, cuDNN %s\n", weft_cuda_device_name(be),
           weft_cuda_have_cudnn(be) ? "yes" : "no");
   return be;
@@ -762,9 +766,15 @@ TEST(lora_on_an_emulated_device_equals_the_cpu_bit_for_bit) {
 
 /* weft run <graph> --device dev with "--set" values (NULL-terminated) and
  * the outputs in dir; stdout (--events json) into *out when out */
-static void weft_run(const char *graph, const char *dev, const char *dir,
-                     const char *const *sets, char **out) {
-  const char *a[80] = {weft_test_built("cli/weft"),
+/* weft run <graph> --device dev [--vram vram] with "--set" values
+ * (NULL-terminated) and the outputs in dir, the CUDA matrix products in
+ * `precision` (WEFT_PRECISION: "fp32" to compare with the CPU); stdout
+ * (--events json) into *out when out.  Returns the exit status, stderr in
+ * *err when err (else printed on failure). */
+static int weft_run_ex(const char *graph, const char *dev, const char *dir,
+                       const char *const *sets, char **out,
+                       const char *precision, const char *vram, char **err) {
+  const char *a[84] = {weft_test_built("cli/weft"),
                        "run",
                        graph,
                        "--device",
@@ -774,16 +784,29 @@ static void weft_run(const char *graph, const char *dev, const char *dir,
                        "--events",
                        out ? "json" : "none"};
   int n = 9;
-  for (int i = 0; sets && sets[i] && n < 76; i++) {
+  if (vram) a[n++] = "--vram", a[n++] = vram;
+  for (int i = 0; sets && sets[i] && n < 80; i++) {
     a[n++] = "--set";
     a[n++] = sets[i];
   }
   a[n] = NULL;
-  char *err = NULL;
-  int code = weft_test_spawn(a, out, &err, 240);
-  if (code) fprintf(stderr, "weft run --device %s: %s", dev, err);
-  ASSERT_EQ(code, 0);
-  free(err);
+  char *e = NULL;
+  setenv("WEFT_PRECISION", precision, 1);
+  int code = weft_test_spawn(a, out, &e, 240);
+  unsetenv("WEFT_PRECISION");
+  if (err)
+    *err = e;
+  else {
+    if (code) fprintf(stderr, "weft run --device %s: %s", dev, e);
+    free(e);
+  }
+  return code;
+}
+
+/* as weft_run_ex in fp32 (the CPU's numbers), asserting success */
+static void weft_run(const char *graph, const char *dev, const char *dir,
+                     const char *const *sets, char **out) {
+  ASSERT_EQ(weft_run_ex(graph, dev, dir, sets, out, "fp32", NULL, NULL), 0);
 }
 
 static char *path_in(const char *dir, const char *name) {
@@ -1095,4 +1118,323 @@ TEST(weft_device_bad_value_is_named_by_the_loader) {
   ASSERT_EQ(code, 2);
   ASSERT_CONTAINS(err, "WEFT_DEVICE=tpu: expected cpu, cuda or auto");
   free(err), free(g), free(ck);
+}
+
+/* ---- 16-bit weights and streaming under a budget (issue 7)
+ * ------------------------------------------------------------------ */
+
+/* An sd_vram on the GPU as the plugin makes it (sd_cuda_xfer: copy stream,
+ * pinned images, half marking), with this budget and 16-bit matrices when
+ * `half` (the backend then computes in fp16), else fp32. */
+static sd_vram *gpu_vram(weft_backend *g, uint64_t budget, bool half) {
+  ASSERT_OK(weft_cuda_set_precision(g, half ? WEFT_CUDA_FP16 : WEFT_CUDA_FP32));
+  sd_xfer x;
+  weft_dtype h;
+  char err[256] = "";
+  int r = sd_cuda_xfer(g, &x, &h, err, sizeof err);
+  if (r) fprintf(stderr, "sd_cuda_xfer: %s\n", err);
+  ASSERT_OK(r);
+  ASSERT_EQ(h, half ? WEFT_F16 : WEFT_F32);
+  sd_vram *vr = sd_vram_new(g, budget, h, &x, true);
+  ASSERT(vr != NULL);
+  return vr;
+}
+
+/* max |a - b| / max |ref|: the error relative to the output's scale */
+static double rel_err(const float *a, const float *ref, int64_t n) {
+  double m = 0;
+  for (int64_t i = 0; i < n; i++)
+    m = fmax(m, fabs((double)ref[i]));
+  return max_abs_diff(a, ref, n) / (m > 0 ? m : 1);
+}
+
+/* Tolerance of 16-bit weights and fp16 products (fp32 accumulation) on the
+ * tiny models against fp32: 1e-2 of the output's largest magnitude (fp16
+ * keeps 11 significant bits, 4.9e-4 relative per rounding; the sums of a
+ * layer add those roughly as a random walk). */
+#define TOL_FP16_REL 1e-2
+
+TEST(fp16_weights_match_fp32_within_tolerance) {
+  weft_backend *g = gpu(), *c = cpu();
+  model mc, mh;
+  model_open(&mc, SD_LAYOUT_LDM, NULL);
+  memset(&mh, 0, sizeof mh);
+  fx_model_open(&mh.m, SD_LAYOUT_LDM);
+  ASSERT_OK(sd_unet_load(&mh.m.ck, &mh.unet));
+  ASSERT_OK(sd_clip_load(&mh.m.ck, &mh.clip));
+  ASSERT_OK(sd_vae_load(&mh.m.ck, &mh.vae));
+  sd_vram *vr = gpu_vram(g, UINT64_MAX, true);
+  ASSERT_OK(sd_unet_to_vram(mh.unet, vr));
+  ASSERT_OK(sd_clip_to_vram(mh.clip, vr));
+  ASSERT_OK(sd_vae_to_vram(mh.vae, vr));
+  ASSERT_OK(sd_vram_commit(vr));
+  ASSERT(!sd_vram_streaming(vr));
+  /* the matrices are 16-bit in a marked range, the biases fp32 outside */
+  const sd_devw *du = sd_unet_devw(mh.unet);
+  int64_t half_floats = 0;
+  for (int i = 0; i < du->n; i++) {
+    const float *d = sd_devw_find(du, du->e[i].host);
+    ASSERT(d != NULL);
+    if (du->e[i].kind == SD_W_HALF) {
+      ASSERT_EQ(weft_cuda_half_dtype(g, d), WEFT_F16);
+      uint16_t first;
+      ASSERT_OK(
+          g->iface->buffer_copy(g, &first, d, 2, WEFT_COPY_DEVICE_TO_HOST));
+      ASSERT_EQ(first, sd_f32_to_f16(du->e[i].host[0]));
+      half_floats += du->e[i].numel;
+    } else {
+      ASSERT_EQ(weft_cuda_half_dtype(g, d), WEFT_F32);
+    }
+  }
+  fprintf(stderr,
+          "UNet: %lld of its weights 16-bit, %zu bytes on the "
+          "device (%zu fp32 resident)\n",
+          (long long)half_floats, du->arena_bytes, du->f32_bytes);
+  ASSERT(half_floats > 0);
+  /* UNet */
+  weft_st_file *io = fx_open("unet_io.safetensors");
+  const weft_st_tensor *x = get(io, "a/sample"), *t = get(io, "a/timestep"),
+                       *ctx = get(io, "a/encoder_hidden_states");
+  int64_t n = (int64_t)(x->nbytes / 4);
+  float *oh = malloc((size_t)n * 4), *oc = malloc((size_t)n * 4);
+  ASSERT_OK(sd_unet_forward(mh.unet, g, x->data, x->shape[0], x->shape[2],
+                            x->shape[3], t->data, ctx->data, ctx->shape[1],
+                            NULL, oh));
+  ASSERT_OK(sd_unet_forward(mc.unet, c, x->data, x->shape[0], x->shape[2],
+                            x->shape[3], t->data, ctx->data, ctx->shape[1],
+                            NULL, oc));
+  expect("unet fp16 weights vs fp32 (relative)", rel_err(oh, oc, n),
+         TOL_FP16_REL);
+  free(oh), free(oc);
+  weft_st_close(io);
+  /* VAE decode */
+  io = fx_open("vae_io.safetensors");
+  const weft_st_tensor *lat = get(io, "b/latent");
+  float dh[3 * 32 * 48], dc[3 * 32 * 48];
+  ASSERT_OK(sd_vae_decode(mh.vae, g, lat->data, 1, 4, 6, dh));
+  ASSERT_OK(sd_vae_decode(mc.vae, c, lat->data, 1, 4, 6, dc));
+  expect("vae decode fp16 weights vs fp32 (relative)",
+         rel_err(dh, dc, 3 * 32 * 48), TOL_FP16_REL);
+  weft_st_close(io);
+  /* CLIP */
+  io = fx_open("clip_io.safetensors");
+  const weft_st_tensor *ids64 = get(io, "input_ids");
+  int32_t ids[77];
+  for (int i = 0; i < 77; i++) {
+    int64_t v;
+    memcpy(&v, (const char *)ids64->data + 8 * i, 8);
+    ids[i] = (int32_t)v;
+  }
+  float hh[77 * 32], hc[77 * 32];
+  ASSERT_OK(sd_clip_forward(mh.clip, g, ids, 1, 0, hh, NULL));
+  ASSERT_OK(sd_clip_forward(mc.clip, c, ids, 1, 0, hc, NULL));
+  expect("clip fp16 weights vs fp32 (relative)", rel_err(hh, hc, 77 * 32),
+         TOL_FP16_REL);
+  weft_st_close(io);
+  model_close(&mh), model_close(&mc);
+  sd_vram_release(vr);
+  weft_backend_free(c), weft_backend_free(g);
+}
+
+/* The tiny UNet and VAE streamed under a budget of twice the largest UNet
+ * block, against the same models resident, both 16-bit: the same kernels
+ * on the same weights, so the same numbers (stated tolerance 0). */
+TEST(streamed_weights_match_resident_on_cuda) {
+  weft_backend *g = gpu(), *gr = gpu();
+  model mr, ms;
+  memset(&mr, 0, sizeof mr), memset(&ms, 0, sizeof ms);
+  fx_model_open(&mr.m, SD_LAYOUT_LDM);
+  fx_model_open(&ms.m, SD_LAYOUT_LDM);
+  ASSERT_OK(sd_unet_load(&mr.m.ck, &mr.unet));
+  ASSERT_OK(sd_vae_load(&mr.m.ck, &mr.vae));
+  ASSERT_OK(sd_unet_load(&ms.m.ck, &ms.unet));
+  ASSERT_OK(sd_vae_load(&ms.m.ck, &ms.vae));
+  sd_vram *vres = gpu_vram(gr, UINT64_MAX, true);
+  ASSERT_OK(sd_unet_to_vram(mr.unet, vres));
+  ASSERT_OK(sd_vae_to_vram(mr.vae, vres));
+  ASSERT_OK(sd_vram_commit(vres));
+  const sd_devw *ru = sd_unet_devw(mr.unet), *rv = sd_vae_devw(mr.vae);
+  uint64_t big = 0;
+  for (int b = 0; b < ru->n_blocks; b++)
+    if (ru->blk[b].bytes > big) big = ru->blk[b].bytes;
+  uint64_t budget = 2 * big + ru->f32_bytes + rv->f32_bytes;
+  sd_vram *vs = gpu_vram(g, budget, true);
+  ASSERT_OK(sd_unet_to_vram(ms.unet, vs));
+  ASSERT_OK(sd_vae_to_vram(ms.vae, vs));
+  ASSERT_OK(sd_vram_commit(vs));
+  ASSERT(sd_vram_streaming(vs));
+  weft_st_file *io = fx_open("unet_io.safetensors");
+  const weft_st_tensor *x = get(io, "a/sample"), *t = get(io, "a/timestep"),
+                       *ctx = get(io, "a/encoder_hidden_states");
+  int64_t n = (int64_t)(x->nbytes / 4);
+  float *a = malloc((size_t)n * 4), *b = malloc((size_t)n * 4);
+  weft_st_file *vio = fx_open("vae_io.safetensors");
+  const weft_st_tensor *lat = get(vio, "b/latent");
+  float da[3 * 32 * 48], db[3 * 32 * 48];
+  for (int k = 0; k < 3; k++) {
+    ASSERT_OK(sd_unet_forward(mr.unet, gr, x->data, x->shape[0], x->shape[2],
+                              x->shape[3], t->data, ctx->data, ctx->shape[1],
+                              NULL, a));
+    ASSERT_OK(sd_unet_forward(ms.unet, g, x->data, x->shape[0], x->shape[2],
+                              x->shape[3], t->data, ctx->data, ctx->shape[1],
+                              NULL, b));
+    expect("unet streamed vs resident (fp16)", max_abs_diff(b, a, n), 0);
+    ASSERT_OK(sd_vae_decode(mr.vae, gr, lat->data, 1, 4, 6, da));
+    ASSERT_OK(sd_vae_decode(ms.vae, g, lat->data, 1, 4, 6, db));
+    expect("vae decode streamed vs resident (fp16)",
+           max_abs_diff(db, da, 3 * 32 * 48), 0);
+  }
+  const sd_vram_stats *st = sd_vram_get_stats(vs);
+  fprintf(stderr, "budget %llu: %llu loads (%llu ahead), %llu moves\n",
+          (unsigned long long)budget, (unsigned long long)st->loads,
+          (unsigned long long)st->prefetches, (unsigned long long)st->moves);
+  ASSERT(st->prefetches > 0);
+  free(a), free(b);
+  weft_st_close(io), weft_st_close(vio);
+  sd_unet_free(mr.unet), sd_vae_free(mr.vae), fx_model_close(&mr.m);
+  sd_unet_free(ms.unet), sd_vae_free(ms.vae), fx_model_close(&ms.m);
+  sd_vram_release(vs), sd_vram_release(vres);
+  weft_backend_free(g), weft_backend_free(gr);
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static const char *sd15_unet_json =
+    "{\"block_out_channels\":[320,640,1280,1280],\"down_block_types\":["
+    "\"CrossAttnDownBlock2D\",\"CrossAttnDownBlock2D\","
+    "\"CrossAttnDownBlock2D\","
+    "\"DownBlock2D\"],\"up_block_types\":[\"UpBlock2D\",\"CrossAttnUpBlock2D\","
+    "\"CrossAttnUpBlock2D\",\"CrossAttnUpBlock2D\"],\"layers_per_block\":2,"
+    "\"attention_head_dim\":8,\"cross_attention_dim\":768,\"in_channels\":4,"
+    "\"out_channels\":4,\"norm_num_groups\":32}";
+
+/* An SD1.5-sized UNet (random weights, fp16 matrices) at 512x512 (latent
+ * 64x64, CFG batch 2): resident, then streamed under `--vram 1.5G` (its
+ * 1.6 GiB of 16-bit blocks do not fit); the same outputs (tolerance 0:
+ * the same kernels on the same weights), and the time per step and the
+ * bytes streamed per step printed. */
+TEST(sd15_unet_streams_under_1_5_gib_on_cuda) {
+  weft_backend *g = gpu();
+  sd_ckpt ck;
+  memset(&ck, 0, sizeof ck);
+  ck.random_weights = true;
+  ck.layout = SD_LAYOUT_DIFFUSERS;
+  ck.has[SD_UNET] = true;
+  const char *json[SD_PARTS] = {sd15_unet_json, NULL, NULL};
+  ASSERT_OK(sd_ckpt_configure(&ck, json));
+  sd_unet *u = NULL;
+  ASSERT_OK(sd_unet_load(&ck, &u));
+  enum { B = 2, C = 4, H = 64, W = 64, L = 77, D = 768, STEPS = 4 };
+  float *x = malloc(sizeof(float) * B * C * H * W);
+  float *ctx = malloc(sizeof(float) * B * L * D), t[B] = {999.0f, 999.0f};
+  float *a = malloc(sizeof(float) * B * C * H * W);
+  float *b = malloc(sizeof(float) * B * C * H * W);
+  uint64_t s = 1;
+  for (int i = 0; i < B * C * H * W; i++)
+    s = s * 6364136223846793005ull + 1,
+    x[i] = (float)(s >> 40) / 8388608.0f - 1;
+  for (int i = 0; i < B * L * D; i++)
+    s = s * 6364136223846793005ull + 1,
+    ctx[i] = (float)(s >> 40) / 8388608.0f - 1;
+  const char *phase[2] = {"resident", "streamed at 1.5 GiB"};
+  for (int p = 0; p < 2; p++) {
+    sd_vram *vr = gpu_vram(g, p ? 1610612736ull : UINT64_MAX, true);
+    ASSERT_OK(sd_unet_to_vram(u, vr));
+    ASSERT_OK(sd_vram_commit(vr));
+    ASSERT(sd_vram_streaming(vr) == (p == 1));
+    const sd_vram_stats *st = sd_vram_get_stats(vr);
+    double best = 1e9;
+    uint64_t loads = 0, bytes = 0;
+    for (int k = 0; k < STEPS; k++) {
+      uint64_t l0 = st->loads, b0 = st->loaded_bytes;
+      ASSERT_OK(g->iface->synchronize(g));
+      double t0 = now_s();
+      ASSERT_OK(sd_unet_forward(u, g, x, B, H, W, t, ctx, L, NULL, p ? b : a));
+      double dt = now_s() - t0;
+      best = dt < best ? dt : best;
+      loads = st->loads - l0, bytes = st->loaded_bytes - b0;
+    }
+    weft_cuda_mem_stats ms;
+    ASSERT_OK(weft_cuda_mem_stats_get(g, &ms));
+    fprintf(stderr,
+            "sd15 unet %-20s %.1f ms/step; last step %llu loads, %.1f MiB; "
+            "pool %.1f MiB; peak in use %.1f MiB\n",
+            phase[p], best * 1e3, (unsigned long long)loads,
+            (double)bytes / 1048576.0,
+            (double)sd_vram_pool_bytes(vr) / 1048576.0,
+            (double)ms.peak_in_use / 1048576.0);
+    if (p) {
+      ASSERT(loads > 0);
+      ASSERT(sd_vram_pool_bytes(vr) + sd_unet_devw(u)->f32_bytes <=
+             1610612736ull);
+    }
+    sd_unet_to_host(u);
+    sd_vram_release(vr);
+  }
+  expect("sd15 unet streamed vs resident", max_abs_diff(b, a, B * C * H * W),
+         0);
+  free(x), free(ctx), free(a), free(b);
+  sd_unet_free(u);
+  sd_ckpt_free_params(&ck);
+  sd_ckpt_release(&ck);
+  weft_backend_free(g);
+}
+
+/* Through `weft run --vram`: a budget below the largest block is a usage
+ * error (exit 2) that names the model; a budget that makes the UNet stream
+ * gives the resident run's image byte for byte. */
+TEST(txt2img_yaml_vram_budget_on_cuda) {
+  gpu();
+  char *g = graph("../graphs/txt2img.yaml");
+  char *ck = set_path("ckpt", "fixtures/sd15_tiny/sd15_tiny.safetensors");
+  const char *sets[] = {ck,         "prompt=a red circle on a blue background",
+                        "seed=3",   "steps=4",
+                        "width=64", "height=64",
+                        NULL};
+  char *dr = subdir("resident"), *ds = subdir("streamed"), *dx = subdir("x");
+  char *err = NULL;
+  int code = weft_run_ex(g, "cuda", dx, sets, NULL, "fp16", "100000", &err);
+  fprintf(stderr, "--vram 100000: exit %d: %s", code, err);
+  ASSERT_EQ(code, 2);
+  ASSERT_CONTAINS(err, "UNet");
+  free(err);
+  ASSERT_EQ(weft_run_ex(g, "cuda", dr, sets, NULL, "fp16", NULL, NULL), 0);
+  ASSERT_EQ(weft_run_ex(g, "cuda", ds, sets, NULL, "fp16", "3000000", NULL), 0);
+  compare_images("txt2img.yaml --vram 3000000 vs resident", ds, dr,
+                 "txt2img_00001_.png", 0);
+  files_identical(ds, dr, "txt2img_00001_.png");
+  free(g), free(ck), free(dr), free(ds), free(dx);
+}
+
+/* The plugin's default precision (fp16) against fp32 on a whole image:
+ * within 30 dB PSNR of the fp32 image (the tiny model's image; printed). */
+TEST(txt2img_yaml_fp16_vs_fp32_on_cuda) {
+  gpu();
+  char *g = graph("../graphs/txt2img.yaml");
+  char *ck = set_path("ckpt", "fixtures/sd15_tiny/sd15_tiny.safetensors");
+  const char *sets[] = {ck,         "prompt=a red circle on a blue background",
+                        "seed=3",   "steps=6",
+                        "width=64", "height=64",
+                        NULL};
+  char *d32 = subdir("fp32"), *d16 = subdir("fp16");
+  ASSERT_EQ(weft_run_ex(g, "cuda", d32, sets, NULL, "fp32", NULL, NULL), 0);
+  ASSERT_EQ(weft_run_ex(g, "cuda", d16, sets, NULL, "fp16", NULL, NULL), 0);
+  weft__png_image a = read_png(d32, "txt2img_00001_.png"),
+                  b = read_png(d16, "txt2img_00001_.png");
+  int64_t n = (int64_t)a.width * a.height * 3;
+  double se = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = (double)a.rgb[i] - (double)b.rgb[i];
+    se += d * d;
+  }
+  double psnr = se > 0 ? 10 * log10(1.0 / (se / (double)n)) : 99;
+  fprintf(stderr, "txt2img.yaml fp16 vs fp32 on cuda: PSNR %.1f dB (tol 30)\n",
+          psnr);
+  ASSERT(psnr >= 30);
+  weft__png_image_free(&a), weft__png_image_free(&b);
+  free(g), free(ck), free(d32), free(d16);
 }

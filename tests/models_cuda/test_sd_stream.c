@@ -757,6 +757,7 @@ static void sd15_txt2img(bool prefetch) {
   fprintf(stderr, "  text encoder: %llu loads, %.1f MiB\n",
           (unsigned long long)(st->loads - l0),
           (double)(st->loaded_bytes - b0) / 1048576.0);
+  uint64_t steady_loads = 0, steady_bytes = 0;
   for (int step = 0; step < 20; step++) {
     l0 = st->loads, b0 = st->loaded_bytes;
     for (int b = 0; b < du->n_blocks; b++)
@@ -765,8 +766,12 @@ static void sd15_txt2img(bool prefetch) {
       fprintf(stderr, "  UNet step %2d: %llu loads, %.1f MiB\n", step + 1,
               (unsigned long long)(st->loads - l0),
               (double)(st->loaded_bytes - b0) / 1048576.0);
+    if (step)
+      steady_loads += st->loads - l0, steady_bytes += st->loaded_bytes - b0;
     ASSERT(st->loads > l0); /* it streams */
   }
+  fprintf(stderr, "  UNet steps 2-20: %.2f loads, %.1f MiB per step\n",
+          (double)steady_loads / 19, (double)steady_bytes / 19 / 1048576.0);
   l0 = st->loads, b0 = st->loaded_bytes;
   for (int b = 5; b < dv->n_blocks; b++)
     ASSERT_OK(sd_devw_use(dv, b));

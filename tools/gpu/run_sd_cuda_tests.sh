@@ -24,6 +24,10 @@
 #       timeout_s=200)                                # the device call
 #   OUT=dir tools/gpu/run_sd_cuda_tests.sh [CASE...]  # CASE: test_sd_cuda
 #                                                     # case names
+# The suites: test_sd_cuda (the GPU cases; among them issue 7's 16-bit
+# weights and streaming under --vram) and test_sd_stream (weights under a
+# budget on the emulated device; set WEFT_TEST_SD15=1 for its SD1.5-sized
+# schedule, about 8 GB of host memory).
 # Files written to $OUT (the device tool brings back at most 8):
 #   env.txt      GPU, driver, nvcc, meson, which libraries came from where
 #   setup.log    meson setup output (its summary says whether cuDNN was found)
@@ -183,7 +187,7 @@ if [ ! -f "$build/build.ninja" ]; then
 fi
 grep -A1 "weft kernels/cuda" "$OUT/setup.log" 2>/dev/null | tail -1 >>"$env_txt"
 # what the cases use: the command, every plugin, the test
-targets=(cli/weft tests/test_sd_cuda)
+targets=(cli/weft tests/test_sd_cuda tests/test_sd_stream)
 while read -r t; do targets+=("$t"); done < <(
   ninja -C "$build" -t targets all 2>/dev/null |
     sed -n 's/^\(nodes\/[^:]*\.so\): .*/\1/p')
@@ -196,7 +200,8 @@ t_built=$(date +%s)
 say "configured and built in $((t_built - t_start)) s"
 
 # ---- run ---------------------------------------------------------------------
-args=(--no-rebuild --suite test_sd_cuda --num-processes "$test_jobs"
+args=(--no-rebuild --suite test_sd_cuda --suite test_sd_stream
+  --num-processes "$test_jobs"
   --timeout-multiplier "${WEFT_GPU_CASE_TIMEOUT_MULT:-1}" --print-errorlogs)
 if [ $# -gt 0 ]; then
   for c in "$@"; do args+=("test_sd_cuda/$c"); done
@@ -211,11 +216,11 @@ rc=$?
 [ $rc = 124 ] && say "tests stopped at the deadline ($left s)"
 cp "$build/meson-logs/testlog.txt" "$OUT/test.log" 2>/dev/null
 grep -E '^ *[0-9]+/[0-9]+ ' "$OUT/meson-test.out" |
-  sed -E 's#^ *[0-9]+/[0-9]+ ##; s#(test_sd_cuda - )?weft:test_sd_cuda( / |/)(test_sd_cuda/)?##' \
+  sed -E 's#^ *[0-9]+/[0-9]+ ##; s#(test_sd_(cuda|stream) - )?weft:test_sd_(cuda|stream)( / |/)(test_sd_(cuda|stream)/)?##' \
     >"$OUT/summary.txt"
 grep -E '^(Ok|Fail|Skipped|Timeout):' "$OUT/meson-test.out" >>"$OUT/summary.txt"
 echo "---- $(sed -n 2p "$env_txt")"
-grep -E 'max diff|max [0-9]+/255|bit-identical|DIFFERS|device:|part [0-9]:' \
+grep -E 'max diff|max [0-9]+/255|bit-identical|DIFFERS|device:|part [0-9]:|ms/step|PSNR|loads' \
   "$OUT/test.log" | sort -u | cut -c1-118 | head -80
 cat "$OUT/summary.txt"
 say "$(($(date +%s) - t_start)) s in all"
