@@ -222,11 +222,14 @@ def cmd_torch(args):
     def bench(key, fn, warm, reps):
         sync()
         warm_s = []
+        part.set("now", f"{key}: warm-up (compiles under torch.compile) since {now_iso()}")
         for _ in range(warm):
             a = time.perf_counter()
             fn()
             sync()
             warm_s.append(time.perf_counter() - a)
+            part.set(f"{key}_warmup_so_far_s", [round(s, 3) for s in warm_s])
+        part.set("now", f"{key}: timing since {now_iso()}")
         v = []
         for _ in range(reps):
             a = time.perf_counter()
@@ -264,6 +267,7 @@ def cmd_torch(args):
     if mode == "compile" and part.d.get("compile") == "asked":
         part.set("compile", "ok")
     mem("end")
+    part.set("now", "done")
     part.set("ok", True)
     return 0
 
@@ -451,9 +455,19 @@ def mib(v):
     return f"{v / MiB:.0f}" if isinstance(v, (int, float)) else "-"
 
 
+STAGE_OF = {"diffusers_eager": "eager", "diffusers_compile": "compile", "weft_fp16": "weft16", "weft_fp32": "weft32",
+            "weft_vram": "vram"}
+
+
 def table(b):
     """The Markdown table of bench.json."""
     p = b["parts"]
+
+    def status(part):
+        """' [stage timed out ...]' when the part's stage did not end well."""
+        st = b.get("stages", {}).get(STAGE_OF.get(part, ""), "")
+        return "" if not st or st.startswith("ok") else f" [stage {st}]"
+
     env = b.get("env", {})
     rows = []
     rows.append(f"GPU: {env.get('gpu', '?')} (driver {env.get('driver', '?')}); {env.get('cores', '?')} CPU cores; "
@@ -474,7 +488,8 @@ def table(b):
         got = m.get("precision", "?")
         m2 = m.get("mem_after_txt2img", {})
         me = m.get("mem_end", {})
-        rows.append(f"| weft, WEFT_PRECISION={prec} (ran: {got}), model code | {ms(m.get('unet_step'))} | "
+        rows.append(f"| weft, WEFT_PRECISION={prec} (ran: {got}), model code{status('weft_' + prec)} | "
+                    f"{ms(m.get('unet_step'))} | "
                     f"{ms(m.get('vae_decode'))} | {ms(m.get('clip_batch2'))} | {sec(m.get('txt2img_total'))} | "
                     f"{mib(m2.get('weft_peak_reserved'))} reserved, {mib(m2.get('weft_peak_in_use'))} in use "
                     f"(end: {mib(me.get('weft_peak_reserved'))}) | {mib(m2.get('cuda_used'))} "
@@ -484,7 +499,15 @@ def table(b):
         if not d:
             continue
         if key == "diffusers_compile":
-            label += f" ({d.get('compile_mode')}; {d.get('compile', '?')})"
+            label += f" ({d.get('compile_mode')}; {d.get('compile', '?')}"
+            fw = [f"{k.split('_')[0]} {d[k]['warmup_s'][0]:.0f} s" for k in ("unet_step", "vae_decode", "txt2img")
+                  if isinstance(d.get(k), dict) and d[k].get("warmup_s")]
+            if fw:
+                label += "; first calls: " + ", ".join(fw)
+            if d.get("now") != "done":
+                label += f"; stopped in {d.get('now')}"
+            label += ")"
+        label += status(key)
         m2 = d.get("mem_after_txt2img", {})
         me = d.get("mem_end", {})
         rows.append(f"| {label} | {ms(d.get('unet_step'))} | {ms(d.get('vae_decode'))} | {ms(d.get('clip_batch2'))} | "

@@ -33,8 +33,8 @@
 # txt2img_weft.png.
 # Environment: WEFT_BENCH_SKIP (stages to skip, comma-separated),
 # WEFT_BENCH_DEADLINE (seconds after the start past which stages are
-# skipped, default 540), WEFT_BENCH_COMPILE_S (the compile stage's time box,
-# default 200), WEFT_BENCH_COMPILE_MODE (torch.compile's mode, default
+# skipped, default 510), WEFT_BENCH_COMPILE_S (the compile stage's time box,
+# default 240; what is left before the deadline if less), WEFT_BENCH_COMPILE_MODE (torch.compile's mode, default
 # "default"), WEFT_BENCH_BUILD (an existing build folder), WEFT_BENCH_WORK
 # (models, default /tmp/weft-bench-work, about 4 GB), WEFT_BENCH_ARGS (more
 # arguments for every bench_sd15.py stage), WEFT_BENCH_CHECK_ARGS (more for
@@ -46,7 +46,7 @@ OUT=${OUT:-$root/build-bench-sd15}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 t_start=$(date +%s)
-deadline=$((t_start + ${WEFT_BENCH_DEADLINE:-540}))
+deadline=$((t_start + ${WEFT_BENCH_DEADLINE:-510}))
 work=${WEFT_BENCH_WORK:-/tmp/weft-bench-work}
 parts=$work/parts
 skip=",${WEFT_BENCH_SKIP:-},"
@@ -185,7 +185,7 @@ build_ok() {
       done
       report
     fi
-    stage compile "${WEFT_BENCH_COMPILE_S:-200}" 90 "${py[@]}" torch --mode compile \
+    stage compile "${WEFT_BENCH_COMPILE_S:-240}" 90 "${py[@]}" torch --mode compile \
       --compile-mode "${WEFT_BENCH_COMPILE_MODE:-default}" "${common[@]}" ${WEFT_BENCH_ARGS:-}
   else
     echo "no models: every later stage skipped" >>"$parts/stages.txt"
