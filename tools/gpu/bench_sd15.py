@@ -415,6 +415,27 @@ def cmd_weft(args):
             part.set("model_partial_text", open(js).read()[-4000:])
         except OSError:
             pass
+    # the graph in this process, as `weft run` runs it (the plugin's weights: 16-bit matrices in
+    # fp16/bf16 precision), warm runs after a first one
+    gj = os.path.join(args.work, f"sd_forward_graph_{prec}.json")
+    if os.path.exists(gj):
+        os.remove(gj)
+    cmd = [os.path.join(args.build, "tools", "gpu", "sd_forward"), "--device", args.device, "--model", folder,
+           "--bench-graph", os.path.join(REPO, "graphs", "txt2img.yaml"), "--bench", gj, "--latent", str(L),
+           "--steps", str(STEPS), "--txt2img-reps", str(args.txt2img_reps)]
+    if args.device == "cpu":
+        cmd += ["--threads", str(args.threads)]
+    log(f"run (WEFT_PRECISION={prec}): " + " ".join(cmd))
+    try:
+        grc = subprocess.run(cmd, timeout=args.timeout, env=sub_env(prec)).returncode
+    except subprocess.TimeoutExpired:
+        grc = "timeout"
+    part.set("graph_exit", grc)
+    try:
+        with open(gj) as f:
+            part.set("graph", json.load(f))
+    except Exception as e:
+        part.set("graph", {"error": f"reading {gj}: {e!r}"})
     if not args.no_run:
         part.set("weft_run", weft_run(args, prec, timeout=max(30, args.timeout)))
     part.set("ok", rc == 0)
@@ -488,7 +509,14 @@ def table(b):
         got = m.get("precision", "?")
         m2 = m.get("mem_after_txt2img", {})
         me = m.get("mem_end", {})
-        rows.append(f"| weft, WEFT_PRECISION={prec} (ran: {got}), model code{status('weft_' + prec)} | "
+        gr = w.get("graph", {})
+        if gr:
+            nd = {k[5:]: v for k, v in gr.items() if k.startswith("warm_") and k != "warm_total"}
+            rows.append(f"| weft, WEFT_PRECISION={prec}, graphs/txt2img.yaml in process, warm{status('weft_' + prec)} | "
+                        f"- | {ms(nd.get('VAEDecode'))} (node) | {ms(nd.get('CLIPTextEncode'))} (node, 1 prompt) | "
+                        f"{sec(gr.get('warm_total'))} (sampling {sec(nd.get('KSampler'))}) | - | "
+                        f"{mib(gr.get('cuda_used_end'))} (after the first run: {mib(gr.get('cuda_used_after_first'))}) |")
+        rows.append(f"| weft, WEFT_PRECISION={prec} (ran: {got}), model code, fp32 weights{status('weft_' + prec)} | "
                     f"{ms(m.get('unet_step'))} | "
                     f"{ms(m.get('vae_decode'))} | {ms(m.get('clip_batch2'))} | {sec(m.get('txt2img_total'))} | "
                     f"{mib(m2.get('weft_peak_reserved'))} reserved, {mib(m2.get('weft_peak_in_use'))} in use "

@@ -23,8 +23,10 @@
 #   make      random-weight SD1.5 folder (bench_sd15.py make), then the
 #             build is waited for (nothing is timed beside it)
 #   eager     diffusers fp16 eager (bench_sd15.py torch --mode eager)
-#   weft16    weft, WEFT_PRECISION=fp16: sd_forward --bench, then weft run
-#   weft32    the same with WEFT_PRECISION=fp32
+#   weft16    weft, WEFT_PRECISION=fp16: sd_forward --bench (model code),
+#             sd_forward --bench-graph (graphs/txt2img.yaml in process,
+#             warm), then weft run (a fresh process)
+#   weft32    the same with WEFT_PRECISION=fp32, without weft run
 #   vram      weft run txt2img --vram 1.5G (WEFT_PRECISION=fp16)
 #   check     sd15_check.py (ControlNet included) on the same folder
 #   compile   diffusers fp16 + torch.compile (time-boxed)
@@ -173,7 +175,7 @@ build_ok() {
     stage eager 120 40 "${py[@]}" torch --mode eager "${common[@]}" ${WEFT_BENCH_ARGS:-}
     if [ $have_build = 1 ]; then
       stage weft16 150 40 "${py[@]}" weft --precision fp16 --timeout 120 "${common[@]}" ${WEFT_BENCH_ARGS:-}
-      stage weft32 150 40 "${py[@]}" weft --precision fp32 --timeout 120 "${common[@]}" ${WEFT_BENCH_ARGS:-}
+      stage weft32 150 40 "${py[@]}" weft --precision fp32 --no-run --timeout 120 "${common[@]}" ${WEFT_BENCH_ARGS:-}
       stage vram 100 30 "${py[@]}" vram --precision fp16 --timeout 90 "${common[@]}" ${WEFT_BENCH_ARGS:-}
       # the check on the same folder ("models" left out: the folder is there,
       # made by the same code and seeds); its files to OUT afterwards

@@ -11,6 +11,9 @@
  *   sd_forward --model DIR --bench OUT.json [--device cpu|cuda]
  *              [--latent 64] [--steps 20] [--reps 20] [--txt2img-reps 3]
  *              [--threads N]
+ *   sd_forward --model DIR --bench-graph GRAPH --bench OUT.json
+ *              [--device cpu|cuda] [--latent 64] [--steps 20]
+ *              [--txt2img-reps 3]
  *
  * Inputs (all F32 but the ids):
  *   clip.input_ids  I64 [b, 77]
@@ -36,7 +39,15 @@
  * which waits for the device).  Device memory: weft's allocator statistics
  * (peak bytes handed out, peak reserved from the driver) and
  * cudaMemGetInfo's used bytes (total - free: the whole device, the CUDA
- * context included), after the loads, after txt2img and at the end.
+ * context included), after the loads, after txt2img and at the end.  The
+ * models go to the device through sd_*_to_backend: fp32 weights whatever
+ * the precision (the products round them on the fly in fp16/bf16).
+ *
+ * --bench-graph runs GRAPH (graphs/txt2img.yaml) in this process as `weft
+ * run` does, through the plugins (CheckpointLoaderSimple keeps 16-bit
+ * matrices in fp16/bf16 precision): a first run, the checkpoint's load
+ * included, then --txt2img-reps warm runs with a new prompt and seed each;
+ * total and per-node seconds (medians) and cudaMemGetInfo's used bytes.
  * Exit status 0, 1 when a part failed, 2 for bad arguments. */
 #include <math.h>
 #include <stdio.h>
@@ -706,20 +717,169 @@ done:
   return bad;
 }
 
+/* ---- --bench-graph ----------------------------------------------------------
+ */
+
+/* The node times of one run, summed per op (ms), and a failure's message. */
+enum { GOPS = 5 };
+static const char *const graph_ops[GOPS] = {"CheckpointLoaderSimple",
+                                            "CLIPTextEncode", "KSampler",
+                                            "VAEDecode", "SaveImage"};
+typedef struct graph_run {
+  double ms[GOPS];
+  char failed[512];
+} graph_run;
+
+static void on_graph_event(const weft_event *e, void *user) {
+  graph_run *g = user;
+  if (e->kind == WEFT_EV_NODE_FAILED && e->message && !g->failed[0])
+    snprintf(g->failed, sizeof g->failed, "%s: %s",
+             e->node_id ? e->node_id : "?", e->message);
+  if (e->kind != WEFT_EV_NODE_DONE || !e->op) return;
+  for (int i = 0; i < GOPS; i++)
+    if (!strcmp(e->op, graph_ops[i])) g->ms[i] += e->ms;
+}
+
+/* cudaMemGetInfo's used bytes as a JSON member ("" off CUDA). */
+static void json_cuda_used(FILE *f, const char *name) {
+  size_t fr = 0, tot = 0;
+  if (cudaMemGetInfo(&fr, &tot) == cudaSuccess)
+    fprintf(f, "  \"%s\": %zu,\n", name, tot - fr);
+}
+
+/* graphs/txt2img.yaml (or GRAPH) run in this process as `weft run` runs it
+ * (the plugins' CheckpointLoaderSimple: the weights as the plugin keeps
+ * them, 16-bit matrices in fp16/bf16 precision): a first run (the
+ * checkpoint's load included), then --txt2img-reps warm runs, each with a
+ * new prompt and seed (the "" negative stays cached, as in a session). */
+static int run_graph_bench(const char *graph, const char *model,
+                           const char *device, const bench_opts *bo,
+                           int threads, const char *json) {
+  FILE *f = fopen(json, "w");
+  if (!f) {
+    perror(json);
+    return 1;
+  }
+  setenv("WEFT_DEVICE", device, 1);
+  bool cuda = !strcmp(device, "cuda");
+  fprintf(f, "{\n  \"graph\": \"%s\",\n  \"device\": \"%s\",\n", graph, device);
+  if (cuda) json_cuda_used(f, "cuda_used_start");
+  char outdir[] = "/tmp/sd_forward_graph_XXXXXX";
+  weft_ctx *ctx = NULL;
+  weft_graph *g = NULL;
+  int r = mkdtemp(outdir) ? 0 : WEFT_EIO;
+  if (!r) r = weft_ctx_new(&ctx);
+  if (!r && threads > 0) weft_ctx_set_threads(ctx, threads);
+  if (!r) r = weft_plugin_load_default(ctx, NULL);
+  if (!r) r = weft_ctx_set_output_dir(ctx, outdir);
+  if (!r) r = weft_graph_load(ctx, graph, &g);
+  char v[64];
+  const int64_t px = 8 * (int64_t)bo->latent;
+  struct {
+    const char *k;
+    const char *v;
+  } fixed[] = {{"ckpt", model},         {"negative", ""},
+               {"cfg", "7.5"},          {"sampler", "euler"},
+               {"scheduler", "normal"}, {"prefix", "bench"}};
+  for (size_t i = 0; !r && i < sizeof fixed / sizeof fixed[0]; i++)
+    r = weft_graph_set_input(ctx, g, fixed[i].k, fixed[i].v);
+  snprintf(v, sizeof v, "%d", bo->steps);
+  if (!r) r = weft_graph_set_input(ctx, g, "steps", v);
+  snprintf(v, sizeof v, "%lld", (long long)px);
+  if (!r) r = weft_graph_set_input(ctx, g, "width", v);
+  if (!r) r = weft_graph_set_input(ctx, g, "height", v);
+  int n = bo->t2i_reps;
+  double *tot = calloc((size_t)n + 1, sizeof *tot);
+  double *node = calloc((size_t)(GOPS * (n + 1)), sizeof *node);
+  if (!tot || !node) r = WEFT_ENOMEM;
+  graph_run gr;
+  weft_ctx_set_event_cb(ctx, on_graph_event, &gr);
+  int k = 0;
+  for (int rep = -1; rep < n && !r; rep++) {
+    char prompt[160], seed[32];
+    snprintf(prompt, sizeof prompt,
+             "a photograph of an astronaut riding a horse, take %d", rep + 1);
+    snprintf(seed, sizeof seed, "%d", 42 + rep + 1);
+    if ((r = weft_graph_set_input(ctx, g, "prompt", prompt)) ||
+        (r = weft_graph_set_input(ctx, g, "seed", seed)))
+      break;
+    memset(&gr, 0, sizeof gr);
+    double a = now();
+    r = weft_graph_run(ctx, g);
+    double b = now();
+    if (r) break;
+    fprintf(stderr,
+            "bench-graph: %s run %.3f s (load %.3f, text %.3f, sampling "
+            "%.3f, decode %.3f, save %.3f)\n",
+            rep < 0 ? "first" : "warm", b - a, gr.ms[0] / 1000, gr.ms[1] / 1000,
+            gr.ms[2] / 1000, gr.ms[3] / 1000, gr.ms[4] / 1000);
+    if (rep < 0) {
+      fprintf(f, "  \"first_run_s\": %.4f,\n  \"first_run_node_ms\": {", b - a);
+      for (int i = 0; i < GOPS; i++)
+        fprintf(f, "%s\"%s\": %.1f", i ? ", " : "", graph_ops[i], gr.ms[i]);
+      fprintf(f, "},\n");
+      if (cuda) json_cuda_used(f, "cuda_used_after_first");
+      fflush(f);
+    } else {
+      tot[k] = b - a;
+      for (int i = 0; i < GOPS; i++)
+        node[i * (n + 1) + k] = gr.ms[i] / 1000;
+      k++;
+    }
+  }
+  if (r)
+    fprintf(stderr, "sd_forward: %s: %s%s%s\n", graph,
+            ctx ? weft_ctx_error(ctx) : weft_strerror(r),
+            gr.failed[0] ? "; " : "", gr.failed[0] ? gr.failed : "");
+  if (k) {
+    fprintf(f,
+            "  \"txt2img\": {\"latent\": %lld, \"steps\": %d, \"cfg\": 7.5},\n",
+            (long long)bo->latent, bo->steps);
+    json_times(f, "warm_total", tot, k);
+    for (int i = 0; i < GOPS; i++) {
+      char key[64];
+      snprintf(key, sizeof key, "warm_%s", graph_ops[i]);
+      json_times(f, key, node + i * (n + 1), k);
+    }
+  }
+  if (cuda) json_cuda_used(f, "cuda_used_end");
+  if (r) {
+    fprintf(f, "  \"error\": \"");
+    const char *m = ctx ? weft_ctx_error(ctx) : "";
+    for (; *m; m++)
+      fputc(*m == '"' || *m == '\\' ? '\'' : (*m == '\n' ? ' ' : *m), f);
+    fprintf(f, "\",\n");
+  }
+  fprintf(f, "  \"ok\": %s\n}\n", r ? "false" : "true");
+  fclose(f);
+  free(tot), free(node);
+  weft_graph_free(g);
+  weft_ctx_free(ctx);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", outdir);
+  if (system(cmd) != 0)
+    fprintf(stderr, "sd_forward: could not remove %s\n", outdir);
+  return r ? 1 : 0;
+}
+
 static int usage(void) {
-  fprintf(stderr,
-          "usage: sd_forward --model DIR --in IO.safetensors --out "
-          "OUT.safetensors [--device cpu|cuda] [--parts clip,unet,vae,cnet] "
-          "[--control CNET_DIR] [--threads N]\n"
-          "       sd_forward --model DIR --bench OUT.json [--device cpu|cuda] "
-          "[--latent 64] [--steps 20] [--reps 20] [--txt2img-reps 3] "
-          "[--threads N]\n");
+  fprintf(
+      stderr,
+      "usage: sd_forward --model DIR --in IO.safetensors --out "
+      "OUT.safetensors [--device cpu|cuda] [--parts clip,unet,vae,cnet] "
+      "[--control CNET_DIR] [--threads N]\n"
+      "       sd_forward --model DIR --bench OUT.json [--device cpu|cuda] "
+      "[--latent 64] [--steps 20] [--reps 20] [--txt2img-reps 3] "
+      "[--threads N]\n"
+      "       sd_forward --model DIR --bench-graph GRAPH --bench OUT.json "
+      "[--device cpu|cuda] [--latent 64] [--steps 20] [--txt2img-reps 3]\n");
   return 2;
 }
 
 int main(int argc, char **argv) {
   const char *model = NULL, *inp = NULL, *outp = NULL, *device = "cuda";
   const char *parts = "clip,unet,vae", *control = NULL, *bench = NULL;
+  const char *graph = NULL;
   int threads = 0;
   bench_opts bo = {64, 20, 20, 3};
   for (int i = 1; i < argc; i++) {
@@ -741,6 +901,8 @@ int main(int argc, char **argv) {
       threads = atoi(v);
     else if (!strcmp(a, "--bench"))
       bench = v;
+    else if (!strcmp(a, "--bench-graph"))
+      graph = v;
     else if (!strcmp(a, "--latent"))
       bo.latent = atoi(v);
     else if (!strcmp(a, "--steps"))
@@ -757,6 +919,8 @@ int main(int argc, char **argv) {
   if (bo.latent < 1 || bo.steps < 1 || bo.steps > 1000 || bo.reps < 1 ||
       bo.t2i_reps < 1)
     return usage();
+  if (graph && !bench) return usage();
+  if (graph) return run_graph_bench(graph, model, device, &bo, threads, bench);
   if (!bench && strstr(parts, "cnet") && !control) {
     fprintf(stderr, "sd_forward: the cnet part needs --control DIR\n");
     return 2;
