@@ -143,6 +143,8 @@ struct weft_runq {
   uv_mutex_t qlock;
   qevent *q;
   int qn, qcap;
+  qevent *qspare; /* drain's other buffer (loop thread) */
+  int qspare_cap;
   weft__run *head, *tail; /* submitted, not yet delivered */
   int n_runs;
   uint64_t next_id;
@@ -278,9 +280,16 @@ void weft__emit_log(weft_call *call, weft_log_level lvl, const char *msg) {
 static void drain(weft_runq *q) {
   uv_mutex_lock(&q->qlock);
   qevent *ev = q->q;
-  int n = q->qn;
-  q->q = NULL;
-  q->qn = q->qcap = 0;
+  int n = q->qn, cap = q->qcap;
+  if (n == 0) {
+    uv_mutex_unlock(&q->qlock);
+    return;
+  }
+  q->q = q->qspare; /* two buffers, swapped: no allocation per drain */
+  q->qcap = q->qspare_cap;
+  q->qn = 0;
+  q->qspare = NULL;
+  q->qspare_cap = 0;
   uv_mutex_unlock(&q->qlock);
   for (int i = 0; i < n; i++) {
     weft__run *r = ev[i].run;
@@ -295,7 +304,9 @@ static void drain(weft_runq *q) {
     emit_at(r, &e, ev[i].hr);
     free(ev[i].message);
   }
-  free(ev);
+  free(q->qspare); /* NULL: drain does not nest (callbacks cannot reenter) */
+  q->qspare = ev;
+  q->qspare_cap = cap;
 }
 
 static void maybe_finish(weft__run *r);
@@ -1482,6 +1493,7 @@ void weft_runq_free(weft_runq *q) {
   for (int i = 0; i < q->qn; i++)
     free(q->q[i].message);
   free(q->q);
+  free(q->qspare);
   for (int i = 0; i < q->smap_cap; i++)
     share_free(q->smap[i]);
   free(q->smap);
