@@ -825,8 +825,8 @@ static nstate *continue_on_worker(nstate *s) {
   r->in_flight++;
   if (d->create) q->busy[j] = true;
   q->n_continued++;
-  qevent st = {.run = r, .kind = WEFT_EV_NODE_START, .node = j,
-               .hr = uv_hrtime()};
+  qevent st = {
+      .run = r, .kind = WEFT_EV_NODE_START, .node = j, .hr = uv_hrtime()};
   enqueue(q, &st, false);
   uv_mutex_unlock(&q->lock);
   uv_async_send(&q->wake);

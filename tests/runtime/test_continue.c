@@ -29,16 +29,16 @@ static const weft_port_def inc_out[] = {
     {sizeof(weft_port_def), "value", WEFT_TYPE_INT, NULL, 0, NULL},
 };
 static const weft_param_def inc_params[] = {
-    {sizeof(weft_param_def), "add", WEFT_TYPE_INT, 1, 0, NULL, -1e9, 1e9,
-     NULL, 0, "added to the input"},
+    {sizeof(weft_param_def), "add", WEFT_TYPE_INT, 1, 0, NULL, -1e9, 1e9, NULL,
+     0, "added to the input"},
     {sizeof(weft_param_def), "cancel_at", WEFT_TYPE_INT, 0, 0, NULL, -1e9, 1e9,
      NULL, 0, "cancels the context when the output equals this (0: never)"},
 };
 /* in + add; reports one step of progress and where it ran */
 static int inc_run(weft_call *c) {
   const weft_host *h = c->host;
-  int64_t v = (c->inputs[0] ? h->value_int(c->inputs[0]) : 0) +
-              weft_param_int(c, 0);
+  int64_t v =
+      (c->inputs[0] ? h->value_int(c->inputs[0]) : 0) + weft_param_int(c, 0);
   atomic_fetch_add(&g_calls, 1);
   if (v >= 0 && v <= MAX_VALUE) g_tid[v] = pthread_self();
   h->progress(c, 1, 1);
@@ -46,28 +46,53 @@ static int inc_run(weft_call *c) {
   c->outputs[0] = h->int_new(c, v);
   return c->outputs[0] ? 0 : WEFT_ENOMEM;
 }
-static const weft_node_def chain_inc = {
-    .struct_size = sizeof(weft_node_def), .op = "ChainInc",
-    .category = "test", .doc = "in + add (cacheable).", .inputs = inc_in,
-    .n_inputs = 1, .outputs = inc_out, .n_outputs = 1, .params = inc_params,
-    .n_params = 2, .run = inc_run};
-static const weft_node_def chain_inc_nc = {
-    .struct_size = sizeof(weft_node_def), .op = "ChainIncNoCache",
-    .category = "test", .doc = "in + add (never cached).", .inputs = inc_in,
-    .n_inputs = 1, .outputs = inc_out, .n_outputs = 1, .params = inc_params,
-    .n_params = 2, .flags = WEFT_NODE_NO_CACHE, .run = inc_run};
+static const weft_node_def chain_inc = {.struct_size = sizeof(weft_node_def),
+                                        .op = "ChainInc",
+                                        .category = "test",
+                                        .doc = "in + add (cacheable).",
+                                        .inputs = inc_in,
+                                        .n_inputs = 1,
+                                        .outputs = inc_out,
+                                        .n_outputs = 1,
+                                        .params = inc_params,
+                                        .n_params = 2,
+                                        .run = inc_run};
+static const weft_node_def chain_inc_nc = {.struct_size = sizeof(weft_node_def),
+                                           .op = "ChainIncNoCache",
+                                           .category = "test",
+                                           .doc = "in + add (never cached).",
+                                           .inputs = inc_in,
+                                           .n_inputs = 1,
+                                           .outputs = inc_out,
+                                           .n_outputs = 1,
+                                           .params = inc_params,
+                                           .n_params = 2,
+                                           .flags = WEFT_NODE_NO_CACHE,
+                                           .run = inc_run};
 static const weft_node_def chain_inc_inline = {
-    .struct_size = sizeof(weft_node_def), .op = "ChainIncInline",
-    .category = "test", .doc = "in + add, on the scheduler's thread.",
-    .inputs = inc_in, .n_inputs = 1, .outputs = inc_out, .n_outputs = 1,
-    .params = inc_params, .n_params = 2,
-    .flags = WEFT_NODE_NO_CACHE | WEFT_NODE_INLINE, .run = inc_run};
+    .struct_size = sizeof(weft_node_def),
+    .op = "ChainIncInline",
+    .category = "test",
+    .doc = "in + add, on the scheduler's thread.",
+    .inputs = inc_in,
+    .n_inputs = 1,
+    .outputs = inc_out,
+    .n_outputs = 1,
+    .params = inc_params,
+    .n_params = 2,
+    .flags = WEFT_NODE_NO_CACHE | WEFT_NODE_INLINE,
+    .run = inc_run};
 
 static const weft_node_def *const cont_nodes[] = {&chain_inc, &chain_inc_nc,
                                                   &chain_inc_inline};
 static const weft_plugin cont_plugin = {
-    sizeof(weft_plugin), WEFT_ABI_MAJOR,     WEFT_ABI_MINOR, "contnodes", "1.0",
-    cont_nodes,          (int32_t)(sizeof cont_nodes / sizeof cont_nodes[0]),
+    sizeof(weft_plugin),
+    WEFT_ABI_MAJOR,
+    WEFT_ABI_MINOR,
+    "contnodes",
+    "1.0",
+    cont_nodes,
+    (int32_t)(sizeof cont_nodes / sizeof cont_nodes[0]),
     {0}};
 
 static weft_ctx *cont_ctx(void) {
@@ -112,8 +137,9 @@ typedef struct evs {
 
 static void evs_cb(const weft_event *e, void *user) {
   evs *l = user;
-  static const char *const k[] = {"run_start", "start", "progress", "done",
-                                  "cached",    "failed", "log", "run_done"};
+  static const char *const k[] = {"run_start", "start",   "progress",
+                                  "done",      "cached",  "failed",
+                                  "log",       "run_done"};
   if (l->n == l->cap) {
     l->cap = l->cap ? 2 * l->cap : 4096;
     l->ev = realloc(l->ev, (size_t)l->cap * sizeof *l->ev);
@@ -190,8 +216,7 @@ static void on_done(weft_run *run, void *user) {
 static uint64_t run_once(weft_ctx *ctx, weft_graph *g, outcome *o) {
   weft_runq *q;
   ASSERT_OK(weft_runq_new(ctx, g, 1, &q));
-  weft_run_opts opts = {.struct_size = sizeof opts, .done = on_done,
-                        .user = o};
+  weft_run_opts opts = {.struct_size = sizeof opts, .done = on_done, .user = o};
   ASSERT_OK(weft_runq_submit(q, &opts, NULL));
   ASSERT_OK(weft_runq_drain(q));
   uint64_t n = weft__runq_continued(q);
@@ -289,8 +314,8 @@ TEST(fan_out_and_join_with_inline_and_pool_consumers) {
     ASSERT(n >= 1);             /* at least a after n0 */
     ASSERT_EQ(evs_count(&l, "done:"), 6);
     /* producers end before their consumers start */
-    const char *const edges[][2] = {{"n0", "a"},  {"n0", "b"},  {"n0", "c"},
-                                    {"a", "ab"},  {"b", "ab"},  {"ab", "abc"},
+    const char *const edges[][2] = {{"n0", "a"}, {"n0", "b"}, {"n0", "c"},
+                                    {"a", "ab"}, {"b", "ab"}, {"ab", "abc"},
                                     {"c", "abc"}};
     for (int e = 0; e < 7; e++) {
       char d[48], s[48];
@@ -332,8 +357,8 @@ TEST(a_failing_node_mid_chain_stops_its_dependents) {
   ASSERT_EQ(o.status, WEFT_ERUN);
   ASSERT_STR_EQ(o.err, "node 'bad' (TestFail) failed: disk on fire");
   ASSERT_EQ(atomic_load(&g_calls), 500);
-  check_chain_events(&l, 500, (const char *const[]){"start:bad", "failed:bad",
-                                                    NULL});
+  check_chain_events(&l, 500,
+                     (const char *const[]){"start:bad", "failed:bad", NULL});
   ASSERT_EQ(evs_count(&l, "start:m"), 0);
   evs_free(&l);
   weft_graph_free(g);
@@ -345,8 +370,8 @@ TEST(cancel_mid_chain_stops_after_the_node_that_saw_it) {
    * it starts */
   weft_ctx *ctx = cont_ctx();
   g_cancel_ctx = ctx;
-  char *y = chain_yaml(1000, "ChainIncNoCache", "cancel_at: 300", "",
-                       "n999.value");
+  char *y =
+      chain_yaml(1000, "ChainIncNoCache", "cancel_at: 300", "", "n999.value");
   weft_graph *g;
   ASSERT_OK(load(ctx, y, &g));
   free(y);
@@ -483,8 +508,8 @@ TEST(a_chain_in_flight_is_computed_once_for_two_runs) {
   weft_runq *q;
   ASSERT_OK(weft_runq_new(ctx, g, 2, &q));
   outcome o[2] = {{0}};
-  weft_run_opts opts = {.struct_size = sizeof opts, .done = count_done,
-                        .user = o};
+  weft_run_opts opts = {
+      .struct_size = sizeof opts, .done = count_done, .user = o};
   ASSERT_OK(weft_runq_submit(q, &opts, NULL));
   ASSERT_OK(weft_runq_submit(q, &opts, NULL));
   ASSERT_OK(weft_runq_drain(q));
@@ -508,14 +533,15 @@ TEST(a_plugin_instance_in_a_chain_never_runs_twice_at_once) {
    * continues into an instance that is busy, and hands back one with a run
    * waiting for it */
   weft_ctx *ctx = cont_ctx();
-  const char *y = "version: 1\n"
-                  "inputs: {id: 0}\n"
-                  "nodes:\n"
-                  "  s0: {op: TestState, params: {id: $id}}\n"
-                  "  s1: {op: TestState, params: {id: 1}, inputs: {in: s0.value}}\n"
-                  "  s2: {op: TestState, params: {id: 2}, inputs: {in: s1.value}}\n"
-                  "  s3: {op: TestState, params: {id: 3}, inputs: {in: s2.value}}\n"
-                  "outputs: {max: s3.value}\n";
+  const char *y =
+      "version: 1\n"
+      "inputs: {id: 0}\n"
+      "nodes:\n"
+      "  s0: {op: TestState, params: {id: $id}}\n"
+      "  s1: {op: TestState, params: {id: 1}, inputs: {in: s0.value}}\n"
+      "  s2: {op: TestState, params: {id: 2}, inputs: {in: s1.value}}\n"
+      "  s3: {op: TestState, params: {id: 3}, inputs: {in: s2.value}}\n"
+      "outputs: {max: s3.value}\n";
   weft_graph *g;
   ASSERT_OK(load(ctx, y, &g));
   weft_runq *q;

@@ -31,11 +31,11 @@ static char *graph_text(int n, int chain, const char *op) {
                           "version: 1\ninputs: {seed: 0}\nnodes:\n");
   for (int i = 0; i < n; i++) {
     if (!strcmp(op, "cached"))
-      len += (size_t)snprintf(
-          s + len, cap - len,
-          i ? "  n%d: {op: TestAdd, inputs: {a: n%d.value}}\n"
-            : "  n%d: {op: TestInt, params: {value: $seed}}\n",
-          i, i - 1);
+      len +=
+          (size_t)snprintf(s + len, cap - len,
+                           i ? "  n%d: {op: TestAdd, inputs: {a: n%d.value}}\n"
+                             : "  n%d: {op: TestInt, params: {value: $seed}}\n",
+                           i, i - 1);
     else if (chain && i > 0)
       len += (size_t)snprintf(s + len, cap - len,
                               "  n%d: {op: %s, params: {id: %d}, inputs: "
@@ -43,8 +43,7 @@ static char *graph_text(int n, int chain, const char *op) {
                               i, op, i, i - 1);
     else
       len += (size_t)snprintf(s + len, cap - len,
-                              "  n%d: {op: %s, params: {id: %d}}\n", i, op,
-                              i);
+                              "  n%d: {op: %s, params: {id: %d}}\n", i, op, i);
   }
   return s;
 }
@@ -131,8 +130,8 @@ int main(int argc, char **argv) {
       setenv("WEFT_SCHED_NO_CONTINUE", "1", 1);
     else
       unsetenv("WEFT_SCHED_NO_CONTINUE");
-    run[i] = bench(ctx, n, cases[i].chain, cases[i].op, reps, &load[i],
-                   &best[i]);
+    run[i] =
+        bench(ctx, n, cases[i].chain, cases[i].op, reps, &load[i], &best[i]);
     printf("%-24s %8.2f (%6.2f) %14.2f\n", cases[i].name, run[i], best[i],
            load[i]);
   }
@@ -151,9 +150,8 @@ int main(int argc, char **argv) {
               "%s{\"graph\": \"%s\", \"continuation\": %s, \"us_per_node\": "
               "%.3f, \"best_us_per_node\": %.3f, \"load_us_per_node\": %.3f, "
               "\"meets_target\": %s}",
-              i ? ", " : "", cases[i].name,
-              cases[i].no_cont ? "false" : "true", run[i], best[i], load[i],
-              run[i] <= 5.0 ? "true" : "false");
+              i ? ", " : "", cases[i].name, cases[i].no_cont ? "false" : "true",
+              run[i], best[i], load[i], run[i] <= 5.0 ? "true" : "false");
     fprintf(f, "]}\n");
     fclose(f);
     printf("wrote %s\n", json);
