@@ -121,14 +121,15 @@ static void plan_start(sd_denoise_plan *p, int i) {
   p->active = i;
 }
 
-static void plan_end(sd_denoise_plan *p) {
+/* rc: the call's; a failed call's recording is not the forward's */
+static void plan_end(sd_denoise_plan *p, int rc) {
   if (p->active < 0) return;
   weft_rec *r = p->rec[p->active];
   weft_rec_stats before, after;
   weft_rec_stats_get(r, &before);
   weft_rec_end(r);
   weft_rec_stats_get(r, &after);
-  if (after.diverged != before.diverged) {
+  if (rc || after.diverged != before.diverged) {
     /* never serve a stale plan twice: record again on the next call */
     weft_rec_free(r);
     p->rec[p->active] = NULL;
@@ -178,7 +179,7 @@ int sd_denoise_planned(void *user, const float *x, float sigma, float *den) {
   p->active = -1;
   if (!p->control) plan_start(p, 0);
   int r = sd_denoise(p->d, x, sigma, den);
-  plan_end(p);
+  plan_end(p, r);
   return r;
 }
 
