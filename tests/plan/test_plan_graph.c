@@ -224,8 +224,12 @@ TEST(weft_plan_table_prints_every_node_and_the_peak) {
 }
 
 TEST(weft_plan_usage_and_bad_input) {
-  const char *h[] = {weft(), "plan", "--help", NULL};
+  const char *top[] = {weft(), "--help", NULL};
   char *out = NULL, *err = NULL;
+  ASSERT_EQ(weft_test_spawn(top, &out, NULL, 10), 0);
+  ASSERT_CONTAINS(out, "  plan ");
+  free(out);
+  const char *h[] = {weft(), "plan", "--help", NULL};
   ASSERT_EQ(weft_test_spawn(h, &out, NULL, 10), 0);
   ASSERT_CONTAINS(out, "usage: weft plan GRAPH");
   ASSERT_CONTAINS(out, "--vram BYTES");
