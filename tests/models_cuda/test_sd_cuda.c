@@ -1308,82 +1308,112 @@ static double now_s(void) {
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static const char *sd15_unet_json =
+static const char *sd15_json[SD_PARTS] = {
     "{\"block_out_channels\":[320,640,1280,1280],\"down_block_types\":["
     "\"CrossAttnDownBlock2D\",\"CrossAttnDownBlock2D\","
     "\"CrossAttnDownBlock2D\","
     "\"DownBlock2D\"],\"up_block_types\":[\"UpBlock2D\",\"CrossAttnUpBlock2D\","
     "\"CrossAttnUpBlock2D\",\"CrossAttnUpBlock2D\"],\"layers_per_block\":2,"
     "\"attention_head_dim\":8,\"cross_attention_dim\":768,\"in_channels\":4,"
-    "\"out_channels\":4,\"norm_num_groups\":32}";
+    "\"out_channels\":4,\"norm_num_groups\":32}",
+    "{\"block_out_channels\":[128,256,512,512],\"layers_per_block\":2,"
+    "\"latent_channels\":4}",
+    "{\"hidden_size\":768,\"num_hidden_layers\":12,\"num_attention_heads\":12,"
+    "\"intermediate_size\":3072,\"hidden_act\":\"quick_gelu\"}"};
 
-/* An SD1.5-sized UNet (random weights, fp16 matrices) at 512x512 (latent
- * 64x64, CFG batch 2): resident, then streamed under `--vram 1.5G` (its
- * 1.6 GiB of 16-bit blocks do not fit); the same outputs
- * (TOL_STREAM_REL), and the time per step and the bytes streamed per step
- * printed. */
-TEST(sd15_unet_streams_under_1_5_gib_on_cuda) {
+/* txt2img's model calls at SD1.5's shapes (random weights, fp16 matrices,
+ * 512x512): the text encoder on two prompts, STEPS UNet steps (CFG batch
+ * 2, latent 64x64), the VAE decoder -- first with every weight resident,
+ * then with all three models sharing `--vram 1.5G` (their 1.9 GiB of
+ * 16-bit blocks do not fit: the UNet streams).  The same outputs
+ * (TOL_STREAM_REL); ms per UNet step, loads and MiB streamed per step, the
+ * pool and the device's peak memory printed. */
+TEST(sd15_txt2img_models_stream_under_1_5_gib_on_cuda) {
   weft_backend *g = gpu();
   sd_ckpt ck;
   memset(&ck, 0, sizeof ck);
   ck.random_weights = true;
   ck.layout = SD_LAYOUT_DIFFUSERS;
-  ck.has[SD_UNET] = true;
-  const char *json[SD_PARTS] = {sd15_unet_json, NULL, NULL};
-  ASSERT_OK(sd_ckpt_configure(&ck, json));
+  for (int p = 0; p < SD_PARTS; p++)
+    ck.has[p] = true;
+  ASSERT_OK(sd_ckpt_configure(&ck, sd15_json));
   sd_unet *u = NULL;
+  sd_clip *cl = NULL;
+  sd_vae *va = NULL;
   ASSERT_OK(sd_unet_load(&ck, &u));
+  ASSERT_OK(sd_clip_load(&ck, &cl));
+  ASSERT_OK(sd_vae_load(&ck, &va));
   enum { B = 2, C = 4, H = 64, W = 64, L = 77, D = 768, STEPS = 4 };
-  float *x = malloc(sizeof(float) * B * C * H * W);
-  float *ctx = malloc(sizeof(float) * B * L * D), t[B] = {999.0f, 999.0f};
-  float *a = malloc(sizeof(float) * B * C * H * W);
-  float *b = malloc(sizeof(float) * B * C * H * W);
+  const int64_t nx = B * C * H * W, nh = B * L * D, ni = 3 * 512 * 512;
+  int32_t ids[B * L];
+  for (int i = 0; i < B * L; i++)
+    ids[i] = i % L == 0  ? 49406
+             : i % L < 9 ? 320 + 17 * (i % L) + i / L
+                         : 49407;
+  float *x = malloc(sizeof(float) * nx), t[B] = {999.0f, 999.0f};
+  float *out[2], *hid[2], *img[2];
+  for (int p = 0; p < 2; p++)
+    out[p] = malloc(sizeof(float) * nx), hid[p] = malloc(sizeof(float) * nh),
+    img[p] = malloc(sizeof(float) * ni);
   uint64_t s = 1;
-  for (int i = 0; i < B * C * H * W; i++)
+  for (int64_t i = 0; i < nx; i++)
     s = s * 6364136223846793005ull + 1,
     x[i] = (float)(s >> 40) / 8388608.0f - 1;
-  for (int i = 0; i < B * L * D; i++)
-    s = s * 6364136223846793005ull + 1,
-    ctx[i] = (float)(s >> 40) / 8388608.0f - 1;
-  const char *phase[2] = {"resident", "streamed at 1.5 GiB"};
+  const char *phase[2] = {"resident", "sharing 1.5 GiB"};
   for (int p = 0; p < 2; p++) {
+    ASSERT_OK(weft_cuda_trim(g));
     sd_vram *vr = gpu_vram(g, p ? 1610612736ull : UINT64_MAX, true);
+    /* the loader's order */
     ASSERT_OK(sd_unet_to_vram(u, vr));
+    ASSERT_OK(sd_clip_to_vram(cl, vr));
+    ASSERT_OK(sd_vae_to_vram(va, vr));
     ASSERT_OK(sd_vram_commit(vr));
     ASSERT(sd_vram_streaming(vr) == (p == 1));
     const sd_vram_stats *st = sd_vram_get_stats(vr);
+    ASSERT_OK(sd_clip_forward(cl, g, ids, B, 0, hid[p], NULL));
     double best = 1e9;
     uint64_t loads = 0, bytes = 0;
     for (int k = 0; k < STEPS; k++) {
       uint64_t l0 = st->loads, b0 = st->loaded_bytes;
       ASSERT_OK(g->iface->synchronize(g));
       double t0 = now_s();
-      ASSERT_OK(sd_unet_forward(u, g, x, B, H, W, t, ctx, L, NULL, p ? b : a));
+      ASSERT_OK(sd_unet_forward(u, g, x, B, H, W, t, hid[p], L, NULL, out[p]));
       double dt = now_s() - t0;
       best = dt < best ? dt : best;
       loads = st->loads - l0, bytes = st->loaded_bytes - b0;
     }
+    ASSERT_OK(sd_vae_decode(va, g, out[p], 1, H, W, img[p]));
     weft_cuda_mem_stats ms;
     ASSERT_OK(weft_cuda_mem_stats_get(g, &ms));
+    uint64_t f32 = sd_unet_devw(u)->f32_bytes + sd_clip_devw(cl)->f32_bytes +
+                   sd_vae_devw(va)->f32_bytes;
     fprintf(stderr,
-            "sd15 unet %-20s %.1f ms/step; last step %llu loads, %.1f MiB; "
-            "pool %.1f MiB; peak in use %.1f MiB\n",
+            "sd15 txt2img models %-16s UNet %.1f ms/step; last step %llu "
+            "loads, %.1f MiB; all %llu loads %.1f MiB, %llu moves; weights "
+            "%.1f MiB (pool %.1f + fp32 %.1f); device peak in use %.1f MiB\n",
             phase[p], best * 1e3, (unsigned long long)loads,
-            (double)bytes / 1048576.0,
-            (double)sd_vram_pool_bytes(vr) / 1048576.0,
+            (double)bytes / 1048576.0, (unsigned long long)st->loads,
+            (double)st->loaded_bytes / 1048576.0, (unsigned long long)st->moves,
+            (double)(sd_vram_pool_bytes(vr) + f32) / 1048576.0,
+            (double)sd_vram_pool_bytes(vr) / 1048576.0, (double)f32 / 1048576.0,
             (double)ms.peak_in_use / 1048576.0);
     if (p) {
       ASSERT(loads > 0);
-      ASSERT(sd_vram_pool_bytes(vr) + sd_unet_devw(u)->f32_bytes <=
-             1610612736ull);
+      ASSERT(sd_vram_pool_bytes(vr) + f32 <= 1610612736ull);
     }
-    sd_unet_to_host(u);
+    sd_unet_to_host(u), sd_clip_to_host(cl), sd_vae_to_host(va);
     sd_vram_release(vr);
   }
-  expect("sd15 unet streamed vs resident (relative)",
-         rel_err(b, a, B * C * H * W), TOL_STREAM_REL);
-  free(x), free(ctx), free(a), free(b);
-  sd_unet_free(u);
+  expect("sd15 clip shared budget vs resident (relative)",
+         rel_err(hid[1], hid[0], nh), TOL_STREAM_REL);
+  expect("sd15 unet shared budget vs resident (relative)",
+         rel_err(out[1], out[0], nx), TOL_STREAM_REL);
+  expect("sd15 vae shared budget vs resident (relative)",
+         rel_err(img[1], img[0], ni), TOL_STREAM_REL);
+  free(x);
+  for (int p = 0; p < 2; p++)
+    free(out[p]), free(hid[p]), free(img[p]);
+  sd_unet_free(u), sd_clip_free(cl), sd_vae_free(va);
   sd_ckpt_free_params(&ck);
   sd_ckpt_release(&ck);
   weft_backend_free(g);
