@@ -522,10 +522,11 @@ def table(b):
                     f"{mib(m2.get('weft_peak_reserved'))} reserved, {mib(m2.get('weft_peak_in_use'))} in use "
                     f"(end: {mib(me.get('weft_peak_reserved'))}) | {mib(m2.get('cuda_used'))} "
                     f"(end: {mib(me.get('cuda_used'))}) |")
-    for key, label in (("diffusers_eager", "diffusers fp16, eager"), ("diffusers_compile", "diffusers fp16, torch.compile")):
+    for key, label in (("diffusers_eager", "diffusers {}, eager"), ("diffusers_compile", "diffusers {}, torch.compile")):
         d = p.get(key)
         if not d:
             continue
+        label = label.format(d.get("dtype", "?"))
         if key == "diffusers_compile":
             label += f" ({d.get('compile_mode')}; {d.get('compile', '?')}"
             fw = [f"{k.split('_')[0]} {d[k]['warmup_s'][0]:.0f} s" for k in ("unet_step", "vae_decode", "txt2img")
@@ -568,9 +569,10 @@ def table(b):
     ck = b.get("check")
     if ck:
         cn = [v.get("ok") for k, v in ck.get("compare", {}).items() if k.startswith("cnet.")]
+        nres = len([k for k in ck.get("compare", {}) if k.startswith("cnet.down.") or k == "cnet.mid"])
         rows.append(f"Correctness (tools/gpu/sd15_check.py, sd15_results.json): all within tolerance: "
                     f"{ck.get('all_ok')}; fp32 models {ck.get('models_within_tolerance')}; "
-                    f"fp16 precision {ck.get('weft_fp16_within_bound')}; ControlNet (13 residuals + controlled "
+                    f"fp16 precision {ck.get('weft_fp16_within_bound')}; ControlNet ({nres} residuals + controlled "
                     f"UNet, fp32 bound): {all(cn) if cn else 'not compared'}.")
         rows.append("")
     for k, v in b.get("stages", {}).items():
