@@ -482,3 +482,33 @@ TEST(a_model_larger_than_the_budget_streams_through_it) {
   ASSERT(rep->arena_over_budget);
   done(rep, ctx, g);
 }
+
+TEST(plan_of_a_graph_with_an_unset_input_names_where) {
+  weft_ctx *ctx;
+  ASSERT_OK(weft_ctx_new(&ctx));
+  ASSERT_OK(weft_plugin_register(ctx, &plan_plugin, "test_plan_graph.c"));
+  const char *y = "version: 1\n"
+                  "inputs:\n"
+                  "  size: {type: INT}\n"
+                  "nodes:\n"
+                  "  c: {op: PlanConst}\n"
+                  "  a:\n"
+                  "    op: PlanModel\n"
+                  "    inputs: {prev: c.out}\n"
+                  "    params: {block: 1, bytes: $size, arena: 10}\n";
+  weft_graph *g = NULL;
+  ASSERT_OK(weft_graph_load_string(ctx, y, strlen(y), "in.yaml", &g));
+  weft_plan_report *rep = (weft_plan_report *)1;
+  ASSERT_EQ(weft_graph_plan(ctx, g, 0, &rep), WEFT_EMISSING);
+  ASSERT(rep == NULL);
+  ASSERT_CONTAINS(weft_ctx_error(ctx), "in.yaml:3:");
+  ASSERT_CONTAINS(weft_ctx_error(ctx), "--set size=");
+  /* once set, it plans with the value */
+  ASSERT_OK(weft_graph_set_input(ctx, g, "size", "64"));
+  ASSERT_OK(weft_graph_plan(ctx, g, 0, &rep));
+  ASSERT_EQ(rep->rows[1].weights_bytes, 64);
+  ASSERT_EQ(rep->rows[1].weights_resident, 64);
+  weft_plan_report_free(rep);
+  weft_graph_free(g);
+  weft_ctx_free(ctx);
+}
