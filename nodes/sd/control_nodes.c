@@ -129,9 +129,15 @@ static int loader_run(weft_call *c) {
              "%s", path, n, unused);
     if (!(o->be = sd_backend_new(c, "the ControlNet", &r)) && !r)
       r = WEFT_ENOMEM;
-    /* the weights to the device once */
-    if (!r && (r = sd_cnet_to_backend(o->model, o->be)))
-      sd_model_error(c, o->be, r, "copying the ControlNet's weights");
+    /* the weights to the device under the budget (WEFT_VRAM) */
+    sd_vram *vr = r || sd_be_is_host(o->be)
+                      ? NULL
+                      : sd_vram_for(c, o->be, "the ControlNet", &r);
+    if (vr) {
+      if ((r = sd_cnet_to_vram(o->model, vr)) || (r = sd_vram_commit(vr)))
+        sd_vram_report(c, o->be, vr, r, "copying the ControlNet's weights");
+      sd_vram_release(vr); /* the model holds it */
+    }
   }
   free(cfg);
   if (r) {

@@ -360,15 +360,24 @@ static int loader_run(weft_call *c) {
   if (!r && !(b->be = sd_backend_new(c, "the checkpoint", &r)) && !r)
     r = WEFT_ENOMEM;
   if (!r && !sd_be_is_host(b->be)) {
-    /* the weights to the device once; the host arrays stay the masters */
+    /* the weights to the device under one budget (WEFT_VRAM, --vram):
+     * resident when they fit, else streamed block by block; the host
+     * arrays stay the masters */
     const char *part = "UNet";
-    r = sd_unet_to_backend(b->unet, b->be);
-    if (!r) part = "text encoder", r = sd_clip_to_backend(b->clip, b->be);
-    if (!r) part = "VAE", r = sd_vae_to_backend(b->vae, b->be);
-    if (r) {
-      char what[128];
-      snprintf(what, sizeof what, "copying the %s's weights", part);
-      sd_model_error(c, b->be, r, what);
+    sd_vram *vr = sd_vram_for(c, b->be, "the checkpoint", &r);
+    if (vr) {
+      r = sd_unet_to_vram(b->unet, vr);
+      if (!r) part = "text encoder", r = sd_clip_to_vram(b->clip, vr);
+      if (!r) part = "VAE", r = sd_vae_to_vram(b->vae, vr);
+      if (!r) part = "models", r = sd_vram_commit(vr);
+      if (r) {
+        char what[128];
+        snprintf(what, sizeof what, "copying the %s's weights", part);
+        sd_vram_report(c, b->be, vr, r, what);
+      } else {
+        sd_vram_log(c, vr, "the checkpoint");
+      }
+      sd_vram_release(vr); /* the models hold it */
     }
   }
   if (!r) {
