@@ -187,7 +187,7 @@ if [ ! -f "$build/build.ninja" ]; then
 fi
 grep -A1 "weft kernels/cuda" "$OUT/setup.log" 2>/dev/null | tail -1 >>"$env_txt"
 # what the cases use: the command, every plugin, the test
-targets=(cli/weft tests/test_sd_cuda tests/test_sd_stream)
+targets=(cli/weft tests/test_sd_cuda tests/test_sd_stream tests/test_plan_cuda)
 while read -r t; do targets+=("$t"); done < <(
   ninja -C "$build" -t targets all 2>/dev/null |
     sed -n 's/^\(nodes\/[^:]*\.so\): .*/\1/p')
@@ -200,7 +200,7 @@ t_built=$(date +%s)
 say "configured and built in $((t_built - t_start)) s"
 
 # ---- run ---------------------------------------------------------------------
-args=(--no-rebuild --suite test_sd_cuda --suite test_sd_stream
+args=(--no-rebuild --suite test_sd_cuda --suite test_sd_stream --suite test_plan_cuda
   --num-processes "$test_jobs"
   --timeout-multiplier "${WEFT_GPU_CASE_TIMEOUT_MULT:-1}" --print-errorlogs)
 if [ $# -gt 0 ]; then
@@ -216,7 +216,7 @@ rc=$?
 [ $rc = 124 ] && say "tests stopped at the deadline ($left s)"
 cp "$build/meson-logs/testlog.txt" "$OUT/test.log" 2>/dev/null
 grep -E '^ *[0-9]+/[0-9]+ ' "$OUT/meson-test.out" |
-  sed -E 's#^ *[0-9]+/[0-9]+ ##; s#(test_sd_(cuda|stream) - )?weft:test_sd_(cuda|stream)( / |/)(test_sd_(cuda|stream)/)?##' \
+  sed -E 's#^ *[0-9]+/[0-9]+ ##; s#(test_(sd_cuda|sd_stream|plan_cuda) - )?weft:test_(sd_cuda|sd_stream|plan_cuda)( / |/)(test_(sd_cuda|sd_stream|plan_cuda)/)?##' \
     >"$OUT/summary.txt"
 grep -E '^(Ok|Fail|Skipped|Timeout):' "$OUT/meson-test.out" >>"$OUT/summary.txt"
 echo "---- $(sed -n 2p "$env_txt")"
