@@ -92,82 +92,16 @@ say() { echo "[run_sd_cuda_tests] $*"; }
 } >"$env_txt"
 
 # ---- libraries ---------------------------------------------------------------
-lib_dirs=""
-for l in "${libs[@]}"; do
-  if pkg-config --exists "$l" 2>/dev/null; then
-    echo "$l: the machine's ($(pkg-config --modversion "$l"))" >>"$env_txt"
-    continue
-  fi
-  for p in ${pkgs[$l]}; do
-    deb=$(ls "$debs/${p}"_*.deb 2>/dev/null | head -1)
-    if [ -z "$deb" ]; then
-      say "$l is missing and $debs has no $p package: run $0 --prepare here and carry .gpu-deps"
-      exit 1
-    fi
-    dpkg -x "$deb" "$deps/root"
-  done
-  # the .pc files name /usr: point them at the unpacked tree
-  for pc in "$deps"/root/usr/lib/x86_64-linux-gnu/pkgconfig/"$l".pc \
-    "$deps"/root/usr/share/pkgconfig/"$l".pc; do
-    [ -e "$pc" ] || continue
-    sed -E "s#^(prefix|exec_prefix|libdir|includedir)=/usr#\\1=$deps/root/usr#" \
-      "$pc" >"$pcdir/$l.pc"
-  done
-  echo "$l: carried ($(ls "$debs"/"${pkgs[$l]%% *}"_*.deb | xargs -n1 basename))" >>"$env_txt"
-  lib_dirs=$deps/root/usr/lib/x86_64-linux-gnu:$deps/root/lib/x86_64-linux-gnu
-done
-# absolute symlinks of the -dev packages (libz.so -> /lib/...) into the tree
-if [ -d "$deps/root" ]; then
-  find "$deps/root" -type l | while read -r ln; do
-    t=$(readlink "$ln")
-    case $t in /*) [ -e "$deps/root$t" ] && ln -sf "$deps/root$t" "$ln" ;; esac
-  done
+# the carried packages, OpenBLAS and cuDNN: tools/gpu/lib.sh (shared with
+# run_sd15_check.sh and bench_sd15.sh); its lines go to env.txt
+# shellcheck source=tools/gpu/lib.sh
+. "$root/tools/gpu/lib.sh"
+if ! weft_gpu_deps "$root" "$deps" >>"$env_txt"; then
+  say "the libraries are not all there; see env.txt"
+  cat "$env_txt"
+  exit 1
 fi
-if ! pkg-config --exists openblas 2>/dev/null; then
-  if [ ! -f "$root/.gpu-deps/openblas.tar.xz" ]; then
-    say "no OpenBLAS: carry .gpu-deps (tools/gpu/prepare_deps.sh)"
-    exit 1
-  fi
-  mkdir -p "$deps/openblas"
-  tar -xJf "$root/.gpu-deps/openblas.tar.xz" -C "$deps/openblas"
-  (cd "$deps/openblas/lib" && ln -sf libopenblas.so.0 libopenblas.so)
-  cat >"$pcdir/openblas.pc" <<EOF
-libdir=$deps/openblas/lib
-includedir=$deps/openblas/include
-Name: openblas
-Description: OpenBLAS (carried)
-Version: 0.3
-Libs: -L\${libdir} -lopenblas
-Cflags: -I\${includedir}
-EOF
-  lib_dirs=${lib_dirs:+$lib_dirs:}$deps/openblas/lib
-  echo "openblas: carried .gpu-deps/openblas.tar.xz" >>"$env_txt"
-else
-  echo "openblas: the machine's" >>"$env_txt"
-fi
-export PKG_CONFIG_PATH=$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
-
-# cuDNN from the pip package when the toolkit has none (meson looks for
-# -lcudnn and cudnn.h: a libcudnn.so link and CPATH/LIBRARY_PATH)
-nvcc_bin=$(command -v nvcc || true)
-cuda_home=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$nvcc_bin")")")}
-cudnn_lib=""
-if [ ! -f "$cuda_home/include/cudnn.h" ]; then
-  pyd=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)
-  if [ -n "$pyd" ] && [ -f "$pyd/include/cudnn.h" ]; then
-    mkdir -p "$deps/cudnn"
-    so=$(ls "$pyd"/lib/libcudnn.so.[0-9]* 2>/dev/null | head -1)
-    [ -n "$so" ] && ln -sf "$so" "$deps/cudnn/libcudnn.so"
-    export CPATH=$pyd/include${CPATH:+:$CPATH}
-    export LIBRARY_PATH=$deps/cudnn${LIBRARY_PATH:+:$LIBRARY_PATH}
-    cudnn_lib=$pyd/lib
-    echo "cudnn: pip package $pyd" >>"$env_txt"
-  fi
-fi
-run_path=$lib_dirs${cudnn_lib:+:$cudnn_lib}
-for d in "$cuda_home/lib64" "$cuda_home/targets/x86_64-linux/lib"; do
-  [ -d "$d" ] && run_path=${run_path:+$run_path:}$d
-done
+run_path=$WEFT_GPU_RUN_PATH
 export LD_LIBRARY_PATH=${run_path}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 meson_bin=$(command -v meson || echo "python3 -m mesonbuild.mesonmain")
 {
