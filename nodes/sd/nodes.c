@@ -76,6 +76,27 @@ void sd_bundle_be_unlock(sd_bundle *b) {
   if (!sd_be_is_host(b->be)) pthread_mutex_unlock(&b->be_mu);
 }
 
+/* The budget the bundle's models share on a device (NULL on the host). */
+static sd_vram *bundle_vram(const sd_bundle *b) {
+  sd_devw *dw = b->unet ? sd_unet_devw(b->unet) : NULL;
+  if (!dw && b->clip) dw = sd_clip_devw(b->clip);
+  if (!dw && b->vae) dw = sd_vae_devw(b->vae);
+  return dw ? dw->vr : NULL;
+}
+
+/* After a model node ran on a device: its cached scratch back to the
+ * driver (the next node plans its own), and the allocator's high-water
+ * logged against the budget. */
+static void node_done(weft_call *c, sd_bundle *b, const char *what) {
+  sd_vram *vr = bundle_vram(b);
+  if (!vr) return;
+  sd_bundle_be_lock(b);
+  int r = sd_vram_trim(vr);
+  sd_bundle_be_unlock(b);
+  if (r) c->host->log(c, WEFT_LOG_WARN, "%s: trimming the cache failed", what);
+  sd_vram_log_use(c, b->be, vr, what);
+}
+
 /* After a merge on the host masters: every weight any patch set ever
  * touched (the state's backups, which hold the rest at its base) copied
  * to the device again, so the device weights equal the masters bit for
@@ -552,6 +573,7 @@ static int clip_encode_common(weft_call *c, weft_plan *plan) {
     if ((r = sd_bundle_acquire(b, SD_CLIP, ref))) goto out;
     r = encode_chunks(b, layer, ids, n, z, pooled, NULL);
     sd_bundle_unacquire(b, SD_CLIP);
+    if (!r) node_done(c, b, "text encoder");
   }
   if (r) {
     if (r == WEFT_EINVAL || sd_be_is_host(b->be))
@@ -791,6 +813,38 @@ static int ksample_plan(weft_call *c, sd_bundle *b, const sd_cond *pos,
   return r;
 }
 
+/* On a device under a budget: the UNet call planned before step 1 (DRY),
+ * its arena plus scratch kept from the weights' pool (resized now, before
+ * the arena is made).  *reported when the error is already recorded. */
+static int sample_reserve(weft_call *c, sampling *s, const float *x,
+                          float sigma, bool *reported) {
+  sd_bundle *b = s->bundle;
+  sd_vram *vr = bundle_vram(b);
+  if (!vr || sd_vram_budget(vr) == UINT64_MAX) return 0;
+  uint64_t arena = 0;
+  sd_bundle_be_lock(b);
+  int r = s->dplan.d ? sd_denoise_plan_dry(&s->dplan, x, sigma, &arena) : 0;
+  if (!r)
+    r = sd_vram_reserve(vr, arena + sd_vram_scratch(vr), NULL,
+                        "the sampler's UNet call");
+  if (!r) r = sd_vram_commit(vr);
+  if (!r) r = sd_vram_trim(vr);
+  sd_bundle_be_unlock(b);
+  if (r) {
+    sd_vram_report(c, b->be, vr, r, "sampling");
+    *reported = true;
+  } else {
+    c->host->log(c, WEFT_LOG_INFO,
+                 "sampler: UNet activations %.1f MiB (planned) + %.1f MiB "
+                 "scratch kept from --vram %.1f MiB; weights pool %.1f MiB",
+                 (double)arena / 1048576.0,
+                 (double)sd_vram_scratch(vr) / 1048576.0,
+                 (double)sd_vram_budget(vr) / 1048576.0,
+                 (double)sd_vram_pool_bytes(vr) / 1048576.0);
+  }
+  return r;
+}
+
 static int ksample(weft_call *c, const ksampler_args *a, weft_plan *plan) {
   const weft_host *h = c->host;
   sd_bundle *b = sd_ref_of(c, 0)->bundle;
@@ -912,12 +966,16 @@ static int ksample(weft_call *c, const ksampler_args *a, weft_plan *plan) {
   }
   weft_sampler_io io = {s.n, denoise, noise, step, &s};
   const sd_ref *mref = sd_ref_of(c, 0);
+  bool reported = false;
   if (!(r = sd_bundle_acquire(b, SD_UNET, mref))) {
-    r = weft_sample(a->sampler, &io, x, sig, ns);
+    r = sample_reserve(c, &s, x, sig[0], &reported);
+    if (!r) r = weft_sample(a->sampler, &io, x, sig, ns);
     sd_bundle_unacquire(b, SD_UNET);
   }
   if (s.kind == WEFT_NOISE_BROWNIAN) weft_brownian_free(&s.brown);
-  if (r == WEFT_ECANCELED)
+  if (reported)
+    ; /* the budget said why */
+  else if (r == WEFT_ECANCELED)
     h->error(c, "cancelled");
   else if (r && !sd_be_is_host(b->be))
     sd_model_error(c, b->be, r, "sampling failed");
@@ -934,6 +992,7 @@ static int ksample(weft_call *c, const ksampler_args *a, weft_plan *plan) {
            (unsigned long long)st.arena.lower_bound,
            (unsigned long long)st.arena.naive, st.replays,
            (unsigned long long)st.misses);
+  if (!r) node_done(c, b, "sampler");
 out:
   sd_denoise_plan_free(&s.dplan);
   sd_denoiser_free(&s.den);
@@ -1053,14 +1112,22 @@ static int vae_decode_common(weft_call *c, weft_plan *plan) {
   vae_args a = {b->vae, lat->data, B, hh, ww, img};
   weft_rec_stats st;
   sd_bundle_be_lock(b);
-  int r = plan || sd_plan_enabled()
+  sd_vram *vr = plan ? NULL : bundle_vram(b);
+  int r = !plan && vr && sd_plan_enabled()
+              ? sd_plan_call_vram(b->be, vr, sd_vae_devw(b->vae),
+                                  sd_vram_scratch(vr), "the VAE decode",
+                                  vae_decode_fn, &a, &st)
+          : plan || sd_plan_enabled()
               ? sd_plan_call(b->be, vae_decode_fn, &a, plan != NULL, &st)
               : sd_vae_decode(b->vae, b->be, lat->data, B, hh, ww, img);
   sd_bundle_be_unlock(b);
-  if (r)
+  if (r && vr)
+    sd_vram_report(c, b->be, vr, r, "VAE decode failed");
+  else if (r)
     sd_model_error(c, b->be, r, "VAE decode failed");
   else
     r = image_output(c, img, B, H, W);
+  if (!r && !plan) node_done(c, b, "VAE decode");
   if (!r && plan) plan_fill(plan, b, SD_VAE, "VAE", &st, 1);
   free(img);
   return r;

@@ -131,6 +131,9 @@ static int cx_mark(void *u, void *buf, size_t n, weft_dtype dt) {
 static int cx_unmark(void *u, void *buf) {
   return weft_cuda_unmark_half(((cuda_xfer *)u)->be, buf);
 }
+static int cx_trim(void *u) {
+  return weft_cuda_trim(((cuda_xfer *)u)->be);
+}
 static void cx_free(void *u) {
   cuda_xfer *x = u;
   weft_cuda_copier_free(x->cp);
@@ -163,6 +166,7 @@ int sd_cuda_xfer(weft_backend *be, sd_xfer *out, weft_dtype *half, char *err,
                    .compute_wait = cx_wait,
                    .mark_half = cx_mark,
                    .unmark_half = cx_unmark,
+                   .trim = cx_trim,
                    .free = cx_free};
   return 0;
 }
@@ -219,6 +223,12 @@ sd_vram *sd_vram_for(weft_call *c, weft_backend *be, const char *what,
     *code = WEFT_ENOMEM;
     return NULL;
   }
+  /* until a node plans its arena, scratch is what the budget keeps
+   * beside the weights (the text encoder's activations are in it too) */
+  if (budget != UINT64_MAX && !sd_be_is_host(be)) {
+    sd_vram_reserve(vr, sd_vram_scratch(vr), NULL, NULL); /* no models yet:
+                                                            cannot fail */
+  }
   if (budget == UINT64_MAX)
     h->log(c, WEFT_LOG_INFO, "%s: weights on %s without a budget (%s)", what,
            be->iface->name, half == WEFT_F32 ? "fp32" : "16-bit matrices");
@@ -250,4 +260,29 @@ void sd_vram_log(weft_call *c, const sd_vram *vr, const char *what) {
   else
     c->host->log(c, WEFT_LOG_INFO, "%s: all weights resident (%.1f MiB)", what,
                  (double)sd_vram_pool_bytes(vr) / 1048576.0);
+}
+
+void sd_vram_log_use(weft_call *c, const weft_backend *be, const sd_vram *vr,
+                     const char *what) {
+#if WEFT_SD_CUDA
+  const weft_backend *root = weft_backend_root(be);
+  weft_cuda_mem_stats ms;
+  if (!weft_backend_is_cuda(root) || weft_cuda_mem_stats_get(root, &ms)) return;
+  const double M = 1048576.0;
+  uint64_t budget = vr ? sd_vram_budget(vr) : UINT64_MAX;
+  char bud[64] = "no --vram budget";
+  if (budget != UINT64_MAX)
+    snprintf(bud, sizeof bud, "--vram %.0f MiB", (double)budget / M);
+  c->host->log(c, WEFT_LOG_INFO,
+               "%s: device high-water %.0f MiB of %s (weft's allocations; "
+               "the CUDA context is outside them): weights pool %.0f MiB, "
+               "%.0f MiB kept for activations and scratch, %.0f MiB held "
+               "now",
+               what, (double)ms.peak_reserved / M, bud,
+               vr ? (double)sd_vram_pool_bytes(vr) / M : 0.0,
+               vr ? (double)sd_vram_reserved(vr) / M : 0.0,
+               (double)ms.reserved / M);
+#else
+  (void)c, (void)be, (void)vr, (void)what;
+#endif
 }

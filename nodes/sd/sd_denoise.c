@@ -63,7 +63,8 @@ int sd_denoise(void *user, const float *x, float sigma, float *den) {
   for (int64_t r = 0; r < rows; r++) {
     const float *xr = x + (r % B) * per;
     float *xi = d->x_in + r * per;
-    for (int64_t i = 0; i < per; i++) xi[i] = xr[i] * cin;
+    for (int64_t i = 0; i < per; i++)
+      xi[i] = xr[i] * cin;
     d->t[r] = t;
   }
   const float *ctx = cfg1 ? d->ctx + B * d->tokens * d->dim : d->ctx;
@@ -72,8 +73,8 @@ int sd_denoise(void *user, const float *x, float sigma, float *den) {
   sd_control ctl = {0};
   int rc = 0;
   if (d->control) {
-    rc = d->control(d->control_user, d->x_in, rows, cfg1, d->h, d->w, d->t,
-                    ctx, d->tokens, sigma, &co);
+    rc = d->control(d->control_user, d->x_in, rows, cfg1, d->h, d->w, d->t, ctx,
+                    d->tokens, sigma, &co);
     ctl = (sd_control){(const float *const *)co.down, co.n, co.mid};
   }
   if (!rc)
@@ -90,19 +91,22 @@ int sd_denoise(void *user, const float *x, float sigma, float *den) {
       for (int64_t i = 0; i < per; i++)
         o[i] = xr[i] / s2 - o[i] * sigma * cin;
     else
-      for (int64_t i = 0; i < per; i++) o[i] = xr[i] - o[i] * sigma;
+      for (int64_t i = 0; i < per; i++)
+        o[i] = xr[i] - o[i] * sigma;
   }
   if (cfg1) {
     memcpy(den, d->out, (size_t)n * sizeof *den);
   } else {
     const float *u = d->out, *c = d->out + n;
-    for (int64_t i = 0; i < n; i++) den[i] = u[i] + (c[i] - u[i]) * d->cfg;
+    for (int64_t i = 0; i < n; i++)
+      den[i] = u[i] + (c[i] - u[i]) * d->cfg;
   }
   return 0;
 }
 
 /* ---- planned model calls (sd_plan.h) ------------------------------------ */
 
+#include "sd_device.h"
 #include "sd_plan.h"
 
 bool sd_plan_enabled(void) {
@@ -170,7 +174,8 @@ void sd_denoise_plan_free(sd_denoise_plan *p) {
   p->d->be = p->inner;
   p->d->control = p->control;
   p->d->control_user = p->control_user;
-  for (int i = 0; i < 2; i++) weft_rec_free(p->rec[i]);
+  for (int i = 0; i < 2; i++)
+    weft_rec_free(p->rec[i]);
   memset(p, 0, sizeof *p);
 }
 
@@ -203,6 +208,62 @@ int sd_plan_call(weft_backend *be, int (*fn)(void *user, weft_backend *be),
   if (st) weft_rec_stats_get(r, st);
   if (!rc && !dry_only) {
     /* no arena (out of device memory): the forward runs unplanned */
+    bool planned = !weft_rec_begin(r, WEFT_REC_REPLAY);
+    rc = fn(user, planned ? weft_rec_backend(r) : be);
+    if (planned) weft_rec_end(r);
+  }
+  weft_rec_free(r);
+  return rc;
+}
+
+int sd_denoise_plan_dry(sd_denoise_plan *p, const float *x, float sigma,
+                        uint64_t *arena) {
+  *arena = 0;
+  if (p->control || sd_be_is_host(p->inner)) return 0;
+  if (!p->rec[0] && !(p->rec[0] = weft_rec_new(p->inner))) return WEFT_ENOMEM;
+  weft_rec *r = p->rec[0];
+  float *den = malloc((size_t)(p->d->batch * p->d->per) * sizeof *den);
+  int rc = den ? weft_rec_begin(r, WEFT_REC_DRY) : WEFT_ENOMEM;
+  if (!rc) {
+    p->d->be = weft_rec_backend(r);
+    rc = sd_denoise(p->d, x, sigma, den);
+    p->d->be = p->inner;
+    int re = weft_rec_end(r);
+    if (!rc) rc = re;
+  }
+  free(den);
+  if (rc) { /* no half-made plan: step 1 records */
+    weft_rec_free(r);
+    p->rec[0] = NULL;
+    return rc;
+  }
+  weft_rec_stats st;
+  weft_rec_stats_get(r, &st);
+  *arena = st.arena.arena;
+  return 0;
+}
+
+int sd_plan_call_vram(weft_backend *be, sd_vram *vr, const sd_devw *running,
+                      uint64_t scratch, const char *why,
+                      int (*fn)(void *user, weft_backend *be), void *user,
+                      weft_rec_stats *st) {
+  if (!vr) return sd_plan_call(be, fn, user, false, st);
+  weft_rec *r = weft_rec_new(be);
+  if (!r) return WEFT_ENOMEM;
+  int rc = weft_rec_begin(r, WEFT_REC_DRY);
+  if (!rc) {
+    rc = fn(user, weft_rec_backend(r));
+    int re = weft_rec_end(r);
+    if (!rc) rc = re;
+  }
+  weft_rec_stats s;
+  weft_rec_stats_get(r, &s);
+  if (st) *st = s;
+  /* the pool shrinks (or grows) before the arena is allocated beside it */
+  if (!rc) rc = sd_vram_reserve(vr, s.arena.arena + scratch, running, why);
+  if (!rc) rc = sd_vram_commit(vr);
+  if (!rc) rc = sd_vram_trim(vr);
+  if (!rc) {
     bool planned = !weft_rec_begin(r, WEFT_REC_REPLAY);
     rc = fn(user, planned ? weft_rec_backend(r) : be);
     if (planned) weft_rec_end(r);

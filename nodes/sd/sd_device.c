@@ -131,7 +131,8 @@ int sd_vram_env_budget(uint64_t dflt, uint64_t *out, char *err, size_t n) {
 struct sd_vram {
   weft_backend *be;
   uint64_t budget;
-  weft_dtype half; /* WEFT_F32: no 16-bit weights */
+  uint64_t reserve; /* kept for activations and scratch (sd_vram_reserve) */
+  weft_dtype half;  /* WEFT_F32: no 16-bit weights */
   sd_xfer x;
   bool has_x;
   bool prefetch;
@@ -221,9 +222,10 @@ static uint64_t f32_total(const sd_vram *vr) {
   return t;
 }
 
-/* bytes the blocks may use: the budget less the always-resident weights */
+/* bytes the blocks may use: the budget less the always-resident weights
+ * and the reserve for activations and scratch */
 static uint64_t pool_cap(const sd_vram *vr, uint64_t f32) {
-  return vr->budget > f32 ? vr->budget - f32 : 0;
+  return vr->budget > f32 + vr->reserve ? vr->budget - f32 - vr->reserve : 0;
 }
 
 bool sd_vram_streaming(const sd_vram *vr) {
@@ -454,6 +456,8 @@ static int size_pool(sd_vram *vr) {
   if (!rc && vr->pool && vr->be->iface->synchronize)
     rc = vr->be->iface->synchronize(vr->be); /* the old pool's last uses */
   pool_free(vr);
+  /* the old pool back to the driver before the new one is asked for */
+  if (!rc) rc = sd_vram_trim(vr);
   if (rc) return rc;
   if (!size) return 0;
   if (!(vr->pool = vr->be->iface->buffer_alloc(vr->be, size))) {
@@ -511,14 +515,16 @@ static int join(sd_vram *vr, sd_devw *dw) {
       char need[32], left[32], bud[32], fixed[32];
       mb(need, sizeof need, dw->blk[b].bytes), mb(left, sizeof left, cap);
       mb(bud, sizeof bud, vr->budget), mb(fixed, sizeof fixed, f32);
+      char act[32];
+      mb(act, sizeof act, vr->reserve);
       snprintf(vr->err, sizeof vr->err,
                "the %s's block '%s' needs %s (%zu bytes) of device memory "
                "but the budget of %s (%" PRIu64
                " bytes, --vram / WEFT_VRAM) leaves %s for streamed weights "
-               "after %s of always-resident biases and norms: raise the "
-               "budget",
+               "after %s of always-resident biases and norms and %s kept "
+               "for activations and scratch: raise the budget",
                dw->model, dw->blk[b].name, need, dw->blk[b].bytes, bud,
-               vr->budget, left, fixed);
+               vr->budget, left, fixed, act);
       return WEFT_ERANGE;
     }
   if (vr->n_models == vr->cap_models) {
@@ -529,6 +535,53 @@ static int join(sd_vram *vr, sd_devw *dw) {
   }
   vr->models[vr->n_models++] = dw;
   vr->dirty = true;
+  return 0;
+}
+
+int sd_vram_trim(sd_vram *vr) {
+  return vr->has_x && vr->x.trim ? vr->x.trim(vr->x.ctx) : 0;
+}
+
+uint64_t sd_vram_scratch(const sd_vram *vr) {
+  if (vr->budget == UINT64_MAX) return 0;
+  return SD_VRAM_SCRATCH < vr->budget / 4 ? SD_VRAM_SCRATCH : vr->budget / 4;
+}
+
+uint64_t sd_vram_reserved(const sd_vram *vr) {
+  return vr->reserve;
+}
+
+int sd_vram_reserve(sd_vram *vr, uint64_t bytes, const sd_devw *running,
+                    const char *why) {
+  vr->err[0] = 0;
+  if (vr->budget == UINT64_MAX || bytes == vr->reserve) return 0;
+  uint64_t f32 = f32_total(vr);
+  const sd_devw *big = NULL;
+  int bb = -1;
+  for (int i = 0; i < vr->n_models; i++) {
+    const sd_devw *m = vr->models[i];
+    if (running && m != running) continue;
+    for (int b = 0; b < m->n_blocks; b++)
+      if (!big || m->blk[b].bytes > big->blk[bb].bytes) big = m, bb = b;
+  }
+  uint64_t need = big ? big->blk[bb].bytes : 0;
+  if (f32 + bytes + need > vr->budget) {
+    char bud[32], act[32], blk[32], fixed[32];
+    mb(bud, sizeof bud, vr->budget), mb(act, sizeof act, bytes);
+    mb(blk, sizeof blk, need), mb(fixed, sizeof fixed, f32);
+    snprintf(vr->err, sizeof vr->err,
+             "the budget of %s (%" PRIu64
+             " bytes, --vram / WEFT_VRAM) does not hold %s: %s (%" PRIu64
+             " bytes) of activations and scratch, the %s's largest block "
+             "'%s' (%s) and %s of always-resident biases and norms: raise "
+             "the budget",
+             bud, vr->budget, why ? why : "the next model call", act, bytes,
+             big ? big->model : "model", big ? big->blk[bb].name : "", blk,
+             fixed);
+    return WEFT_ERANGE;
+  }
+  vr->reserve = bytes;
+  vr->dirty = true; /* the pool is resized at the next commit or use */
   return 0;
 }
 

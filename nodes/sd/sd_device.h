@@ -117,6 +117,10 @@ typedef struct sd_xfer {
   /* registers/unregisters device memory holding 16-bit weights of dtype */
   int (*mark_half)(void *ctx, void *buf, size_t n, weft_dtype dtype);
   int (*unmark_half)(void *ctx, void *buf);
+  /* waits for the device and returns the backend's cached free memory to
+   * the driver (a caching allocator's kept blocks), so that a smaller
+   * pool, an arena or the next node's scratch is not allocated beside it */
+  int (*trim)(void *ctx);
   /* frees ctx (with the sd_vram) */
   void (*free)(void *ctx);
 } sd_xfer;
@@ -132,6 +136,7 @@ typedef struct sd_vram_stats {
 } sd_vram_stats;
 
 typedef struct sd_vram sd_vram;
+typedef struct sd_devw sd_devw;
 
 /* A budget of `budget` device bytes for the weights of the models put on
  * be (UINT64_MAX: no limit).  half: WEFT_F32, or WEFT_F16/WEFT_BF16 to
@@ -155,6 +160,31 @@ size_t sd_vram_pool_bytes(const sd_vram *vr);
  * sd_devw_use does it too; _to_backend does it at once.  0 or a WEFT_E*
  * code (ENOMEM: the pool cannot be allocated, sd_vram_error says so). */
 int sd_vram_commit(sd_vram *vr);
+/* Activations and scratch share the budget with the weights.  Keeps
+ * `bytes` of it for them from now on (the pool gets the budget less the
+ * always-resident weights less `bytes`), replacing the previous reserve:
+ * a node reserves its planned arena (the sampler's UNet call, the VAE
+ * decode) plus scratch before it runs, then sd_vram_commit resizes the
+ * pool (dropping every block) before the arena is made.  The pool must
+ * still hold the largest block of `running` (NULL: of every model):
+ * WEFT_ERANGE otherwise, with sd_vram_error naming the block and the
+ * sizes, and the reserve unchanged.  Without a budget: 0, nothing kept. */
+int sd_vram_reserve(sd_vram *vr, uint64_t bytes, const struct sd_devw *running,
+                    const char *why);
+uint64_t sd_vram_reserved(const sd_vram *vr);
+/* The sd_xfer's trim (nothing without one): 0 or a WEFT_E* code. */
+int sd_vram_trim(sd_vram *vr);
+/* What the plugin reserves for one node's scratch beside its planned
+ * arena on a device: the 16-bit im2col columns (at most 64 MiB a conv,
+ * kept by the caching allocator per power-of-two size), attention's
+ * scores and probabilities (at most 96 MiB a block plus the packed
+ * q/k/v, kept per shape), the cuBLASLt workspace (32 MiB) and the small
+ * unplanned buffers (norm statistics, the text encoder's activations). */
+#define SD_VRAM_SCRATCH ((uint64_t)384 << 20)
+/* The scratch a node keeps under vr's budget: SD_VRAM_SCRATCH, at most a
+ * quarter of the budget (a small model's scratch is small too); 0 without
+ * a budget. */
+uint64_t sd_vram_scratch(const sd_vram *vr);
 /* Why the last call failed ("" if none): which block, how many bytes, the
  * budget.  (transfer none: until the next call on vr) */
 const char *sd_vram_error(const sd_vram *vr);
@@ -183,7 +213,7 @@ typedef struct sd_devw_block {
 } sd_devw_block;
 
 /* The device copies of one model's weights. */
-typedef struct sd_devw {
+struct sd_devw {
   weft_backend *be;
   sd_vram *vr;
   char model[32];   /* "UNet", for messages */
@@ -199,7 +229,7 @@ typedef struct sd_devw {
   size_t elem;        /* 2 or 4: bytes per SD_W_HALF element */
   int pos;            /* the block used last, -1 */
   size_t arena_bytes; /* device bytes: blocks + F32 weights */
-} sd_devw;
+};
 
 /* Puts a model on vr's backend: the F32 weights into a buffer there, the
  * blocks into a host image (16-bit when vr says so), and into the pool at
@@ -294,6 +324,13 @@ void sd_vram_report(weft_call *c, const weft_backend *be, const sd_vram *vr,
                     int r, const char *what);
 /* Logs whether the models fit (resident) or stream, and the pool's size. */
 void sd_vram_log(weft_call *c, const sd_vram *vr, const char *what);
+/* After a model node on CUDA: logs (INFO) the caching allocator's
+ * high-water (weft_cuda_mem_stats peak_reserved: every byte weft holds
+ * from the driver, the CUDA context aside) against vr's budget ("VAE
+ * decode: device high-water 1402 MiB of --vram 1536 MiB ...").  Nothing
+ * on another backend.  vr may be NULL. */
+void sd_vram_log_use(weft_call *c, const weft_backend *be, const sd_vram *vr,
+                     const char *what);
 
 /* ---- host I/O of the forward passes
  * ------------------------------------------ */
@@ -312,5 +349,28 @@ int sd_io_out(weft_backend *be, float *host, int64_t n, float **buf,
  * nothing for a host backend (tmp NULL).  Returns rc when rc is non-zero
  * (the work failed: nothing is copied). */
 int sd_io_done(weft_backend *be, int rc, float *host, float *tmp, int64_t n);
+
+/* ---- planned model calls under the budget (sd_denoise.c) ----------------- */
+
+#include "sd_plan.h"
+
+/* Before a sampler's first step: records its UNet call on p's recorder 0
+ * without computing (DRY, at x and sigma), so that step 1 replays from the
+ * planned arena as every later step does (a traced step 1 would hold its
+ * buffers in the backend's cache beside the arena).  *arena gets the
+ * arena's size.  With a ControlNet (which picks the recorder per call) or
+ * on a host backend nothing is recorded: 0 with *arena 0.  0 or the
+ * forward's WEFT_E* code. */
+int sd_denoise_plan_dry(sd_denoise_plan *p, const float *x, float sigma,
+                        uint64_t *arena);
+/* sd_plan_call (dry_only false) with the activations in vr's budget: after
+ * the recording, sd_vram_reserve(arena + scratch, running, why) and
+ * sd_vram_commit resize the pool and sd_vram_trim empties the cache before
+ * the arena is made.  vr NULL: sd_plan_call.  WEFT_ERANGE when the budget
+ * cannot hold them (sd_vram_error says why); else fn's code. */
+int sd_plan_call_vram(weft_backend *be, sd_vram *vr, const sd_devw *running,
+                      uint64_t scratch, const char *why,
+                      int (*fn)(void *user, weft_backend *be), void *user,
+                      weft_rec_stats *st);
 
 #endif

@@ -21,7 +21,14 @@ typedef struct emu_ctx {
   weft_backend *cpu;
   weft_backend_iface iface;
   int64_t live; /* buffers handed out and not freed */
+  /* bytes handed out and not freed, and their high-water (what a device
+   * allocator without a cache would hold at most) */
+  uint64_t live_bytes, peak_bytes;
 } emu_ctx;
+
+/* Each buffer carries its size in a 64-byte header before it (64 keeps the
+ * CPU backend's alignment). */
+#define EMU_HDR 64
 
 static inline void *emu_real(const void *p) {
   return p ? (void *)((uintptr_t)p - EMU_OFFSET) : NULL;
@@ -38,16 +45,24 @@ static void emu_free(weft_backend *be) {
 
 static void *emu_alloc(weft_backend *be, size_t n) {
   emu_ctx *e = be->ctx;
-  void *p = e->cpu->iface->buffer_alloc(e->cpu, n);
+  char *p = e->cpu->iface->buffer_alloc(e->cpu, n + EMU_HDR);
   if (!p) return NULL;
+  memcpy(p, &n, sizeof n);
   e->live++;
-  return (void *)((uintptr_t)p + EMU_OFFSET);
+  e->live_bytes += n;
+  if (e->live_bytes > e->peak_bytes) e->peak_bytes = e->live_bytes;
+  return (void *)((uintptr_t)(p + EMU_HDR) + EMU_OFFSET);
 }
 
 static void emu_buf_free(weft_backend *be, void *p) {
   emu_ctx *e = be->ctx;
+  if (!p) return;
+  char *real = (char *)emu_real(p) - EMU_HDR;
+  size_t n;
+  memcpy(&n, real, sizeof n);
   e->live--;
-  e->cpu->iface->buffer_free(e->cpu, emu_real(p));
+  e->live_bytes -= n;
+  e->cpu->iface->buffer_free(e->cpu, real);
 }
 
 static int emu_copy(weft_backend *be, void *dst, const void *src, size_t n,
@@ -219,6 +234,19 @@ static inline weft_backend *emu_backend_new(void) {
   be->iface = &e->iface;
   be->ctx = e;
   return be;
+}
+
+/* bytes of the emulated backend's buffers held now, and the most held at
+ * once since emu_backend_new or the last emu_peak_reset */
+static inline uint64_t emu_live_bytes(const weft_backend *be) {
+  return ((const emu_ctx *)be->ctx)->live_bytes;
+}
+static inline uint64_t emu_peak_bytes(const weft_backend *be) {
+  return ((const emu_ctx *)be->ctx)->peak_bytes;
+}
+static inline void emu_peak_reset(weft_backend *be) {
+  emu_ctx *e = be->ctx;
+  e->peak_bytes = e->live_bytes;
 }
 
 /* buffers of the emulated backend not freed yet */

@@ -812,3 +812,202 @@ TEST(sd15_txt2img_schedule_under_1_5_gib) {
   sd15_txt2img(true);
   sd15_txt2img(false);
 }
+
+/* ---- activations and scratch inside the budget -----------------------------
+ */
+
+typedef struct dec_args {
+  sd_vae *vae;
+  const float *lat;
+  int64_t h, w;
+  float *out;
+} dec_args;
+
+static int dec_fn(void *user, weft_backend *be) {
+  dec_args *a = user;
+  return sd_vae_decode(a->vae, be, a->lat, 1, a->h, a->w, a->out);
+}
+
+enum { TI_STEPS = 3, TI_H = 8, TI_W = 8, TI_TOK = 77 };
+static const float TI_SIGMAS[TI_STEPS] = {14.6f, 4.0f, 0.9f};
+
+typedef struct ti_case {
+  weft_schedule sched;
+  int64_t shape[4], n, dim;
+  float *uncond, *cond, *x0;
+} ti_case;
+
+static void ti_open(ti_case *t, const sd_unet *u) {
+  memset(t, 0, sizeof *t);
+  weft_schedule_init(&t->sched, 0.00085, 0.012);
+  const sd_unet_cfg *c = sd_unet_config(u);
+  int64_t shape[4] = {1, c->in_channels, TI_H, TI_W};
+  memcpy(t->shape, shape, sizeof shape);
+  t->n = shape[1] * TI_H * TI_W;
+  t->dim = c->context_dim;
+  t->uncond = malloc((size_t)(TI_TOK * t->dim) * 4);
+  t->cond = malloc((size_t)(TI_TOK * t->dim) * 4);
+  t->x0 = malloc((size_t)t->n * 4);
+  ASSERT(t->uncond && t->cond && t->x0);
+  uint64_t s = 0x9e3779b97f4a7c15ull;
+  for (int64_t i = 0; i < TI_TOK * t->dim; i++) {
+    s = s * 6364136223846793005ull + 1;
+    t->uncond[i] = (float)(s >> 40) / 8388608.0f - 1;
+    s = s * 6364136223846793005ull + 1;
+    t->cond[i] = (float)(s >> 40) / 8388608.0f - 1;
+  }
+  for (int64_t i = 0; i < t->n; i++) {
+    s = s * 6364136223846793005ull + 1;
+    t->x0[i] = ((float)(s >> 40) / 8388608.0f - 1) * TI_SIGMAS[0];
+  }
+}
+
+static void ti_close(ti_case *t) {
+  free(t->uncond), free(t->cond), free(t->x0);
+}
+
+/* txt2img's device calls as the plugin makes them (nodes.c): the sampler's
+ * UNet call planned before step 1 with its arena + scratch reserved from
+ * vr (NULL: unplanned, on the host), TI_STEPS euler steps, then the VAE
+ * decode planned under vr.  traj gets x after every step, img the image;
+ * *arena_u / *arena_v the two arenas (0 unplanned). */
+static void ti_run(const ti_case *t, model *md, weft_backend *be, sd_vram *vr,
+                   float *traj, float *img, uint64_t *arena_u,
+                   uint64_t *arena_v) {
+  sd_denoiser d;
+  ASSERT_OK(sd_denoiser_init(&d, md->unet, be, &t->sched, SD_PRED_EPS, t->shape,
+                             7.5f, t->uncond, TI_TOK, t->cond, TI_TOK));
+  sd_denoise_plan p;
+  memset(&p, 0, sizeof p);
+  if (vr) ASSERT_OK(sd_denoise_plan_init(&p, &d));
+  float *x = malloc((size_t)t->n * 4), *den = malloc((size_t)t->n * 4);
+  ASSERT(x && den);
+  memcpy(x, t->x0, (size_t)t->n * 4);
+  *arena_u = *arena_v = 0;
+  if (vr) {
+    ASSERT_OK(sd_denoise_plan_dry(&p, x, TI_SIGMAS[0], arena_u));
+    ASSERT(*arena_u > 0);
+    ASSERT_OK(sd_vram_reserve(vr, *arena_u + sd_vram_scratch(vr), NULL,
+                              "the sampler's UNet call"));
+    ASSERT_OK(sd_vram_commit(vr));
+  }
+  for (int k = 0; k < TI_STEPS; k++) {
+    ASSERT_OK(vr ? sd_denoise_planned(&p, x, TI_SIGMAS[k], den)
+                 : sd_denoise(&d, x, TI_SIGMAS[k], den));
+    float next = k + 1 < TI_STEPS ? TI_SIGMAS[k + 1] : 0.0f;
+    for (int64_t i = 0; i < t->n; i++)
+      x[i] = den[i] + (x[i] - den[i]) * (next / TI_SIGMAS[k]);
+    memcpy(traj + k * t->n, x, (size_t)t->n * 4);
+  }
+  if (vr) {
+    weft_rec_stats st;
+    ASSERT(sd_denoise_plan_stats(&p, 0, &st));
+    ASSERT_EQ(st.misses, 0); /* every step, step 1 too, from the arena */
+    ASSERT_EQ(st.replays, TI_STEPS);
+    sd_denoise_plan_free(&p);
+  }
+  sd_denoiser_free(&d);
+  dec_args a = {md->vae, x, TI_H, TI_W, img};
+  if (vr) {
+    weft_rec_stats st;
+    ASSERT_OK(sd_plan_call_vram(be, vr, sd_vae_devw(md->vae),
+                                sd_vram_scratch(vr), "the VAE decode", dec_fn,
+                                &a, &st));
+    *arena_v = st.arena.arena;
+  } else {
+    ASSERT_OK(dec_fn(&a, be));
+  }
+  free(x), free(den);
+}
+
+/* Everything the sd models hold on a device at once -- the weights' pool,
+ * the always-resident fp32 weights, the planned arenas, the io copies --
+ * stays within the budget when the budget also has to hold the activations
+ * (sd_vram_reserve: the pool shrinks by arena + scratch before the arena
+ * is made), and the latents and image equal the CPU's bit for bit. */
+TEST(txt2img_calls_hold_at_most_the_budget_with_activations) {
+  weft_backend *cpu = weft_backend_cpu_new(2), *ep = emu(), *e = emu();
+  ASSERT(cpu != NULL);
+  model ref;
+  open_on(&ref, NULL);
+  ti_case t;
+  ti_open(&t, ref.unet);
+  const int64_t f = sd_vae_factor(ref.vae), ni = 3 * TI_H * f * TI_W * f;
+  float *traj[2], *img[2];
+  for (int k = 0; k < 2; k++) {
+    traj[k] = malloc((size_t)(TI_STEPS * t.n) * 4);
+    img[k] = malloc((size_t)ni * 4);
+    ASSERT(traj[k] && img[k]);
+  }
+  uint64_t au, av;
+  ti_run(&t, &ref, cpu, NULL, traj[0], img[0], &au, &av);
+
+  /* the sizes, from a run without a budget */
+  sd_vram *vp = sd_vram_new(ep, UINT64_MAX, WEFT_F32, NULL, false);
+  model pm;
+  open_on(&pm, vp);
+  const sd_devw *pu = sd_unet_devw(pm.unet), *pv = sd_vae_devw(pm.vae);
+  uint64_t big = largest_block(pu) > largest_block(pv) ? largest_block(pu)
+                                                       : largest_block(pv);
+  uint64_t f32 = pu->f32_bytes + pv->f32_bytes;
+  float *scratch_img = malloc((size_t)ni * 4),
+        *scratch_traj = malloc((size_t)(TI_STEPS * t.n) * 4);
+  ASSERT(scratch_img && scratch_traj);
+  /* arenas of the calls (a budget is needed for them to be planned) */
+  sd_vram *vq = sd_vram_new(ep, (uint64_t)1 << 40, WEFT_F32, NULL, false);
+  model qm;
+  open_on(&qm, vq);
+  ti_run(&t, &qm, ep, vq, scratch_traj, scratch_img, &au, &av);
+  close_model(&qm), close_model(&pm);
+  sd_vram_release(vq), sd_vram_release(vp);
+  free(scratch_img), free(scratch_traj);
+  uint64_t act = au > av ? au : av;
+  /* the tightest budget of this rule: weights floor + arena + a quarter
+   * kept for scratch (sd_vram_scratch), plus half a block of slack */
+  uint64_t budget = (f32 + big + big / 2 + act) * 4 / 3 + 4096;
+
+  sd_vram *vr = sd_vram_new(e, budget, WEFT_F32, NULL, true);
+  ASSERT_OK(sd_vram_reserve(vr, sd_vram_scratch(vr), NULL, NULL));
+  model md;
+  open_on(&md, vr);
+  ASSERT(sd_vram_streaming(vr));
+  uint64_t au2, av2;
+  ti_run(&t, &md, e, vr, traj[1], img[1], &au2, &av2);
+  ASSERT_EQ(au2, au);
+  ASSERT_EQ(av2, av);
+  fprintf(stderr,
+          "budget %llu bytes: device high-water %llu (weights fp32 %llu, "
+          "largest block %llu, UNet arena %llu, VAE decode arena %llu, "
+          "pool now %zu, reserve now %llu); %llu loads\n",
+          (unsigned long long)budget, (unsigned long long)emu_peak_bytes(e),
+          (unsigned long long)f32, (unsigned long long)big,
+          (unsigned long long)au, (unsigned long long)av,
+          sd_vram_pool_bytes(vr), (unsigned long long)sd_vram_reserved(vr),
+          (unsigned long long)sd_vram_get_stats(vr)->loads);
+  ASSERT(emu_peak_bytes(e) <= budget);
+  /* the arena and the pool were both there: the rule, not an accident */
+  ASSERT(emu_peak_bytes(e) > f32 + act);
+  ASSERT_EQ(sd_vram_reserved(vr), av + sd_vram_scratch(vr));
+  same("latents under the budget vs the CPU", traj[1], traj[0], TI_STEPS * t.n);
+  same("image under the budget vs the CPU", img[1], img[0], ni);
+
+  /* a budget without room for the UNet's arena beside its largest block
+   * is refused, naming the sizes, and the reserve stays */
+  uint64_t before = sd_vram_reserved(vr);
+  int r = sd_vram_reserve(vr, budget, NULL, "the sampler's UNet call");
+  ASSERT_EQ(r, WEFT_ERANGE);
+  fprintf(stderr, "%s\n", sd_vram_error(vr));
+  ASSERT_CONTAINS(sd_vram_error(vr), "the sampler's UNet call");
+  ASSERT_CONTAINS(sd_vram_error(vr), "largest block");
+  ASSERT_CONTAINS(sd_vram_error(vr), "raise the budget");
+  ASSERT_EQ(sd_vram_reserved(vr), before);
+
+  close_model(&md), close_model(&ref);
+  sd_vram_release(vr);
+  ASSERT_EQ(emu_live(e), 0);
+  ASSERT_EQ(emu_live_bytes(e), 0);
+  for (int k = 0; k < 2; k++)
+    free(traj[k]), free(img[k]);
+  ti_close(&t);
+  weft_backend_free(cpu), weft_backend_free(ep), weft_backend_free(e);
+}
