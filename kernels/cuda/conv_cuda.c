@@ -6,10 +6,12 @@
  * straight on the input (y[b] = W x[b]).  Others expand a block of images'
  * columns, col[i] = [c_in*k_h*k_w, h_out*w_out], and multiply the weight
  * [c_out, c_in*k_h*k_w] against them in one strided-batched GEMM.  The
- * column buffer is bounded (WEFT_CUDA_CONV_BLOCK_BYTES): a whole 3x3 im2col
- * of a 128-channel 512x512 VAE map would be 1.2 GB, so such images go a
- * block of output columns at a time.  Bias is added after the product, as
- * kernels/cpu does, so the rounding matches.
+ * column buffer is bounded (WEFT_CUDA_CONV_BLOCK_BYTES, 64 MiB): a whole
+ * 3x3 im2col of a 128-channel 512x512 VAE map would be 1.2 GB (604 MB in
+ * 16 bits), so such images go a block of output columns at a time (each
+ * column the same dot product whatever the block, as far as the GEMM's
+ * algorithm for the block's width keeps its summation order).  Bias is
+ * added after the product, as kernels/cpu does, so the rounding matches.
  *
  * FP16/BF16 precision: the im2col kernel rounds the columns to 16 bits as
  * it writes them (half the scratch of fp32), the weight is used as stored
@@ -120,7 +122,15 @@ static int run_im2col(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   int64_t n_img, nb;
   im2col_block(k, n, a->batch, cap, &n_img, &nb);
   if (!col) {
-    col = weft__cuda_alloc(ctx, (size_t)(n_img * k * nb) * es);
+    /* a power of two (still at most the cap, itself one): the caching
+     * allocator then keeps one column block per size class, at most
+     * 2 x WEFT_CUDA_CONV_BLOCK_BYTES over a model's many conv shapes,
+     * instead of one per shape (memory --vram has to hold) */
+    size_t want = (size_t)(n_img * k * nb) * es, bytes = 1;
+    while (bytes < want)
+      bytes <<= 1;
+    if (bytes > WEFT_CUDA_CONV_BLOCK_BYTES) bytes = want;
+    col = weft__cuda_alloc(ctx, bytes);
     if (!col) return WEFT_ENOMEM;
   }
   /* 16-bit: the weight as stored when it is registered in the compute

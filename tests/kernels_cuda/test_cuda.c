@@ -1996,3 +1996,56 @@ TEST(tf32_is_opt_in) {
   free(cc);
   teardown(&p);
 }
+
+/* ---- bounded conv scratch ------------------------------------------------
+ * The 16-bit im2col path goes a block of output columns at a time when an
+ * image's columns exceed the cap (64 MiB, conv_cuda.c) or the caller's
+ * scratch: a VAE decode's 3x3 conv over 128 channels at 512x512 (a 604 MB
+ * im2col in 16 bits) asks for at most the cap.  Column blocks against one
+ * block: each output column is the same dot product, so the results agree
+ * (bit for bit when cuBLASLt keeps its summation order across the widths;
+ * printed) and both match the CPU on 16-bit-rounded inputs. */
+TEST(fp16_conv2d_column_blocks_equal_one_block) {
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  ASSERT_OK(weft_cuda_set_conv_algo(p.gpu, WEFT_CUDA_CONV_IM2COL));
+  const conv_shape vae = {1, 128, 512, 512, 128, 3, 3, 1, 1, 1, 1, 1, 1};
+  weft_conv2d_args va = conv_args(&vae);
+  size_t vneed = p.gpu->iface->conv2d_scratch_bytes(p.gpu, &va);
+  printf("VAE 512x512 3x3 conv, 128 channels: scratch %zu bytes "
+         "(whole im2col %lld)\n",
+         vneed, (long long)(1152LL * 512 * 512 * 2));
+  ASSERT(vneed > 0 && vneed <= ((size_t)64 << 20));
+
+  uint64_t s = 91;
+  const conv_shape c = {2, 64, 48, 40, 32, 3, 3, 1, 1, 1, 1, 1, 1};
+  const int64_t k = 64 * 9, n = 48 * 40, nx = 2 * 64 * 48 * 40, nw = 32 * k,
+                ny = 2 * 32 * n;
+  float *x = rnd(&s, nx, -1, 1), *w = rnd(&s, nw, -.05f, .05f);
+  float *bias = rnd(&s, 32, -1, 1), *yc = hnan(ny);
+  float *dx = up(&p, x, nx), *dw = up(&p, w, nw), *db = up(&p, bias, 32);
+  float *y1 = dpoison(&p, ny), *y2 = dpoison(&p, ny);
+  weft_conv2d_args a = conv_args(&c);
+  a.x = dx, a.weight = dw, a.bias = db, a.y = y1;
+  ASSERT_EQ(strcmp(weft_cuda_conv2d_path(p.gpu, &a), "im2col"), 0);
+  ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a)); /* both images, one block */
+  const size_t sb = (size_t)(k * 256) * 2;    /* 256 columns a block */
+  void *scr = p.gpu->iface->buffer_alloc(p.gpu, sb);
+  ASSERT(scr);
+  a.y = y2, a.scratch = scr, a.scratch_bytes = sb;
+  ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+  float *g1 = down(&p, y1, ny), *g2 = down(&p, y2, ny);
+  bool same = !memcmp(g1, g2, (size_t)ny * sizeof(float));
+  printf("conv 2x64x48x40 3x3: 8 column blocks vs one: %s\n",
+         same ? "bit-identical" : "DIFFERS (within tolerance below)");
+  compare("conv column blocks vs one block", g2, g1, ny, 0, TOL_SUM_MAX);
+  float *x16 = rounded(&p, x, nx, p.dt), *w16 = rounded(&p, w, nw, p.dt);
+  weft_conv2d_args ac = conv_args(&c);
+  ac.x = x16, ac.weight = w16, ac.bias = bias, ac.y = yc;
+  ASSERT_OK(p.cpu->iface->conv2d(p.cpu, &ac));
+  compare("conv column blocks vs cpu rounded", g2, yc, ny, 0, TOL_SUM_MAX);
+  dfree(&p, scr);
+  dfree(&p, dx), dfree(&p, dw), dfree(&p, db), dfree(&p, y1), dfree(&p, y2);
+  free(g1), free(g2), free(x16), free(w16);
+  free(x), free(w), free(bias), free(yc);
+  teardown(&p);
+}
