@@ -269,4 +269,6 @@ const weft_host weft__host = {
     .weights_get = h_weights_get,
     .weights_meta = h_weights_meta,
     .run_info = weft__run_info,
+    .defer = weft__defer,
+    .complete = weft__complete,
 };

@@ -262,6 +262,14 @@ typedef struct weft__callpriv {
   weft_ctx *ctx;
   weft__run *run;
   int node;
+  /* deferred completion (ABI 1.3): set by defer on the run's thread; the
+   * rest by complete, from any thread, read by the loop after it took the
+   * completion from its locked queue */
+  bool in_run; /* inside run() (the thread running it) */
+  bool deferred;
+  int async_rc;
+  uint64_t t_done;
+  struct weft__callpriv *cnext; /* the loop's queue of completions */
   char err[WEFT__ERRLEN];
 } weft__callpriv;
 
@@ -278,6 +286,9 @@ char *weft__graph_comfy_json(const weft_graph *g,
 uint64_t weft__runq_continued(weft_runq *q);
 /* The run_info host service (sched_uv.c). */
 const char *weft__run_info(weft_call *call, const char *key);
+/* The defer and complete host services (sched_uv.c; see weft_host). */
+weft_completion *weft__defer(weft_call *call);
+void weft__complete(weft_completion *c, int rc);
 
 /* The run's own output and input directories (host services; NULL run:
  * the ctx's). */

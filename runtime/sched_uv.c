@@ -66,6 +66,8 @@ typedef struct nstate {
   uv_work_t work;
   int rc;
   uint64_t t_start, t_end;
+  bool returned;  /* deferred: its run() returned, complete not yet taken */
+  bool completed; /* deferred: complete taken, run() not yet returned */
   weft__callpriv priv; /* last: ns_alloc leaves its message buffer as is */
 } nstate;
 
@@ -180,6 +182,8 @@ struct weft_runq {
   int spare_cap;
   uint64_t n_continued; /* nodes started on a worker without the loop */
   uint64_t last_hr;     /* time of the last event delivered (loop thread) */
+  /* deferred nodes' completions, from any thread (under qlock) */
+  weft__callpriv *done_head, *done_tail;
 };
 
 static bool go(const weft__run *r) {
@@ -337,11 +341,13 @@ static void check_cancel(weft_runq *q) {
 }
 
 static void flush_back(weft_runq *q);
+static void take_completions(weft_runq *q);
 
 static void on_wake(uv_async_t *h) {
   weft_runq *q = h->data;
   uv_mutex_lock(&q->lock);
   flush_back(q);
+  take_completions(q);
   check_cancel(q);
   uv_mutex_unlock(&q->lock);
   /* events of nodes a worker is chaining come here: the callback runs
@@ -505,7 +511,9 @@ static weft_value *param_value(weft__run *r, const weft__gnode *n, int j);
 
 static void run_node(nstate *s) {
   s->t_start = uv_hrtime();
+  s->priv.in_run = true;
   s->rc = s->call.def->run(&s->call);
+  s->priv.in_run = false;
   s->t_end = uv_hrtime();
 }
 
@@ -518,6 +526,9 @@ static void work_cb(uv_work_t *w) {
   nstate *s = w->data;
   for (;;) {
     run_node(s);
+    /* a deferred node ends with its complete, on the loop: the thread is
+     * free now, and its consumers wait */
+    if (s->priv.deferred) break;
     nstate *next = continue_on_worker(s);
     if (!next) break;
     s = next;
@@ -687,6 +698,24 @@ static void node_finish(uv_work_t *w, int status) {
   int rc = status == UV_ECANCELED ? WEFT_ECANCELED : s->rc;
   char msg[WEFT__ERRLEN];
   snprintf(msg, sizeof msg, "%s", s->priv.err);
+  if (status != UV_ECANCELED && s->priv.deferred) {
+    s->t_end = s->priv.t_done; /* its work ended with complete */
+    if (s->rc != WEFT_PENDING) {
+      snprintf(msg, sizeof msg,
+               "plugin bug: run() called defer() but returned %d, not "
+               "WEFT_PENDING",
+               s->rc);
+      rc = WEFT_EINTERNAL;
+    } else if ((rc = s->priv.async_rc) > 0) {
+      snprintf(msg, sizeof msg,
+               "plugin bug: complete() with %d, not 0 or a WEFT_E* code", rc);
+      rc = WEFT_EINTERNAL;
+    }
+  } else if (rc == WEFT_PENDING) {
+    snprintf(msg, sizeof msg,
+             "plugin bug: run() returned WEFT_PENDING without defer()");
+    rc = WEFT_EINTERNAL;
+  }
   if (rc == 0) rc = check_outputs(s, op, msg, sizeof msg);
   if (rc != 0) {
     fail_node(r, i, rc, msg);
@@ -712,12 +741,76 @@ static void node_finish(uv_work_t *w, int status) {
   maybe_finish(r);
 }
 
+/* A node's run() returned (loop thread, lock held).  A deferred node ends
+ * when its complete is taken too, whichever comes last. */
+static void node_returned(uv_work_t *w, int status) {
+  nstate *s = w->data;
+  if (status == 0 && s->priv.deferred && !s->completed) {
+    s->returned = true;
+    return;
+  }
+  node_finish(w, status);
+}
+
 static void after_work_cb(uv_work_t *w, int status) {
   weft_runq *q = ((nstate *)w->data)->priv.run->q;
   uv_mutex_lock(&q->lock);
   flush_back(q); /* what the worker handed back came before this end */
-  node_finish(w, status);
+  node_returned(w, status);
   uv_mutex_unlock(&q->lock);
+}
+
+/* ---- deferred completion (ABI 1.3) --------------------------------------- */
+
+weft_completion *weft__defer(weft_call *call) {
+  weft__callpriv *p = call->priv;
+  if (!p->run || !p->in_run || p->deferred) {
+    snprintf(p->err, sizeof p->err, "plugin bug: defer() %s",
+             p->deferred ? "called twice" : "called outside run()");
+    return NULL;
+  }
+  p->deferred = true;
+  return (weft_completion *)p;
+}
+
+/* Any thread.  The run stays alive until the loop took this completion
+ * (the node holds one of its in_flight counts), and the loop takes it
+ * only under qlock: the wake-up is sent under qlock too, so that the
+ * queue (and q) can go the moment the loop has taken it. */
+void weft__complete(weft_completion *c, int rc) {
+  weft__callpriv *p = (weft__callpriv *)c;
+  weft_runq *q = p->run->q;
+  p->async_rc = rc;
+  p->t_done = uv_hrtime();
+  p->cnext = NULL;
+  uv_mutex_lock(&q->qlock);
+  if (q->done_tail)
+    q->done_tail->cnext = p;
+  else
+    q->done_head = p;
+  q->done_tail = p;
+  uv_async_send(&q->wake);
+  uv_mutex_unlock(&q->qlock);
+}
+
+/* Ends the deferred nodes whose complete came (loop thread, lock held). */
+static void take_completions(weft_runq *q) {
+  uv_mutex_lock(&q->qlock);
+  weft__callpriv *p = q->done_head;
+  q->done_head = q->done_tail = NULL;
+  uv_mutex_unlock(&q->qlock);
+  while (p) {
+    weft__callpriv *next = p->cnext;
+    nstate *s = &p->run->ns[p->node];
+    s->completed = true;
+    if (s->returned) {
+      /* s->work is free: its own after_work_cb ran, or a worker continued
+       * into s on another node's work */
+      s->work.data = s;
+      node_finish(&s->work, 0);
+    }
+    p = next;
+  }
 }
 
 /* ---- worker-side continuation -------------------------------------------- */
@@ -947,7 +1040,7 @@ static void dispatch(weft__run *r, int i) {
       nref x = q->inl[--q->inl_n];
       nstate *is = &x.run->ns[x.node];
       run_node(is);
-      node_finish(&is->work, 0);
+      node_returned(&is->work, 0);
     }
     q->inl_busy = false;
     return;

@@ -134,3 +134,14 @@ int weft_cuda_mem_info(weft_backend *be, size_t *free_bytes,
   return weft__cuda_check(x, cudaMemGetInfo(free_bytes, total_bytes),
                           "cudaMemGetInfo");
 }
+
+/* cudaLaunchHostFunc's callback runs on a CUDA driver thread, in stream
+ * order, once everything queued before it is done. */
+int weft_cuda_on_done(weft_backend *be, void (*fn)(void *user), void *user) {
+  if (!weft_backend_is_cuda(be) || !fn) return WEFT_EINVAL;
+  weft__cuda_ctx *x = WEFT__CUDA_CTX(be);
+  int rc = weft__cuda_check(x, cudaSetDevice(x->device), "cudaSetDevice");
+  if (rc) return rc;
+  return weft__cuda_check(x, cudaLaunchHostFunc(x->stream, fn, user),
+                          "cudaLaunchHostFunc (compute stream)");
+}

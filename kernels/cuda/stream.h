@@ -56,6 +56,14 @@ void weft_cuda_host_free(weft_cuda_copier *c, void *p);
 int weft_cuda_mem_info(weft_backend *be, size_t *free_bytes,
                        size_t *total_bytes);
 
+/* Calls fn(user) once all work queued so far on be's compute stream is
+ * done, on a CUDA driver thread: the way a deferred node (weft_host's
+ * defer/complete, ABI 1.3) learns that its kernels finished - fn calls
+ * host->complete.  fn must not call CUDA, and should return quickly (it
+ * holds back the stream's later callbacks).  0, WEFT_EINVAL (not CUDA, or
+ * fn NULL) or WEFT_EDEVICE. */
+int weft_cuda_on_done(weft_backend *be, void (*fn)(void *user), void *user);
+
 #ifdef __cplusplus
 }
 #endif

@@ -31,7 +31,11 @@ extern "C" {
 #endif
 
 #define WEFT_ABI_MAJOR 1
-#define WEFT_ABI_MINOR 2
+#define WEFT_ABI_MINOR 3
+
+/* run() returns WEFT_PENDING after host->defer(): the node ends later, with
+ * host->complete() (ABI 1.3).  Positive, so never a WEFT_E* code. */
+#define WEFT_PENDING 1
 
 #if defined(_WIN32)
 #define WEFT_PLUGIN_EXPORT __declspec(dllexport)
@@ -162,6 +166,7 @@ enum {
 typedef struct weft_value weft_value;   /* opaque, refcounted */
 typedef struct weft_call weft_call;
 typedef struct weft_host weft_host;
+typedef struct weft_completion weft_completion; /* a deferred run's end */
 typedef struct weft_plan weft_plan;
 typedef struct weft_weights weft_weights; /* an open safetensors file */
 
@@ -197,7 +202,8 @@ typedef struct weft_node_def {
   int (*plan)(weft_call *call, weft_plan *plan);
   /* Required: computes outputs from inputs and params.  May run on a worker
    * thread; must not touch other nodes' state.  Returns 0 or a negative
-   * WEFT_E* code, after host->error() for a message. */
+   * WEFT_E* code, after host->error() for a message; or WEFT_PENDING after
+   * host->defer(), to end later with host->complete() (ABI 1.3). */
   int (*run)(weft_call *call);
   /* Optional: frees what create made. */
   void (*destroy)(void *state);
@@ -375,6 +381,23 @@ struct weft_host {
    *   "prompt"      the run in ComfyUI's API format (JSON), values resolved
    * NULL for an unknown key.  Valid until the run ends.  (transfer none) */
   const char *(*run_info)(weft_call *call, const char *key);
+
+  /* ---- ABI 1.3 ---- */
+
+  /* Deferred completion, for a node whose work goes on elsewhere (a GPU
+   * stream, a thread of the plugin's own): called inside run(), which then
+   * returns WEFT_PENDING; the worker thread is free at once, and the node
+   * ends when complete(c, rc) is called - from any thread, exactly once,
+   * with 0 or a negative WEFT_E* code.  Before complete, store the outputs
+   * (rc 0) or call host->error (rc < 0); the weft_call, its inputs and
+   * params stay valid until complete, and nothing of the call may be
+   * touched after it.  The node's dependents start only after complete.
+   * On cancellation (is_cancelled) the plugin still calls complete, with
+   * WEFT_ECANCELED: the run waits for it.  defer returns NULL (and records
+   * an error) outside run or when called twice.  Check
+   * host->struct_size > offsetof(weft_host, defer) before using these. */
+  weft_completion *(*defer)(weft_call *call);
+  void (*complete)(weft_completion *c, int rc);
 };
 
 /* ---- Convenience wrappers ----------------------------------------------- */
