@@ -131,6 +131,11 @@ static void plan_end(sd_denoise_plan *p, int rc) {
   weft_rec *r = p->rec[p->active];
   weft_rec_stats before, after;
   weft_rec_stats_get(r, &before);
+  /* a traced call's buffers went back to the backend's cache: to the
+   * driver with them before the arena is made beside them (a budget holds
+   * one or the other, not both) */
+  sd_devw *dw = sd_unet_devw(p->d->unet);
+  if (!weft_rec_planned(r) && dw) sd_vram_trim(dw->vr);
   weft_rec_end(r);
   weft_rec_stats_get(r, &after);
   if (rc || after.diverged != before.diverged) {
@@ -219,7 +224,36 @@ int sd_plan_call(weft_backend *be, int (*fn)(void *user, weft_backend *be),
 int sd_denoise_plan_dry(sd_denoise_plan *p, const float *x, float sigma,
                         uint64_t *arena) {
   *arena = 0;
-  if (p->control || sd_be_is_host(p->inner)) return 0;
+  if (sd_be_is_host(p->inner)) return 0;
+  if (p->control) {
+    /* the residuals pick the recording per call: step 1 records while it
+     * runs; the arena estimated here by the call without them */
+    weft_rec *t = weft_rec_new(p->inner);
+    float *den = malloc((size_t)(p->d->batch * p->d->per) * sizeof *den);
+    int rc = t && den ? weft_rec_begin(t, WEFT_REC_DRY) : WEFT_ENOMEM;
+    if (!rc) {
+      void *cu = p->d->control_user;
+      int (*cf)(void *, const float *, int64_t, bool, int64_t, int64_t,
+                const float *, const float *, int64_t, float, sd_cnet_out *) =
+          p->d->control;
+      p->d->control = NULL;
+      p->d->be = weft_rec_backend(t);
+      rc = sd_denoise(p->d, x, sigma, den);
+      p->d->be = p->inner;
+      p->d->control = cf;
+      p->d->control_user = cu;
+      int re = weft_rec_end(t);
+      if (!rc) rc = re;
+    }
+    if (!rc) {
+      weft_rec_stats st;
+      weft_rec_stats_get(t, &st);
+      *arena = st.arena.arena;
+    }
+    free(den);
+    weft_rec_free(t);
+    return rc;
+  }
   if (!p->rec[0] && !(p->rec[0] = weft_rec_new(p->inner))) return WEFT_ENOMEM;
   weft_rec *r = p->rec[0];
   float *den = malloc((size_t)(p->d->batch * p->d->per) * sizeof *den);
