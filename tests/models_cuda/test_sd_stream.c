@@ -1011,3 +1011,65 @@ TEST(txt2img_calls_hold_at_most_the_budget_with_activations) {
   ti_close(&t);
   weft_backend_free(cpu), weft_backend_free(ep), weft_backend_free(e);
 }
+
+typedef struct sd15_un {
+  sd_unet *u;
+  const float *x, *t, *ctx;
+  float *out;
+} sd15_un;
+
+static int sd15_un_fn(void *user, weft_backend *be) {
+  sd15_un *a = user;
+  return sd_unet_forward(a->u, be, a->x, 2, 64, 64, a->t, a->ctx, 77, NULL,
+                         a->out);
+}
+
+/* SD1.5's two big arenas at 512x512 (the UNet call of CFG batch 2 on a
+ * 64x64 latent, the VAE decode), recorded without computing over the CPU
+ * backend: what `--vram 1.5G` must hold beside the weights' pool and the
+ * scratch (sd_vram_scratch: 384 MiB).  Printed; each leaves at least
+ * 256 MiB of the 1.5 GiB for the pool (the UNet's largest 16-bit block is
+ * under that).  Random weights, about 4 GB of host memory: runs when
+ * WEFT_TEST_SD15=1. */
+TEST(sd15_arenas_at_512_leave_room_for_the_pool_under_1_5_gib) {
+  const char *on = getenv("WEFT_TEST_SD15");
+  if (!on || strcmp(on, "1"))
+    weft_test_skip("set WEFT_TEST_SD15=1 (needs about 4 GB of memory)");
+  sd_ckpt ck;
+  memset(&ck, 0, sizeof ck);
+  ck.random_weights = true;
+  ck.layout = SD_LAYOUT_DIFFUSERS;
+  ck.has[SD_UNET] = ck.has[SD_VAE] = true;
+  ASSERT_OK(sd_ckpt_configure(&ck, sd15_json));
+  sd_unet *unet = NULL;
+  sd_vae *vae = NULL;
+  ASSERT_OK(sd_unet_load(&ck, &unet));
+  ASSERT_OK(sd_vae_load(&ck, &vae));
+  weft_backend *cpu = weft_backend_cpu_new(2);
+  ASSERT(cpu != NULL);
+  const int64_t nx = 2 * 4 * 64 * 64, nc = 2 * 77 * 768;
+  float *x = calloc((size_t)nx, 4), *ctx = calloc((size_t)nc, 4),
+        *out = calloc((size_t)nx, 4), *img = calloc(3 * 512 * 512, 4);
+  float t[2] = {999, 999};
+  ASSERT(x && ctx && out && img);
+  sd15_un ua = {unet, x, t, ctx, out};
+  dec_args da = {vae, x, 64, 64, img};
+  weft_rec_stats su, sv;
+  ASSERT_OK(sd_plan_call(cpu, sd15_un_fn, &ua, true, &su));
+  ASSERT_OK(sd_plan_call(cpu, dec_fn, &da, true, &sv));
+  const double M = 1048576.0;
+  fprintf(stderr,
+          "sd15 512x512 arenas: UNet (CFG batch 2) %.1f MiB (lower bound "
+          "%.1f), VAE decode %.1f MiB (lower bound %.1f)\n",
+          (double)su.arena.arena / M, (double)su.arena.lower_bound / M,
+          (double)sv.arena.arena / M, (double)sv.arena.lower_bound / M);
+  const uint64_t budget = 1610612736ull, scratch = SD_VRAM_SCRATCH,
+                 room = (uint64_t)256 << 20;
+  ASSERT(su.arena.arena + scratch + room <= budget);
+  ASSERT(sv.arena.arena + scratch + room <= budget);
+  free(x), free(ctx), free(out), free(img);
+  weft_backend_free(cpu);
+  sd_unet_free(unet), sd_vae_free(vae);
+  sd_ckpt_free_params(&ck);
+  sd_ckpt_release(&ck);
+}
