@@ -29,7 +29,13 @@
  * the event queue, so the event callback still runs only on the loop
  * thread, in the order the scheduler made the state changes.
  * WEFT_SCHED_NO_CONTINUE=1 in the environment turns continuation off (for
- * comparisons). */
+ * comparisons).
+ *
+ * Deferred completion (ABI 1.3): a node whose run() called host->defer and
+ * returned WEFT_PENDING leaves its worker at once (no continuation from
+ * it) and stays in flight until host->complete, from any thread, puts it
+ * on a locked queue and wakes the loop; the loop ends it as any other
+ * node once both its run() returned and its complete was taken. */
 #include <inttypes.h>
 #include <signal.h>
 #include <stddef.h>

@@ -327,3 +327,55 @@ TEST(pending_without_defer_is_a_plugin_bug) {
   weft_ctx_free(ctx);
   evs_free(&l);
 }
+
+typedef struct outcome {
+  int status;
+  char out[64];
+} outcome;
+
+static void on_done(weft_run *run, void *user) {
+  outcome *o = user;
+  o->status = weft_run_status(run);
+  if (weft_run_output_format(run, 0, o->out, sizeof o->out))
+    snprintf(o->out, sizeof o->out, "-");
+}
+
+/* Two runs in flight at once: the second run's copy of the pending node
+ * waits for the first's complete instead of computing it again, and both
+ * get its value. */
+TEST(second_run_follows_pending_node) {
+  evs l = {0};
+  weft_ctx *ctx = async_ctx(&l);
+  static const char yaml[] =
+      "version: 1\n"
+      "inputs: {k: 0}\n"
+      "nodes:\n"
+      "  a: {op: AsyncInc, params: {add: 10, delay_ms: 30}}\n"
+      "  c: {op: TestAdd, inputs: {a: a.value}, params: {bias: $k}}\n"
+      "outputs: {v: c.value}\n";
+  weft_graph *g;
+  ASSERT_OK(load(ctx, yaml, &g));
+  weft_runq *q;
+  ASSERT_OK(weft_runq_new(ctx, g, 2, &q));
+  outcome o1 = {-1, ""}, o2 = {-1, ""};
+  const char *set1[] = {"k=1", NULL}, *set2[] = {"k=2", NULL};
+  weft_run_opts r1 = {
+      .struct_size = sizeof r1, .set = set1, .done = on_done, .user = &o1};
+  weft_run_opts r2 = {
+      .struct_size = sizeof r2, .set = set2, .done = on_done, .user = &o2};
+  ASSERT_OK(weft_runq_submit(q, &r1, NULL));
+  ASSERT_OK(weft_runq_submit(q, &r2, NULL));
+  ASSERT_OK(weft_runq_drain(q));
+  weft_runq_free(q);
+  ASSERT_EQ(o1.status, 0);
+  ASSERT_EQ(o2.status, 0);
+  ASSERT_STR_EQ(o1.out, "11");
+  ASSERT_STR_EQ(o2.out, "12");
+  ASSERT_EQ(evs_count_exact(&l, "start:a"), 1); /* computed once */
+  ASSERT_EQ(evs_count_exact(&l, "done:a"), 1);
+  ASSERT(evs_find(&l, "cached:a") > evs_find(&l, "done:a"));
+  ASSERT_EQ(evs_count_exact(&l, "done:c"), 2);
+  weft_graph_free(g);
+  weft_ctx_free(ctx);
+  evs_free(&l);
+}
