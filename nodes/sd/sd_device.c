@@ -544,7 +544,7 @@ int sd_vram_trim(sd_vram *vr) {
 
 uint64_t sd_vram_scratch(const sd_vram *vr) {
   if (vr->budget == UINT64_MAX) return 0;
-  return SD_VRAM_SCRATCH < vr->budget / 4 ? SD_VRAM_SCRATCH : vr->budget / 4;
+  return SD_VRAM_SCRATCH < vr->budget / 3 ? SD_VRAM_SCRATCH : vr->budget / 3;
 }
 
 uint64_t sd_vram_reserved(const sd_vram *vr) {

@@ -175,14 +175,19 @@ uint64_t sd_vram_reserved(const sd_vram *vr);
 /* The sd_xfer's trim (nothing without one): 0 or a WEFT_E* code. */
 int sd_vram_trim(sd_vram *vr);
 /* What the plugin reserves for one node's scratch beside its planned
- * arena on a device: the 16-bit im2col columns (at most 64 MiB a conv,
- * kept by the caching allocator per power-of-two size), attention's
- * scores and probabilities (at most 96 MiB a block plus the packed
- * q/k/v, kept per shape), the cuBLASLt workspace (32 MiB) and the small
- * unplanned buffers (norm statistics, the text encoder's activations). */
-#define SD_VRAM_SCRATCH ((uint64_t)384 << 20)
+ * arena on a device: the unplanned buffers the backend's ops take from its
+ * caching allocator and keep there between steps -- the 16-bit im2col
+ * columns (at most 64 MiB a conv, one block per power-of-two size: at
+ * most 128 MiB), attention's scores, probabilities and packed q/k/v (at
+ * most 112 MiB a call, one block per shape class: about 170 MiB for the
+ * SD1.5 UNet), the 16-bit copies of activations a matrix product rounds
+ * (up to 21 MiB each at 512x512, one per size class: about 90 MiB), the
+ * cuBLASLt workspace (32 MiB), norm statistics and the text encoder's
+ * activations -- about 420 MiB for SD1.5 at 512x512 (an estimate: the
+ * GPU case prints the measured high-water). */
+#define SD_VRAM_SCRATCH ((uint64_t)512 << 20)
 /* The scratch a node keeps under vr's budget: SD_VRAM_SCRATCH, at most a
- * quarter of the budget (a small model's scratch is small too); 0 without
+ * third of the budget (a small model's scratch is small too); 0 without
  * a budget. */
 uint64_t sd_vram_scratch(const sd_vram *vr);
 /* Why the last call failed ("" if none): which block, how many bytes, the
