@@ -1601,3 +1601,74 @@ TEST(txt2img_yaml_fp16_vs_fp32_on_cuda) {
   weft__png_image_free(&a), weft__png_image_free(&b);
   free(g), free(ck), free(d32), free(d16);
 }
+
+/* The VAE decode's biggest convolution at 512x512 (3x3, 128 channels: a
+ * 604 MB im2col in 16 bits) asks for at most 64 MiB of scratch, and its
+ * column blocks give what one block does: a 128-channel 3x3 conv over a
+ * 192x192 map (a 85 MB im2col: two blocks under the cap) against the same
+ * conv with a caller scratch of 4096 columns (9 blocks), both in fp16.
+ * Each output column is the same dot product, so the two agree within
+ * 1e-6 of the output's scale (bit for bit where cuBLASLt keeps its
+ * summation order across the block widths; printed). */
+TEST(vae_conv_scratch_is_bounded_and_column_blocks_agree_on_cuda) {
+  weft_backend *g = gpu();
+  ASSERT_OK(weft_cuda_set_precision(g, WEFT_CUDA_FP16));
+  ASSERT_OK(weft_cuda_set_conv_algo(g, WEFT_CUDA_CONV_IM2COL));
+  weft_conv2d_args a = {.batch = 1,
+                        .c_in = 128,
+                        .h_in = 512,
+                        .w_in = 512,
+                        .c_out = 128,
+                        .k_h = 3,
+                        .k_w = 3,
+                        .stride_h = 1,
+                        .stride_w = 1,
+                        .pad_top = 1,
+                        .pad_left = 1,
+                        .pad_bottom = 1,
+                        .pad_right = 1};
+  size_t need = g->iface->conv2d_scratch_bytes(g, &a);
+  fprintf(stderr,
+          "device: VAE 512x512 3x3x128 conv scratch %.1f MiB (im2col %.0f)\n",
+          (double)need / 1048576.0, 1152.0 * 512 * 512 * 2 / 1048576.0);
+  ASSERT(need > 0 && need <= ((size_t)64 << 20));
+  a.h_in = a.w_in = 192;
+  const int64_t k = 1152, n = 192 * 192, nx = 128 * n, nw = 128 * k,
+                ny = 128 * n;
+  float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw);
+  float *y1 = malloc(sizeof(float) * ny), *y2 = malloc(sizeof(float) * ny);
+  ASSERT(x && w && y1 && y2);
+  uint64_t s = 7;
+  for (int64_t i = 0; i < nx; i++)
+    s = s * 6364136223846793005ull + 1,
+    x[i] = (float)(s >> 40) / 8388608.0f - 1;
+  for (int64_t i = 0; i < nw; i++)
+    s = s * 6364136223846793005ull + 1,
+    w[i] = ((float)(s >> 40) / 8388608.0f - 1) * 0.03f;
+  float *dx = g->iface->buffer_alloc(g, sizeof(float) * nx),
+        *dw = g->iface->buffer_alloc(g, sizeof(float) * nw),
+        *dy = g->iface->buffer_alloc(g, sizeof(float) * ny);
+  const size_t sb = (size_t)(k * 4096) * 2;
+  void *scr = g->iface->buffer_alloc(g, sb);
+  ASSERT(dx && dw && dy && scr);
+  ASSERT_OK(g->iface->buffer_copy(g, dx, x, sizeof(float) * nx,
+                                  WEFT_COPY_HOST_TO_DEVICE));
+  ASSERT_OK(g->iface->buffer_copy(g, dw, w, sizeof(float) * nw,
+                                  WEFT_COPY_HOST_TO_DEVICE));
+  a.x = dx, a.weight = dw, a.y = dy;
+  ASSERT_OK(g->iface->conv2d(g, &a));
+  ASSERT_OK(g->iface->buffer_copy(g, y1, dy, sizeof(float) * ny,
+                                  WEFT_COPY_DEVICE_TO_HOST));
+  a.scratch = scr, a.scratch_bytes = sb;
+  ASSERT_OK(g->iface->conv2d(g, &a));
+  ASSERT_OK(g->iface->buffer_copy(g, y2, dy, sizeof(float) * ny,
+                                  WEFT_COPY_DEVICE_TO_HOST));
+  bool same = !memcmp(y1, y2, sizeof(float) * ny);
+  fprintf(stderr, "conv 3x3x128 192x192 fp16: 9 column blocks vs 2: %s\n",
+          same ? "bit-identical" : "DIFFERS (tolerance below)");
+  expect("conv column blocks vs fewer (relative)", rel_err(y2, y1, ny), 1e-6);
+  g->iface->buffer_free(g, dx), g->iface->buffer_free(g, dw);
+  g->iface->buffer_free(g, dy), g->iface->buffer_free(g, scr);
+  free(x), free(w), free(y1), free(y2);
+  weft_backend_free(g);
+}
