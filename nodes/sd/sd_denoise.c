@@ -135,7 +135,8 @@ static void plan_end(sd_denoise_plan *p, int rc) {
    * driver with them before the arena is made beside them (a budget holds
    * one or the other, not both) */
   sd_devw *dw = sd_unet_devw(p->d->unet);
-  if (!weft_rec_planned(r) && dw) sd_vram_trim(dw->vr);
+  if (!weft_rec_planned(r) && dw && sd_vram_budget(dw->vr) != UINT64_MAX)
+    sd_vram_trim(dw->vr);
   weft_rec_end(r);
   weft_rec_stats_get(r, &after);
   if (rc || after.diverged != before.diverged) {
