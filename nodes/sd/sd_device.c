@@ -125,6 +125,20 @@ int sd_vram_env_budget(uint64_t dflt, uint64_t *out, char *err, size_t n) {
   return 0;
 }
 
+sd_vram *sd_vram_private(weft_backend *be, int *r) {
+  *r = 0;
+  if (sd_be_is_host(be)) return NULL;
+  uint64_t budget;
+  char err[256];
+  if (sd_vram_env_budget(UINT64_MAX, &budget, err, sizeof err)) {
+    *r = WEFT_EINVAL;
+    return NULL;
+  }
+  sd_vram *vr = sd_vram_new(be, budget, WEFT_F32, NULL, false);
+  if (!vr) *r = WEFT_ENOMEM;
+  return vr;
+}
+
 /* ---- the pool
  * ------------------------------------------------------------------ */
 

@@ -289,6 +289,10 @@ void sd_cnet_to_host(sd_cnet *m);
 /* The budget WEFT_VRAM sets (decimal bytes), or dflt when unset; -1 with
  * a message in err when it is not a positive number. */
 int sd_vram_env_budget(uint64_t dflt, uint64_t *out, char *err, size_t n);
+/* The private budget of one model's _to_backend: WEFT_VRAM (else no
+ * limit), fp32 weights, no copy stream.  NULL with *r = 0 on a host
+ * backend (nothing to do), or with *r a WEFT_E* code.  (transfer full) */
+sd_vram *sd_vram_private(weft_backend *be, int *r);
 /* Whether a model with device weights dw (NULL: on the host) runs on be:
  * its backend, or a recorder over it (kernels/record.h). */
 #include "kernels/record.h"

@@ -120,14 +120,10 @@ int sd_vae_to_vram(sd_vae *m, sd_vram *vr) {
 
 int sd_vae_to_backend(sd_vae *m, weft_backend *be) {
   if (m->dw) return m->dw->be == be ? 0 : WEFT_EINVAL;
-  if (sd_be_is_host(be)) return 0;
-  uint64_t budget;
-  char err[256];
-  if (sd_vram_env_budget(UINT64_MAX, &budget, err, sizeof err))
-    return WEFT_EINVAL;
-  sd_vram *vr = sd_vram_new(be, budget, WEFT_F32, NULL, false);
-  if (!vr) return WEFT_ENOMEM;
-  int r = sd_vae_to_vram(m, vr);
+  int r;
+  sd_vram *vr = sd_vram_private(be, &r);
+  if (!vr) return r;
+  r = sd_vae_to_vram(m, vr);
   if (!r && (r = sd_vram_commit(vr))) sd_vae_to_host(m); /* as it was */
   sd_vram_release(vr); /* the model holds it */
   return r;
