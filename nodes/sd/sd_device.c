@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu/cpu.h" /* weft_f32_to_f16/bf16 */
 #include "sd_layers.h"
 
 /* every weight starts on a 256-byte boundary (cuBLAS and cuDNN want at
@@ -66,43 +67,6 @@ void sd_wv_attn(sd_wvisit *v, sd_attn *a, bool out_f32) {
     sd_wv_linear_f32(v, &a->out);
   else
     sd_wv_linear(v, &a->out);
-}
-
-/* ---- 16-bit conversion
- * ------------------------------------------------------- */
-
-static uint32_t bits_of(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  return u;
-}
-
-uint16_t sd_f32_to_bf16(float f) {
-  uint32_t u = bits_of(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even */
-  return (uint16_t)(u >> 16);
-}
-
-uint16_t sd_f32_to_f16(float f) {
-  uint32_t u = bits_of(f);
-  uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-  uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return sign | 0x7e00u;  /* NaN */
-  if (a >= 0x477ff000u) return sign | 0x7c00u; /* rounds to >= 65520: inf */
-  if (a >= 0x38800000u) {                      /* normal half */
-    uint32_t r = a - 0x38000000u;              /* rebias 127 -> 15 */
-    r += 0xfffu + ((r >> 13) & 1u);
-    return sign | (uint16_t)(r >> 13);
-  }
-  if (a < 0x33000000u) return sign; /* below half the smallest subnormal */
-  /* subnormal half: the mantissa with its implicit bit, shifted */
-  uint32_t m = (a & 0x7fffffu) | 0x800000u;
-  int shift = 126 - (int)(a >> 23); /* 14 .. 24 more than a normal's 13 */
-  uint32_t q = m >> shift, rem = m & ((1u << shift) - 1),
-           half = 1u << (shift - 1);
-  if (rem > half || (rem == half && (q & 1u))) q++;
-  return sign | (uint16_t)q;
 }
 
 /* ---- the budget from the environment
@@ -707,7 +671,7 @@ static void fill_image(sd_devw *dw, const sd_devw_entry *e) {
   uint16_t *d = (uint16_t *)dst;
   for (int64_t i = 0; i < e->numel; i++)
     d[i] =
-        h == WEFT_BF16 ? sd_f32_to_bf16(e->host[i]) : sd_f32_to_f16(e->host[i]);
+        h == WEFT_BF16 ? weft_f32_to_bf16(e->host[i]) : weft_f32_to_f16(e->host[i]);
 }
 
 static void devw_free(sd_devw *dw) {

@@ -263,10 +263,6 @@ int sd_devw_sync(sd_devw *dw, const float *host);
 /* The block index named `name`, or -1. */
 int sd_devw_block_index(const sd_devw *dw, const char *name);
 
-/* fp32 -> IEEE half / bfloat16, rounding to nearest even (NaN stays NaN). */
-uint16_t sd_f32_to_f16(float f);
-uint16_t sd_f32_to_bf16(float f);
-
 /* Each model on a backend.  _to_backend: on a private sd_vram with the
  * budget WEFT_VRAM names (unset: no limit), fp32 weights and synchronous
  * copies; _to_vram: on a shared one (the plugin's, sd_backend.c).  A

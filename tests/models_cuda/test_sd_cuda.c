@@ -26,6 +26,7 @@
 
 #include "../models/sd_fixture.h"
 #include "emulated_device.h"
+#include "kernels/cpu/cpu.h" /* weft_f32_to_f16 */
 #include "kernels/cuda/cuda.h"
 #include "kernels/cuda/stream.h"
 #include "lora.h"
@@ -1185,7 +1186,7 @@ TEST(fp16_weights_match_fp32_within_tolerance) {
       uint16_t first;
       ASSERT_OK(
           g->iface->buffer_copy(g, &first, d, 2, WEFT_COPY_DEVICE_TO_HOST));
-      ASSERT_EQ(first, sd_f32_to_f16(du->e[i].host[0]));
+      ASSERT_EQ(first, weft_f32_to_f16(du->e[i].host[0]));
       half_floats += du->e[i].numel;
     } else {
       ASSERT_EQ(weft_cuda_half_dtype(g, d), WEFT_F32);

@@ -16,6 +16,7 @@
 
 #include "../models/sd_fixture.h"
 #include "emulated_device.h"
+#include "kernels/cpu/cpu.h" /* weft_f32_to_f16/bf16 */
 #include "lora.h"
 #include "sd_device.h"
 #include "weft/plan.h"
@@ -430,34 +431,34 @@ TEST(to_backend_honours_weft_vram) {
  * --------------------------------------------------------- */
 
 TEST(f32_to_f16_and_bf16_round_to_nearest_even) {
-  ASSERT_EQ(sd_f32_to_f16(1.0f), 0x3c00);
-  ASSERT_EQ(sd_f32_to_f16(-2.0f), 0xc000);
-  ASSERT_EQ(sd_f32_to_f16(65504.0f), 0x7bff); /* largest half */
-  ASSERT_EQ(sd_f32_to_f16(65520.0f), 0x7c00); /* rounds to inf */
-  ASSERT_EQ(sd_f32_to_f16(65519.0f), 0x7bff);
-  ASSERT_EQ(sd_f32_to_f16(6.103515625e-05f), 0x0400);   /* smallest normal */
-  ASSERT_EQ(sd_f32_to_f16(5.9604645e-08f), 0x0001);     /* smallest subnormal */
-  ASSERT_EQ(sd_f32_to_f16(2.98e-08f), 0x0000);          /* below half of it */
-  ASSERT_EQ(sd_f32_to_f16(2.99e-08f), 0x0001);          /* above half of it */
-  ASSERT_EQ(sd_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie -> even */
-  ASSERT_EQ(sd_f32_to_f16(1.0f + 3.0f / 2048), 0x3c02); /* tie -> even */
-  ASSERT_EQ(sd_f32_to_f16(0.1f), 0x2e66);
-  ASSERT_EQ(sd_f32_to_f16(-0.0f), 0x8000);
-  ASSERT_EQ(sd_f32_to_f16(1.0f / 0.0f), 0x7c00);
-  ASSERT_EQ(sd_f32_to_f16(0.0f / 0.0f) & 0x7c00, 0x7c00);
-  ASSERT(sd_f32_to_f16(0.0f / 0.0f) & 0x03ff);
-  ASSERT_EQ(sd_f32_to_bf16(1.0f), 0x3f80);
-  ASSERT_EQ(sd_f32_to_bf16(0.1f), 0x3dcd);
-  ASSERT_EQ(sd_f32_to_bf16(1.0f + 1.0f / 256), 0x3f80); /* tie -> even */
-  ASSERT_EQ(sd_f32_to_bf16(1.0f + 3.0f / 256), 0x3f82);
-  ASSERT(sd_f32_to_bf16(0.0f / 0.0f) & 0x007f);
+  ASSERT_EQ(weft_f32_to_f16(1.0f), 0x3c00);
+  ASSERT_EQ(weft_f32_to_f16(-2.0f), 0xc000);
+  ASSERT_EQ(weft_f32_to_f16(65504.0f), 0x7bff); /* largest half */
+  ASSERT_EQ(weft_f32_to_f16(65520.0f), 0x7c00); /* rounds to inf */
+  ASSERT_EQ(weft_f32_to_f16(65519.0f), 0x7bff);
+  ASSERT_EQ(weft_f32_to_f16(6.103515625e-05f), 0x0400);   /* smallest normal */
+  ASSERT_EQ(weft_f32_to_f16(5.9604645e-08f), 0x0001);     /* smallest subnormal */
+  ASSERT_EQ(weft_f32_to_f16(2.98e-08f), 0x0000);          /* below half of it */
+  ASSERT_EQ(weft_f32_to_f16(2.99e-08f), 0x0001);          /* above half of it */
+  ASSERT_EQ(weft_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie -> even */
+  ASSERT_EQ(weft_f32_to_f16(1.0f + 3.0f / 2048), 0x3c02); /* tie -> even */
+  ASSERT_EQ(weft_f32_to_f16(0.1f), 0x2e66);
+  ASSERT_EQ(weft_f32_to_f16(-0.0f), 0x8000);
+  ASSERT_EQ(weft_f32_to_f16(1.0f / 0.0f), 0x7c00);
+  ASSERT_EQ(weft_f32_to_f16(0.0f / 0.0f) & 0x7c00, 0x7c00);
+  ASSERT(weft_f32_to_f16(0.0f / 0.0f) & 0x03ff);
+  ASSERT_EQ(weft_f32_to_bf16(1.0f), 0x3f80);
+  ASSERT_EQ(weft_f32_to_bf16(0.1f), 0x3dcd);
+  ASSERT_EQ(weft_f32_to_bf16(1.0f + 1.0f / 256), 0x3f80); /* tie -> even */
+  ASSERT_EQ(weft_f32_to_bf16(1.0f + 3.0f / 256), 0x3f82);
+  ASSERT(weft_f32_to_bf16(0.0f / 0.0f) & 0x007f);
   /* every half value survives f32 -> f16 exactly */
   for (uint32_t h = 0; h < 0x7c00; h++) {
     uint32_t e = h >> 10, m = h & 0x3ff;
     float f =
         e ? ldexpf((float)(m | 0x400), (int)e - 25) : ldexpf((float)m, -24);
-    ASSERT_EQ(sd_f32_to_f16(f), h);
-    ASSERT_EQ(sd_f32_to_f16(-f), h | 0x8000);
+    ASSERT_EQ(weft_f32_to_f16(f), h);
+    ASSERT_EQ(weft_f32_to_f16(-f), h | 0x8000);
   }
 }
 
