@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -444,6 +446,64 @@ sd_ref *sd_ref_of(weft_call *c, int input) {
   return c->host->value_object(c->inputs[input]);
 }
 
+/* ---- deferred completion ---------------------------------------------------
+ * On a device backend a model node's run mostly waits for the GPU, so its
+ * body runs on a thread of its own and the node ends with host->complete
+ * (plugin ABI 1.3): the worker goes back to the pool at once, and the
+ * completion reaches the loop (uv_async) as the runtime's own.  On the CPU
+ * the body computes, so it runs in place, unless WEFT_SD_ASYNC=1 (the same
+ * path without a GPU, for tests).  Where defer is not offered (an older
+ * runtime, `weft plan`'s walk) the body runs in place too. */
+typedef struct sd_async_job {
+  weft_call *c;
+  int (*body)(weft_call *);
+  weft_completion *done;
+} sd_async_job;
+
+static void *async_main(void *arg) {
+  sd_async_job j = *(sd_async_job *)arg;
+  free(arg);
+  const weft_host *h = j.c->host;
+  h->log(j.c, WEFT_LOG_DEBUG, "deferred: runs on a thread of its own");
+  int r = j.body(j.c);
+  h->complete(j.done, r); /* the call is not touched after this */
+  return NULL;
+}
+
+static bool async_wanted(weft_call *c, int input) {
+  const weft_host *h = c->host;
+  if (h->struct_size < offsetof(weft_host, complete) + sizeof h->complete)
+    return false;
+  if (!sd_be_is_host(sd_ref_of(c, input)->bundle->be)) return true;
+  const char *e = getenv("WEFT_SD_ASYNC");
+  return e && !strcmp(e, "1");
+}
+
+/* Runs body(c) on a thread of its own and returns WEFT_PENDING, or runs it
+ * in place and returns its code; input: the MODEL/CLIP/VAE input whose
+ * checkpoint decides. */
+static int sd_run_deferred(weft_call *c, int input,
+                           int (*body)(weft_call *)) {
+  if (!async_wanted(c, input)) return body(c);
+  weft_completion *done = c->host->defer(c);
+  if (!done) return body(c);
+  sd_async_job *j = malloc(sizeof *j);
+  bool started = false;
+  pthread_attr_t at;
+  if (j && !pthread_attr_init(&at)) {
+    *j = (sd_async_job){c, body, done};
+    pthread_t t;
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    started = !pthread_create(&t, &at, async_main, j);
+    pthread_attr_destroy(&at);
+  }
+  if (!started) { /* no thread: the body here, ended the same way */
+    free(j);
+    c->host->complete(done, body(c));
+  }
+  return WEFT_PENDING;
+}
+
 enum { LORA_NAME, LORA_STRENGTH_MODEL, LORA_STRENGTH_CLIP };
 
 /* Matches the LoRA file against bundle b's weights. */
@@ -611,7 +671,12 @@ out:
   return r;
 }
 
-static int clip_encode_run(weft_call *c) { return clip_encode_common(c, NULL); }
+static int clip_encode_body(weft_call *c) {
+  return clip_encode_common(c, NULL);
+}
+static int clip_encode_run(weft_call *c) {
+  return sd_run_deferred(c, 0, clip_encode_body);
+}
 static int clip_encode_plan(weft_call *c, weft_plan *plan) {
   return clip_encode_common(c, plan);
 }
@@ -1013,9 +1078,12 @@ static ksampler_args ksampler_args_of(weft_call *c) {
       .denoise = weft_param_float(c, KS_DENOISE), .start = -1};
 }
 
-static int ksampler_run(weft_call *c) {
+static int ksampler_body(weft_call *c) {
   ksampler_args a = ksampler_args_of(c);
   return ksample(c, &a, NULL);
+}
+static int ksampler_run(weft_call *c) {
+  return sd_run_deferred(c, 0, ksampler_body);
 }
 static int ksampler_plan(weft_call *c, weft_plan *plan) {
   ksampler_args a = ksampler_args_of(c);
@@ -1040,9 +1108,12 @@ static ksampler_args ksampler_adv_args_of(weft_call *c) {
       .force_full_denoise = weft_param_int(c, KA_LEFTOVER) == 0};
 }
 
-static int ksampler_adv_run(weft_call *c) {
+static int ksampler_adv_body(weft_call *c) {
   ksampler_args a = ksampler_adv_args_of(c);
   return ksample(c, &a, NULL);
+}
+static int ksampler_adv_run(weft_call *c) {
+  return sd_run_deferred(c, 0, ksampler_adv_body);
 }
 static int ksampler_adv_plan(weft_call *c, weft_plan *plan) {
   ksampler_args a = ksampler_adv_args_of(c);
@@ -1133,7 +1204,12 @@ static int vae_decode_common(weft_call *c, weft_plan *plan) {
   return r;
 }
 
-static int vae_decode_run(weft_call *c) { return vae_decode_common(c, NULL); }
+static int vae_decode_body(weft_call *c) {
+  return vae_decode_common(c, NULL);
+}
+static int vae_decode_run(weft_call *c) {
+  return sd_run_deferred(c, 1, vae_decode_body);
+}
 static int vae_decode_plan(weft_call *c, weft_plan *plan) {
   return vae_decode_common(c, plan);
 }
@@ -1142,7 +1218,7 @@ enum { VT_TILE, VT_OVERLAP, VT_TSIZE, VT_TOVERLAP };
 
 /* VAE.decode_tiled_: three tilings (tall, wide, square) averaged, so no
  * seam falls in the same place twice */
-static int vae_decode_tiled_run(weft_call *c) {
+static int vae_decode_tiled_body(weft_call *c) {
   sd_bundle *b = sd_ref_of(c, 1)->bundle;
   const weft_tensor *lat = decode_input(c, b);
   if (!lat) return WEFT_ETYPE;
@@ -1169,6 +1245,9 @@ static int vae_decode_tiled_run(weft_call *c) {
   if (!r) r = image_output(c, img, B, H, W);
   free(img);
   return r;
+}
+static int vae_decode_tiled_run(weft_call *c) {
+  return sd_run_deferred(c, 1, vae_decode_tiled_body);
 }
 
 /* IMAGE [B, H, W, C] -> pixels NCHW in [0, 1], centre-cropped to a
@@ -1249,14 +1328,19 @@ static int vae_encode_common(weft_call *c, weft_plan *plan) {
   return r;
 }
 
-static int vae_encode_run(weft_call *c) { return vae_encode_common(c, NULL); }
+static int vae_encode_body(weft_call *c) {
+  return vae_encode_common(c, NULL);
+}
+static int vae_encode_run(weft_call *c) {
+  return sd_run_deferred(c, 1, vae_encode_body);
+}
 static int vae_encode_plan(weft_call *c, weft_plan *plan) {
   return vae_encode_common(c, plan);
 }
 
 enum { VE_TILE, VE_OVERLAP, VE_TSIZE, VE_TOVERLAP };
 
-static int vae_encode_tiled_run(weft_call *c) {
+static int vae_encode_tiled_body(weft_call *c) {
   sd_bundle *b = sd_ref_of(c, 1)->bundle;
   const weft_tensor *px = c->host->value_tensor(c->inputs[0]);
   float *in = NULL;
@@ -1282,6 +1366,9 @@ static int vae_encode_tiled_run(weft_call *c) {
     sd_model_error(c, b->be, r, "tiled VAE encode failed");
   free(in);
   return r;
+}
+static int vae_encode_tiled_run(weft_call *c) {
+  return sd_run_deferred(c, 1, vae_encode_tiled_body);
 }
 
 enum { VI_GROW };
@@ -1359,8 +1446,11 @@ static int vae_encode_inpaint_common(weft_call *c, weft_plan *plan) {
   return r;
 }
 
-static int vae_encode_inpaint_run(weft_call *c) {
+static int vae_encode_inpaint_body(weft_call *c) {
   return vae_encode_inpaint_common(c, NULL);
+}
+static int vae_encode_inpaint_run(weft_call *c) {
+  return sd_run_deferred(c, 1, vae_encode_inpaint_body);
 }
 static int vae_encode_inpaint_plan(weft_call *c, weft_plan *plan) {
   return vae_encode_inpaint_common(c, plan);

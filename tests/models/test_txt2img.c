@@ -5,8 +5,9 @@
 #include "png_io.h"
 #include "sd_fixture.h"
 
-static char *run_graph(const char *ckpt, const char *scheduler, int steps,
-                       const char *outdir) {
+/* events: NULL, or where the run's --events json lines go (caller frees) */
+static char *run_graph_ev(const char *ckpt, const char *scheduler, int steps,
+                          const char *outdir, char **events) {
   char graph[4096], ck[4096], st[32], sc[64];
   snprintf(graph, sizeof graph, "%s/../graphs/txt2img.yaml",
            weft_test_srcdir());
@@ -21,16 +22,25 @@ static char *run_graph(const char *ckpt, const char *scheduler, int steps,
                      "--set", "seed=42", "--set", st, "--set", sc,
                      "--set", "cfg=7.5", "--set", "sampler=euler",
                      "--set", "width=64", "--set", "height=64",
-                     "--output-dir", outdir, "-q", NULL};
+                     "--output-dir", outdir,
+                     events ? "--events=json" : "-q", NULL};
   char *out = NULL, *err = NULL;
   int code = weft_test_spawn(a, &out, &err, 120);
   if (code) fprintf(stderr, "weft run: %s", err);
   ASSERT_EQ(code, 0);
-  free(out);
+  if (events)
+    *events = out;
+  else
+    free(out);
   free(err);
   char *png = malloc(8192);
   snprintf(png, 8192, "%s/txt2img_00001_.png", outdir);
   return png;
+}
+
+static char *run_graph(const char *ckpt, const char *scheduler, int steps,
+                       const char *outdir) {
+  return run_graph_ev(ckpt, scheduler, steps, outdir, NULL);
 }
 
 static void compare(const char *png, const char *fixture, const char *key,
@@ -125,4 +135,31 @@ TEST(ksampler_advanced_two_stages_equal_one_ksampler) {
   ASSERT(same > 64 * 64 * 3 * 9 / 10);
   weft__png_image_free(&a1), weft__png_image_free(&a2);
   free(dir);
+}
+
+/* The model nodes' deferred path (plugin ABI 1.3: body on a thread of its
+ * own, host->complete to the loop; what a GPU run takes), forced on the
+ * CPU with WEFT_SD_ASYNC=1 and one worker thread: the same image bit for
+ * bit, and each of the four model nodes says it was deferred. */
+TEST(deferred_model_nodes_give_the_same_image) {
+  char *da = subdir("sync"), *db = subdir("deferred");
+  setenv("WEFT_THREADS", "1", 1); /* both: the kernels' sums in one order */
+  char *pa = run_graph("sd15_tiny.safetensors", "normal", 6, da);
+  setenv("WEFT_SD_ASYNC", "1", 1);
+  char *ev = NULL;
+  char *pb = run_graph_ev("sd15_tiny.safetensors", "normal", 6, db, &ev);
+  unsetenv("WEFT_SD_ASYNC");
+  unsetenv("WEFT_THREADS");
+  int n = 0;
+  for (const char *q = ev; (q = strstr(q, "deferred: runs on a thread"));
+       q++)
+    n++;
+  ASSERT_EQ(n, 4); /* CLIPTextEncode x2, KSampler, VAEDecode */
+  ASSERT_CONTAINS(ev, "\"status\":\"OK\"");
+  weft__png_image a, b;
+  ASSERT_OK(weft__png_read(pa, &a, NULL, 0));
+  ASSERT_OK(weft__png_read(pb, &b, NULL, 0));
+  ASSERT_EQ(memcmp(a.rgb, b.rgb, 64 * 64 * 3 * sizeof(float)), 0);
+  weft__png_image_free(&a), weft__png_image_free(&b);
+  free(ev), free(pa), free(pb), free(da), free(db);
 }
