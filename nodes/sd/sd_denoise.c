@@ -201,17 +201,35 @@ bool sd_denoise_plan_stats(const sd_denoise_plan *p, int i,
   return true;
 }
 
-int sd_plan_call(weft_backend *be, int (*fn)(void *user, weft_backend *be),
-                 void *user, bool dry_only, weft_rec_stats *st) {
+/* fn(user, be') once on r in DRY mode: recorded, nothing computed.  fn's
+ * code, else the recording's. */
+static int record_dry(weft_rec *r, int (*fn)(void *user, weft_backend *be),
+                      void *user) {
+  int rc = weft_rec_begin(r, WEFT_REC_DRY);
+  if (rc) return rc;
+  rc = fn(user, weft_rec_backend(r));
+  int re = weft_rec_end(r);
+  return rc ? rc : re;
+}
+
+/* sd_plan_call and sd_plan_call_vram: recorded, then (unless dry_only)
+ * run from the arena; with vr, the arena plus scratch kept from the
+ * budget's pool first (resized before the arena is made). */
+static int plan_call(weft_backend *be, sd_vram *vr, const sd_devw *running,
+                     uint64_t scratch, const char *why,
+                     int (*fn)(void *user, weft_backend *be), void *user,
+                     bool dry_only, weft_rec_stats *st) {
   weft_rec *r = weft_rec_new(be);
   if (!r) return WEFT_ENOMEM;
-  int rc = weft_rec_begin(r, WEFT_REC_DRY);
-  if (!rc) {
-    rc = fn(user, weft_rec_backend(r));
-    int re = weft_rec_end(r);
-    if (!rc) rc = re;
+  int rc = record_dry(r, fn, user);
+  weft_rec_stats s;
+  weft_rec_stats_get(r, &s);
+  if (st) *st = s;
+  if (!rc && vr) {
+    rc = sd_vram_reserve(vr, s.arena.arena + scratch, running, why);
+    if (!rc) rc = sd_vram_commit(vr);
+    if (!rc) rc = sd_vram_trim(vr);
   }
-  if (st) weft_rec_stats_get(r, st);
   if (!rc && !dry_only) {
     /* no arena (out of device memory): the forward runs unplanned */
     bool planned = !weft_rec_begin(r, WEFT_REC_REPLAY);
@@ -222,87 +240,65 @@ int sd_plan_call(weft_backend *be, int (*fn)(void *user, weft_backend *be),
   return rc;
 }
 
+int sd_plan_call(weft_backend *be, int (*fn)(void *user, weft_backend *be),
+                 void *user, bool dry_only, weft_rec_stats *st) {
+  return plan_call(be, NULL, NULL, 0, NULL, fn, user, dry_only, st);
+}
+
+/* sd_denoise on the denoiser, as a record_dry callback */
+typedef struct dry_args {
+  sd_denoiser *d;
+  const float *x;
+  float sigma;
+  float *den;
+} dry_args;
+
+static int denoise_on(void *user, weft_backend *be) {
+  dry_args *a = user;
+  weft_backend *keep = a->d->be;
+  a->d->be = be;
+  int rc = sd_denoise(a->d, a->x, a->sigma, a->den);
+  a->d->be = keep;
+  return rc;
+}
+
 int sd_denoise_plan_dry(sd_denoise_plan *p, const float *x, float sigma,
                         uint64_t *arena) {
   *arena = 0;
   if (sd_be_is_host(p->inner)) return 0;
-  if (p->control) {
-    /* the residuals pick the recording per call: step 1 records while it
-     * runs; the arena estimated here by the call without them */
-    weft_rec *t = weft_rec_new(p->inner);
-    float *den = malloc((size_t)(p->d->batch * p->d->per) * sizeof *den);
-    int rc = t && den ? weft_rec_begin(t, WEFT_REC_DRY) : WEFT_ENOMEM;
-    if (!rc) {
-      void *cu = p->d->control_user;
-      int (*cf)(void *, const float *, int64_t, bool, int64_t, int64_t,
-                const float *, const float *, int64_t, float, sd_cnet_out *) =
-          p->d->control;
-      p->d->control = NULL;
-      p->d->be = weft_rec_backend(t);
-      rc = sd_denoise(p->d, x, sigma, den);
-      p->d->be = p->inner;
-      p->d->control = cf;
-      p->d->control_user = cu;
-      int re = weft_rec_end(t);
-      if (!rc) rc = re;
-    }
-    if (!rc) {
-      weft_rec_stats st;
-      weft_rec_stats_get(t, &st);
-      *arena = st.arena.arena;
-    }
-    free(den);
-    weft_rec_free(t);
-    return rc;
-  }
-  if (!p->rec[0] && !(p->rec[0] = weft_rec_new(p->inner))) return WEFT_ENOMEM;
-  weft_rec *r = p->rec[0];
+  /* with a ControlNet the residuals pick the recording per call, so step 1
+   * records while it runs: the arena is estimated here by the call
+   * without them, on a recorder of its own */
+  bool ctl = p->control != NULL;
+  if (!ctl && !p->rec[0] && !(p->rec[0] = weft_rec_new(p->inner)))
+    return WEFT_ENOMEM;
+  weft_rec *r = ctl ? weft_rec_new(p->inner) : p->rec[0];
   float *den = malloc((size_t)(p->d->batch * p->d->per) * sizeof *den);
-  int rc = den ? weft_rec_begin(r, WEFT_REC_DRY) : WEFT_ENOMEM;
-  if (!rc) {
-    p->d->be = weft_rec_backend(r);
-    rc = sd_denoise(p->d, x, sigma, den);
-    p->d->be = p->inner;
-    int re = weft_rec_end(r);
-    if (!rc) rc = re;
-  }
+  dry_args a = {p->d, x, sigma, den};
+  int (*cf)(void *, const float *, int64_t, bool, int64_t, int64_t,
+            const float *, const float *, int64_t, float, sd_cnet_out *) =
+      p->d->control;
+  p->d->control = NULL;
+  int rc = r && den ? record_dry(r, denoise_on, &a) : WEFT_ENOMEM;
+  p->d->control = cf;
   free(den);
-  if (rc) { /* no half-made plan: step 1 records */
+  if (!rc) {
+    weft_rec_stats st;
+    weft_rec_stats_get(r, &st);
+    *arena = st.arena.arena;
+  }
+  if (ctl) {
+    weft_rec_free(r);
+  } else if (rc) { /* no half-made plan: step 1 records */
     weft_rec_free(r);
     p->rec[0] = NULL;
-    return rc;
   }
-  weft_rec_stats st;
-  weft_rec_stats_get(r, &st);
-  *arena = st.arena.arena;
-  return 0;
+  return rc;
 }
 
 int sd_plan_call_vram(weft_backend *be, sd_vram *vr, const sd_devw *running,
                       uint64_t scratch, const char *why,
                       int (*fn)(void *user, weft_backend *be), void *user,
                       weft_rec_stats *st) {
-  if (!vr) return sd_plan_call(be, fn, user, false, st);
-  weft_rec *r = weft_rec_new(be);
-  if (!r) return WEFT_ENOMEM;
-  int rc = weft_rec_begin(r, WEFT_REC_DRY);
-  if (!rc) {
-    rc = fn(user, weft_rec_backend(r));
-    int re = weft_rec_end(r);
-    if (!rc) rc = re;
-  }
-  weft_rec_stats s;
-  weft_rec_stats_get(r, &s);
-  if (st) *st = s;
-  /* the pool shrinks (or grows) before the arena is allocated beside it */
-  if (!rc) rc = sd_vram_reserve(vr, s.arena.arena + scratch, running, why);
-  if (!rc) rc = sd_vram_commit(vr);
-  if (!rc) rc = sd_vram_trim(vr);
-  if (!rc) {
-    bool planned = !weft_rec_begin(r, WEFT_REC_REPLAY);
-    rc = fn(user, planned ? weft_rec_backend(r) : be);
-    if (planned) weft_rec_end(r);
-  }
-  weft_rec_free(r);
-  return rc;
+  return plan_call(be, vr, running, scratch, why, fn, user, false, st);
 }
