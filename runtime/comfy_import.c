@@ -24,6 +24,7 @@
 
 #include "internal.h"
 #include "json_u64.h"
+#include "png_alloc.h"
 
 /* ---- a growable string --------------------------------------------------- */
 
@@ -971,8 +972,9 @@ static int read_png_text(weft_ctx *ctx, const unsigned char *buf, size_t len,
                          const char *path, png_meta *pm) {
   png_err e = {{0}};
   weft_loc loc = {path, 0, 0};
-  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &e,
-                                           on_png_error, on_png_warning);
+  png_structp png = png_create_read_struct_2(
+      PNG_LIBPNG_VER_STRING, &e, on_png_error, on_png_warning, NULL,
+      weft__png_malloc, weft__png_free);
   png_infop info = png ? png_create_info_struct(png) : NULL;
   if (!info) {
     png_destroy_read_struct(&png, NULL, NULL);
@@ -987,7 +989,7 @@ static int read_png_text(weft_ctx *ctx, const unsigned char *buf, size_t len,
     return weft__err(ctx, WEFT_EFORMAT, &loc, "cannot read the PNG: %s", e.msg);
   }
   png_set_read_fn(png, &src, mem_read);
-  png_set_chunk_malloc_max(png, (png_alloc_size_t)64 << 20);
+  png_set_chunk_malloc_max(png, WEFT_PNG_ALLOC_MAX);
   png_read_info(png, info);
   collect_text(png, info, pm);
   if (!pm->weft && !pm->prompt && !pm->oom) {

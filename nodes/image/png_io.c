@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "png_alloc.h"
 #include "weft/error.h"
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -99,22 +100,6 @@ static int copy_text(read_ctx *c) {
   return 0;
 }
 
-/* libpng allocates a chunk's buffer from the length the file claims, before
- * reading it: a 200-byte file whose tEXt says 1.7 GB would get 1.7 GB.
- * Its own buffers (rows, zlib state, text) never need more than this, so
- * larger requests fail, which libpng reports as a bad chunk. */
-#define LIBPNG_ALLOC_MAX ((png_alloc_size_t)64 << 20)
-
-static png_voidp capped_malloc(png_structp png, png_alloc_size_t size) {
-  (void)png;
-  return size <= LIBPNG_ALLOC_MAX ? malloc(size) : NULL;
-}
-
-static void capped_free(png_structp png, png_voidp p) {
-  (void)png;
-  free(p);
-}
-
 /* One decoded row (8 or 16 bits, RGB or RGBA) to floats. */
 static void convert_row(const uint8_t *r, png_uint_32 w, int ch, int depth,
                         float *rgb, float *alpha) {
@@ -138,7 +123,8 @@ static int read_impl(read_ctx *c) {
   weft__png_image *img = c->img;
   c->png =
       png_create_read_struct_2(PNG_LIBPNG_VER_STRING, c, on_read_error,
-                               on_read_warning, c, capped_malloc, capped_free);
+                               on_read_warning, c, weft__png_malloc,
+                               weft__png_free);
   if (!c->png) return WEFT_ENOMEM;
   c->info = png_create_info_struct(c->png);
   if (!c->info) return WEFT_ENOMEM;
@@ -149,8 +135,8 @@ static int read_impl(read_ctx *c) {
   /* Our own limits below give the clearer message; lift libpng's. */
   png_set_user_limits(c->png, 0x7fffffffu, 0x7fffffffu);
   /* Decompressed text up to 64 MiB, at most 1000 ancillary chunks kept
-   * (capped_malloc bounds the rest). */
-  png_set_chunk_malloc_max(c->png, LIBPNG_ALLOC_MAX);
+   * (weft__png_malloc bounds the rest). */
+  png_set_chunk_malloc_max(c->png, WEFT_PNG_ALLOC_MAX);
   png_set_chunk_cache_max(c->png, 1000);
   png_read_info(c->png, c->info);
 

@@ -906,6 +906,23 @@ TEST(run_png_with_a_broken_weft_record_exits_2) {
   }
 }
 
+/* A 940-byte PNG whose second tEXt chunk claims 2 GB (found by fuzz/comfy):
+ * libpng would allocate the claimed length before reading it; the capped
+ * allocator (runtime/png_alloc.h) refuses, and the file is reported as
+ * damaged.  fuzz/comfy runs this seed with -malloc_limit_mb=256, which fails
+ * on the allocation itself. */
+TEST(png_with_a_text_chunk_claiming_2gb_exits_2) {
+  char *png = path_of("%s/comfy/fuzz_seeds/text_chunk_claims_2gb.png",
+                      weft_test_srcdir());
+  const char *a[] = {"validate", png, NULL};
+  char *err = NULL;
+  ASSERT_EQ(run_weft(a, NULL, &err), 2);
+  char want[8192];
+  snprintf(want, sizeof want, "weft: %s: cannot read the PNG: ", png);
+  ASSERT_EQ(strncmp(err, want, strlen(want)), 0);
+  free(err), free(png);
+}
+
 /* ---- the metadata functions --------------------------------------------- */
 
 TEST(a1111_sampler_names) {
