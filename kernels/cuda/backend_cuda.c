@@ -68,6 +68,7 @@ static void ctx_free(weft__cuda_ctx *ctx) {
   if (!ctx) return;
   cudaSetDevice(ctx->device);
   if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+  weft__cuda_prof_destroy(ctx);
   weft__cudnn_destroy(ctx);
   weft__cuda_lt_destroy(ctx);
   if (ctx->blas) cublasDestroy((cublasHandle_t)ctx->blas);
@@ -207,7 +208,7 @@ weft_backend *weft_backend_cuda_new(int device) {
 }
 
 bool weft_backend_is_cuda(const weft_backend *be) {
-  return be && be->iface == &cuda_iface;
+  return be && (be->iface == &cuda_iface || weft__cuda_is_prof_iface(be->iface));
 }
 
 int weft_cuda_set_tf32(weft_backend *be, bool allow) {

@@ -28,6 +28,7 @@
 #define WEFT_KERNELS_CUDA_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -161,6 +162,18 @@ uint64_t weft_cuda_malloc_count(const weft_backend *be);
 /* Waits for the stream and returns every cached (free) block to the
  * driver.  Blocks in use stay. */
 int weft_cuda_trim(weft_backend *be);
+
+/* Per-op GPU time (issue 9's profile).  weft_cuda_profile_start: from now
+ * on every compute op and copy is bracketed by two events on the stream
+ * and timed, summed by op and shape (a second start keeps counting).
+ * weft_cuda_profile_report: waits for the stream, writes to f (if not
+ * NULL) a markdown report titled title -- GPU time by op, then the
+ * max_rows op/shape rows that took longest, with TFLOP/s for the products;
+ * with wall_s > 0 the share of that wall time spent outside ops (launch
+ * gaps) -- and stops profiling.  0, or WEFT_EINVAL when not profiling. */
+int weft_cuda_profile_start(weft_backend *be);
+int weft_cuda_profile_report(weft_backend *be, FILE *f, const char *title,
+                             double wall_s, int max_rows);
 
 /* The message of the backend's last failure ("" if none): which CUDA,
  * cuBLAS or cuDNN call failed and its own error string.  (transfer none:

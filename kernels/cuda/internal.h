@@ -48,6 +48,9 @@ typedef struct weft__cuda_ranges {
   size_t n, cap;
 } weft__cuda_ranges;
 
+/* Per-op timing (profile_cuda.c), NULL unless weft_cuda_profile_start. */
+typedef struct weft__cuda_prof weft__cuda_prof;
+
 typedef struct weft__cuda_ctx {
   int device;
   char device_name[256];
@@ -65,10 +68,15 @@ typedef struct weft__cuda_ctx {
   weft_cuda_precision precision; /* never AUTO */
   weft__cuda_ranges half;
   weft__cuda_cache cache;
+  weft__cuda_prof *prof;
   char err[512]; /* last failure, for weft_cuda_last_error */
 } weft__cuda_ctx;
 
 #define WEFT__CUDA_CTX(be) ((weft__cuda_ctx *)(be)->ctx)
+
+/* profile_cuda.c: whether iface is the profiling vtable; frees ctx->prof. */
+bool weft__cuda_is_prof_iface(const weft_backend_iface *iface);
+void weft__cuda_prof_destroy(weft__cuda_ctx *ctx);
 
 int weft__cuda_cache_init(weft__cuda_cache *c);
 /* Frees every block (live ones too: the backend is going away). */

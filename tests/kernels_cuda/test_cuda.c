@@ -362,6 +362,54 @@ TEST(steady_state_makes_no_cudamalloc) {
   teardown(&p);
 }
 
+/* weft_cuda_profile_*: while on, the vtable is the profiling one (still a
+ * CUDA backend), results are unchanged, and the report counts each op and
+ * shape exactly, with its product's FLOP/s; after the report the ordinary
+ * vtable is back. */
+TEST(profile_counts_ops_by_shape) {
+  pair p = setup();
+  uint64_t s = 3;
+  const int64_t rows = 64, in = 96, out = 32;
+  float *hx = rnd(&s, rows * in, -1, 1), *hw = rnd(&s, out * in, -1, 1);
+  float *x = up(&p, hx, rows * in), *w = up(&p, hw, out * in);
+  float *y = p.gpu->iface->buffer_alloc(p.gpu, (size_t)(rows * out) * 4);
+  float *y2 = p.gpu->iface->buffer_alloc(p.gpu, (size_t)(rows * out) * 4);
+  ASSERT(y && y2);
+  const weft_backend_iface *plain = p.gpu->iface;
+  ASSERT_OK(p.gpu->iface->linear(p.gpu, x, rows, in, w, NULL, out, y));
+  ASSERT_OK(weft_cuda_profile_start(p.gpu));
+  ASSERT(p.gpu->iface != plain);
+  ASSERT(weft_backend_is_cuda(p.gpu));
+  for (int i = 0; i < 3; i++)
+    ASSERT_OK(p.gpu->iface->linear(p.gpu, x, rows, in, w, NULL, out, y2));
+  ASSERT_OK(p.gpu->iface->act(p.gpu, WEFT_ACT_SILU, y2, y2, rows * out));
+  ASSERT_OK(p.gpu->iface->act(p.gpu, WEFT_ACT_SILU, y2, y2, rows * out));
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  ASSERT(f);
+  ASSERT_OK(weft_cuda_profile_report(p.gpu, f, "unit", 0, 10));
+  fclose(f);
+  printf("%s", text);
+  ASSERT(p.gpu->iface == plain);
+  ASSERT_EQ(weft_cuda_profile_report(p.gpu, NULL, "again", 0, 10),
+            WEFT_EINVAL);
+  ASSERT_CONTAINS(text, "### unit\n\n5 ops, ");
+  ASSERT_CONTAINS(text, "| linear 64 rows, 96 -> 32 | 3 | ");
+  ASSERT_CONTAINS(text, "| act 1, 2048 | 2 | ");
+  ASSERT_CONTAINS(text, "| linear | 3 | ");
+  /* the profiled products gave what the plain one gave */
+  float *a = down(&p, y, rows * out), *b = down(&p, y2, rows * out);
+  for (int64_t i = 0; i < rows * out; i++) {
+    float v = a[i] / (1.0f + expf(-a[i]));
+    v = v / (1.0f + expf(-v));
+    ASSERT_NEAR(b[i], v, 1e-5 * (1 + fabsf(v)));
+  }
+  free(text), free(a), free(b), free(hx), free(hw);
+  dfree(&p, x), dfree(&p, w), dfree(&p, y), dfree(&p, y2);
+  teardown(&p);
+}
+
 /* ---- GEMM and linear ------------------------------------------------------
  */
 

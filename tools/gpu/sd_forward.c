@@ -698,6 +698,32 @@ static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
     if (rep >= 0) tc[kc++] = b - a;
   }
   if (!bad && report("the text encoder", r, be, &m->ck)) bad = 1;
+  /* WEFT_BENCH_PROFILE=FILE: after the timed runs, where the GPU's time
+   * goes in each, op by op (weft_cuda_profile_*), appended to FILE */
+  const char *prof = getenv("WEFT_BENCH_PROFILE");
+  if (!bad && prof && *prof && weft_backend_is_cuda(be)) {
+    FILE *pf = fopen(prof, "a");
+    for (int part = 0; part < 3 && pf && !r; part++) {
+      static const char *const title[3] = {
+          "UNet step, batch 2, 64x64 latent (5 calls)",
+          "VAE decode, 512x512 (3 calls)", "text encoder, 2 x 77 (5 calls)"};
+      int reps = part == 1 ? 3 : 5;
+      if ((r = sync_be(be)) || (r = weft_cuda_profile_start(be))) break;
+      double a = now();
+      for (int rep = 0; rep < reps && !r; rep++)
+        r = part == 0   ? sd_unet_forward(unet, be, x, 2, L, L, tsteps, ctx,
+                                          77, NULL, out)
+            : part == 1 ? sd_vae_decode(vae, be, x, 1, L, L, img)
+                        : sd_clip_forward(clip, be, &ids[0][0], 2, 0, ctx,
+                                          NULL);
+      if (!r) r = sync_be(be);
+      double b = now();
+      int rp = weft_cuda_profile_report(be, pf, title[part], b - a, 40);
+      if (!r) r = rp;
+    }
+    if (pf) fclose(pf);
+    if (report("the profile", r, be, &m->ck)) bad = 1;
+  }
   fprintf(f, "  \"unet_batch\": 2,\n");
   json_times(f, "unet_step", tu, ku);
   json_times(f, "vae_decode", tv, kv);

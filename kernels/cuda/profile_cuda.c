@@ -1,0 +1,438 @@
+/* profile_cuda.c - where the GPU's time goes, op by op (issue 9's "profile
+ * first"): between weft_cuda_profile_start and weft_cuda_profile_report
+ * every compute op and copy of the vtable is bracketed by two events on the
+ * stream, and the elapsed times are summed by op and shape.
+ *
+ * Profiling swaps the backend's vtable for one whose entries wrap the real
+ * ones, so the ordinary path has no branch for it.  Events are read in
+ * batches (when the pending ring is full, and at the report), never after
+ * each op, so the GPU is kept as busy as without profiling; only the
+ * events' own cost (a few microseconds per op) is added.  An op's time is
+ * from its first kernel's start to its last kernel's end: with an idle GPU
+ * waiting on the host between ops, the sum of the rows is less than the
+ * wall time, and the difference is launch overhead. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define PROF_RING 4096
+
+typedef struct prof_row {
+  char key[128];
+  double ms, flop;
+  int64_t calls;
+} prof_row;
+
+struct weft__cuda_prof {
+  const weft_backend_iface *base; /* the real vtable */
+  cudaEvent_t ev[2 * PROF_RING];
+  int32_t pend[PROF_RING]; /* row of each pending pair */
+  int n_pend;
+  prof_row *rows;
+  int n_rows, cap_rows, last;
+  bool ev_made;
+};
+
+#define PROF(be) (WEFT__CUDA_CTX(be)->prof)
+
+/* Adds the elapsed times of the pending pairs to their rows. */
+static int prof_flush(weft__cuda_ctx *ctx) {
+  weft__cuda_prof *p = ctx->prof;
+  if (!p->n_pend) return 0;
+  cudaError_t e = cudaEventSynchronize(p->ev[2 * p->n_pend - 1]);
+  for (int i = 0; i < p->n_pend && e == cudaSuccess; i++) {
+    float ms = 0;
+    e = cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1]);
+    p->rows[p->pend[i]].ms += ms;
+  }
+  p->n_pend = 0;
+  return weft__cuda_check(ctx, e, "profile (reading events)");
+}
+
+static int row_of(weft__cuda_prof *p, const char *key) {
+  if (p->last < p->n_rows && strcmp(p->rows[p->last].key, key) == 0)
+    return p->last;
+  for (int i = 0; i < p->n_rows; i++)
+    if (strcmp(p->rows[i].key, key) == 0) return p->last = i;
+  if (p->n_rows == p->cap_rows) {
+    int cap = p->cap_rows ? 2 * p->cap_rows : 256;
+    prof_row *r = realloc(p->rows, (size_t)cap * sizeof *r);
+    if (!r) return -1;
+    p->rows = r, p->cap_rows = cap;
+  }
+  prof_row *r = &p->rows[p->n_rows];
+  memset(r, 0, sizeof *r);
+  snprintf(r->key, sizeof r->key, "%s", key);
+  return p->last = p->n_rows++;
+}
+
+/* Opens a pair: the start event of the next slot. */
+static void begin(weft_backend *be) {
+  weft__cuda_ctx *ctx = WEFT__CUDA_CTX(be);
+  weft__cuda_prof *p = ctx->prof;
+  if (p->n_pend == PROF_RING) prof_flush(ctx);
+  cudaEventRecord(p->ev[2 * p->n_pend], ctx->stream);
+}
+
+/* Closes the pair opened by begin under key (printf-style). */
+__attribute__((format(printf, 4, 5))) static void end(weft_backend *be,
+                                                      double flop, int rc,
+                                                      const char *fmt, ...) {
+  weft__cuda_ctx *ctx = WEFT__CUDA_CTX(be);
+  weft__cuda_prof *p = ctx->prof;
+  if (rc) return; /* a failed op: its pair is not counted */
+  char key[128];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(key, sizeof key, fmt, ap);
+  va_end(ap);
+  int row = row_of(p, key);
+  if (row < 0) return;
+  cudaEventRecord(p->ev[2 * p->n_pend + 1], ctx->stream);
+  p->rows[row].calls++;
+  p->rows[row].flop += flop;
+  p->pend[p->n_pend++] = row;
+}
+
+#define BASE(be) (PROF(be)->base)
+#define LL(x) ((long long)(x))
+
+/* ---- the wrapping vtable ------------------------------------------------ */
+
+static void pf_free(weft_backend *be) {
+  BASE(be)->free(be);
+}
+
+static int pf_sync(weft_backend *be) {
+  return BASE(be)->synchronize(be);
+}
+
+static void *pf_alloc(weft_backend *be, size_t n) {
+  return BASE(be)->buffer_alloc(be, n);
+}
+
+static void pf_buf_free(weft_backend *be, void *p) {
+  BASE(be)->buffer_free(be, p);
+}
+
+static int pf_copy(weft_backend *be, void *dst, const void *src, size_t n,
+                   weft_copy_kind kind) {
+  static const char *const name[] = {"h2d", "d2h", "d2d"};
+  begin(be);
+  int rc = BASE(be)->buffer_copy(be, dst, src, n, kind);
+  end(be, 0, rc, "copy %s %zu B", (unsigned)kind < 3 ? name[kind] : "?", n);
+  return rc;
+}
+
+static int pf_gemm(weft_backend *be, const weft_gemm_args *a) {
+  begin(be);
+  int rc = BASE(be)->gemm(be, a);
+  int64_t b = a->batch > 1 ? a->batch : 1;
+  end(be, 2.0 * (double)a->m * (double)a->n * (double)a->k * (double)b, rc,
+      "gemm %lldx%lldx%lld batch %lld", LL(a->m), LL(a->n), LL(a->k), LL(b));
+  return rc;
+}
+
+static int pf_linear(weft_backend *be, const float *x, int64_t rows,
+                     int64_t in, const float *w, const float *bias, int64_t out,
+                     float *y) {
+  begin(be);
+  int rc = BASE(be)->linear(be, x, rows, in, w, bias, out, y);
+  end(be, 2.0 * (double)rows * (double)in * (double)out, rc,
+      "linear %lld rows, %lld -> %lld", LL(rows), LL(in), LL(out));
+  return rc;
+}
+
+static int pf_conv2d(weft_backend *be, const weft_conv2d_args *a) {
+  int64_t ho = weft_conv2d_out_size(a->h_in, a->k_h, a->stride_h, a->pad_top,
+                                    a->pad_bottom),
+          wo = weft_conv2d_out_size(a->w_in, a->k_w, a->stride_w, a->pad_left,
+                                    a->pad_right);
+  begin(be);
+  int rc = BASE(be)->conv2d(be, a);
+  end(be,
+      2.0 * (double)a->batch * (double)a->c_out * (double)(ho * wo) *
+          (double)(a->c_in * a->k_h * a->k_w),
+      rc, "conv2d %lldx%lldx%lld -> %lld, %lldx%lld/%lld, batch %lld",
+      LL(a->c_in), LL(a->h_in), LL(a->w_in), LL(a->c_out), LL(a->k_h),
+      LL(a->k_w), LL(a->stride_h), LL(a->batch));
+  return rc;
+}
+
+static size_t pf_conv2d_scratch(weft_backend *be, const weft_conv2d_args *a) {
+  return BASE(be)->conv2d_scratch_bytes(be, a);
+}
+
+static int pf_attention(weft_backend *be, const weft_attn_args *a) {
+  begin(be);
+  int rc = BASE(be)->attention(be, a);
+  end(be,
+      2.0 * (double)(a->batch * a->heads) * (double)a->lq * (double)a->lk *
+          (double)(a->d + a->dv),
+      rc, "attention %lldx%lld heads, %lld x %lld keys, d %lld", LL(a->batch),
+      LL(a->heads), LL(a->lq), LL(a->lk), LL(a->d));
+  return rc;
+}
+
+static size_t pf_attention_scratch(weft_backend *be, const weft_attn_args *a) {
+  return BASE(be)->attention_scratch_bytes(be, a);
+}
+
+static int pf_group_norm(weft_backend *be, const float *x, float *y,
+                         int64_t batch, int64_t ch, int64_t sp, int64_t groups,
+                         float eps, const float *g, const float *b,
+                         weft_act act) {
+  begin(be);
+  int rc =
+      BASE(be)->group_norm(be, x, y, batch, ch, sp, groups, eps, g, b, act);
+  end(be, 0, rc, "group_norm %lldx%lldx%lld%s", LL(batch), LL(ch), LL(sp),
+      act ? " + act" : "");
+  return rc;
+}
+
+static int pf_layer_norm(weft_backend *be, const float *x, float *y,
+                         int64_t rows, int64_t dim, float eps, const float *g,
+                         const float *b) {
+  begin(be);
+  int rc = BASE(be)->layer_norm(be, x, y, rows, dim, eps, g, b);
+  end(be, 0, rc, "layer_norm %lld x %lld", LL(rows), LL(dim));
+  return rc;
+}
+
+static int pf_softmax(weft_backend *be, const float *x, float *y, int64_t rows,
+                      int64_t dim) {
+  begin(be);
+  int rc = BASE(be)->softmax(be, x, y, rows, dim);
+  end(be, 0, rc, "softmax %lld x %lld", LL(rows), LL(dim));
+  return rc;
+}
+
+static int pf_act(weft_backend *be, weft_act act, const float *x, float *y,
+                  int64_t n) {
+  begin(be);
+  int rc = BASE(be)->act(be, act, x, y, n);
+  end(be, 0, rc, "act %d, %lld", (int)act, LL(n));
+  return rc;
+}
+
+static int pf_gated_act(weft_backend *be, weft_act act, const float *x,
+                        float *y, int64_t rows, int64_t dim) {
+  begin(be);
+  int rc = BASE(be)->gated_act(be, act, x, y, rows, dim);
+  end(be, 0, rc, "gated_act %d, %lld x %lld", (int)act, LL(rows), LL(dim));
+  return rc;
+}
+
+static int64_t numel(int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++)
+    n *= shape[i];
+  return n;
+}
+
+static int pf_binary(weft_backend *be, weft_binop op, const float *a,
+                     int a_ndim, const int64_t *a_shape, const float *b,
+                     int b_ndim, const int64_t *b_shape, float *y) {
+  begin(be);
+  int rc =
+      BASE(be)->binary(be, op, a, a_ndim, a_shape, b, b_ndim, b_shape, y);
+  end(be, 0, rc, "binary %d, %lld by %lld", (int)op,
+      LL(numel(a_ndim, a_shape)), LL(numel(b_ndim, b_shape)));
+  return rc;
+}
+
+static int pf_scale_add(weft_backend *be, float *y, float alpha,
+                        const float *a, float beta, const float *b,
+                        int64_t n) {
+  begin(be);
+  int rc = BASE(be)->scale_add(be, y, alpha, a, beta, b, n);
+  end(be, 0, rc, "scale_add %lld", LL(n));
+  return rc;
+}
+
+static int pf_upsample(weft_backend *be, const float *x, float *y,
+                       int64_t planes, int64_t h, int64_t w) {
+  begin(be);
+  int rc = BASE(be)->upsample_nearest2x(be, x, y, planes, h, w);
+  end(be, 0, rc, "upsample2x %lld planes, %lldx%lld", LL(planes), LL(h),
+      LL(w));
+  return rc;
+}
+
+static int pf_concat(weft_backend *be, int n, const float *const *xs, int ndim,
+                     const int64_t *const *shapes, int axis, float *y) {
+  begin(be);
+  int rc = BASE(be)->concat(be, n, xs, ndim, shapes, axis, y);
+  int64_t total = 0;
+  for (int i = 0; i < n && !rc; i++)
+    total += numel(ndim, shapes[i]);
+  end(be, 0, rc, "concat %d, %lld", n, LL(total));
+  return rc;
+}
+
+static int pf_timestep(weft_backend *be, const float *t, int64_t n,
+                       int64_t dim, int flip, float shift, float scale,
+                       float max_period, float *y) {
+  begin(be);
+  int rc = BASE(be)->timestep_embedding(be, t, n, dim, flip, shift, scale,
+                                        max_period, y);
+  end(be, 0, rc, "timestep_embedding %lld x %lld", LL(n), LL(dim));
+  return rc;
+}
+
+static int pf_convert(weft_backend *be, void *dst, weft_dtype dt,
+                      const void *src, weft_dtype st, int64_t n) {
+  begin(be);
+  int rc = BASE(be)->convert(be, dst, dt, src, st, n);
+  end(be, 0, rc, "convert %d -> %d, %lld", (int)st, (int)dt, LL(n));
+  return rc;
+}
+
+static weft_backend_iface prof_iface;
+static pthread_once_t prof_iface_once = PTHREAD_ONCE_INIT;
+static const weft_backend_iface *prof_base;
+
+static void prof_iface_init(void) {
+  prof_iface = *prof_base;
+  prof_iface.free = pf_free;
+  prof_iface.synchronize = pf_sync;
+  prof_iface.buffer_alloc = pf_alloc;
+  prof_iface.buffer_free = pf_buf_free;
+  prof_iface.buffer_copy = pf_copy;
+  prof_iface.gemm = pf_gemm;
+  prof_iface.linear = pf_linear;
+  prof_iface.conv2d = pf_conv2d;
+  prof_iface.conv2d_scratch_bytes = pf_conv2d_scratch;
+  prof_iface.attention = pf_attention;
+  prof_iface.attention_scratch_bytes = pf_attention_scratch;
+  prof_iface.group_norm = pf_group_norm;
+  prof_iface.layer_norm = pf_layer_norm;
+  prof_iface.softmax = pf_softmax;
+  prof_iface.act = pf_act;
+  prof_iface.gated_act = pf_gated_act;
+  prof_iface.binary = pf_binary;
+  prof_iface.scale_add = pf_scale_add;
+  prof_iface.upsample_nearest2x = pf_upsample;
+  prof_iface.concat = pf_concat;
+  prof_iface.timestep_embedding = pf_timestep;
+  prof_iface.convert = pf_convert;
+}
+
+bool weft__cuda_is_prof_iface(const weft_backend_iface *iface) {
+  return iface == &prof_iface;
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+int weft_cuda_profile_start(weft_backend *be) {
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  weft__cuda_ctx *ctx = WEFT__CUDA_CTX(be);
+  if (ctx->prof) return 0; /* already on: keeps counting */
+  weft__cuda_prof *p = calloc(1, sizeof *p);
+  if (!p) return WEFT_ENOMEM;
+  int rc = weft__cuda_check(ctx, cudaSetDevice(ctx->device), "cudaSetDevice");
+  for (int i = 0; i < 2 * PROF_RING && !rc; i++)
+    rc = weft__cuda_check(ctx, cudaEventCreate(&p->ev[i]), "cudaEventCreate");
+  if (rc) {
+    for (int i = 0; i < 2 * PROF_RING; i++)
+      if (p->ev[i]) cudaEventDestroy(p->ev[i]);
+    free(p);
+    return rc;
+  }
+  p->base = be->iface;
+  prof_base = be->iface;
+  pthread_once(&prof_iface_once, prof_iface_init);
+  ctx->prof = p;
+  be->iface = &prof_iface;
+  return 0;
+}
+
+static int by_ms_desc(const void *x, const void *y) {
+  const prof_row *a = x, *b = y;
+  return a->ms < b->ms ? 1 : a->ms > b->ms ? -1 : strcmp(a->key, b->key);
+}
+
+/* The op's name: the key up to its first space. */
+static size_t op_len(const char *key) {
+  return strcspn(key, " ");
+}
+
+void weft__cuda_prof_destroy(weft__cuda_ctx *ctx) {
+  weft__cuda_prof *p = ctx->prof;
+  if (!p) return;
+  for (int i = 0; i < 2 * PROF_RING; i++)
+    cudaEventDestroy(p->ev[i]);
+  free(p->rows);
+  free(p);
+  ctx->prof = NULL;
+}
+
+int weft_cuda_profile_report(weft_backend *be, FILE *f, const char *title,
+                             double wall_s, int max_rows) {
+  if (!be || !weft__cuda_is_prof_iface(be->iface)) return WEFT_EINVAL;
+  weft__cuda_ctx *ctx = WEFT__CUDA_CTX(be);
+  weft__cuda_prof *p = ctx->prof;
+  int rc = prof_flush(ctx);
+  be->iface = p->base;
+  if (rc) {
+    weft__cuda_prof_destroy(ctx);
+    return rc;
+  }
+  qsort(p->rows, (size_t)p->n_rows, sizeof *p->rows, by_ms_desc);
+  double total = 0;
+  int64_t calls = 0;
+  for (int i = 0; i < p->n_rows; i++)
+    total += p->rows[i].ms, calls += p->rows[i].calls;
+  if (f) {
+    fprintf(f, "\n### %s\n\n", title ? title : "CUDA profile");
+    fprintf(f,
+            "%lld ops, %.3f ms of GPU time inside ops",
+            (long long)calls, total);
+    if (wall_s > 0)
+      fprintf(f, ", %.3f ms wall (%.1f %% of it outside ops: launch gaps)",
+              wall_s * 1e3, 100.0 * (1.0 - total / (wall_s * 1e3)));
+    fprintf(f, "\n\nBy op:\n\n| op | calls | ms | %% | TFLOP/s |\n"
+               "|---|---|---|---|---|\n");
+    /* op totals: rows sorted by time, each op once, first seen first */
+    for (int i = 0; i < p->n_rows; i++) {
+      size_t n = op_len(p->rows[i].key);
+      bool seen = false;
+      for (int j = 0; j < i && !seen; j++)
+        seen = op_len(p->rows[j].key) == n &&
+               memcmp(p->rows[j].key, p->rows[i].key, n) == 0;
+      if (seen) continue;
+      double ms = 0, flop = 0;
+      int64_t c = 0;
+      for (int j = i; j < p->n_rows; j++)
+        if (op_len(p->rows[j].key) == n &&
+            memcmp(p->rows[j].key, p->rows[i].key, n) == 0)
+          ms += p->rows[j].ms, flop += p->rows[j].flop, c += p->rows[j].calls;
+      fprintf(f, "| %.*s | %lld | %.3f | %.1f |", (int)n, p->rows[i].key,
+              (long long)c, ms, total > 0 ? 100.0 * ms / total : 0.0);
+      if (flop > 0 && ms > 0)
+        fprintf(f, " %.1f |\n", flop / (ms * 1e-3) / 1e12);
+      else
+        fprintf(f, " |\n");
+    }
+    fprintf(f, "\nBy op and shape (the %d largest):\n\n"
+               "| op, shape | calls | ms | %% | us/call | TFLOP/s |\n"
+               "|---|---|---|---|---|---|\n",
+            max_rows);
+    for (int i = 0; i < p->n_rows && i < max_rows; i++) {
+      const prof_row *r = &p->rows[i];
+      fprintf(f, "| %s | %lld | %.3f | %.1f | %.1f |", r->key,
+              (long long)r->calls, r->ms, total > 0 ? 100.0 * r->ms / total : 0,
+              r->calls ? 1e3 * r->ms / (double)r->calls : 0.0);
+      if (r->flop > 0 && r->ms > 0)
+        fprintf(f, " %.1f |\n", r->flop / (r->ms * 1e-3) / 1e12);
+      else
+        fprintf(f, " |\n");
+    }
+    fflush(f);
+  }
+  weft__cuda_prof_destroy(ctx);
+  return 0;
+}
