@@ -119,7 +119,9 @@ bool sd_plan_enabled(void) {
 static void plan_start(sd_denoise_plan *p, int i) {
   if (!p->rec[i] && !(p->rec[i] = weft_rec_new(p->inner))) return;
   weft_rec *r = p->rec[i];
-  weft_rec_mode m = weft_rec_planned(r) ? WEFT_REC_REPLAY : WEFT_REC_TRACE;
+  weft_rec_mode m = p->dry                ? WEFT_REC_DRY
+                    : weft_rec_planned(r) ? WEFT_REC_REPLAY
+                                          : WEFT_REC_TRACE;
   if (weft_rec_begin(r, m)) return;
   p->d->be = weft_rec_backend(r);
   p->active = i;
@@ -145,6 +147,7 @@ static void plan_end(sd_denoise_plan *p, int rc) {
     p->rec[p->active] = NULL;
   }
   p->d->be = p->inner;
+  p->last = p->rec[p->active] ? p->active : -1;
   p->active = -1;
 }
 
@@ -165,7 +168,7 @@ int sd_denoise_plan_init(sd_denoise_plan *p, sd_denoiser *d) {
   memset(p, 0, sizeof *p);
   p->d = d;
   p->inner = d->be;
-  p->active = -1;
+  p->active = p->last = -1;
   p->control = d->control;
   p->control_user = d->control_user;
   if (d->control) {
@@ -187,7 +190,7 @@ void sd_denoise_plan_free(sd_denoise_plan *p) {
 
 int sd_denoise_planned(void *user, const float *x, float sigma, float *den) {
   sd_denoise_plan *p = user;
-  p->active = -1;
+  p->active = p->last = -1;
   if (!p->control) plan_start(p, 0);
   int r = sd_denoise(p->d, x, sigma, den);
   plan_end(p, r);
@@ -245,54 +248,21 @@ int sd_plan_call(weft_backend *be, int (*fn)(void *user, weft_backend *be),
   return plan_call(be, NULL, NULL, 0, NULL, fn, user, dry_only, st);
 }
 
-/* sd_denoise on the denoiser, as a record_dry callback */
-typedef struct dry_args {
-  sd_denoiser *d;
-  const float *x;
-  float sigma;
-  float *den;
-} dry_args;
-
-static int denoise_on(void *user, weft_backend *be) {
-  dry_args *a = user;
-  weft_backend *keep = a->d->be;
-  a->d->be = be;
-  int rc = sd_denoise(a->d, a->x, a->sigma, a->den);
-  a->d->be = keep;
-  return rc;
-}
-
 int sd_denoise_plan_dry(sd_denoise_plan *p, const float *x, float sigma,
                         uint64_t *arena) {
   *arena = 0;
   if (sd_be_is_host(p->inner)) return 0;
-  /* with a ControlNet the residuals pick the recording per call, so step 1
-   * records while it runs: the arena is estimated here by the call
-   * without them, on a recorder of its own */
-  bool ctl = p->control != NULL;
-  if (!ctl && !p->rec[0] && !(p->rec[0] = weft_rec_new(p->inner)))
-    return WEFT_ENOMEM;
-  weft_rec *r = ctl ? weft_rec_new(p->inner) : p->rec[0];
+  /* the call step 1 makes, through the same hooks (a ControlNet's
+   * residuals, computed for real, pick the recorder), but DRY */
   float *den = malloc((size_t)(p->d->batch * p->d->per) * sizeof *den);
-  dry_args a = {p->d, x, sigma, den};
-  int (*cf)(void *, const float *, int64_t, bool, int64_t, int64_t,
-            const float *, const float *, int64_t, float, sd_cnet_out *) =
-      p->d->control;
-  p->d->control = NULL;
-  int rc = r && den ? record_dry(r, denoise_on, &a) : WEFT_ENOMEM;
-  p->d->control = cf;
+  if (!den) return WEFT_ENOMEM;
+  p->dry = true;
+  int rc = sd_denoise_planned(p, x, sigma, den);
+  p->dry = false;
   free(den);
-  if (!rc) {
-    weft_rec_stats st;
-    weft_rec_stats_get(r, &st);
+  weft_rec_stats st;
+  if (!rc && p->last >= 0 && sd_denoise_plan_stats(p, p->last, &st))
     *arena = st.arena.arena;
-  }
-  if (ctl) {
-    weft_rec_free(r);
-  } else if (rc) { /* no half-made plan: step 1 records */
-    weft_rec_free(r);
-    p->rec[0] = NULL;
-  }
   return rc;
 }
 

@@ -25,6 +25,8 @@ typedef struct sd_denoise_plan {
   weft_backend *inner; /* d->be when the plan was made */
   weft_rec *rec[2];    /* without, with ControlNet residuals */
   int active;          /* the recorder in a pass, or -1 */
+  int last;            /* the recorder the last call used, or -1 */
+  bool dry;            /* sd_denoise_plan_dry's call: record, compute nothing */
   int (*control)(void *user, const float *x_in, int64_t rows, bool cond_only,
                  int64_t h, int64_t w, const float *t, const float *ctx,
                  int64_t tokens, float sigma, sd_cnet_out *out);

@@ -265,3 +265,178 @@ TEST(on_a_device_backend_planned_sampling_is_exact_and_dry_touches_nothing) {
   weft_backend_free(cpu);
   case_close(&u);
 }
+
+/* ---- a sampler with a ControlNet ----------------------------------------- */
+
+static weft_st_file *extras_open(const char *rel) {
+  char path[4096], err[1024];
+  snprintf(path, sizeof path, "%s/fixtures/sd15_extras/%s", weft_test_srcdir(),
+           rel);
+  weft_st_file *f = NULL;
+  int r = weft_st_open(path, &f, err, sizeof err);
+  if (r) fprintf(stderr, "%s\n", err);
+  ASSERT_OK(r);
+  return f;
+}
+
+/* The tiny ControlNet (single file) on be (NULL: the host). */
+typedef struct cnet_case {
+  sd_ckpt ck;
+  weft_st_file *f;
+  sd_cnet *m;
+  weft_backend *be;
+  float *hint;      /* [2, 3, 8f, 8f] */
+  float lo, hi;     /* the sigmas it acts at */
+  int with, without; /* calls */
+} cnet_case;
+
+static void cnet_case_open(cnet_case *k, weft_backend *be, float lo,
+                           float hi) {
+  memset(k, 0, sizeof *k);
+  k->ck.layout = SD_LAYOUT_LDM;
+  k->f = extras_open("controlnet_tiny.safetensors");
+  k->ck.files[SD_CONTROL] = fx_file(k->f);
+  k->ck.has[SD_CONTROL] = true;
+  int r = sd_ckpt_configure_control(&k->ck, NULL);
+  if (!r) r = sd_cnet_load(&k->ck, &k->m);
+  if (r) fprintf(stderr, "%s\n", k->ck.err);
+  ASSERT_OK(r);
+  if (be) ASSERT_OK(sd_cnet_to_backend(k->m, be));
+  k->be = be;
+  k->lo = lo, k->hi = hi;
+  int64_t side = 8 * sd_cnet_hint_factor(k->m), n = 2 * 3 * side * side;
+  k->hint = malloc((size_t)n * sizeof *k->hint);
+  uint64_t s = 77;
+  for (int64_t i = 0; i < n; i++)
+    k->hint[i] = frand(&s) * 0.5f + 0.5f;
+}
+
+static void cnet_case_close(cnet_case *k) {
+  free(k->hint);
+  sd_cnet_free(k->m);
+  sd_ckpt_free_params(&k->ck);
+  sd_ckpt_release(&k->ck);
+  weft_st_close(k->f);
+}
+
+/* The denoiser's control callback: the ControlNet between lo and hi. */
+static int cnet_cb(void *user, const float *x_in, int64_t rows, bool cond_only,
+                   int64_t h, int64_t w, const float *t, const float *ctx,
+                   int64_t tokens, float sigma, sd_cnet_out *out) {
+  cnet_case *k = user;
+  (void)cond_only;
+  if (sigma < k->lo || sigma > k->hi) {
+    k->without++;
+    return 0;
+  }
+  k->with++;
+  return sd_cnet_forward(k->m, k->be, x_in, rows, h, w, t, ctx, tokens,
+                         k->hint, 0.8f, out);
+}
+
+/* The trajectory with the ControlNet k on be: unplanned, or planned as
+ * KSampler under a budget does (sd_denoise_plan_dry before step 1).
+ * st[i]: recorder i's stats (replays -1 when it was never made);
+ * *first: the recorder the DRY call chose. */
+static void sample_ctl(unet_case *u, weft_backend *be, cnet_case *k,
+                       bool planned, float *traj, weft_rec_stats st[2],
+                       int *first, uint64_t *arena) {
+  sd_denoiser d;
+  ASSERT_OK(sd_denoiser_init(&d, u->unet, be, &u->sched, SD_PRED_EPS, u->shape,
+                             7.5f, u->uncond, u->tokens, u->cond, u->tokens));
+  d.control = cnet_cb;
+  d.control_user = k;
+  sd_denoise_plan p;
+  memset(&p, 0, sizeof p);
+  float *x = malloc((size_t)u->n * sizeof *x);
+  float *den = malloc((size_t)u->n * sizeof *den);
+  memcpy(x, u->x0, (size_t)u->n * sizeof *x);
+  if (planned) {
+    ASSERT_OK(sd_denoise_plan_init(&p, &d));
+    ASSERT_OK(sd_denoise_plan_dry(&p, x, SIGMAS[0], arena));
+    *first = p.last;
+    ASSERT(p.rec[*first] != NULL && p.rec[1 - *first] == NULL);
+    weft_rec_stats s;
+    ASSERT(sd_denoise_plan_stats(&p, *first, &s));
+    ASSERT_EQ(*arena, s.arena.arena);
+    ASSERT_EQ(s.replays, 0);
+    ASSERT_EQ(s.arena_allocs, 0); /* made by the first replay */
+  }
+  for (int step = 0; step < STEPS; step++) {
+    ASSERT_OK(planned ? sd_denoise_planned(&p, x, SIGMAS[step], den)
+                      : sd_denoise(&d, x, SIGMAS[step], den));
+    float next = step + 1 < STEPS ? SIGMAS[step + 1] : 0.0f;
+    for (int64_t i = 0; i < u->n; i++)
+      x[i] = den[i] + (x[i] - den[i]) * (next / SIGMAS[step]);
+    memcpy(traj + step * u->n, x, (size_t)u->n * sizeof *x);
+  }
+  for (int i = 0; i < 2 && planned; i++)
+    if (!sd_denoise_plan_stats(&p, i, &st[i])) st[i].replays = -1;
+  sd_denoise_plan_free(&p);
+  free(x), free(den);
+  sd_denoiser_free(&d);
+}
+
+/* Before step 1 the sampler's call is recorded DRY on the recorder its
+ * ControlNet residuals choose (the ControlNet itself computed for real),
+ * so step 1 replays from the arena too: every step of that recorder
+ * replays, none misses; the other recorder records when a step first needs
+ * it.  The latents equal the CPU's unplanned ones bit for bit.  Through
+ * the emulated device (its buffers fault if the host touches them). */
+TEST(controlnet_sampler_step_1_replays_a_dry_plan_on_a_device) {
+  /* SIGMAS 14.6, 6.1, 2.2, 0.7, 0.1: the ControlNet at every step, then
+   * from step 2 to step 4 only (step 1 without it) */
+  static const float window[2][2] = {{0.0f, 100.0f}, {0.5f, 7.0f}};
+  static const int first_want[2] = {1, 0};
+  static const int replays_want[2][2] = {{-1, STEPS}, {2, 2}};
+  unet_case u;
+  case_open(&u, 8, 8);
+  float *want = malloc((size_t)(STEPS * u.n) * sizeof *want);
+  float *got = malloc((size_t)(STEPS * u.n) * sizeof *got);
+  for (int c = 0; c < 2; c++) {
+    weft_backend *cpu = weft_backend_cpu_new(2);
+    cnet_case kc;
+    cnet_case_open(&kc, NULL, window[c][0], window[c][1]);
+    kc.be = cpu;
+    sample_ctl(&u, cpu, &kc, false, want, NULL, NULL, NULL);
+    unet_case ue;
+    case_open(&ue, 8, 8);
+    weft_backend *emu = emu_backend_new();
+    ASSERT_OK(sd_unet_to_backend(ue.unet, emu));
+    cnet_case ke;
+    cnet_case_open(&ke, emu, window[c][0], window[c][1]);
+    int64_t live = ((emu_ctx *)emu->ctx)->live;
+    weft_rec_stats st[2];
+    int first = -1;
+    uint64_t arena = 0;
+    sample_ctl(&ue, emu, &ke, true, got, st, &first, &arena);
+    ASSERT(memcmp(got, want, (size_t)(STEPS * u.n) * sizeof *got) == 0);
+    fprintf(stderr,
+            "window [%g, %g]: DRY call on recorder %d, arena %llu bytes; "
+            "replays %d / %d\n",
+            window[c][0], window[c][1], first, (unsigned long long)arena,
+            st[0].replays, st[1].replays);
+    ASSERT_EQ(first, first_want[c]);
+    ASSERT(arena > 0);
+    /* the DRY call ran the ControlNet once more than the steps did */
+    ASSERT_EQ(ke.with, kc.with + (first == 1));
+    ASSERT_EQ(ke.without, kc.without + (first == 0));
+    for (int i = 0; i < 2; i++) {
+      ASSERT_EQ(st[i].replays, replays_want[c][i]);
+      if (st[i].replays < 0) continue;
+      ASSERT_EQ(st[i].misses, 0);
+      ASSERT_EQ(st[i].diverged, 0);
+      ASSERT_EQ(st[i].arena_allocs, 1);
+    }
+    ASSERT_EQ(((emu_ctx *)emu->ctx)->live, live);
+    cnet_case_close(&ke);
+    sd_unet_free(ue.unet); /* its device weights, before the backend */
+    ue.unet = NULL;
+    case_close(&ue);
+    weft_backend_free(emu);
+    cnet_case_close(&kc);
+    weft_backend_free(cpu);
+  }
+  free(want), free(got);
+  case_close(&u);
+}
