@@ -287,8 +287,21 @@ static int eval_chain(const sd_ctrl *k, const sd_ctrl_pair *p,
     sd_cnet_obj *cn = k->cnet;
     bool lock = !sd_be_is_host(cn->be); /* one thread at a time there */
     if (lock) pthread_mutex_lock(&cn->be_mu);
-    int r = sd_cnet_forward(cn->model, cn->be, x, rows, h, w, t, ctx, tokens,
-                            hint, k->strength, out);
+    weft_rec *rec = p->dry ? weft_rec_new(cn->be) : NULL;
+    int r = p->dry && !rec ? WEFT_ENOMEM
+            : rec          ? weft_rec_begin(rec, WEFT_REC_DRY)
+                           : 0;
+    if (!r)
+      r = sd_cnet_forward(cn->model, rec ? weft_rec_backend(rec) : cn->be, x,
+                          rows, h, w, t, ctx, tokens, hint, k->strength, out);
+    if (rec) {
+      int re = weft_rec_end(rec);
+      if (!r) r = re;
+      weft_rec_stats st;
+      weft_rec_stats_get(rec, &st);
+      p->dry[0] += st.h2d_bytes, p->dry[1] += st.d2h_bytes;
+      weft_rec_free(rec);
+    }
     if (lock) pthread_mutex_unlock(&cn->be_mu);
     free(hint);
     if (r) return r;

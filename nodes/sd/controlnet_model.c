@@ -189,7 +189,8 @@ static int accumulate(weft_backend *be, float **dst, int64_t *dn,
   if (*dn != n) return WEFT_EINVAL;
   float *copy = NULL;
   if (!sd_be_is_host(be)) {
-    if (!(copy = malloc((size_t)n * sizeof *copy))) return WEFT_ENOMEM;
+    /* zeroed: a DRY recording's copy leaves it as it is */
+    if (!(copy = calloc((size_t)n, sizeof *copy))) return WEFT_ENOMEM;
     int r = be->iface->buffer_copy(be, copy, src, (size_t)n * sizeof *copy,
                                    WEFT_COPY_DEVICE_TO_HOST);
     if (r) {

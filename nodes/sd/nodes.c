@@ -842,37 +842,139 @@ typedef struct ksampler_args {
   bool force_full_denoise;
 } ksampler_args;
 
-/* plan mode: one UNet call (the CFG batch every step makes) recorded
- * without computing; ControlNets are left out (their residuals add copies
- * in, not activations the UNet keeps) */
+/* plan mode's ControlNet residuals for the UNet recording: copies of the
+ * ones a DRY ControlNet call gave (use false: a call without them) */
+typedef struct plan_res {
+  const sd_cnet_out *res;
+  bool use;
+} plan_res;
+
+static int plan_res_cb(void *user, const float *x_in, int64_t rows,
+                       bool cond_only, int64_t h, int64_t w, const float *t,
+                       const float *ctx, int64_t tokens, float sigma,
+                       sd_cnet_out *out) {
+  const plan_res *pr = user;
+  (void)x_in, (void)rows, (void)cond_only, (void)h, (void)w, (void)t,
+      (void)ctx, (void)tokens, (void)sigma;
+  if (!pr->use) return 0;
+  const sd_cnet_out *r = pr->res;
+  for (int i = 0; i < r->n; i++) {
+    if (!(out->down[i] = calloc((size_t)r->down_numel[i], sizeof(float))))
+      return WEFT_ENOMEM;
+    out->down_numel[i] = r->down_numel[i];
+    out->n = i + 1;
+  }
+  if (r->mid &&
+      !(out->mid = calloc((size_t)r->mid_numel, sizeof(float))))
+    return WEFT_ENOMEM;
+  out->mid_numel = r->mid_numel;
+  return 0;
+}
+
+/* Adds the distinct ControlNets of chain k to plan's weights. */
+static void plan_cnet_weights(weft_plan *plan, const sd_ctrl *k) {
+  for (; k; k = k->prev) {
+    uint64_t id = (uint64_t)(uintptr_t)k->cnet << 2 | (uint64_t)SD_CONTROL;
+    bool seen = false;
+    for (int i = 0; i < plan->n_weights && !seen; i++)
+      seen = plan->weights[i].id == id;
+    if (seen || plan->n_weights == WEFT_PLAN_MAX_WEIGHTS) continue;
+    uint64_t bytes = 0;
+    const sd_ckpt *ck = &k->cnet->ck;
+    for (int i = 0; i < ck->n_params; i++)
+      bytes += (uint64_t)ck->params[i].numel * sizeof(float);
+    plan->weights[plan->n_weights++] =
+        (weft_plan_weights){id, bytes, "ControlNet"};
+    plan->weight_bytes += bytes;
+  }
+}
+
+/* plan mode: the sampler's model calls recorded without computing.  With
+ * no ControlNet every call is the same: one recording of the CFG batch,
+ * its copies times calls.  With ControlNets each call (sigma[k]) is made
+ * as the run makes it: the ControlNets in their windows recorded DRY
+ * (their copies added), and the UNet recorded once with their residuals
+ * and once without, as the calls need: the run holds an arena for each,
+ * so the arena reported is their sum, its lower bound the larger one's;
+ * the ControlNets' weights are the node's too. */
 static int ksample_plan(weft_call *c, sd_bundle *b, const sd_cond *pos,
                         const sd_cond *neg, const int64_t shape[4],
-                        const ksampler_args *a, int calls, weft_plan *plan) {
+                        const ksampler_args *a, const float *sig, int calls,
+                        weft_plan *plan) {
   sd_denoiser den;
   int r = sd_denoiser_init(&den, b->unet, b->be, &b->sched, b->prediction,
                            shape, a->cfg, neg->ctx, neg->tokens, pos->ctx,
                            pos->tokens);
   if (r) return r;
+  uint64_t dry[2] = {0, 0};
+  sd_ctrl_pair ctrl = {{neg->control, pos->control}, &b->sched,
+                       shape[1] * shape[2] * shape[3],
+                       sd_unet_config(b->unet)->context_dim, dry};
+  if (!ctrl.chain[0] && pos->apply_to_uncond) ctrl.chain[0] = pos->control;
+  const bool cfg1 = den.cfg == 1.0f;
+  const int64_t B = den.batch, rows = cfg1 ? B : 2 * B;
   int64_t n = shape[0] * shape[1] * shape[2] * shape[3];
   float *x = calloc((size_t)n, sizeof *x), *dn = calloc((size_t)n, sizeof *dn);
-  weft_rec *rec = weft_rec_new(b->be);
-  weft_rec_stats st;
-  r = x && dn && rec ? weft_rec_begin(rec, WEFT_REC_DRY) : WEFT_ENOMEM;
-  if (!r) {
-    den.be = weft_rec_backend(rec);
-    sd_bundle_be_lock(b);
-    r = sd_denoise(&den, x, 1.0f, dn);
-    sd_bundle_be_unlock(b);
-    int re = weft_rec_end(rec);
-    if (!r) r = re;
+  if (!x || !dn) r = WEFT_ENOMEM;
+  /* which calls have residuals, and one call's residuals */
+  sd_cnet_out res;
+  memset(&res, 0, sizeof res);
+  int with = 0;
+  for (int k = 0; k < calls && !r && (ctrl.chain[0] || ctrl.chain[1]); k++) {
+    sd_cnet_out o;
+    memset(&o, 0, sizeof o);
+    r = sd_ctrl_eval(&ctrl, den.x_in, rows, cfg1, den.h, den.w, den.t,
+                     cfg1 ? den.ctx + B * den.tokens * den.dim : den.ctx,
+                     den.tokens, sig[k], &o);
+    if (!r && (o.n || o.mid) && with++ == 0) {
+      res = o;
+      continue;
+    }
+    sd_cnet_out_free(&o);
+  }
+  plan_res pr = {&res, false};
+  den.control = plan_res_cb;
+  den.control_user = &pr;
+  weft_rec_stats sum;
+  memset(&sum, 0, sizeof sum);
+  for (int v = 0; v < 2 && !r; v++) {
+    int64_t k = v ? with : calls - with;
+    if (k <= 0) continue;
+    pr.use = v == 1;
+    weft_rec *rec = weft_rec_new(b->be);
+    r = rec ? weft_rec_begin(rec, WEFT_REC_DRY) : WEFT_ENOMEM;
+    if (!r) {
+      den.be = weft_rec_backend(rec);
+      sd_bundle_be_lock(b);
+      r = sd_denoise(&den, x, 1.0f, dn);
+      sd_bundle_be_unlock(b);
+      den.be = b->be;
+      int re = weft_rec_end(rec);
+      if (!r) r = re;
+    }
+    if (!r) {
+      weft_rec_stats st;
+      weft_rec_stats_get(rec, &st);
+      sum.arena.arena += st.arena.arena;
+      if (st.arena.lower_bound > sum.arena.lower_bound)
+        sum.arena.lower_bound = st.arena.lower_bound;
+      if (st.arena.naive > sum.arena.naive) sum.arena.naive = st.arena.naive;
+      sum.h2d_bytes += st.h2d_bytes * (uint64_t)k;
+      sum.d2h_bytes += st.d2h_bytes * (uint64_t)k;
+    }
+    weft_rec_free(rec);
   }
   if (!r) {
-    weft_rec_stats_get(rec, &st);
-    plan_fill(plan, b, SD_UNET, "UNet", &st, (uint64_t)(calls > 0 ? calls : 0));
+    sum.h2d_bytes += dry[0], sum.d2h_bytes += dry[1];
+    plan_fill(plan, b, SD_UNET, "UNet", &sum, 1);
+    if (WEFT_PLAN_HAS(plan, weights)) {
+      plan_cnet_weights(plan, ctrl.chain[1]);
+      plan_cnet_weights(plan, ctrl.chain[0]);
+    }
   } else {
     sd_model_error(c, b->be, r, "planning the UNet call failed");
   }
-  weft_rec_free(rec);
+  sd_cnet_out_free(&res);
   free(x), free(dn);
   sd_denoiser_free(&den);
   return r;
@@ -958,7 +1060,8 @@ static int ksample(weft_call *c, const ksampler_args *a, weft_plan *plan) {
   const float scale = b->latent_scale;
   if (plan) { /* the output's shape is all plan mode promises */
     memset(x, 0, (size_t)s.n * sizeof *x);
-    int r = ns < 2 ? 0 : ksample_plan(c, b, pos, neg, shape, a, ns - 1, plan);
+    int r =
+        ns < 2 ? 0 : ksample_plan(c, b, pos, neg, shape, a, sig, ns - 1, plan);
     free(sig);
     return r;
   }
@@ -981,7 +1084,7 @@ static int ksample(weft_call *c, const ksampler_args *a, weft_plan *plan) {
     goto out;
   sd_ctrl_pair ctrl = {{neg->control, pos->control}, &b->sched,
                        shape[1] * shape[2] * shape[3],
-                       sd_unet_config(b->unet)->context_dim};
+                       sd_unet_config(b->unet)->context_dim, NULL};
   if (!ctrl.chain[0] && pos->apply_to_uncond) ctrl.chain[0] = pos->control;
   if (ctrl.chain[0] || ctrl.chain[1]) {
     s.den.control = sd_ctrl_eval;

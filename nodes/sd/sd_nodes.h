@@ -66,6 +66,10 @@ typedef struct sd_ctrl_pair {
   const weft_schedule *sched;
   int64_t row_numel;        /* elements of one latent */
   int64_t ctx_dim;
+  /* plan mode: non-NULL, each ControlNet call is recorded DRY (nothing
+   * computed: the residuals' values are unspecified) and its host-to-device
+   * and device-to-host bytes are added to dry[0] and dry[1] */
+  uint64_t *dry;
 } sd_ctrl_pair;
 int sd_ctrl_eval(void *user, const float *x_in, int64_t rows, bool cond_only,
                  int64_t h, int64_t w, const float *t, const float *ctx,

@@ -200,6 +200,80 @@ TEST(weft_plan_json_of_txt2img_has_the_arenas_of_a_direct_recording) {
   free(err);
 }
 
+/* weft plan graphs/controlnet.yaml with the ControlNet in its window */
+static json_t *plan_controlnet(const char *start) {
+  char *g = repo("graphs/controlnet.yaml"), *root = repo("");
+  char set[64];
+  snprintf(set, sizeof set, "start_percent=%s", start);
+  const char *a[] = {weft(), "plan",        g,   "--input-dir", root,
+                     "--json", "--device=cpu", "--set", set,   NULL};
+  char *out = NULL, *err = NULL;
+  int rc = weft_test_spawn(a, &out, &err, 120);
+  if (rc) fprintf(stderr, "%s", err);
+  ASSERT_EQ(rc, 0);
+  json_error_t je;
+  json_t *j = json_loads(out, 0, &je);
+  ASSERT(j != NULL);
+  free(g), free(root), free(out), free(err);
+  return j;
+}
+
+/* A sampler's ControlNet is part of its plan: its weights are the node's
+ * (a block of their own, loaded for the sampler), and the UNet's calls are
+ * recorded as the run makes them: all with residuals when the ControlNet
+ * acts at every step, with and without them (an arena each, as the run
+ * holds) when it starts at 30 %. */
+TEST(weft_plan_of_a_controlnet_graph_counts_its_weights_and_both_arenas) {
+  dm_plan p;
+  record_default_model(&p);
+  /* the ControlNet's weights, as the loader holds them: fp32 masters */
+  char *path = repo("models/default/weft-shapes-controlnet.safetensors");
+  char err[1024];
+  weft_st_file *f = NULL;
+  ASSERT_OK(weft_st_open(path, &f, err, sizeof err));
+  uint64_t CN = 0;
+  for (int32_t i = 0; i < weft_st_count(f); i++) {
+    const weft_st_tensor *t = weft_st_at(f, i);
+    uint64_t n = 1;
+    for (int d = 0; d < t->ndim; d++)
+      n *= (uint64_t)t->shape[d];
+    CN += n * 4;
+  }
+  weft_st_close(f);
+  free(path);
+  uint64_t C = p.bytes[SD_CLIP], U = p.bytes[SD_UNET];
+  json_t *full = plan_controlnet("0"), *late = plan_controlnet("0.3");
+  json_t *sf = node_of(full, "sample"), *sl = node_of(late, "sample");
+  ASSERT_EQ(u64(sf, "weights"), U + CN);
+  ASSERT_EQ(u64(sl, "weights"), U + CN);
+  /* resident from the sampler on, after the text encoder's */
+  ASSERT_EQ(u64(sf, "weights_resident"), C + U + CN);
+  json_t *ids = json_object_get(sf, "blocks");
+  ASSERT_EQ(json_array_size(ids), 2);
+  json_t *blocks = json_object_get(full, "blocks");
+  bool found = false;
+  for (size_t i = 0; i < json_array_size(blocks); i++) {
+    json_t *b = json_array_get(blocks, i);
+    if (strcmp(json_string_value(json_object_get(b, "name")), "ControlNet"))
+      continue;
+    ASSERT(!found);
+    found = true;
+    ASSERT_EQ(u64(b, "bytes"), CN);
+  }
+  ASSERT(found);
+  /* the calls without residuals are the plain sampler's recording */
+  uint64_t with = u64(sf, "arena");
+  fprintf(stderr, "UNet arena with residuals %llu, without %llu\n",
+          (unsigned long long)with, (unsigned long long)p.unet.arena.arena);
+  ASSERT(with > 0);
+  ASSERT_EQ(u64(sl, "arena"), with + p.unet.arena.arena);
+  uint64_t lb = u64(sf, "arena_lower_bound");
+  ASSERT_EQ(u64(sl, "arena_lower_bound"),
+            lb > p.unet.arena.lower_bound ? lb : p.unet.arena.lower_bound);
+  json_decref(full);
+  json_decref(late);
+}
+
 TEST(weft_plan_table_prints_every_node_and_the_peak) {
   dm_plan p;
   record_default_model(&p);
