@@ -1287,13 +1287,12 @@ static int vae_decode_common(weft_call *c, weft_plan *plan) {
   weft_rec_stats st;
   sd_bundle_be_lock(b);
   sd_vram *vr = plan ? NULL : bundle_vram(b);
-  int r = !plan && vr && sd_plan_enabled()
+  int r = plan ? sd_plan_call(b->be, vae_decode_fn, &a, true, &st)
+          : sd_plan_enabled()
               ? sd_plan_call_vram(b->be, vr, sd_vae_devw(b->vae),
-                                  sd_vram_scratch(vr), "the VAE decode",
-                                  vae_decode_fn, &a, &st)
-          : plan || sd_plan_enabled()
-              ? sd_plan_call(b->be, vae_decode_fn, &a, plan != NULL, &st)
-              : sd_vae_decode(b->vae, b->be, lat->data, B, hh, ww, img);
+                                  vr ? sd_vram_scratch(vr) : 0,
+                                  "the VAE decode", vae_decode_fn, &a, &st)
+              : vae_decode_fn(&a, b->be);
   sd_bundle_be_unlock(b);
   if (r && vr)
     sd_vram_report(c, b->be, vr, r, "VAE decode failed");
@@ -1410,12 +1409,23 @@ static int encode_pixels(weft_call *c, sd_bundle *b, const float *in,
     else plan_fill(plan, b, SD_VAE, "VAE", &st, (uint64_t)B);
     return r;
   }
+  /* each image planned before it runs, as the decode: under a budget its
+   * arena and the scratch are kept from the weights' pool first */
+  sd_vram *vr = bundle_vram(b);
   for (int64_t bb = 0; bb < B && !r; bb++) {
+    vae_args a = {b->vae, in + bb * 3 * H * W, 1, H, W,
+                  (float *)t.data + bb * per};
     sd_bundle_be_lock(b);
-    r = sd_vae_encode_one(b->vae, b->be, in + bb * 3 * H * W, H, W,
-                          (float *)t.data + bb * per);
+    r = sd_plan_enabled()
+            ? sd_plan_call_vram(b->be, vr, sd_vae_devw(b->vae),
+                                vr ? sd_vram_scratch(vr) : 0,
+                                "the VAE encode", vae_encode_fn, &a, NULL)
+            : vae_encode_fn(&a, b->be);
     sd_bundle_be_unlock(b);
-    if (r) sd_model_error(c, b->be, r, "VAE encode failed");
+    if (r && vr)
+      sd_vram_report(c, b->be, vr, r, "VAE encode failed");
+    else if (r)
+      sd_model_error(c, b->be, r, "VAE encode failed");
   }
   return r;
 }

@@ -440,3 +440,81 @@ TEST(controlnet_sampler_step_1_replays_a_dry_plan_on_a_device) {
   free(want), free(got);
   case_close(&u);
 }
+
+/* ---- VAEEncode ------------------------------------------------------------ */
+
+typedef struct enc_args {
+  sd_vae *vae;
+  const float *px;
+  int64_t side;
+  float *lat;
+} enc_args;
+
+static int enc_fn(void *user, weft_backend *be) {
+  enc_args *a = user;
+  return sd_vae_encode_one(a->vae, be, a->px, a->side, a->side, a->lat);
+}
+
+/* VAEEncode's path (nodes.c encode_pixels): sd_plan_call_vram on the
+ * emulated device under a budget keeps the encode's arena plus the
+ * scratch from the weights' pool before the arena is made, and gives the
+ * CPU's latent bit for bit; a budget that cannot hold the VAE's largest
+ * block beside them is refused, naming the encode. */
+TEST(vae_encode_planned_under_a_budget_reserves_its_arena_and_is_exact) {
+  fx_model m, me;
+  fx_model_open(&m, SD_LAYOUT_LDM);
+  fx_model_open(&me, SD_LAYOUT_LDM);
+  sd_vae *vae = NULL, *vae_e = NULL;
+  ASSERT_OK(sd_vae_load(&m.ck, &vae));
+  ASSERT_OK(sd_vae_load(&me.ck, &vae_e));
+  const int64_t side = 8 * sd_vae_factor(vae), np = 3 * side * side;
+  const int64_t nl = sd_vae_config(vae)->latent_channels * 64;
+  float *px = malloc((size_t)np * sizeof *px);
+  float *want = malloc((size_t)nl * sizeof *want);
+  float *got = malloc((size_t)nl * sizeof *got);
+  uint64_t s = 11;
+  for (int64_t i = 0; i < np; i++)
+    px[i] = frand(&s) * 0.5f + 0.5f;
+  weft_backend *cpu = weft_backend_cpu_new(2);
+  ASSERT_OK(sd_vae_encode_one(vae, cpu, px, side, side, want));
+  weft_backend *emu = emu_backend_new();
+  /* a budget of the VAE's weights and 8 MiB: scratch is a third of it */
+  sd_vram *probe = sd_vram_new(emu, UINT64_MAX, WEFT_F32, NULL, false);
+  ASSERT_OK(sd_vae_to_vram(vae_e, probe));
+  ASSERT_OK(sd_vram_commit(probe));
+  uint64_t weights = sd_vram_pool_bytes(probe) + sd_vae_devw(vae_e)->f32_bytes;
+  sd_vae_to_host(vae_e);
+  sd_vram_release(probe);
+  uint64_t budget = weights + ((uint64_t)8 << 20);
+  sd_vram *vr = sd_vram_new(emu, budget, WEFT_F32, NULL, false);
+  ASSERT_OK(sd_vae_to_vram(vae_e, vr));
+  ASSERT_OK(sd_vram_commit(vr));
+  enc_args a = {vae_e, px, side, got};
+  weft_rec_stats st;
+  ASSERT_OK(sd_plan_call_vram(emu, vr, sd_vae_devw(vae_e),
+                              sd_vram_scratch(vr), "the VAE encode", enc_fn,
+                              &a, &st));
+  ASSERT(memcmp(got, want, (size_t)nl * sizeof *got) == 0);
+  ASSERT(st.arena.arena > 0);
+  ASSERT_EQ(sd_vram_reserved(vr), st.arena.arena + sd_vram_scratch(vr));
+  ASSERT_EQ(sd_vram_scratch(vr), budget / 3);
+  print_stats("VAE encode 8x8 latent", &st);
+  /* no room for the largest block beside that reserve: refused by name */
+  sd_vram *tight = sd_vram_new(emu, budget, WEFT_F32, NULL, false);
+  sd_vae_to_host(vae_e);
+  ASSERT_OK(sd_vae_to_vram(vae_e, tight));
+  ASSERT_OK(sd_vram_commit(tight));
+  a.vae = vae_e;
+  ASSERT_EQ(sd_plan_call_vram(emu, tight, sd_vae_devw(vae_e), budget,
+                              "the VAE encode", enc_fn, &a, NULL),
+            WEFT_ERANGE);
+  ASSERT_CONTAINS(sd_vram_error(tight), "the VAE encode");
+  sd_vae_to_host(vae_e);
+  sd_vram_release(tight);
+  sd_vram_release(vr);
+  free(px), free(want), free(got);
+  sd_vae_free(vae), sd_vae_free(vae_e);
+  weft_backend_free(emu);
+  weft_backend_free(cpu);
+  fx_model_close(&m), fx_model_close(&me);
+}
