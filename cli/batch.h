@@ -69,8 +69,24 @@ typedef struct weft__batch_sweep {
   char *name;
   char *arg; /* the option as given, for messages */
   int64_t n;
-  char **vals;
+  char **vals; /* a list's values; NULL for a range, whose values are made
+                  on demand (weft__batch_sweep_value): 1..10000000 costs no
+                  memory */
+  /* a range: value k is ia + k*is (ints), else a + k*step printed with
+   * dec decimals */
+  bool ints;
+  long long ia, is;
+  double a, step;
+  int dec;
 } weft__batch_sweep;
+
+/* Room for any range value (a long long, or a double with its decimals). */
+#define WEFT__SWEEP_BUF 400
+
+/* Value i (0 <= i < s->n) of s: a list's own string, or a range's printed
+ * into buf.  (transfer none: s's or buf's) */
+const char *weft__batch_sweep_value(const weft__batch_sweep *s, int64_t i,
+                                    char buf[WEFT__SWEEP_BUF]);
 
 /* Parses "name=a,b,c" (`\,` is a literal comma, `\\` a backslash) or
  * "name=FROM..TO[:STEP]" (integers, or decimals such as 0.5..2:0.25, whose

@@ -95,10 +95,14 @@ static void unknown_input(const weft__batch_plan *p, const char *name,
              "docs/graphs.md)");
 }
 
-/* The job's values: vals[input] (NULL: not set) and where each came from:
- * src[input] = -1 manifest, k >= 0 sweep k. */
+/* The job's values: vals[input] (NULL: not set; a range's value is
+ * printed into buf[input]) and where each came from: src[input] = -1
+ * manifest, k >= 0 sweep k. */
+typedef char sweep_buf[WEFT__SWEEP_BUF];
+
 static void job_values(const weft__batch_plan *p, int64_t job,
-                       const char **vals, int *src, int *line) {
+                       const char **vals, sweep_buf *buf, int *src,
+                       int *line) {
   for (int i = 0; i < p->n_inputs; i++)
     vals[i] = NULL, src[i] = -1;
   int64_t row = job / p->combos, c = job % p->combos;
@@ -111,7 +115,7 @@ static void job_values(const weft__batch_plan *p, int64_t job,
   }
   for (int k = p->n_sw - 1; k >= 0; k--) {
     int in = p->sw_input[k];
-    vals[in] = p->sw[k].vals[c % p->sw[k].n];
+    vals[in] = weft__batch_sweep_value(&p->sw[k], c % p->sw[k].n, buf[in]);
     src[in] = k;
     c /= p->sw[k].n;
   }
@@ -142,14 +146,14 @@ static void where_of(const weft__batch_plan *p, int src, int line, char *buf,
 int weft__batch_apply(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g,
                       int64_t job, char *err, size_t errlen) {
   const char **vals = calloc((size_t)p->n_inputs + 1, sizeof *vals);
+  sweep_buf *buf = calloc((size_t)p->n_inputs + 1, sizeof *buf);
   int *src = calloc((size_t)p->n_inputs + 1, sizeof *src);
   int line, rc = 0;
-  if (!vals || !src) {
-    free(vals);
-    free(src);
+  if (!vals || !buf || !src) {
+    free(vals), free(buf), free(src);
     return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   }
-  job_values(p, job, vals, src, &line);
+  job_values(p, job, vals, buf, src, &line);
   for (int i = 0; i < p->n_inputs && !rc; i++) {
     char where[1200];
     if (vals[i]) {
@@ -162,26 +166,25 @@ int weft__batch_apply(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g,
       p->dirty[i] = false;
     }
   }
-  free(vals);
-  free(src);
+  free(vals), free(buf), free(src);
   return rc;
 }
 
 char *weft__batch_job_set_json(const weft__batch_plan *p, int64_t job) {
   const char **vals = calloc((size_t)p->n_inputs + 1, sizeof *vals);
+  sweep_buf *buf = calloc((size_t)p->n_inputs + 1, sizeof *buf);
   int *src = calloc((size_t)p->n_inputs + 1, sizeof *src);
   json_t *o = json_object();
   char *s = NULL;
   int line;
-  if (vals && src && o) {
-    job_values(p, job, vals, src, &line);
+  if (vals && buf && src && o) {
+    job_values(p, job, vals, buf, src, &line);
     for (int i = 0; i < p->n_inputs; i++)
       if (vals[i]) json_object_set_new(o, p->names[i], json_string(vals[i]));
     s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
   }
   json_decref(o);
-  free(vals);
-  free(src);
+  free(vals), free(buf), free(src);
   return s;
 }
 
@@ -399,17 +402,17 @@ int weft__batch_plan_build(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g,
   p->outputs = calloc((size_t)p->n_jobs + 1, sizeof *p->outputs);
   p->keys = calloc((size_t)p->n_jobs + 1, sizeof *p->keys);
   const char **vals = calloc((size_t)p->n_inputs + 1, sizeof *vals);
+  sweep_buf *buf = calloc((size_t)p->n_inputs + 1, sizeof *buf);
   int *src = calloc((size_t)p->n_inputs + 1, sizeof *src);
-  if (!p->outputs || !p->keys || !vals || !src) rc = WEFT_ENOMEM;
+  if (!p->outputs || !p->keys || !vals || !buf || !src) rc = WEFT_ENOMEM;
   if (rc) weft__batch_fail(err, errlen, rc, "out of memory");
   for (int64_t j = 0; !rc && j < p->n_jobs; j++) {
     int line;
-    job_values(p, j, vals, src, &line);
+    job_values(p, j, vals, buf, src, &line);
     if (!(rc = weft__batch_apply(p, ctx, g, j, err, errlen)))
       rc = name_job(p, g, j, vals, err, errlen);
   }
-  free(vals);
-  free(src);
+  free(vals), free(buf), free(src);
   if (!rc) rc = check_unique(p, err, errlen);
   return rc;
 }

@@ -1,5 +1,5 @@
 /* batch_sweep.c - parses `--sweep name=a,b,c` and `--sweep name=1..100:5`
- * into the list of values the sweep takes. */
+ * into the values the sweep takes (a list, or a range made on demand). */
 #include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
@@ -13,7 +13,7 @@
 #define MAX_SWEEP 10000000
 
 void weft__batch_sweep_free(weft__batch_sweep *s) {
-  for (int64_t i = 0; i < s->n; i++)
+  for (int64_t i = 0; s->vals && i < s->n; i++)
     free(s->vals[i]);
   free(s->vals);
   free(s->name);
@@ -86,7 +86,6 @@ static int parse_range(weft__batch_sweep *s, const char *spec, char *err,
                             s->arg, step, a, b);
   int dec = da > db ? da : db;
   if (ds > dec) dec = ds;
-  int64_t cap = 0;
   if (dec == 0) {
     /* integers: exact, in 64 bits */
     long long ia = strtoll(spec, NULL, 10), ib = strtoll(to, NULL, 10),
@@ -100,14 +99,7 @@ static int parse_range(weft__batch_sweep *s, const char *spec, char *err,
       return weft__batch_fail(err, errlen, WEFT_ERANGE,
                               "--sweep %s: %llu values; at most %d per sweep",
                               s->arg, count, MAX_SWEEP);
-    for (unsigned long long k = 0; k < count; k++) {
-      char buf[32];
-      snprintf(
-          buf, sizeof buf, "%lld",
-          (long long)((unsigned long long)ia + k * (unsigned long long)is));
-      if (push(s, &cap, strdup(buf)))
-        return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
-    }
+    s->ints = true, s->ia = ia, s->is = is, s->n = (int64_t)count;
     return 0;
   }
   /* decimals: value k is from + k*step, printed with dec decimals; the
@@ -117,15 +109,23 @@ static int parse_range(weft__batch_sweep *s, const char *spec, char *err,
     return weft__batch_fail(err, errlen, WEFT_ERANGE,
                             "--sweep %s: %.0f values; at most %d per sweep",
                             s->arg, count, MAX_SWEEP);
-  for (int64_t k = 0; k < (int64_t)count; k++) {
-    char buf[64];
-    snprintf(buf, sizeof buf, "%.*f", dec, a + (double)k * step);
-    if (!strncmp(buf, "-0", 2) && strspn(buf + 2, ".0") == strlen(buf + 2))
-      memmove(buf, buf + 1, strlen(buf)); /* "-0.0" is "0.0" */
-    if (push(s, &cap, strdup(buf)))
-      return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
-  }
+  s->a = a, s->step = step, s->dec = dec, s->n = (int64_t)count;
   return 0;
+}
+
+const char *weft__batch_sweep_value(const weft__batch_sweep *s, int64_t k,
+                                    char buf[WEFT__SWEEP_BUF]) {
+  if (s->vals) return s->vals[k];
+  if (s->ints) {
+    snprintf(buf, WEFT__SWEEP_BUF, "%lld",
+             (long long)((unsigned long long)s->ia +
+                         (unsigned long long)k * (unsigned long long)s->is));
+    return buf;
+  }
+  snprintf(buf, WEFT__SWEEP_BUF, "%.*f", s->dec, s->a + (double)k * s->step);
+  if (!strncmp(buf, "-0", 2) && strspn(buf + 2, ".0") == strlen(buf + 2))
+    memmove(buf, buf + 1, strlen(buf)); /* "-0.0" is "0.0" */
+  return buf;
 }
 
 int weft__batch_sweep_parse(const char *arg, weft__batch_sweep *s, char *err,

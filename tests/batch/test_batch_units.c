@@ -185,9 +185,10 @@ static const char *joined(const weft__batch_sweep *s) {
   static char buf[4096];
   size_t n = 0;
   buf[0] = 0;
+  char v[WEFT__SWEEP_BUF];
   for (int64_t i = 0; i < s->n; i++)
     n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s", i ? "|" : "",
-                          s->vals[i]);
+                          weft__batch_sweep_value(s, i, v));
   return buf;
 }
 
@@ -228,6 +229,14 @@ TEST(sweep_integer_ranges_with_steps_both_ways) {
   weft__batch_sweep_free(&s);
   s = sweep_ok("seed=9223372036854775806..9223372036854775807");
   ASSERT_STR_EQ(joined(&s), "9223372036854775806|9223372036854775807");
+  weft__batch_sweep_free(&s);
+  /* the largest range stores nothing: each value is made when asked */
+  s = sweep_ok("seed=1..10000000");
+  ASSERT_EQ(s.n, 10000000);
+  ASSERT(s.vals == NULL);
+  char v[WEFT__SWEEP_BUF];
+  ASSERT_STR_EQ(weft__batch_sweep_value(&s, 0, v), "1");
+  ASSERT_STR_EQ(weft__batch_sweep_value(&s, 9999999, v), "10000000");
   weft__batch_sweep_free(&s);
 }
 
