@@ -140,6 +140,12 @@ int weft_cpu_timestep_embedding(weft_cpu_ctx *ctx, const float *t, int64_t n,
 int weft_cpu_convert(weft_cpu_ctx *ctx, void *dst, weft_dtype dst_type,
                      const void *src, weft_dtype src_type, int64_t n);
 
+/* weft_cpu_convert on the calling thread, without a context (loaders
+ * have none), with the best instruction set the CPU has; src and dst may
+ * be misaligned (a tensor in a mapped file sits at any offset). */
+int weft_cpu_convert_serial(void *dst, weft_dtype dst_type, const void *src,
+                            weft_dtype src_type, int64_t n);
+
 /* Scalar conversions (portable, same results as the array ones). */
 float weft_f16_to_f32(uint16_t h);
 uint16_t weft_f32_to_f16(float f);

@@ -143,6 +143,28 @@ static void convert_range(void *arg, int64_t b, int64_t e, int tid) {
   }
 }
 
+/* The conv_job kind of a conversion between two different dtypes: 0..3,
+ * 4 f16 -> bf16, 5 bf16 -> f16 (through f32: every 16-bit value is exact
+ * in f32, so one rounding), or -1. */
+static int convert_kind(weft_dtype dst_type, weft_dtype src_type) {
+  static const struct {
+    weft_dtype src, dst;
+  } k[] = {{WEFT_F16, WEFT_F32},  {WEFT_F32, WEFT_F16}, {WEFT_BF16, WEFT_F32},
+           {WEFT_F32, WEFT_BF16}, {WEFT_F16, WEFT_BF16}, {WEFT_BF16, WEFT_F16}};
+  for (int i = 0; i < 6; i++)
+    if (k[i].src == src_type && k[i].dst == dst_type) return i;
+  return -1;
+}
+
+static void convert_between_halves(int kind, void *dst, const void *src,
+                                   int64_t n) {
+  const uint16_t *s = src;
+  uint16_t *d = dst;
+  for (int64_t i = 0; i < n; i++)
+    d[i] = kind == 4 ? weft__f32_to_bf16(weft__f16_to_f32(s[i]))
+                     : weft__f32_to_f16(weft__bf16_to_f32(s[i]));
+}
+
 int weft_cpu_convert(weft_cpu_ctx *ctx, void *dst, weft_dtype dst_type,
                      const void *src, weft_dtype src_type, int64_t n) {
   if (!dst || !src || n < 0) return WEFT_EINVAL;
@@ -152,31 +174,52 @@ int weft_cpu_convert(weft_cpu_ctx *ctx, void *dst, weft_dtype dst_type,
     memmove(dst, src, (size_t)n * es);
     return 0;
   }
-  int kind;
-  if (src_type == WEFT_F16 && dst_type == WEFT_F32)
-    kind = 0;
-  else if (src_type == WEFT_F32 && dst_type == WEFT_F16)
-    kind = 1;
-  else if (src_type == WEFT_BF16 && dst_type == WEFT_F32)
-    kind = 2;
-  else if (src_type == WEFT_F32 && dst_type == WEFT_BF16)
-    kind = 3;
-  else if (src_type == WEFT_F16 && dst_type == WEFT_BF16) {
-    /* Through f32: every f16 is exact in f32, so one rounding. */
-    const uint16_t *s = src;
-    uint16_t *d = dst;
-    for (int64_t i = 0; i < n; i++)
-      d[i] = weft__f32_to_bf16(weft__f16_to_f32(s[i]));
+  int kind = convert_kind(dst_type, src_type);
+  if (kind < 0) return WEFT_EUNSUPPORTED;
+  if (kind >= 4) {
+    convert_between_halves(kind, dst, src, n);
     return 0;
-  } else if (src_type == WEFT_BF16 && dst_type == WEFT_F16) {
-    const uint16_t *s = src;
-    uint16_t *d = dst;
-    for (int64_t i = 0; i < n; i++)
-      d[i] = weft__f32_to_f16(weft__bf16_to_f32(s[i]));
-    return 0;
-  } else
-    return WEFT_EUNSUPPORTED;
+  }
   conv_job j = {ctx->vec, dst, src, kind};
   weft__parallel_for(ctx, n, 1 << 16, convert_range, &j);
+  return 0;
+}
+
+int weft_cpu_convert_serial(void *dst, weft_dtype dst_type, const void *src,
+                            weft_dtype src_type, int64_t n) {
+  if (!dst || !src || n < 0) return WEFT_EINVAL;
+  size_t ss = weft_dtype_size(src_type), ds = weft_dtype_size(dst_type);
+  if (!ss || !ds) return WEFT_EINVAL;
+  if (dst_type == src_type) {
+    memmove(dst, src, (size_t)n * ss);
+    return 0;
+  }
+  int kind = convert_kind(dst_type, src_type);
+  if (kind < 0) return WEFT_EUNSUPPORTED;
+#ifdef WEFT_HAVE_AVX2_BUILD
+  const weft__vec *vec =
+      weft__cpu_has_avx2() ? &weft__vec_avx2 : &weft__vec_portable;
+#else
+  const weft__vec *vec = &weft__vec_portable;
+#endif
+  /* a mapped file's tensor may sit at any offset: misaligned data goes
+   * through aligned blocks */
+  _Alignas(64) unsigned char tin[1 << 13], tout[1 << 13];
+  bool misaligned = ((uintptr_t)src % ss) != 0 || ((uintptr_t)dst % ds) != 0;
+  int64_t step = misaligned ? (int64_t)(sizeof tin / 4) : (n ? n : 1);
+  for (int64_t b = 0; b < n; b += step) {
+    int64_t m = n - b < step ? n - b : step;
+    const void *s = (const char *)src + (size_t)b * ss;
+    void *d = (char *)dst + (size_t)b * ds;
+    if (misaligned) memcpy(tin, s, (size_t)m * ss), s = tin;
+    void *o = misaligned ? (void *)tout : d;
+    if (kind >= 4) {
+      convert_between_halves(kind, o, s, m);
+    } else {
+      conv_job j = {vec, o, s, kind};
+      convert_range(&j, 0, m, 0);
+    }
+    if (misaligned) memcpy(d, tout, (size_t)m * ds);
+  }
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "kernels/cpu/cpu.h"
 #include "sd.h"
@@ -178,7 +179,7 @@ static void control_ldm(const sd_ckpt *ck, const char *n, char *out,
 
 void sd_ldm_name(const sd_ckpt *ck, sd_part part, const char *name, char *out,
                  size_t len) {
-  char tmp[512];
+  char tmp[448]; /* with the longest prefix, within the 512 of a key */
   switch (part) {
   case SD_UNET: unet_ldm(&ck->unet, name, tmp, sizeof tmp); break;
   case SD_CONTROL: control_ldm(ck, name, tmp, sizeof tmp); break;
@@ -241,6 +242,23 @@ static int random_weight(sd_ckpt *ck, const char *name, int64_t numel,
   return 0;
 }
 
+/* A master's memory.  The large ones (the most of a checkpoint's bytes)
+ * on transparent huge pages where the kernel offers them on request: the
+ * page faults that zero 4 GB of fp32 masters were most of a load. */
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static float *sd_weight_alloc(int64_t n) {
+  size_t bytes = (size_t)(n ? n : 1) * sizeof(float);
+  if (bytes < 2 * HUGE_PAGE) return malloc(bytes);
+  void *p = NULL;
+  size_t round = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+  if (posix_memalign(&p, HUGE_PAGE, round)) return NULL;
+#ifdef MADV_HUGEPAGE
+  madvise(p, round, MADV_HUGEPAGE); /* advice: ignored where unsupported */
+#endif
+  return p;
+}
+
 int sd_weight(sd_ckpt *ck, sd_part part, const char *name, int64_t numel,
               float **out) {
   *out = NULL;
@@ -271,24 +289,14 @@ int sd_weight(sd_ckpt *ck, sd_part part, const char *name, int64_t numel,
                 "%s: tensor '%s' has %lld elements, the architecture needs "
                 "%lld",
                 f->path, key, (long long)n, (long long)numel);
-  float *w = malloc((size_t)(n ? n : 1) * sizeof *w);
+  float *w = sd_weight_alloc(n);
   if (!w) return fail(ck, WEFT_ENOMEM, "out of memory loading '%s'", key);
-  const unsigned char *src = v.data;
   switch (v.dtype) {
-  case WEFT_F32: memcpy(w, src, (size_t)n * 4); break;
+  case WEFT_F32:
   case WEFT_F16:
-    for (int64_t i = 0; i < n; i++) {
-      uint16_t h;
-      memcpy(&h, src + 2 * i, 2); /* the mapping may be unaligned */
-      w[i] = weft_f16_to_f32(h);
-    }
-    break;
   case WEFT_BF16:
-    for (int64_t i = 0; i < n; i++) {
-      uint16_t h;
-      memcpy(&h, src + 2 * i, 2);
-      w[i] = weft_bf16_to_f32(h);
-    }
+    /* vectorised (F16C); the mapping may be misaligned */
+    weft_cpu_convert_serial(w, WEFT_F32, v.data, v.dtype, n);
     break;
   default:
     free(w);

@@ -668,10 +668,7 @@ static void fill_image(sd_devw *dw, const sd_devw_entry *e) {
     memcpy(dst, e->host, (size_t)e->numel * sizeof(float));
     return;
   }
-  uint16_t *d = (uint16_t *)dst;
-  for (int64_t i = 0; i < e->numel; i++)
-    d[i] =
-        h == WEFT_BF16 ? weft_f32_to_bf16(e->host[i]) : weft_f32_to_f16(e->host[i]);
+  weft_cpu_convert_serial(dst, h, e->host, WEFT_F32, e->numel);
 }
 
 static void devw_free(sd_devw *dw) {

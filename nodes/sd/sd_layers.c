@@ -10,7 +10,8 @@
 static int w(sd_ckpt *ck, sd_part p, const char *prefix, const char *leaf,
              int64_t n, float **out) {
   char name[512];
-  snprintf(name, sizeof name, "%s%s", prefix, leaf);
+  if ((size_t)snprintf(name, sizeof name, "%s%s", prefix, leaf) >= sizeof name)
+    return WEFT_EINVAL; /* no model's names come near */
   return sd_weight(ck, p, name, n, out);
 }
 

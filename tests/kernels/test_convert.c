@@ -220,3 +220,50 @@ TEST(convert_between_half_types_and_same_type_copies) {
             WEFT_EUNSUPPORTED);
   weft_cpu_ctx_free(ctx);
 }
+
+/* weft_cpu_convert_serial (the loaders' converter, no context): every
+ * kind gives weft_cpu_convert's bits, at aligned addresses and at odd
+ * ones (a tensor in a mapped file may start at any byte), across more
+ * than one of its aligned blocks. */
+TEST(serial_convert_equals_the_context_one_at_any_alignment) {
+  const int64_t n = 5000; /* > the 2048-element blocks of misaligned data */
+  weft_cpu_ctx *ctx = weft_cpu_ctx_new(2);
+  uint64_t s = 99;
+  unsigned char *src = malloc((size_t)n * 4 + 8);
+  unsigned char *want = malloc((size_t)n * 4 + 8);
+  unsigned char *got = malloc((size_t)n * 4 + 8);
+  for (int64_t i = 0; i < n * 4 + 8; i++) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    src[i] = (unsigned char)(s >> 56);
+  }
+  static const weft_dtype kinds[][2] = {
+      {WEFT_F16, WEFT_F32},  {WEFT_F32, WEFT_F16},  {WEFT_BF16, WEFT_F32},
+      {WEFT_F32, WEFT_BF16}, {WEFT_F16, WEFT_BF16}, {WEFT_BF16, WEFT_F16},
+      {WEFT_F32, WEFT_F32}};
+  for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+    weft_dtype st = kinds[k][0], dt = kinds[k][1];
+    size_t ds = weft_dtype_size(dt);
+    /* the reference from aligned memory (NaN payloads included) */
+    memcpy(want + 8, src + 8, (size_t)n * 4);
+    conv(ctx, want, dt, src + 8, st, n);
+    for (int so = 0; so < 4; so++)
+      for (int dof = 0; dof < 4; dof += 3) {
+        unsigned char *in = so == 0 ? src + 8 : malloc((size_t)n * 4 + 8);
+        if (so) memcpy(in + so, src + 8, (size_t)n * 4);
+        memset(got, 0xAB, (size_t)n * 4 + 8);
+        ASSERT_OK(weft_cpu_convert_serial(got + dof, dt, so ? in + so : in, st,
+                                          n));
+        ASSERT(memcmp(got + dof, want, (size_t)n * ds) == 0);
+        ASSERT_EQ(got[dof + n * (int64_t)ds], 0xAB); /* nothing past the end */
+        if (so) free(in);
+      }
+  }
+  int32_t i32[2];
+  uint16_t h[2] = {0, 0};
+  ASSERT_EQ(weft_cpu_convert_serial(i32, WEFT_I32, h, WEFT_F16, 1),
+            WEFT_EUNSUPPORTED);
+  ASSERT_EQ(weft_cpu_convert_serial(NULL, WEFT_F32, h, WEFT_F16, 1),
+            WEFT_EINVAL);
+  free(src), free(want), free(got);
+  weft_cpu_ctx_free(ctx);
+}
