@@ -122,20 +122,10 @@ static void peft_scales(const sd_file *f, double scale[3]) {
 
 static float *to_f32(const weft_tensor *v, int64_t *n) {
   *n = weft_tensor_numel(v);
+  if (v->dtype != WEFT_F32 && v->dtype != WEFT_F16 && v->dtype != WEFT_BF16)
+    return NULL;
   float *w = malloc((size_t)(*n ? *n : 1) * sizeof *w);
-  if (!w) return NULL;
-  const unsigned char *src = v->data;
-  for (int64_t i = 0; i < *n; i++) {
-    uint16_t h;
-    switch (v->dtype) {
-    case WEFT_F32: memcpy(&w[i], src + 4 * i, 4); break;
-    case WEFT_F16: memcpy(&h, src + 2 * i, 2), w[i] = weft_f16_to_f32(h); break;
-    case WEFT_BF16:
-      memcpy(&h, src + 2 * i, 2), w[i] = weft_bf16_to_f32(h);
-      break;
-    default: free(w); return NULL;
-    }
-  }
+  if (w) weft_cpu_convert_serial(w, WEFT_F32, v->data, v->dtype, *n);
   return w;
 }
 

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/cpu/cpu.h" /* weft_f32_to_f16/bf16 */
+#include "kernels/cpu/cpu.h" /* weft_cpu_convert_serial */
 #include "sd_layers.h"
 
 /* every weight starts on a 256-byte boundary (cuBLAS and cuDNN want at
