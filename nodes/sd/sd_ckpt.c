@@ -8,7 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <pthread.h>
+#include <unistd.h>
 
 #include "kernels/cpu/cpu.h"
 #include "sd.h"
@@ -242,21 +243,46 @@ static int random_weight(sd_ckpt *ck, const char *name, int64_t numel,
   return 0;
 }
 
-/* A master's memory.  The large ones (the most of a checkpoint's bytes)
- * on transparent huge pages where the kernel offers them on request: the
- * page faults that zero 4 GB of fp32 masters were most of a load. */
-#define HUGE_PAGE ((size_t)2 << 20)
+/* One slice of a conversion, on a thread of its own. */
+typedef struct conv_slice {
+  float *dst;
+  const unsigned char *src;
+  weft_dtype dt;
+  int64_t n;
+} conv_slice;
 
-static float *sd_weight_alloc(int64_t n) {
-  size_t bytes = (size_t)(n ? n : 1) * sizeof(float);
-  if (bytes < 2 * HUGE_PAGE) return malloc(bytes);
-  void *p = NULL;
-  size_t round = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-  if (posix_memalign(&p, HUGE_PAGE, round)) return NULL;
-#ifdef MADV_HUGEPAGE
-  madvise(p, round, MADV_HUGEPAGE); /* advice: ignored where unsupported */
-#endif
-  return p;
+static void *conv_slice_run(void *arg) {
+  conv_slice *c = arg;
+  weft_cpu_convert_serial(c->dst, WEFT_F32, c->src, c->dt, c->n);
+  return NULL;
+}
+
+/* src (dt) to fp32, vectorised (F16C; the mapping may be misaligned); a
+ * large tensor in slices on up to 8 threads, so that the page faults of
+ * its new memory -- most of a load's time -- are taken in parallel too */
+static void to_f32(float *w, const void *src, weft_dtype dt, int64_t n) {
+  enum { MAX_T = 8, MIN_SLICE = 1 << 20 };
+  static long cores;
+  if (!cores && (cores = sysconf(_SC_NPROCESSORS_ONLN)) < 1) cores = 1;
+  int t = (int)(n / MIN_SLICE);
+  if (t > MAX_T) t = MAX_T;
+  if (t > cores) t = (int)cores;
+  size_t es = weft_dtype_size(dt);
+  pthread_t th[MAX_T];
+  conv_slice sl[MAX_T];
+  int started = 0;
+  int64_t per = t > 1 ? (n + t - 1) / t : n;
+  for (int i = 1; i < t; i++) {
+    int64_t b = per * i, e = b + per < n ? b + per : n;
+    sl[i] = (conv_slice){w + b, (const unsigned char *)src + (size_t)b * es,
+                         dt, e - b};
+    if (pthread_create(&th[i], NULL, conv_slice_run, &sl[i])) break;
+    started = i;
+  }
+  /* this thread: the first slice, and any whose thread did not start */
+  weft_cpu_convert_serial(w, WEFT_F32, src, dt, t > 1 ? per : n);
+  for (int i = started + 1; i < t; i++) conv_slice_run(&sl[i]);
+  for (int i = 1; i <= started; i++) pthread_join(th[i], NULL);
 }
 
 int sd_weight(sd_ckpt *ck, sd_part part, const char *name, int64_t numel,
@@ -289,15 +315,12 @@ int sd_weight(sd_ckpt *ck, sd_part part, const char *name, int64_t numel,
                 "%s: tensor '%s' has %lld elements, the architecture needs "
                 "%lld",
                 f->path, key, (long long)n, (long long)numel);
-  float *w = sd_weight_alloc(n);
+  float *w = malloc((size_t)(n ? n : 1) * sizeof *w);
   if (!w) return fail(ck, WEFT_ENOMEM, "out of memory loading '%s'", key);
   switch (v.dtype) {
   case WEFT_F32:
   case WEFT_F16:
-  case WEFT_BF16:
-    /* vectorised (F16C); the mapping may be misaligned */
-    weft_cpu_convert_serial(w, WEFT_F32, v.data, v.dtype, n);
-    break;
+  case WEFT_BF16: to_f32(w, v.data, v.dtype, n); break;
   default:
     free(w);
     return fail(ck, WEFT_EFORMAT, "%s: tensor '%s' is not a float tensor",

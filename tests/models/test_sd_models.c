@@ -1,6 +1,7 @@
 /* test_sd_models.c - the CLIP text encoder, UNet and VAE against
  * transformers/diffusers outputs on the tiny SD1.5 fixture (fp32 compute,
  * fp16 weights), from both the single-file and the diffusers layout. */
+#include "kernels/cpu/cpu.h"
 #include "sd_fixture.h"
 
 /* fp32 compute against fp32 torch with the same (fp16-exact) weights */
@@ -192,4 +193,52 @@ TEST(missing_tensor_is_named) {
                             "weight' has 1152 elements, the architecture "
                             "needs 7");
   fx_model_close(&m);
+}
+
+/* A large 16-bit tensor converts on several threads, in slices: the
+ * masters equal the scalar conversion of every element, bit for bit, for
+ * f16 and bf16, with the tensor's data at an odd address of the file (a
+ * mapped file's tensors may start at any byte). */
+TEST(large_16_bit_tensors_convert_in_slices_exactly) {
+  const int64_t n = 3000001; /* slices of 1M elements and a remainder */
+  for (int bf = 0; bf < 2; bf++) {
+    char header[160];
+    int hl = snprintf(header, sizeof header,
+                      "{\"big\":{\"dtype\":\"%s\",\"shape\":[%lld],"
+                      "\"data_offsets\":[0,%lld]}}",
+                      bf ? "BF16" : "F16", (long long)n, (long long)(2 * n));
+    if (hl % 2 == 0) header[hl++] = ' '; /* odd: the data starts misaligned */
+    size_t len = 8 + (size_t)hl + 2 * (size_t)n;
+    unsigned char *buf = malloc(len);
+    uint64_t h64 = (uint64_t)hl;
+    memcpy(buf, &h64, 8);
+    memcpy(buf + 8, header, (size_t)hl);
+    unsigned char *data = buf + 8 + hl;
+    for (int64_t i = 0; i < n; i++) {
+      uint16_t v = (uint16_t)(i * 40503u);
+      memcpy(data + 2 * i, &v, 2);
+    }
+    char err[512];
+    weft_st_file *f = NULL;
+    ASSERT_OK(weft_st_open_memory(buf, len, "big.safetensors", &f, err,
+                                  sizeof err));
+    ASSERT(((uintptr_t)weft_st_find(f, "big")->data & 1) == 1);
+    sd_ckpt ck;
+    memset(&ck, 0, sizeof ck);
+    ck.layout = SD_LAYOUT_DIFFUSERS;
+    ck.files[SD_UNET] = fx_file(f);
+    ck.has[SD_UNET] = true;
+    float *w = NULL;
+    ASSERT_OK(sd_weight(&ck, SD_UNET, "big", n, &w));
+    for (int64_t i = 0; i < n; i++) {
+      uint16_t v = (uint16_t)(i * 40503u);
+      float want = bf ? weft_bf16_to_f32(v) : weft_f16_to_f32(v);
+      ASSERT(memcmp(&w[i], &want, 4) == 0);
+    }
+    free(w); /* the models own their masters; the registry names them */
+    sd_ckpt_free_params(&ck);
+    sd_ckpt_release(&ck);
+    weft_st_close(f);
+    free(buf);
+  }
 }
