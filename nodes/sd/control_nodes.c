@@ -273,6 +273,116 @@ static float *hint_for(const sd_ctrl *k, int64_t rows, int64_t H, int64_t W) {
   return out;
 }
 
+/* A run's recorders: one per ControlNet link and batch (a chain's link
+ * runs at one batch, or at two when the halves differ: at most 2 x the
+ * links of both chains). */
+enum { CTRL_RECS = 16 };
+struct sd_ctrl_recs {
+  struct {
+    const sd_ctrl *k;
+    int64_t rows;
+    weft_rec *rec;
+  } e[CTRL_RECS];
+  int n;
+};
+
+struct sd_ctrl_recs *sd_ctrl_recs_new(void) {
+  return calloc(1, sizeof(struct sd_ctrl_recs));
+}
+
+void sd_ctrl_recs_free(struct sd_ctrl_recs *r) {
+  for (int i = 0; r && i < r->n; i++)
+    weft_rec_free(r->e[i].rec);
+  free(r);
+}
+
+uint64_t sd_ctrl_recs_arena(const struct sd_ctrl_recs *r) {
+  uint64_t sum = 0;
+  for (int i = 0; r && i < r->n; i++) {
+    weft_rec_stats st;
+    if (!r->e[i].rec || !weft_rec_planned(r->e[i].rec)) continue;
+    weft_rec_stats_get(r->e[i].rec, &st);
+    sum += st.arena.arena;
+  }
+  return sum;
+}
+
+int sd_ctrl_recs_sum(const struct sd_ctrl_recs *r, weft_rec_stats *sum) {
+  memset(sum, 0, sizeof *sum);
+  int n = 0;
+  for (int i = 0; r && i < r->n; i++) {
+    weft_rec_stats st;
+    if (!r->e[i].rec) continue;
+    weft_rec_stats_get(r->e[i].rec, &st);
+    n++;
+    sum->arena.arena += st.arena.arena;
+    sum->replays += st.replays;
+    sum->misses += st.misses;
+    sum->diverged += st.diverged;
+  }
+  return n;
+}
+
+/* The recorder a ControlNet call runs on: plan mode's DRY one (owned: its
+ * copies counted, then freed), a run's own for this link and batch
+ * (traced, then replayed; DRY in the sampler's planning pass), or none. */
+typedef struct ctrl_rec {
+  weft_rec *rec;
+  bool owned;
+  int slot, rc;
+} ctrl_rec;
+
+static ctrl_rec ctrl_rec_begin(const sd_ctrl_pair *p, const sd_ctrl *k,
+                               int64_t rows, weft_backend *be) {
+  ctrl_rec c = {NULL, false, -1, 0};
+  weft_rec_mode mode = WEFT_REC_DRY;
+  if (p->dry) {
+    c.owned = true;
+    if (!(c.rec = weft_rec_new(be))) c.rc = WEFT_ENOMEM;
+  } else if (p->recs) {
+    struct sd_ctrl_recs *rs = p->recs;
+    for (int i = 0; i < rs->n && c.slot < 0; i++)
+      if (rs->e[i].k == k && rs->e[i].rows == rows) c.slot = i;
+    if (c.slot < 0 && rs->n < CTRL_RECS) {
+      c.slot = rs->n++;
+      rs->e[c.slot].k = k, rs->e[c.slot].rows = rows, rs->e[c.slot].rec = NULL;
+    }
+    if (c.slot < 0) return c; /* more links than slots: unplanned */
+    if (!rs->e[c.slot].rec && !(rs->e[c.slot].rec = weft_rec_new(be)))
+      return c; /* no memory for a plan: unplanned */
+    c.rec = rs->e[c.slot].rec;
+    mode = p->dry_pass && *p->dry_pass ? WEFT_REC_DRY
+           : weft_rec_planned(c.rec)  ? WEFT_REC_REPLAY
+                                      : WEFT_REC_TRACE;
+  }
+  if (c.rec && !c.rc && (c.rc = weft_rec_begin(c.rec, mode))) {
+    if (c.owned)
+      weft_rec_free(c.rec);
+    else
+      c.rc = 0; /* a run goes on unplanned */
+    c.rec = NULL;
+  }
+  return c;
+}
+
+/* Ends the pass; *r: the call's code (a failed or diverged run's recorder
+ * is dropped, so no stale plan is replayed: the next call records). */
+static void ctrl_rec_end(const sd_ctrl_pair *p, ctrl_rec *c, int *r) {
+  if (!c->rec) return;
+  weft_rec_stats before, after;
+  weft_rec_stats_get(c->rec, &before);
+  int re = weft_rec_end(c->rec);
+  if (!*r && c->owned) *r = re;
+  weft_rec_stats_get(c->rec, &after);
+  if (c->owned) {
+    p->dry[0] += after.h2d_bytes, p->dry[1] += after.d2h_bytes;
+    weft_rec_free(c->rec);
+  } else if (*r || re || after.diverged != before.diverged) {
+    weft_rec_free(c->rec);
+    p->recs->e[c->slot].rec = NULL;
+  }
+}
+
 static int eval_chain(const sd_ctrl *k, const sd_ctrl_pair *p,
                       const float *x, int64_t rows, int64_t h, int64_t w,
                       const float *t, const float *ctx, int64_t tokens,
@@ -287,21 +397,13 @@ static int eval_chain(const sd_ctrl *k, const sd_ctrl_pair *p,
     sd_cnet_obj *cn = k->cnet;
     bool lock = !sd_be_is_host(cn->be); /* one thread at a time there */
     if (lock) pthread_mutex_lock(&cn->be_mu);
-    weft_rec *rec = p->dry ? weft_rec_new(cn->be) : NULL;
-    int r = p->dry && !rec ? WEFT_ENOMEM
-            : rec          ? weft_rec_begin(rec, WEFT_REC_DRY)
-                           : 0;
+    ctrl_rec cr = ctrl_rec_begin(p, k, rows, cn->be);
+    int r = cr.rc;
     if (!r)
-      r = sd_cnet_forward(cn->model, rec ? weft_rec_backend(rec) : cn->be, x,
-                          rows, h, w, t, ctx, tokens, hint, k->strength, out);
-    if (rec) {
-      int re = weft_rec_end(rec);
-      if (!r) r = re;
-      weft_rec_stats st;
-      weft_rec_stats_get(rec, &st);
-      p->dry[0] += st.h2d_bytes, p->dry[1] += st.d2h_bytes;
-      weft_rec_free(rec);
-    }
+      r = sd_cnet_forward(cn->model, cr.rec ? weft_rec_backend(cr.rec) : cn->be,
+                          x, rows, h, w, t, ctx, tokens, hint, k->strength,
+                          out);
+    ctrl_rec_end(p, &cr, &r);
     if (lock) pthread_mutex_unlock(&cn->be_mu);
     free(hint);
     if (r) return r;

@@ -766,6 +766,9 @@ typedef struct sampling {
   /* the UNet's activations: recorded on the first call, then from one
    * arena (dplan.d NULL: unplanned, WEFT_ARENA=0) */
   sd_denoise_plan dplan;
+  /* the ControlNets' calls, planned the same way (NULL: none, or
+   * unplanned) */
+  struct sd_ctrl_recs *ctrl_recs;
 } sampling;
 
 /* one model call on the bundle's backend (sd_bundle_be_lock) */
@@ -909,7 +912,8 @@ static int ksample_plan(weft_call *c, sd_bundle *b, const sd_cond *pos,
   uint64_t dry[2] = {0, 0};
   sd_ctrl_pair ctrl = {{neg->control, pos->control}, &b->sched,
                        shape[1] * shape[2] * shape[3],
-                       sd_unet_config(b->unet)->context_dim, dry};
+                       sd_unet_config(b->unet)->context_dim, dry, NULL,
+                       NULL};
   if (!ctrl.chain[0] && pos->apply_to_uncond) ctrl.chain[0] = pos->control;
   const bool cfg1 = den.cfg == 1.0f;
   const int64_t B = den.batch, rows = cfg1 ? B : 2 * B;
@@ -991,6 +995,8 @@ static int sample_reserve(weft_call *c, sampling *s, const float *x,
   uint64_t arena = 0;
   sd_bundle_be_lock(b);
   int r = s->dplan.d ? sd_denoise_plan_dry(&s->dplan, x, sigma, &arena) : 0;
+  /* the ControlNets' step-1 calls were recorded DRY with it */
+  arena += sd_ctrl_recs_arena(s->ctrl_recs);
   if (!r)
     r = sd_vram_reserve(vr, arena + sd_vram_scratch(vr), NULL,
                         "the sampler's UNet call");
@@ -1002,9 +1008,11 @@ static int sample_reserve(weft_call *c, sampling *s, const float *x,
     *reported = true;
   } else {
     c->host->log(c, WEFT_LOG_INFO,
-                 "sampler: UNet activations %.1f MiB (planned) + %.1f MiB "
-                 "scratch kept from --vram %.1f MiB; weights pool %.1f MiB",
+                 "sampler: activations %.1f MiB (planned: the UNet call%s) "
+                 "+ %.1f MiB scratch kept from --vram %.1f MiB; weights "
+                 "pool %.1f MiB",
                  (double)arena / 1048576.0,
+                 s->ctrl_recs ? " and its ControlNets" : "",
                  (double)sd_vram_scratch(vr) / 1048576.0,
                  (double)sd_vram_budget(vr) / 1048576.0,
                  (double)sd_vram_pool_bytes(vr) / 1048576.0);
@@ -1084,11 +1092,15 @@ static int ksample(weft_call *c, const ksampler_args *a, weft_plan *plan) {
     goto out;
   sd_ctrl_pair ctrl = {{neg->control, pos->control}, &b->sched,
                        shape[1] * shape[2] * shape[3],
-                       sd_unet_config(b->unet)->context_dim, NULL};
+                       sd_unet_config(b->unet)->context_dim, NULL, NULL,
+                       &s.dplan.dry};
   if (!ctrl.chain[0] && pos->apply_to_uncond) ctrl.chain[0] = pos->control;
   if (ctrl.chain[0] || ctrl.chain[1]) {
     s.den.control = sd_ctrl_eval;
     s.den.control_user = &ctrl;
+    /* the ControlNets' activations planned as the UNet's (without memory
+     * for their recorders they simply run unplanned) */
+    if (sd_plan_enabled()) ctrl.recs = s.ctrl_recs = sd_ctrl_recs_new();
   }
   if (sd_plan_enabled()) sd_denoise_plan_init(&s.dplan, &s.den);
   /* ComfyUI's prepare_noise: torch.manual_seed(seed); randn(latent shape) */
@@ -1152,17 +1164,27 @@ static int ksample(weft_call *c, const ksampler_args *a, weft_plan *plan) {
                                                          : "model error");
   for (int64_t i = 0; !r && i < s.n; i++) x[i] /= scale;
   weft_rec_stats st;
-  if (sd_denoise_plan_stats(&s.dplan, 0, &st))
+  for (int i = 0; i < 2; i++)
+    if (sd_denoise_plan_stats(&s.dplan, i, &st))
+      h->log(c, WEFT_LOG_DEBUG,
+             "UNet activations%s: arena %llu bytes (lower bound %llu, "
+             "unplanned %llu), %d replays, %llu misses",
+             i ? " (with ControlNet residuals)" : "",
+             (unsigned long long)st.arena.arena,
+             (unsigned long long)st.arena.lower_bound,
+             (unsigned long long)st.arena.naive, st.replays,
+             (unsigned long long)st.misses);
+  int nc = sd_ctrl_recs_sum(s.ctrl_recs, &st);
+  if (nc)
     h->log(c, WEFT_LOG_DEBUG,
-           "UNet activations: arena %llu bytes (lower bound %llu, unplanned "
-           "%llu), %d replays, %llu misses",
-           (unsigned long long)st.arena.arena,
-           (unsigned long long)st.arena.lower_bound,
-           (unsigned long long)st.arena.naive, st.replays,
-           (unsigned long long)st.misses);
+           "ControlNet activations: %d recording%s, arenas %llu bytes, %d "
+           "replays, %llu misses",
+           nc, nc == 1 ? "" : "s", (unsigned long long)st.arena.arena,
+           st.replays, (unsigned long long)st.misses);
   if (!r) node_done(c, b, "sampler");
 out:
   sd_denoise_plan_free(&s.dplan);
+  sd_ctrl_recs_free(s.ctrl_recs);
   sd_denoiser_free(&s.den);
   free(sig), free(nz), free(latent_in), free(s.tmp), free(s.mask),
       free(s.x_in), free(s.fresh);

@@ -363,9 +363,10 @@ int sd_io_done(weft_backend *be, int rc, float *host, float *tmp, int64_t n);
  * and sigma) on the recorder that call uses, without computing (DRY), so
  * that step 1 replays from the planned arena as every later step does (a
  * traced step 1 would hold its buffers in the backend's cache beside the
- * arena).  With a ControlNet its residuals are computed for real (on the
- * ControlNet's backend) and choose the recorder, with or without them, as
- * in a step; the other recorder, if a later step needs it, records then.
+ * arena).  With a ControlNet its residuals (the sampler's ControlNets
+ * recorded DRY too, or a control callback's own) choose the recorder,
+ * with or without them, as in a step; the other recorder, if a later step
+ * needs it, records then.
  * *arena gets the arena's size.  On a host backend nothing is recorded: 0
  * with *arena 0.  0 or the forward's WEFT_E* code. */
 int sd_denoise_plan_dry(sd_denoise_plan *p, const float *x, float sigma,

@@ -70,7 +70,20 @@ typedef struct sd_ctrl_pair {
    * computed: the residuals' values are unspecified) and its host-to-device
    * and device-to-host bytes are added to dry[0] and dry[1] */
   uint64_t *dry;
+  /* a run (KSampler with planning on): non-NULL, each ControlNet call goes
+   * through a recorder of its own per link and batch, recorded on its
+   * first call and replayed from one arena after; while *dry_pass (the
+   * sampler's step-1 planning, sd_denoise_plan_dry) recorded DRY */
+  struct sd_ctrl_recs *recs;
+  const bool *dry_pass;
 } sd_ctrl_pair;
+/* The recorders of a run's pair (recs), and their arenas. */
+struct sd_ctrl_recs *sd_ctrl_recs_new(void);
+void sd_ctrl_recs_free(struct sd_ctrl_recs *r);
+uint64_t sd_ctrl_recs_arena(const struct sd_ctrl_recs *r);
+/* The recorders' stats summed (arena, replays, misses, diverged); the
+ * number of recorders, 0 when none was made. */
+int sd_ctrl_recs_sum(const struct sd_ctrl_recs *r, weft_rec_stats *sum);
 int sd_ctrl_eval(void *user, const float *x_in, int64_t rows, bool cond_only,
                  int64_t h, int64_t w, const float *t, const float *ctx,
                  int64_t tokens, float sigma, sd_cnet_out *out);

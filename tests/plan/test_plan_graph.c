@@ -274,6 +274,49 @@ TEST(weft_plan_of_a_controlnet_graph_counts_its_weights_and_both_arenas) {
   json_decref(late);
 }
 
+/* In a run, a sampler's ControlNet calls are planned as its UNet calls:
+ * a recording per ControlNet link and batch (controlnet.yaml's
+ * ControlNetApplyAdvanced gives the prompt and the negative a link each),
+ * traced on the first step and replayed from its arena on every later
+ * one, and the image is the unplanned run's byte for byte. */
+TEST(a_runs_controlnet_calls_replay_from_their_arenas_and_change_nothing) {
+  char *g = repo("graphs/controlnet.yaml"), *root = repo("");
+  char dir[2][4096];
+  char *out = NULL, *err = NULL;
+  for (int planned = 1; planned >= 0; planned--) {
+    snprintf(dir[planned], sizeof dir[planned], "%s/cn_%d", weft_test_tmpdir(),
+             planned);
+    const char *a[] = {weft(),         "run",          g,
+                       "--input-dir",  root,           "--output-dir",
+                       dir[planned],   "--set",        "steps=4",
+                       "--events=json", NULL};
+    if (!planned) setenv("WEFT_ARENA", "0", 1);
+    int rc = weft_test_spawn(a, &out, &err, 120);
+    unsetenv("WEFT_ARENA");
+    if (rc) fprintf(stderr, "%s", err);
+    ASSERT_EQ(rc, 0);
+    if (planned) {
+      ASSERT_CONTAINS(out, "\"UNet activations (with ControlNet residuals): "
+                           "arena ");
+      ASSERT_CONTAINS(out, "), 3 replays, 0 misses\"");
+      ASSERT_CONTAINS(out, "\"ControlNet activations: 2 recordings, arenas ");
+      ASSERT_CONTAINS(out, " bytes, 6 replays, 0 misses\"");
+    } else {
+      ASSERT(strstr(out, "activations") == NULL);
+    }
+    free(out), free(err);
+  }
+  size_t na = 0, nb = 0;
+  char pa[4200], pb[4200];
+  snprintf(pa, sizeof pa, "%s/controlnet_00001_.png", dir[1]);
+  snprintf(pb, sizeof pb, "%s/controlnet_00001_.png", dir[0]);
+  char *a = weft_test_read_file(pa, &na), *b = weft_test_read_file(pb, &nb);
+  ASSERT(a && b);
+  ASSERT_EQ(na, nb);
+  ASSERT(memcmp(a, b, na) == 0);
+  free(a), free(b), free(g), free(root);
+}
+
 TEST(weft_plan_table_prints_every_node_and_the_peak) {
   dm_plan p;
   record_default_model(&p);
