@@ -63,6 +63,25 @@ static void case_close(unet_case *u) {
  * sd_denoise_plan as KSampler does.  traj gets x after every step
  * [STEPS][n]; allocs[k] the inner backend's buffer_alloc + buffer_free
  * calls in step k (be must be a counting backend, or NULL allocs). */
+/* STEPS euler steps from x (updated) through d, or through p when not
+ * NULL; traj gets x after every step; allocs[k] (when not NULL) the
+ * counting backend be's buffer_alloc + buffer_free calls in step k. */
+static void euler(unet_case *u, sd_denoiser *d, sd_denoise_plan *p, float *x,
+                  float *traj, weft_backend *be, int64_t *allocs) {
+  float *den = malloc((size_t)u->n * sizeof *den);
+  for (int k = 0; k < STEPS; k++) {
+    int64_t before = allocs ? CNT(be)->allocs + CNT(be)->frees : 0;
+    ASSERT_OK(p ? sd_denoise_planned(p, x, SIGMAS[k], den)
+                : sd_denoise(d, x, SIGMAS[k], den));
+    if (allocs) allocs[k] = CNT(be)->allocs + CNT(be)->frees - before;
+    float next = k + 1 < STEPS ? SIGMAS[k + 1] : 0.0f;
+    for (int64_t i = 0; i < u->n; i++)
+      x[i] = den[i] + (x[i] - den[i]) * (next / SIGMAS[k]);
+    memcpy(traj + k * u->n, x, (size_t)u->n * sizeof *x);
+  }
+  free(den);
+}
+
 static void sample(unet_case *u, weft_backend *be, bool planned, float *traj,
                    int64_t *allocs, weft_rec_stats *st) {
   sd_denoiser d;
@@ -72,22 +91,12 @@ static void sample(unet_case *u, weft_backend *be, bool planned, float *traj,
   memset(&p, 0, sizeof p);
   if (planned) ASSERT_OK(sd_denoise_plan_init(&p, &d));
   float *x = malloc((size_t)u->n * sizeof *x);
-  float *den = malloc((size_t)u->n * sizeof *den);
   memcpy(x, u->x0, (size_t)u->n * sizeof *x);
-  for (int k = 0; k < STEPS; k++) {
-    int64_t before = allocs ? CNT(be)->allocs + CNT(be)->frees : 0;
-    ASSERT_OK(planned ? sd_denoise_planned(&p, x, SIGMAS[k], den)
-                      : sd_denoise(&d, x, SIGMAS[k], den));
-    if (allocs) allocs[k] = CNT(be)->allocs + CNT(be)->frees - before;
-    float next = k + 1 < STEPS ? SIGMAS[k + 1] : 0.0f;
-    for (int64_t i = 0; i < u->n; i++)
-      x[i] = den[i] + (x[i] - den[i]) * (next / SIGMAS[k]);
-    memcpy(traj + k * u->n, x, (size_t)u->n * sizeof *x);
-  }
+  euler(u, &d, planned ? &p : NULL, x, traj, be, allocs);
   ASSERT(d.be == be); /* the recorder is hooked in per call only */
   if (planned && st) ASSERT(sd_denoise_plan_stats(&p, 0, st));
   sd_denoise_plan_free(&p);
-  free(x), free(den);
+  free(x);
   sd_denoiser_free(&d);
 }
 
@@ -268,17 +277,6 @@ TEST(on_a_device_backend_planned_sampling_is_exact_and_dry_touches_nothing) {
 
 /* ---- a sampler with a ControlNet ----------------------------------------- */
 
-static weft_st_file *extras_open(const char *rel) {
-  char path[4096], err[1024];
-  snprintf(path, sizeof path, "%s/fixtures/sd15_extras/%s", weft_test_srcdir(),
-           rel);
-  weft_st_file *f = NULL;
-  int r = weft_st_open(path, &f, err, sizeof err);
-  if (r) fprintf(stderr, "%s\n", err);
-  ASSERT_OK(r);
-  return f;
-}
-
 /* The tiny ControlNet (single file) on be (NULL: the host). */
 typedef struct cnet_case {
   sd_ckpt ck;
@@ -294,7 +292,7 @@ static void cnet_case_open(cnet_case *k, weft_backend *be, float lo,
                            float hi) {
   memset(k, 0, sizeof *k);
   k->ck.layout = SD_LAYOUT_LDM;
-  k->f = extras_open("controlnet_tiny.safetensors");
+  k->f = fx_open("../sd15_extras/controlnet_tiny.safetensors");
   k->ck.files[SD_CONTROL] = fx_file(k->f);
   k->ck.has[SD_CONTROL] = true;
   int r = sd_ckpt_configure_control(&k->ck, NULL);
@@ -349,7 +347,6 @@ static void sample_ctl(unet_case *u, weft_backend *be, cnet_case *k,
   sd_denoise_plan p;
   memset(&p, 0, sizeof p);
   float *x = malloc((size_t)u->n * sizeof *x);
-  float *den = malloc((size_t)u->n * sizeof *den);
   memcpy(x, u->x0, (size_t)u->n * sizeof *x);
   if (planned) {
     ASSERT_OK(sd_denoise_plan_init(&p, &d));
@@ -362,23 +359,16 @@ static void sample_ctl(unet_case *u, weft_backend *be, cnet_case *k,
     ASSERT_EQ(s.replays, 0);
     ASSERT_EQ(s.arena_allocs, 0); /* made by the first replay */
   }
-  for (int step = 0; step < STEPS; step++) {
-    ASSERT_OK(planned ? sd_denoise_planned(&p, x, SIGMAS[step], den)
-                      : sd_denoise(&d, x, SIGMAS[step], den));
-    float next = step + 1 < STEPS ? SIGMAS[step + 1] : 0.0f;
-    for (int64_t i = 0; i < u->n; i++)
-      x[i] = den[i] + (x[i] - den[i]) * (next / SIGMAS[step]);
-    memcpy(traj + step * u->n, x, (size_t)u->n * sizeof *x);
-  }
+  euler(u, &d, planned ? &p : NULL, x, traj, be, NULL);
   for (int i = 0; i < 2 && planned; i++)
     if (!sd_denoise_plan_stats(&p, i, &st[i])) st[i].replays = -1;
   sd_denoise_plan_free(&p);
-  free(x), free(den);
+  free(x);
   sd_denoiser_free(&d);
 }
 
 /* Before step 1 the sampler's call is recorded DRY on the recorder its
- * ControlNet residuals choose (the ControlNet itself computed for real),
+ * ControlNet residuals choose (the test's callback computes them),
  * so step 1 replays from the arena too: every step of that recorder
  * replays, none misses; the other recorder records when a step first needs
  * it.  The latents equal the CPU's unplanned ones bit for bit.  Through
