@@ -181,9 +181,12 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
     free(be);
     return NULL;
   }
-  /* cuDNN is optional at run time too: without it conv2d uses im2col. */
-  if (weft__cudnn_init(ctx, ctx->err, sizeof ctx->err) != 0) {
-    if (o.conv_algo == WEFT_CUDA_CONV_CUDNN) {
+  /* cuDNN is optional at run time too: without it conv2d uses im2col.
+   * Its handle is made on first use (weft__cudnn_ensure), unless asked
+   * for, when its absence is an error now. */
+  if (o.conv_algo == WEFT_CUDA_CONV_CUDNN) {
+    ctx->cudnn_tried = true;
+    if (weft__cudnn_init(ctx, ctx->err, sizeof ctx->err) != 0) {
       snprintf(err, err_size, "CUDA device %d: cuDNN asked for: %s", o.device,
                ctx->err);
       ctx_free(ctx);
@@ -227,7 +230,8 @@ int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo) {
 }
 
 bool weft_cuda_have_cudnn(const weft_backend *be) {
-  return weft_backend_is_cuda(be) && CTX(be)->cudnn != NULL;
+  return weft_backend_is_cuda(be) && enter(CTX(be)) == 0 &&
+         weft__cudnn_ensure(CTX(be));
 }
 
 int weft_cuda_mem_stats_get(const weft_backend *be, weft_cuda_mem_stats *st) {

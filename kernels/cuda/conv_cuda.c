@@ -29,10 +29,10 @@
 #define WEFT_CUDA_CONV_BLOCK_BYTES ((size_t)64 << 20)
 #endif
 
-static bool cudnn_eligible(const weft__cuda_ctx *ctx,
-                           const weft_conv2d_args *a) {
-  return ctx->cudnn && ctx->conv_algo != WEFT_CUDA_CONV_IM2COL &&
-         ctx->precision == WEFT_CUDA_FP32 && weft__cudnn_conv_supported(ctx, a);
+static bool cudnn_eligible(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
+  return ctx->conv_algo != WEFT_CUDA_CONV_IM2COL &&
+         ctx->precision == WEFT_CUDA_FP32 && weft__cudnn_ensure(ctx) &&
+         weft__cudnn_conv_supported(ctx, a);
 }
 
 typedef enum conv_path { PATH_GEMM, PATH_CUDNN, PATH_IM2COL } conv_path;

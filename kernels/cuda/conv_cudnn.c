@@ -207,3 +207,12 @@ int weft__cudnn_conv(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
 }
 
 #endif
+
+bool weft__cudnn_ensure(weft__cuda_ctx *ctx) {
+  if (!ctx->cudnn && !ctx->cudnn_tried) {
+    char err[256];
+    ctx->cudnn_tried = true;
+    weft__cudnn_init(ctx, err, sizeof err); /* none: im2col instead */
+  }
+  return ctx->cudnn != NULL;
+}

@@ -58,7 +58,8 @@ typedef struct weft__cuda_ctx {
   size_t smem_optin; /* max dynamic shared memory per block */
   cudaStream_t stream;
   void *blas;  /* cublasHandle_t */
-  void *cudnn; /* cudnnHandle_t, NULL without cuDNN */
+  void *cudnn; /* cudnnHandle_t, NULL without cuDNN or before first use */
+  bool cudnn_tried; /* weft__cudnn_ensure ran (made it, or found none) */
   void *lt;    /* cublasLtHandle_t */
   void *lt_ws; /* cuBLASLt workspace (from the cache, made on first use) */
   size_t lt_ws_bytes;
@@ -177,6 +178,10 @@ size_t weft__cuda_conv2d_scratch_bytes(weft__cuda_ctx *ctx,
  */
 
 int weft__cudnn_init(weft__cuda_ctx *ctx, char *err, size_t err_size);
+/* The handle, made on first use (only FP32 precision convolves through
+ * cuDNN, and cudnnCreate loads its libraries: a second or so that a 16-bit
+ * run would pay at start for nothing); false without cuDNN. */
+bool weft__cudnn_ensure(weft__cuda_ctx *ctx);
 void weft__cudnn_destroy(weft__cuda_ctx *ctx);
 /* true when cuDNN can run this convolution (symmetric padding, int sizes) */
 bool weft__cudnn_conv_supported(const weft__cuda_ctx *ctx,
