@@ -1340,9 +1340,100 @@ static int vae_decode_plan(weft_call *c, weft_plan *plan) {
 
 enum { VT_TILE, VT_OVERLAP, VT_TSIZE, VT_TOVERLAP };
 
+/* ---- the tiled VAE nodes' tiles, planned ---------------------------------- */
+
+/* Each tile's forward planned before it runs (recorded, then from an
+ * arena), as VAEDecode's whole forward is. */
+static int tile_planned(void *user, weft_backend *be,
+                        int (*fn)(void *arg, weft_backend *be), void *arg) {
+  (void)user;
+  return sd_plan_call(be, fn, arg, false, NULL);
+}
+
+/* The tiles of a tiled pass recorded without computing: each distinct
+ * tile shape once; sum: the largest tile's arena (tiles run one at a
+ * time), every tile's copies added up. */
+typedef struct tiles_dry {
+  sd_vae_tiles t; /* run: tiles_dry_run */
+  bool decode;
+  int n;
+  int64_t hw[16][2];
+  weft_rec_stats st[16], *cur, sum;
+} tiles_dry;
+
+static int tiles_dry_run(void *user, weft_backend *be,
+                         int (*fn)(void *arg, weft_backend *be), void *arg) {
+  tiles_dry *d = user;
+  return sd_plan_call(be, fn, arg, true, d->cur);
+}
+
+static int tiles_dry_each(void *user, int64_t h, int64_t w) {
+  tiles_dry *d = user;
+  int i = 0;
+  while (i < d->n && (d->hw[i][0] != h || d->hw[i][1] != w)) i++;
+  if (i == d->n) {
+    if (d->n == 16) return WEFT_ENOMEM; /* three tilings give at most 12 */
+    d->hw[i][0] = h, d->hw[i][1] = w;
+    d->cur = &d->st[i];
+    int r = sd_vae_tiles_probe(&d->t, d->decode, h, w);
+    if (r) return r;
+    d->n++;
+    weft_arena_stats *m = &d->sum.arena, *a = &d->st[i].arena;
+    if (a->arena > m->arena) m->arena = a->arena;
+    if (a->lower_bound > m->lower_bound) m->lower_bound = a->lower_bound;
+    if (a->naive > m->naive) m->naive = a->naive;
+  }
+  d->sum.h2d_bytes += d->st[i].h2d_bytes;
+  d->sum.d2h_bytes += d->st[i].d2h_bytes;
+  return 0;
+}
+
+/* The tiled pass over H x W (input units) recorded: d->sum. */
+static int tiles_plan(sd_bundle *b, bool decode, int64_t H, int64_t W,
+                      int64_t tile, int64_t ov, tiles_dry *d) {
+  memset(d, 0, sizeof *d);
+  d->t = (sd_vae_tiles){b->vae, b->be, tiles_dry_run, d};
+  d->decode = decode;
+  sd_bundle_be_lock(b);
+  int r = sd_vae_tiles_each(decode, H, W, tile, tile, ov, tiles_dry_each, d);
+  sd_bundle_be_unlock(b);
+  return r;
+}
+
+/* A run's tiles: planned (unless WEFT_ARENA=0); under a budget the largest
+ * tile's arena plus the scratch kept from the pool first, once for the
+ * node (a reserve per tile would empty the pool each time).  *reported
+ * when the budget said why it failed. */
+static int tiles_run_setup(weft_call *c, sd_bundle *b, bool decode, int64_t H,
+                           int64_t W, int64_t tile, int64_t ov,
+                           sd_vae_tiles *t, bool *reported) {
+  *t = (sd_vae_tiles){b->vae, b->be, NULL, NULL};
+  *reported = false;
+  if (!sd_plan_enabled()) return 0;
+  t->run = tile_planned;
+  sd_vram *vr = bundle_vram(b);
+  if (!vr || sd_vram_budget(vr) == UINT64_MAX) return 0;
+  tiles_dry d;
+  int r = tiles_plan(b, decode, H, W, tile, ov, &d);
+  if (r) return r;
+  sd_bundle_be_lock(b);
+  r = sd_vram_reserve(vr, d.sum.arena.arena + sd_vram_scratch(vr),
+                      sd_vae_devw(b->vae),
+                      decode ? "the tiled VAE decode" : "the tiled VAE encode");
+  if (!r) r = sd_vram_commit(vr);
+  if (!r) r = sd_vram_trim(vr);
+  sd_bundle_be_unlock(b);
+  if (r) {
+    sd_vram_report(c, b->be, vr, r,
+                   decode ? "tiled VAE decode failed" : "tiled VAE encode failed");
+    *reported = true;
+  }
+  return r;
+}
+
 /* VAE.decode_tiled_: three tilings (tall, wide, square) averaged, so no
  * seam falls in the same place twice */
-static int vae_decode_tiled_body(weft_call *c) {
+static int vae_decode_tiled_common(weft_call *c, weft_plan *plan) {
   sd_bundle *b = sd_ref_of(c, 1)->bundle;
   const weft_tensor *lat = decode_input(c, b);
   if (!lat) return WEFT_ETYPE;
@@ -1351,24 +1442,41 @@ static int vae_decode_tiled_body(weft_call *c) {
   int64_t f = sd_vae_factor(b->vae), t = tile / f, o = ov / f;
   int64_t B = lat->shape[0], C = lat->shape[1], hh = lat->shape[2],
           ww = lat->shape[3], H = hh * f, W = ww * f;
-  float *img = malloc((size_t)(B * 3 * H * W) * sizeof *img);
+  float *img = calloc((size_t)(B * 3 * H * W), sizeof *img);
   int r = img ? 0 : WEFT_ENOMEM;
-  for (int64_t bb = 0; bb < B && !r; bb++) {
-    sd_bundle_be_lock(b);
-    r = sd_vae_decode_tiled(b->vae, b->be,
-                            (const float *)lat->data + bb * C * hh * ww, hh, ww,
-                            t, t, o, img + bb * 3 * H * W);
-    sd_bundle_be_unlock(b);
-    c->host->progress(c, bb + 1, B);
+  bool reported = false;
+  if (!r && plan) { /* the tiles recorded; the image is black */
+    tiles_dry d;
+    r = tiles_plan(b, true, hh, ww, t, o, &d);
+    if (!r) plan_fill(plan, b, SD_VAE, "VAE", &d.sum, (uint64_t)B);
+  } else if (!r) {
+    sd_vae_tiles vt;
+    r = tiles_run_setup(c, b, true, hh, ww, t, o, &vt, &reported);
+    for (int64_t bb = 0; bb < B && !r; bb++) {
+      sd_bundle_be_lock(b);
+      r = sd_vae_tiles_decode(&vt, (const float *)lat->data + bb * C * hh * ww,
+                              hh, ww, t, t, o, img + bb * 3 * H * W);
+      sd_bundle_be_unlock(b);
+      c->host->progress(c, bb + 1, B);
+    }
   }
-  if (r == WEFT_EINVAL)
+  if (reported)
+    ; /* the budget said why */
+  else if (r == WEFT_EINVAL)
     c->host->error(c, "tile_size %lld must exceed the overlap %lld",
                    (long long)tile, (long long)ov);
   else if (r)
     sd_model_error(c, b->be, r, "tiled VAE decode failed");
   if (!r) r = image_output(c, img, B, H, W);
+  if (!r && !plan) node_done(c, b, "tiled VAE decode");
   free(img);
   return r;
+}
+static int vae_decode_tiled_body(weft_call *c) {
+  return vae_decode_tiled_common(c, NULL);
+}
+static int vae_decode_tiled_plan(weft_call *c, weft_plan *plan) {
+  return vae_decode_tiled_common(c, plan);
 }
 static int vae_decode_tiled_run(weft_call *c) {
   return sd_run_deferred(c, 1, vae_decode_tiled_body);
@@ -1475,7 +1583,7 @@ static int vae_encode_plan(weft_call *c, weft_plan *plan) {
 
 enum { VE_TILE, VE_OVERLAP, VE_TSIZE, VE_TOVERLAP };
 
-static int vae_encode_tiled_body(weft_call *c) {
+static int vae_encode_tiled_common(weft_call *c, weft_plan *plan) {
   sd_bundle *b = sd_ref_of(c, 1)->bundle;
   const weft_tensor *px = c->host->value_tensor(c->inputs[0]);
   float *in = NULL;
@@ -1487,20 +1595,39 @@ static int vae_encode_tiled_body(weft_call *c) {
   int64_t B = px->shape[0], h = H / f, w = W / f, per = lat * h * w;
   weft_tensor t;
   r = latent_output(c, &t, B, lat, h, w);
-  for (int64_t bb = 0; bb < B && !r; bb++) {
-    sd_bundle_be_lock(b);
-    r = sd_vae_encode_tiled(b->vae, b->be, in + bb * 3 * H * W, H, W, tx, tx,
-                            ov, (float *)t.data + bb * per);
-    sd_bundle_be_unlock(b);
-    c->host->progress(c, bb + 1, B);
+  bool reported = false;
+  if (!r && plan) { /* the tiles recorded; the latent is zeros */
+    memset(t.data, 0, (size_t)(B * per) * sizeof(float));
+    tiles_dry d;
+    r = tiles_plan(b, false, H, W, tx, ov, &d);
+    if (!r) plan_fill(plan, b, SD_VAE, "VAE", &d.sum, (uint64_t)B);
+  } else if (!r) {
+    sd_vae_tiles vt;
+    r = tiles_run_setup(c, b, false, H, W, tx, ov, &vt, &reported);
+    for (int64_t bb = 0; bb < B && !r; bb++) {
+      sd_bundle_be_lock(b);
+      r = sd_vae_tiles_encode(&vt, in + bb * 3 * H * W, H, W, tx, tx, ov,
+                              (float *)t.data + bb * per);
+      sd_bundle_be_unlock(b);
+      c->host->progress(c, bb + 1, B);
+    }
   }
-  if (r == WEFT_EINVAL)
+  if (reported)
+    ; /* the budget said why */
+  else if (r == WEFT_EINVAL)
     c->host->error(c, "tile_size %lld must exceed the overlap %lld",
                    (long long)tx, (long long)ov);
   else if (r)
     sd_model_error(c, b->be, r, "tiled VAE encode failed");
+  if (!r && !plan) node_done(c, b, "tiled VAE encode");
   free(in);
   return r;
+}
+static int vae_encode_tiled_body(weft_call *c) {
+  return vae_encode_tiled_common(c, NULL);
+}
+static int vae_encode_tiled_plan(weft_call *c, weft_plan *plan) {
+  return vae_encode_tiled_common(c, plan);
 }
 static int vae_encode_tiled_run(weft_call *c) {
   return sd_run_deferred(c, 1, vae_encode_tiled_body);
@@ -1814,7 +1941,8 @@ static const weft_node_def decode_tiled_def = {
     .doc = "Decodes latents tile by tile (three overlapping tilings "
            "averaged, as ComfyUI), so large images fit in bounded memory.",
     .inputs = decode_in, .n_inputs = 2, .outputs = image_out, .n_outputs = 1,
-    .params = decode_tiled_params, .n_params = 4, .run = vae_decode_tiled_run};
+    .params = decode_tiled_params, .n_params = 4, .run = vae_decode_tiled_run,
+    .plan = vae_decode_tiled_plan};
 
 static const weft_param_def encode_tiled_params[] = {
     [VE_TILE] = P_INT("tile_size", 512, 64, 4096, "tile side in pixels"),
@@ -1827,7 +1955,8 @@ static const weft_node_def encode_tiled_def = {
     .category = "_for_testing",
     .doc = "Encodes images tile by tile (three tilings averaged).",
     .inputs = encode_in, .n_inputs = 2, .outputs = latent_out, .n_outputs = 1,
-    .params = encode_tiled_params, .n_params = 4, .run = vae_encode_tiled_run};
+    .params = encode_tiled_params, .n_params = 4, .run = vae_encode_tiled_run,
+    .plan = vae_encode_tiled_plan};
 
 static const weft_port_def inpaint_in[] = {
     PORT("pixels", WEFT_TYPE_IMAGE, "images [batch, height, width, C]"),

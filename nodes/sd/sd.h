@@ -261,13 +261,37 @@ int sd_tiled_scale(const float *s, int64_t cin, int64_t H, int64_t W,
 typedef struct sd_vae_tiles {
   sd_vae *vae;
   weft_backend *be;
+  /* (optional) runs each tile's forward, fn(arg, be): the nodes plan it
+   * (sd_plan_call); NULL: fn runs as it is */
+  int (*run)(void *user, weft_backend *be,
+             int (*fn)(void *arg, weft_backend *be), void *arg);
+  void *run_user;
 } sd_vae_tiles;
+int sd_vae_tiles_decode(const sd_vae_tiles *t, const float *latent, int64_t h,
+                        int64_t w, int64_t tile_x, int64_t tile_y,
+                        int64_t overlap, float *image);
+int sd_vae_tiles_encode(const sd_vae_tiles *t, const float *pixels, int64_t H,
+                        int64_t W, int64_t tile_x, int64_t tile_y,
+                        int64_t overlap, float *latent);
+/* The same with t = {vae, be}. */
 int sd_vae_decode_tiled(sd_vae *vae, weft_backend *be, const float *latent,
                         int64_t h, int64_t w, int64_t tile_x, int64_t tile_y,
                         int64_t overlap, float *image);
 int sd_vae_encode_tiled(sd_vae *vae, weft_backend *be, const float *pixels,
                         int64_t H, int64_t W, int64_t tile_x, int64_t tile_y,
                         int64_t overlap, float *latent);
+/* One tile's forward at h x w (decode: latent units; encode: pixels) on
+ * zero input through t->run, output discarded: for recording a plan. */
+int sd_vae_tiles_probe(const sd_vae_tiles *t, bool decode, int64_t h,
+                       int64_t w);
+/* Every tile those passes run, in order, as each(user, tile h, tile w) (in
+ * the input's units: latent for decode, pixels for encode), without
+ * running any: for planning.  The first non-zero each() return, or
+ * WEFT_EINVAL as the passes. */
+int sd_vae_tiles_each(bool decode, int64_t H, int64_t W, int64_t tile_x,
+                      int64_t tile_y, int64_t overlap,
+                      int (*each)(void *user, int64_t h, int64_t w),
+                      void *user);
 /* pixels [3, h, w] in 0..1 -> the posterior's mean [lat, h/f, w/f] */
 int sd_vae_encode_one(sd_vae *vae, weft_backend *be, const float *pixels,
                       int64_t h, int64_t w, float *latent);

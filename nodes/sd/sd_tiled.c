@@ -99,33 +99,54 @@ done:
 
 /* ---- the VAE's tiled passes (comfy/sd.py decode_tiled_, encode_tiled_) -- */
 
-static int decode_tile(void *user, const float *in, int64_t h, int64_t w,
-                       float *out) {
-  sd_vae_tiles *t = user;
-  return sd_vae_decode(t->vae, t->be, in, 1, h, w, out);
+typedef struct tile_args {
+  sd_vae *vae;
+  const float *in;
+  int64_t h, w;
+  float *out;
+} tile_args;
+
+static int decode_fn(void *arg, weft_backend *be) {
+  tile_args *a = arg;
+  return sd_vae_decode(a->vae, be, a->in, 1, a->h, a->w, a->out);
 }
 
-static int encode_tile(void *user, const float *in, int64_t h, int64_t w,
-                       float *out) {
-  sd_vae_tiles *t = user;
-  int64_t f = sd_vae_factor(t->vae);
-  int64_t lat = sd_vae_config(t->vae)->latent_channels;
+static int encode_fn(void *arg, weft_backend *be) {
+  tile_args *a = arg;
+  int64_t f = sd_vae_factor(a->vae), h = a->h, w = a->w;
+  int64_t lat = sd_vae_config(a->vae)->latent_channels;
   float *x = malloc((size_t)(3 * h * w) * sizeof *x);
   float *mom = malloc((size_t)(2 * lat * (h / f) * (w / f)) * sizeof *mom);
   int r = x && mom ? 0 : WEFT_ENOMEM;
   if (!r) {
-    for (int64_t i = 0; i < 3 * h * w; i++) x[i] = in[i] * 2.0f - 1.0f;
-    r = sd_vae_encode(t->vae, t->be, x, 1, h, w, mom);
+    for (int64_t i = 0; i < 3 * h * w; i++) x[i] = a->in[i] * 2.0f - 1.0f;
+    r = sd_vae_encode(a->vae, be, x, 1, h, w, mom);
   }
   /* the posterior's mode: its mean, the first half of the moments */
-  if (!r) memcpy(out, mom, (size_t)(lat * (h / f) * (w / f)) * sizeof *out);
+  if (!r) memcpy(a->out, mom, (size_t)(lat * (h / f) * (w / f)) * sizeof *a->out);
   free(x), free(mom);
   return r;
 }
 
+static int run_tile(const sd_vae_tiles *t, int (*fn)(void *, weft_backend *),
+                    const float *in, int64_t h, int64_t w, float *out) {
+  tile_args a = {t->vae, in, h, w, out};
+  return t->run ? t->run(t->run_user, t->be, fn, &a) : fn(&a, t->be);
+}
+
+static int decode_tile(void *user, const float *in, int64_t h, int64_t w,
+                       float *out) {
+  return run_tile(user, decode_fn, in, h, w, out);
+}
+
+static int encode_tile(void *user, const float *in, int64_t h, int64_t w,
+                       float *out) {
+  return run_tile(user, encode_fn, in, h, w, out);
+}
+
 int sd_vae_encode_one(sd_vae *vae, weft_backend *be, const float *pixels,
                       int64_t h, int64_t w, float *latent) {
-  sd_vae_tiles t = {vae, be};
+  sd_vae_tiles t = {vae, be, NULL, NULL};
   return encode_tile(&t, pixels, h, w, latent);
 }
 
@@ -148,25 +169,92 @@ static int three_passes(const float *s, int64_t cin, int64_t H, int64_t W,
   return r;
 }
 
+/* The three tilings: decode tall, wide, square; encode square, wide, tall
+ * (ComfyUI's orders, which the sums keep). */
+static void tilings(bool decode, int64_t tx, int64_t ty, int64_t t[3][2]) {
+  const int64_t tall[2] = {tx / 2, ty * 2}, wide[2] = {tx * 2, ty / 2},
+                square[2] = {tx, ty};
+  const int64_t *order[3] = {decode ? tall : square, wide,
+                             decode ? square : tall};
+  for (int p = 0; p < 3; p++)
+    t[p][0] = order[p][0], t[p][1] = order[p][1];
+}
+
+int sd_vae_tiles_decode(const sd_vae_tiles *t, const float *latent, int64_t h,
+                        int64_t w, int64_t tile_x, int64_t tile_y,
+                        int64_t overlap, float *image) {
+  int64_t tiles[3][2];
+  tilings(true, tile_x, tile_y, tiles);
+  return three_passes(latent, sd_vae_config(t->vae)->latent_channels, h, w,
+                      (const int64_t(*)[2])tiles, overlap,
+                      (double)sd_vae_factor(t->vae), 3, decode_tile, (void *)t,
+                      image);
+}
+
+int sd_vae_tiles_encode(const sd_vae_tiles *t, const float *pixels, int64_t H,
+                        int64_t W, int64_t tile_x, int64_t tile_y,
+                        int64_t overlap, float *latent) {
+  int64_t tiles[3][2];
+  tilings(false, tile_x, tile_y, tiles);
+  return three_passes(pixels, 3, H, W, (const int64_t(*)[2])tiles, overlap,
+                      1.0 / (double)sd_vae_factor(t->vae),
+                      sd_vae_config(t->vae)->latent_channels, encode_tile,
+                      (void *)t, latent);
+}
+
 int sd_vae_decode_tiled(sd_vae *vae, weft_backend *be, const float *latent,
                         int64_t h, int64_t w, int64_t tile_x, int64_t tile_y,
                         int64_t overlap, float *image) {
-  sd_vae_tiles t = {vae, be};
-  const int64_t tiles[3][2] = {
-      {tile_x / 2, tile_y * 2}, {tile_x * 2, tile_y / 2}, {tile_x, tile_y}};
-  return three_passes(latent, sd_vae_config(vae)->latent_channels, h, w,
-                      tiles, overlap, (double)sd_vae_factor(vae), 3,
-                      decode_tile, &t, image);
+  sd_vae_tiles t = {vae, be, NULL, NULL};
+  return sd_vae_tiles_decode(&t, latent, h, w, tile_x, tile_y, overlap, image);
 }
 
 int sd_vae_encode_tiled(sd_vae *vae, weft_backend *be, const float *pixels,
                         int64_t H, int64_t W, int64_t tile_x, int64_t tile_y,
                         int64_t overlap, float *latent) {
-  sd_vae_tiles t = {vae, be};
-  const int64_t tiles[3][2] = {
-      {tile_x, tile_y}, {tile_x * 2, tile_y / 2}, {tile_x / 2, tile_y * 2}};
-  return three_passes(pixels, 3, H, W, tiles, overlap,
-                      1.0 / (double)sd_vae_factor(vae),
-                      sd_vae_config(vae)->latent_channels, encode_tile, &t,
-                      latent);
+  sd_vae_tiles t = {vae, be, NULL, NULL};
+  return sd_vae_tiles_encode(&t, pixels, H, W, tile_x, tile_y, overlap, latent);
+}
+
+int sd_vae_tiles_each(bool decode, int64_t H, int64_t W, int64_t tile_x,
+                      int64_t tile_y, int64_t overlap,
+                      int (*each)(void *user, int64_t h, int64_t w),
+                      void *user) {
+  int64_t tiles[3][2];
+  tilings(decode, tile_x, tile_y, tiles);
+  for (int p = 0; p < 3; p++) {
+    int64_t tx = tiles[p][0], ty = tiles[p][1];
+    if (tx < 1 || ty < 1) return WEFT_EINVAL;
+    if (H <= ty && W <= tx) {
+      int r = each(user, H, W);
+      if (r) return r;
+      continue;
+    }
+    if ((H > ty && ty <= overlap) || (W > tx && tx <= overlap))
+      return WEFT_EINVAL;
+    int64_t py[4096], px[4096];
+    int64_t ny = positions(H, ty, overlap, py, 4096);
+    int64_t nx = positions(W, tx, overlap, px, 4096);
+    for (int64_t iy = 0; iy < ny; iy++)
+      for (int64_t ix = 0; ix < nx; ix++) {
+        int r = each(user, ty < H - py[iy] ? ty : H - py[iy],
+                     tx < W - px[ix] ? tx : W - px[ix]);
+        if (r) return r;
+      }
+  }
+  return 0;
+}
+
+int sd_vae_tiles_probe(const sd_vae_tiles *t, bool decode, int64_t h,
+                       int64_t w) {
+  int64_t f = sd_vae_factor(t->vae);
+  int64_t lat = sd_vae_config(t->vae)->latent_channels;
+  int64_t n_in = decode ? lat * h * w : 3 * h * w;
+  int64_t n_out = decode ? 3 * h * f * w * f : lat * (h / f) * (w / f);
+  float *in = calloc((size_t)(n_in ? n_in : 1), sizeof *in);
+  float *out = calloc((size_t)(n_out ? n_out : 1), sizeof *out);
+  int r = in && out ? run_tile(t, decode ? decode_fn : encode_fn, in, h, w, out)
+                    : WEFT_ENOMEM;
+  free(in), free(out);
+  return r;
 }

@@ -317,6 +317,57 @@ TEST(a_runs_controlnet_calls_replay_from_their_arenas_and_change_nothing) {
   free(a), free(b), free(g), free(root);
 }
 
+/* VAEDecodeTiled plans its tiles: `weft plan` records each tile shape of
+ * its three tilings without decoding anything (it used to decode for
+ * real, and left the VAE's weights out of the plan), and reports the
+ * largest tile's arena -- hires-fix's 16x16-latent tiles, the size of
+ * txt2img's whole decode.  A run plans each tile the same way and writes
+ * the unplanned run's PNG byte for byte. */
+TEST(tiled_vae_decode_is_planned_by_its_tiles_and_changes_nothing) {
+  dm_plan p;
+  record_default_model(&p);
+  char *g = repo("graphs/hires-fix.yaml"), *root = repo("");
+  const char *a[] = {weft(),   "plan",         g,    "--input-dir", root,
+                     "--json", "--device=cpu", NULL};
+  char *out = NULL, *err = NULL;
+  int rc = weft_test_spawn(a, &out, &err, 120);
+  if (rc) fprintf(stderr, "%s", err);
+  ASSERT_EQ(rc, 0);
+  json_t *root_j = json_loads(out, 0, NULL);
+  ASSERT(root_j != NULL);
+  json_t *d = node_of(root_j, "decode");
+  ASSERT_STR_EQ(json_string_value(json_object_get(d, "status")), "planned");
+  uint64_t C = p.bytes[SD_CLIP], U = p.bytes[SD_UNET], V = p.bytes[SD_VAE];
+  ASSERT_EQ(u64(d, "weights"), V);
+  ASSERT_EQ(u64(d, "weights_resident"), C + U + V);
+  ASSERT_EQ(u64(d, "arena"), p.vae.arena.arena);
+  json_decref(root_j);
+  free(out), free(err);
+  char dir[2][4096];
+  for (int planned = 1; planned >= 0; planned--) {
+    snprintf(dir[planned], sizeof dir[planned], "%s/hires_%d",
+             weft_test_tmpdir(), planned);
+    const char *r[] = {weft(),        "run",   g,         "--input-dir",
+                       root,          "--output-dir", dir[planned], "--set",
+                       "steps=2",     "-q",    NULL};
+    if (!planned) setenv("WEFT_ARENA", "0", 1);
+    rc = weft_test_spawn(r, NULL, &err, 120);
+    unsetenv("WEFT_ARENA");
+    if (rc) fprintf(stderr, "%s", err);
+    ASSERT_EQ(rc, 0);
+    free(err);
+  }
+  char pa[4200], pb[4200];
+  snprintf(pa, sizeof pa, "%s/hires-fix_00001_.png", dir[1]);
+  snprintf(pb, sizeof pb, "%s/hires-fix_00001_.png", dir[0]);
+  size_t na = 0, nb = 0;
+  char *x = weft_test_read_file(pa, &na), *y = weft_test_read_file(pb, &nb);
+  ASSERT(x && y);
+  ASSERT_EQ(na, nb);
+  ASSERT(memcmp(x, y, na) == 0);
+  free(x), free(y), free(g), free(root);
+}
+
 TEST(weft_plan_table_prints_every_node_and_the_peak) {
   dm_plan p;
   record_default_model(&p);
