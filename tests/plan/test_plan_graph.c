@@ -274,47 +274,61 @@ TEST(weft_plan_of_a_controlnet_graph_counts_its_weights_and_both_arenas) {
   json_decref(late);
 }
 
+/* Runs graph (in graphs/) with --set set twice, planned and with
+ * WEFT_ARENA=0, and asserts the two runs wrote the same PNG (png, the
+ * first file of its prefix) byte for byte.  Returns the planned run's
+ * JSON events (caller frees). */
+static char *run_planned_and_not(const char *graph, const char *set,
+                                 const char *png) {
+  char rel[256];
+  snprintf(rel, sizeof rel, "graphs/%s", graph);
+  char *g = repo(rel), *root = repo(""), *events = NULL;
+  char dir[2][4096];
+  for (int planned = 1; planned >= 0; planned--) {
+    snprintf(dir[planned], sizeof dir[planned], "%s/%s_%d", weft_test_tmpdir(),
+             graph, planned);
+    const char *a[] = {weft(),       "run",          g,
+                       "--input-dir", root,          "--output-dir",
+                       dir[planned], "--set",        set,
+                       "--events=json", NULL};
+    char *out = NULL, *err = NULL;
+    if (!planned) setenv("WEFT_ARENA", "0", 1);
+    int rc = weft_test_spawn(a, &out, &err, 120);
+    unsetenv("WEFT_ARENA");
+    if (rc) fprintf(stderr, "%s", err);
+    ASSERT_EQ(rc, 0);
+    if (planned)
+      events = out;
+    else
+      free(out);
+    free(err);
+  }
+  char pa[4400], pb[4400];
+  snprintf(pa, sizeof pa, "%s/%s", dir[1], png);
+  snprintf(pb, sizeof pb, "%s/%s", dir[0], png);
+  size_t na = 0, nb = 0;
+  char *x = weft_test_read_file(pa, &na), *y = weft_test_read_file(pb, &nb);
+  ASSERT(x && y);
+  ASSERT_EQ(na, nb);
+  ASSERT(memcmp(x, y, na) == 0);
+  free(x), free(y), free(g), free(root);
+  return events;
+}
+
 /* In a run, a sampler's ControlNet calls are planned as its UNet calls:
  * a recording per ControlNet link and batch (controlnet.yaml's
  * ControlNetApplyAdvanced gives the prompt and the negative a link each),
  * traced on the first step and replayed from its arena on every later
  * one, and the image is the unplanned run's byte for byte. */
 TEST(a_runs_controlnet_calls_replay_from_their_arenas_and_change_nothing) {
-  char *g = repo("graphs/controlnet.yaml"), *root = repo("");
-  char dir[2][4096];
-  char *out = NULL, *err = NULL;
-  for (int planned = 1; planned >= 0; planned--) {
-    snprintf(dir[planned], sizeof dir[planned], "%s/cn_%d", weft_test_tmpdir(),
-             planned);
-    const char *a[] = {weft(),         "run",          g,
-                       "--input-dir",  root,           "--output-dir",
-                       dir[planned],   "--set",        "steps=4",
-                       "--events=json", NULL};
-    if (!planned) setenv("WEFT_ARENA", "0", 1);
-    int rc = weft_test_spawn(a, &out, &err, 120);
-    unsetenv("WEFT_ARENA");
-    if (rc) fprintf(stderr, "%s", err);
-    ASSERT_EQ(rc, 0);
-    if (planned) {
-      ASSERT_CONTAINS(out, "\"UNet activations (with ControlNet residuals): "
-                           "arena ");
-      ASSERT_CONTAINS(out, "), 3 replays, 0 misses\"");
-      ASSERT_CONTAINS(out, "\"ControlNet activations: 2 recordings, arenas ");
-      ASSERT_CONTAINS(out, " bytes, 6 replays, 0 misses\"");
-    } else {
-      ASSERT(strstr(out, "activations") == NULL);
-    }
-    free(out), free(err);
-  }
-  size_t na = 0, nb = 0;
-  char pa[4200], pb[4200];
-  snprintf(pa, sizeof pa, "%s/controlnet_00001_.png", dir[1]);
-  snprintf(pb, sizeof pb, "%s/controlnet_00001_.png", dir[0]);
-  char *a = weft_test_read_file(pa, &na), *b = weft_test_read_file(pb, &nb);
-  ASSERT(a && b);
-  ASSERT_EQ(na, nb);
-  ASSERT(memcmp(a, b, na) == 0);
-  free(a), free(b), free(g), free(root);
+  char *out = run_planned_and_not("controlnet.yaml", "steps=4",
+                                  "controlnet_00001_.png");
+  ASSERT_CONTAINS(out, "\"UNet activations (with ControlNet residuals): "
+                       "arena ");
+  ASSERT_CONTAINS(out, "), 3 replays, 0 misses\"");
+  ASSERT_CONTAINS(out, "\"ControlNet activations: 2 recordings, arenas ");
+  ASSERT_CONTAINS(out, " bytes, 6 replays, 0 misses\"");
+  free(out);
 }
 
 /* VAEDecodeTiled plans its tiles: `weft plan` records each tile shape of
@@ -342,30 +356,9 @@ TEST(tiled_vae_decode_is_planned_by_its_tiles_and_changes_nothing) {
   ASSERT_EQ(u64(d, "weights_resident"), C + U + V);
   ASSERT_EQ(u64(d, "arena"), p.vae.arena.arena);
   json_decref(root_j);
-  free(out), free(err);
-  char dir[2][4096];
-  for (int planned = 1; planned >= 0; planned--) {
-    snprintf(dir[planned], sizeof dir[planned], "%s/hires_%d",
-             weft_test_tmpdir(), planned);
-    const char *r[] = {weft(),        "run",   g,         "--input-dir",
-                       root,          "--output-dir", dir[planned], "--set",
-                       "steps=2",     "-q",    NULL};
-    if (!planned) setenv("WEFT_ARENA", "0", 1);
-    rc = weft_test_spawn(r, NULL, &err, 120);
-    unsetenv("WEFT_ARENA");
-    if (rc) fprintf(stderr, "%s", err);
-    ASSERT_EQ(rc, 0);
-    free(err);
-  }
-  char pa[4200], pb[4200];
-  snprintf(pa, sizeof pa, "%s/hires-fix_00001_.png", dir[1]);
-  snprintf(pb, sizeof pb, "%s/hires-fix_00001_.png", dir[0]);
-  size_t na = 0, nb = 0;
-  char *x = weft_test_read_file(pa, &na), *y = weft_test_read_file(pb, &nb);
-  ASSERT(x && y);
-  ASSERT_EQ(na, nb);
-  ASSERT(memcmp(x, y, na) == 0);
-  free(x), free(y), free(g), free(root);
+  free(out), free(err), free(g), free(root);
+  free(run_planned_and_not("hires-fix.yaml", "steps=2",
+                           "hires-fix_00001_.png"));
 }
 
 TEST(weft_plan_table_prints_every_node_and_the_peak) {
