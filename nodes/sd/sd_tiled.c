@@ -39,25 +39,40 @@ static int64_t positions(int64_t size, int64_t tile, int64_t overlap,
   return n;
 }
 
+/* The tiles of one tiling of H x W: *ny x *nx starts in py and px (at
+ * most 4096 each); WEFT_EINVAL for a tile under 1, or one not larger than
+ * the overlap where tiling is needed (ComfyUI divides by a zero range
+ * step there). */
+static int tile_grid(int64_t H, int64_t W, int64_t tile_x, int64_t tile_y,
+                     int64_t overlap, int64_t *py, int64_t *ny, int64_t *px,
+                     int64_t *nx) {
+  if (tile_x < 1 || tile_y < 1) return WEFT_EINVAL;
+  if ((H > tile_y && tile_y <= overlap) || (W > tile_x && tile_x <= overlap))
+    return WEFT_EINVAL;
+  *ny = positions(H, tile_y, overlap, py, 4096);
+  *nx = positions(W, tile_x, overlap, px, 4096);
+  return 0;
+}
+
+/* A tile's extent from start `at`: the tile, cut at the edge. */
+static int64_t tile_len(int64_t tile, int64_t size, int64_t at) {
+  return tile < size - at ? tile : size - at;
+}
+
 int sd_tiled_scale(const float *s, int64_t cin, int64_t H, int64_t W,
                    int64_t tile_x, int64_t tile_y, int64_t overlap, double up,
                    int64_t cout, sd_tile_fn fn, void *user, float *output) {
-  if (tile_x < 1 || tile_y < 1) return WEFT_EINVAL;
-  const int64_t OH = py_round(H * up), OW = py_round(W * up);
+  int64_t py[4096], px[4096], ny, nx;
+  int rc = tile_grid(H, W, tile_x, tile_y, overlap, py, &ny, px, &nx);
+  if (rc) return rc;
   if (H <= tile_y && W <= tile_x) return fn(user, s, H, W, output);
-  /* ComfyUI divides by a zero range step there */
-  if ((H > tile_y && tile_y <= overlap) || (W > tile_x && tile_x <= overlap))
-    return WEFT_EINVAL;
-  int64_t py[4096], px[4096];
-  int64_t ny = positions(H, tile_y, overlap, py, 4096);
-  int64_t nx = positions(W, tile_x, overlap, px, 4096);
+  const int64_t OH = py_round(H * up), OW = py_round(W * up);
   const int64_t mh = py_round(tile_y * up) + 1, mw = py_round(tile_x * up) + 1;
   float *out = calloc((size_t)(cout * OH * OW), sizeof *out);
   float *div = calloc((size_t)(OH * OW), sizeof *div);
   float *in = malloc((size_t)(cin * tile_y * tile_x) * sizeof *in);
   float *ps = malloc((size_t)(cout * mh * mw) * sizeof *ps);
   float *fy = malloc((size_t)mh * sizeof *fy), *fx = malloc((size_t)mw * sizeof *fx);
-  int rc = 0;
   if (!out || !div || !in || !ps || !fy || !fx) {
     rc = WEFT_ENOMEM;
     goto done;
@@ -66,8 +81,7 @@ int sd_tiled_scale(const float *s, int64_t cin, int64_t H, int64_t W,
   for (int64_t iy = 0; iy < ny && !rc; iy++)
     for (int64_t ix = 0; ix < nx && !rc; ix++) {
       int64_t y = py[iy], x = px[ix];
-      int64_t th = tile_y < H - y ? tile_y : H - y;
-      int64_t tw = tile_x < W - x ? tile_x : W - x;
+      int64_t th = tile_len(tile_y, H, y), tw = tile_len(tile_x, W, x);
       for (int64_t c = 0; c < cin; c++)
         for (int64_t r = 0; r < th; r++)
           memcpy(in + (c * th + r) * tw, s + (c * H + y + r) * W + x,
@@ -223,24 +237,12 @@ int sd_vae_tiles_each(bool decode, int64_t H, int64_t W, int64_t tile_x,
   int64_t tiles[3][2];
   tilings(decode, tile_x, tile_y, tiles);
   for (int p = 0; p < 3; p++) {
-    int64_t tx = tiles[p][0], ty = tiles[p][1];
-    if (tx < 1 || ty < 1) return WEFT_EINVAL;
-    if (H <= ty && W <= tx) {
-      int r = each(user, H, W);
-      if (r) return r;
-      continue;
-    }
-    if ((H > ty && ty <= overlap) || (W > tx && tx <= overlap))
-      return WEFT_EINVAL;
-    int64_t py[4096], px[4096];
-    int64_t ny = positions(H, ty, overlap, py, 4096);
-    int64_t nx = positions(W, tx, overlap, px, 4096);
-    for (int64_t iy = 0; iy < ny; iy++)
-      for (int64_t ix = 0; ix < nx; ix++) {
-        int r = each(user, ty < H - py[iy] ? ty : H - py[iy],
-                     tx < W - px[ix] ? tx : W - px[ix]);
-        if (r) return r;
-      }
+    int64_t tx = tiles[p][0], ty = tiles[p][1], py[4096], px[4096], ny, nx;
+    int r = tile_grid(H, W, tx, ty, overlap, py, &ny, px, &nx);
+    for (int64_t iy = 0; !r && iy < ny; iy++)
+      for (int64_t ix = 0; !r && ix < nx; ix++)
+        r = each(user, tile_len(ty, H, py[iy]), tile_len(tx, W, px[ix]));
+    if (r) return r;
   }
   return 0;
 }
