@@ -95,28 +95,45 @@ static void unknown_input(const weft__batch_plan *p, const char *name,
              "docs/graphs.md)");
 }
 
-/* The job's values: vals[input] (NULL: not set; a range's value is
- * printed into buf[input]) and where each came from: src[input] = -1
- * manifest, k >= 0 sweep k. */
-typedef char sweep_buf[WEFT__SWEEP_BUF];
+/* A job's values: vals[input] (NULL: not set; a range's value is printed
+ * into buf[input]) and where each came from: src[input] = -1 manifest,
+ * k >= 0 sweep k; line: the manifest row's. */
+typedef struct job_vals {
+  const char **vals;
+  char (*buf)[WEFT__SWEEP_BUF];
+  int *src;
+  int line;
+} job_vals;
 
-static void job_values(const weft__batch_plan *p, int64_t job,
-                       const char **vals, sweep_buf *buf, int *src,
-                       int *line) {
+static int job_vals_new(const weft__batch_plan *p, job_vals *v) {
+  size_t n = (size_t)p->n_inputs + 1;
+  v->vals = calloc(n, sizeof *v->vals);
+  v->buf = calloc(n, sizeof *v->buf);
+  v->src = calloc(n, sizeof *v->src);
+  v->line = 0;
+  return v->vals && v->buf && v->src ? 0 : WEFT_ENOMEM;
+}
+
+static void job_vals_free(job_vals *v) {
+  free(v->vals), free(v->buf), free(v->src);
+}
+
+static void job_values(const weft__batch_plan *p, int64_t job, job_vals *v) {
   for (int i = 0; i < p->n_inputs; i++)
-    vals[i] = NULL, src[i] = -1;
+    v->vals[i] = NULL, v->src[i] = -1;
   int64_t row = job / p->combos, c = job % p->combos;
-  *line = 0;
+  v->line = 0;
   if (p->m && p->m->n_rows) {
     const weft__batch_row *r = &p->m->rows[row];
-    *line = r->line;
+    v->line = r->line;
     for (int k = 0; k < r->n; k++)
-      vals[p->col_input[r->col[k]]] = r->val[k];
+      v->vals[p->col_input[r->col[k]]] = r->val[k];
   }
   for (int k = p->n_sw - 1; k >= 0; k--) {
     int in = p->sw_input[k];
-    vals[in] = weft__batch_sweep_value(&p->sw[k], c % p->sw[k].n, buf[in]);
-    src[in] = k;
+    v->vals[in] =
+        weft__batch_sweep_value(&p->sw[k], c % p->sw[k].n, v->buf[in]);
+    v->src[in] = k;
     c /= p->sw[k].n;
   }
 }
@@ -145,20 +162,18 @@ static void where_of(const weft__batch_plan *p, int src, int line, char *buf,
 
 int weft__batch_apply(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g,
                       int64_t job, char *err, size_t errlen) {
-  const char **vals = calloc((size_t)p->n_inputs + 1, sizeof *vals);
-  sweep_buf *buf = calloc((size_t)p->n_inputs + 1, sizeof *buf);
-  int *src = calloc((size_t)p->n_inputs + 1, sizeof *src);
-  int line, rc = 0;
-  if (!vals || !buf || !src) {
-    free(vals), free(buf), free(src);
+  job_vals v;
+  if (job_vals_new(p, &v)) {
+    job_vals_free(&v);
     return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   }
-  job_values(p, job, vals, buf, src, &line);
+  job_values(p, job, &v);
+  int rc = 0;
   for (int i = 0; i < p->n_inputs && !rc; i++) {
     char where[1200];
-    if (vals[i]) {
-      where_of(p, src[i], line, where, sizeof where);
-      rc = set_one(p, ctx, g, i, vals[i], where, err, errlen);
+    if (v.vals[i]) {
+      where_of(p, v.src[i], v.line, where, sizeof where);
+      rc = set_one(p, ctx, g, i, v.vals[i], where, err, errlen);
       p->dirty[i] = true;
     } else if (p->dirty[i] && p->base[i]) {
       rc =
@@ -166,25 +181,23 @@ int weft__batch_apply(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g,
       p->dirty[i] = false;
     }
   }
-  free(vals), free(buf), free(src);
+  job_vals_free(&v);
   return rc;
 }
 
 char *weft__batch_job_set_json(const weft__batch_plan *p, int64_t job) {
-  const char **vals = calloc((size_t)p->n_inputs + 1, sizeof *vals);
-  sweep_buf *buf = calloc((size_t)p->n_inputs + 1, sizeof *buf);
-  int *src = calloc((size_t)p->n_inputs + 1, sizeof *src);
+  job_vals v;
   json_t *o = json_object();
   char *s = NULL;
-  int line;
-  if (vals && buf && src && o) {
-    job_values(p, job, vals, buf, src, &line);
+  if (!job_vals_new(p, &v) && o) {
+    job_values(p, job, &v);
     for (int i = 0; i < p->n_inputs; i++)
-      if (vals[i]) json_object_set_new(o, p->names[i], json_string(vals[i]));
+      if (v.vals[i])
+        json_object_set_new(o, p->names[i], json_string(v.vals[i]));
     s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
   }
   json_decref(o);
-  free(vals), free(buf), free(src);
+  job_vals_free(&v);
   return s;
 }
 
@@ -401,18 +414,15 @@ int weft__batch_plan_build(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g,
   p->n_jobs = rows * p->combos;
   p->outputs = calloc((size_t)p->n_jobs + 1, sizeof *p->outputs);
   p->keys = calloc((size_t)p->n_jobs + 1, sizeof *p->keys);
-  const char **vals = calloc((size_t)p->n_inputs + 1, sizeof *vals);
-  sweep_buf *buf = calloc((size_t)p->n_inputs + 1, sizeof *buf);
-  int *src = calloc((size_t)p->n_inputs + 1, sizeof *src);
-  if (!p->outputs || !p->keys || !vals || !buf || !src) rc = WEFT_ENOMEM;
+  job_vals v;
+  if (job_vals_new(p, &v) || !p->outputs || !p->keys) rc = WEFT_ENOMEM;
   if (rc) weft__batch_fail(err, errlen, rc, "out of memory");
   for (int64_t j = 0; !rc && j < p->n_jobs; j++) {
-    int line;
-    job_values(p, j, vals, buf, src, &line);
+    job_values(p, j, &v);
     if (!(rc = weft__batch_apply(p, ctx, g, j, err, errlen)))
-      rc = name_job(p, g, j, vals, err, errlen);
+      rc = name_job(p, g, j, v.vals, err, errlen);
   }
-  free(vals), free(buf), free(src);
+  job_vals_free(&v);
   if (!rc) rc = check_unique(p, err, errlen);
   return rc;
 }
