@@ -370,6 +370,14 @@ void weft__cuda_prof_destroy(weft__cuda_ctx *ctx) {
   ctx->prof = NULL;
 }
 
+/* A row's last cell: the products' TFLOP/s, or empty. */
+static void rate_cell(FILE *f, double flop, double ms) {
+  if (flop > 0 && ms > 0)
+    fprintf(f, " %.1f |\n", flop / (ms * 1e-3) / 1e12);
+  else
+    fprintf(f, " |\n");
+}
+
 int weft_cuda_profile_report(weft_backend *be, FILE *f, const char *title,
                              double wall_s, int max_rows) {
   if (!be || !weft__cuda_is_prof_iface(be->iface)) return WEFT_EINVAL;
@@ -412,10 +420,7 @@ int weft_cuda_profile_report(weft_backend *be, FILE *f, const char *title,
           ms += p->rows[j].ms, flop += p->rows[j].flop, c += p->rows[j].calls;
       fprintf(f, "| %.*s | %lld | %.3f | %.1f |", (int)n, p->rows[i].key,
               (long long)c, ms, total > 0 ? 100.0 * ms / total : 0.0);
-      if (flop > 0 && ms > 0)
-        fprintf(f, " %.1f |\n", flop / (ms * 1e-3) / 1e12);
-      else
-        fprintf(f, " |\n");
+      rate_cell(f, flop, ms);
     }
     fprintf(f, "\nBy op and shape (the %d largest):\n\n"
                "| op, shape | calls | ms | %% | us/call | TFLOP/s |\n"
@@ -426,10 +431,7 @@ int weft_cuda_profile_report(weft_backend *be, FILE *f, const char *title,
       fprintf(f, "| %s | %lld | %.3f | %.1f | %.1f |", r->key,
               (long long)r->calls, r->ms, total > 0 ? 100.0 * r->ms / total : 0,
               r->calls ? 1e3 * r->ms / (double)r->calls : 0.0);
-      if (r->flop > 0 && r->ms > 0)
-        fprintf(f, " %.1f |\n", r->flop / (r->ms * 1e-3) / 1e12);
-      else
-        fprintf(f, " |\n");
+      rate_cell(f, r->flop, r->ms);
     }
     fflush(f);
   }

@@ -262,11 +262,12 @@ static void *conv_slice_run(void *arg) {
  * its new memory -- most of a load's time -- are taken in parallel too */
 static void to_f32(float *w, const void *src, weft_dtype dt, int64_t n) {
   enum { MAX_T = 8, MIN_SLICE = 1 << 20 };
-  static long cores;
-  if (!cores && (cores = sysconf(_SC_NPROCESSORS_ONLN)) < 1) cores = 1;
   int t = (int)(n / MIN_SLICE);
   if (t > MAX_T) t = MAX_T;
-  if (t > cores) t = (int)cores;
+  if (t > 1) { /* loads may run on several threads: no cached count */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores >= 1 && t > cores) t = (int)cores;
+  }
   size_t es = weft_dtype_size(dt);
   pthread_t th[MAX_T];
   conv_slice sl[MAX_T];

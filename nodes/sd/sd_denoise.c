@@ -253,7 +253,7 @@ int sd_denoise_plan_dry(sd_denoise_plan *p, const float *x, float sigma,
   *arena = 0;
   if (sd_be_is_host(p->inner)) return 0;
   /* the call step 1 makes, through the same hooks (a ControlNet's
-   * residuals, computed for real, pick the recorder), but DRY */
+   * residuals, present or not, pick the recorder), but DRY */
   float *den = malloc((size_t)(p->d->batch * p->d->per) * sizeof *den);
   if (!den) return WEFT_ENOMEM;
   p->dry = true;

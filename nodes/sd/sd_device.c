@@ -663,12 +663,8 @@ static int sort_entries(sd_devw *dw) {
 /* writes entry i's 16-bit or fp32 values into the image */
 static void fill_image(sd_devw *dw, const sd_devw_entry *e) {
   char *dst = (char *)dw->image + dw->blk[e->block].img_off + e->off;
-  const weft_dtype h = dw->vr->half;
-  if (h == WEFT_F32) {
-    memcpy(dst, e->host, (size_t)e->numel * sizeof(float));
-    return;
-  }
-  weft_cpu_convert_serial(dst, h, e->host, WEFT_F32, e->numel);
+  /* f32 (a copy), or rounded to the 16-bit type */
+  weft_cpu_convert_serial(dst, dw->vr->half, e->host, WEFT_F32, e->numel);
 }
 
 static void devw_free(sd_devw *dw) {
