@@ -372,6 +372,11 @@ static int attn_check_shapes(const weft_attn_args *a) {
   return 0;
 }
 
+static bool fused_attention(const weft__cuda_ctx *ctx,
+                            const weft_attn_args *a) {
+  return !ctx->attn_unfused && weft__cu_flash16_fits(a);
+}
+
 static int be_attention(weft_backend *be, const weft_attn_args *a) {
   weft__cuda_ctx *ctx = CTX(be);
   int rc = attn_check_shapes(a);
@@ -381,6 +386,12 @@ static int be_attention(weft_backend *be, const weft_attn_args *a) {
   ENTER(ctx);
   const float scale =
       a->scale != 0 ? a->scale : (float)(1.0 / sqrt((double)a->d));
+  if (ctx->precision != WEFT_CUDA_FP32 && fused_attention(ctx, a))
+    return LAUNCHED(ctx,
+                    weft__cu_flash16(ctx->stream, a, scale,
+                                     ctx->precision == WEFT_CUDA_BF16,
+                                     ctx->sm_count),
+                    "attention (fused 16-bit)");
   if (ctx->precision != WEFT_CUDA_FP32)
     return weft__cuda_attention16(ctx, a, scale);
   cudaError_t e = weft__cu_attention(ctx->stream, a, scale, ctx->smem_optin);
@@ -396,9 +407,23 @@ static int be_attention(weft_backend *be, const weft_attn_args *a) {
 
 static size_t be_attention_scratch(weft_backend *be, const weft_attn_args *a) {
   /* fp32: the tiled kernel keeps its scores in shared memory */
-  if (CTX(be)->precision == WEFT_CUDA_FP32 || attn_check_shapes(a) != 0)
+  if (CTX(be)->precision == WEFT_CUDA_FP32 || attn_check_shapes(a) != 0 ||
+      fused_attention(CTX(be), a))
     return 0;
   return weft__cuda_attention16_scratch(a);
+}
+
+int weft_cuda_set_fused_attention(weft_backend *be, bool on) {
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  CTX(be)->attn_unfused = !on;
+  return 0;
+}
+
+const char *weft_cuda_attention_path(weft_backend *be,
+                                     const weft_attn_args *a) {
+  if (!weft_backend_is_cuda(be) || attn_check_shapes(a) != 0) return NULL;
+  if (CTX(be)->precision == WEFT_CUDA_FP32) return "fp32";
+  return fused_attention(CTX(be), a) ? "fused" : "cublas";
 }
 
 static bool act_ok(weft_act act) {
@@ -415,8 +440,8 @@ static int be_group_norm(weft_backend *be, const float *x, float *y,
     return WEFT_EINVAL;
   if (batch == 0) return 0;
   ENTER(ctx);
-  float *scratch =
-      weft__cuda_alloc(ctx, (size_t)(batch * channels) * 2 * sizeof(float));
+  void *scratch = weft__cuda_alloc(
+      ctx, weft__cu_group_norm_scratch_bytes(batch, channels, spatial, groups));
   if (!scratch) return WEFT_ENOMEM;
   int rc =
       LAUNCHED(ctx,

@@ -1,5 +1,6 @@
 /* conv_cuda.c - 2-D convolution (NCHW, fp32 activations): cuDNN where it
- * is built in and the shape suits it, else im2col + cuBLAS SGEMM; in
+ * is built in and the shape suits it (in FP16/BF16 precision on 16-bit
+ * copies of x and y, conv_cudnn.c), else im2col + cuBLAS SGEMM, or in
  * FP16/BF16 precision im2col into 16-bit columns + cuBLASLt.
  *
  * The im2col path: 1x1 stride-1 unpadded convolutions are one batched GEMM
@@ -13,14 +14,19 @@
  * algorithm for the block's width keeps its summation order).  Bias is
  * added after the product, as kernels/cpu does, so the rounding matches.
  *
- * FP16/BF16 precision: the im2col kernel rounds the columns to 16 bits as
- * it writes them (half the scratch of fp32), the weight is used as stored
- * when it is registered half (weft_cuda_mark_half) or rounded once per call
- * into scratch, and gemm_lt.c multiplies with fp32 accumulation into the
- * fp32 output.  cuDNN is not used there: its legacy API wants x, w and y of
- * one type, so a 16-bit cuDNN convolution would round the output to 16
- * bits too and pay two more conversions.  In FP32 precision a registered
- * half weight is widened to fp32 scratch first. */
+ * FP16/BF16 precision, by default: cuDNN with 16-bit x, w and y
+ * ("cudnn16", conv_cudnn.c) where cuDNN is built in, the padding is
+ * symmetric and both channel counts are multiples of 8.  Its output is
+ * rounded to 16 bits before it is widened (as a torch fp16 convolution's
+ * is), and it pays for rounding x and widening y, but it runs at cuDNN's
+ * implicit-GEMM speed (im2col reached 24-50 TFLOP/s on the VAE's 512x512
+ * maps).  Elsewhere, or with WEFT_CUDA_CONV_IM2COL: the im2col kernel
+ * rounds the columns to 16 bits as it writes them (half the scratch of
+ * fp32), the weight is used as stored when it is registered half
+ * (weft_cuda_mark_half) or rounded once per call into scratch, and
+ * gemm_lt.c multiplies with fp32 accumulation into the fp32 output (no
+ * rounding of y).  In FP32 precision a registered half weight is widened
+ * to fp32 scratch first. */
 #include <stdint.h>
 
 #include "internal.h"
@@ -29,21 +35,38 @@
 #define WEFT_CUDA_CONV_BLOCK_BYTES ((size_t)64 << 20)
 #endif
 
+/* Whether cuDNN may take this convolution in the backend's precision
+ * (the shape is checked before the handle is made, so that a run whose
+ * convolutions all go elsewhere never loads cuDNN). */
 static bool cudnn_eligible(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
-  return ctx->conv_algo != WEFT_CUDA_CONV_IM2COL &&
-         ctx->precision == WEFT_CUDA_FP32 && weft__cudnn_ensure(ctx) &&
-         weft__cudnn_conv_supported(ctx, a);
+  if (ctx->conv_algo == WEFT_CUDA_CONV_IM2COL) return false;
+  bool shape = ctx->precision == WEFT_CUDA_FP32
+                   ? weft__cudnn_conv_supported(ctx, a)
+                   : weft__cudnn_conv16_supported(ctx, a);
+  return shape && weft__cudnn_ensure(ctx);
 }
 
-typedef enum conv_path { PATH_GEMM, PATH_CUDNN, PATH_IM2COL } conv_path;
+typedef enum conv_path {
+  PATH_GEMM,
+  PATH_CUDNN,
+  PATH_CUDNN16,
+  PATH_IM2COL
+} conv_path;
 
-/* Which way a (valid) convolution runs; *ws gets cuDNN's workspace. */
+/* Which way a (valid) convolution runs; *scratch gets cuDNN's scratch
+ * (PATH_CUDNN: its workspace; PATH_CUDNN16: that and the 16-bit copies). */
 static conv_path choose(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
-                        size_t *ws) {
-  *ws = 0;
+                        size_t *scratch) {
+  *scratch = 0;
   if (weft_conv2d_is_pointwise(a)) return PATH_GEMM;
-  if (cudnn_eligible(ctx, a) && weft__cudnn_conv_plan(ctx, a, ws) == 0)
-    return PATH_CUDNN;
+  if (cudnn_eligible(ctx, a)) {
+    if (ctx->precision == WEFT_CUDA_FP32) {
+      if (weft__cudnn_conv_plan(ctx, a, scratch) == 0) return PATH_CUDNN;
+    } else if (weft__cudnn_conv16_plan(ctx, a, scratch) == 0) {
+      return PATH_CUDNN16;
+    }
+  }
+  *scratch = 0;
   ctx->err[0] = 0; /* a refused cuDNN plan is no failure */
   return PATH_IM2COL;
 }
@@ -61,6 +84,7 @@ const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a) {
   switch (choose(WEFT__CUDA_CTX(be), a, &ws)) {
   case PATH_GEMM: return "gemm";
   case PATH_CUDNN: return "cudnn";
+  case PATH_CUDNN16: return "cudnn16";
   default: return "im2col";
   }
 }
@@ -90,11 +114,11 @@ static void im2col_block(int64_t k, int64_t n, int64_t batch, size_t cap_floats,
 size_t weft__cuda_conv2d_scratch_bytes(weft__cuda_ctx *ctx,
                                        const weft_conv2d_args *a) {
   int64_t h_out, w_out;
-  size_t ws;
+  size_t cudnn;
   if (weft_conv2d_check_shapes(a, &h_out, &w_out) != 0) return 0;
-  conv_path p = choose(ctx, a, &ws);
+  conv_path p = choose(ctx, a, &cudnn);
   if (p == PATH_GEMM) return 0;
-  if (p == PATH_CUDNN) return ws;
+  if (p == PATH_CUDNN || p == PATH_CUDNN16) return cudnn;
   int64_t k = a->c_in * a->k_h * a->k_w, n = h_out * w_out, n_img, nb;
   int64_t batch = a->batch > 0 ? a->batch : 1;
   const size_t es = ctx->precision == WEFT_CUDA_FP32 ? sizeof(float) : 2;
@@ -213,16 +237,18 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   }
   a = &aa;
 
-  /* cuDNN plans inside weft__cudnn_conv; a refusal (no deterministic
-   * algorithm in the math mode asked for) falls through to im2col. */
+  /* cuDNN plans inside weft__cudnn_conv{,16}; a refusal (no
+   * deterministic algorithm in the math mode asked for, or no kernel for
+   * this configuration) falls through to im2col. */
   conv_path path = weft_conv2d_is_pointwise(a) ? PATH_GEMM : PATH_IM2COL;
   if (path != PATH_GEMM && cudnn_eligible(ctx, a)) {
-    rc = weft__cudnn_conv(ctx, a);
+    const bool c16 = ctx->precision != WEFT_CUDA_FP32;
+    rc = c16 ? weft__cudnn_conv16(ctx, a) : weft__cudnn_conv(ctx, a);
     if (rc == WEFT_EUNSUPPORTED) {
       ctx->err[0] = 0;
       rc = 0;
     } else {
-      path = PATH_CUDNN;
+      path = c16 ? PATH_CUDNN16 : PATH_CUDNN;
     }
   }
   if (path == PATH_GEMM) {
@@ -247,7 +273,8 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   } else if (path == PATH_IM2COL) {
     rc = run_im2col(ctx, a, w_out, n, k, xs, ys);
   }
-  if (rc == 0 && a->bias)
+  /* cudnn16 added the bias as it widened y */
+  if (rc == 0 && a->bias && path != PATH_CUDNN16)
     rc = weft__cuda_check(ctx,
                           weft__cu_bias_planes(ctx->stream, a->y, a->bias,
                                                a->batch, ys, a->c_out, n, n),

@@ -1,14 +1,34 @@
-/* conv_cudnn.c - conv2d through cuDNN's convolution API (NCHW fp32), when
- * meson found cuDNN (WEFT_HAVE_CUDNN); stubs otherwise, so conv_cuda.c
- * falls back to im2col.
+/* conv_cudnn.c - conv2d through cuDNN's convolution API (NCHW, fp32 or
+ * 16-bit), when meson found cuDNN (WEFT_HAVE_CUDNN); stubs otherwise, so
+ * conv_cuda.c falls back to im2col.
  *
  * This is cuDNN 9's legacy convolution API (cudnnConvolutionForward), still
- * shipped and simplest to drive from C; the fp16 NHWC path of issue 7 will
- * want the graph API.  Choices: FMA math unless TF32 is allowed (cuDNN
- * would otherwise use TF32 for fp32 on Ampere and later), and the first
- * deterministic algorithm of cuDNN's heuristic order, so that a run repeats
- * bit for bit.  Padding must be symmetric (cuDNN has one pad per axis); the
- * caller sends the VAE's asymmetric pads to im2col. */
+ * shipped and simplest to drive from C.  Choices: the first deterministic
+ * algorithm of cuDNN's heuristic order, so that a run repeats bit for bit;
+ * padding symmetric (cuDNN has one pad per axis; the caller sends the VAE's
+ * asymmetric pads to im2col).
+ *
+ * FP32 precision: x, w, y fp32 as they are (batch strides included), FMA
+ * math unless TF32 is allowed (cuDNN would otherwise use TF32 for fp32 on
+ * Ampere and later).
+ *
+ * FP16/BF16 precision: the legacy API wants x, w and y of one type, so x
+ * is rounded into a dense 16-bit copy, the weight is used as stored when
+ * it is registered in the compute type (else rounded into scratch), and y
+ * comes out in 16 bits: cuDNN's PSEUDO_HALF_CONFIG / PSEUDO_BFLOAT16_CONFIG
+ * (16-bit tensors, fp32 compute type, tensor-op math), NCHW (cuDNN
+ * transposes to its tensor-core layout inside, in its workspace).  One
+ * kernel then widens y into the fp32 output and adds the bias, so the
+ * output is rounded to 16 bits once, before the bias, as a torch fp16
+ * convolution's is.  Only the implicit-GEMM algorithms are taken there:
+ * their products of 16-bit values are exact in fp32, so the result differs
+ * from an fp32 sum of the rounded inputs by summation order and that one
+ * output rounding (tests/kernels_cuda states the tolerance); Winograd's
+ * and FFT's transforms would round again on the way.  Channels must be
+ * multiples of 8 (the tensor-core kernels' vector width; conv_in's 4 and
+ * conv_out's 3 stay on im2col).  Scratch: a 128-channel 512x512 VAE map,
+ * whose 604 MB im2col in 16 bits goes in 64 MiB blocks of a few hundred
+ * columns, needs here the 16-bit x and y (64 MiB each) and the workspace. */
 #include <stdio.h>
 #include <string.h>
 
@@ -45,6 +65,15 @@ static bool fits_int(int64_t v) {
   return v >= 0 && v <= INT32_MAX;
 }
 
+static bool out_size(const weft_conv2d_args *a, int64_t *h_out,
+                     int64_t *w_out) {
+  *h_out = weft_conv2d_out_size(a->h_in, a->k_h, a->stride_h, a->pad_top,
+                                a->pad_bottom);
+  *w_out = weft_conv2d_out_size(a->w_in, a->k_w, a->stride_w, a->pad_left,
+                                a->pad_right);
+  return *h_out > 0 && *w_out > 0;
+}
+
 bool weft__cudnn_conv_supported(const weft__cuda_ctx *ctx,
                                 const weft_conv2d_args *a) {
   (void)ctx;
@@ -59,6 +88,19 @@ bool weft__cudnn_conv_supported(const weft__cuda_ctx *ctx,
          fits_int(a->w_in) && fits_int(a->c_out) && fits_int(xs) &&
          fits_int(ys) && fits_int(a->c_in * a->h_in * a->w_in) &&
          fits_int(a->pad_top) && fits_int(a->pad_left);
+}
+
+bool weft__cudnn_conv16_supported(const weft__cuda_ctx *ctx,
+                                  const weft_conv2d_args *a) {
+  int64_t h_out, w_out;
+  if (a->c_in % 8 != 0 || a->c_out % 8 != 0 || !out_size(a, &h_out, &w_out) ||
+      !weft__cudnn_conv_supported(ctx, a))
+    return false;
+  const int64_t batch = a->batch > 0 ? a->batch : 1;
+  const int64_t nx = a->c_in * a->h_in * a->w_in;
+  const int64_t ny = a->c_out * h_out * w_out;
+  /* the dense copies' strides, and their sizes for good measure */
+  return fits_int(ny) && nx <= INT32_MAX / batch && ny <= INT32_MAX / batch;
 }
 
 typedef struct descs {
@@ -76,45 +118,69 @@ static void descs_free(descs *d) {
   if (d->conv) cudnnDestroyConvolutionDescriptor(d->conv);
 }
 
+/* A status of cuDNN's NOT_SUPPORTED family (this configuration, or this
+ * GPU, has no kernel) is WEFT_EUNSUPPORTED, which sends the convolution to
+ * im2col; any other failure is WEFT_EDEVICE. */
+static int status_code(cudnnStatus_t st) {
+  return CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_NOT_SUPPORTED
+             ? WEFT_EUNSUPPORTED
+             : WEFT_EDEVICE;
+}
+
 #define CK(call)                                                               \
   do {                                                                         \
     cudnnStatus_t st_ = (call);                                                \
     if (st_ != CUDNN_STATUS_SUCCESS) {                                         \
       descs_free(d);                                                           \
-      return weft__cuda_fail(ctx, WEFT_EDEVICE, "%s: %s", #call,               \
+      return weft__cuda_fail(ctx, status_code(st_), "%s: %s", #call,           \
                              cudnnGetErrorString(st_));                        \
     }                                                                          \
   } while (0)
 
+/* The algorithms whose products are exact (see the head comment). */
+static bool gemm_family(cudnnConvolutionFwdAlgo_t algo) {
+  return algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM ||
+         algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ||
+         algo == CUDNN_CONVOLUTION_FWD_ALGO_GEMM;
+}
+
 /* Descriptors per call (cheap host objects) rather than cached in the
- * context, so concurrent callers of one backend never share them. */
-static int plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a, descs *d) {
+ * context, so concurrent callers of one backend never share them.  dt:
+ * WEFT_F32 (x and y as the caller lays them out) or WEFT_F16 / WEFT_BF16
+ * (x and y the dense 16-bit copies). */
+static int plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a, weft_dtype dt,
+                descs *d) {
   memset(d, 0, sizeof *d);
-  int64_t h_out = weft_conv2d_out_size(a->h_in, a->k_h, a->stride_h, a->pad_top,
-                                       a->pad_bottom);
-  int64_t w_out = weft_conv2d_out_size(a->w_in, a->k_w, a->stride_w,
-                                       a->pad_left, a->pad_right);
-  int64_t xs = a->x_bstride ? a->x_bstride : a->c_in * a->h_in * a->w_in;
-  int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * h_out * w_out;
+  const bool f32 = dt == WEFT_F32;
+  const cudnnDataType_t cdt = f32              ? CUDNN_DATA_FLOAT
+                              : dt == WEFT_F16 ? CUDNN_DATA_HALF
+                                               : CUDNN_DATA_BFLOAT16;
+  int64_t h_out, w_out;
+  out_size(a, &h_out, &w_out);
+  const int64_t nx = a->c_in * a->h_in * a->w_in, ny = a->c_out * h_out * w_out;
+  int64_t xs = f32 && a->x_bstride ? a->x_bstride : nx;
+  int64_t ys = f32 && a->y_bstride ? a->y_bstride : ny;
   int batch = a->batch > 0 ? (int)a->batch : 1;
   CK(cudnnCreateTensorDescriptor(&d->x));
   CK(cudnnCreateTensorDescriptor(&d->y));
   CK(cudnnCreateFilterDescriptor(&d->w));
   CK(cudnnCreateConvolutionDescriptor(&d->conv));
-  CK(cudnnSetTensor4dDescriptorEx(d->x, CUDNN_DATA_FLOAT, batch, (int)a->c_in,
-                                  (int)a->h_in, (int)a->w_in, (int)xs,
+  CK(cudnnSetTensor4dDescriptorEx(d->x, cdt, batch, (int)a->c_in, (int)a->h_in,
+                                  (int)a->w_in, (int)xs,
                                   (int)(a->h_in * a->w_in), (int)a->w_in, 1));
-  CK(cudnnSetTensor4dDescriptorEx(d->y, CUDNN_DATA_FLOAT, batch, (int)a->c_out,
-                                  (int)h_out, (int)w_out, (int)ys,
-                                  (int)(h_out * w_out), (int)w_out, 1));
-  CK(cudnnSetFilter4dDescriptor(d->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
-                                (int)a->c_out, (int)a->c_in, (int)a->k_h,
-                                (int)a->k_w));
+  CK(cudnnSetTensor4dDescriptorEx(d->y, cdt, batch, (int)a->c_out, (int)h_out,
+                                  (int)w_out, (int)ys, (int)(h_out * w_out),
+                                  (int)w_out, 1));
+  CK(cudnnSetFilter4dDescriptor(d->w, cdt, CUDNN_TENSOR_NCHW, (int)a->c_out,
+                                (int)a->c_in, (int)a->k_h, (int)a->k_w));
+  /* fp32 compute type in both: for 16-bit tensors that is cuDNN's
+   * PSEUDO_HALF_CONFIG / PSEUDO_BFLOAT16_CONFIG (fp32 accumulation) */
   CK(cudnnSetConvolution2dDescriptor(
       d->conv, (int)a->pad_top, (int)a->pad_left, (int)a->stride_h,
       (int)a->stride_w, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  CK(cudnnSetConvolutionMathType(d->conv, ctx->tf32 ? CUDNN_DEFAULT_MATH
-                                                    : CUDNN_FMA_MATH));
+  CK(cudnnSetConvolutionMathType(d->conv, !f32        ? CUDNN_TENSOR_OP_MATH
+                                          : ctx->tf32 ? CUDNN_DEFAULT_MATH
+                                                      : CUDNN_FMA_MATH));
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int got = 0;
   CK(cudnnGetConvolutionForwardAlgorithm_v7(H(ctx), d->x, d->w, d->conv, d->y,
@@ -124,15 +190,21 @@ static int plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a, descs *d) {
   for (int i = 0; i < got && pick < 0; i++)
     if (perf[i].status == CUDNN_STATUS_SUCCESS &&
         perf[i].determinism == CUDNN_DETERMINISTIC &&
-        (ctx->tf32 || perf[i].mathType == CUDNN_FMA_MATH))
+        (f32 ? ctx->tf32 || perf[i].mathType == CUDNN_FMA_MATH
+             : gemm_family(perf[i].algo) &&
+                   perf[i].mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
       pick = i;
   if (pick < 0) { /* the caller falls back to im2col */
     descs_free(d);
     return weft__cuda_fail(ctx, WEFT_EUNSUPPORTED,
-                           "cuDNN offers no deterministic FMA fp32 algorithm "
-                           "for this convolution");
+                           "cuDNN offers no deterministic %s algorithm for "
+                           "this convolution",
+                           f32 ? "FMA fp32" : "implicit-GEMM 16-bit");
   }
   d->algo = perf[pick].algo;
+  /* 16-bit: run in the math mode the heuristic ranked the algorithm with,
+   * as cuDNN asks of a caller that picks from its list */
+  if (!f32) CK(cudnnSetConvolutionMathType(d->conv, perf[pick].mathType));
   CK(cudnnGetConvolutionForwardWorkspaceSize(H(ctx), d->x, d->w, d->conv, d->y,
                                              d->algo, &d->ws));
   return 0;
@@ -141,7 +213,7 @@ static int plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a, descs *d) {
 int weft__cudnn_conv_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                           size_t *workspace) {
   descs d;
-  int rc = plan(ctx, a, &d);
+  int rc = plan(ctx, a, WEFT_F32, &d);
   if (rc) return rc;
   descs_free(&d);
   *workspace = d.ws;
@@ -150,7 +222,7 @@ int weft__cudnn_conv_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
 
 int weft__cudnn_conv(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   descs dd, *d = &dd;
-  int rc = plan(ctx, a, d);
+  int rc = plan(ctx, a, WEFT_F32, d);
   if (rc) return rc;
   void *ws = NULL;
   if (d->ws) {
@@ -171,6 +243,111 @@ int weft__cudnn_conv(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     return weft__cuda_fail(ctx, WEFT_EDEVICE, "cudnnConvolutionForward: %s",
                            cudnnGetErrorString(st));
   return 0;
+}
+
+/* ---- FP16/BF16 precision ---- */
+
+static size_t align256(size_t n) {
+  return (n + 255) & ~(size_t)255;
+}
+
+/* Where the parts sit in the scratch (byte offsets from its start). */
+typedef struct layout16 {
+  size_t x_off, y_off, w_off, ws_off, total;
+  bool w_own; /* the weight is rounded into the scratch at w_off */
+} layout16;
+
+static int plan16(weft__cuda_ctx *ctx, const weft_conv2d_args *a, descs *d,
+                  layout16 *l) {
+  const weft_dtype want = weft__cuda_compute_dtype(ctx);
+  int rc = plan(ctx, a, want, d);
+  if (rc) return rc;
+  int64_t h_out, w_out;
+  out_size(a, &h_out, &w_out);
+  const size_t batch = a->batch > 0 ? (size_t)a->batch : 1;
+  const size_t nx = batch * (size_t)(a->c_in * a->h_in * a->w_in);
+  const size_t ny = batch * (size_t)(a->c_out * h_out * w_out);
+  const size_t nw = (size_t)(a->c_out * a->c_in * a->k_h * a->k_w);
+  /* as stored only 16-byte aligned: cuDNN's tensor-core kernels load 16
+   * bytes at a time, and its heuristic (which sees no pointers) cannot
+   * know of a weight at an odd element offset */
+  l->w_own = !(a->weight && weft__cuda_weight_dtype(ctx, a->weight) == want &&
+               (uintptr_t)a->weight % 16 == 0);
+  l->x_off = 0;
+  l->y_off = align256(nx * 2);
+  l->w_off = l->y_off + align256(ny * 2);
+  l->ws_off = l->w_off + (l->w_own ? align256(nw * 2) : 0);
+  l->total = l->ws_off + align256(d->ws);
+  return 0;
+}
+
+int weft__cudnn_conv16_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                            size_t *scratch) {
+  descs d;
+  layout16 l;
+  int rc = plan16(ctx, a, &d, &l);
+  if (rc) return rc;
+  descs_free(&d);
+  *scratch = l.total;
+  return 0;
+}
+
+int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
+  const weft_dtype want = weft__cuda_compute_dtype(ctx);
+  descs dd, *d = &dd;
+  layout16 l;
+  int rc = plan16(ctx, a, d, &l);
+  if (rc) return rc;
+  unsigned char *base = a->scratch;
+  if (!base || a->scratch_bytes < l.total) {
+    if (!(base = weft__cuda_alloc(ctx, l.total))) {
+      descs_free(d);
+      return WEFT_ENOMEM;
+    }
+  }
+  int64_t h_out, w_out;
+  out_size(a, &h_out, &w_out);
+  const int64_t nx = a->c_in * a->h_in * a->w_in, n = h_out * w_out;
+  const int64_t xs = a->x_bstride ? a->x_bstride : nx;
+  const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * n;
+  const int64_t nw = a->c_out * a->c_in * a->k_h * a->k_w;
+  void *x16 = base + l.x_off, *y16 = base + l.y_off;
+  void *ws = d->ws ? base + l.ws_off : NULL;
+  const void *w16 = a->weight;
+  /* the images: flat runs of nx at stride xs, made dense */
+  rc = weft__cuda_check(ctx,
+                        weft__cu_pack(ctx->stream, a->x, WEFT_F32, x16, want,
+                                      a->batch, 1, xs, 0, 1, nx, nx),
+                        "conv2d: rounding x to 16 bits");
+  if (rc == 0 && l.w_own) {
+    w16 = base + l.w_off;
+    rc = weft__cuda_check(ctx,
+                          weft__cu_pack(ctx->stream, a->weight,
+                                        weft__cuda_weight_dtype(ctx, a->weight),
+                                        base + l.w_off, want, 1, 1, 0, 0, 1, nw,
+                                        nw),
+                          "conv2d: rounding the weight to 16 bits");
+  }
+  if (rc == 0) {
+    const float one = 1.0f, zero = 0.0f; /* fp32 compute: float scalars */
+    cudnnStatus_t st =
+        cudnnConvolutionForward(H(ctx), &one, d->x, x16, d->w, w16, d->conv,
+                                d->algo, ws, d->ws, &zero, d->y, y16);
+    if (st != CUDNN_STATUS_SUCCESS)
+      rc = weft__cuda_fail(ctx, status_code(st),
+                           "cudnnConvolutionForward (16-bit): %s",
+                           cudnnGetErrorString(st));
+  }
+  if (rc == 0)
+    rc =
+        weft__cuda_check(ctx,
+                         weft__cu_widen_planes(ctx->stream, y16, want, a->y, ys,
+                                               a->bias, a->batch, a->c_out, n),
+                         "conv2d: widening y");
+  /* back to the cache; later work on this stream is ordered after ours */
+  if (base != a->scratch) weft__cuda_free(ctx, base);
+  descs_free(d);
+  return rc;
 }
 
 #else /* no cuDNN */
@@ -201,6 +378,27 @@ int weft__cudnn_conv_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
 }
 
 int weft__cudnn_conv(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
+  (void)a;
+  return weft__cuda_fail(ctx, WEFT_EUNSUPPORTED,
+                         "weft was built without cuDNN");
+}
+
+bool weft__cudnn_conv16_supported(const weft__cuda_ctx *ctx,
+                                  const weft_conv2d_args *a) {
+  (void)ctx;
+  (void)a;
+  return false;
+}
+
+int weft__cudnn_conv16_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                            size_t *scratch) {
+  (void)ctx;
+  (void)a;
+  *scratch = 0;
+  return WEFT_EUNSUPPORTED;
+}
+
+int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   (void)a;
   return weft__cuda_fail(ctx, WEFT_EUNSUPPORTED,
                          "weft was built without cuDNN");

@@ -39,8 +39,11 @@ extern "C" {
 #endif
 
 /* How conv2d runs.  AUTO: cuDNN when weft was built with it and the shape
- * suits it (symmetric padding), else IM2COL.  IM2COL: an own im2col kernel
- * + cuBLAS SGEMM (1x1 stride-1 convolutions skip the im2col).  CUDNN: cuDNN
+ * suits it (symmetric padding; in FP16/BF16 precision also channel counts
+ * that are multiples of 8, and the output is rounded to 16 bits before it
+ * is widened to fp32), else IM2COL.  IM2COL: an own im2col kernel + cuBLAS
+ * SGEMM, or 16-bit columns + cuBLASLt with an fp32 output in FP16/BF16
+ * precision (1x1 stride-1 convolutions skip the im2col).  CUDNN: cuDNN
  * where it can, IM2COL where it cannot (asymmetric padding, no cuDNN). */
 typedef enum weft_cuda_conv_algo {
   WEFT_CUDA_CONV_AUTO = 0,
@@ -100,9 +103,21 @@ bool weft_backend_is_cuda(const weft_backend *be);
 int weft_cuda_set_tf32(weft_backend *be, bool allow);
 int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo);
 /* Which way conv2d would run these arguments: "gemm" (1x1 stride 1, no
- * padding), "cudnn" or "im2col"; NULL for invalid arguments or a non-CUDA
- * backend.  (transfer none: a static string) */
+ * padding), "cudnn" (FP32 precision), "cudnn16" (cuDNN on 16-bit copies of
+ * x and y, FP16/BF16 precision) or "im2col"; NULL for invalid arguments or
+ * a non-CUDA backend.  (transfer none: a static string) */
 const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a);
+/* Attention in FP16/BF16 precision: the fused kernel (flash16.cu: scores in
+ * registers, no scratch) where the head dim allows it (d == dv <= 160),
+ * else two cuBLASLt products around an fp32 softmax (attention_half.c).
+ * false forces the latter everywhere (tests compare the two).  Default
+ * true. */
+int weft_cuda_set_fused_attention(weft_backend *be, bool on);
+/* Which way attention would run these arguments: "fused", "cublas" (16-bit
+ * precision) or "fp32"; NULL for invalid arguments or a non-CUDA backend.
+ * (transfer none: a static string) */
+const char *weft_cuda_attention_path(weft_backend *be,
+                                     const weft_attn_args *a);
 /* true when weft was built with cuDNN and its handle came up. */
 bool weft_cuda_have_cudnn(const weft_backend *be);
 

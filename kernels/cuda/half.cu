@@ -1,6 +1,7 @@
 // half.cu - the kernels of the fp16/bf16 precision modes: packing fp32 (or
-// other 16-bit) operands into dense 16-bit matrices for cuBLASLt, the
-// reverse (16-bit weights to fp32 for FP32 mode), and the row softmax of
+// other 16-bit) operands into dense 16-bit matrices for cuBLASLt and cuDNN,
+// the reverse (16-bit weights to fp32 for FP32 mode), widening the 16-bit
+// output of the cuDNN convolution (with its bias), and the row softmax of
 // the 16-bit attention path (fp32 scores in, 16-bit probabilities out).
 // Rounding is round-to-nearest-even, as kernels/cpu's and pointwise.cu's
 // conversions, so a weight converted here equals one converted by
@@ -12,11 +13,14 @@
 
 // dtype codes of the launchers: weft_dtype values (WEFT_F32, WEFT_F16,
 // WEFT_BF16).
-__device__ __forceinline__ float ld_elem(const void *p, int64_t i, int dt) {
-  if (dt == WEFT_F32) return ((const float *)p)[i];
-  uint16_t h = ((const uint16_t *)p)[i];
+__device__ __forceinline__ float from16(uint16_t h, int dt) {
   if (dt == WEFT_F16) return __half2float(__ushort_as_half(h));
   return __uint_as_float((uint32_t)h << 16);
+}
+
+__device__ __forceinline__ float ld_elem(const void *p, int64_t i, int dt) {
+  if (dt == WEFT_F32) return ((const float *)p)[i];
+  return from16(((const uint16_t *)p)[i], dt);
 }
 
 __device__ __forceinline__ uint16_t to16(float v, int dt) {
@@ -93,6 +97,70 @@ extern "C" cudaError_t weft__cu_pack(cudaStream_t s, const void *src, int sdt,
   pack_kernel<<<weft_cu_blocks(total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
                 s>>>(src, sdt, dst, ddt, n_inner, s_outer, s_inner, rows, cols,
                      ld, total);
+  return cudaGetLastError();
+}
+
+// ---- widening a 16-bit convolution output --------------------------------
+
+// Plane p = b * c_out + o of src (dense 16-bit [planes][n]) to
+// y + b * ys + o * n, plus bias[o] in fp32 when there is a bias (the add
+// conv_cuda.c does for the other paths, so the rounding is the same).
+// V = 4: four columns per thread (n and ys multiples of 4, y 16-byte and
+// src 8-byte aligned: the launcher checks).  Grid: x over a plane's
+// columns, y over the planes.
+template <int V>
+__global__ void
+widen_planes_kernel(const uint16_t *__restrict__ src, int sdt,
+                    float *__restrict__ y, const float *__restrict__ bias,
+                    int64_t planes, int64_t c_out, int64_t ys, int64_t n) {
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
+    const int64_t b = p / c_out, o = p - b * c_out;
+    const uint16_t *sr = src + p * n;
+    float *yr = y + b * ys + o * n;
+    const bool has_bias = bias != nullptr;
+    const float bv = has_bias ? bias[o] : 0.0f;
+    for (int64_t j = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V;
+         j < n; j += (int64_t)gridDim.x * blockDim.x * V) {
+      if (V == 4) {
+        const uint2 h = *(const uint2 *)(sr + j);
+        float4 v = make_float4(from16((uint16_t)(h.x & 0xffffu), sdt),
+                               from16((uint16_t)(h.x >> 16), sdt),
+                               from16((uint16_t)(h.y & 0xffffu), sdt),
+                               from16((uint16_t)(h.y >> 16), sdt));
+        if (has_bias) {
+          v.x += bv;
+          v.y += bv;
+          v.z += bv;
+          v.w += bv;
+        }
+        *(float4 *)(yr + j) = v;
+      } else {
+        const float v = from16(sr[j], sdt);
+        yr[j] = has_bias ? v + bv : v;
+      }
+    }
+  }
+}
+
+extern "C" cudaError_t weft__cu_widen_planes(cudaStream_t s, const void *src,
+                                             int sdt, float *y, int64_t ys,
+                                             const float *bias, int64_t batch,
+                                             int64_t c_out, int64_t n) {
+  const int64_t planes = batch * c_out;
+  if (planes <= 0 || n <= 0) return cudaSuccess;
+  const bool vec = n % 4 == 0 && ys % 4 == 0 && (uintptr_t)y % 16 == 0 &&
+                   (uintptr_t)src % 8 == 0;
+  const int v = vec ? 4 : 1;
+  dim3 g(weft_cu_blocks((n + v - 1) / v, WEFT_CU_THREADS),
+         (unsigned)(planes < 65535 ? planes : 65535));
+  // keep the grid bounded; the loops stride over the rest
+  if ((int64_t)g.x * g.y > (1 << 22)) g.x = (unsigned)((1 << 22) / g.y) + 1;
+  if (vec)
+    widen_planes_kernel<4><<<g, WEFT_CU_THREADS, 0, s>>>(
+        (const uint16_t *)src, sdt, y, bias, planes, c_out, ys, n);
+  else
+    widen_planes_kernel<1><<<g, WEFT_CU_THREADS, 0, s>>>(
+        (const uint16_t *)src, sdt, y, bias, planes, c_out, ys, n);
   return cudaGetLastError();
 }
 

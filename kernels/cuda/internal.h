@@ -66,6 +66,7 @@ typedef struct weft__cuda_ctx {
   uint64_t n_lt, n_lt_fallback; /* 16-bit products on cuBLASLt / GemmEx */
   bool tf32;
   weft_cuda_conv_algo conv_algo;
+  bool attn_unfused; /* weft_cuda_set_fused_attention(be, false) */
   weft_cuda_precision precision; /* never AUTO */
   weft__cuda_ranges half;
   weft__cuda_cache cache;
@@ -178,9 +179,9 @@ size_t weft__cuda_conv2d_scratch_bytes(weft__cuda_ctx *ctx,
  */
 
 int weft__cudnn_init(weft__cuda_ctx *ctx, char *err, size_t err_size);
-/* The handle, made on first use (only FP32 precision convolves through
- * cuDNN, and cudnnCreate loads its libraries: a second or so that a 16-bit
- * run would pay at start for nothing); false without cuDNN. */
+/* The handle, made on first use by the first convolution that could run on
+ * cuDNN (cudnnCreate loads its libraries: a second or so that a run without
+ * such convolutions would pay at start for nothing); false without cuDNN. */
 bool weft__cudnn_ensure(weft__cuda_ctx *ctx);
 void weft__cudnn_destroy(weft__cuda_ctx *ctx);
 /* true when cuDNN can run this convolution (symmetric padding, int sizes) */
@@ -194,6 +195,25 @@ int weft__cudnn_conv_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
 /* y = conv(x, w) (no bias); workspace from a->scratch if large enough.
  * WEFT_EUNSUPPORTED as weft__cudnn_conv_plan. */
 int weft__cudnn_conv(weft__cuda_ctx *ctx, const weft_conv2d_args *a);
+
+/* The FP16/BF16 precision convolution (conv_cudnn.c says how): x rounded
+ * into a dense 16-bit copy, 16-bit weight (as registered, or rounded),
+ * 16-bit y widened to fp32 with the bias added.  Supported: what
+ * weft__cudnn_conv_supported takes, with c_in and c_out multiples of 8 and
+ * each 16-bit tensor under 2^31 elements. */
+bool weft__cudnn_conv16_supported(const weft__cuda_ctx *ctx,
+                                  const weft_conv2d_args *a);
+/* Picks the algorithm weft__cudnn_conv16 would run; *scratch gets the bytes
+ * it needs (16-bit x and y, the 16-bit weight unless a->weight is
+ * registered in the compute type and 16-byte aligned, cuDNN's workspace;
+ * each part 256-byte aligned from the scratch's start).  0, or
+ * WEFT_EUNSUPPORTED (caller: im2col), or WEFT_EDEVICE. */
+int weft__cudnn_conv16_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                            size_t *scratch);
+/* y = conv(x, w) + bias (a->bias fp32 or NULL); scratch from a->scratch
+ * when it is large enough, else the cache.  WEFT_EUNSUPPORTED as
+ * weft__cudnn_conv16_plan, before anything is written to a->y. */
+int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a);
 
 /* ---- Kernel launchers (the .cu files) --------------------------------------
  * Each queues its kernels on `s` and returns cudaGetLastError() (a launch
@@ -245,6 +265,12 @@ cudaError_t weft__cu_pack(cudaStream_t s, const void *src, int sdt, void *dst,
                           int ddt, int64_t n_outer, int64_t n_inner,
                           int64_t s_outer, int64_t s_inner, int64_t rows,
                           int64_t cols, int64_t ld);
+/* y[b * ys + o * n + j] = src[b][o][j] (dense 16-bit sdt, b < batch,
+ * o < c_out, j < n) widened to fp32, + bias[o] (fp32) when bias is not
+ * NULL. */
+cudaError_t weft__cu_widen_planes(cudaStream_t s, const void *src, int sdt,
+                                  float *y, int64_t ys, const float *bias,
+                                  int64_t batch, int64_t c_out, int64_t n);
 /* p (16-bit ddt, rows x lk) = softmax of each row of sc (fp32, rows x lk);
  * row r is query q0 + r % nq for the causal mask. */
 cudaError_t weft__cu_softmax16(cudaStream_t s, const float *sc, void *p,
@@ -264,12 +290,16 @@ cudaError_t weft__cu_im2col16(cudaStream_t s, const weft_conv2d_args *a,
                               int64_t n_img, int64_t n0, int64_t nb, void *col,
                               int dt);
 
-/* norm.cu.  group_norm needs a scratch of batch * channels * 2 floats. */
+/* norm.cu.  group_norm needs a scratch of group_norm_scratch_bytes (its
+ * chunks' partial statistics and each channel's scale and shift) with the
+ * alignment of a cudaMalloc'd block. */
+size_t weft__cu_group_norm_scratch_bytes(int64_t batch, int64_t channels,
+                                         int64_t spatial, int64_t groups);
 cudaError_t weft__cu_group_norm(cudaStream_t s, const float *x, float *y,
                                 int64_t batch, int64_t channels,
                                 int64_t spatial, int64_t groups, float eps,
                                 const float *gamma, const float *beta, int act,
-                                float *scratch);
+                                void *scratch);
 cudaError_t weft__cu_layer_norm(cudaStream_t s, const float *x, float *y,
                                 int64_t rows, int64_t dim, float eps,
                                 const float *gamma, const float *beta);
@@ -281,6 +311,13 @@ cudaError_t weft__cu_softmax(cudaStream_t s, const float *x, float *y,
  * (smem_optin bytes per block). */
 cudaError_t weft__cu_attention(cudaStream_t s, const weft_attn_args *a,
                                float scale, size_t smem_optin);
+
+/* flash16.cu: whether the fused 16-bit kernel takes these shapes (d == dv,
+ * d <= 160), and the kernel itself (bf16: BF16 operands, else FP16); scale
+ * already resolved.  No scratch. */
+bool weft__cu_flash16_fits(const weft_attn_args *a);
+cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,
+                             float scale, int bf16, int sm_count);
 
 #ifdef __cplusplus
 }

@@ -1,39 +1,110 @@
 // norm.cu - group norm (+ fused activation), layer norm and row softmax.
 // Statistics are two-pass (mean, then squared deviations) with double
 // accumulators, as kernels/cpu computes them, so a 40960-value group of a
-// 64x64 map stays exact and both backends agree to float rounding.
+// 64x64 map stays exact and both backends agree to float rounding (group
+// norm does both passes per 4096-value chunk and merges the chunks exactly).
 #include "common.cuh"
 
-#define NORM_THREADS 512
 #define ROW_THREADS 128
 
 // ---- group norm ------------------------------------------------------------
 
-// One block per (image, group): mean and rstd over cpg * spatial values,
-// then each channel's (scale, shift) in double, rounded once to float as
-// kernels/cpu/norm.c does: y = act(fma(x, scale, shift)), one rounding as
-// the AVX2 path there (its portable path rounds the product too; the two
-// differ where x * scale and shift cancel, e.g. one-element groups).
-__global__ void __launch_bounds__(NORM_THREADS)
-    gn_stats_kernel(const float *__restrict__ x, int64_t channels,
-                    int64_t spatial, int64_t groups, float eps,
-                    const float *__restrict__ gamma,
-                    const float *__restrict__ beta, float2 *__restrict__ ss) {
+// Three kernels, so that a group (image * groups + group, cpg * spatial
+// values) is spread over many blocks: the VAE's 1x128x512x512 map has only
+// 32 groups, one block each left 100 of 132 SMs idle.
+//   gn_chunk_kernel: one block per GN_CHUNK values of a group; the chunk's
+//     sum and its squared deviations from its own mean, both passes from
+//     registers, so x is read once.
+//   gn_finalize_kernel: one block per group merges its chunks (Chan et al.:
+//     M2 = sum of M2_k + n_k (mean_k - mean)^2, every term >= 0, so no
+//     cancellation) and writes each channel's (scale, shift).
+//   gn_apply_kernel: y = act(fma(x, scale, shift)).
+// Every sum runs in a fixed order: the same input gives the same bits.  A
+// group of one chunk gets exactly the plain two-pass statistics.
+#define GN_THREADS 256
+#define GN_VALS 16 // values a thread keeps in registers
+#define GN_CHUNK (GN_THREADS * GN_VALS)
+#define GN_FIN_THREADS 128
+
+static int64_t gn_chunks(int64_t len) {
+  return (len + GN_CHUNK - 1) / GN_CHUNK;
+}
+
+static bool aligned16(const void *p) {
+  return ((uintptr_t)p & 15) == 0;
+}
+
+// Where a thread's j-th value sits in its chunk: value j % 4 of its
+// (j / 4)-th float4 (VEC), or its j-th value; a warp's loads are coalesced.
+template <bool VEC> __device__ __forceinline__ int gn_at(int j) {
+  const int t = (int)threadIdx.x;
+  return VEC ? ((j >> 2) * GN_THREADS + t) * 4 + (j & 3) : j * GN_THREADS + t;
+}
+
+// part[block] = (sum, sum of (x - chunk mean)^2) of the block's chunk.  VEC:
+// x is 16-byte aligned and len % 4 == 0, so every chunk is whole float4s.
+template <bool VEC>
+__global__ void __launch_bounds__(GN_THREADS)
+    gn_chunk_kernel(const float *__restrict__ x, int64_t len, int64_t nchunk,
+                    double2 *__restrict__ part) {
+  __shared__ double red[32];
+  const int64_t t = blockIdx.x / nchunk, k = blockIdx.x % nchunk;
+  const float *p = x + t * len + k * GN_CHUNK;
+  const int n = (int)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
+  float v[GN_VALS];
+#pragma unroll
+  for (int j = 0; j < GN_VALS; j += VEC ? 4 : 1) {
+    const int i = gn_at<VEC>(j);
+    if constexpr (VEC) {
+      const float4 a = i < n ? *reinterpret_cast<const float4 *>(p + i)
+                             : make_float4(0.f, 0.f, 0.f, 0.f);
+      v[j] = a.x, v[j + 1] = a.y, v[j + 2] = a.z, v[j + 3] = a.w;
+    } else {
+      v[j] = i < n ? p[i] : 0.f;
+    }
+  }
+  double s = 0;
+#pragma unroll
+  for (int j = 0; j < GN_VALS; j++)
+    s += v[j];
+  const double sum = weft_cu_block_sum(s, red), mean = sum / n;
+  double q = 0;
+#pragma unroll
+  for (int j = 0; j < GN_VALS; j++) {
+    const double d = v[j] - mean;
+    if (gn_at<VEC>(j) < n) q += d * d;
+  }
+  const double m2 = weft_cu_block_sum(q, red);
+  if (threadIdx.x == 0) part[blockIdx.x] = make_double2(sum, m2);
+}
+
+// One block per group: mean and rstd from its chunks, then each channel's
+// (scale, shift) in double, rounded once to float as kernels/cpu/norm.c
+// does: y = act(fma(x, scale, shift)), one rounding as the AVX2 path there
+// (its portable path rounds the product too; the two differ where x * scale
+// and shift cancel, e.g. one-element groups).
+__global__ void __launch_bounds__(GN_FIN_THREADS)
+    gn_finalize_kernel(const double2 *__restrict__ part, int64_t nchunk,
+                       int64_t len, int64_t channels, int64_t groups, float eps,
+                       const float *__restrict__ gamma,
+                       const float *__restrict__ beta,
+                       float2 *__restrict__ ss) {
   __shared__ double red[32];
   const int64_t t = blockIdx.x; // image * groups + group
-  const int64_t cpg = channels / groups, len = cpg * spatial;
-  const float *xg = x + t * len;
+  const double2 *pt = part + t * nchunk;
   double s = 0;
-  for (int64_t i = threadIdx.x; i < len; i += blockDim.x)
-    s += xg[i];
+  for (int64_t k = threadIdx.x; k < nchunk; k += blockDim.x)
+    s += pt[k].x;
   const double mean = weft_cu_block_sum(s, red) / (double)len;
   double q = 0;
-  for (int64_t i = threadIdx.x; i < len; i += blockDim.x) {
-    double d = xg[i] - mean;
-    q += d * d;
+  for (int64_t k = threadIdx.x; k < nchunk; k += blockDim.x) {
+    const double n = (double)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
+    const double d = pt[k].x / n - mean;
+    q += pt[k].y + n * d * d;
   }
   const double var = weft_cu_block_sum(q, red) / (double)len;
   const double rstd = 1.0 / sqrt(var + (double)eps);
+  const int64_t cpg = channels / groups;
   const int64_t image = t / groups, c0 = (t % groups) * cpg;
   for (int64_t c = threadIdx.x; c < cpg; c += blockDim.x) {
     double g = gamma ? gamma[c0 + c] : 1.0;
@@ -44,37 +115,78 @@ __global__ void __launch_bounds__(NORM_THREADS)
   }
 }
 
-// y = act(x * scale + shift) per plane (image, channel); y may equal x.
+// y = act(fma(x, scale, shift)) over items of W values (1, or a float4),
+// per_plane items to an (image, channel) plane.  y may equal x: an item is
+// read, then written, by one thread.  I is uint32_t where the items fit:
+// a 64-bit division per item costs more than its memory traffic.
+template <typename I, int W>
 __global__ void gn_apply_kernel(const float *x, float *y,
-                                const float2 *__restrict__ ss, int64_t planes,
-                                int64_t spatial, int act) {
-  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
-    const float2 v = ss[p];
-    const float *xp = x + p * spatial;
-    float *yp = y + p * spatial;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-         i < spatial; i += (int64_t)gridDim.x * blockDim.x)
-      yp[i] = weft_cu_act1(act, fmaf(xp[i], v.x, v.y));
+                                const float2 *__restrict__ ss, I items,
+                                I per_plane, int act) {
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < items;
+       i += (I)gridDim.x * blockDim.x) {
+    const float2 v = ss[i / per_plane];
+    if constexpr (W == 4) {
+      float4 a = reinterpret_cast<const float4 *>(x)[i];
+      a.x = weft_cu_act1(act, fmaf(a.x, v.x, v.y));
+      a.y = weft_cu_act1(act, fmaf(a.y, v.x, v.y));
+      a.z = weft_cu_act1(act, fmaf(a.z, v.x, v.y));
+      a.w = weft_cu_act1(act, fmaf(a.w, v.x, v.y));
+      reinterpret_cast<float4 *>(y)[i] = a;
+    } else {
+      y[i] = weft_cu_act1(act, fmaf(x[i], v.x, v.y));
+    }
   }
+}
+
+template <typename I, int W>
+static void gn_apply(cudaStream_t s, const float *x, float *y, const float2 *ss,
+                     int64_t items, int64_t per_plane, int act) {
+  gn_apply_kernel<I, W>
+      <<<weft_cu_blocks(items, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+          x, y, ss, (I)items, (I)per_plane, act);
+}
+
+extern "C" size_t weft__cu_group_norm_scratch_bytes(int64_t batch,
+                                                    int64_t channels,
+                                                    int64_t spatial,
+                                                    int64_t groups) {
+  const int64_t nchunk = gn_chunks(channels / groups * spatial);
+  return (size_t)(batch * groups * nchunk) * sizeof(double2) +
+         (size_t)(batch * channels) * sizeof(float2);
 }
 
 extern "C" cudaError_t
 weft__cu_group_norm(cudaStream_t s, const float *x, float *y, int64_t batch,
                     int64_t channels, int64_t spatial, int64_t groups,
                     float eps, const float *gamma, const float *beta, int act,
-                    float *scratch) {
-  float2 *ss = reinterpret_cast<float2 *>(scratch);
-  int64_t blocks = batch * groups;
+                    void *scratch) {
+  const int64_t len = channels / groups * spatial, nchunk = gn_chunks(len);
+  const int64_t blocks = batch * groups * nchunk;
   if (blocks > INT32_MAX) return cudaErrorInvalidValue;
-  gn_stats_kernel<<<(unsigned)blocks, NORM_THREADS, 0, s>>>(
-      x, channels, spatial, groups, eps, gamma, beta, ss);
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) return e;
-  int64_t planes = batch * channels;
-  dim3 g(weft_cu_blocks(spatial, WEFT_CU_THREADS),
-         (unsigned)(planes < 65535 ? planes : 65535));
-  if ((int64_t)g.x * g.y > (1 << 22)) g.x = (unsigned)((1 << 22) / g.y) + 1;
-  gn_apply_kernel<<<g, WEFT_CU_THREADS, 0, s>>>(x, y, ss, planes, spatial, act);
+  double2 *part = static_cast<double2 *>(scratch);
+  float2 *ss = reinterpret_cast<float2 *>(part + blocks);
+  if (len % 4 == 0 && aligned16(x))
+    gn_chunk_kernel<true>
+        <<<(unsigned)blocks, GN_THREADS, 0, s>>>(x, len, nchunk, part);
+  else
+    gn_chunk_kernel<false>
+        <<<(unsigned)blocks, GN_THREADS, 0, s>>>(x, len, nchunk, part);
+  gn_finalize_kernel<<<(unsigned)(batch * groups), GN_FIN_THREADS, 0, s>>>(
+      part, nchunk, len, channels, groups, eps, gamma, beta, ss);
+  // uint32_t indices: items <= INT32_MAX and a grid stride <= 2^28 cannot
+  // wrap.  An error of any launch stays for cudaGetLastError below.
+  const int64_t n = batch * channels * spatial;
+  if (spatial % 4 == 0 && aligned16(x) && aligned16(y)) {
+    if (n / 4 <= INT32_MAX)
+      gn_apply<uint32_t, 4>(s, x, y, ss, n / 4, spatial / 4, act);
+    else
+      gn_apply<int64_t, 4>(s, x, y, ss, n / 4, spatial / 4, act);
+  } else if (n <= INT32_MAX) {
+    gn_apply<uint32_t, 1>(s, x, y, ss, n, spatial, act);
+  } else {
+    gn_apply<int64_t, 1>(s, x, y, ss, n, spatial, act);
+  }
   return cudaGetLastError();
 }
 
