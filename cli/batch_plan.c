@@ -160,6 +160,26 @@ static void where_of(const weft__batch_plan *p, int src, int line, char *buf,
     snprintf(buf, len, "%s:%d", p->m->name, line);
 }
 
+/* Sets a job's values (v, from job_values) on g; inputs the last job set
+ * and this one does not go back to the graph's defaults. */
+static int apply_vals(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g,
+                      const job_vals *v, char *err, size_t errlen) {
+  int rc = 0;
+  for (int i = 0; i < p->n_inputs && !rc; i++) {
+    char where[1200];
+    if (v->vals[i]) {
+      where_of(p, v->src[i], v->line, where, sizeof where);
+      rc = set_one(p, ctx, g, i, v->vals[i], where, err, errlen);
+      p->dirty[i] = true;
+    } else if (p->dirty[i] && p->base[i]) {
+      rc =
+          set_one(p, ctx, g, i, p->base[i], "the graph's default", err, errlen);
+      p->dirty[i] = false;
+    }
+  }
+  return rc;
+}
+
 int weft__batch_apply(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g,
                       int64_t job, char *err, size_t errlen) {
   job_vals v;
@@ -168,19 +188,7 @@ int weft__batch_apply(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g,
     return weft__batch_fail(err, errlen, WEFT_ENOMEM, "out of memory");
   }
   job_values(p, job, &v);
-  int rc = 0;
-  for (int i = 0; i < p->n_inputs && !rc; i++) {
-    char where[1200];
-    if (v.vals[i]) {
-      where_of(p, v.src[i], v.line, where, sizeof where);
-      rc = set_one(p, ctx, g, i, v.vals[i], where, err, errlen);
-      p->dirty[i] = true;
-    } else if (p->dirty[i] && p->base[i]) {
-      rc =
-          set_one(p, ctx, g, i, p->base[i], "the graph's default", err, errlen);
-      p->dirty[i] = false;
-    }
-  }
+  int rc = apply_vals(p, ctx, g, &v, err, errlen);
   job_vals_free(&v);
   return rc;
 }
@@ -419,7 +427,7 @@ int weft__batch_plan_build(weft__batch_plan *p, weft_ctx *ctx, weft_graph *g,
   if (rc) weft__batch_fail(err, errlen, rc, "out of memory");
   for (int64_t j = 0; !rc && j < p->n_jobs; j++) {
     job_values(p, j, &v);
-    if (!(rc = weft__batch_apply(p, ctx, g, j, err, errlen)))
+    if (!(rc = apply_vals(p, ctx, g, &v, err, errlen)))
       rc = name_job(p, g, j, v.vals, err, errlen);
   }
   job_vals_free(&v);
