@@ -26,10 +26,8 @@
 #define FA_BK 64 // keys per tile
 
 struct fa_params {
-  const float *q, *k, *v;
-  float *o;
-  int64_t qsb, qsh, qsl, ksb, ksh, ksl, vsb, vsh, vsl, osb, osh, osl;
-  int64_t heads, bh0;
+  weft_attn_args a; // the caller's (pointers, strides), by value
+  int64_t bh0;      // first (batch * heads + head) of this launch
   int lq, lk, d;
   float scale_log2; // scale * log2(e)
   int causal;
@@ -108,12 +106,13 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
   __shared__ __align__(16) uint32_t sV[FA_BK * LDW];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c2 = 2 * (lane & 3); // fragment row, column pair
+  const weft_attn_args &a = p.a;
   const int64_t bh = p.bh0 + blockIdx.y;
-  const int64_t b = bh / p.heads, h = bh % p.heads;
+  const int64_t b = bh / a.heads, h = bh % a.heads;
   const int q0 = blockIdx.x * 16 * W, qw = q0 + 16 * warp;
-  const float *qp = p.q + b * p.qsb + h * p.qsh;
-  const float *kp = p.k + b * p.ksb + h * p.ksh;
-  const float *vp = p.v + b * p.vsb + h * p.vsh;
+  const float *qp = a.q + b * a.q_s.b + h * a.q_s.h;
+  const float *kp = a.k + b * a.k_s.b + h * a.k_s.h;
+  const float *vp = a.v + b * a.v_s.b + h * a.v_s.h;
 
   // This warp's 16 query rows as A fragments, zeros past lq and d.
   uint32_t qa[NK][4];
@@ -124,7 +123,7 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
       const int r = qw + g + 8 * (j & 1), c = kk * 16 + c2 + 8 * (j >> 1);
       float lo = 0.0f, hi = 0.0f;
       if (r < p.lq) {
-        const float *x = qp + (int64_t)r * p.qsl;
+        const float *x = qp + (int64_t)r * a.q_s.l;
         if (c < p.d) lo = x[c];
         if (c + 1 < p.d) hi = x[c + 1];
       }
@@ -143,8 +142,8 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
   const int kend = p.causal ? min(p.lk, q0 + 16 * W) : p.lk;
   for (int kt = 0; kt < kend; kt += FA_BK) {
     __syncthreads(); // the previous tile is no longer read
-    load_tile<DP, BF, NT>(sK, kp, p.ksl, kt, p.lk, p.d, p.vec2);
-    load_tile<DP, BF, NT>(sV, vp, p.vsl, kt, p.lk, p.d, p.vec2);
+    load_tile<DP, BF, NT>(sK, kp, a.k_s.l, kt, p.lk, p.d, p.vec2);
+    load_tile<DP, BF, NT>(sV, vp, a.v_s.l, kt, p.lk, p.d, p.vec2);
     __syncthreads();
 
     float s[8][4];
@@ -217,14 +216,14 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
     }
   }
 
-  float *op = p.o + b * p.osb + h * p.osh;
+  float *op = a.o + b * a.o_s.b + h * a.o_s.h;
 #pragma unroll
   for (int i = 0; i < 2; i++) {
     l[i] += __shfl_xor_sync(WEFT_CU_FULL_MASK, l[i], 1);
     l[i] += __shfl_xor_sync(WEFT_CU_FULL_MASK, l[i], 2);
     if (row[i] >= p.lq) continue;
     const float inv = 1.0f / l[i];
-    float *x = op + (int64_t)row[i] * p.osl;
+    float *x = op + (int64_t)row[i] * a.o_s.l;
 #pragma unroll
     for (int n = 0; n < ND; n++) {
       const int c = n * 8 + c2;
@@ -291,23 +290,7 @@ extern "C" cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,
                                         float scale, int bf16, int sm_count) {
   if (!weft__cu_flash16_fits(a)) return cudaErrorInvalidValue;
   fa_params p;
-  p.q = a->q;
-  p.k = a->k;
-  p.v = a->v;
-  p.o = a->o;
-  p.qsb = a->q_s.b;
-  p.qsh = a->q_s.h;
-  p.qsl = a->q_s.l;
-  p.ksb = a->k_s.b;
-  p.ksh = a->k_s.h;
-  p.ksl = a->k_s.l;
-  p.vsb = a->v_s.b;
-  p.vsh = a->v_s.h;
-  p.vsl = a->v_s.l;
-  p.osb = a->o_s.b;
-  p.osh = a->o_s.h;
-  p.osl = a->o_s.l;
-  p.heads = a->heads;
+  p.a = *a;
   p.bh0 = 0;
   p.lq = (int)a->lq;
   p.lk = (int)a->lk;
