@@ -29,7 +29,9 @@
  * conv_out's 3 stay on im2col).  Scratch: a 128-channel 512x512 VAE map,
  * whose 604 MB im2col in 16 bits goes in 64 MiB blocks of a few hundred
  * columns, needs here the 16-bit x and y (64 MiB each) and the workspace. */
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -40,25 +42,93 @@
 
 #define H(ctx) ((cudnnHandle_t)(ctx)->cudnn)
 
+/* ---- the algorithm cache ----
+ * cudnnGetConvolutionForwardAlgorithm_v7 costs tens of microseconds of host
+ * time, and a UNet step makes about 70 convolutions of a dozen shapes (and
+ * asks each one's scratch first): the choice is kept per shape.  The
+ * heuristic answers the same for the same descriptors, so a cached choice
+ * is the one a fresh query would make.  A full cache starts over. */
+#define PLAN_KEY 15
+#define PLAN_SLOTS 128
+
+typedef struct plan_entry {
+  int64_t key[PLAN_KEY];
+  int algo; /* -1: no algorithm suits (the caller goes to im2col) */
+  int math;
+  size_t ws;
+} plan_entry;
+
+typedef struct plan_cache {
+  pthread_mutex_t mu;
+  int n;
+  plan_entry e[PLAN_SLOTS];
+} plan_cache;
+
+static void plan_key(const weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                     weft_dtype dt, int64_t xs, int64_t ys, int64_t *k) {
+  const int64_t v[PLAN_KEY] = {
+      dt,          ctx->tf32,  a->batch,    a->c_in, a->h_in,
+      a->w_in,     a->c_out,   a->k_h,      a->k_w,  a->stride_h,
+      a->stride_w, a->pad_top, a->pad_left, xs,      ys};
+  memcpy(k, v, sizeof v);
+}
+
+static const plan_entry *plan_find(plan_cache *c, const int64_t *key,
+                                   plan_entry *out) {
+  const plan_entry *hit = NULL;
+  pthread_mutex_lock(&c->mu);
+  for (int i = 0; i < c->n && !hit; i++)
+    if (!memcmp(c->e[i].key, key, sizeof c->e[i].key)) {
+      *out = c->e[i];
+      hit = out;
+    }
+  pthread_mutex_unlock(&c->mu);
+  return hit;
+}
+
+static void plan_put(plan_cache *c, const plan_entry *p) {
+  pthread_mutex_lock(&c->mu);
+  if (c->n == PLAN_SLOTS) c->n = 0;
+  c->e[c->n++] = *p;
+  pthread_mutex_unlock(&c->mu);
+}
+
 int weft__cudnn_init(weft__cuda_ctx *ctx, char *err, size_t err_size) {
+  plan_cache *c = calloc(1, sizeof *c);
+  if (!c || pthread_mutex_init(&c->mu, NULL) != 0) {
+    free(c);
+    snprintf(err, err_size, "out of memory");
+    return WEFT_ENOMEM;
+  }
   cudnnHandle_t h;
   cudnnStatus_t st = cudnnCreate(&h);
   if (st != CUDNN_STATUS_SUCCESS) {
     snprintf(err, err_size, "cudnnCreate: %s", cudnnGetErrorString(st));
+    pthread_mutex_destroy(&c->mu);
+    free(c);
     return WEFT_EDEVICE;
   }
   if ((st = cudnnSetStream(h, ctx->stream)) != CUDNN_STATUS_SUCCESS) {
     snprintf(err, err_size, "cudnnSetStream: %s", cudnnGetErrorString(st));
     cudnnDestroy(h);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
     return WEFT_EDEVICE;
   }
   ctx->cudnn = h;
+  ctx->cudnn_plans = c;
   return 0;
 }
 
 void weft__cudnn_destroy(weft__cuda_ctx *ctx) {
   if (ctx->cudnn) cudnnDestroy(H(ctx));
   ctx->cudnn = NULL;
+  plan_cache *c = ctx->cudnn_plans;
+  if (c) {
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+  }
+  ctx->cudnn_plans = NULL;
 }
 
 static bool fits_int(int64_t v) {
@@ -181,32 +251,45 @@ static int plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a, weft_dtype dt,
   CK(cudnnSetConvolutionMathType(d->conv, !f32        ? CUDNN_TENSOR_OP_MATH
                                           : ctx->tf32 ? CUDNN_DEFAULT_MATH
                                                       : CUDNN_FMA_MATH));
-  cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-  int got = 0;
-  CK(cudnnGetConvolutionForwardAlgorithm_v7(H(ctx), d->x, d->w, d->conv, d->y,
-                                            CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                            &got, perf));
-  int pick = -1;
-  for (int i = 0; i < got && pick < 0; i++)
-    if (perf[i].status == CUDNN_STATUS_SUCCESS &&
-        perf[i].determinism == CUDNN_DETERMINISTIC &&
-        (f32 ? ctx->tf32 || perf[i].mathType == CUDNN_FMA_MATH
-             : gemm_family(perf[i].algo) &&
-                   perf[i].mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
-      pick = i;
-  if (pick < 0) { /* the caller falls back to im2col */
+  plan_entry pe;
+  plan_key(ctx, a, dt, xs, ys, pe.key);
+  if (!plan_find(ctx->cudnn_plans, pe.key, &pe)) {
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int got = 0;
+    CK(cudnnGetConvolutionForwardAlgorithm_v7(H(ctx), d->x, d->w, d->conv, d->y,
+                                              CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                              &got, perf));
+    int pick = -1;
+    for (int i = 0; i < got && pick < 0; i++)
+      if (perf[i].status == CUDNN_STATUS_SUCCESS &&
+          perf[i].determinism == CUDNN_DETERMINISTIC &&
+          (f32 ? ctx->tf32 || perf[i].mathType == CUDNN_FMA_MATH
+               : gemm_family(perf[i].algo) &&
+                     perf[i].mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+        pick = i;
+    pe.algo = pick < 0 ? -1 : (int)perf[pick].algo;
+    pe.math = pick < 0 ? 0 : (int)perf[pick].mathType;
+    pe.ws = 0;
+    if (pick >= 0) {
+      /* 16-bit: run in the math mode the heuristic ranked the algorithm
+       * with, as cuDNN asks of a caller that picks from its list */
+      if (!f32) CK(cudnnSetConvolutionMathType(d->conv, perf[pick].mathType));
+      CK(cudnnGetConvolutionForwardWorkspaceSize(
+          H(ctx), d->x, d->w, d->conv, d->y, perf[pick].algo, &pe.ws));
+    }
+    plan_put(ctx->cudnn_plans, &pe);
+  } else if (pe.algo >= 0 && !f32) {
+    CK(cudnnSetConvolutionMathType(d->conv, (cudnnMathType_t)pe.math));
+  }
+  if (pe.algo < 0) { /* the caller falls back to im2col */
     descs_free(d);
     return weft__cuda_fail(ctx, WEFT_EUNSUPPORTED,
                            "cuDNN offers no deterministic %s algorithm for "
                            "this convolution",
                            f32 ? "FMA fp32" : "implicit-GEMM 16-bit");
   }
-  d->algo = perf[pick].algo;
-  /* 16-bit: run in the math mode the heuristic ranked the algorithm with,
-   * as cuDNN asks of a caller that picks from its list */
-  if (!f32) CK(cudnnSetConvolutionMathType(d->conv, perf[pick].mathType));
-  CK(cudnnGetConvolutionForwardWorkspaceSize(H(ctx), d->x, d->w, d->conv, d->y,
-                                             d->algo, &d->ws));
+  d->algo = (cudnnConvolutionFwdAlgo_t)pe.algo;
+  d->ws = pe.ws;
   return 0;
 }
 

@@ -34,7 +34,8 @@ struct fa_params {
   int vec2; // every row start 8-byte aligned and d even: float2 loads
 };
 
-template <bool BF> __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+template <bool BF>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   uint32_t r;
   if (BF) {
     __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
@@ -191,7 +192,7 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
     // P = exp2(S - m) as A fragments: key tiles 2j and 2j + 1 make k-step j
     uint32_t pa[4][4];
 #pragma unroll
-    for (int j = 0; j < 4; j++)
+    for (int j = 0; j < 4; j++) {
 #pragma unroll
       for (int t = 0; t < 2; t++) {
         float *sn = s[2 * j + t];
@@ -202,6 +203,7 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
         pa[j][2 * t] = pack2<BF>(p0, p1);
         pa[j][2 * t + 1] = pack2<BF>(p2, p3);
       }
+    }
 
     // O += P V: lanes 0-15 address the 16 key rows of the k-step
 #pragma unroll
@@ -282,8 +284,7 @@ static cudaError_t launch_dp(cudaStream_t s, const fa_params &p, int64_t bh,
 }
 
 static bool even8(const void *ptr, int64_t s0, int64_t s1, int64_t s2) {
-  return ((uintptr_t)ptr & 7) == 0 && s0 % 2 == 0 && s1 % 2 == 0 &&
-         s2 % 2 == 0;
+  return ((uintptr_t)ptr & 7) == 0 && s0 % 2 == 0 && s1 % 2 == 0 && s2 % 2 == 0;
 }
 
 extern "C" cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,

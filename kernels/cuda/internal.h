@@ -60,6 +60,7 @@ typedef struct weft__cuda_ctx {
   void *blas;  /* cublasHandle_t */
   void *cudnn; /* cudnnHandle_t, NULL without cuDNN or before first use */
   bool cudnn_tried; /* weft__cudnn_ensure ran (made it, or found none) */
+  void *cudnn_plans; /* conv_cudnn.c's algorithm cache (with the handle) */
   void *lt;    /* cublasLtHandle_t */
   void *lt_ws; /* cuBLASLt workspace (from the cache, made on first use) */
   size_t lt_ws_bytes;
