@@ -229,6 +229,12 @@ int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo) {
   return 0;
 }
 
+int weft_cuda_start_cudnn(weft_backend *be) {
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  if (CTX(be)->conv_algo != WEFT_CUDA_CONV_IM2COL) weft__cudnn_start(CTX(be));
+  return 0;
+}
+
 bool weft_cuda_have_cudnn(const weft_backend *be) {
   return weft_backend_is_cuda(be) && enter(CTX(be)) == 0 &&
          weft__cudnn_ensure(CTX(be));

@@ -121,6 +121,7 @@ int weft__cudnn_init(weft__cuda_ctx *ctx, char *err, size_t err_size) {
 }
 
 void weft__cudnn_destroy(weft__cuda_ctx *ctx) {
+  weft__cudnn_join(ctx);
   if (ctx->cudnn) cudnnDestroy(H(ctx));
   ctx->cudnn = NULL;
   plan_cache *c = ctx->cudnn_plans;
@@ -442,7 +443,7 @@ int weft__cudnn_init(weft__cuda_ctx *ctx, char *err, size_t err_size) {
 }
 
 void weft__cudnn_destroy(weft__cuda_ctx *ctx) {
-  (void)ctx;
+  weft__cudnn_join(ctx);
 }
 
 bool weft__cudnn_conv_supported(const weft__cuda_ctx *ctx,
@@ -489,7 +490,38 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
 
 #endif
 
+/* weft_cuda_start_cudnn's thread: the handle made beside the caller's
+ * work (cudnnCreate loads cuDNN's libraries, a second or so); nothing but
+ * ctx->cudnn and ctx->cudnn_plans is written, and the caller reads them
+ * only after joining. */
+static void *cudnn_start_main(void *arg) {
+  weft__cuda_ctx *ctx = arg;
+  char err[256];
+  if (cudaSetDevice(ctx->device) == cudaSuccess)
+    weft__cudnn_init(ctx, err, sizeof err); /* none: im2col instead */
+  else
+    cudaGetLastError();
+  return NULL;
+}
+
+void weft__cudnn_start(weft__cuda_ctx *ctx) {
+  if (!WEFT_HAVE_CUDNN || ctx->cudnn || ctx->cudnn_tried ||
+      ctx->cudnn_starting)
+    return;
+  /* a thread that cannot start leaves it to the first convolution */
+  ctx->cudnn_starting =
+      pthread_create(&ctx->cudnn_thread, NULL, cudnn_start_main, ctx) == 0;
+}
+
+void weft__cudnn_join(weft__cuda_ctx *ctx) {
+  if (!ctx->cudnn_starting) return;
+  pthread_join(ctx->cudnn_thread, NULL);
+  ctx->cudnn_starting = false;
+  ctx->cudnn_tried = true;
+}
+
 bool weft__cudnn_ensure(weft__cuda_ctx *ctx) {
+  weft__cudnn_join(ctx);
   if (!ctx->cudnn && !ctx->cudnn_tried) {
     char err[256];
     ctx->cudnn_tried = true;

@@ -118,6 +118,12 @@ int weft_cuda_set_fused_attention(weft_backend *be, bool on);
  * (transfer none: a static string) */
 const char *weft_cuda_attention_path(weft_backend *be,
                                      const weft_attn_args *a);
+/* Starts loading cuDNN (its handle, a second or so of library loading) on
+ * a thread of its own, so that it overlaps what the caller does next (a
+ * checkpoint's load); the first convolution that wants cuDNN waits for it.
+ * Without this the first such convolution loads it.  Nothing without
+ * cuDNN or when it is loaded already.  0, or WEFT_EINVAL. */
+int weft_cuda_start_cudnn(weft_backend *be);
 /* true when weft was built with cuDNN and its handle came up. */
 bool weft_cuda_have_cudnn(const weft_backend *be);
 

@@ -61,6 +61,8 @@ typedef struct weft__cuda_ctx {
   void *cudnn; /* cudnnHandle_t, NULL without cuDNN or before first use */
   bool cudnn_tried; /* weft__cudnn_ensure ran (made it, or found none) */
   void *cudnn_plans; /* conv_cudnn.c's algorithm cache (with the handle) */
+  pthread_t cudnn_thread; /* weft_cuda_start_cudnn's, while cudnn_starting */
+  bool cudnn_starting;
   void *lt;    /* cublasLtHandle_t */
   void *lt_ws; /* cuBLASLt workspace (from the cache, made on first use) */
   size_t lt_ws_bytes;
@@ -184,6 +186,11 @@ int weft__cudnn_init(weft__cuda_ctx *ctx, char *err, size_t err_size);
  * cuDNN (cudnnCreate loads its libraries: a second or so that a run without
  * such convolutions would pay at start for nothing); false without cuDNN. */
 bool weft__cudnn_ensure(weft__cuda_ctx *ctx);
+/* Starts making the handle on a thread of its own (weft_cuda_start_cudnn;
+ * nothing without cuDNN); weft__cudnn_join waits for it (ensure and
+ * destroy do). */
+void weft__cudnn_start(weft__cuda_ctx *ctx);
+void weft__cudnn_join(weft__cuda_ctx *ctx);
 void weft__cudnn_destroy(weft__cuda_ctx *ctx);
 /* true when cuDNN can run this convolution (symmetric padding, int sizes) */
 bool weft__cudnn_conv_supported(const weft__cuda_ctx *ctx,

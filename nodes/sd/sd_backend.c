@@ -46,6 +46,8 @@ weft_backend *sd_backend_new(weft_call *c, const char *what, int *code) {
     if (be) {
       h->log(c, WEFT_LOG_INFO, "%s runs on CUDA device 0 (%s)", what,
              weft_cuda_device_name(be));
+      /* the convolutions' library loads while the weights do */
+      weft_cuda_start_cudnn(be);
       return be;
     }
     if (!automatic) {

@@ -2193,6 +2193,24 @@ TEST(steady_state_bf16_makes_no_cudamalloc) {
 
 /* With TF32 allowed a large GEMM is still close (about 1e-3 relative) and
  * switching it off again restores fp32 accuracy. */
+/* weft_cuda_start_cudnn: the handle made on a thread of its own; the next
+ * convolution waits for it and goes the way it would have (cudnn16 where
+ * cuDNN is built in, conv_case asserts the path); a backend freed while
+ * the thread may still run waits for it. */
+TEST(cudnn_started_in_the_background) {
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  ASSERT_EQ(weft_cuda_start_cudnn(p.cpu), WEFT_EINVAL);
+  ASSERT_OK(weft_cuda_start_cudnn(p.gpu));
+  ASSERT_OK(weft_cuda_start_cudnn(p.gpu)); /* again: nothing more */
+  const conv_shape c = {2, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1};
+  conv_case(&p, "3x3 after a background start", &c, WEFT_CUDA_CONV_AUTO, 290);
+  teardown(&p);
+  weft_backend *be = weft_backend_cuda_new(0);
+  ASSERT(be);
+  ASSERT_OK(weft_cuda_start_cudnn(be));
+  weft_backend_free(be);
+}
+
 TEST(tf32_is_opt_in) {
   pair p = setup();
   weft_gemm_args g = {.m = 512,
