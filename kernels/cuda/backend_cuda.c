@@ -120,6 +120,22 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
              count, count == 1 ? "" : "s");
     return NULL;
   }
+  /* AUTO convolutions: WEFT_CUDA_CONV may name one way for the process
+   * (benchmarks compare them) */
+  const char *conv_env = getenv("WEFT_CUDA_CONV");
+  if (o.conv_algo == WEFT_CUDA_CONV_AUTO && conv_env && *conv_env) {
+    static const char *const names[] = {"auto", "im2col", "cudnn", "igemm"};
+    int found = -1;
+    for (int i = 0; i < 4 && found < 0; i++)
+      if (!strcmp(conv_env, names[i])) found = i;
+    if (found < 0) {
+      snprintf(err, err_size,
+               "WEFT_CUDA_CONV=%s: expected auto, im2col, cudnn or igemm",
+               conv_env);
+      return NULL;
+    }
+    o.conv_algo = (weft_cuda_conv_algo)found;
+  }
   weft_cuda_precision prec;
   if (weft__cuda_precision_resolve(o.precision, &prec, err, err_size) != 0)
     return NULL;
@@ -223,7 +239,7 @@ int weft_cuda_set_tf32(weft_backend *be, bool allow) {
 
 int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo) {
   if (!weft_backend_is_cuda(be) || algo < WEFT_CUDA_CONV_AUTO ||
-      algo > WEFT_CUDA_CONV_CUDNN)
+      algo > WEFT_CUDA_CONV_IGEMM)
     return WEFT_EINVAL;
   CTX(be)->conv_algo = algo;
   return 0;
@@ -231,7 +247,9 @@ int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo) {
 
 int weft_cuda_start_cudnn(weft_backend *be) {
   if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
-  if (CTX(be)->conv_algo != WEFT_CUDA_CONV_IM2COL) weft__cudnn_start(CTX(be));
+  weft_cuda_conv_algo algo = CTX(be)->conv_algo;
+  if (algo == WEFT_CUDA_CONV_AUTO || algo == WEFT_CUDA_CONV_CUDNN)
+    weft__cudnn_start(CTX(be));
   return 0;
 }
 

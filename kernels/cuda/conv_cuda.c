@@ -50,8 +50,28 @@ typedef enum conv_path {
   PATH_GEMM,
   PATH_CUDNN,
   PATH_CUDNN16,
+  PATH_IGEMM,
   PATH_IM2COL
 } conv_path;
+
+/* Whether weft's implicit-GEMM kernel takes this convolution: asked for,
+ * 16-bit precision, shapes it indexes in int. */
+static bool igemm_eligible(const weft__cuda_ctx *ctx,
+                           const weft_conv2d_args *a) {
+  int64_t h_out, w_out;
+  return ctx->conv_algo == WEFT_CUDA_CONV_IGEMM &&
+         ctx->precision != WEFT_CUDA_FP32 &&
+         weft_conv2d_check_shapes(a, &h_out, &w_out) == 0 &&
+         weft__cu_igemm16_fits(a, h_out, w_out);
+}
+
+/* The bytes of a 16-bit copy of the weight, when it is not registered in
+ * the compute type (the 16-bit paths round it into scratch). */
+static size_t weight16_bytes(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
+  if (weft__cuda_weight_dtype(ctx, a->weight) == weft__cuda_compute_dtype(ctx))
+    return 0;
+  return (size_t)(a->c_out * a->c_in * a->k_h * a->k_w) * 2;
+}
 
 /* Which way a (valid) convolution runs; *scratch gets cuDNN's scratch
  * (PATH_CUDNN: its workspace; PATH_CUDNN16: that and the 16-bit copies). */
@@ -59,6 +79,10 @@ static conv_path choose(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                         size_t *scratch) {
   *scratch = 0;
   if (weft_conv2d_is_pointwise(a)) return PATH_GEMM;
+  if (igemm_eligible(ctx, a)) {
+    *scratch = weight16_bytes(ctx, a);
+    return PATH_IGEMM;
+  }
   if (cudnn_eligible(ctx, a)) {
     if (ctx->precision == WEFT_CUDA_FP32) {
       if (weft__cudnn_conv_plan(ctx, a, scratch) == 0) return PATH_CUDNN;
@@ -85,6 +109,7 @@ const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a) {
   case PATH_GEMM: return "gemm";
   case PATH_CUDNN: return "cudnn";
   case PATH_CUDNN16: return "cudnn16";
+  case PATH_IGEMM: return "igemm";
   default: return "im2col";
   }
 }
@@ -118,7 +143,7 @@ size_t weft__cuda_conv2d_scratch_bytes(weft__cuda_ctx *ctx,
   if (weft_conv2d_check_shapes(a, &h_out, &w_out) != 0) return 0;
   conv_path p = choose(ctx, a, &cudnn);
   if (p == PATH_GEMM) return 0;
-  if (p == PATH_CUDNN || p == PATH_CUDNN16) return cudnn;
+  if (p == PATH_CUDNN || p == PATH_CUDNN16 || p == PATH_IGEMM) return cudnn;
   int64_t k = a->c_in * a->k_h * a->k_w, n = h_out * w_out, n_img, nb;
   int64_t batch = a->batch > 0 ? a->batch : 1;
   const size_t es = ctx->precision == WEFT_CUDA_FP32 ? sizeof(float) : 2;
@@ -213,6 +238,38 @@ static int run_im2col(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   return rc;
 }
 
+/* weft's implicit-GEMM kernel: the weight as stored when it is registered
+ * in the compute type, else rounded into scratch first. */
+static int run_igemm(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                     int64_t h_out, int64_t w_out, int64_t xs, int64_t ys) {
+  const weft_dtype want = weft__cuda_compute_dtype(ctx);
+  const size_t wb = weight16_bytes(ctx, a);
+  const void *w = a->weight;
+  void *wtmp = NULL;
+  int rc = 0;
+  if (wb) {
+    const int64_t nw = (int64_t)(wb / 2);
+    if (a->scratch && a->scratch_bytes >= wb)
+      wtmp = a->scratch;
+    else if (!(wtmp = weft__cuda_alloc(ctx, wb)))
+      return WEFT_ENOMEM;
+    rc = weft__cuda_check(ctx,
+                          weft__cu_pack(ctx->stream, a->weight,
+                                        weft__cuda_weight_dtype(ctx, a->weight),
+                                        wtmp, want, 1, 1, 0, 0, 1, nw, nw),
+                          "conv2d: rounding the weight to 16 bits");
+    w = wtmp;
+  }
+  if (rc == 0)
+    rc = weft__cuda_check(ctx,
+                          weft__cu_igemm16(ctx->stream, a, w, want == WEFT_BF16,
+                                           h_out, w_out, xs, ys),
+                          "conv2d (implicit GEMM)");
+  /* back to the cache; later work on this stream is ordered after ours */
+  if (wtmp != a->scratch) weft__cuda_free(ctx, wtmp);
+  return rc;
+}
+
 int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   int64_t h_out, w_out;
   int rc = weft_conv2d_check_shapes(a, &h_out, &w_out);
@@ -240,8 +297,10 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   /* cuDNN plans inside weft__cudnn_conv{,16}; a refusal (no
    * deterministic algorithm in the math mode asked for, or no kernel for
    * this configuration) falls through to im2col. */
-  conv_path path = weft_conv2d_is_pointwise(a) ? PATH_GEMM : PATH_IM2COL;
-  if (path != PATH_GEMM && cudnn_eligible(ctx, a)) {
+  conv_path path = weft_conv2d_is_pointwise(a) ? PATH_GEMM
+                   : igemm_eligible(ctx, a)      ? PATH_IGEMM
+                                                 : PATH_IM2COL;
+  if (path == PATH_IM2COL && cudnn_eligible(ctx, a)) {
     const bool c16 = ctx->precision != WEFT_CUDA_FP32;
     rc = c16 ? weft__cudnn_conv16(ctx, a) : weft__cudnn_conv(ctx, a);
     if (rc == WEFT_EUNSUPPORTED) {
@@ -270,6 +329,8 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                         .stride_b = xs,
                         .stride_c = ys};
     rc = weft__cuda_gemm(ctx, &g);
+  } else if (path == PATH_IGEMM) {
+    rc = run_igemm(ctx, a, h_out, w_out, xs, ys);
   } else if (path == PATH_IM2COL) {
     rc = run_im2col(ctx, a, w_out, n, k, xs, ys);
   }

@@ -44,11 +44,18 @@ extern "C" {
  * is widened to fp32), else IM2COL.  IM2COL: an own im2col kernel + cuBLAS
  * SGEMM, or 16-bit columns + cuBLASLt with an fp32 output in FP16/BF16
  * precision (1x1 stride-1 convolutions skip the im2col).  CUDNN: cuDNN
- * where it can, IM2COL where it cannot (asymmetric padding, no cuDNN). */
+ * where it can, IM2COL where it cannot (asymmetric padding, no cuDNN).
+ * IGEMM: in FP16/BF16 precision, weft's own implicit-GEMM kernel
+ * (igemm16.cu: no scratch beyond a weight not registered 16-bit, any
+ * padding, fp32 output as IM2COL's) for every convolution but 1x1
+ * stride-1 ones; in FP32 precision as AUTO.  A backend made with AUTO
+ * takes the environment's WEFT_CUDA_CONV (auto, im2col, cudnn or igemm)
+ * when it is set. */
 typedef enum weft_cuda_conv_algo {
   WEFT_CUDA_CONV_AUTO = 0,
   WEFT_CUDA_CONV_IM2COL,
-  WEFT_CUDA_CONV_CUDNN
+  WEFT_CUDA_CONV_CUDNN,
+  WEFT_CUDA_CONV_IGEMM
 } weft_cuda_conv_algo;
 
 /* Compute precision of the matrix products (linear, gemm, conv2d and the
@@ -104,7 +111,8 @@ int weft_cuda_set_tf32(weft_backend *be, bool allow);
 int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo);
 /* Which way conv2d would run these arguments: "gemm" (1x1 stride 1, no
  * padding), "cudnn" (FP32 precision), "cudnn16" (cuDNN on 16-bit copies of
- * x and y, FP16/BF16 precision) or "im2col"; NULL for invalid arguments or
+ * x and y, FP16/BF16 precision), "igemm" (weft's implicit-GEMM kernel,
+ * FP16/BF16 precision) or "im2col"; NULL for invalid arguments or
  * a non-CUDA backend.  (transfer none: a static string) */
 const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a);
 /* Attention in FP16/BF16 precision: the fused kernel (flash16.cu: scores in

@@ -769,10 +769,15 @@ static void conv_case(pair *p, const char *name, const conv_shape *c,
   ASSERT(path != NULL);
   /* cuDNN runs fp32 tensors in FP32 precision, 16-bit ones in FP16/BF16 */
   ASSERT(strcmp(path, p->dt == WEFT_F32 ? "cudnn16" : "cudnn") != 0);
-  if (p->dt != WEFT_F32 && algo != WEFT_CUDA_CONV_IM2COL &&
+  if (p->dt != WEFT_F32 &&
+      (algo == WEFT_CUDA_CONV_AUTO || algo == WEFT_CUDA_CONV_CUDNN) &&
       conv_goes_cudnn16(c) && weft_cuda_have_cudnn(p->gpu))
     ASSERT_STR_EQ(path, "cudnn16"); /* the default where it qualifies */
   if (algo == WEFT_CUDA_CONV_IM2COL) ASSERT(strncmp(path, "cudnn", 5) != 0);
+  if (algo == WEFT_CUDA_CONV_IGEMM && p->dt != WEFT_F32 &&
+      strcmp(path, "gemm") != 0) /* every shape but a plain GEMM's */
+    ASSERT_STR_EQ(path, "igemm");
+  if (strcmp(path, "igemm") == 0) ASSERT(algo == WEFT_CUDA_CONV_IGEMM);
   ASSERT_OK(p->gpu->iface->conv2d(p->gpu, &a));
   char what[96];
   snprintf(what, sizeof what, "conv %s [%s]", name, path);
@@ -1664,6 +1669,74 @@ TEST(fp16_conv2d_sd_shapes_im2col) {
   teardown(&p);
 }
 
+/* weft's implicit-GEMM kernel (asked for with WEFT_CUDA_CONV_IGEMM): fp32
+ * output, so the strict check vs the rounded inputs (1e-4 M) holds, for
+ * the odd shapes (asymmetric pads, strides, kernels larger than 3x3, K
+ * not a multiple of 8 or of the 32-wide K tile, channels and pixels past
+ * the 128-wide tiles) and SD's; the weight is uploaded fp32, so it is
+ * rounded into scratch first (registered 16-bit weights go as stored). */
+static void conv2d_igemm(weft_cuda_precision prec) {
+  pair p = setup_prec(prec);
+  for (size_t i = 0; i < sizeof odd_convs / sizeof odd_convs[0]; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "odd #%zu", i);
+    conv_case(&p, name, &odd_convs[i], WEFT_CUDA_CONV_IGEMM, 300 + i);
+  }
+  const conv_shape more[] = {
+      {3, 130, 9, 15, 136, 3, 3, 1, 1, 1, 1, 1, 1}, /* past both tiles */
+      {1, 40, 33, 17, 24, 3, 3, 2, 1, 0, 1, 1, 0},  /* K = 360: tail */
+  };
+  for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "tiles #%zu", i);
+    conv_case(&p, name, &more[i], WEFT_CUDA_CONV_IGEMM, 310 + i);
+  }
+  for (size_t i = 0; i < sizeof sd_convs / sizeof sd_convs[0]; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "sd #%zu", i);
+    conv_case(&p, name, &sd_convs[i], WEFT_CUDA_CONV_IGEMM, 320 + i);
+  }
+  teardown(&p);
+}
+
+/* WEFT_CUDA_CONV names the way for a backend made with AUTO; a bad value
+ * is refused by name. */
+TEST(conv_algo_from_the_environment) {
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  teardown(&p);
+  weft_cuda_options o;
+  weft_cuda_options_init(&o);
+  o.precision = WEFT_CUDA_FP16;
+  char err[256] = "";
+  setenv("WEFT_CUDA_CONV", "bogus", 1);
+  ASSERT(weft_backend_cuda_new_ex(&o, err, sizeof err) == NULL);
+  ASSERT_CONTAINS(err, "WEFT_CUDA_CONV=bogus");
+  setenv("WEFT_CUDA_CONV", "igemm", 1);
+  weft_backend *be = weft_backend_cuda_new_ex(&o, err, sizeof err);
+  unsetenv("WEFT_CUDA_CONV");
+  ASSERT(be);
+  const conv_shape c = {1, 16, 12, 12, 16, 3, 3, 1, 1, 1, 1, 1, 1};
+  weft_conv2d_args a = conv_args(&c);
+  a.x = a.weight = a.y = (float *)256; /* never run: only its way */
+  ASSERT_STR_EQ(weft_cuda_conv2d_path(be, &a), "igemm");
+  o.conv_algo = WEFT_CUDA_CONV_IM2COL; /* set explicitly: the env is not read */
+  setenv("WEFT_CUDA_CONV", "igemm", 1);
+  weft_backend *be2 = weft_backend_cuda_new_ex(&o, err, sizeof err);
+  unsetenv("WEFT_CUDA_CONV");
+  ASSERT(be2);
+  ASSERT_STR_EQ(weft_cuda_conv2d_path(be2, &a), "im2col");
+  weft_backend_free(be);
+  weft_backend_free(be2);
+}
+
+TEST(fp16_conv2d_igemm) {
+  conv2d_igemm(WEFT_CUDA_FP16);
+}
+
+TEST(bf16_conv2d_igemm) {
+  conv2d_igemm(WEFT_CUDA_BF16);
+}
+
 TEST(fp16_attention_odd_shapes) {
   pair p = setup_prec(WEFT_CUDA_FP16);
   attention_odd_shapes_body(&p);
@@ -1986,6 +2059,18 @@ static void half_weights_case(weft_cuda_precision prec, weft_dtype wdt) {
       snprintf(what, sizeof what, "conv #%zu [%s] marked vs cpu rounded (%s)",
                ci, path, tag);
       conv_rounded_check(&p, what, path, dy1, yc, bias, c->b, c->cout, ho * wo);
+      if (p.dt != WEFT_F32) { /* the implicit-GEMM kernel reads it too */
+        ASSERT_OK(weft_cuda_set_conv_algo(p.gpu, WEFT_CUDA_CONV_IGEMM));
+        a.y = dy2;
+        const char *ip = weft_cuda_conv2d_path(p.gpu, &a);
+        ASSERT(ip);
+        ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+        snprintf(what, sizeof what,
+                 "conv #%zu [%s] marked vs cpu rounded (%s)", ci, ip, tag);
+        conv_rounded_check(&p, what, ip, dy2, yc, bias, c->b, c->cout,
+                           ho * wo);
+        ASSERT_OK(weft_cuda_set_conv_algo(p.gpu, WEFT_CUDA_CONV_AUTO));
+      }
       if (!widen && wdt == p.dt) {
         a.weight = dw;
         a.y = dy2;
