@@ -40,7 +40,9 @@ static weft_type h_type(const weft_value *v) { return v->type; }
 static weft_value *h_tensor_new(weft_call *c, weft_type type, weft_dtype dt,
                                 int ndim, const int64_t *shape,
                                 weft_tensor *view) {
-  weft_value *v = weft__value_tensor(type, dt, ndim, shape);
+  weft_value *place = priv(c)->place; /* a node placed on a device */
+  weft_value *v = place ? weft__value_device_tensor(type, dt, ndim, shape, place)
+                        : weft__value_tensor(type, dt, ndim, shape);
   if (!v) {
     char dims[256];
     size_t n = 0;
@@ -48,12 +50,31 @@ static weft_value *h_tensor_new(weft_call *c, weft_type type, weft_dtype dt,
     for (int i = 0; i < ndim && i < WEFT_MAX_DIMS && n < sizeof dims - 24; i++)
       n += (size_t)snprintf(dims + n, sizeof dims - n, "%s%lld", i ? "," : "",
                             (long long)shape[i]);
-    h_error(c, "cannot allocate a %s tensor [%s]",
-            weft__type_name(type, NULL), dims);
+    h_error(c, "cannot allocate a %s tensor [%s]%s",
+            weft__type_name(type, NULL), dims,
+            place ? " on the node's device" : "");
     return NULL;
   }
   if (view) *view = v->t;
   return v;
+}
+
+static int h_object_set_device(weft_value *v, int32_t device,
+                               const weft_device_ops *ops, void *ctx) {
+  if (!v || v->kind != WEFT__V_OBJECT || device < 0 || !ops ||
+      ops->struct_size < sizeof *ops || !ops->alloc || !ops->free ||
+      !ops->to_device || !ops->to_host)
+    return WEFT_EINVAL;
+  v->dev = device;
+  v->dops = ops;
+  v->dctx = ctx;
+  return 0;
+}
+
+static int32_t h_value_device(const weft_value *v) {
+  if (!v) return WEFT_DEVICE_CPU;
+  if (v->kind == WEFT__V_TENSOR) return v->t.device;
+  return v->kind == WEFT__V_OBJECT ? v->dev : WEFT_DEVICE_CPU;
 }
 
 static const weft_tensor *h_value_tensor(const weft_value *v) {
@@ -271,4 +292,6 @@ const weft_host weft__host = {
     .run_info = weft__run_info,
     .defer = weft__defer,
     .complete = weft__complete,
+    .object_set_device = h_object_set_device,
+    .value_device = h_value_device,
 };

@@ -48,6 +48,13 @@ struct weft_value {
   char *s;               /* STRING, ENUM name (owned) */
   weft__attr *attrs;
   int n_attrs;
+  /* ABI 1.4 devices.  An OBJECT on a device: dev >= 0 and its memory ops
+   * (object_set_device).  A TENSOR on a device: t.device >= 0, t.data from
+   * owner's ops, owner (an OBJECT) retained until the tensor goes. */
+  int32_t dev;
+  const weft_device_ops *dops;
+  void *dctx;
+  weft_value *owner;
 };
 
 weft_value *weft__value_int(weft_type type, int64_t x);
@@ -57,6 +64,17 @@ weft_value *weft__value_tensor(weft_type type, weft_dtype dt, int ndim,
                                const int64_t *shape);
 weft_value *weft__value_object(weft_type type, const char *type_name,
                                void *ptr, void (*destroy)(void *));
+/* A tensor on owner's device (an OBJECT with a device), uninitialised;
+ * NULL when the shape is invalid or the device is out of memory. */
+weft_value *weft__value_device_tensor(weft_type type, weft_dtype dt, int ndim,
+                                      const int64_t *shape, weft_value *owner);
+/* A copy of tensor value src on device `device` (WEFT_DEVICE_CPU: the host;
+ * else through placer's ops, an OBJECT on that device), with src's type
+ * and attributes; *bytes gets the bytes copied.  0, or a WEFT_E* code with
+ * the reason in err. */
+int weft__value_transfer(weft_value *src, int32_t device, weft_value *placer,
+                         weft_value **out, size_t *bytes, char *err,
+                         size_t errlen);
 void weft__value_retain(weft_value *v);
 void weft__value_release(weft_value *v);
 /* Feeds a value's identity into a running hash: scalars by content, tensors
@@ -269,6 +287,9 @@ typedef struct weft__callpriv {
   bool deferred;
   int async_rc;
   uint64_t t_done;
+  /* ABI 1.4: the object whose device the node was placed on (borrowed
+   * from an input), NULL on the CPU; tensor_new allocates through it */
+  weft_value *place;
   struct weft__callpriv *cnext; /* the loop's queue of completions */
   char err[WEFT__ERRLEN];
 } weft__callpriv;
@@ -289,6 +310,17 @@ const char *weft__run_info(weft_call *call, const char *key);
 /* The defer and complete host services (sched_uv.c; see weft_host). */
 weft_completion *weft__defer(weft_call *call);
 void weft__complete(weft_completion *c, int rc);
+
+/* place.c (ABI 1.4): the object a node is placed by (a WEFT_NODE_DEVICE
+ * node's first input object on a device), or NULL for the CPU; and the
+ * placement itself: call->device and the call's priv->place set, each
+ * tensor input that is elsewhere copied there (ins[k] replaced by the copy,
+ * which (*xin)[k] owns: *xin is made on first need, n_inputs entries, and
+ * emptied by weft__drop_moved once the node ended).  0, or a WEFT_E* code
+ * with the reason in the call's message. */
+weft_value *weft__placer(const weft_node_def *d, weft_value *const *ins);
+int weft__place_inputs(weft_call *call, weft_value **ins, weft_value ***xin);
+void weft__drop_moved(weft_value **xin, int n_inputs);
 
 /* The run's own output and input directories (host services; NULL run:
  * the ctx's). */

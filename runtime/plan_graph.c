@@ -19,6 +19,8 @@ typedef struct pnode {
   struct weft_plan plan;
   bool has_plan; /* its plan callback filled plan */
   bool skipped;
+  int32_t place;       /* where it runs: WEFT_DEVICE_CPU or a device */
+  uint64_t moved[2];   /* input bytes the runtime copies: h2d, d2h */
 } pnode;
 
 /* distinct weight ids the nodes named */
@@ -71,6 +73,7 @@ static int walk_node(weft_graph *g, pnode *ps, int i) {
   weft__gnode *n = &g->nodes[i];
   const weft_node_def *d = &n->rop->def;
   pnode *p = &ps[i];
+  p->place = WEFT_DEVICE_CPU;
   p->outs = calloc((size_t)d->n_outputs + 1, sizeof *p->outs);
   p->ins = calloc((size_t)d->n_inputs + 1, sizeof *p->ins);
   p->pars = calloc((size_t)d->n_params + 1, sizeof *p->pars);
@@ -96,6 +99,22 @@ static int walk_node(weft_graph *g, pnode *ps, int i) {
                        n->id, n->rop->params[j].name);
   }
   if (p->skipped) return 0;
+  /* placement and the copies it inserts, counted as a run makes them
+   * (place.c): a tensor is where its producer ran */
+  const weft_value *placer = weft__placer(d, p->ins);
+  p->place = placer ? placer->dev : WEFT_DEVICE_CPU;
+  for (int j = 0; j < d->n_inputs; j++) {
+    const weft__bind *b = &n->inputs[j];
+    const weft_value *v = p->ins[j];
+    if (!v || v->kind != WEFT__V_TENSOR || b->kind != WEFT__B_NODE ||
+        ps[b->node].place == p->place)
+      continue;
+    uint64_t bytes = weft_dtype_size(v->t.dtype);
+    for (int a = 0; a < v->t.ndim; a++)
+      bytes *= (uint64_t)v->t.shape[a];
+    if (ps[b->node].place != WEFT_DEVICE_CPU) p->moved[1] += bytes;
+    if (p->place != WEFT_DEVICE_CPU) p->moved[0] += bytes;
+  }
   p->priv.ctx = g->ctx;
   p->priv.run = NULL; /* logs go to stderr, run_info is NULL */
   p->priv.node = i;
@@ -106,7 +125,7 @@ static int walk_node(weft_graph *g, pnode *ps, int i) {
                         .inputs = p->ins,
                         .params = p->pars,
                         .outputs = p->outs,
-                        .device = WEFT_DEVICE_CPU,
+                        .device = p->place,
                         .priv = &p->priv};
   if (!n->created && d->create) {
     weft_call cc = p->call;
@@ -124,7 +143,20 @@ static int walk_node(weft_graph *g, pnode *ps, int i) {
     rc = d->plan(&p->call, &p->plan);
     p->has_plan = true;
   } else {
-    rc = d->run(&p->call);
+    /* it runs for real: its inputs go where it runs, as in a run (a plan
+     * callback's outputs are host tensors wherever it would run) */
+    weft_value **xin = NULL, **ins = malloc(((size_t)d->n_inputs + 1) *
+                                             sizeof *ins);
+    if (!ins) return weft__err(g->ctx, WEFT_ENOMEM, NULL, "out of memory");
+    memcpy(ins, p->ins, (size_t)d->n_inputs * sizeof *ins);
+    p->call.inputs = ins; /* p->ins keeps the producers' values */
+    rc = weft__place_inputs(&p->call, ins, &xin);
+    if (!rc) rc = d->run(&p->call);
+    weft__drop_moved(xin, d->n_inputs);
+    free(xin);
+    free(ins);
+    p->call.inputs = p->ins;
+    p->priv.place = NULL;
   }
   if (rc) return node_fail(g, i, rc, p->priv.err);
   for (int k = 0; k < d->n_outputs; k++)
@@ -215,7 +247,8 @@ static int residency(weft_plan_report *rep) {
     r->weights_loaded += streamed;
     r->weights_resident = resident + stream_res;
     if (r->device == WEFT_DEVICE_CPU) r->weights_loaded = 0;
-    r->transfers = r->weights_loaded + r->h2d + r->d2h;
+    r->transfers =
+        r->weights_loaded + r->h2d + r->d2h + r->moved_h2d + r->moved_d2h;
     r->peak = r->weights_resident + r->arena;
     rep->weights_loaded += r->weights_loaded;
     if (r->peak > rep->peak) {
@@ -265,6 +298,12 @@ PLAN_API int weft_graph_plan(weft_ctx *ctx, weft_graph *g, uint64_t budget,
     r->status = ps[i].skipped    ? WEFT_PLAN_SKIPPED
                 : ps[i].has_plan ? WEFT_PLAN_PLANNED
                                  : WEFT_PLAN_RAN;
+    r->moved_h2d = ps[i].moved[0];
+    r->moved_d2h = ps[i].moved[1];
+    if (ps[i].place != WEFT_DEVICE_CPU) {
+      r->device = ps[i].place;
+      rep->on_device = true;
+    }
     if (!ps[i].has_plan) continue;
     r->device = p->device;
     if (p->device != WEFT_DEVICE_CPU) rep->on_device = true;
@@ -357,7 +396,7 @@ static int print_json(const weft_plan_report *r, FILE *out) {
       json_array_append_new(bl, json_integer(w->block[j]));
     json_t *row = json_pack(
         "{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-        "s:I, s:I}",
+        "s:I, s:I, s:I, s:I}",
         "id", w->node_id, "op", w->op, "device", dev, "status",
         status_name(w->status), "blocks", bl ? bl : json_array(), "weights",
         (json_int_t)w->weights_bytes, "weights_resident",
@@ -365,8 +404,9 @@ static int print_json(const weft_plan_report *r, FILE *out) {
         (json_int_t)w->weights_loaded, "arena", (json_int_t)w->arena,
         "arena_lower_bound", (json_int_t)w->arena_lower_bound, "arena_naive",
         (json_int_t)w->arena_naive, "h2d", (json_int_t)w->h2d, "d2h",
-        (json_int_t)w->d2h, "transfers", (json_int_t)w->transfers, "peak",
-        (json_int_t)w->peak);
+        (json_int_t)w->d2h, "moved_h2d", (json_int_t)w->moved_h2d,
+        "moved_d2h", (json_int_t)w->moved_d2h, "transfers",
+        (json_int_t)w->transfers, "peak", (json_int_t)w->peak);
     rc = json_array_append_new(rows, row) ? WEFT_ENOMEM : 0;
   }
   if (!rc) {

@@ -67,6 +67,8 @@ typedef struct nstate {
   int waiting;       /* unfinished producers (per edge) */
   weft_value **outs; /* [n_outputs] */
   weft_value **ins;  /* [n_inputs] borrowed from producers */
+  weft_value **xin;  /* [n_inputs] owned: inputs moved to the node's device
+                        (ABI 1.4), made on first need, dropped at its end */
   weft_value **pars; /* [n_params] owned */
   weft_call call;
   uv_work_t work;
@@ -517,9 +519,12 @@ static weft_value *param_value(weft__run *r, const weft__gnode *n, int j);
 
 static void run_node(nstate *s) {
   s->t_start = uv_hrtime();
-  s->priv.in_run = true;
-  s->rc = s->call.def->run(&s->call);
-  s->priv.in_run = false;
+  s->rc = weft__place_inputs(&s->call, s->ins, &s->xin);
+  if (s->rc == 0) {
+    s->priv.in_run = true;
+    s->rc = s->call.def->run(&s->call);
+    s->priv.in_run = false;
+  }
   s->t_end = uv_hrtime();
 }
 
@@ -698,6 +703,7 @@ static void node_finish(uv_work_t *w, int status) {
   int i = s->priv.node;
   const weft__op *op = r->g->nodes[i].rop;
   r->in_flight--;
+  weft__drop_moved(s->xin, op->def.n_inputs);
   drain(q); /* the node's progress and logs come before its end */
   bool stateful = op->def.create != NULL;
   if (stateful) q->busy[i] = false;
@@ -905,6 +911,7 @@ static nstate *continue_on_worker(nstate *s) {
   }
   /* i ends here, as in node_finish (its publication handed back) */
   r->in_flight--;
+  weft__drop_moved(s->xin, op->def.n_inputs);
   if (stateful) q->busy[i] = false;
   s->status = NS_DONE;
   r->n_done++;
@@ -1307,8 +1314,10 @@ static void run_free(weft__run *r) {
       weft__value_release(s->outs[j]);
     for (int j = 0; s->pars && j < d->n_params; j++)
       weft__value_release(s->pars[j]);
+    weft__drop_moved(s->xin, d->n_inputs);
     free(s->outs);
     free(s->ins);
+    free(s->xin);
     free(s->pars);
   }
   free(r->ns);

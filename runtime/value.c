@@ -56,6 +56,7 @@ static weft_value *value_alloc(weft__vkind kind, weft_type type) {
   atomic_init(&v->refs, 1);
   v->kind = kind;
   v->type = type;
+  v->dev = WEFT_DEVICE_CPU;
   return v;
 }
 
@@ -82,8 +83,10 @@ weft_value *weft__value_string(weft_type type, const char *s) {
   return v;
 }
 
-weft_value *weft__value_tensor(weft_type type, weft_dtype dt, int ndim,
-                               const int64_t *shape) {
+/* A tensor value of that shape without storage, and its bytes; NULL for
+ * an invalid shape or dtype. */
+static weft_value *tensor_shell(weft_type type, weft_dtype dt, int ndim,
+                                const int64_t *shape, size_t *bytes) {
   if (ndim < 0 || ndim > WEFT_MAX_DIMS || (unsigned)dt >= WEFT_DTYPE_COUNT)
     return NULL;
   size_t n = 1;
@@ -94,14 +97,7 @@ weft_value *weft__value_tensor(weft_type type, weft_dtype dt, int ndim,
   }
   weft_value *v = value_alloc(WEFT__V_TENSOR, type);
   if (!v) return NULL;
-  size_t bytes = n * weft_dtype_size(dt);
-  /* 64-byte alignment for vector loads; never a zero-size allocation */
-  size_t alloc = (bytes + 63) & ~(size_t)63;
-  v->mem = aligned_alloc(64, alloc ? alloc : 64);
-  if (!v->mem) {
-    free(v);
-    return NULL;
-  }
+  *bytes = n * weft_dtype_size(dt);
   v->t.dtype = dt;
   v->t.device = WEFT_DEVICE_CPU;
   v->t.ndim = ndim;
@@ -111,8 +107,117 @@ weft_value *weft__value_tensor(weft_type type, weft_dtype dt, int ndim,
     v->t.stride[i] = stride;
     stride *= shape[i];
   }
+  return v;
+}
+
+weft_value *weft__value_tensor(weft_type type, weft_dtype dt, int ndim,
+                               const int64_t *shape) {
+  size_t bytes;
+  weft_value *v = tensor_shell(type, dt, ndim, shape, &bytes);
+  if (!v) return NULL;
+  /* 64-byte alignment for vector loads; never a zero-size allocation */
+  size_t alloc = (bytes + 63) & ~(size_t)63;
+  v->mem = aligned_alloc(64, alloc ? alloc : 64);
+  if (!v->mem) {
+    free(v);
+    return NULL;
+  }
   v->t.data = v->mem;
   return v;
+}
+
+weft_value *weft__value_device_tensor(weft_type type, weft_dtype dt, int ndim,
+                                      const int64_t *shape, weft_value *owner) {
+  size_t bytes;
+  if (!owner || owner->dev < 0) return NULL;
+  weft_value *v = tensor_shell(type, dt, ndim, shape, &bytes);
+  if (!v) return NULL;
+  if (!(v->t.data = owner->dops->alloc(owner->dctx, bytes))) {
+    free(v);
+    return NULL;
+  }
+  v->t.device = owner->dev;
+  weft__value_retain(owner);
+  v->owner = owner;
+  return v;
+}
+
+/* Takes src's attributes (new references) into dst. */
+static int copy_attrs(weft_value *dst, const weft_value *src) {
+  if (!src->n_attrs) return 0;
+  dst->attrs = calloc((size_t)src->n_attrs, sizeof *dst->attrs);
+  if (!dst->attrs) return WEFT_ENOMEM;
+  for (int i = 0; i < src->n_attrs; i++) {
+    if (!(dst->attrs[i].name = strdup(src->attrs[i].name))) return WEFT_ENOMEM;
+    dst->attrs[i].value = src->attrs[i].value;
+    weft__value_retain(src->attrs[i].value);
+    dst->n_attrs = i + 1;
+  }
+  return 0;
+}
+
+static bool contiguous(const weft_tensor *t) {
+  int64_t stride = 1;
+  for (int i = t->ndim - 1; i >= 0; i--) {
+    if (t->shape[i] != 1 && t->stride[i] != stride) return false;
+    stride *= t->shape[i];
+  }
+  return true;
+}
+
+int weft__value_transfer(weft_value *src, int32_t device, weft_value *placer,
+                         weft_value **out, size_t *bytes, char *err,
+                         size_t errlen) {
+  *out = NULL;
+  *bytes = 0;
+  err[0] = 0;
+  const weft_tensor *t = &src->t;
+  if (src->kind != WEFT__V_TENSOR || !contiguous(t)) {
+    snprintf(err, errlen, "only a contiguous tensor can move between devices");
+    return WEFT_EUNSUPPORTED;
+  }
+  weft_value *host = NULL;
+  if (t->device != WEFT_DEVICE_CPU && device != WEFT_DEVICE_CPU) {
+    /* between two devices: by way of the host */
+    size_t b;
+    int rc = weft__value_transfer(src, WEFT_DEVICE_CPU, NULL, &host, &b, err,
+                                  errlen);
+    if (rc) return rc;
+    src = host;
+    t = &src->t;
+  }
+  weft_value *v =
+      device == WEFT_DEVICE_CPU
+          ? weft__value_tensor(src->type, t->dtype, t->ndim, t->shape)
+          : weft__value_device_tensor(src->type, t->dtype, t->ndim, t->shape,
+                                      placer);
+  int rc = 0;
+  size_t n = weft_dtype_size(t->dtype);
+  for (int i = 0; i < t->ndim; i++)
+    n *= (size_t)t->shape[i];
+  if (!v) {
+    snprintf(err, errlen, "out of %s memory for %zu bytes",
+             device == WEFT_DEVICE_CPU ? "host" : "device", n);
+    rc = WEFT_ENOMEM;
+  } else if (device == WEFT_DEVICE_CPU) {
+    rc = src->owner->dops->to_host(src->owner->dctx, v->t.data, t->data, n);
+  } else {
+    rc = placer->dops->to_device(placer->dctx, v->t.data, t->data, n);
+  }
+  if (v && rc == 0) {
+    v->type_name = src->type_name;
+    rc = copy_attrs(v, src);
+  } else if (v && !err[0]) {
+    snprintf(err, errlen, "the copy failed: %s", weft_strerror(rc));
+  }
+  weft__value_release(host);
+  if (rc) {
+    weft__value_release(v);
+    return rc;
+  }
+  *out = v;
+  *bytes = n;
+  return 0;
 }
 
 weft_value *weft__value_object(weft_type type, const char *type_name,
@@ -138,6 +243,10 @@ void weft__value_release(weft_value *v) {
     weft__value_release(v->attrs[i].value);
   }
   free(v->attrs);
+  if (v->owner) {
+    v->owner->dops->free(v->owner->dctx, v->t.data);
+    weft__value_release(v->owner);
+  }
   if (v->obj_destroy) v->obj_destroy(v->obj);
   free(v->mem);
   free(v->s);

@@ -24,7 +24,7 @@ TEST(version_prints_version_and_abi) {
   const char *a[] = {weft(), "--version", NULL};
   char *out;
   ASSERT_EQ(weft_test_spawn(a, &out, NULL, 10), 0);
-  ASSERT_CONTAINS(out, "weft 0.1.0 (plugin ABI 1.3)");
+  ASSERT_CONTAINS(out, "weft 0.1.0 (plugin ABI 1.4)");
   free(out);
 }
 

@@ -115,8 +115,12 @@ typedef struct weft_plan_row {
   uint64_t arena_lower_bound;
   uint64_t arena_naive;
   uint64_t h2d, d2h;         /* activation copies (device only) */
-  uint64_t transfers;        /* weights_loaded + h2d + d2h */
+  uint64_t transfers;        /* weights_loaded + h2d + d2h + moved_* */
   uint64_t peak;             /* weights_resident + arena */
+  /* tensor inputs the runtime copies to where the node runs (ABI 1.4
+   * placement: a WEFT_NODE_DEVICE node on its models' device, any other
+   * on the host), host -> device and device -> host */
+  uint64_t moved_h2d, moved_d2h;
 } weft_plan_row;
 
 typedef struct weft_plan_block {

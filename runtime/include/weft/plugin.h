@@ -31,7 +31,7 @@ extern "C" {
 #endif
 
 #define WEFT_ABI_MAJOR 1
-#define WEFT_ABI_MINOR 3
+#define WEFT_ABI_MINOR 4
 
 /* run() returns WEFT_PENDING after host->defer(): the node ends later, with
  * host->complete() (ABI 1.3).  Positive, so never a WEFT_E* code. */
@@ -178,7 +178,41 @@ enum {
                                    bookkeeping step): run on the scheduler's
                                    own thread instead of the worker pool,
                                    saving two thread hand-offs */
+  WEFT_NODE_DEVICE = 1u << 3,   /* runs where its models live (ABI 1.4): see
+                                   weft_device_ops */
 };
+
+/* ---- Devices (ABI 1.4) ---------------------------------------------------
+ *
+ * A plugin whose models live on a device (a GPU) says so on the model's
+ * object value: host->object_set_device(value, device, ops, ctx).  A node
+ * with WEFT_NODE_DEVICE is placed on the device of its first input object
+ * that has one (call->device; WEFT_DEVICE_CPU when none has), and the
+ * runtime inserts the copies that placement needs:
+ *   - a tensor input that is elsewhere arrives on the node's device (host
+ *     -> device through the placing object's ops; from another device by
+ *     way of the host), with its attributes (a LATENT's noise_mask) as they
+ *     are;
+ *   - tensor_new of the call allocates on that device (weft_tensor.device;
+ *     .data is a device pointer the host must not dereference).
+ * A node without the flag runs on the CPU: a device tensor input arrives
+ * copied to the host.  Each inserted copy is logged (WEFT_LOG_DEBUG,
+ * "transfer ...") and `weft plan` counts it for the consuming node.  A
+ * device tensor holds a reference to the object value whose ops allocated
+ * it, so ops and ctx must stay valid as long as that value lives.  A
+ * node's device outputs must be complete (its device work synchronised)
+ * when it ends. */
+typedef struct weft_device_ops {
+  uint32_t struct_size; /* sizeof(weft_device_ops) */
+  /* Device memory of at least bytes (bytes may be 0); NULL when out of
+   * memory. */
+  void *(*alloc)(void *ctx, size_t bytes);
+  void (*free)(void *ctx, void *ptr);
+  /* Synchronous copies: the bytes are there when they return.  0 or a
+   * negative WEFT_E* code. */
+  int (*to_device)(void *ctx, void *dst, const void *src, size_t bytes);
+  int (*to_host)(void *ctx, void *dst, const void *src, size_t bytes);
+} weft_device_ops;
 
 typedef struct weft_node_def {
   uint32_t struct_size;         /* sizeof(weft_node_def) */
@@ -398,6 +432,19 @@ struct weft_host {
    * host->struct_size > offsetof(weft_host, defer) before using these. */
   weft_completion *(*defer)(weft_call *call);
   void (*complete)(weft_completion *c, int rc);
+
+  /* ---- ABI 1.4 ---- */
+
+  /* Declares that an object value (MODEL, VAE, ...) lives on device
+   * `device` (0, 1, ...), whose memory ops reaches through ctx (see
+   * weft_device_ops; ops is not copied: make it static const).  0, or
+   * WEFT_EINVAL for a value that is no object, a negative device or ops
+   * missing a function. */
+  int (*object_set_device)(weft_value *v, int32_t device,
+                           const weft_device_ops *ops, void *ctx);
+  /* The device a value lives on: an object's (WEFT_DEVICE_CPU unless set),
+   * a tensor's; WEFT_DEVICE_CPU for anything else. */
+  int32_t (*value_device)(const weft_value *v);
 };
 
 /* ---- Convenience wrappers ----------------------------------------------- */
