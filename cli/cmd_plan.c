@@ -25,7 +25,7 @@ static void plan_usage(FILE *out) {
         "  --vram BYTES        device memory budget for weights (1.5G,\n"
         "                      1536M, bytes; sets WEFT_VRAM; default:\n"
         "                      WEFT_VRAM, else unlimited)\n"
-        "  --device DEV        cpu, cuda or auto, as weft run\n"
+        "  --device DEV        cpu, cuda, emulated or auto, as weft run\n"
         "  --json              one JSON object with exact byte counts\n"
         "  --input-dir DIR     relative input paths resolve here\n"
         "  --threads N         worker threads\n"

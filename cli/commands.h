@@ -53,9 +53,9 @@ enum {
       {"threads", required_argument, 0, OPT_THREADS},                          \
       {"help", no_argument, 0, OPT_HELP}
 
-/* --device DEV: checks cpu|cuda|auto (cuda: a CUDA build and a device the
- * driver sees) and sets WEFT_DEVICE for the model plugins; 0, or prints why
- * and returns 2. */
+/* --device DEV: checks cpu|cuda|emulated|auto (cuda: a CUDA build and a
+ * device the driver sees) and sets WEFT_DEVICE for the model plugins; 0, or
+ * prints why and returns 2. */
 int weft_cli_use_device(const char *dev);
 /* A byte count as users write it: "1500000000", "1.5G", "1536M", "512k"
  * (powers of 1024 for k/M/G/T, an optional trailing "B" or "iB").  0 and

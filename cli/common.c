@@ -125,14 +125,16 @@ const char *weft_cli_closest(const char *name, const char *const *cand,
 
 /* --device cuda needs a CUDA build and a device the driver sees; the check
  * asks the driver library itself (the command does not link CUDA), so a
- * missing GPU is a usage error here, before any node runs. */
+ * missing GPU is a usage error here, before any node runs.  emulated (the
+ * device paths on the CPU kernels, kernels/emulated.h) needs nothing. */
 int weft_cli_use_device(const char *dev) {
-  if (!strcmp(dev, "cpu") || !strcmp(dev, "auto")) {
+  if (!strcmp(dev, "cpu") || !strcmp(dev, "auto") || !strcmp(dev, "emulated")) {
     setenv("WEFT_DEVICE", dev, 1);
     return 0;
   }
   if (strcmp(dev, "cuda") != 0) {
-    fprintf(stderr, "weft: --device %s: expected cpu, cuda or auto\n", dev);
+    fprintf(stderr, "weft: --device %s: expected cpu, cuda, emulated or auto\n",
+            dev);
     return 2;
   }
   if (!WEFT_HAVE_CUDA) {

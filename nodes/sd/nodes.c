@@ -586,6 +586,16 @@ static int clip_fn(void *user, weft_backend *be) {
                          a->pooled);
 }
 
+/* fn(user, b->be) unplanned.  Under a budget the reserve is still the last
+ * node's (a VAE encode's arena, say): room is made for dw's blocks first
+ * (sd_vram_fit).  The caller holds the backend's lock. */
+static int run_unplanned(sd_bundle *b, const sd_devw *dw, const char *why,
+                         int (*fn)(void *user, weft_backend *be), void *user) {
+  sd_vram *vr = bundle_vram(b);
+  int r = vr ? sd_vram_fit(vr, dw, sd_vram_scratch(vr), why) : 0;
+  return r ? r : fn(user, b->be);
+}
+
 /* plan: the forward recorded only (no LoRA merge, nothing computed) */
 static int encode_chunks(sd_bundle *b, int layer, const int32_t *ids, int64_t n,
                          float *out, float *pooled, weft_plan *plan) {
@@ -593,7 +603,8 @@ static int encode_chunks(sd_bundle *b, int layer, const int32_t *ids, int64_t n,
   weft_rec_stats st;
   sd_bundle_be_lock(b);
   int r = plan ? sd_plan_call(b->be, clip_fn, &a, true, &st)
-               : sd_clip_forward(b->clip, b->be, ids, n, layer, out, pooled);
+               : run_unplanned(b, sd_clip_devw(b->clip), "the text encoder",
+                               clip_fn, &a);
   sd_bundle_be_unlock(b);
   if (!r && plan) plan_fill(plan, b, SD_CLIP, "text encoder", &st, 1);
   return r;
@@ -640,7 +651,7 @@ static int clip_encode_common(weft_call *c, weft_plan *plan) {
       h->error(c, "text encoder failed: %s",
                r == WEFT_EINVAL ? "clip layer out of range" : "out of memory");
     else
-      sd_model_error(c, b->be, r, "text encoder failed");
+      sd_vram_report(c, b->be, bundle_vram(b), r, "text encoder failed");
     goto out;
   }
   if (ch->has_weights) {
@@ -994,7 +1005,10 @@ static int sample_reserve(weft_call *c, sampling *s, const float *x,
   if (!vr || sd_vram_budget(vr) == UINT64_MAX) return 0;
   uint64_t arena = 0;
   sd_bundle_be_lock(b);
-  int r = s->dplan.d ? sd_denoise_plan_dry(&s->dplan, x, sigma, &arena) : 0;
+  /* the DRY call loads the UNet's blocks under the last node's reserve */
+  int r = sd_vram_fit(vr, sd_unet_devw(b->unet), sd_vram_scratch(vr),
+                      "the sampler's UNet call");
+  if (!r && s->dplan.d) r = sd_denoise_plan_dry(&s->dplan, x, sigma, &arena);
   /* the ControlNets' step-1 calls were recorded DRY with it */
   arena += sd_ctrl_recs_arena(s->ctrl_recs);
   if (!r)
@@ -1314,7 +1328,8 @@ static int vae_decode_common(weft_call *c, weft_plan *plan) {
               ? sd_plan_call_vram(b->be, vr, sd_vae_devw(b->vae),
                                   vr ? sd_vram_scratch(vr) : 0,
                                   "the VAE decode", vae_decode_fn, &a, &st)
-              : vae_decode_fn(&a, b->be);
+              : run_unplanned(b, sd_vae_devw(b->vae), "the VAE decode",
+                              vae_decode_fn, &a);
   sd_bundle_be_unlock(b);
   if (r && vr)
     sd_vram_report(c, b->be, vr, r, "VAE decode failed");
@@ -1400,29 +1415,35 @@ static int tiles_plan(sd_bundle *b, bool decode, int64_t H, int64_t W,
   return r;
 }
 
-/* A run's tiles: planned (unless WEFT_ARENA=0); under a budget the largest
- * tile's arena plus the scratch kept from the pool first, once for the
- * node (a reserve per tile would empty the pool each time).  *reported
- * when the budget said why it failed. */
+/* A run's tiles: room for the VAE's blocks (sd_vram_fit), planned (unless
+ * WEFT_ARENA=0); under a budget the largest tile's arena plus the scratch
+ * kept from the pool first, once for the node (a reserve per tile would
+ * empty the pool each time).  *reported when the budget said why it
+ * failed. */
 static int tiles_run_setup(weft_call *c, sd_bundle *b, bool decode, int64_t H,
                            int64_t W, int64_t tile, int64_t ov,
                            sd_vae_tiles *t, bool *reported) {
   *t = (sd_vae_tiles){b->vae, b->be, NULL, NULL};
   *reported = false;
-  if (!sd_plan_enabled()) return 0;
-  t->run = tile_planned;
   sd_vram *vr = bundle_vram(b);
-  if (!vr || sd_vram_budget(vr) == UINT64_MAX) return 0;
-  tiles_dry d;
-  int r = tiles_plan(b, decode, H, W, tile, ov, &d);
-  if (r) return r;
+  const char *why = decode ? "the tiled VAE decode" : "the tiled VAE encode";
+  /* the tiles (DRY ones too) load the VAE's blocks under the last node's
+   * reserve */
   sd_bundle_be_lock(b);
-  r = sd_vram_reserve(vr, d.sum.arena.arena + sd_vram_scratch(vr),
-                      sd_vae_devw(b->vae),
-                      decode ? "the tiled VAE decode" : "the tiled VAE encode");
-  if (!r) r = sd_vram_commit(vr);
-  if (!r) r = sd_vram_trim(vr);
+  int r =
+      vr ? sd_vram_fit(vr, sd_vae_devw(b->vae), sd_vram_scratch(vr), why) : 0;
   sd_bundle_be_unlock(b);
+  if (!r && sd_plan_enabled()) t->run = tile_planned;
+  tiles_dry d;
+  if (!r && sd_plan_enabled() && vr && sd_vram_budget(vr) != UINT64_MAX) {
+    if ((r = tiles_plan(b, decode, H, W, tile, ov, &d))) return r;
+    sd_bundle_be_lock(b);
+    r = sd_vram_reserve(vr, d.sum.arena.arena + sd_vram_scratch(vr),
+                        sd_vae_devw(b->vae), why);
+    if (!r) r = sd_vram_commit(vr);
+    if (!r) r = sd_vram_trim(vr);
+    sd_bundle_be_unlock(b);
+  }
   if (r) {
     sd_vram_report(c, b->be, vr, r,
                    decode ? "tiled VAE decode failed" : "tiled VAE encode failed");
@@ -1548,9 +1569,10 @@ static int encode_pixels(weft_call *c, sd_bundle *b, const float *in,
     sd_bundle_be_lock(b);
     r = sd_plan_enabled()
             ? sd_plan_call_vram(b->be, vr, sd_vae_devw(b->vae),
-                                vr ? sd_vram_scratch(vr) : 0,
-                                "the VAE encode", vae_encode_fn, &a, NULL)
-            : vae_encode_fn(&a, b->be);
+                                vr ? sd_vram_scratch(vr) : 0, "the VAE encode",
+                                vae_encode_fn, &a, NULL)
+            : run_unplanned(b, sd_vae_devw(b->vae), "the VAE encode",
+                            vae_encode_fn, &a);
     sd_bundle_be_unlock(b);
     if (r && vr)
       sd_vram_report(c, b->be, vr, r, "VAE encode failed");
@@ -1743,8 +1765,9 @@ static const weft_node_def loader_def = {
     .doc = "Loads a Stable Diffusion 1.x/2.x checkpoint. The architecture is "
            "read from the tensors (and config.json or 'weft.config' "
            "metadata), not from flags. Its models run where WEFT_DEVICE "
-           "(weft run --device) says: cpu, cuda, or auto (CUDA when built "
-           "with it and a GPU is there).",
+           "(weft run --device) says: cpu, cuda, auto (CUDA when built "
+           "with it and a GPU is there) or emulated (the CPU kernels "
+           "behind device pointers, to test the device paths).",
     .outputs = loader_out, .n_outputs = 3, .params = loader_params,
     .n_params = 1, .run = loader_run, .fingerprint = sd_file_fingerprint};
 

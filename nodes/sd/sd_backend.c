@@ -1,13 +1,17 @@
 /* sd_backend.c - which backend the sd plugin's models run on, from
- * WEFT_DEVICE (cpu, cuda or auto; `weft run --device` sets it), the device
- * memory their weights may take (WEFT_VRAM; `weft run --vram` sets it),
- * the copy stream and 16-bit weights of a CUDA device, and the device's
- * own words when a model call fails there. */
+ * WEFT_DEVICE (cpu, cuda, emulated or auto; `weft run --device` sets it),
+ * the device memory their weights may take (WEFT_VRAM; `weft run --vram`
+ * sets it), the copy stream and 16-bit weights of a CUDA device, and the
+ * device's own words when a model call fails there.  The emulated device
+ * (kernels/emulated.h) takes every device path but those of real CUDA:
+ * weights, streaming, arenas and copies, without a copy stream or 16-bit
+ * weights. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/emulated.h"
 #include "sd_device.h"
 #include "sd_nodes.h"
 
@@ -34,8 +38,20 @@ weft_backend *sd_backend_new(weft_call *c, const char *what, int *code) {
     *code = WEFT_EUNSUPPORTED;
     return NULL;
 #endif
+  } else if (!strcmp(dev, "emulated")) {
+    weft_backend *be = weft_backend_emulated_new(h->threads(c));
+    if (!be) {
+      h->error(c, "cannot start the emulated device");
+      *code = WEFT_ENOMEM;
+      return NULL;
+    }
+    h->log(c, WEFT_LOG_INFO,
+           "%s runs on the emulated device (CPU kernels behind device "
+           "pointers; for tests)",
+           what);
+    return be;
   } else if (strcmp(dev, "cpu") != 0) {
-    h->error(c, "WEFT_DEVICE=%s: expected cpu, cuda or auto", dev);
+    h->error(c, "WEFT_DEVICE=%s: expected cpu, cuda, emulated or auto", dev);
     *code = WEFT_EINVAL;
     return NULL;
   }
@@ -266,25 +282,36 @@ void sd_vram_log(weft_call *c, const sd_vram *vr, const char *what) {
 
 void sd_vram_log_use(weft_call *c, const weft_backend *be, const sd_vram *vr,
                      const char *what) {
-#if WEFT_SD_CUDA
   const weft_backend *root = weft_backend_root(be);
-  weft_cuda_mem_stats ms;
-  if (!weft_backend_is_cuda(root) || weft_cuda_mem_stats_get(root, &ms)) return;
+  uint64_t peak, held;
+  const char *whose;
+  if (weft_backend_is_emulated(root)) {
+    /* no cache: every byte handed out, weights, arenas and scratch */
+    peak = weft_emulated_peak_bytes(root);
+    held = weft_emulated_live_bytes(root);
+    whose = "the emulated device's allocations";
+  } else {
+#if WEFT_SD_CUDA
+    weft_cuda_mem_stats ms;
+    if (!weft_backend_is_cuda(root) || weft_cuda_mem_stats_get(root, &ms))
+      return;
+    peak = ms.peak_reserved;
+    held = ms.reserved;
+    whose = "weft's allocations; the CUDA context is outside them";
+#else
+    return;
+#endif
+  }
   const double M = 1048576.0;
   uint64_t budget = vr ? sd_vram_budget(vr) : UINT64_MAX;
   char bud[64] = "no --vram budget";
   if (budget != UINT64_MAX)
     snprintf(bud, sizeof bud, "--vram %.0f MiB", (double)budget / M);
   c->host->log(c, WEFT_LOG_INFO,
-               "%s: device high-water %.0f MiB of %s (weft's allocations; "
-               "the CUDA context is outside them): weights pool %.0f MiB, "
-               "%.0f MiB kept for activations and scratch, %.0f MiB held "
-               "now",
-               what, (double)ms.peak_reserved / M, bud,
+               "%s: device high-water %.0f MiB of %s (%s): weights pool "
+               "%.0f MiB, %.0f MiB kept for activations and scratch, %.0f "
+               "MiB held now",
+               what, (double)peak / M, bud, whose,
                vr ? (double)sd_vram_pool_bytes(vr) / M : 0.0,
-               vr ? (double)sd_vram_reserved(vr) / M : 0.0,
-               (double)ms.reserved / M);
-#else
-  (void)c, (void)be, (void)vr, (void)what;
-#endif
+               vr ? (double)sd_vram_reserved(vr) / M : 0.0, (double)held / M);
 }

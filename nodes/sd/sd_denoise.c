@@ -224,7 +224,9 @@ static int plan_call(weft_backend *be, sd_vram *vr, const sd_devw *running,
                      bool dry_only, weft_rec_stats *st) {
   weft_rec *r = weft_rec_new(be);
   if (!r) return WEFT_ENOMEM;
-  int rc = record_dry(r, fn, user);
+  /* the DRY pass loads running's blocks under the last node's reserve */
+  int rc = vr ? sd_vram_fit(vr, running, scratch, why) : 0;
+  if (!rc) rc = record_dry(r, fn, user);
   weft_rec_stats s;
   weft_rec_stats_get(r, &s);
   if (st) *st = s;

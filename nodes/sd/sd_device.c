@@ -563,6 +563,24 @@ int sd_vram_reserve(sd_vram *vr, uint64_t bytes, const sd_devw *running,
   return 0;
 }
 
+int sd_vram_fit(sd_vram *vr, const sd_devw *running, uint64_t scratch,
+                const char *why) {
+  if (!vr || vr->budget == UINT64_MAX) return 0;
+  vr->err[0] = 0;
+  size_t need = 0;
+  for (int i = 0; i < vr->n_models; i++) {
+    const sd_devw *m = vr->models[i];
+    if (running && m != running) continue;
+    for (int b = 0; b < m->n_blocks; b++)
+      if (m->blk[b].bytes > need) need = m->blk[b].bytes;
+  }
+  /* the pool is min(every block, the cap): at least `need` when the cap is */
+  if (need <= pool_cap(vr, f32_total(vr))) return 0;
+  int rc = sd_vram_reserve(vr, scratch, running, why);
+  if (!rc) rc = sd_vram_commit(vr);
+  return rc;
+}
+
 int sd_vram_commit(sd_vram *vr) {
   if (!vr->dirty) return 0;
   int rc = size_pool(vr);
@@ -785,7 +803,20 @@ int sd_devw_use(sd_devw *dw, int b) {
   sd_devw_block *k = &dw->blk[b];
   dw->pos = b;
   int rc = sd_vram_commit(vr);
-  if (!rc && k->bytes && k->pool_off < 0) rc = load(vr, dw, b, -1, false);
+  if (!rc && k->bytes && k->pool_off < 0) {
+    rc = load(vr, dw, b, -1, false);
+    if (rc == WEFT_ERANGE) {
+      /* the node did not make room (sd_vram_fit): say so, not just ERANGE */
+      char need[32], pool[32], act[32];
+      mb(need, sizeof need, k->bytes), mb(pool, sizeof pool, vr->pool_bytes);
+      mb(act, sizeof act, vr->reserve);
+      snprintf(vr->err, sizeof vr->err,
+               "the %s's block '%s' needs %s (%zu bytes) of device memory but "
+               "the weights' pool holds %s (%zu bytes) now, with %s of the "
+               "budget kept for activations and scratch",
+               dw->model, k->name, need, k->bytes, pool, vr->pool_bytes, act);
+    }
+  }
   if (!rc) rc = settle(vr, k);
   if (rc || !vr->prefetch) return rc;
   /* the next block with weights, on the copy stream while b computes;

@@ -172,6 +172,16 @@ int sd_vram_commit(sd_vram *vr);
 int sd_vram_reserve(sd_vram *vr, uint64_t bytes, const struct sd_devw *running,
                     const char *why);
 uint64_t sd_vram_reserved(const sd_vram *vr);
+/* Before a node runs (or records, DRY) the model `running` (NULL: every
+ * model), whose blocks load as it goes while the reserve is still the one
+ * the previous node left: when that reserve leaves the pool smaller than
+ * running's largest block (a VAE encode's large arena before a sampler),
+ * drops it to `scratch` alone and resizes the pool, so that the blocks can
+ * load; the node then reserves its own arena.  Without that, the first
+ * block that does not fit fails the node.  0, or as sd_vram_reserve and
+ * sd_vram_commit (ERANGE: not even the scratch alone leaves room). */
+int sd_vram_fit(sd_vram *vr, const struct sd_devw *running, uint64_t scratch,
+                const char *why);
 /* The sd_xfer's trim (nothing without one): 0 or a WEFT_E* code. */
 int sd_vram_trim(sd_vram *vr);
 /* What the plugin reserves for one node's scratch beside its planned
@@ -308,11 +318,13 @@ sd_devw *sd_cnet_devw(const sd_cnet *m, bool encoder);
 
 /* The sd_vram for the models a loader puts on device backend be: the
  * budget WEFT_VRAM says (default: on CUDA the device's free memory less a
- * margin for activations, a fifth and at least 2 GiB), 16-bit matrices
- * when the backend computes in fp16/bf16, uploads on a copy stream with
- * prefetch.  Logs the choice ("the checkpoint: weights on cuda within
- * 1536.0 MiB (WEFT_VRAM), fp16 matrices").  NULL after c->host->error
- * with *code set.  (transfer full: sd_vram_release) */
+ * margin for activations, a fifth and at least 2 GiB; elsewhere no
+ * limit), 16-bit matrices when the backend computes in fp16/bf16, uploads
+ * with prefetch, on a copy stream on CUDA (the emulated device has none:
+ * its loads, the prefetches too, are synchronous and fp32).  Logs the
+ * choice ("the checkpoint: weights on cuda within 1536.0 MiB (WEFT_VRAM),
+ * fp16 matrices").  NULL after c->host->error with *code set.  (transfer
+ * full: sd_vram_release) */
 sd_vram *sd_vram_for(weft_call *c, weft_backend *be, const char *what,
                      int *code);
 /* (Built with CUDA only.)  The sd_xfer of a CUDA backend: a new copy
@@ -332,8 +344,10 @@ void sd_vram_log(weft_call *c, const sd_vram *vr, const char *what);
 /* After a model node on CUDA: logs (INFO) the caching allocator's
  * high-water (weft_cuda_mem_stats peak_reserved: every byte weft holds
  * from the driver, the CUDA context aside) against vr's budget ("VAE
- * decode: device high-water 1402 MiB of --vram 1536 MiB ...").  Nothing
- * on another backend.  vr may be NULL. */
+ * decode: device high-water 1402 MiB of --vram 1536 MiB ...").  On the
+ * emulated device the same line with the most bytes its buffers held at
+ * once since the backend was made.  Nothing on the CPU.  vr may be
+ * NULL. */
 void sd_vram_log_use(weft_call *c, const weft_backend *be, const sd_vram *vr,
                      const char *what);
 

@@ -39,9 +39,11 @@ uint64_t sd_file_fingerprint(weft_call *c);
 void sd_cond_destroy(void *p);
 
 /* sd_backend.c */
-/* The backend a loader's models run on, as WEFT_DEVICE says: "cpu", "cuda"
- * or "auto" (unset: auto = CUDA when weft was built with it and a device
- * is there, else the CPU).  `what` names the model in the log line.  NULL
+/* The backend a loader's models run on, as WEFT_DEVICE says: "cpu", "cuda",
+ * "emulated" (kernels/emulated.h: the device paths on the CPU kernels, for
+ * tests) or "auto" (unset: auto = CUDA when weft was built with it and a
+ * device is there, else the CPU).  `what` names the model in the log
+ * line.  NULL
  * after c->host->error, with *code the WEFT_E* code.  (transfer full:
  * weft_backend_free) */
 weft_backend *sd_backend_new(weft_call *c, const char *what, int *code);

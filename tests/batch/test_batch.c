@@ -1233,7 +1233,8 @@ TEST(device_option_is_checked) {
   ASSERT_EQ(batch(graph("flat.yaml"), NULL, &err, "--device", "gpu",
                   "--dry-run", NULL),
             2);
-  ASSERT_STR_EQ(err, "weft: --device gpu: expected cpu, cuda or auto\n");
+  ASSERT_STR_EQ(err,
+                "weft: --device gpu: expected cpu, cuda, emulated or auto\n");
   free(err);
   ASSERT_EQ(batch(graph("flat.yaml"), NULL, &err, "--device", "cpu",
                   "--dry-run", NULL),

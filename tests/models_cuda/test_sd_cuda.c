@@ -18,17 +18,17 @@
  *   image; the same seed twice on CUDA: the same PNG, byte for byte.
  *
  * The "emulated" cases run everywhere: the CPU kernels behind pointers the
- * host cannot touch (emulated_device.h) drive the models' device paths --
+ * host cannot touch (kernels/emulated.h) drive the models' device paths --
  * uploads, copies in and out, host work on explicit copies, LoRA re-syncs
  * -- and must give the CPU backend's results bit for bit. */
 #include <sys/stat.h>
 #include <time.h>
 
 #include "../models/sd_fixture.h"
-#include "emulated_device.h"
 #include "kernels/cpu/cpu.h" /* weft_f32_to_f16 */
 #include "kernels/cuda/cuda.h"
 #include "kernels/cuda/stream.h"
+#include "kernels/emulated.h"
 #include "lora.h"
 #include "png_io.h"
 #include "sd_device.h"
@@ -562,7 +562,7 @@ TEST(lora_on_cuda_matches_diffusers_and_strength_zero_restores_the_base) {
  * ------------------------ */
 
 static weft_backend *emu(void) {
-  weft_backend *be = emu_backend_new();
+  weft_backend *be = weft_backend_emulated_new(2);
   ASSERT(be != NULL);
   return be;
 }
@@ -586,7 +586,8 @@ TEST(models_on_an_emulated_device_equal_the_cpu_bit_for_bit) {
     if (host_only(p)) continue;
     const float *dev = sd_devw_find(dw[p->part], p->data);
     ASSERT(dev != NULL);
-    ASSERT_EQ(memcmp(emu_real(dev), p->data, (size_t)p->numel * 4), 0);
+    ASSERT_EQ(
+        memcmp(weft_emulated_host_ptr(dev), p->data, (size_t)p->numel * 4), 0);
   }
   ASSERT_EQ(dw[0]->n + dw[1]->n + dw[2]->n, me.m.ck.n_params);
   /* CLIP */
@@ -673,7 +674,7 @@ TEST(models_on_an_emulated_device_equal_the_cpu_bit_for_bit) {
   weft_st_close(f);
   model_close(&me), model_close(&mc);
   /* every buffer came back: weights and activations */
-  ASSERT_EQ(emu_live(e), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
   weft_backend_free(c), weft_backend_free(e);
 }
 
@@ -715,8 +716,8 @@ TEST(controlnet_on_an_emulated_device_equals_the_cpu_bit_for_bit) {
   model_close(&me), model_close(&mc);
   weft_st_close(io);
   sd_cnet_free(ne), sd_cnet_free(nc);
-  ASSERT_EQ(emu_live(e), 0);
-  ASSERT_EQ(emu_live(eu), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(eu), 0);
   sd_ckpt_free_params(&cke), sd_ckpt_release(&cke), weft_st_close(fe);
   sd_ckpt_free_params(&ckc), sd_ckpt_release(&ckc), weft_st_close(fc);
   free(je), free(jc);
@@ -1084,7 +1085,8 @@ TEST(device_flag_names_the_choices) {
       weft_test_built("cli/weft"), "run", g, "--device", "gpu", NULL};
   char *err = NULL;
   ASSERT_EQ(run_capture(a, &err), 2);
-  ASSERT_CONTAINS(err, "weft: --device gpu: expected cpu, cuda or auto");
+  ASSERT_CONTAINS(err,
+                  "weft: --device gpu: expected cpu, cuda, emulated or auto");
   free(err);
   const char *h[] = {weft_test_built("cli/weft"), "run", "--help", NULL};
   char *out = NULL;
@@ -1118,7 +1120,7 @@ TEST(weft_device_bad_value_is_named_by_the_loader) {
   unsetenv("WEFT_DEVICE");
   fprintf(stderr, "exit %d: %s", code, err);
   ASSERT_EQ(code, 2);
-  ASSERT_CONTAINS(err, "WEFT_DEVICE=tpu: expected cpu, cuda or auto");
+  ASSERT_CONTAINS(err, "WEFT_DEVICE=tpu: expected cpu, cuda, emulated or auto");
   free(err), free(g), free(ck);
 }
 

@@ -1,6 +1,6 @@
 /* test_sd_stream.c - the models' weights under a device memory budget
  * (nodes/sd/sd_device.c, issue 7) on the emulated device of
- * emulated_device.h, so it runs without a GPU: a budget that forces the
+ * kernels/emulated.h, so it runs without a GPU: a budget that forces the
  * UNet and the VAE to stream block by block gives the fully resident
  * results bit for bit; the number of block loads is what
  * weft_residency_plan (Belady) predicts for the same schedule; a budget
@@ -15,8 +15,8 @@
 #include <math.h>
 
 #include "../models/sd_fixture.h"
-#include "emulated_device.h"
 #include "kernels/cpu/cpu.h" /* weft_f32_to_f16/bf16 */
+#include "kernels/emulated.h"
 #include "lora.h"
 #include "sd_device.h"
 #include "weft/plan.h"
@@ -25,7 +25,7 @@
  */
 
 static weft_backend *emu(void) {
-  weft_backend *be = emu_backend_new();
+  weft_backend *be = weft_backend_emulated_new(2);
   ASSERT(be != NULL);
   return be;
 }
@@ -161,7 +161,8 @@ TEST(unet_blocks_are_in_execution_order_and_cover_every_weight) {
     n_unet++;
     const float *d = sd_devw_find(dw, p->data);
     ASSERT(d != NULL);
-    ASSERT_EQ(memcmp(emu_real(d), p->data, (size_t)p->numel * 4), 0);
+    ASSERT_EQ(memcmp(weft_emulated_host_ptr(d), p->data, (size_t)p->numel * 4),
+              0);
   }
   ASSERT_EQ(dw->n, n_unet);
   for (int i = 0; i < dw->n; i++) {
@@ -175,7 +176,7 @@ TEST(unet_blocks_are_in_execution_order_and_cover_every_weight) {
             all_blocks(dw) + all_blocks(sd_vae_devw(md.vae)));
   close_model(&md);
   sd_vram_release(vr);
-  ASSERT_EQ(emu_live(e), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
   weft_backend_free(e);
 }
 
@@ -236,7 +237,7 @@ TEST(streamed_unet_equals_resident_and_loads_match_the_residency_plan) {
     sd_unet_free(md.unet);
     fx_model_close(&md.m);
     sd_vram_release(vr);
-    ASSERT_EQ(emu_live(e), 0);
+    ASSERT_EQ(weft_emulated_live_buffers(e), 0);
     weft_backend_free(e);
   }
   free(want), free(got);
@@ -277,7 +278,7 @@ TEST(streamed_unet_with_prefetch_equals_resident) {
   sd_unet_free(md.unet);
   fx_model_close(&md.m);
   sd_vram_release(vr);
-  ASSERT_EQ(emu_live(e), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
   free(want), free(got);
   weft_st_close(u.io);
   close_model(&res);
@@ -328,7 +329,7 @@ TEST(unet_and_vae_sharing_a_budget_equal_resident) {
   weft_st_close(u.io);
   close_model(&md), close_model(&res);
   sd_vram_release(vr), sd_vram_release(vres);
-  ASSERT_EQ(emu_live(e), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
   weft_backend_free(er), weft_backend_free(e);
 }
 
@@ -349,7 +350,7 @@ TEST(budget_below_the_largest_block_is_refused_naming_it) {
   ASSERT(big_name[0] != 0);
   close_model(&md);
   sd_vram_release(probe);
-  ASSERT_EQ(emu_live(e), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
 
   sd_vram *vr = sd_vram_new(e, big + f32 - 1, WEFT_F32, NULL, false);
   memset(&md, 0, sizeof md);
@@ -367,7 +368,7 @@ TEST(budget_below_the_largest_block_is_refused_naming_it) {
            (unsigned long long)(big + f32 - 1));
   ASSERT_CONTAINS(err, want);
   ASSERT(sd_unet_devw(md.unet) == NULL);
-  ASSERT_EQ(emu_live(e), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
   /* the model was left as it was: it still runs on the host */
   weft_backend *c = weft_backend_cpu_new(2);
   unet_in u = unet_input();
@@ -384,7 +385,7 @@ TEST(budget_below_the_largest_block_is_refused_naming_it) {
   fx_model_close(&md.m);
   sd_vram_release(ok);
   sd_vram_release(vr);
-  ASSERT_EQ(emu_live(e), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
   weft_backend_free(c), weft_backend_free(e);
 }
 
@@ -423,7 +424,7 @@ TEST(to_backend_honours_weft_vram) {
   ASSERT(!sd_vram_streaming(sd_unet_devw(md.unet)->vr));
   sd_unet_free(md.unet);
   fx_model_close(&md.m);
-  ASSERT_EQ(emu_live(e), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
   weft_backend_free(e);
 }
 
@@ -531,7 +532,7 @@ TEST(lora_on_a_streamed_unet_equals_the_cpu) {
   weft_st_close(u.io);
   close_model(&md), close_model(&base);
   sd_vram_release(vr);
-  ASSERT_EQ(emu_live(e), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
   weft_backend_free(c), weft_backend_free(e);
 }
 
@@ -560,7 +561,7 @@ typedef struct fake_stream {
 static void fs_run_until(fake_stream *s, const int *ev) {
   while (s->head < s->tail) {
     fake_copy *c = &s->q[s->head++];
-    memcpy(emu_real(c->dst), c->src, c->n);
+    memcpy(weft_emulated_host_ptr(c->dst), c->src, c->n);
     *c->done = 1;
     if (c->done == ev) break;
   }
@@ -666,7 +667,7 @@ static void fake_stream_run(bool late) {
   ASSERT_EQ(fs->pinned, 0);
   ASSERT_EQ(fs->events, 0);
   free(fs);
-  ASSERT_EQ(emu_live(e), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
   weft_backend_free(er), weft_backend_free(e);
 }
 
@@ -794,7 +795,7 @@ static void sd15_txt2img(bool prefetch) {
   sd_vram_release(vr);
   ASSERT_EQ(fs->pinned, 0);
   free(fs);
-  ASSERT_EQ(emu_live(e), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
   weft_backend_free(e);
   sd_ckpt_free_params(&ck);
   sd_ckpt_release(&ck);
@@ -980,14 +981,15 @@ TEST(txt2img_calls_hold_at_most_the_budget_with_activations) {
           "budget %llu bytes: device high-water %llu (weights fp32 %llu, "
           "largest block %llu, UNet arena %llu, VAE decode arena %llu, "
           "pool now %zu, reserve now %llu); %llu loads\n",
-          (unsigned long long)budget, (unsigned long long)emu_peak_bytes(e),
+          (unsigned long long)budget,
+          (unsigned long long)weft_emulated_peak_bytes(e),
           (unsigned long long)f32, (unsigned long long)big,
           (unsigned long long)au, (unsigned long long)av,
           sd_vram_pool_bytes(vr), (unsigned long long)sd_vram_reserved(vr),
           (unsigned long long)sd_vram_get_stats(vr)->loads);
-  ASSERT(emu_peak_bytes(e) <= budget);
+  ASSERT(weft_emulated_peak_bytes(e) <= budget);
   /* the arena and the pool were both there: the rule, not an accident */
-  ASSERT(emu_peak_bytes(e) > f32 + act);
+  ASSERT(weft_emulated_peak_bytes(e) > f32 + act);
   ASSERT_EQ(sd_vram_reserved(vr), av + sd_vram_scratch(vr));
   same("latents under the budget vs the CPU", traj[1], traj[0], TI_STEPS * t.n);
   same("image under the budget vs the CPU", img[1], img[0], ni);
@@ -1005,8 +1007,8 @@ TEST(txt2img_calls_hold_at_most_the_budget_with_activations) {
 
   close_model(&md), close_model(&ref);
   sd_vram_release(vr);
-  ASSERT_EQ(emu_live(e), 0);
-  ASSERT_EQ(emu_live_bytes(e), 0);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
+  ASSERT_EQ(weft_emulated_live_bytes(e), 0);
   for (int k = 0; k < 2; k++)
     free(traj[k]), free(img[k]);
   ti_close(&t);

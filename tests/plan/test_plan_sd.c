@@ -6,8 +6,8 @@
 #include <math.h>
 
 #include "../models/sd_fixture.h"
-#include "../models_cuda/emulated_device.h"
 #include "counting.h"
+#include "kernels/emulated.h"
 #include "sd_device.h"
 #include "sd_plan.h"
 
@@ -237,9 +237,9 @@ TEST(on_a_device_backend_planned_sampling_is_exact_and_dry_touches_nothing) {
   float *want = malloc((size_t)(STEPS * u.n) * sizeof *want);
   float *got = malloc((size_t)(STEPS * u.n) * sizeof *got);
   sample(&u, cpu, false, want, NULL, NULL);
-  weft_backend *emu = emu_backend_new();
+  weft_backend *emu = weft_backend_emulated_new(2);
   ASSERT_OK(sd_unet_to_backend(u.unet, emu));
-  int64_t live = ((emu_ctx *)emu->ctx)->live;
+  int64_t live = weft_emulated_live_buffers(emu);
   weft_rec_stats st;
   sample(&u, emu, true, got, NULL, &st);
   ASSERT(memcmp(got, want, (size_t)(STEPS * u.n) * sizeof *got) == 0);
@@ -248,7 +248,7 @@ TEST(on_a_device_backend_planned_sampling_is_exact_and_dry_touches_nothing) {
   /* the device path copies x, t and ctx in and the output out */
   ASSERT(st.h2d_bytes > 0 && st.d2h_bytes > 0);
   ASSERT_EQ(st.d2h_bytes, (uint64_t)(2 * u.n) * sizeof(float));
-  ASSERT_EQ(((emu_ctx *)emu->ctx)->live, live);
+  ASSERT_EQ(weft_emulated_live_buffers(emu), live);
   /* a DRY call hands out unmapped addresses: a host access would fault */
   sd_denoiser d;
   ASSERT_OK(sd_denoiser_init(&d, u.unet, emu, &u.sched, SD_PRED_EPS, u.shape,
@@ -263,7 +263,7 @@ TEST(on_a_device_backend_planned_sampling_is_exact_and_dry_touches_nothing) {
   weft_rec_stats_get(r, &dry);
   ASSERT_EQ(dry.arena.arena, st.arena.arena);
   ASSERT_EQ(dry.h2d_bytes, st.h2d_bytes);
-  ASSERT_EQ(((emu_ctx *)emu->ctx)->live, live);
+  ASSERT_EQ(weft_emulated_live_buffers(emu), live);
   weft_rec_free(r);
   d.be = emu;
   sd_denoiser_free(&d);
@@ -391,11 +391,11 @@ TEST(controlnet_sampler_step_1_replays_a_dry_plan_on_a_device) {
     sample_ctl(&u, cpu, &kc, false, want, NULL, NULL, NULL);
     unet_case ue;
     case_open(&ue, 8, 8);
-    weft_backend *emu = emu_backend_new();
+    weft_backend *emu = weft_backend_emulated_new(2);
     ASSERT_OK(sd_unet_to_backend(ue.unet, emu));
     cnet_case ke;
     cnet_case_open(&ke, emu, window[c][0], window[c][1]);
-    int64_t live = ((emu_ctx *)emu->ctx)->live;
+    int64_t live = weft_emulated_live_buffers(emu);
     weft_rec_stats st[2];
     int first = -1;
     uint64_t arena = 0;
@@ -418,7 +418,7 @@ TEST(controlnet_sampler_step_1_replays_a_dry_plan_on_a_device) {
       ASSERT_EQ(st[i].diverged, 0);
       ASSERT_EQ(st[i].arena_allocs, 1);
     }
-    ASSERT_EQ(((emu_ctx *)emu->ctx)->live, live);
+    ASSERT_EQ(weft_emulated_live_buffers(emu), live);
     cnet_case_close(&ke);
     sd_unet_free(ue.unet); /* its device weights, before the backend */
     ue.unet = NULL;
@@ -467,7 +467,7 @@ TEST(vae_encode_planned_under_a_budget_reserves_its_arena_and_is_exact) {
     px[i] = frand(&s) * 0.5f + 0.5f;
   weft_backend *cpu = weft_backend_cpu_new(2);
   ASSERT_OK(sd_vae_encode_one(vae, cpu, px, side, side, want));
-  weft_backend *emu = emu_backend_new();
+  weft_backend *emu = weft_backend_emulated_new(2);
   /* a budget of the VAE's weights and 8 MiB: scratch is a third of it */
   sd_vram *probe = sd_vram_new(emu, UINT64_MAX, WEFT_F32, NULL, false);
   ASSERT_OK(sd_vae_to_vram(vae_e, probe));

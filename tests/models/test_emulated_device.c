@@ -1,0 +1,216 @@
+/* test_emulated_device.c - the example graphs (graphs/) on the embedded
+ * default model through `weft run` on the emulated device
+ * (kernels/emulated.h: the CPU kernels behind device pointers the host
+ * cannot touch, WEFT_DEVICE=emulated) against the same run on the CPU:
+ * the PNGs must be equal byte for byte, since both compute with the same
+ * kernels and only the device paths differ -- weights uploaded, and
+ * streamed block by block under --vram, planned activation arenas kept
+ * from the budget, inputs and outputs copied between host and device.  A
+ * difference is a bug in a device path.  No GPU needed; steps are cut to
+ * keep each case a few seconds. */
+#include <stdbool.h>
+
+#include "test.h"
+
+static char *repo(const char *rel) {
+  const char *src = getenv("WEFT_SOURCE_DIR");
+  ASSERT(src != NULL);
+  char *p = malloc(4096);
+  snprintf(p, 4096, "%s/%s", src, rel);
+  return p;
+}
+
+/* weft run graphs/GRAPH on `device` ("cpu", "emulated"; NULL: only the
+ * WEFT_DEVICE of the environment) into DIR, with --vram VRAM (NULL: none)
+ * and --set SET (NULL: none); steps=2 always.  Returns the JSON events
+ * (caller frees). */
+static char *run(const char *graph, const char *device, const char *vram,
+                 const char *set, const char *dir) {
+  char rel[256];
+  snprintf(rel, sizeof rel, "graphs/%s", graph);
+  char *g = repo(rel), *root = repo("");
+  const char *a[24];
+  int n = 0;
+  a[n++] = weft_test_built("cli/weft");
+  a[n++] = "run", a[n++] = g;
+  a[n++] = "--input-dir", a[n++] = root;
+  a[n++] = "--output-dir", a[n++] = dir;
+  a[n++] = "--events=json";
+  a[n++] = "--set", a[n++] = "steps=2";
+  if (set) a[n++] = "--set", a[n++] = set;
+  if (device) a[n++] = "--device", a[n++] = device;
+  if (vram) a[n++] = "--vram", a[n++] = vram;
+  a[n] = NULL;
+  char *out = NULL, *err = NULL;
+  int rc = weft_test_spawn(a, &out, &err, 240);
+  if (rc)
+    fprintf(stderr, "weft run %s --device %s: exit %d\n%s", graph,
+            device ? device : "(WEFT_DEVICE)", rc, err);
+  ASSERT_EQ(rc, 0);
+  free(err), free(g), free(root);
+  return out;
+}
+
+/* the PNG `png` of dirs a and b are the same bytes */
+static void same_png(const char *a, const char *b, const char *png) {
+  char pa[4400], pb[4400];
+  snprintf(pa, sizeof pa, "%s/%s", a, png);
+  snprintf(pb, sizeof pb, "%s/%s", b, png);
+  size_t na = 0, nb = 0;
+  char *x = weft_test_read_file(pa, &na), *y = weft_test_read_file(pb, &nb);
+  ASSERT(x != NULL && y != NULL);
+  size_t i = 0;
+  while (i < na && i < nb && x[i] == y[i])
+    i++;
+  fprintf(stderr, "%s: %zu and %zu bytes, %s\n", png, na, nb,
+          na == nb && i == na ? "byte-identical" : "DIFFER");
+  if (na != nb || i != na) fprintf(stderr, "first difference at byte %zu\n", i);
+  ASSERT_EQ(na, nb);
+  ASSERT(i == na);
+  free(x), free(y);
+}
+
+/* Every "device high-water H MiB of --vram B MiB" line (one per model
+ * node) has H <= B: the emulated device counts every byte of its buffers
+ * (no cache), so this is the budget's promise itself.  Returns how many
+ * lines there were. */
+static int high_waters_within(const char *events, int budget_mib) {
+  int lines = 0;
+  for (const char *q = events; (q = strstr(q, "device high-water ")); q++) {
+    double hw = 0;
+    int bud = 0;
+    ASSERT_EQ(
+        sscanf(q, "device high-water %lf MiB of --vram %d MiB", &hw, &bud), 2);
+    ASSERT_EQ(bud, budget_mib);
+    if (hw > budget_mib) fprintf(stderr, "over the budget: %.60s\n", q);
+    ASSERT(hw <= budget_mib);
+    lines++;
+  }
+  return lines;
+}
+
+/* graph on the CPU and on the emulated device (under vram when not NULL):
+ * the same PNG.  Returns the emulated run's events (caller frees). */
+static char *cpu_vs_emulated(const char *graph, const char *vram,
+                             const char *set, const char *png) {
+  char cpu[4096], emu[4096];
+  snprintf(cpu, sizeof cpu, "%s/cpu", weft_test_tmpdir());
+  snprintf(emu, sizeof emu, "%s/emulated", weft_test_tmpdir());
+  free(run(graph, "cpu", NULL, set, cpu));
+  char *ev = run(graph, "emulated", vram, set, emu);
+  ASSERT_CONTAINS(ev, "the checkpoint runs on the emulated device (CPU "
+                      "kernels behind device pointers; for tests)");
+  same_png(cpu, emu, png);
+  return ev;
+}
+
+/* ---- resident weights ---------------------------------------------------- */
+
+/* WEFT_DEVICE itself (what --device sets) selects the emulated device */
+TEST(txt2img_on_the_emulated_device_writes_the_cpus_png) {
+  char cpu[4096], emu[4096];
+  snprintf(cpu, sizeof cpu, "%s/cpu", weft_test_tmpdir());
+  snprintf(emu, sizeof emu, "%s/emulated", weft_test_tmpdir());
+  setenv("WEFT_DEVICE", "cpu", 1);
+  free(run("txt2img.yaml", NULL, NULL, NULL, cpu));
+  setenv("WEFT_DEVICE", "emulated", 1);
+  char *ev = run("txt2img.yaml", NULL, NULL, NULL, emu);
+  unsetenv("WEFT_DEVICE");
+  ASSERT_CONTAINS(ev, "the checkpoint runs on the emulated device");
+  ASSERT_CONTAINS(ev, "weights on emulated without a budget");
+  ASSERT_CONTAINS(ev, "VAE decode: device high-water ");
+  same_png(cpu, emu, "txt2img_00001_.png");
+  free(ev);
+}
+
+/* VAEEncode: the image copied in, the latent out */
+TEST(img2img_on_the_emulated_device_writes_the_cpus_png) {
+  free(cpu_vs_emulated("img2img.yaml", NULL, NULL, "img2img_00001_.png"));
+}
+
+/* VAEEncodeForInpaint and the kept, unmasked latent */
+TEST(inpaint_on_the_emulated_device_writes_the_cpus_png) {
+  free(cpu_vs_emulated("inpaint.yaml", NULL, NULL, "inpaint_00001_.png"));
+}
+
+/* the ControlNet on a backend of its own, its residuals read by the UNet
+ * in device memory */
+TEST(controlnet_on_the_emulated_device_writes_the_cpus_png) {
+  char *ev =
+      cpu_vs_emulated("controlnet.yaml", NULL, NULL, "controlnet_00001_.png");
+  ASSERT_CONTAINS(ev, "the ControlNet runs on the emulated device");
+  free(ev);
+}
+
+/* LoRA merged on the host masters, the touched weights copied again */
+TEST(lora_on_the_emulated_device_writes_the_cpus_png) {
+  free(cpu_vs_emulated("lora.yaml", NULL, NULL, "lora_00001_.png"));
+}
+
+/* two samplers around LatentUpscaleBy, then VAEDecodeTiled */
+TEST(hires_fix_tiled_decode_on_the_emulated_device_writes_the_cpus_png) {
+  free(cpu_vs_emulated("hires-fix.yaml", NULL, NULL, "hires-fix_00001_.png"));
+}
+
+/* ---- under --vram: the UNet streams ----------------------------------- */
+
+/* 20 MiB: a third kept for scratch and activations leaves a 12.9 MiB pool
+ * for the blocks of the 20.7 MiB UNet and the rest (25 MiB in all) */
+TEST(txt2img_streamed_under_vram_writes_the_cpus_png) {
+  char *ev = cpu_vs_emulated("txt2img.yaml", "20M", NULL, "txt2img_00001_.png");
+  ASSERT_CONTAINS(ev, "weights on emulated within 20.0 MiB (WEFT_VRAM)");
+  ASSERT_CONTAINS(ev, "the checkpoint: the weights do not fit the budget: "
+                      "blocks stream through a ");
+  ASSERT_CONTAINS(ev, "sampler: activations ");
+  ASSERT(high_waters_within(ev, 20) >= 4); /* CLIP x2, sampler, decode */
+  free(ev);
+}
+
+/* VAEEncode first: its arena's reserve leaves a pool of 2 MiB, smaller
+ * than most of the UNet's blocks, and the sampler must make room again
+ * before its DRY planning call loads the UNet (it used to fail with a bare
+ * "value out of range") */
+TEST(img2img_streamed_under_vram_writes_the_cpus_png) {
+  char *ev = cpu_vs_emulated("img2img.yaml", "16M", NULL, "img2img_00001_.png");
+  ASSERT_CONTAINS(ev, "blocks stream through a ");
+  ASSERT(high_waters_within(ev, 16) >= 4);
+  free(ev);
+}
+
+/* the tiled decode's largest tile reserved once, after two streamed
+ * samplers */
+TEST(hires_fix_streamed_under_vram_writes_the_cpus_png) {
+  char *ev =
+      cpu_vs_emulated("hires-fix.yaml", "16M", NULL, "hires-fix_00001_.png");
+  ASSERT_CONTAINS(ev, "blocks stream through a ");
+  ASSERT_CONTAINS(ev, "tiled VAE decode: device high-water ");
+  ASSERT(high_waters_within(ev, 16) >= 5);
+  free(ev);
+}
+
+/* the ControlNet's calls planned with the UNet's under the budget */
+TEST(controlnet_streamed_under_vram_writes_the_cpus_png) {
+  char *ev =
+      cpu_vs_emulated("controlnet.yaml", "20M", NULL, "controlnet_00001_.png");
+  ASSERT_CONTAINS(ev, "blocks stream through a ");
+  ASSERT_CONTAINS(ev, "(planned: the UNet call and its ControlNets)");
+  free(ev);
+}
+
+/* ---- the option ---------------------------------------------------------- */
+
+TEST(device_option_documents_emulated_and_names_it_in_errors) {
+  const char *help[] = {weft_test_built("cli/weft"), "run", "--help", NULL};
+  char *out = NULL;
+  ASSERT_EQ(weft_test_spawn(help, &out, NULL, 30), 0);
+  ASSERT_CONTAINS(out, "emulated: the CPU");
+  free(out);
+  char *g = repo("graphs/txt2img.yaml");
+  const char *bad[] = {
+      weft_test_built("cli/weft"), "run", g, "--device", "emulator", NULL};
+  char *err = NULL;
+  ASSERT_EQ(weft_test_spawn(bad, NULL, &err, 30), 2);
+  ASSERT_CONTAINS(err, "--device emulator: expected cpu, cuda, emulated or "
+                       "auto");
+  free(err), free(g);
+}
