@@ -18,10 +18,8 @@
 // them); scores, max, sums and the output in fp32; the probabilities are
 // rounded to 16 bits before P V, unnormalised (values in [0, 1]); the
 // division by the row's sum is the last step, in fp32.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include "common.cuh"
+#include "mma.cuh"
 
 #define FA_BK 64 // keys per tile
 
@@ -33,47 +31,6 @@ struct fa_params {
   int causal;
   int vec2; // every row start 8-byte aligned and d even: float2 loads
 };
-
-template <bool BF>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  uint32_t r;
-  if (BF) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    r = *reinterpret_cast<uint32_t *>(&h);
-  } else {
-    __half2 h = __floats2half2_rn(lo, hi);
-    r = *reinterpret_cast<uint32_t *>(&h);
-  }
-  return r;
-}
-
-// c += a b, m16n8k16, 16-bit a and b, fp32 c.
-template <bool BF>
-__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4],
-                                         uint32_t b0, uint32_t b1) {
-  if (BF)
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0),
-                   "r"(b1));
-  else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0),
-                   "r"(b1));
-}
-
-// Two 8x8 16-bit matrices from shared memory, transposed: the B operand
-// (k = 16 rows of the stored matrix, n = 8 of its columns).
-__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t &b0, uint32_t &b1,
-                                                  const void *row) {
-  const unsigned a = (unsigned)__cvta_generic_to_shared(row);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
-               : "=r"(b0), "=r"(b1)
-               : "r"(a));
-}
 
 // Rows [r0, r0 + FA_BK) of one (batch, head)'s k or v into dst [FA_BK][DP
 // + 8] (16-bit), zeros past lk and past d.
@@ -96,7 +53,7 @@ __device__ __forceinline__ void load_tile(uint32_t *dst, const float *src,
         if (c + 1 < d) hi = p[1];
       }
     }
-    dst[r * LDW + c / 2] = pack2<BF>(lo, hi);
+    dst[r * LDW + c / 2] = weft_cu_pack2<BF>(lo, hi);
   }
 }
 
@@ -128,7 +85,7 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
         if (c < p.d) lo = x[c];
         if (c + 1 < p.d) hi = x[c + 1];
       }
-      qa[kk][j] = pack2<BF>(lo, hi);
+      qa[kk][j] = weft_cu_pack2<BF>(lo, hi);
     }
   }
 
@@ -154,7 +111,7 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
       const uint32_t *kr = sK + (n * 8 + g) * LDW + c2 / 2;
 #pragma unroll
       for (int kk = 0; kk < NK; kk++)
-        mma16816<BF>(s[n], qa[kk], kr[kk * 8], kr[kk * 8 + 4]);
+        weft_cu_mma16816<BF>(s[n], qa[kk], kr[kk * 8], kr[kk * 8 + 4]);
     }
 
     // scale (base 2), mask, row maxima (a row's 64 scores are spread over
@@ -200,8 +157,8 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
         const float p2 = exp2f(sn[2] - mu[1]), p3 = exp2f(sn[3] - mu[1]);
         l[0] += p0 + p1;
         l[1] += p2 + p3;
-        pa[j][2 * t] = pack2<BF>(p0, p1);
-        pa[j][2 * t + 1] = pack2<BF>(p2, p3);
+        pa[j][2 * t] = weft_cu_pack2<BF>(p0, p1);
+        pa[j][2 * t + 1] = weft_cu_pack2<BF>(p2, p3);
       }
     }
 
@@ -212,8 +169,8 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
 #pragma unroll
       for (int n = 0; n < ND; n++) {
         uint32_t b0, b1;
-        ldmatrix_x2_trans(b0, b1, vr + n * 4);
-        mma16816<BF>(o[n], pa[j], b0, b1);
+        weft_cu_ldsm_x2_trans(b0, b1, vr + n * 4);
+        weft_cu_mma16816<BF>(o[n], pa[j], b0, b1);
       }
     }
   }

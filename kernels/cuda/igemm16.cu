@@ -15,10 +15,8 @@
 // read as the weight lies (16 halves a thread, 16-byte loads where the
 // rows allow); B is gathered a column per thread (its output pixel fixed
 // for the block, rows k = (ci, r, s) stepped without division).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include "common.cuh"
+#include "mma.cuh"
 
 #define IG_BM 128
 #define IG_BN 128
@@ -36,36 +34,6 @@ struct ig_params {
   int w_out, n, K; // n = h_out * w_out, K = c_in * kh * kw
   int wvec;        // K % 8 == 0 and w 16-byte aligned: 16-byte A loads
 };
-
-template <bool BF> __device__ __forceinline__ uint16_t to16(float v) {
-  if (BF) return __bfloat16_as_ushort(__float2bfloat16_rn(v));
-  return __half_as_ushort(__float2half_rn(v));
-}
-
-template <bool BF>
-__device__ __forceinline__ void ig_mma(float c[4], const uint32_t a[4],
-                                       uint32_t b0, uint32_t b1) {
-  if (BF)
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0),
-                   "r"(b1));
-  else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0),
-                   "r"(b1));
-}
-
-__device__ __forceinline__ void ig_ldsm_x2_trans(uint32_t &b0, uint32_t &b1,
-                                                 const void *row) {
-  const unsigned a = (unsigned)__cvta_generic_to_shared(row);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
-               : "=r"(b0), "=r"(b1)
-               : "r"(a));
-}
 
 template <bool BF>
 __global__ void __launch_bounds__(IG_THREADS) ig_kernel(const ig_params p) {
@@ -116,7 +84,7 @@ __global__ void __launch_bounds__(IG_THREADS) ig_kernel(const ig_params p) {
       if (b_ok && k < p.K && (unsigned)ih < (unsigned)p.h_in &&
           (unsigned)iw < (unsigned)p.w_in)
         v = x[ci * hw_in + ih * p.w_in + iw];
-      br[i] = to16<BF>(v);
+      br[i] = weft_cu_to16<BF>(v);
       k += 2;
       s += 2;
       while (s >= p.kw) {
@@ -165,13 +133,14 @@ __global__ void __launch_bounds__(IG_THREADS) ig_kernel(const ig_params p) {
       }
 #pragma unroll
       for (int nt = 0; nt < 4; nt++)
-        ig_ldsm_x2_trans(b[nt][0], b[nt][1],
-                         &sB[cur][(ks + (lane & 15)) * IG_LDB + wn + nt * 8]);
+        weft_cu_ldsm_x2_trans(
+            b[nt][0], b[nt][1],
+            &sB[cur][(ks + (lane & 15)) * IG_LDB + wn + nt * 8]);
 #pragma unroll
       for (int mt = 0; mt < 4; mt++)
 #pragma unroll
         for (int nt = 0; nt < 4; nt++)
-          ig_mma<BF>(acc[mt][nt], a[mt], b[nt][0], b[nt][1]);
+          weft_cu_mma16816<BF>(acc[mt][nt], a[mt], b[nt][0], b[nt][1]);
     }
     if (t + 1 < nk) store(cur ^ 1);
     __syncthreads();

@@ -33,6 +33,9 @@ int weft_test_spawn(const char *const argv[], char **out, char **err,
                     int timeout_s);
 /* Path of a program built in the build tree ("cli/weft"). */
 const char *weft_test_built(const char *rel);
+/* Path of a file of the source tree ("graphs/txt2img.yaml"; the test's
+ * environment names the tree in WEFT_SOURCE_DIR), malloc'd. */
+char *weft_test_repo(const char *rel);
 /* Reads a whole file into a malloc'd, NUL-terminated string (NULL if it
  * cannot); *len gets its length when len is not NULL. */
 char *weft_test_read_file(const char *path, size_t *len);

@@ -143,6 +143,15 @@ const char *weft_test_built(const char *rel) {
   return p;
 }
 
+char *weft_test_repo(const char *rel) {
+  const char *src = getenv("WEFT_SOURCE_DIR");
+  ASSERT(src != NULL);
+  char *p = malloc(4096);
+  ASSERT(p != NULL);
+  snprintf(p, 4096, "%s/%s", src, rel);
+  return p;
+}
+
 char *weft_test_read_file(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;

@@ -12,13 +12,6 @@
 
 #include "test.h"
 
-static char *repo(const char *rel) {
-  const char *src = getenv("WEFT_SOURCE_DIR");
-  ASSERT(src != NULL);
-  char *p = malloc(4096);
-  snprintf(p, 4096, "%s/%s", src, rel);
-  return p;
-}
 
 /* weft run graphs/GRAPH on `device` ("cpu", "emulated"; NULL: only the
  * WEFT_DEVICE of the environment) into DIR, with --vram VRAM (NULL: none)
@@ -28,7 +21,7 @@ static char *run(const char *graph, const char *device, const char *vram,
                  const char *set, const char *dir) {
   char rel[256];
   snprintf(rel, sizeof rel, "graphs/%s", graph);
-  char *g = repo(rel), *root = repo("");
+  char *g = weft_test_repo(rel), *root = weft_test_repo("");
   const char *a[24];
   int n = 0;
   a[n++] = weft_test_built("cli/weft");
@@ -205,7 +198,7 @@ TEST(device_option_documents_emulated_and_names_it_in_errors) {
   ASSERT_EQ(weft_test_spawn(help, &out, NULL, 30), 0);
   ASSERT_CONTAINS(out, "emulated: the CPU");
   free(out);
-  char *g = repo("graphs/txt2img.yaml");
+  char *g = weft_test_repo("graphs/txt2img.yaml");
   const char *bad[] = {
       weft_test_built("cli/weft"), "run", g, "--device", "emulator", NULL};
   char *err = NULL;

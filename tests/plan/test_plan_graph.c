@@ -16,18 +16,11 @@ static const char *weft(void) {
   return weft_test_built("cli/weft");
 }
 
-static char *repo(const char *rel) {
-  const char *src = getenv("WEFT_SOURCE_DIR");
-  ASSERT(src != NULL);
-  char *p = malloc(4096);
-  snprintf(p, 4096, "%s/%s", src, rel);
-  return p;
-}
 
 /* weft plan graphs/txt2img.yaml [extra...] from the repository root */
 static int plan_txt2img(const char *extra, const char *extra2, char **out,
                         char **err) {
-  char *g = repo("graphs/txt2img.yaml"), *root = repo("");
+  char *g = weft_test_repo("graphs/txt2img.yaml"), *root = weft_test_repo("");
   const char *a[] = {weft(), "plan", g,      "--input-dir",
                      root,   extra,  extra2, NULL};
   int rc = weft_test_spawn(a, out, err, 120);
@@ -53,7 +46,7 @@ static weft_rec_stats dry_stats(weft_rec *r) {
  * latent (128x128 pixels) with CFG (batch 2), its decode. */
 static void record_default_model(dm_plan *p) {
   memset(p, 0, sizeof *p);
-  char *path = repo("models/default/weft-shapes-v1.safetensors");
+  char *path = weft_test_repo("models/default/weft-shapes-v1.safetensors");
   char err[1024];
   weft_st_file *f = NULL;
   int r = weft_st_open(path, &f, err, sizeof err);
@@ -202,7 +195,7 @@ TEST(weft_plan_json_of_txt2img_has_the_arenas_of_a_direct_recording) {
 
 /* weft plan graphs/controlnet.yaml with the ControlNet in its window */
 static json_t *plan_controlnet(const char *start) {
-  char *g = repo("graphs/controlnet.yaml"), *root = repo("");
+  char *g = weft_test_repo("graphs/controlnet.yaml"), *root = weft_test_repo("");
   char set[64];
   snprintf(set, sizeof set, "start_percent=%s", start);
   const char *a[] = {weft(), "plan",        g,   "--input-dir", root,
@@ -227,7 +220,7 @@ TEST(weft_plan_of_a_controlnet_graph_counts_its_weights_and_both_arenas) {
   dm_plan p;
   record_default_model(&p);
   /* the ControlNet's weights, as the loader holds them: fp32 masters */
-  char *path = repo("models/default/weft-shapes-controlnet.safetensors");
+  char *path = weft_test_repo("models/default/weft-shapes-controlnet.safetensors");
   char err[1024];
   weft_st_file *f = NULL;
   ASSERT_OK(weft_st_open(path, &f, err, sizeof err));
@@ -282,7 +275,7 @@ static char *run_planned_and_not(const char *graph, const char *set,
                                  const char *png) {
   char rel[256];
   snprintf(rel, sizeof rel, "graphs/%s", graph);
-  char *g = repo(rel), *root = repo(""), *events = NULL;
+  char *g = weft_test_repo(rel), *root = weft_test_repo(""), *events = NULL;
   char dir[2][4096];
   for (int planned = 1; planned >= 0; planned--) {
     snprintf(dir[planned], sizeof dir[planned], "%s/%s_%d", weft_test_tmpdir(),
@@ -340,7 +333,7 @@ TEST(a_runs_controlnet_calls_replay_from_their_arenas_and_change_nothing) {
 TEST(tiled_vae_decode_is_planned_by_its_tiles_and_changes_nothing) {
   dm_plan p;
   record_default_model(&p);
-  char *g = repo("graphs/hires-fix.yaml"), *root = repo("");
+  char *g = weft_test_repo("graphs/hires-fix.yaml"), *root = weft_test_repo("");
   const char *a[] = {weft(),   "plan",         g,    "--input-dir", root,
                      "--json", "--device=cpu", NULL};
   char *out = NULL, *err = NULL;

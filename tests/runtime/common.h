@@ -22,6 +22,16 @@ static inline weft_ctx *test_ctx(void) {
   return ctx;
 }
 
+/* Loads tests/plugins/NAME.so of the build tree into ctx. */
+static inline void test_load_plugin(weft_ctx *ctx, const char *name) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/tests/plugins/%s.so",
+           getenv("WEFT_TEST_BUILDDIR"), name);
+  int r = weft_plugin_load(ctx, path);
+  if (r) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
+  ASSERT_OK(r);
+}
+
 static inline int load(weft_ctx *ctx, const char *yaml, weft_graph **g) {
   return weft_graph_load_string(ctx, yaml, strlen(yaml), "g.yaml", g);
 }

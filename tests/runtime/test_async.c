@@ -90,12 +90,7 @@ static void check_order(const evs *l) {
 static weft_ctx *async_ctx(evs *l) {
   setenv("UV_THREADPOOL_SIZE", "1", 1);
   weft_ctx *ctx = test_ctx();
-  char path[4096];
-  snprintf(path, sizeof path, "%s/tests/plugins/asyncnodes.so",
-           getenv("WEFT_TEST_BUILDDIR"));
-  int r = weft_plugin_load(ctx, path);
-  if (r) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
-  ASSERT_OK(r);
+  test_load_plugin(ctx, "asyncnodes");
   weft_ctx_set_event_cb(ctx, evs_cb, l);
   return ctx;
 }

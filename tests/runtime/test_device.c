@@ -22,12 +22,7 @@ static void xlog_cb(const weft_event *e, void *user) {
 
 static weft_ctx *dev_ctx(xlog *l) {
   weft_ctx *ctx = test_ctx();
-  char path[4096];
-  snprintf(path, sizeof path, "%s/tests/plugins/devnodes.so",
-           getenv("WEFT_TEST_BUILDDIR"));
-  int r = weft_plugin_load(ctx, path);
-  if (r) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
-  ASSERT_OK(r);
+  test_load_plugin(ctx, "devnodes");
   weft_ctx_set_event_cb(ctx, xlog_cb, l);
   return ctx;
 }

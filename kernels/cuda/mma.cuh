@@ -1,0 +1,60 @@
+// mma.cuh - the tensor-core pieces the 16-bit kernels share (flash16.cu,
+// igemm16.cu): rounding to 16 bits, mma.m16n8k16 with fp32 accumulators
+// and ldmatrix of a transposed B operand.
+//
+// Fragment layout of mma.m16n8k16.row.col (lane = 4 g + q, c2 = 2 q):
+//   A (16x16, row-major): a[0] rows g, columns c2..c2+1; a[1] row g + 8;
+//                         a[2], a[3] the same rows, columns + 8
+//   B (16x8, k x n):      b0 k = c2..c2+1, column g; b1 k + 8
+//   C (16x8, fp32):       c[0..1] row g, columns c2..c2+1; c[2..3] row g + 8
+// so an accumulator tile pair (columns 0-7 and 8-15) is already laid out
+// as the A operand of a following product.
+#ifndef WEFT_KERNELS_CUDA_MMA_CUH
+#define WEFT_KERNELS_CUDA_MMA_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+// v rounded to bf16 (BF) or fp16, its bits.
+template <bool BF> __device__ __forceinline__ uint16_t weft_cu_to16(float v) {
+  if (BF) return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  return __half_as_ushort(__float2half_rn(v));
+}
+
+// lo and hi rounded to 16 bits, packed (lo in the low half).
+template <bool BF>
+__device__ __forceinline__ uint32_t weft_cu_pack2(float lo, float hi) {
+  return (uint32_t)weft_cu_to16<BF>(lo) | (uint32_t)weft_cu_to16<BF>(hi) << 16;
+}
+
+// c += a b: m16n8k16, 16-bit a and b (BF: bf16, else fp16), fp32 c.
+template <bool BF>
+__device__ __forceinline__ void
+weft_cu_mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  if (BF)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0),
+                   "r"(b1));
+  else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0),
+                   "r"(b1));
+}
+
+// The B operand (k = 16 rows of a row-major 16-bit matrix in shared
+// memory, n = 8 of its columns), transposed by ldmatrix: lanes 0-15 give
+// the addresses of the 16 rows (16-byte aligned), b0 rows 0-7, b1 8-15.
+__device__ __forceinline__ void
+weft_cu_ldsm_x2_trans(uint32_t &b0, uint32_t &b1, const void *row) {
+  const unsigned a = (unsigned)__cvta_generic_to_shared(row);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(b0), "=r"(b1)
+               : "r"(a));
+}
+
+#endif
