@@ -37,10 +37,11 @@ static void h_retain(weft_value *v) { weft__value_retain(v); }
 static void h_release(weft_value *v) { weft__value_release(v); }
 static weft_type h_type(const weft_value *v) { return v->type; }
 
-static weft_value *h_tensor_new(weft_call *c, weft_type type, weft_dtype dt,
-                                int ndim, const int64_t *shape,
-                                weft_tensor *view) {
-  weft_value *place = priv(c)->place; /* a node placed on a device */
+/* A tensor on the host, or (place: the object a node was placed by) on
+ * its device. */
+static weft_value *tensor_at(weft_call *c, weft_value *place, weft_type type,
+                             weft_dtype dt, int ndim, const int64_t *shape,
+                             weft_tensor *view) {
   weft_value *v = place ? weft__value_device_tensor(type, dt, ndim, shape, place)
                         : weft__value_tensor(type, dt, ndim, shape);
   if (!v) {
@@ -75,6 +76,19 @@ static int32_t h_value_device(const weft_value *v) {
   if (!v) return WEFT_DEVICE_CPU;
   if (v->kind == WEFT__V_TENSOR) return v->t.device;
   return v->kind == WEFT__V_OBJECT ? v->dev : WEFT_DEVICE_CPU;
+}
+
+static weft_value *h_tensor_new(weft_call *c, weft_type type, weft_dtype dt,
+                                int ndim, const int64_t *shape,
+                                weft_tensor *view) {
+  return tensor_at(c, NULL, type, dt, ndim, shape, view);
+}
+
+static weft_value *h_device_tensor_new(weft_call *c, weft_type type,
+                                       weft_dtype dt, int ndim,
+                                       const int64_t *shape,
+                                       weft_tensor *view) {
+  return tensor_at(c, priv(c)->place, type, dt, ndim, shape, view);
 }
 
 static const weft_tensor *h_value_tensor(const weft_value *v) {
@@ -294,4 +308,5 @@ const weft_host weft__host = {
     .complete = weft__complete,
     .object_set_device = h_object_set_device,
     .value_device = h_value_device,
+    .device_tensor_new = h_device_tensor_new,
 };

@@ -319,6 +319,11 @@ void weft__complete(weft_completion *c, int rc);
  * emptied by weft__drop_moved once the node ended).  0, or a WEFT_E* code
  * with the reason in the call's message. */
 weft_value *weft__placer(const weft_node_def *d, weft_value *const *ins);
+/* Where a port's tensor lives for a node on node_device: there for a
+ * WEFT_PORT_DEVICE port, else on the host. */
+int32_t weft__port_device(const weft_port_def *port, int32_t node_device);
+/* "the host" or "device N", for messages. */
+void weft__device_name(int32_t d, char *buf, size_t len);
 int weft__place_inputs(weft_call *call, weft_value **ins, weft_value ***xin);
 void weft__drop_moved(weft_value **xin, int n_inputs);
 

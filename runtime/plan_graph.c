@@ -106,14 +106,16 @@ static int walk_node(weft_graph *g, pnode *ps, int i) {
   for (int j = 0; j < d->n_inputs; j++) {
     const weft__bind *b = &n->inputs[j];
     const weft_value *v = p->ins[j];
-    if (!v || v->kind != WEFT__V_TENSOR || b->kind != WEFT__B_NODE ||
-        ps[b->node].place == p->place)
-      continue;
+    if (!v || v->kind != WEFT__V_TENSOR || b->kind != WEFT__B_NODE) continue;
+    const int32_t from = weft__port_device(
+        &g->nodes[b->node].rop->outputs[b->port], ps[b->node].place);
+    const int32_t to = weft__port_device(&d->inputs[j], p->place);
+    if (from == to) continue;
     uint64_t bytes = weft_dtype_size(v->t.dtype);
     for (int a = 0; a < v->t.ndim; a++)
       bytes *= (uint64_t)v->t.shape[a];
-    if (ps[b->node].place != WEFT_DEVICE_CPU) p->moved[1] += bytes;
-    if (p->place != WEFT_DEVICE_CPU) p->moved[0] += bytes;
+    if (from != WEFT_DEVICE_CPU) p->moved[1] += bytes;
+    if (to != WEFT_DEVICE_CPU) p->moved[0] += bytes;
   }
   p->priv.ctx = g->ctx;
   p->priv.run = NULL; /* logs go to stderr, run_info is NULL */

@@ -673,6 +673,15 @@ static int check_outputs(nstate *s, const weft__op *op, char *msg, size_t len) {
                weft__type_name(v->type, v->type_name));
       return WEFT_EINTERNAL;
     }
+    const int32_t at = weft__port_device(p, s->call.device);
+    if (v->kind == WEFT__V_TENSOR && v->t.device != at) {
+      char is[32], want[32];
+      weft__device_name(v->t.device, is, sizeof is);
+      weft__device_name(at, want, sizeof want);
+      snprintf(msg, len, "plugin bug: output '%s' is on %s, its port says %s",
+               p->name, is, want);
+      return WEFT_EINTERNAL;
+    }
   }
   return 0;
 }

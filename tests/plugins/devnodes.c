@@ -7,9 +7,12 @@
  *   DevModel  (device, fail_copies) -> MODEL on that device
  *   DevFill   (n) -> TENSOR [n] = 0, 1, ..., n-1 on the host, with an
  *             attribute "mask" (a TENSOR [1] = 7)
- *   DevScale  WEFT_NODE_DEVICE: (model, x, factor) -> TENSOR x * factor,
- *             made on the model's device, x's "mask" passed on; fails
- *             unless it was placed there and x arrived there with it
+ *   DevScale  WEFT_NODE_DEVICE: (model, x, factor, wrong_port) -> TENSOR
+ *             x * factor, x and the output on the model's device
+ *             (WEFT_PORT_DEVICE), x's "mask" passed on; fails unless it
+ *             was placed there and x arrived there with it; wrong_port
+ *             makes the output on the host (a plugin bug)
+ *   DevPeek   WEFT_NODE_DEVICE: (model, x) -> FLOAT x[0], x a host port
  *   DevSum    (x) -> FLOAT sum of x; fails unless x is on the host with
  *             its "mask"
  *   DevStats  (model) -> STRING of the model's counters */
@@ -147,11 +150,18 @@ static int fill_run(weft_call *c) {
 
 static const weft_port_def scale_in[] = {
     {sizeof(weft_port_def), "model", WEFT_TYPE_MODEL, NULL, 0, NULL},
-    {sizeof(weft_port_def), "x", WEFT_TYPE_TENSOR, NULL, 0, NULL},
+    {sizeof(weft_port_def), "x", WEFT_TYPE_TENSOR, NULL, WEFT_PORT_DEVICE,
+     NULL},
 };
+static const weft_port_def device_tensor_out[] = {
+    {sizeof(weft_port_def), "x", WEFT_TYPE_TENSOR, NULL, WEFT_PORT_DEVICE,
+     NULL}};
 static const weft_param_def scale_params[] = {
     {sizeof(weft_param_def), "factor", WEFT_TYPE_FLOAT, 0, 2.0, NULL, -1e9,
-     1e9, NULL, 0, "multiplier"}};
+     1e9, NULL, 0, "multiplier"},
+    {sizeof(weft_param_def), "wrong_port", WEFT_TYPE_BOOL, 0, 0, NULL, 0, 1,
+     NULL, 0, "make the output on the host (a plugin bug)"},
+};
 
 static int scale_run(weft_call *c) {
   const weft_host *h = c->host;
@@ -176,10 +186,16 @@ static int scale_run(weft_call *c) {
   for (int64_t i = 0; i < n; i++)
     tmp[i] *= f;
   weft_tensor y;
+  /* wrong_port: a host tensor on a device port, which the runtime refuses */
   weft_value *v =
-      rc ? NULL : h->tensor_new(c, WEFT_TYPE_TENSOR, WEFT_F32, 1, &n, &y);
-  if (v && (y.device != d->device ||
-            (rc = fd_to_device(d, y.data, tmp, (size_t)n * sizeof *tmp)))) {
+      rc ? NULL
+         : (weft_param_int(c, 1) ? h->tensor_new : h->device_tensor_new)(
+               c, WEFT_TYPE_TENSOR, WEFT_F32, 1, &n, &y);
+  if (v && weft_param_int(c, 1)) { /* host memory: the plugin bug itself */
+    memcpy(y.data, tmp, (size_t)n * sizeof *tmp);
+  } else if (v && (y.device != d->device ||
+                   (rc = fd_to_device(d, y.data, tmp,
+                                      (size_t)n * sizeof *tmp)))) {
     h->value_release(v);
     v = NULL;
   }
@@ -213,6 +229,28 @@ static int sum_run(weft_call *c) {
   for (int64_t i = 0; i < x->shape[0]; i++)
     s += ((const float *)x->data)[i];
   c->outputs[0] = h->float_new(c, s);
+  return c->outputs[0] ? 0 : WEFT_ENOMEM;
+}
+
+/* ---- DevPeek ---- */
+
+static const weft_port_def peek_in[] = {
+    {sizeof(weft_port_def), "model", WEFT_TYPE_MODEL, NULL, 0, NULL},
+    {sizeof(weft_port_def), "x", WEFT_TYPE_TENSOR, NULL, 0,
+     "wanted on the host"},
+};
+static const weft_port_def first_out[] = {
+    {sizeof(weft_port_def), "first", WEFT_TYPE_FLOAT, NULL, 0, NULL}};
+
+static int peek_run(weft_call *c) {
+  const weft_host *h = c->host;
+  const fake_dev *d = h->value_object(c->inputs[0]);
+  const weft_tensor *x = h->value_tensor(c->inputs[1]);
+  if (c->device != d->device || x->device != WEFT_DEVICE_CPU) {
+    h->error(c, "placed on %d, x on %d", (int)c->device, (int)x->device);
+    return WEFT_EINTERNAL;
+  }
+  c->outputs[0] = h->float_new(c, ((const float *)x->data)[0]);
   return c->outputs[0] ? 0 : WEFT_ENOMEM;
 }
 
@@ -262,10 +300,10 @@ static const weft_node_def dev_scale = {
     .doc = "x * factor on the model's device.",
     .inputs = scale_in,
     .n_inputs = 2,
-    .outputs = tensor_out,
+    .outputs = device_tensor_out,
     .n_outputs = 1,
     .params = scale_params,
-    .n_params = 1,
+    .n_params = 2,
     .flags = WEFT_NODE_DEVICE,
     .run = scale_run};
 static const weft_node_def dev_sum = {.struct_size = sizeof(weft_node_def),
@@ -289,7 +327,19 @@ static const weft_node_def dev_stats = {
     .flags = WEFT_NODE_NO_CACHE,
     .run = stats_run};
 
-static const weft_node_def *const nodes[] = {&dev_model, &dev_fill, &dev_scale,
-                                             &dev_sum, &dev_stats};
+static const weft_node_def dev_peek = {
+    .struct_size = sizeof(weft_node_def),
+    .op = "DevPeek",
+    .category = "test",
+    .doc = "x[0], on the model's device with x on the host.",
+    .inputs = peek_in,
+    .n_inputs = 2,
+    .outputs = first_out,
+    .n_outputs = 1,
+    .flags = WEFT_NODE_DEVICE,
+    .run = peek_run};
+
+static const weft_node_def *const nodes[] = {
+    &dev_model, &dev_fill, &dev_scale, &dev_sum, &dev_peek, &dev_stats};
 
 WEFT_PLUGIN_DEFINE("devnodes", "1", nodes)

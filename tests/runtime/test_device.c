@@ -132,6 +132,57 @@ TEST(a_failed_copy_fails_the_node_by_name) {
   weft_ctx_free(ctx);
 }
 
+/* A device node's port without WEFT_PORT_DEVICE wants the host: a device
+ * tensor goes back there for it, though the node runs on the device. */
+TEST(a_device_node_reads_a_host_port_on_the_host) {
+  xlog l = {0};
+  weft_ctx *ctx = dev_ctx(&l);
+  const char *yaml =
+      "version: 1\n"
+      "nodes:\n"
+      "  m: {op: DevModel}\n"
+      "  f: {op: DevFill, params: {n: 3}}\n"
+      "  a: {op: DevScale, inputs: {model: m.model, x: f.x}, params: {factor: "
+      "5}}\n"
+      "  p: {op: DevPeek, inputs: {model: m.model, x: a.x}}\n"
+      "  q: {op: DevPeek, inputs: {model: m.model, x: f.x}}\n"
+      "outputs: {p: p.first, q: q.first}\n";
+  weft_graph *g;
+  ASSERT_OK(load(ctx, yaml, &g));
+  int rc = weft_graph_run(ctx, g);
+  if (rc) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
+  ASSERT_OK(rc);
+  char out[64];
+  ASSERT_OK(weft_graph_output_format(g, 1, out, sizeof out));
+  ASSERT_STR_EQ(out, "0"); /* f's host tensor, as it is: no copy for q */
+  ASSERT_EQ(l.n, 2);       /* into a, and back out for p */
+  ASSERT_STR_EQ(l.line[1],
+                "p: transfer: input 'x', 12 bytes, device 0 -> the host");
+  weft_graph_free(g);
+  weft_ctx_free(ctx);
+}
+
+/* An output made elsewhere than its port says is the plugin's bug, named. */
+TEST(an_output_off_its_port_is_a_plugin_bug) {
+  xlog l = {0};
+  weft_ctx *ctx = dev_ctx(&l);
+  const char *yaml =
+      "version: 1\n"
+      "nodes:\n"
+      "  m: {op: DevModel}\n"
+      "  f: {op: DevFill}\n"
+      "  a: {op: DevScale, inputs: {model: m.model, x: f.x}, params: "
+      "{wrong_port: true}}\n"
+      "outputs: {x: a.x}\n";
+  weft_graph *g;
+  ASSERT_OK(load(ctx, yaml, &g));
+  ASSERT_EQ(weft_graph_run(ctx, g), WEFT_EINTERNAL);
+  ASSERT_CONTAINS(weft_ctx_error(ctx), "plugin bug: output 'x' is on the "
+                                       "host, its port says device 0");
+  weft_graph_free(g);
+  weft_ctx_free(ctx);
+}
+
 TEST(plan_mode_counts_the_copies_a_run_inserts) {
   xlog l = {0};
   weft_ctx *ctx = dev_ctx(&l);

@@ -130,6 +130,11 @@ typedef enum weft_type {
 
 enum {
   WEFT_PORT_OPTIONAL = 1u << 0, /* input may stay unconnected (value NULL) */
+  WEFT_PORT_DEVICE = 1u << 1,   /* a tensor port of a WEFT_NODE_DEVICE node
+                                   (ABI 1.4): an input arrives on the node's
+                                   device, an output is made there
+                                   (device_tensor_new); without it, on the
+                                   host.  See weft_device_ops. */
 };
 
 /* An input or output port.  Inputs carry data produced by other nodes. */
@@ -187,21 +192,22 @@ enum {
  * A plugin whose models live on a device (a GPU) says so on the model's
  * object value: host->object_set_device(value, device, ops, ctx).  A node
  * with WEFT_NODE_DEVICE is placed on the device of its first input object
- * that has one (call->device; WEFT_DEVICE_CPU when none has), and the
- * runtime inserts the copies that placement needs:
- *   - a tensor input that is elsewhere arrives on the node's device (host
- *     -> device through the placing object's ops; from another device by
- *     way of the host), with its attributes (a LATENT's noise_mask) as they
- *     are;
- *   - tensor_new of the call allocates on that device (weft_tensor.device;
- *     .data is a device pointer the host must not dereference).
- * A node without the flag runs on the CPU: a device tensor input arrives
- * copied to the host.  Each inserted copy is logged (WEFT_LOG_DEBUG,
- * "transfer ...") and `weft plan` counts it for the consuming node.  A
- * device tensor holds a reference to the object value whose ops allocated
- * it, so ops and ctx must stay valid as long as that value lives.  A
- * node's device outputs must be complete (its device work synchronised)
- * when it ends. */
+ * that has one (call->device; WEFT_DEVICE_CPU when none has).  Its tensor
+ * ports say where their data lives: with WEFT_PORT_DEVICE on the node's
+ * device (an input arrives there, an output is made there with
+ * host->device_tensor_new), without it on the host -- so a device node
+ * chooses per port what it reads and writes where, and every node without
+ * the flag (and every port of a node placed on the CPU) works on the host.
+ * Where a tensor is not where its consumer's port wants it, the runtime
+ * copies it before the consumer runs (host -> device through the placing
+ * object's ops, device -> host through the allocating object's, device ->
+ * device by way of the host), attributes (a LATENT's noise_mask) carried
+ * as they are.  Each inserted copy is logged (WEFT_LOG_DEBUG, "transfer:
+ * ...") and `weft plan` counts it for the consuming node.  A device tensor
+ * holds a reference to the object value whose ops allocated it, so ops and
+ * ctx must stay valid as long as that value lives.  A node's device
+ * outputs must be complete (its device work synchronised) when it ends;
+ * the runtime checks that each tensor output is where its port says. */
 typedef struct weft_device_ops {
   uint32_t struct_size; /* sizeof(weft_device_ops) */
   /* Device memory of at least bytes (bytes may be 0); NULL when out of
@@ -445,6 +451,12 @@ struct weft_host {
   /* The device a value lives on: an object's (WEFT_DEVICE_CPU unless set),
    * a tensor's; WEFT_DEVICE_CPU for anything else. */
   int32_t (*value_device)(const weft_value *v);
+  /* As tensor_new, on the call's device (for a WEFT_PORT_DEVICE output):
+   * weft_tensor.data is then a device pointer the host must not
+   * dereference; on the host when the call runs there. */
+  weft_value *(*device_tensor_new)(weft_call *call, weft_type type,
+                                   weft_dtype dtype, int ndim,
+                                   const int64_t *shape, weft_tensor *view);
 };
 
 /* ---- Convenience wrappers ----------------------------------------------- */
