@@ -140,6 +140,82 @@ static void ref_destroy(void *p) {
   free(r);
 }
 
+/* ---- the bundle's device as the graph sees it (ABI 1.4) -------------------
+ * MODEL, CLIP and VAE values of a bundle on a device say so, with these
+ * functions for the runtime's copies and the nodes' device tensors; each
+ * takes the bundle's backend lock (a device backend serves one thread at a
+ * time).  The backend lives as long as the bundle, which every such value
+ * holds. */
+
+static int dev_copy(sd_bundle *b, void *dst, const void *src, size_t n,
+                    weft_copy_kind k) {
+  sd_bundle_be_lock(b);
+  int rc = b->be->iface->buffer_copy(b->be, dst, src, n, k);
+  sd_bundle_be_unlock(b);
+  return rc;
+}
+
+static void *dev_alloc(void *u, size_t n) {
+  sd_bundle *b = u;
+  sd_bundle_be_lock(b);
+  void *p = b->be->iface->buffer_alloc(b->be, n ? n : 1);
+  sd_bundle_be_unlock(b);
+  return p;
+}
+
+static void dev_free(void *u, void *p) {
+  sd_bundle *b = u;
+  sd_bundle_be_lock(b);
+  b->be->iface->buffer_free(b->be, p);
+  sd_bundle_be_unlock(b);
+}
+
+static int dev_to_device(void *u, void *dst, const void *src, size_t n) {
+  return dev_copy(u, dst, src, n, WEFT_COPY_HOST_TO_DEVICE);
+}
+
+static int dev_to_host(void *u, void *dst, const void *src, size_t n) {
+  return dev_copy(u, dst, src, n, WEFT_COPY_DEVICE_TO_HOST);
+}
+
+static const weft_device_ops sd_dev_ops = {sizeof(weft_device_ops), dev_alloc,
+                                           dev_free, dev_to_device,
+                                           dev_to_host};
+
+/* Whether the runtime places nodes (ABI 1.4). */
+static bool host_places(const weft_host *h) {
+  return h->struct_size >= offsetof(weft_host, device_tensor_new) +
+                               sizeof h->device_tensor_new;
+}
+
+/* A sampler's latent (a host tensor it filled) as a device tensor when the
+ * node runs on a device (its WEFT_PORT_DEVICE output): copied up once,
+ * where VAEDecode reads it without a copy; its noise_mask goes with it. */
+static int latent_to_device(weft_call *c, sd_bundle *b) {
+  const weft_host *h = c->host;
+  if (c->device == WEFT_DEVICE_CPU || !host_places(h)) return 0;
+  weft_value *hv = c->outputs[0];
+  const weft_tensor *t = h->value_tensor(hv);
+  weft_tensor d;
+  weft_value *dv =
+      h->device_tensor_new(c, WEFT_TYPE_LATENT, t->dtype, t->ndim, t->shape, &d);
+  if (!dv) return WEFT_ENOMEM;
+  int r = dev_copy(b, d.data, t->data,
+                   (size_t)weft_tensor_numel(t) * weft_dtype_size(t->dtype),
+                   WEFT_COPY_HOST_TO_DEVICE);
+  const weft_value *nm = h->value_get_attr(hv, "noise_mask");
+  if (!r && nm) r = h->value_set_attr(dv, "noise_mask", (weft_value *)nm);
+  if (r) {
+    h->value_release(dv);
+    h->error(c, "cannot copy the latent to the device (%s)",
+             r == WEFT_ENOMEM ? "out of memory" : "the copy failed");
+    return r;
+  }
+  h->value_release(hv);
+  c->outputs[0] = dv;
+  return 0;
+}
+
 /* A new MODEL/CLIP/VAE value on bundle b: base's patches (may be NULL)
  * plus one more LoRA when add is set. */
 static weft_value *ref_value_patched(weft_call *c, weft_type type,
@@ -163,7 +239,14 @@ static weft_value *ref_value_patched(weft_call *c, weft_type type,
   sd_bundle_retain(b);
   r->bundle = b;
   r->clip_layer = clip_layer;
-  return c->host->object_new(c, type, NULL, r, ref_destroy);
+  const weft_host *h = c->host;
+  weft_value *v = h->object_new(c, type, NULL, r, ref_destroy);
+  if (v && !sd_be_is_host(b->be) && host_places(h) &&
+      h->object_set_device(v, 0, &sd_dev_ops, b)) {
+    h->value_release(v);
+    return NULL;
+  }
+  return v;
 }
 
 static weft_value *ref_value(weft_call *c, weft_type type, sd_bundle *b,
@@ -1090,7 +1173,7 @@ static int ksample(weft_call *c, const ksampler_args *a, weft_plan *plan) {
   if (ns < 2) { /* nothing to sample (denoise 0, or a window past the end) */
     memcpy(x, lat->data, (size_t)s.n * sizeof *x);
     free(sig);
-    return 0;
+    return latent_to_device(c, b);
   }
   float *nz = malloc((size_t)s.n * sizeof *nz);
   float *latent_in = malloc((size_t)s.n * sizeof *latent_in);
@@ -1196,6 +1279,7 @@ static int ksample(weft_call *c, const ksampler_args *a, weft_plan *plan) {
            nc, nc == 1 ? "" : "s", (unsigned long long)st.arena.arena,
            st.replays, (unsigned long long)st.misses);
   if (!r) node_done(c, b, "sampler");
+  if (!r) r = latent_to_device(c, b);
 out:
   sd_denoise_plan_free(&s.dplan);
   sd_ctrl_recs_free(s.ctrl_recs);
@@ -1297,11 +1381,13 @@ typedef struct vae_args {
   const float *in;
   int64_t b, h, w;
   float *out;
+  bool in_dev; /* in is a device tensor's (VAEDecode's device port) */
 } vae_args;
 
 static int vae_decode_fn(void *user, weft_backend *be) {
   vae_args *a = user;
-  return sd_vae_decode(a->vae, be, a->in, a->b, a->h, a->w, a->out);
+  return sd_vae_decode_from(a->vae, be, a->in, a->in_dev, a->b, a->h, a->w,
+                            a->out);
 }
 
 static int vae_encode_fn(void *user, weft_backend *be) {
@@ -1319,7 +1405,8 @@ static int vae_decode_common(weft_call *c, weft_plan *plan) {
   int64_t f = sd_vae_factor(b->vae), H = hh * f, W = ww * f;
   float *img = calloc((size_t)(B * 3 * H * W), sizeof *img);
   if (!img) return WEFT_ENOMEM;
-  vae_args a = {b->vae, lat->data, B, hh, ww, img};
+  vae_args a = {b->vae, lat->data, B, hh, ww, img,
+                lat->device != WEFT_DEVICE_CPU};
   weft_rec_stats st;
   sd_bundle_be_lock(b);
   sd_vram *vr = plan ? NULL : bundle_vram(b);
@@ -1551,7 +1638,7 @@ static int encode_pixels(weft_call *c, sd_bundle *b, const float *in,
   int64_t per = lat * (H / f) * (W / f);
   if (!r && plan) { /* one image recorded: each runs alone, the same way */
     memset(t.data, 0, (size_t)(B * per) * sizeof(float));
-    vae_args a = {b->vae, in, 1, H, W, t.data};
+    vae_args a = {b->vae, in, 1, H, W, t.data, false};
     weft_rec_stats st;
     sd_bundle_be_lock(b);
     r = sd_plan_call(b->be, vae_encode_fn, &a, true, &st);
@@ -1565,7 +1652,7 @@ static int encode_pixels(weft_call *c, sd_bundle *b, const float *in,
   sd_vram *vr = bundle_vram(b);
   for (int64_t bb = 0; bb < B && !r; bb++) {
     vae_args a = {b->vae, in + bb * 3 * H * W, 1, H, W,
-                  (float *)t.data + bb * per};
+                  (float *)t.data + bb * per, false};
     sd_bundle_be_lock(b);
     r = sd_plan_enabled()
             ? sd_plan_call_vram(b->be, vr, sd_vae_devw(b->vae),
@@ -1862,6 +1949,10 @@ static const weft_param_def empty_params[] = {
 };
 static const weft_port_def latent_out[] = {
     PORT("LATENT", WEFT_TYPE_LATENT, "a latent [batch, 4, height/8, width/8]")};
+static const weft_port_def sampled_out[] = {
+    SD_PORT_DEV("LATENT", WEFT_TYPE_LATENT,
+                "the denoised latent (on the model's device when it runs on "
+                "one)")};
 static const weft_node_def empty_def = {
     .struct_size = sizeof(weft_node_def), .op = "EmptyLatentImage",
     .category = "latent",
@@ -1897,9 +1988,9 @@ static const weft_node_def ksampler_def = {
     .category = "sampling",
     .doc = "Denoises a latent with ComfyUI's samplers and schedulers; the "
            "same seed gives ComfyUI's starting noise.",
-    .inputs = ks_in, .n_inputs = 4, .outputs = latent_out, .n_outputs = 1,
-    .params = ks_params, .n_params = 6, .plan = ksampler_plan,
-    .run = ksampler_run};
+    .inputs = ks_in, .n_inputs = 4, .outputs = sampled_out, .n_outputs = 1,
+    .params = ks_params, .n_params = 6, .flags = WEFT_NODE_DEVICE,
+    .plan = ksampler_plan, .run = ksampler_run};
 
 static const char *const enable_disable[] = {"enable", "disable", NULL};
 static const char *const disable_enable[] = {"disable", "enable", NULL};
@@ -1923,11 +2014,16 @@ static const weft_node_def ksampler_adv_def = {
     .category = "sampling",
     .doc = "KSampler over a window of the schedule (start/end step), with "
            "optional noise and leftover noise, for multi-stage graphs.",
-    .inputs = ks_in, .n_inputs = 4, .outputs = latent_out, .n_outputs = 1,
-    .params = ka_params, .n_params = 9, .plan = ksampler_adv_plan,
-    .run = ksampler_adv_run};
+    .inputs = ks_in, .n_inputs = 4, .outputs = sampled_out, .n_outputs = 1,
+    .params = ka_params, .n_params = 9, .flags = WEFT_NODE_DEVICE,
+    .plan = ksampler_adv_plan, .run = ksampler_adv_run};
 
 static const weft_port_def decode_in[] = {
+    SD_PORT_DEV("samples", WEFT_TYPE_LATENT,
+                "the latent (read on the VAE's device when it runs on one)"),
+    PORT("vae", WEFT_TYPE_VAE, "the autoencoder"),
+};
+static const weft_port_def decode_tiled_in[] = {
     PORT("samples", WEFT_TYPE_LATENT, "the latent"),
     PORT("vae", WEFT_TYPE_VAE, "the autoencoder"),
 };
@@ -1937,7 +2033,7 @@ static const weft_node_def decode_def = {
     .struct_size = sizeof(weft_node_def), .op = "VAEDecode",
     .category = "latent", .doc = "Decodes latents into images.",
     .inputs = decode_in, .n_inputs = 2, .outputs = image_out, .n_outputs = 1,
-    .plan = vae_decode_plan, .run = vae_decode_run};
+    .flags = WEFT_NODE_DEVICE, .plan = vae_decode_plan, .run = vae_decode_run};
 
 static const weft_port_def encode_in[] = {
     PORT("pixels", WEFT_TYPE_IMAGE, "images [batch, height, width, C]"),
@@ -1963,7 +2059,7 @@ static const weft_node_def decode_tiled_def = {
     .category = "_for_testing",
     .doc = "Decodes latents tile by tile (three overlapping tilings "
            "averaged, as ComfyUI), so large images fit in bounded memory.",
-    .inputs = decode_in, .n_inputs = 2, .outputs = image_out, .n_outputs = 1,
+    .inputs = decode_tiled_in, .n_inputs = 2, .outputs = image_out, .n_outputs = 1,
     .params = decode_tiled_params, .n_params = 4, .run = vae_decode_tiled_run,
     .plan = vae_decode_tiled_plan};
 

@@ -214,6 +214,11 @@ int sd_vae_encode(sd_vae *m, weft_backend *be, const float *image, int64_t b,
 /* latent [b, latent, h, w] (unscaled) -> image [b, 3, h*f, w*f] */
 int sd_vae_decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
                   int64_t h, int64_t w, float *image);
+/* The same with the latent in be's memory when on_device (a device
+ * tensor of the graph, ABI 1.4), not copied in. */
+int sd_vae_decode_from(sd_vae *m, weft_backend *be, const float *latent,
+                       bool on_device, int64_t b, int64_t h, int64_t w,
+                       float *image);
 int sd_vae_factor(const sd_vae *m); /* 2^(levels-1) */
 
 /* ---- ControlNet ---------------------------------------------------------- */

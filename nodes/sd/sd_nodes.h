@@ -8,6 +8,10 @@
 #include "weft/plugin.h"
 
 #define SD_PORT(n, t, d) {sizeof(weft_port_def), n, t, NULL, 0, d}
+/* A tensor port that lives on the node's device when it runs on one (ABI
+ * 1.4 WEFT_PORT_DEVICE). */
+#define SD_PORT_DEV(n, t, d)                                                   \
+  {sizeof(weft_port_def), n, t, NULL, WEFT_PORT_DEVICE, d}
 #define SD_P_INT(n, def, lo, hi, d)                                            \
   {sizeof(weft_param_def), n, WEFT_TYPE_INT, def, 0, NULL, lo, hi, NULL, 0, d}
 #define SD_P_FLOAT(n, def, lo, hi, d)                                          \

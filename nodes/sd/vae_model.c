@@ -435,13 +435,21 @@ int sd_vae_encode(sd_vae *m, weft_backend *be, const float *image, int64_t b,
 
 int sd_vae_decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
                   int64_t h, int64_t w, float *image) {
+  return sd_vae_decode_from(m, be, latent, false, b, h, w, image);
+}
+
+int sd_vae_decode_from(sd_vae *m, weft_backend *be, const float *latent,
+                       bool on_device, int64_t b, int64_t h, int64_t w,
+                       float *image) {
   const sd_vae_cfg *c = &m->cfg;
   int64_t f = sd_vae_factor(m);
   if (!sd_devw_fits(m->dw, be)) return WEFT_EINVAL;
   const int64_t ni = b * c->out_channels * h * f * w * f;
-  const float *in;
-  float *in_tmp, *out, *out_tmp = NULL;
-  int rc = sd_io_in(be, latent, b * c->latent_channels * h * w, &in, &in_tmp);
+  const float *in = latent;
+  float *in_tmp = NULL, *out, *out_tmp = NULL;
+  int rc = on_device ? 0
+                     : sd_io_in(be, latent, b * c->latent_channels * h * w, &in,
+                                &in_tmp);
   if (!rc) rc = sd_io_out(be, image, ni, &out, &out_tmp);
   if (!rc) rc = decode(m, be, in, b, h, w, out);
   rc = sd_io_done(be, rc, image, out_tmp, ni);

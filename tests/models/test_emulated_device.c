@@ -112,6 +112,10 @@ TEST(txt2img_on_the_emulated_device_writes_the_cpus_png) {
   ASSERT_CONTAINS(ev, "the checkpoint runs on the emulated device");
   ASSERT_CONTAINS(ev, "weights on emulated without a budget");
   ASSERT_CONTAINS(ev, "VAE decode: device high-water ");
+  /* placement (ABI 1.4): the sampler's latent stays on the device for
+   * VAEDecode, the latent in and the image out are host ports: no copy
+   * between nodes at all */
+  ASSERT(strstr(ev, "\"transfer:") == NULL);
   same_png(cpu, emu, "txt2img_00001_.png");
   free(ev);
 }
@@ -141,8 +145,35 @@ TEST(lora_on_the_emulated_device_writes_the_cpus_png) {
 }
 
 /* two samplers around LatentUpscaleBy, then VAEDecodeTiled */
+/* The samplers' device latents go to the host for the host nodes after
+ * them (LatentUpscaleBy, VAEDecodeTiled): one copy each, which the runtime
+ * inserts, logs and `weft plan` counts. */
 TEST(hires_fix_tiled_decode_on_the_emulated_device_writes_the_cpus_png) {
-  free(cpu_vs_emulated("hires-fix.yaml", NULL, NULL, "hires-fix_00001_.png"));
+  char *ev =
+      cpu_vs_emulated("hires-fix.yaml", NULL, NULL, "hires-fix_00001_.png");
+  const char *up = "\"node\":\"upscale\",\"op\":\"LatentUpscaleBy\","
+                   "\"level\":\"debug\",\"message\":\"transfer: input "
+                   "'samples', 4096 bytes, device 0 -> the host\"";
+  const char *dec = "\"message\":\"transfer: input 'samples', 9216 bytes, "
+                    "device 0 -> the host\"";
+  ASSERT_CONTAINS(ev, up);
+  ASSERT_CONTAINS(ev, dec);
+  int n = 0;
+  for (const char *q = ev; (q = strstr(q, "\"transfer:")); q++)
+    n++;
+  ASSERT_EQ(n, 2);
+  free(ev);
+  /* the plan counts the same copies (the latents are 1x4x16x16 and
+   * 1x4x24x24 floats at the graph's 128 px and scale 1.5) */
+  char *g = weft_test_repo("graphs/hires-fix.yaml"), *root = weft_test_repo("");
+  const char *a[] = {weft_test_built("cli/weft"), "plan", g, "--json",
+                     "--device", "emulated", "--input-dir", root, NULL};
+  char *out = NULL, *err = NULL;
+  ASSERT_EQ(weft_test_spawn(a, &out, &err, 120), 0);
+  ASSERT_CONTAINS(out, "\"id\": \"upscale\"");
+  ASSERT_CONTAINS(out, "\"moved_d2h\": 4096");
+  ASSERT_CONTAINS(out, "\"moved_d2h\": 9216");
+  free(out), free(err), free(g), free(root);
 }
 
 /* ---- under --vram: the UNet streams ----------------------------------- */
