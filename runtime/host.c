@@ -139,24 +139,6 @@ static const char *h_value_string(const weft_value *v) {
   return v && v->kind == WEFT__V_STRING ? v->s : NULL;
 }
 
-static int h_set_attr(weft_value *v, const char *name, weft_value *attr) {
-  for (int i = 0; i < v->n_attrs; i++)
-    if (strcmp(v->attrs[i].name, name) == 0) {
-      weft__value_retain(attr);
-      weft__value_release(v->attrs[i].value);
-      v->attrs[i].value = attr;
-      return 0;
-    }
-  weft__attr *a = realloc(v->attrs, (size_t)(v->n_attrs + 1) * sizeof *a);
-  if (!a) return WEFT_ENOMEM;
-  v->attrs = a;
-  char *n = strdup(name);
-  if (!n) return WEFT_ENOMEM;
-  weft__value_retain(attr);
-  a[v->n_attrs++] = (weft__attr){n, attr};
-  return 0;
-}
-
 static weft_value *h_get_attr(const weft_value *v, const char *name) {
   for (int i = 0; v && i < v->n_attrs; i++)
     if (strcmp(v->attrs[i].name, name) == 0) return v->attrs[i].value;
@@ -292,7 +274,7 @@ const weft_host weft__host = {
     .value_int = h_value_int,
     .value_float = h_value_float,
     .value_string = h_value_string,
-    .value_set_attr = h_set_attr,
+    .value_set_attr = weft__value_set_attr,
     .value_get_attr = h_get_attr,
     .output_dir = h_output_dir,
     .input_dir = h_input_dir,

@@ -75,6 +75,9 @@ weft_value *weft__value_device_tensor(weft_type type, weft_dtype dt, int ndim,
 int weft__value_transfer(weft_value *src, int32_t device, weft_value *placer,
                          weft_value **out, size_t *bytes, char *err,
                          size_t errlen);
+/* Sets attribute name of v to attr (a new reference; replaces one of that
+ * name): the value_set_attr host service.  0 or WEFT_ENOMEM. */
+int weft__value_set_attr(weft_value *v, const char *name, weft_value *attr);
 void weft__value_retain(weft_value *v);
 void weft__value_release(weft_value *v);
 /* Feeds a value's identity into a running hash: scalars by content, tensors
@@ -311,19 +314,19 @@ const char *weft__run_info(weft_call *call, const char *key);
 weft_completion *weft__defer(weft_call *call);
 void weft__complete(weft_completion *c, int rc);
 
-/* place.c (ABI 1.4): the object a node is placed by (a WEFT_NODE_DEVICE
- * node's first input object on a device), or NULL for the CPU; and the
- * placement itself: call->device and the call's priv->place set, each
- * tensor input that is elsewhere copied there (ins[k] replaced by the copy,
- * which (*xin)[k] owns: *xin is made on first need, n_inputs entries, and
- * emptied by weft__drop_moved once the node ended).  0, or a WEFT_E* code
- * with the reason in the call's message. */
+/* place.c (ABI 1.4).  The object a node is placed by (a WEFT_NODE_DEVICE
+ * node's first input object on a device), or NULL for the CPU. */
 weft_value *weft__placer(const weft_node_def *d, weft_value *const *ins);
 /* Where a port's tensor lives for a node on node_device: there for a
  * WEFT_PORT_DEVICE port, else on the host. */
 int32_t weft__port_device(const weft_port_def *port, int32_t node_device);
 /* "the host" or "device N", for messages. */
 void weft__device_name(int32_t d, char *buf, size_t len);
+/* The placement itself: call->device and the call's priv->place set, each
+ * tensor input that is not where its port wants it copied there (ins[k]
+ * replaced by the copy, which (*xin)[k] owns: *xin is made on first need,
+ * n_inputs entries, and emptied by weft__drop_moved once the node ended).
+ * 0, or a WEFT_E* code with the reason in the call's message. */
 int weft__place_inputs(weft_call *call, weft_value **ins, weft_value ***xin);
 void weft__drop_moved(weft_value **xin, int n_inputs);
 

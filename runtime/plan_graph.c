@@ -111,9 +111,8 @@ static int walk_node(weft_graph *g, pnode *ps, int i) {
         &g->nodes[b->node].rop->outputs[b->port], ps[b->node].place);
     const int32_t to = weft__port_device(&d->inputs[j], p->place);
     if (from == to) continue;
-    uint64_t bytes = weft_dtype_size(v->t.dtype);
-    for (int a = 0; a < v->t.ndim; a++)
-      bytes *= (uint64_t)v->t.shape[a];
+    const uint64_t bytes =
+        (uint64_t)weft_tensor_numel(&v->t) * weft_dtype_size(v->t.dtype);
     if (from != WEFT_DEVICE_CPU) p->moved[1] += bytes;
     if (to != WEFT_DEVICE_CPU) p->moved[0] += bytes;
   }

@@ -142,17 +142,21 @@ weft_value *weft__value_device_tensor(weft_type type, weft_dtype dt, int ndim,
   return v;
 }
 
-/* Takes src's attributes (new references) into dst. */
-static int copy_attrs(weft_value *dst, const weft_value *src) {
-  if (!src->n_attrs) return 0;
-  dst->attrs = calloc((size_t)src->n_attrs, sizeof *dst->attrs);
-  if (!dst->attrs) return WEFT_ENOMEM;
-  for (int i = 0; i < src->n_attrs; i++) {
-    if (!(dst->attrs[i].name = strdup(src->attrs[i].name))) return WEFT_ENOMEM;
-    dst->attrs[i].value = src->attrs[i].value;
-    weft__value_retain(src->attrs[i].value);
-    dst->n_attrs = i + 1;
-  }
+int weft__value_set_attr(weft_value *v, const char *name, weft_value *attr) {
+  for (int i = 0; i < v->n_attrs; i++)
+    if (strcmp(v->attrs[i].name, name) == 0) {
+      weft__value_retain(attr);
+      weft__value_release(v->attrs[i].value);
+      v->attrs[i].value = attr;
+      return 0;
+    }
+  weft__attr *a = realloc(v->attrs, (size_t)(v->n_attrs + 1) * sizeof *a);
+  if (!a) return WEFT_ENOMEM;
+  v->attrs = a;
+  char *n = strdup(name);
+  if (!n) return WEFT_ENOMEM;
+  weft__value_retain(attr);
+  a[v->n_attrs++] = (weft__attr){n, attr};
   return 0;
 }
 
@@ -192,9 +196,7 @@ int weft__value_transfer(weft_value *src, int32_t device, weft_value *placer,
           : weft__value_device_tensor(src->type, t->dtype, t->ndim, t->shape,
                                       placer);
   int rc = 0;
-  size_t n = weft_dtype_size(t->dtype);
-  for (int i = 0; i < t->ndim; i++)
-    n *= (size_t)t->shape[i];
+  const size_t n = (size_t)weft_tensor_numel(t) * weft_dtype_size(t->dtype);
   if (!v) {
     snprintf(err, errlen, "out of %s memory for %zu bytes",
              device == WEFT_DEVICE_CPU ? "host" : "device", n);
@@ -206,7 +208,8 @@ int weft__value_transfer(weft_value *src, int32_t device, weft_value *placer,
   }
   if (v && rc == 0) {
     v->type_name = src->type_name;
-    rc = copy_attrs(v, src);
+    for (int i = 0; i < src->n_attrs && !rc; i++)
+      rc = weft__value_set_attr(v, src->attrs[i].name, src->attrs[i].value);
   } else if (v && !err[0]) {
     snprintf(err, errlen, "the copy failed: %s", weft_strerror(rc));
   }
