@@ -21,21 +21,15 @@
 /* Largest side ImageScale produces: ComfyUI's MAX_RESOLUTION. */
 #define MAX_RESOLUTION 16384
 
-/* A host service the runtime may lack (older minor): inside struct_size and
- * set. */
-#define HOST_HAS(h, field)                                                     \
-  ((h)->struct_size >= offsetof(weft_host, field) + sizeof((h)->field) &&      \
-   (h)->field != NULL)
-
 /* ---- helpers shared by the nodes --------------------------------------- */
 
 static int call_cancelled(void *ctx) {
   weft_call *call = ctx;
-  return HOST_HAS(call->host, is_cancelled) && call->host->is_cancelled(call);
+  return WEFT_HOST_HAS(call->host, is_cancelled) && call->host->is_cancelled(call);
 }
 
 static void progress(weft_call *call, int64_t k, int64_t n) {
-  if (HOST_HAS(call->host, progress)) call->host->progress(call, k, n);
+  if (WEFT_HOST_HAS(call->host, progress)) call->host->progress(call, k, n);
 }
 
 /* An IMAGE input as a contiguous f32 [b, h, w, c] array on the CPU. */
@@ -122,7 +116,7 @@ static weft_value *new_tensor(weft_call *call, weft_type type, int ndim,
 static int resolve_input(weft_call *call, const char *name, char *out,
                          size_t len) {
   const char *dir = NULL;
-  if (name[0] != '/' && HOST_HAS(call->host, input_dir))
+  if (name[0] != '/' && WEFT_HOST_HAS(call->host, input_dir))
     dir = call->host->input_dir(call);
   int n = dir && dir[0] ? snprintf(out, len, "%s/%s", dir, name)
                         : snprintf(out, len, "%s", name);
@@ -282,7 +276,7 @@ static const weft_port_def save_outputs[] = {
 static int32_t save_metadata(weft_call *call, int64_t w, int64_t h,
                              weft__png_text text[3]) {
   const weft_host *host = call->host;
-  if (!HOST_HAS(host, run_info)) return 0;
+  if (!WEFT_HOST_HAS(host, run_info)) return 0;
   const char *prompt = host->run_info(call, "prompt");
   char *vals[3] = {
       weft__meta_parameters(prompt, call->node_id, w, h),
@@ -297,7 +291,7 @@ static int32_t save_metadata(weft_call *call, int64_t w, int64_t h,
     if (vals[i]) {
       text[n].key = (char *)keys[i];
       text[n++].value = vals[i];
-    } else if (i > 0 && HOST_HAS(host, log)) {
+    } else if (i > 0 && WEFT_HOST_HAS(host, log)) {
       host->log(call, WEFT_LOG_WARN,
                 "PNG text '%s' left out (no run "
                 "description, or out of memory)",
@@ -346,7 +340,7 @@ static int save_run(weft_call *call) {
     host->error(call, "param %s", err);
     goto done;
   }
-  const char *root = HOST_HAS(host, output_dir) ? host->output_dir(call) : "";
+  const char *root = WEFT_HOST_HAS(host, output_dir) ? host->output_dir(call) : "";
   if (!root || !root[0]) root = ".";
   rc = weft__make_dirs(root, sub, err, sizeof err);
   if (rc) {

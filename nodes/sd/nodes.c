@@ -182,18 +182,13 @@ static const weft_device_ops sd_dev_ops = {sizeof(weft_device_ops), dev_alloc,
                                            dev_free, dev_to_device,
                                            dev_to_host};
 
-/* Whether the runtime places nodes (ABI 1.4). */
-static bool host_places(const weft_host *h) {
-  return h->struct_size >= offsetof(weft_host, device_tensor_new) +
-                               sizeof h->device_tensor_new;
-}
-
 /* A sampler's latent (a host tensor it filled) as a device tensor when the
  * node runs on a device (its WEFT_PORT_DEVICE output): copied up once,
  * where VAEDecode reads it without a copy; its noise_mask goes with it. */
 static int latent_to_device(weft_call *c, sd_bundle *b) {
   const weft_host *h = c->host;
-  if (c->device == WEFT_DEVICE_CPU || !host_places(h)) return 0;
+  if (c->device == WEFT_DEVICE_CPU || !WEFT_HOST_HAS(h, device_tensor_new))
+    return 0;
   weft_value *hv = c->outputs[0];
   const weft_tensor *t = h->value_tensor(hv);
   weft_tensor d;
@@ -241,7 +236,7 @@ static weft_value *ref_value_patched(weft_call *c, weft_type type,
   r->clip_layer = clip_layer;
   const weft_host *h = c->host;
   weft_value *v = h->object_new(c, type, NULL, r, ref_destroy);
-  if (v && !sd_be_is_host(b->be) && host_places(h) &&
+  if (v && !sd_be_is_host(b->be) && WEFT_HOST_HAS(h, device_tensor_new) &&
       h->object_set_device(v, 0, &sd_dev_ops, b)) {
     h->value_release(v);
     return NULL;
@@ -555,8 +550,7 @@ static void *async_main(void *arg) {
 
 static bool async_wanted(weft_call *c, int input) {
   const weft_host *h = c->host;
-  if (h->struct_size < offsetof(weft_host, complete) + sizeof h->complete)
-    return false;
+  if (!WEFT_HOST_HAS(h, complete)) return false;
   if (!sd_be_is_host(sd_ref_of(c, input)->bundle->be)) return true;
   const char *e = getenv("WEFT_SD_ASYNC");
   return e && !strcmp(e, "1");

@@ -98,7 +98,7 @@ static void *job_main(void *arg) {
 /* in + in2 + add, computed now, delivered by the job's thread */
 static int async_run(weft_call *c) {
   const weft_host *h = c->host;
-  if (h->struct_size <= offsetof(weft_host, complete)) {
+  if (!WEFT_HOST_HAS(h, complete)) {
     h->error(c, "the runtime is older than plugin ABI 1.3 (no defer)");
     return WEFT_EABI;
   }

@@ -435,7 +435,7 @@ struct weft_host {
    * On cancellation (is_cancelled) the plugin still calls complete, with
    * WEFT_ECANCELED: the run waits for it.  defer returns NULL (and records
    * an error) outside run or when called twice.  Check
-   * host->struct_size > offsetof(weft_host, defer) before using these. */
+   * WEFT_HOST_HAS(host, defer) before using these. */
   weft_completion *(*defer)(weft_call *call);
   void (*complete)(weft_completion *c, int rc);
 
@@ -458,6 +458,13 @@ struct weft_host {
                                    weft_dtype dtype, int ndim,
                                    const int64_t *shape, weft_tensor *view);
 };
+
+/* Whether the host has service f (a plugin built against this header asks
+ * before calling a service newer than ABI 1.0): inside struct_size and
+ * set. */
+#define WEFT_HOST_HAS(host, f)                                                 \
+  ((host)->struct_size >= offsetof(weft_host, f) + sizeof((host)->f) &&        \
+   (host)->f != NULL)
 
 /* ---- Convenience wrappers ----------------------------------------------- */
 
