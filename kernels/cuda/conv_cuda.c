@@ -73,6 +73,17 @@ static size_t weight16_bytes(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   return (size_t)(a->c_out * a->c_in * a->k_h * a->k_w) * 2;
 }
 
+int weft__cuda_conv_weight16(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                             void *dst) {
+  const int64_t nw = a->c_out * a->c_in * a->k_h * a->k_w;
+  return weft__cuda_check(
+      ctx,
+      weft__cu_pack(ctx->stream, a->weight,
+                    weft__cuda_weight_dtype(ctx, a->weight), dst,
+                    weft__cuda_compute_dtype(ctx), 1, 1, 0, 0, 1, nw, nw),
+      "conv2d: rounding the weight to 16 bits");
+}
+
 /* Which way a (valid) convolution runs; *scratch gets cuDNN's scratch
  * (PATH_CUDNN: its workspace; PATH_CUDNN16: that and the 16-bit copies). */
 static conv_path choose(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
@@ -187,20 +198,13 @@ static int run_im2col(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   int rc = 0;
   const float *w = a->weight;
   void *wtmp = NULL;
-  if (want != WEFT_F32) {
-    weft_dtype wdt = weft__cuda_weight_dtype(ctx, a->weight);
-    if (wdt != want) {
-      wtmp = weft__cuda_alloc(ctx, (size_t)(a->c_out * k) * 2);
-      if (!wtmp)
-        rc = WEFT_ENOMEM;
-      else
-        rc = weft__cuda_check(ctx,
-                              weft__cu_pack(ctx->stream, a->weight, wdt, wtmp,
-                                            want, 1, 1, 0, 0, 1, a->c_out * k,
-                                            a->c_out * k),
-                              "conv2d: rounding the weight to 16 bits");
-      w = wtmp;
-    }
+  const size_t wb = want == WEFT_F32 ? 0 : weight16_bytes(ctx, a);
+  if (wb) {
+    if (!(wtmp = weft__cuda_alloc(ctx, wb)))
+      rc = WEFT_ENOMEM;
+    else
+      rc = weft__cuda_conv_weight16(ctx, a, wtmp);
+    w = wtmp;
   }
   for (int64_t b0 = 0; b0 < a->batch && rc == 0; b0 += n_img) {
     int64_t imgs = a->batch - b0 < n_img ? a->batch - b0 : n_img;
@@ -248,16 +252,11 @@ static int run_igemm(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   void *wtmp = NULL;
   int rc = 0;
   if (wb) {
-    const int64_t nw = (int64_t)(wb / 2);
     if (a->scratch && a->scratch_bytes >= wb)
       wtmp = a->scratch;
     else if (!(wtmp = weft__cuda_alloc(ctx, wb)))
       return WEFT_ENOMEM;
-    rc = weft__cuda_check(ctx,
-                          weft__cu_pack(ctx->stream, a->weight,
-                                        weft__cuda_weight_dtype(ctx, a->weight),
-                                        wtmp, want, 1, 1, 0, 0, 1, nw, nw),
-                          "conv2d: rounding the weight to 16 bits");
+    rc = weft__cuda_conv_weight16(ctx, a, wtmp);
     w = wtmp;
   }
   if (rc == 0)

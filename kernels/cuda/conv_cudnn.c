@@ -394,7 +394,6 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   const int64_t nx = a->c_in * a->h_in * a->w_in, n = h_out * w_out;
   const int64_t xs = a->x_bstride ? a->x_bstride : nx;
   const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * n;
-  const int64_t nw = a->c_out * a->c_in * a->k_h * a->k_w;
   void *x16 = base + l.x_off, *y16 = base + l.y_off;
   void *ws = d->ws ? base + l.ws_off : NULL;
   const void *w16 = a->weight;
@@ -405,12 +404,7 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                         "conv2d: rounding x to 16 bits");
   if (rc == 0 && l.w_own) {
     w16 = base + l.w_off;
-    rc = weft__cuda_check(ctx,
-                          weft__cu_pack(ctx->stream, a->weight,
-                                        weft__cuda_weight_dtype(ctx, a->weight),
-                                        base + l.w_off, want, 1, 1, 0, 0, 1, nw,
-                                        nw),
-                          "conv2d: rounding the weight to 16 bits");
+    rc = weft__cuda_conv_weight16(ctx, a, base + l.w_off);
   }
   if (rc == 0) {
     const float one = 1.0f, zero = 0.0f; /* fp32 compute: float scalars */

@@ -175,6 +175,10 @@ int weft__cuda_attention16(weft__cuda_ctx *ctx, const weft_attn_args *a,
  */
 
 int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a);
+/* a's weight (fp32, or registered 16-bit of either kind) rounded into dst
+ * as the compute dtype's [c_out, c_in*kh*kw] matrix, on the stream. */
+int weft__cuda_conv_weight16(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                             void *dst);
 size_t weft__cuda_conv2d_scratch_bytes(weft__cuda_ctx *ctx,
                                        const weft_conv2d_args *a);
 
