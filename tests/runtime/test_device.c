@@ -27,6 +27,17 @@ static weft_ctx *dev_ctx(xlog *l) {
   return ctx;
 }
 
+/* yaml loaded and run once; the run must end with `want` (its message
+ * printed when it does not). */
+static weft_graph *run_graph(weft_ctx *ctx, const char *yaml, int want) {
+  weft_graph *g;
+  ASSERT_OK(load(ctx, yaml, &g));
+  int rc = weft_graph_run(ctx, g);
+  if (rc != want) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
+  ASSERT_EQ(rc, want);
+  return g;
+}
+
 /* fill (host) -> a, b (device) -> sum (host): one copy in, none between
  * a and b, one copy out. */
 static const char *chain_yaml =
@@ -45,11 +56,7 @@ static const char *chain_yaml =
 TEST(inputs_move_to_where_their_node_runs) {
   xlog l = {0};
   weft_ctx *ctx = dev_ctx(&l);
-  weft_graph *g;
-  ASSERT_OK(load(ctx, chain_yaml, &g));
-  int rc = weft_graph_run(ctx, g);
-  if (rc) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
-  ASSERT_OK(rc);
+  weft_graph *g = run_graph(ctx, chain_yaml, 0);
   char out[160];
   ASSERT_OK(weft_graph_output_format(g, 0, out, sizeof out));
   ASSERT_STR_EQ(out, "270"); /* (0 + ... + 9) * 2 * 3 */
@@ -70,9 +77,7 @@ TEST(inputs_move_to_where_their_node_runs) {
 TEST(a_second_run_reuses_the_cached_device_values) {
   xlog l = {0};
   weft_ctx *ctx = dev_ctx(&l);
-  weft_graph *g;
-  ASSERT_OK(load(ctx, chain_yaml, &g));
-  ASSERT_OK(weft_graph_run(ctx, g));
+  weft_graph *g = run_graph(ctx, chain_yaml, 0);
   l.n = 0;
   ASSERT_OK(weft_graph_run(ctx, g)); /* all cached but DevStats */
   ASSERT_EQ(l.n, 0);
@@ -96,11 +101,7 @@ TEST(between_two_devices_by_way_of_the_host) {
       "  b: {op: DevScale, inputs: {model: m0.model, x: a.x}}\n"
       "  s: {op: DevSum, inputs: {x: b.x}}\n"
       "outputs: {sum: s.sum}\n";
-  weft_graph *g;
-  ASSERT_OK(load(ctx, yaml, &g));
-  int rc = weft_graph_run(ctx, g);
-  if (rc) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
-  ASSERT_OK(rc);
+  weft_graph *g = run_graph(ctx, yaml, 0);
   char out[64];
   ASSERT_OK(weft_graph_output_format(g, 0, out, sizeof out));
   ASSERT_STR_EQ(out, "24"); /* (0 + 1 + 2 + 3) * 2 * 2 */
@@ -122,9 +123,7 @@ TEST(a_failed_copy_fails_the_node_by_name) {
       "  a: {op: DevScale, inputs: {model: m.model, x: f.x}}\n"
       "  s: {op: DevSum, inputs: {x: a.x}}\n"
       "outputs: {sum: s.sum}\n";
-  weft_graph *g;
-  ASSERT_OK(load(ctx, yaml, &g));
-  ASSERT_EQ(weft_graph_run(ctx, g), WEFT_EDEVICE);
+  weft_graph *g = run_graph(ctx, yaml, WEFT_EDEVICE);
   const char *e = weft_ctx_error(ctx);
   ASSERT_CONTAINS(e, "'a'");
   ASSERT_CONTAINS(e, "input 'x': cannot copy it from the host to device 0");
@@ -147,11 +146,7 @@ TEST(a_device_node_reads_a_host_port_on_the_host) {
       "  p: {op: DevPeek, inputs: {model: m.model, x: a.x}}\n"
       "  q: {op: DevPeek, inputs: {model: m.model, x: f.x}}\n"
       "outputs: {p: p.first, q: q.first}\n";
-  weft_graph *g;
-  ASSERT_OK(load(ctx, yaml, &g));
-  int rc = weft_graph_run(ctx, g);
-  if (rc) fprintf(stderr, "%s\n", weft_ctx_error(ctx));
-  ASSERT_OK(rc);
+  weft_graph *g = run_graph(ctx, yaml, 0);
   char out[64];
   ASSERT_OK(weft_graph_output_format(g, 1, out, sizeof out));
   ASSERT_STR_EQ(out, "0"); /* f's host tensor, as it is: no copy for q */
@@ -174,9 +169,7 @@ TEST(an_output_off_its_port_is_a_plugin_bug) {
       "  a: {op: DevScale, inputs: {model: m.model, x: f.x}, params: "
       "{wrong_port: true}}\n"
       "outputs: {x: a.x}\n";
-  weft_graph *g;
-  ASSERT_OK(load(ctx, yaml, &g));
-  ASSERT_EQ(weft_graph_run(ctx, g), WEFT_EINTERNAL);
+  weft_graph *g = run_graph(ctx, yaml, WEFT_EINTERNAL);
   ASSERT_CONTAINS(weft_ctx_error(ctx), "plugin bug: output 'x' is on the "
                                        "host, its port says device 0");
   weft_graph_free(g);
