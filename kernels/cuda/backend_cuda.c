@@ -410,12 +410,22 @@ static int be_attention(weft_backend *be, const weft_attn_args *a) {
   ENTER(ctx);
   const float scale =
       a->scale != 0 ? a->scale : (float)(1.0 / sqrt((double)a->d));
-  if (ctx->precision != WEFT_CUDA_FP32 && fused_attention(ctx, a))
-    return LAUNCHED(ctx,
-                    weft__cu_flash16(ctx->stream, a, scale,
-                                     ctx->precision == WEFT_CUDA_BF16,
-                                     ctx->sm_count),
-                    "attention (fused 16-bit)");
+  if (ctx->precision != WEFT_CUDA_FP32 && fused_attention(ctx, a)) {
+    const size_t need = weft__cu_flash16_scratch(a);
+    void *ws = a->scratch_bytes >= need && ((uintptr_t)a->scratch & 15) == 0
+                   ? a->scratch
+                   : NULL;
+    void *own = ws ? NULL : weft__cuda_alloc(ctx, need);
+    if (!ws && !own) return WEFT_ENOMEM;
+    rc = LAUNCHED(ctx,
+                  weft__cu_flash16(ctx->stream, a, scale,
+                                   ctx->precision == WEFT_CUDA_BF16,
+                                   ctx->sm_count, ws ? ws : own),
+                  "attention (fused 16-bit)");
+    /* back to the cache; later work on the stream is ordered after ours */
+    weft__cuda_free(ctx, own);
+    return rc;
+  }
   if (ctx->precision != WEFT_CUDA_FP32)
     return weft__cuda_attention16(ctx, a, scale);
   cudaError_t e = weft__cu_attention(ctx->stream, a, scale, ctx->smem_optin);
@@ -431,15 +441,21 @@ static int be_attention(weft_backend *be, const weft_attn_args *a) {
 
 static size_t be_attention_scratch(weft_backend *be, const weft_attn_args *a) {
   /* fp32: the tiled kernel keeps its scores in shared memory */
-  if (CTX(be)->precision == WEFT_CUDA_FP32 || attn_check_shapes(a) != 0 ||
-      fused_attention(CTX(be), a))
+  if (CTX(be)->precision == WEFT_CUDA_FP32 || attn_check_shapes(a) != 0)
     return 0;
+  if (fused_attention(CTX(be), a)) return weft__cu_flash16_scratch(a);
   return weft__cuda_attention16_scratch(a);
 }
 
 int weft_cuda_set_fused_attention(weft_backend *be, bool on) {
   if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
   CTX(be)->attn_unfused = !on;
+  return 0;
+}
+
+int weft_cuda_set_scratch_limit(weft_backend *be, size_t bytes) {
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  CTX(be)->scratch_limit = bytes;
   return 0;
 }
 

@@ -115,8 +115,15 @@ int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo);
  * FP16/BF16 precision) or "im2col"; NULL for invalid arguments or
  * a non-CUDA backend.  (transfer none: a static string) */
 const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a);
+/* Bounds the scratch one op may take beside its operands (0: no bound,
+ * the default): cuDNN's 16-bit convolutions, whose copies of x and y
+ * grow with the image, are taken only while their scratch (rounded up to
+ * a power of two) is at most a quarter of it, else the convolution goes
+ * through im2col's column blocks.  For budgets (--vram) that keep this
+ * much for scratch.  0, or WEFT_EINVAL. */
+int weft_cuda_set_scratch_limit(weft_backend *be, size_t bytes);
 /* Attention in FP16/BF16 precision: the fused kernel (flash16.cu: scores in
- * registers, no scratch) where the head dim allows it (d == dv <= 160),
+ * registers; k and v packed to 16 bits in scratch) where the head dim allows it (d == dv <= 160),
  * else two cuBLASLt products around an fp32 softmax (attention_half.c).
  * false forces the latter everywhere (tests compare the two).  Default
  * true. */

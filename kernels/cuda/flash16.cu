@@ -1,18 +1,20 @@
 // flash16.cu - attention in FP16/BF16 precision as one fused kernel
 // (FlashAttention-2's loop on tensor cores): the scores never leave
-// registers, so there is no scratch and no lq x lk map in memory.
+// registers; there is no lq x lk map in memory.
 //
-// Work split.  A block of W warps takes 16 * W query rows of one (batch,
-// head); each warp owns 16 rows.  Keys and values go through shared
-// memory in tiles of 64 rows, read from the fp32 tensors (any strides the
-// backend accepts) and rounded to 16 bits as they are stored.  Per tile a
-// warp computes S = Q K^T with mma.m16n8k16 (16-bit inputs, fp32
-// accumulators), scales and masks it, updates each row's running max and
-// sum (online softmax, in base 2), rounds P = exp2(S - m) to 16 bits in
-// registers (an accumulator tile of S is laid out as the A operand of the
-// next product, so P goes straight on) and accumulates O += P V, V's
-// fragments transposed by ldmatrix.trans.  The head dimension is padded
-// with zeros to DP, a multiple of 16 (SD's 40 -> 48, 80, 160).
+// Two kernels.  fa_pack rounds k and v (fp32, any strides the backend
+// accepts) to 16 bits into scratch, dense [batch * heads][LKP][DP]: keys
+// padded with zero rows to LKP, a multiple of the 64-key tile, the head
+// dimension with zero columns to DP, a multiple of 16 (SD's 40 -> 48, 80,
+// 160).  fa_kernel then streams those tiles into shared memory with
+// cp.async, two stages deep, so the next tile's loads overlap this tile's
+// products.  A block of W warps takes 16 * W query rows of one (batch,
+// head); each warp owns 16 rows.  Per tile a warp computes S = Q K^T with
+// mma.m16n8k16 (16-bit inputs, fp32 accumulators), scales and masks it,
+// updates each row's running max and sum (online softmax, in base 2),
+// rounds P = exp2(S - m) to 16 bits in registers (an accumulator tile of
+// S is laid out as the A operand of the next product, so P goes straight
+// on) and accumulates O += P V, V's fragments transposed by ldmatrix.trans.
 //
 // Numerics: q, k, v rounded to 16 bits (as the cuBLASLt path rounds
 // them); scores, max, sums and the output in fp32; the probabilities are
@@ -24,44 +26,89 @@
 #define FA_BK 64 // keys per tile
 
 struct fa_params {
-  weft_attn_args a; // the caller's (pointers, strides), by value
-  int64_t bh0;      // first (batch * heads + head) of this launch
-  int lq, lk, d;
+  weft_attn_args a; // the caller's (q, o and their strides), by value
+  const uint16_t *kh, *vh; // packed k and v, [bh][lkp][DP]
+  int64_t bh0;             // first (batch * heads + head) of this launch
+  int lq, lk, lkp, d;
   float scale_log2; // scale * log2(e)
   int causal;
-  int vec2; // every row start 8-byte aligned and d even: float2 loads
 };
 
-// Rows [r0, r0 + FA_BK) of one (batch, head)'s k or v into dst [FA_BK][DP
-// + 8] (16-bit), zeros past lk and past d.
-template <int DP, bool BF, int NT>
-__device__ __forceinline__ void load_tile(uint32_t *dst, const float *src,
-                                          int64_t ld, int r0, int lk, int d,
-                                          bool vec2) {
-  constexpr int PAIRS = DP / 2, LDW = (DP + 8) / 2;
-  for (int i = threadIdx.x; i < FA_BK * PAIRS; i += NT) {
-    const int r = i / PAIRS, c = 2 * (i - r * PAIRS);
-    float lo = 0.0f, hi = 0.0f;
-    if (r0 + r < lk) {
-      const float *p = src + (int64_t)(r0 + r) * ld + c;
-      if (vec2 && c + 1 < d) {
-        const float2 v = *reinterpret_cast<const float2 *>(p);
-        lo = v.x;
-        hi = v.y;
-      } else {
-        if (c < d) lo = p[0];
-        if (c + 1 < d) hi = p[1];
-      }
+// The padded head dimensions compiled; 0 when d is larger than all.
+static int padded_dim(int64_t d) {
+  static const int dims[] = {48, 64, 80, 128, 160};
+  for (int dp : dims)
+    if (d <= dp) return dp;
+  return 0;
+}
+
+static int64_t padded_keys(int64_t lk) {
+  return (lk + FA_BK - 1) / FA_BK * FA_BK;
+}
+
+// One packed copy (k or v): [bh][lkp][dp] 16-bit values.
+static size_t packed_bytes(const weft_attn_args *a) {
+  const size_t n = (size_t)(a->batch * a->heads * padded_keys(a->lk) *
+                            padded_dim(a->d)) * 2;
+  return (n + 255) & ~(size_t)255;
+}
+
+// x [B, H, L, d] by strides into dst [B*H][lkp][dp], 8 values (16 bytes)
+// per thread, zeros past len and d.
+template <bool BF>
+__global__ void fa_pack(const float *x, weft_attn_strides s, int64_t heads,
+                        int64_t bh, int len, int lkp, int d, int dp,
+                        uint4 *dst) {
+  const int c8 = dp / 8;
+  const int64_t n = bh * lkp * c8;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int c = (int)(i % c8) * 8;
+    const int64_t rr = i / c8;
+    const int r = (int)(rr % lkp);
+    const int64_t t = rr / lkp;
+    float v[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) v[j] = 0.0f;
+    if (r < len) {
+      const float *p = x + (t / heads) * s.b + (t % heads) * s.h + r * s.l;
+#pragma unroll
+      for (int j = 0; j < 8; j++)
+        if (c + j < d) v[j] = p[c + j];
     }
-    dst[r * LDW + c / 2] = weft_cu_pack2<BF>(lo, hi);
+    uint4 o;
+    o.x = weft_cu_pack2<BF>(v[0], v[1]);
+    o.y = weft_cu_pack2<BF>(v[2], v[3]);
+    o.z = weft_cu_pack2<BF>(v[4], v[5]);
+    o.w = weft_cu_pack2<BF>(v[6], v[7]);
+    dst[i] = o;
   }
+}
+
+// Key rows [r0, r0 + FA_BK) of a packed copy into a shared tile [FA_BK][DP
+// + 8] (16-bit; the 8 extra columns keep the fragment loads off each
+// other's banks), as cp.async copies of 16 bytes.
+template <int DP, int NT>
+__device__ __forceinline__ void load_tile(uint32_t *dst, const uint16_t *src,
+                                          int r0) {
+  constexpr int C8 = DP / 8, LDW = (DP + 8) / 2;
+  for (int i = threadIdx.x; i < FA_BK * C8; i += NT) {
+    const int r = i / C8, c = i - r * C8;
+    weft_cu_cp_async16(dst + r * LDW + c * 4, src + (int64_t)(r0 + r) * DP +
+                                                  c * 8);
+  }
+}
+
+template <int DP>
+constexpr int fa_smem_bytes() {
+  return 2 * 2 * FA_BK * (DP + 8) * 2; // two stages of a K and a V tile
 }
 
 template <int DP, bool BF, int W>
 __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
   constexpr int NT = W * 32, LDW = (DP + 8) / 2, ND = DP / 8, NK = DP / 16;
-  __shared__ __align__(16) uint32_t sK[FA_BK * LDW];
-  __shared__ __align__(16) uint32_t sV[FA_BK * LDW];
+  constexpr int TILE = FA_BK * LDW; // 32-bit words of one tile
+  extern __shared__ __align__(16) uint32_t smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c2 = 2 * (lane & 3); // fragment row, column pair
   const weft_attn_args &a = p.a;
@@ -69,10 +116,18 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
   const int64_t b = bh / a.heads, h = bh % a.heads;
   const int q0 = blockIdx.x * 16 * W, qw = q0 + 16 * warp;
   const float *qp = a.q + b * a.q_s.b + h * a.q_s.h;
-  const float *kp = a.k + b * a.k_s.b + h * a.k_s.h;
-  const float *vp = a.v + b * a.v_s.b + h * a.v_s.h;
+  const uint16_t *kp = p.kh + bh * p.lkp * DP;
+  const uint16_t *vp = p.vh + bh * p.lkp * DP;
 
-  // This warp's 16 query rows as A fragments, zeros past lq and d.
+  // With a causal mask no row of this block sees keys past its last row.
+  const int kend = p.causal ? min(p.lk, q0 + 16 * W) : p.lk;
+  const int tiles = (kend + FA_BK - 1) / FA_BK;
+  load_tile<DP, NT>(smem, kp, 0);
+  load_tile<DP, NT>(smem + TILE, vp, 0);
+  weft_cu_cp_async_commit();
+
+  // This warp's 16 query rows as A fragments, zeros past lq and d (read
+  // while the first tile is on its way).
   uint32_t qa[NK][4];
 #pragma unroll
   for (int kk = 0; kk < NK; kk++) {
@@ -96,34 +151,47 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const int row[2] = {qw + g, qw + g + 8};
 
-  // With a causal mask no row of this block sees keys past its last row.
-  const int kend = p.causal ? min(p.lk, q0 + 16 * W) : p.lk;
-  for (int kt = 0; kt < kend; kt += FA_BK) {
-    __syncthreads(); // the previous tile is no longer read
-    load_tile<DP, BF, NT>(sK, kp, a.k_s.l, kt, p.lk, p.d, p.vec2);
-    load_tile<DP, BF, NT>(sV, vp, a.v_s.l, kt, p.lk, p.d, p.vec2);
-    __syncthreads();
+  for (int t = 0; t < tiles; t++) {
+    const int kt = t * FA_BK;
+    uint32_t *sK = smem + (t & 1) * 2 * TILE, *sV = sK + TILE;
+    if (t + 1 < tiles) { // the next tile into the other stage
+      uint32_t *nK = smem + ((t + 1) & 1) * 2 * TILE;
+      load_tile<DP, NT>(nK, kp, kt + FA_BK);
+      load_tile<DP, NT>(nK + TILE, vp, kt + FA_BK);
+      weft_cu_cp_async_commit();
+      weft_cu_cp_async_wait<1>();
+    } else {
+      weft_cu_cp_async_wait<0>();
+    }
+    __syncthreads(); // this tile is in for every thread
 
     float s[8][4];
 #pragma unroll
     for (int n = 0; n < 8; n++) {
       s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-      const uint32_t *kr = sK + (n * 8 + g) * LDW + c2 / 2;
+      // lanes 0-7: key rows n*8 .. n*8+7, lanes 8-15 the same at + 8 columns
+      const uint32_t *kr = sK + (n * 8 + (lane & 7)) * LDW + ((lane >> 3) & 1) * 4;
 #pragma unroll
-      for (int kk = 0; kk < NK; kk++)
-        weft_cu_mma16816<BF>(s[n], qa[kk], kr[kk * 8], kr[kk * 8 + 4]);
+      for (int kk = 0; kk < NK; kk++) {
+        uint32_t b0, b1;
+        weft_cu_ldsm_x2(b0, b1, kr + kk * 8);
+        weft_cu_mma16816<BF>(s[n], qa[kk], b0, b1);
+      }
     }
 
-    // scale (base 2), mask, row maxima (a row's 64 scores are spread over
-    // the 4 lanes of a quad)
+    // scale (base 2), mask (the tile past lk, the causal diagonal), row
+    // maxima (a row's 64 scores are spread over the 4 lanes of a quad)
+    const bool masked = kt + FA_BK > p.lk || (p.causal && kt + FA_BK - 1 > qw);
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int n = 0; n < 8; n++)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
-        const int key = kt + n * 8 + c2 + (e & 1);
         float v = s[n][e] * p.scale_log2;
-        if (key >= p.lk || (p.causal && key > row[e >> 1])) v = -INFINITY;
+        if (masked) {
+          const int key = kt + n * 8 + c2 + (e & 1);
+          if (key >= p.lk || (p.causal && key > row[e >> 1])) v = -INFINITY;
+        }
         s[n][e] = v;
         mx[e >> 1] = fmaxf(mx[e >> 1], v);
       }
@@ -134,7 +202,7 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
       mx[i] = fmaxf(mx[i], __shfl_xor_sync(WEFT_CU_FULL_MASK, mx[i], 2));
       const float mn = fmaxf(m[i], mx[i]);
       mu[i] = mn == -INFINITY ? 0.0f : mn; // a row with no key yet
-      alpha[i] = exp2f(m[i] - mu[i]);
+      alpha[i] = weft_cu_exp2(m[i] - mu[i]);
       m[i] = mn;
       l[i] *= alpha[i];
     }
@@ -151,14 +219,16 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
 #pragma unroll
     for (int j = 0; j < 4; j++) {
 #pragma unroll
-      for (int t = 0; t < 2; t++) {
-        float *sn = s[2 * j + t];
-        const float p0 = exp2f(sn[0] - mu[0]), p1 = exp2f(sn[1] - mu[0]);
-        const float p2 = exp2f(sn[2] - mu[1]), p3 = exp2f(sn[3] - mu[1]);
+      for (int u = 0; u < 2; u++) {
+        float *sn = s[2 * j + u];
+        const float p0 = weft_cu_exp2(sn[0] - mu[0]);
+        const float p1 = weft_cu_exp2(sn[1] - mu[0]);
+        const float p2 = weft_cu_exp2(sn[2] - mu[1]);
+        const float p3 = weft_cu_exp2(sn[3] - mu[1]);
         l[0] += p0 + p1;
         l[1] += p2 + p3;
-        pa[j][2 * t] = weft_cu_pack2<BF>(p0, p1);
-        pa[j][2 * t + 1] = weft_cu_pack2<BF>(p2, p3);
+        pa[j][2 * u] = weft_cu_pack2<BF>(p0, p1);
+        pa[j][2 * u + 1] = weft_cu_pack2<BF>(p2, p3);
       }
     }
 
@@ -173,6 +243,7 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
         weft_cu_mma16816<BF>(o[n], pa[j], b0, b1);
       }
     }
+    __syncthreads(); // this stage is read; the next iteration refills it
   }
 
   float *op = a.o + b * a.o_s.b + h * a.o_s.h;
@@ -192,39 +263,51 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
   }
 }
 
-// The padded head dimensions compiled; 0 when d is larger than all.
-static int padded_dim(int64_t d) {
-  static const int dims[] = {48, 64, 80, 128, 160};
-  for (int dp : dims)
-    if (d <= dp) return dp;
-  return 0;
+extern "C" bool weft__cu_flash16_fits(const weft_attn_args *a) {
+  return a->d == a->dv && padded_dim(a->d) != 0 && a->lk <= INT32_MAX - FA_BK;
 }
 
-extern "C" bool weft__cu_flash16_fits(const weft_attn_args *a) {
-  return a->d == a->dv && padded_dim(a->d) != 0;
+extern "C" size_t weft__cu_flash16_scratch(const weft_attn_args *a) {
+  return weft__cu_flash16_fits(a) ? 2 * packed_bytes(a) : 0;
 }
 
 template <int DP, bool BF, int W>
 static cudaError_t launch(cudaStream_t s, fa_params p, int64_t bh) {
+  constexpr int smem = fa_smem_bytes<DP>();
+  if (smem > 48 * 1024) { // above the default: asked for once per device
+    static unsigned asked; // bit per device (the call is idempotent)
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return e;
+    const unsigned bit = dev < 32 ? 1u << dev : 0u;
+    if (!(__atomic_load_n(&asked, __ATOMIC_RELAXED) & bit)) {
+      e = cudaFuncSetAttribute(fa_kernel<DP, BF, W>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               smem);
+      if (e != cudaSuccess) return e;
+      __atomic_fetch_or(&asked, bit, __ATOMIC_RELAXED);
+    }
+  }
   const unsigned qblocks = (unsigned)((p.lq + 16 * W - 1) / (16 * W));
   for (int64_t b0 = 0; b0 < bh; b0 += 65535) {
     p.bh0 = b0;
     dim3 grid(qblocks, (unsigned)(bh - b0 < 65535 ? bh - b0 : 65535));
-    fa_kernel<DP, BF, W><<<grid, W * 32, 0, s>>>(p);
+    fa_kernel<DP, BF, W><<<grid, W * 32, smem, s>>>(p);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
 }
 
-// 8 warps (128 query rows) share each key tile when that still makes
-// enough blocks to fill the GPU; else 4.
+// 8 warps (128 query rows) share each key tile when that still makes two
+// blocks per SM; else 4 warps, else 2 (short sequences: more blocks).
 template <int DP, bool BF>
 static cudaError_t launch_w(cudaStream_t s, const fa_params &p, int64_t bh,
                             int sm_count) {
-  const int64_t blocks8 = (p.lq + 127) / 128 * bh;
-  if (blocks8 >= 2 * (int64_t)sm_count) return launch<DP, BF, 8>(s, p, bh);
-  return launch<DP, BF, 4>(s, p, bh);
+  const int64_t sms = sm_count > 0 ? sm_count : 1;
+  if ((p.lq + 127) / 128 * bh >= 2 * sms) return launch<DP, BF, 8>(s, p, bh);
+  if ((p.lq + 63) / 64 * bh >= sms) return launch<DP, BF, 4>(s, p, bh);
+  return launch<DP, BF, 2>(s, p, bh);
 }
 
 template <bool BF>
@@ -240,24 +323,43 @@ static cudaError_t launch_dp(cudaStream_t s, const fa_params &p, int64_t bh,
   }
 }
 
-static bool even8(const void *ptr, int64_t s0, int64_t s1, int64_t s2) {
-  return ((uintptr_t)ptr & 7) == 0 && s0 % 2 == 0 && s1 % 2 == 0 && s2 % 2 == 0;
+template <bool BF>
+static cudaError_t pack(cudaStream_t s, const float *x, weft_attn_strides st,
+                        const weft_attn_args *a, int len, int lkp, int dp,
+                        void *dst) {
+  const int64_t bh = a->batch * a->heads, n = bh * lkp * (dp / 8);
+  fa_pack<BF><<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+      x, st, a->heads, bh, len, lkp, (int)a->d, dp, (uint4 *)dst);
+  return cudaGetLastError();
 }
 
 extern "C" cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,
-                                        float scale, int bf16, int sm_count) {
-  if (!weft__cu_flash16_fits(a)) return cudaErrorInvalidValue;
+                                        float scale, int bf16, int sm_count,
+                                        void *scratch) {
+  if (!weft__cu_flash16_fits(a) || !scratch ||
+      ((uintptr_t)scratch & 15) != 0)
+    return cudaErrorInvalidValue;
   fa_params p;
   p.a = *a;
   p.bh0 = 0;
   p.lq = (int)a->lq;
   p.lk = (int)a->lk;
+  p.lkp = (int)padded_keys(a->lk);
   p.d = (int)a->d;
   p.scale_log2 = scale * 1.4426950408889634f;
   p.causal = a->causal != 0;
-  p.vec2 = a->d % 2 == 0 && even8(a->k, a->k_s.b, a->k_s.h, a->k_s.l) &&
-           even8(a->v, a->v_s.b, a->v_s.h, a->v_s.l);
+  const int dp = padded_dim(a->d);
+  unsigned char *kh = (unsigned char *)scratch, *vh = kh + packed_bytes(a);
+  p.kh = (const uint16_t *)kh;
+  p.vh = (const uint16_t *)vh;
   const int64_t bh = a->batch * a->heads;
+  cudaError_t e =
+      bf16 ? pack<true>(s, a->k, a->k_s, a, p.lk, p.lkp, dp, kh)
+           : pack<false>(s, a->k, a->k_s, a, p.lk, p.lkp, dp, kh);
+  if (e == cudaSuccess)
+    e = bf16 ? pack<true>(s, a->v, a->v_s, a, p.lk, p.lkp, dp, vh)
+             : pack<false>(s, a->v, a->v_s, a, p.lk, p.lkp, dp, vh);
+  if (e != cudaSuccess) return e;
   return bf16 ? launch_dp<true>(s, p, bh, sm_count)
               : launch_dp<false>(s, p, bh, sm_count);
 }

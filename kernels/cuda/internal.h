@@ -70,6 +70,7 @@ typedef struct weft__cuda_ctx {
   bool tf32;
   weft_cuda_conv_algo conv_algo;
   bool attn_unfused; /* weft_cuda_set_fused_attention(be, false) */
+  size_t scratch_limit; /* weft_cuda_set_scratch_limit; 0: none */
   weft_cuda_precision precision; /* never AUTO */
   weft__cuda_ranges half;
   weft__cuda_cache cache;
@@ -335,11 +336,14 @@ cudaError_t weft__cu_igemm16(cudaStream_t s, const weft_conv2d_args *a,
                              int64_t w_out, int64_t xs, int64_t ys);
 
 /* flash16.cu: whether the fused 16-bit kernel takes these shapes (d == dv,
- * d <= 160), and the kernel itself (bf16: BF16 operands, else FP16); scale
- * already resolved.  No scratch. */
+ * d <= 160), the scratch it needs (k and v packed to 16 bits, padded to
+ * the kernel's tiles: 16-byte aligned), and the kernel itself (bf16: BF16
+ * operands, else FP16); scale already resolved. */
 bool weft__cu_flash16_fits(const weft_attn_args *a);
+size_t weft__cu_flash16_scratch(const weft_attn_args *a);
 cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,
-                             float scale, int bf16, int sm_count);
+                             float scale, int bf16, int sm_count,
+                             void *scratch);
 
 #ifdef __cplusplus
 }

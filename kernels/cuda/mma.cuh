@@ -57,4 +57,41 @@ weft_cu_ldsm_x2_trans(uint32_t &b0, uint32_t &b1, const void *row) {
                : "r"(a));
 }
 
+// The B operand of m16n8k16 from a row-major [n][k] 16-bit matrix in
+// shared memory (k contiguous, as K's rows are): lanes 0-7 give the
+// addresses of the 8 rows at column k0, lanes 8-15 at k0 + 8 (16-byte
+// aligned); b0 holds k0..k0+7, b1 k0+8..k0+15.
+__device__ __forceinline__ void weft_cu_ldsm_x2(uint32_t &b0, uint32_t &b1,
+                                                const void *row) {
+  const unsigned a = (unsigned)__cvta_generic_to_shared(row);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(b0), "=r"(b1)
+               : "r"(a));
+}
+
+// 16 bytes from global to shared memory without a register stop
+// (cp.async, L2 only), and the group fences around it.
+__device__ __forceinline__ void weft_cu_cp_async16(void *dst, const void *src) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d),
+               "l"(src));
+}
+
+__device__ __forceinline__ void weft_cu_cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+
+// Waits until at most N of this thread's committed groups are in flight.
+template <int N> __device__ __forceinline__ void weft_cu_cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// 2^x on the special-function unit (ex2.approx, flush to zero): a relative
+// error near 2^-22, 2^-inf = +0.
+__device__ __forceinline__ float weft_cu_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 #endif

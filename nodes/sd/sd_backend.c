@@ -234,7 +234,8 @@ sd_vram *sd_vram_for(weft_call *c, weft_backend *be, const char *what,
     *code = WEFT_EINVAL;
     return NULL;
   }
-  if (getenv("WEFT_VRAM") && *getenv("WEFT_VRAM")) from = "WEFT_VRAM";
+  const bool user_budget = getenv("WEFT_VRAM") && *getenv("WEFT_VRAM");
+  if (user_budget) from = "WEFT_VRAM";
   sd_vram *vr = sd_vram_new(be, budget, half, xp, true);
   if (!vr) {
     h->error(c, "out of memory");
@@ -246,6 +247,12 @@ sd_vram *sd_vram_for(weft_call *c, weft_backend *be, const char *what,
   if (budget != UINT64_MAX && !sd_be_is_host(be)) {
     sd_vram_reserve(vr, sd_vram_scratch(vr), NULL, NULL); /* no models yet:
                                                             cannot fail */
+#if WEFT_SD_CUDA
+    /* a budget the user set: the backend's per-op scratch stays inside
+     * what the budget keeps for it (the default budget leaves gigabytes) */
+    if (weft_backend_is_cuda(be) && user_budget)
+      weft_cuda_set_scratch_limit(be, (size_t)sd_vram_scratch(vr));
+#endif
   }
   if (budget == UINT64_MAX)
     h->log(c, WEFT_LOG_INFO, "%s: weights on %s without a budget (%s)", what,

@@ -54,6 +54,7 @@ typedef struct pair {
   double tol_sum;  /* GEMM, linear, conv vs the CPU (x M) */
   double tol_attn; /* attention vs the CPU (x M) */
   bool fused;      /* 16-bit attention may take the fused kernel */
+  bool lt;         /* 16-bit: the test's ops include a cuBLASLt product */
 } pair;
 
 static pair setup_prec(weft_cuda_precision prec) {
@@ -74,6 +75,7 @@ static pair setup_prec(weft_cuda_precision prec) {
                : prec == WEFT_CUDA_BF16 ? TOL16_ATTN_BF16
                                         : TOL_SUM_MAX;
   p.fused = true;
+  p.lt = p.dt != WEFT_F32;
   printf("precision: %s\n", weft_cuda_precision_name(prec));
   p.cpu = weft_backend_cpu_new(0);
   ASSERT(p.cpu);
@@ -110,7 +112,7 @@ static void teardown(pair *p) {
   if (lt || fb)
     printf("cuBLASLt products: %llu, GemmEx fallbacks: %llu\n",
            (unsigned long long)lt, (unsigned long long)fb);
-  if (p->dt != WEFT_F32) ASSERT(lt > 0); /* the 16-bit path did run */
+  if (p->lt) ASSERT(lt > 0); /* the 16-bit GEMM path did run */
   weft_backend_free(p->gpu);
   weft_backend_free(p->cpu);
 }
@@ -1035,10 +1037,17 @@ static void attn_case(pair *p, const char *name, const attn_shape *c,
   size_t need = p->gpu->iface->attention_scratch_bytes(p->gpu, &a);
   const char *path = weft_cuda_attention_path(p->gpu, &a);
   ASSERT(path);
-  if (strcmp(path, "cublas") == 0)
+  if (strcmp(path, "fp32") == 0) {
+    ASSERT_EQ(need, 0); /* the fp32 kernel keeps its scores in shared memory */
+  } else if (strcmp(path, "fused") == 0) {
+    /* k and v in 16 bits, keys padded to 64, d to a multiple of 16 */
+    const int64_t dp = c->d <= 48 ? 48 : c->d <= 64 ? 64 : c->d <= 80 ? 80
+                       : c->d <= 128 ? 128 : 160;
+    const size_t one = (size_t)(c->b * c->h * ((c->lk + 63) / 64 * 64) * dp) * 2;
+    ASSERT_EQ(need, 2 * ((one + 255) / 256 * 256));
+  } else {
     ASSERT(need > 0); /* 16-bit q, k, v, scores and probabilities */
-  else
-    ASSERT_EQ(need, 0); /* fp32 and fused: scores in shared memory/registers */
+  }
   ASSERT_STR_EQ(path, p->dt == WEFT_F32                    ? "fp32"
                       : c->d == c->dv && c->d <= 160 && p->fused ? "fused"
                                                                : "cublas");
@@ -1702,8 +1711,7 @@ static void conv2d_igemm(weft_cuda_precision prec) {
 /* WEFT_CUDA_CONV names the way for a backend made with AUTO; a bad value
  * is refused by name. */
 TEST(conv_algo_from_the_environment) {
-  pair p = setup_prec(WEFT_CUDA_FP16);
-  teardown(&p);
+  if (!weft_cuda_available()) weft_test_skip("no CUDA device");
   weft_cuda_options o;
   weft_cuda_options_init(&o);
   o.precision = WEFT_CUDA_FP16;
@@ -1729,6 +1737,33 @@ TEST(conv_algo_from_the_environment) {
   weft_backend_free(be2);
 }
 
+/* weft_cuda_set_scratch_limit: a convolution whose cuDNN scratch (16-bit
+ * x and y, 16 MiB each here, rounded to a power of two) passes a quarter
+ * of the limit goes through im2col's blocks; 0 lifts the limit. */
+TEST(scratch_limit_sends_big_convolutions_to_im2col) {
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  p.lt = false;
+  if (!weft_cuda_have_cudnn(p.gpu)) {
+    teardown(&p);
+    weft_test_skip("built without cuDNN");
+  }
+  const conv_shape c = {1, 128, 256, 256, 128, 3, 3, 1, 1, 1, 1, 1, 1};
+  weft_conv2d_args a = conv_args(&c);
+  a.x = a.weight = a.y = (float *)256; /* never run: only its way */
+  ASSERT_STR_EQ(weft_cuda_conv2d_path(p.gpu, &a), "cudnn16");
+  const size_t big = p.gpu->iface->conv2d_scratch_bytes(p.gpu, &a);
+  ASSERT(big >= ((size_t)32 << 20) && (big & (big - 1)) == 0);
+  ASSERT_OK(weft_cuda_set_scratch_limit(p.gpu, 4 * big));
+  ASSERT_STR_EQ(weft_cuda_conv2d_path(p.gpu, &a), "cudnn16");
+  ASSERT_OK(weft_cuda_set_scratch_limit(p.gpu, 4 * big - 1));
+  ASSERT_STR_EQ(weft_cuda_conv2d_path(p.gpu, &a), "im2col");
+  ASSERT(p.gpu->iface->conv2d_scratch_bytes(p.gpu, &a) <= ((size_t)64 << 20));
+  ASSERT_OK(weft_cuda_set_scratch_limit(p.gpu, 0));
+  ASSERT_STR_EQ(weft_cuda_conv2d_path(p.gpu, &a), "cudnn16");
+  ASSERT_EQ(weft_cuda_set_scratch_limit(p.cpu, 1), WEFT_EINVAL);
+  teardown(&p);
+}
+
 TEST(fp16_conv2d_igemm) {
   conv2d_igemm(WEFT_CUDA_FP16);
 }
@@ -1745,6 +1780,7 @@ TEST(fp16_attention_odd_shapes) {
 
 TEST(fp16_attention_sd_shapes) {
   pair p = setup_prec(WEFT_CUDA_FP16);
+  p.lt = false; /* every SD shape is fused (attention_case asserts it) */
   attention_sd_shapes_body(&p);
   teardown(&p);
 }
@@ -1809,6 +1845,7 @@ TEST(bf16_attention_odd_shapes) {
 
 TEST(bf16_attention_sd_shapes) {
   pair p = setup_prec(WEFT_CUDA_BF16);
+  p.lt = false; /* every SD shape is fused (attention_case asserts it) */
   attention_sd_shapes_body(&p);
   teardown(&p);
 }
@@ -2289,6 +2326,7 @@ TEST(cudnn_started_in_the_background) {
   ASSERT_OK(weft_cuda_start_cudnn(p.gpu)); /* again: nothing more */
   const conv_shape c = {2, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1};
   conv_case(&p, "3x3 after a background start", &c, WEFT_CUDA_CONV_AUTO, 290);
+  p.lt = !weft_cuda_have_cudnn(p.gpu); /* cudnn16 makes no GEMM */
   teardown(&p);
   weft_backend *be = weft_backend_cuda_new(0);
   ASSERT(be);

@@ -721,6 +721,33 @@ static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
       int rp = weft_cuda_profile_report(be, pf, title[part], b - a, 40);
       if (!r) r = rp;
     }
+    /* WEFT_BENCH_PROFILE_CONV=im2col,igemm,...: the UNet and the VAE
+     * again with each of those convolution ways (weft_cuda_set_conv_algo),
+     * the default's restored after */
+    const char *algos = getenv("WEFT_BENCH_PROFILE_CONV");
+    static const char *const names[] = {"auto", "im2col", "cudnn", "igemm"};
+    for (int al = 1; pf && !r && algos && al < 4; al++) {
+      if (!strstr(algos, names[al])) continue;
+      if ((r = weft_cuda_set_conv_algo(be, (weft_cuda_conv_algo)al))) break;
+      for (int part = 0; part < 2 && !r; part++) {
+        char title[128];
+        snprintf(title, sizeof title, "%s, WEFT_CUDA_CONV=%s",
+                 part ? "VAE decode, 512x512 (3 calls)"
+                      : "UNet step, batch 2, 64x64 latent (5 calls)",
+                 names[al]);
+        if ((r = sync_be(be)) || (r = weft_cuda_profile_start(be))) break;
+        double a = now();
+        for (int rep = 0; rep < (part ? 3 : 5) && !r; rep++)
+          r = part ? sd_vae_decode(vae, be, x, 1, L, L, img)
+                   : sd_unet_forward(unet, be, x, 2, L, L, tsteps, ctx, 77,
+                                     NULL, out);
+        if (!r) r = sync_be(be);
+        double b = now();
+        int rp = weft_cuda_profile_report(be, pf, title, b - a, 60);
+        if (!r) r = rp;
+      }
+    }
+    if (algos) weft_cuda_set_conv_algo(be, WEFT_CUDA_CONV_AUTO);
     if (pf) fclose(pf);
     if (report("the profile", r, be, &m->ck)) bad = 1;
   }
