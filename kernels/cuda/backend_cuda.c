@@ -124,13 +124,13 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
    * (benchmarks compare them) */
   const char *conv_env = getenv("WEFT_CUDA_CONV");
   if (o.conv_algo == WEFT_CUDA_CONV_AUTO && conv_env && *conv_env) {
-    static const char *const names[] = {"auto", "im2col", "cudnn", "igemm"};
+    static const char *const names[] = {"auto", "im2col", "cudnn"};
     int found = -1;
-    for (int i = 0; i < 4 && found < 0; i++)
+    for (int i = 0; i < 3 && found < 0; i++)
       if (!strcmp(conv_env, names[i])) found = i;
     if (found < 0) {
       snprintf(err, err_size,
-               "WEFT_CUDA_CONV=%s: expected auto, im2col, cudnn or igemm",
+               "WEFT_CUDA_CONV=%s: expected auto, im2col or cudnn",
                conv_env);
       return NULL;
     }
@@ -239,7 +239,7 @@ int weft_cuda_set_tf32(weft_backend *be, bool allow) {
 
 int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo) {
   if (!weft_backend_is_cuda(be) || algo < WEFT_CUDA_CONV_AUTO ||
-      algo > WEFT_CUDA_CONV_IGEMM)
+      algo > WEFT_CUDA_CONV_CUDNN)
     return WEFT_EINVAL;
   CTX(be)->conv_algo = algo;
   return 0;

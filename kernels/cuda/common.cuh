@@ -21,6 +21,25 @@ static inline unsigned weft_cu_blocks(int64_t n, int threads) {
   return (unsigned)(b < 1 ? 1 : b);
 }
 
+// Lets kernel fn take `bytes` of dynamic shared memory, above the 48 KiB
+// every kernel may take, on the current device: asked once per device
+// (*asked: a bit per device, the caller's static; the call is idempotent,
+// so two threads asking at once do no harm).
+static inline cudaError_t weft_cu_smem_optin(const void *fn, size_t bytes,
+                                             unsigned *asked) {
+  if (bytes <= 48 * 1024) return cudaSuccess;
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  const unsigned bit = dev < 32 ? 1u << dev : 0u;
+  if (bit && (__atomic_load_n(asked, __ATOMIC_RELAXED) & bit))
+    return cudaSuccess;
+  e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           (int)bytes);
+  if (e == cudaSuccess) __atomic_fetch_or(asked, bit, __ATOMIC_RELAXED);
+  return e;
+}
+
 // kernels/cpu's act1 (vec_portable.c) in device code.  CUDA's expf, erff
 // and tanhf are within 2 ulp of glibc's.
 __device__ __forceinline__ float weft_cu_act1(int act, float x) {

@@ -38,8 +38,11 @@
 /* Whether cuDNN may take this convolution in the backend's precision
  * (the shape is checked before the handle is made, so that a run whose
  * convolutions all go elsewhere never loads cuDNN). */
+static bool small_map(const weft__cuda_ctx *ctx, const weft_conv2d_args *a);
+
 static bool cudnn_eligible(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
-  if (ctx->conv_algo == WEFT_CUDA_CONV_IM2COL) return false;
+  if (ctx->conv_algo == WEFT_CUDA_CONV_IM2COL || small_map(ctx, a))
+    return false;
   bool shape = ctx->precision == WEFT_CUDA_FP32
                    ? weft__cudnn_conv_supported(ctx, a)
                    : weft__cudnn_conv16_supported(ctx, a);
@@ -48,21 +51,30 @@ static bool cudnn_eligible(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
 
 typedef enum conv_path {
   PATH_GEMM,
+  PATH_DIRECT,
   PATH_CUDNN,
   PATH_CUDNN16,
-  PATH_IGEMM,
   PATH_IM2COL
 } conv_path;
 
-/* Whether weft's implicit-GEMM kernel takes this convolution: asked for,
- * 16-bit precision, shapes it indexes in int. */
-static bool igemm_eligible(const weft__cuda_ctx *ctx,
-                           const weft_conv2d_args *a) {
+/* Few output channels (conv_out: 4 in the UNet, 3 in the VAE): the direct
+ * kernel (conv_direct.cu), which no GEMM shape beats; by default only. */
+static bool direct_eligible(const weft__cuda_ctx *ctx,
+                            const weft_conv2d_args *a) {
+  return ctx->conv_algo == WEFT_CUDA_CONV_AUTO &&
+         !weft_conv2d_is_pointwise(a) && weft__cu_conv_direct_fits(a);
+}
+
+/* Small maps (at most 16x16 outputs: the UNet's 1280- and 2560-channel
+ * layers) go through im2col by default in 16-bit precision: there the
+ * GEMM over the whole K = 9 c_in took 69-220 us a call on an H200 where
+ * cuDNN's implicit GEMM took 150-280 (BENCHMARKS.md). */
+static bool small_map(const weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   int64_t h_out, w_out;
-  return ctx->conv_algo == WEFT_CUDA_CONV_IGEMM &&
+  return ctx->conv_algo == WEFT_CUDA_CONV_AUTO &&
          ctx->precision != WEFT_CUDA_FP32 &&
          weft_conv2d_check_shapes(a, &h_out, &w_out) == 0 &&
-         weft__cu_igemm16_fits(a, h_out, w_out);
+         h_out * w_out <= 256;
 }
 
 /* The bytes of a 16-bit copy of the weight, when it is not registered in
@@ -90,10 +102,7 @@ static conv_path choose(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                         size_t *scratch) {
   *scratch = 0;
   if (weft_conv2d_is_pointwise(a)) return PATH_GEMM;
-  if (igemm_eligible(ctx, a)) {
-    *scratch = weight16_bytes(ctx, a);
-    return PATH_IGEMM;
-  }
+  if (direct_eligible(ctx, a)) return PATH_DIRECT;
   if (cudnn_eligible(ctx, a)) {
     if (ctx->precision == WEFT_CUDA_FP32) {
       if (weft__cudnn_conv_plan(ctx, a, scratch) == 0) return PATH_CUDNN;
@@ -118,9 +127,9 @@ const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a) {
   }
   switch (choose(WEFT__CUDA_CTX(be), a, &ws)) {
   case PATH_GEMM: return "gemm";
+  case PATH_DIRECT: return "direct";
   case PATH_CUDNN: return "cudnn";
   case PATH_CUDNN16: return "cudnn16";
-  case PATH_IGEMM: return "igemm";
   default: return "im2col";
   }
 }
@@ -153,8 +162,8 @@ size_t weft__cuda_conv2d_scratch_bytes(weft__cuda_ctx *ctx,
   size_t cudnn;
   if (weft_conv2d_check_shapes(a, &h_out, &w_out) != 0) return 0;
   conv_path p = choose(ctx, a, &cudnn);
-  if (p == PATH_GEMM) return 0;
-  if (p == PATH_CUDNN || p == PATH_CUDNN16 || p == PATH_IGEMM) return cudnn;
+  if (p == PATH_GEMM || p == PATH_DIRECT) return 0;
+  if (p == PATH_CUDNN || p == PATH_CUDNN16) return cudnn;
   int64_t k = a->c_in * a->k_h * a->k_w, n = h_out * w_out, n_img, nb;
   int64_t batch = a->batch > 0 ? a->batch : 1;
   const size_t es = ctx->precision == WEFT_CUDA_FP32 ? sizeof(float) : 2;
@@ -242,30 +251,23 @@ static int run_im2col(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   return rc;
 }
 
-/* weft's implicit-GEMM kernel: the weight as stored when it is registered
- * in the compute type, else rounded into scratch first. */
-static int run_igemm(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
-                     int64_t h_out, int64_t w_out, int64_t xs, int64_t ys) {
-  const weft_dtype want = weft__cuda_compute_dtype(ctx);
-  const size_t wb = weight16_bytes(ctx, a);
-  const void *w = a->weight;
+/* The direct kernel: the weight read in fp32 (a registered half one
+ * widened first), rounded in the kernel in 16-bit precision. */
+static int run_direct(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                      int64_t h_out, int64_t w_out, int64_t xs, int64_t ys) {
   void *wtmp = NULL;
-  int rc = 0;
-  if (wb) {
-    if (a->scratch && a->scratch_bytes >= wb)
-      wtmp = a->scratch;
-    else if (!(wtmp = weft__cuda_alloc(ctx, wb)))
-      return WEFT_ENOMEM;
-    rc = weft__cuda_conv_weight16(ctx, a, wtmp);
-    w = wtmp;
-  }
-  if (rc == 0)
-    rc = weft__cuda_check(ctx,
-                          weft__cu_igemm16(ctx->stream, a, w, want == WEFT_BF16,
-                                           h_out, w_out, xs, ys),
-                          "conv2d (implicit GEMM)");
-  /* back to the cache; later work on this stream is ordered after ours */
-  if (wtmp != a->scratch) weft__cuda_free(ctx, wtmp);
+  const float *w = weft__cuda_f32_view(
+      ctx, a->weight, a->c_out * a->c_in * a->k_h * a->k_w, &wtmp);
+  if (!w) return WEFT_ENOMEM;
+  const weft_dtype dt = weft__cuda_compute_dtype(ctx);
+  const int round16 = ctx->precision == WEFT_CUDA_FP32 ? 0
+                      : dt == WEFT_BF16                ? 2
+                                                       : 1;
+  int rc = weft__cuda_check(ctx,
+                            weft__cu_conv_direct(ctx->stream, a, w, round16,
+                                                 h_out, w_out, xs, ys),
+                            "conv2d (direct)");
+  weft__cuda_free(ctx, wtmp);
   return rc;
 }
 
@@ -297,7 +299,7 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
    * deterministic algorithm in the math mode asked for, or no kernel for
    * this configuration) falls through to im2col. */
   conv_path path = weft_conv2d_is_pointwise(a) ? PATH_GEMM
-                   : igemm_eligible(ctx, a)      ? PATH_IGEMM
+                   : direct_eligible(ctx, a)     ? PATH_DIRECT
                                                  : PATH_IM2COL;
   if (path == PATH_IM2COL && cudnn_eligible(ctx, a)) {
     const bool c16 = ctx->precision != WEFT_CUDA_FP32;
@@ -328,13 +330,14 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                         .stride_b = xs,
                         .stride_c = ys};
     rc = weft__cuda_gemm(ctx, &g);
-  } else if (path == PATH_IGEMM) {
-    rc = run_igemm(ctx, a, h_out, w_out, xs, ys);
+  } else if (path == PATH_DIRECT) {
+    rc = run_direct(ctx, a, h_out, w_out, xs, ys);
   } else if (path == PATH_IM2COL) {
     rc = run_im2col(ctx, a, w_out, n, k, xs, ys);
   }
-  /* cudnn16 added the bias as it widened y */
-  if (rc == 0 && a->bias && path != PATH_CUDNN16)
+  /* cudnn16 added the bias as it widened y, the direct kernel as it
+   * wrote y */
+  if (rc == 0 && a->bias && path != PATH_CUDNN16 && path != PATH_DIRECT)
     rc = weft__cuda_check(ctx,
                           weft__cu_bias_planes(ctx->stream, a->y, a->bias,
                                                a->batch, ys, a->c_out, n, n),

@@ -38,24 +38,21 @@
 extern "C" {
 #endif
 
-/* How conv2d runs.  AUTO: cuDNN when weft was built with it and the shape
- * suits it (symmetric padding; in FP16/BF16 precision also channel counts
- * that are multiples of 8, and the output is rounded to 16 bits before it
- * is widened to fp32), else IM2COL.  IM2COL: an own im2col kernel + cuBLAS
- * SGEMM, or 16-bit columns + cuBLASLt with an fp32 output in FP16/BF16
- * precision (1x1 stride-1 convolutions skip the im2col).  CUDNN: cuDNN
- * where it can, IM2COL where it cannot (asymmetric padding, no cuDNN).
- * IGEMM: in FP16/BF16 precision, weft's own implicit-GEMM kernel
- * (igemm16.cu: no scratch beyond a weight not registered 16-bit, any
- * padding, fp32 output as IM2COL's) for every convolution but 1x1
- * stride-1 ones; in FP32 precision as AUTO.  A backend made with AUTO
- * takes the environment's WEFT_CUDA_CONV (auto, im2col, cudnn or igemm)
- * when it is set. */
+/* How conv2d runs.  AUTO: a convolution with at most 8 output channels
+ * (conv_out) by the direct kernel (conv_direct.cu); others by cuDNN when
+ * weft was built with it and the shape suits it (symmetric padding; in
+ * FP16/BF16 precision also channel counts that are multiples of 8 and an
+ * output map larger than 16x16, and the output is rounded to 16 bits
+ * before it is widened to fp32), else IM2COL.  IM2COL: an own im2col
+ * kernel + cuBLAS SGEMM, or 16-bit columns + cuBLASLt with an fp32 output
+ * in FP16/BF16 precision (1x1 stride-1 convolutions skip the im2col).
+ * CUDNN: cuDNN where it can, IM2COL where it cannot (asymmetric padding,
+ * no cuDNN).  A backend made with AUTO takes the environment's
+ * WEFT_CUDA_CONV (auto, im2col or cudnn) when it is set. */
 typedef enum weft_cuda_conv_algo {
   WEFT_CUDA_CONV_AUTO = 0,
   WEFT_CUDA_CONV_IM2COL,
-  WEFT_CUDA_CONV_CUDNN,
-  WEFT_CUDA_CONV_IGEMM
+  WEFT_CUDA_CONV_CUDNN
 } weft_cuda_conv_algo;
 
 /* Compute precision of the matrix products (linear, gemm, conv2d and the
@@ -110,9 +107,9 @@ bool weft_backend_is_cuda(const weft_backend *be);
 int weft_cuda_set_tf32(weft_backend *be, bool allow);
 int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo);
 /* Which way conv2d would run these arguments: "gemm" (1x1 stride 1, no
- * padding), "cudnn" (FP32 precision), "cudnn16" (cuDNN on 16-bit copies of
- * x and y, FP16/BF16 precision), "igemm" (weft's implicit-GEMM kernel,
- * FP16/BF16 precision) or "im2col"; NULL for invalid arguments or
+ * padding), "direct" (few output channels), "cudnn" (FP32 precision),
+ * "cudnn16" (cuDNN on 16-bit copies of x and y, FP16/BF16 precision) or
+ * "im2col"; NULL for invalid arguments or
  * a non-CUDA backend.  (transfer none: a static string) */
 const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a);
 /* Bounds the scratch one op may take beside its operands (0: no bound,

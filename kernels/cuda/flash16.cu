@@ -274,26 +274,16 @@ extern "C" size_t weft__cu_flash16_scratch(const weft_attn_args *a) {
 template <int DP, bool BF, int W>
 static cudaError_t launch(cudaStream_t s, fa_params p, int64_t bh) {
   constexpr int smem = fa_smem_bytes<DP>();
-  if (smem > 48 * 1024) { // above the default: asked for once per device
-    static unsigned asked; // bit per device (the call is idempotent)
-    int dev = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e != cudaSuccess) return e;
-    const unsigned bit = dev < 32 ? 1u << dev : 0u;
-    if (!(__atomic_load_n(&asked, __ATOMIC_RELAXED) & bit)) {
-      e = cudaFuncSetAttribute(fa_kernel<DP, BF, W>,
-                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               smem);
-      if (e != cudaSuccess) return e;
-      __atomic_fetch_or(&asked, bit, __ATOMIC_RELAXED);
-    }
-  }
+  static unsigned asked;
+  cudaError_t e =
+      weft_cu_smem_optin((const void *)fa_kernel<DP, BF, W>, smem, &asked);
+  if (e != cudaSuccess) return e;
   const unsigned qblocks = (unsigned)((p.lq + 16 * W - 1) / (16 * W));
   for (int64_t b0 = 0; b0 < bh; b0 += 65535) {
     p.bh0 = b0;
     dim3 grid(qblocks, (unsigned)(bh - b0 < 65535 ? bh - b0 : 65535));
     fa_kernel<DP, BF, W><<<grid, W * 32, smem, s>>>(p);
-    cudaError_t e = cudaGetLastError();
+    e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;

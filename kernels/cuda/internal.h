@@ -325,15 +325,14 @@ cudaError_t weft__cu_softmax(cudaStream_t s, const float *x, float *y,
 cudaError_t weft__cu_attention(cudaStream_t s, const weft_attn_args *a,
                                float scale, size_t smem_optin);
 
-/* igemm16.cu: whether the implicit-GEMM kernel takes these shapes (one
- * image's x and y, and the weight, indexed in int), and the kernel: x fp32
- * NCHW (batch stride xs), w16 the 16-bit weight [c_out, c_in*kh*kw] (bf16:
- * BF16, else FP16), y fp32 (batch stride ys) without the bias. */
-bool weft__cu_igemm16_fits(const weft_conv2d_args *a, int64_t h_out,
-                           int64_t w_out);
-cudaError_t weft__cu_igemm16(cudaStream_t s, const weft_conv2d_args *a,
-                             const void *w16, int bf16, int64_t h_out,
-                             int64_t w_out, int64_t xs, int64_t ys);
+/* conv_direct.cu: whether the direct kernel takes this convolution
+ * (c_out <= 8, the weight fits its shared memory), and the kernel: w fp32
+ * (round16: 0 as is, 1 x and w rounded to fp16, 2 to bf16), fp32 sums, y
+ * with the bias (batch strides xs, ys). */
+bool weft__cu_conv_direct_fits(const weft_conv2d_args *a);
+cudaError_t weft__cu_conv_direct(cudaStream_t s, const weft_conv2d_args *a,
+                                 const float *w, int round16, int64_t h_out,
+                                 int64_t w_out, int64_t xs, int64_t ys);
 
 /* flash16.cu: whether the fused 16-bit kernel takes these shapes (d == dv,
  * d <= 160), the scratch it needs (k and v packed to 16 bits, padded to

@@ -1,6 +1,6 @@
-// mma.cuh - the tensor-core pieces the 16-bit kernels share (flash16.cu,
-// igemm16.cu): rounding to 16 bits, mma.m16n8k16 with fp32 accumulators
-// and ldmatrix of a transposed B operand.
+// mma.cuh - tensor-core and copy pieces for 16-bit kernels (flash16.cu):
+// rounding to 16 bits, mma.m16n8k16 with fp32 accumulators, ldmatrix,
+// cp.async and the SFU's exp2.
 //
 // Fragment layout of mma.m16n8k16.row.col (lane = 4 g + q, c2 = 2 q):
 //   A (16x16, row-major): a[0] rows g, columns c2..c2+1; a[1] row g + 8;

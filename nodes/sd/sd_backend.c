@@ -152,6 +152,10 @@ static int cx_unmark(void *u, void *buf) {
 static int cx_trim(void *u) {
   return weft_cuda_trim(((cuda_xfer *)u)->be);
 }
+static int cx_scratch_limit(void *u, uint64_t bytes) {
+  return weft_cuda_set_scratch_limit(((cuda_xfer *)u)->be,
+                                     bytes < SIZE_MAX ? (size_t)bytes : 0);
+}
 static void cx_free(void *u) {
   cuda_xfer *x = u;
   weft_cuda_copier_free(x->cp);
@@ -185,6 +189,7 @@ int sd_cuda_xfer(weft_backend *be, sd_xfer *out, weft_dtype *half, char *err,
                    .mark_half = cx_mark,
                    .unmark_half = cx_unmark,
                    .trim = cx_trim,
+                   .scratch_limit = cx_scratch_limit,
                    .free = cx_free};
   return 0;
 }
@@ -234,8 +239,7 @@ sd_vram *sd_vram_for(weft_call *c, weft_backend *be, const char *what,
     *code = WEFT_EINVAL;
     return NULL;
   }
-  const bool user_budget = getenv("WEFT_VRAM") && *getenv("WEFT_VRAM");
-  if (user_budget) from = "WEFT_VRAM";
+  if (getenv("WEFT_VRAM") && *getenv("WEFT_VRAM")) from = "WEFT_VRAM";
   sd_vram *vr = sd_vram_new(be, budget, half, xp, true);
   if (!vr) {
     h->error(c, "out of memory");
@@ -247,12 +251,6 @@ sd_vram *sd_vram_for(weft_call *c, weft_backend *be, const char *what,
   if (budget != UINT64_MAX && !sd_be_is_host(be)) {
     sd_vram_reserve(vr, sd_vram_scratch(vr), NULL, NULL); /* no models yet:
                                                             cannot fail */
-#if WEFT_SD_CUDA
-    /* a budget the user set: the backend's per-op scratch stays inside
-     * what the budget keeps for it (the default budget leaves gigabytes) */
-    if (weft_backend_is_cuda(be) && user_budget)
-      weft_cuda_set_scratch_limit(be, (size_t)sd_vram_scratch(vr));
-#endif
   }
   if (budget == UINT64_MAX)
     h->log(c, WEFT_LOG_INFO, "%s: weights on %s without a budget (%s)", what,

@@ -143,6 +143,8 @@ sd_vram *sd_vram_new(weft_backend *be, uint64_t budget, weft_dtype half,
   if (vr->has_x && vr->x.event_new && vr->x.upload && vr->x.record_compute &&
       vr->x.compute_wait)
     vr->after = vr->x.event_new(vr->x.ctx);
+  if (budget != UINT64_MAX && vr->has_x && vr->x.scratch_limit)
+    vr->x.scratch_limit(vr->x.ctx, sd_vram_scratch(vr));
   return vr;
 }
 
@@ -522,7 +524,9 @@ int sd_vram_trim(sd_vram *vr) {
 
 uint64_t sd_vram_scratch(const sd_vram *vr) {
   if (vr->budget == UINT64_MAX) return 0;
-  return SD_VRAM_SCRATCH < vr->budget / 3 ? SD_VRAM_SCRATCH : vr->budget / 3;
+  const uint64_t want = vr->budget / 16 > SD_VRAM_SCRATCH ? vr->budget / 16
+                                                          : SD_VRAM_SCRATCH;
+  return want < vr->budget / 3 ? want : vr->budget / 3;
 }
 
 uint64_t sd_vram_reserved(const sd_vram *vr) {

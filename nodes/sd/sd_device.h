@@ -121,6 +121,9 @@ typedef struct sd_xfer {
    * the driver (a caching allocator's kept blocks), so that a smaller
    * pool, an arena or the next node's scratch is not allocated beside it */
   int (*trim)(void *ctx);
+  /* bounds the scratch one op of the backend may take (sd_vram_new: what
+   * the budget keeps for scratch); may be NULL */
+  int (*scratch_limit)(void *ctx, uint64_t bytes);
   /* frees ctx (with the sd_vram) */
   void (*free)(void *ctx);
 } sd_xfer;
@@ -196,9 +199,11 @@ int sd_vram_trim(sd_vram *vr);
  * activations -- about 420 MiB for SD1.5 at 512x512 (an estimate: the
  * GPU case prints the measured high-water). */
 #define SD_VRAM_SCRATCH ((uint64_t)512 << 20)
-/* The scratch a node keeps under vr's budget: SD_VRAM_SCRATCH, at most a
- * third of the budget (a small model's scratch is small too); 0 without
- * a budget. */
+/* The scratch a node keeps under vr's budget: SD_VRAM_SCRATCH, or a
+ * sixteenth of a budget larger than 8 GiB (room for cuDNN's faster ways),
+ * at most a third of the budget (a small model's scratch is small too); 0
+ * without a budget.  The backend's per-op scratch is bounded by it
+ * (sd_xfer.scratch_limit). */
 uint64_t sd_vram_scratch(const sd_vram *vr);
 /* Why the last call failed ("" if none): which block, how many bytes, the
  * budget.  (transfer none: until the next call on vr) */

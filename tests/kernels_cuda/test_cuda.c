@@ -712,10 +712,13 @@ static weft_conv2d_args conv_args(const conv_shape *c) {
 /* Whether a backend in 16-bit precision with cuDNN takes this convolution
  * to cuDNN (conv_cudnn.c): symmetric padding, channels multiples of 8, not
  * a 1x1 stride-1 unpadded one (a plain GEMM). */
+static bool conv_pointwise(const conv_shape *c) {
+  return c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && c->pt == 0 &&
+         c->pl == 0 && c->pb == 0 && c->pr == 0;
+}
+
 static bool conv_goes_cudnn16(const conv_shape *c) {
-  bool pointwise = c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 &&
-                   c->pt == 0 && c->pl == 0 && c->pb == 0 && c->pr == 0;
-  return !pointwise && c->pt == c->pb && c->pl == c->pr && c->cin % 8 == 0 &&
+  return !conv_pointwise(c) && c->pt == c->pb && c->pl == c->pr && c->cin % 8 == 0 &&
          c->cout % 8 == 0;
 }
 
@@ -771,15 +774,19 @@ static void conv_case(pair *p, const char *name, const conv_shape *c,
   ASSERT(path != NULL);
   /* cuDNN runs fp32 tensors in FP32 precision, 16-bit ones in FP16/BF16 */
   ASSERT(strcmp(path, p->dt == WEFT_F32 ? "cudnn16" : "cudnn") != 0);
+  /* by default: few output channels directly, small maps by im2col */
+  const bool direct = algo == WEFT_CUDA_CONV_AUTO && !conv_pointwise(c) &&
+                      c->cout <= 8;
+  if (direct) ASSERT_STR_EQ(path, "direct");
+  if (strcmp(path, "direct") == 0) ASSERT(direct);
   if (p->dt != WEFT_F32 &&
-      (algo == WEFT_CUDA_CONV_AUTO || algo == WEFT_CUDA_CONV_CUDNN) &&
+      (algo == WEFT_CUDA_CONV_CUDNN ||
+       (algo == WEFT_CUDA_CONV_AUTO && !direct && ho * wo > 256)) &&
       conv_goes_cudnn16(c) && weft_cuda_have_cudnn(p->gpu))
     ASSERT_STR_EQ(path, "cudnn16"); /* the default where it qualifies */
-  if (algo == WEFT_CUDA_CONV_IM2COL) ASSERT(strncmp(path, "cudnn", 5) != 0);
-  if (algo == WEFT_CUDA_CONV_IGEMM && p->dt != WEFT_F32 &&
-      strcmp(path, "gemm") != 0) /* every shape but a plain GEMM's */
-    ASSERT_STR_EQ(path, "igemm");
-  if (strcmp(path, "igemm") == 0) ASSERT(algo == WEFT_CUDA_CONV_IGEMM);
+  if (algo == WEFT_CUDA_CONV_IM2COL || (p->dt != WEFT_F32 && ho * wo <= 256 &&
+                                        algo == WEFT_CUDA_CONV_AUTO))
+    ASSERT(strncmp(path, "cudnn", 5) != 0);
   ASSERT_OK(p->gpu->iface->conv2d(p->gpu, &a));
   char what[96];
   snprintf(what, sizeof what, "conv %s [%s]", name, path);
@@ -848,6 +855,8 @@ static const conv_shape sd_convs[] = {
     {2, 1280, 8, 8, 1280, 3, 3, 1, 1, 1, 1, 1, 1},   /* resnet 8x8 */
     {2, 960, 32, 32, 640, 1, 1, 1, 1, 0, 0, 0, 0},   /* skip 1x1 */
     {1, 128, 256, 256, 128, 3, 3, 1, 1, 1, 1, 1, 1}, /* VAE: column blocks */
+    {2, 320, 64, 64, 4, 3, 3, 1, 1, 1, 1, 1, 1},     /* UNet conv_out */
+    {1, 128, 512, 512, 3, 3, 3, 1, 1, 1, 1, 1, 1},   /* VAE conv_out */
 };
 
 static void conv2d_sd_shapes_im2col_body(pair *p) {
@@ -902,10 +911,11 @@ static void conv2d_strided_buffers_and_scratch_body(pair *p) {
     const float wb = .3f * sqrtf(54.0f / (float)k); /* like 6 channels */
     float *x = rnd(&s, 2 * xs, -1, 1), *w = rnd(&s, nw, -wb, wb);
     float *y0 = rnd(&s, 2 * ys, -1, 1);
-    for (int algo = 0; algo < 2; algo++)
+    static const weft_cuda_conv_algo algos[] = {
+        WEFT_CUDA_CONV_IM2COL, WEFT_CUDA_CONV_AUTO, WEFT_CUDA_CONV_CUDNN};
+    for (int algo = 0; algo < 3; algo++)
       for (int sc = 0; sc < 3; sc++) {
-        weft_cuda_conv_algo al =
-            algo ? WEFT_CUDA_CONV_AUTO : WEFT_CUDA_CONV_IM2COL;
+        weft_cuda_conv_algo al = algos[algo];
         float *yc = malloc((size_t)(2 * ys) * 4);
         ASSERT(yc);
         memcpy(yc, y0, (size_t)(2 * ys) * 4);
@@ -1678,36 +1688,6 @@ TEST(fp16_conv2d_sd_shapes_im2col) {
   teardown(&p);
 }
 
-/* weft's implicit-GEMM kernel (asked for with WEFT_CUDA_CONV_IGEMM): fp32
- * output, so the strict check vs the rounded inputs (1e-4 M) holds, for
- * the odd shapes (asymmetric pads, strides, kernels larger than 3x3, K
- * not a multiple of 8 or of the 32-wide K tile, channels and pixels past
- * the 128-wide tiles) and SD's; the weight is uploaded fp32, so it is
- * rounded into scratch first (registered 16-bit weights go as stored). */
-static void conv2d_igemm(weft_cuda_precision prec) {
-  pair p = setup_prec(prec);
-  for (size_t i = 0; i < sizeof odd_convs / sizeof odd_convs[0]; i++) {
-    char name[32];
-    snprintf(name, sizeof name, "odd #%zu", i);
-    conv_case(&p, name, &odd_convs[i], WEFT_CUDA_CONV_IGEMM, 300 + i);
-  }
-  const conv_shape more[] = {
-      {3, 130, 9, 15, 136, 3, 3, 1, 1, 1, 1, 1, 1}, /* past both tiles */
-      {1, 40, 33, 17, 24, 3, 3, 2, 1, 0, 1, 1, 0},  /* K = 360: tail */
-  };
-  for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) {
-    char name[32];
-    snprintf(name, sizeof name, "tiles #%zu", i);
-    conv_case(&p, name, &more[i], WEFT_CUDA_CONV_IGEMM, 310 + i);
-  }
-  for (size_t i = 0; i < sizeof sd_convs / sizeof sd_convs[0]; i++) {
-    char name[32];
-    snprintf(name, sizeof name, "sd #%zu", i);
-    conv_case(&p, name, &sd_convs[i], WEFT_CUDA_CONV_IGEMM, 320 + i);
-  }
-  teardown(&p);
-}
-
 /* WEFT_CUDA_CONV names the way for a backend made with AUTO; a bad value
  * is refused by name. */
 TEST(conv_algo_from_the_environment) {
@@ -1719,22 +1699,57 @@ TEST(conv_algo_from_the_environment) {
   setenv("WEFT_CUDA_CONV", "bogus", 1);
   ASSERT(weft_backend_cuda_new_ex(&o, err, sizeof err) == NULL);
   ASSERT_CONTAINS(err, "WEFT_CUDA_CONV=bogus");
-  setenv("WEFT_CUDA_CONV", "igemm", 1);
+  setenv("WEFT_CUDA_CONV", "im2col", 1);
   weft_backend *be = weft_backend_cuda_new_ex(&o, err, sizeof err);
   unsetenv("WEFT_CUDA_CONV");
   ASSERT(be);
-  const conv_shape c = {1, 16, 12, 12, 16, 3, 3, 1, 1, 1, 1, 1, 1};
+  /* few output channels: the direct kernel by default, not when asked */
+  const conv_shape c = {1, 16, 12, 12, 4, 3, 3, 1, 1, 1, 1, 1, 1};
   weft_conv2d_args a = conv_args(&c);
   a.x = a.weight = a.y = (float *)256; /* never run: only its way */
-  ASSERT_STR_EQ(weft_cuda_conv2d_path(be, &a), "igemm");
+  ASSERT_STR_EQ(weft_cuda_conv2d_path(be, &a), "im2col");
+  ASSERT_OK(weft_cuda_set_conv_algo(be, WEFT_CUDA_CONV_AUTO));
+  ASSERT_STR_EQ(weft_cuda_conv2d_path(be, &a), "direct");
   o.conv_algo = WEFT_CUDA_CONV_IM2COL; /* set explicitly: the env is not read */
-  setenv("WEFT_CUDA_CONV", "igemm", 1);
+  setenv("WEFT_CUDA_CONV", "cudnn", 1);
   weft_backend *be2 = weft_backend_cuda_new_ex(&o, err, sizeof err);
   unsetenv("WEFT_CUDA_CONV");
   ASSERT(be2);
   ASSERT_STR_EQ(weft_cuda_conv2d_path(be2, &a), "im2col");
   weft_backend_free(be);
   weft_backend_free(be2);
+}
+
+/* The direct kernel adds its input-channel slices in a fixed order: the
+ * VAE's conv_out twice, bit for bit, in each precision. */
+TEST(direct_conv_repeats_bit_for_bit) {
+  for (int pr = 0; pr < 3; pr++) {
+    pair p = setup_prec(pr == 0   ? WEFT_CUDA_FP32
+                        : pr == 1 ? WEFT_CUDA_FP16
+                                  : WEFT_CUDA_BF16);
+    p.lt = false;
+    const conv_shape c = {1, 128, 96, 80, 3, 3, 3, 1, 1, 1, 1, 1, 1};
+    uint64_t s = 1234;
+    const int64_t nx = 128 * 96 * 80, nw = 3 * 128 * 9, ny = 3 * 96 * 80;
+    float *x = rnd(&s, nx, -1, 1), *w = rnd(&s, nw, -0.03f, 0.03f);
+    weft_conv2d_args a = conv_args(&c);
+    a.x = up(&p, x, nx);
+    a.weight = up(&p, w, nw);
+    float *y[2];
+    for (int k = 0; k < 2; k++) {
+      a.y = y[k] = dpoison(&p, ny);
+      ASSERT_STR_EQ(weft_cuda_conv2d_path(p.gpu, &a), "direct");
+      ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+    }
+    float *h0 = down(&p, y[0], ny), *h1 = down(&p, y[1], ny);
+    ASSERT(memcmp(h0, h1, (size_t)ny * sizeof(float)) == 0);
+    printf("conv 128x96x80 -> 3 [direct] twice (%s)    bit-exact\n",
+           weft_cuda_precision_name(p.prec));
+    free(h0), free(h1), free(x), free(w);
+    dfree(&p, y[0]), dfree(&p, y[1]);
+    dfree(&p, (void *)a.x), dfree(&p, (void *)a.weight);
+    teardown(&p);
+  }
 }
 
 /* weft_cuda_set_scratch_limit: a convolution whose cuDNN scratch (16-bit
@@ -1762,14 +1777,6 @@ TEST(scratch_limit_sends_big_convolutions_to_im2col) {
   ASSERT_STR_EQ(weft_cuda_conv2d_path(p.gpu, &a), "cudnn16");
   ASSERT_EQ(weft_cuda_set_scratch_limit(p.cpu, 1), WEFT_EINVAL);
   teardown(&p);
-}
-
-TEST(fp16_conv2d_igemm) {
-  conv2d_igemm(WEFT_CUDA_FP16);
-}
-
-TEST(bf16_conv2d_igemm) {
-  conv2d_igemm(WEFT_CUDA_BF16);
 }
 
 TEST(fp16_attention_odd_shapes) {
@@ -2096,8 +2103,8 @@ static void half_weights_case(weft_cuda_precision prec, weft_dtype wdt) {
       snprintf(what, sizeof what, "conv #%zu [%s] marked vs cpu rounded (%s)",
                ci, path, tag);
       conv_rounded_check(&p, what, path, dy1, yc, bias, c->b, c->cout, ho * wo);
-      if (p.dt != WEFT_F32) { /* the implicit-GEMM kernel reads it too */
-        ASSERT_OK(weft_cuda_set_conv_algo(p.gpu, WEFT_CUDA_CONV_IGEMM));
+      if (p.dt != WEFT_F32) { /* the im2col path reads it too */
+        ASSERT_OK(weft_cuda_set_conv_algo(p.gpu, WEFT_CUDA_CONV_IM2COL));
         a.y = dy2;
         const char *ip = weft_cuda_conv2d_path(p.gpu, &a);
         ASSERT(ip);

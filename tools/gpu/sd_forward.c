@@ -721,12 +721,12 @@ static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
       int rp = weft_cuda_profile_report(be, pf, title[part], b - a, 40);
       if (!r) r = rp;
     }
-    /* WEFT_BENCH_PROFILE_CONV=im2col,igemm,...: the UNet and the VAE
+    /* WEFT_BENCH_PROFILE_CONV=im2col,cudnn: the UNet and the VAE
      * again with each of those convolution ways (weft_cuda_set_conv_algo),
      * the default's restored after */
     const char *algos = getenv("WEFT_BENCH_PROFILE_CONV");
-    static const char *const names[] = {"auto", "im2col", "cudnn", "igemm"};
-    for (int al = 1; pf && !r && algos && al < 4; al++) {
+    static const char *const names[] = {"auto", "im2col", "cudnn"};
+    for (int al = 1; pf && !r && algos && al < 3; al++) {
       if (!strstr(algos, names[al])) continue;
       if ((r = weft_cuda_set_conv_algo(be, (weft_cuda_conv_algo)al))) break;
       for (int part = 0; part < 2 && !r; part++) {
