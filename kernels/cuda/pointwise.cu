@@ -31,24 +31,53 @@ extern "C" cudaError_t weft__cu_act(cudaStream_t s, int act, const float *x,
   return cudaGetLastError();
 }
 
+// 16-byte aligned (float4 loads and stores).
+static inline bool aligned16(const void *p) {
+  return ((uintptr_t)p & 15) == 0;
+}
+
 // y[r, i] = x[r, i] * act(x[r, dim + i]); x and y do not overlap (the
-// caller routes in-place calls through a temporary).
+// caller routes in-place calls through a temporary).  Rows on grid.y, V
+// columns (1 or 4: float4 when dim % 4 == 0 and both aligned) per thread.
+template <int V>
 __global__ void gated_kernel(int act, const float *__restrict__ x,
                              float *__restrict__ y, int64_t rows, int64_t dim) {
-  const int64_t n = rows * dim;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t r = i / dim, c = i - r * dim;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
     const float *row = x + r * 2 * dim;
-    y[i] = row[c] * weft_cu_act1(act, row[dim + c]);
+    float *out = y + r * dim;
+    for (int64_t c = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V;
+         c < dim; c += (int64_t)gridDim.x * blockDim.x * V) {
+      if (V == 4) {
+        const float4 u = *reinterpret_cast<const float4 *>(row + c);
+        const float4 g = *reinterpret_cast<const float4 *>(row + dim + c);
+        *reinterpret_cast<float4 *>(out + c) =
+            make_float4(u.x * weft_cu_act1(act, g.x), u.y * weft_cu_act1(act, g.y),
+                        u.z * weft_cu_act1(act, g.z), u.w * weft_cu_act1(act, g.w));
+      } else {
+        out[c] = row[c] * weft_cu_act1(act, row[dim + c]);
+      }
+    }
   }
+}
+
+// A 2-D grid over rows x (cols / v): grid.y the rows (at most 65535, the
+// kernels loop), grid.x enough blocks for a row, the total bounded.
+static dim3 rows_grid(int64_t rows, int64_t cols, int v) {
+  dim3 g(weft_cu_blocks((cols + v - 1) / v, WEFT_CU_THREADS),
+         (unsigned)(rows < 65535 ? (rows > 0 ? rows : 1) : 65535));
+  if ((int64_t)g.x * g.y > (1 << 22)) g.x = (unsigned)((1 << 22) / g.y) + 1;
+  return g;
 }
 
 extern "C" cudaError_t weft__cu_gated_act(cudaStream_t s, int act,
                                           const float *x, float *y,
                                           int64_t rows, int64_t dim) {
-  gated_kernel<<<weft_cu_blocks(rows * dim, WEFT_CU_THREADS), WEFT_CU_THREADS,
-                 0, s>>>(act, x, y, rows, dim);
+  if (dim % 4 == 0 && aligned16(x) && aligned16(y))
+    gated_kernel<4><<<rows_grid(rows, dim, 4), WEFT_CU_THREADS, 0, s>>>(
+        act, x, y, rows, dim);
+  else
+    gated_kernel<1><<<rows_grid(rows, dim, 1), WEFT_CU_THREADS, 0, s>>>(
+        act, x, y, rows, dim);
   return cudaGetLastError();
 }
 
@@ -93,15 +122,31 @@ __global__ void binary_flat_kernel(int op, const float *a, int64_t sa,
 
 // [rows, cols] (op) [cols] or [rows, 1]-style: nd == 2, one operand
 // broadcast along one axis.  Uses 2-D indexing without 64-bit division
-// per element.
+// per element.  V = 4: float4 loads and stores, for column strides of 0
+// or 1, cols and row strides multiples of 4 and aligned bases.
+__device__ __forceinline__ float4 load4(const float *p, int64_t step) {
+  if (step == 0) return make_float4(p[0], p[0], p[0], p[0]);
+  return *reinterpret_cast<const float4 *>(p);
+}
+
+template <int V>
 __global__ void binary_2d_kernel(int op, const float *a, const float *b,
                                  float *y, int64_t rows, int64_t cols,
                                  int64_t sa0, int64_t sa1, int64_t sb0,
                                  int64_t sb1) {
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
-    for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < cols;
-         c += (int64_t)gridDim.x * blockDim.x)
-      y[r * cols + c] = binop(op, a[r * sa0 + c * sa1], b[r * sb0 + c * sb1]);
+    for (int64_t c = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V;
+         c < cols; c += (int64_t)gridDim.x * blockDim.x * V) {
+      if (V == 4) {
+        const float4 u = load4(a + r * sa0 + c * sa1, sa1);
+        const float4 v = load4(b + r * sb0 + c * sb1, sb1);
+        *reinterpret_cast<float4 *>(y + r * cols + c) =
+            make_float4(binop(op, u.x, v.x), binop(op, u.y, v.y),
+                        binop(op, u.z, v.z), binop(op, u.w, v.w));
+      } else {
+        y[r * cols + c] = binop(op, a[r * sa0 + c * sa1], b[r * sb0 + c * sb1]);
+      }
+    }
 }
 
 extern "C" cudaError_t weft__cu_binary(cudaStream_t s, int op, const float *a,
@@ -114,11 +159,17 @@ extern "C" cudaError_t weft__cu_binary(cudaStream_t s, int op, const float *a,
                                                   bc->sb[0], y, total);
   } else if (bc->nd == 2) {
     int64_t rows = bc->shape[0], cols = bc->shape[1];
-    dim3 g(weft_cu_blocks(cols, WEFT_CU_THREADS),
-           (unsigned)(rows < 65535 ? rows : 65535));
-    if ((int64_t)g.x * g.y > (1 << 22)) g.x = (unsigned)((1 << 22) / g.y) + 1;
-    binary_2d_kernel<<<g, WEFT_CU_THREADS, 0, s>>>(
-        op, a, b, y, rows, cols, bc->sa[0], bc->sa[1], bc->sb[0], bc->sb[1]);
+    const bool v4 = cols % 4 == 0 && (bc->sa[1] == 0 || bc->sa[1] == 1) &&
+                    (bc->sb[1] == 0 || bc->sb[1] == 1) && bc->sa[0] % 4 == 0 &&
+                    bc->sb[0] % 4 == 0 && aligned16(y) &&
+                    (bc->sa[1] == 0 || aligned16(a)) &&
+                    (bc->sb[1] == 0 || aligned16(b));
+    if (v4)
+      binary_2d_kernel<4><<<rows_grid(rows, cols, 4), WEFT_CU_THREADS, 0, s>>>(
+          op, a, b, y, rows, cols, bc->sa[0], bc->sa[1], bc->sb[0], bc->sb[1]);
+    else
+      binary_2d_kernel<1><<<rows_grid(rows, cols, 1), WEFT_CU_THREADS, 0, s>>>(
+          op, a, b, y, rows, cols, bc->sa[0], bc->sa[1], bc->sb[0], bc->sb[1]);
   } else {
     binary_kernel<<<weft_cu_blocks(total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
                     s>>>(op, a, b, y, *bc, total);
@@ -128,19 +179,39 @@ extern "C" cudaError_t weft__cu_binary(cudaStream_t s, int op, const float *a,
 
 // ---- scale-add, bias, k = 0 GEMM -------------------------------------------
 
+__device__ __forceinline__ float sa1(float alpha, float a, float beta,
+                                     const float *b, float bv) {
+  return b ? __fadd_rn(__fmul_rn(alpha, a), __fmul_rn(beta, bv)) : alpha * a;
+}
+
+// y = alpha a + beta b (b may be NULL); V = 4: float4 over n / 4 (n a
+// multiple of 4, every pointer aligned).  y may be a or b.
+template <int V>
 __global__ void scale_add_kernel(float *y, float alpha, const float *a,
                                  float beta, const float *b, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x)
-    y[i] = b ? __fadd_rn(__fmul_rn(alpha, a[i]), __fmul_rn(beta, b[i]))
-             : alpha * a[i];
+  for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V; i < n;
+       i += (int64_t)gridDim.x * blockDim.x * V) {
+    if (V == 4) {
+      const float4 u = *reinterpret_cast<const float4 *>(a + i);
+      const float4 v = b ? *reinterpret_cast<const float4 *>(b + i) : u;
+      *reinterpret_cast<float4 *>(y + i) =
+          make_float4(sa1(alpha, u.x, beta, b, v.x), sa1(alpha, u.y, beta, b, v.y),
+                      sa1(alpha, u.z, beta, b, v.z), sa1(alpha, u.w, beta, b, v.w));
+    } else {
+      y[i] = sa1(alpha, a[i], beta, b, b ? b[i] : 0.0f);
+    }
+  }
 }
 
 extern "C" cudaError_t weft__cu_scale_add(cudaStream_t s, float *y, float alpha,
                                           const float *a, float beta,
                                           const float *b, int64_t n) {
-  scale_add_kernel<<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
-                     s>>>(y, alpha, a, beta, b, n);
+  if (n % 4 == 0 && aligned16(y) && aligned16(a) && (!b || aligned16(b)))
+    scale_add_kernel<4><<<weft_cu_blocks(n / 4, WEFT_CU_THREADS),
+                          WEFT_CU_THREADS, 0, s>>>(y, alpha, a, beta, b, n);
+  else
+    scale_add_kernel<1><<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS,
+                          0, s>>>(y, alpha, a, beta, b, n);
   return cudaGetLastError();
 }
 

@@ -1244,7 +1244,9 @@ TEST(fp16_weights_match_fp32_within_tolerance) {
 
 /* The tiny UNet and VAE streamed under a budget of twice the largest UNet
  * block, against the same models resident, both 16-bit: the same kernels
- * on the same weights, so the same numbers (TOL_STREAM_REL). */
+ * on the same weights, so the same numbers (TOL_STREAM_REL).  The
+ * resident backend gets the budgeted one's scratch bound, which decides
+ * the convolutions' ways (weft_cuda_set_scratch_limit). */
 TEST(streamed_weights_match_resident_on_cuda) {
   weft_backend *g = gpu(), *gr = gpu();
   model mr, ms;
@@ -1265,6 +1267,7 @@ TEST(streamed_weights_match_resident_on_cuda) {
     if (ru->blk[b].bytes > big) big = ru->blk[b].bytes;
   uint64_t budget = 2 * big + ru->f32_bytes + rv->f32_bytes;
   sd_vram *vs = gpu_vram(g, budget, true);
+  ASSERT_OK(weft_cuda_set_scratch_limit(gr, sd_vram_scratch(vs)));
   ASSERT_OK(sd_unet_to_vram(ms.unet, vs));
   ASSERT_OK(sd_vae_to_vram(ms.vae, vs));
   ASSERT_OK(sd_vram_commit(vs));
@@ -1407,6 +1410,9 @@ TEST(sd15_txt2img_models_stream_under_1_5_gib_on_cuda) {
   for (int p = 0; p < 2; p++) {
     weft_backend *g = gpu();
     sd_vram *vr = gpu_vram(g, p ? budget : UINT64_MAX, true);
+    /* resident: the budget's scratch bound too, so that the convolutions
+     * go the same ways and the outputs compare exactly */
+    if (!p) ASSERT_OK(weft_cuda_set_scratch_limit(g, SD_VRAM_SCRATCH));
     /* the loader's order (sd_vram_for keeps scratch from the start) */
     if (p) ASSERT_OK(sd_vram_reserve(vr, sd_vram_scratch(vr), NULL, NULL));
     ASSERT_OK(sd_unet_to_vram(u, vr));
