@@ -8,8 +8,10 @@
 // dimension with zero columns to DP, a multiple of 16 (SD's 40 -> 48, 80,
 // 160).  fa_kernel then streams those tiles into shared memory with
 // cp.async, two stages deep, so the next tile's loads overlap this tile's
-// products.  A block of W warps takes 16 * W query rows of one (batch,
-// head); each warp owns 16 rows.  Per tile a warp computes S = Q K^T with
+// products.  A block of W warps takes 16 * MT * W query rows of one
+// (batch, head); each warp owns 16 * MT rows (MT = 2 for head dims up to
+// 64: each K and V fragment read from shared memory then serves two
+// products).  Per tile a warp computes S = Q K^T with
 // mma.m16n8k16 (16-bit inputs, fp32 accumulators), scales and masks it,
 // updates each row's running max and sum (online softmax, in base 2),
 // rounds P = exp2(S - m) to 16 bits in registers (an accumulator tile of
@@ -104,52 +106,60 @@ constexpr int fa_smem_bytes() {
   return 2 * 2 * FA_BK * (DP + 8) * 2; // two stages of a K and a V tile
 }
 
-template <int DP, bool BF, int W>
+template <int DP, bool BF, int W, int MT>
 __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
   constexpr int NT = W * 32, LDW = (DP + 8) / 2, ND = DP / 8, NK = DP / 16;
   constexpr int TILE = FA_BK * LDW; // 32-bit words of one tile
+  constexpr int ROWS = 16 * MT;     // query rows of a warp
   extern __shared__ __align__(16) uint32_t smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c2 = 2 * (lane & 3); // fragment row, column pair
   const weft_attn_args &a = p.a;
   const int64_t bh = p.bh0 + blockIdx.y;
   const int64_t b = bh / a.heads, h = bh % a.heads;
-  const int q0 = blockIdx.x * 16 * W, qw = q0 + 16 * warp;
+  const int q0 = blockIdx.x * ROWS * W, qw = q0 + ROWS * warp;
   const float *qp = a.q + b * a.q_s.b + h * a.q_s.h;
   const uint16_t *kp = p.kh + bh * p.lkp * DP;
   const uint16_t *vp = p.vh + bh * p.lkp * DP;
 
   // With a causal mask no row of this block sees keys past its last row.
-  const int kend = p.causal ? min(p.lk, q0 + 16 * W) : p.lk;
+  const int kend = p.causal ? min(p.lk, q0 + ROWS * W) : p.lk;
   const int tiles = (kend + FA_BK - 1) / FA_BK;
   load_tile<DP, NT>(smem, kp, 0);
   load_tile<DP, NT>(smem + TILE, vp, 0);
   weft_cu_cp_async_commit();
 
-  // This warp's 16 query rows as A fragments, zeros past lq and d (read
-  // while the first tile is on its way).
-  uint32_t qa[NK][4];
+  // This warp's query rows as A fragments (MT tiles of 16), zeros past lq
+  // and d (read while the first tile is on its way).
+  uint32_t qa[MT][NK][4];
 #pragma unroll
-  for (int kk = 0; kk < NK; kk++) {
+  for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-      const int r = qw + g + 8 * (j & 1), c = kk * 16 + c2 + 8 * (j >> 1);
-      float lo = 0.0f, hi = 0.0f;
-      if (r < p.lq) {
-        const float *x = qp + (int64_t)r * a.q_s.l;
-        if (c < p.d) lo = x[c];
-        if (c + 1 < p.d) hi = x[c + 1];
+    for (int kk = 0; kk < NK; kk++) {
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        const int r = qw + 16 * mt + g + 8 * (j & 1);
+        const int c = kk * 16 + c2 + 8 * (j >> 1);
+        float lo = 0.0f, hi = 0.0f;
+        if (r < p.lq) {
+          const float *x = qp + (int64_t)r * a.q_s.l;
+          if (c < p.d) lo = x[c];
+          if (c + 1 < p.d) hi = x[c + 1];
+        }
+        qa[mt][kk][j] = weft_cu_pack2<BF>(lo, hi);
       }
-      qa[kk][j] = weft_cu_pack2<BF>(lo, hi);
     }
-  }
 
-  float o[ND][4];
+  float o[MT][ND][4];
+  float m[MT][2], l[MT][2];
 #pragma unroll
-  for (int n = 0; n < ND; n++)
-    o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  const int row[2] = {qw + g, qw + g + 8};
+  for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+    for (int n = 0; n < ND; n++)
+      o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.0f;
+  }
 
   for (int t = 0; t < tiles; t++) {
     const int kt = t * FA_BK;
@@ -165,74 +175,86 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
     }
     __syncthreads(); // this tile is in for every thread
 
-    float s[8][4];
+    // S = Q K^T: each K fragment serves the warp's MT row tiles
+    float s[MT][8][4];
 #pragma unroll
     for (int n = 0; n < 8; n++) {
-      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++)
+        s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
       // lanes 0-7: key rows n*8 .. n*8+7, lanes 8-15 the same at + 8 columns
-      const uint32_t *kr = sK + (n * 8 + (lane & 7)) * LDW + ((lane >> 3) & 1) * 4;
+      const uint32_t *kr =
+          sK + (n * 8 + (lane & 7)) * LDW + ((lane >> 3) & 1) * 4;
 #pragma unroll
       for (int kk = 0; kk < NK; kk++) {
         uint32_t b0, b1;
         weft_cu_ldsm_x2(b0, b1, kr + kk * 8);
-        weft_cu_mma16816<BF>(s[n], qa[kk], b0, b1);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+          weft_cu_mma16816<BF>(s[mt][n], qa[mt][kk], b0, b1);
       }
     }
 
     // scale (base 2), mask (the tile past lk, the causal diagonal), row
-    // maxima (a row's 64 scores are spread over the 4 lanes of a quad)
-    const bool masked = kt + FA_BK > p.lk || (p.causal && kt + FA_BK - 1 > qw);
-    float mx[2] = {-INFINITY, -INFINITY};
+    // maxima (a row's 64 scores are spread over the 4 lanes of a quad),
+    // then P = exp2(S - m) as A fragments: key tiles 2j and 2j + 1 make
+    // k-step j
+    const bool masked =
+        kt + FA_BK > p.lk || (p.causal && kt + FA_BK - 1 > qw);
+    uint32_t pa[MT][4][4];
 #pragma unroll
-    for (int n = 0; n < 8; n++)
+    for (int mt = 0; mt < MT; mt++) {
+      const int row[2] = {qw + 16 * mt + g, qw + 16 * mt + g + 8};
+      float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        float v = s[n][e] * p.scale_log2;
-        if (masked) {
-          const int key = kt + n * 8 + c2 + (e & 1);
-          if (key >= p.lk || (p.causal && key > row[e >> 1])) v = -INFINITY;
+      for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          float v = s[mt][n][e] * p.scale_log2;
+          if (masked) {
+            const int key = kt + n * 8 + c2 + (e & 1);
+            if (key >= p.lk || (p.causal && key > row[e >> 1])) v = -INFINITY;
+          }
+          s[mt][n][e] = v;
+          mx[e >> 1] = fmaxf(mx[e >> 1], v);
         }
-        s[n][e] = v;
-        mx[e >> 1] = fmaxf(mx[e >> 1], v);
+      float mu[2], alpha[2];
+#pragma unroll
+      for (int i = 0; i < 2; i++) {
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(WEFT_CU_FULL_MASK, mx[i], 1));
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(WEFT_CU_FULL_MASK, mx[i], 2));
+        const float mn = fmaxf(m[mt][i], mx[i]);
+        mu[i] = mn == -INFINITY ? 0.0f : mn; // a row with no key yet
+        alpha[i] = weft_cu_exp2(m[mt][i] - mu[i]);
+        m[mt][i] = mn;
+        l[mt][i] *= alpha[i];
       }
-    float mu[2], alpha[2];
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(WEFT_CU_FULL_MASK, mx[i], 1));
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(WEFT_CU_FULL_MASK, mx[i], 2));
-      const float mn = fmaxf(m[i], mx[i]);
-      mu[i] = mn == -INFINITY ? 0.0f : mn; // a row with no key yet
-      alpha[i] = weft_cu_exp2(m[i] - mu[i]);
-      m[i] = mn;
-      l[i] *= alpha[i];
-    }
+      for (int n = 0; n < ND; n++) {
+        o[mt][n][0] *= alpha[0];
+        o[mt][n][1] *= alpha[0];
+        o[mt][n][2] *= alpha[1];
+        o[mt][n][3] *= alpha[1];
+      }
 #pragma unroll
-    for (int n = 0; n < ND; n++) {
-      o[n][0] *= alpha[0];
-      o[n][1] *= alpha[0];
-      o[n][2] *= alpha[1];
-      o[n][3] *= alpha[1];
-    }
-
-    // P = exp2(S - m) as A fragments: key tiles 2j and 2j + 1 make k-step j
-    uint32_t pa[4][4];
+      for (int j = 0; j < 4; j++) {
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-#pragma unroll
-      for (int u = 0; u < 2; u++) {
-        float *sn = s[2 * j + u];
-        const float p0 = weft_cu_exp2(sn[0] - mu[0]);
-        const float p1 = weft_cu_exp2(sn[1] - mu[0]);
-        const float p2 = weft_cu_exp2(sn[2] - mu[1]);
-        const float p3 = weft_cu_exp2(sn[3] - mu[1]);
-        l[0] += p0 + p1;
-        l[1] += p2 + p3;
-        pa[j][2 * u] = weft_cu_pack2<BF>(p0, p1);
-        pa[j][2 * u + 1] = weft_cu_pack2<BF>(p2, p3);
+        for (int u = 0; u < 2; u++) {
+          const float *sn = s[mt][2 * j + u];
+          const float p0 = weft_cu_exp2(sn[0] - mu[0]);
+          const float p1 = weft_cu_exp2(sn[1] - mu[0]);
+          const float p2 = weft_cu_exp2(sn[2] - mu[1]);
+          const float p3 = weft_cu_exp2(sn[3] - mu[1]);
+          l[mt][0] += p0 + p1;
+          l[mt][1] += p2 + p3;
+          pa[mt][j][2 * u] = weft_cu_pack2<BF>(p0, p1);
+          pa[mt][j][2 * u + 1] = weft_cu_pack2<BF>(p2, p3);
+        }
       }
     }
 
-    // O += P V: lanes 0-15 address the 16 key rows of the k-step
+    // O += P V: lanes 0-15 address the 16 key rows of the k-step; each V
+    // fragment serves the MT row tiles
 #pragma unroll
     for (int j = 0; j < 4; j++) {
       const uint32_t *vr = sV + (j * 16 + (lane & 15)) * LDW;
@@ -240,7 +262,9 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
       for (int n = 0; n < ND; n++) {
         uint32_t b0, b1;
         weft_cu_ldsm_x2_trans(b0, b1, vr + n * 4);
-        weft_cu_mma16816<BF>(o[n], pa[j], b0, b1);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+          weft_cu_mma16816<BF>(o[mt][n], pa[mt][j], b0, b1);
       }
     }
     __syncthreads(); // this stage is read; the next iteration refills it
@@ -248,19 +272,23 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
 
   float *op = a.o + b * a.o_s.b + h * a.o_s.h;
 #pragma unroll
-  for (int i = 0; i < 2; i++) {
-    l[i] += __shfl_xor_sync(WEFT_CU_FULL_MASK, l[i], 1);
-    l[i] += __shfl_xor_sync(WEFT_CU_FULL_MASK, l[i], 2);
-    if (row[i] >= p.lq) continue;
-    const float inv = 1.0f / l[i];
-    float *x = op + (int64_t)row[i] * a.o_s.l;
+  for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int n = 0; n < ND; n++) {
-      const int c = n * 8 + c2;
-      if (c < p.d) x[c] = o[n][2 * i] * inv;
-      if (c + 1 < p.d) x[c + 1] = o[n][2 * i + 1] * inv;
+    for (int i = 0; i < 2; i++) {
+      float li = l[mt][i];
+      li += __shfl_xor_sync(WEFT_CU_FULL_MASK, li, 1);
+      li += __shfl_xor_sync(WEFT_CU_FULL_MASK, li, 2);
+      const int r = qw + 16 * mt + g + 8 * i;
+      if (r >= p.lq) continue;
+      const float inv = 1.0f / li;
+      float *x = op + (int64_t)r * a.o_s.l;
+#pragma unroll
+      for (int n = 0; n < ND; n++) {
+        const int c = n * 8 + c2;
+        if (c < p.d) x[c] = o[mt][n][2 * i] * inv;
+        if (c + 1 < p.d) x[c + 1] = o[mt][n][2 * i + 1] * inv;
+      }
     }
-  }
 }
 
 extern "C" bool weft__cu_flash16_fits(const weft_attn_args *a) {
@@ -271,33 +299,38 @@ extern "C" size_t weft__cu_flash16_scratch(const weft_attn_args *a) {
   return weft__cu_flash16_fits(a) ? 2 * packed_bytes(a) : 0;
 }
 
-template <int DP, bool BF, int W>
+template <int DP, bool BF, int W, int MT>
 static cudaError_t launch(cudaStream_t s, fa_params p, int64_t bh) {
-  constexpr int smem = fa_smem_bytes<DP>();
+  constexpr int smem = fa_smem_bytes<DP>(), rows = 16 * MT * W;
   static unsigned asked;
-  cudaError_t e =
-      weft_cu_smem_optin((const void *)fa_kernel<DP, BF, W>, smem, &asked);
+  cudaError_t e = weft_cu_smem_optin((const void *)fa_kernel<DP, BF, W, MT>,
+                                     smem, &asked);
   if (e != cudaSuccess) return e;
-  const unsigned qblocks = (unsigned)((p.lq + 16 * W - 1) / (16 * W));
+  const unsigned qblocks = (unsigned)((p.lq + rows - 1) / rows);
   for (int64_t b0 = 0; b0 < bh; b0 += 65535) {
     p.bh0 = b0;
     dim3 grid(qblocks, (unsigned)(bh - b0 < 65535 ? bh - b0 : 65535));
-    fa_kernel<DP, BF, W><<<grid, W * 32, smem, s>>>(p);
+    fa_kernel<DP, BF, W, MT><<<grid, W * 32, smem, s>>>(p);
     e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
 }
 
-// 8 warps (128 query rows) share each key tile when that still makes two
-// blocks per SM; else 4 warps, else 2 (short sequences: more blocks).
+// Each warp takes MT tiles of 16 query rows, so that a K or V fragment
+// read from shared memory serves MT products: 2 where the registers allow
+// (DP <= 64), else 1.  Blocks of 128 query rows share each key tile when
+// that still makes two blocks per SM; else 64 rows, else 32 (short
+// sequences: more blocks).
 template <int DP, bool BF>
 static cudaError_t launch_w(cudaStream_t s, const fa_params &p, int64_t bh,
                             int sm_count) {
+  constexpr int MT = DP <= 64 ? 2 : 1;
   const int64_t sms = sm_count > 0 ? sm_count : 1;
-  if ((p.lq + 127) / 128 * bh >= 2 * sms) return launch<DP, BF, 8>(s, p, bh);
-  if ((p.lq + 63) / 64 * bh >= sms) return launch<DP, BF, 4>(s, p, bh);
-  return launch<DP, BF, 2>(s, p, bh);
+  if ((p.lq + 127) / 128 * bh >= 2 * sms)
+    return launch<DP, BF, 8 / MT, MT>(s, p, bh);
+  if ((p.lq + 63) / 64 * bh >= sms) return launch<DP, BF, 4 / MT, MT>(s, p, bh);
+  return launch<DP, BF, 2 / MT, MT>(s, p, bh);
 }
 
 template <bool BF>
