@@ -14,9 +14,14 @@
  * algorithm for the block's width keeps its summation order).  Bias is
  * added after the product, as kernels/cpu does, so the rounding matches.
  *
+ * By default a convolution with at most 8 output channels (conv_out) runs
+ * on the direct kernel (conv_direct.cu: no GEMM tiles a 3- or 4-row
+ * product well).
+ *
  * FP16/BF16 precision, by default: cuDNN with 16-bit x, w and y
  * ("cudnn16", conv_cudnn.c) where cuDNN is built in, the padding is
- * symmetric and both channel counts are multiples of 8.  Its output is
+ * symmetric, both channel counts are multiples of 8 and the output map is
+ * larger than 16x16 (smaller ones go faster through im2col).  Its output is
  * rounded to 16 bits before it is widened (as a torch fp16 convolution's
  * is), and it pays for rounding x and widening y, but it runs at cuDNN's
  * implicit-GEMM speed (im2col reached 24-50 TFLOP/s on the VAE's 512x512
@@ -35,11 +40,21 @@
 #define WEFT_CUDA_CONV_BLOCK_BYTES ((size_t)64 << 20)
 #endif
 
+/* Small maps (at most 16x16 outputs: the UNet's 1280- and 2560-channel
+ * layers) go through im2col by default in 16-bit precision: there the
+ * GEMM over the whole K = 9 c_in took 69-220 us a call on an H200 where
+ * cuDNN's implicit GEMM took 150-280 (BENCHMARKS.md). */
+static bool small_map(const weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
+  int64_t h_out, w_out;
+  return ctx->conv_algo == WEFT_CUDA_CONV_AUTO &&
+         ctx->precision != WEFT_CUDA_FP32 &&
+         weft_conv2d_check_shapes(a, &h_out, &w_out) == 0 &&
+         h_out * w_out <= 256;
+}
+
 /* Whether cuDNN may take this convolution in the backend's precision
  * (the shape is checked before the handle is made, so that a run whose
  * convolutions all go elsewhere never loads cuDNN). */
-static bool small_map(const weft__cuda_ctx *ctx, const weft_conv2d_args *a);
-
 static bool cudnn_eligible(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   if (ctx->conv_algo == WEFT_CUDA_CONV_IM2COL || small_map(ctx, a))
     return false;
@@ -63,18 +78,6 @@ static bool direct_eligible(const weft__cuda_ctx *ctx,
                             const weft_conv2d_args *a) {
   return ctx->conv_algo == WEFT_CUDA_CONV_AUTO &&
          !weft_conv2d_is_pointwise(a) && weft__cu_conv_direct_fits(a);
-}
-
-/* Small maps (at most 16x16 outputs: the UNet's 1280- and 2560-channel
- * layers) go through im2col by default in 16-bit precision: there the
- * GEMM over the whole K = 9 c_in took 69-220 us a call on an H200 where
- * cuDNN's implicit GEMM took 150-280 (BENCHMARKS.md). */
-static bool small_map(const weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
-  int64_t h_out, w_out;
-  return ctx->conv_algo == WEFT_CUDA_CONV_AUTO &&
-         ctx->precision != WEFT_CUDA_FP32 &&
-         weft_conv2d_check_shapes(a, &h_out, &w_out) == 0 &&
-         h_out * w_out <= 256;
 }
 
 /* The bytes of a 16-bit copy of the weight, when it is not registered in
