@@ -673,6 +673,27 @@ static int run_unplanned(sd_bundle *b, const sd_devw *dw, const char *why,
   return r ? r : fn(user, b->be);
 }
 
+/* fn(user, b->be) under the backend's lock: planned first (its arena from
+ * the planner; under a budget that arena and the scratch kept from the
+ * weights' pool) unless planning is off (WEFT_PLAN=0).  A failure is
+ * reported as `failed` (with the budget's account under one). */
+static int run_model(weft_call *c, sd_bundle *b, const sd_devw *dw,
+                     const char *why, const char *failed,
+                     int (*fn)(void *user, weft_backend *be), void *user) {
+  sd_vram *vr = bundle_vram(b);
+  sd_bundle_be_lock(b);
+  int r = sd_plan_enabled()
+              ? sd_plan_call_vram(b->be, vr, dw, vr ? sd_vram_scratch(vr) : 0,
+                                  why, fn, user, NULL)
+              : run_unplanned(b, dw, why, fn, user);
+  sd_bundle_be_unlock(b);
+  if (r && vr)
+    sd_vram_report(c, b->be, vr, r, failed);
+  else if (r)
+    sd_model_error(c, b->be, r, failed);
+  return r;
+}
+
 /* plan: the forward recorded only (no LoRA merge, nothing computed) */
 static int encode_chunks(sd_bundle *b, int layer, const int32_t *ids, int64_t n,
                          float *out, float *pooled, weft_plan *plan) {
@@ -1402,22 +1423,17 @@ static int vae_decode_common(weft_call *c, weft_plan *plan) {
   vae_args a = {b->vae, lat->data, B, hh, ww, img,
                 lat->device != WEFT_DEVICE_CPU};
   weft_rec_stats st;
-  sd_bundle_be_lock(b);
-  sd_vram *vr = plan ? NULL : bundle_vram(b);
-  int r = plan ? sd_plan_call(b->be, vae_decode_fn, &a, true, &st)
-          : sd_plan_enabled()
-              ? sd_plan_call_vram(b->be, vr, sd_vae_devw(b->vae),
-                                  vr ? sd_vram_scratch(vr) : 0,
-                                  "the VAE decode", vae_decode_fn, &a, &st)
-              : run_unplanned(b, sd_vae_devw(b->vae), "the VAE decode",
-                              vae_decode_fn, &a);
-  sd_bundle_be_unlock(b);
-  if (r && vr)
-    sd_vram_report(c, b->be, vr, r, "VAE decode failed");
-  else if (r)
-    sd_model_error(c, b->be, r, "VAE decode failed");
-  else
-    r = image_output(c, img, B, H, W);
+  int r;
+  if (plan) {
+    sd_bundle_be_lock(b);
+    r = sd_plan_call(b->be, vae_decode_fn, &a, true, &st);
+    sd_bundle_be_unlock(b);
+    if (r) sd_model_error(c, b->be, r, "VAE decode failed");
+  } else {
+    r = run_model(c, b, sd_vae_devw(b->vae), "the VAE decode",
+                  "VAE decode failed", vae_decode_fn, &a);
+  }
+  if (!r) r = image_output(c, img, B, H, W);
   if (!r && !plan) node_done(c, b, "VAE decode");
   if (!r && plan) plan_fill(plan, b, SD_VAE, "VAE", &st, 1);
   free(img);
@@ -1643,22 +1659,11 @@ static int encode_pixels(weft_call *c, sd_bundle *b, const float *in,
   }
   /* each image planned before it runs, as the decode: under a budget its
    * arena and the scratch are kept from the weights' pool first */
-  sd_vram *vr = bundle_vram(b);
   for (int64_t bb = 0; bb < B && !r; bb++) {
     vae_args a = {b->vae, in + bb * 3 * H * W, 1, H, W,
                   (float *)t.data + bb * per, false};
-    sd_bundle_be_lock(b);
-    r = sd_plan_enabled()
-            ? sd_plan_call_vram(b->be, vr, sd_vae_devw(b->vae),
-                                vr ? sd_vram_scratch(vr) : 0, "the VAE encode",
-                                vae_encode_fn, &a, NULL)
-            : run_unplanned(b, sd_vae_devw(b->vae), "the VAE encode",
-                            vae_encode_fn, &a);
-    sd_bundle_be_unlock(b);
-    if (r && vr)
-      sd_vram_report(c, b->be, vr, r, "VAE encode failed");
-    else if (r)
-      sd_model_error(c, b->be, r, "VAE encode failed");
+    r = run_model(c, b, sd_vae_devw(b->vae), "the VAE encode",
+                  "VAE encode failed", vae_encode_fn, &a);
   }
   return r;
 }
