@@ -21,6 +21,11 @@ static inline unsigned weft_cu_blocks(int64_t n, int threads) {
   return (unsigned)(b < 1 ? 1 : b);
 }
 
+// p 16-byte aligned (float4 loads and stores, cp.async of 16 bytes).
+static inline bool weft_cu_aligned16(const void *p) {
+  return ((uintptr_t)p & 15) == 0;
+}
+
 // Lets kernel fn take `bytes` of dynamic shared memory, above the 48 KiB
 // every kernel may take, on the current device: asked once per device
 // (*asked: a bit per device, the caller's static; the call is idempotent,

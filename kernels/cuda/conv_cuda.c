@@ -194,13 +194,10 @@ static int run_im2col(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   int64_t n_img, nb;
   im2col_block(k, n, a->batch, cap, &n_img, &nb);
   if (!col) {
-    /* a power of two (still at most the cap, itself one): the caching
-     * allocator then keeps one column block per size class, at most
-     * 2 x WEFT_CUDA_CONV_BLOCK_BYTES over a model's many conv shapes,
-     * instead of one per shape (memory --vram has to hold) */
-    size_t want = (size_t)(n_img * k * nb) * es, bytes = 1;
-    while (bytes < want)
-      bytes <<= 1;
+    /* a power of two (still at most the cap, itself one): at most 2 x
+     * WEFT_CUDA_CONV_BLOCK_BYTES of column blocks stay cached */
+    size_t want = (size_t)(n_img * k * nb) * es,
+           bytes = weft__cuda_pow2(want);
     if (bytes > WEFT_CUDA_CONV_BLOCK_BYTES) bytes = want;
     col = weft__cuda_alloc(ctx, bytes);
     if (!col) return WEFT_ENOMEM;

@@ -335,14 +335,6 @@ static size_t align256(size_t n) {
   return (n + 255) & ~(size_t)255;
 }
 
-/* Scratch sizes are powers of two, so the caching allocator keeps one
- * block per size class over a model's many convolution shapes. */
-static size_t pow2(size_t n) {
-  size_t p = (size_t)1 << 20;
-  while (p < n && p << 1) p <<= 1;
-  return p;
-}
-
 /* Where the parts sit in the scratch (byte offsets from its start). */
 typedef struct layout16 {
   size_t x_off, y_off, w_off, ws_off, total; /* total: a power of two */
@@ -369,7 +361,9 @@ static int plan16(weft__cuda_ctx *ctx, const weft_conv2d_args *a, descs *d,
   l->y_off = align256(nx * 2);
   l->w_off = l->y_off + align256(ny * 2);
   l->ws_off = l->w_off + (l->w_own ? align256(nw * 2) : 0);
-  l->total = pow2(l->ws_off + align256(d->ws));
+  /* a power of two (weft__cuda_pow2), at least 1 MiB */
+  const size_t total = l->ws_off + align256(d->ws), mib = (size_t)1 << 20;
+  l->total = weft__cuda_pow2(total > mib ? total : mib);
   if (ctx->scratch_limit && l->total > ctx->scratch_limit / 4) {
     descs_free(d);
     return WEFT_EUNSUPPORTED; /* im2col's column blocks instead */

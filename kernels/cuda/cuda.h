@@ -120,8 +120,9 @@ const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a);
  * much for scratch.  0, or WEFT_EINVAL. */
 int weft_cuda_set_scratch_limit(weft_backend *be, size_t bytes);
 /* Attention in FP16/BF16 precision: the fused kernel (flash16.cu: scores in
- * registers; k and v packed to 16 bits in scratch) where the head dim allows it (d == dv <= 160),
- * else two cuBLASLt products around an fp32 softmax (attention_half.c).
+ * registers; k and v packed to 16 bits in scratch) where the head dim
+ * allows it (d == dv <= 160), else two cuBLASLt products around an fp32
+ * softmax (attention_half.c).
  * false forces the latter everywhere (tests compare the two).  Default
  * true. */
 int weft_cuda_set_fused_attention(weft_backend *be, bool on);

@@ -359,8 +359,7 @@ static cudaError_t pack(cudaStream_t s, const float *x, weft_attn_strides st,
 extern "C" cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,
                                         float scale, int bf16, int sm_count,
                                         void *scratch) {
-  if (!weft__cu_flash16_fits(a) || !scratch ||
-      ((uintptr_t)scratch & 15) != 0)
+  if (!weft__cu_flash16_fits(a) || !scratch || !weft_cu_aligned16(scratch))
     return cudaErrorInvalidValue;
   fa_params p;
   p.a = *a;

@@ -90,6 +90,14 @@ void weft__cuda_cache_destroy(weft__cuda_ctx *ctx);
 /* A device block of at least nbytes, NULL when out of memory (ctx->err
  * says why).  (transfer full: weft__cuda_free) */
 void *weft__cuda_alloc(weft__cuda_ctx *ctx, size_t nbytes);
+/* The smallest power of two >= n: scratch asked in such sizes leaves the
+ * cache one block per size class over a model's many shapes, instead of
+ * one per shape (memory --vram has to hold). */
+static inline size_t weft__cuda_pow2(size_t n) {
+  size_t p = 1;
+  while (p < n && p << 1) p <<= 1;
+  return p;
+}
 void weft__cuda_free(weft__cuda_ctx *ctx, void *p);
 int weft__cuda_cache_trim(weft__cuda_ctx *ctx);
 

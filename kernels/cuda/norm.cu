@@ -30,10 +30,6 @@ static int64_t gn_chunks(int64_t len) {
   return (len + GN_CHUNK - 1) / GN_CHUNK;
 }
 
-static bool aligned16(const void *p) {
-  return ((uintptr_t)p & 15) == 0;
-}
-
 // Where a thread's j-th value sits in its chunk: value j % 4 of its
 // (j / 4)-th float4 (VEC), or its j-th value; a warp's loads are coalesced.
 template <bool VEC> __device__ __forceinline__ int gn_at(int j) {
@@ -166,7 +162,7 @@ weft__cu_group_norm(cudaStream_t s, const float *x, float *y, int64_t batch,
   if (blocks > INT32_MAX) return cudaErrorInvalidValue;
   double2 *part = static_cast<double2 *>(scratch);
   float2 *ss = reinterpret_cast<float2 *>(part + blocks);
-  if (len % 4 == 0 && aligned16(x))
+  if (len % 4 == 0 && weft_cu_aligned16(x))
     gn_chunk_kernel<true>
         <<<(unsigned)blocks, GN_THREADS, 0, s>>>(x, len, nchunk, part);
   else
@@ -177,7 +173,7 @@ weft__cu_group_norm(cudaStream_t s, const float *x, float *y, int64_t batch,
   // uint32_t indices: items <= INT32_MAX and a grid stride <= 2^28 cannot
   // wrap.  An error of any launch stays for cudaGetLastError below.
   const int64_t n = batch * channels * spatial;
-  if (spatial % 4 == 0 && aligned16(x) && aligned16(y)) {
+  if (spatial % 4 == 0 && weft_cu_aligned16(x) && weft_cu_aligned16(y)) {
     if (n / 4 <= INT32_MAX)
       gn_apply<uint32_t, 4>(s, x, y, ss, n / 4, spatial / 4, act);
     else

@@ -31,11 +31,6 @@ extern "C" cudaError_t weft__cu_act(cudaStream_t s, int act, const float *x,
   return cudaGetLastError();
 }
 
-// 16-byte aligned (float4 loads and stores).
-static inline bool aligned16(const void *p) {
-  return ((uintptr_t)p & 15) == 0;
-}
-
 // y[r, i] = x[r, i] * act(x[r, dim + i]); x and y do not overlap (the
 // caller routes in-place calls through a temporary).  Rows on grid.y, V
 // columns (1 or 4: float4 when dim % 4 == 0 and both aligned) per thread.
@@ -72,7 +67,7 @@ static dim3 rows_grid(int64_t rows, int64_t cols, int v) {
 extern "C" cudaError_t weft__cu_gated_act(cudaStream_t s, int act,
                                           const float *x, float *y,
                                           int64_t rows, int64_t dim) {
-  if (dim % 4 == 0 && aligned16(x) && aligned16(y))
+  if (dim % 4 == 0 && weft_cu_aligned16(x) && weft_cu_aligned16(y))
     gated_kernel<4><<<rows_grid(rows, dim, 4), WEFT_CU_THREADS, 0, s>>>(
         act, x, y, rows, dim);
   else
@@ -161,9 +156,9 @@ extern "C" cudaError_t weft__cu_binary(cudaStream_t s, int op, const float *a,
     int64_t rows = bc->shape[0], cols = bc->shape[1];
     const bool v4 = cols % 4 == 0 && (bc->sa[1] == 0 || bc->sa[1] == 1) &&
                     (bc->sb[1] == 0 || bc->sb[1] == 1) && bc->sa[0] % 4 == 0 &&
-                    bc->sb[0] % 4 == 0 && aligned16(y) &&
-                    (bc->sa[1] == 0 || aligned16(a)) &&
-                    (bc->sb[1] == 0 || aligned16(b));
+                    bc->sb[0] % 4 == 0 && weft_cu_aligned16(y) &&
+                    (bc->sa[1] == 0 || weft_cu_aligned16(a)) &&
+                    (bc->sb[1] == 0 || weft_cu_aligned16(b));
     if (v4)
       binary_2d_kernel<4><<<rows_grid(rows, cols, 4), WEFT_CU_THREADS, 0, s>>>(
           op, a, b, y, rows, cols, bc->sa[0], bc->sa[1], bc->sb[0], bc->sb[1]);
@@ -206,7 +201,7 @@ __global__ void scale_add_kernel(float *y, float alpha, const float *a,
 extern "C" cudaError_t weft__cu_scale_add(cudaStream_t s, float *y, float alpha,
                                           const float *a, float beta,
                                           const float *b, int64_t n) {
-  if (n % 4 == 0 && aligned16(y) && aligned16(a) && (!b || aligned16(b)))
+  if (n % 4 == 0 && weft_cu_aligned16(y) && weft_cu_aligned16(a) && (!b || weft_cu_aligned16(b)))
     scale_add_kernel<4><<<weft_cu_blocks(n / 4, WEFT_CU_THREADS),
                           WEFT_CU_THREADS, 0, s>>>(y, alpha, a, beta, b, n);
   else
