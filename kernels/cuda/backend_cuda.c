@@ -130,8 +130,7 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
       if (!strcmp(conv_env, names[i])) found = i;
     if (found < 0) {
       snprintf(err, err_size,
-               "WEFT_CUDA_CONV=%s: expected auto, im2col or cudnn",
-               conv_env);
+               "WEFT_CUDA_CONV=%s: expected auto, im2col or cudnn", conv_env);
       return NULL;
     }
     o.conv_algo = (weft_cuda_conv_algo)found;
@@ -227,7 +226,8 @@ weft_backend *weft_backend_cuda_new(int device) {
 }
 
 bool weft_backend_is_cuda(const weft_backend *be) {
-  return be && (be->iface == &cuda_iface || weft__cuda_is_prof_iface(be->iface));
+  return be &&
+         (be->iface == &cuda_iface || weft__cuda_is_prof_iface(be->iface));
 }
 
 int weft_cuda_set_tf32(weft_backend *be, bool allow) {

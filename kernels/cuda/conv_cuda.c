@@ -91,12 +91,12 @@ static size_t weight16_bytes(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
 int weft__cuda_conv_weight16(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                              void *dst) {
   const int64_t nw = a->c_out * a->c_in * a->k_h * a->k_w;
-  return weft__cuda_check(
-      ctx,
-      weft__cu_pack(ctx->stream, a->weight,
-                    weft__cuda_weight_dtype(ctx, a->weight), dst,
-                    weft__cuda_compute_dtype(ctx), 1, 1, 0, 0, 1, nw, nw),
-      "conv2d: rounding the weight to 16 bits");
+  return weft__cuda_check(ctx,
+                          weft__cu_pack(ctx->stream, a->weight,
+                                        weft__cuda_weight_dtype(ctx, a->weight),
+                                        dst, weft__cuda_compute_dtype(ctx), 1,
+                                        1, 0, 0, 1, nw, nw),
+                          "conv2d: rounding the weight to 16 bits");
 }
 
 /* Which way a (valid) convolution runs; *scratch gets cuDNN's scratch
@@ -196,8 +196,7 @@ static int run_im2col(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   if (!col) {
     /* a power of two (still at most the cap, itself one): at most 2 x
      * WEFT_CUDA_CONV_BLOCK_BYTES of column blocks stay cached */
-    size_t want = (size_t)(n_img * k * nb) * es,
-           bytes = weft__cuda_pow2(want);
+    size_t want = (size_t)(n_img * k * nb) * es, bytes = weft__cuda_pow2(want);
     if (bytes > WEFT_CUDA_CONV_BLOCK_BYTES) bytes = want;
     col = weft__cuda_alloc(ctx, bytes);
     if (!col) return WEFT_ENOMEM;
@@ -263,10 +262,10 @@ static int run_direct(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   const int round16 = ctx->precision == WEFT_CUDA_FP32 ? 0
                       : dt == WEFT_BF16                ? 2
                                                        : 1;
-  int rc = weft__cuda_check(ctx,
-                            weft__cu_conv_direct(ctx->stream, a, w, round16,
-                                                 h_out, w_out, xs, ys),
-                            "conv2d (direct)");
+  int rc = weft__cuda_check(
+      ctx,
+      weft__cu_conv_direct(ctx->stream, a, w, round16, h_out, w_out, xs, ys),
+      "conv2d (direct)");
   weft__cuda_free(ctx, wtmp);
   return rc;
 }
@@ -299,8 +298,8 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
    * deterministic algorithm in the math mode asked for, or no kernel for
    * this configuration) falls through to im2col. */
   conv_path path = weft_conv2d_is_pointwise(a) ? PATH_GEMM
-                   : direct_eligible(ctx, a)     ? PATH_DIRECT
-                                                 : PATH_IM2COL;
+                   : direct_eligible(ctx, a)   ? PATH_DIRECT
+                                               : PATH_IM2COL;
   if (path == PATH_IM2COL && cudnn_eligible(ctx, a)) {
     const bool c16 = ctx->precision != WEFT_CUDA_FP32;
     rc = c16 ? weft__cudnn_conv16(ctx, a) : weft__cudnn_conv(ctx, a);

@@ -505,8 +505,7 @@ static void *cudnn_start_main(void *arg) {
 }
 
 void weft__cudnn_start(weft__cuda_ctx *ctx) {
-  if (!WEFT_HAVE_CUDNN || ctx->cudnn || ctx->cudnn_tried ||
-      ctx->cudnn_starting)
+  if (!WEFT_HAVE_CUDNN || ctx->cudnn || ctx->cudnn_tried || ctx->cudnn_starting)
     return;
   /* a thread that cannot start leaves it to the first convolution */
   ctx->cudnn_starting =

@@ -56,7 +56,8 @@ __global__ void __launch_bounds__(CD_PIX *CD_SLICES)
   const int64_t pix = blockIdx.x * (int64_t)CD_PIX + t;
   float acc[CO];
 #pragma unroll
-  for (int o = 0; o < CO; o++) acc[o] = 0.0f;
+  for (int o = 0; o < CO; o++)
+    acc[o] = 0.0f;
   int64_t b = 0;
   int ox = 0, oy = 0;
   if (pix < p.pixels) {
@@ -79,7 +80,8 @@ __global__ void __launch_bounds__(CD_PIX *CD_SLICES)
           const float v = cd_round<R>(xc[(int64_t)iy * p.win + ix]);
           const float *wt = wc + ky * p.kw + kx;
 #pragma unroll
-          for (int o = 0; o < CO; o++) acc[o] = fmaf(v, wt[o * k], acc[o]);
+          for (int o = 0; o < CO; o++)
+            acc[o] = fmaf(v, wt[o * k], acc[o]);
         }
       }
     }
@@ -94,7 +96,8 @@ __global__ void __launch_bounds__(CD_PIX *CD_SLICES)
   for (int o = 0; o < p.cout; o++) {
     float s = red[o * CD_PIX + t];
 #pragma unroll
-    for (int sl = 1; sl < CD_SLICES; sl++) s += red[(sl * CO + o) * CD_PIX + t];
+    for (int sl = 1; sl < CD_SLICES; sl++)
+      s += red[(sl * CO + o) * CD_PIX + t];
     yb[o * plane] = p.bias ? s + p.bias[o] : s;
   }
 }
@@ -112,8 +115,7 @@ extern "C" bool weft__cu_conv_direct_fits(const weft_conv2d_args *a) {
 }
 
 template <int CO, int R>
-static cudaError_t cd_launch(cudaStream_t s, const cd_params &p,
-                             size_t smem) {
+static cudaError_t cd_launch(cudaStream_t s, const cd_params &p, size_t smem) {
   static unsigned asked;
   cudaError_t e =
       weft_cu_smem_optin((const void *)conv_direct<CO, R>, smem, &asked);

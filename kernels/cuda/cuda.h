@@ -28,9 +28,9 @@
 #define WEFT_KERNELS_CUDA_H
 
 #include <stdbool.h>
-#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "kernels/backend.h"
 
@@ -129,8 +129,7 @@ int weft_cuda_set_fused_attention(weft_backend *be, bool on);
 /* Which way attention would run these arguments: "fused", "cublas" (16-bit
  * precision) or "fp32"; NULL for invalid arguments or a non-CUDA backend.
  * (transfer none: a static string) */
-const char *weft_cuda_attention_path(weft_backend *be,
-                                     const weft_attn_args *a);
+const char *weft_cuda_attention_path(weft_backend *be, const weft_attn_args *a);
 /* Starts loading cuDNN (its handle, a second or so of library loading) on
  * a thread of its own, so that it overlaps what the caller does next (a
  * checkpoint's load); the first convolution that wants cuDNN waits for it.

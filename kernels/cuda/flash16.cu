@@ -28,7 +28,7 @@
 #define FA_BK 64 // keys per tile
 
 struct fa_params {
-  weft_attn_args a; // the caller's (q, o and their strides), by value
+  weft_attn_args a;        // the caller's (q, o and their strides), by value
   const uint16_t *kh, *vh; // packed k and v, [bh][lkp][DP]
   int64_t bh0;             // first (batch * heads + head) of this launch
   int lq, lk, lkp, d;
@@ -50,8 +50,8 @@ static int64_t padded_keys(int64_t lk) {
 
 // One packed copy (k or v): [bh][lkp][dp] 16-bit values.
 static size_t packed_bytes(const weft_attn_args *a) {
-  const size_t n = (size_t)(a->batch * a->heads * padded_keys(a->lk) *
-                            padded_dim(a->d)) * 2;
+  const size_t n =
+      (size_t)(a->batch * a->heads * padded_keys(a->lk) * padded_dim(a->d)) * 2;
   return (n + 255) & ~(size_t)255;
 }
 
@@ -71,7 +71,8 @@ __global__ void fa_pack(const float *x, weft_attn_strides s, int64_t heads,
     const int64_t t = rr / lkp;
     float v[8];
 #pragma unroll
-    for (int j = 0; j < 8; j++) v[j] = 0.0f;
+    for (int j = 0; j < 8; j++)
+      v[j] = 0.0f;
     if (r < len) {
       const float *p = x + (t / heads) * s.b + (t % heads) * s.h + r * s.l;
 #pragma unroll
@@ -96,13 +97,12 @@ __device__ __forceinline__ void load_tile(uint32_t *dst, const uint16_t *src,
   constexpr int C8 = DP / 8, LDW = (DP + 8) / 2;
   for (int i = threadIdx.x; i < FA_BK * C8; i += NT) {
     const int r = i / C8, c = i - r * C8;
-    weft_cu_cp_async16(dst + r * LDW + c * 4, src + (int64_t)(r0 + r) * DP +
-                                                  c * 8);
+    weft_cu_cp_async16(dst + r * LDW + c * 4,
+                       src + (int64_t)(r0 + r) * DP + c * 8);
   }
 }
 
-template <int DP>
-constexpr int fa_smem_bytes() {
+template <int DP> constexpr int fa_smem_bytes() {
   return 2 * 2 * FA_BK * (DP + 8) * 2; // two stages of a K and a V tile
 }
 
@@ -199,8 +199,7 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
     // maxima (a row's 64 scores are spread over the 4 lanes of a quad),
     // then P = exp2(S - m) as A fragments: key tiles 2j and 2j + 1 make
     // k-step j
-    const bool masked =
-        kt + FA_BK > p.lk || (p.causal && kt + FA_BK - 1 > qw);
+    const bool masked = kt + FA_BK > p.lk || (p.causal && kt + FA_BK - 1 > qw);
     uint32_t pa[MT][4][4];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
@@ -303,8 +302,8 @@ template <int DP, bool BF, int W, int MT>
 static cudaError_t launch(cudaStream_t s, fa_params p, int64_t bh) {
   constexpr int smem = fa_smem_bytes<DP>(), rows = 16 * MT * W;
   static unsigned asked;
-  cudaError_t e = weft_cu_smem_optin((const void *)fa_kernel<DP, BF, W, MT>,
-                                     smem, &asked);
+  cudaError_t e =
+      weft_cu_smem_optin((const void *)fa_kernel<DP, BF, W, MT>, smem, &asked);
   if (e != cudaSuccess) return e;
   const unsigned qblocks = (unsigned)((p.lq + rows - 1) / rows);
   for (int64_t b0 = 0; b0 < bh; b0 += 65535) {
@@ -375,9 +374,8 @@ extern "C" cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,
   p.kh = (const uint16_t *)kh;
   p.vh = (const uint16_t *)vh;
   const int64_t bh = a->batch * a->heads;
-  cudaError_t e =
-      bf16 ? pack<true>(s, a->k, a->k_s, a, p.lk, p.lkp, dp, kh)
-           : pack<false>(s, a->k, a->k_s, a, p.lk, p.lkp, dp, kh);
+  cudaError_t e = bf16 ? pack<true>(s, a->k, a->k_s, a, p.lk, p.lkp, dp, kh)
+                       : pack<false>(s, a->k, a->k_s, a, p.lk, p.lkp, dp, kh);
   if (e == cudaSuccess)
     e = bf16 ? pack<true>(s, a->v, a->v_s, a, p.lk, p.lkp, dp, vh)
              : pack<false>(s, a->v, a->v_s, a, p.lk, p.lkp, dp, vh);

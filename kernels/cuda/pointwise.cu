@@ -45,9 +45,9 @@ __global__ void gated_kernel(int act, const float *__restrict__ x,
       if (V == 4) {
         const float4 u = *reinterpret_cast<const float4 *>(row + c);
         const float4 g = *reinterpret_cast<const float4 *>(row + dim + c);
-        *reinterpret_cast<float4 *>(out + c) =
-            make_float4(u.x * weft_cu_act1(act, g.x), u.y * weft_cu_act1(act, g.y),
-                        u.z * weft_cu_act1(act, g.z), u.w * weft_cu_act1(act, g.w));
+        *reinterpret_cast<float4 *>(out + c) = make_float4(
+            u.x * weft_cu_act1(act, g.x), u.y * weft_cu_act1(act, g.y),
+            u.z * weft_cu_act1(act, g.z), u.w * weft_cu_act1(act, g.w));
       } else {
         out[c] = row[c] * weft_cu_act1(act, row[dim + c]);
       }
@@ -189,9 +189,9 @@ __global__ void scale_add_kernel(float *y, float alpha, const float *a,
     if (V == 4) {
       const float4 u = *reinterpret_cast<const float4 *>(a + i);
       const float4 v = b ? *reinterpret_cast<const float4 *>(b + i) : u;
-      *reinterpret_cast<float4 *>(y + i) =
-          make_float4(sa1(alpha, u.x, beta, b, v.x), sa1(alpha, u.y, beta, b, v.y),
-                      sa1(alpha, u.z, beta, b, v.z), sa1(alpha, u.w, beta, b, v.w));
+      *reinterpret_cast<float4 *>(y + i) = make_float4(
+          sa1(alpha, u.x, beta, b, v.x), sa1(alpha, u.y, beta, b, v.y),
+          sa1(alpha, u.z, beta, b, v.z), sa1(alpha, u.w, beta, b, v.w));
     } else {
       y[i] = sa1(alpha, a[i], beta, b, b ? b[i] : 0.0f);
     }
@@ -201,12 +201,15 @@ __global__ void scale_add_kernel(float *y, float alpha, const float *a,
 extern "C" cudaError_t weft__cu_scale_add(cudaStream_t s, float *y, float alpha,
                                           const float *a, float beta,
                                           const float *b, int64_t n) {
-  if (n % 4 == 0 && weft_cu_aligned16(y) && weft_cu_aligned16(a) && (!b || weft_cu_aligned16(b)))
-    scale_add_kernel<4><<<weft_cu_blocks(n / 4, WEFT_CU_THREADS),
-                          WEFT_CU_THREADS, 0, s>>>(y, alpha, a, beta, b, n);
+  if (n % 4 == 0 && weft_cu_aligned16(y) && weft_cu_aligned16(a) &&
+      (!b || weft_cu_aligned16(b)))
+    scale_add_kernel<4>
+        <<<weft_cu_blocks(n / 4, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+            y, alpha, a, beta, b, n);
   else
-    scale_add_kernel<1><<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS,
-                          0, s>>>(y, alpha, a, beta, b, n);
+    scale_add_kernel<1>
+        <<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+            y, alpha, a, beta, b, n);
   return cudaGetLastError();
 }
 
