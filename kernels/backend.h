@@ -6,7 +6,19 @@
  * 64-byte aligned host memory, on CUDA device pointers.  Ops take pointers
  * into such buffers and the argument structs of kernels/ops.h; a backend
  * may run them asynchronously (CUDA: on its stream), and synchronize waits.
- * Members marked (optional) may be NULL. */
+ * Members marked (optional) may be NULL.
+ *
+ * Activations.  A backend stores activations in one dtype, act_dtype
+ * (fp32 unless it says otherwise; a CUDA backend may keep them in 16 bits,
+ * weft_cuda_set_act_dtype).  The ops' activation pointers are then typed
+ * float * but point to elements of that dtype, and a caller sizes, offsets
+ * and copies them by weft_backend_act_size; it converts at its boundaries
+ * (the convert op) and never reads them as floats.  Activations are: x and
+ * y of linear, conv2d, the norms, softmax, act, gated_act,
+ * upsample_nearest2x; q, k, v, o of attention; every operand of binary,
+ * scale_add and concat; timestep_embedding's y (its t stays fp32); the
+ * operands gemm's acts names.  Weights, biases, gamma and beta are fp32
+ * (or registered 16-bit weights on CUDA). */
 #ifndef WEFT_KERNELS_BACKEND_H
 #define WEFT_KERNELS_BACKEND_H
 
@@ -85,6 +97,8 @@ typedef struct weft_backend_iface {
                             float max_period, float *y);
   int (*convert)(weft_backend *be, void *dst, weft_dtype dst_type,
                  const void *src, weft_dtype src_type, int64_t n);
+  /* (optional) the dtype activations are stored in; NULL: WEFT_F32 */
+  weft_dtype (*act_dtype)(weft_backend *be);
 } weft_backend_iface;
 
 struct weft_backend {
@@ -95,6 +109,15 @@ struct weft_backend {
 /* A CPU backend over a new weft_cpu_ctx (n_threads as weft_cpu_ctx_new).
  * (transfer full: release with weft_backend_free) */
 weft_backend *weft_backend_cpu_new(int n_threads);
+
+static inline weft_dtype weft_backend_act_dtype(weft_backend *be) {
+  return be->iface->act_dtype ? be->iface->act_dtype(be) : WEFT_F32;
+}
+
+/* Bytes of one activation element. */
+static inline size_t weft_backend_act_size(weft_backend *be) {
+  return weft_dtype_size(weft_backend_act_dtype(be));
+}
 
 static inline void weft_backend_free(weft_backend *be) {
   if (be) be->iface->free(be);

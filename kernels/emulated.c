@@ -94,7 +94,7 @@ static int emu_copy(weft_backend *be, void *dst, const void *src, size_t n,
 
 static int emu_gemm(weft_backend *be, const weft_gemm_args *a) {
   weft_gemm_args g = *a;
-  g.a = R(a->a), g.b = R(a->b), g.c = R(a->c);
+  g.a = R(a->a), g.b = R(a->b), g.c = R(a->c), g.bias = R(a->bias);
   return CPU(be)->iface->gemm(CPU(be), &g);
 }
 

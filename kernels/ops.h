@@ -104,7 +104,15 @@ static inline int weft_bcast_plan(int a_ndim, const int64_t *a_shape,
  * the matrices as stored (A stored [k,m] when trans_a).  batch > 1 repeats
  * the product with each pointer advanced by its stride_* (0 = the same
  * matrix for every item, e.g. one weight for all images).  batch 0 means 1.
- * With beta == 0, C is not read (NaNs in it do not propagate). */
+ * With beta == 0, C is not read (NaNs in it do not propagate).  bias
+ * (optional, fp32) is added to C after the product, in every item:
+ * bias[j] to column j ([n]), or with bias_per_row bias[r] to row r ([m]).
+ * acts says which operands are activations (WEFT_GEMM_ACT_*): a backend
+ * with 16-bit activations (backend.h) reads and writes those in its
+ * activation dtype; the others are weights (fp32, or registered 16-bit).
+ * Backends with fp32 activations ignore it. */
+enum { WEFT_GEMM_ACT_A = 1, WEFT_GEMM_ACT_B = 2, WEFT_GEMM_ACT_C = 4 };
+
 typedef struct weft_gemm_args {
   int64_t m, n, k;
   int trans_a, trans_b;
@@ -117,6 +125,9 @@ typedef struct weft_gemm_args {
   int64_t ldc;
   int64_t batch;
   int64_t stride_a, stride_b, stride_c;
+  const float *bias;
+  int bias_per_row;
+  unsigned acts;
 } weft_gemm_args;
 
 /* 2-D convolution, torch's F.conv2d with groups=1 and dilation 1.

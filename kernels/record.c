@@ -336,6 +336,10 @@ static int w_convert(weft_backend *be, void *dst, weft_dtype dt,
   return tick(r) ? 0 : FWD(r, convert, dst, dt, src, st, n);
 }
 
+static weft_dtype w_act_dtype(weft_backend *be) {
+  return weft_backend_act_dtype(IN(REC(be)));
+}
+
 /* ---- the recorder ---------------------------------------------------------
  */
 
@@ -378,6 +382,7 @@ weft_rec *weft_rec_new(weft_backend *inner) {
   SET(concat, w_concat);
   SET(timestep_embedding, w_temb);
   SET(convert, w_convert);
+  SET(act_dtype, w_act_dtype);
 #undef SET
   r->be.iface = &r->iface;
   r->be.ctx = r;

@@ -37,6 +37,13 @@ int weft_cpu_gemm(weft_cpu_ctx *ctx, const weft_gemm_args *g) {
                 (int)g->k, g->alpha, g->a + i * g->stride_a, (int)g->lda,
                 g->b + i * g->stride_b, (int)g->ldb, g->beta, c, (int)g->ldc);
   }
+  /* the bias after the product: the rounding of a separate add */
+  for (int64_t i = 0; g->bias && i < batch; i++)
+    for (int64_t r = 0; r < g->m; r++) {
+      float *row = g->c + i * g->stride_c + r * g->ldc;
+      for (int64_t j = 0; j < g->n; j++)
+        row[j] += g->bias_per_row ? g->bias[r] : g->bias[j];
+    }
   return 0;
 }
 

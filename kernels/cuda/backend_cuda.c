@@ -336,6 +336,7 @@ static int be_copy(weft_backend *be, void *dst, const void *src, size_t n,
 /* ---- vtable: ops -------------------------------------------------------- */
 
 #define LAUNCHED(ctx, call, what) weft__cuda_check(ctx, (call), what)
+#define ACT_SIZE(ctx) ((ctx)->act == WEFT_F32 ? sizeof(float) : (size_t)2)
 
 static int be_gemm(weft_backend *be, const weft_gemm_args *a) {
   ENTER(CTX(be));
@@ -366,7 +367,9 @@ static int be_linear(weft_backend *be, const float *x, int64_t rows, int64_t in,
   void *tb = NULL;
   const float *bias = b ? weft__cuda_f32_view(ctx, b, out, &tb) : NULL;
   if (b && !bias) return WEFT_ENOMEM;
-  int rc = weft__cuda_gemm_ex(ctx, &g, WEFT__DT_LOOKUP, WEFT__DT_LOOKUP, bias);
+  int rc = weft__cuda_gemm_ex(
+      ctx, &g, ctx->act == WEFT_F32 ? WEFT__DT_LOOKUP : (int)ctx->act,
+      WEFT__DT_LOOKUP, ctx->act, bias);
   weft__cuda_free(ctx, tb);
   return rc;
 }
@@ -401,6 +404,47 @@ static bool fused_attention(const weft__cuda_ctx *ctx,
   return !ctx->attn_unfused && weft__cu_flash16_fits(a);
 }
 
+/* Elements a [B, H, L, d] view spans from its start. */
+static int64_t attn_span(int64_t b, int64_t h, int64_t l, int64_t d,
+                         weft_attn_strides s) {
+  return (b - 1) * s.b + (h - 1) * s.h + (l - 1) * s.l + d;
+}
+
+/* 16-bit activations where the fused kernel does not fit: the unfused
+ * 16-bit attention on fp32 copies of q, k, v and o (each view's whole span,
+ * so that o's elements outside the view come back as they were). */
+static int attention_via_f32(weft__cuda_ctx *ctx, const weft_attn_args *a,
+                             float scale) {
+  const int64_t n[4] = {attn_span(a->batch, a->heads, a->lq, a->d, a->q_s),
+                        attn_span(a->batch, a->heads, a->lk, a->d, a->k_s),
+                        attn_span(a->batch, a->heads, a->lk, a->dv, a->v_s),
+                        attn_span(a->batch, a->heads, a->lq, a->dv, a->o_s)};
+  const void *src[4] = {a->q, a->k, a->v, a->o};
+  float *t[4] = {0};
+  int rc = 0;
+  for (int i = 0; i < 4 && rc == 0; i++) {
+    if (!(t[i] = weft__cuda_alloc(ctx, (size_t)n[i] * sizeof(float))))
+      rc = WEFT_ENOMEM;
+    else
+      rc = weft__cuda_check(ctx,
+                            weft__cu_pack(ctx->stream, src[i], ctx->act, t[i],
+                                          WEFT_F32, 1, 1, 0, 0, 1, n[i], n[i]),
+                            "attention: widening an operand");
+  }
+  weft_attn_args f = *a;
+  f.q = t[0], f.k = t[1], f.v = t[2], f.o = t[3];
+  f.scratch = NULL, f.scratch_bytes = 0;
+  if (rc == 0) rc = weft__cuda_attention16(ctx, &f, scale);
+  if (rc == 0)
+    rc = weft__cuda_check(ctx,
+                          weft__cu_pack(ctx->stream, t[3], WEFT_F32, a->o,
+                                        ctx->act, 1, 1, 0, 0, 1, n[3], n[3]),
+                          "attention: rounding o");
+  for (int i = 0; i < 4; i++)
+    weft__cuda_free(ctx, t[i]);
+  return rc;
+}
+
 static int be_attention(weft_backend *be, const weft_attn_args *a) {
   weft__cuda_ctx *ctx = CTX(be);
   int rc = attn_check_shapes(a);
@@ -418,14 +462,15 @@ static int be_attention(weft_backend *be, const weft_attn_args *a) {
     void *own = ws ? NULL : weft__cuda_alloc(ctx, need);
     if (!ws && !own) return WEFT_ENOMEM;
     rc = LAUNCHED(ctx,
-                  weft__cu_flash16(ctx->stream, a, scale,
-                                   ctx->precision == WEFT_CUDA_BF16,
-                                   ctx->sm_count, ws ? ws : own),
+                  weft__cu_flash16(
+                      ctx->stream, a, scale, ctx->precision == WEFT_CUDA_BF16,
+                      ctx->act != WEFT_F32, ctx->sm_count, ws ? ws : own),
                   "attention (fused 16-bit)");
     /* back to the cache; later work on the stream is ordered after ours */
     weft__cuda_free(ctx, own);
     return rc;
   }
+  if (ctx->act != WEFT_F32) return attention_via_f32(ctx, a, scale);
   if (ctx->precision != WEFT_CUDA_FP32)
     return weft__cuda_attention16(ctx, a, scale);
   cudaError_t e = weft__cu_attention(ctx->stream, a, scale, ctx->smem_optin);
@@ -483,11 +528,11 @@ static int be_group_norm(weft_backend *be, const float *x, float *y,
   void *scratch = weft__cuda_alloc(
       ctx, weft__cu_group_norm_scratch_bytes(batch, channels, spatial, groups));
   if (!scratch) return WEFT_ENOMEM;
-  int rc =
-      LAUNCHED(ctx,
-               weft__cu_group_norm(ctx->stream, x, y, batch, channels, spatial,
-                                   groups, eps, gamma, beta, (int)act, scratch),
-               "group_norm");
+  int rc = LAUNCHED(ctx,
+                    weft__cu_group_norm(ctx->stream, ctx->act, x, y, batch,
+                                        channels, spatial, groups, eps, gamma,
+                                        beta, (int)act, scratch),
+                    "group_norm");
   weft__cuda_free(ctx, scratch); /* stream-ordered: safe to reuse */
   return rc;
 }
@@ -499,9 +544,10 @@ static int be_layer_norm(weft_backend *be, const float *x, float *y,
   if (!x || !y || rows < 0 || dim <= 0) return WEFT_EINVAL;
   if (rows == 0) return 0;
   ENTER(ctx);
-  return LAUNCHED(
-      ctx, weft__cu_layer_norm(ctx->stream, x, y, rows, dim, eps, gamma, beta),
-      "layer_norm");
+  return LAUNCHED(ctx,
+                  weft__cu_layer_norm(ctx->stream, ctx->act, x, y, rows, dim,
+                                      eps, gamma, beta),
+                  "layer_norm");
 }
 
 static int be_softmax(weft_backend *be, const float *x, float *y, int64_t rows,
@@ -510,7 +556,7 @@ static int be_softmax(weft_backend *be, const float *x, float *y, int64_t rows,
   if (!x || !y || rows < 0 || dim <= 0) return WEFT_EINVAL;
   if (rows == 0) return 0;
   ENTER(ctx);
-  return LAUNCHED(ctx, weft__cu_softmax(ctx->stream, x, y, rows, dim),
+  return LAUNCHED(ctx, weft__cu_softmax(ctx->stream, ctx->act, x, y, rows, dim),
                   "softmax");
 }
 
@@ -522,10 +568,11 @@ static int be_act(weft_backend *be, weft_act act, const float *x, float *y,
   ENTER(ctx);
   if (act == WEFT_ACT_NONE)
     return LAUNCHED(ctx,
-                    cudaMemcpyAsync(y, x, (size_t)n * sizeof(float),
+                    cudaMemcpyAsync(y, x, (size_t)n * ACT_SIZE(ctx),
                                     cudaMemcpyDeviceToDevice, ctx->stream),
                     "act (copy)");
-  return LAUNCHED(ctx, weft__cu_act(ctx->stream, (int)act, x, y, n), "act");
+  return LAUNCHED(ctx, weft__cu_act(ctx->stream, ctx->act, (int)act, x, y, n),
+                  "act");
 }
 
 static int be_gated_act(weft_backend *be, weft_act act, const float *x,
@@ -537,13 +584,14 @@ static int be_gated_act(weft_backend *be, weft_act act, const float *x,
   /* In place, row r's output overwrites inputs of rows < r that other
    * threads may not have read yet: compute into a temporary, copy back. */
   uintptr_t xb = (uintptr_t)x, yb = (uintptr_t)y;
-  size_t in_bytes = (size_t)(rows * 2 * dim) * sizeof(float);
-  size_t out_bytes = (size_t)(rows * dim) * sizeof(float);
+  size_t in_bytes = (size_t)(rows * 2 * dim) * ACT_SIZE(ctx);
+  size_t out_bytes = (size_t)(rows * dim) * ACT_SIZE(ctx);
   bool overlap = yb < xb + in_bytes && xb < yb + out_bytes;
-  float *dst = overlap ? weft__cuda_alloc(ctx, out_bytes) : y;
+  void *dst = overlap ? weft__cuda_alloc(ctx, out_bytes) : y;
   if (!dst) return WEFT_ENOMEM;
   int rc = LAUNCHED(
-      ctx, weft__cu_gated_act(ctx->stream, (int)act, x, dst, rows, dim),
+      ctx,
+      weft__cu_gated_act(ctx->stream, ctx->act, (int)act, x, dst, rows, dim),
       "gated_act");
   if (rc == 0 && overlap)
     rc = LAUNCHED(ctx,
@@ -572,9 +620,9 @@ static int be_binary(weft_backend *be, weft_binop op, const float *a,
   memcpy(bc.sa, p.sa, sizeof bc.sa);
   memcpy(bc.sb, p.sb, sizeof bc.sb);
   ENTER(ctx);
-  return LAUNCHED(ctx,
-                  weft__cu_binary(ctx->stream, (int)op, a, b, y, &bc, total),
-                  "binary");
+  return LAUNCHED(
+      ctx, weft__cu_binary(ctx->stream, ctx->act, (int)op, a, b, y, &bc, total),
+      "binary");
 }
 
 static int be_scale_add(weft_backend *be, float *y, float alpha, const float *a,
@@ -583,8 +631,9 @@ static int be_scale_add(weft_backend *be, float *y, float alpha, const float *a,
   if (!y || !a || n < 0) return WEFT_EINVAL;
   if (n == 0) return 0;
   ENTER(ctx);
-  return LAUNCHED(ctx, weft__cu_scale_add(ctx->stream, y, alpha, a, beta, b, n),
-                  "scale_add");
+  return LAUNCHED(
+      ctx, weft__cu_scale_add(ctx->stream, ctx->act, y, alpha, a, beta, b, n),
+      "scale_add");
 }
 
 static int be_upsample(weft_backend *be, const float *x, float *y,
@@ -593,8 +642,9 @@ static int be_upsample(weft_backend *be, const float *x, float *y,
   if (!x || !y || planes < 0 || h < 0 || w < 0) return WEFT_EINVAL;
   if (planes == 0 || h == 0 || w == 0) return 0;
   ENTER(ctx);
-  return LAUNCHED(ctx, weft__cu_upsample2x(ctx->stream, x, y, planes, h, w),
-                  "upsample_nearest2x");
+  return LAUNCHED(
+      ctx, weft__cu_upsample2x(ctx->stream, ctx->act, x, y, planes, h, w),
+      "upsample_nearest2x");
 }
 
 static int be_concat(weft_backend *be, int n, const float *const *xs, int ndim,
@@ -618,20 +668,21 @@ static int be_concat(weft_backend *be, int n, const float *const *xs, int ndim,
     total += shapes[i][axis] * after;
   if (total == 0 || outer == 0) return 0;
   ENTER(ctx);
-  /* One strided copy per input: its rows of inner_i floats land at column
-   * offset off in rows of total floats. */
+  /* One strided copy per input: its rows of inner_i elements land at
+   * column offset off in rows of total elements. */
+  const size_t es = ACT_SIZE(ctx);
   int64_t off = 0;
   for (int i = 0; i < n; i++) {
     int64_t inner = shapes[i][axis] * after;
     if (inner == 0) continue;
+    void *dst = weft__cuda_act_at(ctx, y, off);
     cudaError_t e;
     if (outer == 1)
-      e = cudaMemcpyAsync(y + off, xs[i], (size_t)inner * sizeof(float),
+      e = cudaMemcpyAsync(dst, xs[i], (size_t)inner * es,
                           cudaMemcpyDeviceToDevice, ctx->stream);
     else
-      e = cudaMemcpy2DAsync(y + off, (size_t)total * sizeof(float), xs[i],
-                            (size_t)inner * sizeof(float),
-                            (size_t)inner * sizeof(float), (size_t)outer,
+      e = cudaMemcpy2DAsync(dst, (size_t)total * es, xs[i], (size_t)inner * es,
+                            (size_t)inner * es, (size_t)outer,
                             cudaMemcpyDeviceToDevice, ctx->stream);
     int rc = LAUNCHED(ctx, e, "concat (cudaMemcpy2DAsync)");
     if (rc) return rc;
@@ -650,10 +701,10 @@ static int be_timestep(weft_backend *be, const float *t, int64_t n, int64_t dim,
   /* the same float32 constants as kernels/cpu (see layout.c there) */
   const float neg_log = (float)-log((double)max_period);
   const float denom = (float)(dim / 2) - shift;
-  return LAUNCHED(
-      ctx,
-      weft__cu_timestep(ctx->stream, t, n, dim, flip, neg_log, denom, scale, y),
-      "timestep_embedding");
+  return LAUNCHED(ctx,
+                  weft__cu_timestep(ctx->stream, ctx->act, t, n, dim, flip,
+                                    neg_log, denom, scale, y),
+                  "timestep_embedding");
 }
 
 static int be_convert(weft_backend *be, void *dst, weft_dtype dt,
@@ -691,6 +742,39 @@ static int be_convert(weft_backend *be, void *dst, weft_dtype dt,
                   "convert");
 }
 
+static weft_dtype be_act_dtype(weft_backend *be) {
+  return CTX(be)->act;
+}
+
+int weft_cuda_set_act_dtype(weft_backend *be, weft_dtype dt) {
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  weft__cuda_ctx *ctx = CTX(be);
+  if (dt != WEFT_F32 && dt != weft__cuda_compute_dtype(ctx))
+    return weft__cuda_fail(ctx, WEFT_EINVAL,
+                           "16-bit activations must be of the compute dtype "
+                           "(FP16 or BF16 precision)");
+  ctx->act = dt;
+  return 0;
+}
+
+int weft_cuda_set_act_auto(weft_backend *be) {
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  weft__cuda_ctx *ctx = CTX(be);
+  const char *env = getenv("WEFT_CUDA_ACT");
+  bool f32 = false;
+  if (env && *env) {
+    if (!strcmp(env, "fp32"))
+      f32 = true;
+    else if (strcmp(env, "16") != 0)
+      return weft__cuda_fail(ctx, WEFT_EINVAL,
+                             "environment variable WEFT_CUDA_ACT=\"%.64s\": "
+                             "expected fp32 or 16",
+                             env);
+  }
+  return weft_cuda_set_act_dtype(be, f32 ? WEFT_F32
+                                         : weft__cuda_compute_dtype(ctx));
+}
+
 static const weft_backend_iface cuda_iface = {
     .struct_size = sizeof(weft_backend_iface),
     .name = "cuda",
@@ -718,4 +802,5 @@ static const weft_backend_iface cuda_iface = {
     .concat = be_concat,
     .timestep_embedding = be_timestep,
     .convert = be_convert,
+    .act_dtype = be_act_dtype,
 };

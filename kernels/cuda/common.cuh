@@ -4,9 +4,12 @@
 #ifndef WEFT_KERNELS_CUDA_COMMON_CUH
 #define WEFT_KERNELS_CUDA_COMMON_CUH
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -25,6 +28,93 @@ static inline unsigned weft_cu_blocks(int64_t n, int threads) {
 static inline bool weft_cu_aligned16(const void *p) {
   return ((uintptr_t)p & 15) == 0;
 }
+
+// ---- activation storage
+// ------------------------------------------------------ Activations are float,
+// __half or __nv_bfloat16 (cuda.h's weft_cuda_set_act_dtype); kernels do their
+// math in fp32 and round once at each store (round to nearest even, as
+// kernels/cpu's conversions).
+__device__ __forceinline__ float weft_cu_ld(const float *p) {
+  return *p;
+}
+__device__ __forceinline__ float weft_cu_ld(const __half *p) {
+  return __half2float(*p);
+}
+__device__ __forceinline__ float weft_cu_ld(const __nv_bfloat16 *p) {
+  return __bfloat162float(*p);
+}
+__device__ __forceinline__ void weft_cu_st(float *p, float v) {
+  *p = v;
+}
+__device__ __forceinline__ void weft_cu_st(__half *p, float v) {
+  *p = __float2half_rn(v);
+}
+__device__ __forceinline__ void weft_cu_st(__nv_bfloat16 *p, float v) {
+  *p = __float2bfloat16_rn(v);
+}
+
+// Four consecutive values at p, which is 4-element aligned (16 bytes for
+// float, 8 for the 16-bit types: weft_cu_aligned4).
+__device__ __forceinline__ float4 weft_cu_ld4(const float *p) {
+  return *reinterpret_cast<const float4 *>(p);
+}
+template <typename H>
+__device__ __forceinline__ float4 weft_cu_ld4_16(const H *p) {
+  const uint2 u = *reinterpret_cast<const uint2 *>(p);
+  H h[4];
+  memcpy(h, &u, sizeof u);
+  return make_float4(weft_cu_ld(&h[0]), weft_cu_ld(&h[1]), weft_cu_ld(&h[2]),
+                     weft_cu_ld(&h[3]));
+}
+__device__ __forceinline__ float4 weft_cu_ld4(const __half *p) {
+  return weft_cu_ld4_16(p);
+}
+__device__ __forceinline__ float4 weft_cu_ld4(const __nv_bfloat16 *p) {
+  return weft_cu_ld4_16(p);
+}
+__device__ __forceinline__ void weft_cu_st4(float *p, float4 v) {
+  *reinterpret_cast<float4 *>(p) = v;
+}
+template <typename H>
+__device__ __forceinline__ void weft_cu_st4_16(H *p, float4 v) {
+  H h[4];
+  weft_cu_st(&h[0], v.x), weft_cu_st(&h[1], v.y);
+  weft_cu_st(&h[2], v.z), weft_cu_st(&h[3], v.w);
+  uint2 u;
+  memcpy(&u, h, sizeof u);
+  *reinterpret_cast<uint2 *>(p) = u;
+}
+__device__ __forceinline__ void weft_cu_st4(__half *p, float4 v) {
+  weft_cu_st4_16(p, v);
+}
+__device__ __forceinline__ void weft_cu_st4(__nv_bfloat16 *p, float4 v) {
+  weft_cu_st4_16(p, v);
+}
+
+// p aligned for weft_cu_ld4/st4 of T.
+template <typename T> static inline bool weft_cu_aligned4(const void *p) {
+  return ((uintptr_t)p % (4 * sizeof(T))) == 0;
+}
+
+// Runs the statement(s) with T the storage type of weft_dtype dt
+// (WEFT_F16 __half, WEFT_BF16 __nv_bfloat16, anything else float).
+#define WEFT_CU_WITH_TYPE(dt, T, ...)                                          \
+  do {                                                                         \
+    switch (dt) {                                                              \
+    case WEFT_F16: {                                                           \
+      typedef __half T;                                                        \
+      __VA_ARGS__;                                                             \
+    } break;                                                                   \
+    case WEFT_BF16: {                                                          \
+      typedef __nv_bfloat16 T;                                                 \
+      __VA_ARGS__;                                                             \
+    } break;                                                                   \
+    default: {                                                                 \
+      typedef float T;                                                         \
+      __VA_ARGS__;                                                             \
+    } break;                                                                   \
+    }                                                                          \
+  } while (0)
 
 // Lets kernel fn take `bytes` of dynamic shared memory, above the 48 KiB
 // every kernel may take, on the current device: asked once per device

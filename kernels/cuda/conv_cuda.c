@@ -1,4 +1,5 @@
-/* conv_cuda.c - 2-D convolution (NCHW, fp32 activations): cuDNN where it
+/* conv_cuda.c - 2-D convolution (NCHW; fp32 activations, or 16-bit ones
+ * in the compute dtype, weft_cuda_set_act_dtype): cuDNN where it
  * is built in and the shape suits it (in FP16/BF16 precision on 16-bit
  * copies of x and y, conv_cudnn.c), else im2col + cuBLAS SGEMM, or in
  * FP16/BF16 precision im2col into 16-bit columns + cuBLASLt.
@@ -222,8 +223,10 @@ static int run_im2col(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
           want == WEFT_F32
               ? weft__cu_im2col(ctx->stream, a, n / w_out, w_out,
                                 a->x + b0 * xs, xs, imgs, n0, cols, col)
-              : weft__cu_im2col16(ctx->stream, a, w_out, a->x + b0 * xs, xs,
-                                  imgs, n0, cols, col, (int)want);
+              : weft__cu_im2col16(ctx->stream, a, w_out,
+                                  weft__cuda_act_at(ctx, a->x, b0 * xs),
+                                  (int)ctx->act, xs, imgs, n0, cols, col,
+                                  (int)want);
       rc = weft__cuda_check(ctx, e, "conv2d im2col");
       if (rc) break;
       weft_gemm_args g = {.m = a->c_out,
@@ -235,13 +238,13 @@ static int run_im2col(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                           .lda = k,
                           .b = col,
                           .ldb = cols,
-                          .c = a->y + b0 * ys + n0,
+                          .c = weft__cuda_act_at(ctx, a->y, b0 * ys + n0),
                           .ldc = n,
                           .batch = imgs,
                           .stride_a = 0,
                           .stride_b = k * cols,
                           .stride_c = ys};
-      rc = weft__cuda_gemm_ex(ctx, &g, want, want, NULL);
+      rc = weft__cuda_gemm_ex(ctx, &g, want, want, ctx->act, NULL);
     }
   }
   /* back to the cache; later work on this stream is ordered after ours */
@@ -250,9 +253,10 @@ static int run_im2col(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   return rc;
 }
 
-/* The direct kernel: the weight read in fp32 (a registered half one
- * widened first), rounded in the kernel in 16-bit precision. */
-static int run_direct(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+/* The direct kernel on fp32 x and y: the weight read in fp32 (a
+ * registered half one widened first), rounded in the kernel in 16-bit
+ * precision. */
+static int direct_f32(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                       int64_t h_out, int64_t w_out, int64_t xs, int64_t ys) {
   void *wtmp = NULL;
   const float *w = weft__cuda_f32_view(
@@ -267,6 +271,38 @@ static int run_direct(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
       weft__cu_conv_direct(ctx->stream, a, w, round16, h_out, w_out, xs, ys),
       "conv2d (direct)");
   weft__cuda_free(ctx, wtmp);
+  return rc;
+}
+
+/* 16-bit activations go to the direct kernel through fp32 copies (it
+ * serves conv_out only: a few output channels). */
+static int run_direct(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                      int64_t h_out, int64_t w_out, int64_t xs, int64_t ys) {
+  if (ctx->act == WEFT_F32) return direct_f32(ctx, a, h_out, w_out, xs, ys);
+  const int64_t nx = a->c_in * a->h_in * a->w_in;
+  const int64_t ny = a->c_out * h_out * w_out;
+  float *x32 = weft__cuda_alloc(ctx, (size_t)(a->batch * nx) * 4);
+  float *y32 = x32 ? weft__cuda_alloc(ctx, (size_t)(a->batch * ny) * 4) : NULL;
+  int rc = y32 ? 0 : WEFT_ENOMEM;
+  if (rc == 0)
+    rc =
+        weft__cuda_check(ctx,
+                         weft__cu_pack(ctx->stream, a->x, ctx->act, x32,
+                                       WEFT_F32, a->batch, 1, xs, 0, 1, nx, nx),
+                         "conv2d: widening x");
+  if (rc == 0) {
+    weft_conv2d_args f = *a;
+    f.x = x32, f.y = y32, f.x_bstride = 0, f.y_bstride = 0;
+    rc = direct_f32(ctx, &f, h_out, w_out, nx, ny);
+  }
+  for (int64_t b = 0; b < a->batch && rc == 0; b++)
+    rc = weft__cuda_check(ctx,
+                          weft__cu_pack(ctx->stream, y32 + b * ny, WEFT_F32,
+                                        weft__cuda_act_at(ctx, a->y, b * ys),
+                                        ctx->act, 1, 1, 0, 0, 1, ny, ny),
+                          "conv2d: rounding y");
+  weft__cuda_free(ctx, x32);
+  weft__cuda_free(ctx, y32);
   return rc;
 }
 
@@ -327,7 +363,8 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                         .batch = a->batch,
                         .stride_a = 0,
                         .stride_b = xs,
-                        .stride_c = ys};
+                        .stride_c = ys,
+                        .acts = WEFT_GEMM_ACT_B | WEFT_GEMM_ACT_C};
     rc = weft__cuda_gemm(ctx, &g);
   } else if (path == PATH_DIRECT) {
     rc = run_direct(ctx, a, h_out, w_out, xs, ys);
@@ -338,8 +375,9 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
    * wrote y */
   if (rc == 0 && a->bias && path != PATH_CUDNN16 && path != PATH_DIRECT)
     rc = weft__cuda_check(ctx,
-                          weft__cu_bias_planes(ctx->stream, a->y, a->bias,
-                                               a->batch, ys, a->c_out, n, n),
+                          weft__cu_bias_planes(ctx->stream, ctx->act, a->y,
+                                               a->bias, a->batch, ys, a->c_out,
+                                               n, n),
                           "conv2d bias");
   weft__cuda_free(ctx, wtmp);
   weft__cuda_free(ctx, btmp);

@@ -338,7 +338,9 @@ static size_t align256(size_t n) {
 /* Where the parts sit in the scratch (byte offsets from its start). */
 typedef struct layout16 {
   size_t x_off, y_off, w_off, ws_off, total; /* total: a power of two */
-  bool w_own; /* the weight is rounded into the scratch at w_off */
+  bool w_own;        /* the weight is rounded into the scratch at w_off */
+  bool x_own, y_own; /* x rounded into / y made in the scratch (else the
+                      * 16-bit activations are used where they are) */
 } layout16;
 
 static int plan16(weft__cuda_ctx *ctx, const weft_conv2d_args *a, descs *d,
@@ -357,9 +359,13 @@ static int plan16(weft__cuda_ctx *ctx, const weft_conv2d_args *a, descs *d,
    * know of a weight at an odd element offset */
   l->w_own = !(a->weight && weft__cuda_weight_dtype(ctx, a->weight) == want &&
                (uintptr_t)a->weight % 16 == 0);
+  /* 16-bit activations of packed images serve as they are */
+  const bool act16 = ctx->act == want;
+  l->x_own = !(act16 && (!a->x_bstride || a->x_bstride * batch == nx));
+  l->y_own = !(act16 && (!a->y_bstride || a->y_bstride * batch == ny));
   l->x_off = 0;
-  l->y_off = align256(nx * 2);
-  l->w_off = l->y_off + align256(ny * 2);
+  l->y_off = l->x_own ? align256(nx * 2) : 0;
+  l->w_off = l->y_off + (l->y_own ? align256(ny * 2) : 0);
   l->ws_off = l->w_off + (l->w_own ? align256(nw * 2) : 0);
   /* a power of two (weft__cuda_pow2), at least 1 MiB */
   const size_t total = l->ws_off + align256(d->ws), mib = (size_t)1 << 20;
@@ -388,6 +394,12 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   layout16 l;
   int rc = plan16(ctx, a, d, &l);
   if (rc) return rc;
+  /* cuDNN's 16-bit kernels load 16 bytes at a time */
+  if ((!l.x_own && (uintptr_t)a->x % 16) ||
+      (!l.y_own && (uintptr_t)a->y % 16)) {
+    descs_free(d);
+    return WEFT_EUNSUPPORTED;
+  }
   unsigned char *base = a->scratch;
   if (!base || a->scratch_bytes < l.total) {
     if (!(base = weft__cuda_alloc(ctx, l.total))) {
@@ -400,14 +412,17 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   const int64_t nx = a->c_in * a->h_in * a->w_in, n = h_out * w_out;
   const int64_t xs = a->x_bstride ? a->x_bstride : nx;
   const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * n;
-  void *x16 = base + l.x_off, *y16 = base + l.y_off;
+  const void *x16 = l.x_own ? (const void *)(base + l.x_off) : a->x;
+  void *y16 = l.y_own ? (void *)(base + l.y_off) : (void *)a->y;
   void *ws = d->ws ? base + l.ws_off : NULL;
   const void *w16 = a->weight;
   /* the images: flat runs of nx at stride xs, made dense */
-  rc = weft__cuda_check(ctx,
-                        weft__cu_pack(ctx->stream, a->x, WEFT_F32, x16, want,
-                                      a->batch, 1, xs, 0, 1, nx, nx),
-                        "conv2d: rounding x to 16 bits");
+  if (l.x_own)
+    rc = weft__cuda_check(ctx,
+                          weft__cu_pack(ctx->stream, a->x, ctx->act,
+                                        base + l.x_off, want, a->batch, 1, xs,
+                                        0, 1, nx, nx),
+                          "conv2d: rounding x to 16 bits");
   if (rc == 0 && l.w_own) {
     w16 = base + l.w_off;
     rc = weft__cuda_conv_weight16(ctx, a, base + l.w_off);
@@ -422,12 +437,28 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                            "cudnnConvolutionForward (16-bit): %s",
                            cudnnGetErrorString(st));
   }
-  if (rc == 0)
+  if (rc == 0 && ctx->act == WEFT_F32)
     rc =
         weft__cuda_check(ctx,
                          weft__cu_widen_planes(ctx->stream, y16, want, a->y, ys,
                                                a->bias, a->batch, a->c_out, n),
                          "conv2d: widening y");
+  /* 16-bit activations: the bias added in place (y rounded twice, as a
+   * torch fp16 convolution's bias add rounds it), then y moved where its
+   * images go when they are not packed */
+  if (rc == 0 && ctx->act != WEFT_F32 && a->bias)
+    rc = weft__cuda_check(ctx,
+                          weft__cu_bias_planes(ctx->stream, want, y16, a->bias,
+                                               a->batch, a->c_out * n, a->c_out,
+                                               n, n),
+                          "conv2d bias");
+  if (rc == 0 && ctx->act != WEFT_F32 && l.y_own)
+    rc = weft__cuda_check(
+        ctx,
+        cudaMemcpy2DAsync(a->y, (size_t)ys * 2, y16, (size_t)(a->c_out * n) * 2,
+                          (size_t)(a->c_out * n) * 2, (size_t)a->batch,
+                          cudaMemcpyDeviceToDevice, ctx->stream),
+        "conv2d: placing y");
   /* back to the cache; later work on this stream is ordered after ours */
   if (base != a->scratch) weft__cuda_free(ctx, base);
   descs_free(d);

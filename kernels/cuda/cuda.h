@@ -119,6 +119,20 @@ const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a);
  * through im2col's column blocks.  For budgets (--vram) that keep this
  * much for scratch.  0, or WEFT_EINVAL. */
 int weft_cuda_set_scratch_limit(weft_backend *be, size_t bytes);
+/* The dtype the backend keeps activations in (backend.h, "Activations"):
+ * WEFT_F32 (the default), or in FP16/BF16 precision that 16-bit type, so
+ * that every op reads and writes half the bytes and the products take
+ * their operands as they are (no rounding pass before each, no widening
+ * after).  Values then round to 16 bits at every op's output, as in a
+ * torch fp16 model.  Set it before any activation buffer exists; the
+ * precision cannot change while it is 16-bit.  0, or WEFT_EINVAL (a
+ * 16-bit type other than the compute dtype). */
+int weft_cuda_set_act_dtype(weft_backend *be, weft_dtype dt);
+/* What an application runs models with: 16-bit activations in FP16/BF16
+ * precision, fp32 ones in FP32, unless the environment variable
+ * WEFT_CUDA_ACT says "fp32" (or "16": the default).  0, or WEFT_EINVAL for
+ * another value, the reason in weft_cuda_last_error. */
+int weft_cuda_set_act_auto(weft_backend *be);
 /* Attention in FP16/BF16 precision: the fused kernel (flash16.cu: scores in
  * registers; k and v packed to 16 bits in scratch) where the head dim
  * allows it (d == dv <= 160), else two cuBLASLt products around an fp32

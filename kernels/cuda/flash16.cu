@@ -57,8 +57,8 @@ static size_t packed_bytes(const weft_attn_args *a) {
 
 // x [B, H, L, d] by strides into dst [B*H][lkp][dp], 8 values (16 bytes)
 // per thread, zeros past len and d.
-template <bool BF>
-__global__ void fa_pack(const float *x, weft_attn_strides s, int64_t heads,
+template <bool BF, typename X>
+__global__ void fa_pack(const X *x, weft_attn_strides s, int64_t heads,
                         int64_t bh, int len, int lkp, int d, int dp,
                         uint4 *dst) {
   const int c8 = dp / 8;
@@ -74,10 +74,10 @@ __global__ void fa_pack(const float *x, weft_attn_strides s, int64_t heads,
     for (int j = 0; j < 8; j++)
       v[j] = 0.0f;
     if (r < len) {
-      const float *p = x + (t / heads) * s.b + (t % heads) * s.h + r * s.l;
+      const X *p = x + (t / heads) * s.b + (t % heads) * s.h + r * s.l;
 #pragma unroll
       for (int j = 0; j < 8; j++)
-        if (c + j < d) v[j] = p[c + j];
+        if (c + j < d) v[j] = weft_cu_ld(p + c + j);
     }
     uint4 o;
     o.x = weft_cu_pack2<BF>(v[0], v[1]);
@@ -106,7 +106,8 @@ template <int DP> constexpr int fa_smem_bytes() {
   return 2 * 2 * FA_BK * (DP + 8) * 2; // two stages of a K and a V tile
 }
 
-template <int DP, bool BF, int W, int MT>
+// X: how q and o are stored (float, or the 16-bit type of the operands).
+template <int DP, bool BF, int W, int MT, typename X>
 __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
   constexpr int NT = W * 32, LDW = (DP + 8) / 2, ND = DP / 8, NK = DP / 16;
   constexpr int TILE = FA_BK * LDW; // 32-bit words of one tile
@@ -118,7 +119,7 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
   const int64_t bh = p.bh0 + blockIdx.y;
   const int64_t b = bh / a.heads, h = bh % a.heads;
   const int q0 = blockIdx.x * ROWS * W, qw = q0 + ROWS * warp;
-  const float *qp = a.q + b * a.q_s.b + h * a.q_s.h;
+  const X *qp = (const X *)a.q + b * a.q_s.b + h * a.q_s.h;
   const uint16_t *kp = p.kh + bh * p.lkp * DP;
   const uint16_t *vp = p.vh + bh * p.lkp * DP;
 
@@ -142,9 +143,9 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
         const int c = kk * 16 + c2 + 8 * (j >> 1);
         float lo = 0.0f, hi = 0.0f;
         if (r < p.lq) {
-          const float *x = qp + (int64_t)r * a.q_s.l;
-          if (c < p.d) lo = x[c];
-          if (c + 1 < p.d) hi = x[c + 1];
+          const X *x = qp + (int64_t)r * a.q_s.l;
+          if (c < p.d) lo = weft_cu_ld(x + c);
+          if (c + 1 < p.d) hi = weft_cu_ld(x + c + 1);
         }
         qa[mt][kk][j] = weft_cu_pack2<BF>(lo, hi);
       }
@@ -269,7 +270,7 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
     __syncthreads(); // this stage is read; the next iteration refills it
   }
 
-  float *op = a.o + b * a.o_s.b + h * a.o_s.h;
+  X *op = (X *)a.o + b * a.o_s.b + h * a.o_s.h;
 #pragma unroll
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -280,12 +281,12 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
       const int r = qw + 16 * mt + g + 8 * i;
       if (r >= p.lq) continue;
       const float inv = 1.0f / li;
-      float *x = op + (int64_t)r * a.o_s.l;
+      X *x = op + (int64_t)r * a.o_s.l;
 #pragma unroll
       for (int n = 0; n < ND; n++) {
         const int c = n * 8 + c2;
-        if (c < p.d) x[c] = o[mt][n][2 * i] * inv;
-        if (c + 1 < p.d) x[c + 1] = o[mt][n][2 * i + 1] * inv;
+        if (c < p.d) weft_cu_st(x + c, o[mt][n][2 * i] * inv);
+        if (c + 1 < p.d) weft_cu_st(x + c + 1, o[mt][n][2 * i + 1] * inv);
       }
     }
 }
@@ -298,18 +299,18 @@ extern "C" size_t weft__cu_flash16_scratch(const weft_attn_args *a) {
   return weft__cu_flash16_fits(a) ? 2 * packed_bytes(a) : 0;
 }
 
-template <int DP, bool BF, int W, int MT>
+template <int DP, bool BF, int W, int MT, typename X>
 static cudaError_t launch(cudaStream_t s, fa_params p, int64_t bh) {
   constexpr int smem = fa_smem_bytes<DP>(), rows = 16 * MT * W;
   static unsigned asked;
-  cudaError_t e =
-      weft_cu_smem_optin((const void *)fa_kernel<DP, BF, W, MT>, smem, &asked);
+  cudaError_t e = weft_cu_smem_optin((const void *)fa_kernel<DP, BF, W, MT, X>,
+                                     smem, &asked);
   if (e != cudaSuccess) return e;
   const unsigned qblocks = (unsigned)((p.lq + rows - 1) / rows);
   for (int64_t b0 = 0; b0 < bh; b0 += 65535) {
     p.bh0 = b0;
     dim3 grid(qblocks, (unsigned)(bh - b0 < 65535 ? bh - b0 : 65535));
-    fa_kernel<DP, BF, W, MT><<<grid, W * 32, smem, s>>>(p);
+    fa_kernel<DP, BF, W, MT, X><<<grid, W * 32, smem, s>>>(p);
     e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
@@ -321,43 +322,56 @@ static cudaError_t launch(cudaStream_t s, fa_params p, int64_t bh) {
 // (DP <= 64), else 1.  Blocks of 128 query rows share each key tile when
 // that still makes two blocks per SM; else 64 rows, else 32 (short
 // sequences: more blocks).
-template <int DP, bool BF>
+template <int DP, bool BF, typename X>
 static cudaError_t launch_w(cudaStream_t s, const fa_params &p, int64_t bh,
                             int sm_count) {
   constexpr int MT = DP <= 64 ? 2 : 1;
   const int64_t sms = sm_count > 0 ? sm_count : 1;
   if ((p.lq + 127) / 128 * bh >= 2 * sms)
-    return launch<DP, BF, 8 / MT, MT>(s, p, bh);
-  if ((p.lq + 63) / 64 * bh >= sms) return launch<DP, BF, 4 / MT, MT>(s, p, bh);
-  return launch<DP, BF, 2 / MT, MT>(s, p, bh);
+    return launch<DP, BF, 8 / MT, MT, X>(s, p, bh);
+  if ((p.lq + 63) / 64 * bh >= sms)
+    return launch<DP, BF, 4 / MT, MT, X>(s, p, bh);
+  return launch<DP, BF, 2 / MT, MT, X>(s, p, bh);
 }
 
-template <bool BF>
+template <bool BF, typename X>
 static cudaError_t launch_dp(cudaStream_t s, const fa_params &p, int64_t bh,
                              int sm_count) {
   switch (padded_dim(p.d)) {
-  case 48: return launch_w<48, BF>(s, p, bh, sm_count);
-  case 64: return launch_w<64, BF>(s, p, bh, sm_count);
-  case 80: return launch_w<80, BF>(s, p, bh, sm_count);
-  case 128: return launch_w<128, BF>(s, p, bh, sm_count);
-  case 160: return launch_w<160, BF>(s, p, bh, sm_count);
+  case 48: return launch_w<48, BF, X>(s, p, bh, sm_count);
+  case 64: return launch_w<64, BF, X>(s, p, bh, sm_count);
+  case 80: return launch_w<80, BF, X>(s, p, bh, sm_count);
+  case 128: return launch_w<128, BF, X>(s, p, bh, sm_count);
+  case 160: return launch_w<160, BF, X>(s, p, bh, sm_count);
   default: return cudaErrorInvalidValue;
   }
 }
 
-template <bool BF>
+template <bool BF, typename X>
 static cudaError_t pack(cudaStream_t s, const float *x, weft_attn_strides st,
                         const weft_attn_args *a, int len, int lkp, int dp,
                         void *dst) {
   const int64_t bh = a->batch * a->heads, n = bh * lkp * (dp / 8);
-  fa_pack<BF><<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-      x, st, a->heads, bh, len, lkp, (int)a->d, dp, (uint4 *)dst);
+  fa_pack<BF, X><<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+      (const X *)x, st, a->heads, bh, len, lkp, (int)a->d, dp, (uint4 *)dst);
   return cudaGetLastError();
 }
 
+// k and v packed, then the kernel; X how q, k, v and o are stored.
+template <bool BF, typename X>
+static cudaError_t run(cudaStream_t s, const weft_attn_args *a,
+                       const fa_params &p, int dp, void *kh, void *vh,
+                       int sm_count) {
+  cudaError_t e = pack<BF, X>(s, a->k, a->k_s, a, p.lk, p.lkp, dp, kh);
+  if (e == cudaSuccess)
+    e = pack<BF, X>(s, a->v, a->v_s, a, p.lk, p.lkp, dp, vh);
+  if (e != cudaSuccess) return e;
+  return launch_dp<BF, X>(s, p, a->batch * a->heads, sm_count);
+}
+
 extern "C" cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,
-                                        float scale, int bf16, int sm_count,
-                                        void *scratch) {
+                                        float scale, int bf16, int act16,
+                                        int sm_count, void *scratch) {
   if (!weft__cu_flash16_fits(a) || !scratch || !weft_cu_aligned16(scratch))
     return cudaErrorInvalidValue;
   fa_params p;
@@ -373,13 +387,9 @@ extern "C" cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,
   unsigned char *kh = (unsigned char *)scratch, *vh = kh + packed_bytes(a);
   p.kh = (const uint16_t *)kh;
   p.vh = (const uint16_t *)vh;
-  const int64_t bh = a->batch * a->heads;
-  cudaError_t e = bf16 ? pack<true>(s, a->k, a->k_s, a, p.lk, p.lkp, dp, kh)
-                       : pack<false>(s, a->k, a->k_s, a, p.lk, p.lkp, dp, kh);
-  if (e == cudaSuccess)
-    e = bf16 ? pack<true>(s, a->v, a->v_s, a, p.lk, p.lkp, dp, vh)
-             : pack<false>(s, a->v, a->v_s, a, p.lk, p.lkp, dp, vh);
-  if (e != cudaSuccess) return e;
-  return bf16 ? launch_dp<true>(s, p, bh, sm_count)
-              : launch_dp<false>(s, p, bh, sm_count);
+  if (bf16)
+    return act16 ? run<true, __nv_bfloat16>(s, a, p, dp, kh, vh, sm_count)
+                 : run<true, float>(s, a, p, dp, kh, vh, sm_count);
+  return act16 ? run<false, __half>(s, a, p, dp, kh, vh, sm_count)
+               : run<false, float>(s, a, p, dp, kh, vh, sm_count);
 }

@@ -12,7 +12,9 @@
  * operands that are registered as 16-bit weights into fp32 scratch first.
  * FP16/BF16 round every operand that is not already stored in that type
  * into dense 16-bit scratch (half.cu's pack) and run gemm_lt.c's cuBLASLt
- * product with fp32 accumulation and an fp32 C. */
+ * product with fp32 accumulation and an fp32 C, or a 16-bit C for 16-bit
+ * activations (weft_gemm_args.acts names the operands that are; the
+ * activations of the 16-bit type are used as stored). */
 #include <cublas_v2.h>
 
 #include "internal.h"
@@ -97,8 +99,28 @@ static int prep16(weft__cuda_ctx *ctx, const float *p, int dt, weft_dtype want,
                           "gemm: rounding an operand to 16 bits");
 }
 
+/* g->bias after the product (per column or per row, every item). */
+static int add_bias(weft__cuda_ctx *ctx, const weft_gemm_args *g, int c_dt,
+                    int64_t batch) {
+  cudaError_t e = cudaSuccess;
+  if (g->bias_per_row)
+    e = weft__cu_bias_planes(ctx->stream, c_dt, g->c, g->bias, batch,
+                             g->stride_c, g->m, g->ldc, g->n);
+  else if (g->ldc == g->n && (batch == 1 || g->stride_c == g->m * g->n))
+    e = weft__cu_bias_rows(ctx->stream, c_dt, g->c, g->bias, batch * g->m,
+                           g->n);
+  else /* padded rows: row by row (no caller of weft's has them) */
+    for (int64_t i = 0; i < batch * g->m && e == cudaSuccess; i++)
+      e = weft__cu_bias_rows(ctx->stream, c_dt,
+                             (char *)g->c + (size_t)((i / g->m) * g->stride_c +
+                                                     (i % g->m) * g->ldc) *
+                                                (c_dt == WEFT_F32 ? 4 : 2),
+                             g->bias, 1, g->n);
+  return weft__cuda_check(ctx, e, "gemm bias");
+}
+
 int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
-                       int b_dt, const float *bias) {
+                       int b_dt, int c_dt, const float *bias) {
   if (!g) return WEFT_EINVAL;
   int64_t batch = g->batch ? g->batch : 1;
   /* kernels/cpu's rules: non-negative sizes that fit an int, row strides
@@ -117,22 +139,29 @@ int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
   /* the bias is linear's: one matrix, dense rows */
   if (bias && (batch != 1 || g->ldc != g->n)) return WEFT_EINVAL;
   if (batch == 0) return 0;
+  const weft_dtype want = weft__cuda_compute_dtype(ctx);
+  if (c_dt != WEFT_F32 && c_dt != (int)want) return WEFT_EINVAL;
+  /* g->bias: in the epilogue where it is linear's kind, else after */
+  bool bias_after = g->bias != NULL;
+  if (g->bias && !bias && !g->bias_per_row && batch == 1 && g->ldc == g->n &&
+      want != WEFT_F32)
+    bias = g->bias, bias_after = false;
   int rc = 0;
   if (g->k == 0) { /* defined as C = beta * C (BLAS libraries differ) */
     rc = weft__cuda_check(ctx,
-                          weft__cu_scale_matrix(ctx->stream, g->c, batch,
+                          weft__cu_scale_matrix(ctx->stream, c_dt, g->c, batch,
                                                 g->stride_c, g->m, g->n, g->ldc,
                                                 g->beta),
                           "gemm (k = 0)");
     if (rc == 0 && bias)
       rc = weft__cuda_check(
-          ctx, weft__cu_bias_rows(ctx->stream, g->c, bias, g->m, g->n),
+          ctx, weft__cu_bias_rows(ctx->stream, c_dt, g->c, bias, g->m, g->n),
           "gemm bias");
+    if (rc == 0 && bias_after) rc = add_bias(ctx, g, c_dt, batch);
     return rc;
   }
   if (a_dt == WEFT__DT_LOOKUP) a_dt = (int)weft__cuda_weight_dtype(ctx, g->a);
   if (b_dt == WEFT__DT_LOOKUP) b_dt = (int)weft__cuda_weight_dtype(ctx, g->b);
-  const weft_dtype want = weft__cuda_compute_dtype(ctx);
 
   if (want == WEFT_F32) {
     void *ta = NULL, *tb = NULL;
@@ -163,8 +192,10 @@ int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
     /* bias after the product, as kernels/cpu adds it (same rounding) */
     if (rc == 0 && bias)
       rc = weft__cuda_check(
-          ctx, weft__cu_bias_rows(ctx->stream, g->c, bias, g->m, g->n),
+          ctx,
+          weft__cu_bias_rows(ctx->stream, WEFT_F32, g->c, bias, g->m, g->n),
           "gemm bias");
+    if (rc == 0 && bias_after) rc = add_bias(ctx, g, c_dt, batch);
     /* back to the cache: later work on the stream is ordered after ours */
     weft__cuda_free(ctx, ta);
     weft__cuda_free(ctx, tb);
@@ -196,14 +227,20 @@ int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
                         .ldc = g->ldc,
                         .sc = g->stride_c,
                         .bias = bias,
-                        .dt = want};
+                        .dt = want,
+                        .c_dt = (weft_dtype)c_dt};
     rc = weft__cuda_mm16(ctx, &mm);
   }
+  if (rc == 0 && bias_after) rc = add_bias(ctx, g, c_dt, batch);
   weft__cuda_free(ctx, oa.tmp);
   weft__cuda_free(ctx, ob.tmp);
   return rc;
 }
 
 int weft__cuda_gemm(weft__cuda_ctx *ctx, const weft_gemm_args *g) {
-  return weft__cuda_gemm_ex(ctx, g, WEFT__DT_LOOKUP, WEFT__DT_LOOKUP, NULL);
+  const int act = (int)ctx->act, acts = ctx->act == WEFT_F32 ? 0 : g->acts;
+  return weft__cuda_gemm_ex(ctx, g,
+                            acts & WEFT_GEMM_ACT_A ? act : WEFT__DT_LOOKUP,
+                            acts & WEFT_GEMM_ACT_B ? act : WEFT__DT_LOOKUP,
+                            acts & WEFT_GEMM_ACT_C ? act : WEFT_F32, NULL);
 }

@@ -1,6 +1,8 @@
 /* gemm_lt.c - the 16-bit products of the FP16/BF16 precision modes:
  * cublasLtMatmul with fp16 or bf16 A and B, fp32 accumulation
- * (CUBLAS_COMPUTE_32F) and fp32 C/D, linear's bias as a cuBLASLt epilogue.
+ * (CUBLAS_COMPUTE_32F) and fp32 C/D (or C/D in the 16-bit type, for
+ * 16-bit activations: rounded once, after the bias), linear's fp32 bias as
+ * a cuBLASLt epilogue.
  *
  * Row-major to column-major as gemm_cuda.c: D^T[n,m] = op(B)^T op(A)^T,
  * so cuBLASLt's A is our B and its B our A.  The workspace is one block
@@ -102,6 +104,8 @@ static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
       ctx->err[0] = 0; /* run without a workspace */
   }
   const cudaDataType_t t = mm->dt == WEFT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  const cudaDataType_t tc = mm->c_dt == WEFT_F32 ? CUDA_R_32F : t;
+  const size_t cs = mm->c_dt == WEFT_F32 ? 4 : 2;
   lt_objs o = {0};
   cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
   const char *what = "";
@@ -125,17 +129,22 @@ static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
                                          &ep, sizeof ep));
     LT_CK(cublasLtMatmulDescSetAttribute(
         o.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp));
+    if (tc != CUDA_R_32F) { /* the bias stays fp32 (D's type by default) */
+      const cudaDataType_t bt = CUDA_R_32F;
+      LT_CK(cublasLtMatmulDescSetAttribute(
+          o.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+    }
   }
   LT_CK(layout(&o.la, t, mm->trans_b ? mm->k : mm->n,
                mm->trans_b ? mm->n : mm->k, mm->ldb, mm->batch, mm->sb));
   LT_CK(layout(&o.lb, t, mm->trans_a ? mm->m : mm->k,
                mm->trans_a ? mm->k : mm->m, mm->lda, mm->batch, mm->sa));
-  LT_CK(layout(&o.lc, CUDA_R_32F, mm->n, mm->m, mm->ldc, mm->batch, mm->sc));
+  LT_CK(layout(&o.lc, tc, mm->n, mm->m, mm->ldc, mm->batch, mm->sc));
   LT_CK(cublasLtMatmulPreferenceCreate(&o.pref));
   const uint64_t ws = ctx->lt_ws_bytes;
   const uint32_t al_a = alignment(mm->b, mm->ldb, mm->sb, 2);
   const uint32_t al_b = alignment(mm->a, mm->lda, mm->sa, 2);
-  const uint32_t al_c = alignment(mm->c, mm->ldc, mm->sc, 4);
+  const uint32_t al_c = alignment(mm->c, mm->ldc, mm->sc, cs);
   LT_CK(cublasLtMatmulPreferenceSetAttribute(
       o.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
   LT_CK(cublasLtMatmulPreferenceSetAttribute(
@@ -164,9 +173,10 @@ static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
   }
   what = "cublasLtMatmul";
   if (st == CUBLAS_STATUS_SUCCESS && rc == 0 && mm->bias && !epilogue)
-    rc = weft__cuda_check(
-        ctx, weft__cu_bias_rows(ctx->stream, mm->c, mm->bias, mm->m, mm->n),
-        "gemm bias");
+    rc = weft__cuda_check(ctx,
+                          weft__cu_bias_rows(ctx->stream, mm->c_dt, mm->c,
+                                             mm->bias, mm->m, mm->n),
+                          "gemm bias");
 out:
   lt_free(&o);
   if (st != CUBLAS_STATUS_SUCCESS)
@@ -188,8 +198,8 @@ int weft__cuda_mm16(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
       (cublasHandle_t)ctx->blas, mm->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
       mm->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, mm->n, mm->m, mm->k, &mm->alpha,
       mm->b, t, mm->ldb, mm->sb, mm->a, t, mm->lda, mm->sa, &mm->beta, mm->c,
-      CUDA_R_32F, mm->ldc, mm->sc, mm->batch, CUBLAS_COMPUTE_32F,
-      CUBLAS_GEMM_DEFAULT);
+      mm->c_dt == WEFT_F32 ? CUDA_R_32F : t, mm->ldc, mm->sc, mm->batch,
+      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (st != CUBLAS_STATUS_SUCCESS)
     return weft__cuda_fail(
         ctx, st == CUBLAS_STATUS_ALLOC_FAILED ? WEFT_ENOMEM : WEFT_EDEVICE,
@@ -199,8 +209,9 @@ int weft__cuda_mm16(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
         (long long)mm->batch, mm->dt == WEFT_BF16 ? "bf16" : "fp16",
         cublasGetStatusString(st));
   if (mm->bias)
-    return weft__cuda_check(
-        ctx, weft__cu_bias_rows(ctx->stream, mm->c, mm->bias, mm->m, mm->n),
-        "gemm bias");
+    return weft__cuda_check(ctx,
+                            weft__cu_bias_rows(ctx->stream, mm->c_dt, mm->c,
+                                               mm->bias, mm->m, mm->n),
+                            "gemm bias");
   return 0;
 }

@@ -3,7 +3,8 @@
 // [n0, n0 + nb), col[i][r][j] = x[i][c][iy][ix] with r = (c, ky, kx) and
 // zeros in the padding.  One output element per thread, consecutive
 // threads on consecutive columns, so the writes coalesce.  The 16-bit
-// variant (FP16/BF16 precision) rounds each value to 16 bits as it writes.
+// variant (FP16/BF16 precision) rounds each value to 16 bits as it writes;
+// it reads x as stored (fp32 or the 16-bit activations).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -25,14 +26,13 @@ __device__ __forceinline__ void put(float *col, int64_t i, int dt, float v) {
   col[i] = v;
 }
 
-__device__ __forceinline__ void put(uint16_t *col, int64_t i, int dt,
-                                    float v) {
+__device__ __forceinline__ void put(uint16_t *col, int64_t i, int dt, float v) {
   col[i] = dt == WEFT_F16 ? __half_as_ushort(__float2half_rn(v))
                           : __bfloat16_as_ushort(__float2bfloat16_rn(v));
 }
 
-template <typename T>
-__global__ void im2col_kernel(im2col_params p, const float *__restrict__ x,
+template <typename T, typename X>
+__global__ void im2col_kernel(im2col_params p, const X *__restrict__ x,
                               T *__restrict__ col, int dt) {
   const int kk = p.k_h * p.k_w;
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
@@ -47,7 +47,7 @@ __global__ void im2col_kernel(im2col_params p, const float *__restrict__ x,
     int ix = ox * p.stride_w + kx - p.pad_left;
     float v = 0.0f;
     if (iy >= 0 && iy < p.h_in && ix >= 0 && ix < p.w_in)
-      v = x[img * p.xs + ((int64_t)c * p.h_in + iy) * p.w_in + ix];
+      v = weft_cu_ld(x + img * p.xs + ((int64_t)c * p.h_in + iy) * p.w_in + ix);
     put(col, idx, dt, v);
   }
 }
@@ -85,20 +85,23 @@ extern "C" cudaError_t weft__cu_im2col(cudaStream_t s,
   (void)h_out;
   im2col_params p;
   fill_params(&p, a, w_out, xs, n_img, n0, nb);
-  im2col_kernel<float><<<weft_cu_blocks(p.total, WEFT_CU_THREADS),
-                         WEFT_CU_THREADS, 0, s>>>(p, x, col, WEFT_F32);
+  im2col_kernel<float>
+      <<<weft_cu_blocks(p.total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+          p, x, col, WEFT_F32);
   return cudaGetLastError();
 }
 
 extern "C" cudaError_t weft__cu_im2col16(cudaStream_t s,
                                          const weft_conv2d_args *a,
-                                         int64_t w_out, const float *x,
+                                         int64_t w_out, const void *x, int xdt,
                                          int64_t xs, int64_t n_img, int64_t n0,
                                          int64_t nb, void *col, int dt) {
   im2col_params p;
   fill_params(&p, a, w_out, xs, n_img, n0, nb);
-  im2col_kernel<uint16_t><<<weft_cu_blocks(p.total, WEFT_CU_THREADS),
-                            WEFT_CU_THREADS, 0, s>>>(p, x, (uint16_t *)col,
-                                                     dt);
+  WEFT_CU_WITH_TYPE(
+      xdt, X,
+      im2col_kernel<uint16_t, X>
+      <<<weft_cu_blocks(p.total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+          p, (const X *)x, (uint16_t *)col, dt));
   return cudaGetLastError();
 }

@@ -57,9 +57,9 @@ typedef struct weft__cuda_ctx {
   int sm_count;
   size_t smem_optin; /* max dynamic shared memory per block */
   cudaStream_t stream;
-  void *blas;  /* cublasHandle_t */
-  void *cudnn; /* cudnnHandle_t, NULL without cuDNN or before first use */
-  bool cudnn_tried; /* weft__cudnn_ensure ran (made it, or found none) */
+  void *blas;        /* cublasHandle_t */
+  void *cudnn;       /* cudnnHandle_t, NULL without cuDNN or before first use */
+  bool cudnn_tried;  /* weft__cudnn_ensure ran (made it, or found none) */
   void *cudnn_plans; /* conv_cudnn.c's algorithm cache (with the handle) */
   pthread_t cudnn_thread; /* weft_cuda_start_cudnn's, while cudnn_starting */
   bool cudnn_starting;
@@ -69,9 +69,10 @@ typedef struct weft__cuda_ctx {
   uint64_t n_lt, n_lt_fallback; /* 16-bit products on cuBLASLt / GemmEx */
   bool tf32;
   weft_cuda_conv_algo conv_algo;
-  bool attn_unfused; /* weft_cuda_set_fused_attention(be, false) */
-  size_t scratch_limit; /* weft_cuda_set_scratch_limit; 0: none */
+  bool attn_unfused;             /* weft_cuda_set_fused_attention(be, false) */
+  size_t scratch_limit;          /* weft_cuda_set_scratch_limit; 0: none */
   weft_cuda_precision precision; /* never AUTO */
+  weft_dtype act; /* activations' dtype: WEFT_F32 or the compute dtype */
   weft__cuda_ranges half;
   weft__cuda_cache cache;
   weft__cuda_prof *prof;
@@ -79,6 +80,13 @@ typedef struct weft__cuda_ctx {
 } weft__cuda_ctx;
 
 #define WEFT__CUDA_CTX(be) ((weft__cuda_ctx *)(be)->ctx)
+
+/* Element i of an activation buffer (pointer arithmetic in the
+ * activation dtype, whatever the C type of p). */
+static inline void *weft__cuda_act_at(const weft__cuda_ctx *ctx, const void *p,
+                                      int64_t i) {
+  return (char *)p + i * (ctx->act == WEFT_F32 ? 4 : 2);
+}
 
 /* profile_cuda.c: whether iface is the profiling vtable; frees ctx->prof. */
 bool weft__cuda_is_prof_iface(const weft_backend_iface *iface);
@@ -95,7 +103,8 @@ void *weft__cuda_alloc(weft__cuda_ctx *ctx, size_t nbytes);
  * one per shape (memory --vram has to hold). */
 static inline size_t weft__cuda_pow2(size_t n) {
   size_t p = 1;
-  while (p < n && p << 1) p <<= 1;
+  while (p < n && p << 1)
+    p <<= 1;
   return p;
 }
 void weft__cuda_free(weft__cuda_ctx *ctx, void *p);
@@ -132,19 +141,21 @@ int weft__cuda_fail(weft__cuda_ctx *ctx, int code, const char *fmt, ...)
 int weft__cuda_gemm(weft__cuda_ctx *ctx, const weft_gemm_args *g);
 /* The GEMM every product goes through.  a_dt / b_dt: how A and B are
  * stored (WEFT_F32, WEFT_F16, WEFT_BF16), or WEFT__DT_LOOKUP to ask the
- * half-weight registry.  bias: NULL, or [n] fp32 added to every row of C
- * after the product (a cuBLASLt epilogue in 16-bit precision).  In FP32
- * precision 16-bit operands are widened to fp32 first; in FP16/BF16
- * precision fp32 (or the other 16-bit type's) operands are rounded into
- * dense 16-bit scratch and the product runs on cuBLASLt (fp32 accumulate,
- * fp32 C). */
+ * half-weight registry; c_dt how C is (WEFT_F32, or in FP16/BF16
+ * precision the compute dtype).  bias: NULL, or [n] fp32 added to every
+ * row of C after the product (a cuBLASLt epilogue in 16-bit precision);
+ * g->bias as ops.h says.  In FP32 precision 16-bit operands are widened to
+ * fp32 first; in FP16/BF16 precision fp32 (or the other 16-bit type's)
+ * operands are rounded into dense 16-bit scratch and the product runs on
+ * cuBLASLt (fp32 accumulate, C rounded once when it is 16-bit). */
 #define WEFT__DT_LOOKUP (-1)
 int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
-                       int b_dt, const float *bias);
+                       int b_dt, int c_dt, const float *bias);
 /* A 16-bit product for gemm_lt.c: row-major as weft_gemm_args (op flags,
  * row strides ld and batch strides s* in elements), A and B stored as dt
- * (WEFT_F16 or WEFT_BF16), C fp32; bias as weft__cuda_gemm_ex's (batch 1,
- * ldc == n).  Sizes are valid, k > 0, batch >= 1. */
+ * (WEFT_F16 or WEFT_BF16), C as c_dt (WEFT_F32 or dt); bias as
+ * weft__cuda_gemm_ex's (batch 1, ldc == n).  Sizes are valid, k > 0,
+ * batch >= 1. */
 typedef struct weft__cuda_mm {
   int trans_a, trans_b;
   int64_t m, n, k, batch;
@@ -153,10 +164,10 @@ typedef struct weft__cuda_mm {
   int64_t lda, sa;
   const void *b;
   int64_t ldb, sb;
-  float *c;
+  void *c;
   int64_t ldc, sc;
   const float *bias;
-  weft_dtype dt;
+  weft_dtype dt, c_dt;
 } weft__cuda_mm;
 /* cublasLtMatmul (fp32 compute, bias epilogue); where cuBLASLt offers no
  * algorithm (odd alignments), cublasGemmStridedBatchedEx + a bias kernel. */
@@ -241,38 +252,43 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a);
  * failure; faults inside a kernel surface at the next synchronize).  Sizes
  * are validated by the caller; zero-sized work must not reach them. */
 
-/* pointwise.cu */
-cudaError_t weft__cu_act(cudaStream_t s, int act, const float *x, float *y,
-                         int64_t n);
-cudaError_t weft__cu_gated_act(cudaStream_t s, int act, const float *x,
-                               float *y, int64_t rows, int64_t dim);
+/* pointwise.cu and norm.cu take `dt`, the weft_dtype their activation
+ * pointers (void *) point to: WEFT_F32, WEFT_F16 or WEFT_BF16 (the
+ * backend's activation dtype, weft_cuda_set_act_dtype).  The math is fp32,
+ * each stored value rounded once; weights, biases and norm parameters
+ * (float *) are fp32. */
+cudaError_t weft__cu_act(cudaStream_t s, int dt, int act, const void *x,
+                         void *y, int64_t n);
+cudaError_t weft__cu_gated_act(cudaStream_t s, int dt, int act, const void *x,
+                               void *y, int64_t rows, int64_t dim);
 /* Collapsed broadcast: nd dims (1..WEFT_MAX_DIMS), y contiguous. */
 typedef struct weft__cu_bcast {
   int nd;
   int64_t shape[8], sa[8], sb[8];
 } weft__cu_bcast;
-cudaError_t weft__cu_binary(cudaStream_t s, int op, const float *a,
-                            const float *b, float *y, const weft__cu_bcast *bc,
+cudaError_t weft__cu_binary(cudaStream_t s, int dt, int op, const void *a,
+                            const void *b, void *y, const weft__cu_bcast *bc,
                             int64_t total);
-cudaError_t weft__cu_scale_add(cudaStream_t s, float *y, float alpha,
-                               const float *a, float beta, const float *b,
+cudaError_t weft__cu_scale_add(cudaStream_t s, int dt, void *y, float alpha,
+                               const void *a, float beta, const void *b,
                                int64_t n);
 /* c[i*stride_c + r*ldc + j] = beta == 0 ? 0 : beta * c[...] (GEMM, k = 0) */
-cudaError_t weft__cu_scale_matrix(cudaStream_t s, float *c, int64_t batch,
-                                  int64_t stride_c, int64_t m, int64_t n,
-                                  int64_t ldc, float beta);
+cudaError_t weft__cu_scale_matrix(cudaStream_t s, int dt, void *c,
+                                  int64_t batch, int64_t stride_c, int64_t m,
+                                  int64_t n, int64_t ldc, float beta);
 /* y[r*cols + j] += bias[j] for rows x cols */
-cudaError_t weft__cu_bias_rows(cudaStream_t s, float *y, const float *bias,
-                               int64_t rows, int64_t cols);
+cudaError_t weft__cu_bias_rows(cudaStream_t s, int dt, void *y,
+                               const float *bias, int64_t rows, int64_t cols);
 /* y[b*ys + o*ld + j] += bias[o], b < batch, o < c_out, j < cols */
-cudaError_t weft__cu_bias_planes(cudaStream_t s, float *y, const float *bias,
-                                 int64_t batch, int64_t ys, int64_t c_out,
-                                 int64_t ld, int64_t cols);
-cudaError_t weft__cu_upsample2x(cudaStream_t s, const float *x, float *y,
+cudaError_t weft__cu_bias_planes(cudaStream_t s, int dt, void *y,
+                                 const float *bias, int64_t batch, int64_t ys,
+                                 int64_t c_out, int64_t ld, int64_t cols);
+cudaError_t weft__cu_upsample2x(cudaStream_t s, int dt, const void *x, void *y,
                                 int64_t planes, int64_t h, int64_t w);
-cudaError_t weft__cu_timestep(cudaStream_t s, const float *t, int64_t n,
+/* t fp32 (timesteps keep their fractions), y of dt */
+cudaError_t weft__cu_timestep(cudaStream_t s, int dt, const float *t, int64_t n,
                               int64_t dim, int flip, float neg_log, float denom,
-                              float scale, float *y);
+                              float scale, void *y);
 /* kind: 0 f16->f32, 1 f32->f16, 2 bf16->f32, 3 f32->bf16, 4 f16->bf16,
  * 5 bf16->f16 */
 cudaError_t weft__cu_convert(cudaStream_t s, int kind, void *dst,
@@ -305,26 +321,27 @@ cudaError_t weft__cu_im2col(cudaStream_t s, const weft_conv2d_args *a,
                             int64_t h_out, int64_t w_out, const float *x,
                             int64_t xs, int64_t n_img, int64_t n0, int64_t nb,
                             float *col);
-/* The same columns rounded to 16 bits (dt WEFT_F16 or WEFT_BF16). */
+/* The same columns rounded to 16 bits (dt WEFT_F16 or WEFT_BF16), from x
+ * stored as xdt. */
 cudaError_t weft__cu_im2col16(cudaStream_t s, const weft_conv2d_args *a,
-                              int64_t w_out, const float *x, int64_t xs,
+                              int64_t w_out, const void *x, int xdt, int64_t xs,
                               int64_t n_img, int64_t n0, int64_t nb, void *col,
                               int dt);
 
-/* norm.cu.  group_norm needs a scratch of group_norm_scratch_bytes (its
- * chunks' partial statistics and each channel's scale and shift) with the
- * alignment of a cudaMalloc'd block. */
+/* norm.cu (dt as pointwise.cu's).  group_norm needs a scratch of
+ * group_norm_scratch_bytes (its chunks' partial statistics and each
+ * channel's scale and shift) with the alignment of a cudaMalloc'd block. */
 size_t weft__cu_group_norm_scratch_bytes(int64_t batch, int64_t channels,
                                          int64_t spatial, int64_t groups);
-cudaError_t weft__cu_group_norm(cudaStream_t s, const float *x, float *y,
+cudaError_t weft__cu_group_norm(cudaStream_t s, int dt, const void *x, void *y,
                                 int64_t batch, int64_t channels,
                                 int64_t spatial, int64_t groups, float eps,
                                 const float *gamma, const float *beta, int act,
                                 void *scratch);
-cudaError_t weft__cu_layer_norm(cudaStream_t s, const float *x, float *y,
+cudaError_t weft__cu_layer_norm(cudaStream_t s, int dt, const void *x, void *y,
                                 int64_t rows, int64_t dim, float eps,
                                 const float *gamma, const float *beta);
-cudaError_t weft__cu_softmax(cudaStream_t s, const float *x, float *y,
+cudaError_t weft__cu_softmax(cudaStream_t s, int dt, const void *x, void *y,
                              int64_t rows, int64_t dim);
 
 /* attention.cu.  scale already resolved (never 0).  Returns
@@ -345,11 +362,12 @@ cudaError_t weft__cu_conv_direct(cudaStream_t s, const weft_conv2d_args *a,
 /* flash16.cu: whether the fused 16-bit kernel takes these shapes (d == dv,
  * d <= 160), the scratch it needs (k and v packed to 16 bits, padded to
  * the kernel's tiles: 16-byte aligned), and the kernel itself (bf16: BF16
- * operands, else FP16); scale already resolved. */
+ * operands, else FP16; act16: q, k, v and o stored in that type, else
+ * fp32); scale already resolved. */
 bool weft__cu_flash16_fits(const weft_attn_args *a);
 size_t weft__cu_flash16_scratch(const weft_attn_args *a);
 cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,
-                             float scale, int bf16, int sm_count,
+                             float scale, int bf16, int act16, int sm_count,
                              void *scratch);
 
 #ifdef __cplusplus

@@ -3,6 +3,10 @@
 // accumulators, as kernels/cpu computes them, so a 40960-value group of a
 // 64x64 map stays exact and both backends agree to float rounding (group
 // norm does both passes per 4096-value chunk and merges the chunks exactly).
+// Activations may be 16-bit: x and y are T (float, __half or __nv_bfloat16,
+// the launchers' dt), read into fp32 and rounded once at each store; gamma
+// and beta are fp32.  For T = float the kernels are the fp32 ones,
+// operation for operation.
 #include "common.cuh"
 
 #define ROW_THREADS 128
@@ -31,32 +35,34 @@ static int64_t gn_chunks(int64_t len) {
 }
 
 // Where a thread's j-th value sits in its chunk: value j % 4 of its
-// (j / 4)-th float4 (VEC), or its j-th value; a warp's loads are coalesced.
+// (j / 4)-th group of 4 (VEC), or its j-th value; a warp's loads are
+// coalesced.
 template <bool VEC> __device__ __forceinline__ int gn_at(int j) {
   const int t = (int)threadIdx.x;
   return VEC ? ((j >> 2) * GN_THREADS + t) * 4 + (j & 3) : j * GN_THREADS + t;
 }
 
 // part[block] = (sum, sum of (x - chunk mean)^2) of the block's chunk.  VEC:
-// x is 16-byte aligned and len % 4 == 0, so every chunk is whole float4s.
-template <bool VEC>
+// x is 4-element aligned (weft_cu_aligned4) and len % 4 == 0, so every
+// chunk is whole groups of 4 (weft_cu_ld4).
+template <typename T, bool VEC>
 __global__ void __launch_bounds__(GN_THREADS)
-    gn_chunk_kernel(const float *__restrict__ x, int64_t len, int64_t nchunk,
+    gn_chunk_kernel(const T *__restrict__ x, int64_t len, int64_t nchunk,
                     double2 *__restrict__ part) {
   __shared__ double red[32];
   const int64_t t = blockIdx.x / nchunk, k = blockIdx.x % nchunk;
-  const float *p = x + t * len + k * GN_CHUNK;
+  const T *p = x + t * len + k * GN_CHUNK;
   const int n = (int)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
   float v[GN_VALS];
 #pragma unroll
   for (int j = 0; j < GN_VALS; j += VEC ? 4 : 1) {
     const int i = gn_at<VEC>(j);
     if constexpr (VEC) {
-      const float4 a = i < n ? *reinterpret_cast<const float4 *>(p + i)
-                             : make_float4(0.f, 0.f, 0.f, 0.f);
+      const float4 a =
+          i < n ? weft_cu_ld4(p + i) : make_float4(0.f, 0.f, 0.f, 0.f);
       v[j] = a.x, v[j + 1] = a.y, v[j + 2] = a.z, v[j + 3] = a.w;
     } else {
-      v[j] = i < n ? p[i] : 0.f;
+      v[j] = i < n ? weft_cu_ld(p + i) : 0.f;
     }
   }
   double s = 0;
@@ -111,34 +117,35 @@ __global__ void __launch_bounds__(GN_FIN_THREADS)
   }
 }
 
-// y = act(fma(x, scale, shift)) over items of W values (1, or a float4),
-// per_plane items to an (image, channel) plane.  y may equal x: an item is
-// read, then written, by one thread.  I is uint32_t where the items fit:
-// a 64-bit division per item costs more than its memory traffic.
-template <typename I, int W>
-__global__ void gn_apply_kernel(const float *x, float *y,
-                                const float2 *__restrict__ ss, I items,
-                                I per_plane, int act) {
+// y = act(fma(x, scale, shift)) over items of W values (1, or 4 through
+// weft_cu_ld4 / st4), per_plane items to an (image, channel) plane.  y may
+// equal x: an item is read, then written, by one thread.  I is uint32_t
+// where the items fit: a 64-bit division per item costs more than its
+// memory traffic (the element offset i * W is taken in 64 bits).
+template <typename T, typename I, int W>
+__global__ void gn_apply_kernel(const T *x, T *y, const float2 *__restrict__ ss,
+                                I items, I per_plane, int act) {
   for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < items;
        i += (I)gridDim.x * blockDim.x) {
     const float2 v = ss[i / per_plane];
+    const int64_t e = (int64_t)i * W;
     if constexpr (W == 4) {
-      float4 a = reinterpret_cast<const float4 *>(x)[i];
+      float4 a = weft_cu_ld4(x + e);
       a.x = weft_cu_act1(act, fmaf(a.x, v.x, v.y));
       a.y = weft_cu_act1(act, fmaf(a.y, v.x, v.y));
       a.z = weft_cu_act1(act, fmaf(a.z, v.x, v.y));
       a.w = weft_cu_act1(act, fmaf(a.w, v.x, v.y));
-      reinterpret_cast<float4 *>(y)[i] = a;
+      weft_cu_st4(y + e, a);
     } else {
-      y[i] = weft_cu_act1(act, fmaf(x[i], v.x, v.y));
+      weft_cu_st(y + e, weft_cu_act1(act, fmaf(weft_cu_ld(x + e), v.x, v.y)));
     }
   }
 }
 
-template <typename I, int W>
-static void gn_apply(cudaStream_t s, const float *x, float *y, const float2 *ss,
+template <typename T, typename I, int W>
+static void gn_apply(cudaStream_t s, const T *x, T *y, const float2 *ss,
                      int64_t items, int64_t per_plane, int act) {
-  gn_apply_kernel<I, W>
+  gn_apply_kernel<T, I, W>
       <<<weft_cu_blocks(items, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
           x, y, ss, (I)items, (I)per_plane, act);
 }
@@ -152,37 +159,51 @@ extern "C" size_t weft__cu_group_norm_scratch_bytes(int64_t batch,
          (size_t)(batch * channels) * sizeof(float2);
 }
 
-extern "C" cudaError_t
-weft__cu_group_norm(cudaStream_t s, const float *x, float *y, int64_t batch,
-                    int64_t channels, int64_t spatial, int64_t groups,
-                    float eps, const float *gamma, const float *beta, int act,
-                    void *scratch) {
+// The three launches; blocks = batch * groups * nchunk, checked to fit.
+template <typename T>
+static void group_norm_t(cudaStream_t s, const T *x, T *y, int64_t batch,
+                         int64_t channels, int64_t spatial, int64_t groups,
+                         float eps, const float *gamma, const float *beta,
+                         int act, double2 *part, int64_t blocks) {
   const int64_t len = channels / groups * spatial, nchunk = gn_chunks(len);
-  const int64_t blocks = batch * groups * nchunk;
-  if (blocks > INT32_MAX) return cudaErrorInvalidValue;
-  double2 *part = static_cast<double2 *>(scratch);
   float2 *ss = reinterpret_cast<float2 *>(part + blocks);
-  if (len % 4 == 0 && weft_cu_aligned16(x))
-    gn_chunk_kernel<true>
+  if (len % 4 == 0 && weft_cu_aligned4<T>(x))
+    gn_chunk_kernel<T, true>
         <<<(unsigned)blocks, GN_THREADS, 0, s>>>(x, len, nchunk, part);
   else
-    gn_chunk_kernel<false>
+    gn_chunk_kernel<T, false>
         <<<(unsigned)blocks, GN_THREADS, 0, s>>>(x, len, nchunk, part);
   gn_finalize_kernel<<<(unsigned)(batch * groups), GN_FIN_THREADS, 0, s>>>(
       part, nchunk, len, channels, groups, eps, gamma, beta, ss);
   // uint32_t indices: items <= INT32_MAX and a grid stride <= 2^28 cannot
-  // wrap.  An error of any launch stays for cudaGetLastError below.
+  // wrap.  An error of any launch stays for weft__cu_group_norm's
+  // cudaGetLastError.
   const int64_t n = batch * channels * spatial;
-  if (spatial % 4 == 0 && weft_cu_aligned16(x) && weft_cu_aligned16(y)) {
+  if (spatial % 4 == 0 && weft_cu_aligned4<T>(x) && weft_cu_aligned4<T>(y)) {
     if (n / 4 <= INT32_MAX)
-      gn_apply<uint32_t, 4>(s, x, y, ss, n / 4, spatial / 4, act);
+      gn_apply<T, uint32_t, 4>(s, x, y, ss, n / 4, spatial / 4, act);
     else
-      gn_apply<int64_t, 4>(s, x, y, ss, n / 4, spatial / 4, act);
+      gn_apply<T, int64_t, 4>(s, x, y, ss, n / 4, spatial / 4, act);
   } else if (n <= INT32_MAX) {
-    gn_apply<uint32_t, 1>(s, x, y, ss, n, spatial, act);
+    gn_apply<T, uint32_t, 1>(s, x, y, ss, n, spatial, act);
   } else {
-    gn_apply<int64_t, 1>(s, x, y, ss, n, spatial, act);
+    gn_apply<T, int64_t, 1>(s, x, y, ss, n, spatial, act);
   }
+}
+
+extern "C" cudaError_t
+weft__cu_group_norm(cudaStream_t s, int dt, const void *x, void *y,
+                    int64_t batch, int64_t channels, int64_t spatial,
+                    int64_t groups, float eps, const float *gamma,
+                    const float *beta, int act, void *scratch) {
+  const int64_t len = channels / groups * spatial, nchunk = gn_chunks(len);
+  const int64_t blocks = batch * groups * nchunk;
+  if (blocks > INT32_MAX) return cudaErrorInvalidValue;
+  WEFT_CU_WITH_TYPE(dt, T,
+                    group_norm_t<T>(s, static_cast<const T *>(x),
+                                    static_cast<T *>(y), batch, channels,
+                                    spatial, groups, eps, gamma, beta, act,
+                                    static_cast<double2 *>(scratch), blocks));
   return cudaGetLastError();
 }
 
@@ -190,42 +211,48 @@ weft__cu_group_norm(cudaStream_t s, const float *x, float *y, int64_t batch,
 
 // One block per row (grid-stride over rows).  y may equal x: the block
 // reads its whole row for both statistics before it writes any of it.
+template <typename T>
 __global__ void __launch_bounds__(ROW_THREADS)
-    ln_kernel(const float *x, float *y, int64_t rows, int64_t dim, float eps,
+    ln_kernel(const T *x, T *y, int64_t rows, int64_t dim, float eps,
               const float *__restrict__ gamma, const float *__restrict__ beta) {
   __shared__ double red[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float *xr = x + r * dim;
-    float *yr = y + r * dim;
+    const T *xr = x + r * dim;
+    T *yr = y + r * dim;
     double s = 0;
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
-      s += xr[i];
+      s += weft_cu_ld(xr + i);
     const double mean = weft_cu_block_sum(s, red) / (double)dim;
     double q = 0;
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-      double d = xr[i] - mean;
+      double d = weft_cu_ld(xr + i) - mean;
       q += d * d;
     }
     const double var = weft_cu_block_sum(q, red) / (double)dim;
     const float mf = (float)mean, rf = (float)(1.0 / sqrt(var + (double)eps));
     // kernels/cpu's norm_row: ((x - mean) * rstd) * gamma + beta, each
-    // step rounded (no FMA contraction)
+    // step rounded (no FMA contraction); a 16-bit y rounds once more, at
+    // the store
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-      float v = __fmul_rn(__fsub_rn(xr[i], mf), rf);
+      float v = __fmul_rn(__fsub_rn(weft_cu_ld(xr + i), mf), rf);
       if (gamma) v = __fmul_rn(v, gamma[i]);
       if (beta) v = __fadd_rn(v, beta[i]);
-      yr[i] = v;
+      weft_cu_st(yr + i, v);
     }
     __syncthreads(); // the next row's reductions reuse red
   }
 }
 
-extern "C" cudaError_t weft__cu_layer_norm(cudaStream_t s, const float *x,
-                                           float *y, int64_t rows, int64_t dim,
-                                           float eps, const float *gamma,
+extern "C" cudaError_t weft__cu_layer_norm(cudaStream_t s, int dt,
+                                           const void *x, void *y, int64_t rows,
+                                           int64_t dim, float eps,
+                                           const float *gamma,
                                            const float *beta) {
   unsigned g = (unsigned)(rows < (1 << 20) ? rows : (1 << 20));
-  ln_kernel<<<g, ROW_THREADS, 0, s>>>(x, y, rows, dim, eps, gamma, beta);
+  WEFT_CU_WITH_TYPE(dt, T,
+                    ln_kernel<T><<<g, ROW_THREADS, 0, s>>>(
+                        static_cast<const T *>(x), static_cast<T *>(y), rows,
+                        dim, eps, gamma, beta));
   return cudaGetLastError();
 }
 
@@ -235,31 +262,35 @@ extern "C" cudaError_t weft__cu_layer_norm(cudaStream_t s, const float *x,
 // (float)(1 / sum), kernels/cpu's order.  y may equal x: the reductions
 // finish (block barriers) before the last pass, in which each element is
 // read and then written by the same thread.
+template <typename T>
 __global__ void __launch_bounds__(ROW_THREADS)
-    softmax_kernel(const float *x, float *y, int64_t rows, int64_t dim) {
+    softmax_kernel(const T *x, T *y, int64_t rows, int64_t dim) {
   __shared__ double red[32];
   __shared__ float redf[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float *xr = x + r * dim;
-    float *yr = y + r * dim;
+    const T *xr = x + r * dim;
+    T *yr = y + r * dim;
     float mx = -INFINITY;
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
-      mx = fmaxf(mx, xr[i]);
+      mx = fmaxf(mx, weft_cu_ld(xr + i));
     mx = weft_cu_block_max(mx, redf);
     double s = 0;
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
-      s += expf(xr[i] - mx);
+      s += expf(weft_cu_ld(xr + i) - mx);
     s = weft_cu_block_sum(s, red);
     const float inv = (float)(1.0 / s);
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
-      yr[i] = expf(xr[i] - mx) * inv;
+      weft_cu_st(yr + i, expf(weft_cu_ld(xr + i) - mx) * inv);
     __syncthreads();
   }
 }
 
-extern "C" cudaError_t weft__cu_softmax(cudaStream_t s, const float *x,
-                                        float *y, int64_t rows, int64_t dim) {
+extern "C" cudaError_t weft__cu_softmax(cudaStream_t s, int dt, const void *x,
+                                        void *y, int64_t rows, int64_t dim) {
   unsigned g = (unsigned)(rows < (1 << 20) ? rows : (1 << 20));
-  softmax_kernel<<<g, ROW_THREADS, 0, s>>>(x, y, rows, dim);
+  WEFT_CU_WITH_TYPE(dt, T,
+                    softmax_kernel<T>
+                    <<<g, ROW_THREADS, 0, s>>>(static_cast<const T *>(x),
+                                               static_cast<T *>(y), rows, dim));
   return cudaGetLastError();
 }

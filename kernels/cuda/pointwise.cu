@@ -2,54 +2,71 @@
 // gated activations, broadcasting binary ops, scale-add, bias adds, GEMM's
 // k = 0 case, nearest 2x upsampling, timestep embeddings and dtype
 // conversion.  Each is a grid-stride loop; the formulas are kernels/cpu's.
+// Activations may be 16-bit: the kernels are templates on the storage type
+// T (float, __half or __nv_bfloat16, the launchers' dt), compute in fp32
+// and round once at each store (common.cuh's weft_cu_ld / weft_cu_st);
+// weights, biases and timesteps stay fp32.  For T = float the kernels are
+// the fp32 ones, operation for operation.
 #include "common.cuh"
 
 // ---- activations -----------------------------------------------------------
 
-__global__ void act_kernel(int act, const float *__restrict__ x,
-                           float *__restrict__ y, int64_t n) {
+template <typename T>
+__global__ void act_kernel(int act, const T *__restrict__ x, T *__restrict__ y,
+                           int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
-    y[i] = weft_cu_act1(act, x[i]);
+    weft_cu_st(y + i, weft_cu_act1(act, weft_cu_ld(x + i)));
 }
 
 // In place (x == y) is fine here: each element is read, then written, by
 // one thread; so no __restrict__ on the in-place-capable kernels.
-__global__ void act_kernel_alias(int act, const float *x, float *y, int64_t n) {
+template <typename T>
+__global__ void act_kernel_alias(int act, const T *x, T *y, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
-    y[i] = weft_cu_act1(act, x[i]);
+    weft_cu_st(y + i, weft_cu_act1(act, weft_cu_ld(x + i)));
 }
 
-extern "C" cudaError_t weft__cu_act(cudaStream_t s, int act, const float *x,
-                                    float *y, int64_t n) {
+template <typename T>
+static void launch_act(cudaStream_t s, int act, const T *x, T *y, int64_t n) {
   unsigned g = weft_cu_blocks(n, WEFT_CU_THREADS);
   if (x == y)
-    act_kernel_alias<<<g, WEFT_CU_THREADS, 0, s>>>(act, x, y, n);
+    act_kernel_alias<T><<<g, WEFT_CU_THREADS, 0, s>>>(act, x, y, n);
   else
-    act_kernel<<<g, WEFT_CU_THREADS, 0, s>>>(act, x, y, n);
+    act_kernel<T><<<g, WEFT_CU_THREADS, 0, s>>>(act, x, y, n);
+}
+
+extern "C" cudaError_t weft__cu_act(cudaStream_t s, int dt, int act,
+                                    const void *x, void *y, int64_t n) {
+  WEFT_CU_WITH_TYPE(
+      dt, T,
+      launch_act<T>(s, act, static_cast<const T *>(x), static_cast<T *>(y), n));
   return cudaGetLastError();
 }
 
 // y[r, i] = x[r, i] * act(x[r, dim + i]); x and y do not overlap (the
 // caller routes in-place calls through a temporary).  Rows on grid.y, V
-// columns (1 or 4: float4 when dim % 4 == 0 and both aligned) per thread.
-template <int V>
-__global__ void gated_kernel(int act, const float *__restrict__ x,
-                             float *__restrict__ y, int64_t rows, int64_t dim) {
+// columns (1 or 4: weft_cu_ld4 / st4 when dim % 4 == 0 and both are
+// 4-element aligned) per thread.
+template <typename T, int V>
+__global__ void gated_kernel(int act, const T *__restrict__ x,
+                             T *__restrict__ y, int64_t rows, int64_t dim) {
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    const float *row = x + r * 2 * dim;
-    float *out = y + r * dim;
+    const T *row = x + r * 2 * dim;
+    T *out = y + r * dim;
     for (int64_t c = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V;
          c < dim; c += (int64_t)gridDim.x * blockDim.x * V) {
       if (V == 4) {
-        const float4 u = *reinterpret_cast<const float4 *>(row + c);
-        const float4 g = *reinterpret_cast<const float4 *>(row + dim + c);
-        *reinterpret_cast<float4 *>(out + c) = make_float4(
-            u.x * weft_cu_act1(act, g.x), u.y * weft_cu_act1(act, g.y),
-            u.z * weft_cu_act1(act, g.z), u.w * weft_cu_act1(act, g.w));
+        const float4 u = weft_cu_ld4(row + c);
+        const float4 g = weft_cu_ld4(row + dim + c);
+        weft_cu_st4(out + c, make_float4(u.x * weft_cu_act1(act, g.x),
+                                         u.y * weft_cu_act1(act, g.y),
+                                         u.z * weft_cu_act1(act, g.z),
+                                         u.w * weft_cu_act1(act, g.w)));
       } else {
-        out[c] = row[c] * weft_cu_act1(act, row[dim + c]);
+        weft_cu_st(out + c, weft_cu_ld(row + c) *
+                                weft_cu_act1(act, weft_cu_ld(row + dim + c)));
       }
     }
   }
@@ -64,15 +81,23 @@ static dim3 rows_grid(int64_t rows, int64_t cols, int v) {
   return g;
 }
 
-extern "C" cudaError_t weft__cu_gated_act(cudaStream_t s, int act,
-                                          const float *x, float *y,
-                                          int64_t rows, int64_t dim) {
-  if (dim % 4 == 0 && weft_cu_aligned16(x) && weft_cu_aligned16(y))
-    gated_kernel<4><<<rows_grid(rows, dim, 4), WEFT_CU_THREADS, 0, s>>>(
+template <typename T>
+static void launch_gated(cudaStream_t s, int act, const T *x, T *y,
+                         int64_t rows, int64_t dim) {
+  if (dim % 4 == 0 && weft_cu_aligned4<T>(x) && weft_cu_aligned4<T>(y))
+    gated_kernel<T, 4><<<rows_grid(rows, dim, 4), WEFT_CU_THREADS, 0, s>>>(
         act, x, y, rows, dim);
   else
-    gated_kernel<1><<<rows_grid(rows, dim, 1), WEFT_CU_THREADS, 0, s>>>(
+    gated_kernel<T, 1><<<rows_grid(rows, dim, 1), WEFT_CU_THREADS, 0, s>>>(
         act, x, y, rows, dim);
+}
+
+extern "C" cudaError_t weft__cu_gated_act(cudaStream_t s, int dt, int act,
+                                          const void *x, void *y, int64_t rows,
+                                          int64_t dim) {
+  WEFT_CU_WITH_TYPE(dt, T,
+                    launch_gated<T>(s, act, static_cast<const T *>(x),
+                                    static_cast<T *>(y), rows, dim));
   return cudaGetLastError();
 }
 
@@ -90,7 +115,8 @@ __device__ __forceinline__ float binop(int op, float u, float v) {
 // One output element per iteration; the offsets of a and b come from the
 // collapsed shape (last dim fastest).  y may be a or b when that operand
 // has the full shape: element i reads its own index before writing it.
-__global__ void binary_kernel(int op, const float *a, const float *b, float *y,
+template <typename T>
+__global__ void binary_kernel(int op, const T *a, const T *b, T *y,
                               weft__cu_bcast bc, int64_t total) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -101,205 +127,276 @@ __global__ void binary_kernel(int op, const float *a, const float *b, float *y,
       oa += idx * bc.sa[d];
       ob += idx * bc.sb[d];
     }
-    y[i] = binop(op, a[oa], b[ob]);
+    weft_cu_st(y + i, binop(op, weft_cu_ld(a + oa), weft_cu_ld(b + ob)));
   }
 }
 
 // The common cases without index arithmetic: same shape, or one operand a
 // scalar (nd == 1 after collapsing).
-__global__ void binary_flat_kernel(int op, const float *a, int64_t sa,
-                                   const float *b, int64_t sb, float *y,
-                                   int64_t total) {
+template <typename T>
+__global__ void binary_flat_kernel(int op, const T *a, int64_t sa, const T *b,
+                                   int64_t sb, T *y, int64_t total) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x)
-    y[i] = binop(op, a[i * sa], b[i * sb]);
+    weft_cu_st(y + i,
+               binop(op, weft_cu_ld(a + i * sa), weft_cu_ld(b + i * sb)));
 }
 
 // [rows, cols] (op) [cols] or [rows, 1]-style: nd == 2, one operand
 // broadcast along one axis.  Uses 2-D indexing without 64-bit division
-// per element.  V = 4: float4 loads and stores, for column strides of 0
-// or 1, cols and row strides multiples of 4 and aligned bases.
-__device__ __forceinline__ float4 load4(const float *p, int64_t step) {
-  if (step == 0) return make_float4(p[0], p[0], p[0], p[0]);
-  return *reinterpret_cast<const float4 *>(p);
+// per element.  V = 4: four values per load and store (weft_cu_ld4 / st4),
+// for column strides of 0 or 1, cols and row strides multiples of 4 and
+// 4-element aligned bases.
+template <typename T>
+__device__ __forceinline__ float4 load4(const T *p, int64_t step) {
+  if (step == 0) {
+    const float v = weft_cu_ld(p);
+    return make_float4(v, v, v, v);
+  }
+  return weft_cu_ld4(p);
 }
 
-template <int V>
-__global__ void binary_2d_kernel(int op, const float *a, const float *b,
-                                 float *y, int64_t rows, int64_t cols,
-                                 int64_t sa0, int64_t sa1, int64_t sb0,
-                                 int64_t sb1) {
+template <typename T, int V>
+__global__ void binary_2d_kernel(int op, const T *a, const T *b, T *y,
+                                 int64_t rows, int64_t cols, int64_t sa0,
+                                 int64_t sa1, int64_t sb0, int64_t sb1) {
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
     for (int64_t c = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V;
          c < cols; c += (int64_t)gridDim.x * blockDim.x * V) {
       if (V == 4) {
         const float4 u = load4(a + r * sa0 + c * sa1, sa1);
         const float4 v = load4(b + r * sb0 + c * sb1, sb1);
-        *reinterpret_cast<float4 *>(y + r * cols + c) =
-            make_float4(binop(op, u.x, v.x), binop(op, u.y, v.y),
-                        binop(op, u.z, v.z), binop(op, u.w, v.w));
+        weft_cu_st4(y + r * cols + c,
+                    make_float4(binop(op, u.x, v.x), binop(op, u.y, v.y),
+                                binop(op, u.z, v.z), binop(op, u.w, v.w)));
       } else {
-        y[r * cols + c] = binop(op, a[r * sa0 + c * sa1], b[r * sb0 + c * sb1]);
+        weft_cu_st(y + r * cols + c,
+                   binop(op, weft_cu_ld(a + r * sa0 + c * sa1),
+                         weft_cu_ld(b + r * sb0 + c * sb1)));
       }
     }
 }
 
-extern "C" cudaError_t weft__cu_binary(cudaStream_t s, int op, const float *a,
-                                       const float *b, float *y,
-                                       const weft__cu_bcast *bc,
-                                       int64_t total) {
+template <typename T>
+static void launch_binary(cudaStream_t s, int op, const T *a, const T *b, T *y,
+                          const weft__cu_bcast *bc, int64_t total) {
   if (bc->nd == 1) {
-    binary_flat_kernel<<<weft_cu_blocks(total, WEFT_CU_THREADS),
-                         WEFT_CU_THREADS, 0, s>>>(op, a, bc->sa[0], b,
-                                                  bc->sb[0], y, total);
+    binary_flat_kernel<T>
+        <<<weft_cu_blocks(total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+            op, a, bc->sa[0], b, bc->sb[0], y, total);
   } else if (bc->nd == 2) {
     int64_t rows = bc->shape[0], cols = bc->shape[1];
     const bool v4 = cols % 4 == 0 && (bc->sa[1] == 0 || bc->sa[1] == 1) &&
                     (bc->sb[1] == 0 || bc->sb[1] == 1) && bc->sa[0] % 4 == 0 &&
-                    bc->sb[0] % 4 == 0 && weft_cu_aligned16(y) &&
-                    (bc->sa[1] == 0 || weft_cu_aligned16(a)) &&
-                    (bc->sb[1] == 0 || weft_cu_aligned16(b));
+                    bc->sb[0] % 4 == 0 && weft_cu_aligned4<T>(y) &&
+                    (bc->sa[1] == 0 || weft_cu_aligned4<T>(a)) &&
+                    (bc->sb[1] == 0 || weft_cu_aligned4<T>(b));
     if (v4)
-      binary_2d_kernel<4><<<rows_grid(rows, cols, 4), WEFT_CU_THREADS, 0, s>>>(
-          op, a, b, y, rows, cols, bc->sa[0], bc->sa[1], bc->sb[0], bc->sb[1]);
+      binary_2d_kernel<T, 4>
+          <<<rows_grid(rows, cols, 4), WEFT_CU_THREADS, 0, s>>>(
+              op, a, b, y, rows, cols, bc->sa[0], bc->sa[1], bc->sb[0],
+              bc->sb[1]);
     else
-      binary_2d_kernel<1><<<rows_grid(rows, cols, 1), WEFT_CU_THREADS, 0, s>>>(
-          op, a, b, y, rows, cols, bc->sa[0], bc->sa[1], bc->sb[0], bc->sb[1]);
+      binary_2d_kernel<T, 1>
+          <<<rows_grid(rows, cols, 1), WEFT_CU_THREADS, 0, s>>>(
+              op, a, b, y, rows, cols, bc->sa[0], bc->sa[1], bc->sb[0],
+              bc->sb[1]);
   } else {
-    binary_kernel<<<weft_cu_blocks(total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
-                    s>>>(op, a, b, y, *bc, total);
+    binary_kernel<T>
+        <<<weft_cu_blocks(total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+            op, a, b, y, *bc, total);
   }
+}
+
+extern "C" cudaError_t weft__cu_binary(cudaStream_t s, int dt, int op,
+                                       const void *a, const void *b, void *y,
+                                       const weft__cu_bcast *bc,
+                                       int64_t total) {
+  WEFT_CU_WITH_TYPE(dt, T,
+                    launch_binary<T>(s, op, static_cast<const T *>(a),
+                                     static_cast<const T *>(b),
+                                     static_cast<T *>(y), bc, total));
   return cudaGetLastError();
 }
 
 // ---- scale-add, bias, k = 0 GEMM -------------------------------------------
 
+template <typename T>
 __device__ __forceinline__ float sa1(float alpha, float a, float beta,
-                                     const float *b, float bv) {
+                                     const T *b, float bv) {
   return b ? __fadd_rn(__fmul_rn(alpha, a), __fmul_rn(beta, bv)) : alpha * a;
 }
 
-// y = alpha a + beta b (b may be NULL); V = 4: float4 over n / 4 (n a
-// multiple of 4, every pointer aligned).  y may be a or b.
-template <int V>
-__global__ void scale_add_kernel(float *y, float alpha, const float *a,
-                                 float beta, const float *b, int64_t n) {
+// y = alpha a + beta b (b may be NULL); V = 4: weft_cu_ld4 / st4 over
+// n / 4 (n a multiple of 4, every pointer 4-element aligned).  y may be a
+// or b.
+template <typename T, int V>
+__global__ void scale_add_kernel(T *y, float alpha, const T *a, float beta,
+                                 const T *b, int64_t n) {
   for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V; i < n;
        i += (int64_t)gridDim.x * blockDim.x * V) {
     if (V == 4) {
-      const float4 u = *reinterpret_cast<const float4 *>(a + i);
-      const float4 v = b ? *reinterpret_cast<const float4 *>(b + i) : u;
-      *reinterpret_cast<float4 *>(y + i) = make_float4(
-          sa1(alpha, u.x, beta, b, v.x), sa1(alpha, u.y, beta, b, v.y),
-          sa1(alpha, u.z, beta, b, v.z), sa1(alpha, u.w, beta, b, v.w));
+      const float4 u = weft_cu_ld4(a + i);
+      const float4 v = b ? weft_cu_ld4(b + i) : u;
+      weft_cu_st4(y + i, make_float4(sa1(alpha, u.x, beta, b, v.x),
+                                     sa1(alpha, u.y, beta, b, v.y),
+                                     sa1(alpha, u.z, beta, b, v.z),
+                                     sa1(alpha, u.w, beta, b, v.w)));
     } else {
-      y[i] = sa1(alpha, a[i], beta, b, b ? b[i] : 0.0f);
+      weft_cu_st(y + i, sa1(alpha, weft_cu_ld(a + i), beta, b,
+                            b ? weft_cu_ld(b + i) : 0.0f));
     }
   }
 }
 
-extern "C" cudaError_t weft__cu_scale_add(cudaStream_t s, float *y, float alpha,
-                                          const float *a, float beta,
-                                          const float *b, int64_t n) {
-  if (n % 4 == 0 && weft_cu_aligned16(y) && weft_cu_aligned16(a) &&
-      (!b || weft_cu_aligned16(b)))
-    scale_add_kernel<4>
+template <typename T>
+static void launch_scale_add(cudaStream_t s, T *y, float alpha, const T *a,
+                             float beta, const T *b, int64_t n) {
+  if (n % 4 == 0 && weft_cu_aligned4<T>(y) && weft_cu_aligned4<T>(a) &&
+      (!b || weft_cu_aligned4<T>(b)))
+    scale_add_kernel<T, 4>
         <<<weft_cu_blocks(n / 4, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
             y, alpha, a, beta, b, n);
   else
-    scale_add_kernel<1>
+    scale_add_kernel<T, 1>
         <<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
             y, alpha, a, beta, b, n);
+}
+
+extern "C" cudaError_t weft__cu_scale_add(cudaStream_t s, int dt, void *y,
+                                          float alpha, const void *a,
+                                          float beta, const void *b,
+                                          int64_t n) {
+  WEFT_CU_WITH_TYPE(dt, T,
+                    launch_scale_add<T>(s, static_cast<T *>(y), alpha,
+                                        static_cast<const T *>(a), beta,
+                                        static_cast<const T *>(b), n));
   return cudaGetLastError();
 }
 
-// Planes of `cols` contiguous floats: plane p = (i, r) starts at
-// i * stride_outer + r * ld.  mode 0: c = beta == 0 ? 0 : beta * c;
-// mode 1: c += bias[r].
-__global__ void planes_kernel(int mode, float *c, const float *bias,
-                              int64_t outer, int64_t stride_outer,
-                              int64_t inner, int64_t ld, int64_t cols,
-                              float beta) {
+// Planes of `cols` contiguous values (T; bias fp32): plane p = (i, r)
+// starts at i * stride_outer + r * ld.  mode 0: c = beta == 0 ? 0 :
+// beta * c; mode 1: c += bias[r].
+template <typename T>
+__global__ void planes_kernel(int mode, T *c, const float *bias, int64_t outer,
+                              int64_t stride_outer, int64_t inner, int64_t ld,
+                              int64_t cols, float beta) {
   const int64_t planes = outer * inner;
   for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
     int64_t i = p / inner, r = p - i * inner;
-    float *row = c + i * stride_outer + r * ld;
+    T *row = c + i * stride_outer + r * ld;
     float bv = mode == 1 ? bias[r] : 0.0f;
     for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < cols;
          j += (int64_t)gridDim.x * blockDim.x) {
       if (mode == 1)
-        row[j] += bv;
+        weft_cu_st(row + j, weft_cu_ld(row + j) + bv);
       else
-        row[j] = beta == 0.0f ? 0.0f : beta * row[j];
+        weft_cu_st(row + j, beta == 0.0f ? 0.0f : beta * weft_cu_ld(row + j));
     }
   }
 }
 
-static cudaError_t launch_planes(cudaStream_t s, int mode, float *c,
-                                 const float *bias, int64_t outer,
-                                 int64_t stride_outer, int64_t inner,
-                                 int64_t ld, int64_t cols, float beta) {
+template <typename T>
+static void launch_planes(cudaStream_t s, int mode, T *c, const float *bias,
+                          int64_t outer, int64_t stride_outer, int64_t inner,
+                          int64_t ld, int64_t cols, float beta) {
   int64_t planes = outer * inner;
   dim3 g(weft_cu_blocks(cols, WEFT_CU_THREADS),
          (unsigned)(planes < 65535 ? planes : 65535));
   // keep the grid bounded; the loops stride over the rest
   if ((int64_t)g.x * g.y > (1 << 22)) g.x = (unsigned)((1 << 22) / g.y) + 1;
-  planes_kernel<<<g, WEFT_CU_THREADS, 0, s>>>(
+  planes_kernel<T><<<g, WEFT_CU_THREADS, 0, s>>>(
       mode, c, bias, outer, stride_outer, inner, ld, cols, beta);
-  return cudaGetLastError();
 }
 
-extern "C" cudaError_t weft__cu_scale_matrix(cudaStream_t s, float *c,
+extern "C" cudaError_t weft__cu_scale_matrix(cudaStream_t s, int dt, void *c,
                                              int64_t batch, int64_t stride_c,
                                              int64_t m, int64_t n, int64_t ldc,
                                              float beta) {
-  return launch_planes(s, 0, c, nullptr, batch, stride_c, m, ldc, n, beta);
+  WEFT_CU_WITH_TYPE(dt, T,
+                    launch_planes<T>(s, 0, static_cast<T *>(c), nullptr, batch,
+                                     stride_c, m, ldc, n, beta));
+  return cudaGetLastError();
 }
 
-extern "C" cudaError_t weft__cu_bias_rows(cudaStream_t s, float *y,
+// y[r, c] += bias[c] over rows x cols (y of T, bias fp32): the sum y + bias
+// in fp32, rounded once at the store (for T = float, the 2-D binary add
+// this used to be).  Rows on grid.y; V = 4: weft_cu_ld4 / st4, for cols a
+// multiple of 4, y 4-element and bias 16-byte aligned.
+template <typename T, int V>
+__global__ void bias_rows_kernel(T *y, const float *bias, int64_t rows,
+                                 int64_t cols) {
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    T *row = y + r * cols;
+    for (int64_t c = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V;
+         c < cols; c += (int64_t)gridDim.x * blockDim.x * V) {
+      if (V == 4) {
+        const float4 u = weft_cu_ld4(row + c), b = weft_cu_ld4(bias + c);
+        weft_cu_st4(row + c,
+                    make_float4(u.x + b.x, u.y + b.y, u.z + b.z, u.w + b.w));
+      } else {
+        weft_cu_st(row + c, weft_cu_ld(row + c) + bias[c]);
+      }
+    }
+  }
+}
+
+template <typename T>
+static void launch_bias_rows(cudaStream_t s, T *y, const float *bias,
+                             int64_t rows, int64_t cols) {
+  if (cols % 4 == 0 && weft_cu_aligned4<T>(y) && weft_cu_aligned16(bias))
+    bias_rows_kernel<T, 4><<<rows_grid(rows, cols, 4), WEFT_CU_THREADS, 0, s>>>(
+        y, bias, rows, cols);
+  else
+    bias_rows_kernel<T, 1><<<rows_grid(rows, cols, 1), WEFT_CU_THREADS, 0, s>>>(
+        y, bias, rows, cols);
+}
+
+extern "C" cudaError_t weft__cu_bias_rows(cudaStream_t s, int dt, void *y,
                                           const float *bias, int64_t rows,
                                           int64_t cols) {
-  // rows x cols with bias along cols: the 2-D binary kernel's shape
-  weft__cu_bcast bc = {};
-  bc.nd = 2;
-  bc.shape[0] = rows;
-  bc.shape[1] = cols;
-  bc.sa[0] = cols;
-  bc.sa[1] = 1;
-  bc.sb[0] = 0;
-  bc.sb[1] = 1;
-  return weft__cu_binary(s, WEFT_BIN_ADD, y, bias, y, &bc, rows * cols);
+  WEFT_CU_WITH_TYPE(
+      dt, T, launch_bias_rows<T>(s, static_cast<T *>(y), bias, rows, cols));
+  return cudaGetLastError();
 }
 
-extern "C" cudaError_t weft__cu_bias_planes(cudaStream_t s, float *y,
+extern "C" cudaError_t weft__cu_bias_planes(cudaStream_t s, int dt, void *y,
                                             const float *bias, int64_t batch,
                                             int64_t ys, int64_t c_out,
                                             int64_t ld, int64_t cols) {
-  return launch_planes(s, 1, y, bias, batch, ys, c_out, ld, cols, 0.0f);
+  WEFT_CU_WITH_TYPE(dt, T,
+                    launch_planes<T>(s, 1, static_cast<T *>(y), bias, batch, ys,
+                                     c_out, ld, cols, 0.0f));
+  return cudaGetLastError();
 }
 
 // ---- nearest 2x upsampling -------------------------------------------------
 
-// One input element per iteration, written to its 2x2 output block.
-__global__ void upsample_kernel(const float *__restrict__ x,
-                                float *__restrict__ y, int64_t rows,
-                                int64_t w) {
+// One input element per iteration, written to its 2x2 output block: a
+// copy of the stored value, no conversion.
+template <typename T>
+__global__ void upsample_kernel(const T *__restrict__ x, T *__restrict__ y,
+                                int64_t rows, int64_t w) {
   const int64_t n = rows * w;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
     int64_t r = i / w, c = i - r * w; // r = plane * h + row
-    float v = x[i];
-    float *d = y + r * 4 * w + 2 * c; // output rows 2*row and 2*row + 1
+    const T v = x[i];
+    T *d = y + r * 4 * w + 2 * c; // output rows 2*row and 2*row + 1
     d[0] = d[1] = v;
     d[2 * w] = d[2 * w + 1] = v;
   }
 }
 
-extern "C" cudaError_t weft__cu_upsample2x(cudaStream_t s, const float *x,
-                                           float *y, int64_t planes, int64_t h,
+extern "C" cudaError_t weft__cu_upsample2x(cudaStream_t s, int dt,
+                                           const void *x, void *y,
+                                           int64_t planes, int64_t h,
                                            int64_t w) {
-  upsample_kernel<<<weft_cu_blocks(planes * h * w, WEFT_CU_THREADS),
-                    WEFT_CU_THREADS, 0, s>>>(x, y, planes * h, w);
+  WEFT_CU_WITH_TYPE(
+      dt, T,
+      upsample_kernel<T>
+      <<<weft_cu_blocks(planes * h * w, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
+         s>>>(static_cast<const T *>(x), static_cast<T *>(y), planes * h, w));
   return cudaGetLastError();
 }
 
@@ -307,9 +404,12 @@ extern "C" cudaError_t weft__cu_upsample2x(cudaStream_t s, const float *x,
 
 // kernels/cpu's float32 operation order (layout.c there); exp, sin and cos
 // in double, rounded once, where glibc's expf/sinf/cosf round correctly.
+// t is fp32 (timesteps keep their fractions); a 16-bit y gets those fp32
+// values rounded at the store.
+template <typename T>
 __global__ void timestep_kernel(const float *t, int64_t n, int64_t dim,
                                 int flip, float neg_log, float denom,
-                                float scale, float *y) {
+                                float scale, T *y) {
   const int64_t half = dim / 2, total = n * half;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -319,23 +419,26 @@ __global__ void timestep_kernel(const float *t, int64_t n, int64_t dim,
     float freq = (float)exp((double)ex);
     float arg = __fmul_rn(scale, __fmul_rn(t[r], freq));
     float sv = (float)sin((double)arg), cv = (float)cos((double)arg);
-    float *row = y + r * dim;
-    row[flip ? half + k : k] = sv;
-    row[flip ? k : half + k] = cv;
+    T *row = y + r * dim;
+    weft_cu_st(row + (flip ? half + k : k), sv);
+    weft_cu_st(row + (flip ? k : half + k), cv);
   }
   if (dim % 2)
     for (int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; r < n;
          r += (int64_t)gridDim.x * blockDim.x)
-      y[r * dim + dim - 1] = 0.0f;
+      weft_cu_st(y + r * dim + dim - 1, 0.0f);
 }
 
-extern "C" cudaError_t weft__cu_timestep(cudaStream_t s, const float *t,
+extern "C" cudaError_t weft__cu_timestep(cudaStream_t s, int dt, const float *t,
                                          int64_t n, int64_t dim, int flip,
                                          float neg_log, float denom,
-                                         float scale, float *y) {
+                                         float scale, void *y) {
   int64_t work = n * (dim / 2) > n ? n * (dim / 2) : n;
-  timestep_kernel<<<weft_cu_blocks(work, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
-                    s>>>(t, n, dim, flip, neg_log, denom, scale, y);
+  WEFT_CU_WITH_TYPE(
+      dt, T,
+      timestep_kernel<T>
+      <<<weft_cu_blocks(work, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+          t, n, dim, flip, neg_log, denom, scale, static_cast<T *>(y)));
   return cudaGetLastError();
 }
 

@@ -84,7 +84,11 @@ int weft_cuda_set_precision(weft_backend *be, weft_cuda_precision p) {
   if (!weft_backend_is_cuda(be) ||
       (p != WEFT_CUDA_FP32 && p != WEFT_CUDA_FP16 && p != WEFT_CUDA_BF16))
     return WEFT_EINVAL;
-  WEFT__CUDA_CTX(be)->precision = p;
+  weft__cuda_ctx *ctx = WEFT__CUDA_CTX(be);
+  /* 16-bit activations are the compute dtype's: they cannot change under
+   * buffers that hold them */
+  if (ctx->act != WEFT_F32 && p != ctx->precision) return WEFT_EINVAL;
+  ctx->precision = p;
   return 0;
 }
 

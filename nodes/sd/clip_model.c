@@ -204,8 +204,7 @@ int sd_clip_forward(sd_clip *m, weft_backend *be, const int32_t *ids,
     float *hh = malloc((size_t)(rows * D) * sizeof *hh);
     rc = hh ? embed(c, m->tok_emb, m->pos_emb, ids, batch, hh) : WEFT_ENOMEM;
     if (!rc)
-      rc = be->iface->buffer_copy(be, h, hh, (size_t)(rows * D) * sizeof *hh,
-                                  WEFT_COPY_HOST_TO_DEVICE);
+      rc = sd_act_upload(be, h, hh, rows * D);
     free(hh);
     if (rc) goto out;
   }

@@ -191,8 +191,7 @@ static int accumulate(weft_backend *be, float **dst, int64_t *dn,
   if (!sd_be_is_host(be)) {
     /* zeroed: a DRY recording's copy leaves it as it is */
     if (!(copy = calloc((size_t)n, sizeof *copy))) return WEFT_ENOMEM;
-    int r = be->iface->buffer_copy(be, copy, src, (size_t)n * sizeof *copy,
-                                   WEFT_COPY_DEVICE_TO_HOST);
+    int r = sd_act_download(be, copy, src, n);
     if (r) {
       free(copy);
       return r;
@@ -216,7 +215,7 @@ int sd_cnet_forward(sd_cnet *m, weft_backend *be, const float *x, int64_t b,
   const float *xd, *td, *cd, *hd;
   float *xt = NULL, *tt = NULL, *ct = NULL, *ht = NULL, *emb = NULL;
   int rc = sd_io_in(be, x, b * uc->in_channels * h * w, &xd, &xt);
-  if (!rc) rc = sd_io_in(be, t, b, &td, &tt);
+  if (!rc) rc = sd_io_in_f32(be, t, b, &td, &tt);
   if (!rc) rc = sd_io_in(be, ctx, b * lk * uc->context_dim, &cd, &ct);
   if (!rc) rc = sd_io_in(be, hint, b * 3 * h * f * w * f, &hd, &ht);
   if (!rc && !(emb = sd_alloc(be, b * m->c0 * h * w))) rc = WEFT_ENOMEM;

@@ -59,6 +59,12 @@ weft_backend *sd_backend_new(weft_call *c, const char *what, int *code) {
   if (cuda) {
     char err[512] = "";
     weft_backend *be = weft_backend_cuda_new_ex(NULL, err, sizeof err);
+    if (be && weft_cuda_set_act_auto(be) != 0) {
+      h->error(c, "%s", weft_cuda_last_error(be));
+      weft_backend_free(be);
+      *code = WEFT_EINVAL;
+      return NULL;
+    }
     if (be) {
       h->log(c, WEFT_LOG_INFO, "%s runs on CUDA device 0 (%s)", what,
              weft_cuda_device_name(be));

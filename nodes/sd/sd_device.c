@@ -892,17 +892,76 @@ int sd_devw_block_index(const sd_devw *dw, const char *name) {
 /* ---- host I/O
  * ------------------------------------------------------------------ */
 
-int sd_io_in(weft_backend *be, const float *host, int64_t n, const float **buf,
-             float **tmp) {
+int sd_act_upload(weft_backend *be, float *dev, const float *host,
+                  int64_t n) {
+  const weft_dtype dt = weft_backend_act_dtype(be);
+  if (dt == WEFT_F32)
+    return be->iface->buffer_copy(be, dev, host, (size_t)n * sizeof(float),
+                                  WEFT_COPY_HOST_TO_DEVICE);
+  float *t = sd_alloc_f32(be, n);
+  if (!t) return WEFT_ENOMEM;
+  int rc = be->iface->buffer_copy(be, t, host, (size_t)n * sizeof(float),
+                                  WEFT_COPY_HOST_TO_DEVICE);
+  if (!rc) rc = be->iface->convert(be, dev, dt, t, WEFT_F32, n);
+  sd_free(be, t); /* stream-ordered: the conversion has it until done */
+  return rc;
+}
+
+int sd_act_download(weft_backend *be, float *host, const float *dev,
+                    int64_t n) {
+  const weft_dtype dt = weft_backend_act_dtype(be);
+  if (dt == WEFT_F32)
+    return be->iface->buffer_copy(be, host, dev, (size_t)n * sizeof(float),
+                                  WEFT_COPY_DEVICE_TO_HOST);
+  float *t = sd_alloc_f32(be, n);
+  if (!t) return WEFT_ENOMEM;
+  int rc = be->iface->convert(be, t, WEFT_F32, dev, dt, n);
+  if (!rc)
+    rc = be->iface->buffer_copy(be, host, t, (size_t)n * sizeof(float),
+                                WEFT_COPY_DEVICE_TO_HOST);
+  sd_free(be, t);
+  return rc;
+}
+
+static int io_in(weft_backend *be, const float *host, int64_t n, bool act,
+                 const float **buf, float **tmp) {
   *tmp = NULL;
   if (!host || sd_be_is_host(be)) {
     *buf = host;
     return 0;
   }
+  float *d = act ? sd_alloc(be, n) : sd_alloc_f32(be, n);
+  if (!d) return WEFT_ENOMEM;
+  int rc = act ? sd_act_upload(be, d, host, n)
+               : be->iface->buffer_copy(be, d, host, (size_t)n * sizeof(float),
+                                        WEFT_COPY_HOST_TO_DEVICE);
+  if (rc) {
+    sd_free(be, d);
+    return rc;
+  }
+  *buf = *tmp = d;
+  return 0;
+}
+
+int sd_io_in(weft_backend *be, const float *host, int64_t n, const float **buf,
+             float **tmp) {
+  return io_in(be, host, n, true, buf, tmp);
+}
+
+int sd_io_in_f32(weft_backend *be, const float *host, int64_t n,
+                 const float **buf, float **tmp) {
+  return io_in(be, host, n, false, buf, tmp);
+}
+
+int sd_io_in_dev(weft_backend *be, const float *dev, int64_t n,
+                 const float **buf, float **tmp) {
+  const weft_dtype dt = weft_backend_act_dtype(be);
+  *tmp = NULL;
+  *buf = dev;
+  if (dt == WEFT_F32 || !dev) return 0;
   float *d = sd_alloc(be, n);
   if (!d) return WEFT_ENOMEM;
-  int rc = be->iface->buffer_copy(be, d, host, (size_t)n * sizeof(float),
-                                  WEFT_COPY_HOST_TO_DEVICE);
+  int rc = be->iface->convert(be, d, dt, dev, WEFT_F32, n);
   if (rc) {
     sd_free(be, d);
     return rc;
@@ -924,9 +983,7 @@ int sd_io_out(weft_backend *be, float *host, int64_t n, float **buf,
 
 int sd_io_done(weft_backend *be, int rc, float *host, float *tmp, int64_t n) {
   if (!tmp) return rc;
-  if (!rc)
-    rc = be->iface->buffer_copy(be, host, tmp, (size_t)n * sizeof(float),
-                                WEFT_COPY_DEVICE_TO_HOST);
+  if (!rc) rc = sd_act_download(be, host, tmp, n);
   sd_free(be, tmp);
   return rc;
 }

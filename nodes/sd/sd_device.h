@@ -360,19 +360,31 @@ void sd_vram_log_use(weft_call *c, const weft_backend *be, const sd_vram *vr,
  * ------------------------------------------ */
 
 /* An input of n floats in host memory (may be NULL: *buf NULL) as backend
- * memory: on a host backend the pointer itself, else a new buffer with a
- * copy in *tmp (free with sd_free).  0 or a WEFT_E* code. */
+ * activations (backend.h: in the backend's activation dtype): on a host
+ * backend the pointer itself, else a new buffer with a copy in *tmp (free
+ * with sd_free).  0 or a WEFT_E* code.  sd_io_in_f32 keeps fp32 whatever
+ * the activation dtype (timesteps: timestep_embedding's t). */
 int sd_io_in(weft_backend *be, const float *host, int64_t n, const float **buf,
              float **tmp);
+int sd_io_in_f32(weft_backend *be, const float *host, int64_t n,
+                 const float **buf, float **tmp);
+/* The same for an input of n floats already in backend memory (fp32): the
+ * pointer itself when activations are fp32, else a converted copy. */
+int sd_io_in_dev(weft_backend *be, const float *dev, int64_t n,
+                 const float **buf, float **tmp);
 /* Where an output of n floats is written: host itself on a host backend,
- * else a new buffer in *tmp.  0 or WEFT_ENOMEM. */
+ * else a new activation buffer in *tmp.  0 or WEFT_ENOMEM. */
 int sd_io_out(weft_backend *be, float *host, int64_t n, float **buf,
               float **tmp);
-/* Copies an output made by sd_io_out to host (after the queued work; a
- * copy error also reports an earlier asynchronous failure) and frees tmp;
- * nothing for a host backend (tmp NULL).  Returns rc when rc is non-zero
- * (the work failed: nothing is copied). */
+/* Copies an output made by sd_io_out to host as floats (after the queued
+ * work; a copy error also reports an earlier asynchronous failure) and
+ * frees tmp; nothing for a host backend (tmp NULL).  Returns rc when rc is
+ * non-zero (the work failed: nothing is copied). */
 int sd_io_done(weft_backend *be, int rc, float *host, float *tmp, int64_t n);
+/* n activations of a device backend from / to n host floats (synchronous;
+ * converted when activations are not fp32).  0 or a WEFT_E* code. */
+int sd_act_upload(weft_backend *be, float *dev, const float *host, int64_t n);
+int sd_act_download(weft_backend *be, float *host, const float *dev, int64_t n);
 
 /* ---- planned model calls under the budget (sd_denoise.c) ----------------- */
 

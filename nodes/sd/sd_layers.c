@@ -152,6 +152,11 @@ void sd_visit_attn(sd_attn *a, sd_weight_fn fn, void *u) {
 /* ---- running -------------------------------------------------------------- */
 
 float *sd_alloc(weft_backend *be, int64_t n) {
+  return be->iface->buffer_alloc(be,
+                                 (size_t)(n > 0 ? n : 1) * weft_backend_act_size(be));
+}
+
+float *sd_alloc_f32(weft_backend *be, int64_t n) {
   return be->iface->buffer_alloc(be, (size_t)(n > 0 ? n : 1) * sizeof(float));
 }
 
@@ -238,11 +243,9 @@ int sd_run_linear_from_nchw(weft_backend *be, const sd_linear *l,
                       .trans_b = 1, .alpha = 1.0f, .beta = 0.0f, .a = x,
                       .lda = hw, .b = l->w, .ldb = l->in, .c = y,
                       .ldc = l->out, .batch = b, .stride_a = l->in * hw,
-                      .stride_b = 0, .stride_c = hw * l->out};
-  CK(be->iface->gemm(be, &g));
-  if (!l->b) return 0;
-  int64_t ys[2] = {b * hw, l->out}, bs[1] = {l->out};
-  return be->iface->binary(be, WEFT_BIN_ADD, y, 2, ys, l->b, 1, bs, y);
+                      .stride_b = 0, .stride_c = hw * l->out, .bias = l->b,
+                      .acts = WEFT_GEMM_ACT_A | WEFT_GEMM_ACT_C};
+  return be->iface->gemm(be, &g);
 }
 
 int sd_run_linear_to_nchw(weft_backend *be, const sd_linear *l,
@@ -252,11 +255,10 @@ int sd_run_linear_to_nchw(weft_backend *be, const sd_linear *l,
                       .trans_b = 1, .alpha = 1.0f, .beta = 0.0f, .a = l->w,
                       .lda = l->in, .b = x, .ldb = l->in, .c = y, .ldc = hw,
                       .batch = b, .stride_a = 0, .stride_b = hw * l->in,
-                      .stride_c = l->out * hw};
-  CK(be->iface->gemm(be, &g));
-  if (!l->b) return 0;
-  int64_t ys[3] = {b, l->out, hw}, bs[2] = {l->out, 1};
-  return be->iface->binary(be, WEFT_BIN_ADD, y, 3, ys, l->b, 2, bs, y);
+                      .stride_c = l->out * hw, .bias = l->b,
+                      .bias_per_row = 1,
+                      .acts = WEFT_GEMM_ACT_B | WEFT_GEMM_ACT_C};
+  return be->iface->gemm(be, &g);
 }
 
 int sd_run_attn(weft_backend *be, const sd_attn *a, const float *x, int64_t b,
@@ -326,12 +328,10 @@ int sd_upsample_nearest(weft_backend *be, const float *x, float *y,
   float *hx = malloc(nx * sizeof *hx), *hy = malloc(ny * sizeof *hy);
   int rc = hx && hy ? 0 : WEFT_ENOMEM;
   if (!rc)
-    rc = be->iface->buffer_copy(be, hx, x, nx * sizeof *hx,
-                                WEFT_COPY_DEVICE_TO_HOST);
+    rc = sd_act_download(be, hx, x, (int64_t)nx);
   if (!rc) {
     nearest_host(hx, hy, planes, h, w, oh, ow);
-    rc = be->iface->buffer_copy(be, y, hy, ny * sizeof *hy,
-                                WEFT_COPY_HOST_TO_DEVICE);
+    rc = sd_act_upload(be, y, hy, (int64_t)ny);
   }
   free(hx);
   free(hy);

@@ -76,8 +76,12 @@ void sd_visit_attn(sd_attn *a, sd_weight_fn fn, void *u);
 
 /* ---- running ---- */
 
-/* Scratch buffers through the backend (plain malloc on the CPU). */
+/* Activation buffers of n elements through the backend (plain malloc on
+ * the CPU), in the backend's activation dtype (backend.h: the pointer is
+ * typed float * whatever it holds; sd_io_in/sd_io_out convert at a model's
+ * boundary); sd_alloc_f32 for n floats whatever that dtype is. */
 float *sd_alloc(weft_backend *be, int64_t n);
+float *sd_alloc_f32(weft_backend *be, int64_t n);
 void sd_free(weft_backend *be, float *p);
 
 int sd_run_linear(weft_backend *be, const sd_linear *l, const float *x,

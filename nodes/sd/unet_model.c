@@ -569,7 +569,7 @@ int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
   sd_control dctl = {down, 0, NULL};
   sd_unet_feats f;
   int rc = sd_io_in(be, x, b * c->in_channels * h * w, &xd, &xt);
-  if (!rc) rc = sd_io_in(be, t, b, &td, &tt);
+  if (!rc) rc = sd_io_in_f32(be, t, b, &td, &tt);
   if (!rc) rc = sd_io_in(be, ctx, b * ctx_len * c->context_dim, &cd, &ct);
   if (!rc) rc = sd_unet_encode(m, be, xd, b, h, w, td, cd, ctx_len, NULL, &f);
   if (rc) goto out;

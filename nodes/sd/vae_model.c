@@ -447,9 +447,9 @@ int sd_vae_decode_from(sd_vae *m, weft_backend *be, const float *latent,
   const int64_t ni = b * c->out_channels * h * f * w * f;
   const float *in = latent;
   float *in_tmp = NULL, *out, *out_tmp = NULL;
-  int rc = on_device ? 0
-                     : sd_io_in(be, latent, b * c->latent_channels * h * w, &in,
-                                &in_tmp);
+  const int64_t nl = b * c->latent_channels * h * w;
+  int rc = on_device ? sd_io_in_dev(be, latent, nl, &in, &in_tmp)
+                     : sd_io_in(be, latent, nl, &in, &in_tmp);
   if (!rc) rc = sd_io_out(be, image, ni, &out, &out_tmp);
   if (!rc) rc = decode(m, be, in, b, h, w, out);
   rc = sd_io_done(be, rc, image, out_tmp, ni);

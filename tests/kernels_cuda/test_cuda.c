@@ -2436,3 +2436,339 @@ TEST(fp16_conv2d_column_blocks_equal_one_block) {
   free(x), free(w), free(bias), free(yc);
   teardown(&p);
 }
+
+/* ---- 16-bit activations (weft_cuda_set_act_dtype) -------------------------
+ * Each op runs on two FP16/BF16 backends: `ref` with fp32 activations, `h`
+ * with 16-bit ones.  The inputs are 16-bit values (rounded on the host), so
+ * both see the same numbers and every product rounds the same operands;
+ * what may differ is where values round to 16 bits: h rounds each op's
+ * output (and, where a kernel stores an intermediate, that), ref keeps
+ * fp32.  Tolerance: |h - ref| <= 3 ulp of the type at |ref| plus 2^-10 of
+ * the output's largest magnitude (sums of products whose terms cancel). */
+
+typedef struct a16 {
+  weft_backend *ref, *h, *cpu;
+  weft_dtype dt;
+  double rel;
+  uint64_t seed;
+} a16;
+
+static a16 a16_setup(weft_cuda_precision prec) {
+  if (!weft_cuda_available()) weft_test_skip("no CUDA device");
+  a16 t;
+  t.ref = weft_backend_cuda_new(0);
+  t.h = weft_backend_cuda_new(0);
+  t.cpu = weft_backend_cpu_new(0);
+  ASSERT(t.ref && t.h && t.cpu);
+  ASSERT_OK(weft_cuda_set_precision(t.ref, prec));
+  ASSERT_OK(weft_cuda_set_precision(t.h, prec));
+  t.dt = prec == WEFT_CUDA_BF16 ? WEFT_BF16 : WEFT_F16;
+  ASSERT_OK(weft_cuda_set_act_dtype(t.h, t.dt));
+  ASSERT_EQ(weft_backend_act_dtype(t.h), t.dt);
+  ASSERT_EQ(weft_backend_act_dtype(t.ref), WEFT_F32);
+  /* the precision cannot change under 16-bit activations */
+  ASSERT_EQ(weft_cuda_set_precision(t.h, WEFT_CUDA_FP32), WEFT_EINVAL);
+  t.rel = 3.0 * (t.dt == WEFT_BF16 ? 0x1p-8 : 0x1p-11);
+  t.seed = 77;
+  return t;
+}
+
+static void a16_teardown(a16 *t) {
+  ASSERT_OK(t->ref->iface->synchronize(t->ref));
+  ASSERT_OK(t->h->iface->synchronize(t->h));
+  weft_backend_free(t->ref);
+  weft_backend_free(t->h);
+  weft_backend_free(t->cpu);
+}
+
+/* An activation input of n random 16-bit values in [lo, hi]: *r on ref
+ * (fp32), *hd on h (16-bit). */
+static void a16_in(a16 *t, int64_t n, float lo, float hi, float **r,
+                   float **hd) {
+  float *x = rnd(&t->seed, n, lo, hi);
+  uint16_t *x16 = malloc((size_t)n * 2);
+  ASSERT(x16);
+  ASSERT_OK(t->cpu->iface->convert(t->cpu, x16, t->dt, x, WEFT_F32, n));
+  ASSERT_OK(t->cpu->iface->convert(t->cpu, x, WEFT_F32, x16, t->dt, n));
+  *r = t->ref->iface->buffer_alloc(t->ref, (size_t)n * 4);
+  *hd = t->h->iface->buffer_alloc(t->h, (size_t)n * 2);
+  ASSERT(*r && *hd);
+  ASSERT_OK(t->ref->iface->buffer_copy(t->ref, *r, x, (size_t)n * 4,
+                                       WEFT_COPY_HOST_TO_DEVICE));
+  ASSERT_OK(t->h->iface->buffer_copy(t->h, *hd, x16, (size_t)n * 2,
+                                     WEFT_COPY_HOST_TO_DEVICE));
+  free(x), free(x16);
+}
+
+/* Outputs: NaN-poisoned (0xffff is a NaN in both 16-bit types). */
+static void a16_out(a16 *t, int64_t n, float **r, float **hd) {
+  float *nan = hnan(n);
+  *r = t->ref->iface->buffer_alloc(t->ref, (size_t)n * 4);
+  *hd = t->h->iface->buffer_alloc(t->h, (size_t)n * 2);
+  ASSERT(*r && *hd);
+  ASSERT_OK(t->ref->iface->buffer_copy(t->ref, *r, nan, (size_t)n * 4,
+                                       WEFT_COPY_HOST_TO_DEVICE));
+  memset(nan, 0xff, (size_t)n * 2);
+  ASSERT_OK(t->h->iface->buffer_copy(t->h, *hd, nan, (size_t)n * 2,
+                                     WEFT_COPY_HOST_TO_DEVICE));
+  free(nan);
+}
+
+/* A weight: the same fp32 values on both backends. */
+static void a16_w(a16 *t, int64_t n, float lo, float hi, float **r,
+                  float **hd) {
+  float *w = rnd(&t->seed, n, lo, hi);
+  *r = t->ref->iface->buffer_alloc(t->ref, (size_t)n * 4);
+  *hd = t->h->iface->buffer_alloc(t->h, (size_t)n * 4);
+  ASSERT(*r && *hd);
+  ASSERT_OK(t->ref->iface->buffer_copy(t->ref, *r, w, (size_t)n * 4,
+                                       WEFT_COPY_HOST_TO_DEVICE));
+  ASSERT_OK(t->h->iface->buffer_copy(t->h, *hd, w, (size_t)n * 4,
+                                     WEFT_COPY_HOST_TO_DEVICE));
+  free(w);
+}
+
+/* Compares the outputs and frees the four buffers' pair. */
+static void a16_check(a16 *t, const char *what, float *r, float *hd,
+                      int64_t n) {
+  float *g = malloc((size_t)n * 4), *c = malloc((size_t)n * 4);
+  uint16_t *g16 = malloc((size_t)n * 2);
+  ASSERT(g && c && g16);
+  ASSERT_OK(t->ref->iface->buffer_copy(t->ref, c, r, (size_t)n * 4,
+                                       WEFT_COPY_DEVICE_TO_HOST));
+  ASSERT_OK(t->h->iface->buffer_copy(t->h, g16, hd, (size_t)n * 2,
+                                     WEFT_COPY_DEVICE_TO_HOST));
+  ASSERT_OK(t->cpu->iface->convert(t->cpu, g, WEFT_F32, g16, t->dt, n));
+  compare(what, g, c, n, t->rel, 0x1p-10);
+  free(g), free(c), free(g16);
+  t->ref->iface->buffer_free(t->ref, r);
+  t->h->iface->buffer_free(t->h, hd);
+}
+
+static void a16_free(a16 *t, float *r, float *hd) {
+  t->ref->iface->buffer_free(t->ref, r);
+  t->h->iface->buffer_free(t->h, hd);
+}
+
+/* Runs the same call on both backends: BOTH(be, X, Y) with X the ref
+ * pointer names and Y the 16-bit ones. */
+#define A16_BOTH(t, call_ref, call_h)                                          \
+  do {                                                                         \
+    weft_backend *be = (t)->ref;                                               \
+    ASSERT_OK(call_ref);                                                       \
+    be = (t)->h;                                                               \
+    ASSERT_OK(call_h);                                                         \
+  } while (0)
+
+static void a16_linear_gemm(a16 *t) {
+  const int64_t rows = 2 * 77 + 3, in = 320, out = 96;
+  float *xr, *xh, *wr, *wh, *br, *bh, *yr, *yh;
+  a16_in(t, rows * in, -1, 1, &xr, &xh);
+  a16_w(t, in * out, -.1f, .1f, &wr, &wh);
+  a16_w(t, out, -1, 1, &br, &bh);
+  a16_out(t, rows * out, &yr, &yh);
+  A16_BOTH(t, be->iface->linear(be, xr, rows, in, wr, br, out, yr),
+           be->iface->linear(be, xh, rows, in, wh, bh, out, yh));
+  a16_check(t, "act16 linear + bias", yr, yh, rows * out);
+  /* the transformer's proj_in: x [b, in, hw] as A^T, bias per column */
+  const int64_t b = 2, hw = 64;
+  float *pr, *ph;
+  a16_out(t, b * hw * out, &pr, &ph);
+  weft_gemm_args g = {.m = hw, .n = out, .k = in, .trans_a = 1, .trans_b = 1,
+                      .alpha = 1, .lda = hw, .ldb = in, .ldc = out,
+                      .batch = b, .stride_a = in * hw, .stride_c = hw * out,
+                      .acts = WEFT_GEMM_ACT_A | WEFT_GEMM_ACT_C};
+  weft_gemm_args gr = g, gh = g;
+  gr.a = xr, gr.b = wr, gr.c = pr, gr.bias = br;
+  gh.a = xh, gh.b = wh, gh.c = ph, gh.bias = bh;
+  A16_BOTH(t, be->iface->gemm(be, &gr), be->iface->gemm(be, &gh));
+  a16_check(t, "act16 gemm A^T, bias per column", pr, ph, b * hw * out);
+  /* proj_out: y [b, out, hw] = W x^T, bias per row */
+  a16_out(t, b * out * hw, &pr, &ph);
+  weft_gemm_args q = {.m = out, .n = hw, .k = in, .trans_b = 1, .alpha = 1,
+                      .lda = in, .ldb = in, .ldc = hw, .batch = b,
+                      .stride_b = hw * in, .stride_c = out * hw,
+                      .bias_per_row = 1,
+                      .acts = WEFT_GEMM_ACT_B | WEFT_GEMM_ACT_C};
+  gr = q, gh = q;
+  gr.a = wr, gr.b = xr, gr.c = pr, gr.bias = br;
+  gh.a = wh, gh.b = xh, gh.c = ph, gh.bias = bh;
+  A16_BOTH(t, be->iface->gemm(be, &gr), be->iface->gemm(be, &gh));
+  a16_check(t, "act16 gemm B^T, bias per row", pr, ph, b * out * hw);
+  a16_free(t, xr, xh), a16_free(t, wr, wh), a16_free(t, br, bh);
+}
+
+static void a16_conv(a16 *t, const char *what, const conv_shape *c,
+                     const char *path) {
+  int64_t ho = weft_conv2d_out_size(c->h, c->kh, c->sh, c->pt, c->pb);
+  int64_t wo = weft_conv2d_out_size(c->w, c->kw, c->sw, c->pl, c->pr);
+  const int64_t nx = c->b * c->cin * c->h * c->w, ny = c->b * c->cout * ho * wo;
+  float *xr, *xh, *wr, *wh, *br, *bh, *yr, *yh;
+  a16_in(t, nx, -1, 1, &xr, &xh);
+  a16_w(t, c->cout * c->cin * c->kh * c->kw, -.05f, .05f, &wr, &wh);
+  a16_w(t, c->cout, -1, 1, &br, &bh);
+  a16_out(t, ny, &yr, &yh);
+  weft_conv2d_args ar = conv_args(c), ah = conv_args(c);
+  ar.x = xr, ar.weight = wr, ar.bias = br, ar.y = yr;
+  ah.x = xh, ah.weight = wh, ah.bias = bh, ah.y = yh;
+  const char *got = weft_cuda_conv2d_path(t->h, &ah);
+  printf("%s: path %s\n", what, got);
+  if (path) ASSERT_EQ(strcmp(got, path), 0);
+  A16_BOTH(t, be->iface->conv2d(be, &ar), be->iface->conv2d(be, &ah));
+  a16_check(t, what, yr, yh, ny);
+  a16_free(t, xr, xh), a16_free(t, wr, wh), a16_free(t, br, bh);
+}
+
+static void a16_attention(a16 *t, const char *what, int64_t b, int64_t heads,
+                          int64_t lq, int64_t lk, int64_t d, int causal) {
+  float *qr, *qh, *kr, *kh, *vr, *vh, *or, *oh;
+  a16_in(t, b * lq * heads * d, -2, 2, &qr, &qh);
+  a16_in(t, b * lk * heads * d, -2, 2, &kr, &kh);
+  a16_in(t, b * lk * heads * d, -1, 1, &vr, &vh);
+  a16_out(t, b * lq * heads * d, &or, &oh);
+  weft_attn_args a = {.batch = b, .heads = heads, .lq = lq, .lk = lk, .d = d,
+                      .dv = d, .q_s = weft_attn_strides_blhd(heads, lq, d),
+                      .k_s = weft_attn_strides_blhd(heads, lk, d),
+                      .v_s = weft_attn_strides_blhd(heads, lk, d),
+                      .o_s = weft_attn_strides_blhd(heads, lq, d),
+                      .causal = causal};
+  weft_attn_args ar = a, ah = a;
+  ar.q = qr, ar.k = kr, ar.v = vr, ar.o = or;
+  ah.q = qh, ah.k = kh, ah.v = vh, ah.o = oh;
+  printf("%s: path %s\n", what, weft_cuda_attention_path(t->h, &ah));
+  A16_BOTH(t, be->iface->attention(be, &ar), be->iface->attention(be, &ah));
+  a16_check(t, what, or, oh, b * lq * heads * d);
+  a16_free(t, qr, qh), a16_free(t, kr, kh), a16_free(t, vr, vh);
+}
+
+static void a16_memory_ops(a16 *t) {
+  const int64_t b = 2, c = 64, hw = 24 * 24, n = b * c * hw;
+  float *xr, *xh, *yr, *yh, *gr, *gh, *er, *eh;
+  a16_in(t, n, -3, 3, &xr, &xh);
+  a16_w(t, c, .5f, 1.5f, &gr, &gh);
+  a16_w(t, c, -.5f, .5f, &er, &eh);
+  a16_out(t, n, &yr, &yh);
+  A16_BOTH(t,
+           be->iface->group_norm(be, xr, yr, b, c, hw, 32, 1e-6f, gr, er,
+                                 WEFT_ACT_SILU),
+           be->iface->group_norm(be, xh, yh, b, c, hw, 32, 1e-6f, gh, eh,
+                                 WEFT_ACT_SILU));
+  a16_check(t, "act16 group_norm + silu", yr, yh, n);
+  a16_out(t, n, &yr, &yh); /* layer norm over rows of c */
+  A16_BOTH(t, be->iface->layer_norm(be, xr, yr, b * hw, c, 1e-5f, gr, er),
+           be->iface->layer_norm(be, xh, yh, b * hw, c, 1e-5f, gh, eh));
+  a16_check(t, "act16 layer_norm", yr, yh, n);
+  a16_out(t, n, &yr, &yh);
+  A16_BOTH(t, be->iface->softmax(be, xr, yr, b * c, hw),
+           be->iface->softmax(be, xh, yh, b * c, hw));
+  a16_check(t, "act16 softmax", yr, yh, n);
+  a16_out(t, n, &yr, &yh);
+  A16_BOTH(t, be->iface->act(be, WEFT_ACT_GELU_ERF, xr, yr, n),
+           be->iface->act(be, WEFT_ACT_GELU_ERF, xh, yh, n));
+  a16_check(t, "act16 gelu", yr, yh, n);
+  a16_out(t, n / 2, &yr, &yh);
+  A16_BOTH(t, be->iface->gated_act(be, WEFT_ACT_GELU_ERF, xr, yr, b * hw, c / 2),
+           be->iface->gated_act(be, WEFT_ACT_GELU_ERF, xh, yh, b * hw, c / 2));
+  a16_check(t, "act16 geglu", yr, yh, n / 2);
+  /* the resnet's temb add: [b, c, h, w] + [b, c, 1, 1] */
+  float *tr, *th;
+  a16_in(t, b * c, -1, 1, &tr, &th);
+  a16_out(t, n, &yr, &yh);
+  int64_t s4[4] = {b, c, 24, 24}, t4[4] = {b, c, 1, 1};
+  A16_BOTH(t, be->iface->binary(be, WEFT_BIN_ADD, xr, 4, s4, tr, 4, t4, yr),
+           be->iface->binary(be, WEFT_BIN_ADD, xh, 4, s4, th, 4, t4, yh));
+  a16_check(t, "act16 binary broadcast", yr, yh, n);
+  a16_out(t, n, &yr, &yh);
+  int64_t s3[3] = {b, c, hw}, t3[3] = {1, c, 1}; /* a general-nd one */
+  A16_BOTH(t, be->iface->binary(be, WEFT_BIN_MUL, xr, 3, s3, tr, 3, t3, yr),
+           be->iface->binary(be, WEFT_BIN_MUL, xh, 3, s3, th, 3, t3, yh));
+  a16_check(t, "act16 binary nd", yr, yh, n);
+  a16_free(t, tr, th);
+  float *zr, *zh;
+  a16_in(t, n, -1, 1, &zr, &zh);
+  a16_out(t, n, &yr, &yh);
+  A16_BOTH(t, be->iface->scale_add(be, yr, 1.5f, xr, -7.5f, zr, n),
+           be->iface->scale_add(be, yh, 1.5f, xh, -7.5f, zh, n));
+  a16_check(t, "act16 scale_add (cfg)", yr, yh, n);
+  a16_out(t, 4 * n, &yr, &yh);
+  A16_BOTH(t, be->iface->upsample_nearest2x(be, xr, yr, b * c, 24, 24),
+           be->iface->upsample_nearest2x(be, xh, yh, b * c, 24, 24));
+  a16_check(t, "act16 upsample 2x", yr, yh, 4 * n);
+  a16_out(t, 2 * n, &yr, &yh);
+  int64_t sa[4] = {b, c, 24, 24};
+  const int64_t *shapes[2] = {sa, sa};
+  const float *xsr[2] = {xr, zr}, *xsh[2] = {xh, zh};
+  A16_BOTH(t, be->iface->concat(be, 2, xsr, 4, shapes, 1, yr),
+           be->iface->concat(be, 2, xsh, 4, shapes, 1, yh));
+  a16_check(t, "act16 concat (channels)", yr, yh, 2 * n);
+  /* timesteps stay fp32: 16-bit would lose their fractions */
+  float ts[2] = {999.0f, 481.37f};
+  float *tsr, *tsh;
+  a16_w(t, 2, 0, 1, &tsr, &tsh);
+  ASSERT_OK(t->ref->iface->buffer_copy(t->ref, tsr, ts, sizeof ts,
+                                       WEFT_COPY_HOST_TO_DEVICE));
+  ASSERT_OK(t->h->iface->buffer_copy(t->h, tsh, ts, sizeof ts,
+                                     WEFT_COPY_HOST_TO_DEVICE));
+  a16_out(t, 2 * 320, &yr, &yh);
+  A16_BOTH(t,
+           be->iface->timestep_embedding(be, tsr, 2, 320, 1, 0, 1, 10000, yr),
+           be->iface->timestep_embedding(be, tsh, 2, 320, 1, 0, 1, 10000, yh));
+  a16_check(t, "act16 timestep embedding", yr, yh, 2 * 320);
+  a16_free(t, tsr, tsh), a16_free(t, zr, zh);
+  a16_free(t, xr, xh), a16_free(t, gr, gh), a16_free(t, er, eh);
+}
+
+static void act16_all(weft_cuda_precision prec) {
+  a16 t = a16_setup(prec);
+  a16_linear_gemm(&t);
+  const conv_shape big = {2, 32, 40, 40, 64, 3, 3, 1, 1, 1, 1, 1, 1};
+  const conv_shape small = {2, 64, 8, 8, 32, 3, 3, 1, 1, 1, 1, 1, 1};
+  const conv_shape down = {2, 32, 40, 40, 32, 3, 3, 2, 2, 1, 1, 1, 1};
+  const conv_shape pw = {2, 64, 16, 16, 32, 1, 1, 1, 1, 0, 0, 0, 0};
+  const conv_shape out = {2, 32, 24, 24, 4, 3, 3, 1, 1, 1, 1, 1, 1};
+  const conv_shape vae = {1, 3, 32, 32, 16, 3, 3, 2, 2, 0, 0, 1, 1};
+  a16_conv(&t, "act16 conv 3x3 40x40", &big,
+           weft_cuda_have_cudnn(t.h) ? "cudnn16" : "im2col");
+  a16_conv(&t, "act16 conv 3x3 8x8", &small, "im2col");
+  a16_conv(&t, "act16 conv 3x3 stride 2", &down, NULL);
+  a16_conv(&t, "act16 conv 1x1", &pw, "gemm");
+  a16_conv(&t, "act16 conv_out (4 channels)", &out, "direct");
+  a16_conv(&t, "act16 conv asymmetric pad, 3 in", &vae, "im2col");
+  a16_attention(&t, "act16 self-attention d40", 2, 8, 1024, 1024, 40, 0);
+  a16_attention(&t, "act16 cross-attention 77 keys d80", 2, 8, 256, 77, 80, 0);
+  a16_attention(&t, "act16 causal d64 (CLIP)", 2, 12, 77, 77, 64, 1);
+  a16_attention(&t, "act16 d192 (unfused)", 1, 2, 100, 90, 192, 0);
+  a16_memory_ops(&t);
+  a16_teardown(&t);
+}
+
+TEST(act16_fp16_every_op) {
+  act16_all(WEFT_CUDA_FP16);
+}
+
+TEST(act16_bf16_every_op) {
+  act16_all(WEFT_CUDA_BF16);
+}
+
+TEST(act16_needs_the_compute_dtype) {
+  if (!weft_cuda_available()) weft_test_skip("no CUDA device");
+  weft_backend *be = weft_backend_cuda_new(0);
+  ASSERT(be);
+  ASSERT_OK(weft_cuda_set_precision(be, WEFT_CUDA_FP32));
+  ASSERT_EQ(weft_cuda_set_act_dtype(be, WEFT_F16), WEFT_EINVAL);
+  ASSERT_OK(weft_cuda_set_precision(be, WEFT_CUDA_FP16));
+  ASSERT_EQ(weft_cuda_set_act_dtype(be, WEFT_BF16), WEFT_EINVAL);
+  ASSERT_OK(weft_cuda_set_act_dtype(be, WEFT_F16));
+  ASSERT_OK(weft_cuda_set_act_dtype(be, WEFT_F32));
+  setenv("WEFT_CUDA_ACT", "fp32", 1);
+  ASSERT_OK(weft_cuda_set_act_auto(be));
+  ASSERT_EQ(weft_backend_act_dtype(be), WEFT_F32);
+  setenv("WEFT_CUDA_ACT", "16", 1);
+  ASSERT_OK(weft_cuda_set_act_auto(be));
+  ASSERT_EQ(weft_backend_act_dtype(be), WEFT_F16);
+  setenv("WEFT_CUDA_ACT", "half", 1);
+  ASSERT_EQ(weft_cuda_set_act_auto(be), WEFT_EINVAL);
+  ASSERT(strstr(weft_cuda_last_error(be), "WEFT_CUDA_ACT"));
+  unsetenv("WEFT_CUDA_ACT");
+  weft_backend_free(be);
+}

@@ -1160,7 +1160,10 @@ static double rel_err(const float *a, const float *ref, int64_t n) {
  * choosing another algorithm for another address) */
 #define TOL_STREAM_REL 1e-6
 
-TEST(fp16_weights_match_fp32_within_tolerance) {
+/* act16: 16-bit activations too (weft_cuda_set_act_dtype), as `weft run`
+ * computes by default: every op's output rounds to fp16 besides, within
+ * the same tolerance on these models. */
+static void half_models_match_fp32(bool act16) {
   weft_backend *g = gpu(), *c = cpu();
   model mc, mh;
   model_open(&mc, SD_LAYOUT_LDM, NULL);
@@ -1170,6 +1173,7 @@ TEST(fp16_weights_match_fp32_within_tolerance) {
   ASSERT_OK(sd_clip_load(&mh.m.ck, &mh.clip));
   ASSERT_OK(sd_vae_load(&mh.m.ck, &mh.vae));
   sd_vram *vr = gpu_vram(g, UINT64_MAX, true);
+  if (act16) ASSERT_OK(weft_cuda_set_act_dtype(g, WEFT_F16));
   ASSERT_OK(sd_unet_to_vram(mh.unet, vr));
   ASSERT_OK(sd_clip_to_vram(mh.clip, vr));
   ASSERT_OK(sd_vae_to_vram(mh.vae, vr));
@@ -1240,6 +1244,14 @@ TEST(fp16_weights_match_fp32_within_tolerance) {
   model_close(&mh), model_close(&mc);
   sd_vram_release(vr);
   weft_backend_free(c), weft_backend_free(g);
+}
+
+TEST(fp16_weights_match_fp32_within_tolerance) {
+  half_models_match_fp32(false);
+}
+
+TEST(fp16_activations_match_fp32_within_tolerance) {
+  half_models_match_fp32(true);
 }
 
 /* The tiny UNet and VAE streamed under a budget of twice the largest UNet

@@ -81,6 +81,11 @@ extern const char *
 weft__sdf_precision_name(int p) __asm__("weft_cuda_precision_name")
     __attribute__((weak));
 
+/* 16-bit activations (weft_cuda_set_act_auto) where this libweft has
+ * them. */
+extern int weft__sdf_set_act_auto(weft_backend *be) __asm__(
+    "weft_cuda_set_act_auto") __attribute__((weak));
+
 static const char *precision_name(const weft_backend *be) {
   if (!weft_backend_is_cuda(be)) return "fp32";
   if (!weft__sdf_get_precision || !weft__sdf_precision_name)
@@ -986,9 +991,17 @@ int main(int argc, char **argv) {
       fprintf(stderr, "sd_forward: CUDA backend: %s\n", err);
       return 1;
     }
-    snprintf(dev_name, sizeof dev_name, "cuda: %s, cuDNN %s",
+    if (weft__sdf_set_act_auto && weft__sdf_set_act_auto(be) != 0) {
+      fprintf(stderr, "sd_forward: %s\n", weft_cuda_last_error(be));
+      return 2;
+    }
+    snprintf(dev_name, sizeof dev_name, "cuda: %s, cuDNN %s, activations %s",
              weft_cuda_device_name(be),
-             weft_cuda_have_cudnn(be) ? "yes" : "no");
+             weft_cuda_have_cudnn(be) ? "yes" : "no",
+             be->iface->struct_size > offsetof(weft_backend_iface, act_dtype) &&
+                     weft_backend_act_dtype(be) != WEFT_F32
+                 ? "16-bit"
+                 : "fp32");
   } else if (!strcmp(device, "cpu")) {
     be = weft_backend_cpu_new(threads);
   } else {
