@@ -99,23 +99,20 @@ static int prep16(weft__cuda_ctx *ctx, const float *p, int dt, weft_dtype want,
                           "gemm: rounding an operand to 16 bits");
 }
 
-/* g->bias after the product (per column or per row, every item). */
-static int add_bias(weft__cuda_ctx *ctx, const weft_gemm_args *g, int c_dt,
-                    int64_t batch) {
+int weft__cuda_add_bias(weft__cuda_ctx *ctx, int c_dt, void *c,
+                        const float *bias, int per_row, int64_t m, int64_t n,
+                        int64_t ldc, int64_t batch, int64_t sc) {
+  const size_t es = c_dt == WEFT_F32 ? 4 : 2;
   cudaError_t e = cudaSuccess;
-  if (g->bias_per_row)
-    e = weft__cu_bias_planes(ctx->stream, c_dt, g->c, g->bias, batch,
-                             g->stride_c, g->m, g->ldc, g->n);
-  else if (g->ldc == g->n && (batch == 1 || g->stride_c == g->m * g->n))
-    e = weft__cu_bias_rows(ctx->stream, c_dt, g->c, g->bias, batch * g->m,
-                           g->n);
+  if (per_row)
+    e = weft__cu_bias_planes(ctx->stream, c_dt, c, bias, batch, sc, m, ldc, n);
+  else if (ldc == n && (batch == 1 || sc == m * n))
+    e = weft__cu_bias_rows(ctx->stream, c_dt, c, bias, batch * m, n);
   else /* padded rows: row by row (no caller of weft's has them) */
-    for (int64_t i = 0; i < batch * g->m && e == cudaSuccess; i++)
-      e = weft__cu_bias_rows(ctx->stream, c_dt,
-                             (char *)g->c + (size_t)((i / g->m) * g->stride_c +
-                                                     (i % g->m) * g->ldc) *
-                                                (c_dt == WEFT_F32 ? 4 : 2),
-                             g->bias, 1, g->n);
+    for (int64_t i = 0; i < batch * m && e == cudaSuccess; i++)
+      e = weft__cu_bias_rows(
+          ctx->stream, c_dt,
+          (char *)c + (size_t)((i / m) * sc + (i % m) * ldc) * es, bias, 1, n);
   return weft__cuda_check(ctx, e, "gemm bias");
 }
 
@@ -136,16 +133,18 @@ int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
   if (g->lda < (a_cols ? a_cols : 1) || g->ldb < (b_cols ? b_cols : 1) ||
       g->ldc < g->n || !g->c || (g->k > 0 && (!g->a || !g->b)))
     return WEFT_EINVAL;
-  /* the bias is linear's: one matrix, dense rows */
-  if (bias && (batch != 1 || g->ldc != g->n)) return WEFT_EINVAL;
   if (batch == 0) return 0;
   const weft_dtype want = weft__cuda_compute_dtype(ctx);
   if (c_dt != WEFT_F32 && c_dt != (int)want) return WEFT_EINVAL;
-  /* g->bias: in the epilogue where it is linear's kind, else after */
-  bool bias_after = g->bias != NULL;
-  if (g->bias && !bias && !g->bias_per_row && batch == 1 && g->ldc == g->n &&
-      want != WEFT_F32)
-    bias = g->bias, bias_after = false;
+  /* a bias per column (linear's, or g's) goes with the product (cuBLASLt's
+   * epilogue in 16-bit precision: one rounding of a 16-bit C); one per row
+   * is added after it */
+  if (bias && g->bias) return WEFT_EINVAL;
+  if (g->bias && !g->bias_per_row) bias = g->bias;
+  const float *row_bias = g->bias && g->bias_per_row ? g->bias : NULL;
+#define ADD_BIAS(v, per_row)                                                   \
+  weft__cuda_add_bias(ctx, c_dt, g->c, v, per_row, g->m, g->n, g->ldc, batch,  \
+                      g->stride_c)
   int rc = 0;
   if (g->k == 0) { /* defined as C = beta * C (BLAS libraries differ) */
     rc = weft__cuda_check(ctx,
@@ -153,11 +152,8 @@ int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
                                                 g->stride_c, g->m, g->n, g->ldc,
                                                 g->beta),
                           "gemm (k = 0)");
-    if (rc == 0 && bias)
-      rc = weft__cuda_check(
-          ctx, weft__cu_bias_rows(ctx->stream, c_dt, g->c, bias, g->m, g->n),
-          "gemm bias");
-    if (rc == 0 && bias_after) rc = add_bias(ctx, g, c_dt, batch);
+    if (rc == 0 && bias) rc = ADD_BIAS(bias, 0);
+    if (rc == 0 && row_bias) rc = ADD_BIAS(row_bias, 1);
     return rc;
   }
   if (a_dt == WEFT__DT_LOOKUP) a_dt = (int)weft__cuda_weight_dtype(ctx, g->a);
@@ -190,12 +186,8 @@ int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
     }
     if (rc == 0) rc = sgemm(ctx, g, batch, a, b);
     /* bias after the product, as kernels/cpu adds it (same rounding) */
-    if (rc == 0 && bias)
-      rc = weft__cuda_check(
-          ctx,
-          weft__cu_bias_rows(ctx->stream, WEFT_F32, g->c, bias, g->m, g->n),
-          "gemm bias");
-    if (rc == 0 && bias_after) rc = add_bias(ctx, g, c_dt, batch);
+    if (rc == 0 && bias) rc = ADD_BIAS(bias, 0);
+    if (rc == 0 && row_bias) rc = ADD_BIAS(row_bias, 1);
     /* back to the cache: later work on the stream is ordered after ours */
     weft__cuda_free(ctx, ta);
     weft__cuda_free(ctx, tb);
@@ -231,7 +223,8 @@ int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
                         .c_dt = (weft_dtype)c_dt};
     rc = weft__cuda_mm16(ctx, &mm);
   }
-  if (rc == 0 && bias_after) rc = add_bias(ctx, g, c_dt, batch);
+  if (rc == 0 && row_bias) rc = ADD_BIAS(row_bias, 1);
+#undef ADD_BIAS
   weft__cuda_free(ctx, oa.tmp);
   weft__cuda_free(ctx, ob.tmp);
   return rc;

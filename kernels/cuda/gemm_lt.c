@@ -17,7 +17,10 @@
  * alignment) runs instead, with the bias as a separate kernel. */
 #include <cublasLt.h>
 #include <cublas_v2.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -38,6 +41,7 @@ int weft__cuda_lt_init(weft__cuda_ctx *ctx, char *err, size_t err_size) {
 }
 
 void weft__cuda_lt_destroy(weft__cuda_ctx *ctx) {
+  weft__cuda_lt_plans_free(ctx);
   if (ctx->lt_ws) weft__cuda_free(ctx, ctx->lt_ws);
   ctx->lt_ws = NULL;
   ctx->lt_ws_bytes = 0;
@@ -92,6 +96,116 @@ static cublasStatus_t layout(cublasLtMatrixLayout_t *l, cudaDataType_t t,
     }                                                                          \
   } while (0)
 
+/* ---- the plan cache ----
+ * Making the descriptors and asking cuBLASLt's heuristic costs tens of
+ * microseconds of host time a product, more than many of SD's products
+ * take on the GPU (a UNet step makes about 180 of a few dozen shapes): the
+ * descriptors and the algorithm are kept per problem, keyed by everything
+ * that decides them (the heuristic answers the same for the same
+ * descriptors and preferences, so a kept answer is the one a fresh query
+ * would give).  Open addressing; a full table starts over. */
+#define LT_KEY 20
+#define LT_SLOTS 512
+
+typedef struct lt_plan {
+  bool used;
+  bool algo_ok; /* false: cuBLASLt offered none (the caller falls back) */
+  int64_t key[LT_KEY];
+  lt_objs o;
+  cublasLtMatmulAlgo_t algo;
+} lt_plan;
+
+typedef struct lt_cache {
+  pthread_mutex_t mu;
+  int n;
+  lt_plan p[LT_SLOTS];
+} lt_cache;
+
+static void lt_cache_clear(lt_cache *c) {
+  for (int i = 0; i < LT_SLOTS; i++)
+    if (c->p[i].used) lt_free(&c->p[i].o);
+  memset(c->p, 0, sizeof c->p);
+  c->n = 0;
+}
+
+void weft__cuda_lt_plans_free(weft__cuda_ctx *ctx) {
+  lt_cache *c = ctx->lt_plans;
+  if (!c) return;
+  lt_cache_clear(c);
+  pthread_mutex_destroy(&c->mu);
+  free(c);
+  ctx->lt_plans = NULL;
+}
+
+static uint64_t lt_hash(const int64_t *k) {
+  uint64_t h = 1469598103934665603ull;
+  for (int i = 0; i < LT_KEY; i++) {
+    h ^= (uint64_t)k[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+/* Makes p's descriptors and asks the heuristic; a cuBLAS status. */
+static cublasStatus_t lt_make(weft__cuda_ctx *ctx, const weft__cuda_mm *mm,
+                              bool epilogue, const uint32_t al[3], lt_plan *p,
+                              const char **failed) {
+  const cudaDataType_t t = mm->dt == WEFT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  const cudaDataType_t tc = mm->c_dt == WEFT_F32 ? CUDA_R_32F : t;
+  lt_objs *o = &p->o;
+  cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+  const char *what = "";
+  /* cuBLASLt's A = our B (n x k after op), its B = our A (k x m). */
+  const cublasOperation_t ta = mm->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t tb = mm->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  LT_CK(cublasLtMatmulDescCreate(&o->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  LT_CK(cublasLtMatmulDescSetAttribute(o->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
+                                       sizeof ta));
+  LT_CK(cublasLtMatmulDescSetAttribute(o->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
+                                       sizeof tb));
+  if (epilogue) {
+    const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+    LT_CK(cublasLtMatmulDescSetAttribute(o->op, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                         &ep, sizeof ep));
+    if (tc != CUDA_R_32F) { /* the bias stays fp32 (D's type by default) */
+      const cudaDataType_t bt = CUDA_R_32F;
+      LT_CK(cublasLtMatmulDescSetAttribute(
+          o->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+    }
+  }
+  LT_CK(layout(&o->la, t, mm->trans_b ? mm->k : mm->n,
+               mm->trans_b ? mm->n : mm->k, mm->ldb, mm->batch, mm->sb));
+  LT_CK(layout(&o->lb, t, mm->trans_a ? mm->m : mm->k,
+               mm->trans_a ? mm->k : mm->m, mm->lda, mm->batch, mm->sa));
+  LT_CK(layout(&o->lc, tc, mm->n, mm->m, mm->ldc, mm->batch, mm->sc));
+  LT_CK(cublasLtMatmulPreferenceCreate(&o->pref));
+  const uint64_t ws = ctx->lt_ws_bytes;
+  LT_CK(cublasLtMatmulPreferenceSetAttribute(
+      o->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  LT_CK(cublasLtMatmulPreferenceSetAttribute(
+      o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0],
+      sizeof al[0]));
+  LT_CK(cublasLtMatmulPreferenceSetAttribute(
+      o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1],
+      sizeof al[1]));
+  LT_CK(cublasLtMatmulPreferenceSetAttribute(
+      o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2],
+      sizeof al[2]));
+  LT_CK(cublasLtMatmulPreferenceSetAttribute(
+      o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2],
+      sizeof al[2]));
+  cublasLtMatmulHeuristicResult_t res;
+  int got = 0;
+  st = cublasLtMatmulAlgoGetHeuristic(LT(ctx), o->op, o->la, o->lb, o->lc,
+                                      o->lc, o->pref, 1, &res, &got);
+  p->algo_ok = st == CUBLAS_STATUS_SUCCESS && got >= 1;
+  if (p->algo_ok) p->algo = res.algo;
+  return CUBLAS_STATUS_SUCCESS; /* no algorithm: the caller falls back */
+out:
+  *failed = what;
+  return st;
+}
+
 /* 0; WEFT_EUNSUPPORTED when cuBLASLt has no algorithm for this problem
  * (ctx->err untouched); another code with ctx->err set. */
 static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
@@ -103,82 +217,84 @@ static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
     else
       ctx->err[0] = 0; /* run without a workspace */
   }
-  const cudaDataType_t t = mm->dt == WEFT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
-  const cudaDataType_t tc = mm->c_dt == WEFT_F32 ? CUDA_R_32F : t;
-  const size_t cs = mm->c_dt == WEFT_F32 ? 4 : 2;
-  lt_objs o = {0};
-  cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
-  const char *what = "";
-  int rc = 0;
-  /* cuBLASLt's A = our B (n x k after op), its B = our A (k x m). */
-  const cublasOperation_t ta = mm->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t tb = mm->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  LT_CK(cublasLtMatmulDescCreate(&o.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  LT_CK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
-                                       sizeof ta));
-  LT_CK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
-                                       sizeof tb));
+  if (!ctx->lt_plans) {
+    lt_cache *c = calloc(1, sizeof *c);
+    if (!c) return weft__cuda_fail(ctx, WEFT_ENOMEM, "out of memory");
+    pthread_mutex_init(&c->mu, NULL);
+    ctx->lt_plans = c;
+  }
+  lt_cache *c = ctx->lt_plans;
   /* The bias epilogue only for a 16-byte aligned bias: other projects
    * report wrong sums with less (Marian's cuBLASLt wrapper); else a
    * kernel adds it after the product. */
   const bool epilogue = mm->bias && (uintptr_t)mm->bias % 16 == 0;
-  if (epilogue) {
-    const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
-    const void *bp = mm->bias;
-    LT_CK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_EPILOGUE,
-                                         &ep, sizeof ep));
-    LT_CK(cublasLtMatmulDescSetAttribute(
-        o.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp));
-    if (tc != CUDA_R_32F) { /* the bias stays fp32 (D's type by default) */
-      const cudaDataType_t bt = CUDA_R_32F;
-      LT_CK(cublasLtMatmulDescSetAttribute(
-          o.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
-    }
+  const uint32_t al[3] = {
+      alignment(mm->b, mm->ldb, mm->sb, 2),
+      alignment(mm->a, mm->lda, mm->sa, 2),
+      alignment(mm->c, mm->ldc, mm->sc, mm->c_dt == WEFT_F32 ? 4 : 2)};
+  const int64_t key[LT_KEY] = {mm->dt,
+                               mm->c_dt,
+                               mm->trans_a,
+                               mm->trans_b,
+                               mm->m,
+                               mm->n,
+                               mm->k,
+                               mm->batch,
+                               mm->lda,
+                               mm->ldb,
+                               mm->ldc,
+                               mm->sa,
+                               mm->sb,
+                               mm->sc,
+                               epilogue,
+                               al[0],
+                               al[1],
+                               al[2],
+                               (int64_t)ctx->lt_ws_bytes,
+                               1};
+  cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+  const char *what = "";
+  int rc = 0;
+  pthread_mutex_lock(&c->mu);
+  if (c->n >= LT_SLOTS * 3 / 4) lt_cache_clear(c);
+  lt_plan *p = NULL;
+  for (uint64_t h = lt_hash(key) % LT_SLOTS;; h = (h + 1) % LT_SLOTS) {
+    p = &c->p[h];
+    if (!p->used || !memcmp(p->key, key, sizeof key)) break;
   }
-  LT_CK(layout(&o.la, t, mm->trans_b ? mm->k : mm->n,
-               mm->trans_b ? mm->n : mm->k, mm->ldb, mm->batch, mm->sb));
-  LT_CK(layout(&o.lb, t, mm->trans_a ? mm->m : mm->k,
-               mm->trans_a ? mm->k : mm->m, mm->lda, mm->batch, mm->sa));
-  LT_CK(layout(&o.lc, tc, mm->n, mm->m, mm->ldc, mm->batch, mm->sc));
-  LT_CK(cublasLtMatmulPreferenceCreate(&o.pref));
-  const uint64_t ws = ctx->lt_ws_bytes;
-  const uint32_t al_a = alignment(mm->b, mm->ldb, mm->sb, 2);
-  const uint32_t al_b = alignment(mm->a, mm->lda, mm->sa, 2);
-  const uint32_t al_c = alignment(mm->c, mm->ldc, mm->sc, cs);
-  LT_CK(cublasLtMatmulPreferenceSetAttribute(
-      o.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-  LT_CK(cublasLtMatmulPreferenceSetAttribute(
-      o.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
-  LT_CK(cublasLtMatmulPreferenceSetAttribute(
-      o.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
-  LT_CK(cublasLtMatmulPreferenceSetAttribute(
-      o.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
-  LT_CK(cublasLtMatmulPreferenceSetAttribute(
-      o.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
-  cublasLtMatmulHeuristicResult_t res;
-  int got = 0;
-  st = cublasLtMatmulAlgoGetHeuristic(LT(ctx), o.op, o.la, o.lb, o.lc, o.lc,
-                                      o.pref, 1, &res, &got);
-  if (st != CUBLAS_STATUS_SUCCESS || got < 1) {
+  if (!p->used) {
+    st = lt_make(ctx, mm, epilogue, al, p, &what);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+      lt_free(&p->o);
+      memset(p, 0, sizeof *p);
+      goto out;
+    }
+    p->used = true;
+    memcpy(p->key, key, sizeof key);
+    c->n++;
+  }
+  if (!p->algo_ok) {
     rc = WEFT_EUNSUPPORTED; /* no algorithm: the caller falls back */
-    st = CUBLAS_STATUS_SUCCESS;
     goto out;
   }
-  st = cublasLtMatmul(LT(ctx), o.op, &mm->alpha, mm->b, o.la, mm->a, o.lb,
-                      &mm->beta, mm->c, o.lc, mm->c, o.lc, &res.algo,
-                      ctx->lt_ws, ctx->lt_ws_bytes, ctx->stream);
+  if (epilogue) {
+    const void *bp = mm->bias;
+    LT_CK(cublasLtMatmulDescSetAttribute(
+        p->o.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp));
+  }
+  st = cublasLtMatmul(LT(ctx), p->o.op, &mm->alpha, mm->b, p->o.la, mm->a,
+                      p->o.lb, &mm->beta, mm->c, p->o.lc, mm->c, p->o.lc,
+                      &p->algo, ctx->lt_ws, ctx->lt_ws_bytes, ctx->stream);
   if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
     rc = WEFT_EUNSUPPORTED;
     st = CUBLAS_STATUS_SUCCESS;
   }
   what = "cublasLtMatmul";
-  if (st == CUBLAS_STATUS_SUCCESS && rc == 0 && mm->bias && !epilogue)
-    rc = weft__cuda_check(ctx,
-                          weft__cu_bias_rows(ctx->stream, mm->c_dt, mm->c,
-                                             mm->bias, mm->m, mm->n),
-                          "gemm bias");
 out:
-  lt_free(&o);
+  pthread_mutex_unlock(&c->mu);
+  if (st == CUBLAS_STATUS_SUCCESS && rc == 0 && mm->bias && !epilogue)
+    rc = weft__cuda_add_bias(ctx, mm->c_dt, mm->c, mm->bias, 0, mm->m, mm->n,
+                             mm->ldc, mm->batch, mm->sc);
   if (st != CUBLAS_STATUS_SUCCESS)
     rc = weft__cuda_fail(
         ctx, st == CUBLAS_STATUS_ALLOC_FAILED ? WEFT_ENOMEM : WEFT_EDEVICE,
@@ -209,9 +325,7 @@ int weft__cuda_mm16(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
         (long long)mm->batch, mm->dt == WEFT_BF16 ? "bf16" : "fp16",
         cublasGetStatusString(st));
   if (mm->bias)
-    return weft__cuda_check(ctx,
-                            weft__cu_bias_rows(ctx->stream, mm->c_dt, mm->c,
-                                               mm->bias, mm->m, mm->n),
-                            "gemm bias");
+    return weft__cuda_add_bias(ctx, mm->c_dt, mm->c, mm->bias, 0, mm->m, mm->n,
+                               mm->ldc, mm->batch, mm->sc);
   return 0;
 }

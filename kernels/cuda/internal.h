@@ -63,8 +63,9 @@ typedef struct weft__cuda_ctx {
   void *cudnn_plans; /* conv_cudnn.c's algorithm cache (with the handle) */
   pthread_t cudnn_thread; /* weft_cuda_start_cudnn's, while cudnn_starting */
   bool cudnn_starting;
-  void *lt;    /* cublasLtHandle_t */
-  void *lt_ws; /* cuBLASLt workspace (from the cache, made on first use) */
+  void *lt;       /* cublasLtHandle_t */
+  void *lt_plans; /* gemm_lt.c's plan cache, made on first use */
+  void *lt_ws;    /* cuBLASLt workspace (from the cache, made on first use) */
   size_t lt_ws_bytes;
   uint64_t n_lt, n_lt_fallback; /* 16-bit products on cuBLASLt / GemmEx */
   bool tf32;
@@ -143,18 +144,23 @@ int weft__cuda_gemm(weft__cuda_ctx *ctx, const weft_gemm_args *g);
  * stored (WEFT_F32, WEFT_F16, WEFT_BF16), or WEFT__DT_LOOKUP to ask the
  * half-weight registry; c_dt how C is (WEFT_F32, or in FP16/BF16
  * precision the compute dtype).  bias: NULL, or [n] fp32 added to every
- * row of C after the product (a cuBLASLt epilogue in 16-bit precision);
- * g->bias as ops.h says.  In FP32 precision 16-bit operands are widened to
- * fp32 first; in FP16/BF16 precision fp32 (or the other 16-bit type's)
- * operands are rounded into dense 16-bit scratch and the product runs on
- * cuBLASLt (fp32 accumulate, C rounded once when it is 16-bit). */
+ * row of C after the product (a cuBLASLt epilogue in 16-bit precision),
+ * as g->bias without bias_per_row, which it excludes.  In FP32 precision 16-bit
+ * operands are widened to fp32 first; in FP16/BF16 precision fp32 (or the other
+ * 16-bit type's) operands are rounded into dense 16-bit scratch and the product
+ * runs on cuBLASLt (fp32 accumulate, C rounded once when it is 16-bit). */
 #define WEFT__DT_LOOKUP (-1)
 int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
                        int b_dt, int c_dt, const float *bias);
+/* c[i*sc + r*ldc + j] += bias[j] (or bias[r] with per_row) for every
+ * item i < batch, c stored as c_dt: a bias added after the product. */
+int weft__cuda_add_bias(weft__cuda_ctx *ctx, int c_dt, void *c,
+                        const float *bias, int per_row, int64_t m, int64_t n,
+                        int64_t ldc, int64_t batch, int64_t sc);
 /* A 16-bit product for gemm_lt.c: row-major as weft_gemm_args (op flags,
  * row strides ld and batch strides s* in elements), A and B stored as dt
- * (WEFT_F16 or WEFT_BF16), C as c_dt (WEFT_F32 or dt); bias as
- * weft__cuda_gemm_ex's (batch 1, ldc == n).  Sizes are valid, k > 0,
+ * (WEFT_F16 or WEFT_BF16), C as c_dt (WEFT_F32 or dt); bias NULL or [n]
+ * fp32, added to every row of every item.  Sizes are valid, k > 0,
  * batch >= 1. */
 typedef struct weft__cuda_mm {
   int trans_a, trans_b;
@@ -181,6 +187,8 @@ const float *weft__cuda_f32_view(weft__cuda_ctx *ctx, const float *p, int64_t n,
                                  void **tmp);
 int weft__cuda_lt_init(weft__cuda_ctx *ctx, char *err, size_t err_size);
 void weft__cuda_lt_destroy(weft__cuda_ctx *ctx);
+/* Frees gemm_lt.c's plan cache (the descriptors it keeps). */
+void weft__cuda_lt_plans_free(weft__cuda_ctx *ctx);
 
 /* ---- Attention in 16-bit precision (attention_half.c) ----------------------
  */
