@@ -62,6 +62,7 @@
 #include "schedule.h"
 #include "sd.h"
 #include "sd_device.h"
+#include "sd_layers.h"
 #include "weft/safetensors.h"
 #include "weft/weft.h"
 
@@ -83,8 +84,9 @@ weft__sdf_precision_name(int p) __asm__("weft_cuda_precision_name")
 
 /* 16-bit activations (weft_cuda_set_act_auto) where this libweft has
  * them. */
-extern int weft__sdf_set_act_auto(weft_backend *be) __asm__(
-    "weft_cuda_set_act_auto") __attribute__((weak));
+extern int
+weft__sdf_set_act_auto(weft_backend *be) __asm__("weft_cuda_set_act_auto")
+    __attribute__((weak));
 
 static const char *precision_name(const weft_backend *be) {
   if (!weft_backend_is_cuda(be)) return "fp32";
@@ -513,6 +515,44 @@ static int sync_be(weft_backend *be) {
   return be->iface->synchronize ? be->iface->synchronize(be) : 0;
 }
 
+/* How long the host takes to queue a UNet step whose inputs are already on
+ * the device, against the whole step (queued, then waited for): a step
+ * that takes no longer than its queueing is bound by the host (each op's
+ * launches, library calls and bookkeeping), not by the GPU.  Medians of 5
+ * after 2 warm-ups, into f. */
+static int host_queue_time(FILE *f, sd_unet *unet, weft_backend *be,
+                           const float *x, const float *t, const float *ctx,
+                           int64_t L) {
+  const sd_unet_cfg *c = sd_unet_config(unet);
+  const float *xd, *td, *cd;
+  float *xt = NULL, *tt = NULL, *ct = NULL;
+  float *od = sd_alloc(be, 2 * c->out_channels * L * L);
+  int r = od ? 0 : WEFT_ENOMEM;
+  if (!r) r = sd_io_in(be, x, 2 * c->in_channels * L * L, &xd, &xt);
+  if (!r) r = sd_io_in_f32(be, t, 2, &td, &tt);
+  if (!r) r = sd_io_in(be, ctx, 2 * 77 * c->context_dim, &cd, &ct);
+  double q[5], w[5];
+  for (int rep = -2; rep < 5 && !r; rep++) {
+    if ((r = sync_be(be))) break;
+    sd_unet_feats feats;
+    double a = now();
+    r = sd_unet_encode(unet, be, xd, 2, L, L, td, cd, 77, NULL, &feats);
+    if (!r) r = sd_unet_decode(unet, be, &feats, cd, 77, NULL, od);
+    double b = now();
+    if (!r) r = sync_be(be);
+    if (rep >= 0) q[rep] = b - a, w[rep] = now() - a;
+  }
+  if (!r)
+    fprintf(f,
+            "\n### UNet step, batch 2, 64x64: host against GPU\n\n"
+            "The host queues a step in %.2f ms; queued and waited for, the "
+            "step takes %.2f ms (medians of 5, inputs on the device, no "
+            "profiling).\n",
+            1e3 * median(q, 5), 1e3 * median(w, 5));
+  sd_free(be, od), sd_free(be, xt), sd_free(be, tt), sd_free(be, ct);
+  return r;
+}
+
 /* Device memory now, as a JSON object into f: weft's allocator statistics
  * and cudaMemGetInfo (the whole device). */
 static void json_mem(FILE *f, const char *name, weft_backend *be) {
@@ -708,6 +748,7 @@ static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
   const char *prof = getenv("WEFT_BENCH_PROFILE");
   if (!bad && prof && *prof && weft_backend_is_cuda(be)) {
     FILE *pf = fopen(prof, "a");
+    if (pf) r = host_queue_time(pf, unet, be, x, tsteps, ctx, L);
     for (int part = 0; part < 3 && pf && !r; part++) {
       static const char *const title[3] = {
           "UNet step, batch 2, 64x64 latent (5 calls)",
@@ -716,11 +757,11 @@ static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
       if ((r = sync_be(be)) || (r = weft_cuda_profile_start(be))) break;
       double a = now();
       for (int rep = 0; rep < reps && !r; rep++)
-        r = part == 0   ? sd_unet_forward(unet, be, x, 2, L, L, tsteps, ctx,
-                                          77, NULL, out)
-            : part == 1 ? sd_vae_decode(vae, be, x, 1, L, L, img)
-                        : sd_clip_forward(clip, be, &ids[0][0], 2, 0, ctx,
-                                          NULL);
+        r = part == 0 ? sd_unet_forward(unet, be, x, 2, L, L, tsteps, ctx, 77,
+                                        NULL, out)
+            : part == 1
+                ? sd_vae_decode(vae, be, x, 1, L, L, img)
+                : sd_clip_forward(clip, be, &ids[0][0], 2, 0, ctx, NULL);
       if (!r) r = sync_be(be);
       double b = now();
       int rp = weft_cuda_profile_report(be, pf, title[part], b - a, 40);
@@ -996,8 +1037,7 @@ int main(int argc, char **argv) {
       return 2;
     }
     snprintf(dev_name, sizeof dev_name, "cuda: %s, cuDNN %s, activations %s",
-             weft_cuda_device_name(be),
-             weft_cuda_have_cudnn(be) ? "yes" : "no",
+             weft_cuda_device_name(be), weft_cuda_have_cudnn(be) ? "yes" : "no",
              be->iface->struct_size > offsetof(weft_backend_iface, act_dtype) &&
                      weft_backend_act_dtype(be) != WEFT_F32
                  ? "16-bit"
