@@ -203,8 +203,7 @@ int sd_clip_forward(sd_clip *m, weft_backend *be, const int32_t *ids,
     /* the lookup on the host tables, then one copy in */
     float *hh = malloc((size_t)(rows * D) * sizeof *hh);
     rc = hh ? embed(c, m->tok_emb, m->pos_emb, ids, batch, hh) : WEFT_ENOMEM;
-    if (!rc)
-      rc = sd_act_upload(be, h, hh, rows * D);
+    if (!rc) rc = sd_act_upload(be, h, hh, rows * D);
     free(hh);
     if (rc) goto out;
   }
@@ -214,14 +213,12 @@ int sd_clip_forward(sd_clip *m, weft_backend *be, const int32_t *ids,
     if ((rc = sd_devw_use(m->dw, 1 + i)) ||
         (rc = be->iface->layer_norm(be, h, t, rows, D, c->eps, l->ln1.g,
                                     l->ln1.b)) ||
-        (rc = sd_run_attn(be, &l->attn, t, batch, L, NULL, 0, true, t)) ||
-        (rc = be->iface->scale_add(be, h, 1.0f, h, 1.0f, t, rows * D)) ||
+        (rc = sd_run_attn(be, &l->attn, t, batch, L, NULL, 0, true, true, h)) ||
         (rc = be->iface->layer_norm(be, h, t, rows, D, c->eps, l->ln2.g,
                                     l->ln2.b)) ||
         (rc = sd_run_linear(be, &l->fc1, t, rows, u)) ||
         (rc = be->iface->act(be, act, u, u, rows * c->intermediate)) ||
-        (rc = sd_run_linear(be, &l->fc2, u, rows, t)) ||
-        (rc = be->iface->scale_add(be, h, 1.0f, h, 1.0f, t, rows * D)))
+        (rc = sd_run_linear_add(be, &l->fc2, u, rows, h)))
       goto out;
   }
   /* ComfyUI normalises a skipped layer's output with the final norm too */

@@ -2,9 +2,9 @@
  * following diffusers' modules (ResnetBlock2D, Attention). */
 #include "sd_layers.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <math.h>
 #include <string.h>
 
 static int w(sd_ckpt *ck, sd_part p, const char *prefix, const char *leaf,
@@ -149,11 +149,12 @@ void sd_visit_attn(sd_attn *a, sd_weight_fn fn, void *u) {
   sd_visit_linear(&a->out, fn, u);
 }
 
-/* ---- running -------------------------------------------------------------- */
+/* ---- running --------------------------------------------------------------
+ */
 
 float *sd_alloc(weft_backend *be, int64_t n) {
-  return be->iface->buffer_alloc(be,
-                                 (size_t)(n > 0 ? n : 1) * weft_backend_act_size(be));
+  return be->iface->buffer_alloc(be, (size_t)(n > 0 ? n : 1) *
+                                         weft_backend_act_size(be));
 }
 
 float *sd_alloc_f32(weft_backend *be, int64_t n) {
@@ -169,14 +170,46 @@ int sd_run_linear(weft_backend *be, const sd_linear *l, const float *x,
   return be->iface->linear(be, x, rows, l->in, l->w, l->b, l->out, y);
 }
 
+int sd_run_linear_add(weft_backend *be, const sd_linear *l, const float *x,
+                      int64_t rows, float *y) {
+  /* y = x W^T + y: A = x [rows, in], B = W stored [out, in], C = y */
+  weft_gemm_args g = {.m = rows,
+                      .n = l->out,
+                      .k = l->in,
+                      .trans_b = 1,
+                      .alpha = 1.0f,
+                      .beta = 1.0f,
+                      .a = x,
+                      .lda = l->in,
+                      .b = l->w,
+                      .ldb = l->in,
+                      .c = y,
+                      .ldc = l->out,
+                      .bias = l->b,
+                      .acts = WEFT_GEMM_ACT_A | WEFT_GEMM_ACT_C};
+  return be->iface->gemm(be, &g);
+}
+
 static int conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
                 int64_t h, int64_t w, int64_t pt, int64_t pl, int64_t pb,
                 int64_t pr, float *y, int64_t *ho, int64_t *wo) {
-  weft_conv2d_args a = {
-      .batch = b, .c_in = c->cin, .h_in = h, .w_in = w, .c_out = c->cout,
-      .k_h = c->k, .k_w = c->k, .stride_h = c->stride, .stride_w = c->stride,
-      .pad_top = pt, .pad_left = pl, .pad_bottom = pb, .pad_right = pr,
-      .x = x, .weight = c->w, .bias = c->b, .y = y};
+  weft_conv2d_args a = {.batch = b,
+                        .c_in = c->cin,
+                        .h_in = h,
+                        .w_in = w,
+                        .c_out = c->cout,
+                        .k_h = c->k,
+                        .k_w = c->k,
+                        .stride_h = c->stride,
+                        .stride_w = c->stride,
+                        .pad_top = pt,
+                        .pad_left = pl,
+                        .pad_bottom = pb,
+                        .pad_right = pr,
+                        .x = x,
+                        .weight = c->w,
+                        .bias = c->b,
+                        .y = y};
   *ho = weft_conv2d_out_size(h, c->k, c->stride, pt, pb);
   *wo = weft_conv2d_out_size(w, c->k, c->stride, pl, pr);
   return be->iface->conv2d(be, &a);
@@ -216,15 +249,13 @@ int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
       goto out;
   }
   /* norm2 + SiLU (+ dropout, an identity at inference) -> conv2 */
-  if ((rc = be->iface->group_norm(be, t2, t2, b, r->cout, hw, r->groups,
-                                  r->eps, r->norm2.g, r->norm2.b,
-                                  WEFT_ACT_SILU)) ||
+  if ((rc = be->iface->group_norm(be, t2, t2, b, r->cout, hw, r->groups, r->eps,
+                                  r->norm2.g, r->norm2.b, WEFT_ACT_SILU)) ||
       (rc = sd_run_conv(be, &r->conv2, t2, b, h, w, y, &ho, &wo)))
     goto out;
   if (r->shortcut.w) {
     if ((rc = sd_run_conv(be, &r->shortcut, x, b, h, w, t2, &ho, &wo)) ||
-        (rc = be->iface->scale_add(be, y, 1.0f, y, 1.0f, t2,
-                                   b * r->cout * hw)))
+        (rc = be->iface->scale_add(be, y, 1.0f, y, 1.0f, t2, b * r->cout * hw)))
       goto out;
   } else {
     rc = be->iface->scale_add(be, y, 1.0f, y, 1.0f, x, b * r->cout * hw);
@@ -239,30 +270,56 @@ out:
 int sd_run_linear_from_nchw(weft_backend *be, const sd_linear *l,
                             const float *x, int64_t b, int64_t hw, float *y) {
   /* y[b] = x[b]^T W^T: A = x[b] stored [in, hw], B = W stored [out, in] */
-  weft_gemm_args g = {.m = hw, .n = l->out, .k = l->in, .trans_a = 1,
-                      .trans_b = 1, .alpha = 1.0f, .beta = 0.0f, .a = x,
-                      .lda = hw, .b = l->w, .ldb = l->in, .c = y,
-                      .ldc = l->out, .batch = b, .stride_a = l->in * hw,
-                      .stride_b = 0, .stride_c = hw * l->out, .bias = l->b,
+  weft_gemm_args g = {.m = hw,
+                      .n = l->out,
+                      .k = l->in,
+                      .trans_a = 1,
+                      .trans_b = 1,
+                      .alpha = 1.0f,
+                      .beta = 0.0f,
+                      .a = x,
+                      .lda = hw,
+                      .b = l->w,
+                      .ldb = l->in,
+                      .c = y,
+                      .ldc = l->out,
+                      .batch = b,
+                      .stride_a = l->in * hw,
+                      .stride_b = 0,
+                      .stride_c = hw * l->out,
+                      .bias = l->b,
                       .acts = WEFT_GEMM_ACT_A | WEFT_GEMM_ACT_C};
   return be->iface->gemm(be, &g);
 }
 
-int sd_run_linear_to_nchw(weft_backend *be, const sd_linear *l,
-                          const float *x, int64_t b, int64_t hw, float *y) {
+int sd_run_linear_to_nchw(weft_backend *be, const sd_linear *l, const float *x,
+                          int64_t b, int64_t hw, bool add, float *y) {
   /* y[b] = W x[b]^T: A = W [out, in], B = x[b] stored [hw, in] */
-  weft_gemm_args g = {.m = l->out, .n = hw, .k = l->in, .trans_a = 0,
-                      .trans_b = 1, .alpha = 1.0f, .beta = 0.0f, .a = l->w,
-                      .lda = l->in, .b = x, .ldb = l->in, .c = y, .ldc = hw,
-                      .batch = b, .stride_a = 0, .stride_b = hw * l->in,
-                      .stride_c = l->out * hw, .bias = l->b,
+  weft_gemm_args g = {.m = l->out,
+                      .n = hw,
+                      .k = l->in,
+                      .trans_a = 0,
+                      .trans_b = 1,
+                      .alpha = 1.0f,
+                      .beta = add ? 1.0f : 0.0f,
+                      .a = l->w,
+                      .lda = l->in,
+                      .b = x,
+                      .ldb = l->in,
+                      .c = y,
+                      .ldc = hw,
+                      .batch = b,
+                      .stride_a = 0,
+                      .stride_b = hw * l->in,
+                      .stride_c = l->out * hw,
+                      .bias = l->b,
                       .bias_per_row = 1,
                       .acts = WEFT_GEMM_ACT_B | WEFT_GEMM_ACT_C};
   return be->iface->gemm(be, &g);
 }
 
 int sd_run_attn(weft_backend *be, const sd_attn *a, const float *x, int64_t b,
-                int64_t lq, const float *ctx, int64_t lk, bool causal,
+                int64_t lq, const float *ctx, int64_t lk, bool causal, bool add,
                 float *y) {
   const float *kv_in = ctx ? ctx : x;
   int64_t lkv = ctx ? lk : lq;
@@ -280,15 +337,24 @@ int sd_run_attn(weft_backend *be, const sd_attn *a, const float *x, int64_t b,
       (rc = sd_run_linear(be, &a->k, kv_in, b * lkv, k)) ||
       (rc = sd_run_linear(be, &a->v, kv_in, b * lkv, v)))
     goto out;
-  weft_attn_args at = {
-      .batch = b, .heads = a->heads, .lq = lq, .lk = lkv, .d = d, .dv = d,
-      .q = q, .q_s = weft_attn_strides_blhd(a->heads, lq, d),
-      .k = k, .k_s = weft_attn_strides_blhd(a->heads, lkv, d),
-      .v = v, .v_s = weft_attn_strides_blhd(a->heads, lkv, d),
-      .o = o, .o_s = weft_attn_strides_blhd(a->heads, lq, d),
-      .causal = causal};
+  weft_attn_args at = {.batch = b,
+                       .heads = a->heads,
+                       .lq = lq,
+                       .lk = lkv,
+                       .d = d,
+                       .dv = d,
+                       .q = q,
+                       .q_s = weft_attn_strides_blhd(a->heads, lq, d),
+                       .k = k,
+                       .k_s = weft_attn_strides_blhd(a->heads, lkv, d),
+                       .v = v,
+                       .v_s = weft_attn_strides_blhd(a->heads, lkv, d),
+                       .o = o,
+                       .o_s = weft_attn_strides_blhd(a->heads, lq, d),
+                       .causal = causal};
   if ((rc = be->iface->attention(be, &at))) goto out;
-  rc = sd_run_linear(be, &a->out, o, b * lq, y);
+  rc = add ? sd_run_linear_add(be, &a->out, o, b * lq, y)
+           : sd_run_linear(be, &a->out, o, b * lq, y);
 out:
   sd_free(be, q);
   sd_free(be, k);
@@ -327,8 +393,7 @@ int sd_upsample_nearest(weft_backend *be, const float *x, float *y,
   size_t nx = (size_t)(planes * h * w), ny = (size_t)(planes * oh * ow);
   float *hx = malloc(nx * sizeof *hx), *hy = malloc(ny * sizeof *hy);
   int rc = hx && hy ? 0 : WEFT_ENOMEM;
-  if (!rc)
-    rc = sd_act_download(be, hx, x, (int64_t)nx);
+  if (!rc) rc = sd_act_download(be, hx, x, (int64_t)nx);
   if (!rc) {
     nearest_host(hx, hy, planes, h, w, oh, ow);
     rc = sd_act_upload(be, y, hy, (int64_t)ny);

@@ -86,6 +86,11 @@ void sd_free(weft_backend *be, float *p);
 
 int sd_run_linear(weft_backend *be, const sd_linear *l, const float *x,
                   int64_t rows, float *y);
+/* y += linear(x): the residual added by the product itself (a GEMM with
+ * beta 1, the bias after it), one pass over y fewer than a linear and an
+ * add. */
+int sd_run_linear_add(weft_backend *be, const sd_linear *l, const float *x,
+                      int64_t rows, float *y);
 /* x [b, cin, h, w] -> y [b, cout, ho, wo]; ho and wo get the output size */
 int sd_run_conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
                 int64_t h, int64_t w, float *y, int64_t *ho, int64_t *wo);
@@ -101,9 +106,10 @@ int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
  * x [b, in, hw] -> y [b, hw, out] (a 1x1 conv fused with the permute). */
 int sd_run_linear_from_nchw(weft_backend *be, const sd_linear *l,
                             const float *x, int64_t b, int64_t hw, float *y);
-/* The reverse: x [b, hw, in] -> y [b, out, hw]. */
-int sd_run_linear_to_nchw(weft_backend *be, const sd_linear *l,
-                          const float *x, int64_t b, int64_t hw, float *y);
+/* The reverse: x [b, hw, in] -> y [b, out, hw] (y += that with add: a
+ * residual added by the product, as sd_run_linear_add). */
+int sd_run_linear_to_nchw(weft_backend *be, const sd_linear *l, const float *x,
+                          int64_t b, int64_t hw, bool add, float *y);
 /* torch's F.interpolate(mode="nearest") of planes h x w -> oh x ow (the
  * backend's 2x kernel when it is exactly 2x; other sizes on the host, on
  * host copies for a device backend). */
@@ -111,9 +117,10 @@ int sd_upsample_nearest(weft_backend *be, const float *x, float *y,
                         int64_t planes, int64_t h, int64_t w, int64_t oh,
                         int64_t ow);
 /* Multi-head attention: x [b, lq, dim] (queries), ctx [b, lk, ctx_dim] or
- * NULL (self-attention) -> y [b, lq, dim].  causal for CLIP. */
+ * NULL (self-attention) -> y [b, lq, dim] (y += that with add: the
+ * residual, through sd_run_linear_add).  causal for CLIP. */
 int sd_run_attn(weft_backend *be, const sd_attn *a, const float *x, int64_t b,
-                int64_t lq, const float *ctx, int64_t lk, bool causal,
+                int64_t lq, const float *ctx, int64_t lk, bool causal, bool add,
                 float *y);
 
 #endif

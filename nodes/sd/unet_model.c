@@ -331,17 +331,15 @@ static int run_tblock(weft_backend *be, const tblock *b, float *h, int64_t bs,
                       float *u) {
   const int64_t c = b->n1.c, rows = bs * l;
   const float eps = 1e-5f;
+  /* each residual added by the product that ends its branch */
   CK(be->iface->layer_norm(be, h, t, rows, c, eps, b->n1.g, b->n1.b));
-  CK(sd_run_attn(be, &b->attn1, t, bs, l, NULL, 0, false, t));
-  CK(be->iface->scale_add(be, h, 1.0f, h, 1.0f, t, rows * c));
+  CK(sd_run_attn(be, &b->attn1, t, bs, l, NULL, 0, false, true, h));
   CK(be->iface->layer_norm(be, h, t, rows, c, eps, b->n2.g, b->n2.b));
-  CK(sd_run_attn(be, &b->attn2, t, bs, l, ctx, lk, false, t));
-  CK(be->iface->scale_add(be, h, 1.0f, h, 1.0f, t, rows * c));
+  CK(sd_run_attn(be, &b->attn2, t, bs, l, ctx, lk, false, true, h));
   CK(be->iface->layer_norm(be, h, t, rows, c, eps, b->n3.g, b->n3.b));
   CK(sd_run_linear(be, &b->ff_in, t, rows, u));
   CK(be->iface->gated_act(be, WEFT_ACT_GELU_ERF, u, u, rows, 4 * c));
-  CK(sd_run_linear(be, &b->ff_out, u, rows, t));
-  return be->iface->scale_add(be, h, 1.0f, h, 1.0f, t, rows * c);
+  return sd_run_linear_add(be, &b->ff_out, u, rows, h);
 }
 
 /* x [bs, c, hw] -> y [bs, c, hw] = x + transformer(x) */
@@ -363,9 +361,11 @@ static int run_xformer(weft_backend *be, const xformer *x, int groups,
   for (int d = 0; d < x->depth; d++)
     if ((rc = run_tblock(be, &x->blocks[d], h, bs, hw, ctx, lk, t, u)))
       goto out;
-  /* y may be in: project into n, then add the residual elementwise */
-  if ((rc = sd_run_linear_to_nchw(be, &x->proj_out, h, bs, hw, n)) ||
-      (rc = be->iface->scale_add(be, y, 1.0f, n, 1.0f, in, bs * c * hw)))
+  /* y = in + proj_out(h): the residual added by the product (y is in,
+   * or gets a copy of it first) */
+  if ((y != in &&
+       (rc = be->iface->scale_add(be, y, 1.0f, in, 0.0f, NULL, bs * c * hw))) ||
+      (rc = sd_run_linear_to_nchw(be, &x->proj_out, h, bs, hw, true, y)))
     goto out;
 out:
   sd_free(be, n), sd_free(be, h), sd_free(be, t), sd_free(be, u);

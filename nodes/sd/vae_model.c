@@ -274,9 +274,8 @@ static int run_mid_attn(weft_backend *be, const vmid *mid, int groups, float *x,
                          .v_s = weft_attn_strides_bhld(1, hw, ch),
                          .o = t,
                          .o_s = weft_attn_strides_bhld(1, hw, ch)};
-    if (!(rc = be->iface->attention(be, &at)) &&
-        !(rc = sd_run_linear_to_nchw(be, &a->out, t, b, hw, n)))
-      rc = be->iface->scale_add(be, x, 1.0f, x, 1.0f, n, b * ch * hw);
+    if (!(rc = be->iface->attention(be, &at)))
+      rc = sd_run_linear_to_nchw(be, &a->out, t, b, hw, true, x);
   }
   sd_free(be, q), sd_free(be, k), sd_free(be, v);
 out:
