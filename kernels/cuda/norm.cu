@@ -247,17 +247,18 @@ __global__ void __launch_bounds__(ROW_THREADS)
 // per row, the row in registers (read once), the same statistics and
 // formula as ln_kernel (the sums in another order).  A block of 128 threads
 // for 8192 rows of 320 left the GPU waiting on its barriers and its three
-// passes over memory (20 us a call on an H200).
-#define LN_WARPS 8
+// passes over memory (20 us a call on an H200; 13 this way).  W warps a
+// block: 8, or fewer where the rows would not make two blocks per SM
+// (512 rows of 1280 in 64 blocks took 21 us).
 
 template <typename T, int NV>
-__global__ void __launch_bounds__(LN_WARPS * 32)
+__global__ void __launch_bounds__(256)
     ln_warp_kernel(const T *x, T *y, int64_t rows, int dim, float eps,
                    const float *__restrict__ gamma,
                    const float *__restrict__ beta) {
-  const int lane = threadIdx.x & 31;
-  for (int64_t r = (int64_t)blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
-       r < rows; r += (int64_t)gridDim.x * LN_WARPS) {
+  const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  for (int64_t r = (int64_t)blockIdx.x * warps + (threadIdx.x >> 5); r < rows;
+       r += (int64_t)gridDim.x * warps) {
     const T *xr = x + r * dim;
     T *yr = y + r * dim;
     float v[NV];
@@ -294,11 +295,14 @@ template <typename T, int NV>
 static void ln_warp(cudaStream_t s, const void *x, void *y, int64_t rows,
                     int64_t dim, float eps, const float *gamma,
                     const float *beta) {
-  const int64_t blocks = (rows + LN_WARPS - 1) / LN_WARPS;
+  int warps = 8;
+  while (warps > 1 && (rows + warps - 1) / warps < 264) // 2 x 132 SMs
+    warps /= 2;
+  const int64_t blocks = (rows + warps - 1) / warps;
   const unsigned g = (unsigned)(blocks < (1 << 20) ? blocks : (1 << 20));
-  ln_warp_kernel<T, NV><<<g, LN_WARPS * 32, 0, s>>>(static_cast<const T *>(x),
-                                                    static_cast<T *>(y), rows,
-                                                    (int)dim, eps, gamma, beta);
+  ln_warp_kernel<T, NV><<<g, warps * 32, 0, s>>>(static_cast<const T *>(x),
+                                                 static_cast<T *>(y), rows,
+                                                 (int)dim, eps, gamma, beta);
 }
 
 extern "C" cudaError_t weft__cu_layer_norm(cudaStream_t s, int dt,
