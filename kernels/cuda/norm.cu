@@ -243,14 +243,14 @@ __global__ void __launch_bounds__(ROW_THREADS)
   }
 }
 
-// Rows of at most 32 * NV values (SD's 320 to 1280, CLIP's 768): a warp
-// per row, the row in registers (read once), the same statistics and
-// formula as ln_kernel (the sums in another order).  A block of 128 threads
-// for 8192 rows of 320 left the GPU waiting on its barriers and its three
-// passes over memory (20 us a call on an H200; 13 this way).  W warps a
-// block: 8, or fewer where the rows would not make two blocks per SM
-// (512 rows of 1280 in 64 blocks took 21 us).
-
+// Short rows (at most 32 * NV values; SD's 320): a warp per row, the row
+// in registers (read once), the same statistics and formula as ln_kernel
+// (the sums in another order).  For 8192 rows of 320 the block per row
+// (128 threads) took 20 us a call on an H200, waiting on its barriers and
+// its three passes over memory; this takes 13.  Rows of 640 and 1280 were
+// slower this way (13 and 21 us against 10.5 and 11.7) and stay on
+// ln_kernel.  W warps a block: 8, or fewer where the rows would not make
+// two blocks per SM.
 template <typename T, int NV>
 __global__ void __launch_bounds__(256)
     ln_warp_kernel(const T *x, T *y, int64_t rows, int dim, float eps,
@@ -314,10 +314,6 @@ extern "C" cudaError_t weft__cu_layer_norm(cudaStream_t s, int dt,
   WEFT_CU_WITH_TYPE(
       dt, T,
       if (dim <= 32 * 12) ln_warp<T, 12>(s, x, y, rows, dim, eps, gamma, beta);
-      else if (dim <= 32 * 24)
-          ln_warp<T, 24>(s, x, y, rows, dim, eps, gamma, beta);
-      else if (dim <= 32 * 40)
-          ln_warp<T, 40>(s, x, y, rows, dim, eps, gamma, beta);
       else ln_kernel<T>
       <<<g, ROW_THREADS, 0, s>>>(static_cast<const T *>(x), static_cast<T *>(y),
                                  rows, dim, eps, gamma, beta));
