@@ -37,8 +37,9 @@ static void ref_gemm(const weft_gemm_args *g, const float *c0, double *ref,
         }
         int64_t o = b * g->stride_c + i * g->ldc + j;
         double cv = g->beta == 0 ? 0 : (double)g->beta * c0[o];
-        ref[o] = g->alpha * s + cv;
-        mag[o] = fabs(g->alpha) * a + fabs(cv);
+        double bv = !g->bias ? 0 : g->bias[g->bias_per_row ? i : j];
+        ref[o] = g->alpha * s + cv + bv;
+        mag[o] = fabs(g->alpha) * a + fabs(cv) + fabs(bv);
       }
 }
 
@@ -85,6 +86,46 @@ TEST(gemm_matches_reference_for_all_transposes_and_odd_shapes) {
           ASSERT_CLOSE(c, ref, mag, sc * batch, 1e-6, 1e-5);
           free(a), free(b), free(c), free(ref), free(mag);
         }
+  weft_cpu_ctx_free(ctx);
+}
+
+/* A bias per column ([n]) or per row ([m]) added in every batch item, with
+ * beta, strided rows (the padding untouched) and k = 0. */
+TEST(gemm_adds_a_bias_per_column_or_per_row) {
+  weft_cpu_ctx *ctx = weft_cpu_ctx_new(2);
+  uint64_t s = 7;
+  const int64_t m = 9, n = 13, k = 21, ldc = n + 3, sc = ldc * m + 2, bt = 3;
+  float *a = kr_rand(&s, m * k * bt, -1, 1), *b = kr_rand(&s, k * n, -1, 1);
+  float *bias = kr_rand(&s, m > n ? m : n, -2, 2);
+  for (int per_row = 0; per_row < 2; per_row++)
+    for (int64_t kk = 0; kk <= k; kk += k) {
+      float *c = kr_rand(&s, sc * bt, -1, 1);
+      double *ref = kr_zalloc(sizeof(double) * sc * bt);
+      double *mag = kr_zalloc(sizeof(double) * sc * bt);
+      weft_gemm_args g = {.m = m,
+                          .n = n,
+                          .k = kk,
+                          .alpha = 1.25f,
+                          .beta = 1.0f,
+                          .a = a,
+                          .lda = k,
+                          .b = b,
+                          .ldb = n,
+                          .c = c,
+                          .ldc = ldc,
+                          .batch = bt,
+                          .stride_a = m * k,
+                          .stride_c = sc,
+                          .bias = bias,
+                          .bias_per_row = per_row};
+      for (int64_t i = 0; i < sc * bt; i++)
+        ref[i] = c[i], mag[i] = 0;
+      ref_gemm(&g, c, ref, mag);
+      ASSERT_OK(weft_cpu_gemm(ctx, &g));
+      ASSERT_CLOSE(c, ref, mag, sc * bt, 1e-6, 1e-5);
+      free(c), free(ref), free(mag);
+    }
+  free(a), free(b), free(bias);
   weft_cpu_ctx_free(ctx);
 }
 
