@@ -10,7 +10,8 @@
  * synchronous: the host buffer may be reused or read when it returns;
  * DEVICE_TO_DEVICE is queued on the stream.
  *
- * Numerics: activations are fp32 in memory.  In FP32 precision every op
+ * Numerics: activations are fp32 in memory unless the backend keeps them
+ * in 16 bits (weft_cuda_set_act_dtype, below).  In FP32 precision every op
  * computes in fp32, TF32 off unless asked for, so results match kernels/cpu
  * to float rounding (see kernels/README.md's CUDA section).  In FP16/BF16
  * precision (the default; weft_cuda_set_precision, WEFT_PRECISION) the
@@ -56,11 +57,12 @@ typedef enum weft_cuda_conv_algo {
 } weft_cuda_conv_algo;
 
 /* Compute precision of the matrix products (linear, gemm, conv2d and the
- * two products of attention).  Activations stay fp32 in memory in every
- * mode, and norms, activations and elementwise ops always run in fp32.
- * FP32: fp32 products (TF32 only if asked for).  FP16 / BF16: the operands
- * are rounded to 16 bits and multiplied on tensor cores with fp32
- * accumulation, output written as fp32.  AUTO (options only): the
+ * two products of attention).  Norms, activations and elementwise ops
+ * always compute in fp32, whatever the activations are stored in (fp32,
+ * or 16-bit: weft_cuda_set_act_dtype).  FP32: fp32 products (TF32 only if
+ * asked for).  FP16 / BF16: the operands are rounded to 16 bits and
+ * multiplied on tensor cores with fp32 accumulation, the output written
+ * in the activations' dtype.  AUTO (options only): the
  * environment variable WEFT_PRECISION (fp32, fp16 or bf16) when set, else
  * FP16. */
 typedef enum weft_cuda_precision {
