@@ -33,6 +33,15 @@ extern "C" {
  * memory.  (transfer full: release with weft_backend_free) */
 weft_backend *weft_backend_emulated_new(int n_threads);
 
+/* The dtype it keeps activations in (backend.h, "Activations"): WEFT_F32,
+ * the default, or WEFT_F16 / WEFT_BF16 as a CUDA backend with 16-bit
+ * activations keeps them: the CPU kernels then compute on fp32 copies and
+ * every op's output rounds to 16 bits, so model code's 16-bit paths (sizes,
+ * conversions at its boundaries) run where there is no GPU, and results
+ * are the CPU's within that rounding instead of bit for bit.  Set it
+ * before any activation buffer exists.  0, or WEFT_EINVAL. */
+int weft_emulated_set_act_dtype(weft_backend *be, weft_dtype dt);
+
 /* true for a backend made by weft_backend_emulated_new. */
 bool weft_backend_is_emulated(const weft_backend *be);
 

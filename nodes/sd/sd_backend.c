@@ -5,7 +5,8 @@
  * device's own words when a model call fails there.  The emulated device
  * (kernels/emulated.h) takes every device path but those of real CUDA:
  * weights, streaming, arenas and copies, without a copy stream or 16-bit
- * weights. */
+ * weights; with fp32 activations unless WEFT_CUDA_ACT=16 (a CUDA device's
+ * default) is set. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,10 +46,15 @@ weft_backend *sd_backend_new(weft_call *c, const char *what, int *code) {
       *code = WEFT_ENOMEM;
       return NULL;
     }
+    /* fp32 activations (the CPU's numbers bit for bit) unless
+     * WEFT_CUDA_ACT=16 asks for a CUDA device's 16-bit ones */
+    const char *act = getenv("WEFT_CUDA_ACT");
+    const bool act16 = act && !strcmp(act, "16");
+    if (act16) weft_emulated_set_act_dtype(be, WEFT_F16);
     h->log(c, WEFT_LOG_INFO,
            "%s runs on the emulated device (CPU kernels behind device "
-           "pointers; for tests)",
-           what);
+           "pointers; for tests)%s",
+           what, act16 ? ", 16-bit activations" : "");
     return be;
   } else if (strcmp(dev, "cpu") != 0) {
     h->error(c, "WEFT_DEVICE=%s: expected cpu, cuda, emulated or auto", dev);

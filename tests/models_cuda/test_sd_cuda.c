@@ -1712,3 +1712,85 @@ TEST(vae_conv_scratch_is_bounded_and_column_blocks_agree_on_cuda) {
   free(x), free(w), free(y1), free(y2);
   weft_backend_free(g);
 }
+
+/* ---- 16-bit activations on the emulated device (no GPU needed) ----------
+ * The emulated device keeps activations in fp16 as a CUDA backend does by
+ * default in fp16 precision (weft_emulated_set_act_dtype): the models'
+ * 16-bit paths -- buffer sizes, the conversions where inputs come in and
+ * outputs go out, the fp32 timesteps -- run here, against the CPU within
+ * TOL_FP16_REL of each output's scale, and the results must differ from
+ * the CPU's (the rounding really happened).  The activations' high-water
+ * of a UNet call must be well under the fp32 one's. */
+static void act16_case(const char *what, const float *g, const float *c,
+                       int64_t n) {
+  double r = rel_err(g, c, n);
+  expect(what, r, TOL_FP16_REL);
+  ASSERT(memcmp(g, c, (size_t)n * 4) != 0);
+}
+
+TEST(models_with_16_bit_activations_on_an_emulated_device_match_the_cpu) {
+  weft_backend *e = emu(), *e32 = emu(), *c = cpu();
+  ASSERT_OK(weft_emulated_set_act_dtype(e, WEFT_F16));
+  ASSERT_EQ(weft_backend_act_dtype(e), WEFT_F16);
+  ASSERT_EQ(weft_backend_act_size(e), 2);
+  ASSERT_EQ(weft_emulated_set_act_dtype(c, WEFT_F16), WEFT_EINVAL);
+  model me, m32, mc;
+  model_open(&me, SD_LAYOUT_LDM, e);
+  model_open(&m32, SD_LAYOUT_LDM, e32);
+  model_open(&mc, SD_LAYOUT_LDM, NULL);
+  /* CLIP */
+  weft_st_file *io = fx_open("clip_io.safetensors");
+  const weft_st_tensor *ids64 = get(io, "input_ids");
+  int32_t ids[77];
+  for (int i = 0; i < 77; i++) {
+    int64_t v;
+    memcpy(&v, (const char *)ids64->data + 8 * i, 8);
+    ids[i] = (int32_t)v;
+  }
+  float hh[77 * 32], hc[77 * 32], ph[32], pc[32];
+  ASSERT_OK(sd_clip_forward(me.clip, e, ids, 1, 0, hh, ph));
+  ASSERT_OK(sd_clip_forward(mc.clip, c, ids, 1, 0, hc, pc));
+  act16_case("clip hidden, fp16 activations (relative)", hh, hc, 77 * 32);
+  act16_case("clip pooled, fp16 activations (relative)", ph, pc, 32);
+  weft_st_close(io);
+  /* UNet, and its activations' high-water against fp32 ones */
+  io = fx_open("unet_io.safetensors");
+  const weft_st_tensor *x = get(io, "a/sample"), *t = get(io, "a/timestep"),
+                       *ctx = get(io, "a/encoder_hidden_states");
+  int64_t n = (int64_t)(x->nbytes / 4);
+  float *oh = malloc((size_t)n * 4), *oc = malloc((size_t)n * 4);
+  uint64_t base16 = weft_emulated_live_bytes(e),
+           base32 = weft_emulated_live_bytes(e32);
+  weft_emulated_peak_reset(e), weft_emulated_peak_reset(e32);
+  ASSERT_OK(sd_unet_forward(me.unet, e, x->data, x->shape[0], x->shape[2],
+                            x->shape[3], t->data, ctx->data, ctx->shape[1],
+                            NULL, oh));
+  ASSERT_OK(sd_unet_forward(m32.unet, e32, x->data, x->shape[0], x->shape[2],
+                            x->shape[3], t->data, ctx->data, ctx->shape[1],
+                            NULL, oc));
+  uint64_t act16 = weft_emulated_peak_bytes(e) - base16;
+  uint64_t act32 = weft_emulated_peak_bytes(e32) - base32;
+  fprintf(stderr, "unet activations' high-water: %llu bytes fp16, %llu fp32\n",
+          (unsigned long long)act16, (unsigned long long)act32);
+  ASSERT(act16 * 4 < act32 * 3);
+  ASSERT_OK(sd_unet_forward(mc.unet, c, x->data, x->shape[0], x->shape[2],
+                            x->shape[3], t->data, ctx->data, ctx->shape[1],
+                            NULL, oc));
+  act16_case("unet, fp16 activations (relative)", oh, oc, n);
+  free(oh), free(oc);
+  weft_st_close(io);
+  /* VAE encode and decode */
+  io = fx_open("vae_io.safetensors");
+  const weft_st_tensor *img = get(io, "b/image"), *lat = get(io, "b/latent");
+  float mh[8 * 4 * 6], mc8[8 * 4 * 6], dh[3 * 32 * 48], dc[3 * 32 * 48];
+  ASSERT_OK(sd_vae_encode(me.vae, e, img->data, 1, 32, 48, mh));
+  ASSERT_OK(sd_vae_encode(mc.vae, c, img->data, 1, 32, 48, mc8));
+  act16_case("vae encode, fp16 activations (relative)", mh, mc8, 8 * 4 * 6);
+  ASSERT_OK(sd_vae_decode(me.vae, e, lat->data, 1, 4, 6, dh));
+  ASSERT_OK(sd_vae_decode(mc.vae, c, lat->data, 1, 4, 6, dc));
+  act16_case("vae decode, fp16 activations (relative)", dh, dc, 3 * 32 * 48);
+  weft_st_close(io);
+  model_close(&me), model_close(&m32), model_close(&mc);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
+  weft_backend_free(c), weft_backend_free(e), weft_backend_free(e32);
+}
