@@ -41,6 +41,7 @@ import argparse
 import datetime
 import glob
 import json
+import re
 import os
 import statistics
 import subprocess
@@ -368,6 +369,11 @@ def weft_run(args, precision, vram=None, timeout=300):
             r["graph_s"] = ev.get("t")
         if ev.get("event") == "error" or ev.get("event") == "node_error":
             r.setdefault("errors", []).append(ev)
+        # each model node's "device high-water N MiB" line: weft's allocator (issue 9's
+        # high-water target), the CUDA context outside it
+        m = re.search(r"device high-water (\d+) MiB", str(ev.get("message", "")))
+        if ev.get("event") == "log" and m:
+            r["allocator_high_water_mib"] = max(r.get("allocator_high_water_mib", 0), int(m.group(1)))
     r["node_ms"] = nodes
     r["png"] = bool(glob.glob(os.path.join(odir, "*.png")))
     if base is not None:
@@ -545,8 +551,8 @@ def table(b):
                     f"{mib(m2.get('cuda_used'))} (end: {mib(me.get('cuda_used'))}) |")
     rows.append("")
     rows.append("| `weft run graphs/txt2img.yaml` (fresh process) | exit | wall (s) | load (s) | sampling (s) | "
-                "decode (s) | device used, peak (MiB, nvidia-smi) |")
-    rows.append("|---|---|---|---|---|---|---|")
+                "decode (s) | device used, peak (MiB, nvidia-smi) | weft's allocator, high-water (MiB) |")
+    rows.append("|---|---|---|---|---|---|---|---|")
     runs = [(f"WEFT_PRECISION={prec}", p.get(f"weft_{prec}", {}).get("weft_run")) for prec in ("fp16", "fp32", "bf16")]
     runs.append((f"--vram {VRAM_LIMIT}, WEFT_PRECISION={p.get('weft_vram', {}).get('precision_env')}",
                  p.get("weft_vram", {}).get("weft_run")))
@@ -559,7 +565,8 @@ def table(b):
             return f"{n[op] / 1000:.2f}" if op in n else "-"
 
         rows.append(f"| {label} | {r.get('exit')} | {r.get('wall_s')} | {s('CheckpointLoaderSimple')} | {s('KSampler')} | "
-                    f"{s('VAEDecode')} | {r.get('device_used_peak_mib', '-')} (before: {r.get('device_used_before_mib', '-')}) |")
+                    f"{s('VAEDecode')} | {r.get('device_used_peak_mib', '-')} (before: {r.get('device_used_before_mib', '-')}) | "
+                    f"{r.get('allocator_high_water_mib', '-')} |")
     vr = p.get("weft_vram", {}).get("weft_run")
     if vr and not vr.get("ok"):
         tail = " ".join(vr.get("stderr_tail", "").strip().splitlines()[-3:])[:400]
