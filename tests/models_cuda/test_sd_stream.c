@@ -617,6 +617,55 @@ static int fs_wait(void *ctx, void *ev) {
   return 0;
 }
 
+/* The 16-bit image a model uploads from (made on several threads, each a
+ * run of the weights' values cut anywhere): every SD_W_HALF value is its
+ * master rounded to fp16, at its entry's place. */
+TEST(half_images_are_the_masters_rounded) {
+  weft_backend *e = emu();
+  fake_stream *fs = calloc(1, sizeof *fs);
+  sd_xfer x = {.ctx = fs,
+               .host_alloc = fs_host_alloc,
+               .host_free = fs_host_free,
+               .event_new = fs_event_new,
+               .event_free = fs_event_free,
+               .record_compute = fs_record,
+               .upload = fs_upload,
+               .compute_wait = fs_wait,
+               .mark_half = fs_mark,
+               .unmark_half = fs_unmark};
+  sd_vram *vr = sd_vram_new(e, UINT64_MAX, WEFT_F16, &x, false);
+  model md;
+  open_on(&md, vr);
+  const sd_devw *dws[2] = {sd_unet_devw(md.unet), sd_vae_devw(md.vae)};
+  int64_t checked = 0;
+  for (int k = 0; k < 2; k++) {
+    const sd_devw *dw = dws[k];
+    ASSERT_EQ(dw->elem, 2);
+    for (int i = 0; i < dw->n; i++) {
+      const sd_devw_entry *en = &dw->e[i];
+      if (en->kind != SD_W_HALF) continue;
+      const uint16_t *h = (const uint16_t *)((const char *)dw->image +
+                                             dw->blk[en->block].img_off +
+                                             en->off);
+      for (int64_t j = 0; j < en->numel; j++)
+        if (h[j] != weft_f32_to_f16(en->host[j])) {
+          fprintf(stderr, "%s entry %d value %lld: %04x, want %04x\n",
+                  dw->model, i, (long long)j, h[j],
+                  weft_f32_to_f16(en->host[j]));
+          ASSERT(!"image value differs");
+        }
+      checked += en->numel;
+    }
+  }
+  fprintf(stderr, "%lld 16-bit values checked\n", (long long)checked);
+  ASSERT(checked > (1 << 18)); /* more than one thread's run */
+  sd_unet_free(md.unet), sd_vae_free(md.vae);
+  fx_model_close(&md.m);
+  sd_vram_release(vr);
+  free(fs);
+  weft_backend_free(e);
+}
+
 static void fake_stream_run(bool late) {
   weft_backend *er = emu(), *e = emu();
   sd_vram *vres = sd_vram_new(er, UINT64_MAX, WEFT_F32, NULL, false);
