@@ -203,8 +203,8 @@ static int emu_linear(weft_backend *be, const float *x, int64_t rows,
   const float *xx = IN(&c, x, rows * in);
   float *yy = OUT(&c, y, rows * out);
   if (c.rc) return finish(&c, c.rc);
-  return finish(&c, CPU(be)->iface->linear(CPU(be), xx, rows, in, R(w), R(b),
-                                           out, yy));
+  return finish(
+      &c, CPU(be)->iface->linear(CPU(be), xx, rows, in, R(w), R(b), out, yy));
 }
 
 static weft_conv2d_args conv_args(const weft_conv2d_args *a) {
@@ -219,7 +219,8 @@ static int emu_conv2d(weft_backend *be, const weft_conv2d_args *a) {
   weft_conv2d_args cv = conv_args(a);
   int64_t ho = 0, wo = 0;
   if (weft_conv2d_check_shapes(a, &ho, &wo) == 0 && a->batch > 0) {
-    const int64_t xs = a->x_bstride ? a->x_bstride : a->c_in * a->h_in * a->w_in;
+    const int64_t xs =
+        a->x_bstride ? a->x_bstride : a->c_in * a->h_in * a->w_in;
     const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * ho * wo;
     cv.x = IN(&c, a->x, (a->batch - 1) * xs + a->c_in * a->h_in * a->w_in);
     cv.y = OUT(&c, a->y, (a->batch - 1) * ys + a->c_out * ho * wo);
@@ -240,20 +241,13 @@ static weft_attn_args attn_args(const weft_attn_args *a) {
   return t;
 }
 
-/* Elements a [B, H, L, d] view spans. */
-static int64_t attn_span(const weft_attn_args *a, int64_t l, int64_t d,
-                         weft_attn_strides s) {
-  if (a->batch <= 0 || a->heads <= 0 || l <= 0) return 0;
-  return (a->batch - 1) * s.b + (a->heads - 1) * s.h + (l - 1) * s.l + d;
-}
-
 static int emu_attention(weft_backend *be, const weft_attn_args *a) {
   act_call c = call_of(be);
   weft_attn_args t = attn_args(a);
-  t.q = IN(&c, a->q, attn_span(a, a->lq, a->d, a->q_s));
-  t.k = IN(&c, a->k, attn_span(a, a->lk, a->d, a->k_s));
-  t.v = IN(&c, a->v, attn_span(a, a->lk, a->dv, a->v_s));
-  t.o = OUT(&c, a->o, attn_span(a, a->lq, a->dv, a->o_s));
+  t.q = IN(&c, a->q, weft_attn_span(a->batch, a->heads, a->lq, a->d, a->q_s));
+  t.k = IN(&c, a->k, weft_attn_span(a->batch, a->heads, a->lk, a->d, a->k_s));
+  t.v = IN(&c, a->v, weft_attn_span(a->batch, a->heads, a->lk, a->dv, a->v_s));
+  t.o = OUT(&c, a->o, weft_attn_span(a->batch, a->heads, a->lq, a->dv, a->o_s));
   if (c.rc) return finish(&c, c.rc);
   return finish(&c, CPU(be)->iface->attention(CPU(be), &t));
 }
@@ -270,8 +264,8 @@ static int emu_group_norm(weft_backend *be, const float *x, float *y, int64_t b,
   const float *xx = IN(&k, x, b * c * s);
   float *yy = OUT(&k, y, b * c * s);
   if (k.rc) return finish(&k, k.rc);
-  return finish(&k, CPU(be)->iface->group_norm(CPU(be), xx, yy, b, c, s, g,
-                                               eps, R(gamma), R(beta), act));
+  return finish(&k, CPU(be)->iface->group_norm(CPU(be), xx, yy, b, c, s, g, eps,
+                                               R(gamma), R(beta), act));
 }
 
 static int emu_layer_norm(weft_backend *be, const float *x, float *y,
@@ -309,8 +303,7 @@ static int emu_gated_act(weft_backend *be, weft_act act, const float *x,
   const float *xx = IN(&c, x, rows * 2 * dim);
   float *yy = OUT(&c, y, rows * dim);
   if (c.rc) return finish(&c, c.rc);
-  return finish(&c,
-                CPU(be)->iface->gated_act(CPU(be), act, xx, yy, rows, dim));
+  return finish(&c, CPU(be)->iface->gated_act(CPU(be), act, xx, yy, rows, dim));
 }
 
 static int emu_binary(weft_backend *be, weft_binop op, const float *a, int an,
@@ -327,8 +320,8 @@ static int emu_binary(weft_backend *be, weft_binop op, const float *a, int an,
     yy = OUT(&c, y, p.total);
   }
   if (c.rc) return finish(&c, c.rc);
-  return finish(&c,
-                CPU(be)->iface->binary(CPU(be), op, aa, an, as, bb, bn, bs, yy));
+  return finish(
+      &c, CPU(be)->iface->binary(CPU(be), op, aa, an, as, bb, bn, bs, yy));
 }
 
 static int emu_scale_add(weft_backend *be, float *y, float alpha,
@@ -348,8 +341,8 @@ static int emu_upsample(weft_backend *be, const float *x, float *y,
   const float *xx = IN(&c, x, planes * h * w);
   float *yy = OUT(&c, y, planes * 4 * h * w);
   if (c.rc) return finish(&c, c.rc);
-  return finish(&c, CPU(be)->iface->upsample_nearest2x(CPU(be), xx, yy, planes,
-                                                       h, w));
+  return finish(
+      &c, CPU(be)->iface->upsample_nearest2x(CPU(be), xx, yy, planes, h, w));
 }
 
 static int emu_concat(weft_backend *be, int n, const float *const *xs, int ndim,
@@ -379,9 +372,9 @@ static int emu_temb(weft_backend *be, const float *t, int64_t n, int64_t dim,
   act_call c = call_of(be);
   float *yy = OUT(&c, y, n * dim);
   if (c.rc) return finish(&c, c.rc);
-  return finish(&c, CPU(be)->iface->timestep_embedding(
-                        CPU(be), R(t), n, dim, flip, shift, scale, max_period,
-                        yy));
+  return finish(&c, CPU(be)->iface->timestep_embedding(CPU(be), R(t), n, dim,
+                                                       flip, shift, scale,
+                                                       max_period, yy));
 }
 
 static int emu_convert(weft_backend *be, void *dst, weft_dtype dt,

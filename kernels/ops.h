@@ -235,6 +235,15 @@ typedef struct weft_attn_args {
   size_t scratch_bytes;
 } weft_attn_args;
 
+/* Elements a [batch, heads, len, d] view with strides s spans from its
+ * start (0 for an empty one). */
+static inline int64_t weft_attn_span(int64_t batch, int64_t heads,
+                                     int64_t len, int64_t d,
+                                     weft_attn_strides s) {
+  if (batch <= 0 || heads <= 0 || len <= 0 || d <= 0) return 0;
+  return (batch - 1) * s.b + (heads - 1) * s.h + (len - 1) * s.l + d;
+}
+
 /* Strides of a contiguous [B, H, L, d] tensor. */
 static inline weft_attn_strides weft_attn_strides_bhld(int64_t heads,
                                                        int64_t len, int64_t d) {

@@ -336,7 +336,6 @@ static int be_copy(weft_backend *be, void *dst, const void *src, size_t n,
 /* ---- vtable: ops -------------------------------------------------------- */
 
 #define LAUNCHED(ctx, call, what) weft__cuda_check(ctx, (call), what)
-#define ACT_SIZE(ctx) ((ctx)->act == WEFT_F32 ? sizeof(float) : (size_t)2)
 
 static int be_gemm(weft_backend *be, const weft_gemm_args *a) {
   ENTER(CTX(be));
@@ -404,21 +403,16 @@ static bool fused_attention(const weft__cuda_ctx *ctx,
   return !ctx->attn_unfused && weft__cu_flash16_fits(a);
 }
 
-/* Elements a [B, H, L, d] view spans from its start. */
-static int64_t attn_span(int64_t b, int64_t h, int64_t l, int64_t d,
-                         weft_attn_strides s) {
-  return (b - 1) * s.b + (h - 1) * s.h + (l - 1) * s.l + d;
-}
-
 /* 16-bit activations where the fused kernel does not fit: the unfused
  * 16-bit attention on fp32 copies of q, k, v and o (each view's whole span,
  * so that o's elements outside the view come back as they were). */
 static int attention_via_f32(weft__cuda_ctx *ctx, const weft_attn_args *a,
                              float scale) {
-  const int64_t n[4] = {attn_span(a->batch, a->heads, a->lq, a->d, a->q_s),
-                        attn_span(a->batch, a->heads, a->lk, a->d, a->k_s),
-                        attn_span(a->batch, a->heads, a->lk, a->dv, a->v_s),
-                        attn_span(a->batch, a->heads, a->lq, a->dv, a->o_s)};
+  const int64_t n[4] = {
+      weft_attn_span(a->batch, a->heads, a->lq, a->d, a->q_s),
+      weft_attn_span(a->batch, a->heads, a->lk, a->d, a->k_s),
+      weft_attn_span(a->batch, a->heads, a->lk, a->dv, a->v_s),
+      weft_attn_span(a->batch, a->heads, a->lq, a->dv, a->o_s)};
   const void *src[4] = {a->q, a->k, a->v, a->o};
   float *t[4] = {0};
   int rc = 0;
@@ -568,7 +562,7 @@ static int be_act(weft_backend *be, weft_act act, const float *x, float *y,
   ENTER(ctx);
   if (act == WEFT_ACT_NONE)
     return LAUNCHED(ctx,
-                    cudaMemcpyAsync(y, x, (size_t)n * ACT_SIZE(ctx),
+                    cudaMemcpyAsync(y, x, (size_t)n * weft__cuda_act_size(ctx),
                                     cudaMemcpyDeviceToDevice, ctx->stream),
                     "act (copy)");
   return LAUNCHED(ctx, weft__cu_act(ctx->stream, ctx->act, (int)act, x, y, n),
@@ -584,8 +578,8 @@ static int be_gated_act(weft_backend *be, weft_act act, const float *x,
   /* In place, row r's output overwrites inputs of rows < r that other
    * threads may not have read yet: compute into a temporary, copy back. */
   uintptr_t xb = (uintptr_t)x, yb = (uintptr_t)y;
-  size_t in_bytes = (size_t)(rows * 2 * dim) * ACT_SIZE(ctx);
-  size_t out_bytes = (size_t)(rows * dim) * ACT_SIZE(ctx);
+  size_t in_bytes = (size_t)(rows * 2 * dim) * weft__cuda_act_size(ctx);
+  size_t out_bytes = (size_t)(rows * dim) * weft__cuda_act_size(ctx);
   bool overlap = yb < xb + in_bytes && xb < yb + out_bytes;
   void *dst = overlap ? weft__cuda_alloc(ctx, out_bytes) : y;
   if (!dst) return WEFT_ENOMEM;
@@ -670,7 +664,7 @@ static int be_concat(weft_backend *be, int n, const float *const *xs, int ndim,
   ENTER(ctx);
   /* One strided copy per input: its rows of inner_i elements land at
    * column offset off in rows of total elements. */
-  const size_t es = ACT_SIZE(ctx);
+  const size_t es = weft__cuda_act_size(ctx);
   int64_t off = 0;
   for (int i = 0; i < n; i++) {
     int64_t inner = shapes[i][axis] * after;

@@ -82,11 +82,14 @@ typedef struct weft__cuda_ctx {
 
 #define WEFT__CUDA_CTX(be) ((weft__cuda_ctx *)(be)->ctx)
 
-/* Element i of an activation buffer (pointer arithmetic in the
- * activation dtype, whatever the C type of p). */
+/* Bytes of an activation, and element i of an activation buffer (pointer
+ * arithmetic in the activation dtype, whatever the C type of p). */
+static inline size_t weft__cuda_act_size(const weft__cuda_ctx *ctx) {
+  return ctx->act == WEFT_F32 ? 4 : 2;
+}
 static inline void *weft__cuda_act_at(const weft__cuda_ctx *ctx, const void *p,
                                       int64_t i) {
-  return (char *)p + i * (ctx->act == WEFT_F32 ? 4 : 2);
+  return (char *)p + i * (int64_t)weft__cuda_act_size(ctx);
 }
 
 /* profile_cuda.c: whether iface is the profiling vtable; frees ctx->prof. */
