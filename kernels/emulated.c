@@ -165,13 +165,6 @@ static int finish(act_call *c, int rc) {
   return rc;
 }
 
-/* Elements a strided batch of rows x cols matrices spans. */
-static int64_t span(int64_t rows, int64_t cols, int64_t ld, int64_t stride,
-                    int64_t batch) {
-  if (rows <= 0 || cols <= 0) return 0;
-  return (stride == 0 ? 0 : (batch - 1) * stride) + (rows - 1) * ld + cols;
-}
-
 static int64_t numel(int nd, const int64_t *shape) {
   int64_t n = 1;
   for (int i = 0; i < nd; i++)
@@ -183,11 +176,13 @@ static int emu_gemm(weft_backend *be, const weft_gemm_args *a) {
   act_call c = call_of(be);
   weft_gemm_args g = *a;
   const int64_t bt = a->batch ? a->batch : 1;
-  const int64_t na = span(a->trans_a ? a->k : a->m, a->trans_a ? a->m : a->k,
-                          a->lda, a->stride_a, bt);
-  const int64_t nb = span(a->trans_b ? a->n : a->k, a->trans_b ? a->k : a->n,
-                          a->ldb, a->stride_b, bt);
-  const int64_t nc = span(a->m, a->n, a->ldc, a->stride_c, bt);
+  const int64_t na =
+      weft_matrix_span(a->trans_a ? a->k : a->m, a->trans_a ? a->m : a->k,
+                       a->lda, a->stride_a, bt);
+  const int64_t nb =
+      weft_matrix_span(a->trans_b ? a->n : a->k, a->trans_b ? a->k : a->n,
+                       a->ldb, a->stride_b, bt);
+  const int64_t nc = weft_matrix_span(a->m, a->n, a->ldc, a->stride_c, bt);
   g.a = a->acts & WEFT_GEMM_ACT_A ? IN(&c, a->a, na) : R(a->a);
   g.b = a->acts & WEFT_GEMM_ACT_B ? IN(&c, a->b, nb) : R(a->b);
   g.c = a->acts & WEFT_GEMM_ACT_C ? OUT(&c, a->c, nc) : R(a->c);

@@ -235,6 +235,16 @@ typedef struct weft_attn_args {
   size_t scratch_bytes;
 } weft_attn_args;
 
+/* Elements a strided batch of rows x cols matrices spans from its start
+ * (row stride ld; batch stride stride, 0 for one matrix every item shares;
+ * 0 for an empty one). */
+static inline int64_t weft_matrix_span(int64_t rows, int64_t cols, int64_t ld,
+                                       int64_t stride, int64_t batch) {
+  if (rows <= 0 || cols <= 0) return 0;
+  return (stride == 0 || batch <= 1 ? 0 : (batch - 1) * stride) +
+         (rows - 1) * ld + cols;
+}
+
 /* Elements a [batch, heads, len, d] view with strides s spans from its
  * start (0 for an empty one). */
 static inline int64_t weft_attn_span(int64_t batch, int64_t heads,

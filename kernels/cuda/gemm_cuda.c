@@ -45,13 +45,6 @@ const float *weft__cuda_f32_view(weft__cuda_ctx *ctx, const float *p, int64_t n,
   return t;
 }
 
-/* Elements a strided batch of rows x cols matrices spans from its start. */
-static int64_t span(int64_t rows, int64_t cols, int64_t ld, int64_t stride,
-                    int64_t batch) {
-  int64_t nb = stride == 0 ? 1 : batch;
-  return (nb - 1) * stride + (rows - 1) * ld + cols;
-}
-
 static int sgemm(weft__cuda_ctx *ctx, const weft_gemm_args *g, int64_t batch,
                  const float *a, const float *b) {
   cublasStatus_t st = cublasSgemmStridedBatched_64(
@@ -163,7 +156,7 @@ int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
     void *ta = NULL, *tb = NULL;
     const float *a = g->a, *b = g->b;
     if (a_dt != WEFT_F32) {
-      int64_t n = span(a_rows, a_cols, g->lda, g->stride_a, batch);
+      int64_t n = weft_matrix_span(a_rows, a_cols, g->lda, g->stride_a, batch);
       if (!(ta = weft__cuda_alloc(ctx, (size_t)n * sizeof(float))))
         return WEFT_ENOMEM;
       rc = weft__cuda_check(ctx,
@@ -173,7 +166,7 @@ int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
       a = ta;
     }
     if (rc == 0 && b_dt != WEFT_F32) {
-      int64_t n = span(b_rows, b_cols, g->ldb, g->stride_b, batch);
+      int64_t n = weft_matrix_span(b_rows, b_cols, g->ldb, g->stride_b, batch);
       if (!(tb = weft__cuda_alloc(ctx, (size_t)n * sizeof(float)))) {
         rc = WEFT_ENOMEM;
       } else {

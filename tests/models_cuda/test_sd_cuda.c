@@ -79,6 +79,17 @@ static const weft_st_tensor *get(weft_st_file *f, const char *key) {
   return t;
 }
 
+/* The first n token ids of a fixture's int64 input_ids, as sd_clip_forward
+ * takes them. */
+static void input_ids(const weft_st_tensor *ids64, int32_t *ids, int64_t n) {
+  ASSERT((int64_t)ids64->nbytes >= 8 * n);
+  for (int64_t i = 0; i < n; i++) {
+    int64_t v;
+    memcpy(&v, (const char *)ids64->data + 8 * i, 8);
+    ids[i] = (int32_t)v;
+  }
+}
+
 static const float *ref(weft_st_file *f, const char *key, int64_t numel) {
   const weft_st_tensor *t = get(f, key);
   ASSERT(t->dtype == WEFT_ST_F32);
@@ -188,11 +199,7 @@ static void check_clip(sd_layout layout) {
   const weft_st_tensor *ids64 = get(io, "input_ids");
   int64_t batch = ids64->shape[0], n = batch * 77 * 32;
   int32_t *ids = malloc((size_t)(batch * 77) * sizeof *ids);
-  for (int64_t i = 0; i < batch * 77; i++) {
-    int64_t v;
-    memcpy(&v, (const char *)ids64->data + 8 * i, 8);
-    ids[i] = (int32_t)v;
-  }
+  input_ids(ids64, ids, batch * 77);
   float *hg = malloc((size_t)n * 4), *hc = malloc((size_t)n * 4);
   float *pg = malloc((size_t)(batch * 32) * 4);
   ASSERT_OK(sd_clip_forward(mg.clip, g, ids, batch, 0, hg, pg));
@@ -488,11 +495,7 @@ static void unet_clip_out(model *md, weft_backend *be, weft_st_file *refs,
       ref(refs, "unet/encoder_hidden_states", 2 * 77 * 32), 77, NULL, u));
   const weft_st_tensor *ids64 = get(refs, "clip/input_ids");
   int32_t ids[77];
-  for (int i = 0; i < 77; i++) {
-    int64_t v;
-    memcpy(&v, (const char *)ids64->data + 8 * i, 8);
-    ids[i] = (int32_t)v;
-  }
+  input_ids(ids64, ids, 77);
   ASSERT_OK(sd_clip_forward(md->clip, be, ids, 1, 0, h, NULL));
 }
 
@@ -595,11 +598,7 @@ TEST(models_on_an_emulated_device_equal_the_cpu_bit_for_bit) {
   const weft_st_tensor *ids64 = get(io, "input_ids");
   int64_t batch = ids64->shape[0], n = batch * 77 * 32;
   int32_t *ids = malloc((size_t)(batch * 77) * sizeof *ids);
-  for (int64_t i = 0; i < batch * 77; i++) {
-    int64_t v;
-    memcpy(&v, (const char *)ids64->data + 8 * i, 8);
-    ids[i] = (int32_t)v;
-  }
+  input_ids(ids64, ids, batch * 77);
   float *he = malloc((size_t)n * 4), *hc = malloc((size_t)n * 4);
   float pe[5 * 32], pc[5 * 32];
   ASSERT_EQ(batch, 5);
@@ -1230,11 +1229,7 @@ static void half_models_match_fp32(bool act16) {
   io = fx_open("clip_io.safetensors");
   const weft_st_tensor *ids64 = get(io, "input_ids");
   int32_t ids[77];
-  for (int i = 0; i < 77; i++) {
-    int64_t v;
-    memcpy(&v, (const char *)ids64->data + 8 * i, 8);
-    ids[i] = (int32_t)v;
-  }
+  input_ids(ids64, ids, 77);
   float hh[77 * 32], hc[77 * 32];
   ASSERT_OK(sd_clip_forward(mh.clip, g, ids, 1, 0, hh, NULL));
   ASSERT_OK(sd_clip_forward(mc.clip, c, ids, 1, 0, hc, NULL));
@@ -1742,11 +1737,7 @@ TEST(models_with_16_bit_activations_on_an_emulated_device_match_the_cpu) {
   weft_st_file *io = fx_open("clip_io.safetensors");
   const weft_st_tensor *ids64 = get(io, "input_ids");
   int32_t ids[77];
-  for (int i = 0; i < 77; i++) {
-    int64_t v;
-    memcpy(&v, (const char *)ids64->data + 8 * i, 8);
-    ids[i] = (int32_t)v;
-  }
+  input_ids(ids64, ids, 77);
   float hh[77 * 32], hc[77 * 32], ph[32], pc[32];
   ASSERT_OK(sd_clip_forward(me.clip, e, ids, 1, 0, hh, ph));
   ASSERT_OK(sd_clip_forward(mc.clip, c, ids, 1, 0, hc, pc));

@@ -437,10 +437,10 @@ TEST(f32_to_f16_and_bf16_round_to_nearest_even) {
   ASSERT_EQ(weft_f32_to_f16(65504.0f), 0x7bff); /* largest half */
   ASSERT_EQ(weft_f32_to_f16(65520.0f), 0x7c00); /* rounds to inf */
   ASSERT_EQ(weft_f32_to_f16(65519.0f), 0x7bff);
-  ASSERT_EQ(weft_f32_to_f16(6.103515625e-05f), 0x0400);   /* smallest normal */
-  ASSERT_EQ(weft_f32_to_f16(5.9604645e-08f), 0x0001);     /* smallest subnormal */
-  ASSERT_EQ(weft_f32_to_f16(2.98e-08f), 0x0000);          /* below half of it */
-  ASSERT_EQ(weft_f32_to_f16(2.99e-08f), 0x0001);          /* above half of it */
+  ASSERT_EQ(weft_f32_to_f16(6.103515625e-05f), 0x0400); /* smallest normal */
+  ASSERT_EQ(weft_f32_to_f16(5.9604645e-08f), 0x0001);   /* smallest subnormal */
+  ASSERT_EQ(weft_f32_to_f16(2.98e-08f), 0x0000);        /* below half of it */
+  ASSERT_EQ(weft_f32_to_f16(2.99e-08f), 0x0001);        /* above half of it */
   ASSERT_EQ(weft_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie -> even */
   ASSERT_EQ(weft_f32_to_f16(1.0f + 3.0f / 2048), 0x3c02); /* tie -> even */
   ASSERT_EQ(weft_f32_to_f16(0.1f), 0x2e66);
@@ -617,22 +617,28 @@ static int fs_wait(void *ctx, void *ev) {
   return 0;
 }
 
+/* The sd_xfer of a fake stream (16-bit marking included: a budget of
+ * fp32 weights never calls it). */
+static sd_xfer fs_xfer(fake_stream *fs) {
+  return (sd_xfer){.ctx = fs,
+                   .host_alloc = fs_host_alloc,
+                   .host_free = fs_host_free,
+                   .event_new = fs_event_new,
+                   .event_free = fs_event_free,
+                   .record_compute = fs_record,
+                   .upload = fs_upload,
+                   .compute_wait = fs_wait,
+                   .mark_half = fs_mark,
+                   .unmark_half = fs_unmark};
+}
+
 /* The 16-bit image a model uploads from (made on several threads, each a
  * run of the weights' values cut anywhere): every SD_W_HALF value is its
  * master rounded to fp16, at its entry's place. */
 TEST(half_images_are_the_masters_rounded) {
   weft_backend *e = emu();
   fake_stream *fs = calloc(1, sizeof *fs);
-  sd_xfer x = {.ctx = fs,
-               .host_alloc = fs_host_alloc,
-               .host_free = fs_host_free,
-               .event_new = fs_event_new,
-               .event_free = fs_event_free,
-               .record_compute = fs_record,
-               .upload = fs_upload,
-               .compute_wait = fs_wait,
-               .mark_half = fs_mark,
-               .unmark_half = fs_unmark};
+  sd_xfer x = fs_xfer(fs);
   sd_vram *vr = sd_vram_new(e, UINT64_MAX, WEFT_F16, &x, false);
   model md;
   open_on(&md, vr);
@@ -644,9 +650,9 @@ TEST(half_images_are_the_masters_rounded) {
     for (int i = 0; i < dw->n; i++) {
       const sd_devw_entry *en = &dw->e[i];
       if (en->kind != SD_W_HALF) continue;
-      const uint16_t *h = (const uint16_t *)((const char *)dw->image +
-                                             dw->blk[en->block].img_off +
-                                             en->off);
+      const uint16_t *h =
+          (const uint16_t *)((const char *)dw->image +
+                             dw->blk[en->block].img_off + en->off);
       for (int64_t j = 0; j < en->numel; j++)
         if (h[j] != weft_f32_to_f16(en->host[j])) {
           fprintf(stderr, "%s entry %d value %lld: %04x, want %04x\n",
@@ -674,14 +680,7 @@ static void fake_stream_run(bool late) {
   const sd_devw *ru = sd_unet_devw(res.unet);
   fake_stream *fs = calloc(1, sizeof *fs);
   fs->late = late;
-  sd_xfer x = {.ctx = fs,
-               .host_alloc = fs_host_alloc,
-               .host_free = fs_host_free,
-               .event_new = fs_event_new,
-               .event_free = fs_event_free,
-               .record_compute = fs_record,
-               .upload = fs_upload,
-               .compute_wait = fs_wait};
+  sd_xfer x = fs_xfer(fs);
   uint64_t budget =
       largest_block(ru) * 2 + ru->f32_bytes + sd_vae_devw(res.vae)->f32_bytes;
   sd_vram *vr = sd_vram_new(e, budget, WEFT_F32, &x, true);
@@ -773,16 +772,7 @@ static void sd15_txt2img(bool prefetch) {
   ASSERT_OK(sd_vae_load(&ck, &vae));
   weft_backend *e = emu();
   fake_stream *fs = calloc(1, sizeof *fs);
-  sd_xfer x = {.ctx = fs,
-               .host_alloc = fs_host_alloc,
-               .host_free = fs_host_free,
-               .event_new = fs_event_new,
-               .event_free = fs_event_free,
-               .record_compute = fs_record,
-               .upload = fs_upload,
-               .compute_wait = fs_wait,
-               .mark_half = fs_mark,
-               .unmark_half = fs_unmark};
+  sd_xfer x = fs_xfer(fs);
   const uint64_t budget = 1610612736ull; /* --vram 1.5G */
   sd_vram *vr = sd_vram_new(e, budget, WEFT_F16, &x, prefetch);
   /* the loader's order */
