@@ -253,10 +253,10 @@ static int run_im2col(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   return rc;
 }
 
-/* The direct kernel on fp32 x and y: the weight read in fp32 (a
- * registered half one widened first), rounded in the kernel in 16-bit
- * precision. */
-static int direct_f32(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+/* The direct kernel on x and y as stored (fp32 or 16-bit activations):
+ * the weight read in fp32 (a registered half one widened first), rounded
+ * in the kernel in 16-bit precision. */
+static int run_direct(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                       int64_t h_out, int64_t w_out, int64_t xs, int64_t ys) {
   void *wtmp = NULL;
   const float *w = weft__cuda_f32_view(
@@ -266,43 +266,12 @@ static int direct_f32(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   const int round16 = ctx->precision == WEFT_CUDA_FP32 ? 0
                       : dt == WEFT_BF16                ? 2
                                                        : 1;
-  int rc = weft__cuda_check(
-      ctx,
-      weft__cu_conv_direct(ctx->stream, a, w, round16, h_out, w_out, xs, ys),
-      "conv2d (direct)");
+  int rc = weft__cuda_check(ctx,
+                            weft__cu_conv_direct(ctx->stream, a, w, round16,
+                                                 ctx->act, h_out, w_out, xs,
+                                                 ys),
+                            "conv2d (direct)");
   weft__cuda_free(ctx, wtmp);
-  return rc;
-}
-
-/* 16-bit activations go to the direct kernel through fp32 copies (it
- * serves conv_out only: a few output channels). */
-static int run_direct(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
-                      int64_t h_out, int64_t w_out, int64_t xs, int64_t ys) {
-  if (ctx->act == WEFT_F32) return direct_f32(ctx, a, h_out, w_out, xs, ys);
-  const int64_t nx = a->c_in * a->h_in * a->w_in;
-  const int64_t ny = a->c_out * h_out * w_out;
-  float *x32 = weft__cuda_alloc(ctx, (size_t)(a->batch * nx) * 4);
-  float *y32 = x32 ? weft__cuda_alloc(ctx, (size_t)(a->batch * ny) * 4) : NULL;
-  int rc = y32 ? 0 : WEFT_ENOMEM;
-  if (rc == 0)
-    rc =
-        weft__cuda_check(ctx,
-                         weft__cu_pack(ctx->stream, a->x, ctx->act, x32,
-                                       WEFT_F32, a->batch, 1, xs, 0, 1, nx, nx),
-                         "conv2d: widening x");
-  if (rc == 0) {
-    weft_conv2d_args f = *a;
-    f.x = x32, f.y = y32, f.x_bstride = 0, f.y_bstride = 0;
-    rc = direct_f32(ctx, &f, h_out, w_out, nx, ny);
-  }
-  for (int64_t b = 0; b < a->batch && rc == 0; b++)
-    rc = weft__cuda_check(ctx,
-                          weft__cu_pack(ctx->stream, y32 + b * ny, WEFT_F32,
-                                        weft__cuda_act_at(ctx, a->y, b * ys),
-                                        ctx->act, 1, 1, 0, 0, 1, ny, ny),
-                          "conv2d: rounding y");
-  weft__cuda_free(ctx, x32);
-  weft__cuda_free(ctx, y32);
   return rc;
 }
 

@@ -5,32 +5,36 @@
 // ms for the VAE's 128 -> 3 at 512x512 (262144 pixels, 1152 taps each),
 // cuDNN does not take 3 channels, and the work is bound by reading x once.
 //
-// A block of 256 threads takes 64 output pixels; its four warp pairs
-// split the input channels (slice s takes channels s, s + 4, ...), each
-// thread keeps c_out fp32 sums for its pixel and slice, and the slices'
-// sums are added in slice order in shared memory: the same order for any
-// launch, so a run repeats bit for bit.  The weight sits in shared memory
-// ([c_out][c_in][kh][kw], read as broadcasts: a warp's lanes share a tap).
-// In 16-bit precision x and w are rounded to 16 bits as they are read (the
-// products then equal the other 16-bit paths' exact products of rounded
-// inputs), the sums are fp32; in FP32 precision nothing is rounded.
+// A block of 256 threads takes 256 / S output pixels, S input-channel
+// slices each (slice s takes channels s, s + S, ...; S from 1 to 16, more
+// where the pixels are few so that the GPU fills: 16 for the UNet's 8192,
+// 1 for the VAE's 262144).  Each thread keeps c_out fp32 sums for its pixel
+// and slice; the slices' sums are added in slice order in shared memory,
+// the same order for any launch of a shape, so a run repeats bit for bit.
+// The weight sits in shared memory tap-major ([c_in][kh][kw][4 or 8]: one
+// 16-byte broadcast gives a tap's weights for four outputs).  x and y are
+// in the activations' storage type (fp32, fp16 or bf16: no widened
+// copies); in 16-bit precision fp32 x and w are rounded to 16 bits as they
+// are read (the products then equal the other 16-bit paths' exact products
+// of rounded inputs), the sums are fp32, y is rounded once as it is stored.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "common.cuh"
 
-#define CD_PIX 64   // output pixels per block
-#define CD_SLICES 4 // input-channel slices per block
+#define CD_THREADS 256
+#define CD_MAX_SLICES 16
 // The most shared memory a launch asks for: the weight of 320 -> 4 3x3
 // (45 KiB) fits with room; H100/H200 allow 227 KiB per block.
 #define WEFT_CD_SMEM_MAX (96 * 1024)
 
 struct cd_params {
-  const float *x, *w, *bias;
-  float *y;
+  const void *x;
+  const float *w, *bias;
+  void *y;
   int64_t xs, ys; // batch strides
   int64_t pixels; // batch * h_out * w_out
-  int cin, hin, win, hout, wout, kh, kw, sh, sw, pt, pl, cout;
+  int cin, hin, win, hout, wout, kh, kw, sh, sw, pt, pl, cout, slices;
 };
 
 // v as the kernel's products see it: rounded to bf16/fp16 (R = 2/1) or
@@ -41,19 +45,25 @@ template <int R> __device__ __forceinline__ float cd_round(float v) {
   return v;
 }
 
-template <int CO, int R>
-__global__ void __launch_bounds__(CD_PIX *CD_SLICES)
-    conv_direct(const cd_params p) {
-  extern __shared__ float wsm[]; // the weight, then the slices' sums
-  const int taps = p.kh * p.kw, k = p.cin * taps;
-  // [CO][k]: rows past c_out zero, so every thread keeps CO sums
-  for (int i = threadIdx.x; i < CO * k; i += blockDim.x)
-    wsm[i] = i < p.cout * k ? cd_round<R>(p.w[i]) : 0.0f;
-  float *red = wsm + ((CO * k + 3) & ~3); // [CD_SLICES][CO][CD_PIX]
+// CO sums (4 or 8), R the rounding of fp32 inputs, T the storage of x and
+// y, K3 a 3x3 kernel (its tap loops unrolled).
+template <int CO, int R, typename T, bool K3>
+__global__ void __launch_bounds__(CD_THREADS) conv_direct(const cd_params p) {
+  extern __shared__ float4 wsm4[]; // the weight, then the slices' sums
+  float *wsm = (float *)wsm4;
+  const int kh = K3 ? 3 : p.kh, kw = K3 ? 3 : p.kw;
+  const int taps = kh * kw, k = p.cin * taps;
+  // [k][CO]: outputs past c_out zero, so every thread keeps CO sums
+  for (int j = threadIdx.x; j < CO * k; j += CD_THREADS) {
+    const int i = j / CO, o = j - i * CO;
+    wsm[j] = o < p.cout ? cd_round<R>(p.w[(int64_t)o * k + i]) : 0.0f;
+  }
+  float *red = wsm + CO * k; // [S][CO][pixels of the block]
   __syncthreads();
 
-  const int t = threadIdx.x % CD_PIX, slice = threadIdx.x / CD_PIX;
-  const int64_t pix = blockIdx.x * (int64_t)CD_PIX + t;
+  const int S = p.slices, pb = CD_THREADS / S;
+  const int t = threadIdx.x % pb, slice = threadIdx.x / pb;
+  const int64_t pix = blockIdx.x * (int64_t)pb + t;
   float acc[CO];
 #pragma unroll
   for (int o = 0; o < CO; o++)
@@ -66,47 +76,53 @@ __global__ void __launch_bounds__(CD_PIX *CD_SLICES)
     const int r = (int)(pix - b * hw);
     oy = r / p.wout;
     ox = r - oy * p.wout;
-    const float *xb = p.x + b * p.xs;
+    const T *xb = (const T *)p.x + b * p.xs;
     const int y0 = oy * p.sh - p.pt, x0 = ox * p.sw - p.pl;
-    for (int c = slice; c < p.cin; c += CD_SLICES) {
-      const float *xc = xb + (int64_t)c * p.hin * p.win;
-      const float *wc = wsm + c * taps;
-      for (int ky = 0; ky < p.kh; ky++) {
+    for (int c = slice; c < p.cin; c += S) {
+      const T *xc = xb + (int64_t)c * p.hin * p.win;
+      const float4 *wc = wsm4 + c * taps * (CO / 4);
+#pragma unroll
+      for (int ky = 0; ky < kh; ky++) {
         const int iy = y0 + ky;
         if (iy < 0 || iy >= p.hin) continue;
-        for (int kx = 0; kx < p.kw; kx++) {
+#pragma unroll
+        for (int kx = 0; kx < kw; kx++) {
           const int ix = x0 + kx;
           if (ix < 0 || ix >= p.win) continue;
-          const float v = cd_round<R>(xc[(int64_t)iy * p.win + ix]);
-          const float *wt = wc + ky * p.kw + kx;
+          float v = weft_cu_ld(xc + (int64_t)iy * p.win + ix);
+          if (sizeof(T) == 4) v = cd_round<R>(v);
+          const float4 *wt = wc + (ky * kw + kx) * (CO / 4);
 #pragma unroll
-          for (int o = 0; o < CO; o++)
-            acc[o] = fmaf(v, wt[o * k], acc[o]);
+          for (int q = 0; q < CO / 4; q++) {
+            const float4 w4 = wt[q];
+            acc[4 * q] = fmaf(v, w4.x, acc[4 * q]);
+            acc[4 * q + 1] = fmaf(v, w4.y, acc[4 * q + 1]);
+            acc[4 * q + 2] = fmaf(v, w4.z, acc[4 * q + 2]);
+            acc[4 * q + 3] = fmaf(v, w4.w, acc[4 * q + 3]);
+          }
         }
       }
     }
   }
 #pragma unroll
   for (int o = 0; o < CO; o++)
-    red[(slice * CO + o) * CD_PIX + t] = acc[o];
+    red[(slice * CO + o) * pb + t] = acc[o];
   __syncthreads();
   if (slice != 0 || pix >= p.pixels) return;
-  float *yb = p.y + b * p.ys + (int64_t)oy * p.wout + ox;
+  T *yb = (T *)p.y + b * p.ys + (int64_t)oy * p.wout + ox;
   const int64_t plane = (int64_t)p.hout * p.wout;
   for (int o = 0; o < p.cout; o++) {
-    float s = red[o * CD_PIX + t];
-#pragma unroll
-    for (int sl = 1; sl < CD_SLICES; sl++)
-      s += red[(sl * CO + o) * CD_PIX + t];
-    yb[o * plane] = p.bias ? s + p.bias[o] : s;
+    float s = red[o * pb + t];
+    for (int sl = 1; sl < S; sl++)
+      s += red[(sl * CO + o) * pb + t];
+    weft_cu_st(yb + o * plane, p.bias ? s + p.bias[o] : s);
   }
 }
 
-// Shared memory of a launch: the weight (padded to 4 floats) and the sums.
+// Shared memory of a launch: the weight and the sums.
 static size_t cd_smem(const weft_conv2d_args *a, int co) {
   const size_t w = (size_t)(co * a->c_in * a->k_h * a->k_w);
-  return (((w + 3) & ~(size_t)3) + (size_t)CD_SLICES * co * CD_PIX) *
-         sizeof(float);
+  return (w + (size_t)co * CD_THREADS) * sizeof(float);
 }
 
 extern "C" bool weft__cu_conv_direct_fits(const weft_conv2d_args *a) {
@@ -114,30 +130,46 @@ extern "C" bool weft__cu_conv_direct_fits(const weft_conv2d_args *a) {
          cd_smem(a, a->c_out <= 4 ? 4 : 8) <= WEFT_CD_SMEM_MAX;
 }
 
-template <int CO, int R>
+template <int CO, int R, typename T, bool K3>
 static cudaError_t cd_launch(cudaStream_t s, const cd_params &p, size_t smem) {
   static unsigned asked;
   cudaError_t e =
-      weft_cu_smem_optin((const void *)conv_direct<CO, R>, smem, &asked);
+      weft_cu_smem_optin((const void *)conv_direct<CO, R, T, K3>, smem, &asked);
   if (e != cudaSuccess) return e;
-  const int64_t blocks = (p.pixels + CD_PIX - 1) / CD_PIX;
+  const int pb = CD_THREADS / p.slices;
+  const int64_t blocks = (p.pixels + pb - 1) / pb;
   if (blocks > INT32_MAX) return cudaErrorInvalidValue;
-  conv_direct<CO, R><<<(unsigned)blocks, CD_PIX * CD_SLICES, smem, s>>>(p);
+  conv_direct<CO, R, T, K3><<<(unsigned)blocks, CD_THREADS, smem, s>>>(p);
   return cudaGetLastError();
 }
 
-template <int R>
+template <int R, typename T>
 static cudaError_t cd_launch_r(cudaStream_t s, const cd_params &p,
                                const weft_conv2d_args *a) {
-  if (a->c_out <= 4) return cd_launch<4, R>(s, p, cd_smem(a, 4));
-  return cd_launch<8, R>(s, p, cd_smem(a, 8));
+  const bool k3 = p.kh == 3 && p.kw == 3;
+  if (a->c_out <= 4)
+    return k3 ? cd_launch<4, R, T, true>(s, p, cd_smem(a, 4))
+              : cd_launch<4, R, T, false>(s, p, cd_smem(a, 4));
+  return k3 ? cd_launch<8, R, T, true>(s, p, cd_smem(a, 8))
+            : cd_launch<8, R, T, false>(s, p, cd_smem(a, 8));
+}
+
+// Slices per pixel: the fewest (from 1) that give the launch 1024 blocks,
+// at most 16 and at most c_in.
+static int cd_slices(int64_t pixels, int cin) {
+  int sl = 1;
+  while (sl < CD_MAX_SLICES && 2 * sl <= cin &&
+         pixels * sl / CD_THREADS < 1024)
+    sl *= 2;
+  return sl;
 }
 
 extern "C" cudaError_t weft__cu_conv_direct(cudaStream_t s,
                                             const weft_conv2d_args *a,
                                             const float *w, int round16,
-                                            int64_t h_out, int64_t w_out,
-                                            int64_t xs, int64_t ys) {
+                                            int act, int64_t h_out,
+                                            int64_t w_out, int64_t xs,
+                                            int64_t ys) {
   if (!weft__cu_conv_direct_fits(a)) return cudaErrorInvalidValue;
   cd_params p;
   p.x = a->x;
@@ -159,10 +191,14 @@ extern "C" cudaError_t weft__cu_conv_direct(cudaStream_t s,
   p.pt = (int)a->pad_top;
   p.pl = (int)a->pad_left;
   p.cout = (int)a->c_out;
+  p.slices = cd_slices(p.pixels, p.cin);
   if (p.pixels == 0) return cudaSuccess;
+  /* 16-bit activations come with the precision of their type */
+  if (act == WEFT_F16) return cd_launch_r<1, __half>(s, p, a);
+  if (act == WEFT_BF16) return cd_launch_r<2, __nv_bfloat16>(s, p, a);
   switch (round16) {
-  case 0: return cd_launch_r<0>(s, p, a);
-  case 1: return cd_launch_r<1>(s, p, a);
-  default: return cd_launch_r<2>(s, p, a);
+  case 0: return cd_launch_r<0, float>(s, p, a);
+  case 1: return cd_launch_r<1, float>(s, p, a);
+  default: return cd_launch_r<2, float>(s, p, a);
   }
 }

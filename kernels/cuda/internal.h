@@ -362,13 +362,16 @@ cudaError_t weft__cu_attention(cudaStream_t s, const weft_attn_args *a,
                                float scale, size_t smem_optin);
 
 /* conv_direct.cu: whether the direct kernel takes this convolution
- * (c_out <= 8, the weight fits its shared memory), and the kernel: w fp32
- * (round16: 0 as is, 1 x and w rounded to fp16, 2 to bf16), fp32 sums, y
- * with the bias (batch strides xs, ys). */
+ * (c_out <= 8, the weight fits its shared memory), and the kernel: x and y
+ * stored as act (a weft_dtype: F32, or F16/BF16 16-bit activations, whose
+ * type then rounds w), w fp32 (round16 for fp32 x: 0 as is, 1 x and w
+ * rounded to fp16, 2 to bf16), fp32 sums, y with the fp32 bias (batch
+ * strides xs, ys). */
 bool weft__cu_conv_direct_fits(const weft_conv2d_args *a);
 cudaError_t weft__cu_conv_direct(cudaStream_t s, const weft_conv2d_args *a,
-                                 const float *w, int round16, int64_t h_out,
-                                 int64_t w_out, int64_t xs, int64_t ys);
+                                 const float *w, int round16, int act,
+                                 int64_t h_out, int64_t w_out, int64_t xs,
+                                 int64_t ys);
 
 /* flash16.cu: whether the fused 16-bit kernel takes these shapes (d == dv,
  * d <= 160), the scratch it needs (k and v packed to 16 bits, padded to

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "brownian.h"
 #include "rng.h"
@@ -424,8 +425,38 @@ static int open_single(weft_call *c, bundle_impl *bi, const char *path) {
   return 0;
 }
 
+/* Seconds on the monotonic clock (the loader's phases, logged). */
+static double mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The loader's phases: the masters read, the tokenizer, the device
+ * started, each model's weights to the device and the copies committed. */
+enum {
+  LD_START, LD_UNET, LD_CLIP, LD_VAE, LD_TOK, LD_DEV,
+  LD_DUNET, LD_DCLIP, LD_DVAE, LD_COMMIT, LD_N
+};
+
+static void log_load_times(weft_call *c, const double *t) {
+  double d[LD_N] = {0};
+  for (int i = 1; i < LD_N; i++)
+    d[i] = t[i] > 0 && t[i - 1] > 0 ? t[i] - t[i - 1] : 0;
+  c->host->log(c, WEFT_LOG_DEBUG,
+               "loaded in %.2f s: masters %.2f s (UNet %.2f, text encoder "
+               "%.2f, VAE %.2f), tokenizer %.2f s, device start %.2f s, "
+               "weights to the device %.2f s (UNet %.2f, text encoder %.2f, "
+               "VAE %.2f, commit %.2f)",
+               mono_s() - t[LD_START], d[LD_UNET] + d[LD_CLIP] + d[LD_VAE],
+               d[LD_UNET], d[LD_CLIP], d[LD_VAE], d[LD_TOK], d[LD_DEV],
+               d[LD_DUNET] + d[LD_DCLIP] + d[LD_DVAE] + d[LD_COMMIT],
+               d[LD_DUNET], d[LD_DCLIP], d[LD_DVAE], d[LD_COMMIT]);
+}
+
 static int loader_run(weft_call *c) {
   const weft_host *h = c->host;
+  double t[LD_N] = {mono_s()};
   char path[PATH_MAX];
   sd_resolve(c, weft_param_string(c, LOADER_CKPT), path, sizeof path);
   struct stat st;
@@ -447,9 +478,10 @@ static int loader_run(weft_call *c) {
     h->error(c, "%s", b->ck.err);
   for (int p = 0; p < SD_PARTS; p++) free(cfg[p]);
   if (!r && ((r = sd_unet_load(&b->ck, &b->unet)) ||
-             (r = sd_clip_load(&b->ck, &b->clip)) ||
-             (r = sd_vae_load(&b->ck, &b->vae))))
+             (t[LD_UNET] = mono_s(), r = sd_clip_load(&b->ck, &b->clip)) ||
+             (t[LD_CLIP] = mono_s(), r = sd_vae_load(&b->ck, &b->vae))))
     h->error(c, "%s", b->ck.err);
+  t[LD_VAE] = mono_s();
   char vocab[PATH_MAX], err[512];
   if (!r && find_vocab(vocab, sizeof vocab)) {
     h->error(c, "cannot find the CLIP vocabulary bpe_simple_vocab_16e6.txt.gz "
@@ -458,8 +490,10 @@ static int loader_run(weft_call *c) {
   }
   if (!r && (r = weft_clip_tok_load(vocab, &b->tok, err, sizeof err)))
     h->error(c, "%s", err);
+  t[LD_TOK] = mono_s();
   if (!r && !(b->be = sd_backend_new(c, "the checkpoint", &r)) && !r)
     r = WEFT_ENOMEM;
+  t[LD_DEV] = mono_s();
   if (!r && !sd_be_is_host(b->be)) {
     /* the weights to the device under one budget (WEFT_VRAM, --vram):
      * resident when they fit, else streamed block by block; the host
@@ -468,9 +502,13 @@ static int loader_run(weft_call *c) {
     sd_vram *vr = sd_vram_for(c, b->be, "the checkpoint", &r);
     if (vr) {
       r = sd_unet_to_vram(b->unet, vr);
+      t[LD_DUNET] = mono_s();
       if (!r) part = "text encoder", r = sd_clip_to_vram(b->clip, vr);
+      t[LD_DCLIP] = mono_s();
       if (!r) part = "VAE", r = sd_vae_to_vram(b->vae, vr);
+      t[LD_DVAE] = mono_s();
       if (!r) part = "models", r = sd_vram_commit(vr);
+      t[LD_COMMIT] = mono_s();
       if (r) {
         char what[128];
         snprintf(what, sizeof what, "copying the %s's weights", part);
@@ -493,6 +531,7 @@ static int loader_run(weft_call *c) {
     sd_bundle_release(b);
     return r;
   }
+  log_load_times(c, t);
   weft_schedule_init(&b->sched, 0.00085, 0.012);
   b->latent_scale = b->ck.vae.scaling_factor;
   c->outputs[0] = ref_value(c, WEFT_TYPE_MODEL, b, -1);

@@ -2767,6 +2767,8 @@ static void act16_all(weft_cuda_precision prec) {
   const conv_shape down = {2, 32, 40, 40, 32, 3, 3, 2, 2, 1, 1, 1, 1};
   const conv_shape pw = {2, 64, 16, 16, 32, 1, 1, 1, 1, 0, 0, 0, 0};
   const conv_shape out = {2, 32, 24, 24, 4, 3, 3, 1, 1, 1, 1, 1, 1};
+  /* 262144 pixels: the direct kernel's one-slice launch (the VAE's) */
+  const conv_shape out_big = {1, 16, 512, 512, 3, 3, 3, 1, 1, 1, 1, 1, 1};
   const conv_shape vae = {1, 3, 32, 32, 16, 3, 3, 2, 2, 0, 0, 1, 1};
   a16_conv(&t, "act16 conv 3x3 40x40", &big,
            weft_cuda_have_cudnn(t.h) ? "cudnn16" : "im2col");
@@ -2774,6 +2776,7 @@ static void act16_all(weft_cuda_precision prec) {
   a16_conv(&t, "act16 conv 3x3 stride 2", &down, NULL);
   a16_conv(&t, "act16 conv 1x1", &pw, "gemm");
   a16_conv(&t, "act16 conv_out (4 channels)", &out, "direct");
+  a16_conv(&t, "act16 conv_out 512x512 (3 channels)", &out_big, "direct");
   a16_conv(&t, "act16 conv asymmetric pad, 3 in", &vae, "im2col");
   a16_attention(&t, "act16 self-attention d40", 2, 8, 1024, 1024, 40, 0);
   a16_attention(&t, "act16 cross-attention 77 keys d80", 2, 8, 256, 77, 80, 0);

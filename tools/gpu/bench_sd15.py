@@ -362,6 +362,10 @@ def weft_run(args, precision, vram=None, timeout=300):
             ev = json.loads(line)
         except ValueError:
             continue
+        # when each node started and ended and what it said (where a fresh run's time goes)
+        if ev.get("event") in ("run_start", "node_start", "node_done", "log", "run_done"):
+            r.setdefault("timeline", []).append(
+                [ev.get("t"), ev.get("event"), ev.get("op") or "", str(ev.get("message", ""))[:160]])
         if ev.get("event") == "node_done":
             nodes[ev.get("op")] = round(nodes.get(ev.get("op"), 0) + ev.get("ms", 0), 1)
         if ev.get("event") == "run_done":
@@ -371,9 +375,14 @@ def weft_run(args, precision, vram=None, timeout=300):
             r.setdefault("errors", []).append(ev)
         # each model node's "device high-water N MiB" line: weft's allocator (issue 9's
         # high-water target), the CUDA context outside it
-        m = re.search(r"device high-water (\d+) MiB", str(ev.get("message", "")))
+        msg = str(ev.get("message", ""))
+        m = re.search(r"device high-water (\d+) MiB", msg)
         if ev.get("event") == "log" and m:
             r["allocator_high_water_mib"] = max(r.get("allocator_high_water_mib", 0), int(m.group(1)))
+            r.setdefault("high_water_lines", []).append(msg)
+        # the checkpoint loader's phases (a debug line: masters, device start, copies)
+        if ev.get("event") == "log" and msg.startswith("loaded in "):
+            r["load_phases"] = msg
     r["node_ms"] = nodes
     r["png"] = bool(glob.glob(os.path.join(odir, "*.png")))
     if base is not None:
