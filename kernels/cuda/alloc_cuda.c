@@ -28,6 +28,18 @@ static bool fits(size_t have, size_t want) {
   return have >= want && have - want <= want / 4;
 }
 
+/* WEFT_CUDA_ALLOC_LOG=1: every cudaMalloc (a cache miss) on stderr. */
+static bool alloc_log(void) {
+  static int on = -1;
+  int v = __atomic_load_n(&on, __ATOMIC_RELAXED);
+  if (v < 0) {
+    const char *e = getenv("WEFT_CUDA_ALLOC_LOG");
+    v = e && *e && strcmp(e, "0") != 0;
+    __atomic_store_n(&on, v, __ATOMIC_RELAXED);
+  }
+  return v;
+}
+
 static bool push(weft__cuda_block **arr, size_t *n, size_t *cap,
                  weft__cuda_block b) {
   if (*n == *cap) {
@@ -109,6 +121,12 @@ void *weft__cuda_alloc(weft__cuda_ctx *ctx, size_t nbytes) {
     }
     b.size = want;
     c->st.reserved += want;
+    if (alloc_log())
+      fprintf(stderr,
+              "weft cuda: cudaMalloc %.1f MiB (reserved %.1f MiB, in use "
+              "%.1f MiB, %zu blocks cached)\n",
+              (double)want / 1048576.0, (double)c->st.reserved / 1048576.0,
+              (double)(c->st.in_use + want) / 1048576.0, c->n_free_blocks);
     if (c->st.reserved > c->st.peak_reserved)
       c->st.peak_reserved = c->st.reserved;
   }

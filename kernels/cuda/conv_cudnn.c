@@ -215,6 +215,59 @@ static bool gemm_family(cudnnConvolutionFwdAlgo_t algo) {
          algo == CUDNN_CONVOLUTION_FWD_ALGO_GEMM;
 }
 
+/* WEFT_CUDA_CONV_LOG=1: each new plan (shape, the heuristic's candidates
+ * with their workspace, the one taken) on stderr; =2: with each
+ * candidate's time as cudnnFindConvolutionForwardAlgorithm measures it (it
+ * synchronizes and allocates on its own: a diagnosis, not a run). */
+static int conv_log_level(void) {
+  static int level = -1;
+  int l = __atomic_load_n(&level, __ATOMIC_RELAXED);
+  if (l < 0) {
+    const char *e = getenv("WEFT_CUDA_CONV_LOG");
+    l = e && *e ? atoi(e) : 0;
+    __atomic_store_n(&level, l, __ATOMIC_RELAXED);
+  }
+  return l;
+}
+
+static void log_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                     weft_dtype dt, const descs *d,
+                     const cudnnConvolutionFwdAlgoPerf_t *perf, int got,
+                     int pick) {
+  fprintf(stderr,
+          "weft cuda: conv %lldx%lldx%lldx%lld -> %lld %lldx%lld/%lld [%s]: ",
+          (long long)a->batch, (long long)a->c_in, (long long)a->h_in,
+          (long long)a->w_in, (long long)a->c_out, (long long)a->k_h,
+          (long long)a->k_w, (long long)a->stride_h,
+          dt == WEFT_F32 ? "fp32" : dt == WEFT_F16 ? "fp16" : "bf16");
+  if (pick >= 0)
+    fprintf(stderr, "algo %d (math %d), workspace %.1f MiB;",
+            (int)perf[pick].algo, (int)perf[pick].mathType,
+            (double)perf[pick].memory / 1048576.0);
+  else
+    fprintf(stderr, "no algorithm;");
+  for (int i = 0; i < got; i++)
+    fprintf(stderr, " [%d: algo %d math %d ws %.1f MiB %s%s]", i,
+            (int)perf[i].algo, (int)perf[i].mathType,
+            (double)perf[i].memory / 1048576.0,
+            perf[i].status == CUDNN_STATUS_SUCCESS ? "ok" : "no",
+            perf[i].determinism == CUDNN_DETERMINISTIC ? "" : " nondet");
+  if (conv_log_level() >= 2) {
+    cudnnConvolutionFwdAlgoPerf_t m[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int n = 0;
+    if (cudnnFindConvolutionForwardAlgorithm(
+            H(ctx), d->x, d->w, d->conv, d->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+            &n, m) == CUDNN_STATUS_SUCCESS)
+      for (int i = 0; i < n; i++)
+        if (m[i].status == CUDNN_STATUS_SUCCESS)
+          fprintf(stderr, " {measured algo %d math %d: %.1f us, ws %.1f MiB%s}",
+                  (int)m[i].algo, (int)m[i].mathType, 1000.0 * m[i].time,
+                  (double)m[i].memory / 1048576.0,
+                  m[i].determinism == CUDNN_DETERMINISTIC ? "" : " nondet");
+  }
+  fputc('\n', stderr);
+}
+
 /* Descriptors per call (cheap host objects) rather than cached in the
  * context, so concurrent callers of one backend never share them.  dt:
  * WEFT_F32 (x and y as the caller lays them out) or WEFT_F16 / WEFT_BF16
@@ -268,6 +321,7 @@ static int plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a, weft_dtype dt,
                : gemm_family(perf[i].algo) &&
                      perf[i].mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
         pick = i;
+    if (conv_log_level()) log_plan(ctx, a, dt, d, perf, got, pick);
     pe.algo = pick < 0 ? -1 : (int)perf[pick].algo;
     pe.math = pick < 0 ? 0 : (int)perf[pick].mathType;
     pe.ws = 0;

@@ -102,6 +102,15 @@ int sd_run_conv_pad_br(weft_backend *be, const sd_conv *c, const float *x,
 int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
                   int64_t b, int64_t h, int64_t w, const float *temb_act,
                   float *y);
+/* The same on an owned x (transfer full: x is freed whatever happens),
+ * the output in a new buffer *out (transfer full; NULL on failure).  Two
+ * maps fewer live at once than sd_run_resnet's x, y, t1 and t2: the
+ * shortcut reads x first and x is then normalized in place, and conv2
+ * writes into the first temporary.  The same ops on the same values, so
+ * the same bits. */
+int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
+                        int64_t b, int64_t h, int64_t w,
+                        const float *temb_act, float **out);
 /* A linear layer applied per pixel of NCHW images, writing channels-last:
  * x [b, in, hw] -> y [b, hw, out] (a 1x1 conv fused with the permute). */
 int sd_run_linear_from_nchw(weft_backend *be, const sd_linear *l,

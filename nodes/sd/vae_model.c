@@ -287,11 +287,7 @@ out:
 static int run_resnets(weft_backend *be, const vlevel *lv, float **cur,
                        int64_t b, int64_t h, int64_t w) {
   for (int j = 0; j < lv->n; j++) {
-    float *nx = sd_alloc(be, b * lv->cout * h * w);
-    if (!nx) return WEFT_ENOMEM;
-    int rc = sd_run_resnet(be, &lv->res[j], *cur, b, h, w, NULL, nx);
-    sd_free(be, *cur);
-    *cur = nx;
+    int rc = sd_run_resnet_owned(be, &lv->res[j], *cur, b, h, w, NULL, cur);
     if (rc) return rc;
   }
   return 0;
@@ -300,11 +296,7 @@ static int run_resnets(weft_backend *be, const vlevel *lv, float **cur,
 static int run_mid(weft_backend *be, const vmid *mid, int groups, float **cur,
                    int64_t b, int64_t ch, int64_t h, int64_t w) {
   for (int r = 0; r < 2; r++) {
-    float *nx = sd_alloc(be, b * ch * h * w);
-    if (!nx) return WEFT_ENOMEM;
-    int rc = sd_run_resnet(be, &mid->res[r], *cur, b, h, w, NULL, nx);
-    sd_free(be, *cur);
-    *cur = nx;
+    int rc = sd_run_resnet_owned(be, &mid->res[r], *cur, b, h, w, NULL, cur);
     if (rc) return rc;
     if (r == 0) CK(run_mid_attn(be, mid, groups, *cur, b, ch, h * w));
   }
@@ -395,18 +387,16 @@ static int decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
       break;
     ch = lv->cout;
     if (lv->has_sample) {
+      /* cur goes once upsampled: two maps of the larger size live */
       float *u = sd_alloc(be, b * ch * 4 * h * w);
-      float *nx = u ? sd_alloc(be, b * ch * 4 * h * w) : NULL;
-      if (!nx) {
-        sd_free(be, u);
-        rc = WEFT_ENOMEM;
-        break;
-      }
-      rc = be->iface->upsample_nearest2x(be, cur, u, b * ch, h, w);
+      rc = u ? be->iface->upsample_nearest2x(be, cur, u, b * ch, h, w)
+             : WEFT_ENOMEM;
+      sd_free(be, cur);
+      cur = NULL;
       h *= 2, w *= 2;
-      if (!rc) rc = sd_run_conv(be, &lv->sample, u, b, h, w, nx, &ho, &wo);
-      sd_free(be, u), sd_free(be, cur);
-      cur = nx;
+      if (!rc && !(cur = sd_alloc(be, b * ch * h * w))) rc = WEFT_ENOMEM;
+      if (!rc) rc = sd_run_conv(be, &lv->sample, u, b, h, w, cur, &ho, &wo);
+      sd_free(be, u);
     }
   }
   if (!rc) rc = sd_devw_use(m->dw, BLK_DEC_OUT(n));
