@@ -169,9 +169,42 @@ void weft__cuda_free(weft__cuda_ctx *ctx, void *p) {
   pthread_mutex_unlock(&c->mu);
 }
 
+/* The live block p to the driver (cudaFree waits for the device). */
+static void release_live(weft__cuda_ctx *ctx, void *p) {
+  weft__cuda_cache *c = &ctx->cache;
+  pthread_mutex_lock(&c->mu);
+  for (size_t i = c->n_live; i-- > 0;) {
+    if (c->live[i].ptr != p) continue;
+    weft__cuda_block b = c->live[i];
+    c->live[i] = c->live[--c->n_live];
+    c->st.in_use -= b.size;
+    cudaFree(b.ptr);
+    c->st.n_free++;
+    c->st.reserved -= b.size;
+    break;
+  }
+  pthread_mutex_unlock(&c->mu);
+}
+
+static void drop_scratch(weft__cuda_ctx *ctx) {
+  if (ctx->op_scratch) release_live(ctx, ctx->op_scratch);
+  ctx->op_scratch = NULL;
+  ctx->op_scratch_bytes = 0;
+}
+
+void *weft__cuda_scratch(weft__cuda_ctx *ctx, size_t nbytes) {
+  if (ctx->op_scratch && ctx->op_scratch_bytes >= nbytes)
+    return ctx->op_scratch;
+  drop_scratch(ctx);
+  if ((ctx->op_scratch = weft__cuda_alloc(ctx, nbytes)))
+    ctx->op_scratch_bytes = nbytes;
+  return ctx->op_scratch;
+}
+
 int weft__cuda_cache_trim(weft__cuda_ctx *ctx) {
   int rc = weft__cuda_check(ctx, cudaStreamSynchronize(ctx->stream),
                             "cudaStreamSynchronize");
+  drop_scratch(ctx);
   pthread_mutex_lock(&ctx->cache.mu);
   release_cached(ctx);
   pthread_mutex_unlock(&ctx->cache.mu);

@@ -82,11 +82,9 @@ int weft__cuda_attention16(weft__cuda_ctx *ctx, const weft_attn_args *a,
   make_plan(a, &p);
   const size_t need = p.qkv + p.s_bytes + p.p_bytes;
   unsigned char *base = a->scratch;
-  bool own = false;
-  if (!base || a->scratch_bytes < need) {
-    if (!(base = weft__cuda_alloc(ctx, need))) return WEFT_ENOMEM;
-    own = true;
-  }
+  if ((!base || a->scratch_bytes < need) &&
+      !(base = weft__cuda_scratch(ctx, need)))
+    return WEFT_ENOMEM;
   uint16_t *qh = (uint16_t *)base;
   uint16_t *kh =
       (uint16_t *)(base + align256((size_t)(p.bh * a->lq * a->d) * 2));
@@ -164,6 +162,5 @@ int weft__cuda_attention16(weft__cuda_ctx *ctx, const weft_attn_args *a,
     t0 += g;
   }
   /* back to the cache; later work on the stream is ordered after ours */
-  if (own) weft__cuda_free(ctx, base);
   return rc;
 }

@@ -157,6 +157,7 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
   ctx->precision = prec;
   ctx->tf32 = o.allow_tf32 != 0;
   ctx->conv_algo = o.conv_algo;
+  ctx->band_bytes = WEFT_CUDA_CONV_BAND_BYTES;
   struct cudaDeviceProp prop;
   if ((e = cudaSetDevice(o.device)) != cudaSuccess ||
       (e = cudaGetDeviceProperties(&prop, o.device)) != cudaSuccess ||
@@ -453,16 +454,12 @@ static int be_attention(weft_backend *be, const weft_attn_args *a) {
     void *ws = a->scratch_bytes >= need && ((uintptr_t)a->scratch & 15) == 0
                    ? a->scratch
                    : NULL;
-    void *own = ws ? NULL : weft__cuda_alloc(ctx, need);
-    if (!ws && !own) return WEFT_ENOMEM;
-    rc = LAUNCHED(ctx,
-                  weft__cu_flash16(
-                      ctx->stream, a, scale, ctx->precision == WEFT_CUDA_BF16,
-                      ctx->act != WEFT_F32, ctx->sm_count, ws ? ws : own),
-                  "attention (fused 16-bit)");
-    /* back to the cache; later work on the stream is ordered after ours */
-    weft__cuda_free(ctx, own);
-    return rc;
+    if (!ws && !(ws = weft__cuda_scratch(ctx, need))) return WEFT_ENOMEM;
+    return LAUNCHED(ctx,
+                    weft__cu_flash16(ctx->stream, a, scale,
+                                     ctx->precision == WEFT_CUDA_BF16,
+                                     ctx->act != WEFT_F32, ctx->sm_count, ws),
+                    "attention (fused 16-bit)");
   }
   if (ctx->act != WEFT_F32) return attention_via_f32(ctx, a, scale);
   if (ctx->precision != WEFT_CUDA_FP32)
@@ -498,6 +495,12 @@ int weft_cuda_set_scratch_limit(weft_backend *be, size_t bytes) {
   return 0;
 }
 
+int weft_cuda_set_conv_band_bytes(weft_backend *be, size_t bytes) {
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  CTX(be)->band_bytes = bytes;
+  return 0;
+}
+
 const char *weft_cuda_attention_path(weft_backend *be,
                                      const weft_attn_args *a) {
   if (!weft_backend_is_cuda(be) || attn_check_shapes(a) != 0) return NULL;
@@ -519,16 +522,14 @@ static int be_group_norm(weft_backend *be, const float *x, float *y,
     return WEFT_EINVAL;
   if (batch == 0) return 0;
   ENTER(ctx);
-  void *scratch = weft__cuda_alloc(
+  void *scratch = weft__cuda_scratch(
       ctx, weft__cu_group_norm_scratch_bytes(batch, channels, spatial, groups));
   if (!scratch) return WEFT_ENOMEM;
-  int rc = LAUNCHED(ctx,
-                    weft__cu_group_norm(ctx->stream, ctx->act, x, y, batch,
-                                        channels, spatial, groups, eps, gamma,
-                                        beta, (int)act, scratch),
-                    "group_norm");
-  weft__cuda_free(ctx, scratch); /* stream-ordered: safe to reuse */
-  return rc;
+  return LAUNCHED(ctx,
+                  weft__cu_group_norm(ctx->stream, ctx->act, x, y, batch,
+                                      channels, spatial, groups, eps, gamma,
+                                      beta, (int)act, scratch),
+                  "group_norm");
 }
 
 static int be_layer_norm(weft_backend *be, const float *x, float *y,

@@ -138,6 +138,21 @@ const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a) {
   }
 }
 
+int weft_cuda_conv2d_bands(weft_backend *be, const weft_conv2d_args *a) {
+  int64_t h_out, w_out;
+  size_t ws;
+  if (!weft_backend_is_cuda(be) ||
+      weft_conv2d_check_shapes(a, &h_out, &w_out) != 0)
+    return 0;
+  weft__cuda_ctx *ctx = WEFT__CUDA_CTX(be);
+  if (cudaSetDevice(ctx->device) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return choose(ctx, a, &ws) == PATH_CUDNN16 ? weft__cudnn_conv16_bands(ctx, a)
+                                             : 1;
+}
+
 /* The im2col block: n_img whole images, or (n_img = 1) nb output columns
  * of one image.  cap_floats bounds the column buffer. */
 static void im2col_block(int64_t k, int64_t n, int64_t batch, size_t cap_floats,
@@ -194,14 +209,8 @@ static int run_im2col(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   }
   int64_t n_img, nb;
   im2col_block(k, n, a->batch, cap, &n_img, &nb);
-  if (!col) {
-    /* a power of two (still at most the cap, itself one): at most 2 x
-     * WEFT_CUDA_CONV_BLOCK_BYTES of column blocks stay cached */
-    size_t want = (size_t)(n_img * k * nb) * es, bytes = weft__cuda_pow2(want);
-    if (bytes > WEFT_CUDA_CONV_BLOCK_BYTES) bytes = want;
-    col = weft__cuda_alloc(ctx, bytes);
-    if (!col) return WEFT_ENOMEM;
-  }
+  if (!col && !(col = weft__cuda_scratch(ctx, (size_t)(n_img * k * nb) * es)))
+    return WEFT_ENOMEM;
   /* 16-bit: the weight as stored when it is registered in the compute
    * type, else rounded once for all blocks */
   int rc = 0;
@@ -248,7 +257,6 @@ static int run_im2col(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
     }
   }
   /* back to the cache; later work on this stream is ordered after ours */
-  if (col != a->scratch) weft__cuda_free(ctx, col);
   weft__cuda_free(ctx, wtmp);
   return rc;
 }

@@ -48,7 +48,7 @@
  * asks each one's scratch first): the choice is kept per shape.  The
  * heuristic answers the same for the same descriptors, so a cached choice
  * is the one a fresh query would make.  A full cache starts over. */
-#define PLAN_KEY 15
+#define PLAN_KEY 17
 #define PLAN_SLOTS 128
 
 typedef struct plan_entry {
@@ -64,13 +64,19 @@ typedef struct plan_cache {
   plan_entry e[PLAN_SLOTS];
 } plan_cache;
 
+/* How x and y lie in memory: batch and channel-plane strides in elements
+ * (a row band of a map is a strided view of it). */
+typedef struct view {
+  int64_t xs, ys, xc, yc;
+} view;
+
 static void plan_key(const weft__cuda_ctx *ctx, const weft_conv2d_args *a,
-                     weft_dtype dt, int64_t xs, int64_t ys, int64_t *k) {
-  const int64_t v[PLAN_KEY] = {
-      dt,          ctx->tf32,  a->batch,    a->c_in, a->h_in,
-      a->w_in,     a->c_out,   a->k_h,      a->k_w,  a->stride_h,
-      a->stride_w, a->pad_top, a->pad_left, xs,      ys};
-  memcpy(k, v, sizeof v);
+                     weft_dtype dt, const view *v, int64_t *k) {
+  const int64_t e[PLAN_KEY] = {
+      dt,          ctx->tf32, a->batch, a->c_in,     a->h_in,     a->w_in,
+      a->c_out,    a->k_h,    a->k_w,   a->stride_h, a->stride_w, a->pad_top,
+      a->pad_left, v->xs,     v->ys,    v->xc,       v->yc};
+  memcpy(k, e, sizeof e);
 }
 
 static const plan_entry *plan_find(plan_cache *c, const int64_t *key,
@@ -239,7 +245,9 @@ static void log_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
           (long long)a->batch, (long long)a->c_in, (long long)a->h_in,
           (long long)a->w_in, (long long)a->c_out, (long long)a->k_h,
           (long long)a->k_w, (long long)a->stride_h,
-          dt == WEFT_F32 ? "fp32" : dt == WEFT_F16 ? "fp16" : "bf16");
+          dt == WEFT_F32   ? "fp32"
+          : dt == WEFT_F16 ? "fp16"
+                           : "bf16");
   if (pick >= 0)
     fprintf(stderr, "algo %d (math %d), workspace %.1f MiB;",
             (int)perf[pick].algo, (int)perf[pick].mathType,
@@ -255,9 +263,9 @@ static void log_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   if (conv_log_level() >= 2) {
     cudnnConvolutionFwdAlgoPerf_t m[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int n = 0;
-    if (cudnnFindConvolutionForwardAlgorithm(
-            H(ctx), d->x, d->w, d->conv, d->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-            &n, m) == CUDNN_STATUS_SUCCESS)
+    if (cudnnFindConvolutionForwardAlgorithm(H(ctx), d->x, d->w, d->conv, d->y,
+                                             CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                             &n, m) == CUDNN_STATUS_SUCCESS)
       for (int i = 0; i < n; i++)
         if (m[i].status == CUDNN_STATUS_SUCCESS)
           fprintf(stderr, " {measured algo %d math %d: %.1f us, ws %.1f MiB%s}",
@@ -271,9 +279,10 @@ static void log_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
 /* Descriptors per call (cheap host objects) rather than cached in the
  * context, so concurrent callers of one backend never share them.  dt:
  * WEFT_F32 (x and y as the caller lays them out) or WEFT_F16 / WEFT_BF16
- * (x and y the dense 16-bit copies). */
-static int plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a, weft_dtype dt,
-                descs *d) {
+ * (x and y 16-bit: packed images, or the dense copies); vw, when not NULL,
+ * the strides of a view (a row band). */
+static int plan_view(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                     weft_dtype dt, const view *vw, descs *d) {
   memset(d, 0, sizeof *d);
   const bool f32 = dt == WEFT_F32;
   const cudnnDataType_t cdt = f32              ? CUDNN_DATA_FLOAT
@@ -282,19 +291,22 @@ static int plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a, weft_dtype dt,
   int64_t h_out, w_out;
   out_size(a, &h_out, &w_out);
   const int64_t nx = a->c_in * a->h_in * a->w_in, ny = a->c_out * h_out * w_out;
-  int64_t xs = f32 && a->x_bstride ? a->x_bstride : nx;
-  int64_t ys = f32 && a->y_bstride ? a->y_bstride : ny;
+  view v = {f32 && a->x_bstride ? a->x_bstride : nx,
+            f32 && a->y_bstride ? a->y_bstride : ny, a->h_in * a->w_in,
+            h_out * w_out};
+  if (vw) v = *vw;
+  const int64_t xs = v.xs, ys = v.ys;
   int batch = a->batch > 0 ? (int)a->batch : 1;
   CK(cudnnCreateTensorDescriptor(&d->x));
   CK(cudnnCreateTensorDescriptor(&d->y));
   CK(cudnnCreateFilterDescriptor(&d->w));
   CK(cudnnCreateConvolutionDescriptor(&d->conv));
   CK(cudnnSetTensor4dDescriptorEx(d->x, cdt, batch, (int)a->c_in, (int)a->h_in,
-                                  (int)a->w_in, (int)xs,
-                                  (int)(a->h_in * a->w_in), (int)a->w_in, 1));
+                                  (int)a->w_in, (int)xs, (int)v.xc,
+                                  (int)a->w_in, 1));
   CK(cudnnSetTensor4dDescriptorEx(d->y, cdt, batch, (int)a->c_out, (int)h_out,
-                                  (int)w_out, (int)ys, (int)(h_out * w_out),
-                                  (int)w_out, 1));
+                                  (int)w_out, (int)ys, (int)v.yc, (int)w_out,
+                                  1));
   CK(cudnnSetFilter4dDescriptor(d->w, cdt, CUDNN_TENSOR_NCHW, (int)a->c_out,
                                 (int)a->c_in, (int)a->k_h, (int)a->k_w));
   /* fp32 compute type in both: for 16-bit tensors that is cuDNN's
@@ -306,7 +318,7 @@ static int plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a, weft_dtype dt,
                                           : ctx->tf32 ? CUDNN_DEFAULT_MATH
                                                       : CUDNN_FMA_MATH));
   plan_entry pe;
-  plan_key(ctx, a, dt, xs, ys, pe.key);
+  plan_key(ctx, a, dt, &v, pe.key);
   if (!plan_find(ctx->cudnn_plans, pe.key, &pe)) {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int got = 0;
@@ -348,6 +360,11 @@ static int plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a, weft_dtype dt,
   return 0;
 }
 
+static int plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a, weft_dtype dt,
+                descs *d) {
+  return plan_view(ctx, a, dt, NULL, d);
+}
+
 int weft__cudnn_conv_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                           size_t *workspace) {
   descs d;
@@ -366,7 +383,7 @@ int weft__cudnn_conv(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   if (d->ws) {
     if (a->scratch && a->scratch_bytes >= d->ws) {
       ws = a->scratch;
-    } else if (!(ws = weft__cuda_alloc(ctx, d->ws))) {
+    } else if (!(ws = weft__cuda_scratch(ctx, d->ws))) {
       descs_free(d);
       return WEFT_ENOMEM;
     }
@@ -375,7 +392,6 @@ int weft__cudnn_conv(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   cudnnStatus_t st =
       cudnnConvolutionForward(H(ctx), &one, d->x, a->x, d->w, a->weight,
                               d->conv, d->algo, ws, d->ws, &zero, d->y, a->y);
-  if (ws && ws != a->scratch) weft__cuda_free(ctx, ws);
   descs_free(d);
   if (st != CUDNN_STATUS_SUCCESS)
     return weft__cuda_fail(ctx, WEFT_EDEVICE, "cudnnConvolutionForward: %s",
@@ -391,7 +407,7 @@ static size_t align256(size_t n) {
 
 /* Where the parts sit in the scratch (byte offsets from its start). */
 typedef struct layout16 {
-  size_t x_off, y_off, w_off, ws_off, total; /* total: a power of two */
+  size_t x_off, y_off, w_off, ws_off, total;
   bool w_own;        /* the weight is rounded into the scratch at w_off */
   bool x_own, y_own; /* x rounded into / y made in the scratch (else the
                       * 16-bit activations are used where they are) */
@@ -421,12 +437,109 @@ static int plan16(weft__cuda_ctx *ctx, const weft_conv2d_args *a, descs *d,
   l->y_off = l->x_own ? align256(nx * 2) : 0;
   l->w_off = l->y_off + (l->y_own ? align256(ny * 2) : 0);
   l->ws_off = l->w_off + (l->w_own ? align256(nw * 2) : 0);
-  /* a power of two (weft__cuda_pow2), at least 1 MiB */
-  const size_t total = l->ws_off + align256(d->ws), mib = (size_t)1 << 20;
-  l->total = weft__cuda_pow2(total > mib ? total : mib);
+  l->total = l->ws_off + align256(d->ws);
   if (ctx->scratch_limit && l->total > ctx->scratch_limit / 4) {
     descs_free(d);
     return WEFT_EUNSUPPORTED; /* im2col's column blocks instead */
+  }
+  return 0;
+}
+
+/* ---- row bands ----
+ * cuDNN's implicit GEMM on NCHW tensors transposes x and y to its
+ * tensor-core layout inside its workspace: 257 MiB for the VAE's
+ * 256x512x512 3x3, which would lift a decode's device high-water by that
+ * much.  Such a convolution (16-bit activations of packed images, whose
+ * rows are strided views) runs in bands of output rows, each with its
+ * input rows and a workspace that fits the backend's band bytes
+ * (weft_cuda_set_conv_band_bytes; WEFT_CUDA_CONV_BAND_BYTES).  A
+ * middle band reads its halo rows (no padding); an edge band keeps the
+ * convolution's padding on its outer side, which pads its inner side
+ * too: the rows that padding spoils lie in the next band inward, which
+ * runs after it (top band, bottom band, then the middle ones top down)
+ * and writes them again.  Every output is the same dot product as
+ * unbanded; the algorithm's summation order may differ with the band's
+ * size (tests/kernels_cuda compares within the 16-bit tolerance). */
+typedef struct band {
+  weft_conv2d_args a; /* x, y, h_in and the pads of the band */
+  view v;
+  int64_t x_row, y_row; /* its first input row and first output row */
+} band;
+
+/* Band i (of n, in run order) of a (pad p, stride s, kernel k, output
+ * rows ho): false when the geometry does not allow n bands. */
+static bool band_at(const weft_conv2d_args *a, int64_t ho, int64_t wo, int n,
+                    int i, band *b) {
+  const int64_t p = a->pad_top, s = a->stride_h, k = a->k_h, h = a->h_in;
+  const int64_t g = (p + s - 1) / s; /* rows an edge pad spoils inward */
+  /* run order: 0 the top band, 1 the bottom one, then the middle ones */
+  const int j = i == 0 ? 0 : i == 1 ? n - 1 : i - 1;
+  const int64_t o0 = ho * j / n, o1 = ho * (j + 1) / n;
+  if (o1 - o0 <= g || a->pad_top != a->pad_bottom) return false;
+  int64_t i0, i1, pad, y_row;
+  if (j == 0) { /* padding above kept; spoils rows [o1, o1 + p / s) */
+    i0 = 0, i1 = (o1 - 1) * s - p + k, pad = p, y_row = 0;
+  } else if (j == n - 1) { /* padding below kept; spoils [o0 - g, o0) */
+    i0 = (o0 - g) * s, i1 = h, pad = p, y_row = o0 - g;
+  } else {
+    i0 = o0 * s - p, i1 = (o1 - 1) * s - p + k, pad = 0, y_row = o0;
+  }
+  if (i0 < 0 || i1 > h || i1 - i0 + 2 * pad < k) return false;
+  b->a = *a;
+  b->a.h_in = i1 - i0;
+  b->a.pad_top = b->a.pad_bottom = pad;
+  b->v =
+      (view){a->c_in * h * a->w_in, a->c_out * ho * wo, h * a->w_in, ho * wo};
+  b->x_row = i0, b->y_row = y_row;
+  return true;
+}
+
+/* How many bands a (16-bit activations of packed images, total scratch
+ * unbanded) takes: 1 where it fits the band bytes (0: never banded) or
+ * the geometry allows no bands. */
+static int band_count(const weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                      const layout16 *l) {
+  const size_t cap = ctx->band_bytes;
+  if (!cap || l->x_own || l->y_own || l->total <= cap) return 1;
+  int64_t ho, wo;
+  out_size(a, &ho, &wo);
+  /* every band's x and y 16-byte aligned, as cuDNN's 16-bit kernels
+   * load them */
+  if (a->w_in % 8 || wo % 8) return 1;
+  const size_t nb = (l->total + cap - 1) / cap;
+  if (nb > (size_t)ho) return 1;
+  int n = (int)nb;
+  if (n < 3) n = 3;
+  band b;
+  for (int i = 0; i < n; i++)
+    if (!band_at(a, ho, wo, n, i, &b)) return 1;
+  return n;
+}
+
+/* Band i of n, ready to plan: x and y pointers into the caller's maps. */
+static void band_args(const weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                      int n, int i, band *b) {
+  int64_t ho, wo;
+  out_size(a, &ho, &wo);
+  band_at(a, ho, wo, n, i, b);
+  b->a.x = weft__cuda_act_at(ctx, a->x, b->x_row * a->w_in);
+  b->a.y = weft__cuda_act_at(ctx, a->y, b->y_row * wo);
+  b->a.x_bstride = b->a.y_bstride = 0;
+}
+
+/* The largest workspace of a's bands. */
+static int bands_ws(weft__cuda_ctx *ctx, const weft_conv2d_args *a, int n,
+                    size_t *ws) {
+  const weft_dtype want = weft__cuda_compute_dtype(ctx);
+  *ws = 0;
+  for (int i = 0; i < n; i++) {
+    band b;
+    descs d;
+    band_args(ctx, a, n, i, &b);
+    int rc = plan_view(ctx, &b.a, want, &b.v, &d);
+    if (rc) return rc;
+    descs_free(&d);
+    if (d.ws > *ws) *ws = d.ws;
   }
   return 0;
 }
@@ -439,7 +552,52 @@ int weft__cudnn_conv16_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   if (rc) return rc;
   descs_free(&d);
   *scratch = l.total;
-  return 0;
+  const int n = band_count(ctx, a, &l);
+  size_t ws;
+  if (n > 1 && !(rc = bands_ws(ctx, a, n, &ws)))
+    *scratch = l.ws_off + align256(ws);
+  return rc;
+}
+
+int weft__cudnn_conv16_bands(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
+  descs d;
+  layout16 l;
+  if (plan16(ctx, a, &d, &l)) {
+    ctx->err[0] = 0;
+    return 1;
+  }
+  descs_free(&d);
+  return band_count(ctx, a, &l);
+}
+
+/* y = conv(x, w16) over n row bands (no bias), each band's workspace the
+ * backend's op scratch. */
+static int conv16_bands(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                        const void *w16, int n) {
+  const weft_dtype want = weft__cuda_compute_dtype(ctx);
+  int rc = 0;
+  for (int i = 0; i < n && !rc; i++) {
+    band b;
+    descs d;
+    band_args(ctx, a, n, i, &b);
+    if ((rc = plan_view(ctx, &b.a, want, &b.v, &d))) break;
+    void *ws = d.ws ? weft__cuda_scratch(ctx, d.ws) : NULL;
+    if (d.ws && !ws) {
+      descs_free(&d);
+      return WEFT_ENOMEM;
+    }
+    const float one = 1.0f, zero = 0.0f;
+    cudnnStatus_t st =
+        cudnnConvolutionForward(H(ctx), &one, d.x, b.a.x, d.w, w16, d.conv,
+                                d.algo, ws, d.ws, &zero, d.y, b.a.y);
+    if (st != CUDNN_STATUS_SUCCESS)
+      rc = weft__cuda_fail(ctx, status_code(st),
+                           "cudnnConvolutionForward (16-bit, band %d of %d): "
+                           "%s",
+                           i, n, cudnnGetErrorString(st));
+    descs_free(&d);
+  }
+  return rc;
 }
 
 int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
@@ -454,9 +612,15 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     descs_free(d);
     return WEFT_EUNSUPPORTED;
   }
-  unsigned char *base = a->scratch;
-  if (!base || a->scratch_bytes < l.total) {
-    if (!(base = weft__cuda_alloc(ctx, l.total))) {
+  /* banded: the bands' workspaces from the op scratch, a rounded weight
+   * in a block of its own */
+  const int bands = band_count(ctx, a, &l);
+  const size_t need = bands > 1 ? l.ws_off : l.total;
+  unsigned char *base = a->scratch, *own = NULL;
+  if (need && (!base || a->scratch_bytes < need)) {
+    base = bands > 1 ? (own = weft__cuda_alloc(ctx, need))
+                     : weft__cuda_scratch(ctx, need);
+    if (!base) {
       descs_free(d);
       return WEFT_ENOMEM;
     }
@@ -468,7 +632,7 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * n;
   const void *x16 = l.x_own ? (const void *)(base + l.x_off) : a->x;
   void *y16 = l.y_own ? (void *)(base + l.y_off) : (void *)a->y;
-  void *ws = d->ws ? base + l.ws_off : NULL;
+  void *ws = d->ws && bands == 1 ? base + l.ws_off : NULL;
   const void *w16 = a->weight;
   /* the images: flat runs of nx at stride xs, made dense */
   if (l.x_own)
@@ -481,7 +645,9 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     w16 = base + l.w_off;
     rc = weft__cuda_conv_weight16(ctx, a, base + l.w_off);
   }
-  if (rc == 0) {
+  if (rc == 0 && bands > 1) {
+    rc = conv16_bands(ctx, a, w16, bands);
+  } else if (rc == 0) {
     const float one = 1.0f, zero = 0.0f; /* fp32 compute: float scalars */
     cudnnStatus_t st =
         cudnnConvolutionForward(H(ctx), &one, d->x, x16, d->w, w16, d->conv,
@@ -514,7 +680,7 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                           cudaMemcpyDeviceToDevice, ctx->stream),
         "conv2d: placing y");
   /* back to the cache; later work on this stream is ordered after ours */
-  if (base != a->scratch) weft__cuda_free(ctx, base);
+  weft__cuda_free(ctx, own);
   descs_free(d);
   return rc;
 }
@@ -571,6 +737,12 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   (void)a;
   return weft__cuda_fail(ctx, WEFT_EUNSUPPORTED,
                          "weft was built without cuDNN");
+}
+
+int weft__cudnn_conv16_bands(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
+  (void)ctx;
+  (void)a;
+  return 1;
 }
 
 #endif

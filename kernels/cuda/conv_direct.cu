@@ -158,18 +158,15 @@ static cudaError_t cd_launch_r(cudaStream_t s, const cd_params &p,
 // at most 16 and at most c_in.
 static int cd_slices(int64_t pixels, int cin) {
   int sl = 1;
-  while (sl < CD_MAX_SLICES && 2 * sl <= cin &&
-         pixels * sl / CD_THREADS < 1024)
+  while (sl < CD_MAX_SLICES && 2 * sl <= cin && pixels * sl / CD_THREADS < 1024)
     sl *= 2;
   return sl;
 }
 
-extern "C" cudaError_t weft__cu_conv_direct(cudaStream_t s,
-                                            const weft_conv2d_args *a,
-                                            const float *w, int round16,
-                                            int act, int64_t h_out,
-                                            int64_t w_out, int64_t xs,
-                                            int64_t ys) {
+extern "C" cudaError_t
+weft__cu_conv_direct(cudaStream_t s, const weft_conv2d_args *a, const float *w,
+                     int round16, int act, int64_t h_out, int64_t w_out,
+                     int64_t xs, int64_t ys) {
   if (!weft__cu_conv_direct_fits(a)) return cudaErrorInvalidValue;
   cd_params p;
   p.x = a->x;

@@ -116,11 +116,21 @@ int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo);
 const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a);
 /* Bounds the scratch one op may take beside its operands (0: no bound,
  * the default): cuDNN's 16-bit convolutions, whose copies of x and y
- * grow with the image, are taken only while their scratch (rounded up to
- * a power of two) is at most a quarter of it, else the convolution goes
- * through im2col's column blocks.  For budgets (--vram) that keep this
- * much for scratch.  0, or WEFT_EINVAL. */
+ * grow with the image, are taken only while their scratch is at most a
+ * quarter of it, else the convolution goes through im2col's column
+ * blocks.  For budgets (--vram) that keep this much for scratch.  0, or
+ * WEFT_EINVAL. */
 int weft_cuda_set_scratch_limit(weft_backend *be, size_t bytes);
+/* cuDNN's 16-bit convolutions of 16-bit activations whose workspace
+ * (their transposed copies of x and y: 257 MiB for the VAE's 256x512x512
+ * 3x3) passes `bytes` run in bands of output rows whose workspaces fit it
+ * (WEFT_CUDA_CONV_BAND_BYTES by default, 48 MiB; 0: never in bands).
+ * 0, or WEFT_EINVAL. */
+int weft_cuda_set_conv_band_bytes(weft_backend *be, size_t bytes);
+/* How many row bands conv2d would run these arguments in (1: one piece;
+ * see weft_cuda_set_conv_band_bytes); 0 for invalid arguments or a
+ * non-CUDA backend. */
+int weft_cuda_conv2d_bands(weft_backend *be, const weft_conv2d_args *a);
 /* The dtype the backend keeps activations in (backend.h, "Activations"):
  * WEFT_F32 (the default), or in FP16/BF16 precision that 16-bit type, so
  * that every op reads and writes half the bytes and the products take

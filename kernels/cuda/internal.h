@@ -70,8 +70,11 @@ typedef struct weft__cuda_ctx {
   uint64_t n_lt, n_lt_fallback; /* 16-bit products on cuBLASLt / GemmEx */
   bool tf32;
   weft_cuda_conv_algo conv_algo;
-  bool attn_unfused;             /* weft_cuda_set_fused_attention(be, false) */
-  size_t scratch_limit;          /* weft_cuda_set_scratch_limit; 0: none */
+  bool attn_unfused;    /* weft_cuda_set_fused_attention(be, false) */
+  size_t scratch_limit; /* weft_cuda_set_scratch_limit; 0: none */
+  size_t band_bytes;    /* weft_cuda_set_conv_band_bytes */
+  void *op_scratch;     /* weft__cuda_scratch's block */
+  size_t op_scratch_bytes;
   weft_cuda_precision precision; /* never AUTO */
   weft_dtype act; /* activations' dtype: WEFT_F32 or the compute dtype */
   weft__cuda_ranges half;
@@ -81,6 +84,11 @@ typedef struct weft__cuda_ctx {
 } weft__cuda_ctx;
 
 #define WEFT__CUDA_CTX(be) ((weft__cuda_ctx *)(be)->ctx)
+
+/* weft_cuda_set_conv_band_bytes's default */
+#ifndef WEFT_CUDA_CONV_BAND_BYTES
+#define WEFT_CUDA_CONV_BAND_BYTES ((size_t)48 << 20)
+#endif
 
 /* Bytes of an activation, and element i of an activation buffer (pointer
  * arithmetic in the activation dtype, whatever the C type of p). */
@@ -102,17 +110,20 @@ void weft__cuda_cache_destroy(weft__cuda_ctx *ctx);
 /* A device block of at least nbytes, NULL when out of memory (ctx->err
  * says why).  (transfer full: weft__cuda_free) */
 void *weft__cuda_alloc(weft__cuda_ctx *ctx, size_t nbytes);
-/* The smallest power of two >= n: scratch asked in such sizes leaves the
- * cache one block per size class over a model's many shapes, instead of
- * one per shape (memory --vram has to hold). */
-static inline size_t weft__cuda_pow2(size_t n) {
-  size_t p = 1;
-  while (p < n && p << 1)
-    p <<= 1;
-  return p;
-}
 void weft__cuda_free(weft__cuda_ctx *ctx, void *p);
+/* Releases the cached blocks and the op scratch to the driver (after the
+ * stream's work). */
 int weft__cuda_cache_trim(weft__cuda_ctx *ctx);
+/* The op scratch: one block for the large scratch of the ops that call no
+ * other op (cuDNN's workspace and 16-bit copies, im2col's columns, group
+ * norm's partial sums, the fused attention's packed k and v), at least
+ * nbytes; NULL when out of memory.  Every op of a backend runs on its one
+ * stream, so an op's use of it is ordered after the last op's: the
+ * backend holds the largest scratch any op asked for, not a cached block
+ * per size.  It grows by giving the old block back to the driver (which
+ * waits for the device: a handful of times in a model's first call).
+ * (transfer none: the context's, until the next call or a trim) */
+void *weft__cuda_scratch(weft__cuda_ctx *ctx, size_t nbytes);
 
 /* ---- Precision and half weights (precision_cuda.c) ------------------------
  */
@@ -253,8 +264,11 @@ bool weft__cudnn_conv16_supported(const weft__cuda_ctx *ctx,
  * WEFT_EUNSUPPORTED (caller: im2col), or WEFT_EDEVICE. */
 int weft__cudnn_conv16_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                             size_t *scratch);
+/* The row bands weft__cudnn_conv16 runs a in (1: unbanded). */
+int weft__cudnn_conv16_bands(weft__cuda_ctx *ctx, const weft_conv2d_args *a);
 /* y = conv(x, w) + bias (a->bias fp32 or NULL); scratch from a->scratch
- * when it is large enough, else the cache.  WEFT_EUNSUPPORTED as
+ * when it is large enough, else the op scratch; in row bands where the
+ * workspace would pass the band bytes.  WEFT_EUNSUPPORTED as
  * weft__cudnn_conv16_plan, before anything is written to a->y. */
 int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a);
 

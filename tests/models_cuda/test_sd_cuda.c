@@ -1560,11 +1560,24 @@ TEST(txt2img_yaml_vram_budget_on_cuda) {
   ASSERT_EQ(code, 2);
   ASSERT_CONTAINS(err, "UNet");
   free(err);
-  code = weft_run_ex(g, "cuda", dx, sets, NULL, "fp16", "2000000", &err);
-  fprintf(stderr, "--vram 2000000: exit %d: %s", code, err);
-  ASSERT_EQ(code, 2);
-  ASSERT_CONTAINS(err, "raise the budget");
-  free(err);
+  /* the first budget down from 2 MB that holds the weights' blocks but
+   * not an arena beside them (where it falls moves with the models'
+   * activations: the VAE's resnets shrank them) */
+  static const char *const tight[] = {"2000000", "1600000", "1300000",
+                                      "1000000", "800000",  "600000"};
+  bool raised = false;
+  for (size_t i = 0; i < sizeof tight / sizeof *tight && !raised; i++) {
+    code = weft_run_ex(g, "cuda", dx, sets, NULL, "fp16", tight[i], &err);
+    fprintf(stderr, "--vram %s: exit %d: %s", tight[i], code, err ? err : "\n");
+    if (code != 0) {
+      ASSERT_EQ(code, 2);
+      ASSERT_CONTAINS(err, "raise the budget");
+      raised = true;
+    }
+    free(err);
+    err = NULL;
+  }
+  ASSERT(raised);
   /* The convolutions one way in both runs: a budget this small bounds
    * the backend's scratch so that cuDNN's 16-bit ones go through im2col
    * (weft_cuda_set_scratch_limit), whose sums are in another order. */
@@ -1586,7 +1599,7 @@ TEST(txt2img_yaml_vram_budget_on_cuda) {
     ds = subdir(name);
     int rc = weft_run_ex(g, "cuda", ds, sets, &ev, "fp16", budgets[i], NULL);
     fprintf(stderr, "--vram %s: exit %d%s\n", budgets[i], rc,
-                ev && strstr(ev, "blocks stream") ? ", blocks stream" : "");
+            ev && strstr(ev, "blocks stream") ? ", blocks stream" : "");
     if (!rc && ev && strstr(ev, "blocks stream")) streamed = budgets[i];
   }
   unsetenv("WEFT_CUDA_CONV");
