@@ -4,7 +4,10 @@
  *   Qh, Kh, Vh = q, k, v rounded to 16 bits, packed dense [B*H, L, d]
  *   S = scale * Qh Kh^T          (cuBLASLt, fp32 out)   per block
  *   P = softmax(S) (+ causal)    (fp32 math, 16-bit out) per block
- *   o = P Vh                     (cuBLASLt, fp32 out, o's own strides)
+ *   o = P Vh                     (cuBLASLt, o's own strides and dtype)
+ *
+ * q, k, v and o are activations: fp32, or 16-bit under 16-bit
+ * activations (weft_cuda_set_act_dtype).
  *
  * S is materialised, a block of (batch, head) pairs and query rows at a
  * time, bounded by ATTN16_SCORE_BYTES: this is the simple, exact-shape
@@ -15,9 +18,11 @@
 
 #include "internal.h"
 
-/* fp32 scores of one block: 64 MiB (a 4096 x 4096 map of one head). */
+/* fp32 scores of one block: 16 MiB (a quarter of the VAE's 4096 x 4096
+ * map of one head: its scratch with the 16-bit probabilities and the
+ * packed q, k, v is 36 MiB, beside a decode's planned activations). */
 #ifndef ATTN16_SCORE_BYTES
-#define ATTN16_SCORE_BYTES ((size_t)64 << 20)
+#define ATTN16_SCORE_BYTES ((size_t)16 << 20)
 #endif
 
 typedef struct plan16 {
@@ -64,12 +69,13 @@ size_t weft__cuda_attention16_scratch(const weft_attn_args *a) {
   return p.qkv + p.s_bytes + p.p_bytes;
 }
 
-/* Packs x ([B, H, L, cols] by strides s) into dense 16-bit [B*H, L, cols]. */
+/* Packs x ([B, H, L, cols] by strides s, in the activations' dtype) into
+ * dense 16-bit [B*H, L, cols]. */
 static int pack(weft__cuda_ctx *ctx, const float *x, weft_attn_strides s,
                 const weft_attn_args *a, int64_t len, int64_t cols,
                 weft_dtype dt, void *dst, const char *what) {
   return weft__cuda_check(ctx,
-                          weft__cu_pack(ctx->stream, x, WEFT_F32, dst, dt,
+                          weft__cu_pack(ctx->stream, x, ctx->act, dst, dt,
                                         a->batch, a->heads, s.b, s.h, len, cols,
                                         s.l),
                           what);
@@ -137,26 +143,28 @@ int weft__cuda_attention16(weft__cuda_ctx *ctx, const weft_attn_args *a,
                             "attention softmax");
       if (rc) break;
       /* o[b, h, q0:q0+nq, :] = P V */
-      weft__cuda_mm o_mm = {.trans_a = 0,
-                            .trans_b = 0,
-                            .m = nq,
-                            .n = a->dv,
-                            .k = a->lk,
-                            .batch = g,
-                            .alpha = 1.0f,
-                            .beta = 0.0f,
-                            .a = pr,
-                            .lda = a->lk,
-                            .sa = nq * a->lk,
-                            .b = vh + t0 * a->lk * a->dv,
-                            .ldb = a->dv,
-                            .sb = a->lk * a->dv,
-                            .c = a->o + b * a->o_s.b + h * a->o_s.h +
-                                 q0 * a->o_s.l,
-                            .ldc = a->o_s.l,
-                            .sc = a->o_s.h,
-                            .bias = NULL,
-                            .dt = dt};
+      weft__cuda_mm o_mm = {
+          .trans_a = 0,
+          .trans_b = 0,
+          .m = nq,
+          .n = a->dv,
+          .k = a->lk,
+          .batch = g,
+          .alpha = 1.0f,
+          .beta = 0.0f,
+          .a = pr,
+          .lda = a->lk,
+          .sa = nq * a->lk,
+          .b = vh + t0 * a->lk * a->dv,
+          .ldb = a->dv,
+          .sb = a->lk * a->dv,
+          .c = weft__cuda_act_at(ctx, a->o,
+                                 b * a->o_s.b + h * a->o_s.h + q0 * a->o_s.l),
+          .ldc = a->o_s.l,
+          .sc = a->o_s.h,
+          .bias = NULL,
+          .dt = dt,
+          .c_dt = ctx->act};
       rc = weft__cuda_mm16(ctx, &o_mm);
     }
     t0 += g;

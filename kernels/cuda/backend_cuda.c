@@ -404,42 +404,6 @@ static bool fused_attention(const weft__cuda_ctx *ctx,
   return !ctx->attn_unfused && weft__cu_flash16_fits(a);
 }
 
-/* 16-bit activations where the fused kernel does not fit: the unfused
- * 16-bit attention on fp32 copies of q, k, v and o (each view's whole span,
- * so that o's elements outside the view come back as they were). */
-static int attention_via_f32(weft__cuda_ctx *ctx, const weft_attn_args *a,
-                             float scale) {
-  const int64_t n[4] = {
-      weft_attn_span(a->batch, a->heads, a->lq, a->d, a->q_s),
-      weft_attn_span(a->batch, a->heads, a->lk, a->d, a->k_s),
-      weft_attn_span(a->batch, a->heads, a->lk, a->dv, a->v_s),
-      weft_attn_span(a->batch, a->heads, a->lq, a->dv, a->o_s)};
-  const void *src[4] = {a->q, a->k, a->v, a->o};
-  float *t[4] = {0};
-  int rc = 0;
-  for (int i = 0; i < 4 && rc == 0; i++) {
-    if (!(t[i] = weft__cuda_alloc(ctx, (size_t)n[i] * sizeof(float))))
-      rc = WEFT_ENOMEM;
-    else
-      rc = weft__cuda_check(ctx,
-                            weft__cu_pack(ctx->stream, src[i], ctx->act, t[i],
-                                          WEFT_F32, 1, 1, 0, 0, 1, n[i], n[i]),
-                            "attention: widening an operand");
-  }
-  weft_attn_args f = *a;
-  f.q = t[0], f.k = t[1], f.v = t[2], f.o = t[3];
-  f.scratch = NULL, f.scratch_bytes = 0;
-  if (rc == 0) rc = weft__cuda_attention16(ctx, &f, scale);
-  if (rc == 0)
-    rc = weft__cuda_check(ctx,
-                          weft__cu_pack(ctx->stream, t[3], WEFT_F32, a->o,
-                                        ctx->act, 1, 1, 0, 0, 1, n[3], n[3]),
-                          "attention: rounding o");
-  for (int i = 0; i < 4; i++)
-    weft__cuda_free(ctx, t[i]);
-  return rc;
-}
-
 static int be_attention(weft_backend *be, const weft_attn_args *a) {
   weft__cuda_ctx *ctx = CTX(be);
   int rc = attn_check_shapes(a);
@@ -461,7 +425,6 @@ static int be_attention(weft_backend *be, const weft_attn_args *a) {
                                      ctx->act != WEFT_F32, ctx->sm_count, ws),
                     "attention (fused 16-bit)");
   }
-  if (ctx->act != WEFT_F32) return attention_via_f32(ctx, a, scale);
   if (ctx->precision != WEFT_CUDA_FP32)
     return weft__cuda_attention16(ctx, a, scale);
   cudaError_t e = weft__cu_attention(ctx->stream, a, scale, ctx->smem_optin);

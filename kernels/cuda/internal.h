@@ -208,7 +208,8 @@ void weft__cuda_lt_plans_free(weft__cuda_ctx *ctx);
  */
 
 /* Scratch bytes of the 16-bit attention (16-bit copies of q, k, v and one
- * block of fp32 scores and 16-bit probabilities). */
+ * block of fp32 scores and 16-bit probabilities).  q, k, v and o are in
+ * the activations' dtype (ctx->act). */
 size_t weft__cuda_attention16_scratch(const weft_attn_args *a);
 int weft__cuda_attention16(weft__cuda_ctx *ctx, const weft_attn_args *a,
                            float scale);
