@@ -439,19 +439,31 @@ enum {
   LD_DUNET, LD_DCLIP, LD_DVAE, LD_COMMIT, LD_N
 };
 
-static void log_load_times(weft_call *c, const double *t) {
+static void log_load_times(weft_call *c, const sd_bundle *b, const double *t) {
   double d[LD_N] = {0};
   for (int i = 1; i < LD_N; i++)
     d[i] = t[i] > 0 && t[i - 1] > 0 ? t[i] - t[i - 1] : 0;
+  /* the images' allocation (pinned on CUDA) and fill, of all three */
+  const sd_devw *dw[3] = {b->unet ? sd_unet_devw(b->unet) : NULL,
+                          b->clip ? sd_clip_devw(b->clip) : NULL,
+                          b->vae ? sd_vae_devw(b->vae) : NULL};
+  double img = 0, fill = 0, mib = 0;
+  for (int i = 0; i < 3; i++)
+    if (dw[i]) {
+      img += dw[i]->t_image, fill += dw[i]->t_fill;
+      mib += (double)dw[i]->image_bytes / 1048576.0;
+    }
   c->host->log(c, WEFT_LOG_DEBUG,
                "loaded in %.2f s: masters %.2f s (UNet %.2f, text encoder "
                "%.2f, VAE %.2f), tokenizer %.2f s, device start %.2f s, "
                "weights to the device %.2f s (UNet %.2f, text encoder %.2f, "
-               "VAE %.2f, commit %.2f)",
+               "VAE %.2f, commit %.2f; the images' %.0f MiB allocated in "
+               "%.2f s and filled in %.2f s)",
                mono_s() - t[LD_START], d[LD_UNET] + d[LD_CLIP] + d[LD_VAE],
                d[LD_UNET], d[LD_CLIP], d[LD_VAE], d[LD_TOK], d[LD_DEV],
                d[LD_DUNET] + d[LD_DCLIP] + d[LD_DVAE] + d[LD_COMMIT],
-               d[LD_DUNET], d[LD_DCLIP], d[LD_DVAE], d[LD_COMMIT]);
+               d[LD_DUNET], d[LD_DCLIP], d[LD_DVAE], d[LD_COMMIT], mib, img,
+               fill);
 }
 
 static int loader_run(weft_call *c) {
@@ -531,7 +543,7 @@ static int loader_run(weft_call *c) {
     sd_bundle_release(b);
     return r;
   }
-  log_load_times(c, t);
+  log_load_times(c, b, t);
   weft_schedule_init(&b->sched, 0.00085, 0.012);
   b->latent_scale = b->ck.vae.scaling_factor;
   c->outputs[0] = ref_value(c, WEFT_TYPE_MODEL, b, -1);

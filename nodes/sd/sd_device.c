@@ -8,6 +8,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -722,6 +723,12 @@ static void *fill_run(void *arg) {
   return NULL;
 }
 
+static double mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void fill_images(sd_devw *dw) {
   enum { MAX_T = 8, MIN_RUN = 1 << 18 };
   int64_t total = 0;
@@ -819,13 +826,16 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
   if (!rc && dw->f32_bytes &&
       !(dw->f32 = be->iface->buffer_alloc(be, dw->f32_bytes)))
     rc = WEFT_ENOMEM;
+  double t0 = mono_s();
   if (!rc && dw->image_bytes) {
     dw->image = vr->has_x && vr->x.host_alloc
                     ? vr->x.host_alloc(vr->x.ctx, dw->image_bytes)
                     : malloc(dw->image_bytes);
     if (!dw->image) rc = WEFT_ENOMEM;
   }
+  double t1 = mono_s();
   if (!rc) fill_images(dw);
+  dw->t_image = t1 - t0, dw->t_fill = mono_s() - t1;
   for (int i = 0; !rc && i < dw->n; i++) {
     sd_devw_entry *e = &dw->e[i];
     if (e->kind == SD_W_F32)

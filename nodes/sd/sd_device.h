@@ -249,6 +249,8 @@ struct sd_devw {
   size_t elem;        /* 2 or 4: bytes per SD_W_HALF element */
   int pos;            /* the block used last, -1 */
   size_t arena_bytes; /* device bytes: blocks + F32 weights */
+  double t_image, t_fill; /* seconds the upload took to allocate and to
+                           * fill the image (the loader logs them) */
 };
 
 /* Puts a model on vr's backend: the F32 weights into a buffer there, the
