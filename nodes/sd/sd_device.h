@@ -246,6 +246,7 @@ struct sd_devw {
   size_t f32_bytes;
   void *image; /* the blocks as uploaded (16-bit or fp32), host */
   size_t image_bytes;
+  bool image_pinned; /* from the copy stream's host_alloc (else malloc) */
   size_t elem;        /* 2 or 4: bytes per SD_W_HALF element */
   int pos;            /* the block used last, -1 */
   size_t arena_bytes; /* device bytes: blocks + F32 weights */
