@@ -147,7 +147,11 @@ void *weft__cuda_alloc(weft__cuda_ctx *ctx, size_t nbytes) {
   return b.ptr;
 }
 
-void weft__cuda_free(weft__cuda_ctx *ctx, void *p) {
+/* Ends the live block p: kept in the cache (keep), else -- or when the
+ * cache cannot grow -- given back to the driver (cudaFree waits for the
+ * device).  A pointer this backend never handed out is ignored (as free()
+ * of a foreign pointer would be undefined, this is the safe reading). */
+static void end_live(weft__cuda_ctx *ctx, void *p, bool keep) {
   if (!p) return;
   weft__cuda_cache *c = &ctx->cache;
   pthread_mutex_lock(&c->mu);
@@ -157,37 +161,23 @@ void weft__cuda_free(weft__cuda_ctx *ctx, void *p) {
     weft__cuda_block b = c->live[i];
     c->live[i] = c->live[--c->n_live];
     c->st.in_use -= b.size;
-    if (!push(&c->free_blocks, &c->n_free_blocks, &c->cap_free_blocks, b)) {
+    if (!keep ||
+        !push(&c->free_blocks, &c->n_free_blocks, &c->cap_free_blocks, b)) {
       cudaFree(b.ptr);
       c->st.n_free++;
       c->st.reserved -= b.size;
     }
     break;
   }
-  /* A pointer this backend never handed out is ignored (as free() of a
-   * foreign pointer would be undefined, this is the safe reading). */
   pthread_mutex_unlock(&c->mu);
 }
 
-/* The live block p to the driver (cudaFree waits for the device). */
-static void release_live(weft__cuda_ctx *ctx, void *p) {
-  weft__cuda_cache *c = &ctx->cache;
-  pthread_mutex_lock(&c->mu);
-  for (size_t i = c->n_live; i-- > 0;) {
-    if (c->live[i].ptr != p) continue;
-    weft__cuda_block b = c->live[i];
-    c->live[i] = c->live[--c->n_live];
-    c->st.in_use -= b.size;
-    cudaFree(b.ptr);
-    c->st.n_free++;
-    c->st.reserved -= b.size;
-    break;
-  }
-  pthread_mutex_unlock(&c->mu);
+void weft__cuda_free(weft__cuda_ctx *ctx, void *p) {
+  end_live(ctx, p, true);
 }
 
 static void drop_scratch(weft__cuda_ctx *ctx) {
-  if (ctx->op_scratch) release_live(ctx, ctx->op_scratch);
+  end_live(ctx, ctx->op_scratch, false);
   ctx->op_scratch = NULL;
   ctx->op_scratch_bytes = 0;
 }
