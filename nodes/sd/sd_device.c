@@ -71,6 +71,7 @@ void sd_wv_attn(sd_wvisit *v, sd_attn *a, bool out_f32) {
     sd_wv_linear_f32(v, &a->out);
   else
     sd_wv_linear(v, &a->out);
+  if (v->attn) v->attn(v, a);
 }
 
 /* ---- the budget from the environment
@@ -809,6 +810,81 @@ static void restore(sd_devw *dw) {
     *dw->e[i].field = dw->e[i].host;
 }
 
+/* ---- adjacent products --------------------------------------------------
+ * The image lays a block's matrices out in visiting order, each padded to
+ * SD_ALIGN, and the F32 weights likewise in their buffer: an attention's
+ * q, k and v weights (and biases) then follow one another on the device
+ * wherever their sizes are multiples of SD_ALIGN (every SD attention's),
+ * and one product with all three stacked computes what three would.
+ * The fuse visitor marks each attention whose weights lie so (sd_attn's
+ * fuse_qkv, fuse_kv); sd_run_attn takes the one product then. */
+typedef struct fuse {
+  sd_wvisit v;
+  sd_devw *dw; /* NULL: clear the marks */
+} fuse;
+
+static const sd_devw_entry *entry_by_field(const sd_devw *dw, float **field) {
+  for (int i = 0; i < dw->n; i++)
+    if (dw->e[i].field == field) return &dw->e[i];
+  return NULL;
+}
+
+/* Whether field b's values follow field a's in device memory. */
+static bool follows(const sd_devw *dw, float **fa, float **fb) {
+  const sd_devw_entry *a = entry_by_field(dw, fa), *b = entry_by_field(dw, fb);
+  if (!a || !b || a->kind != b->kind) return false;
+  if (a->kind == SD_W_HALF)
+    return a->block == b->block &&
+           b->off == a->off + (size_t)a->numel * dw->elem;
+  return a->kind == SD_W_F32 &&
+         b->off == a->off + (size_t)a->numel * sizeof(float);
+}
+
+/* l1 stacked under l0 as one product: same shapes, weights (and biases,
+ * or none) adjacent. */
+static bool stacks(const sd_devw *dw, sd_linear *l0, sd_linear *l1) {
+  return l0->in == l1->in && l0->out == l1->out &&
+         follows(dw, &l0->w, &l1->w) &&
+         (l0->b ? l1->b && follows(dw, &l0->b, &l1->b) : !l1->b);
+}
+
+static void fuse_noop_block(sd_wvisit *v, const char *name) {
+  (void)v, (void)name;
+}
+static void fuse_noop_weight(sd_wvisit *v, float **w, int64_t numel,
+                             sd_wkind kind) {
+  (void)v, (void)w, (void)numel, (void)kind;
+}
+
+static void fuse_attn(sd_wvisit *v, sd_attn *a) {
+  const sd_devw *dw = ((fuse *)v)->dw;
+  a->fuse_kv = dw && stacks(dw, &a->k, &a->v);
+  a->fuse_qkv = a->fuse_kv && stacks(dw, &a->q, &a->k);
+}
+
+static void mark_fused(void *model, sd_model_visit_fn visit, sd_devw *dw) {
+  fuse f = {{fuse_noop_block, fuse_noop_weight, fuse_attn}, dw};
+  visit(model, &f.v);
+}
+
+/* Whether dw's attentions take stacked products: on a CUDA device (a copy
+ * stream), where one product of three widths runs faster than three; not
+ * on the emulated device, whose CPU products may sum a wider product in
+ * another order and which must give the CPU's bits.  WEFT_SD_FUSE=1 or 0
+ * says so for any device (tests). */
+static bool fuse_wanted(const sd_vram *vr) {
+  const char *e = getenv("WEFT_SD_FUSE");
+  if (e && *e) return strcmp(e, "0") != 0;
+  return vr->has_x;
+}
+
+/* counts dw's marked attentions (the loader logs them) */
+static void count_fused(sd_wvisit *v, sd_attn *a) {
+  sd_devw *dw = ((fuse *)v)->dw;
+  dw->n_fused_qkv += a->fuse_qkv;
+  dw->n_fused_kv += a->fuse_kv && !a->fuse_qkv;
+}
+
 int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
                    const char *name, sd_devw **out) {
   *out = NULL;
@@ -820,7 +896,7 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
   dw->pos = -1;
   dw->elem = vr->half == WEFT_F32 ? 4 : 2;
   snprintf(dw->model, sizeof dw->model, "%s", name);
-  collect c = {{col_block, col_weight}, dw, 0, 0, 0};
+  collect c = {{col_block, col_weight, NULL}, dw, 0, 0, 0};
   visit(model, &c.v);
   int rc = c.rc;
   if (!rc && !(dw->sorted = malloc((size_t)(dw->n ? dw->n : 1) * sizeof(int))))
@@ -888,12 +964,19 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
     devw_free(dw);
     return rc;
   }
+  dw->owner = model, dw->visit = visit;
+  if (fuse_wanted(vr)) {
+    mark_fused(model, visit, dw);
+    fuse f = {{fuse_noop_block, fuse_noop_weight, count_fused}, dw};
+    visit(model, &f.v);
+  }
   *out = dw;
   return 0;
 }
 
 void sd_devw_release(sd_devw *dw) {
   if (!dw) return;
+  mark_fused(dw->owner, dw->visit, NULL);
   leave(dw->vr, dw);
   restore(dw);
   devw_free(dw);

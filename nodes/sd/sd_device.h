@@ -70,9 +70,12 @@ typedef enum sd_wkind { SD_W_HALF = 0, SD_W_F32, SD_W_HOST } sd_wkind;
  * *w is the model's own pointer field: it stays valid (the model never
  * moves it) and is repointed at the device copy. */
 typedef struct sd_wvisit sd_wvisit;
+struct sd_attn;
 struct sd_wvisit {
   void (*block)(sd_wvisit *v, const char *name);
   void (*weight)(sd_wvisit *v, float **w, int64_t numel, sd_wkind kind);
+  /* after an attention's weights (sd_wv_attn); may be NULL */
+  void (*attn)(sd_wvisit *v, struct sd_attn *a);
 };
 /* Lists every weight of the model, always in the same order. */
 typedef void (*sd_model_visit_fn)(void *model, sd_wvisit *v);
@@ -246,12 +249,18 @@ struct sd_devw {
   size_t f32_bytes;
   void *image; /* the blocks as uploaded (16-bit or fp32), host */
   size_t image_bytes;
-  bool image_pinned; /* from the copy stream's host_alloc (else malloc) */
+  bool image_pinned;  /* from the copy stream's host_alloc (else malloc) */
   size_t elem;        /* 2 or 4: bytes per SD_W_HALF element */
   int pos;            /* the block used last, -1 */
   size_t arena_bytes; /* device bytes: blocks + F32 weights */
-  double t_image, t_fill; /* seconds the upload took to allocate and to
-                           * fill the image (the loader logs them) */
+  /* seconds the upload took to allocate and to fill the image (the
+   * loader logs them) */
+  double t_image, t_fill;
+  /* the model and its visit: release unmarks its stacked attentions */
+  void *owner;
+  sd_model_visit_fn visit;
+  /* attentions whose q/k/v (else k/v) products are stacked */
+  int n_fused_qkv, n_fused_kv;
 };
 
 /* Puts a model on vr's backend: the F32 weights into a buffer there, the

@@ -398,25 +398,44 @@ int sd_run_linear_to_nchw(weft_backend *be, const sd_linear *l, const float *x,
   return be->iface->gemm(be, &g);
 }
 
+/* n of a's products stacked from `from` (0 q, 1 k) as one linear layer:
+ * the weights (and biases) lie one after another (sd_attn's fuse marks) */
+static sd_linear stacked(const sd_attn *a, int from, int n) {
+  const sd_linear *l = from == 0 ? &a->q : &a->k;
+  return (sd_linear){l->w, l->b, l->in, n * l->out};
+}
+
+/* element i of an activation buffer of be */
+static float *act_at(weft_backend *be, float *p, int64_t i) {
+  return (float *)((char *)p + i * (int64_t)weft_backend_act_size(be));
+}
+
+/* [b, l, heads, d] rows of `row` elements (a stacked product's output) */
+static weft_attn_strides rows_of(int64_t l, int64_t d, int64_t row) {
+  return (weft_attn_strides){.b = l * row, .h = d, .l = row};
+}
+
 int sd_run_attn(weft_backend *be, const sd_attn *a, const float *x, int64_t b,
                 int64_t lq, const float *ctx, int64_t lk, bool causal, bool add,
                 float *y) {
   const float *kv_in = ctx ? ctx : x;
-  int64_t lkv = ctx ? lk : lq;
-  int64_t d = a->dim / a->heads;
-  float *q = sd_alloc(be, b * lq * a->dim);
-  float *k = sd_alloc(be, b * lkv * a->dim);
-  float *v = sd_alloc(be, b * lkv * a->dim);
-  float *o = sd_alloc(be, b * lq * a->dim);
+  const int64_t lkv = ctx ? lk : lq, dim = a->dim, d = dim / a->heads;
+  /* q, k and v as one product (self-attention) or k and v (cross) where
+   * their weights are adjacent on a device, else three */
+  const bool dev = !sd_be_is_host(be);
+  const bool qkv = dev && !ctx && a->fuse_qkv;
+  const bool kv = dev && !qkv && a->fuse_kv;
+  float *q = NULL, *k = NULL, *v = NULL, *o = NULL;
   int rc = 0;
-  if (!q || !k || !v || !o) {
+  if (qkv) {
+    if (!(q = sd_alloc(be, b * lq * 3 * dim))) rc = WEFT_ENOMEM;
+  } else if (!(q = sd_alloc(be, b * lq * dim)) ||
+             !(k = sd_alloc(be, b * lkv * (kv ? 2 : 1) * dim)) ||
+             (!kv && !(v = sd_alloc(be, b * lkv * dim)))) {
     rc = WEFT_ENOMEM;
-    goto out;
   }
-  if ((rc = sd_run_linear(be, &a->q, x, b * lq, q)) ||
-      (rc = sd_run_linear(be, &a->k, kv_in, b * lkv, k)) ||
-      (rc = sd_run_linear(be, &a->v, kv_in, b * lkv, v)))
-    goto out;
+  if (!rc && !(o = sd_alloc(be, b * lq * dim))) rc = WEFT_ENOMEM;
+  if (rc) goto out;
   weft_attn_args at = {.batch = b,
                        .heads = a->heads,
                        .lq = lq,
@@ -432,6 +451,23 @@ int sd_run_attn(weft_backend *be, const sd_attn *a, const float *x, int64_t b,
                        .o = o,
                        .o_s = weft_attn_strides_blhd(a->heads, lq, d),
                        .causal = causal};
+  if (qkv) {
+    const sd_linear l = stacked(a, 0, 3);
+    if ((rc = sd_run_linear(be, &l, x, b * lq, q))) goto out;
+    at.k = act_at(be, q, dim), at.v = act_at(be, q, 2 * dim);
+    at.q_s = at.k_s = at.v_s = rows_of(lq, d, 3 * dim);
+  } else {
+    if ((rc = sd_run_linear(be, &a->q, x, b * lq, q))) goto out;
+    if (kv) {
+      const sd_linear l = stacked(a, 1, 2);
+      if ((rc = sd_run_linear(be, &l, kv_in, b * lkv, k))) goto out;
+      at.v = act_at(be, k, dim);
+      at.k_s = at.v_s = rows_of(lkv, d, 2 * dim);
+    } else if ((rc = sd_run_linear(be, &a->k, kv_in, b * lkv, k)) ||
+               (rc = sd_run_linear(be, &a->v, kv_in, b * lkv, v))) {
+      goto out;
+    }
+  }
   if ((rc = be->iface->attention(be, &at))) goto out;
   rc = add ? sd_run_linear_add(be, &a->out, o, b * lq, y)
            : sd_run_linear(be, &a->out, o, b * lq, y);

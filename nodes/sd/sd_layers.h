@@ -41,6 +41,9 @@ typedef struct sd_attn {
   sd_linear q, k, v, out;
   int64_t dim, ctx_dim;
   int heads;
+  /* on a device, k's and v's weights (and q's before them) lie one after
+   * another: one product makes them (sd_device.c, "adjacent products") */
+  bool fuse_kv, fuse_qkv;
 } sd_attn;
 
 /* Loading: name is a prefix ("down_blocks.0.resnets.1."); each returns 0

@@ -618,8 +618,12 @@ static int fs_wait(void *ctx, void *ev) {
 }
 
 /* The sd_xfer of a fake stream (16-bit marking included: a budget of
- * fp32 weights never calls it). */
+ * fp32 weights never calls it).  A copy stream stands for a CUDA device,
+ * whose attentions take stacked q/k/v products; these tests compare with
+ * runs without one bit for bit, so the products stay three (WEFT_SD_FUSE:
+ * tests/models/test_emulated_device.c runs them stacked). */
 static sd_xfer fs_xfer(fake_stream *fs) {
+  setenv("WEFT_SD_FUSE", "0", 1);
   return (sd_xfer){.ctx = fs,
                    .host_alloc = fs_host_alloc,
                    .host_free = fs_host_free,
