@@ -30,14 +30,8 @@ static bool fits(size_t have, size_t want) {
 
 /* WEFT_CUDA_ALLOC_LOG=1: every cudaMalloc (a cache miss) on stderr. */
 static bool alloc_log(void) {
-  static int on = -1;
-  int v = __atomic_load_n(&on, __ATOMIC_RELAXED);
-  if (v < 0) {
-    const char *e = getenv("WEFT_CUDA_ALLOC_LOG");
-    v = e && *e && strcmp(e, "0") != 0;
-    __atomic_store_n(&on, v, __ATOMIC_RELAXED);
-  }
-  return v;
+  static int level = -1;
+  return weft__cuda_env_int("WEFT_CUDA_ALLOC_LOG", &level) != 0;
 }
 
 static bool push(weft__cuda_block **arr, size_t *n, size_t *cap,

@@ -169,6 +169,5 @@ int weft__cuda_attention16(weft__cuda_ctx *ctx, const weft_attn_args *a,
     }
     t0 += g;
   }
-  /* back to the cache; later work on the stream is ordered after ours */
   return rc;
 }

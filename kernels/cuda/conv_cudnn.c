@@ -227,13 +227,7 @@ static bool gemm_family(cudnnConvolutionFwdAlgo_t algo) {
  * synchronizes and allocates on its own: a diagnosis, not a run). */
 static int conv_log_level(void) {
   static int level = -1;
-  int l = __atomic_load_n(&level, __ATOMIC_RELAXED);
-  if (l < 0) {
-    const char *e = getenv("WEFT_CUDA_CONV_LOG");
-    l = e && *e ? atoi(e) : 0;
-    __atomic_store_n(&level, l, __ATOMIC_RELAXED);
-  }
-  return l;
+  return weft__cuda_env_int("WEFT_CUDA_CONV_LOG", &level);
 }
 
 static void log_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,

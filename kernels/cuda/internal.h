@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "kernels/cuda/cuda.h"
 
@@ -84,6 +85,20 @@ typedef struct weft__cuda_ctx {
 } weft__cuda_ctx;
 
 #define WEFT__CUDA_CTX(be) ((weft__cuda_ctx *)(be)->ctx)
+
+/* The integer an environment variable holds (0 when unset or empty), read
+ * once into *cache (a static of the caller's, -1 until read; two threads
+ * reading at once store the same value).  For the diagnostic logs. */
+static inline int weft__cuda_env_int(const char *name, int *cache) {
+  int v = __atomic_load_n(cache, __ATOMIC_RELAXED);
+  if (v < 0) {
+    const char *e = getenv(name);
+    v = e && *e ? atoi(e) : 0;
+    if (v < 0) v = 0;
+    __atomic_store_n(cache, v, __ATOMIC_RELAXED);
+  }
+  return v;
+}
 
 /* weft_cuda_set_conv_band_bytes's default */
 #ifndef WEFT_CUDA_CONV_BAND_BYTES

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "brownian.h"
 #include "rng.h"
@@ -425,13 +424,6 @@ static int open_single(weft_call *c, bundle_impl *bi, const char *path) {
   return 0;
 }
 
-/* Seconds on the monotonic clock (the loader's phases, logged). */
-static double mono_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* The loader's phases: the masters read, the tokenizer, the device
  * started, each model's weights to the device and the copies committed. */
 enum {
@@ -462,7 +454,7 @@ static void log_load_times(weft_call *c, const sd_bundle *b, const double *t) {
                "VAE %.2f, commit %.2f; the images' %.0f MiB allocated in "
                "%.2f s and filled in %.2f s); stacked q/k/v weights in %d "
                "attentions, k/v in %d more",
-               mono_s() - t[LD_START], d[LD_UNET] + d[LD_CLIP] + d[LD_VAE],
+               sd_mono_s() - t[LD_START], d[LD_UNET] + d[LD_CLIP] + d[LD_VAE],
                d[LD_UNET], d[LD_CLIP], d[LD_VAE], d[LD_TOK], d[LD_DEV],
                d[LD_DUNET] + d[LD_DCLIP] + d[LD_DVAE] + d[LD_COMMIT],
                d[LD_DUNET], d[LD_DCLIP], d[LD_DVAE], d[LD_COMMIT], mib, img,
@@ -471,7 +463,7 @@ static void log_load_times(weft_call *c, const sd_bundle *b, const double *t) {
 
 static int loader_run(weft_call *c) {
   const weft_host *h = c->host;
-  double t[LD_N] = {mono_s()};
+  double t[LD_N] = {sd_mono_s()};
   char path[PATH_MAX];
   sd_resolve(c, weft_param_string(c, LOADER_CKPT), path, sizeof path);
   struct stat st;
@@ -493,10 +485,10 @@ static int loader_run(weft_call *c) {
     h->error(c, "%s", b->ck.err);
   for (int p = 0; p < SD_PARTS; p++) free(cfg[p]);
   if (!r && ((r = sd_unet_load(&b->ck, &b->unet)) ||
-             (t[LD_UNET] = mono_s(), r = sd_clip_load(&b->ck, &b->clip)) ||
-             (t[LD_CLIP] = mono_s(), r = sd_vae_load(&b->ck, &b->vae))))
+             (t[LD_UNET] = sd_mono_s(), r = sd_clip_load(&b->ck, &b->clip)) ||
+             (t[LD_CLIP] = sd_mono_s(), r = sd_vae_load(&b->ck, &b->vae))))
     h->error(c, "%s", b->ck.err);
-  t[LD_VAE] = mono_s();
+  t[LD_VAE] = sd_mono_s();
   char vocab[PATH_MAX], err[512];
   if (!r && find_vocab(vocab, sizeof vocab)) {
     h->error(c, "cannot find the CLIP vocabulary bpe_simple_vocab_16e6.txt.gz "
@@ -505,10 +497,10 @@ static int loader_run(weft_call *c) {
   }
   if (!r && (r = weft_clip_tok_load(vocab, &b->tok, err, sizeof err)))
     h->error(c, "%s", err);
-  t[LD_TOK] = mono_s();
+  t[LD_TOK] = sd_mono_s();
   if (!r && !(b->be = sd_backend_new(c, "the checkpoint", &r)) && !r)
     r = WEFT_ENOMEM;
-  t[LD_DEV] = mono_s();
+  t[LD_DEV] = sd_mono_s();
   if (!r && !sd_be_is_host(b->be)) {
     /* the weights to the device under one budget (WEFT_VRAM, --vram):
      * resident when they fit, else streamed block by block; the host
@@ -517,13 +509,13 @@ static int loader_run(weft_call *c) {
     sd_vram *vr = sd_vram_for(c, b->be, "the checkpoint", &r);
     if (vr) {
       r = sd_unet_to_vram(b->unet, vr);
-      t[LD_DUNET] = mono_s();
+      t[LD_DUNET] = sd_mono_s();
       if (!r) part = "text encoder", r = sd_clip_to_vram(b->clip, vr);
-      t[LD_DCLIP] = mono_s();
+      t[LD_DCLIP] = sd_mono_s();
       if (!r) part = "VAE", r = sd_vae_to_vram(b->vae, vr);
-      t[LD_DVAE] = mono_s();
+      t[LD_DVAE] = sd_mono_s();
       if (!r) part = "models", r = sd_vram_commit(vr);
-      t[LD_COMMIT] = mono_s();
+      t[LD_COMMIT] = sd_mono_s();
       if (r) {
         char what[128];
         snprintf(what, sizeof what, "copying the %s's weights", part);

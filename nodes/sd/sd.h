@@ -122,6 +122,11 @@ int sd_ckpt_configure_control(sd_ckpt *ck, const char *config_json);
  * Returns 0, or WEFT_ENOENT / WEFT_EFORMAT with ck->err naming the key. */
 int sd_weight(sd_ckpt *ck, sd_part part, const char *name, int64_t numel,
               float **out);
+/* bytes of host memory (released with free): a large block 2 MiB aligned
+ * with transparent huge pages asked for, so that its first touch faults
+ * 512 times less often (the masters' and the device images' fill is
+ * mostly those faults and the zeroing behind them). */
+void *sd_huge_alloc(size_t bytes);
 /* Lists the tensors of the model parts that no loaded layer read (an
  * architecture weft got wrong, or extra weights), as "N unused: a, b, ..."
  * into out (at most len bytes); returns N.  Known leftovers of real

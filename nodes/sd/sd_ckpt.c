@@ -224,20 +224,20 @@ static int64_t dim_of(sd_ckpt *ck, sd_part part, const char *name, int dim) {
   return v.shape[dim];
 }
 
-/* A master's memory (released with free).  A large one is aligned to 2 MiB
- * and asks the kernel for transparent huge pages: its first touch then
- * faults 512 times less often (a load's system time is mostly those
- * faults and the zeroing behind them). */
-static float *master_alloc(int64_t n) {
+void *sd_huge_alloc(size_t bytes) {
   enum { HUGE_PAGE = 2 << 20 };
-  size_t bytes = (size_t)(n ? n : 1) * sizeof(float);
-  if (bytes < 2 * (size_t)HUGE_PAGE) return malloc(bytes);
+  if (bytes < 2 * (size_t)HUGE_PAGE) return malloc(bytes ? bytes : 1);
   size_t round = (bytes + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
-  float *w = aligned_alloc(HUGE_PAGE, round);
+  void *p = aligned_alloc(HUGE_PAGE, round);
 #ifdef MADV_HUGEPAGE
-  if (w) madvise(w, round, MADV_HUGEPAGE); /* a hint: no THP, no harm */
+  if (p) madvise(p, round, MADV_HUGEPAGE); /* a hint: no THP, no harm */
 #endif
-  return w;
+  return p;
+}
+
+/* A master's memory (released with free). */
+static float *master_alloc(int64_t n) {
+  return sd_huge_alloc((size_t)n * sizeof(float));
 }
 
 /* Benchmark weights: norms' scales 1, biases 0, the rest uniform in

@@ -8,11 +8,10 @@
 
 #include <inttypes.h>
 #include <pthread.h>
-#include <sys/mman.h>
-#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kernels/cpu/cpu.h" /* weft_cpu_convert_serial */
@@ -725,7 +724,7 @@ static void *fill_run(void *arg) {
   return NULL;
 }
 
-static double mono_s(void) {
+double sd_mono_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -771,19 +770,6 @@ static bool image_pinned(const sd_vram *vr, const sd_devw *dw) {
       blocks_total(vr) + f32_total(vr) + dw->f32_bytes + vr->reserve;
   return !(vr->budget > held &&
            vr->budget - held >= 4 * (uint64_t)dw->image_bytes);
-}
-
-/* Pageable image memory: 2 MiB aligned with transparent huge pages asked
- * for, so that the threads filling it take few page faults. */
-static void *image_alloc(size_t bytes) {
-  enum { HUGE_PAGE = 2 << 20 };
-  if (bytes < 2 * (size_t)HUGE_PAGE) return malloc(bytes);
-  const size_t round = (bytes + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
-  void *p = aligned_alloc(HUGE_PAGE, round);
-#ifdef MADV_HUGEPAGE
-  if (p) madvise(p, round, MADV_HUGEPAGE); /* a hint: no THP, no harm */
-#endif
-  return p;
 }
 
 static void devw_free(sd_devw *dw) {
@@ -856,10 +842,14 @@ static void fuse_noop_weight(sd_wvisit *v, float **w, int64_t numel,
   (void)v, (void)w, (void)numel, (void)kind;
 }
 
+/* marks a (and counts it in dw: the loader logs them) */
 static void fuse_attn(sd_wvisit *v, sd_attn *a) {
-  const sd_devw *dw = ((fuse *)v)->dw;
+  sd_devw *dw = ((fuse *)v)->dw;
   a->fuse_kv = dw && stacks(dw, &a->k, &a->v);
   a->fuse_qkv = a->fuse_kv && stacks(dw, &a->q, &a->k);
+  if (!dw) return;
+  dw->n_fused_qkv += a->fuse_qkv;
+  dw->n_fused_kv += a->fuse_kv && !a->fuse_qkv;
 }
 
 static void mark_fused(void *model, sd_model_visit_fn visit, sd_devw *dw) {
@@ -878,12 +868,6 @@ static bool fuse_wanted(const sd_vram *vr) {
   return vr->has_x;
 }
 
-/* counts dw's marked attentions (the loader logs them) */
-static void count_fused(sd_wvisit *v, sd_attn *a) {
-  sd_devw *dw = ((fuse *)v)->dw;
-  dw->n_fused_qkv += a->fuse_qkv;
-  dw->n_fused_kv += a->fuse_kv && !a->fuse_qkv;
-}
 
 int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
                    const char *name, sd_devw **out) {
@@ -930,16 +914,16 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
   if (!rc && dw->f32_bytes &&
       !(dw->f32 = be->iface->buffer_alloc(be, dw->f32_bytes)))
     rc = WEFT_ENOMEM;
-  double t0 = mono_s();
+  double t0 = sd_mono_s();
   if (!rc && dw->image_bytes) {
     dw->image_pinned = vr->has_x && vr->x.host_alloc && image_pinned(vr, dw);
     dw->image = dw->image_pinned ? vr->x.host_alloc(vr->x.ctx, dw->image_bytes)
-                                 : image_alloc(dw->image_bytes);
+                                 : sd_huge_alloc(dw->image_bytes);
     if (!dw->image) rc = WEFT_ENOMEM;
   }
-  double t1 = mono_s();
+  double t1 = sd_mono_s();
   if (!rc) fill_images(dw);
-  dw->t_image = t1 - t0, dw->t_fill = mono_s() - t1;
+  dw->t_image = t1 - t0, dw->t_fill = sd_mono_s() - t1;
   for (int i = 0; !rc && i < dw->n; i++) {
     sd_devw_entry *e = &dw->e[i];
     if (e->kind == SD_W_F32)
@@ -965,11 +949,7 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
     return rc;
   }
   dw->owner = model, dw->visit = visit;
-  if (fuse_wanted(vr)) {
-    mark_fused(model, visit, dw);
-    fuse f = {{fuse_noop_block, fuse_noop_weight, count_fused}, dw};
-    visit(model, &f.v);
-  }
+  if (fuse_wanted(vr)) mark_fused(model, visit, dw);
   *out = dw;
   return 0;
 }

@@ -263,6 +263,9 @@ struct sd_devw {
   int n_fused_qkv, n_fused_kv;
 };
 
+/* Seconds on the monotonic clock (load phases, logged). */
+double sd_mono_s(void);
+
 /* Puts a model on vr's backend: the F32 weights into a buffer there, the
  * blocks into a host image (16-bit when vr says so), and into the pool at
  * sd_vram_commit (or the first use); the model's pointers then lead to
