@@ -142,7 +142,9 @@ typedef struct weft_gemm_args {
  * itself is contiguous CHW.  scratch (optional) lets a memory planner supply
  * the temporary buffer: at least weft_cpu_conv2d_scratch_bytes() bytes;
  * NULL makes the kernel allocate and free it itself.  x and y must not
- * overlap. */
+ * overlap.  w_hwc: the weight is stored channels last, [c_out, k_h, k_w,
+ * c_in] (cuDNN's NHWC filter layout, which a device may keep its copies
+ * in: nodes/sd's upload does on CUDA); every backend takes both. */
 typedef struct weft_conv2d_args {
   int64_t batch, c_in, h_in, w_in;
   int64_t c_out, k_h, k_w;
@@ -156,7 +158,24 @@ typedef struct weft_conv2d_args {
   int64_t y_bstride;
   void *scratch;
   size_t scratch_bytes;
+  int w_hwc;
 } weft_conv2d_args;
+
+/* dst = w [c_out, kk, c_in] (channels last, kk = k_h * k_w) laid out as
+ * [c_out, c_in, kk], or back (to_hwc): one conv weight between the two
+ * layouts of weft_conv2d_args.w_hwc, in fp32. */
+static inline void weft_conv2d_weight_layout(const float *w, float *dst,
+                                             int64_t c_out, int64_t c_in,
+                                             int64_t kk, bool to_hwc) {
+  for (int64_t o = 0; o < c_out; o++, w += c_in * kk, dst += c_in * kk)
+    for (int64_t c = 0; c < c_in; c++)
+      for (int64_t r = 0; r < kk; r++) {
+        if (to_hwc)
+          dst[r * c_in + c] = w[c * kk + r];
+        else
+          dst[c * kk + r] = w[r * c_in + c];
+      }
+}
 
 static inline int64_t weft_conv2d_out_size(int64_t in, int64_t k,
                                            int64_t stride, int64_t pad_begin,

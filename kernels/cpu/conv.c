@@ -126,6 +126,18 @@ int weft_cpu_conv2d(weft_cpu_ctx *ctx, const weft_conv2d_args *a) {
   int64_t h_out, w_out;
   int rc = check(a, &h_out, &w_out);
   if (rc != 0) return rc;
+  if (a->w_hwc && a->k_h * a->k_w > 1) {
+    /* a channels-last weight: the same values in [c_out, c_in, kk] */
+    const int64_t kk = a->k_h * a->k_w;
+    float *w = weft__alloc((size_t)(a->c_out * a->c_in * kk) * sizeof(float));
+    if (!w) return WEFT_ENOMEM;
+    weft_conv2d_weight_layout(a->weight, w, a->c_out, a->c_in, kk, false);
+    weft_conv2d_args c = *a;
+    c.weight = w, c.w_hwc = 0;
+    rc = weft_cpu_conv2d(ctx, &c);
+    free(w);
+    return rc;
+  }
   const int64_t n = h_out * w_out, k = a->c_in * a->k_h * a->k_w;
   const int64_t xs = a->x_bstride ? a->x_bstride : a->c_in * a->h_in * a->w_in;
   const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * n;

@@ -70,8 +70,27 @@ typedef enum conv_path {
   PATH_DIRECT,
   PATH_CUDNN,
   PATH_CUDNN16,
+  PATH_NHWC,
   PATH_IM2COL
 } conv_path;
+
+/* A channels-last weight (w_hwc, more than one tap) in FP16/BF16
+ * precision: cuDNN's NHWC kernels (conv_cudnn.c, "channels last") unless
+ * WEFT_CUDA_CONV_IM2COL asks otherwise.  Any other path gets the weight
+ * back in [c_out, c_in, kk] first. */
+static bool nhwc_eligible(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
+  return a->w_hwc && a->k_h * a->k_w > 1 &&
+         ctx->precision != WEFT_CUDA_FP32 &&
+         ctx->conv_algo != WEFT_CUDA_CONV_IM2COL && a->c_in % 8 == 0 &&
+         a->c_out % 8 == 0 && weft__cudnn_ensure(ctx);
+}
+
+bool weft_cuda_conv_hwc(weft_backend *be) {
+  if (!weft_backend_is_cuda(be)) return false;
+  weft__cuda_ctx *ctx = WEFT__CUDA_CTX(be);
+  return ctx->precision != WEFT_CUDA_FP32 &&
+         ctx->conv_algo != WEFT_CUDA_CONV_IM2COL && weft__cudnn_ensure(ctx);
+}
 
 /* Few output channels (conv_out: 4 in the UNet, 3 in the VAE): the direct
  * kernel (conv_direct.cu), which no GEMM shape beats; by default only. */
@@ -106,6 +125,12 @@ static conv_path choose(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                         size_t *scratch) {
   *scratch = 0;
   if (weft_conv2d_is_pointwise(a)) return PATH_GEMM;
+  int bands;
+  if (nhwc_eligible(ctx, a) &&
+      weft__cudnn_conv_nhwc_plan(ctx, a, scratch, &bands) == 0)
+    return PATH_NHWC;
+  ctx->err[0] = 0;
+  *scratch = 0;
   if (direct_eligible(ctx, a)) return PATH_DIRECT;
   if (cudnn_eligible(ctx, a)) {
     if (ctx->precision == WEFT_CUDA_FP32) {
@@ -134,6 +159,7 @@ const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a) {
   case PATH_DIRECT: return "direct";
   case PATH_CUDNN: return "cudnn";
   case PATH_CUDNN16: return "cudnn16";
+  case PATH_NHWC: return "cudnn_nhwc";
   default: return "im2col";
   }
 }
@@ -149,8 +175,13 @@ int weft_cuda_conv2d_bands(weft_backend *be, const weft_conv2d_args *a) {
     cudaGetLastError();
     return 0;
   }
-  return choose(ctx, a, &ws) == PATH_CUDNN16 ? weft__cudnn_conv16_bands(ctx, a)
-                                             : 1;
+  int bands = 1;
+  switch (choose(ctx, a, &ws)) {
+  case PATH_CUDNN16: bands = weft__cudnn_conv16_bands(ctx, a); break;
+  case PATH_NHWC: weft__cudnn_conv_nhwc_plan(ctx, a, &ws, &bands); break;
+  default: break;
+  }
+  return bands;
 }
 
 /* The im2col block: n_img whole images, or (n_img = 1) nb output columns
@@ -182,7 +213,7 @@ size_t weft__cuda_conv2d_scratch_bytes(weft__cuda_ctx *ctx,
   if (weft_conv2d_check_shapes(a, &h_out, &w_out) != 0) return 0;
   conv_path p = choose(ctx, a, &cudnn);
   if (p == PATH_GEMM || p == PATH_DIRECT) return 0;
-  if (p == PATH_CUDNN || p == PATH_CUDNN16) return cudnn;
+  if (p == PATH_CUDNN || p == PATH_CUDNN16 || p == PATH_NHWC) return cudnn;
   int64_t k = a->c_in * a->k_h * a->k_w, n = h_out * w_out, n_img, nb;
   int64_t batch = a->batch > 0 ? a->batch : 1;
   const size_t es = ctx->precision == WEFT_CUDA_FP32 ? sizeof(float) : 2;
@@ -296,7 +327,40 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   /* A bias registered as half is widened (it is added in fp32); so is the
    * weight in FP32 precision, where every path reads fp32. */
   weft_conv2d_args aa = *a;
-  void *wtmp = NULL, *btmp = NULL;
+  void *wtmp = NULL, *btmp = NULL, *whwc = NULL;
+  if (a->w_hwc && a->k_h * a->k_w > 1) {
+    if (nhwc_eligible(ctx, a)) {
+      if (a->bias &&
+          !(aa.bias = weft__cuda_f32_view(ctx, a->bias, a->c_out, &btmp)))
+        return WEFT_ENOMEM;
+      rc = weft__cudnn_conv_nhwc(ctx, &aa);
+      weft__cuda_free(ctx, btmp);
+      if (rc != WEFT_EUNSUPPORTED) return rc;
+      ctx->err[0] = 0;
+      aa.bias = a->bias, btmp = NULL;
+    }
+    /* the weight back to [c_out, c_in, kk] (registered for this call as
+     * the stored one is, when that is 16-bit) */
+    const weft_dtype wdt = weft__cuda_weight_dtype(ctx, a->weight);
+    const size_t wb = (size_t)(a->c_out * k) * weft_dtype_size(wdt);
+    if (!(whwc = weft__cuda_alloc(ctx, wb))) return WEFT_ENOMEM;
+    rc = weft__cuda_check(ctx,
+                          weft__cu_conv_weight_layout(
+                              ctx->stream, a->weight, (int)wdt, whwc, a->c_out,
+                              a->c_in, a->k_h * a->k_w, 0),
+                          "conv2d: the weight back from channels last");
+    if (!rc && wdt != WEFT_F32)
+      rc = weft__cuda_mark_range(ctx, whwc, wb, wdt);
+    if (rc) {
+      weft__cuda_free(ctx, whwc);
+      return rc;
+    }
+    aa.weight = whwc, aa.w_hwc = 0;
+    rc = weft__cuda_conv2d(ctx, &aa);
+    if (wdt != WEFT_F32) weft__cuda_unmark_range(ctx, whwc);
+    weft__cuda_free(ctx, whwc);
+    return rc;
+  }
   if (ctx->precision == WEFT_CUDA_FP32 &&
       !(aa.weight = weft__cuda_f32_view(ctx, a->weight, a->c_out * k, &wtmp)))
     return WEFT_ENOMEM;

@@ -48,7 +48,7 @@
  * asks each one's scratch first): the choice is kept per shape.  The
  * heuristic answers the same for the same descriptors, so a cached choice
  * is the one a fresh query would make.  A full cache starts over. */
-#define PLAN_KEY 17
+#define PLAN_KEY 18
 #define PLAN_SLOTS 128
 
 typedef struct plan_entry {
@@ -65,9 +65,11 @@ typedef struct plan_cache {
 } plan_cache;
 
 /* How x and y lie in memory: batch and channel-plane strides in elements
- * (a row band of a map is a strided view of it). */
+ * (a row band of a map is a strided view of it), or nhwc: x, y and the
+ * weight channels last, packed (the strides unused). */
 typedef struct view {
   int64_t xs, ys, xc, yc;
+  int64_t nhwc;
 } view;
 
 static void plan_key(const weft__cuda_ctx *ctx, const weft_conv2d_args *a,
@@ -75,7 +77,7 @@ static void plan_key(const weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   const int64_t e[PLAN_KEY] = {
       dt,          ctx->tf32, a->batch, a->c_in,     a->h_in,     a->w_in,
       a->c_out,    a->k_h,    a->k_w,   a->stride_h, a->stride_w, a->pad_top,
-      a->pad_left, v->xs,     v->ys,    v->xc,       v->yc};
+      a->pad_left, v->xs,     v->ys,    v->xc,       v->yc,     v->nhwc};
   memcpy(k, e, sizeof e);
 }
 
@@ -231,17 +233,18 @@ static int conv_log_level(void) {
 }
 
 static void log_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
-                     weft_dtype dt, const descs *d,
+                     weft_dtype dt, bool nhwc, const descs *d,
                      const cudnnConvolutionFwdAlgoPerf_t *perf, int got,
                      int pick) {
   fprintf(stderr,
-          "weft cuda: conv %lldx%lldx%lldx%lld -> %lld %lldx%lld/%lld [%s]: ",
+          "weft cuda: conv %lldx%lldx%lldx%lld -> %lld %lldx%lld/%lld [%s%s]: ",
           (long long)a->batch, (long long)a->c_in, (long long)a->h_in,
           (long long)a->w_in, (long long)a->c_out, (long long)a->k_h,
           (long long)a->k_w, (long long)a->stride_h,
           dt == WEFT_F32   ? "fp32"
           : dt == WEFT_F16 ? "fp16"
-                           : "bf16");
+                           : "bf16",
+          nhwc ? " nhwc" : "");
   if (pick >= 0)
     fprintf(stderr, "algo %d (math %d), workspace %.1f MiB;",
             (int)perf[pick].algo, (int)perf[pick].mathType,
@@ -287,7 +290,7 @@ static int plan_view(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   const int64_t nx = a->c_in * a->h_in * a->w_in, ny = a->c_out * h_out * w_out;
   view v = {f32 && a->x_bstride ? a->x_bstride : nx,
             f32 && a->y_bstride ? a->y_bstride : ny, a->h_in * a->w_in,
-            h_out * w_out};
+            h_out * w_out, 0};
   if (vw) v = *vw;
   const int64_t xs = v.xs, ys = v.ys;
   int batch = a->batch > 0 ? (int)a->batch : 1;
@@ -295,14 +298,23 @@ static int plan_view(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   CK(cudnnCreateTensorDescriptor(&d->y));
   CK(cudnnCreateFilterDescriptor(&d->w));
   CK(cudnnCreateConvolutionDescriptor(&d->conv));
-  CK(cudnnSetTensor4dDescriptorEx(d->x, cdt, batch, (int)a->c_in, (int)a->h_in,
-                                  (int)a->w_in, (int)xs, (int)v.xc,
-                                  (int)a->w_in, 1));
-  CK(cudnnSetTensor4dDescriptorEx(d->y, cdt, batch, (int)a->c_out, (int)h_out,
-                                  (int)w_out, (int)ys, (int)v.yc, (int)w_out,
-                                  1));
-  CK(cudnnSetFilter4dDescriptor(d->w, cdt, CUDNN_TENSOR_NCHW, (int)a->c_out,
-                                (int)a->c_in, (int)a->k_h, (int)a->k_w));
+  if (v.nhwc) {
+    CK(cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NHWC, cdt, batch,
+                                  (int)a->c_in, (int)a->h_in, (int)a->w_in));
+    CK(cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NHWC, cdt, batch,
+                                  (int)a->c_out, (int)h_out, (int)w_out));
+  } else {
+    CK(cudnnSetTensor4dDescriptorEx(d->x, cdt, batch, (int)a->c_in,
+                                    (int)a->h_in, (int)a->w_in, (int)xs,
+                                    (int)v.xc, (int)a->w_in, 1));
+    CK(cudnnSetTensor4dDescriptorEx(d->y, cdt, batch, (int)a->c_out,
+                                    (int)h_out, (int)w_out, (int)ys,
+                                    (int)v.yc, (int)w_out, 1));
+  }
+  CK(cudnnSetFilter4dDescriptor(d->w, cdt,
+                                v.nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW,
+                                (int)a->c_out, (int)a->c_in, (int)a->k_h,
+                                (int)a->k_w));
   /* fp32 compute type in both: for 16-bit tensors that is cuDNN's
    * PSEUDO_HALF_CONFIG / PSEUDO_BFLOAT16_CONFIG (fp32 accumulation) */
   CK(cudnnSetConvolution2dDescriptor(
@@ -327,7 +339,7 @@ static int plan_view(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                : gemm_family(perf[i].algo) &&
                      perf[i].mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
         pick = i;
-    if (conv_log_level()) log_plan(ctx, a, dt, d, perf, got, pick);
+    if (conv_log_level()) log_plan(ctx, a, dt, v.nhwc, d, perf, got, pick);
     pe.algo = pick < 0 ? -1 : (int)perf[pick].algo;
     pe.math = pick < 0 ? 0 : (int)perf[pick].mathType;
     pe.ws = 0;
@@ -482,8 +494,8 @@ static bool band_at(const weft_conv2d_args *a, int64_t ho, int64_t wo, int n,
   b->a = *a;
   b->a.h_in = i1 - i0;
   b->a.pad_top = b->a.pad_bottom = pad;
-  b->v =
-      (view){a->c_in * h * a->w_in, a->c_out * ho * wo, h * a->w_in, ho * wo};
+  b->v = (view){a->c_in * h * a->w_in, a->c_out * ho * wo, h * a->w_in,
+                ho * wo, 0};
   b->x_row = i0, b->y_row = y_row;
   return true;
 }
@@ -679,6 +691,169 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   return rc;
 }
 
+
+/* ---- channels last ----
+ * A weight stored channels last (w_hwc: nodes/sd keeps its 3x3 weights so
+ * on CUDA) lets cuDNN run its NHWC kernels, which on an H200 took half
+ * the time of its NCHW ones on SD's shapes, transposes included
+ * (tools/gpu/op_floor.py).  The activations stay NCHW: each band of
+ * output rows takes its input rows moved channels last into scratch with
+ * the padding written as zeros (so any padding, asymmetric too), is
+ * convolved unpadded, and comes back into y's rows with the bias (the
+ * output rounded to 16 bits by cuDNN, then the bias added in fp32 and
+ * stored: the rounding of the NCHW path).  Bands of equal height keep
+ * the scratch (the band's x, y and workspace) within the band bytes. */
+typedef struct nhwc_layout {
+  int bands;
+  int64_t ho, wo, wb;   /* output size; the padded width */
+  size_t y_off, ws_off; /* in the scratch (x at 0) */
+  size_t w_off, total;  /* the rounded weight (when w_own), the whole */
+  bool w_own;
+} nhwc_layout;
+
+/* Band j of n: output rows [o0, o1) and the args of its unpadded
+ * convolution on the packed input rows. */
+static void nhwc_band(const weft_conv2d_args *a, const nhwc_layout *l, int n,
+                      int j, int64_t *o0, int64_t *o1, weft_conv2d_args *b) {
+  *o0 = l->ho * j / n, *o1 = l->ho * (j + 1) / n;
+  *b = *a;
+  b->h_in = (*o1 - *o0 - 1) * a->stride_h + a->k_h;
+  b->w_in = l->wb;
+  b->pad_top = b->pad_left = b->pad_bottom = b->pad_right = 0;
+  b->x_bstride = b->y_bstride = 0;
+}
+
+/* Plans every band height of n bands: the largest x, y and workspace. */
+static int nhwc_plan_bands(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                           nhwc_layout *l, int n, size_t *xb, size_t *yb,
+                           size_t *ws) {
+  const weft_dtype want = weft__cuda_compute_dtype(ctx);
+  const view v = {0, 0, 0, 0, 1};
+  const size_t batch = a->batch > 0 ? (size_t)a->batch : 1;
+  *xb = *yb = *ws = 0;
+  int64_t last = -1;
+  for (int j = 0; j < n; j++) {
+    int64_t o0, o1;
+    weft_conv2d_args b;
+    nhwc_band(a, l, n, j, &o0, &o1, &b);
+    if (o1 - o0 == last) continue; /* at most two heights */
+    last = o1 - o0;
+    descs d;
+    int rc = plan_view(ctx, &b, want, &v, &d);
+    if (rc) return rc;
+    descs_free(&d);
+    const size_t x = batch * (size_t)(b.h_in * l->wb * a->c_in) * 2;
+    const size_t y = batch * (size_t)((o1 - o0) * l->wo * a->c_out) * 2;
+    if (x > *xb) *xb = x;
+    if (y > *yb) *yb = y;
+    if (d.ws > *ws) *ws = d.ws;
+  }
+  return 0;
+}
+
+static int nhwc_prepare(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                        nhwc_layout *l) {
+  memset(l, 0, sizeof *l);
+  const weft_dtype want = weft__cuda_compute_dtype(ctx);
+  if (want == WEFT_F32 || !a->w_hwc || a->c_in % 8 || a->c_out % 8 ||
+      !out_size(a, &l->ho, &l->wo))
+    return WEFT_EUNSUPPORTED;
+  const int64_t batch = a->batch > 0 ? a->batch : 1;
+  l->wb = a->w_in + a->pad_left + a->pad_right;
+  const int64_t hb = a->h_in + a->pad_top + a->pad_bottom;
+  /* int sizes for cuDNN; the kernels' grids */
+  if (!fits_int(batch) || !fits_int(a->c_in) || !fits_int(a->c_out) ||
+      !fits_int(hb) || !fits_int(l->wb) || hb * l->wb > INT32_MAX / a->c_in ||
+      l->ho * l->wo > INT32_MAX / a->c_out || batch * hb > INT32_MAX ||
+      batch * hb * l->wb * a->c_in > INT32_MAX ||
+      batch * l->ho * l->wo * a->c_out > INT32_MAX)
+    return WEFT_EUNSUPPORTED;
+  l->w_own =
+      !(weft__cuda_weight_dtype(ctx, a->weight) == want &&
+        (uintptr_t)a->weight % 16 == 0);
+  size_t xb, yb, ws;
+  int rc = nhwc_plan_bands(ctx, a, l, 1, &xb, &yb, &ws);
+  if (rc) return rc;
+  int n = 1;
+  const size_t whole = align256(xb) + align256(yb) + ws;
+  if (ctx->band_bytes && whole > ctx->band_bytes) {
+    n = (int)((whole + ctx->band_bytes - 1) / ctx->band_bytes);
+    if (n > l->ho) n = (int)l->ho;
+    if ((rc = nhwc_plan_bands(ctx, a, l, n, &xb, &yb, &ws))) return rc;
+  }
+  l->bands = n;
+  l->y_off = align256(xb);
+  l->ws_off = l->y_off + align256(yb);
+  l->w_off = l->ws_off + align256(ws);
+  const size_t nw = (size_t)(a->c_out * a->c_in * a->k_h * a->k_w);
+  l->total = l->w_off + (l->w_own ? align256(nw * 2) : 0);
+  if (ctx->scratch_limit && l->total > ctx->scratch_limit / 4)
+    return WEFT_EUNSUPPORTED;
+  return 0;
+}
+
+int weft__cudnn_conv_nhwc_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                               size_t *scratch, int *bands) {
+  nhwc_layout l;
+  int rc = nhwc_prepare(ctx, a, &l);
+  *scratch = rc ? 0 : l.total;
+  *bands = rc ? 0 : l.bands;
+  return rc;
+}
+
+int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
+  const weft_dtype want = weft__cuda_compute_dtype(ctx);
+  nhwc_layout l;
+  int rc = nhwc_prepare(ctx, a, &l);
+  if (rc) return rc;
+  unsigned char *base = a->scratch;
+  if (!base || a->scratch_bytes < l.total) {
+    if (!(base = weft__cuda_scratch(ctx, l.total))) return WEFT_ENOMEM;
+  }
+  const void *w16 = a->weight;
+  if (l.w_own) { /* the layout is kept: a flat rounding */
+    w16 = base + l.w_off;
+    if ((rc = weft__cuda_conv_weight16(ctx, a, base + l.w_off))) return rc;
+  }
+  const int64_t batch = a->batch;
+  const int64_t xs = a->x_bstride ? a->x_bstride : a->c_in * a->h_in * a->w_in;
+  const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * l.ho * l.wo;
+  for (int j = 0; j < l.bands && !rc; j++) {
+    int64_t o0, o1;
+    weft_conv2d_args b;
+    nhwc_band(a, &l, l.bands, j, &o0, &o1, &b);
+    descs d;
+    const view v = {0, 0, 0, 0, 1};
+    if ((rc = plan_view(ctx, &b, want, &v, &d))) break;
+    rc = weft__cuda_check(
+        ctx,
+        weft__cu_nhwc_pack(ctx->stream, a->x, ctx->act, xs, batch, a->c_in,
+                           a->h_in, a->w_in, o0 * a->stride_h - a->pad_top,
+                           b.h_in, a->pad_left, l.wb, base, want),
+        "conv2d: x channels last");
+    if (!rc) {
+      const float one = 1.0f, zero = 0.0f; /* fp32 compute: float scalars */
+      cudnnStatus_t st = cudnnConvolutionForward(
+          H(ctx), &one, d.x, base, d.w, w16, d.conv, d.algo,
+          d.ws ? base + l.ws_off : NULL, d.ws, &zero, d.y, base + l.y_off);
+      if (st != CUDNN_STATUS_SUCCESS)
+        rc = weft__cuda_fail(ctx, status_code(st),
+                             "cudnnConvolutionForward (channels last, band "
+                             "%d of %d): %s",
+                             j, l.bands, cudnnGetErrorString(st));
+    }
+    descs_free(&d);
+    if (!rc)
+      rc = weft__cuda_check(
+          ctx,
+          weft__cu_nhwc_unpack(ctx->stream, base + l.y_off, want, batch,
+                               o1 - o0, l.wo, a->c_out, a->bias, a->y,
+                               ctx->act, ys, l.ho * l.wo, o0),
+          "conv2d: y back from channels last");
+  }
+  return rc;
+}
+
 #else /* no cuDNN */
 
 int weft__cudnn_init(weft__cuda_ctx *ctx, char *err, size_t err_size) {
@@ -737,6 +912,21 @@ int weft__cudnn_conv16_bands(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   (void)ctx;
   (void)a;
   return 1;
+}
+
+int weft__cudnn_conv_nhwc_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                               size_t *scratch, int *bands) {
+  (void)ctx;
+  (void)a;
+  *scratch = 0;
+  *bands = 0;
+  return WEFT_EUNSUPPORTED;
+}
+
+int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
+  (void)a;
+  return weft__cuda_fail(ctx, WEFT_EUNSUPPORTED,
+                         "weft was built without cuDNN");
 }
 
 #endif

@@ -110,9 +110,11 @@ int weft_cuda_set_tf32(weft_backend *be, bool allow);
 int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo);
 /* Which way conv2d would run these arguments: "gemm" (1x1 stride 1, no
  * padding), "direct" (few output channels), "cudnn" (FP32 precision),
- * "cudnn16" (cuDNN on 16-bit copies of x and y, FP16/BF16 precision) or
- * "im2col"; NULL for invalid arguments or
- * a non-CUDA backend.  (transfer none: a static string) */
+ * "cudnn16" (cuDNN on 16-bit copies of x and y, FP16/BF16 precision),
+ * "cudnn_nhwc" (a channels-last weight, w_hwc: cuDNN's NHWC kernels on
+ * channels-last bands of x and y, FP16/BF16 precision) or "im2col"; NULL
+ * for invalid arguments or a non-CUDA backend.  (transfer none: a static
+ * string) */
 const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a);
 /* Bounds the scratch one op may take beside its operands (0: no bound,
  * the default): cuDNN's 16-bit convolutions, whose copies of x and y
@@ -131,6 +133,11 @@ int weft_cuda_set_conv_band_bytes(weft_backend *be, size_t bytes);
  * see weft_cuda_set_conv_band_bytes); 0 for invalid arguments or a
  * non-CUDA backend. */
 int weft_cuda_conv2d_bands(weft_backend *be, const weft_conv2d_args *a);
+/* Whether convolutions with more than one tap run fastest here with their
+ * weights channels last (weft_conv2d_args.w_hwc: cuDNN's NHWC kernels):
+ * FP16/BF16 precision with cuDNN, the conv way not forced to im2col.  A
+ * model keeps its device copies so when this says so (nodes/sd). */
+bool weft_cuda_conv_hwc(weft_backend *be);
 /* The dtype the backend keeps activations in (backend.h, "Activations"):
  * WEFT_F32 (the default), or in FP16/BF16 precision that 16-bit type, so
  * that every op reads and writes half the bytes and the products take

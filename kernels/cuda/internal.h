@@ -148,6 +148,11 @@ void weft__cuda_ranges_destroy(weft__cuda_ranges *r);
 /* WEFT_F16 / WEFT_BF16 for a pointer inside a registered range, else
  * WEFT_F32. */
 weft_dtype weft__cuda_weight_dtype(weft__cuda_ctx *ctx, const void *p);
+/* Registers [buf, buf + bytes) as 16-bit dtype (weft_cuda_mark_half_as's
+ * rules), and forgets the range starting at buf: 0 or WEFT_EINVAL. */
+int weft__cuda_mark_range(weft__cuda_ctx *ctx, const void *buf, size_t bytes,
+                          weft_dtype dtype);
+int weft__cuda_unmark_range(weft__cuda_ctx *ctx, const void *buf);
 /* Resolves AUTO from the environment (WEFT_PRECISION); 0, or WEFT_EINVAL
  * with the reason in err. */
 int weft__cuda_precision_resolve(weft_cuda_precision in,
@@ -288,6 +293,22 @@ int weft__cudnn_conv16_bands(weft__cuda_ctx *ctx, const weft_conv2d_args *a);
  * weft__cudnn_conv16_plan, before anything is written to a->y. */
 int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a);
 
+/* The channels-last convolution (conv_cudnn.c, "channels last"): a weight
+ * stored [c_out, k_h, k_w, c_in] (a->w_hwc), in FP16/BF16 precision, both
+ * channel counts multiples of 8, any padding.  Picks its bands and their
+ * algorithms; *scratch gets the bytes it needs.  0, or WEFT_EUNSUPPORTED
+ * (the caller: the weight back to [c_out, c_in, kk] and the other paths),
+ * or WEFT_EDEVICE. */
+int weft__cudnn_conv_nhwc_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                               size_t *scratch, int *bands);
+/* y = conv(x, w) + bias (a->bias fp32 or NULL), x and y as the
+ * activations lie (NCHW): each band of output rows is its input rows
+ * moved channels last with the padding as zeros, cuDNN's NHWC
+ * convolution, the output moved back with the bias.  Scratch from
+ * a->scratch when it is large enough, else the op scratch.
+ * WEFT_EUNSUPPORTED as the plan, before anything is written to a->y. */
+int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a);
+
 /* ---- Kernel launchers (the .cu files) --------------------------------------
  * Each queues its kernels on `s` and returns cudaGetLastError() (a launch
  * failure; faults inside a kernel surface at the next synchronize).  Sizes
@@ -346,6 +367,27 @@ cudaError_t weft__cu_pack(cudaStream_t s, const void *src, int sdt, void *dst,
 /* y[b * ys + o * n + j] = src[b][o][j] (dense 16-bit sdt, b < batch,
  * o < c_out, j < n) widened to fp32, + bias[o] (fp32) when bias is not
  * NULL. */
+/* layout.cu.  Rows [row0, row0 + hb) of each of batch images x (xdt,
+ * [c_in, h, w], image stride xs) into dst (ddt, [batch, hb, wb, c_in]),
+ * column q from x's column q - pl; rows and columns outside the image
+ * zero. */
+cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x, int xdt,
+                               int64_t xs, int64_t batch, int64_t c_in,
+                               int64_t h, int64_t w, int64_t row0, int64_t hb,
+                               int64_t pl, int64_t wb, void *dst, int ddt);
+/* src (sdt, [batch, rows, wo, c_out]) + bias[o] (fp32; may be NULL) into
+ * rows [row0, row0 + rows) of y (ydt): y[b * ys + o * plane + (row0 + r)
+ * * wo + q]. */
+cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src, int sdt,
+                                 int64_t batch, int64_t rows, int64_t wo,
+                                 int64_t c_out, const float *bias, void *y,
+                                 int ydt, int64_t ys, int64_t plane,
+                                 int64_t row0);
+/* A conv weight of dt (its elements moved as stored) between [c_out,
+ * c_in, kk] and [c_out, kk, c_in]: to_hwc 1 to the latter, 0 back. */
+cudaError_t weft__cu_conv_weight_layout(cudaStream_t s, const void *w, int dt,
+                                        void *dst, int64_t c_out,
+                                        int64_t c_in, int64_t kk, int to_hwc);
 cudaError_t weft__cu_widen_planes(cudaStream_t s, const void *src, int sdt,
                                   float *y, int64_t ys, const float *bias,
                                   int64_t batch, int64_t c_out, int64_t n);

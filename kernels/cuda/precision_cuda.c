@@ -108,17 +108,22 @@ const char *weft_cuda_precision_name(weft_cuda_precision p) {
 
 int weft_cuda_mark_half_as(weft_backend *be, const void *buf, size_t bytes,
                            weft_dtype dtype) {
-  if (!weft_backend_is_cuda(be) || !buf || bytes == 0 ||
-      (dtype != WEFT_F16 && dtype != WEFT_BF16))
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  return weft__cuda_mark_range(WEFT__CUDA_CTX(be), buf, bytes, dtype);
+}
+
+int weft__cuda_mark_range(weft__cuda_ctx *ctx, const void *buf, size_t bytes,
+                          weft_dtype dtype) {
+  if (!buf || bytes == 0 || (dtype != WEFT_F16 && dtype != WEFT_BF16))
     return WEFT_EINVAL;
   uintptr_t lo = (uintptr_t)buf, hi = lo + bytes;
   if (hi < lo) return WEFT_EINVAL;
-  weft__cuda_ranges *r = &WEFT__CUDA_CTX(be)->half;
+  weft__cuda_ranges *r = &ctx->half;
   int rc = 0;
   pthread_mutex_lock(&r->mu);
   size_t i = upper_bound(r, lo); /* insert before i */
   if ((i > 0 && r->r[i - 1].hi > lo) || (i < r->n && r->r[i].lo < hi)) {
-    rc = weft__cuda_fail(WEFT__CUDA_CTX(be), WEFT_EINVAL,
+    rc = weft__cuda_fail(ctx, WEFT_EINVAL,
                          "weft_cuda_mark_half(%p, %zu bytes): overlaps a "
                          "range already marked",
                          buf, bytes);
@@ -155,8 +160,13 @@ int weft_cuda_mark_half(weft_backend *be, const void *buf, size_t bytes) {
 }
 
 int weft_cuda_unmark_half(weft_backend *be, const void *buf) {
-  if (!weft_backend_is_cuda(be) || !buf) return WEFT_EINVAL;
-  weft__cuda_ranges *r = &WEFT__CUDA_CTX(be)->half;
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  return weft__cuda_unmark_range(WEFT__CUDA_CTX(be), buf);
+}
+
+int weft__cuda_unmark_range(weft__cuda_ctx *ctx, const void *buf) {
+  if (!buf) return WEFT_EINVAL;
+  weft__cuda_ranges *r = &ctx->half;
   uintptr_t lo = (uintptr_t)buf;
   int rc = WEFT_EINVAL;
   pthread_mutex_lock(&r->mu);

@@ -440,12 +440,13 @@ static void log_load_times(weft_call *c, const sd_bundle *b, const double *t) {
                           b->clip ? sd_clip_devw(b->clip) : NULL,
                           b->vae ? sd_vae_devw(b->vae) : NULL};
   double img = 0, fill = 0, mib = 0;
-  int qkv = 0, kv = 0;
+  int qkv = 0, kv = 0, hwc = 0;
   for (int i = 0; i < 3; i++)
     if (dw[i]) {
       img += dw[i]->t_image, fill += dw[i]->t_fill;
       mib += (double)dw[i]->image_bytes / 1048576.0;
       qkv += dw[i]->n_fused_qkv, kv += dw[i]->n_fused_kv;
+      hwc += dw[i]->n_hwc;
     }
   c->host->log(c, WEFT_LOG_DEBUG,
                "loaded in %.2f s: masters %.2f s (UNet %.2f, text encoder "
@@ -453,12 +454,13 @@ static void log_load_times(weft_call *c, const sd_bundle *b, const double *t) {
                "weights to the device %.2f s (UNet %.2f, text encoder %.2f, "
                "VAE %.2f, commit %.2f; the images' %.0f MiB allocated in "
                "%.2f s and filled in %.2f s); stacked q/k/v weights in %d "
-               "attentions, k/v in %d more",
+               "attentions, k/v in %d more; %d convolution weights channels "
+               "last",
                sd_mono_s() - t[LD_START], d[LD_UNET] + d[LD_CLIP] + d[LD_VAE],
                d[LD_UNET], d[LD_CLIP], d[LD_VAE], d[LD_TOK], d[LD_DEV],
                d[LD_DUNET] + d[LD_DCLIP] + d[LD_DVAE] + d[LD_COMMIT],
                d[LD_DUNET], d[LD_DCLIP], d[LD_DVAE], d[LD_COMMIT], mib, img,
-               fill, qkv, kv);
+               fill, qkv, kv, hwc);
 }
 
 static int loader_run(weft_call *c) {

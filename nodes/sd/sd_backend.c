@@ -168,6 +168,9 @@ static int cx_scratch_limit(void *u, uint64_t bytes) {
   return weft_cuda_set_scratch_limit(((cuda_xfer *)u)->be,
                                      bytes < SIZE_MAX ? (size_t)bytes : 0);
 }
+static bool cx_conv_hwc(void *u) {
+  return weft_cuda_conv_hwc(((cuda_xfer *)u)->be);
+}
 static void cx_free(void *u) {
   cuda_xfer *x = u;
   weft_cuda_copier_free(x->cp);
@@ -202,6 +205,7 @@ int sd_cuda_xfer(weft_backend *be, sd_xfer *out, weft_dtype *half, char *err,
                    .unmark_half = cx_unmark,
                    .trim = cx_trim,
                    .scratch_limit = cx_scratch_limit,
+                   .conv_hwc = cx_conv_hwc,
                    .free = cx_free};
   return 0;
 }

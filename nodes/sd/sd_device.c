@@ -45,6 +45,7 @@ void sd_wv_linear_f32(sd_wvisit *v, sd_linear *l) {
 void sd_wv_conv(sd_wvisit *v, sd_conv *c) {
   wv(v, &c->w, c->cout * c->cin * c->k * c->k, SD_W_HALF);
   wv(v, &c->b, c->cout, SD_W_F32);
+  if (v->conv) v->conv(v, c); /* c->w may be NULL: not resident */
 }
 
 void sd_wv_norm(sd_wvisit *v, sd_norm *n) {
@@ -658,9 +659,25 @@ static void col_weight(sd_wvisit *v, float **w, int64_t numel, sd_wkind kind) {
     dw->e = ne, c->cap_e = nc;
   }
   int b = dw->n_blocks - 1;
-  dw->e[dw->n++] =
-      (sd_devw_entry){*w, w, numel, kind, kind == SD_W_HALF ? b : -1, 0};
+  dw->e[dw->n++] = (sd_devw_entry){
+      *w, w, numel, kind, kind == SD_W_HALF ? b : -1, 0, 0, 0};
   dw->blk[b].n++;
+}
+
+/* A convolution whose weight the backend takes channels last (want_hwc):
+ * its entry is copied so.  1x1 kernels are the same either way; the
+ * channels must suit a 16-bit NHWC convolution (multiples of 8), the
+ * others (conv_in's 4, conv_out's 3 or 4) stay as they are. */
+static void col_conv(sd_wvisit *v, sd_conv *c) {
+  collect *col = (collect *)v;
+  sd_devw *dw = col->dw;
+  if (col->rc || !dw->want_hwc || c->k < 2 || c->cin % 8 || c->cout % 8)
+    return;
+  for (int i = dw->n - 1; i >= 0 && i >= dw->n - 2; i--)
+    if (dw->e[i].field == &c->w && dw->e[i].kind == SD_W_HALF) {
+      dw->e[i].hwc_cin = c->cin;
+      dw->e[i].hwc_kk = c->k * c->k;
+    }
 }
 
 typedef struct host_idx {
@@ -686,11 +703,37 @@ static int sort_entries(sd_devw *dw) {
   return 0;
 }
 
-/* writes entry i's 16-bit or fp32 values into the image */
-static void fill_image(sd_devw *dw, const sd_devw_entry *e) {
+/* Values [b, end) of entry e into its image: fp32 (a copy), or rounded to
+ * the 16-bit type.  A channels-last entry goes by rows of one output
+ * channel, [c_in, kk] -> [kk, c_in]: the rows that start in [b, end). */
+static void fill_part(sd_devw *dw, const sd_devw_entry *e, int64_t b,
+                      int64_t end) {
   char *dst = (char *)dw->image + dw->blk[e->block].img_off + e->off;
-  /* f32 (a copy), or rounded to the 16-bit type */
-  weft_cpu_convert_serial(dst, dw->vr->half, e->host, WEFT_F32, e->numel);
+  const weft_dtype dt = dw->vr->half;
+  const size_t es = weft_dtype_size(dt);
+  if (!e->hwc_kk) {
+    weft_cpu_convert_serial(dst + (size_t)b * es, dt, e->host + b, WEFT_F32,
+                            end - b);
+    return;
+  }
+  enum { CHUNK = 512 };
+  float col[CHUNK];
+  const int64_t cin = e->hwc_cin, kk = e->hwc_kk, row = cin * kk;
+  for (int64_t o = (b + row - 1) / row; o * row < end; o++)
+    for (int64_t r = 0; r < kk; r++)
+      for (int64_t c0 = 0; c0 < cin; c0 += CHUNK) {
+        const int64_t n = cin - c0 < CHUNK ? cin - c0 : CHUNK;
+        const float *src = e->host + o * row + c0 * kk + r;
+        for (int64_t c = 0; c < n; c++)
+          col[c] = src[c * kk];
+        weft_cpu_convert_serial(dst + (size_t)(o * row + r * cin + c0) * es,
+                                dt, col, WEFT_F32, n);
+      }
+}
+
+/* writes entry e's values into the image */
+static void fill_image(sd_devw *dw, const sd_devw_entry *e) {
+  fill_part(dw, e, 0, e->numel);
 }
 
 /* Every SD_W_HALF entry's image on up to 8 threads: a model's whole image
@@ -707,18 +750,13 @@ typedef struct fill_job {
 static void *fill_run(void *arg) {
   const fill_job *j = arg;
   sd_devw *dw = j->dw;
-  const size_t es = weft_dtype_size(dw->vr->half);
   int64_t at = 0;
   for (int i = 0; i < dw->n && at < j->to; i++) {
     const sd_devw_entry *e = &dw->e[i];
     if (e->kind != SD_W_HALF) continue;
     const int64_t b = j->from > at ? j->from - at : 0;
     const int64_t end = j->to - at < e->numel ? j->to - at : e->numel;
-    if (b < end) {
-      char *dst = (char *)dw->image + dw->blk[e->block].img_off + e->off;
-      weft_cpu_convert_serial(dst + (size_t)b * es, dw->vr->half, e->host + b,
-                              WEFT_F32, end - b);
-    }
+    if (b < end) fill_part(dw, e, b, end);
     at += e->numel;
   }
   return NULL;
@@ -803,10 +841,13 @@ static void restore(sd_devw *dw) {
  * wherever their sizes are multiples of SD_ALIGN (every SD attention's),
  * and one product with all three stacked computes what three would.
  * The fuse visitor marks each attention whose weights lie so (sd_attn's
- * fuse_qkv, fuse_kv); sd_run_attn takes the one product then. */
+ * fuse_qkv, fuse_kv); sd_run_attn takes the one product then.  It marks
+ * too each convolution whose weight was copied channels last (sd_conv's
+ * w_hwc, col_conv). */
 typedef struct fuse {
   sd_wvisit v;
   sd_devw *dw; /* NULL: clear the marks */
+  bool attn;   /* mark the attentions too (else clear theirs) */
 } fuse;
 
 static const sd_devw_entry *entry_by_field(const sd_devw *dw, float **field) {
@@ -842,9 +883,18 @@ static void fuse_noop_weight(sd_wvisit *v, float **w, int64_t numel,
   (void)v, (void)w, (void)numel, (void)kind;
 }
 
-/* marks a (and counts it in dw: the loader logs them) */
-static void fuse_attn(sd_wvisit *v, sd_attn *a) {
+/* marks c's weight channels last when its entry is (counted in dw: the
+ * loader logs them) */
+static void fuse_conv(sd_wvisit *v, sd_conv *c) {
   sd_devw *dw = ((fuse *)v)->dw;
+  const sd_devw_entry *e = dw ? entry_by_field(dw, &c->w) : NULL;
+  c->w_hwc = e && e->hwc_kk;
+  if (dw) dw->n_hwc += c->w_hwc;
+}
+
+/* marks a (and counts it likewise) */
+static void fuse_attn(sd_wvisit *v, sd_attn *a) {
+  sd_devw *dw = ((fuse *)v)->attn ? ((fuse *)v)->dw : NULL;
   a->fuse_kv = dw && stacks(dw, &a->k, &a->v);
   a->fuse_qkv = a->fuse_kv && stacks(dw, &a->q, &a->k);
   if (!dw) return;
@@ -852,8 +902,11 @@ static void fuse_attn(sd_wvisit *v, sd_attn *a) {
   dw->n_fused_kv += a->fuse_kv && !a->fuse_qkv;
 }
 
-static void mark_fused(void *model, sd_model_visit_fn visit, sd_devw *dw) {
-  fuse f = {{fuse_noop_block, fuse_noop_weight, fuse_attn}, dw};
+/* dw NULL: clears every mark; attn false: the attentions' */
+static void mark_fused(void *model, sd_model_visit_fn visit, sd_devw *dw,
+                       bool attn) {
+  fuse f = {{fuse_noop_block, fuse_noop_weight, fuse_attn, fuse_conv}, dw,
+            attn};
   visit(model, &f.v);
 }
 
@@ -868,6 +921,16 @@ static bool fuse_wanted(const sd_vram *vr) {
   return vr->has_x;
 }
 
+/* Whether dw's convolution weights go channels last: where the backend
+ * says it runs them fastest so (CUDA with cuDNN in 16-bit precision);
+ * WEFT_SD_NHWC=1 or 0 says so for any device (tests: the emulated
+ * device's CPU convolutions take either layout, with the same bits). */
+static bool hwc_wanted(const sd_vram *vr) {
+  const char *e = getenv("WEFT_SD_NHWC");
+  if (e && *e) return strcmp(e, "0") != 0;
+  return vr->has_x && vr->x.conv_hwc && vr->x.conv_hwc(vr->x.ctx);
+}
+
 
 int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
                    const char *name, sd_devw **out) {
@@ -880,7 +943,8 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
   dw->pos = -1;
   dw->elem = vr->half == WEFT_F32 ? 4 : 2;
   snprintf(dw->model, sizeof dw->model, "%s", name);
-  collect c = {{col_block, col_weight, NULL}, dw, 0, 0, 0};
+  dw->want_hwc = hwc_wanted(vr);
+  collect c = {{col_block, col_weight, NULL, col_conv}, dw, 0, 0, 0};
   visit(model, &c.v);
   int rc = c.rc;
   if (!rc && !(dw->sorted = malloc((size_t)(dw->n ? dw->n : 1) * sizeof(int))))
@@ -949,14 +1013,16 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
     return rc;
   }
   dw->owner = model, dw->visit = visit;
-  if (fuse_wanted(vr)) mark_fused(model, visit, dw);
+  /* the convolutions' marks always (their copies are as collected); the
+   * attentions' where wanted (clear otherwise) */
+  mark_fused(model, visit, dw, fuse_wanted(vr));
   *out = dw;
   return 0;
 }
 
 void sd_devw_release(sd_devw *dw) {
   if (!dw) return;
-  mark_fused(dw->owner, dw->visit, NULL);
+  mark_fused(dw->owner, dw->visit, NULL, false);
   leave(dw->vr, dw);
   restore(dw);
   devw_free(dw);

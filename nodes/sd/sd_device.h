@@ -71,11 +71,14 @@ typedef enum sd_wkind { SD_W_HALF = 0, SD_W_F32, SD_W_HOST } sd_wkind;
  * moves it) and is repointed at the device copy. */
 typedef struct sd_wvisit sd_wvisit;
 struct sd_attn;
+struct sd_conv;
 struct sd_wvisit {
   void (*block)(sd_wvisit *v, const char *name);
   void (*weight)(sd_wvisit *v, float **w, int64_t numel, sd_wkind kind);
   /* after an attention's weights (sd_wv_attn); may be NULL */
   void (*attn)(sd_wvisit *v, struct sd_attn *a);
+  /* after a convolution's weights (sd_wv_conv); may be NULL */
+  void (*conv)(sd_wvisit *v, struct sd_conv *c);
 };
 /* Lists every weight of the model, always in the same order. */
 typedef void (*sd_model_visit_fn)(void *model, sd_wvisit *v);
@@ -127,6 +130,9 @@ typedef struct sd_xfer {
   /* bounds the scratch one op of the backend may take (sd_vram_new: what
    * the budget keeps for scratch); may be NULL */
   int (*scratch_limit)(void *ctx, uint64_t bytes);
+  /* whether the backend runs convolutions fastest with channels-last
+   * weights (weft_conv2d_args.w_hwc); may be NULL (no) */
+  bool (*conv_hwc)(void *ctx);
   /* frees ctx (with the sd_vram) */
   void (*free)(void *ctx);
 } sd_xfer;
@@ -222,6 +228,9 @@ typedef struct sd_devw_entry {
   sd_wkind kind;
   int block;  /* its block (SD_W_HALF), -1 otherwise */
   size_t off; /* bytes into its block, or into the F32 arena */
+  /* a convolution weight [c_out, hwc_cin, hwc_kk] copied channels last,
+   * [c_out, hwc_kk, hwc_cin] (weft_conv2d_args.w_hwc); 0: as the master */
+  int64_t hwc_cin, hwc_kk;
 } sd_devw_entry;
 
 typedef struct sd_devw_block {
@@ -261,6 +270,9 @@ struct sd_devw {
   sd_model_visit_fn visit;
   /* attentions whose q/k/v (else k/v) products are stacked */
   int n_fused_qkv, n_fused_kv;
+  /* convolution weights copied channels last */
+  bool want_hwc;
+  int n_hwc;
 };
 
 /* Seconds on the monotonic clock (load phases, logged). */

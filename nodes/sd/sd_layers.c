@@ -29,7 +29,7 @@ int sd_load_conv(sd_ckpt *ck, sd_part p, const char *name, int64_t cin,
                  int64_t cout, int64_t k, int64_t stride, int64_t pad,
                  sd_conv *c) {
   memset(c, 0, sizeof *c);
-  *c = (sd_conv){NULL, NULL, cin, cout, k, stride, pad};
+  *c = (sd_conv){NULL, NULL, cin, cout, k, stride, pad, false};
   CK(w(ck, p, name, "weight", cout * cin * k * k, &c->w));
   CK(w(ck, p, name, "bias", cout, &c->b));
   return 0;
@@ -209,7 +209,8 @@ static int conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
                         .x = x,
                         .weight = c->w,
                         .bias = c->b,
-                        .y = y};
+                        .y = y,
+                        .w_hwc = c->w_hwc};
   *ho = weft_conv2d_out_size(h, c->k, c->stride, pt, pb);
   *wo = weft_conv2d_out_size(w, c->k, c->stride, pl, pr);
   return be->iface->conv2d(be, &a);

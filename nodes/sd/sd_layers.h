@@ -21,6 +21,9 @@ typedef struct sd_linear {
 typedef struct sd_conv {
   float *w, *b;
   int64_t cin, cout, k, stride, pad;
+  /* w points at a channels-last device copy (weft_conv2d_args.w_hwc;
+   * sd_device.c marks it at upload) */
+  bool w_hwc;
 } sd_conv;
 
 typedef struct sd_norm {

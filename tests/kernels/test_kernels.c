@@ -426,6 +426,56 @@ TEST(conv2d_writes_into_a_strided_batch_slice) {
   weft_cpu_ctx_free(ctx);
 }
 
+/* A weight stored channels last (w_hwc): the same output bit for bit as
+ * the [c_out, c_in, kh, kw] weight, and the layout helper's two ways
+ * inverse of each other; a 1x1 weight is the same either way. */
+TEST(conv2d_channels_last_weight_gives_the_same_bits) {
+  weft_cpu_ctx *ctx = weft_cpu_ctx_new(2);
+  uint64_t s = 8;
+  weft_conv2d_args a = {.batch = 2,
+                        .c_in = 6,
+                        .h_in = 9,
+                        .w_in = 7,
+                        .c_out = 5,
+                        .k_h = 3,
+                        .k_w = 2,
+                        .stride_h = 2,
+                        .stride_w = 1,
+                        .pad_top = 0,
+                        .pad_left = 1,
+                        .pad_bottom = 1,
+                        .pad_right = 0};
+  for (int pw = 0; pw < 2; pw++) {
+    if (pw) a.k_h = a.k_w = 1, a.pad_left = a.pad_bottom = 0;
+    const int64_t kk = a.k_h * a.k_w, nw = a.c_out * a.c_in * kk;
+    const int64_t ho = weft_conv2d_out_size(a.h_in, a.k_h, a.stride_h,
+                                            a.pad_top, a.pad_bottom);
+    const int64_t wo = weft_conv2d_out_size(a.w_in, a.k_w, a.stride_w,
+                                            a.pad_left, a.pad_right);
+    const int64_t ny = a.batch * a.c_out * ho * wo;
+    float *x = kr_rand(&s, a.batch * a.c_in * a.h_in * a.w_in, -1, 1);
+    float *w = kr_rand(&s, nw, -0.5f, 0.5f), *b = kr_rand(&s, a.c_out, -1, 1);
+    float *wh = kr_zalloc(sizeof(float) * nw), *back = kr_zalloc(sizeof(float) * nw);
+    float *y0 = kr_zalloc(sizeof(float) * ny), *y1 = kr_zalloc(sizeof(float) * ny);
+    weft_conv2d_weight_layout(w, wh, a.c_out, a.c_in, kk, true);
+    weft_conv2d_weight_layout(wh, back, a.c_out, a.c_in, kk, false);
+    ASSERT(memcmp(back, w, sizeof(float) * nw) == 0);
+    if (!pw) /* [o][r][c] = [o][c][r]: output channel 1, tap 2, channel 3 */
+      ASSERT(wh[1 * a.c_in * kk + 2 * a.c_in + 3] ==
+             w[1 * a.c_in * kk + 3 * kk + 2]);
+    else
+      ASSERT(memcmp(wh, w, sizeof(float) * nw) == 0);
+    a.x = x, a.bias = b;
+    a.weight = w, a.y = y0, a.w_hwc = 0;
+    ASSERT_OK(weft_cpu_conv2d(ctx, &a));
+    a.weight = wh, a.y = y1, a.w_hwc = 1;
+    ASSERT_OK(weft_cpu_conv2d(ctx, &a));
+    ASSERT(memcmp(y0, y1, sizeof(float) * ny) == 0);
+    free(x), free(w), free(b), free(wh), free(back), free(y0), free(y1);
+  }
+  weft_cpu_ctx_free(ctx);
+}
+
 TEST(conv2d_rejects_bad_shapes) {
   weft_cpu_ctx *ctx = weft_cpu_ctx_new(1);
   float buf[64] = {0};

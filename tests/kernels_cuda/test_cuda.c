@@ -732,9 +732,10 @@ static void conv_rounded_check(pair *p, const char *what, const char *path,
                                const float *bias, int64_t batch, int64_t cout,
                                int64_t hw) {
   const int64_t n = batch * cout * hw;
-  const double rel = strcmp(path, "cudnn16") != 0 ? 0
-                     : p->dt == WEFT_F16          ? 0x1p-11
-                                                  : 0x1p-8;
+  const double rel =
+      strcmp(path, "cudnn16") != 0 && strcmp(path, "cudnn_nhwc") != 0 ? 0
+      : p->dt == WEFT_F16                                             ? 0x1p-11
+                                                                      : 0x1p-8;
   float *mag = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
   ASSERT(mag);
   for (int64_t i = 0; i < n; i++)
@@ -745,8 +746,20 @@ static void conv_rounded_check(pair *p, const char *what, const char *path,
   free(mag);
 }
 
-static void conv_case(pair *p, const char *name, const conv_shape *c,
-                      weft_cuda_conv_algo algo, uint64_t seed) {
+/* w [cout, cin, kk] channels last, [cout, kk, cin] (a new array) */
+static float *hwc_of(const float *w, int64_t cout, int64_t cin, int64_t kk) {
+  float *h = malloc((size_t)(cout * cin * kk) * sizeof *h);
+  ASSERT(h);
+  weft_conv2d_weight_layout(w, h, cout, cin, kk, true);
+  return h;
+}
+
+/* hwc: the GPU gets the weight channels last (w_hwc), the CPU as it is:
+ * "cudnn_nhwc" where it qualifies (16-bit precision, cuDNN, channels
+ * multiples of 8, more than one tap, the way not forced to im2col), else
+ * the weight back in [cout, cin, kk] and the way the others take. */
+static void conv_case_ex(pair *p, const char *name, const conv_shape *c,
+                         weft_cuda_conv_algo algo, uint64_t seed, bool hwc) {
   uint64_t s = seed;
   weft_conv2d_args a = conv_args(c);
   int64_t ho = weft_conv2d_out_size(c->h, c->kh, c->sh, c->pt, c->pb);
@@ -757,8 +770,9 @@ static void conv_case(pair *p, const char *name, const conv_shape *c,
   float bound = 1.0f / sqrtf((float)(c->cin * c->kh * c->kw));
   float *x = rnd(&s, nx, -1, 1), *w = rnd(&s, nw, -bound, bound);
   float *bias = rnd(&s, c->cout, -1, 1), *yc = hnan(ny);
-  float *dx = up(p, x, nx), *dw = up(p, w, nw), *db = up(p, bias, c->cout),
-        *dy = dpoison(p, ny);
+  float *wh = hwc ? hwc_of(w, c->cout, c->cin, c->kh * c->kw) : NULL;
+  float *dx = up(p, x, nx), *dw = up(p, hwc ? wh : w, nw),
+        *db = up(p, bias, c->cout), *dy = dpoison(p, ny);
   a.x = x;
   a.weight = w;
   a.bias = bias;
@@ -769,8 +783,18 @@ static void conv_case(pair *p, const char *name, const conv_shape *c,
   a.weight = dw;
   a.bias = db;
   a.y = dy;
+  a.w_hwc = hwc;
   const char *path = weft_cuda_conv2d_path(p->gpu, &a);
   ASSERT(path != NULL);
+  const bool nhwc = hwc && p->dt != WEFT_F32 && c->kh * c->kw > 1 &&
+                    c->cin % 8 == 0 && c->cout % 8 == 0 &&
+                    algo != WEFT_CUDA_CONV_IM2COL &&
+                    weft_cuda_have_cudnn(p->gpu);
+  if (nhwc) {
+    ASSERT_STR_EQ(path, "cudnn_nhwc");
+    goto run;
+  }
+  ASSERT(strcmp(path, "cudnn_nhwc") != 0);
   /* cuDNN runs fp32 tensors in FP32 precision, 16-bit ones in FP16/BF16 */
   ASSERT(strcmp(path, p->dt == WEFT_F32 ? "cudnn16" : "cudnn") != 0);
   /* by default: few output channels directly, small maps by im2col */
@@ -786,9 +810,11 @@ static void conv_case(pair *p, const char *name, const conv_shape *c,
   if (algo == WEFT_CUDA_CONV_IM2COL ||
       (p->dt != WEFT_F32 && ho * wo <= 256 && algo == WEFT_CUDA_CONV_AUTO))
     ASSERT(strncmp(path, "cudnn", 5) != 0);
+run:
   ASSERT_OK(p->gpu->iface->conv2d(p->gpu, &a));
   char what[96];
-  snprintf(what, sizeof what, "conv %s [%s]", name, path);
+  snprintf(what, sizeof what, "conv %s [%s%s]", name, path,
+           hwc ? ", weight channels last" : "");
   check(p, what, dy, yc, ny, 0, p->tol_sum);
   if (p->dt != WEFT_F32) { /* the CPU on x and w rounded to 16 bits */
     float *x16 = rounded(p, x, nx, p->dt), *w16 = rounded(p, w, nw, p->dt);
@@ -796,6 +822,7 @@ static void conv_case(pair *p, const char *name, const conv_shape *c,
     a.weight = w16;
     a.bias = bias;
     a.y = yc;
+    a.w_hwc = 0;
     ASSERT_OK(p->cpu->iface->conv2d(p->cpu, &a));
     char w2[128];
     snprintf(w2, sizeof w2, "%s vs rounded", what);
@@ -809,8 +836,14 @@ static void conv_case(pair *p, const char *name, const conv_shape *c,
   dfree(p, dy);
   free(x);
   free(w);
+  free(wh);
   free(bias);
   free(yc);
+}
+
+static void conv_case(pair *p, const char *name, const conv_shape *c,
+                      weft_cuda_conv_algo algo, uint64_t seed) {
+  conv_case_ex(p, name, c, algo, seed, false);
 }
 
 static const conv_shape odd_convs[] = {
@@ -1688,6 +1721,48 @@ TEST(fp16_conv2d_sd_shapes) {
 TEST(fp16_conv2d_sd_shapes_im2col) {
   pair p = setup_prec(WEFT_CUDA_FP16);
   conv2d_sd_shapes_im2col_body(&p);
+  teardown(&p);
+}
+
+/* Weights channels last (weft_conv2d_args.w_hwc, as nodes/sd keeps its 3x3
+ * ones on CUDA): the NHWC way in 16-bit precision where it qualifies,
+ * asymmetric padding and stride 2 included; elsewhere (FP32, im2col
+ * forced, channels not multiples of 8) the weight back in [cout, cin, kk]
+ * and the usual way.  Same tolerances as the KCRS weights'. */
+static const conv_shape hwc_convs[] = {
+    {2, 320, 64, 64, 320, 3, 3, 1, 1, 1, 1, 1, 1},   /* resnet 64x64 */
+    {2, 1280, 8, 8, 1280, 3, 3, 1, 1, 1, 1, 1, 1},   /* resnet 8x8 */
+    {2, 320, 64, 64, 320, 3, 3, 2, 2, 1, 1, 1, 1},   /* downsample */
+    {1, 16, 33, 31, 24, 3, 3, 2, 2, 0, 0, 1, 1},     /* VAE down: asym pad */
+    {2, 16, 13, 11, 8, 3, 3, 1, 1, 1, 1, 1, 1},      /* odd map */
+    {1, 128, 256, 256, 128, 3, 3, 1, 1, 1, 1, 1, 1}, /* VAE 256x256 */
+    {2, 5, 13, 11, 7, 3, 3, 1, 1, 1, 1, 1, 1},       /* odd channels */
+    {2, 320, 16, 16, 4, 3, 3, 1, 1, 1, 1, 1, 1},     /* conv_out: direct */
+    {2, 16, 8, 8, 24, 1, 1, 1, 1, 0, 0, 0, 0},       /* 1x1: one layout */
+};
+
+static void conv2d_hwc_body(pair *p, weft_cuda_conv_algo algo, uint64_t seed) {
+  for (size_t i = 0; i < sizeof hwc_convs / sizeof hwc_convs[0]; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "hwc #%zu", i);
+    conv_case_ex(p, name, &hwc_convs[i], algo, seed + i, true);
+  }
+}
+
+TEST(conv2d_channels_last_weights) {
+  pair p = setup(); /* FP32: every one back to [cout, cin, kk] */
+  conv2d_hwc_body(&p, WEFT_CUDA_CONV_AUTO, 300);
+  teardown(&p);
+  p = setup_prec(WEFT_CUDA_FP16);
+  conv2d_hwc_body(&p, WEFT_CUDA_CONV_AUTO, 320);
+  conv2d_hwc_body(&p, WEFT_CUDA_CONV_IM2COL, 340);
+  /* in row bands: the band bytes far below one band's scratch */
+  ASSERT_OK(weft_cuda_set_conv_band_bytes(p.gpu, (size_t)1 << 20));
+  conv2d_hwc_body(&p, WEFT_CUDA_CONV_AUTO, 360);
+  ASSERT_OK(weft_cuda_set_conv_band_bytes(p.gpu, (size_t)48 << 20));
+  teardown(&p);
+  p = setup_prec(WEFT_CUDA_BF16);
+  conv2d_hwc_body(&p, WEFT_CUDA_CONV_AUTO, 380);
   teardown(&p);
 }
 
@@ -2659,6 +2734,54 @@ static void a16_conv(a16 *t, const char *what, const conv_shape *c,
   a16_free(t, xr, xh), a16_free(t, wr, wh), a16_free(t, br, bh);
 }
 
+/* a16_conv with the weight channels last on h (w_hwc), as nodes/sd
+ * uploads it: stored 16-bit and registered (half), or fp32; ref keeps it
+ * [cout, cin, kk] in fp32. */
+static void a16_conv_hwc(a16 *t, const char *what, const conv_shape *c,
+                         const char *path, bool half) {
+  int64_t ho = weft_conv2d_out_size(c->h, c->kh, c->sh, c->pt, c->pb);
+  int64_t wo = weft_conv2d_out_size(c->w, c->kw, c->sw, c->pl, c->pr);
+  const int64_t nx = c->b * c->cin * c->h * c->w, ny = c->b * c->cout * ho * wo;
+  const int64_t kk = c->kh * c->kw, nw = c->cout * c->cin * kk;
+  float *xr, *xh, *br, *bh, *yr, *yh;
+  a16_in(t, nx, -1, 1, &xr, &xh);
+  a16_w(t, c->cout, -1, 1, &br, &bh);
+  a16_out(t, ny, &yr, &yh);
+  /* weights of 16-bit values, so that both sides see the same numbers */
+  float *w = rnd(&t->seed, nw, -.05f, .05f);
+  uint16_t *w16 = malloc((size_t)nw * 2);
+  ASSERT(w16);
+  ASSERT_OK(t->cpu->iface->convert(t->cpu, w16, t->dt, w, WEFT_F32, nw));
+  ASSERT_OK(t->cpu->iface->convert(t->cpu, w, WEFT_F32, w16, t->dt, nw));
+  float *wl = hwc_of(w, c->cout, c->cin, kk);
+  ASSERT_OK(t->cpu->iface->convert(t->cpu, w16, t->dt, wl, WEFT_F32, nw));
+  float *wr = t->ref->iface->buffer_alloc(t->ref, (size_t)nw * 4);
+  float *wh = t->h->iface->buffer_alloc(t->h, (size_t)nw * (half ? 2 : 4));
+  ASSERT(wr && wh);
+  ASSERT_OK(t->ref->iface->buffer_copy(t->ref, wr, w, (size_t)nw * 4,
+                                       WEFT_COPY_HOST_TO_DEVICE));
+  ASSERT_OK(t->h->iface->buffer_copy(t->h, wh, half ? (void *)w16 : wl,
+                                     (size_t)nw * (half ? 2 : 4),
+                                     WEFT_COPY_HOST_TO_DEVICE));
+  if (half) ASSERT_OK(weft_cuda_mark_half(t->h, wh, (size_t)nw * 2));
+  weft_conv2d_args ar = conv_args(c), ah = conv_args(c);
+  ar.x = xr, ar.weight = wr, ar.bias = br, ar.y = yr;
+  ah.x = xh, ah.weight = wh, ah.bias = bh, ah.y = yh, ah.w_hwc = 1;
+  const char *got = weft_cuda_conv2d_path(t->h, &ah);
+  const int bands = weft_cuda_conv2d_bands(t->h, &ah);
+  printf("%s: path %s, %d band%s, weight channels last (%s)\n", what, got,
+         bands, bands > 1 ? "s" : "", half ? "16-bit" : "fp32");
+  if (path) ASSERT_STR_EQ(got, path);
+  if (t->min_bands) ASSERT(bands >= t->min_bands);
+  A16_BOTH(t, be->iface->conv2d(be, &ar), be->iface->conv2d(be, &ah));
+  a16_check_bias(t, what, yr, yh, ny, 1);
+  if (half) ASSERT_OK(weft_cuda_unmark_half(t->h, wh));
+  t->ref->iface->buffer_free(t->ref, wr);
+  t->h->iface->buffer_free(t->h, wh);
+  free(w), free(w16), free(wl);
+  a16_free(t, xr, xh), a16_free(t, br, bh);
+}
+
 static void a16_attention(a16 *t, const char *what, int64_t b, int64_t heads,
                           int64_t lq, int64_t lk, int64_t d, int causal) {
   float *qr, *qh, *kr, *kh, *vr, *vh, * or, *oh;
@@ -2800,6 +2923,35 @@ static void act16_all(weft_cuda_precision prec) {
     ASSERT_OK(weft_cuda_set_conv_band_bytes(t.h, (size_t)48 << 20));
   }
   a16_conv(&t, "act16 conv asymmetric pad, 3 in", &vae, "im2col");
+  /* channels-last weights: the NHWC way (any map size, asymmetric pads
+   * too), in bands, and the fallbacks */
+  const bool dnn = weft_cuda_have_cudnn(t.h);
+  const conv_shape vae16 = {1, 16, 33, 32, 24, 3, 3, 2, 2, 0, 0, 1, 1};
+  a16_conv_hwc(&t, "act16 nhwc 3x3 40x40", &big, dnn ? "cudnn_nhwc" : NULL,
+               true);
+  a16_conv_hwc(&t, "act16 nhwc 3x3 8x8", &small, dnn ? "cudnn_nhwc" : NULL,
+               true);
+  a16_conv_hwc(&t, "act16 nhwc stride 2, fp32 weight", &down,
+               dnn ? "cudnn_nhwc" : NULL, false);
+  a16_conv_hwc(&t, "act16 nhwc asymmetric pad", &vae16,
+               dnn ? "cudnn_nhwc" : NULL, true);
+  a16_conv_hwc(&t, "act16 nhwc falls back: conv_out", &out, "direct", true);
+  a16_conv_hwc(&t, "act16 nhwc falls back: 3 in", &vae, "im2col", true);
+  if (dnn) {
+    const conv_shape tall = {2, 64, 96, 40, 64, 3, 3, 1, 1, 1, 1, 1, 1};
+    const conv_shape tall2 = {1, 32, 90, 48, 64, 3, 3, 2, 2, 1, 1, 1, 1};
+    ASSERT_OK(weft_cuda_set_conv_band_bytes(t.h, (size_t)256 << 10));
+    t.min_bands = 3;
+    a16_conv_hwc(&t, "act16 nhwc in row bands", &tall, "cudnn_nhwc", true);
+    a16_conv_hwc(&t, "act16 nhwc stride 2 in row bands", &tall2, "cudnn_nhwc",
+                 true);
+    t.min_bands = 0;
+    ASSERT_OK(weft_cuda_set_conv_band_bytes(t.h, (size_t)48 << 20));
+    ASSERT_OK(weft_cuda_set_conv_algo(t.h, WEFT_CUDA_CONV_IM2COL));
+    a16_conv_hwc(&t, "act16 nhwc falls back: im2col forced", &big, "im2col",
+                 true);
+    ASSERT_OK(weft_cuda_set_conv_algo(t.h, WEFT_CUDA_CONV_AUTO));
+  }
   a16_attention(&t, "act16 self-attention d40", 2, 8, 1024, 1024, 40, 0);
   a16_attention(&t, "act16 cross-attention 77 keys d80", 2, 8, 256, 77, 80, 0);
   a16_attention(&t, "act16 causal d64 (CLIP)", 2, 12, 77, 77, 64, 1);

@@ -215,6 +215,38 @@ TEST(stacked_attention_products_on_the_emulated_device) {
   free(ev), free(evs);
 }
 
+/* Convolution weights copied channels last, as a CUDA device in 16-bit
+ * precision keeps them for cuDNN's NHWC kernels (WEFT_SD_NHWC=1 asks for
+ * it on the emulated device, whose CPU convolutions take either layout
+ * with the same bits): the loader counts them, and every image is the
+ * CPU's byte for byte -- resident and streamed, after a LoRA merge (whose
+ * re-sync copies the touched weights channels last again), through the
+ * VAE encoder's asymmetrically padded convolutions and a ControlNet. */
+TEST(channels_last_conv_weights_on_the_emulated_device) {
+  setenv("WEFT_SD_NHWC", "1", 1);
+  char *ev = cpu_vs_emulated("txt2img.yaml", NULL, NULL, "txt2img_00001_.png");
+  const char *at = strstr(ev, "convolution weights channels last");
+  ASSERT(at != NULL);
+  while (at > ev && at[-1] != ' ')
+    at--;
+  while (at > ev && at[-1] == ' ')
+    at--;
+  while (at > ev && at[-1] >= '0' && at[-1] <= '9')
+    at--;
+  const int n = atoi(at);
+  fprintf(stderr, "channels last: %d convolution weights\n", n);
+  ASSERT(n > 0);
+  free(ev);
+  ev = cpu_vs_emulated("txt2img.yaml", "20M", NULL, "txt2img_00001_.png");
+  ASSERT_CONTAINS(ev, "blocks stream");
+  free(ev);
+  free(cpu_vs_emulated("lora.yaml", NULL, NULL, "lora_00001_.png"));
+  free(cpu_vs_emulated("img2img.yaml", NULL, NULL, "img2img_00001_.png"));
+  free(cpu_vs_emulated("controlnet.yaml", NULL, NULL,
+                       "controlnet_00001_.png"));
+  unsetenv("WEFT_SD_NHWC");
+}
+
 /* VAEEncode: the image copied in, the latent out */
 TEST(img2img_on_the_emulated_device_writes_the_cpus_png) {
   free(cpu_vs_emulated("img2img.yaml", NULL, NULL, "img2img_00001_.png"));

@@ -531,7 +531,7 @@ def table(b):
                         f"- | {ms(nd.get('VAEDecode'))} (node) | {ms(nd.get('CLIPTextEncode'))} (node, 1 prompt) | "
                         f"{sec(gr.get('warm_total'))} (sampling {sec(nd.get('KSampler'))}) | - | "
                         f"{mib(gr.get('cuda_used_end'))} (after the first run: {mib(gr.get('cuda_used_after_first'))}) |")
-        rows.append(f"| weft, WEFT_PRECISION={prec} (ran: {got}), model code, fp32 weights{status('weft_' + prec)} | "
+        rows.append(f"| weft, WEFT_PRECISION={prec} (ran: {got}), model code, weights as the graph keeps them{status('weft_' + prec)} | "
                     f"{ms(m.get('unet_step'))} | "
                     f"{ms(m.get('vae_decode'))} | {ms(m.get('clip_batch2'))} | {sec(m.get('txt2img_total'))} | "
                     f"{mib(m2.get('weft_peak_reserved'))} reserved, {mib(m2.get('weft_peak_in_use'))} in use "

@@ -40,8 +40,10 @@
  * (peak bytes handed out, peak reserved from the driver) and
  * cudaMemGetInfo's used bytes (total - free: the whole device, the CUDA
  * context included), after the loads, after txt2img and at the end.  The
- * models go to the device through sd_*_to_backend: fp32 weights whatever
- * the precision (the products round them on the fly in fp16/bf16).
+ * models go to the device as the graph's loader puts them there (one
+ * sd_vram without a budget: 16-bit matrices in fp16/bf16, stacked
+ * attention products); the other parts (--parts) take sd_*_to_backend's
+ * fp32 weights, which the products round on the fly.
  *
  * --bench-graph runs GRAPH (graphs/txt2img.yaml) in this process as `weft
  * run` does, through the plugins (CheckpointLoaderSimple keeps 16-bit
@@ -601,6 +603,28 @@ static void bench_ids(int32_t ids[2][77]) {
   }
 }
 
+/* The weights as the graph's CheckpointLoaderSimple keeps them on CUDA
+ * (sd_vram_for without a budget): 16-bit matrices in fp16/bf16 precision,
+ * uploaded on a copy stream, stacked attention products.  NULL on the
+ * CPU (the models then take _to_backend's fp32 weights). */
+static int bench_vram(weft_backend *be, sd_vram **out) {
+  *out = NULL;
+  if (!weft_backend_is_cuda(be)) return 0;
+  sd_xfer xf;
+  weft_dtype half;
+  char err[256];
+  int r = sd_cuda_xfer(be, &xf, &half, err, sizeof err);
+  if (r) {
+    fprintf(stderr, "sd_forward: no copy stream: %s\n", err);
+    return r;
+  }
+  if (!(*out = sd_vram_new(be, UINT64_MAX, half, &xf, true))) {
+    xf.free(xf.ctx);
+    return WEFT_ENOMEM;
+  }
+  return 0;
+}
+
 static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
                      const char *json, const char *dev_name) {
   FILE *f = fopen(json, "w");
@@ -615,15 +639,18 @@ static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
   sd_clip *clip = NULL;
   sd_unet *unet = NULL;
   sd_vae *vae = NULL;
+  sd_vram *vr = NULL;
+  int r = bench_vram(be, &vr);
   double t0 = now();
-  int r = sd_clip_load(&m->ck, &clip);
-  if (!r) r = sd_clip_to_backend(clip, be);
+  if (!r) r = sd_clip_load(&m->ck, &clip);
+  if (!r) r = vr ? sd_clip_to_vram(clip, vr) : sd_clip_to_backend(clip, be);
   double t1 = now();
   if (!r) r = sd_unet_load(&m->ck, &unet);
-  if (!r) r = sd_unet_to_backend(unet, be);
+  if (!r) r = vr ? sd_unet_to_vram(unet, vr) : sd_unet_to_backend(unet, be);
   double t2 = now();
   if (!r) r = sd_vae_load(&m->ck, &vae);
-  if (!r) r = sd_vae_to_backend(vae, be);
+  if (!r) r = vr ? sd_vae_to_vram(vae, vr) : sd_vae_to_backend(vae, be);
+  if (!r && vr) r = sd_vram_commit(vr);
   double t3 = now();
   if (report("loading the models", r, be, &m->ck)) {
     bad = 1;
@@ -813,6 +840,7 @@ done:
   fprintf(f, "  \"ok\": %s\n}\n", bad ? "false" : "true");
   fclose(f);
   sd_clip_free(clip), sd_unet_free(unet), sd_vae_free(vae);
+  sd_vram_release(vr);
   return bad;
 }
 
