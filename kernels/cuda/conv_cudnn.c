@@ -58,11 +58,32 @@ typedef struct plan_entry {
   size_t ws;
 } plan_entry;
 
+/* A channels-last convolution's execution plan from cuDNN's graph API,
+ * with the descriptors it was built from (kept alive with it). */
+enum { GPLAN_DESCS = 8, GPLAN_SLOTS = 256 };
+typedef struct gplan {
+  int64_t key[PLAN_KEY];
+  cudnnBackendDescriptor_t plan;
+  cudnnBackendDescriptor_t keep[GPLAN_DESCS];
+  int64_t ws;
+  bool none; /* no deterministic engine: the legacy API's plan */
+} gplan;
+
 typedef struct plan_cache {
   pthread_mutex_t mu;
   int n;
   plan_entry e[PLAN_SLOTS];
+  int ng; /* built once per shape, never evicted (a full cache builds
+           * the plan per call) */
+  gplan g[GPLAN_SLOTS];
 } plan_cache;
+
+static void gplan_free(gplan *g) {
+  if (g->plan) cudnnBackendDestroyDescriptor(g->plan);
+  for (int i = 0; i < GPLAN_DESCS; i++)
+    if (g->keep[i]) cudnnBackendDestroyDescriptor(g->keep[i]);
+  memset(g, 0, sizeof *g);
+}
 
 /* How x and y lie in memory: batch and channel-plane strides in elements
  * (a row band of a map is a strided view of it), or nhwc: x, y and the
@@ -134,6 +155,8 @@ void weft__cudnn_destroy(weft__cuda_ctx *ctx) {
   ctx->cudnn = NULL;
   plan_cache *c = ctx->cudnn_plans;
   if (c) {
+    for (int i = 0; i < c->ng; i++)
+      gplan_free(&c->g[i]);
     pthread_mutex_destroy(&c->mu);
     free(c);
   }
@@ -692,6 +715,284 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
 }
 
 
+/* ---- cuDNN's graph API (channels last) ----
+ * The legacy API offers its handful of algorithms; on an H200 its NHWC
+ * picks ran SD's 3x3 convolutions at a third to a sixth of the speed of
+ * what the graph API's heuristics (mode A, as torch and cudnn_frontend ask
+ * them) rank first.  One convolution node, its engine configurations in
+ * the heuristic's order, the first whose engine is deterministic and
+ * keeps fp32 accumulation of exact products (no Winograd, FFT, reduced
+ * precision reduction or down-converted inputs) and that finalizes.
+ * WEFT_CUDA_CUDNN_GRAPH=0 keeps the legacy API (an A/B switch). */
+static int graph_wanted(void) {
+  static int v = -1;
+  const char *e = getenv("WEFT_CUDA_CUDNN_GRAPH");
+  if (v < 0) v = !(e && !strcmp(e, "0"));
+  return v;
+}
+
+#define GK(call)                                                               \
+  do {                                                                         \
+    if ((st = (call)) != CUDNN_STATUS_SUCCESS) goto fail;                      \
+  } while (0)
+
+static cudnnStatus_t g_tensor(cudnnBackendDescriptor_t *t, int64_t uid,
+                              cudnnDataType_t dt, const int64_t dims[4],
+                              const int64_t strides[4]) {
+  cudnnStatus_t st;
+  const int64_t align = 16;
+  GK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR, t));
+  GK(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_DATA_TYPE,
+                              CUDNN_TYPE_DATA_TYPE, 1, &dt));
+  GK(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_DIMENSIONS,
+                              CUDNN_TYPE_INT64, 4, dims));
+  GK(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64,
+                              4, strides));
+  GK(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_UNIQUE_ID,
+                              CUDNN_TYPE_INT64, 1, &uid));
+  GK(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT,
+                              CUDNN_TYPE_INT64, 1, &align));
+  GK(cudnnBackendFinalize(*t));
+fail:
+  return st;
+}
+
+/* Whether an engine's numerical notes allow it (see above). */
+static bool g_engine_ok(cudnnBackendDescriptor_t cfg) {
+  cudnnBackendDescriptor_t eng = NULL;
+  bool ok = false;
+  int64_t n = 0;
+  if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &eng) !=
+      CUDNN_STATUS_SUCCESS)
+    return false;
+  if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE,
+                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n,
+                               &eng) == CUDNN_STATUS_SUCCESS &&
+      n == 1) {
+    cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+    int64_t nn = 0;
+    if (cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
+                                 CUDNN_TYPE_NUMERICAL_NOTE,
+                                 CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &nn,
+                                 notes) == CUDNN_STATUS_SUCCESS) {
+      ok = true;
+      for (int64_t i = 0; i < nn; i++)
+        if (notes[i] != CUDNN_NUMERICAL_NOTE_TENSOR_CORE) ok = false;
+    }
+  }
+  cudnnBackendDestroyDescriptor(eng);
+  return ok;
+}
+
+/* Builds g's plan for the unpadded NHWC convolution b (dt 16-bit): 0, or
+ * WEFT_EUNSUPPORTED when no engine qualifies (g->none then). */
+static int g_build(weft__cuda_ctx *ctx, const weft_conv2d_args *b,
+                   weft_dtype dt, gplan *g) {
+  const cudnnDataType_t cdt =
+      dt == WEFT_F16 ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16;
+  int64_t ho, wo;
+  out_size(b, &ho, &wo);
+  const int64_t n = b->batch > 0 ? b->batch : 1, c = b->c_in, k = b->c_out;
+  const int64_t h = b->h_in, w = b->w_in, r = b->k_h, s = b->k_w;
+  const int64_t xd[4] = {n, c, h, w}, xs[4] = {h * w * c, 1, w * c, c};
+  const int64_t wd[4] = {k, c, r, s}, ws[4] = {r * s * c, 1, s * c, c};
+  const int64_t yd[4] = {n, k, ho, wo}, ys[4] = {ho * wo * k, 1, wo * k, k};
+  cudnnBackendDescriptor_t *x = &g->keep[0], *wt = &g->keep[1],
+                           *y = &g->keep[2], *conv = &g->keep[3],
+                           *op = &g->keep[4], *graph = &g->keep[5];
+  cudnnBackendDescriptor_t heur = NULL, *cfg = NULL;
+  int64_t ncfg = 0;
+  cudnnStatus_t st;
+  cudnnHandle_t hd = H(ctx);
+  GK(g_tensor(x, 'x', cdt, xd, xs));
+  GK(g_tensor(wt, 'w', cdt, wd, ws));
+  GK(g_tensor(y, 'y', cdt, yd, ys));
+  {
+    const cudnnDataType_t comp = CUDNN_DATA_FLOAT;
+    const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+    const int64_t dims = 2, dil[2] = {1, 1}, zero[2] = {0, 0};
+    const int64_t str[2] = {b->stride_h, b->stride_w};
+    GK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR,
+                                    conv));
+    GK(cudnnBackendSetAttribute(*conv, CUDNN_ATTR_CONVOLUTION_COMP_TYPE,
+                                CUDNN_TYPE_DATA_TYPE, 1, &comp));
+    GK(cudnnBackendSetAttribute(*conv, CUDNN_ATTR_CONVOLUTION_CONV_MODE,
+                                CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode));
+    GK(cudnnBackendSetAttribute(*conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS,
+                                CUDNN_TYPE_INT64, 1, &dims));
+    GK(cudnnBackendSetAttribute(*conv, CUDNN_ATTR_CONVOLUTION_DILATIONS,
+                                CUDNN_TYPE_INT64, 2, dil));
+    GK(cudnnBackendSetAttribute(*conv, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES,
+                                CUDNN_TYPE_INT64, 2, str));
+    GK(cudnnBackendSetAttribute(*conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS,
+                                CUDNN_TYPE_INT64, 2, zero));
+    GK(cudnnBackendSetAttribute(*conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS,
+                                CUDNN_TYPE_INT64, 2, zero));
+    GK(cudnnBackendFinalize(*conv));
+  }
+  {
+    const float one = 1.0f, zero = 0.0f;
+    GK(cudnnBackendCreateDescriptor(
+        CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, op));
+    GK(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
+                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, x));
+    GK(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
+                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, wt));
+    GK(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y,
+                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, y));
+    GK(cudnnBackendSetAttribute(*op,
+                                CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, conv));
+    GK(cudnnBackendSetAttribute(*op,
+                                CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+                                CUDNN_TYPE_FLOAT, 1, &one));
+    GK(cudnnBackendSetAttribute(*op,
+                                CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA,
+                                CUDNN_TYPE_FLOAT, 1, &zero));
+    GK(cudnnBackendFinalize(*op));
+  }
+  GK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR,
+                                  graph));
+  GK(cudnnBackendSetAttribute(*graph, CUDNN_ATTR_OPERATIONGRAPH_OPS,
+                              CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, op));
+  GK(cudnnBackendSetAttribute(*graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE,
+                              CUDNN_TYPE_HANDLE, 1, &hd));
+  GK(cudnnBackendFinalize(*graph));
+  {
+    const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
+    GK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR,
+                                    &heur));
+    GK(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, graph));
+    GK(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE,
+                                CUDNN_TYPE_HEUR_MODE, 1, &mode));
+    GK(cudnnBackendFinalize(heur));
+    GK(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &ncfg,
+                                NULL));
+  }
+  if (ncfg > 0 && (cfg = calloc((size_t)ncfg, sizeof *cfg))) {
+    int64_t got = 0;
+    for (int64_t i = 0; i < ncfg; i++)
+      if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR,
+                                       &cfg[i]) != CUDNN_STATUS_SUCCESS)
+        cfg[i] = NULL;
+    st = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, ncfg, &got,
+                                  cfg);
+    int tried = 0;
+    for (int64_t i = 0; st == CUDNN_STATUS_SUCCESS && i < got && !g->plan;
+         i++) {
+      if (!cfg[i] || !g_engine_ok(cfg[i])) continue;
+      tried++;
+      cudnnBackendDescriptor_t p = NULL;
+      if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR,
+                                       &p) != CUDNN_STATUS_SUCCESS)
+        continue;
+      int64_t wsb = 0, nws = 0;
+      if (cudnnBackendSetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
+                                   CUDNN_TYPE_HANDLE, 1,
+                                   &hd) == CUDNN_STATUS_SUCCESS &&
+          cudnnBackendSetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                   &cfg[i]) == CUDNN_STATUS_SUCCESS &&
+          cudnnBackendFinalize(p) == CUDNN_STATUS_SUCCESS &&
+          cudnnBackendGetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                   CUDNN_TYPE_INT64, 1, &nws,
+                                   &wsb) == CUDNN_STATUS_SUCCESS) {
+        g->plan = p, g->ws = wsb;
+        g->keep[6] = cfg[i], cfg[i] = NULL;
+        if (conv_log_level())
+          fprintf(stderr,
+                  "weft cuda: conv %lldx%lldx%lldx%lld -> %lld %lldx%lld/%lld "
+                  "[nhwc, graph API]: engine configuration %lld of %lld "
+                  "(%d allowed tried), workspace %.1f MiB\n",
+                  (long long)n, (long long)c, (long long)h, (long long)w,
+                  (long long)k, (long long)r, (long long)s,
+                  (long long)b->stride_h, (long long)i, (long long)got, tried,
+                  (double)wsb / 1048576.0);
+      } else {
+        cudnnBackendDestroyDescriptor(p);
+      }
+    }
+    for (int64_t i = 0; i < ncfg; i++)
+      if (cfg[i]) cudnnBackendDestroyDescriptor(cfg[i]);
+    free(cfg);
+  }
+  st = CUDNN_STATUS_SUCCESS;
+fail:
+  if (heur) cudnnBackendDestroyDescriptor(heur);
+  if (st != CUDNN_STATUS_SUCCESS || !g->plan) {
+    if (st != CUDNN_STATUS_SUCCESS && conv_log_level())
+      fprintf(stderr, "weft cuda: cuDNN graph API: %s\n",
+              cudnnGetErrorString(st));
+    int64_t key[PLAN_KEY];
+    memcpy(key, g->key, sizeof key);
+    gplan_free(g);
+    memcpy(g->key, key, sizeof key);
+    g->none = true;
+    return WEFT_EUNSUPPORTED;
+  }
+  return 0;
+}
+
+/* The cached plan of b (built on first use); *own set when the cache was
+ * full and the caller frees the plan after its call.  0, or
+ * WEFT_EUNSUPPORTED (the legacy API then). */
+static int g_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *b,
+                  weft_dtype dt, gplan *out, bool *own) {
+  *own = false;
+  if (!graph_wanted()) return WEFT_EUNSUPPORTED;
+  plan_cache *c = ctx->cudnn_plans;
+  const view v = {0, 0, 0, 0, 1};
+  int64_t key[PLAN_KEY];
+  plan_key(ctx, b, dt, &v, key);
+  pthread_mutex_lock(&c->mu);
+  for (int i = 0; i < c->ng; i++)
+    if (!memcmp(c->g[i].key, key, sizeof key)) {
+      *out = c->g[i];
+      pthread_mutex_unlock(&c->mu);
+      return out->none ? WEFT_EUNSUPPORTED : 0;
+    }
+  /* built under the lock: a plan is made once per shape */
+  gplan g;
+  memset(&g, 0, sizeof g);
+  memcpy(g.key, key, sizeof key);
+  int rc = g_build(ctx, b, dt, &g);
+  if (c->ng < GPLAN_SLOTS)
+    c->g[c->ng++] = g;
+  else
+    *own = !rc;
+  pthread_mutex_unlock(&c->mu);
+  *out = g;
+  return rc;
+}
+
+static int g_run(weft__cuda_ctx *ctx, const gplan *g, const void *x,
+                 const void *w, void *y, void *ws) {
+  cudnnBackendDescriptor_t vp = NULL;
+  const int64_t uids[3] = {'x', 'w', 'y'};
+  void *ptrs[3] = {(void *)x, (void *)w, y};
+  cudnnStatus_t st;
+  GK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp));
+  GK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
+                              CUDNN_TYPE_INT64, 3, uids));
+  GK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
+                              CUDNN_TYPE_VOID_PTR, 3, ptrs));
+  GK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
+                              CUDNN_TYPE_VOID_PTR, 1, &ws));
+  GK(cudnnBackendFinalize(vp));
+  GK(cudnnBackendExecute(H(ctx), g->plan, vp));
+fail:
+  if (vp) cudnnBackendDestroyDescriptor(vp);
+  if (st != CUDNN_STATUS_SUCCESS)
+    return weft__cuda_fail(ctx, status_code(st),
+                           "cudnnBackendExecute (channels last): %s",
+                           cudnnGetErrorString(st));
+  return 0;
+}
+#undef GK
+
 /* ---- channels last ----
  * A weight stored channels last (w_hwc: nodes/sd keeps its 3x3 weights so
  * on CUDA) lets cuDNN run its NHWC kernels, which on an H200 took half
@@ -738,15 +1039,24 @@ static int nhwc_plan_bands(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
     nhwc_band(a, l, n, j, &o0, &o1, &b);
     if (o1 - o0 == last) continue; /* at most two heights */
     last = o1 - o0;
-    descs d;
-    int rc = plan_view(ctx, &b, want, &v, &d);
-    if (rc) return rc;
-    descs_free(&d);
+    size_t need;
+    gplan g;
+    bool own;
+    if (g_plan(ctx, &b, want, &g, &own) == 0) {
+      need = (size_t)g.ws;
+      if (own) gplan_free(&g);
+    } else {
+      descs d;
+      int rc = plan_view(ctx, &b, want, &v, &d);
+      if (rc) return rc;
+      descs_free(&d);
+      need = d.ws;
+    }
     const size_t x = batch * (size_t)(b.h_in * l->wb * a->c_in) * 2;
     const size_t y = batch * (size_t)((o1 - o0) * l->wo * a->c_out) * 2;
     if (x > *xb) *xb = x;
     if (y > *yb) *yb = y;
-    if (d.ws > *ws) *ws = d.ws;
+    if (need > *ws) *ws = need;
   }
   return 0;
 }
@@ -823,15 +1133,21 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     weft_conv2d_args b;
     nhwc_band(a, &l, l.bands, j, &o0, &o1, &b);
     descs d;
+    gplan g;
+    bool own = false, graph = g_plan(ctx, &b, want, &g, &own) == 0;
     const view v = {0, 0, 0, 0, 1};
-    if ((rc = plan_view(ctx, &b, want, &v, &d))) break;
+    ctx->err[0] = 0;
+    if (!graph && (rc = plan_view(ctx, &b, want, &v, &d))) break;
     rc = weft__cuda_check(
         ctx,
         weft__cu_nhwc_pack(ctx->stream, a->x, ctx->act, xs, batch, a->c_in,
                            a->h_in, a->w_in, o0 * a->stride_h - a->pad_top,
                            b.h_in, a->pad_left, l.wb, base, want),
         "conv2d: x channels last");
-    if (!rc) {
+    if (!rc && graph) {
+      rc = g_run(ctx, &g, base, w16, base + l.y_off,
+                 g.ws ? base + l.ws_off : NULL);
+    } else if (!rc) {
       const float one = 1.0f, zero = 0.0f; /* fp32 compute: float scalars */
       cudnnStatus_t st = cudnnConvolutionForward(
           H(ctx), &one, d.x, base, d.w, w16, d.conv, d.algo,
@@ -842,7 +1158,8 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                              "%d of %d): %s",
                              j, l.bands, cudnnGetErrorString(st));
     }
-    descs_free(&d);
+    if (graph && own) gplan_free(&g);
+    if (!graph) descs_free(&d);
     if (!rc)
       rc = weft__cuda_check(
           ctx,

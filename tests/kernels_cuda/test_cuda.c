@@ -2940,7 +2940,7 @@ static void act16_all(weft_cuda_precision prec) {
   if (dnn) {
     const conv_shape tall = {2, 64, 96, 40, 64, 3, 3, 1, 1, 1, 1, 1, 1};
     const conv_shape tall2 = {1, 32, 90, 48, 64, 3, 3, 2, 2, 1, 1, 1, 1};
-    ASSERT_OK(weft_cuda_set_conv_band_bytes(t.h, (size_t)256 << 10));
+    ASSERT_OK(weft_cuda_set_conv_band_bytes(t.h, (size_t)128 << 10));
     t.min_bands = 3;
     a16_conv_hwc(&t, "act16 nhwc in row bands", &tall, "cudnn_nhwc", true);
     a16_conv_hwc(&t, "act16 nhwc stride 2 in row bands", &tall2, "cudnn_nhwc",
