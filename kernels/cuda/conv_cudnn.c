@@ -731,6 +731,15 @@ static int graph_wanted(void) {
   return v;
 }
 
+/* WEFT_CUDA_CUDNN_HEUR=instant or b: that heuristic mode instead of A (a
+ * diagnosis: which ranks the faster engine first) */
+static cudnnBackendHeurMode_t heur_mode(void) {
+  const char *e = getenv("WEFT_CUDA_CUDNN_HEUR");
+  if (e && !strcmp(e, "instant")) return CUDNN_HEUR_MODE_INSTANT;
+  if (e && !strcmp(e, "b")) return CUDNN_HEUR_MODE_B;
+  return CUDNN_HEUR_MODE_A;
+}
+
 #define GK(call)                                                               \
   do {                                                                         \
     if ((st = (call)) != CUDNN_STATUS_SUCCESS) goto fail;                      \
@@ -859,7 +868,7 @@ static int g_build(weft__cuda_ctx *ctx, const weft_conv2d_args *b,
                               CUDNN_TYPE_HANDLE, 1, &hd));
   GK(cudnnBackendFinalize(*graph));
   {
-    const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
+    const cudnnBackendHeurMode_t mode = heur_mode();
     GK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR,
                                     &heur));
     GK(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
