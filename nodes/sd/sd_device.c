@@ -705,9 +705,11 @@ static int sort_entries(sd_devw *dw) {
 
 /* Values [b, end) of entry e into its image: fp32 (a copy), or rounded to
  * the 16-bit type.  A channels-last entry goes by rows of one output
- * channel, [c_in, kk] -> [kk, c_in]: the rows that start in [b, end). */
+ * channel (the rows that start in [b, end)): each converted whole into
+ * tmp (row elements of es bytes), then moved [c_in, kk] -> [kk, c_in],
+ * reading it in order (kk streams of writes). */
 static void fill_part(sd_devw *dw, const sd_devw_entry *e, int64_t b,
-                      int64_t end) {
+                      int64_t end, void *tmp) {
   char *dst = (char *)dw->image + dw->blk[e->block].img_off + e->off;
   const weft_dtype dt = dw->vr->half;
   const size_t es = weft_dtype_size(dt);
@@ -716,24 +718,45 @@ static void fill_part(sd_devw *dw, const sd_devw_entry *e, int64_t b,
                             end - b);
     return;
   }
-  enum { CHUNK = 512 };
-  float col[CHUNK];
   const int64_t cin = e->hwc_cin, kk = e->hwc_kk, row = cin * kk;
-  for (int64_t o = (b + row - 1) / row; o * row < end; o++)
-    for (int64_t r = 0; r < kk; r++)
-      for (int64_t c0 = 0; c0 < cin; c0 += CHUNK) {
-        const int64_t n = cin - c0 < CHUNK ? cin - c0 : CHUNK;
-        const float *src = e->host + o * row + c0 * kk + r;
-        for (int64_t c = 0; c < n; c++)
-          col[c] = src[c * kk];
-        weft_cpu_convert_serial(dst + (size_t)(o * row + r * cin + c0) * es,
-                                dt, col, WEFT_F32, n);
-      }
+  for (int64_t o = (b + row - 1) / row; o * row < end; o++) {
+    weft_cpu_convert_serial(tmp, dt, e->host + o * row, WEFT_F32, row);
+    char *d = dst + (size_t)(o * row) * es;
+    if (es == 2) {
+      const uint16_t *s = tmp;
+      uint16_t *t = (uint16_t *)d;
+      for (int64_t c = 0; c < cin; c++, s += kk)
+        for (int64_t r = 0; r < kk; r++)
+          t[r * cin + c] = s[r];
+    } else {
+      const uint32_t *s = tmp;
+      uint32_t *t = (uint32_t *)d;
+      for (int64_t c = 0; c < cin; c++, s += kk)
+        for (int64_t r = 0; r < kk; r++)
+          t[r * cin + c] = s[r];
+    }
+  }
 }
 
-/* writes entry e's values into the image */
-static void fill_image(sd_devw *dw, const sd_devw_entry *e) {
-  fill_part(dw, e, 0, e->numel);
+/* The bytes of fill_part's tmp for dw's channels-last rows (0: none) */
+static size_t hwc_row_bytes(const sd_devw *dw) {
+  size_t m = 0;
+  for (int i = 0; i < dw->n; i++) {
+    const sd_devw_entry *e = &dw->e[i];
+    const size_t r = (size_t)(e->hwc_cin * e->hwc_kk) * 4;
+    if (e->hwc_kk && r > m) m = r;
+  }
+  return m;
+}
+
+/* writes entry e's values into the image: 0 or WEFT_ENOMEM */
+static int fill_image(sd_devw *dw, const sd_devw_entry *e) {
+  void *tmp = NULL;
+  if (e->hwc_kk && !(tmp = malloc((size_t)(e->hwc_cin * e->hwc_kk) * 4)))
+    return WEFT_ENOMEM;
+  fill_part(dw, e, 0, e->numel, tmp);
+  free(tmp);
+  return 0;
 }
 
 /* Every SD_W_HALF entry's image on up to 8 threads: a model's whole image
@@ -745,6 +768,7 @@ static void fill_image(sd_devw *dw, const sd_devw_entry *e) {
 typedef struct fill_job {
   sd_devw *dw;
   int64_t from, to; /* values of the sequence */
+  void *tmp;        /* fill_part's (hwc_row_bytes) */
 } fill_job;
 
 static void *fill_run(void *arg) {
@@ -756,7 +780,7 @@ static void *fill_run(void *arg) {
     if (e->kind != SD_W_HALF) continue;
     const int64_t b = j->from > at ? j->from - at : 0;
     const int64_t end = j->to - at < e->numel ? j->to - at : e->numel;
-    if (b < end) fill_part(dw, e, b, end);
+    if (b < end) fill_part(dw, e, b, end, j->tmp);
     at += e->numel;
   }
   return NULL;
@@ -768,7 +792,7 @@ double sd_mono_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void fill_images(sd_devw *dw) {
+static int fill_images(sd_devw *dw) {
   enum { MAX_T = 8, MIN_RUN = 1 << 18 };
   int64_t total = 0;
   for (int i = 0; i < dw->n; i++)
@@ -782,18 +806,23 @@ static void fill_images(sd_devw *dw) {
   fill_job jobs[MAX_T];
   const int64_t per = (total + t - 1) / t;
   bool started[MAX_T] = {false};
+  const size_t rb = hwc_row_bytes(dw);
+  int rc = 0;
   for (int k = 0; k < t; k++) {
-    jobs[k] = (fill_job){dw, per * k, per * (k + 1) < total ? per * (k + 1)
-                                                          : total};
-    if (k > 0)
-      started[k] = pthread_create(&th[k], NULL, fill_run, &jobs[k]) == 0;
+    jobs[k] = (fill_job){dw, per * k,
+                         per * (k + 1) < total ? per * (k + 1) : total, NULL};
+    if (rb && !(jobs[k].tmp = malloc(rb))) rc = WEFT_ENOMEM;
   }
+  for (int k = 1; k < t && !rc; k++)
+    started[k] = pthread_create(&th[k], NULL, fill_run, &jobs[k]) == 0;
   /* this thread: the first run, and any whose thread did not start */
-  fill_run(&jobs[0]);
-  for (int k = 1; k < t; k++)
+  for (int k = 0; k < t && !rc; k++)
     if (!started[k]) fill_run(&jobs[k]);
   for (int k = 1; k < t; k++)
     if (started[k]) pthread_join(th[k], NULL);
+  for (int k = 0; k < t; k++)
+    free(jobs[k].tmp);
+  return rc;
 }
 
 /* Whether a model's image goes in pinned memory: where its blocks may
@@ -986,7 +1015,7 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
     if (!dw->image) rc = WEFT_ENOMEM;
   }
   double t1 = sd_mono_s();
-  if (!rc) fill_images(dw);
+  if (!rc) rc = fill_images(dw);
   dw->t_image = t1 - t0, dw->t_fill = sd_mono_s() - t1;
   for (int i = 0; !rc && i < dw->n; i++) {
     sd_devw_entry *e = &dw->e[i];
@@ -1102,7 +1131,8 @@ int sd_devw_sync(sd_devw *dw, const float *host) {
     if (!rc && be->iface->synchronize) rc = be->iface->synchronize(be);
     if (rc) return rc;
   }
-  fill_image(dw, e);
+  int rc = fill_image(dw, e);
+  if (rc) return rc;
   if (k->pool_off < 0) return 0; /* loads from the image next time */
   size_t off = k->img_off + e->off;
   return be->iface->buffer_copy(be, (char *)dw->vr->pool + k->pool_off + e->off,
