@@ -53,7 +53,7 @@ static void clip_visit(void *model, sd_wvisit *v) {
 
 int sd_clip_to_vram(sd_clip *m, sd_vram *vr) {
   if (m->dw) return m->dw->vr == vr ? 0 : WEFT_EINVAL;
-  return sd_devw_upload(m, clip_visit, vr, "text encoder", &m->dw);
+  return sd_devw_upload(m, clip_visit, vr, "text encoder", false, &m->dw);
 }
 
 int sd_clip_to_backend(sd_clip *m, weft_backend *be) {

@@ -38,7 +38,7 @@ static void cnet_visit(void *model, sd_wvisit *v) {
 int sd_cnet_to_vram(sd_cnet *m, sd_vram *vr) {
   if (m->dw) return m->dw->vr == vr ? 0 : WEFT_EINVAL;
   int r = sd_unet_to_vram(m->enc, vr);
-  if (!r) r = sd_devw_upload(m, cnet_visit, vr, "ControlNet", &m->dw);
+  if (!r) r = sd_devw_upload(m, cnet_visit, vr, "ControlNet", true, &m->dw);
   return r;
 }
 

@@ -950,19 +950,20 @@ static bool fuse_wanted(const sd_vram *vr) {
   return vr->has_x;
 }
 
-/* Whether dw's convolution weights go channels last: where the backend
- * says it runs them fastest so (CUDA with cuDNN in 16-bit precision);
- * WEFT_SD_NHWC=1 or 0 says so for any device (tests: the emulated
- * device's CPU convolutions take either layout, with the same bits). */
-static bool hwc_wanted(const sd_vram *vr) {
+/* Whether dw's convolution weights go channels last: for a model that
+ * may (sd_devw_upload's hwc) where the backend says it runs them fastest
+ * so (CUDA with cuDNN in 16-bit precision); WEFT_SD_NHWC=1 or 0 says so
+ * for every model on any device (tests: the emulated device's CPU
+ * convolutions take either layout, with the same bits). */
+static bool hwc_wanted(const sd_vram *vr, bool model) {
   const char *e = getenv("WEFT_SD_NHWC");
   if (e && *e) return strcmp(e, "0") != 0;
-  return vr->has_x && vr->x.conv_hwc && vr->x.conv_hwc(vr->x.ctx);
+  return model && vr->has_x && vr->x.conv_hwc && vr->x.conv_hwc(vr->x.ctx);
 }
 
 
 int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
-                   const char *name, sd_devw **out) {
+                   const char *name, bool hwc, sd_devw **out) {
   *out = NULL;
   sd_devw *dw = calloc(1, sizeof *dw);
   if (!dw) return WEFT_ENOMEM;
@@ -972,7 +973,7 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
   dw->pos = -1;
   dw->elem = vr->half == WEFT_F32 ? 4 : 2;
   snprintf(dw->model, sizeof dw->model, "%s", name);
-  dw->want_hwc = hwc_wanted(vr);
+  dw->want_hwc = hwc_wanted(vr, hwc);
   collect c = {{col_block, col_weight, NULL, col_conv}, dw, 0, 0, 0};
   visit(model, &c.v);
   int rc = c.rc;

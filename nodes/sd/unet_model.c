@@ -134,7 +134,7 @@ static void unet_visit(void *model, sd_wvisit *v) {
 int sd_unet_to_vram(sd_unet *m, sd_vram *vr) {
   if (m->dw) return m->dw->vr == vr ? 0 : WEFT_EINVAL;
   return sd_devw_upload(m, unet_visit, vr,
-                        m->encoder_only ? "ControlNet encoder" : "UNet",
+                        m->encoder_only ? "ControlNet encoder" : "UNet", true,
                         &m->dw);
 }
 
