@@ -19,6 +19,10 @@
  * on the direct kernel (conv_direct.cu: no GEMM tiles a 3- or 4-row
  * product well).
  *
+ * A weight stored channels last (w_hwc) takes cuDNN's NHWC kernels on maps
+ * up to 64x64 in FP16/BF16 precision ("cudnn_nhwc", conv_cudnn.c's
+ * "channels last"); every other way gets it back in [c_out, c_in, kk].
+ *
  * FP16/BF16 precision, by default: cuDNN with 16-bit x, w and y
  * ("cudnn16", conv_cudnn.c) where cuDNN is built in, the padding is
  * symmetric, both channel counts are multiples of 8 and the output map is
