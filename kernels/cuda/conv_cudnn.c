@@ -151,12 +151,13 @@ int weft__cudnn_init(weft__cuda_ctx *ctx, char *err, size_t err_size) {
 
 void weft__cudnn_destroy(weft__cuda_ctx *ctx) {
   weft__cudnn_join(ctx);
+  plan_cache *c = ctx->cudnn_plans;
+  /* the graph API's plans before the handle they were built with */
+  for (int i = 0; c && i < c->ng; i++)
+    gplan_free(&c->g[i]);
   if (ctx->cudnn) cudnnDestroy(H(ctx));
   ctx->cudnn = NULL;
-  plan_cache *c = ctx->cudnn_plans;
   if (c) {
-    for (int i = 0; i < c->ng; i++)
-      gplan_free(&c->g[i]);
     pthread_mutex_destroy(&c->mu);
     free(c);
   }
