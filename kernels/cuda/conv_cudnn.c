@@ -98,7 +98,7 @@ static void plan_key(const weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   const int64_t e[PLAN_KEY] = {
       dt,          ctx->tf32, a->batch, a->c_in,     a->h_in,     a->w_in,
       a->c_out,    a->k_h,    a->k_w,   a->stride_h, a->stride_w, a->pad_top,
-      a->pad_left, v->xs,     v->ys,    v->xc,       v->yc,     v->nhwc};
+      a->pad_left, v->xs,     v->ys,    v->xc,       v->yc,       v->nhwc};
   memcpy(k, e, sizeof e);
 }
 
@@ -331,14 +331,13 @@ static int plan_view(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
     CK(cudnnSetTensor4dDescriptorEx(d->x, cdt, batch, (int)a->c_in,
                                     (int)a->h_in, (int)a->w_in, (int)xs,
                                     (int)v.xc, (int)a->w_in, 1));
-    CK(cudnnSetTensor4dDescriptorEx(d->y, cdt, batch, (int)a->c_out,
-                                    (int)h_out, (int)w_out, (int)ys,
-                                    (int)v.yc, (int)w_out, 1));
+    CK(cudnnSetTensor4dDescriptorEx(d->y, cdt, batch, (int)a->c_out, (int)h_out,
+                                    (int)w_out, (int)ys, (int)v.yc, (int)w_out,
+                                    1));
   }
-  CK(cudnnSetFilter4dDescriptor(d->w, cdt,
-                                v.nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW,
-                                (int)a->c_out, (int)a->c_in, (int)a->k_h,
-                                (int)a->k_w));
+  CK(cudnnSetFilter4dDescriptor(
+      d->w, cdt, v.nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, (int)a->c_out,
+      (int)a->c_in, (int)a->k_h, (int)a->k_w));
   /* fp32 compute type in both: for 16-bit tensors that is cuDNN's
    * PSEUDO_HALF_CONFIG / PSEUDO_BFLOAT16_CONFIG (fp32 accumulation) */
   CK(cudnnSetConvolution2dDescriptor(
@@ -518,8 +517,8 @@ static bool band_at(const weft_conv2d_args *a, int64_t ho, int64_t wo, int n,
   b->a = *a;
   b->a.h_in = i1 - i0;
   b->a.pad_top = b->a.pad_bottom = pad;
-  b->v = (view){a->c_in * h * a->w_in, a->c_out * ho * wo, h * a->w_in,
-                ho * wo, 0};
+  b->v = (view){a->c_in * h * a->w_in, a->c_out * ho * wo, h * a->w_in, ho * wo,
+                0};
   b->x_row = i0, b->y_row = y_row;
   return true;
 }
@@ -715,7 +714,6 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   return rc;
 }
 
-
 /* ---- cuDNN's graph API (channels last) ----
  * The legacy API offers its handful of algorithms; on an H200 its NHWC
  * picks ran SD's 3x3 convolutions at a third to a sixth of the speed of
@@ -758,8 +756,8 @@ static cudnnStatus_t g_tensor(cudnnBackendDescriptor_t *t, int64_t uid,
                               CUDNN_TYPE_INT64, 4, dims));
   GK(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64,
                               4, strides));
-  GK(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_UNIQUE_ID,
-                              CUDNN_TYPE_INT64, 1, &uid));
+  GK(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64,
+                              1, &uid));
   GK(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT,
                               CUDNN_TYPE_INT64, 1, &align));
   GK(cudnnBackendFinalize(*t));
@@ -850,9 +848,9 @@ static int g_build(weft__cuda_ctx *ctx, const weft_conv2d_args *b,
                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, wt));
     GK(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y,
                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, y));
-    GK(cudnnBackendSetAttribute(*op,
-                                CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
-                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, conv));
+    GK(cudnnBackendSetAttribute(
+        *op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+        CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, conv));
     GK(cudnnBackendSetAttribute(*op,
                                 CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
                                 CUDNN_TYPE_FLOAT, 1, &one));
@@ -878,8 +876,7 @@ static int g_build(weft__cuda_ctx *ctx, const weft_conv2d_args *b,
                                 CUDNN_TYPE_HEUR_MODE, 1, &mode));
     GK(cudnnBackendFinalize(heur));
     GK(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &ncfg,
-                                NULL));
+                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &ncfg, NULL));
   }
   if (ncfg > 0 && (cfg = calloc((size_t)ncfg, sizeof *cfg))) {
     int64_t got = 0;
@@ -949,8 +946,8 @@ fail:
 /* The cached plan of b (built on first use); *own set when the cache was
  * full and the caller frees the plan after its call.  0, or
  * WEFT_EUNSUPPORTED (the legacy API then). */
-static int g_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *b,
-                  weft_dtype dt, gplan *out, bool *own) {
+static int g_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *b, weft_dtype dt,
+                  gplan *out, bool *own) {
   *own = false;
   if (!graph_wanted()) return WEFT_EUNSUPPORTED;
   plan_cache *c = ctx->cudnn_plans;
@@ -1088,9 +1085,8 @@ static int nhwc_prepare(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
       batch * hb * l->wb * a->c_in > INT32_MAX ||
       batch * l->ho * l->wo * a->c_out > INT32_MAX)
     return WEFT_EUNSUPPORTED;
-  l->w_own =
-      !(weft__cuda_weight_dtype(ctx, a->weight) == want &&
-        (uintptr_t)a->weight % 16 == 0);
+  l->w_own = !(weft__cuda_weight_dtype(ctx, a->weight) == want &&
+               (uintptr_t)a->weight % 16 == 0);
   size_t xb, yb, ws;
   int rc = nhwc_plan_bands(ctx, a, l, 1, &xb, &yb, &ws);
   if (rc) return rc;
@@ -1171,12 +1167,12 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     if (graph && own) gplan_free(&g);
     if (!graph) descs_free(&d);
     if (!rc)
-      rc = weft__cuda_check(
-          ctx,
-          weft__cu_nhwc_unpack(ctx->stream, base + l.y_off, want, batch,
-                               o1 - o0, l.wo, a->c_out, a->bias, a->y,
-                               ctx->act, ys, l.ho * l.wo, o0),
-          "conv2d: y back from channels last");
+      rc = weft__cuda_check(ctx,
+                            weft__cu_nhwc_unpack(ctx->stream, base + l.y_off,
+                                                 want, batch, o1 - o0, l.wo,
+                                                 a->c_out, a->bias, a->y,
+                                                 ctx->act, ys, l.ho * l.wo, o0),
+                            "conv2d: y back from channels last");
   }
   return rc;
 }

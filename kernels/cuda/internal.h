@@ -386,8 +386,8 @@ cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src, int sdt,
 /* A conv weight of dt (its elements moved as stored) between [c_out,
  * c_in, kk] and [c_out, kk, c_in]: to_hwc 1 to the latter, 0 back. */
 cudaError_t weft__cu_conv_weight_layout(cudaStream_t s, const void *w, int dt,
-                                        void *dst, int64_t c_out,
-                                        int64_t c_in, int64_t kk, int to_hwc);
+                                        void *dst, int64_t c_out, int64_t c_in,
+                                        int64_t kk, int to_hwc);
 cudaError_t weft__cu_widen_planes(cudaStream_t s, const void *src, int sdt,
                                   float *y, int64_t ys, const float *bias,
                                   int64_t batch, int64_t c_out, int64_t n);

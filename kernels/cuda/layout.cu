@@ -19,11 +19,11 @@
 template <typename TI, typename TO>
 __global__ void __launch_bounds__(TILE *TILE_ROWS)
     nhwc_pack_kernel(const TI *__restrict__ x, int64_t xs, int64_t c_in,
-                     int64_t h, int64_t w, int64_t row0, int64_t hb,
-                     int64_t pl, int64_t wb, TO *__restrict__ dst,
-                     int64_t rows_total) {
+                     int64_t h, int64_t w, int64_t row0, int64_t hb, int64_t pl,
+                     int64_t wb, TO *__restrict__ dst, int64_t rows_total) {
   __shared__ float tile[TILE][TILE + 1];
-  const int64_t q0 = (int64_t)blockIdx.x * TILE, c0 = (int64_t)blockIdx.y * TILE;
+  const int64_t q0 = (int64_t)blockIdx.x * TILE,
+                c0 = (int64_t)blockIdx.y * TILE;
   const int tx = threadIdx.x, ty = threadIdx.y;
   for (int64_t nr = blockIdx.z; nr < rows_total; nr += gridDim.z) {
     const int64_t n = nr / hb, r = nr % hb, row = row0 + r;
@@ -56,7 +56,8 @@ __global__ void __launch_bounds__(TILE *TILE_ROWS)
                        TY *__restrict__ y, int64_t ys, int64_t plane,
                        int64_t row0, int64_t rows_total) {
   __shared__ float tile[TILE][TILE + 1];
-  const int64_t o0 = (int64_t)blockIdx.x * TILE, q0 = (int64_t)blockIdx.y * TILE;
+  const int64_t o0 = (int64_t)blockIdx.x * TILE,
+                q0 = (int64_t)blockIdx.y * TILE;
   const int tx = threadIdx.x, ty = threadIdx.y;
   for (int64_t nr = blockIdx.z; nr < rows_total; nr += gridDim.z) {
     const int64_t n = nr / rows, r = nr % rows;
@@ -79,7 +80,8 @@ __global__ void __launch_bounds__(TILE *TILE_ROWS)
 }
 
 static dim3 tile_grid(int64_t a, int64_t b, int64_t z) {
-  return dim3((unsigned)((a + TILE - 1) / TILE), (unsigned)((b + TILE - 1) / TILE),
+  return dim3((unsigned)((a + TILE - 1) / TILE),
+              (unsigned)((b + TILE - 1) / TILE),
               (unsigned)(z < 65535 ? z : 65535));
 }
 
@@ -101,11 +103,12 @@ extern "C" cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x,
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t
-weft__cu_nhwc_unpack(cudaStream_t s, const void *src, int sdt, int64_t batch,
-                     int64_t rows, int64_t wo, int64_t c_out,
-                     const float *bias, void *y, int ydt, int64_t ys,
-                     int64_t plane, int64_t row0) {
+extern "C" cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src,
+                                            int sdt, int64_t batch,
+                                            int64_t rows, int64_t wo,
+                                            int64_t c_out, const float *bias,
+                                            void *y, int ydt, int64_t ys,
+                                            int64_t plane, int64_t row0) {
   const int64_t nr = batch * rows;
   if (nr <= 0 || c_out <= 0 || wo <= 0) return cudaSuccess;
   const dim3 grid = tile_grid(c_out, wo, nr), block(TILE, TILE_ROWS);
@@ -114,8 +117,8 @@ weft__cu_nhwc_unpack(cudaStream_t s, const void *src, int sdt, int64_t batch,
       sdt, TS,
       WEFT_CU_WITH_TYPE(ydt, TY,
                         nhwc_unpack_kernel<TS, TY><<<grid, block, 0, s>>>(
-                            static_cast<const TS *>(src), rows, wo, c_out,
-                            bias, static_cast<TY *>(y), ys, plane, row0, nr)));
+                            static_cast<const TS *>(src), rows, wo, c_out, bias,
+                            static_cast<TY *>(y), ys, plane, row0, nr)));
   return cudaGetLastError();
 }
 

@@ -455,8 +455,10 @@ TEST(conv2d_channels_last_weight_gives_the_same_bits) {
     const int64_t ny = a.batch * a.c_out * ho * wo;
     float *x = kr_rand(&s, a.batch * a.c_in * a.h_in * a.w_in, -1, 1);
     float *w = kr_rand(&s, nw, -0.5f, 0.5f), *b = kr_rand(&s, a.c_out, -1, 1);
-    float *wh = kr_zalloc(sizeof(float) * nw), *back = kr_zalloc(sizeof(float) * nw);
-    float *y0 = kr_zalloc(sizeof(float) * ny), *y1 = kr_zalloc(sizeof(float) * ny);
+    float *wh = kr_zalloc(sizeof(float) * nw),
+          *back = kr_zalloc(sizeof(float) * nw);
+    float *y0 = kr_zalloc(sizeof(float) * ny),
+          *y1 = kr_zalloc(sizeof(float) * ny);
     weft_conv2d_weight_layout(w, wh, a.c_out, a.c_in, kk, true);
     weft_conv2d_weight_layout(wh, back, a.c_out, a.c_in, kk, false);
     ASSERT(memcmp(back, w, sizeof(float) * nw) == 0);
