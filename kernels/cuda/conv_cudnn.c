@@ -716,9 +716,9 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
 
 /* ---- cuDNN's graph API (channels last) ----
  * The legacy API offers its handful of algorithms; on an H200 its NHWC
- * picks ran SD's 3x3 convolutions at a third to a sixth of the speed of
- * what the graph API's heuristics (mode A, as torch and cudnn_frontend ask
- * them) rank first.  One convolution node, its engine configurations in
+ * picks took 1.7 to 4 times as long on SD's 3x3 convolutions as what the
+ * graph API's heuristics (mode A, as cudnn_frontend asks them) rank
+ * first, moves included.  One convolution node, its engine configurations in
  * the heuristic's order, the first whose engine is deterministic and
  * keeps fp32 accumulation of exact products (no Winograd, FFT, reduced
  * precision reduction or down-converted inputs) and that finalizes.
