@@ -118,6 +118,13 @@ static inline void *weft__cuda_act_at(const weft__cuda_ctx *ctx, const void *p,
 /* profile_cuda.c: whether iface is the profiling vtable; frees ctx->prof. */
 bool weft__cuda_is_prof_iface(const weft_backend_iface *iface);
 void weft__cuda_prof_destroy(weft__cuda_ctx *ctx);
+/* While profiling (weft_cuda_profile_start), an op times a part of
+ * itself: begin records the start on the stream and returns a slot (-1
+ * when not profiling), end the stop under the key (printf-style).  One
+ * part at a time; parts are reported after the ops. */
+int weft__cuda_prof_part_begin(weft__cuda_ctx *ctx);
+__attribute__((format(printf, 3, 4))) void
+weft__cuda_prof_part_end(weft__cuda_ctx *ctx, int slot, const char *fmt, ...);
 
 int weft__cuda_cache_init(weft__cuda_cache *c);
 /* Frees every block (live ones too: the backend is going away). */

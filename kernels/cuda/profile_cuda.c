@@ -10,7 +10,12 @@
  * events' own cost (a few microseconds per op) is added.  An op's time is
  * from its first kernel's start to its last kernel's end: with an idle GPU
  * waiting on the host between ops, the sum of the rows is less than the
- * wall time, and the difference is launch overhead. */
+ * wall time, and the difference is launch overhead.
+ *
+ * Parts: an op may time pieces of itself (weft__cuda_prof_part_begin /
+ * _end: the channels-last convolution's moves and its cuDNN call), kept
+ * in a table of their own that the report prints after the ops (their
+ * times are inside the ops' already). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +24,7 @@
 #include "internal.h"
 
 #define PROF_RING 4096
+#define PART_RING 1024
 
 typedef struct prof_row {
   char key[128];
@@ -26,47 +32,65 @@ typedef struct prof_row {
   int64_t calls;
 } prof_row;
 
+/* rows by key, the last one found kept for the next lookup */
+typedef struct prof_table {
+  prof_row *rows;
+  int n_rows, cap_rows, last;
+} prof_table;
+
 struct weft__cuda_prof {
   const weft_backend_iface *base; /* the real vtable */
   cudaEvent_t ev[2 * PROF_RING];
   int32_t pend[PROF_RING]; /* row of each pending pair */
   int n_pend;
-  prof_row *rows;
-  int n_rows, cap_rows, last;
-  bool ev_made;
+  prof_table ops;
+  /* the parts: the same, on events of their own */
+  cudaEvent_t pev[2 * PART_RING];
+  int32_t ppend[PART_RING];
+  int n_ppend;
+  prof_table parts;
 };
 
 #define PROF(be) (WEFT__CUDA_CTX(be)->prof)
 
-/* Adds the elapsed times of the pending pairs to their rows. */
+/* Adds the elapsed times of n pending pairs (events ev, rows pend) to
+ * their rows of t. */
+static cudaError_t flush_pairs(const cudaEvent_t *ev, const int32_t *pend,
+                               int n, prof_table *t) {
+  if (!n) return cudaSuccess;
+  cudaError_t e = cudaEventSynchronize(ev[2 * n - 1]);
+  for (int i = 0; i < n && e == cudaSuccess; i++) {
+    float ms = 0;
+    e = cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]);
+    t->rows[pend[i]].ms += ms;
+  }
+  return e;
+}
+
 static int prof_flush(weft__cuda_ctx *ctx) {
   weft__cuda_prof *p = ctx->prof;
-  if (!p->n_pend) return 0;
-  cudaError_t e = cudaEventSynchronize(p->ev[2 * p->n_pend - 1]);
-  for (int i = 0; i < p->n_pend && e == cudaSuccess; i++) {
-    float ms = 0;
-    e = cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1]);
-    p->rows[p->pend[i]].ms += ms;
-  }
-  p->n_pend = 0;
+  cudaError_t e = flush_pairs(p->ev, p->pend, p->n_pend, &p->ops);
+  if (e == cudaSuccess)
+    e = flush_pairs(p->pev, p->ppend, p->n_ppend, &p->parts);
+  p->n_pend = p->n_ppend = 0;
   return weft__cuda_check(ctx, e, "profile (reading events)");
 }
 
-static int row_of(weft__cuda_prof *p, const char *key) {
-  if (p->last < p->n_rows && strcmp(p->rows[p->last].key, key) == 0)
-    return p->last;
-  for (int i = 0; i < p->n_rows; i++)
-    if (strcmp(p->rows[i].key, key) == 0) return p->last = i;
-  if (p->n_rows == p->cap_rows) {
-    int cap = p->cap_rows ? 2 * p->cap_rows : 256;
-    prof_row *r = realloc(p->rows, (size_t)cap * sizeof *r);
+static int row_of(prof_table *t, const char *key) {
+  if (t->last < t->n_rows && strcmp(t->rows[t->last].key, key) == 0)
+    return t->last;
+  for (int i = 0; i < t->n_rows; i++)
+    if (strcmp(t->rows[i].key, key) == 0) return t->last = i;
+  if (t->n_rows == t->cap_rows) {
+    int cap = t->cap_rows ? 2 * t->cap_rows : 256;
+    prof_row *r = realloc(t->rows, (size_t)cap * sizeof *r);
     if (!r) return -1;
-    p->rows = r, p->cap_rows = cap;
+    t->rows = r, t->cap_rows = cap;
   }
-  prof_row *r = &p->rows[p->n_rows];
+  prof_row *r = &t->rows[t->n_rows];
   memset(r, 0, sizeof *r);
   snprintf(r->key, sizeof r->key, "%s", key);
-  return p->last = p->n_rows++;
+  return t->last = t->n_rows++;
 }
 
 /* Opens a pair: the start event of the next slot. */
@@ -89,12 +113,41 @@ __attribute__((format(printf, 4, 5))) static void end(weft_backend *be,
   va_start(ap, fmt);
   vsnprintf(key, sizeof key, fmt, ap);
   va_end(ap);
-  int row = row_of(p, key);
+  int row = row_of(&p->ops, key);
   if (row < 0) return;
   cudaEventRecord(p->ev[2 * p->n_pend + 1], ctx->stream);
-  p->rows[row].calls++;
-  p->rows[row].flop += flop;
+  p->ops.rows[row].calls++;
+  p->ops.rows[row].flop += flop;
   p->pend[p->n_pend++] = row;
+}
+
+int weft__cuda_prof_part_begin(weft__cuda_ctx *ctx) {
+  weft__cuda_prof *p = ctx->prof;
+  if (!p) return -1;
+  if (p->n_ppend == PART_RING) {
+    /* the parts only: the op around this part has its start pending */
+    cudaError_t e = flush_pairs(p->pev, p->ppend, p->n_ppend, &p->parts);
+    p->n_ppend = 0;
+    if (weft__cuda_check(ctx, e, "profile (reading events)")) return -1;
+  }
+  cudaEventRecord(p->pev[2 * p->n_ppend], ctx->stream);
+  return p->n_ppend;
+}
+
+void weft__cuda_prof_part_end(weft__cuda_ctx *ctx, int slot, const char *fmt,
+                              ...) {
+  weft__cuda_prof *p = ctx->prof;
+  if (!p || slot < 0 || slot != p->n_ppend) return;
+  char key[128];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(key, sizeof key, fmt, ap);
+  va_end(ap);
+  int row = row_of(&p->parts, key);
+  if (row < 0) return;
+  cudaEventRecord(p->pev[2 * slot + 1], ctx->stream);
+  p->parts.rows[row].calls++;
+  p->ppend[p->n_ppend++] = row;
 }
 
 #define BASE(be) (PROF(be)->base)
@@ -336,9 +389,13 @@ int weft_cuda_profile_start(weft_backend *be) {
   int rc = weft__cuda_check(ctx, cudaSetDevice(ctx->device), "cudaSetDevice");
   for (int i = 0; i < 2 * PROF_RING && !rc; i++)
     rc = weft__cuda_check(ctx, cudaEventCreate(&p->ev[i]), "cudaEventCreate");
+  for (int i = 0; i < 2 * PART_RING && !rc; i++)
+    rc = weft__cuda_check(ctx, cudaEventCreate(&p->pev[i]), "cudaEventCreate");
   if (rc) {
     for (int i = 0; i < 2 * PROF_RING; i++)
       if (p->ev[i]) cudaEventDestroy(p->ev[i]);
+    for (int i = 0; i < 2 * PART_RING; i++)
+      if (p->pev[i]) cudaEventDestroy(p->pev[i]);
     free(p);
     return rc;
   }
@@ -365,7 +422,10 @@ void weft__cuda_prof_destroy(weft__cuda_ctx *ctx) {
   if (!p) return;
   for (int i = 0; i < 2 * PROF_RING; i++)
     cudaEventDestroy(p->ev[i]);
-  free(p->rows);
+  for (int i = 0; i < 2 * PART_RING; i++)
+    cudaEventDestroy(p->pev[i]);
+  free(p->ops.rows);
+  free(p->parts.rows);
   free(p);
   ctx->prof = NULL;
 }
@@ -389,11 +449,11 @@ int weft_cuda_profile_report(weft_backend *be, FILE *f, const char *title,
     weft__cuda_prof_destroy(ctx);
     return rc;
   }
-  qsort(p->rows, (size_t)p->n_rows, sizeof *p->rows, by_ms_desc);
+  qsort(p->ops.rows, (size_t)p->ops.n_rows, sizeof *p->ops.rows, by_ms_desc);
   double total = 0;
   int64_t calls = 0;
-  for (int i = 0; i < p->n_rows; i++)
-    total += p->rows[i].ms, calls += p->rows[i].calls;
+  for (int i = 0; i < p->ops.n_rows; i++)
+    total += p->ops.rows[i].ms, calls += p->ops.rows[i].calls;
   if (f) {
     fprintf(f, "\n### %s\n\n", title ? title : "CUDA profile");
     fprintf(f,
@@ -405,20 +465,20 @@ int weft_cuda_profile_report(weft_backend *be, FILE *f, const char *title,
     fprintf(f, "\n\nBy op:\n\n| op | calls | ms | %% | TFLOP/s |\n"
                "|---|---|---|---|---|\n");
     /* op totals: rows sorted by time, each op once, first seen first */
-    for (int i = 0; i < p->n_rows; i++) {
-      size_t n = op_len(p->rows[i].key);
+    for (int i = 0; i < p->ops.n_rows; i++) {
+      size_t n = op_len(p->ops.rows[i].key);
       bool seen = false;
       for (int j = 0; j < i && !seen; j++)
-        seen = op_len(p->rows[j].key) == n &&
-               memcmp(p->rows[j].key, p->rows[i].key, n) == 0;
+        seen = op_len(p->ops.rows[j].key) == n &&
+               memcmp(p->ops.rows[j].key, p->ops.rows[i].key, n) == 0;
       if (seen) continue;
       double ms = 0, flop = 0;
       int64_t c = 0;
-      for (int j = i; j < p->n_rows; j++)
-        if (op_len(p->rows[j].key) == n &&
-            memcmp(p->rows[j].key, p->rows[i].key, n) == 0)
-          ms += p->rows[j].ms, flop += p->rows[j].flop, c += p->rows[j].calls;
-      fprintf(f, "| %.*s | %lld | %.3f | %.1f |", (int)n, p->rows[i].key,
+      for (int j = i; j < p->ops.n_rows; j++)
+        if (op_len(p->ops.rows[j].key) == n &&
+            memcmp(p->ops.rows[j].key, p->ops.rows[i].key, n) == 0)
+          ms += p->ops.rows[j].ms, flop += p->ops.rows[j].flop, c += p->ops.rows[j].calls;
+      fprintf(f, "| %.*s | %lld | %.3f | %.1f |", (int)n, p->ops.rows[i].key,
               (long long)c, ms, total > 0 ? 100.0 * ms / total : 0.0);
       rate_cell(f, flop, ms);
     }
@@ -426,12 +486,24 @@ int weft_cuda_profile_report(weft_backend *be, FILE *f, const char *title,
                "| op, shape | calls | ms | %% | us/call | TFLOP/s |\n"
                "|---|---|---|---|---|---|\n",
             max_rows);
-    for (int i = 0; i < p->n_rows && i < max_rows; i++) {
-      const prof_row *r = &p->rows[i];
+    for (int i = 0; i < p->ops.n_rows && i < max_rows; i++) {
+      const prof_row *r = &p->ops.rows[i];
       fprintf(f, "| %s | %lld | %.3f | %.1f | %.1f |", r->key,
               (long long)r->calls, r->ms, total > 0 ? 100.0 * r->ms / total : 0,
               r->calls ? 1e3 * r->ms / (double)r->calls : 0.0);
       rate_cell(f, r->flop, r->ms);
+    }
+    if (p->parts.n_rows) {
+      qsort(p->parts.rows, (size_t)p->parts.n_rows, sizeof *p->parts.rows,
+            by_ms_desc);
+      fprintf(f, "\nParts of the ops above (inside their times):\n\n"
+                 "| part | calls | ms | us/call |\n|---|---|---|---|\n");
+      for (int i = 0; i < p->parts.n_rows && i < max_rows; i++) {
+        const prof_row *r = &p->parts.rows[i];
+        fprintf(f, "| %s | %lld | %.3f | %.1f |\n", r->key,
+                (long long)r->calls, r->ms,
+                r->calls ? 1e3 * r->ms / (double)r->calls : 0.0);
+      }
     }
     fflush(f);
   }

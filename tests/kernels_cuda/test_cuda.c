@@ -1767,6 +1767,44 @@ TEST(conv2d_channels_last_weights) {
   teardown(&p);
 }
 
+/* A channels-last convolution under the profile: one conv2d row, and its
+ * three parts (x moved, cuDNN, y moved back) in a table of their own, one
+ * call each per band; the parts' times inside the op's. */
+TEST(profile_times_the_channels_last_parts) {
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  if (!weft_cuda_have_cudnn(p.gpu)) {
+    teardown(&p);
+    weft_test_skip("no cuDNN");
+  }
+  const conv_shape c = {2, 32, 24, 24, 64, 3, 3, 1, 1, 1, 1, 1, 1};
+  uint64_t s = 5;
+  const int64_t nx = 2 * 32 * 24 * 24, nw = 64 * 32 * 9, ny = 2 * 64 * 24 * 24;
+  float *hx = rnd(&s, nx, -1, 1), *hw = rnd(&s, nw, -.1f, .1f);
+  float *x = up(&p, hx, nx), *w = up(&p, hw, nw), *y = dpoison(&p, ny);
+  weft_conv2d_args a = conv_args(&c);
+  a.x = x, a.weight = w, a.y = y, a.w_hwc = 1;
+  ASSERT_STR_EQ(weft_cuda_conv2d_path(p.gpu, &a), "cudnn_nhwc");
+  ASSERT_OK(weft_cuda_profile_start(p.gpu));
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  ASSERT(f);
+  ASSERT_OK(weft_cuda_profile_report(p.gpu, f, "parts", 0, 10));
+  fclose(f);
+  printf("%s", text);
+  ASSERT_CONTAINS(text, "### parts\n\n2 ops, ");
+  ASSERT_CONTAINS(text, "| conv2d 32x24x24 -> 64, 3x3/1, batch 2 | 2 | ");
+  ASSERT_CONTAINS(text, "Parts of the ops above");
+  ASSERT_CONTAINS(text, "| conv2d nhwc x moved, 32x24x24 -> 64 | 2 | ");
+  ASSERT_CONTAINS(text, "| conv2d nhwc y moved back, 32x24x24 -> 64 | 2 | ");
+  ASSERT_CONTAINS(text, "| conv2d nhwc cuDNN (");
+  free(text), free(hx), free(hw);
+  dfree(&p, x), dfree(&p, w), dfree(&p, y);
+  teardown(&p);
+}
+
 /* WEFT_CUDA_CONV names the way for a backend made with AUTO; a bad value
  * is refused by name. */
 TEST(conv_algo_from_the_environment) {
