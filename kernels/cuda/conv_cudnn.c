@@ -1145,10 +1145,6 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     ctx->err[0] = 0;
     if (!graph && (rc = plan_view(ctx, &b, want, &v, &d))) break;
     /* while profiling, the three parts' times (weft_cuda_profile_*) */
-#define PART_END(slot, what)                                                   \
-  weft__cuda_prof_part_end(ctx, slot, "conv2d nhwc %s, %lldx%lldx%lld -> %lld", \
-                           what, (long long)a->c_in, (long long)a->h_in,       \
-                           (long long)a->w_in, (long long)a->c_out)
     int part = weft__cuda_prof_part_begin(ctx);
     rc = weft__cuda_check(
         ctx,
@@ -1156,7 +1152,7 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                            a->h_in, a->w_in, o0 * a->stride_h - a->pad_top,
                            b.h_in, a->pad_left, l.wb, base, want),
         "conv2d: x channels last");
-    PART_END(part, "x moved");
+    part_end(ctx, part, "x moved", a);
     part = weft__cuda_prof_part_begin(ctx);
     if (!rc && graph) {
       rc = g_run(ctx, &g, base, w16, base + l.y_off,
@@ -1172,7 +1168,7 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                              "%d of %d): %s",
                              j, l.bands, cudnnGetErrorString(st));
     }
-    PART_END(part, graph ? "cuDNN (graph API)" : "cuDNN (legacy API)");
+    part_end(ctx, part, graph ? "cuDNN (graph API)" : "cuDNN (legacy API)", a);
     if (graph && own) gplan_free(&g);
     if (!graph) descs_free(&d);
     part = weft__cuda_prof_part_begin(ctx);
@@ -1183,8 +1179,7 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                                                  a->c_out, a->bias, a->y,
                                                  ctx->act, ys, l.ho * l.wo, o0),
                             "conv2d: y back from channels last");
-    PART_END(part, "y moved back");
-#undef PART_END
+    part_end(ctx, part, "y moved back", a);
   }
   return rc;
 }
