@@ -1117,6 +1117,14 @@ int weft__cudnn_conv_nhwc_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   return rc;
 }
 
+/* the profile's part of a's channels-last convolution that began at slot */
+static void part_end(weft__cuda_ctx *ctx, int slot, const char *what,
+                     const weft_conv2d_args *a) {
+  weft__cuda_prof_part_end(ctx, slot, "conv2d nhwc %s, %lldx%lldx%lld -> %lld",
+                           what, (long long)a->c_in, (long long)a->h_in,
+                           (long long)a->w_in, (long long)a->c_out);
+}
+
 int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   const weft_dtype want = weft__cuda_compute_dtype(ctx);
   nhwc_layout l;
