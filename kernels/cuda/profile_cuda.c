@@ -101,6 +101,21 @@ static void begin(weft_backend *be) {
   cudaEventRecord(p->ev[2 * p->n_pend], ctx->stream);
 }
 
+/* Closes pending pair *n of ev (ops' or parts') under the key fmt makes:
+ * its stop event, its row of t counted. */
+static void close_pair(weft__cuda_ctx *ctx, prof_table *t, cudaEvent_t *ev,
+                       int32_t *pend, int *n, double flop, const char *fmt,
+                       va_list ap) {
+  char key[128];
+  vsnprintf(key, sizeof key, fmt, ap);
+  int row = row_of(t, key);
+  if (row < 0) return;
+  cudaEventRecord(ev[2 * *n + 1], ctx->stream);
+  t->rows[row].calls++;
+  t->rows[row].flop += flop;
+  pend[(*n)++] = row;
+}
+
 /* Closes the pair opened by begin under key (printf-style). */
 __attribute__((format(printf, 4, 5))) static void end(weft_backend *be,
                                                       double flop, int rc,
@@ -108,17 +123,10 @@ __attribute__((format(printf, 4, 5))) static void end(weft_backend *be,
   weft__cuda_ctx *ctx = WEFT__CUDA_CTX(be);
   weft__cuda_prof *p = ctx->prof;
   if (rc) return; /* a failed op: its pair is not counted */
-  char key[128];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(key, sizeof key, fmt, ap);
+  close_pair(ctx, &p->ops, p->ev, p->pend, &p->n_pend, flop, fmt, ap);
   va_end(ap);
-  int row = row_of(&p->ops, key);
-  if (row < 0) return;
-  cudaEventRecord(p->ev[2 * p->n_pend + 1], ctx->stream);
-  p->ops.rows[row].calls++;
-  p->ops.rows[row].flop += flop;
-  p->pend[p->n_pend++] = row;
 }
 
 int weft__cuda_prof_part_begin(weft__cuda_ctx *ctx) {
@@ -138,16 +146,10 @@ void weft__cuda_prof_part_end(weft__cuda_ctx *ctx, int slot, const char *fmt,
                               ...) {
   weft__cuda_prof *p = ctx->prof;
   if (!p || slot < 0 || slot != p->n_ppend) return;
-  char key[128];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(key, sizeof key, fmt, ap);
+  close_pair(ctx, &p->parts, p->pev, p->ppend, &p->n_ppend, 0, fmt, ap);
   va_end(ap);
-  int row = row_of(&p->parts, key);
-  if (row < 0) return;
-  cudaEventRecord(p->pev[2 * slot + 1], ctx->stream);
-  p->parts.rows[row].calls++;
-  p->ppend[p->n_ppend++] = row;
 }
 
 #define BASE(be) (PROF(be)->base)
