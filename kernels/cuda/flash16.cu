@@ -2,37 +2,48 @@
 // (FlashAttention-2's loop on tensor cores): the scores never leave
 // registers; there is no lq x lk map in memory.
 //
-// Two kernels.  fa_pack rounds k and v (fp32, any strides the backend
-// accepts) to 16 bits into scratch, dense [batch * heads][LKP][DP]: keys
-// padded with zero rows to LKP, a multiple of the 64-key tile, the head
-// dimension with zero columns to DP, a multiple of 16 (SD's 40 -> 48, 80,
-// 160).  fa_kernel then streams those tiles into shared memory with
+// Two kernels.  fa_pack rounds k and v (fp32 or 16-bit, any strides the
+// backend accepts) to 16 bits into scratch, dense [batch * heads][LKP][DP],
+// both in one launch: keys padded with zero rows to LKP, a multiple of the
+// 64-key tile, the head dimension with zero columns to DP, a multiple of 16
+// (SD's 40 -> 48, 80, 160).  Where the padding leaves 8 columns free (d <=
+// DP - 8: SD's 40), v's column DP - 8 holds ones, so that P V also sums
+// each row's probabilities: the softmax's denominator comes out of the
+// tensor cores instead of a scalar add per score.  fa_kernel then streams those tiles into shared memory with
 // cp.async, two stages deep, so the next tile's loads overlap this tile's
 // products.  A block of W warps takes 16 * MT * W query rows of one
 // (batch, head); each warp owns 16 * MT rows (MT = 2 for head dims up to
 // 64: each K and V fragment read from shared memory then serves two
 // products).  Per tile a warp computes S = Q K^T with
-// mma.m16n8k16 (16-bit inputs, fp32 accumulators), scales and masks it,
-// updates each row's running max and sum (online softmax, in base 2),
-// rounds P = exp2(S - m) to 16 bits in registers (an accumulator tile of
+// mma.m16n8k16 (16-bit inputs, fp32 accumulators), masks it, updates
+// each row's running max (online softmax, in base 2: the scale and log2(e)
+// folded into the exponent's one fma), rounds P = exp2(S - m) to 16 bits
+// in registers (an accumulator tile of
 // S is laid out as the A operand of the next product, so P goes straight
 // on) and accumulates O += P V, V's fragments transposed by ldmatrix.trans.
 //
 // Numerics: q, k, v rounded to 16 bits (as the cuBLASLt path rounds
 // them); scores, max, sums and the output in fp32; the probabilities are
 // rounded to 16 bits before P V, unnormalised (values in [0, 1]); the
-// division by the row's sum is the last step, in fp32.
+// division by the row's sum is the last step, in fp32.  With the ones
+// column the sum is of the rounded probabilities, the ones P V weighs.
+#include <float.h>
+
 #include "common.cuh"
 #include "mma.cuh"
 
 #define FA_BK 64 // keys per tile
+#ifndef FA_MINB
+#define FA_MINB(DP, W) ((DP) <= 64 && (W) == 4 ? 3 : 1)
+#endif
 
 struct fa_params {
   weft_attn_args a;        // the caller's (q, o and their strides), by value
   const uint16_t *kh, *vh; // packed k and v, [bh][lkp][DP]
   int64_t bh0;             // first (batch * heads + head) of this launch
   int lq, lk, lkp, d;
-  float scale_log2; // scale * log2(e)
+  float scale_log2; // |scale| * log2(e), at least FLT_MIN
+  int neg_q;        // scale < 0: q negated as it is read
   int causal;
 };
 
@@ -55,36 +66,45 @@ static size_t packed_bytes(const weft_attn_args *a) {
   return (n + 255) & ~(size_t)255;
 }
 
-// x [B, H, L, d] by strides into dst [B*H][lkp][dp], 8 values (16 bytes)
-// per thread, zeros past len and d.
+// k and v [B, H, L, d] by strides into kd and vd [B*H][lkp][dp] (one
+// launch: the first half of the threads' work is k), 8 values (16 bytes)
+// per thread, zeros past len and d; v's column `ones` (-1: none) is 1 in
+// the rows below len.
 template <bool BF, typename X>
-__global__ void fa_pack(const X *x, weft_attn_strides s, int64_t heads,
-                        int64_t bh, int len, int lkp, int d, int dp,
-                        uint4 *dst) {
+__global__ void fa_pack(const X *k, weft_attn_strides ks, const X *v,
+                        weft_attn_strides vs, int64_t heads, int64_t bh,
+                        int len, int lkp, int d, int dp, int ones, uint4 *kd,
+                        uint4 *vd) {
   const int c8 = dp / 8;
   const int64_t n = bh * lkp * c8;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < 2 * n;
        i += (int64_t)gridDim.x * blockDim.x) {
-    const int c = (int)(i % c8) * 8;
-    const int64_t rr = i / c8;
+    const bool is_v = i >= n;
+    const int64_t e = is_v ? i - n : i;
+    const X *x = is_v ? v : k;
+    const weft_attn_strides s = is_v ? vs : ks;
+    uint4 *dst = is_v ? vd : kd;
+    const int c = (int)(e % c8) * 8;
+    const int64_t rr = e / c8;
     const int r = (int)(rr % lkp);
     const int64_t t = rr / lkp;
-    float v[8];
+    float f[8];
 #pragma unroll
     for (int j = 0; j < 8; j++)
-      v[j] = 0.0f;
+      f[j] = 0.0f;
     if (r < len) {
       const X *p = x + (t / heads) * s.b + (t % heads) * s.h + r * s.l;
 #pragma unroll
       for (int j = 0; j < 8; j++)
-        if (c + j < d) v[j] = weft_cu_ld(p + c + j);
+        if (c + j < d) f[j] = weft_cu_ld(p + c + j);
+        else if (is_v && c + j == ones) f[j] = 1.0f;
     }
     uint4 o;
-    o.x = weft_cu_pack2<BF>(v[0], v[1]);
-    o.y = weft_cu_pack2<BF>(v[2], v[3]);
-    o.z = weft_cu_pack2<BF>(v[4], v[5]);
-    o.w = weft_cu_pack2<BF>(v[6], v[7]);
-    dst[i] = o;
+    o.x = weft_cu_pack2<BF>(f[0], f[1]);
+    o.y = weft_cu_pack2<BF>(f[2], f[3]);
+    o.z = weft_cu_pack2<BF>(f[4], f[5]);
+    o.w = weft_cu_pack2<BF>(f[6], f[7]);
+    dst[e] = o;
   }
 }
 
@@ -106,9 +126,10 @@ template <int DP> constexpr int fa_smem_bytes() {
   return 2 * 2 * FA_BK * (DP + 8) * 2; // two stages of a K and a V tile
 }
 
-// X: how q and o are stored (float, or the 16-bit type of the operands).
-template <int DP, bool BF, int W, int MT, typename X>
-__global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
+// X: how q and o are stored (float, or the 16-bit type of the operands);
+// ONES: v's column DP - 8 is ones (fa_pack), the row sums come from P V.
+template <int DP, bool BF, int W, int MT, bool ONES, typename X>
+__global__ void __launch_bounds__(W * 32, FA_MINB(DP, W)) fa_kernel(const fa_params p) {
   constexpr int NT = W * 32, LDW = (DP + 8) / 2, ND = DP / 8, NK = DP / 16;
   constexpr int TILE = FA_BK * LDW; // 32-bit words of one tile
   constexpr int ROWS = 16 * MT;     // query rows of a warp
@@ -117,6 +138,7 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
   const int g = lane >> 2, c2 = 2 * (lane & 3); // fragment row, column pair
   const weft_attn_args &a = p.a;
   const int64_t bh = p.bh0 + blockIdx.y;
+  const float sl = p.scale_log2;
   const int64_t b = bh / a.heads, h = bh % a.heads;
   const int q0 = blockIdx.x * ROWS * W, qw = q0 + ROWS * warp;
   const X *qp = (const X *)a.q + b * a.q_s.b + h * a.q_s.h;
@@ -146,13 +168,14 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
           const X *x = qp + (int64_t)r * a.q_s.l;
           if (c < p.d) lo = weft_cu_ld(x + c);
           if (c + 1 < p.d) hi = weft_cu_ld(x + c + 1);
+          if (p.neg_q) lo = -lo, hi = -hi;
         }
         qa[mt][kk][j] = weft_cu_pack2<BF>(lo, hi);
       }
     }
 
   float o[MT][ND][4];
-  float m[MT][2], l[MT][2];
+  float m[MT][2], l[MT][2]; // m in base-2 units: the scores times scale_log2
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
@@ -196,10 +219,9 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
       }
     }
 
-    // scale (base 2), mask (the tile past lk, the causal diagonal), row
-    // maxima (a row's 64 scores are spread over the 4 lanes of a quad),
-    // then P = exp2(S - m) as A fragments: key tiles 2j and 2j + 1 make
-    // k-step j
+    // mask (the tile past lk, the causal diagonal), row maxima (a row's
+    // 64 scores are spread over the 4 lanes of a quad), then P = exp2(S
+    // scale_log2 - m) as A fragments: key tiles 2j and 2j + 1 make k-step j
     const bool masked = kt + FA_BK > p.lk || (p.causal && kt + FA_BK - 1 > qw);
     uint32_t pa[MT][4][4];
 #pragma unroll
@@ -210,7 +232,7 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
       for (int n = 0; n < 8; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          float v = s[mt][n][e] * p.scale_log2;
+          float v = s[mt][n][e];
           if (masked) {
             const int key = kt + n * 8 + c2 + (e & 1);
             if (key >= p.lk || (p.causal && key > row[e >> 1])) v = -INFINITY;
@@ -223,7 +245,7 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
       for (int i = 0; i < 2; i++) {
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(WEFT_CU_FULL_MASK, mx[i], 1));
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(WEFT_CU_FULL_MASK, mx[i], 2));
-        const float mn = fmaxf(m[mt][i], mx[i]);
+        const float mn = fmaxf(m[mt][i], mx[i] * sl);
         mu[i] = mn == -INFINITY ? 0.0f : mn; // a row with no key yet
         alpha[i] = weft_cu_exp2(m[mt][i] - mu[i]);
         m[mt][i] = mn;
@@ -241,12 +263,14 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
 #pragma unroll
         for (int u = 0; u < 2; u++) {
           const float *sn = s[mt][2 * j + u];
-          const float p0 = weft_cu_exp2(sn[0] - mu[0]);
-          const float p1 = weft_cu_exp2(sn[1] - mu[0]);
-          const float p2 = weft_cu_exp2(sn[2] - mu[1]);
-          const float p3 = weft_cu_exp2(sn[3] - mu[1]);
-          l[mt][0] += p0 + p1;
-          l[mt][1] += p2 + p3;
+          const float p0 = weft_cu_exp2(fmaf(sn[0], sl, -mu[0]));
+          const float p1 = weft_cu_exp2(fmaf(sn[1], sl, -mu[0]));
+          const float p2 = weft_cu_exp2(fmaf(sn[2], sl, -mu[1]));
+          const float p3 = weft_cu_exp2(fmaf(sn[3], sl, -mu[1]));
+          if (!ONES) {
+            l[mt][0] += p0 + p1;
+            l[mt][1] += p2 + p3;
+          }
           pa[mt][j][2 * u] = weft_cu_pack2<BF>(p0, p1);
           pa[mt][j][2 * u + 1] = weft_cu_pack2<BF>(p2, p3);
         }
@@ -275,9 +299,14 @@ __global__ void __launch_bounds__(W * 32) fa_kernel(const fa_params p) {
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-      float li = l[mt][i];
-      li += __shfl_xor_sync(WEFT_CU_FULL_MASK, li, 1);
-      li += __shfl_xor_sync(WEFT_CU_FULL_MASK, li, 2);
+      float li;
+      if (ONES) { // column DP - 8: element 2i of the quad's first lane
+        li = __shfl_sync(WEFT_CU_FULL_MASK, o[mt][ND - 1][2 * i], lane & ~3);
+      } else {
+        li = l[mt][i];
+        li += __shfl_xor_sync(WEFT_CU_FULL_MASK, li, 1);
+        li += __shfl_xor_sync(WEFT_CU_FULL_MASK, li, 2);
+      }
       const int r = qw + 16 * mt + g + 8 * i;
       if (r >= p.lq) continue;
       const float inv = 1.0f / li;
@@ -299,22 +328,32 @@ extern "C" size_t weft__cu_flash16_scratch(const weft_attn_args *a) {
   return weft__cu_flash16_fits(a) ? 2 * packed_bytes(a) : 0;
 }
 
-template <int DP, bool BF, int W, int MT, typename X>
-static cudaError_t launch(cudaStream_t s, fa_params p, int64_t bh) {
+template <int DP, bool BF, int W, int MT, bool ONES, typename X>
+static cudaError_t launch_k(cudaStream_t s, fa_params p, int64_t bh) {
   constexpr int smem = fa_smem_bytes<DP>(), rows = 16 * MT * W;
   static unsigned asked;
-  cudaError_t e = weft_cu_smem_optin((const void *)fa_kernel<DP, BF, W, MT, X>,
-                                     smem, &asked);
+  cudaError_t e = weft_cu_smem_optin(
+      (const void *)fa_kernel<DP, BF, W, MT, ONES, X>, smem, &asked);
   if (e != cudaSuccess) return e;
   const unsigned qblocks = (unsigned)((p.lq + rows - 1) / rows);
   for (int64_t b0 = 0; b0 < bh; b0 += 65535) {
     p.bh0 = b0;
     dim3 grid(qblocks, (unsigned)(bh - b0 < 65535 ? bh - b0 : 65535));
-    fa_kernel<DP, BF, W, MT, X><<<grid, W * 32, smem, s>>>(p);
+    fa_kernel<DP, BF, W, MT, ONES, X><<<grid, W * 32, smem, s>>>(p);
     e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
+}
+
+// v's column DP - 8 is ones where the padding leaves 8 columns free.
+static int ones_column(int d, int dp) { return d <= dp - 8 ? dp - 8 : -1; }
+
+template <int DP, bool BF, int W, int MT, typename X>
+static cudaError_t launch(cudaStream_t s, const fa_params &p, int64_t bh) {
+  if (ones_column(p.d, DP) >= 0)
+    return launch_k<DP, BF, W, MT, true, X>(s, p, bh);
+  return launch_k<DP, BF, W, MT, false, X>(s, p, bh);
 }
 
 // Each warp takes MT tiles of 16 query rows, so that a K or V fragment
@@ -347,26 +386,19 @@ static cudaError_t launch_dp(cudaStream_t s, const fa_params &p, int64_t bh,
   }
 }
 
-template <bool BF, typename X>
-static cudaError_t pack(cudaStream_t s, const float *x, weft_attn_strides st,
-                        const weft_attn_args *a, int len, int lkp, int dp,
-                        void *dst) {
-  const int64_t bh = a->batch * a->heads, n = bh * lkp * (dp / 8);
-  fa_pack<BF, X><<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-      (const X *)x, st, a->heads, bh, len, lkp, (int)a->d, dp, (uint4 *)dst);
-  return cudaGetLastError();
-}
-
-// k and v packed, then the kernel; X how q, k, v and o are stored.
+// k and v packed (one launch), then the kernel; X how q, k, v and o are
+// stored.
 template <bool BF, typename X>
 static cudaError_t run(cudaStream_t s, const weft_attn_args *a,
                        const fa_params &p, int dp, void *kh, void *vh,
                        int sm_count) {
-  cudaError_t e = pack<BF, X>(s, a->k, a->k_s, a, p.lk, p.lkp, dp, kh);
-  if (e == cudaSuccess)
-    e = pack<BF, X>(s, a->v, a->v_s, a, p.lk, p.lkp, dp, vh);
+  const int64_t bh = a->batch * a->heads, n = 2 * bh * p.lkp * (dp / 8);
+  fa_pack<BF, X><<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+      (const X *)a->k, a->k_s, (const X *)a->v, a->v_s, a->heads, bh, p.lk,
+      p.lkp, p.d, dp, ones_column(p.d, dp), (uint4 *)kh, (uint4 *)vh);
+  const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  return launch_dp<BF, X>(s, p, a->batch * a->heads, sm_count);
+  return launch_dp<BF, X>(s, p, bh, sm_count);
 }
 
 extern "C" cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,
@@ -382,6 +414,8 @@ extern "C" cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,
   p.lkp = (int)padded_keys(a->lk);
   p.d = (int)a->d;
   p.scale_log2 = scale * 1.4426950408889634f;
+  p.neg_q = p.scale_log2 < 0.0f;
+  p.scale_log2 = fmaxf(fabsf(p.scale_log2), FLT_MIN); // -inf * 0 is NaN
   p.causal = a->causal != 0;
   const int dp = padded_dim(a->d);
   unsigned char *kh = (unsigned char *)scratch, *vh = kh + packed_bytes(a);

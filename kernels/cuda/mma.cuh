@@ -22,10 +22,16 @@ template <bool BF> __device__ __forceinline__ uint16_t weft_cu_to16(float v) {
   return __half_as_ushort(__float2half_rn(v));
 }
 
-// lo and hi rounded to 16 bits, packed (lo in the low half).
+// lo and hi rounded to 16 bits, packed (lo in the low half): one
+// cvt.rn.{f16,bf16}x2.f32, the bits of two roundings to nearest.
 template <bool BF>
 __device__ __forceinline__ uint32_t weft_cu_pack2(float lo, float hi) {
-  return (uint32_t)weft_cu_to16<BF>(lo) | (uint32_t)weft_cu_to16<BF>(hi) << 16;
+  if (BF) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t *>(&v);
+  }
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t *>(&v);
 }
 
 // c += a b: m16n8k16, 16-bit a and b (BF: bf16, else fp16), fp32 c.

@@ -1138,6 +1138,8 @@ static void attention_odd_shapes_body(pair *p) {
       {1, 4, 65, 1, 33, 31, 1, 0, 0},        /* one key */
       {1, 2, 130, 129, 80, 80, 0, 1, 0},     /* causal past one key tile */
       {2, 3, 200, 77, 63, 63, 1, 0, 0},      /* odd d: scalar loads */
+      {2, 3, 37, 45, 40, 40, 1, 0, 0},       /* d 40: v's ones column */
+      {1, 2, 70, 70, 40, 40, 0, 1, -0.15f},  /* negative scale, causal */
       {1, 2, 33, 150, 160, 160, 0, 0, 0.1f}, /* largest fused d */
       {1, 1, 20, 20, 161, 161, 0, 0, 0},     /* just past it: unfused */
   };

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# attn_bench.sh - the fused 16-bit attention kernel at SD1.5's shapes next
+# to PyTorch's scaled_dot_product_attention in the same run, on the GPU
+# machine.  Builds tools/gpu/attn_bench.cu once per variant (compile-time
+# settings of kernels/cuda/flash16.cu, given as NAME=NVCC_FLAGS arguments;
+# "default" is always built), runs each, times torch SDPA with q, k and v in
+# the same strided layouts, and writes attn_bench.md (a table: microseconds
+# a call, TFLOP/s) and attn_bench.json to $OUT.
+#
+#   OUT=dir tools/gpu/attn_bench.sh ['minb1=-DFA_MINB(DP,W)=1' ...]
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${OUT:-$root/build-attn-bench}
+mkdir -p "$OUT"
+tmp=$(mktemp -d /tmp/attn-bench.XXXXXX)
+variants=("default=" "$@")
+nvflags="-std=c++17 -O2 -gencode=arch=compute_90,code=sm_90 -I$root -I$root/runtime/include -I$root/kernels/cuda -DWEFT_HAVE_CUDNN=0"
+for v in "${variants[@]}"; do
+  name=${v%%=*} flags=${v#*=}
+  # shellcheck disable=SC2086
+  nvcc $nvflags "$flags" "$root/tools/gpu/attn_bench.cu" -o "$tmp/$name" \
+    >"$tmp/$name.log" 2>&1 &
+done
+wait
+for v in "${variants[@]}"; do
+  name=${v%%=*}
+  if [ -x "$tmp/$name" ]; then
+    "$tmp/$name" >"$tmp/$name.tsv" 2>>"$tmp/$name.log" || true
+  fi
+  cp "$tmp/$name.log" "$OUT/build_$name.log" 2>/dev/null
+done
+
+python3 - "$tmp" "$OUT" "${variants[@]}" <<'EOF'
+import json, sys, torch
+import torch.nn.functional as F
+tmp, out, variants = sys.argv[1], sys.argv[2], [v.split("=", 1)[0] for v in sys.argv[3:]]
+B, H = 2, 8
+shapes = [("64x64 self, 4096 x 4096, d 40", 4096, 4096, 40, True),
+          ("64x64 cross, 4096 x 77, d 40", 4096, 77, 40, False),
+          ("32x32 self, 1024 x 1024, d 80", 1024, 1024, 80, True),
+          ("32x32 cross, 1024 x 77, d 80", 1024, 77, 80, False),
+          ("16x16 self, 256 x 256, d 160", 256, 256, 160, True),
+          ("16x16 cross, 256 x 77, d 160", 256, 77, 160, False),
+          ("8x8 self, 64 x 64, d 160", 64, 64, 160, True),
+          ("8x8 cross, 64 x 77, d 160", 64, 77, 160, False)]
+def heads(x, lo, L, d):  # [B, L, n] columns lo.. as [B, H, L, d] views
+    return x[:, :, lo:lo + H * d].view(B, L, H, d).transpose(1, 2)
+rows = {}
+for name, lq, lk, d, self_ in shapes:
+    C = H * d
+    if self_:
+        qkv = torch.randn(B, lq, 3 * C, device="cuda", dtype=torch.float16)
+        q, k, v = heads(qkv, 0, lq, d), heads(qkv, C, lq, d), heads(qkv, 2 * C, lq, d)
+    else:
+        qx = torch.randn(B, lq, C, device="cuda", dtype=torch.float16)
+        kv = torch.randn(B, lk, 2 * C, device="cuda", dtype=torch.float16)
+        q, k, v = heads(qx, 0, lq, d), heads(kv, 0, lk, d), heads(kv, C, lk, d)
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    ts = []
+    for rep in range(8):
+        e0.record()
+        for _ in range(20):
+            F.scaled_dot_product_attention(q, k, v)
+        e1.record()
+        torch.cuda.synchronize()
+        if rep:
+            ts.append(e0.elapsed_time(e1) * 1000 / 20)
+    ts.sort()
+    us = ts[len(ts) // 2]
+    rows[name] = {"torch_sdpa_us": us, "tflops_torch": 4 * B * H * lq * lk * d / us / 1e6}
+for v in variants:
+    try:
+        for line in open(f"{tmp}/{v}.tsv"):
+            n, us, tf = line.rstrip("\n").split("\t")
+            rows[n][f"weft_{v}_us"] = float(us)
+    except OSError:
+        pass
+cols = [f"weft_{v}_us" for v in variants] + ["torch_sdpa_us"]
+md = ["| shape (batch 2, 8 heads, fp16) | " + " | ".join(
+    c.replace("_us", " (us)").replace("_", " ") for c in cols) + " |",
+    "|---|" + "---|" * len(cols)]
+for name, *_ in shapes:
+    md.append(f"| {name} | " + " | ".join(
+        f"{rows[name][c]:.1f}" if c in rows[name] else "-" for c in cols) + " |")
+md.append("")
+md.append(f"{torch.cuda.get_device_name()}; torch {torch.__version__}; "
+          "median of 7 runs of 20 calls each.")
+open(f"{out}/attn_bench.md", "w").write("\n".join(md) + "\n")
+json.dump(rows, open(f"{out}/attn_bench.json", "w"), indent=1)
+print("\n".join(md))
+EOF
