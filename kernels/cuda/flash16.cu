@@ -33,8 +33,14 @@
 #include "mma.cuh"
 
 #define FA_BK 64 // keys per tile
+// Blocks an SM the registers are capped for (__launch_bounds__), and
+// whether v's padding carries the ones column: compile-time settings that
+// tools/gpu/attn_bench.sh times against each other.
 #ifndef FA_MINB
-#define FA_MINB(DP, W) ((DP) <= 64 && (W) == 4 ? 3 : 1)
+#define FA_MINB(DP, W) 1
+#endif
+#ifndef FA_ONES
+#define FA_ONES 1
 #endif
 
 struct fa_params {
@@ -347,7 +353,9 @@ static cudaError_t launch_k(cudaStream_t s, fa_params p, int64_t bh) {
 }
 
 // v's column DP - 8 is ones where the padding leaves 8 columns free.
-static int ones_column(int d, int dp) { return d <= dp - 8 ? dp - 8 : -1; }
+static int ones_column(int d, int dp) {
+  return FA_ONES && d <= dp - 8 ? dp - 8 : -1;
+}
 
 template <int DP, bool BF, int W, int MT, typename X>
 static cudaError_t launch(cudaStream_t s, const fa_params &p, int64_t bh) {

@@ -8,81 +8,105 @@
 // type: the rounding of conv_cudnn.c's other 16-bit path).
 #include "common.cuh"
 
-// 32 x 32 tiles through shared memory: the reads go along one layout's
-// contiguous axis, the writes along the other's.
-#define TILE 32
-#define TILE_ROWS 8
+// Tiles of 64 channels x 32 pixels through shared memory, the pixels of a
+// band flattened (rows of width wb or wo one after another, so that the
+// 8- and 16-wide maps fill their tiles too): the NCHW side is read or
+// written along the pixels, 32 threads a row of the tile, 8 rows in
+// flight a thread; the NHWC side two channels a thread (one 32-bit store
+// or load for 16-bit values), a warp's 64 channels of one pixel in one
+// transaction.  Sizes within a band fit int (nhwc_prepare).
+#define TC 64 // channels a tile
+#define TP 32 // pixels a tile
+#define TROWS 8
 
-// dst[((n * hb + r) * wb + q) * c_in + c] = x[n * xs + c * h * w + (row0 +
-// r) * w + q - pl], zero outside the image.  Grid: x over wb in tiles, y
-// over c_in in tiles, z over batch * hb (a stride loop).
+// Two adjacent elements of T, moved as one access.
+template <typename T> struct alignas(2 * sizeof(T)) two {
+  T a, b;
+};
+
+// dst[(n * hb + r) * wb + q][c] = x[n * xs + (c * h + row0 + r) * w + q -
+// pl], zero outside the image.  Grid: x over the band's hb * wb pixels in
+// tiles, y over c_in in tiles, z over the batch (a stride loop).
 template <typename TI, typename TO>
-__global__ void __launch_bounds__(TILE *TILE_ROWS)
-    nhwc_pack_kernel(const TI *__restrict__ x, int64_t xs, int64_t c_in,
-                     int64_t h, int64_t w, int64_t row0, int64_t hb, int64_t pl,
-                     int64_t wb, TO *__restrict__ dst, int64_t rows_total) {
-  __shared__ float tile[TILE][TILE + 1];
-  const int64_t q0 = (int64_t)blockIdx.x * TILE,
-                c0 = (int64_t)blockIdx.y * TILE;
+__global__ void __launch_bounds__(TP *TROWS)
+    nhwc_pack_kernel(const TI *__restrict__ x, int64_t xs, int c_in, int h,
+                     int w, int row0, int hb, int pl, int wb,
+                     TO *__restrict__ dst, int batch) {
+  __shared__ float tile[TC][TP + 1];
+  const int pix = hb * wb, p0 = blockIdx.x * TP, c0 = blockIdx.y * TC;
   const int tx = threadIdx.x, ty = threadIdx.y;
-  for (int64_t nr = blockIdx.z; nr < rows_total; nr += gridDim.z) {
-    const int64_t n = nr / hb, r = nr % hb, row = row0 + r;
-    const bool row_in = row >= 0 && row < h;
-    const int64_t col = q0 + tx - pl;
-    for (int i = ty; i < TILE; i += TILE_ROWS) {
-      const int64_t c = c0 + i;
-      float v = 0.0f;
-      if (row_in && c < c_in && col >= 0 && col < w)
-        v = weft_cu_ld(x + n * xs + (c * h + row) * w + col);
-      tile[i][tx] = v;
+  // this thread's pixel on the read side: its source row and column
+  const int p = p0 + tx, r = p / wb, row = row0 + r, col = p - r * wb - pl;
+  const bool in = p < pix && row >= 0 && row < h && col >= 0 && col < w;
+  const int64_t at = in ? (int64_t)row * w + col : 0;
+  for (int n = blockIdx.z; n < batch; n += gridDim.z) {
+    const TI *xn = x + n * xs + at;
+#pragma unroll
+    for (int i = ty; i < TC; i += TROWS) {
+      const int c = c0 + i;
+      tile[i][tx] = in && c < c_in ? weft_cu_ld(xn + (int64_t)c * h * w) : 0.0f;
     }
     __syncthreads();
-    TO *out = dst + nr * wb * c_in;
-    for (int i = ty; i < TILE; i += TILE_ROWS) {
-      const int64_t q = q0 + i, c = c0 + tx;
-      if (q < wb && c < c_in) weft_cu_st(out + q * c_in + c, tile[tx][i]);
-    }
-    __syncthreads();
-  }
-}
-
-// y[n * ys + o * plane + (row0 + r) * wo + q] = src[((n * rows + r) * wo +
-// q) * c_out + o] + bias[o].  Grid: x over c_out in tiles, y over wo in
-// tiles, z over batch * rows.
-template <typename TS, typename TY>
-__global__ void __launch_bounds__(TILE *TILE_ROWS)
-    nhwc_unpack_kernel(const TS *__restrict__ src, int64_t rows, int64_t wo,
-                       int64_t c_out, const float *__restrict__ bias,
-                       TY *__restrict__ y, int64_t ys, int64_t plane,
-                       int64_t row0, int64_t rows_total) {
-  __shared__ float tile[TILE][TILE + 1];
-  const int64_t o0 = (int64_t)blockIdx.x * TILE,
-                q0 = (int64_t)blockIdx.y * TILE;
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  for (int64_t nr = blockIdx.z; nr < rows_total; nr += gridDim.z) {
-    const int64_t n = nr / rows, r = nr % rows;
-    const TS *in = src + nr * wo * c_out;
-    for (int i = ty; i < TILE; i += TILE_ROWS) {
-      const int64_t q = q0 + i, o = o0 + tx;
-      tile[i][tx] = q < wo && o < c_out ? weft_cu_ld(in + q * c_out + o) : 0.0f;
-    }
-    __syncthreads();
-    for (int i = ty; i < TILE; i += TILE_ROWS) {
-      const int64_t o = o0 + i, q = q0 + tx;
-      if (o < c_out && q < wo) {
-        float v = tile[tx][i];
-        if (bias) v += bias[o];
-        weft_cu_st(y + n * ys + o * plane + (row0 + r) * wo + q, v);
+    const int c = c0 + 2 * tx; // c_in is even: a pair is whole or out
+    if (c < c_in) {
+      two<TO> *out = reinterpret_cast<two<TO> *>(dst + (int64_t)n * pix * c_in + c);
+#pragma unroll
+      for (int j = ty; j < TP; j += TROWS) {
+        if (p0 + j >= pix) break;
+        two<TO> v;
+        weft_cu_st(&v.a, tile[2 * tx][j]);
+        weft_cu_st(&v.b, tile[2 * tx + 1][j]);
+        out[(int64_t)(p0 + j) * (c_in / 2)] = v;
       }
     }
     __syncthreads();
   }
 }
 
-static dim3 tile_grid(int64_t a, int64_t b, int64_t z) {
-  return dim3((unsigned)((a + TILE - 1) / TILE),
-              (unsigned)((b + TILE - 1) / TILE),
-              (unsigned)(z < 65535 ? z : 65535));
+// y[n * ys + o * plane + row0 * wo + p] = src[(n * rows * wo + p) * c_out
+// + o] + bias[o] for the band's rows * wo pixels p (contiguous in y's
+// plane).  Grid: x over the pixels in tiles, y over c_out in tiles, z over
+// the batch.
+template <typename TS, typename TY>
+__global__ void __launch_bounds__(TP *TROWS)
+    nhwc_unpack_kernel(const TS *__restrict__ src, int pix, int c_out,
+                       const float *__restrict__ bias, TY *__restrict__ y,
+                       int64_t ys, int64_t plane, int64_t off, int batch) {
+  __shared__ float tile[TC][TP + 1];
+  const int p0 = blockIdx.x * TP, c0 = blockIdx.y * TC;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  for (int n = blockIdx.z; n < batch; n += gridDim.z) {
+    const int c = c0 + 2 * tx; // c_out is even
+    if (c < c_out) {
+      const two<TS> *in =
+          reinterpret_cast<const two<TS> *>(src + (int64_t)n * pix * c_out + c);
+#pragma unroll
+      for (int j = ty; j < TP; j += TROWS) {
+        if (p0 + j >= pix) break;
+        const two<TS> v = in[(int64_t)(p0 + j) * (c_out / 2)];
+        tile[2 * tx][j] = weft_cu_ld(&v.a);
+        tile[2 * tx + 1][j] = weft_cu_ld(&v.b);
+      }
+    }
+    __syncthreads();
+    const int p = p0 + tx;
+    if (p < pix) {
+      TY *yn = y + n * ys + off + p;
+#pragma unroll
+      for (int i = ty; i < TC; i += TROWS) {
+        const int o = c0 + i;
+        if (o < c_out)
+          weft_cu_st(yn + o * plane, tile[i][tx] + (bias ? bias[o] : 0.0f));
+      }
+    }
+    __syncthreads();
+  }
+}
+
+static dim3 tile_grid(int64_t pixels, int64_t channels, int64_t batch) {
+  return dim3((unsigned)((pixels + TP - 1) / TP),
+              (unsigned)((channels + TC - 1) / TC),
+              (unsigned)(batch < 65535 ? batch : 65535));
 }
 
 extern "C" cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x,
@@ -90,16 +114,21 @@ extern "C" cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x,
                                           int64_t c_in, int64_t h, int64_t w,
                                           int64_t row0, int64_t hb, int64_t pl,
                                           int64_t wb, void *dst, int ddt) {
-  const int64_t nr = batch * hb;
-  if (nr <= 0 || c_in <= 0 || wb <= 0) return cudaSuccess;
-  const dim3 grid = tile_grid(wb, c_in, nr), block(TILE, TILE_ROWS);
+  if (batch <= 0 || hb <= 0 || c_in <= 0 || wb <= 0) return cudaSuccess;
+  if (c_in % 2 || hb * wb * c_in > INT32_MAX || h * w > INT32_MAX ||
+      batch > INT32_MAX || row0 < -(int64_t)INT32_MAX / 2 ||
+      row0 > INT32_MAX / 2 || pl > INT32_MAX / 2)
+    return cudaErrorInvalidValue;
+  const dim3 grid = tile_grid(hb * wb, c_in, batch), block(TP, TROWS);
   if (grid.y > 65535) return cudaErrorInvalidValue;
   WEFT_CU_WITH_TYPE(
       xdt, TI,
-      WEFT_CU_WITH_TYPE(ddt, TO,
-                        nhwc_pack_kernel<TI, TO><<<grid, block, 0, s>>>(
-                            static_cast<const TI *>(x), xs, c_in, h, w, row0,
-                            hb, pl, wb, static_cast<TO *>(dst), nr)));
+      WEFT_CU_WITH_TYPE(
+          ddt, TO,
+          nhwc_pack_kernel<TI, TO><<<grid, block, 0, s>>>(
+              static_cast<const TI *>(x), xs, (int)c_in, (int)h, (int)w,
+              (int)row0, (int)hb, (int)pl, (int)wb, static_cast<TO *>(dst),
+              (int)batch)));
   return cudaGetLastError();
 }
 
@@ -109,16 +138,18 @@ extern "C" cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src,
                                             int64_t c_out, const float *bias,
                                             void *y, int ydt, int64_t ys,
                                             int64_t plane, int64_t row0) {
-  const int64_t nr = batch * rows;
-  if (nr <= 0 || c_out <= 0 || wo <= 0) return cudaSuccess;
-  const dim3 grid = tile_grid(c_out, wo, nr), block(TILE, TILE_ROWS);
+  if (batch <= 0 || rows <= 0 || c_out <= 0 || wo <= 0) return cudaSuccess;
+  if (c_out % 2 || rows * wo * c_out > INT32_MAX || batch > INT32_MAX)
+    return cudaErrorInvalidValue;
+  const dim3 grid = tile_grid(rows * wo, c_out, batch), block(TP, TROWS);
   if (grid.y > 65535) return cudaErrorInvalidValue;
   WEFT_CU_WITH_TYPE(
       sdt, TS,
       WEFT_CU_WITH_TYPE(ydt, TY,
                         nhwc_unpack_kernel<TS, TY><<<grid, block, 0, s>>>(
-                            static_cast<const TS *>(src), rows, wo, c_out, bias,
-                            static_cast<TY *>(y), ys, plane, row0, nr)));
+                            static_cast<const TS *>(src), (int)(rows * wo),
+                            (int)c_out, bias, static_cast<TY *>(y), ys, plane,
+                            row0 * wo, (int)batch)));
   return cudaGetLastError();
 }
 

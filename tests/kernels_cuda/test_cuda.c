@@ -1774,6 +1774,7 @@ TEST(conv2d_channels_last_weights) {
  * call each per band; the parts' times inside the op's. */
 TEST(profile_times_the_channels_last_parts) {
   pair p = setup_prec(WEFT_CUDA_FP16);
+  p.lt = false; /* no product here */
   if (!weft_cuda_have_cudnn(p.gpu)) {
     teardown(&p);
     weft_test_skip("no cuDNN");

@@ -7,8 +7,8 @@
 # the same strided layouts, and writes attn_bench.md (a table: microseconds
 # a call, TFLOP/s) and attn_bench.json to $OUT.
 #
-#   OUT=dir tools/gpu/attn_bench.sh ['minb1=-DFA_MINB(DP,W)=1' ...]
-set -u
+#   OUT=dir tools/gpu/attn_bench.sh ['minb3=-DFA_MINB(DP,W)=3' ...]
+set -uf # no globbing: the variants' flags hold ( ) ?
 root=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$root/build-attn-bench}
 mkdir -p "$OUT"
@@ -18,8 +18,8 @@ nvflags="-std=c++17 -O2 -gencode=arch=compute_90,code=sm_90 -I$root -I$root/runt
 for v in "${variants[@]}"; do
   name=${v%%=*} flags=${v#*=}
   # shellcheck disable=SC2086
-  nvcc $nvflags "$flags" "$root/tools/gpu/attn_bench.cu" -o "$tmp/$name" \
-    >"$tmp/$name.log" 2>&1 &
+  nvcc $nvflags $flags "$root/tools/gpu/attn_bench.cu" \
+    -o "$tmp/$name" >"$tmp/$name.log" 2>&1 &
 done
 wait
 for v in "${variants[@]}"; do
