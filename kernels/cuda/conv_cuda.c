@@ -80,15 +80,15 @@ typedef enum conv_path {
 
 /* A channels-last weight (w_hwc, more than one tap) in FP16/BF16
  * precision: cuDNN's NHWC kernels (conv_cudnn.c, "channels last") on
- * output maps of at most WEFT_CUDA_NHWC_PIXELS, unless
+ * output maps of at most WEFT_CUDA_NHWC_PIXELS (0: any), unless
  * WEFT_CUDA_CONV_IM2COL asks otherwise.  Any other path gets the weight
- * back in [c_out, c_in, kk] first.  Larger maps (the VAE's 128x128 to
- * 512x512) stay NCHW: there the moves of x and y to and from channels
- * last cost more than cuDNN's NHWC kernels save (an H200: 485 against 413
- * us for the 128x512x512 3x3, 65 against 84 at 512x64x64), and the
- * weight's move back (a few MiB) is small beside the convolution. */
+ * back in [c_out, c_in, kk] first.  With layout.cu's moves at the
+ * memory's speed NHWC pays at every size SD has (an H200: the moves of
+ * a 64x64 map of 320 channels 9 us each way; torch's NHWC kernels
+ * 0.6-0.75x its NCHW ones on the VAE's 128x128-512x512 maps); the limit
+ * was 4096 with the first moves, which took 17 us for that map. */
 #ifndef WEFT_CUDA_NHWC_PIXELS
-#define WEFT_CUDA_NHWC_PIXELS 4096
+#define WEFT_CUDA_NHWC_PIXELS 0
 #endif
 static bool nhwc_eligible(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   int64_t ho, wo;
@@ -96,7 +96,8 @@ static bool nhwc_eligible(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
          ctx->precision != WEFT_CUDA_FP32 &&
          ctx->conv_algo != WEFT_CUDA_CONV_IM2COL && a->c_in % 8 == 0 &&
          a->c_out % 8 == 0 && weft_conv2d_check_shapes(a, &ho, &wo) == 0 &&
-         ho * wo <= WEFT_CUDA_NHWC_PIXELS && weft__cudnn_ensure(ctx);
+         (WEFT_CUDA_NHWC_PIXELS == 0 || ho * wo <= WEFT_CUDA_NHWC_PIXELS) &&
+         weft__cudnn_ensure(ctx);
 }
 
 bool weft_cuda_conv_hwc(weft_backend *be) {

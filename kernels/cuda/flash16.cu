@@ -33,11 +33,22 @@
 #include "mma.cuh"
 
 #define FA_BK 64 // keys per tile
-// Blocks an SM the registers are capped for (__launch_bounds__), and
-// whether v's padding carries the ones column: compile-time settings that
-// tools/gpu/attn_bench.sh times against each other.
-#ifndef FA_MINB
-#define FA_MINB(DP, W) 1
+// Warps an SM the registers are capped for (__launch_bounds__; 0: no
+// cap) at head dims 80 and 48, and whether v's padding carries the ones
+// column: compile-time settings that tools/gpu/attn_bench.sh times
+// against each other (nvcc splits -D values at commas: plain numbers),
+// and whether full key tiles take a body without the mask's tests.
+#ifndef FA_WARPS80
+#define FA_WARPS80 16
+#endif
+#ifndef FA_WARPS48
+#define FA_WARPS48 0
+#endif
+#ifndef FA_EXH // 1: fp16 probabilities from ex2.approx.f16x2 (fp16, ones)
+#define FA_EXH 0
+#endif
+#ifndef FA_SPLIT // 0: every tile through the masked body (the comparison)
+#define FA_SPLIT 1
 #endif
 #ifndef FA_ONES
 #define FA_ONES 1
@@ -120,22 +131,145 @@ __global__ void fa_pack(const X *k, weft_attn_strides ks, const X *v,
 template <int DP, int NT>
 __device__ __forceinline__ void load_tile(uint32_t *dst, const uint16_t *src,
                                           int r0) {
-  constexpr int C8 = DP / 8, LDW = (DP + 8) / 2;
-  for (int i = threadIdx.x; i < FA_BK * C8; i += NT) {
+  constexpr int C8 = DP / 8, LDW = (DP + 8) / 2, N = FA_BK * C8;
+#pragma unroll
+  for (int k = 0; k < (N + NT - 1) / NT; k++) {
+    const int i = threadIdx.x + k * NT;
+    if (N % NT && i >= N) break;
     const int r = i / C8, c = i - r * C8;
     weft_cu_cp_async16(dst + r * LDW + c * 4,
                        src + (int64_t)(r0 + r) * DP + c * 8);
   }
 }
 
+// Blocks of W warps an SM the registers must allow (FA_WARPS80/48).
+template <int DP, int W> constexpr int fa_min_blocks() {
+  return DP == 80 && FA_WARPS80 >= W   ? FA_WARPS80 / W
+         : DP == 48 && FA_WARPS48 >= W ? FA_WARPS48 / W
+                                       : 1;
+}
+
 template <int DP> constexpr int fa_smem_bytes() {
   return 2 * 2 * FA_BK * (DP + 8) * 2; // two stages of a K and a V tile
+}
+
+// One key tile (at kt, in shared memory at sK and sV) for a warp's query
+// rows from qw: S = Q K^T, the online softmax, O += P V.  MASK: the tile
+// reaches past lk or across the causal diagonal, so each score is checked
+// (a separate copy of the loop body: full tiles carry no per-score test).
+template <int DP, bool BF, int MT, bool ONES, bool MASK>
+__device__ __forceinline__ void
+fa_tile(const fa_params &p, const uint32_t *sK, const uint32_t *sV, int kt,
+        int qw, int lane, const uint32_t (&qa)[MT][DP / 16][4],
+        float (&o)[MT][DP / 8][4], float (&m)[MT][2], float (&l)[MT][2]) {
+  constexpr int LDW = (DP + 8) / 2, ND = DP / 8, NK = DP / 16;
+  const int g = lane >> 2, c2 = 2 * (lane & 3); // fragment row, column pair
+  const float sl = p.scale_log2;
+  // S = Q K^T: each K fragment serves the warp's MT row tiles
+  float s[MT][8][4];
+#pragma unroll
+  for (int n = 0; n < 8; n++) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+      s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
+    // lanes 0-7: key rows n*8 .. n*8+7, lanes 8-15 the same at + 8 columns
+    const uint32_t *kr =
+        sK + (n * 8 + (lane & 7)) * LDW + ((lane >> 3) & 1) * 4;
+#pragma unroll
+    for (int kk = 0; kk < NK; kk++) {
+      uint32_t b0, b1;
+      weft_cu_ldsm_x2(b0, b1, kr + kk * 8);
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++)
+        weft_cu_mma16816<BF>(s[mt][n], qa[mt][kk], b0, b1);
+    }
+  }
+
+  // mask (the tile past lk, the causal diagonal), row maxima (a row's
+  // 64 scores are spread over the 4 lanes of a quad), then P = exp2(S
+  // scale_log2 - m) as A fragments: key tiles 2j and 2j + 1 make k-step j
+  uint32_t pa[MT][4][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++) {
+    const int row[2] = {qw + 16 * mt + g, qw + 16 * mt + g + 8};
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        float v = s[mt][n][e];
+        if (MASK) {
+          const int key = kt + n * 8 + c2 + (e & 1);
+          if (key >= p.lk || (p.causal && key > row[e >> 1])) v = -INFINITY;
+        }
+        s[mt][n][e] = v;
+        mx[e >> 1] = fmaxf(mx[e >> 1], v);
+      }
+    float mu[2], alpha[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(WEFT_CU_FULL_MASK, mx[i], 1));
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(WEFT_CU_FULL_MASK, mx[i], 2));
+      const float mn = fmaxf(m[mt][i], mx[i] * sl);
+      mu[i] = mn == -INFINITY ? 0.0f : mn; // a row with no key yet
+      alpha[i] = weft_cu_exp2(m[mt][i] - mu[i]);
+      m[mt][i] = mn;
+      l[mt][i] *= alpha[i];
+    }
+#pragma unroll
+    for (int n = 0; n < ND; n++) {
+      o[mt][n][0] *= alpha[0];
+      o[mt][n][1] *= alpha[0];
+      o[mt][n][2] *= alpha[1];
+      o[mt][n][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+#pragma unroll
+      for (int u = 0; u < 2; u++) {
+        const float *sn = s[mt][2 * j + u];
+        if (FA_EXH && ONES && !BF) { // two fp16 exponentials an instruction
+          pa[mt][j][2 * u] = weft_cu_exp2_h2(fmaf(sn[0], sl, -mu[0]),
+                                             fmaf(sn[1], sl, -mu[0]));
+          pa[mt][j][2 * u + 1] = weft_cu_exp2_h2(fmaf(sn[2], sl, -mu[1]),
+                                                 fmaf(sn[3], sl, -mu[1]));
+          continue;
+        }
+        const float p0 = weft_cu_exp2(fmaf(sn[0], sl, -mu[0]));
+        const float p1 = weft_cu_exp2(fmaf(sn[1], sl, -mu[0]));
+        const float p2 = weft_cu_exp2(fmaf(sn[2], sl, -mu[1]));
+        const float p3 = weft_cu_exp2(fmaf(sn[3], sl, -mu[1]));
+        if (!ONES) {
+          l[mt][0] += p0 + p1;
+          l[mt][1] += p2 + p3;
+        }
+        pa[mt][j][2 * u] = weft_cu_pack2<BF>(p0, p1);
+        pa[mt][j][2 * u + 1] = weft_cu_pack2<BF>(p2, p3);
+      }
+    }
+  }
+
+  // O += P V: lanes 0-15 address the 16 key rows of the k-step; each V
+  // fragment serves the MT row tiles
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    const uint32_t *vr = sV + (j * 16 + (lane & 15)) * LDW;
+#pragma unroll
+    for (int n = 0; n < ND; n++) {
+      uint32_t b0, b1;
+      weft_cu_ldsm_x2_trans(b0, b1, vr + n * 4);
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++)
+        weft_cu_mma16816<BF>(o[mt][n], pa[mt][j], b0, b1);
+    }
+  }
 }
 
 // X: how q and o are stored (float, or the 16-bit type of the operands);
 // ONES: v's column DP - 8 is ones (fa_pack), the row sums come from P V.
 template <int DP, bool BF, int W, int MT, bool ONES, typename X>
-__global__ void __launch_bounds__(W * 32, FA_MINB(DP, W)) fa_kernel(const fa_params p) {
+__global__ void __launch_bounds__(W * 32, (fa_min_blocks<DP, W>()))
+    fa_kernel(const fa_params p) {
   constexpr int NT = W * 32, LDW = (DP + 8) / 2, ND = DP / 8, NK = DP / 16;
   constexpr int TILE = FA_BK * LDW; // 32-bit words of one tile
   constexpr int ROWS = 16 * MT;     // query rows of a warp
@@ -144,7 +278,6 @@ __global__ void __launch_bounds__(W * 32, FA_MINB(DP, W)) fa_kernel(const fa_par
   const int g = lane >> 2, c2 = 2 * (lane & 3); // fragment row, column pair
   const weft_attn_args &a = p.a;
   const int64_t bh = p.bh0 + blockIdx.y;
-  const float sl = p.scale_log2;
   const int64_t b = bh / a.heads, h = bh % a.heads;
   const int q0 = blockIdx.x * ROWS * W, qw = q0 + ROWS * warp;
   const X *qp = (const X *)a.q + b * a.q_s.b + h * a.q_s.h;
@@ -205,98 +338,11 @@ __global__ void __launch_bounds__(W * 32, FA_MINB(DP, W)) fa_kernel(const fa_par
     }
     __syncthreads(); // this tile is in for every thread
 
-    // S = Q K^T: each K fragment serves the warp's MT row tiles
-    float s[MT][8][4];
-#pragma unroll
-    for (int n = 0; n < 8; n++) {
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++)
-        s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
-      // lanes 0-7: key rows n*8 .. n*8+7, lanes 8-15 the same at + 8 columns
-      const uint32_t *kr =
-          sK + (n * 8 + (lane & 7)) * LDW + ((lane >> 3) & 1) * 4;
-#pragma unroll
-      for (int kk = 0; kk < NK; kk++) {
-        uint32_t b0, b1;
-        weft_cu_ldsm_x2(b0, b1, kr + kk * 8);
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-          weft_cu_mma16816<BF>(s[mt][n], qa[mt][kk], b0, b1);
-      }
-    }
-
-    // mask (the tile past lk, the causal diagonal), row maxima (a row's
-    // 64 scores are spread over the 4 lanes of a quad), then P = exp2(S
-    // scale_log2 - m) as A fragments: key tiles 2j and 2j + 1 make k-step j
     const bool masked = kt + FA_BK > p.lk || (p.causal && kt + FA_BK - 1 > qw);
-    uint32_t pa[MT][4][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-      const int row[2] = {qw + 16 * mt + g, qw + 16 * mt + g + 8};
-      float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int n = 0; n < 8; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          float v = s[mt][n][e];
-          if (masked) {
-            const int key = kt + n * 8 + c2 + (e & 1);
-            if (key >= p.lk || (p.causal && key > row[e >> 1])) v = -INFINITY;
-          }
-          s[mt][n][e] = v;
-          mx[e >> 1] = fmaxf(mx[e >> 1], v);
-        }
-      float mu[2], alpha[2];
-#pragma unroll
-      for (int i = 0; i < 2; i++) {
-        mx[i] = fmaxf(mx[i], __shfl_xor_sync(WEFT_CU_FULL_MASK, mx[i], 1));
-        mx[i] = fmaxf(mx[i], __shfl_xor_sync(WEFT_CU_FULL_MASK, mx[i], 2));
-        const float mn = fmaxf(m[mt][i], mx[i] * sl);
-        mu[i] = mn == -INFINITY ? 0.0f : mn; // a row with no key yet
-        alpha[i] = weft_cu_exp2(m[mt][i] - mu[i]);
-        m[mt][i] = mn;
-        l[mt][i] *= alpha[i];
-      }
-#pragma unroll
-      for (int n = 0; n < ND; n++) {
-        o[mt][n][0] *= alpha[0];
-        o[mt][n][1] *= alpha[0];
-        o[mt][n][2] *= alpha[1];
-        o[mt][n][3] *= alpha[1];
-      }
-#pragma unroll
-      for (int j = 0; j < 4; j++) {
-#pragma unroll
-        for (int u = 0; u < 2; u++) {
-          const float *sn = s[mt][2 * j + u];
-          const float p0 = weft_cu_exp2(fmaf(sn[0], sl, -mu[0]));
-          const float p1 = weft_cu_exp2(fmaf(sn[1], sl, -mu[0]));
-          const float p2 = weft_cu_exp2(fmaf(sn[2], sl, -mu[1]));
-          const float p3 = weft_cu_exp2(fmaf(sn[3], sl, -mu[1]));
-          if (!ONES) {
-            l[mt][0] += p0 + p1;
-            l[mt][1] += p2 + p3;
-          }
-          pa[mt][j][2 * u] = weft_cu_pack2<BF>(p0, p1);
-          pa[mt][j][2 * u + 1] = weft_cu_pack2<BF>(p2, p3);
-        }
-      }
-    }
-
-    // O += P V: lanes 0-15 address the 16 key rows of the k-step; each V
-    // fragment serves the MT row tiles
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-      const uint32_t *vr = sV + (j * 16 + (lane & 15)) * LDW;
-#pragma unroll
-      for (int n = 0; n < ND; n++) {
-        uint32_t b0, b1;
-        weft_cu_ldsm_x2_trans(b0, b1, vr + n * 4);
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-          weft_cu_mma16816<BF>(o[mt][n], pa[mt][j], b0, b1);
-      }
-    }
+    if (masked || !FA_SPLIT)
+      fa_tile<DP, BF, MT, ONES, true>(p, sK, sV, kt, qw, lane, qa, o, m, l);
+    else
+      fa_tile<DP, BF, MT, ONES, false>(p, sK, sV, kt, qw, lane, qa, o, m, l);
     __syncthreads(); // this stage is read; the next iteration refills it
   }
 

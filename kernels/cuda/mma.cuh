@@ -100,4 +100,13 @@ __device__ __forceinline__ float weft_cu_exp2(float x) {
   return y;
 }
 
+// 2^lo and 2^hi in fp16, packed (lo in the low half): the arguments
+// rounded to fp16, then one ex2.approx.f16x2 (a relative error near
+// 2^-9.9).
+__device__ __forceinline__ uint32_t weft_cu_exp2_h2(float lo, float hi) {
+  uint32_t x = weft_cu_pack2<false>(lo, hi), y;
+  asm("ex2.approx.f16x2 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
 #endif

@@ -285,10 +285,9 @@ double sd_mono_s(void);
  * as it was: WEFT_ERANGE when one block alone exceeds what the budget leaves
  * for it (sd_vram_error names it), WEFT_ENOMEM, or a copy's error.  `model`
  * names it in messages.  hwc: its convolutions may take channels-last
- * weights where the backend runs them faster so (the UNet's and the
- * ControlNet's, whose maps are at most 64x64 at 512x512; not the VAE's,
- * whose large maps stay NCHW on CUDA: a weight there would be moved back
- * on every call).  (transfer full: sd_devw_release, before the backend is
+ * weights where the backend runs them faster so (the UNet's, ControlNet's
+ * and VAE's: CUDA's NHWC convolutions at any map size; the text encoder
+ * has none).  (transfer full: sd_devw_release, before the backend is
  * freed; it holds a reference to vr) */
 int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
                    const char *name, bool hwc, sd_devw **out);

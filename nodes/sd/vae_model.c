@@ -115,7 +115,7 @@ static void vae_visit(void *model, sd_wvisit *v) {
 
 int sd_vae_to_vram(sd_vae *m, sd_vram *vr) {
   if (m->dw) return m->dw->vr == vr ? 0 : WEFT_EINVAL;
-  return sd_devw_upload(m, vae_visit, vr, "VAE", false, &m->dw);
+  return sd_devw_upload(m, vae_visit, vr, "VAE", true, &m->dw);
 }
 
 int sd_vae_to_backend(sd_vae *m, weft_backend *be) {

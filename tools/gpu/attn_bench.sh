@@ -7,7 +7,7 @@
 # the same strided layouts, and writes attn_bench.md (a table: microseconds
 # a call, TFLOP/s) and attn_bench.json to $OUT.
 #
-#   OUT=dir tools/gpu/attn_bench.sh ['minb3=-DFA_MINB(DP,W)=3' ...]
+#   OUT=dir tools/gpu/attn_bench.sh ['nosplit=-DFA_SPLIT=0' ...]
 set -uf # no globbing: the variants' flags hold ( ) ?
 root=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$root/build-attn-bench}
