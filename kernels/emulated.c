@@ -206,6 +206,7 @@ static weft_conv2d_args conv_args(const weft_conv2d_args *a) {
   weft_conv2d_args c = *a;
   c.x = R(a->x), c.weight = R(a->weight), c.bias = R(a->bias);
   c.y = R(a->y), c.scratch = weft_emulated_host_ptr(a->scratch);
+  c.chan_add = R(a->chan_add), c.residual = R(a->residual);
   return c;
 }
 
@@ -218,6 +219,9 @@ static int emu_conv2d(weft_backend *be, const weft_conv2d_args *a) {
         a->x_bstride ? a->x_bstride : a->c_in * a->h_in * a->w_in;
     const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * ho * wo;
     cv.x = IN(&c, a->x, (a->batch - 1) * xs + a->c_in * a->h_in * a->w_in);
+    if (a->chan_add) cv.chan_add = IN(&c, a->chan_add, a->batch * a->c_out);
+    if (a->residual)
+      cv.residual = IN(&c, a->residual, (a->batch - 1) * ys + a->c_out * ho * wo);
     cv.y = OUT(&c, a->y, (a->batch - 1) * ys + a->c_out * ho * wo);
   }
   if (c.rc) return finish(&c, c.rc);

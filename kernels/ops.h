@@ -144,7 +144,16 @@ typedef struct weft_gemm_args {
  * NULL makes the kernel allocate and free it itself.  x and y must not
  * overlap.  w_hwc: the weight is stored channels last, [c_out, k_h, k_w,
  * c_in] (cuDNN's NHWC filter layout, which a device may keep its copies
- * in: nodes/sd's upload does on CUDA); every backend takes both. */
+ * in: nodes/sd's upload does on CUDA); every backend takes both.
+ * An epilogue after the bias (NULL: none), in this order:
+ *   chan_add [batch, c_out]: y[n][o][:] += chan_add[n * c_out + o] (a
+ *     ResNet block's time-embedding projection);
+ *   residual, laid out as y (y's batch stride): y += residual (the block's
+ *     skip connection).
+ * Each sum is the fp32 sum the separate ops would form (binary WEFT_BIN_ADD,
+ * scale_add with 1 and 1), so a backend may run them as those ops; one that
+ * rounds activations to 16 bits rounds once, after the last.  Neither may
+ * overlap y. */
 typedef struct weft_conv2d_args {
   int64_t batch, c_in, h_in, w_in;
   int64_t c_out, k_h, k_w;
@@ -159,6 +168,8 @@ typedef struct weft_conv2d_args {
   void *scratch;
   size_t scratch_bytes;
   int w_hwc;
+  const float *chan_add;
+  const float *residual;
 } weft_conv2d_args;
 
 /* dst = w [c_out, kk, c_in] (channels last, kk = k_h * k_w) laid out as
@@ -213,6 +224,9 @@ static inline int weft_conv2d_check_shapes(const weft_conv2d_args *a,
   if ((a->x_bstride && a->x_bstride < a->c_in * a->h_in * a->w_in) ||
       (a->y_bstride && a->y_bstride < a->c_out * n))
     return WEFT_EINVAL;
+  if ((a->residual && a->residual == a->y) ||
+      (a->chan_add && a->chan_add == a->y))
+    return WEFT_EINVAL; /* the epilogue's inputs must not overlap y */
   return 0;
 }
 

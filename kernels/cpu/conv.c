@@ -122,6 +122,37 @@ static void add_bias(void *arg, int64_t b, int64_t e, int tid) {
   }
 }
 
+/* The epilogue (weft_conv2d_args): per output plane, y += chan_add, then
+ * y += residual -- the sums binary's and scale_add's loops form. */
+typedef struct epi_job {
+  const weft_conv2d_args *a;
+  int64_t plane, ys;
+} epi_job;
+
+static void epilogue_planes(void *arg, int64_t b, int64_t e, int tid) {
+  (void)tid;
+  const epi_job *j = arg;
+  const weft_conv2d_args *a = j->a;
+  for (int64_t p = b; p < e; p++) {
+    const int64_t img = p / a->c_out, o = p % a->c_out;
+    const int64_t off = img * j->ys + o * j->plane;
+    float *y = a->y + off;
+    if (a->chan_add) {
+      const float c = a->chan_add[p];
+      for (int64_t i = 0; i < j->plane; i++)
+        y[i] = y[i] + c;
+    }
+    if (a->residual) {
+      const float *r = a->residual + off;
+      for (int64_t i = 0; i < j->plane; i++)
+        y[i] = y[i] + r[i];
+    }
+  }
+}
+
+static int conv2d_core(weft_cpu_ctx *ctx, const weft_conv2d_args *a,
+                       int64_t h_out, int64_t w_out);
+
 int weft_cpu_conv2d(weft_cpu_ctx *ctx, const weft_conv2d_args *a) {
   int64_t h_out, w_out;
   int rc = check(a, &h_out, &w_out);
@@ -134,10 +165,23 @@ int weft_cpu_conv2d(weft_cpu_ctx *ctx, const weft_conv2d_args *a) {
     weft_conv2d_weight_layout(a->weight, w, a->c_out, a->c_in, kk, false);
     weft_conv2d_args c = *a;
     c.weight = w, c.w_hwc = 0;
-    rc = weft_cpu_conv2d(ctx, &c);
+    rc = conv2d_core(ctx, &c, h_out, w_out);
     free(w);
-    return rc;
+  } else {
+    rc = conv2d_core(ctx, a, h_out, w_out);
   }
+  if (rc == 0 && (a->chan_add || a->residual) && a->batch > 0) {
+    const int64_t plane = h_out * w_out;
+    epi_job j = {a, plane, a->y_bstride ? a->y_bstride : a->c_out * plane};
+    weft__parallel_for(ctx, a->batch * a->c_out, 1 + (1 << 15) / plane,
+                       epilogue_planes, &j);
+  }
+  return rc;
+}
+
+/* y = conv(x) + bias, the shapes checked */
+static int conv2d_core(weft_cpu_ctx *ctx, const weft_conv2d_args *a,
+                       int64_t h_out, int64_t w_out) {
   const int64_t n = h_out * w_out, k = a->c_in * a->k_h * a->k_w;
   const int64_t xs = a->x_bstride ? a->x_bstride : a->c_in * a->h_in * a->w_in;
   const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * n;

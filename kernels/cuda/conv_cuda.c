@@ -435,6 +435,14 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                                                a->bias, a->batch, ys, a->c_out,
                                                n, n),
                           "conv2d bias");
+  /* the epilogue after y is whole (the channels-last way adds it as it
+   * moves y back) */
+  if (rc == 0 && (a->chan_add || a->residual))
+    rc = weft__cuda_check(ctx,
+                          weft__cu_conv_epilogue(ctx->stream, ctx->act, a->y,
+                                                 a->chan_add, a->residual,
+                                                 a->batch, ys, a->c_out, n),
+                          "conv2d epilogue");
   weft__cuda_free(ctx, wtmp);
   weft__cuda_free(ctx, btmp);
   return rc;

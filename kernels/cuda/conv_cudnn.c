@@ -1184,8 +1184,9 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
       rc = weft__cuda_check(ctx,
                             weft__cu_nhwc_unpack(ctx->stream, base + l.y_off,
                                                  want, batch, o1 - o0, l.wo,
-                                                 a->c_out, a->bias, a->y,
-                                                 ctx->act, ys, l.ho * l.wo, o0),
+                                                 a->c_out, a->bias, a->chan_add,
+                                                 a->residual, a->y, ctx->act,
+                                                 ys, l.ho * l.wo, o0),
                             "conv2d: y back from channels last");
     part_end(ctx, part, "y moved back", a);
   }

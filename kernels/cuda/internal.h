@@ -352,6 +352,13 @@ cudaError_t weft__cu_bias_rows(cudaStream_t s, int dt, void *y,
 cudaError_t weft__cu_bias_planes(cudaStream_t s, int dt, void *y,
                                  const float *bias, int64_t batch, int64_t ys,
                                  int64_t c_out, int64_t ld, int64_t cols);
+/* A convolution's epilogue on y [batch][c_out][plane] (image stride ys),
+ * chan [batch * c_out] and res (laid out as y) of dt, either NULL:
+ * y = (y + chan) + res, in fp32, rounded once. */
+cudaError_t weft__cu_conv_epilogue(cudaStream_t s, int dt, void *y,
+                                   const void *chan, const void *res,
+                                   int64_t batch, int64_t ys, int64_t c_out,
+                                   int64_t plane);
 cudaError_t weft__cu_upsample2x(cudaStream_t s, int dt, const void *x, void *y,
                                 int64_t planes, int64_t h, int64_t w);
 /* t fp32 (timesteps keep their fractions), y of dt */
@@ -384,10 +391,12 @@ cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x, int xdt,
                                int64_t pl, int64_t wb, void *dst, int ddt);
 /* src (sdt, [batch, rows, wo, c_out]) + bias[o] (fp32; may be NULL) into
  * rows [row0, row0 + rows) of y (ydt): y[b * ys + o * plane + (row0 + r)
- * * wo + q]. */
+ * * wo + q], with the convolution's epilogue (ydt; either NULL): + chan[b
+ * * c_out + o], then + res at y's place; fp32 sums, rounded once. */
 cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src, int sdt,
                                  int64_t batch, int64_t rows, int64_t wo,
-                                 int64_t c_out, const float *bias, void *y,
+                                 int64_t c_out, const float *bias,
+                                 const void *chan, const void *res, void *y,
                                  int ydt, int64_t ys, int64_t plane,
                                  int64_t row0);
 /* A conv weight of dt (its elements moved as stored) between [c_out,

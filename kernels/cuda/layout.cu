@@ -1,8 +1,9 @@
 // layout.cu - moving a convolution between NCHW and NHWC (channels last):
 // the row bands of x that conv_cudnn.c's channels-last path hands cuDNN
 // (padding written as zeros), its output back into NCHW rows with the
-// bias, and a channels-last weight back to [c_out, c_in, kk] for the
-// paths that read that layout.  Every value is moved as stored, or
+// bias (and the convolution's epilogue), and a channels-last weight back
+// to [c_out, c_in, kk] for the paths that read that layout.  Every value
+// is moved as stored, or
 // converted once (fp32 activations to the 16-bit compute type; the output
 // widened and its bias added in fp32, then stored in the activations'
 // type: the rounding of conv_cudnn.c's other 16-bit path).
@@ -64,14 +65,16 @@ __global__ void __launch_bounds__(TP *TROWS)
 }
 
 // y[n * ys + o * plane + row0 * wo + p] = src[(n * rows * wo + p) * c_out
-// + o] + bias[o] for the band's rows * wo pixels p (contiguous in y's
-// plane).  Grid: x over the pixels in tiles, y over c_out in tiles, z over
-// the batch.
+// + o] + bias[o] (+ chan[n * c_out + o]) (+ res at y's place) for the
+// band's rows * wo pixels p (contiguous in y's plane).  Grid: x over the
+// pixels in tiles, y over c_out in tiles, z over the batch.
 template <typename TS, typename TY>
 __global__ void __launch_bounds__(TP *TROWS)
     nhwc_unpack_kernel(const TS *__restrict__ src, int pix, int c_out,
-                       const float *__restrict__ bias, TY *__restrict__ y,
-                       int64_t ys, int64_t plane, int64_t off, int batch) {
+                       const float *__restrict__ bias,
+                       const TY *__restrict__ chan, const TY *__restrict__ res,
+                       TY *__restrict__ y, int64_t ys, int64_t plane,
+                       int64_t off, int batch) {
   __shared__ float tile[TC][TP + 1];
   const int p0 = blockIdx.x * TP, c0 = blockIdx.y * TC;
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -91,12 +94,16 @@ __global__ void __launch_bounds__(TP *TROWS)
     __syncthreads();
     const int p = p0 + tx;
     if (p < pix) {
-      TY *yn = y + n * ys + off + p;
+      const int64_t at = n * ys + off + p;
 #pragma unroll
       for (int i = ty; i < TC; i += TROWS) {
         const int o = c0 + i;
-        if (o < c_out)
-          weft_cu_st(yn + o * plane, tile[i][tx] + (bias ? bias[o] : 0.0f));
+        if (o < c_out) {
+          float v = tile[i][tx] + (bias ? bias[o] : 0.0f);
+          if (chan) v = v + weft_cu_ld(chan + (int64_t)n * c_out + o);
+          if (res) v = v + weft_cu_ld(res + at + o * plane);
+          weft_cu_st(y + at + o * plane, v);
+        }
       }
     }
     __syncthreads();
@@ -136,6 +143,7 @@ extern "C" cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src,
                                             int sdt, int64_t batch,
                                             int64_t rows, int64_t wo,
                                             int64_t c_out, const float *bias,
+                                            const void *chan, const void *res,
                                             void *y, int ydt, int64_t ys,
                                             int64_t plane, int64_t row0) {
   if (batch <= 0 || rows <= 0 || c_out <= 0 || wo <= 0) return cudaSuccess;
@@ -148,8 +156,9 @@ extern "C" cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src,
       WEFT_CU_WITH_TYPE(ydt, TY,
                         nhwc_unpack_kernel<TS, TY><<<grid, block, 0, s>>>(
                             static_cast<const TS *>(src), (int)(rows * wo),
-                            (int)c_out, bias, static_cast<TY *>(y), ys, plane,
-                            row0 * wo, (int)batch)));
+                            (int)c_out, bias, static_cast<const TY *>(chan),
+                            static_cast<const TY *>(res), static_cast<TY *>(y),
+                            ys, plane, row0 * wo, (int)batch)));
   return cudaGetLastError();
 }
 

@@ -276,37 +276,49 @@ extern "C" cudaError_t weft__cu_scale_add(cudaStream_t s, int dt, void *y,
 
 // Planes of `cols` contiguous values (T; bias fp32): plane p = (i, r)
 // starts at i * stride_outer + r * ld.  mode 0: c = beta == 0 ? 0 :
-// beta * c; mode 1: c += bias[r].
+// beta * c; mode 1: c += bias[r]; mode 2 (a convolution's epilogue): c =
+// (c + chan[p]) + res[the same place], either NULL for none, in fp32 and
+// rounded once.
 template <typename T>
-__global__ void planes_kernel(int mode, T *c, const float *bias, int64_t outer,
-                              int64_t stride_outer, int64_t inner, int64_t ld,
-                              int64_t cols, float beta) {
+__global__ void planes_kernel(int mode, T *c, const float *bias, const T *chan,
+                              const T *res, int64_t outer, int64_t stride_outer,
+                              int64_t inner, int64_t ld, int64_t cols,
+                              float beta) {
   const int64_t planes = outer * inner;
   for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
     int64_t i = p / inner, r = p - i * inner;
-    T *row = c + i * stride_outer + r * ld;
-    float bv = mode == 1 ? bias[r] : 0.0f;
+    const int64_t at = i * stride_outer + r * ld;
+    T *row = c + at;
+    float bv = mode == 1 ? bias[r] : mode == 2 && chan ? weft_cu_ld(chan + p)
+                                                       : 0.0f;
     for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < cols;
          j += (int64_t)gridDim.x * blockDim.x) {
-      if (mode == 1)
+      if (mode == 2) {
+        float v = weft_cu_ld(row + j);
+        if (chan) v = v + bv;
+        if (res) v = v + weft_cu_ld(res + at + j);
+        weft_cu_st(row + j, v);
+      } else if (mode == 1) {
         weft_cu_st(row + j, weft_cu_ld(row + j) + bv);
-      else
+      } else {
         weft_cu_st(row + j, beta == 0.0f ? 0.0f : beta * weft_cu_ld(row + j));
+      }
     }
   }
 }
 
 template <typename T>
 static void launch_planes(cudaStream_t s, int mode, T *c, const float *bias,
-                          int64_t outer, int64_t stride_outer, int64_t inner,
-                          int64_t ld, int64_t cols, float beta) {
+                          const T *chan, const T *res, int64_t outer,
+                          int64_t stride_outer, int64_t inner, int64_t ld,
+                          int64_t cols, float beta) {
   int64_t planes = outer * inner;
   dim3 g(weft_cu_blocks(cols, WEFT_CU_THREADS),
          (unsigned)(planes < 65535 ? planes : 65535));
   // keep the grid bounded; the loops stride over the rest
   if ((int64_t)g.x * g.y > (1 << 22)) g.x = (unsigned)((1 << 22) / g.y) + 1;
   planes_kernel<T><<<g, WEFT_CU_THREADS, 0, s>>>(
-      mode, c, bias, outer, stride_outer, inner, ld, cols, beta);
+      mode, c, bias, chan, res, outer, stride_outer, inner, ld, cols, beta);
 }
 
 extern "C" cudaError_t weft__cu_scale_matrix(cudaStream_t s, int dt, void *c,
@@ -314,8 +326,9 @@ extern "C" cudaError_t weft__cu_scale_matrix(cudaStream_t s, int dt, void *c,
                                              int64_t m, int64_t n, int64_t ldc,
                                              float beta) {
   WEFT_CU_WITH_TYPE(dt, T,
-                    launch_planes<T>(s, 0, static_cast<T *>(c), nullptr, batch,
-                                     stride_c, m, ldc, n, beta));
+                    launch_planes<T>(s, 0, static_cast<T *>(c), nullptr,
+                                     nullptr, nullptr, batch, stride_c, m, ldc,
+                                     n, beta));
   return cudaGetLastError();
 }
 
@@ -365,8 +378,21 @@ extern "C" cudaError_t weft__cu_bias_planes(cudaStream_t s, int dt, void *y,
                                             int64_t ys, int64_t c_out,
                                             int64_t ld, int64_t cols) {
   WEFT_CU_WITH_TYPE(dt, T,
-                    launch_planes<T>(s, 1, static_cast<T *>(y), bias, batch, ys,
-                                     c_out, ld, cols, 0.0f));
+                    launch_planes<T>(s, 1, static_cast<T *>(y), bias, nullptr,
+                                     nullptr, batch, ys, c_out, ld, cols,
+                                     0.0f));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t weft__cu_conv_epilogue(cudaStream_t s, int dt, void *y,
+                                              const void *chan, const void *res,
+                                              int64_t batch, int64_t ys,
+                                              int64_t c_out, int64_t plane) {
+  WEFT_CU_WITH_TYPE(dt, T,
+                    launch_planes<T>(s, 2, static_cast<T *>(y), nullptr,
+                                     static_cast<const T *>(chan),
+                                     static_cast<const T *>(res), batch, ys,
+                                     c_out, plane, plane, 0.0f));
   return cudaGetLastError();
 }
 

@@ -190,9 +190,14 @@ int sd_run_linear_add(weft_backend *be, const sd_linear *l, const float *x,
   return be->iface->gemm(be, &g);
 }
 
+/* a convolution's epilogue (weft_conv2d_args): NULL, NULL for none */
+typedef struct epi {
+  const float *chan_add, *residual;
+} epi;
+
 static int conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
                 int64_t h, int64_t w, int64_t pt, int64_t pl, int64_t pb,
-                int64_t pr, float *y, int64_t *ho, int64_t *wo) {
+                int64_t pr, epi e, float *y, int64_t *ho, int64_t *wo) {
   weft_conv2d_args a = {.batch = b,
                         .c_in = c->cin,
                         .h_in = h,
@@ -210,7 +215,9 @@ static int conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
                         .weight = c->w,
                         .bias = c->b,
                         .y = y,
-                        .w_hwc = c->w_hwc};
+                        .w_hwc = c->w_hwc,
+                        .chan_add = e.chan_add,
+                        .residual = e.residual};
   *ho = weft_conv2d_out_size(h, c->k, c->stride, pt, pb);
   *wo = weft_conv2d_out_size(w, c->k, c->stride, pl, pr);
   return be->iface->conv2d(be, &a);
@@ -218,13 +225,23 @@ static int conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
 
 int sd_run_conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
                 int64_t h, int64_t w, float *y, int64_t *ho, int64_t *wo) {
-  return conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad, y, ho, wo);
+  return conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad,
+              (epi){NULL, NULL}, y, ho, wo);
+}
+
+/* y = conv(x) + bias (+ chan_add [b, c_out] per plane) (+ residual), in
+ * one op: the sums binary's and scale_add's would form */
+static int conv_epi(weft_backend *be, const sd_conv *c, const float *x,
+                    int64_t b, int64_t h, int64_t w, epi e, float *y) {
+  int64_t ho, wo;
+  return conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad, e, y, &ho,
+              &wo);
 }
 
 int sd_run_conv_pad_br(weft_backend *be, const sd_conv *c, const float *x,
                        int64_t b, int64_t h, int64_t w, float *y, int64_t *ho,
                        int64_t *wo) {
-  return conv(be, c, x, b, h, w, 0, 0, 1, 1, y, ho, wo);
+  return conv(be, c, x, b, h, w, 0, 0, 1, 1, (epi){NULL, NULL}, y, ho, wo);
 }
 
 int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
@@ -232,35 +249,33 @@ int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
                   float *y) {
   int64_t hw = h * w, ho, wo;
   int rc = 0;
-  float *t1 = sd_alloc(be, b * r->cin * hw);
+  /* t1: norm1's output, then the shortcut's (cout channels) */
+  const int64_t c1 = r->shortcut.w && r->cout > r->cin ? r->cout : r->cin;
+  float *t1 = sd_alloc(be, b * c1 * hw);
   float *t2 = sd_alloc(be, b * r->cout * hw);
   float *tp = r->temb.w ? sd_alloc(be, b * r->cout) : NULL;
   if (!t1 || !t2 || (r->temb.w && !tp)) {
     rc = WEFT_ENOMEM;
     goto out;
   }
+  /* conv1 + the time embedding (the conv's epilogue) */
   if ((rc = be->iface->group_norm(be, x, t1, b, r->cin, hw, r->groups, r->eps,
                                   r->norm1.g, r->norm1.b, WEFT_ACT_SILU)) ||
-      (rc = sd_run_conv(be, &r->conv1, t1, b, h, w, t2, &ho, &wo)))
+      (tp && (rc = sd_run_linear(be, &r->temb, temb_act, b, tp))) ||
+      (rc = conv_epi(be, &r->conv1, t1, b, h, w, (epi){tp, NULL}, t2)))
     goto out;
-  if (tp) {
-    if ((rc = sd_run_linear(be, &r->temb, temb_act, b, tp))) goto out;
-    int64_t as[4] = {b, r->cout, h, w}, bs[4] = {b, r->cout, 1, 1};
-    if ((rc = be->iface->binary(be, WEFT_BIN_ADD, t2, 4, as, tp, 4, bs, t2)))
-      goto out;
-  }
-  /* norm2 + SiLU (+ dropout, an identity at inference) -> conv2 */
+  /* norm2 + SiLU (+ dropout, an identity at inference) -> conv2 + the
+   * skip (the shortcut's output into t1, free since conv1 read it) */
   if ((rc = be->iface->group_norm(be, t2, t2, b, r->cout, hw, r->groups, r->eps,
-                                  r->norm2.g, r->norm2.b, WEFT_ACT_SILU)) ||
-      (rc = sd_run_conv(be, &r->conv2, t2, b, h, w, y, &ho, &wo)))
+                                  r->norm2.g, r->norm2.b, WEFT_ACT_SILU)))
     goto out;
+  const float *skip = x;
   if (r->shortcut.w) {
-    if ((rc = sd_run_conv(be, &r->shortcut, x, b, h, w, t2, &ho, &wo)) ||
-        (rc = be->iface->scale_add(be, y, 1.0f, y, 1.0f, t2, b * r->cout * hw)))
+    if ((rc = sd_run_conv(be, &r->shortcut, x, b, h, w, t1, &ho, &wo)))
       goto out;
-  } else {
-    rc = be->iface->scale_add(be, y, 1.0f, y, 1.0f, x, b * r->cout * hw);
+    skip = t1;
   }
+  rc = conv_epi(be, &r->conv2, t2, b, h, w, (epi){NULL, skip}, y);
 out:
   sd_free(be, t1);
   sd_free(be, t2);
@@ -273,16 +288,14 @@ out:
 static int resnet_mid(weft_backend *be, const sd_resnet *r, const float *n,
                       int64_t b, int64_t h, int64_t w, const float *temb_act,
                       float *t) {
-  int64_t ho, wo;
-  int rc = sd_run_conv(be, &r->conv1, n, b, h, w, t, &ho, &wo);
-  if (!rc && r->temb.w) {
-    float *tp = sd_alloc(be, b * r->cout);
-    if (!tp) return WEFT_ENOMEM;
-    int64_t as[4] = {b, r->cout, h, w}, bs[4] = {b, r->cout, 1, 1};
-    if (!(rc = sd_run_linear(be, &r->temb, temb_act, b, tp)))
-      rc = be->iface->binary(be, WEFT_BIN_ADD, t, 4, as, tp, 4, bs, t);
-    sd_free(be, tp);
+  float *tp = NULL;
+  int rc = 0;
+  if (r->temb.w) {
+    if (!(tp = sd_alloc(be, b * r->cout))) return WEFT_ENOMEM;
+    rc = sd_run_linear(be, &r->temb, temb_act, b, tp);
   }
+  if (!rc) rc = conv_epi(be, &r->conv1, n, b, h, w, (epi){tp, NULL}, t);
+  sd_free(be, tp);
   if (!rc)
     rc = be->iface->group_norm(be, t, t, b, r->cout, h * w, r->groups, r->eps,
                                r->norm2.g, r->norm2.b, WEFT_ACT_SILU);
@@ -320,8 +333,7 @@ int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
       rc = WEFT_ENOMEM;
       goto out;
     }
-    if ((rc = sd_run_conv(be, &r->conv2, t, b, h, w, a, &ho, &wo))) goto out;
-    rc = be->iface->scale_add(be, a, 1.0f, a, 1.0f, sc, n);
+    rc = conv_epi(be, &r->conv2, t, b, h, w, (epi){NULL, sc}, a);
   } else {
     /* x kept for the residual: x, a, t live; conv2 writes into a */
     if (!(a = sd_alloc(be, b * r->cin * h * w)) || !(t = sd_alloc(be, n))) {
@@ -331,10 +343,9 @@ int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
     if ((rc = be->iface->group_norm(be, x, a, b, r->cin, h * w, r->groups,
                                     r->eps, r->norm1.g, r->norm1.b,
                                     WEFT_ACT_SILU)) ||
-        (rc = resnet_mid(be, r, a, b, h, w, temb_act, t)) ||
-        (rc = sd_run_conv(be, &r->conv2, t, b, h, w, a, &ho, &wo)))
+        (rc = resnet_mid(be, r, a, b, h, w, temb_act, t)))
       goto out;
-    rc = be->iface->scale_add(be, a, 1.0f, a, 1.0f, x, n);
+    rc = conv_epi(be, &r->conv2, t, b, h, w, (epi){NULL, x}, a);
   }
 out:
   sd_free(be, x);

@@ -478,6 +478,62 @@ TEST(conv2d_channels_last_weight_gives_the_same_bits) {
   weft_cpu_ctx_free(ctx);
 }
 
+/* The epilogue (chan_add, residual): the same bits as the conv followed by
+ * binary's broadcast add and scale_add with 1 and 1, on the im2col, 1x1
+ * and channels-last ways, with batch strides; and either overlapping y
+ * refused. */
+TEST(conv2d_epilogue_gives_the_bits_of_the_separate_ops) {
+  weft_cpu_ctx *ctx = weft_cpu_ctx_new(2);
+  uint64_t s = 9;
+  for (int way = 0; way < 3; way++) {
+    weft_conv2d_args a = {.batch = 2,
+                          .c_in = 6,
+                          .h_in = 9,
+                          .w_in = 7,
+                          .c_out = 5,
+                          .k_h = way == 1 ? 1 : 3,
+                          .k_w = way == 1 ? 1 : 3,
+                          .stride_h = 1,
+                          .stride_w = 1,
+                          .pad_top = way == 1 ? 0 : 1,
+                          .pad_left = way == 1 ? 0 : 1,
+                          .pad_bottom = way == 1 ? 0 : 1,
+                          .pad_right = way == 1 ? 0 : 1,
+                          .y_bstride = 5 * 63 + 11};
+    const int64_t kk = a.k_h * a.k_w, nw = a.c_out * a.c_in * kk;
+    const int64_t ny = a.y_bstride * a.batch;
+    float *x = kr_rand(&s, a.batch * a.c_in * a.h_in * a.w_in, -1, 1);
+    float *w = kr_rand(&s, nw, -0.5f, 0.5f), *b = kr_rand(&s, a.c_out, -1, 1);
+    float *ch = kr_rand(&s, a.batch * a.c_out, -1, 1);
+    float *res = kr_rand(&s, ny, -1, 1);
+    float *y0 = kr_rand(&s, ny, -1, 1), *y1 = kr_zalloc(sizeof(float) * ny);
+    memcpy(y1, y0, sizeof(float) * ny); /* the gaps between images kept */
+    float *wh = kr_zalloc(sizeof(float) * nw);
+    weft_conv2d_weight_layout(w, wh, a.c_out, a.c_in, kk, true);
+    a.x = x, a.bias = b, a.weight = w, a.y = y0;
+    ASSERT_OK(weft_cpu_conv2d(ctx, &a));
+    for (int64_t i = 0; i < a.batch; i++) { /* the separate ops */
+      float *yi = y0 + i * a.y_bstride;
+      const float *ri = res + i * a.y_bstride;
+      const int64_t ys[4] = {1, a.c_out, 9, 7}, cs[4] = {1, a.c_out, 1, 1};
+      ASSERT_OK(weft_cpu_binary(ctx, WEFT_BIN_ADD, yi, 4, ys, ch + i * a.c_out,
+                                4, cs, yi));
+      ASSERT_OK(weft_cpu_scale_add(ctx, yi, 1.0f, yi, 1.0f, ri, a.c_out * 63));
+    }
+    a.y = y1, a.chan_add = ch, a.residual = res;
+    if (way == 2) a.weight = wh, a.w_hwc = 1;
+    ASSERT_OK(weft_cpu_conv2d(ctx, &a));
+    ASSERT(memcmp(y0, y1, sizeof(float) * ny) == 0);
+    a.residual = y1;
+    ASSERT_EQ(weft_cpu_conv2d(ctx, &a), WEFT_EINVAL);
+    a.residual = res, a.chan_add = y1;
+    ASSERT_EQ(weft_cpu_conv2d(ctx, &a), WEFT_EINVAL);
+    free(x), free(w), free(b), free(ch), free(res), free(y0), free(y1);
+    free(wh);
+  }
+  weft_cpu_ctx_free(ctx);
+}
+
 TEST(conv2d_rejects_bad_shapes) {
   weft_cpu_ctx *ctx = weft_cpu_ctx_new(1);
   float buf[64] = {0};

@@ -1768,6 +1768,70 @@ TEST(conv2d_channels_last_weights) {
   teardown(&p);
 }
 
+/* The convolution's epilogue (chan_add, then residual) on every way -- the
+ * channels-last one adds it as it moves y back, the others after y is
+ * whole -- against the CPU's, with a batch stride on y (and the residual
+ * laid out as y); tolerances as the plain convolution's. */
+TEST(conv2d_epilogue_on_every_way) {
+  const struct {
+    conv_shape c;
+    weft_cuda_conv_algo algo;
+    bool hwc;
+  } cs[] = {
+      {{2, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1}, WEFT_CUDA_CONV_AUTO, true},
+      {{2, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1}, WEFT_CUDA_CONV_AUTO, false},
+      {{2, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1}, WEFT_CUDA_CONV_IM2COL,
+       false},
+      {{2, 16, 12, 12, 4, 3, 3, 1, 1, 1, 1, 1, 1}, WEFT_CUDA_CONV_AUTO, false},
+      {{2, 32, 8, 8, 48, 1, 1, 1, 1, 0, 0, 0, 0}, WEFT_CUDA_CONV_AUTO, false},
+  };
+  for (int pr = 0; pr < 3; pr++) {
+    pair p = setup_prec(pr == 0   ? WEFT_CUDA_FP32
+                        : pr == 1 ? WEFT_CUDA_FP16
+                                  : WEFT_CUDA_BF16);
+    p.lt = false;
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+      const conv_shape *c = &cs[i].c;
+      uint64_t s = 700 + i;
+      weft_conv2d_args a = conv_args(c);
+      const int64_t ho = weft_conv2d_out_size(c->h, c->kh, c->sh, c->pt, c->pb);
+      const int64_t wo = weft_conv2d_out_size(c->w, c->kw, c->sw, c->pl, c->pr);
+      const int64_t kk = c->kh * c->kw, nx = c->b * c->cin * c->h * c->w;
+      const int64_t nw = c->cout * c->cin * kk, ys = c->cout * ho * wo + 5;
+      const int64_t ny = ys * c->b;
+      float *x = rnd(&s, nx, -1, 1), *w = rnd(&s, nw, -0.1f, 0.1f);
+      float *bias = rnd(&s, c->cout, -1, 1), *ch = rnd(&s, c->b * c->cout, -1, 1);
+      float *res = rnd(&s, ny, -1, 1), *yc = rnd(&s, ny, -1, 1);
+      float *wh = hwc_of(w, c->cout, c->cin, kk);
+      float *dx = up(&p, x, nx), *dw = up(&p, cs[i].hwc ? wh : w, nw);
+      float *db = up(&p, bias, c->cout), *dch = up(&p, ch, c->b * c->cout);
+      float *dres = up(&p, res, ny), *dy = up(&p, yc, ny);
+      a.y_bstride = ys;
+      a.x = x, a.weight = w, a.bias = bias, a.y = yc;
+      a.chan_add = ch, a.residual = res;
+      ASSERT_OK(p.cpu->iface->conv2d(p.cpu, &a));
+      ASSERT_OK(weft_cuda_set_conv_algo(p.gpu, cs[i].algo));
+      a.x = dx, a.weight = dw, a.bias = db, a.y = dy, a.w_hwc = cs[i].hwc;
+      a.chan_add = dch, a.residual = dres;
+      const char *path = weft_cuda_conv2d_path(p.gpu, &a);
+      ASSERT(path);
+      if (cs[i].hwc && pr && weft_cuda_have_cudnn(p.gpu))
+        ASSERT_STR_EQ(path, "cudnn_nhwc");
+      ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+      char what[96];
+      snprintf(what, sizeof what, "conv epilogue #%zu [%s]", i, path);
+      check(&p, what, dy, yc, ny, 0, p.tol_sum);
+      a.residual = dy; /* overlapping y: refused */
+      ASSERT_EQ(p.gpu->iface->conv2d(p.gpu, &a), WEFT_EINVAL);
+      free(x), free(w), free(bias), free(ch), free(res), free(yc), free(wh);
+      dfree(&p, dx), dfree(&p, dw), dfree(&p, db), dfree(&p, dch);
+      dfree(&p, dres), dfree(&p, dy);
+    }
+    ASSERT_OK(weft_cuda_set_conv_algo(p.gpu, WEFT_CUDA_CONV_AUTO));
+    teardown(&p);
+  }
+}
+
 /* A channels-last convolution under the profile: one conv2d row, and its
  * three parts (x moved, cuDNN, y moved back) in a table of their own, one
  * call each per band; the parts' times inside the op's. */
