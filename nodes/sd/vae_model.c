@@ -115,7 +115,10 @@ static void vae_visit(void *model, sd_wvisit *v) {
 
 int sd_vae_to_vram(sd_vae *m, sd_vram *vr) {
   if (m->dw) return m->dw->vr == vr ? 0 : WEFT_EINVAL;
-  return sd_devw_upload(m, vae_visit, vr, "VAE", true, &m->dw);
+  /* weights as they are: channels last would send the decoder's big maps
+   * through row bands of up to WEFT_CUDA_CONV_BAND_BYTES of scratch, not
+   * yet measured against the allocator's 2.45 GB target (issue 9) */
+  return sd_devw_upload(m, vae_visit, vr, "VAE", false, &m->dw);
 }
 
 int sd_vae_to_backend(sd_vae *m, weft_backend *be) {
