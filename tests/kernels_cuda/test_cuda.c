@@ -2641,6 +2641,7 @@ typedef struct a16 {
   double rel;
   uint64_t seed;
   int min_bands; /* a16_conv: the convolution runs in at least this many */
+  bool epi;      /* a16_conv*: with the epilogue (chan_add, residual) */
 } a16;
 
 static a16 a16_setup(weft_cuda_precision prec) {
@@ -2661,6 +2662,7 @@ static a16 a16_setup(weft_cuda_precision prec) {
   t.rel = 3.0 * (t.dt == WEFT_BF16 ? 0x1p-8 : 0x1p-11);
   t.seed = 77;
   t.min_bands = 0;
+  t.epi = false;
   return t;
 }
 
@@ -2815,6 +2817,29 @@ static void a16_linear_gemm(a16 *t) {
   a16_free(t, xr, xh), a16_free(t, wr, wh), a16_free(t, br, bh);
 }
 
+/* With t->epi: the epilogue's inputs on both sides of a conv of c (ny
+ * outputs) into ar and ah; a16_epi_free frees them.  The bias a16_check_bias
+ * then allows: 3 (the bias's, chan_add's and residual's magnitudes). */
+typedef struct a16_epi {
+  float *cr, *ch, *rr, *rh;
+} a16_epi;
+
+static a16_epi a16_epi_in(a16 *t, const conv_shape *c, int64_t ny,
+                          weft_conv2d_args *ar, weft_conv2d_args *ah) {
+  a16_epi e = {0};
+  if (!t->epi) return e;
+  a16_in(t, c->b * c->cout, -1, 1, &e.cr, &e.ch);
+  a16_in(t, ny, -1, 1, &e.rr, &e.rh);
+  ar->chan_add = e.cr, ar->residual = e.rr;
+  ah->chan_add = e.ch, ah->residual = e.rh;
+  return e;
+}
+
+static void a16_epi_free(a16 *t, a16_epi *e) {
+  if (!e->cr) return;
+  a16_free(t, e->cr, e->ch), a16_free(t, e->rr, e->rh);
+}
+
 static void a16_conv(a16 *t, const char *what, const conv_shape *c,
                      const char *path) {
   int64_t ho = weft_conv2d_out_size(c->h, c->kh, c->sh, c->pt, c->pb);
@@ -2828,6 +2853,7 @@ static void a16_conv(a16 *t, const char *what, const conv_shape *c,
   weft_conv2d_args ar = conv_args(c), ah = conv_args(c);
   ar.x = xr, ar.weight = wr, ar.bias = br, ar.y = yr;
   ah.x = xh, ah.weight = wh, ah.bias = bh, ah.y = yh;
+  a16_epi e = a16_epi_in(t, c, ny, &ar, &ah);
   const char *got = weft_cuda_conv2d_path(t->h, &ah);
   const int bands = weft_cuda_conv2d_bands(t->h, &ah);
   printf("%s: path %s, %d band%s\n", what, got, bands, bands > 1 ? "s" : "");
@@ -2835,7 +2861,8 @@ static void a16_conv(a16 *t, const char *what, const conv_shape *c,
   ASSERT(bands >= 1);
   if (t->min_bands) ASSERT(bands >= t->min_bands);
   A16_BOTH(t, be->iface->conv2d(be, &ar), be->iface->conv2d(be, &ah));
-  a16_check_bias(t, what, yr, yh, ny, 1);
+  a16_check_bias(t, what, yr, yh, ny, t->epi ? 3 : 1);
+  a16_epi_free(t, &e);
   a16_free(t, xr, xh), a16_free(t, wr, wh), a16_free(t, br, bh);
 }
 
@@ -2872,6 +2899,7 @@ static void a16_conv_hwc(a16 *t, const char *what, const conv_shape *c,
   weft_conv2d_args ar = conv_args(c), ah = conv_args(c);
   ar.x = xr, ar.weight = wr, ar.bias = br, ar.y = yr;
   ah.x = xh, ah.weight = wh, ah.bias = bh, ah.y = yh, ah.w_hwc = 1;
+  a16_epi e = a16_epi_in(t, c, ny, &ar, &ah);
   const char *got = weft_cuda_conv2d_path(t->h, &ah);
   const int bands = weft_cuda_conv2d_bands(t->h, &ah);
   printf("%s: path %s, %d band%s, weight channels last (%s)\n", what, got,
@@ -2879,7 +2907,8 @@ static void a16_conv_hwc(a16 *t, const char *what, const conv_shape *c,
   if (path) ASSERT_STR_EQ(got, path);
   if (t->min_bands) ASSERT(bands >= t->min_bands);
   A16_BOTH(t, be->iface->conv2d(be, &ar), be->iface->conv2d(be, &ah));
-  a16_check_bias(t, what, yr, yh, ny, 1);
+  a16_check_bias(t, what, yr, yh, ny, t->epi ? 3 : 1);
+  a16_epi_free(t, &e);
   if (half) ASSERT_OK(weft_cuda_unmark_half(t->h, wh));
   t->ref->iface->buffer_free(t->ref, wr);
   t->h->iface->buffer_free(t->h, wh);
@@ -3040,6 +3069,14 @@ static void act16_all(weft_cuda_precision prec) {
                dnn ? "cudnn_nhwc" : NULL, false);
   a16_conv_hwc(&t, "act16 nhwc asymmetric pad", &vae16,
                dnn ? "cudnn_nhwc" : NULL, true);
+  /* the epilogue (chan_add, residual) in 16-bit activations: added as y
+   * moves back (the NHWC way) or after y (cudnn16, direct) */
+  t.epi = true;
+  a16_conv_hwc(&t, "act16 nhwc epilogue", &big, dnn ? "cudnn_nhwc" : NULL,
+               true);
+  a16_conv(&t, "act16 conv epilogue", &big, NULL);
+  a16_conv_hwc(&t, "act16 direct epilogue", &out, "direct", true);
+  t.epi = false;
   a16_conv_hwc(&t, "act16 nhwc falls back: conv_out", &out, "direct", true);
   a16_conv_hwc(&t, "act16 nhwc falls back: 3 in", &vae, "im2col", true);
   if (dnn) {
