@@ -151,9 +151,10 @@ typedef struct weft_gemm_args {
  *   residual, laid out as y (y's batch stride): y += residual (the block's
  *     skip connection).
  * Each sum is the fp32 sum the separate ops would form (binary WEFT_BIN_ADD,
- * scale_add with 1 and 1), so a backend may run them as those ops; one that
- * rounds activations to 16 bits rounds once, after the last.  Neither may
- * overlap y. */
+ * scale_add with 1 and 1), so a backend may run them as those ops; with
+ * 16-bit activations y may be rounded before the epilogue and after it
+ * (CUDA's ways but the channels-last one) or once, after it (that way).
+ * Neither may overlap y. */
 typedef struct weft_conv2d_args {
   int64_t batch, c_in, h_in, w_in;
   int64_t c_out, k_h, k_w;

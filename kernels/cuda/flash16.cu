@@ -9,18 +9,18 @@
 // (SD's 40 -> 48, 80, 160).  Where the padding leaves 8 columns free (d <=
 // DP - 8: SD's 40), v's column DP - 8 holds ones, so that P V also sums
 // each row's probabilities: the softmax's denominator comes out of the
-// tensor cores instead of a scalar add per score.  fa_kernel then streams those tiles into shared memory with
-// cp.async, two stages deep, so the next tile's loads overlap this tile's
-// products.  A block of W warps takes 16 * MT * W query rows of one
-// (batch, head); each warp owns 16 * MT rows (MT = 2 for head dims up to
-// 64: each K and V fragment read from shared memory then serves two
-// products).  Per tile a warp computes S = Q K^T with
-// mma.m16n8k16 (16-bit inputs, fp32 accumulators), masks it, updates
-// each row's running max (online softmax, in base 2: the scale and log2(e)
-// folded into the exponent's one fma), rounds P = exp2(S - m) to 16 bits
-// in registers (an accumulator tile of
-// S is laid out as the A operand of the next product, so P goes straight
-// on) and accumulates O += P V, V's fragments transposed by ldmatrix.trans.
+// tensor cores instead of a scalar add per score.  fa_kernel then streams
+// those tiles into shared memory with cp.async, two stages deep, so the
+// next tile's loads overlap this tile's products.  A block of W warps
+// takes 16 * MT * W query rows of one (batch, head); each warp owns 16 *
+// MT rows (MT = 2 for head dims up to 64: each K and V fragment read from
+// shared memory then serves two products).  Per tile a warp computes S =
+// Q K^T with mma.m16n8k16 (16-bit inputs, fp32 accumulators), masks it,
+// updates each row's running max (online softmax, in base 2: the scale
+// and log2(e) folded into the exponent's one fma), rounds P = exp2(S - m)
+// to 16 bits in registers (an accumulator tile of S is laid out as the A
+// operand of the next product, so P goes straight on) and accumulates O
+// += P V, V's fragments transposed by ldmatrix.trans.
 //
 // Numerics: q, k, v rounded to 16 bits (as the cuBLASLt path rounds
 // them); scores, max, sums and the output in fp32; the probabilities are
@@ -214,7 +214,7 @@ fa_tile(const fa_params &p, const uint32_t *sK, const uint32_t *sV, int kt,
       mu[i] = mn == -INFINITY ? 0.0f : mn; // a row with no key yet
       alpha[i] = weft_cu_exp2(m[mt][i] - mu[i]);
       m[mt][i] = mn;
-      l[mt][i] *= alpha[i];
+      if (!ONES) l[mt][i] *= alpha[i];
     }
 #pragma unroll
     for (int n = 0; n < ND; n++) {

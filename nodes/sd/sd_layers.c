@@ -244,45 +244,6 @@ int sd_run_conv_pad_br(weft_backend *be, const sd_conv *c, const float *x,
   return conv(be, c, x, b, h, w, 0, 0, 1, 1, (epi){NULL, NULL}, y, ho, wo);
 }
 
-int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
-                  int64_t b, int64_t h, int64_t w, const float *temb_act,
-                  float *y) {
-  int64_t hw = h * w, ho, wo;
-  int rc = 0;
-  /* t1: norm1's output, then the shortcut's (cout channels) */
-  const int64_t c1 = r->shortcut.w && r->cout > r->cin ? r->cout : r->cin;
-  float *t1 = sd_alloc(be, b * c1 * hw);
-  float *t2 = sd_alloc(be, b * r->cout * hw);
-  float *tp = r->temb.w ? sd_alloc(be, b * r->cout) : NULL;
-  if (!t1 || !t2 || (r->temb.w && !tp)) {
-    rc = WEFT_ENOMEM;
-    goto out;
-  }
-  /* conv1 + the time embedding (the conv's epilogue) */
-  if ((rc = be->iface->group_norm(be, x, t1, b, r->cin, hw, r->groups, r->eps,
-                                  r->norm1.g, r->norm1.b, WEFT_ACT_SILU)) ||
-      (tp && (rc = sd_run_linear(be, &r->temb, temb_act, b, tp))) ||
-      (rc = conv_epi(be, &r->conv1, t1, b, h, w, (epi){tp, NULL}, t2)))
-    goto out;
-  /* norm2 + SiLU (+ dropout, an identity at inference) -> conv2 + the
-   * skip (the shortcut's output into t1, free since conv1 read it) */
-  if ((rc = be->iface->group_norm(be, t2, t2, b, r->cout, hw, r->groups, r->eps,
-                                  r->norm2.g, r->norm2.b, WEFT_ACT_SILU)))
-    goto out;
-  const float *skip = x;
-  if (r->shortcut.w) {
-    if ((rc = sd_run_conv(be, &r->shortcut, x, b, h, w, t1, &ho, &wo)))
-      goto out;
-    skip = t1;
-  }
-  rc = conv_epi(be, &r->conv2, t2, b, h, w, (epi){NULL, skip}, y);
-out:
-  sd_free(be, t1);
-  sd_free(be, t2);
-  sd_free(be, tp);
-  return rc;
-}
-
 /* conv1 (+ the time embedding) then norm2 + SiLU, from the normalized
  * input n into t (c_out channels) */
 static int resnet_mid(weft_backend *be, const sd_resnet *r, const float *n,
@@ -299,6 +260,40 @@ static int resnet_mid(weft_backend *be, const sd_resnet *r, const float *n,
   if (!rc)
     rc = be->iface->group_norm(be, t, t, b, r->cout, h * w, r->groups, r->eps,
                                r->norm2.g, r->norm2.b, WEFT_ACT_SILU);
+  return rc;
+}
+
+int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
+                  int64_t b, int64_t h, int64_t w, const float *temb_act,
+                  float *y) {
+  int64_t hw = h * w, ho, wo;
+  int rc = 0;
+  /* t1: norm1's output, then the shortcut's (cout channels) */
+  const int64_t c1 = r->shortcut.w && r->cout > r->cin ? r->cout : r->cin;
+  float *t1 = sd_alloc(be, b * c1 * hw);
+  float *t2 = sd_alloc(be, b * r->cout * hw);
+  if (!t1 || !t2) {
+    rc = WEFT_ENOMEM;
+    goto out;
+  }
+  /* norm1 + SiLU -> conv1 (+ the time embedding) -> norm2 + SiLU (+
+   * dropout, an identity at inference) */
+  if ((rc = be->iface->group_norm(be, x, t1, b, r->cin, hw, r->groups, r->eps,
+                                  r->norm1.g, r->norm1.b, WEFT_ACT_SILU)) ||
+      (rc = resnet_mid(be, r, t1, b, h, w, temb_act, t2)))
+    goto out;
+  /* conv2 + the skip (the shortcut's output into t1, free since conv1 read
+   * it) */
+  const float *skip = x;
+  if (r->shortcut.w) {
+    if ((rc = sd_run_conv(be, &r->shortcut, x, b, h, w, t1, &ho, &wo)))
+      goto out;
+    skip = t1;
+  }
+  rc = conv_epi(be, &r->conv2, t2, b, h, w, (epi){NULL, skip}, y);
+out:
+  sd_free(be, t1);
+  sd_free(be, t2);
   return rc;
 }
 

@@ -376,6 +376,18 @@ TEST(steady_state_makes_no_cudamalloc) {
   teardown(&p);
 }
 
+/* be's profile report titled `title` as a string (printed too; free it). */
+static char *profile_text(weft_backend *be, const char *title) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  ASSERT(f);
+  ASSERT_OK(weft_cuda_profile_report(be, f, title, 0, 10));
+  fclose(f);
+  printf("%s", text);
+  return text;
+}
+
 /* weft_cuda_profile_*: while on, the vtable is the profiling one (still a
  * CUDA backend), results are unchanged, and the report counts each op and
  * shape exactly, with its product's FLOP/s; after the report the ordinary
@@ -398,13 +410,7 @@ TEST(profile_counts_ops_by_shape) {
     ASSERT_OK(p.gpu->iface->linear(p.gpu, x, rows, in, w, NULL, out, y2));
   ASSERT_OK(p.gpu->iface->act(p.gpu, WEFT_ACT_SILU, y2, y2, rows * out));
   ASSERT_OK(p.gpu->iface->act(p.gpu, WEFT_ACT_SILU, y2, y2, rows * out));
-  char *text = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&text, &len);
-  ASSERT(f);
-  ASSERT_OK(weft_cuda_profile_report(p.gpu, f, "unit", 0, 10));
-  fclose(f);
-  printf("%s", text);
+  char *text = profile_text(p.gpu, "unit");
   ASSERT(p.gpu->iface == plain);
   ASSERT_EQ(weft_cuda_profile_report(p.gpu, NULL, "again", 0, 10), WEFT_EINVAL);
   ASSERT_CONTAINS(text, "### unit\n\n5 ops, ");
@@ -1853,13 +1859,7 @@ TEST(profile_times_the_channels_last_parts) {
   ASSERT_OK(weft_cuda_profile_start(p.gpu));
   for (int i = 0; i < 2; i++)
     ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
-  char *text = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&text, &len);
-  ASSERT(f);
-  ASSERT_OK(weft_cuda_profile_report(p.gpu, f, "parts", 0, 10));
-  fclose(f);
-  printf("%s", text);
+  char *text = profile_text(p.gpu, "parts");
   ASSERT_CONTAINS(text, "### parts\n\n2 ops, ");
   ASSERT_CONTAINS(text, "| conv2d 32x24x24 -> 64, 3x3/1, batch 2 | 2 | ");
   ASSERT_CONTAINS(text, "Parts of the ops above");
