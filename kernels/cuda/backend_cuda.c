@@ -485,9 +485,11 @@ static int be_group_norm(weft_backend *be, const float *x, float *y,
     return WEFT_EINVAL;
   if (batch == 0) return 0;
   ENTER(ctx);
-  void *scratch = weft__cuda_scratch(
-      ctx, weft__cu_group_norm_scratch_bytes(batch, channels, spatial, groups));
-  if (!scratch) return WEFT_ENOMEM;
+  /* the chunks' moments where a group has several (none otherwise) */
+  const size_t sb =
+      weft__cu_group_norm_scratch_bytes(batch, channels, spatial, groups);
+  void *scratch = sb ? weft__cuda_scratch(ctx, sb) : NULL;
+  if (sb && !scratch) return WEFT_ENOMEM;
   return LAUNCHED(ctx,
                   weft__cu_group_norm(ctx->stream, ctx->act, x, y, batch,
                                       channels, spatial, groups, eps, gamma,

@@ -428,8 +428,8 @@ cudaError_t weft__cu_im2col16(cudaStream_t s, const weft_conv2d_args *a,
                               int dt);
 
 /* norm.cu (dt as pointwise.cu's).  group_norm needs a scratch of
- * group_norm_scratch_bytes (its chunks' partial statistics and each
- * channel's scale and shift) with the alignment of a cudaMalloc'd block. */
+ * group_norm_scratch_bytes (its chunks' partial statistics; 0 where each
+ * group is one chunk) with the alignment of a cudaMalloc'd block. */
 size_t weft__cu_group_norm_scratch_bytes(int64_t batch, int64_t channels,
                                          int64_t spatial, int64_t groups);
 cudaError_t weft__cu_group_norm(cudaStream_t s, int dt, const void *x, void *y,

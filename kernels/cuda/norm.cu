@@ -13,22 +13,27 @@
 
 // ---- group norm ------------------------------------------------------------
 
-// Three kernels, so that a group (image * groups + group, cpg * spatial
-// values) is spread over many blocks: the VAE's 1x128x512x512 map has only
-// 32 groups, one block each left 100 of 132 SMs idle.
+// A group (image * groups + group, cpg * spatial values) is spread over
+// many blocks: the VAE's 1x128x512x512 map has only 32 groups, one block
+// each left 100 of 132 SMs idle.  Two kernels:
 //   gn_chunk_kernel: one block per GN_CHUNK values of a group; the chunk's
 //     sum and its squared deviations from its own mean, both passes from
 //     registers, so x is read once.
-//   gn_finalize_kernel: one block per group merges its chunks (Chan et al.:
-//     M2 = sum of M2_k + n_k (mean_k - mean)^2, every term >= 0, so no
-//     cancellation) and writes each channel's (scale, shift).
-//   gn_apply_kernel: y = act(fma(x, scale, shift)).
-// Every sum runs in a fixed order: the same input gives the same bits.  A
-// group of one chunk gets exactly the plain two-pass statistics.
+//   gn_apply_kernel: one block per chunk again: the group's mean and rstd
+//     merged from its chunks (Chan et al.: M2 = sum of M2_k + n_k (mean_k
+//     - mean)^2, every term >= 0, so no cancellation), the (scale, shift)
+//     of the channels the chunk touches, then y = act(fma(x, scale,
+//     shift)).
+// A group of one chunk (SD's 8x8 maps, the text-sized ones) takes one
+// kernel: the statistics, then y from the values still in registers.
+// Every sum runs in a fixed order: the same input gives the same bits, the
+// same bits as one merging block per group did (the merge's loop strides
+// by GN_MERGE threads, the others add zeros).  A group of one chunk gets
+// exactly the plain two-pass statistics.
 #define GN_THREADS 256
 #define GN_VALS 16 // values a thread keeps in registers
 #define GN_CHUNK (GN_THREADS * GN_VALS)
-#define GN_FIN_THREADS 128
+#define GN_MERGE 128
 
 static int64_t gn_chunks(int64_t len) {
   return (len + GN_CHUNK - 1) / GN_CHUNK;
@@ -42,18 +47,11 @@ template <bool VEC> __device__ __forceinline__ int gn_at(int j) {
   return VEC ? ((j >> 2) * GN_THREADS + t) * 4 + (j & 3) : j * GN_THREADS + t;
 }
 
-// part[block] = (sum, sum of (x - chunk mean)^2) of the block's chunk.  VEC:
-// x is 4-element aligned (weft_cu_aligned4) and len % 4 == 0, so every
-// chunk is whole groups of 4 (weft_cu_ld4).
+// The n values of the chunk at p into v (zeros past n).  VEC: p is
+// 4-element aligned (weft_cu_aligned4) and the group's length a multiple of
+// 4, so every chunk is whole groups of 4 (weft_cu_ld4).
 template <typename T, bool VEC>
-__global__ void __launch_bounds__(GN_THREADS)
-    gn_chunk_kernel(const T *__restrict__ x, int64_t len, int64_t nchunk,
-                    double2 *__restrict__ part) {
-  __shared__ double red[32];
-  const int64_t t = blockIdx.x / nchunk, k = blockIdx.x % nchunk;
-  const T *p = x + t * len + k * GN_CHUNK;
-  const int n = (int)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
-  float v[GN_VALS];
+__device__ __forceinline__ void gn_load(const T *p, int n, float *v) {
 #pragma unroll
   for (int j = 0; j < GN_VALS; j += VEC ? 4 : 1) {
     const int i = gn_at<VEC>(j);
@@ -65,6 +63,12 @@ __global__ void __launch_bounds__(GN_THREADS)
       v[j] = i < n ? weft_cu_ld(p + i) : 0.f;
     }
   }
+}
+
+// (sum, sum of (x - mean)^2) of the chunk's n values v, mean its own.
+template <bool VEC>
+__device__ __forceinline__ double2 gn_moments(const float *v, int n,
+                                              double *red) {
   double s = 0;
 #pragma unroll
   for (int j = 0; j < GN_VALS; j++)
@@ -76,78 +80,145 @@ __global__ void __launch_bounds__(GN_THREADS)
     const double d = v[j] - mean;
     if (gn_at<VEC>(j) < n) q += d * d;
   }
-  const double m2 = weft_cu_block_sum(q, red);
-  if (threadIdx.x == 0) part[blockIdx.x] = make_double2(sum, m2);
+  return make_double2(sum, weft_cu_block_sum(q, red));
 }
 
-// One block per group: mean and rstd from its chunks, then each channel's
-// (scale, shift) in double, rounded once to float as kernels/cpu/norm.c
-// does: y = act(fma(x, scale, shift)), one rounding as the AVX2 path there
-// (its portable path rounds the product too; the two differ where x * scale
-// and shift cancel, e.g. one-element groups).
-__global__ void __launch_bounds__(GN_FIN_THREADS)
-    gn_finalize_kernel(const double2 *__restrict__ part, int64_t nchunk,
-                       int64_t len, int64_t channels, int64_t groups, float eps,
-                       const float *__restrict__ gamma,
-                       const float *__restrict__ beta,
-                       float2 *__restrict__ ss) {
+// part[block] = the moments of the block's chunk.
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(GN_THREADS)
+    gn_chunk_kernel(const T *__restrict__ x, int64_t len, int64_t nchunk,
+                    double2 *__restrict__ part) {
   __shared__ double red[32];
-  const int64_t t = blockIdx.x; // image * groups + group
-  const double2 *pt = part + t * nchunk;
+  const int64_t t = blockIdx.x / nchunk, k = blockIdx.x % nchunk;
+  const int n = (int)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
+  float v[GN_VALS];
+  gn_load<T, VEC>(x + t * len + k * GN_CHUNK, n, v);
+  const double2 m = gn_moments<VEC>(v, n, red);
+  if (threadIdx.x == 0) part[blockIdx.x] = m;
+}
+
+// Group t's mean and rstd from its nchunk chunks' moments pt (the first
+// GN_MERGE threads in a strided loop, the rest adding nothing).
+__device__ __forceinline__ double2 gn_merge(const double2 *pt, int64_t nchunk,
+                                            int64_t len, float eps,
+                                            double *red) {
+  const int tid = (int)threadIdx.x;
   double s = 0;
-  for (int64_t k = threadIdx.x; k < nchunk; k += blockDim.x)
-    s += pt[k].x;
+  if (tid < GN_MERGE)
+    for (int64_t k = tid; k < nchunk; k += GN_MERGE)
+      s += pt[k].x;
   const double mean = weft_cu_block_sum(s, red) / (double)len;
   double q = 0;
-  for (int64_t k = threadIdx.x; k < nchunk; k += blockDim.x) {
-    const double n = (double)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
-    const double d = pt[k].x / n - mean;
-    q += pt[k].y + n * d * d;
-  }
+  if (tid < GN_MERGE)
+    for (int64_t k = tid; k < nchunk; k += GN_MERGE) {
+      const double n = (double)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
+      const double d = pt[k].x / n - mean;
+      q += pt[k].y + n * d * d;
+    }
   const double var = weft_cu_block_sum(q, red) / (double)len;
-  const double rstd = 1.0 / sqrt(var + (double)eps);
-  const int64_t cpg = channels / groups;
-  const int64_t image = t / groups, c0 = (t % groups) * cpg;
-  for (int64_t c = threadIdx.x; c < cpg; c += blockDim.x) {
-    double g = gamma ? gamma[c0 + c] : 1.0;
-    double bt = beta ? beta[c0 + c] : 0.0;
-    double scale = rstd * g;
-    double shift = __dsub_rn(bt, __dmul_rn(mean, scale)); // no FMA: as C
-    ss[image * channels + c0 + c] = make_float2((float)scale, (float)shift);
-  }
+  return make_double2(mean, 1.0 / sqrt(var + (double)eps));
 }
 
-// y = act(fma(x, scale, shift)) over items of W values (1, or 4 through
-// weft_cu_ld4 / st4), per_plane items to an (image, channel) plane.  y may
-// equal x: an item is read, then written, by one thread.  I is uint32_t
-// where the items fit: a 64-bit division per item costs more than its
-// memory traffic (the element offset i * W is taken in 64 bits).
-template <typename T, typename I, int W>
-__global__ void gn_apply_kernel(const T *x, T *y, const float2 *__restrict__ ss,
-                                I items, I per_plane, int act) {
-  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < items;
-       i += (I)gridDim.x * blockDim.x) {
-    const float2 v = ss[i / per_plane];
-    const int64_t e = (int64_t)i * W;
-    if constexpr (W == 4) {
-      float4 a = weft_cu_ld4(x + e);
-      a.x = weft_cu_act1(act, fmaf(a.x, v.x, v.y));
-      a.y = weft_cu_act1(act, fmaf(a.y, v.x, v.y));
-      a.z = weft_cu_act1(act, fmaf(a.z, v.x, v.y));
-      a.w = weft_cu_act1(act, fmaf(a.w, v.x, v.y));
-      weft_cu_st4(y + e, a);
+// Channel c's (scale, shift) in double, rounded once to float as
+// kernels/cpu/norm.c does: y = act(fma(x, scale, shift)), one rounding as
+// the AVX2 path there (its portable path rounds the product too; the two
+// differ where x * scale and shift cancel, e.g. one-element groups).
+__device__ __forceinline__ float2 gn_scale_shift(double2 mr, const float *gamma,
+                                                 const float *beta, int64_t c) {
+  const double g = gamma ? gamma[c] : 1.0, bt = beta ? beta[c] : 0.0;
+  const double scale = mr.y * g;
+  const double shift = __dsub_rn(bt, __dmul_rn(mr.x, scale)); // no FMA: as C
+  return make_float2((float)scale, (float)shift);
+}
+
+// y = act(fma(v, scale, shift)) for the chunk's n values v at p's place in
+// y, chunk value i of channel c0 + (first + i) / spatial; ss holds the
+// (scale, shift) of channels c0 + first / spatial onward.  STV (with VEC):
+// spatial % 4 == 0 and y 4-element aligned, so each group of 4 shares a
+// channel and is one store.
+template <typename T, bool VEC, bool STV>
+__device__ __forceinline__ void gn_store(T *y, const float *v, int n,
+                                         int64_t first, int64_t spatial,
+                                         const float2 *ss, int act) {
+  const int64_t ch0 = first / spatial;
+#pragma unroll
+  for (int j = 0; j < GN_VALS; j += STV ? 4 : 1) {
+    const int i = gn_at<VEC>(j);
+    if (i >= n) continue;
+    const float2 f = ss[(first + i) / spatial - ch0];
+    if constexpr (STV) {
+      weft_cu_st4(y + i,
+                  make_float4(weft_cu_act1(act, fmaf(v[j], f.x, f.y)),
+                              weft_cu_act1(act, fmaf(v[j + 1], f.x, f.y)),
+                              weft_cu_act1(act, fmaf(v[j + 2], f.x, f.y)),
+                              weft_cu_act1(act, fmaf(v[j + 3], f.x, f.y))));
     } else {
-      weft_cu_st(y + e, weft_cu_act1(act, fmaf(weft_cu_ld(x + e), v.x, v.y)));
+      weft_cu_st(y + i, weft_cu_act1(act, fmaf(v[j], f.x, f.y)));
     }
   }
 }
 
-template <typename T, typename I, int W>
-static void gn_apply(cudaStream_t s, const T *x, T *y, const float2 *ss,
-                     int64_t items, int64_t per_plane, int act) {
-  gn_apply_kernel<T, I, W>
-      <<<weft_cu_blocks(items, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-          x, y, ss, (I)items, (I)per_plane, act);
+// The (scale, shift) of the channels that chunk values [first, first + n)
+// of group t touch, into ss (dynamic shared memory, gn_ss_slots).
+__device__ __forceinline__ void gn_fill_ss(float2 *ss, double2 mr, int64_t t,
+                                           int64_t first, int n,
+                                           int64_t spatial, int64_t channels,
+                                           int64_t groups, const float *gamma,
+                                           const float *beta) {
+  const int64_t cpg = channels / groups, c0 = (t % groups) * cpg;
+  const int64_t ch0 = first / spatial,
+                nch = (first + n - 1) / spatial - ch0 + 1;
+  for (int64_t c = threadIdx.x; c < nch; c += blockDim.x)
+    ss[c] = gn_scale_shift(mr, gamma, beta, c0 + ch0 + c);
+  __syncthreads();
+}
+
+static size_t gn_ss_slots(int64_t len, int64_t spatial) {
+  const int64_t most = (GN_CHUNK < len ? GN_CHUNK : len) - 1;
+  return (size_t)(most / spatial + 2);
+}
+
+// Groups of one chunk: moments, merge (exactly the plain statistics), y.
+template <typename T, bool VEC, bool STV>
+__global__ void __launch_bounds__(GN_THREADS)
+    gn_whole_kernel(const T *x, T *y, int64_t len, int64_t spatial,
+                    int64_t channels, int64_t groups, float eps,
+                    const float *__restrict__ gamma,
+                    const float *__restrict__ beta, int act) {
+  __shared__ double red[32];
+  __shared__ double2 m1;
+  extern __shared__ float2 ss[];
+  const int64_t t = blockIdx.x;
+  const int n = (int)len;
+  float v[GN_VALS];
+  gn_load<T, VEC>(x + t * len, n, v);
+  const double2 m = gn_moments<VEC>(v, n, red);
+  if (threadIdx.x == 0) m1 = m;
+  __syncthreads();
+  const double2 mr = gn_merge(&m1, 1, len, eps, red);
+  gn_fill_ss(ss, mr, t, 0, n, spatial, channels, groups, gamma, beta);
+  gn_store<T, VEC, STV>(y + t * len, v, n, 0, spatial, ss, act);
+}
+
+// Groups of several chunks: the merge, then the block's chunk.
+template <typename T, bool VEC, bool STV>
+__global__ void __launch_bounds__(GN_THREADS)
+    gn_apply_kernel(const T *x, T *y, int64_t len, int64_t nchunk,
+                    int64_t spatial, int64_t channels, int64_t groups,
+                    float eps, const float *__restrict__ gamma,
+                    const float *__restrict__ beta, int act,
+                    const double2 *__restrict__ part) {
+  __shared__ double red[32];
+  extern __shared__ float2 ss[];
+  const int64_t t = blockIdx.x / nchunk, k = blockIdx.x % nchunk;
+  const int n = (int)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
+  const double2 mr = gn_merge(part + t * nchunk, nchunk, len, eps, red);
+  gn_fill_ss(ss, mr, t, k * GN_CHUNK, n, spatial, channels, groups, gamma,
+             beta);
+  float v[GN_VALS];
+  const int64_t at = t * len + k * GN_CHUNK;
+  gn_load<T, VEC>(x + at, n, v);
+  gn_store<T, VEC, STV>(y + at, v, n, k * GN_CHUNK, spatial, ss, act);
 }
 
 extern "C" size_t weft__cu_group_norm_scratch_bytes(int64_t batch,
@@ -155,40 +226,47 @@ extern "C" size_t weft__cu_group_norm_scratch_bytes(int64_t batch,
                                                     int64_t spatial,
                                                     int64_t groups) {
   const int64_t nchunk = gn_chunks(channels / groups * spatial);
-  return (size_t)(batch * groups * nchunk) * sizeof(double2) +
-         (size_t)(batch * channels) * sizeof(float2);
+  return nchunk > 1 ? (size_t)(batch * groups * nchunk) * sizeof(double2) : 0;
 }
 
-// The three launches; blocks = batch * groups * nchunk, checked to fit.
-template <typename T>
-static void group_norm_t(cudaStream_t s, const T *x, T *y, int64_t batch,
-                         int64_t channels, int64_t spatial, int64_t groups,
-                         float eps, const float *gamma, const float *beta,
-                         int act, double2 *part, int64_t blocks) {
+// The launches; blocks = batch * groups * nchunk, checked to fit.  VEC:
+// x 4-element aligned and a group's length a multiple of 4; STV: y too,
+// and spatial % 4 == 0.
+template <typename T, bool VEC, bool STV>
+static void group_norm_v(cudaStream_t s, const T *x, T *y, int64_t channels,
+                         int64_t spatial, int64_t groups, float eps,
+                         const float *gamma, const float *beta, int act,
+                         double2 *part, int64_t blocks) {
   const int64_t len = channels / groups * spatial, nchunk = gn_chunks(len);
-  float2 *ss = reinterpret_cast<float2 *>(part + blocks);
-  if (len % 4 == 0 && weft_cu_aligned4<T>(x))
-    gn_chunk_kernel<T, true>
-        <<<(unsigned)blocks, GN_THREADS, 0, s>>>(x, len, nchunk, part);
-  else
-    gn_chunk_kernel<T, false>
-        <<<(unsigned)blocks, GN_THREADS, 0, s>>>(x, len, nchunk, part);
-  gn_finalize_kernel<<<(unsigned)(batch * groups), GN_FIN_THREADS, 0, s>>>(
-      part, nchunk, len, channels, groups, eps, gamma, beta, ss);
-  // uint32_t indices: items <= INT32_MAX and a grid stride <= 2^28 cannot
-  // wrap.  An error of any launch stays for weft__cu_group_norm's
-  // cudaGetLastError.
-  const int64_t n = batch * channels * spatial;
-  if (spatial % 4 == 0 && weft_cu_aligned4<T>(x) && weft_cu_aligned4<T>(y)) {
-    if (n / 4 <= INT32_MAX)
-      gn_apply<T, uint32_t, 4>(s, x, y, ss, n / 4, spatial / 4, act);
-    else
-      gn_apply<T, int64_t, 4>(s, x, y, ss, n / 4, spatial / 4, act);
-  } else if (n <= INT32_MAX) {
-    gn_apply<T, uint32_t, 1>(s, x, y, ss, n, spatial, act);
-  } else {
-    gn_apply<T, int64_t, 1>(s, x, y, ss, n, spatial, act);
+  const size_t smem = gn_ss_slots(len, spatial) * sizeof(float2);
+  if (nchunk == 1) {
+    gn_whole_kernel<T, VEC, STV><<<(unsigned)blocks, GN_THREADS, smem, s>>>(
+        x, y, len, spatial, channels, groups, eps, gamma, beta, act);
+    return;
   }
+  gn_chunk_kernel<T, VEC>
+      <<<(unsigned)blocks, GN_THREADS, 0, s>>>(x, len, nchunk, part);
+  gn_apply_kernel<T, VEC, STV><<<(unsigned)blocks, GN_THREADS, smem, s>>>(
+      x, y, len, nchunk, spatial, channels, groups, eps, gamma, beta, act,
+      part);
+}
+
+template <typename T>
+static void group_norm_t(cudaStream_t s, const T *x, T *y, int64_t channels,
+                         int64_t spatial, int64_t groups, float eps,
+                         const float *gamma, const float *beta, int act,
+                         double2 *part, int64_t blocks) {
+  const int64_t len = channels / groups * spatial;
+  const bool vec = len % 4 == 0 && weft_cu_aligned4<T>(x);
+  if (vec && spatial % 4 == 0 && weft_cu_aligned4<T>(y))
+    group_norm_v<T, true, true>(s, x, y, channels, spatial, groups, eps, gamma,
+                                beta, act, part, blocks);
+  else if (vec)
+    group_norm_v<T, true, false>(s, x, y, channels, spatial, groups, eps, gamma,
+                                 beta, act, part, blocks);
+  else
+    group_norm_v<T, false, false>(s, x, y, channels, spatial, groups, eps,
+                                  gamma, beta, act, part, blocks);
 }
 
 extern "C" cudaError_t
@@ -201,8 +279,8 @@ weft__cu_group_norm(cudaStream_t s, int dt, const void *x, void *y,
   if (blocks > INT32_MAX) return cudaErrorInvalidValue;
   WEFT_CU_WITH_TYPE(dt, T,
                     group_norm_t<T>(s, static_cast<const T *>(x),
-                                    static_cast<T *>(y), batch, channels,
-                                    spatial, groups, eps, gamma, beta, act,
+                                    static_cast<T *>(y), channels, spatial,
+                                    groups, eps, gamma, beta, act,
                                     static_cast<double2 *>(scratch), blocks));
   return cudaGetLastError();
 }

@@ -1274,6 +1274,15 @@ TEST(group_norm_sd_and_odd_shapes) {
           WEFT_ACT_GELU_TANH, 0, TOL_ELEM_MAX, 116);
   gn_case(&p, "group_norm odd 1x256x45x45 g32 in place", 1, 256, 2025, 32, 1,
           WEFT_ACT_NONE, 1, TOL_ELEM_MAX, 117);
+  /* A chunk over many channels (the (scale, shift) table of the block):
+   * one chunk of 4096 one-value channels, two of 4096 each, and SD's
+   * 2560x8x8 (5120 values a group: two chunks of 64-value channels) */
+  gn_case(&p, "group_norm 1x8192x1 g2 (4096 channels a chunk)", 1, 8192, 1, 2,
+          1, WEFT_ACT_SILU, 0, TOL_ELEM_MAX, 126);
+  gn_case(&p, "group_norm 1x8192x1 g1 (two chunks of 4096 channels)", 1, 8192,
+          1, 1, 1, WEFT_ACT_NONE, 1, TOL_ELEM_MAX, 127);
+  gn_case(&p, "group_norm 2x2560x8x8 g32 silu", 2, 2560, 64, 32, 1,
+          WEFT_ACT_SILU, 0, TOL_ELEM_MAX, 128);
   /* x and y 4 bytes past 16-byte alignment */
   gn_case_off(&p, "group_norm 2x320x32x32 g32 misaligned", 1, 2, 320, 1024, 32,
               1, WEFT_ACT_SILU, 0, TOL_ELEM_MAX, 118);
