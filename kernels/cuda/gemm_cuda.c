@@ -92,6 +92,17 @@ static int prep16(weft__cuda_ctx *ctx, const float *p, int dt, weft_dtype want,
                           "gemm: rounding an operand to 16 bits");
 }
 
+/* A product over a few rows of A times a transposed B (a linear's x W^T:
+ * SD's time embeddings, 2 rows) goes to weft__cu_gemv16: one read of the
+ * weight at the memory's speed. */
+static bool gemv_fits(const weft_gemm_args *g, int64_t batch, const opnd *a,
+                      const opnd *b) {
+  return batch == 1 && g->m <= WEFT_CU_GEMV_ROWS && !g->trans_a && g->trans_b &&
+         g->alpha == 1.0f && g->beta == 0.0f && g->k % 8 == 0 &&
+         a->ld % 8 == 0 && b->ld % 8 == 0 && (uintptr_t)a->p % 16 == 0 &&
+         (uintptr_t)b->p % 16 == 0;
+}
+
 int weft__cuda_add_bias(weft__cuda_ctx *ctx, int c_dt, void *c,
                         const float *bias, int per_row, int64_t m, int64_t n,
                         int64_t ldc, int64_t batch, int64_t sc) {
@@ -193,7 +204,13 @@ int weft__cuda_gemm_ex(weft__cuda_ctx *ctx, const weft_gemm_args *g, int a_dt,
   if (rc == 0)
     rc = prep16(ctx, g->b, b_dt, want, b_rows, b_cols, g->ldb, g->stride_b,
                 batch, &ob);
-  if (rc == 0) {
+  if (rc == 0 && gemv_fits(g, batch, &oa, &ob)) {
+    rc = weft__cuda_check(ctx,
+                          weft__cu_gemv16(ctx->stream, (int)want, g->m, g->n,
+                                          g->k, oa.p, oa.ld, ob.p, ob.ld, bias,
+                                          g->c, c_dt, g->ldc),
+                          "gemm (a few rows)");
+  } else if (rc == 0) {
     weft__cuda_mm mm = {.trans_a = g->trans_a,
                         .trans_b = g->trans_b,
                         .m = g->m,

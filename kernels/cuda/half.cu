@@ -174,8 +174,8 @@ extern "C" cudaError_t weft__cu_widen_planes(cudaStream_t s, const void *src,
 // row has a finite maximum.  Scores already carry the scale.
 __global__ void __launch_bounds__(SM16_THREADS)
     softmax16_kernel(const float *__restrict__ sc, uint16_t *__restrict__ p,
-                     int ddt, int64_t rows, int64_t lk, int causal,
-                     int64_t q0, int64_t nq) {
+                     int ddt, int64_t rows, int64_t lk, int causal, int64_t q0,
+                     int64_t nq) {
   __shared__ float red[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float *sr = sc + r * lk;
@@ -202,5 +202,99 @@ extern "C" cudaError_t weft__cu_softmax16(cudaStream_t s, const float *sc,
   const unsigned g = rows < (1 << 20) ? (unsigned)rows : (1u << 20);
   softmax16_kernel<<<g, SM16_THREADS, 0, s>>>(sc, (uint16_t *)p, ddt, rows, lk,
                                               causal, q0, nq);
+  return cudaGetLastError();
+}
+
+// ---- products of a few rows ------------------------------------------------
+
+// c[r, j] = sum_k a[r, k] w[j, k] (+ bias[j]) for r < M (at most
+// WEFT_CU_GEMV_ROWS): a linear over a handful of rows (SD's time
+// embeddings, batch 2) reads each weight once, so it runs at the memory's
+// speed; a tiled GEMM spent most of its ~10 us on tiles of one row.  One
+// warp per output column: each lane takes 8 values (16 bytes) of the row a
+// step, the products summed in fp32 and across the warp, the bias added in
+// fp32 and the sum rounded once to c's dtype (cuBLASLt's epilogue order).
+// a and w are 16-bit of one type, 16-byte aligned rows (k, lda and ldw
+// multiples of 8: the caller checks).
+template <bool BF, int M>
+__global__ void __launch_bounds__(256)
+    gemv16_kernel(const uint4 *__restrict__ a, int64_t lda8,
+                  const uint4 *__restrict__ w, int64_t ldw8, int64_t n,
+                  int64_t k8, const float *__restrict__ bias, void *c, int cdt,
+                  int64_t ldc) {
+  const int lane = threadIdx.x & 31;
+  const int64_t j =
+      blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (j >= n) return;
+  float acc[M];
+#pragma unroll
+  for (int r = 0; r < M; r++)
+    acc[r] = 0.0f;
+  const uint4 *wr = w + j * ldw8;
+  for (int64_t q = lane; q < k8; q += 32) {
+    const uint4 wv = wr[q];
+    const uint32_t wu[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int r = 0; r < M; r++) {
+      const uint4 av = a[r * lda8 + q];
+      const uint32_t au[4] = {av.x, av.y, av.z, av.w};
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        float2 wf, af;
+        if (BF) {
+          wf = __bfloat1622float2(
+              *reinterpret_cast<const __nv_bfloat162 *>(&wu[e]));
+          af = __bfloat1622float2(
+              *reinterpret_cast<const __nv_bfloat162 *>(&au[e]));
+        } else {
+          wf = __half22float2(*reinterpret_cast<const __half2 *>(&wu[e]));
+          af = __half22float2(*reinterpret_cast<const __half2 *>(&au[e]));
+        }
+        acc[r] = fmaf(af.x, wf.x, acc[r]);
+        acc[r] = fmaf(af.y, wf.y, acc[r]);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < M; r++) {
+    float v = weft_cu_warp_sum(acc[r]);
+    if (lane == 0) {
+      if (bias) v += bias[j];
+      st_elem(c, r * ldc + j, cdt, v);
+    }
+  }
+}
+
+template <bool BF>
+static void gemv16_m(cudaStream_t s, int m, const uint4 *a, int64_t lda8,
+                     const uint4 *w, int64_t ldw8, int64_t n, int64_t k8,
+                     const float *bias, void *c, int cdt, int64_t ldc) {
+  const unsigned blocks = (unsigned)((n + 7) / 8);
+#define GEMV16(M)                                                              \
+  gemv16_kernel<BF, M>                                                         \
+      <<<blocks, 256, 0, s>>>(a, lda8, w, ldw8, n, k8, bias, c, cdt, ldc)
+  switch (m) {
+  case 1: GEMV16(1); break;
+  case 2: GEMV16(2); break;
+  case 3: GEMV16(3); break;
+  default: GEMV16(4); break;
+  }
+#undef GEMV16
+}
+
+extern "C" cudaError_t weft__cu_gemv16(cudaStream_t s, int dt, int64_t m,
+                                       int64_t n, int64_t k, const void *a,
+                                       int64_t lda, const void *w, int64_t ldw,
+                                       const float *bias, void *c, int cdt,
+                                       int64_t ldc) {
+  if (m < 1 || m > WEFT_CU_GEMV_ROWS || k % 8 || lda % 8 || ldw % 8 ||
+      (uintptr_t)a % 16 || (uintptr_t)w % 16 || n > (int64_t)UINT32_MAX * 8)
+    return cudaErrorInvalidValue;
+  if (dt == WEFT_BF16)
+    gemv16_m<true>(s, (int)m, (const uint4 *)a, lda / 8, (const uint4 *)w,
+                   ldw / 8, n, k / 8, bias, c, cdt, ldc);
+  else
+    gemv16_m<false>(s, (int)m, (const uint4 *)a, lda / 8, (const uint4 *)w,
+                    ldw / 8, n, k / 8, bias, c, cdt, ldc);
   return cudaGetLastError();
 }

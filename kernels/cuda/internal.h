@@ -374,6 +374,15 @@ cudaError_t weft__cu_convert(cudaStream_t s, int kind, void *dst,
  * + i (o < n_outer, i < n_inner) of rows x cols elements at
  * src + o * s_outer + i * s_inner (row stride ld, in elements) into dense
  * dst[t][rows][cols], converting sdt to ddt (round to nearest even). */
+/* c[r, j] = sum_k a[r, k] w[j, k] (+ bias[j], fp32) for r < m <=
+ * WEFT_CU_GEMV_ROWS: a and w 16-bit of dt, rows 16-byte aligned (k, lda,
+ * ldw multiples of 8), c of cdt (fp32 or dt) at row stride ldc;
+ * cudaErrorInvalidValue for anything else. */
+#define WEFT_CU_GEMV_ROWS 4
+cudaError_t weft__cu_gemv16(cudaStream_t s, int dt, int64_t m, int64_t n,
+                            int64_t k, const void *a, int64_t lda,
+                            const void *w, int64_t ldw, const float *bias,
+                            void *c, int cdt, int64_t ldc);
 cudaError_t weft__cu_pack(cudaStream_t s, const void *src, int sdt, void *dst,
                           int ddt, int64_t n_outer, int64_t n_inner,
                           int64_t s_outer, int64_t s_inner, int64_t rows,

@@ -682,6 +682,11 @@ static void linear_sd_and_odd_shapes_body(pair *p) {
   linear_case(p, "linear odd 1x1->3 +b", 1, 1, 3, 1, 34);
   linear_case(p, "linear 154x768->320 +b, 4-byte aligned", 154, 768, 320, 2,
               35);
+  /* a few rows (16-bit precision: one warp a column, weft__cu_gemv16) */
+  linear_case(p, "linear few rows 1x640->77", 1, 640, 77, 0, 36);
+  linear_case(p, "linear few rows 3x320->1280 +b", 3, 320, 1280, 1, 37);
+  linear_case(p, "linear few rows 4x1280->320 +b, 4-byte aligned", 4, 1280,
+              320, 2, 38);
 }
 
 TEST(linear_sd_and_odd_shapes) {
