@@ -172,6 +172,7 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
   }
   snprintf(ctx->device_name, sizeof ctx->device_name, "%s", prop.name);
   ctx->sm_count = prop.multiProcessorCount;
+  ctx->cc = prop.major * 10 + prop.minor;
   ctx->smem_optin = prop.sharedMemPerBlockOptin;
   cublasHandle_t h;
   cublasStatus_t st = cublasCreate(&h);

@@ -60,7 +60,7 @@ typedef struct plan_entry {
 
 /* A channels-last convolution's execution plan from cuDNN's graph API,
  * with the descriptors it was built from (kept alive with it). */
-enum { GPLAN_DESCS = 8, GPLAN_SLOTS = 256 };
+enum { GPLAN_DESCS = 16, GPLAN_SLOTS = 256 };
 typedef struct gplan {
   int64_t key[PLAN_KEY];
   cudnnBackendDescriptor_t plan;
@@ -792,6 +792,130 @@ static bool g_engine_ok(cudnnBackendDescriptor_t cfg) {
   return ok;
 }
 
+/* ---- measured engine configurations ----
+ * On SD's small maps the heuristic's first allowed configuration is not
+ * the fastest: tools/gpu/conv_engines.sh timed every configuration of
+ * cuDNN 9.19's heuristics on an H200 (fp16, the UNet at batch 2), and
+ * engine 62 with other tiles and thread-block clusters took 0.55-0.7 of
+ * the time on the 8x8 to 32x32 maps (1280x16x16: 33 against 59 us;
+ * 2560x16x16: 56 against 112), where the first one's tiles leave most SMs
+ * idle.  Every one kept here has only the tensor-core note and repeated
+ * its bits; some give other bits than the heuristic's first (another
+ * summation order), none differs from run to run.  A shape found here on
+ * a GPU of the same kind (compute 9.0, 132 SMs) with cuDNN 9 runs that
+ * configuration; anything else, or a configuration cuDNN refuses, takes
+ * the heuristic's order.  WEFT_CUDA_CONV_TUNED=0 turns the table off (an
+ * A/B switch). */
+typedef struct tuned_conv {
+  int64_t n, c, h, w, k; /* the unpadded convolution: the padded map */
+  int64_t engine;
+  int64_t tile, tilek, cga_m, cga_n, wspace; /* the knobs' values */
+} tuned_conv;
+
+static const tuned_conv tuned_h200[] = {
+    {2, 1280, 18, 18, 1280, 62, 7, 1, 4, 1, 0},
+    {2, 1280, 10, 10, 1280, 62, 5, 1, 2, 4, 0},
+    {2, 640, 34, 34, 640, 62, 0, 0, 1, 5, 1},
+    {2, 2560, 18, 18, 1280, 62, 18, 1, 8, 1, 0},
+    {2, 1280, 34, 34, 1280, 62, 19, 1, 8, 1, 1},
+    {2, 2560, 10, 10, 1280, 62, 5, 1, 2, 4, 0},
+    {2, 1920, 18, 18, 1280, 62, 18, 1, 8, 1, 0},
+};
+
+static int tuned_wanted(void) {
+  static int v = -1;
+  const char *e = getenv("WEFT_CUDA_CONV_TUNED");
+  if (v < 0) v = !(e && !strcmp(e, "0"));
+  return v;
+}
+
+static const tuned_conv *tuned_find(const weft__cuda_ctx *ctx,
+                                    const weft_conv2d_args *b, weft_dtype dt) {
+  if (!tuned_wanted() || dt != WEFT_F16 || ctx->cc != 90 ||
+      ctx->sm_count != 132 || cudnnGetVersion() / 10000 != 9 || b->k_h != 3 ||
+      b->k_w != 3 || b->stride_h != 1 || b->stride_w != 1)
+    return NULL;
+  const int64_t n = b->batch > 0 ? b->batch : 1;
+  for (size_t i = 0; i < sizeof tuned_h200 / sizeof tuned_h200[0]; i++) {
+    const tuned_conv *t = &tuned_h200[i];
+    if (t->n == n && t->c == b->c_in && t->h == b->h_in && t->w == b->w_in &&
+        t->k == b->c_out)
+      return t;
+  }
+  return NULL;
+}
+
+/* The engine configuration t of the operation graph in g->keep[5], into
+ * *cfg (its engine and knob choices kept in g->keep[7..]). */
+static cudnnStatus_t g_tuned_cfg(gplan *g, const tuned_conv *t,
+                                 cudnnBackendDescriptor_t *cfg) {
+  cudnnStatus_t st;
+  cudnnBackendDescriptor_t *eng = &g->keep[7], *kc = &g->keep[8];
+  const cudnnBackendKnobType_t types[5] = {
+      CUDNN_KNOB_TYPE_TILE_SIZE, CUDNN_KNOB_TYPE_TILEK,
+      CUDNN_KNOB_TYPE_TILE_CGA_M, CUDNN_KNOB_TYPE_TILE_CGA_N,
+      CUDNN_KNOB_TYPE_WORKSPACE};
+  const int64_t vals[5] = {t->tile, t->tilek, t->cga_m, t->cga_n, t->wspace};
+  const int64_t idx_mode = 0;
+  *cfg = NULL;
+  GK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, eng));
+  GK(cudnnBackendSetAttribute(*eng, CUDNN_ATTR_ENGINE_OPERATION_GRAPH,
+                              CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &g->keep[5]));
+  GK(cudnnBackendSetAttribute(*eng, CUDNN_ATTR_ENGINE_GLOBAL_INDEX,
+                              CUDNN_TYPE_INT64, 1, &t->engine));
+  GK(cudnnBackendFinalize(*eng));
+  for (int i = 0; i < 6; i++) {
+    const cudnnBackendKnobType_t ty =
+        i < 5 ? types[i] : CUDNN_KNOB_TYPE_IDX_MODE;
+    const int64_t *v = i < 5 ? &vals[i] : &idx_mode;
+    GK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR,
+                                    &kc[i]));
+    GK(cudnnBackendSetAttribute(kc[i], CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE,
+                                CUDNN_TYPE_KNOB_TYPE, 1, &ty));
+    GK(cudnnBackendSetAttribute(kc[i], CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE,
+                                CUDNN_TYPE_INT64, 1, v));
+    GK(cudnnBackendFinalize(kc[i]));
+  }
+  GK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, cfg));
+  GK(cudnnBackendSetAttribute(*cfg, CUDNN_ATTR_ENGINECFG_ENGINE,
+                              CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, eng));
+  GK(cudnnBackendSetAttribute(*cfg, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
+                              CUDNN_TYPE_BACKEND_DESCRIPTOR, 6, kc));
+  GK(cudnnBackendFinalize(*cfg));
+fail:
+  if (st != CUDNN_STATUS_SUCCESS && *cfg) {
+    cudnnBackendDestroyDescriptor(*cfg);
+    *cfg = NULL;
+  }
+  return st;
+}
+
+/* A finalized plan of cfg into g (cfg kept in g->keep[6]): true, or false
+ * with cfg left to the caller. */
+static bool g_finalize(gplan *g, cudnnHandle_t hd,
+                       cudnnBackendDescriptor_t cfg) {
+  cudnnBackendDescriptor_t p = NULL;
+  if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR,
+                                   &p) != CUDNN_STATUS_SUCCESS)
+    return false;
+  int64_t wsb = 0, nws = 0;
+  if (cudnnBackendSetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
+                               CUDNN_TYPE_HANDLE, 1,
+                               &hd) == CUDNN_STATUS_SUCCESS &&
+      cudnnBackendSetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                               &cfg) == CUDNN_STATUS_SUCCESS &&
+      cudnnBackendFinalize(p) == CUDNN_STATUS_SUCCESS &&
+      cudnnBackendGetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                               CUDNN_TYPE_INT64, 1, &nws,
+                               &wsb) == CUDNN_STATUS_SUCCESS) {
+    g->plan = p, g->ws = wsb, g->keep[6] = cfg;
+    return true;
+  }
+  cudnnBackendDestroyDescriptor(p);
+  return false;
+}
+
 /* Builds g's plan for the unpadded NHWC convolution b (dt 16-bit): 0, or
  * WEFT_EUNSUPPORTED when no engine qualifies (g->none then). */
 static int g_build(weft__cuda_ctx *ctx, const weft_conv2d_args *b,
@@ -866,6 +990,27 @@ static int g_build(weft__cuda_ctx *ctx, const weft_conv2d_args *b,
   GK(cudnnBackendSetAttribute(*graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE,
                               CUDNN_TYPE_HANDLE, 1, &hd));
   GK(cudnnBackendFinalize(*graph));
+  const tuned_conv *t = tuned_find(ctx, b, dt);
+  if (t) {
+    cudnnBackendDescriptor_t tc = NULL;
+    if (g_tuned_cfg(g, t, &tc) == CUDNN_STATUS_SUCCESS && g_engine_ok(tc) &&
+        g_finalize(g, hd, tc)) {
+      if (conv_log_level())
+        fprintf(stderr,
+                "weft cuda: conv %lldx%lldx%lldx%lld -> %lld 3x3/1 [nhwc, "
+                "graph API]: the measured configuration (engine %lld), "
+                "workspace %.1f MiB\n",
+                (long long)n, (long long)c, (long long)h, (long long)w,
+                (long long)k, (long long)t->engine, (double)g->ws / 1048576.0);
+      return 0;
+    }
+    if (tc && !g->keep[6]) cudnnBackendDestroyDescriptor(tc);
+    for (int i = 7; i < GPLAN_DESCS; i++) /* the heuristic's way instead */
+      if (g->keep[i]) {
+        cudnnBackendDestroyDescriptor(g->keep[i]);
+        g->keep[i] = NULL;
+      }
+  }
   {
     const cudnnBackendHeurMode_t mode = heur_mode();
     GK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR,
@@ -892,23 +1037,8 @@ static int g_build(weft__cuda_ctx *ctx, const weft_conv2d_args *b,
          i++) {
       if (!cfg[i] || !g_engine_ok(cfg[i])) continue;
       tried++;
-      cudnnBackendDescriptor_t p = NULL;
-      if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR,
-                                       &p) != CUDNN_STATUS_SUCCESS)
-        continue;
-      int64_t wsb = 0, nws = 0;
-      if (cudnnBackendSetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
-                                   CUDNN_TYPE_HANDLE, 1,
-                                   &hd) == CUDNN_STATUS_SUCCESS &&
-          cudnnBackendSetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
-                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                   &cfg[i]) == CUDNN_STATUS_SUCCESS &&
-          cudnnBackendFinalize(p) == CUDNN_STATUS_SUCCESS &&
-          cudnnBackendGetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                   CUDNN_TYPE_INT64, 1, &nws,
-                                   &wsb) == CUDNN_STATUS_SUCCESS) {
-        g->plan = p, g->ws = wsb;
-        g->keep[6] = cfg[i], cfg[i] = NULL;
+      if (g_finalize(g, hd, cfg[i])) {
+        cfg[i] = NULL; /* g's */
         if (conv_log_level())
           fprintf(stderr,
                   "weft cuda: conv %lldx%lldx%lldx%lld -> %lld %lldx%lld/%lld "
@@ -917,9 +1047,7 @@ static int g_build(weft__cuda_ctx *ctx, const weft_conv2d_args *b,
                   (long long)n, (long long)c, (long long)h, (long long)w,
                   (long long)k, (long long)r, (long long)s,
                   (long long)b->stride_h, (long long)i, (long long)got, tried,
-                  (double)wsb / 1048576.0);
-      } else {
-        cudnnBackendDestroyDescriptor(p);
+                  (double)g->ws / 1048576.0);
       }
     }
     for (int64_t i = 0; i < ncfg; i++)

@@ -56,6 +56,7 @@ typedef struct weft__cuda_ctx {
   int device;
   char device_name[256];
   int sm_count;
+  int cc;            /* compute capability, major * 10 + minor */
   size_t smem_optin; /* max dynamic shared memory per block */
   cudaStream_t stream;
   void *blas;        /* cublasHandle_t */

@@ -115,10 +115,12 @@ static void vae_visit(void *model, sd_wvisit *v) {
 
 int sd_vae_to_vram(sd_vae *m, sd_vram *vr) {
   if (m->dw) return m->dw->vr == vr ? 0 : WEFT_EINVAL;
-  /* weights as they are: channels last would send the decoder's big maps
-   * through row bands of up to WEFT_CUDA_CONV_BAND_BYTES of scratch, not
-   * yet measured against the allocator's 2.45 GB target (issue 9) */
-  return sd_devw_upload(m, vae_visit, vr, "VAE", false, &m->dw);
+  /* 3x3 weights channels last where the backend runs them fastest so
+   * (CUDA's NHWC convolutions, in row bands of at most
+   * WEFT_CUDA_CONV_BAND_BYTES of scratch at the decoder's big maps): on an
+   * H200 the 512x512 decode took 9.7 against 11.3 ms, the allocator's
+   * high-water of a txt2img 2323 against 2328 MiB (BENCHMARKS.md) */
+  return sd_devw_upload(m, vae_visit, vr, "VAE", true, &m->dw);
 }
 
 int sd_vae_to_backend(sd_vae *m, weft_backend *be) {

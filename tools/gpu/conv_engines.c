@@ -155,6 +155,7 @@ static FILE *g_md;  /* $OUT/conv_engines.md, or NULL */
 static bool g_dead; /* the CUDA context hit an error: stop GPU work */
 static double g_t0; /* monotonic seconds at start */
 static double g_deadline = 100.0;
+static int64_t g_max_rank = INT64_MAX; /* CONV_ENGINES_MAX_RANK */
 static cudnnHandle_t g_h;
 static cudaStream_t g_stream;
 static cudaEvent_t g_ev[2];
@@ -536,7 +537,7 @@ static int collect(cudnnBackendDescriptor_t graph, int m, recs_t *rs,
                                      CUDNN_TYPE_BACKEND_DESCRIPTOR, ncfg, &got,
                                      cfg)) != CUDNN_STATUS_SUCCESS)
     goto fail;
-  for (int64_t i = 0; i < got; i++) {
+  for (int64_t i = 0; i < got && i < g_max_rank; i++) {
     rec_t t;
     memset(&t, 0, sizeof t);
     t.cfg = cfg[i];
@@ -1038,6 +1039,10 @@ int main(int argc, char **argv) {
     const double v = strtod(dl, &end);
     if (end != dl && v > 0) g_deadline = v;
   }
+  /* CONV_ENGINES_MAX_RANK=N: only each mode's first N configurations (a
+   * quick run over many shapes) */
+  const char *mr = getenv("CONV_ENGINES_MAX_RANK");
+  if (mr && atoi(mr) > 0) g_max_rank = atoi(mr);
   const char *od = getenv("OUT");
   if (od && *od) {
     char path[4096];

@@ -15,7 +15,8 @@
 # the pip package nvidia-cudnn-* (PyTorch's).  Files written to $OUT:
 #   conv_engines.md   a table per shape, then the summary (also on stdout)
 #   conv_engines.log  where cuDNN came from, the build's and the run's stderr
-# Environment: CONV_ENGINES_DEADLINE_S (100): no shape starts after it.
+# Environment: CONV_ENGINES_DEADLINE_S (100): no shape starts after it;
+# CONV_ENGINES_MAX_RANK (all): only each heuristic mode's first N.
 # Exit status: the program's (0 when it could measure; 1 when no GPU,
 # cuDNN or build).
 set -u
