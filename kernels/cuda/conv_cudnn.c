@@ -796,16 +796,16 @@ static bool g_engine_ok(cudnnBackendDescriptor_t cfg) {
  * On SD's small maps the heuristic's first allowed configuration is not
  * the fastest: tools/gpu/conv_engines.sh timed every configuration of
  * cuDNN 9.19's heuristics on an H200 (fp16, the UNet at batch 2), and
- * engine 62 with other tiles and thread-block clusters took 0.55-0.7 of
+ * engine 62 with other tiles and thread-block clusters took 0.5-0.9 of
  * the time on the 8x8 to 32x32 maps (1280x16x16: 33 against 59 us;
- * 2560x16x16: 56 against 112), where the first one's tiles leave most SMs
- * idle.  Every one kept here has only the tensor-core note and repeated
- * its bits; some give other bits than the heuristic's first (another
- * summation order), none differs from run to run.  A shape found here on
- * a GPU of the same kind (compute 9.0, 132 SMs) with cuDNN 9 runs that
- * configuration; anything else, or a configuration cuDNN refuses, takes
- * the heuristic's order.  WEFT_CUDA_CONV_TUNED=0 turns the table off (an
- * A/B switch). */
+ * 2560x16x16: 56 against 112; 640x16x16: 20 against 32), where the first
+ * one's tiles leave most SMs idle; shapes within 5% of it are left out.  Every
+ * one kept here has only the tensor-core note and repeated its bits; some give
+ * other bits than the heuristic's first (another summation order), none differs
+ * from run to run.  A shape found here on a GPU of the same kind (compute 9.0,
+ * 132 SMs) with cuDNN 9 runs that configuration; anything else, or a
+ * configuration cuDNN refuses, takes the heuristic's order.
+ * WEFT_CUDA_CONV_TUNED=0 turns the table off (an A/B switch). */
 typedef struct tuned_conv {
   int64_t n, c, h, w, k; /* the unpadded convolution: the padded map */
   int64_t engine;
@@ -820,6 +820,11 @@ static const tuned_conv tuned_h200[] = {
     {2, 1280, 34, 34, 1280, 62, 19, 1, 8, 1, 1},
     {2, 2560, 10, 10, 1280, 62, 5, 1, 2, 4, 0},
     {2, 1920, 18, 18, 1280, 62, 18, 1, 8, 1, 0},
+    {2, 640, 18, 18, 1280, 62, 1, 1, 1, 4, 0},
+    {2, 1280, 34, 34, 640, 62, 0, 1, 4, 2, 0},
+    {2, 1920, 34, 34, 640, 62, 0, 1, 1, 1, 0},
+    {2, 960, 34, 34, 640, 62, 4, 0, 1, 5, 1},
+    {2, 640, 66, 66, 640, 62, 0, 1, 8, 1, 0},
 };
 
 static int tuned_wanted(void) {
