@@ -15,20 +15,21 @@
 
 // A group (image * groups + group, cpg * spatial values) is spread over
 // many blocks: the VAE's 1x128x512x512 map has only 32 groups, one block
-// each left 100 of 132 SMs idle.  Two kernels:
+// each left 100 of 132 SMs idle.  Three kernels:
 //   gn_chunk_kernel: one block per GN_CHUNK values of a group; the chunk's
 //     sum and its squared deviations from its own mean, both passes from
 //     registers, so x is read once.
-//   gn_apply_kernel: one block per chunk again: the group's mean and rstd
-//     merged from its chunks (Chan et al.: M2 = sum of M2_k + n_k (mean_k
-//     - mean)^2, every term >= 0, so no cancellation), the (scale, shift)
-//     of the channels the chunk touches, then y = act(fma(x, scale,
-//     shift)).
-// A group of one chunk (SD's 8x8 maps, the text-sized ones) takes one
-// kernel: the statistics, then y from the values still in registers.
-// Every sum runs in a fixed order: the same input gives the same bits, the
-// same bits as one merging block per group did (the merge's loop strides
-// by GN_MERGE threads, the others add zeros).  A group of one chunk gets
+//   gn_finalize_kernel: one block per group merges its chunks (Chan et al.:
+//     M2 = sum of M2_k + n_k (mean_k - mean)^2, every term >= 0, so no
+//     cancellation) and writes each channel's (scale, shift).
+//   gn_apply_kernel: y = act(fma(x, scale, shift)), a grid-stride loop.
+// A group of one chunk (SD's 8x8 maps) takes one kernel, gn_whole_kernel:
+// the statistics, the merge, then y from the values still in registers
+// (an H200: 9.2 against 11.6 us for 2x1280x8x8).  Merging in each apply
+// block instead (a try: two launches) made the VAE's large groups slower,
+// 143 against 101 us for 1x128x512x512: each block waited on its merge
+// before its loads.  Every sum runs in a fixed order: the same input gives
+// the same bits, whichever kernel merges.  A group of one chunk gets
 // exactly the plain two-pass statistics.
 #define GN_THREADS 256
 #define GN_VALS 16 // values a thread keeps in registers
@@ -200,25 +201,54 @@ __global__ void __launch_bounds__(GN_THREADS)
   gn_store<T, VEC, STV>(y + t * len, v, n, 0, spatial, ss, act);
 }
 
-// Groups of several chunks: the merge, then the block's chunk.
-template <typename T, bool VEC, bool STV>
-__global__ void __launch_bounds__(GN_THREADS)
-    gn_apply_kernel(const T *x, T *y, int64_t len, int64_t nchunk,
-                    int64_t spatial, int64_t channels, int64_t groups,
-                    float eps, const float *__restrict__ gamma,
-                    const float *__restrict__ beta, int act,
-                    const double2 *__restrict__ part) {
+// One block (GN_MERGE threads) per group: mean and rstd from its chunks,
+// then each channel's (scale, shift).
+__global__ void __launch_bounds__(GN_MERGE)
+    gn_finalize_kernel(const double2 *__restrict__ part, int64_t nchunk,
+                       int64_t len, int64_t channels, int64_t groups, float eps,
+                       const float *__restrict__ gamma,
+                       const float *__restrict__ beta,
+                       float2 *__restrict__ ss) {
   __shared__ double red[32];
-  extern __shared__ float2 ss[];
-  const int64_t t = blockIdx.x / nchunk, k = blockIdx.x % nchunk;
-  const int n = (int)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
+  const int64_t t = blockIdx.x; // image * groups + group
   const double2 mr = gn_merge(part + t * nchunk, nchunk, len, eps, red);
-  gn_fill_ss(ss, mr, t, k * GN_CHUNK, n, spatial, channels, groups, gamma,
-             beta);
-  float v[GN_VALS];
-  const int64_t at = t * len + k * GN_CHUNK;
-  gn_load<T, VEC>(x + at, n, v);
-  gn_store<T, VEC, STV>(y + at, v, n, k * GN_CHUNK, spatial, ss, act);
+  const int64_t cpg = channels / groups;
+  const int64_t image = t / groups, c0 = (t % groups) * cpg;
+  for (int64_t c = threadIdx.x; c < cpg; c += blockDim.x)
+    ss[image * channels + c0 + c] = gn_scale_shift(mr, gamma, beta, c0 + c);
+}
+
+// y = act(fma(x, scale, shift)) over items of W values (1, or 4 through
+// weft_cu_ld4 / st4), per_plane items to an (image, channel) plane.  y may
+// equal x: an item is read, then written, by one thread.  I is uint32_t
+// where the items fit: a 64-bit division per item costs more than its
+// memory traffic (the element offset i * W is taken in 64 bits).
+template <typename T, typename I, int W>
+__global__ void gn_apply_kernel(const T *x, T *y, const float2 *__restrict__ ss,
+                                I items, I per_plane, int act) {
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < items;
+       i += (I)gridDim.x * blockDim.x) {
+    const float2 v = ss[i / per_plane];
+    const int64_t e = (int64_t)i * W;
+    if constexpr (W == 4) {
+      float4 a = weft_cu_ld4(x + e);
+      a.x = weft_cu_act1(act, fmaf(a.x, v.x, v.y));
+      a.y = weft_cu_act1(act, fmaf(a.y, v.x, v.y));
+      a.z = weft_cu_act1(act, fmaf(a.z, v.x, v.y));
+      a.w = weft_cu_act1(act, fmaf(a.w, v.x, v.y));
+      weft_cu_st4(y + e, a);
+    } else {
+      weft_cu_st(y + e, weft_cu_act1(act, fmaf(weft_cu_ld(x + e), v.x, v.y)));
+    }
+  }
+}
+
+template <typename T, typename I, int W>
+static void gn_apply(cudaStream_t s, const T *x, T *y, const float2 *ss,
+                     int64_t items, int64_t per_plane, int act) {
+  gn_apply_kernel<T, I, W>
+      <<<weft_cu_blocks(items, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+          x, y, ss, (I)items, (I)per_plane, act);
 }
 
 extern "C" size_t weft__cu_group_norm_scratch_bytes(int64_t batch,
@@ -226,47 +256,63 @@ extern "C" size_t weft__cu_group_norm_scratch_bytes(int64_t batch,
                                                     int64_t spatial,
                                                     int64_t groups) {
   const int64_t nchunk = gn_chunks(channels / groups * spatial);
-  return nchunk > 1 ? (size_t)(batch * groups * nchunk) * sizeof(double2) : 0;
+  if (nchunk == 1) return 0;
+  return (size_t)(batch * groups * nchunk) * sizeof(double2) +
+         (size_t)(batch * channels) * sizeof(float2);
 }
 
 // The launches; blocks = batch * groups * nchunk, checked to fit.  VEC:
 // x 4-element aligned and a group's length a multiple of 4; STV: y too,
 // and spatial % 4 == 0.
 template <typename T, bool VEC, bool STV>
-static void group_norm_v(cudaStream_t s, const T *x, T *y, int64_t channels,
-                         int64_t spatial, int64_t groups, float eps,
-                         const float *gamma, const float *beta, int act,
-                         double2 *part, int64_t blocks) {
+static void group_norm_v(cudaStream_t s, const T *x, T *y, int64_t batch,
+                         int64_t channels, int64_t spatial, int64_t groups,
+                         float eps, const float *gamma, const float *beta,
+                         int act, double2 *part, int64_t blocks) {
   const int64_t len = channels / groups * spatial, nchunk = gn_chunks(len);
-  const size_t smem = gn_ss_slots(len, spatial) * sizeof(float2);
   if (nchunk == 1) {
+    const size_t smem = gn_ss_slots(len, spatial) * sizeof(float2);
     gn_whole_kernel<T, VEC, STV><<<(unsigned)blocks, GN_THREADS, smem, s>>>(
         x, y, len, spatial, channels, groups, eps, gamma, beta, act);
     return;
   }
+  float2 *ss = reinterpret_cast<float2 *>(part + blocks);
   gn_chunk_kernel<T, VEC>
       <<<(unsigned)blocks, GN_THREADS, 0, s>>>(x, len, nchunk, part);
-  gn_apply_kernel<T, VEC, STV><<<(unsigned)blocks, GN_THREADS, smem, s>>>(
-      x, y, len, nchunk, spatial, channels, groups, eps, gamma, beta, act,
-      part);
+  gn_finalize_kernel<<<(unsigned)(batch * groups), GN_MERGE, 0, s>>>(
+      part, nchunk, len, channels, groups, eps, gamma, beta, ss);
+  // uint32_t indices: items <= INT32_MAX and a grid stride <= 2^28 cannot
+  // wrap.  An error of any launch stays for weft__cu_group_norm's
+  // cudaGetLastError.
+  const int64_t n = batch * channels * spatial;
+  if (STV) {
+    if (n / 4 <= INT32_MAX)
+      gn_apply<T, uint32_t, 4>(s, x, y, ss, n / 4, spatial / 4, act);
+    else
+      gn_apply<T, int64_t, 4>(s, x, y, ss, n / 4, spatial / 4, act);
+  } else if (n <= INT32_MAX) {
+    gn_apply<T, uint32_t, 1>(s, x, y, ss, n, spatial, act);
+  } else {
+    gn_apply<T, int64_t, 1>(s, x, y, ss, n, spatial, act);
+  }
 }
 
 template <typename T>
-static void group_norm_t(cudaStream_t s, const T *x, T *y, int64_t channels,
-                         int64_t spatial, int64_t groups, float eps,
-                         const float *gamma, const float *beta, int act,
-                         double2 *part, int64_t blocks) {
+static void group_norm_t(cudaStream_t s, const T *x, T *y, int64_t batch,
+                         int64_t channels, int64_t spatial, int64_t groups,
+                         float eps, const float *gamma, const float *beta,
+                         int act, double2 *part, int64_t blocks) {
   const int64_t len = channels / groups * spatial;
   const bool vec = len % 4 == 0 && weft_cu_aligned4<T>(x);
   if (vec && spatial % 4 == 0 && weft_cu_aligned4<T>(y))
-    group_norm_v<T, true, true>(s, x, y, channels, spatial, groups, eps, gamma,
-                                beta, act, part, blocks);
+    group_norm_v<T, true, true>(s, x, y, batch, channels, spatial, groups, eps,
+                                gamma, beta, act, part, blocks);
   else if (vec)
-    group_norm_v<T, true, false>(s, x, y, channels, spatial, groups, eps, gamma,
-                                 beta, act, part, blocks);
+    group_norm_v<T, true, false>(s, x, y, batch, channels, spatial, groups, eps,
+                                 gamma, beta, act, part, blocks);
   else
-    group_norm_v<T, false, false>(s, x, y, channels, spatial, groups, eps,
-                                  gamma, beta, act, part, blocks);
+    group_norm_v<T, false, false>(s, x, y, batch, channels, spatial, groups,
+                                  eps, gamma, beta, act, part, blocks);
 }
 
 extern "C" cudaError_t
@@ -279,8 +325,8 @@ weft__cu_group_norm(cudaStream_t s, int dt, const void *x, void *y,
   if (blocks > INT32_MAX) return cudaErrorInvalidValue;
   WEFT_CU_WITH_TYPE(dt, T,
                     group_norm_t<T>(s, static_cast<const T *>(x),
-                                    static_cast<T *>(y), channels, spatial,
-                                    groups, eps, gamma, beta, act,
+                                    static_cast<T *>(y), batch, channels,
+                                    spatial, groups, eps, gamma, beta, act,
                                     static_cast<double2 *>(scratch), blocks));
   return cudaGetLastError();
 }
