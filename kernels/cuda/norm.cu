@@ -132,21 +132,19 @@ __device__ __forceinline__ float2 gn_scale_shift(double2 mr, const float *gamma,
   return make_float2((float)scale, (float)shift);
 }
 
-// y = act(fma(v, scale, shift)) for the chunk's n values v at p's place in
-// y, chunk value i of channel c0 + (first + i) / spatial; ss holds the
-// (scale, shift) of channels c0 + first / spatial onward.  STV (with VEC):
-// spatial % 4 == 0 and y 4-element aligned, so each group of 4 shares a
-// channel and is one store.
+// y = act(fma(v, scale, shift)) for a whole group's n values v, value i
+// of the group's channel i / spatial, whose (scale, shift) is ss[i /
+// spatial].  STV (with VEC): spatial % 4 == 0 and y 4-element aligned, so
+// each group of 4 shares a channel and is one store.
 template <typename T, bool VEC, bool STV>
 __device__ __forceinline__ void gn_store(T *y, const float *v, int n,
-                                         int64_t first, int64_t spatial,
-                                         const float2 *ss, int act) {
-  const int64_t ch0 = first / spatial;
+                                         int64_t spatial, const float2 *ss,
+                                         int act) {
 #pragma unroll
   for (int j = 0; j < GN_VALS; j += STV ? 4 : 1) {
     const int i = gn_at<VEC>(j);
     if (i >= n) continue;
-    const float2 f = ss[(first + i) / spatial - ch0];
+    const float2 f = ss[i / spatial];
     if constexpr (STV) {
       weft_cu_st4(y + i,
                   make_float4(weft_cu_act1(act, fmaf(v[j], f.x, f.y)),
@@ -159,27 +157,9 @@ __device__ __forceinline__ void gn_store(T *y, const float *v, int n,
   }
 }
 
-// The (scale, shift) of the channels that chunk values [first, first + n)
-// of group t touch, into ss (dynamic shared memory, gn_ss_slots).
-__device__ __forceinline__ void gn_fill_ss(float2 *ss, double2 mr, int64_t t,
-                                           int64_t first, int n,
-                                           int64_t spatial, int64_t channels,
-                                           int64_t groups, const float *gamma,
-                                           const float *beta) {
-  const int64_t cpg = channels / groups, c0 = (t % groups) * cpg;
-  const int64_t ch0 = first / spatial,
-                nch = (first + n - 1) / spatial - ch0 + 1;
-  for (int64_t c = threadIdx.x; c < nch; c += blockDim.x)
-    ss[c] = gn_scale_shift(mr, gamma, beta, c0 + ch0 + c);
-  __syncthreads();
-}
-
-static size_t gn_ss_slots(int64_t len, int64_t spatial) {
-  const int64_t most = (GN_CHUNK < len ? GN_CHUNK : len) - 1;
-  return (size_t)(most / spatial + 2);
-}
-
-// Groups of one chunk: moments, merge (exactly the plain statistics), y.
+// Groups of one chunk (len <= GN_CHUNK): moments, merge (exactly the
+// plain statistics), the (scale, shift) of the group's len / spatial
+// channels in ss (dynamic shared memory), y.
 template <typename T, bool VEC, bool STV>
 __global__ void __launch_bounds__(GN_THREADS)
     gn_whole_kernel(const T *x, T *y, int64_t len, int64_t spatial,
@@ -197,8 +177,11 @@ __global__ void __launch_bounds__(GN_THREADS)
   if (threadIdx.x == 0) m1 = m;
   __syncthreads();
   const double2 mr = gn_merge(&m1, 1, len, eps, red);
-  gn_fill_ss(ss, mr, t, 0, n, spatial, channels, groups, gamma, beta);
-  gn_store<T, VEC, STV>(y + t * len, v, n, 0, spatial, ss, act);
+  const int64_t cpg = channels / groups, c0 = (t % groups) * cpg;
+  for (int64_t c = threadIdx.x; c < cpg; c += blockDim.x)
+    ss[c] = gn_scale_shift(mr, gamma, beta, c0 + c);
+  __syncthreads();
+  gn_store<T, VEC, STV>(y + t * len, v, n, spatial, ss, act);
 }
 
 // One block (GN_MERGE threads) per group: mean and rstd from its chunks,
@@ -271,7 +254,7 @@ static void group_norm_v(cudaStream_t s, const T *x, T *y, int64_t batch,
                          int act, double2 *part, int64_t blocks) {
   const int64_t len = channels / groups * spatial, nchunk = gn_chunks(len);
   if (nchunk == 1) {
-    const size_t smem = gn_ss_slots(len, spatial) * sizeof(float2);
+    const size_t smem = (size_t)(channels / groups) * sizeof(float2);
     gn_whole_kernel<T, VEC, STV><<<(unsigned)blocks, GN_THREADS, smem, s>>>(
         x, y, len, spatial, channels, groups, eps, gamma, beta, act);
     return;
