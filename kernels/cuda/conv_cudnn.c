@@ -799,15 +799,16 @@ static bool g_engine_ok(cudnnBackendDescriptor_t cfg) {
  * engine 62 with other tiles and thread-block clusters took 0.5-0.9 of
  * the time on the 8x8 to 32x32 maps (1280x16x16: 33 against 59 us;
  * 2560x16x16: 56 against 112; 640x16x16: 20 against 32), where the first
- * one's tiles leave most SMs idle; shapes within 5% of it are left out.  Every
- * one kept here has only the tensor-core note and repeated its bits; some give
- * other bits than the heuristic's first (another summation order), none differs
- * from run to run.  A shape found here on a GPU of the same kind (compute 9.0,
- * 132 SMs) with cuDNN 9 runs that configuration; anything else, or a
- * configuration cuDNN refuses, takes the heuristic's order.
- * WEFT_CUDA_CONV_TUNED=0 turns the table off (an A/B switch). */
+ * one's tiles leave most SMs idle; shapes within 5% of it are left out.
+ * Every one kept has only the tensor-core note and repeated its bits;
+ * some give other bits than the heuristic's first (another summation
+ * order), none differs from run to run.  A shape found here on a GPU of
+ * the same kind (compute 9.0, 132 SMs) with cuDNN 9 runs that
+ * configuration; anything else, or a configuration cuDNN refuses, takes
+ * the heuristic's order.  WEFT_CUDA_CONV_TUNED=0 turns the table off (an
+ * A/B switch). */
 typedef struct tuned_conv {
-  int64_t n, c, h, w, k; /* the unpadded convolution: the padded map */
+  int64_t n, c, h, w, k; /* cuDNN's x (the padded map) and outputs */
   int64_t engine;
   int64_t tile, tilek, cga_m, cga_n, wspace; /* the knobs' values */
 } tuned_conv;
