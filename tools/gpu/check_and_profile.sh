@@ -15,7 +15,10 @@
 # (every part's own files, in kernels/, bench/ and models/).
 # Environment: WEFT_BENCH_SKIP (default weft32,vram,check,compile: the
 # stages that a speed change does not need), CHECK_KERNEL_S, CHECK_BENCH_S,
-# CHECK_MODELS_S (each part's time box: 200, 250, 140 s).
+# CHECK_MODELS_S (each part's time box: 200, 250, 140 s).  The benchmark
+# needs at least 240 s on a fresh machine: its make stage, the build and
+# diffusers' eager stage take about 160 s before weft's stage starts (give
+# WEFT_BENCH_SKIP=eager,weft32,vram,check,compile to leave diffusers out).
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 top=${OUT:-$root/build-check-profile}
