@@ -148,6 +148,7 @@ typedef struct {
   int nrec, nfin_fail, nexec_fail;
   double weft_us, allowed_us, any_us;
   char weft[200], allowed[240], any[280];
+  char row[160]; /* a line of conv_cudnn.c's tuned_h200 table, or "" */
 } summary_t;
 
 /* ---- process-wide state ---- */
@@ -773,6 +774,38 @@ static void rank_str(const rec_t *r, char *s, size_t cap) {
                       : snprintf(s + o, cap - o, "%s-", m ? "/" : ""));
 }
 
+/* r as a row of conv_cudnn.c's tuned_h200 table ({n, c, h + 2, w + 2, k,
+ * engine, TILE_SIZE, TILEK, TILE_CGA_M, TILE_CGA_N, WORKSPACE}), when its
+ * knobs are exactly the six that table sets (IDX_MODE 0); else "". */
+static void table_row(const shape_t *s, const rec_t *r, char *buf, size_t len) {
+  int64_t v[29];
+  bool have[29] = {false};
+  buf[0] = 0;
+  for (int i = 0; i < r->nknobs; i++) {
+    if (r->ktype[i] < 0 || r->ktype[i] > 28) return;
+    v[r->ktype[i]] = r->kval[i], have[r->ktype[i]] = true;
+  }
+  const int want[6] = {CUDNN_KNOB_TYPE_TILE_SIZE,  CUDNN_KNOB_TYPE_TILEK,
+                       CUDNN_KNOB_TYPE_IDX_MODE,   CUDNN_KNOB_TYPE_WORKSPACE,
+                       CUDNN_KNOB_TYPE_TILE_CGA_M, CUDNN_KNOB_TYPE_TILE_CGA_N};
+  int n = 0;
+  for (int t = 0; t < 29; t++)
+    n += have[t];
+  for (int i = 0; i < 6; i++)
+    if (!have[want[i]]) return;
+  if (n != 6 || v[CUDNN_KNOB_TYPE_IDX_MODE] != 0) return;
+  snprintf(buf, len,
+           "    {%lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, "
+           "%lld},",
+           (long long)s->n, (long long)s->c, (long long)s->h + 2,
+           (long long)s->w + 2, (long long)s->k, (long long)r->gidx,
+           (long long)v[CUDNN_KNOB_TYPE_TILE_SIZE],
+           (long long)v[CUDNN_KNOB_TYPE_TILEK],
+           (long long)v[CUDNN_KNOB_TYPE_TILE_CGA_M],
+           (long long)v[CUDNN_KNOB_TYPE_TILE_CGA_N],
+           (long long)v[CUDNN_KNOB_TYPE_WORKSPACE]);
+}
+
 static void run_shape(const shape_t *s, summary_t *sum) {
   const int64_t n = s->n, c = s->c, k = s->k, h = s->h, w = s->w;
   const int64_t hp = h + 2, wp = w + 2;
@@ -984,6 +1017,8 @@ static void run_shape(const shape_t *s, summary_t *sum) {
     sum->any_us = rs.r[fast].us;
     cfg_name(&rs.r[fast], true, sum->any, sizeof sum->any);
   }
+  if (fast_ok >= 0 && sum->weft_us > 0 && sum->allowed_us < 0.95 * sum->weft_us)
+    table_row(s, &rs.r[fast_ok], sum->row, sizeof sum->row);
 
 cleanup:
   for (int i = 0; i < rs.n; i++) {
@@ -1153,6 +1188,12 @@ int main(int argc, char **argv) {
   out("\n\"vs weft\": weft's pick's time over that one's (above 1: faster "
       "than weft's pick).  Total %.0f s.\n",
       elapsed_s());
+  out("\nRows for kernels/cuda/conv_cudnn.c's tuned_h200 (the fastest allowed "
+      "configuration where it is at least 5%% faster than weft's pick):\n\n"
+      "```c\n");
+  for (int i = 0; i < nshapes; i++)
+    if (sums[i].row[0]) out("%s\n", sums[i].row);
+  out("```\n");
 
   free(sums);
   free(given);
