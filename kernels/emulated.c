@@ -202,17 +202,26 @@ static int emu_linear(weft_backend *be, const float *x, int64_t rows,
       &c, CPU(be)->iface->linear(CPU(be), xx, rows, in, R(w), R(b), out, yy));
 }
 
-static weft_conv2d_args conv_args(const weft_conv2d_args *a) {
+/* a's device pointers as the CPU's; *pn receives the prologue's copy
+ * (its gamma and beta are device pointers too) */
+static weft_conv2d_args conv_args(const weft_conv2d_args *a,
+                                  weft_conv2d_prenorm *pn) {
   weft_conv2d_args c = *a;
   c.x = R(a->x), c.weight = R(a->weight), c.bias = R(a->bias);
   c.y = R(a->y), c.scratch = weft_emulated_host_ptr(a->scratch);
   c.chan_add = R(a->chan_add), c.residual = R(a->residual);
+  if (a->prenorm) {
+    *pn = *a->prenorm;
+    pn->gamma = R(pn->gamma), pn->beta = R(pn->beta);
+    c.prenorm = pn;
+  }
   return c;
 }
 
 static int emu_conv2d(weft_backend *be, const weft_conv2d_args *a) {
   act_call c = call_of(be);
-  weft_conv2d_args cv = conv_args(a);
+  weft_conv2d_prenorm pn;
+  weft_conv2d_args cv = conv_args(a, &pn);
   int64_t ho = 0, wo = 0;
   if (weft_conv2d_check_shapes(a, &ho, &wo) == 0 && a->batch > 0) {
     const int64_t xs =
@@ -229,7 +238,8 @@ static int emu_conv2d(weft_backend *be, const weft_conv2d_args *a) {
 }
 
 static size_t emu_conv2d_scratch(weft_backend *be, const weft_conv2d_args *a) {
-  weft_conv2d_args c = conv_args(a);
+  weft_conv2d_prenorm pn;
+  weft_conv2d_args c = conv_args(a, &pn);
   return CPU(be)->iface->conv2d_scratch_bytes(CPU(be), &c);
 }
 

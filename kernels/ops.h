@@ -154,7 +154,22 @@ typedef struct weft_gemm_args {
  * scale_add with 1 and 1), so a backend may run them as those ops; with
  * 16-bit activations y may be rounded before the epilogue and after it
  * (CUDA's ways but the channels-last one) or once, after it (that way).
- * Neither may overlap y. */
+ * Neither may overlap y.
+ * A prologue (prenorm, NULL: none): x is the input of a group norm and
+ * activation, and the convolution reads what weft_backend's group_norm(x,
+ * ..., groups, eps, gamma, beta, act) would write (a ResNet block's norm
+ * and SiLU before its convolution); x then has packed images (x_bstride 0
+ * or c_in * h_in * w_in).  A backend that cannot do it without a copy of
+ * the normalized x (CUDA but on its channels-last way) returns
+ * WEFT_EUNSUPPORTED before it does anything: the caller runs group_norm,
+ * then the convolution. */
+typedef struct weft_conv2d_prenorm {
+  int64_t groups;
+  float eps;
+  const float *gamma, *beta; /* [c_in] or NULL */
+  weft_act act;
+} weft_conv2d_prenorm;
+
 typedef struct weft_conv2d_args {
   int64_t batch, c_in, h_in, w_in;
   int64_t c_out, k_h, k_w;
@@ -171,6 +186,7 @@ typedef struct weft_conv2d_args {
   int w_hwc;
   const float *chan_add;
   const float *residual;
+  const weft_conv2d_prenorm *prenorm;
 } weft_conv2d_args;
 
 /* dst = w [c_out, kk, c_in] (channels last, kk = k_h * k_w) laid out as
@@ -228,6 +244,11 @@ static inline int weft_conv2d_check_shapes(const weft_conv2d_args *a,
   if ((a->residual && a->residual == a->y) ||
       (a->chan_add && a->chan_add == a->y))
     return WEFT_EINVAL; /* the epilogue's inputs must not overlap y */
+  const weft_conv2d_prenorm *pn = a->prenorm;
+  if (pn && (pn->groups <= 0 || a->c_in % pn->groups != 0 ||
+             (int)pn->act < 0 || pn->act >= WEFT_ACT_COUNT ||
+             (a->x_bstride && a->x_bstride != a->c_in * a->h_in * a->w_in)))
+    return WEFT_EINVAL;
   return 0;
 }
 

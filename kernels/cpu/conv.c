@@ -157,6 +157,20 @@ int weft_cpu_conv2d(weft_cpu_ctx *ctx, const weft_conv2d_args *a) {
   int64_t h_out, w_out;
   int rc = check(a, &h_out, &w_out);
   if (rc != 0) return rc;
+  if (a->prenorm && a->batch > 0) {
+    /* the prologue: group_norm's output in a temporary, then the rest */
+    const weft_conv2d_prenorm *pn = a->prenorm;
+    const int64_t n = a->batch * a->c_in * a->h_in * a->w_in;
+    float *t = weft__alloc((size_t)n * sizeof(float));
+    if (!t) return WEFT_ENOMEM;
+    weft_conv2d_args c = *a;
+    c.x = t, c.x_bstride = 0, c.prenorm = NULL;
+    rc = weft_cpu_group_norm(ctx, a->x, t, a->batch, a->c_in, a->h_in * a->w_in,
+                             pn->groups, pn->eps, pn->gamma, pn->beta, pn->act);
+    if (rc == 0) rc = weft_cpu_conv2d(ctx, &c);
+    free(t);
+    return rc;
+  }
   if (a->w_hwc && a->k_h * a->k_w > 1) {
     /* a channels-last weight: the same values in [c_out, c_in, kk] */
     const int64_t kk = a->k_h * a->k_w;

@@ -38,6 +38,8 @@
  * rounding of y).  In FP32 precision a registered half weight is widened
  * to fp32 scratch first. */
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -98,6 +100,15 @@ static bool nhwc_eligible(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
          a->c_out % 8 == 0 && weft_conv2d_check_shapes(a, &ho, &wo) == 0 &&
          (WEFT_CUDA_NHWC_PIXELS == 0 || ho * wo <= WEFT_CUDA_NHWC_PIXELS) &&
          weft__cudnn_ensure(ctx);
+}
+
+static bool prenorm_wanted(void) {
+  static int v = -1;
+  if (v < 0) {
+    const char *e = getenv("WEFT_CUDA_CONV_PRENORM");
+    v = !(e && !strcmp(e, "0"));
+  }
+  return v;
 }
 
 bool weft_cuda_conv_hwc(weft_backend *be) {
@@ -335,6 +346,12 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   if (rc == 0 && (!a->x || !a->weight || !a->y)) rc = WEFT_EINVAL;
   if (rc != 0) return rc;
   if (a->batch == 0) return 0;
+  /* a prologue only on the channels-last way (applied as x moves); the
+   * caller runs group_norm first anywhere else, or everywhere with
+   * WEFT_CUDA_CONV_PRENORM=0 (an A/B switch) */
+  const bool hwc = a->w_hwc && a->k_h * a->k_w > 1;
+  if (a->prenorm && !(prenorm_wanted() && hwc && nhwc_eligible(ctx, a)))
+    return WEFT_EUNSUPPORTED;
   const int64_t n = h_out * w_out, k = a->c_in * a->k_h * a->k_w;
   const int64_t xs = a->x_bstride ? a->x_bstride : a->c_in * a->h_in * a->w_in;
   const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * n;
@@ -343,7 +360,7 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
    * weight in FP32 precision, where every path reads fp32. */
   weft_conv2d_args aa = *a;
   void *wtmp = NULL, *btmp = NULL, *whwc = NULL;
-  if (a->w_hwc && a->k_h * a->k_w > 1) {
+  if (hwc) {
     if (nhwc_eligible(ctx, a)) {
       if (a->bias &&
           !(aa.bias = weft__cuda_f32_view(ctx, a->bias, a->c_out, &btmp)))
@@ -352,6 +369,7 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
       weft__cuda_free(ctx, btmp);
       if (rc != WEFT_EUNSUPPORTED) return rc;
       ctx->err[0] = 0;
+      if (a->prenorm) return WEFT_EUNSUPPORTED;
       aa.bias = a->bias, btmp = NULL;
     }
     /* the weight back to [c_out, c_in, kk] (registered for this call as

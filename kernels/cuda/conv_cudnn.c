@@ -1149,7 +1149,8 @@ typedef struct nhwc_layout {
   int bands;
   int64_t ho, wo, wb;   /* output size; the padded width */
   size_t y_off, ws_off; /* in the scratch (x at 0) */
-  size_t w_off, total;  /* the rounded weight (when w_own), the whole */
+  size_t w_off, gn_off; /* the rounded weight (when w_own), the prologue's */
+  size_t total;         /* statistics (when prenorm); the whole */
   bool w_own;
 } nhwc_layout;
 
@@ -1236,7 +1237,11 @@ static int nhwc_prepare(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   l->ws_off = l->y_off + align256(yb);
   l->w_off = l->ws_off + align256(ws);
   const size_t nw = (size_t)(a->c_out * a->c_in * a->k_h * a->k_w);
-  l->total = l->w_off + (l->w_own ? align256(nw * 2) : 0);
+  l->gn_off = l->w_off + (l->w_own ? align256(nw * 2) : 0);
+  l->total = l->gn_off;
+  if (a->prenorm)
+    l->total += align256(weft__cu_gn_stats_bytes(
+        batch, a->c_in, a->h_in * a->w_in, a->prenorm->groups));
   if (ctx->scratch_limit && l->total > ctx->scratch_limit / 4)
     return WEFT_EUNSUPPORTED;
   return 0;
@@ -1276,6 +1281,19 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   const int64_t batch = a->batch;
   const int64_t xs = a->x_bstride ? a->x_bstride : a->c_in * a->h_in * a->w_in;
   const int64_t ys = a->y_bstride ? a->y_bstride : a->c_out * l.ho * l.wo;
+  /* the prologue: the group norm's statistics, applied as x moves */
+  const weft_conv2d_prenorm *pn = a->prenorm;
+  const void *ss = NULL;
+  if (pn) {
+    const int64_t sp = a->h_in * a->w_in;
+    unsigned char *g = base + l.gn_off;
+    rc = weft__cuda_check(ctx,
+                          weft__cu_gn_stats(ctx->stream, ctx->act, a->x, batch,
+                                            a->c_in, sp, pn->groups, pn->eps,
+                                            pn->gamma, pn->beta, g),
+                          "conv2d: the prologue's group norm statistics");
+    ss = g + weft__cu_gn_stats_ss_off(batch, a->c_in, sp, pn->groups);
+  }
   for (int j = 0; j < l.bands && !rc; j++) {
     int64_t o0, o1;
     weft_conv2d_args b;
@@ -1288,13 +1306,14 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     if (!graph && (rc = plan_view(ctx, &b, want, &v, &d))) break;
     /* while profiling, the three parts' times (weft_cuda_profile_*) */
     int part = weft__cuda_prof_part_begin(ctx);
-    rc = weft__cuda_check(
-        ctx,
-        weft__cu_nhwc_pack(ctx->stream, a->x, ctx->act, xs, batch, a->c_in,
-                           a->h_in, a->w_in, o0 * a->stride_h - a->pad_top,
-                           b.h_in, a->pad_left, l.wb, base, want),
-        "conv2d: x channels last");
-    part_end(ctx, part, "x moved", a);
+    rc = weft__cuda_check(ctx,
+                          weft__cu_nhwc_pack(ctx->stream, a->x, ctx->act, xs,
+                                             batch, a->c_in, a->h_in, a->w_in,
+                                             o0 * a->stride_h - a->pad_top,
+                                             b.h_in, a->pad_left, l.wb, base,
+                                             want, ss, pn ? (int)pn->act : 0),
+                          "conv2d: x channels last");
+    part_end(ctx, part, pn ? "x normalized and moved" : "x moved", a);
     part = weft__cuda_prof_part_begin(ctx);
     if (!rc && graph) {
       rc = g_run(ctx, &g, base, w16, base + l.y_off,

@@ -394,11 +394,14 @@ cudaError_t weft__cu_pack(cudaStream_t s, const void *src, int sdt, void *dst,
 /* layout.cu.  Rows [row0, row0 + hb) of each of batch images x (xdt,
  * [c_in, h, w], image stride xs) into dst (ddt, [batch, hb, wb, c_in]),
  * column q from x's column q - pl; rows and columns outside the image
- * zero. */
+ * zero.  ss (float2 [batch * c_in], NULL: none): each value inside the
+ * image becomes act(fma(x, ss.x, ss.y)), a group norm applied as it
+ * moves. */
 cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x, int xdt,
                                int64_t xs, int64_t batch, int64_t c_in,
                                int64_t h, int64_t w, int64_t row0, int64_t hb,
-                               int64_t pl, int64_t wb, void *dst, int ddt);
+                               int64_t pl, int64_t wb, void *dst, int ddt,
+                               const void *ss, int act);
 /* src (sdt, [batch, rows, wo, c_out]) + bias[o] (fp32; may be NULL) into
  * rows [row0, row0 + rows) of y (ydt): y[b * ys + o * plane + (row0 + r)
  * * wo + q], with the convolution's epilogue (ydt; either NULL): + chan[b
@@ -437,6 +440,17 @@ cudaError_t weft__cu_im2col16(cudaStream_t s, const weft_conv2d_args *a,
                               int64_t n_img, int64_t n0, int64_t nb, void *col,
                               int dt);
 
+/* norm.cu: a group norm's (scale, shift) per (image, channel) alone, in
+ * scratch of weft__cu_gn_stats_bytes (float2 [batch * channels] at
+ * weft__cu_gn_stats_ss_off), for a convolution's prologue. */
+size_t weft__cu_gn_stats_bytes(int64_t batch, int64_t channels, int64_t spatial,
+                               int64_t groups);
+size_t weft__cu_gn_stats_ss_off(int64_t batch, int64_t channels,
+                                int64_t spatial, int64_t groups);
+cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
+                              int64_t batch, int64_t channels, int64_t spatial,
+                              int64_t groups, float eps, const float *gamma,
+                              const float *beta, void *scratch);
 /* norm.cu (dt as pointwise.cu's).  group_norm needs a scratch of
  * group_norm_scratch_bytes (its chunks' partial statistics; 0 where each
  * group is one chunk) with the alignment of a cudaMalloc'd block. */

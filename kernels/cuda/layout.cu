@@ -26,13 +26,17 @@ template <typename T> struct alignas(2 * sizeof(T)) two {
 };
 
 // dst[(n * hb + r) * wb + q][c] = x[n * xs + (c * h + row0 + r) * w + q -
-// pl], zero outside the image.  Grid: x over the band's hb * wb pixels in
-// tiles, y over c_in in tiles, z over the batch (a stride loop).
+// pl], zero outside the image; with ss (a group norm's per (image,
+// channel) scale and shift, norm.cu's weft__cu_gn_stats) act(fma(x,
+// scale, shift)) instead, as group norm writes it, the padding still zero.
+// Grid: x over the band's hb * wb pixels in tiles, y over c_in in tiles, z
+// over the batch (a stride loop).
 template <typename TI, typename TO>
 __global__ void __launch_bounds__(TP *TROWS)
     nhwc_pack_kernel(const TI *__restrict__ x, int64_t xs, int c_in, int h,
                      int w, int row0, int hb, int pl, int wb,
-                     TO *__restrict__ dst, int batch) {
+                     TO *__restrict__ dst, int batch,
+                     const float2 *__restrict__ ss, int act) {
   __shared__ float tile[TC][TP + 1];
   const int pix = hb * wb, p0 = blockIdx.x * TP, c0 = blockIdx.y * TC;
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -45,7 +49,12 @@ __global__ void __launch_bounds__(TP *TROWS)
 #pragma unroll
     for (int i = ty; i < TC; i += TROWS) {
       const int c = c0 + i;
-      tile[i][tx] = in && c < c_in ? weft_cu_ld(xn + (int64_t)c * h * w) : 0.0f;
+      float v = in && c < c_in ? weft_cu_ld(xn + (int64_t)c * h * w) : 0.0f;
+      if (ss && in && c < c_in) {
+        const float2 f = ss[(int64_t)n * c_in + c];
+        v = weft_cu_act1(act, fmaf(v, f.x, f.y));
+      }
+      tile[i][tx] = v;
     }
     __syncthreads();
     const int c = c0 + 2 * tx; // c_in is even: a pair is whole or out
@@ -120,7 +129,8 @@ extern "C" cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x,
                                           int xdt, int64_t xs, int64_t batch,
                                           int64_t c_in, int64_t h, int64_t w,
                                           int64_t row0, int64_t hb, int64_t pl,
-                                          int64_t wb, void *dst, int ddt) {
+                                          int64_t wb, void *dst, int ddt,
+                                          const void *ss, int act) {
   if (batch <= 0 || hb <= 0 || c_in <= 0 || wb <= 0) return cudaSuccess;
   if (c_in % 2 || hb * wb * c_in > INT32_MAX || h * w > INT32_MAX ||
       batch > INT32_MAX || row0 < -(int64_t)INT32_MAX / 2 ||
@@ -135,7 +145,7 @@ extern "C" cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x,
           nhwc_pack_kernel<TI, TO><<<grid, block, 0, s>>>(
               static_cast<const TI *>(x), xs, (int)c_in, (int)h, (int)w,
               (int)row0, (int)hb, (int)pl, (int)wb, static_cast<TO *>(dst),
-              (int)batch)));
+              (int)batch, static_cast<const float2 *>(ss), act)));
   return cudaGetLastError();
 }
 

@@ -314,6 +314,56 @@ weft__cu_group_norm(cudaStream_t s, int dt, const void *x, void *y,
   return cudaGetLastError();
 }
 
+// The statistics alone, for a convolution's prologue (conv_cudnn.c's
+// channels-last way applies them as it moves x): ss [batch * channels]
+// (scale, shift) at scratch + weft__cu_gn_stats_ss_off, from the chunk and
+// finalize kernels (the same sums as group norm's, one chunk or many).
+static size_t gn_part_bytes(int64_t batch, int64_t channels, int64_t spatial,
+                            int64_t groups) {
+  const size_t b = (size_t)(batch * groups * gn_chunks(channels / groups *
+                                                         spatial)) *
+                   sizeof(double2);
+  return (b + 255) & ~(size_t)255;
+}
+
+extern "C" size_t weft__cu_gn_stats_bytes(int64_t batch, int64_t channels,
+                                          int64_t spatial, int64_t groups) {
+  return gn_part_bytes(batch, channels, spatial, groups) +
+         (size_t)(batch * channels) * sizeof(float2);
+}
+
+extern "C" cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
+                                         int64_t batch, int64_t channels,
+                                         int64_t spatial, int64_t groups,
+                                         float eps, const float *gamma,
+                                         const float *beta, void *scratch) {
+  const int64_t len = channels / groups * spatial, nchunk = gn_chunks(len);
+  const int64_t blocks = batch * groups * nchunk;
+  if (blocks > INT32_MAX || batch * groups > INT32_MAX)
+    return cudaErrorInvalidValue;
+  double2 *part = static_cast<double2 *>(scratch);
+  float2 *ss = reinterpret_cast<float2 *>(
+      static_cast<char *>(scratch) +
+      gn_part_bytes(batch, channels, spatial, groups));
+  WEFT_CU_WITH_TYPE(dt, T, {
+    const T *xt = static_cast<const T *>(x);
+    if (len % 4 == 0 && weft_cu_aligned4<T>(xt))
+      gn_chunk_kernel<T, true>
+          <<<(unsigned)blocks, GN_THREADS, 0, s>>>(xt, len, nchunk, part);
+    else
+      gn_chunk_kernel<T, false>
+          <<<(unsigned)blocks, GN_THREADS, 0, s>>>(xt, len, nchunk, part);
+  });
+  gn_finalize_kernel<<<(unsigned)(batch * groups), GN_MERGE, 0, s>>>(
+      part, nchunk, len, channels, groups, eps, gamma, beta, ss);
+  return cudaGetLastError();
+}
+
+extern "C" size_t weft__cu_gn_stats_ss_off(int64_t batch, int64_t channels,
+                                           int64_t spatial, int64_t groups) {
+  return gn_part_bytes(batch, channels, spatial, groups);
+}
+
 // ---- layer norm ------------------------------------------------------------
 
 // One block per row (grid-stride over rows).  y may equal x: the block

@@ -211,9 +211,10 @@ static int pf_conv2d(weft_backend *be, const weft_conv2d_args *a) {
   end(be,
       2.0 * (double)a->batch * (double)a->c_out * (double)(ho * wo) *
           (double)(a->c_in * a->k_h * a->k_w),
-      rc, "conv2d %lldx%lldx%lld -> %lld, %lldx%lld/%lld, batch %lld",
+      rc, "conv2d %lldx%lldx%lld -> %lld, %lldx%lld/%lld, batch %lld%s",
       LL(a->c_in), LL(a->h_in), LL(a->w_in), LL(a->c_out), LL(a->k_h),
-      LL(a->k_w), LL(a->stride_h), LL(a->batch));
+      LL(a->k_w), LL(a->stride_h), LL(a->batch),
+      a->prenorm ? ", group norm first" : "");
   return rc;
 }
 

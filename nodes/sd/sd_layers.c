@@ -197,7 +197,8 @@ typedef struct epi {
 
 static int conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
                 int64_t h, int64_t w, int64_t pt, int64_t pl, int64_t pb,
-                int64_t pr, epi e, float *y, int64_t *ho, int64_t *wo) {
+                int64_t pr, const weft_conv2d_prenorm *pn, epi e, float *y,
+                int64_t *ho, int64_t *wo) {
   weft_conv2d_args a = {.batch = b,
                         .c_in = c->cin,
                         .h_in = h,
@@ -217,7 +218,8 @@ static int conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
                         .y = y,
                         .w_hwc = c->w_hwc,
                         .chan_add = e.chan_add,
-                        .residual = e.residual};
+                        .residual = e.residual,
+                        .prenorm = pn};
   *ho = weft_conv2d_out_size(h, c->k, c->stride, pt, pb);
   *wo = weft_conv2d_out_size(w, c->k, c->stride, pl, pr);
   return be->iface->conv2d(be, &a);
@@ -225,7 +227,7 @@ static int conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
 
 int sd_run_conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
                 int64_t h, int64_t w, float *y, int64_t *ho, int64_t *wo) {
-  return conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad,
+  return conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad, NULL,
               (epi){NULL, NULL}, y, ho, wo);
 }
 
@@ -234,33 +236,62 @@ int sd_run_conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
 static int conv_epi(weft_backend *be, const sd_conv *c, const float *x,
                     int64_t b, int64_t h, int64_t w, epi e, float *y) {
   int64_t ho, wo;
-  return conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad, e, y, &ho,
-              &wo);
+  return conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad, NULL, e, y,
+              &ho, &wo);
 }
 
 int sd_run_conv_pad_br(weft_backend *be, const sd_conv *c, const float *x,
                        int64_t b, int64_t h, int64_t w, float *y, int64_t *ho,
                        int64_t *wo) {
-  return conv(be, c, x, b, h, w, 0, 0, 1, 1, (epi){NULL, NULL}, y, ho, wo);
+  return conv(be, c, x, b, h, w, 0, 0, 1, 1, NULL, (epi){NULL, NULL}, y, ho,
+              wo);
 }
 
-/* conv1 (+ the time embedding) then norm2 + SiLU, from the normalized
- * input n into t (c_out channels) */
-static int resnet_mid(weft_backend *be, const sd_resnet *r, const float *n,
-                      int64_t b, int64_t h, int64_t w, const float *temb_act,
-                      float *t) {
+/* y = conv(SiLU(group_norm(x))) (+ the epilogue): one op where the
+ * backend applies the norm as the convolution reads x (weft_conv2d_args
+ * .prenorm: CUDA's channels-last way, so only for channels-last weights),
+ * else group_norm into n (which may be x: in place), then the
+ * convolution.  Either way the convolution reads what group_norm writes. */
+static int norm_conv(weft_backend *be, const sd_norm *nm, int groups, float eps,
+                     const sd_conv *c, const float *x, float *n, int64_t b,
+                     int64_t h, int64_t w, epi e, float *y) {
+  int64_t ho, wo;
+  if (c->w_hwc) {
+    const weft_conv2d_prenorm pn = {groups, eps, nm->g, nm->b, WEFT_ACT_SILU};
+    int rc = conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad, &pn, e, y,
+                  &ho, &wo);
+    if (rc != WEFT_EUNSUPPORTED) return rc;
+  }
+  int rc = be->iface->group_norm(be, x, n, b, c->cin, h * w, groups, eps, nm->g,
+                                 nm->b, WEFT_ACT_SILU);
+  return rc ? rc : conv_epi(be, c, n, b, h, w, e, y);
+}
+
+/* conv1 of norm1 + SiLU of x (+ the time embedding) into t; n takes the
+ * norm's output where norm_conv needs it */
+static int resnet_conv1(weft_backend *be, const sd_resnet *r, const float *x,
+                        float *n, int64_t b, int64_t h, int64_t w,
+                        const float *temb_act, float *t) {
   float *tp = NULL;
   int rc = 0;
   if (r->temb.w) {
     if (!(tp = sd_alloc(be, b * r->cout))) return WEFT_ENOMEM;
     rc = sd_run_linear(be, &r->temb, temb_act, b, tp);
   }
-  if (!rc) rc = conv_epi(be, &r->conv1, n, b, h, w, (epi){tp, NULL}, t);
-  sd_free(be, tp);
   if (!rc)
-    rc = be->iface->group_norm(be, t, t, b, r->cout, h * w, r->groups, r->eps,
-                               r->norm2.g, r->norm2.b, WEFT_ACT_SILU);
+    rc = norm_conv(be, &r->norm1, r->groups, r->eps, &r->conv1, x, n, b, h, w,
+                   (epi){tp, NULL}, t);
+  sd_free(be, tp);
   return rc;
+}
+
+/* y = conv2(norm2 + SiLU of t) + skip; t may be normalized in place (+
+ * dropout, an identity at inference) */
+static int resnet_conv2(weft_backend *be, const sd_resnet *r, float *t,
+                        int64_t b, int64_t h, int64_t w, const float *skip,
+                        float *y) {
+  return norm_conv(be, &r->norm2, r->groups, r->eps, &r->conv2, t, t, b, h, w,
+                   (epi){NULL, skip}, y);
 }
 
 int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
@@ -268,7 +299,8 @@ int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
                   float *y) {
   int64_t hw = h * w, ho, wo;
   int rc = 0;
-  /* t1: norm1's output, then the shortcut's (cout channels) */
+  /* t1: norm1's output (where the backend needs it), then the shortcut's
+   * (cout channels) */
   const int64_t c1 = r->shortcut.w && r->cout > r->cin ? r->cout : r->cin;
   float *t1 = sd_alloc(be, b * c1 * hw);
   float *t2 = sd_alloc(be, b * r->cout * hw);
@@ -276,21 +308,15 @@ int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
     rc = WEFT_ENOMEM;
     goto out;
   }
-  /* norm1 + SiLU -> conv1 (+ the time embedding) -> norm2 + SiLU (+
-   * dropout, an identity at inference) */
-  if ((rc = be->iface->group_norm(be, x, t1, b, r->cin, hw, r->groups, r->eps,
-                                  r->norm1.g, r->norm1.b, WEFT_ACT_SILU)) ||
-      (rc = resnet_mid(be, r, t1, b, h, w, temb_act, t2)))
-    goto out;
-  /* conv2 + the skip (the shortcut's output into t1, free since conv1 read
-   * it) */
+  if ((rc = resnet_conv1(be, r, x, t1, b, h, w, temb_act, t2))) goto out;
+  /* the skip: the shortcut's output into t1, free since conv1 read it */
   const float *skip = x;
   if (r->shortcut.w) {
     if ((rc = sd_run_conv(be, &r->shortcut, x, b, h, w, t1, &ho, &wo)))
       goto out;
     skip = t1;
   }
-  rc = conv_epi(be, &r->conv2, t2, b, h, w, (epi){NULL, skip}, y);
+  rc = resnet_conv2(be, r, t2, b, h, w, skip, y);
 out:
   sd_free(be, t1);
   sd_free(be, t2);
@@ -298,29 +324,27 @@ out:
 }
 
 int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
-                        int64_t b, int64_t h, int64_t w,
-                        const float *temb_act, float **out) {
+                        int64_t b, int64_t h, int64_t w, const float *temb_act,
+                        float **out) {
   const int64_t n = b * r->cout * h * w;
   int64_t ho, wo;
   float *a = NULL, *t = NULL, *sc = NULL;
   int rc = 0;
   *out = NULL;
   if (r->shortcut.w) {
-    /* the shortcut first, then x itself normalized: x, sc, t live */
+    /* the shortcut first, then x itself normalized (in place, where the
+     * backend needs it): x, sc, t live */
     if (!(sc = sd_alloc(be, n))) {
       rc = WEFT_ENOMEM;
       goto out;
     }
-    if ((rc = sd_run_conv(be, &r->shortcut, x, b, h, w, sc, &ho, &wo)) ||
-        (rc = be->iface->group_norm(be, x, x, b, r->cin, h * w, r->groups,
-                                    r->eps, r->norm1.g, r->norm1.b,
-                                    WEFT_ACT_SILU)))
+    if ((rc = sd_run_conv(be, &r->shortcut, x, b, h, w, sc, &ho, &wo)))
       goto out;
     if (!(t = sd_alloc(be, n))) {
       rc = WEFT_ENOMEM;
       goto out;
     }
-    rc = resnet_mid(be, r, x, b, h, w, temb_act, t);
+    rc = resnet_conv1(be, r, x, x, b, h, w, temb_act, t);
     sd_free(be, x);
     x = NULL;
     if (rc) goto out;
@@ -328,19 +352,16 @@ int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
       rc = WEFT_ENOMEM;
       goto out;
     }
-    rc = conv_epi(be, &r->conv2, t, b, h, w, (epi){NULL, sc}, a);
+    rc = resnet_conv2(be, r, t, b, h, w, sc, a);
   } else {
-    /* x kept for the residual: x, a, t live; conv2 writes into a */
+    /* x kept for the residual: x, a, t live; a takes norm1's output (where
+     * the backend needs it), then conv2's */
     if (!(a = sd_alloc(be, b * r->cin * h * w)) || !(t = sd_alloc(be, n))) {
       rc = WEFT_ENOMEM;
       goto out;
     }
-    if ((rc = be->iface->group_norm(be, x, a, b, r->cin, h * w, r->groups,
-                                    r->eps, r->norm1.g, r->norm1.b,
-                                    WEFT_ACT_SILU)) ||
-        (rc = resnet_mid(be, r, a, b, h, w, temb_act, t)))
-      goto out;
-    rc = conv_epi(be, &r->conv2, t, b, h, w, (epi){NULL, x}, a);
+    if ((rc = resnet_conv1(be, r, x, a, b, h, w, temb_act, t))) goto out;
+    rc = resnet_conv2(be, r, t, b, h, w, x, a);
   }
 out:
   sd_free(be, x);

@@ -534,6 +534,53 @@ TEST(conv2d_epilogue_gives_the_bits_of_the_separate_ops) {
   weft_cpu_ctx_free(ctx);
 }
 
+/* The prologue (weft_conv2d_args.prenorm): the bits of group_norm (+ the
+ * activation) into a buffer, then the convolution of that buffer, with
+ * the epilogue and a channels-last weight too; bad prologues refused. */
+TEST(conv2d_prenorm_gives_the_bits_of_group_norm_then_the_conv) {
+  weft_cpu_ctx *ctx = weft_cpu_ctx_new(2);
+  uint64_t s = 21;
+  weft_conv2d_args a = {.batch = 2,
+                        .c_in = 8,
+                        .h_in = 9,
+                        .w_in = 7,
+                        .c_out = 5,
+                        .k_h = 3,
+                        .k_w = 3,
+                        .stride_h = 1,
+                        .stride_w = 1,
+                        .pad_top = 1,
+                        .pad_left = 1,
+                        .pad_bottom = 1,
+                        .pad_right = 1};
+  const int64_t nx = a.batch * a.c_in * 63, ny = a.batch * a.c_out * 63;
+  const int64_t nw = a.c_out * a.c_in * 9;
+  float *x = kr_rand(&s, nx, -2, 3), *w = kr_rand(&s, nw, -0.5f, 0.5f);
+  float *b = kr_rand(&s, a.c_out, -1, 1), *g = kr_rand(&s, a.c_in, 0.5f, 1.5f);
+  float *be = kr_rand(&s, a.c_in, -0.5f, 0.5f);
+  float *ch = kr_rand(&s, a.batch * a.c_out, -1, 1), *res = kr_rand(&s, ny, -1, 1);
+  float *t = kr_zalloc(sizeof(float) * nx), *y0 = kr_zalloc(sizeof(float) * ny);
+  float *y1 = kr_zalloc(sizeof(float) * ny), *wh = kr_zalloc(sizeof(float) * nw);
+  weft_conv2d_weight_layout(w, wh, a.c_out, a.c_in, 9, true);
+  ASSERT_OK(weft_cpu_group_norm(ctx, x, t, a.batch, a.c_in, 63, 4, 1e-5f, g, be,
+                                WEFT_ACT_SILU));
+  a.x = t, a.weight = w, a.bias = b, a.y = y0, a.chan_add = ch, a.residual = res;
+  ASSERT_OK(weft_cpu_conv2d(ctx, &a));
+  weft_conv2d_prenorm pn = {4, 1e-5f, g, be, WEFT_ACT_SILU};
+  a.x = x, a.y = y1, a.prenorm = &pn, a.weight = wh, a.w_hwc = 1;
+  ASSERT_OK(weft_cpu_conv2d(ctx, &a));
+  ASSERT(memcmp(y0, y1, sizeof(float) * ny) == 0);
+  pn.groups = 3; /* 8 channels in 3 groups */
+  ASSERT_EQ(weft_cpu_conv2d(ctx, &a), WEFT_EINVAL);
+  pn.groups = 4, pn.act = WEFT_ACT_COUNT;
+  ASSERT_EQ(weft_cpu_conv2d(ctx, &a), WEFT_EINVAL);
+  pn.act = WEFT_ACT_SILU, a.x_bstride = a.c_in * 63 + 1; /* not packed */
+  ASSERT_EQ(weft_cpu_conv2d(ctx, &a), WEFT_EINVAL);
+  free(x), free(w), free(b), free(g), free(be), free(ch), free(res);
+  free(t), free(y0), free(y1), free(wh);
+  weft_cpu_ctx_free(ctx);
+}
+
 TEST(conv2d_rejects_bad_shapes) {
   weft_cpu_ctx *ctx = weft_cpu_ctx_new(1);
   float buf[64] = {0};

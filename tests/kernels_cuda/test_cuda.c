@@ -1792,6 +1792,98 @@ TEST(conv2d_channels_last_weights) {
   teardown(&p);
 }
 
+/* The prologue (weft_conv2d_args.prenorm) on the channels-last way: the
+ * group norm's statistics, then the norm and SiLU applied as x moves --
+ * the bits of group_norm into a buffer and the same convolution of it
+ * (the same roundings: act(fma) in fp32, rounded once to 16 bits), and
+ * within the convolution's tolerance of the CPU's; whole and in row
+ * bands, with the epilogue.  Any other way refuses it before it starts
+ * (WEFT_EUNSUPPORTED): FP32 precision, weights as stored, channel counts
+ * the NHWC kernels do not take. */
+TEST(conv2d_prenorm_on_the_channels_last_way) {
+  const conv_shape cs[] = {
+      {2, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1},
+      {2, 320, 20, 12, 320, 3, 3, 1, 1, 1, 1, 1, 1},
+      {1, 32, 17, 9, 16, 3, 3, 2, 2, 0, 0, 1, 1},
+  };
+  for (int pr = 0; pr < 2; pr++) {
+    pair p = setup_prec(pr == 0 ? WEFT_CUDA_FP16 : WEFT_CUDA_BF16);
+    p.lt = false;
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+      for (int banded = 0; banded < 2; banded++) {
+        const conv_shape *c = &cs[i];
+        uint64_t s = 900 + i;
+        weft_conv2d_args a = conv_args(c);
+        const int64_t ho =
+            weft_conv2d_out_size(c->h, c->kh, c->sh, c->pt, c->pb);
+        const int64_t wo =
+            weft_conv2d_out_size(c->w, c->kw, c->sw, c->pl, c->pr);
+        const int64_t kk = c->kh * c->kw, hw = c->h * c->w;
+        const int64_t nx = c->b * c->cin * hw, nw = c->cout * c->cin * kk;
+        const int64_t ny = c->b * c->cout * ho * wo;
+        float *x = rnd(&s, nx, -2, 3), *w = rnd(&s, nw, -0.1f, 0.1f);
+        float *bias = rnd(&s, c->cout, -1, 1), *g = rnd(&s, c->cin, 0.5f, 1.5f);
+        float *be = rnd(&s, c->cin, -0.5f, 0.5f), *res = rnd(&s, ny, -1, 1);
+        float *yc = hnan(ny), *wh = hwc_of(w, c->cout, c->cin, kk);
+        weft_conv2d_prenorm pn = {8, 1e-5f, g, be, WEFT_ACT_SILU};
+        a.x = x, a.weight = w, a.bias = bias, a.y = yc, a.residual = res;
+        a.prenorm = &pn;
+        ASSERT_OK(p.cpu->iface->conv2d(p.cpu, &a));
+        float *dx = up(&p, x, nx), *dw = up(&p, wh, nw), *dn = dpoison(&p, nx);
+        float *db = up(&p, bias, c->cout), *dg = up(&p, g, c->cin);
+        float *dbe = up(&p, be, c->cin), *dres = up(&p, res, ny);
+        float *dy = dpoison(&p, ny), *dy2 = dpoison(&p, ny);
+        if (banded)
+          ASSERT_OK(weft_cuda_set_conv_band_bytes(p.gpu, (size_t)1 << 16));
+        weft_conv2d_prenorm dpn = {8, 1e-5f, dg, dbe, WEFT_ACT_SILU};
+        a.x = dx, a.weight = dw, a.w_hwc = 1, a.bias = db, a.residual = dres;
+        a.y = dy, a.prenorm = &dpn;
+        ASSERT_STR_EQ(weft_cuda_conv2d_path(p.gpu, &a), "cudnn_nhwc");
+        ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+        char what[96];
+        snprintf(what, sizeof what, "conv prenorm #%zu%s", i,
+                 banded ? " (bands)" : "");
+        check(&p, what, dy, yc, ny, 0, p.tol_sum);
+        /* group_norm, then the same convolution: the same bits */
+        ASSERT_OK(p.gpu->iface->group_norm(p.gpu, dx, dn, c->b, c->cin, hw, 8,
+                                           1e-5f, dg, dbe, WEFT_ACT_SILU));
+        a.x = dn, a.y = dy2, a.prenorm = NULL;
+        ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+        float *h1 = down(&p, dy, ny), *h2 = down(&p, dy2, ny);
+        ASSERT(memcmp(h1, h2, sizeof(float) * (size_t)ny) == 0);
+        /* weights as stored: refused, nothing written */
+        a.x = dx, a.weight = up(&p, w, nw), a.w_hwc = 0;
+        a.prenorm = &dpn;
+        ASSERT_EQ(p.gpu->iface->conv2d(p.gpu, &a), WEFT_EUNSUPPORTED);
+        dfree(&p, (void *)a.weight);
+        ASSERT_OK(weft_cuda_set_conv_band_bytes(p.gpu, (size_t)48 << 20));
+        free(h1), free(h2);
+        free(x), free(w), free(bias), free(g), free(be), free(res), free(yc);
+        free(wh);
+        dfree(&p, dx), dfree(&p, dw), dfree(&p, dn), dfree(&p, db);
+        dfree(&p, dg), dfree(&p, dbe), dfree(&p, dres), dfree(&p, dy);
+        dfree(&p, dy2);
+      }
+    }
+    teardown(&p);
+  }
+  /* FP32 precision: no channels-last way, so no prologue */
+  pair p = setup();
+  const conv_shape *c = &cs[0];
+  weft_conv2d_args a = conv_args(c);
+  const int64_t nx = c->b * c->cin * c->h * c->w, nw = c->cout * c->cin * 9;
+  uint64_t s = 950;
+  float *x = rnd(&s, nx, -1, 1), *w = rnd(&s, nw, -0.1f, 0.1f);
+  float *wh = hwc_of(w, c->cout, c->cin, 9);
+  float *dx = up(&p, x, nx), *dw = up(&p, wh, nw), *dy = dpoison(&p, nx);
+  weft_conv2d_prenorm pn = {8, 1e-5f, NULL, NULL, WEFT_ACT_SILU};
+  a.x = dx, a.weight = dw, a.w_hwc = 1, a.y = dy, a.prenorm = &pn;
+  ASSERT_EQ(p.gpu->iface->conv2d(p.gpu, &a), WEFT_EUNSUPPORTED);
+  free(x), free(w), free(wh);
+  dfree(&p, dx), dfree(&p, dw), dfree(&p, dy);
+  teardown(&p);
+}
+
 /* The convolution's epilogue (chan_add, then residual) on every way -- the
  * channels-last one adds it as it moves y back, the others after y is
  * whole -- against the CPU's, with a batch stride on y (and the residual
