@@ -38,8 +38,6 @@
  * rounding of y).  In FP32 precision a registered half weight is widened
  * to fp32 scratch first. */
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "internal.h"
 
@@ -104,11 +102,7 @@ static bool nhwc_eligible(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
 
 static bool prenorm_wanted(void) {
   static int v = -1;
-  if (v < 0) {
-    const char *e = getenv("WEFT_CUDA_CONV_PRENORM");
-    v = !(e && !strcmp(e, "0"));
-  }
-  return v;
+  return weft__cuda_env_on("WEFT_CUDA_CONV_PRENORM", &v);
 }
 
 bool weft_cuda_conv_hwc(weft_backend *be) {

@@ -723,11 +723,9 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
  * keeps fp32 accumulation of exact products (no Winograd, FFT, reduced
  * precision reduction or down-converted inputs) and that finalizes.
  * WEFT_CUDA_CUDNN_GRAPH=0 keeps the legacy API (an A/B switch). */
-static int graph_wanted(void) {
+static bool graph_wanted(void) {
   static int v = -1;
-  const char *e = getenv("WEFT_CUDA_CUDNN_GRAPH");
-  if (v < 0) v = !(e && !strcmp(e, "0"));
-  return v;
+  return weft__cuda_env_on("WEFT_CUDA_CUDNN_GRAPH", &v);
 }
 
 /* WEFT_CUDA_CUDNN_HEUR=instant or b: that heuristic mode instead of A (a
@@ -828,11 +826,9 @@ static const tuned_conv tuned_h200[] = {
     {2, 640, 66, 66, 640, 62, 0, 1, 8, 1, 0},
 };
 
-static int tuned_wanted(void) {
+static bool tuned_wanted(void) {
   static int v = -1;
-  const char *e = getenv("WEFT_CUDA_CONV_TUNED");
-  if (v < 0) v = !(e && !strcmp(e, "0"));
-  return v;
+  return weft__cuda_env_on("WEFT_CUDA_CONV_TUNED", &v);
 }
 
 static const tuned_conv *tuned_find(const weft__cuda_ctx *ctx,
@@ -1286,13 +1282,12 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   const void *ss = NULL;
   if (pn) {
     const int64_t sp = a->h_in * a->w_in;
-    unsigned char *g = base + l.gn_off;
     rc = weft__cuda_check(ctx,
                           weft__cu_gn_stats(ctx->stream, ctx->act, a->x, batch,
                                             a->c_in, sp, pn->groups, pn->eps,
-                                            pn->gamma, pn->beta, g),
+                                            pn->gamma, pn->beta,
+                                            base + l.gn_off, &ss),
                           "conv2d: the prologue's group norm statistics");
-    ss = g + weft__cu_gn_stats_ss_off(batch, a->c_in, sp, pn->groups);
   }
   for (int j = 0; j < l.bands && !rc; j++) {
     int64_t o0, o1;

@@ -101,6 +101,18 @@ static inline int weft__cuda_env_int(const char *name, int *cache) {
   return v;
 }
 
+/* Whether an A/B switch is on: on unless the environment variable is "0";
+ * read once into *cache as weft__cuda_env_int does. */
+static inline bool weft__cuda_env_on(const char *name, int *cache) {
+  int v = __atomic_load_n(cache, __ATOMIC_RELAXED);
+  if (v < 0) {
+    const char *e = getenv(name);
+    v = !(e && e[0] == '0' && e[1] == 0);
+    __atomic_store_n(cache, v, __ATOMIC_RELAXED);
+  }
+  return v != 0;
+}
+
 /* weft_cuda_set_conv_band_bytes's default */
 #ifndef WEFT_CUDA_CONV_BAND_BYTES
 #define WEFT_CUDA_CONV_BAND_BYTES ((size_t)48 << 20)
@@ -440,20 +452,20 @@ cudaError_t weft__cu_im2col16(cudaStream_t s, const weft_conv2d_args *a,
                               int64_t n_img, int64_t n0, int64_t nb, void *col,
                               int dt);
 
-/* norm.cu: a group norm's (scale, shift) per (image, channel) alone, in
- * scratch of weft__cu_gn_stats_bytes (float2 [batch * channels] at
- * weft__cu_gn_stats_ss_off), for a convolution's prologue. */
+/* norm.cu: a group norm's (scale, shift) per (image, channel) alone, for
+ * a convolution's prologue: *ss (float2 [batch * channels]) inside scratch
+ * of weft__cu_gn_stats_bytes. */
 size_t weft__cu_gn_stats_bytes(int64_t batch, int64_t channels, int64_t spatial,
                                int64_t groups);
-size_t weft__cu_gn_stats_ss_off(int64_t batch, int64_t channels,
-                                int64_t spatial, int64_t groups);
 cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
                               int64_t batch, int64_t channels, int64_t spatial,
                               int64_t groups, float eps, const float *gamma,
-                              const float *beta, void *scratch);
+                              const float *beta, void *scratch,
+                              const void **ss);
 /* norm.cu (dt as pointwise.cu's).  group_norm needs a scratch of
- * group_norm_scratch_bytes (its chunks' partial statistics; 0 where each
- * group is one chunk) with the alignment of a cudaMalloc'd block. */
+ * group_norm_scratch_bytes (its chunks' partial statistics and the (scale,
+ * shift) table; 0 where each group is one chunk) with the alignment of a
+ * cudaMalloc'd block. */
 size_t weft__cu_group_norm_scratch_bytes(int64_t batch, int64_t channels,
                                          int64_t spatial, int64_t groups);
 cudaError_t weft__cu_group_norm(cudaStream_t s, int dt, const void *x, void *y,

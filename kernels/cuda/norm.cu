@@ -234,14 +234,50 @@ static void gn_apply(cudaStream_t s, const T *x, T *y, const float2 *ss,
           x, y, ss, (I)items, (I)per_plane, act);
 }
 
+// Bytes of the chunks' moments, rounded up so that the (scale, shift)
+// table after them is aligned.
+static size_t gn_part_bytes(int64_t batch, int64_t channels, int64_t spatial,
+                            int64_t groups) {
+  const int64_t nchunk = gn_chunks(channels / groups * spatial);
+  const size_t b = (size_t)(batch * groups * nchunk) * sizeof(double2);
+  return (b + 255) & ~(size_t)255;
+}
+
+extern "C" size_t weft__cu_gn_stats_bytes(int64_t batch, int64_t channels,
+                                          int64_t spatial, int64_t groups) {
+  return gn_part_bytes(batch, channels, spatial, groups) +
+         (size_t)(batch * channels) * sizeof(float2);
+}
+
 extern "C" size_t weft__cu_group_norm_scratch_bytes(int64_t batch,
                                                     int64_t channels,
                                                     int64_t spatial,
                                                     int64_t groups) {
-  const int64_t nchunk = gn_chunks(channels / groups * spatial);
-  if (nchunk == 1) return 0;
-  return (size_t)(batch * groups * nchunk) * sizeof(double2) +
-         (size_t)(batch * channels) * sizeof(float2);
+  if (gn_chunks(channels / groups * spatial) == 1) return 0;
+  return weft__cu_gn_stats_bytes(batch, channels, spatial, groups);
+}
+
+// The statistics: the chunks' moments at scratch, then one merging block
+// per group writes each (image, channel)'s (scale, shift) after them (the
+// table returned).  Group norm's groups of several chunks, and a
+// convolution's prologue (conv_cudnn.c's channels-last way applies the
+// table as it moves x), whatever the chunks.
+template <typename T, bool VEC>
+static float2 *gn_stats(cudaStream_t s, const T *x, int64_t batch,
+                        int64_t channels, int64_t spatial, int64_t groups,
+                        float eps, const float *gamma, const float *beta,
+                        void *scratch) {
+  const int64_t len = channels / groups * spatial, nchunk = gn_chunks(len);
+  double2 *part = static_cast<double2 *>(scratch);
+  float2 *ss = reinterpret_cast<float2 *>(
+      static_cast<char *>(scratch) +
+      gn_part_bytes(batch, channels, spatial, groups));
+  gn_chunk_kernel<T, VEC>
+      <<<(unsigned)(batch * groups * nchunk), GN_THREADS, 0, s>>>(x, len,
+                                                                  nchunk, part);
+  gn_finalize_kernel<<<(unsigned)(batch * groups), GN_MERGE, 0, s>>>(
+      part, nchunk, len, channels, groups, eps, gamma, beta, ss);
+  return ss;
 }
 
 // The launches; blocks = batch * groups * nchunk, checked to fit.  VEC:
@@ -251,7 +287,7 @@ template <typename T, bool VEC, bool STV>
 static void group_norm_v(cudaStream_t s, const T *x, T *y, int64_t batch,
                          int64_t channels, int64_t spatial, int64_t groups,
                          float eps, const float *gamma, const float *beta,
-                         int act, double2 *part, int64_t blocks) {
+                         int act, void *scratch, int64_t blocks) {
   const int64_t len = channels / groups * spatial, nchunk = gn_chunks(len);
   if (nchunk == 1) {
     const size_t smem = (size_t)(channels / groups) * sizeof(float2);
@@ -259,11 +295,8 @@ static void group_norm_v(cudaStream_t s, const T *x, T *y, int64_t batch,
         x, y, len, spatial, channels, groups, eps, gamma, beta, act);
     return;
   }
-  float2 *ss = reinterpret_cast<float2 *>(part + blocks);
-  gn_chunk_kernel<T, VEC>
-      <<<(unsigned)blocks, GN_THREADS, 0, s>>>(x, len, nchunk, part);
-  gn_finalize_kernel<<<(unsigned)(batch * groups), GN_MERGE, 0, s>>>(
-      part, nchunk, len, channels, groups, eps, gamma, beta, ss);
+  const float2 *ss = gn_stats<T, VEC>(s, x, batch, channels, spatial, groups,
+                                      eps, gamma, beta, scratch);
   // uint32_t indices: items <= INT32_MAX and a grid stride <= 2^28 cannot
   // wrap.  An error of any launch stays for weft__cu_group_norm's
   // cudaGetLastError.
@@ -284,18 +317,18 @@ template <typename T>
 static void group_norm_t(cudaStream_t s, const T *x, T *y, int64_t batch,
                          int64_t channels, int64_t spatial, int64_t groups,
                          float eps, const float *gamma, const float *beta,
-                         int act, double2 *part, int64_t blocks) {
+                         int act, void *scratch, int64_t blocks) {
   const int64_t len = channels / groups * spatial;
   const bool vec = len % 4 == 0 && weft_cu_aligned4<T>(x);
   if (vec && spatial % 4 == 0 && weft_cu_aligned4<T>(y))
     group_norm_v<T, true, true>(s, x, y, batch, channels, spatial, groups, eps,
-                                gamma, beta, act, part, blocks);
+                                gamma, beta, act, scratch, blocks);
   else if (vec)
     group_norm_v<T, true, false>(s, x, y, batch, channels, spatial, groups, eps,
-                                 gamma, beta, act, part, blocks);
+                                 gamma, beta, act, scratch, blocks);
   else
     group_norm_v<T, false, false>(s, x, y, batch, channels, spatial, groups,
-                                  eps, gamma, beta, act, part, blocks);
+                                  eps, gamma, beta, act, scratch, blocks);
 }
 
 extern "C" cudaError_t
@@ -310,58 +343,27 @@ weft__cu_group_norm(cudaStream_t s, int dt, const void *x, void *y,
                     group_norm_t<T>(s, static_cast<const T *>(x),
                                     static_cast<T *>(y), batch, channels,
                                     spatial, groups, eps, gamma, beta, act,
-                                    static_cast<double2 *>(scratch), blocks));
+                                    scratch, blocks));
   return cudaGetLastError();
-}
-
-// The statistics alone, for a convolution's prologue (conv_cudnn.c's
-// channels-last way applies them as it moves x): ss [batch * channels]
-// (scale, shift) at scratch + weft__cu_gn_stats_ss_off, from the chunk and
-// finalize kernels (the same sums as group norm's, one chunk or many).
-static size_t gn_part_bytes(int64_t batch, int64_t channels, int64_t spatial,
-                            int64_t groups) {
-  const size_t b = (size_t)(batch * groups * gn_chunks(channels / groups *
-                                                         spatial)) *
-                   sizeof(double2);
-  return (b + 255) & ~(size_t)255;
-}
-
-extern "C" size_t weft__cu_gn_stats_bytes(int64_t batch, int64_t channels,
-                                          int64_t spatial, int64_t groups) {
-  return gn_part_bytes(batch, channels, spatial, groups) +
-         (size_t)(batch * channels) * sizeof(float2);
 }
 
 extern "C" cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
                                          int64_t batch, int64_t channels,
                                          int64_t spatial, int64_t groups,
                                          float eps, const float *gamma,
-                                         const float *beta, void *scratch) {
-  const int64_t len = channels / groups * spatial, nchunk = gn_chunks(len);
-  const int64_t blocks = batch * groups * nchunk;
-  if (blocks > INT32_MAX || batch * groups > INT32_MAX)
-    return cudaErrorInvalidValue;
-  double2 *part = static_cast<double2 *>(scratch);
-  float2 *ss = reinterpret_cast<float2 *>(
-      static_cast<char *>(scratch) +
-      gn_part_bytes(batch, channels, spatial, groups));
+                                         const float *beta, void *scratch,
+                                         const void **ss) {
+  const int64_t len = channels / groups * spatial;
+  if (batch * groups * gn_chunks(len) > INT32_MAX) return cudaErrorInvalidValue;
   WEFT_CU_WITH_TYPE(dt, T, {
     const T *xt = static_cast<const T *>(x);
-    if (len % 4 == 0 && weft_cu_aligned4<T>(xt))
-      gn_chunk_kernel<T, true>
-          <<<(unsigned)blocks, GN_THREADS, 0, s>>>(xt, len, nchunk, part);
-    else
-      gn_chunk_kernel<T, false>
-          <<<(unsigned)blocks, GN_THREADS, 0, s>>>(xt, len, nchunk, part);
+    *ss = len % 4 == 0 && weft_cu_aligned4<T>(xt)
+              ? gn_stats<T, true>(s, xt, batch, channels, spatial, groups, eps,
+                                  gamma, beta, scratch)
+              : gn_stats<T, false>(s, xt, batch, channels, spatial, groups, eps,
+                                   gamma, beta, scratch);
   });
-  gn_finalize_kernel<<<(unsigned)(batch * groups), GN_MERGE, 0, s>>>(
-      part, nchunk, len, channels, groups, eps, gamma, beta, ss);
   return cudaGetLastError();
-}
-
-extern "C" size_t weft__cu_gn_stats_ss_off(int64_t batch, int64_t channels,
-                                           int64_t spatial, int64_t groups) {
-  return gn_part_bytes(batch, channels, spatial, groups);
 }
 
 // ---- layer norm ------------------------------------------------------------

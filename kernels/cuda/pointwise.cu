@@ -334,7 +334,7 @@ static void launch_planes(cudaStream_t s, int mode, T *c, const float *bias,
   const int64_t planes = outer * inner;
   const bool v4 = cols % 4 == 0 && ld % 4 == 0 && stride_outer % 4 == 0 &&
                   weft_cu_aligned4<T>(c) && (!res || weft_cu_aligned4<T>(res));
-  dim3 g(weft_cu_blocks((cols + (v4 ? 3 : 0)) / (v4 ? 4 : 1), WEFT_CU_THREADS),
+  dim3 g(weft_cu_blocks(v4 ? cols / 4 : cols, WEFT_CU_THREADS),
          (unsigned)(planes < 65535 ? planes : 65535));
   // keep the grid bounded; the loops stride over the rest
   if ((int64_t)g.x * g.y > (1 << 22)) g.x = (unsigned)((1 << 22) / g.y) + 1;
