@@ -853,12 +853,13 @@ static cudnnStatus_t g_tuned_cfg(gplan *g, const tuned_conv *t,
                                  cudnnBackendDescriptor_t *cfg) {
   cudnnStatus_t st;
   cudnnBackendDescriptor_t *eng = &g->keep[7], *kc = &g->keep[8];
-  const cudnnBackendKnobType_t types[5] = {
-      CUDNN_KNOB_TYPE_TILE_SIZE, CUDNN_KNOB_TYPE_TILEK,
+  enum { KNOBS = 6 };
+  const cudnnBackendKnobType_t types[KNOBS] = {
+      CUDNN_KNOB_TYPE_TILE_SIZE,  CUDNN_KNOB_TYPE_TILEK,
       CUDNN_KNOB_TYPE_TILE_CGA_M, CUDNN_KNOB_TYPE_TILE_CGA_N,
-      CUDNN_KNOB_TYPE_WORKSPACE};
-  const int64_t vals[5] = {t->tile, t->tilek, t->cga_m, t->cga_n, t->wspace};
-  const int64_t idx_mode = 0;
+      CUDNN_KNOB_TYPE_WORKSPACE,  CUDNN_KNOB_TYPE_IDX_MODE};
+  const int64_t vals[KNOBS] = {t->tile,  t->tilek,  t->cga_m,
+                               t->cga_n, t->wspace, 0};
   *cfg = NULL;
   GK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, eng));
   GK(cudnnBackendSetAttribute(*eng, CUDNN_ATTR_ENGINE_OPERATION_GRAPH,
@@ -866,23 +867,20 @@ static cudnnStatus_t g_tuned_cfg(gplan *g, const tuned_conv *t,
   GK(cudnnBackendSetAttribute(*eng, CUDNN_ATTR_ENGINE_GLOBAL_INDEX,
                               CUDNN_TYPE_INT64, 1, &t->engine));
   GK(cudnnBackendFinalize(*eng));
-  for (int i = 0; i < 6; i++) {
-    const cudnnBackendKnobType_t ty =
-        i < 5 ? types[i] : CUDNN_KNOB_TYPE_IDX_MODE;
-    const int64_t *v = i < 5 ? &vals[i] : &idx_mode;
+  for (int i = 0; i < KNOBS; i++) {
     GK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR,
                                     &kc[i]));
     GK(cudnnBackendSetAttribute(kc[i], CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE,
-                                CUDNN_TYPE_KNOB_TYPE, 1, &ty));
+                                CUDNN_TYPE_KNOB_TYPE, 1, &types[i]));
     GK(cudnnBackendSetAttribute(kc[i], CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE,
-                                CUDNN_TYPE_INT64, 1, v));
+                                CUDNN_TYPE_INT64, 1, &vals[i]));
     GK(cudnnBackendFinalize(kc[i]));
   }
   GK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, cfg));
   GK(cudnnBackendSetAttribute(*cfg, CUDNN_ATTR_ENGINECFG_ENGINE,
                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, eng));
   GK(cudnnBackendSetAttribute(*cfg, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
-                              CUDNN_TYPE_BACKEND_DESCRIPTOR, 6, kc));
+                              CUDNN_TYPE_BACKEND_DESCRIPTOR, KNOBS, kc));
   GK(cudnnBackendFinalize(*cfg));
 fail:
   if (st != CUDNN_STATUS_SUCCESS && *cfg) {
@@ -1006,8 +1004,8 @@ static int g_build(weft__cuda_ctx *ctx, const weft_conv2d_args *b,
                 (long long)k, (long long)t->engine, (double)g->ws / 1048576.0);
       return 0;
     }
-    if (tc && !g->keep[6]) cudnnBackendDestroyDescriptor(tc);
-    for (int i = 7; i < GPLAN_DESCS; i++) /* the heuristic's way instead */
+    if (tc) cudnnBackendDestroyDescriptor(tc); /* not g's: no plan */
+    for (int i = 7; i < GPLAN_DESCS; i++)      /* the heuristic's way instead */
       if (g->keep[i]) {
         cudnnBackendDestroyDescriptor(g->keep[i]);
         g->keep[i] = NULL;

@@ -285,10 +285,9 @@ double sd_mono_s(void);
  * as it was: WEFT_ERANGE when one block alone exceeds what the budget leaves
  * for it (sd_vram_error names it), WEFT_ENOMEM, or a copy's error.  `model`
  * names it in messages.  hwc: its convolutions may take channels-last
- * weights where the backend runs them faster so (the UNet's and the
- * ControlNet's: CUDA's NHWC convolutions; the VAE's stay as they are
- * until its band scratch is measured against the memory target).
- * (transfer full: sd_devw_release, before the backend is freed; it holds
+ * weights where the backend runs them faster so (the UNet's, ControlNet's
+ * and VAE's: CUDA's NHWC convolutions at any map size; the text encoder
+ * has none).  (transfer full: sd_devw_release, before the backend is freed; it holds
  * a reference to vr) */
 int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
                    const char *name, bool hwc, sd_devw **out);
