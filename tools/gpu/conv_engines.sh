@@ -46,50 +46,45 @@ elif [ -n "$nvcc_bin" ]; then
 else
   cuda_home=/usr/local/cuda
 fi
-cudart_inc=""
-cudart_libs=""
-cudart_dir=""
-try_cudart() { # include dir, library dir
-  [ -f "$1/cuda_runtime.h" ] || return 1
+# find_lib NAME HEADER LIB INCDIR LIBDIR: NAME_inc, NAME_libs and NAME_dir
+# from INCDIR/HEADER and the first of LIBDIR/LIB.so[.N]; false if either
+# is missing
+find_lib() {
+  [ -f "$4/$2" ] || return 1
   local lib
-  lib=$(ls "$2"/libcudart.so "$2"/libcudart.so.[0-9]* 2>/dev/null | head -1)
+  lib=$(ls "$5/$3.so" "$5/$3".so.[0-9]* 2>/dev/null | head -1)
   [ -n "$lib" ] || return 1
-  cudart_inc=$1
-  cudart_libs="-L$2 -l:$(basename "$lib")"
-  cudart_dir=$2
+  printf -v "$1_inc" '%s' "$4"
+  printf -v "$1_libs" '%s' "-L$5 -l:$(basename "$lib")"
+  printf -v "$1_dir" '%s' "$5"
 }
-try_cudart "$cuda_home/include" "$cuda_home/lib64" ||
-  try_cudart "$cuda_home/include" "$cuda_home/lib" ||
-  try_cudart "$cuda_home/include" "$cuda_home/targets/x86_64-linux/lib" ||
+# a pip package's include and lib folders (nvidia.* are namespace
+# packages: __path__, not __file__)
+pip_dir() {
+  python3 -c "import $1 as m; print(list(m.__path__)[0])" 2>/dev/null
+}
+cudart_inc="" cudart_libs="" cudart_dir=""
+find_lib cudart cuda_runtime.h libcudart "$cuda_home/include" "$cuda_home/lib64" ||
+  find_lib cudart cuda_runtime.h libcudart "$cuda_home/include" "$cuda_home/lib" ||
+  find_lib cudart cuda_runtime.h libcudart "$cuda_home/include" \
+    "$cuda_home/targets/x86_64-linux/lib" ||
   {
-    # nvidia.* are namespace packages: __path__, not __file__
-    pyd=$(python3 -c 'import nvidia.cuda_runtime as m; print(list(m.__path__)[0])' 2>/dev/null || true)
-    [ -n "$pyd" ] && try_cudart "$pyd/include" "$pyd/lib"
+    pyd=$(pip_dir nvidia.cuda_runtime)
+    [ -n "$pyd" ] && find_lib cudart cuda_runtime.h libcudart "$pyd/include" "$pyd/lib"
   } || true
 if [ -z "$cudart_inc" ]; then
   say "no CUDA runtime (cuda_runtime.h and libcudart) found"
   exit 1
 fi
 
-# ---- cuDNN: as run_cuda_tests.sh looks for it ----
-cudnn_inc=""
-cudnn_libs=""
-cudnn_dir=""
-try_cudnn() { # include dir, library dir
-  [ -f "$1/cudnn.h" ] || return 1
-  local lib
-  lib=$(ls "$2"/libcudnn.so "$2"/libcudnn.so.[0-9]* 2>/dev/null | head -1)
-  [ -n "$lib" ] || return 1
-  cudnn_inc=$1
-  cudnn_libs="-L$2 -l:$(basename "$lib")"
-  cudnn_dir=$2
-}
-try_cudnn "$cuda_home/include" "$cuda_home/lib64" ||
-  try_cudnn "$cuda_home/include" "$cuda_home/lib" ||
-  try_cudnn /usr/include /usr/lib/x86_64-linux-gnu ||
+# ---- cuDNN: where run_cuda_tests.sh looks for it ----
+cudnn_inc="" cudnn_libs="" cudnn_dir=""
+find_lib cudnn cudnn.h libcudnn "$cuda_home/include" "$cuda_home/lib64" ||
+  find_lib cudnn cudnn.h libcudnn "$cuda_home/include" "$cuda_home/lib" ||
+  find_lib cudnn cudnn.h libcudnn /usr/include /usr/lib/x86_64-linux-gnu ||
   {
-    pyd=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)
-    [ -n "$pyd" ] && try_cudnn "$pyd/include" "$pyd/lib"
+    pyd=$(pip_dir nvidia.cudnn)
+    [ -n "$pyd" ] && find_lib cudnn cudnn.h libcudnn "$pyd/include" "$pyd/lib"
   } || true
 if [ -z "$cudnn_inc" ]; then
   say "no cuDNN (cudnn.h and libcudnn) found in $cuda_home, /usr or the nvidia-cudnn pip package"
