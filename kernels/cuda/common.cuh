@@ -91,6 +91,30 @@ __device__ __forceinline__ void weft_cu_st4(__nv_bfloat16 *p, float4 v) {
   weft_cu_st4_16(p, v);
 }
 
+// WEFT_CU_VEC(T) consecutive values (16 bytes: 8 16-bit values or 4
+// floats) at p, which is 16-byte aligned, widened to float / rounded from
+// float one by one as weft_cu_ld / weft_cu_st do.
+#define WEFT_CU_VEC(T) ((int)(16 / sizeof(T)))
+template <typename T>
+__device__ __forceinline__ void weft_cu_ld16(const T *p, float *v) {
+  const uint4 u = *reinterpret_cast<const uint4 *>(p);
+  T h[16 / sizeof(T)];
+  memcpy(h, &u, sizeof u);
+#pragma unroll
+  for (int i = 0; i < (int)(16 / sizeof(T)); i++)
+    v[i] = weft_cu_ld(&h[i]);
+}
+template <typename T>
+__device__ __forceinline__ void weft_cu_st16(T *p, const float *v) {
+  T h[16 / sizeof(T)];
+#pragma unroll
+  for (int i = 0; i < (int)(16 / sizeof(T)); i++)
+    weft_cu_st(&h[i], v[i]);
+  uint4 u;
+  memcpy(&u, h, sizeof u);
+  *reinterpret_cast<uint4 *>(p) = u;
+}
+
 // p aligned for weft_cu_ld4/st4 of T.
 template <typename T> static inline bool weft_cu_aligned4(const void *p) {
   return ((uintptr_t)p % (4 * sizeof(T))) == 0;

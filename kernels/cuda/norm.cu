@@ -464,18 +464,136 @@ static void ln_warp(cudaStream_t s, const void *x, void *y, int64_t rows,
                                                  (int)dim, eps, gamma, beta);
 }
 
+// Rows held in registers as 16-byte vectors (WEFT_CU_VEC(T) values: 8
+// 16-bit ones): G threads a row (a power of two up to 32, so a row's
+// threads are lanes of one warp and reduce by shuffles), K vectors a
+// thread (vector j of the row at thread j % G), 32 / G rows a warp.  The
+// statistics and the formula are ln_kernel's (the sums in another order).
+// One 16-byte access where ln_warp_kernel made eight 2-byte ones, and rows
+// of 640 and 1280 in one warp's registers where ln_kernel read its row
+// three times: SD's rows take 5 vectors a thread (320: G 8, 640: G 16,
+// 1280: G 32).
+template <typename T, int G, int K>
+__global__ void __launch_bounds__(256)
+    ln_vec_kernel(const T *x, T *y, int64_t rows, int dim, float eps,
+                  const float *__restrict__ gamma,
+                  const float *__restrict__ beta) {
+  constexpr int V = WEFT_CU_VEC(T);
+  const int gl = threadIdx.x & (G - 1); // this thread's place in its row
+  const int row_vecs = dim / V;
+  const int64_t per_block = blockDim.x / G;
+  for (int64_t base = (int64_t)blockIdx.x * per_block; base < rows;
+       base += (int64_t)gridDim.x * per_block) {
+    // every lane runs the shuffles, a thread past the last row with nothing
+    const int64_t r = base + threadIdx.x / G;
+    const bool live = r < rows;
+    const T *xr = x + (live ? r : 0) * dim;
+    float v[K][V];
+    double s = 0;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+      const int j = gl + k * G;
+      if (live && j < row_vecs) {
+        weft_cu_ld16(xr + j * V, v[k]);
+#pragma unroll
+        for (int i = 0; i < V; i++)
+          s += v[k][i];
+      }
+    }
+#pragma unroll
+    for (int o = G / 2; o > 0; o >>= 1)
+      s += __shfl_xor_sync(WEFT_CU_FULL_MASK, s, o);
+    const double mean = s / (double)dim;
+    double q = 0;
+#pragma unroll
+    for (int k = 0; k < K; k++)
+      if (live && gl + k * G < row_vecs) {
+#pragma unroll
+        for (int i = 0; i < V; i++) {
+          const double d = v[k][i] - mean;
+          q += d * d;
+        }
+      }
+#pragma unroll
+    for (int o = G / 2; o > 0; o >>= 1)
+      q += __shfl_xor_sync(WEFT_CU_FULL_MASK, q, o);
+    if (!live) continue;
+    const double var = q / (double)dim;
+    const float mf = (float)mean, rf = (float)(1.0 / sqrt(var + (double)eps));
+    T *yr = y + r * dim;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+      const int j = gl + k * G;
+      if (j >= row_vecs) continue;
+#pragma unroll
+      for (int i = 0; i < V; i++) {
+        float o = __fmul_rn(__fsub_rn(v[k][i], mf), rf);
+        if (gamma) o = __fmul_rn(o, gamma[j * V + i]);
+        if (beta) o = __fadd_rn(o, beta[j * V + i]);
+        v[k][i] = o;
+      }
+      weft_cu_st16(yr + j * V, v[k]);
+    }
+  }
+}
+
+template <typename T, int G, int K>
+static void ln_vec(cudaStream_t s, const void *x, void *y, int64_t rows,
+                   int64_t dim, float eps, const float *gamma,
+                   const float *beta) {
+  const int threads = 256, per_block = threads / G;
+  const int64_t blocks = (rows + per_block - 1) / per_block;
+  const unsigned g = (unsigned)(blocks < (1 << 20) ? blocks : (1 << 20));
+  ln_vec_kernel<T, G, K><<<g, threads, 0, s>>>(static_cast<const T *>(x),
+                                               static_cast<T *>(y), rows,
+                                               (int)dim, eps, gamma, beta);
+}
+
+// ln_vec for this row length: false where it does not apply (a row not a
+// whole number of aligned vectors, or more than 32 x 8 of them).  G the
+// fewest threads a row that hold it in at most 8 vectors each, but at
+// least 4 (SD's 320 on 8 threads of 5 vectors, not 5 of 8).
+template <typename T>
+static bool ln_vec_launch(cudaStream_t s, const void *x, void *y, int64_t rows,
+                          int64_t dim, float eps, const float *gamma,
+                          const float *beta) {
+  constexpr int V = WEFT_CU_VEC(T);
+  if (dim % V || !weft_cu_aligned16(x) || !weft_cu_aligned16(y)) return false;
+  const int64_t rv = dim / V;
+  if (rv > 32 * 8) return false;
+  int g = 4;
+  while (g < 32 && rv > (int64_t)g * 5) g *= 2;
+  const int k = (int)((rv + g - 1) / g);
+#define WEFT_LN_K(G)                                                             switch (k) {                                                                   case 1: ln_vec<T, G, 1>(s, x, y, rows, dim, eps, gamma, beta); break;          case 2: ln_vec<T, G, 2>(s, x, y, rows, dim, eps, gamma, beta); break;          case 3: ln_vec<T, G, 3>(s, x, y, rows, dim, eps, gamma, beta); break;          case 4: ln_vec<T, G, 4>(s, x, y, rows, dim, eps, gamma, beta); break;          case 5: ln_vec<T, G, 5>(s, x, y, rows, dim, eps, gamma, beta); break;          case 6: ln_vec<T, G, 6>(s, x, y, rows, dim, eps, gamma, beta); break;          case 7: ln_vec<T, G, 7>(s, x, y, rows, dim, eps, gamma, beta); break;          default: ln_vec<T, G, 8>(s, x, y, rows, dim, eps, gamma, beta); break;         }
+  switch (g) {
+  case 4: WEFT_LN_K(4) break;
+  case 8: WEFT_LN_K(8) break;
+  case 16: WEFT_LN_K(16) break;
+  default: WEFT_LN_K(32) break;
+  }
+#undef WEFT_LN_K
+  return true;
+}
+
+template <typename T>
+static void launch_ln(cudaStream_t s, const void *x, void *y, int64_t rows,
+                      int64_t dim, float eps, const float *gamma,
+                      const float *beta) {
+  if (ln_vec_launch<T>(s, x, y, rows, dim, eps, gamma, beta)) return;
+  if (dim <= 32 * 12) return ln_warp<T, 12>(s, x, y, rows, dim, eps, gamma, beta);
+  const unsigned g = (unsigned)(rows < (1 << 20) ? rows : (1 << 20));
+  ln_kernel<T><<<g, ROW_THREADS, 0, s>>>(static_cast<const T *>(x),
+                                         static_cast<T *>(y), rows, dim, eps,
+                                         gamma, beta);
+}
+
 extern "C" cudaError_t weft__cu_layer_norm(cudaStream_t s, int dt,
                                            const void *x, void *y, int64_t rows,
                                            int64_t dim, float eps,
                                            const float *gamma,
                                            const float *beta) {
-  unsigned g = (unsigned)(rows < (1 << 20) ? rows : (1 << 20));
-  WEFT_CU_WITH_TYPE(
-      dt, T,
-      if (dim <= 32 * 12) ln_warp<T, 12>(s, x, y, rows, dim, eps, gamma, beta);
-      else ln_kernel<T>
-      <<<g, ROW_THREADS, 0, s>>>(static_cast<const T *>(x), static_cast<T *>(y),
-                                 rows, dim, eps, gamma, beta));
+  WEFT_CU_WITH_TYPE(dt, T,
+                    launch_ln<T>(s, x, y, rows, dim, eps, gamma, beta));
   return cudaGetLastError();
 }
 

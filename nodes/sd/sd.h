@@ -182,6 +182,18 @@ int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
                     int64_t h, int64_t w, const float *t, const float *ctx,
                     int64_t ctx_len, const sd_control *ctl, float *out);
 
+/* Keeps a device copy of the text context ctx [n] (host memory that stays
+ * unchanged until sd_unet_drop_ctx): sd_unet_forward then reads a ctx
+ * inside that range from the copy instead of uploading it again (a
+ * sampler's every step; 473 KB took ~0.1 ms a step on an H200).  Nothing
+ * is kept on a host backend.  One context at a time: a new one drops the
+ * last.  0 or the upload's error. */
+int sd_unet_keep_ctx(sd_unet *m, weft_backend *be, const float *ctx,
+                     int64_t n);
+void sd_unet_drop_ctx(sd_unet *m);
+/* The kept context's host range, NULL when none is kept. */
+const float *sd_unet_kept_ctx(const sd_unet *m);
+
 /* The two halves, for ControlNets (which are a UNet's down path and middle):
  * encode keeps the skips, the middle's output and the time embedding. */
 typedef struct sd_fmap {
@@ -366,7 +378,9 @@ typedef struct sd_denoiser {
 
 /* shape [batch, channels, h, w]; the contexts [tokens, dim] (one prompt
  * each) are repeated to their lengths' least common multiple, as ComfyUI
- * does (repeated keys leave attention unchanged).  0 or WEFT_ENOMEM. */
+ * does (repeated keys leave attention unchanged), and kept on be's device
+ * for the UNet's calls (sd_unet_keep_ctx) until sd_denoiser_free.  0,
+ * WEFT_ENOMEM or the upload's error. */
 int sd_denoiser_init(sd_denoiser *d, sd_unet *unet, weft_backend *be,
                      const weft_schedule *sched, sd_prediction pred,
                      const int64_t shape[4], float cfg, const float *uncond,

@@ -45,10 +45,15 @@ int sd_denoiser_init(sd_denoiser *d, sd_unet *unet, weft_backend *be,
       memcpy(d->ctx + (k * d->tokens + rep * len) * d->dim, src,
              (size_t)(len * d->dim) * sizeof *d->ctx);
   }
-  return 0;
+  /* the contexts go to the device once, not at every step */
+  int rc = sd_unet_keep_ctx(unet, be, d->ctx, rows * d->tokens * d->dim);
+  if (rc) sd_denoiser_free(d);
+  return rc;
 }
 
 void sd_denoiser_free(sd_denoiser *d) {
+  if (d->unet && d->ctx && sd_unet_kept_ctx(d->unet) == d->ctx)
+    sd_unet_drop_ctx(d->unet);
   free(d->ctx), free(d->x_in), free(d->out), free(d->t);
   d->ctx = d->x_in = d->out = d->t = NULL;
 }

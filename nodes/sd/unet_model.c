@@ -45,6 +45,12 @@ struct sd_unet {
   bool mid_has_attn;
   sd_norm out_norm;
   sd_devw *dw; /* the weights on a device backend, or NULL */
+  /* a text context kept on the device (sd_unet_keep_ctx): its host copy's
+   * range, the device copy in the activation dtype and its backend */
+  const float *kctx_host;
+  int64_t kctx_n;
+  float *kctx_dev;
+  weft_backend *kctx_be;
 };
 
 const sd_unet_cfg *sd_unet_config(const sd_unet *m) {
@@ -158,8 +164,40 @@ sd_devw *sd_unet_devw(const sd_unet *m) {
   return m->dw;
 }
 
+int sd_unet_keep_ctx(sd_unet *m, weft_backend *be, const float *ctx,
+                     int64_t n) {
+  sd_unet_drop_ctx(m);
+  const float *buf;
+  float *dev;
+  int rc = sd_io_in(be, ctx, n, &buf, &dev);
+  if (rc || !dev) return rc; /* on the host: nothing to keep */
+  m->kctx_host = ctx, m->kctx_n = n, m->kctx_dev = dev, m->kctx_be = be;
+  return 0;
+}
+
+void sd_unet_drop_ctx(sd_unet *m) {
+  if (m->kctx_dev) sd_free(m->kctx_be, m->kctx_dev);
+  m->kctx_host = NULL, m->kctx_n = 0, m->kctx_dev = NULL, m->kctx_be = NULL;
+}
+
+const float *sd_unet_kept_ctx(const sd_unet *m) {
+  return m->kctx_dev ? m->kctx_host : NULL;
+}
+
+/* ctx [n] inside the kept context's host range: its device copy */
+static const float *kept_ctx(const sd_unet *m, weft_backend *be,
+                             const float *ctx, int64_t n) {
+  if (!m->kctx_dev || ctx < m->kctx_host ||
+      n > m->kctx_n - (ctx - m->kctx_host))
+    return NULL;
+  return (const float *)((const char *)m->kctx_dev +
+                         (ctx - m->kctx_host) *
+                             (int64_t)weft_backend_act_size(be));
+}
+
 void sd_unet_free(sd_unet *m) {
   if (!m) return;
+  sd_unet_drop_ctx(m);
   sd_devw_release(m->dw);
   sd_free_linear(&m->t1), sd_free_linear(&m->t2);
   sd_free_conv(&m->conv_in), sd_free_conv(&m->conv_out);
@@ -570,7 +608,8 @@ int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
   sd_unet_feats f;
   int rc = sd_io_in(be, x, b * c->in_channels * h * w, &xd, &xt);
   if (!rc) rc = sd_io_in_f32(be, t, b, &td, &tt);
-  if (!rc) rc = sd_io_in(be, ctx, b * ctx_len * c->context_dim, &cd, &ct);
+  if (!rc && !(cd = kept_ctx(m, be, ctx, b * ctx_len * c->context_dim)))
+    rc = sd_io_in(be, ctx, b * ctx_len * c->context_dim, &cd, &ct);
   if (!rc) rc = sd_unet_encode(m, be, xd, b, h, w, td, cd, ctx_len, NULL, &f);
   if (rc) goto out;
   /* the residuals have the shapes of the features they are added to */

@@ -1358,6 +1358,12 @@ TEST(layer_norm_sd_and_odd_shapes) {
   ln_case(&p, "layer_norm odd 37x77 no affine", 37, 77, 0, 0, 122);
   ln_case(&p, "layer_norm odd 5x1", 5, 1, 1, 0, 123);
   ln_case(&p, "layer_norm 3x5000", 3, 5000, 1, 0, 124);
+  /* norm.cu's register rows: 8, 16 and 32 threads a row, 5 vectors each;
+   * 32 x 8 vectors (the most); one vector more than that */
+  ln_case(&p, "layer_norm 2048x640", 2048, 640, 1, 0, 125);
+  ln_case(&p, "layer_norm 512x1280 in place", 512, 1280, 1, 1, 126);
+  ln_case(&p, "layer_norm 77x1024", 77, 1024, 1, 0, 127);
+  ln_case(&p, "layer_norm 9x1028", 9, 1028, 1, 0, 128);
   teardown(&p);
 }
 
@@ -3053,6 +3059,37 @@ static void a16_attention(a16 *t, const char *what, int64_t b, int64_t heads,
   a16_free(t, qr, qh), a16_free(t, kr, kh), a16_free(t, vr, vh);
 }
 
+/* Layer norm over SD's and CLIP's rows (norm.cu's register rows: 8, 16
+ * and 32 threads a row) and a row of 36, which is not whole 16-byte
+ * vectors; the gated activation over vectors and, for 36, values. */
+static void a16_rows(a16 *t) {
+  static const int64_t shape[][2] = {
+      {300, 320}, {130, 640}, {66, 1280}, {77, 768}, {5, 8}, {19, 36}};
+  for (size_t i = 0; i < sizeof shape / sizeof *shape; i++) {
+    const int64_t rows = shape[i][0], dim = shape[i][1], n = rows * dim;
+    float *xr, *xh, *yr, *yh, *gr, *gh, *er, *eh;
+    char what[64];
+    a16_in(t, n, -3, 3, &xr, &xh);
+    a16_w(t, dim, .5f, 1.5f, &gr, &gh);
+    a16_w(t, dim, -.5f, .5f, &er, &eh);
+    a16_out(t, n, &yr, &yh);
+    A16_BOTH(t, be->iface->layer_norm(be, xr, yr, rows, dim, 1e-5f, gr, er),
+             be->iface->layer_norm(be, xh, yh, rows, dim, 1e-5f, gh, eh));
+    snprintf(what, sizeof what, "act16 layer_norm %lldx%lld", (long long)rows,
+             (long long)dim);
+    a16_check(t, what, yr, yh, n);
+    a16_out(t, n / 2, &yr, &yh);
+    A16_BOTH(t,
+             be->iface->gated_act(be, WEFT_ACT_GELU_ERF, xr, yr, rows, dim / 2),
+             be->iface->gated_act(be, WEFT_ACT_GELU_ERF, xh, yh, rows,
+                                  dim / 2));
+    snprintf(what, sizeof what, "act16 geglu %lldx%lld", (long long)rows,
+             (long long)dim / 2);
+    a16_check(t, what, yr, yh, n / 2);
+    a16_free(t, xr, xh), a16_free(t, gr, gh), a16_free(t, er, eh);
+  }
+}
+
 static void a16_memory_ops(a16 *t) {
   const int64_t b = 2, c = 64, hw = 24 * 24, n = b * c * hw;
   float *xr, *xh, *yr, *yh, *gr, *gh, *er, *eh;
@@ -3209,6 +3246,7 @@ static void act16_all(weft_cuda_precision prec) {
   a16_attention(&t, "act16 causal d64 (CLIP)", 2, 12, 77, 77, 64, 1);
   a16_attention(&t, "act16 d192 (unfused)", 1, 2, 100, 90, 192, 0);
   a16_memory_ops(&t);
+  a16_rows(&t);
   a16_teardown(&t);
 }
 
