@@ -9,21 +9,15 @@
 // type: the rounding of conv_cudnn.c's other 16-bit path).
 #include "common.cuh"
 
-// Tiles of 64 channels x 32 PX pixels through shared memory, the pixels
-// of a band flattened (rows of width wb or wo one after another, so that
-// the 8- and 16-wide maps fill their tiles too): the NCHW side is read or
-// written along the pixels, 32 threads a row of the tile, PX pixels a
-// thread and 8 rows in flight; the NHWC side two channels a thread (one
-// 32-bit store or load for 16-bit values), a warp's 64 channels of one
-// pixel in one transaction.  Sizes within a band fit int (nhwc_prepare).
-//
-// PX 4 by default: with one pixel a thread (32-pixel tiles) a thread had
-// 8 two-byte loads in flight, about 32 KB an SM, less than an H200's
-// memory needs to stream (the VAE's moves ran at 0.8-1.4 TB/s: 128x512x512
-// bands 46-56 us each); four pixels a thread keep four times as many
-// bytes in flight and read 256-byte runs of each channel's plane.
-// WEFT_CUDA_MOVE_PX=1 brings back the 32-pixel tiles (an A/B switch).
+// Tiles of 64 channels x 32 pixels through shared memory, the pixels of a
+// band flattened (rows of width wb or wo one after another, so that the
+// 8- and 16-wide maps fill their tiles too): the NCHW side is read or
+// written along the pixels, 32 threads a row of the tile, 8 rows in
+// flight a thread; the NHWC side two channels a thread (one 32-bit store
+// or load for 16-bit values), a warp's 64 channels of one pixel in one
+// transaction.  Sizes within a band fit int (nhwc_prepare).
 #define TC 64 // channels a tile
+#define TP 32 // pixels a tile
 #define TROWS 8
 
 // Two adjacent elements of T, moved as one access.
@@ -37,40 +31,30 @@ template <typename T> struct alignas(2 * sizeof(T)) two {
 // scale, shift)) instead, as group norm writes it, the padding still zero.
 // Grid: x over the band's hb * wb pixels in tiles, y over c_in in tiles, z
 // over the batch (a stride loop).
-template <typename TI, typename TO, int PX>
-__global__ void __launch_bounds__(32 * TROWS)
+template <typename TI, typename TO>
+__global__ void __launch_bounds__(TP *TROWS)
     nhwc_pack_kernel(const TI *__restrict__ x, int64_t xs, int c_in, int h,
                      int w, int row0, int hb, int pl, int wb,
                      TO *__restrict__ dst, int batch,
                      const float2 *__restrict__ ss, int act) {
-  constexpr int TP = 32 * PX;
   __shared__ float tile[TC][TP + 1];
   const int pix = hb * wb, p0 = blockIdx.x * TP, c0 = blockIdx.y * TC;
   const int tx = threadIdx.x, ty = threadIdx.y;
-  // this thread's pixels on the read side: their source rows and columns
-  bool in[PX];
-  int64_t at[PX];
-#pragma unroll
-  for (int k = 0; k < PX; k++) {
-    const int p = p0 + tx + 32 * k, r = p / wb, row = row0 + r;
-    const int col = p - r * wb - pl;
-    in[k] = p < pix && row >= 0 && row < h && col >= 0 && col < w;
-    at[k] = in[k] ? (int64_t)row * w + col : 0;
-  }
+  // this thread's pixel on the read side: its source row and column
+  const int p = p0 + tx, r = p / wb, row = row0 + r, col = p - r * wb - pl;
+  const bool in = p < pix && row >= 0 && row < h && col >= 0 && col < w;
+  const int64_t at = in ? (int64_t)row * w + col : 0;
   for (int n = blockIdx.z; n < batch; n += gridDim.z) {
-    const TI *xn = x + n * xs;
+    const TI *xn = x + n * xs + at;
 #pragma unroll
     for (int i = ty; i < TC; i += TROWS) {
       const int c = c0 + i;
-      const TI *xc = xn + (int64_t)(c < c_in ? c : 0) * h * w;
-      float2 f = make_float2(1.0f, 0.0f);
-      if (ss && c < c_in) f = ss[(int64_t)n * c_in + c];
-#pragma unroll
-      for (int k = 0; k < PX; k++) {
-        float v = in[k] && c < c_in ? weft_cu_ld(xc + at[k]) : 0.0f;
-        if (ss && in[k] && c < c_in) v = weft_cu_act1(act, fmaf(v, f.x, f.y));
-        tile[i][tx + 32 * k] = v;
+      float v = in && c < c_in ? weft_cu_ld(xn + (int64_t)c * h * w) : 0.0f;
+      if (ss && in && c < c_in) {
+        const float2 f = ss[(int64_t)n * c_in + c];
+        v = weft_cu_act1(act, fmaf(v, f.x, f.y));
       }
+      tile[i][tx] = v;
     }
     __syncthreads();
     const int c = c0 + 2 * tx; // c_in is even: a pair is whole or out
@@ -93,14 +77,13 @@ __global__ void __launch_bounds__(32 * TROWS)
 // + o] + bias[o] (+ chan[n * c_out + o]) (+ res at y's place) for the
 // band's rows * wo pixels p (contiguous in y's plane).  Grid: x over the
 // pixels in tiles, y over c_out in tiles, z over the batch.
-template <typename TS, typename TY, int PX>
-__global__ void __launch_bounds__(32 * TROWS)
+template <typename TS, typename TY>
+__global__ void __launch_bounds__(TP *TROWS)
     nhwc_unpack_kernel(const TS *__restrict__ src, int pix, int c_out,
                        const float *__restrict__ bias,
                        const TY *__restrict__ chan, const TY *__restrict__ res,
                        TY *__restrict__ y, int64_t ys, int64_t plane,
                        int64_t off, int batch) {
-  constexpr int TP = 32 * PX;
   __shared__ float tile[TC][TP + 1];
   const int p0 = blockIdx.x * TP, c0 = blockIdx.y * TC;
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -118,36 +101,26 @@ __global__ void __launch_bounds__(32 * TROWS)
       }
     }
     __syncthreads();
+    const int p = p0 + tx;
+    if (p < pix) {
+      const int64_t at = n * ys + off + p;
 #pragma unroll
-    for (int i = ty; i < TC; i += TROWS) {
-      const int o = c0 + i;
-      if (o >= c_out) break;
-      const float bo = bias ? bias[o] : 0.0f;
-      const float co = chan ? weft_cu_ld(chan + (int64_t)n * c_out + o) : 0.0f;
-      const int64_t at = n * ys + off + o * plane;
-#pragma unroll
-      for (int k = 0; k < PX; k++) {
-        const int p = p0 + tx + 32 * k;
-        if (p >= pix) break;
-        float v = tile[i][tx + 32 * k] + bo;
-        if (chan) v = v + co;
-        if (res) v = v + weft_cu_ld(res + at + p);
-        weft_cu_st(y + at + p, v);
+      for (int i = ty; i < TC; i += TROWS) {
+        const int o = c0 + i;
+        if (o < c_out) {
+          float v = tile[i][tx] + (bias ? bias[o] : 0.0f);
+          if (chan) v = v + weft_cu_ld(chan + (int64_t)n * c_out + o);
+          if (res) v = v + weft_cu_ld(res + at + o * plane);
+          weft_cu_st(y + at + o * plane, v);
+        }
       }
     }
     __syncthreads();
   }
 }
 
-static int move_px(void) {
-  static int v = -1;
-  return weft__cuda_env_int("WEFT_CUDA_MOVE_PX", &v) == 1 ? 1 : 4;
-}
-
-static dim3 tile_grid(int64_t pixels, int64_t channels, int64_t batch,
-                      int px) {
-  const int64_t tp = 32 * px;
-  return dim3((unsigned)((pixels + tp - 1) / tp),
+static dim3 tile_grid(int64_t pixels, int64_t channels, int64_t batch) {
+  return dim3((unsigned)((pixels + TP - 1) / TP),
               (unsigned)((channels + TC - 1) / TC),
               (unsigned)(batch < 65535 ? batch : 65535));
 }
@@ -163,19 +136,16 @@ extern "C" cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x,
       batch > INT32_MAX || row0 < -(int64_t)INT32_MAX / 2 ||
       row0 > INT32_MAX / 2 || pl > INT32_MAX / 2)
     return cudaErrorInvalidValue;
-  const int px = move_px();
-  const dim3 grid = tile_grid(hb * wb, c_in, batch, px), block(32, TROWS);
+  const dim3 grid = tile_grid(hb * wb, c_in, batch), block(TP, TROWS);
   if (grid.y > 65535) return cudaErrorInvalidValue;
-#define WEFT_PACK(PX)                                                          \
-  nhwc_pack_kernel<TI, TO, PX><<<grid, block, 0, s>>>(                         \
-      static_cast<const TI *>(x), xs, (int)c_in, (int)h, (int)w, (int)row0,    \
-      (int)hb, (int)pl, (int)wb, static_cast<TO *>(dst), (int)batch,           \
-      static_cast<const float2 *>(ss), act)
-  WEFT_CU_WITH_TYPE(xdt, TI,
-                    WEFT_CU_WITH_TYPE(ddt, TO,
-                                      if (px == 1) WEFT_PACK(1);
-                                      else WEFT_PACK(4)));
-#undef WEFT_PACK
+  WEFT_CU_WITH_TYPE(
+      xdt, TI,
+      WEFT_CU_WITH_TYPE(
+          ddt, TO,
+          nhwc_pack_kernel<TI, TO><<<grid, block, 0, s>>>(
+              static_cast<const TI *>(x), xs, (int)c_in, (int)h, (int)w,
+              (int)row0, (int)hb, (int)pl, (int)wb, static_cast<TO *>(dst),
+              (int)batch, static_cast<const float2 *>(ss), act)));
   return cudaGetLastError();
 }
 
@@ -189,19 +159,16 @@ extern "C" cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src,
   if (batch <= 0 || rows <= 0 || c_out <= 0 || wo <= 0) return cudaSuccess;
   if (c_out % 2 || rows * wo * c_out > INT32_MAX || batch > INT32_MAX)
     return cudaErrorInvalidValue;
-  const int px = move_px();
-  const dim3 grid = tile_grid(rows * wo, c_out, batch, px), block(32, TROWS);
+  const dim3 grid = tile_grid(rows * wo, c_out, batch), block(TP, TROWS);
   if (grid.y > 65535) return cudaErrorInvalidValue;
-#define WEFT_UNPACK(PX)                                                        \
-  nhwc_unpack_kernel<TS, TY, PX><<<grid, block, 0, s>>>(                       \
-      static_cast<const TS *>(src), (int)(rows * wo), (int)c_out, bias,        \
-      static_cast<const TY *>(chan), static_cast<const TY *>(res),             \
-      static_cast<TY *>(y), ys, plane, row0 * wo, (int)batch)
-  WEFT_CU_WITH_TYPE(sdt, TS,
-                    WEFT_CU_WITH_TYPE(ydt, TY,
-                                      if (px == 1) WEFT_UNPACK(1);
-                                      else WEFT_UNPACK(4)));
-#undef WEFT_UNPACK
+  WEFT_CU_WITH_TYPE(
+      sdt, TS,
+      WEFT_CU_WITH_TYPE(ydt, TY,
+                        nhwc_unpack_kernel<TS, TY><<<grid, block, 0, s>>>(
+                            static_cast<const TS *>(src), (int)(rows * wo),
+                            (int)c_out, bias, static_cast<const TY *>(chan),
+                            static_cast<const TY *>(res), static_cast<TY *>(y),
+                            ys, plane, row0 * wo, (int)batch)));
   return cudaGetLastError();
 }
 
