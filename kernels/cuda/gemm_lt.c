@@ -148,11 +148,11 @@ static uint64_t lt_hash(const int64_t *k) {
 }
 
 /* ---- measured algorithms ----
- * Timed alone on an H200 (the study below), the heuristic's first
- * algorithm is within 10% of the fastest it offers for most of SD's
- * products (the per-op profile's 85-135 TFLOP/s for the narrow ones is
- * mostly the profile's own gaps: 8192x320x320 took 7.6 us alone, 18 in
- * the profile); a few gain 10-40%.  The table holds, per problem of the UNet at batch 2 in fp16, the
+ * Timed alone on an H200 (the study below: ten calls back to back, the
+ * operands in L2), the heuristic's first algorithm is within 10% of the
+ * fastest it offers for most of SD's products (8192x320x320: 7.6 us
+ * there, 18 in the UNet's per-op profile); a few gain 10-40%.  The table
+ * holds, per problem of the UNet at batch 2 in fp16, the
  * configuration that the study below (WEFT_CUDA_LT_STUDY,
  * tools/gpu/gemm_study.sh) timed fastest among those the heuristic offers,
  * where it beat the first by 5% or more.  A problem found here on a GPU of
