@@ -13,11 +13,22 @@
 // band flattened (rows of width wb or wo one after another, so that the
 // 8- and 16-wide maps fill their tiles too): the NCHW side is read or
 // written along the pixels, 32 threads a row of the tile, 8 rows in
-// flight a thread; the NHWC side two channels a thread (one 32-bit store
-// or load for 16-bit values), a warp's 64 channels of one pixel in one
-// transaction.  Sizes within a band fit int (nhwc_prepare).
+// flight a thread; the NHWC side two channels a thread, a warp's 64
+// channels of one pixel in one transaction.  The tile holds the NHWC
+// side's type, [pixel][channel] with two spare elements a row (33 words
+// for 16-bit values, so the NCHW side's 32 pixels of one channel fall in
+// 32 banks), and the NHWC side moves its two channels as one word from
+// or to it.  Offsets inside a plane are 32-bit, the plane pointer moves by
+// adds, the activation and the epilogue's residual are template
+// arguments.  tools/gpu/move_bench.cu timed this against the first tiles
+// (a float tile [channel][pixel], a run-time activation, 64-bit offsets)
+// on an H200, the same bytes out: a 128x171x512 VAE band moved in 24 us
+// instead of 48 (36.7 against 53.7 normalized on the way), its output
+// back in 33.6 against 53.8; the UNet's 320x64x64 at batch 2 10.2 against
+// 14.9 normalized, 7.2 against 10.0 back.  Sizes within a band fit int
+// (nhwc_prepare; the launchers check h * w).
 #define TC 64 // channels a tile
-#define TP 32 // pixels a tile
+#define TP 32 // pixels a tile (the NCHW side of a move into the band)
 #define TROWS 8
 
 // Two adjacent elements of T, moved as one access.
@@ -25,48 +36,53 @@ template <typename T> struct alignas(2 * sizeof(T)) two {
   T a, b;
 };
 
+// The activation of a move with a prologue: one of weft_act's, or
+// ACT_ANY for the run-time act (every kind but SiLU, which SD's ResNet
+// blocks use and which is compiled in); ACT_NO_SS for a plain move.
+#define ACT_ANY (-1)
+#define ACT_NO_SS (-2)
+
 // dst[(n * hb + r) * wb + q][c] = x[n * xs + (c * h + row0 + r) * w + q -
 // pl], zero outside the image; with ss (a group norm's per (image,
 // channel) scale and shift, norm.cu's weft__cu_gn_stats) act(fma(x,
 // scale, shift)) instead, as group norm writes it, the padding still zero.
 // Grid: x over the band's hb * wb pixels in tiles, y over c_in in tiles, z
 // over the batch (a stride loop).
-template <typename TI, typename TO>
+template <typename TI, typename TO, int ACT>
 __global__ void __launch_bounds__(TP *TROWS)
     nhwc_pack_kernel(const TI *__restrict__ x, int64_t xs, int c_in, int h,
                      int w, int row0, int hb, int pl, int wb,
                      TO *__restrict__ dst, int batch,
                      const float2 *__restrict__ ss, int act) {
-  __shared__ float tile[TC][TP + 1];
+  __shared__ __align__(16) TO tile[TP][TC + 2];
   const int pix = hb * wb, p0 = blockIdx.x * TP, c0 = blockIdx.y * TC;
-  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int tx = threadIdx.x, ty = threadIdx.y, plane = h * w;
   // this thread's pixel on the read side: its source row and column
   const int p = p0 + tx, r = p / wb, row = row0 + r, col = p - r * wb - pl;
   const bool in = p < pix && row >= 0 && row < h && col >= 0 && col < w;
-  const int64_t at = in ? (int64_t)row * w + col : 0;
+  const int at = in ? row * w + col : 0;
   for (int n = blockIdx.z; n < batch; n += gridDim.z) {
-    const TI *xn = x + n * xs + at;
+    const TI *xc = x + n * xs + (int64_t)(c0 + ty) * plane;
 #pragma unroll
-    for (int i = ty; i < TC; i += TROWS) {
+    for (int i = ty; i < TC; i += TROWS, xc += (int64_t)TROWS * plane) {
       const int c = c0 + i;
-      float v = in && c < c_in ? weft_cu_ld(xn + (int64_t)c * h * w) : 0.0f;
-      if (ss && in && c < c_in) {
+      float v = in && c < c_in ? weft_cu_ld(xc + at) : 0.0f;
+      if (ACT != ACT_NO_SS && in && c < c_in) {
         const float2 f = ss[(int64_t)n * c_in + c];
-        v = weft_cu_act1(act, fmaf(v, f.x, f.y));
+        v = weft_cu_act1(ACT == ACT_ANY ? act : ACT, fmaf(v, f.x, f.y));
       }
-      tile[i][tx] = v;
+      weft_cu_st(&tile[tx][i], v);
     }
     __syncthreads();
     const int c = c0 + 2 * tx; // c_in is even: a pair is whole or out
     if (c < c_in) {
-      two<TO> *out = reinterpret_cast<two<TO> *>(dst + (int64_t)n * pix * c_in + c);
+      two<TO> *out =
+          reinterpret_cast<two<TO> *>(dst + (int64_t)n * pix * c_in + c);
 #pragma unroll
       for (int j = ty; j < TP; j += TROWS) {
         if (p0 + j >= pix) break;
-        two<TO> v;
-        weft_cu_st(&v.a, tile[2 * tx][j]);
-        weft_cu_st(&v.b, tile[2 * tx + 1][j]);
-        out[(int64_t)(p0 + j) * (c_in / 2)] = v;
+        out[(int64_t)(p0 + j) * (c_in / 2)] =
+            *reinterpret_cast<const two<TO> *>(&tile[j][2 * tx]);
       }
     }
     __syncthreads();
@@ -75,17 +91,21 @@ __global__ void __launch_bounds__(TP *TROWS)
 
 // y[n * ys + o * plane + row0 * wo + p] = src[(n * rows * wo + p) * c_out
 // + o] + bias[o] (+ chan[n * c_out + o]) (+ res at y's place) for the
-// band's rows * wo pixels p (contiguous in y's plane).  Grid: x over the
-// pixels in tiles, y over c_out in tiles, z over the batch.
-template <typename TS, typename TY>
+// band's rows * wo pixels p (contiguous in y's plane).  Tiles of 32 PX
+// pixels: PX 2 (two pixels a thread on the NCHW side) where that still
+// makes 512 blocks, 1 on smaller maps (move_bench: 33.6 against 44.9 us
+// on a VAE band, 5.7 against 6.2 on the UNet's 640x32x32).  Grid: x over
+// the pixels in tiles, y over c_out in tiles, z over the batch.
+template <typename TS, typename TY, bool RES, int PX>
 __global__ void __launch_bounds__(TP *TROWS)
     nhwc_unpack_kernel(const TS *__restrict__ src, int pix, int c_out,
                        const float *__restrict__ bias,
                        const TY *__restrict__ chan, const TY *__restrict__ res,
                        TY *__restrict__ y, int64_t ys, int64_t plane,
                        int64_t off, int batch) {
-  __shared__ float tile[TC][TP + 1];
-  const int p0 = blockIdx.x * TP, c0 = blockIdx.y * TC;
+  constexpr int TPX = TP * PX;
+  __shared__ __align__(16) TS tile[TPX][TC + 2];
+  const int p0 = blockIdx.x * TPX, c0 = blockIdx.y * TC;
   const int tx = threadIdx.x, ty = threadIdx.y;
   for (int n = blockIdx.z; n < batch; n += gridDim.z) {
     const int c = c0 + 2 * tx; // c_out is even
@@ -93,36 +113,58 @@ __global__ void __launch_bounds__(TP *TROWS)
       const two<TS> *in =
           reinterpret_cast<const two<TS> *>(src + (int64_t)n * pix * c_out + c);
 #pragma unroll
-      for (int j = ty; j < TP; j += TROWS) {
+      for (int j = ty; j < TPX; j += TROWS) {
         if (p0 + j >= pix) break;
-        const two<TS> v = in[(int64_t)(p0 + j) * (c_out / 2)];
-        tile[2 * tx][j] = weft_cu_ld(&v.a);
-        tile[2 * tx + 1][j] = weft_cu_ld(&v.b);
+        *reinterpret_cast<two<TS> *>(&tile[j][2 * tx]) =
+            in[(int64_t)(p0 + j) * (c_out / 2)];
       }
     }
     __syncthreads();
-    const int p = p0 + tx;
-    if (p < pix) {
-      const int64_t at = n * ys + off + p;
+    const TY *rn = RES ? res + n * ys + off : nullptr;
+    TY *yn = y + n * ys + off;
 #pragma unroll
-      for (int i = ty; i < TC; i += TROWS) {
-        const int o = c0 + i;
-        if (o < c_out) {
-          float v = tile[i][tx] + (bias ? bias[o] : 0.0f);
-          if (chan) v = v + weft_cu_ld(chan + (int64_t)n * c_out + o);
-          if (res) v = v + weft_cu_ld(res + at + o * plane);
-          weft_cu_st(y + at + o * plane, v);
-        }
+    for (int i = ty; i < TC; i += TROWS) {
+      const int o = c0 + i;
+      if (o >= c_out) break;
+      const float bo = bias ? bias[o] : 0.0f;
+      const float co = chan ? weft_cu_ld(chan + (int64_t)n * c_out + o) : 0.0f;
+#pragma unroll
+      for (int k = 0; k < PX; k++) {
+        const int q = p0 + tx + 32 * k;
+        if (q >= pix) break;
+        // kernels/cpu's order: + bias, + chan, + res, each rounded in fp32
+        float v = weft_cu_ld(&tile[tx + 32 * k][i]) + bo;
+        if (chan) v = v + co;
+        if (RES) v = v + weft_cu_ld(rn + o * plane + q);
+        weft_cu_st(yn + o * plane + q, v);
       }
     }
     __syncthreads();
   }
 }
 
-static dim3 tile_grid(int64_t pixels, int64_t channels, int64_t batch) {
-  return dim3((unsigned)((pixels + TP - 1) / TP),
+static dim3 tile_grid(int64_t pixels, int64_t tp, int64_t channels,
+                      int64_t batch) {
+  return dim3((unsigned)((pixels + tp - 1) / tp),
               (unsigned)((channels + TC - 1) / TC),
               (unsigned)(batch < 65535 ? batch : 65535));
+}
+
+template <typename TI, typename TO>
+static void launch_pack(cudaStream_t s, dim3 grid, const TI *x, int64_t xs,
+                        int c_in, int h, int w, int row0, int hb, int pl,
+                        int wb, TO *dst, int batch, const float2 *ss,
+                        int act) {
+  const dim3 block(TP, TROWS);
+  if (!ss)
+    nhwc_pack_kernel<TI, TO, ACT_NO_SS><<<grid, block, 0, s>>>(
+        x, xs, c_in, h, w, row0, hb, pl, wb, dst, batch, ss, act);
+  else if (act == WEFT_ACT_SILU)
+    nhwc_pack_kernel<TI, TO, WEFT_ACT_SILU><<<grid, block, 0, s>>>(
+        x, xs, c_in, h, w, row0, hb, pl, wb, dst, batch, ss, act);
+  else
+    nhwc_pack_kernel<TI, TO, ACT_ANY><<<grid, block, 0, s>>>(
+        x, xs, c_in, h, w, row0, hb, pl, wb, dst, batch, ss, act);
 }
 
 extern "C" cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x,
@@ -136,17 +178,36 @@ extern "C" cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x,
       batch > INT32_MAX || row0 < -(int64_t)INT32_MAX / 2 ||
       row0 > INT32_MAX / 2 || pl > INT32_MAX / 2)
     return cudaErrorInvalidValue;
-  const dim3 grid = tile_grid(hb * wb, c_in, batch), block(TP, TROWS);
+  const dim3 grid = tile_grid(hb * wb, TP, c_in, batch);
   if (grid.y > 65535) return cudaErrorInvalidValue;
   WEFT_CU_WITH_TYPE(
       xdt, TI,
-      WEFT_CU_WITH_TYPE(
-          ddt, TO,
-          nhwc_pack_kernel<TI, TO><<<grid, block, 0, s>>>(
-              static_cast<const TI *>(x), xs, (int)c_in, (int)h, (int)w,
-              (int)row0, (int)hb, (int)pl, (int)wb, static_cast<TO *>(dst),
-              (int)batch, static_cast<const float2 *>(ss), act)));
+      WEFT_CU_WITH_TYPE(ddt, TO,
+                        launch_pack<TI, TO>(
+                            s, grid, static_cast<const TI *>(x), xs, (int)c_in,
+                            (int)h, (int)w, (int)row0, (int)hb, (int)pl,
+                            (int)wb, static_cast<TO *>(dst), (int)batch,
+                            static_cast<const float2 *>(ss), act)));
   return cudaGetLastError();
+}
+
+template <typename TS, typename TY>
+static void launch_unpack(cudaStream_t s, const TS *src, int64_t batch,
+                          int pix, int c_out, const float *bias, const TY *chan,
+                          const TY *res, TY *y, int64_t ys, int64_t plane,
+                          int64_t off) {
+  const dim3 block(TP, TROWS);
+  dim3 grid = tile_grid(pix, 2 * TP, c_out, batch);
+  const bool wide = (int64_t)grid.x * grid.y * grid.z >= 512;
+  if (!wide) grid = tile_grid(pix, TP, c_out, batch);
+#define WEFT_UNPACK(RES, PX)                                                   \
+  nhwc_unpack_kernel<TS, TY, RES, PX><<<grid, block, 0, s>>>(                  \
+      src, pix, c_out, bias, chan, res, y, ys, plane, off, (int)batch)
+  if (res)
+    wide ? WEFT_UNPACK(true, 2) : WEFT_UNPACK(true, 1);
+  else
+    wide ? WEFT_UNPACK(false, 2) : WEFT_UNPACK(false, 1);
+#undef WEFT_UNPACK
 }
 
 extern "C" cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src,
@@ -159,16 +220,17 @@ extern "C" cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src,
   if (batch <= 0 || rows <= 0 || c_out <= 0 || wo <= 0) return cudaSuccess;
   if (c_out % 2 || rows * wo * c_out > INT32_MAX || batch > INT32_MAX)
     return cudaErrorInvalidValue;
-  const dim3 grid = tile_grid(rows * wo, c_out, batch), block(TP, TROWS);
-  if (grid.y > 65535) return cudaErrorInvalidValue;
+  if (tile_grid(rows * wo, TP, c_out, batch).y > 65535)
+    return cudaErrorInvalidValue;
   WEFT_CU_WITH_TYPE(
       sdt, TS,
       WEFT_CU_WITH_TYPE(ydt, TY,
-                        nhwc_unpack_kernel<TS, TY><<<grid, block, 0, s>>>(
-                            static_cast<const TS *>(src), (int)(rows * wo),
-                            (int)c_out, bias, static_cast<const TY *>(chan),
+                        launch_unpack<TS, TY>(
+                            s, static_cast<const TS *>(src), batch,
+                            (int)(rows * wo), (int)c_out, bias,
+                            static_cast<const TY *>(chan),
                             static_cast<const TY *>(res), static_cast<TY *>(y),
-                            ys, plane, row0 * wo, (int)batch)));
+                            ys, plane, row0 * wo)));
   return cudaGetLastError();
 }
 

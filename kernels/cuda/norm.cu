@@ -406,10 +406,10 @@ __global__ void __launch_bounds__(ROW_THREADS)
 // in registers (read once), the same statistics and formula as ln_kernel
 // (the sums in another order).  For 8192 rows of 320 the block per row
 // (128 threads) took 20 us a call on an H200, waiting on its barriers and
-// its three passes over memory; this takes 13.  Rows of 640 and 1280 were
-// slower this way (13 and 21 us against 10.5 and 11.7) and stay on
-// ln_kernel.  W warps a block: 8, or fewer where the rows would not make
-// two blocks per SM.
+// its three passes over memory; this took 13 (rows of 640 and 1280 were
+// slower this way).  Rows of whole aligned 16-byte vectors now take
+// ln_vec_kernel below; this one the other rows of at most 384.  W warps a
+// block: 8, or fewer where the rows would not make two blocks per SM.
 template <typename T, int NV>
 __global__ void __launch_bounds__(256)
     ln_warp_kernel(const T *x, T *y, int64_t rows, int dim, float eps,
@@ -549,6 +549,23 @@ static void ln_vec(cudaStream_t s, const void *x, void *y, int64_t rows,
                                                (int)dim, eps, gamma, beta);
 }
 
+// ln_vec with K = k (1 to 8) vectors a thread.
+template <typename T, int G>
+static void ln_vec_g(int k, cudaStream_t s, const void *x, void *y,
+                     int64_t rows, int64_t dim, float eps, const float *gamma,
+                     const float *beta) {
+  switch (k) {
+  case 1: return ln_vec<T, G, 1>(s, x, y, rows, dim, eps, gamma, beta);
+  case 2: return ln_vec<T, G, 2>(s, x, y, rows, dim, eps, gamma, beta);
+  case 3: return ln_vec<T, G, 3>(s, x, y, rows, dim, eps, gamma, beta);
+  case 4: return ln_vec<T, G, 4>(s, x, y, rows, dim, eps, gamma, beta);
+  case 5: return ln_vec<T, G, 5>(s, x, y, rows, dim, eps, gamma, beta);
+  case 6: return ln_vec<T, G, 6>(s, x, y, rows, dim, eps, gamma, beta);
+  case 7: return ln_vec<T, G, 7>(s, x, y, rows, dim, eps, gamma, beta);
+  default: return ln_vec<T, G, 8>(s, x, y, rows, dim, eps, gamma, beta);
+  }
+}
+
 // ln_vec for this row length: false where it does not apply (a row not a
 // whole number of aligned vectors, or more than 32 x 8 of them).  G the
 // fewest threads a row that hold it in at most 8 vectors each, but at
@@ -564,14 +581,12 @@ static bool ln_vec_launch(cudaStream_t s, const void *x, void *y, int64_t rows,
   int g = 4;
   while (g < 32 && rv > (int64_t)g * 5) g *= 2;
   const int k = (int)((rv + g - 1) / g);
-#define WEFT_LN_K(G)                                                             switch (k) {                                                                   case 1: ln_vec<T, G, 1>(s, x, y, rows, dim, eps, gamma, beta); break;          case 2: ln_vec<T, G, 2>(s, x, y, rows, dim, eps, gamma, beta); break;          case 3: ln_vec<T, G, 3>(s, x, y, rows, dim, eps, gamma, beta); break;          case 4: ln_vec<T, G, 4>(s, x, y, rows, dim, eps, gamma, beta); break;          case 5: ln_vec<T, G, 5>(s, x, y, rows, dim, eps, gamma, beta); break;          case 6: ln_vec<T, G, 6>(s, x, y, rows, dim, eps, gamma, beta); break;          case 7: ln_vec<T, G, 7>(s, x, y, rows, dim, eps, gamma, beta); break;          default: ln_vec<T, G, 8>(s, x, y, rows, dim, eps, gamma, beta); break;         }
   switch (g) {
-  case 4: WEFT_LN_K(4) break;
-  case 8: WEFT_LN_K(8) break;
-  case 16: WEFT_LN_K(16) break;
-  default: WEFT_LN_K(32) break;
+  case 4: ln_vec_g<T, 4>(k, s, x, y, rows, dim, eps, gamma, beta); break;
+  case 8: ln_vec_g<T, 8>(k, s, x, y, rows, dim, eps, gamma, beta); break;
+  case 16: ln_vec_g<T, 16>(k, s, x, y, rows, dim, eps, gamma, beta); break;
+  default: ln_vec_g<T, 32>(k, s, x, y, rows, dim, eps, gamma, beta); break;
   }
-#undef WEFT_LN_K
   return true;
 }
 

@@ -1,6 +1,7 @@
 /* unet_model.c - diffusers' UNet2DConditionModel for SD1.x/SD2.x: time
  * embedding, ResNet blocks, spatial transformers with self- and
  * cross-attention and GEGLU feed-forward, down/up sampling with skips. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,12 +188,14 @@ const float *sd_unet_kept_ctx(const sd_unet *m) {
 /* ctx [n] inside the kept context's host range: its device copy */
 static const float *kept_ctx(const sd_unet *m, weft_backend *be,
                              const float *ctx, int64_t n) {
-  if (!m->kctx_dev || ctx < m->kctx_host ||
-      n > m->kctx_n - (ctx - m->kctx_host))
-    return NULL;
+  if (!m->kctx_dev) return NULL;
+  /* as addresses: ctx need not point into the kept array */
+  const uintptr_t p = (uintptr_t)ctx, h0 = (uintptr_t)m->kctx_host;
+  if (p < h0 || (p - h0) % sizeof(float)) return NULL;
+  const int64_t off = (int64_t)((p - h0) / sizeof(float));
+  if (off > m->kctx_n || n > m->kctx_n - off) return NULL;
   return (const float *)((const char *)m->kctx_dev +
-                         (ctx - m->kctx_host) *
-                             (int64_t)weft_backend_act_size(be));
+                         off * (int64_t)weft_backend_act_size(be));
 }
 
 void sd_unet_free(sd_unet *m) {

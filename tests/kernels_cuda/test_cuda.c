@@ -1811,6 +1811,7 @@ TEST(conv2d_prenorm_on_the_channels_last_way) {
       {2, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1},
       {2, 320, 20, 12, 320, 3, 3, 1, 1, 1, 1, 1, 1},
       {1, 32, 17, 9, 16, 3, 3, 2, 2, 0, 0, 1, 1},
+      {2, 32, 128, 128, 64, 3, 3, 1, 1, 1, 1, 1, 1}, /* y back: 2 px a thread */
   };
   for (int pr = 0; pr < 2; pr++) {
     pair p = setup_prec(pr == 0 ? WEFT_CUDA_FP16 : WEFT_CUDA_BF16);
@@ -1906,6 +1907,9 @@ TEST(conv2d_epilogue_on_every_way) {
        false},
       {{2, 16, 12, 12, 4, 3, 3, 1, 1, 1, 1, 1, 1}, WEFT_CUDA_CONV_AUTO, false},
       {{2, 32, 8, 8, 48, 1, 1, 1, 1, 0, 0, 0, 0}, WEFT_CUDA_CONV_AUTO, false},
+      /* 512 tiles of 64 pixels: layout.cu moves y back two pixels a thread */
+      {{2, 32, 128, 128, 64, 3, 3, 1, 1, 1, 1, 1, 1}, WEFT_CUDA_CONV_AUTO,
+       true},
   };
   for (int pr = 0; pr < 3; pr++) {
     pair p = setup_prec(pr == 0   ? WEFT_CUDA_FP32
