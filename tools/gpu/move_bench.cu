@@ -17,15 +17,7 @@
 #include <cstdlib>
 #include <vector>
 
-#define CK(x)                                                                  \
-  do {                                                                         \
-    cudaError_t e_ = (x);                                                      \
-    if (e_ != cudaSuccess) {                                                   \
-      fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__,                       \
-              cudaGetErrorString(e_));                                         \
-      exit(1);                                                                 \
-    }                                                                          \
-  } while (0)
+#include "tools/gpu/ck.cuh"
 
 // ---- the first tiles (the reference) ---------------------------------------
 // layout.cu's kernels as they were until the sixth session (f3b75ac): a
@@ -277,35 +269,30 @@ int main() {
         CK(cudaDeviceSynchronize());
         r.kind = kind;
         r.ss_on = pass == 1;
-        float us;
-        size_t bytes;
+        void (*fn)(void *) = pass < 2 ? pack_fn : unpack_fn;
+        const void *out = pass < 2 ? (const void *)r.dst : (const void *)r.x;
+        const size_t ny = (size_t)pc.n * pc.c * rows * pc.w;
+        size_t bytes, out_bytes;
         if (pass < 2) {
           r.in_bytes = band_x * 2;
-          r.out_bytes = nd * 2;
+          r.out_bytes = out_bytes = nd * 2;
           bytes = r.in_bytes + r.out_bytes;
-          pack_fn(&r);
-          CK(cudaDeviceSynchronize());
-          std::vector<uint16_t> got = down(r.dst, nd * 2);
-          if (kind == 0) want = got;
-          const size_t bad = kind == 2 ? 0 : differ(got, want);
-          us = time_us(0, pack_fn, &r);
-          printf("%s\t%s\t%s\t%.2f\t%.0f\t%zu\n", pc.name,
-                 pass ? "x normalized and moved" : "x moved", kinds[kind], us,
-                 bytes / us / 1e3, bad);
         } else {
-          const size_t ny = (size_t)pc.n * pc.c * rows * pc.w;
           r.out_bytes = ny * 2;
-          bytes = ny * 2 * 3; // src, res read, y written
-          unpack_fn(&r);
-          CK(cudaDeviceSynchronize());
-          std::vector<uint16_t> got = down(r.x, nx * 2);
-          if (kind == 0) want = got;
-          const size_t bad = kind == 2 ? 0 : differ(got, want);
-          us = time_us(0, unpack_fn, &r);
-          printf("%s\t%s\t%s\t%.2f\t%.0f\t%zu\n", pc.name,
-                 "y moved back, + bias + residual", kinds[kind], us,
-                 bytes / us / 1e3, bad);
+          out_bytes = nx * 2; // y is x's buffer: all of it compared
+          bytes = ny * 2 * 3; // src and res read, y written
         }
+        fn(&r);
+        CK(cudaDeviceSynchronize());
+        std::vector<uint16_t> got = down(out, out_bytes);
+        if (kind == 0) want = got;
+        const size_t bad = kind == 2 ? 0 : differ(got, want);
+        const float us = time_us(0, fn, &r);
+        static const char *const moves[3] = {
+            "x moved", "x normalized and moved",
+            "y moved back, + bias + residual"};
+        printf("%s\t%s\t%s\t%.2f\t%.0f\t%zu\n", pc.name, moves[pass],
+               kinds[kind], us, bytes / us / 1e3, bad);
         fflush(stdout);
       }
     }
