@@ -19,6 +19,7 @@
 #include <cuda_runtime.h>
 #include <cublas_v2.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,7 +155,7 @@ static uint64_t lt_hash(const int64_t *k) {
  * there, 18 in the UNet's per-op profile); a few gain 10-40%.  The table
  * holds, per problem of the UNet at batch 2 in fp16, the
  * configuration that the study below (WEFT_CUDA_LT_STUDY,
- * tools/gpu/gemm_study.sh) timed fastest among those the heuristic offers,
+ * tools/gpu/gemm_study.py) timed fastest among those the heuristic offers,
  * where it beat the first by 5% or more.  A problem found here on a GPU of
  * the same kind (compute 9.0, 132 SMs) with cuBLASLt 13 runs that
  * configuration if cuBLASLt accepts it (cublasLtMatmulAlgoCheck), else
@@ -182,6 +183,27 @@ static const tuned_mm tuned_h200[] = {
     {0, 1, 1, 0, 8192, 320, 320, 1, 66, 135, 35, 0, 0, 0, 1, 0, 3},  /* 7.6 -> 6.7 */
     {0, 1, 1, 0, 8192, 960, 320, 1, 66, 28, 35, 0, 0, 0, 1, 0, 3},   /* 14.1 -> 12.2 */
 };
+
+/* A configuration's settable attributes and where tuned_mm keeps them:
+ * lt_tuned_algo sets them, the study reads them back. */
+typedef struct algo_field {
+  cublasLtMatmulAlgoConfigAttributes_t attr;
+  size_t off, size;
+} algo_field;
+
+#define ALGO_FIELD(a, m) {a, offsetof(tuned_mm, m), sizeof(((tuned_mm *)0)->m)}
+static const algo_field algo_fields[] = {
+    ALGO_FIELD(CUBLASLT_ALGO_CONFIG_TILE_ID, tile),
+    ALGO_FIELD(CUBLASLT_ALGO_CONFIG_STAGES_ID, stages),
+    ALGO_FIELD(CUBLASLT_ALGO_CONFIG_SPLITK_NUM, splitk),
+    ALGO_FIELD(CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, red),
+    ALGO_FIELD(CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, swizzle),
+    ALGO_FIELD(CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, custom),
+    ALGO_FIELD(CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID, inner),
+    ALGO_FIELD(CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, cluster),
+};
+#undef ALGO_FIELD
+#define N_ALGO_FIELDS (sizeof algo_fields / sizeof algo_fields[0])
 
 static bool lt_tuned_wanted(void) {
   static int v = -1;
@@ -214,23 +236,10 @@ static bool lt_tuned_algo(weft__cuda_ctx *ctx, const lt_objs *o,
   if (cublasLtMatmulAlgoInit(LT(ctx), CUBLAS_COMPUTE_32F, CUDA_R_32F, ab, ab,
                              cd, cd, t->algo, &a) != CUBLAS_STATUS_SUCCESS)
     return false;
-  const struct {
-    cublasLtMatmulAlgoConfigAttributes_t attr;
-    const void *v;
-    size_t n;
-  } cfg[] = {
-      {CUBLASLT_ALGO_CONFIG_TILE_ID, &t->tile, sizeof t->tile},
-      {CUBLASLT_ALGO_CONFIG_STAGES_ID, &t->stages, sizeof t->stages},
-      {CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &t->splitk, sizeof t->splitk},
-      {CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &t->red, sizeof t->red},
-      {CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, &t->swizzle, sizeof t->swizzle},
-      {CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &t->custom, sizeof t->custom},
-      {CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID, &t->inner, sizeof t->inner},
-      {CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &t->cluster, sizeof t->cluster},
-  };
-  for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++)
-    if (cublasLtMatmulAlgoConfigSetAttribute(&a, cfg[i].attr, cfg[i].v,
-                                             cfg[i].n) != CUBLAS_STATUS_SUCCESS)
+  for (size_t i = 0; i < N_ALGO_FIELDS; i++)
+    if (cublasLtMatmulAlgoConfigSetAttribute(
+            &a, algo_fields[i].attr, (const char *)t + algo_fields[i].off,
+            algo_fields[i].size) != CUBLAS_STATUS_SUCCESS)
       return false;
   cublasLtMatmulHeuristicResult_t r;
   if (cublasLtMatmulAlgoCheck(LT(ctx), o->op, o->la, o->lb, o->lc, o->lc, &a,
@@ -247,7 +256,7 @@ static bool lt_tuned_algo(weft__cuda_ctx *ctx, const lt_objs *o,
  * events, the least of 3 such means), a line each appended to the file:
  *   mm ta tb c16 epi m n k batch beta | rank algo tile stages splitk red
  *   swizzle custom inner cluster ws | us
- * tools/gpu/gemm_study.sh turns it into tuned_h200's rows.  Slow (a
+ * tools/gpu/gemm_study.py turns it into tuned_h200's rows.  Slow (a
  * cudaMalloc and a synchronization per problem): a measurement mode. */
 static void lt_study(weft__cuda_ctx *ctx, const weft__cuda_mm *mm,
                      bool epilogue, const lt_objs *o, const char *path) {
@@ -294,37 +303,23 @@ static void lt_study(weft__cuda_ctx *ctx, const weft__cuda_mm *mm,
       else if (rep > 0 && (best < 0 || ms < best)) /* rep 0: a warm-up */
         best = ms;
     }
-    int32_t id = 0, splitk = 0;
-    uint32_t tile = 0, stages = 0, red = 0, swz = 0, custom = 0;
-    uint16_t inner = 0, cluster = 0;
+    tuned_mm cf = {0};
     size_t w;
     const cublasLtMatmulAlgo_t *al = &res[i].algo;
-    cublasLtMatmulAlgoConfigGetAttribute(al, CUBLASLT_ALGO_CONFIG_ID, &id,
-                                         sizeof id, &w);
-    cublasLtMatmulAlgoConfigGetAttribute(al, CUBLASLT_ALGO_CONFIG_TILE_ID,
-                                         &tile, sizeof tile, &w);
-    cublasLtMatmulAlgoConfigGetAttribute(al, CUBLASLT_ALGO_CONFIG_STAGES_ID,
-                                         &stages, sizeof stages, &w);
-    cublasLtMatmulAlgoConfigGetAttribute(al, CUBLASLT_ALGO_CONFIG_SPLITK_NUM,
-                                         &splitk, sizeof splitk, &w);
-    cublasLtMatmulAlgoConfigGetAttribute(
-        al, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &red, sizeof red, &w);
-    cublasLtMatmulAlgoConfigGetAttribute(
-        al, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, &swz, sizeof swz, &w);
-    cublasLtMatmulAlgoConfigGetAttribute(
-        al, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &custom, sizeof custom, &w);
-    cublasLtMatmulAlgoConfigGetAttribute(
-        al, CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID, &inner, sizeof inner, &w);
-    cublasLtMatmulAlgoConfigGetAttribute(
-        al, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cluster, sizeof cluster,
-        &w);
+    cublasLtMatmulAlgoConfigGetAttribute(al, CUBLASLT_ALGO_CONFIG_ID, &cf.algo,
+                                         sizeof cf.algo, &w);
+    for (size_t k = 0; k < N_ALGO_FIELDS; k++)
+      cublasLtMatmulAlgoConfigGetAttribute(al, algo_fields[k].attr,
+                                           (char *)&cf + algo_fields[k].off,
+                                           algo_fields[k].size, &w);
     fprintf(f,
             "mm %d %d %d %d %lld %lld %lld %lld %g | %d %d %u %u %d %u %u %u "
             "%u %u %zu | %.3f\n",
             mm->trans_a, mm->trans_b, mm->c_dt != WEFT_F32, epilogue,
             (long long)mm->m, (long long)mm->n, (long long)mm->k,
-            (long long)mm->batch, mm->beta, i, id, tile, stages, splitk, red,
-            swz, custom, inner, cluster, res[i].workspaceSize,
+            (long long)mm->batch, mm->beta, i, cf.algo, cf.tile, cf.stages,
+            cf.splitk, cf.red, cf.swizzle, cf.custom, cf.inner, cf.cluster,
+            res[i].workspaceSize,
             best > 0 ? best * 100.0f : -1.0f); /* ms / 10 calls -> us */
   }
 out:
