@@ -99,6 +99,20 @@ typedef struct weft_backend_iface {
                  const void *src, weft_dtype src_type, int64_t n);
   /* (optional) the dtype activations are stored in; NULL: WEFT_F32 */
   weft_dtype (*act_dtype)(weft_backend *be);
+  /* (optional) channels last: group_norm over x, y [batch, spatial,
+   * channels] (a group is a slice of each pixel's channels), and nearest
+   * 2x upsampling of [batch, h, w, channels] into [batch, 2h, 2w,
+   * channels]; the values of the NCHW ops, moved.  A backend with both
+   * takes weft_conv2d_args' x_nhwc / y_nhwc too (every backend's conv2d
+   * does), so a model may keep its maps channels last between
+   * convolutions. */
+  int (*group_norm_cl)(weft_backend *be, const float *x, float *y,
+                       int64_t batch, int64_t channels, int64_t spatial,
+                       int64_t groups, float eps, const float *gamma,
+                       const float *beta, weft_act act);
+  int (*upsample_nearest2x_cl)(weft_backend *be, const float *x, float *y,
+                               int64_t batch, int64_t h, int64_t w,
+                               int64_t channels);
 } weft_backend_iface;
 
 struct weft_backend {
@@ -117,6 +131,14 @@ static inline weft_dtype weft_backend_act_dtype(weft_backend *be) {
 /* Bytes of one activation element. */
 static inline size_t weft_backend_act_size(weft_backend *be) {
   return weft_dtype_size(weft_backend_act_dtype(be));
+}
+
+/* Whether be runs the channels-last ops (group_norm_cl and
+ * upsample_nearest2x_cl), in an iface that has them. */
+static inline bool weft_backend_has_cl(weft_backend *be) {
+  const weft_backend_iface *i = be->iface;
+  return i->struct_size >= sizeof(weft_backend_iface) && i->group_norm_cl &&
+         i->upsample_nearest2x_cl;
 }
 
 static inline void weft_backend_free(weft_backend *be) {

@@ -280,6 +280,18 @@ static int emu_group_norm(weft_backend *be, const float *x, float *y, int64_t b,
                                                R(gamma), R(beta), act));
 }
 
+static int emu_group_norm_cl(weft_backend *be, const float *x, float *y,
+                             int64_t b, int64_t c, int64_t s, int64_t g,
+                             float eps, const float *gamma, const float *beta,
+                             weft_act act) {
+  act_call k = call_of(be);
+  const float *xx = IN(&k, x, b * c * s);
+  float *yy = OUT(&k, y, b * c * s);
+  if (k.rc) return finish(&k, k.rc);
+  return finish(&k, CPU(be)->iface->group_norm_cl(CPU(be), xx, yy, b, c, s, g,
+                                                  eps, R(gamma), R(beta), act));
+}
+
 static int emu_layer_norm(weft_backend *be, const float *x, float *y,
                           int64_t rows, int64_t dim, float eps,
                           const float *gamma, const float *beta) {
@@ -355,6 +367,18 @@ static int emu_upsample(weft_backend *be, const float *x, float *y,
   if (c.rc) return finish(&c, c.rc);
   return finish(
       &c, CPU(be)->iface->upsample_nearest2x(CPU(be), xx, yy, planes, h, w));
+}
+
+static int emu_upsample_cl(weft_backend *be, const float *x, float *y,
+                           int64_t batch, int64_t h, int64_t w,
+                           int64_t channels) {
+  act_call c = call_of(be);
+  const float *xx = IN(&c, x, batch * h * w * channels);
+  float *yy = OUT(&c, y, batch * 4 * h * w * channels);
+  if (c.rc) return finish(&c, c.rc);
+  return finish(&c, CPU(be)->iface->upsample_nearest2x_cl(CPU(be), xx, yy,
+                                                          batch, h, w,
+                                                          channels));
 }
 
 static int emu_concat(weft_backend *be, int n, const float *const *xs, int ndim,
@@ -438,6 +462,8 @@ weft_backend *weft_backend_emulated_new(int n_threads) {
                            .binary = emu_binary,
                            .scale_add = emu_scale_add,
                            .upsample_nearest2x = emu_upsample,
+                           .group_norm_cl = emu_group_norm_cl,
+                           .upsample_nearest2x_cl = emu_upsample_cl,
                            .concat = emu_concat,
                            .timestep_embedding = emu_temb,
                            .convert = emu_convert,

@@ -162,7 +162,12 @@ typedef struct weft_gemm_args {
  * or c_in * h_in * w_in).  A backend that cannot do it without a copy of
  * the normalized x (CUDA but on its channels-last way) returns
  * WEFT_EUNSUPPORTED before it does anything: the caller runs group_norm,
- * then the convolution. */
+ * then the convolution.
+ * Channels last: x_nhwc says x is [batch, h_in, w_in, c_in], y_nhwc that y
+ * (and the residual, laid out as y) is [batch, h_out, w_out, c_out], each
+ * with packed images (the batch strides 0 or whole images); a prologue's
+ * group norm then takes x's groups as slices of each pixel's channels.
+ * The values are those of the NCHW convolution, moved. */
 typedef struct weft_conv2d_prenorm {
   int64_t groups;
   float eps;
@@ -187,6 +192,7 @@ typedef struct weft_conv2d_args {
   const float *chan_add;
   const float *residual;
   const weft_conv2d_prenorm *prenorm;
+  int x_nhwc, y_nhwc;
 } weft_conv2d_args;
 
 /* dst = w [c_out, kk, c_in] (channels last, kk = k_h * k_w) laid out as
@@ -244,6 +250,9 @@ static inline int weft_conv2d_check_shapes(const weft_conv2d_args *a,
   if ((a->residual && a->residual == a->y) ||
       (a->chan_add && a->chan_add == a->y))
     return WEFT_EINVAL; /* the epilogue's inputs must not overlap y */
+  if ((a->x_nhwc && a->x_bstride && a->x_bstride != a->c_in * a->h_in * a->w_in) ||
+      (a->y_nhwc && a->y_bstride && a->y_bstride != a->c_out * n))
+    return WEFT_EINVAL; /* channels last: packed images only */
   const weft_conv2d_prenorm *pn = a->prenorm;
   if (pn && (pn->groups <= 0 || a->c_in % pn->groups != 0 ||
              (int)pn->act < 0 || pn->act >= WEFT_ACT_COUNT ||

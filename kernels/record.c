@@ -269,6 +269,16 @@ static int w_group_norm(weft_backend *be, const float *x, float *y,
                        eps, gamma, beta, act);
 }
 
+static int w_group_norm_cl(weft_backend *be, const float *x, float *y,
+                           int64_t batch, int64_t channels, int64_t spatial,
+                           int64_t groups, float eps, const float *gamma,
+                           const float *beta, weft_act act) {
+  weft_rec *r = REC(be);
+  return tick(r) ? 0
+                 : FWD(r, group_norm_cl, x, y, batch, channels, spatial, groups,
+                       eps, gamma, beta, act);
+}
+
 static int w_layer_norm(weft_backend *be, const float *x, float *y,
                         int64_t rows, int64_t dim, float eps,
                         const float *gamma, const float *beta) {
@@ -313,6 +323,14 @@ static int w_upsample(weft_backend *be, const float *x, float *y,
                       int64_t planes, int64_t h, int64_t w) {
   weft_rec *r = REC(be);
   return tick(r) ? 0 : FWD(r, upsample_nearest2x, x, y, planes, h, w);
+}
+
+static int w_upsample_cl(weft_backend *be, const float *x, float *y,
+                         int64_t batch, int64_t h, int64_t w,
+                         int64_t channels) {
+  weft_rec *r = REC(be);
+  return tick(r) ? 0
+                 : FWD(r, upsample_nearest2x_cl, x, y, batch, h, w, channels);
 }
 
 static int w_concat(weft_backend *be, int n, const float *const *xs, int ndim,
@@ -383,6 +401,8 @@ weft_rec *weft_rec_new(weft_backend *inner) {
   SET(timestep_embedding, w_temb);
   SET(convert, w_convert);
   SET(act_dtype, w_act_dtype);
+  SET(group_norm_cl, w_group_norm_cl);
+  SET(upsample_nearest2x_cl, w_upsample_cl);
 #undef SET
   r->be.iface = &r->iface;
   r->be.ctx = r;

@@ -92,6 +92,18 @@ static int be_upsample(weft_backend *be, const float *x, float *y,
                        int64_t planes, int64_t h, int64_t w) {
   return weft_cpu_upsample_nearest2x(CTX(be), x, y, planes, h, w);
 }
+static int be_group_norm_cl(weft_backend *be, const float *x, float *y,
+                            int64_t batch, int64_t channels, int64_t spatial,
+                            int64_t groups, float eps, const float *gamma,
+                            const float *beta, weft_act act) {
+  return weft_cpu_group_norm_cl(CTX(be), x, y, batch, channels, spatial,
+                                groups, eps, gamma, beta, act);
+}
+static int be_upsample_cl(weft_backend *be, const float *x, float *y,
+                          int64_t batch, int64_t h, int64_t w,
+                          int64_t channels) {
+  return weft_cpu_upsample_nearest2x_cl(CTX(be), x, y, batch, h, w, channels);
+}
 static int be_concat(weft_backend *be, int n, const float *const *xs, int ndim,
                      const int64_t *const *shapes, int axis, float *y) {
   return weft_cpu_concat(CTX(be), n, xs, ndim, shapes, axis, y);
@@ -134,6 +146,8 @@ static const weft_backend_iface cpu_iface = {
     .concat = be_concat,
     .timestep_embedding = be_timestep,
     .convert = be_convert,
+    .group_norm_cl = be_group_norm_cl,
+    .upsample_nearest2x_cl = be_upsample_cl,
 };
 
 weft_backend *weft_backend_cpu_new(int n_threads) {

@@ -153,10 +153,41 @@ static void epilogue_planes(void *arg, int64_t b, int64_t e, int tid) {
 static int conv2d_core(weft_cpu_ctx *ctx, const weft_conv2d_args *a,
                        int64_t h_out, int64_t w_out);
 
+/* A channels-last x or y: the NCHW convolution on moved copies (the
+ * residual added after y is moved, as the epilogue's last sum). */
+static int conv2d_cl(weft_cpu_ctx *ctx, const weft_conv2d_args *a,
+                     int64_t h_out, int64_t w_out) {
+  const int64_t sx = a->h_in * a->w_in, sy = h_out * w_out;
+  const int64_t nx = a->batch * a->c_in * sx, ny = a->batch * a->c_out * sy;
+  float *tx = a->x_nhwc ? weft__alloc((size_t)nx * sizeof(float)) : NULL;
+  float *ty = a->y_nhwc ? weft__alloc((size_t)ny * sizeof(float)) : NULL;
+  int rc = (a->x_nhwc && !tx) || (a->y_nhwc && !ty) ? WEFT_ENOMEM : 0;
+  weft_conv2d_args c = *a;
+  c.x_nhwc = c.y_nhwc = 0;
+  if (!rc && tx) {
+    rc = weft_cpu_nchw_nhwc(ctx, a->x, tx, a->batch, a->c_in, sx, false);
+    c.x = tx, c.x_bstride = 0;
+  }
+  if (ty) c.y = ty, c.y_bstride = 0, c.residual = NULL;
+  if (!rc) rc = weft_cpu_conv2d(ctx, &c);
+  if (!rc && ty)
+    rc = weft_cpu_nchw_nhwc(ctx, ty, a->y, a->batch, a->c_out, sy, true);
+  if (!rc && ty && a->residual) {
+    float *y = a->y;
+    for (int64_t i = 0; i < ny; i++)
+      y[i] = y[i] + a->residual[i];
+  }
+  free(tx);
+  free(ty);
+  return rc;
+}
+
 int weft_cpu_conv2d(weft_cpu_ctx *ctx, const weft_conv2d_args *a) {
   int64_t h_out, w_out;
   int rc = check(a, &h_out, &w_out);
   if (rc != 0) return rc;
+  if ((a->x_nhwc || a->y_nhwc) && a->batch > 0)
+    return conv2d_cl(ctx, a, h_out, w_out);
   if (a->prenorm && a->batch > 0) {
     /* the prologue: group_norm's output in a temporary, then the rest */
     const weft_conv2d_prenorm *pn = a->prenorm;

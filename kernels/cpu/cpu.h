@@ -74,6 +74,13 @@ int weft_cpu_group_norm(weft_cpu_ctx *ctx, const float *x, float *y,
                         int64_t groups, float eps, const float *gamma,
                         const float *beta, weft_act act);
 
+/* weft_cpu_group_norm on channels-last x, y [batch, spatial, channels]:
+ * the same values, moved (y may equal x). */
+int weft_cpu_group_norm_cl(weft_cpu_ctx *ctx, const float *x, float *y,
+                           int64_t batch, int64_t channels, int64_t spatial,
+                           int64_t groups, float eps, const float *gamma,
+                           const float *beta, weft_act act);
+
 /* torch's LayerNorm over the last dim: x, y [rows, dim]; gamma/beta [dim]
  * or NULL.  y may equal x. */
 int weft_cpu_layer_norm(weft_cpu_ctx *ctx, const float *x, float *y,
@@ -117,6 +124,19 @@ int weft_cpu_scale_add(weft_cpu_ctx *ctx, float *y, float alpha, const float *a,
  * y [planes, 2h, 2w] (planes = batch * channels). */
 int weft_cpu_upsample_nearest2x(weft_cpu_ctx *ctx, const float *x, float *y,
                                 int64_t planes, int64_t h, int64_t w);
+
+/* The same on channels-last maps: x [batch, h, w, channels] -> y [batch,
+ * 2h, 2w, channels]. */
+int weft_cpu_upsample_nearest2x_cl(weft_cpu_ctx *ctx, const float *x, float *y,
+                                   int64_t batch, int64_t h, int64_t w,
+                                   int64_t channels);
+
+/* dst = src moved between [batch, channels, spatial] (NCHW) and [batch,
+ * spatial, channels] (NHWC): to_nhwc true moves NCHW into NHWC.  dst must
+ * not overlap src. */
+int weft_cpu_nchw_nhwc(weft_cpu_ctx *ctx, const float *src, float *dst,
+                       int64_t batch, int64_t channels, int64_t spatial,
+                       bool to_nhwc);
 
 /* torch.cat(xs, dim=axis) of n contiguous tensors of ndim dims whose shapes
  * agree except on axis; y is contiguous with the summed axis. */

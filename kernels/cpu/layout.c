@@ -34,6 +34,78 @@ int weft_cpu_upsample_nearest2x(weft_cpu_ctx *ctx, const float *x, float *y,
   return 0;
 }
 
+typedef struct up_cl_job {
+  const float *x;
+  float *y;
+  int64_t h, w, c;
+} up_cl_job;
+
+static void up_cl_rows(void *arg, int64_t b, int64_t e, int tid) {
+  (void)tid;
+  const up_cl_job *j = arg;
+  const size_t px = (size_t)j->c * sizeof(float);
+  for (int64_t r = b; r < e; r++) { /* r = image * h + row */
+    const float *src = j->x + r * j->w * j->c;
+    float *d0 = j->y + r * 4 * j->w * j->c; /* rows 2*row and 2*row+1 */
+    for (int64_t i = 0; i < j->w; i++) {
+      memcpy(d0 + 2 * i * j->c, src + i * j->c, px);
+      memcpy(d0 + (2 * i + 1) * j->c, src + i * j->c, px);
+    }
+    memcpy(d0 + 2 * j->w * j->c, d0, 2 * (size_t)j->w * px);
+  }
+}
+
+int weft_cpu_upsample_nearest2x_cl(weft_cpu_ctx *ctx, const float *x, float *y,
+                                   int64_t batch, int64_t h, int64_t w,
+                                   int64_t channels) {
+  if (!x || !y || batch < 0 || h < 0 || w < 0 || channels < 0)
+    return WEFT_EINVAL;
+  if (w == 0 || channels == 0) return 0;
+  up_cl_job j = {x, y, h, w, channels};
+  weft__parallel_for(ctx, batch * h, 1 + PAR_ELEMS / (4 * w * channels),
+                     up_cl_rows, &j);
+  return 0;
+}
+
+typedef struct move_job {
+  const float *src;
+  float *dst;
+  int64_t c, s;
+  bool to_nhwc;
+} move_job;
+
+/* one image's planes or pixels per index: i = image * c + channel */
+static void move_planes(void *arg, int64_t b, int64_t e, int tid) {
+  (void)tid;
+  const move_job *j = arg;
+  for (int64_t i = b; i < e; i++) {
+    const int64_t n = i / j->c, ch = i % j->c, img = n * j->c * j->s;
+    if (j->to_nhwc) {
+      const float *p = j->src + img + ch * j->s;
+      float *d = j->dst + img + ch;
+      for (int64_t q = 0; q < j->s; q++)
+        d[q * j->c] = p[q];
+    } else {
+      const float *p = j->src + img + ch;
+      float *d = j->dst + img + ch * j->s;
+      for (int64_t q = 0; q < j->s; q++)
+        d[q] = p[q * j->c];
+    }
+  }
+}
+
+int weft_cpu_nchw_nhwc(weft_cpu_ctx *ctx, const float *src, float *dst,
+                       int64_t batch, int64_t channels, int64_t spatial,
+                       bool to_nhwc) {
+  if (!src || !dst || batch < 0 || channels < 0 || spatial < 0)
+    return WEFT_EINVAL;
+  if (channels == 0 || spatial == 0) return 0;
+  move_job j = {src, dst, channels, spatial, to_nhwc};
+  weft__parallel_for(ctx, batch * channels, 1 + PAR_ELEMS / spatial,
+                     move_planes, &j);
+  return 0;
+}
+
 typedef struct cat_job {
   int n;
   const float *const *xs;

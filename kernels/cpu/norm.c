@@ -2,6 +2,7 @@
  * two-pass (mean, then squared deviations) with double accumulators, so
  * large groups (a 64x64 map has 40960 values per group) stay exact. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "internal.h"
 
@@ -51,6 +52,25 @@ int weft_cpu_group_norm(weft_cpu_ctx *ctx, const float *x, float *y,
   int64_t len = j.cpg * spatial;
   weft__parallel_for(ctx, batch * groups, 1 + PAR_ELEMS / len, gn_groups, &j);
   return 0;
+}
+
+int weft_cpu_group_norm_cl(weft_cpu_ctx *ctx, const float *x, float *y,
+                           int64_t batch, int64_t channels, int64_t spatial,
+                           int64_t groups, float eps, const float *gamma,
+                           const float *beta, weft_act act) {
+  if (!x || !y || batch < 0 || channels <= 0 || spatial <= 0)
+    return WEFT_EINVAL;
+  /* through NCHW: the NCHW op's values, moved */
+  const size_t n = (size_t)(batch * channels * spatial);
+  float *t = weft__alloc((n ? n : 1) * sizeof(float));
+  if (!t) return WEFT_ENOMEM;
+  int rc = weft_cpu_nchw_nhwc(ctx, x, t, batch, channels, spatial, false);
+  if (!rc)
+    rc = weft_cpu_group_norm(ctx, t, t, batch, channels, spatial, groups, eps,
+                             gamma, beta, act);
+  if (!rc) rc = weft_cpu_nchw_nhwc(ctx, t, y, batch, channels, spatial, true);
+  free(t);
+  return rc;
 }
 
 typedef struct ln_job {

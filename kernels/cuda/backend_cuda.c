@@ -498,6 +498,26 @@ static int be_group_norm(weft_backend *be, const float *x, float *y,
                   "group_norm");
 }
 
+static int be_group_norm_cl(weft_backend *be, const float *x, float *y,
+                            int64_t batch, int64_t channels, int64_t spatial,
+                            int64_t groups, float eps, const float *gamma,
+                            const float *beta, weft_act act) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (!x || !y || batch < 0 || channels <= 0 || spatial <= 0 || groups <= 0 ||
+      channels % groups != 0 || !act_ok(act))
+    return WEFT_EINVAL;
+  if (batch == 0) return 0;
+  ENTER(ctx);
+  void *scratch = weft__cuda_scratch(
+      ctx, weft__cu_gn_stats_bytes(batch, channels, spatial, groups));
+  if (!scratch) return WEFT_ENOMEM;
+  return LAUNCHED(ctx,
+                  weft__cu_group_norm_cl(ctx->stream, ctx->act, x, y, batch,
+                                         channels, spatial, groups, eps, gamma,
+                                         beta, (int)act, scratch),
+                  "group_norm_cl");
+}
+
 static int be_layer_norm(weft_backend *be, const float *x, float *y,
                          int64_t rows, int64_t dim, float eps,
                          const float *gamma, const float *beta) {
@@ -606,6 +626,20 @@ static int be_upsample(weft_backend *be, const float *x, float *y,
   return LAUNCHED(
       ctx, weft__cu_upsample2x(ctx->stream, ctx->act, x, y, planes, h, w),
       "upsample_nearest2x");
+}
+
+static int be_upsample_cl(weft_backend *be, const float *x, float *y,
+                          int64_t batch, int64_t h, int64_t w,
+                          int64_t channels) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (!x || !y || batch < 0 || h < 0 || w < 0 || channels < 0)
+    return WEFT_EINVAL;
+  if (batch == 0 || h == 0 || w == 0 || channels == 0) return 0;
+  ENTER(ctx);
+  return LAUNCHED(ctx,
+                  weft__cu_upsample2x_cl(ctx->stream, ctx->act, x, y, batch, h,
+                                         w, channels),
+                  "upsample_nearest2x_cl");
 }
 
 static int be_concat(weft_backend *be, int n, const float *const *xs, int ndim,
@@ -764,4 +798,6 @@ static const weft_backend_iface cuda_iface = {
     .timestep_embedding = be_timestep,
     .convert = be_convert,
     .act_dtype = be_act_dtype,
+    .group_norm_cl = be_group_norm_cl,
+    .upsample_nearest2x_cl = be_upsample_cl,
 };

@@ -334,6 +334,82 @@ static int run_direct(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   return rc;
 }
 
+/* Maps channels last (x_nhwc / y_nhwc) off the channels-last way: a
+ * pointwise convolution between two such maps is one product over the
+ * pixels; anything else runs channels first on moved copies, the
+ * residual added once y is back where it goes (even channel counts: the
+ * moves' pairs). */
+static int conv_cl(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                   int64_t h_out, int64_t w_out) {
+  const int64_t sx = a->h_in * a->w_in, sy = h_out * w_out;
+  const int64_t ny = a->batch * a->c_out * sy;
+  int rc = 0;
+  if (a->prenorm) return WEFT_EUNSUPPORTED;
+  if (weft_conv2d_is_pointwise(a) && a->x_nhwc && a->y_nhwc && !a->chan_add) {
+    void *btmp = NULL;
+    const float *bias =
+        a->bias ? weft__cuda_f32_view(ctx, a->bias, a->c_out, &btmp) : NULL;
+    if (a->bias && !bias) return WEFT_ENOMEM;
+    weft_gemm_args g = {.m = a->batch * sy,
+                        .n = a->c_out,
+                        .k = a->c_in,
+                        .trans_b = 1,
+                        .alpha = 1.0f,
+                        .a = a->x,
+                        .lda = a->c_in,
+                        .b = a->weight,
+                        .ldb = a->c_in,
+                        .c = a->y,
+                        .ldc = a->c_out,
+                        .bias = bias,
+                        .acts = WEFT_GEMM_ACT_A | WEFT_GEMM_ACT_C};
+    rc = weft__cuda_gemm(ctx, &g);
+    weft__cuda_free(ctx, btmp);
+  } else {
+    if ((a->x_nhwc && a->c_in % 2) || (a->y_nhwc && a->c_out % 2))
+      return weft__cuda_fail(ctx, WEFT_EUNSUPPORTED,
+                             "conv2d: a channels-last map of %lld channels "
+                             "(an odd count)",
+                             (long long)(a->x_nhwc ? a->c_in : a->c_out));
+    const size_t es = weft_dtype_size(ctx->act);
+    void *tx = a->x_nhwc ? weft__cuda_alloc(
+                               ctx, (size_t)(a->batch * a->c_in * sx) * es)
+                         : NULL;
+    void *ty = a->y_nhwc ? weft__cuda_alloc(ctx, (size_t)ny * es) : NULL;
+    weft_conv2d_args c = *a;
+    c.x_nhwc = c.y_nhwc = 0;
+    if ((a->x_nhwc && !tx) || (a->y_nhwc && !ty)) rc = WEFT_ENOMEM;
+    if (!rc && tx) {
+      rc = weft__cuda_check(
+          ctx,
+          weft__cu_nhwc_unpack(ctx->stream, a->x, ctx->act, a->batch, a->h_in,
+                               a->w_in, a->c_in, NULL, NULL, NULL, tx, ctx->act,
+                               a->c_in * sx, sx, 0),
+          "conv2d: x channels first");
+      c.x = tx, c.x_bstride = 0;
+    }
+    if (ty) c.y = ty, c.y_bstride = 0, c.residual = NULL;
+    if (!rc) rc = weft__cuda_conv2d(ctx, &c);
+    if (!rc && ty)
+      rc = weft__cuda_check(ctx,
+                            weft__cu_nhwc_pack(ctx->stream, ty, ctx->act,
+                                               a->c_out * sy, a->batch,
+                                               a->c_out, h_out, w_out, 0, h_out,
+                                               0, w_out, a->y, ctx->act, NULL,
+                                               0),
+                            "conv2d: y channels last");
+    weft__cuda_free(ctx, tx);
+    weft__cuda_free(ctx, ty);
+  }
+  if (!rc && a->y_nhwc && a->residual)
+    rc = weft__cuda_check(ctx,
+                          weft__cu_conv_epilogue(ctx->stream, ctx->act, a->y,
+                                                 NULL, a->residual, 1, ny, 1,
+                                                 ny),
+                          "conv2d: the residual");
+  return rc;
+}
+
 int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   int64_t h_out, w_out;
   int rc = weft_conv2d_check_shapes(a, &h_out, &w_out);
@@ -366,6 +442,7 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
       if (a->prenorm) return WEFT_EUNSUPPORTED;
       aa.bias = a->bias, btmp = NULL;
     }
+    if (a->x_nhwc || a->y_nhwc) return conv_cl(ctx, a, h_out, w_out);
     /* the weight back to [c_out, c_in, kk] (registered for this call as
      * the stored one is, when that is 16-bit) */
     const weft_dtype wdt = weft__cuda_weight_dtype(ctx, a->weight);
@@ -388,6 +465,7 @@ int weft__cuda_conv2d(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     weft__cuda_free(ctx, whwc);
     return rc;
   }
+  if (a->x_nhwc || a->y_nhwc) return conv_cl(ctx, a, h_out, w_out);
   if (ctx->precision == WEFT_CUDA_FP32 &&
       !(aa.weight = weft__cuda_f32_view(ctx, a->weight, a->c_out * k, &wtmp)))
     return WEFT_ENOMEM;

@@ -1285,12 +1285,12 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   const void *ss = NULL;
   if (pn) {
     const int64_t sp = a->h_in * a->w_in;
-    rc = weft__cuda_check(ctx,
-                          weft__cu_gn_stats(ctx->stream, ctx->act, a->x, batch,
-                                            a->c_in, sp, pn->groups, pn->eps,
-                                            pn->gamma, pn->beta,
-                                            base + l.gn_off, &ss),
-                          "conv2d: the prologue's group norm statistics");
+    rc = weft__cuda_check(
+        ctx,
+        (a->x_nhwc ? weft__cu_gn_stats_cl : weft__cu_gn_stats)(
+            ctx->stream, ctx->act, a->x, batch, a->c_in, sp, pn->groups,
+            pn->eps, pn->gamma, pn->beta, base + l.gn_off, &ss),
+        "conv2d: the prologue's group norm statistics");
   }
   for (int j = 0; j < l.bands && !rc; j++) {
     int64_t o0, o1;
@@ -1303,15 +1303,20 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     ctx->err[0] = 0;
     if (!graph && (rc = plan_view(ctx, &b, want, &v, &d))) break;
     /* while profiling, the three parts' times (weft_cuda_profile_*) */
+    /* x's band: moved channels last, or copied where it already is */
     int part = weft__cuda_prof_part_begin(ctx);
-    rc = weft__cuda_check(ctx,
-                          weft__cu_nhwc_pack(ctx->stream, a->x, ctx->act, xs,
-                                             batch, a->c_in, a->h_in, a->w_in,
-                                             o0 * a->stride_h - a->pad_top,
-                                             b.h_in, a->pad_left, l.wb, base,
-                                             want, ss, pn ? (int)pn->act : 0),
-                          "conv2d: x channels last");
-    part_end(ctx, part, pn ? "x normalized and moved" : "x moved", a);
+    rc = weft__cuda_check(
+        ctx,
+        (a->x_nhwc ? weft__cu_cl_copy : weft__cu_nhwc_pack)(
+            ctx->stream, a->x, ctx->act, xs, batch, a->c_in, a->h_in, a->w_in,
+            o0 * a->stride_h - a->pad_top, b.h_in, a->pad_left, l.wb, base,
+            want, ss, pn ? (int)pn->act : 0),
+        "conv2d: x channels last");
+    part_end(ctx, part,
+             pn ? (a->x_nhwc ? "x normalized and copied" : "x normalized and "
+                                                           "moved")
+                : (a->x_nhwc ? "x copied" : "x moved"),
+             a);
     part = weft__cuda_prof_part_begin(ctx);
     if (!rc && graph) {
       rc = g_run(ctx, &g, base, w16, base + l.y_off,
@@ -1331,7 +1336,15 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     if (graph && own) gplan_free(&g);
     if (!graph) descs_free(&d);
     part = weft__cuda_prof_part_begin(ctx);
-    if (!rc)
+    if (!rc && a->y_nhwc)
+      rc = weft__cuda_check(ctx,
+                            weft__cu_cl_epilogue(ctx->stream, base + l.y_off,
+                                                 want, batch, (o1 - o0) * l.wo,
+                                                 a->c_out, a->bias, a->chan_add,
+                                                 a->residual, a->y, ctx->act,
+                                                 ys, o0 * l.wo),
+                            "conv2d: y's epilogue");
+    else if (!rc)
       rc = weft__cuda_check(ctx,
                             weft__cu_nhwc_unpack(ctx->stream, base + l.y_off,
                                                  want, batch, o1 - o0, l.wo,
@@ -1339,7 +1352,7 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                                                  a->residual, a->y, ctx->act,
                                                  ys, l.ho * l.wo, o0),
                             "conv2d: y back from channels last");
-    part_end(ctx, part, "y moved back", a);
+    part_end(ctx, part, a->y_nhwc ? "y's epilogue" : "y moved back", a);
   }
   return rc;
 }

@@ -424,6 +424,25 @@ cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src, int sdt,
                                  const void *chan, const void *res, void *y,
                                  int ydt, int64_t ys, int64_t plane,
                                  int64_t row0);
+/* The same moves for maps already channels last: rows [row0, row0 + hb)
+ * of x (xdt, [batch][h][w][c_in], image stride xs) into dst as
+ * weft__cu_nhwc_pack writes it (ss likewise); and src (sdt, [batch][pix]
+ * [c_out]) + bias (+ chan) (+ res) into y (ydt, [batch][..][c_out], image
+ * stride ys) from pixel off of each image, res laid out as y. */
+cudaError_t weft__cu_cl_copy(cudaStream_t s, const void *x, int xdt,
+                             int64_t xs, int64_t batch, int64_t c_in,
+                             int64_t h, int64_t w, int64_t row0, int64_t hb,
+                             int64_t pl, int64_t wb, void *dst, int ddt,
+                             const void *ss, int act);
+cudaError_t weft__cu_cl_epilogue(cudaStream_t s, const void *src, int sdt,
+                                 int64_t batch, int64_t pix, int64_t c_out,
+                                 const float *bias, const void *chan,
+                                 const void *res, void *y, int ydt, int64_t ys,
+                                 int64_t off);
+/* upsample_nearest2x_cl of dt: x [batch][h][w][c] -> y [batch][2h][2w][c] */
+cudaError_t weft__cu_upsample2x_cl(cudaStream_t s, int dt, const void *x,
+                                   void *y, int64_t batch, int64_t h, int64_t w,
+                                   int64_t c);
 /* A conv weight of dt (its elements moved as stored) between [c_out,
  * c_in, kk] and [c_out, kk, c_in]: to_hwc 1 to the latter, 0 back. */
 cudaError_t weft__cu_conv_weight_layout(cudaStream_t s, const void *w, int dt,
@@ -462,6 +481,18 @@ cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
                               int64_t groups, float eps, const float *gamma,
                               const float *beta, void *scratch,
                               const void **ss);
+/* The same (scale, shift) table of a channels-last x [batch][spatial]
+ * [channels], and group_norm_cl (scratch of weft__cu_gn_stats_bytes). */
+cudaError_t weft__cu_gn_stats_cl(cudaStream_t s, int dt, const void *x,
+                                 int64_t batch, int64_t channels,
+                                 int64_t spatial, int64_t groups, float eps,
+                                 const float *gamma, const float *beta,
+                                 void *scratch, const void **ss);
+cudaError_t weft__cu_group_norm_cl(cudaStream_t s, int dt, const void *x,
+                                   void *y, int64_t batch, int64_t channels,
+                                   int64_t spatial, int64_t groups, float eps,
+                                   const float *gamma, const float *beta,
+                                   int act, void *scratch);
 /* norm.cu (dt as pointwise.cu's).  group_norm needs a scratch of
  * group_norm_scratch_bytes (its chunks' partial statistics and the (scale,
  * shift) table; 0 where each group is one chunk) with the alignment of a

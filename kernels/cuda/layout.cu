@@ -234,6 +234,232 @@ extern "C" cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src,
   return cudaGetLastError();
 }
 
+// ---- maps kept channels last ----------------------------------------------
+// When x or y of a convolution is already channels last (weft_conv2d_args'
+// x_nhwc / y_nhwc), its band moves without a transpose: x's rows are
+// copied into the padded band (the prologue's group norm applied on the
+// way) and the output's rows get the bias and the epilogue where they lie.
+// V channels a thread (8: 16 bytes of 16-bit values; 1 where the channels
+// or the pointers do not allow vectors), one band row a grid row.
+
+template <typename T, int V>
+__device__ __forceinline__ void ld_v(const T *p, float *v) {
+  if constexpr (V == 8 && sizeof(T) == 2) {
+    weft_cu_ld16(p, v);
+  } else if constexpr (V == 8) {
+    weft_cu_ld16(p, v);
+    weft_cu_ld16(p + 4, v + 4);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; i++)
+      v[i] = weft_cu_ld(p + i);
+  }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void st_v(T *p, const float *v) {
+  if constexpr (V == 8 && sizeof(T) == 2) {
+    weft_cu_st16(p, v);
+  } else if constexpr (V == 8) {
+    weft_cu_st16(p, v);
+    weft_cu_st16(p + 4, v + 4);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; i++)
+      weft_cu_st(p + i, v[i]);
+  }
+}
+
+// dst[(n * hb + r) * wb + q][c] = x[n * xs + ((row0 + r) * w + q - pl) * c_in
+// + c], zero outside the image; with ss act(fma(x, scale, shift)) as the
+// channels-first move does.  Grid: x over a band row's wb * c_in / V items,
+// y over the batch's band rows (a stride loop).
+template <typename TI, typename TO, int ACT, int V>
+__global__ void cl_copy_kernel(const TI *__restrict__ x, int64_t xs, int c_in,
+                               int h, int w, int row0, int hb, int pl, int wb,
+                               TO *__restrict__ dst, int rows,
+                               const float2 *__restrict__ ss, int act) {
+  const int cv = c_in / V, items = wb * cv;
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= items) return;
+  const int q = i / cv, c = (i - q * cv) * V, col = q - pl;
+  for (int nr = blockIdx.y; nr < rows; nr += gridDim.y) {
+    const int n = nr / hb, row = row0 + nr - n * hb;
+    float v[V];
+    const bool in = row >= 0 && row < h && col >= 0 && col < w;
+    if (in) {
+      ld_v<TI, V>(x + n * xs + ((int64_t)row * w + col) * c_in + c, v);
+      if constexpr (ACT != ACT_NO_SS) {
+        const float2 *f = ss + (int64_t)n * c_in + c;
+#pragma unroll
+        for (int k = 0; k < V; k++)
+          v[k] = weft_cu_act1(ACT == ACT_ANY ? act : ACT,
+                              fmaf(v[k], f[k].x, f[k].y));
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; k++)
+        v[k] = 0.0f;
+    }
+    st_v<TO, V>(dst + ((int64_t)nr * wb + q) * c_in + c, v);
+  }
+}
+
+template <typename TI, typename TO, int V>
+static void launch_cl_copy(cudaStream_t s, const TI *x, int64_t xs, int c_in,
+                           int h, int w, int row0, int hb, int pl, int wb,
+                           TO *dst, int rows, const float2 *ss, int act) {
+  const int items = wb * (c_in / V);
+  const dim3 grid((unsigned)((items + 127) / 128),
+                  (unsigned)(rows < 65535 ? rows : 65535));
+#define WEFT_CL_COPY(ACT)                                                      \
+  cl_copy_kernel<TI, TO, ACT, V><<<grid, 128, 0, s>>>(                         \
+      x, xs, c_in, h, w, row0, hb, pl, wb, dst, rows, ss, act)
+  if (!ss)
+    WEFT_CL_COPY(ACT_NO_SS);
+  else if (act == WEFT_ACT_SILU)
+    WEFT_CL_COPY(WEFT_ACT_SILU);
+  else
+    WEFT_CL_COPY(ACT_ANY);
+#undef WEFT_CL_COPY
+}
+
+extern "C" cudaError_t weft__cu_cl_copy(cudaStream_t s, const void *x, int xdt,
+                                        int64_t xs, int64_t batch, int64_t c_in,
+                                        int64_t h, int64_t w, int64_t row0,
+                                        int64_t hb, int64_t pl, int64_t wb,
+                                        void *dst, int ddt, const void *ss,
+                                        int act) {
+  if (batch <= 0 || hb <= 0 || c_in <= 0 || wb <= 0) return cudaSuccess;
+  if (batch * hb * wb * c_in > INT32_MAX || h * w > INT32_MAX ||
+      row0 < -(int64_t)INT32_MAX / 2 || row0 > INT32_MAX / 2 ||
+      pl > INT32_MAX / 2)
+    return cudaErrorInvalidValue;
+  const bool vec = c_in % 8 == 0 && weft_cu_aligned16(x) &&
+                   weft_cu_aligned16(dst) && xs % 8 == 0;
+  WEFT_CU_WITH_TYPE(
+      xdt, TI,
+      WEFT_CU_WITH_TYPE(
+          ddt, TO,
+          (vec ? launch_cl_copy<TI, TO, 8> : launch_cl_copy<TI, TO, 1>)(
+              s, static_cast<const TI *>(x), xs, (int)c_in, (int)h, (int)w,
+              (int)row0, (int)hb, (int)pl, (int)wb, static_cast<TO *>(dst),
+              (int)(batch * hb), static_cast<const float2 *>(ss), act)));
+  return cudaGetLastError();
+}
+
+// y[n * ys + (off + p) * c_out + o] = src[(n * pix + p) * c_out + o] +
+// bias[o] (+ chan[n * c_out + o]) (+ res at y's place), the channels-first
+// move's sums in its order.  Grid: x over an image's pix * c_out / V items,
+// y over the batch.
+template <typename TS, typename TY, bool RES, int V>
+__global__ void cl_epilogue_kernel(const TS *__restrict__ src, int pix,
+                                   int c_out, const float *__restrict__ bias,
+                                   const TY *__restrict__ chan,
+                                   const TY *__restrict__ res,
+                                   TY *__restrict__ y, int64_t ys, int64_t off,
+                                   int batch) {
+  const int items = pix * (c_out / V);
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= items) return;
+  const int o = i % (c_out / V) * V;
+  for (int n = blockIdx.y; n < batch; n += gridDim.y) {
+    float v[V], r[V];
+    ld_v<TS, V>(src + ((int64_t)n * pix) * c_out + (int64_t)i * V, v);
+    const int64_t at = n * ys + off * c_out + (int64_t)i * V;
+    if (RES) ld_v<TY, V>(res + at, r);
+#pragma unroll
+    for (int k = 0; k < V; k++) {
+      float t = v[k] + (bias ? bias[o + k] : 0.0f);
+      if (chan) t = t + weft_cu_ld(chan + (int64_t)n * c_out + o + k);
+      if (RES) t = t + r[k];
+      v[k] = t;
+    }
+    st_v<TY, V>(y + at, v);
+  }
+}
+
+template <typename TS, typename TY, int V>
+static void launch_cl_epilogue(cudaStream_t s, const TS *src, int pix,
+                               int c_out, const float *bias, const TY *chan,
+                               const TY *res, TY *y, int64_t ys, int64_t off,
+                               int batch) {
+  const int items = pix * (c_out / V);
+  const dim3 grid((unsigned)((items + 255) / 256),
+                  (unsigned)(batch < 65535 ? batch : 65535));
+  if (res)
+    cl_epilogue_kernel<TS, TY, true, V><<<grid, 256, 0, s>>>(
+        src, pix, c_out, bias, chan, res, y, ys, off, batch);
+  else
+    cl_epilogue_kernel<TS, TY, false, V><<<grid, 256, 0, s>>>(
+        src, pix, c_out, bias, chan, res, y, ys, off, batch);
+}
+
+extern "C" cudaError_t weft__cu_cl_epilogue(cudaStream_t s, const void *src,
+                                            int sdt, int64_t batch,
+                                            int64_t pix, int64_t c_out,
+                                            const float *bias, const void *chan,
+                                            const void *res, void *y, int ydt,
+                                            int64_t ys, int64_t off) {
+  if (batch <= 0 || pix <= 0 || c_out <= 0) return cudaSuccess;
+  if (pix * c_out > INT32_MAX || batch > INT32_MAX)
+    return cudaErrorInvalidValue;
+  const bool vec = c_out % 8 == 0 && weft_cu_aligned16(src) &&
+                   weft_cu_aligned16(y) && (!res || weft_cu_aligned16(res)) &&
+                   ys % 8 == 0;
+  WEFT_CU_WITH_TYPE(
+      sdt, TS,
+      WEFT_CU_WITH_TYPE(
+          ydt, TY,
+          (vec ? launch_cl_epilogue<TS, TY, 8> : launch_cl_epilogue<TS, TY, 1>)(
+              s, static_cast<const TS *>(src), (int)pix, (int)c_out, bias,
+              static_cast<const TY *>(chan), static_cast<const TY *>(res),
+              static_cast<TY *>(y), ys, off, (int)batch)));
+  return cudaGetLastError();
+}
+
+// Nearest 2x upsampling of channels-last maps: each unit U of a pixel (16
+// bytes, or one element) copied to its 2x2 output pixels as stored.
+template <typename U>
+__global__ void upsample_cl_kernel(const U *__restrict__ x, U *__restrict__ y,
+                                   int64_t rows, int64_t w, int64_t cu) {
+  const int64_t n = rows * w * cu;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t px = i / cu, u = i - px * cu;
+    const int64_t r = px / w, c = px - r * w; // r = image * h + row
+    const U v = x[i];
+    U *d = y + ((2 * r) * 2 * w + 2 * c) * cu + u;
+    d[0] = d[cu] = v;
+    d[2 * w * cu] = d[2 * w * cu + cu] = v;
+  }
+}
+
+extern "C" cudaError_t weft__cu_upsample2x_cl(cudaStream_t s, int dt,
+                                              const void *x, void *y,
+                                              int64_t batch, int64_t h,
+                                              int64_t w, int64_t c) {
+  const int64_t es = dt == WEFT_F32 ? 4 : 2, bytes = c * es;
+  const int64_t n = batch * h * w;
+  if (bytes % 16 == 0 && weft_cu_aligned16(x) && weft_cu_aligned16(y)) {
+    upsample_cl_kernel<uint4>
+        <<<weft_cu_blocks(n * (bytes / 16), WEFT_CU_THREADS), WEFT_CU_THREADS,
+           0, s>>>(static_cast<const uint4 *>(x), static_cast<uint4 *>(y),
+                   batch * h, w, bytes / 16);
+  } else if (es == 2) {
+    upsample_cl_kernel<uint16_t>
+        <<<weft_cu_blocks(n * c, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+            static_cast<const uint16_t *>(x), static_cast<uint16_t *>(y),
+            batch * h, w, c);
+  } else {
+    upsample_cl_kernel<uint32_t>
+        <<<weft_cu_blocks(n * c, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+            static_cast<const uint32_t *>(x), static_cast<uint32_t *>(y),
+            batch * h, w, c);
+  }
+  return cudaGetLastError();
+}
+
 // dst[o][c][r] = w[o][r][c] (to_hwc 0) or dst[o][r][c] = w[o][c][r]
 // (to_hwc 1), elements of `es` bytes (2 or 4) moved as they are.
 template <typename E>

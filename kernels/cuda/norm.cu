@@ -366,6 +366,149 @@ extern "C" cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
   return cudaGetLastError();
 }
 
+// ---- group norm of channels-last maps --------------------------------------
+// x [batch][spatial][channels]: a group is cpg channels of every pixel.  A
+// chunk is GN_CHUNK of the group's values in (pixel, channel) order, so
+// the moments and their merge are the channels-first kernels' with the
+// values in another order; the chunks of all groups of one pixel range
+// are neighbouring blocks (block = chunk * batch * groups + group), which
+// read the same lines of x.  VEC: cpg, channels and x allow 4-value loads.
+
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(GN_THREADS)
+    gn_chunk_cl_kernel(const T *__restrict__ x, int64_t spatial,
+                       int64_t channels, int cpg, int64_t groups,
+                       int64_t nchunk, double2 *__restrict__ part) {
+  __shared__ double red[32];
+  const int64_t tg = gridDim.x / nchunk; // batch * groups
+  const int64_t t = blockIdx.x % tg, k = blockIdx.x / tg;
+  const int64_t len = cpg * spatial;
+  const int n = (int)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
+  const T *base =
+      x + (t / groups) * spatial * channels + (t % groups) * (int64_t)cpg;
+  float v[GN_VALS];
+#pragma unroll
+  for (int j = 0; j < GN_VALS; j += VEC ? 4 : 1) {
+    const int i = gn_at<VEC>(j);
+    const int64_t g = k * GN_CHUNK + i, p = g / cpg;
+    const T *at = base + p * channels + (g - p * cpg);
+    if constexpr (VEC) {
+      const float4 a = i < n ? weft_cu_ld4(at) : make_float4(0.f, 0.f, 0.f, 0.f);
+      v[j] = a.x, v[j + 1] = a.y, v[j + 2] = a.z, v[j + 3] = a.w;
+    } else {
+      v[j] = i < n ? weft_cu_ld(at) : 0.f;
+    }
+  }
+  const double2 m = gn_moments<VEC>(v, n, red);
+  if (threadIdx.x == 0) part[t * nchunk + k] = m;
+}
+
+// y = act(fma(x, scale, shift)) over items of 4 channels of one pixel (I
+// as gn_apply_kernel's).
+template <typename T, typename I>
+__global__ void gn_apply_cl_kernel(const T *x, T *y,
+                                   const float2 *__restrict__ ss, I items,
+                                   I channels, I image, int act) {
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < items;
+       i += (I)gridDim.x * blockDim.x) {
+    const I e = i * 4, n = e / image, c = e % channels;
+    const float2 *f = ss + (int64_t)n * channels + c;
+    float4 a = weft_cu_ld4(x + e);
+    a.x = weft_cu_act1(act, fmaf(a.x, f[0].x, f[0].y));
+    a.y = weft_cu_act1(act, fmaf(a.y, f[1].x, f[1].y));
+    a.z = weft_cu_act1(act, fmaf(a.z, f[2].x, f[2].y));
+    a.w = weft_cu_act1(act, fmaf(a.w, f[3].x, f[3].y));
+    weft_cu_st4(y + e, a);
+  }
+}
+
+template <typename T>
+__global__ void gn_apply_cl1_kernel(const T *x, T *y,
+                                    const float2 *__restrict__ ss, int64_t n_all,
+                                    int64_t channels, int64_t image, int act) {
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n_all;
+       e += (int64_t)gridDim.x * blockDim.x) {
+    const float2 f = ss[(e / image) * channels + e % channels];
+    weft_cu_st(y + e, weft_cu_act1(act, fmaf(weft_cu_ld(x + e), f.x, f.y)));
+  }
+}
+
+template <typename T>
+static float2 *gn_stats_cl(cudaStream_t s, const T *x, int64_t batch,
+                           int64_t channels, int64_t spatial, int64_t groups,
+                           float eps, const float *gamma, const float *beta,
+                           void *scratch) {
+  const int64_t cpg = channels / groups, len = cpg * spatial;
+  const int64_t nchunk = gn_chunks(len);
+  double2 *part = static_cast<double2 *>(scratch);
+  float2 *ss = reinterpret_cast<float2 *>(
+      static_cast<char *>(scratch) +
+      gn_part_bytes(batch, channels, spatial, groups));
+  const unsigned blocks = (unsigned)(batch * groups * nchunk);
+  if (cpg % 4 == 0 && weft_cu_aligned4<T>(x))
+    gn_chunk_cl_kernel<T, true><<<blocks, GN_THREADS, 0, s>>>(
+        x, spatial, channels, (int)cpg, groups, nchunk, part);
+  else
+    gn_chunk_cl_kernel<T, false><<<blocks, GN_THREADS, 0, s>>>(
+        x, spatial, channels, (int)cpg, groups, nchunk, part);
+  gn_finalize_kernel<<<(unsigned)(batch * groups), GN_MERGE, 0, s>>>(
+      part, nchunk, len, channels, groups, eps, gamma, beta, ss);
+  return ss;
+}
+
+static bool gn_cl_fits(int64_t batch, int64_t channels, int64_t spatial,
+                       int64_t groups) {
+  return batch * groups * gn_chunks(channels / groups * spatial) <= INT32_MAX &&
+         channels / groups <= INT32_MAX;
+}
+
+extern "C" cudaError_t weft__cu_gn_stats_cl(cudaStream_t s, int dt,
+                                            const void *x, int64_t batch,
+                                            int64_t channels, int64_t spatial,
+                                            int64_t groups, float eps,
+                                            const float *gamma,
+                                            const float *beta, void *scratch,
+                                            const void **ss) {
+  if (!gn_cl_fits(batch, channels, spatial, groups))
+    return cudaErrorInvalidValue;
+  WEFT_CU_WITH_TYPE(dt, T,
+                    *ss = gn_stats_cl<T>(s, static_cast<const T *>(x), batch,
+                                         channels, spatial, groups, eps, gamma,
+                                         beta, scratch));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t
+weft__cu_group_norm_cl(cudaStream_t s, int dt, const void *x, void *y,
+                       int64_t batch, int64_t channels, int64_t spatial,
+                       int64_t groups, float eps, const float *gamma,
+                       const float *beta, int act, void *scratch) {
+  if (!gn_cl_fits(batch, channels, spatial, groups))
+    return cudaErrorInvalidValue;
+  const int64_t n = batch * channels * spatial, image = channels * spatial;
+  WEFT_CU_WITH_TYPE(dt, T, {
+    const T *xt = static_cast<const T *>(x);
+    T *yt = static_cast<T *>(y);
+    const float2 *ss = gn_stats_cl<T>(s, xt, batch, channels, spatial, groups,
+                                      eps, gamma, beta, scratch);
+    const unsigned blocks = weft_cu_blocks(n / 4, WEFT_CU_THREADS);
+    const bool vec = channels % 4 == 0 && weft_cu_aligned4<T>(xt) &&
+                     weft_cu_aligned4<T>(yt);
+    if (vec && n <= INT32_MAX)
+      gn_apply_cl_kernel<T, uint32_t><<<blocks, WEFT_CU_THREADS, 0, s>>>(
+          xt, yt, ss, (uint32_t)(n / 4), (uint32_t)channels, (uint32_t)image,
+          act);
+    else if (vec)
+      gn_apply_cl_kernel<T, int64_t><<<blocks, WEFT_CU_THREADS, 0, s>>>(
+          xt, yt, ss, n / 4, channels, image, act);
+    else
+      gn_apply_cl1_kernel<T>
+          <<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+              xt, yt, ss, n, channels, image, act);
+  });
+  return cudaGetLastError();
+}
+
 // ---- layer norm ------------------------------------------------------------
 
 // One block per row (grid-stride over rows).  y may equal x: the block

@@ -195,10 +195,15 @@ typedef struct epi {
   const float *chan_add, *residual;
 } epi;
 
+/* how x and y of a convolution lie: channels last (true) or first */
+typedef struct cl_io {
+  bool x, y;
+} cl_io;
+
 static int conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
                 int64_t h, int64_t w, int64_t pt, int64_t pl, int64_t pb,
-                int64_t pr, const weft_conv2d_prenorm *pn, epi e, float *y,
-                int64_t *ho, int64_t *wo) {
+                int64_t pr, const weft_conv2d_prenorm *pn, epi e, cl_io io,
+                float *y, int64_t *ho, int64_t *wo) {
   weft_conv2d_args a = {.batch = b,
                         .c_in = c->cin,
                         .h_in = h,
@@ -219,7 +224,9 @@ static int conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
                         .w_hwc = c->w_hwc,
                         .chan_add = e.chan_add,
                         .residual = e.residual,
-                        .prenorm = pn};
+                        .prenorm = pn,
+                        .x_nhwc = io.x,
+                        .y_nhwc = io.y};
   *ho = weft_conv2d_out_size(h, c->k, c->stride, pt, pb);
   *wo = weft_conv2d_out_size(w, c->k, c->stride, pl, pr);
   return be->iface->conv2d(be, &a);
@@ -227,24 +234,41 @@ static int conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
 
 int sd_run_conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
                 int64_t h, int64_t w, float *y, int64_t *ho, int64_t *wo) {
+  return sd_run_conv_cl(be, c, x, false, b, h, w, y, false, ho, wo);
+}
+
+int sd_run_conv_cl(weft_backend *be, const sd_conv *c, const float *x,
+                   bool x_cl, int64_t b, int64_t h, int64_t w, float *y,
+                   bool y_cl, int64_t *ho, int64_t *wo) {
   return conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad, NULL,
-              (epi){NULL, NULL}, y, ho, wo);
+              (epi){NULL, NULL}, (cl_io){x_cl, y_cl}, y, ho, wo);
+}
+
+int sd_group_norm(weft_backend *be, bool cl, const float *x, float *y,
+                  int64_t b, int64_t c, int64_t spatial, int64_t groups,
+                  float eps, const sd_norm *nm, weft_act act) {
+  if (!cl)
+    return be->iface->group_norm(be, x, y, b, c, spatial, groups, eps, nm->g,
+                                 nm->b, act);
+  if (!weft_backend_has_cl(be)) return WEFT_EUNSUPPORTED;
+  return be->iface->group_norm_cl(be, x, y, b, c, spatial, groups, eps, nm->g,
+                                  nm->b, act);
 }
 
 /* y = conv(x) + bias (+ chan_add [b, c_out] per plane) (+ residual), in
  * one op: the sums binary's and scale_add's would form */
 static int conv_epi(weft_backend *be, const sd_conv *c, const float *x,
-                    int64_t b, int64_t h, int64_t w, epi e, float *y) {
+                    int64_t b, int64_t h, int64_t w, epi e, bool cl, float *y) {
   int64_t ho, wo;
-  return conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad, NULL, e, y,
-              &ho, &wo);
+  return conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad, NULL, e,
+              (cl_io){cl, cl}, y, &ho, &wo);
 }
 
 int sd_run_conv_pad_br(weft_backend *be, const sd_conv *c, const float *x,
                        int64_t b, int64_t h, int64_t w, float *y, int64_t *ho,
                        int64_t *wo) {
-  return conv(be, c, x, b, h, w, 0, 0, 1, 1, NULL, (epi){NULL, NULL}, y, ho,
-              wo);
+  return conv(be, c, x, b, h, w, 0, 0, 1, 1, NULL, (epi){NULL, NULL},
+              (cl_io){false, false}, y, ho, wo);
 }
 
 /* y = conv(SiLU(group_norm(x))) (+ the epilogue): one op where the
@@ -254,24 +278,24 @@ int sd_run_conv_pad_br(weft_backend *be, const sd_conv *c, const float *x,
  * convolution.  Either way the convolution reads what group_norm writes. */
 static int norm_conv(weft_backend *be, const sd_norm *nm, int groups, float eps,
                      const sd_conv *c, const float *x, float *n, int64_t b,
-                     int64_t h, int64_t w, epi e, float *y) {
+                     int64_t h, int64_t w, epi e, bool cl, float *y) {
   int64_t ho, wo;
   if (c->w_hwc) {
     const weft_conv2d_prenorm pn = {groups, eps, nm->g, nm->b, WEFT_ACT_SILU};
-    int rc = conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad, &pn, e, y,
-                  &ho, &wo);
+    int rc = conv(be, c, x, b, h, w, c->pad, c->pad, c->pad, c->pad, &pn, e,
+                  (cl_io){cl, cl}, y, &ho, &wo);
     if (rc != WEFT_EUNSUPPORTED) return rc;
   }
-  int rc = be->iface->group_norm(be, x, n, b, c->cin, h * w, groups, eps, nm->g,
-                                 nm->b, WEFT_ACT_SILU);
-  return rc ? rc : conv_epi(be, c, n, b, h, w, e, y);
+  int rc = sd_group_norm(be, cl, x, n, b, c->cin, h * w, groups, eps, nm,
+                         WEFT_ACT_SILU);
+  return rc ? rc : conv_epi(be, c, n, b, h, w, e, cl, y);
 }
 
 /* conv1 of norm1 + SiLU of x (+ the time embedding) into t; n takes the
  * norm's output where norm_conv needs it */
 static int resnet_conv1(weft_backend *be, const sd_resnet *r, const float *x,
                         float *n, int64_t b, int64_t h, int64_t w,
-                        const float *temb_act, float *t) {
+                        const float *temb_act, bool cl, float *t) {
   float *tp = NULL;
   int rc = 0;
   if (r->temb.w) {
@@ -280,7 +304,7 @@ static int resnet_conv1(weft_backend *be, const sd_resnet *r, const float *x,
   }
   if (!rc)
     rc = norm_conv(be, &r->norm1, r->groups, r->eps, &r->conv1, x, n, b, h, w,
-                   (epi){tp, NULL}, t);
+                   (epi){tp, NULL}, cl, t);
   sd_free(be, tp);
   return rc;
 }
@@ -289,9 +313,9 @@ static int resnet_conv1(weft_backend *be, const sd_resnet *r, const float *x,
  * dropout, an identity at inference) */
 static int resnet_conv2(weft_backend *be, const sd_resnet *r, float *t,
                         int64_t b, int64_t h, int64_t w, const float *skip,
-                        float *y) {
+                        bool cl, float *y) {
   return norm_conv(be, &r->norm2, r->groups, r->eps, &r->conv2, t, t, b, h, w,
-                   (epi){NULL, skip}, y);
+                   (epi){NULL, skip}, cl, y);
 }
 
 int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
@@ -308,7 +332,8 @@ int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
     rc = WEFT_ENOMEM;
     goto out;
   }
-  if ((rc = resnet_conv1(be, r, x, t1, b, h, w, temb_act, t2))) goto out;
+  if ((rc = resnet_conv1(be, r, x, t1, b, h, w, temb_act, false, t2)))
+    goto out;
   /* the skip: the shortcut's output into t1, free since conv1 read it */
   const float *skip = x;
   if (r->shortcut.w) {
@@ -316,16 +341,16 @@ int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
       goto out;
     skip = t1;
   }
-  rc = resnet_conv2(be, r, t2, b, h, w, skip, y);
+  rc = resnet_conv2(be, r, t2, b, h, w, skip, false, y);
 out:
   sd_free(be, t1);
   sd_free(be, t2);
   return rc;
 }
 
-int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
+static int resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
                         int64_t b, int64_t h, int64_t w, const float *temb_act,
-                        float **out) {
+                        bool cl, float **out) {
   const int64_t n = b * r->cout * h * w;
   int64_t ho, wo;
   float *a = NULL, *t = NULL, *sc = NULL;
@@ -338,13 +363,14 @@ int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
       rc = WEFT_ENOMEM;
       goto out;
     }
-    if ((rc = sd_run_conv(be, &r->shortcut, x, b, h, w, sc, &ho, &wo)))
+    if ((rc = sd_run_conv_cl(be, &r->shortcut, x, cl, b, h, w, sc, cl, &ho,
+                             &wo)))
       goto out;
     if (!(t = sd_alloc(be, n))) {
       rc = WEFT_ENOMEM;
       goto out;
     }
-    rc = resnet_conv1(be, r, x, x, b, h, w, temb_act, t);
+    rc = resnet_conv1(be, r, x, x, b, h, w, temb_act, cl, t);
     sd_free(be, x);
     x = NULL;
     if (rc) goto out;
@@ -352,7 +378,7 @@ int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
       rc = WEFT_ENOMEM;
       goto out;
     }
-    rc = resnet_conv2(be, r, t, b, h, w, sc, a);
+    rc = resnet_conv2(be, r, t, b, h, w, sc, cl, a);
   } else {
     /* x kept for the residual: x, a, t live; a takes norm1's output (where
      * the backend needs it), then conv2's */
@@ -360,8 +386,8 @@ int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
       rc = WEFT_ENOMEM;
       goto out;
     }
-    if ((rc = resnet_conv1(be, r, x, a, b, h, w, temb_act, t))) goto out;
-    rc = resnet_conv2(be, r, t, b, h, w, x, a);
+    if ((rc = resnet_conv1(be, r, x, a, b, h, w, temb_act, cl, t))) goto out;
+    rc = resnet_conv2(be, r, t, b, h, w, x, cl, a);
   }
 out:
   sd_free(be, x);
@@ -373,6 +399,18 @@ out:
   }
   *out = a;
   return 0;
+}
+
+int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
+                        int64_t b, int64_t h, int64_t w, const float *temb_act,
+                        float **out) {
+  return resnet_owned(be, r, x, b, h, w, temb_act, false, out);
+}
+
+int sd_run_resnet_owned_cl(weft_backend *be, const sd_resnet *r, float *x,
+                           int64_t b, int64_t h, int64_t w,
+                           const float *temb_act, float **out) {
+  return resnet_owned(be, r, x, b, h, w, temb_act, true, out);
 }
 
 int sd_run_linear_from_nchw(weft_backend *be, const sd_linear *l,

@@ -100,6 +100,16 @@ int sd_run_linear_add(weft_backend *be, const sd_linear *l, const float *x,
 /* x [b, cin, h, w] -> y [b, cout, ho, wo]; ho and wo get the output size */
 int sd_run_conv(weft_backend *be, const sd_conv *c, const float *x, int64_t b,
                 int64_t h, int64_t w, float *y, int64_t *ho, int64_t *wo);
+/* The same with x and y each channels first or last (x_cl: x [b, h, w,
+ * cin]; y_cl: y [b, ho, wo, cout]): weft_conv2d_args' x_nhwc / y_nhwc. */
+int sd_run_conv_cl(weft_backend *be, const sd_conv *c, const float *x,
+                   bool x_cl, int64_t b, int64_t h, int64_t w, float *y,
+                   bool y_cl, int64_t *ho, int64_t *wo);
+/* group_norm of [b, c, spatial] maps, or with cl of [b, spatial, c] ones
+ * (the backend's group_norm_cl) */
+int sd_group_norm(weft_backend *be, bool cl, const float *x, float *y,
+                  int64_t b, int64_t c, int64_t spatial, int64_t groups,
+                  float eps, const sd_norm *nm, weft_act act);
 /* the VAE encoder's downsampler: F.pad(x, (0,1,0,1)) then stride-2 conv */
 int sd_run_conv_pad_br(weft_backend *be, const sd_conv *c, const float *x,
                        int64_t b, int64_t h, int64_t w, float *y, int64_t *ho,
@@ -117,6 +127,11 @@ int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
 int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
                         int64_t b, int64_t h, int64_t w,
                         const float *temb_act, float **out);
+/* sd_run_resnet_owned on channels-last maps x [b, h, w, cin] -> *out [b,
+ * h, w, cout] (a backend with the channels-last ops) */
+int sd_run_resnet_owned_cl(weft_backend *be, const sd_resnet *r, float *x,
+                           int64_t b, int64_t h, int64_t w,
+                           const float *temb_act, float **out);
 /* A linear layer applied per pixel of NCHW images, writing channels-last:
  * x [b, in, hw] -> y [b, hw, out] (a 1x1 conv fused with the permute). */
 int sd_run_linear_from_nchw(weft_backend *be, const sd_linear *l,

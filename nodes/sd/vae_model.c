@@ -288,33 +288,65 @@ out:
   return rc;
 }
 
+/* The same on channels-last x [b, hw, ch]: the normalized pixels are the
+ * token rows of the projections, no moves */
+static int run_mid_attn_cl(weft_backend *be, const vmid *mid, int groups,
+                           float *x, int64_t b, int64_t ch, int64_t hw) {
+  float *n = sd_alloc(be, b * hw * ch);
+  if (!n) return WEFT_ENOMEM;
+  int rc = sd_group_norm(be, true, x, n, b, ch, hw, groups, EPS, &mid->norm,
+                         WEFT_ACT_NONE);
+  if (!rc) rc = sd_run_attn(be, &mid->attn, n, b, hw, NULL, 0, false, true, x);
+  sd_free(be, n);
+  return rc;
+}
+
 /* cur (owned) through resnets -> returns the new owned buffer in *cur */
 static int run_resnets(weft_backend *be, const vlevel *lv, float **cur,
-                       int64_t b, int64_t h, int64_t w) {
+                       int64_t b, int64_t h, int64_t w, bool cl) {
   for (int j = 0; j < lv->n; j++) {
-    int rc = sd_run_resnet_owned(be, &lv->res[j], *cur, b, h, w, NULL, cur);
+    int rc = (cl ? sd_run_resnet_owned_cl : sd_run_resnet_owned)(
+        be, &lv->res[j], *cur, b, h, w, NULL, cur);
     if (rc) return rc;
   }
   return 0;
 }
 
 static int run_mid(weft_backend *be, const vmid *mid, int groups, float **cur,
-                   int64_t b, int64_t ch, int64_t h, int64_t w) {
+                   int64_t b, int64_t ch, int64_t h, int64_t w, bool cl) {
   for (int r = 0; r < 2; r++) {
-    int rc = sd_run_resnet_owned(be, &mid->res[r], *cur, b, h, w, NULL, cur);
+    int rc = (cl ? sd_run_resnet_owned_cl : sd_run_resnet_owned)(
+        be, &mid->res[r], *cur, b, h, w, NULL, cur);
     if (rc) return rc;
-    if (r == 0) CK(run_mid_attn(be, mid, groups, *cur, b, ch, h * w));
+    if (r == 0)
+      CK((cl ? run_mid_attn_cl : run_mid_attn)(be, mid, groups, *cur, b, ch,
+                                               h * w));
   }
   return 0;
 }
 
-/* norm_out + SiLU + conv_out */
+/* norm_out + SiLU + conv_out (cur channels last with cl; y channels
+ * first) */
 static int run_out(weft_backend *be, const vside *s, int groups, float *cur,
-                   int64_t b, int64_t ch, int64_t h, int64_t w, float *y) {
+                   int64_t b, int64_t ch, int64_t h, int64_t w, bool cl,
+                   float *y) {
   int64_t ho, wo;
-  CK(be->iface->group_norm(be, cur, cur, b, ch, h * w, groups, EPS,
-                           s->norm_out.g, s->norm_out.b, WEFT_ACT_SILU));
-  return sd_run_conv(be, &s->conv_out, cur, b, h, w, y, &ho, &wo);
+  CK(sd_group_norm(be, cl, cur, cur, b, ch, h * w, groups, EPS, &s->norm_out,
+                   WEFT_ACT_SILU));
+  return sd_run_conv_cl(be, &s->conv_out, cur, cl, b, h, w, y, false, &ho,
+                        &wo);
+}
+
+/* Whether the decoder keeps its maps channels last between its layers:
+ * where its 3x3 weights went channels last (a device whose NHWC
+ * convolutions run fastest: CUDA's, whose moves into and out of each
+ * convolution were half of a decode's time) and the backend has the
+ * channels-last ops.  WEFT_SD_CL=1 or 0 says so on any backend (tests:
+ * the CPU's channels-last ops are its NCHW ones on moved maps). */
+static bool dec_cl(const sd_vae *m, weft_backend *be) {
+  const char *e = getenv("WEFT_SD_CL");
+  const bool want = e && *e ? strcmp(e, "0") != 0 : m->dec.conv_in.w_hwc != 0;
+  return want && weft_backend_has_cl(be);
 }
 
 /* the passes on backend memory */
@@ -330,7 +362,7 @@ static int encode(sd_vae *m, weft_backend *be, const float *image, int64_t b,
   for (int i = 0; i < n && !rc; i++) {
     const vlevel *lv = &m->enc.lv[i];
     if ((i && (rc = sd_devw_use(m->dw, BLK_ENC_DOWN(i)))) ||
-        (rc = run_resnets(be, lv, &cur, b, h, w)))
+        (rc = run_resnets(be, lv, &cur, b, h, w, false)))
       break;
     ch = lv->cout;
     if (lv->has_sample) {
@@ -345,13 +377,13 @@ static int encode(sd_vae *m, weft_backend *be, const float *image, int64_t b,
     }
   }
   if (!rc) rc = sd_devw_use(m->dw, BLK_ENC_OUT(n));
-  if (!rc) rc = run_mid(be, &m->enc.mid, g, &cur, b, ch, h, w);
+  if (!rc) rc = run_mid(be, &m->enc.mid, g, &cur, b, ch, h, w, false);
   int64_t lat2 = 2 * c->latent_channels;
   float *mo = rc ? NULL : sd_alloc(be, b * lat2 * h * w);
   if (!rc && !mo) rc = WEFT_ENOMEM;
   if (!rc)
-    rc =
-        run_out(be, &m->enc, g, cur, b, ch, h, w, c->quant_conv ? mo : moments);
+    rc = run_out(be, &m->enc, g, cur, b, ch, h, w, false,
+                 c->quant_conv ? mo : moments);
   if (!rc && c->quant_conv)
     rc = sd_run_conv(be, &m->quant, mo, b, h, w, moments, &ho, &wo);
   sd_free(be, mo);
@@ -382,30 +414,37 @@ static int decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
     sd_free(be, z);
     return WEFT_ENOMEM;
   }
-  rc = sd_run_conv(be, &m->dec.conv_in, in, b, h, w, cur, &ho, &wo);
+  /* channels last from conv_in's output to conv_out's input, with cl */
+  const bool cl = dec_cl(m, be);
+  rc = sd_run_conv_cl(be, &m->dec.conv_in, in, false, b, h, w, cur, cl, &ho,
+                      &wo);
   sd_free(be, z);
-  if (!rc) rc = run_mid(be, &m->dec.mid, g, &cur, b, ch, h, w);
+  if (!rc) rc = run_mid(be, &m->dec.mid, g, &cur, b, ch, h, w, cl);
   for (int i = 0; i < n && !rc; i++) {
     const vlevel *lv = &m->dec.lv[i];
     if ((rc = sd_devw_use(m->dw, BLK_DEC_UP(n, i))) ||
-        (rc = run_resnets(be, lv, &cur, b, h, w)))
+        (rc = run_resnets(be, lv, &cur, b, h, w, cl)))
       break;
     ch = lv->cout;
     if (lv->has_sample) {
       /* cur goes once upsampled: two maps of the larger size live */
       float *u = sd_alloc(be, b * ch * 4 * h * w);
-      rc = u ? be->iface->upsample_nearest2x(be, cur, u, b * ch, h, w)
-             : WEFT_ENOMEM;
+      rc = !u ? WEFT_ENOMEM
+           : cl
+               ? be->iface->upsample_nearest2x_cl(be, cur, u, b, h, w, ch)
+               : be->iface->upsample_nearest2x(be, cur, u, b * ch, h, w);
       sd_free(be, cur);
       cur = NULL;
       h *= 2, w *= 2;
       if (!rc && !(cur = sd_alloc(be, b * ch * h * w))) rc = WEFT_ENOMEM;
-      if (!rc) rc = sd_run_conv(be, &lv->sample, u, b, h, w, cur, &ho, &wo);
+      if (!rc)
+        rc = sd_run_conv_cl(be, &lv->sample, u, cl, b, h, w, cur, cl, &ho,
+                            &wo);
       sd_free(be, u);
     }
   }
   if (!rc) rc = sd_devw_use(m->dw, BLK_DEC_OUT(n));
-  if (!rc) rc = run_out(be, &m->dec, g, cur, b, ch, h, w, image);
+  if (!rc) rc = run_out(be, &m->dec, g, cur, b, ch, h, w, cl, image);
   sd_free(be, cur);
   return rc;
 }

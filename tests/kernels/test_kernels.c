@@ -581,6 +581,77 @@ TEST(conv2d_prenorm_gives_the_bits_of_group_norm_then_the_conv) {
   weft_cpu_ctx_free(ctx);
 }
 
+/* [b][c][s] <-> [b][s][c] by hand (to_nhwc: into the latter) */
+static float *moved(const float *x, int64_t b, int64_t c, int64_t sp,
+                    bool to_nhwc) {
+  float *y = kr_zalloc(sizeof(float) * b * c * sp);
+  for (int64_t n = 0; n < b; n++)
+    for (int64_t ch = 0; ch < c; ch++)
+      for (int64_t q = 0; q < sp; q++) {
+        const int64_t f = (n * c + ch) * sp + q, l = (n * sp + q) * c + ch;
+        y[to_nhwc ? l : f] = x[to_nhwc ? f : l];
+      }
+  return y;
+}
+
+/* x and y channels last, each or both, with the prologue and the
+ * epilogue (the residual laid out as y): the channels-first values,
+ * moved, bit for bit; group_norm_cl and upsample_nearest2x_cl likewise. */
+TEST(channels_last_maps_give_the_moved_bits) {
+  weft_cpu_ctx *ctx = weft_cpu_ctx_new(2);
+  uint64_t s = 23;
+  const int64_t B = 2, C = 8, H = 9, W = 7, O = 6, S = H * W;
+  const int64_t nx = B * C * S, ny = B * O * S, nw = O * C * 9;
+  float *x = kr_rand(&s, nx, -2, 3), *w = kr_rand(&s, nw, -0.5f, 0.5f);
+  float *b = kr_rand(&s, O, -1, 1), *g = kr_rand(&s, C, 0.5f, 1.5f);
+  float *be = kr_rand(&s, C, -0.5f, 0.5f);
+  float *ch = kr_rand(&s, B * O, -1, 1), *res = kr_rand(&s, ny, -1, 1);
+  float *xm = moved(x, B, C, S, true), *rm = moved(res, B, O, S, true);
+  float *y0 = kr_zalloc(sizeof(float) * ny), *y1 = kr_zalloc(sizeof(float) * ny);
+  weft_conv2d_prenorm pn = {4, 1e-5f, g, be, WEFT_ACT_SILU};
+  for (int k = 0; k < 3; k++) {
+    const int xc = k != 1, yc = k != 2;
+    weft_conv2d_args a = {.batch = B, .c_in = C, .h_in = H, .w_in = W,
+                          .c_out = O, .k_h = 3, .k_w = 3, .stride_h = 1,
+                          .stride_w = 1, .pad_top = 1, .pad_left = 1,
+                          .pad_bottom = 1, .pad_right = 1, .x = x,
+                          .weight = w, .bias = b, .y = y0, .chan_add = ch,
+                          .residual = res, .prenorm = &pn};
+    ASSERT_OK(weft_cpu_conv2d(ctx, &a));
+    a.x = xc ? xm : x, a.y = y1, a.residual = yc ? rm : res;
+    a.x_nhwc = xc, a.y_nhwc = yc;
+    ASSERT_OK(weft_cpu_conv2d(ctx, &a));
+    float *back = yc ? moved(y1, B, O, S, false) : NULL;
+    ASSERT(memcmp(back ? back : y1, y0, sizeof(float) * ny) == 0);
+    free(back);
+    if (xc) { /* channels last: packed images only */
+      a.x_bstride = C * S + 8;
+      ASSERT_EQ(weft_cpu_conv2d(ctx, &a), WEFT_EINVAL);
+    }
+  }
+  /* group norm and upsampling */
+  float *n0 = kr_zalloc(sizeof(float) * nx), *n1 = kr_zalloc(sizeof(float) * nx);
+  ASSERT_OK(weft_cpu_group_norm(ctx, x, n0, B, C, S, 4, 1e-5f, g, be,
+                                WEFT_ACT_SILU));
+  ASSERT_OK(weft_cpu_group_norm_cl(ctx, xm, n1, B, C, S, 4, 1e-5f, g, be,
+                                   WEFT_ACT_SILU));
+  float *nb = moved(n1, B, C, S, false);
+  ASSERT(memcmp(nb, n0, sizeof(float) * nx) == 0);
+  ASSERT_EQ(weft_cpu_group_norm_cl(ctx, xm, n1, B, C, S, 3, 1e-5f, g, be,
+                                   WEFT_ACT_SILU),
+            WEFT_EINVAL);
+  float *u0 = kr_zalloc(sizeof(float) * 4 * nx);
+  float *u1 = kr_zalloc(sizeof(float) * 4 * nx);
+  ASSERT_OK(weft_cpu_upsample_nearest2x(ctx, x, u0, B * C, H, W));
+  ASSERT_OK(weft_cpu_upsample_nearest2x_cl(ctx, xm, u1, B, H, W, C));
+  float *ub = moved(u1, B, C, 4 * S, false);
+  ASSERT(memcmp(ub, u0, sizeof(float) * 4 * nx) == 0);
+  free(x), free(w), free(b), free(g), free(be), free(ch), free(res);
+  free(xm), free(rm), free(y0), free(y1), free(n0), free(n1), free(nb);
+  free(u0), free(u1), free(ub);
+  weft_cpu_ctx_free(ctx);
+}
+
 TEST(conv2d_rejects_bad_shapes) {
   weft_cpu_ctx *ctx = weft_cpu_ctx_new(1);
   float buf[64] = {0};

@@ -3284,3 +3284,267 @@ TEST(act16_needs_the_compute_dtype) {
   unsetenv("WEFT_CUDA_ACT");
   weft_backend_free(be);
 }
+
+/* ---- maps channels last (x_nhwc / y_nhwc, group_norm_cl, upsample_cl) ------
+ * Each channels-last op against the same backend's channels-first op on
+ * the same values moved (on the host, element by element as stored): a
+ * convolution's channels-last way copies x's rows where it moved them and
+ * adds the epilogue where it moved y back, the same plan between, so the
+ * same bits; the other ways move the maps and take the channels-first
+ * way, the same bits too.  A group norm sums the same values in another
+ * order: its (scale, shift) may differ in the last bit, the outputs by an
+ * ulp of the activations' type (2^-8 of a bf16 value, plus 1e-3 of the
+ * output's largest magnitude for the sums that follow). */
+
+typedef struct clt {
+  weft_backend *be, *cpu;
+  weft_dtype act; /* the activations' dtype */
+  size_t es;
+  uint64_t seed;
+} clt;
+
+static clt clt_setup(weft_cuda_precision prec, bool act16) {
+  if (!weft_cuda_available()) weft_test_skip("no CUDA device");
+  clt t;
+  t.be = weft_backend_cuda_new(0);
+  t.cpu = weft_backend_cpu_new(0);
+  ASSERT(t.be && t.cpu);
+  ASSERT_OK(weft_cuda_set_precision(t.be, prec));
+  if (act16)
+    ASSERT_OK(weft_cuda_set_act_dtype(
+        t.be, prec == WEFT_CUDA_BF16 ? WEFT_BF16 : WEFT_F16));
+  t.act = weft_backend_act_dtype(t.be);
+  t.es = weft_dtype_size(t.act);
+  t.seed = 4242;
+  printf("precision %s, activations %s\n", weft_cuda_precision_name(prec),
+         t.act == WEFT_F32 ? "fp32" : t.act == WEFT_F16 ? "fp16" : "bf16");
+  return t;
+}
+
+static void clt_teardown(clt *t) {
+  ASSERT_OK(t->be->iface->synchronize(t->be));
+  weft_backend_free(t->be);
+  weft_backend_free(t->cpu);
+}
+
+/* n random activations as stored (act dtype), on the host */
+static void *clt_rnd(clt *t, int64_t n, float lo, float hi) {
+  float *f = rnd(&t->seed, n, lo, hi);
+  void *h = malloc((size_t)n * t->es);
+  ASSERT(h);
+  ASSERT_OK(t->cpu->iface->convert(t->cpu, h, t->act, f, WEFT_F32, n));
+  free(f);
+  return h;
+}
+
+static void *clt_up(clt *t, const void *h, size_t bytes) {
+  void *d = t->be->iface->buffer_alloc(t->be, bytes);
+  ASSERT(d);
+  ASSERT_OK(t->be->iface->buffer_copy(t->be, d, h, bytes,
+                                      WEFT_COPY_HOST_TO_DEVICE));
+  return d;
+}
+
+/* a device buffer of n activations poisoned (all bytes 0xff: NaN) */
+static void *clt_poison(clt *t, int64_t n) {
+  void *h = malloc((size_t)n * t->es);
+  ASSERT(h);
+  memset(h, 0xff, (size_t)n * t->es);
+  void *d = clt_up(t, h, (size_t)n * t->es);
+  free(h);
+  return d;
+}
+
+static void *clt_down(clt *t, const void *d, int64_t n) {
+  void *h = malloc((size_t)n * t->es);
+  ASSERT(h);
+  ASSERT_OK(t->be->iface->buffer_copy(t->be, h, d, (size_t)n * t->es,
+                                      WEFT_COPY_DEVICE_TO_HOST));
+  return h;
+}
+
+/* dst = src moved between [b][c][s] and [b][s][c] (to_nhwc: into the
+ * latter), elements of es bytes as stored (a new array) */
+static void *clt_move(const void *src, size_t es, int64_t b, int64_t c,
+                      int64_t s, bool to_nhwc) {
+  unsigned char *d = malloc((size_t)(b * c * s) * es);
+  const unsigned char *p = src;
+  ASSERT(d);
+  for (int64_t n = 0; n < b; n++)
+    for (int64_t ch = 0; ch < c; ch++)
+      for (int64_t q = 0; q < s; q++) {
+        const int64_t f = (n * c + ch) * s + q, l = (n * s + q) * c + ch;
+        memcpy(d + (size_t)(to_nhwc ? l : f) * es,
+               p + (size_t)(to_nhwc ? f : l) * es, es);
+      }
+  return d;
+}
+
+/* g against r, both n activations as stored: bit for bit, or (tol) within
+ * 2 ulps of the type at |r| plus 1e-3 of max |r| */
+static void clt_same(clt *t, const char *what, const void *g, const void *r,
+                     int64_t n, bool tol) {
+  if (!tol) {
+    compare_exact(what, g, r, (size_t)n * t->es);
+    return;
+  }
+  float *gf = malloc((size_t)n * 4), *rf = malloc((size_t)n * 4);
+  ASSERT(gf && rf);
+  ASSERT_OK(t->cpu->iface->convert(t->cpu, gf, WEFT_F32, g, t->act, n));
+  ASSERT_OK(t->cpu->iface->convert(t->cpu, rf, WEFT_F32, r, t->act, n));
+  const double ulp = t->act == WEFT_BF16  ? 0x1p-8
+                     : t->act == WEFT_F16 ? 0x1p-11
+                                          : 0x1p-23;
+  compare(what, gf, rf, n, 2 * ulp, 1e-3);
+  free(gf), free(rf);
+}
+
+/* A convolution (x_cl, y_cl) against the channels-first one, with the
+ * prologue (pre) and the epilogue (epi). */
+static void clt_conv(clt *t, const char *name, const conv_shape *c, bool hwc,
+                     bool pre, bool epi, int x_cl, int y_cl) {
+  const int64_t ho = weft_conv2d_out_size(c->h, c->kh, c->sh, c->pt, c->pb);
+  const int64_t wo = weft_conv2d_out_size(c->w, c->kw, c->sw, c->pl, c->pr);
+  const int64_t kk = c->kh * c->kw, sx = c->h * c->w, sy = ho * wo;
+  const int64_t nx = c->b * c->cin * sx, ny = c->b * c->cout * sy;
+  const int64_t nw = c->cout * c->cin * kk;
+  void *x = clt_rnd(t, nx, -2, 3), *res = clt_rnd(t, ny, -1, 1);
+  void *ch = clt_rnd(t, c->b * c->cout, -1, 1);
+  float *w = rnd(&t->seed, nw, -0.1f, 0.1f), *bias = rnd(&t->seed, c->cout, -1, 1);
+  float *g = rnd(&t->seed, c->cin, 0.5f, 1.5f), *bt = rnd(&t->seed, c->cin, -.5f, .5f);
+  float *wh = hwc_of(w, c->cout, c->cin, kk);
+  void *xm = clt_move(x, t->es, c->b, c->cin, sx, true);
+  void *rm = clt_move(res, t->es, c->b, c->cout, sy, true);
+  void *dx = clt_up(t, x, (size_t)nx * t->es), *dxm = clt_up(t, xm, (size_t)nx * t->es);
+  void *dres = clt_up(t, res, (size_t)ny * t->es), *drm = clt_up(t, rm, (size_t)ny * t->es);
+  void *dch = clt_up(t, ch, (size_t)(c->b * c->cout) * t->es);
+  float *dw = clt_up(t, hwc ? wh : w, (size_t)nw * 4);
+  float *db = clt_up(t, bias, (size_t)c->cout * 4);
+  float *dg = clt_up(t, g, (size_t)c->cin * 4), *dbt = clt_up(t, bt, (size_t)c->cin * 4);
+  void *dy = clt_poison(t, ny), *dyc = clt_poison(t, ny), *dn = clt_poison(t, nx);
+  const weft_conv2d_prenorm pn = {8, 1e-5f, dg, dbt, WEFT_ACT_SILU};
+  weft_conv2d_args a = conv_args(c);
+  a.weight = dw, a.w_hwc = hwc, a.bias = db;
+  if (epi) a.chan_add = dch;
+  /* channels first: the prologue where the backend takes it, else
+   * group_norm first */
+  a.x = dx, a.y = dy, a.residual = epi ? dres : NULL, a.prenorm = pre ? &pn : NULL;
+  int rc = t->be->iface->conv2d(t->be, &a);
+  if (rc == WEFT_EUNSUPPORTED && pre) {
+    ASSERT_OK(t->be->iface->group_norm(t->be, dx, dn, c->b, c->cin, sx, 8,
+                                       1e-5f, dg, dbt, WEFT_ACT_SILU));
+    a.x = dn, a.prenorm = NULL;
+    rc = t->be->iface->conv2d(t->be, &a);
+  }
+  ASSERT_OK(rc);
+  /* channels last as asked */
+  a.x = x_cl ? dxm : dx, a.y = dyc, a.x_nhwc = x_cl, a.y_nhwc = y_cl;
+  a.residual = epi ? (y_cl ? drm : dres) : NULL;
+  a.prenorm = pre ? &pn : NULL;
+  const char *path = weft_cuda_conv2d_path(t->be, &a);
+  ASSERT(path);
+  rc = t->be->iface->conv2d(t->be, &a);
+  bool tol = false;
+  if (rc == WEFT_EUNSUPPORTED && pre) {
+    ASSERT(t->be->iface->group_norm_cl);
+    if (x_cl)
+      ASSERT_OK(t->be->iface->group_norm_cl(t->be, dxm, dn, c->b, c->cin, sx,
+                                            8, 1e-5f, dg, dbt, WEFT_ACT_SILU));
+    else
+      ASSERT_OK(t->be->iface->group_norm(t->be, dx, dn, c->b, c->cin, sx, 8,
+                                         1e-5f, dg, dbt, WEFT_ACT_SILU));
+    a.x = dn, a.prenorm = NULL;
+    rc = t->be->iface->conv2d(t->be, &a);
+  }
+  ASSERT_OK(rc);
+  /* the statistics summed in another order; a pointwise product over the
+   * pixels rather than per image */
+  tol = (pre && x_cl) || (kk == 1 && x_cl && y_cl && !epi);
+  void *yr = clt_down(t, dy, ny), *yg = clt_down(t, dyc, ny);
+  void *yb = y_cl ? clt_move(yg, t->es, c->b, c->cout, sy, false) : NULL;
+  char what[128];
+  snprintf(what, sizeof what, "%s x%s y%s%s%s [%s]", name, x_cl ? "hwc" : "chw",
+           y_cl ? "hwc" : "chw", pre ? " +norm" : "", epi ? " +epi" : "", path);
+  clt_same(t, what, yb ? yb : yg, yr, ny, tol);
+  free(yr), free(yg), free(yb);
+  free(x), free(res), free(ch), free(w), free(bias), free(g), free(bt);
+  free(wh), free(xm), free(rm);
+  void *dev[] = {dx, dxm, dres, drm, dch, dw, db, dg, dbt, dy, dyc, dn};
+  for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+    t->be->iface->buffer_free(t->be, dev[i]);
+}
+
+static void clt_norm_up(clt *t, int64_t b, int64_t c, int64_t h, int64_t w,
+                        int64_t groups, weft_act act) {
+  const int64_t s = h * w, n = b * c * s;
+  void *x = clt_rnd(t, n, -3, 5), *xm = clt_move(x, t->es, b, c, s, true);
+  float *g = rnd(&t->seed, c, 0.5f, 1.5f), *bt = rnd(&t->seed, c, -.5f, .5f);
+  void *dx = clt_up(t, x, (size_t)n * t->es), *dxm = clt_up(t, xm, (size_t)n * t->es);
+  float *dg = clt_up(t, g, (size_t)c * 4), *dbt = clt_up(t, bt, (size_t)c * 4);
+  void *dy = clt_poison(t, n), *dyc = clt_poison(t, n);
+  void *du = clt_poison(t, 4 * n), *duc = clt_poison(t, 4 * n);
+  ASSERT_OK(t->be->iface->group_norm(t->be, dx, dy, b, c, s, groups, 1e-5f, dg,
+                                     dbt, act));
+  ASSERT_OK(t->be->iface->group_norm_cl(t->be, dxm, dyc, b, c, s, groups, 1e-5f,
+                                        dg, dbt, act));
+  void *yr = clt_down(t, dy, n), *yg = clt_down(t, dyc, n);
+  void *yb = clt_move(yg, t->es, b, c, s, false);
+  char what[128];
+  snprintf(what, sizeof what, "group_norm_cl %lldx%lldx%lldx%lld g%lld",
+           (long long)b, (long long)c, (long long)h, (long long)w,
+           (long long)groups);
+  clt_same(t, what, yb, yr, n, true);
+  ASSERT_OK(t->be->iface->upsample_nearest2x(t->be, dx, du, b * c, h, w));
+  ASSERT_OK(t->be->iface->upsample_nearest2x_cl(t->be, dxm, duc, b, h, w, c));
+  void *ur = clt_down(t, du, 4 * n), *ug = clt_down(t, duc, 4 * n);
+  void *ub = clt_move(ug, t->es, b, c, 4 * s, false);
+  snprintf(what, sizeof what, "upsample_cl %lldx%lldx%lldx%lld", (long long)b,
+           (long long)c, (long long)h, (long long)w);
+  clt_same(t, what, ub, ur, 4 * n, false);
+  free(x), free(xm), free(g), free(bt), free(yr), free(yg), free(yb);
+  free(ur), free(ug), free(ub);
+  void *dev[] = {dx, dxm, dg, dbt, dy, dyc, du, duc};
+  for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+    t->be->iface->buffer_free(t->be, dev[i]);
+}
+
+static void channels_last_all(weft_cuda_precision prec, bool act16) {
+  clt t = clt_setup(prec, act16);
+  const conv_shape sq = {2, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1};
+  const conv_shape tall = {1, 32, 40, 24, 64, 3, 3, 1, 1, 1, 1, 1, 1};
+  const conv_shape down = {1, 16, 33, 32, 24, 3, 3, 2, 2, 0, 0, 1, 1};
+  const conv_shape pw = {2, 32, 8, 8, 48, 1, 1, 1, 1, 0, 0, 0, 0};
+  const conv_shape out = {1, 16, 12, 12, 4, 3, 3, 1, 1, 1, 1, 1, 1};
+  const int io[3][2] = {{1, 1}, {0, 1}, {1, 0}};
+  for (int k = 0; k < 3; k++) {
+    const int xc = io[k][0], yc = io[k][1];
+    for (int e = 0; e < 2; e++) {
+      clt_conv(&t, "conv hwc 3x3", &sq, true, false, e, xc, yc);
+      clt_conv(&t, "conv hwc 3x3", &sq, true, true, e, xc, yc);
+      clt_conv(&t, "conv 3x3", &sq, false, false, e, xc, yc);
+      clt_conv(&t, "conv hwc stride 2", &down, true, false, e, xc, yc);
+      clt_conv(&t, "conv 1x1", &pw, false, false, e, xc, yc);
+      clt_conv(&t, "conv hwc 4 out", &out, true, false, e, xc, yc);
+    }
+    ASSERT_OK(weft_cuda_set_conv_band_bytes(t.be, (size_t)64 << 10));
+    clt_conv(&t, "conv hwc in bands", &tall, true, true, true, xc, yc);
+    clt_conv(&t, "conv hwc in bands", &tall, true, false, true, xc, yc);
+    ASSERT_OK(weft_cuda_set_conv_band_bytes(t.be, (size_t)48 << 20));
+  }
+  clt_norm_up(&t, 2, 64, 16, 16, 8, WEFT_ACT_SILU);
+  clt_norm_up(&t, 1, 128, 64, 40, 32, WEFT_ACT_NONE); /* chunks merged */
+  clt_norm_up(&t, 1, 6, 5, 7, 3, WEFT_ACT_SILU);      /* no vectors */
+  clt_teardown(&t);
+}
+
+TEST(channels_last_maps_fp16_activations) {
+  channels_last_all(WEFT_CUDA_FP16, true);
+}
+
+TEST(channels_last_maps_bf16_activations) {
+  channels_last_all(WEFT_CUDA_BF16, true);
+}
+
+TEST(channels_last_maps_fp32) {
+  channels_last_all(WEFT_CUDA_FP32, false);
+}

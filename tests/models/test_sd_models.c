@@ -148,6 +148,15 @@ static void check_vae(sd_layout layout) {
 }
 
 TEST(vae_matches_diffusers_single_file) { check_vae(SD_LAYOUT_LDM); }
+
+/* The decoder's maps channels last between its layers (as on CUDA), here
+ * through the CPU's channels-last ops: diffusers' values, the same
+ * tolerance */
+TEST(vae_channels_last_matches_diffusers) {
+  setenv("WEFT_SD_CL", "1", 1);
+  check_vae(SD_LAYOUT_LDM);
+  unsetenv("WEFT_SD_CL");
+}
 TEST(vae_matches_diffusers_diffusers_folder) {
   check_vae(SD_LAYOUT_DIFFUSERS);
 }
