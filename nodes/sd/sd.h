@@ -206,6 +206,9 @@ typedef struct sd_unet_feats {
   sd_fmap mid;
   float *temb;
   int64_t b;
+  bool cl; /* the maps channels last ([b, h, w, c]): no ControlNet
+            * residuals then (sd_unet_forward keeps them channels first
+            * when it is given some) */
 } sd_unet_feats;
 /* add_in (may be NULL) is added to conv_in's output (a ControlNet's hint). */
 int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,

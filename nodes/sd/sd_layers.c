@@ -318,9 +318,9 @@ static int resnet_conv2(weft_backend *be, const sd_resnet *r, float *t,
                    (epi){NULL, skip}, cl, y);
 }
 
-int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
+static int resnet(weft_backend *be, const sd_resnet *r, const float *x,
                   int64_t b, int64_t h, int64_t w, const float *temb_act,
-                  float *y) {
+                  bool cl, float *y) {
   int64_t hw = h * w, ho, wo;
   int rc = 0;
   /* t1: norm1's output (where the backend needs it), then the shortcut's
@@ -332,20 +332,32 @@ int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
     rc = WEFT_ENOMEM;
     goto out;
   }
-  if ((rc = resnet_conv1(be, r, x, t1, b, h, w, temb_act, false, t2)))
-    goto out;
+  if ((rc = resnet_conv1(be, r, x, t1, b, h, w, temb_act, cl, t2))) goto out;
   /* the skip: the shortcut's output into t1, free since conv1 read it */
   const float *skip = x;
   if (r->shortcut.w) {
-    if ((rc = sd_run_conv(be, &r->shortcut, x, b, h, w, t1, &ho, &wo)))
+    if ((rc = sd_run_conv_cl(be, &r->shortcut, x, cl, b, h, w, t1, cl, &ho,
+                             &wo)))
       goto out;
     skip = t1;
   }
-  rc = resnet_conv2(be, r, t2, b, h, w, skip, false, y);
+  rc = resnet_conv2(be, r, t2, b, h, w, skip, cl, y);
 out:
   sd_free(be, t1);
   sd_free(be, t2);
   return rc;
+}
+
+int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
+                  int64_t b, int64_t h, int64_t w, const float *temb_act,
+                  float *y) {
+  return resnet(be, r, x, b, h, w, temb_act, false, y);
+}
+
+int sd_run_resnet_cl(weft_backend *be, const sd_resnet *r, const float *x,
+                     int64_t b, int64_t h, int64_t w, const float *temb_act,
+                     float *y) {
+  return resnet(be, r, x, b, h, w, temb_act, true, y);
 }
 
 static int resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
@@ -559,6 +571,46 @@ static void nearest_host(const float *x, float *y, int64_t planes, int64_t h,
         y[(p * oh + i) * ow + j] = x[(p * h + si) * w + sj];
       }
     }
+}
+
+/* the same on channels-last maps [n, h, w, c] */
+static void nearest_host_cl(const float *x, float *y, int64_t n, int64_t c,
+                            int64_t h, int64_t w, int64_t oh, int64_t ow) {
+  const float sy = (float)h / (float)oh, sx = (float)w / (float)ow;
+  for (int64_t b = 0; b < n; b++)
+    for (int64_t i = 0; i < oh; i++) {
+      int64_t si = (int64_t)floorf((float)i * sy);
+      si = si < h - 1 ? si : h - 1;
+      for (int64_t j = 0; j < ow; j++) {
+        int64_t sj = (int64_t)floorf((float)j * sx);
+        sj = sj < w - 1 ? sj : w - 1;
+        memcpy(y + ((b * oh + i) * ow + j) * c, x + ((b * h + si) * w + sj) * c,
+               (size_t)c * sizeof(float));
+      }
+    }
+}
+
+int sd_upsample_nearest_cl(weft_backend *be, const float *x, float *y,
+                           int64_t n, int64_t c, int64_t h, int64_t w,
+                           int64_t oh, int64_t ow) {
+  if (!weft_backend_has_cl(be)) return WEFT_EUNSUPPORTED;
+  if (oh == 2 * h && ow == 2 * w)
+    return be->iface->upsample_nearest2x_cl(be, x, y, n, h, w, c);
+  if (sd_be_is_host(be)) {
+    nearest_host_cl(x, y, n, c, h, w, oh, ow);
+    return 0;
+  }
+  size_t nx = (size_t)(n * c * h * w), ny = (size_t)(n * c * oh * ow);
+  float *hx = malloc(nx * sizeof *hx), *hy = malloc(ny * sizeof *hy);
+  int rc = hx && hy ? 0 : WEFT_ENOMEM;
+  if (!rc) rc = sd_act_download(be, hx, x, (int64_t)nx);
+  if (!rc) {
+    nearest_host_cl(hx, hy, n, c, h, w, oh, ow);
+    rc = sd_act_upload(be, y, hy, (int64_t)ny);
+  }
+  free(hx);
+  free(hy);
+  return rc;
 }
 
 int sd_upsample_nearest(weft_backend *be, const float *x, float *y,

@@ -118,6 +118,11 @@ int sd_run_conv_pad_br(weft_backend *be, const sd_conv *c, const float *x,
 int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
                   int64_t b, int64_t h, int64_t w, const float *temb_act,
                   float *y);
+/* sd_run_resnet on channels-last maps: x [b, h, w, cin] -> y [b, h, w,
+ * cout] */
+int sd_run_resnet_cl(weft_backend *be, const sd_resnet *r, const float *x,
+                     int64_t b, int64_t h, int64_t w, const float *temb_act,
+                     float *y);
 /* The same on an owned x (transfer full: x is freed whatever happens),
  * the output in a new buffer *out (transfer full; NULL on failure).  Two
  * maps fewer live at once than sd_run_resnet's x, y, t1 and t2: the
@@ -143,6 +148,10 @@ int sd_run_linear_to_nchw(weft_backend *be, const sd_linear *l, const float *x,
 /* torch's F.interpolate(mode="nearest") of planes h x w -> oh x ow (the
  * backend's 2x kernel when it is exactly 2x; other sizes on the host, on
  * host copies for a device backend). */
+/* The same on channels-last maps: x [n, h, w, c] -> y [n, oh, ow, c] */
+int sd_upsample_nearest_cl(weft_backend *be, const float *x, float *y,
+                           int64_t n, int64_t c, int64_t h, int64_t w,
+                           int64_t oh, int64_t ow);
 int sd_upsample_nearest(weft_backend *be, const float *x, float *y,
                         int64_t planes, int64_t h, int64_t w, int64_t oh,
                         int64_t ow);

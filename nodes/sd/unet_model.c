@@ -383,10 +383,11 @@ static int run_tblock(weft_backend *be, const tblock *b, float *h, int64_t bs,
   return sd_run_linear_add(be, &b->ff_out, u, rows, h);
 }
 
-/* x [bs, c, hw] -> y [bs, c, hw] = x + transformer(x) */
+/* x [bs, c, hw] -> y [bs, c, hw] = x + transformer(x); with cl x and y
+ * [bs, hw, c], whose pixels are the token rows (no moves) */
 static int run_xformer(weft_backend *be, const xformer *x, int groups,
                        const float *in, int64_t bs, int64_t hw,
-                       const float *ctx, int64_t lk, float *y) {
+                       const float *ctx, int64_t lk, bool cl, float *y) {
   const int64_t c = x->c;
   float *n = sd_alloc(be, bs * c * hw), *h = sd_alloc(be, bs * hw * c);
   float *t = sd_alloc(be, bs * hw * c), *u = sd_alloc(be, bs * hw * 8 * c);
@@ -395,9 +396,10 @@ static int run_xformer(weft_backend *be, const xformer *x, int groups,
     rc = WEFT_ENOMEM;
     goto out;
   }
-  if ((rc = be->iface->group_norm(be, in, n, bs, c, hw, groups, 1e-6f,
-                                  x->norm.g, x->norm.b, WEFT_ACT_NONE)) ||
-      (rc = sd_run_linear_from_nchw(be, &x->proj_in, n, bs, hw, h)))
+  if ((rc = sd_group_norm(be, cl, in, n, bs, c, hw, groups, 1e-6f, &x->norm,
+                          WEFT_ACT_NONE)) ||
+      (rc = cl ? sd_run_linear(be, &x->proj_in, n, bs * hw, h)
+               : sd_run_linear_from_nchw(be, &x->proj_in, n, bs, hw, h)))
     goto out;
   for (int d = 0; d < x->depth; d++)
     if ((rc = run_tblock(be, &x->blocks[d], h, bs, hw, ctx, lk, t, u)))
@@ -406,7 +408,8 @@ static int run_xformer(weft_backend *be, const xformer *x, int groups,
    * or gets a copy of it first) */
   if ((y != in &&
        (rc = be->iface->scale_add(be, y, 1.0f, in, 0.0f, NULL, bs * c * hw))) ||
-      (rc = sd_run_linear_to_nchw(be, &x->proj_out, h, bs, hw, true, y)))
+      (rc = cl ? sd_run_linear_add(be, &x->proj_out, h, bs * hw, y)
+               : sd_run_linear_to_nchw(be, &x->proj_out, h, bs, hw, true, y)))
     goto out;
 out:
   sd_free(be, n), sd_free(be, h), sd_free(be, t), sd_free(be, u);
@@ -421,14 +424,28 @@ void sd_unet_feats_free(weft_backend *be, sd_unet_feats *f) {
   memset(f, 0, sizeof *f);
 }
 
-int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
-                   int64_t h, int64_t w, const float *t, const float *ctx,
-                   int64_t ctx_len, const float *add_in, sd_unet_feats *f) {
+/* Whether the UNet keeps its maps channels last between its layers:
+ * where its 3x3 weights went channels last (CUDA's NHWC convolutions,
+ * whose moves into and out of each convolution took about a ninth of a
+ * step) and the backend has the channels-last ops; never for a
+ * ControlNet's encoder or with its hint (their features stay channels
+ * first).  WEFT_SD_CL=1 or 0 says so on any backend (tests). */
+static bool unet_cl(const sd_unet *m, weft_backend *be) {
+  const char *e = getenv("WEFT_SD_CL");
+  const bool want = e && *e ? strcmp(e, "0") != 0 : m->conv_in.w_hwc != 0;
+  return want && !m->encoder_only && weft_backend_has_cl(be);
+}
+
+static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
+                  int64_t h, int64_t w, const float *t, const float *ctx,
+                  int64_t ctx_len, const float *add_in, bool cl,
+                  sd_unet_feats *f) {
   const sd_unet_cfg *c = &m->cfg;
   const int n = c->n_levels, L = c->layers_per_block;
   memset(f, 0, sizeof *f);
   if (h < 1 || w < 1 || !sd_devw_fits(m->dw, be)) return WEFT_EINVAL;
   f->b = b;
+  f->cl = cl = cl && !add_in;
   int rc = 0;
   float *tmp = sd_alloc(be, b * m->temb_dim);
   f->temb = sd_alloc(be, b * m->temb_dim);
@@ -456,7 +473,8 @@ int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
     rc = WEFT_ENOMEM;
     goto out;
   }
-  if ((rc = sd_run_conv(be, &m->conv_in, x, b, hh, ww, cur, &ho, &wo)) ||
+  if ((rc = sd_run_conv_cl(be, &m->conv_in, x, false, b, hh, ww, cur, cl, &ho,
+                           &wo)) ||
       (add_in && (rc = be->iface->scale_add(be, cur, 1.0f, cur, 1.0f, add_in,
                                             b * ch * hh * ww))))
     goto out;
@@ -469,10 +487,11 @@ int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
         rc = WEFT_ENOMEM;
         goto out;
       }
-      if ((rc = sd_run_resnet(be, &lv->res[j], cur, b, hh, ww, temb, nx)))
+      if ((rc = (cl ? sd_run_resnet_cl : sd_run_resnet)(be, &lv->res[j], cur,
+                                                        b, hh, ww, temb, nx)))
         goto out;
       if (lv->attn && (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b,
-                                        hh * ww, ctx, ctx_len, nx)))
+                                        hh * ww, ctx, ctx_len, cl, nx)))
         goto out;
       cur = nx;
       ch = lv->cout;
@@ -484,7 +503,8 @@ int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
         rc = WEFT_ENOMEM;
         goto out;
       }
-      if ((rc = sd_run_conv(be, &lv->sample, cur, b, hh, ww, nx, &ho, &wo)))
+      if ((rc = sd_run_conv_cl(be, &lv->sample, cur, cl, b, hh, ww, nx, cl,
+                               &ho, &wo)))
         goto out;
       cur = nx, hh = ho, ww = wo;
     }
@@ -499,10 +519,13 @@ int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
     rc = WEFT_ENOMEM;
     goto out;
   }
-  if ((rc = sd_run_resnet(be, &m->mid_res[0], cur, b, hh, ww, temb, a)) ||
+  int (*res)(weft_backend *, const sd_resnet *, const float *, int64_t,
+             int64_t, int64_t, const float *, float *) =
+      cl ? sd_run_resnet_cl : sd_run_resnet;
+  if ((rc = res(be, &m->mid_res[0], cur, b, hh, ww, temb, a)) ||
       (m->mid_has_attn && (rc = run_xformer(be, &m->mid_attn, c->norm_groups, a,
-                                            b, hh * ww, ctx, ctx_len, a))) ||
-      (rc = sd_run_resnet(be, &m->mid_res[1], a, b, hh, ww, temb, f->mid.d))) {
+                                            b, hh * ww, ctx, ctx_len, cl, a))) ||
+      (rc = res(be, &m->mid_res[1], a, b, hh, ww, temb, f->mid.d))) {
     sd_free(be, a);
     goto out;
   }
@@ -513,6 +536,13 @@ out:
   return rc;
 }
 
+int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
+                   int64_t h, int64_t w, const float *t, const float *ctx,
+                   int64_t ctx_len, const float *add_in, sd_unet_feats *f) {
+  return encode(m, be, x, b, h, w, t, ctx, ctx_len, add_in, unet_cl(m, be),
+                f);
+}
+
 int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
                    const float *ctx, int64_t ctx_len, const sd_control *ctl,
                    float *out) {
@@ -520,6 +550,9 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
   const int n = c->n_levels, L = c->layers_per_block;
   const int64_t b = f->b;
   if (m->encoder_only || !sd_devw_fits(m->dw, be)) return WEFT_EINVAL;
+  const bool cl = f->cl;
+  /* a ControlNet's residuals are channels first */
+  if (cl && ctl) return WEFT_EINVAL;
   int rc = 0;
   /* ControlNet residuals: onto the skips and the middle, scaled already */
   for (int i = 0; ctl && i < ctl->n && i < f->n && !rc; i++)
@@ -547,18 +580,23 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
         rc = WEFT_ENOMEM;
         goto out;
       }
+      /* along the channels: [b, c, h, w], or [b, hw, c] channels last */
       int64_t s1[4] = {b, ch, hh, ww}, s2[4] = {b, sk.c, hh, ww};
+      int64_t l1[3] = {b, hh * ww, ch}, l2[3] = {b, hh * ww, sk.c};
       const float *xs[2] = {cur, sk.d};
-      const int64_t *shapes[2] = {s1, s2};
-      rc = be->iface->concat(be, 2, xs, 4, shapes, 1, cat);
+      const int64_t *shapes[2] = {s1, s2}, *cls[2] = {l1, l2};
+      rc = cl ? be->iface->concat(be, 2, xs, 3, cls, 2, cat)
+              : be->iface->concat(be, 2, xs, 4, shapes, 1, cat);
       sd_free(be, sk.d), sd_free(be, cur);
       cur = nx;
-      if (!rc) rc = sd_run_resnet(be, &lv->res[j], cat, b, hh, ww, temb, nx);
+      if (!rc)
+        rc = (cl ? sd_run_resnet_cl : sd_run_resnet)(be, &lv->res[j], cat, b,
+                                                     hh, ww, temb, nx);
       sd_free(be, cat);
       if (rc) goto out;
       ch = lv->cout;
       if (lv->attn && (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b,
-                                        hh * ww, ctx, ctx_len, nx)))
+                                        hh * ww, ctx, ctx_len, cl, nx)))
         goto out;
     }
     if (lv->has_sample) {
@@ -572,9 +610,12 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
         rc = WEFT_ENOMEM;
         goto out;
       }
-      rc = sd_upsample_nearest(be, cur, u, b * ch, hh, ww, th, tw);
+      rc = cl ? sd_upsample_nearest_cl(be, cur, u, b, ch, hh, ww, th, tw)
+              : sd_upsample_nearest(be, cur, u, b * ch, hh, ww, th, tw);
       hh = th, ww = tw;
-      if (!rc) rc = sd_run_conv(be, &lv->sample, u, b, hh, ww, nx, &ho, &wo);
+      if (!rc)
+        rc = sd_run_conv_cl(be, &lv->sample, u, cl, b, hh, ww, nx, cl, &ho,
+                            &wo);
       sd_free(be, u), sd_free(be, cur);
       cur = nx;
       if (rc) goto out;
@@ -587,10 +628,11 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
       rc = WEFT_ENOMEM;
       goto out;
     }
-    rc = be->iface->group_norm(be, cur, nrm, b, ch, hh * ww, c->norm_groups,
-                               c->norm_eps, m->out_norm.g, m->out_norm.b,
-                               WEFT_ACT_SILU);
-    if (!rc) rc = sd_run_conv(be, &m->conv_out, nrm, b, hh, ww, out, &ho, &wo);
+    rc = sd_group_norm(be, cl, cur, nrm, b, ch, hh * ww, c->norm_groups,
+                       c->norm_eps, &m->out_norm, WEFT_ACT_SILU);
+    if (!rc)
+      rc = sd_run_conv_cl(be, &m->conv_out, nrm, cl, b, hh, ww, out, false, &ho,
+                          &wo);
     sd_free(be, nrm);
   }
 out:
@@ -613,7 +655,9 @@ int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
   if (!rc) rc = sd_io_in_f32(be, t, b, &td, &tt);
   if (!rc && !(cd = kept_ctx(m, be, ctx, b * ctx_len * c->context_dim)))
     rc = sd_io_in(be, ctx, b * ctx_len * c->context_dim, &cd, &ct);
-  if (!rc) rc = sd_unet_encode(m, be, xd, b, h, w, td, cd, ctx_len, NULL, &f);
+  if (!rc)
+    rc = encode(m, be, xd, b, h, w, td, cd, ctx_len, NULL,
+                unet_cl(m, be) && !ctl, &f);
   if (rc) goto out;
   /* the residuals have the shapes of the features they are added to */
   for (int i = 0; ctl && i < ctl->n && i < f.n && !rc; i++, dctl.n++)

@@ -100,6 +100,14 @@ static void check_unet(sd_layout layout) {
 }
 
 TEST(unet_matches_diffusers_single_file) { check_unet(SD_LAYOUT_LDM); }
+
+/* The UNet's maps channels last between its layers (as on CUDA), through
+ * the CPU's channels-last ops */
+TEST(unet_channels_last_matches_diffusers) {
+  setenv("WEFT_SD_CL", "1", 1);
+  check_unet(SD_LAYOUT_LDM);
+  unsetenv("WEFT_SD_CL");
+}
 TEST(unet_matches_diffusers_diffusers_folder) {
   check_unet(SD_LAYOUT_DIFFUSERS);
 }
