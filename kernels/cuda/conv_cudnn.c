@@ -1143,7 +1143,12 @@ fail:
  * convolved unpadded, and comes back into y's rows with the bias (the
  * output rounded to 16 bits by cuDNN, then the bias added in fp32 and
  * stored: the rounding of the NCHW path).  Bands of equal height keep
- * the scratch (the band's x, y and workspace) within the band bytes. */
+ * the scratch (the band's x, y and workspace) within the band bytes.
+ * Maps already channels last (x_nhwc, y_nhwc: a model keeping them so
+ * between its layers) skip the transposes: x's rows are copied into the
+ * padded band (normalized on the way, the statistics taken over the
+ * channels-last map), and y's band gets the bias and the epilogue where
+ * it lies in y; the same plan between, so the same bits as the moves. */
 typedef struct nhwc_layout {
   int bands;
   int64_t ho, wo, wb;   /* output size; the padded width */
