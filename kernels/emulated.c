@@ -376,9 +376,8 @@ static int emu_upsample_cl(weft_backend *be, const float *x, float *y,
   const float *xx = IN(&c, x, batch * h * w * channels);
   float *yy = OUT(&c, y, batch * 4 * h * w * channels);
   if (c.rc) return finish(&c, c.rc);
-  return finish(&c, CPU(be)->iface->upsample_nearest2x_cl(CPU(be), xx, yy,
-                                                          batch, h, w,
-                                                          channels));
+  return finish(&c, CPU(be)->iface->upsample_nearest2x_cl(
+                        CPU(be), xx, yy, batch, h, w, channels));
 }
 
 static int emu_concat(weft_backend *be, int n, const float *const *xs, int ndim,

@@ -250,7 +250,8 @@ static inline int weft_conv2d_check_shapes(const weft_conv2d_args *a,
   if ((a->residual && a->residual == a->y) ||
       (a->chan_add && a->chan_add == a->y))
     return WEFT_EINVAL; /* the epilogue's inputs must not overlap y */
-  if ((a->x_nhwc && a->x_bstride && a->x_bstride != a->c_in * a->h_in * a->w_in) ||
+  if ((a->x_nhwc && a->x_bstride &&
+       a->x_bstride != a->c_in * a->h_in * a->w_in) ||
       (a->y_nhwc && a->y_bstride && a->y_bstride != a->c_out * n))
     return WEFT_EINVAL; /* channels last: packed images only */
   const weft_conv2d_prenorm *pn = a->prenorm;

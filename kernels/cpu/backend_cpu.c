@@ -96,8 +96,8 @@ static int be_group_norm_cl(weft_backend *be, const float *x, float *y,
                             int64_t batch, int64_t channels, int64_t spatial,
                             int64_t groups, float eps, const float *gamma,
                             const float *beta, weft_act act) {
-  return weft_cpu_group_norm_cl(CTX(be), x, y, batch, channels, spatial,
-                                groups, eps, gamma, beta, act);
+  return weft_cpu_group_norm_cl(CTX(be), x, y, batch, channels, spatial, groups,
+                                eps, gamma, beta, act);
 }
 static int be_upsample_cl(weft_backend *be, const float *x, float *y,
                           int64_t batch, int64_t h, int64_t w,

@@ -392,32 +392,32 @@ static int conv_cl(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                              "(an odd count)",
                              (long long)(a->x_nhwc ? a->c_in : a->c_out));
     const size_t es = weft_dtype_size(ctx->act);
-    void *tx = a->x_nhwc ? weft__cuda_alloc(
-                               ctx, (size_t)(a->batch * a->c_in * sx) * es)
-                         : NULL;
+    void *tx =
+        a->x_nhwc
+            ? weft__cuda_alloc(ctx, (size_t)(a->batch * a->c_in * sx) * es)
+            : NULL;
     void *ty = a->y_nhwc ? weft__cuda_alloc(ctx, (size_t)ny * es) : NULL;
     weft_conv2d_args c = *a;
     c.x_nhwc = c.y_nhwc = 0;
     if ((a->x_nhwc && !tx) || (a->y_nhwc && !ty)) rc = WEFT_ENOMEM;
     if (!rc && tx) {
-      rc = weft__cuda_check(
-          ctx,
-          weft__cu_nhwc_unpack(ctx->stream, a->x, ctx->act, a->batch, a->h_in,
-                               a->w_in, a->c_in, NULL, NULL, NULL, tx, ctx->act,
-                               a->c_in * sx, sx, 0),
-          "conv2d: x channels first");
+      rc = weft__cuda_check(ctx,
+                            weft__cu_nhwc_unpack(ctx->stream, a->x, ctx->act,
+                                                 a->batch, a->h_in, a->w_in,
+                                                 a->c_in, NULL, NULL, NULL, tx,
+                                                 ctx->act, a->c_in * sx, sx, 0),
+                            "conv2d: x channels first");
       c.x = tx, c.x_bstride = 0;
     }
     if (ty) c.y = ty, c.y_bstride = 0, c.residual = NULL;
     if (!rc) rc = weft__cuda_conv2d(ctx, &c);
     if (!rc && ty)
-      rc = weft__cuda_check(ctx,
-                            weft__cu_nhwc_pack(ctx->stream, ty, ctx->act,
-                                               a->c_out * sy, a->batch,
-                                               a->c_out, h_out, w_out, 0, h_out,
-                                               0, w_out, a->y, ctx->act, NULL,
-                                               0),
-                            "conv2d: y channels last");
+      rc = weft__cuda_check(
+          ctx,
+          weft__cu_nhwc_pack(ctx->stream, ty, ctx->act, a->c_out * sy, a->batch,
+                             a->c_out, h_out, w_out, 0, h_out, 0, w_out, a->y,
+                             ctx->act, NULL, 0),
+          "conv2d: y channels last");
     weft__cuda_free(ctx, tx);
     weft__cuda_free(ctx, ty);
   }

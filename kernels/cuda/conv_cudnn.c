@@ -1310,16 +1310,17 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     /* while profiling, the three parts' times (weft_cuda_profile_*) */
     /* x's band: moved channels last, or copied where it already is */
     int part = weft__cuda_prof_part_begin(ctx);
-    rc = weft__cuda_check(
-        ctx,
-        (a->x_nhwc ? weft__cu_cl_copy : weft__cu_nhwc_pack)(
-            ctx->stream, a->x, ctx->act, xs, batch, a->c_in, a->h_in, a->w_in,
-            o0 * a->stride_h - a->pad_top, b.h_in, a->pad_left, l.wb, base,
-            want, ss, pn ? (int)pn->act : 0),
-        "conv2d: x channels last");
+    rc = weft__cuda_check(ctx,
+                          (a->x_nhwc ? weft__cu_cl_copy : weft__cu_nhwc_pack)(
+                              ctx->stream, a->x, ctx->act, xs, batch, a->c_in,
+                              a->h_in, a->w_in, o0 * a->stride_h - a->pad_top,
+                              b.h_in, a->pad_left, l.wb, base, want, ss,
+                              pn ? (int)pn->act : 0),
+                          "conv2d: x channels last");
     part_end(ctx, part,
-             pn ? (a->x_nhwc ? "x normalized and copied" : "x normalized and "
-                                                           "moved")
+             pn ? (a->x_nhwc ? "x normalized and copied"
+                             : "x normalized and "
+                               "moved")
                 : (a->x_nhwc ? "x copied" : "x moved"),
              a);
     part = weft__cuda_prof_part_begin(ctx);
@@ -1342,13 +1343,12 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     if (!graph) descs_free(&d);
     part = weft__cuda_prof_part_begin(ctx);
     if (!rc && a->y_nhwc)
-      rc = weft__cuda_check(ctx,
-                            weft__cu_cl_epilogue(ctx->stream, base + l.y_off,
-                                                 want, batch, (o1 - o0) * l.wo,
-                                                 a->c_out, a->bias, a->chan_add,
-                                                 a->residual, a->y, ctx->act,
-                                                 ys, o0 * l.wo),
-                            "conv2d: y's epilogue");
+      rc = weft__cuda_check(
+          ctx,
+          weft__cu_cl_epilogue(ctx->stream, base + l.y_off, want, batch,
+                               (o1 - o0) * l.wo, a->c_out, a->bias, a->chan_add,
+                               a->residual, a->y, ctx->act, ys, o0 * l.wo),
+          "conv2d: y's epilogue");
     else if (!rc)
       rc = weft__cuda_check(ctx,
                             weft__cu_nhwc_unpack(ctx->stream, base + l.y_off,

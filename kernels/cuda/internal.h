@@ -429,11 +429,10 @@ cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src, int sdt,
  * weft__cu_nhwc_pack writes it (ss likewise); and src (sdt, [batch][pix]
  * [c_out]) + bias (+ chan) (+ res) into y (ydt, [batch][..][c_out], image
  * stride ys) from pixel off of each image, res laid out as y. */
-cudaError_t weft__cu_cl_copy(cudaStream_t s, const void *x, int xdt,
-                             int64_t xs, int64_t batch, int64_t c_in,
-                             int64_t h, int64_t w, int64_t row0, int64_t hb,
-                             int64_t pl, int64_t wb, void *dst, int ddt,
-                             const void *ss, int act);
+cudaError_t weft__cu_cl_copy(cudaStream_t s, const void *x, int xdt, int64_t xs,
+                             int64_t batch, int64_t c_in, int64_t h, int64_t w,
+                             int64_t row0, int64_t hb, int64_t pl, int64_t wb,
+                             void *dst, int ddt, const void *ss, int act);
 cudaError_t weft__cu_cl_epilogue(cudaStream_t s, const void *src, int sdt,
                                  int64_t batch, int64_t pix, int64_t c_out,
                                  const float *bias, const void *chan,

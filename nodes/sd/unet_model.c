@@ -487,8 +487,8 @@ static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
         rc = WEFT_ENOMEM;
         goto out;
       }
-      if ((rc = (cl ? sd_run_resnet_cl : sd_run_resnet)(be, &lv->res[j], cur,
-                                                        b, hh, ww, temb, nx)))
+      if ((rc = (cl ? sd_run_resnet_cl : sd_run_resnet)(be, &lv->res[j], cur, b,
+                                                        hh, ww, temb, nx)))
         goto out;
       if (lv->attn && (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b,
                                         hh * ww, ctx, ctx_len, cl, nx)))
@@ -503,8 +503,8 @@ static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
         rc = WEFT_ENOMEM;
         goto out;
       }
-      if ((rc = sd_run_conv_cl(be, &lv->sample, cur, cl, b, hh, ww, nx, cl,
-                               &ho, &wo)))
+      if ((rc = sd_run_conv_cl(be, &lv->sample, cur, cl, b, hh, ww, nx, cl, &ho,
+                               &wo)))
         goto out;
       cur = nx, hh = ho, ww = wo;
     }
@@ -519,12 +519,13 @@ static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
     rc = WEFT_ENOMEM;
     goto out;
   }
-  int (*res)(weft_backend *, const sd_resnet *, const float *, int64_t,
-             int64_t, int64_t, const float *, float *) =
+  int (*res)(weft_backend *, const sd_resnet *, const float *, int64_t, int64_t,
+             int64_t, const float *, float *) =
       cl ? sd_run_resnet_cl : sd_run_resnet;
   if ((rc = res(be, &m->mid_res[0], cur, b, hh, ww, temb, a)) ||
-      (m->mid_has_attn && (rc = run_xformer(be, &m->mid_attn, c->norm_groups, a,
-                                            b, hh * ww, ctx, ctx_len, cl, a))) ||
+      (m->mid_has_attn &&
+       (rc = run_xformer(be, &m->mid_attn, c->norm_groups, a, b, hh * ww, ctx,
+                         ctx_len, cl, a))) ||
       (rc = res(be, &m->mid_res[1], a, b, hh, ww, temb, f->mid.d))) {
     sd_free(be, a);
     goto out;
@@ -539,8 +540,7 @@ out:
 int sd_unet_encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
                    int64_t h, int64_t w, const float *t, const float *ctx,
                    int64_t ctx_len, const float *add_in, sd_unet_feats *f) {
-  return encode(m, be, x, b, h, w, t, ctx, ctx_len, add_in, unet_cl(m, be),
-                f);
+  return encode(m, be, x, b, h, w, t, ctx, ctx_len, add_in, unet_cl(m, be), f);
 }
 
 int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
@@ -614,8 +614,8 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
               : sd_upsample_nearest(be, cur, u, b * ch, hh, ww, th, tw);
       hh = th, ww = tw;
       if (!rc)
-        rc = sd_run_conv_cl(be, &lv->sample, u, cl, b, hh, ww, nx, cl, &ho,
-                            &wo);
+        rc =
+            sd_run_conv_cl(be, &lv->sample, u, cl, b, hh, ww, nx, cl, &ho, &wo);
       sd_free(be, u), sd_free(be, cur);
       cur = nx;
       if (rc) goto out;

@@ -333,8 +333,7 @@ static int run_out(weft_backend *be, const vside *s, int groups, float *cur,
   int64_t ho, wo;
   CK(sd_group_norm(be, cl, cur, cur, b, ch, h * w, groups, EPS, &s->norm_out,
                    WEFT_ACT_SILU));
-  return sd_run_conv_cl(be, &s->conv_out, cur, cl, b, h, w, y, false, &ho,
-                        &wo);
+  return sd_run_conv_cl(be, &s->conv_out, cur, cl, b, h, w, y, false, &ho, &wo);
 }
 
 /* Whether the decoder keeps its maps channels last between its layers:
@@ -429,17 +428,15 @@ static int decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
     if (lv->has_sample) {
       /* cur goes once upsampled: two maps of the larger size live */
       float *u = sd_alloc(be, b * ch * 4 * h * w);
-      rc = !u ? WEFT_ENOMEM
-           : cl
-               ? be->iface->upsample_nearest2x_cl(be, cur, u, b, h, w, ch)
-               : be->iface->upsample_nearest2x(be, cur, u, b * ch, h, w);
+      rc = !u   ? WEFT_ENOMEM
+           : cl ? be->iface->upsample_nearest2x_cl(be, cur, u, b, h, w, ch)
+                : be->iface->upsample_nearest2x(be, cur, u, b * ch, h, w);
       sd_free(be, cur);
       cur = NULL;
       h *= 2, w *= 2;
       if (!rc && !(cur = sd_alloc(be, b * ch * h * w))) rc = WEFT_ENOMEM;
       if (!rc)
-        rc = sd_run_conv_cl(be, &lv->sample, u, cl, b, h, w, cur, cl, &ho,
-                            &wo);
+        rc = sd_run_conv_cl(be, &lv->sample, u, cl, b, h, w, cur, cl, &ho, &wo);
       sd_free(be, u);
     }
   }

@@ -607,16 +607,31 @@ TEST(channels_last_maps_give_the_moved_bits) {
   float *be = kr_rand(&s, C, -0.5f, 0.5f);
   float *ch = kr_rand(&s, B * O, -1, 1), *res = kr_rand(&s, ny, -1, 1);
   float *xm = moved(x, B, C, S, true), *rm = moved(res, B, O, S, true);
-  float *y0 = kr_zalloc(sizeof(float) * ny), *y1 = kr_zalloc(sizeof(float) * ny);
+  float *y0 = kr_zalloc(sizeof(float) * ny),
+        *y1 = kr_zalloc(sizeof(float) * ny);
   weft_conv2d_prenorm pn = {4, 1e-5f, g, be, WEFT_ACT_SILU};
   for (int k = 0; k < 3; k++) {
     const int xc = k != 1, yc = k != 2;
-    weft_conv2d_args a = {.batch = B, .c_in = C, .h_in = H, .w_in = W,
-                          .c_out = O, .k_h = 3, .k_w = 3, .stride_h = 1,
-                          .stride_w = 1, .pad_top = 1, .pad_left = 1,
-                          .pad_bottom = 1, .pad_right = 1, .x = x,
-                          .weight = w, .bias = b, .y = y0, .chan_add = ch,
-                          .residual = res, .prenorm = &pn};
+    weft_conv2d_args a = {.batch = B,
+                          .c_in = C,
+                          .h_in = H,
+                          .w_in = W,
+                          .c_out = O,
+                          .k_h = 3,
+                          .k_w = 3,
+                          .stride_h = 1,
+                          .stride_w = 1,
+                          .pad_top = 1,
+                          .pad_left = 1,
+                          .pad_bottom = 1,
+                          .pad_right = 1,
+                          .x = x,
+                          .weight = w,
+                          .bias = b,
+                          .y = y0,
+                          .chan_add = ch,
+                          .residual = res,
+                          .prenorm = &pn};
     ASSERT_OK(weft_cpu_conv2d(ctx, &a));
     a.x = xc ? xm : x, a.y = y1, a.residual = yc ? rm : res;
     a.x_nhwc = xc, a.y_nhwc = yc;
@@ -630,9 +645,10 @@ TEST(channels_last_maps_give_the_moved_bits) {
     }
   }
   /* group norm and upsampling */
-  float *n0 = kr_zalloc(sizeof(float) * nx), *n1 = kr_zalloc(sizeof(float) * nx);
-  ASSERT_OK(weft_cpu_group_norm(ctx, x, n0, B, C, S, 4, 1e-5f, g, be,
-                                WEFT_ACT_SILU));
+  float *n0 = kr_zalloc(sizeof(float) * nx),
+        *n1 = kr_zalloc(sizeof(float) * nx);
+  ASSERT_OK(
+      weft_cpu_group_norm(ctx, x, n0, B, C, S, 4, 1e-5f, g, be, WEFT_ACT_SILU));
   ASSERT_OK(weft_cpu_group_norm_cl(ctx, xm, n1, B, C, S, 4, 1e-5f, g, be,
                                    WEFT_ACT_SILU));
   float *nb = moved(n1, B, C, S, false);

@@ -3311,13 +3311,15 @@ static clt clt_setup(weft_cuda_precision prec, bool act16) {
   ASSERT(t.be && t.cpu);
   ASSERT_OK(weft_cuda_set_precision(t.be, prec));
   if (act16)
-    ASSERT_OK(weft_cuda_set_act_dtype(
-        t.be, prec == WEFT_CUDA_BF16 ? WEFT_BF16 : WEFT_F16));
+    ASSERT_OK(weft_cuda_set_act_dtype(t.be, prec == WEFT_CUDA_BF16 ? WEFT_BF16
+                                                                   : WEFT_F16));
   t.act = weft_backend_act_dtype(t.be);
   t.es = weft_dtype_size(t.act);
   t.seed = 4242;
   printf("precision %s, activations %s\n", weft_cuda_precision_name(prec),
-         t.act == WEFT_F32 ? "fp32" : t.act == WEFT_F16 ? "fp16" : "bf16");
+         t.act == WEFT_F32   ? "fp32"
+         : t.act == WEFT_F16 ? "fp16"
+                             : "bf16");
   return t;
 }
 
@@ -3340,8 +3342,8 @@ static void *clt_rnd(clt *t, int64_t n, float lo, float hi) {
 static void *clt_up(clt *t, const void *h, size_t bytes) {
   void *d = t->be->iface->buffer_alloc(t->be, bytes);
   ASSERT(d);
-  ASSERT_OK(t->be->iface->buffer_copy(t->be, d, h, bytes,
-                                      WEFT_COPY_HOST_TO_DEVICE));
+  ASSERT_OK(
+      t->be->iface->buffer_copy(t->be, d, h, bytes, WEFT_COPY_HOST_TO_DEVICE));
   return d;
 }
 
@@ -3410,25 +3412,32 @@ static void clt_conv(clt *t, const char *name, const conv_shape *c, bool hwc,
   const int64_t nw = c->cout * c->cin * kk;
   void *x = clt_rnd(t, nx, -2, 3), *res = clt_rnd(t, ny, -1, 1);
   void *ch = clt_rnd(t, c->b * c->cout, -1, 1);
-  float *w = rnd(&t->seed, nw, -0.1f, 0.1f), *bias = rnd(&t->seed, c->cout, -1, 1);
-  float *g = rnd(&t->seed, c->cin, 0.5f, 1.5f), *bt = rnd(&t->seed, c->cin, -.5f, .5f);
+  float *w = rnd(&t->seed, nw, -0.1f, 0.1f),
+        *bias = rnd(&t->seed, c->cout, -1, 1);
+  float *g = rnd(&t->seed, c->cin, 0.5f, 1.5f),
+        *bt = rnd(&t->seed, c->cin, -.5f, .5f);
   float *wh = hwc_of(w, c->cout, c->cin, kk);
   void *xm = clt_move(x, t->es, c->b, c->cin, sx, true);
   void *rm = clt_move(res, t->es, c->b, c->cout, sy, true);
-  void *dx = clt_up(t, x, (size_t)nx * t->es), *dxm = clt_up(t, xm, (size_t)nx * t->es);
-  void *dres = clt_up(t, res, (size_t)ny * t->es), *drm = clt_up(t, rm, (size_t)ny * t->es);
+  void *dx = clt_up(t, x, (size_t)nx * t->es),
+       *dxm = clt_up(t, xm, (size_t)nx * t->es);
+  void *dres = clt_up(t, res, (size_t)ny * t->es),
+       *drm = clt_up(t, rm, (size_t)ny * t->es);
   void *dch = clt_up(t, ch, (size_t)(c->b * c->cout) * t->es);
   float *dw = clt_up(t, hwc ? wh : w, (size_t)nw * 4);
   float *db = clt_up(t, bias, (size_t)c->cout * 4);
-  float *dg = clt_up(t, g, (size_t)c->cin * 4), *dbt = clt_up(t, bt, (size_t)c->cin * 4);
-  void *dy = clt_poison(t, ny), *dyc = clt_poison(t, ny), *dn = clt_poison(t, nx);
+  float *dg = clt_up(t, g, (size_t)c->cin * 4),
+        *dbt = clt_up(t, bt, (size_t)c->cin * 4);
+  void *dy = clt_poison(t, ny), *dyc = clt_poison(t, ny),
+       *dn = clt_poison(t, nx);
   const weft_conv2d_prenorm pn = {8, 1e-5f, dg, dbt, WEFT_ACT_SILU};
   weft_conv2d_args a = conv_args(c);
   a.weight = dw, a.w_hwc = hwc, a.bias = db;
   if (epi) a.chan_add = dch;
   /* channels first: the prologue where the backend takes it, else
    * group_norm first */
-  a.x = dx, a.y = dy, a.residual = epi ? dres : NULL, a.prenorm = pre ? &pn : NULL;
+  a.x = dx, a.y = dy, a.residual = epi ? dres : NULL,
+  a.prenorm = pre ? &pn : NULL;
   int rc = t->be->iface->conv2d(t->be, &a);
   if (rc == WEFT_EUNSUPPORTED && pre) {
     ASSERT_OK(t->be->iface->group_norm(t->be, dx, dn, c->b, c->cin, sx, 8,
@@ -3448,8 +3457,8 @@ static void clt_conv(clt *t, const char *name, const conv_shape *c, bool hwc,
   if (rc == WEFT_EUNSUPPORTED && pre) {
     ASSERT(t->be->iface->group_norm_cl);
     if (x_cl)
-      ASSERT_OK(t->be->iface->group_norm_cl(t->be, dxm, dn, c->b, c->cin, sx,
-                                            8, 1e-5f, dg, dbt, WEFT_ACT_SILU));
+      ASSERT_OK(t->be->iface->group_norm_cl(t->be, dxm, dn, c->b, c->cin, sx, 8,
+                                            1e-5f, dg, dbt, WEFT_ACT_SILU));
     else
       ASSERT_OK(t->be->iface->group_norm(t->be, dx, dn, c->b, c->cin, sx, 8,
                                          1e-5f, dg, dbt, WEFT_ACT_SILU));
@@ -3479,7 +3488,8 @@ static void clt_norm_up(clt *t, int64_t b, int64_t c, int64_t h, int64_t w,
   const int64_t s = h * w, n = b * c * s;
   void *x = clt_rnd(t, n, -3, 5), *xm = clt_move(x, t->es, b, c, s, true);
   float *g = rnd(&t->seed, c, 0.5f, 1.5f), *bt = rnd(&t->seed, c, -.5f, .5f);
-  void *dx = clt_up(t, x, (size_t)n * t->es), *dxm = clt_up(t, xm, (size_t)n * t->es);
+  void *dx = clt_up(t, x, (size_t)n * t->es),
+       *dxm = clt_up(t, xm, (size_t)n * t->es);
   float *dg = clt_up(t, g, (size_t)c * 4), *dbt = clt_up(t, bt, (size_t)c * 4);
   void *dy = clt_poison(t, n), *dyc = clt_poison(t, n);
   void *du = clt_poison(t, 4 * n), *duc = clt_poison(t, 4 * n);
