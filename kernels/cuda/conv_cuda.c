@@ -338,8 +338,8 @@ static int run_direct(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
  * weight in [c_out, c_in, kk] by now): a pointwise convolution between
  * two such maps is one product over the pixels, the direct kernel reads
  * a channels-last x as it is; anything else runs channels first on moved
- * copies, the residual added once y is back where it goes (even channel
- * counts: the moves' pairs). */
+ * copies (the residual's too: the same sums and roundings; even channel
+ * counts, the moves' pairs). */
 static int conv_cl(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                    int64_t h_out, int64_t w_out) {
   const int64_t sx = a->h_in * a->w_in, sy = h_out * w_out;
@@ -385,6 +385,12 @@ static int conv_cl(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                         .acts = WEFT_GEMM_ACT_A | WEFT_GEMM_ACT_C};
     rc = weft__cuda_gemm(ctx, &g);
     weft__cuda_free(ctx, btmp);
+    if (!rc && a->residual)
+      rc = weft__cuda_check(ctx,
+                            weft__cu_conv_epilogue(ctx->stream, ctx->act, a->y,
+                                                   NULL, a->residual, 1, ny, 1,
+                                                   ny),
+                            "conv2d: the residual");
   } else {
     if ((a->x_nhwc && a->c_in % 2) || (a->y_nhwc && a->c_out % 2))
       return weft__cuda_fail(ctx, WEFT_EUNSUPPORTED,
@@ -397,9 +403,14 @@ static int conv_cl(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
             ? weft__cuda_alloc(ctx, (size_t)(a->batch * a->c_in * sx) * es)
             : NULL;
     void *ty = a->y_nhwc ? weft__cuda_alloc(ctx, (size_t)ny * es) : NULL;
+    void *tr = a->y_nhwc && a->residual
+                   ? weft__cuda_alloc(ctx, (size_t)ny * es)
+                   : NULL;
     weft_conv2d_args c = *a;
     c.x_nhwc = c.y_nhwc = 0;
-    if ((a->x_nhwc && !tx) || (a->y_nhwc && !ty)) rc = WEFT_ENOMEM;
+    if ((a->x_nhwc && !tx) || (a->y_nhwc && !ty) ||
+        (a->y_nhwc && a->residual && !tr))
+      rc = WEFT_ENOMEM;
     if (!rc && tx) {
       rc = weft__cuda_check(ctx,
                             weft__cu_nhwc_unpack(ctx->stream, a->x, ctx->act,
@@ -409,7 +420,17 @@ static int conv_cl(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                             "conv2d: x channels first");
       c.x = tx, c.x_bstride = 0;
     }
-    if (ty) c.y = ty, c.y_bstride = 0, c.residual = NULL;
+    /* the residual moved too: the epilogue's sums and roundings are the
+     * channels-first way's */
+    if (!rc && tr)
+      rc = weft__cuda_check(ctx,
+                            weft__cu_nhwc_unpack(ctx->stream, a->residual,
+                                                 ctx->act, a->batch, h_out,
+                                                 w_out, a->c_out, NULL, NULL,
+                                                 NULL, tr, ctx->act,
+                                                 a->c_out * sy, sy, 0),
+                            "conv2d: the residual channels first");
+    if (ty) c.y = ty, c.y_bstride = 0, c.residual = tr;
     if (!rc) rc = weft__cuda_conv2d(ctx, &c);
     if (!rc && ty)
       rc = weft__cuda_check(
@@ -420,13 +441,8 @@ static int conv_cl(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
           "conv2d: y channels last");
     weft__cuda_free(ctx, tx);
     weft__cuda_free(ctx, ty);
+    weft__cuda_free(ctx, tr);
   }
-  if (!rc && a->y_nhwc && a->residual)
-    rc = weft__cuda_check(ctx,
-                          weft__cu_conv_epilogue(ctx->stream, ctx->act, a->y,
-                                                 NULL, a->residual, 1, ny, 1,
-                                                 ny),
-                          "conv2d: the residual");
   return rc;
 }
 

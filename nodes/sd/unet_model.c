@@ -432,7 +432,7 @@ void sd_unet_feats_free(weft_backend *be, sd_unet_feats *f) {
  * first).  WEFT_SD_CL=1 or 0 says so on any backend (tests). */
 static bool unet_cl(const sd_unet *m, weft_backend *be) {
   const char *e = getenv("WEFT_SD_CL");
-  const bool want = e && *e ? strcmp(e, "0") != 0 : m->conv_in.w_hwc != 0;
+  const bool want = e && *e ? strcmp(e, "0") != 0 : m->mid_res[0].conv1.w_hwc != 0;
   return want && !m->encoder_only && weft_backend_has_cl(be);
 }
 

@@ -344,7 +344,7 @@ static int run_out(weft_backend *be, const vside *s, int groups, float *cur,
  * the CPU's channels-last ops are its NCHW ones on moved maps). */
 static bool dec_cl(const sd_vae *m, weft_backend *be) {
   const char *e = getenv("WEFT_SD_CL");
-  const bool want = e && *e ? strcmp(e, "0") != 0 : m->dec.conv_in.w_hwc != 0;
+  const bool want = e && *e ? strcmp(e, "0") != 0 : m->dec.mid.res[0].conv1.w_hwc != 0;
   return want && weft_backend_has_cl(be);
 }
 
