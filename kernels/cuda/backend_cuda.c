@@ -509,7 +509,7 @@ static int be_group_norm_cl(weft_backend *be, const float *x, float *y,
   if (batch == 0) return 0;
   ENTER(ctx);
   void *scratch = weft__cuda_scratch(
-      ctx, weft__cu_gn_stats_bytes(batch, channels, spatial, groups));
+      ctx, weft__cu_gn_stats_cl_bytes(batch, channels, spatial));
   if (!scratch) return WEFT_ENOMEM;
   return LAUNCHED(ctx,
                   weft__cu_group_norm_cl(ctx->stream, ctx->act, x, y, batch,

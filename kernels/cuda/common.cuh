@@ -115,6 +115,36 @@ __device__ __forceinline__ void weft_cu_st16(T *p, const float *v) {
   *reinterpret_cast<uint4 *>(p) = u;
 }
 
+// V values at p (V = 8: 16-byte aligned, 16 bytes of 16-bit values or
+// two of floats; V = 1: one value), widened / rounded one by one.
+template <typename T, int V>
+__device__ __forceinline__ void weft_cu_ldv(const T *p, float *v) {
+  if constexpr (V == 8 && sizeof(T) == 2) {
+    weft_cu_ld16(p, v);
+  } else if constexpr (V == 8) {
+    weft_cu_ld16(p, v);
+    weft_cu_ld16(p + 4, v + 4);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; i++)
+      v[i] = weft_cu_ld(p + i);
+  }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void weft_cu_stv(T *p, const float *v) {
+  if constexpr (V == 8 && sizeof(T) == 2) {
+    weft_cu_st16(p, v);
+  } else if constexpr (V == 8) {
+    weft_cu_st16(p, v);
+    weft_cu_st16(p + 4, v + 4);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; i++)
+      weft_cu_st(p + i, v[i]);
+  }
+}
+
 // p aligned for weft_cu_ld4/st4 of T.
 template <typename T> static inline bool weft_cu_aligned4(const void *p) {
   return ((uintptr_t)p % (4 * sizeof(T))) == 0;

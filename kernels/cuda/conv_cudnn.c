@@ -1243,9 +1243,12 @@ static int nhwc_prepare(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   const size_t nw = (size_t)(a->c_out * a->c_in * a->k_h * a->k_w);
   l->gn_off = l->w_off + (l->w_own ? align256(nw * 2) : 0);
   l->total = l->gn_off;
+  const int64_t sp = a->h_in * a->w_in;
   if (a->prenorm)
-    l->total += align256(weft__cu_gn_stats_bytes(
-        batch, a->c_in, a->h_in * a->w_in, a->prenorm->groups));
+    l->total += align256(
+        a->x_nhwc ? weft__cu_gn_stats_cl_bytes(batch, a->c_in, sp)
+                  : weft__cu_gn_stats_bytes(batch, a->c_in, sp,
+                                            a->prenorm->groups));
   if (ctx->scratch_limit && l->total > ctx->scratch_limit / 4)
     return WEFT_EUNSUPPORTED;
   return 0;

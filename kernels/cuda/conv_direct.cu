@@ -5,9 +5,6 @@
 // ms for the VAE's 128 -> 3 at 512x512 (262144 pixels, 1152 taps each),
 // cuDNN does not take 3 channels, and the work is bound by reading x once.
 //
-// x may be channels last (x_nhwc; y is channels first): the same
-// products in the same order, read through other strides.
-//
 // A block of 256 threads takes 256 / S output pixels, S input-channel
 // slices each (slice s takes channels s, s + S, ...; S from 1 to 16, more
 // where the pixels are few so that the GPU fills: 16 for the UNet's 8192,
@@ -35,9 +32,8 @@ struct cd_params {
   const void *x;
   const float *w, *bias;
   void *y;
-  int64_t xs, ys;   // batch strides
-  int64_t xcs, xps; // x's channel and pixel strides (NCHW or NHWC)
-  int64_t pixels;   // batch * h_out * w_out
+  int64_t xs, ys; // batch strides
+  int64_t pixels; // batch * h_out * w_out
   int cin, hin, win, hout, wout, kh, kw, sh, sw, pt, pl, cout, slices;
 };
 
@@ -83,7 +79,7 @@ __global__ void __launch_bounds__(CD_THREADS) conv_direct(const cd_params p) {
     const T *xb = (const T *)p.x + b * p.xs;
     const int y0 = oy * p.sh - p.pt, x0 = ox * p.sw - p.pl;
     for (int c = slice; c < p.cin; c += S) {
-      const T *xc = xb + (int64_t)c * p.xcs;
+      const T *xc = xb + (int64_t)c * p.hin * p.win;
       const float4 *wc = wsm4 + c * taps * (CO / 4);
 #pragma unroll
       for (int ky = 0; ky < kh; ky++) {
@@ -93,7 +89,7 @@ __global__ void __launch_bounds__(CD_THREADS) conv_direct(const cd_params p) {
         for (int kx = 0; kx < kw; kx++) {
           const int ix = x0 + kx;
           if (ix < 0 || ix >= p.win) continue;
-          float v = weft_cu_ld(xc + ((int64_t)iy * p.win + ix) * p.xps);
+          float v = weft_cu_ld(xc + (int64_t)iy * p.win + ix);
           if (sizeof(T) == 4) v = cd_round<R>(v);
           const float4 *wt = wc + (ky * kw + kx) * (CO / 4);
 #pragma unroll
@@ -179,9 +175,6 @@ weft__cu_conv_direct(cudaStream_t s, const weft_conv2d_args *a, const float *w,
   p.y = a->y;
   p.xs = xs;
   p.ys = ys;
-  /* x channels last: a pixel's channels side by side */
-  p.xcs = a->x_nhwc ? 1 : a->h_in * a->w_in;
-  p.xps = a->x_nhwc ? a->c_in : 1;
   p.pixels = a->batch * h_out * w_out;
   p.cin = (int)a->c_in;
   p.hin = (int)a->h_in;

@@ -481,7 +481,10 @@ cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
                               const float *beta, void *scratch,
                               const void **ss);
 /* The same (scale, shift) table of a channels-last x [batch][spatial]
- * [channels], and group_norm_cl (scratch of weft__cu_gn_stats_bytes). */
+ * [channels], and group_norm_cl, each with a scratch of
+ * weft__cu_gn_stats_cl_bytes. */
+size_t weft__cu_gn_stats_cl_bytes(int64_t batch, int64_t channels,
+                                  int64_t spatial);
 cudaError_t weft__cu_gn_stats_cl(cudaStream_t s, int dt, const void *x,
                                  int64_t batch, int64_t channels,
                                  int64_t spatial, int64_t groups, float eps,

@@ -242,34 +242,6 @@ extern "C" cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src,
 // V channels a thread (8: 16 bytes of 16-bit values; 1 where the channels
 // or the pointers do not allow vectors), one band row a grid row.
 
-template <typename T, int V>
-__device__ __forceinline__ void ld_v(const T *p, float *v) {
-  if constexpr (V == 8 && sizeof(T) == 2) {
-    weft_cu_ld16(p, v);
-  } else if constexpr (V == 8) {
-    weft_cu_ld16(p, v);
-    weft_cu_ld16(p + 4, v + 4);
-  } else {
-#pragma unroll
-    for (int i = 0; i < V; i++)
-      v[i] = weft_cu_ld(p + i);
-  }
-}
-
-template <typename T, int V>
-__device__ __forceinline__ void st_v(T *p, const float *v) {
-  if constexpr (V == 8 && sizeof(T) == 2) {
-    weft_cu_st16(p, v);
-  } else if constexpr (V == 8) {
-    weft_cu_st16(p, v);
-    weft_cu_st16(p + 4, v + 4);
-  } else {
-#pragma unroll
-    for (int i = 0; i < V; i++)
-      weft_cu_st(p + i, v[i]);
-  }
-}
-
 // dst[(n * hb + r) * wb + q][c] = x[n * xs + ((row0 + r) * w + q - pl) * c_in
 // + c], zero outside the image; with ss act(fma(x, scale, shift)) as the
 // channels-first move does.  Grid: x over a band row's wb * c_in / V items,
@@ -288,7 +260,7 @@ __global__ void cl_copy_kernel(const TI *__restrict__ x, int64_t xs, int c_in,
     float v[V];
     const bool in = row >= 0 && row < h && col >= 0 && col < w;
     if (in) {
-      ld_v<TI, V>(x + n * xs + ((int64_t)row * w + col) * c_in + c, v);
+      weft_cu_ldv<TI, V>(x + n * xs + ((int64_t)row * w + col) * c_in + c, v);
       if constexpr (ACT != ACT_NO_SS) {
         const float2 *f = ss + (int64_t)n * c_in + c;
 #pragma unroll
@@ -301,7 +273,7 @@ __global__ void cl_copy_kernel(const TI *__restrict__ x, int64_t xs, int c_in,
       for (int k = 0; k < V; k++)
         v[k] = 0.0f;
     }
-    st_v<TO, V>(dst + ((int64_t)nr * wb + q) * c_in + c, v);
+    weft_cu_stv<TO, V>(dst + ((int64_t)nr * wb + q) * c_in + c, v);
   }
 }
 
@@ -365,9 +337,9 @@ __global__ void cl_epilogue_kernel(const TS *__restrict__ src, int pix,
   const int o = i % (c_out / V) * V;
   for (int n = blockIdx.y; n < batch; n += gridDim.y) {
     float v[V], r[V];
-    ld_v<TS, V>(src + ((int64_t)n * pix) * c_out + (int64_t)i * V, v);
+    weft_cu_ldv<TS, V>(src + ((int64_t)n * pix) * c_out + (int64_t)i * V, v);
     const int64_t at = n * ys + off * c_out + (int64_t)i * V;
-    if (RES) ld_v<TY, V>(res + at, r);
+    if (RES) weft_cu_ldv<TY, V>(res + at, r);
 #pragma unroll
     for (int k = 0; k < V; k++) {
       float t = v[k] + (bias ? bias[o + k] : 0.0f);
@@ -375,7 +347,7 @@ __global__ void cl_epilogue_kernel(const TS *__restrict__ src, int pix,
       if (RES) t = t + r[k];
       v[k] = t;
     }
-    st_v<TY, V>(y + at, v);
+    weft_cu_stv<TY, V>(y + at, v);
   }
 }
 

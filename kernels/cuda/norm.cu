@@ -367,40 +367,133 @@ extern "C" cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
 }
 
 // ---- group norm of channels-last maps --------------------------------------
-// x [batch][spatial][channels]: a group is cpg channels of every pixel.  A
-// chunk is GN_CHUNK of the group's values in (pixel, channel) order, so
-// the moments and their merge are the channels-first kernels' with the
-// values in another order; the chunks of all groups of one pixel range
-// are neighbouring blocks (block = chunk * batch * groups + group), which
-// read the same lines of x.  VEC: cpg, channels and x allow 4-value loads.
+// x [batch][spatial][channels]: a group is cpg channels of every pixel, so
+// a group's values are not contiguous and the channels-first kernels'
+// chunks would read a few bytes of each pixel.  Here each thread takes V
+// channels (a 16-byte vector) of GN_CL_PIX consecutive pixels, the warps
+// reading whole pixels, and keeps per channel the sum and the squared
+// deviations from its own mean (two passes, the second from L1/L2); one
+// block per group then merges its channels' chunks as gn_merge does
+// (Chan et al.; every term >= 0) and writes each channel's (scale, shift).
+// The statistics are those of the channels-first kernels with the values
+// partitioned otherwise: equal up to the order of the sums.
+#define GN_CL_PIX 64
 
-template <typename T, bool VEC>
-__global__ void __launch_bounds__(GN_THREADS)
-    gn_chunk_cl_kernel(const T *__restrict__ x, int64_t spatial,
-                       int64_t channels, int cpg, int64_t groups,
-                       int64_t nchunk, double2 *__restrict__ part) {
-  __shared__ double red[32];
-  const int64_t tg = gridDim.x / nchunk; // batch * groups
-  const int64_t t = blockIdx.x % tg, k = blockIdx.x / tg;
-  const int64_t len = cpg * spatial;
-  const int n = (int)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
-  const T *base =
-      x + (t / groups) * spatial * channels + (t % groups) * (int64_t)cpg;
-  float v[GN_VALS];
+static int64_t gn_cl_chunks(int64_t spatial) {
+  return (spatial + GN_CL_PIX - 1) / GN_CL_PIX;
+}
+
+// part[(image * channels + c) * nk + k] = the moments of channel c over
+// chunk k of the image's pixels.  Grid: x over channels / V * nk threads
+// of an image, y over the batch.
+template <typename T, int V>
+__global__ void gn_chunk_cl_kernel(const T *__restrict__ x, int64_t spatial,
+                                   int64_t channels, int64_t nk,
+                                   double2 *__restrict__ part) {
+  const int64_t cv = channels / V;
+  const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= cv * nk) return;
+  const int64_t k = i / cv, c = (i - k * cv) * V, n = blockIdx.y;
+  const int64_t p0 = k * GN_CL_PIX;
+  const int np = (int)min((int64_t)GN_CL_PIX, spatial - p0);
+  const T *xp = x + (n * spatial + p0) * channels + c;
+  double sum[V], q[V];
+  float v[V];
 #pragma unroll
-  for (int j = 0; j < GN_VALS; j += VEC ? 4 : 1) {
-    const int i = gn_at<VEC>(j);
-    const int64_t g = k * GN_CHUNK + i, p = g / cpg;
-    const T *at = base + p * channels + (g - p * cpg);
-    if constexpr (VEC) {
-      const float4 a = i < n ? weft_cu_ld4(at) : make_float4(0.f, 0.f, 0.f, 0.f);
-      v[j] = a.x, v[j + 1] = a.y, v[j + 2] = a.z, v[j + 3] = a.w;
-    } else {
-      v[j] = i < n ? weft_cu_ld(at) : 0.f;
+  for (int j = 0; j < V; j++)
+    sum[j] = 0, q[j] = 0;
+  for (int p = 0; p < np; p++) {
+    weft_cu_ldv<T, V>(xp + p * channels, v);
+#pragma unroll
+    for (int j = 0; j < V; j++)
+      sum[j] += v[j];
+  }
+  for (int p = 0; p < np; p++) {
+    weft_cu_ldv<T, V>(xp + p * channels, v);
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+      const double d = v[j] - sum[j] / np;
+      q[j] += d * d;
     }
   }
-  const double2 m = gn_moments<VEC>(v, n, red);
-  if (threadIdx.x == 0) part[t * nchunk + k] = m;
+  double2 *out = part + (n * channels + c) * nk + k;
+#pragma unroll
+  for (int j = 0; j < V; j++)
+    out[j * nk] = make_double2(sum[j], q[j]);
+}
+
+// One block (GN_MERGE threads) per (image, group): the mean and rstd from
+// its cpg * nk chunks (the last chunk of each channel may be short), then
+// each channel's (scale, shift).
+__global__ void __launch_bounds__(GN_MERGE)
+    gn_finalize_cl_kernel(const double2 *__restrict__ part, int64_t nk,
+                          int64_t spatial, int64_t channels, int64_t groups,
+                          float eps, const float *__restrict__ gamma,
+                          const float *__restrict__ beta,
+                          float2 *__restrict__ ss) {
+  __shared__ double red[32];
+  const int64_t t = blockIdx.x, image = t / groups;
+  const int64_t cpg = channels / groups, c0 = (t % groups) * cpg;
+  const double2 *pt = part + (image * channels + c0) * nk;
+  const int64_t m = cpg * nk, len = cpg * spatial;
+  const int tid = (int)threadIdx.x;
+  double s = 0;
+  for (int64_t j = tid; j < m; j += GN_MERGE)
+    s += pt[j].x;
+  const double mean = weft_cu_block_sum(s, red) / (double)len;
+  double q = 0;
+  for (int64_t j = tid; j < m; j += GN_MERGE) {
+    const int64_t k = j % nk;
+    const double n = (double)min((int64_t)GN_CL_PIX, spatial - k * GN_CL_PIX);
+    const double d = pt[j].x / n - mean;
+    q += pt[j].y + n * d * d;
+  }
+  const double var = weft_cu_block_sum(q, red) / (double)len;
+  const double2 mr = make_double2(mean, 1.0 / sqrt(var + (double)eps));
+  for (int64_t c = tid; c < cpg; c += GN_MERGE)
+    ss[image * channels + c0 + c] = gn_scale_shift(mr, gamma, beta, c0 + c);
+}
+
+static size_t gn_cl_part_bytes(int64_t batch, int64_t channels,
+                               int64_t spatial) {
+  const size_t b =
+      (size_t)(batch * channels * gn_cl_chunks(spatial)) * sizeof(double2);
+  return (b + 255) & ~(size_t)255;
+}
+
+extern "C" size_t weft__cu_gn_stats_cl_bytes(int64_t batch, int64_t channels,
+                                             int64_t spatial) {
+  return gn_cl_part_bytes(batch, channels, spatial) +
+         (size_t)(batch * channels) * sizeof(float2);
+}
+
+template <typename T>
+static float2 *gn_stats_cl(cudaStream_t s, const T *x, int64_t batch,
+                           int64_t channels, int64_t spatial, int64_t groups,
+                           float eps, const float *gamma, const float *beta,
+                           void *scratch) {
+  const int64_t nk = gn_cl_chunks(spatial);
+  double2 *part = static_cast<double2 *>(scratch);
+  float2 *ss = reinterpret_cast<float2 *>(
+      static_cast<char *>(scratch) + gn_cl_part_bytes(batch, channels, spatial));
+  const bool vec = channels % 8 == 0 && weft_cu_aligned16(x);
+  const int64_t items = (vec ? channels / 8 : channels) * nk;
+  const dim3 grid((unsigned)((items + 127) / 128), (unsigned)batch);
+  if (vec)
+    gn_chunk_cl_kernel<T, 8><<<grid, 128, 0, s>>>(x, spatial, channels, nk,
+                                                   part);
+  else
+    gn_chunk_cl_kernel<T, 1><<<grid, 128, 0, s>>>(x, spatial, channels, nk,
+                                                   part);
+  gn_finalize_cl_kernel<<<(unsigned)(batch * groups), GN_MERGE, 0, s>>>(
+      part, nk, spatial, channels, groups, eps, gamma, beta, ss);
+  return ss;
+}
+
+static bool gn_cl_fits(int64_t batch, int64_t channels, int64_t spatial,
+                       int64_t groups) {
+  return batch <= 65535 && batch * groups <= INT32_MAX &&
+         channels * gn_cl_chunks(spatial) / 128 < INT32_MAX;
 }
 
 // y = act(fma(x, scale, shift)) over items of 4 channels of one pixel (I
@@ -431,35 +524,6 @@ __global__ void gn_apply_cl1_kernel(const T *x, T *y,
     const float2 f = ss[(e / image) * channels + e % channels];
     weft_cu_st(y + e, weft_cu_act1(act, fmaf(weft_cu_ld(x + e), f.x, f.y)));
   }
-}
-
-template <typename T>
-static float2 *gn_stats_cl(cudaStream_t s, const T *x, int64_t batch,
-                           int64_t channels, int64_t spatial, int64_t groups,
-                           float eps, const float *gamma, const float *beta,
-                           void *scratch) {
-  const int64_t cpg = channels / groups, len = cpg * spatial;
-  const int64_t nchunk = gn_chunks(len);
-  double2 *part = static_cast<double2 *>(scratch);
-  float2 *ss = reinterpret_cast<float2 *>(
-      static_cast<char *>(scratch) +
-      gn_part_bytes(batch, channels, spatial, groups));
-  const unsigned blocks = (unsigned)(batch * groups * nchunk);
-  if (cpg % 4 == 0 && weft_cu_aligned4<T>(x))
-    gn_chunk_cl_kernel<T, true><<<blocks, GN_THREADS, 0, s>>>(
-        x, spatial, channels, (int)cpg, groups, nchunk, part);
-  else
-    gn_chunk_cl_kernel<T, false><<<blocks, GN_THREADS, 0, s>>>(
-        x, spatial, channels, (int)cpg, groups, nchunk, part);
-  gn_finalize_kernel<<<(unsigned)(batch * groups), GN_MERGE, 0, s>>>(
-      part, nchunk, len, channels, groups, eps, gamma, beta, ss);
-  return ss;
-}
-
-static bool gn_cl_fits(int64_t batch, int64_t channels, int64_t spatial,
-                       int64_t groups) {
-  return batch * groups * gn_chunks(channels / groups * spatial) <= INT32_MAX &&
-         channels / groups <= INT32_MAX;
 }
 
 extern "C" cudaError_t weft__cu_gn_stats_cl(cudaStream_t s, int dt,

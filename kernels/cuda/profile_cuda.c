@@ -249,6 +249,18 @@ static int pf_group_norm(weft_backend *be, const float *x, float *y,
   return rc;
 }
 
+static int pf_group_norm_cl(weft_backend *be, const float *x, float *y,
+                            int64_t batch, int64_t ch, int64_t sp,
+                            int64_t groups, float eps, const float *g,
+                            const float *b, weft_act act) {
+  begin(be);
+  int rc =
+      BASE(be)->group_norm_cl(be, x, y, batch, ch, sp, groups, eps, g, b, act);
+  end(be, 0, rc, "group_norm_cl %lldx%lldx%lld%s", LL(batch), LL(sp), LL(ch),
+      act ? " + act" : "");
+  return rc;
+}
+
 static int pf_layer_norm(weft_backend *be, const float *x, float *y,
                          int64_t rows, int64_t dim, float eps, const float *g,
                          const float *b) {
@@ -318,6 +330,15 @@ static int pf_upsample(weft_backend *be, const float *x, float *y,
   return rc;
 }
 
+static int pf_upsample_cl(weft_backend *be, const float *x, float *y,
+                          int64_t batch, int64_t h, int64_t w, int64_t c) {
+  begin(be);
+  int rc = BASE(be)->upsample_nearest2x_cl(be, x, y, batch, h, w, c);
+  end(be, 0, rc, "upsample2x_cl %lldx%lldx%lldx%lld", LL(batch), LL(h), LL(w),
+      LL(c));
+  return rc;
+}
+
 static int pf_concat(weft_backend *be, int n, const float *const *xs, int ndim,
                      const int64_t *const *shapes, int axis, float *y) {
   begin(be);
@@ -375,6 +396,8 @@ static void prof_iface_init(void) {
   prof_iface.concat = pf_concat;
   prof_iface.timestep_embedding = pf_timestep;
   prof_iface.convert = pf_convert;
+  prof_iface.group_norm_cl = pf_group_norm_cl;
+  prof_iface.upsample_nearest2x_cl = pf_upsample_cl;
 }
 
 bool weft__cuda_is_prof_iface(const weft_backend_iface *iface) {
