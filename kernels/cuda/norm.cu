@@ -370,32 +370,42 @@ extern "C" cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
 // x [batch][spatial][channels]: a group is cpg channels of every pixel, so
 // a group's values are not contiguous and the channels-first kernels'
 // chunks would read a few bytes of each pixel.  Here each thread takes V
-// channels (a 16-byte vector) of GN_CL_PIX consecutive pixels, the warps
+// channels (a 16-byte vector) of a chunk of consecutive pixels, the warps
 // reading whole pixels, and keeps per channel the sum and the squared
 // deviations from its own mean (two passes, the second from L1/L2); one
 // block per group then merges its channels' chunks as gn_merge does
 // (Chan et al.; every term >= 0) and writes each channel's (scale, shift).
 // The statistics are those of the channels-first kernels with the values
-// partitioned otherwise: equal up to the order of the sums.
-#define GN_CL_PIX 64
+// partitioned otherwise: equal up to the order of the sums.  A chunk is 8
+// to 64 pixels: the longest that still gives GN_CL_THREADS threads (on a
+// 64x64 map of 320 channels 64-pixel chunks gave 5120 threads, each
+// waiting on 128 loads in a row: 30 us where the channels-first kernels
+// took 14); the merging block has up to 1024 threads (the VAE's 32 groups
+// of 4 channels x 4096 chunks: 128 threads took most of 158 us).
+#define GN_CL_THREADS 65536
+#define GN_CL_MERGE 1024
 
-static int64_t gn_cl_chunks(int64_t spatial) {
-  return (spatial + GN_CL_PIX - 1) / GN_CL_PIX;
+static int64_t gn_cl_pix(int64_t batch, int64_t channels, int64_t spatial) {
+  const int64_t cv = channels % 8 == 0 ? channels / 8 : channels;
+  int64_t pix = 64;
+  while (pix > 8 && batch * cv * ((spatial + pix - 1) / pix) < GN_CL_THREADS)
+    pix /= 2;
+  return pix;
 }
 
 // part[(image * channels + c) * nk + k] = the moments of channel c over
-// chunk k of the image's pixels.  Grid: x over channels / V * nk threads
-// of an image, y over the batch.
+// chunk k (pix pixels) of the image's pixels.  Grid: x over channels / V *
+// nk threads of an image, y over the batch.
 template <typename T, int V>
 __global__ void gn_chunk_cl_kernel(const T *__restrict__ x, int64_t spatial,
-                                   int64_t channels, int64_t nk,
+                                   int64_t channels, int pix, int64_t nk,
                                    double2 *__restrict__ part) {
   const int64_t cv = channels / V;
   const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= cv * nk) return;
   const int64_t k = i / cv, c = (i - k * cv) * V, n = blockIdx.y;
-  const int64_t p0 = k * GN_CL_PIX;
-  const int np = (int)min((int64_t)GN_CL_PIX, spatial - p0);
+  const int64_t p0 = k * pix;
+  const int np = (int)min((int64_t)pix, spatial - p0);
   const T *xp = x + (n * spatial + p0) * channels + c;
   double sum[V], q[V];
   float v[V];
@@ -422,13 +432,14 @@ __global__ void gn_chunk_cl_kernel(const T *__restrict__ x, int64_t spatial,
     out[j * nk] = make_double2(sum[j], q[j]);
 }
 
-// One block (GN_MERGE threads) per (image, group): the mean and rstd from
-// its cpg * nk chunks (the last chunk of each channel may be short), then
-// each channel's (scale, shift).
-__global__ void __launch_bounds__(GN_MERGE)
+// One block per (image, group): the mean and rstd from its cpg * nk
+// chunks (the last chunk of each channel may be short), then each
+// channel's (scale, shift).
+__global__ void __launch_bounds__(GN_CL_MERGE)
     gn_finalize_cl_kernel(const double2 *__restrict__ part, int64_t nk,
-                          int64_t spatial, int64_t channels, int64_t groups,
-                          float eps, const float *__restrict__ gamma,
+                          int pix, int64_t spatial, int64_t channels,
+                          int64_t groups, float eps,
+                          const float *__restrict__ gamma,
                           const float *__restrict__ beta,
                           float2 *__restrict__ ss) {
   __shared__ double red[32];
@@ -436,28 +447,29 @@ __global__ void __launch_bounds__(GN_MERGE)
   const int64_t cpg = channels / groups, c0 = (t % groups) * cpg;
   const double2 *pt = part + (image * channels + c0) * nk;
   const int64_t m = cpg * nk, len = cpg * spatial;
-  const int tid = (int)threadIdx.x;
+  const int tid = (int)threadIdx.x, nt = (int)blockDim.x;
   double s = 0;
-  for (int64_t j = tid; j < m; j += GN_MERGE)
+  for (int64_t j = tid; j < m; j += nt)
     s += pt[j].x;
   const double mean = weft_cu_block_sum(s, red) / (double)len;
   double q = 0;
-  for (int64_t j = tid; j < m; j += GN_MERGE) {
+  for (int64_t j = tid; j < m; j += nt) {
     const int64_t k = j % nk;
-    const double n = (double)min((int64_t)GN_CL_PIX, spatial - k * GN_CL_PIX);
+    const double n = (double)min((int64_t)pix, spatial - k * pix);
     const double d = pt[j].x / n - mean;
     q += pt[j].y + n * d * d;
   }
   const double var = weft_cu_block_sum(q, red) / (double)len;
   const double2 mr = make_double2(mean, 1.0 / sqrt(var + (double)eps));
-  for (int64_t c = tid; c < cpg; c += GN_MERGE)
+  for (int64_t c = tid; c < cpg; c += nt)
     ss[image * channels + c0 + c] = gn_scale_shift(mr, gamma, beta, c0 + c);
 }
 
 static size_t gn_cl_part_bytes(int64_t batch, int64_t channels,
                                int64_t spatial) {
-  const size_t b =
-      (size_t)(batch * channels * gn_cl_chunks(spatial)) * sizeof(double2);
+  const int64_t pix = gn_cl_pix(batch, channels, spatial);
+  const size_t b = (size_t)(batch * channels * ((spatial + pix - 1) / pix)) *
+                   sizeof(double2);
   return (b + 255) & ~(size_t)255;
 }
 
@@ -472,7 +484,8 @@ static float2 *gn_stats_cl(cudaStream_t s, const T *x, int64_t batch,
                            int64_t channels, int64_t spatial, int64_t groups,
                            float eps, const float *gamma, const float *beta,
                            void *scratch) {
-  const int64_t nk = gn_cl_chunks(spatial);
+  const int64_t pix = gn_cl_pix(batch, channels, spatial);
+  const int64_t nk = (spatial + pix - 1) / pix;
   double2 *part = static_cast<double2 *>(scratch);
   float2 *ss = reinterpret_cast<float2 *>(
       static_cast<char *>(scratch) + gn_cl_part_bytes(batch, channels, spatial));
@@ -480,20 +493,25 @@ static float2 *gn_stats_cl(cudaStream_t s, const T *x, int64_t batch,
   const int64_t items = (vec ? channels / 8 : channels) * nk;
   const dim3 grid((unsigned)((items + 127) / 128), (unsigned)batch);
   if (vec)
-    gn_chunk_cl_kernel<T, 8><<<grid, 128, 0, s>>>(x, spatial, channels, nk,
-                                                   part);
+    gn_chunk_cl_kernel<T, 8><<<grid, 128, 0, s>>>(x, spatial, channels,
+                                                   (int)pix, nk, part);
   else
-    gn_chunk_cl_kernel<T, 1><<<grid, 128, 0, s>>>(x, spatial, channels, nk,
-                                                   part);
-  gn_finalize_cl_kernel<<<(unsigned)(batch * groups), GN_MERGE, 0, s>>>(
-      part, nk, spatial, channels, groups, eps, gamma, beta, ss);
+    gn_chunk_cl_kernel<T, 1><<<grid, 128, 0, s>>>(x, spatial, channels,
+                                                   (int)pix, nk, part);
+  /* a warp per 32 chunks of the group, up to GN_CL_MERGE threads */
+  const int64_t m = channels / groups * nk;
+  const int threads = m >= GN_CL_MERGE ? GN_CL_MERGE
+                      : m <= 32        ? 32
+                                       : (int)((m + 31) / 32 * 32);
+  gn_finalize_cl_kernel<<<(unsigned)(batch * groups), threads, 0, s>>>(
+      part, nk, (int)pix, spatial, channels, groups, eps, gamma, beta, ss);
   return ss;
 }
 
 static bool gn_cl_fits(int64_t batch, int64_t channels, int64_t spatial,
                        int64_t groups) {
   return batch <= 65535 && batch * groups <= INT32_MAX &&
-         channels * gn_cl_chunks(spatial) / 128 < INT32_MAX;
+         channels * ((spatial + 7) / 8) / 128 < INT32_MAX;
 }
 
 // y = act(fma(x, scale, shift)) over items of 4 channels of one pixel (I
