@@ -244,6 +244,15 @@ int sd_run_conv_cl(weft_backend *be, const sd_conv *c, const float *x,
               (epi){NULL, NULL}, (cl_io){x_cl, y_cl}, y, ho, wo);
 }
 
+/* 1 once channels-last maps pay on CUDA (sd_layers.h) */
+#define SD_CL_DEFAULT 0
+
+bool sd_cl_wanted(weft_backend *be, bool hwc) {
+  const char *e = getenv("WEFT_SD_CL");
+  const bool want = e && *e ? strcmp(e, "0") != 0 : SD_CL_DEFAULT && hwc;
+  return want && weft_backend_has_cl(be);
+}
+
 int sd_group_norm(weft_backend *be, bool cl, const float *x, float *y,
                   int64_t b, int64_t c, int64_t spatial, int64_t groups,
                   float eps, const sd_norm *nm, weft_act act) {

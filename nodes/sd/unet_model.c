@@ -424,16 +424,11 @@ void sd_unet_feats_free(weft_backend *be, sd_unet_feats *f) {
   memset(f, 0, sizeof *f);
 }
 
-/* Whether the UNet keeps its maps channels last between its layers:
- * where its 3x3 weights went channels last (CUDA's NHWC convolutions,
- * whose moves into and out of each convolution took about a ninth of a
- * step) and the backend has the channels-last ops; never for a
- * ControlNet's encoder or with its hint (their features stay channels
- * first).  WEFT_SD_CL=1 or 0 says so on any backend (tests). */
+/* Whether the UNet keeps its maps channels last between its layers
+ * (sd_cl_wanted); never for a ControlNet's encoder or with its hint
+ * (their features stay channels first) */
 static bool unet_cl(const sd_unet *m, weft_backend *be) {
-  const char *e = getenv("WEFT_SD_CL");
-  const bool want = e && *e ? strcmp(e, "0") != 0 : m->mid_res[0].conv1.w_hwc != 0;
-  return want && !m->encoder_only && weft_backend_has_cl(be);
+  return !m->encoder_only && sd_cl_wanted(be, m->mid_res[0].conv1.w_hwc);
 }
 
 static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,

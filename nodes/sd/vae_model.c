@@ -336,16 +336,10 @@ static int run_out(weft_backend *be, const vside *s, int groups, float *cur,
   return sd_run_conv_cl(be, &s->conv_out, cur, cl, b, h, w, y, false, &ho, &wo);
 }
 
-/* Whether the decoder keeps its maps channels last between its layers:
- * where its 3x3 weights went channels last (a device whose NHWC
- * convolutions run fastest: CUDA's, whose moves into and out of each
- * convolution were half of a decode's time) and the backend has the
- * channels-last ops.  WEFT_SD_CL=1 or 0 says so on any backend (tests:
- * the CPU's channels-last ops are its NCHW ones on moved maps). */
+/* Whether the decoder keeps its maps channels last between its layers
+ * (sd_cl_wanted) */
 static bool dec_cl(const sd_vae *m, weft_backend *be) {
-  const char *e = getenv("WEFT_SD_CL");
-  const bool want = e && *e ? strcmp(e, "0") != 0 : m->dec.mid.res[0].conv1.w_hwc != 0;
-  return want && weft_backend_has_cl(be);
+  return sd_cl_wanted(be, m->dec.mid.res[0].conv1.w_hwc);
 }
 
 /* the passes on backend memory */

@@ -249,12 +249,12 @@ TEST(channels_last_conv_weights_on_the_emulated_device) {
   unsetenv("WEFT_SD_NHWC");
 }
 
-/* With channels-last weights the UNet and the VAE decoder keep their maps
- * channels last between layers (as on CUDA): the same convolutions and
- * norms on moved maps, the attentions' projections on token rows (other
- * products, so other sums): the CPU's image within a few 1/255 steps,
- * resident and streamed; a ControlNet's UNet keeps its maps channels
- * first. */
+/* With channels-last weights and WEFT_SD_CL=1 the UNet and the VAE
+ * decoder keep their maps channels last between layers: the same
+ * convolutions and norms on moved maps, the attentions' projections on
+ * token rows (other products, so other sums): the CPU's image within a
+ * few 1/255 steps, resident and streamed; a ControlNet's UNet keeps its
+ * maps channels first. */
 TEST(channels_last_maps_on_the_emulated_device) {
   char cpu[4096], emu[4096], str[4096];
   snprintf(cpu, sizeof cpu, "%s/cpu-cl", weft_test_tmpdir());
@@ -262,6 +262,7 @@ TEST(channels_last_maps_on_the_emulated_device) {
   snprintf(str, sizeof str, "%s/emulated-cl-streamed", weft_test_tmpdir());
   free(run("txt2img.yaml", "cpu", NULL, NULL, cpu));
   setenv("WEFT_SD_NHWC", "1", 1);
+  setenv("WEFT_SD_CL", "1", 1);
   free(run("txt2img.yaml", "emulated", NULL, NULL, emu));
   char *evs = run("txt2img.yaml", "emulated", "20M", NULL, str);
   ASSERT_CONTAINS(evs, "blocks stream");
@@ -272,6 +273,7 @@ TEST(channels_last_maps_on_the_emulated_device) {
   free(evs);
   free(cpu_vs_emulated("controlnet.yaml", NULL, NULL,
                        "controlnet_00001_.png"));
+  unsetenv("WEFT_SD_CL");
   unsetenv("WEFT_SD_NHWC");
 }
 
