@@ -476,46 +476,44 @@ static bool act_ok(weft_act act) {
   return act >= 0 && act < WEFT_ACT_COUNT;
 }
 
-static int be_group_norm(weft_backend *be, const float *x, float *y,
-                         int64_t batch, int64_t channels, int64_t spatial,
-                         int64_t groups, float eps, const float *gamma,
-                         const float *beta, weft_act act) {
+/* group_norm on channels-first maps, or with cl on channels-last ones */
+static int group_norm(weft_backend *be, bool cl, const float *x, float *y,
+                      int64_t batch, int64_t channels, int64_t spatial,
+                      int64_t groups, float eps, const float *gamma,
+                      const float *beta, weft_act act) {
   weft__cuda_ctx *ctx = CTX(be);
   if (!x || !y || batch < 0 || channels <= 0 || spatial <= 0 || groups <= 0 ||
       channels % groups != 0 || !act_ok(act))
     return WEFT_EINVAL;
   if (batch == 0) return 0;
   ENTER(ctx);
-  /* the chunks' moments where a group has several (none otherwise) */
+  /* the chunks' moments (channels first: where a group has several) */
   const size_t sb =
-      weft__cu_group_norm_scratch_bytes(batch, channels, spatial, groups);
+      cl ? weft__cu_gn_stats_cl_bytes(batch, channels, spatial)
+         : weft__cu_group_norm_scratch_bytes(batch, channels, spatial, groups);
   void *scratch = sb ? weft__cuda_scratch(ctx, sb) : NULL;
   if (sb && !scratch) return WEFT_ENOMEM;
   return LAUNCHED(ctx,
-                  weft__cu_group_norm(ctx->stream, ctx->act, x, y, batch,
-                                      channels, spatial, groups, eps, gamma,
-                                      beta, (int)act, scratch),
-                  "group_norm");
+                  (cl ? weft__cu_group_norm_cl : weft__cu_group_norm)(
+                      ctx->stream, ctx->act, x, y, batch, channels, spatial,
+                      groups, eps, gamma, beta, (int)act, scratch),
+                  cl ? "group_norm_cl" : "group_norm");
+}
+
+static int be_group_norm(weft_backend *be, const float *x, float *y,
+                         int64_t batch, int64_t channels, int64_t spatial,
+                         int64_t groups, float eps, const float *gamma,
+                         const float *beta, weft_act act) {
+  return group_norm(be, false, x, y, batch, channels, spatial, groups, eps,
+                    gamma, beta, act);
 }
 
 static int be_group_norm_cl(weft_backend *be, const float *x, float *y,
                             int64_t batch, int64_t channels, int64_t spatial,
                             int64_t groups, float eps, const float *gamma,
                             const float *beta, weft_act act) {
-  weft__cuda_ctx *ctx = CTX(be);
-  if (!x || !y || batch < 0 || channels <= 0 || spatial <= 0 || groups <= 0 ||
-      channels % groups != 0 || !act_ok(act))
-    return WEFT_EINVAL;
-  if (batch == 0) return 0;
-  ENTER(ctx);
-  void *scratch = weft__cuda_scratch(
-      ctx, weft__cu_gn_stats_cl_bytes(batch, channels, spatial));
-  if (!scratch) return WEFT_ENOMEM;
-  return LAUNCHED(ctx,
-                  weft__cu_group_norm_cl(ctx->stream, ctx->act, x, y, batch,
-                                         channels, spatial, groups, eps, gamma,
-                                         beta, (int)act, scratch),
-                  "group_norm_cl");
+  return group_norm(be, true, x, y, batch, channels, spatial, groups, eps,
+                    gamma, beta, act);
 }
 
 static int be_layer_norm(weft_backend *be, const float *x, float *y,

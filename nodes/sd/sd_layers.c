@@ -566,9 +566,11 @@ out:
   return rc;
 }
 
-/* torch's "nearest": source = floor(dst * in / out), the scale in float */
-static void nearest_host(const float *x, float *y, int64_t planes, int64_t h,
-                         int64_t w, int64_t oh, int64_t ow) {
+/* torch's "nearest": source = floor(dst * in / out), the scale in float,
+ * for planes maps of h x w pixels of px values each (channels first: a
+ * map per channel, px 1; channels last: a map per image, px channels) */
+static void nearest_host(const float *x, float *y, int64_t planes, int64_t px,
+                         int64_t h, int64_t w, int64_t oh, int64_t ow) {
   const float sy = (float)h / (float)oh, sx = (float)w / (float)ow;
   for (int64_t p = 0; p < planes; p++)
     for (int64_t i = 0; i < oh; i++) {
@@ -577,44 +579,31 @@ static void nearest_host(const float *x, float *y, int64_t planes, int64_t h,
       for (int64_t j = 0; j < ow; j++) {
         int64_t sj = (int64_t)floorf((float)j * sx);
         sj = sj < w - 1 ? sj : w - 1;
-        y[(p * oh + i) * ow + j] = x[(p * h + si) * w + sj];
+        memcpy(y + ((p * oh + i) * ow + j) * px,
+               x + ((p * h + si) * w + sj) * px, (size_t)px * sizeof(float));
       }
     }
 }
 
-/* the same on channels-last maps [n, h, w, c] */
-static void nearest_host_cl(const float *x, float *y, int64_t n, int64_t c,
-                            int64_t h, int64_t w, int64_t oh, int64_t ow) {
-  const float sy = (float)h / (float)oh, sx = (float)w / (float)ow;
-  for (int64_t b = 0; b < n; b++)
-    for (int64_t i = 0; i < oh; i++) {
-      int64_t si = (int64_t)floorf((float)i * sy);
-      si = si < h - 1 ? si : h - 1;
-      for (int64_t j = 0; j < ow; j++) {
-        int64_t sj = (int64_t)floorf((float)j * sx);
-        sj = sj < w - 1 ? sj : w - 1;
-        memcpy(y + ((b * oh + i) * ow + j) * c, x + ((b * h + si) * w + sj) * c,
-               (size_t)c * sizeof(float));
-      }
-    }
-}
-
-int sd_upsample_nearest_cl(weft_backend *be, const float *x, float *y,
-                           int64_t n, int64_t c, int64_t h, int64_t w,
-                           int64_t oh, int64_t ow) {
-  if (!weft_backend_has_cl(be)) return WEFT_EUNSUPPORTED;
+static int nearest(weft_backend *be, const float *x, float *y, int64_t planes,
+                   int64_t px, bool cl, int64_t h, int64_t w, int64_t oh,
+                   int64_t ow) {
   if (oh == 2 * h && ow == 2 * w)
-    return be->iface->upsample_nearest2x_cl(be, x, y, n, h, w, c);
+    return cl ? be->iface->upsample_nearest2x_cl(be, x, y, planes, h, w, px)
+              : be->iface->upsample_nearest2x(be, x, y, planes, h, w);
   if (sd_be_is_host(be)) {
-    nearest_host_cl(x, y, n, c, h, w, oh, ow);
+    nearest_host(x, y, planes, px, h, w, oh, ow);
     return 0;
   }
-  size_t nx = (size_t)(n * c * h * w), ny = (size_t)(n * c * oh * ow);
+  /* a device backend has no op for this (odd sizes only): a pure gather,
+   * so doing it on host copies gives the same values */
+  size_t nx = (size_t)(planes * px * h * w),
+         ny = (size_t)(planes * px * oh * ow);
   float *hx = malloc(nx * sizeof *hx), *hy = malloc(ny * sizeof *hy);
   int rc = hx && hy ? 0 : WEFT_ENOMEM;
   if (!rc) rc = sd_act_download(be, hx, x, (int64_t)nx);
   if (!rc) {
-    nearest_host_cl(hx, hy, n, c, h, w, oh, ow);
+    nearest_host(hx, hy, planes, px, h, w, oh, ow);
     rc = sd_act_upload(be, y, hy, (int64_t)ny);
   }
   free(hx);
@@ -625,23 +614,12 @@ int sd_upsample_nearest_cl(weft_backend *be, const float *x, float *y,
 int sd_upsample_nearest(weft_backend *be, const float *x, float *y,
                         int64_t planes, int64_t h, int64_t w, int64_t oh,
                         int64_t ow) {
-  if (oh == 2 * h && ow == 2 * w)
-    return be->iface->upsample_nearest2x(be, x, y, planes, h, w);
-  if (sd_be_is_host(be)) {
-    nearest_host(x, y, planes, h, w, oh, ow);
-    return 0;
-  }
-  /* a device backend has no op for this (odd sizes only): a pure gather,
-   * so doing it on host copies gives the same values */
-  size_t nx = (size_t)(planes * h * w), ny = (size_t)(planes * oh * ow);
-  float *hx = malloc(nx * sizeof *hx), *hy = malloc(ny * sizeof *hy);
-  int rc = hx && hy ? 0 : WEFT_ENOMEM;
-  if (!rc) rc = sd_act_download(be, hx, x, (int64_t)nx);
-  if (!rc) {
-    nearest_host(hx, hy, planes, h, w, oh, ow);
-    rc = sd_act_upload(be, y, hy, (int64_t)ny);
-  }
-  free(hx);
-  free(hy);
-  return rc;
+  return nearest(be, x, y, planes, 1, false, h, w, oh, ow);
+}
+
+int sd_upsample_nearest_cl(weft_backend *be, const float *x, float *y,
+                           int64_t n, int64_t c, int64_t h, int64_t w,
+                           int64_t oh, int64_t ow) {
+  if (!weft_backend_has_cl(be)) return WEFT_EUNSUPPORTED;
+  return nearest(be, x, y, n, c, true, h, w, oh, ow);
 }
