@@ -172,11 +172,8 @@ static int conv2d_cl(weft_cpu_ctx *ctx, const weft_conv2d_args *a,
   if (!rc) rc = weft_cpu_conv2d(ctx, &c);
   if (!rc && ty)
     rc = weft_cpu_nchw_nhwc(ctx, ty, a->y, a->batch, a->c_out, sy, true);
-  if (!rc && ty && a->residual) {
-    float *y = a->y;
-    for (int64_t i = 0; i < ny; i++)
-      y[i] = y[i] + a->residual[i];
-  }
+  if (!rc && ty && a->residual)
+    rc = weft_cpu_scale_add(ctx, a->y, 1.0f, a->y, 1.0f, a->residual, ny);
   free(tx);
   free(ty);
   return rc;

@@ -1320,12 +1320,10 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                               b.h_in, a->pad_left, l.wb, base, want, ss,
                               pn ? (int)pn->act : 0),
                           "conv2d: x channels last");
-    part_end(ctx, part,
-             pn ? (a->x_nhwc ? "x normalized and copied"
-                             : "x normalized and "
-                               "moved")
-                : (a->x_nhwc ? "x copied" : "x moved"),
-             a);
+    static const char *const x_part[2][2] = {
+        {"x moved", "x copied"},
+        {"x normalized and moved", "x normalized and copied"}};
+    part_end(ctx, part, x_part[pn != NULL][a->x_nhwc != 0], a);
     part = weft__cuda_prof_part_begin(ctx);
     if (!rc && graph) {
       rc = g_run(ctx, &g, base, w16, base + l.y_off,

@@ -35,6 +35,7 @@
 #define GN_VALS 16 // values a thread keeps in registers
 #define GN_CHUNK (GN_THREADS * GN_VALS)
 #define GN_MERGE 128
+#define GN_CL_MERGE 1024 // channels last: gn_stats_cl's merging blocks
 
 static int64_t gn_chunks(int64_t len) {
   return (len + GN_CHUNK - 1) / GN_CHUNK;
@@ -98,23 +99,28 @@ __global__ void __launch_bounds__(GN_THREADS)
   if (threadIdx.x == 0) part[blockIdx.x] = m;
 }
 
-// Group t's mean and rstd from its nchunk chunks' moments pt (the first
-// GN_MERGE threads in a strided loop, the rest adding nothing).
-__device__ __forceinline__ double2 gn_merge(const double2 *pt, int64_t nchunk,
-                                            int64_t len, float eps,
-                                            double *red) {
+// A group's mean and rstd from the moments pt of its m chunks: runs of nk
+// chunks, each run `per` values in chunks of `chunk` (the last one may be
+// short; channels first a group is one run, channels last a run per
+// channel), len values in all.  The first nt threads take the chunks in
+// a strided loop, the rest add nothing.
+__device__ __forceinline__ double2 gn_merge(const double2 *pt, int64_t m,
+                                            int64_t nk, int64_t chunk,
+                                            int64_t per, int64_t len,
+                                            float eps, double *red, int nt) {
   const int tid = (int)threadIdx.x;
   double s = 0;
-  if (tid < GN_MERGE)
-    for (int64_t k = tid; k < nchunk; k += GN_MERGE)
-      s += pt[k].x;
+  if (tid < nt)
+    for (int64_t j = tid; j < m; j += nt)
+      s += pt[j].x;
   const double mean = weft_cu_block_sum(s, red) / (double)len;
   double q = 0;
-  if (tid < GN_MERGE)
-    for (int64_t k = tid; k < nchunk; k += GN_MERGE) {
-      const double n = (double)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
-      const double d = pt[k].x / n - mean;
-      q += pt[k].y + n * d * d;
+  if (tid < nt)
+    for (int64_t j = tid; j < m; j += nt) {
+      const int64_t k = j % nk;
+      const double n = (double)min(per - k * chunk, chunk);
+      const double d = pt[j].x / n - mean;
+      q += pt[j].y + n * d * d;
     }
   const double var = weft_cu_block_sum(q, red) / (double)len;
   return make_double2(mean, 1.0 / sqrt(var + (double)eps));
@@ -176,7 +182,8 @@ __global__ void __launch_bounds__(GN_THREADS)
   const double2 m = gn_moments<VEC>(v, n, red);
   if (threadIdx.x == 0) m1 = m;
   __syncthreads();
-  const double2 mr = gn_merge(&m1, 1, len, eps, red);
+  const double2 mr =
+      gn_merge(&m1, 1, 1, GN_CHUNK, len, len, eps, red, GN_MERGE);
   const int64_t cpg = channels / groups, c0 = (t % groups) * cpg;
   for (int64_t c = threadIdx.x; c < cpg; c += blockDim.x)
     ss[c] = gn_scale_shift(mr, gamma, beta, c0 + c);
@@ -184,17 +191,20 @@ __global__ void __launch_bounds__(GN_THREADS)
   gn_store<T, VEC, STV>(y + t * len, v, n, spatial, ss, act);
 }
 
-// One block (GN_MERGE threads) per group: mean and rstd from its chunks,
-// then each channel's (scale, shift).
-__global__ void __launch_bounds__(GN_MERGE)
-    gn_finalize_kernel(const double2 *__restrict__ part, int64_t nchunk,
-                       int64_t len, int64_t channels, int64_t groups, float eps,
+// One block per group (blockDim.x threads: GN_MERGE channels first, up to
+// GN_CL_MERGE channels last): mean and rstd from its m chunks (gn_merge's
+// runs), then each channel's (scale, shift).
+__global__ void __launch_bounds__(GN_CL_MERGE)
+    gn_finalize_kernel(const double2 *__restrict__ part, int64_t m, int64_t nk,
+                       int64_t chunk, int64_t per, int64_t len,
+                       int64_t channels, int64_t groups, float eps,
                        const float *__restrict__ gamma,
                        const float *__restrict__ beta,
                        float2 *__restrict__ ss) {
   __shared__ double red[32];
   const int64_t t = blockIdx.x; // image * groups + group
-  const double2 mr = gn_merge(part + t * nchunk, nchunk, len, eps, red);
+  const double2 mr = gn_merge(part + t * m, m, nk, chunk, per, len, eps, red,
+                              (int)blockDim.x);
   const int64_t cpg = channels / groups;
   const int64_t image = t / groups, c0 = (t % groups) * cpg;
   for (int64_t c = threadIdx.x; c < cpg; c += blockDim.x)
@@ -276,7 +286,8 @@ static float2 *gn_stats(cudaStream_t s, const T *x, int64_t batch,
       <<<(unsigned)(batch * groups * nchunk), GN_THREADS, 0, s>>>(x, len,
                                                                   nchunk, part);
   gn_finalize_kernel<<<(unsigned)(batch * groups), GN_MERGE, 0, s>>>(
-      part, nchunk, len, channels, groups, eps, gamma, beta, ss);
+      part, nchunk, nchunk, GN_CHUNK, len, len, channels, groups, eps, gamma,
+      beta, ss);
   return ss;
 }
 
@@ -372,9 +383,9 @@ extern "C" cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
 // chunks would read a few bytes of each pixel.  Here each thread takes V
 // channels (a 16-byte vector) of a chunk of consecutive pixels, the warps
 // reading whole pixels, and keeps per channel the sum and the squared
-// deviations from its own mean (two passes, the second from L1/L2); one
-// block per group then merges its channels' chunks as gn_merge does
-// (Chan et al.; every term >= 0) and writes each channel's (scale, shift).
+// deviations from its own mean (two passes, the second from L1/L2);
+// gn_finalize_kernel then merges each group's chunks, a run of chunks per
+// channel, and writes each channel's (scale, shift).
 // The statistics are those of the channels-first kernels with the values
 // partitioned otherwise: equal up to the order of the sums.  A chunk is 8
 // to 64 pixels: the longest that still gives GN_CL_THREADS threads (on a
@@ -383,7 +394,6 @@ extern "C" cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
 // took 14); the merging block has up to 1024 threads (the VAE's 32 groups
 // of 4 channels x 4096 chunks: 128 threads took most of 158 us).
 #define GN_CL_THREADS 65536
-#define GN_CL_MERGE 1024
 
 static int64_t gn_cl_pix(int64_t batch, int64_t channels, int64_t spatial) {
   const int64_t cv = channels % 8 == 0 ? channels / 8 : channels;
@@ -432,39 +442,6 @@ __global__ void gn_chunk_cl_kernel(const T *__restrict__ x, int64_t spatial,
     out[j * nk] = make_double2(sum[j], q[j]);
 }
 
-// One block per (image, group): the mean and rstd from its cpg * nk
-// chunks (the last chunk of each channel may be short), then each
-// channel's (scale, shift).
-__global__ void __launch_bounds__(GN_CL_MERGE)
-    gn_finalize_cl_kernel(const double2 *__restrict__ part, int64_t nk,
-                          int pix, int64_t spatial, int64_t channels,
-                          int64_t groups, float eps,
-                          const float *__restrict__ gamma,
-                          const float *__restrict__ beta,
-                          float2 *__restrict__ ss) {
-  __shared__ double red[32];
-  const int64_t t = blockIdx.x, image = t / groups;
-  const int64_t cpg = channels / groups, c0 = (t % groups) * cpg;
-  const double2 *pt = part + (image * channels + c0) * nk;
-  const int64_t m = cpg * nk, len = cpg * spatial;
-  const int tid = (int)threadIdx.x, nt = (int)blockDim.x;
-  double s = 0;
-  for (int64_t j = tid; j < m; j += nt)
-    s += pt[j].x;
-  const double mean = weft_cu_block_sum(s, red) / (double)len;
-  double q = 0;
-  for (int64_t j = tid; j < m; j += nt) {
-    const int64_t k = j % nk;
-    const double n = (double)min((int64_t)pix, spatial - k * pix);
-    const double d = pt[j].x / n - mean;
-    q += pt[j].y + n * d * d;
-  }
-  const double var = weft_cu_block_sum(q, red) / (double)len;
-  const double2 mr = make_double2(mean, 1.0 / sqrt(var + (double)eps));
-  for (int64_t c = tid; c < cpg; c += nt)
-    ss[image * channels + c0 + c] = gn_scale_shift(mr, gamma, beta, c0 + c);
-}
-
 static size_t gn_cl_part_bytes(int64_t batch, int64_t channels,
                                int64_t spatial) {
   const int64_t pix = gn_cl_pix(batch, channels, spatial);
@@ -503,8 +480,10 @@ static float2 *gn_stats_cl(cudaStream_t s, const T *x, int64_t batch,
   const int threads = m >= GN_CL_MERGE ? GN_CL_MERGE
                       : m <= 32        ? 32
                                        : (int)((m + 31) / 32 * 32);
-  gn_finalize_cl_kernel<<<(unsigned)(batch * groups), threads, 0, s>>>(
-      part, nk, (int)pix, spatial, channels, groups, eps, gamma, beta, ss);
+  /* a channel's chunks one after another: the group's cpg * nk in a row */
+  gn_finalize_kernel<<<(unsigned)(batch * groups), threads, 0, s>>>(
+      part, m, nk, pix, spatial, channels / groups * spatial, channels, groups,
+      eps, gamma, beta, ss);
   return ss;
 }
 
@@ -514,34 +493,36 @@ static bool gn_cl_fits(int64_t batch, int64_t channels, int64_t spatial,
          channels * ((spatial + 7) / 8) / 128 < INT32_MAX;
 }
 
-// y = act(fma(x, scale, shift)) over items of 4 channels of one pixel (I
-// as gn_apply_kernel's).
-template <typename T, typename I>
+// y = act(fma(x, scale, shift)) over items of W values (1, or 4 channels
+// of one pixel through weft_cu_ld4 / st4), each value's channel its own
+// (I as gn_apply_kernel's).
+template <typename T, typename I, int W>
 __global__ void gn_apply_cl_kernel(const T *x, T *y,
                                    const float2 *__restrict__ ss, I items,
                                    I channels, I image, int act) {
   for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < items;
        i += (I)gridDim.x * blockDim.x) {
-    const I e = i * 4, n = e / image, c = e % channels;
+    const I e = i * W, n = e / image, c = e % channels;
     const float2 *f = ss + (int64_t)n * channels + c;
-    float4 a = weft_cu_ld4(x + e);
-    a.x = weft_cu_act1(act, fmaf(a.x, f[0].x, f[0].y));
-    a.y = weft_cu_act1(act, fmaf(a.y, f[1].x, f[1].y));
-    a.z = weft_cu_act1(act, fmaf(a.z, f[2].x, f[2].y));
-    a.w = weft_cu_act1(act, fmaf(a.w, f[3].x, f[3].y));
-    weft_cu_st4(y + e, a);
+    if constexpr (W == 4) {
+      float4 a = weft_cu_ld4(x + e);
+      a.x = weft_cu_act1(act, fmaf(a.x, f[0].x, f[0].y));
+      a.y = weft_cu_act1(act, fmaf(a.y, f[1].x, f[1].y));
+      a.z = weft_cu_act1(act, fmaf(a.z, f[2].x, f[2].y));
+      a.w = weft_cu_act1(act, fmaf(a.w, f[3].x, f[3].y));
+      weft_cu_st4(y + e, a);
+    } else {
+      weft_cu_st(y + e, weft_cu_act1(act, fmaf(weft_cu_ld(x + e), f->x, f->y)));
+    }
   }
 }
 
-template <typename T>
-__global__ void gn_apply_cl1_kernel(const T *x, T *y,
-                                    const float2 *__restrict__ ss, int64_t n_all,
-                                    int64_t channels, int64_t image, int act) {
-  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n_all;
-       e += (int64_t)gridDim.x * blockDim.x) {
-    const float2 f = ss[(e / image) * channels + e % channels];
-    weft_cu_st(y + e, weft_cu_act1(act, fmaf(weft_cu_ld(x + e), f.x, f.y)));
-  }
+template <typename T, typename I, int W>
+static void gn_apply_cl(cudaStream_t s, const T *x, T *y, const float2 *ss,
+                        int64_t n, int64_t channels, int64_t image, int act) {
+  gn_apply_cl_kernel<T, I, W>
+      <<<weft_cu_blocks(n / W, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+          x, y, ss, (I)(n / W), (I)channels, (I)image, act);
 }
 
 extern "C" cudaError_t weft__cu_gn_stats_cl(cudaStream_t s, int dt,
@@ -573,20 +554,14 @@ weft__cu_group_norm_cl(cudaStream_t s, int dt, const void *x, void *y,
     T *yt = static_cast<T *>(y);
     const float2 *ss = gn_stats_cl<T>(s, xt, batch, channels, spatial, groups,
                                       eps, gamma, beta, scratch);
-    const unsigned blocks = weft_cu_blocks(n / 4, WEFT_CU_THREADS);
     const bool vec = channels % 4 == 0 && weft_cu_aligned4<T>(xt) &&
                      weft_cu_aligned4<T>(yt);
     if (vec && n <= INT32_MAX)
-      gn_apply_cl_kernel<T, uint32_t><<<blocks, WEFT_CU_THREADS, 0, s>>>(
-          xt, yt, ss, (uint32_t)(n / 4), (uint32_t)channels, (uint32_t)image,
-          act);
+      gn_apply_cl<T, uint32_t, 4>(s, xt, yt, ss, n, channels, image, act);
     else if (vec)
-      gn_apply_cl_kernel<T, int64_t><<<blocks, WEFT_CU_THREADS, 0, s>>>(
-          xt, yt, ss, n / 4, channels, image, act);
+      gn_apply_cl<T, int64_t, 4>(s, xt, yt, ss, n, channels, image, act);
     else
-      gn_apply_cl1_kernel<T>
-          <<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-              xt, yt, ss, n, channels, image, act);
+      gn_apply_cl<T, int64_t, 1>(s, xt, yt, ss, n, channels, image, act);
   });
   return cudaGetLastError();
 }

@@ -327,7 +327,7 @@ static int resnet_conv2(weft_backend *be, const sd_resnet *r, float *t,
                    (epi){NULL, skip}, cl, y);
 }
 
-static int resnet(weft_backend *be, const sd_resnet *r, const float *x,
+int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
                   int64_t b, int64_t h, int64_t w, const float *temb_act,
                   bool cl, float *y) {
   int64_t hw = h * w, ho, wo;
@@ -357,19 +357,7 @@ out:
   return rc;
 }
 
-int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
-                  int64_t b, int64_t h, int64_t w, const float *temb_act,
-                  float *y) {
-  return resnet(be, r, x, b, h, w, temb_act, false, y);
-}
-
-int sd_run_resnet_cl(weft_backend *be, const sd_resnet *r, const float *x,
-                     int64_t b, int64_t h, int64_t w, const float *temb_act,
-                     float *y) {
-  return resnet(be, r, x, b, h, w, temb_act, true, y);
-}
-
-static int resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
+int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
                         int64_t b, int64_t h, int64_t w, const float *temb_act,
                         bool cl, float **out) {
   const int64_t n = b * r->cout * h * w;
@@ -420,18 +408,6 @@ out:
   }
   *out = a;
   return 0;
-}
-
-int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
-                        int64_t b, int64_t h, int64_t w, const float *temb_act,
-                        float **out) {
-  return resnet_owned(be, r, x, b, h, w, temb_act, false, out);
-}
-
-int sd_run_resnet_owned_cl(weft_backend *be, const sd_resnet *r, float *x,
-                           int64_t b, int64_t h, int64_t w,
-                           const float *temb_act, float **out) {
-  return resnet_owned(be, r, x, b, h, w, temb_act, true, out);
 }
 
 int sd_run_linear_from_nchw(weft_backend *be, const sd_linear *l,
@@ -585,11 +561,14 @@ static void nearest_host(const float *x, float *y, int64_t planes, int64_t px,
     }
 }
 
-static int nearest(weft_backend *be, const float *x, float *y, int64_t planes,
-                   int64_t px, bool cl, int64_t h, int64_t w, int64_t oh,
-                   int64_t ow) {
+int sd_upsample_nearest(weft_backend *be, bool cl, const float *x, float *y,
+                        int64_t n, int64_t c, int64_t h, int64_t w, int64_t oh,
+                        int64_t ow) {
+  /* maps of px values a pixel: a map per channel, or per image */
+  const int64_t planes = cl ? n : n * c, px = cl ? c : 1;
+  if (cl && !weft_backend_has_cl(be)) return WEFT_EUNSUPPORTED;
   if (oh == 2 * h && ow == 2 * w)
-    return cl ? be->iface->upsample_nearest2x_cl(be, x, y, planes, h, w, px)
+    return cl ? be->iface->upsample_nearest2x_cl(be, x, y, n, h, w, c)
               : be->iface->upsample_nearest2x(be, x, y, planes, h, w);
   if (sd_be_is_host(be)) {
     nearest_host(x, y, planes, px, h, w, oh, ow);
@@ -597,8 +576,7 @@ static int nearest(weft_backend *be, const float *x, float *y, int64_t planes,
   }
   /* a device backend has no op for this (odd sizes only): a pure gather,
    * so doing it on host copies gives the same values */
-  size_t nx = (size_t)(planes * px * h * w),
-         ny = (size_t)(planes * px * oh * ow);
+  size_t nx = (size_t)(n * c * h * w), ny = (size_t)(n * c * oh * ow);
   float *hx = malloc(nx * sizeof *hx), *hy = malloc(ny * sizeof *hy);
   int rc = hx && hy ? 0 : WEFT_ENOMEM;
   if (!rc) rc = sd_act_download(be, hx, x, (int64_t)nx);
@@ -609,17 +587,4 @@ static int nearest(weft_backend *be, const float *x, float *y, int64_t planes,
   free(hx);
   free(hy);
   return rc;
-}
-
-int sd_upsample_nearest(weft_backend *be, const float *x, float *y,
-                        int64_t planes, int64_t h, int64_t w, int64_t oh,
-                        int64_t ow) {
-  return nearest(be, x, y, planes, 1, false, h, w, oh, ow);
-}
-
-int sd_upsample_nearest_cl(weft_backend *be, const float *x, float *y,
-                           int64_t n, int64_t c, int64_t h, int64_t w,
-                           int64_t oh, int64_t ow) {
-  if (!weft_backend_has_cl(be)) return WEFT_EUNSUPPORTED;
-  return nearest(be, x, y, n, c, true, h, w, oh, ow);
 }

@@ -124,15 +124,12 @@ int sd_group_norm(weft_backend *be, bool cl, const float *x, float *y,
 int sd_run_conv_pad_br(weft_backend *be, const sd_conv *c, const float *x,
                        int64_t b, int64_t h, int64_t w, float *y, int64_t *ho,
                        int64_t *wo);
-/* y = resnet(x, temb_act): temb_act [b, temb_dim] is silu(temb) or NULL */
+/* y = resnet(x, temb_act): temb_act [b, temb_dim] is silu(temb) or NULL;
+ * x [b, cin, h, w] -> y [b, cout, h, w], or with cl x [b, h, w, cin] -> y
+ * [b, h, w, cout] (a backend with the channels-last ops) */
 int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
                   int64_t b, int64_t h, int64_t w, const float *temb_act,
-                  float *y);
-/* sd_run_resnet on channels-last maps: x [b, h, w, cin] -> y [b, h, w,
- * cout] */
-int sd_run_resnet_cl(weft_backend *be, const sd_resnet *r, const float *x,
-                     int64_t b, int64_t h, int64_t w, const float *temb_act,
-                     float *y);
+                  bool cl, float *y);
 /* The same on an owned x (transfer full: x is freed whatever happens),
  * the output in a new buffer *out (transfer full; NULL on failure).  Two
  * maps fewer live at once than sd_run_resnet's x, y, t1 and t2: the
@@ -140,13 +137,8 @@ int sd_run_resnet_cl(weft_backend *be, const sd_resnet *r, const float *x,
  * writes into the first temporary.  The same ops on the same values, so
  * the same bits. */
 int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
-                        int64_t b, int64_t h, int64_t w,
-                        const float *temb_act, float **out);
-/* sd_run_resnet_owned on channels-last maps x [b, h, w, cin] -> *out [b,
- * h, w, cout] (a backend with the channels-last ops) */
-int sd_run_resnet_owned_cl(weft_backend *be, const sd_resnet *r, float *x,
-                           int64_t b, int64_t h, int64_t w,
-                           const float *temb_act, float **out);
+                        int64_t b, int64_t h, int64_t w, const float *temb_act,
+                        bool cl, float **out);
 /* A linear layer applied per pixel of NCHW images, writing channels-last:
  * x [b, in, hw] -> y [b, hw, out] (a 1x1 conv fused with the permute). */
 int sd_run_linear_from_nchw(weft_backend *be, const sd_linear *l,
@@ -155,15 +147,12 @@ int sd_run_linear_from_nchw(weft_backend *be, const sd_linear *l,
  * residual added by the product, as sd_run_linear_add). */
 int sd_run_linear_to_nchw(weft_backend *be, const sd_linear *l, const float *x,
                           int64_t b, int64_t hw, bool add, float *y);
-/* torch's F.interpolate(mode="nearest") of planes h x w -> oh x ow (the
- * backend's 2x kernel when it is exactly 2x; other sizes on the host, on
- * host copies for a device backend). */
-/* The same on channels-last maps: x [n, h, w, c] -> y [n, oh, ow, c] */
-int sd_upsample_nearest_cl(weft_backend *be, const float *x, float *y,
-                           int64_t n, int64_t c, int64_t h, int64_t w,
-                           int64_t oh, int64_t ow);
-int sd_upsample_nearest(weft_backend *be, const float *x, float *y,
-                        int64_t planes, int64_t h, int64_t w, int64_t oh,
+/* torch's F.interpolate(mode="nearest") of n images of c channels, h x w
+ * -> oh x ow: x [n, c, h, w] -> y [n, c, oh, ow], or with cl [n, h, w, c]
+ * -> [n, oh, ow, c] (the backend's 2x kernel when it is exactly 2x; other
+ * sizes on the host, on host copies for a device backend). */
+int sd_upsample_nearest(weft_backend *be, bool cl, const float *x, float *y,
+                        int64_t n, int64_t c, int64_t h, int64_t w, int64_t oh,
                         int64_t ow);
 /* Multi-head attention: x [b, lq, dim] (queries), ctx [b, lk, ctx_dim] or
  * NULL (self-attention) -> y [b, lq, dim] (y += that with add: the

@@ -482,8 +482,7 @@ static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
         rc = WEFT_ENOMEM;
         goto out;
       }
-      if ((rc = (cl ? sd_run_resnet_cl : sd_run_resnet)(be, &lv->res[j], cur, b,
-                                                        hh, ww, temb, nx)))
+      if ((rc = sd_run_resnet(be, &lv->res[j], cur, b, hh, ww, temb, cl, nx)))
         goto out;
       if (lv->attn && (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b,
                                         hh * ww, ctx, ctx_len, cl, nx)))
@@ -514,14 +513,12 @@ static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
     rc = WEFT_ENOMEM;
     goto out;
   }
-  int (*res)(weft_backend *, const sd_resnet *, const float *, int64_t, int64_t,
-             int64_t, const float *, float *) =
-      cl ? sd_run_resnet_cl : sd_run_resnet;
-  if ((rc = res(be, &m->mid_res[0], cur, b, hh, ww, temb, a)) ||
+  if ((rc = sd_run_resnet(be, &m->mid_res[0], cur, b, hh, ww, temb, cl, a)) ||
       (m->mid_has_attn &&
        (rc = run_xformer(be, &m->mid_attn, c->norm_groups, a, b, hh * ww, ctx,
                          ctx_len, cl, a))) ||
-      (rc = res(be, &m->mid_res[1], a, b, hh, ww, temb, f->mid.d))) {
+      (rc = sd_run_resnet(be, &m->mid_res[1], a, b, hh, ww, temb, cl,
+                          f->mid.d))) {
     sd_free(be, a);
     goto out;
   }
@@ -585,8 +582,7 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
       sd_free(be, sk.d), sd_free(be, cur);
       cur = nx;
       if (!rc)
-        rc = (cl ? sd_run_resnet_cl : sd_run_resnet)(be, &lv->res[j], cat, b,
-                                                     hh, ww, temb, nx);
+        rc = sd_run_resnet(be, &lv->res[j], cat, b, hh, ww, temb, cl, nx);
       sd_free(be, cat);
       if (rc) goto out;
       ch = lv->cout;
@@ -605,8 +601,7 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
         rc = WEFT_ENOMEM;
         goto out;
       }
-      rc = cl ? sd_upsample_nearest_cl(be, cur, u, b, ch, hh, ww, th, tw)
-              : sd_upsample_nearest(be, cur, u, b * ch, hh, ww, th, tw);
+      rc = sd_upsample_nearest(be, cl, cur, u, b, ch, hh, ww, th, tw);
       hh = th, ww = tw;
       if (!rc)
         rc =

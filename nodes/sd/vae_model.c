@@ -305,8 +305,7 @@ static int run_mid_attn_cl(weft_backend *be, const vmid *mid, int groups,
 static int run_resnets(weft_backend *be, const vlevel *lv, float **cur,
                        int64_t b, int64_t h, int64_t w, bool cl) {
   for (int j = 0; j < lv->n; j++) {
-    int rc = (cl ? sd_run_resnet_owned_cl : sd_run_resnet_owned)(
-        be, &lv->res[j], *cur, b, h, w, NULL, cur);
+    int rc = sd_run_resnet_owned(be, &lv->res[j], *cur, b, h, w, NULL, cl, cur);
     if (rc) return rc;
   }
   return 0;
@@ -315,8 +314,8 @@ static int run_resnets(weft_backend *be, const vlevel *lv, float **cur,
 static int run_mid(weft_backend *be, const vmid *mid, int groups, float **cur,
                    int64_t b, int64_t ch, int64_t h, int64_t w, bool cl) {
   for (int r = 0; r < 2; r++) {
-    int rc = (cl ? sd_run_resnet_owned_cl : sd_run_resnet_owned)(
-        be, &mid->res[r], *cur, b, h, w, NULL, cur);
+    int rc =
+        sd_run_resnet_owned(be, &mid->res[r], *cur, b, h, w, NULL, cl, cur);
     if (rc) return rc;
     if (r == 0)
       CK((cl ? run_mid_attn_cl : run_mid_attn)(be, mid, groups, *cur, b, ch,
@@ -422,9 +421,8 @@ static int decode(sd_vae *m, weft_backend *be, const float *latent, int64_t b,
     if (lv->has_sample) {
       /* cur goes once upsampled: two maps of the larger size live */
       float *u = sd_alloc(be, b * ch * 4 * h * w);
-      rc = !u   ? WEFT_ENOMEM
-           : cl ? be->iface->upsample_nearest2x_cl(be, cur, u, b, h, w, ch)
-                : be->iface->upsample_nearest2x(be, cur, u, b * ch, h, w);
+      rc = u ? sd_upsample_nearest(be, cl, cur, u, b, ch, h, w, 2 * h, 2 * w)
+             : WEFT_ENOMEM;
       sd_free(be, cur);
       cur = NULL;
       h *= 2, w *= 2;
