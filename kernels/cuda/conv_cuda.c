@@ -147,7 +147,7 @@ static conv_path choose(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   if (weft_conv2d_is_pointwise(a)) return PATH_GEMM;
   int bands;
   if (nhwc_eligible(ctx, a) &&
-      weft__cudnn_conv_nhwc_plan(ctx, a, scratch, &bands) == 0)
+      weft__cudnn_conv_nhwc_plan(ctx, a, scratch, &bands, NULL) == 0)
     return PATH_NHWC;
   ctx->err[0] = 0;
   *scratch = 0;
@@ -174,12 +174,16 @@ const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a) {
     cudaGetLastError();
     return NULL;
   }
-  switch (choose(WEFT__CUDA_CTX(be), a, &ws)) {
+  weft__cuda_ctx *ctx = WEFT__CUDA_CTX(be);
+  int bands, splitk = 0;
+  switch (choose(ctx, a, &ws)) {
   case PATH_GEMM: return "gemm";
   case PATH_DIRECT: return "direct";
   case PATH_CUDNN: return "cudnn";
   case PATH_CUDNN16: return "cudnn16";
-  case PATH_NHWC: return "cudnn_nhwc";
+  case PATH_NHWC:
+    weft__cudnn_conv_nhwc_plan(ctx, a, &ws, &bands, &splitk);
+    return splitk ? "nhwc_splitk" : "cudnn_nhwc";
   default: return "im2col";
   }
 }
@@ -198,7 +202,7 @@ int weft_cuda_conv2d_bands(weft_backend *be, const weft_conv2d_args *a) {
   int bands = 1;
   switch (choose(ctx, a, &ws)) {
   case PATH_CUDNN16: bands = weft__cudnn_conv16_bands(ctx, a); break;
-  case PATH_NHWC: weft__cudnn_conv_nhwc_plan(ctx, a, &ws, &bands); break;
+  case PATH_NHWC: weft__cudnn_conv_nhwc_plan(ctx, a, &ws, &bands, NULL); break;
   default: break;
   }
   return bands;

@@ -1151,12 +1151,55 @@ fail:
  * it lies in y; the same plan between, so the same bits as the moves. */
 typedef struct nhwc_layout {
   int bands;
+  int splitk;           /* the split-K way's slices of K (0: cuDNN) */
   int64_t ho, wo, wb;   /* output size; the padded width */
-  size_t y_off, ws_off; /* in the scratch (x at 0) */
+  size_t y_off, ws_off; /* in the scratch (x at 0); cuDNN's workspace, or */
+  size_t part_off;      /* the split-K way's rows and then its partial sums */
   size_t w_off, gn_off; /* the rounded weight (when w_own), the prologue's */
   size_t total;         /* statistics (when prenorm); the whole */
   bool w_own;
 } nhwc_layout;
+
+/* ---- split-K on the smallest maps ----
+ * On the UNet's 8x8 maps (128 output pixels at batch 2) cuDNN's tiles
+ * leave most SMs of an H200 idle: 1280 -> 1280 channels took 25 us (150
+ * TFLOP/s) in its best measured configuration.  There the padded band
+ * (x moved or copied as for cuDNN, the prologue applied) is spread into
+ * the product's rows, col[p][(ky, kx, c)], and col W^T (W as stored
+ * channels last, [c_out][(ky, kx, c)]) runs as S products over slices of
+ * K in one strided-batched cuBLASLt call, into fp32 partial sums that one
+ * kernel adds in order and rounds into the band's y: what cuDNN writes
+ * there (its output rounded to 16 bits), so the epilogue is the same.  S:
+ * as many slices as give every SM a 128x128 tile, each slice at least 512
+ * deep and a multiple of 8 (a shallower product stays on cuDNN).
+ * WEFT_CUDA_CONV_SPLITK: the most output pixels (batch * h_out * w_out) that
+ * take this way (default 256: the 8x8 maps at batch 2 and the 16x16 ones at
+ * batch 1; 0: none, an A/B switch).  The whole map is one band: a scratch above
+ * the band bytes takes cuDNN. */
+static int64_t splitk_pixels(void) {
+  static int v = -1;
+  int c = __atomic_load_n(&v, __ATOMIC_RELAXED);
+  if (c < 0) {
+    const char *e = getenv("WEFT_CUDA_CONV_SPLITK");
+    c = e && *e ? atoi(e) : 256;
+    if (c < 0) c = 0;
+    __atomic_store_n(&v, c, __ATOMIC_RELAXED);
+  }
+  return c;
+}
+
+static int splitk_slices(const weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                         int64_t pix) {
+  const int64_t k = a->c_in * a->k_h * a->k_w;
+  if (pix > splitk_pixels() || a->k_h * a->k_w < 2) return 0;
+  const int64_t tiles = (pix + 127) / 128 * ((a->c_out + 127) / 128);
+  int64_t s = ctx->sm_count / tiles;
+  if (s > k / 512) s = k / 512;
+  if (s > 32) s = 32;
+  for (; s >= 2; s--)
+    if (k % (8 * s) == 0) return (int)s;
+  return 0;
+}
 
 /* Band j of n: output rows [o0, o1) and the args of its unpadded
  * convolution on the packed input rows. */
@@ -1227,16 +1270,31 @@ static int nhwc_prepare(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   l->w_own = !(weft__cuda_weight_dtype(ctx, a->weight) == want &&
                (uintptr_t)a->weight % 16 == 0);
   size_t xb, yb, ws;
-  int rc = nhwc_plan_bands(ctx, a, l, 1, &xb, &yb, &ws);
-  if (rc) return rc;
-  int n = 1;
-  const size_t whole = align256(xb) + align256(yb) + ws;
-  if (ctx->band_bytes && whole > ctx->band_bytes) {
-    n = (int)((whole + ctx->band_bytes - 1) / ctx->band_bytes);
-    if (n > l->ho) n = (int)l->ho;
-    if ((rc = nhwc_plan_bands(ctx, a, l, n, &xb, &yb, &ws))) return rc;
+  const int64_t pix = batch * l->ho * l->wo;
+  l->bands = 1;
+  if ((l->splitk = splitk_slices(ctx, a, pix))) {
+    const int64_t k = a->c_in * a->k_h * a->k_w;
+    xb = (size_t)(batch * ((l->ho - 1) * a->stride_h + a->k_h) * l->wb *
+                  a->c_in) *
+         2;
+    yb = (size_t)(pix * a->c_out) * 2;
+    const size_t cb = align256((size_t)(pix * k) * 2);
+    ws = cb + (size_t)l->splitk * (size_t)(pix * a->c_out) * 4;
+    l->part_off = align256(xb) + align256(yb) + cb;
+    if (ctx->band_bytes && align256(xb) + align256(yb) + ws > ctx->band_bytes)
+      l->splitk = 0;
   }
-  l->bands = n;
+  if (!l->splitk) {
+    int rc = nhwc_plan_bands(ctx, a, l, 1, &xb, &yb, &ws);
+    if (rc) return rc;
+    const size_t whole = align256(xb) + align256(yb) + ws;
+    if (ctx->band_bytes && whole > ctx->band_bytes) {
+      int n = (int)((whole + ctx->band_bytes - 1) / ctx->band_bytes);
+      if (n > l->ho) n = (int)l->ho;
+      if ((rc = nhwc_plan_bands(ctx, a, l, n, &xb, &yb, &ws))) return rc;
+      l->bands = n;
+    }
+  }
   l->y_off = align256(xb);
   l->ws_off = l->y_off + align256(yb);
   l->w_off = l->ws_off + align256(ws);
@@ -1255,11 +1313,53 @@ static int nhwc_prepare(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
 }
 
 int weft__cudnn_conv_nhwc_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
-                               size_t *scratch, int *bands) {
+                               size_t *scratch, int *bands, int *splitk) {
   nhwc_layout l;
   int rc = nhwc_prepare(ctx, a, &l);
   *scratch = rc ? 0 : l.total;
   *bands = rc ? 0 : l.bands;
+  if (splitk) *splitk = rc ? 0 : l.splitk;
+  return rc;
+}
+
+/* The split-K way between the band's x (at base) and its y (l->y_off):
+ * the rows, the products over K's slices, their sum. */
+static int splitk_run(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
+                      const nhwc_layout *l, int64_t hb, unsigned char *base,
+                      const void *w16) {
+  const weft_dtype want = weft__cuda_compute_dtype(ctx);
+  const int64_t pix = a->batch * l->ho * l->wo;
+  const int64_t k = a->c_in * a->k_h * a->k_w, ks = k / l->splitk;
+  void *col = base + l->ws_off;
+  float *part = (float *)(void *)(base + l->part_off);
+  int rc = weft__cuda_check(ctx,
+                            weft__cu_conv_rows(ctx->stream, base, a->batch, hb,
+                                               l->wb, a->c_in, a->k_h, a->k_w,
+                                               a->stride_h, a->stride_w, l->ho,
+                                               l->wo, col),
+                            "conv2d: the split-K way's rows");
+  weft_gemm_args g = {.m = pix,
+                      .n = a->c_out,
+                      .k = ks,
+                      .trans_b = 1,
+                      .alpha = 1.0f,
+                      .a = col,
+                      .lda = k,
+                      .b = w16,
+                      .ldb = k,
+                      .c = part,
+                      .ldc = a->c_out,
+                      .batch = l->splitk,
+                      .stride_a = ks,
+                      .stride_b = ks,
+                      .stride_c = pix * a->c_out};
+  if (!rc) rc = weft__cuda_gemm_ex(ctx, &g, want, want, WEFT_F32, NULL);
+  if (!rc)
+    rc = weft__cuda_check(ctx,
+                          weft__cu_splitk_sum(ctx->stream, part, l->splitk,
+                                              pix * a->c_out, base + l->y_off,
+                                              want),
+                          "conv2d: the split-K way's sum");
   return rc;
 }
 
@@ -1306,10 +1406,13 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
     nhwc_band(a, &l, l.bands, j, &o0, &o1, &b);
     descs d;
     gplan g;
-    bool own = false, graph = g_plan(ctx, &b, want, &g, &own) == 0;
+    bool own = false, graph = false;
     const view v = {0, 0, 0, 0, 1};
-    ctx->err[0] = 0;
-    if (!graph && (rc = plan_view(ctx, &b, want, &v, &d))) break;
+    if (!l.splitk) {
+      graph = g_plan(ctx, &b, want, &g, &own) == 0;
+      ctx->err[0] = 0;
+      if (!graph && (rc = plan_view(ctx, &b, want, &v, &d))) break;
+    }
     /* while profiling, the three parts' times (weft_cuda_profile_*) */
     /* x's band: moved channels last, or copied where it already is */
     int part = weft__cuda_prof_part_begin(ctx);
@@ -1325,7 +1428,9 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
         {"x normalized and moved", "x normalized and copied"}};
     part_end(ctx, part, x_part[pn != NULL][a->x_nhwc != 0], a);
     part = weft__cuda_prof_part_begin(ctx);
-    if (!rc && graph) {
+    if (!rc && l.splitk) {
+      rc = splitk_run(ctx, a, &l, b.h_in, base, w16);
+    } else if (!rc && graph) {
       rc = g_run(ctx, &g, base, w16, base + l.y_off,
                  g.ws ? base + l.ws_off : NULL);
     } else if (!rc) {
@@ -1339,9 +1444,13 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                              "%d of %d): %s",
                              j, l.bands, cudnnGetErrorString(st));
     }
-    part_end(ctx, part, graph ? "cuDNN (graph API)" : "cuDNN (legacy API)", a);
+    part_end(ctx, part,
+             l.splitk ? "split-K product"
+             : graph  ? "cuDNN (graph API)"
+                      : "cuDNN (legacy API)",
+             a);
     if (graph && own) gplan_free(&g);
-    if (!graph) descs_free(&d);
+    if (!graph && !l.splitk) descs_free(&d);
     part = weft__cuda_prof_part_begin(ctx);
     if (!rc && a->y_nhwc)
       rc = weft__cuda_check(
@@ -1424,11 +1533,12 @@ int weft__cudnn_conv16_bands(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
 }
 
 int weft__cudnn_conv_nhwc_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
-                               size_t *scratch, int *bands) {
+                               size_t *scratch, int *bands, int *splitk) {
   (void)ctx;
   (void)a;
   *scratch = 0;
   *bands = 0;
+  if (splitk) *splitk = 0;
   return WEFT_EUNSUPPORTED;
 }
 

@@ -112,7 +112,9 @@ int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo);
  * padding), "direct" (few output channels), "cudnn" (FP32 precision),
  * "cudnn16" (cuDNN on 16-bit copies of x and y, FP16/BF16 precision),
  * "cudnn_nhwc" (a channels-last weight, w_hwc: cuDNN's NHWC kernels on
- * channels-last bands of x and y, FP16/BF16 precision) or "im2col"; NULL
+ * channels-last bands of x and y, FP16/BF16 precision), "nhwc_splitk"
+ * (the same bands on the smallest maps, the product split over K on
+ * cuBLASLt instead of cuDNN's) or "im2col"; NULL
  * for invalid arguments or a non-CUDA backend.  (transfer none: a static
  * string) */
 const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a);

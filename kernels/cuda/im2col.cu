@@ -105,3 +105,75 @@ extern "C" cudaError_t weft__cu_im2col16(cudaStream_t s,
           p, (const X *)x, (uint16_t *)col, dt));
   return cudaGetLastError();
 }
+
+// ---- the split-K way's rows and sums (conv_cudnn.c) ----
+// col[p][(ky * k_w + kx) * c + ci] = band[b][oy * sh + ky][ox * sw + kx][ci]
+// for output pixel p = (b * ho + oy) * wo + ox of a padded channels-last
+// band [batch][hb][wb][c] of 16-bit values (its padding already zeros):
+// 16 bytes a thread, consecutive threads along one tap's channels.
+__global__ void conv_rows_kernel(const uint4 *__restrict__ band,
+                                 uint4 *__restrict__ col, int c8, int taps,
+                                 int k_w, int sh, int sw, int hb, int wb,
+                                 int ho, int wo, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int c = (int)(i % c8);
+    const int64_t r = i / c8;
+    const int tap = (int)(r % taps);
+    const int64_t p = r / taps;
+    const int ox = (int)(p % wo);
+    const int64_t t = p / wo;
+    const int oy = (int)(t % ho);
+    const int64_t b = t / ho;
+    const int iy = oy * sh + tap / k_w, ix = ox * sw + tap % k_w;
+    col[i] = band[((b * hb + iy) * wb + ix) * c8 + c];
+  }
+}
+
+extern "C" cudaError_t weft__cu_conv_rows(cudaStream_t s, const void *band,
+                                          int64_t batch, int64_t hb,
+                                          int64_t wb, int64_t c, int64_t k_h,
+                                          int64_t k_w, int64_t sh, int64_t sw,
+                                          int64_t ho, int64_t wo, void *col) {
+  if (c % 8 || !weft_cu_aligned16(band) || !weft_cu_aligned16(col))
+    return cudaErrorInvalidValue;
+  const int64_t total = batch * ho * wo * k_h * k_w * (c / 8);
+  if (total == 0) return cudaSuccess;
+  conv_rows_kernel<<<weft_cu_blocks(total, WEFT_CU_THREADS), WEFT_CU_THREADS,
+                     0, s>>>((const uint4 *)band, (uint4 *)col, (int)(c / 8),
+                             (int)(k_h * k_w), (int)k_w, (int)sh, (int)sw,
+                             (int)hb, (int)wb, (int)ho, (int)wo, total);
+  return cudaGetLastError();
+}
+
+// y[i] = part[0][i] + part[1][i] + ... + part[splits - 1][i], summed in
+// that order in fp32 and rounded once to y's type; four values a thread.
+template <typename T>
+__global__ void splitk_sum_kernel(const float4 *__restrict__ part, int splits,
+                                  int64_t n4, T *__restrict__ y) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    float4 v = part[i];
+    for (int s = 1; s < splits; s++) {
+      const float4 u = part[s * n4 + i];
+      v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+    }
+    weft_cu_st4(y + 4 * i, v);
+  }
+}
+
+extern "C" cudaError_t weft__cu_splitk_sum(cudaStream_t s, const float *part,
+                                           int splits, int64_t n, void *y,
+                                           int dt) {
+  if (n % 4 || splits < 1 || !weft_cu_aligned16(part) ||
+      ((uintptr_t)y & (dt == WEFT_F32 ? 15 : 7)))
+    return cudaErrorInvalidValue;
+  const int64_t n4 = n / 4;
+  if (n4 == 0) return cudaSuccess;
+  WEFT_CU_WITH_TYPE(
+      dt, T,
+      splitk_sum_kernel<T>
+      <<<weft_cu_blocks(n4, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+          (const float4 *)part, splits, n4, (T *)y));
+  return cudaGetLastError();
+}

@@ -320,7 +320,7 @@ int weft__cudnn_conv16(weft__cuda_ctx *ctx, const weft_conv2d_args *a);
  * (the caller: the weight back to [c_out, c_in, kk] and the other paths),
  * or WEFT_EDEVICE. */
 int weft__cudnn_conv_nhwc_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
-                               size_t *scratch, int *bands);
+                               size_t *scratch, int *bands, int *splitk);
 /* y = conv(x, w) + bias (a->bias fp32 or NULL), x and y as the
  * activations lie (NCHW): each band of output rows is its input rows
  * moved channels last with the padding as zeros, cuDNN's NHWC
@@ -469,6 +469,19 @@ cudaError_t weft__cu_im2col16(cudaStream_t s, const weft_conv2d_args *a,
                               int64_t w_out, const void *x, int xdt, int64_t xs,
                               int64_t n_img, int64_t n0, int64_t nb, void *col,
                               int dt);
+
+/* The split-K way's rows (conv_cudnn.c): col[p][(ky * k_w + kx) * c +
+ * ci] = band[b][oy * sh + ky][ox * sw + kx][ci] for each output pixel p =
+ * (b * ho + oy) * wo + ox of a padded channels-last band [batch][hb][wb][c]
+ * of 16-bit values (c a multiple of 8, both pointers 16-byte aligned);
+ * and y (dt) = the sum of splits fp32 partial products part[s][n], in
+ * order of s, rounded once (n a multiple of 4). */
+cudaError_t weft__cu_conv_rows(cudaStream_t s, const void *band, int64_t batch,
+                               int64_t hb, int64_t wb, int64_t c, int64_t k_h,
+                               int64_t k_w, int64_t sh, int64_t sw, int64_t ho,
+                               int64_t wo, void *col);
+cudaError_t weft__cu_splitk_sum(cudaStream_t s, const float *part, int splits,
+                                int64_t n, void *y, int dt);
 
 /* norm.cu: a group norm's (scale, shift) per (image, channel) alone, for
  * a convolution's prologue: *ss (float2 [batch * channels]) inside scratch

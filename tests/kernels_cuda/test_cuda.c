@@ -732,6 +732,13 @@ static bool conv_goes_cudnn16(const conv_shape *c) {
          c->cin % 8 == 0 && c->cout % 8 == 0;
 }
 
+/* The channels-last way: cuDNN's NHWC kernels, or on the smallest maps
+ * the same bands through split-K products (both round y to 16 bits before
+ * the bias). */
+static bool nhwc_way(const char *path) {
+  return !strcmp(path, "cudnn_nhwc") || !strcmp(path, "nhwc_splitk");
+}
+
 /* The GPU's convolution output dy (dense [batch][cout][hw]) against the
  * CPU's yc on the inputs rounded to 16 bits, bias (may be NULL) included.
  * The fp32-output paths differ by summation order only: 1e-4 M.
@@ -743,10 +750,9 @@ static void conv_rounded_check(pair *p, const char *what, const char *path,
                                const float *bias, int64_t batch, int64_t cout,
                                int64_t hw) {
   const int64_t n = batch * cout * hw;
-  const double rel =
-      strcmp(path, "cudnn16") != 0 && strcmp(path, "cudnn_nhwc") != 0 ? 0
-      : p->dt == WEFT_F16                                             ? 0x1p-11
-                                                                      : 0x1p-8;
+  const double rel = strcmp(path, "cudnn16") != 0 && !nhwc_way(path) ? 0
+                     : p->dt == WEFT_F16                             ? 0x1p-11
+                                                                     : 0x1p-8;
   float *mag = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
   ASSERT(mag);
   for (int64_t i = 0; i < n; i++)
@@ -802,10 +808,10 @@ static void conv_case_ex(pair *p, const char *name, const conv_shape *c,
                     algo != WEFT_CUDA_CONV_IM2COL &&
                     weft_cuda_have_cudnn(p->gpu);
   if (nhwc) {
-    ASSERT_STR_EQ(path, "cudnn_nhwc");
+    ASSERT(nhwc_way(path));
     goto run;
   }
-  ASSERT(strcmp(path, "cudnn_nhwc") != 0);
+  ASSERT(!nhwc_way(path));
   /* cuDNN runs fp32 tensors in FP32 precision, 16-bit ones in FP16/BF16 */
   ASSERT(strcmp(path, p->dt == WEFT_F32 ? "cudnn16" : "cudnn") != 0);
   /* by default: few output channels directly, small maps by im2col */
@@ -1787,6 +1793,21 @@ TEST(conv2d_channels_last_weights) {
   teardown(&p);
   p = setup_prec(WEFT_CUDA_FP16);
   conv2d_hwc_body(&p, WEFT_CUDA_CONV_AUTO, 320);
+  /* the 8x8 maps of 1280 and 2560 channels went through split-K products
+   * (K in 12 slices), the 16x16 ones through cuDNN */
+  if (weft_cuda_have_cudnn(p.gpu)) {
+    const size_t sk[] = {1, 5}, dnn[] = {0, 2, 3};
+    for (size_t i = 0; i < 2; i++) {
+      weft_conv2d_args a = conv_args(&hwc_convs[sk[i]]);
+      a.x = a.weight = a.y = (float *)256, a.w_hwc = 1; /* never run */
+      ASSERT_STR_EQ(weft_cuda_conv2d_path(p.gpu, &a), "nhwc_splitk");
+    }
+    for (size_t i = 0; i < 3; i++) {
+      weft_conv2d_args a = conv_args(&hwc_convs[dnn[i]]);
+      a.x = a.weight = a.y = (float *)256, a.w_hwc = 1;
+      ASSERT_STR_EQ(weft_cuda_conv2d_path(p.gpu, &a), "cudnn_nhwc");
+    }
+  }
   conv2d_hwc_body(&p, WEFT_CUDA_CONV_IM2COL, 340);
   /* in row bands: the band bytes far below one band's scratch */
   ASSERT_OK(weft_cuda_set_conv_band_bytes(p.gpu, (size_t)1 << 20));
@@ -1812,6 +1833,7 @@ TEST(conv2d_prenorm_on_the_channels_last_way) {
       {2, 320, 20, 12, 320, 3, 3, 1, 1, 1, 1, 1, 1},
       {1, 32, 17, 9, 16, 3, 3, 2, 2, 0, 0, 1, 1},
       {2, 32, 128, 128, 64, 3, 3, 1, 1, 1, 1, 1, 1}, /* y back: 2 px a thread */
+      {2, 256, 8, 8, 128, 3, 3, 1, 1, 1, 1, 1, 1},   /* split-K, not banded */
   };
   for (int pr = 0; pr < 2; pr++) {
     pair p = setup_prec(pr == 0 ? WEFT_CUDA_FP16 : WEFT_CUDA_BF16);
@@ -1845,7 +1867,8 @@ TEST(conv2d_prenorm_on_the_channels_last_way) {
         weft_conv2d_prenorm dpn = {8, 1e-5f, dg, dbe, WEFT_ACT_SILU};
         a.x = dx, a.weight = dw, a.w_hwc = 1, a.bias = db, a.residual = dres;
         a.y = dy, a.prenorm = &dpn;
-        ASSERT_STR_EQ(weft_cuda_conv2d_path(p.gpu, &a), "cudnn_nhwc");
+        ASSERT_STR_EQ(weft_cuda_conv2d_path(p.gpu, &a),
+                      i == 4 && !banded ? "nhwc_splitk" : "cudnn_nhwc");
         ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
         char what[96];
         snprintf(what, sizeof what, "conv prenorm #%zu%s", i,
@@ -1986,6 +2009,23 @@ TEST(profile_times_the_channels_last_parts) {
   ASSERT_CONTAINS(text, "| conv2d nhwc x moved, 32x24x24 -> 64 | 2 | ");
   ASSERT_CONTAINS(text, "| conv2d nhwc y moved back, 32x24x24 -> 64 | 2 | ");
   ASSERT_CONTAINS(text, "| conv2d nhwc cuDNN (");
+  free(text), free(hx), free(hw);
+  dfree(&p, x), dfree(&p, w), dfree(&p, y);
+  /* an 8x8 map: the split-K product in cuDNN's place */
+  const conv_shape c8 = {2, 256, 8, 8, 128, 3, 3, 1, 1, 1, 1, 1, 1};
+  const int64_t nx8 = 2 * 256 * 64, nw8 = 128 * 256 * 9, ny8 = 2 * 128 * 64;
+  hx = rnd(&s, nx8, -1, 1), hw = rnd(&s, nw8, -.1f, .1f);
+  x = up(&p, hx, nx8), w = up(&p, hw, nw8), y = dpoison(&p, ny8);
+  a = conv_args(&c8);
+  a.x = x, a.weight = w, a.y = y, a.w_hwc = 1;
+  ASSERT_STR_EQ(weft_cuda_conv2d_path(p.gpu, &a), "nhwc_splitk");
+  ASSERT_OK(weft_cuda_profile_start(p.gpu));
+  ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+  text = profile_text(p.gpu, "split-K parts");
+  ASSERT_CONTAINS(text, "| conv2d nhwc x moved, 256x8x8 -> 128 | 1 | ");
+  ASSERT_CONTAINS(text, "| conv2d nhwc split-K product, 256x8x8 -> 128 | 1 | ");
+  ASSERT_CONTAINS(text, "| conv2d nhwc y moved back, 256x8x8 -> 128 | 1 | ");
+  ASSERT(!strstr(text, "cuDNN ("));
   free(text), free(hx), free(hw);
   dfree(&p, x), dfree(&p, w), dfree(&p, y);
   teardown(&p);
@@ -3525,6 +3565,8 @@ static void channels_last_all(weft_cuda_precision prec, bool act16) {
   const conv_shape down = {1, 16, 33, 32, 24, 3, 3, 2, 2, 0, 0, 1, 1};
   const conv_shape pw = {2, 32, 8, 8, 48, 1, 1, 1, 1, 0, 0, 0, 0};
   const conv_shape out = {1, 16, 12, 12, 4, 3, 3, 1, 1, 1, 1, 1, 1};
+  const conv_shape sk = {2, 256, 8, 8, 128, 3, 3, 1, 1, 1, 1, 1, 1};
+  const conv_shape sk2 = {1, 256, 15, 16, 64, 3, 3, 2, 2, 1, 1, 1, 1};
   const int io[3][2] = {{1, 1}, {0, 1}, {1, 0}};
   for (int k = 0; k < 3; k++) {
     const int xc = io[k][0], yc = io[k][1];
@@ -3535,6 +3577,9 @@ static void channels_last_all(weft_cuda_precision prec, bool act16) {
       clt_conv(&t, "conv hwc stride 2", &down, true, false, e, xc, yc);
       clt_conv(&t, "conv 1x1", &pw, false, false, e, xc, yc);
       clt_conv(&t, "conv hwc 4 out", &out, true, false, e, xc, yc);
+      clt_conv(&t, "conv hwc 8x8", &sk, true, true, e, xc, yc);
+      clt_conv(&t, "conv hwc 8x8", &sk, true, false, e, xc, yc);
+      clt_conv(&t, "conv hwc stride 2 to 8x8", &sk2, true, true, e, xc, yc);
     }
     ASSERT_OK(weft_cuda_set_conv_band_bytes(t.be, (size_t)64 << 10));
     clt_conv(&t, "conv hwc in bands", &tall, true, true, true, xc, yc);

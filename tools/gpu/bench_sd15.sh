@@ -35,7 +35,8 @@
 # txt2img_weft.png.
 # Environment: WEFT_BENCH_SKIP (stages to skip, comma-separated),
 # WEFT_BENCH_B_ENV (VAR=value ...: the weft16 stage once more under it,
-# its report in OUT/b, its profile in WEFT_BENCH_PROFILE's name + _b),
+# its report in OUT/b, its profile in WEFT_BENCH_PROFILE's name + _b; up
+# to four such variants separated by ';': b, c, d, e),
 # WEFT_BENCH_DEADLINE (seconds after the start past which stages are
 # skipped, default 510), WEFT_BENCH_COMPILE_S (the compile stage's time box,
 # default 240; what is left before the deadline if less), WEFT_BENCH_COMPILE_MODE (torch.compile's mode, default
@@ -177,19 +178,24 @@ build_ok() {
     stage eager 120 40 "${py[@]}" torch --mode eager "${common[@]}" ${WEFT_BENCH_ARGS:-}
     if [ $have_build = 1 ]; then
       stage weft16 150 40 "${py[@]}" weft --precision fp16 --timeout 120 "${common[@]}" ${WEFT_BENCH_ARGS:-}
-      if [ -n "${WEFT_BENCH_B_ENV:-}" ]; then
-        # the same stage again under more environment (an A/B of a switch),
-        # reported apart in OUT/b; its profile beside the first one's
-        mkdir -p "$parts/b" "$OUT/b"
-        cp "$parts/env.json" "$parts/b/"
-        bcommon=(--work "$work" --parts "$parts/b" --out "$OUT/b" --build "$build")
-        stage weft16b 150 40 env $WEFT_BENCH_B_ENV \
-          WEFT_BENCH_PROFILE="${WEFT_BENCH_PROFILE:+${WEFT_BENCH_PROFILE%.md}_b.md}" \
+      # the same stage again under more environment (an A/B of a switch),
+      # once per ';'-separated variant: b, c, d, ... each reported apart in
+      # OUT/<letter>, its profile beside the first one's
+      letters=(b c d e)
+      IFS=';' read -r -a variants <<<"${WEFT_BENCH_B_ENV:-}"
+      for i in "${!variants[@]}"; do
+        v=${variants[$i]} l=${letters[$i]:-}
+        [ -n "$l" ] && [ -n "${v// /}" ] || continue
+        mkdir -p "$parts/$l" "$OUT/$l"
+        cp "$parts/env.json" "$parts/$l/"
+        bcommon=(--work "$work" --parts "$parts/$l" --out "$OUT/$l" --build "$build")
+        stage "weft16$l" 150 40 env $v \
+          WEFT_BENCH_PROFILE="${WEFT_BENCH_PROFILE:+${WEFT_BENCH_PROFILE%.md}_$l.md}" \
           "${py[@]}" weft --precision fp16 --timeout 120 "${bcommon[@]}" ${WEFT_BENCH_ARGS:-}
-        echo "b: $WEFT_BENCH_B_ENV" >"$OUT/b/env.txt"
+        echo "$l: $v" >"$OUT/$l/env.txt"
         "${py[@]}" report "${bcommon[@]}" ${WEFT_BENCH_ARGS:-} >/dev/null 2>&1 ||
-          say "report (b) failed"
-      fi
+          say "report ($l) failed"
+      done
       stage weft32 150 40 "${py[@]}" weft --precision fp32 --no-run --timeout 120 "${common[@]}" ${WEFT_BENCH_ARGS:-}
       stage vram 100 30 "${py[@]}" vram --precision fp16 --timeout 90 "${common[@]}" ${WEFT_BENCH_ARGS:-}
       # the check on the same folder ("models" left out: the folder is there,
