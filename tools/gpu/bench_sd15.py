@@ -45,6 +45,7 @@ import re
 import os
 import statistics
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -347,14 +348,28 @@ def weft_run(args, precision, vram=None, timeout=300):
     r = {"cmd": " ".join(cmd[1:]), "precision_env": precision, "vram": vram}
     base = baseline_used() if args.device == "cuda" else None
     t0 = time.perf_counter()
+    # each stdout line stamped as it arrives (weft flushes every event): how long the
+    # process took to reach its first event and to exit after its last
+    arrived = []
     with MemPoll() as mp:
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=sub_env(precision))
-            rc, out, err = p.returncode, p.stdout, p.stderr
-        except subprocess.TimeoutExpired as e:
-            rc, out, err = "timeout", (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (
-                e.stdout or ""), str(e)
+        err_file = tempfile.TemporaryFile(mode="w+")
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True, env=sub_env(precision))
+        timer = threading.Timer(timeout, p.kill)
+        timer.start()
+        for line in p.stdout:
+            arrived.append((time.perf_counter() - t0, line))
+        p.wait()
+        timed_out = not timer.is_alive() and p.returncode < 0
+        timer.cancel()
+        err_file.seek(0)
+        err = err_file.read()
+        err_file.close()
+        rc = "timeout" if timed_out else p.returncode
+        out = "".join(line for _, line in arrived)
     r["wall_s"] = round(time.perf_counter() - t0, 3)
+    if arrived:
+        r["first_event_s"] = round(arrived[0][0], 3)
+        r["exit_after_last_event_s"] = round(r["wall_s"] - arrived[-1][0], 3)
     r["exit"] = rc
     nodes = {}
     for line in out.splitlines():
@@ -395,7 +410,8 @@ def weft_run(args, precision, vram=None, timeout=300):
     r["ok"] = rc == 0 and r["png"]
     for line in err.strip().splitlines()[-8:]:
         log(f"  weft: {line}")
-    log(f"weft run{' --vram ' + vram if vram else ''}: exit {rc}, {r['wall_s']:.2f} s, nodes {nodes}, "
+    log(f"weft run{' --vram ' + vram if vram else ''}: exit {rc}, {r['wall_s']:.2f} s (first event at "
+        f"{r.get('first_event_s')} s, exit {r.get('exit_after_last_event_s')} s after the last), nodes {nodes}, "
         f"device peak {mp.peak} MiB (before {base})")
     return r
 
