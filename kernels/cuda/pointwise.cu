@@ -487,10 +487,52 @@ __global__ void upsample_kernel(const T *__restrict__ x, T *__restrict__ y,
   }
 }
 
+// The same, V elements (8 bytes) of a row a thread, written as one
+// 16-byte vector to each of their two output rows: where the rows are a
+// multiple of V long and x and y aligned for it (the VAE's 256x256 map of
+// 256 channels went at 1.7 TB/s one element a thread).
+template <typename T, int V>
+__global__ void upsample_vec_kernel(const T *__restrict__ x,
+                                    T *__restrict__ y, int64_t rows,
+                                    int64_t w) {
+  static_assert(2 * V * sizeof(T) == 16, "16 bytes out a row");
+  const int64_t wv = w / V, n = rows * wv;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = i / wv, c = i - r * wv; // r = plane * h + row
+    const uint2 u = *reinterpret_cast<const uint2 *>(x + r * w + c * V);
+    T in[V], out[2 * V];
+    memcpy(in, &u, sizeof u);
+#pragma unroll
+    for (int j = 0; j < V; j++)
+      out[2 * j] = out[2 * j + 1] = in[j];
+    uint4 o;
+    memcpy(&o, out, sizeof o);
+    T *d = y + r * 4 * w + 2 * c * V; // output rows 2*row and 2*row + 1
+    *reinterpret_cast<uint4 *>(d) = o;
+    *reinterpret_cast<uint4 *>(d + 2 * w) = o;
+  }
+}
+
 extern "C" cudaError_t weft__cu_upsample2x(cudaStream_t s, int dt,
                                            const void *x, void *y,
                                            int64_t planes, int64_t h,
                                            int64_t w) {
+  const int v = dt == WEFT_F32 ? 2 : 4;
+  if (w % v == 0 && ((uintptr_t)x & 7) == 0 && weft_cu_aligned16(y)) {
+    const int64_t n = planes * h * (w / v);
+    if (dt == WEFT_F32)
+      upsample_vec_kernel<float, 2>
+          <<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+              static_cast<const float *>(x), static_cast<float *>(y),
+              planes * h, w);
+    else
+      upsample_vec_kernel<uint16_t, 4>
+          <<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
+              static_cast<const uint16_t *>(x), static_cast<uint16_t *>(y),
+              planes * h, w);
+    return cudaGetLastError();
+  }
   WEFT_CU_WITH_TYPE(
       dt, T,
       upsample_kernel<T>
