@@ -75,6 +75,7 @@ static void ctx_free(weft__cuda_ctx *ctx) {
   weft__cuda_cache_destroy(ctx);
   weft__cuda_ranges_destroy(&ctx->half);
   if (ctx->stream) cudaStreamDestroy(ctx->stream);
+  pthread_mutex_destroy(&ctx->plans_mu);
   free(ctx);
 }
 
@@ -154,6 +155,7 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
     return NULL;
   }
   ctx->device = o.device;
+  ctx->plans_mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   ctx->precision = prec;
   ctx->tf32 = o.allow_tf32 != 0;
   ctx->conv_algo = o.conv_algo;
@@ -266,6 +268,24 @@ int weft_cuda_mem_stats_get(const weft_backend *be, weft_cuda_mem_stats *st) {
   pthread_mutex_lock(&c->mu);
   *st = c->st;
   pthread_mutex_unlock(&c->mu);
+  return 0;
+}
+
+void weft__cuda_plan_time(weft__cuda_ctx *ctx, int what, double seconds) {
+  pthread_mutex_lock(&ctx->plans_mu);
+  weft_cuda_plan_stats *p = &ctx->plans;
+  if (what == 0) p->cudnn_plans++, p->cudnn_s += seconds;
+  if (what == 1) p->lt_plans++, p->lt_s += seconds;
+  if (what == 2) p->cudnn_wait_s += seconds;
+  pthread_mutex_unlock(&ctx->plans_mu);
+}
+
+int weft_cuda_plan_stats_get(const weft_backend *be, weft_cuda_plan_stats *st) {
+  if (!weft_backend_is_cuda(be) || !st) return WEFT_EINVAL;
+  weft__cuda_ctx *ctx = CTX(be);
+  pthread_mutex_lock(&ctx->plans_mu);
+  *st = ctx->plans;
+  pthread_mutex_unlock(&ctx->plans_mu);
   return 0;
 }
 

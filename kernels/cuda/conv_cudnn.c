@@ -1098,7 +1098,9 @@ static int g_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *b, weft_dtype dt,
   gplan g;
   memset(&g, 0, sizeof g);
   memcpy(g.key, key, sizeof key);
+  const double t0 = weft__cuda_now();
   int rc = g_build(ctx, b, dt, &g);
+  weft__cuda_plan_time(ctx, 0, weft__cuda_now() - t0);
   if (c->ng < GPLAN_SLOTS)
     c->g[c->ng++] = g;
   else
@@ -1574,7 +1576,9 @@ void weft__cudnn_start(weft__cuda_ctx *ctx) {
 
 void weft__cudnn_join(weft__cuda_ctx *ctx) {
   if (!ctx->cudnn_starting) return;
+  const double t0 = weft__cuda_now();
   pthread_join(ctx->cudnn_thread, NULL);
+  weft__cuda_plan_time(ctx, 2, weft__cuda_now() - t0);
   ctx->cudnn_starting = false;
   ctx->cudnn_tried = true;
 }

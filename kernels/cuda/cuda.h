@@ -225,6 +225,17 @@ typedef struct weft_cuda_mem_stats {
 
 /* Fills *st (0, or WEFT_EINVAL for a non-CUDA backend). */
 int weft_cuda_mem_stats_get(const weft_backend *be, weft_cuda_mem_stats *st);
+
+/* What the backend's first calls of each shape cost on the host: plans
+ * made (cache misses) and the seconds spent making them, and the wait for
+ * cuDNN's start (weft_cuda_start_cudnn's thread) -- a fresh process's
+ * first image pays these, a warm one none. */
+typedef struct weft_cuda_plan_stats {
+  uint64_t cudnn_plans, lt_plans;
+  double cudnn_s, lt_s, cudnn_wait_s;
+} weft_cuda_plan_stats;
+/* Fills *st (0, or WEFT_EINVAL for a non-CUDA backend). */
+int weft_cuda_plan_stats_get(const weft_backend *be, weft_cuda_plan_stats *st);
 /* cudaMalloc calls so far (0 for a non-CUDA backend). */
 uint64_t weft_cuda_malloc_count(const weft_backend *be);
 /* Waits for the stream and returns every cached (free) block to the

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "kernels/cuda/cuda.h"
 
@@ -70,6 +71,8 @@ typedef struct weft__cuda_ctx {
   void *lt_ws;    /* cuBLASLt workspace (from the cache, made on first use) */
   size_t lt_ws_bytes;
   uint64_t n_lt, n_lt_fallback; /* 16-bit products on cuBLASLt / GemmEx */
+  weft_cuda_plan_stats plans;   /* under plans_mu: what planning cost */
+  pthread_mutex_t plans_mu;
   bool tf32;
   weft_cuda_conv_algo conv_algo;
   bool attn_unfused;    /* weft_cuda_set_fused_attention(be, false) */
@@ -86,6 +89,17 @@ typedef struct weft__cuda_ctx {
 } weft__cuda_ctx;
 
 #define WEFT__CUDA_CTX(be) ((weft__cuda_ctx *)(be)->ctx)
+
+/* Seconds on CLOCK_MONOTONIC. */
+static inline double weft__cuda_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Adds one plan's (or the wait's) seconds to ctx->plans: what 0 for a
+ * cuDNN plan, 1 for a cuBLASLt one, 2 for the wait for cuDNN's start. */
+void weft__cuda_plan_time(weft__cuda_ctx *ctx, int what, double seconds);
 
 /* The integer an environment variable holds (0 when unset or empty), read
  * once into *cache (a static of the caller's, -1 until read; two threads

@@ -2031,6 +2031,48 @@ TEST(profile_times_the_channels_last_parts) {
   teardown(&p);
 }
 
+/* weft_cuda_plan_stats: a plan is counted (and timed) when a shape is
+ * first seen, not when it is met again. */
+TEST(plan_stats_count_first_calls) {
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  weft_cuda_plan_stats st0, st1, st2;
+  ASSERT_EQ(weft_cuda_plan_stats_get(p.cpu, &st0), WEFT_EINVAL);
+  ASSERT_OK(weft_cuda_plan_stats_get(p.gpu, &st0));
+  const conv_shape c = {2, 32, 12, 12, 64, 3, 3, 1, 1, 1, 1, 1, 1};
+  uint64_t s = 77;
+  const int64_t nx = 2 * 32 * 144, nw = 64 * 32 * 9, ny = 2 * 64 * 144;
+  float *hx = rnd(&s, nx, -1, 1), *hw = rnd(&s, nw, -.1f, .1f);
+  float *x = up(&p, hx, nx), *w = up(&p, hw, nw), *y = dpoison(&p, ny);
+  weft_conv2d_args a = conv_args(&c);
+  a.x = x, a.weight = w, a.y = y, a.w_hwc = 1;
+  weft_gemm_args g = {.m = 64,
+                      .n = 96,
+                      .k = 40,
+                      .alpha = 1.0f,
+                      .a = x,
+                      .lda = 40,
+                      .b = x,
+                      .ldb = 96,
+                      .c = y,
+                      .ldc = 96};
+  ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+  ASSERT_OK(p.gpu->iface->gemm(p.gpu, &g));
+  ASSERT_OK(weft_cuda_plan_stats_get(p.gpu, &st1));
+  const bool dnn = weft_cuda_have_cudnn(p.gpu);
+  ASSERT_EQ(st1.cudnn_plans, st0.cudnn_plans + (dnn ? 1 : 0));
+  ASSERT_EQ(st1.lt_plans, st0.lt_plans + (dnn ? 1 : 2)); /* im2col: 2 */
+  ASSERT(st1.cudnn_s >= st0.cudnn_s && st1.lt_s > st0.lt_s);
+  ASSERT_OK(p.gpu->iface->conv2d(p.gpu, &a));
+  ASSERT_OK(p.gpu->iface->gemm(p.gpu, &g));
+  ASSERT_OK(weft_cuda_plan_stats_get(p.gpu, &st2));
+  ASSERT_EQ(st2.cudnn_plans, st1.cudnn_plans);
+  ASSERT_EQ(st2.lt_plans, st1.lt_plans);
+  ASSERT(st2.cudnn_s == st1.cudnn_s && st2.lt_s == st1.lt_s);
+  free(hx), free(hw);
+  dfree(&p, x), dfree(&p, w), dfree(&p, y);
+  teardown(&p);
+}
+
 /* WEFT_CUDA_CONV names the way for a backend made with AUTO; a bad value
  * is refused by name. */
 TEST(conv_algo_from_the_environment) {
