@@ -480,10 +480,6 @@ static int loader_run(weft_call *c) {
   b->host = h;
   for (int p = 0; p < SD_PARTS; p++) pthread_mutex_init(&b->lock[p], NULL);
   pthread_mutex_init(&b->be_mu, NULL);
-  /* the device starts while the weights are read (on an H200 its 0.14 s
-   * beside their 0.7) */
-  sd_be_start dev;
-  sd_backend_start(&dev);
   char *cfg[SD_PARTS] = {0};
   int r = S_ISDIR(st.st_mode) ? open_diffusers(c, bi, path, cfg)
                               : open_single(c, bi, path);
@@ -504,13 +500,8 @@ static int loader_run(weft_call *c) {
   if (!r && (r = weft_clip_tok_load(vocab, &b->tok, err, sizeof err)))
     h->error(c, "%s", err);
   t[LD_TOK] = sd_mono_s();
-  if (r) { /* the device that started is not wanted */
-    if (dev.started) pthread_join(dev.th, NULL);
-    if (dev.be) weft_backend_free(dev.be);
-  } else if (!(b->be = sd_backend_new_from(c, &dev, "the checkpoint", &r)) &&
-             !r) {
+  if (!r && !(b->be = sd_backend_new(c, "the checkpoint", &r)) && !r)
     r = WEFT_ENOMEM;
-  }
   t[LD_DEV] = sd_mono_s();
   if (!r && !sd_be_is_host(b->be)) {
     /* the weights to the device under one budget (WEFT_VRAM, --vram):

@@ -100,49 +100,6 @@ weft_backend *sd_backend_new(weft_call *c, const char *what, int *code) {
   return be;
 }
 
-#if WEFT_SD_CUDA
-static void *start_main(void *arg) {
-  sd_be_start *s = arg;
-  const char *dev = getenv("WEFT_DEVICE");
-  const bool automatic = !dev || !*dev || !strcmp(dev, "auto");
-  if (!automatic && strcmp(dev, "cuda") != 0) return NULL;
-  if (automatic && !weft_cuda_available()) return NULL;
-  char err[512];
-  weft_backend *be = weft_backend_cuda_new_ex(NULL, err, sizeof err);
-  if (be && weft_cuda_set_act_auto(be) != 0) {
-    weft_backend_free(be); /* sd_backend_new says why */
-    be = NULL;
-  }
-  if (be) weft_cuda_start_cudnn(be);
-  s->be = be;
-  return NULL;
-}
-#endif
-
-void sd_backend_start(sd_be_start *s) {
-  s->be = NULL;
-  s->started = false;
-#if WEFT_SD_CUDA
-  s->started = pthread_create(&s->th, NULL, start_main, s) == 0;
-#endif
-}
-
-weft_backend *sd_backend_new_from(weft_call *c, sd_be_start *s,
-                                  const char *what, int *code) {
-  if (s->started) pthread_join(s->th, NULL);
-  s->started = false;
-#if WEFT_SD_CUDA
-  if (s->be) {
-    c->host->log(c, WEFT_LOG_INFO, "%s runs on CUDA device 0 (%s)", what,
-                 weft_cuda_device_name(s->be));
-    weft_backend *be = s->be;
-    s->be = NULL;
-    return be;
-  }
-#endif
-  return sd_backend_new(c, what, code);
-}
-
 static const char *err_text(int r) {
   switch (r) {
 #define SD_ERR_TEXT(name, msg, bad)                                            \

@@ -3,7 +3,6 @@
 #ifndef WEFT_SD_NODES_H
 #define WEFT_SD_NODES_H
 
-#include <pthread.h>
 #include <stdbool.h>
 
 #include "weft/plugin.h"
@@ -52,21 +51,6 @@ void sd_cond_destroy(void *p);
  * after c->host->error, with *code the WEFT_E* code.  (transfer full:
  * weft_backend_free) */
 weft_backend *sd_backend_new(weft_call *c, const char *what, int *code);
-/* The device started ahead: where WEFT_DEVICE asks for CUDA or leaves the
- * choice to the machine, sd_backend_start makes the CUDA backend on a
- * thread of its own (the driver's start, the context, the handles, cuDNN's
- * load) while the caller reads the weights; sd_backend_new_from waits for
- * it and returns it with sd_backend_new's log line, or (nothing started,
- * or it failed) is sd_backend_new, whose messages say why.
- * sd_backend_new_from must follow every sd_backend_start. */
-typedef struct sd_be_start {
-  pthread_t th;
-  bool started;
-  weft_backend *be;
-} sd_be_start;
-void sd_backend_start(sd_be_start *s);
-weft_backend *sd_backend_new_from(weft_call *c, sd_be_start *s,
-                                  const char *what, int *code);
 /* Records that a model call failed: `what` alone on the CPU (as before),
  * with the error and the device's own message on a device backend. */
 void sd_model_error(weft_call *c, const weft_backend *be, int r,
