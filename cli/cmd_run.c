@@ -1,30 +1,12 @@
 /* cmd_run.c - `weft run`, `weft validate` and `weft graph`: the commands that
  * load one graph. */
-#include <dlfcn.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "commands.h"
-
-/* Whether the run leaves out its teardown: it succeeded, a CUDA driver is
- * loaded in the process (a device ran it), and WEFT_EXIT_TEARDOWN is not
- * 1.  Freeing the device's memory, unloading cuDNN and cuBLAS and the
- * context took 0.43 s of a 3.1 s first image on an H200 and changes
- * nothing the run wrote: SaveImage's files are synced and renamed, the
- * events flushed.  Leak checkers (compute-sanitizer, LeakSanitizer) want
- * the teardown: WEFT_EXIT_TEARDOWN=1. */
-static bool quick_exit_wanted(int code) {
-  const char *e = getenv("WEFT_EXIT_TEARDOWN");
-  if (code != 0 || (e && !strcmp(e, "1"))) return false;
-  void *drv = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-  if (!drv) return false;
-  dlclose(drv); /* the reference NOLOAD took */
-  return true;
-}
 
 static void run_usage(FILE *out) {
   fputs("usage: weft run GRAPH [options]\n"
@@ -136,10 +118,6 @@ int weft_cmd_run(int argc, char **argv) {
       code = weft_cli_fail(ctx, r);
     else
       print_outputs(g, json, o.quiet);
-  }
-  if (quick_exit_wanted(code)) {
-    fflush(NULL);
-    _exit(code);
   }
   weft_cli_events_free(ev);
   weft_graph_free(g);
