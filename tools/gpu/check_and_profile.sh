@@ -12,7 +12,10 @@
 #
 # Files in $OUT: summary.txt (each part's exit status, the kernel and model
 # tests' failing cases), bench_table.md, profile.md, bench.json, logs.tgz
-# (every part's own files, in kernels/, bench/ and models/).
+# (every part's own files, in kernels/, bench/ and models/); with
+# WEFT_BENCH_B_ENV (bench_sd15.sh: up to four ';'-separated variants of the
+# weft16 stage) also profile_b.md, profile_c.md, ... and their tables in
+# logs.tgz's bench/b, bench/c, ...
 # Environment: WEFT_BENCH_SKIP (default weft32,vram,check,compile: the
 # stages that a speed change does not need), CHECK_KERNEL_S, CHECK_BENCH_S,
 # CHECK_MODELS_S (each part's time box: 200, 250, 140 s).  The benchmark
