@@ -471,26 +471,12 @@ extern "C" cudaError_t weft__cu_conv_epilogue(cudaStream_t s, int dt, void *y,
 
 // ---- nearest 2x upsampling -------------------------------------------------
 
-// One input element per iteration, written to its 2x2 output block: a
-// copy of the stored value, no conversion.
-template <typename T>
-__global__ void upsample_kernel(const T *__restrict__ x, T *__restrict__ y,
-                                int64_t rows, int64_t w) {
-  const int64_t n = rows * w;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t r = i / w, c = i - r * w; // r = plane * h + row
-    const T v = x[i];
-    T *d = y + r * 4 * w + 2 * c; // output rows 2*row and 2*row + 1
-    d[0] = d[1] = v;
-    d[2 * w] = d[2 * w + 1] = v;
-  }
-}
-
-// The same, V elements (8 bytes) of a row a thread, written as one
-// 16-byte vector to each of their two output rows: where the rows are a
-// multiple of V long and x and y aligned for it (the VAE's 256x256 map of
-// 256 channels went at 1.7 TB/s one element a thread).
+// V elements (8 bytes) of a row a thread, written as one 16-byte vector
+// to each of their two output rows: where the rows are a multiple of V
+// long and x and y aligned for it (the VAE's 256x256 map of 256 channels
+// went at 1.7 TB/s one element a thread).  Elsewhere the planes are
+// channels-last maps of one channel: layout.cu's kernel, an element a
+// thread, copied as stored.
 template <typename T, int V>
 __global__ void upsample_vec_kernel(const T *__restrict__ x,
                                     T *__restrict__ y, int64_t rows,
@@ -533,12 +519,7 @@ extern "C" cudaError_t weft__cu_upsample2x(cudaStream_t s, int dt,
               planes * h, w);
     return cudaGetLastError();
   }
-  WEFT_CU_WITH_TYPE(
-      dt, T,
-      upsample_kernel<T>
-      <<<weft_cu_blocks(planes * h * w, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
-         s>>>(static_cast<const T *>(x), static_cast<T *>(y), planes * h, w));
-  return cudaGetLastError();
+  return weft__cu_upsample2x_cl(s, dt, x, y, planes, h, w, 1);
 }
 
 // ---- timestep embedding ----------------------------------------------------
