@@ -1178,22 +1178,13 @@ typedef struct nhwc_layout {
  * take this way (default 256: the 8x8 maps at batch 2 and the 16x16 ones at
  * batch 1; 0: none, an A/B switch).  The whole map is one band: a scratch above
  * the band bytes takes cuDNN. */
-static int64_t splitk_pixels(void) {
-  static int v = -1;
-  int c = __atomic_load_n(&v, __ATOMIC_RELAXED);
-  if (c < 0) {
-    const char *e = getenv("WEFT_CUDA_CONV_SPLITK");
-    c = e && *e ? atoi(e) : 256;
-    if (c < 0) c = 0;
-    __atomic_store_n(&v, c, __ATOMIC_RELAXED);
-  }
-  return c;
-}
-
 static int splitk_slices(const weft__cuda_ctx *ctx, const weft_conv2d_args *a,
                          int64_t pix) {
+  static int bound = -1;
   const int64_t k = a->c_in * a->k_h * a->k_w;
-  if (pix > splitk_pixels() || a->k_h * a->k_w < 2) return 0;
+  if (pix > weft__cuda_env_int_or("WEFT_CUDA_CONV_SPLITK", 256, &bound) ||
+      a->k_h * a->k_w < 2)
+    return 0;
   const int64_t tiles = (pix + 127) / 128 * ((a->c_out + 127) / 128);
   int64_t s = ctx->sm_count / tiles;
   if (s > k / 512) s = k / 512;
@@ -1276,9 +1267,10 @@ static int nhwc_prepare(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   l->bands = 1;
   if ((l->splitk = splitk_slices(ctx, a, pix))) {
     const int64_t k = a->c_in * a->k_h * a->k_w;
-    xb = (size_t)(batch * ((l->ho - 1) * a->stride_h + a->k_h) * l->wb *
-                  a->c_in) *
-         2;
+    int64_t o0, o1;
+    weft_conv2d_args b; /* the one band */
+    nhwc_band(a, l, 1, 0, &o0, &o1, &b);
+    xb = (size_t)(batch * b.h_in * l->wb * a->c_in) * 2;
     yb = (size_t)(pix * a->c_out) * 2;
     const size_t cb = align256((size_t)(pix * k) * 2);
     ws = cb + (size_t)l->splitk * (size_t)(pix * a->c_out) * 4;

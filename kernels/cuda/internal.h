@@ -101,18 +101,24 @@ static inline double weft__cuda_now(void) {
  * cuDNN plan, 1 for a cuBLASLt one, 2 for the wait for cuDNN's start. */
 void weft__cuda_plan_time(weft__cuda_ctx *ctx, int what, double seconds);
 
-/* The integer an environment variable holds (0 when unset or empty), read
- * once into *cache (a static of the caller's, -1 until read; two threads
- * reading at once store the same value).  For the diagnostic logs. */
-static inline int weft__cuda_env_int(const char *name, int *cache) {
+/* The integer an environment variable holds (dflt when unset or empty,
+ * negative values 0), read once into *cache (a static of the caller's, -1
+ * until read; two threads reading at once store the same value). */
+static inline int weft__cuda_env_int_or(const char *name, int dflt,
+                                        int *cache) {
   int v = __atomic_load_n(cache, __ATOMIC_RELAXED);
   if (v < 0) {
     const char *e = getenv(name);
-    v = e && *e ? atoi(e) : 0;
+    v = e && *e ? atoi(e) : dflt;
     if (v < 0) v = 0;
     __atomic_store_n(cache, v, __ATOMIC_RELAXED);
   }
   return v;
+}
+
+/* The same with 0 when unset: for the diagnostic logs. */
+static inline int weft__cuda_env_int(const char *name, int *cache) {
+  return weft__cuda_env_int_or(name, 0, cache);
 }
 
 /* Whether an A/B switch is on: on unless the environment variable is "0";
