@@ -140,15 +140,20 @@ int weft__cuda_conv_weight16(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
 }
 
 /* Which way a (valid) convolution runs; *scratch gets cuDNN's scratch
- * (PATH_CUDNN: its workspace; PATH_CUDNN16: that and the 16-bit copies). */
+ * (PATH_CUDNN: its workspace; PATH_CUDNN16: that and the 16-bit copies).
+ * On PATH_NHWC *bands and *splitk (each may be NULL) get its plan's row
+ * bands and split-K slices. */
 static conv_path choose(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
-                        size_t *scratch) {
+                        size_t *scratch, int *bands, int *splitk) {
   *scratch = 0;
   if (weft_conv2d_is_pointwise(a)) return PATH_GEMM;
-  int bands;
+  int nb, sk;
   if (nhwc_eligible(ctx, a) &&
-      weft__cudnn_conv_nhwc_plan(ctx, a, scratch, &bands, NULL) == 0)
+      weft__cudnn_conv_nhwc_plan(ctx, a, scratch, &nb, &sk) == 0) {
+    if (bands) *bands = nb;
+    if (splitk) *splitk = sk;
     return PATH_NHWC;
+  }
   ctx->err[0] = 0;
   *scratch = 0;
   if (direct_eligible(ctx, a)) return PATH_DIRECT;
@@ -174,16 +179,13 @@ const char *weft_cuda_conv2d_path(weft_backend *be, const weft_conv2d_args *a) {
     cudaGetLastError();
     return NULL;
   }
-  weft__cuda_ctx *ctx = WEFT__CUDA_CTX(be);
-  int bands, splitk = 0;
-  switch (choose(ctx, a, &ws)) {
+  int splitk = 0;
+  switch (choose(WEFT__CUDA_CTX(be), a, &ws, NULL, &splitk)) {
   case PATH_GEMM: return "gemm";
   case PATH_DIRECT: return "direct";
   case PATH_CUDNN: return "cudnn";
   case PATH_CUDNN16: return "cudnn16";
-  case PATH_NHWC:
-    weft__cudnn_conv_nhwc_plan(ctx, a, &ws, &bands, &splitk);
-    return splitk ? "nhwc_splitk" : "cudnn_nhwc";
+  case PATH_NHWC: return splitk ? "nhwc_splitk" : "cudnn_nhwc";
   default: return "im2col";
   }
 }
@@ -200,11 +202,8 @@ int weft_cuda_conv2d_bands(weft_backend *be, const weft_conv2d_args *a) {
     return 0;
   }
   int bands = 1;
-  switch (choose(ctx, a, &ws)) {
-  case PATH_CUDNN16: bands = weft__cudnn_conv16_bands(ctx, a); break;
-  case PATH_NHWC: weft__cudnn_conv_nhwc_plan(ctx, a, &ws, &bands, NULL); break;
-  default: break;
-  }
+  if (choose(ctx, a, &ws, &bands, NULL) == PATH_CUDNN16)
+    bands = weft__cudnn_conv16_bands(ctx, a);
   return bands;
 }
 
@@ -235,7 +234,7 @@ size_t weft__cuda_conv2d_scratch_bytes(weft__cuda_ctx *ctx,
   int64_t h_out, w_out;
   size_t cudnn;
   if (weft_conv2d_check_shapes(a, &h_out, &w_out) != 0) return 0;
-  conv_path p = choose(ctx, a, &cudnn);
+  conv_path p = choose(ctx, a, &cudnn, NULL, NULL);
   if (p == PATH_GEMM || p == PATH_DIRECT) return 0;
   if (p == PATH_CUDNN || p == PATH_CUDNN16 || p == PATH_NHWC) return cudnn;
   int64_t k = a->c_in * a->k_h * a->k_w, n = h_out * w_out, n_img, nb;
