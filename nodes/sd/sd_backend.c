@@ -306,10 +306,6 @@ void sd_vram_log_use(weft_call *c, const weft_backend *be, const sd_vram *vr,
   const weft_backend *root = weft_backend_root(be);
   uint64_t peak, held;
   const char *whose;
-  bool plans = false;
-#if WEFT_SD_CUDA
-  weft_cuda_plan_stats ps;
-#endif
   if (weft_backend_is_emulated(root)) {
     /* no cache: every byte handed out, weights, arenas and scratch */
     peak = weft_emulated_peak_bytes(root);
@@ -323,7 +319,6 @@ void sd_vram_log_use(weft_call *c, const weft_backend *be, const sd_vram *vr,
     peak = ms.peak_reserved;
     held = ms.reserved;
     whose = "weft's allocations; the CUDA context is outside them";
-    plans = weft_cuda_plan_stats_get(root, &ps) == 0;
 #else
     return;
 #endif
@@ -341,14 +336,14 @@ void sd_vram_log_use(weft_call *c, const weft_backend *be, const sd_vram *vr,
                vr ? (double)sd_vram_pool_bytes(vr) / M : 0.0,
                vr ? (double)sd_vram_reserved(vr) / M : 0.0, (double)held / M);
 #if WEFT_SD_CUDA
-  /* what a fresh process's first calls paid on the host, so far */
-  if (plans)
+  /* what a fresh process's first calls paid on the host, so far (a CUDA
+   * root here: the emulated device has no plans) */
+  weft_cuda_plan_stats ps;
+  if (weft_cuda_plan_stats_get(root, &ps) == 0)
     c->host->log(c, WEFT_LOG_INFO,
                  "%s: plans made so far: cuDNN %llu in %.3f s, cuBLASLt %llu "
                  "in %.3f s; %.3f s waiting for cuDNN's start",
                  what, (unsigned long long)ps.cudnn_plans, ps.cudnn_s,
                  (unsigned long long)ps.lt_plans, ps.lt_s, ps.cudnn_wait_s);
-#else
-  (void)plans;
 #endif
 }
