@@ -271,12 +271,15 @@ int weft_cuda_mem_stats_get(const weft_backend *be, weft_cuda_mem_stats *st) {
   return 0;
 }
 
-void weft__cuda_plan_time(weft__cuda_ctx *ctx, int what, double seconds) {
+void weft__cuda_plan_time(weft__cuda_ctx *ctx, weft__cuda_plan_kind what,
+                          double seconds) {
   pthread_mutex_lock(&ctx->plans_mu);
   weft_cuda_plan_stats *p = &ctx->plans;
-  if (what == 0) p->cudnn_plans++, p->cudnn_s += seconds;
-  if (what == 1) p->lt_plans++, p->lt_s += seconds;
-  if (what == 2) p->cudnn_wait_s += seconds;
+  switch (what) {
+  case WEFT__PLAN_CUDNN: p->cudnn_plans++, p->cudnn_s += seconds; break;
+  case WEFT__PLAN_LT: p->lt_plans++, p->lt_s += seconds; break;
+  case WEFT__PLAN_CUDNN_WAIT: p->cudnn_wait_s += seconds; break;
+  }
   pthread_mutex_unlock(&ctx->plans_mu);
 }
 

@@ -1100,7 +1100,7 @@ static int g_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *b, weft_dtype dt,
   memcpy(g.key, key, sizeof key);
   const double t0 = weft__cuda_now();
   int rc = g_build(ctx, b, dt, &g);
-  weft__cuda_plan_time(ctx, 0, weft__cuda_now() - t0);
+  weft__cuda_plan_time(ctx, WEFT__PLAN_CUDNN, weft__cuda_now() - t0);
   if (c->ng < GPLAN_SLOTS)
     c->g[c->ng++] = g;
   else
@@ -1570,7 +1570,7 @@ void weft__cudnn_join(weft__cuda_ctx *ctx) {
   if (!ctx->cudnn_starting) return;
   const double t0 = weft__cuda_now();
   pthread_join(ctx->cudnn_thread, NULL);
-  weft__cuda_plan_time(ctx, 2, weft__cuda_now() - t0);
+  weft__cuda_plan_time(ctx, WEFT__PLAN_CUDNN_WAIT, weft__cuda_now() - t0);
   ctx->cudnn_starting = false;
   ctx->cudnn_tried = true;
 }

@@ -460,7 +460,7 @@ static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
   if (!p->used) {
     const double t0 = weft__cuda_now();
     st = lt_make(ctx, mm, epilogue, al, p, &what);
-    weft__cuda_plan_time(ctx, 1, weft__cuda_now() - t0);
+    weft__cuda_plan_time(ctx, WEFT__PLAN_LT, weft__cuda_now() - t0);
     if (st != CUBLAS_STATUS_SUCCESS) {
       lt_free(&p->o);
       memset(p, 0, sizeof *p);

@@ -97,9 +97,14 @@ static inline double weft__cuda_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Adds one plan's (or the wait's) seconds to ctx->plans: what 0 for a
- * cuDNN plan, 1 for a cuBLASLt one, 2 for the wait for cuDNN's start. */
-void weft__cuda_plan_time(weft__cuda_ctx *ctx, int what, double seconds);
+/* Adds one plan's (or the wait's) seconds to ctx->plans. */
+typedef enum weft__cuda_plan_kind {
+  WEFT__PLAN_CUDNN,     /* a cuDNN plan made */
+  WEFT__PLAN_LT,        /* a cuBLASLt one */
+  WEFT__PLAN_CUDNN_WAIT /* the wait for cuDNN's start */
+} weft__cuda_plan_kind;
+void weft__cuda_plan_time(weft__cuda_ctx *ctx, weft__cuda_plan_kind what,
+                          double seconds);
 
 /* The integer an environment variable holds (dflt when unset or empty,
  * negative values 0), read once into *cache (a static of the caller's, -1
