@@ -113,6 +113,19 @@ typedef struct weft_backend_iface {
   int (*upsample_nearest2x_cl)(weft_backend *be, const float *x, float *y,
                                int64_t batch, int64_t h, int64_t w,
                                int64_t channels);
+  /* (optional, all four or none) graphs, for kernels/record.h's replays:
+   * the ops and device-to-device copies called between graph_begin and
+   * graph_end are captured, not run, into *graph; graph_launch queues them
+   * again, on the same buffers with the values those hold then.  Nothing
+   * else may come between begin and end (no host copy, synchronize or
+   * allocation that waits): it fails the capture, and graph_end then
+   * returns non-zero and leaves *graph NULL.  graph_launch refuses, before
+   * queueing anything, a graph that used backend-owned memory (scratch)
+   * remade since.  graph_free waits for the graph's launches. */
+  int (*graph_begin)(weft_backend *be);
+  int (*graph_end)(weft_backend *be, void **graph);
+  int (*graph_launch)(weft_backend *be, void *graph);
+  void (*graph_free)(weft_backend *be, void *graph);
 } weft_backend_iface;
 
 struct weft_backend {
@@ -139,6 +152,13 @@ static inline bool weft_backend_has_cl(weft_backend *be) {
   const weft_backend_iface *i = be->iface;
   return i->struct_size >= sizeof(weft_backend_iface) && i->group_norm_cl &&
          i->upsample_nearest2x_cl;
+}
+
+/* Whether be captures and launches graphs (graph_begin and the rest). */
+static inline bool weft_backend_has_graphs(const weft_backend *be) {
+  const weft_backend_iface *i = be->iface;
+  return i->struct_size >= sizeof(weft_backend_iface) && i->graph_begin &&
+         i->graph_end && i->graph_launch && i->graph_free;
 }
 
 static inline void weft_backend_free(weft_backend *be) {

@@ -24,6 +24,30 @@ typedef struct live {
   live_kind kind;
 } live;
 
+/* Graphs (weft_rec_set_graphs): the first replay captures the device ops
+ * between host copies (and synchronizations) into one graph each, a
+ * segment; later replays run no op but launch each segment where it ends,
+ * and check every host copy against the one the capture saw. */
+typedef enum graph_state {
+  G_NONE,    /* not captured yet: the next replay captures */
+  G_CAPTURE, /* this replay captures */
+  G_READY,   /* captured: replays launch the segments */
+  G_OFF      /* not wanted, not possible, or given up */
+} graph_state;
+
+typedef struct seg {
+  int32_t first, end; /* the pass's ops [first, end) */
+  void *graph;
+} seg;
+
+typedef struct host_copy {
+  void *dst; /* the device side is checked */
+  const void *src;
+  size_t n;
+  weft_copy_kind kind;
+  int32_t at; /* its index in the pass */
+} host_copy;
+
 struct weft_rec {
   weft_backend be; /* be.ctx == this */
   weft_backend_iface iface;
@@ -48,9 +72,19 @@ struct weft_rec {
   void *arena;
   uint64_t arena_cap;
   uint64_t fake_next;
+  /* graphs */
+  graph_state g;
+  bool g_open;    /* a capture is open on the inner backend */
+  bool g_failed;  /* this pass's results are not to be trusted */
+  int32_t g_mark; /* the first op after the last boundary */
+  seg *seg;
+  int32_t n_seg, cap_seg, next_seg;
+  host_copy *cp;
+  int32_t n_cp, cap_cp, next_cp;
   /* counters */
   int32_t replays;
   uint64_t misses, diverged, arena_allocs, inner_allocs, inner_frees;
+  uint64_t g_launches, g_failures;
 };
 
 static weft_rec *REC(weft_backend *be) {
@@ -84,10 +118,125 @@ static bool recording(const weft_rec *r) {
   return r->mode == WEFT_REC_DRY || r->mode == WEFT_REC_TRACE;
 }
 
-/* An op (or copy) happens now; true when it must not run (DRY). */
+/* ---- graphs ------------------------------------------------------------- */
+
+static bool graphing(const weft_rec *r) {
+  return r->mode == WEFT_REC_REPLAY && (r->g == G_CAPTURE || r->g == G_READY);
+}
+
+static void graphs_drop(weft_rec *r) {
+  for (int32_t i = 0; i < r->n_seg; i++)
+    if (r->inner->iface->graph_free)
+      r->inner->iface->graph_free(r->inner, r->seg[i].graph);
+  r->n_seg = r->n_cp = 0;
+}
+
+/* The pass cannot be trusted and graphs are given up for this recorder
+ * (an open capture is closed: the rest of the pass runs uncaptured). */
+static int graph_fail(weft_rec *r, int rc) {
+  if (r->g_open) {
+    void *g = NULL;
+    r->g_open = false;
+    if (r->inner->iface->graph_end(r->inner, &g) == 0)
+      r->inner->iface->graph_free(r->inner, g);
+  }
+  if (!r->g_failed) r->g_failures++;
+  r->g_failed = true;
+  r->g = G_OFF;
+  return rc ? rc : WEFT_EDEVICE;
+}
+
+static int grow(void **arr, int32_t *cap, size_t elem) {
+  int32_t c = *cap ? *cap * 2 : 16;
+  void *n = realloc(*arr, (size_t)c * elem);
+  if (!n) return WEFT_ENOMEM;
+  *arr = n;
+  *cap = c;
+  return 0;
+}
+
+static int launch(weft_rec *r, void *graph) {
+  int rc = r->inner->iface->graph_launch(r->inner, graph);
+  if (rc) return graph_fail(r, rc);
+  r->g_launches++;
+  return 0;
+}
+
+/* The ops since the last boundary, at a boundary (a host copy, a
+ * synchronize, the pass's end): captured now and launched, or, captured
+ * before, launched. */
+static int seg_close(weft_rec *r) {
+  if (r->g == G_CAPTURE) {
+    if (!r->g_open) return 0;
+    void *g = NULL;
+    r->g_open = false;
+    int rc = r->inner->iface->graph_end(r->inner, &g);
+    if (!rc && r->n_seg == r->cap_seg &&
+        (rc = grow((void **)&r->seg, &r->cap_seg, sizeof *r->seg))) {
+      r->inner->iface->graph_free(r->inner, g);
+    }
+    if (rc) return graph_fail(r, rc);
+    r->seg[r->n_seg++] = (seg){r->g_mark, r->now, g};
+    r->g_mark = r->now;
+    return launch(r, g);
+  }
+  if (r->g != G_READY || r->now == r->g_mark) return 0;
+  /* the ops since the boundary must be the next segment's */
+  const seg *s = r->next_seg < r->n_seg ? &r->seg[r->next_seg] : NULL;
+  if (!s || s->first != r->g_mark || s->end != r->now)
+    return graph_fail(r, WEFT_EINVAL);
+  r->next_seg++;
+  r->g_mark = r->now;
+  return launch(r, s->graph);
+}
+
+/* A host copy in a graphed pass: seen by the capture, and the same one
+ * (device address, size, place in the pass) in every launch after; its
+ * host side is the caller's to move. */
+static int copy_seen(weft_rec *r, void *dst, const void *src, size_t n,
+                     weft_copy_kind kind) {
+  host_copy c = {dst, src, n, kind, r->now};
+  if (r->g == G_CAPTURE) {
+    if (r->n_cp == r->cap_cp &&
+        grow((void **)&r->cp, &r->cap_cp, sizeof *r->cp))
+      return graph_fail(r, WEFT_ENOMEM);
+    r->cp[r->n_cp++] = c;
+    return 0;
+  }
+  const host_copy *w = r->next_cp < r->n_cp ? &r->cp[r->next_cp++] : NULL;
+  const bool in = kind == WEFT_COPY_HOST_TO_DEVICE;
+  if (!w || w->kind != kind || w->n != n || w->at != c.at ||
+      (in ? w->dst != dst : w->src != src))
+    return graph_fail(r, WEFT_EINVAL);
+  return 0;
+}
+
+/* An op (or copy) happens now; true when it must not run: a DRY pass, or
+ * a replay whose ops the captured graphs run.  A capture's first op after
+ * a boundary opens the next segment (if the backend cannot, the pass runs
+ * uncaptured: graphs are off). */
 static bool tick(weft_rec *r) {
-  if (r->mode != WEFT_REC_PASS) r->now++;
-  return r->mode == WEFT_REC_DRY;
+  if (r->mode == WEFT_REC_PASS) return false;
+  r->now++;
+  if (r->mode == WEFT_REC_DRY) return true;
+  if (r->mode != WEFT_REC_REPLAY) return false;
+  if (r->g == G_READY) return true;
+  if (r->g == G_CAPTURE && !r->g_open) {
+    if (r->inner->iface->graph_begin(r->inner) == 0) {
+      r->g_open = true;
+    } else {
+      graphs_drop(r);
+      r->g = G_OFF;
+    }
+  }
+  return false;
+}
+
+/* An op's result: a failure while capturing leaves the capture's earlier
+ * ops unrun, so the pass is not to be trusted. */
+static int ran(weft_rec *r, int rc) {
+  if (rc && r->g_open) graph_fail(r, rc);
+  return rc;
 }
 
 static void *inner_alloc(weft_rec *r, size_t n) {
@@ -204,14 +353,21 @@ static int w_copy(weft_backend *be, void *dst, const void *src, size_t n,
     else
       r->d2d += n;
   }
+  if (kind != WEFT_COPY_DEVICE_TO_DEVICE && graphing(r)) {
+    int rc = seg_close(r);
+    if (!rc) rc = copy_seen(r, dst, src, n, kind);
+    r->g_mark = ++r->now;
+    return rc ? rc : r->inner->iface->buffer_copy(r->inner, dst, src, n, kind);
+  }
   if (tick(r)) return 0;
-  return r->inner->iface->buffer_copy(r->inner, dst, src, n, kind);
+  return ran(r, r->inner->iface->buffer_copy(r->inner, dst, src, n, kind));
 }
 
 /* ---- the rest of the vtable --------------------------------------------- */
 
 #define IN(r) ((r)->inner)
 #define FWD(r, op, ...) IN(r)->iface->op(IN(r), __VA_ARGS__)
+#define RUN(r, op, ...) ran(r, FWD(r, op, __VA_ARGS__))
 
 static void w_free(weft_backend *be) {
   weft_rec_free(REC(be));
@@ -225,23 +381,24 @@ static int w_set_threads(weft_backend *be, int n) {
 static int w_sync(weft_backend *be) {
   weft_rec *r = REC(be);
   if (r->mode == WEFT_REC_DRY) return 0;
-  return IN(r)->iface->synchronize(IN(r));
+  int rc = graphing(r) ? seg_close(r) : 0;
+  return rc ? rc : IN(r)->iface->synchronize(IN(r));
 }
 
 static int w_gemm(weft_backend *be, const weft_gemm_args *a) {
   weft_rec *r = REC(be);
-  return tick(r) ? 0 : FWD(r, gemm, a);
+  return tick(r) ? 0 : RUN(r, gemm, a);
 }
 
 static int w_linear(weft_backend *be, const float *x, int64_t rows, int64_t in,
                     const float *w, const float *b, int64_t out, float *y) {
   weft_rec *r = REC(be);
-  return tick(r) ? 0 : FWD(r, linear, x, rows, in, w, b, out, y);
+  return tick(r) ? 0 : RUN(r, linear, x, rows, in, w, b, out, y);
 }
 
 static int w_conv2d(weft_backend *be, const weft_conv2d_args *a) {
   weft_rec *r = REC(be);
-  return tick(r) ? 0 : FWD(r, conv2d, a);
+  return tick(r) ? 0 : RUN(r, conv2d, a);
 }
 
 static size_t w_conv2d_scratch(weft_backend *be, const weft_conv2d_args *a) {
@@ -251,7 +408,7 @@ static size_t w_conv2d_scratch(weft_backend *be, const weft_conv2d_args *a) {
 
 static int w_attention(weft_backend *be, const weft_attn_args *a) {
   weft_rec *r = REC(be);
-  return tick(r) ? 0 : FWD(r, attention, a);
+  return tick(r) ? 0 : RUN(r, attention, a);
 }
 
 static size_t w_attention_scratch(weft_backend *be, const weft_attn_args *a) {
@@ -265,7 +422,7 @@ static int w_group_norm(weft_backend *be, const float *x, float *y,
                         const float *beta, weft_act act) {
   weft_rec *r = REC(be);
   return tick(r) ? 0
-                 : FWD(r, group_norm, x, y, batch, channels, spatial, groups,
+                 : RUN(r, group_norm, x, y, batch, channels, spatial, groups,
                        eps, gamma, beta, act);
 }
 
@@ -275,7 +432,7 @@ static int w_group_norm_cl(weft_backend *be, const float *x, float *y,
                            const float *beta, weft_act act) {
   weft_rec *r = REC(be);
   return tick(r) ? 0
-                 : FWD(r, group_norm_cl, x, y, batch, channels, spatial, groups,
+                 : RUN(r, group_norm_cl, x, y, batch, channels, spatial, groups,
                        eps, gamma, beta, act);
 }
 
@@ -283,25 +440,25 @@ static int w_layer_norm(weft_backend *be, const float *x, float *y,
                         int64_t rows, int64_t dim, float eps,
                         const float *gamma, const float *beta) {
   weft_rec *r = REC(be);
-  return tick(r) ? 0 : FWD(r, layer_norm, x, y, rows, dim, eps, gamma, beta);
+  return tick(r) ? 0 : RUN(r, layer_norm, x, y, rows, dim, eps, gamma, beta);
 }
 
 static int w_softmax(weft_backend *be, const float *x, float *y, int64_t rows,
                      int64_t dim) {
   weft_rec *r = REC(be);
-  return tick(r) ? 0 : FWD(r, softmax, x, y, rows, dim);
+  return tick(r) ? 0 : RUN(r, softmax, x, y, rows, dim);
 }
 
 static int w_act(weft_backend *be, weft_act act, const float *x, float *y,
                  int64_t n) {
   weft_rec *r = REC(be);
-  return tick(r) ? 0 : FWD(r, act, act, x, y, n);
+  return tick(r) ? 0 : RUN(r, act, act, x, y, n);
 }
 
 static int w_gated_act(weft_backend *be, weft_act act, const float *x, float *y,
                        int64_t rows, int64_t dim) {
   weft_rec *r = REC(be);
-  return tick(r) ? 0 : FWD(r, gated_act, act, x, y, rows, dim);
+  return tick(r) ? 0 : RUN(r, gated_act, act, x, y, rows, dim);
 }
 
 static int w_binary(weft_backend *be, weft_binop op, const float *a, int a_ndim,
@@ -310,19 +467,19 @@ static int w_binary(weft_backend *be, weft_binop op, const float *a, int a_ndim,
   weft_rec *r = REC(be);
   return tick(r)
              ? 0
-             : FWD(r, binary, op, a, a_ndim, a_shape, b, b_ndim, b_shape, y);
+             : RUN(r, binary, op, a, a_ndim, a_shape, b, b_ndim, b_shape, y);
 }
 
 static int w_scale_add(weft_backend *be, float *y, float alpha, const float *a,
                        float beta, const float *b, int64_t n) {
   weft_rec *r = REC(be);
-  return tick(r) ? 0 : FWD(r, scale_add, y, alpha, a, beta, b, n);
+  return tick(r) ? 0 : RUN(r, scale_add, y, alpha, a, beta, b, n);
 }
 
 static int w_upsample(weft_backend *be, const float *x, float *y,
                       int64_t planes, int64_t h, int64_t w) {
   weft_rec *r = REC(be);
-  return tick(r) ? 0 : FWD(r, upsample_nearest2x, x, y, planes, h, w);
+  return tick(r) ? 0 : RUN(r, upsample_nearest2x, x, y, planes, h, w);
 }
 
 static int w_upsample_cl(weft_backend *be, const float *x, float *y,
@@ -330,13 +487,13 @@ static int w_upsample_cl(weft_backend *be, const float *x, float *y,
                          int64_t channels) {
   weft_rec *r = REC(be);
   return tick(r) ? 0
-                 : FWD(r, upsample_nearest2x_cl, x, y, batch, h, w, channels);
+                 : RUN(r, upsample_nearest2x_cl, x, y, batch, h, w, channels);
 }
 
 static int w_concat(weft_backend *be, int n, const float *const *xs, int ndim,
                     const int64_t *const *shapes, int axis, float *y) {
   weft_rec *r = REC(be);
-  return tick(r) ? 0 : FWD(r, concat, n, xs, ndim, shapes, axis, y);
+  return tick(r) ? 0 : RUN(r, concat, n, xs, ndim, shapes, axis, y);
 }
 
 static int w_temb(weft_backend *be, const float *t, int64_t n, int64_t dim,
@@ -344,14 +501,14 @@ static int w_temb(weft_backend *be, const float *t, int64_t n, int64_t dim,
                   float *y) {
   weft_rec *r = REC(be);
   return tick(r) ? 0
-                 : FWD(r, timestep_embedding, t, n, dim, flip, shift, scale,
+                 : RUN(r, timestep_embedding, t, n, dim, flip, shift, scale,
                        max_period, y);
 }
 
 static int w_convert(weft_backend *be, void *dst, weft_dtype dt,
                      const void *src, weft_dtype st, int64_t n) {
   weft_rec *r = REC(be);
-  return tick(r) ? 0 : FWD(r, convert, dst, dt, src, st, n);
+  return tick(r) ? 0 : RUN(r, convert, dst, dt, src, st, n);
 }
 
 static weft_dtype w_act_dtype(weft_backend *be) {
@@ -367,6 +524,7 @@ weft_rec *weft_rec_new(weft_backend *inner) {
   if (!r) return NULL;
   r->inner = inner;
   r->host = inner->iface->device_kind == WEFT_DEVICE_KIND_CPU;
+  r->g = G_OFF;
   /* the inner vtable (as far as its filler knew it), each member it has
    * routed through the wrapper; members it lacks stay NULL */
   size_t have = inner->iface->struct_size < sizeof r->iface
@@ -415,7 +573,10 @@ void weft_rec_free(weft_rec *r) {
    * stay theirs (they may still use them) */
   for (int32_t i = 0; i < r->n_lv; i++)
     if (r->lv[i].kind == LIVE_HOST) free(r->lv[i].p);
+  graphs_drop(r);
   if (r->arena) r->inner->iface->buffer_free(r->inner, r->arena);
+  free(r->seg);
+  free(r->cp);
   free(r->lv);
   free(r->t);
   free(r);
@@ -446,6 +607,9 @@ static void drop_placeless(weft_rec *r) {
 static int ensure_arena(weft_rec *r) {
   uint64_t need = r->arena_st.arena;
   if (need <= r->arena_cap && (r->arena || !need)) return 0;
+  /* the graphs hold the old arena's addresses */
+  graphs_drop(r);
+  if (r->g != G_OFF) r->g = G_NONE;
   if (r->arena) r->inner->iface->buffer_free(r->inner, r->arena);
   r->arena = NULL;
   r->arena_cap = 0;
@@ -462,7 +626,11 @@ int weft_rec_begin(weft_rec *r, weft_rec_mode mode) {
   r->next = 0;
   r->broken = false;
   r->diverged_pass = false;
+  r->g_failed = false;
   if (mode == WEFT_REC_DRY || mode == WEFT_REC_TRACE) {
+    /* a new recording: graphs of the old one go, the next replay captures */
+    graphs_drop(r);
+    if (r->g != G_OFF) r->g = G_NONE;
     r->n = 0;
     r->planned = false;
     r->h2d = r->d2h = r->d2d = 0;
@@ -475,6 +643,14 @@ int weft_rec_begin(weft_rec *r, weft_rec_mode mode) {
       return WEFT_ENOMEM;
     }
     r->replays++;
+    /* an inner backend that lost its graphs (a profiler swapped its
+     * vtable) runs the ops */
+    if (r->g != G_OFF && !weft_backend_has_graphs(r->inner)) {
+      graphs_drop(r);
+      r->g = G_OFF;
+    }
+    if (r->g == G_NONE) r->g = G_CAPTURE;
+    r->next_seg = r->next_cp = r->g_mark = 0;
   }
   r->mode = mode;
   return 0;
@@ -495,6 +671,12 @@ int weft_rec_end(weft_rec *r) {
      * allocate nothing (a failure shows again at the replay's begin) */
     if (r->planned && mode == WEFT_REC_TRACE) ensure_arena(r);
   } else if (mode == WEFT_REC_REPLAY) {
+    /* the last segment (the capture is closed whatever happened) */
+    if (graphing(r)) rc = seg_close(r);
+    if (r->g == G_READY && !r->g_failed &&
+        (r->next_seg != r->n_seg || r->next_cp != r->n_cp ||
+         r->now != r->n_ops))
+      rc = graph_fail(r, WEFT_EINVAL);
     if (!r->broken && (r->next != r->n || r->now != r->n_ops))
       r->diverged_pass = true;
     for (int32_t i = 0; i < r->n_lv && !r->broken; i++) {
@@ -503,9 +685,24 @@ int weft_rec_end(weft_rec *r) {
         r->diverged_pass = true;
     }
     if (r->diverged_pass) r->diverged++;
+    /* a capture that missed the arena or left the recording used buffers
+     * that are gone now: its graphs must not run again */
+    if (r->g == G_CAPTURE)
+      r->g = r->broken || r->diverged_pass || r->g_failed ? G_OFF : G_READY;
+    if (r->g == G_OFF) graphs_drop(r);
   }
   r->mode = WEFT_REC_PASS;
   return rc;
+}
+
+void weft_rec_set_graphs(weft_rec *r, bool on) {
+  if (r->mode != WEFT_REC_PASS) return;
+  graphs_drop(r);
+  r->g = on && weft_backend_has_graphs(r->inner) ? G_NONE : G_OFF;
+}
+
+bool weft_rec_graph_failed(const weft_rec *r) {
+  return r->g_failed;
 }
 
 void weft_rec_stats_get(const weft_rec *r, weft_rec_stats *st) {
@@ -523,6 +720,9 @@ void weft_rec_stats_get(const weft_rec *r, weft_rec_stats *st) {
   st->arena_bytes = r->arena_cap;
   st->inner_allocs = r->inner_allocs;
   st->inner_frees = r->inner_frees;
+  st->graph_segments = r->g == G_READY ? r->n_seg : 0;
+  st->graph_launches = r->g_launches;
+  st->graph_failures = r->g_failures;
 }
 
 const weft_plan_tensor *weft_rec_tensors(const weft_rec *r, int32_t *n) {

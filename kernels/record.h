@@ -72,6 +72,10 @@ typedef struct weft_rec_stats {
   uint64_t inner_allocs; /* buffer_alloc calls forwarded to the inner
                             backend (TRACE passes, misses, PASS mode) */
   uint64_t inner_frees;
+  /* graphs (weft_rec_set_graphs) */
+  int32_t graph_segments;  /* captured and in use now */
+  uint64_t graph_launches; /* since weft_rec_new */
+  uint64_t graph_failures; /* passes whose graphs failed (then given up) */
 } weft_rec_stats;
 
 /* A recorder over inner (borrowed: it must outlive the recorder).
@@ -96,6 +100,28 @@ int weft_rec_begin(weft_rec *r, weft_rec_mode mode);
 int weft_rec_end(weft_rec *r);
 /* Whether a planned recording exists. */
 bool weft_rec_planned(const weft_rec *r);
+
+/* Graphs (off unless asked; the inner backend must have graph_begin and
+ * the rest, backend.h).  With them on, the first REPLAY after a recording
+ * captures its device ops: each run of ops between two host copies (or
+ * synchronize calls) becomes one graph, a segment, launched where it ends;
+ * every later REPLAY runs no op of the inner backend but launches the
+ * segments at the same boundaries, each host copy checked against the one
+ * the capture saw (device address, size, place in the pass; the host
+ * address may change).  So a replay costs
+ * the host copies and one launch a segment.  What a graph holds is the
+ * capture's: the caller keys the recording so that every pass makes the
+ * same ops with the same host arguments (scalars, shapes; only the values
+ * in device buffers and what the host copies bring may change), and keeps
+ * the buffers made outside the recorder (weights, kept inputs) where they
+ * are.  A capture that misses the arena or diverges is dropped, and graphs
+ * are off from then on.  Call between passes. */
+void weft_rec_set_graphs(weft_rec *r, bool on);
+/* True when the last pass's results are not to be trusted: a capture or a
+ * launch failed, or the pass left the captured sequence (its skipped ops
+ * never ran).  Graphs are then off; running the pass again gives the
+ * right results. */
+bool weft_rec_graph_failed(const weft_rec *r);
 
 void weft_rec_stats_get(const weft_rec *r, weft_rec_stats *st);
 /* The recorded buffers with their planned offsets, in allocation order.

@@ -171,6 +171,7 @@ void weft__cuda_free(weft__cuda_ctx *ctx, void *p) {
 }
 
 static void drop_scratch(weft__cuda_ctx *ctx) {
+  if (ctx->op_scratch) ctx->scratch_gen++;
   end_live(ctx, ctx->op_scratch, false);
   ctx->op_scratch = NULL;
   ctx->op_scratch_bytes = 0;

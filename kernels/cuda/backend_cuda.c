@@ -791,6 +791,72 @@ int weft_cuda_set_act_auto(weft_backend *be) {
                                          : weft__cuda_compute_dtype(ctx));
 }
 
+/* ---- vtable: graphs (record.h's replays) ---------------------------------
+ * Captured on the backend's stream in thread-local mode: a call that could
+ * wait (a cudaMalloc on a cache miss, a synchronize) fails the capture
+ * instead of running.  The op scratch's generation is kept with each graph:
+ * a graph whose scratch was remade would write freed memory. */
+
+typedef struct cuda_graph {
+  cudaGraphExec_t exec;
+  uint64_t scratch_gen;
+} cuda_graph;
+
+static int be_graph_begin(weft_backend *be) {
+  weft__cuda_ctx *ctx = CTX(be);
+  ENTER(ctx);
+  return weft__cuda_check(
+      ctx,
+      cudaStreamBeginCapture(ctx->stream, cudaStreamCaptureModeThreadLocal),
+      "cudaStreamBeginCapture");
+}
+
+static int be_graph_end(weft_backend *be, void **graph) {
+  weft__cuda_ctx *ctx = CTX(be);
+  *graph = NULL;
+  ENTER(ctx);
+  cudaGraph_t g = NULL;
+  int rc = weft__cuda_check(ctx, cudaStreamEndCapture(ctx->stream, &g),
+                            "cudaStreamEndCapture");
+  cuda_graph *cg = rc ? NULL : malloc(sizeof *cg);
+  if (!rc && !cg) rc = WEFT_ENOMEM;
+  if (!rc)
+    rc = weft__cuda_check(ctx, cudaGraphInstantiate(&cg->exec, g, 0),
+                          "cudaGraphInstantiate");
+  if (g) cudaGraphDestroy(g);
+  if (rc) {
+    cudaGetLastError(); /* a failed capture's error is not the next op's */
+    free(cg);
+    return rc;
+  }
+  cg->scratch_gen = ctx->scratch_gen;
+  *graph = cg;
+  return 0;
+}
+
+static int be_graph_launch(weft_backend *be, void *graph) {
+  weft__cuda_ctx *ctx = CTX(be);
+  cuda_graph *cg = graph;
+  if (!cg) return WEFT_EINVAL;
+  if (cg->scratch_gen != ctx->scratch_gen)
+    return weft__cuda_fail(ctx, WEFT_EINVAL,
+                           "a graph captured before the op scratch was remade");
+  ENTER(ctx);
+  return weft__cuda_check(ctx, cudaGraphLaunch(cg->exec, ctx->stream),
+                          "cudaGraphLaunch");
+}
+
+static void be_graph_free(weft_backend *be, void *graph) {
+  weft__cuda_ctx *ctx = CTX(be);
+  cuda_graph *cg = graph;
+  if (!cg) return;
+  if (enter(ctx) == 0) {
+    cudaStreamSynchronize(ctx->stream);
+    cudaGraphExecDestroy(cg->exec);
+  }
+  free(cg);
+}
+
 static const weft_backend_iface cuda_iface = {
     .struct_size = sizeof(weft_backend_iface),
     .name = "cuda",
@@ -821,4 +887,8 @@ static const weft_backend_iface cuda_iface = {
     .act_dtype = be_act_dtype,
     .group_norm_cl = be_group_norm_cl,
     .upsample_nearest2x_cl = be_upsample_cl,
+    .graph_begin = be_graph_begin,
+    .graph_end = be_graph_end,
+    .graph_launch = be_graph_launch,
+    .graph_free = be_graph_free,
 };

@@ -80,6 +80,7 @@ typedef struct weft__cuda_ctx {
   size_t band_bytes;    /* weft_cuda_set_conv_band_bytes */
   void *op_scratch;     /* weft__cuda_scratch's block */
   size_t op_scratch_bytes;
+  uint64_t scratch_gen; /* op_scratch remade (graphs captured before refuse) */
   weft_cuda_precision precision; /* never AUTO */
   weft_dtype act; /* activations' dtype: WEFT_F32 or the compute dtype */
   weft__cuda_ranges half;

@@ -398,6 +398,11 @@ static void prof_iface_init(void) {
   prof_iface.convert = pf_convert;
   prof_iface.group_norm_cl = pf_group_norm_cl;
   prof_iface.upsample_nearest2x_cl = pf_upsample_cl;
+  /* no new graphs (the events around each op would be captured, never
+   * timed); graph_free stays, for those made before */
+  prof_iface.graph_begin = NULL;
+  prof_iface.graph_end = NULL;
+  prof_iface.graph_launch = NULL;
 }
 
 bool weft__cuda_is_prof_iface(const weft_backend_iface *iface) {

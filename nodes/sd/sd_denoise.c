@@ -121,8 +121,22 @@ bool sd_plan_enabled(void) {
 
 /* Starts a pass of recorder i: a replay once planned, else a recording
  * that runs.  Without memory for it the call simply runs unplanned. */
+/* Graphs for the replays (record.h) unless WEFT_GRAPHS=0: without
+ * ControlNet (whose residuals come and go), with the UNet's weights where
+ * they were captured (no budget streaming them), and not after a graph
+ * failed once in this sampling. */
+static bool graphs_wanted(const sd_denoise_plan *p) {
+  const char *e = getenv("WEFT_GRAPHS");
+  if ((e && !strcmp(e, "0")) || p->control || p->graphs_failed) return false;
+  const sd_devw *dw = sd_unet_devw(p->d->unet);
+  return !dw || sd_vram_budget(dw->vr) == UINT64_MAX;
+}
+
 static void plan_start(sd_denoise_plan *p, int i) {
-  if (!p->rec[i] && !(p->rec[i] = weft_rec_new(p->inner))) return;
+  if (!p->rec[i]) {
+    if (!(p->rec[i] = weft_rec_new(p->inner))) return;
+    weft_rec_set_graphs(p->rec[i], graphs_wanted(p));
+  }
   weft_rec *r = p->rec[i];
   weft_rec_mode m = p->dry                ? WEFT_REC_DRY
                     : weft_rec_planned(r) ? WEFT_REC_REPLAY
@@ -133,8 +147,10 @@ static void plan_start(sd_denoise_plan *p, int i) {
 }
 
 /* rc: the call's; a failed call's recording is not the forward's */
-static void plan_end(sd_denoise_plan *p, int rc) {
-  if (p->active < 0) return;
+/* Ends the pass; true when its graphs failed (its results are not to be
+ * trusted: the caller runs it again, graphs off). */
+static bool plan_end(sd_denoise_plan *p, int rc) {
+  if (p->active < 0) return false;
   weft_rec *r = p->rec[p->active];
   weft_rec_stats before, after;
   weft_rec_stats_get(r, &before);
@@ -146,7 +162,9 @@ static void plan_end(sd_denoise_plan *p, int rc) {
     sd_vram_trim(dw->vr);
   weft_rec_end(r);
   weft_rec_stats_get(r, &after);
-  if (rc || after.diverged != before.diverged) {
+  const bool failed = weft_rec_graph_failed(r);
+  if (failed) p->graphs_failed = true;
+  if (rc || failed || after.diverged != before.diverged) {
     /* never serve a stale plan twice: record again on the next call */
     weft_rec_free(r);
     p->rec[p->active] = NULL;
@@ -154,6 +172,7 @@ static void plan_end(sd_denoise_plan *p, int rc) {
   p->d->be = p->inner;
   p->last = p->rec[p->active] ? p->active : -1;
   p->active = -1;
+  return failed;
 }
 
 /* The denoiser's ControlNet callback, hooked: the residuals decide which
@@ -198,7 +217,13 @@ int sd_denoise_planned(void *user, const float *x, float sigma, float *den) {
   p->active = p->last = -1;
   if (!p->control) plan_start(p, 0);
   int r = sd_denoise(p->d, x, sigma, den);
-  plan_end(p, r);
+  if (plan_end(p, r)) {
+    /* a graph failed: the step again, recorded anew without graphs */
+    p->active = p->last = -1;
+    if (!p->control) plan_start(p, 0);
+    r = sd_denoise(p->d, x, sigma, den);
+    plan_end(p, r);
+  }
   return r;
 }
 

@@ -27,11 +27,17 @@ typedef struct sd_denoise_plan {
   int active;          /* the recorder in a pass, or -1 */
   int last;            /* the recorder the last call used, or -1 */
   bool dry;            /* sd_denoise_plan_dry's call: record, compute nothing */
+  bool graphs_failed;  /* a replay's graphs failed: none from then on */
   int (*control)(void *user, const float *x_in, int64_t rows, bool cond_only,
                  int64_t h, int64_t w, const float *t, const float *ctx,
                  int64_t tokens, float sigma, sd_cnet_out *out);
   void *control_user;
 } sd_denoise_plan;
+
+/* Replays launch the captured graphs of the first one (record.h's
+ * weft_rec_set_graphs) where the backend has them, unless WEFT_GRAPHS=0,
+ * a ControlNet is hooked, or a budget streams the UNet's weights; a step
+ * whose graphs fail runs again without them. */
 
 /* Hooks p into d (set d->control first, if any).  0 (nothing to free on
  * failure). */

@@ -1,7 +1,9 @@
 /* test_plan_cuda.c - planned activations on a CUDA device: a sampler's
  * UNet calls replayed from one arena make no cudaMalloc after the first
- * step and give the unplanned latents.  Skips without a GPU. */
+ * step and give the unplanned latents; replays through CUDA graphs give
+ * the replays' bits.  Skips without a GPU. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "../models/sd_fixture.h"
 #include "kernels/cuda/cuda.h"
@@ -53,7 +55,7 @@ static void sample(sd_unet *unet, weft_backend *be, bool planned,
   sd_denoiser_free(&d);
 }
 
-TEST(cuda_sampler_makes_no_cudamalloc_after_the_first_step) {
+TEST(cuda_sampler_replays_from_one_arena_and_through_graphs) {
   weft_backend *be = gpu();
   fx_model m;
   fx_model_open(&m, SD_LAYOUT_LDM);
@@ -72,10 +74,27 @@ TEST(cuda_sampler_makes_no_cudamalloc_after_the_first_step) {
     x0[i] = frand(&s) * SIGMAS[0];
   memcpy(a, x0, (size_t)n * 4);
   memcpy(b, x0, (size_t)n * 4);
-  uint64_t plain[STEPS], planned[STEPS];
-  weft_rec_stats st;
+  uint64_t plain[STEPS], planned[STEPS], ungraphed[STEPS];
+  weft_rec_stats st, sn;
+  float *c = malloc((size_t)n * 4);
+  memcpy(c, x0, (size_t)n * 4);
   sample(unet, be, false, ctx, tokens, a, plain, NULL);
   sample(unet, be, true, ctx, tokens, b, planned, &st);
+  setenv("WEFT_GRAPHS", "0", 1);
+  sample(unet, be, true, ctx, tokens, c, ungraphed, &sn);
+  unsetenv("WEFT_GRAPHS");
+  /* the graphs: captured by the first replay, launched by every replay,
+   * the same kernels on the same buffers as the replays without them */
+  ASSERT(st.graph_segments > 0);
+  ASSERT_EQ(st.graph_launches, (uint64_t)((STEPS - 1) * st.graph_segments));
+  ASSERT_EQ(st.graph_failures, 0);
+  ASSERT_EQ(sn.graph_segments, 0);
+  ASSERT_EQ(sn.graph_launches, 0);
+  ASSERT(memcmp(b, c, (size_t)n * 4) == 0);
+  for (int k = 1; k < STEPS; k++)
+    ASSERT_EQ(ungraphed[k], 0);
+  fprintf(stderr, "CUDA graphs: %d segments a step, %llu launches\n",
+          st.graph_segments, (unsigned long long)st.graph_launches);
   for (int k = 1; k < STEPS; k++)
     ASSERT_EQ(planned[k], 0);
   ASSERT_EQ(st.replays, STEPS - 1);
@@ -91,7 +110,7 @@ TEST(cuda_sampler_makes_no_cudamalloc_after_the_first_step) {
           (unsigned long long)st.arena.naive, d,
           memcmp(a, b, (size_t)n * 4) ? "" : " (bit-identical)");
   ASSERT(d <= 1e-5);
-  free(ctx), free(x0), free(a), free(b);
+  free(ctx), free(x0), free(a), free(b), free(c);
   sd_unet_free(unet);
   weft_backend_free(be);
   fx_model_close(&m);

@@ -269,3 +269,190 @@ TEST(replay_needs_a_plan_and_root_follows_recorders) {
   weft_rec_free(r1);
   weft_backend_free(inner);
 }
+
+/* ---- graphs (weft_rec_set_graphs) ----------------------------------------
+ * A device-style pass: x in by a host copy, two results out.  Ops: 0 the
+ * copy in, 1 a = silu(x), 2 b = a + 2a, 3 o1 = b out, 4 c = b + b, 5 d = c
+ * (a device copy), 6 o2 = d out: segments [1, 3) and [4, 6). */
+static int gscript_n(weft_backend *be, const float *x, float *o1, float *o2,
+                     int64_t n1) {
+  const weft_backend_iface *f = be->iface;
+  const size_t nb = N * sizeof(float);
+  float *a = f->buffer_alloc(be, nb);
+  ASSERT(a != NULL);
+  int rc = f->buffer_copy(be, a, x, nb, WEFT_COPY_HOST_TO_DEVICE);
+  if (!rc) rc = f->act(be, WEFT_ACT_SILU, a, a, N);
+  float *b = f->buffer_alloc(be, 2 * nb);
+  ASSERT(b != NULL);
+  if (!rc) rc = f->scale_add(be, b, 1.0f, a, 2.0f, a, N);
+  f->buffer_free(be, a);
+  if (!rc)
+    rc = f->buffer_copy(be, o1, b, (size_t)n1 * sizeof(float),
+                        WEFT_COPY_DEVICE_TO_HOST);
+  float *c = f->buffer_alloc(be, nb);
+  ASSERT(c != NULL);
+  if (!rc) rc = f->scale_add(be, c, 1.0f, b, 1.0f, b, N);
+  f->buffer_free(be, b);
+  float *d = f->buffer_alloc(be, nb);
+  ASSERT(d != NULL);
+  if (!rc) rc = f->buffer_copy(be, d, c, nb, WEFT_COPY_DEVICE_TO_DEVICE);
+  f->buffer_free(be, c);
+  if (!rc) rc = f->buffer_copy(be, o2, d, nb, WEFT_COPY_DEVICE_TO_HOST);
+  f->buffer_free(be, d);
+  return rc;
+}
+
+static int gscript(weft_backend *be, const float *x, float *o1, float *o2) {
+  return gscript_n(be, x, o1, o2, N);
+}
+
+typedef struct gcase {
+  weft_backend *inner;
+  weft_rec *r;
+  float x[4][N], want1[4][N], want2[4][N], o1[N], o2[N];
+} gcase;
+
+/* inputs k = 0..3 and their results, computed unrecorded; a recorder with
+ * graphs on and its trace of input 0 */
+static gcase *gcase_new(void) {
+  gcase *g = calloc(1, sizeof *g);
+  g->inner = cnt_backend_new(false);
+  cnt_graphs_on(g->inner);
+  for (int k = 0; k < 4; k++) {
+    for (int i = 0; i < N; i++)
+      g->x[k][i] = (float)((i * (k + 3)) % 23) * 0.21f - 2.0f + 0.1f * k;
+    ASSERT_OK(gscript(g->inner, g->x[k], g->want1[k], g->want2[k]));
+  }
+  g->r = weft_rec_new(g->inner);
+  weft_rec_set_graphs(g->r, true);
+  ASSERT_OK(weft_rec_begin(g->r, WEFT_REC_TRACE));
+  ASSERT_OK(gscript(weft_rec_backend(g->r), g->x[0], g->o1, g->o2));
+  ASSERT_OK(weft_rec_end(g->r));
+  ASSERT_EQ(CNT(g->inner)->begins, 0); /* a trace captures nothing */
+  return g;
+}
+
+/* One replay of input k: its rc, results checked when 0. */
+static int greplay(gcase *g, int k) {
+  memset(g->o1, 0, sizeof g->o1), memset(g->o2, 0, sizeof g->o2);
+  ASSERT_OK(weft_rec_begin(g->r, WEFT_REC_REPLAY));
+  int rc = gscript(weft_rec_backend(g->r), g->x[k], g->o1, g->o2);
+  int re = weft_rec_end(g->r);
+  if (!rc) rc = re;
+  if (!rc) {
+    ASSERT(memcmp(g->o1, g->want1[k], sizeof g->o1) == 0);
+    ASSERT(memcmp(g->o2, g->want2[k], sizeof g->o2) == 0);
+  }
+  return rc;
+}
+
+static void gcase_free(gcase *g) {
+  weft_rec_free(g->r);
+  ASSERT_EQ(CNT(g->inner)->graphs_live, 0);
+  weft_backend_free(g->inner);
+  free(g);
+}
+
+TEST(graphs_capture_the_first_replay_and_replays_launch_them) {
+  gcase *g = gcase_new();
+  cnt_backend *c = CNT(g->inner);
+  /* the capture: two segments, each launched where it ends */
+  ASSERT_OK(greplay(g, 1));
+  ASSERT_EQ(c->begins, 2);
+  ASSERT_EQ(c->ends, 2);
+  ASSERT_EQ(c->launches, 2);
+  ASSERT_EQ(c->launched_ops, 4);
+  weft_rec_stats st;
+  weft_rec_stats_get(g->r, &st);
+  ASSERT_EQ(st.graph_segments, 2);
+  ASSERT(!weft_rec_graph_failed(g->r));
+  /* later replays run no op themselves: the host copies and two launches */
+  const int64_t ops = c->ops, copies = c->copies, allocs = c->allocs;
+  for (int k = 2; k < 4; k++)
+    ASSERT_OK(greplay(g, k));
+  ASSERT_EQ(c->ops, ops);
+  ASSERT_EQ(c->copies, copies + 2 * 3);
+  ASSERT_EQ(c->allocs, allocs);
+  ASSERT_EQ(c->begins, 2);
+  ASSERT_EQ(c->launches, 6);
+  ASSERT_EQ(c->launched_ops, 12);
+  weft_rec_stats_get(g->r, &st);
+  ASSERT_EQ(st.graph_launches, 6);
+  ASSERT_EQ(st.graph_failures, 0);
+  ASSERT_EQ(st.misses, 0);
+  ASSERT_EQ(st.diverged, 0);
+  /* a new recording drops them; its first replay captures again */
+  ASSERT_OK(weft_rec_begin(g->r, WEFT_REC_TRACE));
+  ASSERT_OK(gscript(weft_rec_backend(g->r), g->x[0], g->o1, g->o2));
+  ASSERT_OK(weft_rec_end(g->r));
+  ASSERT_EQ(c->graphs_live, 0);
+  ASSERT_OK(greplay(g, 3));
+  ASSERT_EQ(c->begins, 4);
+  ASSERT_EQ(c->graphs_live, 2);
+  gcase_free(g);
+}
+
+TEST(graphs_replay_off_the_captured_copies_fails_and_runs_again_without) {
+  gcase *g = gcase_new();
+  cnt_backend *c = CNT(g->inner);
+  ASSERT_OK(greplay(g, 1));
+  /* half the first result copied out (the capture copied all of it): the
+   * first segment ran, the copy is refused, the pass is not to be trusted */
+  ASSERT_OK(weft_rec_begin(g->r, WEFT_REC_REPLAY));
+  ASSERT_EQ(gscript_n(weft_rec_backend(g->r), g->x[2], g->o1, g->o2, N / 2),
+            WEFT_EINVAL);
+  weft_rec_end(g->r);
+  ASSERT(weft_rec_graph_failed(g->r));
+  ASSERT_EQ(c->graphs_live, 0);
+  weft_rec_stats st;
+  weft_rec_stats_get(g->r, &st);
+  ASSERT_EQ(st.graph_failures, 1);
+  ASSERT_EQ(st.graph_segments, 0);
+  /* run again: the ops themselves, right, and no capture from then on */
+  const int64_t ops = c->ops;
+  ASSERT_OK(greplay(g, 2));
+  ASSERT(!weft_rec_graph_failed(g->r));
+  ASSERT_EQ(c->ops, ops + 3);
+  ASSERT_OK(greplay(g, 3));
+  ASSERT_EQ(c->begins, 2);
+  gcase_free(g);
+}
+
+TEST(
+    graphs_a_capture_refused_at_its_start_runs_the_ops_and_one_failing_at_its_end_asks_again) {
+  /* off unless asked */
+  weft_backend *inner = cnt_backend_new(false);
+  cnt_graphs_on(inner);
+  weft_rec *r = weft_rec_new(inner);
+  float x[N], o1[N], o2[N];
+  input(x);
+  for (int k = 0; k < 3; k++) {
+    ASSERT_OK(weft_rec_begin(r, k ? WEFT_REC_REPLAY : WEFT_REC_TRACE));
+    ASSERT_OK(gscript(weft_rec_backend(r), x, o1, o2));
+    ASSERT_OK(weft_rec_end(r));
+  }
+  ASSERT_EQ(CNT(inner)->begins, 0);
+  weft_rec_free(r);
+  weft_backend_free(inner);
+  /* the backend cannot begin: the pass runs uncaptured, rightly */
+  gcase *g = gcase_new();
+  CNT(g->inner)->refuse_begin = true;
+  ASSERT_OK(greplay(g, 1));
+  ASSERT(!weft_rec_graph_failed(g->r));
+  CNT(g->inner)->refuse_begin = false;
+  ASSERT_OK(greplay(g, 2));
+  ASSERT_EQ(CNT(g->inner)->begins, 0);
+  ASSERT_EQ(CNT(g->inner)->launches, 0);
+  gcase_free(g);
+  /* it cannot end: the segment's ops never ran */
+  g = gcase_new();
+  CNT(g->inner)->refuse_end = true;
+  ASSERT_EQ(greplay(g, 1), WEFT_EDEVICE);
+  ASSERT(weft_rec_graph_failed(g->r));
+  ASSERT_OK(greplay(g, 1));
+  ASSERT_EQ(CNT(g->inner)->begins, 1);
+  /* a host copy inside a capture (here: none can be, the recorder ends
+   * the segment first) never reached the backend */
+  ASSERT(!CNT(g->inner)->broken);
+  gcase_free(g);
+}

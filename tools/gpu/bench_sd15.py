@@ -548,7 +548,7 @@ def table(b):
                         f"{sec(gr.get('warm_total'))} (sampling {sec(nd.get('KSampler'))}) | - | "
                         f"{mib(gr.get('cuda_used_end'))} (after the first run: {mib(gr.get('cuda_used_after_first'))}) |")
         rows.append(f"| weft, WEFT_PRECISION={prec} (ran: {got}), model code, weights as the graph keeps them{status('weft_' + prec)} | "
-                    f"{ms(m.get('unet_step'))} | "
+                    f"{ms(m.get('unet_step'))} (a sampler step: {ms(m.get('unet_step_sampler'))}) | "
                     f"{ms(m.get('vae_decode'))} | {ms(m.get('clip_batch2'))} | {sec(m.get('txt2img_total'))} | "
                     f"{mib(m2.get('weft_peak_reserved'))} reserved, {mib(m2.get('weft_peak_in_use'))} in use "
                     f"(end: {mib(me.get('weft_peak_reserved'))}) | {mib(m2.get('cuda_used'))} "

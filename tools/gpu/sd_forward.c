@@ -31,10 +31,14 @@
  *
  * --bench loads the three models once and times, in this order: txt2img
  * as the graph does it (two 77-token prompts encoded one at a time, --steps
- * Euler steps at CFG 7.5 with the UNet at batch 2, VAE decode; the
- * median of --txt2img-reps after one warm-up), the UNet alone at batch 2
- * and the VAE decode at batch 1 (medians of --reps after 3 warm-ups), and
- * the text encoder at batch 2; every time is wall-clock between backend
+ * Euler steps at CFG 7.5 with the UNet at batch 2 through the planned
+ * denoiser KSampler uses (one arena, CUDA graphs unless WEFT_GRAPHS=0),
+ * VAE decode; the median of --txt2img-reps after one warm-up), the UNet
+ * alone at batch 2 (host inputs, the text context copied in too), a
+ * sampler step (that denoiser at CFG 7.5: the UNet at batch 2 on the kept
+ * context, the latents in and out) and the VAE decode at batch 1 (medians
+ * of --reps after 3 warm-ups), and the text encoder at batch 2; every time
+ * is wall-clock between backend
  * synchronizations (the forward passes copy their outputs to the host,
  * which waits for the device).  Device memory: weft's allocator statistics
  * (peak bytes handed out, peak reserved from the driver) and
@@ -65,6 +69,7 @@
 #include "sd.h"
 #include "sd_device.h"
 #include "sd_layers.h"
+#include "sd_plan.h"
 #include "weft/safetensors.h"
 #include "weft/weft.h"
 
@@ -583,10 +588,6 @@ static void json_times(FILE *f, const char *name, double *v, int n) {
           name, isnan(med) ? -1.0 : med, isnan(lo) ? -1.0 : lo, n);
 }
 
-static int denoise_cb(void *u, const float *x, float s, float *o) {
-  return sd_denoise(u, x, s, o);
-}
-
 typedef struct bench_opts {
   int latent, steps, reps, t2i_reps;
 } bench_opts;
@@ -672,7 +673,7 @@ static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
   float *out = malloc((size_t)(2 * lat) * sizeof *out);
   float *img = malloc((size_t)img_n * 2 * sizeof *img);
   int n_t2i = bo->t2i_reps, n = bo->reps;
-  double *tt = calloc((size_t)(4 * (n_t2i + 1) + 3 * (n + 3)), sizeof *tt);
+  double *tt = calloc((size_t)(4 * (n_t2i + 1) + 4 * (n + 3)), sizeof *tt);
   if (!ctx || !x || !out || !img || !tt) {
     bad = 1;
     goto freeall;
@@ -693,15 +694,18 @@ static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
     if (!r) r = sync_be(be);
     double b = now();
     sd_denoiser den;
+    sd_denoise_plan dp;
     int64_t shape[4] = {1, 4, L, L};
     if (!r)
       r = sd_denoiser_init(&den, unet, be, &sched, SD_PRED_EPS, shape, 7.5f,
                            ctx + 77 * D, 77, ctx, 77);
     if (!r) {
+      sd_denoise_plan_init(&dp, &den);
       for (int64_t i = 0; i < lat; i++)
         x[i] = sinf((float)i * 0.37f) * sqrtf(1.0f + sig[0] * sig[0]);
-      weft_sampler_io io = {lat, denoise_cb, NULL, NULL, &den};
+      weft_sampler_io io = {lat, sd_denoise_planned, NULL, NULL, &dp};
       r = weft_sample("euler", &io, x, sig, ns);
+      sd_denoise_plan_free(&dp);
       sd_denoiser_free(&den);
     }
     if (!r) r = sync_be(be);
@@ -735,9 +739,10 @@ static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
   fflush(f);
 
   /* the UNet at batch 2 (a CFG step), the VAE decode, the text encoder */
-  double *tu = tt + 4 * (n_t2i + 1), *tv = tu + (n + 3), *tc = tv + (n + 3);
+  double *tu = tt + 4 * (n_t2i + 1), *tv = tu + (n + 3), *tc = tv + (n + 3),
+         *tp = tc + (n + 3);
   float tsteps[2] = {999.0f, 999.0f};
-  int ku = 0, kv = 0, kc = 0;
+  int ku = 0, kv = 0, kc = 0, kp = 0;
   for (int64_t i = 0; i < 2 * lat; i++)
     x[i] = sinf((float)i * 0.71f);
   for (int rep = -3; rep < n && !bad; rep++) {
@@ -750,6 +755,37 @@ static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
     if (rep >= 0) tu[ku++] = b - a;
   }
   if (report("the UNet", r, be, &m->ck)) bad = 1;
+  /* a sampler step: the planned denoiser's call at one sigma, as the
+   * sampler makes it (its first call records, the second captures) */
+  if (!bad) {
+    sd_denoiser den;
+    sd_denoise_plan dp;
+    const int64_t shape[4] = {1, 4, L, L};
+    r = sd_denoiser_init(&den, unet, be, &sched, SD_PRED_EPS, shape, 7.5f,
+                         ctx + 77 * D, 77, ctx, 77);
+    const bool made = !r;
+    if (made) sd_denoise_plan_init(&dp, &den);
+    for (int rep = -3; rep < n && !r; rep++) {
+      if ((r = sync_be(be))) break;
+      double a = now();
+      r = sd_denoise_planned(&dp, x, sig[0], out);
+      if (!r) r = sync_be(be);
+      double b = now();
+      if (!r && rep >= 0) tp[kp++] = b - a;
+    }
+    weft_rec_stats st;
+    if (!r && sd_denoise_plan_stats(&dp, 0, &st))
+      fprintf(stderr,
+              "bench: sampler step: %d graph segments, %llu launches, %llu "
+              "failures\n",
+              st.graph_segments, (unsigned long long)st.graph_launches,
+              (unsigned long long)st.graph_failures);
+    if (made) {
+      sd_denoise_plan_free(&dp);
+      sd_denoiser_free(&den);
+    }
+    if (report("the sampler step", r, be, &m->ck)) bad = 1;
+  }
   for (int rep = -3; rep < n && !bad; rep++) {
     if ((r = sync_be(be))) break;
     double a = now();
@@ -826,13 +862,14 @@ static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
   }
   fprintf(f, "  \"unet_batch\": 2,\n");
   json_times(f, "unet_step", tu, ku);
+  json_times(f, "unet_step_sampler", tp, kp);
   json_times(f, "vae_decode", tv, kv);
   json_times(f, "clip_batch2", tc, kc);
-  if (ku && kv && kc)
+  if (ku && kv && kc && kp)
     fprintf(stderr,
-            "bench: unet step (batch 2) %.4f s, vae decode %.4f s, "
-            "text encoder (batch 2) %.4f s (medians of %d)\n",
-            tu[ku / 2], tv[kv / 2], tc[kc / 2], n);
+            "bench: unet step (batch 2) %.4f s, sampler step %.4f s, vae "
+            "decode %.4f s, text encoder (batch 2) %.4f s (medians of %d)\n",
+            tu[ku / 2], tp[kp / 2], tv[kv / 2], tc[kc / 2], n);
 freeall:
   free(ctx), free(x), free(out), free(img), free(tt);
 done:
