@@ -119,25 +119,38 @@ bool sd_plan_enabled(void) {
   return !(e && !strcmp(e, "0"));
 }
 
-/* Starts a pass of recorder i: a replay once planned, else a recording
- * that runs.  Without memory for it the call simply runs unplanned. */
 /* Graphs for the replays (record.h) unless WEFT_GRAPHS=0: without
- * ControlNet (whose residuals come and go), with the UNet's weights where
- * they were captured (no budget streaming them), and not after a graph
- * failed once in this sampling. */
+ * ControlNet (whose residuals come and go), and not after a graph failed
+ * once in this sampling. */
 static bool graphs_wanted(const sd_denoise_plan *p) {
   const char *e = getenv("WEFT_GRAPHS");
-  if ((e && !strcmp(e, "0")) || p->control || p->graphs_failed) return false;
-  const sd_devw *dw = sd_unet_devw(p->d->unet);
-  return !dw || sd_vram_budget(dw->vr) == UINT64_MAX;
+  return !(e && !strcmp(e, "0")) && !p->control && !p->graphs_failed;
 }
 
+/* Counts every change of place in the UNet's weights' pool (loads,
+ * evictions, compactions): a graph holds the weights' addresses of its
+ * capture. */
+static uint64_t weights_epoch(const sd_denoise_plan *p) {
+  const sd_devw *dw = sd_unet_devw(p->d->unet);
+  if (!dw) return 0;
+  const sd_vram_stats *st = sd_vram_get_stats(dw->vr);
+  return st->loads + st->evictions + st->moves;
+}
+
+/* Starts a pass of recorder i: a replay once planned, else a recording
+ * that runs.  Without memory for it the call simply runs unplanned.
+ * Graphs captured before the weights moved are captured again. */
 static void plan_start(sd_denoise_plan *p, int i) {
   if (!p->rec[i]) {
     if (!(p->rec[i] = weft_rec_new(p->inner))) return;
     weft_rec_set_graphs(p->rec[i], graphs_wanted(p));
   }
   weft_rec *r = p->rec[i];
+  p->epoch = weights_epoch(p);
+  weft_rec_stats st;
+  weft_rec_stats_get(r, &st);
+  if (st.graph_segments && p->epoch != p->epoch_graphs)
+    weft_rec_set_graphs(r, true);
   weft_rec_mode m = p->dry                ? WEFT_REC_DRY
                     : weft_rec_planned(r) ? WEFT_REC_REPLAY
                                           : WEFT_REC_TRACE;
@@ -146,9 +159,10 @@ static void plan_start(sd_denoise_plan *p, int i) {
   p->active = i;
 }
 
-/* rc: the call's; a failed call's recording is not the forward's */
-/* Ends the pass; true when its graphs failed (its results are not to be
- * trusted: the caller runs it again, graphs off). */
+/* Ends the pass (rc: the call's; a failed call's recording is not the
+ * forward's).  True when the pass's graphs failed, or ran while the
+ * weights moved (streamed under a budget): its results are not to be
+ * trusted, and the caller runs it again with graphs off. */
 static bool plan_end(sd_denoise_plan *p, int rc) {
   if (p->active < 0) return false;
   weft_rec *r = p->rec[p->active];
@@ -162,8 +176,11 @@ static bool plan_end(sd_denoise_plan *p, int rc) {
     sd_vram_trim(dw->vr);
   weft_rec_end(r);
   weft_rec_stats_get(r, &after);
-  const bool failed = weft_rec_graph_failed(r);
+  const bool graphed = after.graph_launches != before.graph_launches;
+  const bool moved = weights_epoch(p) != p->epoch;
+  const bool failed = weft_rec_graph_failed(r) || (graphed && moved);
   if (failed) p->graphs_failed = true;
+  if (graphed && !failed) p->epoch_graphs = p->epoch;
   if (rc || failed || after.diverged != before.diverged) {
     /* never serve a stale plan twice: record again on the next call */
     weft_rec_free(r);

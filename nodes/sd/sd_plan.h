@@ -28,6 +28,8 @@ typedef struct sd_denoise_plan {
   int last;            /* the recorder the last call used, or -1 */
   bool dry;            /* sd_denoise_plan_dry's call: record, compute nothing */
   bool graphs_failed;  /* a replay's graphs failed: none from then on */
+  uint64_t epoch;      /* the weights' places at the pass's start */
+  uint64_t epoch_graphs; /* and when the graphs last ran */
   int (*control)(void *user, const float *x_in, int64_t rows, bool cond_only,
                  int64_t h, int64_t w, const float *t, const float *ctx,
                  int64_t tokens, float sigma, sd_cnet_out *out);
@@ -35,9 +37,12 @@ typedef struct sd_denoise_plan {
 } sd_denoise_plan;
 
 /* Replays launch the captured graphs of the first one (record.h's
- * weft_rec_set_graphs) where the backend has them, unless WEFT_GRAPHS=0,
- * a ControlNet is hooked, or a budget streams the UNet's weights; a step
- * whose graphs fail runs again without them. */
+ * weft_rec_set_graphs) where the backend has them, unless WEFT_GRAPHS=0
+ * or a ControlNet is hooked.  The graphs are captured again when the
+ * UNet's weights have moved since (sd_vram's loads, evictions and
+ * compactions); a step whose graphs fail, or ran while the weights moved
+ * (a budget streaming them), runs again without them, and graphs are off
+ * for the rest of the sampling. */
 
 /* Hooks p into d (set d->control first, if any).  0 (nothing to free on
  * failure). */
