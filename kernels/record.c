@@ -701,6 +701,10 @@ void weft_rec_set_graphs(weft_rec *r, bool on) {
   r->g = on && weft_backend_has_graphs(r->inner) ? G_NONE : G_OFF;
 }
 
+bool weft_rec_graphs_on(const weft_rec *r) {
+  return r->g != G_OFF;
+}
+
 bool weft_rec_graph_failed(const weft_rec *r) {
   return r->g_failed;
 }

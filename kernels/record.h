@@ -117,6 +117,8 @@ bool weft_rec_planned(const weft_rec *r);
  * are.  A capture that misses the arena or diverges is dropped, and graphs
  * are off from then on.  Call between passes. */
 void weft_rec_set_graphs(weft_rec *r, bool on);
+/* Whether graphs are on (asked for, and not given up). */
+bool weft_rec_graphs_on(const weft_rec *r);
 /* True when the last pass's results are not to be trusted: a capture or a
  * launch failed, or the pass left the captured sequence (its skipped ops
  * never ran).  Graphs are then off; running the pass again gives the

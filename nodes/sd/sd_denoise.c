@@ -141,6 +141,7 @@ static uint64_t weights_epoch(const sd_denoise_plan *p) {
  * that runs.  Without memory for it the call simply runs unplanned.
  * Graphs captured before the weights moved are captured again. */
 static void plan_start(sd_denoise_plan *p, int i) {
+  p->graphed = false;
   if (!p->rec[i]) {
     if (!(p->rec[i] = weft_rec_new(p->inner))) return;
     weft_rec_set_graphs(p->rec[i], graphs_wanted(p));
@@ -157,12 +158,14 @@ static void plan_start(sd_denoise_plan *p, int i) {
   if (weft_rec_begin(r, m)) return;
   p->d->be = weft_rec_backend(r);
   p->active = i;
+  p->graphed = m == WEFT_REC_REPLAY && weft_rec_graphs_on(r);
 }
 
 /* Ends the pass (rc: the call's; a failed call's recording is not the
  * forward's).  True when the pass's graphs failed, or ran while the
- * weights moved (streamed under a budget): its results are not to be
- * trusted, and the caller runs it again with graphs off. */
+ * weights moved (streamed under a budget), or the pass failed with graphs
+ * on (a call the capture refused, outside the recorder's ops): its results
+ * are not to be trusted, and the caller runs it again with graphs off. */
 static bool plan_end(sd_denoise_plan *p, int rc) {
   if (p->active < 0) return false;
   weft_rec *r = p->rec[p->active];
@@ -176,11 +179,10 @@ static bool plan_end(sd_denoise_plan *p, int rc) {
     sd_vram_trim(dw->vr);
   weft_rec_end(r);
   weft_rec_stats_get(r, &after);
-  const bool graphed = after.graph_launches != before.graph_launches;
   const bool moved = weights_epoch(p) != p->epoch;
-  const bool failed = weft_rec_graph_failed(r) || (graphed && moved);
+  const bool failed = weft_rec_graph_failed(r) || (p->graphed && (moved || rc));
   if (failed) p->graphs_failed = true;
-  if (graphed && !failed) p->epoch_graphs = p->epoch;
+  if (p->graphed && !failed) p->epoch_graphs = p->epoch;
   if (rc || failed || after.diverged != before.diverged) {
     /* never serve a stale plan twice: record again on the next call */
     weft_rec_free(r);

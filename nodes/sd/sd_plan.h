@@ -28,6 +28,7 @@ typedef struct sd_denoise_plan {
   int last;            /* the recorder the last call used, or -1 */
   bool dry;            /* sd_denoise_plan_dry's call: record, compute nothing */
   bool graphs_failed;  /* a replay's graphs failed: none from then on */
+  bool graphed;        /* the pass captures or launches graphs */
   uint64_t epoch;      /* the weights' places at the pass's start */
   uint64_t epoch_graphs; /* and when the graphs last ran */
   int (*control)(void *user, const float *x_in, int64_t rows, bool cond_only,

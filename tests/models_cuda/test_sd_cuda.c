@@ -32,6 +32,7 @@
 #include "lora.h"
 #include "png_io.h"
 #include "sd_device.h"
+#include "sd_plan.h"
 
 #define TOL 1e-4
 #define TOL_VS_CPU 1e-4
@@ -1312,6 +1313,107 @@ TEST(streamed_weights_match_resident_on_cuda) {
   sd_unet_free(ms.unet), sd_vae_free(ms.vae), fx_model_close(&ms.m);
   sd_vram_release(vs), sd_vram_release(vres);
   weft_backend_free(g), weft_backend_free(gr);
+}
+
+/* GS_STEPS euler steps of the planned sampler at 16x16 with CFG on
+ * unet's weights as vr keeps them; st: its recorder's stats at the end */
+enum { GS_STEPS = 6 };
+static void graph_sample(sd_unet *unet, weft_backend *be, const float *ctx,
+                         float *x, weft_rec_stats *st) {
+  static const float sig[GS_STEPS] = {14.6f, 8.0f, 4.1f, 2.2f, 0.7f, 0.1f};
+  weft_schedule sched;
+  weft_schedule_init(&sched, 0.00085, 0.012);
+  const int64_t shape[4] = {1, 4, 16, 16}, n = 4 * 16 * 16, tok = 77;
+  const int64_t dim = sd_unet_config(unet)->context_dim;
+  sd_denoiser d;
+  ASSERT_OK(sd_denoiser_init(&d, unet, be, &sched, SD_PRED_EPS, shape, 7.5f,
+                             ctx, tok, ctx + tok * dim, tok));
+  sd_denoise_plan p;
+  ASSERT_OK(sd_denoise_plan_init(&p, &d));
+  float den[4 * 16 * 16];
+  for (int k = 0; k < GS_STEPS; k++) {
+    ASSERT_OK(sd_denoise_planned(&p, x, sig[k], den));
+    float next = k + 1 < GS_STEPS ? sig[k + 1] : 0.0f;
+    for (int64_t i = 0; i < n; i++)
+      x[i] = den[i] + (x[i] - den[i]) * (next / sig[k]);
+  }
+  ASSERT(sd_denoise_plan_stats(&p, 0, st));
+  sd_denoise_plan_free(&p);
+  sd_denoiser_free(&d);
+}
+
+/* The sampler's CUDA graphs on 16-bit weights under a budget, as the
+ * node keeps them: with every weight resident they are captured once and
+ * launched by every later step; with the weights streamed they cannot
+ * stand (the weights move between steps), so those steps run again
+ * without them.  Either way the latents are the ones without graphs, bit
+ * for bit. */
+TEST(sampler_graphs_under_a_budget_give_the_ungraphed_latents_on_cuda) {
+  const int64_t n = 4 * 16 * 16;
+  for (int streamed = 0; streamed < 2; streamed++) {
+    weft_backend *g = gpu();
+    model m;
+    memset(&m, 0, sizeof m);
+    fx_model_open(&m.m, SD_LAYOUT_LDM);
+    ASSERT_OK(sd_unet_load(&m.m.ck, &m.unet));
+    uint64_t budget = (uint64_t)1 << 30;
+    if (streamed) {
+      /* two of the largest blocks and the fp32 weights (as above) */
+      sd_vram *probe = gpu_vram(g, UINT64_MAX, true);
+      ASSERT_OK(sd_unet_to_vram(m.unet, probe));
+      const sd_devw *pw = sd_unet_devw(m.unet);
+      uint64_t big = 0;
+      for (int b = 0; b < pw->n_blocks; b++)
+        if (pw->blk[b].bytes > big) big = pw->blk[b].bytes;
+      budget = 2 * big + pw->f32_bytes;
+      sd_unet_free(m.unet);
+      sd_vram_release(probe);
+      ASSERT_OK(sd_unet_load(&m.m.ck, &m.unet));
+    }
+    sd_vram *vr = gpu_vram(g, budget, true);
+    ASSERT_OK(sd_unet_to_vram(m.unet, vr));
+    ASSERT_OK(sd_vram_commit(vr));
+    ASSERT(sd_vram_streaming(vr) == (streamed != 0));
+    const int64_t dim = sd_unet_config(m.unet)->context_dim;
+    float *ctx = malloc((size_t)(2 * 77 * dim) * 4), a[4 * 16 * 16],
+          b[4 * 16 * 16];
+    ASSERT(ctx != NULL);
+    uint64_t s = 7;
+    for (int64_t i = 0; i < 2 * 77 * dim; i++) {
+      s = s * 6364136223846793005ull + 1;
+      ctx[i] = (float)(s >> 40) / 8388608.0f - 1;
+    }
+    for (int64_t i = 0; i < n; i++) {
+      s = s * 6364136223846793005ull + 1;
+      a[i] = b[i] = ((float)(s >> 40) / 8388608.0f - 1) * 14.6f;
+    }
+    weft_rec_stats on, off;
+    graph_sample(m.unet, g, ctx, a, &on);
+    setenv("WEFT_GRAPHS", "0", 1);
+    graph_sample(m.unet, g, ctx, b, &off);
+    unsetenv("WEFT_GRAPHS");
+    fprintf(stderr, "%s: %d graph segments, %llu launches, %llu failures\n",
+            streamed ? "streamed" : "resident", on.graph_segments,
+            (unsigned long long)on.graph_launches,
+            (unsigned long long)on.graph_failures);
+    ASSERT(memcmp(a, b, sizeof a) == 0);
+    ASSERT_EQ(off.graph_launches, 0);
+    if (streamed) {
+      /* the recorder in use at the end runs without graphs */
+      ASSERT_EQ(on.graph_segments, 0);
+      ASSERT_EQ(on.graph_launches, 0);
+    } else {
+      ASSERT(on.graph_segments > 0);
+      ASSERT_EQ(on.graph_launches,
+                (uint64_t)((GS_STEPS - 1) * on.graph_segments));
+      ASSERT_EQ(on.graph_failures, 0);
+    }
+    free(ctx);
+    sd_unet_free(m.unet);
+    fx_model_close(&m.m);
+    sd_vram_release(vr);
+    weft_backend_free(g);
+  }
 }
 
 static double now_s(void) {
