@@ -418,8 +418,7 @@ TEST(graphs_replay_off_the_captured_copies_fails_and_runs_again_without) {
   gcase_free(g);
 }
 
-TEST(
-    graphs_a_capture_refused_at_its_start_runs_the_ops_and_one_failing_at_its_end_asks_again) {
+TEST(graphs_refused_at_a_start_run_the_ops_failing_at_an_end_ask_again) {
   /* off unless asked */
   weft_backend *inner = cnt_backend_new(false);
   cnt_graphs_on(inner);
