@@ -77,6 +77,7 @@ struct weft_rec {
   bool g_open;    /* a capture is open on the inner backend */
   bool g_failed;  /* this pass's results are not to be trusted */
   int32_t g_mark; /* the first op after the last boundary */
+  bool ran;       /* a pass of the recording ran its ops (not DRY) */
   seg *seg;
   int32_t n_seg, cap_seg, next_seg;
   host_copy *cp;
@@ -628,9 +629,11 @@ int weft_rec_begin(weft_rec *r, weft_rec_mode mode) {
   r->diverged_pass = false;
   r->g_failed = false;
   if (mode == WEFT_REC_DRY || mode == WEFT_REC_TRACE) {
-    /* a new recording: graphs of the old one go, the next replay captures */
+    /* a new recording: graphs of the old one go, the replay after its
+     * first run captures */
     graphs_drop(r);
     if (r->g != G_OFF) r->g = G_NONE;
+    r->ran = false;
     r->n = 0;
     r->planned = false;
     r->h2d = r->d2h = r->d2d = 0;
@@ -649,7 +652,9 @@ int weft_rec_begin(weft_rec *r, weft_rec_mode mode) {
       graphs_drop(r);
       r->g = G_OFF;
     }
-    if (r->g == G_NONE) r->g = G_CAPTURE;
+    /* not the recording's first run: its first calls may make plans,
+     * grow scratch or load modules, none of which a capture allows */
+    if (r->g == G_NONE && r->ran) r->g = G_CAPTURE;
     r->next_seg = r->next_cp = r->g_mark = 0;
   }
   r->mode = mode;
@@ -659,6 +664,7 @@ int weft_rec_begin(weft_rec *r, weft_rec_mode mode) {
 int weft_rec_end(weft_rec *r) {
   weft_rec_mode mode = r->mode;
   int rc = 0;
+  if (mode == WEFT_REC_TRACE || mode == WEFT_REC_REPLAY) r->ran = true;
   if (mode == WEFT_REC_DRY || mode == WEFT_REC_TRACE) {
     for (int32_t i = 0; i < r->n_lv; i++) {
       int32_t k = r->lv[i].k;

@@ -102,7 +102,9 @@ int weft_rec_end(weft_rec *r);
 bool weft_rec_planned(const weft_rec *r);
 
 /* Graphs (off unless asked; the inner backend must have graph_begin and
- * the rest, backend.h).  With them on, the first REPLAY after a recording
+ * the rest, backend.h).  With them on, the first REPLAY after the
+ * recording's ops first ran (a TRACE, or a REPLAY of a DRY recording: its
+ * first calls may make plans or grow scratch, which a capture refuses)
  * captures its device ops: each run of ops between two host copies (or
  * synchronize calls) becomes one graph, a segment, launched where it ends;
  * every later REPLAY runs no op of the inner backend but launches the

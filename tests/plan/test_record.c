@@ -455,3 +455,23 @@ TEST(graphs_refused_at_a_start_run_the_ops_failing_at_an_end_ask_again) {
   ASSERT(!CNT(g->inner)->broken);
   gcase_free(g);
 }
+
+TEST(graphs_of_a_dry_recording_are_captured_by_its_second_replay) {
+  gcase *g = gcase_new();
+  cnt_backend *c = CNT(g->inner);
+  /* recorded again, DRY: nothing ran, so the first replay runs the ops
+   * (first calls may plan or grow scratch) and the second captures */
+  ASSERT_OK(weft_rec_begin(g->r, WEFT_REC_DRY));
+  ASSERT_OK(gscript(weft_rec_backend(g->r), g->x[0], g->o1, g->o2));
+  ASSERT_OK(weft_rec_end(g->r));
+  const int64_t ops = c->ops;
+  ASSERT_OK(greplay(g, 1));
+  ASSERT_EQ(c->begins, 0);
+  ASSERT_EQ(c->ops, ops + 3);
+  ASSERT_OK(greplay(g, 2));
+  ASSERT_EQ(c->begins, 2);
+  ASSERT_OK(greplay(g, 3));
+  ASSERT_EQ(c->ops, ops + 3);
+  ASSERT_EQ(c->launches, 4);
+  gcase_free(g);
+}
