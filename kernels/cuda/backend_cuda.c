@@ -820,6 +820,22 @@ static int be_graph_end(weft_backend *be, void **graph) {
                             "cudaStreamEndCapture");
   cuda_graph *cg = rc ? NULL : malloc(sizeof *cg);
   if (!rc && !cg) rc = WEFT_ENOMEM;
+  static int log = -1;
+  if (!rc && weft__cuda_env_int("WEFT_CUDA_GRAPH_LOG", &log)) {
+    /* what a launch replaces: its nodes, the kernels among them */
+    size_t n = 0, kernels = 0;
+    cudaGraphGetNodes(g, NULL, &n);
+    cudaGraphNode_t *nodes = n ? malloc(n * sizeof *nodes) : NULL;
+    if (nodes && cudaGraphGetNodes(g, nodes, &n) == cudaSuccess)
+      for (size_t i = 0; i < n; i++) {
+        enum cudaGraphNodeType t;
+        if (cudaGraphNodeGetType(nodes[i], &t) == cudaSuccess &&
+            t == cudaGraphNodeTypeKernel)
+          kernels++;
+      }
+    free(nodes);
+    fprintf(stderr, "weft cuda: graph of %zu nodes, %zu kernels\n", n, kernels);
+  }
   if (!rc)
     rc = weft__cuda_check(ctx, cudaGraphInstantiate(&cg->exec, g, 0),
                           "cudaGraphInstantiate");

@@ -772,6 +772,9 @@ static int run_bench(folder *m, weft_backend *be, const bench_opts *bo,
       if (!r) r = sync_be(be);
       double b = now();
       if (!r && rep >= 0) tp[kp++] = b - a;
+      if (!r && rep < 0) /* recorded, captured, first launch */
+        fprintf(stderr, "bench: sampler step warm-up %d: %.4f s\n", rep + 4,
+                b - a);
     }
     weft_rec_stats st;
     if (!r && sd_denoise_plan_stats(&dp, 0, &st))
