@@ -705,6 +705,7 @@ void weft_rec_set_graphs(weft_rec *r, bool on) {
   if (r->mode != WEFT_REC_PASS) return;
   graphs_drop(r);
   r->g = on && weft_backend_has_graphs(r->inner) ? G_NONE : G_OFF;
+  r->ran = false;
 }
 
 bool weft_rec_graphs_on(const weft_rec *r) {

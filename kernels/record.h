@@ -117,7 +117,9 @@ bool weft_rec_planned(const weft_rec *r);
  * in device buffers and what the host copies bring may change), and keeps
  * the buffers made outside the recorder (weights, kept inputs) where they
  * are.  A capture that misses the arena or diverges is dropped, and graphs
- * are off from then on.  Call between passes. */
+ * are off from then on.  Call between passes; calling it again drops the
+ * graphs, and the replay after the next one captures anew (for a caller
+ * whose buffers outside the recorder moved, or were given back). */
 void weft_rec_set_graphs(weft_rec *r, bool on);
 /* Whether graphs are on (asked for, and not given up). */
 bool weft_rec_graphs_on(const weft_rec *r);

@@ -175,9 +175,13 @@ static bool plan_end(sd_denoise_plan *p, int rc) {
    * driver with them before the arena is made beside them (a budget holds
    * one or the other, not both) */
   sd_devw *dw = sd_unet_devw(p->d->unet);
-  if (!weft_rec_planned(r) && dw && sd_vram_budget(dw->vr) != UINT64_MAX)
-    sd_vram_trim(dw->vr);
+  const bool trim =
+      !weft_rec_planned(r) && dw && sd_vram_budget(dw->vr) != UINT64_MAX;
+  if (trim) sd_vram_trim(dw->vr);
   weft_rec_end(r);
+  /* the trim gave the scratch back: the next replay grows it again, which
+   * a capture refuses, so the graphs wait for the replay after it */
+  if (trim && weft_rec_graphs_on(r)) weft_rec_set_graphs(r, true);
   weft_rec_stats_get(r, &after);
   const bool moved = weights_epoch(p) != p->epoch;
   const bool failed = weft_rec_graph_failed(r) || (p->graphed && (moved || rc));
