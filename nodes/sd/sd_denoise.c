@@ -138,8 +138,7 @@ static uint64_t weights_epoch(const sd_denoise_plan *p) {
 }
 
 /* Starts a pass of recorder i: a replay once planned, else a recording
- * that runs.  Without memory for it the call simply runs unplanned.
- * Graphs captured before the weights moved are captured again. */
+ * that runs.  Without memory for it the call simply runs unplanned. */
 static void plan_start(sd_denoise_plan *p, int i) {
   p->graphed = false;
   if (!p->rec[i]) {
@@ -147,10 +146,10 @@ static void plan_start(sd_denoise_plan *p, int i) {
     weft_rec_set_graphs(p->rec[i], graphs_wanted(p));
   }
   weft_rec *r = p->rec[i];
+  /* weights moved since the last pass (by another model's call): graphs
+   * captured again, after a pass that runs as they now lie */
   p->epoch = weights_epoch(p);
-  weft_rec_stats st;
-  weft_rec_stats_get(r, &st);
-  if (st.graph_segments && p->epoch != p->epoch_graphs)
+  if (p->epoch != p->epoch_end && weft_rec_graphs_on(r))
     weft_rec_set_graphs(r, true);
   weft_rec_mode m = p->dry                ? WEFT_REC_DRY
                     : weft_rec_planned(r) ? WEFT_REC_REPLAY
@@ -183,10 +182,13 @@ static bool plan_end(sd_denoise_plan *p, int rc) {
    * a capture refuses, so the graphs wait for the replay after it */
   if (trim && weft_rec_graphs_on(r)) weft_rec_set_graphs(r, true);
   weft_rec_stats_get(r, &after);
-  const bool moved = weights_epoch(p) != p->epoch;
+  p->epoch_end = weights_epoch(p);
+  const bool moved = p->epoch_end != p->epoch;
   const bool failed = weft_rec_graph_failed(r) || (p->graphed && (moved || rc));
   if (failed) p->graphs_failed = true;
-  if (p->graphed && !failed) p->epoch_graphs = p->epoch;
+  /* weights that move during a pass (streamed under a budget) are never
+   * captured: the graphs wait for a pass that leaves them in place */
+  if (!failed && moved && weft_rec_graphs_on(r)) weft_rec_set_graphs(r, true);
   if (rc || failed || after.diverged != before.diverged) {
     /* never serve a stale plan twice: record again on the next call */
     weft_rec_free(r);

@@ -30,7 +30,7 @@ typedef struct sd_denoise_plan {
   bool graphs_failed;  /* a replay's graphs failed: none from then on */
   bool graphed;        /* the pass captures or launches graphs */
   uint64_t epoch;      /* the weights' places at the pass's start */
-  uint64_t epoch_graphs; /* and when the graphs last ran */
+  uint64_t epoch_end;  /* and at the last pass's end */
   int (*control)(void *user, const float *x_in, int64_t rows, bool cond_only,
                  int64_t h, int64_t w, const float *t, const float *ctx,
                  int64_t tokens, float sigma, sd_cnet_out *out);
@@ -39,11 +39,13 @@ typedef struct sd_denoise_plan {
 
 /* Replays launch the captured graphs of the first one (record.h's
  * weft_rec_set_graphs) where the backend has them, unless WEFT_GRAPHS=0
- * or a ControlNet is hooked.  The graphs are captured again when the
- * UNet's weights have moved since (sd_vram's loads, evictions and
- * compactions); a step whose graphs fail, or ran while the weights moved
- * (a budget streaming them), runs again without them, and graphs are off
- * for the rest of the sampling. */
+ * or a ControlNet is hooked.  A graph holds the UNet's weights' addresses:
+ * it is captured only after a pass that moved none of them (sd_vram's
+ * loads, evictions and compactions; a budget that streams the weights
+ * moves them every step, so those steps run without graphs), and again
+ * after they moved.  A step whose graphs fail, or ran while the weights
+ * moved, runs again without them, and graphs are off for the rest of the
+ * sampling. */
 
 /* Hooks p into d (set d->control first, if any).  0 (nothing to free on
  * failure). */

@@ -1354,11 +1354,10 @@ static void graph_sample(sd_unet *unet, weft_backend *be, sd_vram *vr, bool dry,
 
 /* The sampler's CUDA graphs on 16-bit weights under a budget, as the
  * node keeps them: with every weight resident they are captured once, by
- * step 2 (step 1 is the DRY plan's first run), and launched by every
- * later step; with the weights streamed they cannot
- * stand (the weights move between steps), so those steps run again
- * without them.  Either way the latents are the ones without graphs, bit
- * for bit. */
+ * the first step after the DRY plan's first run that moved no weight, and
+ * launched by every later step; with the weights streamed they cannot
+ * stand (the weights move every step), so none is captured.  Either way the
+ * latents are the ones without graphs, bit for bit. */
 TEST(sampler_graphs_under_a_budget_give_the_ungraphed_latents_on_cuda) {
   const int64_t n = 4 * 16 * 16;
   for (int streamed = 0; streamed < 2; streamed++) {
@@ -1416,8 +1415,11 @@ TEST(sampler_graphs_under_a_budget_give_the_ungraphed_latents_on_cuda) {
       ASSERT_EQ(on.graph_launches, 0);
     } else {
       ASSERT(on.graph_segments > 0);
-      ASSERT_EQ(on.graph_launches,
-                (uint64_t)((GS_STEPS - 2) * on.graph_segments));
+      /* captured by step 2, or by step 3 where step 1 still moved
+       * weights into the pool the reserve resized */
+      const uint64_t seg = (uint64_t)on.graph_segments;
+      ASSERT(on.graph_launches == (GS_STEPS - 1) * seg ||
+             on.graph_launches == (GS_STEPS - 2) * seg);
       ASSERT_EQ(on.graph_failures, 0);
     }
     free(ctx);
