@@ -4,7 +4,8 @@
 // every SM, launched one by one on a stream, as one CUDA graph, and as
 // one graph whose kernels let the next one start early (programmatic
 // dependent launch: the next kernel's blocks wait in
-// cudaGridDependencySynchronize instead of behind the launch).  The gap a
+// cudaGridDependencySynchronize instead of behind the launch), triggered
+// at each kernel's end or at its start.  The gap a
 // kernel is (chain time - N x busy time) / N.  Prints a markdown table
 // and writes graph_gap.json to argv[1] (default .).
 //
@@ -18,19 +19,21 @@
 // Busy for `cycles` of the SM's clock (the device's clock rate converts
 // the table's microseconds: the differences between the ways do not
 // depend on it), one block an SM; with pdl it waits for the previous
-// kernel first and lets the next one launch.
+// kernel first and lets the next one launch: at its end (pdl 1), or at
+// once (pdl 2: the next kernel's blocks wait on the SMs beside it).
 __global__ void busy(long long cycles, int pdl, unsigned *sink) {
   if (pdl) cudaGridDependencySynchronize();
+  if (pdl == 2) cudaTriggerProgrammaticLaunchCompletion();
   const long long t0 = clock64();
   while (clock64() - t0 < cycles) {
   }
-  if (pdl) cudaTriggerProgrammaticLaunchCompletion();
+  if (pdl == 1) cudaTriggerProgrammaticLaunchCompletion();
   if (threadIdx.x == 0 && cycles < 0) sink[blockIdx.x] = 1; // never
 }
 
 enum { N = 769, REPS = 7 };
 
-static void chain(cudaStream_t s, int blocks, long long cycles, bool pdl,
+static void chain(cudaStream_t s, int blocks, long long cycles, int pdl,
                   unsigned *sink) {
   for (int i = 0; i < N; i++) {
     cudaLaunchConfig_t cfg = {};
@@ -42,7 +45,7 @@ static void chain(cudaStream_t s, int blocks, long long cycles, bool pdl,
     at[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = at;
     cfg.numAttrs = pdl ? 1 : 0;
-    CK(cudaLaunchKernelEx(&cfg, busy, cycles, (int)pdl, sink));
+    CK(cudaLaunchKernelEx(&cfg, busy, cycles, pdl, sink));
   }
 }
 
@@ -64,7 +67,8 @@ int main(int argc, char **argv) {
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
   static const long long busy_ns[] = {0, 2000, 10000};
-  static const char *const way[] = {"stream", "graph", "graph, PDL"};
+  static const char *const way[] = {"stream", "graph", "graph, PDL",
+                                    "graph, PDL triggered at once"};
   char path[4096];
   snprintf(path, sizeof path, "%s/graph_gap.json", dir);
   FILE *js = fopen(path, "w");
@@ -79,13 +83,13 @@ int main(int argc, char **argv) {
          N);
   bool first = true;
   for (long long ns : busy_ns)
-    for (int w = 0; w < 3; w++) {
+    for (int w = 0; w < 4; w++) {
       const long long cyc = ns * khz / 1000000;
       cudaGraphExec_t x = NULL;
       if (w > 0) {
         cudaGraph_t g;
         CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-        chain(s, sms, cyc, w == 2, sink);
+        chain(s, sms, cyc, w - 1, sink);
         CK(cudaStreamEndCapture(s, &g));
         CK(cudaGraphInstantiate(&x, g, 0));
         CK(cudaGraphDestroy(g));
@@ -96,7 +100,7 @@ int main(int argc, char **argv) {
         if (x)
           CK(cudaGraphLaunch(x, s));
         else
-          chain(s, sms, cyc, false, sink);
+          chain(s, sms, cyc, 0, sink);
         CK(cudaEventRecord(e1, s));
         CK(cudaEventSynchronize(e1));
         float ms;
