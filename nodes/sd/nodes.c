@@ -1328,12 +1328,15 @@ static int ksample(weft_call *c, const ksampler_args *a, weft_plan *plan) {
     if (sd_denoise_plan_stats(&s.dplan, i, &st))
       h->log(c, WEFT_LOG_DEBUG,
              "UNet activations%s: arena %llu bytes (lower bound %llu, "
-             "unplanned %llu), %d replays, %llu misses",
+             "unplanned %llu), %d replays, %llu misses; graphs: %d "
+             "segments, %llu launches%s",
              i ? " (with ControlNet residuals)" : "",
              (unsigned long long)st.arena.arena,
              (unsigned long long)st.arena.lower_bound,
              (unsigned long long)st.arena.naive, st.replays,
-             (unsigned long long)st.misses);
+             (unsigned long long)st.misses, st.graph_segments,
+             (unsigned long long)st.graph_launches,
+             s.dplan.graphs_failed ? " (given up after a failure)" : "");
   int nc = sd_ctrl_recs_sum(s.ctrl_recs, &st);
   if (nc)
     h->log(c, WEFT_LOG_DEBUG,
