@@ -35,6 +35,7 @@ struct attn_params {
 template <int RW, int NJ>
 __global__ void __launch_bounds__(ATTN_WARPS * 32)
     attn_kernel(const attn_params p) {
+  weft_cu_pdl_wait();
   constexpr int R = ATTN_WARPS * RW;
   extern __shared__ float smem[];
   const int d = p.d, dpad = d + 1;
@@ -168,7 +169,7 @@ static cudaError_t launch(cudaStream_t s, attn_params p, int64_t bh,
     int64_t nbh = bh - b0 < per_launch ? bh - b0 : per_launch;
     p.bh0 = b0;
     dim3 grid((unsigned)(nbh * p.n_qblocks), (unsigned)chunks);
-    kern<<<grid, ATTN_WARPS * 32, smem, s>>>(p);
+    weft_cu_launch(kern, grid, ATTN_WARPS * 32, smem, s, p);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }

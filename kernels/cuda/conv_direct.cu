@@ -49,6 +49,7 @@ template <int R> __device__ __forceinline__ float cd_round(float v) {
 // y, K3 a 3x3 kernel (its tap loops unrolled).
 template <int CO, int R, typename T, bool K3>
 __global__ void __launch_bounds__(CD_THREADS) conv_direct(const cd_params p) {
+  weft_cu_pdl_wait();
   extern __shared__ float4 wsm4[]; // the weight, then the slices' sums
   float *wsm = (float *)wsm4;
   const int kh = K3 ? 3 : p.kh, kw = K3 ? 3 : p.kw;
@@ -139,7 +140,8 @@ static cudaError_t cd_launch(cudaStream_t s, const cd_params &p, size_t smem) {
   const int pb = CD_THREADS / p.slices;
   const int64_t blocks = (p.pixels + pb - 1) / pb;
   if (blocks > INT32_MAX) return cudaErrorInvalidValue;
-  conv_direct<CO, R, T, K3><<<(unsigned)blocks, CD_THREADS, smem, s>>>(p);
+  weft_cu_launch(conv_direct<CO, R, T, K3>, (unsigned)blocks, CD_THREADS, smem,
+                 s, p);
   return cudaGetLastError();
 }
 

@@ -92,6 +92,7 @@ __global__ void fa_pack(const X *k, weft_attn_strides ks, const X *v,
                         weft_attn_strides vs, int64_t heads, int64_t bh,
                         int len, int lkp, int d, int dp, int ones, uint4 *kd,
                         uint4 *vd) {
+  weft_cu_pdl_wait();
   const int c8 = dp / 8;
   const int64_t n = bh * lkp * c8;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < 2 * n;
@@ -270,6 +271,7 @@ fa_tile(const fa_params &p, const uint32_t *sK, const uint32_t *sV, int kt,
 template <int DP, bool BF, int W, int MT, bool ONES, typename X>
 __global__ void __launch_bounds__(W * 32, (fa_min_blocks<DP, W>()))
     fa_kernel(const fa_params p) {
+  weft_cu_pdl_wait();
   constexpr int NT = W * 32, LDW = (DP + 8) / 2, ND = DP / 8, NK = DP / 16;
   constexpr int TILE = FA_BK * LDW; // 32-bit words of one tile
   constexpr int ROWS = 16 * MT;     // query rows of a warp
@@ -391,7 +393,7 @@ static cudaError_t launch_k(cudaStream_t s, fa_params p, int64_t bh) {
   for (int64_t b0 = 0; b0 < bh; b0 += 65535) {
     p.bh0 = b0;
     dim3 grid(qblocks, (unsigned)(bh - b0 < 65535 ? bh - b0 : 65535));
-    fa_kernel<DP, BF, W, MT, ONES, X><<<grid, W * 32, smem, s>>>(p);
+    weft_cu_launch(fa_kernel<DP, BF, W, MT, ONES, X>, grid, W * 32, smem, s, p);
     e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
@@ -447,9 +449,10 @@ static cudaError_t run(cudaStream_t s, const weft_attn_args *a,
                        const fa_params &p, int dp, void *kh, void *vh,
                        int sm_count) {
   const int64_t bh = a->batch * a->heads, n = 2 * bh * p.lkp * (dp / 8);
-  fa_pack<BF, X><<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-      (const X *)a->k, a->k_s, (const X *)a->v, a->v_s, a->heads, bh, p.lk,
-      p.lkp, p.d, dp, ones_column(p.d, dp), (uint4 *)kh, (uint4 *)vh);
+  weft_cu_launch(fa_pack<BF, X>, weft_cu_blocks(n, WEFT_CU_THREADS),
+                 WEFT_CU_THREADS, 0, s, (const X *)a->k, a->k_s,
+                 (const X *)a->v, a->v_s, a->heads, bh, p.lk, p.lkp, p.d, dp,
+                 ones_column(p.d, dp), (uint4 *)kh, (uint4 *)vh);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   return launch_dp<BF, X>(s, p, bh, sm_count);

@@ -43,6 +43,7 @@ __global__ void pack_kernel(const void *__restrict__ src, int sdt,
                             void *__restrict__ dst, int ddt, int64_t n_inner,
                             int64_t s_outer, int64_t s_inner, int64_t rows,
                             int64_t cols, int64_t ld, int64_t total) {
+  weft_cu_pdl_wait();
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
        idx < total; idx += (int64_t)gridDim.x * blockDim.x) {
     int64_t c = idx % cols, t = idx / cols;
@@ -61,6 +62,7 @@ __global__ void pack_kernel(const void *__restrict__ src, int sdt,
 // 8-byte aligned, n a multiple of 4: the launcher checks).
 __global__ void f32_to_16_vec4(const float4 *__restrict__ src, int ddt,
                                uint2 *__restrict__ dst, int64_t n4) {
+  weft_cu_pdl_wait();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
        i += (int64_t)gridDim.x * blockDim.x) {
     float4 v = src[i];
@@ -84,8 +86,9 @@ extern "C" cudaError_t weft__cu_pack(cudaStream_t s, const void *src, int sdt,
   if (flat && sdt == WEFT_F32 && ddt != WEFT_F32 && total % 4 == 0 &&
       (uintptr_t)src % 16 == 0 && (uintptr_t)dst % 8 == 0) {
     const int64_t n4 = total / 4;
-    f32_to_16_vec4<<<weft_cu_blocks(n4, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
-                     s>>>((const float4 *)src, ddt, (uint2 *)dst, n4);
+    weft_cu_launch(f32_to_16_vec4, weft_cu_blocks(n4, WEFT_CU_THREADS),
+                   WEFT_CU_THREADS, 0, s, (const float4 *)src, ddt,
+                   (uint2 *)dst, n4);
     return cudaGetLastError();
   }
   if (flat) {
@@ -94,9 +97,9 @@ extern "C" cudaError_t weft__cu_pack(cudaStream_t s, const void *src, int sdt,
     rows = 1;
     cols = ld = total;
   }
-  pack_kernel<<<weft_cu_blocks(total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
-                s>>>(src, sdt, dst, ddt, n_inner, s_outer, s_inner, rows, cols,
-                     ld, total);
+  weft_cu_launch(pack_kernel, weft_cu_blocks(total, WEFT_CU_THREADS),
+                 WEFT_CU_THREADS, 0, s, src, sdt, dst, ddt, n_inner, s_outer,
+                 s_inner, rows, cols, ld, total);
   return cudaGetLastError();
 }
 
@@ -113,6 +116,7 @@ __global__ void
 widen_planes_kernel(const uint16_t *__restrict__ src, int sdt,
                     float *__restrict__ y, const float *__restrict__ bias,
                     int64_t planes, int64_t c_out, int64_t ys, int64_t n) {
+  weft_cu_pdl_wait();
   for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
     const int64_t b = p / c_out, o = p - b * c_out;
     const uint16_t *sr = src + p * n;
@@ -156,11 +160,11 @@ extern "C" cudaError_t weft__cu_widen_planes(cudaStream_t s, const void *src,
   // keep the grid bounded; the loops stride over the rest
   if ((int64_t)g.x * g.y > (1 << 22)) g.x = (unsigned)((1 << 22) / g.y) + 1;
   if (vec)
-    widen_planes_kernel<4><<<g, WEFT_CU_THREADS, 0, s>>>(
-        (const uint16_t *)src, sdt, y, bias, planes, c_out, ys, n);
+    weft_cu_launch(widen_planes_kernel<4>, g, WEFT_CU_THREADS, 0, s,
+                   (const uint16_t *)src, sdt, y, bias, planes, c_out, ys, n);
   else
-    widen_planes_kernel<1><<<g, WEFT_CU_THREADS, 0, s>>>(
-        (const uint16_t *)src, sdt, y, bias, planes, c_out, ys, n);
+    weft_cu_launch(widen_planes_kernel<1>, g, WEFT_CU_THREADS, 0, s,
+                   (const uint16_t *)src, sdt, y, bias, planes, c_out, ys, n);
   return cudaGetLastError();
 }
 
@@ -176,6 +180,7 @@ __global__ void __launch_bounds__(SM16_THREADS)
     softmax16_kernel(const float *__restrict__ sc, uint16_t *__restrict__ p,
                      int ddt, int64_t rows, int64_t lk, int causal, int64_t q0,
                      int64_t nq) {
+  weft_cu_pdl_wait();
   __shared__ float red[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float *sr = sc + r * lk;
@@ -200,8 +205,8 @@ extern "C" cudaError_t weft__cu_softmax16(cudaStream_t s, const float *sc,
                                           int64_t lk, int causal, int64_t q0,
                                           int64_t nq) {
   const unsigned g = rows < (1 << 20) ? (unsigned)rows : (1u << 20);
-  softmax16_kernel<<<g, SM16_THREADS, 0, s>>>(sc, (uint16_t *)p, ddt, rows, lk,
-                                              causal, q0, nq);
+  weft_cu_launch(softmax16_kernel, g, SM16_THREADS, 0, s, sc, (uint16_t *)p,
+                 ddt, rows, lk, causal, q0, nq);
   return cudaGetLastError();
 }
 
@@ -222,6 +227,7 @@ __global__ void __launch_bounds__(256)
                   const uint4 *__restrict__ w, int64_t ldw8, int64_t n,
                   int64_t k8, const float *__restrict__ bias, void *c, int cdt,
                   int64_t ldc) {
+  weft_cu_pdl_wait();
   const int lane = threadIdx.x & 31;
   const int64_t j =
       blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -271,8 +277,8 @@ static void gemv16_m(cudaStream_t s, int m, const uint4 *a, int64_t lda8,
                      const float *bias, void *c, int cdt, int64_t ldc) {
   const unsigned blocks = (unsigned)((n + 7) / 8);
 #define GEMV16(M)                                                              \
-  gemv16_kernel<BF, M>                                                         \
-      <<<blocks, 256, 0, s>>>(a, lda8, w, ldw8, n, k8, bias, c, cdt, ldc)
+  weft_cu_launch(gemv16_kernel<BF, M>, blocks, 256, 0, s, a, lda8, w, ldw8, n, \
+                 k8, bias, c, cdt, ldc)
   switch (m) {
   case 1: GEMV16(1); break;
   case 2: GEMV16(2); break;

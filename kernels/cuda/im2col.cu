@@ -34,6 +34,7 @@ __device__ __forceinline__ void put(uint16_t *col, int64_t i, int dt, float v) {
 template <typename T, typename X>
 __global__ void im2col_kernel(im2col_params p, const X *__restrict__ x,
                               T *__restrict__ col, int dt) {
+  weft_cu_pdl_wait();
   const int kk = p.k_h * p.k_w;
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
        idx < p.total; idx += (int64_t)gridDim.x * blockDim.x) {
@@ -85,9 +86,9 @@ extern "C" cudaError_t weft__cu_im2col(cudaStream_t s,
   (void)h_out;
   im2col_params p;
   fill_params(&p, a, w_out, xs, n_img, n0, nb);
-  im2col_kernel<float>
-      <<<weft_cu_blocks(p.total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-          p, x, col, WEFT_F32);
+  weft_cu_launch(im2col_kernel<float, float>,
+                 weft_cu_blocks(p.total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
+                 s, p, x, col, WEFT_F32);
   return cudaGetLastError();
 }
 
@@ -98,11 +99,11 @@ extern "C" cudaError_t weft__cu_im2col16(cudaStream_t s,
                                          int64_t nb, void *col, int dt) {
   im2col_params p;
   fill_params(&p, a, w_out, xs, n_img, n0, nb);
-  WEFT_CU_WITH_TYPE(
-      xdt, X,
-      im2col_kernel<uint16_t, X>
-      <<<weft_cu_blocks(p.total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-          p, (const X *)x, (uint16_t *)col, dt));
+  WEFT_CU_WITH_TYPE(xdt, X,
+                    weft_cu_launch(im2col_kernel<uint16_t, X>,
+                                   weft_cu_blocks(p.total, WEFT_CU_THREADS),
+                                   WEFT_CU_THREADS, 0, s, p, (const X *)x,
+                                   (uint16_t *)col, dt));
   return cudaGetLastError();
 }
 
@@ -115,6 +116,7 @@ __global__ void conv_rows_kernel(const uint4 *__restrict__ band,
                                  uint4 *__restrict__ col, int c8, int taps,
                                  int k_w, int sh, int sw, int hb, int wb,
                                  int ho, int wo, int64_t total) {
+  weft_cu_pdl_wait();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     const int c = (int)(i % c8);
@@ -139,10 +141,10 @@ extern "C" cudaError_t weft__cu_conv_rows(cudaStream_t s, const void *band,
     return cudaErrorInvalidValue;
   const int64_t total = batch * ho * wo * k_h * k_w * (c / 8);
   if (total == 0) return cudaSuccess;
-  conv_rows_kernel<<<weft_cu_blocks(total, WEFT_CU_THREADS), WEFT_CU_THREADS,
-                     0, s>>>((const uint4 *)band, (uint4 *)col, (int)(c / 8),
-                             (int)(k_h * k_w), (int)k_w, (int)sh, (int)sw,
-                             (int)hb, (int)wb, (int)ho, (int)wo, total);
+  weft_cu_launch(conv_rows_kernel, weft_cu_blocks(total, WEFT_CU_THREADS),
+                 WEFT_CU_THREADS, 0, s, (const uint4 *)band, (uint4 *)col,
+                 (int)(c / 8), (int)(k_h * k_w), (int)k_w, (int)sh, (int)sw,
+                 (int)hb, (int)wb, (int)ho, (int)wo, total);
   return cudaGetLastError();
 }
 
@@ -151,6 +153,7 @@ extern "C" cudaError_t weft__cu_conv_rows(cudaStream_t s, const void *band,
 template <typename T>
 __global__ void splitk_sum_kernel(const float4 *__restrict__ part, int splits,
                                   int64_t n4, T *__restrict__ y) {
+  weft_cu_pdl_wait();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
        i += (int64_t)gridDim.x * blockDim.x) {
     float4 v = part[i];
@@ -170,10 +173,10 @@ extern "C" cudaError_t weft__cu_splitk_sum(cudaStream_t s, const float *part,
     return cudaErrorInvalidValue;
   const int64_t n4 = n / 4;
   if (n4 == 0) return cudaSuccess;
-  WEFT_CU_WITH_TYPE(
-      dt, T,
-      splitk_sum_kernel<T>
-      <<<weft_cu_blocks(n4, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-          (const float4 *)part, splits, n4, (T *)y));
+  WEFT_CU_WITH_TYPE(dt, T,
+                    weft_cu_launch(splitk_sum_kernel<T>,
+                                   weft_cu_blocks(n4, WEFT_CU_THREADS),
+                                   WEFT_CU_THREADS, 0, s, (const float4 *)part,
+                                   splits, n4, (T *)y));
   return cudaGetLastError();
 }

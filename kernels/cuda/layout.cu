@@ -54,6 +54,7 @@ __global__ void __launch_bounds__(TP *TROWS)
                      int w, int row0, int hb, int pl, int wb,
                      TO *__restrict__ dst, int batch,
                      const float2 *__restrict__ ss, int act) {
+  weft_cu_pdl_wait();
   __shared__ __align__(16) TO tile[TP][TC + 2];
   const int pix = hb * wb, p0 = blockIdx.x * TP, c0 = blockIdx.y * TC;
   const int tx = threadIdx.x, ty = threadIdx.y, plane = h * w;
@@ -103,6 +104,7 @@ __global__ void __launch_bounds__(TP *TROWS)
                        const TY *__restrict__ chan, const TY *__restrict__ res,
                        TY *__restrict__ y, int64_t ys, int64_t plane,
                        int64_t off, int batch) {
+  weft_cu_pdl_wait();
   constexpr int TPX = TP * PX;
   __shared__ __align__(16) TS tile[TPX][TC + 2];
   const int p0 = blockIdx.x * TPX, c0 = blockIdx.y * TC;
@@ -157,14 +159,14 @@ static void launch_pack(cudaStream_t s, dim3 grid, const TI *x, int64_t xs,
                         int act) {
   const dim3 block(TP, TROWS);
   if (!ss)
-    nhwc_pack_kernel<TI, TO, ACT_NO_SS><<<grid, block, 0, s>>>(
-        x, xs, c_in, h, w, row0, hb, pl, wb, dst, batch, ss, act);
+    weft_cu_launch(nhwc_pack_kernel<TI, TO, ACT_NO_SS>, grid, block, 0, s, x,
+                   xs, c_in, h, w, row0, hb, pl, wb, dst, batch, ss, act);
   else if (act == WEFT_ACT_SILU)
-    nhwc_pack_kernel<TI, TO, WEFT_ACT_SILU><<<grid, block, 0, s>>>(
-        x, xs, c_in, h, w, row0, hb, pl, wb, dst, batch, ss, act);
+    weft_cu_launch(nhwc_pack_kernel<TI, TO, WEFT_ACT_SILU>, grid, block, 0, s,
+                   x, xs, c_in, h, w, row0, hb, pl, wb, dst, batch, ss, act);
   else
-    nhwc_pack_kernel<TI, TO, ACT_ANY><<<grid, block, 0, s>>>(
-        x, xs, c_in, h, w, row0, hb, pl, wb, dst, batch, ss, act);
+    weft_cu_launch(nhwc_pack_kernel<TI, TO, ACT_ANY>, grid, block, 0, s, x, xs,
+                   c_in, h, w, row0, hb, pl, wb, dst, batch, ss, act);
 }
 
 extern "C" cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x,
@@ -201,8 +203,8 @@ static void launch_unpack(cudaStream_t s, const TS *src, int64_t batch,
   const bool wide = (int64_t)grid.x * grid.y * grid.z >= 512;
   if (!wide) grid = tile_grid(pix, TP, c_out, batch);
 #define WEFT_UNPACK(RES, PX)                                                   \
-  nhwc_unpack_kernel<TS, TY, RES, PX><<<grid, block, 0, s>>>(                  \
-      src, pix, c_out, bias, chan, res, y, ys, plane, off, (int)batch)
+  weft_cu_launch(nhwc_unpack_kernel<TS, TY, RES, PX>, grid, block, 0, s, src,  \
+                 pix, c_out, bias, chan, res, y, ys, plane, off, (int)batch)
   if (res)
     wide ? WEFT_UNPACK(true, 2) : WEFT_UNPACK(true, 1);
   else
@@ -251,6 +253,7 @@ __global__ void cl_copy_kernel(const TI *__restrict__ x, int64_t xs, int c_in,
                                int h, int w, int row0, int hb, int pl, int wb,
                                TO *__restrict__ dst, int rows,
                                const float2 *__restrict__ ss, int act) {
+  weft_cu_pdl_wait();
   const int cv = c_in / V, items = wb * cv;
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= items) return;
@@ -285,8 +288,8 @@ static void launch_cl_copy(cudaStream_t s, const TI *x, int64_t xs, int c_in,
   const dim3 grid((unsigned)((items + 127) / 128),
                   (unsigned)(rows < 65535 ? rows : 65535));
 #define WEFT_CL_COPY(ACT)                                                      \
-  cl_copy_kernel<TI, TO, ACT, V><<<grid, 128, 0, s>>>(                         \
-      x, xs, c_in, h, w, row0, hb, pl, wb, dst, rows, ss, act)
+  weft_cu_launch(cl_copy_kernel<TI, TO, ACT, V>, grid, 128, 0, s, x, xs, c_in, \
+                 h, w, row0, hb, pl, wb, dst, rows, ss, act)
   if (!ss)
     WEFT_CL_COPY(ACT_NO_SS);
   else if (act == WEFT_ACT_SILU)
@@ -331,6 +334,7 @@ __global__ void cl_epilogue_kernel(const TS *__restrict__ src, int pix,
                                    const TY *__restrict__ res,
                                    TY *__restrict__ y, int64_t ys, int64_t off,
                                    int batch) {
+  weft_cu_pdl_wait();
   const int items = pix * (c_out / V);
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= items) return;
@@ -360,11 +364,11 @@ static void launch_cl_epilogue(cudaStream_t s, const TS *src, int pix,
   const dim3 grid((unsigned)((items + 255) / 256),
                   (unsigned)(batch < 65535 ? batch : 65535));
   if (res)
-    cl_epilogue_kernel<TS, TY, true, V><<<grid, 256, 0, s>>>(
-        src, pix, c_out, bias, chan, res, y, ys, off, batch);
+    weft_cu_launch(cl_epilogue_kernel<TS, TY, true, V>, grid, 256, 0, s, src,
+                   pix, c_out, bias, chan, res, y, ys, off, batch);
   else
-    cl_epilogue_kernel<TS, TY, false, V><<<grid, 256, 0, s>>>(
-        src, pix, c_out, bias, chan, res, y, ys, off, batch);
+    weft_cu_launch(cl_epilogue_kernel<TS, TY, false, V>, grid, 256, 0, s, src,
+                   pix, c_out, bias, chan, res, y, ys, off, batch);
 }
 
 extern "C" cudaError_t weft__cu_cl_epilogue(cudaStream_t s, const void *src,
@@ -395,6 +399,7 @@ extern "C" cudaError_t weft__cu_cl_epilogue(cudaStream_t s, const void *src,
 template <typename U>
 __global__ void upsample_cl_kernel(const U *__restrict__ x, U *__restrict__ y,
                                    int64_t rows, int64_t w, int64_t cu) {
+  weft_cu_pdl_wait();
   const int64_t n = rows * w * cu;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -414,20 +419,20 @@ extern "C" cudaError_t weft__cu_upsample2x_cl(cudaStream_t s, int dt,
   const int64_t es = dt == WEFT_F32 ? 4 : 2, bytes = c * es;
   const int64_t n = batch * h * w;
   if (bytes % 16 == 0 && weft_cu_aligned16(x) && weft_cu_aligned16(y)) {
-    upsample_cl_kernel<uint4>
-        <<<weft_cu_blocks(n * (bytes / 16), WEFT_CU_THREADS), WEFT_CU_THREADS,
-           0, s>>>(static_cast<const uint4 *>(x), static_cast<uint4 *>(y),
-                   batch * h, w, bytes / 16);
+    weft_cu_launch(upsample_cl_kernel<uint4>,
+                   weft_cu_blocks(n * (bytes / 16), WEFT_CU_THREADS),
+                   WEFT_CU_THREADS, 0, s, static_cast<const uint4 *>(x),
+                   static_cast<uint4 *>(y), batch * h, w, bytes / 16);
   } else if (es == 2) {
-    upsample_cl_kernel<uint16_t>
-        <<<weft_cu_blocks(n * c, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-            static_cast<const uint16_t *>(x), static_cast<uint16_t *>(y),
-            batch * h, w, c);
+    weft_cu_launch(upsample_cl_kernel<uint16_t>,
+                   weft_cu_blocks(n * c, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
+                   s, static_cast<const uint16_t *>(x),
+                   static_cast<uint16_t *>(y), batch * h, w, c);
   } else {
-    upsample_cl_kernel<uint32_t>
-        <<<weft_cu_blocks(n * c, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-            static_cast<const uint32_t *>(x), static_cast<uint32_t *>(y),
-            batch * h, w, c);
+    weft_cu_launch(upsample_cl_kernel<uint32_t>,
+                   weft_cu_blocks(n * c, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
+                   s, static_cast<const uint32_t *>(x),
+                   static_cast<uint32_t *>(y), batch * h, w, c);
   }
   return cudaGetLastError();
 }
@@ -438,6 +443,7 @@ template <typename E>
 __global__ void weight_layout_kernel(const E *__restrict__ w,
                                      E *__restrict__ dst, int64_t c_in,
                                      int64_t kk, int to_hwc, int64_t total) {
+  weft_cu_pdl_wait();
   const int64_t row = c_in * kk;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -460,12 +466,12 @@ extern "C" cudaError_t weft__cu_conv_weight_layout(cudaStream_t s,
   if (total <= 0) return cudaSuccess;
   const unsigned blocks = weft_cu_blocks(total, WEFT_CU_THREADS);
   if (dt == WEFT_F32)
-    weight_layout_kernel<uint32_t><<<blocks, WEFT_CU_THREADS, 0, s>>>(
-        static_cast<const uint32_t *>(w), static_cast<uint32_t *>(dst), c_in,
-        kk, to_hwc, total);
+    weft_cu_launch(weight_layout_kernel<uint32_t>, blocks, WEFT_CU_THREADS, 0,
+                   s, static_cast<const uint32_t *>(w),
+                   static_cast<uint32_t *>(dst), c_in, kk, to_hwc, total);
   else
-    weight_layout_kernel<uint16_t><<<blocks, WEFT_CU_THREADS, 0, s>>>(
-        static_cast<const uint16_t *>(w), static_cast<uint16_t *>(dst), c_in,
-        kk, to_hwc, total);
+    weft_cu_launch(weight_layout_kernel<uint16_t>, blocks, WEFT_CU_THREADS, 0,
+                   s, static_cast<const uint16_t *>(w),
+                   static_cast<uint16_t *>(dst), c_in, kk, to_hwc, total);
   return cudaGetLastError();
 }

@@ -90,6 +90,7 @@ template <typename T, bool VEC>
 __global__ void __launch_bounds__(GN_THREADS)
     gn_chunk_kernel(const T *__restrict__ x, int64_t len, int64_t nchunk,
                     double2 *__restrict__ part) {
+  weft_cu_pdl_wait();
   __shared__ double red[32];
   const int64_t t = blockIdx.x / nchunk, k = blockIdx.x % nchunk;
   const int n = (int)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
@@ -172,6 +173,7 @@ __global__ void __launch_bounds__(GN_THREADS)
                     int64_t channels, int64_t groups, float eps,
                     const float *__restrict__ gamma,
                     const float *__restrict__ beta, int act) {
+  weft_cu_pdl_wait();
   __shared__ double red[32];
   __shared__ double2 m1;
   extern __shared__ float2 ss[];
@@ -201,6 +203,7 @@ __global__ void __launch_bounds__(GN_CL_MERGE)
                        const float *__restrict__ gamma,
                        const float *__restrict__ beta,
                        float2 *__restrict__ ss) {
+  weft_cu_pdl_wait();
   __shared__ double red[32];
   const int64_t t = blockIdx.x; // image * groups + group
   const double2 mr = gn_merge(part + t * m, m, nk, chunk, per, len, eps, red,
@@ -219,6 +222,7 @@ __global__ void __launch_bounds__(GN_CL_MERGE)
 template <typename T, typename I, int W>
 __global__ void gn_apply_kernel(const T *x, T *y, const float2 *__restrict__ ss,
                                 I items, I per_plane, int act) {
+  weft_cu_pdl_wait();
   for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < items;
        i += (I)gridDim.x * blockDim.x) {
     const float2 v = ss[i / per_plane];
@@ -239,9 +243,9 @@ __global__ void gn_apply_kernel(const T *x, T *y, const float2 *__restrict__ ss,
 template <typename T, typename I, int W>
 static void gn_apply(cudaStream_t s, const T *x, T *y, const float2 *ss,
                      int64_t items, int64_t per_plane, int act) {
-  gn_apply_kernel<T, I, W>
-      <<<weft_cu_blocks(items, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-          x, y, ss, (I)items, (I)per_plane, act);
+  weft_cu_launch(gn_apply_kernel<T, I, W>,
+                 weft_cu_blocks(items, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s,
+                 x, y, ss, (I)items, (I)per_plane, act);
 }
 
 // Bytes of the chunks' moments, rounded up so that the (scale, shift)
@@ -282,12 +286,11 @@ static float2 *gn_stats(cudaStream_t s, const T *x, int64_t batch,
   float2 *ss = reinterpret_cast<float2 *>(
       static_cast<char *>(scratch) +
       gn_part_bytes(batch, channels, spatial, groups));
-  gn_chunk_kernel<T, VEC>
-      <<<(unsigned)(batch * groups * nchunk), GN_THREADS, 0, s>>>(x, len,
-                                                                  nchunk, part);
-  gn_finalize_kernel<<<(unsigned)(batch * groups), GN_MERGE, 0, s>>>(
-      part, nchunk, nchunk, GN_CHUNK, len, len, channels, groups, eps, gamma,
-      beta, ss);
+  weft_cu_launch(gn_chunk_kernel<T, VEC>, (unsigned)(batch * groups * nchunk),
+                 GN_THREADS, 0, s, x, len, nchunk, part);
+  weft_cu_launch(gn_finalize_kernel, (unsigned)(batch * groups), GN_MERGE, 0, s,
+                 part, nchunk, nchunk, GN_CHUNK, len, len, channels, groups,
+                 eps, gamma, beta, ss);
   return ss;
 }
 
@@ -302,8 +305,9 @@ static void group_norm_v(cudaStream_t s, const T *x, T *y, int64_t batch,
   const int64_t len = channels / groups * spatial, nchunk = gn_chunks(len);
   if (nchunk == 1) {
     const size_t smem = (size_t)(channels / groups) * sizeof(float2);
-    gn_whole_kernel<T, VEC, STV><<<(unsigned)blocks, GN_THREADS, smem, s>>>(
-        x, y, len, spatial, channels, groups, eps, gamma, beta, act);
+    weft_cu_launch(gn_whole_kernel<T, VEC, STV>, (unsigned)blocks, GN_THREADS,
+                   smem, s, x, y, len, spatial, channels, groups, eps, gamma,
+                   beta, act);
     return;
   }
   const float2 *ss = gn_stats<T, VEC>(s, x, batch, channels, spatial, groups,
@@ -410,6 +414,7 @@ template <typename T, int V>
 __global__ void gn_chunk_cl_kernel(const T *__restrict__ x, int64_t spatial,
                                    int64_t channels, int pix, int64_t nk,
                                    double2 *__restrict__ part) {
+  weft_cu_pdl_wait();
   const int64_t cv = channels / V;
   const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= cv * nk) return;
@@ -470,20 +475,20 @@ static float2 *gn_stats_cl(cudaStream_t s, const T *x, int64_t batch,
   const int64_t items = (vec ? channels / 8 : channels) * nk;
   const dim3 grid((unsigned)((items + 127) / 128), (unsigned)batch);
   if (vec)
-    gn_chunk_cl_kernel<T, 8><<<grid, 128, 0, s>>>(x, spatial, channels,
-                                                   (int)pix, nk, part);
+    weft_cu_launch(gn_chunk_cl_kernel<T, 8>, grid, 128, 0, s, x, spatial,
+                   channels, (int)pix, nk, part);
   else
-    gn_chunk_cl_kernel<T, 1><<<grid, 128, 0, s>>>(x, spatial, channels,
-                                                   (int)pix, nk, part);
+    weft_cu_launch(gn_chunk_cl_kernel<T, 1>, grid, 128, 0, s, x, spatial,
+                   channels, (int)pix, nk, part);
   /* a warp per 32 chunks of the group, up to GN_CL_MERGE threads */
   const int64_t m = channels / groups * nk;
   const int threads = m >= GN_CL_MERGE ? GN_CL_MERGE
                       : m <= 32        ? 32
                                        : (int)((m + 31) / 32 * 32);
   /* a channel's chunks one after another: the group's cpg * nk in a row */
-  gn_finalize_kernel<<<(unsigned)(batch * groups), threads, 0, s>>>(
-      part, m, nk, pix, spatial, channels / groups * spatial, channels, groups,
-      eps, gamma, beta, ss);
+  weft_cu_launch(gn_finalize_kernel, (unsigned)(batch * groups), threads, 0, s,
+                 part, m, nk, pix, spatial, channels / groups * spatial,
+                 channels, groups, eps, gamma, beta, ss);
   return ss;
 }
 
@@ -500,6 +505,7 @@ template <typename T, typename I, int W>
 __global__ void gn_apply_cl_kernel(const T *x, T *y,
                                    const float2 *__restrict__ ss, I items,
                                    I channels, I image, int act) {
+  weft_cu_pdl_wait();
   for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < items;
        i += (I)gridDim.x * blockDim.x) {
     const I e = i * W, n = e / image, c = e % channels;
@@ -520,9 +526,9 @@ __global__ void gn_apply_cl_kernel(const T *x, T *y,
 template <typename T, typename I, int W>
 static void gn_apply_cl(cudaStream_t s, const T *x, T *y, const float2 *ss,
                         int64_t n, int64_t channels, int64_t image, int act) {
-  gn_apply_cl_kernel<T, I, W>
-      <<<weft_cu_blocks(n / W, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-          x, y, ss, (I)(n / W), (I)channels, (I)image, act);
+  weft_cu_launch(gn_apply_cl_kernel<T, I, W>,
+                 weft_cu_blocks(n / W, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s,
+                 x, y, ss, (I)(n / W), (I)channels, (I)image, act);
 }
 
 extern "C" cudaError_t weft__cu_gn_stats_cl(cudaStream_t s, int dt,
@@ -574,6 +580,7 @@ template <typename T>
 __global__ void __launch_bounds__(ROW_THREADS)
     ln_kernel(const T *x, T *y, int64_t rows, int64_t dim, float eps,
               const float *__restrict__ gamma, const float *__restrict__ beta) {
+  weft_cu_pdl_wait();
   __shared__ double red[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T *xr = x + r * dim;
@@ -615,6 +622,7 @@ __global__ void __launch_bounds__(256)
     ln_warp_kernel(const T *x, T *y, int64_t rows, int dim, float eps,
                    const float *__restrict__ gamma,
                    const float *__restrict__ beta) {
+  weft_cu_pdl_wait();
   const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
   for (int64_t r = (int64_t)blockIdx.x * warps + (threadIdx.x >> 5); r < rows;
        r += (int64_t)gridDim.x * warps) {
@@ -659,9 +667,9 @@ static void ln_warp(cudaStream_t s, const void *x, void *y, int64_t rows,
     warps /= 2;
   const int64_t blocks = (rows + warps - 1) / warps;
   const unsigned g = (unsigned)(blocks < (1 << 20) ? blocks : (1 << 20));
-  ln_warp_kernel<T, NV><<<g, warps * 32, 0, s>>>(static_cast<const T *>(x),
-                                                 static_cast<T *>(y), rows,
-                                                 (int)dim, eps, gamma, beta);
+  weft_cu_launch(ln_warp_kernel<T, NV>, g, warps * 32, 0, s,
+                 static_cast<const T *>(x), static_cast<T *>(y), rows, (int)dim,
+                 eps, gamma, beta);
 }
 
 // Rows held in registers as 16-byte vectors (WEFT_CU_VEC(T) values: 8
@@ -678,6 +686,7 @@ __global__ void __launch_bounds__(256)
     ln_vec_kernel(const T *x, T *y, int64_t rows, int dim, float eps,
                   const float *__restrict__ gamma,
                   const float *__restrict__ beta) {
+  weft_cu_pdl_wait();
   constexpr int V = WEFT_CU_VEC(T);
   const int gl = threadIdx.x & (G - 1); // this thread's place in its row
   const int row_vecs = dim / V;
@@ -744,9 +753,9 @@ static void ln_vec(cudaStream_t s, const void *x, void *y, int64_t rows,
   const int threads = 256, per_block = threads / G;
   const int64_t blocks = (rows + per_block - 1) / per_block;
   const unsigned g = (unsigned)(blocks < (1 << 20) ? blocks : (1 << 20));
-  ln_vec_kernel<T, G, K><<<g, threads, 0, s>>>(static_cast<const T *>(x),
-                                               static_cast<T *>(y), rows,
-                                               (int)dim, eps, gamma, beta);
+  weft_cu_launch(ln_vec_kernel<T, G, K>, g, threads, 0, s,
+                 static_cast<const T *>(x), static_cast<T *>(y), rows, (int)dim,
+                 eps, gamma, beta);
 }
 
 // ln_vec with K = k (1 to 8) vectors a thread.
@@ -797,9 +806,8 @@ static void launch_ln(cudaStream_t s, const void *x, void *y, int64_t rows,
   if (ln_vec_launch<T>(s, x, y, rows, dim, eps, gamma, beta)) return;
   if (dim <= 32 * 12) return ln_warp<T, 12>(s, x, y, rows, dim, eps, gamma, beta);
   const unsigned g = (unsigned)(rows < (1 << 20) ? rows : (1 << 20));
-  ln_kernel<T><<<g, ROW_THREADS, 0, s>>>(static_cast<const T *>(x),
-                                         static_cast<T *>(y), rows, dim, eps,
-                                         gamma, beta);
+  weft_cu_launch(ln_kernel<T>, g, ROW_THREADS, 0, s, static_cast<const T *>(x),
+                 static_cast<T *>(y), rows, dim, eps, gamma, beta);
 }
 
 extern "C" cudaError_t weft__cu_layer_norm(cudaStream_t s, int dt,
@@ -821,6 +829,7 @@ extern "C" cudaError_t weft__cu_layer_norm(cudaStream_t s, int dt,
 template <typename T>
 __global__ void __launch_bounds__(ROW_THREADS)
     softmax_kernel(const T *x, T *y, int64_t rows, int64_t dim) {
+  weft_cu_pdl_wait();
   __shared__ double red[32];
   __shared__ float redf[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -845,8 +854,8 @@ extern "C" cudaError_t weft__cu_softmax(cudaStream_t s, int dt, const void *x,
                                         void *y, int64_t rows, int64_t dim) {
   unsigned g = (unsigned)(rows < (1 << 20) ? rows : (1 << 20));
   WEFT_CU_WITH_TYPE(dt, T,
-                    softmax_kernel<T>
-                    <<<g, ROW_THREADS, 0, s>>>(static_cast<const T *>(x),
-                                               static_cast<T *>(y), rows, dim));
+                    weft_cu_launch(softmax_kernel<T>, g, ROW_THREADS, 0, s,
+                                   static_cast<const T *>(x),
+                                   static_cast<T *>(y), rows, dim));
   return cudaGetLastError();
 }

@@ -14,6 +14,7 @@
 template <typename T>
 __global__ void act_kernel(int act, const T *__restrict__ x, T *__restrict__ y,
                            int64_t n) {
+  weft_cu_pdl_wait();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
     weft_cu_st(y + i, weft_cu_act1(act, weft_cu_ld(x + i)));
@@ -23,6 +24,7 @@ __global__ void act_kernel(int act, const T *__restrict__ x, T *__restrict__ y,
 // one thread; so no __restrict__ on the in-place-capable kernels.
 template <typename T>
 __global__ void act_kernel_alias(int act, const T *x, T *y, int64_t n) {
+  weft_cu_pdl_wait();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
     weft_cu_st(y + i, weft_cu_act1(act, weft_cu_ld(x + i)));
@@ -32,9 +34,9 @@ template <typename T>
 static void launch_act(cudaStream_t s, int act, const T *x, T *y, int64_t n) {
   unsigned g = weft_cu_blocks(n, WEFT_CU_THREADS);
   if (x == y)
-    act_kernel_alias<T><<<g, WEFT_CU_THREADS, 0, s>>>(act, x, y, n);
+    weft_cu_launch(act_kernel_alias<T>, g, WEFT_CU_THREADS, 0, s, act, x, y, n);
   else
-    act_kernel<T><<<g, WEFT_CU_THREADS, 0, s>>>(act, x, y, n);
+    weft_cu_launch(act_kernel<T>, g, WEFT_CU_THREADS, 0, s, act, x, y, n);
 }
 
 extern "C" cudaError_t weft__cu_act(cudaStream_t s, int dt, int act,
@@ -52,6 +54,7 @@ extern "C" cudaError_t weft__cu_act(cudaStream_t s, int dt, int act,
 template <typename T, int V>
 __global__ void gated_kernel(int act, const T *__restrict__ x,
                              T *__restrict__ y, int64_t rows, int64_t dim) {
+  weft_cu_pdl_wait();
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
     const T *row = x + r * 2 * dim;
     T *out = y + r * dim;
@@ -91,6 +94,7 @@ template <typename T, int ACT>
 __global__ void gated_vec_kernel(const T *__restrict__ x, T *__restrict__ y,
                                  uint32_t row_vecs, uint32_t vecs,
                                  int64_t dim) {
+  weft_cu_pdl_wait();
   constexpr int V = WEFT_CU_VEC(T);
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < vecs;
        i += gridDim.x * blockDim.x) {
@@ -110,9 +114,9 @@ template <typename T, int ACT>
 static void launch_gated_vec(cudaStream_t s, const T *x, T *y, int64_t rows,
                              int64_t dim) {
   const int64_t row_vecs = dim / WEFT_CU_VEC(T), vecs = rows * row_vecs;
-  gated_vec_kernel<T, ACT><<<weft_cu_blocks(vecs, WEFT_CU_THREADS),
-                             WEFT_CU_THREADS, 0, s>>>(
-      x, y, (uint32_t)row_vecs, (uint32_t)vecs, dim);
+  weft_cu_launch(gated_vec_kernel<T, ACT>,
+                 weft_cu_blocks(vecs, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s,
+                 x, y, (uint32_t)row_vecs, (uint32_t)vecs, dim);
 }
 
 template <typename T>
@@ -133,11 +137,11 @@ static void launch_gated(cudaStream_t s, int act, const T *x, T *y,
     }
   }
   if (dim % 4 == 0 && weft_cu_aligned4<T>(x) && weft_cu_aligned4<T>(y))
-    gated_kernel<T, 4><<<rows_grid(rows, dim, 4), WEFT_CU_THREADS, 0, s>>>(
-        act, x, y, rows, dim);
+    weft_cu_launch(gated_kernel<T, 4>, rows_grid(rows, dim, 4), WEFT_CU_THREADS,
+                   0, s, act, x, y, rows, dim);
   else
-    gated_kernel<T, 1><<<rows_grid(rows, dim, 1), WEFT_CU_THREADS, 0, s>>>(
-        act, x, y, rows, dim);
+    weft_cu_launch(gated_kernel<T, 1>, rows_grid(rows, dim, 1), WEFT_CU_THREADS,
+                   0, s, act, x, y, rows, dim);
 }
 
 extern "C" cudaError_t weft__cu_gated_act(cudaStream_t s, int dt, int act,
@@ -166,6 +170,7 @@ __device__ __forceinline__ float binop(int op, float u, float v) {
 template <typename T>
 __global__ void binary_kernel(int op, const T *a, const T *b, T *y,
                               weft__cu_bcast bc, int64_t total) {
+  weft_cu_pdl_wait();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     int64_t rem = i, oa = 0, ob = 0;
@@ -184,6 +189,7 @@ __global__ void binary_kernel(int op, const T *a, const T *b, T *y,
 template <typename T>
 __global__ void binary_flat_kernel(int op, const T *a, int64_t sa, const T *b,
                                    int64_t sb, T *y, int64_t total) {
+  weft_cu_pdl_wait();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x)
     weft_cu_st(y + i,
@@ -208,6 +214,7 @@ template <typename T, int V>
 __global__ void binary_2d_kernel(int op, const T *a, const T *b, T *y,
                                  int64_t rows, int64_t cols, int64_t sa0,
                                  int64_t sa1, int64_t sb0, int64_t sb1) {
+  weft_cu_pdl_wait();
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
     for (int64_t c = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V;
          c < cols; c += (int64_t)gridDim.x * blockDim.x * V) {
@@ -229,9 +236,9 @@ template <typename T>
 static void launch_binary(cudaStream_t s, int op, const T *a, const T *b, T *y,
                           const weft__cu_bcast *bc, int64_t total) {
   if (bc->nd == 1) {
-    binary_flat_kernel<T>
-        <<<weft_cu_blocks(total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-            op, a, bc->sa[0], b, bc->sb[0], y, total);
+    weft_cu_launch(binary_flat_kernel<T>,
+                   weft_cu_blocks(total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
+                   s, op, a, bc->sa[0], b, bc->sb[0], y, total);
   } else if (bc->nd == 2) {
     int64_t rows = bc->shape[0], cols = bc->shape[1];
     const bool v4 = cols % 4 == 0 && (bc->sa[1] == 0 || bc->sa[1] == 1) &&
@@ -240,19 +247,16 @@ static void launch_binary(cudaStream_t s, int op, const T *a, const T *b, T *y,
                     (bc->sa[1] == 0 || weft_cu_aligned4<T>(a)) &&
                     (bc->sb[1] == 0 || weft_cu_aligned4<T>(b));
     if (v4)
-      binary_2d_kernel<T, 4>
-          <<<rows_grid(rows, cols, 4), WEFT_CU_THREADS, 0, s>>>(
-              op, a, b, y, rows, cols, bc->sa[0], bc->sa[1], bc->sb[0],
-              bc->sb[1]);
+      weft_cu_launch(binary_2d_kernel<T, 4>, rows_grid(rows, cols, 4),
+                     WEFT_CU_THREADS, 0, s, op, a, b, y, rows, cols, bc->sa[0],
+                     bc->sa[1], bc->sb[0], bc->sb[1]);
     else
-      binary_2d_kernel<T, 1>
-          <<<rows_grid(rows, cols, 1), WEFT_CU_THREADS, 0, s>>>(
-              op, a, b, y, rows, cols, bc->sa[0], bc->sa[1], bc->sb[0],
-              bc->sb[1]);
+      weft_cu_launch(binary_2d_kernel<T, 1>, rows_grid(rows, cols, 1),
+                     WEFT_CU_THREADS, 0, s, op, a, b, y, rows, cols, bc->sa[0],
+                     bc->sa[1], bc->sb[0], bc->sb[1]);
   } else {
-    binary_kernel<T>
-        <<<weft_cu_blocks(total, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-            op, a, b, y, *bc, total);
+    weft_cu_launch(binary_kernel<T>, weft_cu_blocks(total, WEFT_CU_THREADS),
+                   WEFT_CU_THREADS, 0, s, op, a, b, y, *bc, total);
   }
 }
 
@@ -281,6 +285,7 @@ __device__ __forceinline__ float sa1(float alpha, float a, float beta,
 template <typename T, int V>
 __global__ void scale_add_kernel(T *y, float alpha, const T *a, float beta,
                                  const T *b, int64_t n) {
+  weft_cu_pdl_wait();
   for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V; i < n;
        i += (int64_t)gridDim.x * blockDim.x * V) {
     if (V == 4) {
@@ -302,13 +307,12 @@ static void launch_scale_add(cudaStream_t s, T *y, float alpha, const T *a,
                              float beta, const T *b, int64_t n) {
   if (n % 4 == 0 && weft_cu_aligned4<T>(y) && weft_cu_aligned4<T>(a) &&
       (!b || weft_cu_aligned4<T>(b)))
-    scale_add_kernel<T, 4>
-        <<<weft_cu_blocks(n / 4, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-            y, alpha, a, beta, b, n);
+    weft_cu_launch(scale_add_kernel<T, 4>,
+                   weft_cu_blocks(n / 4, WEFT_CU_THREADS), WEFT_CU_THREADS, 0,
+                   s, y, alpha, a, beta, b, n);
   else
-    scale_add_kernel<T, 1>
-        <<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-            y, alpha, a, beta, b, n);
+    weft_cu_launch(scale_add_kernel<T, 1>, weft_cu_blocks(n, WEFT_CU_THREADS),
+                   WEFT_CU_THREADS, 0, s, y, alpha, a, beta, b, n);
 }
 
 extern "C" cudaError_t weft__cu_scale_add(cudaStream_t s, int dt, void *y,
@@ -346,6 +350,7 @@ __global__ void planes_kernel(int mode, T *c, const float *bias, const T *chan,
                               const T *res, int64_t outer, int64_t stride_outer,
                               int64_t inner, int64_t ld, int64_t cols,
                               float beta) {
+  weft_cu_pdl_wait();
   const int64_t planes = outer * inner;
   for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
     int64_t i = p / inner, r = p - i * inner;
@@ -387,11 +392,11 @@ static void launch_planes(cudaStream_t s, int mode, T *c, const float *bias,
   // keep the grid bounded; the loops stride over the rest
   if ((int64_t)g.x * g.y > (1 << 22)) g.x = (unsigned)((1 << 22) / g.y) + 1;
   if (v4)
-    planes_kernel<T, 4><<<g, WEFT_CU_THREADS, 0, s>>>(
-        mode, c, bias, chan, res, outer, stride_outer, inner, ld, cols, beta);
+    weft_cu_launch(planes_kernel<T, 4>, g, WEFT_CU_THREADS, 0, s, mode, c, bias,
+                   chan, res, outer, stride_outer, inner, ld, cols, beta);
   else
-    planes_kernel<T, 1><<<g, WEFT_CU_THREADS, 0, s>>>(
-        mode, c, bias, chan, res, outer, stride_outer, inner, ld, cols, beta);
+    weft_cu_launch(planes_kernel<T, 1>, g, WEFT_CU_THREADS, 0, s, mode, c, bias,
+                   chan, res, outer, stride_outer, inner, ld, cols, beta);
 }
 
 extern "C" cudaError_t weft__cu_scale_matrix(cudaStream_t s, int dt, void *c,
@@ -412,6 +417,7 @@ extern "C" cudaError_t weft__cu_scale_matrix(cudaStream_t s, int dt, void *c,
 template <typename T, int V>
 __global__ void bias_rows_kernel(T *y, const float *bias, int64_t rows,
                                  int64_t cols) {
+  weft_cu_pdl_wait();
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
     T *row = y + r * cols;
     for (int64_t c = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V;
@@ -431,11 +437,11 @@ template <typename T>
 static void launch_bias_rows(cudaStream_t s, T *y, const float *bias,
                              int64_t rows, int64_t cols) {
   if (cols % 4 == 0 && weft_cu_aligned4<T>(y) && weft_cu_aligned16(bias))
-    bias_rows_kernel<T, 4><<<rows_grid(rows, cols, 4), WEFT_CU_THREADS, 0, s>>>(
-        y, bias, rows, cols);
+    weft_cu_launch(bias_rows_kernel<T, 4>, rows_grid(rows, cols, 4),
+                   WEFT_CU_THREADS, 0, s, y, bias, rows, cols);
   else
-    bias_rows_kernel<T, 1><<<rows_grid(rows, cols, 1), WEFT_CU_THREADS, 0, s>>>(
-        y, bias, rows, cols);
+    weft_cu_launch(bias_rows_kernel<T, 1>, rows_grid(rows, cols, 1),
+                   WEFT_CU_THREADS, 0, s, y, bias, rows, cols);
 }
 
 extern "C" cudaError_t weft__cu_bias_rows(cudaStream_t s, int dt, void *y,
@@ -481,6 +487,7 @@ template <typename T, int V>
 __global__ void upsample_vec_kernel(const T *__restrict__ x,
                                     T *__restrict__ y, int64_t rows,
                                     int64_t w) {
+  weft_cu_pdl_wait();
   static_assert(2 * V * sizeof(T) == 16, "16 bytes out a row");
   const int64_t wv = w / V, n = rows * wv;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -508,15 +515,15 @@ extern "C" cudaError_t weft__cu_upsample2x(cudaStream_t s, int dt,
   if (w % v == 0 && ((uintptr_t)x & 7) == 0 && weft_cu_aligned16(y)) {
     const int64_t n = planes * h * (w / v);
     if (dt == WEFT_F32)
-      upsample_vec_kernel<float, 2>
-          <<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-              static_cast<const float *>(x), static_cast<float *>(y),
-              planes * h, w);
+      weft_cu_launch(upsample_vec_kernel<float, 2>,
+                     weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s,
+                     static_cast<const float *>(x), static_cast<float *>(y),
+                     planes * h, w);
     else
-      upsample_vec_kernel<uint16_t, 4>
-          <<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-              static_cast<const uint16_t *>(x), static_cast<uint16_t *>(y),
-              planes * h, w);
+      weft_cu_launch(upsample_vec_kernel<uint16_t, 4>,
+                     weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s,
+                     static_cast<const uint16_t *>(x),
+                     static_cast<uint16_t *>(y), planes * h, w);
     return cudaGetLastError();
   }
   return weft__cu_upsample2x_cl(s, dt, x, y, planes, h, w, 1);
@@ -532,6 +539,7 @@ template <typename T>
 __global__ void timestep_kernel(const float *t, int64_t n, int64_t dim,
                                 int flip, float neg_log, float denom,
                                 float scale, T *y) {
+  weft_cu_pdl_wait();
   const int64_t half = dim / 2, total = n * half;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -556,11 +564,11 @@ extern "C" cudaError_t weft__cu_timestep(cudaStream_t s, int dt, const float *t,
                                          float neg_log, float denom,
                                          float scale, void *y) {
   int64_t work = n * (dim / 2) > n ? n * (dim / 2) : n;
-  WEFT_CU_WITH_TYPE(
-      dt, T,
-      timestep_kernel<T>
-      <<<weft_cu_blocks(work, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-          t, n, dim, flip, neg_log, denom, scale, static_cast<T *>(y)));
+  WEFT_CU_WITH_TYPE(dt, T,
+                    weft_cu_launch(timestep_kernel<T>,
+                                   weft_cu_blocks(work, WEFT_CU_THREADS),
+                                   WEFT_CU_THREADS, 0, s, t, n, dim, flip,
+                                   neg_log, denom, scale, static_cast<T *>(y)));
   return cudaGetLastError();
 }
 
@@ -614,6 +622,7 @@ __device__ __forceinline__ uint16_t f32_to_bf16(float f) {
 
 __global__ void convert_kernel(int kind, void *dst, const void *src,
                                int64_t n) {
+  weft_cu_pdl_wait();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
     switch (kind) {
@@ -635,7 +644,7 @@ __global__ void convert_kernel(int kind, void *dst, const void *src,
 
 extern "C" cudaError_t weft__cu_convert(cudaStream_t s, int kind, void *dst,
                                         const void *src, int64_t n) {
-  convert_kernel<<<weft_cu_blocks(n, WEFT_CU_THREADS), WEFT_CU_THREADS, 0, s>>>(
-      kind, dst, src, n);
+  weft_cu_launch(convert_kernel, weft_cu_blocks(n, WEFT_CU_THREADS),
+                 WEFT_CU_THREADS, 0, s, kind, dst, src, n);
   return cudaGetLastError();
 }
