@@ -50,11 +50,7 @@ __device__ __forceinline__ void weft_cu_pdl_wait() {
 // read once; on unless 0).
 static inline bool weft__cu_pdl(void) {
   static int on = -1;
-  if (on < 0) {
-    const char *e = getenv("WEFT_CUDA_PDL");
-    on = !(e && !strcmp(e, "0"));
-  }
-  return on != 0;
+  return weft__cuda_env_on("WEFT_CUDA_PDL", &on);
 }
 
 template <typename... P, typename... A>
