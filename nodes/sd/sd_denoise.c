@@ -114,17 +114,26 @@ int sd_denoise(void *user, const float *x, float sigma, float *den) {
 #include "sd_device.h"
 #include "sd_plan.h"
 
-bool sd_plan_enabled(void) {
-  const char *e = getenv("WEFT_ARENA");
+/* An A/B switch: on unless the environment variable is "0". */
+static bool env_on(const char *name) {
+  const char *e = getenv(name);
   return !(e && !strcmp(e, "0"));
+}
+
+bool sd_plan_enabled(void) {
+  return env_on("WEFT_ARENA");
 }
 
 /* Graphs for the replays (record.h) unless WEFT_GRAPHS=0: without
  * ControlNet (whose residuals come and go), and not after a graph failed
  * once in this sampling. */
 static bool graphs_wanted(const sd_denoise_plan *p) {
-  const char *e = getenv("WEFT_GRAPHS");
-  return !(e && !strcmp(e, "0")) && !p->control && !p->graphs_failed;
+  return env_on("WEFT_GRAPHS") && !p->control && !p->graphs_failed;
+}
+
+/* Graphs, if on, dropped: the replay after the next pass captures anew. */
+static void graphs_rearm(weft_rec *r) {
+  if (weft_rec_graphs_on(r)) weft_rec_set_graphs(r, true);
 }
 
 /* Counts every change of place in the UNet's weights' pool (loads,
@@ -149,8 +158,7 @@ static void plan_start(sd_denoise_plan *p, int i) {
   /* weights moved since the last pass (by another model's call): graphs
    * captured again, after a pass that runs as they now lie */
   p->epoch = weights_epoch(p);
-  if (p->epoch != p->epoch_end && weft_rec_graphs_on(r))
-    weft_rec_set_graphs(r, true);
+  if (p->epoch != p->epoch_end) graphs_rearm(r);
   weft_rec_mode m = p->dry                ? WEFT_REC_DRY
                     : weft_rec_planned(r) ? WEFT_REC_REPLAY
                                           : WEFT_REC_TRACE;
@@ -180,7 +188,7 @@ static bool plan_end(sd_denoise_plan *p, int rc) {
   weft_rec_end(r);
   /* the trim gave the scratch back: the next replay grows it again, which
    * a capture refuses, so the graphs wait for the replay after it */
-  if (trim && weft_rec_graphs_on(r)) weft_rec_set_graphs(r, true);
+  if (trim) graphs_rearm(r);
   weft_rec_stats_get(r, &after);
   p->epoch_end = weights_epoch(p);
   const bool moved = p->epoch_end != p->epoch;
@@ -188,7 +196,7 @@ static bool plan_end(sd_denoise_plan *p, int rc) {
   if (failed) p->graphs_failed = true;
   /* weights that move during a pass (streamed under a budget) are never
    * captured: the graphs wait for a pass that leaves them in place */
-  if (!failed && moved && weft_rec_graphs_on(r)) weft_rec_set_graphs(r, true);
+  if (!failed && moved) graphs_rearm(r);
   if (rc || failed || after.diverged != before.diverged) {
     /* never serve a stale plan twice: record again on the next call */
     weft_rec_free(r);
@@ -239,15 +247,13 @@ void sd_denoise_plan_free(sd_denoise_plan *p) {
 
 int sd_denoise_planned(void *user, const float *x, float sigma, float *den) {
   sd_denoise_plan *p = user;
-  p->active = p->last = -1;
-  if (!p->control) plan_start(p, 0);
-  int r = sd_denoise(p->d, x, sigma, den);
-  if (plan_end(p, r)) {
-    /* a graph failed: the step again, recorded anew without graphs */
+  int r = 0;
+  /* a second time when a graph failed: recorded anew without graphs */
+  for (int tries = 0; tries < 2; tries++) {
     p->active = p->last = -1;
     if (!p->control) plan_start(p, 0);
     r = sd_denoise(p->d, x, sigma, den);
-    plan_end(p, r);
+    if (!plan_end(p, r)) break;
   }
   return r;
 }
