@@ -17,6 +17,17 @@
 // copies); in 16-bit precision fp32 x and w are rounded to 16 bits as they
 // are read (the products then equal the other 16-bit paths' exact products
 // of rounded inputs), the sums are fp32, y is rounded once as it is stored.
+//
+// SD's own shapes (3x3, stride 1, c_out <= 4) take conv_direct_rows
+// instead: a thread keeps the sums of 8 consecutive output pixels of a row,
+// reads each input row's 10 values once (one 16-byte load where the row
+// allows) for its 3 x 8 taps, so it issues about one load a 30 products
+// where the one-pixel kernel issued one a 4 and was bound by issuing them
+// (the VAE's 128 -> 3 at 512x512: 270 us for 0.9 G products).  The slices
+// are as above (more of them: the launch keeps 512 blocks), each pixel's
+// sums in the same order (channel, row, column; taps outside the map add
+// exact zeros), the slices added in slice order.  WEFT_CUDA_CONV_ROWS=0
+// keeps the one-pixel kernel (to compare).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -120,6 +131,151 @@ __global__ void __launch_bounds__(CD_THREADS) conv_direct(const cd_params p) {
   }
 }
 
+// ---- rows of 8 pixels: 3x3, stride 1, c_out <= 4 ------------------------
+#define CDR_PX 8
+#define CDR_MAX_SLICES 32
+
+// VEC: each input row is read as 8 aligned values and two neighbours (pad
+// 1 on the left, w_in == w_out, a multiple of 8, x 16-byte aligned rows).
+template <int R, typename T, bool VEC>
+__global__ void __launch_bounds__(CD_THREADS)
+    conv_direct_rows(const cd_params p) {
+  weft_cu_pdl_wait();
+  extern __shared__ float4 wsm4[]; // the weight, later the slices' sums
+  float *wsm = (float *)wsm4;
+  const int k = p.cin * 9;
+  for (int j = threadIdx.x; j < 4 * k; j += CD_THREADS) {
+    const int i = j >> 2, o = j & 3;
+    wsm[j] = o < p.cout ? cd_round<R>(p.w[(int64_t)o * k + i]) : 0.0f;
+  }
+  __syncthreads();
+
+  const int S = p.slices, pb = CD_THREADS / S;
+  const int t = threadIdx.x % pb, slice = threadIdx.x / pb;
+  const int segs = (p.wout + CDR_PX - 1) / CDR_PX;
+  const int64_t nseg = p.pixels / p.wout * segs;
+  const int64_t g = blockIdx.x * (int64_t)pb + t;
+  float acc[CDR_PX][4];
+#pragma unroll
+  for (int i = 0; i < CDR_PX; i++)
+    acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+  if (g < nseg) {
+    const int64_t row = g / segs; // b * h_out + oy
+    const int64_t b = row / p.hout;
+    const int oy = (int)(row - b * p.hout);
+    const int x0 = (int)(g - row * segs) * CDR_PX - p.pl;
+    const T *xb = (const T *)p.x + b * p.xs;
+    for (int c = slice; c < p.cin; c += S) {
+      const T *xc = xb + (int64_t)c * p.hin * p.win;
+      const float4 *wc = wsm4 + c * 9;
+#pragma unroll
+      for (int ky = 0; ky < 3; ky++) {
+        const int iy = oy - p.pt + ky;
+        if (iy < 0 || iy >= p.hin) continue;
+        const T *xr = xc + (int64_t)iy * p.win;
+        float v[CDR_PX + 2];
+        if (VEC) {
+          weft_cu_ldv<T, 8>(xr + x0 + 1, v + 1);
+          v[0] = x0 >= 0 ? weft_cu_ld(xr + x0) : 0.0f;
+          v[9] = x0 + 9 < p.win ? weft_cu_ld(xr + x0 + 9) : 0.0f;
+        } else {
+#pragma unroll
+          for (int j = 0; j < CDR_PX + 2; j++) {
+            const int ix = x0 + j;
+            v[j] = ix >= 0 && ix < p.win ? weft_cu_ld(xr + ix) : 0.0f;
+          }
+        }
+        if (sizeof(T) == 4) {
+#pragma unroll
+          for (int j = 0; j < CDR_PX + 2; j++)
+            v[j] = cd_round<R>(v[j]);
+        }
+#pragma unroll
+        for (int kx = 0; kx < 3; kx++) {
+          const float4 w4 = wc[ky * 3 + kx];
+#pragma unroll
+          for (int i = 0; i < CDR_PX; i++) {
+            acc[i][0] = fmaf(v[i + kx], w4.x, acc[i][0]);
+            acc[i][1] = fmaf(v[i + kx], w4.y, acc[i][1]);
+            acc[i][2] = fmaf(v[i + kx], w4.z, acc[i][2]);
+            acc[i][3] = fmaf(v[i + kx], w4.w, acc[i][3]);
+          }
+        }
+      }
+    }
+  }
+  __syncthreads(); // every thread is done with the weight: [S][4][pb * 8]
+  const int bp = pb * CDR_PX;
+#pragma unroll
+  for (int i = 0; i < CDR_PX; i++)
+#pragma unroll
+    for (int o = 0; o < 4; o++)
+      wsm[(slice * 4 + o) * bp + t * CDR_PX + i] = acc[i][o];
+  __syncthreads();
+  const int64_t plane = (int64_t)p.hout * p.wout;
+  for (int j = threadIdx.x; j < p.cout * bp; j += CD_THREADS) {
+    const int o = j / bp, q = j - o * bp, tt = q / CDR_PX;
+    const int64_t gg = blockIdx.x * (int64_t)pb + tt;
+    if (gg >= nseg) continue;
+    const int64_t row = gg / segs;
+    const int ox = (int)(gg - row * segs) * CDR_PX + (q - tt * CDR_PX);
+    if (ox >= p.wout) continue;
+    float s = wsm[o * bp + q];
+    for (int sl = 1; sl < S; sl++)
+      s += wsm[(sl * 4 + o) * bp + q];
+    const int64_t b = row / p.hout, oy = row - b * p.hout;
+    weft_cu_st((T *)p.y + b * p.ys + o * plane + oy * p.wout + ox,
+               p.bias ? s + p.bias[o] : s);
+  }
+}
+
+static bool cdr_wanted(void) {
+  static int on = -1;
+  return weft__cuda_env_on("WEFT_CUDA_CONV_ROWS", &on);
+}
+
+// Shared memory of a rows launch: the weight, or the slices' sums after it.
+static size_t cdr_smem(const weft_conv2d_args *a) {
+  const size_t w = (size_t)(4 * a->c_in * 9), red = 4 * CD_THREADS * CDR_PX;
+  return (w > red ? w : red) * sizeof(float);
+}
+
+static bool cdr_fits(const weft_conv2d_args *a) {
+  return a->c_out >= 1 && a->c_out <= 4 && a->k_h == 3 && a->k_w == 3 &&
+         a->stride_h == 1 && a->stride_w == 1 &&
+         cdr_smem(a) <= WEFT_CD_SMEM_MAX && cdr_wanted();
+}
+
+// Slices: the fewest (from 1) that give the launch 512 blocks, at most 32
+// and at most c_in.
+static int cdr_slices(int64_t segs, int cin) {
+  int sl = 1;
+  while (sl < CDR_MAX_SLICES && 2 * sl <= cin &&
+         segs * sl < 512 * (int64_t)CD_THREADS)
+    sl *= 2;
+  return sl;
+}
+
+template <int R, typename T>
+static cudaError_t cdr_launch(cudaStream_t s, cd_params p,
+                              const weft_conv2d_args *a) {
+  const int64_t segs = p.pixels / p.wout * ((p.wout + CDR_PX - 1) / CDR_PX);
+  p.slices = cdr_slices(segs, p.cin);
+  const int pb = CD_THREADS / p.slices;
+  const int64_t blocks = (segs + pb - 1) / pb;
+  if (blocks > INT32_MAX) return cudaErrorInvalidValue;
+  const size_t smem = cdr_smem(a);
+  const bool vec = p.pl == 1 && p.win == p.wout && p.win % 8 == 0 &&
+                   p.xs % 8 == 0 && weft_cu_aligned16(p.x);
+  static unsigned asked[2];
+  void (*k)(cd_params) =
+      vec ? conv_direct_rows<R, T, true> : conv_direct_rows<R, T, false>;
+  cudaError_t e = weft_cu_smem_optin((const void *)k, smem, &asked[vec]);
+  if (e != cudaSuccess) return e;
+  weft_cu_launch(k, (unsigned)blocks, CD_THREADS, smem, s, p);
+  return cudaGetLastError();
+}
+
 // Shared memory of a launch: the weight and the sums.
 static size_t cd_smem(const weft_conv2d_args *a, int co) {
   const size_t w = (size_t)(co * a->c_in * a->k_h * a->k_w);
@@ -128,7 +284,7 @@ static size_t cd_smem(const weft_conv2d_args *a, int co) {
 
 extern "C" bool weft__cu_conv_direct_fits(const weft_conv2d_args *a) {
   return a->c_out >= 1 && a->c_out <= 8 &&
-         cd_smem(a, a->c_out <= 4 ? 4 : 8) <= WEFT_CD_SMEM_MAX;
+         (cd_smem(a, a->c_out <= 4 ? 4 : 8) <= WEFT_CD_SMEM_MAX || cdr_fits(a));
 }
 
 template <int CO, int R, typename T, bool K3>
@@ -148,6 +304,7 @@ static cudaError_t cd_launch(cudaStream_t s, const cd_params &p, size_t smem) {
 template <int R, typename T>
 static cudaError_t cd_launch_r(cudaStream_t s, const cd_params &p,
                                const weft_conv2d_args *a) {
+  if (cdr_fits(a)) return cdr_launch<R, T>(s, p, a);
   const bool k3 = p.kh == 3 && p.kw == 3;
   if (a->c_out <= 4)
     return k3 ? cd_launch<4, R, T, true>(s, p, cd_smem(a, 4))

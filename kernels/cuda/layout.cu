@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(TP *TROWS)
       float v = in && c < c_in ? weft_cu_ld(xc + at) : 0.0f;
       if (ACT != ACT_NO_SS && in && c < c_in) {
         const float2 f = ss[(int64_t)n * c_in + c];
-        v = weft_cu_act1(ACT == ACT_ANY ? act : ACT, fmaf(v, f.x, f.y));
+        v = weft_cu_act1s<TI>(ACT == ACT_ANY ? act : ACT, fmaf(v, f.x, f.y));
       }
       weft_cu_st(&tile[tx][i], v);
     }
@@ -268,8 +268,8 @@ __global__ void cl_copy_kernel(const TI *__restrict__ x, int64_t xs, int c_in,
         const float2 *f = ss + (int64_t)n * c_in + c;
 #pragma unroll
         for (int k = 0; k < V; k++)
-          v[k] = weft_cu_act1(ACT == ACT_ANY ? act : ACT,
-                              fmaf(v[k], f[k].x, f[k].y));
+          v[k] = weft_cu_act1s<TI>(ACT == ACT_ANY ? act : ACT,
+                                   fmaf(v[k], f[k].x, f[k].y));
       }
     } else {
 #pragma unroll

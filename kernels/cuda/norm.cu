@@ -154,12 +154,12 @@ __device__ __forceinline__ void gn_store(T *y, const float *v, int n,
     const float2 f = ss[i / spatial];
     if constexpr (STV) {
       weft_cu_st4(y + i,
-                  make_float4(weft_cu_act1(act, fmaf(v[j], f.x, f.y)),
-                              weft_cu_act1(act, fmaf(v[j + 1], f.x, f.y)),
-                              weft_cu_act1(act, fmaf(v[j + 2], f.x, f.y)),
-                              weft_cu_act1(act, fmaf(v[j + 3], f.x, f.y))));
+                  make_float4(weft_cu_act1s<T>(act, fmaf(v[j], f.x, f.y)),
+                              weft_cu_act1s<T>(act, fmaf(v[j + 1], f.x, f.y)),
+                              weft_cu_act1s<T>(act, fmaf(v[j + 2], f.x, f.y)),
+                              weft_cu_act1s<T>(act, fmaf(v[j + 3], f.x, f.y))));
     } else {
-      weft_cu_st(y + i, weft_cu_act1(act, fmaf(v[j], f.x, f.y)));
+      weft_cu_st(y + i, weft_cu_act1s<T>(act, fmaf(v[j], f.x, f.y)));
     }
   }
 }
@@ -229,13 +229,14 @@ __global__ void gn_apply_kernel(const T *x, T *y, const float2 *__restrict__ ss,
     const int64_t e = (int64_t)i * W;
     if constexpr (W == 4) {
       float4 a = weft_cu_ld4(x + e);
-      a.x = weft_cu_act1(act, fmaf(a.x, v.x, v.y));
-      a.y = weft_cu_act1(act, fmaf(a.y, v.x, v.y));
-      a.z = weft_cu_act1(act, fmaf(a.z, v.x, v.y));
-      a.w = weft_cu_act1(act, fmaf(a.w, v.x, v.y));
+      a.x = weft_cu_act1s<T>(act, fmaf(a.x, v.x, v.y));
+      a.y = weft_cu_act1s<T>(act, fmaf(a.y, v.x, v.y));
+      a.z = weft_cu_act1s<T>(act, fmaf(a.z, v.x, v.y));
+      a.w = weft_cu_act1s<T>(act, fmaf(a.w, v.x, v.y));
       weft_cu_st4(y + e, a);
     } else {
-      weft_cu_st(y + e, weft_cu_act1(act, fmaf(weft_cu_ld(x + e), v.x, v.y)));
+      weft_cu_st(y + e,
+                 weft_cu_act1s<T>(act, fmaf(weft_cu_ld(x + e), v.x, v.y)));
     }
   }
 }
@@ -512,13 +513,14 @@ __global__ void gn_apply_cl_kernel(const T *x, T *y,
     const float2 *f = ss + (int64_t)n * channels + c;
     if constexpr (W == 4) {
       float4 a = weft_cu_ld4(x + e);
-      a.x = weft_cu_act1(act, fmaf(a.x, f[0].x, f[0].y));
-      a.y = weft_cu_act1(act, fmaf(a.y, f[1].x, f[1].y));
-      a.z = weft_cu_act1(act, fmaf(a.z, f[2].x, f[2].y));
-      a.w = weft_cu_act1(act, fmaf(a.w, f[3].x, f[3].y));
+      a.x = weft_cu_act1s<T>(act, fmaf(a.x, f[0].x, f[0].y));
+      a.y = weft_cu_act1s<T>(act, fmaf(a.y, f[1].x, f[1].y));
+      a.z = weft_cu_act1s<T>(act, fmaf(a.z, f[2].x, f[2].y));
+      a.w = weft_cu_act1s<T>(act, fmaf(a.w, f[3].x, f[3].y));
       weft_cu_st4(y + e, a);
     } else {
-      weft_cu_st(y + e, weft_cu_act1(act, fmaf(weft_cu_ld(x + e), f->x, f->y)));
+      weft_cu_st(y + e,
+                 weft_cu_act1s<T>(act, fmaf(weft_cu_ld(x + e), f->x, f->y)));
     }
   }
 }

@@ -17,7 +17,7 @@ __global__ void act_kernel(int act, const T *__restrict__ x, T *__restrict__ y,
   weft_cu_pdl_wait();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
-    weft_cu_st(y + i, weft_cu_act1(act, weft_cu_ld(x + i)));
+    weft_cu_st(y + i, weft_cu_act1s<T>(act, weft_cu_ld(x + i)));
 }
 
 // In place (x == y) is fine here: each element is read, then written, by
@@ -27,7 +27,7 @@ __global__ void act_kernel_alias(int act, const T *x, T *y, int64_t n) {
   weft_cu_pdl_wait();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
-    weft_cu_st(y + i, weft_cu_act1(act, weft_cu_ld(x + i)));
+    weft_cu_st(y + i, weft_cu_act1s<T>(act, weft_cu_ld(x + i)));
 }
 
 template <typename T>

@@ -871,6 +871,9 @@ static const conv_shape odd_convs[] = {
     {2, 3, 16, 12, 8, 4, 4, 4, 4, 0, 0, 0, 0}, /* patchify */
     {1, 2, 5, 5, 3, 5, 5, 1, 1, 2, 2, 2, 2},   /* kernel = image */
     {2, 7, 6, 7, 9, 1, 1, 2, 2, 0, 0, 0, 0},   /* 1x1 stride 2 */
+    {2, 5, 13, 11, 3, 3, 3, 1, 1, 0, 0, 0, 0}, /* direct rows: unpadded */
+    {1, 3, 9, 16, 1, 3, 3, 1, 1, 1, 1, 1, 1},  /* rows read 8 at a time */
+    {2, 40, 6, 24, 4, 3, 3, 1, 1, 0, 1, 2, 1}, /* same, pads 0 and 2 */
 };
 
 TEST(conv2d_odd_shapes_im2col) {
@@ -3272,6 +3275,9 @@ static void act16_all(weft_cuda_precision prec) {
   a16_conv(&t, "act16 conv 1x1", &pw, "gemm");
   a16_conv(&t, "act16 conv_out (4 channels)", &out, "direct");
   a16_conv(&t, "act16 conv_out 512x512 (3 channels)", &out_big, "direct");
+  const conv_shape out_odd = {2, 24, 13, 11, 4, 3, 3, 1, 1, 1, 1, 1, 1};
+  a16_conv(&t, "act16 conv_out 13x11 (rows read one by one)", &out_odd,
+           "direct");
   if (weft_cuda_have_cudnn(t.h)) {
     /* cuDNN's workspace past the band bytes: row bands (edge bands padded
      * on their outer side, the rows they spoil written again by their
