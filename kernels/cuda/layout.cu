@@ -250,8 +250,17 @@ __global__ void __launch_bounds__(256)
   weft_cu_pdl_wait();
   __shared__ __align__(16) T tile[M16_TILE * M16_TILE];
   const int t = threadIdx.x, c0 = blockIdx.y * M16_TILE;
-  const int p0 = blockIdx.x * M16_TILE;
+  const int p0 = blockIdx.x * M16_TILE, px = (t & 7) * 8;
   for (int n = blockIdx.z; n < batch; n += gridDim.z) {
+    // the residual's 8 pixels of this thread's two channels, read before
+    // the tile fills so that both reads are in flight at once
+    float r[2][8];
+#pragma unroll
+    for (int pass = 0; pass < 2; pass++) {
+      const int o = c0 + (t >> 3) + 32 * pass;
+      if (RES && o < c_out && p0 + px < pix)
+        weft_cu_ldv<T, 8>(res + n * ys + o * plane + off + p0 + px, r[pass]);
+    }
 #pragma unroll
     for (int pass = 0; pass < 2; pass++) {
       const int p = (t >> 3) + 32 * pass, c = c0 + (t & 7) * 8;
@@ -261,7 +270,6 @@ __global__ void __launch_bounds__(256)
                 src + ((int64_t)n * pix + p0 + p) * c_out + c);
     }
     __syncthreads();
-    const int px = (t & 7) * 8;
 #pragma unroll
     for (int pass = 0; pass < 2; pass++) {
       const int cr = (t >> 3) + 32 * pass, o = c0 + cr;
@@ -269,17 +277,15 @@ __global__ void __launch_bounds__(256)
         const float bo = bias ? bias[o] : 0.0f;
         const float co =
             chan ? weft_cu_ld(chan + (int64_t)n * c_out + o) : 0.0f;
-        const int64_t at = n * ys + o * plane + off + p0 + px;
-        float r[8], v[8];
-        if (RES) weft_cu_ldv<T, 8>(res + at, r);
+        float v[8];
 #pragma unroll
         for (int i = 0; i < 8; i++) {
           float u = weft_cu_ld(&tile[m16_at(px + i, cr)]) + bo;
           if (chan) u = u + co;
-          if (RES) u = u + r[i];
+          if (RES) u = u + r[pass][i];
           v[i] = u;
         }
-        weft_cu_stv<T, 8>(y + at, v);
+        weft_cu_stv<T, 8>(y + n * ys + o * plane + off + p0 + px, v);
       }
     }
     __syncthreads();
