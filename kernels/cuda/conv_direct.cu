@@ -134,11 +134,15 @@ __global__ void __launch_bounds__(CD_THREADS) conv_direct(const cd_params p) {
 // ---- rows of 8 pixels: 3x3, stride 1, c_out <= 4 ------------------------
 #define CDR_PX 8
 #define CDR_MAX_SLICES 32
+// Blocks an SM for 3 output channels (the VAE's 512 blocks, in one wave:
+// at most 64 registers a thread, where 76 gave 3 blocks an SM and a second
+// wave a third full).  4 channels (the UNet's 128 blocks) are not capped.
+#define CDR_BLOCKS_SM 4
 
 // VEC: each input row is read as 8 aligned values and two neighbours (pad
 // 1 on the left, w_in == w_out, a multiple of 8, x 16-byte aligned rows).
-template <int R, typename T, bool VEC>
-__global__ void __launch_bounds__(CD_THREADS)
+template <int CO, int R, typename T, bool VEC>
+__global__ void __launch_bounds__(CD_THREADS, CO == 3 ? CDR_BLOCKS_SM : 1)
     conv_direct_rows(const cd_params p) {
   weft_cu_pdl_wait();
   extern __shared__ float4 wsm4[]; // the weight, later the slices' sums
@@ -155,10 +159,12 @@ __global__ void __launch_bounds__(CD_THREADS)
   const int segs = (p.wout + CDR_PX - 1) / CDR_PX;
   const int64_t nseg = p.pixels / p.wout * segs;
   const int64_t g = blockIdx.x * (int64_t)pb + t;
-  float acc[CDR_PX][4];
+  float acc[CDR_PX][CO]; // CO: c_out 3, or 4 for 1 to 4
 #pragma unroll
   for (int i = 0; i < CDR_PX; i++)
-    acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+#pragma unroll
+    for (int o = 0; o < CO; o++)
+      acc[i][o] = 0.0f;
   if (g < nseg) {
     const int64_t row = g / segs; // b * h_out + oy
     const int64_t b = row / p.hout;
@@ -198,7 +204,7 @@ __global__ void __launch_bounds__(CD_THREADS)
             acc[i][0] = fmaf(v[i + kx], w4.x, acc[i][0]);
             acc[i][1] = fmaf(v[i + kx], w4.y, acc[i][1]);
             acc[i][2] = fmaf(v[i + kx], w4.z, acc[i][2]);
-            acc[i][3] = fmaf(v[i + kx], w4.w, acc[i][3]);
+            if (CO == 4) acc[i][CO - 1] = fmaf(v[i + kx], w4.w, acc[i][CO - 1]);
           }
         }
       }
@@ -209,7 +215,7 @@ __global__ void __launch_bounds__(CD_THREADS)
 #pragma unroll
   for (int i = 0; i < CDR_PX; i++)
 #pragma unroll
-    for (int o = 0; o < 4; o++)
+    for (int o = 0; o < CO; o++)
       wsm[(slice * 4 + o) * bp + t * CDR_PX + i] = acc[i][o];
   __syncthreads();
   const int64_t plane = (int64_t)p.hout * p.wout;
@@ -267,10 +273,13 @@ static cudaError_t cdr_launch(cudaStream_t s, cd_params p,
   const size_t smem = cdr_smem(a);
   const bool vec = p.pl == 1 && p.win == p.wout && p.win % 8 == 0 &&
                    p.xs % 8 == 0 && weft_cu_aligned16(p.x);
-  static unsigned asked[2];
-  void (*k)(cd_params) =
-      vec ? conv_direct_rows<R, T, true> : conv_direct_rows<R, T, false>;
-  cudaError_t e = weft_cu_smem_optin((const void *)k, smem, &asked[vec]);
+  static unsigned asked[4];
+  void (*k)(cd_params) = p.cout == 3 ? (vec ? conv_direct_rows<3, R, T, true>
+                                            : conv_direct_rows<3, R, T, false>)
+                                     : (vec ? conv_direct_rows<4, R, T, true>
+                                            : conv_direct_rows<4, R, T, false>);
+  cudaError_t e = weft_cu_smem_optin((const void *)k, smem,
+                                     &asked[2 * (p.cout == 3) + vec]);
   if (e != cudaSuccess) return e;
   weft_cu_launch(k, (unsigned)blocks, CD_THREADS, smem, s, p);
   return cudaGetLastError();
