@@ -9,6 +9,8 @@
 // type: the rounding of conv_cudnn.c's other 16-bit path).
 #include "common.cuh"
 
+#include <type_traits>
+
 // Tiles of 64 channels x 32 pixels through shared memory, the pixels of a
 // band flattened (rows of width wb or wo one after another, so that the
 // 8- and 16-wide maps fill their tiles too): the NCHW side is read or
@@ -41,6 +43,17 @@ template <typename T> struct alignas(2 * sizeof(T)) two {
 // blocks use and which is compiled in); ACT_NO_SS for a plain move.
 #define ACT_ANY (-1)
 #define ACT_NO_SS (-2)
+
+// Calls f(std::integral_constant<int, ACT>) with a move's compile-time
+// activation: ACT_NO_SS without ss, SiLU, or ACT_ANY for any other.
+template <typename F> static void with_act(const void *ss, int act, F f) {
+  if (!ss)
+    f(std::integral_constant<int, ACT_NO_SS>());
+  else if (act == WEFT_ACT_SILU)
+    f(std::integral_constant<int, WEFT_ACT_SILU>());
+  else
+    f(std::integral_constant<int, ACT_ANY>());
+}
 
 // dst[(n * hb + r) * wb + q][c] = x[n * xs + (c * h + row0 + r) * w + q -
 // pl], zero outside the image; with ss (a group norm's per (image,
@@ -311,17 +324,11 @@ static void launch_pack16(cudaStream_t s, const T *x, int64_t xs, int c_in,
   const dim3 grid((unsigned)(src_tiles + (pads + 31) / 32),
                   (unsigned)((c_in + M16_TILE - 1) / M16_TILE),
                   (unsigned)(batch < 65535 ? batch : 65535));
-#define WEFT_PACK16(ACT)                                                       \
-  weft_cu_launch(pack16_kernel<T, ACT>, grid, 256, 0, s, x, xs, c_in, h, w,    \
-                 row0, hb, pl, wb, dst, batch, ss, act, rows ? lo : row0,      \
-                 rows ? hi : row0, src_tiles)
-  if (!ss)
-    WEFT_PACK16(ACT_NO_SS);
-  else if (act == WEFT_ACT_SILU)
-    WEFT_PACK16(WEFT_ACT_SILU);
-  else
-    WEFT_PACK16(ACT_ANY);
-#undef WEFT_PACK16
+  with_act(ss, act, [&](auto a) {
+    weft_cu_launch(pack16_kernel<T, decltype(a)::value>, grid, 256, 0, s, x, xs,
+                   c_in, h, w, row0, hb, pl, wb, dst, batch, ss, act,
+                   rows ? lo : row0, rows ? hi : row0, src_tiles);
+  });
 }
 
 static dim3 tile_grid(int64_t pixels, int64_t tp, int64_t channels,
@@ -336,16 +343,11 @@ static void launch_pack(cudaStream_t s, dim3 grid, const TI *x, int64_t xs,
                         int c_in, int h, int w, int row0, int hb, int pl,
                         int wb, TO *dst, int batch, const float2 *ss,
                         int act) {
-  const dim3 block(TP, TROWS);
-  if (!ss)
-    weft_cu_launch(nhwc_pack_kernel<TI, TO, ACT_NO_SS>, grid, block, 0, s, x,
-                   xs, c_in, h, w, row0, hb, pl, wb, dst, batch, ss, act);
-  else if (act == WEFT_ACT_SILU)
-    weft_cu_launch(nhwc_pack_kernel<TI, TO, WEFT_ACT_SILU>, grid, block, 0, s,
-                   x, xs, c_in, h, w, row0, hb, pl, wb, dst, batch, ss, act);
-  else
-    weft_cu_launch(nhwc_pack_kernel<TI, TO, ACT_ANY>, grid, block, 0, s, x, xs,
-                   c_in, h, w, row0, hb, pl, wb, dst, batch, ss, act);
+  with_act(ss, act, [&](auto a) {
+    weft_cu_launch(nhwc_pack_kernel<TI, TO, decltype(a)::value>, grid,
+                   dim3(TP, TROWS), 0, s, x, xs, c_in, h, w, row0, hb, pl, wb,
+                   dst, batch, ss, act);
+  });
 }
 
 extern "C" cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x,
@@ -502,16 +504,10 @@ static void launch_cl_copy(cudaStream_t s, const TI *x, int64_t xs, int c_in,
   const int items = wb * (c_in / V);
   const dim3 grid((unsigned)((items + 127) / 128),
                   (unsigned)(rows < 65535 ? rows : 65535));
-#define WEFT_CL_COPY(ACT)                                                      \
-  weft_cu_launch(cl_copy_kernel<TI, TO, ACT, V>, grid, 128, 0, s, x, xs, c_in, \
-                 h, w, row0, hb, pl, wb, dst, rows, ss, act)
-  if (!ss)
-    WEFT_CL_COPY(ACT_NO_SS);
-  else if (act == WEFT_ACT_SILU)
-    WEFT_CL_COPY(WEFT_ACT_SILU);
-  else
-    WEFT_CL_COPY(ACT_ANY);
-#undef WEFT_CL_COPY
+  with_act(ss, act, [&](auto a) {
+    weft_cu_launch(cl_copy_kernel<TI, TO, decltype(a)::value, V>, grid, 128, 0,
+                   s, x, xs, c_in, h, w, row0, hb, pl, wb, dst, rows, ss, act);
+  });
 }
 
 extern "C" cudaError_t weft__cu_cl_copy(cudaStream_t s, const void *x, int xdt,
