@@ -163,8 +163,9 @@ __global__ void __launch_bounds__(TP *TROWS)
 // 16-bit activations move through tiles of 64 channels x 64 pixels in
 // which every global access is 16 bytes: 8 pixels of one channel on the
 // NCHW side, 8 channels of one pixel on the NHWC side, where the tiles
-// above read 2 bytes of a channel a thread (the VAE's 128x512x512 band
-// moved in 22 us against 11.9 for a copy of its bytes).  The tile is
+// above read 2 bytes of a channel a thread (tools/gpu/move_bench.sh, a
+// band of the VAE's 128x512x512: 22.3 us there, 12.5 here, 12.0 for a copy
+// of its bytes; normalized 31.3 and 19.0, back 32.2 and 26.6).  The tile is
 // [pixel][8 chunks of 8 channels], each pixel's chunks permuted by an XOR
 // of its index (both sides' accesses fall in distinct banks).  The values
 // and their arithmetic are the tiles' above: the same bits.
