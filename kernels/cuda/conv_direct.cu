@@ -131,6 +131,16 @@ __global__ void __launch_bounds__(CD_THREADS) conv_direct(const cd_params p) {
   }
 }
 
+// Input-channel slices per thread of `items` (pixels, or rows of 8): the
+// fewest (from 1, doubling) that give the launch `blocks` blocks, at most
+// `most` and at most c_in.
+static int cd_slices(int64_t items, int cin, int most, int64_t blocks) {
+  int sl = 1;
+  while (sl < most && 2 * sl <= cin && items * sl < blocks * CD_THREADS)
+    sl *= 2;
+  return sl;
+}
+
 // ---- rows of 8 pixels: 3x3, stride 1, c_out <= 4 ------------------------
 #define CDR_PX 8
 #define CDR_MAX_SLICES 32
@@ -252,21 +262,11 @@ static bool cdr_fits(const weft_conv2d_args *a) {
          cdr_smem(a) <= WEFT_CD_SMEM_MAX && cdr_wanted();
 }
 
-// Slices: the fewest (from 1) that give the launch 512 blocks, at most 32
-// and at most c_in.
-static int cdr_slices(int64_t segs, int cin) {
-  int sl = 1;
-  while (sl < CDR_MAX_SLICES && 2 * sl <= cin &&
-         segs * sl < 512 * (int64_t)CD_THREADS)
-    sl *= 2;
-  return sl;
-}
-
 template <int R, typename T>
 static cudaError_t cdr_launch(cudaStream_t s, cd_params p,
                               const weft_conv2d_args *a) {
   const int64_t segs = p.pixels / p.wout * ((p.wout + CDR_PX - 1) / CDR_PX);
-  p.slices = cdr_slices(segs, p.cin);
+  p.slices = cd_slices(segs, p.cin, CDR_MAX_SLICES, 512);
   const int pb = CD_THREADS / p.slices;
   const int64_t blocks = (segs + pb - 1) / pb;
   if (blocks > INT32_MAX) return cudaErrorInvalidValue;
@@ -322,15 +322,6 @@ static cudaError_t cd_launch_r(cudaStream_t s, const cd_params &p,
             : cd_launch<8, R, T, false>(s, p, cd_smem(a, 8));
 }
 
-// Slices per pixel: the fewest (from 1) that give the launch 1024 blocks,
-// at most 16 and at most c_in.
-static int cd_slices(int64_t pixels, int cin) {
-  int sl = 1;
-  while (sl < CD_MAX_SLICES && 2 * sl <= cin && pixels * sl / CD_THREADS < 1024)
-    sl *= 2;
-  return sl;
-}
-
 extern "C" cudaError_t
 weft__cu_conv_direct(cudaStream_t s, const weft_conv2d_args *a, const float *w,
                      int round16, int act, int64_t h_out, int64_t w_out,
@@ -356,7 +347,7 @@ weft__cu_conv_direct(cudaStream_t s, const weft_conv2d_args *a, const float *w,
   p.pt = (int)a->pad_top;
   p.pl = (int)a->pad_left;
   p.cout = (int)a->c_out;
-  p.slices = cd_slices(p.pixels, p.cin);
+  p.slices = cd_slices(p.pixels, p.cin, CD_MAX_SLICES, 1024);
   if (p.pixels == 0) return cudaSuccess;
   /* 16-bit activations come with the precision of their type */
   if (act == WEFT_F16) return cd_launch_r<1, __half>(s, p, a);
