@@ -306,11 +306,22 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// Whether the 16-byte moves take a pack or unpack (WEFT_CUDA_MOVE16=0:
-// never, to compare).
-static bool m16_wanted(void) {
+// Whether the 16-byte moves may take a pack or unpack from dt to dt2: both
+// the same 16-bit type (and WEFT_CUDA_MOVE16 not 0, which keeps the 2-byte
+// tiles, to compare).
+static bool m16_types(int dt, int dt2) {
   static int on = -1;
-  return weft__cuda_env_on("WEFT_CUDA_MOVE16", &on);
+  return dt == dt2 && (dt == WEFT_F16 || dt == WEFT_BF16) &&
+         weft__cuda_env_on("WEFT_CUDA_MOVE16", &on);
+}
+
+// Calls f(T()) with T the 16-bit storage type of dt (WEFT_F16: __half,
+// else __nv_bfloat16).
+template <typename F> static void with16(int dt, F f) {
+  if (dt == WEFT_F16)
+    f(__half());
+  else
+    f(__nv_bfloat16());
 }
 
 template <typename T>
@@ -364,20 +375,16 @@ extern "C" cudaError_t weft__cu_nhwc_pack(cudaStream_t s, const void *x,
     return cudaErrorInvalidValue;
   const dim3 grid = tile_grid(hb * wb, TP, c_in, batch);
   if (grid.y > 65535) return cudaErrorInvalidValue;
-  if (xdt == ddt && (xdt == WEFT_F16 || xdt == WEFT_BF16) && w % 8 == 0 &&
-      c_in % 8 == 0 && xs % 8 == 0 && pl >= 0 && wb >= pl + w &&
-      weft_cu_aligned16(x) && weft_cu_aligned16(dst) && m16_wanted()) {
-    if (xdt == WEFT_F16)
-      launch_pack16<__half>(s, static_cast<const __half *>(x), xs, (int)c_in,
-                            (int)h, (int)w, (int)row0, (int)hb, (int)pl,
-                            (int)wb, static_cast<__half *>(dst), (int)batch,
-                            static_cast<const float2 *>(ss), act);
-    else
-      launch_pack16<__nv_bfloat16>(
-          s, static_cast<const __nv_bfloat16 *>(x), xs, (int)c_in, (int)h,
-          (int)w, (int)row0, (int)hb, (int)pl, (int)wb,
-          static_cast<__nv_bfloat16 *>(dst), (int)batch,
-          static_cast<const float2 *>(ss), act);
+  if (m16_types(xdt, ddt) && w % 8 == 0 && c_in % 8 == 0 && xs % 8 == 0 &&
+      pl >= 0 && wb >= pl + w && weft_cu_aligned16(x) &&
+      weft_cu_aligned16(dst)) {
+    with16(xdt, [&](auto t) {
+      using T = decltype(t);
+      launch_pack16<T>(s, static_cast<const T *>(x), xs, (int)c_in, (int)h,
+                       (int)w, (int)row0, (int)hb, (int)pl, (int)wb,
+                       static_cast<T *>(dst), (int)batch,
+                       static_cast<const float2 *>(ss), act);
+    });
     return cudaGetLastError();
   }
   WEFT_CU_WITH_TYPE(
@@ -423,23 +430,18 @@ extern "C" cudaError_t weft__cu_nhwc_unpack(cudaStream_t s, const void *src,
   if (tile_grid(rows * wo, TP, c_out, batch).y > 65535)
     return cudaErrorInvalidValue;
   const int64_t off = row0 * wo;
-  if (sdt == ydt && (sdt == WEFT_F16 || sdt == WEFT_BF16) && c_out % 8 == 0 &&
-      wo % 8 == 0 && off % 8 == 0 && plane % 8 == 0 && ys % 8 == 0 &&
-      weft_cu_aligned16(src) && weft_cu_aligned16(y) &&
-      (!res || weft_cu_aligned16(res)) && m16_wanted()) {
+  if (m16_types(sdt, ydt) && c_out % 8 == 0 && wo % 8 == 0 && plane % 8 == 0 &&
+      ys % 8 == 0 && weft_cu_aligned16(src) && weft_cu_aligned16(y) &&
+      (!res || weft_cu_aligned16(res))) {
     const dim3 grid = tile_grid(rows * wo, M16_TILE, c_out, batch);
-#define WEFT_UNPACK16(T, RES)                                                  \
-  weft_cu_launch(unpack16_kernel<T, RES>, grid, 256, 0, s,                     \
-                 static_cast<const T *>(src), (int)(rows * wo), (int)c_out,    \
-                 bias, static_cast<const T *>(chan),                           \
-                 static_cast<const T *>(res), static_cast<T *>(y), ys, plane,  \
-                 off, (int)batch)
-    if (sdt == WEFT_F16)
-      res ? WEFT_UNPACK16(__half, true) : WEFT_UNPACK16(__half, false);
-    else
-      res ? WEFT_UNPACK16(__nv_bfloat16, true)
-          : WEFT_UNPACK16(__nv_bfloat16, false);
-#undef WEFT_UNPACK16
+    with16(sdt, [&](auto t) {
+      using T = decltype(t);
+      weft_cu_launch(res ? unpack16_kernel<T, true> : unpack16_kernel<T, false>,
+                     grid, 256, 0, s, static_cast<const T *>(src),
+                     (int)(rows * wo), (int)c_out, bias,
+                     static_cast<const T *>(chan), static_cast<const T *>(res),
+                     static_cast<T *>(y), ys, plane, off, (int)batch);
+    });
     return cudaGetLastError();
   }
   WEFT_CU_WITH_TYPE(
