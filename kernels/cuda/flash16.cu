@@ -2,19 +2,22 @@
 // (FlashAttention-2's loop on tensor cores): the scores never leave
 // registers; there is no lq x lk map in memory.
 //
-// Two kernels.  fa_pack rounds k and v (fp32 or 16-bit, any strides the
-// backend accepts) to 16 bits into scratch, dense [batch * heads][LKP][DP],
-// both in one launch: keys padded with zero rows to LKP, a multiple of the
-// 64-key tile, the head dimension with zero columns to DP, a multiple of 16
-// (SD's 40 -> 48, 80, 160).  Where the padding leaves 8 columns free (d <=
-// DP - 8: SD's 40), v's column DP - 8 holds ones, so that P V also sums
-// each row's probabilities: the softmax's denominator comes out of the
-// tensor cores instead of a scalar add per score.  fa_kernel then streams
-// those tiles into shared memory with cp.async, two stages deep, so the
-// next tile's loads overlap this tile's products.  A block of W warps
-// takes 16 * MT * W query rows of one (batch, head); each warp owns 16 *
-// MT rows (MT = 2 for head dims up to 64: each K and V fragment read from
-// shared memory then serves two products).  Per tile a warp computes S =
+// fa_kernel streams key tiles of k and v into shared memory with
+// cp.async, two stages deep, so that the next tile's loads overlap this
+// tile's products: straight from where they are when they are stored in
+// 16 bits with rows of whole 16-byte chunks (d a multiple of 8: SD's 40,
+// 80, 160; keys past lk read as zeros), else from copies fa_pack rounds to
+// 16 bits into scratch first, dense [batch * heads][LKP][DP] (fp32 or any
+// strides; k and v in one launch).  The tiles' head dimension is padded
+// with zero columns to DP, a multiple of 16 (40 -> 48, 80, 160).  Where
+// the padding leaves 8 columns free (d <= DP - 8: SD's 40), v's column DP
+// - 8 holds ones, so that P V also sums each row's probabilities: the
+// softmax's denominator comes out of the tensor cores instead of a scalar
+// add per score.  A block of W warps takes 16 * MT * W / KS query rows of
+// one (batch, head); each warp owns 16 * MT rows (MT = 2 for head dims up
+// to 64: each K and V fragment read from shared memory then serves two
+// products), and where the rows are few KS warps share them, each taking
+// FA_BK / KS keys of every tile.  Per tile a warp computes S =
 // Q K^T with mma.m16n8k16 (16-bit inputs, fp32 accumulators), masks it,
 // updates each row's running max (online softmax, in base 2: the scale
 // and log2(e) folded into the exponent's one fma), rounds P = exp2(S - m)
@@ -32,7 +35,9 @@
 #include "common.cuh"
 #include "mma.cuh"
 
+#ifndef FA_BK
 #define FA_BK 64 // keys per tile
+#endif
 // Warps an SM the registers are capped for (__launch_bounds__; 0: no
 // cap) at head dims 80 and 48, and whether v's padding carries the ones
 // column: compile-time settings that tools/gpu/attn_bench.sh times
@@ -53,12 +58,30 @@
 #ifndef FA_ONES
 #define FA_ONES 1
 #endif
+#ifndef FA_MT48 // query row tiles a warp at head dims up to 64 (1 or 2)
+#define FA_MT48 2
+#endif
+// Warps on the same query rows (1, 2, 4: each takes a part of every key
+// tile) in the launches of 128, 64 and 32 query rows a block
+#ifndef FA_KS_BIG
+#define FA_KS_BIG 1
+#endif
+#ifndef FA_KS_MID
+#define FA_KS_MID 2
+#endif
+#ifndef FA_KS_SMALL
+#define FA_KS_SMALL 4
+#endif
 
 struct fa_params {
-  weft_attn_args a;        // the caller's (q, o and their strides), by value
-  const uint16_t *kh, *vh; // packed k and v, [bh][lkp][DP]
-  int64_t bh0;             // first (batch * heads + head) of this launch
+  weft_attn_args a;           // the caller's (q, o and their strides), by value
+  const uint16_t *kh, *vh;    // k and v as the kernel reads them (16 bits)
+  weft_attn_strides khs, vhs; // their strides, in elements
+  int64_t bh0;                // first (batch * heads + head) of this launch
   int lq, lk, lkp, d;
+  int kc;    // 16-byte chunks of a key row read (the rest of DP: constants)
+  int krows; // key rows there (read as zeros past them)
+  int ones;  // v's ones column (-1: none) where not read
   float scale_log2; // |scale| * log2(e), at least FLT_MIN
   int neg_q;        // scale < 0: q negated as it is read
   int causal;
@@ -126,20 +149,42 @@ __global__ void fa_pack(const X *k, weft_attn_strides ks, const X *v,
   }
 }
 
-// Key rows [r0, r0 + FA_BK) of a packed copy into a shared tile [FA_BK][DP
-// + 8] (16-bit; the 8 extra columns keep the fragment loads off each
-// other's banks), as cp.async copies of 16 bytes.
+// Key rows [r0, r0 + FA_BK) of k or v (rows ld elements apart) into a
+// shared tile [FA_BK][DP + 8] (16-bit; the 8 extra columns keep the
+// fragment loads off each other's banks), as cp.async copies of 16 bytes:
+// the first kc chunks of each row (fa_consts fills the others once), zeros
+// in rows from krows on.
 template <int DP, int NT>
 __device__ __forceinline__ void load_tile(uint32_t *dst, const uint16_t *src,
-                                          int r0) {
+                                          int64_t ld, int r0, int kc,
+                                          int krows) {
   constexpr int C8 = DP / 8, LDW = (DP + 8) / 2, N = FA_BK * C8;
 #pragma unroll
   for (int k = 0; k < (N + NT - 1) / NT; k++) {
     const int i = threadIdx.x + k * NT;
     if (N % NT && i >= N) break;
     const int r = i / C8, c = i - r * C8;
-    weft_cu_cp_async16(dst + r * LDW + c * 4,
-                       src + (int64_t)(r0 + r) * DP + c * 8);
+    if (c >= kc) continue;
+    const bool in = r0 + r < krows;
+    weft_cu_cp_async16_z(dst + r * LDW + c * 4,
+                         src + (in ? (int64_t)(r0 + r) * ld + c * 8 : 0), in);
+  }
+}
+
+// The chunks of every stage's rows that load_tile leaves (columns kc * 8
+// to DP): zeros, and v's ones column.
+template <int DP, bool BF, int NT>
+__device__ __forceinline__ void fa_consts(uint32_t *smem, int kc, int ones) {
+  constexpr int C8 = DP / 8, LDW = (DP + 8) / 2, TILE = FA_BK * LDW;
+  const int nc = C8 - kc, n = 4 * FA_BK * nc; // 2 stages of K and V
+  for (int i = threadIdx.x; i < n; i += NT) {
+    const int t = i / (FA_BK * nc), r = i / nc % FA_BK, c = kc + i % nc;
+    uint32_t w[4] = {0, 0, 0, 0};
+    if (t & 1 && ones >= c * 8 && ones < c * 8 + 8) // V tiles: t odd
+      w[(ones - c * 8) / 2] =
+          weft_cu_pack2<BF>(ones & 1 ? 0.0f : 1.0f, ones & 1 ? 1.0f : 0.0f);
+    *(uint4 *)(smem + t * TILE + r * LDW + c * 4) =
+        make_uint4(w[0], w[1], w[2], w[3]);
   }
 }
 
@@ -150,15 +195,27 @@ template <int DP, int W> constexpr int fa_min_blocks() {
                                        : 1;
 }
 
-template <int DP> constexpr int fa_smem_bytes() {
-  return 2 * 2 * FA_BK * (DP + 8) * 2; // two stages of a K and a V tile
+// Floats a lane leaves for the merge of key splits: o, m and l.
+template <int DP, int MT> __host__ __device__ constexpr int fa_part_floats() {
+  return MT * (DP / 8) * 4 + 4 * MT;
 }
 
-// One key tile (at kt, in shared memory at sK and sV) for a warp's query
-// rows from qw: S = Q K^T, the online softmax, O += P V.  MASK: the tile
-// reaches past lk or across the causal diagonal, so each score is checked
-// (a separate copy of the loop body: full tiles carry no per-score test).
-template <int DP, bool BF, int MT, bool ONES, bool MASK>
+// Two stages of a K and a V tile; after the loop the same memory holds the
+// partial results of the key splits past the first (KS - 1 warps for each
+// of the W / KS row warps).
+template <int DP, int W, int MT, int KS> constexpr int fa_smem_bytes() {
+  return 2 * 2 * FA_BK * (DP + 8) * 2 >
+                 (KS - 1) * W / KS * 32 * fa_part_floats<DP, MT>() * 4
+             ? 2 * 2 * FA_BK * (DP + 8) * 2
+             : (KS - 1) * W / KS * 32 * fa_part_floats<DP, MT>() * 4;
+}
+
+// KN * 8 keys of a tile (the first at kt, in shared memory at sK and sV)
+// for a warp's query rows from qw: S = Q K^T, the online softmax, O += P
+// V.  MASK: the keys reach past lk or across the causal diagonal, so each
+// score is checked (a separate copy of the loop body: full tiles carry no
+// per-score test).
+template <int DP, bool BF, int MT, int KN, bool ONES, bool MASK>
 __device__ __forceinline__ void
 fa_tile(const fa_params &p, const uint32_t *sK, const uint32_t *sV, int kt,
         int qw, int lane, const uint32_t (&qa)[MT][DP / 16][4],
@@ -167,9 +224,9 @@ fa_tile(const fa_params &p, const uint32_t *sK, const uint32_t *sV, int kt,
   const int g = lane >> 2, c2 = 2 * (lane & 3); // fragment row, column pair
   const float sl = p.scale_log2;
   // S = Q K^T: each K fragment serves the warp's MT row tiles
-  float s[MT][8][4];
+  float s[MT][KN][4];
 #pragma unroll
-  for (int n = 0; n < 8; n++) {
+  for (int n = 0; n < KN; n++) {
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
       s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
@@ -186,16 +243,16 @@ fa_tile(const fa_params &p, const uint32_t *sK, const uint32_t *sV, int kt,
     }
   }
 
-  // mask (the tile past lk, the causal diagonal), row maxima (a row's
-  // 64 scores are spread over the 4 lanes of a quad), then P = exp2(S
+  // mask (the keys past lk, the causal diagonal), row maxima (a row's
+  // KN * 8 scores are spread over the 4 lanes of a quad), then P = exp2(S
   // scale_log2 - m) as A fragments: key tiles 2j and 2j + 1 make k-step j
-  uint32_t pa[MT][4][4];
+  uint32_t pa[MT][KN / 2][4];
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) {
     const int row[2] = {qw + 16 * mt + g, qw + 16 * mt + g + 8};
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int n = 0; n < 8; n++)
+    for (int n = 0; n < KN; n++)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         float v = s[mt][n][e];
@@ -225,7 +282,7 @@ fa_tile(const fa_params &p, const uint32_t *sK, const uint32_t *sV, int kt,
       o[mt][n][3] *= alpha[1];
     }
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < KN / 2; j++) {
 #pragma unroll
       for (int u = 0; u < 2; u++) {
         const float *sn = s[mt][2 * j + u];
@@ -253,7 +310,7 @@ fa_tile(const fa_params &p, const uint32_t *sK, const uint32_t *sV, int kt,
   // O += P V: lanes 0-15 address the 16 key rows of the k-step; each V
   // fragment serves the MT row tiles
 #pragma unroll
-  for (int j = 0; j < 4; j++) {
+  for (int j = 0; j < KN / 2; j++) {
     const uint32_t *vr = sV + (j * 16 + (lane & 15)) * LDW;
 #pragma unroll
     for (int n = 0; n < ND; n++) {
@@ -268,29 +325,36 @@ fa_tile(const fa_params &p, const uint32_t *sK, const uint32_t *sV, int kt,
 
 // X: how q and o are stored (float, or the 16-bit type of the operands);
 // ONES: v's column DP - 8 is ones (fa_pack), the row sums come from P V.
-template <int DP, bool BF, int W, int MT, bool ONES, typename X>
+// KS: warps that share a warp's query rows, each taking FA_BK / KS keys
+// of every tile (more warps for the same rows where the rows are few);
+// their running results merge at the end.
+template <int DP, bool BF, int W, int MT, int KS, bool ONES, typename X>
 __global__ void __launch_bounds__(W * 32, (fa_min_blocks<DP, W>()))
     fa_kernel(const fa_params p) {
   weft_cu_pdl_wait();
   constexpr int NT = W * 32, LDW = (DP + 8) / 2, ND = DP / 8, NK = DP / 16;
   constexpr int TILE = FA_BK * LDW; // 32-bit words of one tile
   constexpr int ROWS = 16 * MT;     // query rows of a warp
+  constexpr int RW = W / KS, KN = FA_BK / 8 / KS; // row warps, key n-tiles
   extern __shared__ __align__(16) uint32_t smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int rw = KS > 1 ? warp % RW : warp;     // this warp's rows
+  const int ks = KS > 1 ? warp / RW : 0;        // its part of each key tile
   const int g = lane >> 2, c2 = 2 * (lane & 3); // fragment row, column pair
   const weft_attn_args &a = p.a;
   const int64_t bh = p.bh0 + blockIdx.y;
   const int64_t b = bh / a.heads, h = bh % a.heads;
-  const int q0 = blockIdx.x * ROWS * W, qw = q0 + ROWS * warp;
+  const int q0 = blockIdx.x * ROWS * RW, qw = q0 + ROWS * rw;
   const X *qp = (const X *)a.q + b * a.q_s.b + h * a.q_s.h;
-  const uint16_t *kp = p.kh + bh * p.lkp * DP;
-  const uint16_t *vp = p.vh + bh * p.lkp * DP;
+  const uint16_t *kp = p.kh + b * p.khs.b + h * p.khs.h;
+  const uint16_t *vp = p.vh + b * p.vhs.b + h * p.vhs.h;
 
   // With a causal mask no row of this block sees keys past its last row.
-  const int kend = p.causal ? min(p.lk, q0 + ROWS * W) : p.lk;
+  const int kend = p.causal ? min(p.lk, q0 + ROWS * RW) : p.lk;
   const int tiles = (kend + FA_BK - 1) / FA_BK;
-  load_tile<DP, NT>(smem, kp, 0);
-  load_tile<DP, NT>(smem + TILE, vp, 0);
+  if (p.kc < DP / 8) fa_consts<DP, BF, NT>(smem, p.kc, p.ones);
+  load_tile<DP, NT>(smem, kp, p.khs.l, 0, p.kc, p.krows);
+  load_tile<DP, NT>(smem + TILE, vp, p.vhs.l, 0, p.kc, p.krows);
   weft_cu_cp_async_commit();
 
   // This warp's query rows as A fragments (MT tiles of 16), zeros past lq
@@ -327,12 +391,12 @@ __global__ void __launch_bounds__(W * 32, (fa_min_blocks<DP, W>()))
   }
 
   for (int t = 0; t < tiles; t++) {
-    const int kt = t * FA_BK;
+    const int kt = t * FA_BK, kw = kt + ks * KN * 8; // this warp's keys
     uint32_t *sK = smem + (t & 1) * 2 * TILE, *sV = sK + TILE;
     if (t + 1 < tiles) { // the next tile into the other stage
       uint32_t *nK = smem + ((t + 1) & 1) * 2 * TILE;
-      load_tile<DP, NT>(nK, kp, kt + FA_BK);
-      load_tile<DP, NT>(nK + TILE, vp, kt + FA_BK);
+      load_tile<DP, NT>(nK, kp, p.khs.l, kt + FA_BK, p.kc, p.krows);
+      load_tile<DP, NT>(nK + TILE, vp, p.vhs.l, kt + FA_BK, p.kc, p.krows);
       weft_cu_cp_async_commit();
       weft_cu_cp_async_wait<1>();
     } else {
@@ -340,12 +404,63 @@ __global__ void __launch_bounds__(W * 32, (fa_min_blocks<DP, W>()))
     }
     __syncthreads(); // this tile is in for every thread
 
-    const bool masked = kt + FA_BK > p.lk || (p.causal && kt + FA_BK - 1 > qw);
+    const int kn = kw + KN * 8; // past this warp's keys
+    const bool masked = kn > p.lk || (p.causal && kn - 1 > qw);
+    if (KS > 1) sK += (kw - kt) * LDW, sV += (kw - kt) * LDW;
     if (masked || !FA_SPLIT)
-      fa_tile<DP, BF, MT, ONES, true>(p, sK, sV, kt, qw, lane, qa, o, m, l);
+      fa_tile<DP, BF, MT, KN, ONES, true>(p, sK, sV, kw, qw, lane, qa, o, m, l);
     else
-      fa_tile<DP, BF, MT, ONES, false>(p, sK, sV, kt, qw, lane, qa, o, m, l);
+      fa_tile<DP, BF, MT, KN, ONES, false>(p, sK, sV, kw, qw, lane, qa, o, m,
+                                           l);
     __syncthreads(); // this stage is read; the next iteration refills it
+  }
+
+  if (KS > 1) { // the key splits' results, lane by lane, into split 0's
+    constexpr int PF = fa_part_floats<DP, MT>();
+    float *part = (float *)smem + (size_t)rw * (KS - 1) * PF * 32 + lane;
+    if (ks > 0) {
+      float *x = part + (ks - 1) * PF * 32;
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int n = 0; n < ND; n++)
+#pragma unroll
+          for (int e = 0; e < 4; e++)
+            x[((mt * ND + n) * 4 + e) * 32] = o[mt][n][e];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+          x[(MT * ND * 4 + 4 * mt + i) * 32] = m[mt][i];
+          x[(MT * ND * 4 + 4 * mt + 2 + i) * 32] = l[mt][i];
+        }
+      }
+    }
+    __syncthreads();
+    if (ks > 0) return;
+#pragma unroll
+    for (int k = 0; k < KS - 1; k++) {
+      const float *x = part + k * PF * 32;
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        float a0[2], a1[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+          const float m1 = x[(MT * ND * 4 + 4 * mt + i) * 32];
+          const float mn = fmaxf(m[mt][i], m1);
+          const float mu = mn == -INFINITY ? 0.0f : mn; // no key in either
+          a0[i] = weft_cu_exp2(m[mt][i] - mu);
+          a1[i] = weft_cu_exp2(m1 - mu);
+          m[mt][i] = mn;
+          l[mt][i] =
+              l[mt][i] * a0[i] + x[(MT * ND * 4 + 4 * mt + 2 + i) * 32] * a1[i];
+        }
+#pragma unroll
+        for (int n = 0; n < ND; n++)
+#pragma unroll
+          for (int e = 0; e < 4; e++)
+            o[mt][n][e] = o[mt][n][e] * a0[e >> 1] +
+                          x[((mt * ND + n) * 4 + e) * 32] * a1[e >> 1];
+      }
+    }
   }
 
   X *op = (X *)a.o + b * a.o_s.b + h * a.o_s.h;
@@ -382,18 +497,19 @@ extern "C" size_t weft__cu_flash16_scratch(const weft_attn_args *a) {
   return weft__cu_flash16_fits(a) ? 2 * packed_bytes(a) : 0;
 }
 
-template <int DP, bool BF, int W, int MT, bool ONES, typename X>
+template <int DP, bool BF, int W, int MT, int KS, bool ONES, typename X>
 static cudaError_t launch_k(cudaStream_t s, fa_params p, int64_t bh) {
-  constexpr int smem = fa_smem_bytes<DP>(), rows = 16 * MT * W;
+  constexpr int smem = fa_smem_bytes<DP, W, MT, KS>(), rows = 16 * MT * W / KS;
   static unsigned asked;
   cudaError_t e = weft_cu_smem_optin(
-      (const void *)fa_kernel<DP, BF, W, MT, ONES, X>, smem, &asked);
+      (const void *)fa_kernel<DP, BF, W, MT, KS, ONES, X>, smem, &asked);
   if (e != cudaSuccess) return e;
   const unsigned qblocks = (unsigned)((p.lq + rows - 1) / rows);
   for (int64_t b0 = 0; b0 < bh; b0 += 65535) {
     p.bh0 = b0;
     dim3 grid(qblocks, (unsigned)(bh - b0 < 65535 ? bh - b0 : 65535));
-    weft_cu_launch(fa_kernel<DP, BF, W, MT, ONES, X>, grid, W * 32, smem, s, p);
+    weft_cu_launch(fa_kernel<DP, BF, W, MT, KS, ONES, X>, grid, W * 32, smem, s,
+                   p);
     e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
@@ -405,28 +521,30 @@ static int ones_column(int d, int dp) {
   return FA_ONES && d <= dp - 8 ? dp - 8 : -1;
 }
 
-template <int DP, bool BF, int W, int MT, typename X>
+// RW warps of query rows, each with KS - 1 more on the same rows.
+template <int DP, bool BF, int RW, int MT, int KS, typename X>
 static cudaError_t launch(cudaStream_t s, const fa_params &p, int64_t bh) {
   if (ones_column(p.d, DP) >= 0)
-    return launch_k<DP, BF, W, MT, true, X>(s, p, bh);
-  return launch_k<DP, BF, W, MT, false, X>(s, p, bh);
+    return launch_k<DP, BF, RW * KS, MT, KS, true, X>(s, p, bh);
+  return launch_k<DP, BF, RW * KS, MT, KS, false, X>(s, p, bh);
 }
 
 // Each warp takes MT tiles of 16 query rows, so that a K or V fragment
 // read from shared memory serves MT products: 2 where the registers allow
 // (DP <= 64), else 1.  Blocks of 128 query rows share each key tile when
 // that still makes two blocks per SM; else 64 rows, else 32 (short
-// sequences: more blocks).
+// sequences: more blocks, and FA_KS_* warps on each warp's rows, each
+// taking a part of every key tile).
 template <int DP, bool BF, typename X>
 static cudaError_t launch_w(cudaStream_t s, const fa_params &p, int64_t bh,
                             int sm_count) {
-  constexpr int MT = DP <= 64 ? 2 : 1;
+  constexpr int MT = DP <= 64 ? FA_MT48 : 1;
   const int64_t sms = sm_count > 0 ? sm_count : 1;
   if ((p.lq + 127) / 128 * bh >= 2 * sms)
-    return launch<DP, BF, 8 / MT, MT, X>(s, p, bh);
+    return launch<DP, BF, 8 / MT, MT, FA_KS_BIG, X>(s, p, bh);
   if ((p.lq + 63) / 64 * bh >= sms)
-    return launch<DP, BF, 4 / MT, MT, X>(s, p, bh);
-  return launch<DP, BF, 2 / MT, MT, X>(s, p, bh);
+    return launch<DP, BF, 4 / MT, MT, FA_KS_MID, X>(s, p, bh);
+  return launch<DP, BF, 2 / MT, MT, FA_KS_SMALL, X>(s, p, bh);
 }
 
 template <bool BF, typename X>
@@ -442,19 +560,40 @@ static cudaError_t launch_dp(cudaStream_t s, const fa_params &p, int64_t bh,
   }
 }
 
-// k and v packed (one launch), then the kernel; X how q, k, v and o are
+// Whether the kernel reads 16-bit k and v where they are: each row's d
+// values in 16-byte chunks.
+static bool direct(const weft_attn_args *a) {
+  const weft_attn_strides *st[2] = {&a->k_s, &a->v_s};
+  for (const weft_attn_strides *x : st)
+    if (x->b % 8 || x->h % 8 || x->l % 8) return false;
+  return a->d % 8 == 0 && weft_cu_aligned16(a->k) && weft_cu_aligned16(a->v);
+}
+
+// The kernel on k and v where they are (16-bit, direct()), else on their
+// copies packed into scratch first (one launch); X how q, k, v and o are
 // stored.
 template <bool BF, typename X>
-static cudaError_t run(cudaStream_t s, const weft_attn_args *a,
-                       const fa_params &p, int dp, void *kh, void *vh,
-                       int sm_count) {
-  const int64_t bh = a->batch * a->heads, n = 2 * bh * p.lkp * (dp / 8);
+static cudaError_t run(cudaStream_t s, const weft_attn_args *a, fa_params p,
+                       int dp, void *scratch, int sm_count) {
+  const int64_t bh = a->batch * a->heads;
+  p.ones = ones_column(p.d, dp);
+  if (sizeof(X) == 2 && direct(a)) {
+    p.kh = (const uint16_t *)a->k, p.vh = (const uint16_t *)a->v;
+    p.khs = a->k_s, p.vhs = a->v_s;
+    p.kc = p.d / 8, p.krows = p.lk;
+    return launch_dp<BF, X>(s, p, bh, sm_count);
+  }
+  uint16_t *kh = (uint16_t *)scratch, *vh = kh + packed_bytes(a) / 2;
+  const int64_t n = 2 * bh * p.lkp * (dp / 8), rows = (int64_t)p.lkp * dp;
   weft_cu_launch(fa_pack<BF, X>, weft_cu_blocks(n, WEFT_CU_THREADS),
                  WEFT_CU_THREADS, 0, s, (const X *)a->k, a->k_s,
                  (const X *)a->v, a->v_s, a->heads, bh, p.lk, p.lkp, p.d, dp,
-                 ones_column(p.d, dp), (uint4 *)kh, (uint4 *)vh);
+                 p.ones, (uint4 *)kh, (uint4 *)vh);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
+  p.kh = kh, p.vh = vh;
+  p.khs = p.vhs = weft_attn_strides{a->heads * rows, rows, dp};
+  p.kc = dp / 8, p.krows = p.lkp;
   return launch_dp<BF, X>(s, p, bh, sm_count);
 }
 
@@ -475,12 +614,14 @@ extern "C" cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,
   p.scale_log2 = fmaxf(fabsf(p.scale_log2), FLT_MIN); // -inf * 0 is NaN
   p.causal = a->causal != 0;
   const int dp = padded_dim(a->d);
-  unsigned char *kh = (unsigned char *)scratch, *vh = kh + packed_bytes(a);
-  p.kh = (const uint16_t *)kh;
-  p.vh = (const uint16_t *)vh;
+#ifdef FA_HALF_ONLY // attn_bench's builds: fp16 storage only (compiles faster)
+  if (bf16 || !act16) return cudaErrorNotSupported;
+  return run<false, __half>(s, a, p, dp, scratch, sm_count);
+#else
   if (bf16)
-    return act16 ? run<true, __nv_bfloat16>(s, a, p, dp, kh, vh, sm_count)
-                 : run<true, float>(s, a, p, dp, kh, vh, sm_count);
-  return act16 ? run<false, __half>(s, a, p, dp, kh, vh, sm_count)
-               : run<false, float>(s, a, p, dp, kh, vh, sm_count);
+    return act16 ? run<true, __nv_bfloat16>(s, a, p, dp, scratch, sm_count)
+                 : run<true, float>(s, a, p, dp, scratch, sm_count);
+  return act16 ? run<false, __half>(s, a, p, dp, scratch, sm_count)
+               : run<false, float>(s, a, p, dp, scratch, sm_count);
+#endif
 }

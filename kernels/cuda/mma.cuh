@@ -83,6 +83,14 @@ __device__ __forceinline__ void weft_cu_cp_async16(void *dst, const void *src) {
                "l"(src));
 }
 
+// The same, or 16 zero bytes where !valid (src is not read then).
+__device__ __forceinline__ void weft_cu_cp_async16_z(void *dst, const void *src,
+                                                     bool valid) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d),
+               "l"(src), "r"(valid ? 16 : 0));
+}
+
 __device__ __forceinline__ void weft_cu_cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::);
 }

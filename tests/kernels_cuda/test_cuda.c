@@ -3333,9 +3333,18 @@ static void act16_all(weft_cuda_precision prec) {
                  true);
     ASSERT_OK(weft_cuda_set_conv_algo(t.h, WEFT_CUDA_CONV_AUTO));
   }
+  /* 16-bit k and v read where they are (d a multiple of 8) against the
+   * fp32 activations' packed copies; the launches of 128, 64 and 32 query
+   * rows a block (1, 2 and 4 warps on each warp's rows) */
   a16_attention(&t, "act16 self-attention d40", 2, 8, 1024, 1024, 40, 0);
+  a16_attention(&t, "act16 self-attention d40 64x64", 2, 8, 4096, 4096, 40, 0);
+  a16_attention(&t, "act16 self-attention d80 32x32", 2, 8, 1024, 1024, 80, 0);
+  a16_attention(&t, "act16 self-attention d160 16x16", 2, 8, 256, 256, 160, 0);
   a16_attention(&t, "act16 cross-attention 77 keys d80", 2, 8, 256, 77, 80, 0);
+  a16_attention(&t, "act16 d40, a partial key tile", 2, 3, 200, 77, 40, 0);
   a16_attention(&t, "act16 causal d64 (CLIP)", 2, 12, 77, 77, 64, 1);
+  a16_attention(&t, "act16 causal d80 past one tile", 1, 2, 130, 129, 80, 1);
+  a16_attention(&t, "act16 d20 (packed first)", 1, 2, 50, 70, 20, 0);
   a16_attention(&t, "act16 d192 (unfused)", 1, 2, 100, 90, 192, 0);
   a16_memory_ops(&t);
   a16_rows(&t);

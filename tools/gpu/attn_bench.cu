@@ -5,9 +5,9 @@
 // (self-attention: one [B, L, 3C] tensor; cross-attention: q [B, L, C], k
 // and v one [B, 77, 2C]).  Prints one line per shape: name, microseconds a
 // call (median of 7 runs of 20 calls), TFLOP/s of the 4 B H Lq Lk d
-// products.
+// products, and the sum of |o| (attn_bench.sh compares the variants' sums).
 //
-//   attn_bench [bf16]
+//   attn_bench [bf16]   (bf16: a build without FA_HALF_ONLY)
 #include "kernels/cuda/flash16.cu"
 
 #include <algorithm>
@@ -95,7 +95,15 @@ int main(int argc, char **argv) {
     std::sort(us.begin(), us.end());
     const double med = us[us.size() / 2];
     const double flop = 4.0 * b * h * s.lq * s.lk * s.d;
-    printf("%s\t%.1f\t%.1f\n", s.name, med, flop / (med * 1e-6) / 1e12);
+    // sum |o|: a compile-time variant's outputs against the default's
+    std::vector<uint16_t> oh(no);
+    CK(cudaMemcpy(oh.data(), o, no * 2, cudaMemcpyDeviceToHost));
+    double sum = 0;
+    for (uint16_t x : oh)
+      sum += fabs(bf ? (double)__bfloat162float(__ushort_as_bfloat16(x))
+                     : (double)__half2float(__ushort_as_half(x)));
+    printf("%s\t%.1f\t%.1f\t%.9g\n", s.name, med, flop / (med * 1e-6) / 1e12,
+           sum);
     CK(cudaFree(q));
     if (kv) CK(cudaFree(kv));
     CK(cudaFree(o));
