@@ -58,8 +58,14 @@
 #ifndef FA_ONES
 #define FA_ONES 1
 #endif
+#ifndef FA_LAZY   // 0, or how far (base 2) a row's maximum may pass its m
+#define FA_LAZY 0 // before O is scaled (FA_LAZY > 0: checked once a tile)
+#endif
 #ifndef FA_MT48 // query row tiles a warp at head dims up to 64 (1 or 2)
 #define FA_MT48 2
+#endif
+#ifndef FA_MT80 // and at 80
+#define FA_MT80 1
 #endif
 // Warps on the same query rows (1, 2, 4: each takes a part of every key
 // tile) in the launches of 128, 64 and 32 query rows a block
@@ -153,21 +159,23 @@ __global__ void fa_pack(const X *k, weft_attn_strides ks, const X *v,
 // shared tile [FA_BK][DP + 8] (16-bit; the 8 extra columns keep the
 // fragment loads off each other's banks), as cp.async copies of 16 bytes:
 // the first kc chunks of each row (fa_consts fills the others once), zeros
-// in rows from krows on.
+// in rows from krows on.  A thread's chunks sit at the same places in
+// every tile: only the tile's first row moves (FA_BK * ld fits an int).
 template <int DP, int NT>
 __device__ __forceinline__ void load_tile(uint32_t *dst, const uint16_t *src,
-                                          int64_t ld, int r0, int kc,
-                                          int krows) {
+                                          int ld, int r0, int kc, int krows) {
   constexpr int C8 = DP / 8, LDW = (DP + 8) / 2, N = FA_BK * C8;
+  const uint16_t *t0 = src + (int64_t)r0 * ld; // the tile's first row
+  const int left = krows - r0;                 // its rows there
 #pragma unroll
   for (int k = 0; k < (N + NT - 1) / NT; k++) {
     const int i = threadIdx.x + k * NT;
     if (N % NT && i >= N) break;
     const int r = i / C8, c = i - r * C8;
     if (c >= kc) continue;
-    const bool in = r0 + r < krows;
-    weft_cu_cp_async16_z(dst + r * LDW + c * 4,
-                         src + (in ? (int64_t)(r0 + r) * ld + c * 8 : 0), in);
+    const bool in = r < left;
+    weft_cu_cp_async16_z(dst + r * LDW + c * 4, in ? t0 + r * ld + c * 8 : src,
+                         in);
   }
 }
 
@@ -227,9 +235,6 @@ fa_tile(const fa_params &p, const uint32_t *sK, const uint32_t *sV, int kt,
   float s[MT][KN][4];
 #pragma unroll
   for (int n = 0; n < KN; n++) {
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-      s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
     // lanes 0-7: key rows n*8 .. n*8+7, lanes 8-15 the same at + 8 columns
     const uint32_t *kr =
         sK + (n * 8 + (lane & 7)) * LDW + ((lane >> 3) & 1) * 4;
@@ -239,18 +244,20 @@ fa_tile(const fa_params &p, const uint32_t *sK, const uint32_t *sV, int kt,
       weft_cu_ldsm_x2(b0, b1, kr + kk * 8);
 #pragma unroll
       for (int mt = 0; mt < MT; mt++)
-        weft_cu_mma16816<BF>(s[mt][n], qa[mt][kk], b0, b1);
+        if (kk == 0)
+          weft_cu_mma16816_0<BF>(s[mt][n], qa[mt][kk], b0, b1);
+        else
+          weft_cu_mma16816<BF>(s[mt][n], qa[mt][kk], b0, b1);
     }
   }
 
-  // mask (the keys past lk, the causal diagonal), row maxima (a row's
-  // KN * 8 scores are spread over the 4 lanes of a quad), then P = exp2(S
-  // scale_log2 - m) as A fragments: key tiles 2j and 2j + 1 make k-step j
-  uint32_t pa[MT][KN / 2][4];
+  // mask (the keys past lk, the causal diagonal) and row maxima (a row's
+  // KN * 8 scores are spread over the 4 lanes of a quad), in base-2 units
+  float mx[MT][2];
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) {
     const int row[2] = {qw + 16 * mt + g, qw + 16 * mt + g + 8};
-    float mx[2] = {-INFINITY, -INFINITY};
+    mx[mt][0] = mx[mt][1] = -INFINITY;
 #pragma unroll
     for (int n = 0; n < KN; n++)
 #pragma unroll
@@ -261,26 +268,56 @@ fa_tile(const fa_params &p, const uint32_t *sK, const uint32_t *sV, int kt,
           if (key >= p.lk || (p.causal && key > row[e >> 1])) v = -INFINITY;
         }
         s[mt][n][e] = v;
-        mx[e >> 1] = fmaxf(mx[e >> 1], v);
+        mx[mt][e >> 1] = fmaxf(mx[mt][e >> 1], v);
       }
-    float mu[2], alpha[2];
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(WEFT_CU_FULL_MASK, mx[i], 1));
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(WEFT_CU_FULL_MASK, mx[i], 2));
-      const float mn = fmaxf(m[mt][i], mx[i] * sl);
-      mu[i] = mn == -INFINITY ? 0.0f : mn; // a row with no key yet
-      alpha[i] = weft_cu_exp2(m[mt][i] - mu[i]);
-      m[mt][i] = mn;
-      if (!ONES) l[mt][i] *= alpha[i];
+      float x = mx[mt][i];
+      x = fmaxf(x, __shfl_xor_sync(WEFT_CU_FULL_MASK, x, 1));
+      x = fmaxf(x, __shfl_xor_sync(WEFT_CU_FULL_MASK, x, 2));
+      mx[mt][i] = x * sl;
     }
+  }
+
+  // The running maxima m move up to the tile's, and O (and l) scale down to
+  // them.  FA_LAZY: only when some row's maximum passed its m by more than
+  // FA_LAZY (one vote for the warp), so that most tiles skip the scaling
+  // and the probabilities stay below 2^FA_LAZY.
+  bool grow = !FA_LAZY;
 #pragma unroll
-    for (int n = 0; n < ND; n++) {
-      o[mt][n][0] *= alpha[0];
-      o[mt][n][1] *= alpha[0];
-      o[mt][n][2] *= alpha[1];
-      o[mt][n][3] *= alpha[1];
+  for (int mt = 0; mt < MT; mt++)
+    grow |= mx[mt][0] > m[mt][0] + FA_LAZY || mx[mt][1] > m[mt][1] + FA_LAZY;
+  if (FA_LAZY) grow = __any_sync(WEFT_CU_FULL_MASK, grow);
+  if (__builtin_expect(grow, !FA_LAZY)) { // a branch where lazy, not selects
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+      float alpha[2];
+#pragma unroll
+      for (int i = 0; i < 2; i++) {
+        const float mn = fmaxf(m[mt][i], mx[mt][i]);
+        alpha[i] = weft_cu_exp2(m[mt][i] - (mn == -INFINITY ? 0.0f : mn));
+        m[mt][i] = mn;
+        if (!ONES) l[mt][i] *= alpha[i];
+      }
+#pragma unroll
+      for (int n = 0; n < ND; n++) {
+        o[mt][n][0] *= alpha[0];
+        o[mt][n][1] *= alpha[0];
+        o[mt][n][2] *= alpha[1];
+        o[mt][n][3] *= alpha[1];
+      }
     }
+  }
+
+  // P = exp2(S scale_log2 - m) as A fragments: key tiles 2j and 2j + 1
+  // make k-step j
+  uint32_t pa[MT][KN / 2][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++) {
+    float mu[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) // 0 for a row with no key yet
+      mu[i] = m[mt][i] == -INFINITY ? 0.0f : m[mt][i];
 #pragma unroll
     for (int j = 0; j < KN / 2; j++) {
 #pragma unroll
@@ -353,8 +390,9 @@ __global__ void __launch_bounds__(W * 32, (fa_min_blocks<DP, W>()))
   const int kend = p.causal ? min(p.lk, q0 + ROWS * RW) : p.lk;
   const int tiles = (kend + FA_BK - 1) / FA_BK;
   if (p.kc < DP / 8) fa_consts<DP, BF, NT>(smem, p.kc, p.ones);
-  load_tile<DP, NT>(smem, kp, p.khs.l, 0, p.kc, p.krows);
-  load_tile<DP, NT>(smem + TILE, vp, p.vhs.l, 0, p.kc, p.krows);
+  const int kl = (int)p.khs.l, vl = (int)p.vhs.l; // key row strides
+  load_tile<DP, NT>(smem, kp, kl, 0, p.kc, p.krows);
+  load_tile<DP, NT>(smem + TILE, vp, vl, 0, p.kc, p.krows);
   weft_cu_cp_async_commit();
 
   // This warp's query rows as A fragments (MT tiles of 16), zeros past lq
@@ -395,8 +433,8 @@ __global__ void __launch_bounds__(W * 32, (fa_min_blocks<DP, W>()))
     uint32_t *sK = smem + (t & 1) * 2 * TILE, *sV = sK + TILE;
     if (t + 1 < tiles) { // the next tile into the other stage
       uint32_t *nK = smem + ((t + 1) & 1) * 2 * TILE;
-      load_tile<DP, NT>(nK, kp, p.khs.l, kt + FA_BK, p.kc, p.krows);
-      load_tile<DP, NT>(nK + TILE, vp, p.vhs.l, kt + FA_BK, p.kc, p.krows);
+      load_tile<DP, NT>(nK, kp, kl, kt + FA_BK, p.kc, p.krows);
+      load_tile<DP, NT>(nK + TILE, vp, vl, kt + FA_BK, p.kc, p.krows);
       weft_cu_cp_async_commit();
       weft_cu_cp_async_wait<1>();
     } else {
@@ -538,7 +576,7 @@ static cudaError_t launch(cudaStream_t s, const fa_params &p, int64_t bh) {
 template <int DP, bool BF, typename X>
 static cudaError_t launch_w(cudaStream_t s, const fa_params &p, int64_t bh,
                             int sm_count) {
-  constexpr int MT = DP <= 64 ? FA_MT48 : 1;
+  constexpr int MT = DP <= 64 ? FA_MT48 : DP == 80 ? FA_MT80 : 1;
   const int64_t sms = sm_count > 0 ? sm_count : 1;
   if ((p.lq + 127) / 128 * bh >= 2 * sms)
     return launch<DP, BF, 8 / MT, MT, FA_KS_BIG, X>(s, p, bh);
@@ -561,11 +599,13 @@ static cudaError_t launch_dp(cudaStream_t s, const fa_params &p, int64_t bh,
 }
 
 // Whether the kernel reads 16-bit k and v where they are: each row's d
-// values in 16-byte chunks.
+// values in 16-byte chunks (and a tile's rows within an int's reach).
 static bool direct(const weft_attn_args *a) {
   const weft_attn_strides *st[2] = {&a->k_s, &a->v_s};
   for (const weft_attn_strides *x : st)
-    if (x->b % 8 || x->h % 8 || x->l % 8) return false;
+    if (x->b % 8 || x->h % 8 || x->l % 8 || x->l < 0 ||
+        x->l > INT32_MAX / FA_BK)
+      return false;
   return a->d % 8 == 0 && weft_cu_aligned16(a->k) && weft_cu_aligned16(a->v);
 }
 

@@ -52,6 +52,24 @@ weft_cu_mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
                    "r"(b1));
 }
 
+// The same product into c from zero (c = A B; no registers to clear).
+template <bool BF>
+__device__ __forceinline__ void
+weft_cu_mma16816_0(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  if (BF)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n"
+                 : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1),
+                   "f"(0.0f));
+  else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n"
+                 : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1),
+                   "f"(0.0f));
+}
+
 // The B operand (k = 16 rows of a row-major 16-bit matrix in shared
 // memory, n = 8 of its columns), transposed by ldmatrix: lanes 0-15 give
 // the addresses of the 16 rows (16-byte aligned), b0 rows 0-7, b1 8-15.

@@ -8,7 +8,8 @@
 # a call; "(differs)" where a variant's sum of |o| is off SDPA's on the
 # same inputs by more than 1e-3) and attn_bench.json to $OUT.  WEFT_ATTN_NCU=1 also runs
 # Nsight Compute on the default's d 40 and d 80 self-attention kernels
-# (ncu_d48.txt, ncu_d80.txt).
+# (ncu_d48.txt, ncu_d80.txt, with the warps' stall reasons) and writes the
+# default build's SASS (sass.txt).
 #
 #   OUT=dir tools/gpu/attn_bench.sh ['nosplit=-DFA_SPLIT=0' ...]
 set -uf # no globbing: the variants' flags hold ( ) ?
@@ -39,8 +40,11 @@ if [ "${WEFT_ATTN_NCU:-0}" = 1 ] && [ -x "$tmp/default" ]; then
       -k "regex:fa_kernel<.int.$dp," -s 2 -c 1 --section SpeedOfLight \
       --section Occupancy --section SchedulerStats --section WarpStateStats \
       --section ComputeWorkloadAnalysis --section InstructionStats \
-      --section MemoryWorkloadAnalysis "$tmp/default" >"$OUT/ncu_d$dp.txt" 2>&1
+      --section MemoryWorkloadAnalysis \
+      --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
+      "$tmp/default" >"$OUT/ncu_d$dp.txt" 2>&1
   done
+  cuobjdump -sass "$tmp/default" >"$OUT/sass.txt" 2>&1
 fi
 
 python3 - "$tmp" "$OUT" "${variants[@]}" <<'EOF'
