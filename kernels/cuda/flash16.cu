@@ -59,7 +59,10 @@
 #define FA_ONES 1
 #endif
 #ifndef FA_LAZY   // 0, or how far (base 2) a row's maximum may pass its m
-#define FA_LAZY 0 // before O is scaled (FA_LAZY > 0: checked once a tile)
+#define FA_LAZY 8 // before O is scaled (FA_LAZY > 0: checked once a tile)
+#endif
+#ifndef FA_DIRECT // 0: k and v always packed first (WEFT_CUDA_ATTN_DIRECT=0)
+#define FA_DIRECT 1
 #endif
 #ifndef FA_MT48 // query row tiles a warp at head dims up to 64 (1 or 2)
 #define FA_MT48 2
@@ -87,7 +90,6 @@ struct fa_params {
   int lq, lk, lkp, d;
   int kc;    // 16-byte chunks of a key row read (the rest of DP: constants)
   int krows; // key rows there (read as zeros past them)
-  int ones;  // v's ones column (-1: none) where not read
   float scale_log2; // |scale| * log2(e), at least FLT_MIN
   int neg_q;        // scale < 0: q negated as it is read
   int causal;
@@ -155,15 +157,21 @@ __global__ void fa_pack(const X *k, weft_attn_strides ks, const X *v,
   }
 }
 
+// A 16-byte chunk [1, 0, ..., 0] in fp16 and in bf16: v's ones column.
+__device__ const uint4 fa_one16[2] = {{0x3c00u, 0, 0, 0}, {0x3f80u, 0, 0, 0}};
+
 // Key rows [r0, r0 + FA_BK) of k or v (rows ld elements apart) into a
-// shared tile [FA_BK][DP + 8] (16-bit; the 8 extra columns keep the
-// fragment loads off each other's banks), as cp.async copies of 16 bytes:
-// the first kc chunks of each row (fa_consts fills the others once), zeros
-// in rows from krows on.  A thread's chunks sit at the same places in
-// every tile: only the tile's first row moves (FA_BK * ld fits an int).
-template <int DP, int NT>
-__device__ __forceinline__ void load_tile(uint32_t *dst, const uint16_t *src,
-                                          int ld, int r0, int kc, int krows) {
+// shared tile [FA_BK][DP + 8] at shared address dst (16-bit; the 8 extra
+// columns keep the fragment loads off each other's banks), as cp.async
+// copies of 16 bytes: the first kc chunks of each row, zeros past them
+// (the head dimension's padding) and in rows from krows on; V with ones:
+// its last chunk [1, 0, ..., 0].  One copy a chunk and no branch: a
+// thread's chunks sit at the same places in every tile, only the tile's
+// first row moves (FA_BK * ld fits an int).
+template <int DP, int NT, bool V, bool BF>
+__device__ __forceinline__ void load_tile(unsigned dst, const uint16_t *src,
+                                          int ld, int r0, int kc, int krows,
+                                          bool ones) {
   constexpr int C8 = DP / 8, LDW = (DP + 8) / 2, N = FA_BK * C8;
   const uint16_t *t0 = src + (int64_t)r0 * ld; // the tile's first row
   const int left = krows - r0;                 // its rows there
@@ -172,27 +180,10 @@ __device__ __forceinline__ void load_tile(uint32_t *dst, const uint16_t *src,
     const int i = threadIdx.x + k * NT;
     if (N % NT && i >= N) break;
     const int r = i / C8, c = i - r * C8;
-    if (c >= kc) continue;
-    const bool in = r < left;
-    weft_cu_cp_async16_z(dst + r * LDW + c * 4, in ? t0 + r * ld + c * 8 : src,
-                         in);
-  }
-}
-
-// The chunks of every stage's rows that load_tile leaves (columns kc * 8
-// to DP): zeros, and v's ones column.
-template <int DP, bool BF, int NT>
-__device__ __forceinline__ void fa_consts(uint32_t *smem, int kc, int ones) {
-  constexpr int C8 = DP / 8, LDW = (DP + 8) / 2, TILE = FA_BK * LDW;
-  const int nc = C8 - kc, n = 4 * FA_BK * nc; // 2 stages of K and V
-  for (int i = threadIdx.x; i < n; i += NT) {
-    const int t = i / (FA_BK * nc), r = i / nc % FA_BK, c = kc + i % nc;
-    uint32_t w[4] = {0, 0, 0, 0};
-    if (t & 1 && ones >= c * 8 && ones < c * 8 + 8) // V tiles: t odd
-      w[(ones - c * 8) / 2] =
-          weft_cu_pack2<BF>(ones & 1 ? 0.0f : 1.0f, ones & 1 ? 1.0f : 0.0f);
-    *(uint4 *)(smem + t * TILE + r * LDW + c * 4) =
-        make_uint4(w[0], w[1], w[2], w[3]);
+    const void *g = t0 + (r * ld + c * 8);
+    unsigned n = c < kc && r < left ? 16 : 0; // 0: zeros, nothing read
+    if (V && ones && c == C8 - 1 && c >= kc) g = &fa_one16[BF], n = 16;
+    weft_cu_cp_async16_zs(dst + (r * LDW + c * 4) * 4, g, n);
   }
 }
 
@@ -389,10 +380,10 @@ __global__ void __launch_bounds__(W * 32, (fa_min_blocks<DP, W>()))
   // With a causal mask no row of this block sees keys past its last row.
   const int kend = p.causal ? min(p.lk, q0 + ROWS * RW) : p.lk;
   const int tiles = (kend + FA_BK - 1) / FA_BK;
-  if (p.kc < DP / 8) fa_consts<DP, BF, NT>(smem, p.kc, p.ones);
   const int kl = (int)p.khs.l, vl = (int)p.vhs.l; // key row strides
-  load_tile<DP, NT>(smem, kp, kl, 0, p.kc, p.krows);
-  load_tile<DP, NT>(smem + TILE, vp, vl, 0, p.kc, p.krows);
+  const unsigned sb = (unsigned)__cvta_generic_to_shared(smem);
+  load_tile<DP, NT, false, BF>(sb, kp, kl, 0, p.kc, p.krows, ONES);
+  load_tile<DP, NT, true, BF>(sb + TILE * 4, vp, vl, 0, p.kc, p.krows, ONES);
   weft_cu_cp_async_commit();
 
   // This warp's query rows as A fragments (MT tiles of 16), zeros past lq
@@ -432,9 +423,10 @@ __global__ void __launch_bounds__(W * 32, (fa_min_blocks<DP, W>()))
     const int kt = t * FA_BK, kw = kt + ks * KN * 8; // this warp's keys
     uint32_t *sK = smem + (t & 1) * 2 * TILE, *sV = sK + TILE;
     if (t + 1 < tiles) { // the next tile into the other stage
-      uint32_t *nK = smem + ((t + 1) & 1) * 2 * TILE;
-      load_tile<DP, NT>(nK, kp, kl, kt + FA_BK, p.kc, p.krows);
-      load_tile<DP, NT>(nK + TILE, vp, vl, kt + FA_BK, p.kc, p.krows);
+      const unsigned nK = sb + ((t + 1) & 1) * 2 * TILE * 4;
+      load_tile<DP, NT, false, BF>(nK, kp, kl, kt + FA_BK, p.kc, p.krows, ONES);
+      load_tile<DP, NT, true, BF>(nK + TILE * 4, vp, vl, kt + FA_BK, p.kc,
+                                  p.krows, ONES);
       weft_cu_cp_async_commit();
       weft_cu_cp_async_wait<1>();
     } else {
@@ -616,8 +608,9 @@ template <bool BF, typename X>
 static cudaError_t run(cudaStream_t s, const weft_attn_args *a, fa_params p,
                        int dp, void *scratch, int sm_count) {
   const int64_t bh = a->batch * a->heads;
-  p.ones = ones_column(p.d, dp);
-  if (sizeof(X) == 2 && direct(a)) {
+  static int direct_on = -1; // WEFT_CUDA_ATTN_DIRECT=0: always packed
+  if (FA_DIRECT && sizeof(X) == 2 && direct(a) &&
+      weft__cuda_env_on("WEFT_CUDA_ATTN_DIRECT", &direct_on)) {
     p.kh = (const uint16_t *)a->k, p.vh = (const uint16_t *)a->v;
     p.khs = a->k_s, p.vhs = a->v_s;
     p.kc = p.d / 8, p.krows = p.lk;
@@ -628,7 +621,7 @@ static cudaError_t run(cudaStream_t s, const weft_attn_args *a, fa_params p,
   weft_cu_launch(fa_pack<BF, X>, weft_cu_blocks(n, WEFT_CU_THREADS),
                  WEFT_CU_THREADS, 0, s, (const X *)a->k, a->k_s,
                  (const X *)a->v, a->v_s, a->heads, bh, p.lk, p.lkp, p.d, dp,
-                 p.ones, (uint4 *)kh, (uint4 *)vh);
+                 ones_column(p.d, dp), (uint4 *)kh, (uint4 *)vh);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   p.kh = kh, p.vh = vh;

@@ -101,12 +101,12 @@ __device__ __forceinline__ void weft_cu_cp_async16(void *dst, const void *src) {
                "l"(src));
 }
 
-// The same, or 16 zero bytes where !valid (src is not read then).
-__device__ __forceinline__ void weft_cu_cp_async16_z(void *dst, const void *src,
-                                                     bool valid) {
-  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d),
-               "l"(src), "r"(valid ? 16 : 0));
+// The same to a shared address, the first n bytes (16 or 0) from src and
+// zeros after them (src is not read where n is 0).
+__device__ __forceinline__ void
+weft_cu_cp_async16_zs(unsigned dst, const void *src, unsigned n) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst),
+               "l"(src), "r"(n));
 }
 
 __device__ __forceinline__ void weft_cu_cp_async_commit() {
