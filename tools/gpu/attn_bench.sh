@@ -12,6 +12,9 @@
 # default build's SASS (sass.txt).
 #
 #   OUT=dir tools/gpu/attn_bench.sh ['nosplit=-DFA_SPLIT=0' ...]
+#
+# About 60 s for a few variants (they compile in parallel, ~35 s each),
+# 100 s with WEFT_ATTN_NCU=1; give it 150.
 set -uf # no globbing: the variants' flags hold ( ) ?
 root=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$root/build-attn-bench}

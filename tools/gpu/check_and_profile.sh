@@ -40,6 +40,10 @@ OUT=$top/bench WEFT_BENCH_SKIP=${WEFT_BENCH_SKIP-weft32,vram,check,compile} \
   timeout "${CHECK_BENCH_S:-250}" "$root/tools/gpu/bench_sd15.sh" \
   >/dev/null 2>&1
 echo "benchmark: exit $?" >>"$sum"
+if ! grep -q '"weft_fp16"' "$top/bench/bench.json" 2>/dev/null; then
+  echo "benchmark: no weft stage ran (CHECK_BENCH_S=${CHECK_BENCH_S:-250}: its" \
+    "make and build take ~110 s before weft's stage, which needs ~40 s)" >>"$sum"
+fi
 cp "$top/bench/bench_table.md" "$top/bench/bench.json" "$top/" 2>/dev/null
 
 OUT=$top/models WEFT_GPU_BUILD=/tmp/weft-bench-build \
