@@ -2,20 +2,20 @@
 // (FlashAttention-2's loop on tensor cores): the scores never leave
 // registers; there is no lq x lk map in memory.
 //
-// fa_kernel streams key tiles of k and v into shared memory with
-// cp.async, two stages deep, so that the next tile's loads overlap this
-// tile's products: straight from where they are when they are stored in
-// 16 bits with rows of whole 16-byte chunks (d a multiple of 8: SD's 40,
-// 80, 160; keys past lk read as zeros), else from copies fa_pack rounds to
-// 16 bits into scratch first, dense [batch * heads][LKP][DP] (fp32 or any
+// fa_kernel streams key tiles of k and v into shared memory with cp.async,
+// two stages deep (FA_STAGES), so that the next tile's loads overlap this
+// tile's products: straight from where they are when they are stored in 16
+// bits with rows of whole 16-byte chunks (d a multiple of 8: SD's 40, 80,
+// 160; keys past lk read as zeros), else from copies fa_pack rounds to 16
+// bits into scratch first, dense [batch * heads][LKP][DP] (fp32 or any
 // strides; k and v in one launch).  The tiles' head dimension is padded
-// with zero columns to DP, a multiple of 16 (40 -> 48, 80, 160).  Where
-// the padding leaves 8 columns free (d <= DP - 8: SD's 40), v's column DP
-// - 8 holds ones, so that P V also sums each row's probabilities: the
-// softmax's denominator comes out of the tensor cores instead of a scalar
-// add per score.  A block of W warps takes 16 * MT * W / KS query rows of
-// one (batch, head); each warp owns 16 * MT rows (MT = 2 for head dims up
-// to 64: each K and V fragment read from shared memory then serves two
+// with zero columns to DP, a multiple of 16 (40 -> 48, 80, 160).  Where the
+// padding leaves 8 columns free (d <= DP - 8: SD's 40), v's column DP - 8
+// holds ones, so that P V also sums each row's probabilities: the softmax's
+// denominator comes out of the tensor cores instead of a scalar add per
+// score.  A block of W warps takes 16 * MT * W / KS query rows of one
+// (batch, head); each warp owns 16 * MT rows (MT = 2 for head dims up to
+// 64: each K and V fragment read from shared memory then serves two
 // products), and where the rows are few KS warps share them, each taking
 // FA_BK / KS keys of every tile.  Per tile a warp computes S =
 // Q K^T with mma.m16n8k16 (16-bit inputs, fp32 accumulators), masks it,
@@ -63,6 +63,9 @@
 #endif
 #ifndef FA_DIRECT // 0: k and v always packed first (WEFT_CUDA_ATTN_DIRECT=0)
 #define FA_DIRECT 1
+#endif
+#ifndef FA_STAGES // key tiles in flight in shared memory (2: double buffer)
+#define FA_STAGES 2
 #endif
 #ifndef FA_MT48 // query row tiles a warp at head dims up to 64 (1 or 2)
 #define FA_MT48 2
@@ -199,13 +202,13 @@ template <int DP, int MT> __host__ __device__ constexpr int fa_part_floats() {
   return MT * (DP / 8) * 4 + 4 * MT;
 }
 
-// Two stages of a K and a V tile; after the loop the same memory holds the
-// partial results of the key splits past the first (KS - 1 warps for each
-// of the W / KS row warps).
+// FA_STAGES stages of a K and a V tile; after the loop the same memory
+// holds the partial results of the key splits past the first (KS - 1
+// warps for each of the W / KS row warps).
 template <int DP, int W, int MT, int KS> constexpr int fa_smem_bytes() {
-  return 2 * 2 * FA_BK * (DP + 8) * 2 >
+  return FA_STAGES * 2 * FA_BK * (DP + 8) * 2 >
                  (KS - 1) * W / KS * 32 * fa_part_floats<DP, MT>() * 4
-             ? 2 * 2 * FA_BK * (DP + 8) * 2
+             ? FA_STAGES * 2 * FA_BK * (DP + 8) * 2
              : (KS - 1) * W / KS * 32 * fa_part_floats<DP, MT>() * 4;
 }
 
@@ -385,6 +388,15 @@ __global__ void __launch_bounds__(W * 32, (fa_min_blocks<DP, W>()))
   load_tile<DP, NT, false, BF>(sb, kp, kl, 0, p.kc, p.krows, ONES);
   load_tile<DP, NT, true, BF>(sb + TILE * 4, vp, vl, 0, p.kc, p.krows, ONES);
   weft_cu_cp_async_commit();
+  for (int t = 1; t < FA_STAGES - 1; t++) { // deeper pipelines: tiles 1..
+    if (t < tiles) {
+      const unsigned nK = sb + t * 2 * TILE * 4;
+      load_tile<DP, NT, false, BF>(nK, kp, kl, t * FA_BK, p.kc, p.krows, ONES);
+      load_tile<DP, NT, true, BF>(nK + TILE * 4, vp, vl, t * FA_BK, p.kc,
+                                  p.krows, ONES);
+    }
+    weft_cu_cp_async_commit(); // empty past the last tile: counts stay
+  }
 
   // This warp's query rows as A fragments (MT tiles of 16), zeros past lq
   // and d (read while the first tile is on its way).
@@ -421,8 +433,20 @@ __global__ void __launch_bounds__(W * 32, (fa_min_blocks<DP, W>()))
 
   for (int t = 0; t < tiles; t++) {
     const int kt = t * FA_BK, kw = kt + ks * KN * 8; // this warp's keys
-    uint32_t *sK = smem + (t & 1) * 2 * TILE, *sV = sK + TILE;
-    if (t + 1 < tiles) { // the next tile into the other stage
+    const int cur = FA_STAGES == 2 ? t & 1 : t % FA_STAGES; // t's stage
+    uint32_t *sK = smem + cur * 2 * TILE, *sV = sK + TILE;
+    if (FA_STAGES > 2) { // tile t + FA_STAGES - 1 into the stage t left
+      const int nt = t + FA_STAGES - 1;
+      if (nt < tiles) {
+        const unsigned nK = sb + (nt % FA_STAGES) * 2 * TILE * 4;
+        load_tile<DP, NT, false, BF>(nK, kp, kl, nt * FA_BK, p.kc, p.krows,
+                                     ONES);
+        load_tile<DP, NT, true, BF>(nK + TILE * 4, vp, vl, nt * FA_BK, p.kc,
+                                    p.krows, ONES);
+      }
+      weft_cu_cp_async_commit();
+      weft_cu_cp_async_wait<FA_STAGES - 1>(); // tile t in
+    } else if (t + 1 < tiles) { // the next tile into the other stage
       const unsigned nK = sb + ((t + 1) & 1) * 2 * TILE * 4;
       load_tile<DP, NT, false, BF>(nK, kp, kl, kt + FA_BK, p.kc, p.krows, ONES);
       load_tile<DP, NT, true, BF>(nK + TILE * 4, vp, vl, kt + FA_BK, p.kc,
