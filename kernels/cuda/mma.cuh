@@ -94,15 +94,9 @@ __device__ __forceinline__ void weft_cu_ldsm_x2(uint32_t &b0, uint32_t &b1,
 }
 
 // 16 bytes from global to shared memory without a register stop
-// (cp.async, L2 only), and the group fences around it.
-__device__ __forceinline__ void weft_cu_cp_async16(void *dst, const void *src) {
-  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d),
-               "l"(src));
-}
-
-// The same to a shared address, the first n bytes (16 or 0) from src and
-// zeros after them (src is not read where n is 0).
+// (cp.async, L2 only), to a shared address: the first n bytes (16 or 0)
+// from src and zeros after them (src is not read where n is 0); and the
+// group fences around it.
 __device__ __forceinline__ void
 weft_cu_cp_async16_zs(unsigned dst, const void *src, unsigned n) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst),

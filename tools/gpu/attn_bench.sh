@@ -6,10 +6,10 @@
 # "default" is always built), runs each, times torch SDPA with q, k and v in
 # the same strided layouts, and writes attn_bench.md (a table: microseconds
 # a call; "(differs)" where a variant's sum of |o| is off SDPA's on the
-# same inputs by more than 1e-3) and attn_bench.json to $OUT.  WEFT_ATTN_NCU=1 also runs
-# Nsight Compute on the default's d 40 and d 80 self-attention kernels
-# (ncu_d48.txt, ncu_d80.txt, with the warps' stall reasons) and writes the
-# default build's SASS (sass.txt).
+# same inputs by more than 1e-3) and attn_bench.json to $OUT.
+# WEFT_ATTN_NCU=1 also runs Nsight Compute on the default's d 40 and d 80
+# self-attention kernels (ncu_d48.txt, ncu_d80.txt, with the warps' stall
+# reasons) and writes the default build's SASS (sass.txt).
 #
 #   OUT=dir tools/gpu/attn_bench.sh ['nosplit=-DFA_SPLIT=0' ...]
 #
