@@ -437,6 +437,10 @@ static int be_attention(weft_backend *be, const weft_attn_args *a) {
   ENTER(ctx);
   const float scale =
       a->scale != 0 ? a->scale : (float)(1.0 / sqrt((double)a->d));
+  if (weft__cudnn_attn_fits(ctx, a)) {
+    rc = weft__cudnn_attn(ctx, a, scale);
+    if (rc != WEFT_EUNSUPPORTED) return rc; /* else no engine: flash16 */
+  }
   if (ctx->precision != WEFT_CUDA_FP32 && fused_attention(ctx, a)) {
     const size_t need = weft__cu_flash16_scratch(a);
     void *ws = a->scratch_bytes >= need && ((uintptr_t)a->scratch & 15) == 0
@@ -466,8 +470,18 @@ static size_t be_attention_scratch(weft_backend *be, const weft_attn_args *a) {
   /* fp32: the tiled kernel keeps its scores in shared memory */
   if (CTX(be)->precision == WEFT_CUDA_FP32 || attn_check_shapes(a) != 0)
     return 0;
+  size_t ws;
+  if (weft__cudnn_attn_fits(CTX(be), a) && enter(CTX(be)) == 0 &&
+      weft__cudnn_attn_plan(CTX(be), a, &ws) == 0)
+    return ws;
   if (fused_attention(CTX(be), a)) return weft__cu_flash16_scratch(a);
   return weft__cuda_attention16_scratch(a);
+}
+
+int weft_cuda_set_cudnn_attention(weft_backend *be, bool on) {
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  CTX(be)->attn_cudnn_off = !on;
+  return 0;
 }
 
 int weft_cuda_set_fused_attention(weft_backend *be, bool on) {
@@ -491,8 +505,13 @@ int weft_cuda_set_conv_band_bytes(weft_backend *be, size_t bytes) {
 const char *weft_cuda_attention_path(weft_backend *be,
                                      const weft_attn_args *a) {
   if (!weft_backend_is_cuda(be) || attn_check_shapes(a) != 0) return NULL;
-  if (CTX(be)->precision == WEFT_CUDA_FP32) return "fp32";
-  return fused_attention(CTX(be), a) ? "fused" : "cublas";
+  weft__cuda_ctx *ctx = CTX(be);
+  size_t ws;
+  if (ctx->precision == WEFT_CUDA_FP32) return "fp32";
+  if (weft__cudnn_attn_fits(ctx, a) && enter(ctx) == 0 &&
+      weft__cudnn_attn_plan(ctx, a, &ws) == 0)
+    return "cudnn";
+  return fused_attention(ctx, a) ? "fused" : "cublas";
 }
 
 static bool act_ok(weft_act act) {

@@ -153,6 +153,7 @@ void weft__cudnn_destroy(weft__cuda_ctx *ctx) {
   weft__cudnn_join(ctx);
   plan_cache *c = ctx->cudnn_plans;
   /* the graph API's plans before the handle they were built with */
+  weft__cudnn_attn_free(ctx);
   for (int i = 0; c && i < c->ng; i++)
     gplan_free(&c->g[i]);
   if (ctx->cudnn) cudnnDestroy(H(ctx));

@@ -161,8 +161,15 @@ int weft_cuda_set_act_auto(weft_backend *be);
  * false forces the latter everywhere (tests compare the two).  Default
  * true. */
 int weft_cuda_set_fused_attention(weft_backend *be, bool on);
-/* Which way attention would run these arguments: "fused", "cublas" (16-bit
- * precision) or "fp32"; NULL for invalid arguments or a non-CUDA backend.
+/* Attention with 16-bit activations on cuDNN's fused flash-attention
+ * engine (attn_cudnn.c) where cuDNN has one for the shape (head dim a
+ * multiple of 8, no causal mask, 16-byte aligned rows), before the fused
+ * kernel above; false keeps the latter.  Default true unless the
+ * environment variable WEFT_CUDA_ATTN_CUDNN is "0". */
+int weft_cuda_set_cudnn_attention(weft_backend *be, bool on);
+/* Which way attention would run these arguments: "cudnn", "fused",
+ * "cublas" (16-bit precision) or "fp32"; NULL for invalid arguments or a
+ * non-CUDA backend.  Asking may make cuDNN's plan for the shape.
  * (transfer none: a static string) */
 const char *weft_cuda_attention_path(weft_backend *be, const weft_attn_args *a);
 /* Starts loading cuDNN (its handle, a second or so of library loading) on

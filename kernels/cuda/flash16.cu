@@ -5,8 +5,8 @@
 // fa_kernel streams key tiles of k and v into shared memory with cp.async,
 // two stages deep (FA_STAGES), so that the next tile's loads overlap this
 // tile's products: straight from where they are when they are stored in 16
-// bits with rows of whole 16-byte chunks (d a multiple of 8: SD's 40, 80,
-// 160; keys past lk read as zeros), else from copies fa_pack rounds to 16
+// bits with rows of whole 16-byte chunks and d a multiple of 16 (SD's 80
+// and 160; keys past lk read as zeros), else from copies fa_pack rounds to 16
 // bits into scratch first, dense [batch * heads][LKP][DP] (fp32 or any
 // strides; k and v in one launch).  The tiles' head dimension is padded
 // with zero columns to DP, a multiple of 16 (40 -> 48, 80, 160).  Where the
@@ -615,14 +615,18 @@ static cudaError_t launch_dp(cudaStream_t s, const fa_params &p, int64_t bh,
 }
 
 // Whether the kernel reads 16-bit k and v where they are: each row's d
-// values in 16-byte chunks (and a tile's rows within an int's reach).
+// values in 16-byte chunks (and a tile's rows within an int's reach), d a
+// multiple of 16.  At d 40 (a padded chunk, v's ones chunk read from
+// fa_one16) the in-place reads of 1c613a3 took 383 us on the 64x64 map's
+// self-attention where the packed copies took 213 (tools/gpu/attn_bench.sh,
+// an H200), though 1-5 us less at d 80 and 160 and on 77 keys.
 static bool direct(const weft_attn_args *a) {
   const weft_attn_strides *st[2] = {&a->k_s, &a->v_s};
   for (const weft_attn_strides *x : st)
     if (x->b % 8 || x->h % 8 || x->l % 8 || x->l < 0 ||
         x->l > INT32_MAX / FA_BK)
       return false;
-  return a->d % 8 == 0 && weft_cu_aligned16(a->k) && weft_cu_aligned16(a->v);
+  return a->d % 16 == 0 && weft_cu_aligned16(a->k) && weft_cu_aligned16(a->v);
 }
 
 // The kernel on k and v where they are (16-bit, direct()), else on their

@@ -76,6 +76,8 @@ typedef struct weft__cuda_ctx {
   bool tf32;
   weft_cuda_conv_algo conv_algo;
   bool attn_unfused;    /* weft_cuda_set_fused_attention(be, false) */
+  bool attn_cudnn_off;  /* weft_cuda_set_cudnn_attention(be, false) */
+  void *cudnn_attn;     /* attn_cudnn.c's plan cache (with the handle) */
   size_t scratch_limit; /* weft_cuda_set_scratch_limit; 0: none */
   size_t band_bytes;    /* weft_cuda_set_conv_band_bytes */
   void *op_scratch;     /* weft__cuda_scratch's block */
@@ -279,6 +281,25 @@ void weft__cuda_lt_plans_free(weft__cuda_ctx *ctx);
 size_t weft__cuda_attention16_scratch(const weft_attn_args *a);
 int weft__cuda_attention16(weft__cuda_ctx *ctx, const weft_attn_args *a,
                            float scale);
+
+/* ---- Attention on cuDNN (attn_cudnn.c; stubs without cuDNN) ---------------
+ */
+
+/* true when a may run on cuDNN's fused attention (16-bit activations, d ==
+ * dv a multiple of 8, no causal mask, 16-byte aligned strides and
+ * pointers, not switched off); whether cuDNN has an engine for it is
+ * known only from weft__cudnn_attn_plan. */
+bool weft__cudnn_attn_fits(const weft__cuda_ctx *ctx, const weft_attn_args *a);
+/* Makes a's plan (once per shape) and gives its workspace bytes: 0, or
+ * WEFT_EUNSUPPORTED when cuDNN has no engine for it (flash16.cu then). */
+int weft__cudnn_attn_plan(weft__cuda_ctx *ctx, const weft_attn_args *a,
+                          size_t *ws);
+/* o = softmax(scale q k^T) v on cuDNN, its workspace from a->scratch when
+ * large enough: 0, WEFT_EUNSUPPORTED as weft__cudnn_attn_plan, or an
+ * error with ctx->err set. */
+int weft__cudnn_attn(weft__cuda_ctx *ctx, const weft_attn_args *a, float scale);
+/* Frees the plans (before the handle goes). */
+void weft__cudnn_attn_free(weft__cuda_ctx *ctx);
 
 /* ---- Convolution dispatch (conv_cuda.c) ------------------------------------
  */

@@ -3121,8 +3121,10 @@ static void a16_conv_hwc(a16 *t, const char *what, const conv_shape *c,
   a16_free(t, xr, xh), a16_free(t, br, bh);
 }
 
+/* path: the way attention must take (NULL: not checked) */
 static void a16_attention(a16 *t, const char *what, int64_t b, int64_t heads,
-                          int64_t lq, int64_t lk, int64_t d, int causal) {
+                          int64_t lq, int64_t lk, int64_t d, int causal,
+                          const char *path) {
   float *qr, *qh, *kr, *kh, *vr, *vh, * or, *oh;
   a16_in(t, b * lq * heads * d, -2, 2, &qr, &qh);
   a16_in(t, b * lk * heads * d, -2, 2, &kr, &kh);
@@ -3142,10 +3144,43 @@ static void a16_attention(a16 *t, const char *what, int64_t b, int64_t heads,
   weft_attn_args ar = a, ah = a;
   ar.q = qr, ar.k = kr, ar.v = vr, ar.o = or ;
   ah.q = qh, ah.k = kh, ah.v = vh, ah.o = oh;
-  printf("%s: path %s\n", what, weft_cuda_attention_path(t->h, &ah));
+  const char *got = weft_cuda_attention_path(t->h, &ah);
+  printf("%s: path %s\n", what, got);
+  if (path) ASSERT_STR_EQ(got, path);
   A16_BOTH(t, be->iface->attention(be, &ar), be->iface->attention(be, &ah));
   a16_check(t, what, or, oh, b * lq * heads * d);
   a16_free(t, qr, qh), a16_free(t, kr, kh), a16_free(t, vr, vh);
+}
+
+/* Attention with 16-bit activations against the fp32 activations' packed
+ * copies.  Without cuDNN's engine (cudnn false): flash16.cu reading 16-bit
+ * k and v where they are (d 80, 160) or packed (d 40, 20), the launches of 128,
+ * 64 and 32 query rows a block (1, 2 and 4 warps on each warp's rows), packing
+ * first (d 20), the causal mask, and the cuBLASLt way past d 160.  With
+ * it: every shape cuDNN takes (SD's, a partial key tile, d 192), while the
+ * causal mask and d 20 stay on flash16.cu. */
+static void a16_attentions(a16 *t, bool cudnn) {
+  ASSERT_OK(weft_cuda_set_cudnn_attention(t->h, cudnn));
+  const char *f = cudnn ? "cudnn" : "fused", *u = cudnn ? "cudnn" : "cublas";
+  printf("attention, cuDNN's engine %s\n", cudnn ? "on" : "off");
+  a16_attention(t, "act16 self-attention d40", 2, 8, 1024, 1024, 40, 0, f);
+  a16_attention(t, "act16 self-attention d40 64x64", 2, 8, 4096, 4096, 40, 0,
+                f);
+  a16_attention(t, "act16 self-attention d80 32x32", 2, 8, 1024, 1024, 80, 0,
+                f);
+  a16_attention(t, "act16 self-attention d160 16x16", 2, 8, 256, 256, 160, 0,
+                f);
+  a16_attention(t, "act16 cross-attention 77 keys d80", 2, 8, 256, 77, 80, 0,
+                f);
+  a16_attention(t, "act16 cross-attention 77 keys d40", 2, 8, 4096, 77, 40, 0,
+                f);
+  a16_attention(t, "act16 d40, a partial key tile", 2, 3, 200, 77, 40, 0, f);
+  a16_attention(t, "act16 causal d64 (CLIP)", 2, 12, 77, 77, 64, 1, "fused");
+  a16_attention(t, "act16 causal d80 past one tile", 1, 2, 130, 129, 80, 1,
+                "fused");
+  a16_attention(t, "act16 d20 (packed first)", 1, 2, 50, 70, 20, 0, "fused");
+  a16_attention(t, "act16 d192", 1, 2, 100, 90, 192, 0, u);
+  ASSERT_OK(weft_cuda_set_cudnn_attention(t->h, true));
 }
 
 /* Layer norm over SD's and CLIP's rows (norm.cu's register rows: 8, 16
@@ -3333,19 +3368,8 @@ static void act16_all(weft_cuda_precision prec) {
                  true);
     ASSERT_OK(weft_cuda_set_conv_algo(t.h, WEFT_CUDA_CONV_AUTO));
   }
-  /* 16-bit k and v read where they are (d a multiple of 8) against the
-   * fp32 activations' packed copies; the launches of 128, 64 and 32 query
-   * rows a block (1, 2 and 4 warps on each warp's rows) */
-  a16_attention(&t, "act16 self-attention d40", 2, 8, 1024, 1024, 40, 0);
-  a16_attention(&t, "act16 self-attention d40 64x64", 2, 8, 4096, 4096, 40, 0);
-  a16_attention(&t, "act16 self-attention d80 32x32", 2, 8, 1024, 1024, 80, 0);
-  a16_attention(&t, "act16 self-attention d160 16x16", 2, 8, 256, 256, 160, 0);
-  a16_attention(&t, "act16 cross-attention 77 keys d80", 2, 8, 256, 77, 80, 0);
-  a16_attention(&t, "act16 d40, a partial key tile", 2, 3, 200, 77, 40, 0);
-  a16_attention(&t, "act16 causal d64 (CLIP)", 2, 12, 77, 77, 64, 1);
-  a16_attention(&t, "act16 causal d80 past one tile", 1, 2, 130, 129, 80, 1);
-  a16_attention(&t, "act16 d20 (packed first)", 1, 2, 50, 70, 20, 0);
-  a16_attention(&t, "act16 d192 (unfused)", 1, 2, 100, 90, 192, 0);
+  a16_attentions(&t, false);
+  if (dnn) a16_attentions(&t, true);
   a16_memory_ops(&t);
   a16_rows(&t);
   a16_teardown(&t);
