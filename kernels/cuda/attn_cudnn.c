@@ -13,6 +13,9 @@
  *   Z  = sum_row(E)          reduction
  *   P  = E / Z               pointwise, rounded to the 16-bit type
  *   O  = P V                 matmul, O in the 16-bit type
+ *   L  = M + log(Z)          pointwise log, add: the softmax's statistics,
+ *                            virtual (the frontend's composite softmax
+ *                            always has them; the fusion wants them)
  *
  * Q, K, V and O are the activations where they lie (16-bit activations:
  * weft_cuda_set_act_dtype), [B, H, L, d] by their strides, so SD's stacked
@@ -63,7 +66,7 @@ bool weft__cudnn_attn_fits(const weft__cuda_ctx *ctx, const weft_attn_args *a) {
  * tensors' strides), built once and kept until the backend goes, with the
  * descriptors it was built from.  SD makes about ten shapes (the UNet's
  * eight, the VAE's none: d 512). */
-enum { AKEY = 18, ASLOTS = 64, ADESCS = 32 };
+enum { AKEY = 18, ASLOTS = 64, ADESCS = 40 };
 
 typedef struct aplan {
   int64_t key[AKEY];
@@ -222,7 +225,22 @@ fail:
 
 /* The tensors' unique ids: the variant pack's for Q, K, V, O and the
  * scale; the virtual ones' only name them. */
-enum { U_Q = 1, U_K, U_V, U_O, U_SCALE, U_S, U_S2, U_M, U_D, U_E, U_Z, U_P };
+enum {
+  U_Q = 1,
+  U_K,
+  U_V,
+  U_O,
+  U_SCALE,
+  U_S,
+  U_S2,
+  U_M,
+  U_D,
+  U_E,
+  U_Z,
+  U_P,
+  U_LZ,
+  U_L
+};
 
 /* Whether the engine of cfg carries behaviour note n. */
 static bool has_behavior(cudnnBackendDescriptor_t cfg,
@@ -280,6 +298,72 @@ static int log_level(void) {
   return weft__cuda_env_int("WEFT_CUDA_ATTN_LOG", &v);
 }
 
+/* The first configuration of the heuristic's list in mode that finalizes
+ * into p->plan, precompiled engines first (a runtime-compiled one costs
+ * seconds of NVRTC at its first plan): true when one did.  *tried counts
+ * the configurations tried. */
+static bool plan_from(weft__cuda_ctx *ctx, aplan *p,
+                      cudnnBackendDescriptor_t graph,
+                      cudnnBackendHeurMode_t mode, int *tried) {
+  cudnnBackendDescriptor_t heur = NULL, *cfg = NULL;
+  int64_t ncfg = 0, got = 0;
+  if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR,
+                                   &heur) != CUDNN_STATUS_SUCCESS)
+    return false;
+  if (set_desc(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph) ==
+          CUDNN_STATUS_SUCCESS &&
+      cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE,
+                               CUDNN_TYPE_HEUR_MODE, 1,
+                               &mode) == CUDNN_STATUS_SUCCESS &&
+      cudnnBackendFinalize(heur) == CUDNN_STATUS_SUCCESS &&
+      cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &ncfg,
+                               NULL) == CUDNN_STATUS_SUCCESS &&
+      ncfg > 0 && (cfg = calloc((size_t)ncfg, sizeof *cfg))) {
+    for (int64_t i = 0; i < ncfg; i++)
+      if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR,
+                                       &cfg[i]) != CUDNN_STATUS_SUCCESS)
+        cfg[i] = NULL;
+    if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, ncfg, &got,
+                                 cfg) != CUDNN_STATUS_SUCCESS)
+      got = 0;
+  }
+  for (int pass = 0; pass < 2 && !p->plan; pass++)
+    for (int64_t i = 0; i < got && !p->plan; i++) {
+      if (!cfg[i] ||
+          has_behavior(cfg[i], CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) !=
+              (pass == 1))
+        continue;
+      ++*tried;
+      if (p->nkeep < ADESCS && finalize(ctx, p, cfg[i])) {
+        p->keep[p->nkeep++] = cfg[i];
+        cfg[i] = NULL; /* p's */
+        if (log_level())
+          fprintf(stderr,
+                  "weft cuda: attention [cuDNN]: heuristic mode %d, engine "
+                  "configuration %lld of %lld%s, workspace %.1f MiB\n",
+                  (int)mode, (long long)i, (long long)got,
+                  pass ? " (runtime-compiled)" : "", (double)p->ws / 1048576.0);
+      } else if (log_level() > 1) {
+        char why[256] = "";
+        cudnnGetLastErrorString(why, sizeof why);
+        fprintf(stderr,
+                "weft cuda: attention [cuDNN]: mode %d configuration %lld of "
+                "%lld does not finalize: %s\n",
+                (int)mode, (long long)i, (long long)got, why);
+      }
+    }
+  if (log_level() > 1)
+    fprintf(stderr, "weft cuda: attention [cuDNN]: mode %d offers %lld\n",
+            (int)mode, (long long)got);
+  for (int64_t i = 0; cfg && i < ncfg; i++)
+    if (cfg[i]) cudnnBackendDestroyDescriptor(cfg[i]);
+  free(cfg);
+  cudnnBackendDestroyDescriptor(heur);
+  return p->plan != NULL;
+}
+
 /* Builds the graph of a and its plan into p: 0, or WEFT_EUNSUPPORTED
  * (p->none) when cuDNN offers no engine that finalizes. */
 static int build(weft__cuda_ctx *ctx, const weft_attn_args *a, aplan *p) {
@@ -297,10 +381,10 @@ static int build(weft__cuda_ctx *ctx, const weft_attn_args *a, aplan *p) {
   const int64_t sd[4] = {b, h, lq, lk}, ss[4] = {h * lq * lk, lq * lk, lk, 1};
   const int64_t rd[4] = {b, h, lq, 1}, rs[4] = {h * lq, lq, 1, 1};
   const int64_t one[4] = {1, 1, 1, 1};
-  cudnnBackendDescriptor_t q, k, v, o, sc, s, s2, m, dd, e, z, pr;
-  cudnnBackendDescriptor_t ops[8], graph, heur = NULL, *cfg = NULL;
+  cudnnBackendDescriptor_t q, k, v, o, sc, s, s2, m, dd, e, z, pr, lz, l;
+  cudnnBackendDescriptor_t ops[10], graph;
   cudnnHandle_t hd = H(ctx);
-  int64_t ncfg = 0;
+  int tried = 0;
   cudnnStatus_t st;
   AK(tensor(p, &q, U_Q, io, qd, qs, false, false));
   AK(tensor(p, &k, U_K, io, kd, ks, false, false));
@@ -314,6 +398,8 @@ static int build(weft__cuda_ctx *ctx, const weft_attn_args *a, aplan *p) {
   AK(tensor(p, &e, U_E, f32, sd, ss, true, false));
   AK(tensor(p, &z, U_Z, f32, rd, rs, true, false));
   AK(tensor(p, &pr, U_P, io, sd, ss, true, false));
+  AK(tensor(p, &lz, U_LZ, f32, rd, rs, true, false));
+  AK(tensor(p, &l, U_L, f32, rd, rs, true, false));
   AK(matmul(p, q, k, s, &ops[0]));
   AK(pointwise(p, CUDNN_POINTWISE_MUL, s, sc, s2, &ops[1]));
   AK(reduction(p, CUDNN_REDUCE_TENSOR_MAX, s2, m, &ops[2]));
@@ -322,71 +408,34 @@ static int build(weft__cuda_ctx *ctx, const weft_attn_args *a, aplan *p) {
   AK(reduction(p, CUDNN_REDUCE_TENSOR_ADD, e, z, &ops[5]));
   AK(pointwise(p, CUDNN_POINTWISE_DIV, e, z, pr, &ops[6]));
   AK(matmul(p, pr, v, o, &ops[7]));
+  AK(pointwise(p, CUDNN_POINTWISE_LOG, z, NULL, lz, &ops[8]));
+  AK(pointwise(p, CUDNN_POINTWISE_ADD, m, lz, l, &ops[9]));
   AK(make(p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph));
   AK(cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS,
-                              CUDNN_TYPE_BACKEND_DESCRIPTOR, 8, ops));
+                              CUDNN_TYPE_BACKEND_DESCRIPTOR, 10, ops));
   AK(cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE,
                               CUDNN_TYPE_HANDLE, 1, &hd));
   AK(cudnnBackendFinalize(graph));
-  {
-    const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
-    AK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR,
-                                    &heur));
-    AK(set_desc(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph));
-    AK(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE,
-                                CUDNN_TYPE_HEUR_MODE, 1, &mode));
-    AK(cudnnBackendFinalize(heur));
-    AK(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &ncfg, NULL));
-  }
-  if (ncfg > 0 && (cfg = calloc((size_t)ncfg, sizeof *cfg))) {
-    int64_t got = 0;
-    for (int64_t i = 0; i < ncfg; i++)
-      if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR,
-                                       &cfg[i]) != CUDNN_STATUS_SUCCESS)
-        cfg[i] = NULL;
-    if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, ncfg, &got,
-                                 cfg) != CUDNN_STATUS_SUCCESS)
-      got = 0;
-    /* precompiled engines first; a runtime-compiled one only when none
-     * of those finalizes (its first plan costs seconds of NVRTC) */
-    for (int pass = 0; pass < 2 && !p->plan; pass++)
-      for (int64_t i = 0; i < got && !p->plan; i++) {
-        if (!cfg[i] ||
-            has_behavior(cfg[i], CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) !=
-                (pass == 1))
-          continue;
-        if (p->nkeep < ADESCS && finalize(ctx, p, cfg[i])) {
-          p->keep[p->nkeep++] = cfg[i];
-          cfg[i] = NULL; /* p's */
-          if (log_level())
-            fprintf(stderr,
-                    "weft cuda: attention %lldx%lld heads, %lld x %lld keys, "
-                    "d %lld [cuDNN]: engine configuration %lld of %lld%s, "
-                    "workspace %.1f MiB\n",
-                    (long long)b, (long long)h, (long long)lq, (long long)lk,
-                    (long long)d, (long long)i, (long long)got,
-                    pass ? " (runtime-compiled)" : "",
-                    (double)p->ws / 1048576.0);
-        }
-      }
-    for (int64_t i = 0; i < ncfg; i++)
-      if (cfg[i]) cudnnBackendDestroyDescriptor(cfg[i]);
-    free(cfg);
-  }
+  /* mode A (what cudnn_frontend asks for SDPA), then the fallback list */
+  for (int i = 0; i < 2 && !p->plan; i++)
+    if (plan_from(ctx, p, graph,
+                  i ? CUDNN_HEUR_MODE_FALLBACK : CUDNN_HEUR_MODE_A, &tried))
+      break;
   st = CUDNN_STATUS_SUCCESS;
 fail:
-  if (heur) cudnnBackendDestroyDescriptor(heur);
   if (st != CUDNN_STATUS_SUCCESS || !p->plan) {
-    if (log_level())
+    if (log_level()) {
+      char why[256] = "";
+      cudnnGetLastErrorString(why, sizeof why);
       fprintf(stderr,
               "weft cuda: attention %lldx%lld heads, %lld x %lld keys, d %lld "
-              "[cuDNN]: %s (flash16 instead)\n",
+              "[cuDNN]: %s, %d configurations tried (flash16 instead)%s%s\n",
               (long long)b, (long long)h, (long long)lq, (long long)lk,
               (long long)d,
               st != CUDNN_STATUS_SUCCESS ? cudnnGetErrorString(st)
-                                         : "no engine finalizes");
+                                         : "no engine finalizes",
+              tried, why[0] ? ": " : "", why);
+    }
     int64_t key[AKEY];
     memcpy(key, p->key, sizeof key);
     aplan_free(p);

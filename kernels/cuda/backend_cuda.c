@@ -73,6 +73,7 @@ static void ctx_free(weft__cuda_ctx *ctx) {
   weft__cuda_lt_destroy(ctx);
   if (ctx->blas) cublasDestroy((cublasHandle_t)ctx->blas);
   weft__cuda_cache_destroy(ctx);
+  if (ctx->gn_counters) cudaFree(ctx->gn_counters);
   weft__cuda_ranges_destroy(&ctx->half);
   if (ctx->stream) cudaStreamDestroy(ctx->stream);
   pthread_mutex_destroy(&ctx->plans_mu);
@@ -165,6 +166,18 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
       (e = cudaGetDeviceProperties(&prop, o.device)) != cudaSuccess ||
       (e = cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking)) !=
           cudaSuccess) {
+    cudaGetLastError();
+    snprintf(err, err_size, "CUDA device %d: %s", o.device,
+             cudaGetErrorString(e));
+    ctx_free(ctx);
+    free(be);
+    return NULL;
+  }
+  /* the group norms' counters: zeros that each group norm leaves so */
+  if ((e = cudaMalloc((void **)&ctx->gn_counters,
+                      WEFT_CU_GN_COUNTERS * sizeof(unsigned))) != cudaSuccess ||
+      (e = cudaMemset(ctx->gn_counters, 0,
+                      WEFT_CU_GN_COUNTERS * sizeof(unsigned))) != cudaSuccess) {
     cudaGetLastError();
     snprintf(err, err_size, "CUDA device %d: %s", o.device,
              cudaGetErrorString(e));
@@ -538,7 +551,8 @@ static int group_norm(weft_backend *be, bool cl, const float *x, float *y,
   return LAUNCHED(ctx,
                   (cl ? weft__cu_group_norm_cl : weft__cu_group_norm)(
                       ctx->stream, ctx->act, x, y, batch, channels, spatial,
-                      groups, eps, gamma, beta, (int)act, scratch),
+                      groups, eps, gamma, beta, (int)act, scratch,
+                      ctx->gn_counters),
                   cl ? "group_norm_cl" : "group_norm");
 }
 

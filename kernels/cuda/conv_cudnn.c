@@ -1388,12 +1388,13 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
   const void *ss = NULL;
   if (pn) {
     const int64_t sp = a->h_in * a->w_in;
-    rc = weft__cuda_check(
-        ctx,
-        (a->x_nhwc ? weft__cu_gn_stats_cl : weft__cu_gn_stats)(
-            ctx->stream, ctx->act, a->x, batch, a->c_in, sp, pn->groups,
-            pn->eps, pn->gamma, pn->beta, base + l.gn_off, &ss),
-        "conv2d: the prologue's group norm statistics");
+    rc =
+        weft__cuda_check(ctx,
+                         (a->x_nhwc ? weft__cu_gn_stats_cl : weft__cu_gn_stats)(
+                             ctx->stream, ctx->act, a->x, batch, a->c_in, sp,
+                             pn->groups, pn->eps, pn->gamma, pn->beta,
+                             base + l.gn_off, ctx->gn_counters, &ss),
+                         "conv2d: the prologue's group norm statistics");
   }
   for (int j = 0; j < l.bands && !rc; j++) {
     int64_t o0, o1;

@@ -30,6 +30,9 @@
 
 /* 32 MiB: what cuBLAS recommends for Hopper. */
 #define LT_WS_BYTES ((size_t)32 << 20)
+/* Behind the workspace, in the same block: a 16-bit D's bias (32768
+ * values; SD's widest product has 10240 columns). */
+#define LT_BIAS_BYTES ((size_t)64 << 10)
 
 int weft__cuda_lt_init(weft__cuda_ctx *ctx, char *err, size_t err_size) {
   cublasLtHandle_t h;
@@ -351,15 +354,10 @@ static cublasStatus_t lt_make(weft__cuda_ctx *ctx, const weft__cuda_mm *mm,
                                        sizeof ta));
   LT_CK(cublasLtMatmulDescSetAttribute(o->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
                                        sizeof tb));
-  if (epilogue) {
+  if (epilogue) { /* the bias in D's type (the default: lt_matmul) */
     const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
     LT_CK(cublasLtMatmulDescSetAttribute(o->op, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                          &ep, sizeof ep));
-    if (tc != CUDA_R_32F) { /* the bias stays fp32 (D's type by default) */
-      const cudaDataType_t bt = CUDA_R_32F;
-      LT_CK(cublasLtMatmulDescSetAttribute(
-          o->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
-    }
   }
   LT_CK(layout(&o->la, t, mm->trans_b ? mm->k : mm->n,
                mm->trans_b ? mm->n : mm->k, mm->ldb, mm->batch, mm->sb));
@@ -406,7 +404,7 @@ out:
 static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
   if (!ctx->lt || mm->batch > INT32_MAX) return WEFT_EUNSUPPORTED;
   if (!ctx->lt_ws) {
-    ctx->lt_ws = weft__cuda_alloc(ctx, LT_WS_BYTES);
+    ctx->lt_ws = weft__cuda_alloc(ctx, LT_WS_BYTES + LT_BIAS_BYTES);
     if (ctx->lt_ws)
       ctx->lt_ws_bytes = LT_WS_BYTES;
     else
@@ -421,8 +419,28 @@ static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
   lt_cache *c = ctx->lt_plans;
   /* The bias epilogue only for a 16-byte aligned bias: other projects
    * report wrong sums with less (Marian's cuBLASLt wrapper); else a
-   * kernel adds it after the product. */
-  const bool epilogue = mm->bias && (uintptr_t)mm->bias % 16 == 0;
+   * kernel adds it after the product.  cuBLASLt takes a bias of D's type
+   * only (an fp32 bias beside a 16-bit D left it no algorithm: every such
+   * product went to GemmEx and a bias kernel, 657 us of an H200's UNet
+   * step): for a 16-bit D the fp32 bias is rounded into the bias area
+   * behind the workspace first, one small kernel, and added in fp32 by
+   * the epilogue before D's one rounding (diffusers' fp16 models keep
+   * 16-bit biases too). */
+  bool epilogue = mm->bias && (uintptr_t)mm->bias % 16 == 0;
+  const void *bias = mm->bias;
+  if (epilogue && mm->c_dt != WEFT_F32) {
+    epilogue = ctx->lt_ws && (size_t)mm->n * 2 <= LT_BIAS_BYTES;
+    if (epilogue) {
+      void *b16 = (char *)ctx->lt_ws + ctx->lt_ws_bytes;
+      int rc16 = weft__cuda_check(ctx,
+                                  weft__cu_pack(ctx->stream, mm->bias, WEFT_F32,
+                                                b16, (int)mm->c_dt, 1, 1, 0, 0,
+                                                1, mm->n, mm->n),
+                                  "gemm: the bias in 16 bits");
+      if (rc16) return rc16;
+      bias = b16;
+    }
+  }
   const uint32_t al[3] = {
       alignment(mm->b, mm->ldb, mm->sb, 2),
       alignment(mm->a, mm->lda, mm->sa, 2),
@@ -475,7 +493,7 @@ static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
     goto out;
   }
   if (epilogue) {
-    const void *bp = mm->bias;
+    const void *bp = bias;
     LT_CK(cublasLtMatmulDescSetAttribute(
         p->o.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp));
   }

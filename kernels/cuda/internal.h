@@ -78,6 +78,7 @@ typedef struct weft__cuda_ctx {
   bool attn_unfused;    /* weft_cuda_set_fused_attention(be, false) */
   bool attn_cudnn_off;  /* weft_cuda_set_cudnn_attention(be, false) */
   void *cudnn_attn;     /* attn_cudnn.c's plan cache (with the handle) */
+  unsigned *gn_counters; /* WEFT_CU_GN_COUNTERS zeros (norm.cu's) */
   size_t scratch_limit; /* weft_cuda_set_scratch_limit; 0: none */
   size_t band_bytes;    /* weft_cuda_set_conv_band_bytes */
   void *op_scratch;     /* weft__cuda_scratch's block */
@@ -539,7 +540,7 @@ cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
                               int64_t batch, int64_t channels, int64_t spatial,
                               int64_t groups, float eps, const float *gamma,
                               const float *beta, void *scratch,
-                              const void **ss);
+                              unsigned *counters, const void **ss);
 /* The same (scale, shift) table of a channels-last x [batch][spatial]
  * [channels], and group_norm_cl, each with a scratch of
  * weft__cu_gn_stats_cl_bytes. */
@@ -549,23 +550,28 @@ cudaError_t weft__cu_gn_stats_cl(cudaStream_t s, int dt, const void *x,
                                  int64_t batch, int64_t channels,
                                  int64_t spatial, int64_t groups, float eps,
                                  const float *gamma, const float *beta,
-                                 void *scratch, const void **ss);
+                                 void *scratch, unsigned *counters,
+                                 const void **ss);
 cudaError_t weft__cu_group_norm_cl(cudaStream_t s, int dt, const void *x,
                                    void *y, int64_t batch, int64_t channels,
                                    int64_t spatial, int64_t groups, float eps,
                                    const float *gamma, const float *beta,
-                                   int act, void *scratch);
+                                   int act, void *scratch, unsigned *counters);
 /* norm.cu (dt as pointwise.cu's).  group_norm needs a scratch of
  * group_norm_scratch_bytes (its chunks' partial statistics and the (scale,
  * shift) table; 0 where each group is one chunk) with the alignment of a
- * cudaMalloc'd block. */
+ * cudaMalloc'd block.  counters (group_norm and the statistics of channels-
+ * first maps; the channels-last ones ignore them): WEFT_CU_GN_COUNTERS
+ * zeros on the device that only this stream's group norms use (each left
+ * at zero again), or NULL. */
+#define WEFT_CU_GN_COUNTERS 4096
 size_t weft__cu_group_norm_scratch_bytes(int64_t batch, int64_t channels,
                                          int64_t spatial, int64_t groups);
 cudaError_t weft__cu_group_norm(cudaStream_t s, int dt, const void *x, void *y,
                                 int64_t batch, int64_t channels,
                                 int64_t spatial, int64_t groups, float eps,
                                 const float *gamma, const float *beta, int act,
-                                void *scratch);
+                                void *scratch, unsigned *counters);
 cudaError_t weft__cu_layer_norm(cudaStream_t s, int dt, const void *x, void *y,
                                 int64_t rows, int64_t dim, float eps,
                                 const float *gamma, const float *beta);

@@ -42,7 +42,7 @@ static void clip_visit(void *model, sd_wvisit *v) {
     snprintf(name, sizeof name, "encoder.layers.%d", i);
     v->block(v, name);
     sd_wv_norm(v, &l->ln1);
-    sd_wv_attn(v, &l->attn, false);
+    sd_wv_attn(v, &l->attn);
     sd_wv_norm(v, &l->ln2);
     sd_wv_linear(v, &l->fc1);
     sd_wv_linear(v, &l->fc2);

@@ -37,11 +37,6 @@ void sd_wv_linear(sd_wvisit *v, sd_linear *l) {
   wv(v, &l->b, l->out, SD_W_F32);
 }
 
-void sd_wv_linear_f32(sd_wvisit *v, sd_linear *l) {
-  wv(v, &l->w, l->in * l->out, SD_W_F32);
-  wv(v, &l->b, l->out, SD_W_F32);
-}
-
 void sd_wv_conv(sd_wvisit *v, sd_conv *c) {
   wv(v, &c->w, c->cout * c->cin * c->k * c->k, SD_W_HALF);
   wv(v, &c->b, c->cout, SD_W_F32);
@@ -63,14 +58,11 @@ void sd_wv_resnet(sd_wvisit *v, sd_resnet *r) {
   sd_wv_conv(v, &r->shortcut);
 }
 
-void sd_wv_attn(sd_wvisit *v, sd_attn *a, bool out_f32) {
+void sd_wv_attn(sd_wvisit *v, sd_attn *a) {
   sd_wv_linear(v, &a->q);
   sd_wv_linear(v, &a->k);
   sd_wv_linear(v, &a->v);
-  if (out_f32)
-    sd_wv_linear_f32(v, &a->out);
-  else
-    sd_wv_linear(v, &a->out);
+  sd_wv_linear(v, &a->out);
   if (v->attn) v->attn(v, a);
 }
 

@@ -83,21 +83,18 @@ struct sd_wvisit {
 /* Lists every weight of the model, always in the same order. */
 typedef void (*sd_model_visit_fn)(void *model, sd_wvisit *v);
 
-/* The layers of sd_layers.h: matrices SD_W_HALF, biases and norms SD_W_F32
- * (a linear whose weight is used as gemm operand a -- sd_run_linear_to_nchw
- * -- goes through sd_wv_linear_f32). */
+/* The layers of sd_layers.h: matrices SD_W_HALF, biases and norms
+ * SD_W_F32. */
 struct sd_linear;
 struct sd_conv;
 struct sd_norm;
 struct sd_resnet;
 struct sd_attn;
 void sd_wv_linear(sd_wvisit *v, struct sd_linear *l);
-void sd_wv_linear_f32(sd_wvisit *v, struct sd_linear *l);
 void sd_wv_conv(sd_wvisit *v, struct sd_conv *c);
 void sd_wv_norm(sd_wvisit *v, struct sd_norm *n);
 void sd_wv_resnet(sd_wvisit *v, struct sd_resnet *r);
-/* out_f32: the output projection runs through sd_run_linear_to_nchw */
-void sd_wv_attn(sd_wvisit *v, struct sd_attn *a, bool out_f32);
+void sd_wv_attn(sd_wvisit *v, struct sd_attn *a);
 
 /* ---- the device memory of the models on one backend ---------------------- */
 

@@ -82,16 +82,14 @@ static void free_level(level *l) {
   sd_free_conv(&l->sample);
 }
 
-/* proj_out runs through sd_run_linear_to_nchw (its weight is gemm operand
- * a): fp32 */
 static void visit_xformer(sd_wvisit *v, xformer *x) {
   sd_wv_norm(v, &x->norm);
   sd_wv_linear(v, &x->proj_in);
-  sd_wv_linear_f32(v, &x->proj_out);
+  sd_wv_linear(v, &x->proj_out);
   for (int i = 0; x->blocks && i < x->depth; i++) {
     tblock *b = &x->blocks[i];
-    sd_wv_norm(v, &b->n1), sd_wv_attn(v, &b->attn1, false);
-    sd_wv_norm(v, &b->n2), sd_wv_attn(v, &b->attn2, false);
+    sd_wv_norm(v, &b->n1), sd_wv_attn(v, &b->attn1);
+    sd_wv_norm(v, &b->n2), sd_wv_attn(v, &b->attn2);
     sd_wv_norm(v, &b->n3);
     sd_wv_linear(v, &b->ff_in), sd_wv_linear(v, &b->ff_out);
   }

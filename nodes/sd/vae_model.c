@@ -61,8 +61,7 @@ static void free_side(vside *s, int n) {
 /* The blocks, in execution order (n levels): encoder 0 conv_in + down
  * block 0, i down block i, n the middle + conv_out + quant_conv; decoder
  * n + 1 post_quant_conv + conv_in + the middle, n + 2 + i up block i,
- * 2n + 2 conv_out.  The attention's output projection runs through
- * sd_run_linear_to_nchw (gemm operand a): fp32. */
+ * 2n + 2 conv_out. */
 #define BLK_ENC_DOWN(i) (i)
 #define BLK_ENC_OUT(n) (n)
 #define BLK_DEC_IN(n) ((n) + 1)
@@ -72,7 +71,7 @@ static void free_side(vside *s, int n) {
 static void visit_mid(sd_wvisit *v, vmid *mid) {
   sd_wv_resnet(v, &mid->res[0]);
   sd_wv_norm(v, &mid->norm);
-  sd_wv_attn(v, &mid->attn, true);
+  sd_wv_attn(v, &mid->attn);
   sd_wv_resnet(v, &mid->res[1]);
 }
 
