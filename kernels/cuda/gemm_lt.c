@@ -422,11 +422,14 @@ static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
    * kernel adds it after the product.  cuBLASLt takes a bias of D's type
    * only (an fp32 bias beside a 16-bit D left it no algorithm: every such
    * product went to GemmEx and a bias kernel, 657 us of an H200's UNet
-   * step): for a 16-bit D the fp32 bias is rounded into the bias area
+   * step): for an fp16 D the fp32 bias is rounded into the bias area
    * behind the workspace first, one small kernel, and added in fp32 by
    * the epilogue before D's one rounding (diffusers' fp16 models keep
-   * 16-bit biases too). */
-  bool epilogue = mm->bias && (uintptr_t)mm->bias % 16 == 0;
+   * fp16 biases too).  A bf16 bias would lose 8 bits (2^-9 of its size:
+   * outside tests/kernels_cuda's tolerance of a 1x1 convolution): bf16
+   * keeps the kernel after the product. */
+  bool epilogue =
+      mm->bias && (uintptr_t)mm->bias % 16 == 0 && mm->c_dt != WEFT_BF16;
   const void *bias = mm->bias;
   if (epilogue && mm->c_dt != WEFT_F32) {
     epilogue = ctx->lt_ws && (size_t)mm->n * 2 <= LT_BIAS_BYTES;

@@ -1067,7 +1067,7 @@ int sd_devw_use(sd_devw *dw, int b) {
       snprintf(vr->err, sizeof vr->err,
                "the %s's block '%s' needs %s (%zu bytes) of device memory but "
                "the weights' pool holds %s (%zu bytes) now, with %s of the "
-               "budget kept for activations and scratch",
+               "budget kept for activations and scratch: raise the budget",
                dw->model, k->name, need, k->bytes, pool, vr->pool_bytes, act);
     }
   }

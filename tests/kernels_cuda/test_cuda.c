@@ -3157,10 +3157,11 @@ static void a16_attention(a16 *t, const char *what, int64_t b, int64_t heads,
  * k and v where they are (d 80, 160) or packed (d 40, 20), the launches of 128,
  * 64 and 32 query rows a block (1, 2 and 4 warps on each warp's rows), packing
  * first (d 20), the causal mask, and the cuBLASLt way past d 160.  With
- * it: every shape cuDNN takes (SD's, a partial key tile, d 192), while the
- * causal mask and d 20 stay on flash16.cu. */
+ * it (fp16 only): every shape cuDNN takes (SD's, a partial key tile, d
+ * 192), while the causal mask and d 20 stay on flash16.cu. */
 static void a16_attentions(a16 *t, bool cudnn) {
   ASSERT_OK(weft_cuda_set_cudnn_attention(t->h, cudnn));
+  cudnn = cudnn && t->dt == WEFT_F16; /* bf16 stays on flash16.cu */
   const char *f = cudnn ? "cudnn" : "fused", *u = cudnn ? "cudnn" : "cublas";
   printf("attention, cuDNN's engine %s\n", cudnn ? "on" : "off");
   a16_attention(t, "act16 self-attention d40", 2, 8, 1024, 1024, 40, 0, f);
