@@ -165,28 +165,9 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
   if ((e = cudaSetDevice(o.device)) != cudaSuccess ||
       (e = cudaGetDeviceProperties(&prop, o.device)) != cudaSuccess ||
       (e = cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking)) !=
-          cudaSuccess) {
-    cudaGetLastError();
-    snprintf(err, err_size, "CUDA device %d: %s", o.device,
-             cudaGetErrorString(e));
-    ctx_free(ctx);
-    free(be);
-    return NULL;
-  }
-  /* The stack each thread of the device may use: the driver reserves it
-   * for every thread an SM can hold, 1 KiB by default (264 MiB of an
-   * H200's memory; tools/gpu/ctx_mem.sh), and grows it for a kernel that
-   * needs more.  weft's kernels need none: WEFT_CUDA_STACK_BYTES (default
-   * 256: 66 MiB) sets it; "default" leaves the driver's. */
-  static int stack = -1;
-  const char *se = getenv("WEFT_CUDA_STACK_BYTES");
-  if (!(se && !strcmp(se, "default")) &&
-      cudaDeviceSetLimit(cudaLimitStackSize, (size_t)weft__cuda_env_int_or(
-                                                 "WEFT_CUDA_STACK_BYTES", 256,
-                                                 &stack)) != cudaSuccess)
-    cudaGetLastError(); /* a limit the driver refuses: its own stays */
-  /* the group norms' counters: zeros that each group norm leaves so */
-  if ((e = cudaMalloc((void **)&ctx->gn_counters,
+          cudaSuccess ||
+      /* the group norms' counters: zeros that each group norm leaves so */
+      (e = cudaMalloc((void **)&ctx->gn_counters,
                       WEFT_CU_GN_COUNTERS * sizeof(unsigned))) != cudaSuccess ||
       (e = cudaMemset(ctx->gn_counters, 0,
                       WEFT_CU_GN_COUNTERS * sizeof(unsigned))) != cudaSuccess) {
@@ -197,6 +178,19 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
     free(be);
     return NULL;
   }
+  /* The stack each thread of the device may use: the driver reserves it
+   * for every thread an SM can hold, 1 KiB by default (264 MiB of an
+   * H200's memory; tools/gpu/ctx_mem.sh), and grows it for a kernel that
+   * needs more.  WEFT_CUDA_STACK_BYTES (default 256: 66 MiB; an SD
+   * txt2img's process 2707 against 2905 MiB with the driver's) sets it;
+   * "default" leaves the driver's. */
+  static int stack = -1;
+  const char *se = getenv("WEFT_CUDA_STACK_BYTES");
+  if (!(se && !strcmp(se, "default")) &&
+      cudaDeviceSetLimit(cudaLimitStackSize, (size_t)weft__cuda_env_int_or(
+                                                 "WEFT_CUDA_STACK_BYTES", 256,
+                                                 &stack)) != cudaSuccess)
+    cudaGetLastError(); /* a limit the driver refuses: its own stays */
   snprintf(ctx->device_name, sizeof ctx->device_name, "%s", prop.name);
   ctx->sm_count = prop.multiProcessorCount;
   ctx->cc = prop.major * 10 + prop.minor;
