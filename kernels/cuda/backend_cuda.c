@@ -485,14 +485,20 @@ static int be_attention(weft_backend *be, const weft_attn_args *a) {
   return LAUNCHED(ctx, e, "attention");
 }
 
+/* Whether a runs on cuDNN's fused attention: it fits and cuDNN has an
+ * engine for it (its plan made now if new); *ws its workspace bytes. */
+static bool cudnn_attention(weft__cuda_ctx *ctx, const weft_attn_args *a,
+                            size_t *ws) {
+  return weft__cudnn_attn_fits(ctx, a) && enter(ctx) == 0 &&
+         weft__cudnn_attn_plan(ctx, a, ws) == 0;
+}
+
 static size_t be_attention_scratch(weft_backend *be, const weft_attn_args *a) {
   /* fp32: the tiled kernel keeps its scores in shared memory */
   if (CTX(be)->precision == WEFT_CUDA_FP32 || attn_check_shapes(a) != 0)
     return 0;
   size_t ws;
-  if (weft__cudnn_attn_fits(CTX(be), a) && enter(CTX(be)) == 0 &&
-      weft__cudnn_attn_plan(CTX(be), a, &ws) == 0)
-    return ws;
+  if (cudnn_attention(CTX(be), a, &ws)) return ws;
   if (fused_attention(CTX(be), a)) return weft__cu_flash16_scratch(a);
   return weft__cuda_attention16_scratch(a);
 }
@@ -527,9 +533,7 @@ const char *weft_cuda_attention_path(weft_backend *be,
   weft__cuda_ctx *ctx = CTX(be);
   size_t ws;
   if (ctx->precision == WEFT_CUDA_FP32) return "fp32";
-  if (weft__cudnn_attn_fits(ctx, a) && enter(ctx) == 0 &&
-      weft__cudnn_attn_plan(ctx, a, &ws) == 0)
-    return "cudnn";
+  if (cudnn_attention(ctx, a, &ws)) return "cudnn";
   return fused_attention(ctx, a) ? "fused" : "cublas";
 }
 

@@ -286,7 +286,7 @@ int weft__cuda_attention16(weft__cuda_ctx *ctx, const weft_attn_args *a,
 /* ---- Attention on cuDNN (attn_cudnn.c; stubs without cuDNN) ---------------
  */
 
-/* true when a may run on cuDNN's fused attention (16-bit activations, d ==
+/* true when a may run on cuDNN's fused attention (fp16 activations, d ==
  * dv a multiple of 8, no causal mask, 16-byte aligned strides and
  * pointers, not switched off); whether cuDNN has an engine for it is
  * known only from weft__cudnn_attn_plan. */
