@@ -554,7 +554,7 @@ static int group_norm(weft_backend *be, bool cl, const float *x, float *y,
   ENTER(ctx);
   /* the chunks' moments (channels first: where a group has several) */
   const size_t sb =
-      cl ? weft__cu_gn_stats_cl_bytes(batch, channels, spatial)
+      cl ? weft__cu_gn_stats_cl_bytes(batch, channels, spatial, groups)
          : weft__cu_group_norm_scratch_bytes(batch, channels, spatial, groups);
   void *scratch = sb ? weft__cuda_scratch(ctx, sb) : NULL;
   if (sb && !scratch) return WEFT_ENOMEM;

@@ -1299,9 +1299,9 @@ static int nhwc_prepare(weft__cuda_ctx *ctx, const weft_conv2d_args *a,
   const int64_t sp = a->h_in * a->w_in;
   if (a->prenorm)
     l->total += align256(
-        a->x_nhwc ? weft__cu_gn_stats_cl_bytes(batch, a->c_in, sp)
-                  : weft__cu_gn_stats_bytes(batch, a->c_in, sp,
-                                            a->prenorm->groups));
+        a->x_nhwc
+            ? weft__cu_gn_stats_cl_bytes(batch, a->c_in, sp, a->prenorm->groups)
+            : weft__cu_gn_stats_bytes(batch, a->c_in, sp, a->prenorm->groups));
   if (ctx->scratch_limit && l->total > ctx->scratch_limit / 4)
     return WEFT_EUNSUPPORTED;
   return 0;

@@ -543,9 +543,11 @@ cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
                               unsigned *counters, const void **ss);
 /* The same (scale, shift) table of a channels-last x [batch][spatial]
  * [channels], and group_norm_cl, each with a scratch of
- * weft__cu_gn_stats_cl_bytes. */
+ * weft__cu_gn_stats_cl_bytes (cudaErrorInvalidValue where a pixel
+ * has more than 512 vectors of channels, 16-byte ones where channels % 8
+ * == 0 and x is aligned, else single values; or a batch over 65535). */
 size_t weft__cu_gn_stats_cl_bytes(int64_t batch, int64_t channels,
-                                  int64_t spatial);
+                                  int64_t spatial, int64_t groups);
 cudaError_t weft__cu_gn_stats_cl(cudaStream_t s, int dt, const void *x,
                                  int64_t batch, int64_t channels,
                                  int64_t spatial, int64_t groups, float eps,
@@ -560,10 +562,9 @@ cudaError_t weft__cu_group_norm_cl(cudaStream_t s, int dt, const void *x,
 /* norm.cu (dt as pointwise.cu's).  group_norm needs a scratch of
  * group_norm_scratch_bytes (its chunks' partial statistics and the (scale,
  * shift) table; 0 where each group is one chunk) with the alignment of a
- * cudaMalloc'd block.  counters (group_norm and the statistics of channels-
- * first maps; the channels-last ones ignore them): WEFT_CU_GN_COUNTERS
- * zeros on the device that only this stream's group norms use (each left
- * at zero again), or NULL. */
+ * cudaMalloc'd block.  counters (one per group channels first, one per
+ * image channels last): WEFT_CU_GN_COUNTERS zeros on the device that only
+ * this stream's group norms use (each left at zero again), or NULL. */
 #define WEFT_CU_GN_COUNTERS 4096
 size_t weft__cu_group_norm_scratch_bytes(int64_t batch, int64_t channels,
                                          int64_t spatial, int64_t groups);

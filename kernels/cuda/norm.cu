@@ -39,7 +39,6 @@
 #define GN_VALS 16 // values a thread keeps in registers
 #define GN_CHUNK (GN_THREADS * GN_VALS)
 #define GN_MERGE 128
-#define GN_CL_MERGE 1024 // channels last: gn_stats_cl's merging blocks
 
 static int64_t gn_chunks(int64_t len) {
   return (len + GN_CHUNK - 1) / GN_CHUNK;
@@ -99,9 +98,8 @@ struct gn_fin {
 };
 
 __device__ __forceinline__ double2 gn_merge(const double2 *pt, int64_t m,
-                                            int64_t nk, int64_t chunk,
-                                            int64_t per, int64_t len, float eps,
-                                            double *red, int nt);
+                                            int64_t len, float eps, double *red,
+                                            int nt);
 __device__ __forceinline__ float2 gn_scale_shift(double2 mr, const float *gamma,
                                                  const float *beta, int64_t c);
 
@@ -131,8 +129,8 @@ __global__ void __launch_bounds__(GN_THREADS)
   __syncthreads();
   if (!last) return;
   __threadfence(); // every chunk's moments counted: read after the count
-  const double2 mr = gn_merge(part + t * nchunk, nchunk, nchunk, GN_CHUNK, len,
-                              len, f.eps, red, GN_MERGE);
+  const double2 mr =
+      gn_merge(part + t * nchunk, nchunk, len, f.eps, red, GN_MERGE);
   const int64_t cpg = f.channels / f.groups;
   const int64_t image = t / f.groups, c0 = (t % f.groups) * cpg;
   for (int64_t c = threadIdx.x; c < cpg; c += blockDim.x)
@@ -141,15 +139,13 @@ __global__ void __launch_bounds__(GN_THREADS)
   if (threadIdx.x == 0) f.counters[t] = 0; // ready for the next group norm
 }
 
-// A group's mean and rstd from the moments pt of its m chunks: runs of nk
-// chunks, each run `per` values in chunks of `chunk` (the last one may be
-// short; channels first a group is one run, channels last a run per
-// channel), len values in all.  The first nt threads take the chunks in
-// a strided loop, the rest add nothing.
+// A group's mean and rstd from the moments pt of its m chunks of
+// GN_CHUNK values (the last one may be short), len values in all.  The
+// first nt threads take the chunks in a strided loop, the rest add
+// nothing.
 __device__ __forceinline__ double2 gn_merge(const double2 *pt, int64_t m,
-                                            int64_t nk, int64_t chunk,
-                                            int64_t per, int64_t len,
-                                            float eps, double *red, int nt) {
+                                            int64_t len, float eps, double *red,
+                                            int nt) {
   const int tid = (int)threadIdx.x;
   double s = 0;
   if (tid < nt)
@@ -159,8 +155,7 @@ __device__ __forceinline__ double2 gn_merge(const double2 *pt, int64_t m,
   double q = 0;
   if (tid < nt)
     for (int64_t j = tid; j < m; j += nt) {
-      const int64_t k = j % nk;
-      const double n = (double)min(per - k * chunk, chunk);
+      const double n = (double)min(len - j * GN_CHUNK, (int64_t)GN_CHUNK);
       const double d = pt[j].x / n - mean;
       q += pt[j].y + n * d * d;
     }
@@ -225,8 +220,7 @@ __global__ void __launch_bounds__(GN_THREADS)
   const double2 m = gn_moments<VEC>(v, n, red);
   if (threadIdx.x == 0) m1 = m;
   __syncthreads();
-  const double2 mr =
-      gn_merge(&m1, 1, 1, GN_CHUNK, len, len, eps, red, GN_MERGE);
+  const double2 mr = gn_merge(&m1, 1, len, eps, red, GN_MERGE);
   const int64_t cpg = channels / groups, c0 = (t % groups) * cpg;
   for (int64_t c = threadIdx.x; c < cpg; c += blockDim.x)
     ss[c] = gn_scale_shift(mr, gamma, beta, c0 + c);
@@ -234,12 +228,10 @@ __global__ void __launch_bounds__(GN_THREADS)
   gn_store<T, VEC, STV>(y + t * len, v, n, spatial, ss, act);
 }
 
-// One block per group (blockDim.x threads: GN_MERGE channels first, up to
-// GN_CL_MERGE channels last): mean and rstd from its m chunks (gn_merge's
-// runs), then each channel's (scale, shift).
-__global__ void __launch_bounds__(GN_CL_MERGE)
-    gn_finalize_kernel(const double2 *__restrict__ part, int64_t m, int64_t nk,
-                       int64_t chunk, int64_t per, int64_t len,
+// One block of GN_MERGE threads per group: mean and rstd from its m
+// chunks, then each channel's (scale, shift).
+__global__ void __launch_bounds__(GN_MERGE)
+    gn_finalize_kernel(const double2 *__restrict__ part, int64_t m, int64_t len,
                        int64_t channels, int64_t groups, float eps,
                        const float *__restrict__ gamma,
                        const float *__restrict__ beta,
@@ -247,8 +239,7 @@ __global__ void __launch_bounds__(GN_CL_MERGE)
   weft_cu_pdl_wait();
   __shared__ double red[32];
   const int64_t t = blockIdx.x; // image * groups + group
-  const double2 mr = gn_merge(part + t * m, m, nk, chunk, per, len, eps, red,
-                              (int)blockDim.x);
+  const double2 mr = gn_merge(part + t * m, m, len, eps, red, (int)blockDim.x);
   const int64_t cpg = channels / groups;
   const int64_t image = t / groups, c0 = (t % groups) * cpg;
   for (int64_t c = threadIdx.x; c < cpg; c += blockDim.x)
@@ -335,8 +326,8 @@ static float2 *gn_stats(cudaStream_t s, const T *x, int64_t batch,
                  GN_THREADS, 0, s, x, len, nchunk, part, f);
   if (!fused)
     weft_cu_launch(gn_finalize_kernel, (unsigned)(batch * groups), GN_MERGE, 0,
-                   s, part, nchunk, nchunk, GN_CHUNK, len, len, channels,
-                   groups, eps, gamma, beta, ss);
+                   s, part, nchunk, len, channels, groups, eps, gamma, beta,
+                   ss);
   return ss;
 }
 
@@ -434,119 +425,286 @@ extern "C" cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
 
 // ---- group norm of channels-last maps --------------------------------------
 // x [batch][spatial][channels]: a group is cpg channels of every pixel, so
-// a group's values are not contiguous and the channels-first kernels'
-// chunks would read a few bytes of each pixel.  Here each thread takes V
-// channels (a 16-byte vector) of a chunk of consecutive pixels, the warps
-// reading whole pixels, and keeps per channel the sum and the squared
-// deviations from its own mean (two passes, the second from L1/L2);
-// gn_finalize_kernel then merges each group's chunks, a run of chunks per
-// channel, and writes each channel's (scale, shift).
-// The statistics are those of the channels-first kernels with the values
-// partitioned otherwise: equal up to the order of the sums.  A chunk is 8
-// to 64 pixels: the longest that still gives GN_CL_THREADS threads (on a
-// 64x64 map of 320 channels 64-pixel chunks gave 5120 threads, each
-// waiting on 128 loads in a row: 30 us where the channels-first kernels
-// took 14); the merging block has up to 1024 threads (the VAE's 32 groups
-// of 4 channels x 4096 chunks: 128 threads took most of 158 us).
-#define GN_CL_THREADS 65536
+// its values are not contiguous.  gn_tile_cl_kernel takes whole pixels:
+// `rows` rows of cv threads, thread (r, j) holding channels [j V, j V + V)
+// (a 16-byte vector, V = 8; or V = 1) of the pixels r, r + rows, ... of a
+// tile of `rows * gn_cl_pixels(V)` pixels, so a warp reads consecutive
+// vectors.  Each tile takes two passes from registers: every channel's sum
+// over the thread's pixels (float, 4 or 8 values) into shared
+// memory, then each group's sum (a warp per group, double, in a fixed
+// order) and the tile's mean; then the squared deviations from that mean
+// (double), the same way.  A block takes a run of tiles (so that an image
+// has at most GN_CL_BLOCKS blocks) and merges their moments as the
+// channels-first chunks are merged (Chan et al.), then writes one (sum,
+// M2) per group: partials of groups, as small as the channels-first ones
+// (per-channel partials of 8-pixel chunks, the way before, were as large
+// as the map and took 25 us on the UNet's 2x4096x320 against 16).  The
+// image's last block (a counter per image, as gn_chunk_kernel's per group)
+// merges the image's blocks, a warp per group, and writes each channel's
+// (scale, shift); without counters gn_merge_cl_kernel does it.  The
+// statistics are those of the channels-first kernels with the values
+// partitioned otherwise: equal up to the order of the sums.
+#define GN_CL_VALS 32    // values a thread keeps in registers (V = 8)
+#define GN_CL_BLOCKS 128 // most blocks an image: the merge's 4 a lane
+#define GN_CL_GW 4       // groups a warp of the merge loads at once
+#define GN_CL_SMEM (48 << 10)
 
-static int64_t gn_cl_pix(int64_t batch, int64_t channels, int64_t spatial) {
-  const int64_t cv = channels % 8 == 0 ? channels / 8 : channels;
-  int64_t pix = 64;
-  while (pix > 8 && batch * cv * ((spatial + pix - 1) / pix) < GN_CL_THREADS)
-    pix /= 2;
-  return pix;
+// Pixels a thread of V-wide vectors takes (single values: 8, fewer
+// registers).
+__host__ __device__ constexpr int gn_cl_pixels(int v) {
+  return v == 8 ? GN_CL_VALS / 8 : 8;
 }
 
-// part[(image * channels + c) * nk + k] = the moments of channel c over
-// chunk k (pix pixels) of the image's pixels.  Grid: x over channels / V *
-// nk threads of an image, y over the batch.
-template <typename T, int V>
-__global__ void gn_chunk_cl_kernel(const T *__restrict__ x, int64_t spatial,
-                                   int64_t channels, int pix, int64_t nk,
-                                   double2 *__restrict__ part) {
-  weft_cu_pdl_wait();
-  const int64_t cv = channels / V;
-  const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (i >= cv * nk) return;
-  const int64_t k = i / cv, c = (i - k * cv) * V, n = blockIdx.y;
-  const int64_t p0 = k * pix;
-  const int np = (int)min((int64_t)pix, spatial - p0);
-  const T *xp = x + (n * spatial + p0) * channels + c;
-  double sum[V], q[V];
-  float v[V];
-#pragma unroll
-  for (int j = 0; j < V; j++)
-    sum[j] = 0, q[j] = 0;
-  for (int p = 0; p < np; p++) {
-    weft_cu_ldv<T, V>(xp + p * channels, v);
-#pragma unroll
-    for (int j = 0; j < V; j++)
-      sum[j] += v[j];
+struct gn_cl_shape {
+  int64_t spatial, channels, groups;
+  int cv, rows, threads; // threads of a pixel, rows of them, rounded up to 32
+  int64_t tile, run;     // pixels a tile; tiles a block
+  int blocks;            // blocks an image
+  size_t smem;           // the tile's channel sums and the groups' moments
+};
+
+// The shape for V-wide vectors; false where the block or its shared
+// memory would not fit.  256 threads, or 512 where 256 would leave more
+// than GN_CL_BLOCKS runs of one tile an image (the VAE's large maps: twice
+// the loads in flight a block); at most 512 (128 registers a thread).
+static bool gn_cl_shape_of(int64_t channels, int64_t spatial, int64_t groups,
+                           int v, gn_cl_shape *sh) {
+  const int64_t cv = channels / v;
+  if (cv > 512) return false;
+  sh->spatial = spatial, sh->channels = channels, sh->groups = groups;
+  sh->cv = (int)cv;
+  sh->rows = (int)(cv >= 256 ? 1 : 256 / cv);
+  if ((spatial + sh->rows * gn_cl_pixels(v) - 1) /
+          (sh->rows * gn_cl_pixels(v)) >
+      GN_CL_BLOCKS)
+    sh->rows = (int)(cv >= 512 ? 1 : 512 / cv);
+  sh->threads = (sh->rows * sh->cv + 31) / 32 * 32;
+  sh->tile = (int64_t)sh->rows * gn_cl_pixels(v);
+  const int64_t tiles = (spatial + sh->tile - 1) / sh->tile;
+  sh->run = (tiles + GN_CL_BLOCKS - 1) / GN_CL_BLOCKS;
+  sh->blocks = (int)((tiles + sh->run - 1) / sh->run);
+  sh->smem = (size_t)(sh->rows * channels) * sizeof(float) +
+             (size_t)(4 * groups) * sizeof(double);
+  return sh->smem <= GN_CL_SMEM;
+}
+
+// The sums over the tile's rows of each group's channels, acc [rows]
+// [channels], into out[group]: a warp per group, in a fixed order.
+__device__ __forceinline__ void
+gn_cl_groups(const float *acc, const gn_cl_shape &sh, double *out) {
+  const int lane = (int)threadIdx.x & 31, nw = (int)blockDim.x >> 5;
+  const int64_t cpg = sh.channels / sh.groups, items = sh.rows * cpg;
+  for (int64_t g = threadIdx.x >> 5; g < sh.groups; g += nw) {
+    double s = 0;
+    for (int64_t i = lane; i < items; i += 32)
+      s += acc[(i / cpg) * sh.channels + g * cpg + i % cpg];
+    s = weft_cu_warp_sum(s);
+    if (lane == 0) out[g] = s;
   }
-  for (int p = 0; p < np; p++) {
-    weft_cu_ldv<T, V>(xp + p * channels, v);
+}
+
+// Pixels of block b's run.
+__device__ __forceinline__ int64_t gn_cl_run_pixels(const gn_cl_shape &sh,
+                                                    int64_t b) {
+  const int64_t p0 = b * sh.run * sh.tile;
+  return min(sh.spatial, p0 + sh.run * sh.tile) - p0;
+}
+
+// An image's (scale, shift) from its blocks' moments pt [blocks][groups]:
+// each warp takes GN_CL_GW groups at a time, each lane up to 4 blocks of
+// each (their loads issued together), the plain merge of gn_merge.
+__device__ void gn_cl_merge(const double2 *pt, const gn_cl_shape &sh,
+                            int64_t image, const gn_fin &f) {
+  const int lane = (int)threadIdx.x & 31, nw = (int)blockDim.x >> 5;
+  const int64_t cpg = sh.channels / sh.groups;
+  const double len = (double)(cpg * sh.spatial);
+  for (int64_t g0 = (threadIdx.x >> 5) * GN_CL_GW; g0 < sh.groups;
+       g0 += (int64_t)nw * GN_CL_GW) {
+    double2 m[GN_CL_GW][GN_CL_BLOCKS / 32];
 #pragma unroll
-    for (int j = 0; j < V; j++) {
-      const double d = v[j] - sum[j] / np;
-      q[j] += d * d;
+    for (int i = 0; i < GN_CL_GW; i++)
+#pragma unroll
+      for (int k = 0; k < GN_CL_BLOCKS / 32; k++) {
+        const int b = lane + 32 * k;
+        m[i][k] = g0 + i < sh.groups && b < sh.blocks
+                      ? pt[(int64_t)b * sh.groups + g0 + i]
+                      : make_double2(0, 0);
+      }
+#pragma unroll
+    for (int i = 0; i < GN_CL_GW; i++) {
+      if (g0 + i >= sh.groups) break; // the same for the whole warp
+      double s = 0;
+#pragma unroll
+      for (int k = 0; k < GN_CL_BLOCKS / 32; k++)
+        s += m[i][k].x;
+      const double mean = weft_cu_warp_sum(s) / len;
+      double q = 0;
+#pragma unroll
+      for (int k = 0; k < GN_CL_BLOCKS / 32; k++) {
+        const int b = lane + 32 * k;
+        if (b >= sh.blocks) continue;
+        const double n = (double)(cpg * gn_cl_run_pixels(sh, b));
+        const double d = m[i][k].x / n - mean;
+        q += m[i][k].y + n * d * d;
+      }
+      const double var = weft_cu_warp_sum(q) / len;
+      const double2 mr = make_double2(mean, 1.0 / sqrt(var + (double)f.eps));
+      const int64_t c0 = (g0 + i) * cpg;
+      for (int64_t c = lane; c < cpg; c += 32)
+        f.ss[image * sh.channels + c0 + c] =
+            gn_scale_shift(mr, f.gamma, f.beta, c0 + c);
     }
   }
-  double2 *out = part + (n * channels + c) * nk + k;
-#pragma unroll
-  for (int j = 0; j < V; j++)
-    out[j * nk] = make_double2(sum[j], q[j]);
 }
 
-static size_t gn_cl_part_bytes(int64_t batch, int64_t channels,
-                               int64_t spatial) {
-  const int64_t pix = gn_cl_pix(batch, channels, spatial);
-  const size_t b = (size_t)(batch * channels * ((spatial + pix - 1) / pix)) *
-                   sizeof(double2);
+// Block (b, image): the moments of its run of tiles into part[(image *
+// blocks + b) * groups + g]; the image's last block merges them
+// (f.counters).
+template <typename T, int V>
+__global__ void __launch_bounds__(512)
+    gn_tile_cl_kernel(const T *__restrict__ x, gn_cl_shape sh, double2 *part,
+                      gn_fin f) {
+  weft_cu_pdl_wait();
+  constexpr int P = gn_cl_pixels(V); // pixels a thread
+  extern __shared__ double gsm[];    // gs, gq, bs, bq; then acc
+  __shared__ bool last;
+  const int64_t G = sh.groups, C = sh.channels, cpg = C / G;
+  double *gs = gsm, *gq = gs + G, *bs = gq + G, *bq = bs + G;
+  float *acc = reinterpret_cast<float *>(bq + G);
+  const int tid = (int)threadIdx.x, r = tid / sh.cv;
+  const bool on = r < sh.rows;
+  const int64_t c0 = (int64_t)(tid % sh.cv) * V;
+  const int64_t image = blockIdx.y, b = blockIdx.x;
+  const T *xi = x + image * sh.spatial * C + c0;
+  const int64_t p_begin = b * sh.run * sh.tile;
+  const int64_t p_end = p_begin + gn_cl_run_pixels(sh, b);
+  double nb = 0; // values of the run so far, a group
+  for (int64_t p0 = p_begin; p0 < p_end; p0 += sh.tile) {
+    const int64_t np = min(sh.tile, p_end - p0);
+    float v[P * V];
+#pragma unroll
+    for (int k = 0; k < P; k++) {
+      const int64_t p = r + (int64_t)k * sh.rows;
+      if (on && p < np) {
+        weft_cu_ldv<T, V>(xi + (p0 + p) * C, v + k * V);
+      } else {
+#pragma unroll
+        for (int i = 0; i < V; i++)
+          v[k * V + i] = 0.f;
+      }
+    }
+    if (on)
+#pragma unroll
+      for (int i = 0; i < V; i++) {
+        float s = 0.f;
+#pragma unroll
+        for (int k = 0; k < P; k++)
+          s += v[k * V + i];
+        acc[r * C + c0 + i] = s;
+      }
+    __syncthreads();
+    gn_cl_groups(acc, sh, gs);
+    __syncthreads();
+    const double n = (double)(cpg * np);
+    if (on)
+#pragma unroll
+      for (int i = 0; i < V; i++) {
+        const double mean = gs[(c0 + i) / cpg] / n;
+        double q = 0;
+#pragma unroll
+        for (int k = 0; k < P; k++) {
+          const double d = v[k * V + i] - mean;
+          if (r + (int64_t)k * sh.rows < np) q += d * d;
+        }
+        acc[r * C + c0 + i] = (float)q;
+      }
+    __syncthreads();
+    gn_cl_groups(acc, sh, gq);
+    __syncthreads();
+    for (int64_t g = tid; g < G; g += blockDim.x) {
+      if (nb == 0) {
+        bs[g] = gs[g], bq[g] = gq[g];
+      } else { // Chan et al.: the run so far and this tile
+        const double d = gs[g] / n - bs[g] / nb;
+        bq[g] += gq[g] + d * d * (nb * n / (nb + n));
+        bs[g] += gs[g];
+      }
+    }
+    nb += n;
+    // the next tile's gs and acc are written after its first sync, and a
+    // group's bs / bq are read and written by one thread
+  }
+  __syncthreads();
+  double2 *pt = part + image * sh.blocks * G;
+  for (int64_t g = tid; g < G; g += blockDim.x)
+    pt[b * G + g] = make_double2(bs[g], bq[g]);
+  if (!f.counters) return;
+  __threadfence(); // the moments before the count
+  __syncthreads();
+  if (tid == 0)
+    last = atomicAdd(&f.counters[image], 1u) == (unsigned)(sh.blocks - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence(); // every block's moments counted: read after the count
+  gn_cl_merge(pt, sh, image, f);
+  if (tid == 0) f.counters[image] = 0; // ready for the next group norm
+}
+
+// Without counters: one block an image merges its blocks' moments.
+__global__ void __launch_bounds__(256)
+    gn_merge_cl_kernel(const double2 *__restrict__ part, gn_cl_shape sh,
+                       gn_fin f) {
+  weft_cu_pdl_wait();
+  gn_cl_merge(part + (int64_t)blockIdx.x * sh.blocks * sh.groups, sh,
+              blockIdx.x, f);
+}
+
+// Bytes of the blocks' moments (at most GN_CL_BLOCKS an image, whatever the
+// vectors), rounded up so that the (scale, shift) table after them is
+// aligned.
+static size_t gn_cl_part_bytes(int64_t batch, int64_t spatial, int64_t groups) {
+  const int64_t blocks = spatial < GN_CL_BLOCKS ? spatial : GN_CL_BLOCKS;
+  const size_t b = (size_t)(batch * blocks * groups) * sizeof(double2);
   return (b + 255) & ~(size_t)255;
 }
 
 extern "C" size_t weft__cu_gn_stats_cl_bytes(int64_t batch, int64_t channels,
-                                             int64_t spatial) {
-  return gn_cl_part_bytes(batch, channels, spatial) +
+                                             int64_t spatial, int64_t groups) {
+  return gn_cl_part_bytes(batch, spatial, groups) +
          (size_t)(batch * channels) * sizeof(float2);
 }
 
+// The vectors' width for x, and the shape; false where it does not fit.
 template <typename T>
-static float2 *gn_stats_cl(cudaStream_t s, const T *x, int64_t batch,
-                           int64_t channels, int64_t spatial, int64_t groups,
-                           float eps, const float *gamma, const float *beta,
-                           void *scratch) {
-  const int64_t pix = gn_cl_pix(batch, channels, spatial);
-  const int64_t nk = (spatial + pix - 1) / pix;
-  double2 *part = static_cast<double2 *>(scratch);
-  float2 *ss = reinterpret_cast<float2 *>(
-      static_cast<char *>(scratch) + gn_cl_part_bytes(batch, channels, spatial));
-  const bool vec = channels % 8 == 0 && weft_cu_aligned16(x);
-  const int64_t items = (vec ? channels / 8 : channels) * nk;
-  const dim3 grid((unsigned)((items + 127) / 128), (unsigned)batch);
-  if (vec)
-    weft_cu_launch(gn_chunk_cl_kernel<T, 8>, grid, 128, 0, s, x, spatial,
-                   channels, (int)pix, nk, part);
-  else
-    weft_cu_launch(gn_chunk_cl_kernel<T, 1>, grid, 128, 0, s, x, spatial,
-                   channels, (int)pix, nk, part);
-  /* a warp per 32 chunks of the group, up to GN_CL_MERGE threads */
-  const int64_t m = channels / groups * nk;
-  const int threads = m >= GN_CL_MERGE ? GN_CL_MERGE
-                      : m <= 32        ? 32
-                                       : (int)((m + 31) / 32 * 32);
-  /* a channel's chunks one after another: the group's cpg * nk in a row */
-  weft_cu_launch(gn_finalize_kernel, (unsigned)(batch * groups), threads, 0, s,
-                 part, m, nk, pix, spatial, channels / groups * spatial,
-                 channels, groups, eps, gamma, beta, ss);
-  return ss;
+static bool gn_cl_plan(const T *x, int64_t batch, int64_t channels,
+                       int64_t spatial, int64_t groups, int *v,
+                       gn_cl_shape *sh) {
+  *v = channels % 8 == 0 && weft_cu_aligned16(x) ? 8 : 1;
+  return batch <= 65535 && gn_cl_shape_of(channels, spatial, groups, *v, sh);
 }
 
-static bool gn_cl_fits(int64_t batch, int64_t channels, int64_t spatial,
-                       int64_t groups) {
-  return batch <= 65535 && batch * groups <= INT32_MAX &&
-         channels * ((spatial + 7) / 8) / 128 < INT32_MAX;
+template <typename T>
+static float2 *gn_stats_cl(cudaStream_t s, const T *x, int64_t batch, int v,
+                           const gn_cl_shape &sh, float eps, const float *gamma,
+                           const float *beta, void *scratch,
+                           unsigned *counters) {
+  double2 *part = static_cast<double2 *>(scratch);
+  float2 *ss = reinterpret_cast<float2 *>(
+      static_cast<char *>(scratch) +
+      gn_cl_part_bytes(batch, sh.spatial, sh.groups));
+  const bool fused = counters && batch <= WEFT_CU_GN_COUNTERS;
+  const gn_fin f = {
+      sh.channels, sh.groups, eps, gamma, beta, ss, fused ? counters : nullptr};
+  const dim3 grid((unsigned)sh.blocks, (unsigned)batch);
+  if (v == 8)
+    weft_cu_launch(gn_tile_cl_kernel<T, 8>, grid, sh.threads, sh.smem, s, x, sh,
+                   part, f);
+  else
+    weft_cu_launch(gn_tile_cl_kernel<T, 1>, grid, sh.threads, sh.smem, s, x, sh,
+                   part, f);
+  if (!fused)
+    weft_cu_launch(gn_merge_cl_kernel, (unsigned)batch, 256, 0, s, part, sh, f);
+  return ss;
 }
 
 // y = act(fma(x, scale, shift)) over items of W values (1, or 4 channels
@@ -588,13 +746,15 @@ weft__cu_gn_stats_cl(cudaStream_t s, int dt, const void *x, int64_t batch,
                      int64_t channels, int64_t spatial, int64_t groups,
                      float eps, const float *gamma, const float *beta,
                      void *scratch, unsigned *counters, const void **ss) {
-  (void)counters; // gn_finalize_kernel's merge of many chunks a group
-  if (!gn_cl_fits(batch, channels, spatial, groups))
-    return cudaErrorInvalidValue;
-  WEFT_CU_WITH_TYPE(dt, T,
-                    *ss = gn_stats_cl<T>(s, static_cast<const T *>(x), batch,
-                                         channels, spatial, groups, eps, gamma,
-                                         beta, scratch));
+  WEFT_CU_WITH_TYPE(dt, T, {
+    const T *xt = static_cast<const T *>(x);
+    int v;
+    gn_cl_shape sh;
+    if (!gn_cl_plan(xt, batch, channels, spatial, groups, &v, &sh))
+      return cudaErrorInvalidValue;
+    *ss = gn_stats_cl<T>(s, xt, batch, v, sh, eps, gamma, beta, scratch,
+                         counters);
+  });
   return cudaGetLastError();
 }
 
@@ -604,15 +764,16 @@ weft__cu_group_norm_cl(cudaStream_t s, int dt, const void *x, void *y,
                        int64_t groups, float eps, const float *gamma,
                        const float *beta, int act, void *scratch,
                        unsigned *counters) {
-  (void)counters;
-  if (!gn_cl_fits(batch, channels, spatial, groups))
-    return cudaErrorInvalidValue;
   const int64_t n = batch * channels * spatial, image = channels * spatial;
   WEFT_CU_WITH_TYPE(dt, T, {
     const T *xt = static_cast<const T *>(x);
     T *yt = static_cast<T *>(y);
-    const float2 *ss = gn_stats_cl<T>(s, xt, batch, channels, spatial, groups,
-                                      eps, gamma, beta, scratch);
+    int v;
+    gn_cl_shape sh;
+    if (!gn_cl_plan(xt, batch, channels, spatial, groups, &v, &sh))
+      return cudaErrorInvalidValue;
+    const float2 *ss = gn_stats_cl<T>(s, xt, batch, v, sh, eps, gamma, beta,
+                                      scratch, counters);
     const bool vec = channels % 4 == 0 && weft_cu_aligned4<T>(xt) &&
                      weft_cu_aligned4<T>(yt);
     if (vec && n <= INT32_MAX)

@@ -3671,6 +3671,13 @@ static void channels_last_all(weft_cuda_precision prec, bool act16) {
   clt_norm_up(&t, 2, 64, 16, 16, 8, WEFT_ACT_SILU);
   clt_norm_up(&t, 1, 128, 64, 40, 32, WEFT_ACT_NONE); /* chunks merged */
   clt_norm_up(&t, 1, 6, 5, 7, 3, WEFT_ACT_SILU);      /* no vectors */
+  /* the UNet's: runs of two tiles a block (64x64), one row of threads a
+   * pixel (2560 channels); 512 threads a block (the VAE's 128 channels);
+   * more images than counters (the merge's own kernel) */
+  clt_norm_up(&t, 2, 320, 64, 64, 32, WEFT_ACT_SILU);
+  clt_norm_up(&t, 2, 2560, 8, 8, 32, WEFT_ACT_NONE);
+  clt_norm_up(&t, 1, 128, 128, 96, 32, WEFT_ACT_SILU);
+  clt_norm_up(&t, 4097, 8, 3, 2, 2, WEFT_ACT_SILU);
   clt_teardown(&t);
 }
 
