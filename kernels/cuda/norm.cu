@@ -440,13 +440,15 @@ extern "C" cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
 // (per-channel partials of 8-pixel chunks, the way before, were as large
 // as the map and took 25 us on the UNet's 2x4096x320 against 16).  The
 // image's last block (a counter per image, as gn_chunk_kernel's per group)
-// merges the image's blocks, a warp per group, and writes each channel's
-// (scale, shift); without counters gn_merge_cl_kernel does it.  The
+// merges the image's blocks, all its threads at once, and writes each
+// channel's (scale, shift); without counters gn_merge_cl_kernel does it.
+// (A warp per group there, and in a tile's sums, took 20-35 us a call on
+// the H200 whatever the map: each warp's groups one after another, each
+// waiting on its loads and shuffles.)  The
 // statistics are those of the channels-first kernels with the values
 // partitioned otherwise: equal up to the order of the sums.
 #define GN_CL_VALS 32    // values a thread keeps in registers (V = 8)
-#define GN_CL_BLOCKS 128 // most blocks an image: the merge's 4 a lane
-#define GN_CL_GW 4       // groups a warp of the merge loads at once
+#define GN_CL_BLOCKS 128 // most blocks an image
 #define GN_CL_SMEM (48 << 10)
 
 // Pixels a thread of V-wide vectors takes (single values: 8, fewer
@@ -456,12 +458,29 @@ __host__ __device__ constexpr int gn_cl_pixels(int v) {
 }
 
 struct gn_cl_shape {
-  int64_t spatial, channels, groups;
+  int64_t spatial;
+  int channels, groups;  // at most 4096 (512 vectors of 8)
   int cv, rows, threads; // threads of a pixel, rows of them, rounded up to 32
   int64_t tile, run;     // pixels a tile; tiles a block
   int blocks;            // blocks an image
-  size_t smem;           // the tile's channel sums and the groups' moments
+  size_t smem;           // gn_tile_cl_kernel's: gn_cl_smem's layout
 };
+
+// A block's shared memory (doubles first): the groups' sums gs, squared
+// deviations gq and means gm of a tile, the run's bs and bq; a double a
+// thread (gn_cl_sum's); the tile's channel sums acc [rows][channels].
+struct gn_cl_smem {
+  double *gs, *gq, *gm, *bs, *bq, *ts;
+  float *acc;
+};
+
+__device__ __forceinline__ gn_cl_smem gn_cl_smem_of(double *p,
+                                                    const gn_cl_shape &sh) {
+  const int g = sh.groups;
+  gn_cl_smem m = {p, p + g, p + 2 * g, p + 3 * g, p + 4 * g, p + 5 * g, NULL};
+  m.acc = reinterpret_cast<float *>(m.ts + blockDim.x);
+  return m;
+}
 
 // The shape for V-wide vectors; false where the block or its shared
 // memory would not fit.  256 threads, or 512 where 256 would leave more
@@ -471,7 +490,7 @@ static bool gn_cl_shape_of(int64_t channels, int64_t spatial, int64_t groups,
                            int v, gn_cl_shape *sh) {
   const int64_t cv = channels / v;
   if (cv > 512) return false;
-  sh->spatial = spatial, sh->channels = channels, sh->groups = groups;
+  sh->spatial = spatial, sh->channels = (int)channels, sh->groups = (int)groups;
   sh->cv = (int)cv;
   sh->rows = (int)(cv >= 256 ? 1 : 256 / cv);
   if ((spatial + sh->rows * gn_cl_pixels(v) - 1) /
@@ -483,23 +502,41 @@ static bool gn_cl_shape_of(int64_t channels, int64_t spatial, int64_t groups,
   const int64_t tiles = (spatial + sh->tile - 1) / sh->tile;
   sh->run = (tiles + GN_CL_BLOCKS - 1) / GN_CL_BLOCKS;
   sh->blocks = (int)((tiles + sh->run - 1) / sh->run);
-  sh->smem = (size_t)(sh->rows * channels) * sizeof(float) +
-             (size_t)(4 * groups) * sizeof(double);
+  sh->smem = (size_t)(5 * groups + sh->threads) * sizeof(double) +
+             (size_t)(sh->rows * channels) * sizeof(float);
   return sh->smem <= GN_CL_SMEM;
 }
 
-// The sums over the tile's rows of each group's channels, acc [rows]
-// [channels], into out[group]: a warp per group, in a fixed order.
-__device__ __forceinline__ void
-gn_cl_groups(const float *acc, const gn_cl_shape &sh, double *out) {
-  const int lane = (int)threadIdx.x & 31, nw = (int)blockDim.x >> 5;
-  const int64_t cpg = sh.channels / sh.groups, items = sh.rows * cpg;
-  for (int64_t g = threadIdx.x >> 5; g < sh.groups; g += nw) {
+// Sums per group, by the whole block: thread t takes group g0 + t / tpg
+// (tpg threads a group) and every tpg-th of the group's n items from
+// item(g, i), in double; the group's first thread adds its tpg sums in
+// order into out[g] (and out[g] / div into mean[g] where mean).  Groups
+// beyond the block's threads take rounds.  Fixed order: the same input,
+// the same bits.
+template <typename F>
+__device__ __forceinline__ void gn_cl_sum(const gn_cl_shape &sh, int n, F item,
+                                          double *ts, double *out, double *mean,
+                                          double div) {
+  const int nt = (int)blockDim.x, tid = (int)threadIdx.x;
+  const int tpg = sh.groups >= nt ? 1 : nt / sh.groups, gr = nt / tpg;
+  for (int g0 = 0; g0 < sh.groups; g0 += gr) {
+    const int g = g0 + tid / tpg, k = tid % tpg;
+    const bool ok = tid < gr * tpg && g < sh.groups;
     double s = 0;
-    for (int64_t i = lane; i < items; i += 32)
-      s += acc[(i / cpg) * sh.channels + g * cpg + i % cpg];
-    s = weft_cu_warp_sum(s);
-    if (lane == 0) out[g] = s;
+    if (ok)
+#pragma unroll 4
+      for (int i = k; i < n; i += tpg)
+        s += item(g, i);
+    ts[tid] = s;
+    __syncthreads();
+    if (ok && k == 0) {
+      double t = 0;
+      for (int j = 0; j < tpg; j++)
+        t += ts[tid + j];
+      out[g] = t;
+      if (mean) mean[g] = t / div;
+    }
+    __syncthreads();
   }
 }
 
@@ -510,50 +547,30 @@ __device__ __forceinline__ int64_t gn_cl_run_pixels(const gn_cl_shape &sh,
   return min(sh.spatial, p0 + sh.run * sh.tile) - p0;
 }
 
-// An image's (scale, shift) from its blocks' moments pt [blocks][groups]:
-// each warp takes GN_CL_GW groups at a time, each lane up to 4 blocks of
-// each (their loads issued together), the plain merge of gn_merge.
+// An image's (scale, shift) from its blocks' moments pt [blocks][groups],
+// gn_merge's sums spread over the block (gn_cl_sum), then a thread a
+// channel.
 __device__ void gn_cl_merge(const double2 *pt, const gn_cl_shape &sh,
-                            int64_t image, const gn_fin &f) {
-  const int lane = (int)threadIdx.x & 31, nw = (int)blockDim.x >> 5;
-  const int64_t cpg = sh.channels / sh.groups;
-  const double len = (double)(cpg * sh.spatial);
-  for (int64_t g0 = (threadIdx.x >> 5) * GN_CL_GW; g0 < sh.groups;
-       g0 += (int64_t)nw * GN_CL_GW) {
-    double2 m[GN_CL_GW][GN_CL_BLOCKS / 32];
-#pragma unroll
-    for (int i = 0; i < GN_CL_GW; i++)
-#pragma unroll
-      for (int k = 0; k < GN_CL_BLOCKS / 32; k++) {
-        const int b = lane + 32 * k;
-        m[i][k] = g0 + i < sh.groups && b < sh.blocks
-                      ? pt[(int64_t)b * sh.groups + g0 + i]
-                      : make_double2(0, 0);
-      }
-#pragma unroll
-    for (int i = 0; i < GN_CL_GW; i++) {
-      if (g0 + i >= sh.groups) break; // the same for the whole warp
-      double s = 0;
-#pragma unroll
-      for (int k = 0; k < GN_CL_BLOCKS / 32; k++)
-        s += m[i][k].x;
-      const double mean = weft_cu_warp_sum(s) / len;
-      double q = 0;
-#pragma unroll
-      for (int k = 0; k < GN_CL_BLOCKS / 32; k++) {
-        const int b = lane + 32 * k;
-        if (b >= sh.blocks) continue;
-        const double n = (double)(cpg * gn_cl_run_pixels(sh, b));
-        const double d = m[i][k].x / n - mean;
-        q += m[i][k].y + n * d * d;
-      }
-      const double var = weft_cu_warp_sum(q) / len;
-      const double2 mr = make_double2(mean, 1.0 / sqrt(var + (double)f.eps));
-      const int64_t c0 = (g0 + i) * cpg;
-      for (int64_t c = lane; c < cpg; c += 32)
-        f.ss[image * sh.channels + c0 + c] =
-            gn_scale_shift(mr, f.gamma, f.beta, c0 + c);
-    }
+                            int64_t image, const gn_fin &f, gn_cl_smem m) {
+  const int cpg = sh.channels / sh.groups, G = sh.groups;
+  const double len = (double)cpg * (double)sh.spatial;
+  gn_cl_sum(
+      sh, sh.blocks, [&](int g, int b) { return pt[(int64_t)b * G + g].x; },
+      m.ts, m.gs, m.gm, len);
+  gn_cl_sum(
+      sh, sh.blocks,
+      [&](int g, int b) {
+        const double2 v = pt[(int64_t)b * G + g];
+        const double n = (double)cpg * (double)gn_cl_run_pixels(sh, b);
+        const double d = v.x / n - m.gm[g];
+        return v.y + n * d * d;
+      },
+      m.ts, m.gq, NULL, 1.0);
+  for (int c = (int)threadIdx.x; c < sh.channels; c += (int)blockDim.x) {
+    const int g = c / cpg;
+    const double2 mr =
+        make_double2(m.gm[g], 1.0 / sqrt(m.gq[g] / len + (double)f.eps));
+    f.ss[image * sh.channels + c] = gn_scale_shift(mr, f.gamma, f.beta, c);
   }
 }
 
@@ -566,25 +583,27 @@ __global__ void __launch_bounds__(512)
                       gn_fin f) {
   weft_cu_pdl_wait();
   constexpr int P = gn_cl_pixels(V); // pixels a thread
-  extern __shared__ double gsm[];    // gs, gq, bs, bq; then acc
+  extern __shared__ double gsm[];
   __shared__ bool last;
-  const int64_t G = sh.groups, C = sh.channels, cpg = C / G;
-  double *gs = gsm, *gq = gs + G, *bs = gq + G, *bq = bs + G;
-  float *acc = reinterpret_cast<float *>(bq + G);
+  const gn_cl_smem m = gn_cl_smem_of(gsm, sh);
+  const int G = sh.groups, C = sh.channels, cpg = C / G;
   const int tid = (int)threadIdx.x, r = tid / sh.cv;
   const bool on = r < sh.rows;
-  const int64_t c0 = (int64_t)(tid % sh.cv) * V;
+  const int c0 = (tid % sh.cv) * V;
   const int64_t image = blockIdx.y, b = blockIdx.x;
   const T *xi = x + image * sh.spatial * C + c0;
   const int64_t p_begin = b * sh.run * sh.tile;
   const int64_t p_end = p_begin + gn_cl_run_pixels(sh, b);
+  const auto acc_item = [&](int g, int i) {
+    return (double)m.acc[(i / cpg) * C + g * cpg + i % cpg];
+  };
   double nb = 0; // values of the run so far, a group
   for (int64_t p0 = p_begin; p0 < p_end; p0 += sh.tile) {
-    const int64_t np = min(sh.tile, p_end - p0);
+    const int np = (int)min(sh.tile, p_end - p0);
     float v[P * V];
 #pragma unroll
     for (int k = 0; k < P; k++) {
-      const int64_t p = r + (int64_t)k * sh.rows;
+      const int p = r + k * sh.rows;
       if (on && p < np) {
         weft_cu_ldv<T, V>(xi + (p0 + p) * C, v + k * V);
       } else {
@@ -600,44 +619,41 @@ __global__ void __launch_bounds__(512)
 #pragma unroll
         for (int k = 0; k < P; k++)
           s += v[k * V + i];
-        acc[r * C + c0 + i] = s;
+        m.acc[r * C + c0 + i] = s;
       }
     __syncthreads();
-    gn_cl_groups(acc, sh, gs);
-    __syncthreads();
-    const double n = (double)(cpg * np);
+    const double n = (double)cpg * np;
+    gn_cl_sum(sh, sh.rows * cpg, acc_item, m.ts, m.gs, m.gm, n);
     if (on)
 #pragma unroll
       for (int i = 0; i < V; i++) {
-        const double mean = gs[(c0 + i) / cpg] / n;
+        const double mean = m.gm[(c0 + i) / cpg];
         double q = 0;
 #pragma unroll
         for (int k = 0; k < P; k++) {
           const double d = v[k * V + i] - mean;
-          if (r + (int64_t)k * sh.rows < np) q += d * d;
+          if (r + k * sh.rows < np) q += d * d;
         }
-        acc[r * C + c0 + i] = (float)q;
+        m.acc[r * C + c0 + i] = (float)q;
       }
     __syncthreads();
-    gn_cl_groups(acc, sh, gq);
-    __syncthreads();
-    for (int64_t g = tid; g < G; g += blockDim.x) {
+    gn_cl_sum(sh, sh.rows * cpg, acc_item, m.ts, m.gq, NULL, 1.0);
+    for (int g = tid; g < G; g += (int)blockDim.x) {
       if (nb == 0) {
-        bs[g] = gs[g], bq[g] = gq[g];
+        m.bs[g] = m.gs[g], m.bq[g] = m.gq[g];
       } else { // Chan et al.: the run so far and this tile
-        const double d = gs[g] / n - bs[g] / nb;
-        bq[g] += gq[g] + d * d * (nb * n / (nb + n));
-        bs[g] += gs[g];
+        const double d = m.gm[g] - m.bs[g] / nb;
+        m.bq[g] += m.gq[g] + d * d * (nb * n / (nb + n));
+        m.bs[g] += m.gs[g];
       }
     }
     nb += n;
-    // the next tile's gs and acc are written after its first sync, and a
-    // group's bs / bq are read and written by one thread
+    // the next tile's gs, gm and acc are written after its first sync,
+    // and a group's bs / bq are read and written by one thread
   }
-  __syncthreads();
   double2 *pt = part + image * sh.blocks * G;
-  for (int64_t g = tid; g < G; g += blockDim.x)
-    pt[b * G + g] = make_double2(bs[g], bq[g]);
+  for (int g = tid; g < G; g += (int)blockDim.x)
+    pt[b * G + g] = make_double2(m.bs[g], m.bq[g]);
   if (!f.counters) return;
   __threadfence(); // the moments before the count
   __syncthreads();
@@ -646,17 +662,19 @@ __global__ void __launch_bounds__(512)
   __syncthreads();
   if (!last) return;
   __threadfence(); // every block's moments counted: read after the count
-  gn_cl_merge(pt, sh, image, f);
+  gn_cl_merge(pt, sh, image, f, m);
   if (tid == 0) f.counters[image] = 0; // ready for the next group norm
 }
 
 // Without counters: one block an image merges its blocks' moments.
-__global__ void __launch_bounds__(256)
+#define GN_CL_MERGE 256
+__global__ void __launch_bounds__(GN_CL_MERGE)
     gn_merge_cl_kernel(const double2 *__restrict__ part, gn_cl_shape sh,
                        gn_fin f) {
   weft_cu_pdl_wait();
+  extern __shared__ double gsm[];
   gn_cl_merge(part + (int64_t)blockIdx.x * sh.blocks * sh.groups, sh,
-              blockIdx.x, f);
+              blockIdx.x, f, gn_cl_smem_of(gsm, sh));
 }
 
 // Bytes of the blocks' moments (at most GN_CL_BLOCKS an image, whatever the
@@ -703,7 +721,9 @@ static float2 *gn_stats_cl(cudaStream_t s, const T *x, int64_t batch, int v,
     weft_cu_launch(gn_tile_cl_kernel<T, 1>, grid, sh.threads, sh.smem, s, x, sh,
                    part, f);
   if (!fused)
-    weft_cu_launch(gn_merge_cl_kernel, (unsigned)batch, 256, 0, s, part, sh, f);
+    weft_cu_launch(gn_merge_cl_kernel, (unsigned)batch, GN_CL_MERGE,
+                   (size_t)(5 * sh.groups + GN_CL_MERGE) * sizeof(double), s,
+                   part, sh, f);
   return ss;
 }
 

@@ -106,15 +106,15 @@ int sd_run_conv_cl(weft_backend *be, const sd_conv *c, const float *x,
                    bool x_cl, int64_t b, int64_t h, int64_t w, float *y,
                    bool y_cl, int64_t *ho, int64_t *wo);
 /* Whether a model keeps its maps channels last between its layers: on a
- * backend with the channels-last ops, when WEFT_SD_CL=1 (0 or unset:
- * channels first).  hwc: the model's 3x3 weights went channels last
- * (CUDA's NHWC convolutions), where it would pay; on an H200 (BENCHMARKS.md,
- * seventh session) it does not yet: the copies into the convolutions'
- * bands and their epilogues are cheaper than the moves, but the group
- * norms' statistics over channels-last maps cost more than those they
- * save, so it is off by default.  On the CPU the channels-last ops are
- * the NCHW ones on moved maps (tests). */
-bool sd_cl_wanted(weft_backend *be, bool hwc);
+ * backend with the channels-last ops, where its 3x3 weights went channels
+ * last (hwc: CUDA's NHWC convolutions) and dflt, the model's default;
+ * WEFT_SD_CL=1 / 0 asks for / against it whatever the default.  On an
+ * H200 (BENCHMARKS.md, thirteenth session) the UNet's step is faster so
+ * (no transposes around its convolutions and projections, the group
+ * norms' statistics as cheap as channels first), the VAE's decode is not
+ * (its 512x512 maps: the channels-first moves there are the cheaper).  On
+ * the CPU the channels-last ops are the NCHW ones on moved maps (tests). */
+bool sd_cl_wanted(weft_backend *be, bool hwc, bool dflt);
 /* group_norm of [b, c, spatial] maps, or with cl of [b, spatial, c] ones
  * (the backend's group_norm_cl) */
 int sd_group_norm(weft_backend *be, bool cl, const float *x, float *y,
