@@ -75,6 +75,7 @@ static void ctx_free(weft__cuda_ctx *ctx) {
   weft__cuda_cache_destroy(ctx);
   if (ctx->gn_counters) cudaFree(ctx->gn_counters);
   weft__cuda_ranges_destroy(&ctx->half);
+  weft__cuda_ranges_destroy(&ctx->mirror);
   if (ctx->stream) cudaStreamDestroy(ctx->stream);
   pthread_mutex_destroy(&ctx->plans_mu);
   free(ctx);
@@ -149,6 +150,14 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
     return NULL;
   }
   if (weft__cuda_ranges_init(&ctx->half) != 0) {
+    weft__cuda_cache_destroy(ctx);
+    free(be);
+    free(ctx);
+    snprintf(err, err_size, "out of host memory");
+    return NULL;
+  }
+  if (weft__cuda_ranges_init(&ctx->mirror) != 0) {
+    weft__cuda_ranges_destroy(&ctx->half);
     weft__cuda_cache_destroy(ctx);
     free(be);
     free(ctx);

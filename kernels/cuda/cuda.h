@@ -217,6 +217,18 @@ int weft_cuda_mark_half_as(weft_backend *be, const void *buf, size_t bytes,
                            weft_dtype dtype);
 /* Removes the range that starts at buf; 0, or WEFT_EINVAL when none does. */
 int weft_cuda_unmark_half(weft_backend *be, const void *buf);
+/* Registers h16 as a 16-bit copy (dtype WEFT_F16 or WEFT_BF16) of the
+ * fp32 values in [f32, f32 + bytes): a product's fp32 bias found there is
+ * read from the copy where the product wants a bias of that type
+ * (cuBLASLt's epilogue with a 16-bit output), instead of being rounded
+ * into scratch each call.  The caller keeps the copy equal to the fp32
+ * values rounded to dtype (weft's convert) whenever either changes, and
+ * unmarks before freeing either; the ranges of mirrors are disjoint.  0,
+ * or WEFT_EINVAL / WEFT_ENOMEM. */
+int weft_cuda_mark_mirror(weft_backend *be, const float *f32, size_t bytes,
+                          const void *h16, weft_dtype dtype);
+/* Removes the mirror whose fp32 range starts at f32; 0, or WEFT_EINVAL. */
+int weft_cuda_unmark_mirror(weft_backend *be, const float *f32);
 /* The 16-bit format of the registered range holding p (WEFT_F16 or
  * WEFT_BF16), or WEFT_F32 when p lies in none. */
 weft_dtype weft_cuda_half_dtype(const weft_backend *be, const void *p);

@@ -425,13 +425,19 @@ static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
    * step): for an fp16 D the fp32 bias is rounded into the bias area
    * behind the workspace first, one small kernel, and added in fp32 by
    * the epilogue before D's one rounding (diffusers' fp16 models keep
-   * fp16 biases too).  A bf16 bias would lose 8 bits (2^-9 of its size:
-   * outside tests/kernels_cuda's tolerance of a 1x1 convolution): bf16
-   * keeps the kernel after the product. */
+   * fp16 biases too); a bias with a 16-bit mirror (nodes/sd keeps one of
+   * its fp32 weights) is read from it.  A bf16 bias would lose 8 bits (2^-9 of
+   * its size: outside tests/kernels_cuda's tolerance of a 1x1 convolution):
+   * bf16 keeps the kernel after the product. */
   bool epilogue =
       mm->bias && (uintptr_t)mm->bias % 16 == 0 && mm->c_dt != WEFT_BF16;
   const void *bias = mm->bias;
-  if (epilogue && mm->c_dt != WEFT_F32) {
+  const void *m16 = epilogue && mm->c_dt != WEFT_F32
+                        ? weft__cuda_mirror16(ctx, mm->bias, mm->c_dt)
+                        : NULL;
+  if (m16 && (uintptr_t)m16 % 16 == 0) {
+    bias = m16; /* its 16-bit mirror (weft_cuda_mark_mirror) */
+  } else if (epilogue && mm->c_dt != WEFT_F32) {
     epilogue = ctx->lt_ws && (size_t)mm->n * 2 <= LT_BIAS_BYTES;
     if (epilogue) {
       void *b16 = (char *)ctx->lt_ws + ctx->lt_ws_bytes;

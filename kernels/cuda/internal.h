@@ -37,10 +37,12 @@ typedef struct weft__cuda_cache {
 /* ---- Context ---------------------------------------------------------------
  */
 
-/* A registered range of 16-bit weights [lo, hi) (weft_cuda_mark_half). */
+/* A registered range of 16-bit weights [lo, hi) (weft_cuda_mark_half), or
+ * of fp32 values with a 16-bit copy at `to` (weft_cuda_mark_mirror). */
 typedef struct weft__cuda_range {
   uintptr_t lo, hi;
   weft_dtype dtype; /* WEFT_F16 or WEFT_BF16 */
+  uintptr_t to;     /* a mirror's copy; 0 for 16-bit weights */
 } weft__cuda_range;
 
 /* The half-weight ranges, sorted by lo, disjoint. */
@@ -87,6 +89,7 @@ typedef struct weft__cuda_ctx {
   weft_cuda_precision precision; /* never AUTO */
   weft_dtype act; /* activations' dtype: WEFT_F32 or the compute dtype */
   weft__cuda_ranges half;
+  weft__cuda_ranges mirror; /* fp32 ranges with 16-bit copies */
   weft__cuda_cache cache;
   weft__cuda_prof *prof;
   char err[512]; /* last failure, for weft_cuda_last_error */
@@ -202,6 +205,10 @@ weft_dtype weft__cuda_weight_dtype(weft__cuda_ctx *ctx, const void *p);
 int weft__cuda_mark_range(weft__cuda_ctx *ctx, const void *buf, size_t bytes,
                           weft_dtype dtype);
 int weft__cuda_unmark_range(weft__cuda_ctx *ctx, const void *buf);
+/* The 16-bit copy (dtype dt) of the fp32 values at p where a mirror holds
+ * them (weft_cuda_mark_mirror), else NULL. */
+const void *weft__cuda_mirror16(weft__cuda_ctx *ctx, const float *p,
+                                weft_dtype dt);
 /* Resolves AUTO from the environment (WEFT_PRECISION); 0, or WEFT_EINVAL
  * with the reason in err. */
 int weft__cuda_precision_resolve(weft_cuda_precision in,

@@ -112,21 +112,21 @@ int weft_cuda_mark_half_as(weft_backend *be, const void *buf, size_t bytes,
   return weft__cuda_mark_range(WEFT__CUDA_CTX(be), buf, bytes, dtype);
 }
 
-int weft__cuda_mark_range(weft__cuda_ctx *ctx, const void *buf, size_t bytes,
-                          weft_dtype dtype) {
+/* Adds [buf, buf + bytes) to r (what: the caller's name for errors). */
+static int ranges_add(weft__cuda_ctx *ctx, weft__cuda_ranges *r,
+                      const char *what, const void *buf, size_t bytes,
+                      weft_dtype dtype, uintptr_t to) {
   if (!buf || bytes == 0 || (dtype != WEFT_F16 && dtype != WEFT_BF16))
     return WEFT_EINVAL;
   uintptr_t lo = (uintptr_t)buf, hi = lo + bytes;
   if (hi < lo) return WEFT_EINVAL;
-  weft__cuda_ranges *r = &ctx->half;
   int rc = 0;
   pthread_mutex_lock(&r->mu);
   size_t i = upper_bound(r, lo); /* insert before i */
   if ((i > 0 && r->r[i - 1].hi > lo) || (i < r->n && r->r[i].lo < hi)) {
     rc = weft__cuda_fail(ctx, WEFT_EINVAL,
-                         "weft_cuda_mark_half(%p, %zu bytes): overlaps a "
-                         "range already marked",
-                         buf, bytes);
+                         "%s(%p, %zu bytes): overlaps a range already marked",
+                         what, buf, bytes);
     goto out;
   }
   if (r->n == r->cap) {
@@ -140,11 +140,17 @@ int weft__cuda_mark_range(weft__cuda_ctx *ctx, const void *buf, size_t bytes,
     r->cap = nc;
   }
   memmove(r->r + i + 1, r->r + i, (r->n - i) * sizeof *r->r);
-  r->r[i] = (weft__cuda_range){lo, hi, dtype};
+  r->r[i] = (weft__cuda_range){lo, hi, dtype, to};
   r->n++;
 out:
   pthread_mutex_unlock(&r->mu);
   return rc;
+}
+
+int weft__cuda_mark_range(weft__cuda_ctx *ctx, const void *buf, size_t bytes,
+                          weft_dtype dtype) {
+  return ranges_add(ctx, &ctx->half, "weft_cuda_mark_half", buf, bytes, dtype,
+                    0);
 }
 
 int weft_cuda_mark_half(weft_backend *be, const void *buf, size_t bytes) {
@@ -164,9 +170,8 @@ int weft_cuda_unmark_half(weft_backend *be, const void *buf) {
   return weft__cuda_unmark_range(WEFT__CUDA_CTX(be), buf);
 }
 
-int weft__cuda_unmark_range(weft__cuda_ctx *ctx, const void *buf) {
+static int ranges_remove(weft__cuda_ranges *r, const void *buf) {
   if (!buf) return WEFT_EINVAL;
-  weft__cuda_ranges *r = &ctx->half;
   uintptr_t lo = (uintptr_t)buf;
   int rc = WEFT_EINVAL;
   pthread_mutex_lock(&r->mu);
@@ -178,6 +183,41 @@ int weft__cuda_unmark_range(weft__cuda_ctx *ctx, const void *buf) {
   }
   pthread_mutex_unlock(&r->mu);
   return rc;
+}
+
+int weft__cuda_unmark_range(weft__cuda_ctx *ctx, const void *buf) {
+  return ranges_remove(&ctx->half, buf);
+}
+
+int weft_cuda_mark_mirror(weft_backend *be, const float *f32, size_t bytes,
+                          const void *h16, weft_dtype dtype) {
+  if (!weft_backend_is_cuda(be) || !h16 || bytes % sizeof(float) ||
+      (uintptr_t)f32 % sizeof(float) || (uintptr_t)h16 % 2)
+    return WEFT_EINVAL;
+  return ranges_add(WEFT__CUDA_CTX(be), &WEFT__CUDA_CTX(be)->mirror,
+                    "weft_cuda_mark_mirror", f32, bytes, dtype, (uintptr_t)h16);
+}
+
+int weft_cuda_unmark_mirror(weft_backend *be, const float *f32) {
+  if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
+  return ranges_remove(&WEFT__CUDA_CTX(be)->mirror, f32);
+}
+
+const void *weft__cuda_mirror16(weft__cuda_ctx *ctx, const float *p,
+                                weft_dtype dt) {
+  weft__cuda_ranges *r = &ctx->mirror;
+  const uintptr_t u = (uintptr_t)p;
+  const void *out = NULL;
+  if (!p) return NULL;
+  pthread_mutex_lock(&r->mu);
+  if (r->n) {
+    size_t i = upper_bound(r, u);
+    const weft__cuda_range *m = i > 0 ? &r->r[i - 1] : NULL;
+    if (m && u < m->hi && m->dtype == dt)
+      out = (const void *)(m->to + (u - m->lo) / 2);
+  }
+  pthread_mutex_unlock(&r->mu);
+  return out;
 }
 
 weft_dtype weft_cuda_half_dtype(const weft_backend *be, const void *p) {

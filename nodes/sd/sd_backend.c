@@ -161,6 +161,13 @@ static int cx_mark(void *u, void *buf, size_t n, weft_dtype dt) {
 static int cx_unmark(void *u, void *buf) {
   return weft_cuda_unmark_half(((cuda_xfer *)u)->be, buf);
 }
+static int cx_mark_mirror(void *u, const float *f32, size_t n, const void *h16,
+                          weft_dtype dt) {
+  return weft_cuda_mark_mirror(((cuda_xfer *)u)->be, f32, n, h16, dt);
+}
+static int cx_unmark_mirror(void *u, const float *f32) {
+  return weft_cuda_unmark_mirror(((cuda_xfer *)u)->be, f32);
+}
 static int cx_trim(void *u) {
   return weft_cuda_trim(((cuda_xfer *)u)->be);
 }
@@ -203,6 +210,8 @@ int sd_cuda_xfer(weft_backend *be, sd_xfer *out, weft_dtype *half, char *err,
                    .compute_wait = cx_wait,
                    .mark_half = cx_mark,
                    .unmark_half = cx_unmark,
+                   .mark_mirror = cx_mark_mirror,
+                   .unmark_mirror = cx_unmark_mirror,
                    .trim = cx_trim,
                    .scratch_limit = cx_scratch_limit,
                    .conv_hwc = cx_conv_hwc,

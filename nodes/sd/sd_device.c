@@ -835,6 +835,10 @@ static void devw_free(sd_devw *dw) {
   sd_vram *vr = dw->vr;
   for (int b = 0; b < dw->n_blocks; b++)
     if (dw->blk[b].copy_ev) vr->x.event_free(vr->x.ctx, dw->blk[b].copy_ev);
+  if (dw->f32h) {
+    if (dw->f32) vr->x.unmark_mirror(vr->x.ctx, dw->f32);
+    dw->be->iface->buffer_free(dw->be, dw->f32h);
+  }
   if (dw->f32) dw->be->iface->buffer_free(dw->be, dw->f32);
   if (dw->image) {
     if (dw->image_pinned)
@@ -995,10 +999,15 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
     if (k->bytes && async(vr) && !(k->copy_ev = vr->x.event_new(vr->x.ctx)))
       rc = WEFT_ENOMEM;
   }
-  dw->arena_bytes = dw->image_bytes + dw->f32_bytes;
+  const bool mirror = vr->half == WEFT_F16 && vr->x.mark_mirror;
+  dw->arena_bytes =
+      dw->image_bytes + dw->f32_bytes + (mirror ? dw->f32_bytes / 2 : 0);
   weft_backend *be = vr->be;
   if (!rc && dw->f32_bytes &&
       !(dw->f32 = be->iface->buffer_alloc(be, dw->f32_bytes)))
+    rc = WEFT_ENOMEM;
+  if (!rc && dw->f32_bytes && mirror &&
+      !(dw->f32h = be->iface->buffer_alloc(be, dw->f32_bytes / 2)))
     rc = WEFT_ENOMEM;
   double t0 = sd_mono_s();
   if (!rc && dw->image_bytes) {
@@ -1016,6 +1025,18 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
       rc = be->iface->buffer_copy(be, (char *)dw->f32 + e->off, e->host,
                                   (size_t)e->numel * sizeof(float),
                                   WEFT_COPY_HOST_TO_DEVICE);
+  }
+  if (!rc && dw->f32h) {
+    rc = be->iface->convert(be, dw->f32h, WEFT_F16, dw->f32, WEFT_F32,
+                            (int64_t)(dw->f32_bytes / sizeof(float)));
+    if (!rc)
+      rc = vr->x.mark_mirror(vr->x.ctx, dw->f32, dw->f32_bytes, dw->f32h,
+                             WEFT_F16);
+    if (rc) { /* no mirror: the biases are rounded where they are used */
+      be->iface->buffer_free(be, dw->f32h);
+      dw->f32h = NULL;
+      rc = 0;
+    }
   }
   if (!rc) {
     /* F32 weights point at the device now; blocks as they load */
@@ -1113,10 +1134,16 @@ int sd_devw_sync(sd_devw *dw, const float *host) {
   weft_backend *be = dw->be;
   if (e->kind == SD_W_HOST) return 0;
   /* on the backend's stream: after every queued use of the old values */
-  if (e->kind == SD_W_F32)
-    return be->iface->buffer_copy(be, (char *)dw->f32 + e->off, e->host,
-                                  (size_t)e->numel * sizeof(float),
-                                  WEFT_COPY_HOST_TO_DEVICE);
+  if (e->kind == SD_W_F32) {
+    float *d = (float *)((char *)dw->f32 + e->off);
+    int rc =
+        be->iface->buffer_copy(be, d, e->host, (size_t)e->numel * sizeof(float),
+                               WEFT_COPY_HOST_TO_DEVICE);
+    if (!rc && dw->f32h) /* and its mirror, after the copy on the stream */
+      rc = be->iface->convert(be, (char *)dw->f32h + e->off / 2, WEFT_F16, d,
+                              WEFT_F32, e->numel);
+    return rc;
+  }
   sd_devw_block *k = &dw->blk[e->block];
   if (k->pending) {
     /* an upload in flight still reads the image: let it finish */

@@ -120,6 +120,11 @@ typedef struct sd_xfer {
   /* registers/unregisters device memory holding 16-bit weights of dtype */
   int (*mark_half)(void *ctx, void *buf, size_t n, weft_dtype dtype);
   int (*unmark_half)(void *ctx, void *buf);
+  /* registers/unregisters h16 as a 16-bit copy of the fp32 weights at f32
+   * (the F32 buffer: biases then read from the copy; may be NULL) */
+  int (*mark_mirror)(void *ctx, const float *f32, size_t n, const void *h16,
+                     weft_dtype dtype);
+  int (*unmark_mirror)(void *ctx, const float *f32);
   /* waits for the device and returns the backend's cached free memory to
    * the driver (a caching allocator's kept blocks), so that a smaller
    * pool, an arena or the next node's scratch is not allocated beside it */
@@ -253,6 +258,7 @@ struct sd_devw {
   int n_blocks;
   void *f32; /* the SD_W_F32 weights (one buffer of be) */
   size_t f32_bytes;
+  void *f32h;  /* their fp16 mirror (fp16 products; sd_xfer.mark_mirror) */
   void *image; /* the blocks as uploaded (16-bit or fp32), host */
   size_t image_bytes;
   bool image_pinned;  /* from the copy stream's host_alloc (else malloc) */

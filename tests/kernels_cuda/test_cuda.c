@@ -3692,3 +3692,58 @@ TEST(channels_last_maps_bf16_activations) {
 TEST(channels_last_maps_fp32) {
   channels_last_all(WEFT_CUDA_FP32, false);
 }
+
+/* ---- fp32 values with a 16-bit mirror (weft_cuda_mark_mirror) -------------
+ * A linear's fp32 bias rounded into scratch each call and read from its
+ * mirror give the same bits; a mirror holding other values is what the
+ * product then reads (the bias those values are, rounded each call, gives
+ * the same bits), and once unmarked the bias is rounded again. */
+TEST(bias_mirror_fp16) {
+  clt t = clt_setup(WEFT_CUDA_FP16, true);
+  const int64_t rows = 64, in = 320, out = 640, ny = rows * out;
+  void *x = clt_rnd(&t, rows * in, -1, 1);
+  float *w = rnd(&t.seed, in * out, -.1f, .1f), *b = rnd(&t.seed, out, -1, 1);
+  float *b2 = malloc((size_t)out * 4);
+  ASSERT(b2);
+  for (int64_t i = 0; i < out; i++)
+    b2[i] = 2 * b[i] + 0.5f;
+  void *dx = clt_up(&t, x, (size_t)(rows * in) * t.es);
+  float *dw = clt_up(&t, w, (size_t)(in * out) * 4);
+  float *db = clt_up(&t, b, (size_t)out * 4),
+        *db2 = clt_up(&t, b2, (size_t)out * 4);
+  void *dh = t.be->iface->buffer_alloc(t.be, (size_t)out * 2);
+  ASSERT(dh);
+  void *dy[5];
+  for (int i = 0; i < 5; i++)
+    dy[i] = clt_poison(&t, ny);
+  const weft_backend_iface *f = t.be->iface;
+  ASSERT_OK(f->linear(t.be, dx, rows, in, dw, db, out, dy[0]));
+  ASSERT_OK(f->convert(t.be, dh, WEFT_F16, db, WEFT_F32, out));
+  ASSERT_OK(weft_cuda_mark_mirror(t.be, db, (size_t)out * 4, dh, WEFT_F16));
+  ASSERT_EQ(weft_cuda_mark_mirror(t.be, db + 4, 16, dh, WEFT_F16), WEFT_EINVAL);
+  ASSERT_OK(f->linear(t.be, dx, rows, in, dw, db, out, dy[1]));
+  ASSERT_OK(f->convert(t.be, dh, WEFT_F16, db2, WEFT_F32, out));
+  ASSERT_OK(f->linear(t.be, dx, rows, in, dw, db, out, dy[2]));
+  ASSERT_OK(f->linear(t.be, dx, rows, in, dw, db2, out, dy[3]));
+  ASSERT_OK(weft_cuda_unmark_mirror(t.be, db));
+  ASSERT_EQ(weft_cuda_unmark_mirror(t.be, db), WEFT_EINVAL);
+  ASSERT_OK(f->linear(t.be, dx, rows, in, dw, db, out, dy[4]));
+  void *y[5];
+  for (int i = 0; i < 5; i++)
+    y[i] = clt_down(&t, dy[i], ny);
+  compare_exact("linear, the bias from its mirror", y[1], y[0],
+                (size_t)ny * t.es);
+  compare_exact("linear, the mirror holding 2 b + 0.5", y[2], y[3],
+                (size_t)ny * t.es);
+  ASSERT(memcmp(y[2], y[0], (size_t)ny * t.es) != 0);
+  compare_exact("linear, the mirror unmarked", y[4], y[0], (size_t)ny * t.es);
+  for (int i = 0; i < 5; i++) {
+    free(y[i]);
+    f->buffer_free(t.be, dy[i]);
+  }
+  void *dev[] = {dx, dw, db, db2, dh};
+  for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+    f->buffer_free(t.be, dev[i]);
+  free(x), free(w), free(b), free(b2);
+  clt_teardown(&t);
+}
