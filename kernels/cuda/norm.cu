@@ -430,23 +430,22 @@ extern "C" cudaError_t weft__cu_gn_stats(cudaStream_t s, int dt, const void *x,
 // (a 16-byte vector, V = 8; or V = 1) of the pixels r, r + rows, ... of a
 // tile of `rows * gn_cl_pixels(V)` pixels, so a warp reads consecutive
 // vectors.  Each tile takes two passes from registers: every channel's sum
-// over the thread's pixels (float, 4 or 8 values) into shared
-// memory, then each group's sum (a warp per group, double, in a fixed
-// order) and the tile's mean; then the squared deviations from that mean
-// (double), the same way.  A block takes a run of tiles (so that an image
-// has at most GN_CL_BLOCKS blocks) and merges their moments as the
-// channels-first chunks are merged (Chan et al.), then writes one (sum,
-// M2) per group: partials of groups, as small as the channels-first ones
-// (per-channel partials of 8-pixel chunks, the way before, were as large
-// as the map and took 25 us on the UNet's 2x4096x320 against 16).  The
-// image's last block (a counter per image, as gn_chunk_kernel's per group)
-// merges the image's blocks, all its threads at once, and writes each
-// channel's (scale, shift); without counters gn_merge_cl_kernel does it.
-// (A warp per group there, and in a tile's sums, took 20-35 us a call on
-// the H200 whatever the map: each warp's groups one after another, each
-// waiting on its loads and shuffles.)  The
-// statistics are those of the channels-first kernels with the values
-// partitioned otherwise: equal up to the order of the sums.
+// over the thread's pixels (float, 4 or 8 values) into shared memory, then
+// each group's sum (the block's threads spread over the groups, double,
+// in a fixed order: gn_cl_sum) and the tile's mean; then the squared
+// deviations from that mean (double), the same way.  A block takes a run
+// of tiles (so that an image has at most GN_CL_BLOCKS blocks) and merges
+// their moments as the channels-first chunks are merged (Chan et al.),
+// then writes one (sum, M2) per group: partials of groups, as small as the
+// channels-first ones (per-channel partials of 8-pixel chunks, the way
+// before, were as large as the map).  The image's last block (a counter
+// per image, as gn_chunk_kernel's per group) merges the image's blocks,
+// all its threads at once, and writes each channel's (scale, shift);
+// without counters gn_merge_cl_kernel does it.  The statistics are those
+// of the channels-first kernels with the values partitioned otherwise:
+// equal up to the order of the sums.  Not yet fast: 15-35 us a call on
+// the H200 whatever the map (about 5 channels first; BENCHMARKS.md,
+// thirteenth session), so the models' maps stay channels first.
 #define GN_CL_VALS 32    // values a thread keeps in registers (V = 8)
 #define GN_CL_BLOCKS 128 // most blocks an image
 #define GN_CL_SMEM (48 << 10)
