@@ -31,18 +31,24 @@ static size_t upper_bound(const weft__cuda_ranges *r, uintptr_t p) {
   return lo;
 }
 
-weft_dtype weft__cuda_weight_dtype(weft__cuda_ctx *ctx, const void *p) {
-  weft__cuda_ranges *r = &ctx->half;
-  if (!p) return WEFT_F32;
-  uintptr_t u = (uintptr_t)p;
-  weft_dtype dt = WEFT_F32;
+/* The range of r holding p, copied into *out; false where none does. */
+static bool ranges_find(weft__cuda_ranges *r, const void *p,
+                        weft__cuda_range *out) {
+  const uintptr_t u = (uintptr_t)p;
+  bool found = false;
+  if (!p) return false;
   pthread_mutex_lock(&r->mu);
   if (r->n) {
     size_t i = upper_bound(r, u);
-    if (i > 0 && u < r->r[i - 1].hi) dt = r->r[i - 1].dtype;
+    if (i > 0 && u < r->r[i - 1].hi) *out = r->r[i - 1], found = true;
   }
   pthread_mutex_unlock(&r->mu);
-  return dt;
+  return found;
+}
+
+weft_dtype weft__cuda_weight_dtype(weft__cuda_ctx *ctx, const void *p) {
+  weft__cuda_range m;
+  return ranges_find(&ctx->half, p, &m) ? m.dtype : WEFT_F32;
 }
 
 int weft__cuda_precision_resolve(weft_cuda_precision in,
@@ -205,19 +211,9 @@ int weft_cuda_unmark_mirror(weft_backend *be, const float *f32) {
 
 const void *weft__cuda_mirror16(weft__cuda_ctx *ctx, const float *p,
                                 weft_dtype dt) {
-  weft__cuda_ranges *r = &ctx->mirror;
-  const uintptr_t u = (uintptr_t)p;
-  const void *out = NULL;
-  if (!p) return NULL;
-  pthread_mutex_lock(&r->mu);
-  if (r->n) {
-    size_t i = upper_bound(r, u);
-    const weft__cuda_range *m = i > 0 ? &r->r[i - 1] : NULL;
-    if (m && u < m->hi && m->dtype == dt)
-      out = (const void *)(m->to + (u - m->lo) / 2);
-  }
-  pthread_mutex_unlock(&r->mu);
-  return out;
+  weft__cuda_range m;
+  if (!ranges_find(&ctx->mirror, p, &m) || m.dtype != dt) return NULL;
+  return (const void *)(m.to + ((uintptr_t)p - m.lo) / 2);
 }
 
 weft_dtype weft_cuda_half_dtype(const weft_backend *be, const void *p) {
