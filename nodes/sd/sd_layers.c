@@ -244,9 +244,12 @@ int sd_run_conv_cl(weft_backend *be, const sd_conv *c, const float *x,
               (epi){NULL, NULL}, (cl_io){x_cl, y_cl}, y, ho, wo);
 }
 
-bool sd_cl_wanted(weft_backend *be, bool hwc, bool dflt) {
+/* 1 once channels-last maps pay on CUDA (sd_layers.h) */
+#define SD_CL_DEFAULT 0
+
+bool sd_cl_wanted(weft_backend *be, bool hwc) {
   const char *e = getenv("WEFT_SD_CL");
-  const bool want = e && *e ? strcmp(e, "0") != 0 : dflt && hwc;
+  const bool want = e && *e ? strcmp(e, "0") != 0 : SD_CL_DEFAULT && hwc;
   return want && weft_backend_has_cl(be);
 }
 

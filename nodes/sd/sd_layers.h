@@ -107,15 +107,14 @@ int sd_run_conv_cl(weft_backend *be, const sd_conv *c, const float *x,
                    bool y_cl, int64_t *ho, int64_t *wo);
 /* Whether a model keeps its maps channels last between its layers: on a
  * backend with the channels-last ops, where its 3x3 weights went channels
- * last (hwc: CUDA's NHWC convolutions) and dflt, the model's default;
- * WEFT_SD_CL=1 / 0 asks for / against it whatever the default.  Both
- * models default to channels first: on an H200 (BENCHMARKS.md, thirteenth
+ * last (hwc: CUDA's NHWC convolutions), when WEFT_SD_CL=1 (0 or unset:
+ * channels first).  Off by default: on an H200 (BENCHMARKS.md, thirteenth
  * session) the UNet's sampler step took 6.9 ms channels last against 6.1,
  * its group norms' statistics over channels-last maps 15-35 us a call
  * against about 5 (the cause not found yet); the VAE's decode 9.1 against
  * 7.2.  On the CPU the channels-last ops are the NCHW ones on moved maps
  * (tests). */
-bool sd_cl_wanted(weft_backend *be, bool hwc, bool dflt);
+bool sd_cl_wanted(weft_backend *be, bool hwc);
 /* group_norm of [b, c, spatial] maps, or with cl of [b, spatial, c] ones
  * (the backend's group_norm_cl) */
 int sd_group_norm(weft_backend *be, bool cl, const float *x, float *y,

@@ -426,7 +426,7 @@ void sd_unet_feats_free(weft_backend *be, sd_unet_feats *f) {
  * (sd_cl_wanted); never for a ControlNet's encoder or with its hint
  * (their features stay channels first) */
 static bool unet_cl(const sd_unet *m, weft_backend *be) {
-  return !m->encoder_only && sd_cl_wanted(be, m->mid_res[0].conv1.w_hwc, false);
+  return !m->encoder_only && sd_cl_wanted(be, m->mid_res[0].conv1.w_hwc);
 }
 
 static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,

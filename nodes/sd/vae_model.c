@@ -337,7 +337,7 @@ static int run_out(weft_backend *be, const vside *s, int groups, float *cur,
 /* Whether the decoder keeps its maps channels last between its layers
  * (sd_cl_wanted) */
 static bool dec_cl(const sd_vae *m, weft_backend *be) {
-  return sd_cl_wanted(be, m->dec.mid.res[0].conv1.w_hwc, false);
+  return sd_cl_wanted(be, m->dec.mid.res[0].conv1.w_hwc);
 }
 
 /* the passes on backend memory */
