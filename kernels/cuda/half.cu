@@ -219,6 +219,10 @@ extern "C" cudaError_t weft__cu_softmax16(cudaStream_t s, const float *sc,
 // warp per output column: each lane takes 8 values (16 bytes) of the row a
 // step, the products summed in fp32 and across the warp, the bias added in
 // fp32 and the sum rounded once to c's dtype (cuBLASLt's epilogue order).
+// A lane issues U steps' loads before it sums any: SD's rows of 1280 are 5
+// steps a lane, and one load at a time made a call a chain of 5 memory
+// latencies (5.4 us on an H200 whatever the width).  The sums keep their
+// order (step by step), so the values do not depend on U.
 // a and w are 16-bit of one type, 16-byte aligned rows (k, lda and ldw
 // multiples of 8: the caller checks).
 template <bool BF, int M>
@@ -227,6 +231,7 @@ __global__ void __launch_bounds__(256)
                   const uint4 *__restrict__ w, int64_t ldw8, int64_t n,
                   int64_t k8, const float *__restrict__ bias, void *c, int cdt,
                   int64_t ldc) {
+  constexpr int U = M <= 2 ? 8 : 4;
   weft_cu_pdl_wait();
   const int lane = threadIdx.x & 31;
   const int64_t j =
@@ -237,27 +242,40 @@ __global__ void __launch_bounds__(256)
   for (int r = 0; r < M; r++)
     acc[r] = 0.0f;
   const uint4 *wr = w + j * ldw8;
-  for (int64_t q = lane; q < k8; q += 32) {
-    const uint4 wv = wr[q];
-    const uint32_t wu[4] = {wv.x, wv.y, wv.z, wv.w};
+  for (int64_t q0 = lane; q0 < k8; q0 += 32 * U) {
+    uint4 wv[U], av[M][U];
 #pragma unroll
-    for (int r = 0; r < M; r++) {
-      const uint4 av = a[r * lda8 + q];
-      const uint32_t au[4] = {av.x, av.y, av.z, av.w};
+    for (int u = 0; u < U; u++) {
+      const int64_t q = q0 + 32 * u;
+      if (q < k8) {
+        wv[u] = wr[q];
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        float2 wf, af;
-        if (BF) {
-          wf = __bfloat1622float2(
-              *reinterpret_cast<const __nv_bfloat162 *>(&wu[e]));
-          af = __bfloat1622float2(
-              *reinterpret_cast<const __nv_bfloat162 *>(&au[e]));
-        } else {
-          wf = __half22float2(*reinterpret_cast<const __half2 *>(&wu[e]));
-          af = __half22float2(*reinterpret_cast<const __half2 *>(&au[e]));
+        for (int r = 0; r < M; r++)
+          av[r][u] = a[r * lda8 + q];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      if (q0 + 32 * u >= k8) break;
+      const uint32_t wu[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+#pragma unroll
+      for (int r = 0; r < M; r++) {
+        const uint32_t au[4] = {av[r][u].x, av[r][u].y, av[r][u].z, av[r][u].w};
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          float2 wf, af;
+          if (BF) {
+            wf = __bfloat1622float2(
+                *reinterpret_cast<const __nv_bfloat162 *>(&wu[e]));
+            af = __bfloat1622float2(
+                *reinterpret_cast<const __nv_bfloat162 *>(&au[e]));
+          } else {
+            wf = __half22float2(*reinterpret_cast<const __half2 *>(&wu[e]));
+            af = __half22float2(*reinterpret_cast<const __half2 *>(&au[e]));
+          }
+          acc[r] = fmaf(af.x, wf.x, acc[r]);
+          acc[r] = fmaf(af.y, wf.y, acc[r]);
         }
-        acc[r] = fmaf(af.x, wf.x, acc[r]);
-        acc[r] = fmaf(af.y, wf.y, acc[r]);
       }
     }
   }

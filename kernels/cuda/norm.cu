@@ -918,17 +918,28 @@ static void ln_warp(cudaStream_t s, const void *x, void *y, int64_t rows,
 // One 16-byte access where ln_warp_kernel made eight 2-byte ones, and rows
 // of 640 and 1280 in one warp's registers where ln_kernel read its row
 // three times: SD's rows take 5 vectors a thread (320: G 8, 640: G 16,
-// 1280: G 32).
+// 1280: G 32).  gamma and beta go to shared memory, their loads issued
+// with the first row's (read after the statistics, they had added a
+// second memory latency to each call).  256 threads a block.
 template <typename T, int G, int K>
 __global__ void __launch_bounds__(256)
     ln_vec_kernel(const T *x, T *y, int64_t rows, int dim, float eps,
                   const float *__restrict__ gamma,
                   const float *__restrict__ beta) {
+  constexpr int V = WEFT_CU_VEC(T), F = (32 * 8 * V + 255) / 256;
+  __shared__ float gs[32 * 8 * V], bs[32 * 8 * V];
   weft_cu_pdl_wait();
-  constexpr int V = WEFT_CU_VEC(T);
   const int gl = threadIdx.x & (G - 1); // this thread's place in its row
   const int row_vecs = dim / V;
   const int64_t per_block = blockDim.x / G;
+  float gr[F], br[F];
+#pragma unroll
+  for (int f = 0; f < F; f++) {
+    const int i = threadIdx.x + 256 * f;
+    gr[f] = gamma && i < dim ? gamma[i] : 1.0f;
+    br[f] = beta && i < dim ? beta[i] : 0.0f;
+  }
+  bool staged = false;
   for (int64_t base = (int64_t)blockIdx.x * per_block; base < rows;
        base += (int64_t)gridDim.x * per_block) {
     // every lane runs the shuffles, a thread past the last row with nothing
@@ -936,12 +947,25 @@ __global__ void __launch_bounds__(256)
     const bool live = r < rows;
     const T *xr = x + (live ? r : 0) * dim;
     float v[K][V];
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+      const int j = gl + k * G;
+      if (live && j < row_vecs) weft_cu_ld16(xr + j * V, v[k]);
+    }
+    if (!staged) { // the block's first row (the same for all its threads)
+#pragma unroll
+      for (int f = 0; f < F; f++) {
+        const int i = threadIdx.x + 256 * f;
+        if (i < dim) gs[i] = gr[f], bs[i] = br[f];
+      }
+      __syncthreads();
+      staged = true;
+    }
     double s = 0;
 #pragma unroll
     for (int k = 0; k < K; k++) {
       const int j = gl + k * G;
       if (live && j < row_vecs) {
-        weft_cu_ld16(xr + j * V, v[k]);
 #pragma unroll
         for (int i = 0; i < V; i++)
           s += v[k][i];
@@ -975,8 +999,8 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
       for (int i = 0; i < V; i++) {
         float o = __fmul_rn(__fsub_rn(v[k][i], mf), rf);
-        if (gamma) o = __fmul_rn(o, gamma[j * V + i]);
-        if (beta) o = __fadd_rn(o, beta[j * V + i]);
+        if (gamma) o = __fmul_rn(o, gs[j * V + i]);
+        if (beta) o = __fadd_rn(o, bs[j * V + i]);
         v[k][i] = o;
       }
       weft_cu_st16(yr + j * V, v[k]);

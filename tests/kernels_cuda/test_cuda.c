@@ -687,6 +687,9 @@ static void linear_sd_and_odd_shapes_body(pair *p) {
   linear_case(p, "linear few rows 3x320->1280 +b", 3, 320, 1280, 1, 37);
   linear_case(p, "linear few rows 4x1280->320 +b, 4-byte aligned", 4, 1280,
               320, 2, 38);
+  /* rows of more than one batch of loads a lane (8 for 2 rows: 2048
+   * values), ending inside the second */
+  linear_case(p, "linear few rows 2x4000->96 +b", 2, 4000, 96, 1, 39);
 }
 
 TEST(linear_sd_and_odd_shapes) {
@@ -1373,6 +1376,7 @@ TEST(layer_norm_sd_and_odd_shapes) {
   ln_case(&p, "layer_norm 512x1280 in place", 512, 1280, 1, 1, 126);
   ln_case(&p, "layer_norm 77x1024", 77, 1024, 1, 0, 127);
   ln_case(&p, "layer_norm 9x1028", 9, 1028, 1, 0, 128);
+  ln_case(&p, "layer_norm 2048x640 no affine", 2048, 640, 0, 0, 129);
   teardown(&p);
 }
 
