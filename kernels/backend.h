@@ -41,6 +41,14 @@ typedef enum weft_copy_kind {
 
 typedef struct weft_backend weft_backend;
 
+/* One linear of linear_group: y [rows, out] = x W^T (+ bias), W [out, in]
+ * (as linear's) */
+typedef struct weft_linear_part {
+  const float *weight, *bias; /* bias may be NULL */
+  int64_t out;
+  float *y;
+} weft_linear_part;
+
 typedef struct weft_backend_iface {
   uint32_t struct_size; /* sizeof(weft_backend_iface) of the filler */
   const char *name;     /* "cpu", "cuda" */
@@ -126,6 +134,14 @@ typedef struct weft_backend_iface {
   int (*graph_end)(weft_backend *be, void **graph);
   int (*graph_launch)(weft_backend *be, void *graph);
   void (*graph_free)(weft_backend *be, void *graph);
+  /* (optional) n linears of one x [rows, in_features]: the values of
+   * linear(x, rows, in_features, p.weight, p.bias, p.out, p.y) for each
+   * part p, in one launch where the backend can (a UNet's time-embedding
+   * projections, one a ResNet block).  No y may overlap x or another y.
+   * weft_backend_linear_group runs the linears one by one without it. */
+  int (*linear_group)(weft_backend *be, const float *x, int64_t rows,
+                      int64_t in_features, int n,
+                      const weft_linear_part *parts);
 } weft_backend_iface;
 
 struct weft_backend {
@@ -159,6 +175,21 @@ static inline bool weft_backend_has_graphs(const weft_backend *be) {
   const weft_backend_iface *i = be->iface;
   return i->struct_size >= sizeof(weft_backend_iface) && i->graph_begin &&
          i->graph_end && i->graph_launch && i->graph_free;
+}
+
+/* linear_group where be has it, else its linears one by one */
+static inline int weft_backend_linear_group(weft_backend *be, const float *x,
+                                            int64_t rows, int64_t in, int n,
+                                            const weft_linear_part *parts) {
+  const weft_backend_iface *i = be->iface;
+  if (i->struct_size >= sizeof(weft_backend_iface) && i->linear_group)
+    return i->linear_group(be, x, rows, in, n, parts);
+  for (int k = 0; k < n; k++) {
+    const weft_linear_part *p = &parts[k];
+    int rc = i->linear(be, x, rows, in, p->weight, p->bias, p->out, p->y);
+    if (rc) return rc;
+  }
+  return 0;
 }
 
 static inline void weft_backend_free(weft_backend *be) {

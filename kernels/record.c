@@ -397,6 +397,12 @@ static int w_linear(weft_backend *be, const float *x, int64_t rows, int64_t in,
   return tick(r) ? 0 : RUN(r, linear, x, rows, in, w, b, out, y);
 }
 
+static int w_linear_group(weft_backend *be, const float *x, int64_t rows,
+                          int64_t in, int n, const weft_linear_part *parts) {
+  weft_rec *r = REC(be);
+  return tick(r) ? 0 : RUN(r, linear_group, x, rows, in, n, parts);
+}
+
 static int w_conv2d(weft_backend *be, const weft_conv2d_args *a) {
   weft_rec *r = REC(be);
   return tick(r) ? 0 : RUN(r, conv2d, a);
@@ -562,6 +568,7 @@ weft_rec *weft_rec_new(weft_backend *inner) {
   SET(act_dtype, w_act_dtype);
   SET(group_norm_cl, w_group_norm_cl);
   SET(upsample_nearest2x_cl, w_upsample_cl);
+  SET(linear_group, w_linear_group);
 #undef SET
   r->be.iface = &r->iface;
   r->be.ctx = r;

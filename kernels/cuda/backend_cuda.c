@@ -426,6 +426,59 @@ static int be_linear(weft_backend *be, const float *x, int64_t rows, int64_t in,
   return rc;
 }
 
+/* One launch of weft__cu_gemv16_group where every part is a product of
+ * a few rows that be_linear would give to the gemv kernel (16-bit x,
+ * registered 16-bit weights of the compute dtype, aligned rows, y in the
+ * activation dtype): the same sums, so the same bits.  Else the parts one
+ * by one. */
+static int be_linear_group(weft_backend *be, const float *x, int64_t rows,
+                           int64_t in, int n, const weft_linear_part *parts) {
+  weft__cuda_ctx *ctx = CTX(be);
+  if (rows < 0 || in < 0 || n < 0 || (n && !parts)) return WEFT_EINVAL;
+  const weft_dtype want = weft__cuda_compute_dtype(ctx);
+  bool one = n > 1 && want != WEFT_F32 && ctx->act == want && rows >= 1 &&
+             rows <= WEFT_CU_GEMV_ROWS && in > 0 && in % 8 == 0 && x &&
+             (uintptr_t)x % 16 == 0;
+  for (int i = 0; one && i < n; i++) {
+    const weft_linear_part *p = &parts[i];
+    one = p->weight && p->y && p->out > 0 && p->out <= INT32_MAX - 7 &&
+          (uintptr_t)p->weight % 16 == 0;
+  }
+  if (one) {
+    ENTER(ctx);
+    for (int i = 0; one && i < n; i++)
+      one = weft__cuda_weight_dtype(ctx, parts[i].weight) == want;
+  }
+  if (!one) {
+    for (int i = 0; i < n; i++) {
+      const weft_linear_part *p = &parts[i];
+      int rc = be_linear(be, x, rows, in, p->weight, p->bias, p->out, p->y);
+      if (rc) return rc;
+    }
+    return 0;
+  }
+  weft__cu_gemv_part gp[64], *g = n <= 64 ? gp : malloc((size_t)n * sizeof *g);
+  void **tb = g ? calloc((size_t)n, sizeof *tb) : NULL;
+  int rc = g && tb ? 0 : WEFT_ENOMEM;
+  for (int i = 0; rc == 0 && i < n; i++) {
+    const weft_linear_part *p = &parts[i];
+    const float *bias =
+        p->bias ? weft__cuda_f32_view(ctx, p->bias, p->out, &tb[i]) : NULL;
+    if (p->bias && !bias) rc = WEFT_ENOMEM;
+    g[i] = (weft__cu_gemv_part){p->weight, bias, p->y, p->out};
+  }
+  if (rc == 0)
+    rc = LAUNCHED(ctx,
+                  weft__cu_gemv16_group(ctx->stream, (int)want, rows, in, x, in,
+                                        n, g, (int)ctx->act),
+                  "linear group (a few rows)");
+  for (int i = 0; tb && i < n; i++)
+    weft__cuda_free(ctx, tb[i]);
+  free(tb);
+  if (g != gp) free(g);
+  return rc;
+}
+
 static int be_conv2d(weft_backend *be, const weft_conv2d_args *a) {
   ENTER(CTX(be));
   return weft__cuda_conv2d(CTX(be), a);
@@ -959,4 +1012,5 @@ static const weft_backend_iface cuda_iface = {
     .graph_end = be_graph_end,
     .graph_launch = be_graph_launch,
     .graph_free = be_graph_free,
+    .linear_group = be_linear_group,
 };

@@ -225,23 +225,18 @@ extern "C" cudaError_t weft__cu_softmax16(cudaStream_t s, const float *sc,
 // order (step by step), so the values do not depend on U.
 // a and w are 16-bit of one type, 16-byte aligned rows (k, lda and ldw
 // multiples of 8: the caller checks).
+// Column j of c (one warp's, lane its lane): the sums and the store.
 template <bool BF, int M>
-__global__ void __launch_bounds__(256)
-    gemv16_kernel(const uint4 *__restrict__ a, int64_t lda8,
-                  const uint4 *__restrict__ w, int64_t ldw8, int64_t n,
-                  int64_t k8, const float *__restrict__ bias, void *c, int cdt,
-                  int64_t ldc) {
+__device__ __forceinline__ void
+gemv16_col(const uint4 *__restrict__ a, int64_t lda8,
+           const uint4 *__restrict__ wr, int64_t k8, int lane,
+           const float *__restrict__ bias, int64_t j, void *c, int cdt,
+           int64_t ldc) {
   constexpr int U = M <= 2 ? 8 : 4;
-  weft_cu_pdl_wait();
-  const int lane = threadIdx.x & 31;
-  const int64_t j =
-      blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (j >= n) return;
   float acc[M];
 #pragma unroll
   for (int r = 0; r < M; r++)
     acc[r] = 0.0f;
-  const uint4 *wr = w + j * ldw8;
   for (int64_t q0 = lane; q0 < k8; q0 += 32 * U) {
     uint4 wv[U], av[M][U];
 #pragma unroll
@@ -289,6 +284,47 @@ __global__ void __launch_bounds__(256)
   }
 }
 
+template <bool BF, int M>
+__global__ void __launch_bounds__(256)
+    gemv16_kernel(const uint4 *__restrict__ a, int64_t lda8,
+                  const uint4 *__restrict__ w, int64_t ldw8, int64_t n,
+                  int64_t k8, const float *__restrict__ bias, void *c, int cdt,
+                  int64_t ldc) {
+  weft_cu_pdl_wait();
+  const int64_t j =
+      blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (j >= n) return;
+  gemv16_col<BF, M>(a, lda8, w + j * ldw8, k8, threadIdx.x & 31, bias, j, c,
+                    cdt, ldc);
+}
+
+// Up to WEFT_CU_GEMV_PARTS products of one a in one launch (a UNet's
+// time-embedding projections: 22 launches of ~4 us each were one a
+// ResNet block): part i takes blocks first[i] .. first[i + 1] - 1, 8
+// columns each; its c dense [M, n].
+struct gemv_parts {
+  const uint4 *w[WEFT_CU_GEMV_PARTS];
+  const float *bias[WEFT_CU_GEMV_PARTS];
+  void *c[WEFT_CU_GEMV_PARTS];
+  int n[WEFT_CU_GEMV_PARTS], first[WEFT_CU_GEMV_PARTS];
+  int count;
+};
+
+template <bool BF, int M>
+__global__ void __launch_bounds__(256)
+    gemv16_group_kernel(const uint4 *__restrict__ a, int64_t lda8, int64_t k8,
+                        int cdt, const __grid_constant__ gemv_parts g) {
+  weft_cu_pdl_wait();
+  int i = 0;
+  while (i + 1 < g.count && (int)blockIdx.x >= g.first[i + 1])
+    i++;
+  const int64_t j = (int64_t)(blockIdx.x - g.first[i]) * (blockDim.x >> 5) +
+                    (threadIdx.x >> 5);
+  if (j >= g.n[i]) return;
+  gemv16_col<BF, M>(a, lda8, g.w[i] + j * k8, k8, threadIdx.x & 31, g.bias[i],
+                    j, g.c[i], cdt, g.n[i]);
+}
+
 template <bool BF>
 static void gemv16_m(cudaStream_t s, int m, const uint4 *a, int64_t lda8,
                      const uint4 *w, int64_t ldw8, int64_t n, int64_t k8,
@@ -321,4 +357,57 @@ extern "C" cudaError_t weft__cu_gemv16(cudaStream_t s, int dt, int64_t m,
     gemv16_m<false>(s, (int)m, (const uint4 *)a, lda / 8, (const uint4 *)w,
                     ldw / 8, n, k / 8, bias, c, cdt, ldc);
   return cudaGetLastError();
+}
+
+template <bool BF>
+static void gemv16_group_m(cudaStream_t s, int m, const uint4 *a, int64_t lda8,
+                           int64_t k8, int cdt, const gemv_parts &g,
+                           unsigned blocks) {
+#define GEMV16G(M)                                                             \
+  weft_cu_launch(gemv16_group_kernel<BF, M>, blocks, 256, 0, s, a, lda8, k8,   \
+                 cdt, g)
+  switch (m) {
+  case 1: GEMV16G(1); break;
+  case 2: GEMV16G(2); break;
+  case 3: GEMV16G(3); break;
+  default: GEMV16G(4); break;
+  }
+#undef GEMV16G
+}
+
+extern "C" cudaError_t weft__cu_gemv16_group(cudaStream_t s, int dt, int64_t m,
+                                             int64_t k, const void *a,
+                                             int64_t lda, int n,
+                                             const weft__cu_gemv_part *parts,
+                                             int cdt) {
+  if (m < 1 || m > WEFT_CU_GEMV_ROWS || k % 8 || lda % 8 || (uintptr_t)a % 16 ||
+      n < 0)
+    return cudaErrorInvalidValue;
+  for (int i = 0; i < n; i++)
+    if ((uintptr_t)parts[i].w % 16 || parts[i].n < 0 ||
+        parts[i].n > (int64_t)INT32_MAX - 7)
+      return cudaErrorInvalidValue;
+  for (int i0 = 0; i0 < n;) {
+    gemv_parts g = {};
+    int64_t blocks = 0;
+    while (i0 < n && g.count < WEFT_CU_GEMV_PARTS &&
+           blocks + (parts[i0].n + 7) / 8 <= INT32_MAX) {
+      const weft__cu_gemv_part &p = parts[i0++];
+      if (p.n == 0) continue;
+      g.w[g.count] = (const uint4 *)p.w, g.bias[g.count] = p.bias;
+      g.c[g.count] = p.c, g.n[g.count] = (int)p.n;
+      g.first[g.count++] = (int)blocks;
+      blocks += (p.n + 7) / 8;
+    }
+    if (!g.count) continue;
+    if (dt == WEFT_BF16)
+      gemv16_group_m<true>(s, (int)m, (const uint4 *)a, lda / 8, k / 8, cdt, g,
+                           (unsigned)blocks);
+    else
+      gemv16_group_m<false>(s, (int)m, (const uint4 *)a, lda / 8, k / 8, cdt, g,
+                            (unsigned)blocks);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }

@@ -451,6 +451,19 @@ cudaError_t weft__cu_gemv16(cudaStream_t s, int dt, int64_t m, int64_t n,
                             int64_t k, const void *a, int64_t lda,
                             const void *w, int64_t ldw, const float *bias,
                             void *c, int cdt, int64_t ldc);
+/* weft__cu_gemv16 for n products of one a [m, k] at once: part i's
+ * w [n, k] dense, c [m, n] dense; as few launches as the parts allow
+ * (WEFT_CU_GEMV_PARTS a launch). */
+#define WEFT_CU_GEMV_PARTS 32
+typedef struct weft__cu_gemv_part {
+  const void *w;
+  const float *bias; /* fp32 or NULL */
+  void *c;
+  int64_t n;
+} weft__cu_gemv_part;
+cudaError_t weft__cu_gemv16_group(cudaStream_t s, int dt, int64_t m, int64_t k,
+                                  const void *a, int64_t lda, int n,
+                                  const weft__cu_gemv_part *parts, int cdt);
 cudaError_t weft__cu_pack(cudaStream_t s, const void *src, int sdt, void *dst,
                           int ddt, int64_t n_outer, int64_t n_inner,
                           int64_t s_outer, int64_t s_inner, int64_t rows,

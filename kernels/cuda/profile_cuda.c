@@ -201,6 +201,19 @@ static int pf_linear(weft_backend *be, const float *x, int64_t rows,
   return rc;
 }
 
+static int pf_linear_group(weft_backend *be, const float *x, int64_t rows,
+                           int64_t in, int n, const weft_linear_part *parts) {
+  begin(be);
+  int rc = BASE(be)->linear_group(be, x, rows, in, n, parts);
+  int64_t out = 0;
+  for (int i = 0; i < n; i++)
+    out += parts[i].out;
+  end(be, 2.0 * (double)rows * (double)in * (double)out, rc,
+      "linear group of %d, %lld rows, %lld -> %lld", n, LL(rows), LL(in),
+      LL(out));
+  return rc;
+}
+
 static int pf_conv2d(weft_backend *be, const weft_conv2d_args *a) {
   int64_t ho = weft_conv2d_out_size(a->h_in, a->k_h, a->stride_h, a->pad_top,
                                     a->pad_bottom),
@@ -381,6 +394,7 @@ static void prof_iface_init(void) {
   prof_iface.buffer_copy = pf_copy;
   prof_iface.gemm = pf_gemm;
   prof_iface.linear = pf_linear;
+  prof_iface.linear_group = pf_linear_group;
   prof_iface.conv2d = pf_conv2d;
   prof_iface.conv2d_scratch_bytes = pf_conv2d_scratch;
   prof_iface.attention = pf_attention;

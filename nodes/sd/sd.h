@@ -204,7 +204,7 @@ typedef struct sd_unet_feats {
   sd_fmap skip[64];
   int n;
   sd_fmap mid;
-  float *temb;
+  float *tproj; /* every ResNet block's time-embedding projection */
   int64_t b;
   bool cl; /* the maps channels last ([b, h, w, c]): no ControlNet
             * residuals then (sd_unet_forward keeps them channels first

@@ -48,11 +48,11 @@ void sd_wv_norm(sd_wvisit *v, sd_norm *n) {
   wv(v, &n->b, n->c, SD_W_F32);
 }
 
-/* the order of sd_visit_resnet */
+/* all but the time-embedding projection, which a UNet lists with its time
+ * embedding (it runs them all at once) */
 void sd_wv_resnet(sd_wvisit *v, sd_resnet *r) {
   sd_wv_norm(v, &r->norm1);
   sd_wv_conv(v, &r->conv1);
-  sd_wv_linear(v, &r->temb);
   sd_wv_norm(v, &r->norm2);
   sd_wv_conv(v, &r->conv2);
   sd_wv_conv(v, &r->shortcut);

@@ -59,10 +59,6 @@ static inline bool sd_be_is_host(const weft_backend *be) {
 
 /* ---- visiting a model's weights ------------------------------------------ */
 
-/* Called once per weight array of a layer (sd_layers.h's visitors): *w is
- * the array's pointer (the callee may replace it), numel its length. */
-typedef void (*sd_weight_fn)(void *user, float **w, int64_t numel);
-
 typedef enum sd_wkind { SD_W_HALF = 0, SD_W_F32, SD_W_HOST } sd_wkind;
 
 /* What a model's visitor calls: block() starts a new block (its name in

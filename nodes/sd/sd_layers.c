@@ -118,37 +118,6 @@ void sd_free_attn(sd_attn *a) {
   sd_free_linear(&a->out);
 }
 
-void sd_visit_linear(sd_linear *l, sd_weight_fn fn, void *u) {
-  if (l->w) fn(u, &l->w, l->in * l->out);
-  if (l->b) fn(u, &l->b, l->out);
-}
-
-void sd_visit_conv(sd_conv *c, sd_weight_fn fn, void *u) {
-  if (c->w) fn(u, &c->w, c->cout * c->cin * c->k * c->k);
-  if (c->b) fn(u, &c->b, c->cout);
-}
-
-void sd_visit_norm(sd_norm *n, sd_weight_fn fn, void *u) {
-  if (n->g) fn(u, &n->g, n->c);
-  if (n->b) fn(u, &n->b, n->c);
-}
-
-void sd_visit_resnet(sd_resnet *r, sd_weight_fn fn, void *u) {
-  sd_visit_norm(&r->norm1, fn, u);
-  sd_visit_conv(&r->conv1, fn, u);
-  sd_visit_linear(&r->temb, fn, u);
-  sd_visit_norm(&r->norm2, fn, u);
-  sd_visit_conv(&r->conv2, fn, u);
-  sd_visit_conv(&r->shortcut, fn, u);
-}
-
-void sd_visit_attn(sd_attn *a, sd_weight_fn fn, void *u) {
-  sd_visit_linear(&a->q, fn, u);
-  sd_visit_linear(&a->k, fn, u);
-  sd_visit_linear(&a->v, fn, u);
-  sd_visit_linear(&a->out, fn, u);
-}
-
 /* ---- running --------------------------------------------------------------
  */
 
@@ -159,6 +128,10 @@ float *sd_alloc(weft_backend *be, int64_t n) {
 
 float *sd_alloc_f32(weft_backend *be, int64_t n) {
   return be->iface->buffer_alloc(be, (size_t)(n > 0 ? n : 1) * sizeof(float));
+}
+
+float *sd_act_at(weft_backend *be, float *p, int64_t i) {
+  return (float *)((char *)p + i * (int64_t)weft_backend_act_size(be));
 }
 
 void sd_free(weft_backend *be, float *p) {
@@ -300,22 +273,13 @@ static int norm_conv(weft_backend *be, const sd_norm *nm, int groups, float eps,
   return rc ? rc : conv_epi(be, c, n, b, h, w, e, cl, y);
 }
 
-/* conv1 of norm1 + SiLU of x (+ the time embedding) into t; n takes the
- * norm's output where norm_conv needs it */
+/* conv1 of norm1 + SiLU of x (+ tp, the time-embedding projection) into
+ * t; n takes the norm's output where norm_conv needs it */
 static int resnet_conv1(weft_backend *be, const sd_resnet *r, const float *x,
                         float *n, int64_t b, int64_t h, int64_t w,
-                        const float *temb_act, bool cl, float *t) {
-  float *tp = NULL;
-  int rc = 0;
-  if (r->temb.w) {
-    if (!(tp = sd_alloc(be, b * r->cout))) return WEFT_ENOMEM;
-    rc = sd_run_linear(be, &r->temb, temb_act, b, tp);
-  }
-  if (!rc)
-    rc = norm_conv(be, &r->norm1, r->groups, r->eps, &r->conv1, x, n, b, h, w,
+                        const float *tp, bool cl, float *t) {
+  return norm_conv(be, &r->norm1, r->groups, r->eps, &r->conv1, x, n, b, h, w,
                    (epi){tp, NULL}, cl, t);
-  sd_free(be, tp);
-  return rc;
 }
 
 /* y = conv2(norm2 + SiLU of t) + skip; t may be normalized in place (+
@@ -328,8 +292,8 @@ static int resnet_conv2(weft_backend *be, const sd_resnet *r, float *t,
 }
 
 int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
-                  int64_t b, int64_t h, int64_t w, const float *temb_act,
-                  bool cl, float *y) {
+                  int64_t b, int64_t h, int64_t w, const float *tp, bool cl,
+                  float *y) {
   int64_t hw = h * w, ho, wo;
   int rc = 0;
   /* t1: norm1's output (where the backend needs it), then the shortcut's
@@ -341,7 +305,7 @@ int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
     rc = WEFT_ENOMEM;
     goto out;
   }
-  if ((rc = resnet_conv1(be, r, x, t1, b, h, w, temb_act, cl, t2))) goto out;
+  if ((rc = resnet_conv1(be, r, x, t1, b, h, w, tp, cl, t2))) goto out;
   /* the skip: the shortcut's output into t1, free since conv1 read it */
   const float *skip = x;
   if (r->shortcut.w) {
@@ -358,7 +322,7 @@ out:
 }
 
 int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
-                        int64_t b, int64_t h, int64_t w, const float *temb_act,
+                        int64_t b, int64_t h, int64_t w, const float *tp,
                         bool cl, float **out) {
   const int64_t n = b * r->cout * h * w;
   int64_t ho, wo;
@@ -379,7 +343,7 @@ int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
       rc = WEFT_ENOMEM;
       goto out;
     }
-    rc = resnet_conv1(be, r, x, x, b, h, w, temb_act, cl, t);
+    rc = resnet_conv1(be, r, x, x, b, h, w, tp, cl, t);
     sd_free(be, x);
     x = NULL;
     if (rc) goto out;
@@ -395,7 +359,7 @@ int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
       rc = WEFT_ENOMEM;
       goto out;
     }
-    if ((rc = resnet_conv1(be, r, x, a, b, h, w, temb_act, cl, t))) goto out;
+    if ((rc = resnet_conv1(be, r, x, a, b, h, w, tp, cl, t))) goto out;
     rc = resnet_conv2(be, r, t, b, h, w, x, cl, a);
   }
 out:
@@ -468,11 +432,6 @@ static sd_linear stacked(const sd_attn *a, int from, int n) {
   return (sd_linear){l->w, l->b, l->in, n * l->out};
 }
 
-/* element i of an activation buffer of be */
-static float *act_at(weft_backend *be, float *p, int64_t i) {
-  return (float *)((char *)p + i * (int64_t)weft_backend_act_size(be));
-}
-
 /* [b, l, heads, d] rows of `row` elements (a stacked product's output) */
 static weft_attn_strides rows_of(int64_t l, int64_t d, int64_t row) {
   return (weft_attn_strides){.b = l * row, .h = d, .l = row};
@@ -517,14 +476,14 @@ int sd_run_attn(weft_backend *be, const sd_attn *a, const float *x, int64_t b,
   if (qkv) {
     const sd_linear l = stacked(a, 0, 3);
     if ((rc = sd_run_linear(be, &l, x, b * lq, q))) goto out;
-    at.k = act_at(be, q, dim), at.v = act_at(be, q, 2 * dim);
+    at.k = sd_act_at(be, q, dim), at.v = sd_act_at(be, q, 2 * dim);
     at.q_s = at.k_s = at.v_s = rows_of(lq, d, 3 * dim);
   } else {
     if ((rc = sd_run_linear(be, &a->q, x, b * lq, q))) goto out;
     if (kv) {
       const sd_linear l = stacked(a, 1, 2);
       if ((rc = sd_run_linear(be, &l, kv_in, b * lkv, k))) goto out;
-      at.v = act_at(be, k, dim);
+      at.v = sd_act_at(be, k, dim);
       at.k_s = at.v_s = rows_of(lkv, d, 2 * dim);
     } else if ((rc = sd_run_linear(be, &a->k, kv_in, b * lkv, k)) ||
                (rc = sd_run_linear(be, &a->v, kv_in, b * lkv, v))) {

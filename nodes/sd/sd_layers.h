@@ -36,6 +36,9 @@ typedef struct sd_resnet {
   sd_conv conv1, conv2, shortcut; /* shortcut.w NULL when cin == cout */
   sd_linear temb;                 /* temb.w NULL in the VAE */
   int64_t cin, cout;
+  /* a UNet's: where temb's output lies among the model's time-embedding
+   * projections, in rows of [b, ...] (sd_unet) */
+  int64_t temb_off;
   int groups;
   float eps;
 } sd_resnet;
@@ -72,14 +75,6 @@ void sd_free_norm(sd_norm *n);
 void sd_free_resnet(sd_resnet *r);
 void sd_free_attn(sd_attn *a);
 
-/* Weight visitors (sd_device.h): fn on each non-NULL array of the layer,
- * in a fixed order. */
-void sd_visit_linear(sd_linear *l, sd_weight_fn fn, void *u);
-void sd_visit_conv(sd_conv *c, sd_weight_fn fn, void *u);
-void sd_visit_norm(sd_norm *n, sd_weight_fn fn, void *u);
-void sd_visit_resnet(sd_resnet *r, sd_weight_fn fn, void *u);
-void sd_visit_attn(sd_attn *a, sd_weight_fn fn, void *u);
-
 /* ---- running ---- */
 
 /* Activation buffers of n elements through the backend (plain malloc on
@@ -89,6 +84,8 @@ void sd_visit_attn(sd_attn *a, sd_weight_fn fn, void *u);
 float *sd_alloc(weft_backend *be, int64_t n);
 float *sd_alloc_f32(weft_backend *be, int64_t n);
 void sd_free(weft_backend *be, float *p);
+/* element i of an activation buffer p of be */
+float *sd_act_at(weft_backend *be, float *p, int64_t i);
 
 int sd_run_linear(weft_backend *be, const sd_linear *l, const float *x,
                   int64_t rows, float *y);
@@ -124,12 +121,14 @@ int sd_group_norm(weft_backend *be, bool cl, const float *x, float *y,
 int sd_run_conv_pad_br(weft_backend *be, const sd_conv *c, const float *x,
                        int64_t b, int64_t h, int64_t w, float *y, int64_t *ho,
                        int64_t *wo);
-/* y = resnet(x, temb_act): temb_act [b, temb_dim] is silu(temb) or NULL;
+/* y = resnet(x, tp): tp [b, cout] is temb's output (the time-embedding
+ * projection, computed by the caller: a UNet makes all of its blocks' at
+ * once) or NULL;
  * x [b, cin, h, w] -> y [b, cout, h, w], or with cl x [b, h, w, cin] -> y
  * [b, h, w, cout] (a backend with the channels-last ops) */
 int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
-                  int64_t b, int64_t h, int64_t w, const float *temb_act,
-                  bool cl, float *y);
+                  int64_t b, int64_t h, int64_t w, const float *tp, bool cl,
+                  float *y);
 /* The same on an owned x (transfer full: x is freed whatever happens),
  * the output in a new buffer *out (transfer full; NULL on failure).  Two
  * maps fewer live at once than sd_run_resnet's x, y, t1 and t2: the
@@ -137,7 +136,7 @@ int sd_run_resnet(weft_backend *be, const sd_resnet *r, const float *x,
  * writes into the first temporary.  The same ops on the same values, so
  * the same bits. */
 int sd_run_resnet_owned(weft_backend *be, const sd_resnet *r, float *x,
-                        int64_t b, int64_t h, int64_t w, const float *temb_act,
+                        int64_t b, int64_t h, int64_t w, const float *tp,
                         bool cl, float **out);
 /* A linear layer applied per pixel of NCHW images, writing channels-last:
  * x [b, in, hw] -> y [b, hw, out] (a 1x1 conv fused with the permute). */

@@ -39,6 +39,11 @@ struct sd_unet {
   int64_t mid_c;
   int64_t c0, temb_dim;
   sd_linear t1, t2;
+  /* the ResNet blocks in the order they run, for their time-embedding
+   * projections (made at once, into rows of tp_sum: sd_resnet.temb_off) */
+  sd_resnet **tres;
+  int n_tres;
+  int64_t tp_sum;
   sd_conv conv_in, conv_out;
   level down[8], up[8];
   sd_resnet mid_res[2];
@@ -117,6 +122,8 @@ static void unet_visit(void *model, sd_wvisit *v) {
   v->block(v, "time_embedding+conv_in");
   sd_wv_linear(v, &m->t1), sd_wv_linear(v, &m->t2);
   sd_wv_conv(v, &m->conv_in);
+  for (int i = 0; i < m->n_tres; i++)
+    sd_wv_linear(v, &m->tres[i]->temb);
   for (int i = 0; i < m->cfg.n_levels; i++) {
     snprintf(name, sizeof name, "down_blocks.%d", i);
     v->block(v, name);
@@ -209,7 +216,30 @@ void sd_unet_free(sd_unet *m) {
   sd_free_resnet(&m->mid_res[0]), sd_free_resnet(&m->mid_res[1]);
   free_xformer(&m->mid_attn);
   sd_free_norm(&m->out_norm);
+  free(m->tres);
   free(m);
+}
+
+/* m->tres: the ResNet blocks in the order encode and decode run them,
+ * each given its rows among the projections */
+static int list_tres(sd_unet *m) {
+  const int n = m->cfg.n_levels;
+  int cap = 2;
+  for (int i = 0; i < n; i++)
+    cap += m->down[i].n + (m->encoder_only ? 0 : m->up[i].n);
+  if (!(m->tres = calloc((size_t)cap, sizeof *m->tres))) return WEFT_ENOMEM;
+#define ADD(r)                                                                 \
+  (m->tres[m->n_tres++] = (r), (r)->temb_off = m->tp_sum,                      \
+   m->tp_sum += (r)->cout)
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < m->down[i].n; j++)
+      ADD(&m->down[i].res[j]);
+  ADD(&m->mid_res[0]), ADD(&m->mid_res[1]);
+  for (int i = 0; !m->encoder_only && i < n; i++)
+    for (int j = 0; j < m->up[i].n; j++)
+      ADD(&m->up[i].res[j]);
+#undef ADD
+  return 0;
 }
 
 static int heads_for(const sd_unet_cfg *c, int level, int64_t ch) {
@@ -350,6 +380,7 @@ int sd_unet_load_part(sd_ckpt *ck, sd_part part, const sd_unet_cfg *cfg,
   m->cfg = *cfg;
   m->encoder_only = encoder_only;
   int r = load_all(ck, part, encoder_only, m);
+  if (!r) r = list_tres(m);
   if (r) {
     sd_unet_free(m);
     return r;
@@ -418,7 +449,7 @@ void sd_unet_feats_free(weft_backend *be, sd_unet_feats *f) {
   for (int i = 0; i < f->n; i++)
     sd_free(be, f->skip[i].d);
   sd_free(be, f->mid.d);
-  sd_free(be, f->temb);
+  sd_free(be, f->tproj);
   memset(f, 0, sizeof *f);
 }
 
@@ -427,6 +458,29 @@ void sd_unet_feats_free(weft_backend *be, sd_unet_feats *f) {
  * (their features stay channels first) */
 static bool unet_cl(const sd_unet *m, weft_backend *be) {
   return !m->encoder_only && sd_cl_wanted(be, m->mid_res[0].conv1.w_hwc);
+}
+
+/* tp [b, tp_sum]: every ResNet block's time-embedding projection of temb
+ * [b, temb_dim] (silu'd), block r's [b, cout] at row b * r->temb_off */
+static int temb_proj(const sd_unet *m, weft_backend *be, const float *temb,
+                     int64_t b, float *tp) {
+  weft_linear_part *parts = calloc((size_t)m->n_tres, sizeof *parts);
+  if (!parts) return WEFT_ENOMEM;
+  for (int i = 0; i < m->n_tres; i++) {
+    const sd_resnet *r = m->tres[i];
+    parts[i] = (weft_linear_part){r->temb.w, r->temb.b, r->temb.out,
+                                  sd_act_at(be, tp, b * r->temb_off)};
+  }
+  int rc =
+      weft_backend_linear_group(be, temb, b, m->temb_dim, m->n_tres, parts);
+  free(parts);
+  return rc;
+}
+
+/* block r's projection in f (temb_proj) */
+static const float *tproj(weft_backend *be, const sd_unet_feats *f,
+                          const sd_resnet *r) {
+  return sd_act_at(be, f->tproj, f->b * r->temb_off);
 }
 
 static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
@@ -441,22 +495,27 @@ static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
   f->cl = cl = cl && !add_in;
   int rc = 0;
   float *tmp = sd_alloc(be, b * m->temb_dim);
-  f->temb = sd_alloc(be, b * m->temb_dim);
-  float *cur = NULL, *temb = f->temb;
+  float *temb = sd_alloc(be, b * m->temb_dim);
+  f->tproj = sd_alloc(be, b * m->tp_sum);
+  float *cur = NULL;
   int64_t ch = m->c0, hh = h, ww = w, ho, wo;
-  if (!temb || !tmp) {
+  if (!temb || !tmp || !f->tproj) {
     rc = WEFT_ENOMEM;
     goto out;
   }
   if ((rc = sd_devw_use(m->dw, 0))) goto out;
-  /* time embedding; every resnet applies SiLU to it first, so do it once */
+  /* time embedding; every resnet applies SiLU to it first, so do it once,
+   * and every resnet's projection of it, all at once */
   if ((rc = be->iface->timestep_embedding(be, t, b, m->c0, 1, 0.0f, 1.0f,
                                           10000.0f, tmp)) ||
       (rc = sd_run_linear(be, &m->t1, tmp, b, temb)) ||
       (rc = be->iface->act(be, WEFT_ACT_SILU, temb, temb, b * m->temb_dim)) ||
       (rc = sd_run_linear(be, &m->t2, temb, b, tmp)) ||
-      (rc = be->iface->act(be, WEFT_ACT_SILU, tmp, temb, b * m->temb_dim)))
+      (rc = be->iface->act(be, WEFT_ACT_SILU, tmp, temb, b * m->temb_dim)) ||
+      (rc = temb_proj(m, be, temb, b, f->tproj)))
     goto out;
+  sd_free(be, tmp), sd_free(be, temb);
+  tmp = temb = NULL;
 #define NEWMAP(C, H, W)                                                        \
   (f->skip[f->n] =                                                             \
        (sd_fmap){sd_alloc(be, b * (C) * (H) * (W)), (C), (H), (W)},            \
@@ -480,7 +539,8 @@ static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
         rc = WEFT_ENOMEM;
         goto out;
       }
-      if ((rc = sd_run_resnet(be, &lv->res[j], cur, b, hh, ww, temb, cl, nx)))
+      if ((rc = sd_run_resnet(be, &lv->res[j], cur, b, hh, ww,
+                              tproj(be, f, &lv->res[j]), cl, nx)))
         goto out;
       if (lv->attn && (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b,
                                         hh * ww, ctx, ctx_len, cl, nx)))
@@ -511,18 +571,19 @@ static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
     rc = WEFT_ENOMEM;
     goto out;
   }
-  if ((rc = sd_run_resnet(be, &m->mid_res[0], cur, b, hh, ww, temb, cl, a)) ||
+  if ((rc = sd_run_resnet(be, &m->mid_res[0], cur, b, hh, ww,
+                          tproj(be, f, &m->mid_res[0]), cl, a)) ||
       (m->mid_has_attn &&
        (rc = run_xformer(be, &m->mid_attn, c->norm_groups, a, b, hh * ww, ctx,
                          ctx_len, cl, a))) ||
-      (rc = sd_run_resnet(be, &m->mid_res[1], a, b, hh, ww, temb, cl,
-                          f->mid.d))) {
+      (rc = sd_run_resnet(be, &m->mid_res[1], a, b, hh, ww,
+                          tproj(be, f, &m->mid_res[1]), cl, f->mid.d))) {
     sd_free(be, a);
     goto out;
   }
   sd_free(be, a);
 out:
-  sd_free(be, tmp);
+  sd_free(be, tmp), sd_free(be, temb);
   if (rc) sd_unet_feats_free(be, f);
   return rc;
 }
@@ -556,7 +617,6 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
   float *cur = f->mid.d;
   f->mid.d = NULL; /* owned here now */
   int64_t ch = f->mid.c, hh = f->mid.h, ww = f->mid.w, ho, wo;
-  const float *temb = f->temb;
   for (int i = 0; i < n; i++) {
     const level *lv = &m->up[i];
     if ((rc = sd_devw_use(m->dw, BLK_UP(n, i)))) goto out;
@@ -580,7 +640,8 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
       sd_free(be, sk.d), sd_free(be, cur);
       cur = nx;
       if (!rc)
-        rc = sd_run_resnet(be, &lv->res[j], cat, b, hh, ww, temb, cl, nx);
+        rc = sd_run_resnet(be, &lv->res[j], cat, b, hh, ww,
+                           tproj(be, f, &lv->res[j]), cl, nx);
       sd_free(be, cat);
       if (rc) goto out;
       ch = lv->cout;

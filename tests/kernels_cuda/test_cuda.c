@@ -3751,3 +3751,79 @@ TEST(bias_mirror_fp16) {
   free(x), free(w), free(b), free(b2);
   clt_teardown(&t);
 }
+
+/* linear_group: one launch of the gemv kernel for many parts (a UNet's
+ * time-embedding projections) gives each part's linear bit for bit; 40
+ * parts (two launches of 32 and 8), widths of 1 to 1280, some without a
+ * bias; 2 and 3 rows; then one part 2-byte aligned, which sends the whole
+ * group to the linears one by one (the same bits again). */
+static void group_case(clt *t, int64_t rows, bool misalign) {
+  enum { NP = 40 };
+  const int64_t in = 1280;
+  int64_t outs[NP], off[NP + 1];
+  off[0] = 0;
+  for (int i = 0; i < NP; i++) {
+    outs[i] = i % 5 == 0 ? 1280 : i % 5 == 1 ? 320 : i % 5 == 2 ? 77 : 1 + i;
+    off[i + 1] = off[i] + outs[i];
+  }
+  const int64_t nw = off[NP] * in + 8;
+  float *w = rnd(&t->seed, nw, -.1f, .1f), *b = rnd(&t->seed, off[NP], -1, 1);
+  void *x = clt_rnd(t, rows * in, -1, 1);
+  void *dx = clt_up(t, x, (size_t)(rows * in) * t->es);
+  float *dwf = clt_up(t, w, (size_t)nw * 4), *db = clt_up(t, b, off[NP] * 4);
+  const weft_backend_iface *f = t->be->iface;
+  uint16_t *dw = f->buffer_alloc(t->be, (size_t)nw * 2);
+  ASSERT(dw);
+  ASSERT_OK(f->convert(t->be, dw, WEFT_F16, dwf, WEFT_F32, nw));
+  ASSERT_OK(weft_cuda_mark_half_as(t->be, dw, (size_t)nw * 2, WEFT_F16));
+  void *dy1 = clt_poison(t, rows * off[NP]),
+       *dy2 = clt_poison(t, rows * off[NP]);
+  weft_linear_part parts[NP];
+  for (int i = 0; i < NP; i++) {
+    /* part 7 starts 8 values on (still 16-byte aligned), or 1 (2-byte) */
+    const int64_t wo = off[i] * in + (i == 7 ? (misalign ? 1 : 8) : 0);
+    parts[i] = (weft_linear_part){
+        (const float *)(dw + wo), i % 3 == 1 ? NULL : db + off[i], outs[i],
+        (float *)((char *)dy1 + (size_t)(rows * off[i]) * t->es)};
+    ASSERT_OK(
+        f->linear(t->be, dx, rows, in, parts[i].weight, parts[i].bias, outs[i],
+                  (float *)((char *)dy2 + (size_t)(rows * off[i]) * t->es)));
+  }
+  ASSERT(f->linear_group);
+  ASSERT_OK(f->linear_group(t->be, dx, rows, in, NP, parts));
+  void *y1 = clt_down(t, dy1, rows * off[NP]),
+       *y2 = clt_down(t, dy2, rows * off[NP]);
+  char what[96];
+  snprintf(what, sizeof what, "linear group of %d, %lld rows%s", NP,
+           (long long)rows, misalign ? ", one part 2-byte aligned" : "");
+  compare_exact(what, y1, y2, (size_t)(rows * off[NP]) * t->es);
+  /* and the linears themselves against the CPU's on the same 16-bit
+   * values: part 0's first row */
+  float *x32 = malloc((size_t)in * 4), *w32 = malloc((size_t)(in * 1280) * 4),
+        *yc = malloc(1280 * 4), *yg = malloc(1280 * 4);
+  uint16_t *wh = malloc((size_t)(in * 1280) * 2);
+  ASSERT(x32 && w32 && yc && yg && wh);
+  ASSERT_OK(f->buffer_copy(t->be, wh, dw, (size_t)(in * 1280) * 2,
+                           WEFT_COPY_DEVICE_TO_HOST));
+  ASSERT_OK(
+      t->cpu->iface->convert(t->cpu, w32, WEFT_F32, wh, WEFT_F16, in * 1280));
+  ASSERT_OK(t->cpu->iface->convert(t->cpu, x32, WEFT_F32, x, t->act, in));
+  ASSERT_OK(t->cpu->iface->linear(t->cpu, x32, 1, in, w32, b, 1280, yc));
+  ASSERT_OK(t->cpu->iface->convert(t->cpu, yg, WEFT_F32, y1, t->act, 1280));
+  for (int64_t j = 0; j < 1280; j++)
+    ASSERT(fabsf(yg[j] - yc[j]) <= 2e-3f * (1 + fabsf(yc[j])));
+  free(x32), free(w32), free(yc), free(yg), free(wh);
+  ASSERT_OK(weft_cuda_unmark_half(t->be, dw));
+  void *dev[] = {dx, dwf, db, dw, dy1, dy2};
+  for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+    f->buffer_free(t->be, dev[i]);
+  free(w), free(b), free(x), free(y1), free(y2);
+}
+
+TEST(linear_group_fp16) {
+  clt t = clt_setup(WEFT_CUDA_FP16, true);
+  group_case(&t, 2, false);
+  group_case(&t, 3, false);
+  group_case(&t, 2, true);
+  clt_teardown(&t);
+}
