@@ -213,7 +213,8 @@ int sd_clip_forward(sd_clip *m, weft_backend *be, const int32_t *ids,
     if ((rc = sd_devw_use(m->dw, 1 + i)) ||
         (rc = be->iface->layer_norm(be, h, t, rows, D, c->eps, l->ln1.g,
                                     l->ln1.b)) ||
-        (rc = sd_run_attn(be, &l->attn, t, batch, L, NULL, 0, true, true, h)) ||
+        (rc = sd_run_attn(be, &l->attn, t, batch, L, NULL, 0, true, true, NULL,
+                          h)) ||
         (rc = be->iface->layer_norm(be, h, t, rows, D, c->eps, l->ln2.g,
                                     l->ln2.b)) ||
         (rc = sd_run_linear(be, &l->fc1, t, rows, u)) ||

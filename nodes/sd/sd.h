@@ -185,11 +185,16 @@ int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
 /* Keeps a device copy of the text context ctx [n] (host memory that stays
  * unchanged until sd_unet_drop_ctx): sd_unet_forward then reads a ctx
  * inside that range from the copy instead of uploading it again (a
- * sampler's every step; 473 KB took ~0.1 ms a step on an H200).  Nothing
+ * sampler's every step; 473 KB took ~0.1 ms a step on an H200).  With
+ * every weight on the device, the cross-attentions' keys and values of its
+ * sequences of `tokens` tokens are made once too, and a forward whose ctx
+ * is whole sequences of it reads them (16 products a step of SD1.5; a
+ * forward after the weights changed, a LoRA's sd_devw_sync, makes its own
+ * again).  Nothing
  * is kept on a host backend.  One context at a time: a new one drops the
- * last.  0 or the upload's error. */
-int sd_unet_keep_ctx(sd_unet *m, weft_backend *be, const float *ctx,
-                     int64_t n);
+ * last.  0 or the upload's (or products') error. */
+int sd_unet_keep_ctx(sd_unet *m, weft_backend *be, const float *ctx, int64_t n,
+                     int64_t tokens);
 void sd_unet_drop_ctx(sd_unet *m);
 /* The kept context's host range, NULL when none is kept. */
 const float *sd_unet_kept_ctx(const sd_unet *m);

@@ -46,7 +46,8 @@ int sd_denoiser_init(sd_denoiser *d, sd_unet *unet, weft_backend *be,
              (size_t)(len * d->dim) * sizeof *d->ctx);
   }
   /* the contexts go to the device once, not at every step */
-  int rc = sd_unet_keep_ctx(unet, be, d->ctx, rows * d->tokens * d->dim);
+  int rc =
+      sd_unet_keep_ctx(unet, be, d->ctx, rows * d->tokens * d->dim, d->tokens);
   if (rc) sd_denoiser_free(d);
   return rc;
 }

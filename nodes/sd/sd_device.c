@@ -1131,6 +1131,7 @@ float *sd_devw_find(const sd_devw *dw, const float *host) {
 int sd_devw_sync(sd_devw *dw, const float *host) {
   const sd_devw_entry *e = entry_of(dw, host);
   if (!e) return WEFT_ENOENT;
+  dw->syncs++;
   weft_backend *be = dw->be;
   if (e->kind == SD_W_HOST) return 0;
   /* on the backend's stream: after every queued use of the old values */
@@ -1159,6 +1160,12 @@ int sd_devw_sync(sd_devw *dw, const float *host) {
                                 (const char *)dw->image + off,
                                 (size_t)e->numel * dw->elem,
                                 WEFT_COPY_HOST_TO_DEVICE);
+}
+
+bool sd_devw_resident(const sd_devw *dw) {
+  for (int b = 0; dw && b < dw->n_blocks; b++)
+    if (dw->blk[b].bytes && dw->blk[b].pool_off < 0) return false;
+  return dw != NULL;
 }
 
 int sd_devw_block_index(const sd_devw *dw, const char *name) {

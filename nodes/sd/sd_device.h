@@ -272,6 +272,8 @@ struct sd_devw {
   /* convolution weights copied channels last */
   bool want_hwc;
   int n_hwc;
+  uint64_t syncs; /* sd_devw_sync calls: values derived from the weights
+                     are stale when it has moved (sd_devw_syncs) */
 };
 
 /* Seconds on the monotonic clock (load phases, logged). */
@@ -306,6 +308,12 @@ float *sd_devw_find(const sd_devw *dw, const float *host);
 int sd_devw_sync(sd_devw *dw, const float *host);
 /* The block index named `name`, or -1. */
 int sd_devw_block_index(const sd_devw *dw, const char *name);
+/* Whether every block of dw is in the pool now (none streamed). */
+bool sd_devw_resident(const sd_devw *dw);
+/* dw's sd_devw_sync count (0 for NULL) */
+static inline uint64_t sd_devw_syncs(const sd_devw *dw) {
+  return dw ? dw->syncs : 0;
+}
 
 /* Each model on a backend.  _to_backend: on a private sd_vram with the
  * budget WEFT_VRAM names (unset: no limit), fp32 weights and synchronous

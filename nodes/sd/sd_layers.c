@@ -437,23 +437,32 @@ static weft_attn_strides rows_of(int64_t l, int64_t d, int64_t row) {
   return (weft_attn_strides){.b = l * row, .h = d, .l = row};
 }
 
+int sd_run_attn_kv(weft_backend *be, const sd_attn *a, const float *ctx,
+                   int64_t rows, float *kv) {
+  if (sd_be_is_host(be) || !a->fuse_kv) return WEFT_EUNSUPPORTED;
+  const sd_linear l = stacked(a, 1, 2);
+  return sd_run_linear(be, &l, ctx, rows, kv);
+}
+
 int sd_run_attn(weft_backend *be, const sd_attn *a, const float *x, int64_t b,
                 int64_t lq, const float *ctx, int64_t lk, bool causal, bool add,
-                float *y) {
+                const float *kvd, float *y) {
   const float *kv_in = ctx ? ctx : x;
   const int64_t lkv = ctx ? lk : lq, dim = a->dim, d = dim / a->heads;
   /* q, k and v as one product (self-attention) or k and v (cross) where
-   * their weights are adjacent on a device, else three */
+   * their weights are adjacent on a device, else three; none for k and v
+   * given */
   const bool dev = !sd_be_is_host(be);
   const bool qkv = dev && !ctx && a->fuse_qkv;
-  const bool kv = dev && !qkv && a->fuse_kv;
+  const bool kv = dev && !qkv && a->fuse_kv && !(ctx && kvd);
+  const bool given = ctx && kvd;
   float *q = NULL, *k = NULL, *v = NULL, *o = NULL;
   int rc = 0;
   if (qkv) {
     if (!(q = sd_alloc(be, b * lq * 3 * dim))) rc = WEFT_ENOMEM;
   } else if (!(q = sd_alloc(be, b * lq * dim)) ||
-             !(k = sd_alloc(be, b * lkv * (kv ? 2 : 1) * dim)) ||
-             (!kv && !(v = sd_alloc(be, b * lkv * dim)))) {
+             (!given && !(k = sd_alloc(be, b * lkv * (kv ? 2 : 1) * dim))) ||
+             (!given && !kv && !(v = sd_alloc(be, b * lkv * dim)))) {
     rc = WEFT_ENOMEM;
   }
   if (!rc && !(o = sd_alloc(be, b * lq * dim))) rc = WEFT_ENOMEM;
@@ -480,9 +489,11 @@ int sd_run_attn(weft_backend *be, const sd_attn *a, const float *x, int64_t b,
     at.q_s = at.k_s = at.v_s = rows_of(lq, d, 3 * dim);
   } else {
     if ((rc = sd_run_linear(be, &a->q, x, b * lq, q))) goto out;
-    if (kv) {
-      const sd_linear l = stacked(a, 1, 2);
-      if ((rc = sd_run_linear(be, &l, kv_in, b * lkv, k))) goto out;
+    if (given) {
+      at.k = kvd, at.v = sd_act_at(be, (float *)kvd, dim);
+      at.k_s = at.v_s = rows_of(lkv, d, 2 * dim);
+    } else if (kv) {
+      if ((rc = sd_run_attn_kv(be, a, kv_in, b * lkv, k))) goto out;
       at.v = sd_act_at(be, k, dim);
       at.k_s = at.v_s = rows_of(lkv, d, 2 * dim);
     } else if ((rc = sd_run_linear(be, &a->k, kv_in, b * lkv, k)) ||

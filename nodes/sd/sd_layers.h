@@ -155,9 +155,16 @@ int sd_upsample_nearest(weft_backend *be, bool cl, const float *x, float *y,
                         int64_t ow);
 /* Multi-head attention: x [b, lq, dim] (queries), ctx [b, lk, ctx_dim] or
  * NULL (self-attention) -> y [b, lq, dim] (y += that with add: the
- * residual, through sd_run_linear_add).  causal for CLIP. */
+ * residual, through sd_run_linear_add).  causal for CLIP.  kv (may be
+ * NULL): ctx's keys and values made already, sd_run_attn_kv's [b, lk,
+ * 2 dim] (ctx is not read then). */
 int sd_run_attn(weft_backend *be, const sd_attn *a, const float *x, int64_t b,
                 int64_t lq, const float *ctx, int64_t lk, bool causal, bool add,
-                float *y);
+                const float *kv, float *y);
+/* kv [rows, 2 dim] = ctx [rows, ctx_dim]'s keys and values, each row's k
+ * then v: the product sd_run_attn makes where a's k and v weights are
+ * stacked (a->fuse_kv); WEFT_EUNSUPPORTED where they are not. */
+int sd_run_attn_kv(weft_backend *be, const sd_attn *a, const float *ctx,
+                   int64_t rows, float *kv);
 
 #endif

@@ -12,6 +12,7 @@ typedef struct tblock {
   sd_norm n1, n2, n3;
   sd_attn attn1, attn2;
   sd_linear ff_in, ff_out;
+  int64_t kv_off; /* attn2's keys and values in sd_unet.kv_dev */
 } tblock;
 
 /* Transformer2DModel; proj_in/out as per-pixel linears (a 1x1 conv is the
@@ -57,6 +58,13 @@ struct sd_unet {
   int64_t kctx_n;
   float *kctx_dev;
   weft_backend *kctx_be;
+  /* and every cross-attention's keys and values of it, made once (NULL:
+   * not made): tblock i's [seqs, kv_lk, 2 dim] at its kv_off, as the
+   * weights were at sd_devw_syncs kv_syncs; kv_seq the first kept
+   * sequence the forward running now reads, or -1 */
+  float *kv_dev;
+  int64_t kv_lk, kv_seq;
+  uint64_t kv_syncs;
 };
 
 const sd_unet_cfg *sd_unet_config(const sd_unet *m) {
@@ -170,20 +178,69 @@ sd_devw *sd_unet_devw(const sd_unet *m) {
   return m->dw;
 }
 
-int sd_unet_keep_ctx(sd_unet *m, weft_backend *be, const float *ctx,
-                     int64_t n) {
+/* m->kv_dev for the kept context, seqs sequences of kv_lk tokens, where
+ * every weight is on the device (not streamed under a budget) and every
+ * cross-attention's k and v weights are stacked; else nothing (0) */
+static int kv_build(sd_unet *m, weft_backend *be, int64_t seqs) {
+  if (!m->dw || !sd_devw_resident(m->dw) || m->kv_lk <= 0) return 0;
+  const int n = m->cfg.n_levels;
+  int64_t total = 0;
+  /* the transformers in the order they run, each with its block */
+  xformer *xs[64];
+  int blk[64], nx = 0;
+  for (int i = 0; i < n; i++)
+    for (int j = 0; m->down[i].attn && j < m->down[i].n && nx < 64; j++)
+      xs[nx] = &m->down[i].attn[j], blk[nx++] = BLK_DOWN(i);
+  if (m->mid_has_attn && nx < 64) xs[nx] = &m->mid_attn, blk[nx++] = BLK_MID(n);
+  for (int i = 0; !m->encoder_only && i < n; i++)
+    for (int j = 0; m->up[i].attn && j < m->up[i].n && nx < 64; j++)
+      xs[nx] = &m->up[i].attn[j], blk[nx++] = BLK_UP(n, i);
+  for (int i = 0; i < nx; i++)
+    for (int d = 0; d < xs[i]->depth; d++) {
+      tblock *tb = &xs[i]->blocks[d];
+      if (!tb->attn2.fuse_kv) return 0;
+      tb->kv_off = total;
+      total += seqs * m->kv_lk * 2 * tb->attn2.dim;
+    }
+  if (!total || !(m->kv_dev = sd_alloc(be, total))) return 0;
+  int rc = 0;
+  for (int i = 0; !rc && i < nx; i++) {
+    rc = sd_devw_use(m->dw, blk[i]); /* resident: waits for its upload */
+    for (int d = 0; !rc && d < xs[i]->depth; d++) {
+      const tblock *tb = &xs[i]->blocks[d];
+      rc = sd_run_attn_kv(be, &tb->attn2, m->kctx_dev, seqs * m->kv_lk,
+                          sd_act_at(be, m->kv_dev, tb->kv_off));
+    }
+  }
+  if (rc) {
+    sd_free(be, m->kv_dev);
+    m->kv_dev = NULL;
+    return rc == WEFT_EUNSUPPORTED ? 0 : rc;
+  }
+  m->kv_syncs = sd_devw_syncs(m->dw);
+  return 0;
+}
+
+int sd_unet_keep_ctx(sd_unet *m, weft_backend *be, const float *ctx, int64_t n,
+                     int64_t tokens) {
   sd_unet_drop_ctx(m);
   const float *buf;
   float *dev;
   int rc = sd_io_in(be, ctx, n, &buf, &dev);
   if (rc || !dev) return rc; /* on the host: nothing to keep */
   m->kctx_host = ctx, m->kctx_n = n, m->kctx_dev = dev, m->kctx_be = be;
-  return 0;
+  const int64_t row = tokens * m->cfg.context_dim;
+  m->kv_lk = tokens > 0 && n % row == 0 ? tokens : 0;
+  rc = kv_build(m, be, m->kv_lk ? n / row : 0);
+  if (rc) sd_unet_drop_ctx(m);
+  return rc;
 }
 
 void sd_unet_drop_ctx(sd_unet *m) {
   if (m->kctx_dev) sd_free(m->kctx_be, m->kctx_dev);
+  if (m->kv_dev) sd_free(m->kctx_be, m->kv_dev);
   m->kctx_host = NULL, m->kctx_n = 0, m->kctx_dev = NULL, m->kctx_be = NULL;
+  m->kv_dev = NULL, m->kv_lk = 0, m->kv_seq = -1;
 }
 
 const float *sd_unet_kept_ctx(const sd_unet *m) {
@@ -379,6 +436,7 @@ int sd_unet_load_part(sd_ckpt *ck, sd_part part, const sd_unet_cfg *cfg,
   if (!m) return WEFT_ENOMEM;
   m->cfg = *cfg;
   m->encoder_only = encoder_only;
+  m->kv_seq = -1;
   int r = load_all(ck, part, encoder_only, m);
   if (!r) r = list_tres(m);
   if (r) {
@@ -396,16 +454,26 @@ int sd_unet_load(sd_ckpt *ck, sd_unet **out) {
 /* ---- forward --------------------------------------------------------------
  */
 
-static int run_tblock(weft_backend *be, const tblock *b, float *h, int64_t bs,
-                      int64_t l, const float *ctx, int64_t lk, float *t,
-                      float *u) {
+/* block b's cross-attention keys and values for the forward running now
+ * (sd_unet.kv_dev), or NULL: made of ctx */
+static const float *kv_at(const sd_unet *m, weft_backend *be, const tblock *b) {
+  if (!m->kv_dev || m->kv_seq < 0 || m->kv_syncs != sd_devw_syncs(m->dw))
+    return NULL;
+  return sd_act_at(be, m->kv_dev,
+                   b->kv_off + m->kv_seq * m->kv_lk * 2 * b->attn2.dim);
+}
+
+static int run_tblock(weft_backend *be, const sd_unet *m, const tblock *b,
+                      float *h, int64_t bs, int64_t l, const float *ctx,
+                      int64_t lk, float *t, float *u) {
   const int64_t c = b->n1.c, rows = bs * l;
   const float eps = 1e-5f;
   /* each residual added by the product that ends its branch */
   CK(be->iface->layer_norm(be, h, t, rows, c, eps, b->n1.g, b->n1.b));
-  CK(sd_run_attn(be, &b->attn1, t, bs, l, NULL, 0, false, true, h));
+  CK(sd_run_attn(be, &b->attn1, t, bs, l, NULL, 0, false, true, NULL, h));
   CK(be->iface->layer_norm(be, h, t, rows, c, eps, b->n2.g, b->n2.b));
-  CK(sd_run_attn(be, &b->attn2, t, bs, l, ctx, lk, false, true, h));
+  CK(sd_run_attn(be, &b->attn2, t, bs, l, ctx, lk, false, true, kv_at(m, be, b),
+                 h));
   CK(be->iface->layer_norm(be, h, t, rows, c, eps, b->n3.g, b->n3.b));
   CK(sd_run_linear(be, &b->ff_in, t, rows, u));
   CK(be->iface->gated_act(be, WEFT_ACT_GELU_ERF, u, u, rows, 4 * c));
@@ -414,8 +482,8 @@ static int run_tblock(weft_backend *be, const tblock *b, float *h, int64_t bs,
 
 /* x [bs, c, hw] -> y [bs, c, hw] = x + transformer(x); with cl x and y
  * [bs, hw, c], whose pixels are the token rows (no moves) */
-static int run_xformer(weft_backend *be, const xformer *x, int groups,
-                       const float *in, int64_t bs, int64_t hw,
+static int run_xformer(weft_backend *be, const sd_unet *m, const xformer *x,
+                       int groups, const float *in, int64_t bs, int64_t hw,
                        const float *ctx, int64_t lk, bool cl, float *y) {
   const int64_t c = x->c;
   float *n = sd_alloc(be, bs * c * hw), *h = sd_alloc(be, bs * hw * c);
@@ -431,7 +499,7 @@ static int run_xformer(weft_backend *be, const xformer *x, int groups,
                : sd_run_linear_from_nchw(be, &x->proj_in, n, bs, hw, h)))
     goto out;
   for (int d = 0; d < x->depth; d++)
-    if ((rc = run_tblock(be, &x->blocks[d], h, bs, hw, ctx, lk, t, u)))
+    if ((rc = run_tblock(be, m, &x->blocks[d], h, bs, hw, ctx, lk, t, u)))
       goto out;
   /* y = in + proj_out(h): the residual added by the product (y is in,
    * or gets a copy of it first) */
@@ -542,8 +610,8 @@ static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
       if ((rc = sd_run_resnet(be, &lv->res[j], cur, b, hh, ww,
                               tproj(be, f, &lv->res[j]), cl, nx)))
         goto out;
-      if (lv->attn && (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b,
-                                        hh * ww, ctx, ctx_len, cl, nx)))
+      if (lv->attn && (rc = run_xformer(be, m, &lv->attn[j], c->norm_groups, nx,
+                                        b, hh * ww, ctx, ctx_len, cl, nx)))
         goto out;
       cur = nx;
       ch = lv->cout;
@@ -574,8 +642,8 @@ static int encode(sd_unet *m, weft_backend *be, const float *x, int64_t b,
   if ((rc = sd_run_resnet(be, &m->mid_res[0], cur, b, hh, ww,
                           tproj(be, f, &m->mid_res[0]), cl, a)) ||
       (m->mid_has_attn &&
-       (rc = run_xformer(be, &m->mid_attn, c->norm_groups, a, b, hh * ww, ctx,
-                         ctx_len, cl, a))) ||
+       (rc = run_xformer(be, m, &m->mid_attn, c->norm_groups, a, b, hh * ww,
+                         ctx, ctx_len, cl, a))) ||
       (rc = sd_run_resnet(be, &m->mid_res[1], a, b, hh, ww,
                           tproj(be, f, &m->mid_res[1]), cl, f->mid.d))) {
     sd_free(be, a);
@@ -645,8 +713,8 @@ int sd_unet_decode(sd_unet *m, weft_backend *be, sd_unet_feats *f,
       sd_free(be, cat);
       if (rc) goto out;
       ch = lv->cout;
-      if (lv->attn && (rc = run_xformer(be, &lv->attn[j], c->norm_groups, nx, b,
-                                        hh * ww, ctx, ctx_len, cl, nx)))
+      if (lv->attn && (rc = run_xformer(be, m, &lv->attn[j], c->norm_groups, nx,
+                                        b, hh * ww, ctx, ctx_len, cl, nx)))
         goto out;
     }
     if (lv->has_sample) {
@@ -702,8 +770,14 @@ int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
   sd_unet_feats f;
   int rc = sd_io_in(be, x, b * c->in_channels * h * w, &xd, &xt);
   if (!rc) rc = sd_io_in_f32(be, t, b, &td, &tt);
-  if (!rc && !(cd = kept_ctx(m, be, ctx, b * ctx_len * c->context_dim)))
+  if (!rc && (cd = kept_ctx(m, be, ctx, b * ctx_len * c->context_dim))) {
+    /* whole kept sequences: their keys and values are made (kv_at) */
+    const int64_t off = ctx - m->kctx_host, row = m->kv_lk * c->context_dim;
+    if (m->kv_dev && ctx_len == m->kv_lk && off % row == 0)
+      m->kv_seq = off / row;
+  } else if (!rc) {
     rc = sd_io_in(be, ctx, b * ctx_len * c->context_dim, &cd, &ct);
+  }
   if (!rc)
     rc = encode(m, be, xd, b, h, w, td, cd, ctx_len, NULL,
                 unet_cl(m, be) && !ctl, &f);
@@ -723,6 +797,7 @@ int sd_unet_forward(sd_unet *m, weft_backend *be, const float *x, int64_t b,
   rc = sd_unet_decode(m, be, &f, cd, ctx_len, ctl ? &dctl : NULL, od);
   rc = sd_io_done(be, rc, out, ot, b * c->out_channels * h * w);
 out:
+  m->kv_seq = -1;
   sd_free(be, xt), sd_free(be, tt), sd_free(be, ct), sd_free(be, mt);
   for (int i = 0; i < 64; i++)
     sd_free(be, dt[i]);

@@ -295,7 +295,8 @@ static int run_mid_attn_cl(weft_backend *be, const vmid *mid, int groups,
   if (!n) return WEFT_ENOMEM;
   int rc = sd_group_norm(be, true, x, n, b, ch, hw, groups, EPS, &mid->norm,
                          WEFT_ACT_NONE);
-  if (!rc) rc = sd_run_attn(be, &mid->attn, n, b, hw, NULL, 0, false, true, x);
+  if (!rc)
+    rc = sd_run_attn(be, &mid->attn, n, b, hw, NULL, 0, false, true, NULL, x);
   sd_free(be, n);
   return rc;
 }

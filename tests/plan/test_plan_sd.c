@@ -376,6 +376,74 @@ static void sample_ctl(unet_case *u, weft_backend *be, cnet_case *k,
  * replays, none misses; the other recorder records when a step first needs
  * it.  The latents equal the CPU's unplanned ones bit for bit.  Through
  * the emulated device (its buffers fault if the host touches them). */
+/* A kept context's cross-attention keys and values, made once (where the
+ * attentions stack k and v: WEFT_SD_FUSE=1 on the emulated device): one
+ * buffer more than the context, and the forwards that read them give the
+ * bits of forwards that make their own from an unkept copy of the context
+ * -- both sequences (CFG); the second alone (cfg 1: to rounding, its keys
+ * were a product of both); and after the weights changed (every one synced
+ * again, x1.5), when the kept ones are stale and not read. */
+TEST(kept_context_keys_and_values_are_made_once_and_read_while_fresh) {
+  unet_case u;
+  case_open(&u, 8, 8);
+  setenv("WEFT_SD_FUSE", "1", 1);
+  weft_backend *emu = weft_backend_emulated_new(2);
+  ASSERT_OK(sd_unet_to_backend(u.unet, emu));
+  unsetenv("WEFT_SD_FUSE");
+  const int64_t row = u.tokens * u.dim, n = 2 * u.n;
+  float *kept = malloc((size_t)(2 * row) * sizeof(float));
+  float *copy = malloc((size_t)(2 * row) * sizeof(float));
+  float *x = malloc((size_t)n * sizeof(float));
+  float *want = malloc((size_t)n * sizeof(float));
+  float *got = malloc((size_t)n * sizeof(float));
+  float *first = malloc((size_t)u.n * sizeof(float));
+  const float t[2] = {500.0f, 500.0f};
+  memcpy(kept, u.uncond, (size_t)row * sizeof(float));
+  memcpy(kept + row, u.cond, (size_t)row * sizeof(float));
+  memcpy(copy, kept, (size_t)(2 * row) * sizeof(float));
+  memcpy(x, u.x0, (size_t)u.n * sizeof(float));
+  memcpy(x + u.n, u.x0, (size_t)u.n * sizeof(float));
+  const int64_t live = weft_emulated_live_buffers(emu);
+  ASSERT_OK(sd_unet_keep_ctx(u.unet, emu, kept, 2 * row, u.tokens));
+  ASSERT_EQ(weft_emulated_live_buffers(emu), live + 2);
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass == 1) { /* new weights, each synced: the kept k and v stale */
+      sd_devw *dw = sd_unet_devw(u.unet);
+      for (int i = 0; i < dw->n; i++) {
+        if (dw->e[i].kind == SD_W_HOST) continue;
+        for (int64_t j = 0; j < dw->e[i].numel; j++)
+          dw->e[i].host[j] *= 1.5f;
+        ASSERT_OK(sd_devw_sync(dw, dw->e[i].host));
+      }
+    }
+    ASSERT_OK(sd_unet_forward(u.unet, emu, x, 2, 8, 8, t, copy, u.tokens, NULL,
+                              want));
+    ASSERT_OK(
+        sd_unet_forward(u.unet, emu, x, 2, 8, 8, t, kept, u.tokens, NULL, got));
+    ASSERT(memcmp(got, want, (size_t)n * sizeof *got) == 0);
+    ASSERT_OK(sd_unet_forward(u.unet, emu, x, 1, 8, 8, t, copy + row, u.tokens,
+                              NULL, want));
+    ASSERT_OK(sd_unet_forward(u.unet, emu, x, 1, 8, 8, t, kept + row, u.tokens,
+                              NULL, got));
+    /* (a product over 77 rows, not 154, sums in another order: within
+     * rounding, where the first sequence's keys would be far off) */
+    for (int64_t i = 0; i < u.n; i++)
+      ASSERT(fabsf(got[i] - want[i]) <= 1e-4f * (1 + fabsf(want[i])));
+    /* the new weights changed the output */
+    if (pass == 0)
+      memcpy(first, got, (size_t)u.n * sizeof *got);
+    else
+      ASSERT(memcmp(got, first, (size_t)u.n * sizeof *got) != 0);
+  }
+  sd_unet_drop_ctx(u.unet);
+  ASSERT_EQ(weft_emulated_live_buffers(emu), live);
+  free(kept), free(copy), free(x), free(want), free(got), free(first);
+  sd_unet_free(u.unet);
+  u.unet = NULL;
+  weft_backend_free(emu);
+  case_close(&u);
+}
+
 TEST(controlnet_sampler_step_1_replays_a_dry_plan_on_a_device) {
   /* SIGMAS 14.6, 6.1, 2.2, 0.7, 0.1: the ControlNet at every step, then
    * from step 2 to step 4 only (step 1 without it) */
