@@ -102,6 +102,8 @@ __device__ __forceinline__ double2 gn_merge(const double2 *pt, int64_t m,
                                             int nt);
 __device__ __forceinline__ float2 gn_scale_shift(double2 mr, const float *gamma,
                                                  const float *beta, int64_t c);
+__device__ __forceinline__ float2 gn_scale_shift_v(double2 mr, double g,
+                                                   double bt);
 
 // part[block] = the moments of the block's chunk; the group's last block
 // then writes the group's (scale, shift) (f.counters).
@@ -114,6 +116,16 @@ __global__ void __launch_bounds__(GN_THREADS)
   __shared__ bool last;
   const int64_t t = blockIdx.x / nchunk, k = blockIdx.x % nchunk;
   const int n = (int)min(len - k * GN_CHUNK, (int64_t)GN_CHUNK);
+  const int64_t cpg = f.channels / f.groups;
+  const int64_t image = t / f.groups, c0 = (t % f.groups) * cpg;
+  // this thread's channel's gamma and beta, loaded with x: the group's
+  // last block needs them at the end of its chain of waits (the fence,
+  // the count, the merge), which their loads lengthened by one more
+  double gv = 1.0, bv = 0.0;
+  if (f.counters && threadIdx.x < cpg) {
+    if (f.gamma) gv = f.gamma[c0 + threadIdx.x];
+    if (f.beta) bv = f.beta[c0 + threadIdx.x];
+  }
   float v[GN_VALS];
   gn_load<T, VEC>(x + t * len + k * GN_CHUNK, n, v);
   const double2 m = gn_moments<VEC>(v, n, red);
@@ -131,9 +143,9 @@ __global__ void __launch_bounds__(GN_THREADS)
   __threadfence(); // every chunk's moments counted: read after the count
   const double2 mr =
       gn_merge(part + t * nchunk, nchunk, len, f.eps, red, GN_MERGE);
-  const int64_t cpg = f.channels / f.groups;
-  const int64_t image = t / f.groups, c0 = (t % f.groups) * cpg;
-  for (int64_t c = threadIdx.x; c < cpg; c += blockDim.x)
+  if (threadIdx.x < cpg)
+    f.ss[image * f.channels + c0 + threadIdx.x] = gn_scale_shift_v(mr, gv, bv);
+  for (int64_t c = threadIdx.x + blockDim.x; c < cpg; c += blockDim.x)
     f.ss[image * f.channels + c0 + c] =
         gn_scale_shift(mr, f.gamma, f.beta, c0 + c);
   if (threadIdx.x == 0) f.counters[t] = 0; // ready for the next group norm
@@ -169,7 +181,12 @@ __device__ __forceinline__ double2 gn_merge(const double2 *pt, int64_t m,
 // differ where x * scale and shift cancel, e.g. one-element groups).
 __device__ __forceinline__ float2 gn_scale_shift(double2 mr, const float *gamma,
                                                  const float *beta, int64_t c) {
-  const double g = gamma ? gamma[c] : 1.0, bt = beta ? beta[c] : 0.0;
+  return gn_scale_shift_v(mr, gamma ? gamma[c] : 1.0, beta ? beta[c] : 0.0);
+}
+
+// the same for gamma[c] = g, beta[c] = bt
+__device__ __forceinline__ float2 gn_scale_shift_v(double2 mr, double g,
+                                                   double bt) {
   const double scale = mr.y * g;
   const double shift = __dsub_rn(bt, __dmul_rn(mr.x, scale)); // no FMA: as C
   return make_float2((float)scale, (float)shift);
