@@ -180,8 +180,11 @@ sd_devw *sd_unet_devw(const sd_unet *m) {
 
 /* m->kv_dev for the kept context, seqs sequences of kv_lk tokens, where
  * every weight is on the device (not streamed under a budget) and every
- * cross-attention's k and v weights are stacked; else nothing (0) */
+ * cross-attention's k and v weights are stacked; else nothing (0).
+ * WEFT_SD_KV_ONCE=0 says never (A/B runs). */
 static int kv_build(sd_unet *m, weft_backend *be, int64_t seqs) {
+  const char *env = getenv("WEFT_SD_KV_ONCE");
+  if (env && !strcmp(env, "0")) return 0;
   if (!m->dw || !sd_devw_resident(m->dw) || m->kv_lk <= 0) return 0;
   const int n = m->cfg.n_levels;
   int64_t total = 0;
