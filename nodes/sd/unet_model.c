@@ -188,16 +188,21 @@ static int kv_build(sd_unet *m, weft_backend *be, int64_t seqs) {
   if (!m->dw || !sd_devw_resident(m->dw) || m->kv_lk <= 0) return 0;
   const int n = m->cfg.n_levels;
   int64_t total = 0;
-  /* the transformers in the order they run, each with its block */
-  xformer *xs[64];
-  int blk[64], nx = 0;
+  /* the transformers in the order they run, each with its block (every
+   * one, or no keys and values are made: kv_at reads each's kv_off) */
+  enum { MAXX = 128 };
+  xformer *xs[MAXX];
+  int blk[MAXX], nx = 0;
+#define PUT(x, b) (nx < MAXX ? (xs[nx] = (x), blk[nx] = (b)) : 0, nx++)
   for (int i = 0; i < n; i++)
-    for (int j = 0; m->down[i].attn && j < m->down[i].n && nx < 64; j++)
-      xs[nx] = &m->down[i].attn[j], blk[nx++] = BLK_DOWN(i);
-  if (m->mid_has_attn && nx < 64) xs[nx] = &m->mid_attn, blk[nx++] = BLK_MID(n);
+    for (int j = 0; m->down[i].attn && j < m->down[i].n; j++)
+      PUT(&m->down[i].attn[j], BLK_DOWN(i));
+  if (m->mid_has_attn) PUT(&m->mid_attn, BLK_MID(n));
   for (int i = 0; !m->encoder_only && i < n; i++)
-    for (int j = 0; m->up[i].attn && j < m->up[i].n && nx < 64; j++)
-      xs[nx] = &m->up[i].attn[j], blk[nx++] = BLK_UP(n, i);
+    for (int j = 0; m->up[i].attn && j < m->up[i].n; j++)
+      PUT(&m->up[i].attn[j], BLK_UP(n, i));
+#undef PUT
+  if (nx > MAXX) return 0;
   for (int i = 0; i < nx; i++)
     for (int d = 0; d < xs[i]->depth; d++) {
       tblock *tb = &xs[i]->blocks[d];
