@@ -78,7 +78,7 @@ sd_devw *sd_clip_devw(const sd_clip *m) {
 
 void sd_clip_free(sd_clip *m) {
   if (!m) return;
-  sd_devw_release(m->dw);
+  sd_devw_discard(m->dw);
   free(m->tok_emb);
   free(m->pos_emb);
   for (int i = 0; m->layers && i < m->cfg.layers; i++) {

@@ -66,7 +66,7 @@ sd_devw *sd_cnet_devw(const sd_cnet *m, bool encoder) {
 
 void sd_cnet_free(sd_cnet *m) {
   if (!m) return;
-  sd_devw_release(m->dw);
+  sd_devw_discard(m->dw);
   sd_unet_free(m->enc);
   sd_free_conv(&m->hint_in), sd_free_conv(&m->hint_out);
   for (int i = 0; m->hint && i < 2 * (m->n_hint - 1); i++)

@@ -138,9 +138,8 @@ static void note(char *list, size_t len, int *count, const char *key) {
   (*count)++;
 }
 
-int sd_lora_load(const sd_file *f, const sd_ckpt *ck, sd_lora **out,
-                 char *unmatched, size_t len, int *n_unmatched, char *err,
-                 size_t errlen) {
+int sd_lora_load(const sd_file *f, sd_ckpt *ck, sd_lora **out, char *unmatched,
+                 size_t len, int *n_unmatched, char *err, size_t errlen) {
   *out = NULL;
   *n_unmatched = 0;
   unmatched[0] = 0;
@@ -202,7 +201,7 @@ int sd_lora_load(const sd_file *f, const sd_ckpt *ck, sd_lora **out,
     goto out;
   }
   for (int gi = 0; gi < ng; gi++) {
-    const sd_param *p = &ck->params[g[gi].param];
+    sd_param *p = &ck->params[g[gi].param];
     if (!g[gi].have[K_UP] || !g[gi].have[K_DOWN]) {
       snprintf(err, errlen, "%s: LoRA for '%s' lacks its %s matrix", f->path,
                p->name, g[gi].have[K_UP] ? "down (A)" : "up (B)");
@@ -298,6 +297,7 @@ int sd_patch_apply(sd_patch_state *st, sd_part part, const sd_patch *p,
     for (int i = 0; i < p[k].lora->n; i++) {
       const sd_lora_target *t = &p[k].lora->t[i];
       if (t->param->part != part || backup_of(st, t->param->data)) continue;
+      sd_param_read(t->param); /* a deferred master: its values first */
       if (st->n_backups == st->cap_backups) {
         int cap = st->cap_backups ? 2 * st->cap_backups : 64;
         struct backup *nb = realloc(st->backups, (size_t)cap * sizeof *nb);

@@ -12,7 +12,7 @@
 #include "sd_device.h"
 
 typedef struct sd_lora_target {
-  const sd_param *param; /* the model weight it changes */
+  sd_param *param;       /* the model weight it changes (read at a merge) */
   float *delta;          /* [param->numel] */
 } sd_lora_target;
 
@@ -28,7 +28,7 @@ typedef struct sd_lora {
  * Keys that match no weight are listed in unmatched ("a, b, ...", at most
  * len bytes) and counted in *n_unmatched.  Returns 0 or a WEFT_E* code with
  * err set. */
-int sd_lora_load(const sd_file *file, const sd_ckpt *ck, sd_lora **out,
+int sd_lora_load(const sd_file *file, sd_ckpt *ck, sd_lora **out,
                  char *unmatched, size_t len, int *n_unmatched, char *err,
                  size_t errlen);
 void sd_lora_retain(sd_lora *l);

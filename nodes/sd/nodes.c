@@ -427,8 +427,17 @@ static int open_single(weft_call *c, bundle_impl *bi, const char *path) {
 /* The loader's phases: the masters read, the tokenizer, the device
  * started, each model's weights to the device and the copies committed. */
 enum {
-  LD_START, LD_UNET, LD_CLIP, LD_VAE, LD_TOK, LD_DEV,
-  LD_DUNET, LD_DCLIP, LD_DVAE, LD_COMMIT, LD_N
+  LD_START,
+  LD_TOK,
+  LD_DEV,
+  LD_UNET,
+  LD_CLIP,
+  LD_VAE,
+  LD_DUNET,
+  LD_DCLIP,
+  LD_DVAE,
+  LD_COMMIT,
+  LD_N
 };
 
 static void log_load_times(weft_call *c, const sd_bundle *b, const double *t) {
@@ -449,15 +458,16 @@ static void log_load_times(weft_call *c, const sd_bundle *b, const double *t) {
       hwc += dw[i]->n_hwc;
     }
   c->host->log(c, WEFT_LOG_DEBUG,
-               "loaded in %.2f s: masters %.2f s (UNet %.2f, text encoder "
-               "%.2f, VAE %.2f), tokenizer %.2f s, device start %.2f s, "
+               "loaded in %.2f s: tokenizer %.2f s, device start %.2f s, "
+               "masters %.2f s (UNet %.2f, text encoder %.2f, VAE %.2f%s), "
                "weights to the device %.2f s (UNet %.2f, text encoder %.2f, "
                "VAE %.2f, commit %.2f; the images' %.0f MiB allocated in "
                "%.2f s and filled in %.2f s); stacked q/k/v weights in %d "
                "attentions, k/v in %d more; %d convolution weights channels "
                "last",
-               sd_mono_s() - t[LD_START], d[LD_UNET] + d[LD_CLIP] + d[LD_VAE],
-               d[LD_UNET], d[LD_CLIP], d[LD_VAE], d[LD_TOK], d[LD_DEV],
+               sd_mono_s() - t[LD_START], d[LD_TOK], d[LD_DEV],
+               d[LD_UNET] + d[LD_CLIP] + d[LD_VAE], d[LD_UNET], d[LD_CLIP],
+               d[LD_VAE], b->ck.defer_reads ? "; values read as needed" : "",
                d[LD_DUNET] + d[LD_DCLIP] + d[LD_DVAE] + d[LD_COMMIT],
                d[LD_DUNET], d[LD_DCLIP], d[LD_DVAE], d[LD_COMMIT], mib, img,
                fill, qkv, kv, hwc);
@@ -485,12 +495,8 @@ static int loader_run(weft_call *c) {
                               : open_single(c, bi, path);
   if (!r && (r = sd_ckpt_configure(&b->ck, (const char *const *)cfg)))
     h->error(c, "%s", b->ck.err);
-  for (int p = 0; p < SD_PARTS; p++) free(cfg[p]);
-  if (!r && ((r = sd_unet_load(&b->ck, &b->unet)) ||
-             (t[LD_UNET] = sd_mono_s(), r = sd_clip_load(&b->ck, &b->clip)) ||
-             (t[LD_CLIP] = sd_mono_s(), r = sd_vae_load(&b->ck, &b->vae))))
-    h->error(c, "%s", b->ck.err);
-  t[LD_VAE] = sd_mono_s();
+  for (int p = 0; p < SD_PARTS; p++)
+    free(cfg[p]);
   char vocab[PATH_MAX], err[512];
   if (!r && find_vocab(vocab, sizeof vocab)) {
     h->error(c, "cannot find the CLIP vocabulary bpe_simple_vocab_16e6.txt.gz "
@@ -503,6 +509,15 @@ static int loader_run(weft_call *c) {
   if (!r && !(b->be = sd_backend_new(c, "the checkpoint", &r)) && !r)
     r = WEFT_ENOMEM;
   t[LD_DEV] = sd_mono_s();
+  /* on a device the masters' values are read only where needed (the
+   * images come straight from the file; WEFT_SD_DEFER_READS=0 reads all) */
+  const char *dr = getenv("WEFT_SD_DEFER_READS");
+  b->ck.defer_reads = !r && !sd_be_is_host(b->be) && !(dr && !strcmp(dr, "0"));
+  if (!r && ((r = sd_unet_load(&b->ck, &b->unet)) ||
+             (t[LD_UNET] = sd_mono_s(), r = sd_clip_load(&b->ck, &b->clip)) ||
+             (t[LD_CLIP] = sd_mono_s(), r = sd_vae_load(&b->ck, &b->vae))))
+    h->error(c, "%s", b->ck.err);
+  t[LD_VAE] = sd_mono_s();
   if (!r && !sd_be_is_host(b->be)) {
     /* the weights to the device under one budget (WEFT_VRAM, --vram):
      * resident when they fit, else streamed block by block; the host
@@ -510,7 +525,8 @@ static int loader_run(weft_call *c) {
     const char *part = "UNet";
     sd_vram *vr = sd_vram_for(c, b->be, "the checkpoint", &r);
     if (vr) {
-      r = sd_unet_to_vram(b->unet, vr);
+      r = sd_vram_defer(vr, b->ck.defer_reads ? &b->ck : NULL);
+      if (!r) r = sd_unet_to_vram(b->unet, vr);
       t[LD_DUNET] = sd_mono_s();
       if (!r) part = "text encoder", r = sd_clip_to_vram(b->clip, vr);
       t[LD_DCLIP] = sd_mono_s();
@@ -518,6 +534,7 @@ static int loader_run(weft_call *c) {
       t[LD_DVAE] = sd_mono_s();
       if (!r) part = "models", r = sd_vram_commit(vr);
       t[LD_COMMIT] = sd_mono_s();
+      sd_vram_defer(vr, NULL);
       if (r) {
         char what[128];
         snprintf(what, sizeof what, "copying the %s's weights", part);

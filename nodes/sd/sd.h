@@ -83,6 +83,12 @@ typedef struct sd_param {
   char *name;     /* "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight" */
   float *data;    /* the model's own array (stable for the model's life) */
   int64_t numel;
+  /* unread: data is allocated but its values are still only in the file,
+   * src (src_dt), which stays mapped while the checkpoint's weights are
+   * held (sd_ckpt.defer_reads); sd_param_read reads them */
+  bool unread;
+  weft_dtype src_dt;
+  const void *src;
 } sd_param;
 
 typedef struct sd_ckpt {
@@ -101,6 +107,13 @@ typedef struct sd_ckpt {
   int n_used, cap_used;
   sd_param *params;       /* every weight loaded, for LoRA */
   int n_params, cap_params;
+  /* The masters' values are read where they are needed, not by sd_weight:
+   * a device upload fills its 16-bit image straight from the file and
+   * reads only the fp32 and host-only weights (sd_vram_defer), LoRA reads
+   * the weights it patches (sd_param_read).  Set by the loader where the
+   * models go to a device: reading 860 M values into fp32 that nothing
+   * reads was half a fresh process's load. */
+  bool defer_reads;
   /* No files: every weight is drawn at random (benchmarks at real model
    * sizes); configs must then come as JSON. */
   bool random_weights;
@@ -118,7 +131,8 @@ int sd_ckpt_configure(sd_ckpt *ck, const char *const config_json[SD_PARTS]);
 int sd_ckpt_configure_control(sd_ckpt *ck, const char *config_json);
 
 /* Fetches a weight by its diffusers name (translated for LDM files) as
- * float32: *out is malloc'd (caller frees).  numel, when > 0, must match.
+ * float32: *out is malloc'd (caller frees); with ck->defer_reads its values
+ * are not read yet (the param is unread).  numel, when > 0, must match.
  * Returns 0, or WEFT_ENOENT / WEFT_EFORMAT with ck->err naming the key. */
 int sd_weight(sd_ckpt *ck, sd_part part, const char *name, int64_t numel,
               float **out);
@@ -137,6 +151,8 @@ int sd_ckpt_unused(const sd_ckpt *ck, char *out, size_t len);
  * parameter registry (freed later by sd_ckpt_free_params). */
 void sd_ckpt_release(sd_ckpt *ck);
 void sd_ckpt_free_params(sd_ckpt *ck);
+/* Reads an unread param's values from its file (nothing if read). */
+void sd_param_read(sd_param *p);
 /* The registry entry of a diffusers name, or NULL. */
 const sd_param *sd_ckpt_param(const sd_ckpt *ck, sd_part part,
                               const char *name);

@@ -333,17 +333,12 @@ int sd_weight(sd_ckpt *ck, sd_part part, const char *name, int64_t numel,
                 "%s: tensor '%s' has %lld elements, the architecture needs "
                 "%lld",
                 f->path, key, (long long)n, (long long)numel);
-  float *w = master_alloc(n);
-  if (!w) return fail(ck, WEFT_ENOMEM, "out of memory loading '%s'", key);
-  switch (v.dtype) {
-  case WEFT_F32:
-  case WEFT_F16:
-  case WEFT_BF16: to_f32(w, v.data, v.dtype, n); break;
-  default:
-    free(w);
+  if (v.dtype != WEFT_F32 && v.dtype != WEFT_F16 && v.dtype != WEFT_BF16)
     return fail(ck, WEFT_EFORMAT, "%s: tensor '%s' is not a float tensor",
                 f->path, key);
-  }
+  float *w = master_alloc(n);
+  if (!w) return fail(ck, WEFT_ENOMEM, "out of memory loading '%s'", key);
+  if (!ck->defer_reads) to_f32(w, v.data, v.dtype, n);
   if (ck->n_params == ck->cap_params) {
     int cap = ck->cap_params ? 2 * ck->cap_params : 1024;
     sd_param *np = realloc(ck->params, (size_t)cap * sizeof *np);
@@ -359,9 +354,16 @@ int sd_weight(sd_ckpt *ck, sd_part part, const char *name, int64_t numel,
     free(w);
     return fail(ck, WEFT_ENOMEM, "out of memory");
   }
-  ck->params[ck->n_params++] = (sd_param){part, pn, w, n};
+  ck->params[ck->n_params++] =
+      (sd_param){part, pn, w, n, ck->defer_reads, v.dtype, v.data};
   *out = w;
   return 0;
+}
+
+void sd_param_read(sd_param *p) {
+  if (!p->unread) return;
+  to_f32(p->data, p->src, p->src_dt, p->numel);
+  p->unread = false;
 }
 
 /* ---- configs --------------------------------------------------------------- */

@@ -120,6 +120,8 @@ struct sd_vram {
   void *after; /* the compute-stream event uploads wait for */
   bool dirty;  /* models joined since the pool was sized */
   sd_vram_stats st;
+  sd_param **defer; /* sd_vram_defer's params, by data address */
+  int n_defer;
   char err[512];
 };
 
@@ -168,6 +170,7 @@ void sd_vram_release(sd_vram *vr) {
   if (vr->after) vr->x.event_free(vr->x.ctx, vr->after);
   if (vr->has_x && vr->x.free) vr->x.free(vr->x.ctx);
   free(vr->models);
+  free(vr->defer);
   free(vr);
 }
 
@@ -636,11 +639,55 @@ static void col_block(sd_wvisit *v, const char *name) {
   k->first = dw->n;
 }
 
+static int cmp_param_data(const void *a, const void *b) {
+  uintptr_t x = (uintptr_t)(*(sd_param *const *)a)->data,
+            y = (uintptr_t)(*(sd_param *const *)b)->data;
+  return x < y ? -1 : x > y;
+}
+
+int sd_vram_defer(sd_vram *vr, sd_ckpt *ck) {
+  free(vr->defer);
+  vr->defer = NULL, vr->n_defer = 0;
+  if (!ck || !ck->n_params) return 0;
+  if (!(vr->defer = malloc((size_t)ck->n_params * sizeof *vr->defer)))
+    return WEFT_ENOMEM;
+  for (int i = 0; i < ck->n_params; i++)
+    vr->defer[i] = &ck->params[i];
+  vr->n_defer = ck->n_params;
+  qsort(vr->defer, (size_t)vr->n_defer, sizeof *vr->defer, cmp_param_data);
+  return 0;
+}
+
+/* the unread param whose master is w (sd_vram_defer), or NULL */
+static sd_param *unread_param(const sd_vram *vr, const float *w) {
+  int lo = 0, hi = vr->n_defer - 1;
+  while (lo <= hi) {
+    int mid = (lo + hi) / 2;
+    sd_param *p = vr->defer[mid];
+    if (p->data == w) return p->unread ? p : NULL;
+    if ((uintptr_t)p->data < (uintptr_t)w)
+      lo = mid + 1;
+    else
+      hi = mid - 1;
+  }
+  return NULL;
+}
+
 static void col_weight(sd_wvisit *v, float **w, int64_t numel, sd_wkind kind) {
   collect *c = (collect *)v;
   sd_devw *dw = c->dw;
   if (!dw->n_blocks) col_block(v, "weights");
   if (c->rc) return;
+  /* a deferred master: a 16-bit image's values come from the file, the
+   * rest are read now (they are copied from the master or read on the
+   * host) */
+  sd_param *p = unread_param(dw->vr, *w);
+  const void *src = NULL;
+  weft_dtype src_dt = WEFT_F32;
+  if (p && kind == SD_W_HALF && p->numel == numel)
+    src = p->src, src_dt = p->src_dt;
+  else if (p)
+    sd_param_read(p);
   if (dw->n == c->cap_e) {
     int nc = c->cap_e ? 2 * c->cap_e : 64;
     sd_devw_entry *ne = realloc(dw->e, (size_t)nc * sizeof *ne);
@@ -652,7 +699,7 @@ static void col_weight(sd_wvisit *v, float **w, int64_t numel, sd_wkind kind) {
   }
   int b = dw->n_blocks - 1;
   dw->e[dw->n++] = (sd_devw_entry){
-      *w, w, numel, kind, kind == SD_W_HALF ? b : -1, 0, 0, 0};
+      *w, w, numel, kind, kind == SD_W_HALF ? b : -1, 0, 0, 0, src, src_dt};
   dw->blk[b].n++;
 }
 
@@ -705,14 +752,19 @@ static void fill_part(sd_devw *dw, const sd_devw_entry *e, int64_t b,
   char *dst = (char *)dw->image + dw->blk[e->block].img_off + e->off;
   const weft_dtype dt = dw->vr->half;
   const size_t es = weft_dtype_size(dt);
+  /* from the master, or from the file where it is unread (the same values:
+   * the master is the file's, exactly, in fp32) */
+  const weft_dtype st = e->src ? e->src_dt : WEFT_F32;
+  const char *src = e->src ? e->src : (const void *)e->host;
+  const size_t ss = weft_dtype_size(st);
   if (!e->hwc_kk) {
-    weft_cpu_convert_serial(dst + (size_t)b * es, dt, e->host + b, WEFT_F32,
+    weft_cpu_convert_serial(dst + (size_t)b * es, dt, src + (size_t)b * ss, st,
                             end - b);
     return;
   }
   const int64_t cin = e->hwc_cin, kk = e->hwc_kk, row = cin * kk;
   for (int64_t o = (b + row - 1) / row; o * row < end; o++) {
-    weft_cpu_convert_serial(tmp, dt, e->host + o * row, WEFT_F32, row);
+    weft_cpu_convert_serial(tmp, dt, src + (size_t)(o * row) * ss, st, row);
     char *d = dst + (size_t)(o * row) * es;
     if (es == 2) {
       const uint16_t *s = tmp;
@@ -853,10 +905,16 @@ static void devw_free(sd_devw *dw) {
   sd_vram_release(vr);
 }
 
-/* points every field back at its master */
-static void restore(sd_devw *dw) {
-  for (int i = 0; i < dw->n; i++)
-    *dw->e[i].field = dw->e[i].host;
+/* points every field back at its master; read: with the values of those
+ * still unread (the model runs on the host next) */
+static void restore(sd_devw *dw, bool read) {
+  for (int i = 0; i < dw->n; i++) {
+    sd_devw_entry *e = &dw->e[i];
+    if (read && e->src)
+      weft_cpu_convert_serial(e->host, WEFT_F32, e->src, e->src_dt, e->numel);
+    e->src = NULL;
+    *e->field = e->host;
+  }
 }
 
 /* ---- adjacent products --------------------------------------------------
@@ -1048,7 +1106,7 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
     rc = join(vr, dw);
     if (rc) {
       leave(vr, dw);
-      restore(dw);
+      restore(dw, true);
     }
   }
   if (rc) {
@@ -1063,12 +1121,20 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
   return 0;
 }
 
-void sd_devw_release(sd_devw *dw) {
+static void release(sd_devw *dw, bool read) {
   if (!dw) return;
   mark_fused(dw->owner, dw->visit, NULL, false);
   leave(dw->vr, dw);
-  restore(dw);
+  restore(dw, read);
   devw_free(dw);
+}
+
+void sd_devw_release(sd_devw *dw) {
+  release(dw, true);
+}
+
+void sd_devw_discard(sd_devw *dw) {
+  release(dw, false);
 }
 
 int sd_devw_use(sd_devw *dw, int b) {
@@ -1104,12 +1170,12 @@ int sd_devw_use(sd_devw *dw, int b) {
   return rc == WEFT_ERANGE ? 0 : rc;
 }
 
-static const sd_devw_entry *entry_of(const sd_devw *dw, const float *host) {
+static sd_devw_entry *entry_of(const sd_devw *dw, const float *host) {
   if (!dw) return NULL;
   int lo = 0, hi = dw->n - 1;
   while (lo <= hi) {
     int mid = (lo + hi) / 2;
-    const sd_devw_entry *e = &dw->e[dw->sorted[mid]];
+    sd_devw_entry *e = &dw->e[dw->sorted[mid]];
     if (e->host == host) return e;
     if ((uintptr_t)e->host < (uintptr_t)host)
       lo = mid + 1;
@@ -1129,9 +1195,10 @@ float *sd_devw_find(const sd_devw *dw, const float *host) {
 }
 
 int sd_devw_sync(sd_devw *dw, const float *host) {
-  const sd_devw_entry *e = entry_of(dw, host);
+  sd_devw_entry *e = entry_of(dw, host);
   if (!e) return WEFT_ENOENT;
   dw->syncs++;
+  e->src = NULL; /* the master holds the values now (LoRA read them) */
   weft_backend *be = dw->be;
   if (e->kind == SD_W_HOST) return 0;
   /* on the backend's stream: after every queued use of the old values */

@@ -165,6 +165,12 @@ uint64_t sd_vram_budget(const sd_vram *vr);
 bool sd_vram_streaming(const sd_vram *vr);
 /* The pool's size in bytes (0 before a model joins). */
 size_t sd_vram_pool_bytes(const sd_vram *vr);
+/* The uploads that follow take the values of ck's unread params
+ * (ck->defer_reads) from its files: an SD_W_HALF weight's image straight
+ * from them (its master stays unread), the others read into their masters
+ * first.  ck NULL ends it; ck must outlive the uploads made meanwhile.  0
+ * or WEFT_ENOMEM. */
+int sd_vram_defer(sd_vram *vr, sd_ckpt *ck);
 /* Sizes the pool for the models joined so far and loads blocks in order
  * while they fit (all of them when nothing streams).  The first
  * sd_devw_use does it too; _to_backend does it at once.  0 or a WEFT_E*
@@ -229,6 +235,10 @@ typedef struct sd_devw_entry {
   /* a convolution weight [c_out, hwc_cin, hwc_kk] copied channels last,
    * [c_out, hwc_kk, hwc_cin] (weft_conv2d_args.w_hwc); 0: as the master */
   int64_t hwc_cin, hwc_kk;
+  /* an SD_W_HALF master not read yet (sd_vram_defer): the image is filled
+   * from the file's values, src of src_dt; NULL once the master holds them */
+  const void *src;
+  weft_dtype src_dt;
 } sd_devw_entry;
 
 typedef struct sd_devw_block {
@@ -292,9 +302,12 @@ double sd_mono_s(void);
  * a reference to vr) */
 int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
                    const char *name, bool hwc, sd_devw **out);
-/* Points the model back at its host arrays, frees its device memory and
- * dw (NULL: nothing). */
+/* Points the model back at its host arrays (reading the values of any
+ * still unread: the model runs on the host next), frees its device memory
+ * and dw (NULL: nothing). */
 void sd_devw_release(sd_devw *dw);
+/* The same where the model is freed next: unread masters stay unread. */
+void sd_devw_discard(sd_devw *dw);
 /* Makes block b resident before a forward pass runs it (loading it now,
  * or waiting for its prefetch), then prefetches the model's next block.
  * 0 for dw NULL (a host model); else 0 or a WEFT_E* code. */

@@ -271,7 +271,7 @@ static const float *kept_ctx(const sd_unet *m, weft_backend *be,
 void sd_unet_free(sd_unet *m) {
   if (!m) return;
   sd_unet_drop_ctx(m);
-  sd_devw_release(m->dw);
+  sd_devw_discard(m->dw);
   sd_free_linear(&m->t1), sd_free_linear(&m->t2);
   sd_free_conv(&m->conv_in), sd_free_conv(&m->conv_out);
   for (int i = 0; i < m->cfg.n_levels; i++) {

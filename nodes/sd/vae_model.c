@@ -144,7 +144,7 @@ sd_devw *sd_vae_devw(const sd_vae *m) {
 
 void sd_vae_free(sd_vae *m) {
   if (!m) return;
-  sd_devw_release(m->dw);
+  sd_devw_discard(m->dw);
   free_side(&m->enc, m->cfg.n_levels);
   free_side(&m->dec, m->cfg.n_levels);
   sd_free_conv(&m->quant), sd_free_conv(&m->post_quant);

@@ -116,10 +116,20 @@ TEST(txt2img_on_the_emulated_device_writes_the_cpus_png) {
   ASSERT_CONTAINS(ev, "the checkpoint runs on the emulated device");
   ASSERT_CONTAINS(ev, "weights on emulated without a budget");
   ASSERT_CONTAINS(ev, "VAE decode: device high-water ");
+  /* the 16-bit images filled from the file, their masters left unread
+   * (test_sd_stream checks the values); WEFT_SD_DEFER_READS=0 reads them
+   * all, for the same image */
+  ASSERT_CONTAINS(ev, "values read as needed");
   /* placement (ABI 1.4): the sampler's latent stays on the device for
    * VAEDecode, the latent in and the image out are host ports: no copy
    * between nodes at all */
   ASSERT(strstr(ev, "\"transfer:") == NULL);
+  same_png(cpu, emu, "txt2img_00001_.png");
+  free(ev);
+  setenv("WEFT_SD_DEFER_READS", "0", 1);
+  ev = run("txt2img.yaml", "emulated", NULL, NULL, emu);
+  unsetenv("WEFT_SD_DEFER_READS");
+  ASSERT(strstr(ev, "values read as needed") == NULL);
   same_png(cpu, emu, "txt2img_00001_.png");
   free(ev);
 }

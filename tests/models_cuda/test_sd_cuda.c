@@ -471,7 +471,7 @@ TEST(controlnet_on_cuda_matches_diffusers_diffusers_folder) {
  * ----------------------------------------------------------------------------
  */
 
-static sd_lora *lora_open(const sd_ckpt *ck, const char *rel) {
+static sd_lora *lora_open(sd_ckpt *ck, const char *rel) {
   char path[4096], err[1024], um[1024];
   snprintf(path, sizeof path, "%s/fixtures/sd15_extras/%s", weft_test_srcdir(),
            rel);

@@ -466,7 +466,7 @@ TEST(f32_to_f16_and_bf16_round_to_nearest_even) {
 /* ---- LoRA on streamed weights
  * ------------------------------------------------- */
 
-static sd_lora *lora_open(const sd_ckpt *ck) {
+static sd_lora *lora_open(sd_ckpt *ck) {
   char path[4096], err[1024], um[1024];
   snprintf(path, sizeof path, "%s/fixtures/sd15_extras/lora_kohya.safetensors",
            weft_test_srcdir());
@@ -674,6 +674,126 @@ TEST(half_images_are_the_masters_rounded) {
   sd_vram_release(vr);
   free(fs);
   weft_backend_free(e);
+}
+
+/* Deferred reads (sd_ckpt.defer_reads, as the loader sets on a device):
+ * the 16-bit images come straight from the file's fp16 values and their
+ * masters stay unread; the fp32 weights are read.  Against a load that
+ * reads every master: the same images and fp32 buffers byte for byte, the
+ * same UNet output; a LoRA merge reads the weights it patches and gives
+ * the same output as on read masters; a model moved back to the host
+ * reads the rest (its masters then the file's). */
+static void open_deferred(model *md, sd_vram *vr, bool defer) {
+  memset(md, 0, sizeof *md);
+  fx_model_open(&md->m, SD_LAYOUT_LDM);
+  md->m.ck.defer_reads = defer;
+  ASSERT_OK(sd_unet_load(&md->m.ck, &md->unet));
+  ASSERT_OK(sd_vae_load(&md->m.ck, &md->vae));
+  md->vr = vr;
+  ASSERT_OK(sd_vram_defer(vr, defer ? &md->m.ck : NULL));
+  ASSERT_OK(sd_unet_to_vram(md->unet, vr));
+  ASSERT_OK(sd_vae_to_vram(md->vae, vr));
+  ASSERT_OK(sd_vram_commit(vr));
+  ASSERT_OK(sd_vram_defer(vr, NULL));
+}
+
+static const sd_param *param_of(const sd_ckpt *ck, const float *data) {
+  for (int i = 0; i < ck->n_params; i++)
+    if (ck->params[i].data == data) return &ck->params[i];
+  return NULL;
+}
+
+TEST(deferred_reads_fill_the_images_from_the_file) {
+  weft_backend *ea = emu(), *eb = emu();
+  sd_vram *va = sd_vram_new(ea, UINT64_MAX, WEFT_F16, NULL, false);
+  sd_vram *vb = sd_vram_new(eb, UINT64_MAX, WEFT_F16, NULL, false);
+  model a, b;
+  open_deferred(&a, va, false);
+  open_deferred(&b, vb, true);
+  const sd_devw *da[2] = {sd_unet_devw(a.unet), sd_vae_devw(a.vae)};
+  const sd_devw *db[2] = {sd_unet_devw(b.unet), sd_vae_devw(b.vae)};
+  int unread = 0, half = 0;
+  for (int k = 0; k < 2; k++) {
+    ASSERT_EQ(da[k]->n, db[k]->n);
+    ASSERT_EQ(da[k]->image_bytes, db[k]->image_bytes);
+    ASSERT_EQ(da[k]->f32_bytes, db[k]->f32_bytes);
+    for (int i = 0; i < db[k]->n; i++) {
+      const sd_devw_entry *e = &db[k]->e[i];
+      /* the entry's copy, in the image or the fp32 buffer (not the pads) */
+      ASSERT_EQ(e->off, da[k]->e[i].off);
+      if (e->kind == SD_W_HALF)
+        ASSERT_EQ(memcmp((const char *)da[k]->image +
+                             da[k]->blk[e->block].img_off + e->off,
+                         (const char *)db[k]->image +
+                             db[k]->blk[e->block].img_off + e->off,
+                         (size_t)e->numel * 2),
+                  0);
+      else if (e->kind == SD_W_F32)
+        ASSERT_EQ(
+            memcmp((const char *)weft_emulated_host_ptr(da[k]->f32) + e->off,
+                   (const char *)weft_emulated_host_ptr(db[k]->f32) + e->off,
+                   (size_t)e->numel * 4),
+            0);
+      const sd_param *p = param_of(&b.m.ck, e->host);
+      ASSERT(p != NULL);
+      ASSERT(!param_of(&a.m.ck, da[k]->e[i].host)->unread);
+      if (e->kind == SD_W_HALF) {
+        half++;
+        unread += p->unread;
+        ASSERT(e->src == p->src);
+      } else {
+        ASSERT(!p->unread); /* read: copied from the master */
+        ASSERT(e->src == NULL);
+      }
+    }
+  }
+  fprintf(stderr,
+          "%d of %d 16-bit weights left unread; images and fp32 "
+          "buffers byte-identical\n",
+          unread, half);
+  ASSERT(half > 0);
+  ASSERT_EQ(unread, half);
+  unet_in u = unet_input();
+  float *ua = malloc((size_t)u.n * 4), *ub = malloc((size_t)u.n * 4);
+  run_unet(a.unet, ea, &u, ua);
+  run_unet(b.unet, eb, &u, ub);
+  same("unet, deferred reads vs read masters", ub, ua, u.n);
+  /* LoRA: the patched weights read, then merged and synced */
+  sd_lora *la = lora_open(&a.m.ck), *lb = lora_open(&b.m.ck);
+  sd_patch_state sa, sb;
+  memset(&sa, 0, sizeof sa), memset(&sb, 0, sizeof sb);
+  sd_patch pa = {la, 0.8f}, pb = {lb, 0.8f};
+  ASSERT_OK(sd_patch_apply(&sa, SD_UNET, &pa, 1));
+  ASSERT_OK(sd_patch_sync(&sa, sd_unet_devw(a.unet)));
+  ASSERT_OK(sd_patch_apply(&sb, SD_UNET, &pb, 1));
+  ASSERT_OK(sd_patch_sync(&sb, sd_unet_devw(b.unet)));
+  for (int i = 0; i < lb->n; i++)
+    ASSERT(!lb->t[i].param->unread);
+  run_unet(a.unet, ea, &u, ua);
+  run_unet(b.unet, eb, &u, ub);
+  same("unet + lora, deferred reads vs read masters", ub, ua, u.n);
+  /* to the host: the VAE's masters read from the file */
+  sd_vae_to_host(a.vae), sd_vae_to_host(b.vae);
+  int vae_params = 0;
+  for (int i = 0; i < b.m.ck.n_params; i++) {
+    const sd_param *pb2 = &b.m.ck.params[i];
+    if (pb2->part != SD_VAE) continue;
+    const sd_param *pa2 = sd_ckpt_param(&a.m.ck, SD_VAE, pb2->name);
+    ASSERT(pa2 != NULL && pa2->numel == pb2->numel);
+    ASSERT_EQ(memcmp(pa2->data, pb2->data, (size_t)pb2->numel * 4), 0);
+    vae_params++;
+  }
+  fprintf(stderr, "%d VAE masters equal after the move to the host\n",
+          vae_params);
+  ASSERT(vae_params > 0);
+  sd_patch_state_free(&sa), sd_patch_state_free(&sb);
+  sd_lora_release(la), sd_lora_release(lb);
+  free(ua), free(ub);
+  weft_st_close(u.io);
+  close_model(&a), close_model(&b);
+  sd_vram_release(va), sd_vram_release(vb);
+  ASSERT_EQ(weft_emulated_live_buffers(eb), 0);
+  weft_backend_free(ea), weft_backend_free(eb);
 }
 
 static void fake_stream_run(bool late) {
