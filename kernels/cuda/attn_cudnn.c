@@ -34,11 +34,25 @@
  * run`'s sampling 0.91 s against 0.51 on flash16.cu), after which the
  * step is 0.6 ms faster (6.63 against 7.22 ms).
  * WEFT_CUDA_ATTN_CUDNN=0 (or weft_cuda_set_cudnn_attention) keeps
- * flash16.cu everywhere: an A/B switch. */
+ * flash16.cu everywhere: an A/B switch.
+ *
+ * Plans kept on disk.  cuDNN serializes a runtime-compiled plan (its JSON
+ * representation, the compiled code in it) and finalizes one from that
+ * without NVRTC, so a plan compiled once is kept for later processes:
+ * one file per shape under WEFT_CACHE_DIR (default $XDG_CACHE_HOME/weft or
+ * ~/.cache/weft; WEFT_CACHE_DIR=off keeps none), named and headed by
+ * cuDNN's version, the GPU (compute capability, multiprocessors, driver)
+ * and the shape's key.  The file holds the configuration the rule above
+ * picked, so a kept plan runs the kernel a build would.  A file that does
+ * not match or does not finalize is built anew and written again
+ * (written whole, then renamed into place). */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -81,6 +95,7 @@ typedef struct aplan {
   int nkeep;
   int64_t ws;
   bool none; /* no engine: flash16.cu runs the shape */
+  bool rtc;  /* its engine is runtime-compiled: worth keeping on disk */
 } aplan;
 
 typedef struct aplans {
@@ -343,6 +358,7 @@ static bool plan_from(weft__cuda_ctx *ctx, aplan *p,
         continue;
       ++*tried;
       if (p->nkeep < ADESCS && finalize(ctx, p, cfg[i])) {
+        p->rtc = pass == 1;
         p->keep[p->nkeep++] = cfg[i];
         cfg[i] = NULL; /* p's */
         if (log_level())
@@ -370,9 +386,149 @@ static bool plan_from(weft__cuda_ctx *ctx, aplan *p,
   return p->plan != NULL;
 }
 
-/* Builds the graph of a and its plan into p: 0, or WEFT_EUNSUPPORTED
- * (p->none) when cuDNN offers no engine that finalizes. */
+/* ---- plans kept on disk ---- */
+
+/* The folder of kept plans into dir (made if missing): false for none. */
+static bool cache_dir(char *dir, size_t n) {
+  const char *e = getenv("WEFT_CACHE_DIR"), *x = getenv("XDG_CACHE_HOME"),
+             *home = getenv("HOME");
+  int w;
+  if (e) {
+    if (!*e || !strcmp(e, "off") || !strcmp(e, "0")) return false;
+    w = snprintf(dir, n, "%s", e);
+  } else if (x && *x) {
+    w = snprintf(dir, n, "%s/weft", x);
+  } else if (home && *home) {
+    char up[4096];
+    if ((size_t)snprintf(up, sizeof up, "%s/.cache", home) >= sizeof up)
+      return false;
+    if (mkdir(up, 0755) != 0 && errno != EEXIST) return false;
+    w = snprintf(dir, n, "%s/weft", up);
+  } else {
+    return false;
+  }
+  if (w < 0 || (size_t)w >= n) return false;
+  return mkdir(dir, 0755) == 0 || errno == EEXIST;
+}
+
+/* p's file (path) and the header line that must open it (head) */
+static bool cache_names(weft__cuda_ctx *ctx, const aplan *p, char *path,
+                        size_t np, char *head, size_t nh) {
+  char dir[4096];
+  int drv = 0;
+  if (!cache_dir(dir, sizeof dir) || cudaDriverGetVersion(&drv) != cudaSuccess)
+    return false;
+  int w = snprintf(head, nh,
+                   "weft cuDNN attention plan 1; cuDNN %zu; sm %d, %d "
+                   "multiprocessors, driver %d; key",
+                   cudnnGetVersion(), ctx->cc, ctx->sm_count, drv);
+  for (int i = 0; i < AKEY && w > 0 && (size_t)w < nh; i++)
+    w += snprintf(head + w, nh - (size_t)w, " %lld", (long long)p->key[i]);
+  if (w <= 0 || (size_t)w + 2 > nh) return false;
+  head[w++] = '\n', head[w] = 0;
+  uint64_t hash = 1469598103934665603ull; /* FNV-1a of the header */
+  for (int i = 0; i < w; i++)
+    hash = (hash ^ (unsigned char)head[i]) * 1099511628211ull;
+  w = snprintf(path, np, "%s/cudnn-attn-%zu-sm%d-%016llx.plan", dir,
+               cudnnGetVersion(), ctx->cc, (unsigned long long)hash);
+  return w > 0 && (size_t)w < np;
+}
+
+/* p's plan from its file: true when one was there, matched and finalized */
+static bool cache_load(weft__cuda_ctx *ctx, aplan *p) {
+  char path[4608], head[1024];
+  if (!cache_names(ctx, p, path, sizeof path, head, sizeof head)) return false;
+  FILE *f = fopen(path, "rb");
+  if (!f) return false;
+  enum { MAX_PLAN = 64 << 20 };
+  char *buf = NULL;
+  long n = -1;
+  if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && n <= MAX_PLAN &&
+      fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n)) &&
+      fread(buf, 1, (size_t)n, f) != (size_t)n)
+    n = -1;
+  fclose(f);
+  const size_t hl = strlen(head);
+  bool ok = buf && n > (long)hl && !memcmp(buf, head, hl);
+  cudnnBackendDescriptor_t plan = NULL;
+  cudnnHandle_t hd = H(ctx);
+  int64_t got = 0;
+  ok = ok &&
+       cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR,
+                                    &plan) == CUDNN_STATUS_SUCCESS;
+  ok = ok &&
+       cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
+                                CUDNN_TYPE_HANDLE, 1,
+                                &hd) == CUDNN_STATUS_SUCCESS &&
+       cudnnBackendSetAttribute(
+           plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+           (int64_t)((size_t)n - hl), buf + hl) == CUDNN_STATUS_SUCCESS &&
+       cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
+       cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                CUDNN_TYPE_INT64, 1, &got,
+                                &p->ws) == CUDNN_STATUS_SUCCESS;
+  free(buf);
+  if (!ok) {
+    if (plan) cudnnBackendDestroyDescriptor(plan);
+    if (log_level())
+      fprintf(stderr,
+              "weft cuda: attention [cuDNN]: %s: no plan kept there "
+              "that matches\n",
+              path);
+    return false;
+  }
+  p->plan = plan;
+  p->rtc = true;
+  weft__cuda_plan_time(ctx, WEFT__PLAN_KEPT, 0);
+  if (log_level())
+    fprintf(stderr,
+            "weft cuda: attention [cuDNN]: plan from %s, workspace "
+            "%.1f MiB\n",
+            path, (double)p->ws / 1048576.0);
+  return true;
+}
+
+/* Keeps p's runtime-compiled plan in its file (errors ignored: the next
+ * process compiles it again). */
+static void cache_store(weft__cuda_ctx *ctx, const aplan *p) {
+  char path[4608], tmp[4700], head[1024];
+  if (!p->rtc || !cache_names(ctx, p, path, sizeof path, head, sizeof head))
+    return;
+  int64_t n = 0;
+  if (cudnnBackendGetAttribute(
+          p->plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION,
+          CUDNN_TYPE_CHAR, 0, &n, NULL) != CUDNN_STATUS_SUCCESS ||
+      n <= 0)
+    return;
+  char *js = malloc((size_t)n);
+  if (!js) return;
+  if (cudnnBackendGetAttribute(
+          p->plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION,
+          CUDNN_TYPE_CHAR, n, &n, js) != CUDNN_STATUS_SUCCESS)
+    n = 0;
+  while (n > 0 && !js[n - 1]) /* the text, without its terminator */
+    n--;
+  snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+  FILE *f = n > 0 ? fopen(tmp, "wb") : NULL;
+  bool ok =
+      f && fputs(head, f) >= 0 && fwrite(js, 1, (size_t)n, f) == (size_t)n;
+  if (f && fclose(f) != 0) ok = false;
+  if (f && (!ok || rename(tmp, path) != 0)) {
+    ok = false;
+    unlink(tmp);
+  }
+  if (ok) weft__cuda_plan_time(ctx, WEFT__PLAN_STORED, 0);
+  if (log_level())
+    fprintf(stderr, "weft cuda: attention [cuDNN]: plan %s %s\n",
+            ok ? "kept in" : "could not be kept in", path);
+  free(js);
+}
+
+/* Builds the graph of a and its plan into p (or takes the plan from its
+ * file): 0, or WEFT_EUNSUPPORTED (p->none) when cuDNN offers no engine
+ * that finalizes. */
 static int build(weft__cuda_ctx *ctx, const weft_attn_args *a, aplan *p) {
+  if (cache_load(ctx, p)) return 0;
   const cudnnDataType_t io =
       ctx->act == WEFT_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
   const cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
@@ -427,6 +583,7 @@ static int build(weft__cuda_ctx *ctx, const weft_attn_args *a, aplan *p) {
     if (plan_from(ctx, p, graph,
                   i ? CUDNN_HEUR_MODE_FALLBACK : CUDNN_HEUR_MODE_A, &tried))
       break;
+  if (p->plan) cache_store(ctx, p);
   st = CUDNN_STATUS_SUCCESS;
 fail:
   if (st != CUDNN_STATUS_SUCCESS || !p->plan) {

@@ -307,6 +307,8 @@ void weft__cuda_plan_time(weft__cuda_ctx *ctx, weft__cuda_plan_kind what,
   case WEFT__PLAN_CUDNN: p->cudnn_plans++, p->cudnn_s += seconds; break;
   case WEFT__PLAN_LT: p->lt_plans++, p->lt_s += seconds; break;
   case WEFT__PLAN_CUDNN_WAIT: p->cudnn_wait_s += seconds; break;
+  case WEFT__PLAN_KEPT: p->cudnn_kept++; break;
+  case WEFT__PLAN_STORED: p->cudnn_stored++; break;
   }
   pthread_mutex_unlock(&ctx->plans_mu);
 }

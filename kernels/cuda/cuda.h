@@ -252,6 +252,9 @@ int weft_cuda_mem_stats_get(const weft_backend *be, weft_cuda_mem_stats *st);
 typedef struct weft_cuda_plan_stats {
   uint64_t cudnn_plans, lt_plans;
   double cudnn_s, lt_s, cudnn_wait_s;
+  /* cuDNN attention plans taken from their files (WEFT_CACHE_DIR) and
+   * written there: of cudnn_plans */
+  uint64_t cudnn_kept, cudnn_stored;
 } weft_cuda_plan_stats;
 /* Fills *st (0, or WEFT_EINVAL for a non-CUDA backend). */
 int weft_cuda_plan_stats_get(const weft_backend *be, weft_cuda_plan_stats *st);

@@ -106,9 +106,11 @@ static inline double weft__cuda_now(void) {
 
 /* Adds one plan's (or the wait's) seconds to ctx->plans. */
 typedef enum weft__cuda_plan_kind {
-  WEFT__PLAN_CUDNN,     /* a cuDNN plan made */
-  WEFT__PLAN_LT,        /* a cuBLASLt one */
-  WEFT__PLAN_CUDNN_WAIT /* the wait for cuDNN's start */
+  WEFT__PLAN_CUDNN,      /* a cuDNN plan made */
+  WEFT__PLAN_LT,         /* a cuBLASLt one */
+  WEFT__PLAN_CUDNN_WAIT, /* the wait for cuDNN's start */
+  WEFT__PLAN_KEPT,       /* a cuDNN plan read from its file (no seconds) */
+  WEFT__PLAN_STORED      /* one written to its file (no seconds) */
 } weft__cuda_plan_kind;
 void weft__cuda_plan_time(weft__cuda_ctx *ctx, weft__cuda_plan_kind what,
                           double seconds);

@@ -350,9 +350,12 @@ void sd_vram_log_use(weft_call *c, const weft_backend *be, const sd_vram *vr,
   weft_cuda_plan_stats ps;
   if (weft_cuda_plan_stats_get(root, &ps) == 0)
     c->host->log(c, WEFT_LOG_INFO,
-                 "%s: plans made so far: cuDNN %llu in %.3f s, cuBLASLt %llu "
-                 "in %.3f s; %.3f s waiting for cuDNN's start",
+                 "%s: plans made so far: cuDNN %llu in %.3f s (%llu of "
+                 "them from their files, %llu written), cuBLASLt %llu in "
+                 "%.3f s; %.3f s waiting for cuDNN's start",
                  what, (unsigned long long)ps.cudnn_plans, ps.cudnn_s,
+                 (unsigned long long)ps.cudnn_kept,
+                 (unsigned long long)ps.cudnn_stored,
                  (unsigned long long)ps.lt_plans, ps.lt_s, ps.cudnn_wait_s);
 #endif
 }

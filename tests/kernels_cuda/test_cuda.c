@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda.h"
@@ -3826,4 +3827,137 @@ TEST(linear_group_fp16) {
   group_case(&t, 3, false);
   group_case(&t, 2, true);
   clt_teardown(&t);
+}
+
+/* ---- cuDNN attention plans kept on disk (WEFT_CACHE_DIR) ----------------
+ * A fresh backend runs SD's cross-attention (a runtime-compiled engine on
+ * an H200) and writes its plan; the next fresh backend takes the plan
+ * from the file (counted, no new file) and gives the same bits; a file
+ * overwritten with junk is not taken (built anew, the same bits, written
+ * again); WEFT_CACHE_DIR=off reads and writes none. */
+
+/* One fresh fp16 backend's output of the 2x8 x 4096 x 77 d 40 attention
+ * on fixed inputs into out (n values); its plan counts into *st. */
+static void kept_attention(float *out, int64_t n, weft_cuda_plan_stats *st) {
+  weft_backend *be = weft_backend_cuda_new(0), *cpu = weft_backend_cpu_new(0);
+  ASSERT(be && cpu);
+  ASSERT_OK(weft_cuda_set_precision(be, WEFT_CUDA_FP16));
+  ASSERT_OK(weft_cuda_set_act_dtype(be, WEFT_F16));
+  const int64_t b = 2, h = 8, lq = 4096, lk = 77, d = 40;
+  const int64_t nq = b * h * lq * d, nk = b * h * lk * d;
+  ASSERT_EQ(n, nq);
+  float *hq = malloc((size_t)nq * 4), *hk = malloc((size_t)nk * 4);
+  ASSERT(hq && hk);
+  for (int64_t i = 0; i < nq; i++)
+    hq[i] = (float)((i * 7919 % 2001) - 1000) / 500.0f;
+  for (int64_t i = 0; i < nk; i++)
+    hk[i] = (float)((i * 104729 % 2001) - 1000) / 1000.0f;
+  float *q = be->iface->buffer_alloc(be, (size_t)nq * 2),
+        *k = be->iface->buffer_alloc(be, (size_t)nk * 2),
+        *o = be->iface->buffer_alloc(be, (size_t)nq * 2),
+        *t = be->iface->buffer_alloc(be, (size_t)nq * 4);
+  ASSERT(q && k && o && t);
+  ASSERT_OK(be->iface->buffer_copy(be, t, hq, (size_t)nq * 4,
+                                   WEFT_COPY_HOST_TO_DEVICE));
+  ASSERT_OK(be->iface->convert(be, q, WEFT_F16, t, WEFT_F32, nq));
+  ASSERT_OK(be->iface->buffer_copy(be, t, hk, (size_t)nk * 4,
+                                   WEFT_COPY_HOST_TO_DEVICE));
+  ASSERT_OK(be->iface->convert(be, k, WEFT_F16, t, WEFT_F32, nk));
+  weft_attn_args a = {.batch = b,
+                      .heads = h,
+                      .lq = lq,
+                      .lk = lk,
+                      .d = d,
+                      .dv = d,
+                      .q_s = weft_attn_strides_blhd(h, lq, d),
+                      .k_s = weft_attn_strides_blhd(h, lk, d),
+                      .v_s = weft_attn_strides_blhd(h, lk, d),
+                      .o_s = weft_attn_strides_blhd(h, lq, d),
+                      .q = q,
+                      .k = k,
+                      .v = k,
+                      .o = o};
+  ASSERT_STR_EQ(weft_cuda_attention_path(be, &a), "cudnn");
+  ASSERT_OK(be->iface->attention(be, &a));
+  ASSERT_OK(be->iface->convert(be, t, WEFT_F32, o, WEFT_F16, nq));
+  ASSERT_OK(be->iface->buffer_copy(be, out, t, (size_t)nq * 4,
+                                   WEFT_COPY_DEVICE_TO_HOST));
+  ASSERT_OK(be->iface->synchronize(be));
+  ASSERT_OK(weft_cuda_plan_stats_get(be, st));
+  be->iface->buffer_free(be, q), be->iface->buffer_free(be, k);
+  be->iface->buffer_free(be, o), be->iface->buffer_free(be, t);
+  free(hq), free(hk);
+  weft_backend_free(be), weft_backend_free(cpu);
+}
+
+/* the plan files in dir (their count; the first's path into path) */
+static int plan_files(const char *dir, char *path, size_t n) {
+  char cmd[4200];
+  snprintf(cmd, sizeof cmd, "ls %s/cudnn-attn-*.plan 2>/dev/null", dir);
+  FILE *p = popen(cmd, "r");
+  ASSERT(p != NULL);
+  int count = 0;
+  char line[4200];
+  while (fgets(line, sizeof line, p)) {
+    line[strcspn(line, "\n")] = 0;
+    if (!count++) snprintf(path, n, "%s", line);
+  }
+  pclose(p);
+  return count;
+}
+
+TEST(cudnn_attention_plans_kept_on_disk) {
+  if (!weft_cuda_available()) weft_test_skip("no CUDA device");
+  char dir[4096], path[4200] = "";
+  snprintf(dir, sizeof dir, "%s/plans", weft_test_tmpdir());
+  setenv("WEFT_CACHE_DIR", dir, 1);
+  const int64_t n = 2 * 8 * 4096 * 40;
+  float *o1 = malloc((size_t)n * 4), *o2 = malloc((size_t)n * 4);
+  ASSERT(o1 && o2);
+  weft_cuda_plan_stats st;
+  kept_attention(o1, n, &st);
+  printf("first backend: %llu cuDNN plans (%.3f s), %llu kept, %llu "
+         "written\n",
+         (unsigned long long)st.cudnn_plans, st.cudnn_s,
+         (unsigned long long)st.cudnn_kept,
+         (unsigned long long)st.cudnn_stored);
+  ASSERT_EQ(st.cudnn_kept, 0);
+  if (!st.cudnn_stored)
+    weft_test_skip("cuDNN's engine for the shape is not runtime-compiled "
+                   "here: nothing to keep");
+  ASSERT_EQ(plan_files(dir, path, sizeof path), 1);
+  size_t len = 0;
+  char *text = weft_test_read_file(path, &len);
+  ASSERT(text != NULL);
+  ASSERT(!strncmp(text, "weft cuDNN attention plan 1; cuDNN ", 35));
+  free(text);
+  kept_attention(o2, n, &st);
+  printf("second backend: %llu cuDNN plans (%.3f s), %llu kept, %llu "
+         "written\n",
+         (unsigned long long)st.cudnn_plans, st.cudnn_s,
+         (unsigned long long)st.cudnn_kept,
+         (unsigned long long)st.cudnn_stored);
+  ASSERT_EQ(st.cudnn_kept, 1);
+  ASSERT_EQ(st.cudnn_stored, 0);
+  ASSERT_EQ(memcmp(o1, o2, (size_t)n * 4), 0);
+  /* junk in the file: built anew and written again */
+  FILE *f = fopen(path, "wb");
+  ASSERT(f != NULL);
+  fputs("weft cuDNN attention plan 1; not this one\n{}", f);
+  fclose(f);
+  memset(o2, 0, (size_t)n * 4);
+  kept_attention(o2, n, &st);
+  ASSERT_EQ(st.cudnn_kept, 0);
+  ASSERT_EQ(st.cudnn_stored, 1);
+  ASSERT_EQ(memcmp(o1, o2, (size_t)n * 4), 0);
+  /* off: none read, none written */
+  ASSERT_EQ(unlink(path), 0);
+  setenv("WEFT_CACHE_DIR", "off", 1);
+  kept_attention(o2, n, &st);
+  ASSERT_EQ(st.cudnn_kept, 0);
+  ASSERT_EQ(st.cudnn_stored, 0);
+  ASSERT_EQ(plan_files(dir, path, sizeof path), 0);
+  ASSERT_EQ(memcmp(o1, o2, (size_t)n * 4), 0);
+  unsetenv("WEFT_CACHE_DIR");
+  free(o1), free(o2);
 }
