@@ -45,6 +45,39 @@ int weft__cuda_lt_init(weft__cuda_ctx *ctx, char *err, size_t err_size) {
   return 0;
 }
 
+void weft__cuda_lt_warm(void) {
+  static int env = -1;
+  if (!weft__cuda_env_on("WEFT_CUDA_LT_WARM", &env)) return;
+  cublasLtHandle_t h;
+  if (cublasLtCreate(&h) != CUBLAS_STATUS_SUCCESS) return;
+  cublasLtMatmulDesc_t op = NULL;
+  cublasLtMatrixLayout_t a = NULL, b = NULL, c = NULL;
+  cublasLtMatmulPreference_t pref = NULL;
+  /* a text encoder's product, 154 x 768 by 768 x 768 in fp16 */
+  if (cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ==
+          CUBLAS_STATUS_SUCCESS &&
+      cublasLtMatrixLayoutCreate(&a, CUDA_R_16F, 768, 768, 768) ==
+          CUBLAS_STATUS_SUCCESS &&
+      cublasLtMatrixLayoutCreate(&b, CUDA_R_16F, 768, 154, 768) ==
+          CUBLAS_STATUS_SUCCESS &&
+      cublasLtMatrixLayoutCreate(&c, CUDA_R_16F, 768, 154, 768) ==
+          CUBLAS_STATUS_SUCCESS &&
+      cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS) {
+    cublasLtMatmulHeuristicResult_t r, chk;
+    int got = 0;
+    if (cublasLtMatmulAlgoGetHeuristic(h, op, a, b, c, c, pref, 1, &r, &got) ==
+            CUBLAS_STATUS_SUCCESS &&
+        got == 1)
+      (void)cublasLtMatmulAlgoCheck(h, op, a, b, c, c, &r.algo, &chk);
+  }
+  if (pref) cublasLtMatmulPreferenceDestroy(pref);
+  if (c) cublasLtMatrixLayoutDestroy(c);
+  if (b) cublasLtMatrixLayoutDestroy(b);
+  if (a) cublasLtMatrixLayoutDestroy(a);
+  if (op) cublasLtMatmulDescDestroy(op);
+  cublasLtDestroy(h);
+}
+
 void weft__cuda_lt_destroy(weft__cuda_ctx *ctx) {
   weft__cuda_lt_plans_free(ctx);
   if (ctx->lt_ws) weft__cuda_free(ctx, ctx->lt_ws);

@@ -278,6 +278,11 @@ weft_dtype weft__cuda_compute_dtype(const weft__cuda_ctx *ctx);
 const float *weft__cuda_f32_view(weft__cuda_ctx *ctx, const float *p, int64_t n,
                                  void **tmp);
 int weft__cuda_lt_init(weft__cuda_ctx *ctx, char *err, size_t err_size);
+/* One heuristic query and one check of its answer on a handle of its own,
+ * then the handle gone: what cuBLASLt sets up at a process's first plans
+ * (a tenth of a second on an H200's host), done on weft__cudnn_start's
+ * thread beside the checkpoint's load.  WEFT_CUDA_LT_WARM=0: not done. */
+void weft__cuda_lt_warm(void);
 void weft__cuda_lt_destroy(weft__cuda_ctx *ctx);
 /* Frees gemm_lt.c's plan cache (the descriptors it keeps). */
 void weft__cuda_lt_plans_free(weft__cuda_ctx *ctx);
