@@ -70,6 +70,7 @@ static void ctx_free(weft__cuda_ctx *ctx) {
   if (ctx->stream) cudaStreamSynchronize(ctx->stream);
   weft__cuda_prof_destroy(ctx);
   weft__cudnn_destroy(ctx);
+  weft__cuda_lt_warm_join(ctx);
   weft__cuda_lt_destroy(ctx);
   if (ctx->blas) cublasDestroy((cublasHandle_t)ctx->blas);
   weft__cuda_cache_destroy(ctx);
@@ -282,6 +283,7 @@ int weft_cuda_start_cudnn(weft_backend *be) {
   weft_cuda_conv_algo algo = CTX(be)->conv_algo;
   if (algo == WEFT_CUDA_CONV_AUTO || algo == WEFT_CUDA_CONV_CUDNN)
     weft__cudnn_start(CTX(be));
+  weft__cuda_lt_warm_start(CTX(be));
   return 0;
 }
 

@@ -1547,19 +1547,16 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
 #endif
 
 /* weft_cuda_start_cudnn's thread: the handle made beside the caller's
- * work (cudnnCreate loads cuDNN's libraries, a second or so), and
- * cuBLASLt's first-plan set-up (on a handle of its own); nothing but
+ * work (cudnnCreate loads cuDNN's libraries, a second or so); nothing but
  * ctx->cudnn and ctx->cudnn_plans is written, and the caller reads them
  * only after joining. */
 static void *cudnn_start_main(void *arg) {
   weft__cuda_ctx *ctx = arg;
   char err[256];
-  if (cudaSetDevice(ctx->device) == cudaSuccess) {
+  if (cudaSetDevice(ctx->device) == cudaSuccess)
     weft__cudnn_init(ctx, err, sizeof err); /* none: im2col instead */
-    weft__cuda_lt_warm();
-  } else {
+  else
     cudaGetLastError();
-  }
   return NULL;
 }
 

@@ -176,7 +176,9 @@ const char *weft_cuda_attention_path(weft_backend *be, const weft_attn_args *a);
  * a thread of its own, so that it overlaps what the caller does next (a
  * checkpoint's load); the first convolution that wants cuDNN waits for it.
  * Without this the first such convolution loads it.  Nothing without
- * cuDNN or when it is loaded already.  0, or WEFT_EINVAL. */
+ * cuDNN or when it is loaded already.  It also starts cuBLASLt's
+ * first-plan set-up on a second thread (WEFT_CUDA_LT_WARM=0: not): the
+ * text encoder's first products then find it done.  0, or WEFT_EINVAL. */
 int weft_cuda_start_cudnn(weft_backend *be);
 /* true when weft was built with cuDNN and its handle came up. */
 bool weft_cuda_have_cudnn(const weft_backend *be);

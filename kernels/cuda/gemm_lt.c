@@ -45,11 +45,10 @@ int weft__cuda_lt_init(weft__cuda_ctx *ctx, char *err, size_t err_size) {
   return 0;
 }
 
-void weft__cuda_lt_warm(void) {
-  static int env = -1;
-  if (!weft__cuda_env_on("WEFT_CUDA_LT_WARM", &env)) return;
+static void *lt_warm_main(void *arg) {
+  (void)arg;
   cublasLtHandle_t h;
-  if (cublasLtCreate(&h) != CUBLAS_STATUS_SUCCESS) return;
+  if (cublasLtCreate(&h) != CUBLAS_STATUS_SUCCESS) return NULL;
   cublasLtMatmulDesc_t op = NULL;
   cublasLtMatrixLayout_t a = NULL, b = NULL, c = NULL;
   cublasLtMatmulPreference_t pref = NULL;
@@ -76,6 +75,20 @@ void weft__cuda_lt_warm(void) {
   if (a) cublasLtMatrixLayoutDestroy(a);
   if (op) cublasLtMatmulDescDestroy(op);
   cublasLtDestroy(h);
+  return NULL;
+}
+
+void weft__cuda_lt_warm_start(weft__cuda_ctx *ctx) {
+  static int env = -1;
+  if (ctx->lt_warming || !weft__cuda_env_on("WEFT_CUDA_LT_WARM", &env)) return;
+  ctx->lt_warming =
+      pthread_create(&ctx->lt_warm_thread, NULL, lt_warm_main, NULL) == 0;
+}
+
+void weft__cuda_lt_warm_join(weft__cuda_ctx *ctx) {
+  if (!ctx->lt_warming) return;
+  pthread_join(ctx->lt_warm_thread, NULL);
+  ctx->lt_warming = false;
 }
 
 void weft__cuda_lt_destroy(weft__cuda_ctx *ctx) {

@@ -68,6 +68,8 @@ typedef struct weft__cuda_ctx {
   void *cudnn_plans; /* conv_cudnn.c's algorithm cache (with the handle) */
   pthread_t cudnn_thread; /* weft_cuda_start_cudnn's, while cudnn_starting */
   bool cudnn_starting;
+  pthread_t lt_warm_thread; /* weft__cuda_lt_warm's, while lt_warming */
+  bool lt_warming;
   void *lt;       /* cublasLtHandle_t */
   void *lt_plans; /* gemm_lt.c's plan cache, made on first use */
   void *lt_ws;    /* cuBLASLt workspace (from the cache, made on first use) */
@@ -280,9 +282,12 @@ const float *weft__cuda_f32_view(weft__cuda_ctx *ctx, const float *p, int64_t n,
 int weft__cuda_lt_init(weft__cuda_ctx *ctx, char *err, size_t err_size);
 /* One heuristic query and one check of its answer on a handle of its own,
  * then the handle gone: what cuBLASLt sets up at a process's first plans
- * (a tenth of a second on an H200's host), done on weft__cudnn_start's
- * thread beside the checkpoint's load.  WEFT_CUDA_LT_WARM=0: not done. */
-void weft__cuda_lt_warm(void);
+ * (a tenth of a second on an H200's host), done on a thread of its own
+ * beside the checkpoint's load (weft_cuda_start_cudnn starts it; the
+ * first plans meet it inside cuBLASLt, ctx_free joins it).
+ * WEFT_CUDA_LT_WARM=0: not done. */
+void weft__cuda_lt_warm_start(weft__cuda_ctx *ctx);
+void weft__cuda_lt_warm_join(weft__cuda_ctx *ctx);
 void weft__cuda_lt_destroy(weft__cuda_ctx *ctx);
 /* Frees gemm_lt.c's plan cache (the descriptors it keeps). */
 void weft__cuda_lt_plans_free(weft__cuda_ctx *ctx);
