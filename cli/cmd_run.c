@@ -120,7 +120,7 @@ int weft_cmd_run(int argc, char **argv) {
     run_usage(stderr);
     return 2;
   }
-  if (device && weft_cli_start_device(device)) return 2;
+  if (device && weft_cli_use_device(device)) return 2;
   weft_cli_events *ev = weft_cli_events_new(o.events, o.quiet);
   if (!ev) {
     fprintf(stderr, "weft: --events %s: expected auto, tty, json or none\n",
@@ -130,11 +130,6 @@ int weft_cmd_run(int argc, char **argv) {
   int code = 0;
   weft_ctx *ctx = weft_cli_ctx(&o, &code);
   weft_graph *g = ctx ? weft_cli_graph(ctx, &o, argv[optind], &code) : NULL;
-  if (weft_cli_device_ready() && !code) {
-    code = 2;
-    weft_graph_free(g);
-    g = NULL;
-  }
   if (g) {
     weft_ctx_set_event_cb(ctx, weft_cli_events_cb, ev);
     weft_ctx_set_handle_sigint(ctx, 1);

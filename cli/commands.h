@@ -57,13 +57,6 @@ enum {
  * device the driver sees) and sets WEFT_DEVICE for the model plugins; 0, or
  * prints why and returns 2. */
 int weft_cli_use_device(const char *dev);
-/* The same, the driver asked on a thread of its own (cuInit and the
- * context take a few tenths of a second, beside the plugins' load and the
- * graph's parse): weft_cli_device_ready, before anything runs, waits for
- * it and gives the verdict (0, or prints why and returns 2; 0 when
- * nothing was started). */
-int weft_cli_start_device(const char *dev);
-int weft_cli_device_ready(void);
 /* A byte count as users write it: "1500000000", "1.5G", "1536M", "512k"
  * (powers of 1024 for k/M/G/T, an optional trailing "B" or "iB").  0 and
  * *bytes set, or -1 for anything else (negative, empty, junk, overflow). */

@@ -2,8 +2,6 @@
  * graph loading and error reporting. */
 #include <dlfcn.h>
 #include <errno.h>
-#include <pthread.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,62 +123,11 @@ const char *weft_cli_closest(const char *name, const char *const *cand,
   return weft_closest_name(name, cand, n);
 }
 
-/* The driver's answer for --device cuda: cuInit, the device count and
- * device 0's primary context (the one the CUDA runtime takes up at the
- * backend's start), asked on a thread of its own (weft_cli_start_device)
- * or on the caller's. */
-typedef struct device_probe {
-  void *lib;
-  int e, n;
-  pthread_t th;
-  bool started;
-} device_probe;
-
-static device_probe probe;
-
-static void *probe_main(void *arg) {
-  device_probe *p = arg;
-  typedef int (*fn_u)(unsigned);
-  typedef int (*fn_pi)(int *);
-  typedef int (*fn_get)(int *, int);
-  typedef int (*fn_retain)(void **, int);
-  fn_u init = (fn_u)dlsym(p->lib, "cuInit");
-  fn_pi count = (fn_pi)dlsym(p->lib, "cuDeviceGetCount");
-  fn_get get = (fn_get)dlsym(p->lib, "cuDeviceGet");
-  fn_retain retain = (fn_retain)dlsym(p->lib, "cuDevicePrimaryCtxRetain");
-  p->n = 0;
-  p->e = init && count ? init(0) : -1;
-  if (!p->e) p->e = count(&p->n);
-  /* made now, beside the plugins' load; kept for the process (the
-   * runtime's own retain finds it made) */
-  int dev = 0;
-  void *ctx = NULL;
-  if (!p->e && p->n > 0 && get && retain && get(&dev, 0) == 0)
-    (void)retain(&ctx, dev);
-  return NULL;
-}
-
-/* the probe's verdict: 0, or prints why and returns 2 */
-static int probe_verdict(const device_probe *p) {
-  if (p->e || p->n < 1) {
-    fprintf(stderr, "weft: --device cuda: no CUDA device (%s)\n",
-            p->e == 100 ? "the driver sees none"
-            : p->e      ? "the driver failed"
-                        : "none visible");
-    return 2;
-  }
-  /* the model plugins read it when their loaders run */
-  setenv("WEFT_DEVICE", "cuda", 1);
-  return 0;
-}
-
 /* --device cuda needs a CUDA build and a device the driver sees; the check
  * asks the driver library itself (the command does not link CUDA), so a
  * missing GPU is a usage error here, before any node runs.  emulated (the
- * device paths on the CPU kernels, kernels/emulated.h) needs nothing.
- * background: the driver is asked on a thread (weft_cli_device_ready
- * gives its verdict). */
-static int use_device(const char *dev, bool background) {
+ * device paths on the CPU kernels, kernels/emulated.h) needs nothing. */
+int weft_cli_use_device(const char *dev) {
   if (!strcmp(dev, "cpu") || !strcmp(dev, "auto") || !strcmp(dev, "emulated")) {
     setenv("WEFT_DEVICE", dev, 1);
     return 0;
@@ -202,28 +149,20 @@ static int use_device(const char *dev, bool background) {
     fprintf(stderr, "weft: --device cuda: no CUDA driver (%s)\n", dlerror());
     return 2;
   }
-  probe.lib = lib;
-  if (background && pthread_create(&probe.th, NULL, probe_main, &probe) == 0) {
-    probe.started = true;
-    return 0;
+  int (*init)(unsigned) = (int (*)(unsigned))dlsym(lib, "cuInit");
+  int (*count)(int *) = (int (*)(int *))dlsym(lib, "cuDeviceGetCount");
+  int n = 0, e = init && count ? init(0) : -1;
+  if (!e) e = count(&n);
+  if (e || n < 1) {
+    fprintf(stderr, "weft: --device cuda: no CUDA device (%s)\n",
+            e == 100 ? "the driver sees none"
+            : e      ? "the driver failed"
+                     : "none visible");
+    return 2;
   }
-  probe_main(&probe);
-  return probe_verdict(&probe);
-}
-
-int weft_cli_use_device(const char *dev) {
-  return use_device(dev, false);
-}
-
-int weft_cli_start_device(const char *dev) {
-  return use_device(dev, true);
-}
-
-int weft_cli_device_ready(void) {
-  if (!probe.started) return 0;
-  pthread_join(probe.th, NULL);
-  probe.started = false;
-  return probe_verdict(&probe);
+  /* the model plugins read it when their loaders run */
+  setenv("WEFT_DEVICE", dev, 1);
+  return 0;
 }
 
 int weft_cli_parse_bytes(const char *s, uint64_t *bytes) {
