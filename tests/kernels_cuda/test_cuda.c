@@ -3126,6 +3126,21 @@ static void a16_conv_hwc(a16 *t, const char *what, const conv_shape *c,
   a16_free(t, xr, xh), a16_free(t, br, bh);
 }
 
+/* An attention of [b, l, h, d] rows (dv = d), no pointers yet. */
+static weft_attn_args blhd_attention(int64_t b, int64_t heads, int64_t lq,
+                                     int64_t lk, int64_t d) {
+  return (weft_attn_args){.batch = b,
+                          .heads = heads,
+                          .lq = lq,
+                          .lk = lk,
+                          .d = d,
+                          .dv = d,
+                          .q_s = weft_attn_strides_blhd(heads, lq, d),
+                          .k_s = weft_attn_strides_blhd(heads, lk, d),
+                          .v_s = weft_attn_strides_blhd(heads, lk, d),
+                          .o_s = weft_attn_strides_blhd(heads, lq, d)};
+}
+
 /* path: the way attention must take (NULL: not checked) */
 static void a16_attention(a16 *t, const char *what, int64_t b, int64_t heads,
                           int64_t lq, int64_t lk, int64_t d, int causal,
@@ -3135,17 +3150,8 @@ static void a16_attention(a16 *t, const char *what, int64_t b, int64_t heads,
   a16_in(t, b * lk * heads * d, -2, 2, &kr, &kh);
   a16_in(t, b * lk * heads * d, -1, 1, &vr, &vh);
   a16_out(t, b * lq * heads * d, & or, &oh);
-  weft_attn_args a = {.batch = b,
-                      .heads = heads,
-                      .lq = lq,
-                      .lk = lk,
-                      .d = d,
-                      .dv = d,
-                      .q_s = weft_attn_strides_blhd(heads, lq, d),
-                      .k_s = weft_attn_strides_blhd(heads, lk, d),
-                      .v_s = weft_attn_strides_blhd(heads, lk, d),
-                      .o_s = weft_attn_strides_blhd(heads, lq, d),
-                      .causal = causal};
+  weft_attn_args a = blhd_attention(b, heads, lq, lk, d);
+  a.causal = causal;
   weft_attn_args ar = a, ah = a;
   ar.q = qr, ar.k = kr, ar.v = vr, ar.o = or ;
   ah.q = qh, ah.k = kh, ah.v = vh, ah.o = oh;
@@ -3863,20 +3869,8 @@ static void kept_attention(float *out, int64_t n, weft_cuda_plan_stats *st) {
   ASSERT_OK(be->iface->buffer_copy(be, t, hk, (size_t)nk * 4,
                                    WEFT_COPY_HOST_TO_DEVICE));
   ASSERT_OK(be->iface->convert(be, k, WEFT_F16, t, WEFT_F32, nk));
-  weft_attn_args a = {.batch = b,
-                      .heads = h,
-                      .lq = lq,
-                      .lk = lk,
-                      .d = d,
-                      .dv = d,
-                      .q_s = weft_attn_strides_blhd(h, lq, d),
-                      .k_s = weft_attn_strides_blhd(h, lk, d),
-                      .v_s = weft_attn_strides_blhd(h, lk, d),
-                      .o_s = weft_attn_strides_blhd(h, lq, d),
-                      .q = q,
-                      .k = k,
-                      .v = k,
-                      .o = o};
+  weft_attn_args a = blhd_attention(b, h, lq, lk, d);
+  a.q = q, a.k = k, a.v = k, a.o = o;
   ASSERT_STR_EQ(weft_cuda_attention_path(be, &a), "cudnn");
   ASSERT_OK(be->iface->attention(be, &a));
   ASSERT_OK(be->iface->convert(be, t, WEFT_F32, o, WEFT_F16, nq));
