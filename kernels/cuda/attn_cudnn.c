@@ -491,7 +491,7 @@ static bool cache_load(weft__cuda_ctx *ctx, aplan *p) {
 /* Keeps p's runtime-compiled plan in its file (errors ignored: the next
  * process compiles it again). */
 static void cache_store(weft__cuda_ctx *ctx, const aplan *p) {
-  char path[4608], tmp[4700], head[1024];
+  char path[4608], tmp[4800], head[1024];
   if (!p->rtc || !cache_names(ctx, p, path, sizeof path, head, sizeof head))
     return;
   int64_t n = 0;
@@ -508,7 +508,10 @@ static void cache_store(weft__cuda_ctx *ctx, const aplan *p) {
     n = 0;
   while (n > 0 && !js[n - 1]) /* the text, without its terminator */
     n--;
-  snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+  /* a name of this process's own, also where hosts share the folder */
+  char host[64] = "";
+  gethostname(host, sizeof host - 1);
+  snprintf(tmp, sizeof tmp, "%s.%.63s.%ld.tmp", path, host, (long)getpid());
   FILE *f = n > 0 ? fopen(tmp, "wb") : NULL;
   bool ok =
       f && fputs(head, f) >= 0 && fwrite(js, 1, (size_t)n, f) == (size_t)n;
