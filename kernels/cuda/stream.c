@@ -103,6 +103,13 @@ int weft_cuda_wait_compute(weft_cuda_copier *c, void *ev) {
       "cudaStreamWaitEvent (compute stream)");
 }
 
+int weft_cuda_event_wait(weft_cuda_copier *c, void *ev) {
+  int rc = enter(c);
+  if (rc) return rc;
+  return weft__cuda_check(ctx_of(c), cudaEventSynchronize((cudaEvent_t)ev),
+                          "cudaEventSynchronize");
+}
+
 int weft_cuda_copier_sync(weft_cuda_copier *c) {
   int rc = enter(c);
   if (rc) return rc;
@@ -110,19 +117,17 @@ int weft_cuda_copier_sync(weft_cuda_copier *c) {
                           "cudaStreamSynchronize (copy stream)");
 }
 
-void *weft_cuda_host_alloc(weft_cuda_copier *c, size_t n) {
-  void *p = NULL;
-  if (enter(c) ||
-      weft__cuda_check(ctx_of(c),
-                       cudaHostAlloc(&p, n ? n : 1, cudaHostAllocPortable),
-                       "cudaHostAlloc"))
-    return NULL;
-  return p;
+int weft_cuda_host_pin(weft_cuda_copier *c, void *p, size_t n) {
+  if (enter(c)) return WEFT_EDEVICE;
+  /* a refusal (no memory to lock, say) is no error of the backend's: not
+   * recorded, and cleared from the runtime's last error */
+  if (cudaHostRegister(p, n, cudaHostRegisterPortable) == cudaSuccess) return 0;
+  (void)cudaGetLastError();
+  return WEFT_EDEVICE;
 }
 
-void weft_cuda_host_free(weft_cuda_copier *c, void *p) {
-  (void)c;
-  if (p) cudaFreeHost(p);
+void weft_cuda_host_unpin(weft_cuda_copier *c, void *p) {
+  if (p && !enter(c)) cudaHostUnregister(p);
 }
 
 int weft_cuda_mem_info(weft_backend *be, size_t *free_bytes,

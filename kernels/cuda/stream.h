@@ -6,7 +6,7 @@
  * Ordering: an upload waits for an event recorded on the compute stream
  * (the last uses of the memory it overwrites), runs on the copy stream and
  * records its own event, which the compute stream waits for before it
- * reads the block.  Host sources should be pinned (weft_cuda_host_alloc)
+ * reads the block.  Host sources should be pinned (weft_cuda_host_pin)
  * for the copy to be asynchronous.  Every call makes the backend's device
  * current; failures are recorded where weft_cuda_last_error(be) reads
  * them. */
@@ -43,13 +43,20 @@ int weft_cuda_copy_async(weft_cuda_copier *c, void *dst, const void *src,
                          size_t n, void *after, void *done);
 /* The compute stream waits for ev (queued: the host does not block). */
 int weft_cuda_wait_compute(weft_cuda_copier *c, void *ev);
+/* Waits on the host until the work before ev (recorded) is done. */
+int weft_cuda_event_wait(weft_cuda_copier *c, void *ev);
 /* Waits on the host until everything queued on the copy stream is done. */
 int weft_cuda_copier_sync(weft_cuda_copier *c);
 
-/* Pinned (page-locked) host memory, NULL when it cannot be had.
- * (transfer full: weft_cuda_host_free) */
-void *weft_cuda_host_alloc(weft_cuda_copier *c, size_t n);
-void weft_cuda_host_free(weft_cuda_copier *c, void *p);
+/* Pins (page-locks) the n bytes of host memory at p, written already, for
+ * the copy stream's uploads: 0, or WEFT_EDEVICE (p stays pageable; the
+ * copies from it are then synchronous, and still right).  Pinning memory
+ * in place costs far less than allocating pinned memory: on the H200's
+ * host 2 GB of touched transparent huge pages in 0.05 s, against 0.38 s
+ * a GB for cudaHostAlloc (tools/gpu/load_bench.sh).  Unpin before p is
+ * freed. */
+int weft_cuda_host_pin(weft_cuda_copier *c, void *p, size_t n);
+void weft_cuda_host_unpin(weft_cuda_copier *c, void *p);
 
 /* cudaMemGetInfo on be's device: 0, or WEFT_EINVAL (not CUDA) /
  * WEFT_EDEVICE. */

@@ -444,16 +444,18 @@ static void log_load_times(weft_call *c, const sd_bundle *b, const double *t) {
   double d[LD_N] = {0};
   for (int i = 1; i < LD_N; i++)
     d[i] = t[i] > 0 && t[i - 1] > 0 ? t[i] - t[i - 1] : 0;
-  /* the images' allocation (pinned on CUDA) and fill, of all three */
+  /* the images' allocation, fill and pinning (CUDA), of all three */
   const sd_devw *dw[3] = {b->unet ? sd_unet_devw(b->unet) : NULL,
                           b->clip ? sd_clip_devw(b->clip) : NULL,
                           b->vae ? sd_vae_devw(b->vae) : NULL};
-  double img = 0, fill = 0, mib = 0;
+  double img = 0, fill = 0, pin = 0, mib = 0, pinned = 0, staged = 0;
   int qkv = 0, kv = 0, hwc = 0;
   for (int i = 0; i < 3; i++)
     if (dw[i]) {
-      img += dw[i]->t_image, fill += dw[i]->t_fill;
-      mib += (double)dw[i]->image_bytes / 1048576.0;
+      img += dw[i]->t_image, fill += dw[i]->t_fill, pin += dw[i]->t_pin;
+      const double m = (double)dw[i]->image_bytes / 1048576.0;
+      *(dw[i]->image ? &mib : &staged) += m;
+      if (dw[i]->image_pinned) pinned += m;
       qkv += dw[i]->n_fused_qkv, kv += dw[i]->n_fused_kv;
       hwc += dw[i]->n_hwc;
     }
@@ -461,16 +463,17 @@ static void log_load_times(weft_call *c, const sd_bundle *b, const double *t) {
                "loaded in %.2f s: tokenizer %.2f s, device start %.2f s, "
                "masters %.2f s (UNet %.2f, text encoder %.2f, VAE %.2f%s), "
                "weights to the device %.2f s (UNet %.2f, text encoder %.2f, "
-               "VAE %.2f, commit %.2f; the images' %.0f MiB allocated in "
-               "%.2f s and filled in %.2f s); stacked q/k/v weights in %d "
-               "attentions, k/v in %d more; %d convolution weights channels "
-               "last",
+               "VAE %.2f, commit %.2f; %.0f MiB staged without an image; "
+               "images of %.0f MiB allocated in %.2f s, filled in %.2f s, "
+               "%.0f MiB of them pinned in %.2f s); stacked q/k/v weights "
+               "in %d attentions, k/v in %d more; %d convolution weights "
+               "channels last",
                sd_mono_s() - t[LD_START], d[LD_TOK], d[LD_DEV],
                d[LD_UNET] + d[LD_CLIP] + d[LD_VAE], d[LD_UNET], d[LD_CLIP],
                d[LD_VAE], b->ck.defer_reads ? "; values read as needed" : "",
                d[LD_DUNET] + d[LD_DCLIP] + d[LD_DVAE] + d[LD_COMMIT],
-               d[LD_DUNET], d[LD_DCLIP], d[LD_DVAE], d[LD_COMMIT], mib, img,
-               fill, qkv, kv, hwc);
+               d[LD_DUNET], d[LD_DCLIP], d[LD_DVAE], d[LD_COMMIT], staged, mib,
+               img, fill, pinned, pin, qkv, kv, hwc);
 }
 
 static int loader_run(weft_call *c) {

@@ -133,11 +133,11 @@ typedef struct cuda_xfer {
   weft_backend *be;
 } cuda_xfer;
 
-static void *cx_host_alloc(void *u, size_t n) {
-  return weft_cuda_host_alloc(((cuda_xfer *)u)->cp, n);
+static int cx_host_pin(void *u, void *p, size_t n) {
+  return weft_cuda_host_pin(((cuda_xfer *)u)->cp, p, n);
 }
-static void cx_host_free(void *u, void *p) {
-  weft_cuda_host_free(((cuda_xfer *)u)->cp, p);
+static void cx_host_unpin(void *u, void *p) {
+  weft_cuda_host_unpin(((cuda_xfer *)u)->cp, p);
 }
 static void *cx_event_new(void *u) {
   return weft_cuda_event_new(((cuda_xfer *)u)->cp);
@@ -151,6 +151,9 @@ static int cx_record(void *u, void *ev) {
 static int cx_upload(void *u, void *dst, const void *src, size_t n, void *after,
                      void *done) {
   return weft_cuda_copy_async(((cuda_xfer *)u)->cp, dst, src, n, after, done);
+}
+static int cx_host_wait(void *u, void *ev) {
+  return weft_cuda_event_wait(((cuda_xfer *)u)->cp, ev);
 }
 static int cx_wait(void *u, void *ev) {
   return weft_cuda_wait_compute(((cuda_xfer *)u)->cp, ev);
@@ -201,13 +204,14 @@ int sd_cuda_xfer(weft_backend *be, sd_xfer *out, weft_dtype *half, char *err,
   }
   cx->be = be;
   *out = (sd_xfer){.ctx = cx,
-                   .host_alloc = cx_host_alloc,
-                   .host_free = cx_host_free,
+                   .host_pin = cx_host_pin,
+                   .host_unpin = cx_host_unpin,
                    .event_new = cx_event_new,
                    .event_free = cx_event_free,
                    .record_compute = cx_record,
                    .upload = cx_upload,
                    .compute_wait = cx_wait,
+                   .host_wait = cx_host_wait,
                    .mark_half = cx_mark,
                    .unmark_half = cx_unmark,
                    .mark_mirror = cx_mark_mirror,

@@ -221,6 +221,379 @@ static uint64_t resident_bytes(const sd_vram *vr) {
 }
 
 /* the model's pointers of block b at base (NULL: not resident) */
+/* Values [b, end) of entry e, element b at dst: fp32 (a copy), or rounded
+ * to the 16-bit type.  A channels-last entry goes by rows of one output
+ * channel (the rows that start in [b, end), whole: a caller cuts such an
+ * entry at rows): each converted whole into tmp (row elements of es
+ * bytes), then moved [c_in, kk] -> [kk, c_in], reading it in order (kk
+ * streams of writes). */
+static void fill_part(const sd_devw *dw, const sd_devw_entry *e, int64_t b,
+                      int64_t end, void *tmp, char *dst) {
+  const weft_dtype dt = dw->vr->half;
+  const size_t es = weft_dtype_size(dt);
+  /* from the master, or from the file where it is unread (the same values:
+   * the master is the file's, exactly, in fp32) */
+  const weft_dtype st = e->src ? e->src_dt : WEFT_F32;
+  const char *src = e->src ? e->src : (const void *)e->host;
+  const size_t ss = weft_dtype_size(st);
+  if (!e->hwc_kk) {
+    weft_cpu_convert_serial(dst, dt, src + (size_t)b * ss, st, end - b);
+    return;
+  }
+  const int64_t cin = e->hwc_cin, kk = e->hwc_kk, row = cin * kk;
+  for (int64_t o = (b + row - 1) / row; o * row < end; o++) {
+    weft_cpu_convert_serial(tmp, dt, src + (size_t)(o * row) * ss, st, row);
+    char *d = dst + (size_t)(o * row - b) * es;
+    if (es == 2) {
+      const uint16_t *s = tmp;
+      uint16_t *t = (uint16_t *)d;
+      for (int64_t c = 0; c < cin; c++, s += kk)
+        for (int64_t r = 0; r < kk; r++)
+          t[r * cin + c] = s[r];
+    } else {
+      const uint32_t *s = tmp;
+      uint32_t *t = (uint32_t *)d;
+      for (int64_t c = 0; c < cin; c++, s += kk)
+        for (int64_t r = 0; r < kk; r++)
+          t[r * cin + c] = s[r];
+    }
+  }
+}
+
+/* The bytes of fill_part's tmp for dw's channels-last rows (0: none) */
+static size_t hwc_row_bytes(const sd_devw *dw) {
+  size_t m = 0;
+  for (int i = 0; i < dw->n; i++) {
+    const sd_devw_entry *e = &dw->e[i];
+    const size_t r = (size_t)(e->hwc_cin * e->hwc_kk) * 4;
+    if (e->hwc_kk && r > m) m = r;
+  }
+  return m;
+}
+
+/* writes entry e's values at dst: 0 or WEFT_ENOMEM */
+static int fill_entry(const sd_devw *dw, const sd_devw_entry *e, char *dst) {
+  void *tmp = NULL;
+  if (e->hwc_kk && !(tmp = malloc((size_t)(e->hwc_cin * e->hwc_kk) * 4)))
+    return WEFT_ENOMEM;
+  fill_part(dw, e, 0, e->numel, tmp, dst);
+  free(tmp);
+  return 0;
+}
+
+static char *image_at(const sd_devw *dw, const sd_devw_entry *e) {
+  return (char *)dw->image + dw->blk[e->block].img_off + e->off;
+}
+
+/* Threads that fill `values` 16-bit values: up to SD_FILL_T, one a run of
+ * MIN_RUN values, no more than the cores.  (SD1.5's UNet: 860 M values
+ * rounded to 16 bits, at about 1.5 G values a second on one core of the
+ * development machine: a large part of a checkpoint's load on one.) */
+#define SD_FILL_T 8
+static int fill_threads(int64_t values) {
+  enum { MIN_RUN = 1 << 18 };
+  int64_t t = values / MIN_RUN;
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  if (t > SD_FILL_T) t = SD_FILL_T;
+  if (cores >= 1 && t > cores) t = cores;
+  return t < 1 ? 1 : (int)t;
+}
+
+/* Runs fn(arg[k]) for k < t, each on a thread of its own but the first
+ * (and any whose thread did not start) on this one; args of size sz. */
+static void run_threads(void *(*fn)(void *), char *args, size_t sz, int t) {
+  pthread_t th[SD_FILL_T];
+  bool started[SD_FILL_T] = {false};
+  for (int k = 1; k < t; k++)
+    started[k] = pthread_create(&th[k], NULL, fn, args + k * sz) == 0;
+  for (int k = 0; k < t; k++)
+    if (!started[k]) fn(args + k * sz);
+  for (int k = 1; k < t; k++)
+    if (started[k]) pthread_join(th[k], NULL);
+}
+
+/* Every SD_W_HALF entry's image: the entries' values form one sequence;
+ * each thread takes an equal run of it, cutting entries where a run ends
+ * (the conversion is element by element, so the image is the same bits
+ * however it is cut). */
+typedef struct fill_job {
+  sd_devw *dw;
+  int64_t from, to; /* values of the sequence */
+  void *tmp;        /* fill_part's (hwc_row_bytes) */
+} fill_job;
+
+static void *fill_run(void *arg) {
+  const fill_job *j = arg;
+  sd_devw *dw = j->dw;
+  int64_t at = 0;
+  for (int i = 0; i < dw->n && at < j->to; i++) {
+    const sd_devw_entry *e = &dw->e[i];
+    if (e->kind != SD_W_HALF) continue;
+    const int64_t b = j->from > at ? j->from - at : 0;
+    const int64_t end = j->to - at < e->numel ? j->to - at : e->numel;
+    if (b < end)
+      fill_part(dw, e, b, end, j->tmp, image_at(dw, e) + (size_t)b * dw->elem);
+    at += e->numel;
+  }
+  return NULL;
+}
+
+double sd_mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int fill_images(sd_devw *dw) {
+  int64_t total = 0;
+  for (int i = 0; i < dw->n; i++)
+    if (dw->e[i].kind == SD_W_HALF) total += dw->e[i].numel;
+  const int t = fill_threads(total);
+  fill_job jobs[SD_FILL_T];
+  const int64_t per = (total + t - 1) / t;
+  const size_t rb = hwc_row_bytes(dw);
+  int rc = 0;
+  for (int k = 0; k < t; k++) {
+    jobs[k] = (fill_job){dw, per * k,
+                         per * (k + 1) < total ? per * (k + 1) : total, NULL};
+    if (rb && !(jobs[k].tmp = malloc(rb))) rc = WEFT_ENOMEM;
+  }
+  if (!rc) run_threads(fill_run, (char *)jobs, sizeof *jobs, t);
+  for (int k = 0; k < t; k++)
+    free(jobs[k].tmp);
+  return rc;
+}
+
+/* dw's image, made where it has none yet: allocated, filled, and pinned
+ * where a copy stream takes it -- the uploads are then asynchronous and
+ * 5-7x as fast as from pageable memory, for a pinning that costs a
+ * fraction of the copies it saves (SD1.5's 1.9 GB on the H200's host:
+ * filled 0.19 s, pinned 0.05 s, copied 0.04 s against 0.29 s pageable;
+ * allocating it pinned took 0.38 s a GB, tools/gpu/load_bench.sh).  A pin
+ * refused leaves it pageable: its uploads then wait on the host. */
+static int ensure_image(sd_devw *dw) {
+  if (dw->image || !dw->image_bytes) return 0;
+  sd_vram *vr = dw->vr;
+  double t0 = sd_mono_s();
+  if (!(dw->image = sd_huge_alloc(dw->image_bytes))) return WEFT_ENOMEM;
+  double t1 = sd_mono_s();
+  int rc = fill_images(dw);
+  double t2 = sd_mono_s();
+  if (rc) {
+    free(dw->image);
+    dw->image = NULL;
+    return rc;
+  }
+  if (vr->has_x && vr->x.host_pin)
+    dw->image_pinned = !vr->x.host_pin(vr->x.ctx, dw->image, dw->image_bytes);
+  dw->t_image = t1 - t0, dw->t_fill = t2 - t1, dw->t_pin = sd_mono_s() - t2;
+  return 0;
+}
+
+/* ---- staged uploads -----------------------------------------------------
+ * A model held resident needs no image on the host: where the copy stream
+ * takes pinned memory and the host can wait for its copies, a model's
+ * first uploads (the loader's commit) go through pinned slots, a few
+ * threads with two each, filled straight from the masters or the file and
+ * copied as each fills (SD1.5's 1.9 GB on the H200's host: 0.04 s where
+ * filling an image took 0.19 s and pinning it 0.05 s more; the host keeps
+ * 1.9 GB less).  The image is made where a block must load again
+ * (streaming, a compaction's reload, a pool sized anew): ensure_image.
+ * WEFT_SD_STAGE=0 makes every image at the upload, as before. */
+#define SD_STAGE_SLOT ((size_t)4 << 20)
+
+static bool stage_wanted(const sd_vram *vr) {
+  const char *e = getenv("WEFT_SD_STAGE");
+  if (e && !strcmp(e, "0")) return false;
+  return async(vr) && vr->x.host_pin && vr->x.host_wait;
+}
+
+/* a slot's bytes: SD_STAGE_SLOT, or WEFT_SD_STAGE_SLOT's (tests: a tiny
+ * model's blocks cut into many; raised to a channels-last row's where
+ * smaller, plan_block) */
+static size_t stage_slot(void) {
+  const char *e = getenv("WEFT_SD_STAGE_SLOT");
+  long long v = e ? atoll(e) : 0;
+  return v >= SD_ALIGN ? (size_t)v : SD_STAGE_SLOT;
+}
+
+/* a run of one block's image, [at, at + bytes), as pieces of entries
+ * first_piece.. (in order, each cut where a slot ends, channels-last ones
+ * at whole rows) */
+typedef struct stage_piece {
+  const sd_devw_entry *e;
+  int64_t b, end;
+} stage_piece;
+
+typedef struct stage_chunk {
+  sd_devw *dw;
+  int block, first, n;
+  size_t at, bytes;
+} stage_chunk;
+
+typedef struct stage_plan {
+  stage_piece *p;
+  stage_chunk *c;
+  int np, nc, cap_p, cap_c;
+  int blocks;  /* planned */
+  size_t slot; /* a slot's bytes */
+  int64_t values;
+  size_t tmp_bytes; /* fill_part's, the largest channels-last row */
+} stage_plan;
+
+static int plan_piece(stage_plan *pl, const sd_devw_entry *e, int64_t b,
+                      int64_t end) {
+  if (pl->np == pl->cap_p) {
+    int nc = pl->cap_p ? 2 * pl->cap_p : 256;
+    stage_piece *np = realloc(pl->p, (size_t)nc * sizeof *np);
+    if (!np) return WEFT_ENOMEM;
+    pl->p = np, pl->cap_p = nc;
+  }
+  pl->p[pl->np++] = (stage_piece){e, b, end};
+  pl->c[pl->nc - 1].n++;
+  pl->values += end - b;
+  return 0;
+}
+
+static int plan_chunk(stage_plan *pl, sd_devw *dw, int block, size_t at) {
+  if (pl->nc == pl->cap_c) {
+    int nc = pl->cap_c ? 2 * pl->cap_c : 64;
+    stage_chunk *ncs = realloc(pl->c, (size_t)nc * sizeof *ncs);
+    if (!ncs) return WEFT_ENOMEM;
+    pl->c = ncs, pl->cap_c = nc;
+  }
+  pl->c[pl->nc++] = (stage_chunk){dw, block, pl->np, 0, at, 0};
+  return 0;
+}
+
+/* Cuts block b of dw into slot-sized chunks of its entries' pieces. */
+static int plan_block(stage_plan *pl, sd_devw *dw, int b) {
+  const sd_devw_block *k = &dw->blk[b];
+  const size_t es = dw->elem;
+  bool open = false;
+  int rc = 0;
+  pl->blocks++;
+  for (int i = k->first; !rc && i < k->first + k->n; i++) {
+    const sd_devw_entry *e = &dw->e[i];
+    if (e->kind != SD_W_HALF) continue;
+    const int64_t step = e->hwc_kk ? e->hwc_cin * e->hwc_kk : 1;
+    const size_t rb = (size_t)step * 4;
+    if (e->hwc_kk && rb > pl->tmp_bytes) pl->tmp_bytes = rb;
+    if ((size_t)step * es > pl->slot) pl->slot = (size_t)step * es;
+    for (int64_t v = 0; !rc && v < e->numel;) {
+      const size_t start = e->off + (size_t)v * es;
+      stage_chunk *c = open ? &pl->c[pl->nc - 1] : NULL;
+      size_t room =
+          c && start - c->at < pl->slot ? pl->slot - (start - c->at) : 0;
+      if (room < (size_t)step * es) {
+        if ((rc = plan_chunk(pl, dw, b, start))) break;
+        open = true;
+        c = &pl->c[pl->nc - 1];
+        room = pl->slot;
+      }
+      int64_t n = (int64_t)(room / es) / step * step;
+      if (n > e->numel - v) n = e->numel - v;
+      if ((rc = plan_piece(pl, e, v, v + n))) break;
+      c = &pl->c[pl->nc - 1];
+      c->bytes = e->off + (size_t)(v + n) * es - c->at;
+      v += n;
+    }
+  }
+  return rc;
+}
+
+typedef struct stage_run {
+  sd_vram *vr;
+  const stage_plan *pl;
+  int next; /* the next chunk, under mu */
+  int rc;
+  pthread_mutex_t mu; /* the sd_xfer's calls, next and rc */
+} stage_run;
+
+typedef struct stage_worker {
+  stage_run *r;
+  char *slot[2];
+  void *ev[2];
+  bool used[2];
+  void *tmp;
+} stage_worker;
+
+static void *stage_main(void *arg) {
+  stage_worker *w = arg;
+  stage_run *r = w->r;
+  sd_xfer *x = &r->vr->x;
+  for (int turn = 0;; turn++) {
+    pthread_mutex_lock(&r->mu);
+    const int ci = r->rc ? r->pl->nc : r->next++;
+    const int s = turn & 1;
+    int rc = ci < r->pl->nc && w->used[s] ? x->host_wait(x->ctx, w->ev[s]) : 0;
+    if (rc && !r->rc) r->rc = rc;
+    pthread_mutex_unlock(&r->mu);
+    if (ci >= r->pl->nc || rc) break;
+    const stage_chunk *c = &r->pl->c[ci];
+    const sd_devw *dw = c->dw;
+    for (int i = c->first; i < c->first + c->n; i++) {
+      const stage_piece *p = &r->pl->p[i];
+      fill_part(dw, p->e, p->b, p->end, w->tmp,
+                w->slot[s] + (p->e->off + (size_t)p->b * dw->elem - c->at));
+    }
+    char *dst = (char *)r->vr->pool + dw->blk[c->block].pool_off + c->at;
+    pthread_mutex_lock(&r->mu);
+    rc = x->upload(x->ctx, dst, w->slot[s], c->bytes, r->vr->after, w->ev[s]);
+    w->used[s] = !rc;
+    if (rc && !r->rc) r->rc = rc;
+    if (!rc) r->vr->st.staged_copies++;
+    pthread_mutex_unlock(&r->mu);
+  }
+  return NULL;
+}
+
+/* Stages the blocks of the plan (placed in the pool already), then waits
+ * for their copies: 0, or a WEFT_E* code (WEFT_EDEVICE too where the slots
+ * cannot be pinned: nothing was copied, the caller loads from images). */
+static int stage(sd_vram *vr, const stage_plan *pl) {
+  if (!pl->nc) return 0;
+  const int t = fill_threads(pl->values);
+  stage_run r = {vr, pl, 0, 0, PTHREAD_MUTEX_INITIALIZER};
+  stage_worker w[SD_FILL_T];
+  memset(w, 0, sizeof w);
+  int rc = vr->x.record_compute(vr->x.ctx, vr->after);
+  const size_t all = (size_t)t * 2 * pl->slot;
+  char *slots = rc ? NULL : sd_huge_alloc(all);
+  if (!rc && !slots) rc = WEFT_ENOMEM;
+  bool pinned = false;
+  if (!rc) {
+    pinned = !vr->x.host_pin(vr->x.ctx, slots, all);
+    if (!pinned) rc = WEFT_EDEVICE;
+  }
+  for (int k = 0; k < t && !rc; k++) {
+    w[k].r = &r;
+    for (int s = 0; s < 2 && !rc; s++) {
+      w[k].slot[s] = slots + (size_t)(2 * k + s) * pl->slot;
+      if (!(w[k].ev[s] = vr->x.event_new(vr->x.ctx))) rc = WEFT_ENOMEM;
+    }
+    if (!rc && pl->tmp_bytes && !(w[k].tmp = malloc(pl->tmp_bytes)))
+      rc = WEFT_ENOMEM;
+  }
+  if (!rc) run_threads(stage_main, (char *)w, sizeof *w, t);
+  if (!rc) rc = r.rc;
+  /* every slot's last copy landed before the slots go */
+  for (int k = 0; k < t; k++)
+    for (int s = 0; s < 2; s++) {
+      if (w[k].used[s]) {
+        int wr = vr->x.host_wait(vr->x.ctx, w[k].ev[s]);
+        if (!rc) rc = wr;
+      }
+      if (w[k].ev[s]) vr->x.event_free(vr->x.ctx, w[k].ev[s]);
+    }
+  for (int k = 0; k < t; k++)
+    free(w[k].tmp);
+  if (pinned) vr->x.host_unpin(vr->x.ctx, slots);
+  free(slots);
+  pthread_mutex_destroy(&r.mu);
+  return rc;
+}
+
 static void point_block(sd_devw *dw, int b, char *base) {
   const sd_devw_block *k = &dw->blk[b];
   for (int i = k->first; i < k->first + k->n; i++)
@@ -258,12 +631,26 @@ static int evict_all(sd_vram *vr) {
   return rc;
 }
 
-/* copies block b from the image to pool offset off */
-static int upload(sd_vram *vr, sd_devw *dw, int b, size_t off, bool ahead) {
+/* block b now at pool offset off (its copy queued or staged) */
+static void placed_at(sd_vram *vr, sd_devw *dw, int b, size_t off, bool ahead) {
+  sd_devw_block *k = &dw->blk[b];
+  k->pool_off = (int64_t)off;
+  k->loads++;
+  point_block(dw, b, (char *)vr->pool + off);
+  vr->st.loads++;
+  vr->st.loaded_bytes += k->bytes;
+  if (ahead) vr->st.prefetches++;
+  uint64_t res = resident_bytes(vr);
+  if (res > vr->st.peak_resident) vr->st.peak_resident = res;
+}
+
+/* copies block b from its image (made if need be) to pool offset off */
+static int copy_block(sd_vram *vr, sd_devw *dw, int b, size_t off) {
   sd_devw_block *k = &dw->blk[b];
   char *dst = (char *)vr->pool + off;
+  int rc = ensure_image(dw);
+  if (rc) return rc;
   const char *src = (const char *)dw->image + k->img_off;
-  int rc;
   if (async(vr) && k->copy_ev) {
     /* after everything queued on the compute stream so far: the evicted
      * blocks' last uses and any compaction */
@@ -271,20 +658,16 @@ static int upload(sd_vram *vr, sd_devw *dw, int b, size_t off, bool ahead) {
     if (!rc)
       rc = vr->x.upload(vr->x.ctx, dst, src, k->bytes, vr->after, k->copy_ev);
     if (!rc) k->pending = true;
-  } else {
-    rc = vr->be->iface->buffer_copy(vr->be, dst, src, k->bytes,
-                                    WEFT_COPY_HOST_TO_DEVICE);
+    return rc;
   }
-  if (rc) return rc;
-  k->pool_off = (int64_t)off;
-  k->loads++;
-  point_block(dw, b, dst);
-  vr->st.loads++;
-  vr->st.loaded_bytes += k->bytes;
-  if (ahead) vr->st.prefetches++;
-  uint64_t res = resident_bytes(vr);
-  if (res > vr->st.peak_resident) vr->st.peak_resident = res;
-  return 0;
+  return vr->be->iface->buffer_copy(vr->be, dst, src, k->bytes,
+                                    WEFT_COPY_HOST_TO_DEVICE);
+}
+
+static int upload(sd_vram *vr, sd_devw *dw, int b, size_t off, bool ahead) {
+  int rc = copy_block(vr, dw, b, off);
+  if (!rc) placed_at(vr, dw, b, off, ahead);
+  return rc;
 }
 
 typedef struct placed {
@@ -357,9 +740,11 @@ static int compact(sd_vram *vr) {
         }
       } else {
         /* a sliver of a gap: load it again instead of many tiny moves */
-        rc = be->iface->buffer_copy(be, dst,
-                                    (const char *)p[i].dw->image + k->img_off,
-                                    k->bytes, WEFT_COPY_HOST_TO_DEVICE);
+        rc = ensure_image(p[i].dw);
+        if (!rc)
+          rc = be->iface->buffer_copy(be, dst,
+                                      (const char *)p[i].dw->image + k->img_off,
+                                      k->bytes, WEFT_COPY_HOST_TO_DEVICE);
       }
       if (rc) break;
       k->pool_off = (int64_t)at;
@@ -459,27 +844,67 @@ static int size_pool(sd_vram *vr) {
   return 0;
 }
 
+/* The planned blocks staged (placed already); where that fails (the
+ * slots not pinned, say), copied from their images instead. */
+static int stage_planned(sd_vram *vr, stage_plan *pl) {
+  int rc = stage(vr, pl);
+  if (!rc) vr->st.staged += (uint64_t)pl->blocks;
+  for (int i = 0; rc && i < pl->nc; i++) {
+    const stage_chunk *c = &pl->c[i];
+    if (i && c->dw == pl->c[i - 1].dw && c->block == pl->c[i - 1].block)
+      continue;
+    int r =
+        copy_block(vr, c->dw, c->block, (size_t)c->dw->blk[c->block].pool_off);
+    if (r) return r;
+  }
+  pl->np = pl->nc = pl->blocks = 0;
+  pl->values = 0;
+  return 0;
+}
+
 /* Loads blocks in order, every model's, while they fit without evicting
- * (all of them when nothing streams). */
+ * (all of them when nothing streams): a model's staged where it has no
+ * image yet and staging is wanted.  Where they do not all fit, every
+ * model gets its image now, for the loads to come. */
 static int preload(sd_vram *vr) {
-  for (int i = 0; i < vr->n_models; i++) {
+  stage_plan pl = {.slot = stage_slot()};
+  const bool staging = stage_wanted(vr);
+  bool full = false;
+  int rc = 0;
+  for (int i = 0; !rc && !full && i < vr->n_models; i++) {
     sd_devw *m = vr->models[i];
-    for (int b = 0; b < m->n_blocks; b++) {
+    for (int b = 0; !rc && b < m->n_blocks; b++) {
       if (m->blk[b].pool_off >= 0 || !m->blk[b].bytes) continue;
-      if (resident_bytes(vr) + m->blk[b].bytes > vr->pool_bytes) return 0;
+      if (resident_bytes(vr) + m->blk[b].bytes > vr->pool_bytes) {
+        full = true;
+        break;
+      }
       int n;
       placed *p = list_resident(vr, &n);
-      if (!p) return WEFT_ENOMEM;
+      if (!p) {
+        rc = WEFT_ENOMEM;
+        break;
+      }
       int64_t off = find_gap(p, n, vr->pool_bytes, m->blk[b].bytes);
       free(p);
-      int rc = off < 0 ? compact(vr) : 0;
-      if (!rc)
-        rc =
-            upload(vr, m, b, off < 0 ? resident_bytes(vr) : (size_t)off, false);
-      if (rc) return rc;
+      if (off < 0) { /* the planned blocks land before anything moves */
+        rc = stage_planned(vr, &pl);
+        if (!rc) rc = compact(vr);
+        off = (int64_t)resident_bytes(vr);
+      }
+      if (!rc && staging && !m->image) {
+        placed_at(vr, m, b, (size_t)off, false);
+        rc = plan_block(&pl, m, b);
+      } else if (!rc) {
+        rc = upload(vr, m, b, (size_t)off, false);
+      }
     }
   }
-  return 0;
+  if (!rc) rc = stage_planned(vr, &pl);
+  free(pl.p), free(pl.c);
+  for (int i = 0; !rc && full && i < vr->n_models; i++)
+    rc = ensure_image(vr->models[i]);
+  return rc;
 }
 
 static void mb(char *out, size_t n, uint64_t bytes) {
@@ -742,147 +1167,6 @@ static int sort_entries(sd_devw *dw) {
   return 0;
 }
 
-/* Values [b, end) of entry e into its image: fp32 (a copy), or rounded to
- * the 16-bit type.  A channels-last entry goes by rows of one output
- * channel (the rows that start in [b, end)): each converted whole into
- * tmp (row elements of es bytes), then moved [c_in, kk] -> [kk, c_in],
- * reading it in order (kk streams of writes). */
-static void fill_part(sd_devw *dw, const sd_devw_entry *e, int64_t b,
-                      int64_t end, void *tmp) {
-  char *dst = (char *)dw->image + dw->blk[e->block].img_off + e->off;
-  const weft_dtype dt = dw->vr->half;
-  const size_t es = weft_dtype_size(dt);
-  /* from the master, or from the file where it is unread (the same values:
-   * the master is the file's, exactly, in fp32) */
-  const weft_dtype st = e->src ? e->src_dt : WEFT_F32;
-  const char *src = e->src ? e->src : (const void *)e->host;
-  const size_t ss = weft_dtype_size(st);
-  if (!e->hwc_kk) {
-    weft_cpu_convert_serial(dst + (size_t)b * es, dt, src + (size_t)b * ss, st,
-                            end - b);
-    return;
-  }
-  const int64_t cin = e->hwc_cin, kk = e->hwc_kk, row = cin * kk;
-  for (int64_t o = (b + row - 1) / row; o * row < end; o++) {
-    weft_cpu_convert_serial(tmp, dt, src + (size_t)(o * row) * ss, st, row);
-    char *d = dst + (size_t)(o * row) * es;
-    if (es == 2) {
-      const uint16_t *s = tmp;
-      uint16_t *t = (uint16_t *)d;
-      for (int64_t c = 0; c < cin; c++, s += kk)
-        for (int64_t r = 0; r < kk; r++)
-          t[r * cin + c] = s[r];
-    } else {
-      const uint32_t *s = tmp;
-      uint32_t *t = (uint32_t *)d;
-      for (int64_t c = 0; c < cin; c++, s += kk)
-        for (int64_t r = 0; r < kk; r++)
-          t[r * cin + c] = s[r];
-    }
-  }
-}
-
-/* The bytes of fill_part's tmp for dw's channels-last rows (0: none) */
-static size_t hwc_row_bytes(const sd_devw *dw) {
-  size_t m = 0;
-  for (int i = 0; i < dw->n; i++) {
-    const sd_devw_entry *e = &dw->e[i];
-    const size_t r = (size_t)(e->hwc_cin * e->hwc_kk) * 4;
-    if (e->hwc_kk && r > m) m = r;
-  }
-  return m;
-}
-
-/* writes entry e's values into the image: 0 or WEFT_ENOMEM */
-static int fill_image(sd_devw *dw, const sd_devw_entry *e) {
-  void *tmp = NULL;
-  if (e->hwc_kk && !(tmp = malloc((size_t)(e->hwc_cin * e->hwc_kk) * 4)))
-    return WEFT_ENOMEM;
-  fill_part(dw, e, 0, e->numel, tmp);
-  free(tmp);
-  return 0;
-}
-
-/* Every SD_W_HALF entry's image on up to 8 threads: a model's whole image
- * (SD1.5's UNet: 860 M values rounded to 16 bits, at about 1.5 G values a
- * second on one core of the development machine) is a large part of a
- * checkpoint's load on one thread.  The entries' values form one sequence; each thread takes an equal
- * run of it, cutting entries where a run ends (the conversion is element
- * by element, so the image is the same bits however it is cut). */
-typedef struct fill_job {
-  sd_devw *dw;
-  int64_t from, to; /* values of the sequence */
-  void *tmp;        /* fill_part's (hwc_row_bytes) */
-} fill_job;
-
-static void *fill_run(void *arg) {
-  const fill_job *j = arg;
-  sd_devw *dw = j->dw;
-  int64_t at = 0;
-  for (int i = 0; i < dw->n && at < j->to; i++) {
-    const sd_devw_entry *e = &dw->e[i];
-    if (e->kind != SD_W_HALF) continue;
-    const int64_t b = j->from > at ? j->from - at : 0;
-    const int64_t end = j->to - at < e->numel ? j->to - at : e->numel;
-    if (b < end) fill_part(dw, e, b, end, j->tmp);
-    at += e->numel;
-  }
-  return NULL;
-}
-
-double sd_mono_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int fill_images(sd_devw *dw) {
-  enum { MAX_T = 8, MIN_RUN = 1 << 18 };
-  int64_t total = 0;
-  for (int i = 0; i < dw->n; i++)
-    if (dw->e[i].kind == SD_W_HALF) total += dw->e[i].numel;
-  int t = (int)(total / MIN_RUN);
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  if (t > MAX_T) t = MAX_T;
-  if (cores >= 1 && t > cores) t = (int)cores;
-  if (t < 1) t = 1;
-  pthread_t th[MAX_T];
-  fill_job jobs[MAX_T];
-  const int64_t per = (total + t - 1) / t;
-  bool started[MAX_T] = {false};
-  const size_t rb = hwc_row_bytes(dw);
-  int rc = 0;
-  for (int k = 0; k < t; k++) {
-    jobs[k] = (fill_job){dw, per * k,
-                         per * (k + 1) < total ? per * (k + 1) : total, NULL};
-    if (rb && !(jobs[k].tmp = malloc(rb))) rc = WEFT_ENOMEM;
-  }
-  for (int k = 1; k < t && !rc; k++)
-    started[k] = pthread_create(&th[k], NULL, fill_run, &jobs[k]) == 0;
-  /* this thread: the first run, and any whose thread did not start */
-  for (int k = 0; k < t && !rc; k++)
-    if (!started[k]) fill_run(&jobs[k]);
-  for (int k = 1; k < t; k++)
-    if (started[k]) pthread_join(th[k], NULL);
-  for (int k = 0; k < t; k++)
-    free(jobs[k].tmp);
-  return rc;
-}
-
-/* Whether a model's image goes in pinned memory: where its blocks may
- * stream (a copy stream overlaps uploads with compute only from pinned
- * memory), not where the budget holds the models already on it and this
- * one's image four times over -- its blocks are then uploaded once, and
- * pinning SD1.5's 1.9 GB took 1.0 s of a 1.95 s load on the H200's host
- * (pageable uploads are synchronous, and still correct, should the
- * blocks stream after all). */
-static bool image_pinned(const sd_vram *vr, const sd_devw *dw) {
-  const uint64_t held =
-      blocks_total(vr) + f32_total(vr) + dw->f32_bytes + vr->reserve;
-  return !(vr->budget > held &&
-           vr->budget - held >= 4 * (uint64_t)dw->image_bytes);
-}
-
 static void devw_free(sd_devw *dw) {
   sd_vram *vr = dw->vr;
   for (int b = 0; b < dw->n_blocks; b++)
@@ -892,12 +1176,8 @@ static void devw_free(sd_devw *dw) {
     dw->be->iface->buffer_free(dw->be, dw->f32h);
   }
   if (dw->f32) dw->be->iface->buffer_free(dw->be, dw->f32);
-  if (dw->image) {
-    if (dw->image_pinned)
-      vr->x.host_free(vr->x.ctx, dw->image);
-    else
-      free(dw->image);
-  }
+  if (dw->image_pinned) vr->x.host_unpin(vr->x.ctx, dw->image);
+  free(dw->image);
   free(dw->e);
   free(dw->sorted);
   free(dw->blk);
@@ -1067,16 +1347,8 @@ int sd_devw_upload(void *model, sd_model_visit_fn visit, sd_vram *vr,
   if (!rc && dw->f32_bytes && mirror &&
       !(dw->f32h = be->iface->buffer_alloc(be, dw->f32_bytes / 2)))
     rc = WEFT_ENOMEM;
-  double t0 = sd_mono_s();
-  if (!rc && dw->image_bytes) {
-    dw->image_pinned = vr->has_x && vr->x.host_alloc && image_pinned(vr, dw);
-    dw->image = dw->image_pinned ? vr->x.host_alloc(vr->x.ctx, dw->image_bytes)
-                                 : sd_huge_alloc(dw->image_bytes);
-    if (!dw->image) rc = WEFT_ENOMEM;
-  }
-  double t1 = sd_mono_s();
-  if (!rc) rc = fill_images(dw);
-  dw->t_image = t1 - t0, dw->t_fill = sd_mono_s() - t1;
+  /* the image now, unless the blocks' first uploads may stage (commit) */
+  if (!rc && !stage_wanted(vr)) rc = ensure_image(dw);
   for (int i = 0; !rc && i < dw->n; i++) {
     sd_devw_entry *e = &dw->e[i];
     if (e->kind == SD_W_F32)
@@ -1219,14 +1491,18 @@ int sd_devw_sync(sd_devw *dw, const float *host) {
     if (!rc && be->iface->synchronize) rc = be->iface->synchronize(be);
     if (rc) return rc;
   }
-  int rc = fill_image(dw, e);
-  if (rc) return rc;
-  if (k->pool_off < 0) return 0; /* loads from the image next time */
-  size_t off = k->img_off + e->off;
-  return be->iface->buffer_copy(be, (char *)dw->vr->pool + k->pool_off + e->off,
-                                (const char *)dw->image + off,
-                                (size_t)e->numel * dw->elem,
-                                WEFT_COPY_HOST_TO_DEVICE);
+  const size_t bytes = (size_t)e->numel * dw->elem;
+  /* the block's image where it has one (or is not resident: it loads from
+   * the image next time), else a copy of the entry's alone */
+  int rc = k->pool_off < 0 ? ensure_image(dw) : 0;
+  char *at = dw->image ? image_at(dw, e) : malloc(bytes);
+  if (!rc && !at) rc = WEFT_ENOMEM;
+  if (!rc) rc = fill_entry(dw, e, at);
+  if (!rc && k->pool_off >= 0)
+    rc = be->iface->buffer_copy(be, (char *)dw->vr->pool + k->pool_off + e->off,
+                                at, bytes, WEFT_COPY_HOST_TO_DEVICE);
+  if (!dw->image) free(at);
+  return rc;
 }
 
 bool sd_devw_resident(const sd_devw *dw) {

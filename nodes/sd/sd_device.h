@@ -100,9 +100,11 @@ void sd_wv_attn(sd_wvisit *v, struct sd_attn *a);
  * are opaque.  Every call returns 0 or a WEFT_E* code. */
 typedef struct sd_xfer {
   void *ctx;
-  /* pinned host memory for the 16-bit/fp32 images the blocks load from */
-  void *(*host_alloc)(void *ctx, size_t n);
-  void (*host_free)(void *ctx, void *p);
+  /* pins the n bytes at p (an image the blocks load from, filled) for
+   * asynchronous uploads: 0, else p stays pageable; unpin before freeing.
+   * May be NULL (pageable images) */
+  int (*host_pin)(void *ctx, void *p, size_t n);
+  void (*host_unpin)(void *ctx, void *p);
   void *(*event_new)(void *ctx);
   void (*event_free)(void *ctx, void *ev);
   /* records ev on the compute stream (after all work queued so far) */
@@ -113,6 +115,9 @@ typedef struct sd_xfer {
                 void *done);
   /* the compute stream waits for ev */
   int (*compute_wait)(void *ctx, void *ev);
+  /* the host waits for ev (recorded by upload); may be NULL (no staged
+   * uploads: every model's blocks load from its image) */
+  int (*host_wait)(void *ctx, void *ev);
   /* registers/unregisters device memory holding 16-bit weights of dtype */
   int (*mark_half)(void *ctx, void *buf, size_t n, weft_dtype dtype);
   int (*unmark_half)(void *ctx, void *buf);
@@ -143,6 +148,8 @@ typedef struct sd_vram_stats {
   uint64_t moves;      /* blocks moved by compaction */
   uint64_t moved_bytes;
   uint64_t peak_resident; /* the most pool bytes resident at once */
+  uint64_t staged;        /* of the loads, staged (no image: sd_device.c) */
+  uint64_t staged_copies; /* the copies those took, a slot's each */
 } sd_vram_stats;
 
 typedef struct sd_vram sd_vram;
@@ -172,7 +179,10 @@ size_t sd_vram_pool_bytes(const sd_vram *vr);
  * or WEFT_ENOMEM. */
 int sd_vram_defer(sd_vram *vr, sd_ckpt *ck);
 /* Sizes the pool for the models joined so far and loads blocks in order
- * while they fit (all of them when nothing streams).  The first
+ * while they fit (all of them when nothing streams): a model with no
+ * image yet through pinned slots filled straight from its masters or the
+ * file, where the sd_xfer allows (WEFT_SD_STAGE=0: from images).  The
+ * first
  * sd_devw_use does it too; _to_backend does it at once.  0 or a WEFT_E*
  * code (ENOMEM: the pool cannot be allocated, sd_vram_error says so). */
 int sd_vram_commit(sd_vram *vr);
@@ -265,15 +275,17 @@ struct sd_devw {
   void *f32; /* the SD_W_F32 weights (one buffer of be) */
   size_t f32_bytes;
   void *f32h;  /* their fp16 mirror (fp16 products; sd_xfer.mark_mirror) */
-  void *image; /* the blocks as uploaded (16-bit or fp32), host */
+  /* the blocks as uploaded (16-bit or fp32), host; NULL while the model
+   * needs none (its blocks staged: sd_device.c) */
+  void *image;
   size_t image_bytes;
-  bool image_pinned;  /* from the copy stream's host_alloc (else malloc) */
+  bool image_pinned;  /* by the copy stream's host_pin (else pageable) */
   size_t elem;        /* 2 or 4: bytes per SD_W_HALF element */
   int pos;            /* the block used last, -1 */
   size_t arena_bytes; /* device bytes: blocks + F32 weights */
-  /* seconds the upload took to allocate and to fill the image (the
+  /* seconds the upload took to allocate, fill and pin the image (the
    * loader logs them) */
-  double t_image, t_fill;
+  double t_image, t_fill, t_pin;
   /* the model and its visit: release unmarks its stacked attentions */
   void *owner;
   sd_model_visit_fn visit;

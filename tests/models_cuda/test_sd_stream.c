@@ -553,9 +553,10 @@ typedef struct fake_copy {
 
 typedef struct fake_stream {
   bool late;
+  bool refuse_pin; /* host_pin says no: the images stay pageable */
   fake_copy q[4096];
   int head, tail;
-  int events, waits, uploads, pinned;
+  int events, waits, host_waits, uploads, pinned;
 } fake_stream;
 
 static void fs_run_until(fake_stream *s, const int *ev) {
@@ -577,13 +578,16 @@ static int fs_unmark(void *ctx, void *buf) {
   return 0;
 }
 
-static void *fs_host_alloc(void *ctx, size_t n) {
-  ((fake_stream *)ctx)->pinned++;
-  return malloc(n);
+static int fs_host_pin(void *ctx, void *p, size_t n) {
+  fake_stream *s = ctx;
+  ASSERT(p != NULL && n > 0);
+  if (s->refuse_pin) return WEFT_EDEVICE;
+  s->pinned++;
+  return 0;
 }
-static void fs_host_free(void *ctx, void *p) {
+static void fs_host_unpin(void *ctx, void *p) {
+  (void)p;
   ((fake_stream *)ctx)->pinned--;
-  free(p);
 }
 static void *fs_event_new(void *ctx) {
   ((fake_stream *)ctx)->events++;
@@ -609,6 +613,13 @@ static int fs_upload(void *ctx, void *dst, const void *src, size_t n,
   if (!s->late) fs_run_until(s, done);
   return 0;
 }
+static int fs_host_wait(void *ctx, void *ev) {
+  fake_stream *s = ctx;
+  s->host_waits++;
+  if (!*(int *)ev) fs_run_until(s, ev);
+  ASSERT(*(int *)ev == 1);
+  return 0;
+}
 static int fs_wait(void *ctx, void *ev) {
   fake_stream *s = ctx;
   s->waits++;
@@ -625,55 +636,89 @@ static int fs_wait(void *ctx, void *ev) {
 static sd_xfer fs_xfer(fake_stream *fs) {
   setenv("WEFT_SD_FUSE", "0", 1);
   return (sd_xfer){.ctx = fs,
-                   .host_alloc = fs_host_alloc,
-                   .host_free = fs_host_free,
+                   .host_pin = fs_host_pin,
+                   .host_unpin = fs_host_unpin,
                    .event_new = fs_event_new,
                    .event_free = fs_event_free,
                    .record_compute = fs_record,
                    .upload = fs_upload,
                    .compute_wait = fs_wait,
+                   .host_wait = fs_host_wait,
                    .mark_half = fs_mark,
                    .unmark_half = fs_unmark};
 }
 
-/* The 16-bit image a model uploads from (made on several threads, each a
- * run of the weights' values cut anywhere): every SD_W_HALF value is its
- * master rounded to fp16, at its entry's place. */
-TEST(half_images_are_the_masters_rounded) {
-  weft_backend *e = emu();
-  fake_stream *fs = calloc(1, sizeof *fs);
-  sd_xfer x = fs_xfer(fs);
-  sd_vram *vr = sd_vram_new(e, UINT64_MAX, WEFT_F16, &x, false);
-  model md;
-  open_on(&md, vr);
-  const sd_devw *dws[2] = {sd_unet_devw(md.unet), sd_vae_devw(md.vae)};
-  int64_t checked = 0;
-  for (int k = 0; k < 2; k++) {
-    const sd_devw *dw = dws[k];
-    ASSERT_EQ(dw->elem, 2);
-    for (int i = 0; i < dw->n; i++) {
-      const sd_devw_entry *en = &dw->e[i];
-      if (en->kind != SD_W_HALF) continue;
-      const uint16_t *h =
-          (const uint16_t *)((const char *)dw->image +
-                             dw->blk[en->block].img_off + en->off);
-      for (int64_t j = 0; j < en->numel; j++)
-        if (h[j] != weft_f32_to_f16(en->host[j])) {
-          fprintf(stderr, "%s entry %d value %lld: %04x, want %04x\n",
-                  dw->model, i, (long long)j, h[j],
-                  weft_f32_to_f16(en->host[j]));
-          ASSERT(!"image value differs");
-        }
-      checked += en->numel;
+/* entry en's values in dw's pool (the emulated device's memory) */
+static const void *in_pool(const sd_devw *dw, const sd_devw_entry *en) {
+  const float *d = sd_devw_find(dw, en->host);
+  ASSERT(d != NULL);
+  return weft_emulated_host_ptr((void *)d);
+}
+
+/* The 16-bit weights on the device, from an image (made on several
+ * threads, each a run of the weights' values cut anywhere) or staged
+ * (slots filled on several threads, entries cut where a slot ends,
+ * channels-last ones at rows): every SD_W_HALF value is its master rounded
+ * to fp16, at its entry's place, and so is the image's where there is one. */
+TEST(half_weights_on_the_device_are_the_masters_rounded) {
+  for (int staged = 0; staged < 2; staged++) {
+    setenv("WEFT_SD_STAGE", staged ? "1" : "0", 1);
+    setenv("WEFT_SD_STAGE_SLOT", "3000", 1); /* entries cut anywhere */
+    weft_backend *e = emu();
+    fake_stream *fs = calloc(1, sizeof *fs);
+    fs->late = staged; /* the copies run when waited for */
+    sd_xfer x = fs_xfer(fs);
+    sd_vram *vr = sd_vram_new(e, UINT64_MAX, WEFT_F16, &x, false);
+    model md;
+    open_on(&md, vr);
+    const sd_devw *dws[2] = {sd_unet_devw(md.unet), sd_vae_devw(md.vae)};
+    int64_t checked = 0;
+    for (int k = 0; k < 2; k++) {
+      const sd_devw *dw = dws[k];
+      ASSERT_EQ(dw->elem, 2);
+      ASSERT(staged ? !dw->image : dw->image != NULL);
+      for (int i = 0; i < dw->n; i++) {
+        const sd_devw_entry *en = &dw->e[i];
+        if (en->kind != SD_W_HALF) continue;
+        const uint16_t *d = in_pool(dw, en);
+        const uint16_t *h =
+            dw->image ? (const uint16_t *)((const char *)dw->image +
+                                           dw->blk[en->block].img_off + en->off)
+                      : d;
+        for (int64_t j = 0; j < en->numel; j++)
+          if (d[j] != weft_f32_to_f16(en->host[j]) || h[j] != d[j]) {
+            fprintf(stderr,
+                    "%s entry %d value %lld: %04x (image %04x), "
+                    "want %04x\n",
+                    dw->model, i, (long long)j, d[j], h[j],
+                    weft_f32_to_f16(en->host[j]));
+            ASSERT(!"device value differs");
+          }
+        checked += en->numel;
+      }
     }
+    const sd_vram_stats *st = sd_vram_get_stats(vr);
+    fprintf(stderr,
+            "%s: %lld 16-bit values checked; %llu of %llu loads "
+            "staged in %llu copies\n",
+            staged ? "staged" : "images", (long long)checked,
+            (unsigned long long)st->staged, (unsigned long long)st->loads,
+            (unsigned long long)st->staged_copies);
+    ASSERT(checked > (1 << 18)); /* more than one thread's run */
+    ASSERT_EQ(st->staged, staged ? st->loads : 0);
+    ASSERT(staged ? st->staged_copies > st->staged : !st->staged_copies);
+    ASSERT_EQ((uint64_t)fs->uploads,
+              st->loads - st->staged + st->staged_copies);
+    ASSERT_EQ(fs->pinned, staged ? 0 : 2);
+    close_model(&md);
+    sd_vram_release(vr);
+    ASSERT_EQ(fs->pinned, 0);
+    ASSERT_EQ(fs->events, 0);
+    free(fs);
+    ASSERT_EQ(weft_emulated_live_buffers(e), 0);
+    weft_backend_free(e);
   }
-  fprintf(stderr, "%lld 16-bit values checked\n", (long long)checked);
-  ASSERT(checked > (1 << 18)); /* more than one thread's run */
-  sd_unet_free(md.unet), sd_vae_free(md.vae);
-  fx_model_close(&md.m);
-  sd_vram_release(vr);
-  free(fs);
-  weft_backend_free(e);
+  unsetenv("WEFT_SD_STAGE"), unsetenv("WEFT_SD_STAGE_SLOT");
 }
 
 /* Deferred reads (sd_ckpt.defer_reads, as the loader sets on a device):
@@ -828,7 +873,8 @@ static void fake_stream_run(bool late) {
   fprintf(stderr, "%llu loads through the copy stream, %llu ahead, %d waits\n",
           (unsigned long long)st->loads, (unsigned long long)st->prefetches,
           fs->waits);
-  ASSERT_EQ((uint64_t)fs->uploads, st->loads);
+  ASSERT_EQ((uint64_t)fs->uploads, st->loads - st->staged + st->staged_copies);
+  ASSERT(st->staged > 0); /* the first blocks, then the images */
   ASSERT(st->prefetches > 0);
   ASSERT(fs->pinned == 2); /* the UNet's and the VAE's images */
   free(a), free(b);
@@ -849,6 +895,71 @@ TEST(copy_stream_late_copies_are_waited_for) {
 
 TEST(copy_stream_early_copies_never_clobber_a_running_block) {
   fake_stream_run(false);
+}
+
+/* With a copy stream, models held resident stage their first uploads
+ * (no image; the slots pinned, then unpinned); a pin refused leaves them
+ * loading from images after all.  WEFT_SD_STAGE=0 makes the images at
+ * once, pinned once filled (pinning in place is cheap) and unpinned before
+ * they are freed, or left pageable where the pin is refused.  Every way
+ * the same UNet output, and a weight changed on the host (sd_devw_sync, as
+ * LoRA does) reaches the device, with or without an image. */
+TEST(resident_models_stage_or_pin_their_images_and_compute_the_same) {
+  weft_backend *er = emu();
+  model res;
+  open_on(&res, sd_vram_new(er, UINT64_MAX, WEFT_F32, NULL, false));
+  unet_in u = unet_input();
+  float *a = malloc((size_t)u.n * 4), *b = malloc((size_t)u.n * 4);
+  run_unet(res.unet, er, &u, a);
+  for (int way = 0; way < 4; way++) {
+    const bool staged = way >= 2, refuse = way & 1;
+    setenv("WEFT_SD_STAGE", staged ? "1" : "0", 1);
+    weft_backend *e = emu();
+    fake_stream *fs = calloc(1, sizeof *fs);
+    fs->refuse_pin = refuse;
+    sd_xfer x = fs_xfer(fs);
+    sd_vram *vr = sd_vram_new(e, UINT64_MAX, WEFT_F32, &x, true);
+    model md;
+    open_on(&md, vr);
+    sd_devw *du = (sd_devw *)sd_unet_devw(md.unet);
+    const sd_vram_stats *st = sd_vram_get_stats(vr);
+    ASSERT(!sd_vram_streaming(vr));
+    /* staged: no image, unless the slots' pin was refused */
+    const bool images = !staged || refuse;
+    ASSERT((du->image != NULL) == images);
+    ASSERT((sd_vae_devw(md.vae)->image != NULL) == images);
+    ASSERT_EQ(st->staged, images ? 0 : st->loads);
+    ASSERT_EQ(fs->pinned, images && !refuse ? 2 : 0);
+    ASSERT(du->image_pinned == (images && !refuse));
+    run_unet(md.unet, e, &u, b);
+    char what[64];
+    snprintf(what, sizeof what, "unet, %s%s", staged ? "staged" : "images",
+             refuse ? ", pins refused" : "");
+    same(what, b, a, u.n);
+    /* a weight changed on the host reaches the device */
+    const sd_devw_entry *en = NULL;
+    for (int i = 0; i < du->n && !en; i++)
+      if (du->e[i].kind == SD_W_HALF) en = &du->e[i];
+    ASSERT(en != NULL);
+    for (int64_t j = 0; j < en->numel; j++)
+      en->host[j] = 0.5f * en->host[j] + 0.25f;
+    ASSERT_OK(sd_devw_sync(du, en->host));
+    ASSERT((du->image != NULL) == images); /* none made for it */
+    ASSERT_EQ(memcmp(in_pool(du, en), en->host, (size_t)en->numel * 4), 0);
+    close_model(&md);
+    sd_vram_release(vr);
+    ASSERT_EQ(fs->pinned, 0);
+    ASSERT_EQ(fs->events, 0);
+    free(fs);
+    ASSERT_EQ(weft_emulated_live_buffers(e), 0);
+    weft_backend_free(e);
+  }
+  unsetenv("WEFT_SD_STAGE");
+  free(a), free(b);
+  weft_st_close(u.io);
+  close_model(&res);
+  sd_vram_release(res.vr);
+  weft_backend_free(er);
 }
 
 /* ---- SD1.5 sizes under a 1.5 GiB budget
