@@ -240,3 +240,5 @@ extern "C" cudaError_t weft__cu_attention(cudaStream_t s,
   if (smem <= smem_optin) return dispatch_nj<1>(s, p, nj, bh, smem);
   return cudaErrorInvalidValue;
 }
+
+WEFT_CU_MODULE(attention)

@@ -71,6 +71,7 @@ static void ctx_free(weft__cuda_ctx *ctx) {
   weft__cuda_prof_destroy(ctx);
   weft__cudnn_destroy(ctx);
   weft__cuda_lt_warm_join(ctx);
+  weft__cuda_preload_join(ctx);
   weft__cuda_lt_destroy(ctx);
   if (ctx->blas) cublasDestroy((cublasHandle_t)ctx->blas);
   weft__cuda_cache_destroy(ctx);
@@ -284,6 +285,7 @@ int weft_cuda_start_cudnn(weft_backend *be) {
   if (algo == WEFT_CUDA_CONV_AUTO || algo == WEFT_CUDA_CONV_CUDNN)
     weft__cudnn_start(CTX(be));
   weft__cuda_lt_warm_start(CTX(be));
+  weft__cuda_preload_start(CTX(be));
   return 0;
 }
 

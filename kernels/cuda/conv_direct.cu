@@ -358,3 +358,5 @@ weft__cu_conv_direct(cudaStream_t s, const weft_conv2d_args *a, const float *w,
   default: return cd_launch_r<2, float>(s, p, a);
   }
 }
+
+WEFT_CU_MODULE(conv_direct)

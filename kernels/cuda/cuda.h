@@ -257,6 +257,10 @@ typedef struct weft_cuda_plan_stats {
   /* cuDNN attention plans taken from their files (WEFT_CACHE_DIR) and
    * written there: of cudnn_plans */
   uint64_t cudnn_kept, cudnn_stored;
+  /* weft's kernels loaded ahead of their first launch (preload.c), and
+   * the seconds that took on its thread (0 until it ends) */
+  uint64_t preloaded;
+  double preload_s;
 } weft_cuda_plan_stats;
 /* Fills *st (0, or WEFT_EINVAL for a non-CUDA backend). */
 int weft_cuda_plan_stats_get(const weft_backend *be, weft_cuda_plan_stats *st);

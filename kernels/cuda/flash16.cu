@@ -686,3 +686,5 @@ extern "C" cudaError_t weft__cu_flash16(cudaStream_t s, const weft_attn_args *a,
                : run<false, float>(s, a, p, dp, scratch, sm_count);
 #endif
 }
+
+WEFT_CU_MODULE(flash16)

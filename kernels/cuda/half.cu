@@ -411,3 +411,5 @@ extern "C" cudaError_t weft__cu_gemv16_group(cudaStream_t s, int dt, int64_t m,
   }
   return cudaSuccess;
 }
+
+WEFT_CU_MODULE(half)

@@ -180,3 +180,5 @@ extern "C" cudaError_t weft__cu_splitk_sum(cudaStream_t s, const float *part,
                                    splits, n4, (T *)y));
   return cudaGetLastError();
 }
+
+WEFT_CU_MODULE(im2col)

@@ -70,6 +70,8 @@ typedef struct weft__cuda_ctx {
   bool cudnn_starting;
   pthread_t lt_warm_thread; /* weft__cuda_lt_warm's, while lt_warming */
   bool lt_warming;
+  pthread_t preload_thread; /* preload.c's, while preloading */
+  bool preloading, preloaded;
   void *lt;       /* cublasLtHandle_t */
   void *lt_plans; /* gemm_lt.c's plan cache, made on first use */
   void *lt_ws;    /* cuBLASLt workspace (from the cache, made on first use) */
@@ -288,6 +290,11 @@ int weft__cuda_lt_init(weft__cuda_ctx *ctx, char *err, size_t err_size);
  * WEFT_CUDA_LT_WARM=0: not done. */
 void weft__cuda_lt_warm_start(weft__cuda_ctx *ctx);
 void weft__cuda_lt_warm_join(weft__cuda_ctx *ctx);
+/* Every kernel of weft's modules loaded on a thread of its own
+ * (preload.c; weft_cuda_start_cudnn starts it once a backend, ctx_free
+ * joins it).  WEFT_CUDA_PRELOAD=0: not done. */
+void weft__cuda_preload_start(weft__cuda_ctx *ctx);
+void weft__cuda_preload_join(weft__cuda_ctx *ctx);
 void weft__cuda_lt_destroy(weft__cuda_ctx *ctx);
 /* Frees gemm_lt.c's plan cache (the descriptors it keeps). */
 void weft__cuda_lt_plans_free(weft__cuda_ctx *ctx);

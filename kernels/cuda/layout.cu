@@ -689,3 +689,5 @@ extern "C" cudaError_t weft__cu_conv_weight_layout(cudaStream_t s,
                    static_cast<uint16_t *>(dst), c_in, kk, to_hwc, total);
   return cudaGetLastError();
 }
+
+WEFT_CU_MODULE(layout)

@@ -1138,3 +1138,5 @@ extern "C" cudaError_t weft__cu_softmax(cudaStream_t s, int dt, const void *x,
                                    static_cast<T *>(y), rows, dim));
   return cudaGetLastError();
 }
+
+WEFT_CU_MODULE(norm)

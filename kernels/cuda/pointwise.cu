@@ -648,3 +648,5 @@ extern "C" cudaError_t weft__cu_convert(cudaStream_t s, int kind, void *dst,
                  WEFT_CU_THREADS, 0, s, kind, dst, src, n);
   return cudaGetLastError();
 }
+
+WEFT_CU_MODULE(pointwise)

@@ -356,10 +356,12 @@ void sd_vram_log_use(weft_call *c, const weft_backend *be, const sd_vram *vr,
     c->host->log(c, WEFT_LOG_INFO,
                  "%s: plans made so far: cuDNN %llu in %.3f s (%llu of "
                  "them from their files, %llu written), cuBLASLt %llu in "
-                 "%.3f s; %.3f s waiting for cuDNN's start",
+                 "%.3f s; %.3f s waiting for cuDNN's start; weft's kernels "
+                 "loaded ahead: %llu in %.3f s",
                  what, (unsigned long long)ps.cudnn_plans, ps.cudnn_s,
                  (unsigned long long)ps.cudnn_kept,
                  (unsigned long long)ps.cudnn_stored,
-                 (unsigned long long)ps.lt_plans, ps.lt_s, ps.cudnn_wait_s);
+                 (unsigned long long)ps.lt_plans, ps.lt_s, ps.cudnn_wait_s,
+                 (unsigned long long)ps.preloaded, ps.preload_s);
 #endif
 }

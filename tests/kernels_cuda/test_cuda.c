@@ -2733,6 +2733,43 @@ TEST(cudnn_started_in_the_background) {
   weft_backend_free(be);
 }
 
+/* weft_cuda_start_cudnn also loads weft's own kernels on a thread of
+ * their own (preload.c): every module's (each has its anchor and its
+ * kernels), and a convolution after it gives the values it gives without;
+ * WEFT_CUDA_PRELOAD=0 loads none ahead. */
+static void preload_case(bool on) {
+  setenv("WEFT_CUDA_PRELOAD", on ? "1" : "0", 1); /* read once a process */
+  pair p = setup_prec(WEFT_CUDA_FP16);
+  ASSERT_OK(weft_cuda_start_cudnn(p.gpu));
+  weft_cuda_plan_stats st;
+  for (int i = 0; i < 3000; i++) { /* up to 30 s */
+    ASSERT_OK(weft_cuda_plan_stats_get(p.gpu, &st));
+    if (!on || st.preload_s > 0) break;
+    usleep(10000);
+  }
+  printf("weft's kernels loaded ahead: %llu in %.3f s\n",
+         (unsigned long long)st.preloaded, st.preload_s);
+  if (on) {
+    ASSERT(st.preload_s > 0);
+    ASSERT(st.preloaded > 16); /* 8 modules, an anchor and kernels each */
+  } else {
+    ASSERT_EQ(st.preloaded, 0);
+  }
+  const conv_shape c = {2, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1};
+  conv_case(&p, on ? "3x3, kernels loaded ahead" : "3x3, kernels lazy", &c,
+            WEFT_CUDA_CONV_AUTO, 291);
+  p.lt = !weft_cuda_have_cudnn(p.gpu);
+  teardown(&p);
+}
+
+TEST(weft_kernels_loaded_ahead_on_a_thread) {
+  preload_case(true);
+}
+
+TEST(weft_kernels_left_lazy_with_preload_off) {
+  preload_case(false);
+}
+
 TEST(tf32_is_opt_in) {
   pair p = setup();
   weft_gemm_args g = {.m = 512,
