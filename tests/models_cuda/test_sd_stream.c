@@ -648,6 +648,19 @@ static sd_xfer fs_xfer(fake_stream *fs) {
                    .unmark_half = fs_unmark};
 }
 
+/* md and its sd_vram on e behind fake stream fs closed: every pin and
+ * event given back, every device buffer freed; fs and e freed */
+static void close_on_stream(model *md, sd_vram *vr, fake_stream *fs,
+                            weft_backend *e) {
+  close_model(md);
+  sd_vram_release(vr);
+  ASSERT_EQ(fs->pinned, 0);
+  ASSERT_EQ(fs->events, 0);
+  free(fs);
+  ASSERT_EQ(weft_emulated_live_buffers(e), 0);
+  weft_backend_free(e);
+}
+
 /* entry en's values in dw's pool (the emulated device's memory) */
 static const void *in_pool(const sd_devw *dw, const sd_devw_entry *en) {
   const float *d = sd_devw_find(dw, en->host);
@@ -710,13 +723,7 @@ TEST(half_weights_on_the_device_are_the_masters_rounded) {
     ASSERT_EQ((uint64_t)fs->uploads,
               st->loads - st->staged + st->staged_copies);
     ASSERT_EQ(fs->pinned, staged ? 0 : 2);
-    close_model(&md);
-    sd_vram_release(vr);
-    ASSERT_EQ(fs->pinned, 0);
-    ASSERT_EQ(fs->events, 0);
-    free(fs);
-    ASSERT_EQ(weft_emulated_live_buffers(e), 0);
-    weft_backend_free(e);
+    close_on_stream(&md, vr, fs, e);
   }
   unsetenv("WEFT_SD_STAGE"), unsetenv("WEFT_SD_STAGE_SLOT");
 }
@@ -946,13 +953,7 @@ TEST(resident_models_stage_or_pin_their_images_and_compute_the_same) {
     ASSERT_OK(sd_devw_sync(du, en->host));
     ASSERT((du->image != NULL) == images); /* none made for it */
     ASSERT_EQ(memcmp(in_pool(du, en), en->host, (size_t)en->numel * 4), 0);
-    close_model(&md);
-    sd_vram_release(vr);
-    ASSERT_EQ(fs->pinned, 0);
-    ASSERT_EQ(fs->events, 0);
-    free(fs);
-    ASSERT_EQ(weft_emulated_live_buffers(e), 0);
-    weft_backend_free(e);
+    close_on_stream(&md, vr, fs, e);
   }
   unsetenv("WEFT_SD_STAGE");
   free(a), free(b);
