@@ -277,6 +277,18 @@ def cmd_torch(args):
 # ------------------------------------------------------------------ weft
 
 
+class NoPoll:
+    """MemPoll's place where nothing may run beside the process."""
+
+    peak = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 class MemPoll:
     """The device's used memory (nvidia-smi, every 50 ms) while a command runs: the peak."""
 
@@ -327,9 +339,10 @@ def baseline_used():
         return None
 
 
-def weft_run(args, precision, vram=None, timeout=300):
+def weft_run(args, precision, vram=None, timeout=300, poll=True):
     """`weft run graphs/txt2img.yaml` on the folder, a fresh process: status, seconds, node ms,
-    polled device memory."""
+    polled device memory (poll=False: none, and nothing beside the process -- nvidia-smi's
+    polling doubles a process's start and end, tools/gpu/fresh_runs.sh)."""
     folder = os.path.join(args.work, "sd15_random")
     odir = os.path.join(args.work, "weft_out")
     os.makedirs(odir, exist_ok=True)
@@ -346,12 +359,12 @@ def weft_run(args, precision, vram=None, timeout=300):
         cmd += ["--set", f"{k}={v}"]
     log(f"run (WEFT_PRECISION={precision}): " + " ".join(cmd))
     r = {"cmd": " ".join(cmd[1:]), "precision_env": precision, "vram": vram}
-    base = baseline_used() if args.device == "cuda" else None
+    base = baseline_used() if args.device == "cuda" and poll else None
     t0 = time.perf_counter()
     # each stdout line stamped as it arrives (weft flushes every event): how long the
     # process took to reach its first event and to exit after its last
     arrived = []
-    with MemPoll() as mp:
+    with (MemPoll() if poll else NoPoll()) as mp:
         err_file = tempfile.TemporaryFile(mode="w+")
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True, env=sub_env(precision))
         timer = threading.Timer(timeout, p.kill)
@@ -473,6 +486,7 @@ def cmd_weft(args):
         os.environ["WEFT_CACHE_DIR"] = tempfile.mkdtemp(prefix="weft-plans-")
         part.set("weft_run", weft_run(args, prec, timeout=max(30, args.timeout)))
         part.set("weft_run_kept", weft_run(args, prec, timeout=max(30, args.timeout)))
+        part.set("weft_run_alone", weft_run(args, prec, timeout=max(30, args.timeout), poll=False))
         del os.environ["WEFT_CACHE_DIR"]
     part.set("ok", rc == 0)
     return 0 if rc == 0 else 1
@@ -587,6 +601,8 @@ def table(b):
     for prec in ("fp16", "fp32", "bf16"):
         runs.append((f"WEFT_PRECISION={prec}", p.get(f"weft_{prec}", {}).get("weft_run")))
         runs.append((f"WEFT_PRECISION={prec}, again (plans kept)", p.get(f"weft_{prec}", {}).get("weft_run_kept")))
+        runs.append((f"WEFT_PRECISION={prec}, again, alone (no nvidia-smi polling)",
+                     p.get(f"weft_{prec}", {}).get("weft_run_alone")))
     runs.append((f"--vram {VRAM_LIMIT}, WEFT_PRECISION={p.get('weft_vram', {}).get('precision_env')}",
                  p.get("weft_vram", {}).get("weft_run")))
     for label, r in runs:
