@@ -946,6 +946,11 @@ typedef struct sampling {
   /* the ControlNets' calls, planned the same way (NULL: none, or
    * unplanned) */
   struct sd_ctrl_recs *ctrl_recs;
+  /* host seconds: the sampling's start, then after each of the first
+   * SAMPLE_TIMED steps and the last (a fresh process's first steps pay
+   * for plans and kernel loads: the debug log says how much) */
+  double t_start, t_step[4], t_last;
+  int steps_done;
 } sampling;
 
 /* one model call on the bundle's backend (sd_bundle_be_lock) */
@@ -1007,6 +1012,9 @@ static int noise(void *user, float sigma, float sigma_next, float *out) {
 static int step(void *user, int k, int total, const float *x) {
   (void)x;
   sampling *s = user;
+  s->t_last = sd_mono_s();
+  if (s->steps_done < 4) s->t_step[s->steps_done] = s->t_last;
+  s->steps_done++;
   s->call->host->progress(s->call, k, total);
   return s->call->host->is_cancelled(s->call) ? WEFT_ECANCELED : 0;
 }
@@ -1327,11 +1335,22 @@ static int ksample(weft_call *c, const ksampler_args *a, weft_plan *plan) {
   weft_sampler_io io = {s.n, denoise, noise, step, &s};
   const sd_ref *mref = sd_ref_of(c, 0);
   bool reported = false;
+  double t_plan = 0;
   if (!(r = sd_bundle_acquire(b, SD_UNET, mref))) {
+    const double t0 = sd_mono_s();
     r = sample_reserve(c, &s, x, sig[0], &reported);
+    s.t_start = sd_mono_s();
+    t_plan = s.t_start - t0;
     if (!r) r = weft_sample(a->sampler, &io, x, sig, ns);
     sd_bundle_unacquire(b, SD_UNET);
   }
+  if (!r && s.steps_done >= 4)
+    h->log(c, WEFT_LOG_DEBUG,
+           "sampler: planned in %.3f s; steps 1-3 took %.3f, %.3f, %.3f s, "
+           "the other %d %.4f s each",
+           t_plan, s.t_step[0] - s.t_start, s.t_step[1] - s.t_step[0],
+           s.t_step[2] - s.t_step[1], s.steps_done - 3,
+           (s.t_last - s.t_step[2]) / (s.steps_done - 3));
   if (s.kind == WEFT_NOISE_BROWNIAN) weft_brownian_free(&s.brown);
   if (reported)
     ; /* the budget said why */
