@@ -84,12 +84,42 @@ static void ctx_free(weft__cuda_ctx *ctx) {
 }
 
 static int apply_math_mode(weft__cuda_ctx *ctx) {
+  if (!ctx->blas) return 0; /* applied when it is made */
   cublasStatus_t st = cublasSetMathMode((cublasHandle_t)ctx->blas,
                                         ctx->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                   : CUBLAS_DEFAULT_MATH);
   if (st != CUBLAS_STATUS_SUCCESS)
     return weft__cuda_fail(ctx, WEFT_EDEVICE, "cublasSetMathMode: %s",
                            cublasGetStatusString(st));
+  return 0;
+}
+
+int weft__cuda_blas(weft__cuda_ctx *ctx, void **out) {
+  if (!ctx->blas) {
+    const double t0 = weft__cuda_now();
+    cublasHandle_t h;
+    cublasStatus_t st = cublasCreate(&h);
+    if (st != CUBLAS_STATUS_SUCCESS)
+      return weft__cuda_fail(ctx, WEFT_EDEVICE, "cublasCreate: %s",
+                             cublasGetStatusString(st));
+    ctx->blas = h;
+    if ((st = cublasSetStream(h, ctx->stream)) != CUBLAS_STATUS_SUCCESS) {
+      cublasDestroy(h);
+      ctx->blas = NULL;
+      return weft__cuda_fail(ctx, WEFT_EDEVICE, "cublasSetStream: %s",
+                             cublasGetStatusString(st));
+    }
+    int rc = apply_math_mode(ctx);
+    if (rc) {
+      cublasDestroy(h);
+      ctx->blas = NULL;
+      return rc;
+    }
+    pthread_mutex_lock(&ctx->plans_mu);
+    ctx->plans.start_blas_s = weft__cuda_now() - t0;
+    pthread_mutex_unlock(&ctx->plans_mu);
+  }
+  *out = ctx->blas;
   return 0;
 }
 
@@ -109,6 +139,7 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
     err_size = sizeof dummy;
   }
   err[0] = 0;
+  const double t_start = weft__cuda_now();
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess) {
@@ -206,30 +237,14 @@ weft_backend *weft_backend_cuda_new_ex(const weft_cuda_options *opt, char *err,
   ctx->sm_count = prop.multiProcessorCount;
   ctx->cc = prop.major * 10 + prop.minor;
   ctx->smem_optin = prop.sharedMemPerBlockOptin;
-  cublasHandle_t h;
-  cublasStatus_t st = cublasCreate(&h);
-  if (st != CUBLAS_STATUS_SUCCESS) {
-    snprintf(err, err_size, "CUDA device %d: cublasCreate: %s", o.device,
-             cublasGetStatusString(st));
-    ctx_free(ctx);
-    free(be);
-    return NULL;
-  }
-  ctx->blas = h;
-  if ((st = cublasSetStream(h, ctx->stream)) != CUBLAS_STATUS_SUCCESS ||
-      apply_math_mode(ctx) != 0) {
-    snprintf(err, err_size, "CUDA device %d: cuBLAS setup: %s", o.device,
-             st != CUBLAS_STATUS_SUCCESS ? cublasGetStatusString(st)
-                                         : ctx->err);
-    ctx_free(ctx);
-    free(be);
-    return NULL;
-  }
+  const double t_ctx = weft__cuda_now();
   if (weft__cuda_lt_init(ctx, err, err_size) != 0) {
     ctx_free(ctx);
     free(be);
     return NULL;
   }
+  ctx->plans.start_context_s = t_ctx - t_start;
+  ctx->plans.start_lt_s = weft__cuda_now() - t_ctx;
   /* cuDNN is optional at run time too: without it conv2d uses im2col.
    * Its handle is made on first use (weft__cudnn_ensure), unless asked
    * for, when its absence is an error now. */

@@ -261,6 +261,9 @@ typedef struct weft_cuda_plan_stats {
    * the seconds that took on its thread (0 until it ends) */
   uint64_t preloaded;
   double preload_s;
+  /* the backend's start: the device, its context, stream and limits; the
+   * cuBLASLt handle; the cuBLAS handle, made on first use (0 until then) */
+  double start_context_s, start_lt_s, start_blas_s;
 } weft_cuda_plan_stats;
 /* Fills *st (0, or WEFT_EINVAL for a non-CUDA backend). */
 int weft_cuda_plan_stats_get(const weft_backend *be, weft_cuda_plan_stats *st);

@@ -47,8 +47,11 @@ const float *weft__cuda_f32_view(weft__cuda_ctx *ctx, const float *p, int64_t n,
 
 static int sgemm(weft__cuda_ctx *ctx, const weft_gemm_args *g, int64_t batch,
                  const float *a, const float *b) {
+  void *blas;
+  int rc = weft__cuda_blas(ctx, &blas);
+  if (rc) return rc;
   cublasStatus_t st = cublasSgemmStridedBatched_64(
-      (cublasHandle_t)ctx->blas, g->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+      (cublasHandle_t)blas, g->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
       g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, g->n, g->m, g->k, &g->alpha, b,
       g->ldb, g->stride_b, a, g->lda, g->stride_a, &g->beta, g->c, g->ldc,
       g->stride_c, batch);

@@ -579,9 +579,11 @@ int weft__cuda_mm16(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
   if (rc == 0) ctx->n_lt++;
   if (rc != WEFT_EUNSUPPORTED) return rc;
   ctx->n_lt_fallback++;
+  void *blas;
+  if ((rc = weft__cuda_blas(ctx, &blas))) return rc;
   const cudaDataType_t t = mm->dt == WEFT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
   cublasStatus_t st = cublasGemmStridedBatchedEx_64(
-      (cublasHandle_t)ctx->blas, mm->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+      (cublasHandle_t)blas, mm->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
       mm->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, mm->n, mm->m, mm->k, &mm->alpha,
       mm->b, t, mm->ldb, mm->sb, mm->a, t, mm->lda, mm->sa, &mm->beta, mm->c,
       mm->c_dt == WEFT_F32 ? CUDA_R_32F : t, mm->ldc, mm->sc, mm->batch,

@@ -62,7 +62,7 @@ typedef struct weft__cuda_ctx {
   int cc;            /* compute capability, major * 10 + minor */
   size_t smem_optin; /* max dynamic shared memory per block */
   cudaStream_t stream;
-  void *blas;        /* cublasHandle_t */
+  void *blas;        /* cublasHandle_t, made on first use (weft__cuda_blas) */
   void *cudnn;       /* cudnnHandle_t, NULL without cuDNN or before first use */
   bool cudnn_tried;  /* weft__cudnn_ensure ran (made it, or found none) */
   void *cudnn_plans; /* conv_cudnn.c's algorithm cache (with the handle) */
@@ -282,6 +282,11 @@ weft_dtype weft__cuda_compute_dtype(const weft__cuda_ctx *ctx);
 const float *weft__cuda_f32_view(weft__cuda_ctx *ctx, const float *p, int64_t n,
                                  void **tmp);
 int weft__cuda_lt_init(weft__cuda_ctx *ctx, char *err, size_t err_size);
+/* ctx's cuBLAS handle in *out, made on first use on ctx's stream with
+ * its math mode (cuBLASLt takes the 16-bit products: a run in 16 bits
+ * may never need one, and its creation took part of a fresh process's
+ * device start): 0, or WEFT_EDEVICE (ctx's error says why). */
+int weft__cuda_blas(weft__cuda_ctx *ctx, void **out);
 /* One heuristic query and one check of its answer on a handle of its own,
  * then the handle gone: what cuBLASLt sets up at a process's first plans
  * (a tenth of a second on an H200's host), done on a thread of its own

@@ -74,6 +74,12 @@ weft_backend *sd_backend_new(weft_call *c, const char *what, int *code) {
     if (be) {
       h->log(c, WEFT_LOG_INFO, "%s runs on CUDA device 0 (%s)", what,
              weft_cuda_device_name(be));
+      weft_cuda_plan_stats ps;
+      if (weft_cuda_plan_stats_get(be, &ps) == 0)
+        h->log(c, WEFT_LOG_DEBUG,
+               "CUDA device 0 started: context, stream and limits %.3f s, "
+               "cuBLASLt %.3f s",
+               ps.start_context_s, ps.start_lt_s);
       /* the convolutions' library loads while the weights do */
       weft_cuda_start_cudnn(be);
       return be;
