@@ -2,6 +2,7 @@
  * graph loading and error reporting. */
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,10 +124,38 @@ const char *weft_cli_closest(const char *name, const char *const *cand,
   return weft_closest_name(name, cand, n);
 }
 
+/* Device 0's primary context, the one the CUDA runtime takes up when a
+ * model plugin starts its backend, made on a thread of its own (about
+ * 0.1 s on an H200's host) while the plugins load and the graph is read;
+ * kept for the process.  A runtime that comes first waits for it in the
+ * driver.  WEFT_CUDA_EARLY_CONTEXT=0: made by the runtime, as needed. */
+static void *early_context(void *lib) {
+  int (*get)(int *, int) = (int (*)(int *, int))dlsym(lib, "cuDeviceGet");
+  int (*retain)(void **, int) =
+      (int (*)(void **, int))dlsym(lib, "cuDevicePrimaryCtxRetain");
+  int dev = 0;
+  void *ctx = NULL;
+  if (get && retain && get(&dev, 0) == 0) (void)retain(&ctx, dev);
+  return NULL;
+}
+
+static void start_early_context(void *lib) {
+  const char *e = getenv("WEFT_CUDA_EARLY_CONTEXT");
+  if (e && !strcmp(e, "0")) return;
+  pthread_attr_t a;
+  pthread_t th;
+  if (pthread_attr_init(&a)) return;
+  if (!pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED))
+    (void)pthread_create(&th, &a, early_context, lib);
+  pthread_attr_destroy(&a);
+}
+
 /* --device cuda needs a CUDA build and a device the driver sees; the check
  * asks the driver library itself (the command does not link CUDA), so a
- * missing GPU is a usage error here, before any node runs.  emulated (the
- * device paths on the CPU kernels, kernels/emulated.h) needs nothing. */
+ * missing GPU is a usage error here, before any node runs; device 0's
+ * context is then made beside the rest of the start (early_context).
+ * emulated (the device paths on the CPU kernels, kernels/emulated.h) needs
+ * nothing. */
 int weft_cli_use_device(const char *dev) {
   if (!strcmp(dev, "cpu") || !strcmp(dev, "auto") || !strcmp(dev, "emulated")) {
     setenv("WEFT_DEVICE", dev, 1);
@@ -162,6 +191,7 @@ int weft_cli_use_device(const char *dev) {
   }
   /* the model plugins read it when their loaders run */
   setenv("WEFT_DEVICE", dev, 1);
+  start_early_context(lib);
   return 0;
 }
 
