@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,8 +128,9 @@ const char *weft_cli_closest(const char *name, const char *const *cand,
 /* Device 0's primary context, the one the CUDA runtime takes up when a
  * model plugin starts its backend, made on a thread of its own (about
  * 0.1 s on an H200's host) while the plugins load and the graph is read;
- * kept for the process.  A runtime that comes first waits for it in the
- * driver.  WEFT_CUDA_EARLY_CONTEXT=0: made by the runtime, as needed. */
+ * kept for the process, the thread joined at exit.  A runtime that comes first
+ * waits for it in the driver.  WEFT_CUDA_EARLY_CONTEXT=0: made by the runtime,
+ * as needed. */
 static void *early_context(void *lib) {
   int (*get)(int *, int) = (int (*)(int *, int))dlsym(lib, "cuDeviceGet");
   int (*retain)(void **, int) =
@@ -139,15 +141,24 @@ static void *early_context(void *lib) {
   return NULL;
 }
 
+static pthread_t early_thread;
+static bool early_started;
+
+/* at exit (a failed run returns through main): the thread done before the
+ * driver's library is torn down after it (_exit, a success's way out,
+ * tears down nothing) */
+static void join_early_context(void) {
+  if (early_started) pthread_join(early_thread, NULL);
+  early_started = false;
+}
+
 static void start_early_context(void *lib) {
   const char *e = getenv("WEFT_CUDA_EARLY_CONTEXT");
-  if (e && !strcmp(e, "0")) return;
-  pthread_attr_t a;
-  pthread_t th;
-  if (pthread_attr_init(&a)) return;
-  if (!pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED))
-    (void)pthread_create(&th, &a, early_context, lib);
-  pthread_attr_destroy(&a);
+  if (early_started || (e && !strcmp(e, "0"))) return;
+  if (pthread_create(&early_thread, NULL, early_context, lib) == 0) {
+    early_started = true;
+    atexit(join_early_context);
+  }
 }
 
 /* --device cuda needs a CUDA build and a device the driver sees; the check

@@ -1077,6 +1077,30 @@ TEST(device_cuda_without_a_gpu_is_a_usage_error) {
   free(err), free(g);
 }
 
+/* With a GPU, --device cuda makes device 0's context on a thread while the
+ * graph is read (cli/common.c); a graph that is bad then still ends with
+ * its error, its location and exit 2 (the thread joined at exit), and a
+ * good one runs. */
+TEST(device_cuda_with_a_gpu_reports_a_bad_graph_with_exit_2) {
+  gpu();
+  char *bad = weft_test_write_file(weft_test_tmpdir(), "bad.yaml",
+                                   "nodes:\n  a: {op: [\n");
+  const char *a[] = {
+      weft_test_built("cli/weft"), "run", bad, "--device", "cuda", NULL};
+  char *err = NULL;
+  ASSERT_EQ(run_capture(a, &err), 2);
+  ASSERT_CONTAINS(err, "bad.yaml:");
+  free(err);
+  char *unknown =
+      weft_test_write_file(weft_test_tmpdir(), "unknown.yaml",
+                           "version: 1\nnodes:\n  a: {op: NoSuchOp}\n");
+  const char *b[] = {
+      weft_test_built("cli/weft"), "run", unknown, "--device", "cuda", NULL};
+  ASSERT_EQ(run_capture(b, &err), 2);
+  ASSERT_CONTAINS(err, "NoSuchOp");
+  free(err), free(bad), free(unknown);
+}
+
 TEST(device_flag_names_the_choices) {
   char *g = graph("../graphs/txt2img.yaml");
   const char *a[] = {
