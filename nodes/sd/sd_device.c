@@ -398,8 +398,9 @@ static int ensure_image(sd_devw *dw) {
  * copied as each fills (SD1.5's 1.9 GB on the H200's host: 0.04 s where
  * filling an image took 0.19 s and pinning it 0.05 s more; the host keeps
  * 1.9 GB less).  The image is made where a block must load again
- * (streaming, a compaction's reload, a pool sized anew): ensure_image.
- * WEFT_SD_STAGE=0 makes every image at the upload, as before. */
+ * (streaming: at the commit; a compaction's reload): ensure_image; a pool
+ * sized anew that holds every block stages them again.  WEFT_SD_STAGE=0
+ * makes every image at the upload, as before. */
 #define SD_STAGE_SLOT ((size_t)4 << 20)
 
 static bool stage_wanted(const sd_vram *vr) {
