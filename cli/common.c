@@ -128,9 +128,9 @@ const char *weft_cli_closest(const char *name, const char *const *cand,
 /* Device 0's primary context, the one the CUDA runtime takes up when a
  * model plugin starts its backend, made on a thread of its own (about
  * 0.1 s on an H200's host) while the plugins load and the graph is read;
- * kept for the process, the thread joined at exit.  A runtime that comes first
- * waits for it in the driver.  WEFT_CUDA_EARLY_CONTEXT=0: made by the runtime,
- * as needed. */
+ * kept for the process, the thread joined at exit.  A runtime that comes
+ * first waits for it in the driver.  WEFT_CUDA_EARLY_CONTEXT=0: made by the
+ * runtime, as needed. */
 static void *early_context(void *lib) {
   int (*get)(int *, int) = (int (*)(int *, int))dlsym(lib, "cuDeviceGet");
   int (*retain)(void **, int) =

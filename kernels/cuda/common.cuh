@@ -24,13 +24,12 @@ static inline unsigned weft_cu_blocks(int64_t n, int threads) {
   return (unsigned)(b < 1 ? 1 : b);
 }
 
-// ---- the module's anchor
-// ----------------------------------------------------- Each .cu file is a
-// module of its own, loaded lazily kernel by kernel (CUDA_MODULE_LOADING's
-// default): WEFT_CU_MODULE(name) at file scope gives it an empty kernel nothing
-// launches and an extern "C" function returning that kernel's address, by which
-// preload.c finds the module and loads all its kernels on a thread of their
-// own.
+// ---- the module's anchor ----------------------------------------------------
+// Each .cu file is a module of its own, loaded lazily kernel by kernel
+// (CUDA_MODULE_LOADING's default): WEFT_CU_MODULE(name) at file scope gives
+// it an empty kernel nothing launches and an extern "C" function returning
+// that kernel's address, by which preload.c finds the module and loads all
+// its kernels on a thread of their own.
 #define WEFT_CU_MODULE(name)                                                   \
   static __global__ void weft_cu_anchor_kernel() {}                            \
   extern "C" const void *weft__cu_module_##name(void) {                        \

@@ -925,6 +925,8 @@ static int empty_latent_run(weft_call *c) {
 
 /* ---- KSampler -------------------------------------------------------------- */
 
+enum { SAMPLE_TIMED = 3 };
+
 typedef struct sampling {
   weft_call *call;
   sd_bundle *bundle;
@@ -949,7 +951,7 @@ typedef struct sampling {
   /* host seconds: the sampling's start, then after each of the first
    * SAMPLE_TIMED steps and the last (a fresh process's first steps pay
    * for plans and kernel loads: the debug log says how much) */
-  double t_start, t_step[4], t_last;
+  double t_start, t_step[SAMPLE_TIMED], t_last;
   int steps_done;
 } sampling;
 
@@ -1013,7 +1015,7 @@ static int step(void *user, int k, int total, const float *x) {
   (void)x;
   sampling *s = user;
   s->t_last = sd_mono_s();
-  if (s->steps_done < 4) s->t_step[s->steps_done] = s->t_last;
+  if (s->steps_done < SAMPLE_TIMED) s->t_step[s->steps_done] = s->t_last;
   s->steps_done++;
   s->call->host->progress(s->call, k, total);
   return s->call->host->is_cancelled(s->call) ? WEFT_ECANCELED : 0;
@@ -1344,13 +1346,14 @@ static int ksample(weft_call *c, const ksampler_args *a, weft_plan *plan) {
     if (!r) r = weft_sample(a->sampler, &io, x, sig, ns);
     sd_bundle_unacquire(b, SD_UNET);
   }
-  if (!r && s.steps_done >= 4)
+  if (!r && s.steps_done > SAMPLE_TIMED)
     h->log(c, WEFT_LOG_DEBUG,
            "sampler: planned in %.3f s; steps 1-3 took %.3f, %.3f, %.3f s, "
            "the other %d %.4f s each",
            t_plan, s.t_step[0] - s.t_start, s.t_step[1] - s.t_step[0],
-           s.t_step[2] - s.t_step[1], s.steps_done - 3,
-           (s.t_last - s.t_step[2]) / (s.steps_done - 3));
+           s.t_step[2] - s.t_step[1], s.steps_done - SAMPLE_TIMED,
+           (s.t_last - s.t_step[SAMPLE_TIMED - 1]) /
+               (s.steps_done - SAMPLE_TIMED));
   if (s.kind == WEFT_NOISE_BROWNIAN) weft_brownian_free(&s.brown);
   if (reported)
     ; /* the budget said why */

@@ -182,8 +182,7 @@ int sd_vram_defer(sd_vram *vr, sd_ckpt *ck);
  * while they fit (all of them when nothing streams): a model with no
  * image yet through pinned slots filled straight from its masters or the
  * file, where the sd_xfer allows (WEFT_SD_STAGE=0: from images).  The
- * first
- * sd_devw_use does it too; _to_backend does it at once.  0 or a WEFT_E*
+ * first sd_devw_use does it too; _to_backend does it at once.  0 or a WEFT_E*
  * code (ENOMEM: the pool cannot be allocated, sd_vram_error says so). */
 int sd_vram_commit(sd_vram *vr);
 /* Activations and scratch share the budget with the weights.  Keeps
