@@ -4031,3 +4031,243 @@ TEST(cudnn_attention_plans_kept_on_disk) {
   unsetenv("WEFT_CACHE_DIR");
   free(o1), free(o2);
 }
+
+/* ---- plans kept for the next process (plans_kept.c) ---------------------- */
+
+/* A fresh fp16 backend (16-bit activations) that runs, on fixed inputs, a
+ * channels-last convolution (a graph-API plan), a cross-attention
+ * (cuDNN's fused engine) and a product (cuBLASLt), their outputs as fp32
+ * into out (KEPT_OUT values); its plan counts into *st.  With ahead, it
+ * first waits for the kept list's plans to be made (at most 60 s), as a
+ * checkpoint's load gives them time to; then writes its own list
+ * (weft_cuda_keep_plans). */
+enum {
+  KEPT_NX = 2 * 32 * 24 * 24, /* the convolution */
+  KEPT_NW = 64 * 32 * 9,
+  KEPT_NY = 2 * 64 * 24 * 24,
+  KEPT_NQ = 2 * 8 * 256 * 40, /* the attention, 77 keys */
+  KEPT_NK = 2 * 8 * 77 * 40,
+  KEPT_NA = 192 * 320, /* the product, 192 x 320 by 320 x 640 */
+  KEPT_NB = 640 * 320,
+  KEPT_NC = 192 * 640,
+  KEPT_OUT = KEPT_NY + KEPT_NQ + KEPT_NC
+};
+
+/* host values up to the 16-bit device buffer d (n values) */
+static float *kept_up16(weft_backend *be, float *t, int64_t n, uint64_t seed) {
+  float *h = malloc((size_t)n * 4);
+  ASSERT(h);
+  for (int64_t i = 0; i < n; i++)
+    h[i] = (float)(((uint64_t)i * 7919 + seed * 104729) % 2001) / 1000.0f - 1;
+  float *d = be->iface->buffer_alloc(be, (size_t)n * 2);
+  ASSERT(d);
+  ASSERT_OK(be->iface->buffer_copy(be, t, h, (size_t)n * 4,
+                                   WEFT_COPY_HOST_TO_DEVICE));
+  ASSERT_OK(be->iface->convert(be, d, WEFT_F16, t, WEFT_F32, n));
+  free(h);
+  return d;
+}
+
+static void kept_down16(weft_backend *be, float *t, const float *d, int64_t n,
+                        float *out) {
+  ASSERT_OK(be->iface->convert(be, t, WEFT_F32, d, WEFT_F16, n));
+  ASSERT_OK(be->iface->buffer_copy(be, out, t, (size_t)n * 4,
+                                   WEFT_COPY_DEVICE_TO_HOST));
+  ASSERT_OK(be->iface->synchronize(be));
+}
+
+static void kept_work(float *out, bool ahead, weft_cuda_plan_stats *st) {
+  weft_backend *be = weft_backend_cuda_new(0);
+  ASSERT(be);
+  ASSERT_OK(weft_cuda_set_precision(be, WEFT_CUDA_FP16));
+  ASSERT_OK(weft_cuda_set_act_dtype(be, WEFT_F16));
+  ASSERT_OK(weft_cuda_start_cudnn(be));
+  /* (cuDNN's first use would end its thread's plans: wait before it) */
+  for (int i = 0; ahead && i < 6000; i++) {
+    weft_cuda_plan_stats w;
+    ASSERT_OK(weft_cuda_plan_stats_get(be, &w));
+    if (w.ahead_cudnn + w.ahead_lt >= w.ahead_listed) break;
+    usleep(10000);
+  }
+  if (!weft_cuda_have_cudnn(be)) {
+    weft_backend_free(be);
+    weft_test_skip("no cuDNN");
+  }
+  float *t = be->iface->buffer_alloc(be, (size_t)KEPT_NQ * 4);
+  ASSERT(t);
+  /* the convolution: fp32 weights channels last, rounded per call */
+  const conv_shape c = {2, 32, 24, 24, 64, 3, 3, 1, 1, 1, 1, 1, 1};
+  float *hw = malloc((size_t)KEPT_NW * 4);
+  ASSERT(hw);
+  for (int64_t i = 0; i < KEPT_NW; i++)
+    hw[i] = (float)((i * 31 % 201) - 100) / 1000.0f;
+  float *w = be->iface->buffer_alloc(be, (size_t)KEPT_NW * 4);
+  ASSERT(w);
+  ASSERT_OK(be->iface->buffer_copy(be, w, hw, (size_t)KEPT_NW * 4,
+                                   WEFT_COPY_HOST_TO_DEVICE));
+  float *x = kept_up16(be, t, KEPT_NX, 1);
+  float *y = be->iface->buffer_alloc(be, (size_t)KEPT_NY * 2);
+  ASSERT(y);
+  weft_conv2d_args a = conv_args(&c);
+  a.x = x, a.weight = w, a.y = y, a.w_hwc = 1;
+  ASSERT_STR_EQ(weft_cuda_conv2d_path(be, &a), "cudnn_nhwc");
+  ASSERT_OK(be->iface->conv2d(be, &a));
+  kept_down16(be, t, y, KEPT_NY, out);
+  /* the attention */
+  float *q = kept_up16(be, t, KEPT_NQ, 2), *k = kept_up16(be, t, KEPT_NK, 3);
+  float *o = be->iface->buffer_alloc(be, (size_t)KEPT_NQ * 2);
+  ASSERT(o);
+  weft_attn_args at = blhd_attention(2, 8, 256, 77, 40);
+  at.q = q, at.k = k, at.v = k, at.o = o;
+  ASSERT_STR_EQ(weft_cuda_attention_path(be, &at), "cudnn");
+  ASSERT_OK(be->iface->attention(be, &at));
+  kept_down16(be, t, o, KEPT_NQ, out + KEPT_NY);
+  /* the product (16-bit A, B and C: the activations') */
+  float *ma = kept_up16(be, t, KEPT_NA, 4), *mb = kept_up16(be, t, KEPT_NB, 5);
+  float *mc = be->iface->buffer_alloc(be, (size_t)KEPT_NC * 2);
+  ASSERT(mc);
+  weft_gemm_args g = {.m = 192,
+                      .n = 640,
+                      .k = 320,
+                      .trans_b = 1,
+                      .alpha = 1,
+                      .a = ma,
+                      .lda = 320,
+                      .b = mb,
+                      .ldb = 320,
+                      .c = mc,
+                      .ldc = 640,
+                      .acts =
+                          WEFT_GEMM_ACT_A | WEFT_GEMM_ACT_B | WEFT_GEMM_ACT_C};
+  ASSERT_OK(be->iface->gemm(be, &g));
+  kept_down16(be, t, mc, KEPT_NC, out + KEPT_NY + KEPT_NQ);
+  ASSERT_OK(weft_cuda_plan_stats_get(be, st));
+  ASSERT_OK(weft_cuda_keep_plans(be));
+  weft_cuda_plan_stats after;
+  ASSERT_OK(weft_cuda_plan_stats_get(be, &after));
+  st->kept_listed = after.kept_listed;
+  float *bufs[] = {t, w, x, y, q, k, o, ma, mb, mc};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+    be->iface->buffer_free(be, bufs[i]);
+  free(hw);
+  weft_backend_free(be);
+}
+
+/* the plan list in dir (its count; the first's path into path) */
+static int list_files(const char *dir, char *path, size_t n) {
+  char cmd[4200];
+  snprintf(cmd, sizeof cmd, "ls %s/plans-sm*.list 2>/dev/null", dir);
+  FILE *p = popen(cmd, "r");
+  ASSERT(p != NULL);
+  int count = 0;
+  char line[4200];
+  while (fgets(line, sizeof line, p)) {
+    line[strcspn(line, "\n")] = 0;
+    if (!count++) snprintf(path, n, "%s", line);
+  }
+  pclose(p);
+  return count;
+}
+
+/* A backend's plans listed by weft_cuda_keep_plans are made ahead by the
+ * next backend's start threads: its calls then make none, compute the
+ * same bits, and list the same plans again. */
+TEST(plans_kept_are_made_ahead_by_the_next_backend) {
+  if (!weft_cuda_available()) weft_test_skip("no CUDA device");
+  char dir[4096], path[4200] = "";
+  snprintf(dir, sizeof dir, "%s/cache", weft_test_tmpdir());
+  setenv("WEFT_CACHE_DIR", dir, 1);
+  float *o1 = malloc((size_t)KEPT_OUT * 4), *o2 = malloc((size_t)KEPT_OUT * 4);
+  ASSERT(o1 && o2);
+  weft_cuda_plan_stats st;
+  kept_work(o1, false, &st);
+  printf("first backend: cuDNN %llu plans, cuBLASLt %llu; %llu listed\n",
+         (unsigned long long)st.cudnn_plans, (unsigned long long)st.lt_plans,
+         (unsigned long long)st.kept_listed);
+  ASSERT_EQ(st.ahead_listed, 0);
+  ASSERT(st.cudnn_plans >= 2 && st.lt_plans >= 1);
+  /* conv, attention, product: one line each, in the order of first use */
+  ASSERT_EQ(st.kept_listed, 3);
+  ASSERT_EQ(list_files(dir, path, sizeof path), 1);
+  size_t len1 = 0;
+  char *text1 = weft_test_read_file(path, &len1);
+  ASSERT(text1 != NULL);
+  printf("%s", text1);
+  ASSERT(!strncmp(text1, "weft plans 1; cuDNN ", 20));
+  const char *c1 =
+      strstr(text1, "\nconv 1 0 2 32 26 26 64 3 3 1 1 0 0 0 0 0 0 1\n");
+  const char *a1 = strstr(text1, "\nattn 1 2 8 256 77 40 ");
+  const char *l1 = strstr(text1, "\nlt 1 1 0 1 192 640 320 1 ");
+  ASSERT(c1 && a1 && l1 && c1 < a1 && a1 < l1);
+
+  memset(o2, 0, (size_t)KEPT_OUT * 4);
+  kept_work(o2, true, &st);
+  printf("second backend: %llu listed; ahead cuDNN %llu (%.3f s), cuBLASLt "
+         "%llu (%.3f s); the calls' own plans: cuDNN %llu, cuBLASLt %llu\n",
+         (unsigned long long)st.ahead_listed,
+         (unsigned long long)st.ahead_cudnn, st.ahead_cudnn_s,
+         (unsigned long long)st.ahead_lt, st.ahead_lt_s,
+         (unsigned long long)st.cudnn_plans, (unsigned long long)st.lt_plans);
+  ASSERT_EQ(st.ahead_listed, 3);
+  ASSERT_EQ(st.ahead_cudnn, 2);
+  ASSERT_EQ(st.ahead_lt, 1);
+  ASSERT_EQ(st.cudnn_plans, 0);
+  ASSERT_EQ(st.lt_plans, 0);
+  ASSERT_EQ(memcmp(o1, o2, (size_t)KEPT_OUT * 4), 0);
+  size_t len2 = 0;
+  char *text2 = weft_test_read_file(path, &len2);
+  ASSERT(text2 != NULL);
+  ASSERT_EQ(len2, len1);
+  ASSERT_EQ(memcmp(text1, text2, len1), 0);
+  free(text2);
+
+  /* a list of another header (library, device) is not read: the calls
+   * make their plans, and the list is written anew */
+  FILE *f = fopen(path, "wb");
+  ASSERT(f != NULL);
+  fputs("weft plans 1; cuDNN 1; cuBLASLt 1; sm 1\n"
+        "lt 1 1 0 1 192 640 320 1 320 320 640 0 0 0 0 256 256 256 0 1\n",
+        f);
+  fclose(f);
+  memset(o2, 0, (size_t)KEPT_OUT * 4);
+  kept_work(o2, true, &st);
+  ASSERT_EQ(st.ahead_listed, 0);
+  ASSERT(st.cudnn_plans >= 2 && st.lt_plans >= 1);
+  ASSERT_EQ(memcmp(o1, o2, (size_t)KEPT_OUT * 4), 0);
+  text2 = weft_test_read_file(path, &len2);
+  ASSERT(text2 != NULL && len2 == len1 && !memcmp(text1, text2, len1));
+  free(text2);
+
+  /* off: no list read or written */
+  ASSERT_EQ(unlink(path), 0);
+  setenv("WEFT_CACHE_DIR", "off", 1);
+  kept_work(o2, true, &st);
+  ASSERT_EQ(st.ahead_listed, 0);
+  ASSERT_EQ(st.kept_listed, 0);
+  ASSERT_EQ(list_files(dir, path, sizeof path), 0);
+  ASSERT_EQ(memcmp(o1, o2, (size_t)KEPT_OUT * 4), 0);
+  unsetenv("WEFT_CACHE_DIR");
+  free(text1), free(o1), free(o2);
+}
+
+/* WEFT_CUDA_PLANS_AHEAD=0: a list is kept but not read. */
+TEST(plans_ahead_off_reads_no_list) {
+  if (!weft_cuda_available()) weft_test_skip("no CUDA device");
+  setenv("WEFT_CUDA_PLANS_AHEAD", "0", 1);
+  char dir[4096], path[4200] = "";
+  snprintf(dir, sizeof dir, "%s/cache", weft_test_tmpdir());
+  setenv("WEFT_CACHE_DIR", dir, 1);
+  float *o = malloc((size_t)KEPT_OUT * 4);
+  ASSERT(o);
+  weft_cuda_plan_stats st;
+  kept_work(o, false, &st);
+  ASSERT_EQ(st.kept_listed, 3);
+  ASSERT_EQ(list_files(dir, path, sizeof path), 1);
+  kept_work(o, true, &st);
+  ASSERT_EQ(st.ahead_listed, 0);
+  ASSERT_EQ(st.ahead_cudnn + st.ahead_lt, 0);
+  ASSERT(st.cudnn_plans >= 2 && st.lt_plans >= 1);
+  unsetenv("WEFT_CACHE_DIR");
+  unsetenv("WEFT_CUDA_PLANS_AHEAD");
+  free(o);
+}
