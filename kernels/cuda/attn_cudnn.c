@@ -96,7 +96,6 @@ typedef struct aplan {
   int64_t ws;
   bool none; /* no engine: flash16.cu runs the shape */
   bool rtc;  /* its engine is runtime-compiled: worth keeping on disk */
-  bool used; /* a call took it (weft__cuda_kept_use told) */
 } aplan;
 
 typedef struct aplans {
@@ -389,13 +388,35 @@ static bool plan_from(weft__cuda_ctx *ctx, aplan *p,
 
 /* ---- plans kept on disk ---- */
 
+/* The folder of kept plans into dir (made if missing): false for none. */
+static bool cache_dir(char *dir, size_t n) {
+  const char *e = getenv("WEFT_CACHE_DIR"), *x = getenv("XDG_CACHE_HOME"),
+             *home = getenv("HOME");
+  int w;
+  if (e) {
+    if (!*e || !strcmp(e, "off") || !strcmp(e, "0")) return false;
+    w = snprintf(dir, n, "%s", e);
+  } else if (x && *x) {
+    w = snprintf(dir, n, "%s/weft", x);
+  } else if (home && *home) {
+    char up[4096];
+    if ((size_t)snprintf(up, sizeof up, "%s/.cache", home) >= sizeof up)
+      return false;
+    if (mkdir(up, 0755) != 0 && errno != EEXIST) return false;
+    w = snprintf(dir, n, "%s/weft", up);
+  } else {
+    return false;
+  }
+  if (w < 0 || (size_t)w >= n) return false;
+  return mkdir(dir, 0755) == 0 || errno == EEXIST;
+}
+
 /* p's file (path) and the header line that must open it (head) */
 static bool cache_names(weft__cuda_ctx *ctx, const aplan *p, char *path,
                         size_t np, char *head, size_t nh) {
   char dir[4096];
   int drv = 0;
-  if (!weft__cuda_cache_dir(dir, sizeof dir) ||
-      cudaDriverGetVersion(&drv) != cudaSuccess)
+  if (!cache_dir(dir, sizeof dir) || cudaDriverGetVersion(&drv) != cudaSuccess)
     return false;
   int w = snprintf(head, nh,
                    "weft cuDNN attention plan 1; cuDNN %zu; sm %d, %d "
@@ -594,76 +615,26 @@ fail:
 
 /* a's plan (built on first use) into *out: 0 or WEFT_EUNSUPPORTED.  *own:
  * the cache was full and the caller frees the plan after its call. */
-/* ctx's plan cache, made on first use (by the thread that holds the
- * handle: cuDNN's start thread, or a call after it was joined); NULL
- * when out of memory. */
-static aplans *plans_of(weft__cuda_ctx *ctx) {
-  if (!ctx->cudnn_attn) {
-    aplans *c = calloc(1, sizeof *c);
-    if (!c || pthread_mutex_init(&c->mu, NULL) != 0) {
-      free(c);
-      return NULL;
-    }
-    ctx->cudnn_attn = c;
-  }
-  return ctx->cudnn_attn;
-}
-
-static void key_of(const weft__cuda_ctx *ctx, const weft_attn_args *a,
-                   int64_t *key) {
-  const int64_t k[AKEY] = {ctx->act, a->batch, a->heads, a->lq,    a->lk,
-                           a->d,     a->q_s.b, a->q_s.h, a->q_s.l, a->k_s.b,
-                           a->k_s.h, a->k_s.l, a->v_s.b, a->v_s.h, a->v_s.l,
-                           a->o_s.b, a->o_s.h, a->o_s.l};
-  memcpy(key, k, sizeof k);
-}
-
-int weft__cudnn_attn_ahead(weft__cuda_ctx *ctx, const int64_t *key) {
-  weft_attn_args a;
-  memset(&a, 0, sizeof a); /* no tensors: fits checks NULL's alignment */
-  a.batch = key[1], a.heads = key[2], a.lq = key[3], a.lk = key[4];
-  a.d = a.dv = key[5];
-  weft_attn_strides *s[4] = {&a.q_s, &a.k_s, &a.v_s, &a.o_s};
-  for (int i = 0; i < 4; i++)
-    *s[i] = (weft_attn_strides){key[6 + 3 * i], key[7 + 3 * i], key[8 + 3 * i]};
-  int64_t k[AKEY];
-  key_of(ctx, &a, k);
-  aplans *c = NULL;
-  if (!ctx->cudnn || memcmp(k, key, sizeof k) ||
-      !weft__cudnn_attn_fits(ctx, &a) || !(c = plans_of(ctx)))
-    return 1;
-  pthread_mutex_lock(&c->mu);
-  bool have = c->n == ASLOTS;
-  for (int i = 0; i < c->n && !have; i++)
-    have = !memcmp(c->p[i].key, k, sizeof k);
-  int rc = 1;
-  if (!have) {
-    aplan p;
-    memset(&p, 0, sizeof p);
-    memcpy(p.key, k, sizeof k);
-    const double t0 = weft__cuda_now();
-    rc = build(ctx, &a, &p) == 0 ? 0 : 1;
-    weft__cuda_plan_time(ctx, WEFT__PLAN_AHEAD_CUDNN, weft__cuda_now() - t0);
-    c->p[c->n++] = p;
-  }
-  pthread_mutex_unlock(&c->mu);
-  return rc;
-}
-
 static int get_plan(weft__cuda_ctx *ctx, const weft_attn_args *a, aplan *out,
                     bool *own) {
   *own = false;
   if (!weft__cudnn_ensure(ctx)) return WEFT_EUNSUPPORTED;
-  aplans *c = plans_of(ctx);
-  if (!c) return WEFT_EUNSUPPORTED;
-  int64_t key[AKEY];
-  key_of(ctx, a, key);
+  if (!ctx->cudnn_attn) {
+    aplans *c = calloc(1, sizeof *c);
+    if (!c || pthread_mutex_init(&c->mu, NULL) != 0) {
+      free(c);
+      return WEFT_EUNSUPPORTED;
+    }
+    ctx->cudnn_attn = c;
+  }
+  aplans *c = ctx->cudnn_attn;
+  const int64_t key[AKEY] = {
+      ctx->act, a->batch, a->heads, a->lq,   a->lk,   a->d,
+      a->q_s.b, a->q_s.h, a->q_s.l, a->k_s.b, a->k_s.h, a->k_s.l,
+      a->v_s.b, a->v_s.h, a->v_s.l, a->o_s.b, a->o_s.h, a->o_s.l};
   pthread_mutex_lock(&c->mu);
   for (int i = 0; i < c->n; i++)
     if (!memcmp(c->p[i].key, key, sizeof key)) {
-      if (!c->p[i].used && !c->p[i].none)
-        weft__cuda_kept_use(ctx, WEFT__KEPT_ATTN, key);
-      c->p[i].used = true;
       *out = c->p[i];
       pthread_mutex_unlock(&c->mu);
       return out->none ? WEFT_EUNSUPPORTED : 0;
@@ -674,8 +645,6 @@ static int get_plan(weft__cuda_ctx *ctx, const weft_attn_args *a, aplan *out,
   const double t0 = weft__cuda_now();
   int rc = build(ctx, a, &p);
   weft__cuda_plan_time(ctx, WEFT__PLAN_CUDNN, weft__cuda_now() - t0);
-  p.used = true;
-  if (rc == 0) weft__cuda_kept_use(ctx, WEFT__KEPT_ATTN, key);
   if (c->n < ASLOTS)
     c->p[c->n++] = p;
   else
@@ -749,11 +718,6 @@ int weft__cudnn_attn_plan(weft__cuda_ctx *ctx, const weft_attn_args *a,
   (void)ctx, (void)a;
   *ws = 0;
   return WEFT_EUNSUPPORTED;
-}
-
-int weft__cudnn_attn_ahead(weft__cuda_ctx *ctx, const int64_t *key) {
-  (void)ctx, (void)key;
-  return 1;
 }
 
 int weft__cudnn_attn(weft__cuda_ctx *ctx, const weft_attn_args *a,

@@ -69,7 +69,6 @@ static void ctx_free(weft__cuda_ctx *ctx) {
   cudaSetDevice(ctx->device);
   if (ctx->stream) cudaStreamSynchronize(ctx->stream);
   weft__cuda_prof_destroy(ctx);
-  __atomic_store_n(&ctx->ahead_stop, 1, __ATOMIC_RELAXED);
   weft__cudnn_destroy(ctx);
   weft__cuda_lt_warm_join(ctx);
   weft__cuda_preload_join(ctx);
@@ -81,8 +80,6 @@ static void ctx_free(weft__cuda_ctx *ctx) {
   weft__cuda_ranges_destroy(&ctx->mirror);
   if (ctx->stream) cudaStreamDestroy(ctx->stream);
   pthread_mutex_destroy(&ctx->plans_mu);
-  free(ctx->used);
-  free(ctx->ahead);
   free(ctx);
 }
 
@@ -299,7 +296,6 @@ int weft_cuda_set_conv_algo(weft_backend *be, weft_cuda_conv_algo algo) {
 
 int weft_cuda_start_cudnn(weft_backend *be) {
   if (!weft_backend_is_cuda(be)) return WEFT_EINVAL;
-  weft__cuda_plans_ahead_read(CTX(be));
   weft_cuda_conv_algo algo = CTX(be)->conv_algo;
   if (algo == WEFT_CUDA_CONV_AUTO || algo == WEFT_CUDA_CONV_CUDNN)
     weft__cudnn_start(CTX(be));
@@ -332,10 +328,6 @@ void weft__cuda_plan_time(weft__cuda_ctx *ctx, weft__cuda_plan_kind what,
   case WEFT__PLAN_CUDNN_WAIT: p->cudnn_wait_s += seconds; break;
   case WEFT__PLAN_KEPT: p->cudnn_kept++; break;
   case WEFT__PLAN_STORED: p->cudnn_stored++; break;
-  case WEFT__PLAN_AHEAD_CUDNN:
-    p->ahead_cudnn++, p->ahead_cudnn_s += seconds;
-    break;
-  case WEFT__PLAN_AHEAD_LT: p->ahead_lt++, p->ahead_lt_s += seconds; break;
   }
   pthread_mutex_unlock(&ctx->plans_mu);
 }

@@ -67,8 +67,6 @@ typedef struct gplan {
   cudnnBackendDescriptor_t keep[GPLAN_DESCS];
   int64_t ws;
   bool none; /* no deterministic engine: the legacy API's plan */
-  bool used; /* a call took it (weft__cuda_kept_use told); not one made
-                ahead and never used */
 } gplan;
 
 typedef struct plan_cache {
@@ -1093,9 +1091,6 @@ static int g_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *b, weft_dtype dt,
   pthread_mutex_lock(&c->mu);
   for (int i = 0; i < c->ng; i++)
     if (!memcmp(c->g[i].key, key, sizeof key)) {
-      if (!c->g[i].used && !c->g[i].none)
-        weft__cuda_kept_use(ctx, WEFT__KEPT_CONV, key);
-      c->g[i].used = true;
       *out = c->g[i];
       pthread_mutex_unlock(&c->mu);
       return out->none ? WEFT_EUNSUPPORTED : 0;
@@ -1107,8 +1102,6 @@ static int g_plan(weft__cuda_ctx *ctx, const weft_conv2d_args *b, weft_dtype dt,
   const double t0 = weft__cuda_now();
   int rc = g_build(ctx, b, dt, &g);
   weft__cuda_plan_time(ctx, WEFT__PLAN_CUDNN, weft__cuda_now() - t0);
-  g.used = true;
-  if (rc == 0) weft__cuda_kept_use(ctx, WEFT__KEPT_CONV, key);
   if (c->ng < GPLAN_SLOTS)
     c->g[c->ng++] = g;
   else
@@ -1508,11 +1501,6 @@ int weft__cudnn_conv(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
                          "weft was built without cuDNN");
 }
 
-int weft__cudnn_conv_ahead(weft__cuda_ctx *ctx, const int64_t *key) {
-  (void)ctx, (void)key;
-  return 1;
-}
-
 bool weft__cudnn_conv16_supported(const weft__cuda_ctx *ctx,
                                   const weft_conv2d_args *a) {
   (void)ctx;
@@ -1562,59 +1550,13 @@ int weft__cudnn_conv_nhwc(weft__cuda_ctx *ctx, const weft_conv2d_args *a) {
  * work (cudnnCreate loads cuDNN's libraries, a second or so); nothing but
  * ctx->cudnn and ctx->cudnn_plans is written, and the caller reads them
  * only after joining. */
-/* The kept list's plan of key (plans_kept.c) made into the cache, as
- * g_plan would make it at the band's first call: 0, or 1 when the key is
- * not one this backend makes (its plan_key differs: another math mode) or
- * already there. */
-int weft__cudnn_conv_ahead(weft__cuda_ctx *ctx, const int64_t *key) {
-  if (!graph_wanted() || !ctx->cudnn_plans) return 1;
-  weft_conv2d_args b;
-  memset(&b, 0, sizeof b);
-  b.batch = key[2], b.c_in = key[3], b.h_in = key[4], b.w_in = key[5];
-  b.c_out = key[6], b.k_h = key[7], b.k_w = key[8];
-  b.stride_h = key[9], b.stride_w = key[10];
-  const weft_dtype dt = (weft_dtype)key[0];
-  const view v = {0, 0, 0, 0, 1};
-  int64_t k[PLAN_KEY];
-  plan_key(ctx, &b, dt, &v, k);
-  if (memcmp(k, key, sizeof k)) return 1;
-  plan_cache *c = ctx->cudnn_plans;
-  pthread_mutex_lock(&c->mu);
-  bool have = c->ng == GPLAN_SLOTS;
-  for (int i = 0; i < c->ng && !have; i++)
-    have = !memcmp(c->g[i].key, k, sizeof k);
-  int rc = 1;
-  if (!have) {
-    gplan g;
-    memset(&g, 0, sizeof g);
-    memcpy(g.key, k, sizeof k);
-    const double t0 = weft__cuda_now();
-    rc = g_build(ctx, &b, dt, &g) == 0 ? 0 : 1;
-    weft__cuda_plan_time(ctx, WEFT__PLAN_AHEAD_CUDNN, weft__cuda_now() - t0);
-    c->g[c->ng++] = g; /* none too: its first call asks no heuristic */
-  }
-  pthread_mutex_unlock(&c->mu);
-  return rc;
-}
-
 static void *cudnn_start_main(void *arg) {
   weft__cuda_ctx *ctx = arg;
   char err[256];
-  if (cudaSetDevice(ctx->device) != cudaSuccess) {
+  if (cudaSetDevice(ctx->device) == cudaSuccess)
+    weft__cudnn_init(ctx, err, sizeof err); /* none: im2col instead */
+  else
     cudaGetLastError();
-    return NULL;
-  }
-  if (weft__cudnn_init(ctx, err, sizeof err)) /* none: im2col instead */
-    return NULL;
-  /* the kept list's plans, until the first call that needs cuDNN */
-  for (int i = 0; i < ctx->n_ahead && !weft__cuda_ahead_stopped(ctx); i++) {
-    const weft__kept_plan *p = &ctx->ahead[i];
-    if (p->kind == WEFT__KEPT_CONV)
-      weft__cudnn_conv_ahead(ctx, p->key);
-    else if (p->kind == WEFT__KEPT_ATTN)
-      weft__cudnn_attn_ahead(ctx, p->key);
-  }
-  cudaGetLastError(); /* nothing here is the next call's error */
   return NULL;
 }
 
@@ -1629,8 +1571,6 @@ void weft__cudnn_start(weft__cuda_ctx *ctx) {
 void weft__cudnn_join(weft__cuda_ctx *ctx) {
   if (!ctx->cudnn_starting) return;
   const double t0 = weft__cuda_now();
-  /* plans not made ahead by now are made at their first call */
-  __atomic_store_n(&ctx->ahead_stop, 1, __ATOMIC_RELAXED);
   pthread_join(ctx->cudnn_thread, NULL);
   weft__cuda_plan_time(ctx, WEFT__PLAN_CUDNN_WAIT, weft__cuda_now() - t0);
   ctx->cudnn_starting = false;

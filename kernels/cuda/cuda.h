@@ -178,9 +178,7 @@ const char *weft_cuda_attention_path(weft_backend *be, const weft_attn_args *a);
  * Without this the first such convolution loads it.  Nothing without
  * cuDNN or when it is loaded already.  It also starts cuBLASLt's
  * first-plan set-up on a second thread (WEFT_CUDA_LT_WARM=0: not): the
- * text encoder's first products then find it done.  With a list that
- * weft_cuda_keep_plans wrote, those threads then make its plans ahead
- * (cuDNN's until the first call that needs cuDNN).  0, or WEFT_EINVAL. */
+ * text encoder's first products then find it done.  0, or WEFT_EINVAL. */
 int weft_cuda_start_cudnn(weft_backend *be);
 /* true when weft was built with cuDNN and its handle came up. */
 bool weft_cuda_have_cudnn(const weft_backend *be);
@@ -266,24 +264,9 @@ typedef struct weft_cuda_plan_stats {
   /* the backend's start: the device, its context, stream and limits; the
    * cuBLASLt handle; the cuBLAS handle, made on first use (0 until then) */
   double start_context_s, start_lt_s, start_blas_s;
-  /* plans_kept.c: the kept list's plans read at weft_cuda_start_cudnn, and
-   * those made ahead from it on the start threads (not counted in
-   * cudnn_plans or lt_plans: those are the calls' own) and their seconds;
-   * the plans the last weft_cuda_keep_plans listed */
-  uint64_t ahead_listed, ahead_cudnn, ahead_lt;
-  double ahead_cudnn_s, ahead_lt_s;
-  uint64_t kept_listed;
 } weft_cuda_plan_stats;
 /* Fills *st (0, or WEFT_EINVAL for a non-CUDA backend). */
 int weft_cuda_plan_stats_get(const weft_backend *be, weft_cuda_plan_stats *st);
-/* Writes the cuDNN and cuBLASLt plans this backend has used, in the order
- * of their first use, as the list the next process's
- * weft_cuda_start_cudnn reads to make them ahead (plans_kept.c; in the
- * cache folder, WEFT_CACHE_DIR, one list per library version and device,
- * replaced whole).  Nothing when no plan was used since the last list, or
- * with no cache folder.  0, or WEFT_EIO / WEFT_ENOMEM (no list written:
- * the next process makes its plans as they come). */
-int weft_cuda_keep_plans(const weft_backend *be);
 /* cudaMalloc calls so far (0 for a non-CUDA backend). */
 uint64_t weft_cuda_malloc_count(const weft_backend *be);
 /* Waits for the stream and returns every cached (free) block to the

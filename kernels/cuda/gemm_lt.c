@@ -34,8 +34,6 @@
  * values; SD's widest product has 10240 columns). */
 #define LT_BIAS_BYTES ((size_t)64 << 10)
 
-static bool lt_cache_new(weft__cuda_ctx *ctx);
-
 int weft__cuda_lt_init(weft__cuda_ctx *ctx, char *err, size_t err_size) {
   cublasLtHandle_t h;
   cublasStatus_t st = cublasLtCreate(&h);
@@ -44,24 +42,11 @@ int weft__cuda_lt_init(weft__cuda_ctx *ctx, char *err, size_t err_size) {
     return WEFT_EDEVICE;
   }
   ctx->lt = h;
-  /* the plan cache now, before any thread can meet it (lt_warm_main's) */
-  if (!lt_cache_new(ctx)) {
-    snprintf(err, err_size, "out of memory");
-    cublasLtDestroy(h);
-    ctx->lt = NULL;
-    return WEFT_ENOMEM;
-  }
   return 0;
 }
 
 static void *lt_warm_main(void *arg) {
-  weft__cuda_ctx *ctx = arg;
-  for (int i = 0; i < ctx->n_ahead; i++)
-    if (ctx->ahead[i].kind == WEFT__KEPT_LT) {
-      /* a kept list's plans: their first one sets cuBLASLt up */
-      weft__cuda_lt_ahead(ctx);
-      return NULL;
-    }
+  (void)arg;
   cublasLtHandle_t h;
   if (cublasLtCreate(&h) != CUBLAS_STATUS_SUCCESS) return NULL;
   cublasLtMatmulDesc_t op = NULL;
@@ -97,7 +82,7 @@ void weft__cuda_lt_warm_start(weft__cuda_ctx *ctx) {
   static int env = -1;
   if (ctx->lt_warming || !weft__cuda_env_on("WEFT_CUDA_LT_WARM", &env)) return;
   ctx->lt_warming =
-      pthread_create(&ctx->lt_warm_thread, NULL, lt_warm_main, ctx) == 0;
+      pthread_create(&ctx->lt_warm_thread, NULL, lt_warm_main, NULL) == 0;
 }
 
 void weft__cuda_lt_warm_join(weft__cuda_ctx *ctx) {
@@ -176,7 +161,6 @@ static cublasStatus_t layout(cublasLtMatrixLayout_t *l, cudaDataType_t t,
 typedef struct lt_plan {
   bool used;
   bool algo_ok; /* false: cuBLASLt offered none (the caller falls back) */
-  bool listed;  /* a call took it (weft__cuda_kept_use told) */
   int64_t key[LT_KEY];
   lt_objs o;
   cublasLtMatmulAlgo_t algo;
@@ -193,16 +177,6 @@ static void lt_cache_clear(lt_cache *c) {
     if (c->p[i].used) lt_free(&c->p[i].o);
   memset(c->p, 0, sizeof c->p);
   c->n = 0;
-}
-
-static bool lt_cache_new(weft__cuda_ctx *ctx) {
-  lt_cache *c = calloc(1, sizeof *c);
-  if (!c || pthread_mutex_init(&c->mu, NULL) != 0) {
-    free(c);
-    return false;
-  }
-  ctx->lt_plans = c;
-  return true;
 }
 
 void weft__cuda_lt_plans_free(weft__cuda_ctx *ctx) {
@@ -411,8 +385,8 @@ out:
 
 /* Makes p's descriptors and asks the heuristic; a cuBLAS status. */
 static cublasStatus_t lt_make(weft__cuda_ctx *ctx, const weft__cuda_mm *mm,
-                              bool epilogue, const uint32_t al[3], uint64_t ws,
-                              bool study, lt_plan *p, const char **failed) {
+                              bool epilogue, const uint32_t al[3], lt_plan *p,
+                              const char **failed) {
   const cudaDataType_t t = mm->dt == WEFT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
   const cudaDataType_t tc = mm->c_dt == WEFT_F32 ? CUDA_R_32F : t;
   lt_objs *o = &p->o;
@@ -437,6 +411,7 @@ static cublasStatus_t lt_make(weft__cuda_ctx *ctx, const weft__cuda_mm *mm,
                mm->trans_a ? mm->k : mm->m, mm->lda, mm->batch, mm->sa));
   LT_CK(layout(&o->lc, tc, mm->n, mm->m, mm->ldc, mm->batch, mm->sc));
   LT_CK(cublasLtMatmulPreferenceCreate(&o->pref));
+  const uint64_t ws = ctx->lt_ws_bytes;
   LT_CK(cublasLtMatmulPreferenceSetAttribute(
       o->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
   LT_CK(cublasLtMatmulPreferenceSetAttribute(
@@ -451,8 +426,8 @@ static cublasStatus_t lt_make(weft__cuda_ctx *ctx, const weft__cuda_mm *mm,
   LT_CK(cublasLtMatmulPreferenceSetAttribute(
       o->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2],
       sizeof al[2]));
-  const char *to = study ? getenv("WEFT_CUDA_LT_STUDY") : NULL;
-  if (to && *to) lt_study(ctx, mm, epilogue, o, to);
+  const char *study = getenv("WEFT_CUDA_LT_STUDY");
+  if (study && *study) lt_study(ctx, mm, epilogue, o, study);
   const tuned_mm *tn = lt_tuned_find(ctx, mm, epilogue);
   if (tn && lt_tuned_algo(ctx, o, tn, t, tc, ws, &p->algo)) {
     p->algo_ok = true;
@@ -470,58 +445,6 @@ out:
   return st;
 }
 
-/* key's slot of c: its plan, or the free slot it goes to (c not full:
- * callers clear it at three quarters) */
-static lt_plan *lt_slot(lt_cache *c, const int64_t *key) {
-  for (uint64_t h = lt_hash(key) % LT_SLOTS;; h = (h + 1) % LT_SLOTS) {
-    lt_plan *p = &c->p[h];
-    if (!p->used || !memcmp(p->key, key, sizeof p->key)) return p;
-  }
-}
-
-void weft__cuda_lt_ahead(weft__cuda_ctx *ctx) {
-  lt_cache *c = ctx->lt_plans;
-  for (int i = 0; c && i < ctx->n_ahead && !weft__cuda_ahead_stopped(ctx);
-       i++) {
-    const weft__kept_plan *kp = &ctx->ahead[i];
-    const int64_t *k = kp->key;
-    if (kp->kind != WEFT__KEPT_LT) continue;
-    /* lt_matmul's key, read back (plans_list.h's lt_ok bounds it) */
-    const weft__cuda_mm mm = {.dt = (weft_dtype)k[0],
-                              .c_dt = (weft_dtype)k[1],
-                              .trans_a = (int)k[2],
-                              .trans_b = (int)k[3],
-                              .m = k[4],
-                              .n = k[5],
-                              .k = k[6],
-                              .batch = k[7],
-                              .lda = k[8],
-                              .ldb = k[9],
-                              .ldc = k[10],
-                              .sa = k[11],
-                              .sb = k[12],
-                              .sc = k[13]};
-    const uint32_t al[3] = {(uint32_t)k[15], (uint32_t)k[16], (uint32_t)k[17]};
-    const char *what = "";
-    pthread_mutex_lock(&c->mu);
-    lt_plan *p = c->n < LT_SLOTS * 3 / 4 ? lt_slot(c, k) : NULL;
-    if (p && !p->used) {
-      const double t0 = weft__cuda_now();
-      if (lt_make(ctx, &mm, k[14] != 0, al, (uint64_t)k[18], false, p, &what) ==
-          CUBLAS_STATUS_SUCCESS) {
-        p->used = true;
-        memcpy(p->key, k, sizeof p->key);
-        c->n++;
-      } else {
-        lt_free(&p->o);
-        memset(p, 0, sizeof *p);
-      }
-      weft__cuda_plan_time(ctx, WEFT__PLAN_AHEAD_LT, weft__cuda_now() - t0);
-    }
-    pthread_mutex_unlock(&c->mu);
-  }
-}
-
 /* 0; WEFT_EUNSUPPORTED when cuBLASLt has no algorithm for this problem
  * (ctx->err untouched); another code with ctx->err set. */
 static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
@@ -533,7 +456,13 @@ static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
     else
       ctx->err[0] = 0; /* run without a workspace */
   }
-  lt_cache *c = ctx->lt_plans; /* made with the handle */
+  if (!ctx->lt_plans) {
+    lt_cache *c = calloc(1, sizeof *c);
+    if (!c) return weft__cuda_fail(ctx, WEFT_ENOMEM, "out of memory");
+    pthread_mutex_init(&c->mu, NULL);
+    ctx->lt_plans = c;
+  }
+  lt_cache *c = ctx->lt_plans;
   /* The bias epilogue only for a 16-byte aligned bias: other projects
    * report wrong sums with less (Marian's cuBLASLt wrapper); else a
    * kernel adds it after the product.  cuBLASLt takes a bias of D's type
@@ -596,10 +525,14 @@ static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
   int rc = 0;
   pthread_mutex_lock(&c->mu);
   if (c->n >= LT_SLOTS * 3 / 4) lt_cache_clear(c);
-  lt_plan *p = lt_slot(c, key);
+  lt_plan *p = NULL;
+  for (uint64_t h = lt_hash(key) % LT_SLOTS;; h = (h + 1) % LT_SLOTS) {
+    p = &c->p[h];
+    if (!p->used || !memcmp(p->key, key, sizeof key)) break;
+  }
   if (!p->used) {
     const double t0 = weft__cuda_now();
-    st = lt_make(ctx, mm, epilogue, al, ctx->lt_ws_bytes, true, p, &what);
+    st = lt_make(ctx, mm, epilogue, al, p, &what);
     weft__cuda_plan_time(ctx, WEFT__PLAN_LT, weft__cuda_now() - t0);
     if (st != CUBLAS_STATUS_SUCCESS) {
       lt_free(&p->o);
@@ -609,10 +542,6 @@ static int lt_matmul(weft__cuda_ctx *ctx, const weft__cuda_mm *mm) {
     p->used = true;
     memcpy(p->key, key, sizeof key);
     c->n++;
-  }
-  if (p->algo_ok && !p->listed) {
-    p->listed = true;
-    weft__cuda_kept_use(ctx, WEFT__KEPT_LT, key);
   }
   if (!p->algo_ok) {
     rc = WEFT_EUNSUPPORTED; /* no algorithm: the caller falls back */

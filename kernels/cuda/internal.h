@@ -13,7 +13,6 @@
 #include <time.h>
 
 #include "kernels/cuda/cuda.h"
-#include "kernels/cuda/plans_list.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -37,12 +36,6 @@ typedef struct weft__cuda_cache {
 
 /* ---- Context ---------------------------------------------------------------
  */
-
-/* A plan cache's key with its kind (plans_list.h). */
-typedef struct weft__kept_plan {
-  int kind;
-  int64_t key[WEFT__KEPT_KEY_MAX];
-} weft__kept_plan;
 
 /* A registered range of 16-bit weights [lo, hi) (weft_cuda_mark_half), or
  * of fp32 values with a 16-bit copy at `to` (weft_cuda_mark_mirror). */
@@ -103,15 +96,6 @@ typedef struct weft__cuda_ctx {
   weft__cuda_ranges mirror; /* fp32 ranges with 16-bit copies */
   weft__cuda_cache cache;
   weft__cuda_prof *prof;
-  /* plans_kept.c: the plans this process used, in the order of their
-   * first use (under plans_mu; n_written of them in the kept list), and
-   * the kept list's plans to make ahead (read at weft_cuda_start_cudnn,
-   * then only read; ahead_stop, atomic, ends their threads early) */
-  weft__kept_plan *used;
-  int n_used, cap_used, n_written;
-  weft__kept_plan *ahead;
-  int n_ahead;
-  int ahead_stop;
   char err[512]; /* last failure, for weft_cuda_last_error */
 } weft__cuda_ctx;
 
@@ -126,33 +110,14 @@ static inline double weft__cuda_now(void) {
 
 /* Adds one plan's (or the wait's) seconds to ctx->plans. */
 typedef enum weft__cuda_plan_kind {
-  WEFT__PLAN_CUDNN,       /* a cuDNN plan made */
-  WEFT__PLAN_LT,          /* a cuBLASLt one */
-  WEFT__PLAN_CUDNN_WAIT,  /* the wait for cuDNN's start */
-  WEFT__PLAN_KEPT,        /* a cuDNN plan read from its file (no seconds) */
-  WEFT__PLAN_STORED,      /* one written to its file (no seconds) */
-  WEFT__PLAN_AHEAD_CUDNN, /* a kept list's cuDNN plan made ahead */
-  WEFT__PLAN_AHEAD_LT     /* and a cuBLASLt one */
+  WEFT__PLAN_CUDNN,      /* a cuDNN plan made */
+  WEFT__PLAN_LT,         /* a cuBLASLt one */
+  WEFT__PLAN_CUDNN_WAIT, /* the wait for cuDNN's start */
+  WEFT__PLAN_KEPT,       /* a cuDNN plan read from its file (no seconds) */
+  WEFT__PLAN_STORED      /* one written to its file (no seconds) */
 } weft__cuda_plan_kind;
 void weft__cuda_plan_time(weft__cuda_ctx *ctx, weft__cuda_plan_kind what,
                           double seconds);
-
-/* ---- Plans kept from one process to the next (plans_kept.c) ----------- */
-
-/* The folder weft keeps what it compiled in (WEFT_CACHE_DIR; else
- * $XDG_CACHE_HOME/weft or ~/.cache/weft, made if missing) into dir: false
- * for none (WEFT_CACHE_DIR empty, "off" or "0", or no such folder). */
-bool weft__cuda_cache_dir(char *dir, size_t n);
-/* A plan cache's entry met its first use in this process: its key goes
- * to the list weft_cuda_keep_plans writes. */
-void weft__cuda_kept_use(weft__cuda_ctx *ctx, int kind, const int64_t *key);
-/* Reads the kept list into ctx->ahead (weft_cuda_start_cudnn, before the
- * threads that make them start).  WEFT_CUDA_PLANS_AHEAD=0: none. */
-void weft__cuda_plans_ahead_read(weft__cuda_ctx *ctx);
-/* Whether the plans' threads are to stop (ctx_free; cuDNN's first use). */
-static inline bool weft__cuda_ahead_stopped(weft__cuda_ctx *ctx) {
-  return __atomic_load_n(&ctx->ahead_stop, __ATOMIC_RELAXED) != 0;
-}
 
 /* The integer an environment variable holds (dflt when unset or empty,
  * negative values 0), read once into *cache (a static of the caller's, -1
@@ -336,9 +301,6 @@ void weft__cuda_lt_warm_join(weft__cuda_ctx *ctx);
 void weft__cuda_preload_start(weft__cuda_ctx *ctx);
 void weft__cuda_preload_join(weft__cuda_ctx *ctx);
 void weft__cuda_lt_destroy(weft__cuda_ctx *ctx);
-/* Makes the kept list's cuBLASLt plans (ctx->ahead) into the plan cache,
- * until ctx->ahead_stop (on the thread weft__cuda_lt_warm_start starts). */
-void weft__cuda_lt_ahead(weft__cuda_ctx *ctx);
 /* Frees gemm_lt.c's plan cache (the descriptors it keeps). */
 void weft__cuda_lt_plans_free(weft__cuda_ctx *ctx);
 
@@ -395,13 +357,6 @@ bool weft__cudnn_ensure(weft__cuda_ctx *ctx);
  * destroy do). */
 void weft__cudnn_start(weft__cuda_ctx *ctx);
 void weft__cudnn_join(weft__cuda_ctx *ctx);
-/* The kept list's convolution plan of key made into the plan cache (on
- * the start thread, which holds the handle until the join): 0, or 1 when
- * the key is not one this backend would make (another dtype or math
- * mode), or already there. */
-int weft__cudnn_conv_ahead(weft__cuda_ctx *ctx, const int64_t *key);
-/* The same for an attention plan (attn_cudnn.c). */
-int weft__cudnn_attn_ahead(weft__cuda_ctx *ctx, const int64_t *key);
 void weft__cudnn_destroy(weft__cuda_ctx *ctx);
 /* true when cuDNN can run this convolution (symmetric padding, int sizes) */
 bool weft__cudnn_conv_supported(const weft__cuda_ctx *ctx,

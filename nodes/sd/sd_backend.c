@@ -357,25 +357,17 @@ void sd_vram_log_use(weft_call *c, const weft_backend *be, const sd_vram *vr,
 #if WEFT_SD_CUDA
   /* what a fresh process's first calls paid on the host, so far (a CUDA
    * root here: the emulated device has no plans) */
-  if (weft_cuda_keep_plans(root) != 0)
-    c->host->log(c, WEFT_LOG_WARN,
-                 "%s: the list of plans for the next process could not be "
-                 "written (the cache folder, WEFT_CACHE_DIR)",
-                 what);
   weft_cuda_plan_stats ps;
   if (weft_cuda_plan_stats_get(root, &ps) == 0)
-    c->host->log(
-        c, WEFT_LOG_INFO,
-        "%s: plans made so far: cuDNN %llu in %.3f s (%llu of "
-        "them from their files, %llu written), cuBLASLt %llu in "
-        "%.3f s; ahead, of %llu listed: cuDNN %llu in %.3f s, "
-        "cuBLASLt %llu in %.3f s; %.3f s waiting for cuDNN's "
-        "start; weft's kernels loaded ahead: %llu in %.3f s",
-        what, (unsigned long long)ps.cudnn_plans, ps.cudnn_s,
-        (unsigned long long)ps.cudnn_kept, (unsigned long long)ps.cudnn_stored,
-        (unsigned long long)ps.lt_plans, ps.lt_s,
-        (unsigned long long)ps.ahead_listed, (unsigned long long)ps.ahead_cudnn,
-        ps.ahead_cudnn_s, (unsigned long long)ps.ahead_lt, ps.ahead_lt_s,
-        ps.cudnn_wait_s, (unsigned long long)ps.preloaded, ps.preload_s);
+    c->host->log(c, WEFT_LOG_INFO,
+                 "%s: plans made so far: cuDNN %llu in %.3f s (%llu of "
+                 "them from their files, %llu written), cuBLASLt %llu in "
+                 "%.3f s; %.3f s waiting for cuDNN's start; weft's kernels "
+                 "loaded ahead: %llu in %.3f s",
+                 what, (unsigned long long)ps.cudnn_plans, ps.cudnn_s,
+                 (unsigned long long)ps.cudnn_kept,
+                 (unsigned long long)ps.cudnn_stored,
+                 (unsigned long long)ps.lt_plans, ps.lt_s, ps.cudnn_wait_s,
+                 (unsigned long long)ps.preloaded, ps.preload_s);
 #endif
 }

@@ -413,9 +413,7 @@ void sd_vram_log(weft_call *c, const sd_vram *vr, const char *what);
  * decode: device high-water 1402 MiB of --vram 1536 MiB ...").  On the
  * emulated device the same line with the most bytes its buffers held at
  * once since the backend was made.  Nothing on the CPU.  vr may be
- * NULL.  On CUDA it also keeps the plans the backend used so far for the
- * next process to make ahead (weft_cuda_keep_plans; a list that cannot
- * be written is logged, and costs only that). */
+ * NULL. */
 void sd_vram_log_use(weft_call *c, const weft_backend *be, const sd_vram *vr,
                      const char *what);
 
