@@ -176,8 +176,8 @@ int weft_cpu_get_threads(const weft_cpu_ctx *ctx) {
   return ctx->pool.n_threads;
 }
 
-bool weft__cpu_has_avx2(void) {
 #ifdef WEFT_HAVE_AVX2_BUILD
+static bool probe_avx2(void) {
   /* CPUID directly: clang 14's __builtin_cpu_supports knows no "f16c" */
   unsigned a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
@@ -189,6 +189,22 @@ bool weft__cpu_has_avx2(void) {
   unsigned lo, hi;
   __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
   return (lo & 6) == 6;
+}
+#endif
+
+/* Asked once a process: CPUID traps to the hypervisor in a virtual
+ * machine (about 90 us for the probe on the development VM), and
+ * weft_cpu_convert_serial asks on every call -- a checkpoint's load makes
+ * tens of thousands (one per channels-last weight row). */
+bool weft__cpu_has_avx2(void) {
+#ifdef WEFT_HAVE_AVX2_BUILD
+  static int known = -1; /* two threads asking at once store the same */
+  int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+  if (v < 0) {
+    v = probe_avx2();
+    __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+  }
+  return v;
 #else
   return false;
 #endif
