@@ -449,6 +449,10 @@ static void log_load_times(weft_call *c, const sd_bundle *b, const double *t) {
                           b->clip ? sd_clip_devw(b->clip) : NULL,
                           b->vae ? sd_vae_devw(b->vae) : NULL};
   double img = 0, fill = 0, pin = 0, mib = 0, pinned = 0, staged = 0;
+  const sd_vram *vr = bundle_vram(b);
+  sd_vram_stats st;
+  memset(&st, 0, sizeof st);
+  if (vr) st = *sd_vram_get_stats(vr);
   int qkv = 0, kv = 0, hwc = 0;
   for (int i = 0; i < 3; i++)
     if (dw[i]) {
@@ -465,7 +469,10 @@ static void log_load_times(weft_call *c, const sd_bundle *b, const double *t) {
                "weights to the device %.2f s (UNet %.2f, text encoder %.2f, "
                "VAE %.2f, commit %.2f; %.0f MiB staged without an image; "
                "images of %.0f MiB allocated in %.2f s, filled in %.2f s, "
-               "%.0f MiB of them pinned in %.2f s); stacked q/k/v weights "
+               "%.0f MiB of them pinned in %.2f s; the commit: pool %.3f s, "
+               "slots %.3f s, staging %.3f s (its threads' fills %.3f s, "
+               "waits for a slot %.3f s, copies submitted %.3f s, summed), "
+               "last copies %.3f s); stacked q/k/v weights "
                "in %d attentions, k/v in %d more; %d convolution weights "
                "channels last",
                sd_mono_s() - t[LD_START], d[LD_TOK], d[LD_DEV],
@@ -473,7 +480,9 @@ static void log_load_times(weft_call *c, const sd_bundle *b, const double *t) {
                d[LD_VAE], b->ck.defer_reads ? "; values read as needed" : "",
                d[LD_DUNET] + d[LD_DCLIP] + d[LD_DVAE] + d[LD_COMMIT],
                d[LD_DUNET], d[LD_DCLIP], d[LD_DVAE], d[LD_COMMIT], staged, mib,
-               img, fill, pinned, pin, qkv, kv, hwc);
+               img, fill, pinned, pin, st.t_pool, st.t_slots, st.t_stage,
+               st.t_fill, st.t_slot_wait, st.t_submit, st.t_drain, qkv, kv,
+               hwc);
 }
 
 static int loader_run(weft_call *c) {

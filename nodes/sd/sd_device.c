@@ -510,7 +510,8 @@ typedef struct stage_run {
   const stage_plan *pl;
   int next; /* the next chunk, under mu */
   int rc;
-  pthread_mutex_t mu; /* the sd_xfer's calls, next and rc */
+  pthread_mutex_t mu;        /* the sd_xfer's calls, next, rc and the times */
+  double fill, wait, submit; /* the threads' seconds, summed */
 } stage_run;
 
 typedef struct stage_worker {
@@ -527,10 +528,13 @@ static void *stage_main(void *arg) {
   sd_xfer *x = &r->vr->x;
   for (int turn = 0;; turn++) {
     pthread_mutex_lock(&r->mu);
+    const double t0 = sd_mono_s();
     const int ci = r->rc ? r->pl->nc : r->next++;
     const int s = turn & 1;
     int rc = ci < r->pl->nc && w->used[s] ? x->host_wait(x->ctx, w->ev[s]) : 0;
     if (rc && !r->rc) r->rc = rc;
+    const double t1 = sd_mono_s();
+    r->wait += t1 - t0;
     pthread_mutex_unlock(&r->mu);
     if (ci >= r->pl->nc || rc) break;
     const stage_chunk *c = &r->pl->c[ci];
@@ -541,11 +545,14 @@ static void *stage_main(void *arg) {
                 w->slot[s] + (p->e->off + (size_t)p->b * dw->elem - c->at));
     }
     char *dst = (char *)r->vr->pool + dw->blk[c->block].pool_off + c->at;
+    const double t2 = sd_mono_s();
     pthread_mutex_lock(&r->mu);
+    const double t3 = sd_mono_s();
     rc = x->upload(x->ctx, dst, w->slot[s], c->bytes, r->vr->after, w->ev[s]);
     w->used[s] = !rc;
     if (rc && !r->rc) r->rc = rc;
     if (!rc) r->vr->st.staged_copies++;
+    r->fill += t2 - t1, r->submit += sd_mono_s() - t3;
     pthread_mutex_unlock(&r->mu);
   }
   return NULL;
@@ -557,7 +564,8 @@ static void *stage_main(void *arg) {
 static int stage(sd_vram *vr, const stage_plan *pl) {
   if (!pl->nc) return 0;
   const int t = fill_threads(pl->values);
-  stage_run r = {vr, pl, 0, 0, PTHREAD_MUTEX_INITIALIZER};
+  stage_run r = {vr, pl, 0, 0, PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
+  const double t0 = sd_mono_s();
   stage_worker w[SD_FILL_T];
   memset(w, 0, sizeof w);
   int rc = vr->x.record_compute(vr->x.ctx, vr->after);
@@ -578,8 +586,10 @@ static int stage(sd_vram *vr, const stage_plan *pl) {
     if (!rc && pl->tmp_bytes && !(w[k].tmp = malloc(pl->tmp_bytes)))
       rc = WEFT_ENOMEM;
   }
+  const double t1 = sd_mono_s();
   if (!rc) run_threads(stage_main, (char *)w, sizeof *w, t);
   if (!rc) rc = r.rc;
+  const double t2 = sd_mono_s();
   /* every slot's last copy landed before the slots go */
   for (int k = 0; k < t; k++)
     for (int s = 0; s < 2; s++) {
@@ -589,6 +599,11 @@ static int stage(sd_vram *vr, const stage_plan *pl) {
       }
       if (w[k].ev[s]) vr->x.event_free(vr->x.ctx, w[k].ev[s]);
     }
+  const double t3 = sd_mono_s();
+  vr->st.t_slots += t1 - t0, vr->st.t_stage += t2 - t1;
+  vr->st.t_drain += t3 - t2;
+  vr->st.t_fill += r.fill, vr->st.t_slot_wait += r.wait;
+  vr->st.t_submit += r.submit;
   for (int k = 0; k < t; k++)
     free(w[k].tmp);
   if (pinned) vr->x.host_unpin(vr->x.ctx, slots);
@@ -1016,7 +1031,9 @@ int sd_vram_fit(sd_vram *vr, const sd_devw *running, uint64_t scratch,
 
 int sd_vram_commit(sd_vram *vr) {
   if (!vr->dirty) return 0;
+  const double t0 = sd_mono_s();
   int rc = size_pool(vr);
+  vr->st.t_pool += sd_mono_s() - t0;
   if (!rc) rc = preload(vr);
   if (!rc) vr->dirty = false;
   return rc;

@@ -150,6 +150,11 @@ typedef struct sd_vram_stats {
   uint64_t peak_resident; /* the most pool bytes resident at once */
   uint64_t staged;        /* of the loads, staged (no image: sd_device.c) */
   uint64_t staged_copies; /* the copies those took, a slot's each */
+  /* seconds: the pool's sizing in commits; staging's slots made and
+   * pinned, its threads' run (and, summed over the threads, their fills,
+   * their waits for a slot's last copy and their copies' submission), and
+   * the wait for the last copies */
+  double t_pool, t_slots, t_stage, t_fill, t_slot_wait, t_submit, t_drain;
 } sd_vram_stats;
 
 typedef struct sd_vram sd_vram;
