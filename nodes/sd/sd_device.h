@@ -110,7 +110,8 @@ typedef struct sd_xfer {
   /* records ev on the compute stream (after all work queued so far) */
   int (*record_compute)(void *ctx, void *ev);
   /* on the copy stream: waits for `after`, copies n bytes host -> device,
-   * records `done` */
+   * records `done`.  Staged uploads call it from several threads at once
+   * (host_wait from one at a time) */
   int (*upload)(void *ctx, void *dst, const void *src, size_t n, void *after,
                 void *done);
   /* the compute stream waits for ev */

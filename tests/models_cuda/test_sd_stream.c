@@ -13,6 +13,7 @@
  * comparisons are exact (memcmp): the emulated device runs the CPU kernels,
  * so streaming changes where weights live, never a value. */
 #include <math.h>
+#include <pthread.h>
 
 #include "../models/sd_fixture.h"
 #include "kernels/cpu/cpu.h" /* weft_f32_to_f16/bf16 */
@@ -557,6 +558,8 @@ typedef struct fake_stream {
   fake_copy q[4096];
   int head, tail;
   int events, waits, host_waits, uploads, pinned;
+  /* the queue and counts: staged uploads come from several threads */
+  pthread_mutex_t mu;
 } fake_stream;
 
 static void fs_run_until(fake_stream *s, const int *ev) {
@@ -605,26 +608,32 @@ static int fs_record(void *ctx, void *ev) {
 static int fs_upload(void *ctx, void *dst, const void *src, size_t n,
                      void *after, void *done) {
   fake_stream *s = ctx;
+  pthread_mutex_lock(&s->mu);
   ASSERT(*(int *)after == 1);
   ASSERT(s->tail < 4096);
   *(int *)done = 0;
   s->q[s->tail++] = (fake_copy){dst, src, n, done};
   s->uploads++;
   if (!s->late) fs_run_until(s, done);
+  pthread_mutex_unlock(&s->mu);
   return 0;
 }
 static int fs_host_wait(void *ctx, void *ev) {
   fake_stream *s = ctx;
+  pthread_mutex_lock(&s->mu);
   s->host_waits++;
   if (!*(int *)ev) fs_run_until(s, ev);
   ASSERT(*(int *)ev == 1);
+  pthread_mutex_unlock(&s->mu);
   return 0;
 }
 static int fs_wait(void *ctx, void *ev) {
   fake_stream *s = ctx;
+  pthread_mutex_lock(&s->mu);
   s->waits++;
   if (!*(int *)ev) fs_run_until(s, ev);
   ASSERT(*(int *)ev == 1);
+  pthread_mutex_unlock(&s->mu);
   return 0;
 }
 
@@ -635,6 +644,7 @@ static int fs_wait(void *ctx, void *ev) {
  * tests/models/test_emulated_device.c runs them stacked). */
 static sd_xfer fs_xfer(fake_stream *fs) {
   setenv("WEFT_SD_FUSE", "0", 1);
+  pthread_mutex_init(&fs->mu, NULL);
   return (sd_xfer){.ctx = fs,
                    .host_pin = fs_host_pin,
                    .host_unpin = fs_host_unpin,
@@ -648,6 +658,11 @@ static sd_xfer fs_xfer(fake_stream *fs) {
                    .unmark_half = fs_unmark};
 }
 
+static void fs_free(fake_stream *fs) {
+  pthread_mutex_destroy(&fs->mu);
+  free(fs);
+}
+
 /* md and its sd_vram on e behind fake stream fs closed: every pin and
  * event given back, every device buffer freed; fs and e freed */
 static void close_on_stream(model *md, sd_vram *vr, fake_stream *fs,
@@ -656,7 +671,7 @@ static void close_on_stream(model *md, sd_vram *vr, fake_stream *fs,
   sd_vram_release(vr);
   ASSERT_EQ(fs->pinned, 0);
   ASSERT_EQ(fs->events, 0);
-  free(fs);
+  fs_free(fs);
   ASSERT_EQ(weft_emulated_live_buffers(e), 0);
   weft_backend_free(e);
 }
@@ -891,7 +906,7 @@ static void fake_stream_run(bool late) {
   sd_vram_release(vr), sd_vram_release(vres);
   ASSERT_EQ(fs->pinned, 0);
   ASSERT_EQ(fs->events, 0);
-  free(fs);
+  fs_free(fs);
   ASSERT_EQ(weft_emulated_live_buffers(e), 0);
   weft_backend_free(er), weft_backend_free(e);
 }
@@ -1069,7 +1084,7 @@ static void sd15_txt2img(bool prefetch) {
   sd_unet_free(unet), sd_clip_free(clip), sd_vae_free(vae);
   sd_vram_release(vr);
   ASSERT_EQ(fs->pinned, 0);
-  free(fs);
+  fs_free(fs);
   ASSERT_EQ(weft_emulated_live_buffers(e), 0);
   weft_backend_free(e);
   sd_ckpt_free_params(&ck);
